@@ -1,0 +1,85 @@
+/**
+ * State shared by the steps of one dump: options, the log, id generators, and the image
+ * writers opened so far.
+ *
+ * @module
+ */
+import type { Logger } from "../log.ts";
+import { ImageWriter, type MagicName } from "../images/image.ts";
+
+/** Options of a dump, as `criu dump` takes them. */
+export interface DumpOptions {
+  /** Root of the tree to dump (`-t`). */
+  pid: number;
+  /** Where images go (`-D`); must exist. */
+  imagesDir: string;
+  /** Leave the tree running after the dump (`-R`). */
+  leaveRunning?: boolean;
+  /** Leave the tree stopped after the dump (`-s`). */
+  leaveStopped?: boolean;
+  /** The tree is a shell job: its session and terminal belong to the caller (`-j`). */
+  shellJob?: boolean;
+  /** Print dump statistics at the end (`--display-stats`). */
+  displayStats?: boolean;
+  /** Give up freezing after this many seconds (`--timeout`). */
+  timeoutSeconds?: number;
+  /** Test hook: fail the dump at the named step, after the task is seized. */
+  faultInject?: string;
+}
+
+/** Dump statistics, as stats-dump records them (times in microseconds). */
+export interface DumpStats {
+  freezingUs: number;
+  frozenUs: number;
+  memdumpUs: number;
+  memwriteUs: number;
+  pagesScanned: number;
+  pagesWritten: number;
+}
+
+/** The context one dump runs in. */
+export class DumpContext {
+  readonly opts: DumpOptions;
+  readonly log: Logger;
+  readonly stats: DumpStats = {
+    freezingUs: 0,
+    frozenUs: 0,
+    memdumpUs: 0,
+    memwriteUs: 0,
+    pagesScanned: 0,
+    pagesWritten: 0,
+  };
+  /** Images written, by file name. */
+  readonly written: string[] = [];
+  #nextFileId = 1;
+
+  constructor(opts: DumpOptions, log: Logger) {
+    this.opts = opts;
+    this.log = log;
+  }
+
+  /** A fresh id for a file entry (files.img ids are unique across the dump). */
+  fileId(): number {
+    return this.#nextFileId++;
+  }
+
+  /** Opens an image for writing; {@link DumpContext.close} writes it. */
+  image(file: string, type: MagicName): ImageWriter {
+    const w = new ImageWriter(this.opts.imagesDir, file, type);
+    this.#pending.push(w);
+    this.written.push(file);
+    return w;
+  }
+  #pending: ImageWriter[] = [];
+
+  /** Writes and syncs every image opened with {@link DumpContext.image}. */
+  flush(): void {
+    for (const w of this.#pending) w.close();
+    this.#pending = [];
+  }
+
+  /** Throws when the fault-injection hook names `step` (tests prove the dump unwinds). */
+  faultPoint(step: string): void {
+    if (this.opts.faultInject === step) throw new Error(`Fault injected at ${step}`);
+  }
+}

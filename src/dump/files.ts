@@ -1,0 +1,284 @@
+/**
+ * Open files: `collectFiles` reads a task's descriptors, `dumpFiles` writes files.img entries,
+ * fdinfo-N.img and pipes-data.img.
+ *
+ * Supported now: regular files and directories, character devices other than terminals (by
+ * path, as criu does for /dev/null), and pipes with the data in flight. Everything else is
+ * refused with the descriptor, its type and what to do.
+ *
+ * @module
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  fd_types,
+  fdinfo_entrySchema,
+  file_entrySchema,
+  fown_entrySchema,
+  pipe_data_entrySchema,
+  pipe_entrySchema,
+  type reg_file_entry,
+  reg_file_entrySchema,
+} from "../../proto/gen/files_pb.ts";
+import {
+  close,
+  errno,
+  F,
+  fcntl,
+  KCMP,
+  kcmp,
+  O,
+  pipe2,
+  SPLICE_F_NONBLOCK,
+  tee,
+  tryOpen,
+  tryRead,
+} from "../syscalls/mod.ts";
+import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
+import type { DumpContext } from "./context.ts";
+
+/** A resource the dump cannot handle; the dump is refused with this message. */
+export class UnsupportedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UnsupportedError";
+  }
+}
+
+/** What a descriptor refers to. */
+export type FileKind =
+  | { type: "reg"; path: string; size: bigint; mode: number }
+  | { type: "pipe"; ino: number };
+
+/** One open file description, shared by the descriptors that point at it. */
+export interface OpenFile {
+  id: number;
+  kind: FileKind;
+  /** Open flags without O_CLOEXEC. */
+  flags: number;
+  pos: bigint;
+  mntId: number;
+}
+
+/** One descriptor of a task. */
+export interface Fd {
+  fd: number;
+  file: OpenFile;
+  /** FD_CLOEXEC. */
+  cloexec: boolean;
+}
+
+/** Pipe contents captured at dump time, by pipe inode. */
+export interface PipeData {
+  ino: number;
+  data: Uint8Array;
+  /** Pipe buffer size (F_GETPIPE_SZ). */
+  size: number;
+}
+
+/** A task's descriptors, ready to write. */
+export interface TaskFiles {
+  fds: Fd[];
+  pipes: PipeData[];
+}
+
+const MAJOR_TTY = new Set([4, 5, 136, 128]);
+
+function major(rdev: number): number {
+  return ((rdev >> 8) & 0xfff) | ((rdev >>> 32) & ~0xfff);
+}
+
+/** Describes what `/proc/PID/fd/N` is, refusing what we cannot dump. */
+function describe(pid: number, fd: number): FileKind {
+  const link = `/proc/${pid}/fd/${fd}`;
+  const target = Deno.readLinkSync(link);
+  const what = `fd ${fd} of task ${pid} (${target})`;
+  if (target.startsWith("pipe:[")) return { type: "pipe", ino: Number(target.slice(6, -1)) };
+  if (target.startsWith("socket:[")) {
+    throw new UnsupportedError(
+      `Cannot dump ${what}: sockets are not supported yet; close it or dump with criu`,
+    );
+  }
+  if (target.startsWith("anon_inode:")) {
+    throw new UnsupportedError(
+      `Cannot dump ${what}: ${target.slice(11)} descriptors are not supported yet`,
+    );
+  }
+  if (target.endsWith(" (deleted)")) {
+    throw new UnsupportedError(
+      `Cannot dump ${what}: the file is deleted (ghost files are not supported yet)`,
+    );
+  }
+  if (!target.startsWith("/")) {
+    throw new UnsupportedError(`Cannot dump ${what}: unsupported file type`);
+  }
+  const st = Deno.statSync(link);
+  if (st.isFifo) {
+    throw new UnsupportedError(`Cannot dump ${what}: named FIFOs are not supported yet`);
+  }
+  if (st.isSocket) {
+    throw new UnsupportedError(`Cannot dump ${what}: unix sockets are not supported yet`);
+  }
+  if (st.isBlockDevice) {
+    throw new UnsupportedError(`Cannot dump ${what}: block devices are not supported`);
+  }
+  if (st.isCharDevice && MAJOR_TTY.has(major(st.rdev ?? 0))) {
+    throw new UnsupportedError(
+      `Cannot dump ${what}: terminals are not supported yet; start the task with its ` +
+        `stdio redirected (e.g. setsid prog </dev/null >log 2>&1)`,
+    );
+  }
+  return { type: "reg", path: target, size: BigInt(st.size), mode: st.mode ?? 0 };
+}
+
+/** Reads every descriptor of task `pid` (frozen), deduplicating shared descriptions. */
+export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
+  const fds: Fd[] = [];
+  const pipes = new Map<number, PipeData>();
+  for (const fd of listFds(pid)) {
+    const kind = describe(pid, fd);
+    const info = parseFdinfo(readProcText(pid, `fdinfo/${fd}`));
+    const cloexec = (info.flags & O.CLOEXEC) !== 0;
+    const flags = info.flags & ~O.CLOEXEC;
+    // Descriptors of one open file description (dup, inherited) share one file entry.
+    const twin = fds.find((o) =>
+      sameObject(o.file.kind, kind) && kcmp(pid, pid, KCMP.FILE, o.fd, fd) === 0
+    );
+    const file = twin?.file ??
+      { id: ctx.fileId(), kind, flags, pos: info.pos, mntId: info.mntId };
+    fds.push({ fd, file, cloexec });
+    if (kind.type === "pipe" && !pipes.has(kind.ino)) {
+      pipes.set(kind.ino, peekPipe(pid, fd, kind.ino));
+    }
+    ctx.log.debug(`fd ${fd}: ${kind.type} id ${file.id} flags 0${flags.toString(8)}`);
+  }
+  return { fds, pipes: [...pipes.values()] };
+}
+
+function sameObject(a: FileKind, b: FileKind): boolean {
+  if (a.type === "pipe" && b.type === "pipe") return a.ino === b.ino;
+  if (a.type === "reg" && b.type === "reg") return a.path === b.path;
+  return false;
+}
+
+/**
+ * Copies the bytes queued in a pipe without consuming them: a new read end is opened through
+ * /proc (same pipe), and tee(2) duplicates the queue into a private pipe we then drain.
+ */
+function peekPipe(pid: number, fd: number, ino: number): PipeData {
+  const path = `/proc/${pid}/fd/${fd}`;
+  const src = tryOpen(path, O.RDONLY | O.NONBLOCK | O.CLOEXEC);
+  if (src < 0) {
+    throw new UnsupportedError(`Cannot open pipe ${ino} through ${path} (errno ${-src})`);
+  }
+  const [r, w] = pipe2(O.CLOEXEC | O.NONBLOCK);
+  try {
+    const size = fcntl(src, F.GETPIPE_SZ);
+    fcntl(w, F.SETPIPE_SZ, size);
+    const n = tee(src, w, size, SPLICE_F_NONBLOCK);
+    if (n < 0 && n !== -errno.EAGAIN) {
+      throw new UnsupportedError(`Cannot copy the data of pipe ${ino} (errno ${-n})`);
+    }
+    const data = new Uint8Array(Math.max(n, 0));
+    let off = 0;
+    while (off < data.length) {
+      const got = tryRead(r, data.subarray(off));
+      if (got <= 0) throw new UnsupportedError(`Cannot read the data of pipe ${ino}`);
+      off += got;
+    }
+    return { ino, data, size };
+  } finally {
+    close(src);
+    close(r);
+    close(w);
+  }
+}
+
+const NO_OWNER = () => create(fown_entrySchema, { uid: 0, euid: 0, signum: 0, pidType: 0, pid: 0 });
+
+/** A reg_file_entry for a path (used for fds, mappings, cwd/root and the exe link). */
+export function regFileEntry(
+  id: number,
+  path: string,
+  opts: { flags: number; pos?: bigint; size?: bigint; mode?: number; mntId?: number },
+): reg_file_entry {
+  return create(reg_file_entrySchema, {
+    id,
+    flags: opts.flags,
+    pos: opts.pos ?? 0n,
+    fown: NO_OWNER(),
+    name: path,
+    mntId: opts.mntId ?? -1,
+    size: opts.size,
+    mode: opts.mode,
+  });
+}
+
+/** Appends a REG file entry to files.img. */
+export function writeRegFile(files: ReturnType<DumpContext["image"]>, reg: reg_file_entry): void {
+  files.entry(file_entrySchema, create(file_entrySchema, { type: fd_types.REG, id: reg.id, reg }));
+}
+
+/**
+ * Writes the task's descriptors: one file entry per open file description into `files`
+ * (files.img), fdinfo-`filesId`.img, and the pipe data into pipes-data.img.
+ */
+export function dumpFiles(
+  ctx: DumpContext,
+  files: ReturnType<DumpContext["image"]>,
+  filesId: number,
+  tf: TaskFiles,
+): void {
+  const seen = new Set<number>();
+  const fdinfo = ctx.image(`fdinfo-${filesId}.img`, "FDINFO");
+  for (const { fd, file, cloexec } of tf.fds) {
+    if (!seen.has(file.id)) {
+      seen.add(file.id);
+      if (file.kind.type === "reg") {
+        writeRegFile(
+          files,
+          regFileEntry(file.id, file.kind.path, {
+            flags: file.flags,
+            pos: file.pos,
+            size: file.kind.size,
+            mode: file.kind.mode,
+            mntId: file.mntId,
+          }),
+        );
+      } else {
+        files.entry(
+          file_entrySchema,
+          create(file_entrySchema, {
+            type: fd_types.PIPE,
+            id: file.id,
+            pipe: create(pipe_entrySchema, {
+              id: file.id,
+              pipeId: file.kind.ino,
+              flags: file.flags,
+              fown: NO_OWNER(),
+            }),
+          }),
+        );
+      }
+    }
+    fdinfo.entry(
+      fdinfo_entrySchema,
+      create(fdinfo_entrySchema, {
+        id: file.id,
+        flags: cloexec ? 1 : 0,
+        type: file.kind.type === "reg" ? fd_types.REG : fd_types.PIPE,
+        fd,
+      }),
+    );
+  }
+  if (tf.pipes.length) {
+    const img = ctx.image("pipes-data.img", "PIPES_DATA");
+    for (const p of tf.pipes) {
+      if (!p.data.length) continue;
+      img.entry(
+        pipe_data_entrySchema,
+        create(pipe_data_entrySchema, { pipeId: p.ino, bytes: p.data.length, size: p.size }),
+      );
+      img.raw(p.data);
+    }
+  }
+}

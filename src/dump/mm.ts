@@ -1,0 +1,144 @@
+/**
+ * The address space: `collectVmas` reads and classifies mappings (refusing what cannot be
+ * dumped), `dumpMm` writes mm-PID.img and the file entries of mapped files, `dumpPages` writes
+ * pagemap-PID.img and pages-N.img.
+ *
+ * @module
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  mm_entrySchema,
+  pagemap_entrySchema,
+  pagemap_headSchema,
+  vma_entrySchema,
+} from "../../proto/gen/mm_pb.ts";
+import { join } from "node:path";
+import { O, zeroPagePfn } from "../syscalls/mod.ts";
+import { Pagemap, type PageRun } from "../pagemap/pagemap.ts";
+import { writePages } from "../pagemap/page_xfer.ts";
+import { classifyVma, MAP, PROT, VMA, type Vma, vmaHasPrivatePages } from "../pagemap/vma.ts";
+import { parseMaps, type ProcMap, readProcText } from "../tree/proc.ts";
+import type { DumpContext } from "./context.ts";
+import { regFileEntry, UnsupportedError, writeRegFile } from "./files.ts";
+import type { TaskState } from "./task.ts";
+
+/** PE_PRESENT: the pages of a pagemap entry are in pages-N.img. */
+export const PE_PRESENT = 1 << 2;
+
+/** The mappings of task `pid` from smaps, and their classification. */
+export function collectVmas(pid: number): { maps: ProcMap[]; vmas: Vma[] } {
+  const maps = parseMaps(readProcText(pid, "smaps"));
+  const vmas = maps.map(classifyVma);
+  for (const v of vmas) {
+    if (v.unsupported) {
+      throw new UnsupportedError(
+        `Cannot dump mapping ${v.start.toString(16)}-${v.end.toString(16)} of task ${pid}: ` +
+          `${v.unsupported} is not supported yet`,
+      );
+    }
+  }
+  return { maps, vmas };
+}
+
+/** Writes mm-PID.img, adding file entries for the exe link and mapped files to `files`. */
+export function dumpMm(
+  ctx: DumpContext,
+  files: ReturnType<DumpContext["image"]>,
+  t: TaskState,
+  vmas: Vma[],
+): void {
+  const fileIds = new Map<string, number>();
+  const fileId = (path: string, flags: number) => {
+    const key = `${flags}:${path}`;
+    let id = fileIds.get(key);
+    if (id === undefined) {
+      id = ctx.fileId();
+      fileIds.set(key, id);
+      let size: bigint | undefined, mode: number | undefined;
+      try {
+        const st = Deno.statSync(path);
+        size = BigInt(st.size);
+        mode = st.mode ?? undefined;
+      } catch {
+        // Mapped files are reopened by path at restore; a missing one fails there by name.
+      }
+      writeRegFile(files, regFileEntry(id, path, { flags, size, mode }));
+    }
+    return id;
+  };
+  const exeId = fileId(t.exe, O.RDONLY);
+  const entries = vmas.filter((v) => v.status & (VMA.AREA_REGULAR | VMA.AREA_VSYSCALL)).map((v) => {
+    const isFile = (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0;
+    const fdflags = (v.flags & MAP.SHARED) && (v.prot & PROT.WRITE) ? O.RDWR : O.RDONLY;
+    return create(vma_entrySchema, {
+      start: v.start,
+      end: v.end,
+      pgoff: v.pgoff,
+      shmid: isFile ? BigInt(fileId(v.path, fdflags)) : 0n,
+      prot: v.prot,
+      flags: v.flags,
+      status: v.status >>> 0,
+      fd: -1n,
+      madv: v.madv || undefined,
+      fdflags: isFile ? fdflags : undefined,
+    });
+  });
+  const s = t.stat;
+  ctx.image(`mm-${t.pid}.img`, "MM").entry(
+    mm_entrySchema,
+    create(mm_entrySchema, {
+      mmStartCode: s.startCode,
+      mmEndCode: s.endCode,
+      mmStartData: s.startData,
+      mmEndData: s.endData,
+      mmStartStack: s.startStack,
+      mmStartBrk: s.startBrk,
+      mmBrk: t.brk,
+      mmArgStart: s.argStart,
+      mmArgEnd: s.argEnd,
+      mmEnvStart: s.envStart,
+      mmEnvEnd: s.envEnd,
+      exeFileId: exeId,
+      mmSavedAuxv: t.auxv,
+      vmas: entries,
+      dumpable: t.dumpable,
+      thpDisabled: t.thpDisabled,
+    }),
+  );
+}
+
+/** Writes pagemap-PID.img and pages-`pagesId`.img with the task's private pages. */
+export function dumpPages(ctx: DumpContext, pid: number, vmas: Vma[], pagesId: number): void {
+  const t0 = performance.now();
+  const runs: PageRun[] = [];
+  const zeroPfn = Number(zeroPagePfn());
+  {
+    using pm = new Pagemap(pid);
+    for (const v of vmas) {
+      if (!vmaHasPrivatePages(v)) continue;
+      pm.scan(
+        v.start,
+        v.end,
+        { skipFilePages: (v.status & VMA.FILE_PRIVATE) !== 0, zeroPfn },
+        runs,
+      );
+    }
+    ctx.stats.pagesScanned += pm.scanned;
+  }
+  const scanUs = (performance.now() - t0) * 1000;
+  const pagesFile = `pages-${pagesId}.img`;
+  const xfer = writePages(pid, runs, join(ctx.opts.imagesDir, pagesFile));
+  ctx.written.push(pagesFile);
+  ctx.stats.memdumpUs += scanUs + xfer.readUs;
+  ctx.stats.memwriteUs += xfer.writeUs;
+  ctx.stats.pagesWritten += xfer.pages;
+  const img = ctx.image(`pagemap-${pid}.img`, "PAGEMAP");
+  img.entry(pagemap_headSchema, create(pagemap_headSchema, { pagesId: pagesId }));
+  for (const r of runs) {
+    img.entry(
+      pagemap_entrySchema,
+      create(pagemap_entrySchema, { vaddr: r.vaddr, nrPages: r.nrPages, flags: PE_PRESENT }),
+    );
+  }
+  ctx.log.info(`task ${pid}: ${xfer.pages} pages in ${runs.length} runs`);
+}

@@ -1,0 +1,174 @@
+/**
+ * `collectTask`: everything about one frozen single-threaded task that its core, mm and fs
+ * images need, read from /proc, from ptrace, and by syscalls run inside the task.
+ *
+ * @module
+ */
+import {
+  getRobustList,
+  ITIMERVAL_SIZE,
+  KSIGACTION_SIZE,
+  NR,
+  ptraceGetRseq,
+  ptraceGetXstate,
+  ptracePeekSiginfo,
+  readRemote,
+  remoteAdd,
+  type RseqConfig,
+  STACK_T,
+} from "../syscalls/mod.ts";
+import type { RemoteSyscalls } from "../tree/infect.ts";
+import {
+  parseAuxv,
+  parseLimits,
+  parseStat,
+  parseStatus,
+  type ProcStat,
+  type ProcStatus,
+  readProcText,
+} from "../tree/proc.ts";
+import type { SeizedTask } from "../tree/seize.ts";
+
+const PR = {
+  GET_PDEATHSIG: 2,
+  GET_DUMPABLE: 3,
+  GET_SECUREBITS: 27,
+  GET_CHILD_SUBREAPER: 37,
+  GET_TID_ADDRESS: 40,
+  GET_THP_DISABLE: 42,
+} as const;
+
+/** Highest signal number. */
+export const SIGMAX = 64;
+
+/** One signal's disposition, as the kernel's `struct sigaction` holds it. */
+export interface SigAction {
+  handler: bigint;
+  flags: bigint;
+  restorer: bigint;
+  mask: bigint;
+}
+
+/** Everything collected about one task. */
+export interface TaskState {
+  pid: number;
+  stat: ProcStat;
+  status: ProcStatus;
+  /** Registers at the freeze, before syscall-restart adjustment. */
+  regs: BigUint64Array;
+  xsave: Uint8Array;
+  sigmask: bigint;
+  /** Signal number → disposition, for every signal but SIGKILL and SIGSTOP. */
+  sigactions: Map<number, SigAction>;
+  altstack: { sp: bigint; flags: number; size: bigint };
+  /** ITIMER_REAL, VIRTUAL, PROF as [interval sec, usec, value sec, usec]. */
+  itimers: [bigint, bigint, bigint, bigint][];
+  rlimits: [bigint, bigint][];
+  personality: number;
+  pendingShared: Uint8Array[];
+  pendingThread: Uint8Array[];
+  rseq: RseqConfig;
+  robustList: { head: bigint; len: number };
+  clearTidAddr: bigint;
+  pdeathSig: number;
+  childSubreaper: boolean;
+  secureBits: number;
+  dumpable: number;
+  thpDisabled: boolean;
+  brk: bigint;
+  auxv: bigint[];
+  loginuid: number;
+  oomScoreAdj: number;
+  exe: string;
+  cwd: string;
+  root: string;
+  wasStopped: boolean;
+}
+
+/** Collects the state of a seized task; `rs` runs the syscalls that must run inside it. */
+export function collectTask(task: SeizedTask, rs: RemoteSyscalls): TaskState {
+  const pid = task.pid;
+  const scratch = rs.scratch(4096);
+  const at = (off: number) => remoteAdd(scratch, off);
+
+  // Signal dispositions: one rt_sigaction(sig, NULL, &old) per signal into the scratch page,
+  // then one read for all of them.
+  const SA_BASE = 0, ALT = 2048, TIMERS = 2080, TID = 2176, PDEATH = 2184, SUBREAPER = 2188;
+  for (let sig = 1; sig <= SIGMAX; sig++) {
+    if (sig === 9 || sig === 19) continue;
+    rs.check(NR.rt_sigaction, "rt_sigaction", sig, 0, at(SA_BASE + (sig - 1) * KSIGACTION_SIZE), 8);
+  }
+  rs.check(NR.sigaltstack, "sigaltstack", 0, at(ALT));
+  for (let which = 0; which < 3; which++) {
+    rs.check(NR.getitimer, "getitimer", which, at(TIMERS + which * ITIMERVAL_SIZE));
+  }
+  rs.check(NR.prctl, "prctl(PR_GET_TID_ADDRESS)", PR.GET_TID_ADDRESS, at(TID));
+  rs.check(NR.prctl, "prctl(PR_GET_PDEATHSIG)", PR.GET_PDEATHSIG, at(PDEATH));
+  rs.check(NR.prctl, "prctl(PR_GET_CHILD_SUBREAPER)", PR.GET_CHILD_SUBREAPER, at(SUBREAPER));
+  const secureBits = Number(rs.check(NR.prctl, "prctl(PR_GET_SECUREBITS)", PR.GET_SECUREBITS));
+  const dumpable = Number(rs.check(NR.prctl, "prctl(PR_GET_DUMPABLE)", PR.GET_DUMPABLE));
+  const thp = Number(rs.check(NR.prctl, "prctl(PR_GET_THP_DISABLE)", PR.GET_THP_DISABLE));
+  const brk = rs.check(NR.brk, "brk", 0);
+
+  const page = new Uint8Array(4096);
+  readRemote(pid, scratch, page);
+  const v = new DataView(page.buffer);
+  const sigactions = new Map<number, SigAction>();
+  for (let sig = 1; sig <= SIGMAX; sig++) {
+    if (sig === 9 || sig === 19) continue;
+    const o = SA_BASE + (sig - 1) * KSIGACTION_SIZE;
+    sigactions.set(sig, {
+      handler: v.getBigUint64(o, true),
+      flags: v.getBigUint64(o + 8, true),
+      restorer: v.getBigUint64(o + 16, true),
+      mask: v.getBigUint64(o + 24, true),
+    });
+  }
+  const itimers: [bigint, bigint, bigint, bigint][] = [];
+  for (let which = 0; which < 3; which++) {
+    const o = TIMERS + which * ITIMERVAL_SIZE;
+    itimers.push([
+      v.getBigUint64(o, true),
+      v.getBigUint64(o + 8, true),
+      v.getBigUint64(o + 16, true),
+      v.getBigUint64(o + 24, true),
+    ]);
+  }
+
+  const readLink = (name: string) => Deno.readLinkSync(`/proc/${pid}/${name}`);
+  return {
+    pid,
+    stat: parseStat(readProcText(pid, "stat")),
+    status: parseStatus(readProcText(pid, "status")),
+    regs: task.regs,
+    xsave: ptraceGetXstate(pid),
+    sigmask: task.sigmask,
+    sigactions,
+    altstack: {
+      sp: v.getBigUint64(ALT + STACK_T.sp, true),
+      flags: v.getInt32(ALT + STACK_T.flags, true),
+      size: v.getBigUint64(ALT + STACK_T.ssize, true),
+    },
+    itimers,
+    rlimits: parseLimits(readProcText(pid, "limits")),
+    personality: parseInt(readProcText(pid, "personality").trim(), 16),
+    pendingShared: ptracePeekSiginfo(pid, true),
+    pendingThread: ptracePeekSiginfo(pid, false),
+    rseq: ptraceGetRseq(pid),
+    robustList: getRobustList(pid),
+    clearTidAddr: v.getBigUint64(TID, true),
+    pdeathSig: v.getInt32(PDEATH, true),
+    childSubreaper: v.getInt32(SUBREAPER, true) !== 0,
+    secureBits,
+    dumpable,
+    thpDisabled: thp !== 0,
+    brk,
+    auxv: parseAuxv(Deno.readFileSync(`/proc/${pid}/auxv`)),
+    loginuid: Number(readProcText(pid, "loginuid").trim()),
+    oomScoreAdj: Number(readProcText(pid, "oom_score_adj").trim()),
+    exe: readLink("exe"),
+    cwd: readLink("cwd"),
+    root: readLink("root"),
+    wasStopped: task.wasStopped,
+  };
+}

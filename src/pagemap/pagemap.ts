@@ -1,0 +1,103 @@
+/**
+ * /proc/PID/pagemap: which pages of a mapping hold private data worth dumping.
+ *
+ * ```
+ * one u64 per virtual page
+ *   63 present   62 swapped   61 file page or shared anon   57 uffd-wp   56 exclusive
+ *   55 soft-dirty   0..54 page frame number (visible to CAP_SYS_ADMIN)
+ * ```
+ * Entries are read as pairs of u32 (low, high) so that the per-page test stays in small
+ * integers instead of BigInt arithmetic.
+ *
+ * @module
+ */
+import { close, O, open, pread } from "../syscalls/mod.ts";
+
+/** High-word bits of a pagemap entry. */
+export const PM_HI = {
+  PRESENT: 0x80000000,
+  SWAP: 0x40000000,
+  FILE: 0x20000000,
+  PFN_MASK: 0x007fffff,
+} as const;
+
+/** A run of pages to dump. */
+export interface PageRun {
+  /** First page address. */
+  vaddr: bigint;
+  /** Number of pages. */
+  nrPages: number;
+}
+
+/** Which pages of a mapping are private data. */
+export interface ScanPolicy {
+  /** Pages with the FILE bit are page cache, not private data (private file mappings). */
+  skipFilePages: boolean;
+  /** PFN of the shared zero page (read but never written), or -1 when unknown. */
+  zeroPfn: number;
+}
+
+/** Open /proc/PID/pagemap for the life of a dump. */
+export class Pagemap implements Disposable {
+  readonly pid: number;
+  readonly #fd: number;
+  readonly #buf = new Uint32Array(2 * 65536);
+  /** Pages examined so far. */
+  scanned = 0;
+
+  constructor(pid: number) {
+    this.pid = pid;
+    this.#fd = open(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+  }
+
+  /** Appends to `out` the runs of private pages in [start, end). */
+  scan(start: bigint, end: bigint, policy: ScanPolicy, out: PageRun[]): void {
+    const bytes = new Uint8Array(this.#buf.buffer);
+    const zeroLo = policy.zeroPfn >= 0 ? policy.zeroPfn % 0x100000000 : -1;
+    const zeroHi = policy.zeroPfn >= 0 ? Math.floor(policy.zeroPfn / 0x100000000) : -1;
+    let runStart = -1n;
+    let runLen = 0;
+    for (let page = start; page < end;) {
+      const count = Math.min(Number((end - page) / 4096n), this.#buf.length / 2);
+      const got = pread(
+        this.#fd,
+        bytes.subarray(0, count * 8),
+        (page / 4096n) * 8n,
+        `/proc/${this.pid}/pagemap`,
+      ) / 8;
+      if (got <= 0) break;
+      const e = this.#buf;
+      for (let i = 0; i < got; i++) {
+        const lo = e[2 * i] >>> 0, hi = e[2 * i + 1] >>> 0;
+        let take = false;
+        if (hi & PM_HI.SWAP) take = true;
+        else if (hi & PM_HI.PRESENT) {
+          take = !(policy.skipFilePages && (hi & PM_HI.FILE)) &&
+            !(lo === zeroLo && (hi & PM_HI.PFN_MASK) === zeroHi);
+        }
+        if (take) {
+          if (runLen === 0) runStart = page + BigInt(i) * 4096n;
+          runLen++;
+        } else if (runLen) {
+          out.push({ vaddr: runStart, nrPages: runLen });
+          runLen = 0;
+        }
+      }
+      this.scanned += got;
+      page += BigInt(got) * 4096n;
+    }
+    if (runLen) out.push({ vaddr: runStart, nrPages: runLen });
+  }
+
+  /** Closes the pagemap file. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    close(this.#fd);
+  }
+  #closed = false;
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * VMAs: mappings from /proc/PID/smaps classified the way CRIU's images describe them.
+ *
+ * @module
+ */
+import type { ProcMap } from "../tree/proc.ts";
+
+/** CRIU's `vma_entry.status` bits. */
+export const VMA = {
+  AREA_REGULAR: 1 << 0,
+  AREA_STACK: 1 << 1,
+  AREA_VSYSCALL: 1 << 2,
+  AREA_VDSO: 1 << 3,
+  AREA_HEAP: 1 << 5,
+  FILE_PRIVATE: 1 << 6,
+  FILE_SHARED: 1 << 7,
+  ANON_SHARED: 1 << 8,
+  ANON_PRIVATE: 1 << 9,
+  AREA_SYSVIPC: 1 << 10,
+  AREA_SOCKET: 1 << 11,
+  AREA_VVAR: 1 << 12,
+  AREA_AIORING: 1 << 13,
+  AREA_MEMFD: 1 << 14,
+  AREA_UNSUPP: 1 << 31,
+} as const;
+
+/** mmap prot and flags bits used in `vma_entry`. */
+export const PROT = { READ: 1, WRITE: 2, EXEC: 4 } as const;
+/** mmap flags. */
+export const MAP = { SHARED: 1, PRIVATE: 2, ANONYMOUS: 0x20, GROWSDOWN: 0x100 } as const;
+
+/** madvise advice numbers recorded in `vma_entry.madv` as `1 << advice`. */
+const MADV_BY_VMFLAG: Record<string, number> = {
+  dc: 10, // VM_DONTCOPY ⇐ MADV_DONTFORK
+  mg: 12, // VM_MERGEABLE ⇐ MADV_MERGEABLE
+  hg: 14, // VM_HUGEPAGE ⇐ MADV_HUGEPAGE
+  nh: 15, // VM_NOHUGEPAGE ⇐ MADV_NOHUGEPAGE
+  dd: 16, // VM_DONTDUMP ⇐ MADV_DONTDUMP
+  wf: 18, // VM_WIPEONFORK ⇐ MADV_WIPEONFORK
+};
+
+/** A mapping, classified. */
+export interface Vma {
+  start: bigint;
+  end: bigint;
+  /** File offset in bytes (CRIU stores bytes, not pages). */
+  pgoff: bigint;
+  prot: number;
+  flags: number;
+  status: number;
+  madv: bigint;
+  /** Backing file path for file mappings, "" otherwise. */
+  path: string;
+  /** The raw maps line it came from. */
+  map: ProcMap;
+  /** Why it cannot be dumped, when it cannot. */
+  unsupported?: string;
+}
+
+/** Number of pages in a VMA. */
+export function vmaPages(v: Vma): number {
+  return Number((v.end - v.start) / 4096n);
+}
+
+/** Whether the VMA's private pages belong in the dump (anonymous or COW'd file pages). */
+export function vmaHasPrivatePages(v: Vma): boolean {
+  if (!(v.status & VMA.AREA_REGULAR)) return false;
+  if (v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR)) return false;
+  return (v.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) !== 0;
+}
+
+/** Classifies one smaps mapping. */
+export function classifyVma(m: ProcMap): Vma {
+  const prot = (m.perms[0] === "r" ? PROT.READ : 0) | (m.perms[1] === "w" ? PROT.WRITE : 0) |
+    (m.perms[2] === "x" ? PROT.EXEC : 0);
+  const shared = m.perms[3] === "s";
+  let flags = shared ? MAP.SHARED : MAP.PRIVATE;
+  if (m.vmFlags.has("gd")) flags |= MAP.GROWSDOWN;
+  let madv = 0n;
+  for (const f of m.vmFlags) {
+    const advice = MADV_BY_VMFLAG[f];
+    if (advice !== undefined) madv |= 1n << BigInt(advice);
+  }
+  const v: Vma = {
+    start: m.start,
+    end: m.end,
+    pgoff: m.offset,
+    prot,
+    flags,
+    status: 0,
+    madv,
+    path: "",
+    map: m,
+  };
+  const anon = () => {
+    v.flags |= MAP.ANONYMOUS;
+    v.pgoff = 0n;
+    v.status = VMA.AREA_REGULAR | (shared ? VMA.ANON_SHARED : VMA.ANON_PRIVATE);
+  };
+  switch (m.path) {
+    case "[vsyscall]":
+      v.status = VMA.AREA_VSYSCALL;
+      return v;
+    case "[vdso]":
+      anon();
+      v.status = VMA.AREA_REGULAR | VMA.AREA_VDSO;
+      return v;
+    case "[vvar]":
+    case "[vvar_vclock]":
+      anon();
+      v.status = VMA.AREA_REGULAR | VMA.AREA_VVAR;
+      return v;
+    case "[heap]":
+      anon();
+      v.status |= VMA.AREA_HEAP;
+      return v;
+    case "[stack]":
+      anon();
+      v.status |= VMA.AREA_STACK;
+      return v;
+  }
+  if (m.vmFlags.has("io") || m.vmFlags.has("pf")) {
+    v.status = VMA.AREA_UNSUPP;
+    v.unsupported = "device (VM_IO/VM_PFNMAP) mapping";
+    return v;
+  }
+  if (m.path === "") {
+    anon();
+    return v;
+  }
+  if (m.path.startsWith("[anon:") || m.path.startsWith("[anon_shmem:")) {
+    anon();
+  } else if (m.inode === 0 && m.path.startsWith("[")) {
+    v.status = VMA.AREA_UNSUPP;
+    v.unsupported = `special mapping ${m.path}`;
+  } else if (
+    shared &&
+    (m.path.startsWith("/dev/zero") || m.path.startsWith("/SYSV") || m.path.startsWith("/memfd:"))
+  ) {
+    anon();
+    v.status = VMA.AREA_UNSUPP;
+    v.unsupported = m.path.startsWith("/SYSV")
+      ? "System V shared memory"
+      : m.path.startsWith("/memfd:")
+      ? "shared memfd mapping"
+      : "shared anonymous memory";
+  } else if (m.path.endsWith(" (deleted)")) {
+    v.status = VMA.AREA_UNSUPP;
+    v.unsupported = `mapping of deleted file ${m.path.slice(0, -10)}`;
+  } else if (m.path.startsWith("/")) {
+    v.path = m.path;
+    v.status = VMA.AREA_REGULAR | (shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE);
+  } else {
+    v.status = VMA.AREA_UNSUPP;
+    v.unsupported = `mapping of ${m.path}`;
+  }
+  return v;
+}

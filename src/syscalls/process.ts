@@ -1,0 +1,257 @@
+/**
+ * Typed wrappers for the non-ptrace calls deno-criu makes: cross-process memory access, kcmp,
+ * pipes, descriptors and clocks.
+ *
+ * @module
+ */
+import { Errno, orErrno, unwrap } from "./errno.ts";
+import { addressOf, cString, lastErrno, libc } from "./ffi.ts";
+import { NR } from "./syscall_numbers.ts";
+import type { RemotePtr } from "./remote_ptr.ts";
+
+/** The page size (x86-64). */
+export const PAGE_SIZE = 4096;
+
+/** `syscall(nr, ...)` returning the raw result (negative means errno is set). */
+function rawSyscall(nr: number, ...args: (bigint | number)[]): bigint {
+  const a = [...args, 0, 0, 0, 0, 0, 0].slice(0, 6) as (bigint | number)[];
+  const b = a.map((x) => BigInt(x));
+  const ret = libc.syscall(BigInt(nr), b[0], b[1], b[2], b[3], b[4], b[5]);
+  return typeof ret === "bigint" ? ret : BigInt(ret);
+}
+
+/**
+ * Reads `len` bytes at `addr` in task `pid` into `dst` (from `dstOffset`) with
+ * process_vm_readv. Returns the bytes read (short on a partial read).
+ */
+export function readRemote(
+  pid: number,
+  addr: RemotePtr,
+  dst: Uint8Array,
+  dstOffset = 0,
+  len = dst.length - dstOffset,
+): number {
+  const local = new BigUint64Array([addressOf(dst) + BigInt(dstOffset), BigInt(len)]);
+  const remote = new BigUint64Array([addr, BigInt(len)]);
+  const ret = libc.process_vm_readv(
+    pid,
+    new Uint8Array(local.buffer),
+    1n,
+    new Uint8Array(remote.buffer),
+    1n,
+    0n,
+  );
+  return Number(unwrap(ret, "process_vm_readv", `task ${pid} at 0x${addr.toString(16)}`));
+}
+
+/**
+ * Gathers many remote ranges into `dst` with one process_vm_readv call.
+ * `ranges` holds (address, length) pairs; their lengths must sum to at most `dst.length`.
+ */
+export function readRemoteVec(pid: number, ranges: BigUint64Array, dst: Uint8Array): number {
+  let total = 0n;
+  for (let i = 1; i < ranges.length; i += 2) total += ranges[i];
+  const local = new BigUint64Array([addressOf(dst), total]);
+  const ret = libc.process_vm_readv(
+    pid,
+    new Uint8Array(local.buffer),
+    1n,
+    new Uint8Array(ranges.buffer, ranges.byteOffset, ranges.byteLength),
+    BigInt(ranges.length / 2),
+    0n,
+  );
+  return Number(unwrap(ret, "process_vm_readv", `task ${pid}`));
+}
+
+/** Writes `src` at `addr` in task `pid` with process_vm_writev. */
+export function writeRemote(pid: number, addr: RemotePtr, src: Uint8Array): void {
+  const local = new BigUint64Array([addressOf(src), BigInt(src.length)]);
+  const remote = new BigUint64Array([addr, BigInt(src.length)]);
+  const ret = libc.process_vm_writev(
+    pid,
+    new Uint8Array(local.buffer),
+    1n,
+    new Uint8Array(remote.buffer),
+    1n,
+    0n,
+  );
+  const n = Number(unwrap(ret, "process_vm_writev", `task ${pid} at 0x${addr.toString(16)}`));
+  if (n !== src.length) {
+    throw new Errno("process_vm_writev", 14, `task ${pid} at 0x${addr.toString(16)}`);
+  }
+}
+
+/** kcmp types. */
+export const KCMP = { FILE: 0, VM: 1, FILES: 2, FS: 3, SIGHAND: 4, IO: 5, SYSVSEM: 6 } as const;
+
+/**
+ * kcmp(2): orders two kernel objects of two tasks. Returns 0 when they are the same object,
+ * 1/2 for less/greater (an ordering of pointers), 3 when they differ but cannot be ordered.
+ */
+export function kcmp(pid1: number, pid2: number, type: number, idx1 = 0, idx2 = 0): number {
+  return Number(
+    unwrap(rawSyscall(NR.kcmp, pid1, pid2, type, idx1, idx2), "kcmp", `tasks ${pid1} and ${pid2}`),
+  );
+}
+
+/** get_robust_list(2) of another task: the list head address and its length. */
+export function getRobustList(tid: number): { head: bigint; len: number } {
+  const head = new BigUint64Array(1);
+  const len = new BigUint64Array(1);
+  unwrap(
+    rawSyscall(NR.get_robust_list, tid, addressOf(head), addressOf(len)),
+    "get_robust_list",
+    `task ${tid}`,
+  );
+  return { head: head[0], len: Number(len[0]) };
+}
+
+/** open(2) returning the fd. */
+export function open(path: string, flags: number, mode = 0): number {
+  return unwrap(libc.open(cString(path), flags, mode), "open", path);
+}
+
+/** open(2) returning `-errno` on failure. */
+export function tryOpen(path: string, flags: number, mode = 0): number {
+  return orErrno(libc.open(cString(path), flags, mode));
+}
+
+/** close(2); errors are ignored as there is nothing to do about them. */
+export function close(fd: number): void {
+  libc.close(fd);
+}
+
+/** read(2) returning the count, or `-errno`. */
+export function tryRead(fd: number, buf: Uint8Array, len = buf.length): number {
+  return orErrno(libc.read(fd, buf, BigInt(len)));
+}
+
+/** write(2) of a whole buffer (loops on short writes). */
+export function writeAll(fd: number, buf: Uint8Array, what: string): void {
+  let done = 0;
+  while (done < buf.length) {
+    const chunk = done === 0 ? buf : buf.subarray(done);
+    const n = Number(libc.write(fd, chunk, BigInt(chunk.length)));
+    if (n < 0) {
+      const errno = lastErrno();
+      if (errno === 4) continue;
+      throw new Errno("write", errno, what);
+    }
+    done += n;
+  }
+}
+
+/** pread(2) returning the count. */
+export function pread(fd: number, buf: Uint8Array, offset: number | bigint, what: string): number {
+  return Number(unwrap(libc.pread64(fd, buf, BigInt(buf.length), BigInt(offset)), "pread", what));
+}
+
+/** O_* open flags. */
+export const O = {
+  RDONLY: 0,
+  WRONLY: 1,
+  RDWR: 2,
+  ACCMODE: 3,
+  CREAT: 0o100,
+  EXCL: 0o200,
+  NOCTTY: 0o400,
+  TRUNC: 0o1000,
+  APPEND: 0o2000,
+  NONBLOCK: 0o4000,
+  DIRECTORY: 0o200000,
+  NOFOLLOW: 0o400000,
+  CLOEXEC: 0o2000000,
+  PATH: 0o10000000,
+} as const;
+
+/** fcntl commands. */
+export const F = {
+  GETFD: 1,
+  GETFL: 3,
+  SETFL: 4,
+  GETOWN: 9,
+  SETPIPE_SZ: 1031,
+  GETPIPE_SZ: 1032,
+} as const;
+
+/** fcntl(fd, cmd, arg). */
+export function fcntl(fd: number, cmd: number, arg = 0): number {
+  return unwrap(libc.fcntl(fd, cmd, BigInt(arg)), `fcntl(${cmd})`, `fd ${fd}`);
+}
+
+/** pipe2(2): returns [readEnd, writeEnd]. */
+export function pipe2(flags: number): [number, number] {
+  const fds = new Int32Array(2);
+  unwrap(libc.pipe2(new Uint8Array(fds.buffer), flags), "pipe2");
+  return [fds[0], fds[1]];
+}
+
+/** tee(2): duplicates up to `len` bytes from pipe `fdIn` to pipe `fdOut` without consuming them. */
+export function tee(fdIn: number, fdOut: number, len: number, flags: number): number {
+  return orErrno(libc.tee(fdIn, fdOut, BigInt(len), flags));
+}
+
+/** SPLICE_F_NONBLOCK. */
+export const SPLICE_F_NONBLOCK = 2;
+
+/** ioctl(fd, request, buf). */
+export function ioctl(fd: number, req: number, buf: Uint8Array, what: string): number {
+  return unwrap(libc.ioctl(fd, BigInt(req), buf), `ioctl(0x${req.toString(16)})`, what);
+}
+
+/** Clock ids. */
+export const CLOCK = { REALTIME: 0, MONOTONIC: 1, BOOTTIME: 7 } as const;
+
+/** clock_gettime(2) as [seconds, nanoseconds]. */
+export function clockGettime(clock: number): [bigint, bigint] {
+  const ts = new BigInt64Array(2);
+  unwrap(libc.clock_gettime(clock, new Uint8Array(ts.buffer)), "clock_gettime");
+  return [ts[0], ts[1]];
+}
+
+/** fsync(2). */
+export function fsync(fd: number, what: string): void {
+  unwrap(libc.fsync(fd), "fsync", what);
+}
+
+/** The page frame number of the kernel's shared zero page, or -1n when hidden. */
+export function zeroPagePfn(): bigint {
+  const PROT_READ = 1, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20;
+  const addr = BigInt(
+    libc.mmap(0n, BigInt(PAGE_SIZE), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0n),
+  );
+  if (addr === 0xffffffffffffffffn) return -1n;
+  try {
+    const ptr = Deno.UnsafePointer.create(addr);
+    if (ptr === null) return -1n;
+    new Deno.UnsafePointerView(ptr).getUint8(0); // fault in the zero page
+    const fd = open("/proc/self/pagemap", O.RDONLY | O.CLOEXEC);
+    try {
+      const entry = new BigUint64Array(1);
+      pread(
+        fd,
+        new Uint8Array(entry.buffer),
+        (addr / BigInt(PAGE_SIZE)) * 8n,
+        "/proc/self/pagemap",
+      );
+      const present = (entry[0] >> 63n) & 1n;
+      return present ? entry[0] & ((1n << 55n) - 1n) : -1n;
+    } finally {
+      close(fd);
+    }
+  } finally {
+    libc.munmap(addr, BigInt(PAGE_SIZE));
+  }
+}
+
+/** Raw `syscall(2)` with errno funnel, for calls without a dedicated wrapper. */
+export function syscall(
+  nr: number,
+  name: string,
+  target: string,
+  ...args: (bigint | number)[]
+): bigint {
+  const ret = rawSyscall(nr, ...args);
+  if (ret < 0n) throw new Errno(name, lastErrno(), target);
+  return ret;
+}

@@ -1,0 +1,182 @@
+/**
+ * System calls executed inside a seized task, without writing a byte of its memory.
+ *
+ * Call sequence (who owns what):
+ * ```
+ * using rs = RemoteSyscalls.open(task, maps)   find a `syscall` instruction (0f 05) in one of the
+ *                                              task's executable mappings; block every signal
+ * rs.call(NR.x, ...)                           regs := {ip: that instruction, ax: nr, args,
+ *                                              orig_ax: -1}; PTRACE_SYSCALL to the entry stop,
+ *                                              PTRACE_SYSCALL to the exit stop; read ax
+ * rs.scratch(size)                             an anonymous mapping made with an injected mmap;
+ *                                              unmapped on dispose
+ * dispose                                      munmap scratch; the task's own registers and mask
+ *                                              back; PTRACE_INTERRUPT + PTRACE_CONT so that it
+ *                                              returns to the interrupt stop it was seized in
+ * ```
+ * Returning through the interrupt stop matters for a task frozen inside a syscall: the kernel
+ * restarts that syscall (or hands a pending signal to its handler) on the way out of that stop,
+ * exactly as if we had never been there. The task's memory is never written, so no page of its
+ * code is copied on write and a failed dump leaves nothing behind.
+ *
+ * Precondition: the task is seized and sits in its interrupt stop; calls come from the tracer
+ * thread.
+ *
+ * @module
+ */
+import {
+  NR,
+  ptraceCont,
+  ptraceGetRegs,
+  ptraceInterrupt,
+  ptraceSetRegs,
+  ptraceSetSigmask,
+  ptraceSyscall,
+  readRemote,
+  REG,
+  type RemotePtr,
+  remotePtr,
+  waitPid,
+} from "../syscalls/mod.ts";
+import type { ProcMap } from "./proc.ts";
+import { NoSuchTaskError } from "./proc.ts";
+import type { SeizedTask } from "./seize.ts";
+import { waitForInterruptStop } from "./seize.ts";
+
+const SIGTRAP = 5;
+/** Every signal but SIGKILL (9) and SIGSTOP (19), which cannot be blocked anyway. */
+const BLOCK_ALL = ~((1n << 8n) | (1n << 18n)) & 0xffffffffffffffffn;
+const PROT = { READ: 1, WRITE: 2 } as const;
+const MAP = { PRIVATE: 2, ANONYMOUS: 0x20 } as const;
+
+/** An injected syscall could not be run. */
+export class InfectError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "InfectError";
+  }
+}
+
+/** Finds the address of a `syscall` instruction (0f 05) in the task's executable mappings. */
+export function findSyscallInsn(pid: number, maps: ProcMap[]): RemotePtr {
+  // The vdso is small and always there; then libc and the rest of the code.
+  const exec = maps.filter((m) => m.perms[2] === "x" && m.path !== "[vsyscall]");
+  exec.sort((a, b) => Number(b.path === "[vdso]") - Number(a.path === "[vdso]"));
+  const buf = new Uint8Array(64 << 10);
+  for (const m of exec) {
+    for (let addr = m.start; addr < m.end; addr += BigInt(buf.length)) {
+      const len = Number(m.end - addr < BigInt(buf.length) ? m.end - addr : BigInt(buf.length));
+      let n: number;
+      try {
+        n = readRemote(pid, remotePtr(addr), buf, 0, len);
+      } catch {
+        break; // unreadable mapping: try the next one
+      }
+      for (let i = 0; i + 1 < n; i++) {
+        if (buf[i] === 0x0f && buf[i + 1] === 0x05) return remotePtr(addr + BigInt(i));
+      }
+    }
+  }
+  throw new InfectError(`Cannot find a syscall instruction in task ${pid}`);
+}
+
+/** Runs syscalls inside a seized task; see the module comment for the sequence. */
+export class RemoteSyscalls implements Disposable {
+  readonly task: SeizedTask;
+  readonly #insn: RemotePtr;
+  #scratch: { addr: RemotePtr; size: number }[] = [];
+  #open = true;
+
+  private constructor(task: SeizedTask, insn: RemotePtr) {
+    this.task = task;
+    this.#insn = insn;
+  }
+
+  /** Prepares remote syscalls in `task`, whose mappings are `maps`. */
+  static open(task: SeizedTask, maps: ProcMap[]): RemoteSyscalls {
+    const insn = findSyscallInsn(task.pid, maps);
+    ptraceSetSigmask(task.pid, BLOCK_ALL);
+    return new RemoteSyscalls(task, insn);
+  }
+
+  /** Runs syscall `nr` with up to six arguments; returns the raw result (`-errno` on failure). */
+  call(nr: number, ...args: (bigint | number)[]): bigint {
+    if (!this.#open) throw new InfectError("Remote syscalls are closed");
+    const pid = this.task.pid;
+    const regs = new BigUint64Array(this.task.regs);
+    const argRegs = [REG.di, REG.si, REG.dx, REG.r10, REG.r8, REG.r9];
+    argRegs.forEach((r, i) => (regs[r] = BigInt.asUintN(64, BigInt(args[i] ?? 0))));
+    regs[REG.ax] = BigInt(nr);
+    regs[REG.orig_ax] = 0xffffffffffffffffn;
+    regs[REG.ip] = this.#insn;
+    ptraceSetRegs(pid, regs);
+    this.#step(nr); // to the syscall-entry stop
+    this.#step(nr); // to the syscall-exit stop
+    return BigInt.asIntN(64, ptraceGetRegs(pid)[REG.ax]);
+  }
+
+  /** Like {@link call}, throwing when the result is an error. */
+  check(nr: number, name: string, ...args: (bigint | number)[]): bigint {
+    const ret = this.call(nr, ...args);
+    if (ret < 0n && ret > -4096n) {
+      throw new InfectError(`Remote ${name} in task ${this.task.pid} failed with errno ${-ret}`);
+    }
+    return ret;
+  }
+
+  /** Maps `size` bytes of private anonymous read-write memory in the task, unmapped on dispose. */
+  scratch(size: number): RemotePtr {
+    const addr = this.check(
+      NR.mmap,
+      "mmap",
+      0,
+      size,
+      PROT.READ | PROT.WRITE,
+      MAP.PRIVATE | MAP.ANONYMOUS,
+      -1,
+      0,
+    );
+    const p = remotePtr(addr);
+    this.#scratch.push({ addr: p, size });
+    return p;
+  }
+
+  #step(nr: number): void {
+    const pid = this.task.pid;
+    ptraceSyscall(pid);
+    const st = waitPid(pid);
+    if (st.exited || st.signaled) throw new NoSuchTaskError(pid);
+    if (!st.stopped || st.stopSig !== (SIGTRAP | 0x80)) {
+      throw new InfectError(
+        `Remote syscall ${nr} in task ${pid} stopped unexpectedly (status 0x${
+          st.raw.toString(16)
+        })`,
+      );
+    }
+  }
+
+  /** Unmaps scratch memory and returns the task to its interrupt stop with its own state. */
+  close(): void {
+    if (!this.#open) return;
+    const errors: unknown[] = [];
+    for (const s of this.#scratch.reverse()) {
+      try {
+        this.check(NR.munmap, "munmap", s.addr, s.size);
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+    this.#open = false;
+    const pid = this.task.pid;
+    ptraceSetRegs(pid, this.task.regs);
+    ptraceSetSigmask(pid, this.task.sigmask);
+    ptraceInterrupt(pid);
+    ptraceCont(pid);
+    waitForInterruptStop(pid);
+    if (errors.length) throw new InfectError(`Cannot clean up task ${pid}`, { cause: errors[0] });
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * Freezing and thawing a task with PTRACE_SEIZE + PTRACE_INTERRUPT.
+ *
+ * A {@link SeizedTask} owns the tracer relationship. Its default end is a thaw: when disposed
+ * without {@link SeizedTask.kill}, the task gets back the registers and signal mask it had at
+ * seize time and is detached, so that a failed dump leaves it running as before.
+ *
+ * Precondition: the task is not a child of this process. Deno reaps its own children from a
+ * background thread, which would steal the ptrace stops that waitpid must see here.
+ *
+ * @module
+ */
+import {
+  Errno,
+  errno,
+  kill,
+  PTRACE_EVENT_STOP,
+  PTRACE_O,
+  ptraceCont,
+  ptraceGetRegs,
+  ptraceGetSigmask,
+  ptraceInterrupt,
+  ptraceSeize,
+  ptraceSetRegs,
+  ptraceSetSigmask,
+  tryPtraceDetach,
+  waitPid,
+  type WaitStatus,
+} from "../syscalls/mod.ts";
+import { NoSuchTaskError, parseStatus, readProcText } from "./proc.ts";
+
+const SIGKILL = 9;
+const SIGSTOP = 19;
+
+/**
+ * Signal-delivery stops we let through before giving up on reaching the interrupt stop.
+ * Each one is a signal that was already pending; delivering it (handler frame set up, no user
+ * code run) before the stop keeps the dump consistent. A task flooded with signals cannot be
+ * frozen, so the number is bounded.
+ */
+const MAX_SIGNAL_STOPS = 64;
+
+/** A task cannot be frozen (it is gone, traced by someone else, or refuses to stop). */
+export class SeizeError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SeizeError";
+  }
+}
+
+/** The task state recorded in core images (CRIU's TASK_* values). */
+export const TASK_STATE = { ALIVE: 1, DEAD: 2, STOPPED: 3, ZOMBIE: 6 } as const;
+
+/** A frozen task under our ptrace. */
+export class SeizedTask implements Disposable {
+  /** Thread id. */
+  readonly pid: number;
+  /** Registers when it stopped (owned: never mutated). */
+  readonly regs: BigUint64Array;
+  /** Blocked-signal mask when it stopped. */
+  readonly sigmask: bigint;
+  /** Whether the task was stopped (SIGSTOP) before we seized it. */
+  readonly wasStopped: boolean;
+  #attached = true;
+
+  private constructor(pid: number, regs: BigUint64Array, sigmask: bigint, wasStopped: boolean) {
+    this.pid = pid;
+    this.regs = regs;
+    this.sigmask = sigmask;
+    this.wasStopped = wasStopped;
+  }
+
+  /** Seizes and interrupts task `pid`, waiting until it sits in the interrupt stop. */
+  static seize(pid: number): SeizedTask {
+    const status = parseStatus(readProcText(pid, "status"));
+    if (status.tracerPid !== 0) {
+      throw new SeizeError(
+        `Cannot seize task ${pid}: it is already traced by task ${status.tracerPid}`,
+      );
+    }
+    if (status.state === "Z") throw new SeizeError(`Cannot seize task ${pid}: it is a zombie`);
+    try {
+      ptraceSeize(pid, PTRACE_O.TRACESYSGOOD);
+    } catch (e) {
+      if (e instanceof Errno && e.errno === errno.ESRCH) {
+        throw new NoSuchTaskError(pid, { cause: e });
+      }
+      throw new SeizeError(`Cannot seize task ${pid}: ${(e as Error).message}`, { cause: e });
+    }
+    try {
+      ptraceInterrupt(pid);
+      waitForInterruptStop(pid);
+      return new SeizedTask(pid, ptraceGetRegs(pid), ptraceGetSigmask(pid), status.state === "T");
+    } catch (e) {
+      tryPtraceDetach(pid);
+      if (e instanceof SeizeError) throw e;
+      throw new SeizeError(`Cannot freeze task ${pid}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /** Whether we are still its tracer. */
+  get attached(): boolean {
+    return this.#attached;
+  }
+
+  /**
+   * Puts back the registers and signal mask of seize time and detaches: the task continues as
+   * if never stopped. Returns false when the task is gone.
+   */
+  resume(options: { stopped?: boolean } = {}): boolean {
+    if (!this.#attached) return true;
+    this.#attached = false;
+    try {
+      ptraceSetRegs(this.pid, this.regs);
+      ptraceSetSigmask(this.pid, this.sigmask);
+      // Queued now, delivered once detached: the task ends up in a group stop.
+      if (options.stopped) kill(this.pid, SIGSTOP);
+    } catch {
+      // Gone already: nothing left to put back.
+    }
+    // A task that was group-stopped before we came goes back to its group stop on detach.
+    return tryPtraceDetach(this.pid) === 0;
+  }
+
+  /** Kills the task (after a complete dump) and reaps the ptrace side of it. */
+  kill(): void {
+    if (!this.#attached) return;
+    this.#attached = false;
+    kill(this.pid, SIGKILL);
+    for (;;) {
+      let st: WaitStatus;
+      try {
+        st = waitPid(this.pid);
+      } catch {
+        return; // ECHILD: not ours to reap any more.
+      }
+      if (st.exited || st.signaled) return;
+      // A stop reported before the kill took effect: let it go on to die.
+      tryPtraceDetach(this.pid);
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.resume();
+  }
+}
+
+/** Waits for PTRACE_EVENT_STOP, letting already-pending signals be delivered on the way. */
+export function waitForInterruptStop(pid: number): void {
+  for (let i = 0; i < MAX_SIGNAL_STOPS; i++) {
+    const st = waitPid(pid);
+    if (st.exited || st.signaled) throw new NoSuchTaskError(pid);
+    if (!st.stopped) continue;
+    if (st.event === PTRACE_EVENT_STOP) return;
+    // A signal-delivery stop: deliver the signal; the pending interrupt stops the task again
+    // before it runs any user code.
+    ptraceCont(pid, st.stopSig);
+  }
+  throw new SeizeError(`Cannot freeze task ${pid}: it keeps receiving signals`);
+}
