@@ -34,6 +34,11 @@ export class Logger implements Disposable {
     else Deno.stderr.writeSync(line);
   }
 
+  /** Whether lines go to a log file (else to stderr). */
+  get toFile(): boolean {
+    return this.#file !== null;
+  }
+
   /** An error (level 1). */
   error(msg: string): void {
     this.#write(LOG.ERROR, "Error: ", msg);

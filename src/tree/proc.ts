@@ -198,7 +198,11 @@ export function parseLimits(text: string): [bigint, bigint][] {
     // The name column is 26 characters wide and may hold spaces.
     if (!line.startsWith("Max ")) continue;
     const [soft, hard] = line.slice(26).trim().split(/\s+/);
-    const v = (s: string) => (s === "unlimited" ? RLIM_INFINITY : BigInt(s));
+    const v = (s: string | undefined) => {
+      if (s === "unlimited") return RLIM_INFINITY;
+      if (!s || !/^\d+$/.test(s)) throw new Error(`Malformed /proc limits line: ${line}`);
+      return BigInt(s);
+    };
     out.push([v(soft), v(hard)]);
   }
   if (out.length !== 16) throw new Error(`Malformed /proc limits: ${out.length} limits`);

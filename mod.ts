@@ -1,0 +1,30 @@
+/**
+ * deno-criu: checkpoint/restore of Linux processes, with CRIU-compatible images.
+ *
+ * ```ts
+ * import { dump } from "./mod.ts";
+ * dump({ pid: 1234, imagesDir: "/tmp/ckpt", leaveRunning: true });
+ * ```
+ *
+ * @module
+ */
+export { dump, type DumpResult, IMAGES_VERSION } from "./src/dump/dump.ts";
+export type { DumpOptions, DumpStats } from "./src/dump/context.ts";
+export { UnsupportedError } from "./src/dump/files.ts";
+export { checkFeatures, type CheckResult, type Feature, FEATURES } from "./src/check.ts";
+export {
+  headerOf,
+  type ImageEntry,
+  ImageError,
+  ImageWriter,
+  MAGIC,
+  type MagicName,
+  readImage,
+  type ReadOptions,
+} from "./src/images/image.ts";
+export { type ImageKind, imageKind, showDir, showImage } from "./src/images/show.ts";
+export { LOG, Logger } from "./src/log.ts";
+export { Errno } from "./src/syscalls/errno.ts";
+export { NoSuchTaskError } from "./src/tree/proc.ts";
+export { SeizeError } from "./src/tree/seize.ts";
+export { main } from "./src/cli/commands.ts";

@@ -1,0 +1,233 @@
+/**
+ * End-to-end dump tests on real processes: dump with criu's CLI, decode every image with
+ * Debian's crit, and compare the decoded values with what the victim set up.
+ */
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import {
+  buildVictim,
+  critDecodeAll,
+  criu,
+  num,
+  procState,
+  sleep,
+  startVictim,
+  stopVictim,
+  tmpDir,
+  tracerPid,
+  waitReport,
+} from "./helpers.ts";
+
+const SA_SIGINFO = 4n, SA_RESTART = 0x10000000n;
+const sigIndex = (sig: number) => sig - 1 - (sig > 9 ? 1 : 0) - (sig > 19 ? 1 : 0);
+
+Deno.test("dump -R records the state a C victim set up, crit decodes every image", async () => {
+  const bin = await buildVictim("state");
+  const v = startVictim([bin, "{out}", "{dir}"]);
+  try {
+    const r = await waitReport(v);
+    const imgs = tmpDir();
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "-o", "dump.log", "-v4", "-R"]);
+    assertEquals(run.code, 0, run.stderr + Deno.readTextFileSync(`${imgs}/dump.log`));
+    assert(procState(v.pid) !== undefined, "victim must survive dump -R");
+    assertEquals(tracerPid(v.pid), 0);
+
+    const files = [...Deno.readDirSync(imgs)].map((e) => e.name);
+    for (
+      const f of [
+        "inventory.img",
+        "pstree.img",
+        `core-${v.pid}.img`,
+        `ids-${v.pid}.img`,
+        `mm-${v.pid}.img`,
+        `pagemap-${v.pid}.img`,
+        `fs-${v.pid}.img`,
+        "files.img",
+        "fdinfo-2.img",
+        "pipes-data.img",
+        "pages-1.img",
+        "seccomp.img",
+        "timens-0.img",
+        "stats-dump",
+      ]
+    ) assert(files.includes(f), `missing ${f}`);
+    for (const f of files) {
+      if (f.endsWith(".log")) continue;
+      assertEquals(Deno.statSync(`${imgs}/${f}`).mode! & 0o777, 0o600, `${f} mode`);
+    }
+
+    const img = await critDecodeAll(imgs);
+    assertEquals(img.get("inventory.img")!.entries[0].img_version, 2);
+    assertEquals(img.get("pstree.img")!.entries[0].pid, v.pid);
+
+    const core = img.get(`core-${v.pid}.img`)!.entries[0];
+    assertEquals(core.mtype, "X86_64");
+    assertEquals(core.tc.comm, "state");
+    const usr1 = core.tc.sigactions[sigIndex(10)];
+    assertEquals(num(usr1.sigaction), BigInt("0x" + r.handler));
+    assertEquals(num(usr1.flags) & (SA_SIGINFO | SA_RESTART), SA_SIGINFO | SA_RESTART);
+    assertEquals(num(usr1.mask), 1n << 11n, "SIGUSR2 in the SIGUSR1 handler mask");
+    assertEquals(num(core.tc.sigactions[sigIndex(12)].sigaction), 1n, "SIGUSR2 ignored");
+    assertEquals(num(core.tc.blk_sigset) & 1n, 1n, "SIGHUP blocked");
+    const pending = core.tc.signals_s.signals as { siginfo: string }[];
+    assertEquals(pending.length, 1);
+    const si = Uint8Array.from(atob(pending[0].siginfo), (c) => c.charCodeAt(0));
+    assertEquals(new DataView(si.buffer).getInt32(0, true), 1, "SIGHUP pending");
+    assertEquals(num(core.thread_core.sas.ss_sp), BigInt("0x" + r.altstack));
+    assertEquals(num(core.thread_core.sas.ss_size), 65536n);
+    assertEquals(num(core.tc.timers.real.isec), 500n);
+    assert(num(core.tc.timers.real.vsec) >= 998n && num(core.tc.timers.real.vsec) <= 1000n);
+    assertEquals(num(core.tc.rlimits.rlimits[7].cur), 777n, "RLIMIT_NOFILE");
+    // pause() was interrupted: the image resumes by re-entering it.
+    const regs = core.thread_info.gpregs;
+    assertEquals(num(regs.orig_ax), 34n);
+    assertEquals(num(regs.ax), 34n);
+
+    assertEquals(img.get(`fs-${v.pid}.img`)!.entries[0].umask, 0o27);
+
+    // Mappings.
+    const mm = img.get(`mm-${v.pid}.img`)!.entries[0];
+    const anon = BigInt("0x" + r.anon), fmap = BigInt("0x" + r.fmap);
+    const npages = Number(r.npages);
+    // The kernel may merge the mapping with an adjacent anonymous one.
+    const covering = (addr: bigint) =>
+      mm.vmas.find((x: { start: string; end: string }) =>
+        num(x.start) <= addr && addr < num(x.end)
+      );
+    const anonVma = covering(anon);
+    assert(anonVma, "anonymous mapping recorded");
+    assert(num(anonVma.end) >= anon + BigInt(npages * 4096));
+    assertMatch(anonVma.status, /VMA_ANON_PRIVATE/);
+    const fileVma = covering(fmap);
+    assertEquals(num(fileVma.start), fmap);
+    assertMatch(fileVma.status, /VMA_FILE_PRIVATE/);
+    const filesImg = img.get("files.img")!.entries;
+    const mapped = filesImg.find((f: { id: number }) => f.id === Number(fileVma.shmid));
+    assertMatch(mapped.reg.name, /mapped\.bin$/);
+
+    // Pages: touched even pages and the COW'd file page only.
+    const pm = img.get(`pagemap-${v.pid}.img`)!.entries;
+    assertEquals(pm[0].pages_id, 1);
+    const dumped = new Map<bigint, number>(); // page address → index in pages-1.img
+    let index = 0;
+    for (const e of pm.slice(1)) {
+      for (let i = 0; i < e.nr_pages; i++) dumped.set(num(e.vaddr) + BigInt(i * 4096), index++);
+    }
+    const pages = Deno.readFileSync(`${imgs}/pages-1.img`);
+    assertEquals(pages.length, index * 4096);
+    for (let i = 0; i < npages; i++) {
+      const at = dumped.get(anon + BigInt(i * 4096));
+      if (i % 2 === 0 && i < npages - 1) {
+        assert(at !== undefined, `written page ${i} dumped`);
+        assertEquals(pages[at * 4096], (i * 7 + 3) & 0xff);
+        assertEquals(pages[at * 4096 + 4095], (i * 7 + 3) & 0xff);
+      } else {
+        assertEquals(at, undefined, `read-only or untouched page ${i} not dumped`);
+      }
+    }
+    assertEquals(dumped.get(fmap), undefined, "clean file page not dumped");
+    const cow = dumped.get(fmap + 4096n);
+    assert(cow !== undefined, "modified file page dumped");
+    assertEquals(pages[cow * 4096], "C".charCodeAt(0));
+
+    // Files: the data file at its offset, the pipe and its queued bytes.
+    const fdinfo = img.get("fdinfo-2.img")!.entries;
+    const dataFd = fdinfo.find((f: { fd: number }) => f.fd === Number(r.datafd));
+    const dataFile = filesImg.find((f: { id: number }) => f.id === dataFd.id);
+    assertMatch(dataFile.reg.name, /data\.txt$/);
+    assertEquals(dataFile.reg.pos, 1234);
+    const pipeR = fdinfo.find((f: { fd: number }) => f.fd === Number(r.pipe_r));
+    assertEquals(pipeR.type, "PIPE");
+    const pipeFile = filesImg.find((f: { id: number }) => f.id === pipeR.id);
+    const pd = img.get("pipes-data.img")!.entries;
+    const data = pd.find((p: { pipe_id: number }) => p.pipe_id === pipeFile.pipe.pipe_id);
+    assertEquals(data.bytes, 10);
+    const raw = Deno.readFileSync(`${imgs}/pipes-data.img`);
+    assert(new TextDecoder().decode(raw).includes("hello pipe"));
+
+    const stats = img.get("stats-dump")!.entries[0].dump;
+    assertEquals(Number(stats.pages_written), index);
+
+    // The victim still has its memory and the pipe still holds its data.
+    v.child.kill("SIGTERM");
+    await v.child.status;
+    assertMatch(Deno.readTextFileSync(v.out), /PASS/);
+  } finally {
+    await stopVictim(v);
+  }
+});
+
+Deno.test("dump without -R kills the task after the images are complete", async () => {
+  const bin = await buildVictim("state");
+  const v = startVictim([bin, "{out}", "{dir}"]);
+  try {
+    await waitReport(v);
+    const imgs = tmpDir();
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(run.code, 0, run.stderr);
+    const st = await v.child.status;
+    assertEquals(st.signal, "SIGKILL");
+    const img = await critDecodeAll(imgs);
+    assertEquals(img.get("pstree.img")!.entries[0].pid, v.pid);
+  } finally {
+    await stopVictim(v);
+  }
+});
+
+Deno.test("registers: r12-r15 and xmm5/xmm6 are recorded and left intact", async () => {
+  const bin = await buildVictim("regs");
+  const v = startVictim([bin, "{out}"]);
+  try {
+    await waitReport(v);
+    await sleep(50);
+    const imgs = tmpDir();
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "-R"]);
+    assertEquals(run.code, 0, run.stderr);
+    const core = (await critDecodeAll(imgs)).get(`core-${v.pid}.img`)!.entries[0];
+    const g = core.thread_info.gpregs;
+    assertEquals(num(g.r12), 0x1212121212121212n);
+    assertEquals(num(g.r13), 0x1313131313131313n);
+    assertEquals(num(g.r14), 0xdeadbeefcafef00dn);
+    assertEquals(num(g.r15), 0x0123456789abcdefn);
+    const xmm = core.thread_info.fpregs.xmm_space as number[];
+    const xmm5 = (BigInt(xmm[21] >>> 0) << 32n) | BigInt(xmm[20] >>> 0);
+    const xmm6 = (BigInt(xmm[25] >>> 0) << 32n) | BigInt(xmm[24] >>> 0);
+    assertEquals(xmm5, 0xdeadbeefcafef00dn);
+    assertEquals(xmm6, 0x0123456789abcdefn);
+    await sleep(200);
+    assert(!Deno.readTextFileSync(v.out).includes("FAIL"), Deno.readTextFileSync(v.out));
+    assertEquals(procState(v.pid), "R");
+  } finally {
+    await stopVictim(v);
+  }
+});
+
+Deno.test("dump -R of a python3 process and a shell loop", async () => {
+  for (
+    const [argv, comm] of [
+      [[
+        "python3",
+        "-c",
+        "import time\nopen('{out}','a').write('ready\\n')\nwhile True: time.sleep(0.01)",
+      ], "python3"],
+      [["sh", "-c", "echo ready >> {out}; i=0; while [ $i -ge 0 ]; do i=$((i+1)); done"], "sh"],
+    ] as const
+  ) {
+    const v = startVictim([...argv]);
+    try {
+      await waitReport(v);
+      const imgs = tmpDir();
+      const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "-R", "--display-stats"]);
+      assertEquals(run.code, 0, run.stderr);
+      assertMatch(run.stdout, /Memory pages written: \d+/);
+      const img = await critDecodeAll(imgs);
+      assertEquals(img.get(`core-${v.pid}.img`)!.entries[0].tc.comm, comm);
+      const written = Number(/Memory pages written: (\d+)/.exec(run.stdout)![1]);
+      assertEquals(written * 4096, Deno.statSync(`${imgs}/pages-1.img`).size);
+      await sleep(100);
+      assert(procState(v.pid) !== undefined && procState(v.pid) !== "Z", `${comm} still running`);
+      assertEquals(tracerPid(v.pid), 0);
+    } finally {
+      await stopVictim(v);
+    }
+  }
+});

@@ -1,0 +1,99 @@
+/**
+ * A failed or refused dump leaves the task running untouched: tracer detached, no mapping
+ * left behind, registers and memory as they were.
+ */
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import {
+  buildVictim,
+  criu,
+  procMaps,
+  procState,
+  sleep,
+  startVictim,
+  stopVictim,
+  tmpDir,
+  tracerPid,
+  waitReport,
+} from "./helpers.ts";
+
+for (const step of ["parasite", "collect", "mm", "pages", "sync"]) {
+  Deno.test(`a dump failing at "${step}" leaves the task running untouched`, async () => {
+    const bin = await buildVictim("regs");
+    const v = startVictim([bin, "{out}"]);
+    try {
+      await waitReport(v);
+      await sleep(50);
+      const maps = procMaps(v.pid);
+      const run = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()], {
+        DENO_CRIU_FAULT: step,
+      });
+      assertEquals(run.code, 1);
+      assertMatch(run.stderr.trim().split("\n").at(-1)!, new RegExp(`Fault injected at ${step}`));
+      assertEquals(procMaps(v.pid), maps, "no mapping added or left behind");
+      assertEquals(tracerPid(v.pid), 0, "tracer detached");
+      await sleep(200);
+      assertEquals(procState(v.pid), "R", "still spinning");
+      assert(!Deno.readTextFileSync(v.out).includes("FAIL"), "registers intact");
+    } finally {
+      await stopVictim(v);
+    }
+  });
+}
+
+Deno.test("a failed dump leaves memory, signals and pipe data intact", async () => {
+  const bin = await buildVictim("state");
+  const v = startVictim([bin, "{out}", "{dir}"]);
+  try {
+    await waitReport(v);
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()], {
+      DENO_CRIU_FAULT: "pages",
+    });
+    assertEquals(run.code, 1);
+    assertEquals(tracerPid(v.pid), 0);
+    v.child.kill("SIGTERM");
+    await v.child.status;
+    assertMatch(Deno.readTextFileSync(v.out), /PASS/);
+  } finally {
+    await stopVictim(v);
+  }
+});
+
+Deno.test("an unsupported resource is refused by name and the task keeps running", async () => {
+  const bin = await buildVictim("sockets");
+  const v = startVictim([bin, "{out}"]);
+  try {
+    const r = await waitReport(v);
+    const imgs = tmpDir();
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(run.code, 1);
+    const last = run.stderr.trim().split("\n").at(-1)!;
+    assertMatch(last, new RegExp(`fd ${r.sock} of task ${v.pid} \\(socket:\\[\\d+\\]\\)`));
+    assertMatch(last, /sockets are not supported/);
+    assertEquals(tracerPid(v.pid), 0);
+    assert(procState(v.pid) === "S", "still running (sleeping in pause)");
+  } finally {
+    await stopVictim(v);
+  }
+});
+
+Deno.test("bad input: one clear line, exit code 1, no stack trace", async () => {
+  const dir = tmpDir();
+  const cases: [string[], RegExp][] = [
+    [["dump", "-t", "999999", "-D", dir], /No process with PID 999999/],
+    [
+      ["dump", "-t", `${Deno.pid}`, "-D", `${dir}/missing`],
+      /images directory .*missing.*does not exist/,
+    ],
+    [["dump", "-t", "1", "-D", "/proc/1"], /Cannot write to images directory \/proc\/1/],
+    [["dump", "-D", dir], /dump needs a process: -t\/--tree PID/],
+    [["dump", "--bogus"], /Unknown option --bogus/],
+    [["dump", "--tcp-established", "-t", "1"], /--tcp-established is not supported/],
+    [["frobnicate"], /Unknown command frobnicate/],
+  ];
+  for (const [args, re] of cases) {
+    const run = await criu(args);
+    assertEquals(run.code, 1, args.join(" "));
+    assertMatch(run.stderr, re);
+    assert(!/\n\s+at /.test(run.stderr), `no stack trace for ${args.join(" ")}`);
+  }
+});

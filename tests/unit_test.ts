@@ -1,0 +1,204 @@
+/**
+ * Unit tests for the pure parts: struct layouts, /proc parsers on captured fixtures, pagemap
+ * decoding, image framing, the command-line parser, errno naming.
+ */
+import { create } from "@bufbuild/protobuf";
+import { join } from "node:path";
+import { pstree_entrySchema } from "../proto/gen/misc_pb.ts";
+import { parseCommandLine } from "../src/cli/options.ts";
+import { ImageWriter, readImage } from "../src/images/image.ts";
+import { Pagemap } from "../src/pagemap/pagemap.ts";
+import { classifyVma, VMA } from "../src/pagemap/vma.ts";
+import {
+  Errno,
+  errnoName,
+  IOVEC_SIZE,
+  libc,
+  PEEKSIGINFO_ARGS_SIZE,
+  REG,
+  RSEQ_CONFIG_SIZE,
+  SIGINFO_SIZE,
+  STACK_T,
+  USER_REGS_SIZE,
+  XSAVE,
+  zeroPagePfn,
+} from "../src/syscalls/mod.ts";
+import {
+  parseAuxv,
+  parseFdinfo,
+  parseLimits,
+  parseMaps,
+  parseStat,
+  parseStatus,
+  RLIM_INFINITY,
+} from "../src/tree/proc.ts";
+import { assert, assertEquals, assertThrows } from "./assert.ts";
+import { buildVictim, ROOT, tmpDir } from "./helpers.ts";
+
+const fixture = (name: string) => Deno.readTextFileSync(join(ROOT, "tests/fixtures/proc", name));
+
+Deno.test("struct layouts match the C compiler's", async () => {
+  const bin = await buildVictim("layout");
+  const out = await new Deno.Command(bin, { stdout: "piped" }).output();
+  const c = JSON.parse(new TextDecoder().decode(out.stdout));
+  assertEquals(c.user_regs_size, USER_REGS_SIZE);
+  assertEquals(c.orig_rax, REG.orig_ax * 8);
+  assertEquals(c.rip, REG.ip * 8);
+  assertEquals(c.fs_base, REG.fs_base * 8);
+  assertEquals(c.gs, REG.gs * 8);
+  assertEquals(c.iovec, IOVEC_SIZE);
+  assertEquals(c.siginfo, SIGINFO_SIZE);
+  assertEquals(c.peeksiginfo_args, PEEKSIGINFO_ARGS_SIZE);
+  assertEquals(c.rseq_config, RSEQ_CONFIG_SIZE);
+  assertEquals([c.stack_t, c.ss_flags, c.ss_size], [STACK_T.size, STACK_T.flags, STACK_T.ssize]);
+  assertEquals(c.fxsave, XSAVE.fxsaveSize);
+  assertEquals([c.mxcsr, c.st_space, c.xmm_space, c.padding], [
+    XSAVE.mxcsr,
+    XSAVE.stSpace,
+    XSAVE.xmmSpace,
+    XSAVE.padding,
+  ]);
+});
+
+Deno.test("/proc parsers read captured fixtures", () => {
+  const pid = Number(fixture("pid"));
+  const stat = parseStat(fixture("stat"));
+  assertEquals(stat.pid, pid);
+  assertEquals(stat.comm, "v-state");
+  assertEquals(stat.state, "S");
+  assert(
+    stat.startCode < stat.endCode && stat.argStart < stat.argEnd && stat.envStart < stat.envEnd,
+  );
+  // A comm with spaces and parentheses ends at the last ')'.
+  const odd = parseStat(fixture("stat").replace("(v-state)", "(a) (b c)"));
+  assertEquals(odd.comm, "a) (b c");
+  assertEquals(odd.ppid, stat.ppid);
+
+  const st = parseStatus(fixture("status"));
+  assertEquals(st.umask, 0o27);
+  assertEquals(st.uids, [0, 0, 0, 0]);
+  assertEquals(st.sigBlk & 1n, 1n);
+  assertEquals(st.threads, 1);
+
+  const maps = parseMaps(fixture("smaps"));
+  assert(maps.length > 10);
+  const stack = maps.find((m) => m.path === "[stack]")!;
+  assert(stack.vmFlags.has("gd") && stack.vmFlags.has("rd"));
+  assertEquals(classifyVma(stack).status, VMA.AREA_REGULAR | VMA.AREA_STACK | VMA.ANON_PRIVATE);
+  const vvar = maps.find((m) => m.path === "[vvar]")!;
+  assertEquals(classifyVma(vvar).status, VMA.AREA_REGULAR | VMA.AREA_VVAR);
+  const lib = maps.find((m) => m.path.includes("libc.so"))!;
+  assertEquals(classifyVma(lib).status, VMA.AREA_REGULAR | VMA.FILE_PRIVATE);
+
+  const lim = parseLimits(fixture("limits"));
+  assertEquals(lim.length, 16);
+  assertEquals(lim[7][0], 777n); // RLIMIT_NOFILE set by the victim
+  assertEquals(lim[0], [RLIM_INFINITY, RLIM_INFINITY]);
+
+  const fd = parseFdinfo(fixture("fdinfo-3"));
+  assert(fd.mntId > 0 && fd.ino > 0);
+
+  const auxv = parseAuxv(Deno.readFileSync(join(ROOT, "tests/fixtures/proc/auxv")));
+  assertEquals(auxv.at(-2), 0n); // ends with AT_NULL
+  assertThrows(() => parseLimits("Limit\nMax cpu time 1 2\n"), /Malformed/);
+});
+
+Deno.test("pagemap scan finds written pages, skips untouched and zero-page ones", () => {
+  const len = 8 * 4096;
+  const addr = BigInt(libc.mmap(0n, BigInt(len), 3, 0x22, -1, 0n));
+  try {
+    const view = new Uint8Array(
+      Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(addr)!, len),
+    );
+    view[0] = 1; // page 0 written
+    view[2 * 4096] = 1; // pages 2 and 3 written
+    view[3 * 4096] = 1;
+    void view[5 * 4096]; // page 5 only read: the shared zero page
+    const runs: { vaddr: bigint; nrPages: number }[] = [];
+    using pm = new Pagemap(Deno.pid);
+    pm.scan(
+      addr,
+      addr + BigInt(len),
+      { skipFilePages: false, zeroPfn: Number(zeroPagePfn()) },
+      runs,
+    );
+    assertEquals(runs, [{ vaddr: addr, nrPages: 1 }, { vaddr: addr + 8192n, nrPages: 2 }]);
+    assertEquals(pm.scanned, 8);
+  } finally {
+    libc.munmap(addr, BigInt(len));
+  }
+});
+
+Deno.test("image framing: round trip, wrong magic, truncation, impossible size", () => {
+  const dir = tmpDir();
+  const w = new ImageWriter(dir, "pstree.img", "PSTREE");
+  w.entry(
+    pstree_entrySchema,
+    create(pstree_entrySchema, { pid: 7, ppid: 0, pgid: 7, sid: 7, threads: [7] }),
+  );
+  w.close();
+  const path = join(dir, "pstree.img");
+  assertEquals(Deno.statSync(path).mode! & 0o777, 0o600);
+  const e = readImage(path, "PSTREE", pstree_entrySchema);
+  assertEquals(e.length, 1);
+  assertEquals(e[0].message.threads, [7]);
+  assertThrows(
+    () => readImage(path, "CORE", pstree_entrySchema),
+    /has magic 0x50273030 at offset 4, expected/,
+  );
+  const bytes = Deno.readFileSync(path);
+  Deno.writeFileSync(path, bytes.subarray(0, bytes.length - 2));
+  assertThrows(() => readImage(path, "PSTREE", pstree_entrySchema), /truncated at offset 8/);
+  const huge = new Uint8Array(12);
+  huge.set(bytes.subarray(0, 8));
+  new DataView(huge.buffer).setUint32(8, 0xffffffff, true);
+  Deno.writeFileSync(path, huge);
+  assertThrows(() => readImage(path, "PSTREE", pstree_entrySchema), /impossible size/);
+  assertThrows(
+    () => readImage(join(dir, "none.img"), "PSTREE", pstree_entrySchema),
+    /Missing image/,
+  );
+});
+
+Deno.test("command line parses as criu's getopt does", () => {
+  assertEquals(parseCommandLine(["check", "-verbosity=0"]).verbosity, 0);
+  assertEquals(parseCommandLine(["dump", "-v"]).verbosity, 4);
+  assertEquals(parseCommandLine(["dump", "-v3"]).verbosity, 3);
+  assertEquals(parseCommandLine(["dump", "-vvv"]).verbosity, 4);
+  assertEquals(parseCommandLine(["dump", "--verbosity=1"]).verbosity, 1);
+  assertEquals(parseCommandLine(["dump"]).verbosity, 2);
+  const o = parseCommandLine([
+    "dump",
+    "--no-default-config",
+    "--no-default-config",
+    "-t42",
+    "-D",
+    "imgs",
+    "-o",
+    "d.log",
+    "-Rj",
+    "--pidfile=p",
+    "--timeout",
+    "10",
+  ]);
+  assertEquals([o.command, o.tree, o.imagesDir, o.logFile, o.leaveRunning, o.shellJob], [
+    "dump",
+    42,
+    "imgs",
+    "d.log",
+    true,
+    true,
+  ]);
+  assertEquals([o.pidfile, o.timeout], ["p", 10]);
+  assertEquals(parseCommandLine(["dump", "--tree", "7"]).tree, 7);
+  assertThrows(() => parseCommandLine(["dump", "-t", "x"]), /needs a number/);
+  assertThrows(() => parseCommandLine(["dump", "-q"]), /Unknown option -q/);
+  assertThrows(() => parseCommandLine(["dump", "-l"]), /--file-locks is not supported/);
+  assertThrows(() => parseCommandLine(["dump", "--tree"]), /needs a value/);
+});
+
+Deno.test("errno errors name the call, the target and the errno", () => {
+  assertEquals(errnoName(3), "ESRCH");
+  const e = new Errno("ptrace(PTRACE_SEIZE)", 3, "task 42");
+  assertEquals(e.message, "Cannot ptrace(PTRACE_SEIZE) task 42: no such process (ESRCH)");
+});

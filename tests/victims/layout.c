@@ -1,0 +1,28 @@
+/* Not a victim: prints the kernel struct offsets and sizes that src/syscalls/layout.ts encodes. */
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <linux/ptrace.h>
+
+int main(void)
+{
+	printf("{\"user_regs_size\":%zu,\"orig_rax\":%zu,\"rip\":%zu,\"fs_base\":%zu,\"gs\":%zu,",
+	       sizeof(struct user_regs_struct), offsetof(struct user_regs_struct, orig_rax),
+	       offsetof(struct user_regs_struct, rip), offsetof(struct user_regs_struct, fs_base),
+	       offsetof(struct user_regs_struct, gs));
+	printf("\"iovec\":%zu,\"siginfo\":%zu,\"peeksiginfo_args\":%zu,\"rseq_config\":%zu,",
+	       sizeof(struct iovec), sizeof(siginfo_t), sizeof(struct ptrace_peeksiginfo_args),
+	       sizeof(struct ptrace_rseq_configuration));
+	printf("\"stack_t\":%zu,\"ss_flags\":%zu,\"ss_size\":%zu,\"itimerval\":%zu,",
+	       sizeof(stack_t), offsetof(stack_t, ss_flags), offsetof(stack_t, ss_size),
+	       sizeof(struct itimerval));
+	printf("\"fxsave\":%zu,\"mxcsr\":%zu,\"st_space\":%zu,\"xmm_space\":%zu,\"padding\":%zu}\n",
+	       sizeof(struct user_fpregs_struct), offsetof(struct user_fpregs_struct, mxcsr),
+	       offsetof(struct user_fpregs_struct, st_space),
+	       offsetof(struct user_fpregs_struct, xmm_space),
+	       offsetof(struct user_fpregs_struct, padding));
+	return 0;
+}
