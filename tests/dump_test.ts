@@ -125,6 +125,9 @@ Deno.test("dump -R records the state a C victim set up, crit decodes every image
       }
     }
     assertEquals(dumped.get(fmap), undefined, "clean file page not dumped");
+    const none = dumped.get(BigInt("0x" + r.none));
+    assert(none !== undefined, "written page of a PROT_NONE mapping dumped");
+    assertEquals(pages[none * 4096], "N".charCodeAt(0));
     const cow = dumped.get(fmap + 4096n);
     assert(cow !== undefined, "modified file page dumped");
     assertEquals(pages[cow * 4096], "C".charCodeAt(0));

@@ -23,6 +23,11 @@ export interface DumpOptions {
   displayStats?: boolean;
   /** Give up freezing after this many seconds (`--timeout`). */
   timeoutSeconds?: number;
+  /**
+   * How pages leave the task: "parasite" (vmsplice in the task, splice here: one copy) or
+   * "readv" (process_vm_readv into a buffer, then write: two copies). Default "parasite".
+   */
+  pageTransfer?: "parasite" | "readv";
   /** Test hook: fail the dump at the named step, after the task is seized. */
   faultInject?: string;
 }

@@ -111,12 +111,16 @@ export function dump(opts: DumpOptions, log: Logger = silentLogger()): DumpResul
   // Collect: everything read while frozen, nothing written yet.
   const { maps, vmas } = collectVmas(pid);
   const taskFiles = collectFiles(ctx, pid);
-  let state;
-  {
+  // Inside the task: signal state, timers, and the pages (through the parasite).
+  log.info("Collected mappings and files");
+  const state = (() => {
     using rs = RemoteSyscalls.open(task, maps);
-    state = collectTask(task, rs);
+    const state = collectTask(task, rs);
     ctx.faultPoint("parasite");
-  }
+    dumpPages(ctx, rs, vmas, 1);
+    ctx.faultPoint("pages");
+    return state;
+  })();
   if (state.status.seccomp === 2) {
     throw new UnsupportedError(`Cannot dump task ${pid}: seccomp filters are not supported yet`);
   }
@@ -170,17 +174,17 @@ export function dump(opts: DumpOptions, log: Logger = silentLogger()): DumpResul
     create(timens_entrySchema, { monotonic: ts(CLOCK.MONOTONIC), boottime: ts(CLOCK.BOOTTIME) }),
   );
 
-  dumpPages(ctx, pid, vmas, 1);
-  ctx.faultPoint("pages");
   ctx.flush();
   syncDir(opts.imagesDir);
   ctx.faultPoint("sync");
 
+  log.info("Images written and synced");
   // Every image is complete and durable: now the task may go.
   if (opts.leaveRunning) task.resume();
   else if (opts.leaveStopped) task.resume({ stopped: true });
   else task.kill();
   ctx.stats.frozenUs = Math.round((performance.now() - tFrozen) * 1000);
+  log.info(opts.leaveRunning || opts.leaveStopped ? "Task released" : "Task killed");
 
   writeStats(ctx);
   log.info(`Dumping finished successfully`);

@@ -16,6 +16,8 @@ import { join } from "node:path";
 import { O, zeroPagePfn } from "../syscalls/mod.ts";
 import { Pagemap, type PageRun } from "../pagemap/pagemap.ts";
 import { writePages } from "../pagemap/page_xfer.ts";
+import { writePagesViaParasite } from "../pagemap/page_pipe.ts";
+import type { RemoteSyscalls } from "../tree/infect.ts";
 import { classifyVma, MAP, PROT, VMA, type Vma, vmaHasPrivatePages } from "../pagemap/vma.ts";
 import { parseMaps, type ProcMap, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
@@ -107,27 +109,33 @@ export function dumpMm(
   );
 }
 
-/** Writes pagemap-PID.img and pages-`pagesId`.img with the task's private pages. */
-export function dumpPages(ctx: DumpContext, pid: number, vmas: Vma[], pagesId: number): void {
+/**
+ * Writes pagemap-PID.img and pages-`pagesId`.img with the task's private pages: through the
+ * dump_pages parasite (zero copy) when every such page is readable by the task, else with
+ * process_vm_readv and /proc/PID/mem.
+ */
+export function dumpPages(ctx: DumpContext, rs: RemoteSyscalls, vmas: Vma[], pagesId: number): void {
+  const pid = rs.task.pid;
   const t0 = performance.now();
   const runs: PageRun[] = [];
   const zeroPfn = Number(zeroPagePfn());
+  let allReadable = true;
   {
     using pm = new Pagemap(pid);
     for (const v of vmas) {
       if (!vmaHasPrivatePages(v)) continue;
-      pm.scan(
-        v.start,
-        v.end,
-        { skipFilePages: (v.status & VMA.FILE_PRIVATE) !== 0, zeroPfn },
-        runs,
-      );
+      const before = runs.length;
+      const skipFilePages = (v.status & VMA.FILE_PRIVATE) !== 0;
+      pm.scan(v.start, v.end, { skipFilePages, zeroPfn }, runs);
+      if (runs.length > before && !(v.prot & PROT.READ)) allReadable = false;
     }
     ctx.stats.pagesScanned += pm.scanned;
   }
   const scanUs = (performance.now() - t0) * 1000;
   const pagesFile = `pages-${pagesId}.img`;
-  const xfer = writePages(pid, runs, join(ctx.opts.imagesDir, pagesFile));
+  const path = join(ctx.opts.imagesDir, pagesFile);
+  const viaParasite = allReadable && ctx.opts.pageTransfer !== "readv";
+  const xfer = viaParasite ? writePagesViaParasite(rs, runs, path) : writePages(pid, runs, path);
   ctx.written.push(pagesFile);
   ctx.stats.memdumpUs += scanUs + xfer.readUs;
   ctx.stats.memwriteUs += xfer.writeUs;

@@ -52,6 +52,11 @@ const SYMBOLS = {
   pipe2: { parameters: ["buffer", "i32"], result: "i32" },
   // ssize_t tee(int fd_in, int fd_out, size_t len, unsigned int flags);
   tee: { parameters: ["i32", "i32", "u64", "u32"], result: "i64" },
+  // ssize_t splice(int fd_in, off64_t *off_in, int fd_out, off64_t *off_out, size_t len,
+  //                unsigned int flags);
+  splice: { parameters: ["i32", "u64", "i32", "u64", "u64", "u32"], result: "i64" },
+  // int poll(struct pollfd *fds, nfds_t nfds, int timeout);
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   // int fcntl(int fd, int cmd, ... /* long arg */);
   fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
   // int ioctl(int fd, unsigned long request, ... /* void *argp */);

@@ -26,6 +26,7 @@
  */
 import {
   NR,
+  PTRACE_EVENT_STOP,
   ptraceCont,
   ptraceGetRegs,
   ptraceInterrupt,
@@ -37,6 +38,8 @@ import {
   type RemotePtr,
   remotePtr,
   waitPid,
+  WALL,
+  WNOHANG,
 } from "../syscalls/mod.ts";
 import type { ProcMap } from "./proc.ts";
 import { NoSuchTaskError } from "./proc.ts";
@@ -46,7 +49,7 @@ import { waitForInterruptStop } from "./seize.ts";
 const SIGTRAP = 5;
 /** Every signal but SIGKILL (9) and SIGSTOP (19), which cannot be blocked anyway. */
 const BLOCK_ALL = ~((1n << 8n) | (1n << 18n)) & 0xffffffffffffffffn;
-const PROT = { READ: 1, WRITE: 2 } as const;
+const PROT = { READ: 1, WRITE: 2, EXEC: 4 } as const;
 const MAP = { PRIVATE: 2, ANONYMOUS: 0x20 } as const;
 
 /** An injected syscall could not be run. */
@@ -124,14 +127,17 @@ export class RemoteSyscalls implements Disposable {
     return ret;
   }
 
-  /** Maps `size` bytes of private anonymous read-write memory in the task, unmapped on dispose. */
-  scratch(size: number): RemotePtr {
+  /**
+   * Maps `size` bytes of private anonymous memory in the task (read-write, or with `exec` also
+   * executable, for a blob), unmapped on dispose.
+   */
+  scratch(size: number, exec = false): RemotePtr {
     const addr = this.check(
       NR.mmap,
       "mmap",
       0,
       size,
-      PROT.READ | PROT.WRITE,
+      PROT.READ | PROT.WRITE | (exec ? PROT.EXEC : 0),
       MAP.PRIVATE | MAP.ANONYMOUS,
       -1,
       0,
@@ -139,6 +145,58 @@ export class RemoteSyscalls implements Disposable {
     const p = remotePtr(addr);
     this.#scratch.push({ addr: p, size });
     return p;
+  }
+
+  /**
+   * Lets the task run blob code at `entry` with `arg` in rdi and its stack at `stackTop` (16-byte
+   * aligned), signals still blocked. The blob must end by sleeping; {@link interrupt} stops it.
+   */
+  run(entry: RemotePtr, arg: RemotePtr, stackTop: RemotePtr): void {
+    const regs = new BigUint64Array(this.task.regs);
+    regs[REG.ip] = entry;
+    regs[REG.di] = arg;
+    regs[REG.sp] = stackTop - 8n; // as if called: (sp + 8) % 16 == 0
+    regs[REG.orig_ax] = 0xffffffffffffffffn;
+    ptraceSetRegs(this.task.pid, regs);
+    ptraceCont(this.task.pid);
+  }
+
+  /**
+   * Whether the running blob has stopped on its own, which only a fault does (every signal is
+   * blocked, so only a synchronous one can stop it). Such a signal is never delivered: the task
+   * is brought back to an interrupt stop and an error is thrown.
+   */
+  checkRunning(): void {
+    const st = waitPid(this.task.pid, WALL | WNOHANG);
+    if (st.pid === 0) return;
+    if (st.exited || st.signaled) throw new NoSuchTaskError(this.task.pid);
+    this.#suppressToInterruptStop(st.stopSig);
+    throw new InfectError(`Blob code in task ${this.task.pid} stopped with signal ${st.stopSig}`);
+  }
+
+  /** Stops the blob started by {@link run} (PTRACE_INTERRUPT) and waits for the stop. */
+  interrupt(): void {
+    const pid = this.task.pid;
+    ptraceInterrupt(pid);
+    const st = waitPid(pid);
+    if (st.exited || st.signaled) throw new NoSuchTaskError(pid);
+    if (st.event === PTRACE_EVENT_STOP) return;
+    this.#suppressToInterruptStop(st.stopSig);
+    throw new InfectError(`Blob code in task ${pid} stopped with signal ${st.stopSig}`);
+  }
+
+  /** From a signal-delivery stop, to the interrupt stop, discarding the signal. */
+  #suppressToInterruptStop(sig: number): void {
+    const pid = this.task.pid;
+    ptraceInterrupt(pid);
+    ptraceCont(pid, 0);
+    for (let i = 0; i < 8; i++) {
+      const st = waitPid(pid);
+      if (st.exited || st.signaled) throw new NoSuchTaskError(pid);
+      if (st.event === PTRACE_EVENT_STOP) return;
+      ptraceCont(pid, 0);
+    }
+    throw new InfectError(`Cannot stop task ${pid} after signal ${sig}`);
   }
 
   #step(nr: number): void {

@@ -9,6 +9,7 @@
  *   - one SIGHUP pending (blocked), sigaltstack, ITIMER_REAL armed for 1000 s
  *   - a regular file open at offset 1234, a pipe with "hello pipe" queued, umask 027
  *   - RLIMIT_NOFILE soft limit 777
+ *   - a two-page mapping whose first page holds 'N' and which is then made PROT_NONE
  *
  * Prints to argv[1] (appending): "ready k=v ..." with the addresses.
  * argv[2] is the scratch directory for the files it makes.
@@ -110,9 +111,13 @@ int main(int argc, char **argv)
 	rl.rlim_cur = 777;
 	setrlimit(RLIMIT_NOFILE, &rl);
 
+	char *none = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	memset(none, 'N', 4096);
+	mprotect(none, 2 * 4096, PROT_NONE);
+
 	snprintf(buf, sizeof(buf),
-		 "ready pid=%d anon=%lx npages=%d fmap=%lx handler=%lx altstack=%lx datafd=%d pipe_r=%d pipe_w=%d\n",
-		 getpid(), (unsigned long)anon, NPAGES, (unsigned long)fmap, (unsigned long)on_usr1,
+		 "ready none=%lx pid=%d anon=%lx npages=%d fmap=%lx handler=%lx altstack=%lx datafd=%d pipe_r=%d pipe_w=%d\n",
+		 (unsigned long)none, getpid(), (unsigned long)anon, NPAGES, (unsigned long)fmap, (unsigned long)on_usr1,
 		 (unsigned long)altstack, df, p[0], p[1]);
 	say(buf);
 	for (;;)

@@ -1,0 +1,36 @@
+/*
+ * Raw x86-64 system calls for the freestanding blobs (no libc): the number in rax, arguments in
+ * rdi, rsi, rdx, r10, r8, r9; rcx and r11 are clobbered by the instruction.
+ */
+#ifndef DENO_CRIU_SYSCALL_H
+#define DENO_CRIU_SYSCALL_H
+
+typedef unsigned long u64;
+typedef long s64;
+
+static inline s64 sys3(s64 nr, s64 a, s64 b, s64 c)
+{
+	s64 ret;
+	asm volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+	return ret;
+}
+
+static inline s64 sys6(s64 nr, s64 a, s64 b, s64 c, s64 d, s64 e, s64 f)
+{
+	s64 ret;
+	register s64 r10 asm("r10") = d;
+	register s64 r8 asm("r8") = e;
+	register s64 r9 asm("r9") = f;
+	asm volatile("syscall"
+		     : "=a"(ret)
+		     : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+		     : "rcx", "r11", "memory");
+	return ret;
+}
+
+#define NR_pause 34
+#define NR_vmsplice 278
+#define EINTR 4
+#define EAGAIN 11
+
+#endif

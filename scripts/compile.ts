@@ -1,0 +1,42 @@
+/**
+ * `deno task compile`: one self-contained `criu` binary (deno compile).
+ *
+ * deno compile needs the `denort` runtime: it downloads it, or uses DENORT_BIN when set. On a
+ * machine without network access and without DENORT_BIN this says so and exits 1; everything
+ * else in the project works without the binary (`deno run -A main.ts` is the same program).
+ *
+ * Usage: deno task compile [--output ./criu]
+ */
+import { parseArgs } from "node:util";
+
+const { values } = parseArgs({ options: { output: { type: "string", default: "./criu" } } });
+const denort = Deno.env.get("DENORT_BIN");
+const args = [
+  "compile",
+  "--allow-all",
+  "--include",
+  "parasite/blobs_gen.ts",
+  "--output",
+  values.output!,
+  "main.ts",
+];
+const out = await new Deno.Command(Deno.execPath(), {
+  args,
+  stdout: "inherit",
+  stderr: "piped",
+  env: denort ? { DENORT_BIN: denort } : {},
+}).output();
+const err = new TextDecoder().decode(out.stderr);
+if (!out.success) {
+  Deno.stderr.writeSync(new TextEncoder().encode(err));
+  const offline = /dns|resolve|connect|network|download|fetch|tcp|timed out/i.test(err);
+  console.error(
+    offline
+      ? "compile: deno compile could not download its denort runtime (no network here). " +
+        "Set DENORT_BIN=/path/to/denort (the denort binary of deno " + Deno.version.deno +
+        ") and run again, or use `deno run -A main.ts` instead of a binary."
+      : "compile: deno compile failed (see above).",
+  );
+  Deno.exit(1);
+}
+console.log(`compile: wrote ${values.output}`);
