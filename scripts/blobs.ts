@@ -43,10 +43,13 @@ export async function buildBlobs(): Promise<Map<string, Uint8Array>> {
   const tmp = await Deno.makeTempDir({ prefix: "blobs-" });
   const out = new Map<string, Uint8Array>();
   try {
-    const sources = [...Deno.readDirSync(DIR)].map((e) => e.name).filter((n) => n.endsWith(".c")).sort();
+    const sources = [...Deno.readDirSync(DIR)].map((e) => e.name).filter((n) => n.endsWith(".c"))
+      .sort();
     for (const src of sources) {
       const name = src.slice(0, -2);
-      const obj = join(tmp, `${name}.o`), elf = join(tmp, `${name}.elf`), bin = join(tmp, `${name}.bin`);
+      const obj = join(tmp, `${name}.o`),
+        elf = join(tmp, `${name}.elf`),
+        bin = join(tmp, `${name}.bin`);
       await run("gcc", [...CFLAGS, "-c", join(DIR, src), "-o", obj]);
       await run("ld", ["-nostdlib", "-static", "-T", join(DIR, "blob.lds"), "-o", elf, obj]);
       await run("objcopy", ["-O", "binary", "--only-section=.text", elf, bin]);

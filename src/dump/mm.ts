@@ -114,7 +114,12 @@ export function dumpMm(
  * dump_pages parasite (zero copy) when every such page is readable by the task, else with
  * process_vm_readv and /proc/PID/mem.
  */
-export function dumpPages(ctx: DumpContext, rs: RemoteSyscalls, vmas: Vma[], pagesId: number): void {
+export function dumpPages(
+  ctx: DumpContext,
+  rs: RemoteSyscalls,
+  vmas: Vma[],
+  pagesId: number,
+): void {
   const pid = rs.task.pid;
   const t0 = performance.now();
   const runs: PageRun[] = [];

@@ -35,8 +35,8 @@ import {
   open,
   pidfdGetfd,
   pidfdOpen,
-  pollOne,
   POLLIN,
+  pollOne,
   readRemote,
   remoteAdd,
   type RemotePtr,
@@ -58,7 +58,11 @@ const PIPE_SIZE = 1 << 20;
 const CHUNK_LIMIT = 1 << 30; // keep each iovec under 1 GiB (vmsplice takes size_t, splice counts int)
 
 /** Writes the pages of `runs` to `path` by vmsplice in the task and splice here. */
-export function writePagesViaParasite(rs: RemoteSyscalls, runs: PageRun[], path: string): XferStats {
+export function writePagesViaParasite(
+  rs: RemoteSyscalls,
+  runs: PageRun[],
+  path: string,
+): XferStats {
   const pid = rs.task.pid;
   const iovs: bigint[] = [];
   let total = 0;
@@ -87,7 +91,13 @@ export function writePagesViaParasite(rs: RemoteSyscalls, runs: PageRun[], path:
   return stats;
 }
 
-function transfer(rs: RemoteSyscalls, iovs: bigint[], total: number, out: number, stats: XferStats): void {
+function transfer(
+  rs: RemoteSyscalls,
+  iovs: bigint[],
+  total: number,
+  out: number,
+  stats: XferStats,
+): void {
   const pid = rs.task.pid;
   const code = decodeBase64(BLOBS.dump_pages);
   const iovOff = ARGS + ARGS_SIZE;
@@ -144,7 +154,13 @@ function transfer(rs: RemoteSyscalls, iovs: bigint[], total: number, out: number
 }
 
 /** Splices `total` bytes from the pipe into `out`, watching the blob for failure. */
-function drain(rs: RemoteSyscalls, pipe: number, out: number, total: number, argsAt: RemotePtr): void {
+function drain(
+  rs: RemoteSyscalls,
+  pipe: number,
+  out: number,
+  total: number,
+  argsAt: RemotePtr,
+): void {
   const pid = rs.task.pid;
   const flag = new BigInt64Array(2);
   let done = 0;
@@ -160,7 +176,9 @@ function drain(rs: RemoteSyscalls, pipe: number, out: number, total: number, arg
     }
     const n = trySplice(pipe, out, Math.min(PIPE_SIZE, total - done), SPLICE_F_MOVE);
     if (n < 0) throw new Errno("splice", -n, `pages of task ${pid}`);
-    if (n === 0) throw new InfectError(`Pipe from task ${pid} closed after ${done} of ${total} bytes`);
+    if (n === 0) {
+      throw new InfectError(`Pipe from task ${pid} closed after ${done} of ${total} bytes`);
+    }
     done += n;
   }
 }
