@@ -63,7 +63,6 @@ export function writePagesViaParasite(
   runs: PageRun[],
   path: string,
 ): XferStats {
-  const pid = rs.task.pid;
   const iovs: bigint[] = [];
   let total = 0;
   for (const r of runs) {
