@@ -28,8 +28,20 @@ static inline s64 sys6(s64 nr, s64 a, s64 b, s64 c, s64 d, s64 e, s64 f)
 	return ret;
 }
 
+#define NR_read 0
+#define NR_write 1
+#define NR_mmap 9
+#define NR_mprotect 10
+#define NR_munmap 11
+#define NR_pread64 17
+#define NR_mremap 25
+#define NR_madvise 28
 #define NR_pause 34
+#define NR_exit 60
+#define NR_wait4 61
 #define NR_vmsplice 278
+#define NR_exit_group 231
+#define NR_clone3 435
 #define EINTR 4
 #define EAGAIN 11
 

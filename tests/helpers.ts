@@ -148,7 +148,8 @@ export type Crit = { magic: string; entries: any[] };
 /** Runs `crit decode -i FILE --pretty` on every image in `dir` (pages-N.img excepted). */
 export async function critDecodeAll(dir: string): Promise<Map<string, Crit>> {
   const names = [...Deno.readDirSync(dir)].map((e) => e.name)
-    .filter((n) => !/^pages-\d+\.img$/.test(n) && !n.endsWith(".log")).sort();
+    .filter((n) => (n.endsWith(".img") || n.startsWith("stats-")) && !/^pages-\d+\.img$/.test(n))
+    .sort();
   const results = await Promise.all(names.map(async (name) => {
     const out = await new Deno.Command("crit", {
       args: ["decode", "-i", join(dir, name), "--pretty"],

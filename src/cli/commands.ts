@@ -7,6 +7,7 @@
 import { isAbsolute, join, resolve } from "node:path";
 import { checkFeatures, FEATURES } from "../check.ts";
 import { dump } from "../dump/dump.ts";
+import { restore, type RestoreStats } from "../restore/restore.ts";
 import type { DumpStats } from "../dump/context.ts";
 import { showDir, showImage } from "../images/show.ts";
 import { Logger } from "../log.ts";
@@ -72,6 +73,39 @@ function runDump(o: CliOptions): number {
   }
 }
 
+/** The restore statistics block `--display-stats` prints, as criu prints it. */
+export function formatRestoreStats(s: RestoreStats): string {
+  const n = (v: number) => `${v} (0x${v.toString(16)})`;
+  return [
+    "Displaying restore stats:",
+    `Pages compared: ${n(0)}`,
+    `Pages skipped COW: ${n(0)}`,
+    `Pages restored: ${n(s.pagesRestored)}`,
+    `Restore time: ${s.restoreUs} us`,
+    `Forking time: ${s.forkingUs} us`,
+  ].join("\n");
+}
+
+async function runRestore(o: CliOptions): Promise<number> {
+  const imagesDir = resolve(o.imagesDir);
+  using log = openLog(o, imagesDir);
+  let r;
+  try {
+    r = await restore({
+      imagesDir,
+      detach: o.restoreDetached,
+      shellJob: o.shellJob,
+      pidfile: o.pidfile ? resolve(o.pidfile) : undefined,
+      faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
+    }, log);
+  } catch (e) {
+    if (log.toFile) log.error((e as Error).message);
+    throw e;
+  }
+  if (o.displayStats) out(formatRestoreStats(r.stats));
+  return r.exit ? await r.exit : 0;
+}
+
 async function runCheck(o: CliOptions): Promise<number> {
   const results = await checkFeatures(o.features);
   if (o.features.length) {
@@ -125,7 +159,7 @@ export async function main(argv: string[]): Promise<number> {
       case "show":
         return runShow(o);
       case "restore":
-        throw new Error("restore is not implemented yet");
+        return await runRestore(o);
       case "pre-dump":
       case "page-server":
       case "lazy-pages":

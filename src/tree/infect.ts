@@ -50,7 +50,7 @@ const SIGTRAP = 5;
 /** Every signal but SIGKILL (9) and SIGSTOP (19), which cannot be blocked anyway. */
 const BLOCK_ALL = ~((1n << 8n) | (1n << 18n)) & 0xffffffffffffffffn;
 const PROT = { READ: 1, WRITE: 2, EXEC: 4 } as const;
-const MAP = { PRIVATE: 2, ANONYMOUS: 0x20 } as const;
+const MAP = { PRIVATE: 2, ANONYMOUS: 0x20, FIXED_NOREPLACE: 0x100000 } as const;
 
 /** An injected syscall could not be run. */
 export class InfectError extends Error {
@@ -86,7 +86,7 @@ export function findSyscallInsn(pid: number, maps: ProcMap[]): RemotePtr {
 /** Runs syscalls inside a seized task; see the module comment for the sequence. */
 export class RemoteSyscalls implements Disposable {
   readonly task: SeizedTask;
-  readonly #insn: RemotePtr;
+  #insn: RemotePtr;
   #scratch: { addr: RemotePtr; size: number }[] = [];
   #open = true;
 
@@ -131,17 +131,22 @@ export class RemoteSyscalls implements Disposable {
    * Maps `size` bytes of private anonymous memory in the task (read-write, or with `exec` also
    * executable, for a blob), unmapped on dispose.
    */
-  scratch(size: number, exec = false): RemotePtr {
+  scratch(size: number, exec = false, at?: RemotePtr): RemotePtr {
     const addr = this.check(
       NR.mmap,
       "mmap",
-      0,
+      at ?? 0,
       size,
       PROT.READ | PROT.WRITE | (exec ? PROT.EXEC : 0),
-      MAP.PRIVATE | MAP.ANONYMOUS,
+      MAP.PRIVATE | MAP.ANONYMOUS | (at === undefined ? 0 : MAP.FIXED_NOREPLACE),
       -1,
       0,
     );
+    if (at !== undefined && addr !== at) {
+      throw new InfectError(
+        `Cannot map scratch memory at 0x${at.toString(16)} in task ${this.task.pid}`,
+      );
+    }
     const p = remotePtr(addr);
     this.#scratch.push({ addr: p, size });
     return p;
@@ -213,8 +218,40 @@ export class RemoteSyscalls implements Disposable {
     }
   }
 
-  /** Unmaps scratch memory and returns the task to its interrupt stop with its own state. */
-  close(): void {
+  /** Finds a new `syscall` instruction after the task's mappings changed under us. */
+  retarget(maps: ProcMap[]): void {
+    this.#insn = findSyscallInsn(this.task.pid, maps);
+  }
+
+  /**
+   * Waits until the blob started by {@link run} stores a non-zero word at `flag`, watching for
+   * a fault; gives up after `timeoutMs`.
+   */
+  waitFlag(flag: RemotePtr, timeoutMs: number): void {
+    const word = new BigInt64Array(1);
+    const bytes = new Uint8Array(word.buffer);
+    const end = performance.now() + timeoutMs;
+    const nap = new Int32Array(new SharedArrayBuffer(4));
+    for (let spins = 0;; spins++) {
+      readRemote(this.task.pid, flag, bytes);
+      if (word[0] !== 0n) return;
+      this.checkRunning();
+      if (performance.now() > end) {
+        throw new InfectError(
+          `Blob code in task ${this.task.pid} did not finish in ${timeoutMs} ms`,
+        );
+      }
+      if (spins > 100) Atomics.wait(nap, 0, 0, 1);
+    }
+  }
+
+  /**
+   * Unmaps scratch memory and returns the task to its interrupt stop. By default the task also
+   * gets back the registers and signal mask it had when seized; with `restoreState: false` (a
+   * task being restored, whose final state the caller sets) they are left as they are.
+   */
+  close(options: { restoreState?: boolean } = {}): void {
+    const restoreState = options.restoreState ?? true;
     if (!this.#open) return;
     const errors: unknown[] = [];
     for (const s of this.#scratch.reverse()) {
@@ -226,8 +263,10 @@ export class RemoteSyscalls implements Disposable {
     }
     this.#open = false;
     const pid = this.task.pid;
-    ptraceSetRegs(pid, this.task.regs);
-    ptraceSetSigmask(pid, this.task.sigmask);
+    if (restoreState) {
+      ptraceSetRegs(pid, this.task.regs);
+      ptraceSetSigmask(pid, this.task.sigmask);
+    }
     ptraceInterrupt(pid);
     ptraceCont(pid);
     waitForInterruptStop(pid);

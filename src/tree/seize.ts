@@ -23,6 +23,7 @@ import {
   ptraceSeize,
   ptraceSetRegs,
   ptraceSetSigmask,
+  ptraceSetXstate,
   tryPtraceDetach,
   waitPid,
   type WaitStatus,
@@ -120,6 +121,22 @@ export class SeizedTask implements Disposable {
     }
     // A task that was group-stopped before we came goes back to its group stop on detach.
     return tryPtraceDetach(this.pid) === 0;
+  }
+
+  /**
+   * Gives a restored task its final registers, extended FPU state and signal mask, and lets it
+   * go (into a group stop when `stopped`). The task must sit in its interrupt stop.
+   */
+  release(regs: BigUint64Array, xsave: Uint8Array, sigmask: bigint, stopped = false): void {
+    if (!this.#attached) throw new SeizeError(`Task ${this.pid} is not ours any more`);
+    ptraceSetXstate(this.pid, xsave);
+    ptraceSetRegs(this.pid, regs);
+    ptraceSetSigmask(this.pid, sigmask);
+    if (stopped) kill(this.pid, SIGSTOP);
+    this.#attached = false;
+    if (tryPtraceDetach(this.pid) !== 0) {
+      throw new SeizeError(`Cannot detach from restored task ${this.pid}`);
+    }
   }
 
   /** Kills the task (after a complete dump) and reaps the ptrace side of it. */

@@ -35,15 +35,51 @@ static void on_usr1(int sig, siginfo_t *si, void *uc) { (void)sig; (void)si; (vo
 
 static void say(const char *s) { write(out, s, strlen(s)); }
 
+static char *fmap;
+static int datafd, pipe_r;
+static char altstack[65536];
+
+#define CHECK(cond, what)                     \
+	do {                                  \
+		if (!(cond)) {                \
+			say("FAIL " what "\n"); \
+			_exit(1);             \
+		}                             \
+	} while (0)
+
+/* On SIGTERM: everything set up in main() must still be as it was. */
 static void on_term(int sig)
 {
 	(void)sig;
 	for (int i = 0; i < NPAGES - 1; i += 2)
 		for (int j = 0; j < 4096; j++)
-			if (anon[i * 4096 + j] != ((i * 7 + 3) & 0xff)) {
-				say("FAIL memory\n");
-				_exit(1);
-			}
+			CHECK(anon[i * 4096 + j] == ((i * 7 + 3) & 0xff), "memory");
+	CHECK(fmap[0] == 'f' && fmap[4096] == 'C' && fmap[8191] == 'C' && fmap[8192] == 'f', "file mapping");
+	CHECK(lseek(datafd, 0, SEEK_CUR) == 1234, "file offset");
+	char buf[16] = {0};
+	CHECK(read(pipe_r, buf, sizeof(buf)) == 10 && !memcmp(buf, "hello pipe", 10), "pipe data");
+	struct sigaction sa;
+	sigaction(SIGUSR1, NULL, &sa);
+	CHECK(sa.sa_sigaction == on_usr1 && (sa.sa_flags & SA_RESTART) && sigismember(&sa.sa_mask, SIGUSR2),
+	      "SIGUSR1 action");
+	sigaction(SIGUSR2, NULL, &sa);
+	CHECK(sa.sa_handler == SIG_IGN, "SIGUSR2 ignored");
+	sigset_t set;
+	sigprocmask(SIG_BLOCK, NULL, &set);
+	CHECK(sigismember(&set, SIGHUP), "SIGHUP blocked");
+	sigpending(&set);
+	CHECK(sigismember(&set, SIGHUP), "SIGHUP pending");
+	stack_t ss;
+	sigaltstack(NULL, &ss);
+	CHECK(ss.ss_sp == altstack && ss.ss_size == sizeof(altstack), "sigaltstack");
+	struct itimerval it;
+	getitimer(ITIMER_REAL, &it);
+	CHECK(it.it_interval.tv_sec == 500 && it.it_value.tv_sec > 900, "itimer");
+	struct rlimit rl;
+	getrlimit(RLIMIT_NOFILE, &rl);
+	CHECK(rl.rlim_cur == 777, "rlimit");
+	mode_t old = umask(0);
+	CHECK(old == 027, "umask");
 	say("PASS\n");
 	_exit(0);
 }
@@ -69,7 +105,7 @@ int main(int argc, char **argv)
 	memset(page, 'f', sizeof(page));
 	for (int i = 0; i < 3; i++)
 		write(mf, page, sizeof(page));
-	char *fmap = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, mf, 0);
+	fmap = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, mf, 0);
 	close(mf);
 	sink += fmap[0];
 	memset(fmap + 4096, 'C', 4096);
@@ -88,7 +124,6 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &blk, NULL);
 	kill(getpid(), SIGHUP);
 
-	static char altstack[65536];
 	stack_t ss = {.ss_sp = altstack, .ss_size = sizeof(altstack), .ss_flags = 0};
 	sigaltstack(&ss, NULL);
 
@@ -96,13 +131,14 @@ int main(int argc, char **argv)
 	setitimer(ITIMER_REAL, &it, NULL);
 
 	snprintf(path, sizeof(path), "%s/data.txt", dir);
-	int df = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	int df = datafd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
 	memset(buf, 'd', sizeof(buf));
 	write(df, buf, 2000);
 	lseek(df, 1234, SEEK_SET);
 
 	int p[2];
 	pipe(p);
+	pipe_r = p[0];
 	write(p[1], "hello pipe", 10);
 
 	umask(027);

@@ -1,0 +1,99 @@
+/*
+ * restore-helper: creates the task to restore, with its dumped PID, on behalf of the restorer
+ * (a Deno process must never fork itself). Static, freestanding, no libc.
+ *
+ *   restore-helper PID [detach]
+ *
+ * clone3() with set_tid = PID makes a child that only sleeps in pause() until the restorer
+ * seizes it with ptrace and rebuilds it. The helper prints "child PID\n" on stdout, or
+ * "error ERRNO\n" when clone3 fails (EEXIST: the PID is taken). With "detach" it exits at once
+ * (the child is reparented); otherwise it waits for the child and exits with its status
+ * (128 + signal when killed), which `criu restore` without -d passes on.
+ */
+#include "../syscall.h"
+
+struct clone_args {
+	u64 flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
+		set_tid_size, cgroup;
+};
+
+#define SIGCHLD 17
+
+static u64 parse(const char *s)
+{
+	u64 v = 0;
+	while (*s >= '0' && *s <= '9')
+		v = v * 10 + (u64)(*s++ - '0');
+	return v;
+}
+
+static void print(const char *prefix, s64 v)
+{
+	char buf[32];
+	int n = 0, i = 0;
+	char digits[20];
+	while (prefix[n]) {
+		buf[n] = prefix[n];
+		n++;
+	}
+	if (v < 0) {
+		buf[n++] = '-';
+		v = -v;
+	}
+	do {
+		digits[i++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (i)
+		buf[n++] = digits[--i];
+	buf[n++] = '\n';
+	sys3(NR_write, 1, (s64)buf, n);
+}
+
+__attribute__((used)) void helper_main(s64 *sp)
+{
+	s64 argc = sp[0];
+	char **argv = (char **)(sp + 1);
+	if (argc < 2) {
+		print("error ", 22);
+		sys3(NR_exit_group, 2, 0, 0);
+	}
+	s64 pid = (s64)parse(argv[1]);
+	int detach = argc > 2;
+	struct clone_args ca = {0};
+	ca.exit_signal = SIGCHLD;
+	ca.set_tid = (u64)&pid;
+	ca.set_tid_size = 1;
+	s64 child = sys3(NR_clone3, (s64)&ca, sizeof(ca), 0);
+	if (child == 0) {
+		for (;;)
+			sys3(NR_pause, 0, 0, 0);
+	}
+	if (child < 0) {
+		print("error ", -child);
+		sys3(NR_exit_group, 2, 0, 0);
+	}
+	print("child ", child);
+	if (detach)
+		sys3(NR_exit_group, 0, 0, 0);
+	int status = 0;
+	for (;;) {
+		s64 r = sys6(NR_wait4, child, (s64)&status, 0, 0, 0, 0);
+		if (r == child)
+			break;
+		if (r != -EINTR)
+			sys3(NR_exit_group, 1, 0, 0);
+	}
+	if ((status & 0x7f) == 0)
+		sys3(NR_exit_group, (status >> 8) & 0xff, 0, 0);
+	sys3(NR_exit_group, 128 + (status & 0x7f), 0, 0);
+}
+
+/* The kernel enters at _start with the stack pointer on argc. */
+__attribute__((naked)) void _start(void)
+{
+	asm volatile("mov %rsp, %rdi\n"
+		     "and $-16, %rsp\n"
+		     "call helper_main\n"
+		     "hlt\n");
+}

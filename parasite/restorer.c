@@ -1,0 +1,97 @@
+/*
+ * Restorer: runs inside the task being restored and rebuilds its address space from a list of
+ * operations that the restorer side (src/restore/) computed. Executing a list keeps the blob
+ * small and free of policy: which mapping goes where, which pages come from which offset of
+ * pages-N.img, is decided in TypeScript.
+ *
+ *   struct args (u64 words)
+ *     0  nops
+ *     8  ops      address of struct op[nops]
+ *    16  done     0 while running, 1 when finished
+ *    24  failed   index of the failing op, or -1
+ *    32  result   -errno of the failing op, or 0
+ *
+ *   struct op { u64 code, a, b, c, d, e, f; }   (56 bytes)
+ *     MUNMAP   addr len
+ *     MREMAP   old len new              move a mapping (vdso, vvar) to a fixed address
+ *     MMAP     addr len prot flags fd off (MAP_FIXED is added)
+ *     PREAD    fd addr len off          loops until len bytes are in
+ *     MPROTECT addr len prot
+ *     MADVISE  addr len advice          f != 0: failure is not an error
+ *
+ * When done it sleeps in pause() with every signal blocked until the restorer interrupts it.
+ * Freestanding: no libc, no globals, position independent; the entry point is the first byte.
+ */
+#include "syscall.h"
+
+enum { OP_MUNMAP = 1, OP_MREMAP, OP_MMAP, OP_PREAD, OP_MPROTECT, OP_MADVISE };
+
+#define MAP_FIXED 0x10
+#define MREMAP_MAYMOVE 1
+#define MREMAP_FIXED 2
+
+struct op {
+	u64 code, a, b, c, d, e, f;
+};
+
+struct args {
+	u64 nops;
+	struct op *ops;
+	volatile s64 done;
+	s64 failed;
+	s64 result;
+};
+
+static inline s64 run_op(const struct op *o)
+{
+	s64 ret = 0;
+	switch (o->code) {
+	case OP_MUNMAP:
+		return sys3(NR_munmap, o->a, o->b, 0);
+	case OP_MREMAP:
+		ret = sys6(NR_mremap, o->a, o->b, o->b, MREMAP_MAYMOVE | MREMAP_FIXED, o->c, 0);
+		return ret < 0 ? ret : ((u64)ret == o->c ? 0 : -22);
+	case OP_MMAP:
+		ret = sys6(NR_mmap, o->a, o->b, o->c, o->d | MAP_FIXED, o->e, o->f);
+		return ret < 0 && ret > -4096 ? ret : ((u64)ret == o->a ? 0 : -22);
+	case OP_PREAD: {
+		u64 addr = o->b, left = o->c, off = o->d;
+		while (left) {
+			ret = sys6(NR_pread64, o->a, addr, left, off, 0, 0);
+			if (ret == -EINTR)
+				continue;
+			if (ret < 0)
+				return ret;
+			if (ret == 0)
+				return -5; /* EIO: the pages file ended early */
+			addr += ret;
+			off += ret;
+			left -= ret;
+		}
+		return 0;
+	}
+	case OP_MPROTECT:
+		return sys3(NR_mprotect, o->a, o->b, o->c);
+	case OP_MADVISE:
+		ret = sys3(NR_madvise, o->a, o->b, o->c);
+		return o->f ? 0 : ret;
+	}
+	return -22;
+}
+
+__attribute__((section(".text.entry"), used, noreturn)) void restorer_main(struct args *a)
+{
+	a->failed = -1;
+	a->result = 0;
+	for (u64 i = 0; i < a->nops; i++) {
+		s64 ret = run_op(&a->ops[i]);
+		if (ret < 0) {
+			a->failed = i;
+			a->result = ret;
+			break;
+		}
+	}
+	a->done = 1;
+	for (;;)
+		sys3(NR_pause, 0, 0, 0);
+}

@@ -1,0 +1,199 @@
+/**
+ * `readDump`: reads and checks every image a restore needs before anything is created, so that
+ * a missing file, a wrong magic, a truncated entry or a short pages file is one clear error
+ * naming the file.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import {
+  type core_entry,
+  core_entrySchema,
+  type task_kobj_ids_entry,
+  task_kobj_ids_entrySchema,
+} from "../../proto/gen/core_pb.ts";
+import {
+  fd_types,
+  type fdinfo_entry,
+  fdinfo_entrySchema,
+  type file_entry,
+  file_entrySchema,
+  type fs_entry,
+  fs_entrySchema,
+  pipe_data_entrySchema,
+} from "../../proto/gen/files_pb.ts";
+import {
+  type inventory_entry,
+  inventory_entrySchema,
+  type pstree_entry,
+  pstree_entrySchema,
+} from "../../proto/gen/misc_pb.ts";
+import {
+  type mm_entry,
+  mm_entrySchema,
+  type pagemap_entry,
+  pagemap_entrySchema,
+  pagemap_headSchema,
+} from "../../proto/gen/mm_pb.ts";
+import {
+  checkHeader,
+  decodeEntries,
+  ImageError,
+  readImage,
+  readImageBytes,
+} from "../images/image.ts";
+
+/** Everything the images say about one task. */
+export interface TaskImages {
+  pstree: pstree_entry;
+  core: core_entry;
+  ids: task_kobj_ids_entry;
+  mm: mm_entry;
+  fs: fs_entry;
+  fds: fdinfo_entry[];
+  /** Pagemap entries after the head. */
+  pagemap: pagemap_entry[];
+  /** The pages-N.img path and its size. */
+  pagesPath: string;
+  /** Offset of each pagemap entry's first page in the pages file (present entries only). */
+  pageOffsets: number[];
+}
+
+/** A whole dump. */
+export interface DumpImages {
+  dir: string;
+  inventory: inventory_entry;
+  tasks: TaskImages[];
+  /** files.img, by id. */
+  files: Map<number, file_entry>;
+  /** Pipe contents by pipe id, with the pipe buffer size. */
+  pipeData: Map<number, { data: Uint8Array; size: number }>;
+}
+
+const PE_PRESENT = 1 << 2;
+
+function one<T>(path: string, entries: { message: T }[]): T {
+  if (entries.length !== 1) {
+    throw new ImageError(`Image ${path} has ${entries.length} entries, expected 1`);
+  }
+  return entries[0].message;
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Reads the images of `dir` for a restore. */
+export function readDump(dir: string): DumpImages {
+  if (!exists(dir)) throw new ImageError(`Images directory ${dir} does not exist`);
+  const p = (f: string) => join(dir, f);
+  const inventory = one(
+    p("inventory.img"),
+    readImage(p("inventory.img"), "INVENTORY", inventory_entrySchema),
+  );
+  if (inventory.imgVersion !== 2) {
+    throw new ImageError(
+      `Image ${p("inventory.img")} has image version ${inventory.imgVersion}, expected 2`,
+    );
+  }
+  const pstree = readImage(p("pstree.img"), "PSTREE", pstree_entrySchema).map((e) => e.message);
+  if (!pstree.length) throw new ImageError(`Image ${p("pstree.img")} lists no task`);
+
+  const files = new Map<number, file_entry>();
+  for (const e of readImage(p("files.img"), "FILES", file_entrySchema)) {
+    files.set(e.message.id, e.message);
+  }
+
+  const pipeData = new Map<number, { data: Uint8Array; size: number }>();
+  if (exists(p("pipes-data.img"))) {
+    for (
+      const e of readImage(p("pipes-data.img"), "PIPES_DATA", pipe_data_entrySchema, {
+        payloadSize: (m) => m.bytes,
+      })
+    ) {
+      pipeData.set(e.message.pipeId, {
+        data: e.payload ?? new Uint8Array(),
+        size: e.message.size ?? 0,
+      });
+    }
+  }
+
+  const tasks = pstree.map((ps): TaskImages => {
+    const pid = ps.pid;
+    const core = one(
+      p(`core-${pid}.img`),
+      readImage(p(`core-${pid}.img`), "CORE", core_entrySchema),
+    );
+    if (!core.threadInfo || !core.tc) {
+      throw new ImageError(`Image ${p(`core-${pid}.img`)} has no x86-64 thread state`);
+    }
+    const ids = one(
+      p(`ids-${pid}.img`),
+      readImage(p(`ids-${pid}.img`), "IDS", task_kobj_ids_entrySchema),
+    );
+    const mm = one(p(`mm-${pid}.img`), readImage(p(`mm-${pid}.img`), "MM", mm_entrySchema));
+    const fs = one(p(`fs-${pid}.img`), readImage(p(`fs-${pid}.img`), "FS", fs_entrySchema));
+    const fdPath = p(`fdinfo-${ids.filesId}.img`);
+    const fds = readImage(fdPath, "FDINFO", fdinfo_entrySchema).map((e) => e.message);
+    for (const fd of fds) {
+      const f = files.get(fd.id);
+      if (!f) {
+        throw new ImageError(
+          `Image ${fdPath}: fd ${fd.fd} refers to file ${fd.id}, missing from files.img`,
+        );
+      }
+      if (f.type !== fd_types.REG && f.type !== fd_types.PIPE) {
+        throw new ImageError(
+          `Cannot restore fd ${fd.fd} of task ${pid}: file type ${
+            fd_types[f.type]
+          } is not supported yet`,
+        );
+      }
+    }
+
+    // pagemap: a head naming pages-N.img, then runs.
+    const pmPath = p(`pagemap-${pid}.img`);
+    const bytes = readImageBytes(pmPath);
+    const start = checkHeader(pmPath, bytes, "PAGEMAP");
+    if (bytes.length < start + 4) {
+      throw new ImageError(`Image ${pmPath} is truncated: no pagemap head`);
+    }
+    const headSize = new DataView(bytes.buffer, bytes.byteOffset).getUint32(start, true);
+    const [head] = decodeEntries(
+      pmPath,
+      bytes.subarray(0, start + 4 + headSize),
+      start,
+      pagemap_headSchema,
+    );
+    if (!head) throw new ImageError(`Image ${pmPath} is truncated: no pagemap head`);
+    const pagemap = decodeEntries(pmPath, bytes, start + 4 + headSize, pagemap_entrySchema).map((
+      e,
+    ) => e.message);
+    const pagesPath = p(`pages-${head.message.pagesId}.img`);
+    if (!exists(pagesPath)) throw new ImageError(`Missing image ${pagesPath}`);
+    const pageOffsets: number[] = [];
+    let off = 0;
+    for (const e of pagemap) {
+      pageOffsets.push(off);
+      if ((e.flags ?? PE_PRESENT) & PE_PRESENT) off += e.nrPages * 4096;
+      else if (e.inParent || ((e.flags ?? 0) & 1)) {
+        throw new ImageError(
+          `Image ${pmPath}: pages in a parent image (incremental dumps) are not supported yet`,
+        );
+      }
+    }
+    const size = Deno.statSync(pagesPath).size;
+    if (size < off) {
+      throw new ImageError(
+        `Image ${pagesPath} is shorter than ${pmPath} says: ${size} bytes, expected ${off}`,
+      );
+    }
+    return { pstree: ps, core, ids, mm, fs, fds, pagemap, pagesPath, pageOffsets };
+  });
+  return { dir, inventory, tasks, files, pipeData };
+}

@@ -1,0 +1,180 @@
+/**
+ * Restore end to end: a real process is dumped (and so killed), restored under the same PID,
+ * and then checks itself from the inside; we check from the outside too.
+ */
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import {
+  buildVictim,
+  critDecodeAll,
+  criu,
+  procState,
+  sleep,
+  startVictim,
+  stopVictim,
+  tmpDir,
+  type Victim,
+  waitGone,
+  waitReport,
+} from "./helpers.ts";
+
+/** Dumps the victim (killing it), reaps it and waits for its PID to be free. */
+async function dumpAndKill(v: Victim, imgs: string): Promise<void> {
+  const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "-o", "dump.log", "-v4"]);
+  assertEquals(run.code, 0, run.stderr);
+  await v.child.status;
+  assert(await waitGone(v.pid), `task ${v.pid} gone after dump`);
+}
+
+async function restoreDetached(imgs: string, extra: string[] = []): Promise<number> {
+  const pidfile = `${imgs}/restored.pid`;
+  const run = await criu([
+    "restore",
+    "-D",
+    imgs,
+    "-d",
+    "-o",
+    "restore.log",
+    "-v4",
+    "--pidfile",
+    pidfile,
+    ...extra,
+  ]);
+  assertEquals(run.code, 0, run.stderr + safeRead(`${imgs}/restore.log`));
+  return Number(Deno.readTextFileSync(pidfile));
+}
+
+function safeRead(path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return "";
+  }
+}
+
+async function waitLine(path: string, re: RegExp, timeoutMs = 5000): Promise<string> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    const line = Deno.readTextFileSync(path).split("\n").find((l) => re.test(l));
+    if (line) return line;
+    await sleep(20);
+  }
+  throw new Error(`no line matching ${re} in ${path}: ${Deno.readTextFileSync(path)}`);
+}
+
+function killQuietly(pid: number): void {
+  try {
+    Deno.kill(pid, "SIGKILL");
+  } catch {
+    // gone
+  }
+}
+
+Deno.test("restore gives a process back its memory, files, signals, timers and limits", async () => {
+  const bin = await buildVictim("state");
+  const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
+  let pid = 0;
+  try {
+    const r = await waitReport(v);
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    pid = await restoreDetached(imgs);
+    assertEquals(pid, v.pid, "same PID");
+    assertEquals(procState(pid), "S");
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    assertMatch(status, /SigBlk:\s+0*1\n/);
+    assertMatch(status, /ShdPnd:\s+0*1\n/);
+    const fdinfo = Deno.readTextFileSync(`/proc/${pid}/fdinfo/${r.datafd}`);
+    assertMatch(fdinfo, /pos:\s+1234/);
+    assertEquals(Deno.readLinkSync(`/proc/${pid}/exe`), bin);
+    assertEquals(Deno.readTextFileSync(`/proc/${pid}/comm`), "state\n");
+    // Untouched and only-read pages are still not allocated.
+    const pm = Deno.openSync(`/proc/${pid}/pagemap`);
+    const entry = new BigUint64Array(1);
+    const present = (addr: bigint) => {
+      pm.seekSync(Number(addr / 4096n) * 8, Deno.SeekMode.Start);
+      pm.readSync(new Uint8Array(entry.buffer));
+      return (entry[0] >> 63n) === 1n;
+    };
+    const anon = BigInt("0x" + r.anon);
+    assert(present(anon), "written page present");
+    assert(!present(anon + 4096n), "read-only page not allocated");
+    assert(!present(anon + BigInt((Number(r.npages) - 1) * 4096)), "untouched page not allocated");
+    pm.close();
+    // The images of a restore are CRIU's: crit reads stats-restore too.
+    const img = await critDecodeAll(imgs);
+    assert(Number(img.get("stats-restore")!.entries[0].restore.pages_restored) > 0);
+    // From the inside.
+    Deno.kill(pid, "SIGTERM");
+    await waitLine(v.out, /^(PASS|FAIL)/);
+    assertMatch(Deno.readTextFileSync(v.out), /PASS/);
+  } finally {
+    await stopVictim(v);
+    if (pid) killQuietly(pid);
+  }
+});
+
+Deno.test("registers and FPU/AVX state survive dump and restore", async () => {
+  const bin = await buildVictim("regs");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  let pid = 0;
+  try {
+    await waitReport(v);
+    await sleep(50);
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    pid = await restoreDetached(imgs);
+    await sleep(300);
+    assertEquals(procState(pid), "R", "still spinning");
+    assert(!Deno.readTextFileSync(v.out).includes("FAIL"), Deno.readTextFileSync(v.out));
+  } finally {
+    await stopVictim(v);
+    if (pid) killQuietly(pid);
+  }
+});
+
+Deno.test("a process sleeping in nanosleep continues counting, twice over", async () => {
+  const bin = await buildVictim("counter");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  let pid = 0;
+  try {
+    await waitLine(v.out, /^count 3 /);
+    let imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    pid = await restoreDetached(imgs);
+    assertEquals(pid, v.pid);
+    let before = Deno.readTextFileSync(v.out).trim().split("\n").length;
+    await waitLine(v.out, new RegExp(`^count ${before + 2} `));
+    // Second cycle: dump the restored process and restore it again.
+    imgs = tmpDir();
+    const run = await criu(["dump", "-t", `${pid}`, "-D", imgs]);
+    assertEquals(run.code, 0, run.stderr);
+    assert(await waitGone(pid), "restored task gone after the second dump");
+    pid = await restoreDetached(imgs);
+    before = Deno.readTextFileSync(v.out).trim().split("\n").length;
+    await waitLine(v.out, new RegExp(`^count ${before + 2} `));
+    const lines = Deno.readTextFileSync(v.out).trim().split("\n");
+    lines.forEach((l, i) =>
+      assertEquals(l, `count ${i + 1} (pid ${v.pid})`, "no count lost or repeated")
+    );
+  } finally {
+    await stopVictim(v);
+    if (pid) killQuietly(pid);
+  }
+});
+
+Deno.test("restore without -d waits for the process and returns its exit code", async () => {
+  const bin = await buildVictim("exiter");
+  const v = startVictim(["setsid", bin, "{out}", "1500"]);
+  try {
+    await waitReport(v);
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    const t = Date.now();
+    const run = await criu(["restore", "-D", imgs]);
+    assertEquals(run.code, 7, run.stderr);
+    assert(Date.now() - t > 300, "it slept the rest of its nanosleep");
+    assertMatch(Deno.readTextFileSync(v.out), /exiting/);
+  } finally {
+    await stopVictim(v);
+  }
+});
