@@ -178,3 +178,140 @@ Deno.test("restore without -d waits for the process and returns its exit code", 
     await stopVictim(v);
   }
 });
+
+function copyDir(src: string): string {
+  const dst = tmpDir("imgs-copy-");
+  for (const e of Deno.readDirSync(src)) Deno.copyFileSync(`${src}/${e.name}`, `${dst}/${e.name}`);
+  return dst;
+}
+
+Deno.test("bad images and changed files: one clear line, exit 1, nothing left running", async () => {
+  const bin = await buildVictim("state");
+  const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
+  try {
+    await waitReport(v);
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    const pid = v.pid;
+    const data = `${v.dir}/data.txt`;
+    const cases: [string, (dir: string) => void, RegExp][] = [
+      [
+        "missing image",
+        (d) => Deno.removeSync(`${d}/core-${pid}.img`),
+        /Missing image .*core-\d+\.img/,
+      ],
+      ["wrong magic", (d) => {
+        const b = Deno.readFileSync(`${d}/mm-${pid}.img`);
+        b[4] ^= 0xff;
+        Deno.writeFileSync(`${d}/mm-${pid}.img`, b);
+      }, /mm-\d+\.img has magic 0x[0-9a-f]+ at offset 4, expected 0x[0-9a-f]+ \(MM\)/],
+      ["truncated entry", (d) => {
+        const b = Deno.readFileSync(`${d}/files.img`);
+        Deno.writeFileSync(`${d}/files.img`, b.subarray(0, b.length - 3));
+      }, /files\.img is truncated at offset \d+/],
+      ["impossible size", (d) => {
+        const b = Deno.readFileSync(`${d}/pstree.img`);
+        new DataView(b.buffer).setUint32(8, 0xfffffff0, true);
+        Deno.writeFileSync(`${d}/pstree.img`, b);
+      }, /pstree\.img has an entry of impossible size/],
+      ["short pages file", (d) => {
+        const b = Deno.readFileSync(`${d}/pages-1.img`);
+        Deno.writeFileSync(`${d}/pages-1.img`, b.subarray(0, b.length - 4096));
+      }, /pages-1\.img is shorter than .*pagemap-\d+\.img says/],
+    ];
+    for (const [name, corrupt, re] of cases) {
+      const d = copyDir(imgs);
+      corrupt(d);
+      const run = await criu(["restore", "-D", d, "-d"]);
+      assertEquals(run.code, 1, name);
+      assertMatch(run.stderr.trim().split("\n").at(-1)!, re, name);
+      assert(!/\n\s+at /.test(run.stderr), `no stack trace (${name})`);
+      assertEquals(procState(pid), undefined, `nothing restored (${name})`);
+    }
+    // Files the process had open must be there, with their size.
+    const saved = Deno.readFileSync(data);
+    Deno.writeFileSync(data, new Uint8Array(10), { append: true });
+    let run = await criu(["restore", "-D", copyDir(imgs), "-d"]);
+    assertEquals(run.code, 1);
+    assertMatch(
+      run.stderr,
+      /file .*data\.txt changed size since the dump \(2010 bytes, was 2000\)/,
+    );
+    Deno.removeSync(data);
+    run = await criu(["restore", "-D", copyDir(imgs), "-d"]);
+    assertEquals(run.code, 1);
+    assertMatch(run.stderr, /file .*data\.txt no longer exists/);
+    Deno.writeFileSync(data, saved);
+    // An existing pidfile is not overwritten.
+    const pidfile = `${tmpDir()}/pid`;
+    Deno.writeTextFileSync(pidfile, "1");
+    run = await criu(["restore", "-D", copyDir(imgs), "-d", "--pidfile", pidfile]);
+    assertEquals(run.code, 1);
+    assertMatch(run.stderr, /pidfile .* exists already/);
+    assertEquals(Deno.readTextFileSync(pidfile), "1");
+    // The images are still good after all that.
+    const pid2 = await restoreDetached(copyDir(imgs));
+    assertEquals(pid2, pid);
+    killQuietly(pid2);
+  } finally {
+    await stopVictim(v);
+  }
+});
+
+Deno.test("restoring onto a PID in use is refused by name", async () => {
+  const bin = await buildVictim("counter");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  try {
+    await waitLine(v.out, /^count 1 /);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "-R"]);
+    assertEquals(d.code, 0, d.stderr);
+    const run = await criu(["restore", "-D", imgs, "-d"]);
+    assertEquals(run.code, 1);
+    assertMatch(run.stderr, new RegExp(`PID ${v.pid} is in use`));
+    assertEquals(procState(v.pid), "S", "the running process is untouched");
+  } finally {
+    await stopVictim(v);
+  }
+});
+
+for (const stage of ["files", "memory", "state"]) {
+  Deno.test(`a restore failing at "${stage}" kills what it made`, async () => {
+    const bin = await buildVictim("counter");
+    const v = startVictim(["setsid", bin, "{out}"]);
+    try {
+      await waitLine(v.out, /^count 1 /);
+      const imgs = tmpDir();
+      await dumpAndKill(v, imgs);
+      const lines = Deno.readTextFileSync(v.out);
+      const run = await criu(["restore", "-D", imgs], { DENO_CRIU_FAULT: stage });
+      assertEquals(run.code, 1);
+      assertMatch(run.stderr.trim().split("\n").at(-1)!, new RegExp(`Fault injected at ${stage}`));
+      assert(await waitGone(v.pid), "nothing half-restored left");
+      await sleep(300);
+      assertEquals(Deno.readTextFileSync(v.out), lines, "it never ran");
+    } finally {
+      await stopVictim(v);
+    }
+  });
+}
+
+Deno.test("a task from another session needs --shell-job, and restores with it", async () => {
+  const bin = await buildVictim("counter");
+  const v = startVictim([bin, "{out}"]); // in the test runner's session
+  let pid = 0;
+  try {
+    await waitLine(v.out, /^count 1 /);
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    const run = await criu(["restore", "-D", imgs, "-d"]);
+    assertEquals(run.code, 1);
+    assertMatch(run.stderr, /session \d+, which is not in the images; .* --shell-job/);
+    pid = await restoreDetached(imgs, ["-j"]);
+    const n = Deno.readTextFileSync(v.out).trim().split("\n").length;
+    await waitLine(v.out, new RegExp(`^count ${n + 2} `));
+  } finally {
+    await stopVictim(v);
+    if (pid) killQuietly(pid);
+  }
+});

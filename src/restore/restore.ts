@@ -38,7 +38,16 @@ import { SeizedTask, TASK_STATE } from "../tree/seize.ts";
 import { decodeBase64 } from "../util/base64.ts";
 import { RemoteArena } from "./arena.ts";
 import { prepareFiles, RestoreError } from "./files.ts";
-import { spawnTask } from "./helper.ts";
+import { PidTakenError, spawnTask } from "./helper.ts";
+
+function pidInUse(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
 import { type DumpImages, readDump, type TaskImages } from "./images.ts";
 import { encodeOps, findGap, occupied, OP_SIZE, planMemory } from "./memory.ts";
 import { gpregsWords, xsaveArea } from "./regs.ts";
@@ -89,6 +98,7 @@ function checkFiles(dump: DumpImages, task: TaskImages, shellJob: boolean): void
         `images; restore it into this session with --shell-job (-j)`,
     );
   }
+  if (pidInUse(pid)) throw new PidTakenError(pid);
   const ids = new Set<number>(task.fds.map((f) => f.id));
   for (const v of task.mm.vmas) {
     if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) ids.add(Number(v.shmid));
@@ -109,15 +119,6 @@ function checkFiles(dump: DumpImages, task: TaskImages, shellJob: boolean): void
           `(${st.size} bytes, was ${reg.size})`,
       );
     }
-  }
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    throw new RestoreError(
-      `Cannot restore task ${pid}: PID ${pid} is in use; stop that process, or restore into ` +
-        `a fresh PID namespace (e.g. unshare --pid --fork --mount-proc deno run -A main.ts restore ...)`,
-    );
-  } catch (e) {
-    if (e instanceof RestoreError) throw e;
   }
 }
 

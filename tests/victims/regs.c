@@ -1,5 +1,5 @@
 /*
- * Victim: holds known values in r12-r15 and xmm5-xmm6 while spinning in a loop that checks
+ * Victim: holds known values in r12-r15, xmm5-xmm6 and the upper half of ymm7 while spinning in a loop that checks
  * them on every iteration. If a dump (or a failed dump) changes any of them, the loop exits
  * and the victim writes FAIL; otherwise it spins until killed.
  *
@@ -34,6 +34,9 @@ int main(int argc, char **argv)
 		"movabs %4, %%r15\n"
 		"movq %%r14, %%xmm5\n"
 		"movq %%r15, %%xmm6\n"
+		"vmovq %%r13, %%xmm8\n"
+		"vinserti128 $1, %%xmm8, %%ymm7, %%ymm7\n"
+		"vpxor %%xmm8, %%xmm8, %%xmm8\n"
 		"1:\n"
 		"movabs %1, %%rax\n cmp %%rax, %%r12\n jne 2f\n"
 		"movabs %2, %%rax\n cmp %%rax, %%r13\n jne 2f\n"
@@ -41,12 +44,13 @@ int main(int argc, char **argv)
 		"movabs %4, %%rax\n cmp %%rax, %%r15\n jne 2f\n"
 		"movq %%xmm5, %%rax\n cmp %%rax, %%r14\n jne 2f\n"
 		"movq %%xmm6, %%rax\n cmp %%rax, %%r15\n jne 2f\n"
+		"vextracti128 $1, %%ymm7, %%xmm8\n vmovq %%xmm8, %%rax\n cmp %%rax, %%r13\n jne 2f\n"
 		"pause\n"
 		"jmp 1b\n"
 		"2: mov %%rax, %0\n"
 		: "=r"(bad)
 		: "i"(R12), "i"(R13), "i"(R14), "i"(R15)
-		: "rax", "r12", "r13", "r14", "r15", "xmm5", "xmm6", "cc");
+		: "rax", "r12", "r13", "r14", "r15", "xmm5", "xmm6", "xmm7", "xmm8", "cc");
 	snprintf(buf, sizeof(buf), "FAIL register changed (saw %lx)\n", bad);
 	say(buf);
 	return 1;
