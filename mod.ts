@@ -2,8 +2,9 @@
  * deno-criu: checkpoint/restore of Linux processes, with CRIU-compatible images.
  *
  * ```ts
- * import { dump } from "./mod.ts";
- * dump({ pid: 1234, imagesDir: "/tmp/ckpt", leaveRunning: true });
+ * import { dump, restore } from "./mod.ts";
+ * await dump({ pid: 1234, imagesDir: "/tmp/ckpt" });
+ * const { pid } = await restore({ imagesDir: "/tmp/ckpt", detach: true });
  * ```
  *
  * @module
@@ -11,6 +12,16 @@
 export { dump, type DumpResult, IMAGES_VERSION } from "./src/dump/dump.ts";
 export type { DumpOptions, DumpStats } from "./src/dump/context.ts";
 export { UnsupportedError } from "./src/dump/files.ts";
+export {
+  restore,
+  type RestoreOptions,
+  type RestoreResult,
+  type RestoreStats,
+} from "./src/restore/restore.ts";
+export { RestoreError } from "./src/restore/files.ts";
+export { PidTakenError } from "./src/restore/helper.ts";
+export { VdsoMismatchError } from "./src/restore/memory.ts";
+export { type DumpImages, readDump, type TaskImages } from "./src/restore/images.ts";
 export { checkFeatures, type CheckResult, type Feature, FEATURES } from "./src/check.ts";
 export {
   headerOf,

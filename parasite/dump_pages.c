@@ -1,18 +1,19 @@
 /*
  * Parasite: runs inside a frozen task and hands its pages to the dumper without copying them.
  *
- * The dumper maps this code and an argument block into the task, points rdi at the block and
- * resumes the task here. The code vmsplices every iovec into the pipe whose write end is
- * `fd` (the dumper splices the other end into pages-N.img as the pipe fills), then stores the
- * result, sets `done`, and sleeps in pause() with every signal blocked until the dumper
- * interrupts it with PTRACE_INTERRUPT.
+ * The page stream (the iovecs, back to back) is cut into chunks of `chunk` bytes; chunk k is
+ * vmspliced into pipe k % 2. Two copiers on the dumper side splice one pipe each into
+ * pages-N.img at offset k * chunk, so that both CPUs copy at once. When every chunk is in, the
+ * blob stores the result, sets `done`, and sleeps in pause() with every signal blocked until
+ * the dumper interrupts it with PTRACE_INTERRUPT.
  *
  *   struct args (all u64, little-endian)
- *     0  fd      pipe write end in the task
- *     8  iov     address of struct iovec[niov] in the task
- *    16  niov
- *    24  done    0 while running, 1 when finished
- *    32  result  0, or -errno of the failing vmsplice
+ *     0  fd[2]   pipe write ends in the task
+ *    16  iov     address of struct iovec[niov] in the task
+ *    24  niov
+ *    32  chunk   bytes per chunk: the pipes' size, at most MAX_PIECES pages
+ *    40  done    0 while running, 1 when finished
+ *    48  result  0, or -errno of the failing vmsplice
  *
  * Freestanding: no libc, no globals, position independent; the entry point is the first byte.
  */
@@ -24,40 +25,65 @@ struct iovec {
 };
 
 struct args {
-	s64 fd;
+	s64 fd[2];
 	struct iovec *iov;
 	s64 niov;
+	u64 chunk;
 	volatile s64 done;
 	s64 result;
 };
 
-#define IOV_BATCH 512
+#define MAX_PIECES 256
 
-__attribute__((section(".text.entry"), used, noreturn)) void parasite_dump_pages(struct args *a)
+/* Puts all of piece[0..n) into the pipe, however many calls it takes. */
+static inline s64 splice_all(s64 fd, struct iovec *piece, s64 n)
 {
-	struct iovec *iov = a->iov;
-	s64 n = a->niov, ret = 0;
-
 	while (n > 0) {
-		ret = sys6(NR_vmsplice, a->fd, (s64)iov, n > IOV_BATCH ? IOV_BATCH : n, 0, 0, 0);
+		s64 ret = sys6(NR_vmsplice, fd, (s64)piece, n, 0, 0, 0);
 		if (ret == -EINTR || ret == -EAGAIN)
 			continue;
 		if (ret < 0)
-			break;
-		/* Skip what went into the pipe; a partly taken iovec is trimmed in place. */
+			return ret;
 		while (ret > 0 && n > 0) {
-			if ((u64)ret >= iov->len) {
-				ret -= iov->len;
-				iov++;
+			if ((u64)ret >= piece->len) {
+				ret -= piece->len;
+				piece++;
 				n--;
 			} else {
-				iov->base += ret;
-				iov->len -= ret;
+				piece->base += ret;
+				piece->len -= ret;
 				ret = 0;
 			}
 		}
 	}
-	a->result = ret < 0 ? ret : 0;
+	return 0;
+}
+
+__attribute__((section(".text.entry"), used, noreturn)) void parasite_dump_pages(struct args *a)
+{
+	struct iovec piece[MAX_PIECES];
+	struct iovec *iov = a->iov, *end = a->iov + a->niov;
+	u64 off = 0; /* bytes of *iov already taken */
+	s64 ret = 0;
+
+	for (u64 k = 0; iov < end && ret == 0; k++) {
+		u64 need = a->chunk;
+		s64 n = 0;
+		while (need && iov < end && n < MAX_PIECES) {
+			u64 take = iov->len - off < need ? iov->len - off : need;
+			piece[n].base = iov->base + off;
+			piece[n].len = take;
+			n++;
+			need -= take;
+			off += take;
+			if (off == iov->len) {
+				iov++;
+				off = 0;
+			}
+		}
+		ret = splice_all(a->fd[k & 1], piece, n);
+	}
+	a->result = ret;
 	a->done = 1;
 	for (;;)
 		sys3(NR_pause, 0, 0, 0);

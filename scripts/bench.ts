@@ -6,8 +6,9 @@
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { dump } from "../mod.ts";
-import { buildVictim, sleep, waitReport } from "../tests/helpers.ts";
+import { dump, restore } from "../mod.ts";
+import { libc } from "../src/syscalls/mod.ts";
+import { buildVictim, criu, sleep, startVictim, waitReport } from "../tests/helpers.ts";
 
 const { values } = parseArgs({
   options: { mib: { type: "string", default: "1024" }, runs: { type: "string", default: "3" } },
@@ -82,7 +83,7 @@ for (let run = 0; run < RUNS; run++) {
       Deno.mkdirSync(imgs);
       warm(dir);
       const t = performance.now();
-      const r = dump({ pid: v.pid, imagesDir: imgs, pageTransfer });
+      const r = await dump({ pid: v.pid, imagesDir: imgs, pageTransfer });
       const ms = performance.now() - t;
       Deno.removeSync(imgs, { recursive: true });
       return { ms, r };
@@ -102,7 +103,7 @@ for (let run = 0; run < RUNS; run++) {
         Deno.removeSync(join(dir, "plain.bin"));
       },
     ];
-    let dumpRun = { ms: 0, r: null as unknown as ReturnType<typeof dump> };
+    let dumpRun = { ms: 0, r: null as unknown as Awaited<ReturnType<typeof dump>> };
     let readvMs = 0, readvReadMs = 0, readvWriteMs = 0, writeMs = 0;
     for (let i = 0; i < steps.length; i++) await steps[(i + run) % steps.length]();
     const dumpMs = dumpRun.ms, r = dumpRun.r;
@@ -131,11 +132,70 @@ try {
     const imgs = join(tinyDir, `imgs${run}`);
     Deno.mkdirSync(imgs);
     const t = performance.now();
-    dump({ pid: v.pid, imagesDir: imgs });
+    await dump({ pid: v.pid, imagesDir: imgs });
     tiny.push(performance.now() - t);
   }
 } finally {
   Deno.removeSync(tinyDir, { recursive: true });
+}
+
+/** Fresh anonymous memory, faulted in and filled: what a restore of the heap must at least do. */
+function plainFaultAndFill(bytes: number): number {
+  const t = performance.now();
+  const addr = BigInt(libc.mmap(0n, BigInt(bytes), 3, 0x22, -1, 0n));
+  const view = new Uint8Array(
+    Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(addr)!, bytes),
+  );
+  view.fill(7);
+  const ms = performance.now() - t;
+  libc.munmap(addr, BigInt(bytes));
+  return ms;
+}
+
+/** Dumps a heap victim of `mib` MiB with the CLI into `imgs` (the victim is our child, so its PID is free at once). */
+async function dumpedHeap(mib: number, imgs: string): Promise<number> {
+  const v = startVictim(["setsid", heap, "{out}", `${mib}`]);
+  await waitReport(v, "ready", 60000);
+  const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+  if (run.code !== 0) throw new Error(`dump failed: ${run.stderr}`);
+  await v.child.status;
+  return v.pid;
+}
+
+const restoreRows: { restoreMs: number; fillMs: number }[] = [];
+const tinyRestore: number[] = [];
+for (let run = 0; run < RUNS; run++) {
+  const dir = Deno.makeTempDirSync({ dir: TMPFS, prefix: "criu-bench-" });
+  try {
+    const imgs = join(dir, "imgs");
+    Deno.mkdirSync(imgs);
+    await dumpedHeap(MIB, imgs);
+    let restoreMs = 0, fillMs = 0;
+    const steps = [
+      async () => {
+        warm(dir);
+        const t = performance.now();
+        const r = await restore({ imagesDir: imgs, detach: true });
+        restoreMs = performance.now() - t;
+        Deno.kill(r.pid, "SIGKILL");
+      },
+      () => {
+        warm(dir);
+        fillMs = plainFaultAndFill(MIB << 20);
+      },
+    ];
+    for (let i = 0; i < steps.length; i++) await steps[(i + run) % steps.length]();
+    restoreRows.push({ restoreMs, fillMs });
+    const tiny = join(dir, "tiny");
+    Deno.mkdirSync(tiny);
+    await dumpedHeap(1, tiny);
+    const t = performance.now();
+    const r = await restore({ imagesDir: tiny, detach: true });
+    tinyRestore.push(performance.now() - t);
+    Deno.kill(r.pid, "SIGKILL");
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 }
 
 const d = median(rows.map((r) => r.dumpMs));
@@ -160,4 +220,18 @@ console.log(
   `  ratio          ${median(ratios).toFixed(2)}x median of runs (target <= 1.5x); ` +
     `per run: ${ratios.map((x) => x.toFixed(2)).join(" ")}`,
 );
+const rr = median(restoreRows.map((r) => r.restoreMs));
+const ff = median(restoreRows.map((r) => r.fillMs));
+const rratios = restoreRows.map((r) => r.restoreMs / r.fillMs);
+console.log(`  restore        ${rr.toFixed(0).padStart(6)} ms  ${gbps(bytes, rr)} GB/s`);
+console.log(
+  `  fault+fill     ${ff.toFixed(0).padStart(6)} ms  ${
+    gbps(bytes, ff)
+  } GB/s  (fresh anonymous memory)`,
+);
+console.log(
+  `  ratio          ${median(rratios).toFixed(2)}x median of runs (target <= 1.5x); ` +
+    `per run: ${rratios.map((x) => x.toFixed(2)).join(" ")}`,
+);
+console.log(`  tiny restore   ${median(tinyRestore).toFixed(1).padStart(6)} ms  (1 MiB process)`);
 console.log(`  tiny dump      ${median(tiny).toFixed(1).padStart(6)} ms  (1 MiB process)`);

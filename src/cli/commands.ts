@@ -46,7 +46,7 @@ export function formatDumpStats(s: DumpStats): string {
   ].join("\n");
 }
 
-function runDump(o: CliOptions): number {
+async function runDump(o: CliOptions): Promise<number> {
   if (o.tree === undefined) throw new UsageError("dump needs a process: -t/--tree PID");
   if (o.leaveRunning && o.leaveStopped) {
     throw new UsageError("--leave-running and --leave-stopped exclude each other");
@@ -54,7 +54,7 @@ function runDump(o: CliOptions): number {
   const imagesDir = resolve(o.imagesDir);
   using log = openLog(o, imagesDir);
   try {
-    const r = dump({
+    const r = await dump({
       pid: o.tree,
       imagesDir,
       leaveRunning: o.leaveRunning,
@@ -153,7 +153,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     switch (o.command) {
       case "dump":
-        return runDump(o);
+        return await runDump(o);
       case "check":
         return await runCheck(o);
       case "show":

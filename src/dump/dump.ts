@@ -88,7 +88,7 @@ function checkSupported(pid: number): void {
  *
  * Precondition: the process is not a child of the calling process (see {@link SeizedTask}).
  */
-export function dump(opts: DumpOptions, log: Logger = silentLogger()): DumpResult {
+export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Promise<DumpResult> {
   const ctx = new DumpContext(opts, log);
   const pid = opts.pid;
   if (!Number.isInteger(pid) || pid <= 0) throw new Error(`Invalid PID ${pid}`);
@@ -113,11 +113,11 @@ export function dump(opts: DumpOptions, log: Logger = silentLogger()): DumpResul
   const taskFiles = collectFiles(ctx, pid);
   // Inside the task: signal state, timers, and the pages (through the parasite).
   log.info("Collected mappings and files");
-  const state = (() => {
+  const state = await (async () => {
     using rs = RemoteSyscalls.open(task, maps);
     const state = collectTask(task, rs);
     ctx.faultPoint("parasite");
-    dumpPages(ctx, rs, vmas, 1);
+    await dumpPages(ctx, rs, vmas, 1);
     ctx.faultPoint("pages");
     return state;
   })();

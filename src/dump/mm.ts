@@ -114,12 +114,12 @@ export function dumpMm(
  * dump_pages parasite (zero copy) when every such page is readable by the task, else with
  * process_vm_readv and /proc/PID/mem.
  */
-export function dumpPages(
+export async function dumpPages(
   ctx: DumpContext,
   rs: RemoteSyscalls,
   vmas: Vma[],
   pagesId: number,
-): void {
+): Promise<void> {
   const pid = rs.task.pid;
   const t0 = performance.now();
   const runs: PageRun[] = [];
@@ -140,7 +140,9 @@ export function dumpPages(
   const pagesFile = `pages-${pagesId}.img`;
   const path = join(ctx.opts.imagesDir, pagesFile);
   const viaParasite = allReadable && ctx.opts.pageTransfer !== "readv";
-  const xfer = viaParasite ? writePagesViaParasite(rs, runs, path) : writePages(pid, runs, path);
+  const xfer = viaParasite
+    ? await writePagesViaParasite(rs, runs, path)
+    : writePages(pid, runs, path);
   ctx.written.push(pagesFile);
   ctx.stats.memdumpUs += scanUs + xfer.readUs;
   ctx.stats.memwriteUs += xfer.writeUs;

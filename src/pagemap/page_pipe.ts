@@ -1,24 +1,28 @@
 /**
- * Zero-copy page dumping through a pipe, with the dump_pages parasite (parasite/dump_pages.c).
+ * Zero-copy page dumping through two pipes, with the dump_pages parasite
+ * (parasite/dump_pages.c).
  *
  * ```
  *  task (frozen, signals blocked)              dumper (this process)
  *  +-------------------------------+
  *  | scratch mapping (rwx)         |
  *  |  0      blob code             |
- *  |  4096   args {fd, iov, niov,  |
- *  |               done, result}   |
+ *  |  4096   args {fd[2], iov,     |
+ *  |          niov, chunk, done,   |
+ *  |          result}              |
  *  |  4160   iovec[niov]  (runs)   |
  *  |  ...    stack (16 KiB)        |
  *  +-------------------------------+
- *   vmsplice(pipe_w, iov) ---> pipe (1 MiB) ---> splice(pipe_r, pages-N.img)
- *   pages referenced, not copied               one copy, into the image file
+ *   chunk 0, 2, 4 ... vmsplice --> pipe A --> splice (worker thread) --> pages-N.img @ k*chunk
+ *   chunk 1, 3, 5 ... vmsplice --> pipe B --> splice (worker thread) --> pages-N.img @ k*chunk
+ *   pages referenced, not copied               one copy each, both CPUs at once
  * ```
- * The pipe is made inside the task (injected pipe2); its read end comes to us with
- * pidfd_getfd and the task's copy is closed, so the task only ever holds the write end. Both
- * sides run at once: the blob blocks when the pipe is full, we drain it as it fills. When the
- * blob is done it sets `done` and sleeps; we interrupt it and the remote-syscall scope removes
- * the mapping and the write end.
+ * The pipes are made inside the task (injected pipe2); their read ends come to us with
+ * pidfd_getfd and the task's copies are closed, so the task only ever holds the write ends.
+ * The blob blocks when a pipe is full; the two copiers drain them as they fill. When the blob
+ * is done it sets `done` and sleeps; we interrupt it, and the remote-syscall scope removes the
+ * mapping. A watchdog on the tracer thread notices a blob that faults or fails, and closes the
+ * write ends in the task so that the copiers see the end of their pipes and stop.
  *
  * @module
  */
@@ -26,7 +30,6 @@ import { BLOBS } from "../../parasite/blobs_gen.ts";
 import { IMAGE_MODE } from "../images/image.ts";
 import {
   close,
-  Errno,
   F,
   fcntl,
   fsync,
@@ -39,11 +42,10 @@ import {
   pollOne,
   readRemote,
   remoteAdd,
-  type RemotePtr,
   SPLICE_F_MOVE,
-  trySplice,
   writeRemote,
 } from "../syscalls/mod.ts";
+import { libc } from "../syscalls/ffi.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { InfectError } from "../tree/infect.ts";
 import { decodeBase64 } from "../util/base64.ts";
@@ -56,13 +58,15 @@ const ARGS_SIZE = 64;
 const STACK_SIZE = 16384;
 const PIPE_SIZE = 1 << 20;
 const CHUNK_LIMIT = 1 << 30; // keep each iovec under 1 GiB (vmsplice takes size_t, splice counts int)
+const DONE = 40;
+const WATCHDOG_MS = 50;
 
 /** Writes the pages of `runs` to `path` by vmsplice in the task and splice here. */
-export function writePagesViaParasite(
+export async function writePagesViaParasite(
   rs: RemoteSyscalls,
   runs: PageRun[],
   path: string,
-): XferStats {
+): Promise<XferStats> {
   const iovs: bigint[] = [];
   let total = 0;
   for (const r of runs) {
@@ -80,7 +84,7 @@ export function writePagesViaParasite(
   const out = open(path, O.WRONLY | O.CREAT | O.TRUNC | O.CLOEXEC, IMAGE_MODE);
   try {
     Deno.chmodSync(path, IMAGE_MODE);
-    if (total > 0) transfer(rs, iovs, total, out, stats);
+    if (total > 0) await transfer(rs, iovs, total, out, stats);
     const t = performance.now();
     fsync(out, path);
     stats.writeUs += (performance.now() - t) * 1000;
@@ -90,13 +94,13 @@ export function writePagesViaParasite(
   return stats;
 }
 
-function transfer(
+async function transfer(
   rs: RemoteSyscalls,
   iovs: bigint[],
   total: number,
   out: number,
   stats: XferStats,
-): void {
+): Promise<void> {
   const pid = rs.task.pid;
   const code = decodeBase64(BLOBS.dump_pages);
   const iovOff = ARGS + ARGS_SIZE;
@@ -105,79 +109,122 @@ function transfer(
   const area = rs.scratch(size, true);
   const argsAt = remoteAdd(area, ARGS);
 
-  // The pipe: made in the task, read end taken over by us.
-  rs.check(NR.pipe2, "pipe2", argsAt, O.CLOEXEC);
-  const pair = new Int32Array(2);
-  readRemote(pid, argsAt, new Uint8Array(pair.buffer));
-  const [taskR, taskW] = pair;
-  let ourR = -1;
+  // Two pipes made in the task; their read ends are taken over by us.
+  const taskW: number[] = [];
+  const ours: number[] = [];
   try {
     const pidfd = pidfdOpen(pid);
     try {
-      ourR = pidfdGetfd(pidfd, taskR, pid);
+      for (let i = 0; i < 2; i++) {
+        rs.check(NR.pipe2, "pipe2", argsAt, O.CLOEXEC);
+        const pair = new Int32Array(2);
+        readRemote(pid, argsAt, new Uint8Array(pair.buffer));
+        taskW.push(pair[1]);
+        ours.push(pidfdGetfd(pidfd, pair[0], pid));
+        rs.check(NR.close, "close", pair[0]);
+      }
     } finally {
       close(pidfd);
     }
-    rs.check(NR.close, "close", taskR);
-    try {
-      fcntl(ourR, F.SETPIPE_SZ, PIPE_SIZE);
-    } catch {
-      // Keep the default size when the limit forbids more.
+    let chunk = PIPE_SIZE;
+    for (const fd of ours) {
+      try {
+        fcntl(fd, F.SETPIPE_SZ, PIPE_SIZE);
+      } catch {
+        // Keep the default size when the limit forbids more.
+      }
+      chunk = Math.min(chunk, fcntl(fd, F.GETPIPE_SZ));
     }
 
     const args = new BigUint64Array(ARGS_SIZE / 8);
-    args[0] = BigInt(taskW);
-    args[1] = remoteAdd(area, iovOff);
-    args[2] = BigInt(iovs.length / 2);
+    args[0] = BigInt(taskW[0]);
+    args[1] = BigInt(taskW[1]);
+    args[2] = remoteAdd(area, iovOff);
+    args[3] = BigInt(iovs.length / 2);
+    args[4] = BigInt(chunk);
     writeRemote(pid, area, code);
     writeRemote(pid, argsAt, new Uint8Array(args.buffer));
     writeRemote(pid, remoteAdd(area, iovOff), new Uint8Array(new BigUint64Array(iovs).buffer));
 
     const t = performance.now();
     rs.run(area, argsAt, remoteAdd(area, stackOff + STACK_SIZE));
+    let running = true;
+    let failure: unknown;
+    // Watchdog: the tracer thread is free while the copiers run; it checks the blob.
+    const watchdog = setInterval(() => {
+      if (failure !== undefined) return;
+      try {
+        rs.checkRunning();
+        const flag = new BigInt64Array(2);
+        readRemote(pid, remoteAdd(argsAt, DONE), new Uint8Array(flag.buffer));
+        if (flag[0] !== 0n && flag[1] < 0n) {
+          throw new InfectError(`vmsplice in task ${pid} failed with errno ${-flag[1]}`);
+        }
+      } catch (e) {
+        failure = e;
+        // Unblock the copiers: with the write ends gone they see the end of their pipes.
+        try {
+          if (running) rs.interrupt();
+        } catch {
+          // Already stopped by the fault.
+        }
+        running = false;
+        for (const w of taskW) rs.call(NR.close, w);
+        taskW.length = 0;
+      }
+    }, WATCHDOG_MS);
+    let copied: number[];
     try {
-      drain(rs, ourR, out, total, argsAt);
+      copied = await Promise.all(ours.map((fd, j) => copier(fd, out, j, chunk, total)));
     } finally {
-      rs.interrupt();
+      clearInterval(watchdog);
     }
+    if (failure !== undefined) throw failure;
+    rs.waitFlag(remoteAdd(argsAt, DONE), 10_000);
+    rs.interrupt();
+    running = false;
     const result = new BigInt64Array(2);
-    readRemote(pid, remoteAdd(argsAt, 24), new Uint8Array(result.buffer));
+    readRemote(pid, remoteAdd(argsAt, DONE), new Uint8Array(result.buffer));
     if (result[1] < 0n) {
       throw new InfectError(`vmsplice in task ${pid} failed with errno ${-result[1]}`);
     }
+    const got = copied.reduce((a, b) => a + b, 0);
+    if (got !== total) {
+      throw new InfectError(`Pages of task ${pid}: ${got} of ${total} bytes arrived`);
+    }
     stats.writeUs = (performance.now() - t) * 1000;
   } finally {
-    if (ourR >= 0) close(ourR);
-    rs.call(NR.close, taskW);
+    for (const fd of ours) close(fd);
+    for (const w of taskW) rs.call(NR.close, w);
   }
 }
 
-/** Splices `total` bytes from the pipe into `out`, watching the blob for failure. */
-function drain(
-  rs: RemoteSyscalls,
+/**
+ * Copier `j` of two: splices chunks j, j + 2, ... from `pipe` into `out` at their offsets, on a
+ * worker thread (splice_nb). Returns the bytes copied; stops early at the end of the pipe.
+ */
+async function copier(
   pipe: number,
   out: number,
+  j: number,
+  chunk: number,
   total: number,
-  argsAt: RemotePtr,
-): void {
-  const pid = rs.task.pid;
-  const flag = new BigInt64Array(2);
-  let done = 0;
-  while (done < total) {
-    if (!(pollOne(pipe, POLLIN, 100) & POLLIN)) {
-      // Nothing for a while: has the blob stopped (fault) or finished with an error?
-      rs.checkRunning();
-      readRemote(pid, remoteAdd(argsAt, 24), new Uint8Array(flag.buffer));
-      if (flag[0] !== 0n && flag[1] < 0n) {
-        throw new InfectError(`vmsplice in task ${pid} failed with errno ${-flag[1]}`);
-      }
-      continue;
+): Promise<number> {
+  const off = new BigInt64Array(1);
+  const offBuf = new Uint8Array(off.buffer);
+  let copied = 0;
+  for (let start = j * chunk; start < total; start += 2 * chunk) {
+    const len = Math.min(chunk, total - start);
+    off[0] = BigInt(start);
+    for (let done = 0; done < len;) {
+      const n = Number(
+        await libc.splice_nb(pipe, 0n, out, offBuf, BigInt(len - done), SPLICE_F_MOVE),
+      );
+      if (n < 0) throw new InfectError(`Cannot copy pages into the image (splice failed)`);
+      if (n === 0) return copied; // the write end is gone
+      done += n;
+      copied += n;
     }
-    const n = trySplice(pipe, out, Math.min(PIPE_SIZE, total - done), SPLICE_F_MOVE);
-    if (n < 0) throw new Errno("splice", -n, `pages of task ${pid}`);
-    if (n === 0) {
-      throw new InfectError(`Pipe from task ${pid} closed after ${done} of ${total} bytes`);
-    }
-    done += n;
   }
+  return copied;
 }

@@ -1,9 +1,9 @@
 /**
  * The one place that calls `Deno.dlopen`: the libc symbol table.
  *
- * Precondition for every symbol here: synchronous (never `nonblocking: true`). ptrace requests
- * must come from the tracer thread, and errno is thread-local, so every call runs on the
- * thread that reads its errno right after it.
+ * Precondition for every symbol here but `splice_nb`: synchronous (never `nonblocking: true`).
+ * ptrace requests must come from the tracer thread, and errno is thread-local, so every call
+ * runs on the thread that reads its errno right after it.
  *
  * glibc's `ptrace`, `ioctl`, `fcntl` and `syscall` are variadic. They are bound here with fixed
  * integer/pointer signatures, which is correct on x86-64 (integer varargs travel in the same
@@ -55,6 +55,15 @@ const SYMBOLS = {
   // ssize_t splice(int fd_in, off64_t *off_in, int fd_out, off64_t *off_out, size_t len,
   //                unsigned int flags);
   splice: { parameters: ["i32", "u64", "i32", "u64", "u64", "u32"], result: "i64" },
+  // The same splice(2), run on a worker thread: a pipe-to-file copy that may block without
+  // blocking the tracer thread. Its errno is on that thread and lost: callers only learn that
+  // it failed. Never use it for anything ptrace or wait related.
+  splice_nb: {
+    name: "splice",
+    parameters: ["i32", "u64", "i32", "buffer", "u64", "u32"],
+    result: "i64",
+    nonblocking: true,
+  },
   // int poll(struct pollfd *fds, nfds_t nfds, int timeout);
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   // int fcntl(int fd, int cmd, ... /* long arg */);
