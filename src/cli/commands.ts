@@ -174,13 +174,13 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     const err = e as Error;
     const msg = err instanceof Error ? err.message : String(e);
-    Deno.stderr.writeSync(new TextEncoder().encode(`Error: ${msg}\n`));
+    const enc = new TextEncoder();
+    // The stack (debug level only) first: the last line of stderr names the failure.
     if ((o?.verbosity ?? 0) >= 4 && err instanceof Error && err.stack) {
-      Deno.stderr.writeSync(new TextEncoder().encode(`${err.stack}\n`));
+      Deno.stderr.writeSync(enc.encode(`${err.stack}\n`));
     }
-    if (e instanceof UsageError) {
-      Deno.stderr.writeSync(new TextEncoder().encode("Try 'criu --help'\n"));
-    }
+    if (e instanceof UsageError) Deno.stderr.writeSync(enc.encode("Try 'criu --help'\n"));
+    Deno.stderr.writeSync(enc.encode(`Error: ${msg}\n`));
     return 1;
   }
 }
