@@ -8,6 +8,7 @@ import {
   critDecodeAll,
   criu,
   procState,
+  ROOT,
   sleep,
   startVictim,
   stopVictim,
@@ -312,6 +313,64 @@ Deno.test("a task from another session needs --shell-job, and restores with it",
     await waitLine(v.out, new RegExp(`^count ${n + 2} `));
   } finally {
     await stopVictim(v);
+    if (pid) killQuietly(pid);
+  }
+});
+
+Deno.test("a shell job on a terminal: dump -j and restore -j onto the restorer's terminal", async () => {
+  const bin = await buildVictim("counter");
+  const py = `${ROOT}/tests/victims/pty_run.py`;
+  const dir = tmpDir("victim-");
+  const out = `${dir}/count.log`;
+  const v = startVictim(["python3", py, "{out}", bin, out], dir);
+  let restorer: Victim | undefined;
+  let pid = 0;
+  try {
+    const r = await waitReport(v);
+    pid = Number(r.pid);
+    await waitLine(out, /^count 2 /);
+    assertMatch(Deno.readLinkSync(`/proc/${pid}/fd/0`), /^\/dev\/pts\/\d+$/);
+    const imgs = tmpDir();
+    let run = await criu(["dump", "-t", `${pid}`, "-D", imgs]);
+    assertEquals(run.code, 1);
+    assertMatch(
+      run.stderr,
+      /fd 0 of task \d+ \(\/dev\/pts\/\d+\): it is a terminal; .*--shell-job/,
+    );
+    run = await criu(["dump", "-t", `${pid}`, "-D", imgs, "-j"]);
+    assertEquals(run.code, 0, run.stderr);
+    const img = await critDecodeAll(imgs);
+    const tty = img.get("tty-info.img")!.entries[0];
+    assertEquals(tty.type, "PTY");
+    assertEquals(
+      img.get("fdinfo-2.img")!.entries.find((f: { fd: number }) => f.fd === 0).type,
+      "TTY",
+    );
+    assert(await waitGone(pid), "dumped task gone");
+    // Restore from another terminal: the task gets that one.
+    restorer = startVictim([
+      "python3",
+      py,
+      "{out}",
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--quiet",
+      `${ROOT}/main.ts`,
+      "restore",
+      "-D",
+      imgs,
+      "-j",
+      "-d",
+    ]);
+    await waitReport(restorer, "exit=");
+    assertMatch(Deno.readTextFileSync(restorer.out), /exit=0/, safeRead(`${restorer.out}.tty`));
+    assertMatch(Deno.readLinkSync(`/proc/${pid}/fd/0`), /^\/dev\/pts\/\d+$/);
+    const n = Deno.readTextFileSync(out).trim().split("\n").length;
+    await waitLine(out, new RegExp(`^count ${n + 2} `));
+  } finally {
+    await stopVictim(v);
+    if (restorer) await stopVictim(restorer);
     if (pid) killQuietly(pid);
   }
 });

@@ -18,12 +18,19 @@ import {
   pipe_entrySchema,
   type reg_file_entry,
   reg_file_entrySchema,
+  termios_entrySchema,
+  tty_file_entrySchema,
+  tty_info_entrySchema,
+  tty_pty_entrySchema,
+  TtyType,
+  winsize_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import {
   close,
   errno,
   F,
   fcntl,
+  ioctl,
   KCMP,
   kcmp,
   O,
@@ -47,7 +54,8 @@ export class UnsupportedError extends Error {
 /** What a descriptor refers to. */
 export type FileKind =
   | { type: "reg"; path: string; size: bigint; mode: number }
-  | { type: "pipe"; ino: number };
+  | { type: "pipe"; ino: number }
+  | { type: "tty"; path: string; rdev: number; index: number };
 
 /** One open file description, shared by the descriptors that point at it. */
 export interface OpenFile {
@@ -75,20 +83,47 @@ export interface PipeData {
   size: number;
 }
 
+/** A terminal as the kernel describes it, for tty-info.img. */
+export interface TtyInfo {
+  /** tty-info id: the pty index with the low bit for the master side (0: slave). */
+  id: number;
+  rdev: number;
+  index: number;
+  sid: number;
+  pgrp: number;
+  exclusive: boolean;
+  /** struct termios2: iflag, oflag, cflag, lflag, line, cc[19], ispeed, ospeed. */
+  termios: {
+    iflag: number;
+    oflag: number;
+    cflag: number;
+    lflag: number;
+    line: number;
+    cc: number[];
+    ispeed: number;
+    ospeed: number;
+  };
+  winsize: [number, number, number, number];
+}
+
 /** A task's descriptors, ready to write. */
 export interface TaskFiles {
   fds: Fd[];
   pipes: PipeData[];
+  ttys: TtyInfo[];
 }
 
-const MAJOR_TTY = new Set([4, 5, 136, 128]);
+const MAJOR_TTY = new Set([4, 5, 128, 136]);
+/** Unix98 pty slaves: majors 136..143 (/dev/pts/N). */
+const isPtySlave = (maj: number) => maj >= 136 && maj <= 143;
 
+/** The major number of a Linux dev_t (bits 8-19 and 32-43). */
 function major(rdev: number): number {
-  return ((rdev >> 8) & 0xfff) | ((rdev >>> 32) & ~0xfff);
+  return ((rdev >>> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
 }
 
 /** Describes what `/proc/PID/fd/N` is, refusing what we cannot dump. */
-function describe(pid: number, fd: number): FileKind {
+function describe(pid: number, fd: number, shellJob: boolean): FileKind {
   const link = `/proc/${pid}/fd/${fd}`;
   const target = Deno.readLinkSync(link);
   const what = `fd ${fd} of task ${pid} (${target})`;
@@ -121,11 +156,18 @@ function describe(pid: number, fd: number): FileKind {
   if (st.isBlockDevice) {
     throw new UnsupportedError(`Cannot dump ${what}: block devices are not supported`);
   }
-  if (st.isCharDevice && MAJOR_TTY.has(major(st.rdev ?? 0))) {
-    throw new UnsupportedError(
-      `Cannot dump ${what}: terminals are not supported yet; start the task with its ` +
-        `stdio redirected (e.g. setsid prog </dev/null >log 2>&1)`,
-    );
+  const maj = major(st.rdev ?? 0);
+  if (st.isCharDevice && (MAJOR_TTY.has(maj) || isPtySlave(maj))) {
+    if (!shellJob) {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: it is a terminal; dump a shell job with --shell-job (-j)`,
+      );
+    }
+    if (!isPtySlave(maj) || !/^\/dev\/pts\/\d+$/.test(target)) {
+      throw new UnsupportedError(`Cannot dump ${what}: only pseudo-terminals are supported`);
+    }
+    const rdev = st.rdev ?? 0;
+    return { type: "tty", path: target, rdev, index: Number(target.slice(9)) };
   }
   return { type: "reg", path: target, size: BigInt(st.size), mode: st.mode ?? 0 };
 }
@@ -134,8 +176,9 @@ function describe(pid: number, fd: number): FileKind {
 export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
   const fds: Fd[] = [];
   const pipes = new Map<number, PipeData>();
+  const ttys = new Map<number, TtyInfo>();
   for (const fd of listFds(pid)) {
-    const kind = describe(pid, fd);
+    const kind = describe(pid, fd, ctx.opts.shellJob ?? false);
     const info = parseFdinfo(readProcText(pid, `fdinfo/${fd}`));
     const cloexec = (info.flags & O.CLOEXEC) !== 0;
     const flags = info.flags & ~O.CLOEXEC;
@@ -149,15 +192,74 @@ export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
     if (kind.type === "pipe" && !pipes.has(kind.ino)) {
       pipes.set(kind.ino, peekPipe(pid, fd, kind.ino));
     }
+    if (kind.type === "tty" && !ttys.has(kind.rdev)) ttys.set(kind.rdev, readTty(pid, fd, kind));
     ctx.log.debug(`fd ${fd}: ${kind.type} id ${file.id} flags 0${flags.toString(8)}`);
   }
-  return { fds, pipes: [...pipes.values()] };
+  return { fds, pipes: [...pipes.values()], ttys: [...ttys.values()] };
 }
 
 function sameObject(a: FileKind, b: FileKind): boolean {
   if (a.type === "pipe" && b.type === "pipe") return a.ino === b.ino;
   if (a.type === "reg" && b.type === "reg") return a.path === b.path;
+  if (a.type === "tty" && b.type === "tty") return a.rdev === b.rdev;
   return false;
+}
+
+const TCGETS2 = 0x802c542a, TIOCGWINSZ = 0x5413, TIOCGSID = 0x5429, TIOCGPGRP = 0x540f;
+const TIOCGEXCL = 0x80045440;
+
+/** Reads a terminal's settings through a descriptor of our own on the same tty. */
+function readTty(
+  pid: number,
+  fd: number,
+  kind: { path: string; rdev: number; index: number },
+): TtyInfo {
+  const path = `/proc/${pid}/fd/${fd}`;
+  const own = tryOpen(path, O.RDONLY | O.NOCTTY | O.NONBLOCK | O.CLOEXEC);
+  if (own < 0) {
+    throw new UnsupportedError(`Cannot open terminal ${kind.path} through ${path} (errno ${-own})`);
+  }
+  try {
+    const t = new Uint8Array(44);
+    ioctl(own, TCGETS2, t, kind.path);
+    const tv = new DataView(t.buffer);
+    const ws = new Uint16Array(4);
+    ioctl(own, TIOCGWINSZ, new Uint8Array(ws.buffer), kind.path);
+    const int = new Int32Array(1);
+    const sid = tryIoctl(own, TIOCGSID, int) ? int[0] : 0;
+    const pgrp = tryIoctl(own, TIOCGPGRP, int) ? int[0] : 0;
+    const exclusive = tryIoctl(own, TIOCGEXCL, int) ? int[0] !== 0 : false;
+    return {
+      id: kind.index << 1,
+      rdev: kind.rdev,
+      index: kind.index,
+      sid,
+      pgrp,
+      exclusive,
+      termios: {
+        iflag: tv.getUint32(0, true),
+        oflag: tv.getUint32(4, true),
+        cflag: tv.getUint32(8, true),
+        lflag: tv.getUint32(12, true),
+        line: t[16],
+        cc: [...t.subarray(17, 36)],
+        ispeed: tv.getUint32(36, true),
+        ospeed: tv.getUint32(40, true),
+      },
+      winsize: [ws[0], ws[1], ws[2], ws[3]],
+    };
+  } finally {
+    close(own);
+  }
+}
+
+function tryIoctl(fd: number, req: number, out: Int32Array): boolean {
+  try {
+    ioctl(fd, req, new Uint8Array(out.buffer), "tty");
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -244,6 +346,20 @@ export function dumpFiles(
             mntId: file.mntId,
           }),
         );
+      } else if (file.kind.type === "tty") {
+        files.entry(
+          file_entrySchema,
+          create(file_entrySchema, {
+            type: fd_types.TTY,
+            id: file.id,
+            tty: create(tty_file_entrySchema, {
+              id: file.id,
+              ttyInfoId: file.kind.index << 1,
+              flags: file.flags,
+              fown: NO_OWNER(),
+            }),
+          }),
+        );
       } else {
         files.entry(
           file_entrySchema,
@@ -265,10 +381,45 @@ export function dumpFiles(
       create(fdinfo_entrySchema, {
         id: file.id,
         flags: cloexec ? 1 : 0,
-        type: file.kind.type === "reg" ? fd_types.REG : fd_types.PIPE,
+        type: { reg: fd_types.REG, pipe: fd_types.PIPE, tty: fd_types.TTY }[file.kind.type],
         fd,
       }),
     );
+  }
+  if (tf.ttys.length) {
+    const img = ctx.image("tty-info.img", "TTY_INFO");
+    for (const t of tf.ttys) {
+      img.entry(
+        tty_info_entrySchema,
+        create(tty_info_entrySchema, {
+          id: t.id,
+          type: TtyType.PTY,
+          locked: false,
+          exclusive: t.exclusive,
+          packetMode: false,
+          sid: t.sid,
+          pgrp: t.pgrp,
+          rdev: t.rdev,
+          termios: create(termios_entrySchema, {
+            cIflag: t.termios.iflag,
+            cOflag: t.termios.oflag,
+            cCflag: t.termios.cflag,
+            cLflag: t.termios.lflag,
+            cLine: t.termios.line,
+            cIspeed: t.termios.ispeed,
+            cOspeed: t.termios.ospeed,
+            cCc: t.termios.cc,
+          }),
+          winsize: create(winsize_entrySchema, {
+            wsRow: t.winsize[0],
+            wsCol: t.winsize[1],
+            wsXpixel: t.winsize[2],
+            wsYpixel: t.winsize[3],
+          }),
+          pty: create(tty_pty_entrySchema, { index: t.index }),
+        }),
+      );
+    }
   }
   if (tf.pipes.length) {
     const img = ctx.image("pipes-data.img", "PIPES_DATA");

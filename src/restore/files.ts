@@ -61,6 +61,7 @@ export function prepareFiles(
   arena: RemoteArena,
   dump: DumpImages,
   task: TaskImages,
+  shellJob: boolean,
 ): ServiceFds {
   const pid = rs.task.pid;
   const high = Math.max(64, ...task.fds.map((f) => f.fd + 1));
@@ -143,6 +144,14 @@ export function prepareFiles(
         src = (pe.flags & O.ACCMODE) === O.RDONLY ? p.r : p.w;
         const fl = pe.flags & SETFL_MASK;
         if (fl) sys(NR.fcntl, "fcntl(F_SETFL)", src, F.SETFL, fl);
+      } else if (f.type === fd_types.TTY) {
+        if (!shellJob) {
+          throw new RestoreError(
+            `Cannot restore fd ${fdi.fd} of task ${pid}: it was a terminal; restore with --shell-job (-j)`,
+          );
+        }
+        src = openAt(ourTerminal(), f.tty!.flags, "terminal");
+        temps.push(src);
       } else {
         throw new RestoreError(
           `Cannot restore fd ${fdi.fd}: file type ${fd_types[f.type]} is not supported yet`,
@@ -155,6 +164,24 @@ export function prepareFiles(
   }
   for (const t of temps) sys(NR.close, "close", t);
   return { pages, maps, exe, all };
+}
+
+/**
+ * The terminal of this restore (a shell job gets the caller's terminal, as with criu -j): the
+ * first of our stdin, stdout, stderr that is a terminal.
+ */
+function ourTerminal(): string {
+  for (const fd of [0, 1, 2]) {
+    try {
+      const link = Deno.readLinkSync(`/proc/self/fd/${fd}`);
+      if (/^\/dev\/(pts\/\d+|tty\w*)$/.test(link)) return link;
+    } catch {
+      // closed
+    }
+  }
+  throw new RestoreError(
+    "Cannot restore a shell job's terminal: criu restore has no terminal (run it from one)",
+  );
 }
 
 /** A pipe made in the task, holding its dumped data again. */

@@ -147,7 +147,7 @@ export function readDump(dir: string): DumpImages {
           `Image ${fdPath}: fd ${fd.fd} refers to file ${fd.id}, missing from files.img`,
         );
       }
-      if (f.type !== fd_types.REG && f.type !== fd_types.PIPE) {
+      if (f.type !== fd_types.REG && f.type !== fd_types.PIPE && f.type !== fd_types.TTY) {
         throw new ImageError(
           `Cannot restore fd ${fd.fd} of task ${pid}: file type ${
             fd_types[f.type]

@@ -235,7 +235,7 @@ function restoreInside(
   log.debug(`restorer area at 0x${gap.toString(16)} (${areaSize} bytes)`);
 
   // 4. FILES
-  const fds = prepareFiles(rs, arena, dump, task);
+  const fds = prepareFiles(rs, arena, dump, task, opts.shellJob ?? false);
   if (opts.faultInject === "files") throw new RestoreError("Fault injected at files");
 
   // 5. MEMORY

@@ -1,0 +1,41 @@
+"""Runs a command on a new pseudo-terminal (its stdio and controlling tty) and keeps the master
+open, draining it, until killed. Appends to REPORT "ready pid=PID" at start and "exit=CODE"
+when the command ends (the terminal stays, for whatever else holds it). What the terminal
+shows is appended to REPORT.tty.
+
+    python3 pty_run.py REPORT CMD ARGS...
+"""
+import os
+import pty
+import select
+import sys
+
+pid, master = pty.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+
+
+def report(line):
+    with open(sys.argv[1], "a") as f:
+        f.write(line + "\n")
+
+
+report(f"ready pid={pid}")
+running = True
+while True:
+    r, _, _ = select.select([master], [], [], 0.1)
+    if r:
+        try:
+            data = os.read(master, 4096)
+            if not data:
+                break
+            with open(sys.argv[1] + ".tty", "ab") as f:
+                f.write(data)
+        except OSError:
+            if not running:
+                break
+    if running:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            running = False
+            report(f"exit={os.waitstatus_to_exitcode(status)}")
