@@ -38,8 +38,6 @@ import {
   open,
   pidfdGetfd,
   pidfdOpen,
-  POLLIN,
-  pollOne,
   readRemote,
   remoteAdd,
   SPLICE_F_MOVE,

@@ -54,8 +54,7 @@ const SYMBOLS = {
   tee: { parameters: ["i32", "i32", "u64", "u32"], result: "i64" },
   // ssize_t splice(int fd_in, off64_t *off_in, int fd_out, off64_t *off_out, size_t len,
   //                unsigned int flags);
-  splice: { parameters: ["i32", "u64", "i32", "u64", "u64", "u32"], result: "i64" },
-  // The same splice(2), run on a worker thread: a pipe-to-file copy that may block without
+  // Run on a worker thread: a pipe-to-file copy that may block without
   // blocking the tracer thread. Its errno is on that thread and lost: callers only learn that
   // it failed. Never use it for anything ptrace or wait related.
   splice_nb: {
@@ -64,8 +63,6 @@ const SYMBOLS = {
     result: "i64",
     nonblocking: true,
   },
-  // int poll(struct pollfd *fds, nfds_t nfds, int timeout);
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   // int fcntl(int fd, int cmd, ... /* long arg */);
   fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
   // int ioctl(int fd, unsigned long request, ... /* void *argp */);

@@ -196,27 +196,6 @@ export const SPLICE_F_MOVE = 1;
 /** SPLICE_F_NONBLOCK. */
 export const SPLICE_F_NONBLOCK = 2;
 
-/** splice(2) between two descriptors at their current offsets; returns the count or `-errno`. */
-export function trySplice(fdIn: number, fdOut: number, len: number, flags: number): number {
-  return orErrno(libc.splice(fdIn, 0n, fdOut, 0n, BigInt(len), flags));
-}
-
-/** poll(2) for one descriptor; returns revents (0 on timeout). */
-export function pollOne(fd: number, events: number, timeoutMs: number): number {
-  const pfd = new Uint8Array(8);
-  const v = new DataView(pfd.buffer);
-  v.setInt32(0, fd, true);
-  v.setInt16(4, events, true);
-  for (;;) {
-    const n = libc.poll(pfd, 1n, timeoutMs);
-    if (n >= 0) return n === 0 ? 0 : v.getInt16(6, true);
-    if (lastErrno() !== 4) throw new Errno("poll", lastErrno(), `fd ${fd}`);
-  }
-}
-
-/** POLLIN. */
-export const POLLIN = 1;
-
 /** pidfd_open(2). */
 export function pidfdOpen(pid: number): number {
   return Number(syscall(NR.pidfd_open, "pidfd_open", `task ${pid}`, pid, 0));
