@@ -22,13 +22,9 @@ import {
   thread_core_entrySchema,
   thread_info_x86Schema,
   thread_sas_entrySchema,
-  type user_x86_fpregs_entry,
-  user_x86_fpregs_entrySchema,
-  type user_x86_regs_entry,
-  user_x86_regs_entrySchema,
-  user_x86_xsave_entrySchema,
 } from "../../proto/gen/core_pb.ts";
-import { NR, REG, type RegName, XSAVE, xstateLayout } from "../syscalls/mod.ts";
+import { fpregsEntry, gpregsEntry } from "../images/x86.ts";
+import { NR, REG } from "../syscalls/mod.ts";
 import { TASK_STATE } from "../tree/seize.ts";
 import type { TaskState } from "./task.ts";
 
@@ -53,67 +49,6 @@ export function restartableRegs(regs: BigUint64Array): BigUint64Array {
     out[REG.ip] -= 2n;
   }
   return out;
-}
-
-/** user_x86_regs_entry from 27 register words. */
-export function gpregsEntry(regs: BigUint64Array): user_x86_regs_entry {
-  const init: Record<string, bigint> = {};
-  for (const [name, idx] of Object.entries(REG) as [RegName, number][]) {
-    init[name.replace(/_(\w)/g, (_, c: string) => c.toUpperCase())] = regs[idx];
-  }
-  return create(user_x86_regs_entrySchema, { ...init, mode: 1 });
-}
-
-function u32s(bytes: Uint8Array, off: number, count: number): number[] {
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return Array.from({ length: count }, (_, i) => v.getUint32(off + i * 4, true));
-}
-
-function u64s(bytes: Uint8Array, off: number, count: number): bigint[] {
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return Array.from({ length: count }, (_, i) => v.getBigUint64(off + i * 8, true));
-}
-
-/** XSAVE component bits → where CRIU's user_x86_xsave_entry keeps them. */
-const XSAVE_FIELDS = {
-  2: { field: "ymmhSpace", word: 4 },
-  3: { field: "bndregState", word: 8 },
-  4: { field: "bndcsrState", word: 8 },
-  5: { field: "opmaskReg", word: 8 },
-  6: { field: "zmmUpper", word: 8 },
-  7: { field: "hi16Zmm", word: 8 },
-  9: { field: "pkru", word: 4 },
-} as const;
-
-/** user_x86_fpregs_entry from a standard-format XSAVE area. */
-export function fpregsEntry(xsave: Uint8Array): user_x86_fpregs_entry {
-  const v = new DataView(xsave.buffer, xsave.byteOffset, xsave.byteLength);
-  const xs = create(user_x86_xsave_entrySchema, {
-    xstateBv: xsave.length > XSAVE.xstateBv ? v.getBigUint64(XSAVE.xstateBv, true) : 3n,
-  });
-  for (const [bit, comp] of xstateLayout()) {
-    const f = XSAVE_FIELDS[bit as keyof typeof XSAVE_FIELDS];
-    if (!f || comp.offset + comp.size > xsave.length) continue;
-    if (f.word === 4) {
-      (xs[f.field] as number[]) = u32s(xsave, comp.offset, comp.size / 4);
-    } else {
-      (xs[f.field] as bigint[]) = u64s(xsave, comp.offset, comp.size / 8);
-    }
-  }
-  return create(user_x86_fpregs_entrySchema, {
-    cwd: v.getUint16(XSAVE.cwd, true),
-    swd: v.getUint16(XSAVE.swd, true),
-    twd: v.getUint16(XSAVE.twd, true),
-    fop: v.getUint16(XSAVE.fop, true),
-    rip: v.getBigUint64(XSAVE.rip, true),
-    rdp: v.getBigUint64(XSAVE.rdp, true),
-    mxcsr: v.getUint32(XSAVE.mxcsr, true),
-    mxcsrMask: v.getUint32(XSAVE.mxcsrMask, true),
-    stSpace: u32s(xsave, XSAVE.stSpace, 32),
-    xmmSpace: u32s(xsave, XSAVE.xmmSpace, 64),
-    padding: u32s(xsave, XSAVE.padding, 24),
-    xsave: xsave.length > XSAVE.fxsaveSize ? xs : undefined,
-  });
 }
 
 function capWords(caps: bigint): number[] {

@@ -50,7 +50,7 @@ function pidInUse(pid: number): boolean {
 }
 import { type DumpImages, readDump, type TaskImages } from "./images.ts";
 import { encodeOps, findGap, occupied, OP_SIZE, planMemory } from "./memory.ts";
-import { gpregsWords, xsaveArea } from "./regs.ts";
+import { gpregsWords, xsaveArea } from "../images/x86.ts";
 import { restoreTaskState } from "./task_state.ts";
 
 /** Options of a restore, as `criu restore` takes them. */
