@@ -55,11 +55,11 @@ function safeRead(path: string): string {
 async function waitLine(path: string, re: RegExp, timeoutMs = 5000): Promise<string> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
-    const line = Deno.readTextFileSync(path).split("\n").find((l) => re.test(l));
+    const line = safeRead(path).split("\n").find((l) => re.test(l));
     if (line) return line;
     await sleep(20);
   }
-  throw new Error(`no line matching ${re} in ${path}: ${Deno.readTextFileSync(path)}`);
+  throw new Error(`no line matching ${re} in ${path}: ${safeRead(path)}`);
 }
 
 function killQuietly(pid: number): void {
