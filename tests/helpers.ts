@@ -22,7 +22,7 @@ export async function buildVictim(name: string): Promise<string> {
     // not built yet
   }
   const out = await new Deno.Command("gcc", {
-    args: ["-O1", "-Wall", "-o", bin, src],
+    args: ["-O1", "-Wall", "-pthread", "-o", bin, src],
     stdout: "piped",
     stderr: "piped",
   }).output();

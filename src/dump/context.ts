@@ -5,6 +5,7 @@
  * @module
  */
 import type { Logger } from "../log.ts";
+import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
 import { ImageWriter, type MagicName } from "../images/image.ts";
 
 /** Options of a dump, as `criu dump` takes them. */
@@ -56,7 +57,16 @@ export class DumpContext {
   };
   /** Images written, by file name. */
   readonly written: string[] = [];
+  /** Every open file description met so far, across the tree. */
+  readonly openFiles: OpenFile[] = [];
+  /** Ids of the file entries already in files.img. */
+  readonly filesWritten = new Set<number>();
+  /** Pipe contents by pipe inode (captured once per pipe). */
+  readonly pipes = new Map<number, PipeData>();
+  /** Terminals by device number. */
+  readonly ttys = new Map<number, TtyInfo>();
   #nextFileId = 1;
+  #nextObjectId = 1;
 
   constructor(opts: DumpOptions, log: Logger) {
     this.opts = opts;
@@ -66,6 +76,11 @@ export class DumpContext {
   /** A fresh id for a file entry (files.img ids are unique across the dump). */
   fileId(): number {
     return this.#nextFileId++;
+  }
+
+  /** A fresh kernel-object id (vm, files, fs, sighand) for ids-PID.img. */
+  objectId(): number {
+    return this.#nextObjectId++;
   }
 
   /** Opens an image for writing; {@link DumpContext.close} writes it. */

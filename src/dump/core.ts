@@ -26,7 +26,7 @@ import {
 import { fpregsEntry, gpregsEntry } from "../images/x86.ts";
 import { NR, REG } from "../syscalls/mod.ts";
 import { TASK_STATE } from "../tree/seize.ts";
-import type { TaskState } from "./task.ts";
+import type { TaskState, ThreadState } from "./task.ts";
 
 const ERESTARTSYS = 512n, ERESTARTNOINTR = 513n, ERESTARTNOHAND = 514n;
 const ERESTART_RESTARTBLOCK = 516n;
@@ -60,61 +60,34 @@ const sigQueue = (infos: Uint8Array[]) =>
     signals: infos.map((siginfo) => create(siginfo_entrySchema, { siginfo })),
   });
 
-/** The core_entry of a task. */
-export function coreEntry(t: TaskState): core_entry {
-  const [real, virt, prof] = t.itimers.map(([isec, iusec, vsec, vusec]) =>
-    create(itimer_entrySchema, { isec, iusec, vsec, vusec })
-  );
-  const s = t.status;
-  const seccomp = [seccomp_mode.disabled, seccomp_mode.strict, seccomp_mode.filter][s.seccomp] ??
+function seccompMode(t: TaskState): seccomp_mode {
+  return [seccomp_mode.disabled, seccomp_mode.strict, seccomp_mode.filter][t.status.seccomp] ??
     seccomp_mode.disabled;
-  return create(core_entrySchema, {
-    mtype: core_entry_march.X86_64,
+}
+
+/** thread_info and thread_core of one thread; process-wide values come from the leader. */
+function threadParts(th: ThreadState, leader: TaskState, pdeathSig: number) {
+  const s = leader.status;
+  return {
     threadInfo: create(thread_info_x86Schema, {
-      clearTidAddr: t.clearTidAddr,
-      gpregs: gpregsEntry(restartableRegs(t.regs)),
-      fpregs: fpregsEntry(t.xsave),
-    }),
-    tc: create(task_core_entrySchema, {
-      taskState: t.wasStopped ? TASK_STATE.STOPPED : TASK_STATE.ALIVE,
-      exitCode: 0,
-      personality: t.personality,
-      flags: t.stat.flags,
-      blkSigset: t.sigmask,
-      comm: t.stat.comm,
-      timers: create(task_timers_entrySchema, { real, virt, prof }),
-      rlimits: create(task_rlimits_entrySchema, {
-        rlimits: t.rlimits.map(([cur, max]) => create(rlimit_entrySchema, { cur, max })),
-      }),
-      signalsS: sigQueue(t.pendingShared),
-      oldSeccompMode: seccomp,
-      loginuid: t.loginuid >>> 0,
-      oomScoreAdj: t.oomScoreAdj,
-      sigactions: [...t.sigactions.values()].map((a) =>
-        create(sa_entrySchema, {
-          sigaction: a.handler,
-          flags: a.flags,
-          restorer: a.restorer,
-          mask: a.mask,
-          compatSigaction: false,
-        })
-      ),
-      childSubreaper: t.childSubreaper,
+      clearTidAddr: th.clearTidAddr,
+      gpregs: gpregsEntry(restartableRegs(th.regs)),
+      fpregs: fpregsEntry(th.xsave),
     }),
     threadCore: create(thread_core_entrySchema, {
-      futexRla: t.robustList.head,
-      futexRlaLen: t.robustList.len,
-      schedNice: t.stat.nice,
-      schedPolicy: t.stat.policy,
-      schedPrio: t.stat.rtPriority,
-      blkSigset: t.sigmask,
+      futexRla: th.robustList.head,
+      futexRlaLen: th.robustList.len,
+      schedNice: th.stat.nice,
+      schedPolicy: th.stat.policy,
+      schedPrio: th.stat.rtPriority,
+      blkSigset: th.sigmask,
       sas: create(thread_sas_entrySchema, {
-        ssSp: t.altstack.sp,
-        ssSize: t.altstack.size,
-        ssFlags: t.altstack.flags >>> 0,
+        ssSp: th.altstack.sp,
+        ssSize: th.altstack.size,
+        ssFlags: th.altstack.flags >>> 0,
       }),
-      pdeathSig: t.pdeathSig,
-      signalsP: sigQueue(t.pendingThread),
+      pdeathSig,
+      signalsP: sigQueue(th.pendingThread),
       creds: create(creds_entrySchema, {
         uid: s.uids[0],
         euid: s.uids[1],
@@ -128,18 +101,78 @@ export function coreEntry(t: TaskState): core_entry {
         capPrm: capWords(s.capPrm),
         capEff: capWords(s.capEff),
         capBnd: capWords(s.capBnd),
-        secbits: t.secureBits,
+        secbits: leader.secureBits,
         groups: s.groups,
       }),
-      seccompMode: seccomp,
-      comm: t.stat.comm,
-      rseqEntry: t.rseq.pointer
+      seccompMode: seccompMode(leader),
+      comm: th.stat.comm,
+      rseqEntry: th.rseq.pointer
         ? create(rseq_entrySchema, {
-          rseqAbiPointer: t.rseq.pointer,
-          rseqAbiSize: t.rseq.size,
-          signature: t.rseq.signature,
+          rseqAbiPointer: th.rseq.pointer,
+          rseqAbiSize: th.rseq.size,
+          signature: th.rseq.signature,
         })
         : undefined,
+    }),
+  };
+}
+
+/** The core_entry of a process's leader thread (with the process-wide task core). */
+export function coreEntry(t: TaskState): core_entry {
+  const [real, virt, prof] = t.itimers.map(([isec, iusec, vsec, vusec]) =>
+    create(itimer_entrySchema, { isec, iusec, vsec, vusec })
+  );
+  return create(core_entrySchema, {
+    mtype: core_entry_march.X86_64,
+    ...threadParts({ ...t, tid: t.pid }, t, t.pdeathSig),
+    tc: create(task_core_entrySchema, {
+      taskState: t.wasStopped ? TASK_STATE.STOPPED : TASK_STATE.ALIVE,
+      exitCode: 0,
+      personality: t.personality,
+      flags: t.stat.flags,
+      blkSigset: t.sigmask,
+      comm: t.stat.comm,
+      timers: create(task_timers_entrySchema, { real, virt, prof }),
+      rlimits: create(task_rlimits_entrySchema, {
+        rlimits: t.rlimits.map(([cur, max]) => create(rlimit_entrySchema, { cur, max })),
+      }),
+      signalsS: sigQueue(t.pendingShared),
+      oldSeccompMode: seccompMode(t),
+      loginuid: t.loginuid >>> 0,
+      oomScoreAdj: t.oomScoreAdj,
+      sigactions: [...t.sigactions.values()].map((a) =>
+        create(sa_entrySchema, {
+          sigaction: a.handler,
+          flags: a.flags,
+          restorer: a.restorer,
+          mask: a.mask,
+          compatSigaction: false,
+        })
+      ),
+      childSubreaper: t.childSubreaper,
+    }),
+  });
+}
+
+/** The core_entry of a thread other than the leader. */
+export function threadCoreEntry(th: ThreadState, leader: TaskState): core_entry {
+  return create(core_entrySchema, {
+    mtype: core_entry_march.X86_64,
+    ...threadParts(th, leader, 0),
+  });
+}
+
+/** The core_entry of a zombie: its exit status, nothing else. */
+export function zombieCoreEntry(comm: string, exitCode: number): core_entry {
+  return create(core_entrySchema, {
+    mtype: core_entry_march.X86_64,
+    tc: create(task_core_entrySchema, {
+      taskState: TASK_STATE.DEAD,
+      exitCode,
+      personality: 0,
+      flags: 0,
+      blkSigset: 0n,
+      comm,
     }),
   });
 }

@@ -10,8 +10,11 @@
  * @module
  */
 import { create } from "@bufbuild/protobuf";
-import { task_kobj_ids_entrySchema } from "../../proto/gen/core_pb.ts";
-import { core_entrySchema } from "../../proto/gen/core_pb.ts";
+import {
+  core_entrySchema,
+  type task_kobj_ids_entry,
+  task_kobj_ids_entrySchema,
+} from "../../proto/gen/core_pb.ts";
 import { fs_entrySchema } from "../../proto/gen/files_pb.ts";
 import {
   dump_stats_entrySchema,
@@ -26,15 +29,22 @@ import {
 import { syncDir } from "../images/image.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
-import { CLOCK, clockGettime, O } from "../syscalls/mod.ts";
+import { CLOCK, clockGettime, KCMP, kcmp, O } from "../syscalls/mod.ts";
+import { collectTree, type FrozenTree, type TreeProcess } from "../tree/collect.ts";
 import { RemoteSyscalls } from "../tree/infect.ts";
-import { listChildren, listThreads, NoSuchTaskError } from "../tree/proc.ts";
-import { SeizedTask } from "../tree/seize.ts";
+import { NoSuchTaskError } from "../tree/proc.ts";
 import { DumpContext, type DumpOptions, type DumpStats } from "./context.ts";
-import { coreEntry } from "./core.ts";
-import { collectFiles, dumpFiles, regFileEntry, UnsupportedError, writeRegFile } from "./files.ts";
+import { coreEntry, threadCoreEntry, zombieCoreEntry } from "./core.ts";
+import {
+  collectFiles,
+  dumpFileData,
+  dumpFiles,
+  regFileEntry,
+  UnsupportedError,
+  writeRegFile,
+} from "./files.ts";
 import { collectVmas, dumpMm, dumpPages } from "./mm.ts";
-import { collectTask } from "./task.ts";
+import { collectTask, collectThread } from "./task.ts";
 
 export type { DumpOptions, DumpStats };
 
@@ -66,27 +76,52 @@ function checkImagesDir(dir: string): void {
 }
 
 /** Refuses what this version cannot dump yet, before anything is written. */
-function checkSupported(pid: number): void {
-  const threads = listThreads(pid);
-  if (threads.length > 1) {
-    throw new UnsupportedError(
-      `Cannot dump task ${pid}: it has ${threads.length} threads; multi-threaded processes are not supported yet`,
-    );
+function checkTree(tree: FrozenTree): void {
+  const root = tree.root;
+  const ns = (pid: number, kind: string) => {
+    try {
+      return Deno.readLinkSync(`/proc/${pid}/ns/${kind}`);
+    } catch {
+      return "";
+    }
+  };
+  const live = tree.processes.filter((p) => p.zombieExit === undefined);
+  for (const p of live) {
+    for (const kind of ["pid", "net", "mnt", "ipc", "uts", "user", "cgroup", "time"]) {
+      if (ns(p.pid, kind) !== ns(root, kind)) {
+        throw new UnsupportedError(
+          `Cannot dump task ${p.pid}: it is in another ${kind} namespace than task ${root}; ` +
+            `namespaces are not supported yet`,
+        );
+      }
+    }
   }
-  const children = listChildren(pid);
-  if (children.length) {
-    throw new UnsupportedError(
-      `Cannot dump task ${pid}: it has children (${
-        children.join(", ")
-      }); process trees are not supported yet`,
-    );
+  // Kernel objects shared between processes (CLONE_VM, CLONE_FILES, CLONE_FS without threads).
+  for (let i = 0; i < live.length; i++) {
+    for (let j = 0; j < i; j++) {
+      const [a, b] = [live[j].pid, live[i].pid];
+      for (
+        const [type, what] of [[KCMP.VM, "memory"], [KCMP.FILES, "descriptor table"], [
+          KCMP.FS,
+          "fs info",
+        ], [KCMP.SIGHAND, "signal handlers"]] as const
+      ) {
+        if (kcmp(a, b, type) === 0) {
+          throw new UnsupportedError(
+            `Cannot dump tasks ${a} and ${b}: they share their ${what} (clone without threads); ` +
+              `not supported yet`,
+          );
+        }
+      }
+    }
   }
 }
 
 /**
- * Dumps the process `opts.pid` into `opts.imagesDir`.
+ * Dumps the process tree rooted at `opts.pid` into `opts.imagesDir`.
  *
- * Precondition: the process is not a child of the calling process (see {@link SeizedTask}).
+ * Precondition: no task of the tree is a child of the calling process (Deno reaps its own
+ * children from a background thread and would take the ptrace stops).
  */
 export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Promise<DumpResult> {
   const ctx = new DumpContext(opts, log);
@@ -99,70 +134,55 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   } catch {
     throw new NoSuchTaskError(pid);
   }
-  checkSupported(pid);
 
   const tFreeze = performance.now();
-  log.info(`Seizing task ${pid}`);
-  using task = SeizedTask.seize(pid);
+  log.info(`Seizing the tree of task ${pid}`);
+  using tree = collectTree(pid);
   const tFrozen = performance.now();
   ctx.stats.freezingUs = Math.round((tFrozen - tFreeze) * 1000);
-  checkSupported(pid); // it may have forked or cloned before it stopped
+  log.info(
+    `Frozen: ${tree.processes.length} processes, ${tree.tasks.size} threads`,
+  );
+  checkTree(tree);
 
-  // Collect: everything read while frozen, nothing written yet.
-  const { maps, vmas } = collectVmas(pid);
-  const taskFiles = collectFiles(ctx, pid);
-  // Inside the task: signal state, timers, and the pages (through the parasite).
-  log.info("Collected mappings and files");
-  const state = await (async () => {
-    using rs = RemoteSyscalls.open(task, maps);
-    const state = collectTask(task, rs);
-    ctx.faultPoint("parasite");
-    await dumpPages(ctx, rs, vmas, 1);
-    ctx.faultPoint("pages");
-    return state;
-  })();
-  if (state.status.seccomp === 2) {
-    throw new UnsupportedError(`Cannot dump task ${pid}: seccomp filters are not supported yet`);
+  // Collect and write, process by process (parents first); nothing is killed before the end.
+  const files = ctx.image("files.img", "FILES");
+  const pstree = ctx.image("pstree.img", "PSTREE");
+  let rootIds: task_kobj_ids_entry | undefined;
+  let pagesId = 1;
+  for (const proc of tree.processes) {
+    pstree.entry(
+      pstree_entrySchema,
+      create(pstree_entrySchema, {
+        pid: proc.pid,
+        ppid: proc.ppid,
+        pgid: proc.pgid,
+        sid: proc.sid,
+        threads: proc.threads,
+      }),
+    );
+    if (proc.zombieExit !== undefined) {
+      const comm = readComm(proc.pid);
+      ctx.image(`core-${proc.pid}.img`, "CORE").entry(
+        core_entrySchema,
+        zombieCoreEntry(comm, proc.zombieExit),
+      );
+      continue;
+    }
+    const ids = await dumpProcess(ctx, tree, proc, files, pagesId++);
+    rootIds ??= ids;
   }
   ctx.faultPoint("collect");
-
-  // Write: one image per resource.
-  const ids = { vmId: 1, filesId: 2, fsId: 3, sighandId: 4 };
-  const rootIds = create(task_kobj_ids_entrySchema, ids);
+  dumpFileData(ctx);
   ctx.image("inventory.img", "INVENTORY").entry(
     inventory_entrySchema,
     create(inventory_entrySchema, {
       imgVersion: IMAGES_VERSION,
       fdinfoPerId: true,
-      rootIds: rootIds,
+      rootIds,
       nsPerId: true,
       lsmtype: lsmtype.NO_LSM,
     }),
-  );
-  ctx.image("pstree.img", "PSTREE").entry(
-    pstree_entrySchema,
-    create(pstree_entrySchema, {
-      pid,
-      ppid: 0,
-      pgid: state.stat.pgid,
-      sid: state.stat.sid,
-      threads: [pid],
-    }),
-  );
-  const core = coreEntry(state);
-  ctx.image(`core-${pid}.img`, "CORE").entry(core_entrySchema, core);
-  ctx.image(`ids-${pid}.img`, "IDS").entry(task_kobj_ids_entrySchema, rootIds);
-
-  const files = ctx.image("files.img", "FILES");
-  dumpMm(ctx, files, state, vmas);
-  ctx.faultPoint("mm");
-  dumpFiles(ctx, files, ids.filesId, taskFiles);
-  const cwdId = ctx.fileId(), rootId = ctx.fileId();
-  writeRegFile(files, regFileEntry(cwdId, state.cwd, { flags: O.DIRECTORY }));
-  writeRegFile(files, regFileEntry(rootId, state.root, { flags: O.DIRECTORY }));
-  ctx.image(`fs-${pid}.img`, "FS").entry(
-    fs_entrySchema,
-    create(fs_entrySchema, { cwdId: cwdId, rootId: rootId, umask: state.status.umask }),
   );
   ctx.image("seccomp.img", "SECCOMP").entry(seccomp_entrySchema, create(seccomp_entrySchema, {}));
   const ts = (clock: number) => {
@@ -179,16 +199,78 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   ctx.faultPoint("sync");
 
   log.info("Images written and synced");
-  // Every image is complete and durable: now the task may go.
-  if (opts.leaveRunning) task.resume();
-  else if (opts.leaveStopped) task.resume({ stopped: true });
-  else task.kill();
+  // Every image is complete and durable: now the tree may go.
+  if (opts.leaveRunning) tree.resume();
+  else if (opts.leaveStopped) tree.resume({ stopped: true });
+  else tree.kill();
   ctx.stats.frozenUs = Math.round((performance.now() - tFrozen) * 1000);
-  log.info(opts.leaveRunning || opts.leaveStopped ? "Task released" : "Task killed");
+  log.info(opts.leaveRunning || opts.leaveStopped ? "Tree released" : "Tree killed");
 
   writeStats(ctx);
   log.info(`Dumping finished successfully`);
   return { images: [...ctx.written], stats: { ...ctx.stats } };
+}
+
+function readComm(pid: number): string {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/comm`).trim();
+  } catch {
+    return "";
+  }
+}
+
+/** Dumps one live process of the frozen tree; returns its kernel object ids. */
+async function dumpProcess(
+  ctx: DumpContext,
+  tree: FrozenTree,
+  proc: TreeProcess,
+  files: ReturnType<DumpContext["image"]>,
+  pagesId: number,
+): Promise<task_kobj_ids_entry> {
+  const pid = proc.pid;
+  const leader = tree.task(pid);
+  const { maps, vmas } = collectVmas(pid);
+  const taskFiles = collectFiles(ctx, pid);
+  ctx.log.info(`Task ${pid}: collected mappings and files`);
+  // Inside the task: signal state, timers, per-thread state, and the pages (parasite).
+  const { state, threads } = await (async () => {
+    using rs = RemoteSyscalls.open(leader, maps);
+    const state = collectTask(leader, rs);
+    const threads = proc.threads.slice(1).map((tid) => {
+      using trs = RemoteSyscalls.open(tree.task(tid), maps);
+      return collectThread(pid, tree.task(tid), trs);
+    });
+    ctx.faultPoint("parasite");
+    await dumpPages(ctx, rs, vmas, pagesId);
+    ctx.faultPoint("pages");
+    return { state, threads };
+  })();
+  if (state.status.seccomp === 2) {
+    throw new UnsupportedError(`Cannot dump task ${pid}: seccomp filters are not supported yet`);
+  }
+
+  const ids = create(task_kobj_ids_entrySchema, {
+    vmId: ctx.objectId(),
+    filesId: ctx.objectId(),
+    fsId: ctx.objectId(),
+    sighandId: ctx.objectId(),
+  });
+  ctx.image(`core-${pid}.img`, "CORE").entry(core_entrySchema, coreEntry(state));
+  for (const th of threads) {
+    ctx.image(`core-${th.tid}.img`, "CORE").entry(core_entrySchema, threadCoreEntry(th, state));
+  }
+  ctx.image(`ids-${pid}.img`, "IDS").entry(task_kobj_ids_entrySchema, ids);
+  dumpMm(ctx, files, state, vmas);
+  ctx.faultPoint("mm");
+  dumpFiles(ctx, files, ids.filesId, taskFiles);
+  const cwdId = ctx.fileId(), rootId = ctx.fileId();
+  writeRegFile(files, regFileEntry(cwdId, state.cwd, { flags: O.DIRECTORY }));
+  writeRegFile(files, regFileEntry(rootId, state.root, { flags: O.DIRECTORY }));
+  ctx.image(`fs-${pid}.img`, "FS").entry(
+    fs_entrySchema,
+    create(fs_entrySchema, { cwdId, rootId, umask: state.status.umask }),
+  );
+  return ids;
 }
 
 function writeStats(ctx: DumpContext): void {

@@ -60,6 +60,8 @@ export type FileKind =
 /** One open file description, shared by the descriptors that point at it. */
 export interface OpenFile {
   id: number;
+  /** The first descriptor found pointing at it (for kcmp). */
+  owner: { pid: number; fd: number };
   kind: FileKind;
   /** Open flags without O_CLOEXEC. */
   flags: number;
@@ -109,8 +111,6 @@ export interface TtyInfo {
 /** A task's descriptors, ready to write. */
 export interface TaskFiles {
   fds: Fd[];
-  pipes: PipeData[];
-  ttys: TtyInfo[];
 }
 
 const MAJOR_TTY = new Set([4, 5, 128, 136]);
@@ -175,27 +175,38 @@ function describe(pid: number, fd: number, shellJob: boolean): FileKind {
 /** Reads every descriptor of task `pid` (frozen), deduplicating shared descriptions. */
 export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
   const fds: Fd[] = [];
-  const pipes = new Map<number, PipeData>();
-  const ttys = new Map<number, TtyInfo>();
   for (const fd of listFds(pid)) {
     const kind = describe(pid, fd, ctx.opts.shellJob ?? false);
     const info = parseFdinfo(readProcText(pid, `fdinfo/${fd}`));
     const cloexec = (info.flags & O.CLOEXEC) !== 0;
     const flags = info.flags & ~O.CLOEXEC;
-    // Descriptors of one open file description (dup, inherited) share one file entry.
-    const twin = fds.find((o) =>
-      sameObject(o.file.kind, kind) && kcmp(pid, pid, KCMP.FILE, o.fd, fd) === 0
+    // Descriptors of one open file description (dup, inherited, passed) share one file entry,
+    // within a task and across the tree.
+    const twin = ctx.openFiles.find((o) =>
+      sameObject(o.kind, kind) && kcmp(o.owner.pid, pid, KCMP.FILE, o.owner.fd, fd) === 0
     );
-    const file = twin?.file ??
-      { id: ctx.fileId(), kind, flags, pos: info.pos, mntId: info.mntId };
-    fds.push({ fd, file, cloexec });
-    if (kind.type === "pipe" && !pipes.has(kind.ino)) {
-      pipes.set(kind.ino, peekPipe(pid, fd, kind.ino));
+    let file = twin;
+    if (!file) {
+      file = {
+        id: ctx.fileId(),
+        owner: { pid, fd },
+        kind,
+        flags,
+        pos: info.pos,
+        mntId: info.mntId,
+      };
+      ctx.openFiles.push(file);
     }
-    if (kind.type === "tty" && !ttys.has(kind.rdev)) ttys.set(kind.rdev, readTty(pid, fd, kind));
-    ctx.log.debug(`fd ${fd}: ${kind.type} id ${file.id} flags 0${flags.toString(8)}`);
+    fds.push({ fd, file, cloexec });
+    if (kind.type === "pipe" && !ctx.pipes.has(kind.ino)) {
+      ctx.pipes.set(kind.ino, peekPipe(pid, fd, kind.ino));
+    }
+    if (kind.type === "tty" && !ctx.ttys.has(kind.rdev)) {
+      ctx.ttys.set(kind.rdev, readTty(pid, fd, kind));
+    }
+    ctx.log.debug(`task ${pid} fd ${fd}: ${kind.type} id ${file.id} flags 0${flags.toString(8)}`);
   }
-  return { fds, pipes: [...pipes.values()], ttys: [...ttys.values()] };
+  return { fds };
 }
 
 function sameObject(a: FileKind, b: FileKind): boolean {
@@ -330,7 +341,7 @@ export function dumpFiles(
   filesId: number,
   tf: TaskFiles,
 ): void {
-  const seen = new Set<number>();
+  const seen = ctx.filesWritten;
   const fdinfo = ctx.image(`fdinfo-${filesId}.img`, "FDINFO");
   for (const { fd, file, cloexec } of tf.fds) {
     if (!seen.has(file.id)) {
@@ -386,9 +397,13 @@ export function dumpFiles(
       }),
     );
   }
-  if (tf.ttys.length) {
+}
+
+/** Writes what files of the whole tree carry besides their entries: tty-info.img, pipes-data.img. */
+export function dumpFileData(ctx: DumpContext): void {
+  if (ctx.ttys.size) {
     const img = ctx.image("tty-info.img", "TTY_INFO");
-    for (const t of tf.ttys) {
+    for (const t of ctx.ttys.values()) {
       img.entry(
         tty_info_entrySchema,
         create(tty_info_entrySchema, {
@@ -421,9 +436,9 @@ export function dumpFiles(
       );
     }
   }
-  if (tf.pipes.length) {
+  if (ctx.pipes.size) {
     const img = ctx.image("pipes-data.img", "PIPES_DATA");
-    for (const p of tf.pipes) {
+    for (const p of ctx.pipes.values()) {
       if (!p.data.length) continue;
       img.entry(
         pipe_data_entrySchema,

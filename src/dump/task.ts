@@ -1,5 +1,5 @@
 /**
- * `collectTask`: everything about one frozen single-threaded task that its core, mm and fs
+ * `collectTask`: everything about one frozen task (its leader thread) that its core, mm and fs
  * images need, read from /proc, from ptrace, and by syscalls run inside the task.
  *
  * @module
@@ -170,5 +170,47 @@ export function collectTask(task: SeizedTask, rs: RemoteSyscalls): TaskState {
     cwd: readLink("cwd"),
     root: readLink("root"),
     wasStopped: task.wasStopped,
+  };
+}
+
+/** What a thread other than the leader has of its own. */
+export interface ThreadState {
+  tid: number;
+  stat: ProcStat;
+  /** Registers at the freeze, before syscall-restart adjustment. */
+  regs: BigUint64Array;
+  xsave: Uint8Array;
+  sigmask: bigint;
+  altstack: { sp: bigint; flags: number; size: bigint };
+  pendingThread: Uint8Array[];
+  rseq: RseqConfig;
+  robustList: { head: bigint; len: number };
+  clearTidAddr: bigint;
+}
+
+/** Collects the per-thread state of a seized non-leader thread of process `pid`. */
+export function collectThread(pid: number, task: SeizedTask, rs: RemoteSyscalls): ThreadState {
+  const tid = task.pid;
+  const scratch = rs.scratch(4096);
+  rs.check(NR.sigaltstack, "sigaltstack", 0, scratch);
+  rs.check(NR.prctl, "prctl(PR_GET_TID_ADDRESS)", PR.GET_TID_ADDRESS, remoteAdd(scratch, 64));
+  const page = new Uint8Array(128);
+  readRemote(tid, scratch, page);
+  const v = new DataView(page.buffer);
+  return {
+    tid,
+    stat: parseStat(readProcText(pid, `task/${tid}/stat`)),
+    regs: task.regs,
+    xsave: ptraceGetXstate(tid),
+    sigmask: task.sigmask,
+    altstack: {
+      sp: v.getBigUint64(STACK_T.sp, true),
+      flags: v.getInt32(STACK_T.flags, true),
+      size: v.getBigUint64(STACK_T.ssize, true),
+    },
+    pendingThread: ptracePeekSiginfo(tid, false),
+    rseq: ptraceGetRseq(tid),
+    robustList: getRobustList(tid),
+    clearTidAddr: v.getBigUint64(64, true),
   };
 }

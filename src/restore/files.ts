@@ -1,10 +1,19 @@
 /**
- * Descriptors of a task being restored: `prepareFiles` opens, inside the task, every file it
- * had (at the same numbers, flags and offsets) and the files the restorer itself needs
- * (pages-N.img, mapped files, the exe); pipes are made in the task and refilled from here.
+ * Descriptors of restored tasks.
  *
- * Every descriptor is first moved above the highest dumped number, so that installing one
- * dumped descriptor never overwrites another that is still being set up.
+ * Every open file description of the dump is made once, here in the restorer (`FileTable`):
+ * regular files opened at their offset, pipes made and refilled with their data, the
+ * terminal of a shell job. `installFiles` then hands each task the descriptions it had, over
+ * an abstract unix socket with SCM_RIGHTS (syscalls/socket.ts), and puts them at the dumped
+ * numbers. A description shared by several tasks (an inherited pipe) stays one description,
+ * shared again. The restorer's own descriptors (pages-N.img, mapped files, the exe) travel the
+ * same way and are closed once the memory is back.
+ *
+ * ```
+ *  restorer                         task (seized)
+ *  FileTable: fd per file id  --SCM_RIGHTS-->  received above the dumped numbers
+ *                                              --dup3--> dumped numbers, with FD_CLOEXEC
+ * ```
  *
  * @module
  */
@@ -17,18 +26,32 @@ import {
   fcntl,
   NR,
   O,
-  pidfdGetfd,
-  pidfdOpen,
+  open as openHere,
+  pipe2,
   readRemote,
+  remoteAdd,
   strerror,
+  tryOpen,
   writeAll,
 } from "../syscalls/mod.ts";
+import {
+  abstractAddr,
+  AF_UNIX,
+  lseek,
+  MSG_CMSG_CLOEXEC,
+  parseRights,
+  recvMsgBlock,
+  SCM_MAX_FD,
+  sendFds,
+  SOCK_CLOEXEC,
+  SOCK_DGRAM,
+  unixDgramSocket,
+} from "../syscalls/socket.ts";
+import { VMA } from "../pagemap/vma.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
 import type { DumpImages, TaskImages } from "./images.ts";
-import { VMA } from "../pagemap/vma.ts";
 
-const AT_FDCWD = -100;
 const F_DUPFD_CLOEXEC = 1030;
 const F_SETFD = 2;
 const SEEK_SET = 0;
@@ -55,117 +78,6 @@ export interface ServiceFds {
   all: number[];
 }
 
-/** Opens and installs the task's descriptors and the restorer's own. */
-export function prepareFiles(
-  rs: RemoteSyscalls,
-  arena: RemoteArena,
-  dump: DumpImages,
-  task: TaskImages,
-  shellJob: boolean,
-): ServiceFds {
-  const pid = rs.task.pid;
-  const high = Math.max(64, ...task.fds.map((f) => f.fd + 1));
-  const sys = (nr: number, name: string, ...args: (bigint | number)[]) => {
-    const ret = rs.call(nr, ...args);
-    if (ret < 0n) throw new Errno(name, Number(-ret), `in restored task ${pid}`);
-    return Number(ret);
-  };
-  /** Moves a fresh descriptor above the dumped range. */
-  const lift = (fd: number) => {
-    const up = sys(NR.fcntl, "fcntl(F_DUPFD_CLOEXEC)", fd, F_DUPFD_CLOEXEC, high);
-    sys(NR.close, "close", fd);
-    return up;
-  };
-  const openAt = (path: string, flags: number, what: string) => {
-    arena.reset();
-    const ret = rs.call(
-      NR.openat,
-      AT_FDCWD,
-      arena.cstr(path),
-      (flags & ~NOT_REPLAYED) | O.CLOEXEC,
-      0,
-    );
-    if (ret < 0n) {
-      const e = Number(-ret);
-      throw new RestoreError(
-        `Cannot open ${what} ${path}: ${strerror(e).toLowerCase()} (${errnoName(e)})`,
-      );
-    }
-    return lift(Number(ret));
-  };
-
-  // A clean table: the helper's stdio is not the task's.
-  sys(NR.close_range, "close_range", 0, 0xffffffff, 0);
-
-  const all: number[] = [];
-  const pages = openAt(task.pagesPath, O.RDONLY, "image");
-  all.push(pages);
-  const fileOf = (id: number): file_entry => {
-    const f = dump.files.get(id);
-    if (!f) throw new RestoreError(`File ${id} is missing from files.img`);
-    return f;
-  };
-  const maps = new Map<number, number>();
-  for (const v of task.mm.vmas) {
-    if (!(v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED))) continue;
-    const id = Number(v.shmid);
-    if (maps.has(id)) continue;
-    const f = fileOf(id);
-    const fd = openAt(f.reg!.name, f.reg!.flags, "mapped file");
-    maps.set(id, fd);
-    all.push(fd);
-  }
-  const exeFile = fileOf(task.mm.exeFileId);
-  const exe = openAt(exeFile.reg!.name, O.RDONLY, "executable");
-  all.push(exe);
-
-  // The dumped descriptors. One open per file entry; dups share it.
-  const installed = new Map<number, number>(); // file id → first installed fd
-  const pipes = new Map<number, { r: number; w: number }>();
-  const temps: number[] = [];
-  for (const fdi of task.fds) {
-    const f = fileOf(fdi.id);
-    const cloexec = (fdi.flags & 1) !== 0;
-    let src = installed.get(f.id);
-    if (src === undefined) {
-      if (f.type === fd_types.REG) {
-        const reg = f.reg!;
-        src = openAt(reg.name, reg.flags, "file");
-        if (reg.pos > 0n) sys(NR.lseek, "lseek", src, reg.pos, SEEK_SET);
-        temps.push(src);
-      } else if (f.type === fd_types.PIPE) {
-        const pe = f.pipe!;
-        let p = pipes.get(pe.pipeId);
-        if (!p) {
-          p = makePipe(rs, arena, pe.pipeId, dump.pipeData.get(pe.pipeId), lift, sys);
-          pipes.set(pe.pipeId, p);
-          temps.push(p.r, p.w);
-        }
-        src = (pe.flags & O.ACCMODE) === O.RDONLY ? p.r : p.w;
-        const fl = pe.flags & SETFL_MASK;
-        if (fl) sys(NR.fcntl, "fcntl(F_SETFL)", src, F.SETFL, fl);
-      } else if (f.type === fd_types.TTY) {
-        if (!shellJob) {
-          throw new RestoreError(
-            `Cannot restore fd ${fdi.fd} of task ${pid}: it was a terminal; restore with --shell-job (-j)`,
-          );
-        }
-        src = openAt(ourTerminal(), f.tty!.flags, "terminal");
-        temps.push(src);
-      } else {
-        throw new RestoreError(
-          `Cannot restore fd ${fdi.fd}: file type ${fd_types[f.type]} is not supported yet`,
-        );
-      }
-      installed.set(f.id, fdi.fd);
-    }
-    sys(NR.dup3, "dup3", src, fdi.fd, cloexec ? O.CLOEXEC : 0);
-    if (!cloexec) sys(NR.fcntl, "fcntl(F_SETFD)", fdi.fd, F_SETFD, 0);
-  }
-  for (const t of temps) sys(NR.close, "close", t);
-  return { pages, maps, exe, all };
-}
-
 /**
  * The terminal of this restore (a shell job gets the caller's terminal, as with criu -j): the
  * first of our stdin, stdout, stderr that is a terminal.
@@ -184,41 +96,223 @@ function ourTerminal(): string {
   );
 }
 
-/** A pipe made in the task, holding its dumped data again. */
-function makePipe(
-  rs: RemoteSyscalls,
-  arena: RemoteArena,
-  pipeId: number,
-  content: { data: Uint8Array; size: number } | undefined,
-  lift: (fd: number) => number,
-  sys: (nr: number, name: string, ...args: (bigint | number)[]) => number,
-): { r: number; w: number } {
-  const pid = rs.task.pid;
-  arena.reset();
-  const pair = arena.reserve(8);
-  sys(NR.pipe2, "pipe2", pair, O.CLOEXEC);
-  const fds = new Int32Array(2);
-  readRemote(pid, pair, new Uint8Array(fds.buffer));
-  const r = lift(fds[0]), w = lift(fds[1]);
-  if (content && (content.data.length || content.size)) {
-    const pidfd = pidfdOpen(pid);
-    let ours = -1;
-    try {
-      ours = pidfdGetfd(pidfd, w, pid);
-      if (content.size) {
+function openOrThrow(path: string, flags: number, what: string): number {
+  const fd = tryOpen(path, (flags & ~NOT_REPLAYED) | O.CLOEXEC);
+  if (fd < 0) {
+    throw new RestoreError(
+      `Cannot open ${what} ${path}: ${strerror(-fd).toLowerCase()} (${errnoName(-fd)})`,
+    );
+  }
+  return fd;
+}
+
+/** The open file descriptions of a dump, made in this process. */
+export class FileTable implements Disposable {
+  readonly #byId = new Map<number, number>();
+  readonly #service = new Map<string, number>();
+  readonly #dump: DumpImages;
+  readonly #shellJob: boolean;
+
+  constructor(dump: DumpImages, shellJob: boolean) {
+    this.#dump = dump;
+    this.#shellJob = shellJob;
+  }
+
+  /** The description of file entry `id` (made on first use). */
+  file(id: number, forFd: number, pid: number): number {
+    const have = this.#byId.get(id);
+    if (have !== undefined) return have;
+    const f = this.#entry(id);
+    let fd: number;
+    if (f.type === fd_types.REG) {
+      const reg = f.reg!;
+      fd = openOrThrow(reg.name, reg.flags, "file");
+      if (reg.pos > 0n) lseek(fd, reg.pos, SEEK_SET);
+    } else if (f.type === fd_types.PIPE) {
+      fd = this.#pipeEnd(f);
+    } else if (f.type === fd_types.TTY) {
+      if (!this.#shellJob) {
+        throw new RestoreError(
+          `Cannot restore fd ${forFd} of task ${pid}: it was a terminal; restore with --shell-job (-j)`,
+        );
+      }
+      fd = openOrThrow(ourTerminal(), f.tty!.flags, "terminal");
+    } else {
+      throw new RestoreError(
+        `Cannot restore fd ${forFd} of task ${pid}: file type ${
+          fd_types[f.type]
+        } is not supported yet`,
+      );
+    }
+    this.#byId.set(id, fd);
+    return fd;
+  }
+
+  /** A read-only (or `flags`) descriptor of `path` for the restorer's own use, shared. */
+  service(path: string, flags: number, what: string): number {
+    const key = `${flags}:${path}`;
+    let fd = this.#service.get(key);
+    if (fd === undefined) {
+      fd = openOrThrow(path, flags, what);
+      this.#service.set(key, fd);
+    }
+    return fd;
+  }
+
+  #entry(id: number): file_entry {
+    const f = this.#dump.files.get(id);
+    if (!f) throw new RestoreError(`File ${id} is missing from files.img`);
+    return f;
+  }
+
+  readonly #pipes = new Map<number, [number, number]>();
+
+  /** One end of a pipe made here and refilled with its dumped data. */
+  #pipeEnd(f: file_entry): number {
+    const pe = f.pipe!;
+    let ends = this.#pipes.get(pe.pipeId);
+    if (!ends) {
+      ends = pipe2(O.CLOEXEC);
+      this.#pipes.set(pe.pipeId, ends);
+      const content = this.#dump.pipeData.get(pe.pipeId);
+      if (content?.size) {
         try {
-          fcntl(ours, F.SETPIPE_SZ, content.size);
+          fcntl(ends[1], F.SETPIPE_SZ, content.size);
         } catch (e) {
-          throw new RestoreError(`Cannot give pipe ${pipeId} its size of ${content.size} bytes`, {
-            cause: e,
-          });
+          throw new RestoreError(
+            `Cannot give pipe ${pe.pipeId} its size of ${content.size} bytes`,
+            {
+              cause: e,
+            },
+          );
         }
       }
-      if (content.data.length) writeAll(ours, content.data, `pipe ${pipeId}`);
-    } finally {
-      if (ours >= 0) close(ours);
-      close(pidfd);
+      if (content?.data.length) writeAll(ends[1], content.data, `pipe ${pe.pipeId}`);
     }
+    // Each file entry is its own description: a second one of the same end is a reopen.
+    const end = (pe.flags & O.ACCMODE) === O.RDONLY ? 0 : 1;
+    let fd = ends[end];
+    if ([...this.#byId.values()].includes(fd)) {
+      fd = openHere(`/proc/self/fd/${ends[end]}`, (end ? O.WRONLY : O.RDONLY) | O.CLOEXEC);
+    }
+    const fl = pe.flags & SETFL_MASK;
+    if (fl) fcntl(fd, F.SETFL, fl);
+    return fd;
   }
-  return { r, w };
+
+  /** Closes every descriptor made. Idempotent. */
+  close(): void {
+    const all = new Set([
+      ...this.#byId.values(),
+      ...this.#service.values(),
+      ...[...this.#pipes.values()].flat(),
+    ]);
+    for (const fd of all) close(fd);
+    this.#byId.clear();
+    this.#service.clear();
+    this.#pipes.clear();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/**
+ * Gives the task its descriptors at their dumped numbers, and the restorer's own (pages-N.img,
+ * mapped files, exe) above them.
+ */
+export function installFiles(
+  rs: RemoteSyscalls,
+  arena: RemoteArena,
+  table: FileTable,
+  dump: DumpImages,
+  task: TaskImages,
+): ServiceFds {
+  const pid = rs.task.pid;
+  const high = Math.max(64, ...task.fds.map((f) => f.fd + 1));
+  const sys = (nr: number, name: string, ...args: (bigint | number)[]) => {
+    const ret = rs.call(nr, ...args);
+    if (ret < 0n) throw new Errno(name, Number(-ret), `in restored task ${pid}`);
+    return Number(ret);
+  };
+
+  // What to send: each file entry once, then the restorer's own files.
+  const ids = [...new Set(task.fds.map((f) => f.id))];
+  const ours = ids.map((id) => table.file(id, task.fds.find((f) => f.id === id)!.fd, pid));
+  const service: { key: string; fd: number }[] = [
+    { key: "pages", fd: table.service(task.pagesPath, O.RDONLY, "image") },
+  ];
+  for (const v of task.mm.vmas) {
+    if (!(v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED))) continue;
+    const id = Number(v.shmid);
+    if (service.some((s) => s.key === `map:${id}`)) continue;
+    const reg = dump.files.get(id)?.reg;
+    if (!reg) throw new RestoreError(`File ${id} of a mapping is missing from files.img`);
+    service.push({ key: `map:${id}`, fd: table.service(reg.name, reg.flags, "mapped file") });
+  }
+  const exe = dump.files.get(task.mm.exeFileId)?.reg;
+  if (!exe) throw new RestoreError(`The executable of task ${pid} is missing from files.img`);
+  service.push({ key: "exe", fd: table.service(exe.name, O.RDONLY, "executable") });
+
+  // A clean table: the helper's stdio is not the task's.
+  sys(NR.close_range, "close_range", 0, 0xffffffff, 0);
+  const received = transfer(rs, arena, [...ours, ...service.map((s) => s.fd)], high, sys);
+
+  ids.forEach((id, i) => {
+    for (const fdi of task.fds.filter((f) => f.id === id)) {
+      const cloexec = (fdi.flags & 1) !== 0;
+      sys(NR.dup3, "dup3", received[i], fdi.fd, cloexec ? O.CLOEXEC : 0);
+      if (!cloexec) sys(NR.fcntl, "fcntl(F_SETFD)", fdi.fd, F_SETFD, 0);
+    }
+    sys(NR.close, "close", received[i]);
+  });
+  const svc = new Map(service.map((s, i) => [s.key, received[ids.length + i]]));
+  const maps = new Map<number, number>();
+  for (const [key, fd] of svc) if (key.startsWith("map:")) maps.set(Number(key.slice(4)), fd);
+  return { pages: svc.get("pages")!, maps, exe: svc.get("exe")!, all: [...svc.values()] };
+}
+
+/** Sends `fds` into the task; returns their numbers there, each moved to `high` or above. */
+function transfer(
+  rs: RemoteSyscalls,
+  arena: RemoteArena,
+  fds: number[],
+  high: number,
+  sys: (nr: number, name: string, ...args: (bigint | number)[]) => number,
+): number[] {
+  const pid = rs.task.pid;
+  const name = `\0deno-criu-${Deno.pid}-${pid}`;
+  arena.reset();
+  const { addr, len } = abstractAddr(name);
+  const sock = sys(NR.socket, "socket(AF_UNIX)", AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const out: number[] = [];
+  const sender = unixDgramSocket();
+  try {
+    sys(NR.bind, "bind", sock, arena.put(addr), len);
+    for (let i = 0; i < fds.length; i += SCM_MAX_FD) {
+      const batch = fds.slice(i, i + SCM_MAX_FD);
+      sendFds(sender, name, batch);
+      const base = arena.reserve(0);
+      const block = recvMsgBlock(base, batch.length);
+      const at = arena.put(block.bytes);
+      sys(NR.recvmsg, "recvmsg(SCM_RIGHTS)", sock, at, MSG_CMSG_CLOEXEC);
+      const control = new Uint8Array(block.bytes.length - block.controlOffset);
+      readRemote(pid, remoteAdd(at, block.controlOffset), control);
+      const got = parseRights(control);
+      if (got.length !== batch.length) {
+        throw new RestoreError(`Task ${pid} received ${got.length} of ${batch.length} descriptors`);
+      }
+      for (const fd of got) {
+        out.push(sys(NR.fcntl, "fcntl(F_DUPFD_CLOEXEC)", fd, F_DUPFD_CLOEXEC, high));
+        sys(NR.close, "close", fd);
+      }
+      arena.reset();
+      arena.put(addr);
+    }
+  } finally {
+    close(sender);
+    rs.call(NR.close, sock);
+  }
+  return out;
 }

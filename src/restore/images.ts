@@ -47,6 +47,10 @@ import {
 export interface TaskImages {
   pstree: pstree_entry;
   core: core_entry;
+  /** Cores of the threads other than the leader, by tid. */
+  threadCores: Map<number, core_entry>;
+  /** A zombie: only pstree and core (with the exit status) are meaningful. */
+  zombie: boolean;
   ids: task_kobj_ids_entry;
   mm: mm_entry;
   fs: fs_entry;
@@ -123,14 +127,37 @@ export function readDump(dir: string): DumpImages {
     }
   }
 
+  const readCore = (tid: number) =>
+    one(p(`core-${tid}.img`), readImage(p(`core-${tid}.img`), "CORE", core_entrySchema));
   const tasks = pstree.map((ps): TaskImages => {
     const pid = ps.pid;
-    const core = one(
-      p(`core-${pid}.img`),
-      readImage(p(`core-${pid}.img`), "CORE", core_entrySchema),
-    );
+    const core = readCore(pid);
+    if (core.tc && core.tc.taskState === 2 /* TASK_DEAD: a zombie */) {
+      return {
+        pstree: ps,
+        core,
+        threadCores: new Map(),
+        zombie: true,
+        ids: undefined as unknown as task_kobj_ids_entry,
+        mm: undefined as unknown as mm_entry,
+        fs: undefined as unknown as fs_entry,
+        fds: [],
+        pagemap: [],
+        pagesPath: "",
+        pageOffsets: [],
+      };
+    }
     if (!core.threadInfo || !core.tc) {
       throw new ImageError(`Image ${p(`core-${pid}.img`)} has no x86-64 thread state`);
+    }
+    const threadCores = new Map<number, core_entry>();
+    for (const tid of ps.threads) {
+      if (tid === pid) continue;
+      const tc = readCore(tid);
+      if (!tc.threadInfo) {
+        throw new ImageError(`Image ${p(`core-${tid}.img`)} has no x86-64 thread state`);
+      }
+      threadCores.set(tid, tc);
     }
     const ids = one(
       p(`ids-${pid}.img`),
@@ -193,7 +220,19 @@ export function readDump(dir: string): DumpImages {
         `Image ${pagesPath} is shorter than ${pmPath} says: ${size} bytes, expected ${off}`,
       );
     }
-    return { pstree: ps, core, ids, mm, fs, fds, pagemap, pagesPath, pageOffsets };
+    return {
+      pstree: ps,
+      core,
+      threadCores,
+      zombie: false,
+      ids,
+      mm,
+      fs,
+      fds,
+      pagemap,
+      pagesPath,
+      pageOffsets,
+    };
   });
   return { dir, inventory, tasks, files, pipeData };
 }

@@ -31,13 +31,24 @@ import { ImageWriter } from "../images/image.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
 import { VMA } from "../pagemap/vma.ts";
-import { ptraceGetXstate, readRemote, remoteAdd, remotePtr, writeRemote } from "../syscalls/mod.ts";
+import {
+  NR,
+  PTRACE_O,
+  ptraceGetXstate,
+  readRemote,
+  remoteAdd,
+  type RemotePtr,
+  remotePtr,
+  writeRemote,
+} from "../syscalls/mod.ts";
 import { RemoteSyscalls } from "../tree/infect.ts";
-import { parseMaps, readProcText } from "../tree/proc.ts";
+import { parseMaps, parseStat, readProcText } from "../tree/proc.ts";
+import type { core_entry } from "../../proto/gen/core_pb.ts";
 import { SeizedTask, TASK_STATE } from "../tree/seize.ts";
+import { NoSuchTaskError } from "../tree/proc.ts";
 import { decodeBase64 } from "../util/base64.ts";
 import { RemoteArena } from "./arena.ts";
-import { prepareFiles, RestoreError } from "./files.ts";
+import { FileTable, installFiles, RestoreError } from "./files.ts";
 import { PidTakenError, spawnTask } from "./helper.ts";
 
 function pidInUse(pid: number): boolean {
@@ -51,7 +62,7 @@ function pidInUse(pid: number): boolean {
 import { type DumpImages, readDump, type TaskImages } from "./images.ts";
 import { encodeOps, findGap, occupied, OP_SIZE, planMemory } from "./memory.ts";
 import { gpregsWords, xsaveArea } from "../images/x86.ts";
-import { restoreTaskState } from "./task_state.ts";
+import { restoreCreds, restoreTaskState, restoreThreadState } from "./task_state.ts";
 
 /** Options of a restore, as `criu restore` takes them. */
 export interface RestoreOptions {
@@ -89,16 +100,21 @@ const ARENA_SIZE = 64 << 10;
 const STACK_SIZE = 16 << 10;
 const BLOB_TIMEOUT_MS = 600_000;
 
-function checkFiles(dump: DumpImages, task: TaskImages, shellJob: boolean): void {
+function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void {
   const pid = task.pstree.pid;
   const ps = task.pstree;
-  if (!shellJob && ps.sid !== ps.pid) {
+  for (const tid of ps.threads.length ? ps.threads : [pid]) {
+    if (pidInUse(tid)) throw new PidTakenError(tid);
+  }
+  if (task.zombie) return;
+  const root = dump.tasks[0].pstree;
+  const inTree = dump.tasks.some((t) => t.pstree.pid === ps.sid);
+  if (ps === root ? !shellJob && ps.sid !== ps.pid : !inTree && ps.sid !== root.sid) {
     throw new RestoreError(
       `Cannot restore task ${pid}: it belonged to session ${ps.sid}, which is not in the ` +
         `images; restore it into this session with --shell-job (-j)`,
     );
   }
-  if (pidInUse(pid)) throw new PidTakenError(pid);
   const ids = new Set<number>(task.fds.map((f) => f.id));
   for (const v of task.mm.vmas) {
     if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) ids.add(Number(v.shmid));
@@ -122,7 +138,37 @@ function checkFiles(dump: DumpImages, task: TaskImages, shellJob: boolean): void
   }
 }
 
-/** Restores the process tree in `opts.imagesDir` (one single-threaded process for now). */
+/** A process being restored. */
+interface Restoring {
+  task: TaskImages;
+  seized: SeizedTask;
+  /** Threads other than the leader, once made. */
+  threads: { tid: number; seized: SeizedTask; core: core_entry }[];
+}
+
+const CLONE_THREAD_FLAGS = 0x100n | 0x200n | 0x400n | 0x800n | 0x10000n | 0x40000n; // VM FS FILES SIGHAND THREAD SYSVSEM
+const SIGCHLD = 17n;
+/** sizeof(struct clone_args) with set_tid (CLONE_ARGS_SIZE_VER1). */
+const CLONE_ARGS_SIZE = 80;
+
+/** clone_args for a fork (or a thread) with a chosen id, in `arena`. */
+function cloneArgs(arena: RemoteArena, tid: number, thread: boolean): RemotePtr {
+  const setTid = arena.words([tid]);
+  return arena.words([
+    thread ? CLONE_THREAD_FLAGS : 0n, // flags
+    0, // pidfd
+    0, // child_tid
+    0, // parent_tid
+    thread ? 0n : SIGCHLD, // exit_signal
+    0, // stack
+    0, // stack_size
+    0, // tls
+    setTid, // set_tid
+    1, // set_tid_size
+  ]);
+}
+
+/** Restores the process tree in `opts.imagesDir`. */
 export async function restore(
   opts: RestoreOptions,
   log: Logger = silentLogger(),
@@ -130,12 +176,10 @@ export async function restore(
   const t0 = performance.now();
   // 1. READ
   const dump = readDump(opts.imagesDir);
-  if (dump.tasks.length !== 1 || dump.tasks[0].pstree.threads.length > 1) {
-    throw new RestoreError("Cannot restore: process trees and threads are not supported yet");
-  }
-  const task = dump.tasks[0];
-  const pid = task.pstree.pid;
-  checkFiles(dump, task, opts.shellJob ?? false);
+  const rootTask = dump.tasks[0];
+  const pid = rootTask.pstree.pid;
+  if (rootTask.zombie) throw new RestoreError(`Cannot restore: the root task ${pid} is a zombie`);
+  for (const task of dump.tasks) checkTask(dump, task, opts.shellJob ?? false);
   if (opts.pidfile) {
     try {
       Deno.statSync(opts.pidfile);
@@ -145,33 +189,42 @@ export async function restore(
     }
   }
 
-  // 2. FORK
+  // 2. FORK: the root by the helper, every other task by its restored parent.
   log.info(`Creating task ${pid}`);
   const made = await spawnTask(pid, opts.detach ?? false);
   const tForked = performance.now();
-  let seized: SeizedTask | undefined;
+  const procs: Restoring[] = [];
+  const fault = (stage: string) => {
+    if (opts.faultInject === stage) throw new RestoreError(`Fault injected at ${stage}`);
+  };
   try {
-    // 3. SEIZE
-    seized = SeizedTask.seize(made.pid);
-    const maps = parseMaps(readProcText(pid, "maps"));
-    const rs = RemoteSyscalls.open(seized, maps);
-    const stats = restoreInside(rs, dump, task, maps, opts, log);
-    const fault = (stage: string) => {
-      if (opts.faultInject === stage) throw new RestoreError(`Fault injected at ${stage}`);
-    };
-    fault("state");
-    rs.close({ restoreState: false });
+    // 3. SEIZE, and the tree below the root
+    const rootSeized = SeizedTask.seize(made.pid, PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE);
+    procs.push({ task: rootTask, seized: rootSeized, threads: [] });
+    createChildren(dump, procs[0], procs, opts, log);
+    fault("fork");
 
-    // 7. RESUME
-    const template = ptraceGetXstate(pid);
-    const ti = task.core.threadInfo!;
-    seized.release(
-      gpregsWords(ti.gpregs!),
-      xsaveArea(ti.fpregs!, template),
-      task.core.tc!.blkSigset,
-      task.core.tc!.taskState === TASK_STATE.STOPPED,
-    );
-    log.info(`Task ${pid} resumed`);
+    let pages = 0;
+    {
+      using table = new FileTable(dump, opts.shellJob ?? false);
+      for (const p of procs) {
+        if (p.task.zombie) continue;
+        const maps = parseMaps(readProcText(p.task.pstree.pid, "maps"));
+        const rs = RemoteSyscalls.open(p.seized, maps);
+        pages += restoreInside(rs, dump, table, p, maps, opts, log).pages;
+        rs.close({ restoreState: false });
+      }
+    }
+    fault("state");
+    restoreGroups(procs, opts.shellJob ?? false);
+
+    // 7. RESUME: children and threads first; zombies are left to exit.
+    for (const p of [...procs].reverse()) {
+      if (p.task.zombie) continue;
+      for (const th of p.threads) release(th.seized, th.core, p.task.core);
+      release(p.seized, p.task.core, p.task.core);
+    }
+    log.info(`Tree of task ${pid} resumed: ${procs.length} processes`);
     if (opts.pidfile) {
       Deno.writeTextFileSync(opts.pidfile, `${pid}`, { createNew: true });
     }
@@ -180,7 +233,7 @@ export async function restore(
       stats: {
         forkingUs: Math.round((tForked - t0) * 1000),
         restoreUs: Math.round((performance.now() - t0) * 1000),
-        pagesRestored: stats.pages,
+        pagesRestored: pages,
       },
     };
     writeStats(opts.imagesDir, result.stats);
@@ -191,30 +244,133 @@ export async function restore(
     }
     return result;
   } catch (e) {
-    log.error(`Restore of task ${pid} failed; killing it`);
-    if (seized?.attached) seized.kill();
-    else {
-      try {
-        Deno.kill(pid, "SIGKILL");
-      } catch {
-        // gone
-      }
+    log.error(`Restore of task ${pid} failed; killing what was made`);
+    for (const p of procs) {
+      for (const t of [p.seized, ...p.threads.map((x) => x.seized)]) t.sendKill();
+    }
+    for (const p of [...procs].reverse()) {
+      for (const th of p.threads) th.seized.reap();
+      p.seized.reap();
+    }
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch {
+      // gone
     }
     await made.helper.status.catch(() => {});
     throw e;
   }
 }
 
-/** Stages 4 to 6, inside the seized task. */
+/** Registers, FPU state and signal mask of one thread from its core; then it runs. */
+function release(seized: SeizedTask, core: core_entry, leaderCore: core_entry): void {
+  const ti = core.threadInfo!;
+  const template = ptraceGetXstate(seized.pid);
+  seized.release(
+    gpregsWords(ti.gpregs!),
+    xsaveArea(ti.fpregs!, template),
+    core.threadCore?.blkSigset ?? leaderCore.tc!.blkSigset,
+    core === leaderCore && leaderCore.tc!.taskState === TASK_STATE.STOPPED,
+  );
+}
+
+/**
+ * Makes the children of `parent` from inside it (clone3 with their PIDs), recursively. A
+ * session leader calls setsid() before it forks, so that its children are born in its session;
+ * a zombie exits at once with its dumped status.
+ */
+function createChildren(
+  dump: DumpImages,
+  parent: Restoring,
+  procs: Restoring[],
+  opts: RestoreOptions,
+  log: Logger,
+): void {
+  const pid = parent.task.pstree.pid;
+  const maps = parseMaps(readProcText(pid, "maps"));
+  using rs = RemoteSyscalls.open(parent.seized, maps);
+  const ps = parent.task.pstree;
+  const isRoot = procs[0] === parent;
+  if (ps.sid === pid && !(isRoot && opts.shellJob)) {
+    const ret = rs.call(NR.setsid);
+    if (ret < 0n) throw new RestoreError(`Cannot make task ${pid} a session leader: errno ${-ret}`);
+  }
+  const children = dump.tasks.filter((t) => t.pstree.ppid === pid && t !== dump.tasks[0]);
+  // Live children first: a zombie must not be reaped by anyone before its parent resumes.
+  children.sort((a, b) => Number(a.zombie) - Number(b.zombie));
+  const scratch = rs.scratch(4096);
+  const arena = new RemoteArena(pid, scratch, 4096);
+  for (const child of children) {
+    const cpid = child.pstree.pid;
+    arena.reset();
+    const made = rs.clone(cloneArgs(arena, cpid, false), CLONE_ARGS_SIZE);
+    if (made !== cpid) throw new RestoreError(`Task ${cpid} came back as ${made}`);
+    const seized = SeizedTask.adopt(cpid);
+    const r: Restoring = { task: child, seized, threads: [] };
+    procs.push(r);
+    log.debug(`task ${cpid} made by ${pid}`);
+    if (child.zombie) {
+      zombify(seized, child.core.tc!.exitCode, maps);
+    } else {
+      createChildren(dump, r, procs, opts, log);
+    }
+  }
+}
+
+/** Lets a just-made child die the way the dumped zombie died (exit code or signal). */
+function zombify(seized: SeizedTask, status: number, maps: ReturnType<typeof parseMaps>): void {
+  const rs = RemoteSyscalls.open(seized, maps);
+  const sig = status & 0x7f;
+  try {
+    // Killed by a signal: SIGKILL gives the same wait status for a zombie nobody inspects
+    // more closely than WTERMSIG; other signals could be ignored in the helper's copy.
+    if (sig) rs.call(NR.kill, seized.pid, 9);
+    else rs.call(NR.exit_group, (status >> 8) & 0xff);
+  } catch (e) {
+    if (!(e instanceof NoSuchTaskError)) throw e;
+  }
+  seized.forget();
+}
+
+/** Process groups: leaders first, then members join them. */
+function restoreGroups(procs: Restoring[], shellJob: boolean): void {
+  const live = procs.filter((p) => !p.task.zombie);
+  const order = [
+    ...live.filter((p) => p.task.pstree.pgid === p.task.pstree.pid),
+    ...live.filter((p) => p.task.pstree.pgid !== p.task.pstree.pid),
+  ];
+  for (const p of order) {
+    const ps = p.task.pstree;
+    const cur = parseStat(readProcText(ps.pid, "stat"));
+    if (cur.pgid === ps.pgid) continue;
+    if (p === procs[0] && shellJob && ps.pgid !== ps.pid) continue;
+    const maps = parseMaps(readProcText(ps.pid, "maps"));
+    const rs = RemoteSyscalls.open(p.seized, maps);
+    try {
+      const ret = rs.call(NR.setpgid, 0, ps.pgid === ps.pid ? 0 : ps.pgid);
+      if (ret < 0n) {
+        throw new RestoreError(
+          `Cannot put task ${ps.pid} in process group ${ps.pgid}: errno ${-ret}`,
+        );
+      }
+    } finally {
+      rs.close({ restoreState: false });
+    }
+  }
+}
+
+/** Stages 4 to 6, inside the seized process: files, memory, state, its threads. */
 function restoreInside(
   rs: RemoteSyscalls,
   dump: DumpImages,
-  task: TaskImages,
+  table: FileTable,
+  proc: Restoring,
   maps: ReturnType<typeof parseMaps>,
   opts: RestoreOptions,
   log: Logger,
 ): { pages: number } {
   const pid = rs.task.pid;
+  const task = proc.task;
   const code = decodeBase64(BLOBS.restorer);
 
   // The restorer area: code, args, ops, stack, arena, and room to park the vDSO block.
@@ -235,7 +391,7 @@ function restoreInside(
   log.debug(`restorer area at 0x${gap.toString(16)} (${areaSize} bytes)`);
 
   // 4. FILES
-  const fds = prepareFiles(rs, arena, dump, task, opts.shellJob ?? false);
+  const fds = installFiles(rs, arena, table, dump, task);
   if (opts.faultInject === "files") throw new RestoreError("Fault injected at files");
 
   // 5. MEMORY
@@ -274,8 +430,30 @@ function restoreInside(
   if (opts.faultInject === "memory") throw new RestoreError("Fault injected at memory");
 
   // 6. STATE: syscalls now run at a `syscall` instruction of the restored code.
-  rs.retarget(parseMaps(readProcText(pid, "maps")).filter((m) => m.start !== gap));
-  restoreTaskState(rs, arena, dump, task, fds, { shellJob: opts.shellJob ?? false }, log);
+  const restored = parseMaps(readProcText(pid, "maps")).filter((m) => m.start !== gap);
+  rs.retarget(restored);
+  restoreTaskState(rs, arena, dump, task, fds, log);
+  restoreThreadState(rs, arena, pid, task.core);
+
+  // Threads: made by the leader (they share its memory), each then sets its own state.
+  const threads: RemoteSyscalls[] = [];
+  try {
+    for (const [tid, core] of task.threadCores) {
+      arena.reset();
+      const made = rs.clone(cloneArgs(arena, tid, true), CLONE_ARGS_SIZE);
+      if (made !== tid) throw new RestoreError(`Thread ${tid} came back as ${made}`);
+      const seized = SeizedTask.adopt(tid);
+      proc.threads.push({ tid, seized, core });
+      const trs = RemoteSyscalls.open(seized, restored);
+      threads.push(trs);
+      restoreThreadState(trs, arena, pid, core);
+    }
+    // Credentials last, in every thread.
+    proc.threads.forEach((th, i) => restoreCreds(threads[i], arena, th.core));
+    restoreCreds(rs, arena, task.core);
+  } finally {
+    for (const trs of threads) trs.close({ restoreState: false });
+  }
   return { pages };
 }
 

@@ -28,6 +28,7 @@ import {
   NR,
   PTRACE_EVENT_STOP,
   ptraceCont,
+  ptraceGetEventMsg,
   ptraceGetRegs,
   ptraceInterrupt,
   ptraceSetRegs,
@@ -47,6 +48,8 @@ import type { SeizedTask } from "./seize.ts";
 import { waitForInterruptStop } from "./seize.ts";
 
 const SIGTRAP = 5;
+/** PTRACE_EVENT_FORK, _VFORK, _CLONE. */
+const FORK_EVENTS = new Set([1, 2, 3]);
 /** Every signal but SIGKILL (9) and SIGSTOP (19), which cannot be blocked anyway. */
 const BLOCK_ALL = ~((1n << 8n) | (1n << 18n)) & 0xffffffffffffffffn;
 const PROT = { READ: 1, WRITE: 2, EXEC: 4 } as const;
@@ -207,15 +210,40 @@ export class RemoteSyscalls implements Disposable {
   #step(nr: number): void {
     const pid = this.task.pid;
     ptraceSyscall(pid);
-    const st = waitPid(pid);
-    if (st.exited || st.signaled) throw new NoSuchTaskError(pid);
-    if (!st.stopped || st.stopSig !== (SIGTRAP | 0x80)) {
+    for (;;) {
+      const st = waitPid(pid);
+      if (st.exited || st.signaled) throw new NoSuchTaskError(pid);
+      if (st.stopped && st.stopSig === (SIGTRAP | 0x80)) return;
+      // An injected clone3 reports the new task (traced with TRACEFORK/TRACECLONE) first.
+      if (st.stopped && st.stopSig === SIGTRAP && FORK_EVENTS.has(st.event)) {
+        this.#newChild = Number(ptraceGetEventMsg(pid));
+        ptraceSyscall(pid);
+        continue;
+      }
       throw new InfectError(
         `Remote syscall ${nr} in task ${pid} stopped unexpectedly (status 0x${
           st.raw.toString(16)
         })`,
       );
     }
+  }
+
+  #newChild = 0;
+
+  /**
+   * Runs clone3 in the task (seized with TRACEFORK/TRACECLONE) and returns the new task's id.
+   * The new task is traced from birth and waits in its first stop (see SeizedTask.adopt).
+   */
+  clone(args: RemotePtr, size: number): number {
+    this.#newChild = 0;
+    const ret = this.call(NR.clone3, args, size);
+    if (ret < 0n) {
+      throw new InfectError(`clone3 in task ${this.task.pid} failed with errno ${-ret}`);
+    }
+    if (!this.#newChild || this.#newChild !== Number(ret)) {
+      throw new InfectError(`clone3 in task ${this.task.pid} made ${ret} without a fork event`);
+    }
+    return this.#newChild;
   }
 
   /** Finds a new `syscall` instruction after the task's mappings changed under us. */

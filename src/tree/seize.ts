@@ -24,6 +24,7 @@ import {
   ptraceSetRegs,
   ptraceSetSigmask,
   ptraceSetXstate,
+  tryKill,
   tryPtraceDetach,
   waitPid,
   type WaitStatus,
@@ -71,8 +72,11 @@ export class SeizedTask implements Disposable {
     this.wasStopped = wasStopped;
   }
 
-  /** Seizes and interrupts task `pid`, waiting until it sits in the interrupt stop. */
-  static seize(pid: number): SeizedTask {
+  /**
+   * Seizes and interrupts task `pid`, waiting until it sits in the interrupt stop. `options`
+   * are added to PTRACE_O_TRACESYSGOOD (a restorer adds TRACEFORK/TRACECLONE).
+   */
+  static seize(pid: number, options = 0): SeizedTask {
     const status = parseStatus(readProcText(pid, "status"));
     if (status.tracerPid !== 0) {
       throw new SeizeError(
@@ -81,7 +85,7 @@ export class SeizedTask implements Disposable {
     }
     if (status.state === "Z") throw new SeizeError(`Cannot seize task ${pid}: it is a zombie`);
     try {
-      ptraceSeize(pid, PTRACE_O.TRACESYSGOOD);
+      ptraceSeize(pid, PTRACE_O.TRACESYSGOOD | options);
     } catch (e) {
       if (e instanceof Errno && e.errno === errno.ESRCH) {
         throw new NoSuchTaskError(pid, { cause: e });
@@ -97,6 +101,15 @@ export class SeizedTask implements Disposable {
       if (e instanceof SeizeError) throw e;
       throw new SeizeError(`Cannot freeze task ${pid}: ${(e as Error).message}`, { cause: e });
     }
+  }
+
+  /**
+   * Takes a task that was traced from birth (made by a traced task with TRACEFORK/TRACECLONE)
+   * once it reaches its first stop.
+   */
+  static adopt(pid: number): SeizedTask {
+    waitForInterruptStop(pid);
+    return new SeizedTask(pid, ptraceGetRegs(pid), ptraceGetSigmask(pid), false);
   }
 
   /** Whether we are still its tracer. */
@@ -141,9 +154,27 @@ export class SeizedTask implements Disposable {
 
   /** Kills the task (after a complete dump) and reaps the ptrace side of it. */
   kill(): void {
+    this.sendKill();
+    this.reap();
+  }
+
+  /** Forgets a task that has exited under us (its exit was already collected). */
+  forget(): void {
+    this.#attached = false;
+  }
+
+  /** Sends SIGKILL; {@link reap} collects the exit. */
+  sendKill(): void {
+    if (this.#attached) tryKill(this.pid, SIGKILL);
+  }
+
+  /**
+   * Waits for the killed task's exit notification (we are its tracer). For a thread group,
+   * reap the other threads before the leader: the kernel reports the leader last.
+   */
+  reap(): void {
     if (!this.#attached) return;
     this.#attached = false;
-    kill(this.pid, SIGKILL);
     for (;;) {
       let st: WaitStatus;
       try {

@@ -1,0 +1,119 @@
+/**
+ * Passing descriptors with SCM_RIGHTS over an abstract unix datagram socket: how the restorer
+ * hands an open file (one open file description, shared however many tasks hold it) to a task.
+ *
+ * ```
+ * struct sockaddr_un { u16 family; char path[108]; }    abstract name: path[0] = 0, no NUL
+ * struct msghdr  (56)  name, namelen(u32), iov, iovlen, control, controllen, flags(i32)
+ * struct cmsghdr (16)  len(u64), level(i32), type(i32), then the fds (i32 each)
+ * ```
+ *
+ * @module
+ */
+import { Errno, unwrap } from "./errno.ts";
+import { addressOf, lastErrno, libc } from "./ffi.ts";
+import { NR } from "./syscall_numbers.ts";
+
+/** AF_UNIX. */
+export const AF_UNIX = 1;
+/** SOCK_DGRAM. */
+export const SOCK_DGRAM = 2;
+/** SOCK_CLOEXEC. */
+export const SOCK_CLOEXEC = 0o2000000;
+/** MSG_CMSG_CLOEXEC. */
+export const MSG_CMSG_CLOEXEC = 0x40000000;
+/** Most descriptors one message carries (SCM_MAX_FD). */
+export const SCM_MAX_FD = 253;
+const SOL_SOCKET = 1;
+const SCM_RIGHTS = 1;
+/** sizeof(struct msghdr). */
+export const MSGHDR_SIZE = 56;
+const CMSG_HDR = 16;
+
+/** The bytes of a sockaddr_un for an abstract name, and its length. */
+export function abstractAddr(name: string): { addr: Uint8Array; len: number } {
+  const path = new TextEncoder().encode(name);
+  if (path.length > 107) throw new Error(`Abstract socket name too long: ${name}`);
+  const addr = new Uint8Array(110);
+  new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
+  addr.set(path, 3); // path[0] = 0: abstract
+  return { addr, len: 3 + path.length };
+}
+
+/** Room for a control message carrying `n` descriptors. */
+export function cmsgSpace(n: number): number {
+  return (CMSG_HDR + n * 4 + 7) & ~7;
+}
+
+function sys(nr: number, ...args: bigint[]): bigint {
+  const a = [...args, 0n, 0n, 0n, 0n, 0n, 0n].slice(0, 6);
+  const ret = libc.syscall(BigInt(nr), a[0], a[1], a[2], a[3], a[4], a[5]);
+  return typeof ret === "bigint" ? ret : BigInt(ret);
+}
+
+/** A unix datagram socket of this process for sending descriptors. */
+export function unixDgramSocket(): number {
+  const fd = sys(NR.socket, BigInt(AF_UNIX), BigInt(SOCK_DGRAM | SOCK_CLOEXEC), 0n);
+  return Number(unwrap(fd, "socket(AF_UNIX)"));
+}
+
+/** Sends `fds` (at most SCM_MAX_FD) with one byte of data to the abstract socket `name`. */
+export function sendFds(sock: number, name: string, fds: number[]): void {
+  if (fds.length > SCM_MAX_FD) {
+    throw new Error(`Too many descriptors in one message: ${fds.length}`);
+  }
+  const { addr, len } = abstractAddr(name);
+  const data = new Uint8Array([0x2a]);
+  const iov = new BigUint64Array([addressOf(data), 1n]);
+  const control = new Uint8Array(cmsgSpace(fds.length));
+  const cv = new DataView(control.buffer);
+  cv.setBigUint64(0, BigInt(CMSG_HDR + fds.length * 4), true);
+  cv.setInt32(8, SOL_SOCKET, true);
+  cv.setInt32(12, SCM_RIGHTS, true);
+  fds.forEach((fd, i) => cv.setInt32(CMSG_HDR + i * 4, fd, true));
+  const msg = new Uint8Array(MSGHDR_SIZE);
+  const mv = new DataView(msg.buffer);
+  mv.setBigUint64(0, addressOf(addr), true);
+  mv.setUint32(8, len, true);
+  mv.setBigUint64(16, addressOf(new Uint8Array(iov.buffer)), true);
+  mv.setBigUint64(24, 1n, true);
+  mv.setBigUint64(32, addressOf(control), true);
+  mv.setBigUint64(40, BigInt(control.length), true);
+  const ret = sys(NR.sendmsg, BigInt(sock), addressOf(msg), 0n);
+  if (ret < 0n) throw new Errno("sendmsg(SCM_RIGHTS)", lastErrno(), `to ${name.slice(1)}`);
+}
+
+/**
+ * A msghdr for recvmsg in another task, laid out in one block at `base` (its address there):
+ * msghdr, then a 1-byte data buffer and its iovec, then room for `n` descriptors.
+ */
+export function recvMsgBlock(
+  base: bigint,
+  n: number,
+): { bytes: Uint8Array; controlOffset: number } {
+  const iovOff = MSGHDR_SIZE, dataOff = iovOff + 16, controlOffset = dataOff + 8;
+  const bytes = new Uint8Array(controlOffset + cmsgSpace(n));
+  const v = new DataView(bytes.buffer);
+  v.setBigUint64(16, base + BigInt(iovOff), true); // msg_iov
+  v.setBigUint64(24, 1n, true); // msg_iovlen
+  v.setBigUint64(32, base + BigInt(controlOffset), true); // msg_control
+  v.setBigUint64(40, BigInt(cmsgSpace(n)), true); // msg_controllen
+  v.setBigUint64(iovOff, base + BigInt(dataOff), true);
+  v.setBigUint64(iovOff + 8, 1n, true);
+  return { bytes, controlOffset };
+}
+
+/** The descriptors of a received control message (as read back from the task). */
+export function parseRights(control: Uint8Array): number[] {
+  const v = new DataView(control.buffer, control.byteOffset, control.byteLength);
+  const len = Number(v.getBigUint64(0, true));
+  if (v.getInt32(8, true) !== SOL_SOCKET || v.getInt32(12, true) !== SCM_RIGHTS || len < CMSG_HDR) {
+    return [];
+  }
+  return Array.from({ length: (len - CMSG_HDR) / 4 }, (_, i) => v.getInt32(CMSG_HDR + i * 4, true));
+}
+
+/** lseek(2). */
+export function lseek(fd: number, offset: bigint, whence: number): bigint {
+  return unwrap(sys(NR.lseek, BigInt(fd), offset, BigInt(whence)), "lseek", `fd ${fd}`);
+}

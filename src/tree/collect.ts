@@ -1,0 +1,195 @@
+/**
+ * `collectTree`: freezes a whole process tree (every thread of every process below the root)
+ * and records its shape.
+ *
+ * Tasks keep forking and cloning while we seize them, so the tree is walked again and again
+ * until a full pass finds nothing new. Every seized task is frozen and cannot fork any more,
+ * so a pass that finds nothing new proves the tree complete. A tree that keeps changing (a
+ * fork bomb) is given up on after a bounded number of passes, and everything is thawed.
+ *
+ * @module
+ */
+import { Errno } from "../syscalls/mod.ts";
+import { listChildren, listThreads, NoSuchTaskError, parseStat, readProcText } from "./proc.ts";
+import { SeizedTask } from "./seize.ts";
+
+/** Passes over the tree before giving up on it ever standing still. */
+const MAX_PASSES = 10;
+
+/** One process of the tree. */
+export interface TreeProcess {
+  pid: number;
+  /** Parent PID; 0 for the root. */
+  ppid: number;
+  pgid: number;
+  sid: number;
+  /** Thread ids, leader first. */
+  threads: number[];
+  /** Children PIDs, in the order found. */
+  children: number[];
+  /** Set for a zombie: its exit status word as /proc shows it. */
+  zombieExit?: number;
+}
+
+/** A frozen tree; disposing it thaws every task still held. */
+export class FrozenTree implements Disposable {
+  readonly root: number;
+  /** Processes, parents before children. */
+  readonly processes: TreeProcess[] = [];
+  /** Every seized thread, by tid. */
+  readonly tasks = new Map<number, SeizedTask>();
+
+  constructor(root: number) {
+    this.root = root;
+  }
+
+  /** The process with PID `pid`. */
+  process(pid: number): TreeProcess {
+    const p = this.processes.find((x) => x.pid === pid);
+    if (!p) throw new Error(`Task ${pid} is not in the tree`);
+    return p;
+  }
+
+  /** The seized thread `tid`. */
+  task(tid: number): SeizedTask {
+    const t = this.tasks.get(tid);
+    if (!t) throw new Error(`Thread ${tid} is not seized`);
+    return t;
+  }
+
+  /** Lets every task go as it was (children first). */
+  resume(options: { stopped?: boolean } = {}): void {
+    for (const t of [...this.tasks.values()].reverse()) t.resume(options);
+  }
+
+  /** Kills every task (children first), after a complete dump. */
+  kill(): void {
+    const live = [...this.processes].reverse().filter((p) => p.zombieExit === undefined);
+    for (const p of live) this.tasks.get(p.pid)?.sendKill();
+    // The kernel reports a thread-group leader only after its other threads are reaped.
+    for (const p of live) {
+      for (const tid of p.threads.slice(1)) this.tasks.get(tid)?.reap();
+      this.tasks.get(p.pid)?.reap();
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.resume();
+  }
+}
+
+function isZombie(pid: number): { exit: number } | undefined {
+  try {
+    const st = parseStat(readProcText(pid, "stat"));
+    if (st.state === "Z" || st.state === "X") return { exit: st.exitCode };
+  } catch (e) {
+    if (e instanceof NoSuchTaskError) return { exit: 0 };
+    throw e;
+  }
+  return undefined;
+}
+
+/** Seizes `tid`; false when it vanished or became a zombie meanwhile. */
+function trySeize(tree: FrozenTree, tid: number): boolean {
+  if (tree.tasks.has(tid)) return true;
+  try {
+    tree.tasks.set(tid, SeizedTask.seize(tid));
+    return true;
+  } catch (e) {
+    if (e instanceof NoSuchTaskError) return false;
+    if (e instanceof Errno && e.code === "ESRCH") return false;
+    if (isZombie(tid)) return false;
+    throw e;
+  }
+}
+
+/** One pass: seizes what is new; returns whether anything was. */
+function pass(tree: FrozenTree): boolean {
+  let changed = false;
+  const queue = [tree.root];
+  const seen = new Set<number>();
+  while (queue.length) {
+    const pid = queue.shift()!;
+    if (seen.has(pid)) continue;
+    seen.add(pid);
+    let proc = tree.processes.find((p) => p.pid === pid);
+    const zombie = isZombie(pid);
+    if (zombie) {
+      if (pid === tree.root) throw new Error(`Cannot dump task ${pid}: it is a zombie`);
+      if (!proc) {
+        const st = parseStat(readProcText(pid, "stat"));
+        tree.processes.push({
+          pid,
+          ppid: st.ppid,
+          pgid: st.pgid,
+          sid: st.sid,
+          threads: [pid],
+          children: [],
+          zombieExit: zombie.exit,
+        });
+        changed = true;
+      }
+      continue;
+    }
+    for (const tid of listThreads(pid)) {
+      if (!tree.tasks.has(tid)) {
+        if (trySeize(tree, tid)) changed = true;
+      }
+    }
+    const threads = listThreads(pid).filter((t) => tree.tasks.has(t));
+    const st = parseStat(readProcText(pid, "stat"));
+    const children = [...new Set(threads.flatMap((t) => listChildren(pid, t)))];
+    if (!proc) {
+      proc = {
+        pid,
+        ppid: pid === tree.root ? 0 : st.ppid,
+        pgid: st.pgid,
+        sid: st.sid,
+        threads,
+        children,
+      };
+      tree.processes.push(proc);
+      changed = true;
+    } else if (
+      proc.threads.length !== threads.length || proc.children.length !== children.length
+    ) {
+      proc.threads = threads;
+      proc.children = children;
+      changed = true;
+    }
+    proc.pgid = st.pgid;
+    proc.sid = st.sid;
+    queue.push(...children);
+  }
+  return changed;
+}
+
+/** Freezes the tree rooted at `root`. On failure every task seized so far is thawed. */
+export function collectTree(root: number): FrozenTree {
+  const tree = new FrozenTree(root);
+  try {
+    for (let i = 0; i < MAX_PASSES; i++) {
+      if (!pass(tree)) {
+        tree.processes.sort((a, b) => depth(tree, a) - depth(tree, b));
+        for (const p of tree.processes) {
+          p.threads.sort((a, b) => (a === p.pid ? -1 : b === p.pid ? 1 : a - b));
+        }
+        return tree;
+      }
+    }
+    throw new Error(`Cannot freeze the tree of task ${root}: it keeps changing`);
+  } catch (e) {
+    tree.resume();
+    throw e;
+  }
+}
+
+function depth(tree: FrozenTree, p: TreeProcess): number {
+  let d = 0;
+  for (let cur = p; cur.pid !== tree.root && d < 1000; d++) {
+    const parent = tree.processes.find((x) => x.children.includes(cur.pid));
+    if (!parent) break;
+    cur = parent;
+  }
+  return d;
+}
