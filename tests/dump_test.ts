@@ -57,6 +57,13 @@ Deno.test("dump -R records the state a C victim set up, crit decodes every image
 
     const img = await critDecodeAll(imgs);
     assertEquals(img.get("inventory.img")!.entries[0].img_version, 2);
+    // And the crit command itself, as a user would run it.
+    const crit = await new Deno.Command("crit", {
+      args: ["decode", "-i", `${imgs}/core-${v.pid}.img`, "--pretty"],
+      stdout: "piped",
+    }).output();
+    assert(crit.success);
+    assertEquals(JSON.parse(new TextDecoder().decode(crit.stdout)).entries[0].tc.comm, "state");
     assertEquals(img.get("pstree.img")!.entries[0].pid, v.pid);
 
     const core = img.get(`core-${v.pid}.img`)!.entries[0];

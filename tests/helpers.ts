@@ -145,23 +145,28 @@ export function procMaps(pid: number): string {
 // deno-lint-ignore no-explicit-any
 export type Crit = { magic: string; entries: any[] };
 
-/** Runs `crit decode -i FILE --pretty` on every image in `dir` (pages-N.img excepted). */
+/**
+ * Decodes every image in `dir` (pages-N.img excepted) with crit's own decoder: what
+ * `crit decode -i FILE --pretty` does, run for all files in one Python (see crit_decode_all.py).
+ */
 export async function critDecodeAll(dir: string): Promise<Map<string, Crit>> {
   const names = [...Deno.readDirSync(dir)].map((e) => e.name)
     .filter((n) => (n.endsWith(".img") || n.startsWith("stats-")) && !/^pages-\d+\.img$/.test(n))
     .sort();
-  const results = await Promise.all(names.map(async (name) => {
-    const out = await new Deno.Command("crit", {
-      args: ["decode", "-i", join(dir, name), "--pretty"],
+  const out = Deno.makeTempDirSync({ prefix: "crit-" });
+  try {
+    const run = await new Deno.Command("/usr/bin/python3", {
+      args: [join(ROOT, "tests", "crit_decode_all.py"), out, ...names.map((n) => join(dir, n))],
       stdout: "piped",
       stderr: "piped",
     }).output();
-    if (!out.success) {
-      throw new Error(`crit decode ${name} failed:\n${new TextDecoder().decode(out.stderr)}`);
-    }
-    return [name, JSON.parse(new TextDecoder().decode(out.stdout)) as Crit] as const;
-  }));
-  return new Map(results);
+    if (!run.success) throw new Error(new TextDecoder().decode(run.stderr));
+    return new Map(
+      names.map((n) => [n, JSON.parse(Deno.readTextFileSync(join(out, `${n}.json`))) as Crit]),
+    );
+  } finally {
+    Deno.removeSync(out, { recursive: true });
+  }
 }
 
 /** A number crit printed (decimal number, or "0x..." string for hex fields) as bigint. */

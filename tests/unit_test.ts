@@ -33,7 +33,7 @@ import {
   RLIM_INFINITY,
 } from "../src/tree/proc.ts";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
-import { buildVictim, ROOT, tmpDir } from "./helpers.ts";
+import { buildVictim, critDecodeAll, ROOT, tmpDir } from "./helpers.ts";
 
 const fixture = (name: string) => Deno.readTextFileSync(join(ROOT, "tests/fixtures/proc", name));
 
@@ -158,6 +158,21 @@ Deno.test("image framing: round trip, wrong magic, truncation, impossible size",
     () => readImage(join(dir, "none.img"), "PSTREE", pstree_entrySchema),
     /Missing image/,
   );
+});
+
+Deno.test("the crit judge rejects an image it cannot decode", async () => {
+  const dir = tmpDir();
+  Deno.writeFileSync(
+    join(dir, "core-1.img"),
+    new Uint8Array([0x19, 0x43, 0x56, 0x54, 1, 2, 3, 4, 9, 0, 0, 0, 1]),
+  );
+  let failed = false;
+  try {
+    await critDecodeAll(dir);
+  } catch (e) {
+    failed = /core-1\.img/.test((e as Error).message);
+  }
+  assert(failed, "crit must fail on a corrupt image");
 });
 
 Deno.test("command line parses as criu's getopt does", () => {

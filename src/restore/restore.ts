@@ -47,6 +47,7 @@ import type { core_entry } from "../../proto/gen/core_pb.ts";
 import { SeizedTask, TASK_STATE } from "../tree/seize.ts";
 import { NoSuchTaskError } from "../tree/proc.ts";
 import { decodeBase64 } from "../util/base64.ts";
+import { cString } from "../syscalls/ffi.ts";
 import { RemoteArena } from "./arena.ts";
 import { FileTable, installFiles, RestoreError } from "./files.ts";
 import { PidTakenError, spawnTask } from "./helper.ts";
@@ -310,7 +311,7 @@ function createChildren(
     procs.push(r);
     log.debug(`task ${cpid} made by ${pid}`);
     if (child.zombie) {
-      zombify(seized, child.core.tc!.exitCode, maps);
+      zombify(seized, child.core.tc!, maps, scratch);
     } else {
       createChildren(dump, r, procs, opts, log);
     }
@@ -318,9 +319,18 @@ function createChildren(
 }
 
 /** Lets a just-made child die the way the dumped zombie died (exit code or signal). */
-function zombify(seized: SeizedTask, status: number, maps: ReturnType<typeof parseMaps>): void {
+function zombify(
+  seized: SeizedTask,
+  tc: NonNullable<core_entry["tc"]>,
+  maps: ReturnType<typeof parseMaps>,
+  scratch: RemotePtr,
+): void {
   const rs = RemoteSyscalls.open(seized, maps);
+  const status = tc.exitCode;
   const sig = status & 0x7f;
+  // Its name, in the scratch page it inherited from its parent.
+  writeRemote(seized.pid, scratch, cString(tc.comm.slice(0, 15)));
+  rs.call(NR.prctl, 15, /* PR_SET_NAME */ scratch);
   try {
     // Killed by a signal: SIGKILL gives the same wait status for a zombie nobody inspects
     // more closely than WTERMSIG; other signals could be ignored in the helper's copy.

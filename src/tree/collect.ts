@@ -113,22 +113,28 @@ function pass(tree: FrozenTree): boolean {
     if (seen.has(pid)) continue;
     seen.add(pid);
     let proc = tree.processes.find((p) => p.pid === pid);
-    const zombie = isZombie(pid);
-    if (zombie) {
-      if (pid === tree.root) throw new Error(`Cannot dump task ${pid}: it is a zombie`);
-      if (!proc) {
-        const st = parseStat(readProcText(pid, "stat"));
-        tree.processes.push({
-          pid,
-          ppid: st.ppid,
-          pgid: st.pgid,
-          sid: st.sid,
-          threads: [pid],
-          children: [],
-          zombieExit: zombie.exit,
-        });
-        changed = true;
+    // A process is frozen once its leader is; one that died meanwhile is a zombie, or gone.
+    const leaderHeld = proc?.zombieExit === undefined && trySeize(tree, pid);
+    if (!leaderHeld) {
+      if (pid === tree.root) throw new Error(`Cannot dump task ${pid}: it is a zombie or gone`);
+      if (proc) continue;
+      let st;
+      try {
+        st = parseStat(readProcText(pid, "stat"));
+      } catch (e) {
+        if (e instanceof NoSuchTaskError) continue; // reaped already: not part of the tree
+        throw e;
       }
+      tree.processes.push({
+        pid,
+        ppid: st.ppid,
+        pgid: st.pgid,
+        sid: st.sid,
+        threads: [pid],
+        children: [],
+        zombieExit: st.exitCode,
+      });
+      changed = true;
       continue;
     }
     for (const tid of listThreads(pid)) {
