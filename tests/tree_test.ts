@@ -3,11 +3,14 @@
  * session), threads in each child, a pipe they share and a zombie; dumped whole and restored
  * whole, then checked from the outside (ps-like) and from the inside (the tree's own checks).
  */
+import { close, O, open } from "../src/syscalls/mod.ts";
+import { tryLseek } from "../src/syscalls/socket.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   buildVictim,
   critDecodeAll,
   criu,
+  num,
   procMaps,
   procState,
   sleep,
@@ -156,6 +159,55 @@ Deno.test("a failed dump of a tree leaves every task running untouched", async (
       await sleep(50);
     }
     assertMatch(Deno.readTextFileSync(v.out), /PASS tree/);
+  } finally {
+    await stopVictim(v);
+    killTree(pids);
+  }
+});
+
+Deno.test("shared anonymous memory stays one object for parent and child", async () => {
+  const bin = await buildVictim("shm");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  let pids: number[] = [];
+  try {
+    const r = await waitReport(v);
+    pids = [v.pid, Number(r.child)];
+    const imgs = tmpDir();
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(run.code, 0, run.stderr);
+    await v.child.status;
+    for (const pid of pids) assert(await waitGone(pid), `task ${pid} gone after dump`);
+    const img = await critDecodeAll(imgs);
+    const shmImg = [...img.keys()].find((k) => k.startsWith("pagemap-shmem-"));
+    assert(shmImg, "pagemap-shmem image written");
+    const entries = img.get(shmImg)!.entries.slice(1);
+    assertEquals(entries.map((e: { vaddr: string }) => num(e.vaddr)), [0n, 5n * 4096n, 9n * 4096n]);
+    const stats = img.get("stats-dump")!.entries[0].dump;
+    const pagesBytes = [...Deno.readDirSync(imgs)].filter((e) => e.name.startsWith("pages-"))
+      .reduce((n, e) => n + Deno.statSync(`${imgs}/${e.name}`).size, 0);
+    assertEquals((Number(stats.pages_written) + Number(stats.shpages_written)) * 4096, pagesBytes);
+
+    const rest = await criu(["restore", "-D", imgs, "-d"]);
+    assertEquals(rest.code, 0, rest.stderr);
+    const shm = BigInt("0x" + r.shm);
+    const range = `${shm.toString(16)}-${(shm + 16n * 4096n).toString(16)}`;
+    const ino = (pid: number) => Deno.statSync(`/proc/${pid}/map_files/${range}`).ino;
+    assertEquals(ino(pids[0]), ino(pids[1]), "one object for both");
+    // Only the three written pages are allocated in it: walk it with SEEK_DATA / SEEK_HOLE.
+    const fd = open(`/proc/${pids[0]}/map_files/${range}`, O.RDONLY);
+    const allocated: bigint[] = [];
+    for (let off = 0n; off < 16n * 4096n;) {
+      const d = tryLseek(fd, off, 3);
+      if (d < 0n) break;
+      const h = tryLseek(fd, d, 4);
+      for (let p = d; p < h; p += 4096n) allocated.push(p / 4096n);
+      off = h;
+    }
+    close(fd);
+    assertEquals(allocated, [0n, 5n, 9n]);
+    Deno.kill(v.pid, "SIGUSR1");
+    for (let i = 0; i < 60 && !/PASS|FAIL/.test(Deno.readTextFileSync(v.out)); i++) await sleep(50);
+    assertMatch(Deno.readTextFileSync(v.out), /PASS shm/);
   } finally {
     await stopVictim(v);
     killTree(pids);

@@ -41,6 +41,8 @@ export interface DumpStats {
   memwriteUs: number;
   pagesScanned: number;
   pagesWritten: number;
+  /** Pages of shared memory written (shmem objects, once each). */
+  shpagesWritten: number;
 }
 
 /** The context one dump runs in. */
@@ -54,6 +56,7 @@ export class DumpContext {
     memwriteUs: 0,
     pagesScanned: 0,
     pagesWritten: 0,
+    shpagesWritten: 0,
   };
   /** Images written, by file name. */
   readonly written: string[] = [];
@@ -66,6 +69,9 @@ export class DumpContext {
   /** Terminals by device number. */
   readonly ttys = new Map<number, TtyInfo>();
   #nextFileId = 1;
+  #nextPagesId = 1;
+  /** Shmem objects (by inode) whose pages are dumped already. */
+  readonly shmemDone = new Set<bigint>();
   #nextObjectId = 1;
 
   constructor(opts: DumpOptions, log: Logger) {
@@ -76,6 +82,11 @@ export class DumpContext {
   /** A fresh id for a file entry (files.img ids are unique across the dump). */
   fileId(): number {
     return this.#nextFileId++;
+  }
+
+  /** The id of the next pages-N.img. */
+  pagesId(): number {
+    return this.#nextPagesId++;
   }
 
   /** A fresh kernel-object id (vm, files, fs, sighand) for ids-PID.img. */

@@ -44,6 +44,7 @@ import {
   writeRegFile,
 } from "./files.ts";
 import { collectVmas, dumpMm, dumpPages } from "./mm.ts";
+import { dumpShmem } from "./shmem.ts";
 import { collectTask, collectThread } from "./task.ts";
 
 export type { DumpOptions, DumpStats };
@@ -149,7 +150,6 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   const files = ctx.image("files.img", "FILES");
   const pstree = ctx.image("pstree.img", "PSTREE");
   let rootIds: task_kobj_ids_entry | undefined;
-  let pagesId = 1;
   for (const proc of tree.processes) {
     pstree.entry(
       pstree_entrySchema,
@@ -169,7 +169,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
       );
       continue;
     }
-    const ids = await dumpProcess(ctx, tree, proc, files, pagesId++);
+    const ids = await dumpProcess(ctx, tree, proc, files);
     rootIds ??= ids;
   }
   ctx.faultPoint("collect");
@@ -225,7 +225,6 @@ async function dumpProcess(
   tree: FrozenTree,
   proc: TreeProcess,
   files: ReturnType<DumpContext["image"]>,
-  pagesId: number,
 ): Promise<task_kobj_ids_entry> {
   const pid = proc.pid;
   const leader = tree.task(pid);
@@ -241,7 +240,7 @@ async function dumpProcess(
       return collectThread(pid, tree.task(tid), trs);
     });
     ctx.faultPoint("parasite");
-    await dumpPages(ctx, rs, vmas, pagesId);
+    await dumpPages(ctx, rs, vmas, ctx.pagesId());
     ctx.faultPoint("pages");
     return { state, threads };
   })();
@@ -261,6 +260,7 @@ async function dumpProcess(
   }
   ctx.image(`ids-${pid}.img`, "IDS").entry(task_kobj_ids_entrySchema, ids);
   dumpMm(ctx, files, state, vmas);
+  dumpShmem(ctx, pid, vmas);
   ctx.faultPoint("mm");
   dumpFiles(ctx, files, ids.filesId, taskFiles);
   const cwdId = ctx.fileId(), rootId = ctx.fileId();
@@ -286,6 +286,7 @@ function writeStats(ctx: DumpContext): void {
         pagesScanned: BigInt(s.pagesScanned),
         pagesSkippedParent: 0n,
         pagesWritten: BigInt(s.pagesWritten),
+        shpagesWritten: BigInt(s.shpagesWritten),
         pagesLazy: 0n,
       }),
     }),

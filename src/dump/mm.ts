@@ -76,7 +76,7 @@ export function dumpMm(
       start: v.start,
       end: v.end,
       pgoff: v.pgoff,
-      shmid: isFile ? BigInt(fileId(v.path, fdflags)) : 0n,
+      shmid: isFile ? BigInt(fileId(v.path, fdflags)) : v.shmid,
       prot: v.prot,
       flags: v.flags,
       status: v.status >>> 0,

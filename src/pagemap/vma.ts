@@ -51,6 +51,8 @@ export interface Vma {
   madv: bigint;
   /** Backing file path for file mappings, "" otherwise. */
   path: string;
+  /** Inode of the shmem object of a shared anonymous mapping, 0 otherwise. */
+  shmid: bigint;
   /** The raw maps line it came from. */
   map: ProcMap;
   /** Why it cannot be dumped, when it cannot. */
@@ -82,6 +84,7 @@ export function classifyVma(m: ProcMap): Vma {
     if (advice !== undefined) madv |= 1n << BigInt(advice);
   }
   const v: Vma = {
+    shmid: 0n,
     start: m.start,
     end: m.end,
     pgoff: m.offset,
@@ -128,22 +131,20 @@ export function classifyVma(m: ProcMap): Vma {
     anon();
     return v;
   }
-  if (m.path.startsWith("[anon:") || m.path.startsWith("[anon_shmem:")) {
+  if (shared && (m.path === "/dev/zero (deleted)" || m.path.startsWith("[anon_shmem:"))) {
+    // MAP_SHARED | MAP_ANONYMOUS: a shmem object, dumped once by inode (dumpShmem).
+    v.flags |= MAP.ANONYMOUS;
+    v.status = VMA.AREA_REGULAR | VMA.ANON_SHARED;
+    v.shmid = BigInt(m.inode);
+  } else if (m.path.startsWith("[anon:")) {
     anon();
   } else if (m.inode === 0 && m.path.startsWith("[")) {
     v.status = VMA.AREA_UNSUPP;
     v.unsupported = `special mapping ${m.path}`;
-  } else if (
-    shared &&
-    (m.path.startsWith("/dev/zero") || m.path.startsWith("/SYSV") || m.path.startsWith("/memfd:"))
-  ) {
+  } else if (shared && (m.path.startsWith("/SYSV") || m.path.startsWith("/memfd:"))) {
     anon();
     v.status = VMA.AREA_UNSUPP;
-    v.unsupported = m.path.startsWith("/SYSV")
-      ? "System V shared memory"
-      : m.path.startsWith("/memfd:")
-      ? "shared memfd mapping"
-      : "shared anonymous memory";
+    v.unsupported = m.path.startsWith("/SYSV") ? "System V shared memory" : "shared memfd mapping";
   } else if (m.path.endsWith(" (deleted)")) {
     v.status = VMA.AREA_UNSUPP;
     v.unsupported = `mapping of deleted file ${m.path.slice(0, -10)}`;

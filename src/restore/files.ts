@@ -73,6 +73,8 @@ export interface ServiceFds {
   pages: number;
   /** Mapped files by file id. */
   maps: Map<number, number>;
+  /** Shared anonymous memory objects made by an earlier task, by inode. */
+  shmem: Map<bigint, number>;
   exe: number;
   /** Every service descriptor, for closing. */
   all: number[];
@@ -228,6 +230,7 @@ export function installFiles(
   table: FileTable,
   dump: DumpImages,
   task: TaskImages,
+  shmemHere: Map<bigint, number>,
 ): ServiceFds {
   const pid = rs.task.pid;
   const high = Math.max(64, ...task.fds.map((f) => f.fd + 1));
@@ -251,6 +254,11 @@ export function installFiles(
     if (!reg) throw new RestoreError(`File ${id} of a mapping is missing from files.img`);
     service.push({ key: `map:${id}`, fd: table.service(reg.name, reg.flags, "mapped file") });
   }
+  for (const v of task.mm.vmas) {
+    if (!(v.status & VMA.ANON_SHARED) || !shmemHere.has(v.shmid)) continue;
+    if (service.some((s) => s.key === `shm:${v.shmid}`)) continue;
+    service.push({ key: `shm:${v.shmid}`, fd: shmemHere.get(v.shmid)! });
+  }
   const exe = dump.files.get(task.mm.exeFileId)?.reg;
   if (!exe) throw new RestoreError(`The executable of task ${pid} is missing from files.img`);
   service.push({ key: "exe", fd: table.service(exe.name, O.RDONLY, "executable") });
@@ -269,8 +277,12 @@ export function installFiles(
   });
   const svc = new Map(service.map((s, i) => [s.key, received[ids.length + i]]));
   const maps = new Map<number, number>();
-  for (const [key, fd] of svc) if (key.startsWith("map:")) maps.set(Number(key.slice(4)), fd);
-  return { pages: svc.get("pages")!, maps, exe: svc.get("exe")!, all: [...svc.values()] };
+  const shmem = new Map<bigint, number>();
+  for (const [key, fd] of svc) {
+    if (key.startsWith("map:")) maps.set(Number(key.slice(4)), fd);
+    if (key.startsWith("shm:")) shmem.set(BigInt(key.slice(4)), fd);
+  }
+  return { pages: svc.get("pages")!, maps, shmem, exe: svc.get("exe")!, all: [...svc.values()] };
 }
 
 /** Sends `fds` into the task; returns their numbers there, each moved to `high` or above. */

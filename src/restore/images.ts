@@ -72,6 +72,11 @@ export interface DumpImages {
   files: Map<number, file_entry>;
   /** Pipe contents by pipe id, with the pipe buffer size. */
   pipeData: Map<number, { data: Uint8Array; size: number }>;
+  /** Shared anonymous memory objects by inode: their pages (offset in the object, data). */
+  shmem: Map<
+    bigint,
+    { pagesPath: string; runs: { offset: bigint; bytes: number; fileOffset: number }[] }
+  >;
 }
 
 const PE_PRESENT = 1 << 2;
@@ -234,5 +239,52 @@ export function readDump(dir: string): DumpImages {
       pageOffsets,
     };
   });
-  return { dir, inventory, tasks, files, pipeData };
+  const shmem = new Map<
+    bigint,
+    { pagesPath: string; runs: { offset: bigint; bytes: number; fileOffset: number }[] }
+  >();
+  for (const e of Deno.readDirSync(dir)) {
+    const m = /^pagemap-shmem-(\d+)\.img$/.exec(e.name);
+    if (!m) continue;
+    const { head, entries } = readPagemap(p(e.name));
+    const pagesPath = p(`pages-${head}.img`);
+    let off = 0;
+    const runs = entries.map((x) => {
+      const r = { offset: x.vaddr, bytes: x.nrPages * 4096, fileOffset: off };
+      off += r.bytes;
+      return r;
+    });
+    checkPagesSize(pagesPath, p(e.name), off);
+    shmem.set(BigInt(m[1]), { pagesPath, runs });
+  }
+  return { dir, inventory, tasks, files, pipeData, shmem };
+}
+
+/** A pagemap image: the pages-N.img id of its head, and its entries. */
+function readPagemap(path: string): { head: number; entries: pagemap_entry[] } {
+  const bytes = readImageBytes(path);
+  const start = checkHeader(path, bytes, "PAGEMAP");
+  if (bytes.length < start + 4) throw new ImageError(`Image ${path} is truncated: no pagemap head`);
+  const headSize = new DataView(bytes.buffer, bytes.byteOffset).getUint32(start, true);
+  const [head] = decodeEntries(
+    path,
+    bytes.subarray(0, start + 4 + headSize),
+    start,
+    pagemap_headSchema,
+  );
+  if (!head) throw new ImageError(`Image ${path} is truncated: no pagemap head`);
+  const entries = decodeEntries(path, bytes, start + 4 + headSize, pagemap_entrySchema).map((e) =>
+    e.message
+  );
+  return { head: head.message.pagesId, entries };
+}
+
+function checkPagesSize(pagesPath: string, pagemapPath: string, need: number): void {
+  if (!exists(pagesPath)) throw new ImageError(`Missing image ${pagesPath}`);
+  const size = Deno.statSync(pagesPath).size;
+  if (size < need) {
+    throw new ImageError(
+      `Image ${pagesPath} is shorter than ${pagemapPath} says: ${size} bytes, expected ${need}`,
+    );
+  }
 }

@@ -134,11 +134,13 @@ export interface MemoryPlanInput {
   mapFds: Map<number, number>;
   /** Descriptor in the task of pages-N.img. */
   pagesFd: number;
+  /** Descriptors in the task of shared anonymous memory made by an earlier task, by inode. */
+  shmemFds: Map<bigint, number>;
 }
 
 /** The ops that rebuild the dumped address space. */
 export function planMemory(input: MemoryPlanInput): Op[] {
-  const { task, maps, area, tempBase, mapFds, pagesFd } = input;
+  const { task, maps, area, tempBase, mapFds, pagesFd, shmemFds } = input;
   const mm: mm_entry = task.mm;
   const ops: Op[] = [];
   const pairs = pairSpecials(mm.vmas, maps);
@@ -189,6 +191,32 @@ export function planMemory(input: MemoryPlanInput): Op[] {
   });
   for (const v of mm.vmas) {
     if (!(v.status & VMA.AREA_REGULAR) || v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR)) continue;
+    if (v.status & VMA.ANON_SHARED) {
+      // The first task makes the object; the others map the same one by descriptor.
+      const shm = shmemFds.get(v.shmid);
+      if (shm === undefined && v.pgoff !== 0n) {
+        throw new Error(
+          `Shared memory ${v.shmid} at ${
+            hex(v.start)
+          } starts at offset ${v.pgoff}; not supported yet`,
+        );
+      }
+      ops.push({
+        code: OP.MMAP,
+        args: shm === undefined
+          ? [v.start, v.end - v.start, BigInt(v.prot), BigInt(v.flags), -1n, 0n]
+          : [
+            v.start,
+            v.end - v.start,
+            BigInt(v.prot),
+            BigInt(v.flags & ~MAP.ANONYMOUS),
+            BigInt(shm),
+            v.pgoff,
+          ],
+        what: `map shared memory ${v.shmid} at ${hex(v.start)}`,
+      });
+      continue;
+    }
     const isFile = (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0;
     const fd = isFile ? mapFds.get(Number(v.shmid)) : -1;
     if (fd === undefined) {

@@ -32,13 +32,18 @@ import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
 import { VMA } from "../pagemap/vma.ts";
 import {
+  close,
   NR,
+  O,
+  open as openHere,
   PTRACE_O,
   ptraceGetXstate,
+  pwriteAll,
   readRemote,
   remoteAdd,
   type RemotePtr,
   remotePtr,
+  syscall,
   writeRemote,
 } from "../syscalls/mod.ts";
 import { RemoteSyscalls } from "../tree/infect.ts";
@@ -208,12 +213,18 @@ export async function restore(
     let pages = 0;
     {
       using table = new FileTable(dump, opts.shellJob ?? false);
-      for (const p of procs) {
-        if (p.task.zombie) continue;
-        const maps = parseMaps(readProcText(p.task.pstree.pid, "maps"));
-        const rs = RemoteSyscalls.open(p.seized, maps);
-        pages += restoreInside(rs, dump, table, p, maps, opts, log).pages;
-        rs.close({ restoreState: false });
+      const shmem = new Map<bigint, number>();
+      try {
+        for (const p of procs) {
+          if (p.task.zombie) continue;
+          const maps = parseMaps(readProcText(p.task.pstree.pid, "maps"));
+          const rs = RemoteSyscalls.open(p.seized, maps);
+          pages += restoreInside(rs, dump, table, shmem, p, maps, opts, log).pages;
+          rs.close({ restoreState: false });
+          pages += fillShmem(dump, p.task, shmem);
+        }
+      } finally {
+        for (const fd of shmem.values()) close(fd);
       }
     }
     fault("state");
@@ -261,6 +272,48 @@ export async function restore(
     await made.helper.status.catch(() => {});
     throw e;
   }
+}
+
+/**
+ * Shared anonymous memory that `task` has just made (it was the first to map it): opened here
+ * through /proc/PID/map_files, sized for every task that maps it, filled with its dumped pages,
+ * and kept in `shmem` for the tasks after it. Returns the pages written.
+ */
+function fillShmem(dump: DumpImages, task: TaskImages, shmem: Map<bigint, number>): number {
+  let pages = 0;
+  const pid = task.pstree.pid;
+  for (const v of task.mm.vmas) {
+    if (!(v.status & VMA.ANON_SHARED) || shmem.has(v.shmid)) continue;
+    const path = `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
+    const fd = openHere(path, O.RDWR | O.CLOEXEC);
+    shmem.set(v.shmid, fd);
+    let size = 0n;
+    for (const t of dump.tasks) {
+      for (const w of t.zombie ? [] : t.mm.vmas) {
+        if (w.status & VMA.ANON_SHARED && w.shmid === v.shmid && w.pgoff + w.end - w.start > size) {
+          size = w.pgoff + w.end - w.start;
+        }
+      }
+    }
+    if (BigInt(Deno.statSync(path).size) < size) {
+      syscall(NR.ftruncate, "ftruncate", `shared memory ${v.shmid}`, fd, size);
+    }
+    const content = dump.shmem.get(v.shmid);
+    if (!content) continue;
+    using pagesFile = Deno.openSync(content.pagesPath, { read: true });
+    for (const r of content.runs) {
+      const buf = new Uint8Array(r.bytes);
+      pagesFile.seekSync(r.fileOffset, Deno.SeekMode.Start);
+      for (let got = 0; got < r.bytes;) {
+        const n = pagesFile.readSync(buf.subarray(got));
+        if (!n) throw new RestoreError(`Image ${content.pagesPath} ended early`);
+        got += n;
+      }
+      pwriteAll(fd, buf, r.offset, `shared memory ${v.shmid}`);
+      pages += r.bytes / 4096;
+    }
+  }
+  return pages;
 }
 
 /** Registers, FPU state and signal mask of one thread from its core; then it runs. */
@@ -374,6 +427,7 @@ function restoreInside(
   rs: RemoteSyscalls,
   dump: DumpImages,
   table: FileTable,
+  shmem: Map<bigint, number>,
   proc: Restoring,
   maps: ReturnType<typeof parseMaps>,
   opts: RestoreOptions,
@@ -401,7 +455,7 @@ function restoreInside(
   log.debug(`restorer area at 0x${gap.toString(16)} (${areaSize} bytes)`);
 
   // 4. FILES
-  const fds = installFiles(rs, arena, table, dump, task);
+  const fds = installFiles(rs, arena, table, dump, task, shmem);
   if (opts.faultInject === "files") throw new RestoreError("Fault injected at files");
 
   // 5. MEMORY
@@ -412,6 +466,7 @@ function restoreInside(
     tempBase: gap + areaSize + 0x8000n,
     mapFds: fds.maps,
     pagesFd: fds.pages,
+    shmemFds: fds.shmem,
   });
   if (ops.length > maxOps) throw new RestoreError(`Too many restorer operations (${ops.length})`);
   writeRemote(pid, remoteAdd(area, AREA_CODE), code);

@@ -21,6 +21,7 @@ export const EFAULT = 14;
 export const EBUSY = 16;
 export const EINVAL = 22;
 export const ENOSYS = 38;
+export const ENXIO = 6;
 
 /** The symbolic name of an errno value, e.g. `ESRCH`. */
 export function errnoName(errno: number): string {

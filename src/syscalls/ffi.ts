@@ -46,6 +46,8 @@ const SYMBOLS = {
   read: { parameters: ["i32", "buffer", "u64"], result: "i64" },
   // ssize_t pread(int fd, void *buf, size_t count, off_t offset);
   pread64: { parameters: ["i32", "buffer", "u64", "i64"], result: "i64" },
+  // ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset);
+  pwrite64: { parameters: ["i32", "buffer", "u64", "i64"], result: "i64" },
   // ssize_t write(int fd, const void *buf, size_t count);
   write: { parameters: ["i32", "buffer", "u64"], result: "i64" },
   // int pipe2(int pipefd[2], int flags);

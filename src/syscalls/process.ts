@@ -141,6 +141,21 @@ export function writeAll(fd: number, buf: Uint8Array, what: string): void {
   }
 }
 
+/** pwrite(2) of a whole buffer at `offset` (loops on short writes). */
+export function pwriteAll(fd: number, buf: Uint8Array, offset: bigint, what: string): void {
+  let done = 0;
+  while (done < buf.length) {
+    const chunk = buf.subarray(done);
+    const n = Number(libc.pwrite64(fd, chunk, BigInt(chunk.length), offset + BigInt(done)));
+    if (n < 0) {
+      const errno = lastErrno();
+      if (errno === 4) continue;
+      throw new Errno("pwrite", errno, what);
+    }
+    done += n;
+  }
+}
+
 /** pread(2) returning the count. */
 export function pread(fd: number, buf: Uint8Array, offset: number | bigint, what: string): number {
   return Number(unwrap(libc.pread64(fd, buf, BigInt(buf.length), BigInt(offset)), "pread", what));

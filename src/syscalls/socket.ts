@@ -117,3 +117,9 @@ export function parseRights(control: Uint8Array): number[] {
 export function lseek(fd: number, offset: bigint, whence: number): bigint {
   return unwrap(sys(NR.lseek, BigInt(fd), offset, BigInt(whence)), "lseek", `fd ${fd}`);
 }
+
+/** lseek(2) returning `-errno` on failure (ENXIO ends a SEEK_DATA walk). */
+export function tryLseek(fd: number, offset: bigint, whence: number): bigint {
+  const ret = sys(NR.lseek, BigInt(fd), offset, BigInt(whence));
+  return ret < 0n ? -BigInt(lastErrno()) : ret;
+}

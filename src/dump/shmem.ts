@@ -1,0 +1,86 @@
+/**
+ * Shared anonymous memory (MAP_SHARED | MAP_ANONYMOUS): each shmem object is dumped once, by
+ * inode, whichever processes map it: pagemap-shmem-INODE.img lists its allocated pages by
+ * offset in the object, their contents go to a pages-N.img of their own.
+ *
+ * The object is read through /proc/PID/map_files (the object itself, not one process's view
+ * of it), and SEEK_DATA/SEEK_HOLE find the pages it holds: pages never touched are not stored.
+ *
+ * @module
+ */
+import { create } from "@bufbuild/protobuf";
+import { join } from "node:path";
+import { pagemap_entrySchema, pagemap_headSchema } from "../../proto/gen/mm_pb.ts";
+import { IMAGE_MODE } from "../images/image.ts";
+import { close, O, open, pread } from "../syscalls/mod.ts";
+import { tryLseek } from "../syscalls/socket.ts";
+import { VMA, type Vma } from "../pagemap/vma.ts";
+import type { DumpContext } from "./context.ts";
+import { PE_PRESENT } from "./mm.ts";
+
+const SEEK_DATA = 3, SEEK_HOLE = 4;
+const PAGE = 4096;
+const CHUNK = 8 << 20;
+
+/** Dumps the shmem objects mapped by task `pid` that no earlier task of the tree mapped. */
+export function dumpShmem(ctx: DumpContext, pid: number, vmas: Vma[]): void {
+  for (const v of vmas) {
+    if (!(v.status & VMA.ANON_SHARED) || ctx.shmemDone.has(v.shmid)) continue;
+    ctx.shmemDone.add(v.shmid);
+    const path = `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
+    const fd = open(path, O.RDONLY | O.CLOEXEC);
+    try {
+      const size = BigInt(Deno.statSync(path).size);
+      const runs: { off: bigint; len: bigint }[] = [];
+      for (let off = 0n; off < size;) {
+        const data = tryLseek(fd, off, SEEK_DATA);
+        if (data < 0n) break; // ENXIO: no data past off
+        const hole = tryLseek(fd, data, SEEK_HOLE);
+        const end = hole < 0n ? size : hole;
+        runs.push({ off: data, len: end - data });
+        off = end;
+      }
+      const pagesId = ctx.pagesId();
+      const pagesFile = `pages-${pagesId}.img`;
+      using out = Deno.openSync(join(ctx.opts.imagesDir, pagesFile), {
+        write: true,
+        create: true,
+        truncate: true,
+        mode: IMAGE_MODE,
+      });
+      ctx.written.push(pagesFile);
+      const buf = new Uint8Array(CHUNK);
+      let pages = 0;
+      for (const r of runs) {
+        for (let done = 0n; done < r.len;) {
+          const n = Number(r.len - done < BigInt(CHUNK) ? r.len - done : BigInt(CHUNK));
+          const got = pread(fd, buf.subarray(0, n), r.off + done, path);
+          if (got !== n) {
+            throw new Error(`Short read of shared memory ${v.shmid}: ${got} of ${n} bytes`);
+          }
+          let w = 0;
+          while (w < n) w += out.writeSync(buf.subarray(w, n));
+          done += BigInt(n);
+        }
+        pages += Number(r.len) / PAGE;
+      }
+      out.syncSync();
+      ctx.stats.shpagesWritten += pages;
+      const img = ctx.image(`pagemap-shmem-${v.shmid}.img`, "PAGEMAP");
+      img.entry(pagemap_headSchema, create(pagemap_headSchema, { pagesId }));
+      for (const r of runs) {
+        img.entry(
+          pagemap_entrySchema,
+          create(pagemap_entrySchema, {
+            vaddr: r.off,
+            nrPages: Number(r.len) / PAGE,
+            flags: PE_PRESENT,
+          }),
+        );
+      }
+      ctx.log.info(`shared memory ${v.shmid}: ${pages} pages of ${size / BigInt(PAGE)}`);
+    } finally {
+      close(fd);
+    }
+  }
+}
