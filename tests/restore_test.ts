@@ -374,3 +374,29 @@ Deno.test("a shell job on a terminal: dump -j and restore -j onto the restorer's
     if (pid) killQuietly(pid);
   }
 });
+
+Deno.test("eventfd, signalfd, timerfd and an epoll set watching them survive dump and restore", async () => {
+  const bin = await buildVictim("fdkinds");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  let pid = 0;
+  try {
+    const r = await waitReport(v);
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    const img = await critDecodeAll(imgs);
+    const files = img.get("files.img")!.entries;
+    const byType = (t: string) => files.find((f: { type: string }) => f.type === t);
+    assertEquals(Number(byType("EVENTFD").efd.counter), 5);
+    assertEquals(Number(byType("SIGNALFD").sgfd.sigmask), 1 << 9);
+    assertEquals(Number(byType("TIMERFD").tfd.insec), 50_000_000);
+    const tfds = byType("EVENTPOLL").epfd.tfd.map((t: { tfd: number }) => t.tfd).sort();
+    assertEquals(tfds, [Number(r.efd), Number(r.tfd)].sort());
+    pid = await restoreDetached(imgs);
+    Deno.kill(pid, "SIGTERM");
+    await waitLine(v.out, /^(PASS|FAIL)/);
+    assertMatch(Deno.readTextFileSync(v.out), /PASS fds/);
+  } finally {
+    await stopVictim(v);
+    if (pid) killQuietly(pid);
+  }
+});

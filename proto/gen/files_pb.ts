@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file files.proto.
  */
 export const file_files: GenFile = /*@__PURE__*/
-  fileDesc("CgtmaWxlcy5wcm90byJWCgpmb3duX2VudHJ5EgsKA3VpZBgBIAIoDRIMCgRldWlkGAIgAigNEg4KBnNpZ251bRgDIAIoDRIQCghwaWRfdHlwZRgEIAIoDRILCgNwaWQYBSACKA0ibgoMZmRpbmZvX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhcKBHR5cGUYAyACKA4yCS5mZF90eXBlcxIKCgJmZBgEIAIoDRIeChZ4YXR0cl9zZWN1cml0eV9zZWxpbnV4GAUgASgJIp4BCg5yZWdfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRILCgNwb3MYAyACKAQSGQoEZm93bhgFIAIoCzILLmZvd25fZW50cnkSDAoEbmFtZRgGIAIoCRISCgZtbnRfaWQYByABKBE6Ai0xEgwKBHNpemUYCCABKAQSCwoDZXh0GAkgASgIEgwKBG1vZGUYCiABKA0iUwoKcGlwZV9lbnRyeRIKCgJpZBgBIAIoDRIPCgdwaXBlX2lkGAIgAigNEg0KBWZsYWdzGAMgAigNEhkKBGZvd24YBCACKAsyCy5mb3duX2VudHJ5Ij8KD3BpcGVfZGF0YV9lbnRyeRIPCgdwaXBlX2lkGAEgAigNEg0KBWJ5dGVzGAIgAigNEgwKBHNpemUYAyABKA0ilQEKDXRlcm1pb3NfZW50cnkSDwoHY19pZmxhZxgBIAIoDRIPCgdjX29mbGFnGAIgAigNEg8KB2NfY2ZsYWcYAyACKA0SDwoHY19sZmxhZxgEIAIoDRIOCgZjX2xpbmUYBSACKA0SEAoIY19pc3BlZWQYBiACKA0SEAoIY19vc3BlZWQYByACKA0SDAoEY19jYxgIIAMoDSJVCg13aW5zaXplX2VudHJ5Eg4KBndzX3JvdxgBIAIoDRIOCgZ3c19jb2wYAiACKA0SEQoJd3NfeHBpeGVsGAMgAigNEhEKCXdzX3lwaXhlbBgEIAIoDSIeCg10dHlfcHR5X2VudHJ5Eg0KBWluZGV4GAEgAigNIsMCCg50dHlfaW5mb19lbnRyeRIKCgJpZBgBIAIoDRIWCgR0eXBlGAIgAigOMgguVHR5VHlwZRIOCgZsb2NrZWQYAyACKAgSEQoJZXhjbHVzaXZlGAQgAigIEhMKC3BhY2tldF9tb2RlGAUgAigIEgsKA3NpZBgGIAIoDRIMCgRwZ3JwGAcgAigNEgwKBHJkZXYYCCACKA0SHwoHdGVybWlvcxgJIAEoCzIOLnRlcm1pb3NfZW50cnkSJgoOdGVybWlvc19sb2NrZWQYCiABKAsyDi50ZXJtaW9zX2VudHJ5Eh8KB3dpbnNpemUYCyABKAsyDi53aW5zaXplX2VudHJ5EhsKA3B0eRgMIAEoCzIOLnR0eV9wdHlfZW50cnkSCwoDZGV2GA0gASgNEgsKA3VpZBgOIAEoDRILCgNnaWQYDyABKA0ibAoOdHR5X2ZpbGVfZW50cnkSCgoCaWQYASACKA0SEwoLdHR5X2luZm9faWQYAiACKA0SDQoFZmxhZ3MYAyACKA0SGQoEZm93bhgEIAIoCzILLmZvd25fZW50cnkSDwoHcmVnZl9pZBgGIAEoDSKIAQoKZmlsZV9lbnRyeRIXCgR0eXBlGAEgAigOMgkuZmRfdHlwZXMSCgoCaWQYAiACKA0SHAoDcmVnGAMgASgLMg8ucmVnX2ZpbGVfZW50cnkSGQoEcGlwZRgSIAEoCzILLnBpcGVfZW50cnkSHAoDdHR5GBMgASgLMg8udHR5X2ZpbGVfZW50cnkiOgoIZnNfZW50cnkSDgoGY3dkX2lkGAEgAigNEg8KB3Jvb3RfaWQYAiACKA0SDQoFdW1hc2sYAyABKA0qlAIKCGZkX3R5cGVzEgcKA1VORBAAEgcKA1JFRxABEggKBFBJUEUQAhIICgRGSUZPEAMSCgoGSU5FVFNLEAQSCgoGVU5JWFNLEAUSCwoHRVZFTlRGRBAGEg0KCUVWRU5UUE9MTBAHEgsKB0lOT1RJRlkQCBIMCghTSUdOQUxGRBAJEgwKCFBBQ0tFVFNLEAoSBwoDVFRZEAsSDAoIRkFOT1RJRlkQDBINCglORVRMSU5LU0sQDRIGCgJOUxAOEggKBFRVTkYQDxIHCgNFWFQQEBILCgdUSU1FUkZEEBESCQoFTUVNRkQQEhIKCgZCUEZNQVAQExINCgdDVExfVFRZEP7/AxIRCgtBVVRPRlNfUElQRRD//wMqVwoHVHR5VHlwZRILCgdVTktOT1dOEAASBwoDUFRZEAESCwoHQ09OU09MRRACEgYKAlZUEAMSCAoEQ1RUWRAEEgsKB0VYVF9UVFkQBRIKCgZTRVJJQUwQBg");
+  fileDesc("CgtmaWxlcy5wcm90byJWCgpmb3duX2VudHJ5EgsKA3VpZBgBIAIoDRIMCgRldWlkGAIgAigNEg4KBnNpZ251bRgDIAIoDRIQCghwaWRfdHlwZRgEIAIoDRILCgNwaWQYBSACKA0ibgoMZmRpbmZvX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhcKBHR5cGUYAyACKA4yCS5mZF90eXBlcxIKCgJmZBgEIAIoDRIeChZ4YXR0cl9zZWN1cml0eV9zZWxpbnV4GAUgASgJIp4BCg5yZWdfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRILCgNwb3MYAyACKAQSGQoEZm93bhgFIAIoCzILLmZvd25fZW50cnkSDAoEbmFtZRgGIAIoCRISCgZtbnRfaWQYByABKBE6Ai0xEgwKBHNpemUYCCABKAQSCwoDZXh0GAkgASgIEgwKBG1vZGUYCiABKA0iUwoKcGlwZV9lbnRyeRIKCgJpZBgBIAIoDRIPCgdwaXBlX2lkGAIgAigNEg0KBWZsYWdzGAMgAigNEhkKBGZvd24YBCACKAsyCy5mb3duX2VudHJ5Ij8KD3BpcGVfZGF0YV9lbnRyeRIPCgdwaXBlX2lkGAEgAigNEg0KBWJ5dGVzGAIgAigNEgwKBHNpemUYAyABKA0ilQEKDXRlcm1pb3NfZW50cnkSDwoHY19pZmxhZxgBIAIoDRIPCgdjX29mbGFnGAIgAigNEg8KB2NfY2ZsYWcYAyACKA0SDwoHY19sZmxhZxgEIAIoDRIOCgZjX2xpbmUYBSACKA0SEAoIY19pc3BlZWQYBiACKA0SEAoIY19vc3BlZWQYByACKA0SDAoEY19jYxgIIAMoDSJVCg13aW5zaXplX2VudHJ5Eg4KBndzX3JvdxgBIAIoDRIOCgZ3c19jb2wYAiACKA0SEQoJd3NfeHBpeGVsGAMgAigNEhEKCXdzX3lwaXhlbBgEIAIoDSIeCg10dHlfcHR5X2VudHJ5Eg0KBWluZGV4GAEgAigNIsMCCg50dHlfaW5mb19lbnRyeRIKCgJpZBgBIAIoDRIWCgR0eXBlGAIgAigOMgguVHR5VHlwZRIOCgZsb2NrZWQYAyACKAgSEQoJZXhjbHVzaXZlGAQgAigIEhMKC3BhY2tldF9tb2RlGAUgAigIEgsKA3NpZBgGIAIoDRIMCgRwZ3JwGAcgAigNEgwKBHJkZXYYCCACKA0SHwoHdGVybWlvcxgJIAEoCzIOLnRlcm1pb3NfZW50cnkSJgoOdGVybWlvc19sb2NrZWQYCiABKAsyDi50ZXJtaW9zX2VudHJ5Eh8KB3dpbnNpemUYCyABKAsyDi53aW5zaXplX2VudHJ5EhsKA3B0eRgMIAEoCzIOLnR0eV9wdHlfZW50cnkSCwoDZGV2GA0gASgNEgsKA3VpZBgOIAEoDRILCgNnaWQYDyABKA0ibAoOdHR5X2ZpbGVfZW50cnkSCgoCaWQYASACKA0SEwoLdHR5X2luZm9faWQYAiACKA0SDQoFZmxhZ3MYAyACKA0SGQoEZm93bhgEIAIoCzILLmZvd25fZW50cnkSDwoHcmVnZl9pZBgGIAEoDSJbChJldmVudGZkX2ZpbGVfZW50cnkSCgoCaWQYASACKA0SDQoFZmxhZ3MYAiACKA0SGQoEZm93bhgDIAIoCzILLmZvd25fZW50cnkSDwoHY291bnRlchgEIAIoBCJXCg5zaWduYWxmZF9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIPCgdzaWdtYXNrGAQgAigEIrYBCg10aW1lcmZkX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhkKBGZvd24YAyACKAsyCy5mb3duX2VudHJ5Eg8KB2Nsb2NraWQYBCACKA0SDQoFdGlja3MYBSACKAQSFQoNc2V0dGltZV9mbGFncxgGIAIoDRIMCgR2c2VjGAcgAigEEg0KBXZuc2VjGAggAigEEgwKBGlzZWMYCSACKAQSDQoFaW5zZWMYCiACKAQidQoTZXZlbnRwb2xsX3RmZF9lbnRyeRIKCgJpZBgBIAIoDRILCgN0ZmQYAiACKA0SDgoGZXZlbnRzGAMgAigNEgwKBGRhdGEYBCACKAQSCwoDZGV2GAUgASgNEg0KBWlub2RlGAYgASgEEgsKA3BvcxgHIAEoBCJvChRldmVudHBvbGxfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIhCgN0ZmQYBCADKAsyFC5ldmVudHBvbGxfdGZkX2VudHJ5IosCCgpmaWxlX2VudHJ5EhcKBHR5cGUYASACKA4yCS5mZF90eXBlcxIKCgJpZBgCIAIoDRIcCgNyZWcYAyABKAsyDy5yZWdfZmlsZV9lbnRyeRIgCgNlZmQYCCABKAsyEy5ldmVudGZkX2ZpbGVfZW50cnkSIwoEZXBmZBgJIAEoCzIVLmV2ZW50cG9sbF9maWxlX2VudHJ5Eh0KBHNnZmQYCiABKAsyDy5zaWduYWxmZF9lbnRyeRIbCgN0ZmQYDCABKAsyDi50aW1lcmZkX2VudHJ5EhkKBHBpcGUYEiABKAsyCy5waXBlX2VudHJ5EhwKA3R0eRgTIAEoCzIPLnR0eV9maWxlX2VudHJ5IjoKCGZzX2VudHJ5Eg4KBmN3ZF9pZBgBIAIoDRIPCgdyb290X2lkGAIgAigNEg0KBXVtYXNrGAMgASgNKpQCCghmZF90eXBlcxIHCgNVTkQQABIHCgNSRUcQARIICgRQSVBFEAISCAoERklGTxADEgoKBklORVRTSxAEEgoKBlVOSVhTSxAFEgsKB0VWRU5URkQQBhINCglFVkVOVFBPTEwQBxILCgdJTk9USUZZEAgSDAoIU0lHTkFMRkQQCRIMCghQQUNLRVRTSxAKEgcKA1RUWRALEgwKCEZBTk9USUZZEAwSDQoJTkVUTElOS1NLEA0SBgoCTlMQDhIICgRUVU5GEA8SBwoDRVhUEBASCwoHVElNRVJGRBAREgkKBU1FTUZEEBISCgoGQlBGTUFQEBMSDQoHQ1RMX1RUWRD+/wMSEQoLQVVUT0ZTX1BJUEUQ//8DKlcKB1R0eVR5cGUSCwoHVU5LTk9XThAAEgcKA1BUWRABEgsKB0NPTlNPTEUQAhIGCgJWVBADEggKBENUVFkQBBILCgdFWFRfVFRZEAUSCgoGU0VSSUFMEAY");
 
 /**
  * File owner for SIGIO (F_SETOWN).
@@ -438,6 +438,215 @@ export const tty_file_entrySchema: GenMessage<tty_file_entry> = /*@__PURE__*/
   messageDesc(file_files, 9);
 
 /**
+ * @generated from message eventfd_file_entry
+ */
+export type eventfd_file_entry = Message<"eventfd_file_entry"> & {
+  /**
+   * @generated from field: required uint32 id = 1;
+   */
+  id: number;
+
+  /**
+   * @generated from field: required uint32 flags = 2;
+   */
+  flags: number;
+
+  /**
+   * @generated from field: required fown_entry fown = 3;
+   */
+  fown?: fown_entry | undefined;
+
+  /**
+   * @generated from field: required uint64 counter = 4;
+   */
+  counter: bigint;
+};
+
+/**
+ * Describes the message eventfd_file_entry.
+ * Use `create(eventfd_file_entrySchema)` to create a new message.
+ */
+export const eventfd_file_entrySchema: GenMessage<eventfd_file_entry> = /*@__PURE__*/
+  messageDesc(file_files, 10);
+
+/**
+ * @generated from message signalfd_entry
+ */
+export type signalfd_entry = Message<"signalfd_entry"> & {
+  /**
+   * @generated from field: required uint32 id = 1;
+   */
+  id: number;
+
+  /**
+   * @generated from field: required uint32 flags = 2;
+   */
+  flags: number;
+
+  /**
+   * @generated from field: required fown_entry fown = 3;
+   */
+  fown?: fown_entry | undefined;
+
+  /**
+   * @generated from field: required uint64 sigmask = 4;
+   */
+  sigmask: bigint;
+};
+
+/**
+ * Describes the message signalfd_entry.
+ * Use `create(signalfd_entrySchema)` to create a new message.
+ */
+export const signalfd_entrySchema: GenMessage<signalfd_entry> = /*@__PURE__*/
+  messageDesc(file_files, 11);
+
+/**
+ * A timerfd: remaining time (v) and interval (i), expirations not yet read (ticks).
+ *
+ * @generated from message timerfd_entry
+ */
+export type timerfd_entry = Message<"timerfd_entry"> & {
+  /**
+   * @generated from field: required uint32 id = 1;
+   */
+  id: number;
+
+  /**
+   * @generated from field: required uint32 flags = 2;
+   */
+  flags: number;
+
+  /**
+   * @generated from field: required fown_entry fown = 3;
+   */
+  fown?: fown_entry | undefined;
+
+  /**
+   * @generated from field: required uint32 clockid = 4;
+   */
+  clockid: number;
+
+  /**
+   * @generated from field: required uint64 ticks = 5;
+   */
+  ticks: bigint;
+
+  /**
+   * @generated from field: required uint32 settime_flags = 6;
+   */
+  settimeFlags: number;
+
+  /**
+   * @generated from field: required uint64 vsec = 7;
+   */
+  vsec: bigint;
+
+  /**
+   * @generated from field: required uint64 vnsec = 8;
+   */
+  vnsec: bigint;
+
+  /**
+   * @generated from field: required uint64 isec = 9;
+   */
+  isec: bigint;
+
+  /**
+   * @generated from field: required uint64 insec = 10;
+   */
+  insec: bigint;
+};
+
+/**
+ * Describes the message timerfd_entry.
+ * Use `create(timerfd_entrySchema)` to create a new message.
+ */
+export const timerfd_entrySchema: GenMessage<timerfd_entry> = /*@__PURE__*/
+  messageDesc(file_files, 12);
+
+/**
+ * One file watched by an epoll instance: its descriptor number in the task, events, data.
+ *
+ * @generated from message eventpoll_tfd_entry
+ */
+export type eventpoll_tfd_entry = Message<"eventpoll_tfd_entry"> & {
+  /**
+   * @generated from field: required uint32 id = 1;
+   */
+  id: number;
+
+  /**
+   * @generated from field: required uint32 tfd = 2;
+   */
+  tfd: number;
+
+  /**
+   * @generated from field: required uint32 events = 3;
+   */
+  events: number;
+
+  /**
+   * @generated from field: required uint64 data = 4;
+   */
+  data: bigint;
+
+  /**
+   * @generated from field: optional uint32 dev = 5;
+   */
+  dev: number;
+
+  /**
+   * @generated from field: optional uint64 inode = 6;
+   */
+  inode: bigint;
+
+  /**
+   * @generated from field: optional uint64 pos = 7;
+   */
+  pos: bigint;
+};
+
+/**
+ * Describes the message eventpoll_tfd_entry.
+ * Use `create(eventpoll_tfd_entrySchema)` to create a new message.
+ */
+export const eventpoll_tfd_entrySchema: GenMessage<eventpoll_tfd_entry> = /*@__PURE__*/
+  messageDesc(file_files, 13);
+
+/**
+ * @generated from message eventpoll_file_entry
+ */
+export type eventpoll_file_entry = Message<"eventpoll_file_entry"> & {
+  /**
+   * @generated from field: required uint32 id = 1;
+   */
+  id: number;
+
+  /**
+   * @generated from field: required uint32 flags = 2;
+   */
+  flags: number;
+
+  /**
+   * @generated from field: required fown_entry fown = 3;
+   */
+  fown?: fown_entry | undefined;
+
+  /**
+   * @generated from field: repeated eventpoll_tfd_entry tfd = 4;
+   */
+  tfd: eventpoll_tfd_entry[];
+};
+
+/**
+ * Describes the message eventpoll_file_entry.
+ * Use `create(eventpoll_file_entrySchema)` to create a new message.
+ */
+export const eventpoll_file_entrySchema: GenMessage<eventpoll_file_entry> = /*@__PURE__*/
+  messageDesc(file_files, 14);
+
+/**
  * One open file description, any type; `id` is unique within the dump.
  *
  * @generated from message file_entry
@@ -459,6 +668,26 @@ export type file_entry = Message<"file_entry"> & {
   reg?: reg_file_entry | undefined;
 
   /**
+   * @generated from field: optional eventfd_file_entry efd = 8;
+   */
+  efd?: eventfd_file_entry | undefined;
+
+  /**
+   * @generated from field: optional eventpoll_file_entry epfd = 9;
+   */
+  epfd?: eventpoll_file_entry | undefined;
+
+  /**
+   * @generated from field: optional signalfd_entry sgfd = 10;
+   */
+  sgfd?: signalfd_entry | undefined;
+
+  /**
+   * @generated from field: optional timerfd_entry tfd = 12;
+   */
+  tfd?: timerfd_entry | undefined;
+
+  /**
    * @generated from field: optional pipe_entry pipe = 18;
    */
   pipe?: pipe_entry | undefined;
@@ -474,7 +703,7 @@ export type file_entry = Message<"file_entry"> & {
  * Use `create(file_entrySchema)` to create a new message.
  */
 export const file_entrySchema: GenMessage<file_entry> = /*@__PURE__*/
-  messageDesc(file_files, 10);
+  messageDesc(file_files, 15);
 
 /**
  * @generated from message fs_entry
@@ -501,7 +730,7 @@ export type fs_entry = Message<"fs_entry"> & {
  * Use `create(fs_entrySchema)` to create a new message.
  */
 export const fs_entrySchema: GenMessage<fs_entry> = /*@__PURE__*/
-  messageDesc(file_files, 11);
+  messageDesc(file_files, 16);
 
 /**
  * @generated from enum fd_types

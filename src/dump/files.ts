@@ -10,6 +10,9 @@
  */
 import { create } from "@bufbuild/protobuf";
 import {
+  eventfd_file_entrySchema,
+  eventpoll_file_entrySchema,
+  eventpoll_tfd_entrySchema,
   fd_types,
   fdinfo_entrySchema,
   file_entrySchema,
@@ -18,7 +21,9 @@ import {
   pipe_entrySchema,
   type reg_file_entry,
   reg_file_entrySchema,
+  signalfd_entrySchema,
   termios_entrySchema,
+  timerfd_entrySchema,
   tty_file_entrySchema,
   tty_info_entrySchema,
   tty_pty_entrySchema,
@@ -55,7 +60,21 @@ export class UnsupportedError extends Error {
 export type FileKind =
   | { type: "reg"; path: string; size: bigint; mode: number }
   | { type: "pipe"; ino: number }
-  | { type: "tty"; path: string; rdev: number; index: number };
+  | { type: "tty"; path: string; rdev: number; index: number }
+  | { type: "eventfd"; counter: bigint; semaphore: boolean }
+  | { type: "signalfd"; sigmask: bigint }
+  | {
+    type: "timerfd";
+    clockid: number;
+    ticks: bigint;
+    settimeFlags: number;
+    value: [bigint, bigint];
+    interval: [bigint, bigint];
+  }
+  | { type: "eventpoll"; tfds: { fd: number; events: number; data: bigint }[] };
+
+/** Anonymous-inode files that are state, not names: one object per open file description. */
+const ANON_KINDS = new Set(["eventfd", "signalfd", "timerfd", "eventpoll"]);
 
 /** One open file description, shared by the descriptors that point at it. */
 export interface OpenFile {
@@ -134,6 +153,8 @@ function describe(pid: number, fd: number, shellJob: boolean): FileKind {
     );
   }
   if (target.startsWith("anon_inode:")) {
+    const name = target.slice(11).replace(/^\[|\]$/g, "");
+    if (ANON_KINDS.has(name)) return anonKind(name, pid, fd);
     throw new UnsupportedError(
       `Cannot dump ${what}: ${target.slice(11)} descriptors are not supported yet`,
     );
@@ -172,6 +193,42 @@ function describe(pid: number, fd: number, shellJob: boolean): FileKind {
   return { type: "reg", path: target, size: BigInt(st.size), mode: st.mode ?? 0 };
 }
 
+/** The state of an eventfd, signalfd, timerfd or epoll descriptor, from its fdinfo. */
+function anonKind(name: string, pid: number, fd: number): FileKind {
+  const x = parseFdinfo(readProcText(pid, `fdinfo/${fd}`)).extra;
+  const pair = (v: string | undefined): [bigint, bigint] => {
+    const m = /\((\d+),\s*(\d+)\)/.exec(v ?? "");
+    return m ? [BigInt(m[1]), BigInt(m[2])] : [0n, 0n];
+  };
+  switch (name) {
+    case "eventfd":
+      return {
+        type: "eventfd",
+        counter: BigInt("0x" + (x.get("eventfd-count") ?? "0").trim()),
+        semaphore: x.get("eventfd-semaphore") === "1",
+      };
+    case "signalfd":
+      return { type: "signalfd", sigmask: BigInt("0x" + (x.get("sigmask") ?? "0")) };
+    case "timerfd":
+      return {
+        type: "timerfd",
+        clockid: Number(x.get("clockid") ?? 0),
+        ticks: BigInt(x.get("ticks") ?? "0"),
+        settimeFlags: parseInt(x.get("settime flags") ?? "0", 8),
+        value: pair(x.get("it_value")),
+        interval: pair(x.get("it_interval")),
+      };
+    default: {
+      const text = readProcText(pid, `fdinfo/${fd}`);
+      const tfds = [
+        ...text.matchAll(/^tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)/gm),
+      ]
+        .map((m) => ({ fd: Number(m[1]), events: parseInt(m[2], 16), data: BigInt("0x" + m[3]) }));
+      return { type: "eventpoll", tfds };
+    }
+  }
+}
+
 /** Reads every descriptor of task `pid` (frozen), deduplicating shared descriptions. */
 export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
   const fds: Fd[] = [];
@@ -206,10 +263,22 @@ export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
     }
     ctx.log.debug(`task ${pid} fd ${fd}: ${kind.type} id ${file.id} flags 0${flags.toString(8)}`);
   }
+  for (const { fd, file } of fds) {
+    if (file.kind.type !== "eventpoll") continue;
+    for (const t of file.kind.tfds) {
+      if (!fds.some((f) => f.fd === t.fd)) {
+        throw new UnsupportedError(
+          `Cannot dump fd ${fd} of task ${pid}: epoll watches fd ${t.fd}, which the task ` +
+            `no longer has open`,
+        );
+      }
+    }
+  }
   return { fds };
 }
 
 function sameObject(a: FileKind, b: FileKind): boolean {
+  if (ANON_KINDS.has(a.type)) return a.type === b.type;
   if (a.type === "pipe" && b.type === "pipe") return a.ino === b.ino;
   if (a.type === "reg" && b.type === "reg") return a.path === b.path;
   if (a.type === "tty" && b.type === "tty") return a.rdev === b.rdev;
@@ -357,6 +426,8 @@ export function dumpFiles(
             mntId: file.mntId,
           }),
         );
+      } else if (ANON_KINDS.has(file.kind.type)) {
+        files.entry(file_entrySchema, anonEntry(file, tf));
       } else if (file.kind.type === "tty") {
         files.entry(
           file_entrySchema,
@@ -371,7 +442,7 @@ export function dumpFiles(
             }),
           }),
         );
-      } else {
+      } else if (file.kind.type === "pipe") {
         files.entry(
           file_entrySchema,
           create(file_entrySchema, {
@@ -392,10 +463,80 @@ export function dumpFiles(
       create(fdinfo_entrySchema, {
         id: file.id,
         flags: cloexec ? 1 : 0,
-        type: { reg: fd_types.REG, pipe: fd_types.PIPE, tty: fd_types.TTY }[file.kind.type],
+        type: FD_TYPE[file.kind.type],
         fd,
       }),
     );
+  }
+}
+
+const FD_TYPE: Record<FileKind["type"], fd_types> = {
+  reg: fd_types.REG,
+  pipe: fd_types.PIPE,
+  tty: fd_types.TTY,
+  eventfd: fd_types.EVENTFD,
+  signalfd: fd_types.SIGNALFD,
+  timerfd: fd_types.TIMERFD,
+  eventpoll: fd_types.EVENTPOLL,
+};
+
+/** The file entry of an eventfd, signalfd, timerfd or epoll description. */
+function anonEntry(file: OpenFile, tf: TaskFiles) {
+  const base = { id: file.id, fown: NO_OWNER() };
+  const k = file.kind;
+  switch (k.type) {
+    case "eventfd":
+      return create(file_entrySchema, {
+        type: fd_types.EVENTFD,
+        id: file.id,
+        // Bit 0 (O_WRONLY) is never set on an eventfd: it carries EFD_SEMAPHORE.
+        efd: create(eventfd_file_entrySchema, {
+          ...base,
+          flags: (file.flags & ~O.ACCMODE) | O.RDWR | (k.semaphore ? 1 : 0),
+          counter: k.counter,
+        }),
+      });
+    case "signalfd":
+      return create(file_entrySchema, {
+        type: fd_types.SIGNALFD,
+        id: file.id,
+        sgfd: create(signalfd_entrySchema, { ...base, flags: file.flags, sigmask: k.sigmask }),
+      });
+    case "timerfd":
+      return create(file_entrySchema, {
+        type: fd_types.TIMERFD,
+        id: file.id,
+        tfd: create(timerfd_entrySchema, {
+          ...base,
+          flags: file.flags,
+          clockid: k.clockid,
+          ticks: k.ticks,
+          settimeFlags: k.settimeFlags,
+          vsec: k.value[0],
+          vnsec: k.value[1],
+          isec: k.interval[0],
+          insec: k.interval[1],
+        }),
+      });
+    case "eventpoll":
+      return create(file_entrySchema, {
+        type: fd_types.EVENTPOLL,
+        id: file.id,
+        epfd: create(eventpoll_file_entrySchema, {
+          ...base,
+          flags: file.flags,
+          tfd: k.tfds.map((t) =>
+            create(eventpoll_tfd_entrySchema, {
+              id: tf.fds.find((f) => f.fd === t.fd)!.file.id,
+              tfd: t.fd,
+              events: t.events,
+              data: t.data,
+            })
+          ),
+        }),
+      });
+    default:
+      throw new Error(`Not an anonymous-inode file: ${k.type}`);
   }
 }
 

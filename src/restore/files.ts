@@ -24,6 +24,7 @@ import {
   errnoName,
   F,
   fcntl,
+  ioctl,
   NR,
   O,
   open as openHere,
@@ -31,9 +32,11 @@ import {
   readRemote,
   remoteAdd,
   strerror,
+  syscall,
   tryOpen,
   writeAll,
 } from "../syscalls/mod.ts";
+import { addressOf } from "../syscalls/ffi.ts";
 import {
   abstractAddr,
   AF_UNIX,
@@ -132,6 +135,73 @@ export class FileTable implements Disposable {
       if (reg.pos > 0n) lseek(fd, reg.pos, SEEK_SET);
     } else if (f.type === fd_types.PIPE) {
       fd = this.#pipeEnd(f);
+    } else if (f.type === fd_types.EVENTFD) {
+      const e = f.efd!;
+      const EFD_SEMAPHORE = 1, EFD_NONBLOCK = O.NONBLOCK;
+      fd = Number(
+        syscall(
+          NR.eventfd2,
+          "eventfd2",
+          `fd ${forFd} of task ${pid}`,
+          e.counter,
+          O.CLOEXEC | (e.flags & EFD_NONBLOCK) | (e.flags & EFD_SEMAPHORE),
+        ),
+      );
+    } else if (f.type === fd_types.SIGNALFD) {
+      const g = f.sgfd!;
+      const mask = new BigUint64Array([g.sigmask]);
+      fd = Number(
+        syscall(
+          NR.signalfd4,
+          "signalfd4",
+          `fd ${forFd} of task ${pid}`,
+          -1,
+          addressOf(mask),
+          8,
+          O.CLOEXEC | (g.flags & O.NONBLOCK),
+        ),
+      );
+    } else if (f.type === fd_types.TIMERFD) {
+      const t = f.tfd!;
+      fd = Number(
+        syscall(
+          NR.timerfd_create,
+          "timerfd_create",
+          `fd ${forFd} of task ${pid}`,
+          t.clockid,
+          O.CLOEXEC | (t.flags & O.NONBLOCK),
+        ),
+      );
+      // The remaining time is relative: an absolute timer restarts counting from now. A
+      // periodic timer that expired unread shows no remaining time (the kernel re-arms it on
+      // read): it goes on from its interval.
+      const periodic = t.isec || t.insec;
+      const [vsec, vnsec] = t.vsec || t.vnsec ? [t.vsec, t.vnsec] : [t.isec, t.insec];
+      const spec = new BigUint64Array([t.isec, t.insec, vsec, vnsec]);
+      if (t.vsec || t.vnsec || periodic) {
+        syscall(
+          NR.timerfd_settime,
+          "timerfd_settime",
+          `fd ${forFd} of task ${pid}`,
+          fd,
+          0,
+          addressOf(spec),
+          0,
+        );
+      }
+      if (t.ticks) {
+        const TFD_IOC_SET_TICKS = 0x40085400;
+        ioctl(
+          fd,
+          TFD_IOC_SET_TICKS,
+          new Uint8Array(new BigUint64Array([t.ticks]).buffer),
+          `timerfd of task ${pid}`,
+        );
+      }
+    } else if (f.type === fd_types.EVENTPOLL) {
+      fd = Number(
+        syscall(NR.epoll_create1, "epoll_create1", `fd ${forFd} of task ${pid}`, O.CLOEXEC),
+      );
     } else if (f.type === fd_types.TTY) {
       if (!this.#shellJob) {
         throw new RestoreError(
@@ -275,6 +345,26 @@ export function installFiles(
     }
     sys(NR.close, "close", received[i]);
   });
+  // epoll sets are keyed by (file, descriptor number): register the task's own numbers.
+  for (const fdi of task.fds) {
+    const ep = dump.files.get(fdi.id)?.epfd;
+    if (!ep || task.fds.find((f) => f.id === fdi.id) !== fdi) continue;
+    for (const t of ep.tfd) {
+      arena.reset();
+      const ev = new Uint8Array(12); // struct epoll_event is packed: u32 events, u64 data
+      const v = new DataView(ev.buffer);
+      v.setUint32(0, t.events, true);
+      v.setBigUint64(4, t.data, true);
+      sys(
+        NR.epoll_ctl,
+        `epoll_ctl(fd ${t.tfd})`,
+        fdi.fd,
+        1, /* EPOLL_CTL_ADD */
+        t.tfd,
+        arena.put(ev),
+      );
+    }
+  }
   const svc = new Map(service.map((s, i) => [s.key, received[ids.length + i]]));
   const maps = new Map<number, number>();
   const shmem = new Map<bigint, number>();

@@ -81,6 +81,17 @@ export interface DumpImages {
 
 const PE_PRESENT = 1 << 2;
 
+/** File types a restore knows how to make. */
+const SUPPORTED_FILES = new Set([
+  fd_types.REG,
+  fd_types.PIPE,
+  fd_types.TTY,
+  fd_types.EVENTFD,
+  fd_types.SIGNALFD,
+  fd_types.TIMERFD,
+  fd_types.EVENTPOLL,
+]);
+
 function one<T>(path: string, entries: { message: T }[]): T {
   if (entries.length !== 1) {
     throw new ImageError(`Image ${path} has ${entries.length} entries, expected 1`);
@@ -179,7 +190,7 @@ export function readDump(dir: string): DumpImages {
           `Image ${fdPath}: fd ${fd.fd} refers to file ${fd.id}, missing from files.img`,
         );
       }
-      if (f.type !== fd_types.REG && f.type !== fd_types.PIPE && f.type !== fd_types.TTY) {
+      if (!SUPPORTED_FILES.has(f.type)) {
         throw new ImageError(
           `Cannot restore fd ${fd.fd} of task ${pid}: file type ${
             fd_types[f.type]
