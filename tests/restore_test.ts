@@ -400,3 +400,61 @@ Deno.test("eventfd, signalfd, timerfd and an epoll set watching them survive dum
     if (pid) killQuietly(pid);
   }
 });
+
+Deno.test("unix sockets: pairs of every type with queued data, a listener, an abstract datagram socket, a pair shared with a child", async () => {
+  const bin = await buildVictim("unixsk");
+  const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
+  let pids: number[] = [];
+  try {
+    const r = await waitReport(v);
+    pids = [v.pid, Number(r.child)];
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    assert(await waitGone(pids[1]), "child gone after dump");
+    const img = await critDecodeAll(imgs);
+    const socks = img.get("files.img")!.entries.filter((f: { type: string }) =>
+      f.type === "UNIXSK"
+    );
+    assertEquals(socks.length, 10, "four pairs, a listener, an abstract datagram socket");
+    const queues = img.get("sk-queues.img")!.entries;
+    assertEquals(
+      queues.length,
+      9,
+      "12 + 4 bytes, three datagrams, two packets, two abstract datagrams",
+    );
+    await restoreDetached(imgs);
+    Deno.kill(v.pid, "SIGTERM");
+    await waitLine(v.out, /^(PASS|FAIL)/);
+    assertMatch(Deno.readTextFileSync(v.out), /PASS unix/);
+  } finally {
+    await stopVictim(v);
+    for (const pid of pids) killQuietly(pid);
+  }
+});
+
+Deno.test("a unix socket whose peer is outside the tree is refused by name", async () => {
+  const py = startVictim([
+    "python3",
+    "-c",
+    "import socket,time,os\na,b=socket.socketpair()\npid=os.fork()\nif pid==0:\n  a.close()\n  open('{out}','a').write(f'ready pid={os.getpid()} fd={b.fileno()}\\n')\n  time.sleep(60)\nelse:\n  time.sleep(60)\n",
+  ]);
+  try {
+    const r = await waitReport(py);
+    const run = await criu(["dump", "-t", r.pid, "-D", tmpDir()]);
+    assertEquals(run.code, 1);
+    assertMatch(
+      run.stderr,
+      new RegExp(
+        `fd ${r.fd} of task ${r.pid} \\(socket:\\[\\d+\\]\\): its peer socket:\\[\\d+\\] is outside the dumped tree`,
+      ),
+    );
+    assertEquals(procState(Number(r.pid)), "S");
+  } finally {
+    try {
+      Deno.kill(Number((await waitReport(py)).pid), "SIGKILL");
+    } catch {
+      // gone
+    }
+    await stopVictim(py);
+  }
+});

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file files.proto.
  */
 export const file_files: GenFile = /*@__PURE__*/
-  fileDesc("CgtmaWxlcy5wcm90byJWCgpmb3duX2VudHJ5EgsKA3VpZBgBIAIoDRIMCgRldWlkGAIgAigNEg4KBnNpZ251bRgDIAIoDRIQCghwaWRfdHlwZRgEIAIoDRILCgNwaWQYBSACKA0ibgoMZmRpbmZvX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhcKBHR5cGUYAyACKA4yCS5mZF90eXBlcxIKCgJmZBgEIAIoDRIeChZ4YXR0cl9zZWN1cml0eV9zZWxpbnV4GAUgASgJIp4BCg5yZWdfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRILCgNwb3MYAyACKAQSGQoEZm93bhgFIAIoCzILLmZvd25fZW50cnkSDAoEbmFtZRgGIAIoCRISCgZtbnRfaWQYByABKBE6Ai0xEgwKBHNpemUYCCABKAQSCwoDZXh0GAkgASgIEgwKBG1vZGUYCiABKA0iUwoKcGlwZV9lbnRyeRIKCgJpZBgBIAIoDRIPCgdwaXBlX2lkGAIgAigNEg0KBWZsYWdzGAMgAigNEhkKBGZvd24YBCACKAsyCy5mb3duX2VudHJ5Ij8KD3BpcGVfZGF0YV9lbnRyeRIPCgdwaXBlX2lkGAEgAigNEg0KBWJ5dGVzGAIgAigNEgwKBHNpemUYAyABKA0ilQEKDXRlcm1pb3NfZW50cnkSDwoHY19pZmxhZxgBIAIoDRIPCgdjX29mbGFnGAIgAigNEg8KB2NfY2ZsYWcYAyACKA0SDwoHY19sZmxhZxgEIAIoDRIOCgZjX2xpbmUYBSACKA0SEAoIY19pc3BlZWQYBiACKA0SEAoIY19vc3BlZWQYByACKA0SDAoEY19jYxgIIAMoDSJVCg13aW5zaXplX2VudHJ5Eg4KBndzX3JvdxgBIAIoDRIOCgZ3c19jb2wYAiACKA0SEQoJd3NfeHBpeGVsGAMgAigNEhEKCXdzX3lwaXhlbBgEIAIoDSIeCg10dHlfcHR5X2VudHJ5Eg0KBWluZGV4GAEgAigNIsMCCg50dHlfaW5mb19lbnRyeRIKCgJpZBgBIAIoDRIWCgR0eXBlGAIgAigOMgguVHR5VHlwZRIOCgZsb2NrZWQYAyACKAgSEQoJZXhjbHVzaXZlGAQgAigIEhMKC3BhY2tldF9tb2RlGAUgAigIEgsKA3NpZBgGIAIoDRIMCgRwZ3JwGAcgAigNEgwKBHJkZXYYCCACKA0SHwoHdGVybWlvcxgJIAEoCzIOLnRlcm1pb3NfZW50cnkSJgoOdGVybWlvc19sb2NrZWQYCiABKAsyDi50ZXJtaW9zX2VudHJ5Eh8KB3dpbnNpemUYCyABKAsyDi53aW5zaXplX2VudHJ5EhsKA3B0eRgMIAEoCzIOLnR0eV9wdHlfZW50cnkSCwoDZGV2GA0gASgNEgsKA3VpZBgOIAEoDRILCgNnaWQYDyABKA0ibAoOdHR5X2ZpbGVfZW50cnkSCgoCaWQYASACKA0SEwoLdHR5X2luZm9faWQYAiACKA0SDQoFZmxhZ3MYAyACKA0SGQoEZm93bhgEIAIoCzILLmZvd25fZW50cnkSDwoHcmVnZl9pZBgGIAEoDSJbChJldmVudGZkX2ZpbGVfZW50cnkSCgoCaWQYASACKA0SDQoFZmxhZ3MYAiACKA0SGQoEZm93bhgDIAIoCzILLmZvd25fZW50cnkSDwoHY291bnRlchgEIAIoBCJXCg5zaWduYWxmZF9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIPCgdzaWdtYXNrGAQgAigEIrYBCg10aW1lcmZkX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhkKBGZvd24YAyACKAsyCy5mb3duX2VudHJ5Eg8KB2Nsb2NraWQYBCACKA0SDQoFdGlja3MYBSACKAQSFQoNc2V0dGltZV9mbGFncxgGIAIoDRIMCgR2c2VjGAcgAigEEg0KBXZuc2VjGAggAigEEgwKBGlzZWMYCSACKAQSDQoFaW5zZWMYCiACKAQidQoTZXZlbnRwb2xsX3RmZF9lbnRyeRIKCgJpZBgBIAIoDRILCgN0ZmQYAiACKA0SDgoGZXZlbnRzGAMgAigNEgwKBGRhdGEYBCACKAQSCwoDZGV2GAUgASgNEg0KBWlub2RlGAYgASgEEgsKA3BvcxgHIAEoBCJvChRldmVudHBvbGxfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIhCgN0ZmQYBCADKAsyFC5ldmVudHBvbGxfdGZkX2VudHJ5IosCCgpmaWxlX2VudHJ5EhcKBHR5cGUYASACKA4yCS5mZF90eXBlcxIKCgJpZBgCIAIoDRIcCgNyZWcYAyABKAsyDy5yZWdfZmlsZV9lbnRyeRIgCgNlZmQYCCABKAsyEy5ldmVudGZkX2ZpbGVfZW50cnkSIwoEZXBmZBgJIAEoCzIVLmV2ZW50cG9sbF9maWxlX2VudHJ5Eh0KBHNnZmQYCiABKAsyDy5zaWduYWxmZF9lbnRyeRIbCgN0ZmQYDCABKAsyDi50aW1lcmZkX2VudHJ5EhkKBHBpcGUYEiABKAsyCy5waXBlX2VudHJ5EhwKA3R0eRgTIAEoCzIPLnR0eV9maWxlX2VudHJ5IjoKCGZzX2VudHJ5Eg4KBmN3ZF9pZBgBIAIoDRIPCgdyb290X2lkGAIgAigNEg0KBXVtYXNrGAMgASgNKpQCCghmZF90eXBlcxIHCgNVTkQQABIHCgNSRUcQARIICgRQSVBFEAISCAoERklGTxADEgoKBklORVRTSxAEEgoKBlVOSVhTSxAFEgsKB0VWRU5URkQQBhINCglFVkVOVFBPTEwQBxILCgdJTk9USUZZEAgSDAoIU0lHTkFMRkQQCRIMCghQQUNLRVRTSxAKEgcKA1RUWRALEgwKCEZBTk9USUZZEAwSDQoJTkVUTElOS1NLEA0SBgoCTlMQDhIICgRUVU5GEA8SBwoDRVhUEBASCwoHVElNRVJGRBAREgkKBU1FTUZEEBISCgoGQlBGTUFQEBMSDQoHQ1RMX1RUWRD+/wMSEQoLQVVUT0ZTX1BJUEUQ//8DKlcKB1R0eVR5cGUSCwoHVU5LTk9XThAAEgcKA1BUWRABEgsKB0NPTlNPTEUQAhIGCgJWVBADEggKBENUVFkQBBILCgdFWFRfVFRZEAUSCgoGU0VSSUFMEAY");
+  fileDesc("CgtmaWxlcy5wcm90byJWCgpmb3duX2VudHJ5EgsKA3VpZBgBIAIoDRIMCgRldWlkGAIgAigNEg4KBnNpZ251bRgDIAIoDRIQCghwaWRfdHlwZRgEIAIoDRILCgNwaWQYBSACKA0ibgoMZmRpbmZvX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhcKBHR5cGUYAyACKA4yCS5mZF90eXBlcxIKCgJmZBgEIAIoDRIeChZ4YXR0cl9zZWN1cml0eV9zZWxpbnV4GAUgASgJIp4BCg5yZWdfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRILCgNwb3MYAyACKAQSGQoEZm93bhgFIAIoCzILLmZvd25fZW50cnkSDAoEbmFtZRgGIAIoCRISCgZtbnRfaWQYByABKBE6Ai0xEgwKBHNpemUYCCABKAQSCwoDZXh0GAkgASgIEgwKBG1vZGUYCiABKA0iUwoKcGlwZV9lbnRyeRIKCgJpZBgBIAIoDRIPCgdwaXBlX2lkGAIgAigNEg0KBWZsYWdzGAMgAigNEhkKBGZvd24YBCACKAsyCy5mb3duX2VudHJ5Ij8KD3BpcGVfZGF0YV9lbnRyeRIPCgdwaXBlX2lkGAEgAigNEg0KBWJ5dGVzGAIgAigNEgwKBHNpemUYAyABKA0ilQEKDXRlcm1pb3NfZW50cnkSDwoHY19pZmxhZxgBIAIoDRIPCgdjX29mbGFnGAIgAigNEg8KB2NfY2ZsYWcYAyACKA0SDwoHY19sZmxhZxgEIAIoDRIOCgZjX2xpbmUYBSACKA0SEAoIY19pc3BlZWQYBiACKA0SEAoIY19vc3BlZWQYByACKA0SDAoEY19jYxgIIAMoDSJVCg13aW5zaXplX2VudHJ5Eg4KBndzX3JvdxgBIAIoDRIOCgZ3c19jb2wYAiACKA0SEQoJd3NfeHBpeGVsGAMgAigNEhEKCXdzX3lwaXhlbBgEIAIoDSIeCg10dHlfcHR5X2VudHJ5Eg0KBWluZGV4GAEgAigNIsMCCg50dHlfaW5mb19lbnRyeRIKCgJpZBgBIAIoDRIWCgR0eXBlGAIgAigOMgguVHR5VHlwZRIOCgZsb2NrZWQYAyACKAgSEQoJZXhjbHVzaXZlGAQgAigIEhMKC3BhY2tldF9tb2RlGAUgAigIEgsKA3NpZBgGIAIoDRIMCgRwZ3JwGAcgAigNEgwKBHJkZXYYCCACKA0SHwoHdGVybWlvcxgJIAEoCzIOLnRlcm1pb3NfZW50cnkSJgoOdGVybWlvc19sb2NrZWQYCiABKAsyDi50ZXJtaW9zX2VudHJ5Eh8KB3dpbnNpemUYCyABKAsyDi53aW5zaXplX2VudHJ5EhsKA3B0eRgMIAEoCzIOLnR0eV9wdHlfZW50cnkSCwoDZGV2GA0gASgNEgsKA3VpZBgOIAEoDRILCgNnaWQYDyABKA0ibAoOdHR5X2ZpbGVfZW50cnkSCgoCaWQYASACKA0SEwoLdHR5X2luZm9faWQYAiACKA0SDQoFZmxhZ3MYAyACKA0SGQoEZm93bhgEIAIoCzILLmZvd25fZW50cnkSDwoHcmVnZl9pZBgGIAEoDSJbChJldmVudGZkX2ZpbGVfZW50cnkSCgoCaWQYASACKA0SDQoFZmxhZ3MYAiACKA0SGQoEZm93bhgDIAIoCzILLmZvd25fZW50cnkSDwoHY291bnRlchgEIAIoBCJXCg5zaWduYWxmZF9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIPCgdzaWdtYXNrGAQgAigEIrYBCg10aW1lcmZkX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhkKBGZvd24YAyACKAsyCy5mb3duX2VudHJ5Eg8KB2Nsb2NraWQYBCACKA0SDQoFdGlja3MYBSACKAQSFQoNc2V0dGltZV9mbGFncxgGIAIoDRIMCgR2c2VjGAcgAigEEg0KBXZuc2VjGAggAigEEgwKBGlzZWMYCSACKAQSDQoFaW5zZWMYCiACKAQidQoTZXZlbnRwb2xsX3RmZF9lbnRyeRIKCgJpZBgBIAIoDRILCgN0ZmQYAiACKA0SDgoGZXZlbnRzGAMgAigNEgwKBGRhdGEYBCACKAQSCwoDZGV2GAUgASgNEg0KBWlub2RlGAYgASgEEgsKA3BvcxgHIAEoBCJvChRldmVudHBvbGxfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIhCgN0ZmQYBCADKAsyFC5ldmVudHBvbGxfdGZkX2VudHJ5IqQECg1za19vcHRzX2VudHJ5EhEKCXNvX3NuZGJ1ZhgBIAIoDRIRCglzb19yY3ZidWYYAiACKA0SFgoOc29fc25kX3Rtb19zZWMYAyACKAQSFwoPc29fc25kX3Rtb191c2VjGAQgAigEEhYKDnNvX3Jjdl90bW9fc2VjGAUgAigEEhcKD3NvX3Jjdl90bW9fdXNlYxgGIAIoBBIRCglyZXVzZWFkZHIYByABKAgSEwoLc29fcHJpb3JpdHkYCCABKA0SEwoLc29fcmN2bG93YXQYCSABKA0SDwoHc29fbWFyaxgKIAEoDRITCgtzb19wYXNzY3JlZBgLIAEoCBISCgpzb19wYXNzc2VjGAwgASgIEhQKDHNvX2RvbnRyb3V0ZRgNIAEoCBITCgtzb19ub19jaGVjaxgOIAEoCBIUCgxzb19ib3VuZF9kZXYYDyABKAkSEQoJc29fZmlsdGVyGBAgAygGEhQKDHNvX3JldXNlcG9ydBgRIAEoCBIUCgxzb19icm9hZGNhc3QYEiABKAgSFAoMc29fa2VlcGFsaXZlGBMgASgIEhMKC3RjcF9rZWVwY250GBQgASgNEhQKDHRjcF9rZWVwaWRsZRgVIAEoDRIVCg10Y3Bfa2VlcGludHZsGBYgASgNEhQKDHNvX29vYmlubGluZRgXIAEoDRIRCglzb19saW5nZXIYGCABKA0SEwoLc29fYnVmX2xvY2sYGSABKA0iOgoQZmlsZV9wZXJtc19lbnRyeRIMCgRtb2RlGAEgAigNEgsKA3VpZBgCIAIoDRILCgNnaWQYAyACKA0i1wIKDXVuaXhfc2tfZW50cnkSCgoCaWQYASACKA0SCwoDaW5vGAIgAigNEgwKBHR5cGUYAyACKA0SDQoFc3RhdGUYBCACKA0SDQoFZmxhZ3MYBSACKA0SDgoGdWZsYWdzGAYgAigNEg8KB2JhY2tsb2cYByACKA0SDAoEcGVlchgIIAIoDRIZCgRmb3duGAkgAigLMgsuZm93bl9lbnRyeRIcCgRvcHRzGAogAigLMg4uc2tfb3B0c19lbnRyeRIMCgRuYW1lGAsgAigMEh4KCHNodXRkb3duGAwgASgOMgwuc2tfc2h1dGRvd24SJQoKZmlsZV9wZXJtcxgNIAEoCzIRLmZpbGVfcGVybXNfZW50cnkSEAoIbmFtZV9kaXIYDiABKAkSDwoHZGVsZXRlZBgPIAEoCBINCgVuc19pZBgQIAEoDRISCgZtbnRfaWQYESABKBE6Ai0xIikKCXNjbV9lbnRyeRIMCgR0eXBlGAEgAigNEg4KBnJpZ2h0cxgCIAMoDSJKCg9za19wYWNrZXRfZW50cnkSDgoGaWRfZm9yGAEgAigNEg4KBmxlbmd0aBgCIAIoDRIXCgNzY20YBCADKAsyCi5zY21fZW50cnkiqAIKCmZpbGVfZW50cnkSFwoEdHlwZRgBIAIoDjIJLmZkX3R5cGVzEgoKAmlkGAIgAigNEhwKA3JlZxgDIAEoCzIPLnJlZ19maWxlX2VudHJ5EiAKA2VmZBgIIAEoCzITLmV2ZW50ZmRfZmlsZV9lbnRyeRIjCgRlcGZkGAkgASgLMhUuZXZlbnRwb2xsX2ZpbGVfZW50cnkSHQoEc2dmZBgKIAEoCzIPLnNpZ25hbGZkX2VudHJ5EhsKA3RmZBgMIAEoCzIOLnRpbWVyZmRfZW50cnkSGwoDdXNrGBAgASgLMg4udW5peF9za19lbnRyeRIZCgRwaXBlGBIgASgLMgsucGlwZV9lbnRyeRIcCgN0dHkYEyABKAsyDy50dHlfZmlsZV9lbnRyeSI6Cghmc19lbnRyeRIOCgZjd2RfaWQYASACKA0SDwoHcm9vdF9pZBgCIAIoDRINCgV1bWFzaxgDIAEoDSqUAgoIZmRfdHlwZXMSBwoDVU5EEAASBwoDUkVHEAESCAoEUElQRRACEggKBEZJRk8QAxIKCgZJTkVUU0sQBBIKCgZVTklYU0sQBRILCgdFVkVOVEZEEAYSDQoJRVZFTlRQT0xMEAcSCwoHSU5PVElGWRAIEgwKCFNJR05BTEZEEAkSDAoIUEFDS0VUU0sQChIHCgNUVFkQCxIMCghGQU5PVElGWRAMEg0KCU5FVExJTktTSxANEgYKAk5TEA4SCAoEVFVORhAPEgcKA0VYVBAQEgsKB1RJTUVSRkQQERIJCgVNRU1GRBASEgoKBkJQRk1BUBATEg0KB0NUTF9UVFkQ/v8DEhEKC0FVVE9GU19QSVBFEP//AypXCgdUdHlUeXBlEgsKB1VOS05PV04QABIHCgNQVFkQARILCgdDT05TT0xFEAISBgoCVlQQAxIICgRDVFRZEAQSCwoHRVhUX1RUWRAFEgoKBlNFUklBTBAGKjYKC3NrX3NodXRkb3duEggKBE5PTkUQABIICgRSRUFEEAESCQoFV1JJVEUQAhIICgRCT1RIEAM");
 
 /**
  * File owner for SIGIO (F_SETOWN).
@@ -647,6 +647,322 @@ export const eventpoll_file_entrySchema: GenMessage<eventpoll_file_entry> = /*@_
   messageDesc(file_files, 14);
 
 /**
+ * Socket options common to every socket kind.
+ *
+ * @generated from message sk_opts_entry
+ */
+export type sk_opts_entry = Message<"sk_opts_entry"> & {
+  /**
+   * @generated from field: required uint32 so_sndbuf = 1;
+   */
+  soSndbuf: number;
+
+  /**
+   * @generated from field: required uint32 so_rcvbuf = 2;
+   */
+  soRcvbuf: number;
+
+  /**
+   * @generated from field: required uint64 so_snd_tmo_sec = 3;
+   */
+  soSndTmoSec: bigint;
+
+  /**
+   * @generated from field: required uint64 so_snd_tmo_usec = 4;
+   */
+  soSndTmoUsec: bigint;
+
+  /**
+   * @generated from field: required uint64 so_rcv_tmo_sec = 5;
+   */
+  soRcvTmoSec: bigint;
+
+  /**
+   * @generated from field: required uint64 so_rcv_tmo_usec = 6;
+   */
+  soRcvTmoUsec: bigint;
+
+  /**
+   * @generated from field: optional bool reuseaddr = 7;
+   */
+  reuseaddr: boolean;
+
+  /**
+   * @generated from field: optional uint32 so_priority = 8;
+   */
+  soPriority: number;
+
+  /**
+   * @generated from field: optional uint32 so_rcvlowat = 9;
+   */
+  soRcvlowat: number;
+
+  /**
+   * @generated from field: optional uint32 so_mark = 10;
+   */
+  soMark: number;
+
+  /**
+   * @generated from field: optional bool so_passcred = 11;
+   */
+  soPasscred: boolean;
+
+  /**
+   * @generated from field: optional bool so_passsec = 12;
+   */
+  soPasssec: boolean;
+
+  /**
+   * @generated from field: optional bool so_dontroute = 13;
+   */
+  soDontroute: boolean;
+
+  /**
+   * @generated from field: optional bool so_no_check = 14;
+   */
+  soNoCheck: boolean;
+
+  /**
+   * @generated from field: optional string so_bound_dev = 15;
+   */
+  soBoundDev: string;
+
+  /**
+   * @generated from field: repeated fixed64 so_filter = 16;
+   */
+  soFilter: bigint[];
+
+  /**
+   * @generated from field: optional bool so_reuseport = 17;
+   */
+  soReuseport: boolean;
+
+  /**
+   * @generated from field: optional bool so_broadcast = 18;
+   */
+  soBroadcast: boolean;
+
+  /**
+   * @generated from field: optional bool so_keepalive = 19;
+   */
+  soKeepalive: boolean;
+
+  /**
+   * @generated from field: optional uint32 tcp_keepcnt = 20;
+   */
+  tcpKeepcnt: number;
+
+  /**
+   * @generated from field: optional uint32 tcp_keepidle = 21;
+   */
+  tcpKeepidle: number;
+
+  /**
+   * @generated from field: optional uint32 tcp_keepintvl = 22;
+   */
+  tcpKeepintvl: number;
+
+  /**
+   * @generated from field: optional uint32 so_oobinline = 23;
+   */
+  soOobinline: number;
+
+  /**
+   * @generated from field: optional uint32 so_linger = 24;
+   */
+  soLinger: number;
+
+  /**
+   * @generated from field: optional uint32 so_buf_lock = 25;
+   */
+  soBufLock: number;
+};
+
+/**
+ * Describes the message sk_opts_entry.
+ * Use `create(sk_opts_entrySchema)` to create a new message.
+ */
+export const sk_opts_entrySchema: GenMessage<sk_opts_entry> = /*@__PURE__*/
+  messageDesc(file_files, 15);
+
+/**
+ * @generated from message file_perms_entry
+ */
+export type file_perms_entry = Message<"file_perms_entry"> & {
+  /**
+   * @generated from field: required uint32 mode = 1;
+   */
+  mode: number;
+
+  /**
+   * @generated from field: required uint32 uid = 2;
+   */
+  uid: number;
+
+  /**
+   * @generated from field: required uint32 gid = 3;
+   */
+  gid: number;
+};
+
+/**
+ * Describes the message file_perms_entry.
+ * Use `create(file_perms_entrySchema)` to create a new message.
+ */
+export const file_perms_entrySchema: GenMessage<file_perms_entry> = /*@__PURE__*/
+  messageDesc(file_files, 16);
+
+/**
+ * A unix socket: `ino` identifies it, `peer` is its peer's ino (0 when none).
+ *
+ * @generated from message unix_sk_entry
+ */
+export type unix_sk_entry = Message<"unix_sk_entry"> & {
+  /**
+   * @generated from field: required uint32 id = 1;
+   */
+  id: number;
+
+  /**
+   * @generated from field: required uint32 ino = 2;
+   */
+  ino: number;
+
+  /**
+   * @generated from field: required uint32 type = 3;
+   */
+  type: number;
+
+  /**
+   * @generated from field: required uint32 state = 4;
+   */
+  state: number;
+
+  /**
+   * @generated from field: required uint32 flags = 5;
+   */
+  flags: number;
+
+  /**
+   * @generated from field: required uint32 uflags = 6;
+   */
+  uflags: number;
+
+  /**
+   * @generated from field: required uint32 backlog = 7;
+   */
+  backlog: number;
+
+  /**
+   * @generated from field: required uint32 peer = 8;
+   */
+  peer: number;
+
+  /**
+   * @generated from field: required fown_entry fown = 9;
+   */
+  fown?: fown_entry | undefined;
+
+  /**
+   * @generated from field: required sk_opts_entry opts = 10;
+   */
+  opts?: sk_opts_entry | undefined;
+
+  /**
+   * @generated from field: required bytes name = 11;
+   */
+  name: Uint8Array;
+
+  /**
+   * @generated from field: optional sk_shutdown shutdown = 12;
+   */
+  shutdown: sk_shutdown;
+
+  /**
+   * @generated from field: optional file_perms_entry file_perms = 13;
+   */
+  filePerms?: file_perms_entry | undefined;
+
+  /**
+   * @generated from field: optional string name_dir = 14;
+   */
+  nameDir: string;
+
+  /**
+   * @generated from field: optional bool deleted = 15;
+   */
+  deleted: boolean;
+
+  /**
+   * @generated from field: optional uint32 ns_id = 16;
+   */
+  nsId: number;
+
+  /**
+   * @generated from field: optional sint32 mnt_id = 17 [default = -1];
+   */
+  mntId: number;
+};
+
+/**
+ * Describes the message unix_sk_entry.
+ * Use `create(unix_sk_entrySchema)` to create a new message.
+ */
+export const unix_sk_entrySchema: GenMessage<unix_sk_entry> = /*@__PURE__*/
+  messageDesc(file_files, 17);
+
+/**
+ * @generated from message scm_entry
+ */
+export type scm_entry = Message<"scm_entry"> & {
+  /**
+   * @generated from field: required uint32 type = 1;
+   */
+  type: number;
+
+  /**
+   * @generated from field: repeated uint32 rights = 2;
+   */
+  rights: number[];
+};
+
+/**
+ * Describes the message scm_entry.
+ * Use `create(scm_entrySchema)` to create a new message.
+ */
+export const scm_entrySchema: GenMessage<scm_entry> = /*@__PURE__*/
+  messageDesc(file_files, 18);
+
+/**
+ * Queued data of a socket (sk-queues.img), followed by `length` raw bytes.
+ *
+ * @generated from message sk_packet_entry
+ */
+export type sk_packet_entry = Message<"sk_packet_entry"> & {
+  /**
+   * @generated from field: required uint32 id_for = 1;
+   */
+  idFor: number;
+
+  /**
+   * @generated from field: required uint32 length = 2;
+   */
+  length: number;
+
+  /**
+   * @generated from field: repeated scm_entry scm = 4;
+   */
+  scm: scm_entry[];
+};
+
+/**
+ * Describes the message sk_packet_entry.
+ * Use `create(sk_packet_entrySchema)` to create a new message.
+ */
+export const sk_packet_entrySchema: GenMessage<sk_packet_entry> = /*@__PURE__*/
+  messageDesc(file_files, 19);
+
+/**
  * One open file description, any type; `id` is unique within the dump.
  *
  * @generated from message file_entry
@@ -688,6 +1004,11 @@ export type file_entry = Message<"file_entry"> & {
   tfd?: timerfd_entry | undefined;
 
   /**
+   * @generated from field: optional unix_sk_entry usk = 16;
+   */
+  usk?: unix_sk_entry | undefined;
+
+  /**
    * @generated from field: optional pipe_entry pipe = 18;
    */
   pipe?: pipe_entry | undefined;
@@ -703,7 +1024,7 @@ export type file_entry = Message<"file_entry"> & {
  * Use `create(file_entrySchema)` to create a new message.
  */
 export const file_entrySchema: GenMessage<file_entry> = /*@__PURE__*/
-  messageDesc(file_files, 15);
+  messageDesc(file_files, 20);
 
 /**
  * @generated from message fs_entry
@@ -730,7 +1051,7 @@ export type fs_entry = Message<"fs_entry"> & {
  * Use `create(fs_entrySchema)` to create a new message.
  */
 export const fs_entrySchema: GenMessage<fs_entry> = /*@__PURE__*/
-  messageDesc(file_files, 16);
+  messageDesc(file_files, 21);
 
 /**
  * @generated from enum fd_types
@@ -898,4 +1219,35 @@ export enum TtyType {
  */
 export const TtyTypeSchema: GenEnum<TtyType> = /*@__PURE__*/
   enumDesc(file_files, 1);
+
+/**
+ * @generated from enum sk_shutdown
+ */
+export enum sk_shutdown {
+  /**
+   * @generated from enum value: NONE = 0;
+   */
+  NONE = 0,
+
+  /**
+   * @generated from enum value: READ = 1;
+   */
+  READ = 1,
+
+  /**
+   * @generated from enum value: WRITE = 2;
+   */
+  WRITE = 2,
+
+  /**
+   * @generated from enum value: BOTH = 3;
+   */
+  BOTH = 3,
+}
+
+/**
+ * Describes the enum sk_shutdown.
+ */
+export const sk_shutdownSchema: GenEnum<sk_shutdown> = /*@__PURE__*/
+  enumDesc(file_files, 2);
 

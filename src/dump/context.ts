@@ -6,6 +6,7 @@
  */
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
+import type { UnixSocketInfo } from "../net/unix_diag.ts";
 import { ImageWriter, type MagicName } from "../images/image.ts";
 
 /** Options of a dump, as `criu dump` takes them. */
@@ -68,6 +69,10 @@ export class DumpContext {
   readonly pipes = new Map<number, PipeData>();
   /** Terminals by device number. */
   readonly ttys = new Map<number, TtyInfo>();
+  /** Unix sockets of the network namespace (sock_diag), read on first need. */
+  unixSockets?: Map<number, UnixSocketInfo>;
+  /** Queued data of unix sockets by file id (sk-queues.img). */
+  readonly skQueues = new Map<number, Uint8Array[]>();
   #nextFileId = 1;
   #nextPagesId = 1;
   /** Shmem objects (by inode) whose pages are dumped already. */

@@ -22,12 +22,16 @@ import {
   type reg_file_entry,
   reg_file_entrySchema,
   signalfd_entrySchema,
+  sk_opts_entrySchema,
+  sk_packet_entrySchema,
+  type sk_shutdown,
   termios_entrySchema,
   timerfd_entrySchema,
   tty_file_entrySchema,
   tty_info_entrySchema,
   tty_pty_entrySchema,
   TtyType,
+  unix_sk_entrySchema,
   winsize_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import {
@@ -46,6 +50,13 @@ import {
   tryRead,
 } from "../syscalls/mod.ts";
 import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
+import {
+  collectUnixSocket,
+  TCP_LISTEN,
+  UnixSocketError,
+  type UnixSocketState,
+} from "../net/unix.ts";
+import { unixSockets } from "../net/unix_diag.ts";
 import type { DumpContext } from "./context.ts";
 
 /** A resource the dump cannot handle; the dump is refused with this message. */
@@ -71,7 +82,8 @@ export type FileKind =
     value: [bigint, bigint];
     interval: [bigint, bigint];
   }
-  | { type: "eventpoll"; tfds: { fd: number; events: number; data: bigint }[] };
+  | { type: "eventpoll"; tfds: { fd: number; events: number; data: bigint }[] }
+  | { type: "unix"; ino: number; socket: UnixSocketState };
 
 /** Anonymous-inode files that are state, not names: one object per open file description. */
 const ANON_KINDS = new Set(["eventfd", "signalfd", "timerfd", "eventpoll"]);
@@ -142,15 +154,28 @@ function major(rdev: number): number {
 }
 
 /** Describes what `/proc/PID/fd/N` is, refusing what we cannot dump. */
-function describe(pid: number, fd: number, shellJob: boolean): FileKind {
+function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
   const link = `/proc/${pid}/fd/${fd}`;
   const target = Deno.readLinkSync(link);
   const what = `fd ${fd} of task ${pid} (${target})`;
+  const shellJob = ctx.opts.shellJob ?? false;
   if (target.startsWith("pipe:[")) return { type: "pipe", ino: Number(target.slice(6, -1)) };
   if (target.startsWith("socket:[")) {
-    throw new UnsupportedError(
-      `Cannot dump ${what}: sockets are not supported yet; close it or dump with criu`,
-    );
+    const ino = Number(target.slice(8, -1));
+    ctx.unixSockets ??= unixSockets();
+    const info = ctx.unixSockets.get(ino);
+    if (!info) {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: only unix sockets are supported yet (TCP/UDP come with ` +
+          `--tcp-established support)`,
+      );
+    }
+    try {
+      return { type: "unix", ino, socket: collectUnixSocket(pid, fd, info) };
+    } catch (e) {
+      if (e instanceof UnixSocketError) throw new UnsupportedError(e.message);
+      throw e;
+    }
   }
   if (target.startsWith("anon_inode:")) {
     const name = target.slice(11).replace(/^\[|\]$/g, "");
@@ -233,7 +258,7 @@ function anonKind(name: string, pid: number, fd: number): FileKind {
 export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
   const fds: Fd[] = [];
   for (const fd of listFds(pid)) {
-    const kind = describe(pid, fd, ctx.opts.shellJob ?? false);
+    const kind = describe(ctx, pid, fd);
     const info = parseFdinfo(readProcText(pid, `fdinfo/${fd}`));
     const cloexec = (info.flags & O.CLOEXEC) !== 0;
     const flags = info.flags & ~O.CLOEXEC;
@@ -279,6 +304,7 @@ export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
 
 function sameObject(a: FileKind, b: FileKind): boolean {
   if (ANON_KINDS.has(a.type)) return a.type === b.type;
+  if (a.type === "unix" && b.type === "unix") return a.ino === b.ino;
   if (a.type === "pipe" && b.type === "pipe") return a.ino === b.ino;
   if (a.type === "reg" && b.type === "reg") return a.path === b.path;
   if (a.type === "tty" && b.type === "tty") return a.rdev === b.rdev;
@@ -426,6 +452,9 @@ export function dumpFiles(
             mntId: file.mntId,
           }),
         );
+      } else if (file.kind.type === "unix") {
+        files.entry(file_entrySchema, unixEntry(file, file.kind.socket));
+        if (file.kind.socket.queue.length) ctx.skQueues.set(file.id, file.kind.socket.queue);
       } else if (ANON_KINDS.has(file.kind.type)) {
         files.entry(file_entrySchema, anonEntry(file, tf));
       } else if (file.kind.type === "tty") {
@@ -478,7 +507,67 @@ const FD_TYPE: Record<FileKind["type"], fd_types> = {
   signalfd: fd_types.SIGNALFD,
   timerfd: fd_types.TIMERFD,
   eventpoll: fd_types.EVENTPOLL,
+  unix: fd_types.UNIXSK,
 };
+
+/** The file entry of a unix socket. */
+function unixEntry(file: OpenFile, st: UnixSocketState) {
+  const i = st.info;
+  return create(file_entrySchema, {
+    type: fd_types.UNIXSK,
+    id: file.id,
+    usk: create(unix_sk_entrySchema, {
+      id: file.id,
+      ino: i.ino,
+      type: i.type,
+      state: i.state,
+      flags: file.flags,
+      uflags: 0,
+      // For a listener, sock_diag reports its backlog in the write-queue slot.
+      backlog: i.state === TCP_LISTEN ? i.wqueue : 0,
+      peer: i.peer,
+      fown: NO_OWNER(),
+      opts: create(sk_opts_entrySchema, {
+        soSndbuf: st.sndbuf,
+        soRcvbuf: st.rcvbuf,
+        soSndTmoSec: st.sndTimeo[0],
+        soSndTmoUsec: st.sndTimeo[1],
+        soRcvTmoSec: st.rcvTimeo[0],
+        soRcvTmoUsec: st.rcvTimeo[1],
+      }),
+      name: i.name,
+      shutdown: i.shutdown as sk_shutdown,
+    }),
+  });
+}
+
+/** Refuses unix sockets whose other side is not in the dump, or that we cannot rebuild. */
+function checkUnixSockets(ctx: DumpContext): void {
+  const dumped = new Set(
+    ctx.openFiles.flatMap((f) => (f.kind.type === "unix" ? [f.kind.ino] : [])),
+  );
+  for (const f of ctx.openFiles) {
+    if (f.kind.type !== "unix") continue;
+    const i = f.kind.socket.info;
+    const what = `fd ${f.owner.fd} of task ${f.owner.pid} (socket:[${i.ino}])`;
+    if (i.state === TCP_LISTEN && i.icons.length) {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: ${i.icons.length} connections wait to be accepted; not supported yet`,
+      );
+    }
+    if (i.peer && !dumped.has(i.peer)) {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: its peer socket:[${i.peer}] is outside the dumped tree; ` +
+          `--ext-unix-sk is not supported yet`,
+      );
+    }
+    if (i.peer && i.name.length) {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: connected named unix sockets are not supported yet`,
+      );
+    }
+  }
+}
 
 /** The file entry of an eventfd, signalfd, timerfd or epoll description. */
 function anonEntry(file: OpenFile, tf: TaskFiles) {
@@ -542,6 +631,19 @@ function anonEntry(file: OpenFile, tf: TaskFiles) {
 
 /** Writes what files of the whole tree carry besides their entries: tty-info.img, pipes-data.img. */
 export function dumpFileData(ctx: DumpContext): void {
+  checkUnixSockets(ctx);
+  if (ctx.skQueues.size) {
+    const img = ctx.image("sk-queues.img", "SK_QUEUES");
+    for (const [id, queue] of ctx.skQueues) {
+      for (const m of queue) {
+        img.entry(
+          sk_packet_entrySchema,
+          create(sk_packet_entrySchema, { idFor: id, length: m.length }),
+        );
+        img.raw(m);
+      }
+    }
+  }
   if (ctx.ttys.size) {
     const img = ctx.image("tty-info.img", "TTY_INFO");
     for (const t of ctx.ttys.values()) {

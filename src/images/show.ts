@@ -12,6 +12,7 @@ import {
   file_entrySchema,
   fs_entrySchema,
   pipe_data_entrySchema,
+  sk_packet_entrySchema,
   tty_info_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import {
@@ -54,6 +55,15 @@ export const IMAGE_KINDS: [RegExp, ImageKind][] = [
     { type: "PIPES_DATA", schema: pipe_data_entrySchema, payload: (m) => Number(m.bytes) },
   ],
   [/^tty-info\.img$/, { type: "TTY_INFO", schema: tty_info_entrySchema }],
+  [
+    /^sk-queues\.img$/,
+    { type: "SK_QUEUES", schema: sk_packet_entrySchema, payload: (m) => Number(m.length) },
+  ],
+  [/^pagemap-shmem-\d+\.img$/, {
+    type: "PAGEMAP",
+    schema: pagemap_entrySchema,
+    head: pagemap_headSchema,
+  }],
   [/^seccomp\.img$/, { type: "SECCOMP", schema: seccomp_entrySchema }],
   [/^timens-\d+\.img$/, { type: "TIMENS", schema: timens_entrySchema }],
   [/^stats-(dump|restore)$/, { type: "STATS", schema: stats_entrySchema }],

@@ -51,6 +51,7 @@ import {
   unixDgramSocket,
 } from "../syscalls/socket.ts";
 import { VMA } from "../pagemap/vma.ts";
+import { makeUnixSockets, type UnixSocketImage } from "../net/unix.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
 import type { DumpImages, TaskImages } from "./images.ts";
@@ -198,6 +199,8 @@ export class FileTable implements Disposable {
           `timerfd of task ${pid}`,
         );
       }
+    } else if (f.type === fd_types.UNIXSK) {
+      fd = this.#unixSocket(f);
     } else if (f.type === fd_types.EVENTPOLL) {
       fd = Number(
         syscall(NR.epoll_create1, "epoll_create1", `fd ${forFd} of task ${pid}`, O.CLOEXEC),
@@ -238,6 +241,45 @@ export class FileTable implements Disposable {
   }
 
   readonly #pipes = new Map<number, [number, number]>();
+  /** Unix sockets made here, by inode (a pair is made at once). */
+  readonly #unix = new Map<number, number>();
+
+  #unixImage(f: file_entry): UnixSocketImage {
+    const u = f.usk!;
+    return {
+      ino: u.ino,
+      type: u.type,
+      state: u.state,
+      peer: u.peer,
+      name: u.name,
+      backlog: u.backlog,
+      shutdown: u.shutdown ?? 0,
+      sndbuf: u.opts?.soSndbuf ?? 0,
+      rcvbuf: u.opts?.soRcvbuf ?? 0,
+      queue: this.#dump.skQueues.get(f.id) ?? [],
+    };
+  }
+
+  /** A unix socket (with its peer, for a pair) made here; its status flags applied. */
+  #unixSocket(f: file_entry): number {
+    const u = f.usk!;
+    if (!this.#unix.has(u.ino)) {
+      const peer = u.peer
+        ? [...this.#dump.files.values()].find((x) => x.usk?.ino === u.peer)
+        : undefined;
+      if (u.peer && !peer) {
+        throw new RestoreError(
+          `The peer socket:[${u.peer}] of socket:[${u.ino}] is missing from files.img`,
+        );
+      }
+      const made = makeUnixSockets(this.#unixImage(f), peer && this.#unixImage(peer));
+      for (const [ino, fd] of made) this.#unix.set(ino, fd);
+    }
+    const fd = this.#unix.get(u.ino)!;
+    const fl = u.flags & SETFL_MASK;
+    if (fl) fcntl(fd, F.SETFL, fl);
+    return fd;
+  }
 
   /** One end of a pipe made here and refilled with its dumped data. */
   #pipeEnd(f: file_entry): number {
@@ -283,6 +325,7 @@ export class FileTable implements Disposable {
     this.#byId.clear();
     this.#service.clear();
     this.#pipes.clear();
+    this.#unix.clear();
   }
 
   [Symbol.dispose](): void {

@@ -21,6 +21,7 @@ import {
   type fs_entry,
   fs_entrySchema,
   pipe_data_entrySchema,
+  sk_packet_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import {
   type inventory_entry,
@@ -72,6 +73,8 @@ export interface DumpImages {
   files: Map<number, file_entry>;
   /** Pipe contents by pipe id, with the pipe buffer size. */
   pipeData: Map<number, { data: Uint8Array; size: number }>;
+  /** Queued data of sockets by file id (sk-queues.img). */
+  skQueues: Map<number, Uint8Array[]>;
   /** Shared anonymous memory objects by inode: their pages (offset in the object, data). */
   shmem: Map<
     bigint,
@@ -90,6 +93,7 @@ const SUPPORTED_FILES = new Set([
   fd_types.SIGNALFD,
   fd_types.TIMERFD,
   fd_types.EVENTPOLL,
+  fd_types.UNIXSK,
 ]);
 
 function one<T>(path: string, entries: { message: T }[]): T {
@@ -268,7 +272,19 @@ export function readDump(dir: string): DumpImages {
     checkPagesSize(pagesPath, p(e.name), off);
     shmem.set(BigInt(m[1]), { pagesPath, runs });
   }
-  return { dir, inventory, tasks, files, pipeData, shmem };
+  const skQueues = new Map<number, Uint8Array[]>();
+  if (exists(p("sk-queues.img"))) {
+    for (
+      const e of readImage(p("sk-queues.img"), "SK_QUEUES", sk_packet_entrySchema, {
+        payloadSize: (m) => m.length,
+      })
+    ) {
+      const q = skQueues.get(e.message.idFor) ?? [];
+      q.push(e.payload ?? new Uint8Array());
+      skQueues.set(e.message.idFor, q);
+    }
+  }
+  return { dir, inventory, tasks, files, pipeData, shmem, skQueues };
 }
 
 /** A pagemap image: the pages-N.img id of its head, and its entries. */

@@ -123,3 +123,129 @@ export function tryLseek(fd: number, offset: bigint, whence: number): bigint {
   const ret = sys(NR.lseek, BigInt(fd), offset, BigInt(whence));
   return ret < 0n ? -BigInt(lastErrno()) : ret;
 }
+
+/** Socket option names used by deno-criu (SOL_SOCKET level). */
+export const SO = {
+  SNDBUF: 7,
+  RCVBUF: 8,
+  RCVTIMEO: 20,
+  SNDTIMEO: 21,
+  SNDBUFFORCE: 32,
+  RCVBUFFORCE: 33,
+  PEEK_OFF: 42,
+} as const;
+/** MSG_* flags. */
+export const MSG = { PEEK: 2, DONTWAIT: 0x40 } as const;
+
+/** socketpair(2): two connected sockets of `type`. */
+export function socketpair(domain: number, type: number): [number, number] {
+  const fds = new Int32Array(2);
+  unwrap(
+    sys(NR.socketpair, BigInt(domain), BigInt(type), 0n, addressOf(new Uint8Array(fds.buffer))),
+    "socketpair",
+  );
+  return [fds[0], fds[1]];
+}
+
+/** socket(2). */
+export function socket(domain: number, type: number, protocol = 0): number {
+  return Number(unwrap(sys(NR.socket, BigInt(domain), BigInt(type), BigInt(protocol)), "socket"));
+}
+
+/** A sockaddr_un for a unix socket name as the kernel reports it (abstract names start with NUL). */
+export function unixAddr(name: Uint8Array): { addr: Uint8Array; len: number } {
+  const addr = new Uint8Array(110);
+  new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
+  addr.set(name.subarray(0, 108), 2);
+  return { addr, len: 2 + Math.min(name.length, 108) + (name[0] === 0 ? 0 : 1) };
+}
+
+/** bind(2) to a unix name. */
+export function bindUnix(fd: number, name: Uint8Array, what: string): void {
+  const { addr, len } = unixAddr(name);
+  unwrap(sys(NR.bind, BigInt(fd), addressOf(addr), BigInt(len)), "bind", what);
+}
+
+/** listen(2). */
+export function listen(fd: number, backlog: number): void {
+  unwrap(sys(NR.listen, BigInt(fd), BigInt(backlog)), "listen", `fd ${fd}`);
+}
+
+/** shutdown(2); `how` 0 reading, 1 writing, 2 both. */
+export function shutdown(fd: number, how: number): void {
+  unwrap(sys(NR.shutdown, BigInt(fd), BigInt(how)), "shutdown", `fd ${fd}`);
+}
+
+/** getsockopt(2) at SOL_SOCKET into `out` (its length is the option's size). */
+export function getsockopt(fd: number, name: number, out: Uint8Array): void {
+  const len = new Uint32Array([out.length]);
+  unwrap(
+    sys(
+      NR.getsockopt,
+      BigInt(fd),
+      1n,
+      BigInt(name),
+      addressOf(out),
+      addressOf(new Uint8Array(len.buffer)),
+    ),
+    `getsockopt(${name})`,
+    `fd ${fd}`,
+  );
+}
+
+/** setsockopt(2) at SOL_SOCKET of bytes `value`. */
+export function setsockopt(fd: number, name: number, value: Uint8Array): void {
+  unwrap(
+    sys(NR.setsockopt, BigInt(fd), 1n, BigInt(name), addressOf(value), BigInt(value.length)),
+    `setsockopt(${name})`,
+    `fd ${fd}`,
+  );
+}
+
+/** send(2) of a whole message (sendto with no address). */
+export function sendAll(
+  fd: number,
+  data: Uint8Array,
+  to?: { addr: Uint8Array; len: number },
+): void {
+  const ret = sys(
+    NR.sendto,
+    BigInt(fd),
+    addressOf(data),
+    BigInt(data.length),
+    0n,
+    to ? addressOf(to.addr) : 0n,
+    to ? BigInt(to.len) : 0n,
+  );
+  if (ret < 0n) throw new Errno("send", lastErrno(), `fd ${fd}`);
+  if (Number(ret) !== data.length) {
+    throw new Error(`Short send on fd ${fd}: ${ret} of ${data.length} bytes`);
+  }
+}
+
+/**
+ * One recvmsg(MSG_PEEK | MSG_DONTWAIT): the next message (or stream bytes) without taking it,
+ * and whether control data (descriptors or credentials in flight) came with it. Returns null
+ * when the queue is empty.
+ */
+export function peekMessage(
+  fd: number,
+  max: number,
+): { data: Uint8Array; control: boolean } | null {
+  const data = new Uint8Array(max);
+  const iov = new BigUint64Array([addressOf(data), BigInt(max)]);
+  const control = new Uint8Array(256);
+  const msg = new Uint8Array(MSGHDR_SIZE);
+  const mv = new DataView(msg.buffer);
+  mv.setBigUint64(16, addressOf(new Uint8Array(iov.buffer)), true);
+  mv.setBigUint64(24, 1n, true);
+  mv.setBigUint64(32, addressOf(control), true);
+  mv.setBigUint64(40, BigInt(control.length), true);
+  const ret = sys(NR.recvmsg, BigInt(fd), addressOf(msg), BigInt(MSG.PEEK | MSG.DONTWAIT));
+  if (ret < 0n) {
+    const e = lastErrno();
+    if (e === 11) return null; // EAGAIN: nothing queued
+    throw new Errno("recvmsg(MSG_PEEK)", e, `fd ${fd}`);
+  }
+  return { data: data.slice(0, Number(ret)), control: mv.getBigUint64(40, true) > 0n };
+}
