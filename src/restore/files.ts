@@ -223,6 +223,15 @@ export class FileTable implements Disposable {
     return fd;
   }
 
+  readonly #used = new Set<number>();
+
+  /** True the first time it is asked about file `id` (one-time set-up of shared objects). */
+  firstUse(id: number): boolean {
+    if (this.#used.has(id)) return false;
+    this.#used.add(id);
+    return true;
+  }
+
   /** A read-only (or `flags`) descriptor of `path` for the restorer's own use, shared. */
   service(path: string, flags: number, what: string): number {
     const key = `${flags}:${path}`;
@@ -388,10 +397,11 @@ export function installFiles(
     }
     sys(NR.close, "close", received[i]);
   });
-  // epoll sets are keyed by (file, descriptor number): register the task's own numbers.
+  // epoll sets are keyed by (file, descriptor number): register the task's own numbers, once
+  // per set (a set inherited by children is one set).
   for (const fdi of task.fds) {
     const ep = dump.files.get(fdi.id)?.epfd;
-    if (!ep || task.fds.find((f) => f.id === fdi.id) !== fdi) continue;
+    if (!ep || task.fds.find((f) => f.id === fdi.id) !== fdi || !table.firstUse(fdi.id)) continue;
     for (const t of ep.tfd) {
       arena.reset();
       const ev = new Uint8Array(12); // struct epoll_event is packed: u32 events, u64 data

@@ -1,17 +1,21 @@
 /*
- * Victim: a process tree with threads.
+ * Victim: a process tree with threads, sharing memory, a pipe, a socketpair and an epoll set.
  *
- *   tree OUT NCHILD NTHREAD
+ *   tree OUT NCHILD NTHREAD [MIB]
  *
- * The parent makes a pipe, then NCHILD children: child 1 leads its own process group, child 2
- * its own session, the others stay in the parent's. Each child runs NTHREAD threads that count
- * in memory and keep a thread-local id, and blocks reading the shared pipe. One more child
+ * The parent makes a pipe, a socketpair, shared anonymous memory (one counter per child) and an
+ * epoll set watching its socket, then NCHILD children: child 1 leads its own process group,
+ * child 2 its own session, the others stay in the parent's. Each child runs NTHREAD threads
+ * that count in memory (the first also in the shared counter) and keep a thread-local id, writes
+ * MIB MiB of private memory (for benchmarks), and blocks reading the shared pipe. One more child
  * exits at once with code 42 and stays a zombie. The parent reports "ready", then waits.
  *
- * On SIGTERM the parent reaps the zombie (exit code 42 expected), writes one token per child
- * into the pipe and waits for them. A child that gets its token checks that its threads still
- * count, still have their thread-local ids, and that its session and group are as set up, and
- * exits 0 (or prints FAIL). The parent prints "PASS tree" when every check held.
+ * On SIGTERM the parent reaps the zombie (exit code 42 expected), checks that every child's
+ * shared counter still moves, writes one token per child into the pipe and waits for them. A
+ * child that gets its token checks that its threads still count, still have their thread-local
+ * ids, its memory, and that its session and group are as set up; it then says "child N" on the
+ * socketpair and exits 0 (or prints FAIL). The parent must see every child's message through
+ * its epoll set, and prints "PASS tree" when every check held.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -20,12 +24,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAXT 16
-static int out, pipefd[2], nchild, nthread;
+static int out, pipefd[2], sockfd[2], nchild, nthread;
+static volatile unsigned long *shared;
+static unsigned char *priv;
+static size_t priv_size;
+static int my_index;
 static volatile unsigned long counters[MAXT];
 static volatile int tls_ok[MAXT];
 static __thread int my_id = -1;
@@ -45,6 +56,8 @@ static void *worker(void *arg)
 	my_id = id;
 	for (;;) {
 		counters[id]++;
+		if (id == 0)
+			shared[my_index]++;
 		tls_ok[id] = my_id == id;
 		nap(20);
 	}
@@ -54,6 +67,12 @@ static void *worker(void *arg)
 static int child_main(int index)
 {
 	char buf[128];
+	my_index = index;
+	if (priv_size) {
+		priv = mmap(NULL, priv_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		for (size_t i = 0; i < priv_size; i += 4096)
+			priv[i] = (unsigned char)(i / 4096 + index);
+	}
 	if (index == 1)
 		setpgid(0, 0);
 	if (index == 2)
@@ -82,6 +101,15 @@ static int child_main(int index)
 		say(buf);
 		_exit(1);
 	}
+	for (size_t i = 0; i < priv_size; i += 4096) {
+		if (priv[i] != (unsigned char)(i / 4096 + index)) {
+			snprintf(buf, sizeof(buf), "FAIL child %d memory\n", index);
+			say(buf);
+			_exit(1);
+		}
+	}
+	int n = snprintf(buf, sizeof(buf), "child %d", index);
+	send(sockfd[1], buf, n, 0);
 	_exit(0);
 }
 
@@ -93,7 +121,13 @@ int main(int argc, char **argv)
 	out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
 	nchild = argc > 2 ? atoi(argv[2]) : 3;
 	nthread = argc > 3 ? atoi(argv[3]) : 2;
+	priv_size = (size_t)(argc > 4 ? atoi(argv[4]) : 0) << 20;
 	pipe(pipefd);
+	socketpair(AF_UNIX, SOCK_DGRAM, 0, sockfd);
+	shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	int ep = epoll_create1(0);
+	struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 7};
+	epoll_ctl(ep, EPOLL_CTL_ADD, sockfd[0], &ev);
 	signal(SIGTERM, on_term);
 	pid_t kids[32];
 	for (int i = 0; i < nchild; i++) {
@@ -115,8 +149,32 @@ int main(int argc, char **argv)
 		say("FAIL zombie\n");
 		ok = 0;
 	}
+	unsigned long seen[32];
+	for (int i = 1; i <= nchild; i++)
+		seen[i] = shared[i];
+	nap(300);
+	for (int i = 1; i <= nchild; i++) {
+		if (shared[i] <= seen[i]) {
+			snprintf(buf, sizeof(buf), "FAIL shared counter of child %d\n", i);
+			say(buf);
+			ok = 0;
+		}
+	}
 	for (int i = 0; i < nchild; i++)
 		write(pipefd[1], "x", 1);
+	int msgs = 0;
+	while (msgs < nchild) {
+		struct epoll_event got;
+		if (epoll_wait(ep, &got, 1, 3000) != 1 || got.data.u32 != 7)
+			break;
+		while (recv(sockfd[0], buf, sizeof(buf), MSG_DONTWAIT) > 0)
+			msgs++;
+	}
+	if (msgs != nchild) {
+		snprintf(buf, sizeof(buf), "FAIL %d of %d messages through epoll\n", msgs, nchild);
+		say(buf);
+		ok = 0;
+	}
 	for (int i = 0; i < nchild; i++) {
 		if (waitpid(kids[i], &st, 0) != kids[i] || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 			snprintf(buf, sizeof(buf), "FAIL child %d status %x\n", i + 1, st);
