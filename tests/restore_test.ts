@@ -458,3 +458,26 @@ Deno.test("a unix socket whose peer is outside the tree is refused by name", asy
     await stopVictim(py);
   }
 });
+
+Deno.test("POSIX timers keep their ids, clocks, signals and times", async () => {
+  const bin = await buildVictim("ptimer");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  let pid = 0;
+  try {
+    const r = await waitReport(v);
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    const core = (await critDecodeAll(imgs)).get(`core-${v.pid}.img`)!.entries[0];
+    const posix = core.tc.timers.posix as { it_id: number; clock_id: number }[];
+    assertEquals(posix.map((p) => p.it_id).sort(), [Number(r.a), Number(r.b)].sort());
+    pid = await restoreDetached(imgs);
+    const timers = Deno.readTextFileSync(`/proc/${pid}/timers`);
+    assertMatch(timers, new RegExp(`ID: ${r.b}\\nsignal: 10/0*b\\n`));
+    Deno.kill(pid, "SIGTERM");
+    await waitLine(v.out, /^(PASS|FAIL)/);
+    assertMatch(Deno.readTextFileSync(v.out), /PASS ptimer/);
+  } finally {
+    await stopVictim(v);
+    if (pid) killQuietly(pid);
+  }
+});

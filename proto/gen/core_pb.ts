@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file core.proto.
  */
 export const file_core: GenFile = /*@__PURE__*/
-  fileDesc("Cgpjb3JlLnByb3RvIqYCCgtjcmVkc19lbnRyeRILCgN1aWQYASACKA0SCwoDZ2lkGAIgAigNEgwKBGV1aWQYAyACKA0SDAoEZWdpZBgEIAIoDRIMCgRzdWlkGAUgAigNEgwKBHNnaWQYBiACKA0SDQoFZnN1aWQYByACKA0SDQoFZnNnaWQYCCACKA0SDwoHY2FwX2luaBgJIAMoDRIPCgdjYXBfcHJtGAogAygNEg8KB2NhcF9lZmYYCyADKA0SDwoHY2FwX2JuZBgMIAMoDRIPCgdzZWNiaXRzGA0gAigNEg4KBmdyb3VwcxgOIAMoDRITCgtsc21fcHJvZmlsZRgPIAEoCRIWCg5sc21fc29ja2NyZWF0ZRgQIAEoCRIVCg1hcHBhcm1vcl9kYXRhGBEgASgMIoIDChN1c2VyX3g4Nl9yZWdzX2VudHJ5EgsKA3IxNRgBIAIoBBILCgNyMTQYAiACKAQSCwoDcjEzGAMgAigEEgsKA3IxMhgEIAIoBBIKCgJicBgFIAIoBBIKCgJieBgGIAIoBBILCgNyMTEYByACKAQSCwoDcjEwGAggAigEEgoKAnI5GAkgAigEEgoKAnI4GAogAigEEgoKAmF4GAsgAigEEgoKAmN4GAwgAigEEgoKAmR4GA0gAigEEgoKAnNpGA4gAigEEgoKAmRpGA8gAigEEg8KB29yaWdfYXgYECACKAQSCgoCaXAYESACKAQSCgoCY3MYEiACKAQSDQoFZmxhZ3MYEyACKAQSCgoCc3AYFCACKAQSCgoCc3MYFSACKAQSDwoHZnNfYmFzZRgWIAIoBBIPCgdnc19iYXNlGBcgAigEEgoKAmRzGBggAigEEgoKAmVzGBkgAigEEgoKAmZzGBogAigEEgoKAmdzGBsgAigEEg8KBG1vZGUYHCABKA06ATEisAEKFHVzZXJfeDg2X3hzYXZlX2VudHJ5EhEKCXhzdGF0ZV9idhgBIAIoBBISCgp5bW1oX3NwYWNlGAIgAygNEhQKDGJuZHJlZ19zdGF0ZRgDIAMoBBIUCgxibmRjc3Jfc3RhdGUYBCADKAQSEgoKb3BtYXNrX3JlZxgFIAMoBBIRCgl6bW1fdXBwZXIYBiADKAQSEAoIaGkxNl96bW0YByADKAQSDAoEcGtydRgIIAMoDSLkAQoVdXNlcl94ODZfZnByZWdzX2VudHJ5EgsKA2N3ZBgBIAIoDRILCgNzd2QYAiACKA0SCwoDdHdkGAMgAigNEgsKA2ZvcBgEIAIoDRILCgNyaXAYBSACKAQSCwoDcmRwGAYgAigEEg0KBW14Y3NyGAcgAigNEhIKCm14Y3NyX21hc2sYCCACKA0SEAoIc3Rfc3BhY2UYCSADKA0SEQoJeG1tX3NwYWNlGAogAygNEg8KB3BhZGRpbmcYCyADKA0SJAoFeHNhdmUYDSABKAsyFS51c2VyX3g4Nl94c2F2ZV9lbnRyeSLlAQoLdXNlcl9kZXNjX3QSFAoMZW50cnlfbnVtYmVyGAEgAigNEhEKCWJhc2VfYWRkchgCIAIoDRINCgVsaW1pdBgDIAIoDRIRCglzZWdfMzJiaXQYBCACKAgSEgoKY29udGVudHNfaBgFIAIoCBISCgpjb250ZW50c19sGAYgAigIEhwKDnJlYWRfZXhlY19vbmx5GAcgAigIOgR0cnVlEhYKDmxpbWl0X2luX3BhZ2VzGAggAigIEh0KD3NlZ19ub3RfcHJlc2VudBgJIAIoCDoEdHJ1ZRIOCgZ1c2FibGUYCiACKAgikgEKD3RocmVhZF9pbmZvX3g4NhIWCg5jbGVhcl90aWRfYWRkchgBIAIoBBIkCgZncHJlZ3MYAiACKAsyFC51c2VyX3g4Nl9yZWdzX2VudHJ5EiYKBmZwcmVncxgDIAIoCzIWLnVzZXJfeDg2X2ZwcmVnc19lbnRyeRIZCgN0bHMYBCADKAsyDC51c2VyX2Rlc2NfdCJ9CghzYV9lbnRyeRIRCglzaWdhY3Rpb24YASACKAQSDQoFZmxhZ3MYAiACKAQSEAoIcmVzdG9yZXIYAyACKAQSDAoEbWFzaxgEIAIoBBIYChBjb21wYXRfc2lnYWN0aW9uGAUgASgIEhUKDW1hc2tfZXh0ZW5kZWQYBiABKAQiSAoMaXRpbWVyX2VudHJ5EgwKBGlzZWMYASACKAQSDQoFaXVzZWMYAiACKAQSDAoEdnNlYxgDIAIoBBINCgV2dXNlYxgEIAIoBCJqChF0YXNrX3RpbWVyc19lbnRyeRIbCgRyZWFsGAEgAigLMg0uaXRpbWVyX2VudHJ5EhsKBHZpcnQYAiACKAsyDS5pdGltZXJfZW50cnkSGwoEcHJvZhgDIAIoCzINLml0aW1lcl9lbnRyeSIoCgxybGltaXRfZW50cnkSCwoDY3VyGAEgAigEEgsKA21heBgCIAIoBCI0ChJ0YXNrX3JsaW1pdHNfZW50cnkSHgoHcmxpbWl0cxgBIAMoCzINLnJsaW1pdF9lbnRyeSIgCg1zaWdpbmZvX2VudHJ5Eg8KB3NpZ2luZm8YASACKAwiNQoSc2lnbmFsX3F1ZXVlX2VudHJ5Eh8KB3NpZ25hbHMYASADKAsyDi5zaWdpbmZvX2VudHJ5ImkKCnJzZXFfZW50cnkSGAoQcnNlcV9hYmlfcG9pbnRlchgBIAIoBBIVCg1yc2VxX2FiaV9zaXplGAIgAigNEhEKCXNpZ25hdHVyZRgDIAIoDRIXCg9yc2VxX2NzX3BvaW50ZXIYBCABKAQiwwMKD3Rhc2tfY29yZV9lbnRyeRISCgp0YXNrX3N0YXRlGAEgAigNEhEKCWV4aXRfY29kZRgCIAIoDRITCgtwZXJzb25hbGl0eRgDIAIoDRINCgVmbGFncxgEIAIoDRISCgpibGtfc2lnc2V0GAUgAigEEgwKBGNvbW0YBiACKAkSIgoGdGltZXJzGAcgASgLMhIudGFza190aW1lcnNfZW50cnkSJAoHcmxpbWl0cxgIIAEoCzITLnRhc2tfcmxpbWl0c19lbnRyeRIOCgZjZ19zZXQYCSABKA0SJgoJc2lnbmFsc19zGAogASgLMhMuc2lnbmFsX3F1ZXVlX2VudHJ5EicKEG9sZF9zZWNjb21wX21vZGUYCyABKA4yDS5zZWNjb21wX21vZGUSGgoSb2xkX3NlY2NvbXBfZmlsdGVyGAwgASgNEhAKCGxvZ2ludWlkGA0gASgNEhUKDW9vbV9zY29yZV9hZGoYDiABKAUSHQoKc2lnYWN0aW9ucxgPIAMoCzIJLnNhX2VudHJ5EhcKD2NoaWxkX3N1YnJlYXBlchgSIAEoCBIbChNibGtfc2lnc2V0X2V4dGVuZGVkGBQgASgEIkQKEHRocmVhZF9zYXNfZW50cnkSDQoFc3Nfc3AYASACKAQSDwoHc3Nfc2l6ZRgCIAIoBBIQCghzc19mbGFncxgDIAIoDSKRAwoRdGhyZWFkX2NvcmVfZW50cnkSEQoJZnV0ZXhfcmxhGAEgAigEEhUKDWZ1dGV4X3JsYV9sZW4YAiACKA0SEgoKc2NoZWRfbmljZRgDIAEoERIUCgxzY2hlZF9wb2xpY3kYBCABKA0SEgoKc2NoZWRfcHJpbxgFIAEoDRISCgpibGtfc2lnc2V0GAYgASgEEh4KA3NhcxgHIAEoCzIRLnRocmVhZF9zYXNfZW50cnkSEgoKcGRlYXRoX3NpZxgIIAEoDRImCglzaWduYWxzX3AYCSABKAsyEy5zaWduYWxfcXVldWVfZW50cnkSGwoFY3JlZHMYCiABKAsyDC5jcmVkc19lbnRyeRIjCgxzZWNjb21wX21vZGUYCyABKA4yDS5zZWNjb21wX21vZGUSFgoOc2VjY29tcF9maWx0ZXIYDCABKA0SDAoEY29tbRgNIAEoCRIbChNibGtfc2lnc2V0X2V4dGVuZGVkGA4gASgEEh8KCnJzZXFfZW50cnkYDyABKAsyCy5yc2VxX2VudHJ5IvYBChN0YXNrX2tvYmpfaWRzX2VudHJ5Eg0KBXZtX2lkGAEgAigNEhAKCGZpbGVzX2lkGAIgAigNEg0KBWZzX2lkGAMgAigNEhIKCnNpZ2hhbmRfaWQYBCACKA0SEQoJcGlkX25zX2lkGAUgASgNEhEKCW5ldF9uc19pZBgGIAEoDRIRCglpcGNfbnNfaWQYByABKA0SEQoJdXRzX25zX2lkGAggASgNEhEKCW1udF9uc19pZBgJIAEoDRISCgp1c2VyX25zX2lkGAogASgNEhQKDGNncm91cF9uc19pZBgLIAEoDRISCgp0aW1lX25zX2lkGAwgASgNIpYCCgpjb3JlX2VudHJ5EiAKBW10eXBlGAEgAigOMhEuY29yZV9lbnRyeS5tYXJjaBIlCgt0aHJlYWRfaW5mbxgCIAEoCzIQLnRocmVhZF9pbmZvX3g4NhIcCgJ0YxgDIAEoCzIQLnRhc2tfY29yZV9lbnRyeRIhCgNpZHMYBCABKAsyFC50YXNrX2tvYmpfaWRzX2VudHJ5EicKC3RocmVhZF9jb3JlGAUgASgLMhIudGhyZWFkX2NvcmVfZW50cnkiVQoFbWFyY2gSCwoHVU5LTk9XThAAEgoKBlg4Nl82NBABEgcKA0FSTRACEgsKB0FBUkNINjQQAxIJCgVQUEM2NBAEEggKBFMzOTAQBRIICgRNSVBTEAYqNAoMc2VjY29tcF9tb2RlEgwKCGRpc2FibGVkEAASCgoGc3RyaWN0EAESCgoGZmlsdGVyEAI");
+  fileDesc("Cgpjb3JlLnByb3RvIqYCCgtjcmVkc19lbnRyeRILCgN1aWQYASACKA0SCwoDZ2lkGAIgAigNEgwKBGV1aWQYAyACKA0SDAoEZWdpZBgEIAIoDRIMCgRzdWlkGAUgAigNEgwKBHNnaWQYBiACKA0SDQoFZnN1aWQYByACKA0SDQoFZnNnaWQYCCACKA0SDwoHY2FwX2luaBgJIAMoDRIPCgdjYXBfcHJtGAogAygNEg8KB2NhcF9lZmYYCyADKA0SDwoHY2FwX2JuZBgMIAMoDRIPCgdzZWNiaXRzGA0gAigNEg4KBmdyb3VwcxgOIAMoDRITCgtsc21fcHJvZmlsZRgPIAEoCRIWCg5sc21fc29ja2NyZWF0ZRgQIAEoCRIVCg1hcHBhcm1vcl9kYXRhGBEgASgMIoIDChN1c2VyX3g4Nl9yZWdzX2VudHJ5EgsKA3IxNRgBIAIoBBILCgNyMTQYAiACKAQSCwoDcjEzGAMgAigEEgsKA3IxMhgEIAIoBBIKCgJicBgFIAIoBBIKCgJieBgGIAIoBBILCgNyMTEYByACKAQSCwoDcjEwGAggAigEEgoKAnI5GAkgAigEEgoKAnI4GAogAigEEgoKAmF4GAsgAigEEgoKAmN4GAwgAigEEgoKAmR4GA0gAigEEgoKAnNpGA4gAigEEgoKAmRpGA8gAigEEg8KB29yaWdfYXgYECACKAQSCgoCaXAYESACKAQSCgoCY3MYEiACKAQSDQoFZmxhZ3MYEyACKAQSCgoCc3AYFCACKAQSCgoCc3MYFSACKAQSDwoHZnNfYmFzZRgWIAIoBBIPCgdnc19iYXNlGBcgAigEEgoKAmRzGBggAigEEgoKAmVzGBkgAigEEgoKAmZzGBogAigEEgoKAmdzGBsgAigEEg8KBG1vZGUYHCABKA06ATEisAEKFHVzZXJfeDg2X3hzYXZlX2VudHJ5EhEKCXhzdGF0ZV9idhgBIAIoBBISCgp5bW1oX3NwYWNlGAIgAygNEhQKDGJuZHJlZ19zdGF0ZRgDIAMoBBIUCgxibmRjc3Jfc3RhdGUYBCADKAQSEgoKb3BtYXNrX3JlZxgFIAMoBBIRCgl6bW1fdXBwZXIYBiADKAQSEAoIaGkxNl96bW0YByADKAQSDAoEcGtydRgIIAMoDSLkAQoVdXNlcl94ODZfZnByZWdzX2VudHJ5EgsKA2N3ZBgBIAIoDRILCgNzd2QYAiACKA0SCwoDdHdkGAMgAigNEgsKA2ZvcBgEIAIoDRILCgNyaXAYBSACKAQSCwoDcmRwGAYgAigEEg0KBW14Y3NyGAcgAigNEhIKCm14Y3NyX21hc2sYCCACKA0SEAoIc3Rfc3BhY2UYCSADKA0SEQoJeG1tX3NwYWNlGAogAygNEg8KB3BhZGRpbmcYCyADKA0SJAoFeHNhdmUYDSABKAsyFS51c2VyX3g4Nl94c2F2ZV9lbnRyeSLlAQoLdXNlcl9kZXNjX3QSFAoMZW50cnlfbnVtYmVyGAEgAigNEhEKCWJhc2VfYWRkchgCIAIoDRINCgVsaW1pdBgDIAIoDRIRCglzZWdfMzJiaXQYBCACKAgSEgoKY29udGVudHNfaBgFIAIoCBISCgpjb250ZW50c19sGAYgAigIEhwKDnJlYWRfZXhlY19vbmx5GAcgAigIOgR0cnVlEhYKDmxpbWl0X2luX3BhZ2VzGAggAigIEh0KD3NlZ19ub3RfcHJlc2VudBgJIAIoCDoEdHJ1ZRIOCgZ1c2FibGUYCiACKAgikgEKD3RocmVhZF9pbmZvX3g4NhIWCg5jbGVhcl90aWRfYWRkchgBIAIoBBIkCgZncHJlZ3MYAiACKAsyFC51c2VyX3g4Nl9yZWdzX2VudHJ5EiYKBmZwcmVncxgDIAIoCzIWLnVzZXJfeDg2X2ZwcmVnc19lbnRyeRIZCgN0bHMYBCADKAsyDC51c2VyX2Rlc2NfdCJ9CghzYV9lbnRyeRIRCglzaWdhY3Rpb24YASACKAQSDQoFZmxhZ3MYAiACKAQSEAoIcmVzdG9yZXIYAyACKAQSDAoEbWFzaxgEIAIoBBIYChBjb21wYXRfc2lnYWN0aW9uGAUgASgIEhUKDW1hc2tfZXh0ZW5kZWQYBiABKAQiSAoMaXRpbWVyX2VudHJ5EgwKBGlzZWMYASACKAQSDQoFaXVzZWMYAiACKAQSDAoEdnNlYxgDIAIoBBINCgV2dXNlYxgEIAIoBCLXAQoRcG9zaXhfdGltZXJfZW50cnkSDQoFaXRfaWQYASACKA0SEAoIY2xvY2tfaWQYAiACKA0SEAoIc2lfc2lnbm8YAyACKA0SFwoPaXRfc2lnZXZfbm90aWZ5GAQgAigNEhEKCXNpdmFsX3B0chgFIAIoBBIPCgdvdmVycnVuGAYgAigNEgwKBGlzZWMYByACKAQSDQoFaW5zZWMYCCACKAQSDAoEdnNlYxgJIAIoBBINCgV2bnNlYxgKIAIoBBIYChBub3RpZnlfdGhyZWFkX2lkGAsgASgFIo0BChF0YXNrX3RpbWVyc19lbnRyeRIbCgRyZWFsGAEgAigLMg0uaXRpbWVyX2VudHJ5EhsKBHZpcnQYAiACKAsyDS5pdGltZXJfZW50cnkSGwoEcHJvZhgDIAIoCzINLml0aW1lcl9lbnRyeRIhCgVwb3NpeBgEIAMoCzISLnBvc2l4X3RpbWVyX2VudHJ5IigKDHJsaW1pdF9lbnRyeRILCgNjdXIYASACKAQSCwoDbWF4GAIgAigEIjQKEnRhc2tfcmxpbWl0c19lbnRyeRIeCgdybGltaXRzGAEgAygLMg0ucmxpbWl0X2VudHJ5IiAKDXNpZ2luZm9fZW50cnkSDwoHc2lnaW5mbxgBIAIoDCI1ChJzaWduYWxfcXVldWVfZW50cnkSHwoHc2lnbmFscxgBIAMoCzIOLnNpZ2luZm9fZW50cnkiaQoKcnNlcV9lbnRyeRIYChByc2VxX2FiaV9wb2ludGVyGAEgAigEEhUKDXJzZXFfYWJpX3NpemUYAiACKA0SEQoJc2lnbmF0dXJlGAMgAigNEhcKD3JzZXFfY3NfcG9pbnRlchgEIAEoBCLDAwoPdGFza19jb3JlX2VudHJ5EhIKCnRhc2tfc3RhdGUYASACKA0SEQoJZXhpdF9jb2RlGAIgAigNEhMKC3BlcnNvbmFsaXR5GAMgAigNEg0KBWZsYWdzGAQgAigNEhIKCmJsa19zaWdzZXQYBSACKAQSDAoEY29tbRgGIAIoCRIiCgZ0aW1lcnMYByABKAsyEi50YXNrX3RpbWVyc19lbnRyeRIkCgdybGltaXRzGAggASgLMhMudGFza19ybGltaXRzX2VudHJ5Eg4KBmNnX3NldBgJIAEoDRImCglzaWduYWxzX3MYCiABKAsyEy5zaWduYWxfcXVldWVfZW50cnkSJwoQb2xkX3NlY2NvbXBfbW9kZRgLIAEoDjINLnNlY2NvbXBfbW9kZRIaChJvbGRfc2VjY29tcF9maWx0ZXIYDCABKA0SEAoIbG9naW51aWQYDSABKA0SFQoNb29tX3Njb3JlX2FkahgOIAEoBRIdCgpzaWdhY3Rpb25zGA8gAygLMgkuc2FfZW50cnkSFwoPY2hpbGRfc3VicmVhcGVyGBIgASgIEhsKE2Jsa19zaWdzZXRfZXh0ZW5kZWQYFCABKAQiRAoQdGhyZWFkX3Nhc19lbnRyeRINCgVzc19zcBgBIAIoBBIPCgdzc19zaXplGAIgAigEEhAKCHNzX2ZsYWdzGAMgAigNIpEDChF0aHJlYWRfY29yZV9lbnRyeRIRCglmdXRleF9ybGEYASACKAQSFQoNZnV0ZXhfcmxhX2xlbhgCIAIoDRISCgpzY2hlZF9uaWNlGAMgASgREhQKDHNjaGVkX3BvbGljeRgEIAEoDRISCgpzY2hlZF9wcmlvGAUgASgNEhIKCmJsa19zaWdzZXQYBiABKAQSHgoDc2FzGAcgASgLMhEudGhyZWFkX3Nhc19lbnRyeRISCgpwZGVhdGhfc2lnGAggASgNEiYKCXNpZ25hbHNfcBgJIAEoCzITLnNpZ25hbF9xdWV1ZV9lbnRyeRIbCgVjcmVkcxgKIAEoCzIMLmNyZWRzX2VudHJ5EiMKDHNlY2NvbXBfbW9kZRgLIAEoDjINLnNlY2NvbXBfbW9kZRIWCg5zZWNjb21wX2ZpbHRlchgMIAEoDRIMCgRjb21tGA0gASgJEhsKE2Jsa19zaWdzZXRfZXh0ZW5kZWQYDiABKAQSHwoKcnNlcV9lbnRyeRgPIAEoCzILLnJzZXFfZW50cnki9gEKE3Rhc2tfa29ial9pZHNfZW50cnkSDQoFdm1faWQYASACKA0SEAoIZmlsZXNfaWQYAiACKA0SDQoFZnNfaWQYAyACKA0SEgoKc2lnaGFuZF9pZBgEIAIoDRIRCglwaWRfbnNfaWQYBSABKA0SEQoJbmV0X25zX2lkGAYgASgNEhEKCWlwY19uc19pZBgHIAEoDRIRCgl1dHNfbnNfaWQYCCABKA0SEQoJbW50X25zX2lkGAkgASgNEhIKCnVzZXJfbnNfaWQYCiABKA0SFAoMY2dyb3VwX25zX2lkGAsgASgNEhIKCnRpbWVfbnNfaWQYDCABKA0ilgIKCmNvcmVfZW50cnkSIAoFbXR5cGUYASACKA4yES5jb3JlX2VudHJ5Lm1hcmNoEiUKC3RocmVhZF9pbmZvGAIgASgLMhAudGhyZWFkX2luZm9feDg2EhwKAnRjGAMgASgLMhAudGFza19jb3JlX2VudHJ5EiEKA2lkcxgEIAEoCzIULnRhc2tfa29ial9pZHNfZW50cnkSJwoLdGhyZWFkX2NvcmUYBSABKAsyEi50aHJlYWRfY29yZV9lbnRyeSJVCgVtYXJjaBILCgdVTktOT1dOEAASCgoGWDg2XzY0EAESBwoDQVJNEAISCwoHQUFSQ0g2NBADEgkKBVBQQzY0EAQSCAoEUzM5MBAFEggKBE1JUFMQBio0CgxzZWNjb21wX21vZGUSDAoIZGlzYWJsZWQQABIKCgZzdHJpY3QQARIKCgZmaWx0ZXIQAg");
 
 /**
  * @generated from message creds_entry
@@ -571,6 +571,75 @@ export const itimer_entrySchema: GenMessage<itimer_entry> = /*@__PURE__*/
   messageDesc(file_core, 7);
 
 /**
+ * A POSIX timer (timer_create): id, clock, how it notifies, remaining time (v) and interval (i).
+ *
+ * @generated from message posix_timer_entry
+ */
+export type posix_timer_entry = Message<"posix_timer_entry"> & {
+  /**
+   * @generated from field: required uint32 it_id = 1;
+   */
+  itId: number;
+
+  /**
+   * @generated from field: required uint32 clock_id = 2;
+   */
+  clockId: number;
+
+  /**
+   * @generated from field: required uint32 si_signo = 3;
+   */
+  siSigno: number;
+
+  /**
+   * @generated from field: required uint32 it_sigev_notify = 4;
+   */
+  itSigevNotify: number;
+
+  /**
+   * @generated from field: required uint64 sival_ptr = 5;
+   */
+  sivalPtr: bigint;
+
+  /**
+   * @generated from field: required uint32 overrun = 6;
+   */
+  overrun: number;
+
+  /**
+   * @generated from field: required uint64 isec = 7;
+   */
+  isec: bigint;
+
+  /**
+   * @generated from field: required uint64 insec = 8;
+   */
+  insec: bigint;
+
+  /**
+   * @generated from field: required uint64 vsec = 9;
+   */
+  vsec: bigint;
+
+  /**
+   * @generated from field: required uint64 vnsec = 10;
+   */
+  vnsec: bigint;
+
+  /**
+   * @generated from field: optional int32 notify_thread_id = 11;
+   */
+  notifyThreadId: number;
+};
+
+/**
+ * Describes the message posix_timer_entry.
+ * Use `create(posix_timer_entrySchema)` to create a new message.
+ */
+export const posix_timer_entrySchema: GenMessage<posix_timer_entry> = /*@__PURE__*/
+  messageDesc(file_core, 8);
+
+/**
  * @generated from message task_timers_entry
  */
 export type task_timers_entry = Message<"task_timers_entry"> & {
@@ -588,6 +657,11 @@ export type task_timers_entry = Message<"task_timers_entry"> & {
    * @generated from field: required itimer_entry prof = 3;
    */
   prof?: itimer_entry | undefined;
+
+  /**
+   * @generated from field: repeated posix_timer_entry posix = 4;
+   */
+  posix: posix_timer_entry[];
 };
 
 /**
@@ -595,7 +669,7 @@ export type task_timers_entry = Message<"task_timers_entry"> & {
  * Use `create(task_timers_entrySchema)` to create a new message.
  */
 export const task_timers_entrySchema: GenMessage<task_timers_entry> = /*@__PURE__*/
-  messageDesc(file_core, 8);
+  messageDesc(file_core, 9);
 
 /**
  * @generated from message rlimit_entry
@@ -617,7 +691,7 @@ export type rlimit_entry = Message<"rlimit_entry"> & {
  * Use `create(rlimit_entrySchema)` to create a new message.
  */
 export const rlimit_entrySchema: GenMessage<rlimit_entry> = /*@__PURE__*/
-  messageDesc(file_core, 9);
+  messageDesc(file_core, 10);
 
 /**
  * @generated from message task_rlimits_entry
@@ -634,7 +708,7 @@ export type task_rlimits_entry = Message<"task_rlimits_entry"> & {
  * Use `create(task_rlimits_entrySchema)` to create a new message.
  */
 export const task_rlimits_entrySchema: GenMessage<task_rlimits_entry> = /*@__PURE__*/
-  messageDesc(file_core, 10);
+  messageDesc(file_core, 11);
 
 /**
  * One pending signal: the raw 128-byte `siginfo_t`.
@@ -653,7 +727,7 @@ export type siginfo_entry = Message<"siginfo_entry"> & {
  * Use `create(siginfo_entrySchema)` to create a new message.
  */
 export const siginfo_entrySchema: GenMessage<siginfo_entry> = /*@__PURE__*/
-  messageDesc(file_core, 11);
+  messageDesc(file_core, 12);
 
 /**
  * @generated from message signal_queue_entry
@@ -670,7 +744,7 @@ export type signal_queue_entry = Message<"signal_queue_entry"> & {
  * Use `create(signal_queue_entrySchema)` to create a new message.
  */
 export const signal_queue_entrySchema: GenMessage<signal_queue_entry> = /*@__PURE__*/
-  messageDesc(file_core, 12);
+  messageDesc(file_core, 13);
 
 /**
  * @generated from message rseq_entry
@@ -702,7 +776,7 @@ export type rseq_entry = Message<"rseq_entry"> & {
  * Use `create(rseq_entrySchema)` to create a new message.
  */
 export const rseq_entrySchema: GenMessage<rseq_entry> = /*@__PURE__*/
-  messageDesc(file_core, 13);
+  messageDesc(file_core, 14);
 
 /**
  * @generated from message task_core_entry
@@ -799,7 +873,7 @@ export type task_core_entry = Message<"task_core_entry"> & {
  * Use `create(task_core_entrySchema)` to create a new message.
  */
 export const task_core_entrySchema: GenMessage<task_core_entry> = /*@__PURE__*/
-  messageDesc(file_core, 14);
+  messageDesc(file_core, 15);
 
 /**
  * @generated from message thread_sas_entry
@@ -826,7 +900,7 @@ export type thread_sas_entry = Message<"thread_sas_entry"> & {
  * Use `create(thread_sas_entrySchema)` to create a new message.
  */
 export const thread_sas_entrySchema: GenMessage<thread_sas_entry> = /*@__PURE__*/
-  messageDesc(file_core, 15);
+  messageDesc(file_core, 16);
 
 /**
  * @generated from message thread_core_entry
@@ -913,7 +987,7 @@ export type thread_core_entry = Message<"thread_core_entry"> & {
  * Use `create(thread_core_entrySchema)` to create a new message.
  */
 export const thread_core_entrySchema: GenMessage<thread_core_entry> = /*@__PURE__*/
-  messageDesc(file_core, 16);
+  messageDesc(file_core, 17);
 
 /**
  * Kernel objects a task uses, by dump-wide id (equal ids mean shared).
@@ -987,7 +1061,7 @@ export type task_kobj_ids_entry = Message<"task_kobj_ids_entry"> & {
  * Use `create(task_kobj_ids_entrySchema)` to create a new message.
  */
 export const task_kobj_ids_entrySchema: GenMessage<task_kobj_ids_entry> = /*@__PURE__*/
-  messageDesc(file_core, 17);
+  messageDesc(file_core, 18);
 
 /**
  * @generated from message core_entry
@@ -1024,7 +1098,7 @@ export type core_entry = Message<"core_entry"> & {
  * Use `create(core_entrySchema)` to create a new message.
  */
 export const core_entrySchema: GenMessage<core_entry> = /*@__PURE__*/
-  messageDesc(file_core, 18);
+  messageDesc(file_core, 19);
 
 /**
  * @generated from enum core_entry.march
@@ -1070,7 +1144,7 @@ export enum core_entry_march {
  * Describes the enum core_entry.march.
  */
 export const core_entry_marchSchema: GenEnum<core_entry_march> = /*@__PURE__*/
-  enumDesc(file_core, 18, 0);
+  enumDesc(file_core, 19, 0);
 
 /**
  * @generated from enum seccomp_mode

@@ -10,6 +10,7 @@ import {
   core_entrySchema,
   creds_entrySchema,
   itimer_entrySchema,
+  posix_timer_entrySchema,
   rlimit_entrySchema,
   rseq_entrySchema,
   sa_entrySchema,
@@ -132,7 +133,26 @@ export function coreEntry(t: TaskState): core_entry {
       flags: t.stat.flags,
       blkSigset: t.sigmask,
       comm: t.stat.comm,
-      timers: create(task_timers_entrySchema, { real, virt, prof }),
+      timers: create(task_timers_entrySchema, {
+        real,
+        virt,
+        prof,
+        posix: t.posixTimers.map((p) =>
+          create(posix_timer_entrySchema, {
+            itId: p.id,
+            clockId: p.clockId,
+            siSigno: p.signo,
+            itSigevNotify: p.notify,
+            sivalPtr: p.sival,
+            overrun: p.overrun,
+            isec: p.interval[0],
+            insec: p.interval[1],
+            vsec: p.value[0],
+            vnsec: p.value[1],
+            notifyThreadId: p.notify === 4 ? p.notifyTid : undefined,
+          })
+        ),
+      }),
       rlimits: create(task_rlimits_entrySchema, {
         rlimits: t.rlimits.map(([cur, max]) => create(rlimit_entrySchema, { cur, max })),
       }),

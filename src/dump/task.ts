@@ -23,8 +23,10 @@ import {
   parseLimits,
   parseStat,
   parseStatus,
+  parseTimers,
   type ProcStat,
   type ProcStatus,
+  type ProcTimer,
   readProcText,
 } from "../tree/proc.ts";
 import type { SeizedTask } from "../tree/seize.ts";
@@ -83,6 +85,9 @@ export interface TaskState {
   cwd: string;
   root: string;
   wasStopped: boolean;
+  /** POSIX timers with their remaining time and interval (timer_gettime) and overruns. */
+  posixTimers:
+    (ProcTimer & { value: [bigint, bigint]; interval: [bigint, bigint]; overrun: number })[];
 }
 
 /** Collects the state of a seized task; `rs` runs the syscalls that must run inside it. */
@@ -110,9 +115,27 @@ export function collectTask(task: SeizedTask, rs: RemoteSyscalls): TaskState {
   const thp = Number(rs.check(NR.prctl, "prctl(PR_GET_THP_DISABLE)", PR.GET_THP_DISABLE));
   const brk = rs.check(NR.brk, "brk", 0);
 
+  // POSIX timers: remaining time and interval, read by the task itself.
+  const timers = parseTimers(readProcText(pid, "timers"));
+  const POSIX = 2400;
+  timers.forEach((t, i) => {
+    rs.check(NR.timer_gettime, "timer_gettime", t.id, at(POSIX + i * 32));
+  });
+  const overruns = timers.map((t) => Math.max(0, Number(rs.call(NR.timer_getoverrun, t.id))));
+  if (POSIX + timers.length * 32 > 4096) throw new Error(`Task ${pid} has too many POSIX timers`);
+
   const page = new Uint8Array(4096);
   readRemote(pid, scratch, page);
   const v = new DataView(page.buffer);
+  const posixTimers = timers.map((t, i) => {
+    const o = POSIX + i * 32;
+    return {
+      ...t,
+      interval: [v.getBigUint64(o, true), v.getBigUint64(o + 8, true)] as [bigint, bigint],
+      value: [v.getBigUint64(o + 16, true), v.getBigUint64(o + 24, true)] as [bigint, bigint],
+      overrun: overruns[i],
+    };
+  });
   const sigactions = new Map<number, SigAction>();
   for (let sig = 1; sig <= SIGMAX; sig++) {
     if (sig === 9 || sig === 19) continue;
@@ -170,6 +193,7 @@ export function collectTask(task: SeizedTask, rs: RemoteSyscalls): TaskState {
     cwd: readLink("cwd"),
     root: readLink("root"),
     wasStopped: task.wasStopped,
+    posixTimers,
   };
 }
 

@@ -316,6 +316,49 @@ function fillShmem(dump: DumpImages, task: TaskImages, shmem: Map<bigint, number
   return pages;
 }
 
+/**
+ * POSIX timers, with their ids: PR_TIMER_CREATE_RESTORE_IDS makes timer_create take the id it
+ * is given. Made after the threads, which SIGEV_THREAD_ID timers target.
+ */
+function restorePosixTimers(rs: RemoteSyscalls, arena: RemoteArena, task: TaskImages): void {
+  const posix = task.core.tc?.timers?.posix ?? [];
+  if (!posix.length) return;
+  const pid = rs.task.pid;
+  const PR_TIMER_CREATE_RESTORE_IDS = 77;
+  const check = (ret: bigint, what: string) => {
+    if (ret < 0n) throw new RestoreError(`Cannot restore ${what} of task ${pid}: errno ${-ret}`);
+  };
+  check(
+    rs.call(NR.prctl, PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0),
+    "POSIX timer ids (PR_TIMER_CREATE_RESTORE_IDS)",
+  );
+  try {
+    for (const p of posix) {
+      arena.reset();
+      const sev = new Uint8Array(64);
+      const v = new DataView(sev.buffer);
+      v.setBigUint64(0, p.sivalPtr, true);
+      v.setInt32(8, p.siSigno, true);
+      v.setInt32(12, p.itSigevNotify, true);
+      v.setInt32(16, p.notifyThreadId ?? 0, true);
+      const sevAt = arena.put(sev);
+      const idAt = arena.put(new Uint8Array(new Int32Array([p.itId]).buffer));
+      check(rs.call(NR.timer_create, p.clockId, sevAt, idAt), `POSIX timer ${p.itId}`);
+      const got = new Int32Array(1);
+      readRemote(pid, idAt, new Uint8Array(got.buffer));
+      if (got[0] !== p.itId) {
+        throw new RestoreError(`POSIX timer ${p.itId} of task ${pid} came back as ${got[0]}`);
+      }
+      if (p.vsec || p.vnsec) {
+        const spec = arena.words([p.isec, p.insec, p.vsec, p.vnsec]);
+        check(rs.call(NR.timer_settime, p.itId, 0, spec, 0), `POSIX timer ${p.itId}`);
+      }
+    }
+  } finally {
+    rs.call(NR.prctl, PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
+  }
+}
+
 /** Registers, FPU state and signal mask of one thread from its core; then it runs. */
 function release(seized: SeizedTask, core: core_entry, leaderCore: core_entry): void {
   const ti = core.threadInfo!;
@@ -513,6 +556,7 @@ function restoreInside(
       threads.push(trs);
       restoreThreadState(trs, arena, pid, core);
     }
+    restorePosixTimers(rs, arena, task);
     // Credentials last, in every thread.
     proc.threads.forEach((th, i) => restoreCreds(threads[i], arena, th.core));
     restoreCreds(rs, arena, task.core);

@@ -269,3 +269,37 @@ export function listFds(pid: number): number[] {
 export function listChildren(pid: number, tid = pid): number[] {
   return readProcText(pid, `task/${tid}/children`).split(/\s+/).filter(Boolean).map(Number);
 }
+
+/** One POSIX timer of /proc/PID/timers. */
+export interface ProcTimer {
+  id: number;
+  signo: number;
+  sival: bigint;
+  /** SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_THREAD_ID 4. */
+  notify: number;
+  /** Target thread for SIGEV_THREAD_ID. */
+  notifyTid: number;
+  clockId: number;
+}
+
+/** Parses /proc/PID/timers. */
+export function parseTimers(text: string): ProcTimer[] {
+  const out: ProcTimer[] = [];
+  for (const block of text.split(/\n(?=ID:)/)) {
+    const id = /^ID:\s*(\d+)/m.exec(block);
+    if (!id) continue;
+    const sig = /^signal:\s*(\d+)\/([0-9a-f]+)/m.exec(block);
+    const notify = /^notify:\s*(\w+)\/(\w+)\.(\d+)/m.exec(block);
+    const clock = /^ClockID:\s*(\d+)/m.exec(block);
+    const kind = notify?.[1] ?? "signal";
+    out.push({
+      id: Number(id[1]),
+      signo: Number(sig?.[1] ?? 0),
+      sival: BigInt("0x" + (sig?.[2] ?? "0")),
+      notify: kind === "none" ? 1 : kind === "thread" ? 4 : 0,
+      notifyTid: kind === "thread" ? Number(notify![3]) : 0,
+      clockId: Number(clock?.[1] ?? 0),
+    });
+  }
+  return out;
+}
