@@ -481,3 +481,40 @@ Deno.test("POSIX timers keep their ids, clocks, signals and times", async () => 
     if (pid) killQuietly(pid);
   }
 });
+
+Deno.test("an open deleted file is carried in the images and deleted again after restore", async () => {
+  const bin = await buildVictim("ghost");
+  const v = startVictim(["setsid", bin, "{out}", "{dir}", "2000000"]);
+  let pid = 0;
+  try {
+    const r = await waitReport(v);
+    let imgs = tmpDir();
+    const big = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(big.code, 1, "2 MB is over the default ghost limit");
+    assertMatch(
+      big.stderr,
+      new RegExp(`fd ${r.fd} of task ${v.pid} .*ghost\\.txt \\(deleted\\).*--ghost-limit`),
+    );
+    imgs = tmpDir();
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "--ghost-limit", "4M"]);
+    assertEquals(run.code, 0, run.stderr);
+    await v.child.status;
+    assert(await waitGone(v.pid));
+    const img = await critDecodeAll(imgs);
+    assertEquals(img.get("remap-fpath.img")!.entries[0].remap_type, "GHOST");
+    const ghost = [...img.keys()].find((k) => k.startsWith("ghost-file-"))!;
+    assertEquals(Number(img.get(ghost)!.entries[0].size), 14 + 2000000);
+    pid = await restoreDetached(imgs);
+    assertMatch(Deno.readLinkSync(`/proc/${pid}/fd/${r.fd}`), /ghost\.txt \(deleted\)$/);
+    assert(
+      ![...Deno.readDirSync(v.dir)].some((e) => e.name.startsWith("ghost.txt")),
+      "deleted again",
+    );
+    Deno.kill(pid, "SIGTERM");
+    await waitLine(v.out, /^(PASS|FAIL)/);
+    assertMatch(Deno.readTextFileSync(v.out), /PASS ghost/);
+  } finally {
+    await stopVictim(v);
+    if (pid) killQuietly(pid);
+  }
+});

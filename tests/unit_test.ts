@@ -206,6 +206,9 @@ Deno.test("command line parses as criu's getopt does", () => {
   ]);
   assertEquals([o.pidfile, o.timeout], ["p", 10]);
   assertEquals(parseCommandLine(["dump", "--tree", "7"]).tree, 7);
+  assertEquals(parseCommandLine(["dump", "--ghost-limit", "4M"]).ghostLimit, 4 << 20);
+  assertEquals(parseCommandLine(["dump", "--ghost-limit=512k"]).ghostLimit, 512 << 10);
+  assertThrows(() => parseCommandLine(["dump", "--ghost-limit", "lots"]), /needs a size/);
   assertThrows(() => parseCommandLine(["dump", "-t", "x"]), /needs a number/);
   assertThrows(() => parseCommandLine(["dump", "-q"]), /Unknown option -q/);
   assertThrows(() => parseCommandLine(["dump", "-l"]), /--file-locks is not supported/);

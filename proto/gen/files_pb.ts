@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file files.proto.
  */
 export const file_files: GenFile = /*@__PURE__*/
-  fileDesc("CgtmaWxlcy5wcm90byJWCgpmb3duX2VudHJ5EgsKA3VpZBgBIAIoDRIMCgRldWlkGAIgAigNEg4KBnNpZ251bRgDIAIoDRIQCghwaWRfdHlwZRgEIAIoDRILCgNwaWQYBSACKA0ibgoMZmRpbmZvX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhcKBHR5cGUYAyACKA4yCS5mZF90eXBlcxIKCgJmZBgEIAIoDRIeChZ4YXR0cl9zZWN1cml0eV9zZWxpbnV4GAUgASgJIp4BCg5yZWdfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRILCgNwb3MYAyACKAQSGQoEZm93bhgFIAIoCzILLmZvd25fZW50cnkSDAoEbmFtZRgGIAIoCRISCgZtbnRfaWQYByABKBE6Ai0xEgwKBHNpemUYCCABKAQSCwoDZXh0GAkgASgIEgwKBG1vZGUYCiABKA0iUwoKcGlwZV9lbnRyeRIKCgJpZBgBIAIoDRIPCgdwaXBlX2lkGAIgAigNEg0KBWZsYWdzGAMgAigNEhkKBGZvd24YBCACKAsyCy5mb3duX2VudHJ5Ij8KD3BpcGVfZGF0YV9lbnRyeRIPCgdwaXBlX2lkGAEgAigNEg0KBWJ5dGVzGAIgAigNEgwKBHNpemUYAyABKA0ilQEKDXRlcm1pb3NfZW50cnkSDwoHY19pZmxhZxgBIAIoDRIPCgdjX29mbGFnGAIgAigNEg8KB2NfY2ZsYWcYAyACKA0SDwoHY19sZmxhZxgEIAIoDRIOCgZjX2xpbmUYBSACKA0SEAoIY19pc3BlZWQYBiACKA0SEAoIY19vc3BlZWQYByACKA0SDAoEY19jYxgIIAMoDSJVCg13aW5zaXplX2VudHJ5Eg4KBndzX3JvdxgBIAIoDRIOCgZ3c19jb2wYAiACKA0SEQoJd3NfeHBpeGVsGAMgAigNEhEKCXdzX3lwaXhlbBgEIAIoDSIeCg10dHlfcHR5X2VudHJ5Eg0KBWluZGV4GAEgAigNIsMCCg50dHlfaW5mb19lbnRyeRIKCgJpZBgBIAIoDRIWCgR0eXBlGAIgAigOMgguVHR5VHlwZRIOCgZsb2NrZWQYAyACKAgSEQoJZXhjbHVzaXZlGAQgAigIEhMKC3BhY2tldF9tb2RlGAUgAigIEgsKA3NpZBgGIAIoDRIMCgRwZ3JwGAcgAigNEgwKBHJkZXYYCCACKA0SHwoHdGVybWlvcxgJIAEoCzIOLnRlcm1pb3NfZW50cnkSJgoOdGVybWlvc19sb2NrZWQYCiABKAsyDi50ZXJtaW9zX2VudHJ5Eh8KB3dpbnNpemUYCyABKAsyDi53aW5zaXplX2VudHJ5EhsKA3B0eRgMIAEoCzIOLnR0eV9wdHlfZW50cnkSCwoDZGV2GA0gASgNEgsKA3VpZBgOIAEoDRILCgNnaWQYDyABKA0ibAoOdHR5X2ZpbGVfZW50cnkSCgoCaWQYASACKA0SEwoLdHR5X2luZm9faWQYAiACKA0SDQoFZmxhZ3MYAyACKA0SGQoEZm93bhgEIAIoCzILLmZvd25fZW50cnkSDwoHcmVnZl9pZBgGIAEoDSJbChJldmVudGZkX2ZpbGVfZW50cnkSCgoCaWQYASACKA0SDQoFZmxhZ3MYAiACKA0SGQoEZm93bhgDIAIoCzILLmZvd25fZW50cnkSDwoHY291bnRlchgEIAIoBCJXCg5zaWduYWxmZF9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIPCgdzaWdtYXNrGAQgAigEIrYBCg10aW1lcmZkX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhkKBGZvd24YAyACKAsyCy5mb3duX2VudHJ5Eg8KB2Nsb2NraWQYBCACKA0SDQoFdGlja3MYBSACKAQSFQoNc2V0dGltZV9mbGFncxgGIAIoDRIMCgR2c2VjGAcgAigEEg0KBXZuc2VjGAggAigEEgwKBGlzZWMYCSACKAQSDQoFaW5zZWMYCiACKAQidQoTZXZlbnRwb2xsX3RmZF9lbnRyeRIKCgJpZBgBIAIoDRILCgN0ZmQYAiACKA0SDgoGZXZlbnRzGAMgAigNEgwKBGRhdGEYBCACKAQSCwoDZGV2GAUgASgNEg0KBWlub2RlGAYgASgEEgsKA3BvcxgHIAEoBCJvChRldmVudHBvbGxfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIhCgN0ZmQYBCADKAsyFC5ldmVudHBvbGxfdGZkX2VudHJ5IqQECg1za19vcHRzX2VudHJ5EhEKCXNvX3NuZGJ1ZhgBIAIoDRIRCglzb19yY3ZidWYYAiACKA0SFgoOc29fc25kX3Rtb19zZWMYAyACKAQSFwoPc29fc25kX3Rtb191c2VjGAQgAigEEhYKDnNvX3Jjdl90bW9fc2VjGAUgAigEEhcKD3NvX3Jjdl90bW9fdXNlYxgGIAIoBBIRCglyZXVzZWFkZHIYByABKAgSEwoLc29fcHJpb3JpdHkYCCABKA0SEwoLc29fcmN2bG93YXQYCSABKA0SDwoHc29fbWFyaxgKIAEoDRITCgtzb19wYXNzY3JlZBgLIAEoCBISCgpzb19wYXNzc2VjGAwgASgIEhQKDHNvX2RvbnRyb3V0ZRgNIAEoCBITCgtzb19ub19jaGVjaxgOIAEoCBIUCgxzb19ib3VuZF9kZXYYDyABKAkSEQoJc29fZmlsdGVyGBAgAygGEhQKDHNvX3JldXNlcG9ydBgRIAEoCBIUCgxzb19icm9hZGNhc3QYEiABKAgSFAoMc29fa2VlcGFsaXZlGBMgASgIEhMKC3RjcF9rZWVwY250GBQgASgNEhQKDHRjcF9rZWVwaWRsZRgVIAEoDRIVCg10Y3Bfa2VlcGludHZsGBYgASgNEhQKDHNvX29vYmlubGluZRgXIAEoDRIRCglzb19saW5nZXIYGCABKA0SEwoLc29fYnVmX2xvY2sYGSABKA0iOgoQZmlsZV9wZXJtc19lbnRyeRIMCgRtb2RlGAEgAigNEgsKA3VpZBgCIAIoDRILCgNnaWQYAyACKA0i1wIKDXVuaXhfc2tfZW50cnkSCgoCaWQYASACKA0SCwoDaW5vGAIgAigNEgwKBHR5cGUYAyACKA0SDQoFc3RhdGUYBCACKA0SDQoFZmxhZ3MYBSACKA0SDgoGdWZsYWdzGAYgAigNEg8KB2JhY2tsb2cYByACKA0SDAoEcGVlchgIIAIoDRIZCgRmb3duGAkgAigLMgsuZm93bl9lbnRyeRIcCgRvcHRzGAogAigLMg4uc2tfb3B0c19lbnRyeRIMCgRuYW1lGAsgAigMEh4KCHNodXRkb3duGAwgASgOMgwuc2tfc2h1dGRvd24SJQoKZmlsZV9wZXJtcxgNIAEoCzIRLmZpbGVfcGVybXNfZW50cnkSEAoIbmFtZV9kaXIYDiABKAkSDwoHZGVsZXRlZBgPIAEoCBINCgVuc19pZBgQIAEoDRISCgZtbnRfaWQYESABKBE6Ai0xIikKCXNjbV9lbnRyeRIMCgR0eXBlGAEgAigNEg4KBnJpZ2h0cxgCIAMoDSJKCg9za19wYWNrZXRfZW50cnkSDgoGaWRfZm9yGAEgAigNEg4KBmxlbmd0aBgCIAIoDRIXCgNzY20YBCADKAsyCi5zY21fZW50cnkiqAIKCmZpbGVfZW50cnkSFwoEdHlwZRgBIAIoDjIJLmZkX3R5cGVzEgoKAmlkGAIgAigNEhwKA3JlZxgDIAEoCzIPLnJlZ19maWxlX2VudHJ5EiAKA2VmZBgIIAEoCzITLmV2ZW50ZmRfZmlsZV9lbnRyeRIjCgRlcGZkGAkgASgLMhUuZXZlbnRwb2xsX2ZpbGVfZW50cnkSHQoEc2dmZBgKIAEoCzIPLnNpZ25hbGZkX2VudHJ5EhsKA3RmZBgMIAEoCzIOLnRpbWVyZmRfZW50cnkSGwoDdXNrGBAgASgLMg4udW5peF9za19lbnRyeRIZCgRwaXBlGBIgASgLMgsucGlwZV9lbnRyeRIcCgN0dHkYEyABKAsyDy50dHlfZmlsZV9lbnRyeSI6Cghmc19lbnRyeRIOCgZjd2RfaWQYASACKA0SDwoHcm9vdF9pZBgCIAIoDRINCgV1bWFzaxgDIAEoDSqUAgoIZmRfdHlwZXMSBwoDVU5EEAASBwoDUkVHEAESCAoEUElQRRACEggKBEZJRk8QAxIKCgZJTkVUU0sQBBIKCgZVTklYU0sQBRILCgdFVkVOVEZEEAYSDQoJRVZFTlRQT0xMEAcSCwoHSU5PVElGWRAIEgwKCFNJR05BTEZEEAkSDAoIUEFDS0VUU0sQChIHCgNUVFkQCxIMCghGQU5PVElGWRAMEg0KCU5FVExJTktTSxANEgYKAk5TEA4SCAoEVFVORhAPEgcKA0VYVBAQEgsKB1RJTUVSRkQQERIJCgVNRU1GRBASEgoKBkJQRk1BUBATEg0KB0NUTF9UVFkQ/v8DEhEKC0FVVE9GU19QSVBFEP//AypXCgdUdHlUeXBlEgsKB1VOS05PV04QABIHCgNQVFkQARILCgdDT05TT0xFEAISBgoCVlQQAxIICgRDVFRZEAQSCwoHRVhUX1RUWRAFEgoKBlNFUklBTBAGKjYKC3NrX3NodXRkb3duEggKBE5PTkUQABIICgRSRUFEEAESCQoFV1JJVEUQAhIICgRCT1RIEAM");
+  fileDesc("CgtmaWxlcy5wcm90byJWCgpmb3duX2VudHJ5EgsKA3VpZBgBIAIoDRIMCgRldWlkGAIgAigNEg4KBnNpZ251bRgDIAIoDRIQCghwaWRfdHlwZRgEIAIoDRILCgNwaWQYBSACKA0ibgoMZmRpbmZvX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhcKBHR5cGUYAyACKA4yCS5mZF90eXBlcxIKCgJmZBgEIAIoDRIeChZ4YXR0cl9zZWN1cml0eV9zZWxpbnV4GAUgASgJIp4BCg5yZWdfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRILCgNwb3MYAyACKAQSGQoEZm93bhgFIAIoCzILLmZvd25fZW50cnkSDAoEbmFtZRgGIAIoCRISCgZtbnRfaWQYByABKBE6Ai0xEgwKBHNpemUYCCABKAQSCwoDZXh0GAkgASgIEgwKBG1vZGUYCiABKA0iUwoKcGlwZV9lbnRyeRIKCgJpZBgBIAIoDRIPCgdwaXBlX2lkGAIgAigNEg0KBWZsYWdzGAMgAigNEhkKBGZvd24YBCACKAsyCy5mb3duX2VudHJ5Ij8KD3BpcGVfZGF0YV9lbnRyeRIPCgdwaXBlX2lkGAEgAigNEg0KBWJ5dGVzGAIgAigNEgwKBHNpemUYAyABKA0ilQEKDXRlcm1pb3NfZW50cnkSDwoHY19pZmxhZxgBIAIoDRIPCgdjX29mbGFnGAIgAigNEg8KB2NfY2ZsYWcYAyACKA0SDwoHY19sZmxhZxgEIAIoDRIOCgZjX2xpbmUYBSACKA0SEAoIY19pc3BlZWQYBiACKA0SEAoIY19vc3BlZWQYByACKA0SDAoEY19jYxgIIAMoDSJVCg13aW5zaXplX2VudHJ5Eg4KBndzX3JvdxgBIAIoDRIOCgZ3c19jb2wYAiACKA0SEQoJd3NfeHBpeGVsGAMgAigNEhEKCXdzX3lwaXhlbBgEIAIoDSIeCg10dHlfcHR5X2VudHJ5Eg0KBWluZGV4GAEgAigNIsMCCg50dHlfaW5mb19lbnRyeRIKCgJpZBgBIAIoDRIWCgR0eXBlGAIgAigOMgguVHR5VHlwZRIOCgZsb2NrZWQYAyACKAgSEQoJZXhjbHVzaXZlGAQgAigIEhMKC3BhY2tldF9tb2RlGAUgAigIEgsKA3NpZBgGIAIoDRIMCgRwZ3JwGAcgAigNEgwKBHJkZXYYCCACKA0SHwoHdGVybWlvcxgJIAEoCzIOLnRlcm1pb3NfZW50cnkSJgoOdGVybWlvc19sb2NrZWQYCiABKAsyDi50ZXJtaW9zX2VudHJ5Eh8KB3dpbnNpemUYCyABKAsyDi53aW5zaXplX2VudHJ5EhsKA3B0eRgMIAEoCzIOLnR0eV9wdHlfZW50cnkSCwoDZGV2GA0gASgNEgsKA3VpZBgOIAEoDRILCgNnaWQYDyABKA0ibAoOdHR5X2ZpbGVfZW50cnkSCgoCaWQYASACKA0SEwoLdHR5X2luZm9faWQYAiACKA0SDQoFZmxhZ3MYAyACKA0SGQoEZm93bhgEIAIoCzILLmZvd25fZW50cnkSDwoHcmVnZl9pZBgGIAEoDSJbChJldmVudGZkX2ZpbGVfZW50cnkSCgoCaWQYASACKA0SDQoFZmxhZ3MYAiACKA0SGQoEZm93bhgDIAIoCzILLmZvd25fZW50cnkSDwoHY291bnRlchgEIAIoBCJXCg5zaWduYWxmZF9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIPCgdzaWdtYXNrGAQgAigEIrYBCg10aW1lcmZkX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhkKBGZvd24YAyACKAsyCy5mb3duX2VudHJ5Eg8KB2Nsb2NraWQYBCACKA0SDQoFdGlja3MYBSACKAQSFQoNc2V0dGltZV9mbGFncxgGIAIoDRIMCgR2c2VjGAcgAigEEg0KBXZuc2VjGAggAigEEgwKBGlzZWMYCSACKAQSDQoFaW5zZWMYCiACKAQidQoTZXZlbnRwb2xsX3RmZF9lbnRyeRIKCgJpZBgBIAIoDRILCgN0ZmQYAiACKA0SDgoGZXZlbnRzGAMgAigNEgwKBGRhdGEYBCACKAQSCwoDZGV2GAUgASgNEg0KBWlub2RlGAYgASgEEgsKA3BvcxgHIAEoBCJvChRldmVudHBvbGxfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIhCgN0ZmQYBCADKAsyFC5ldmVudHBvbGxfdGZkX2VudHJ5IqQECg1za19vcHRzX2VudHJ5EhEKCXNvX3NuZGJ1ZhgBIAIoDRIRCglzb19yY3ZidWYYAiACKA0SFgoOc29fc25kX3Rtb19zZWMYAyACKAQSFwoPc29fc25kX3Rtb191c2VjGAQgAigEEhYKDnNvX3Jjdl90bW9fc2VjGAUgAigEEhcKD3NvX3Jjdl90bW9fdXNlYxgGIAIoBBIRCglyZXVzZWFkZHIYByABKAgSEwoLc29fcHJpb3JpdHkYCCABKA0SEwoLc29fcmN2bG93YXQYCSABKA0SDwoHc29fbWFyaxgKIAEoDRITCgtzb19wYXNzY3JlZBgLIAEoCBISCgpzb19wYXNzc2VjGAwgASgIEhQKDHNvX2RvbnRyb3V0ZRgNIAEoCBITCgtzb19ub19jaGVjaxgOIAEoCBIUCgxzb19ib3VuZF9kZXYYDyABKAkSEQoJc29fZmlsdGVyGBAgAygGEhQKDHNvX3JldXNlcG9ydBgRIAEoCBIUCgxzb19icm9hZGNhc3QYEiABKAgSFAoMc29fa2VlcGFsaXZlGBMgASgIEhMKC3RjcF9rZWVwY250GBQgASgNEhQKDHRjcF9rZWVwaWRsZRgVIAEoDRIVCg10Y3Bfa2VlcGludHZsGBYgASgNEhQKDHNvX29vYmlubGluZRgXIAEoDRIRCglzb19saW5nZXIYGCABKA0SEwoLc29fYnVmX2xvY2sYGSABKA0iOgoQZmlsZV9wZXJtc19lbnRyeRIMCgRtb2RlGAEgAigNEgsKA3VpZBgCIAIoDRILCgNnaWQYAyACKA0i1wIKDXVuaXhfc2tfZW50cnkSCgoCaWQYASACKA0SCwoDaW5vGAIgAigNEgwKBHR5cGUYAyACKA0SDQoFc3RhdGUYBCACKA0SDQoFZmxhZ3MYBSACKA0SDgoGdWZsYWdzGAYgAigNEg8KB2JhY2tsb2cYByACKA0SDAoEcGVlchgIIAIoDRIZCgRmb3duGAkgAigLMgsuZm93bl9lbnRyeRIcCgRvcHRzGAogAigLMg4uc2tfb3B0c19lbnRyeRIMCgRuYW1lGAsgAigMEh4KCHNodXRkb3duGAwgASgOMgwuc2tfc2h1dGRvd24SJQoKZmlsZV9wZXJtcxgNIAEoCzIRLmZpbGVfcGVybXNfZW50cnkSEAoIbmFtZV9kaXIYDiABKAkSDwoHZGVsZXRlZBgPIAEoCBINCgVuc19pZBgQIAEoDRISCgZtbnRfaWQYESABKBE6Ai0xIikKCXNjbV9lbnRyeRIMCgR0eXBlGAEgAigNEg4KBnJpZ2h0cxgCIAMoDSJKCg9za19wYWNrZXRfZW50cnkSDgoGaWRfZm9yGAEgAigNEg4KBmxlbmd0aBgCIAIoDRIXCgNzY20YBCADKAsyCi5zY21fZW50cnkiKgoHdGltZXZhbBIOCgZ0dl9zZWMYASACKAQSDwoHdHZfdXNlYxgCIAIoBCLHAQoQZ2hvc3RfZmlsZV9lbnRyeRILCgN1aWQYASACKA0SCwoDZ2lkGAIgAigNEgwKBG1vZGUYAyACKA0SCwoDZGV2GAQgASgNEgsKA2lubxgFIAEoBBIMCgRyZGV2GAYgASgNEhYKBGF0aW0YByABKAsyCC50aW1ldmFsEhYKBG10aW0YCCABKAsyCC50aW1ldmFsEg4KBmNodW5rcxgJIAEoCBIMCgRzaXplGAogASgEEhUKDXN5bWxua190YXJnZXQYCyABKAkiWwoVcmVtYXBfZmlsZV9wYXRoX2VudHJ5Eg8KB29yaWdfaWQYASACKA0SEAoIcmVtYXBfaWQYAiACKA0SHwoKcmVtYXBfdHlwZRgDIAEoDjILLnJlbWFwX3R5cGUiqAIKCmZpbGVfZW50cnkSFwoEdHlwZRgBIAIoDjIJLmZkX3R5cGVzEgoKAmlkGAIgAigNEhwKA3JlZxgDIAEoCzIPLnJlZ19maWxlX2VudHJ5EiAKA2VmZBgIIAEoCzITLmV2ZW50ZmRfZmlsZV9lbnRyeRIjCgRlcGZkGAkgASgLMhUuZXZlbnRwb2xsX2ZpbGVfZW50cnkSHQoEc2dmZBgKIAEoCzIPLnNpZ25hbGZkX2VudHJ5EhsKA3RmZBgMIAEoCzIOLnRpbWVyZmRfZW50cnkSGwoDdXNrGBAgASgLMg4udW5peF9za19lbnRyeRIZCgRwaXBlGBIgASgLMgsucGlwZV9lbnRyeRIcCgN0dHkYEyABKAsyDy50dHlfZmlsZV9lbnRyeSI6Cghmc19lbnRyeRIOCgZjd2RfaWQYASACKA0SDwoHcm9vdF9pZBgCIAIoDRINCgV1bWFzaxgDIAEoDSqUAgoIZmRfdHlwZXMSBwoDVU5EEAASBwoDUkVHEAESCAoEUElQRRACEggKBEZJRk8QAxIKCgZJTkVUU0sQBBIKCgZVTklYU0sQBRILCgdFVkVOVEZEEAYSDQoJRVZFTlRQT0xMEAcSCwoHSU5PVElGWRAIEgwKCFNJR05BTEZEEAkSDAoIUEFDS0VUU0sQChIHCgNUVFkQCxIMCghGQU5PVElGWRAMEg0KCU5FVExJTktTSxANEgYKAk5TEA4SCAoEVFVORhAPEgcKA0VYVBAQEgsKB1RJTUVSRkQQERIJCgVNRU1GRBASEgoKBkJQRk1BUBATEg0KB0NUTF9UVFkQ/v8DEhEKC0FVVE9GU19QSVBFEP//AypXCgdUdHlUeXBlEgsKB1VOS05PV04QABIHCgNQVFkQARILCgdDT05TT0xFEAISBgoCVlQQAxIICgRDVFRZEAQSCwoHRVhUX1RUWRAFEgoKBlNFUklBTBAGKjYKC3NrX3NodXRkb3duEggKBE5PTkUQABIICgRSRUFEEAESCQoFV1JJVEUQAhIICgRCT1RIEAMqLwoKcmVtYXBfdHlwZRIKCgZMSU5LRUQQABIJCgVHSE9TVBABEgoKBlBST0NGUxAC");
 
 /**
  * File owner for SIGIO (F_SETOWN).
@@ -963,6 +963,126 @@ export const sk_packet_entrySchema: GenMessage<sk_packet_entry> = /*@__PURE__*/
   messageDesc(file_files, 19);
 
 /**
+ * @generated from message timeval
+ */
+export type timeval = Message<"timeval"> & {
+  /**
+   * @generated from field: required uint64 tv_sec = 1;
+   */
+  tvSec: bigint;
+
+  /**
+   * @generated from field: required uint64 tv_usec = 2;
+   */
+  tvUsec: bigint;
+};
+
+/**
+ * Describes the message timeval.
+ * Use `create(timevalSchema)` to create a new message.
+ */
+export const timevalSchema: GenMessage<timeval> = /*@__PURE__*/
+  messageDesc(file_files, 20);
+
+/**
+ * An open file that was deleted: ghost-file-N.img holds this entry, then its contents.
+ *
+ * @generated from message ghost_file_entry
+ */
+export type ghost_file_entry = Message<"ghost_file_entry"> & {
+  /**
+   * @generated from field: required uint32 uid = 1;
+   */
+  uid: number;
+
+  /**
+   * @generated from field: required uint32 gid = 2;
+   */
+  gid: number;
+
+  /**
+   * @generated from field: required uint32 mode = 3;
+   */
+  mode: number;
+
+  /**
+   * @generated from field: optional uint32 dev = 4;
+   */
+  dev: number;
+
+  /**
+   * @generated from field: optional uint64 ino = 5;
+   */
+  ino: bigint;
+
+  /**
+   * @generated from field: optional uint32 rdev = 6;
+   */
+  rdev: number;
+
+  /**
+   * @generated from field: optional timeval atim = 7;
+   */
+  atim?: timeval | undefined;
+
+  /**
+   * @generated from field: optional timeval mtim = 8;
+   */
+  mtim?: timeval | undefined;
+
+  /**
+   * @generated from field: optional bool chunks = 9;
+   */
+  chunks: boolean;
+
+  /**
+   * @generated from field: optional uint64 size = 10;
+   */
+  size: bigint;
+
+  /**
+   * @generated from field: optional string symlnk_target = 11;
+   */
+  symlnkTarget: string;
+};
+
+/**
+ * Describes the message ghost_file_entry.
+ * Use `create(ghost_file_entrySchema)` to create a new message.
+ */
+export const ghost_file_entrySchema: GenMessage<ghost_file_entry> = /*@__PURE__*/
+  messageDesc(file_files, 21);
+
+/**
+ * remap-fpath.img: file entry `orig_id` is to be made from ghost file `remap_id`.
+ *
+ * @generated from message remap_file_path_entry
+ */
+export type remap_file_path_entry = Message<"remap_file_path_entry"> & {
+  /**
+   * @generated from field: required uint32 orig_id = 1;
+   */
+  origId: number;
+
+  /**
+   * @generated from field: required uint32 remap_id = 2;
+   */
+  remapId: number;
+
+  /**
+   * @generated from field: optional remap_type remap_type = 3;
+   */
+  remapType: remap_type;
+};
+
+/**
+ * Describes the message remap_file_path_entry.
+ * Use `create(remap_file_path_entrySchema)` to create a new message.
+ */
+export const remap_file_path_entrySchema: GenMessage<remap_file_path_entry> = /*@__PURE__*/
+  messageDesc(file_files, 22);
+
+/**
  * One open file description, any type; `id` is unique within the dump.
  *
  * @generated from message file_entry
@@ -1024,7 +1144,7 @@ export type file_entry = Message<"file_entry"> & {
  * Use `create(file_entrySchema)` to create a new message.
  */
 export const file_entrySchema: GenMessage<file_entry> = /*@__PURE__*/
-  messageDesc(file_files, 20);
+  messageDesc(file_files, 23);
 
 /**
  * @generated from message fs_entry
@@ -1051,7 +1171,7 @@ export type fs_entry = Message<"fs_entry"> & {
  * Use `create(fs_entrySchema)` to create a new message.
  */
 export const fs_entrySchema: GenMessage<fs_entry> = /*@__PURE__*/
-  messageDesc(file_files, 21);
+  messageDesc(file_files, 24);
 
 /**
  * @generated from enum fd_types
@@ -1250,4 +1370,30 @@ export enum sk_shutdown {
  */
 export const sk_shutdownSchema: GenEnum<sk_shutdown> = /*@__PURE__*/
   enumDesc(file_files, 2);
+
+/**
+ * @generated from enum remap_type
+ */
+export enum remap_type {
+  /**
+   * @generated from enum value: LINKED = 0;
+   */
+  LINKED = 0,
+
+  /**
+   * @generated from enum value: GHOST = 1;
+   */
+  GHOST = 1,
+
+  /**
+   * @generated from enum value: PROCFS = 2;
+   */
+  PROCFS = 2,
+}
+
+/**
+ * Describes the enum remap_type.
+ */
+export const remap_typeSchema: GenEnum<remap_type> = /*@__PURE__*/
+  enumDesc(file_files, 3);
 

@@ -62,6 +62,7 @@ async function runDump(o: CliOptions): Promise<number> {
       shellJob: o.shellJob,
       timeoutSeconds: o.timeout,
       displayStats: o.displayStats,
+      ghostLimit: o.ghostLimit,
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
     }, log);
     if (o.displayStats) out(formatDumpStats(r.stats));

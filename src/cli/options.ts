@@ -27,6 +27,7 @@ export interface CliOptions {
   pidfile?: string;
   timeout?: number;
   displayStats: boolean;
+  ghostLimit?: number;
   all: boolean;
   features: string[];
   help: boolean;
@@ -59,6 +60,15 @@ function int(name: string, v: string | undefined): number {
   return Number(v);
 }
 
+/** A size with an optional K, M or G suffix (criu's --ghost-limit). */
+function size(name: string, v: string | undefined): number {
+  const m = /^(\d+)([kKmMgG]?)$/.exec(v ?? "");
+  if (!m) throw new UsageError(`Option ${name} needs a size (e.g. 10M), got "${v ?? ""}"`);
+  const unit =
+    { "": 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 }[m[2].toLowerCase() as "" | "k" | "m" | "g"];
+  return Number(m[1]) * unit;
+}
+
 /** criu's atoi: leading digits, 0 when there are none. */
 function atoi(s: string): number {
   const m = /^\s*([+-]?\d+)/.exec(s);
@@ -87,6 +97,7 @@ const SPECS: Spec[] = [
   { long: "timeout", kind: "value", apply: (o, v, n) => (o.timeout = int(n, v)) },
   { long: "no-default-config", kind: "flag", apply: () => {} },
   { long: "display-stats", kind: "flag", apply: (o) => (o.displayStats = true) },
+  { long: "ghost-limit", kind: "value", apply: (o, v, n) => (o.ghostLimit = size(n, v)) },
   { long: "all", kind: "flag", apply: (o) => (o.all = true) },
   { long: "feature", kind: "value", apply: (o, v) => o.features.push(v!) },
   { long: "help", short: "h", kind: "flag", apply: (o) => (o.help = true) },
@@ -103,7 +114,6 @@ const NOT_YET = new Map<string, Kind>([
   ["inherit-fd", "value"],
   ["file-locks", "flag"],
   ["link-remap", "flag"],
-  ["ghost-limit", "value"],
   ["manage-cgroups", "optional"],
   ["network-lock", "value"],
   ["root", "value"],
@@ -230,6 +240,7 @@ Dump/Restore options:
   --pidfile FILE           write the restored root task's PID to FILE
   --timeout NUM            seconds to wait for the tree to freeze
   --display-stats          print dump/restore statistics
+  --ghost-limit SIZE       largest deleted open file to carry in the images (default 1M)
   --no-default-config      accepted (deno-criu reads no configuration files)
 
 Check options:

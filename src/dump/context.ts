@@ -7,6 +7,7 @@
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
 import type { UnixSocketInfo } from "../net/unix_diag.ts";
+import type { remap_file_path_entry } from "../../proto/gen/files_pb.ts";
 import { ImageWriter, type MagicName } from "../images/image.ts";
 
 /** Options of a dump, as `criu dump` takes them. */
@@ -30,6 +31,8 @@ export interface DumpOptions {
    * "readv" (process_vm_readv into a buffer, then write: two copies). Default "parasite".
    */
   pageTransfer?: "parasite" | "readv";
+  /** Largest deleted file whose contents the dump carries (`--ghost-limit`), default 1 MiB. */
+  ghostLimit?: number;
   /** Test hook: fail the dump at the named step, after the task is seized. */
   faultInject?: string;
 }
@@ -71,6 +74,8 @@ export class DumpContext {
   readonly ttys = new Map<number, TtyInfo>();
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
+  /** remap-fpath.img entries (ghost files). */
+  readonly remaps: remap_file_path_entry[] = [];
   /** Queued data of unix sockets by file id (sk-queues.img). */
   readonly skQueues = new Map<number, Uint8Array[]>();
   #nextFileId = 1;

@@ -17,16 +17,20 @@ import {
   fdinfo_entrySchema,
   file_entrySchema,
   fown_entrySchema,
+  ghost_file_entrySchema,
   pipe_data_entrySchema,
   pipe_entrySchema,
   type reg_file_entry,
   reg_file_entrySchema,
+  remap_file_path_entrySchema,
+  remap_type,
   signalfd_entrySchema,
   sk_opts_entrySchema,
   sk_packet_entrySchema,
   type sk_shutdown,
   termios_entrySchema,
   timerfd_entrySchema,
+  timevalSchema,
   tty_file_entrySchema,
   tty_info_entrySchema,
   tty_pty_entrySchema,
@@ -69,7 +73,7 @@ export class UnsupportedError extends Error {
 
 /** What a descriptor refers to. */
 export type FileKind =
-  | { type: "reg"; path: string; size: bigint; mode: number }
+  | { type: "reg"; path: string; size: bigint; mode: number; ghost?: Ghost }
   | { type: "pipe"; ino: number }
   | { type: "tty"; path: string; rdev: number; index: number }
   | { type: "eventfd"; counter: bigint; semaphore: boolean }
@@ -84,6 +88,19 @@ export type FileKind =
   }
   | { type: "eventpoll"; tfds: { fd: number; events: number; data: bigint }[] }
   | { type: "unix"; ino: number; socket: UnixSocketState };
+
+/** The contents and attributes of an open file that was deleted. */
+export interface Ghost {
+  data: Uint8Array;
+  mode: number;
+  uid: number;
+  gid: number;
+  atime: Date | null;
+  mtime: Date | null;
+}
+
+/** Largest deleted file whose contents a dump carries, unless --ghost-limit says otherwise. */
+export const DEFAULT_GHOST_LIMIT = 1 << 20;
 
 /** Anonymous-inode files that are state, not names: one object per open file description. */
 const ANON_KINDS = new Set(["eventfd", "signalfd", "timerfd", "eventpoll"]);
@@ -184,10 +201,35 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
       `Cannot dump ${what}: ${target.slice(11)} descriptors are not supported yet`,
     );
   }
-  if (target.endsWith(" (deleted)")) {
-    throw new UnsupportedError(
-      `Cannot dump ${what}: the file is deleted (ghost files are not supported yet)`,
-    );
+  if (target.endsWith(" (deleted)") && target.startsWith("/")) {
+    const st = Deno.statSync(link);
+    if (!st.isFile) {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: deleted files other than regular ones are not supported`,
+      );
+    }
+    const limit = ctx.opts.ghostLimit ?? DEFAULT_GHOST_LIMIT;
+    if (st.size > limit) {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: the deleted file holds ${st.size} bytes, more than the ghost ` +
+          `limit of ${limit}; raise it with --ghost-limit`,
+      );
+    }
+    const ghost: Ghost = {
+      data: Deno.readFileSync(link),
+      mode: st.mode ?? 0o100600,
+      uid: st.uid ?? 0,
+      gid: st.gid ?? 0,
+      atime: st.atime,
+      mtime: st.mtime,
+    };
+    return {
+      type: "reg",
+      path: target.slice(0, -10),
+      size: BigInt(st.size),
+      mode: ghost.mode,
+      ghost,
+    };
   }
   if (!target.startsWith("/")) {
     throw new UnsupportedError(`Cannot dump ${what}: unsupported file type`);
@@ -442,6 +484,7 @@ export function dumpFiles(
     if (!seen.has(file.id)) {
       seen.add(file.id);
       if (file.kind.type === "reg") {
+        if (file.kind.ghost) writeGhost(ctx, file.id, file.kind.ghost);
         writeRegFile(
           files,
           regFileEntry(file.id, file.kind.path, {
@@ -541,6 +584,38 @@ function unixEntry(file: OpenFile, st: UnixSocketState) {
   });
 }
 
+/** ghost-file-ID.img (the deleted file's contents) and its remap-fpath.img entry. */
+function writeGhost(ctx: DumpContext, fileId: number, g: Ghost): void {
+  const tv = (d: Date | null) => {
+    const ms = d?.getTime() ?? 0;
+    return create(timevalSchema, {
+      tvSec: BigInt(Math.floor(ms / 1000)),
+      tvUsec: BigInt((ms % 1000) * 1000),
+    });
+  };
+  const ghostId = ctx.fileId();
+  ctx.image(`ghost-file-${ghostId}.img`, "GHOST_FILE")
+    .entry(
+      ghost_file_entrySchema,
+      create(ghost_file_entrySchema, {
+        uid: g.uid,
+        gid: g.gid,
+        mode: g.mode,
+        atim: tv(g.atime),
+        mtim: tv(g.mtime),
+        size: BigInt(g.data.length),
+      }),
+    )
+    .raw(g.data);
+  ctx.remaps.push(
+    create(remap_file_path_entrySchema, {
+      origId: fileId,
+      remapId: ghostId,
+      remapType: remap_type.GHOST,
+    }),
+  );
+}
+
 /** Refuses unix sockets whose other side is not in the dump, or that we cannot rebuild. */
 function checkUnixSockets(ctx: DumpContext): void {
   const dumped = new Set(
@@ -632,6 +707,10 @@ function anonEntry(file: OpenFile, tf: TaskFiles) {
 /** Writes what files of the whole tree carry besides their entries: tty-info.img, pipes-data.img. */
 export function dumpFileData(ctx: DumpContext): void {
   checkUnixSockets(ctx);
+  if (ctx.remaps.length) {
+    const img = ctx.image("remap-fpath.img", "REMAP_FPATH");
+    for (const r of ctx.remaps) img.entry(remap_file_path_entrySchema, r);
+  }
   if (ctx.skQueues.size) {
     const img = ctx.image("sk-queues.img", "SK_QUEUES");
     for (const [id, queue] of ctx.skQueues) {

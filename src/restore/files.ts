@@ -102,6 +102,15 @@ function ourTerminal(): string {
   );
 }
 
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function openOrThrow(path: string, flags: number, what: string): number {
   const fd = tryOpen(path, (flags & ~NOT_REPLAYED) | O.CLOEXEC);
   if (fd < 0) {
@@ -130,7 +139,9 @@ export class FileTable implements Disposable {
     if (have !== undefined) return have;
     const f = this.#entry(id);
     let fd: number;
-    if (f.type === fd_types.REG) {
+    if (f.type === fd_types.REG && this.#dump.ghosts.has(id)) {
+      fd = this.#ghost(id, f);
+    } else if (f.type === fd_types.REG) {
       const reg = f.reg!;
       fd = openOrThrow(reg.name, reg.flags, "file");
       if (reg.pos > 0n) lseek(fd, reg.pos, SEEK_SET);
@@ -221,6 +232,26 @@ export class FileTable implements Disposable {
     }
     this.#byId.set(id, fd);
     return fd;
+  }
+
+  /**
+   * A deleted file again: written at its old path (or beside it, when a new file took the
+   * name), opened as the task had it, and unlinked.
+   */
+  #ghost(id: number, f: file_entry): number {
+    const g = this.#dump.ghosts.get(id)!;
+    const reg = f.reg!;
+    let path = reg.name;
+    for (let i = 0; exists(path); i++) path = `${reg.name}.criu-ghost-${id}-${i}`;
+    Deno.writeFileSync(path, g.data, { createNew: true, mode: g.entry.mode & 0o7777 });
+    try {
+      Deno.chmodSync(path, g.entry.mode & 0o7777);
+      const fd = openOrThrow(path, reg.flags, "deleted file");
+      if (reg.pos > 0n) lseek(fd, reg.pos, SEEK_SET);
+      return fd;
+    } finally {
+      Deno.removeSync(path);
+    }
   }
 
   readonly #used = new Set<number>();

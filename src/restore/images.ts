@@ -20,7 +20,11 @@ import {
   file_entrySchema,
   type fs_entry,
   fs_entrySchema,
+  type ghost_file_entry,
+  ghost_file_entrySchema,
   pipe_data_entrySchema,
+  remap_file_path_entrySchema,
+  remap_type,
   sk_packet_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import {
@@ -75,6 +79,8 @@ export interface DumpImages {
   pipeData: Map<number, { data: Uint8Array; size: number }>;
   /** Queued data of sockets by file id (sk-queues.img). */
   skQueues: Map<number, Uint8Array[]>;
+  /** Deleted files by the id of their file entry: attributes and contents. */
+  ghosts: Map<number, { entry: ghost_file_entry; data: Uint8Array }>;
   /** Shared anonymous memory objects by inode: their pages (offset in the object, data). */
   shmem: Map<
     bigint,
@@ -284,7 +290,42 @@ export function readDump(dir: string): DumpImages {
       skQueues.set(e.message.idFor, q);
     }
   }
-  return { dir, inventory, tasks, files, pipeData, shmem, skQueues };
+  const ghosts = new Map<number, { entry: ghost_file_entry; data: Uint8Array }>();
+  if (exists(p("remap-fpath.img"))) {
+    for (const e of readImage(p("remap-fpath.img"), "REMAP_FPATH", remap_file_path_entrySchema)) {
+      const r = e.message;
+      if ((r.remapType ?? remap_type.LINKED) !== remap_type.GHOST) {
+        throw new ImageError(
+          `Image ${p("remap-fpath.img")}: remap type ${r.remapType} is not supported yet`,
+        );
+      }
+      const gp = p(`ghost-file-${r.remapId}.img`);
+      const bytes = readImageBytes(gp);
+      const start = checkHeader(gp, bytes, "GHOST_FILE");
+      if (bytes.length < start + 4) {
+        throw new ImageError(`Image ${gp} is truncated: no ghost entry`);
+      }
+      const size = new DataView(bytes.buffer, bytes.byteOffset).getUint32(start, true);
+      const [g] = decodeEntries(
+        gp,
+        bytes.subarray(0, start + 4 + size),
+        start,
+        ghost_file_entrySchema,
+      );
+      if (!g) throw new ImageError(`Image ${gp} is truncated: no ghost entry`);
+      if (g.message.chunks) {
+        throw new ImageError(`Image ${gp}: chunked ghost files are not supported yet`);
+      }
+      const data = bytes.subarray(start + 4 + size);
+      if (g.message.size !== undefined && BigInt(data.length) !== g.message.size) {
+        throw new ImageError(
+          `Image ${gp} holds ${data.length} bytes of a ${g.message.size}-byte file`,
+        );
+      }
+      ghosts.set(r.origId, { entry: g.message, data });
+    }
+  }
+  return { dir, inventory, tasks, files, pipeData, shmem, skQueues, ghosts };
 }
 
 /** A pagemap image: the pages-N.img id of its head, and its entries. */

@@ -128,7 +128,7 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
   ids.add(task.mm.exeFileId);
   for (const id of ids) {
     const reg = dump.files.get(id)?.reg;
-    if (!reg) continue;
+    if (!reg || dump.ghosts.has(id)) continue;
     let st: Deno.FileInfo;
     try {
       st = Deno.statSync(reg.name);
