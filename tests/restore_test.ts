@@ -518,3 +518,26 @@ Deno.test("an open deleted file is carried in the images and deleted again after
     if (pid) killQuietly(pid);
   }
 });
+
+Deno.test("a named pipe between parent and child keeps its queued data", async () => {
+  const bin = await buildVictim("fifo");
+  const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
+  let pids: number[] = [];
+  try {
+    const r = await waitReport(v);
+    pids = [v.pid, Number(r.child)];
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    assert(await waitGone(pids[1]));
+    const img = await critDecodeAll(imgs);
+    assertEquals(img.get("fifo-data.img")!.entries[0].bytes, 11);
+    assert(img.get("files.img")!.entries.some((f: { type: string }) => f.type === "FIFO"));
+    await restoreDetached(imgs);
+    Deno.kill(v.pid, "SIGTERM");
+    await waitLine(v.out, /^(PASS|FAIL)/);
+    assertMatch(Deno.readTextFileSync(v.out), /PASS fifo/);
+  } finally {
+    await stopVictim(v);
+    for (const pid of pids) killQuietly(pid);
+  }
+});

@@ -70,6 +70,8 @@ export class DumpContext {
   readonly filesWritten = new Set<number>();
   /** Pipe contents by pipe inode (captured once per pipe). */
   readonly pipes = new Map<number, PipeData>();
+  /** Named pipe (FIFO) contents by inode. */
+  readonly fifos = new Map<number, PipeData>();
   /** Terminals by device number. */
   readonly ttys = new Map<number, TtyInfo>();
   /** Unix sockets of the network namespace (sock_diag), read on first need. */

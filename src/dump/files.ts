@@ -15,6 +15,7 @@ import {
   eventpoll_tfd_entrySchema,
   fd_types,
   fdinfo_entrySchema,
+  fifo_entrySchema,
   file_entrySchema,
   fown_entrySchema,
   ghost_file_entrySchema,
@@ -75,6 +76,7 @@ export class UnsupportedError extends Error {
 export type FileKind =
   | { type: "reg"; path: string; size: bigint; mode: number; ghost?: Ghost }
   | { type: "pipe"; ino: number }
+  | { type: "fifo"; ino: number; path: string }
   | { type: "tty"; path: string; rdev: number; index: number }
   | { type: "eventfd"; counter: bigint; semaphore: boolean }
   | { type: "signalfd"; sigmask: bigint }
@@ -235,9 +237,7 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
     throw new UnsupportedError(`Cannot dump ${what}: unsupported file type`);
   }
   const st = Deno.statSync(link);
-  if (st.isFifo) {
-    throw new UnsupportedError(`Cannot dump ${what}: named FIFOs are not supported yet`);
-  }
+  if (st.isFifo) return { type: "fifo", ino: st.ino ?? 0, path: target };
   if (st.isSocket) {
     throw new UnsupportedError(`Cannot dump ${what}: unix sockets are not supported yet`);
   }
@@ -325,6 +325,9 @@ export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
     if (kind.type === "pipe" && !ctx.pipes.has(kind.ino)) {
       ctx.pipes.set(kind.ino, peekPipe(pid, fd, kind.ino));
     }
+    if (kind.type === "fifo" && !ctx.fifos.has(kind.ino)) {
+      ctx.fifos.set(kind.ino, peekPipe(pid, fd, kind.ino));
+    }
     if (kind.type === "tty" && !ctx.ttys.has(kind.rdev)) {
       ctx.ttys.set(kind.rdev, readTty(pid, fd, kind));
     }
@@ -348,6 +351,7 @@ function sameObject(a: FileKind, b: FileKind): boolean {
   if (ANON_KINDS.has(a.type)) return a.type === b.type;
   if (a.type === "unix" && b.type === "unix") return a.ino === b.ino;
   if (a.type === "pipe" && b.type === "pipe") return a.ino === b.ino;
+  if (a.type === "fifo" && b.type === "fifo") return a.ino === b.ino;
   if (a.type === "reg" && b.type === "reg") return a.path === b.path;
   if (a.type === "tty" && b.type === "tty") return a.rdev === b.rdev;
   return false;
@@ -495,6 +499,20 @@ export function dumpFiles(
             mntId: file.mntId,
           }),
         );
+      } else if (file.kind.type === "fifo") {
+        const regfId = ctx.fileId();
+        writeRegFile(
+          files,
+          regFileEntry(regfId, file.kind.path, { flags: file.flags, mntId: file.mntId }),
+        );
+        files.entry(
+          file_entrySchema,
+          create(file_entrySchema, {
+            type: fd_types.FIFO,
+            id: file.id,
+            fifo: create(fifo_entrySchema, { id: file.id, pipeId: file.kind.ino, regfId }),
+          }),
+        );
       } else if (file.kind.type === "unix") {
         files.entry(file_entrySchema, unixEntry(file, file.kind.socket));
         if (file.kind.socket.queue.length) ctx.skQueues.set(file.id, file.kind.socket.queue);
@@ -545,6 +563,7 @@ export function dumpFiles(
 const FD_TYPE: Record<FileKind["type"], fd_types> = {
   reg: fd_types.REG,
   pipe: fd_types.PIPE,
+  fifo: fd_types.FIFO,
   tty: fd_types.TTY,
   eventfd: fd_types.EVENTFD,
   signalfd: fd_types.SIGNALFD,
@@ -758,9 +777,20 @@ export function dumpFileData(ctx: DumpContext): void {
       );
     }
   }
-  if (ctx.pipes.size) {
-    const img = ctx.image("pipes-data.img", "PIPES_DATA");
-    for (const p of ctx.pipes.values()) {
+  writePipeData(ctx, "fifo-data.img", "FIFO_DATA", ctx.fifos);
+  writePipeData(ctx, "pipes-data.img", "PIPES_DATA", ctx.pipes);
+}
+
+/** pipes-data.img or fifo-data.img: each pipe's queued bytes after its entry. */
+function writePipeData(
+  ctx: DumpContext,
+  file: string,
+  type: "PIPES_DATA" | "FIFO_DATA",
+  pipes: Map<number, PipeData>,
+): void {
+  if (pipes.size) {
+    const img = ctx.image(file, type);
+    for (const p of pipes.values()) {
       if (!p.data.length) continue;
       img.entry(
         pipe_data_entrySchema,

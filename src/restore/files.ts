@@ -210,6 +210,8 @@ export class FileTable implements Disposable {
           `timerfd of task ${pid}`,
         );
       }
+    } else if (f.type === fd_types.FIFO) {
+      fd = this.#fifoEnd(f);
     } else if (f.type === fd_types.UNIXSK) {
       fd = this.#unixSocket(f);
     } else if (f.type === fd_types.EVENTPOLL) {
@@ -281,6 +283,30 @@ export class FileTable implements Disposable {
   }
 
   readonly #pipes = new Map<number, [number, number]>();
+  /** Named pipes opened here, by inode: a read-write descriptor that keeps each alive. */
+  readonly #fifos = new Map<number, number>();
+
+  /**
+   * An end of a named pipe. Opening one end of a FIFO blocks until the other is open, so a
+   * read-write descriptor is opened first (it never blocks); it also refills the queued data.
+   */
+  #fifoEnd(f: file_entry): number {
+    const fe = f.fifo!;
+    const reg = this.#dump.files.get(fe.regfId ?? 0)?.reg;
+    if (!reg) throw new RestoreError(`The path of FIFO ${fe.pipeId} is missing from files.img`);
+    let keeper = this.#fifos.get(fe.pipeId);
+    if (keeper === undefined) {
+      keeper = openOrThrow(reg.name, O.RDWR | O.NONBLOCK, "FIFO");
+      this.#fifos.set(fe.pipeId, keeper);
+      const content = this.#dump.fifoData.get(fe.pipeId);
+      if (content?.size) fcntl(keeper, F.SETPIPE_SZ, content.size);
+      if (content?.data.length) writeAll(keeper, content.data, `FIFO ${reg.name}`);
+    }
+    const fd = openOrThrow(reg.name, reg.flags | O.NONBLOCK, "FIFO");
+    fcntl(fd, F.SETFL, reg.flags & SETFL_MASK);
+    return fd;
+  }
+
   /** Unix sockets made here, by inode (a pair is made at once). */
   readonly #unix = new Map<number, number>();
 
@@ -366,6 +392,7 @@ export class FileTable implements Disposable {
     this.#service.clear();
     this.#pipes.clear();
     this.#unix.clear();
+    this.#fifos.clear();
   }
 
   [Symbol.dispose](): void {

@@ -79,6 +79,8 @@ export interface DumpImages {
   pipeData: Map<number, { data: Uint8Array; size: number }>;
   /** Queued data of sockets by file id (sk-queues.img). */
   skQueues: Map<number, Uint8Array[]>;
+  /** Named pipe contents by inode (fifo-data.img). */
+  fifoData: Map<number, { data: Uint8Array; size: number }>;
   /** Deleted files by the id of their file entry: attributes and contents. */
   ghosts: Map<number, { entry: ghost_file_entry; data: Uint8Array }>;
   /** Shared anonymous memory objects by inode: their pages (offset in the object, data). */
@@ -100,6 +102,7 @@ const SUPPORTED_FILES = new Set([
   fd_types.TIMERFD,
   fd_types.EVENTPOLL,
   fd_types.UNIXSK,
+  fd_types.FIFO,
 ]);
 
 function one<T>(path: string, entries: { message: T }[]): T {
@@ -139,19 +142,18 @@ export function readDump(dir: string): DumpImages {
     files.set(e.message.id, e.message);
   }
 
-  const pipeData = new Map<number, { data: Uint8Array; size: number }>();
-  if (exists(p("pipes-data.img"))) {
+  const readPipeData = (file: string, type: "PIPES_DATA" | "FIFO_DATA") => {
+    const out = new Map<number, { data: Uint8Array; size: number }>();
+    if (!exists(p(file))) return out;
     for (
-      const e of readImage(p("pipes-data.img"), "PIPES_DATA", pipe_data_entrySchema, {
-        payloadSize: (m) => m.bytes,
-      })
+      const e of readImage(p(file), type, pipe_data_entrySchema, { payloadSize: (m) => m.bytes })
     ) {
-      pipeData.set(e.message.pipeId, {
-        data: e.payload ?? new Uint8Array(),
-        size: e.message.size ?? 0,
-      });
+      out.set(e.message.pipeId, { data: e.payload ?? new Uint8Array(), size: e.message.size ?? 0 });
     }
-  }
+    return out;
+  };
+  const pipeData = readPipeData("pipes-data.img", "PIPES_DATA");
+  const fifoData = readPipeData("fifo-data.img", "FIFO_DATA");
 
   const readCore = (tid: number) =>
     one(p(`core-${tid}.img`), readImage(p(`core-${tid}.img`), "CORE", core_entrySchema));
@@ -325,7 +327,7 @@ export function readDump(dir: string): DumpImages {
       ghosts.set(r.origId, { entry: g.message, data });
     }
   }
-  return { dir, inventory, tasks, files, pipeData, shmem, skQueues, ghosts };
+  return { dir, inventory, tasks, files, pipeData, fifoData, shmem, skQueues, ghosts };
 }
 
 /** A pagemap image: the pages-N.img id of its head, and its entries. */

@@ -122,6 +122,10 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
     );
   }
   const ids = new Set<number>(task.fds.map((f) => f.id));
+  for (const f of task.fds) {
+    const fifo = dump.files.get(f.id)?.fifo;
+    if (fifo?.regfId) ids.add(fifo.regfId);
+  }
   for (const v of task.mm.vmas) {
     if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) ids.add(Number(v.shmid));
   }
