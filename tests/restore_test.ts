@@ -541,3 +541,33 @@ Deno.test("a named pipe between parent and child keeps its queued data", async (
     for (const pid of pids) killQuietly(pid);
   }
 });
+
+Deno.test("file locks need -l, and come back with it", async () => {
+  const bin = await buildVictim("locks");
+  const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
+  let pid = 0;
+  try {
+    await waitReport(v);
+    const refused = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()]);
+    assertEquals(refused.code, 1);
+    assertMatch(refused.stderr, /holds a (FLOCK|POSIX|OFDLCK) lock; dump with --file-locks \(-l\)/);
+    const imgs = tmpDir();
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "-l"]);
+    assertEquals(run.code, 0, run.stderr);
+    await v.child.status;
+    assert(await waitGone(v.pid));
+    const locks = (await critDecodeAll(imgs)).get("file-lock.img")!.entries;
+    assertEquals(locks.map((l: { flag: number }) => l.flag).sort((a: number, b: number) => a - b), [
+      1,
+      2,
+      1024,
+    ]);
+    pid = await restoreDetached(imgs);
+    Deno.kill(pid, "SIGTERM");
+    await waitLine(v.out, /^(PASS|FAIL)/);
+    assertMatch(Deno.readTextFileSync(v.out), /PASS locks/);
+  } finally {
+    await stopVictim(v);
+    if (pid) killQuietly(pid);
+  }
+});

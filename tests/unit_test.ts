@@ -211,7 +211,8 @@ Deno.test("command line parses as criu's getopt does", () => {
   assertThrows(() => parseCommandLine(["dump", "--ghost-limit", "lots"]), /needs a size/);
   assertThrows(() => parseCommandLine(["dump", "-t", "x"]), /needs a number/);
   assertThrows(() => parseCommandLine(["dump", "-q"]), /Unknown option -q/);
-  assertThrows(() => parseCommandLine(["dump", "-l"]), /--file-locks is not supported/);
+  assertEquals(parseCommandLine(["dump", "-l"]).fileLocks, true);
+  assertThrows(() => parseCommandLine(["dump", "-n", "net"]), /--namespaces is not supported/);
   assertThrows(() => parseCommandLine(["dump", "--tree"]), /needs a value/);
 });
 

@@ -60,6 +60,7 @@ async function runDump(o: CliOptions): Promise<number> {
       leaveRunning: o.leaveRunning,
       leaveStopped: o.leaveStopped,
       shellJob: o.shellJob,
+      fileLocks: o.fileLocks,
       timeoutSeconds: o.timeout,
       displayStats: o.displayStats,
       ghostLimit: o.ghostLimit,

@@ -23,6 +23,7 @@ export interface CliOptions {
   leaveRunning: boolean;
   leaveStopped: boolean;
   shellJob: boolean;
+  fileLocks: boolean;
   restoreDetached: boolean;
   pidfile?: string;
   timeout?: number;
@@ -92,6 +93,7 @@ const SPECS: Spec[] = [
   { long: "leave-running", short: "R", kind: "flag", apply: (o) => (o.leaveRunning = true) },
   { long: "leave-stopped", short: "s", kind: "flag", apply: (o) => (o.leaveStopped = true) },
   { long: "shell-job", short: "j", kind: "flag", apply: (o) => (o.shellJob = true) },
+  { long: "file-locks", short: "l", kind: "flag", apply: (o) => (o.fileLocks = true) },
   { long: "restore-detached", short: "d", kind: "flag", apply: (o) => (o.restoreDetached = true) },
   { long: "pidfile", kind: "value", apply: (o, v) => (o.pidfile = v) },
   { long: "timeout", kind: "value", apply: (o, v, n) => (o.timeout = int(n, v)) },
@@ -112,7 +114,6 @@ const NOT_YET = new Map<string, Kind>([
   ["external", "value"],
   ["ext-unix-sk", "optional"],
   ["inherit-fd", "value"],
-  ["file-locks", "flag"],
   ["link-remap", "flag"],
   ["manage-cgroups", "optional"],
   ["network-lock", "value"],
@@ -152,6 +153,7 @@ export function parseCommandLine(argv: string[]): CliOptions {
     leaveRunning: false,
     leaveStopped: false,
     shellJob: false,
+    fileLocks: false,
     restoreDetached: false,
     displayStats: false,
     all: false,
@@ -236,6 +238,7 @@ Dump/Restore options:
   -R|--leave-running       leave the tree running after the dump
   -s|--leave-stopped       leave the tree stopped after the dump
   -j|--shell-job           the tree was started from a shell (keep session and tty)
+  -l|--file-locks          dump and restore file locks (flock, POSIX, OFD)
   -d|--restore-detached    return once the restored tree is running
   --pidfile FILE           write the restored root task's PID to FILE
   --timeout NUM            seconds to wait for the tree to freeze

@@ -7,7 +7,7 @@
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
 import type { UnixSocketInfo } from "../net/unix_diag.ts";
-import type { remap_file_path_entry } from "../../proto/gen/files_pb.ts";
+import type { file_lock_entry, remap_file_path_entry } from "../../proto/gen/files_pb.ts";
 import { ImageWriter, type MagicName } from "../images/image.ts";
 
 /** Options of a dump, as `criu dump` takes them. */
@@ -31,6 +31,8 @@ export interface DumpOptions {
    * "readv" (process_vm_readv into a buffer, then write: two copies). Default "parasite".
    */
   pageTransfer?: "parasite" | "readv";
+  /** Dump file locks (`-l`); without it a locked file refuses the dump, as criu does. */
+  fileLocks?: boolean;
   /** Largest deleted file whose contents the dump carries (`--ghost-limit`), default 1 MiB. */
   ghostLimit?: number;
   /** Test hook: fail the dump at the named step, after the task is seized. */
@@ -76,6 +78,10 @@ export class DumpContext {
   readonly ttys = new Map<number, TtyInfo>();
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
+  /** file-lock.img entries. */
+  readonly locks: file_lock_entry[] = [];
+  /** Locks already recorded (a lock shows on every descriptor of its file). */
+  readonly lockKeys = new Set<string>();
   /** remap-fpath.img entries (ghost files). */
   readonly remaps: remap_file_path_entry[] = [];
   /** Queued data of unix sockets by file id (sk-queues.img). */

@@ -17,6 +17,7 @@ import {
   fdinfo_entrySchema,
   fifo_entrySchema,
   file_entrySchema,
+  file_lock_entrySchema,
   fown_entrySchema,
   ghost_file_entrySchema,
   pipe_data_entrySchema,
@@ -172,6 +173,46 @@ function major(rdev: number): number {
   return ((rdev >>> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
 }
 
+const LOCK_FLAG: Record<string, number> = { POSIX: 1, FLOCK: 2, OFDLCK: 1024 };
+
+/** Locks held through descriptor `fd` (fdinfo "lock:" lines), refused without `-l`. */
+function collectLocks(ctx: DumpContext, pid: number, fd: number, fileId: number): void {
+  const text = readProcText(pid, `fdinfo/${fd}`);
+  for (
+    const m of text.matchAll(
+      /^lock:\s*\d+:\s*(\w+)\s+(\w+)\s+(\w+)\s+(-?\d+)\s+\S+\s+(\d+)\s+(\d+|EOF)/gm,
+    )
+  ) {
+    const [, kind, mode, rw, , start, end] = m;
+    const flag = LOCK_FLAG[kind];
+    if (!ctx.opts.fileLocks) {
+      throw new UnsupportedError(
+        `Cannot dump fd ${fd} of task ${pid}: it holds a ${kind} lock; dump with --file-locks (-l)`,
+      );
+    }
+    if (flag === undefined || mode !== "ADVISORY") {
+      throw new UnsupportedError(
+        `Cannot dump fd ${fd} of task ${pid}: ${mode} ${kind} locks are not supported`,
+      );
+    }
+    const s = BigInt(start);
+    // A lock shows on every descriptor of its file; record it once (POSIX: once per process).
+    const key = `${kind}:${flag === 1 ? pid : 0}:${fileId}:${start}:${end}`;
+    if (ctx.lockKeys.has(key)) continue;
+    ctx.lockKeys.add(key);
+    ctx.locks.push(
+      create(file_lock_entrySchema, {
+        flag,
+        type: rw === "WRITE" ? 1 : 0,
+        pid,
+        fd,
+        start: s,
+        len: end === "EOF" ? 0n : BigInt(end) - s + 1n,
+      }),
+    );
+  }
+}
+
 /** Describes what `/proc/PID/fd/N` is, refusing what we cannot dump. */
 function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
   const link = `/proc/${pid}/fd/${fd}`;
@@ -322,6 +363,7 @@ export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
       ctx.openFiles.push(file);
     }
     fds.push({ fd, file, cloexec });
+    collectLocks(ctx, pid, fd, file.id);
     if (kind.type === "pipe" && !ctx.pipes.has(kind.ino)) {
       ctx.pipes.set(kind.ino, peekPipe(pid, fd, kind.ino));
     }
@@ -726,6 +768,10 @@ function anonEntry(file: OpenFile, tf: TaskFiles) {
 /** Writes what files of the whole tree carry besides their entries: tty-info.img, pipes-data.img. */
 export function dumpFileData(ctx: DumpContext): void {
   checkUnixSockets(ctx);
+  if (ctx.locks.length) {
+    const img = ctx.image("file-lock.img", "FILE_LOCKS");
+    for (const l of ctx.locks) img.entry(file_lock_entrySchema, l);
+  }
   if (ctx.remaps.length) {
     const img = ctx.image("remap-fpath.img", "REMAP_FPATH");
     for (const r of ctx.remaps) img.entry(remap_file_path_entrySchema, r);

@@ -455,6 +455,29 @@ export function installFiles(
     }
     sys(NR.close, "close", received[i]);
   });
+  // File locks taken through this task's descriptors, as it held them.
+  for (const l of dump.locks) {
+    if (l.pid !== pid) continue;
+    arena.reset();
+    if (l.flag === 2) {
+      const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;
+      sys(NR.flock, `flock(fd ${l.fd})`, l.fd, (l.type === 1 ? LOCK_EX : LOCK_SH) | LOCK_NB);
+    } else {
+      const fl = new Uint8Array(32); // struct flock: type, whence (i16), start, len (i64), pid
+      const v = new DataView(fl.buffer);
+      v.setInt16(0, l.type, true);
+      v.setBigInt64(8, l.start, true);
+      v.setBigInt64(16, l.len, true);
+      const F_SETLK = 6, F_OFD_SETLK = 37;
+      sys(
+        NR.fcntl,
+        `lock fd ${l.fd}`,
+        l.fd,
+        l.flag === 1024 ? F_OFD_SETLK : F_SETLK,
+        arena.put(fl),
+      );
+    }
+  }
   // epoll sets are keyed by (file, descriptor number): register the task's own numbers, once
   // per set (a set inherited by children is one set).
   for (const fdi of task.fds) {

@@ -18,6 +18,8 @@ import {
   fdinfo_entrySchema,
   type file_entry,
   file_entrySchema,
+  type file_lock_entry,
+  file_lock_entrySchema,
   type fs_entry,
   fs_entrySchema,
   type ghost_file_entry,
@@ -79,6 +81,8 @@ export interface DumpImages {
   pipeData: Map<number, { data: Uint8Array; size: number }>;
   /** Queued data of sockets by file id (sk-queues.img). */
   skQueues: Map<number, Uint8Array[]>;
+  /** File locks (file-lock.img). */
+  locks: file_lock_entry[];
   /** Named pipe contents by inode (fifo-data.img). */
   fifoData: Map<number, { data: Uint8Array; size: number }>;
   /** Deleted files by the id of their file entry: attributes and contents. */
@@ -327,7 +331,10 @@ export function readDump(dir: string): DumpImages {
       ghosts.set(r.origId, { entry: g.message, data });
     }
   }
-  return { dir, inventory, tasks, files, pipeData, fifoData, shmem, skQueues, ghosts };
+  const locks = exists(p("file-lock.img"))
+    ? readImage(p("file-lock.img"), "FILE_LOCKS", file_lock_entrySchema).map((e) => e.message)
+    : [];
+  return { dir, inventory, tasks, files, pipeData, fifoData, shmem, skQueues, ghosts, locks };
 }
 
 /** A pagemap image: the pages-N.img id of its head, and its entries. */
