@@ -571,3 +571,26 @@ Deno.test("file locks need -l, and come back with it", async () => {
     if (pid) killQuietly(pid);
   }
 });
+
+Deno.test("inotify watches come back with their numbers and deliver events", async () => {
+  const bin = await buildVictim("inotify");
+  const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
+  let pid = 0;
+  try {
+    const r = await waitReport(v);
+    assertEquals([r.w1, r.w3], ["1", "3"]);
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    const ify = (await critDecodeAll(imgs)).get("files.img")!.entries
+      .find((f: { type: string }) => f.type === "INOTIFY").ify;
+    assertEquals(ify.wd.map((w: { wd: number }) => w.wd).sort(), [1, 3]);
+    assertMatch(ify.wd.find((w: { wd: number }) => w.wd === 3).f_handle.path, /\/file$/);
+    pid = await restoreDetached(imgs);
+    Deno.kill(pid, "SIGTERM");
+    await waitLine(v.out, /^(PASS|FAIL)/);
+    assertMatch(Deno.readTextFileSync(v.out), /PASS inotify/);
+  } finally {
+    await stopVictim(v);
+    if (pid) killQuietly(pid);
+  }
+});

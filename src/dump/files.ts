@@ -15,11 +15,14 @@ import {
   eventpoll_tfd_entrySchema,
   fd_types,
   fdinfo_entrySchema,
+  fh_entrySchema,
   fifo_entrySchema,
   file_entrySchema,
   file_lock_entrySchema,
   fown_entrySchema,
   ghost_file_entrySchema,
+  inotify_file_entrySchema,
+  inotify_wd_entrySchema,
   pipe_data_entrySchema,
   pipe_entrySchema,
   type reg_file_entry,
@@ -63,6 +66,7 @@ import {
   type UnixSocketState,
 } from "../net/unix.ts";
 import { unixSockets } from "../net/unix_diag.ts";
+import { type InotifyWatch, inotifyWatches } from "./inotify.ts";
 import type { DumpContext } from "./context.ts";
 
 /** A resource the dump cannot handle; the dump is refused with this message. */
@@ -90,6 +94,7 @@ export type FileKind =
     interval: [bigint, bigint];
   }
   | { type: "eventpoll"; tfds: { fd: number; events: number; data: bigint }[] }
+  | { type: "inotify"; watches: InotifyWatch[] }
   | { type: "unix"; ino: number; socket: UnixSocketState };
 
 /** The contents and attributes of an open file that was deleted. */
@@ -106,7 +111,7 @@ export interface Ghost {
 export const DEFAULT_GHOST_LIMIT = 1 << 20;
 
 /** Anonymous-inode files that are state, not names: one object per open file description. */
-const ANON_KINDS = new Set(["eventfd", "signalfd", "timerfd", "eventpoll"]);
+const ANON_KINDS = new Set(["eventfd", "signalfd", "timerfd", "eventpoll", "inotify"]);
 
 /** One open file description, shared by the descriptors that point at it. */
 export interface OpenFile {
@@ -326,6 +331,17 @@ function anonKind(name: string, pid: number, fd: number): FileKind {
         value: pair(x.get("it_value")),
         interval: pair(x.get("it_interval")),
       };
+    case "inotify": {
+      const watches = inotifyWatches(readProcText(pid, `fdinfo/${fd}`));
+      const lost = watches.find((w) => !w.path);
+      if (lost) {
+        throw new UnsupportedError(
+          `Cannot dump fd ${fd} of task ${pid} (inotify): the file of watch ${lost.wd} ` +
+            `(inode ${lost.ino}) cannot be found`,
+        );
+      }
+      return { type: "inotify", watches };
+    }
     default: {
       const text = readProcText(pid, `fdinfo/${fd}`);
       const tfds = [
@@ -611,6 +627,7 @@ const FD_TYPE: Record<FileKind["type"], fd_types> = {
   signalfd: fd_types.SIGNALFD,
   timerfd: fd_types.TIMERFD,
   eventpoll: fd_types.EVENTPOLL,
+  inotify: fd_types.INOTIFY,
   unix: fd_types.UNIXSK,
 };
 
@@ -741,6 +758,35 @@ function anonEntry(file: OpenFile, tf: TaskFiles) {
           vnsec: k.value[1],
           isec: k.interval[0],
           insec: k.interval[1],
+        }),
+      });
+    case "inotify":
+      return create(file_entrySchema, {
+        type: fd_types.INOTIFY,
+        id: file.id,
+        ify: create(inotify_file_entrySchema, {
+          id: file.id,
+          flags: file.flags,
+          fown: NO_OWNER(),
+          wd: k.watches.map((w) => {
+            const words = new BigUint64Array(16);
+            const padded = new Uint8Array(words.buffer);
+            padded.set(w.handle.subarray(0, 128));
+            return create(inotify_wd_entrySchema, {
+              id: file.id,
+              iIno: w.ino,
+              mask: w.mask,
+              ignoredMask: w.ignoredMask,
+              sDev: w.sdev,
+              wd: w.wd,
+              fHandle: create(fh_entrySchema, {
+                bytes: w.handle.length,
+                type: w.handleType,
+                handle: [...words],
+                path: w.path,
+              }),
+            });
+          }),
         }),
       });
     case "eventpoll":

@@ -36,7 +36,7 @@ import {
   tryOpen,
   writeAll,
 } from "../syscalls/mod.ts";
-import { addressOf } from "../syscalls/ffi.ts";
+import { addressOf, cString as cStringOf } from "../syscalls/ffi.ts";
 import {
   abstractAddr,
   AF_UNIX,
@@ -214,6 +214,8 @@ export class FileTable implements Disposable {
       fd = this.#fifoEnd(f);
     } else if (f.type === fd_types.UNIXSK) {
       fd = this.#unixSocket(f);
+    } else if (f.type === fd_types.INOTIFY) {
+      fd = this.#inotify(f, forFd, pid);
     } else if (f.type === fd_types.EVENTPOLL) {
       fd = Number(
         syscall(NR.epoll_create1, "epoll_create1", `fd ${forFd} of task ${pid}`, O.CLOEXEC),
@@ -283,6 +285,53 @@ export class FileTable implements Disposable {
   }
 
   readonly #pipes = new Map<number, [number, number]>();
+  /**
+   * An inotify instance with its watches at their numbers. Numbers are handed out in rising
+   * order, so a gap is made by adding a watch and removing it again.
+   */
+  #inotify(f: file_entry, forFd: number, pid: number): number {
+    const ify = f.ify!;
+    const fd = Number(
+      syscall(
+        NR.inotify_init1,
+        "inotify_init1",
+        `fd ${forFd} of task ${pid}`,
+        O.CLOEXEC | (ify.flags & O.NONBLOCK),
+      ),
+    );
+    const add = (path: string, mask: number) =>
+      Number(
+        syscall(
+          NR.inotify_add_watch,
+          "inotify_add_watch",
+          path,
+          fd,
+          addressOf(cStringOf(path)),
+          mask,
+        ),
+      );
+    for (const w of [...ify.wd].sort((a, b) => a.wd - b.wd)) {
+      const path = w.fHandle?.path;
+      if (!path) {
+        throw new RestoreError(
+          `Cannot restore inotify watch ${w.wd} of task ${pid}: no path in the image`,
+        );
+      }
+      for (let i = 0; i < 1 << 16; i++) {
+        const got = add(path, w.mask);
+        if (got === w.wd) break;
+        if (got > w.wd) {
+          throw new RestoreError(
+            `Cannot restore inotify watch ${w.wd} of task ${pid}: got number ${got}`,
+          );
+        }
+        // A number below the one wanted (a gap): give it back; the next one is one higher.
+        syscall(NR.inotify_rm_watch, "inotify_rm_watch", path, fd, got);
+      }
+    }
+    return fd;
+  }
+
   /** Named pipes opened here, by inode: a read-write descriptor that keeps each alive. */
   readonly #fifos = new Map<number, number>();
 

@@ -107,6 +107,7 @@ const SUPPORTED_FILES = new Set([
   fd_types.EVENTPOLL,
   fd_types.UNIXSK,
   fd_types.FIFO,
+  fd_types.INOTIFY,
 ]);
 
 function one<T>(path: string, entries: { message: T }[]): T {
