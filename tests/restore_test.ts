@@ -594,3 +594,30 @@ Deno.test("inotify watches come back with their numbers and deliver events", asy
     if (pid) killQuietly(pid);
   }
 });
+
+Deno.test("a sealed memfd open twice keeps its contents, size, seals and offsets", async () => {
+  const bin = await buildVictim("memfd");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  let pid = 0;
+  try {
+    await waitReport(v);
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    const img = await critDecodeAll(imgs);
+    const inode = img.get("memfd-inode.img")!.entries[0];
+    assertEquals([inode.name, Number(inode.size)], ["criu-test", 10000]);
+    const shm = img.get(`pagemap-shmem-${inode.shmid}.img`)!.entries.slice(1);
+    assertEquals(
+      shm.map((e: { nr_pages: number }) => e.nr_pages).reduce((a: number, b: number) => a + b, 0),
+      2,
+      "only the written pages",
+    );
+    pid = await restoreDetached(imgs);
+    Deno.kill(pid, "SIGTERM");
+    await waitLine(v.out, /^(PASS|FAIL)/);
+    assertMatch(Deno.readTextFileSync(v.out), /PASS memfd/);
+  } finally {
+    await stopVictim(v);
+    if (pid) killQuietly(pid);
+  }
+});

@@ -7,7 +7,11 @@
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
 import type { UnixSocketInfo } from "../net/unix_diag.ts";
-import type { file_lock_entry, remap_file_path_entry } from "../../proto/gen/files_pb.ts";
+import type {
+  file_lock_entry,
+  memfd_inode_entry,
+  remap_file_path_entry,
+} from "../../proto/gen/files_pb.ts";
 import { ImageWriter, type MagicName } from "../images/image.ts";
 
 /** Options of a dump, as `criu dump` takes them. */
@@ -78,6 +82,8 @@ export class DumpContext {
   readonly ttys = new Map<number, TtyInfo>();
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
+  /** memfd inodes by inode number (memfd-inode.img). */
+  readonly memfds = new Map<number, memfd_inode_entry>();
   /** file-lock.img entries. */
   readonly locks: file_lock_entry[] = [];
   /** Locks already recorded (a lock shows on every descriptor of its file). */

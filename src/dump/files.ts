@@ -23,6 +23,8 @@ import {
   ghost_file_entrySchema,
   inotify_file_entrySchema,
   inotify_wd_entrySchema,
+  memfd_file_entrySchema,
+  memfd_inode_entrySchema,
   pipe_data_entrySchema,
   pipe_entrySchema,
   type reg_file_entry,
@@ -67,6 +69,7 @@ import {
 } from "../net/unix.ts";
 import { unixSockets } from "../net/unix_diag.ts";
 import { type InotifyWatch, inotifyWatches } from "./inotify.ts";
+import { dumpShmemObject } from "./shmem.ts";
 import type { DumpContext } from "./context.ts";
 
 /** A resource the dump cannot handle; the dump is refused with this message. */
@@ -82,6 +85,7 @@ export type FileKind =
   | { type: "reg"; path: string; size: bigint; mode: number; ghost?: Ghost }
   | { type: "pipe"; ino: number }
   | { type: "fifo"; ino: number; path: string }
+  | { type: "memfd"; ino: number }
   | { type: "tty"; path: string; rdev: number; index: number }
   | { type: "eventfd"; counter: bigint; semaphore: boolean }
   | { type: "signalfd"; sigmask: bigint }
@@ -249,6 +253,36 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
       `Cannot dump ${what}: ${target.slice(11)} descriptors are not supported yet`,
     );
   }
+  if (target.startsWith("/memfd:") && target.endsWith(" (deleted)")) {
+    const st = Deno.statSync(link);
+    const ino = st.ino ?? 0;
+    if (!ctx.memfds.has(ino)) {
+      const own = tryOpen(link, O.RDONLY | O.CLOEXEC);
+      if (own < 0) throw new UnsupportedError(`Cannot open ${what} to read it (errno ${-own})`);
+      let seals = 0;
+      try {
+        seals = fcntl(own, 1034 /* F_GET_SEALS */);
+      } catch {
+        seals = 0; // made without MFD_ALLOW_SEALING: F_SEAL_SEAL only
+      } finally {
+        close(own);
+      }
+      ctx.memfds.set(
+        ino,
+        create(memfd_inode_entrySchema, {
+          name: target.slice(7, -10),
+          uid: st.uid ?? 0,
+          gid: st.gid ?? 0,
+          size: BigInt(st.size),
+          shmid: ino,
+          seals,
+          inodeId: BigInt(ino),
+        }),
+      );
+      dumpShmemObject(ctx, BigInt(ino), link);
+    }
+    return { type: "memfd", ino };
+  }
   if (target.endsWith(" (deleted)") && target.startsWith("/")) {
     const st = Deno.statSync(link);
     if (!st.isFile) {
@@ -410,6 +444,7 @@ function sameObject(a: FileKind, b: FileKind): boolean {
   if (a.type === "unix" && b.type === "unix") return a.ino === b.ino;
   if (a.type === "pipe" && b.type === "pipe") return a.ino === b.ino;
   if (a.type === "fifo" && b.type === "fifo") return a.ino === b.ino;
+  if (a.type === "memfd" && b.type === "memfd") return a.ino === b.ino;
   if (a.type === "reg" && b.type === "reg") return a.path === b.path;
   if (a.type === "tty" && b.type === "tty") return a.rdev === b.rdev;
   return false;
@@ -557,6 +592,21 @@ export function dumpFiles(
             mntId: file.mntId,
           }),
         );
+      } else if (file.kind.type === "memfd") {
+        files.entry(
+          file_entrySchema,
+          create(file_entrySchema, {
+            type: fd_types.MEMFD,
+            id: file.id,
+            memfd: create(memfd_file_entrySchema, {
+              id: file.id,
+              flags: file.flags,
+              pos: file.pos,
+              fown: NO_OWNER(),
+              inodeId: file.kind.ino,
+            }),
+          }),
+        );
       } else if (file.kind.type === "fifo") {
         const regfId = ctx.fileId();
         writeRegFile(
@@ -622,6 +672,7 @@ const FD_TYPE: Record<FileKind["type"], fd_types> = {
   reg: fd_types.REG,
   pipe: fd_types.PIPE,
   fifo: fd_types.FIFO,
+  memfd: fd_types.MEMFD,
   tty: fd_types.TTY,
   eventfd: fd_types.EVENTFD,
   signalfd: fd_types.SIGNALFD,
@@ -814,6 +865,10 @@ function anonEntry(file: OpenFile, tf: TaskFiles) {
 /** Writes what files of the whole tree carry besides their entries: tty-info.img, pipes-data.img. */
 export function dumpFileData(ctx: DumpContext): void {
   checkUnixSockets(ctx);
+  if (ctx.memfds.size) {
+    const img = ctx.image("memfd-inode.img", "MEMFD_INODE");
+    for (const m of ctx.memfds.values()) img.entry(memfd_inode_entrySchema, m);
+  }
   if (ctx.locks.length) {
     const img = ctx.image("file-lock.img", "FILE_LOCKS");
     for (const l of ctx.locks) img.entry(file_lock_entrySchema, l);

@@ -14,7 +14,7 @@ import {
 } from "../../proto/gen/mm_pb.ts";
 import { join } from "node:path";
 import { O, zeroPagePfn } from "../syscalls/mod.ts";
-import { Pagemap, type PageRun } from "../pagemap/pagemap.ts";
+import { Pagemap, type PageRun, PE_PRESENT } from "../pagemap/pagemap.ts";
 import { writePages } from "../pagemap/page_xfer.ts";
 import { writePagesViaParasite } from "../pagemap/page_pipe.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
@@ -23,9 +23,6 @@ import { parseMaps, type ProcMap, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { regFileEntry, UnsupportedError, writeRegFile } from "./files.ts";
 import type { TaskState } from "./task.ts";
-
-/** PE_PRESENT: the pages of a pagemap entry are in pages-N.img. */
-export const PE_PRESENT = 1 << 2;
 
 /** The mappings of task `pid` from smaps, and their classification. */
 export function collectVmas(pid: number): { maps: ProcMap[]; vmas: Vma[] } {

@@ -16,7 +16,7 @@ import { close, O, open, pread } from "../syscalls/mod.ts";
 import { tryLseek } from "../syscalls/socket.ts";
 import { VMA, type Vma } from "../pagemap/vma.ts";
 import type { DumpContext } from "./context.ts";
-import { PE_PRESENT } from "./mm.ts";
+import { PE_PRESENT } from "../pagemap/pagemap.ts";
 
 const SEEK_DATA = 3, SEEK_HOLE = 4;
 const PAGE = 4096;
@@ -25,62 +25,72 @@ const CHUNK = 8 << 20;
 /** Dumps the shmem objects mapped by task `pid` that no earlier task of the tree mapped. */
 export function dumpShmem(ctx: DumpContext, pid: number, vmas: Vma[]): void {
   for (const v of vmas) {
-    if (!(v.status & VMA.ANON_SHARED) || ctx.shmemDone.has(v.shmid)) continue;
-    ctx.shmemDone.add(v.shmid);
+    if (!(v.status & VMA.ANON_SHARED)) continue;
     const path = `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
-    const fd = open(path, O.RDONLY | O.CLOEXEC);
-    try {
-      const size = BigInt(Deno.statSync(path).size);
-      const runs: { off: bigint; len: bigint }[] = [];
-      for (let off = 0n; off < size;) {
-        const data = tryLseek(fd, off, SEEK_DATA);
-        if (data < 0n) break; // ENXIO: no data past off
-        const hole = tryLseek(fd, data, SEEK_HOLE);
-        const end = hole < 0n ? size : hole;
-        runs.push({ off: data, len: end - data });
-        off = end;
-      }
-      const pagesId = ctx.pagesId();
-      const pagesFile = `pages-${pagesId}.img`;
-      using out = Deno.openSync(join(ctx.opts.imagesDir, pagesFile), {
-        write: true,
-        create: true,
-        truncate: true,
-        mode: IMAGE_MODE,
-      });
-      ctx.written.push(pagesFile);
-      const buf = new Uint8Array(CHUNK);
-      let pages = 0;
-      for (const r of runs) {
-        for (let done = 0n; done < r.len;) {
-          const n = Number(r.len - done < BigInt(CHUNK) ? r.len - done : BigInt(CHUNK));
-          const got = pread(fd, buf.subarray(0, n), r.off + done, path);
-          if (got !== n) {
-            throw new Error(`Short read of shared memory ${v.shmid}: ${got} of ${n} bytes`);
-          }
-          let w = 0;
-          while (w < n) w += out.writeSync(buf.subarray(w, n));
-          done += BigInt(n);
-        }
-        pages += Number(r.len) / PAGE;
-      }
-      out.syncSync();
-      ctx.stats.shpagesWritten += pages;
-      const img = ctx.image(`pagemap-shmem-${v.shmid}.img`, "PAGEMAP");
-      img.entry(pagemap_headSchema, create(pagemap_headSchema, { pagesId }));
-      for (const r of runs) {
-        img.entry(
-          pagemap_entrySchema,
-          create(pagemap_entrySchema, {
-            vaddr: r.off,
-            nrPages: Number(r.len) / PAGE,
-            flags: PE_PRESENT,
-          }),
-        );
-      }
-      ctx.log.info(`shared memory ${v.shmid}: ${pages} pages of ${size / BigInt(PAGE)}`);
-    } finally {
-      close(fd);
+    dumpShmemObject(ctx, v.shmid, path);
+  }
+}
+
+/**
+ * Dumps the pages of the shmem-backed file at `path` (a shared mapping's map_files entry, a
+ * memfd's descriptor) as object `shmid`, once per dump.
+ */
+export function dumpShmemObject(ctx: DumpContext, shmid: bigint, path: string): void {
+  if (ctx.shmemDone.has(shmid)) return;
+  ctx.shmemDone.add(shmid);
+  const fd = open(path, O.RDONLY | O.CLOEXEC);
+  try {
+    const size = BigInt(Deno.statSync(path).size);
+    const runs: { off: bigint; len: bigint }[] = [];
+    for (let off = 0n; off < size;) {
+      const data = tryLseek(fd, off, SEEK_DATA);
+      if (data < 0n) break; // ENXIO: no data past off
+      const hole = tryLseek(fd, data, SEEK_HOLE);
+      const end = hole < 0n ? size : hole;
+      // Whole pages: a file that ends inside a page is padded with zeros.
+      const len = ((end - data + BigInt(PAGE) - 1n) / BigInt(PAGE)) * BigInt(PAGE);
+      runs.push({ off: data, len });
+      off = end;
     }
+    const pagesId = ctx.pagesId();
+    const pagesFile = `pages-${pagesId}.img`;
+    using out = Deno.openSync(join(ctx.opts.imagesDir, pagesFile), {
+      write: true,
+      create: true,
+      truncate: true,
+      mode: IMAGE_MODE,
+    });
+    ctx.written.push(pagesFile);
+    const buf = new Uint8Array(CHUNK);
+    let pages = 0;
+    for (const r of runs) {
+      for (let done = 0n; done < r.len;) {
+        const n = Number(r.len - done < BigInt(CHUNK) ? r.len - done : BigInt(CHUNK));
+        const got = pread(fd, buf.subarray(0, n), r.off + done, path);
+        buf.fill(0, got, n); // past the end of the file
+
+        let w = 0;
+        while (w < n) w += out.writeSync(buf.subarray(w, n));
+        done += BigInt(n);
+      }
+      pages += Number(r.len / BigInt(PAGE));
+    }
+    out.syncSync();
+    ctx.stats.shpagesWritten += pages;
+    const img = ctx.image(`pagemap-shmem-${shmid}.img`, "PAGEMAP");
+    img.entry(pagemap_headSchema, create(pagemap_headSchema, { pagesId }));
+    for (const r of runs) {
+      img.entry(
+        pagemap_entrySchema,
+        create(pagemap_entrySchema, {
+          vaddr: r.off,
+          nrPages: Number(r.len / BigInt(PAGE)),
+          flags: PE_PRESENT,
+        }),
+      );
+    }
+    ctx.log.info(`shared memory ${shmid}: ${pages} pages of ${size / BigInt(PAGE)}`);
+  } finally {
+    close(fd);
   }
 }

@@ -21,6 +21,9 @@ export const PM_HI = {
   PFN_MASK: 0x007fffff,
 } as const;
 
+/** pagemap_entry flag PE_PRESENT: the entry's pages are in pages-N.img. */
+export const PE_PRESENT = 1 << 2;
+
 /** A run of pages to dump. */
 export interface PageRun {
   /** First page address. */

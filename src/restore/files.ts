@@ -29,6 +29,7 @@ import {
   O,
   open as openHere,
   pipe2,
+  pwriteAll,
   readRemote,
   remoteAdd,
   strerror,
@@ -210,6 +211,8 @@ export class FileTable implements Disposable {
           `timerfd of task ${pid}`,
         );
       }
+    } else if (f.type === fd_types.MEMFD) {
+      fd = this.#memfd(f);
     } else if (f.type === fd_types.FIFO) {
       fd = this.#fifoEnd(f);
     } else if (f.type === fd_types.UNIXSK) {
@@ -332,6 +335,53 @@ export class FileTable implements Disposable {
     return fd;
   }
 
+  /** memfds made here, by inode id. */
+  readonly #memfds = new Map<bigint, number>();
+
+  /**
+   * A memfd description: the inode is made once (name, size, contents, then seals); each file
+   * entry on it is its own description, opened through /proc with its flags and offset.
+   */
+  #memfd(f: file_entry): number {
+    const m = f.memfd!;
+    const ino = BigInt(m.inodeId);
+    let base = this.#memfds.get(ino);
+    const inode = this.#dump.memfds.get(ino);
+    if (!inode) throw new RestoreError(`memfd inode ${ino} is missing from memfd-inode.img`);
+    if (base === undefined) {
+      const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;
+      const name = cStringOf(inode.name);
+      base = Number(
+        syscall(
+          NR.memfd_create,
+          "memfd_create",
+          inode.name,
+          addressOf(name),
+          MFD_CLOEXEC | MFD_ALLOW_SEALING,
+        ),
+      );
+      this.#memfds.set(ino, base);
+      const content = this.#dump.shmem.get(BigInt(inode.shmid));
+      for (const r of content?.runs ?? []) {
+        using pages = Deno.openSync(content!.pagesPath, { read: true });
+        const buf = new Uint8Array(r.bytes);
+        pages.seekSync(r.fileOffset, Deno.SeekMode.Start);
+        for (let got = 0; got < r.bytes;) {
+          const n = pages.readSync(buf.subarray(got));
+          if (!n) throw new RestoreError(`Image ${content!.pagesPath} ended early`);
+          got += n;
+        }
+        pwriteAll(base, buf, r.offset, `memfd ${inode.name}`);
+      }
+      syscall(NR.ftruncate, "ftruncate", `memfd ${inode.name}`, base, inode.size);
+      const F_ADD_SEALS = 1033;
+      if (inode.seals) fcntl(base, F_ADD_SEALS, inode.seals);
+    }
+    const fd = openHere(`/proc/self/fd/${base}`, (m.flags & ~NOT_REPLAYED) | O.CLOEXEC);
+    if (m.pos > 0n) lseek(fd, m.pos, SEEK_SET);
+    return fd;
+  }
+
   /** Named pipes opened here, by inode: a read-write descriptor that keeps each alive. */
   readonly #fifos = new Map<number, number>();
 
@@ -442,6 +492,7 @@ export class FileTable implements Disposable {
     this.#pipes.clear();
     this.#unix.clear();
     this.#fifos.clear();
+    this.#memfds.clear();
   }
 
   [Symbol.dispose](): void {

@@ -24,6 +24,8 @@ import {
   fs_entrySchema,
   type ghost_file_entry,
   ghost_file_entrySchema,
+  type memfd_inode_entry,
+  memfd_inode_entrySchema,
   pipe_data_entrySchema,
   remap_file_path_entrySchema,
   remap_type,
@@ -81,6 +83,8 @@ export interface DumpImages {
   pipeData: Map<number, { data: Uint8Array; size: number }>;
   /** Queued data of sockets by file id (sk-queues.img). */
   skQueues: Map<number, Uint8Array[]>;
+  /** memfd inodes by inode id (memfd-inode.img). */
+  memfds: Map<bigint, memfd_inode_entry>;
   /** File locks (file-lock.img). */
   locks: file_lock_entry[];
   /** Named pipe contents by inode (fifo-data.img). */
@@ -108,6 +112,7 @@ const SUPPORTED_FILES = new Set([
   fd_types.UNIXSK,
   fd_types.FIFO,
   fd_types.INOTIFY,
+  fd_types.MEMFD,
 ]);
 
 function one<T>(path: string, entries: { message: T }[]): T {
@@ -335,7 +340,25 @@ export function readDump(dir: string): DumpImages {
   const locks = exists(p("file-lock.img"))
     ? readImage(p("file-lock.img"), "FILE_LOCKS", file_lock_entrySchema).map((e) => e.message)
     : [];
-  return { dir, inventory, tasks, files, pipeData, fifoData, shmem, skQueues, ghosts, locks };
+  const memfds = new Map<bigint, memfd_inode_entry>();
+  if (exists(p("memfd-inode.img"))) {
+    for (const e of readImage(p("memfd-inode.img"), "MEMFD_INODE", memfd_inode_entrySchema)) {
+      memfds.set(e.message.inodeId, e.message);
+    }
+  }
+  return {
+    dir,
+    inventory,
+    tasks,
+    files,
+    pipeData,
+    fifoData,
+    shmem,
+    skQueues,
+    ghosts,
+    locks,
+    memfds,
+  };
 }
 
 /** A pagemap image: the pages-N.img id of its head, and its entries. */
