@@ -226,6 +226,28 @@ export function decodeEntries<D extends DescMessage>(
   return out;
 }
 
+/**
+ * The first entry of an image whose first entry has a schema of its own (pagemap_head,
+ * ghost_file_entry); returns it and the offset after it.
+ */
+export function readHeadEntry<D extends DescMessage>(
+  path: string,
+  bytes: Uint8Array,
+  start: number,
+  schema: D,
+): { message: MessageShape<D>; next: number } {
+  if (bytes.length < start + 4) {
+    throw new ImageError(`Image ${path} is truncated: no ${schema.typeName} entry`);
+  }
+  const size = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(
+    start,
+    true,
+  );
+  const [head] = decodeEntries(path, bytes.subarray(0, start + 4 + size), start, schema);
+  if (!head) throw new ImageError(`Image ${path} is truncated: no ${schema.typeName} entry`);
+  return { message: head.message, next: start + 4 + size };
+}
+
 /** Fsyncs a directory so that the names of the files just written are durable. */
 export function syncDir(dir: string): void {
   using d = Deno.openSync(dir, { read: true });

@@ -23,7 +23,14 @@ import {
   timens_entrySchema,
 } from "../../proto/gen/misc_pb.ts";
 import { mm_entrySchema, pagemap_entrySchema, pagemap_headSchema } from "../../proto/gen/mm_pb.ts";
-import { checkHeader, decodeEntries, ImageError, type MagicName, readImageBytes } from "./image.ts";
+import {
+  checkHeader,
+  decodeEntries,
+  ImageError,
+  type MagicName,
+  readHeadEntry,
+  readImageBytes,
+} from "./image.ts";
 
 /** How to read one kind of image file. */
 export interface ImageKind {
@@ -82,14 +89,9 @@ export function showImage(path: string): { magic: string; entries: unknown[] } {
   let off = checkHeader(path, bytes, kind.type);
   const entries: unknown[] = [];
   if (kind.head) {
-    // The first entry has its own schema (pagemap_head); decode it alone.
-    const size = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(
-      off,
-      true,
-    );
-    const [head] = decodeEntries(path, bytes.subarray(0, off + 4 + size), off, kind.head);
+    const head = readHeadEntry(path, bytes, off, kind.head);
     entries.push(toJson(kind.head, head.message));
-    off += 4 + size;
+    off = head.next;
   }
   for (
     const e of decodeEntries(path, bytes, off, kind.schema, {

@@ -361,18 +361,7 @@ export class FileTable implements Disposable {
         ),
       );
       this.#memfds.set(ino, base);
-      const content = this.#dump.shmem.get(BigInt(inode.shmid));
-      for (const r of content?.runs ?? []) {
-        using pages = Deno.openSync(content!.pagesPath, { read: true });
-        const buf = new Uint8Array(r.bytes);
-        pages.seekSync(r.fileOffset, Deno.SeekMode.Start);
-        for (let got = 0; got < r.bytes;) {
-          const n = pages.readSync(buf.subarray(got));
-          if (!n) throw new RestoreError(`Image ${content!.pagesPath} ended early`);
-          got += n;
-        }
-        pwriteAll(base, buf, r.offset, `memfd ${inode.name}`);
-      }
+      writeShmemImage(this.#dump, BigInt(inode.shmid), base, `memfd ${inode.name}`);
       syscall(NR.ftruncate, "ftruncate", `memfd ${inode.name}`, base, inode.size);
       const F_ADD_SEALS = 1033;
       if (inode.seals) fcntl(base, F_ADD_SEALS, inode.seals);
@@ -498,6 +487,29 @@ export class FileTable implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/**
+ * Writes the dumped pages of shmem object `shmid` (shared memory, a memfd) at their offsets
+ * into `fd`; returns the number of pages.
+ */
+export function writeShmemImage(dump: DumpImages, shmid: bigint, fd: number, what: string): number {
+  const content = dump.shmem.get(shmid);
+  if (!content) return 0;
+  using pages = Deno.openSync(content.pagesPath, { read: true });
+  let n = 0;
+  for (const r of content.runs) {
+    const buf = new Uint8Array(r.bytes);
+    pages.seekSync(r.fileOffset, Deno.SeekMode.Start);
+    for (let got = 0; got < r.bytes;) {
+      const k = pages.readSync(buf.subarray(got));
+      if (!k) throw new RestoreError(`Image ${content.pagesPath} ended early`);
+      got += k;
+    }
+    pwriteAll(fd, buf, r.offset, what);
+    n += r.bytes / 4096;
+  }
+  return n;
 }
 
 /**

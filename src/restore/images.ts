@@ -48,6 +48,7 @@ import {
   checkHeader,
   decodeEntries,
   ImageError,
+  readHeadEntry,
   readImage,
   readImageBytes,
 } from "../images/image.ts";
@@ -223,24 +224,8 @@ export function readDump(dir: string): DumpImages {
 
     // pagemap: a head naming pages-N.img, then runs.
     const pmPath = p(`pagemap-${pid}.img`);
-    const bytes = readImageBytes(pmPath);
-    const start = checkHeader(pmPath, bytes, "PAGEMAP");
-    if (bytes.length < start + 4) {
-      throw new ImageError(`Image ${pmPath} is truncated: no pagemap head`);
-    }
-    const headSize = new DataView(bytes.buffer, bytes.byteOffset).getUint32(start, true);
-    const [head] = decodeEntries(
-      pmPath,
-      bytes.subarray(0, start + 4 + headSize),
-      start,
-      pagemap_headSchema,
-    );
-    if (!head) throw new ImageError(`Image ${pmPath} is truncated: no pagemap head`);
-    const pagemap = decodeEntries(pmPath, bytes, start + 4 + headSize, pagemap_entrySchema).map((
-      e,
-    ) => e.message);
-    const pagesPath = p(`pages-${head.message.pagesId}.img`);
-    if (!exists(pagesPath)) throw new ImageError(`Missing image ${pagesPath}`);
+    const { head: pagesId, entries: pagemap } = readPagemap(pmPath);
+    const pagesPath = p(`pages-${pagesId}.img`);
     const pageOffsets: number[] = [];
     let off = 0;
     for (const e of pagemap) {
@@ -252,12 +237,7 @@ export function readDump(dir: string): DumpImages {
         );
       }
     }
-    const size = Deno.statSync(pagesPath).size;
-    if (size < off) {
-      throw new ImageError(
-        `Image ${pagesPath} is shorter than ${pmPath} says: ${size} bytes, expected ${off}`,
-      );
-    }
+    checkPagesSize(pagesPath, pmPath, off);
     return {
       pstree: ps,
       core,
@@ -313,22 +293,16 @@ export function readDump(dir: string): DumpImages {
       }
       const gp = p(`ghost-file-${r.remapId}.img`);
       const bytes = readImageBytes(gp);
-      const start = checkHeader(gp, bytes, "GHOST_FILE");
-      if (bytes.length < start + 4) {
-        throw new ImageError(`Image ${gp} is truncated: no ghost entry`);
-      }
-      const size = new DataView(bytes.buffer, bytes.byteOffset).getUint32(start, true);
-      const [g] = decodeEntries(
+      const g = readHeadEntry(
         gp,
-        bytes.subarray(0, start + 4 + size),
-        start,
+        bytes,
+        checkHeader(gp, bytes, "GHOST_FILE"),
         ghost_file_entrySchema,
       );
-      if (!g) throw new ImageError(`Image ${gp} is truncated: no ghost entry`);
       if (g.message.chunks) {
         throw new ImageError(`Image ${gp}: chunked ghost files are not supported yet`);
       }
-      const data = bytes.subarray(start + 4 + size);
+      const data = bytes.subarray(g.next);
       if (g.message.size !== undefined && BigInt(data.length) !== g.message.size) {
         throw new ImageError(
           `Image ${gp} holds ${data.length} bytes of a ${g.message.size}-byte file`,
@@ -364,19 +338,8 @@ export function readDump(dir: string): DumpImages {
 /** A pagemap image: the pages-N.img id of its head, and its entries. */
 function readPagemap(path: string): { head: number; entries: pagemap_entry[] } {
   const bytes = readImageBytes(path);
-  const start = checkHeader(path, bytes, "PAGEMAP");
-  if (bytes.length < start + 4) throw new ImageError(`Image ${path} is truncated: no pagemap head`);
-  const headSize = new DataView(bytes.buffer, bytes.byteOffset).getUint32(start, true);
-  const [head] = decodeEntries(
-    path,
-    bytes.subarray(0, start + 4 + headSize),
-    start,
-    pagemap_headSchema,
-  );
-  if (!head) throw new ImageError(`Image ${path} is truncated: no pagemap head`);
-  const entries = decodeEntries(path, bytes, start + 4 + headSize, pagemap_entrySchema).map((e) =>
-    e.message
-  );
+  const head = readHeadEntry(path, bytes, checkHeader(path, bytes, "PAGEMAP"), pagemap_headSchema);
+  const entries = decodeEntries(path, bytes, head.next, pagemap_entrySchema).map((e) => e.message);
   return { head: head.message.pagesId, entries };
 }
 

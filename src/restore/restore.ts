@@ -38,7 +38,6 @@ import {
   open as openHere,
   PTRACE_O,
   ptraceGetXstate,
-  pwriteAll,
   readRemote,
   remoteAdd,
   type RemotePtr,
@@ -54,7 +53,7 @@ import { NoSuchTaskError } from "../tree/proc.ts";
 import { decodeBase64 } from "../util/base64.ts";
 import { cString } from "../syscalls/ffi.ts";
 import { RemoteArena } from "./arena.ts";
-import { FileTable, installFiles, RestoreError } from "./files.ts";
+import { FileTable, installFiles, RestoreError, writeShmemImage } from "./files.ts";
 import { PidTakenError, spawnTask } from "./helper.ts";
 
 function pidInUse(pid: number): boolean {
@@ -302,20 +301,7 @@ function fillShmem(dump: DumpImages, task: TaskImages, shmem: Map<bigint, number
     if (BigInt(Deno.statSync(path).size) < size) {
       syscall(NR.ftruncate, "ftruncate", `shared memory ${v.shmid}`, fd, size);
     }
-    const content = dump.shmem.get(v.shmid);
-    if (!content) continue;
-    using pagesFile = Deno.openSync(content.pagesPath, { read: true });
-    for (const r of content.runs) {
-      const buf = new Uint8Array(r.bytes);
-      pagesFile.seekSync(r.fileOffset, Deno.SeekMode.Start);
-      for (let got = 0; got < r.bytes;) {
-        const n = pagesFile.readSync(buf.subarray(got));
-        if (!n) throw new RestoreError(`Image ${content.pagesPath} ended early`);
-        got += n;
-      }
-      pwriteAll(fd, buf, r.offset, `shared memory ${v.shmid}`);
-      pages += r.bytes / 4096;
-    }
+    pages += writeShmemImage(dump, v.shmid, fd, `shared memory ${v.shmid}`);
   }
   return pages;
 }
