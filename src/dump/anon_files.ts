@@ -1,0 +1,166 @@
+/**
+ * Files whose state lives in an anonymous inode: eventfd, signalfd, timerfd, epoll, inotify.
+ * `anonKind` reads one from fdinfo, `anonEntry` makes its files.img entry.
+ *
+ * @module
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  eventfd_file_entrySchema,
+  eventpoll_file_entrySchema,
+  eventpoll_tfd_entrySchema,
+  fd_types,
+  fh_entrySchema,
+  type file_entry,
+  file_entrySchema,
+  inotify_file_entrySchema,
+  inotify_wd_entrySchema,
+  signalfd_entrySchema,
+  timerfd_entrySchema,
+} from "../../proto/gen/files_pb.ts";
+import { O } from "../syscalls/mod.ts";
+import { parseFdinfo, readProcText } from "../tree/proc.ts";
+import {
+  type FileKind,
+  noOwner,
+  type OpenFile,
+  type TaskFiles,
+  UnsupportedError,
+} from "./file_types.ts";
+import { inotifyWatches } from "./inotify.ts";
+
+/** The state of an eventfd, signalfd, timerfd or epoll descriptor, from its fdinfo. */
+export function anonKind(name: string, pid: number, fd: number): FileKind {
+  const x = parseFdinfo(readProcText(pid, `fdinfo/${fd}`)).extra;
+  const pair = (v: string | undefined): [bigint, bigint] => {
+    const m = /\((\d+),\s*(\d+)\)/.exec(v ?? "");
+    return m ? [BigInt(m[1]), BigInt(m[2])] : [0n, 0n];
+  };
+  switch (name) {
+    case "eventfd":
+      return {
+        type: "eventfd",
+        counter: BigInt("0x" + (x.get("eventfd-count") ?? "0").trim()),
+        semaphore: x.get("eventfd-semaphore") === "1",
+      };
+    case "signalfd":
+      return { type: "signalfd", sigmask: BigInt("0x" + (x.get("sigmask") ?? "0")) };
+    case "timerfd":
+      return {
+        type: "timerfd",
+        clockid: Number(x.get("clockid") ?? 0),
+        ticks: BigInt(x.get("ticks") ?? "0"),
+        settimeFlags: parseInt(x.get("settime flags") ?? "0", 8),
+        value: pair(x.get("it_value")),
+        interval: pair(x.get("it_interval")),
+      };
+    case "inotify": {
+      const watches = inotifyWatches(readProcText(pid, `fdinfo/${fd}`));
+      const lost = watches.find((w) => !w.path);
+      if (lost) {
+        throw new UnsupportedError(
+          `Cannot dump fd ${fd} of task ${pid} (inotify): the file of watch ${lost.wd} ` +
+            `(inode ${lost.ino}) cannot be found`,
+        );
+      }
+      return { type: "inotify", watches };
+    }
+    default: {
+      const text = readProcText(pid, `fdinfo/${fd}`);
+      const tfds = [
+        ...text.matchAll(/^tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)/gm),
+      ]
+        .map((m) => ({ fd: Number(m[1]), events: parseInt(m[2], 16), data: BigInt("0x" + m[3]) }));
+      return { type: "eventpoll", tfds };
+    }
+  }
+}
+
+/** The file entry of an eventfd, signalfd, timerfd or epoll description. */
+export function anonEntry(file: OpenFile, tf: TaskFiles): file_entry {
+  const base = { id: file.id, fown: noOwner() };
+  const k = file.kind;
+  switch (k.type) {
+    case "eventfd":
+      return create(file_entrySchema, {
+        type: fd_types.EVENTFD,
+        id: file.id,
+        // Bit 0 (O_WRONLY) is never set on an eventfd: it carries EFD_SEMAPHORE.
+        efd: create(eventfd_file_entrySchema, {
+          ...base,
+          flags: (file.flags & ~O.ACCMODE) | O.RDWR | (k.semaphore ? 1 : 0),
+          counter: k.counter,
+        }),
+      });
+    case "signalfd":
+      return create(file_entrySchema, {
+        type: fd_types.SIGNALFD,
+        id: file.id,
+        sgfd: create(signalfd_entrySchema, { ...base, flags: file.flags, sigmask: k.sigmask }),
+      });
+    case "timerfd":
+      return create(file_entrySchema, {
+        type: fd_types.TIMERFD,
+        id: file.id,
+        tfd: create(timerfd_entrySchema, {
+          ...base,
+          flags: file.flags,
+          clockid: k.clockid,
+          ticks: k.ticks,
+          settimeFlags: k.settimeFlags,
+          vsec: k.value[0],
+          vnsec: k.value[1],
+          isec: k.interval[0],
+          insec: k.interval[1],
+        }),
+      });
+    case "inotify":
+      return create(file_entrySchema, {
+        type: fd_types.INOTIFY,
+        id: file.id,
+        ify: create(inotify_file_entrySchema, {
+          id: file.id,
+          flags: file.flags,
+          fown: noOwner(),
+          wd: k.watches.map((w) => {
+            const words = new BigUint64Array(16);
+            const padded = new Uint8Array(words.buffer);
+            padded.set(w.handle.subarray(0, 128));
+            return create(inotify_wd_entrySchema, {
+              id: file.id,
+              iIno: w.ino,
+              mask: w.mask,
+              ignoredMask: w.ignoredMask,
+              sDev: w.sdev,
+              wd: w.wd,
+              fHandle: create(fh_entrySchema, {
+                bytes: w.handle.length,
+                type: w.handleType,
+                handle: [...words],
+                path: w.path,
+              }),
+            });
+          }),
+        }),
+      });
+    case "eventpoll":
+      return create(file_entrySchema, {
+        type: fd_types.EVENTPOLL,
+        id: file.id,
+        epfd: create(eventpoll_file_entrySchema, {
+          ...base,
+          flags: file.flags,
+          tfd: k.tfds.map((t) =>
+            create(eventpoll_tfd_entrySchema, {
+              id: tf.fds.find((f) => f.fd === t.fd)!.file.id,
+              tfd: t.fd,
+              events: t.events,
+              data: t.data,
+            })
+          ),
+        }),
+      });
+    default:
+      throw new Error(`Not an anonymous-inode file: ${k.type}`);
+  }
+}

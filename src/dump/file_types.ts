@@ -1,0 +1,116 @@
+/**
+ * What the dump knows about open files: the kinds it handles and the records it keeps, shared
+ * by the modules that collect and write them.
+ *
+ * @module
+ */
+import { create } from "@bufbuild/protobuf";
+import { fown_entrySchema } from "../../proto/gen/files_pb.ts";
+import type { InotifyWatch } from "./inotify.ts";
+import type { UnixSocketState } from "../net/unix.ts";
+
+/** A resource the dump cannot handle; the dump is refused with this message. */
+export class UnsupportedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UnsupportedError";
+  }
+}
+
+/** What a descriptor refers to. */
+export type FileKind =
+  | { type: "reg"; path: string; size: bigint; mode: number; ghost?: Ghost }
+  | { type: "pipe"; ino: number }
+  | { type: "fifo"; ino: number; path: string }
+  | { type: "memfd"; ino: number }
+  | { type: "tty"; path: string; rdev: number; index: number }
+  | { type: "eventfd"; counter: bigint; semaphore: boolean }
+  | { type: "signalfd"; sigmask: bigint }
+  | {
+    type: "timerfd";
+    clockid: number;
+    ticks: bigint;
+    settimeFlags: number;
+    value: [bigint, bigint];
+    interval: [bigint, bigint];
+  }
+  | { type: "eventpoll"; tfds: { fd: number; events: number; data: bigint }[] }
+  | { type: "inotify"; watches: InotifyWatch[] }
+  | { type: "unix"; ino: number; socket: UnixSocketState };
+
+/** The contents and attributes of an open file that was deleted. */
+export interface Ghost {
+  data: Uint8Array;
+  mode: number;
+  uid: number;
+  gid: number;
+  atime: Date | null;
+  mtime: Date | null;
+}
+
+/** Largest deleted file whose contents a dump carries, unless --ghost-limit says otherwise. */
+export const DEFAULT_GHOST_LIMIT = 1 << 20;
+
+/** Anonymous-inode files that are state, not names: one object per open file description. */
+export const ANON_KINDS = new Set(["eventfd", "signalfd", "timerfd", "eventpoll", "inotify"]);
+
+/** One open file description, shared by the descriptors that point at it. */
+export interface OpenFile {
+  id: number;
+  /** The first descriptor found pointing at it (for kcmp). */
+  owner: { pid: number; fd: number };
+  kind: FileKind;
+  /** Open flags without O_CLOEXEC. */
+  flags: number;
+  pos: bigint;
+  mntId: number;
+}
+
+/** One descriptor of a task. */
+export interface Fd {
+  fd: number;
+  file: OpenFile;
+  /** FD_CLOEXEC. */
+  cloexec: boolean;
+}
+
+/** Pipe contents captured at dump time, by pipe inode. */
+export interface PipeData {
+  ino: number;
+  data: Uint8Array;
+  /** Pipe buffer size (F_GETPIPE_SZ). */
+  size: number;
+}
+
+/** A terminal as the kernel describes it, for tty-info.img. */
+export interface TtyInfo {
+  /** tty-info id: the pty index with the low bit for the master side (0: slave). */
+  id: number;
+  rdev: number;
+  index: number;
+  sid: number;
+  pgrp: number;
+  exclusive: boolean;
+  /** struct termios2: iflag, oflag, cflag, lflag, line, cc[19], ispeed, ospeed. */
+  termios: {
+    iflag: number;
+    oflag: number;
+    cflag: number;
+    lflag: number;
+    line: number;
+    cc: number[];
+    ispeed: number;
+    ospeed: number;
+  };
+  winsize: [number, number, number, number];
+}
+
+/** A task's descriptors, ready to write. */
+export interface TaskFiles {
+  fds: Fd[];
+}
+
+/** An empty owner (no F_SETOWN). */
+export function noOwner(): ReturnType<typeof create<typeof fown_entrySchema>> {
+  return create(fown_entrySchema, { uid: 0, euid: 0, signum: 0, pidType: 0, pid: 0 });
+}

@@ -1,0 +1,57 @@
+/**
+ * File locks (`-l`): `collectLocks` reads them from fdinfo, `writeLocks` writes file-lock.img.
+ *
+ * @module
+ */
+import { create } from "@bufbuild/protobuf";
+import { file_lock_entrySchema } from "../../proto/gen/files_pb.ts";
+import { readProcText } from "../tree/proc.ts";
+import type { DumpContext } from "./context.ts";
+import { UnsupportedError } from "./file_types.ts";
+
+const LOCK_FLAG: Record<string, number> = { POSIX: 1, FLOCK: 2, OFDLCK: 1024 };
+
+/** Locks held through descriptor `fd` (fdinfo "lock:" lines), refused without `-l`. */
+export function collectLocks(ctx: DumpContext, pid: number, fd: number, fileId: number): void {
+  const text = readProcText(pid, `fdinfo/${fd}`);
+  for (
+    const m of text.matchAll(
+      /^lock:\s*\d+:\s*(\w+)\s+(\w+)\s+(\w+)\s+(-?\d+)\s+\S+\s+(\d+)\s+(\d+|EOF)/gm,
+    )
+  ) {
+    const [, kind, mode, rw, , start, end] = m;
+    const flag = LOCK_FLAG[kind];
+    if (!ctx.opts.fileLocks) {
+      throw new UnsupportedError(
+        `Cannot dump fd ${fd} of task ${pid}: it holds a ${kind} lock; dump with --file-locks (-l)`,
+      );
+    }
+    if (flag === undefined || mode !== "ADVISORY") {
+      throw new UnsupportedError(
+        `Cannot dump fd ${fd} of task ${pid}: ${mode} ${kind} locks are not supported`,
+      );
+    }
+    const s = BigInt(start);
+    // A lock shows on every descriptor of its file; record it once (POSIX: once per process).
+    const key = `${kind}:${flag === 1 ? pid : 0}:${fileId}:${start}:${end}`;
+    if (ctx.lockKeys.has(key)) continue;
+    ctx.lockKeys.add(key);
+    ctx.locks.push(
+      create(file_lock_entrySchema, {
+        flag,
+        type: rw === "WRITE" ? 1 : 0,
+        pid,
+        fd,
+        start: s,
+        len: end === "EOF" ? 0n : BigInt(end) - s + 1n,
+      }),
+    );
+  }
+}
+
+/** file-lock.img. */
+export function writeLocks(ctx: DumpContext): void {
+  if (!ctx.locks.length) return;
+  const img = ctx.image("file-lock.img", "FILE_LOCKS");
+  for (const l of ctx.locks) img.entry(file_lock_entrySchema, l);
+}
