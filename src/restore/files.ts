@@ -1,5 +1,6 @@
 /**
- * Descriptors of restored tasks.
+ * Open file descriptions of a restore (`FileTable`), made in the restorer; restore/install.ts
+ * hands them to the tasks.
  *
  * Every open file description of the dump is made once, here in the restorer (`FileTable`):
  * regular files opened at their offset, pipes made and refilled with their data, the
@@ -20,7 +21,6 @@
 import { fd_types, type file_entry } from "../../proto/gen/files_pb.ts";
 import {
   close,
-  Errno,
   errnoName,
   F,
   fcntl,
@@ -30,35 +30,16 @@ import {
   open as openHere,
   pipe2,
   pwriteAll,
-  readRemote,
-  remoteAdd,
   strerror,
   syscall,
   tryOpen,
   writeAll,
 } from "../syscalls/mod.ts";
 import { addressOf, cString as cStringOf } from "../syscalls/ffi.ts";
-import {
-  abstractAddr,
-  AF_UNIX,
-  lseek,
-  MSG_CMSG_CLOEXEC,
-  parseRights,
-  recvMsgBlock,
-  SCM_MAX_FD,
-  sendFds,
-  SOCK_CLOEXEC,
-  SOCK_DGRAM,
-  unixDgramSocket,
-} from "../syscalls/socket.ts";
-import { VMA } from "../pagemap/vma.ts";
+import { lseek } from "../syscalls/socket.ts";
 import { makeUnixSockets, type UnixSocketImage } from "../net/unix.ts";
-import type { RemoteSyscalls } from "../tree/infect.ts";
-import type { RemoteArena } from "./arena.ts";
-import type { DumpImages, TaskImages } from "./images.ts";
+import type { DumpImages } from "./images.ts";
 
-const F_DUPFD_CLOEXEC = 1030;
-const F_SETFD = 2;
 const SEEK_SET = 0;
 /** Open flags that must not be replayed: they would create or truncate. */
 const NOT_REPLAYED = O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY;
@@ -71,18 +52,6 @@ export class RestoreError extends Error {
     super(message, options);
     this.name = "RestoreError";
   }
-}
-
-/** Descriptors the restorer uses inside the task, closed before it resumes. */
-export interface ServiceFds {
-  pages: number;
-  /** Mapped files by file id. */
-  maps: Map<number, number>;
-  /** Shared anonymous memory objects made by an earlier task, by inode. */
-  shmem: Map<bigint, number>;
-  exe: number;
-  /** Every service descriptor, for closing. */
-  all: number[];
 }
 
 /**
@@ -510,157 +479,4 @@ export function writeShmemImage(dump: DumpImages, shmid: bigint, fd: number, wha
     n += r.bytes / 4096;
   }
   return n;
-}
-
-/**
- * Gives the task its descriptors at their dumped numbers, and the restorer's own (pages-N.img,
- * mapped files, exe) above them.
- */
-export function installFiles(
-  rs: RemoteSyscalls,
-  arena: RemoteArena,
-  table: FileTable,
-  dump: DumpImages,
-  task: TaskImages,
-  shmemHere: Map<bigint, number>,
-): ServiceFds {
-  const pid = rs.task.pid;
-  const high = Math.max(64, ...task.fds.map((f) => f.fd + 1));
-  const sys = (nr: number, name: string, ...args: (bigint | number)[]) => {
-    const ret = rs.call(nr, ...args);
-    if (ret < 0n) throw new Errno(name, Number(-ret), `in restored task ${pid}`);
-    return Number(ret);
-  };
-
-  // What to send: each file entry once, then the restorer's own files.
-  const ids = [...new Set(task.fds.map((f) => f.id))];
-  const ours = ids.map((id) => table.file(id, task.fds.find((f) => f.id === id)!.fd, pid));
-  const service: { key: string; fd: number }[] = [
-    { key: "pages", fd: table.service(task.pagesPath, O.RDONLY, "image") },
-  ];
-  for (const v of task.mm.vmas) {
-    if (!(v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED))) continue;
-    const id = Number(v.shmid);
-    if (service.some((s) => s.key === `map:${id}`)) continue;
-    const reg = dump.files.get(id)?.reg;
-    if (!reg) throw new RestoreError(`File ${id} of a mapping is missing from files.img`);
-    service.push({ key: `map:${id}`, fd: table.service(reg.name, reg.flags, "mapped file") });
-  }
-  for (const v of task.mm.vmas) {
-    if (!(v.status & VMA.ANON_SHARED) || !shmemHere.has(v.shmid)) continue;
-    if (service.some((s) => s.key === `shm:${v.shmid}`)) continue;
-    service.push({ key: `shm:${v.shmid}`, fd: shmemHere.get(v.shmid)! });
-  }
-  const exe = dump.files.get(task.mm.exeFileId)?.reg;
-  if (!exe) throw new RestoreError(`The executable of task ${pid} is missing from files.img`);
-  service.push({ key: "exe", fd: table.service(exe.name, O.RDONLY, "executable") });
-
-  // A clean table: the helper's stdio is not the task's.
-  sys(NR.close_range, "close_range", 0, 0xffffffff, 0);
-  const received = transfer(rs, arena, [...ours, ...service.map((s) => s.fd)], high, sys);
-
-  ids.forEach((id, i) => {
-    for (const fdi of task.fds.filter((f) => f.id === id)) {
-      const cloexec = (fdi.flags & 1) !== 0;
-      sys(NR.dup3, "dup3", received[i], fdi.fd, cloexec ? O.CLOEXEC : 0);
-      if (!cloexec) sys(NR.fcntl, "fcntl(F_SETFD)", fdi.fd, F_SETFD, 0);
-    }
-    sys(NR.close, "close", received[i]);
-  });
-  // File locks taken through this task's descriptors, as it held them.
-  for (const l of dump.locks) {
-    if (l.pid !== pid) continue;
-    arena.reset();
-    if (l.flag === 2) {
-      const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;
-      sys(NR.flock, `flock(fd ${l.fd})`, l.fd, (l.type === 1 ? LOCK_EX : LOCK_SH) | LOCK_NB);
-    } else {
-      const fl = new Uint8Array(32); // struct flock: type, whence (i16), start, len (i64), pid
-      const v = new DataView(fl.buffer);
-      v.setInt16(0, l.type, true);
-      v.setBigInt64(8, l.start, true);
-      v.setBigInt64(16, l.len, true);
-      const F_SETLK = 6, F_OFD_SETLK = 37;
-      sys(
-        NR.fcntl,
-        `lock fd ${l.fd}`,
-        l.fd,
-        l.flag === 1024 ? F_OFD_SETLK : F_SETLK,
-        arena.put(fl),
-      );
-    }
-  }
-  // epoll sets are keyed by (file, descriptor number): register the task's own numbers, once
-  // per set (a set inherited by children is one set).
-  for (const fdi of task.fds) {
-    const ep = dump.files.get(fdi.id)?.epfd;
-    if (!ep || task.fds.find((f) => f.id === fdi.id) !== fdi || !table.firstUse(fdi.id)) continue;
-    for (const t of ep.tfd) {
-      arena.reset();
-      const ev = new Uint8Array(12); // struct epoll_event is packed: u32 events, u64 data
-      const v = new DataView(ev.buffer);
-      v.setUint32(0, t.events, true);
-      v.setBigUint64(4, t.data, true);
-      sys(
-        NR.epoll_ctl,
-        `epoll_ctl(fd ${t.tfd})`,
-        fdi.fd,
-        1, /* EPOLL_CTL_ADD */
-        t.tfd,
-        arena.put(ev),
-      );
-    }
-  }
-  const svc = new Map(service.map((s, i) => [s.key, received[ids.length + i]]));
-  const maps = new Map<number, number>();
-  const shmem = new Map<bigint, number>();
-  for (const [key, fd] of svc) {
-    if (key.startsWith("map:")) maps.set(Number(key.slice(4)), fd);
-    if (key.startsWith("shm:")) shmem.set(BigInt(key.slice(4)), fd);
-  }
-  return { pages: svc.get("pages")!, maps, shmem, exe: svc.get("exe")!, all: [...svc.values()] };
-}
-
-/** Sends `fds` into the task; returns their numbers there, each moved to `high` or above. */
-function transfer(
-  rs: RemoteSyscalls,
-  arena: RemoteArena,
-  fds: number[],
-  high: number,
-  sys: (nr: number, name: string, ...args: (bigint | number)[]) => number,
-): number[] {
-  const pid = rs.task.pid;
-  const name = `\0deno-criu-${Deno.pid}-${pid}`;
-  arena.reset();
-  const { addr, len } = abstractAddr(name);
-  const sock = sys(NR.socket, "socket(AF_UNIX)", AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  const out: number[] = [];
-  const sender = unixDgramSocket();
-  try {
-    sys(NR.bind, "bind", sock, arena.put(addr), len);
-    for (let i = 0; i < fds.length; i += SCM_MAX_FD) {
-      const batch = fds.slice(i, i + SCM_MAX_FD);
-      sendFds(sender, name, batch);
-      const base = arena.reserve(0);
-      const block = recvMsgBlock(base, batch.length);
-      const at = arena.put(block.bytes);
-      sys(NR.recvmsg, "recvmsg(SCM_RIGHTS)", sock, at, MSG_CMSG_CLOEXEC);
-      const control = new Uint8Array(block.bytes.length - block.controlOffset);
-      readRemote(pid, remoteAdd(at, block.controlOffset), control);
-      const got = parseRights(control);
-      if (got.length !== batch.length) {
-        throw new RestoreError(`Task ${pid} received ${got.length} of ${batch.length} descriptors`);
-      }
-      for (const fd of got) {
-        out.push(sys(NR.fcntl, "fcntl(F_DUPFD_CLOEXEC)", fd, F_DUPFD_CLOEXEC, high));
-        sys(NR.close, "close", fd);
-      }
-      arena.reset();
-      arena.put(addr);
-    }
-  } finally {
-    close(sender);
-    rs.call(NR.close, sock);
-  }
-  return out;
 }

@@ -53,7 +53,8 @@ import { NoSuchTaskError } from "../tree/proc.ts";
 import { decodeBase64 } from "../util/base64.ts";
 import { cString } from "../syscalls/ffi.ts";
 import { RemoteArena } from "./arena.ts";
-import { FileTable, installFiles, RestoreError, writeShmemImage } from "./files.ts";
+import { FileTable, RestoreError, writeShmemImage } from "./files.ts";
+import { installFiles } from "./install.ts";
 import { PidTakenError, spawnTask } from "./helper.ts";
 
 function pidInUse(pid: number): boolean {

@@ -20,7 +20,7 @@ import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
 import type { core_entry } from "../../proto/gen/core_pb.ts";
 import type { DumpImages, TaskImages } from "./images.ts";
-import type { ServiceFds } from "./files.ts";
+import type { ServiceFds } from "./install.ts";
 import { RestoreError } from "./files.ts";
 
 const PR = {
