@@ -401,7 +401,7 @@ Deno.test("eventfd, signalfd, timerfd and an epoll set watching them survive dum
   }
 });
 
-Deno.test("unix sockets: pairs of every type with queued data, a listener, an abstract datagram socket, a pair shared with a child", async () => {
+Deno.test("unix sockets: pairs of every type with queued data, listeners with accepted and pending connections, an abstract datagram socket, a pair shared with a child", async () => {
   const bin = await buildVictim("unixsk");
   const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
   let pids: number[] = [];
@@ -415,12 +415,16 @@ Deno.test("unix sockets: pairs of every type with queued data, a listener, an ab
     const socks = img.get("files.img")!.entries.filter((f: { type: string }) =>
       f.type === "UNIXSK"
     );
-    assertEquals(socks.length, 10, "four pairs, a listener, an abstract datagram socket");
+    assertEquals(
+      socks.length,
+      15,
+      "four pairs, two listeners, an abstract datagram socket, two clients, accepted, waiting",
+    );
     const queues = img.get("sk-queues.img")!.entries;
     assertEquals(
       queues.length,
-      9,
-      "12 + 4 bytes, three datagrams, two packets, two abstract datagrams",
+      11,
+      "both ways on a pair, 3 datagrams, 2 packets, 2 abstract datagrams, both ways accepted",
     );
     await restoreDetached(imgs);
     Deno.kill(v.pid, "SIGTERM");

@@ -173,7 +173,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
     rootIds ??= ids;
   }
   ctx.faultPoint("collect");
-  dumpFileData(ctx);
+  dumpFileData(ctx, files);
   ctx.image("inventory.img", "INVENTORY").entry(
     inventory_entrySchema,
     create(inventory_entrySchema, {

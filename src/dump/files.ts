@@ -26,6 +26,7 @@ import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
 import { collectUnixSocket, UnixSocketError } from "../net/unix.ts";
 import { unixSockets } from "../net/unix_diag.ts";
 import type { DumpContext } from "./context.ts";
+import type { ImageWriter } from "../images/image.ts";
 import { anonEntry, anonKind } from "./anon_files.ts";
 import {
   ANON_KINDS,
@@ -377,8 +378,8 @@ const FD_TYPE: Record<FileKind["type"], fd_types> = {
 };
 
 /** Writes what the files of the whole tree carry besides their entries. */
-export function dumpFileData(ctx: DumpContext): void {
-  checkUnixSockets(ctx);
+export function dumpFileData(ctx: DumpContext, files: ImageWriter): void {
+  checkUnixSockets(ctx, files);
   if (ctx.memfds.size) {
     const img = ctx.image("memfd-inode.img", "MEMFD_INODE");
     for (const m of ctx.memfds.values()) img.entry(memfd_inode_entrySchema, m);

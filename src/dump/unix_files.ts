@@ -16,6 +16,7 @@ import {
   unix_sk_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import { TCP_LISTEN, type UnixSocketState } from "../net/unix.ts";
+import type { ImageWriter } from "../images/image.ts";
 import type { DumpContext } from "./context.ts";
 import { noOwner, type OpenFile, UnsupportedError } from "./file_types.ts";
 
@@ -50,30 +51,85 @@ export function unixEntry(file: OpenFile, st: UnixSocketState): file_entry {
   });
 }
 
-/** Refuses unix sockets whose other side is not in the dump, or that we cannot rebuild. */
-export function checkUnixSockets(ctx: DumpContext): void {
-  const dumped = new Set(
-    ctx.openFiles.flatMap((f) => (f.kind.type === "unix" ? [f.kind.ino] : [])),
+/**
+ * Refuses unix sockets that cannot be rebuilt (a peer outside the tree, a server side whose
+ * listener is not dumped), and writes the entries of connections still waiting in a listener's
+ * queue: they have no descriptor but are part of the listener's state.
+ */
+export function checkUnixSockets(ctx: DumpContext, files: ImageWriter): void {
+  const socks = new Map<number, OpenFile>();
+  for (const f of ctx.openFiles) if (f.kind.type === "unix") socks.set(f.kind.ino, f);
+  const info = (f: OpenFile) => (f.kind as { socket: UnixSocketState }).socket.info;
+  const same = (a: Uint8Array, b: Uint8Array) =>
+    a.length === b.length && a.every((x, i) => x === b[i]);
+  const listeners = [...socks.values()].filter((f) =>
+    info(f).state === TCP_LISTEN && info(f).name.length
   );
-  for (const f of ctx.openFiles) {
-    if (f.kind.type !== "unix") continue;
-    const i = f.kind.socket.info;
-    const what = `fd ${f.owner.fd} of task ${f.owner.pid} (socket:[${i.ino}])`;
-    if (i.state === TCP_LISTEN && i.icons.length) {
-      throw new UnsupportedError(
-        `Cannot dump ${what}: ${i.icons.length} connections wait to be accepted; not supported yet`,
+  const pending = new Set<number>();
+  for (const l of listeners) {
+    const li = info(l);
+    // sock_diag lists a listener's waiting connections by their clients' inodes.
+    for (const client of li.icons) {
+      const what = `fd ${l.owner.fd} of task ${l.owner.pid} (socket:[${li.ino}])`;
+      const c = socks.get(client);
+      if (!c) {
+        throw new UnsupportedError(
+          `Cannot dump ${what}: a connection waiting to be accepted comes from outside the ` +
+            `dumped tree; --ext-unix-sk is not supported yet`,
+        );
+      }
+      const ino = info(c).peer;
+      const e = ctx.unixSockets?.get(ino) ??
+        {
+          ...li,
+          ino,
+          state: 1,
+          peer: client,
+          rqueue: info(c).wqueue,
+          wqueue: 0,
+          icons: [],
+          shutdown: 0,
+        };
+      if (e.rqueue) {
+        throw new UnsupportedError(
+          `Cannot dump ${what}: a connection waiting to be accepted has data queued; not supported yet`,
+        );
+      }
+      pending.add(ino);
+      const id = ctx.fileId();
+      files.entry(
+        file_entrySchema,
+        unixEntry({ id, owner: l.owner, kind: l.kind, flags: 2, pos: 0n, mntId: -1 }, {
+          info: { ...e, peer: client, name: li.name },
+          sndbuf: 0,
+          rcvbuf: 0,
+          sndTimeo: [0n, 0n],
+          rcvTimeo: [0n, 0n],
+          queue: [],
+        }),
       );
     }
-    if (i.peer && !dumped.has(i.peer)) {
+  }
+  for (const f of socks.values()) {
+    const i = info(f);
+    const what = `fd ${f.owner.fd} of task ${f.owner.pid} (socket:[${i.ino}])`;
+    if (i.peer && !socks.has(i.peer) && !pending.has(i.peer)) {
       throw new UnsupportedError(
         `Cannot dump ${what}: its peer socket:[${i.peer}] is outside the dumped tree; ` +
           `--ext-unix-sk is not supported yet`,
       );
     }
-    if (i.peer && i.name.length) {
-      throw new UnsupportedError(
-        `Cannot dump ${what}: connected named unix sockets are not supported yet`,
-      );
+    const serverSide = i.peer && i.name.length && i.state !== TCP_LISTEN;
+    if (serverSide && !listeners.some((l) => same(info(l).name, i.name))) {
+      const peer = socks.get(i.peer);
+      const peerIsServer = peer && info(peer).name.length &&
+        listeners.some((l) => same(info(l).name, info(peer).name));
+      if (!peerIsServer) {
+        throw new UnsupportedError(
+          `Cannot dump ${what}: it was accepted from a listening socket that is not in the ` +
+            `dumped tree; not supported yet`,
+        );
+      }
     }
   }
 }

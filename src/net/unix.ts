@@ -4,14 +4,17 @@
  * the restorer.
  *
  * Supported: connected pairs whose both ends are in the dump (socketpair, of any type), named
- * listening sockets without connections waiting, bound or unbound unconnected datagram sockets.
+ * listening sockets with their accepted and pending connections (clients in the dump), bound
+ * or unbound unconnected datagram sockets.
  * Queued data is put back by sending it from the peer, message by message, so datagram and
  * seqpacket boundaries hold.
  *
  * @module
  */
 import {
+  accept,
   bindUnix,
+  connectUnix,
   getsockopt,
   listen,
   MSG,
@@ -110,6 +113,8 @@ export interface UnixSocketImage {
   rcvbuf: number;
   /** Its receive queue. */
   queue: Uint8Array[];
+  /** A connection not yet accepted: it stays in its listener's queue. */
+  pending: boolean;
 }
 
 function applyOptions(fd: number, s: UnixSocketImage): void {
@@ -125,51 +130,114 @@ function applyShutdown(fd: number, how: number): void {
   else if (how === 2) shutdown(fd, 1);
 }
 
+const same = (a: Uint8Array, b: Uint8Array) =>
+  a.length === b.length && a.every((x, i) => x === b[i]);
+const nameOf = (n: Uint8Array) => new TextDecoder().decode(n).replace(/\0/g, "@");
+
 /**
- * Makes `s` (and its peer `p` for a connected pair) in this process; returns descriptors by
- * inode. Queues are refilled by sending from the other end; shutdowns are applied last.
+ * Makes every unix socket of a dump in this process; returns descriptors by inode (connections
+ * still waiting to be accepted have none: they sit in their listener's queue).
+ *
+ * 1. Listeners: bound (a stale socket file at the path is removed) and listening.
+ * 2. Connections to a listener, in the order they were made: a client connects to the
+ *    listener's name; an accepted server side is accepted at once, a pending one (`pending`)
+ *    stays queued, as it was.
+ * 3. Unnamed pairs: socketpair. 4. The rest: made, and bound when they had a name.
+ * Queued data is sent from the other end; shutdowns come last.
  */
-export function makeUnixSockets(s: UnixSocketImage, p?: UnixSocketImage): Map<number, number> {
+export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
   const out = new Map<number, number>();
-  if (s.peer) {
+  const byIno = new Map(socks.map((s) => [s.ino, s]));
+  const listeners = socks.filter((s) => s.state === TCP_LISTEN && s.name.length);
+  const listenerOf = (s: UnixSocketImage) =>
+    s.state !== TCP_LISTEN && s.peer && s.name.length
+      ? listeners.find((l) => same(l.name, s.name))
+      : undefined;
+  const done = new Set<number>();
+  const fill = (s: UnixSocketImage, via: number) => {
+    for (const m of s.queue) sendAll(via, m);
+  };
+  const create = (s: UnixSocketImage) => {
+    const fd = socket(AF_UNIX, s.type | SOCK_CLOEXEC);
+    applyOptions(fd, s);
+    return fd;
+  };
+
+  for (const l of listeners) {
+    const fd = create(l);
+    freeName(l.name);
+    bindUnix(fd, l.name, `unix socket ${nameOf(l.name)}`);
+    listen(fd, l.backlog);
+    out.set(l.ino, fd);
+    done.add(l.ino);
+  }
+  for (const x of socks) {
+    const l = listenerOf(x);
+    if (!l || done.has(x.ino)) continue;
+    const c = byIno.get(x.peer);
+    if (!c) {
+      throw new Error(`The client socket:[${x.peer}] of socket:[${x.ino}] is not in the images`);
+    }
+    const client = create(c);
+    if (c.name.length) bindUnix(client, c.name, `unix socket ${nameOf(c.name)}`);
+    connectUnix(client, l.name, `unix socket ${nameOf(l.name)}`);
+    out.set(c.ino, client);
+    done.add(c.ino);
+    done.add(x.ino);
+    if (x.pending) continue;
+    const server = accept(out.get(l.ino)!, `unix socket ${nameOf(l.name)}`);
+    applyOptions(server, x);
+    out.set(x.ino, server);
+    fill(x, client);
+    fill(c, server);
+  }
+  for (const s of socks) {
+    if (done.has(s.ino) || !s.peer) continue;
+    const p = byIno.get(s.peer);
     if (!p) {
       throw new Error(`The peer socket:[${s.peer}] of socket:[${s.ino}] is not in the images`);
     }
     const [a, b] = socketpair(AF_UNIX, s.type | SOCK_CLOEXEC);
-    out.set(s.ino, a);
-    out.set(p.ino, b);
     applyOptions(a, s);
     applyOptions(b, p);
-    for (const m of s.queue) sendAll(b, m);
-    for (const m of p.queue) sendAll(a, m);
-    applyShutdown(a, s.shutdown);
-    applyShutdown(b, p.shutdown);
-    return out;
+    out.set(s.ino, a);
+    out.set(p.ino, b);
+    done.add(s.ino);
+    done.add(p.ino);
+    fill(s, b);
+    fill(p, a);
   }
-  const fd = socket(AF_UNIX, s.type | SOCK_CLOEXEC);
-  out.set(s.ino, fd);
-  applyOptions(fd, s);
-  if (s.name.length) {
-    if (s.name[0] !== 0) {
-      // A path: the dumped socket left its file behind; a new bind needs the name free.
-      const path = new TextDecoder().decode(s.name).replace(/\0+$/, "");
-      try {
-        if (Deno.lstatSync(path).isSocket) Deno.removeSync(path);
-      } catch {
-        // not there
-      }
-    }
-    bindUnix(fd, s.name, `unix socket ${new TextDecoder().decode(s.name)}`);
-    if (s.state === TCP_LISTEN) listen(fd, s.backlog);
-    if (s.queue.length) {
-      const tmp = socket(AF_UNIX, s.type | SOCK_CLOEXEC);
-      try {
-        for (const m of s.queue) sendAll(tmp, m, unixAddr(s.name));
-      } finally {
-        close(tmp);
+  for (const s of socks) {
+    if (done.has(s.ino)) continue;
+    const fd = create(s);
+    out.set(s.ino, fd);
+    if (s.name.length) {
+      freeName(s.name);
+      bindUnix(fd, s.name, `unix socket ${nameOf(s.name)}`);
+      if (s.queue.length) {
+        const tmp = socket(AF_UNIX, s.type | SOCK_CLOEXEC);
+        try {
+          for (const m of s.queue) sendAll(tmp, m, unixAddr(s.name));
+        } finally {
+          close(tmp);
+        }
       }
     }
   }
-  applyShutdown(fd, s.shutdown);
+  for (const s of socks) {
+    const fd = out.get(s.ino);
+    if (fd !== undefined) applyShutdown(fd, s.shutdown);
+  }
   return out;
+}
+
+/** A path name left by the dumped socket must be free again for bind. */
+function freeName(name: Uint8Array): void {
+  if (!name.length || name[0] === 0) return;
+  const path = new TextDecoder().decode(name).replace(/\0+$/, "");
+  try {
+    if (Deno.lstatSync(path).isSocket) Deno.removeSync(path);
+  } catch {
+    // not there
+  }
 }

@@ -367,7 +367,7 @@ export class FileTable implements Disposable {
   /** Unix sockets made here, by inode (a pair is made at once). */
   readonly #unix = new Map<number, number>();
 
-  #unixImage(f: file_entry): UnixSocketImage {
+  #unixImage(f: file_entry, referenced: Set<number>): UnixSocketImage {
     const u = f.usk!;
     return {
       ino: u.ino,
@@ -380,25 +380,22 @@ export class FileTable implements Disposable {
       sndbuf: u.opts?.soSndbuf ?? 0,
       rcvbuf: u.opts?.soRcvbuf ?? 0,
       queue: this.#dump.skQueues.get(f.id) ?? [],
+      pending: !referenced.has(f.id),
     };
   }
 
-  /** A unix socket (with its peer, for a pair) made here; its status flags applied. */
+  /** A unix socket; every unix socket of the dump is made on the first one asked for. */
   #unixSocket(f: file_entry): number {
     const u = f.usk!;
-    if (!this.#unix.has(u.ino)) {
-      const peer = u.peer
-        ? [...this.#dump.files.values()].find((x) => x.usk?.ino === u.peer)
-        : undefined;
-      if (u.peer && !peer) {
-        throw new RestoreError(
-          `The peer socket:[${u.peer}] of socket:[${u.ino}] is missing from files.img`,
-        );
+    if (!this.#unix.size) {
+      const referenced = new Set(this.#dump.tasks.flatMap((t) => t.fds.map((x) => x.id)));
+      const all = [...this.#dump.files.values()].filter((x) => x.usk);
+      for (const [ino, fd] of makeUnixSockets(all.map((x) => this.#unixImage(x, referenced)))) {
+        this.#unix.set(ino, fd);
       }
-      const made = makeUnixSockets(this.#unixImage(f), peer && this.#unixImage(peer));
-      for (const [ino, fd] of made) this.#unix.set(ino, fd);
     }
-    const fd = this.#unix.get(u.ino)!;
+    const fd = this.#unix.get(u.ino);
+    if (fd === undefined) throw new RestoreError(`Unix socket:[${u.ino}] could not be made`);
     const fl = u.flags & SETFL_MASK;
     if (fl) fcntl(fd, F.SETFL, fl);
     return fd;

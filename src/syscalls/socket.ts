@@ -249,3 +249,14 @@ export function peekMessage(
   }
   return { data: data.slice(0, Number(ret)), control: mv.getBigUint64(40, true) > 0n };
 }
+
+/** connect(2) to a unix name. */
+export function connectUnix(fd: number, name: Uint8Array, what: string): void {
+  const { addr, len } = unixAddr(name);
+  unwrap(sys(NR.connect, BigInt(fd), addressOf(addr), BigInt(len)), "connect", what);
+}
+
+/** accept4(2), with SOCK_CLOEXEC. */
+export function accept(fd: number, what: string): number {
+  return Number(unwrap(sys(NR.accept4, BigInt(fd), 0n, 0n, BigInt(SOCK_CLOEXEC)), "accept4", what));
+}

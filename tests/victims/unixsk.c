@@ -7,6 +7,8 @@
  *   - a listening stream socket bound to DIR/listen.sock
  *   - an abstract datagram socket with two datagrams queued from a sender since closed
  *   - a stream socketpair shared with a child process, which answers "pong" to "ping"
+ *   - a listener DIR/conn.sock with one accepted connection (data queued both ways) and one
+ *     connection still waiting to be accepted
  *
  * On SIGTERM it checks all of it and prints PASS or FAIL with the reason.
  */
@@ -72,6 +74,20 @@ int main(int argc, char **argv)
 	sendto(sender, "d2", 2, 0, (struct sockaddr *)&aa, alen);
 	close(sender);
 
+	struct sockaddr_un ca = {.sun_family = AF_UNIX};
+	snprintf(ca.sun_path, sizeof(ca.sun_path), "%s/conn.sock", argv[2]);
+	unlink(ca.sun_path);
+	int l2 = socket(AF_UNIX, SOCK_STREAM, 0);
+	bind(l2, (struct sockaddr *)&ca, sizeof(ca));
+	listen(l2, 4);
+	int c1 = socket(AF_UNIX, SOCK_STREAM, 0);
+	connect(c1, (struct sockaddr *)&ca, sizeof(ca));
+	int s1 = accept(l2, NULL, NULL);
+	send(c1, "from client", 11, 0);
+	send(s1, "from server", 11, 0);
+	int c2 = socket(AF_UNIX, SOCK_STREAM, 0);
+	connect(c2, (struct sockaddr *)&ca, sizeof(ca));
+
 	pid_t child = fork();
 	if (child == 0) {
 		char b[8];
@@ -98,6 +114,12 @@ int main(int argc, char **argv)
 	CHECK(connect(c, (struct sockaddr *)&la, sizeof(la)) == 0, "connect to listener");
 	int a = accept(ls, NULL, NULL);
 	CHECK(a >= 0 && send(c, "x", 1, 0) == 1 && got(a, "x"), "accept");
+	CHECK(got(s1, "from client") && got(c1, "from server"), "accepted connection queues");
+	struct sockaddr_un sn;
+	socklen_t snl = sizeof(sn);
+	CHECK(getsockname(s1, (struct sockaddr *)&sn, &snl) == 0 && !strcmp(sn.sun_path, ca.sun_path), "accepted name");
+	int a2 = accept(l2, NULL, NULL);
+	CHECK(a2 >= 0 && send(a2, "hi", 2, 0) == 2 && got(c2, "hi"), "pending connection");
 	CHECK(write(cp[0], "ping", 4) == 4, "ping");
 	char b[8] = {0};
 	CHECK(read(cp[0], b, 4) == 4 && !memcmp(b, "pong", 4), "pong from the child");
