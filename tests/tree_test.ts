@@ -213,3 +213,30 @@ Deno.test("shared anonymous memory stays one object for parent and child", async
     killTree(pids);
   }
 });
+
+Deno.test("a child sharing its parent's descriptor table and fs info (CLONE_FILES | CLONE_FS)", async () => {
+  const bin = await buildVictim("clonefiles");
+  const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
+  let pids: number[] = [];
+  try {
+    const r = await waitReport(v);
+    pids = [v.pid, Number(r.child)];
+    const imgs = tmpDir();
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(run.code, 0, run.stderr);
+    await v.child.status;
+    for (const pid of pids) assert(await waitGone(pid));
+    const img = await critDecodeAll(imgs);
+    const ids = pids.map((p) => img.get(`ids-${p}.img`)!.entries[0]);
+    assertEquals(ids[0].files_id, ids[1].files_id);
+    assertEquals(ids[0].fs_id, ids[1].fs_id);
+    const rest = await criu(["restore", "-D", imgs, "-d"]);
+    assertEquals(rest.code, 0, rest.stderr);
+    Deno.kill(v.pid, "SIGTERM");
+    for (let i = 0; i < 60 && !/PASS|FAIL/.test(Deno.readTextFileSync(v.out)); i++) await sleep(50);
+    assertMatch(Deno.readTextFileSync(v.out), /PASS clonefiles/);
+  } finally {
+    await stopVictim(v);
+    killTree(pids);
+  }
+});

@@ -7,6 +7,7 @@
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
 import type { UnixSocketInfo } from "../net/unix_diag.ts";
+import type { task_kobj_ids_entry } from "../../proto/gen/core_pb.ts";
 import type {
   file_lock_entry,
   memfd_inode_entry,
@@ -82,6 +83,8 @@ export class DumpContext {
   readonly ttys = new Map<number, TtyInfo>();
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
+  /** Kernel object ids written so far, by PID. */
+  readonly ids = new Map<number, task_kobj_ids_entry>();
   /** memfd inodes by inode number (memfd-inode.img). */
   readonly memfds = new Map<number, memfd_inode_entry>();
   /** file-lock.img entries. */

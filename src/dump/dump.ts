@@ -97,22 +97,27 @@ function checkTree(tree: FrozenTree): void {
       }
     }
   }
-  // Kernel objects shared between processes (CLONE_VM, CLONE_FILES, CLONE_FS without threads).
+  // Kernel objects shared between processes. A descriptor table or fs info shared with the
+  // parent (clone with CLONE_FILES / CLONE_FS) is restored the same way; memory or signal
+  // handlers shared without being threads, or sharing with anyone but the parent, are not.
+  const parentOf = (pid: number) => tree.processes.find((p) => p.children.includes(pid))?.pid;
   for (let i = 0; i < live.length; i++) {
     for (let j = 0; j < i; j++) {
       const [a, b] = [live[j].pid, live[i].pid];
       for (
-        const [type, what] of [[KCMP.VM, "memory"], [KCMP.FILES, "descriptor table"], [
-          KCMP.FS,
-          "fs info",
-        ], [KCMP.SIGHAND, "signal handlers"]] as const
+        const [type, what, withParent] of [
+          [KCMP.VM, "memory", false],
+          [KCMP.FILES, "descriptor table", true],
+          [KCMP.FS, "fs info", true],
+          [KCMP.SIGHAND, "signal handlers", false],
+        ] as const
       ) {
-        if (kcmp(a, b, type) === 0) {
-          throw new UnsupportedError(
-            `Cannot dump tasks ${a} and ${b}: they share their ${what} (clone without threads); ` +
-              `not supported yet`,
-          );
-        }
+        if (kcmp(a, b, type) !== 0) continue;
+        if (withParent && (parentOf(b) === a || parentOf(a) === b)) continue;
+        throw new UnsupportedError(
+          `Cannot dump tasks ${a} and ${b}: they share their ${what} (clone without threads); ` +
+            `not supported yet`,
+        );
       }
     }
   }
@@ -248,12 +253,16 @@ async function dumpProcess(
     throw new UnsupportedError(`Cannot dump task ${pid}: seccomp filters are not supported yet`);
   }
 
+  const parent = tree.processes.find((p) => p.children.includes(pid));
+  const parentIds = parent && ctx.ids.get(parent.pid);
+  const shared = (type: number) => parentIds !== undefined && kcmp(parent!.pid, pid, type) === 0;
   const ids = create(task_kobj_ids_entrySchema, {
     vmId: ctx.objectId(),
-    filesId: ctx.objectId(),
-    fsId: ctx.objectId(),
+    filesId: shared(KCMP.FILES) ? parentIds!.filesId : ctx.objectId(),
+    fsId: shared(KCMP.FS) ? parentIds!.fsId : ctx.objectId(),
     sighandId: ctx.objectId(),
   });
+  ctx.ids.set(pid, ids);
   ctx.image(`core-${pid}.img`, "CORE").entry(core_entrySchema, coreEntry(state));
   for (const th of threads) {
     ctx.image(`core-${th.tid}.img`, "CORE").entry(core_entrySchema, threadCoreEntry(th, state));
@@ -262,7 +271,9 @@ async function dumpProcess(
   dumpMm(ctx, files, state, vmas);
   dumpShmem(ctx, pid, vmas);
   ctx.faultPoint("mm");
-  dumpFiles(ctx, files, ids.filesId, taskFiles);
+  if (!parentIds || ids.filesId !== parentIds.filesId) {
+    dumpFiles(ctx, files, ids.filesId, taskFiles);
+  }
   const cwdId = ctx.fileId(), rootId = ctx.fileId();
   writeRegFile(files, regFileEntry(cwdId, state.cwd, { flags: O.DIRECTORY }));
   writeRegFile(files, regFileEntry(rootId, state.root, { flags: O.DIRECTORY }));

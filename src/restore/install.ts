@@ -53,6 +53,7 @@ export function installFiles(
   dump: DumpImages,
   task: TaskImages,
   shmemHere: Map<bigint, number>,
+  sharedTable = false,
 ): ServiceFds {
   const pid = rs.task.pid;
   const high = Math.max(64, ...task.fds.map((f) => f.fd + 1));
@@ -62,8 +63,9 @@ export function installFiles(
     return Number(ret);
   };
 
-  // What to send: each file entry once, then the restorer's own files.
-  const ids = [...new Set(task.fds.map((f) => f.id))];
+  // What to send: each file entry once, then the restorer's own files. A table shared with an
+  // earlier process (CLONE_FILES) has its descriptors already: only the restorer's go in.
+  const ids = sharedTable ? [] : [...new Set(task.fds.map((f) => f.id))];
   const ours = ids.map((id) => table.file(id, task.fds.find((f) => f.id === id)!.fd, pid));
   const service: { key: string; fd: number }[] = [
     { key: "pages", fd: table.service(task.pagesPath, O.RDONLY, "image") },
@@ -86,7 +88,7 @@ export function installFiles(
   service.push({ key: "exe", fd: table.service(exe.name, O.RDONLY, "executable") });
 
   // A clean table: the helper's stdio is not the task's.
-  sys(NR.close_range, "close_range", 0, 0xffffffff, 0);
+  if (!sharedTable) sys(NR.close_range, "close_range", 0, 0xffffffff, 0);
   const received = transfer(rs, arena, [...ours, ...service.map((s) => s.fd)], high, sys);
 
   ids.forEach((id, i) => {

@@ -162,10 +162,10 @@ const SIGCHLD = 17n;
 const CLONE_ARGS_SIZE = 80;
 
 /** clone_args for a fork (or a thread) with a chosen id, in `arena`. */
-function cloneArgs(arena: RemoteArena, tid: number, thread: boolean): RemotePtr {
+function cloneArgs(arena: RemoteArena, tid: number, thread: boolean, share = 0n): RemotePtr {
   const setTid = arena.words([tid]);
   return arena.words([
-    thread ? CLONE_THREAD_FLAGS : 0n, // flags
+    thread ? CLONE_THREAD_FLAGS : share, // flags
     0, // pidfd
     0, // child_tid
     0, // parent_tid
@@ -391,7 +391,12 @@ function createChildren(
   for (const child of children) {
     const cpid = child.pstree.pid;
     arena.reset();
-    const made = rs.clone(cloneArgs(arena, cpid, false), CLONE_ARGS_SIZE);
+    // A descriptor table or fs info shared with the parent is shared from birth.
+    const CLONE_FS = 0x200n, CLONE_FILES = 0x400n;
+    const pids = parent.task.ids, cids = child.ids;
+    const share = child.zombie || !pids ? 0n : (cids.filesId === pids.filesId ? CLONE_FILES : 0n) |
+      (cids.fsId === pids.fsId ? CLONE_FS : 0n);
+    const made = rs.clone(cloneArgs(arena, cpid, false, share), CLONE_ARGS_SIZE);
     if (made !== cpid) throw new RestoreError(`Task ${cpid} came back as ${made}`);
     const seized = SeizedTask.adopt(cpid);
     const r: Restoring = { task: child, seized, threads: [] };
@@ -489,7 +494,12 @@ function restoreInside(
   log.debug(`restorer area at 0x${gap.toString(16)} (${areaSize} bytes)`);
 
   // 4. FILES
-  const fds = installFiles(rs, arena, table, dump, task, shmem);
+  // A descriptor table shared with an earlier process (CLONE_FILES) is filled already.
+  const sharedTable = dump.tasks.some((t) =>
+    t !== task && !t.zombie && t.ids.filesId === task.ids.filesId &&
+    dump.tasks.indexOf(t) < dump.tasks.indexOf(task)
+  );
+  const fds = installFiles(rs, arena, table, dump, task, shmem, sharedTable);
   if (opts.faultInject === "files") throw new RestoreError("Fault injected at files");
 
   // 5. MEMORY
