@@ -18,13 +18,14 @@
  *     PREAD    fd addr len off          loops until len bytes are in
  *     MPROTECT addr len prot
  *     MADVISE  addr len advice          f != 0: failure is not an error
+ *     SHMAT    shmid addr flags         attach a System V segment at addr
  *
  * When done it sleeps in pause() with every signal blocked until the restorer interrupts it.
  * Freestanding: no libc, no globals, position independent; the entry point is the first byte.
  */
 #include "syscall.h"
 
-enum { OP_MUNMAP = 1, OP_MREMAP, OP_MMAP, OP_PREAD, OP_MPROTECT, OP_MADVISE };
+enum { OP_MUNMAP = 1, OP_MREMAP, OP_MMAP, OP_PREAD, OP_MPROTECT, OP_MADVISE, OP_SHMAT };
 
 #define MAP_FIXED 0x10
 #define MREMAP_MAYMOVE 1
@@ -75,6 +76,9 @@ static inline s64 run_op(const struct op *o)
 	case OP_MADVISE:
 		ret = sys3(NR_madvise, o->a, o->b, o->c);
 		return o->f ? 0 : ret;
+	case OP_SHMAT:
+		ret = sys3(NR_shmat, o->a, o->b, o->c);
+		return ret < 0 && ret > -4096 ? ret : ((u64)ret == o->b ? 0 : -22);
 	}
 	return -22;
 }

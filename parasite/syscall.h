@@ -36,6 +36,7 @@ static inline s64 sys6(s64 nr, s64 a, s64 b, s64 c, s64 d, s64 e, s64 f)
 #define NR_pread64 17
 #define NR_mremap 25
 #define NR_madvise 28
+#define NR_shmat 30
 #define NR_pause 34
 #define NR_exit 60
 #define NR_wait4 61

@@ -240,3 +240,40 @@ Deno.test("a child sharing its parent's descriptor table and fs info (CLONE_FILE
     killTree(pids);
   }
 });
+
+Deno.test("System V shared memory: a keyed segment and a removed one, shared with a child", async () => {
+  const bin = await buildVictim("sysv");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  let pids: number[] = [];
+  let ida = -1;
+  try {
+    const r = await waitReport(v);
+    pids = [v.pid, Number(r.child)];
+    ida = Number(r.ida);
+    const imgs = tmpDir();
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(run.code, 0, run.stderr);
+    await v.child.status;
+    for (const pid of pids) assert(await waitGone(pid));
+    const shm = (await critDecodeAll(imgs)).get("ipcns-shm-0.img")!.entries;
+    assertEquals(
+      shm.map((e: { desc: { id: number } }) => e.desc.id).sort(),
+      [Number(r.ida), Number(r.idb)].sort(),
+    );
+    assert(
+      !Deno.readTextFileSync("/proc/sysvipc/shm").includes(` ${r.idb} `),
+      "segment B died with the tree",
+    );
+    const rest = await criu(["restore", "-D", imgs, "-d"]);
+    assertEquals(rest.code, 0, rest.stderr);
+    Deno.kill(v.pid, "SIGTERM");
+    for (let i = 0; i < 60 && !/PASS|FAIL/.test(Deno.readTextFileSync(v.out)); i++) await sleep(50);
+    assertMatch(Deno.readTextFileSync(v.out), /PASS sysv/);
+  } finally {
+    await stopVictim(v);
+    killTree(pids);
+    if (ida >= 0) {
+      await new Deno.Command("ipcrm", { args: ["-m", `${ida}`], stderr: "null" }).output();
+    }
+  }
+});

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file misc.proto.
  */
 export const file_misc: GenFile = /*@__PURE__*/
-  fileDesc("CgptaXNjLnByb3RvIoQCCg9pbnZlbnRvcnlfZW50cnkSEwoLaW1nX3ZlcnNpb24YASACKA0SFQoNZmRpbmZvX3Blcl9pZBgCIAEoCBImCghyb290X2lkcxgDIAEoCzIULnRhc2tfa29ial9pZHNfZW50cnkSEQoJbnNfcGVyX2lkGAQgASgIEhMKC3Jvb3RfY2dfc2V0GAUgASgNEhkKB2xzbXR5cGUYBiABKA4yCC5sc210eXBlEhMKC2R1bXBfdXB0aW1lGAggASgEEhUKDXByZV9kdW1wX21vZGUYCSABKA0SEQoJdGNwX2Nsb3NlGAogASgIEhsKE25ldHdvcmtfbG9ja19tZXRob2QYCyABKA0iVQoMcHN0cmVlX2VudHJ5EgsKA3BpZBgBIAIoDRIMCgRwcGlkGAIgAigNEgwKBHBnaWQYAyACKA0SCwoDc2lkGAQgAigNEg8KB3RocmVhZHMYBSADKA0i4AIKEGR1bXBfc3RhdHNfZW50cnkSFQoNZnJlZXppbmdfdGltZRgBIAIoDRITCgtmcm96ZW5fdGltZRgCIAIoDRIUCgxtZW1kdW1wX3RpbWUYAyACKA0SFQoNbWVtd3JpdGVfdGltZRgEIAIoDRIVCg1wYWdlc19zY2FubmVkGAUgAigEEhwKFHBhZ2VzX3NraXBwZWRfcGFyZW50GAYgAigEEhUKDXBhZ2VzX3dyaXR0ZW4YByACKAQSFQoNaXJtYXBfcmVzb2x2ZRgIIAEoDRISCgpwYWdlc19sYXp5GAkgAigEEhIKCnBhZ2VfcGlwZXMYCiABKAQSFgoOcGFnZV9waXBlX2J1ZnMYCyABKAQSFwoPc2hwYWdlc19zY2FubmVkGAwgASgEEh4KFnNocGFnZXNfc2tpcHBlZF9wYXJlbnQYDSABKAQSFwoPc2hwYWdlc193cml0dGVuGA4gASgEIowBChNyZXN0b3JlX3N0YXRzX2VudHJ5EhYKDnBhZ2VzX2NvbXBhcmVkGAEgAigEEhkKEXBhZ2VzX3NraXBwZWRfY293GAIgAigEEhQKDGZvcmtpbmdfdGltZRgDIAIoDRIUCgxyZXN0b3JlX3RpbWUYBCACKA0SFgoOcGFnZXNfcmVzdG9yZWQYBSABKAQiVQoLc3RhdHNfZW50cnkSHwoEZHVtcBgBIAEoCzIRLmR1bXBfc3RhdHNfZW50cnkSJQoHcmVzdG9yZRgCIAEoCzIULnJlc3RvcmVfc3RhdHNfZW50cnkiKwoIdGltZXNwZWMSDgoGdHZfc2VjGAEgAigEEg8KB3R2X25zZWMYAiACKAQiSQoMdGltZW5zX2VudHJ5EhwKCW1vbm90b25pYxgBIAIoCzIJLnRpbWVzcGVjEhsKCGJvb3R0aW1lGAIgAigLMgkudGltZXNwZWMiPQoOc2VjY29tcF9maWx0ZXISDgoGZmlsdGVyGAEgAigMEgwKBHByZXYYAiABKA0SDQoFZmxhZ3MYAyABKA0iOQoNc2VjY29tcF9lbnRyeRIoCg9zZWNjb21wX2ZpbHRlcnMYASADKAsyDy5zZWNjb21wX2ZpbHRlciowCgdsc210eXBlEgoKBk5PX0xTTRAAEgsKB1NFTElOVVgQARIMCghBUFBBUk1PUhAC", [file_core]);
+  fileDesc("CgptaXNjLnByb3RvIoQCCg9pbnZlbnRvcnlfZW50cnkSEwoLaW1nX3ZlcnNpb24YASACKA0SFQoNZmRpbmZvX3Blcl9pZBgCIAEoCBImCghyb290X2lkcxgDIAEoCzIULnRhc2tfa29ial9pZHNfZW50cnkSEQoJbnNfcGVyX2lkGAQgASgIEhMKC3Jvb3RfY2dfc2V0GAUgASgNEhkKB2xzbXR5cGUYBiABKA4yCC5sc210eXBlEhMKC2R1bXBfdXB0aW1lGAggASgEEhUKDXByZV9kdW1wX21vZGUYCSABKA0SEQoJdGNwX2Nsb3NlGAogASgIEhsKE25ldHdvcmtfbG9ja19tZXRob2QYCyABKA0iVQoMcHN0cmVlX2VudHJ5EgsKA3BpZBgBIAIoDRIMCgRwcGlkGAIgAigNEgwKBHBnaWQYAyACKA0SCwoDc2lkGAQgAigNEg8KB3RocmVhZHMYBSADKA0i4AIKEGR1bXBfc3RhdHNfZW50cnkSFQoNZnJlZXppbmdfdGltZRgBIAIoDRITCgtmcm96ZW5fdGltZRgCIAIoDRIUCgxtZW1kdW1wX3RpbWUYAyACKA0SFQoNbWVtd3JpdGVfdGltZRgEIAIoDRIVCg1wYWdlc19zY2FubmVkGAUgAigEEhwKFHBhZ2VzX3NraXBwZWRfcGFyZW50GAYgAigEEhUKDXBhZ2VzX3dyaXR0ZW4YByACKAQSFQoNaXJtYXBfcmVzb2x2ZRgIIAEoDRISCgpwYWdlc19sYXp5GAkgAigEEhIKCnBhZ2VfcGlwZXMYCiABKAQSFgoOcGFnZV9waXBlX2J1ZnMYCyABKAQSFwoPc2hwYWdlc19zY2FubmVkGAwgASgEEh4KFnNocGFnZXNfc2tpcHBlZF9wYXJlbnQYDSABKAQSFwoPc2hwYWdlc193cml0dGVuGA4gASgEIowBChNyZXN0b3JlX3N0YXRzX2VudHJ5EhYKDnBhZ2VzX2NvbXBhcmVkGAEgAigEEhkKEXBhZ2VzX3NraXBwZWRfY293GAIgAigEEhQKDGZvcmtpbmdfdGltZRgDIAIoDRIUCgxyZXN0b3JlX3RpbWUYBCACKA0SFgoOcGFnZXNfcmVzdG9yZWQYBSABKAQiVQoLc3RhdHNfZW50cnkSHwoEZHVtcBgBIAEoCzIRLmR1bXBfc3RhdHNfZW50cnkSJQoHcmVzdG9yZRgCIAEoCzIULnJlc3RvcmVfc3RhdHNfZW50cnkiKwoIdGltZXNwZWMSDgoGdHZfc2VjGAEgAigEEg8KB3R2X25zZWMYAiACKAQiSQoMdGltZW5zX2VudHJ5EhwKCW1vbm90b25pYxgBIAIoCzIJLnRpbWVzcGVjEhsKCGJvb3R0aW1lGAIgAigLMgkudGltZXNwZWMiPQoOc2VjY29tcF9maWx0ZXISDgoGZmlsdGVyGAEgAigMEgwKBHByZXYYAiABKA0SDQoFZmxhZ3MYAyABKA0iOQoNc2VjY29tcF9lbnRyeRIoCg9zZWNjb21wX2ZpbHRlcnMYASADKAsyDy5zZWNjb21wX2ZpbHRlciJtCg5pcGNfZGVzY19lbnRyeRILCgNrZXkYASACKA0SCwoDdWlkGAIgAigNEgsKA2dpZBgDIAIoDRIMCgRjdWlkGAQgAigNEgwKBGNnaWQYBSACKA0SDAoEbW9kZRgGIAIoDRIKCgJpZBgHIAIoDSJnCg1pcGNfc2htX2VudHJ5Eh0KBGRlc2MYASACKAsyDy5pcGNfZGVzY19lbnRyeRIMCgRzaXplGAIgAigEEhMKC2luX3BhZ2VtYXBzGAMgASgIEhQKDGh1Z2V0bGJfZmxhZxgEIAEoDSowCgdsc210eXBlEgoKBk5PX0xTTRAAEgsKB1NFTElOVVgQARIMCghBUFBBUk1PUhAC", [file_core]);
 
 /**
  * @generated from message inventory_entry
@@ -346,6 +346,88 @@ export type seccomp_entry = Message<"seccomp_entry"> & {
  */
 export const seccomp_entrySchema: GenMessage<seccomp_entry> = /*@__PURE__*/
   messageDesc(file_misc, 8);
+
+/**
+ * @generated from message ipc_desc_entry
+ */
+export type ipc_desc_entry = Message<"ipc_desc_entry"> & {
+  /**
+   * @generated from field: required uint32 key = 1;
+   */
+  key: number;
+
+  /**
+   * @generated from field: required uint32 uid = 2;
+   */
+  uid: number;
+
+  /**
+   * @generated from field: required uint32 gid = 3;
+   */
+  gid: number;
+
+  /**
+   * @generated from field: required uint32 cuid = 4;
+   */
+  cuid: number;
+
+  /**
+   * @generated from field: required uint32 cgid = 5;
+   */
+  cgid: number;
+
+  /**
+   * @generated from field: required uint32 mode = 6;
+   */
+  mode: number;
+
+  /**
+   * @generated from field: required uint32 id = 7;
+   */
+  id: number;
+};
+
+/**
+ * Describes the message ipc_desc_entry.
+ * Use `create(ipc_desc_entrySchema)` to create a new message.
+ */
+export const ipc_desc_entrySchema: GenMessage<ipc_desc_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 9);
+
+/**
+ * A System V shared memory segment (ipcns-shm-N.img), followed by `size` bytes of contents
+ * padded to 4 bytes.
+ *
+ * @generated from message ipc_shm_entry
+ */
+export type ipc_shm_entry = Message<"ipc_shm_entry"> & {
+  /**
+   * @generated from field: required ipc_desc_entry desc = 1;
+   */
+  desc?: ipc_desc_entry | undefined;
+
+  /**
+   * @generated from field: required uint64 size = 2;
+   */
+  size: bigint;
+
+  /**
+   * @generated from field: optional bool in_pagemaps = 3;
+   */
+  inPagemaps: boolean;
+
+  /**
+   * @generated from field: optional uint32 hugetlb_flag = 4;
+   */
+  hugetlbFlag: number;
+};
+
+/**
+ * Describes the message ipc_shm_entry.
+ * Use `create(ipc_shm_entrySchema)` to create a new message.
+ */
+export const ipc_shm_entrySchema: GenMessage<ipc_shm_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 10);
 
 /**
  * @generated from enum lsmtype

@@ -8,6 +8,7 @@ import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
 import type { UnixSocketInfo } from "../net/unix_diag.ts";
 import type { task_kobj_ids_entry } from "../../proto/gen/core_pb.ts";
+import type { ipc_shm_entry } from "../../proto/gen/misc_pb.ts";
 import type {
   file_lock_entry,
   memfd_inode_entry,
@@ -83,6 +84,8 @@ export class DumpContext {
   readonly ttys = new Map<number, TtyInfo>();
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
+  /** System V shared memory segments by IPC id, with their contents. */
+  readonly sysvShm = new Map<number, { entry: ipc_shm_entry; data: Uint8Array }>();
   /** Kernel object ids written so far, by PID. */
   readonly ids = new Map<number, task_kobj_ids_entry>();
   /** memfd inodes by inode number (memfd-inode.img). */

@@ -45,6 +45,7 @@ import {
 } from "./files.ts";
 import { collectVmas, dumpMm, dumpPages } from "./mm.ts";
 import { dumpShmem } from "./shmem.ts";
+import { dumpSysvShm, writeSysvShm } from "./sysv.ts";
 import { collectTask, collectThread } from "./task.ts";
 
 export type { DumpOptions, DumpStats };
@@ -179,6 +180,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   }
   ctx.faultPoint("collect");
   dumpFileData(ctx, files);
+  writeSysvShm(ctx);
   ctx.image("inventory.img", "INVENTORY").entry(
     inventory_entrySchema,
     create(inventory_entrySchema, {
@@ -270,6 +272,7 @@ async function dumpProcess(
   ctx.image(`ids-${pid}.img`, "IDS").entry(task_kobj_ids_entrySchema, ids);
   dumpMm(ctx, files, state, vmas);
   dumpShmem(ctx, pid, vmas);
+  dumpSysvShm(ctx, pid, vmas);
   ctx.faultPoint("mm");
   if (!parentIds || ids.filesId !== parentIds.filesId) {
     dumpFiles(ctx, files, ids.filesId, taskFiles);

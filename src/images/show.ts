@@ -17,6 +17,7 @@ import {
 } from "../../proto/gen/files_pb.ts";
 import {
   inventory_entrySchema,
+  ipc_shm_entrySchema,
   pstree_entrySchema,
   seccomp_entrySchema,
   stats_entrySchema,
@@ -72,6 +73,14 @@ export const IMAGE_KINDS: [RegExp, ImageKind][] = [
     head: pagemap_headSchema,
   }],
   [/^seccomp\.img$/, { type: "SECCOMP", schema: seccomp_entrySchema }],
+  [
+    /^ipcns-shm-\d+\.img$/,
+    {
+      type: "IPCNS_SHM",
+      schema: ipc_shm_entrySchema,
+      payload: (m) => Math.ceil(Number(m.size) / 4) * 4,
+    },
+  ],
   [/^timens-\d+\.img$/, { type: "TIMENS", schema: timens_entrySchema }],
   [/^stats-(dump|restore)$/, { type: "STATS", schema: stats_entrySchema }],
 ];

@@ -141,10 +141,14 @@ export function classifyVma(m: ProcMap): Vma {
   } else if (m.inode === 0 && m.path.startsWith("[")) {
     v.status = VMA.AREA_UNSUPP;
     v.unsupported = `special mapping ${m.path}`;
-  } else if (shared && (m.path.startsWith("/SYSV") || m.path.startsWith("/memfd:"))) {
+  } else if (shared && m.path.startsWith("/SYSV")) {
+    // A System V segment: the inode column is its IPC id.
+    v.status = VMA.AREA_REGULAR | VMA.AREA_SYSVIPC;
+    v.shmid = BigInt(m.inode);
+  } else if (shared && m.path.startsWith("/memfd:")) {
     anon();
     v.status = VMA.AREA_UNSUPP;
-    v.unsupported = m.path.startsWith("/SYSV") ? "System V shared memory" : "shared memfd mapping";
+    v.unsupported = "shared memfd mapping";
   } else if (m.path.endsWith(" (deleted)")) {
     v.status = VMA.AREA_UNSUPP;
     v.unsupported = `mapping of deleted file ${m.path.slice(0, -10)}`;

@@ -34,6 +34,8 @@ import {
 import {
   type inventory_entry,
   inventory_entrySchema,
+  type ipc_shm_entry,
+  ipc_shm_entrySchema,
   type pstree_entry,
   pstree_entrySchema,
 } from "../../proto/gen/misc_pb.ts";
@@ -84,6 +86,8 @@ export interface DumpImages {
   pipeData: Map<number, { data: Uint8Array; size: number }>;
   /** Queued data of sockets by file id (sk-queues.img). */
   skQueues: Map<number, Uint8Array[]>;
+  /** System V shared memory segments by IPC id, with their contents. */
+  sysvShm: Map<number, { entry: ipc_shm_entry; data: Uint8Array }>;
   /** memfd inodes by inode id (memfd-inode.img). */
   memfds: Map<bigint, memfd_inode_entry>;
   /** File locks (file-lock.img). */
@@ -320,8 +324,23 @@ export function readDump(dir: string): DumpImages {
       memfds.set(e.message.inodeId, e.message);
     }
   }
+  const sysvShm = new Map<number, { entry: ipc_shm_entry; data: Uint8Array }>();
+  for (const e of Deno.readDirSync(dir)) {
+    if (!/^ipcns-shm-\d+\.img$/.test(e.name)) continue;
+    for (
+      const x of readImage(p(e.name), "IPCNS_SHM", ipc_shm_entrySchema, {
+        payloadSize: (m) => Math.ceil(Number(m.size) / 4) * 4,
+      })
+    ) {
+      sysvShm.set(x.message.desc!.id, {
+        entry: x.message,
+        data: (x.payload ?? new Uint8Array()).subarray(0, Number(x.message.size)),
+      });
+    }
+  }
   return {
     dir,
+    sysvShm,
     inventory,
     tasks,
     files,

@@ -21,7 +21,15 @@ import type { ProcMap } from "../tree/proc.ts";
 import type { TaskImages } from "./images.ts";
 
 /** Restorer operation codes (parasite/restorer.c). */
-export const OP = { MUNMAP: 1, MREMAP: 2, MMAP: 3, PREAD: 4, MPROTECT: 5, MADVISE: 6 } as const;
+export const OP = {
+  MUNMAP: 1,
+  MREMAP: 2,
+  MMAP: 3,
+  PREAD: 4,
+  MPROTECT: 5,
+  MADVISE: 6,
+  SHMAT: 7,
+} as const;
 
 /** One restorer operation: code and up to six arguments. */
 export interface Op {
@@ -191,6 +199,17 @@ export function planMemory(input: MemoryPlanInput): Op[] {
   });
   for (const v of mm.vmas) {
     if (!(v.status & VMA.AREA_REGULAR) || v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR)) continue;
+    if (v.status & VMA.AREA_SYSVIPC) {
+      // The whole segment, attached where it was (the restorer makes or finds it first).
+      const SHM_RDONLY = 0o10000, SHM_EXEC = 0o100000;
+      const flags = (v.prot & PROT.WRITE ? 0 : SHM_RDONLY) | (v.prot & PROT.EXEC ? SHM_EXEC : 0);
+      ops.push({
+        code: OP.SHMAT,
+        args: [v.shmid, v.start, BigInt(flags)],
+        what: `attach System V segment ${v.shmid} at ${hex(v.start)}`,
+      });
+      continue;
+    }
     if (v.status & VMA.ANON_SHARED) {
       // The first task makes the object; the others map the same one by descriptor.
       const shm = shmemFds.get(v.shmid);

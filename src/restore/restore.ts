@@ -69,6 +69,7 @@ import { type DumpImages, readDump, type TaskImages } from "./images.ts";
 import { encodeOps, findGap, occupied, OP_SIZE, planMemory } from "./memory.ts";
 import { gpregsWords, xsaveArea } from "../images/x86.ts";
 import { restoreCreds, restoreTaskState, restoreThreadState } from "./task_state.ts";
+import { ensureSysvSegment, markSysvRemoved } from "./sysv.ts";
 
 /** Options of a restore, as `criu restore` takes them. */
 export interface RestoreOptions {
@@ -215,6 +216,7 @@ export async function restore(
     fault("fork");
 
     let pages = 0;
+    for (const { entry, data } of dump.sysvShm.values()) ensureSysvSegment(entry, data);
     {
       using table = new FileTable(dump, opts.shellJob ?? false);
       const shmem = new Map<bigint, number>();
@@ -232,6 +234,7 @@ export async function restore(
       }
     }
     fault("state");
+    markSysvRemoved([...dump.sysvShm.values()].map((x) => x.entry));
     restoreGroups(procs, opts.shellJob ?? false);
 
     // 7. RESUME: children and threads first; zombies are left to exit.

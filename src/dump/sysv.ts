@@ -1,0 +1,90 @@
+/**
+ * System V shared memory mapped by the tree: each segment once, with its IPC description from
+ * /proc/sysvipc/shm and its contents inline (ipcns-shm-0.img: ipc_shm_entry, then `size` bytes
+ * padded to 4), as crit reads it.
+ *
+ * @module
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  ipc_desc_entrySchema,
+  type ipc_shm_entry,
+  ipc_shm_entrySchema,
+} from "../../proto/gen/misc_pb.ts";
+import { VMA, type Vma } from "../pagemap/vma.ts";
+import type { DumpContext } from "./context.ts";
+import { UnsupportedError } from "./file_types.ts";
+
+/** One row of /proc/sysvipc/shm. */
+export interface SysvSegment {
+  key: number;
+  id: number;
+  mode: number;
+  size: number;
+  uid: number;
+  gid: number;
+  cuid: number;
+  cgid: number;
+}
+
+/** Parses /proc/sysvipc/shm. */
+export function parseSysvShm(text: string): SysvSegment[] {
+  return text.split("\n").slice(1).filter((l) => l.trim()).map((l) => {
+    const f = l.trim().split(/\s+/).map(Number);
+    return {
+      key: f[0],
+      id: f[1],
+      mode: f[2],
+      size: f[3],
+      uid: f[7],
+      gid: f[8],
+      cuid: f[9],
+      cgid: f[10],
+    };
+  });
+}
+
+/** Records the System V segments task `pid` maps that no earlier task recorded. */
+export function dumpSysvShm(ctx: DumpContext, pid: number, vmas: Vma[]): void {
+  for (const v of vmas) {
+    if (!(v.status & VMA.AREA_SYSVIPC) || ctx.sysvShm.has(Number(v.shmid))) continue;
+    const seg = parseSysvShm(Deno.readTextFileSync("/proc/sysvipc/shm")).find((s) =>
+      s.id === Number(v.shmid)
+    );
+    const what = `mapping ${v.start.toString(16)}-${v.end.toString(16)} of task ${pid}`;
+    if (!seg) {
+      throw new UnsupportedError(`Cannot dump ${what}: System V segment ${v.shmid} is gone`);
+    }
+    const pages = Math.ceil(seg.size / 4096) * 4096;
+    if (v.pgoff !== 0n || Number(v.end - v.start) !== pages) {
+      throw new UnsupportedError(`Cannot dump ${what}: only whole System V segments are supported`);
+    }
+    const path = `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
+    const data = Deno.readFileSync(path).subarray(0, seg.size);
+    const entry: ipc_shm_entry = create(ipc_shm_entrySchema, {
+      desc: create(ipc_desc_entrySchema, {
+        key: seg.key >>> 0,
+        uid: seg.uid,
+        gid: seg.gid,
+        cuid: seg.cuid,
+        cgid: seg.cgid,
+        mode: seg.mode,
+        id: seg.id,
+      }),
+      size: BigInt(seg.size),
+    });
+    ctx.sysvShm.set(seg.id, { entry, data });
+  }
+}
+
+/** ipcns-shm-0.img. */
+export function writeSysvShm(ctx: DumpContext): void {
+  if (!ctx.sysvShm.size) return;
+  const img = ctx.image("ipcns-shm-0.img", "IPCNS_SHM");
+  for (const { entry, data } of ctx.sysvShm.values()) {
+    img.entry(ipc_shm_entrySchema, entry);
+    img.raw(data);
+    const pad = (4 - (data.length % 4)) % 4;
+    if (pad) img.raw(new Uint8Array(pad));
+  }
+}
