@@ -599,7 +599,7 @@ Deno.test("inotify watches come back with their numbers and deliver events", asy
   }
 });
 
-Deno.test("a sealed memfd open twice keeps its contents, size, seals and offsets", async () => {
+Deno.test("a sealed memfd open twice and mapped shared and private keeps contents, seals, offsets", async () => {
   const bin = await buildVictim("memfd");
   const v = startVictim(["setsid", bin, "{out}"]);
   let pid = 0;

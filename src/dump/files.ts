@@ -41,7 +41,7 @@ import {
 import { writeGhost, writeRemaps } from "./ghost.ts";
 import { collectLocks, writeLocks } from "./locks.ts";
 import { peekPipe, writePipeData } from "./pipes.ts";
-import { dumpShmemObject } from "./shmem.ts";
+import { registerMemfd } from "./memfd.ts";
 import { isPtySlave, major, MAJOR_TTY, readTty, writeTtyInfo } from "./tty.ts";
 import { checkUnixSockets, unixEntry, writeSkQueues } from "./unix_files.ts";
 
@@ -88,33 +88,7 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
     );
   }
   if (target.startsWith("/memfd:") && target.endsWith(" (deleted)")) {
-    const st = Deno.statSync(link);
-    const ino = st.ino ?? 0;
-    if (!ctx.memfds.has(ino)) {
-      const own = tryOpen(link, O.RDONLY | O.CLOEXEC);
-      if (own < 0) throw new UnsupportedError(`Cannot open ${what} to read it (errno ${-own})`);
-      let seals = 0;
-      try {
-        seals = fcntl(own, 1034 /* F_GET_SEALS */);
-      } catch {
-        seals = 0; // made without MFD_ALLOW_SEALING: F_SEAL_SEAL only
-      } finally {
-        close(own);
-      }
-      ctx.memfds.set(
-        ino,
-        create(memfd_inode_entrySchema, {
-          name: target.slice(7, -10),
-          uid: st.uid ?? 0,
-          gid: st.gid ?? 0,
-          size: BigInt(st.size),
-          shmid: ino,
-          seals,
-          inodeId: BigInt(ino),
-        }),
-      );
-      dumpShmemObject(ctx, BigInt(ino), link);
-    }
+    const ino = registerMemfd(ctx, link, target, what);
     return { type: "memfd", ino };
   }
   if (target.endsWith(" (deleted)") && target.startsWith("/")) {

@@ -23,6 +23,7 @@ import { parseMaps, type ProcMap, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { regFileEntry, UnsupportedError, writeRegFile } from "./files.ts";
 import type { TaskState } from "./task.ts";
+import { memfdFileEntry, registerMemfd } from "./memfd.ts";
 
 /** The mappings of task `pid` from smaps, and their classification. */
 export function collectVmas(pid: number): { maps: ProcMap[]; vmas: Vma[] } {
@@ -69,11 +70,20 @@ export function dumpMm(
   const entries = vmas.filter((v) => v.status & (VMA.AREA_REGULAR | VMA.AREA_VSYSCALL)).map((v) => {
     const isFile = (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0;
     const fdflags = (v.flags & MAP.SHARED) && (v.prot & PROT.WRITE) ? O.RDWR : O.RDONLY;
+    const memfd = (v.status & VMA.AREA_MEMFD) !== 0;
+    let fid = 0;
+    if (memfd) {
+      const path = `/proc/${t.pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
+      const ino = registerMemfd(ctx, path, v.path, `memfd mapping at ${v.start.toString(16)}`);
+      fid = memfdFileEntry(ctx, files, ino, fdflags);
+    } else if (isFile) {
+      fid = fileId(v.path, fdflags);
+    }
     return create(vma_entrySchema, {
       start: v.start,
       end: v.end,
       pgoff: v.pgoff,
-      shmid: isFile ? BigInt(fileId(v.path, fdflags)) : v.shmid,
+      shmid: isFile ? BigInt(fid) : v.shmid,
       prot: v.prot,
       flags: v.flags,
       status: v.status >>> 0,

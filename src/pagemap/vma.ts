@@ -145,10 +145,10 @@ export function classifyVma(m: ProcMap): Vma {
     // A System V segment: the inode column is its IPC id.
     v.status = VMA.AREA_REGULAR | VMA.AREA_SYSVIPC;
     v.shmid = BigInt(m.inode);
-  } else if (shared && m.path.startsWith("/memfd:")) {
-    anon();
-    v.status = VMA.AREA_UNSUPP;
-    v.unsupported = "shared memfd mapping";
+  } else if (m.path.startsWith("/memfd:") && m.path.endsWith(" (deleted)")) {
+    // A memfd: mapped like a file, the file being the memfd (dumped with its inode).
+    v.path = m.path;
+    v.status = VMA.AREA_REGULAR | VMA.AREA_MEMFD | (shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE);
   } else if (m.path.endsWith(" (deleted)")) {
     v.status = VMA.AREA_UNSUPP;
     v.unsupported = `mapping of deleted file ${m.path.slice(0, -10)}`;

@@ -74,7 +74,12 @@ export function installFiles(
     if (!(v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED))) continue;
     const id = Number(v.shmid);
     if (service.some((s) => s.key === `map:${id}`)) continue;
-    const reg = dump.files.get(id)?.reg;
+    const f = dump.files.get(id);
+    if (f?.memfd) {
+      service.push({ key: `map:${id}`, fd: table.file(id, -1, pid) });
+      continue;
+    }
+    const reg = f?.reg;
     if (!reg) throw new RestoreError(`File ${id} of a mapping is missing from files.img`);
     service.push({ key: `map:${id}`, fd: table.service(reg.name, reg.flags, "mapped file") });
   }

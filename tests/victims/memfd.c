@@ -1,7 +1,9 @@
 /*
  * Victim: a sealed memfd ("criu-test", 10000 bytes: 'm' then zeros, F_SEAL_GROW | F_SEAL_SHRINK)
  * open twice: the original at offset 5 and a second description through /proc, read-only.
- * On SIGTERM it checks contents, size, seals, both offsets, and prints PASS or FAIL.
+ * It is also mapped shared (a write through the descriptor shows in it) and private (with a
+ * copy-on-write change of its own). On SIGTERM it checks contents, size, seals, both offsets,
+ * both mappings, and prints PASS or FAIL.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -28,6 +30,9 @@ int main(int argc, char **argv)
 	snprintf(buf, sizeof(buf), "/proc/self/fd/%d", m);
 	int r = open(buf, O_RDONLY);
 	lseek(r, 9996, SEEK_SET);
+	char *shared = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
+	char *priv = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE, m, 0);
+	priv[1] = 'p';
 	signal(SIGTERM, on_term);
 	snprintf(buf, sizeof(buf), "ready pid=%d m=%d r=%d\n", getpid(), m, r);
 	write(out, buf, strlen(buf));
@@ -37,7 +42,10 @@ int main(int argc, char **argv)
 	char b[8] = {0}, first;
 	int ok = fstat(m, &st) == 0 && st.st_size == 10000 && pread(m, &first, 1, 0) == 1 && first == 'm' &&
 		 fcntl(m, F_GET_SEALS) == (F_SEAL_GROW | F_SEAL_SHRINK) && lseek(m, 0, SEEK_CUR) == 5 &&
-		 read(r, b, 4) == 4 && !memcmp(b, "tail", 4) && ftruncate(m, 20000) != 0;
+		 read(r, b, 4) == 4 && !memcmp(b, "tail", 4) && ftruncate(m, 20000) != 0 && shared[0] == 'm' &&
+		 priv[1] == 'p' && priv[0] == 'm';
+	pwrite(m, "z", 1, 0);
+	ok = ok && shared[0] == 'z' && shared[1] == 0;
 	write(out, ok ? "PASS memfd\n" : "FAIL memfd\n", 11);
 	return 0;
 }
