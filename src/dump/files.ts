@@ -21,7 +21,7 @@ import {
   reg_file_entrySchema,
   tty_file_entrySchema,
 } from "../../proto/gen/files_pb.ts";
-import { close, fcntl, KCMP, kcmp, O, tryOpen } from "../syscalls/mod.ts";
+import { KCMP, kcmp, O } from "../syscalls/mod.ts";
 import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
 import { collectUnixSocket, UnixSocketError } from "../net/unix.ts";
 import { unixSockets } from "../net/unix_diag.ts";
