@@ -12,6 +12,7 @@
 import { Errno } from "../syscalls/mod.ts";
 import { listChildren, listThreads, NoSuchTaskError, parseStat, readProcText } from "./proc.ts";
 import { SeizedTask } from "./seize.ts";
+import { reapLater } from "./reaper.ts";
 
 /** Passes over the tree before giving up on it ever standing still. */
 const MAX_PASSES = 10;
@@ -62,15 +63,24 @@ export class FrozenTree implements Disposable {
     for (const t of [...this.tasks.values()].reverse()) t.resume(options);
   }
 
-  /** Kills every task (children first), after a complete dump. */
+  /**
+   * Kills every task (children first), after a complete dump. SIGKILL is final: the exits are
+   * collected in the background (tree/reaper.ts) while the kernel frees the memory.
+   */
   kill(): void {
     const live = [...this.processes].reverse().filter((p) => p.zombieExit === undefined);
-    for (const p of live) this.tasks.get(p.pid)?.sendKill();
-    // The kernel reports a thread-group leader only after its other threads are reaped.
+    const tids: number[] = [];
     for (const p of live) {
-      for (const tid of p.threads.slice(1)) this.tasks.get(tid)?.reap();
-      this.tasks.get(p.pid)?.reap();
+      for (const tid of [...p.threads.slice(1), p.pid]) {
+        const t = this.tasks.get(tid);
+        if (!t?.attached) continue;
+        t.sendKill();
+        t.forget();
+        // The kernel reports a thread-group leader only after its other threads are reaped.
+        tids.push(tid);
+      }
     }
+    reapLater(tids);
   }
 
   [Symbol.dispose](): void {
