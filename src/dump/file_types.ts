@@ -8,6 +8,7 @@ import { create } from "@bufbuild/protobuf";
 import { fown_entrySchema } from "../../proto/gen/files_pb.ts";
 import type { InotifyWatch } from "./inotify.ts";
 import type { UnixSocketState } from "../net/unix.ts";
+import type { InetSocketState } from "../net/inet.ts";
 
 /** A resource the dump cannot handle; the dump is refused with this message. */
 export class UnsupportedError extends Error {
@@ -36,7 +37,8 @@ export type FileKind =
   }
   | { type: "eventpoll"; tfds: { fd: number; events: number; data: bigint }[] }
   | { type: "inotify"; watches: InotifyWatch[] }
-  | { type: "unix"; ino: number; socket: UnixSocketState };
+  | { type: "unix"; ino: number; socket: UnixSocketState }
+  | { type: "inet"; ino: number; socket: InetSocketState };
 
 /** The contents and attributes of an open file that was deleted. */
 export interface Ghost {

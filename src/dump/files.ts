@@ -24,6 +24,7 @@ import {
 import { KCMP, kcmp, O } from "../syscalls/mod.ts";
 import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
 import { collectUnixSocket, UnixSocketError } from "../net/unix.ts";
+import { collectInetSocket, InetSocketError } from "../net/inet.ts";
 import { unixSockets } from "../net/unix_diag.ts";
 import type { DumpContext } from "./context.ts";
 import type { ImageWriter } from "../images/image.ts";
@@ -44,6 +45,7 @@ import { peekPipe, writePipeData } from "./pipes.ts";
 import { registerMemfd } from "./memfd.ts";
 import { isPtySlave, major, MAJOR_TTY, readTty, writeTtyInfo } from "./tty.ts";
 import { checkUnixSockets, unixEntry, writeSkQueues } from "./unix_files.ts";
+import { inetEntry } from "./inet_files.ts";
 
 export {
   type Fd,
@@ -68,9 +70,21 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
     ctx.unixSockets ??= unixSockets();
     const info = ctx.unixSockets.get(ino);
     if (!info) {
+      let inet;
+      try {
+        inet = collectInetSocket(pid, fd, ino);
+      } catch (e) {
+        if (e instanceof InetSocketError) throw new UnsupportedError(e.message);
+        throw e;
+      }
+      if (inet?.queued) {
+        ctx.log.warn(
+          `${what}: datagrams waiting in this UDP socket are not carried over (as with criu)`,
+        );
+      }
+      if (inet) return { type: "inet", ino, socket: inet };
       throw new UnsupportedError(
-        `Cannot dump ${what}: only unix sockets are supported yet (TCP/UDP come with ` +
-          `--tcp-established support)`,
+        `Cannot dump ${what}: only unix, TCP and UDP sockets are supported yet`,
       );
     }
     try {
@@ -203,6 +217,7 @@ export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
 function sameObject(a: FileKind, b: FileKind): boolean {
   if (ANON_KINDS.has(a.type)) return a.type === b.type;
   if (a.type === "unix" && b.type === "unix") return a.ino === b.ino;
+  if (a.type === "inet" && b.type === "inet") return a.ino === b.ino;
   if (a.type === "pipe" && b.type === "pipe") return a.ino === b.ino;
   if (a.type === "fifo" && b.type === "fifo") return a.ino === b.ino;
   if (a.type === "memfd" && b.type === "memfd") return a.ino === b.ino;
@@ -293,6 +308,8 @@ export function dumpFiles(
       } else if (file.kind.type === "unix") {
         files.entry(file_entrySchema, unixEntry(file, file.kind.socket));
         if (file.kind.socket.queue.length) ctx.skQueues.set(file.id, file.kind.socket.queue);
+      } else if (file.kind.type === "inet") {
+        files.entry(file_entrySchema, inetEntry(file, file.kind.socket));
       } else if (ANON_KINDS.has(file.kind.type)) {
         files.entry(file_entrySchema, anonEntry(file, tf));
       } else if (file.kind.type === "tty") {
@@ -349,6 +366,7 @@ const FD_TYPE: Record<FileKind["type"], fd_types> = {
   eventpoll: fd_types.EVENTPOLL,
   inotify: fd_types.INOTIFY,
   unix: fd_types.UNIXSK,
+  inet: fd_types.INETSK,
 };
 
 /** Writes what the files of the whole tree carry besides their entries. */

@@ -38,6 +38,8 @@ import {
 import { addressOf, cString as cStringOf } from "../syscalls/ffi.ts";
 import { lseek } from "../syscalls/socket.ts";
 import { makeUnixSockets, type UnixSocketImage } from "../net/unix.ts";
+import { makeInetSocket } from "../net/inet.ts";
+import { inetState } from "../dump/inet_files.ts";
 import type { DumpImages } from "./images.ts";
 
 const SEEK_SET = 0;
@@ -186,6 +188,8 @@ export class FileTable implements Disposable {
       fd = this.#fifoEnd(f);
     } else if (f.type === fd_types.UNIXSK) {
       fd = this.#unixSocket(f);
+    } else if (f.type === fd_types.INETSK) {
+      fd = this.#inetSocket(f, forFd, pid);
     } else if (f.type === fd_types.INOTIFY) {
       fd = this.#inotify(f, forFd, pid);
     } else if (f.type === fd_types.EVENTPOLL) {
@@ -397,6 +401,22 @@ export class FileTable implements Disposable {
     const fd = this.#unix.get(u.ino);
     if (fd === undefined) throw new RestoreError(`Unix socket:[${u.ino}] could not be made`);
     const fl = u.flags & SETFL_MASK;
+    if (fl) fcntl(fd, F.SETFL, fl);
+    return fd;
+  }
+
+  /** A TCP or UDP socket, bound, listening or connected (UDP) again. */
+  #inetSocket(f: file_entry, forFd: number, pid: number): number {
+    const isk = f.isk!;
+    const what = `fd ${forFd} of task ${pid} (socket:[${isk.ino}])`;
+    let fd;
+    try {
+      fd = makeInetSocket(inetState(isk), what);
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : String(e);
+      throw new RestoreError(msg.includes(what) ? msg : `Cannot restore ${what}: ${msg}`);
+    }
+    const fl = isk.flags & SETFL_MASK;
     if (fl) fcntl(fd, F.SETFL, fl);
     return fd;
   }

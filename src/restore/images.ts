@@ -115,6 +115,7 @@ const SUPPORTED_FILES = new Set([
   fd_types.TIMERFD,
   fd_types.EVENTPOLL,
   fd_types.UNIXSK,
+  fd_types.INETSK,
   fd_types.FIFO,
   fd_types.INOTIFY,
   fd_types.MEMFD,

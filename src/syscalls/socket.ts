@@ -126,14 +126,105 @@ export function tryLseek(fd: number, offset: bigint, whence: number): bigint {
 
 /** Socket option names used by deno-criu (SOL_SOCKET level). */
 export const SO = {
+  REUSEADDR: 2,
+  TYPE: 3,
+  BROADCAST: 6,
   SNDBUF: 7,
   RCVBUF: 8,
   RCVTIMEO: 20,
   SNDTIMEO: 21,
   SNDBUFFORCE: 32,
   RCVBUFFORCE: 33,
+  KEEPALIVE: 9,
+  PRIORITY: 12,
+  REUSEPORT: 15,
+  RCVLOWAT: 18,
+  BINDTODEVICE: 25,
+  MARK: 36,
+  DOMAIN: 39,
+  PROTOCOL: 38,
   PEEK_OFF: 42,
 } as const;
+
+/** Protocol levels and their options used by deno-criu. */
+export const SOL = { SOCKET: 1, IP: 0, TCP: 6, IPV6: 41 } as const;
+/** TCP_* options. */
+export const TCP_OPT = { NODELAY: 1, KEEPIDLE: 4, KEEPINTVL: 5, KEEPCNT: 6, INFO: 11 } as const;
+/** IPV6_V6ONLY. */
+export const IPV6_V6ONLY = 26;
+/** Address families. */
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+
+/** An IPv4 or IPv6 socket address: the port and the address as raw 32-bit words in memory order. */
+export interface InetAddr {
+  family: number;
+  port: number;
+  /** One word for IPv4, four for IPv6, each read little-endian from the address bytes. */
+  addr: number[];
+}
+
+/** Decodes a sockaddr_in or sockaddr_in6 (from getsockname or getpeername). */
+export function parseInetAddr(raw: Uint8Array): InetAddr {
+  const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  const family = v.getUint16(0, true);
+  const port = v.getUint16(2, false);
+  const words = family === AF_INET6 ? [8, 12, 16, 20] : [4];
+  return { family, port, addr: words.map((o) => v.getUint32(o, true)) };
+}
+
+/** Encodes a sockaddr_in or sockaddr_in6. */
+export function inetSockaddr(a: InetAddr): Uint8Array {
+  const raw = new Uint8Array(a.family === AF_INET6 ? 28 : 16);
+  const v = new DataView(raw.buffer);
+  v.setUint16(0, a.family, true);
+  v.setUint16(2, a.port, false);
+  const words = a.family === AF_INET6 ? [8, 12, 16, 20] : [4];
+  words.forEach((o, i) => v.setUint32(o, a.addr[i] ?? 0, true));
+  return raw;
+}
+
+/** getsockname(2) (or getpeername(2) with `peer`): the raw address, or null when there is none. */
+export function sockName(fd: number, peer = false): Uint8Array | null {
+  const raw = new Uint8Array(128);
+  const len = new Uint32Array([raw.length]);
+  const nr = peer ? NR.getpeername : NR.getsockname;
+  const ret = sys(nr, BigInt(fd), addressOf(raw), addressOf(new Uint8Array(len.buffer)));
+  if (ret < 0n) {
+    const e = lastErrno();
+    if (peer && e === 107) return null; // ENOTCONN
+    throw new Errno(peer ? "getpeername" : "getsockname", e, `fd ${fd}`);
+  }
+  return raw.slice(0, len[0]);
+}
+
+/** The parts of struct tcp_info deno-criu reads. */
+export interface TcpInfo {
+  /** TCP_* state (1 established, 7 close, 10 listen). */
+  state: number;
+  /** For a listener: connections waiting to be accepted. */
+  unacked: number;
+  /** For a listener: its backlog. */
+  sacked: number;
+}
+
+/** getsockopt(TCP_INFO). */
+export function tcpInfo(fd: number): TcpInfo {
+  const raw = new Uint8Array(104);
+  getsockopt(fd, TCP_OPT.INFO, raw, SOL.TCP);
+  const v = new DataView(raw.buffer);
+  return { state: raw[0], unacked: v.getUint32(24, true), sacked: v.getUint32(28, true) };
+}
+
+/** bind(2) to raw address bytes. */
+export function bindRaw(fd: number, addr: Uint8Array, what: string): void {
+  unwrap(sys(NR.bind, BigInt(fd), addressOf(addr), BigInt(addr.length)), "bind", what);
+}
+
+/** connect(2) to raw address bytes. */
+export function connectRaw(fd: number, addr: Uint8Array, what: string): void {
+  unwrap(sys(NR.connect, BigInt(fd), addressOf(addr), BigInt(addr.length)), "connect", what);
+}
 /** MSG_* flags. */
 export const MSG = { PEEK: 2, DONTWAIT: 0x40 } as const;
 
@@ -176,14 +267,14 @@ export function shutdown(fd: number, how: number): void {
   unwrap(sys(NR.shutdown, BigInt(fd), BigInt(how)), "shutdown", `fd ${fd}`);
 }
 
-/** getsockopt(2) at SOL_SOCKET into `out` (its length is the option's size). */
-export function getsockopt(fd: number, name: number, out: Uint8Array): void {
+/** getsockopt(2) at `level` (SOL_SOCKET unless given) into `out` (its length is the option's size). */
+export function getsockopt(fd: number, name: number, out: Uint8Array, level = SOL_SOCKET): void {
   const len = new Uint32Array([out.length]);
   unwrap(
     sys(
       NR.getsockopt,
       BigInt(fd),
-      1n,
+      BigInt(level),
       BigInt(name),
       addressOf(out),
       addressOf(new Uint8Array(len.buffer)),
@@ -193,10 +284,17 @@ export function getsockopt(fd: number, name: number, out: Uint8Array): void {
   );
 }
 
-/** setsockopt(2) at SOL_SOCKET of bytes `value`. */
-export function setsockopt(fd: number, name: number, value: Uint8Array): void {
+/** setsockopt(2) at `level` (SOL_SOCKET unless given) of bytes `value`. */
+export function setsockopt(fd: number, name: number, value: Uint8Array, level = SOL_SOCKET): void {
   unwrap(
-    sys(NR.setsockopt, BigInt(fd), 1n, BigInt(name), addressOf(value), BigInt(value.length)),
+    sys(
+      NR.setsockopt,
+      BigInt(fd),
+      BigInt(level),
+      BigInt(name),
+      addressOf(value),
+      BigInt(value.length),
+    ),
     `setsockopt(${name})`,
     `fd ${fd}`,
   );

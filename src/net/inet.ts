@@ -1,0 +1,262 @@
+/**
+ * IPv4 and IPv6 sockets: `collectInetSocket` reads one through a duplicate of the task's
+ * descriptor; `makeInetSocket` builds it again in the restorer.
+ *
+ * Supported: TCP sockets that are listening (with an empty accept queue), bound or not yet
+ * bound; UDP sockets, bound or connected. Established TCP connections need TCP repair
+ * (`--tcp-established`), which is not done yet: they are refused by name.
+ *
+ * @module
+ */
+import {
+  AF_INET,
+  AF_INET6,
+  bindRaw,
+  connectRaw,
+  getsockopt,
+  inetSockaddr,
+  IPV6_V6ONLY,
+  listen,
+  parseInetAddr,
+  peekMessage,
+  setsockopt,
+  SO,
+  SOCK_CLOEXEC,
+  socket,
+  sockName,
+  SOL,
+  TCP_OPT,
+  tcpInfo,
+} from "../syscalls/socket.ts";
+import { close, Errno, pidfdGetfd, pidfdOpen } from "../syscalls/mod.ts";
+
+const EADDRINUSE = 98;
+
+/** Kernel TCP states the images use for inet sockets. */
+export const TCP_STATE = { ESTABLISHED: 1, CLOSE: 7, LISTEN: 10 } as const;
+const IPPROTO_TCP = 6;
+const IPPROTO_UDP = 17;
+const SOCK_STREAM = 1;
+const SOCK_DGRAM = 2;
+
+/** What a dump records of one inet socket. */
+export interface InetSocketState {
+  family: number;
+  type: number;
+  proto: number;
+  state: number;
+  srcPort: number;
+  dstPort: number;
+  srcAddr: number[];
+  dstAddr: number[];
+  backlog: number;
+  v6only: boolean;
+  /** UDP: datagrams were waiting to be read (they are not carried, as CRIU does not). */
+  queued?: boolean;
+  /** SOL_SOCKET options. */
+  opts: {
+    sndbuf: number;
+    rcvbuf: number;
+    sndTimeo: [bigint, bigint];
+    rcvTimeo: [bigint, bigint];
+    reuseaddr: boolean;
+    reuseport: boolean;
+    keepalive: boolean;
+    broadcast: boolean;
+    priority: number;
+    rcvlowat: number;
+    mark: number;
+    boundDev: string;
+    keepcnt: number;
+    keepidle: number;
+    keepintvl: number;
+  };
+}
+
+/** A socket that is not an inet socket we know, or one that cannot be dumped. */
+export class InetSocketError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "InetSocketError";
+  }
+}
+
+function int(fd: number, name: number, level: number = SOL.SOCKET): number {
+  const v = new Int32Array(1);
+  getsockopt(fd, name, new Uint8Array(v.buffer), level);
+  return v[0];
+}
+
+function timeo(fd: number, name: number): [bigint, bigint] {
+  const tv = new BigInt64Array(2);
+  getsockopt(fd, name, new Uint8Array(tv.buffer));
+  return [tv[0], tv[1]];
+}
+
+function showAddr(family: number, port: number, words: number[]): string {
+  const bytes = new Uint8Array(new Uint32Array(words).buffer);
+  if (family === AF_INET) return `${[...bytes].join(".")}:${port}`;
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] << 8) | bytes[i + 1]).toString(16));
+  return `[${groups.join(":")}]:${port}`;
+}
+
+/**
+ * Reads inet socket `fd` of frozen task `pid`, or returns null when the socket is not an
+ * IPv4/IPv6 socket. Throws InetSocketError for what cannot be dumped (the message names the
+ * socket and, for a connection, both of its ends).
+ */
+export function collectInetSocket(pid: number, fd: number, ino: number): InetSocketState | null {
+  const pidfd = pidfdOpen(pid);
+  let copy = -1;
+  try {
+    copy = pidfdGetfd(pidfd, fd, pid);
+    const family = int(copy, SO.DOMAIN);
+    if (family !== AF_INET && family !== AF_INET6) return null;
+    const type = int(copy, SO.TYPE);
+    const proto = int(copy, SO.PROTOCOL);
+    const what = `fd ${fd} of task ${pid} (socket:[${ino}])`;
+    const tcp = type === SOCK_STREAM && proto === IPPROTO_TCP;
+    const udp = type === SOCK_DGRAM && proto === IPPROTO_UDP;
+    if (!tcp && !udp) {
+      throw new InetSocketError(
+        `Cannot dump ${what}: only TCP and UDP inet sockets are supported (type ${type}, ` +
+          `protocol ${proto})`,
+      );
+    }
+    const src = parseInetAddr(sockName(copy)!);
+    const peerRaw = sockName(copy, true);
+    const dst = peerRaw ? parseInetAddr(peerRaw) : { family, port: 0, addr: src.addr.map(() => 0) };
+    let state: number = peerRaw ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
+    let backlog = 0;
+    if (tcp) {
+      const info = tcpInfo(copy);
+      state = info.state;
+      if (state === TCP_STATE.LISTEN) {
+        backlog = info.sacked;
+        if (info.unacked > 0) {
+          throw new InetSocketError(
+            `Cannot dump ${what}: listening on ${showAddr(family, src.port, src.addr)} with ` +
+              `${info.unacked} connection(s) waiting to be accepted; established TCP ` +
+              `connections need --tcp-established, which is not supported yet`,
+          );
+        }
+      } else if (state !== TCP_STATE.CLOSE) {
+        throw new InetSocketError(
+          `Cannot dump ${what}: TCP connection ${showAddr(family, src.port, src.addr)} -> ` +
+            `${showAddr(family, dst.port, dst.addr)} (state ${state}); established TCP ` +
+            `connections need --tcp-established, which is not supported yet`,
+        );
+      }
+    }
+    const dev = new Uint8Array(16);
+    let boundDev = "";
+    try {
+      getsockopt(copy, SO.BINDTODEVICE, dev);
+      boundDev = new TextDecoder().decode(dev.subarray(0, Math.max(0, dev.indexOf(0))));
+    } catch {
+      // No device bound.
+    }
+    return {
+      family,
+      type,
+      proto,
+      state,
+      queued: udp && peekMessage(copy, 1) !== null,
+      srcPort: src.port,
+      dstPort: peerRaw ? dst.port : 0,
+      srcAddr: src.addr,
+      dstAddr: dst.addr,
+      backlog,
+      v6only: family === AF_INET6 && int(copy, IPV6_V6ONLY, SOL.IPV6) !== 0,
+      opts: {
+        sndbuf: int(copy, SO.SNDBUF),
+        rcvbuf: int(copy, SO.RCVBUF),
+        sndTimeo: timeo(copy, SO.SNDTIMEO),
+        rcvTimeo: timeo(copy, SO.RCVTIMEO),
+        reuseaddr: int(copy, SO.REUSEADDR) !== 0,
+        reuseport: int(copy, SO.REUSEPORT) !== 0,
+        keepalive: int(copy, SO.KEEPALIVE) !== 0,
+        broadcast: int(copy, SO.BROADCAST) !== 0,
+        priority: int(copy, SO.PRIORITY),
+        rcvlowat: int(copy, SO.RCVLOWAT),
+        mark: int(copy, SO.MARK),
+        boundDev,
+        keepcnt: tcp ? int(copy, TCP_OPT.KEEPCNT, SOL.TCP) : 0,
+        keepidle: tcp ? int(copy, TCP_OPT.KEEPIDLE, SOL.TCP) : 0,
+        keepintvl: tcp ? int(copy, TCP_OPT.KEEPINTVL, SOL.TCP) : 0,
+      },
+    };
+  } finally {
+    if (copy >= 0) close(copy);
+    close(pidfd);
+  }
+}
+
+function setInt(fd: number, name: number, value: number, level: number = SOL.SOCKET): void {
+  setsockopt(fd, name, new Uint8Array(new Int32Array([value]).buffer), level);
+}
+
+function setTimeo(fd: number, name: number, tv: [bigint, bigint]): void {
+  if (tv[0] || tv[1]) setsockopt(fd, name, new Uint8Array(new BigInt64Array(tv).buffer));
+}
+
+/**
+ * Makes a socket like `s` (close-on-exec; the caller sets the open flags): options first, then
+ * bind, listen or connect. `what` names it in errors.
+ */
+export function makeInetSocket(s: InetSocketState, what: string): number {
+  const fd = socket(s.family, s.type | SOCK_CLOEXEC, s.proto);
+  try {
+    const o = s.opts;
+    // The kernel doubles what is set; setting half of the dumped value gives it back.
+    if (o.sndbuf) setInt(fd, SO.SNDBUF, o.sndbuf >> 1);
+    if (o.rcvbuf) setInt(fd, SO.RCVBUF, o.rcvbuf >> 1);
+    setTimeo(fd, SO.SNDTIMEO, o.sndTimeo);
+    setTimeo(fd, SO.RCVTIMEO, o.rcvTimeo);
+    if (o.reuseport) setInt(fd, SO.REUSEPORT, 1);
+    if (o.keepalive) setInt(fd, SO.KEEPALIVE, 1);
+    if (o.broadcast) setInt(fd, SO.BROADCAST, 1);
+    if (o.priority) setInt(fd, SO.PRIORITY, o.priority);
+    if (o.rcvlowat > 1) setInt(fd, SO.RCVLOWAT, o.rcvlowat);
+    if (o.mark) setInt(fd, SO.MARK, o.mark);
+    if (o.boundDev) setsockopt(fd, SO.BINDTODEVICE, new TextEncoder().encode(o.boundDev));
+    if (s.proto === IPPROTO_TCP) {
+      if (o.keepcnt) setInt(fd, TCP_OPT.KEEPCNT, o.keepcnt, SOL.TCP);
+      if (o.keepidle) setInt(fd, TCP_OPT.KEEPIDLE, o.keepidle, SOL.TCP);
+      if (o.keepintvl) setInt(fd, TCP_OPT.KEEPINTVL, o.keepintvl, SOL.TCP);
+    }
+    if (s.family === AF_INET6) setInt(fd, IPV6_V6ONLY, s.v6only ? 1 : 0, SOL.IPV6);
+    if (s.srcPort) {
+      // Rebinding a port that connections of the dumped process left in TIME_WAIT needs
+      // SO_REUSEADDR; the socket's own setting is put back after.
+      setInt(fd, SO.REUSEADDR, 1);
+      bindRaw(fd, inetSockaddr({ family: s.family, port: s.srcPort, addr: s.srcAddr }), what);
+    }
+    setInt(fd, SO.REUSEADDR, o.reuseaddr ? 1 : 0);
+    if (s.state === TCP_STATE.LISTEN) {
+      try {
+        listen(fd, s.backlog);
+      } catch (e) {
+        if (e instanceof Errno && e.errno === EADDRINUSE) {
+          throw new InetSocketError(
+            `Cannot listen again on ${showAddr(s.family, s.srcPort, s.srcAddr)} for ${what}: ` +
+              `the port is in use${
+                o.reuseaddr
+                  ? ""
+                  : " (connections it closed may linger in TIME_WAIT for up to 60 s; the " +
+                    "socket had SO_REUSEADDR off)"
+              }`,
+          );
+        }
+        throw e;
+      }
+    } else if (s.proto === IPPROTO_UDP && s.dstPort) {
+      connectRaw(fd, inetSockaddr({ family: s.family, port: s.dstPort, addr: s.dstAddr }), what);
+    }
+    return fd;
+  } catch (e) {
+    close(fd);
+    throw e;
+  }
+}

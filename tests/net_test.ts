@@ -1,0 +1,177 @@
+/**
+ * Inet sockets: TCP listeners and UDP sockets are dumped and rebuilt; established TCP
+ * connections are refused by name (TCP repair is not done yet).
+ */
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import {
+  buildVictim,
+  critDecodeAll,
+  criu,
+  procState,
+  startVictim,
+  stopVictim,
+  tmpDir,
+  tracerPid,
+  waitGone,
+  waitReport,
+} from "./helpers.ts";
+
+/** A base port with four free ports after it (the victim uses base .. base + 3). */
+function basePort(): number {
+  return 20000 + 4 * Math.floor(Math.random() * 5000);
+}
+
+/** Connects, reads the victim's one-line answer, and closes first. */
+async function ask(host: string, port: number): Promise<string> {
+  const conn = await Deno.connect({ hostname: host, port });
+  try {
+    const buf = new Uint8Array(512);
+    let text = "";
+    while (!text.includes("\n")) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    return text.trim();
+  } finally {
+    conn.close();
+  }
+}
+
+/** One UDP question to 127.0.0.1:port, by /usr/bin/python3 (Deno's UDP is unstable). */
+async function askUdp(port: number): Promise<string> {
+  const out = await new Deno.Command("/usr/bin/python3", {
+    args: [
+      "-c",
+      "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\n" +
+      "s.sendto(b'q',('127.0.0.1',int(sys.argv[1])))\nprint(s.recv(200).decode())",
+      `${port}`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return new TextDecoder().decode(out.success ? out.stdout : out.stderr).trim();
+}
+
+function field(line: string, key: string): string {
+  return line.match(new RegExp(`\\b${key}=(\\S+)`))?.[1] ?? "";
+}
+
+/** The answer without the counter, which moves on. */
+function settled(line: string): string {
+  return line.replace(/counter=\d+/, "counter=N");
+}
+
+Deno.test("TCP listeners and UDP sockets, IPv4 and IPv6, come back bound, listening and connected, with their options", async () => {
+  const bin = await buildVictim("inet");
+  const port = basePort();
+  const v = startVictim(["setsid", bin, "{out}", `${port}`]);
+  try {
+    const r = await waitReport(v);
+    const before = [
+      await ask("127.0.0.1", port),
+      await ask("::1", port + 1),
+      await askUdp(port + 2),
+    ];
+    assertMatch(before[0], /family=4 reuseaddr=1 keepalive=1 nonblock=1 .* udploop=1/);
+    assertMatch(before[1], /family=6 reuseaddr=0 keepalive=0 nonblock=0 v6only=1 rcvbuf=\d+/);
+    assertMatch(before[2], new RegExp(`^udp counter=\\d+ secret=${r.secret}$`));
+
+    const imgs = tmpDir();
+    const run = await criu(["dump", "-t", r.pid, "-D", imgs, "-o", "dump.log", "-v4"]);
+    assertEquals(run.code, 0, run.stderr);
+    await v.child.status;
+    assert(await waitGone(Number(r.pid)), "victim gone after dump");
+    await assertRefused(port);
+
+    const img = await critDecodeAll(imgs);
+    // deno-lint-ignore no-explicit-any
+    const isk = img.get("files.img")!.entries.filter((f: any) => f.type === "INETSK").map((
+      // deno-lint-ignore no-explicit-any
+      f: any,
+    ) => f.isk);
+    // The connected UDP socket's own port is ephemeral.
+    const show = isk.map((s) =>
+      `${s.family} ${s.proto} ${s.state} ${s.dst_port ? "*" : s.src_port} ${s.dst_port}`
+    ).sort();
+    assertEquals(
+      show,
+      [
+        `INET TCP CLOSE ${port + 3} 0`,
+        `INET TCP LISTEN ${port} 0`,
+        `INET UDP CLOSE ${port + 2} 0`,
+        `INET UDP ESTABLISHED * ${port + 2}`,
+        `INET6 TCP LISTEN ${port + 1} 0`,
+      ].sort(),
+    );
+    assertEquals(isk.find((s) => s.src_port === port).backlog, 7);
+
+    const pidfile = `${imgs}/restored.pid`;
+    const rr = await criu(["restore", "-D", imgs, "-d", "--pidfile", pidfile, "-o", "restore.log"]);
+    assertEquals(rr.code, 0, rr.stderr);
+    assertEquals(Number(Deno.readTextFileSync(pidfile)), Number(r.pid));
+    const after = [
+      await ask("127.0.0.1", port),
+      await ask("::1", port + 1),
+      await askUdp(port + 2),
+    ];
+    for (let i = 0; i < 3; i++) {
+      assertEquals(settled(after[i]), settled(before[i]), "same secret, options and ports");
+      assert(
+        Number(field(after[i], "counter")) > Number(field(before[i], "counter")),
+        `the counter went on: ${before[i]} -> ${after[i]}`,
+      );
+    }
+  } finally {
+    await stopVictim(v);
+    try {
+      Deno.kill(Number((await waitReport(v)).pid), "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+});
+
+async function assertRefused(port: number): Promise<void> {
+  try {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port });
+    c.close();
+  } catch (e) {
+    assert(e instanceof Deno.errors.ConnectionRefused, `${e}`);
+    return;
+  }
+  throw new Error(`port ${port} still answers after the dump`);
+}
+
+Deno.test("an established TCP connection is refused by name and the server keeps serving", async () => {
+  const bin = await buildVictim("inet");
+  const port = basePort();
+  const v = startVictim(["setsid", bin, "{out}", `${port}`, "hold"]);
+  const held = [];
+  try {
+    const r = await waitReport(v);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    held.push(conn);
+    const first = new Uint8Array(512);
+    assert((await conn.read(first)) !== null, "the server answered");
+    const local = (conn.localAddr as Deno.NetAddr).port;
+
+    const run = await criu(["dump", "-t", r.pid, "-D", tmpDir()]);
+    assertEquals(run.code, 1);
+    assertMatch(
+      run.stderr,
+      new RegExp(
+        `fd \\d+ of task ${r.pid} \\(socket:\\[\\d+\\]\\): TCP connection 127\\.0\\.0\\.1:${port} -> ` +
+          `127\\.0\\.0\\.1:${local} \\(state 1\\); established TCP connections need --tcp-established`,
+      ),
+    );
+    assertEquals(run.stderr.trim().split("\n").length, 1, run.stderr);
+    assertEquals(procState(Number(r.pid)), "S");
+    assertEquals(tracerPid(Number(r.pid)), 0);
+    const again = await ask("127.0.0.1", port);
+    assertEquals(field(again, "secret"), r.secret);
+  } finally {
+    for (const c of held) c.close();
+    await stopVictim(v);
+  }
+});
