@@ -101,6 +101,41 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** A file's text, or "" when it cannot be read. */
+export function safeRead(path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return "";
+  }
+}
+
+/** Waits for a line of `path` matching `re` and returns it; throws with the file's text on timeout. */
+export async function waitLine(path: string, re: RegExp, timeoutMs = 5000): Promise<string> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    const line = safeRead(path).split("\n").find((l) => re.test(l));
+    if (line) return line;
+    await sleep(20);
+  }
+  throw new Error(`no line matching ${re} in ${path}: ${safeRead(path)}`);
+}
+
+/**
+ * Asks a victim to check itself: sends `signal` to `pid` (the victim unless given), waits for
+ * its PASS or FAIL line and returns its whole report, for the caller to match.
+ */
+export async function verdict(
+  v: Victim,
+  pid = v.pid,
+  signal: Deno.Signal = "SIGTERM",
+  timeoutMs = 5000,
+): Promise<string> {
+  Deno.kill(pid, signal);
+  await waitLine(v.out, /^(PASS|FAIL)/, timeoutMs);
+  return Deno.readTextFileSync(v.out);
+}
+
 /** Result of one criu run. */
 export interface CriuRun {
   code: number;

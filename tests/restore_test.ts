@@ -9,12 +9,15 @@ import {
   criu,
   procState,
   ROOT,
+  safeRead,
   sleep,
   startVictim,
   stopVictim,
   tmpDir,
+  verdict,
   type Victim,
   waitGone,
+  waitLine,
   waitReport,
 } from "./helpers.ts";
 
@@ -42,24 +45,6 @@ async function restoreDetached(imgs: string, extra: string[] = []): Promise<numb
   ]);
   assertEquals(run.code, 0, run.stderr + safeRead(`${imgs}/restore.log`));
   return Number(Deno.readTextFileSync(pidfile));
-}
-
-function safeRead(path: string): string {
-  try {
-    return Deno.readTextFileSync(path);
-  } catch {
-    return "";
-  }
-}
-
-async function waitLine(path: string, re: RegExp, timeoutMs = 5000): Promise<string> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    const line = safeRead(path).split("\n").find((l) => re.test(l));
-    if (line) return line;
-    await sleep(20);
-  }
-  throw new Error(`no line matching ${re} in ${path}: ${safeRead(path)}`);
 }
 
 function killQuietly(pid: number): void {
@@ -105,9 +90,7 @@ Deno.test("restore gives a process back its memory, files, signals, timers and l
     const img = await critDecodeAll(imgs);
     assert(Number(img.get("stats-restore")!.entries[0].restore.pages_restored) > 0);
     // From the inside.
-    Deno.kill(pid, "SIGTERM");
-    await waitLine(v.out, /^(PASS|FAIL)/);
-    assertMatch(Deno.readTextFileSync(v.out), /PASS/);
+    assertMatch(await verdict(v, pid), /PASS/);
   } finally {
     await stopVictim(v);
     if (pid) killQuietly(pid);
@@ -392,9 +375,7 @@ Deno.test("eventfd, signalfd, timerfd and an epoll set watching them survive dum
     const tfds = byType("EVENTPOLL").epfd.tfd.map((t: { tfd: number }) => t.tfd).sort();
     assertEquals(tfds, [Number(r.efd), Number(r.tfd)].sort());
     pid = await restoreDetached(imgs);
-    Deno.kill(pid, "SIGTERM");
-    await waitLine(v.out, /^(PASS|FAIL)/);
-    assertMatch(Deno.readTextFileSync(v.out), /PASS fds/);
+    assertMatch(await verdict(v, pid), /PASS fds/);
   } finally {
     await stopVictim(v);
     if (pid) killQuietly(pid);
@@ -427,9 +408,7 @@ Deno.test("unix sockets: pairs of every type with queued data, listeners with ac
       "both ways on a pair, 3 datagrams, 2 packets, 2 abstract datagrams, both ways accepted",
     );
     await restoreDetached(imgs);
-    Deno.kill(v.pid, "SIGTERM");
-    await waitLine(v.out, /^(PASS|FAIL)/);
-    assertMatch(Deno.readTextFileSync(v.out), /PASS unix/);
+    assertMatch(await verdict(v), /PASS unix/);
   } finally {
     await stopVictim(v);
     for (const pid of pids) killQuietly(pid);
@@ -477,9 +456,7 @@ Deno.test("POSIX timers keep their ids, clocks, signals and times", async () => 
     pid = await restoreDetached(imgs);
     const timers = Deno.readTextFileSync(`/proc/${pid}/timers`);
     assertMatch(timers, new RegExp(`ID: ${r.b}\\nsignal: 10/0*b\\n`));
-    Deno.kill(pid, "SIGTERM");
-    await waitLine(v.out, /^(PASS|FAIL)/);
-    assertMatch(Deno.readTextFileSync(v.out), /PASS ptimer/);
+    assertMatch(await verdict(v, pid), /PASS ptimer/);
   } finally {
     await stopVictim(v);
     if (pid) killQuietly(pid);
@@ -514,9 +491,7 @@ Deno.test("an open deleted file is carried in the images and deleted again after
       ![...Deno.readDirSync(v.dir)].some((e) => e.name.startsWith("ghost.txt")),
       "deleted again",
     );
-    Deno.kill(pid, "SIGTERM");
-    await waitLine(v.out, /^(PASS|FAIL)/);
-    assertMatch(Deno.readTextFileSync(v.out), /PASS ghost/);
+    assertMatch(await verdict(v, pid), /PASS ghost/);
   } finally {
     await stopVictim(v);
     if (pid) killQuietly(pid);
@@ -537,9 +512,7 @@ Deno.test("a named pipe between parent and child keeps its queued data", async (
     assertEquals(img.get("fifo-data.img")!.entries[0].bytes, 11);
     assert(img.get("files.img")!.entries.some((f: { type: string }) => f.type === "FIFO"));
     await restoreDetached(imgs);
-    Deno.kill(v.pid, "SIGTERM");
-    await waitLine(v.out, /^(PASS|FAIL)/);
-    assertMatch(Deno.readTextFileSync(v.out), /PASS fifo/);
+    assertMatch(await verdict(v), /PASS fifo/);
   } finally {
     await stopVictim(v);
     for (const pid of pids) killQuietly(pid);
@@ -567,9 +540,7 @@ Deno.test("file locks need -l, and come back with it", async () => {
       1024,
     ]);
     pid = await restoreDetached(imgs);
-    Deno.kill(pid, "SIGTERM");
-    await waitLine(v.out, /^(PASS|FAIL)/);
-    assertMatch(Deno.readTextFileSync(v.out), /PASS locks/);
+    assertMatch(await verdict(v, pid), /PASS locks/);
   } finally {
     await stopVictim(v);
     if (pid) killQuietly(pid);
@@ -590,9 +561,7 @@ Deno.test("inotify watches come back with their numbers and deliver events", asy
     assertEquals(ify.wd.map((w: { wd: number }) => w.wd).sort(), [1, 3]);
     assertMatch(ify.wd.find((w: { wd: number }) => w.wd === 3).f_handle.path, /\/file$/);
     pid = await restoreDetached(imgs);
-    Deno.kill(pid, "SIGTERM");
-    await waitLine(v.out, /^(PASS|FAIL)/);
-    assertMatch(Deno.readTextFileSync(v.out), /PASS inotify/);
+    assertMatch(await verdict(v, pid), /PASS inotify/);
   } finally {
     await stopVictim(v);
     if (pid) killQuietly(pid);
@@ -617,9 +586,7 @@ Deno.test("a sealed memfd open twice and mapped shared and private keeps content
       "only the written pages",
     );
     pid = await restoreDetached(imgs);
-    Deno.kill(pid, "SIGTERM");
-    await waitLine(v.out, /^(PASS|FAIL)/);
-    assertMatch(Deno.readTextFileSync(v.out), /PASS memfd/);
+    assertMatch(await verdict(v, pid), /PASS memfd/);
   } finally {
     await stopVictim(v);
     if (pid) killQuietly(pid);

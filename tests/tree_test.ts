@@ -18,6 +18,7 @@ import {
   stopVictim,
   tmpDir,
   tracerPid,
+  verdict,
   waitGone,
   waitReport,
 } from "./helpers.ts";
@@ -100,11 +101,7 @@ Deno.test("a tree with threads, groups, sessions, a shared pipe and a zombie: du
     assertEquals(after.find((s) => s.pid === zombie)!.state, "Z");
     assertEquals(Deno.readTextFileSync(`/proc/${zombie}/comm`), "tree\n");
 
-    Deno.kill(v.pid, "SIGTERM");
-    for (let i = 0; i < 100 && !/PASS|FAIL/.test(Deno.readTextFileSync(v.out)); i++) {
-      await sleep(50);
-    }
-    assertMatch(Deno.readTextFileSync(v.out), /PASS tree/);
+    assertMatch(await verdict(v), /PASS tree/);
   } finally {
     await stopVictim(v);
     killTree(pids);
@@ -154,11 +151,7 @@ Deno.test("a failed dump of a tree leaves every task running untouched", async (
         }
       }
     }
-    Deno.kill(v.pid, "SIGTERM");
-    for (let i = 0; i < 100 && !/PASS|FAIL/.test(Deno.readTextFileSync(v.out)); i++) {
-      await sleep(50);
-    }
-    assertMatch(Deno.readTextFileSync(v.out), /PASS tree/);
+    assertMatch(await verdict(v), /PASS tree/);
   } finally {
     await stopVictim(v);
     killTree(pids);
@@ -205,9 +198,7 @@ Deno.test("shared anonymous memory stays one object for parent and child", async
     }
     close(fd);
     assertEquals(allocated, [0n, 5n, 9n]);
-    Deno.kill(v.pid, "SIGUSR1");
-    for (let i = 0; i < 60 && !/PASS|FAIL/.test(Deno.readTextFileSync(v.out)); i++) await sleep(50);
-    assertMatch(Deno.readTextFileSync(v.out), /PASS shm/);
+    assertMatch(await verdict(v, v.pid, "SIGUSR1", 3000), /PASS shm/);
   } finally {
     await stopVictim(v);
     killTree(pids);
@@ -232,9 +223,7 @@ Deno.test("a child sharing its parent's descriptor table and fs info (CLONE_FILE
     assertEquals(ids[0].fs_id, ids[1].fs_id);
     const rest = await criu(["restore", "-D", imgs, "-d"]);
     assertEquals(rest.code, 0, rest.stderr);
-    Deno.kill(v.pid, "SIGTERM");
-    for (let i = 0; i < 60 && !/PASS|FAIL/.test(Deno.readTextFileSync(v.out)); i++) await sleep(50);
-    assertMatch(Deno.readTextFileSync(v.out), /PASS clonefiles/);
+    assertMatch(await verdict(v, v.pid, "SIGTERM", 3000), /PASS clonefiles/);
   } finally {
     await stopVictim(v);
     killTree(pids);
@@ -266,9 +255,7 @@ Deno.test("System V shared memory: a keyed segment and a removed one, shared wit
     );
     const rest = await criu(["restore", "-D", imgs, "-d"]);
     assertEquals(rest.code, 0, rest.stderr);
-    Deno.kill(v.pid, "SIGTERM");
-    for (let i = 0; i < 60 && !/PASS|FAIL/.test(Deno.readTextFileSync(v.out)); i++) await sleep(50);
-    assertMatch(Deno.readTextFileSync(v.out), /PASS sysv/);
+    assertMatch(await verdict(v, v.pid, "SIGTERM", 3000), /PASS sysv/);
   } finally {
     await stopVictim(v);
     killTree(pids);
