@@ -309,7 +309,7 @@ export function dumpFiles(
         files.entry(file_entrySchema, unixEntry(file, file.kind.socket));
         if (file.kind.socket.queue.length) ctx.skQueues.set(file.id, file.kind.socket.queue);
       } else if (file.kind.type === "inet") {
-        files.entry(file_entrySchema, inetEntry(file, file.kind.socket));
+        files.entry(file_entrySchema, inetEntry(file, file.kind.ino, file.kind.socket));
       } else if (ANON_KINDS.has(file.kind.type)) {
         files.entry(file_entrySchema, anonEntry(file, tf));
       } else if (file.kind.type === "tty") {

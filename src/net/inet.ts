@@ -22,6 +22,8 @@ import {
   setsockopt,
   SO,
   SOCK_CLOEXEC,
+  SOCK_DGRAM,
+  SOCK_STREAM,
   socket,
   sockName,
   SOL,
@@ -36,8 +38,6 @@ const EADDRINUSE = 98;
 export const TCP_STATE = { ESTABLISHED: 1, CLOSE: 7, LISTEN: 10 } as const;
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
-const SOCK_STREAM = 1;
-const SOCK_DGRAM = 2;
 
 /** What a dump records of one inet socket. */
 export interface InetSocketState {

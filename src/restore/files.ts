@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { fd_types, type file_entry } from "../../proto/gen/files_pb.ts";
+import { fd_types, type file_entry, type inet_sk_entry } from "../../proto/gen/files_pb.ts";
 import {
   close,
   errnoName,
@@ -38,8 +38,7 @@ import {
 import { addressOf, cString as cStringOf } from "../syscalls/ffi.ts";
 import { lseek } from "../syscalls/socket.ts";
 import { makeUnixSockets, type UnixSocketImage } from "../net/unix.ts";
-import { makeInetSocket } from "../net/inet.ts";
-import { inetState } from "../dump/inet_files.ts";
+import { type InetSocketState, makeInetSocket } from "../net/inet.ts";
 import type { DumpImages } from "./images.ts";
 
 const SEEK_SET = 0;
@@ -91,6 +90,40 @@ function openOrThrow(path: string, flags: number, what: string): number {
     );
   }
   return fd;
+}
+
+/** Reads an inet_sk_entry back into the state the restorer needs. */
+function inetState(e: inet_sk_entry): InetSocketState {
+  const o = e.opts!;
+  return {
+    family: e.family,
+    type: e.type,
+    proto: e.proto,
+    state: e.state,
+    srcPort: e.srcPort,
+    dstPort: e.dstPort,
+    srcAddr: e.srcAddr,
+    dstAddr: e.dstAddr,
+    backlog: e.backlog,
+    v6only: e.v6only ?? false,
+    opts: {
+      sndbuf: o.soSndbuf,
+      rcvbuf: o.soRcvbuf,
+      sndTimeo: [o.soSndTmoSec, o.soSndTmoUsec],
+      rcvTimeo: [o.soRcvTmoSec, o.soRcvTmoUsec],
+      reuseaddr: o.reuseaddr ?? false,
+      reuseport: o.soReuseport ?? false,
+      keepalive: o.soKeepalive ?? false,
+      broadcast: o.soBroadcast ?? false,
+      priority: o.soPriority ?? 0,
+      rcvlowat: o.soRcvlowat ?? 0,
+      mark: o.soMark ?? 0,
+      boundDev: o.soBoundDev ?? "",
+      keepcnt: o.tcpKeepcnt ?? 0,
+      keepidle: o.tcpKeepidle ?? 0,
+      keepintvl: o.tcpKeepintvl ?? 0,
+    },
+  };
 }
 
 /** The open file descriptions of a dump, made in this process. */

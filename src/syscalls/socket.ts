@@ -16,6 +16,8 @@ import { NR } from "./syscall_numbers.ts";
 
 /** AF_UNIX. */
 export const AF_UNIX = 1;
+/** SOCK_STREAM. */
+export const SOCK_STREAM = 1;
 /** SOCK_DGRAM. */
 export const SOCK_DGRAM = 2;
 /** SOCK_CLOEXEC. */
