@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what deno-criu needs on a fresh Debian machine that has node/npm:
-# deno (from npm), protoc, crit (Debian's criu package), gcc and binutils; then the npm
+# deno (from npm), protoc, crit (Debian's criu package), gcc and binutils, nftables, iptables,
+# iproute2 and redis-server; then the npm
 # dependencies. Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,13 @@ command -v ld >/dev/null || need_apt+=(binutils)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v crit >/dev/null || need_apt+=(criu)
 command -v python3 >/dev/null || need_apt+=(python3)
+# The network lock (nftables by default, iptables as criu's other method), the peer's network
+# namespace (ip, ss), and a real server for the TCP tests.
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v ss >/dev/null || need_apt+=(iproute2)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "setup: missing ${need_apt[*]}; run as root or: apt-get install -y ${need_apt[*]}" >&2

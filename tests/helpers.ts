@@ -221,3 +221,49 @@ export async function waitGone(pid: number, timeoutMs = 10000): Promise<boolean>
   }
   return false;
 }
+
+/** A network namespace for a peer, joined to this one by a veth pair: two hosts on one box. */
+export interface PeerNet extends AsyncDisposable {
+  /** Its name, for `ip netns exec`. */
+  ns: string;
+  /** Our end's address. */
+  hostAddr: string;
+  /** The peer's address. */
+  peerAddr: string;
+}
+
+async function ip(args: string[]): Promise<void> {
+  const out = await new Deno.Command("ip", { args, stdout: "null", stderr: "piped" }).output();
+  if (!out.success) {
+    throw new Error(`ip ${args.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
+  }
+}
+
+/** Makes a fresh peer namespace with a /24 of its own; disposing of it removes both. */
+export async function peerNetns(): Promise<PeerNet> {
+  const id = 10000 + Math.floor(Math.random() * 89999);
+  const ns = `dcr${id}`, host = `dcr${id}a`, peer = `dcr${id}b`;
+  const net = `10.${20 + (id % 200)}.${id % 250}`;
+  await ip(["netns", "add", ns]);
+  try {
+    await ip(["link", "add", host, "type", "veth", "peer", "name", peer]);
+    await ip(["link", "set", peer, "netns", ns]);
+    await ip(["addr", "add", `${net}.1/24`, "dev", host]);
+    await ip(["link", "set", host, "up"]);
+    await ip(["-n", ns, "addr", "add", `${net}.2/24`, "dev", peer]);
+    await ip(["-n", ns, "link", "set", peer, "up"]);
+    await ip(["-n", ns, "link", "set", "lo", "up"]);
+  } catch (e) {
+    await ip(["netns", "del", ns]).catch(() => {});
+    throw e;
+  }
+  return {
+    ns,
+    hostAddr: `${net}.1`,
+    peerAddr: `${net}.2`,
+    async [Symbol.asyncDispose]() {
+      await ip(["link", "del", host]).catch(() => {});
+      await ip(["netns", "del", ns]).catch(() => {});
+    },
+  };
+}

@@ -1,6 +1,7 @@
 /**
- * Inet sockets: TCP listeners and UDP sockets are dumped and rebuilt; established TCP
- * connections are refused by name (TCP repair is not done yet).
+ * Inet sockets: TCP listeners and UDP sockets are dumped and rebuilt; without
+ * --tcp-established an established TCP connection is refused by name (tcp_test.ts has the
+ * connections themselves).
  */
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
@@ -162,7 +163,8 @@ Deno.test("an established TCP connection is refused by name and the server keeps
       run.stderr,
       new RegExp(
         `fd \\d+ of task ${r.pid} \\(socket:\\[\\d+\\]\\): TCP connection 127\\.0\\.0\\.1:${port} -> ` +
-          `127\\.0\\.0\\.1:${local} \\(state 1\\); established TCP connections need --tcp-established`,
+          `127\\.0\\.0\\.1:${local} \\(ESTABLISHED\\); dump established connections with ` +
+          `--tcp-established`,
       ),
     );
     assertEquals(run.stderr.trim().split("\n").length, 1, run.stderr);

@@ -64,6 +64,10 @@ async function runDump(o: CliOptions): Promise<number> {
       timeoutSeconds: o.timeout,
       displayStats: o.displayStats,
       ghostLimit: o.ghostLimit,
+      tcpEstablished: o.tcpEstablished,
+      tcpClose: o.tcpClose,
+      skipInFlight: o.skipInFlight,
+      networkLock: o.networkLock,
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
     }, log);
     if (o.displayStats) out(formatDumpStats(r.stats));
@@ -98,6 +102,9 @@ async function runRestore(o: CliOptions): Promise<number> {
       detach: o.restoreDetached,
       shellJob: o.shellJob,
       pidfile: o.pidfile ? resolve(o.pidfile) : undefined,
+      tcpEstablished: o.tcpEstablished,
+      tcpClose: o.tcpClose,
+      networkLock: o.networkLock,
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
     }, log);
   } catch (e) {

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { LOCK_METHODS, type LockMethod } from "../net/netlock.ts";
 
 /** Parsed command line. */
 export interface CliOptions {
@@ -29,6 +30,10 @@ export interface CliOptions {
   timeout?: number;
   displayStats: boolean;
   ghostLimit?: number;
+  tcpEstablished: boolean;
+  tcpClose: boolean;
+  skipInFlight: boolean;
+  networkLock?: LockMethod;
   all: boolean;
   features: string[];
   help: boolean;
@@ -100,6 +105,21 @@ const SPECS: Spec[] = [
   { long: "no-default-config", kind: "flag", apply: () => {} },
   { long: "display-stats", kind: "flag", apply: (o) => (o.displayStats = true) },
   { long: "ghost-limit", kind: "value", apply: (o, v, n) => (o.ghostLimit = size(n, v)) },
+  { long: "tcp-established", kind: "flag", apply: (o) => (o.tcpEstablished = true) },
+  { long: "tcp-close", kind: "flag", apply: (o) => (o.tcpClose = true) },
+  { long: "skip-in-flight", kind: "flag", apply: (o) => (o.skipInFlight = true) },
+  {
+    long: "network-lock",
+    kind: "value",
+    apply: (o, v, n) => {
+      if (!LOCK_METHODS.includes(v as LockMethod)) {
+        throw new UsageError(
+          `Option ${n} takes ${LOCK_METHODS.join(", ")}; got "${v ?? ""}"`,
+        );
+      }
+      o.networkLock = v as LockMethod;
+    },
+  },
   { long: "all", kind: "flag", apply: (o) => (o.all = true) },
   { long: "feature", kind: "value", apply: (o, v) => o.features.push(v!) },
   { long: "help", short: "h", kind: "flag", apply: (o) => (o.help = true) },
@@ -108,15 +128,11 @@ const SPECS: Spec[] = [
 
 /** criu options that exist but are not implemented by deno-criu yet. */
 const NOT_YET = new Map<string, Kind>([
-  ["tcp-established", "flag"],
-  ["tcp-close", "flag"],
-  ["skip-in-flight", "flag"],
   ["external", "value"],
   ["ext-unix-sk", "optional"],
   ["inherit-fd", "value"],
   ["link-remap", "flag"],
   ["manage-cgroups", "optional"],
-  ["network-lock", "value"],
   ["root", "value"],
   ["freeze-cgroup", "value"],
   ["track-mem", "flag"],
@@ -154,6 +170,9 @@ export function parseCommandLine(argv: string[]): CliOptions {
     leaveStopped: false,
     shellJob: false,
     fileLocks: false,
+    tcpEstablished: false,
+    tcpClose: false,
+    skipInFlight: false,
     restoreDetached: false,
     displayStats: false,
     all: false,

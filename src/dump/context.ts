@@ -15,6 +15,9 @@ import type {
   remap_file_path_entry,
 } from "../../proto/gen/files_pb.ts";
 import { ImageWriter, type MagicName } from "../images/image.ts";
+import type { TcpDumpPolicy } from "../net/inet.ts";
+import { DEFAULT_LOCK_METHOD, type LockMethod } from "../net/netlock.ts";
+import { RepairedConnections } from "../net/tcp_conns.ts";
 
 /** Options of a dump, as `criu dump` takes them. */
 export interface DumpOptions {
@@ -41,6 +44,14 @@ export interface DumpOptions {
   fileLocks?: boolean;
   /** Largest deleted file whose contents the dump carries (`--ghost-limit`), default 1 MiB. */
   ghostLimit?: number;
+  /** Checkpoint established TCP connections with TCP repair (`--tcp-established`). */
+  tcpEstablished?: boolean;
+  /** Record established TCP connections without their state, to restore them closed (`--tcp-close`). */
+  tcpClose?: boolean;
+  /** Drop connections waiting to be accepted instead of refusing the dump (`--skip-in-flight`). */
+  skipInFlight?: boolean;
+  /** How TCP connections are locked while dumped (`--network-lock`), default nftables. */
+  networkLock?: LockMethod;
   /** Test hook: fail the dump at the named step, after the task is seized. */
   faultInject?: string;
 }
@@ -82,6 +93,8 @@ export class DumpContext {
   readonly fifos = new Map<number, PipeData>();
   /** Terminals by device number. */
   readonly ttys = new Map<number, TtyInfo>();
+  /** Established TCP connections held in repair mode, made on first need. */
+  tcp?: RepairedConnections;
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
   /** System V shared memory segments by IPC id, with their contents. */
@@ -107,6 +120,19 @@ export class DumpContext {
   constructor(opts: DumpOptions, log: Logger) {
     this.opts = opts;
     this.log = log;
+  }
+
+  /** What to do with TCP connections met while collecting files. */
+  tcpPolicy(): TcpDumpPolicy {
+    if (this.opts.tcpEstablished) {
+      this.tcp ??= new RepairedConnections(
+        this.opts.networkLock ?? DEFAULT_LOCK_METHOD,
+        this.opts.pid,
+        this.log,
+      );
+      return { repair: this.tcp, skipInFlight: this.opts.skipInFlight };
+    }
+    return { close: this.opts.tcpClose, skipInFlight: this.opts.skipInFlight };
   }
 
   /** A fresh id for a file entry (files.img ids are unique across the dump). */

@@ -30,6 +30,7 @@ import { syncDir } from "../images/image.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
 import { CLOCK, clockGettime, KCMP, kcmp, O } from "../syscalls/mod.ts";
+import { DEFAULT_LOCK_METHOD, LOCK_METHODS } from "../net/netlock.ts";
 import { collectTree, type FrozenTree, type TreeProcess } from "../tree/collect.ts";
 import { RemoteSyscalls } from "../tree/infect.ts";
 import { NoSuchTaskError } from "../tree/proc.ts";
@@ -150,6 +151,34 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   log.info(
     `Frozen: ${tree.processes.length} processes, ${tree.tasks.size} threads`,
   );
+  try {
+    await writeImages(ctx, tree);
+  } catch (e) {
+    // The tree is thawed as it was (the `using` above); its connections go on first.
+    ctx.tcp?.resume();
+    throw e;
+  }
+  log.info("Images written and synced");
+  // Every image is complete and durable: now the tree may go.
+  if (opts.leaveRunning || opts.leaveStopped) {
+    ctx.tcp?.resume();
+    tree.resume({ stopped: opts.leaveStopped });
+  } else {
+    tree.kill();
+    // Closed in repair mode, the sockets vanish without a word; the lock keeps the peers
+    // from hearing a reset until the restore takes it away.
+    ctx.tcp?.drop();
+  }
+  ctx.stats.frozenUs = Math.round((performance.now() - tFrozen) * 1000);
+  log.info(opts.leaveRunning || opts.leaveStopped ? "Tree released" : "Tree killed");
+
+  writeStats(ctx);
+  log.info(`Dumping finished successfully`);
+  return { images: [...ctx.written], stats: { ...ctx.stats } };
+}
+
+/** Collects the frozen tree and writes every image, synced. Kills nothing. */
+async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   checkTree(tree);
 
   // Collect and write, process by process (parents first); nothing is killed before the end.
@@ -189,6 +218,8 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
       rootIds,
       nsPerId: true,
       lsmtype: lsmtype.NO_LSM,
+      tcpClose: ctx.opts.tcpClose || undefined,
+      networkLockMethod: LOCK_METHODS.indexOf(ctx.opts.networkLock ?? DEFAULT_LOCK_METHOD),
     }),
   );
   ctx.image("seccomp.img", "SECCOMP").entry(seccomp_entrySchema, create(seccomp_entrySchema, {}));
@@ -202,20 +233,8 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   );
 
   ctx.flush();
-  syncDir(opts.imagesDir);
+  syncDir(ctx.opts.imagesDir);
   ctx.faultPoint("sync");
-
-  log.info("Images written and synced");
-  // Every image is complete and durable: now the tree may go.
-  if (opts.leaveRunning) tree.resume();
-  else if (opts.leaveStopped) tree.resume({ stopped: true });
-  else tree.kill();
-  ctx.stats.frozenUs = Math.round((performance.now() - tFrozen) * 1000);
-  log.info(opts.leaveRunning || opts.leaveStopped ? "Tree released" : "Tree killed");
-
-  writeStats(ctx);
-  log.info(`Dumping finished successfully`);
-  return { images: [...ctx.written], stats: { ...ctx.stats } };
 }
 
 function readComm(pid: number): string {

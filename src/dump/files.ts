@@ -46,6 +46,7 @@ import { registerMemfd } from "./memfd.ts";
 import { isPtySlave, major, MAJOR_TTY, readTty, writeTtyInfo } from "./tty.ts";
 import { checkUnixSockets, unixEntry, writeSkQueues } from "./unix_files.ts";
 import { inetEntry } from "./inet_files.ts";
+import { tcpStreamImageName, writeTcpStream } from "../images/tcp_stream.ts";
 
 export {
   type Fd,
@@ -72,10 +73,16 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
     if (!info) {
       let inet;
       try {
-        inet = collectInetSocket(pid, fd, ino);
+        inet = collectInetSocket(pid, fd, ino, ctx.tcpPolicy());
       } catch (e) {
         if (e instanceof InetSocketError) throw new UnsupportedError(e.message);
         throw e;
+      }
+      if (inet?.inFlight) {
+        ctx.log.warn(
+          `${what}: ${inet.inFlight} connection(s) waiting to be accepted are dropped ` +
+            `(--skip-in-flight)`,
+        );
       }
       if (inet?.queued) {
         ctx.log.warn(
@@ -310,6 +317,10 @@ export function dumpFiles(
         if (file.kind.socket.queue.length) ctx.skQueues.set(file.id, file.kind.socket.queue);
       } else if (file.kind.type === "inet") {
         files.entry(file_entrySchema, inetEntry(file, file.kind.ino, file.kind.socket));
+        const stream = file.kind.socket.stream;
+        if (stream) {
+          writeTcpStream(ctx.image(tcpStreamImageName(file.kind.ino), "TCP_STREAM"), stream);
+        }
       } else if (ANON_KINDS.has(file.kind.type)) {
         files.entry(file_entrySchema, anonEntry(file, tf));
       } else if (file.kind.type === "tty") {

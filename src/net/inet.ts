@@ -31,6 +31,9 @@ import {
   tcpInfo,
 } from "../syscalls/socket.ts";
 import { close, Errno, pidfdGetfd, pidfdOpen } from "../syscalls/mod.ts";
+import { endpointText } from "./addr.ts";
+import type { RepairedConnections } from "./tcp_conns.ts";
+import { REPAIRABLE_STATES, repairOn, restoreTcpStream, type TcpStream } from "./tcp_repair.ts";
 
 const EADDRINUSE = 98;
 
@@ -51,6 +54,10 @@ export interface InetSocketState {
   dstAddr: number[];
   backlog: number;
   v6only: boolean;
+  /** An established or half-closed TCP connection read in repair mode. */
+  stream?: TcpStream;
+  /** TCP listener: connections waiting to be accepted, dropped (`--skip-in-flight`). */
+  inFlight?: number;
   /** UDP: datagrams were waiting to be read (they are not carried, as CRIU does not). */
   queued?: boolean;
   /** SOL_SOCKET options. */
@@ -73,6 +80,37 @@ export interface InetSocketState {
   };
 }
 
+/** What a dump does with TCP connections (`--tcp-established`, `--tcp-close`). */
+export interface TcpDumpPolicy {
+  /** Checkpoint them in repair mode, held here. */
+  repair?: RepairedConnections;
+  /** Record them without their stream, to be restored closed. */
+  close?: boolean;
+  /** Drop connections waiting in a listener's accept queue instead of refusing. */
+  skipInFlight?: boolean;
+}
+
+const STATE_NAMES = [
+  "",
+  "ESTABLISHED",
+  "SYN_SENT",
+  "SYN_RECV",
+  "FIN_WAIT1",
+  "FIN_WAIT2",
+  "TIME_WAIT",
+  "CLOSE",
+  "CLOSE_WAIT",
+  "LAST_ACK",
+  "LISTEN",
+  "CLOSING",
+  "NEW_SYN_RECV",
+];
+
+/** The kernel's name of TCP state `state`. */
+export function stateName(state: number): string {
+  return STATE_NAMES[state] ?? `state ${state}`;
+}
+
 /** A socket that is not an inet socket we know, or one that cannot be dumped. */
 export class InetSocketError extends Error {
   constructor(message: string) {
@@ -93,20 +131,17 @@ function timeo(fd: number, name: number): [bigint, bigint] {
   return [tv[0], tv[1]];
 }
 
-function showAddr(family: number, port: number, words: number[]): string {
-  const bytes = new Uint8Array(new Uint32Array(words).buffer);
-  if (family === AF_INET) return `${[...bytes].join(".")}:${port}`;
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] << 8) | bytes[i + 1]).toString(16));
-  return `[${groups.join(":")}]:${port}`;
-}
-
 /**
  * Reads inet socket `fd` of frozen task `pid`, or returns null when the socket is not an
  * IPv4/IPv6 socket. Throws InetSocketError for what cannot be dumped (the message names the
  * socket and, for a connection, both of its ends).
  */
-export function collectInetSocket(pid: number, fd: number, ino: number): InetSocketState | null {
+export function collectInetSocket(
+  pid: number,
+  fd: number,
+  ino: number,
+  policy: TcpDumpPolicy = {},
+): InetSocketState | null {
   const pidfd = pidfdOpen(pid);
   let copy = -1;
   try {
@@ -129,23 +164,38 @@ export function collectInetSocket(pid: number, fd: number, ino: number): InetSoc
     const dst = peerRaw ? parseInetAddr(peerRaw) : { family, port: 0, addr: src.addr.map(() => 0) };
     let state: number = peerRaw ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
     let backlog = 0;
+    let stream: TcpStream | undefined;
+    let inFlight = 0;
     if (tcp) {
       const info = tcpInfo(copy);
       state = info.state;
+      const conn = `${endpointText(family, src.port, src.addr)} -> ` +
+        endpointText(family, dst.port, dst.addr);
       if (state === TCP_STATE.LISTEN) {
         backlog = info.sacked;
-        if (info.unacked > 0) {
+        if (info.unacked > 0 && !policy.skipInFlight) {
           throw new InetSocketError(
-            `Cannot dump ${what}: listening on ${showAddr(family, src.port, src.addr)} with ` +
-              `${info.unacked} connection(s) waiting to be accepted; established TCP ` +
-              `connections need --tcp-established, which is not supported yet`,
+            `Cannot dump ${what}: listening on ${endpointText(family, src.port, src.addr)} with ` +
+              `${info.unacked} connection(s) waiting to be accepted; dump with ` +
+              `--skip-in-flight to drop them`,
+          );
+        }
+        inFlight = info.unacked;
+      } else if (REPAIRABLE_STATES.has(state)) {
+        if (policy.repair) {
+          const ends = { family, srcAddr: src.addr, srcPort: src.port, dstAddr: dst.addr };
+          stream = policy.repair.checkpoint(copy, ino, { ...ends, dstPort: dst.port }, what);
+        } else if (!policy.close) {
+          throw new InetSocketError(
+            `Cannot dump ${what}: TCP connection ${conn} (${stateName(state)}); dump ` +
+              `established connections with --tcp-established (or --tcp-close to restore ` +
+              `them closed)`,
           );
         }
       } else if (state !== TCP_STATE.CLOSE) {
         throw new InetSocketError(
-          `Cannot dump ${what}: TCP connection ${showAddr(family, src.port, src.addr)} -> ` +
-            `${showAddr(family, dst.port, dst.addr)} (state ${state}); established TCP ` +
-            `connections need --tcp-established, which is not supported yet`,
+          `Cannot dump ${what}: TCP connection ${conn} is in state ${stateName(state)}, ` +
+            `which cannot be dumped`,
         );
       }
     }
@@ -168,6 +218,8 @@ export function collectInetSocket(pid: number, fd: number, ino: number): InetSoc
       srcAddr: src.addr,
       dstAddr: dst.addr,
       backlog,
+      stream,
+      inFlight,
       v6only: family === AF_INET6 && int(copy, IPV6_V6ONLY, SOL.IPV6) !== 0,
       opts: {
         sndbuf: int(copy, SO.SNDBUF),
@@ -201,11 +253,19 @@ function setTimeo(fd: number, name: number, tv: [bigint, bigint]): void {
   if (tv[0] || tv[1]) setsockopt(fd, name, new Uint8Array(new BigInt64Array(tv).buffer));
 }
 
+/** Whether `s` is a TCP connection (established or half-closed). */
+export function isTcpConnection(s: InetSocketState): boolean {
+  return s.proto === IPPROTO_TCP && REPAIRABLE_STATES.has(s.state);
+}
+
 /**
  * Makes a socket like `s` (close-on-exec; the caller sets the open flags): options first, then
- * bind, listen or connect. `what` names it in errors.
+ * bind, listen or connect. A TCP connection comes back from its stream in repair mode (the
+ * caller turns it off when the tree resumes). `what` names it in errors.
  */
 export function makeInetSocket(s: InetSocketState, what: string): number {
+  const conn = isTcpConnection(s);
+  if (conn && !s.stream) throw new InetSocketError(`Cannot restore ${what}: no stream image`);
   const fd = socket(s.family, s.type | SOCK_CLOEXEC, s.proto);
   try {
     const o = s.opts;
@@ -231,6 +291,9 @@ export function makeInetSocket(s: InetSocketState, what: string): number {
       // Rebinding a port that connections of the dumped process left in TIME_WAIT needs
       // SO_REUSEADDR; the socket's own setting is put back after.
       setInt(fd, SO.REUSEADDR, 1);
+      // A connection shares its port with its listener: repair mode lets it bind there. It
+      // comes after SO_REUSEADDR, which would undo it.
+      if (conn) repairOn(fd);
       bindRaw(fd, inetSockaddr({ family: s.family, port: s.srcPort, addr: s.srcAddr }), what);
     }
     setInt(fd, SO.REUSEADDR, o.reuseaddr ? 1 : 0);
@@ -240,7 +303,7 @@ export function makeInetSocket(s: InetSocketState, what: string): number {
       } catch (e) {
         if (e instanceof Errno && e.errno === EADDRINUSE) {
           throw new InetSocketError(
-            `Cannot listen again on ${showAddr(s.family, s.srcPort, s.srcAddr)} for ${what}: ` +
+            `Cannot listen again on ${endpointText(s.family, s.srcPort, s.srcAddr)} for ${what}: ` +
               `the port is in use${
                 o.reuseaddr
                   ? ""
@@ -251,6 +314,8 @@ export function makeInetSocket(s: InetSocketState, what: string): number {
         }
         throw e;
       }
+    } else if (conn) {
+      restoreTcpStream(fd, s, s.stream!, what);
     } else if (s.proto === IPPROTO_UDP && s.dstPort) {
       connectRaw(fd, inetSockaddr({ family: s.family, port: s.dstPort, addr: s.dstAddr }), what);
     }

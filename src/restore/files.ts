@@ -38,7 +38,12 @@ import {
 import { addressOf, cString as cStringOf } from "../syscalls/ffi.ts";
 import { lseek } from "../syscalls/socket.ts";
 import { makeUnixSockets, type UnixSocketImage } from "../net/unix.ts";
-import { type InetSocketState, makeInetSocket } from "../net/inet.ts";
+import { type InetSocketState, isTcpConnection, makeInetSocket, TCP_STATE } from "../net/inet.ts";
+import { describe } from "../net/netlock.ts";
+import type { RepairedConnections } from "../net/tcp_conns.ts";
+import { ImageError } from "../images/image.ts";
+import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
+import { join } from "node:path";
 import type { DumpImages } from "./images.ts";
 
 const SEEK_SET = 0;
@@ -93,7 +98,7 @@ function openOrThrow(path: string, flags: number, what: string): number {
 }
 
 /** Reads an inet_sk_entry back into the state the restorer needs. */
-function inetState(e: inet_sk_entry): InetSocketState {
+export function inetState(e: inet_sk_entry): InetSocketState {
   const o = e.opts!;
   return {
     family: e.family,
@@ -126,16 +131,28 @@ function inetState(e: inet_sk_entry): InetSocketState {
   };
 }
 
+/** What a restore does with TCP connections in the images. */
+export interface FileTableTcp {
+  /** Restore them from their streams (`--tcp-established`). */
+  established: boolean;
+  /** Restore them closed (`--tcp-close`, or a dump made with it). */
+  close: boolean;
+  /** Where the rebuilt connections are held in repair mode until the tree resumes. */
+  conns: RepairedConnections;
+}
+
 /** The open file descriptions of a dump, made in this process. */
 export class FileTable implements Disposable {
   readonly #byId = new Map<number, number>();
   readonly #service = new Map<string, number>();
   readonly #dump: DumpImages;
   readonly #shellJob: boolean;
+  readonly #tcp: FileTableTcp;
 
-  constructor(dump: DumpImages, shellJob: boolean) {
+  constructor(dump: DumpImages, shellJob: boolean, tcp: FileTableTcp) {
     this.#dump = dump;
     this.#shellJob = shellJob;
+    this.#tcp = tcp;
   }
 
   /** The description of file entry `id` (made on first use). */
@@ -438,17 +455,34 @@ export class FileTable implements Disposable {
     return fd;
   }
 
-  /** A TCP or UDP socket, bound, listening or connected (UDP) again. */
+  /** A TCP or UDP socket, bound, listening or connected again. */
   #inetSocket(f: file_entry, forFd: number, pid: number): number {
     const isk = f.isk!;
     const what = `fd ${forFd} of task ${pid} (socket:[${isk.ino}])`;
+    let state = inetState(isk);
+    const conn = isTcpConnection(state);
     let fd;
     try {
-      fd = makeInetSocket(inetState(isk), what);
+      if (conn && this.#tcp.close) {
+        state = { ...state, state: TCP_STATE.CLOSE, srcPort: 0, dstPort: 0 };
+      } else if (conn && !this.#tcp.established) {
+        throw new RestoreError(
+          `Cannot restore ${what}: it was TCP connection ${describe(state)}; restore with ` +
+            `--tcp-established (or --tcp-close to restore it closed)`,
+        );
+      } else if (conn) {
+        state.stream = readTcpStream(
+          join(this.#dump.dir, tcpStreamImageName(isk.ino)),
+          state.state,
+        );
+      }
+      fd = makeInetSocket(state, what);
     } catch (e) {
+      if (e instanceof ImageError || e instanceof RestoreError) throw e;
       const msg = e instanceof Error ? e.message : String(e);
       throw new RestoreError(msg.includes(what) ? msg : `Cannot restore ${what}: ${msg}`);
     }
+    if (state.stream) this.#tcp.conns.hold(fd, isk.ino, state.stream);
     const fl = isk.flags & SETFL_MASK;
     if (fl) fcntl(fd, F.SETFL, fl);
     return fd;

@@ -53,7 +53,10 @@ import { NoSuchTaskError } from "../tree/proc.ts";
 import { decodeBase64 } from "../util/base64.ts";
 import { cString } from "../syscalls/ffi.ts";
 import { RemoteArena } from "./arena.ts";
-import { FileTable, RestoreError, writeShmemImage } from "./files.ts";
+import { DEFAULT_LOCK_METHOD, LOCK_METHODS, type LockMethod } from "../net/netlock.ts";
+import { RepairedConnections } from "../net/tcp_conns.ts";
+import { type InetSocketState, isTcpConnection } from "../net/inet.ts";
+import { FileTable, type FileTableTcp, inetState, RestoreError, writeShmemImage } from "./files.ts";
 import { installFiles } from "./install.ts";
 import { PidTakenError, spawnTask } from "./helper.ts";
 
@@ -81,6 +84,12 @@ export interface RestoreOptions {
   shellJob?: boolean;
   /** Write the restored root task's PID here (`--pidfile`); an existing file is an error. */
   pidfile?: string;
+  /** Restore established TCP connections (`--tcp-established`). */
+  tcpEstablished?: boolean;
+  /** Restore established TCP connections closed (`--tcp-close`). */
+  tcpClose?: boolean;
+  /** How the dump locked the network (`--network-lock`); default: what inventory.img says. */
+  networkLock?: LockMethod;
   /** Test hook: fail at the named stage after the task exists. */
   faultInject?: string;
 }
@@ -187,6 +196,42 @@ export async function restore(
   const t0 = performance.now();
   // 1. READ
   const dump = readDump(opts.imagesDir);
+  const lockMethod = opts.networkLock ??
+    LOCK_METHODS[dump.inventory.networkLockMethod ?? -1] ?? DEFAULT_LOCK_METHOD;
+  const tcp = {
+    established: opts.tcpEstablished ?? false,
+    close: (opts.tcpClose || dump.inventory.tcpClose) ?? false,
+    conns: new RepairedConnections(lockMethod, dump.tasks[0].pstree.pid, log),
+  };
+  // The dump locked these; whatever happens below, the lock goes.
+  for (const c of tcpConnections(dump)) tcp.conns.lock.adopt(c);
+  try {
+    return await restoreTree(dump, opts, log, tcp, t0);
+  } catch (e) {
+    tcp.conns.drop({ unlock: true });
+    throw e;
+  }
+}
+
+/** The TCP connections (established or half-closed) in the images. */
+function tcpConnections(dump: DumpImages): InetSocketState[] {
+  const out: InetSocketState[] = [];
+  for (const f of dump.files.values()) {
+    if (!f.isk) continue;
+    const s = inetState(f.isk);
+    if (isTcpConnection(s)) out.push(s);
+  }
+  return out;
+}
+
+/** Restores the tree of `dump`: steps 1 (checks) to 7 (resume). */
+async function restoreTree(
+  dump: DumpImages,
+  opts: RestoreOptions,
+  log: Logger,
+  tcp: FileTableTcp,
+  t0: number,
+): Promise<RestoreResult> {
   const rootTask = dump.tasks[0];
   const pid = rootTask.pstree.pid;
   if (rootTask.zombie) throw new RestoreError(`Cannot restore: the root task ${pid} is a zombie`);
@@ -218,7 +263,7 @@ export async function restore(
     let pages = 0;
     for (const { entry, data } of dump.sysvShm.values()) ensureSysvSegment(entry, data);
     {
-      using table = new FileTable(dump, opts.shellJob ?? false);
+      using table = new FileTable(dump, opts.shellJob ?? false, tcp);
       const shmem = new Map<bigint, number>();
       try {
         for (const p of procs) {
@@ -237,7 +282,9 @@ export async function restore(
     markSysvRemoved([...dump.sysvShm.values()].map((x) => x.entry));
     restoreGroups(procs, opts.shellJob ?? false);
 
-    // 7. RESUME: children and threads first; zombies are left to exit.
+    // 7. RESUME: connections out of repair mode and the network unlocked, then children and
+    // threads first; zombies are left to exit.
+    tcp.conns.resume();
     for (const p of [...procs].reverse()) {
       if (p.task.zombie) continue;
       for (const th of p.threads) release(th.seized, th.core, p.task.core);
@@ -263,7 +310,8 @@ export async function restore(
     }
     return result;
   } catch (e) {
-    log.error(`Restore of task ${pid} failed; killing what was made`);
+    log.info(`Restore of task ${pid} failed; killing what was made`);
+    tcp.conns.drop();
     for (const p of procs) {
       for (const t of [p.seized, ...p.threads.map((x) => x.seized)]) t.sendKill();
     }

@@ -185,6 +185,7 @@ export const F = {
   GETFL: 3,
   SETFL: 4,
   GETOWN: 9,
+  DUPFD_CLOEXEC: 1030,
   SETPIPE_SZ: 1031,
   GETPIPE_SZ: 1032,
 } as const;

@@ -151,7 +151,31 @@ export const SO = {
 /** Protocol levels and their options used by deno-criu. */
 export const SOL = { SOCKET: 1, IP: 0, TCP: 6, IPV6: 41 } as const;
 /** TCP_* options. */
-export const TCP_OPT = { NODELAY: 1, KEEPIDLE: 4, KEEPINTVL: 5, KEEPCNT: 6, INFO: 11 } as const;
+export const TCP_OPT = {
+  NODELAY: 1,
+  MAXSEG: 2,
+  CORK: 3,
+  KEEPIDLE: 4,
+  KEEPINTVL: 5,
+  KEEPCNT: 6,
+  INFO: 11,
+  REPAIR: 19,
+  REPAIR_QUEUE: 20,
+  QUEUE_SEQ: 21,
+  REPAIR_OPTIONS: 22,
+  TIMESTAMP: 24,
+  REPAIR_WINDOW: 29,
+} as const;
+/** TCP_REPAIR_QUEUE values. */
+export const TCP_QUEUE = { NONE: 0, RECV: 1, SEND: 2 } as const;
+/** TCP_REPAIR values. */
+export const TCP_REPAIR = { OFF: 0, ON: 1, OFF_NO_WINDOW_PROBE: -1 } as const;
+/** Socket ioctls: bytes in the receive queue, in the send queue, and not yet sent. */
+export const SIOC = { INQ: 0x541b, OUTQ: 0x5411, OUTQNSD: 0x894b } as const;
+/** IPPROTO_* numbers. */
+export const IPPROTO = { TCP: 6, UDP: 17, RAW: 255 } as const;
+/** SOCK_RAW. */
+export const SOCK_RAW = 3;
 /** IPV6_V6ONLY. */
 export const IPV6_V6ONLY = 26;
 /** Address families. */
@@ -204,6 +228,11 @@ export function sockName(fd: number, peer = false): Uint8Array | null {
 export interface TcpInfo {
   /** TCP_* state (1 established, 7 close, 10 listen). */
   state: number;
+  /** TCPI_OPT_* bits: 1 timestamps, 2 SACK, 4 window scaling. */
+  options: number;
+  /** Window scale shifts, ours for sending and for receiving. */
+  sndWscale: number;
+  rcvWscale: number;
   /** For a listener: connections waiting to be accepted. */
   unacked: number;
   /** For a listener: its backlog. */
@@ -215,7 +244,14 @@ export function tcpInfo(fd: number): TcpInfo {
   const raw = new Uint8Array(104);
   getsockopt(fd, TCP_OPT.INFO, raw, SOL.TCP);
   const v = new DataView(raw.buffer);
-  return { state: raw[0], unacked: v.getUint32(24, true), sacked: v.getUint32(28, true) };
+  return {
+    state: raw[0],
+    options: raw[5],
+    sndWscale: raw[6] & 0xf,
+    rcvWscale: raw[6] >> 4,
+    unacked: v.getUint32(24, true),
+    sacked: v.getUint32(28, true),
+  };
 }
 
 /** bind(2) to raw address bytes. */
@@ -321,6 +357,41 @@ export function sendAll(
   if (Number(ret) !== data.length) {
     throw new Error(`Short send on fd ${fd}: ${ret} of ${data.length} bytes`);
   }
+}
+
+/** send(2) once: the bytes taken, which may be fewer than given. */
+export function sendSome(fd: number, data: Uint8Array, what: string): number {
+  const ret = sys(NR.sendto, BigInt(fd), addressOf(data), BigInt(data.length), 0n, 0n, 0n);
+  return Number(unwrap(ret, "send", what));
+}
+
+/** sendto(2) of a whole datagram to raw address bytes. */
+export function sendTo(fd: number, data: Uint8Array, addr: Uint8Array, what: string): void {
+  const ret = sys(
+    NR.sendto,
+    BigInt(fd),
+    addressOf(data),
+    BigInt(data.length),
+    0n,
+    addressOf(addr),
+    BigInt(addr.length),
+  );
+  unwrap(ret, "sendto", what);
+}
+
+/** recv(2) with MSG_PEEK | MSG_DONTWAIT into `buf`: the bytes copied (0 when none wait). */
+export function peekInto(fd: number, buf: Uint8Array, what: string): number {
+  const ret = sys(
+    NR.recvfrom,
+    BigInt(fd),
+    addressOf(buf),
+    BigInt(buf.length),
+    BigInt(MSG.PEEK | MSG.DONTWAIT),
+    0n,
+    0n,
+  );
+  if (ret < 0n && lastErrno() === 11) return 0;
+  return Number(unwrap(ret, "recv(MSG_PEEK)", what));
 }
 
 /**

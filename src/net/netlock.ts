@@ -1,0 +1,181 @@
+/**
+ * The network lock: while a tree's TCP connections are checkpointed and until they are
+ * restored, their packets are dropped in both directions, so that the peer sees neither a
+ * reset (the dumped socket is gone) nor an acknowledgement for bytes the images do not hold.
+ * The peer retransmits; the restored socket takes the bytes once the lock is gone.
+ *
+ * Methods, as `criu --network-lock` names them:
+ * - `nftables`: one table `inet CRIU-<root pid>` with input and output chains dropping the
+ *   connections kept in two sets; unlocking deletes the table.
+ * - `iptables`: two rules per connection in INPUT and OUTPUT (ip6tables for IPv6);
+ *   unlocking deletes them.
+ * - `skip`: nothing (the caller locks the network itself).
+ *
+ * Both let through packets with LOCK_BYPASS_MARK (the FIN a restore forges for a half-closed
+ * connection). The command-line tools do the work (nft, iptables), as with criu's defaults.
+ *
+ * @module
+ */
+import type { Logger } from "../log.ts";
+import { AF_INET6 } from "../syscalls/socket.ts";
+import { addrText, endpointText } from "./addr.ts";
+import { LOCK_BYPASS_MARK } from "./tcp_segment.ts";
+
+/** How the network is locked (`--network-lock`). */
+export type LockMethod = "iptables" | "nftables" | "skip";
+
+/** The methods by their number in inventory.img (CRIU's NETWORK_LOCK_* order). */
+export const LOCK_METHODS: readonly LockMethod[] = ["iptables", "nftables", "skip"];
+
+/** The default method. */
+export const DEFAULT_LOCK_METHOD: LockMethod = "nftables";
+
+/** A TCP connection as seen from its local end. */
+export interface Connection {
+  family: number;
+  srcAddr: number[];
+  srcPort: number;
+  dstAddr: number[];
+  dstPort: number;
+}
+
+/** Locking or unlocking the network failed. */
+export class NetworkLockError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "NetworkLockError";
+  }
+}
+
+/** Runs `tool` to its end; a missing tool is a NetworkLockError naming it. */
+function runTool(tool: string, args: string[]): { ok: boolean; err: string } {
+  try {
+    const out = new Deno.Command(tool, { args, stdin: "null", stdout: "null", stderr: "piped" })
+      .outputSync();
+    return { ok: out.success, err: new TextDecoder().decode(out.stderr).trim() };
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new NetworkLockError(
+        `Cannot lock the network: ${tool} is not installed (install it, or choose another ` +
+          `method with --network-lock)`,
+      );
+    }
+    throw e;
+  }
+}
+
+/** The lock of one tree's connections. */
+export class NetworkLock {
+  readonly method: LockMethod;
+  readonly table: string;
+  readonly #log: Logger;
+  #tableMade = false;
+  readonly #locked: Connection[] = [];
+
+  constructor(method: LockMethod, rootPid: number, log: Logger) {
+    this.method = method;
+    this.table = `CRIU-${rootPid}`;
+    this.#log = log;
+  }
+
+  /** Connections locked by this object. */
+  get locked(): readonly Connection[] {
+    return this.#locked;
+  }
+
+  /** Records `c` as locked by an earlier run (the dump), for `unlock`. */
+  adopt(c: Connection): void {
+    if (this.method !== "skip") this.#locked.push(c);
+  }
+
+  /** Drops the packets of `c` from now on. */
+  lock(c: Connection): void {
+    if (this.method === "skip") return;
+    if (this.method === "nftables") this.#nftLock(c);
+    else this.#iptables("-I", c);
+    this.#locked.push(c);
+    this.#log.info(`Network locked for ${describe(c)} (${this.method})`);
+  }
+
+  #nftLock(c: Connection): void {
+    const t = `inet ${this.table}`;
+    const lines: string[] = [];
+    if (!this.#tableMade) {
+      const m = `0x${LOCK_BYPASS_MARK.toString(16)}`;
+      lines.push(
+        `add table ${t}`,
+        `add chain ${t} output { type filter hook output priority 0; policy accept; }`,
+        `add chain ${t} input { type filter hook input priority 0; policy accept; }`,
+        `add set ${t} conns4 { type ipv4_addr . inet_service . ipv4_addr . inet_service; }`,
+        `add set ${t} conns6 { type ipv6_addr . inet_service . ipv6_addr . inet_service; }`,
+        `add rule ${t} output meta mark ${m} accept`,
+        `add rule ${t} output ip saddr . tcp sport . ip daddr . tcp dport @conns4 drop`,
+        `add rule ${t} output ip6 saddr . tcp sport . ip6 daddr . tcp dport @conns6 drop`,
+        `add rule ${t} input meta mark ${m} accept`,
+        `add rule ${t} input ip daddr . tcp dport . ip saddr . tcp sport @conns4 drop`,
+        `add rule ${t} input ip6 daddr . tcp dport . ip6 saddr . tcp sport @conns6 drop`,
+      );
+    }
+    const set = c.family === AF_INET6 ? "conns6" : "conns4";
+    const src = addrText(c.family, c.srcAddr), dst = addrText(c.family, c.dstAddr);
+    lines.push(`add element ${t} ${set} { ${src} . ${c.srcPort} . ${dst} . ${c.dstPort} }`);
+    const r = runTool("nft", [lines.join("\n")]);
+    if (!r.ok) {
+      throw new NetworkLockError(`Cannot lock the network for ${describe(c)} with nft: ${r.err}`);
+    }
+    this.#tableMade = true;
+  }
+
+  #iptables(op: "-I" | "-D", c: Connection): boolean {
+    const tool = c.family === AF_INET6 ? "ip6tables" : "iptables";
+    const src = addrText(c.family, c.srcAddr), dst = addrText(c.family, c.dstAddr);
+    const mark = ["-m", "mark", "!", "--mark", `0x${LOCK_BYPASS_MARK.toString(16)}`];
+    const rules = [
+      ["OUTPUT", "-p", "tcp", "-s", src, "--sport", `${c.srcPort}`, "-d", dst, "--dport"],
+      ["INPUT", "-p", "tcp", "-s", dst, "--sport", `${c.dstPort}`, "-d", src, "--dport"],
+    ];
+    const ports = [`${c.dstPort}`, `${c.srcPort}`];
+    let all = true;
+    for (const [i, rule] of rules.entries()) {
+      const r = runTool(tool, ["-w", op, ...rule, ports[i], ...mark, "-j", "DROP"]);
+      if (!r.ok) {
+        if (op === "-I") {
+          throw new NetworkLockError(
+            `Cannot lock the network for ${describe(c)} with ${tool}: ${r.err}`,
+          );
+        }
+        all = false;
+      }
+    }
+    return all;
+  }
+
+  /**
+   * Removes the lock of this tree: the nftables table, or the iptables rules of `conns`
+   * (default: those this object added). Never throws; problems are logged.
+   */
+  unlock(conns: readonly Connection[] = this.#locked): void {
+    if (!conns.length && !this.#tableMade) return;
+    try {
+      if (this.method === "nftables") {
+        const r = runTool("nft", ["delete", "table", "inet", this.table]);
+        if (!r.ok && !/No such file/.test(r.err)) {
+          this.#log.error(`Cannot remove the network lock table ${this.table}: ${r.err}`);
+        } else if (r.ok) this.#log.info(`Network unlocked (table ${this.table} removed)`);
+      } else if (this.method === "iptables") {
+        for (const c of conns) this.#iptables("-D", c);
+        if (conns.length) this.#log.info(`Network unlocked (${conns.length} connections)`);
+      }
+    } catch (e) {
+      this.#log.error(`Cannot remove the network lock: ${(e as Error).message}`);
+    }
+    this.#locked.length = 0;
+    this.#tableMade = false;
+  }
+}
+
+/** A connection as text: `10.0.0.1:80 -> 10.0.0.2:40000`. */
+export function describe(c: Connection): string {
+  return `${endpointText(c.family, c.srcPort, c.srcAddr)} -> ` +
+    endpointText(c.family, c.dstPort, c.dstAddr);
+}

@@ -1,0 +1,90 @@
+/**
+ * The TCP connections of a dump or a restore (`RepairedConnections`), held in repair mode
+ * through descriptors of this process.
+ *
+ * Dump: each connection is locked in the network, put into repair mode and read once. A dump
+ * that fails, or leaves the tree running, takes them out of repair mode and unlocks the
+ * network; a dump that kills the tree closes them silently and leaves the lock for the
+ * restore to remove.
+ *
+ * Restore: each rebuilt socket is held until the tree resumes; then repair mode goes off and
+ * the network is unlocked. A failed restore closes them silently and unlocks.
+ *
+ * @module
+ */
+import type { Logger } from "../log.ts";
+import { close, F, fcntl } from "../syscalls/mod.ts";
+import { type Connection, describe, type LockMethod, NetworkLock } from "./netlock.ts";
+import { readTcpStream, repairOff, repairOn, sendUnsent, type TcpStream } from "./tcp_repair.ts";
+
+/** Established connections of one dump, held in repair mode. */
+export class RepairedConnections {
+  readonly lock: NetworkLock;
+  readonly #log: Logger;
+  readonly #byIno = new Map<number, { fd: number; stream: TcpStream; restored?: boolean }>();
+
+  constructor(method: LockMethod, rootPid: number, log: Logger) {
+    this.lock = new NetworkLock(method, rootPid, log);
+    this.#log = log;
+  }
+
+  /**
+   * Locks connection `c` of socket `ino`, puts the socket (`fd`, a descriptor of this process
+   * that stays the caller's) into repair mode and reads it. A socket met again (shared by
+   * several descriptors) is read once.
+   */
+  checkpoint(fd: number, ino: number, c: Connection, what: string): TcpStream {
+    const known = this.#byIno.get(ino);
+    if (known) return known.stream;
+    this.lock.lock(c);
+    const mine = fcntl(fd, F.DUPFD_CLOEXEC, 3);
+    repairOn(mine);
+    this.#byIno.set(ino, { fd: mine, stream: undefined as unknown as TcpStream });
+    const stream = readTcpStream(mine, what);
+    this.#byIno.set(ino, { fd: mine, stream });
+    this.#log.info(
+      `TCP ${describe(c)}: ${stream.inqLen} bytes to read, ${stream.outqLen} to send ` +
+        `(${stream.unsqLen} unsent)`,
+    );
+    return stream;
+  }
+
+  /** Holds restored socket `fd` (a duplicate; the socket is in repair mode) until `resume`. */
+  hold(fd: number, ino: number, stream: TcpStream): void {
+    this.#byIno.set(ino, { fd: fcntl(fd, F.DUPFD_CLOEXEC, 3), stream, restored: true });
+  }
+
+  /** How many connections are held. */
+  get size(): number {
+    return this.#byIno.size;
+  }
+
+  /**
+   * The connections go on: repair mode off (a restored one is then given the bytes it had not
+   * sent yet), and the network unlocked. Never throws: a connection that cannot go on is
+   * logged.
+   */
+  resume(): void {
+    for (const [ino, { fd, stream, restored }] of this.#byIno) {
+      try {
+        repairOff(fd);
+        if (restored && stream.unsqLen) sendUnsent(fd, stream, `socket:[${ino}]`);
+      } catch (e) {
+        this.#log.error(`TCP socket:[${ino}] cannot go on: ${(e as Error).message}`);
+      }
+      close(fd);
+    }
+    this.#byIno.clear();
+    this.lock.unlock();
+  }
+
+  /**
+   * The tree is dead: the sockets close in repair mode (no FIN, no reset). After a dump the
+   * lock stays for the restore to remove; after a failed restore `unlock` removes it too.
+   */
+  drop(opts: { unlock?: boolean } = {}): void {
+    for (const { fd } of this.#byIno.values()) close(fd);
+    this.#byIno.clear();
+    if (opts.unlock) this.lock.unlock();
+  }
+}

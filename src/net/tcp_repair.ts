@@ -1,0 +1,295 @@
+/**
+ * TCP repair: reading an established connection's state out of the kernel and putting it into
+ * a new socket, so that the connection goes on with the same sequence numbers and bytes.
+ *
+ * A socket in repair mode (TCP_REPAIR) sends nothing: at dump its queues are peeked and its
+ * sequence numbers, options and window read; it then closes silently when the dumped task
+ * dies. At restore a new socket in repair mode is bound, given the sequence numbers, and
+ * "connected" (no handshake), its queues refilled, its window set; repair mode is turned off
+ * only when the tree resumes (`repairOff`), and then the bytes never sent are written
+ * (`sendUnsent`).
+ *
+ * ```
+ *            snd_una        snd_nxt        write_seq (outq_seq)
+ * send queue   |-- sent, unacked --|-- unsent --|          outq_len = write_seq - snd_una
+ *                                  <- unsq_len ->
+ *            copied_seq     rcv_nxt (inq_seq)
+ * recv queue   |--- unread ---|                            inq_len
+ * ```
+ *
+ * Half-closed connections carry a FIN in a queue: the FIN we sent is put back with shutdown()
+ * in repair mode, and the FIN the peer sent is replayed by a segment forged from the peer
+ * (net/tcp_segment.ts), which the network lock lets through by its mark.
+ *
+ * @module
+ */
+import { ioctl } from "../syscalls/process.ts";
+import {
+  connectRaw,
+  getsockopt,
+  inetSockaddr,
+  peekInto,
+  sendSome,
+  setsockopt,
+  shutdown,
+  SIOC,
+  SOL,
+  TCP_OPT,
+  TCP_QUEUE,
+  TCP_REPAIR,
+  tcpInfo,
+} from "../syscalls/socket.ts";
+import { Errno } from "../syscalls/mod.ts";
+import { sendFakeSegment, TH } from "./tcp_segment.ts";
+
+/** Kernel TCP states of a connection. */
+export const TCP_CONN_STATE = {
+  ESTABLISHED: 1,
+  FIN_WAIT1: 4,
+  FIN_WAIT2: 5,
+  CLOSE_WAIT: 8,
+  LAST_ACK: 9,
+  CLOSING: 11,
+} as const;
+
+/** States whose connection is dumped with repair (established and half-closed). */
+export const REPAIRABLE_STATES: ReadonlySet<number> = new Set(Object.values(TCP_CONN_STATE));
+
+const bit = (...states: number[]) => states.reduce((m, s) => m | (1 << s), 0);
+const S = TCP_CONN_STATE;
+/** Our FIN was sent before the peer's (or the peer's has not come). */
+const SNDQ_FIRST_FIN = bit(S.FIN_WAIT1, S.FIN_WAIT2, S.CLOSING);
+/** Our FIN was sent after the peer's. */
+const SNDQ_SECOND_FIN = bit(S.LAST_ACK);
+/** The peer acknowledged our FIN. */
+const SNDQ_FIN_ACKED = bit(S.FIN_WAIT2);
+/** The peer's FIN came before ours. */
+const RCVQ_FIRST_FIN = bit(S.CLOSE_WAIT, S.LAST_ACK);
+/** The peer's FIN came after ours. */
+const RCVQ_SECOND_FIN = bit(S.CLOSING);
+
+/** TCPI_OPT_* bits of opt_mask. */
+export const TCPI_OPT = { TIMESTAMPS: 1, SACK: 2, WSCALE: 4 } as const;
+const TCPOPT = { MAXSEG: 2, WINDOW: 3, SACK_PERM: 4, TIMESTAMP: 8 } as const;
+
+/** What a dump reads of one connection: tcp_stream_entry and the bytes of its queues. */
+export interface TcpStream {
+  state: number;
+  inqSeq: number;
+  inqLen: number;
+  outqSeq: number;
+  outqLen: number;
+  /** Bytes of the send queue never sent. */
+  unsqLen: number;
+  optMask: number;
+  sndWscale: number;
+  rcvWscale: number;
+  mssClamp: number;
+  timestamp: number;
+  cork: boolean;
+  nodelay: boolean;
+  window: { sndWl1: number; sndWnd: number; maxWindow: number; rcvWnd: number; rcvWup: number };
+  inq: Uint8Array;
+  outq: Uint8Array;
+}
+
+function u32(fd: number, name: number): number {
+  const v = new Uint32Array(1);
+  getsockopt(fd, name, new Uint8Array(v.buffer), SOL.TCP);
+  return v[0];
+}
+
+function setU32(fd: number, name: number, value: number): void {
+  setsockopt(fd, name, new Uint8Array(new Uint32Array([value >>> 0]).buffer), SOL.TCP);
+}
+
+function setI32(fd: number, name: number, value: number): void {
+  setsockopt(fd, name, new Uint8Array(new Int32Array([value]).buffer), SOL.TCP);
+}
+
+function ioctlInt(fd: number, req: number, what: string): number {
+  const v = new Int32Array(1);
+  ioctl(fd, req, new Uint8Array(v.buffer), what);
+  return v[0];
+}
+
+/** Puts `fd` into repair mode. */
+export function repairOn(fd: number): void {
+  setI32(fd, TCP_OPT.REPAIR, TCP_REPAIR.ON);
+}
+
+/** Takes `fd` out of repair mode (the kernel then sends a window probe to the peer). */
+export function repairOff(fd: number): void {
+  setI32(fd, TCP_OPT.REPAIR, TCP_REPAIR.OFF);
+}
+
+function peekQueue(fd: number, queue: number, len: number, what: string): Uint8Array {
+  setI32(fd, TCP_OPT.REPAIR_QUEUE, queue);
+  const buf = new Uint8Array(len);
+  if (!len) return buf;
+  const got = peekInto(fd, buf, what);
+  if (got !== len) {
+    throw new Error(
+      `Cannot read the ${queue === TCP_QUEUE.RECV ? "receive" : "send"} queue of ` +
+        `${what}: ${got} of ${len} bytes`,
+    );
+  }
+  return buf;
+}
+
+function queueSeq(fd: number, queue: number): number {
+  setI32(fd, TCP_OPT.REPAIR_QUEUE, queue);
+  return u32(fd, TCP_OPT.QUEUE_SEQ);
+}
+
+/** Reads the connection of `fd`, which must be in repair mode. */
+export function readTcpStream(fd: number, what: string): TcpStream {
+  const info = tcpInfo(fd);
+  const inqLen = ioctlInt(fd, SIOC.INQ, what);
+  let outqLen = ioctlInt(fd, SIOC.OUTQ, what);
+  let unsqLen = ioctlInt(fd, SIOC.OUTQNSD, what);
+  // Our FIN, not yet acknowledged, is counted in the send queue but is not a byte of it.
+  if ((1 << info.state) & (SNDQ_FIRST_FIN | SNDQ_SECOND_FIN) & ~SNDQ_FIN_ACKED) {
+    outqLen--;
+    if (unsqLen) unsqLen--;
+  }
+  const win = new Uint32Array(5);
+  getsockopt(fd, TCP_OPT.REPAIR_WINDOW, new Uint8Array(win.buffer), SOL.TCP);
+  const stream: TcpStream = {
+    state: info.state,
+    inqSeq: queueSeq(fd, TCP_QUEUE.RECV),
+    inqLen,
+    outqSeq: queueSeq(fd, TCP_QUEUE.SEND),
+    outqLen,
+    unsqLen,
+    optMask: info.options,
+    sndWscale: info.sndWscale,
+    rcvWscale: info.rcvWscale,
+    mssClamp: u32(fd, TCP_OPT.MAXSEG),
+    timestamp: info.options & TCPI_OPT.TIMESTAMPS ? u32(fd, TCP_OPT.TIMESTAMP) : 0,
+    cork: u32(fd, TCP_OPT.CORK) !== 0,
+    nodelay: u32(fd, TCP_OPT.NODELAY) !== 0,
+    window: {
+      sndWl1: win[0],
+      sndWnd: win[1],
+      maxWindow: win[2],
+      rcvWnd: win[3],
+      rcvWup: win[4],
+    },
+    inq: peekQueue(fd, TCP_QUEUE.RECV, inqLen, what),
+    outq: peekQueue(fd, TCP_QUEUE.SEND, outqLen, what),
+  };
+  setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.NONE);
+  return stream;
+}
+
+/**
+ * Writes `data` into the socket in pieces the kernel accepts: in repair mode it makes one
+ * linear buffer per send, so a large one fails with ENOMEM and is retried in halves.
+ */
+function sendQueue(fd: number, data: Uint8Array, what: string): void {
+  let chunk = data.length;
+  for (let off = 0; off < data.length;) {
+    try {
+      off += sendSome(fd, data.subarray(off, off + chunk), what);
+    } catch (e) {
+      if (e instanceof Errno && e.errno === 12 && chunk > 1024) {
+        chunk >>= 1;
+        continue;
+      }
+      throw e;
+    }
+  }
+}
+
+/**
+ * Writes the bytes of `t`'s send queue that had never been sent into `fd`, now out of repair
+ * mode. Written any earlier, they would go out at once, and a peer not restored yet (or a
+ * port no longer locked) would answer with a reset.
+ */
+export function sendUnsent(fd: number, t: TcpStream, what: string): void {
+  const data = t.outq.subarray(t.outqLen - t.unsqLen);
+  const until = Date.now() + 2000;
+  for (let off = 0; off < data.length;) {
+    try {
+      off += sendSome(fd, data.subarray(off), what);
+    } catch (e) {
+      if (!(e instanceof Errno && e.errno === 11) || Date.now() > until) throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    }
+  }
+}
+
+/** The four addresses and ports of a connection, ours first. */
+export interface Endpoints {
+  family: number;
+  srcAddr: number[];
+  srcPort: number;
+  dstAddr: number[];
+  dstPort: number;
+}
+
+/**
+ * Makes bound socket `fd` (in repair mode) the connection `t` was: sequence numbers, the
+ * connect without handshake, options, queues, window, and the FINs of a half-closed one.
+ * The socket stays in repair mode.
+ */
+export function restoreTcpStream(fd: number, ends: Endpoints, t: TcpStream, what: string): void {
+  const mstate = 1 << t.state;
+  let inqSeq = t.inqSeq, outqSeq = t.outqSeq;
+  // The sequence numbers count the FINs, which are put back separately below.
+  if (mstate & (RCVQ_FIRST_FIN | RCVQ_SECOND_FIN)) inqSeq = (inqSeq - 1) >>> 0;
+  if (mstate & (SNDQ_FIRST_FIN | SNDQ_SECOND_FIN)) outqSeq = (outqSeq - 1) >>> 0;
+  setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.RECV);
+  setU32(fd, TCP_OPT.QUEUE_SEQ, inqSeq - t.inqLen);
+  setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.SEND);
+  setU32(fd, TCP_OPT.QUEUE_SEQ, outqSeq - t.outqLen);
+  connectRaw(
+    fd,
+    inetSockaddr({ family: ends.family, port: ends.dstPort, addr: ends.dstAddr }),
+    what,
+  );
+
+  const opts: number[] = [];
+  if (t.optMask & TCPI_OPT.SACK) opts.push(TCPOPT.SACK_PERM, 0);
+  if (t.optMask & TCPI_OPT.WSCALE) opts.push(TCPOPT.WINDOW, t.sndWscale + (t.rcvWscale << 16));
+  if (t.optMask & TCPI_OPT.TIMESTAMPS) opts.push(TCPOPT.TIMESTAMP, 0);
+  opts.push(TCPOPT.MAXSEG, t.mssClamp);
+  setsockopt(fd, TCP_OPT.REPAIR_OPTIONS, new Uint8Array(new Uint32Array(opts).buffer), SOL.TCP);
+  if (t.optMask & TCPI_OPT.TIMESTAMPS) setU32(fd, TCP_OPT.TIMESTAMP, t.timestamp);
+
+  if (t.inqLen) {
+    setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.RECV);
+    sendQueue(fd, t.inq, what);
+  }
+  // Sent but unacknowledged bytes go back as sent (the peer may acknowledge them); the unsent
+  // rest is written normally once repair mode is off (`sendUnsent`), as the task would have.
+  const sent = t.outqLen - t.unsqLen;
+  if (sent) {
+    setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.SEND);
+    sendQueue(fd, t.outq.subarray(0, sent), what);
+  }
+  const w = t.window;
+  const finIn = (mstate & (RCVQ_FIRST_FIN | RCVQ_SECOND_FIN)) !== 0;
+  const win = [w.sndWl1, w.sndWnd, w.maxWindow, finIn ? w.rcvWnd + 1 : w.rcvWnd];
+  win.push(finIn ? (w.rcvWup - 1) >>> 0 : w.rcvWup);
+  setsockopt(fd, TCP_OPT.REPAIR_WINDOW, new Uint8Array(new Uint32Array(win).buffer), SOL.TCP);
+  setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.NONE);
+
+  const peerSegment = (flags: number, ack: number) =>
+    sendFakeSegment(ends, { seq: inqSeq, ack, flags, window: w.rcvWnd }, what);
+  const finOut = () => {
+    const acked = (mstate & SNDQ_FIN_ACKED) !== 0;
+    if (acked) setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.SEND);
+    shutdown(fd, 1);
+    if (acked) setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.NONE);
+  };
+  const snduna = (outqSeq - t.outqLen) >>> 0;
+  if (mstate & SNDQ_FIRST_FIN) finOut();
+  if (finIn) peerSegment(TH.ACK | TH.FIN, snduna);
+  if (mstate & SNDQ_SECOND_FIN) finOut();
+  if (mstate & SNDQ_FIN_ACKED) peerSegment(TH.ACK, (outqSeq + 1) >>> 0);
+
+  if (t.nodelay) setI32(fd, TCP_OPT.NODELAY, 1);
+  if (t.cork) setI32(fd, TCP_OPT.CORK, 1);
+}
