@@ -64,6 +64,15 @@ async function probePtrace(rseq: boolean): Promise<boolean> {
   }
 }
 
+/** Whether `cmd args` runs and succeeds. */
+function tool(cmd: string, args: string[]): boolean {
+  try {
+    return new Deno.Command(cmd, { args, stdout: "null", stderr: "null" }).outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
 /** Every feature `criu check` knows. */
 export const FEATURES: Feature[] = [
   {
@@ -129,6 +138,19 @@ export const FEATURES: Feature[] = [
         close(fd);
       }
     },
+  },
+  {
+    name: "network-lock-nftables",
+    description: "nft can lock TCP connections while they are dumped (--network-lock nftables)",
+    required: false,
+    probe: () => tool("nft", ["list", "tables"]),
+  },
+  {
+    name: "network-lock-iptables",
+    description:
+      "iptables can lock TCP connections while they are dumped (--network-lock iptables)",
+    required: false,
+    probe: () => tool("iptables", ["-w", "-S", "INPUT"]),
   },
   {
     name: "userfaultfd",

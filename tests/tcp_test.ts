@@ -486,3 +486,47 @@ Deno.test("a listener with connections waiting to be accepted: refused by name, 
     await stopVictim(v);
   }
 });
+
+Deno.test("dump --leave-running lets the connections go on; a restore that fails after making them kills them quietly and can be run again", async () => {
+  const bin = await buildVictim("tcp");
+  const v = startVictim(["setsid", bin, "{out}", "pair", `${port()}`]);
+  const r = await waitReport(v);
+  const [root, child] = [Number(r.pid), Number(r.child)];
+  try {
+    await waitProgress(v, "server", 100000);
+    const imgs = tmpDir();
+    const keep = await criu(["dump", "-t", `${root}`, "-D", imgs, "--tcp-established", "-R"]);
+    assertEquals(keep.code, 0, keep.stderr);
+    assert(!nftTable(`CRIU-${root}`), "no lock left behind");
+    await waitProgress(v, "client", lastTick(v, "client").recv);
+    await waitProgress(v, "server", lastTick(v, "server").recv);
+
+    const run = await criu(["dump", "-t", `${root}`, "-D", imgs, "--tcp-established"]);
+    assertEquals(run.code, 0, run.stderr);
+    await v.child.status;
+    await waitPairGone(root, child);
+    const before = lastTick(v, "client").recv;
+    const bad = await criu(["restore", "-D", imgs, "-d", "--tcp-established"], {
+      DENO_CRIU_FAULT: "state",
+    });
+    assertEquals(bad.code, 1);
+    assertMatch(bad.stderr, /Fault injected at state/);
+    assert(!nftTable(`CRIU-${root}`), "the failed restore removed the lock");
+    await waitPairGone(root, child);
+    assertEquals(lastTick(v, "client").recv, before, "the half-made tree never ran");
+
+    const rr = await criu(["restore", "-D", imgs, "-d", "--tcp-established"]);
+    assertEquals(rr.code, 0, rr.stderr);
+    await waitProgress(v, "client", before);
+    await verdicts([{ v, pid: root, roles: ["client", "server"] }]);
+  } finally {
+    for (const pid of [root, child]) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch {
+        // gone
+      }
+    }
+    await stopVictim(v);
+  }
+});

@@ -2,9 +2,10 @@
  * IPv4 and IPv6 sockets: `collectInetSocket` reads one through a duplicate of the task's
  * descriptor; `makeInetSocket` builds it again in the restorer.
  *
- * Supported: TCP sockets that are listening (with an empty accept queue), bound or not yet
- * bound; UDP sockets, bound or connected. Established TCP connections need TCP repair
- * (`--tcp-established`), which is not done yet: they are refused by name.
+ * Supported: TCP sockets that are listening (connections waiting to be accepted are refused,
+ * or dropped with `--skip-in-flight`), bound or not yet bound; established and half-closed TCP
+ * connections with `--tcp-established` (net/tcp_repair.ts; refused by name without it, or
+ * recorded to come back closed with `--tcp-close`); UDP sockets, bound or connected.
  *
  * @module
  */
