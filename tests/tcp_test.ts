@@ -142,39 +142,41 @@ for (const six of [false, true]) {
   });
 }
 
-Deno.test("half-closed connections (CLOSE_WAIT and FIN_WAIT2) keep their FINs and their data", async () => {
-  const bin = await buildVictim("tcp");
-  const v = startVictim(["setsid", bin, "{out}", "halfpair", `${port()}`]);
-  const r = await waitReport(v);
-  const [root, child] = [Number(r.pid), Number(r.child)];
-  try {
-    await waitProgress(v, "client", 10000);
-    const imgs = tmpDir();
-    const run = await criu(["dump", "-t", `${root}`, "-D", imgs, "--tcp-established"]);
-    assertEquals(run.code, 0, run.stderr);
-    await v.child.status;
-    await waitPairGone(root, child);
-    const states = inetSockets((await critDecodeAll(imgs)).get("files.img"))
-      // deno-lint-ignore no-explicit-any
-      .map((s: any) => s.state).filter((s: string) => s !== "LISTEN").sort();
-    assertEquals(states, ["CLOSE_WAIT", "FIN_WAIT2"]);
-    const before = lastTick(v, "client").recv;
-    const rr = await criu(["restore", "-D", imgs, "-d", "--tcp-established"]);
-    assertEquals(rr.code, 0, rr.stderr);
-    await waitProgress(v, "client", before);
-    // The server still reads EOF, the client still cannot write.
-    await verdicts([{ v, pid: root, roles: ["client", "server"] }]);
-  } finally {
-    for (const pid of [root, child]) {
-      try {
-        Deno.kill(pid, "SIGKILL");
-      } catch {
-        // gone
+for (const six of [false, true]) {
+  Deno.test(`half-closed connections (CLOSE_WAIT and FIN_WAIT2, ${six ? "IPv6" : "IPv4"}) keep their FINs and their data`, async () => {
+    const bin = await buildVictim("tcp");
+    const v = startVictim(["setsid", bin, "{out}", six ? "halfpair6" : "halfpair", `${port()}`]);
+    const r = await waitReport(v);
+    const [root, child] = [Number(r.pid), Number(r.child)];
+    try {
+      await waitProgress(v, "client", 10000);
+      const imgs = tmpDir();
+      const run = await criu(["dump", "-t", `${root}`, "-D", imgs, "--tcp-established"]);
+      assertEquals(run.code, 0, run.stderr);
+      await v.child.status;
+      await waitPairGone(root, child);
+      const states = inetSockets((await critDecodeAll(imgs)).get("files.img"))
+        // deno-lint-ignore no-explicit-any
+        .map((s: any) => s.state).filter((s: string) => s !== "LISTEN").sort();
+      assertEquals(states, ["CLOSE_WAIT", "FIN_WAIT2"]);
+      const before = lastTick(v, "client").recv;
+      const rr = await criu(["restore", "-D", imgs, "-d", "--tcp-established"]);
+      assertEquals(rr.code, 0, rr.stderr);
+      await waitProgress(v, "client", before);
+      // The server still reads EOF, the client still cannot write.
+      await verdicts([{ v, pid: root, roles: ["client", "server"] }]);
+    } finally {
+      for (const pid of [root, child]) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch {
+          // gone
+        }
       }
+      await stopVictim(v);
     }
-    await stopVictim(v);
-  }
-});
+  });
+}
 
 for (const side of ["server", "client"] as const) {
   const method = side === "server" ? "nftables" : "iptables";
@@ -519,6 +521,41 @@ Deno.test("dump --leave-running lets the connections go on; a restore that fails
     assertEquals(rr.code, 0, rr.stderr);
     await waitProgress(v, "client", before);
     await verdicts([{ v, pid: root, roles: ["client", "server"] }]);
+  } finally {
+    for (const pid of [root, child]) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch {
+        // gone
+      }
+    }
+    await stopVictim(v);
+  }
+});
+
+Deno.test("a FIN waiting behind megabytes the peer has not read yet (FIN_WAIT1) goes out after them", async () => {
+  const bin = await buildVictim("tcp");
+  const v = startVictim(["setsid", bin, "{out}", "stuckfin", `${port()}`]);
+  const r = await waitReport(v);
+  const [root, child] = [Number(r.pid), Number(r.child)];
+  try {
+    const imgs = tmpDir();
+    const run = await criu(["dump", "-t", `${root}`, "-D", imgs, "--tcp-established"]);
+    assertEquals(run.code, 0, run.stderr);
+    await v.child.status;
+    await waitPairGone(root, child);
+    const img = await critDecodeAll(imgs);
+    // deno-lint-ignore no-explicit-any
+    const fin = inetSockets(img.get("files.img")).find((s: any) => s.state === "FIN_WAIT1");
+    assert(fin, "the client was in FIN_WAIT1");
+    const stream = img.get(`tcp-stream-${Number(fin.ino).toString(16)}.img`)!.entries[0];
+    assert(stream.outq_len > 1 << 20, `megabytes waiting: ${stream.outq_len}`);
+
+    const rr = await criu(["restore", "-D", imgs, "-d", "--tcp-established"]);
+    assertEquals(rr.code, 0, rr.stderr);
+    Deno.kill(root, "SIGTERM");
+    const line = await waitLine(v.out, /^(PASS|FAIL) server/, 10000);
+    assertEquals(line, `PASS server recv=${r.sent}`, "every counter, then EOF");
   } finally {
     for (const pid of [root, child]) {
       try {

@@ -7,21 +7,28 @@
  * network; a dump that kills the tree closes them silently and leaves the lock for the
  * restore to remove.
  *
- * Restore: each rebuilt socket is held until the tree resumes; then repair mode goes off and
- * the network is unlocked. A failed restore closes them silently and unlocks.
+ * Restore: each rebuilt socket is held until the tree resumes; then repair mode goes off, the
+ * bytes never sent are written, and the network is unlocked. A failed restore closes them
+ * silently and unlocks.
  *
  * @module
  */
 import type { Logger } from "../log.ts";
 import { close, F, fcntl } from "../syscalls/mod.ts";
 import { type Connection, describe, type LockMethod, NetworkLock } from "./netlock.ts";
-import { readTcpStream, repairOff, repairOn, sendUnsent, type TcpStream } from "./tcp_repair.ts";
+import {
+  finishTcpRestore,
+  readTcpStream,
+  repairOff,
+  repairOn,
+  type TcpStream,
+} from "./tcp_repair.ts";
 
 /** Established connections of one dump, held in repair mode. */
 export class RepairedConnections {
   readonly lock: NetworkLock;
   readonly #log: Logger;
-  readonly #byIno = new Map<number, { fd: number; stream: TcpStream; restored?: boolean }>();
+  readonly #byIno = new Map<number, { fd: number; stream: TcpStream }>();
 
   constructor(method: LockMethod, rootPid: number, log: Logger) {
     this.lock = new NetworkLock(method, rootPid, log);
@@ -49,9 +56,9 @@ export class RepairedConnections {
     return stream;
   }
 
-  /** Holds restored socket `fd` (a duplicate; the socket is in repair mode) until `resume`. */
+  /** Holds restored socket `fd` (a duplicate; the socket is in repair mode) until `finishRestore`. */
   hold(fd: number, ino: number, stream: TcpStream): void {
-    this.#byIno.set(ino, { fd: fcntl(fd, F.DUPFD_CLOEXEC, 3), stream, restored: true });
+    this.#byIno.set(ino, { fd: fcntl(fd, F.DUPFD_CLOEXEC, 3), stream });
   }
 
   /** How many connections are held. */
@@ -60,21 +67,33 @@ export class RepairedConnections {
   }
 
   /**
-   * The connections go on: repair mode off (a restored one is then given the bytes it had not
-   * sent yet), and the network unlocked. Never throws: a connection that cannot go on is
-   * logged.
+   * Dump: the connections go on as they were (repair mode off) and the network is unlocked.
+   * Never throws: a connection that cannot go on is logged.
    */
   resume(): void {
-    for (const [ino, { fd, stream, restored }] of this.#byIno) {
+    for (const [ino, { fd }] of this.#byIno) {
       try {
         repairOff(fd);
-        if (restored && stream.unsqLen) sendUnsent(fd, stream, `socket:[${ino}]`);
       } catch (e) {
         this.#log.error(`TCP socket:[${ino}] cannot go on: ${(e as Error).message}`);
       }
       close(fd);
     }
     this.#byIno.clear();
+    this.lock.unlock();
+  }
+
+  /**
+   * Restore: the rebuilt connections go on (repair mode off, then the bytes they had not sent
+   * yet, and a FIN that waited behind them), and the network is unlocked. Throws on the first
+   * that cannot; the caller then kills the tree and drops the rest.
+   */
+  finishRestore(): void {
+    for (const [ino, { fd, stream }] of this.#byIno) {
+      finishTcpRestore(fd, stream, `socket:[${ino}]`);
+      close(fd);
+      this.#byIno.delete(ino);
+    }
     this.lock.unlock();
   }
 

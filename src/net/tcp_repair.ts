@@ -6,8 +6,8 @@
  * sequence numbers, options and window read; it then closes silently when the dumped task
  * dies. At restore a new socket in repair mode is bound, given the sequence numbers, and
  * "connected" (no handshake), its queues refilled, its window set; repair mode is turned off
- * only when the tree resumes (`repairOff`), and then the bytes never sent are written
- * (`sendUnsent`).
+ * only when the tree resumes (`finishTcpRestore`), and then the bytes never sent are written
+ * (and a FIN that was waiting behind them).
  *
  * ```
  *            snd_una        snd_nxt        write_seq (outq_seq)
@@ -203,11 +203,22 @@ function sendQueue(fd: number, data: Uint8Array, what: string): void {
 }
 
 /**
- * Writes the bytes of `t`'s send queue that had never been sent into `fd`, now out of repair
- * mode. Written any earlier, they would go out at once, and a peer not restored yet (or a
- * port no longer locked) would answer with a reset.
+ * Whether our FIN must wait until the bytes never sent are written: it comes after them, and
+ * a socket shut for writing takes no more.
  */
-export function sendUnsent(fd: number, t: TcpStream, what: string): void {
+function finAfterUnsent(t: TcpStream): boolean {
+  return ((1 << t.state) & (SNDQ_FIRST_FIN | SNDQ_SECOND_FIN) & ~SNDQ_FIN_ACKED) !== 0 &&
+    t.unsqLen > 0;
+}
+
+/**
+ * Ends the restore of connection `t` on `fd`: repair mode off, then the bytes of the send
+ * queue that had never been sent written normally, and our FIN after them if it was waiting
+ * behind them. Written any earlier, they would go out at once, and a peer not restored yet (or
+ * a port no longer locked) would answer with a reset.
+ */
+export function finishTcpRestore(fd: number, t: TcpStream, what: string): void {
+  repairOff(fd);
   const data = t.outq.subarray(t.outqLen - t.unsqLen);
   const until = Date.now() + 2000;
   for (let off = 0; off < data.length;) {
@@ -218,6 +229,7 @@ export function sendUnsent(fd: number, t: TcpStream, what: string): void {
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
     }
   }
+  if (finAfterUnsent(t)) shutdown(fd, 1);
 }
 
 /** The four addresses and ports of a connection, ours first. */
@@ -285,9 +297,10 @@ export function restoreTcpStream(fd: number, ends: Endpoints, t: TcpStream, what
     if (acked) setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.NONE);
   };
   const snduna = (outqSeq - t.outqLen) >>> 0;
-  if (mstate & SNDQ_FIRST_FIN) finOut();
+  const finNow = !finAfterUnsent(t);
+  if (mstate & SNDQ_FIRST_FIN && finNow) finOut();
   if (finIn) peerSegment(TH.ACK | TH.FIN, snduna);
-  if (mstate & SNDQ_SECOND_FIN) finOut();
+  if (mstate & SNDQ_SECOND_FIN && finNow) finOut();
   if (mstate & SNDQ_FIN_ACKED) peerSegment(TH.ACK, (outqSeq + 1) >>> 0);
 
   if (t.nodelay) setI32(fd, TCP_OPT.NODELAY, 1);

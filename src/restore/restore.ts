@@ -284,7 +284,7 @@ async function restoreTree(
 
     // 7. RESUME: connections out of repair mode and the network unlocked, then children and
     // threads first; zombies are left to exit.
-    tcp.conns.resume();
+    tcp.conns.finishRestore();
     for (const p of [...procs].reverse()) {
       if (p.task.zombie) continue;
       for (const th of p.threads) release(th.seized, th.core, p.task.core);

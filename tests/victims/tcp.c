@@ -8,6 +8,9 @@
  *   tcp OUT client ADDR PORT       a client (IPv4)
  *   tcp OUT halfpair PORT          a pair whose client shut down its writing side at once: the
  *                                  server reads EOF (CLOSE_WAIT) and goes on sending
+ *   tcp OUT halfpair6 PORT         the same over [::1]
+ *   tcp OUT stuckfin PORT          a client whose FIN waits behind data its server does not
+ *                                  read yet (FIN_WAIT1); see stuckfin()
  *
  * Reports: "ready pid=P" once connected (P: the tree's root), "tick ROLE sent=N recv=M" every
  * 200 ms. SIGTERM: each process prints "PASS ROLE sent=N recv=M nodelay=0|1" (a client sets
@@ -222,6 +225,71 @@ static int connect_to(int family, const char *addr, int port)
 	return -1;
 }
 
+/*
+ * stuckfin: the client fills the connection (the server does not read) and shuts its writing
+ * side: its FIN waits behind the data (FIN_WAIT1). On SIGTERM the server reads everything,
+ * checks every counter and the EOF, and reports how many it got.
+ */
+static void stuckfin(int port)
+{
+	int l = listener(AF_INET, "127.0.0.1", port);
+	pid_t child = fork();
+	if (child == 0) {
+		role = "server";
+		int fd = accept(l, NULL, NULL);
+		if (fd < 0)
+			die("accept");
+		while (!stop)
+			pause();
+		uint32_t next = 0, v;
+		unsigned char b[4];
+		size_t have = 0;
+		for (;;) {
+			ssize_t n = recv(fd, b + have, 4 - have, 0);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				die("recv");
+			if (n == 0)
+				break;
+			have += n;
+			if (have < 4)
+				continue;
+			have = 0;
+			memcpy(&v, b, 4);
+			if (ntohl(v) != next) {
+				say("FAIL server got %u, expected %u\n", ntohl(v), next);
+				exit(1);
+			}
+			next++;
+		}
+		say("%s server recv=%u\n", have ? "FAIL" : "PASS", next);
+		exit(0);
+	}
+	role = "client";
+	int fd = connect_to(AF_INET, "127.0.0.1", port);
+	uint32_t sent = 0;
+	for (;;) {
+		uint32_t v = htonl(sent);
+		ssize_t n = send(fd, &v, 4, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n == 4) {
+			sent++;
+			continue;
+		}
+		if (n < 0 && errno == EAGAIN)
+			break;
+		die("send");
+	}
+	if (shutdown(fd, SHUT_WR))
+		die("shutdown");
+	say("ready pid=%d child=%d sent=%u\n", getpid(), child, sent);
+	while (!stop)
+		pause();
+	kill(child, SIGTERM);
+	waitpid(child, NULL, 0);
+	exit(0);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 4)
@@ -254,7 +322,10 @@ int main(int argc, char **argv)
 		linger_then_exit(0);
 	}
 
-	int six = !strcmp(mode, "pair6"), half = !strcmp(mode, "halfpair");
+	if (!strcmp(mode, "stuckfin"))
+		stuckfin(atoi(argv[3]));
+	int six = !strcmp(mode, "pair6") || !strcmp(mode, "halfpair6");
+	int half = !strncmp(mode, "halfpair", 8);
 	int family = six ? AF_INET6 : AF_INET;
 	const char *addr = six ? "::1" : "127.0.0.1";
 	int port = atoi(argv[3]);
