@@ -6,6 +6,7 @@ import { create } from "@bufbuild/protobuf";
 import { join } from "node:path";
 import { pstree_entrySchema } from "../proto/gen/misc_pb.ts";
 import { parseCommandLine } from "../src/cli/options.ts";
+import { fakeSegment, TH } from "../src/net/tcp_segment.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
 import { Pagemap } from "../src/pagemap/pagemap.ts";
 import { classifyVma, VMA } from "../src/pagemap/vma.ts";
@@ -220,4 +221,48 @@ Deno.test("errno errors name the call, the target and the errno", () => {
   assertEquals(errnoName(3), "ESRCH");
   const e = new Errno("ptrace(PTRACE_SEIZE)", 3, "task 42");
   assertEquals(e.message, "Cannot ptrace(PTRACE_SEIZE) task 42: no such process (ESRCH)");
+});
+
+Deno.test("a forged TCP segment carries a checksum that verifies, in IPv4 and IPv6", () => {
+  // One's-complement sum over pseudo-header and segment, checksum included, must be 0xffff.
+  const verify = (pseudo: Uint8Array, tcp: Uint8Array) => {
+    let sum = 0;
+    for (const p of [pseudo, tcp]) {
+      for (let i = 0; i < p.length; i += 2) sum += (p[i] << 8) | p[i + 1];
+    }
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+    return sum;
+  };
+  const seg = { seq: 0xfffffff0, ack: 123456789, flags: TH.ACK | TH.FIN, window: 70000 };
+  const v4 = {
+    family: 2,
+    srcAddr: [0x0100007f],
+    srcPort: 80,
+    dstAddr: [0x0a00a8c0],
+    dstPort: 40001,
+  };
+  const p4 = fakeSegment(v4, seg);
+  assertEquals(p4.length, 40);
+  assertEquals([...p4.subarray(12, 20)], [192, 168, 0, 10, 127, 0, 0, 1], "from the peer to us");
+  const tcp4 = p4.subarray(20);
+  assertEquals(new DataView(tcp4.buffer, 20).getUint16(0), 40001);
+  assertEquals(new DataView(tcp4.buffer, 20).getUint32(4), 0xfffffff0);
+  assertEquals(new DataView(tcp4.buffer, 20).getUint16(14), 0xffff, "window clamped");
+  const ph4 = new Uint8Array([...p4.subarray(12, 20), 0, 6, 0, 20]);
+  assertEquals(verify(ph4, tcp4), 0xffff);
+
+  const v6 = {
+    family: 10,
+    srcAddr: [0, 0, 0, 0x01000000],
+    srcPort: 80,
+    dstAddr: [0x000080fe, 0, 0, 0x02000000],
+    dstPort: 5,
+  };
+  const p6 = fakeSegment(v6, seg);
+  assertEquals(p6.length, 60);
+  const ph6 = new Uint8Array(40);
+  ph6.set(p6.subarray(8, 40));
+  ph6[35] = 20;
+  ph6[39] = 6;
+  assertEquals(verify(ph6, p6.subarray(40)), 0xffff);
 });

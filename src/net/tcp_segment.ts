@@ -52,8 +52,11 @@ export interface Segment {
   window: number;
 }
 
-/** Sends segment `s` from the peer of connection `ends` to its local end. */
-export function sendFakeSegment(ends: Endpoints, s: Segment, what: string): void {
+/**
+ * The packet of segment `s` from the peer of connection `ends` to its local end: IP header
+ * (IPv4 checksum left to the kernel) and TCP header with its checksum.
+ */
+export function fakeSegment(ends: Endpoints, s: Segment): Uint8Array {
   const v6 = ends.family === AF_INET6;
   const from = bytesOf(ends.dstAddr), to = bytesOf(ends.srcAddr);
   const tcp = new Uint8Array(20);
@@ -98,7 +101,12 @@ export function sendFakeSegment(ends: Endpoints, s: Segment, what: string): void
   const packet = new Uint8Array(ip.length + tcp.length);
   packet.set(ip);
   packet.set(tcp, ip.length);
+  return packet;
+}
 
+/** Sends segment `s` from the peer of connection `ends` to its local end, over a raw socket. */
+export function sendFakeSegment(ends: Endpoints, s: Segment, what: string): void {
+  const packet = fakeSegment(ends, s);
   const fd = socket(ends.family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO.RAW);
   try {
     setsockopt(fd, SO.MARK, new Uint8Array(new Uint32Array([LOCK_BYPASS_MARK]).buffer));
