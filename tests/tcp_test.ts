@@ -114,6 +114,10 @@ for (const six of [false, true]) {
         assertEquals(bytes(stream.extra.outq), stream.outq_len);
         assertEquals(Number(stream.opt_mask) & 7, 7, "timestamps, SACK, window scaling");
       }
+      // Our own viewer reads them too.
+      const shown = await criu(["show", imgs]);
+      assertEquals(shown.code, 0, shown.stderr);
+      assertEquals(shown.stdout.match(/"magic": "TCP_STREAM"/g)?.length, 2);
 
       // Without the option the restore refuses, names the connection, and lets the lock go.
       const no = await criu(["restore", "-D", imgs, "-d"]);

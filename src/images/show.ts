@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { tcp_stream_entrySchema } from "../../proto/gen/tcp_stream_pb.ts";
 import { type DescMessage, toJson } from "@bufbuild/protobuf";
 import { basename, join } from "node:path";
 import { core_entrySchema, task_kobj_ids_entrySchema } from "../../proto/gen/core_pb.ts";
@@ -82,6 +83,14 @@ export const IMAGE_KINDS: [RegExp, ImageKind][] = [
     },
   ],
   [/^timens-\d+\.img$/, { type: "TIMENS", schema: timens_entrySchema }],
+  [
+    /^tcp-stream-[0-9a-f]+\.img$/,
+    {
+      type: "TCP_STREAM",
+      schema: tcp_stream_entrySchema,
+      payload: (m) => Number(m.inqLen) + Number(m.outqLen),
+    },
+  ],
   [/^stats-(dump|restore)$/, { type: "STATS", schema: stats_entrySchema }],
 ];
 
