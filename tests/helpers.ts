@@ -143,13 +143,17 @@ export interface CriuRun {
   stderr: string;
 }
 
-/** Runs `criu ARGS` (this repository's main.ts under Deno). */
+/**
+ * Runs `criu ARGS` (this repository's main.ts under Deno). A run that hangs is killed after two
+ * minutes, so a hang fails its test instead of stalling the suite.
+ */
 export async function criu(args: string[], env: Record<string, string> = {}): Promise<CriuRun> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--quiet", join(ROOT, "main.ts"), ...args],
     stdout: "piped",
     stderr: "piped",
     env,
+    signal: AbortSignal.timeout(120_000),
   }).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };

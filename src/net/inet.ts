@@ -270,9 +270,10 @@ export function makeInetSocket(s: InetSocketState, what: string): number {
   const fd = socket(s.family, s.type | SOCK_CLOEXEC, s.proto);
   try {
     const o = s.opts;
-    // The kernel doubles what is set; setting half of the dumped value gives it back.
-    if (o.sndbuf) setInt(fd, SO.SNDBUF, o.sndbuf >> 1);
-    if (o.rcvbuf) setInt(fd, SO.RCVBUF, o.rcvbuf >> 1);
+    // The kernel doubles what is set; setting half of the dumped value gives it back. FORCE
+    // passes net.core.[rw]mem_max, which a size the kernel grew by itself may exceed.
+    if (o.sndbuf) setInt(fd, SO.SNDBUFFORCE, o.sndbuf >> 1);
+    if (o.rcvbuf) setInt(fd, SO.RCVBUFFORCE, o.rcvbuf >> 1);
     setTimeo(fd, SO.SNDTIMEO, o.sndTimeo);
     setTimeo(fd, SO.RCVTIMEO, o.rcvTimeo);
     if (o.reuseport) setInt(fd, SO.REUSEPORT, 1);

@@ -17,6 +17,7 @@ import type { Logger } from "../log.ts";
 import { close, F, fcntl } from "../syscalls/mod.ts";
 import { type Connection, describe, type LockMethod, NetworkLock } from "./netlock.ts";
 import {
+  type BufferSizes,
   finishTcpRestore,
   readTcpStream,
   repairOff,
@@ -28,7 +29,7 @@ import {
 export class RepairedConnections {
   readonly lock: NetworkLock;
   readonly #log: Logger;
-  readonly #byIno = new Map<number, { fd: number; stream: TcpStream }>();
+  readonly #byIno = new Map<number, { fd: number; stream: TcpStream; bufs?: BufferSizes }>();
 
   constructor(method: LockMethod, rootPid: number, log: Logger) {
     this.lock = new NetworkLock(method, rootPid, log);
@@ -56,9 +57,9 @@ export class RepairedConnections {
     return stream;
   }
 
-  /** Holds restored socket `fd` (a duplicate; the socket is in repair mode) until `finishRestore`. */
-  hold(fd: number, ino: number, stream: TcpStream): void {
-    this.#byIno.set(ino, { fd: fcntl(fd, F.DUPFD_CLOEXEC, 3), stream });
+  /** Holds restored socket `fd` (a duplicate, in repair mode) until `finishRestore`. */
+  hold(fd: number, ino: number, stream: TcpStream, bufs: BufferSizes): void {
+    this.#byIno.set(ino, { fd: fcntl(fd, F.DUPFD_CLOEXEC, 3), stream, bufs });
   }
 
   /** How many connections are held. */
@@ -89,8 +90,8 @@ export class RepairedConnections {
    * that cannot; the caller then kills the tree and drops the rest.
    */
   finishRestore(): void {
-    for (const [ino, { fd, stream }] of this.#byIno) {
-      finishTcpRestore(fd, stream, `socket:[${ino}]`);
+    for (const [ino, { fd, stream, bufs }] of this.#byIno) {
+      finishTcpRestore(fd, stream, bufs!, `socket:[${ino}]`);
       close(fd);
       this.#byIno.delete(ino);
     }

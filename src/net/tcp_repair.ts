@@ -28,11 +28,13 @@ import {
   connectRaw,
   getsockopt,
   inetSockaddr,
+  MSG,
   peekInto,
   sendSome,
   setsockopt,
   shutdown,
   SIOC,
+  SO,
   SOL,
   TCP_OPT,
   TCP_QUEUE,
@@ -184,22 +186,31 @@ export function readTcpStream(fd: number, what: string): TcpStream {
 }
 
 /**
- * Writes `data` into the socket in pieces the kernel accepts: in repair mode it makes one
- * linear buffer per send, so a large one fails with ENOMEM and is retried in halves.
+ * Writes `data` into the socket without ever blocking. In repair mode the kernel makes one
+ * linear buffer per send, so a large piece fails with ENOMEM and is retried in halves; a full
+ * buffer (EAGAIN) is waited for a little, then is an error.
  */
 function sendQueue(fd: number, data: Uint8Array, what: string): void {
   let chunk = data.length;
+  const until = Date.now() + 5000;
   for (let off = 0; off < data.length;) {
     try {
-      off += sendSome(fd, data.subarray(off, off + chunk), what);
+      off += sendSome(fd, data.subarray(off, off + chunk), what, MSG.DONTWAIT);
     } catch (e) {
       if (e instanceof Errno && e.errno === 12 && chunk > 1024) {
         chunk >>= 1;
-        continue;
+      } else if (e instanceof Errno && e.errno === 11 && Date.now() < until) {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+      } else {
+        throw e;
       }
-      throw e;
     }
   }
+}
+
+function setBuf(fd: number, name: number, bytes: number): void {
+  // The kernel doubles what is set; FORCE passes net.core.[rw]mem_max (CAP_NET_ADMIN).
+  setsockopt(fd, name, new Uint8Array(new Int32Array([Math.ceil(bytes / 2)]).buffer));
 }
 
 /**
@@ -211,25 +222,24 @@ function finAfterUnsent(t: TcpStream): boolean {
     t.unsqLen > 0;
 }
 
+/** The socket buffer sizes a connection had, put back once its queues are refilled. */
+export interface BufferSizes {
+  sndbuf: number;
+  rcvbuf: number;
+}
+
 /**
  * Ends the restore of connection `t` on `fd`: repair mode off, then the bytes of the send
  * queue that had never been sent written normally, and our FIN after them if it was waiting
- * behind them. Written any earlier, they would go out at once, and a peer not restored yet (or
- * a port no longer locked) would answer with a reset.
+ * behind them; last, the buffer sizes it had. Written any earlier, the bytes would go out at
+ * once, and a peer not restored yet (or a port no longer locked) would answer with a reset.
  */
-export function finishTcpRestore(fd: number, t: TcpStream, what: string): void {
+export function finishTcpRestore(fd: number, t: TcpStream, bufs: BufferSizes, what: string) {
   repairOff(fd);
-  const data = t.outq.subarray(t.outqLen - t.unsqLen);
-  const until = Date.now() + 2000;
-  for (let off = 0; off < data.length;) {
-    try {
-      off += sendSome(fd, data.subarray(off), what);
-    } catch (e) {
-      if (!(e instanceof Errno && e.errno === 11) || Date.now() > until) throw e;
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
-    }
-  }
+  sendQueue(fd, t.outq.subarray(t.outqLen - t.unsqLen), what);
   if (finAfterUnsent(t)) shutdown(fd, 1);
+  setBuf(fd, SO.SNDBUFFORCE, bufs.sndbuf);
+  setBuf(fd, SO.RCVBUFFORCE, bufs.rcvbuf);
 }
 
 /** The four addresses and ports of a connection, ours first. */
@@ -270,12 +280,16 @@ export function restoreTcpStream(fd: number, ends: Endpoints, t: TcpStream, what
   setsockopt(fd, TCP_OPT.REPAIR_OPTIONS, new Uint8Array(new Uint32Array(opts).buffer), SOL.TCP);
   if (t.optMask & TCPI_OPT.TIMESTAMPS) setU32(fd, TCP_OPT.TIMESTAMP, t.timestamp);
 
+  // Room for the queues whatever their bytes cost in kernel buffers now (until the end).
+  setBuf(fd, SO.SNDBUFFORCE, 2 * t.outqLen + (1 << 20));
+  setBuf(fd, SO.RCVBUFFORCE, 2 * t.inqLen + (1 << 20));
   if (t.inqLen) {
     setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.RECV);
     sendQueue(fd, t.inq, what);
   }
   // Sent but unacknowledged bytes go back as sent (the peer may acknowledge them); the unsent
-  // rest is written normally once repair mode is off (`sendUnsent`), as the task would have.
+  // rest is written normally once repair mode is off (`finishTcpRestore`), as the task would
+  // have written it.
   const sent = t.outqLen - t.unsqLen;
   if (sent) {
     setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.SEND);

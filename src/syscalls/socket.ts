@@ -359,9 +359,17 @@ export function sendAll(
   }
 }
 
-/** send(2) once: the bytes taken, which may be fewer than given. */
-export function sendSome(fd: number, data: Uint8Array, what: string): number {
-  const ret = sys(NR.sendto, BigInt(fd), addressOf(data), BigInt(data.length), 0n, 0n, 0n);
+/** send(2) once, with MSG_* `flags`: the bytes taken, which may be fewer than given. */
+export function sendSome(fd: number, data: Uint8Array, what: string, flags = 0): number {
+  const ret = sys(
+    NR.sendto,
+    BigInt(fd),
+    addressOf(data),
+    BigInt(data.length),
+    BigInt(flags),
+    0n,
+    0n,
+  );
   return Number(unwrap(ret, "send", what));
 }
 
