@@ -234,7 +234,12 @@ export interface BufferSizes {
  * behind them; last, the buffer sizes it had. Written any earlier, the bytes would go out at
  * once, and a peer not restored yet (or a port no longer locked) would answer with a reset.
  */
-export function finishTcpRestore(fd: number, t: TcpStream, bufs: BufferSizes, what: string) {
+export function finishTcpRestore(
+  fd: number,
+  t: TcpStream,
+  bufs: BufferSizes,
+  what: string,
+): void {
   repairOff(fd);
   sendQueue(fd, t.outq.subarray(t.outqLen - t.unsqLen), what);
   if (finAfterUnsent(t)) shutdown(fd, 1);
