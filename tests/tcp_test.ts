@@ -288,6 +288,13 @@ Deno.test("a dump that fails after the lock removes it, leaves the connections o
     assertEquals(run.code, 1);
     assertMatch(run.stderr, /Fault injected at collect/);
     assert(!nftTable(`CRIU-${r.pid}`), "lock removed");
+    // Without nft there is no lock to take: refused in one line, the tree goes on.
+    const noNft = await criu(["dump", "-t", r.pid, "-D", tmpDir(), "--tcp-established"], {
+      PATH: "/usr/bin:/bin",
+    });
+    assertEquals(noNft.code, 1);
+    assertMatch(noNft.stderr, /^Error: Cannot lock the network: nft is not installed/);
+    assertEquals(noNft.stderr.trim().split("\n").length, 1, noNft.stderr);
     const t = lastTick(v, "client").recv;
     await waitProgress(v, "client", t);
     await waitProgress(v, "server", lastTick(v, "server").recv);
