@@ -72,6 +72,17 @@ function iptablesRules(): string {
   return new TextDecoder().decode(out.stdout);
 }
 
+/** SIGKILL to each of `pids` still there (restored tasks are not our children). */
+function killAll(...pids: number[]): void {
+  for (const pid of pids) {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+}
+
 /** Waits for every PID of a dumped pair (the child is reaped by init, which lags). */
 async function waitPairGone(root: number, child: number): Promise<void> {
   assert(await waitGone(root), `task ${root} gone`);
@@ -134,13 +145,7 @@ for (const six of [false, true]) {
       await waitProgress(v, "server", before.server.recv);
       await verdicts([{ v, pid: root, roles: ["client", "server"] }]);
     } finally {
-      for (const pid of [root, child]) {
-        try {
-          Deno.kill(pid, "SIGKILL");
-        } catch {
-          // gone
-        }
-      }
+      killAll(root, child);
       await stopVictim(v);
     }
   });
@@ -170,13 +175,7 @@ for (const six of [false, true]) {
       // The server still reads EOF, the client still cannot write.
       await verdicts([{ v, pid: root, roles: ["client", "server"] }]);
     } finally {
-      for (const pid of [root, child]) {
-        try {
-          Deno.kill(pid, "SIGKILL");
-        } catch {
-          // gone
-        }
-      }
+      killAll(root, child);
       await stopVictim(v);
     }
   });
@@ -264,11 +263,7 @@ for (const side of ["server", "client"] as const) {
         roles: [other],
       }]);
     } finally {
-      try {
-        Deno.kill(Number((await waitReport(v, "ready", 100)).pid), "SIGKILL");
-      } catch {
-        // gone
-      }
+      killAll(v.pid);
       await stopVictim(v);
       await stopVictim(peer);
     }
@@ -345,13 +340,7 @@ Deno.test("--tcp-close restores connections closed; without options a connection
       "no connection on the port",
     );
   } finally {
-    for (const pid of [root, child]) {
-      try {
-        Deno.kill(pid, "SIGKILL");
-      } catch {
-        // gone
-      }
-    }
+    killAll(root, child);
     await stopVictim(v);
   }
 });
@@ -433,11 +422,7 @@ Deno.test("redis-server keeps a client connection across dump and restore and an
     assertEquals(await readLines(conn, 2), `$${secret.length}\r\n${secret}\r\n`);
   } finally {
     conn?.close();
-    try {
-      Deno.kill(v.pid, "SIGKILL");
-    } catch {
-      // gone
-    }
+    killAll(v.pid);
     await stopVictim(v);
   }
 });
@@ -491,11 +476,7 @@ Deno.test("a listener with connections waiting to be accepted: refused by name, 
     again.close();
   } finally {
     waiting?.close();
-    try {
-      Deno.kill(v.pid, "SIGKILL");
-    } catch {
-      // gone
-    }
+    killAll(v.pid);
     await stopVictim(v);
   }
 });
@@ -533,13 +514,7 @@ Deno.test("dump --leave-running lets the connections go on; a restore that fails
     await waitProgress(v, "client", before);
     await verdicts([{ v, pid: root, roles: ["client", "server"] }]);
   } finally {
-    for (const pid of [root, child]) {
-      try {
-        Deno.kill(pid, "SIGKILL");
-      } catch {
-        // gone
-      }
-    }
+    killAll(root, child);
     await stopVictim(v);
   }
 });
@@ -568,13 +543,7 @@ Deno.test("a FIN waiting behind megabytes the peer has not read yet (FIN_WAIT1) 
     const line = await waitLine(v.out, /^(PASS|FAIL) server/, 10000);
     assertEquals(line, `PASS server recv=${r.sent}`, "every counter, then EOF");
   } finally {
-    for (const pid of [root, child]) {
-      try {
-        Deno.kill(pid, "SIGKILL");
-      } catch {
-        // gone
-      }
-    }
+    killAll(root, child);
     await stopVictim(v);
   }
 });

@@ -308,7 +308,7 @@ export function restoreTcpStream(fd: number, ends: Endpoints, t: TcpStream, what
   setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.NONE);
 
   const peerSegment = (flags: number, ack: number) =>
-    sendFakeSegment(ends, { seq: inqSeq, ack, flags, window: w.rcvWnd }, what);
+    sendFakeSegment(ends, { seq: inqSeq, ack, flags, window: w.rcvWnd });
   const finOut = () => {
     const acked = (mstate & SNDQ_FIN_ACKED) !== 0;
     if (acked) setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.SEND);

@@ -16,7 +16,7 @@ import {
   AF_INET6,
   inetSockaddr,
   IPPROTO,
-  sendTo,
+  sendAll,
   setsockopt,
   SO,
   SOCK_CLOEXEC,
@@ -105,12 +105,13 @@ export function fakeSegment(ends: Endpoints, s: Segment): Uint8Array {
 }
 
 /** Sends segment `s` from the peer of connection `ends` to its local end, over a raw socket. */
-export function sendFakeSegment(ends: Endpoints, s: Segment, what: string): void {
+export function sendFakeSegment(ends: Endpoints, s: Segment): void {
   const packet = fakeSegment(ends, s);
   const fd = socket(ends.family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO.RAW);
   try {
     setsockopt(fd, SO.MARK, new Uint8Array(new Uint32Array([LOCK_BYPASS_MARK]).buffer));
-    sendTo(fd, packet, inetSockaddr({ family: ends.family, port: 0, addr: ends.srcAddr }), what);
+    const to = inetSockaddr({ family: ends.family, port: 0, addr: ends.srcAddr });
+    sendAll(fd, packet, { addr: to, len: to.length });
   } finally {
     close(fd);
   }

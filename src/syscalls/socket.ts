@@ -373,20 +373,6 @@ export function sendSome(fd: number, data: Uint8Array, what: string, flags = 0):
   return Number(unwrap(ret, "send", what));
 }
 
-/** sendto(2) of a whole datagram to raw address bytes. */
-export function sendTo(fd: number, data: Uint8Array, addr: Uint8Array, what: string): void {
-  const ret = sys(
-    NR.sendto,
-    BigInt(fd),
-    addressOf(data),
-    BigInt(data.length),
-    0n,
-    addressOf(addr),
-    BigInt(addr.length),
-  );
-  unwrap(ret, "sendto", what);
-}
-
 /** recv(2) with MSG_PEEK | MSG_DONTWAIT into `buf`: the bytes copied (0 when none wait). */
 export function peekInto(fd: number, buf: Uint8Array, what: string): number {
   const ret = sys(

@@ -170,25 +170,30 @@ static void linger_then_exit(pid_t child)
 	exit(0);
 }
 
-static int listener(int family, const char *addr, int port)
+/* Fills `ss` with ADDR:PORT of `family`; returns its length. */
+static socklen_t sockaddr_of(int family, const char *addr, int port, struct sockaddr_storage *ss)
 {
-	int fd = socket(family, SOCK_STREAM, 0), one = 1;
-	struct sockaddr_storage ss = { 0 };
-	socklen_t len;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	memset(ss, 0, sizeof(*ss));
 	if (family == AF_INET) {
-		struct sockaddr_in *a = (void *)&ss;
+		struct sockaddr_in *a = (void *)ss;
 		a->sin_family = AF_INET;
 		a->sin_port = htons(port);
 		inet_pton(AF_INET, addr, &a->sin_addr);
-		len = sizeof(*a);
-	} else {
-		struct sockaddr_in6 *a = (void *)&ss;
-		a->sin6_family = AF_INET6;
-		a->sin6_port = htons(port);
-		inet_pton(AF_INET6, addr, &a->sin6_addr);
-		len = sizeof(*a);
+		return sizeof(*a);
 	}
+	struct sockaddr_in6 *a = (void *)ss;
+	a->sin6_family = AF_INET6;
+	a->sin6_port = htons(port);
+	inet_pton(AF_INET6, addr, &a->sin6_addr);
+	return sizeof(*a);
+}
+
+static int listener(int family, const char *addr, int port)
+{
+	int fd = socket(family, SOCK_STREAM, 0), one = 1;
+	struct sockaddr_storage ss;
+	socklen_t len = sockaddr_of(family, addr, port, &ss);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(fd, (void *)&ss, len) || listen(fd, 4))
 		die("listen");
 	return fd;
@@ -196,21 +201,8 @@ static int listener(int family, const char *addr, int port)
 
 static int connect_to(int family, const char *addr, int port)
 {
-	struct sockaddr_storage ss = { 0 };
-	socklen_t len;
-	if (family == AF_INET) {
-		struct sockaddr_in *a = (void *)&ss;
-		a->sin_family = AF_INET;
-		a->sin_port = htons(port);
-		inet_pton(AF_INET, addr, &a->sin_addr);
-		len = sizeof(*a);
-	} else {
-		struct sockaddr_in6 *a = (void *)&ss;
-		a->sin6_family = AF_INET6;
-		a->sin6_port = htons(port);
-		inet_pton(AF_INET6, addr, &a->sin6_addr);
-		len = sizeof(*a);
-	}
+	struct sockaddr_storage ss;
+	socklen_t len = sockaddr_of(family, addr, port, &ss);
 	for (int tries = 0; tries < 200; tries++) {
 		int fd = socket(family, SOCK_STREAM, 0);
 		if (connect(fd, (void *)&ss, len) == 0) {
