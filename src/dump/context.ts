@@ -46,7 +46,7 @@ export interface DumpOptions {
   ghostLimit?: number;
   /** Checkpoint established TCP connections with TCP repair (`--tcp-established`). */
   tcpEstablished?: boolean;
-  /** Record established TCP connections without their state, to restore them closed (`--tcp-close`). */
+  /** Record TCP connections without their state, to be restored closed (`--tcp-close`). */
   tcpClose?: boolean;
   /** Drop connections waiting to be accepted instead of refusing the dump (`--skip-in-flight`). */
   skipInFlight?: boolean;

@@ -15,7 +15,8 @@ import {
   type sk_shutdown,
   unix_sk_entrySchema,
 } from "../../proto/gen/files_pb.ts";
-import { TCP_LISTEN, type UnixSocketState } from "../net/unix.ts";
+import type { UnixSocketState } from "../net/unix.ts";
+import { TCP_STATE } from "../net/tcp_state.ts";
 import type { ImageWriter } from "../images/image.ts";
 import type { DumpContext } from "./context.ts";
 import { noOwner, type OpenFile, UnsupportedError } from "./file_types.ts";
@@ -34,7 +35,7 @@ export function unixEntry(file: OpenFile, st: UnixSocketState): file_entry {
       flags: file.flags,
       uflags: 0,
       // For a listener, sock_diag reports its backlog in the write-queue slot.
-      backlog: i.state === TCP_LISTEN ? i.wqueue : 0,
+      backlog: i.state === TCP_STATE.LISTEN ? i.wqueue : 0,
       peer: i.peer,
       fown: noOwner(),
       opts: create(sk_opts_entrySchema, {
@@ -63,7 +64,7 @@ export function checkUnixSockets(ctx: DumpContext, files: ImageWriter): void {
   const same = (a: Uint8Array, b: Uint8Array) =>
     a.length === b.length && a.every((x, i) => x === b[i]);
   const listeners = [...socks.values()].filter((f) =>
-    info(f).state === TCP_LISTEN && info(f).name.length
+    info(f).state === TCP_STATE.LISTEN && info(f).name.length
   );
   const pending = new Set<number>();
   for (const l of listeners) {
@@ -119,7 +120,7 @@ export function checkUnixSockets(ctx: DumpContext, files: ImageWriter): void {
           `--ext-unix-sk is not supported yet`,
       );
     }
-    const serverSide = i.peer && i.name.length && i.state !== TCP_LISTEN;
+    const serverSide = i.peer && i.name.length && i.state !== TCP_STATE.LISTEN;
     if (serverSide && !listeners.some((l) => same(info(l).name, i.name))) {
       const peer = socks.get(i.peer);
       const peerIsServer = peer && info(peer).name.length &&

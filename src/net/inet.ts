@@ -33,13 +33,12 @@ import {
 } from "../syscalls/socket.ts";
 import { close, Errno, pidfdGetfd, pidfdOpen } from "../syscalls/mod.ts";
 import { endpointText } from "./addr.ts";
+import { stateName, TCP_STATE } from "./tcp_state.ts";
 import type { RepairedConnections } from "./tcp_conns.ts";
 import { REPAIRABLE_STATES, repairOn, restoreTcpStream, type TcpStream } from "./tcp_repair.ts";
 
 const EADDRINUSE = 98;
 
-/** Kernel TCP states the images use for inet sockets. */
-export const TCP_STATE = { ESTABLISHED: 1, CLOSE: 7, LISTEN: 10 } as const;
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
 
@@ -89,27 +88,6 @@ export interface TcpDumpPolicy {
   close?: boolean;
   /** Drop connections waiting in a listener's accept queue instead of refusing. */
   skipInFlight?: boolean;
-}
-
-const STATE_NAMES = [
-  "",
-  "ESTABLISHED",
-  "SYN_SENT",
-  "SYN_RECV",
-  "FIN_WAIT1",
-  "FIN_WAIT2",
-  "TIME_WAIT",
-  "CLOSE",
-  "CLOSE_WAIT",
-  "LAST_ACK",
-  "LISTEN",
-  "CLOSING",
-  "NEW_SYN_RECV",
-];
-
-/** The kernel's name of TCP state `state`. */
-export function stateName(state: number): string {
-  return STATE_NAMES[state] ?? `state ${state}`;
 }
 
 /** A socket that is not an inet socket we know, or one that cannot be dumped. */

@@ -94,7 +94,7 @@ export class NetworkLock {
     if (this.method === "nftables") this.#nftLock(c);
     else this.#iptables("-I", c);
     this.#locked.push(c);
-    this.#log.info(`Network locked for ${describe(c)} (${this.method})`);
+    this.#log.info(`Network locked for ${connectionText(c)} (${this.method})`);
   }
 
   #nftLock(c: Connection): void {
@@ -121,7 +121,9 @@ export class NetworkLock {
     lines.push(`add element ${t} ${set} { ${src} . ${c.srcPort} . ${dst} . ${c.dstPort} }`);
     const r = runTool("nft", [lines.join("\n")]);
     if (!r.ok) {
-      throw new NetworkLockError(`Cannot lock the network for ${describe(c)} with nft: ${r.err}`);
+      throw new NetworkLockError(
+        `Cannot lock the network for ${connectionText(c)} with nft: ${r.err}`,
+      );
     }
     this.#tableMade = true;
   }
@@ -141,7 +143,7 @@ export class NetworkLock {
       if (!r.ok) {
         if (op === "-I") {
           throw new NetworkLockError(
-            `Cannot lock the network for ${describe(c)} with ${tool}: ${r.err}`,
+            `Cannot lock the network for ${connectionText(c)} with ${tool}: ${r.err}`,
           );
         }
         all = false;
@@ -175,7 +177,7 @@ export class NetworkLock {
 }
 
 /** A connection as text: `10.0.0.1:80 -> 10.0.0.2:40000`. */
-export function describe(c: Connection): string {
+export function connectionText(c: Connection): string {
   return `${endpointText(c.family, c.srcPort, c.srcAddr)} -> ` +
     endpointText(c.family, c.dstPort, c.dstAddr);
 }

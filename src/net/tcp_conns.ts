@@ -15,7 +15,7 @@
  */
 import type { Logger } from "../log.ts";
 import { close, F, fcntl } from "../syscalls/mod.ts";
-import { type Connection, describe, type LockMethod, NetworkLock } from "./netlock.ts";
+import { type Connection, connectionText, type LockMethod, NetworkLock } from "./netlock.ts";
 import {
   type BufferSizes,
   finishTcpRestore,
@@ -51,7 +51,7 @@ export class RepairedConnections {
     const stream = readTcpStream(mine, what);
     this.#byIno.set(ino, { fd: mine, stream });
     this.#log.info(
-      `TCP ${describe(c)}: ${stream.inqLen} bytes to read, ${stream.outqLen} to send ` +
+      `TCP ${connectionText(c)}: ${stream.inqLen} bytes to read, ${stream.outqLen} to send ` +
         `(${stream.unsqLen} unsent)`,
     );
     return stream;

@@ -43,22 +43,20 @@ import {
 } from "../syscalls/socket.ts";
 import { Errno } from "../syscalls/mod.ts";
 import { sendFakeSegment, TH } from "./tcp_segment.ts";
+import { TCP_STATE } from "./tcp_state.ts";
 
-/** Kernel TCP states of a connection. */
-export const TCP_CONN_STATE = {
-  ESTABLISHED: 1,
-  FIN_WAIT1: 4,
-  FIN_WAIT2: 5,
-  CLOSE_WAIT: 8,
-  LAST_ACK: 9,
-  CLOSING: 11,
-} as const;
-
+const S = TCP_STATE;
 /** States whose connection is dumped with repair (established and half-closed). */
-export const REPAIRABLE_STATES: ReadonlySet<number> = new Set(Object.values(TCP_CONN_STATE));
+export const REPAIRABLE_STATES: ReadonlySet<number> = new Set([
+  S.ESTABLISHED,
+  S.FIN_WAIT1,
+  S.FIN_WAIT2,
+  S.CLOSE_WAIT,
+  S.LAST_ACK,
+  S.CLOSING,
+]);
 
 const bit = (...states: number[]) => states.reduce((m, s) => m | (1 << s), 0);
-const S = TCP_CONN_STATE;
 /** Our FIN was sent before the peer's (or the peer's has not come). */
 const SNDQ_FIRST_FIN = bit(S.FIN_WAIT1, S.FIN_WAIT2, S.CLOSING);
 /** Our FIN was sent after the peer's. */

@@ -29,11 +29,10 @@ import {
 } from "../syscalls/socket.ts";
 import { close, pidfdGetfd, pidfdOpen } from "../syscalls/mod.ts";
 import type { UnixSocketInfo } from "./unix_diag.ts";
+import { TCP_STATE } from "./tcp_state.ts";
 
 export { MSG };
 
-/** sock_diag state of a listening socket. */
-export const TCP_LISTEN = 10;
 const AF_UNIX = 1;
 const SOCK_CLOEXEC = 0o2000000;
 
@@ -73,7 +72,7 @@ export function collectUnixSocket(pid: number, fd: number, info: UnixSocketInfo)
     getsockopt(copy, SO.RCVTIMEO, new Uint8Array(tv.buffer));
     const rcvTimeo: [bigint, bigint] = [tv[0], tv[1]];
     const queue: Uint8Array[] = [];
-    if (info.state !== TCP_LISTEN && info.rqueue > 0) {
+    if (info.state !== TCP_STATE.LISTEN && info.rqueue > 0) {
       // Walk the queue with a peek offset (restored to "off" after), taking nothing.
       setsockopt(copy, SO.PEEK_OFF, new Uint8Array(new Int32Array([0]).buffer));
       try {
@@ -148,9 +147,9 @@ const nameOf = (n: Uint8Array) => new TextDecoder().decode(n).replace(/\0/g, "@"
 export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
   const out = new Map<number, number>();
   const byIno = new Map(socks.map((s) => [s.ino, s]));
-  const listeners = socks.filter((s) => s.state === TCP_LISTEN && s.name.length);
+  const listeners = socks.filter((s) => s.state === TCP_STATE.LISTEN && s.name.length);
   const listenerOf = (s: UnixSocketImage) =>
-    s.state !== TCP_LISTEN && s.peer && s.name.length
+    s.state !== TCP_STATE.LISTEN && s.peer && s.name.length
       ? listeners.find((l) => same(l.name, s.name))
       : undefined;
   const done = new Set<number>();

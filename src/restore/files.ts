@@ -38,8 +38,9 @@ import {
 import { addressOf, cString as cStringOf } from "../syscalls/ffi.ts";
 import { lseek } from "../syscalls/socket.ts";
 import { makeUnixSockets, type UnixSocketImage } from "../net/unix.ts";
-import { type InetSocketState, isTcpConnection, makeInetSocket, TCP_STATE } from "../net/inet.ts";
-import { describe } from "../net/netlock.ts";
+import { type InetSocketState, isTcpConnection, makeInetSocket } from "../net/inet.ts";
+import { TCP_STATE } from "../net/tcp_state.ts";
+import { connectionText } from "../net/netlock.ts";
 import type { RepairedConnections } from "../net/tcp_conns.ts";
 import { ImageError } from "../images/image.ts";
 import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
@@ -467,7 +468,7 @@ export class FileTable implements Disposable {
         state = { ...state, state: TCP_STATE.CLOSE, srcPort: 0, dstPort: 0 };
       } else if (conn && !this.#tcp.established) {
         throw new RestoreError(
-          `Cannot restore ${what}: it was TCP connection ${describe(state)}; restore with ` +
+          `Cannot restore ${what}: it was TCP connection ${connectionText(state)}; restore with ` +
             `--tcp-established (or --tcp-close to restore it closed)`,
         );
       } else if (conn) {
