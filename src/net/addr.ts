@@ -1,5 +1,6 @@
 /**
- * Inet addresses as text, from the raw 32-bit words the images keep them in.
+ * Inet addresses and connections, as the images keep them (addresses as raw 32-bit words),
+ * and as text.
  *
  * @module
  */
@@ -18,4 +19,19 @@ export function addrText(family: number, words: number[]): string {
 export function endpointText(family: number, port: number, words: number[]): string {
   const a = addrText(family, words);
   return family === AF_INET ? `${a}:${port}` : `[${a}]:${port}`;
+}
+
+/** A TCP connection as seen from its local end. */
+export interface Connection {
+  family: number;
+  srcAddr: number[];
+  srcPort: number;
+  dstAddr: number[];
+  dstPort: number;
+}
+
+/** A connection as text: `10.0.0.1:80 -> 10.0.0.2:40000`. */
+export function connectionText(c: Connection): string {
+  return `${endpointText(c.family, c.srcPort, c.srcAddr)} -> ` +
+    endpointText(c.family, c.dstPort, c.dstAddr);
 }

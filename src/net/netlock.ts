@@ -18,7 +18,7 @@
  */
 import type { Logger } from "../log.ts";
 import { AF_INET6 } from "../syscalls/socket.ts";
-import { addrText, endpointText } from "./addr.ts";
+import { addrText, type Connection, connectionText } from "./addr.ts";
 import { LOCK_BYPASS_MARK } from "./tcp_segment.ts";
 
 /** How the network is locked (`--network-lock`). */
@@ -29,15 +29,6 @@ export const LOCK_METHODS: readonly LockMethod[] = ["iptables", "nftables", "ski
 
 /** The default method. */
 export const DEFAULT_LOCK_METHOD: LockMethod = "nftables";
-
-/** A TCP connection as seen from its local end. */
-export interface Connection {
-  family: number;
-  srcAddr: number[];
-  srcPort: number;
-  dstAddr: number[];
-  dstPort: number;
-}
 
 /** Locking or unlocking the network failed. */
 export class NetworkLockError extends Error {
@@ -174,10 +165,4 @@ export class NetworkLock {
     this.#locked.length = 0;
     this.#tableMade = false;
   }
-}
-
-/** A connection as text: `10.0.0.1:80 -> 10.0.0.2:40000`. */
-export function connectionText(c: Connection): string {
-  return `${endpointText(c.family, c.srcPort, c.srcAddr)} -> ` +
-    endpointText(c.family, c.dstPort, c.dstAddr);
 }

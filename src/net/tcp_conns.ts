@@ -15,7 +15,8 @@
  */
 import type { Logger } from "../log.ts";
 import { close, F, fcntl } from "../syscalls/mod.ts";
-import { type Connection, connectionText, type LockMethod, NetworkLock } from "./netlock.ts";
+import { type Connection, connectionText } from "./addr.ts";
+import { type LockMethod, NetworkLock } from "./netlock.ts";
 import {
   type BufferSizes,
   finishTcpRestore,

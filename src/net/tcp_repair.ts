@@ -44,6 +44,7 @@ import {
 import { Errno } from "../syscalls/mod.ts";
 import { sendFakeSegment, TH } from "./tcp_segment.ts";
 import { TCP_STATE } from "./tcp_state.ts";
+import type { Connection } from "./addr.ts";
 
 const S = TCP_STATE;
 /** States whose connection is dumped with repair (established and half-closed). */
@@ -245,21 +246,12 @@ export function finishTcpRestore(
   setBuf(fd, SO.RCVBUFFORCE, bufs.rcvbuf);
 }
 
-/** The four addresses and ports of a connection, ours first. */
-export interface Endpoints {
-  family: number;
-  srcAddr: number[];
-  srcPort: number;
-  dstAddr: number[];
-  dstPort: number;
-}
-
 /**
  * Makes bound socket `fd` (in repair mode) the connection `t` was: sequence numbers, the
  * connect without handshake, options, queues, window, and the FINs of a half-closed one.
  * The socket stays in repair mode.
  */
-export function restoreTcpStream(fd: number, ends: Endpoints, t: TcpStream, what: string): void {
+export function restoreTcpStream(fd: number, ends: Connection, t: TcpStream, what: string): void {
   const mstate = 1 << t.state;
   let inqSeq = t.inqSeq, outqSeq = t.outqSeq;
   // The sequence numbers count the FINs, which are put back separately below.

@@ -23,7 +23,7 @@ import {
   SOCK_RAW,
   socket,
 } from "../syscalls/socket.ts";
-import type { Endpoints } from "./tcp_repair.ts";
+import type { Connection } from "./addr.ts";
 
 /** The mark of packets the network lock lets through (CRIU's SOCCR_MARK). */
 export const LOCK_BYPASS_MARK = 0xc114;
@@ -56,7 +56,7 @@ export interface Segment {
  * The packet of segment `s` from the peer of connection `ends` to its local end: IP header
  * (IPv4 checksum left to the kernel) and TCP header with its checksum.
  */
-export function fakeSegment(ends: Endpoints, s: Segment): Uint8Array {
+export function fakeSegment(ends: Connection, s: Segment): Uint8Array {
   const v6 = ends.family === AF_INET6;
   const from = bytesOf(ends.dstAddr), to = bytesOf(ends.srcAddr);
   const tcp = new Uint8Array(20);
@@ -105,7 +105,7 @@ export function fakeSegment(ends: Endpoints, s: Segment): Uint8Array {
 }
 
 /** Sends segment `s` from the peer of connection `ends` to its local end, over a raw socket. */
-export function sendFakeSegment(ends: Endpoints, s: Segment): void {
+export function sendFakeSegment(ends: Connection, s: Segment): void {
   const packet = fakeSegment(ends, s);
   const fd = socket(ends.family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO.RAW);
   try {

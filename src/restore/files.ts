@@ -40,7 +40,7 @@ import { lseek } from "../syscalls/socket.ts";
 import { makeUnixSockets, type UnixSocketImage } from "../net/unix.ts";
 import { type InetSocketState, isTcpConnection, makeInetSocket } from "../net/inet.ts";
 import { TCP_STATE } from "../net/tcp_state.ts";
-import { connectionText } from "../net/netlock.ts";
+import { connectionText } from "../net/addr.ts";
 import type { RepairedConnections } from "../net/tcp_conns.ts";
 import { ImageError } from "../images/image.ts";
 import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
