@@ -83,6 +83,33 @@ function killAll(...pids: number[]): void {
   }
 }
 
+/** Starts victim `tcp` in pair mode `mode` on port `p`: the victim, its root and child, its
+ * "ready" line. */
+async function startPair(
+  mode: string,
+  p = port(),
+): Promise<{ v: Victim; root: number; child: number; ready: Record<string, string> }> {
+  const bin = await buildVictim("tcp");
+  const v = startVictim(["setsid", bin, "{out}", mode, `${p}`]);
+  const ready = await waitReport(v);
+  return { v, root: Number(ready.pid), child: Number(ready.child), ready };
+}
+
+/** Dumps a pair with `opts` and waits until both its PIDs are free; returns the images. */
+async function dumpPair(
+  v: Victim,
+  root: number,
+  child: number,
+  opts = ["--tcp-established"],
+): Promise<string> {
+  const imgs = tmpDir();
+  const run = await criu(["dump", "-t", `${root}`, "-D", imgs, ...opts]);
+  assertEquals(run.code, 0, run.stderr);
+  await v.child.status;
+  await waitPairGone(root, child);
+  return imgs;
+}
+
 /** Waits for every PID of a dumped pair (the child is reaped by init, which lags). */
 async function waitPairGone(root: number, child: number): Promise<void> {
   assert(await waitGone(root), `task ${root} gone`);
@@ -97,17 +124,10 @@ function inetSockets(files: any): any[] {
 
 for (const six of [false, true]) {
   Deno.test(`both ends in the tree (${six ? "IPv6" : "IPv4"}): a client and a server keep pumping after restore, queues and all`, async () => {
-    const bin = await buildVictim("tcp");
-    const v = startVictim(["setsid", bin, "{out}", six ? "pair6" : "pair", `${port()}`]);
-    const r = await waitReport(v);
-    const [root, child] = [Number(r.pid), Number(r.child)];
+    const { v, root, child } = await startPair(six ? "pair6" : "pair");
     try {
       await waitProgress(v, "server", 100000);
-      const imgs = tmpDir();
-      const run = await criu(["dump", "-t", `${root}`, "-D", imgs, "--tcp-established"]);
-      assertEquals(run.code, 0, run.stderr);
-      await v.child.status;
-      await waitPairGone(root, child);
+      const imgs = await dumpPair(v, root, child);
       assert(nftTable(`CRIU-${root}`), "the lock stays between dump and restore");
       const before = { client: lastTick(v, "client"), server: lastTick(v, "server") };
 
@@ -153,17 +173,10 @@ for (const six of [false, true]) {
 
 for (const six of [false, true]) {
   Deno.test(`half-closed connections (CLOSE_WAIT and FIN_WAIT2, ${six ? "IPv6" : "IPv4"}) keep their FINs and their data`, async () => {
-    const bin = await buildVictim("tcp");
-    const v = startVictim(["setsid", bin, "{out}", six ? "halfpair6" : "halfpair", `${port()}`]);
-    const r = await waitReport(v);
-    const [root, child] = [Number(r.pid), Number(r.child)];
+    const { v, root, child } = await startPair(six ? "halfpair6" : "halfpair");
     try {
       await waitProgress(v, "client", 10000);
-      const imgs = tmpDir();
-      const run = await criu(["dump", "-t", `${root}`, "-D", imgs, "--tcp-established"]);
-      assertEquals(run.code, 0, run.stderr);
-      await v.child.status;
-      await waitPairGone(root, child);
+      const imgs = await dumpPair(v, root, child);
       const states = inetSockets((await critDecodeAll(imgs)).get("files.img"))
         // deno-lint-ignore no-explicit-any
         .map((s: any) => s.state).filter((s: string) => s !== "LISTEN").sort();
@@ -271,20 +284,18 @@ for (const side of ["server", "client"] as const) {
 }
 
 Deno.test("a dump that fails after the lock removes it, leaves the connections out of repair mode and the tree running", async () => {
-  const bin = await buildVictim("tcp");
-  const v = startVictim(["setsid", bin, "{out}", "pair", `${port()}`]);
-  const r = await waitReport(v);
+  const { v, root } = await startPair("pair");
   try {
     await waitProgress(v, "server", 100000);
     const run = await criu(
-      ["dump", "-t", r.pid, "-D", tmpDir(), "--tcp-established", "-o", "dump.log", "-v4"],
+      ["dump", "-t", `${root}`, "-D", tmpDir(), "--tcp-established", "-o", "dump.log", "-v4"],
       { DENO_CRIU_FAULT: "collect" },
     );
     assertEquals(run.code, 1);
     assertMatch(run.stderr, /Fault injected at collect/);
-    assert(!nftTable(`CRIU-${r.pid}`), "lock removed");
+    assert(!nftTable(`CRIU-${root}`), "lock removed");
     // Without nft there is no lock to take: refused in one line, the tree goes on.
-    const noNft = await criu(["dump", "-t", r.pid, "-D", tmpDir(), "--tcp-established"], {
+    const noNft = await criu(["dump", "-t", `${root}`, "-D", tmpDir(), "--tcp-established"], {
       PATH: "/usr/bin:/bin",
     });
     assertEquals(noNft.code, 1);
@@ -300,11 +311,8 @@ Deno.test("a dump that fails after the lock removes it, leaves the connections o
 });
 
 Deno.test("--tcp-close restores connections closed; without options a connection is refused at dump by name", async () => {
-  const bin = await buildVictim("tcp");
   const p = port();
-  const v = startVictim(["setsid", bin, "{out}", "pair", `${p}`]);
-  const r = await waitReport(v);
-  const [root, child] = [Number(r.pid), Number(r.child)];
+  const { v, root, child } = await startPair("pair", p);
   try {
     await waitProgress(v, "server", 1000);
     const refused = await criu(["dump", "-t", `${root}`, "-D", tmpDir()]);
@@ -319,11 +327,7 @@ Deno.test("--tcp-close restores connections closed; without options a connection
     assertEquals(refused.stderr.trim().split("\n").length, 1, refused.stderr);
     await waitProgress(v, "server", lastTick(v, "server").recv);
 
-    const imgs = tmpDir();
-    const run = await criu(["dump", "-t", `${root}`, "-D", imgs, "--tcp-close"]);
-    assertEquals(run.code, 0, run.stderr);
-    await v.child.status;
-    await waitPairGone(root, child);
+    const imgs = await dumpPair(v, root, child, ["--tcp-close"]);
     const img = await critDecodeAll(imgs);
     assertEquals(img.get("inventory.img")!.entries[0].tcp_close, true);
     assert(![...img.keys()].some((n) => n.startsWith("tcp-stream-")), "no stream images");
@@ -482,23 +486,16 @@ Deno.test("a listener with connections waiting to be accepted: refused by name, 
 });
 
 Deno.test("dump --leave-running lets the connections go on; a restore that fails after making them kills them quietly and can be run again", async () => {
-  const bin = await buildVictim("tcp");
-  const v = startVictim(["setsid", bin, "{out}", "pair", `${port()}`]);
-  const r = await waitReport(v);
-  const [root, child] = [Number(r.pid), Number(r.child)];
+  const { v, root, child } = await startPair("pair");
   try {
     await waitProgress(v, "server", 100000);
-    const imgs = tmpDir();
-    const keep = await criu(["dump", "-t", `${root}`, "-D", imgs, "--tcp-established", "-R"]);
+    const keep = await criu(["dump", "-t", `${root}`, "-D", tmpDir(), "--tcp-established", "-R"]);
     assertEquals(keep.code, 0, keep.stderr);
     assert(!nftTable(`CRIU-${root}`), "no lock left behind");
     await waitProgress(v, "client", lastTick(v, "client").recv);
     await waitProgress(v, "server", lastTick(v, "server").recv);
 
-    const run = await criu(["dump", "-t", `${root}`, "-D", imgs, "--tcp-established"]);
-    assertEquals(run.code, 0, run.stderr);
-    await v.child.status;
-    await waitPairGone(root, child);
+    const imgs = await dumpPair(v, root, child);
     const before = lastTick(v, "client").recv;
     const bad = await criu(["restore", "-D", imgs, "-d", "--tcp-established"], {
       DENO_CRIU_FAULT: "state",
@@ -520,16 +517,9 @@ Deno.test("dump --leave-running lets the connections go on; a restore that fails
 });
 
 Deno.test("a FIN waiting behind megabytes the peer has not read yet (FIN_WAIT1) goes out after them", async () => {
-  const bin = await buildVictim("tcp");
-  const v = startVictim(["setsid", bin, "{out}", "stuckfin", `${port()}`]);
-  const r = await waitReport(v);
-  const [root, child] = [Number(r.pid), Number(r.child)];
+  const { v, root, child, ready } = await startPair("stuckfin");
   try {
-    const imgs = tmpDir();
-    const run = await criu(["dump", "-t", `${root}`, "-D", imgs, "--tcp-established"]);
-    assertEquals(run.code, 0, run.stderr);
-    await v.child.status;
-    await waitPairGone(root, child);
+    const imgs = await dumpPair(v, root, child);
     const img = await critDecodeAll(imgs);
     // deno-lint-ignore no-explicit-any
     const fin = inetSockets(img.get("files.img")).find((s: any) => s.state === "FIN_WAIT1");
@@ -541,7 +531,7 @@ Deno.test("a FIN waiting behind megabytes the peer has not read yet (FIN_WAIT1) 
     assertEquals(rr.code, 0, rr.stderr);
     Deno.kill(root, "SIGTERM");
     const line = await waitLine(v.out, /^(PASS|FAIL) server/, 10000);
-    assertEquals(line, `PASS server recv=${r.sent}`, "every counter, then EOF");
+    assertEquals(line, `PASS server recv=${ready.sent}`, "every counter, then EOF");
   } finally {
     killAll(root, child);
     await stopVictim(v);

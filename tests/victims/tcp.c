@@ -199,6 +199,16 @@ static int listener(int family, const char *addr, int port)
 	return fd;
 }
 
+/* The first connection of listener `l`, which is closed then. */
+static int accept_one(int l)
+{
+	int fd = accept(l, NULL, NULL);
+	if (fd < 0)
+		die("accept");
+	close(l);
+	return fd;
+}
+
 static int connect_to(int family, const char *addr, int port)
 {
 	struct sockaddr_storage ss;
@@ -228,9 +238,7 @@ static void stuckfin(int port)
 	pid_t child = fork();
 	if (child == 0) {
 		role = "server";
-		int fd = accept(l, NULL, NULL);
-		if (fd < 0)
-			die("accept");
+		int fd = accept_one(l);
 		while (!stop)
 			pause();
 		uint32_t next = 0, v;
@@ -301,10 +309,7 @@ int main(int argc, char **argv)
 			role = "server";
 			int l = listener(AF_INET, argv[3], port);
 			say("listening pid=%d\n", getpid());
-			fd = accept(l, NULL, NULL);
-			if (fd < 0)
-				die("accept");
-			close(l);
+			fd = accept_one(l);
 		} else {
 			role = "client";
 			fd = connect_to(AF_INET, argv[3], port);
@@ -325,10 +330,7 @@ int main(int argc, char **argv)
 	pid_t child = fork();
 	if (child == 0) {
 		role = "server";
-		int fd = accept(l, NULL, NULL);
-		if (fd < 0)
-			die("accept");
-		close(l);
+		int fd = accept_one(l);
 		/* Half-closed: the client sends nothing and shut its side; we only send. */
 		pump(fd, 1, !half);
 		linger_then_exit(0);
