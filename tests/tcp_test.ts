@@ -516,24 +516,34 @@ Deno.test("dump --leave-running lets the connections go on; a restore that fails
   }
 });
 
-Deno.test("a FIN waiting behind megabytes the peer has not read yet (FIN_WAIT1) goes out after them", async () => {
-  const { v, root, child, ready } = await startPair("stuckfin");
-  try {
-    const imgs = await dumpPair(v, root, child);
-    const img = await critDecodeAll(imgs);
-    // deno-lint-ignore no-explicit-any
-    const fin = inetSockets(img.get("files.img")).find((s: any) => s.state === "FIN_WAIT1");
-    assert(fin, "the client was in FIN_WAIT1");
-    const stream = img.get(`tcp-stream-${Number(fin.ino).toString(16)}.img`)!.entries[0];
-    assert(stream.outq_len > 1 << 20, `megabytes waiting: ${stream.outq_len}`);
+for (
+  const [mode, state, peer] of [["stuckfin", "FIN_WAIT1", "ESTABLISHED"], [
+    "lastack",
+    "LAST_ACK",
+    "FIN_WAIT2",
+  ]]
+) {
+  Deno.test(`a FIN waiting behind megabytes the peer has not read yet (${state}, the peer ${peer}) goes out after them`, async () => {
+    const { v, root, child, ready } = await startPair(mode);
+    try {
+      const imgs = await dumpPair(v, root, child);
+      const img = await critDecodeAll(imgs);
+      const socks = inetSockets(img.get("files.img"));
+      // deno-lint-ignore no-explicit-any
+      assertEquals(socks.map((s: any) => s.state).sort(), [peer, state].sort());
+      // deno-lint-ignore no-explicit-any
+      const fin = socks.find((s: any) => s.state === state);
+      const stream = img.get(`tcp-stream-${Number(fin.ino).toString(16)}.img`)!.entries[0];
+      assert(stream.outq_len > 1 << 20, `megabytes waiting: ${stream.outq_len}`);
 
-    const rr = await criu(["restore", "-D", imgs, "-d", "--tcp-established"]);
-    assertEquals(rr.code, 0, rr.stderr);
-    Deno.kill(root, "SIGTERM");
-    const line = await waitLine(v.out, /^(PASS|FAIL) server/, 10000);
-    assertEquals(line, `PASS server recv=${ready.sent}`, "every counter, then EOF");
-  } finally {
-    killAll(root, child);
-    await stopVictim(v);
-  }
-});
+      const rr = await criu(["restore", "-D", imgs, "-d", "--tcp-established"]);
+      assertEquals(rr.code, 0, rr.stderr);
+      Deno.kill(root, "SIGTERM");
+      const line = await waitLine(v.out, /^(PASS|FAIL) server/, 10000);
+      assertEquals(line, `PASS server recv=${ready.sent}`, "every counter, then EOF");
+    } finally {
+      killAll(root, child);
+      await stopVictim(v);
+    }
+  });
+}

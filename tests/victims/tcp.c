@@ -11,6 +11,7 @@
  *   tcp OUT halfpair6 PORT         the same over [::1]
  *   tcp OUT stuckfin PORT          a client whose FIN waits behind data its server does not
  *                                  read yet (FIN_WAIT1); see stuckfin()
+ *   tcp OUT lastack PORT           the same after the server half-closed first (LAST_ACK)
  *
  * Reports: "ready pid=P" once connected (P: the tree's root), "tick ROLE sent=N recv=M" every
  * 200 ms. SIGTERM: each process prints "PASS ROLE sent=N recv=M nodelay=0|1" (a client sets
@@ -231,14 +232,18 @@ static int connect_to(int family, const char *addr, int port)
  * stuckfin: the client fills the connection (the server does not read) and shuts its writing
  * side: its FIN waits behind the data (FIN_WAIT1). On SIGTERM the server reads everything,
  * checks every counter and the EOF, and reports how many it got.
+ * lastack: the same, but the server shut its own writing side first, so the client fills and
+ * shuts a connection in CLOSE_WAIT: LAST_ACK, its FIN behind the data; the server in FIN_WAIT2.
  */
-static void stuckfin(int port)
+static void stuckfin(int port, int lastack)
 {
 	int l = listener(AF_INET, "127.0.0.1", port);
 	pid_t child = fork();
 	if (child == 0) {
 		role = "server";
 		int fd = accept_one(l);
+		if (lastack && shutdown(fd, SHUT_WR))
+			die("shutdown");
 		while (!stop)
 			pause();
 		uint32_t next = 0, v;
@@ -266,8 +271,12 @@ static void stuckfin(int port)
 		say("%s server recv=%u\n", have ? "FAIL" : "PASS", next);
 		exit(0);
 	}
+	close(l);
 	role = "client";
 	int fd = connect_to(AF_INET, "127.0.0.1", port);
+	char c;
+	if (lastack && recv(fd, &c, 1, 0) != 0)
+		die("no EOF from the server");
 	uint32_t sent = 0;
 	for (;;) {
 		uint32_t v = htonl(sent);
@@ -319,8 +328,8 @@ int main(int argc, char **argv)
 		linger_then_exit(0);
 	}
 
-	if (!strcmp(mode, "stuckfin"))
-		stuckfin(atoi(argv[3]));
+	if (!strcmp(mode, "stuckfin") || !strcmp(mode, "lastack"))
+		stuckfin(atoi(argv[3]), !strcmp(mode, "lastack"));
 	int six = !strcmp(mode, "pair6") || !strcmp(mode, "halfpair6");
 	int half = !strncmp(mode, "halfpair", 8);
 	int family = six ? AF_INET6 : AF_INET;
