@@ -35,6 +35,14 @@ export {
 } from "./src/images/image.ts";
 export { type ImageKind, imageKind, showDir, showImage } from "./src/images/show.ts";
 export { LOG, Logger } from "./src/log.ts";
+export {
+  DEFAULT_LOCK_METHOD,
+  LOCK_METHODS,
+  type LockMethod,
+  NetworkLockError,
+} from "./src/net/netlock.ts";
+export { readTcpStream, tcpStreamImageName } from "./src/images/tcp_stream.ts";
+export type { TcpStream } from "./src/net/tcp_repair.ts";
 export { Errno } from "./src/syscalls/errno.ts";
 export { NoSuchTaskError } from "./src/tree/proc.ts";
 export { SeizeError } from "./src/tree/seize.ts";

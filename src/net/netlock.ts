@@ -32,6 +32,7 @@ export const DEFAULT_LOCK_METHOD: LockMethod = "nftables";
 
 /** Locking or unlocking the network failed. */
 export class NetworkLockError extends Error {
+  /** An error with `message`, which names the tool and what it was doing. */
   constructor(message: string) {
     super(message);
     this.name = "NetworkLockError";

@@ -75,22 +75,37 @@ const TCPOPT = { MAXSEG: 2, WINDOW: 3, SACK_PERM: 4, TIMESTAMP: 8 } as const;
 
 /** What a dump reads of one connection: tcp_stream_entry and the bytes of its queues. */
 export interface TcpStream {
+  /** TCP state (not in the stream image: the inet entry has it). */
   state: number;
+  /** rcv_nxt: the sequence number after the last byte received (a FIN counts one). */
   inqSeq: number;
+  /** Bytes received and not read yet. */
   inqLen: number;
+  /** write_seq: the sequence number after the last byte written (a FIN counts one). */
   outqSeq: number;
+  /** Bytes written and not acknowledged yet, sent or not (our FIN not counted). */
   outqLen: number;
   /** Bytes of the send queue never sent. */
   unsqLen: number;
+  /** TCPI_OPT_* options agreed on in the handshake. */
   optMask: number;
+  /** Window scale shift of the peer's window (our sending). */
   sndWscale: number;
+  /** Window scale shift of our window (our receiving). */
   rcvWscale: number;
+  /** Largest segment the peer takes. */
   mssClamp: number;
+  /** The connection's TCP timestamp clock, which goes on from here. */
   timestamp: number;
+  /** TCP_CORK. */
   cork: boolean;
+  /** TCP_NODELAY. */
   nodelay: boolean;
+  /** TCP_REPAIR_WINDOW: what the window was on both sides. */
   window: { sndWl1: number; sndWnd: number; maxWindow: number; rcvWnd: number; rcvWup: number };
+  /** The receive queue's bytes. */
   inq: Uint8Array;
+  /** The send queue's bytes, sent and unsent. */
   outq: Uint8Array;
 }
 
