@@ -256,6 +256,7 @@ async function dumpProcess(
   const leader = tree.task(pid);
   const { maps, vmas } = collectVmas(pid);
   const taskFiles = collectFiles(ctx, pid);
+  ctx.tcp?.checkpointPending();
   ctx.log.info(`Task ${pid}: collected mappings and files`);
   // Inside the task: signal state, timers, per-thread state, and the pages (parasite).
   const { state, threads } = await (async () => {

@@ -32,7 +32,7 @@ import {
   tcpInfo,
 } from "../syscalls/socket.ts";
 import { close, Errno, pidfdGetfd, pidfdOpen } from "../syscalls/mod.ts";
-import { endpointText } from "./addr.ts";
+import { type Connection, endpointText } from "./addr.ts";
 import { stateName, TCP_STATE } from "./tcp_state.ts";
 import type { RepairedConnections } from "./tcp_conns.ts";
 import { REPAIRABLE_STATES, repairOn, restoreTcpStream, type TcpStream } from "./tcp_repair.ts";
@@ -143,7 +143,7 @@ export function collectInetSocket(
     const dst = peerRaw ? parseInetAddr(peerRaw) : { family, port: 0, addr: src.addr.map(() => 0) };
     let state: number = peerRaw ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
     let backlog = 0;
-    let stream: TcpStream | undefined;
+    let connection: Connection | undefined;
     let inFlight = 0;
     if (tcp) {
       const info = tcpInfo(copy);
@@ -162,8 +162,13 @@ export function collectInetSocket(
         inFlight = info.unacked;
       } else if (REPAIRABLE_STATES.has(state)) {
         if (policy.repair) {
-          const ends = { family, srcAddr: src.addr, srcPort: src.port, dstAddr: dst.addr };
-          stream = policy.repair.checkpoint(copy, ino, { ...ends, dstPort: dst.port }, what);
+          connection = {
+            family,
+            srcAddr: src.addr,
+            srcPort: src.port,
+            dstAddr: dst.addr,
+            dstPort: dst.port,
+          };
         } else if (!policy.close) {
           throw new InetSocketError(
             `Cannot dump ${what}: TCP connection ${conn} (${stateName(state)}); dump ` +
@@ -186,7 +191,7 @@ export function collectInetSocket(
     } catch {
       // No device bound.
     }
-    return {
+    const found: InetSocketState = {
       family,
       type,
       proto,
@@ -197,7 +202,6 @@ export function collectInetSocket(
       srcAddr: src.addr,
       dstAddr: dst.addr,
       backlog,
-      stream,
       inFlight,
       v6only: family === AF_INET6 && int(copy, IPV6_V6ONLY, SOL.IPV6) !== 0,
       opts: {
@@ -218,6 +222,11 @@ export function collectInetSocket(
         keepintvl: tcp ? int(copy, TCP_OPT.KEEPINTVL, SOL.TCP) : 0,
       },
     };
+    // Its stream is read once the connections of the whole process are locked.
+    if (connection) {
+      policy.repair!.add(copy, ino, connection, what, (stream) => (found.stream = stream));
+    }
+    return found;
   } finally {
     if (copy >= 0) close(copy);
     close(pidfd);

@@ -7,12 +7,13 @@
  * Methods, as `criu --network-lock` names them:
  * - `nftables`: one table `inet CRIU-<root pid>` with input and output chains dropping the
  *   connections kept in two sets; unlocking deletes the table.
- * - `iptables`: two rules per connection in INPUT and OUTPUT (ip6tables for IPv6);
- *   unlocking deletes them.
+ * - `iptables`: two rules per connection in INPUT and OUTPUT (ip6tables for IPv6), put in
+ *   and taken out by one iptables-restore run.
  * - `skip`: nothing (the caller locks the network itself).
  *
  * Both let through packets with LOCK_BYPASS_MARK (the FIN a restore forges for a half-closed
- * connection). The command-line tools do the work (nft, iptables), as with criu's defaults.
+ * connection). The command-line tools do the work (nft, iptables-restore), one run for all the
+ * connections of a process.
  *
  * @module
  */
@@ -80,16 +81,18 @@ export class NetworkLock {
     if (this.method !== "skip") this.#locked.push(c);
   }
 
-  /** Drops the packets of `c` from now on. */
-  lock(c: Connection): void {
-    if (this.method === "skip") return;
-    if (this.method === "nftables") this.#nftLock(c);
-    else this.#iptables("-I", c);
-    this.#locked.push(c);
-    this.#log.info(`Network locked for ${connectionText(c)} (${this.method})`);
+  /** Drops the packets of `conns` from now on, all in one go. */
+  lockAll(conns: readonly Connection[]): void {
+    if (this.method === "skip" || !conns.length) return;
+    if (this.method === "nftables") this.#nftLock(conns);
+    else this.#iptables("-I", conns);
+    this.#locked.push(...conns);
+    for (const c of conns) {
+      this.#log.info(`Network locked for ${connectionText(c)} (${this.method})`);
+    }
   }
 
-  #nftLock(c: Connection): void {
+  #nftLock(conns: readonly Connection[]): void {
     const t = `inet ${this.table}`;
     const lines: string[] = [];
     if (!this.#tableMade) {
@@ -108,47 +111,68 @@ export class NetworkLock {
         `add rule ${t} input ip6 daddr . tcp dport . ip6 saddr . tcp sport @conns6 drop`,
       );
     }
-    const set = c.family === AF_INET6 ? "conns6" : "conns4";
-    const src = addrText(c.family, c.srcAddr), dst = addrText(c.family, c.dstAddr);
-    lines.push(`add element ${t} ${set} { ${src} . ${c.srcPort} . ${dst} . ${c.dstPort} }`);
+    for (const c of conns) {
+      const set = c.family === AF_INET6 ? "conns6" : "conns4";
+      const src = addrText(c.family, c.srcAddr), dst = addrText(c.family, c.dstAddr);
+      lines.push(`add element ${t} ${set} { ${src} . ${c.srcPort} . ${dst} . ${c.dstPort} }`);
+    }
+    // One run, one transaction: every connection is locked at once, or none is.
     const r = runTool("nft", [lines.join("\n")]);
     if (!r.ok) {
       throw new NetworkLockError(
-        `Cannot lock the network for ${connectionText(c)} with nft: ${r.err}`,
+        `Cannot lock the network for ${connectionText(conns[0])}${
+          conns.length > 1 ? ` and ${conns.length - 1} more connections` : ""
+        } with nft: ${r.err}`,
       );
     }
     this.#tableMade = true;
   }
 
-  #iptables(op: "-I" | "-D", c: Connection): boolean {
-    const tool = c.family === AF_INET6 ? "ip6tables" : "iptables";
-    const src = addrText(c.family, c.srcAddr), dst = addrText(c.family, c.dstAddr);
-    const mark = ["-m", "mark", "!", "--mark", `0x${LOCK_BYPASS_MARK.toString(16)}`];
-    const rules = [
-      ["OUTPUT", "-p", "tcp", "-s", src, "--sport", `${c.srcPort}`, "-d", dst, "--dport"],
-      ["INPUT", "-p", "tcp", "-s", dst, "--sport", `${c.dstPort}`, "-d", src, "--dport"],
-    ];
-    const ports = [`${c.dstPort}`, `${c.srcPort}`];
-    let all = true;
-    for (const [i, rule] of rules.entries()) {
-      const r = runTool(tool, ["-w", op, ...rule, ports[i], ...mark, "-j", "DROP"]);
-      if (!r.ok) {
-        if (op === "-I") {
+  /**
+   * Inserts (-I) or deletes (-D) the two rules of each of `conns`, with one iptables-restore
+   * (ip6tables-restore) run per family. Returns whether every run succeeded.
+   */
+  #iptables(op: "-I" | "-D", conns: readonly Connection[]): boolean {
+    let ok = true;
+    for (const v6 of [false, true]) {
+      const mine = conns.filter((c) => (c.family === AF_INET6) === v6);
+      if (!mine.length) continue;
+      const tool = v6 ? "ip6tables-restore" : "iptables-restore";
+      const mark = `-m mark ! --mark 0x${LOCK_BYPASS_MARK.toString(16)} -j DROP`;
+      const lines = ["*filter"];
+      for (const c of mine) {
+        const src = addrText(c.family, c.srcAddr), dst = addrText(c.family, c.dstAddr);
+        lines.push(
+          `${op} OUTPUT -p tcp -s ${src} --sport ${c.srcPort} -d ${dst} --dport ${c.dstPort} ${mark}`,
+          `${op} INPUT -p tcp -s ${dst} --sport ${c.dstPort} -d ${src} --dport ${c.srcPort} ${mark}`,
+        );
+      }
+      lines.push("COMMIT", "");
+      const file = Deno.makeTempFileSync({ prefix: "criu-netlock-" });
+      try {
+        Deno.writeTextFileSync(file, lines.join("\n"));
+        const r = runTool(tool, ["-w", "--noflush", file]);
+        if (!r.ok && op === "-I") {
           throw new NetworkLockError(
-            `Cannot lock the network for ${connectionText(c)} with ${tool}: ${r.err}`,
+            `Cannot lock the network for ${connectionText(mine[0])}${
+              mine.length > 1 ? ` and ${mine.length - 1} more connections` : ""
+            } with ${tool}: ${r.err}`,
           );
         }
-        all = false;
+        ok &&= r.ok;
+      } finally {
+        Deno.removeSync(file);
       }
     }
-    return all;
+    return ok;
   }
 
   /**
-   * Removes the lock of this tree: the nftables table, or the iptables rules of `conns`
-   * (default: those this object added). Never throws; problems are logged.
+   * Removes the lock of this tree: the nftables table, or the iptables rules of the
+   * connections locked or adopted. Never throws; problems are logged.
    */
-  unlock(conns: readonly Connection[] = this.#locked): void {
+  unlock(): void {
+    const conns = this.#locked;
     if (!conns.length && !this.#tableMade) return;
     try {
       if (this.method === "nftables") {
@@ -157,8 +181,9 @@ export class NetworkLock {
           this.#log.error(`Cannot remove the network lock table ${this.table}: ${r.err}`);
         } else if (r.ok) this.#log.info(`Network unlocked (table ${this.table} removed)`);
       } else if (this.method === "iptables") {
-        for (const c of conns) this.#iptables("-D", c);
-        if (conns.length) this.#log.info(`Network unlocked (${conns.length} connections)`);
+        // One missing rule fails a whole batch: then each connection on its own.
+        if (!this.#iptables("-D", conns)) { for (const c of conns) this.#iptables("-D", [c]); }
+        this.#log.info(`Network unlocked (${conns.length} connections)`);
       }
     } catch (e) {
       this.#log.error(`Cannot remove the network lock: ${(e as Error).message}`);
