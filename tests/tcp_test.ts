@@ -373,7 +373,7 @@ async function readLines(conn: Deno.Conn, lines: number, timeoutMs = 20000): Pro
   return text;
 }
 
-Deno.test("redis-server keeps a client connection across dump and restore and answers its next requests", async () => {
+Deno.test("redis-server keeps its client connections across dump and restore and answers their next requests", async () => {
   const p = port();
   const dir = tmpDir("redis-");
   const v = startVictim([
@@ -394,20 +394,24 @@ Deno.test("redis-server keeps a client connection across dump and restore and an
     "--logfile",
     `${dir}/redis.log`,
   ], dir);
-  let conn: Deno.Conn | undefined;
+  const conns: Deno.Conn[] = [];
   try {
-    for (let i = 0; !conn; i++) {
+    for (let i = 0; !conns.length; i++) {
       try {
-        conn = await Deno.connect({ hostname: "127.0.0.1", port: p });
+        conns.push(await Deno.connect({ hostname: "127.0.0.1", port: p }));
       } catch (e) {
         if (i > 100) throw e;
         await sleep(50);
       }
     }
+    // 40 clients, each with its own key; all locked in one go at the dump.
+    while (conns.length < 40) conns.push(await Deno.connect({ hostname: "127.0.0.1", port: p }));
     const secret = crypto.randomUUID();
-    await conn.write(resp("SET", "secret", secret));
-    await conn.write(resp("INCR", "n"));
-    assertEquals(await readLines(conn, 2), "+OK\r\n:1\r\n");
+    for (const [i, c] of conns.entries()) {
+      await c.write(resp("SET", `secret${i}`, `${secret}-${i}`));
+      await c.write(resp("INCR", `n${i}`));
+      assertEquals(await readLines(c, 2), "+OK\r\n:1\r\n");
+    }
 
     const imgs = tmpDir();
     const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "--tcp-established"]);
@@ -415,17 +419,20 @@ Deno.test("redis-server keeps a client connection across dump and restore and an
     await v.child.status;
     assert(await waitGone(v.pid), "redis gone");
     const img = await critDecodeAll(imgs);
-    assert([...img.keys()].some((n) => n.startsWith("tcp-stream-")), "a tcp-stream image");
-    // A request sent while redis is away goes into the lock; TCP brings it over later.
-    await conn.write(resp("INCR", "n"));
+    assertEquals([...img.keys()].filter((n) => n.startsWith("tcp-stream-")).length, 40);
+    // Requests sent while redis is away go into the lock; TCP brings them over later.
+    for (const [i, c] of conns.entries()) await c.write(resp("INCR", `n${i}`));
 
     const rr = await criu(["restore", "-D", imgs, "-d", "--tcp-established"]);
     assertEquals(rr.code, 0, rr.stderr);
-    assertEquals(await readLines(conn, 1), ":2\r\n");
-    await conn.write(resp("GET", "secret"));
-    assertEquals(await readLines(conn, 2), `$${secret.length}\r\n${secret}\r\n`);
+    for (const [i, c] of conns.entries()) {
+      assertEquals(await readLines(c, 1), ":2\r\n");
+      await c.write(resp("GET", `secret${i}`));
+      const value = `${secret}-${i}`;
+      assertEquals(await readLines(c, 2), `$${value.length}\r\n${value}\r\n`);
+    }
   } finally {
-    conn?.close();
+    for (const c of conns) c.close();
     killAll(v.pid);
     await stopVictim(v);
   }
