@@ -17,9 +17,12 @@ import {
   waitReport,
 } from "./helpers.ts";
 
-/** A base port with four free ports after it (the victim uses base .. base + 3). */
+/**
+ * A base port with four ports after it (the victim uses base .. base + 3), below the
+ * ephemeral range (32768 and up) where other tests' connections take their local ports.
+ */
 function basePort(): number {
-  return 20000 + 4 * Math.floor(Math.random() * 5000);
+  return 10000 + 4 * Math.floor(Math.random() * 5500);
 }
 
 /** Connects, reads the victim's one-line answer, and closes first. */

@@ -24,8 +24,21 @@ import {
   waitReport,
 } from "./helpers.ts";
 
+/**
+ * A free TCP port below the ephemeral range (32768 and up), where no connection of another
+ * test can be holding it as its local port.
+ */
 function port(): number {
-  return 30000 + Math.floor(Math.random() * 20000);
+  for (;;) {
+    const p = 10000 + Math.floor(Math.random() * 22000);
+    try {
+      Deno.listen({ hostname: "0.0.0.0", port: p }).close();
+      Deno.listen({ hostname: "::", port: p }).close();
+      return p;
+    } catch {
+      // taken: another
+    }
+  }
 }
 
 /** The last "tick ROLE" counters a victim reported. */
