@@ -96,6 +96,17 @@ export async function stopVictim(v: Victim): Promise<Deno.CommandStatus> {
   return await v.child.status;
 }
 
+/** SIGKILL to each of `pids` still there (restored tasks are not our children to stop). */
+export function killAll(...pids: number[]): void {
+  for (const pid of pids) {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+}
+
 /** Sleeps. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));

@@ -8,6 +8,7 @@ import {
   buildVictim,
   critDecodeAll,
   criu,
+  killAll,
   procState,
   startVictim,
   stopVictim,
@@ -128,11 +129,7 @@ Deno.test("TCP listeners and UDP sockets, IPv4 and IPv6, come back bound, listen
     }
   } finally {
     await stopVictim(v);
-    try {
-      Deno.kill(Number((await waitReport(v)).pid), "SIGKILL");
-    } catch {
-      // gone
-    }
+    killAll(Number((await waitReport(v)).pid));
   }
 });
 

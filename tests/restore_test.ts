@@ -7,6 +7,7 @@ import {
   buildVictim,
   critDecodeAll,
   criu,
+  killAll,
   procState,
   ROOT,
   safeRead,
@@ -47,14 +48,6 @@ async function restoreDetached(imgs: string, extra: string[] = []): Promise<numb
   return Number(Deno.readTextFileSync(pidfile));
 }
 
-function killQuietly(pid: number): void {
-  try {
-    Deno.kill(pid, "SIGKILL");
-  } catch {
-    // gone
-  }
-}
-
 Deno.test("restore gives a process back its memory, files, signals, timers and limits", async () => {
   const bin = await buildVictim("state");
   const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
@@ -93,7 +86,7 @@ Deno.test("restore gives a process back its memory, files, signals, timers and l
     assertMatch(await verdict(v, pid), /PASS/);
   } finally {
     await stopVictim(v);
-    if (pid) killQuietly(pid);
+    if (pid) killAll(pid);
   }
 });
 
@@ -112,7 +105,7 @@ Deno.test("registers and FPU/AVX state survive dump and restore", async () => {
     assert(!Deno.readTextFileSync(v.out).includes("FAIL"), Deno.readTextFileSync(v.out));
   } finally {
     await stopVictim(v);
-    if (pid) killQuietly(pid);
+    if (pid) killAll(pid);
   }
 });
 
@@ -142,7 +135,7 @@ Deno.test("a process sleeping in nanosleep continues counting, twice over", asyn
     );
   } finally {
     await stopVictim(v);
-    if (pid) killQuietly(pid);
+    if (pid) killAll(pid);
   }
 });
 
@@ -236,7 +229,7 @@ Deno.test("bad images and changed files: one clear line, exit 1, nothing left ru
     // The images are still good after all that.
     const pid2 = await restoreDetached(copyDir(imgs));
     assertEquals(pid2, pid);
-    killQuietly(pid2);
+    killAll(pid2);
   } finally {
     await stopVictim(v);
   }
@@ -296,7 +289,7 @@ Deno.test("a task from another session needs --shell-job, and restores with it",
     await waitLine(v.out, new RegExp(`^count ${n + 2} `));
   } finally {
     await stopVictim(v);
-    if (pid) killQuietly(pid);
+    if (pid) killAll(pid);
   }
 });
 
@@ -354,7 +347,7 @@ Deno.test("a shell job on a terminal: dump -j and restore -j onto the restorer's
   } finally {
     await stopVictim(v);
     if (restorer) await stopVictim(restorer);
-    if (pid) killQuietly(pid);
+    if (pid) killAll(pid);
   }
 });
 
@@ -378,7 +371,7 @@ Deno.test("eventfd, signalfd, timerfd and an epoll set watching them survive dum
     assertMatch(await verdict(v, pid), /PASS fds/);
   } finally {
     await stopVictim(v);
-    if (pid) killQuietly(pid);
+    if (pid) killAll(pid);
   }
 });
 
@@ -411,7 +404,7 @@ Deno.test("unix sockets: pairs of every type with queued data, listeners with ac
     assertMatch(await verdict(v), /PASS unix/);
   } finally {
     await stopVictim(v);
-    for (const pid of pids) killQuietly(pid);
+    for (const pid of pids) killAll(pid);
   }
 });
 
@@ -433,11 +426,7 @@ Deno.test("a unix socket whose peer is outside the tree is refused by name", asy
     );
     assertEquals(procState(Number(r.pid)), "S");
   } finally {
-    try {
-      Deno.kill(Number((await waitReport(py)).pid), "SIGKILL");
-    } catch {
-      // gone
-    }
+    killAll(Number((await waitReport(py)).pid));
     await stopVictim(py);
   }
 });
@@ -459,7 +448,7 @@ Deno.test("POSIX timers keep their ids, clocks, signals and times", async () => 
     assertMatch(await verdict(v, pid), /PASS ptimer/);
   } finally {
     await stopVictim(v);
-    if (pid) killQuietly(pid);
+    if (pid) killAll(pid);
   }
 });
 
@@ -494,7 +483,7 @@ Deno.test("an open deleted file is carried in the images and deleted again after
     assertMatch(await verdict(v, pid), /PASS ghost/);
   } finally {
     await stopVictim(v);
-    if (pid) killQuietly(pid);
+    if (pid) killAll(pid);
   }
 });
 
@@ -515,7 +504,7 @@ Deno.test("a named pipe between parent and child keeps its queued data", async (
     assertMatch(await verdict(v), /PASS fifo/);
   } finally {
     await stopVictim(v);
-    for (const pid of pids) killQuietly(pid);
+    for (const pid of pids) killAll(pid);
   }
 });
 
@@ -543,7 +532,7 @@ Deno.test("file locks need -l, and come back with it", async () => {
     assertMatch(await verdict(v, pid), /PASS locks/);
   } finally {
     await stopVictim(v);
-    if (pid) killQuietly(pid);
+    if (pid) killAll(pid);
   }
 });
 
@@ -564,7 +553,7 @@ Deno.test("inotify watches come back with their numbers and deliver events", asy
     assertMatch(await verdict(v, pid), /PASS inotify/);
   } finally {
     await stopVictim(v);
-    if (pid) killQuietly(pid);
+    if (pid) killAll(pid);
   }
 });
 
@@ -589,6 +578,6 @@ Deno.test("a sealed memfd open twice and mapped shared and private keeps content
     assertMatch(await verdict(v, pid), /PASS memfd/);
   } finally {
     await stopVictim(v);
-    if (pid) killQuietly(pid);
+    if (pid) killAll(pid);
   }
 });

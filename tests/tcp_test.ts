@@ -12,6 +12,7 @@ import {
   buildVictim,
   critDecodeAll,
   criu,
+  killAll,
   peerNetns,
   safeRead,
   sleep,
@@ -83,17 +84,6 @@ function nftTable(name: string): boolean {
 function iptablesRules(): string {
   const out = new Deno.Command("iptables", { args: ["-S"], stderr: "null" }).outputSync();
   return new TextDecoder().decode(out.stdout);
-}
-
-/** SIGKILL to each of `pids` still there (restored tasks are not our children). */
-function killAll(...pids: number[]): void {
-  for (const pid of pids) {
-    try {
-      Deno.kill(pid, "SIGKILL");
-    } catch {
-      // gone
-    }
-  }
 }
 
 /** Starts victim `tcp` in pair mode `mode` on port `p`: the victim, its root and child, its

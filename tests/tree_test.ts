@@ -10,6 +10,7 @@ import {
   buildVictim,
   critDecodeAll,
   criu,
+  killAll,
   num,
   procMaps,
   procState,
@@ -56,16 +57,6 @@ function shapeOf(root: number): Shape[] {
   return out;
 }
 
-function killTree(pids: number[]): void {
-  for (const pid of pids) {
-    try {
-      Deno.kill(pid, "SIGKILL");
-    } catch {
-      // gone
-    }
-  }
-}
-
 Deno.test("a tree with threads, groups, sessions, a shared pipe and a zombie: dump, restore, check", async () => {
   const bin = await buildVictim("tree");
   const v = startVictim(["setsid", bin, "{out}", "3", "2"]);
@@ -104,7 +95,7 @@ Deno.test("a tree with threads, groups, sessions, a shared pipe and a zombie: du
     assertMatch(await verdict(v), /PASS tree/);
   } finally {
     await stopVictim(v);
-    killTree(pids);
+    killAll(...pids);
   }
 });
 
@@ -154,7 +145,7 @@ Deno.test("a failed dump of a tree leaves every task running untouched", async (
     assertMatch(await verdict(v), /PASS tree/);
   } finally {
     await stopVictim(v);
-    killTree(pids);
+    killAll(...pids);
   }
 });
 
@@ -201,7 +192,7 @@ Deno.test("shared anonymous memory stays one object for parent and child", async
     assertMatch(await verdict(v, v.pid, "SIGUSR1", 3000), /PASS shm/);
   } finally {
     await stopVictim(v);
-    killTree(pids);
+    killAll(...pids);
   }
 });
 
@@ -226,7 +217,7 @@ Deno.test("a child sharing its parent's descriptor table and fs info (CLONE_FILE
     assertMatch(await verdict(v, v.pid, "SIGTERM", 3000), /PASS clonefiles/);
   } finally {
     await stopVictim(v);
-    killTree(pids);
+    killAll(...pids);
   }
 });
 
@@ -258,7 +249,7 @@ Deno.test("System V shared memory: a keyed segment and a removed one, shared wit
     assertMatch(await verdict(v, v.pid, "SIGTERM", 3000), /PASS sysv/);
   } finally {
     await stopVictim(v);
-    killTree(pids);
+    killAll(...pids);
     if (ida >= 0) {
       await new Deno.Command("ipcrm", { args: ["-m", `${ida}`], stderr: "null" }).output();
     }

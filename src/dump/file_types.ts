@@ -4,8 +4,13 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
-import { fown_entrySchema } from "../../proto/gen/files_pb.ts";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  fown_entrySchema,
+  type sk_opts_entry,
+  sk_opts_entrySchema,
+} from "../../proto/gen/files_pb.ts";
+import type { CommonSocketOptions } from "../net/sk_opts.ts";
 import type { InotifyWatch } from "./inotify.ts";
 import type { UnixSocketState } from "../net/unix.ts";
 import type { InetSocketState } from "../net/inet.ts";
@@ -115,4 +120,20 @@ export interface TaskFiles {
 /** An empty owner (no F_SETOWN). */
 export function noOwner(): ReturnType<typeof create<typeof fown_entrySchema>> {
   return create(fown_entrySchema, { uid: 0, euid: 0, signum: 0, pidType: 0, pid: 0 });
+}
+
+/** A socket's sk_opts_entry: its common options, and the `more` fields of its kind. */
+export function skOptsEntry(
+  o: CommonSocketOptions,
+  more: MessageInitShape<typeof sk_opts_entrySchema> = {},
+): sk_opts_entry {
+  return create(sk_opts_entrySchema, {
+    soSndbuf: o.sndbuf,
+    soRcvbuf: o.rcvbuf,
+    soSndTmoSec: o.sndTimeo[0],
+    soSndTmoUsec: o.sndTimeo[1],
+    soRcvTmoSec: o.rcvTimeo[0],
+    soRcvTmoUsec: o.rcvTimeo[1],
+    ...more,
+  });
 }

@@ -9,11 +9,10 @@ import {
   type file_entry,
   file_entrySchema,
   inet_sk_entrySchema,
-  sk_opts_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import type { InetSocketState } from "../net/inet.ts";
 import { AF_INET6 } from "../syscalls/socket.ts";
-import { noOwner, type OpenFile } from "./file_types.ts";
+import { noOwner, type OpenFile, skOptsEntry } from "./file_types.ts";
 
 /** The file entry of IPv4 or IPv6 socket `ino`. */
 export function inetEntry(file: OpenFile, ino: number, s: InetSocketState): file_entry {
@@ -35,13 +34,7 @@ export function inetEntry(file: OpenFile, ino: number, s: InetSocketState): file
       srcAddr: s.srcAddr,
       dstAddr: s.dstAddr,
       fown: noOwner(),
-      opts: create(sk_opts_entrySchema, {
-        soSndbuf: o.sndbuf,
-        soRcvbuf: o.rcvbuf,
-        soSndTmoSec: o.sndTimeo[0],
-        soSndTmoUsec: o.sndTimeo[1],
-        soRcvTmoSec: o.rcvTimeo[0],
-        soRcvTmoUsec: o.rcvTimeo[1],
+      opts: skOptsEntry(o, {
         reuseaddr: o.reuseaddr,
         soReuseport: o.reuseport,
         soKeepalive: o.keepalive,

@@ -10,7 +10,6 @@ import {
   fd_types,
   type file_entry,
   file_entrySchema,
-  sk_opts_entrySchema,
   sk_packet_entrySchema,
   type sk_shutdown,
   unix_sk_entrySchema,
@@ -19,7 +18,7 @@ import type { UnixSocketState } from "../net/unix.ts";
 import { TCP_STATE } from "../net/tcp_state.ts";
 import type { ImageWriter } from "../images/image.ts";
 import type { DumpContext } from "./context.ts";
-import { noOwner, type OpenFile, UnsupportedError } from "./file_types.ts";
+import { noOwner, type OpenFile, skOptsEntry, UnsupportedError } from "./file_types.ts";
 
 /** The file entry of a unix socket. */
 export function unixEntry(file: OpenFile, st: UnixSocketState): file_entry {
@@ -38,14 +37,7 @@ export function unixEntry(file: OpenFile, st: UnixSocketState): file_entry {
       backlog: i.state === TCP_STATE.LISTEN ? i.wqueue : 0,
       peer: i.peer,
       fown: noOwner(),
-      opts: create(sk_opts_entrySchema, {
-        soSndbuf: st.sndbuf,
-        soRcvbuf: st.rcvbuf,
-        soSndTmoSec: st.sndTimeo[0],
-        soSndTmoUsec: st.sndTimeo[1],
-        soRcvTmoSec: st.rcvTimeo[0],
-        soRcvTmoUsec: st.rcvTimeo[1],
-      }),
+      opts: skOptsEntry(st.opts),
       name: i.name,
       shutdown: i.shutdown as sk_shutdown,
     }),
@@ -102,10 +94,7 @@ export function checkUnixSockets(ctx: DumpContext, files: ImageWriter): void {
         file_entrySchema,
         unixEntry({ id, owner: l.owner, kind: l.kind, flags: 2, pos: 0n, mntId: -1 }, {
           info: { ...e, peer: client, name: li.name },
-          sndbuf: 0,
-          rcvbuf: 0,
-          sndTimeo: [0n, 0n],
-          rcvTimeo: [0n, 0n],
+          opts: { sndbuf: 0, rcvbuf: 0, sndTimeo: [0n, 0n], rcvTimeo: [0n, 0n] },
           queue: [],
         }),
       );

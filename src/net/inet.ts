@@ -33,6 +33,7 @@ import {
 } from "../syscalls/socket.ts";
 import { close, Errno, pidfdGetfd, pidfdOpen } from "../syscalls/mod.ts";
 import { type Connection, endpointText } from "./addr.ts";
+import { type CommonSocketOptions, readCommonOptions } from "./sk_opts.ts";
 import { stateName, TCP_STATE } from "./tcp_state.ts";
 import type { RepairedConnections } from "./tcp_conns.ts";
 import { REPAIRABLE_STATES, repairOn, restoreTcpStream, type TcpStream } from "./tcp_repair.ts";
@@ -60,12 +61,8 @@ export interface InetSocketState {
   inFlight?: number;
   /** UDP: datagrams were waiting to be read (they are not carried, as CRIU does not). */
   queued?: boolean;
-  /** SOL_SOCKET options. */
-  opts: {
-    sndbuf: number;
-    rcvbuf: number;
-    sndTimeo: [bigint, bigint];
-    rcvTimeo: [bigint, bigint];
+  /** SOL_SOCKET and TCP keepalive options. */
+  opts: CommonSocketOptions & {
     reuseaddr: boolean;
     reuseport: boolean;
     keepalive: boolean;
@@ -102,12 +99,6 @@ function int(fd: number, name: number, level: number = SOL.SOCKET): number {
   const v = new Int32Array(1);
   getsockopt(fd, name, new Uint8Array(v.buffer), level);
   return v[0];
-}
-
-function timeo(fd: number, name: number): [bigint, bigint] {
-  const tv = new BigInt64Array(2);
-  getsockopt(fd, name, new Uint8Array(tv.buffer));
-  return [tv[0], tv[1]];
 }
 
 /**
@@ -205,10 +196,7 @@ export function collectInetSocket(
       inFlight,
       v6only: family === AF_INET6 && int(copy, IPV6_V6ONLY, SOL.IPV6) !== 0,
       opts: {
-        sndbuf: int(copy, SO.SNDBUF),
-        rcvbuf: int(copy, SO.RCVBUF),
-        sndTimeo: timeo(copy, SO.SNDTIMEO),
-        rcvTimeo: timeo(copy, SO.RCVTIMEO),
+        ...readCommonOptions(copy),
         reuseaddr: int(copy, SO.REUSEADDR) !== 0,
         reuseport: int(copy, SO.REUSEPORT) !== 0,
         keepalive: int(copy, SO.KEEPALIVE) !== 0,

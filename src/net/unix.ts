@@ -15,7 +15,6 @@ import {
   accept,
   bindUnix,
   connectUnix,
-  getsockopt,
   listen,
   MSG,
   peekMessage,
@@ -30,6 +29,7 @@ import {
 import { close, pidfdGetfd, pidfdOpen } from "../syscalls/mod.ts";
 import type { UnixSocketInfo } from "./unix_diag.ts";
 import { TCP_STATE } from "./tcp_state.ts";
+import { type CommonSocketOptions, readCommonOptions } from "./sk_opts.ts";
 
 export { MSG };
 
@@ -39,10 +39,7 @@ const SOCK_CLOEXEC = 0o2000000;
 /** What a dump records of one unix socket besides sock_diag's view. */
 export interface UnixSocketState {
   info: UnixSocketInfo;
-  sndbuf: number;
-  rcvbuf: number;
-  sndTimeo: [bigint, bigint];
-  rcvTimeo: [bigint, bigint];
+  opts: CommonSocketOptions;
   /** Messages (or stream bytes) queued to be received, in order. */
   queue: Uint8Array[];
 }
@@ -61,16 +58,7 @@ export function collectUnixSocket(pid: number, fd: number, info: UnixSocketInfo)
   let copy = -1;
   try {
     copy = pidfdGetfd(pidfd, fd, pid);
-    const int = new Int32Array(1);
-    const tv = new BigInt64Array(2);
-    getsockopt(copy, SO.SNDBUF, new Uint8Array(int.buffer));
-    const sndbuf = int[0];
-    getsockopt(copy, SO.RCVBUF, new Uint8Array(int.buffer));
-    const rcvbuf = int[0];
-    getsockopt(copy, SO.SNDTIMEO, new Uint8Array(tv.buffer));
-    const sndTimeo: [bigint, bigint] = [tv[0], tv[1]];
-    getsockopt(copy, SO.RCVTIMEO, new Uint8Array(tv.buffer));
-    const rcvTimeo: [bigint, bigint] = [tv[0], tv[1]];
+    const opts = readCommonOptions(copy);
     const queue: Uint8Array[] = [];
     if (info.state !== TCP_STATE.LISTEN && info.rqueue > 0) {
       // Walk the queue with a peek offset (restored to "off" after), taking nothing.
@@ -91,7 +79,7 @@ export function collectUnixSocket(pid: number, fd: number, info: UnixSocketInfo)
         setsockopt(copy, SO.PEEK_OFF, new Uint8Array(new Int32Array([-1]).buffer));
       }
     }
-    return { info, sndbuf, rcvbuf, sndTimeo, rcvTimeo, queue };
+    return { info, opts, queue };
   } finally {
     if (copy >= 0) close(copy);
     close(pidfd);
@@ -108,8 +96,7 @@ export interface UnixSocketImage {
   backlog: number;
   /** 1 receive, 2 send, 3 both. */
   shutdown: number;
-  sndbuf: number;
-  rcvbuf: number;
+  opts: CommonSocketOptions;
   /** Its receive queue. */
   queue: Uint8Array[];
   /** A connection not yet accepted: it stays in its listener's queue. */
@@ -119,8 +106,8 @@ export interface UnixSocketImage {
 function applyOptions(fd: number, s: UnixSocketImage): void {
   // The kernel doubles what it is given: hand it half of what it reported.
   const half = (v: number) => new Uint8Array(new Int32Array([Math.max(1, v >> 1)]).buffer);
-  if (s.sndbuf) setsockopt(fd, SO.SNDBUFFORCE, half(s.sndbuf));
-  if (s.rcvbuf) setsockopt(fd, SO.RCVBUFFORCE, half(s.rcvbuf));
+  if (s.opts.sndbuf) setsockopt(fd, SO.SNDBUFFORCE, half(s.opts.sndbuf));
+  if (s.opts.rcvbuf) setsockopt(fd, SO.RCVBUFFORCE, half(s.opts.rcvbuf));
 }
 
 function applyShutdown(fd: number, how: number): void {

@@ -41,6 +41,7 @@ import { makeUnixSockets, type UnixSocketImage } from "../net/unix.ts";
 import { type InetSocketState, isTcpConnection, makeInetSocket } from "../net/inet.ts";
 import { TCP_STATE } from "../net/tcp_state.ts";
 import { connectionText } from "../net/addr.ts";
+import { commonOptionsOf } from "../net/sk_opts.ts";
 import type { RepairedConnections } from "../net/tcp_conns.ts";
 import { ImageError } from "../images/image.ts";
 import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
@@ -113,10 +114,7 @@ export function inetState(e: inet_sk_entry): InetSocketState {
     backlog: e.backlog,
     v6only: e.v6only ?? false,
     opts: {
-      sndbuf: o.soSndbuf,
-      rcvbuf: o.soRcvbuf,
-      sndTimeo: [o.soSndTmoSec, o.soSndTmoUsec],
-      rcvTimeo: [o.soRcvTmoSec, o.soRcvTmoUsec],
+      ...commonOptionsOf(o),
       reuseaddr: o.reuseaddr ?? false,
       reuseport: o.soReuseport ?? false,
       keepalive: o.soKeepalive ?? false,
@@ -432,8 +430,7 @@ export class FileTable implements Disposable {
       name: u.name,
       backlog: u.backlog,
       shutdown: u.shutdown ?? 0,
-      sndbuf: u.opts?.soSndbuf ?? 0,
-      rcvbuf: u.opts?.soRcvbuf ?? 0,
+      opts: commonOptionsOf(u.opts),
       queue: this.#dump.skQueues.get(f.id) ?? [],
       pending: !referenced.has(f.id),
     };
