@@ -33,7 +33,7 @@ import {
 } from "../syscalls/socket.ts";
 import { close, Errno, pidfdGetfd, pidfdOpen } from "../syscalls/mod.ts";
 import { type Connection, endpointText } from "./addr.ts";
-import { type CommonSocketOptions, readCommonOptions } from "./sk_opts.ts";
+import { applyCommonOptions, type CommonSocketOptions, readCommonOptions } from "./sk_opts.ts";
 import { stateName, TCP_STATE } from "./tcp_state.ts";
 import type { RepairedConnections } from "./tcp_conns.ts";
 import { REPAIRABLE_STATES, repairOn, restoreTcpStream, type TcpStream } from "./tcp_repair.ts";
@@ -225,10 +225,6 @@ function setInt(fd: number, name: number, value: number, level: number = SOL.SOC
   setsockopt(fd, name, new Uint8Array(new Int32Array([value]).buffer), level);
 }
 
-function setTimeo(fd: number, name: number, tv: [bigint, bigint]): void {
-  if (tv[0] || tv[1]) setsockopt(fd, name, new Uint8Array(new BigInt64Array(tv).buffer));
-}
-
 /** Whether `s` is a TCP connection (established or half-closed). */
 export function isTcpConnection(s: InetSocketState): boolean {
   return s.proto === IPPROTO_TCP && REPAIRABLE_STATES.has(s.state);
@@ -245,12 +241,7 @@ export function makeInetSocket(s: InetSocketState, what: string): number {
   const fd = socket(s.family, s.type | SOCK_CLOEXEC, s.proto);
   try {
     const o = s.opts;
-    // The kernel doubles what is set; setting half of the dumped value gives it back. FORCE
-    // passes net.core.[rw]mem_max, which a size the kernel grew by itself may exceed.
-    if (o.sndbuf) setInt(fd, SO.SNDBUFFORCE, o.sndbuf >> 1);
-    if (o.rcvbuf) setInt(fd, SO.RCVBUFFORCE, o.rcvbuf >> 1);
-    setTimeo(fd, SO.SNDTIMEO, o.sndTimeo);
-    setTimeo(fd, SO.RCVTIMEO, o.rcvTimeo);
+    applyCommonOptions(fd, o);
     if (o.reuseport) setInt(fd, SO.REUSEPORT, 1);
     if (o.keepalive) setInt(fd, SO.KEEPALIVE, 1);
     if (o.broadcast) setInt(fd, SO.BROADCAST, 1);

@@ -1,12 +1,12 @@
 /**
  * The socket options every socket's image keeps (sk_opts_entry's first fields): buffer sizes
- * and send/receive timeouts, read from a socket and from an image the same way for unix and
- * inet sockets.
+ * and send/receive timeouts, read from a socket and from an image, and given back, the same
+ * way for unix and inet sockets.
  *
  * @module
  */
 import type { sk_opts_entry } from "../../proto/gen/files_pb.ts";
-import { getsockopt, SO } from "../syscalls/socket.ts";
+import { getsockopt, setsockopt, SO } from "../syscalls/socket.ts";
 
 /** Buffer sizes (as the kernel reports them, doubled) and timeouts ([seconds, microseconds]). */
 export interface CommonSocketOptions {
@@ -46,4 +46,18 @@ export function commonOptionsOf(e: sk_opts_entry | undefined): CommonSocketOptio
     sndTimeo: [e?.soSndTmoSec ?? 0n, e?.soSndTmoUsec ?? 0n],
     rcvTimeo: [e?.soRcvTmoSec ?? 0n, e?.soRcvTmoUsec ?? 0n],
   };
+}
+
+/**
+ * Gives socket `fd` the common options `o`. The kernel doubles a buffer size it is given, so
+ * it gets half of what it reported; FORCE passes net.core.[rw]mem_max, which a size the
+ * kernel grew by itself may exceed.
+ */
+export function applyCommonOptions(fd: number, o: CommonSocketOptions): void {
+  const half = (v: number) => new Uint8Array(new Int32Array([Math.max(1, v >> 1)]).buffer);
+  if (o.sndbuf) setsockopt(fd, SO.SNDBUFFORCE, half(o.sndbuf));
+  if (o.rcvbuf) setsockopt(fd, SO.RCVBUFFORCE, half(o.rcvbuf));
+  for (const [name, tv] of [[SO.SNDTIMEO, o.sndTimeo], [SO.RCVTIMEO, o.rcvTimeo]] as const) {
+    if (tv[0] || tv[1]) setsockopt(fd, name, new Uint8Array(new BigInt64Array(tv).buffer));
+  }
 }

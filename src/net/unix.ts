@@ -29,7 +29,7 @@ import {
 import { close, pidfdGetfd, pidfdOpen } from "../syscalls/mod.ts";
 import type { UnixSocketInfo } from "./unix_diag.ts";
 import { TCP_STATE } from "./tcp_state.ts";
-import { type CommonSocketOptions, readCommonOptions } from "./sk_opts.ts";
+import { applyCommonOptions, type CommonSocketOptions, readCommonOptions } from "./sk_opts.ts";
 
 export { MSG };
 
@@ -103,13 +103,6 @@ export interface UnixSocketImage {
   pending: boolean;
 }
 
-function applyOptions(fd: number, s: UnixSocketImage): void {
-  // The kernel doubles what it is given: hand it half of what it reported.
-  const half = (v: number) => new Uint8Array(new Int32Array([Math.max(1, v >> 1)]).buffer);
-  if (s.opts.sndbuf) setsockopt(fd, SO.SNDBUFFORCE, half(s.opts.sndbuf));
-  if (s.opts.rcvbuf) setsockopt(fd, SO.RCVBUFFORCE, half(s.opts.rcvbuf));
-}
-
 function applyShutdown(fd: number, how: number): void {
   if (how === 3) shutdown(fd, 2);
   else if (how === 1) shutdown(fd, 0);
@@ -145,7 +138,7 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
   };
   const create = (s: UnixSocketImage) => {
     const fd = socket(AF_UNIX, s.type | SOCK_CLOEXEC);
-    applyOptions(fd, s);
+    applyCommonOptions(fd, s.opts);
     return fd;
   };
 
@@ -172,7 +165,7 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
     done.add(x.ino);
     if (x.pending) continue;
     const server = accept(out.get(l.ino)!, `unix socket ${nameOf(l.name)}`);
-    applyOptions(server, x);
+    applyCommonOptions(server, x.opts);
     out.set(x.ino, server);
     fill(x, client);
     fill(c, server);
@@ -184,8 +177,8 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
       throw new Error(`The peer socket:[${s.peer}] of socket:[${s.ino}] is not in the images`);
     }
     const [a, b] = socketpair(AF_UNIX, s.type | SOCK_CLOEXEC);
-    applyOptions(a, s);
-    applyOptions(b, p);
+    applyCommonOptions(a, s.opts);
+    applyCommonOptions(b, p.opts);
     out.set(s.ino, a);
     out.set(p.ino, b);
     done.add(s.ino);

@@ -9,6 +9,7 @@
  *   - a stream socketpair shared with a child process, which answers "pong" to "ping"
  *   - a listener DIR/conn.sock with one accepted connection (data queued both ways) and one
  *     connection still waiting to be accepted
+ *   - options on the pairs: a receive timeout, a send timeout, a send buffer size
  *
  * On SIGTERM it checks all of it and prints PASS or FAIL with the reason.
  */
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -56,6 +58,11 @@ int main(int argc, char **argv)
 	send(dp[1], "three", 5, 0);
 	send(qp[1], "alpha", 5, 0);
 	send(qp[1], "beta", 4, 0);
+	struct timeval rto = {3, 500000}, sto = {1, 0};
+	int sndbuf = 100000;
+	setsockopt(dp[0], SOL_SOCKET, SO_RCVTIMEO, &rto, sizeof(rto));
+	setsockopt(qp[1], SOL_SOCKET, SO_SNDTIMEO, &sto, sizeof(sto));
+	setsockopt(sp[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 
 	struct sockaddr_un la = {.sun_family = AF_UNIX};
 	snprintf(la.sun_path, sizeof(la.sun_path), "%s/listen.sock", argv[2]);
@@ -105,6 +112,15 @@ int main(int argc, char **argv)
 	while (!term)
 		pause();
 
+	struct timeval tv;
+	socklen_t tl = sizeof(tv);
+	CHECK(getsockopt(dp[0], SOL_SOCKET, SO_RCVTIMEO, &tv, &tl) == 0 && tv.tv_sec == 3 &&
+		      tv.tv_usec == 500000, "receive timeout");
+	CHECK(getsockopt(qp[1], SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) == 0 && tv.tv_sec == 1 &&
+		      tv.tv_usec == 0, "send timeout");
+	int v = 0;
+	socklen_t vl = sizeof(v);
+	CHECK(getsockopt(sp[0], SOL_SOCKET, SO_SNDBUF, &v, &vl) == 0 && v == 2 * sndbuf, "send buffer");
 	CHECK(got(sp[0], "hello stream"), "stream queue");
 	CHECK(got(sp[1], "back"), "stream queue back");
 	CHECK(got(dp[0], "one") && got(dp[0], "two") && got(dp[0], "three"), "dgram queue");
