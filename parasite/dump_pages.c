@@ -3,9 +3,12 @@
  *
  * The page stream (the iovecs, back to back) is cut into chunks of `chunk` bytes; chunk k is
  * vmspliced into pipe k % 2. Two copiers on the dumper side splice one pipe each into
- * pages-N.img at offset k * chunk, so that both CPUs copy at once. When every chunk is in, the
- * blob stores the result, sets `done`, and sleeps in pause() with every signal blocked until
- * the dumper interrupts it with PTRACE_INTERRUPT.
+ * pages-N.img at offset k * chunk, so that both CPUs copy at once. When every chunk is in (or a
+ * vmsplice failed), the blob stores the result, sets `done`, and waits in read() on its
+ * lifeline, a pipe whose only write end the dumper holds, until the dumper interrupts it with
+ * PTRACE_INTERRUPT. If the dumper dies instead, its ends of the pipes close: a vmsplice fails
+ * with EPIPE, the lifeline reads end-of-file, and the blob goes to heal (heal.c), which undoes
+ * the infection and returns the task to its own context.
  *
  *   struct args (all u64, little-endian)
  *     0  fd[2]   pipe write ends in the task
@@ -14,6 +17,14 @@
  *    32  chunk   bytes per chunk: the pipes' size, at most MAX_PIECES pages
  *    40  done    0 while running, 1 when finished
  *    48  result  0, or -errno of the failing vmsplice
+ *    56  lifeline  read end of the lifeline pipe
+ *    64  heal      address of heal (heal.c, offset 2)
+ *    72  heal_block  this thread's heal block, for heal in r12
+ *    80  sigpipe   1 if the thread had a SIGPIPE pending before criu came
+ *
+ * A vmsplice into a pipe nobody reads any more (criu died, or gave up) raises SIGPIPE, which
+ * stays pending under the blocked mask and would kill the task once its own mask is back. The
+ * blob takes that signal off the thread's queue, unless the task had one pending already.
  *
  * Freestanding: no libc, no globals, position independent; the entry point is the first byte.
  */
@@ -31,7 +42,14 @@ struct args {
 	u64 chunk;
 	volatile s64 done;
 	s64 result;
+	s64 lifeline;
+	u64 heal;
+	u64 heal_block;
+	s64 sigpipe;
 };
+
+#define EPIPE 32
+#define SIGPIPE 13
 
 #define MAX_PIECES 256
 
@@ -83,8 +101,17 @@ __attribute__((section(".text.entry"), used, noreturn)) void parasite_dump_pages
 		}
 		ret = splice_all(a->fd[k & 1], piece, n);
 	}
+	if (ret == -EPIPE && !a->sigpipe) {
+		u64 set = 1UL << (SIGPIPE - 1);
+		s64 zero[2] = {0, 0};
+		sys6(NR_rt_sigtimedwait, (s64)&set, 0, (s64)zero, 8, 0, 0);
+	}
 	a->result = ret;
 	a->done = 1;
-	for (;;)
-		sys3(NR_pause, 0, 0, 0);
+	char c;
+	while (sys3(NR_read, a->lifeline, (s64)&c, 1) == -EINTR)
+		;
+	register u64 hb asm("r12") = a->heal_block;
+	asm volatile("jmp *%0\n" ::"r"(a->heal), "r"(hb) : "memory");
+	__builtin_unreachable();
 }

@@ -29,7 +29,19 @@ static inline s64 sys6(s64 nr, s64 a, s64 b, s64 c, s64 d, s64 e, s64 f)
 }
 
 #define NR_read 0
+#define NR_open 2
+#define NR_rt_sigaction 13
+#define NR_pipe 22
+#define NR_dup2 33
+#define NR_nanosleep 35
+#define NR_setsockopt 54
+#define NR_clone 56
+#define NR_execve 59
+#define NR_pipe2 293
+#define NR_pidfd_open 434
+#define NR_pidfd_getfd 438
 #define NR_write 1
+#define NR_close 3
 #define NR_mmap 9
 #define NR_mprotect 10
 #define NR_munmap 11
@@ -38,12 +50,18 @@ static inline s64 sys6(s64 nr, s64 a, s64 b, s64 c, s64 d, s64 e, s64 f)
 #define NR_madvise 28
 #define NR_shmat 30
 #define NR_pause 34
+#define NR_rt_sigtimedwait 128
+#define NR_getpid 39
 #define NR_exit 60
 #define NR_wait4 61
+#define NR_kill 62
+#define NR_getppid 110
+#define NR_prctl 157
 #define NR_vmsplice 278
 #define NR_exit_group 231
 #define NR_clone3 435
 #define EINTR 4
 #define EAGAIN 11
+#define ECHILD 10
 
 #endif

@@ -98,7 +98,8 @@ export async function stopVictim(v: Victim): Promise<Deno.CommandStatus> {
 
 /** SIGKILL to each of `pids` still there (restored tasks are not our children to stop). */
 export function killAll(...pids: number[]): void {
-  for (const pid of pids) {
+  // 0 and negative numbers would name process groups: the test's own among them.
+  for (const pid of pids.filter((p) => p > 0)) {
     try {
       Deno.kill(pid, "SIGKILL");
     } catch {
@@ -235,6 +236,23 @@ export async function waitGone(pid: number, timeoutMs = 10000): Promise<boolean>
     await sleep(50);
   }
   return false;
+}
+
+/**
+ * A TCP port free on every address in both families, below the ephemeral range (a random
+ * ephemeral port could be another connection's local port).
+ */
+export function freePort(): number {
+  for (;;) {
+    const p = 10000 + Math.floor(Math.random() * 22000);
+    try {
+      Deno.listen({ hostname: "0.0.0.0", port: p }).close();
+      Deno.listen({ hostname: "::", port: p }).close();
+      return p;
+    } catch {
+      // taken: another
+    }
+  }
 }
 
 /** A network namespace for a peer, joined to this one by a veth pair: two hosts on one box. */

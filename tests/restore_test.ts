@@ -194,7 +194,22 @@ Deno.test("bad images and changed files: one clear line, exit 1, nothing left ru
       ["short pages file", (d) => {
         const b = Deno.readFileSync(`${d}/pages-1.img`);
         Deno.writeFileSync(`${d}/pages-1.img`, b.subarray(0, b.length - 4096));
-      }, /pages-1\.img is shorter than .*pagemap-\d+\.img says/],
+      }, /pages-1\.img does not match .*pagemap-\d+\.img: \d+ bytes, the pagemap says \d+/],
+      ["pagemap cut at an entry boundary", (d) => {
+        // Still a well-formed image, with its last run gone: its pages are unclaimed.
+        const path = `${d}/pagemap-${pid}.img`;
+        const b = Deno.readFileSync(path);
+        const view = new DataView(b.buffer);
+        const starts: number[] = [];
+        for (let off = 8; off < b.length; off += 4 + view.getUint32(off, true)) starts.push(off);
+        assert(starts.length > 2, "the victim's pagemap has runs");
+        Deno.writeFileSync(path, b.subarray(0, starts.at(-1)));
+      }, /pages-1\.img does not match .*pagemap-\d+\.img/],
+      [
+        "missing pipes-data.img",
+        (d) => Deno.removeSync(`${d}/pipes-data.img`),
+        /pipes-data\.img has no entry for pipe \d+ \(the image is missing\)/,
+      ],
     ];
     for (const [name, corrupt, re] of cases) {
       const d = copyDir(imgs);
@@ -226,10 +241,13 @@ Deno.test("bad images and changed files: one clear line, exit 1, nothing left ru
     assertEquals(run.code, 1);
     assertMatch(run.stderr, /pidfile .* exists already/);
     assertEquals(Deno.readTextFileSync(pidfile), "1");
-    // The images are still good after all that.
-    const pid2 = await restoreDetached(copyDir(imgs));
-    assertEquals(pid2, pid);
-    killAll(pid2);
+    // The images are still good after all that; the pidfile is criu's: 0600.
+    const fresh = `${tmpDir()}/pid`;
+    run = await criu(["restore", "-D", copyDir(imgs), "-d", "--pidfile", fresh]);
+    assertEquals(run.code, 0, run.stderr);
+    assertEquals(Deno.readTextFileSync(fresh), `${pid}`);
+    assertEquals(Deno.statSync(fresh).mode! & 0o777, 0o600);
+    killAll(pid);
   } finally {
     await stopVictim(v);
   }

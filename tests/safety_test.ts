@@ -6,8 +6,10 @@ import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   buildVictim,
   criu,
+  killAll,
   procMaps,
   procState,
+  ROOT,
   sleep,
   startVictim,
   stopVictim,
@@ -95,5 +97,44 @@ Deno.test("bad input: one clear line, exit code 1, no stack trace", async () => 
     assertEquals(run.code, 1, args.join(" "));
     assertMatch(run.stderr, re);
     assert(!/\n\s+at /.test(run.stderr), `no stack trace for ${args.join(" ")}`);
+  }
+});
+
+Deno.test("a dump without CAP_SYS_ADMIN (pagemap hides frame numbers) keeps every page", async () => {
+  const bin = await buildVictim("heap");
+  const v = startVictim(["setsid", bin, "{out}", "8"]);
+  let pid = 0;
+  try {
+    await waitReport(v);
+    const imgs = tmpDir();
+    // What a user dumping its own process meets: /proc/PID/pagemap opened without
+    // CAP_SYS_ADMIN shows every frame number as 0, so no page can be told to be the zero page.
+    const out = await new Deno.Command("setpriv", {
+      args: [
+        "--bounding-set",
+        "-sys_admin",
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--quiet",
+        `${ROOT}/main.ts`,
+        "dump",
+        "-t",
+        `${v.pid}`,
+        "-D",
+        imgs,
+      ],
+      stderr: "piped",
+    }).output();
+    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+    await v.child.status;
+    assert(Deno.statSync(`${imgs}/pages-1.img`).size >= 8 << 20, "every written page is in");
+    const res = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(res.code, 0, res.stderr);
+    pid = v.pid;
+    assertMatch(await verdict(v), /PASS/);
+  } finally {
+    killAll(pid);
+    await stopVictim(v);
   }
 });

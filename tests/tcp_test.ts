@@ -12,6 +12,7 @@ import {
   buildVictim,
   critDecodeAll,
   criu,
+  freePort,
   killAll,
   peerNetns,
   safeRead,
@@ -24,23 +25,6 @@ import {
   waitLine,
   waitReport,
 } from "./helpers.ts";
-
-/**
- * A free TCP port below the ephemeral range (32768 and up), where no connection of another
- * test can be holding it as its local port.
- */
-function port(): number {
-  for (;;) {
-    const p = 10000 + Math.floor(Math.random() * 22000);
-    try {
-      Deno.listen({ hostname: "0.0.0.0", port: p }).close();
-      Deno.listen({ hostname: "::", port: p }).close();
-      return p;
-    } catch {
-      // taken: another
-    }
-  }
-}
 
 /** The last "tick ROLE" counters a victim reported. */
 function lastTick(v: Victim, role: string): { sent: number; recv: number } {
@@ -90,7 +74,7 @@ function iptablesRules(): string {
  * "ready" line. */
 async function startPair(
   mode: string,
-  p = port(),
+  p = freePort(),
 ): Promise<{ v: Victim; root: number; child: number; ready: Record<string, string> }> {
   const bin = await buildVictim("tcp");
   const v = startVictim(["setsid", bin, "{out}", mode, `${p}`]);
@@ -202,7 +186,7 @@ for (const side of ["server", "client"] as const) {
   Deno.test(`one end outside: the ${side} is dumped while its peer in another network namespace keeps sending (lock: ${method})`, async () => {
     const bin = await buildVictim("tcp");
     await using net = await peerNetns();
-    const p = port();
+    const p = freePort();
     const other = side === "server" ? "client" : "server";
     const peerArgv = (
       out: string,
@@ -314,7 +298,7 @@ Deno.test("a dump that fails after the lock removes it, leaves the connections o
 });
 
 Deno.test("--tcp-close restores connections closed; without options a connection is refused at dump by name", async () => {
-  const p = port();
+  const p = freePort();
   const { v, root, child } = await startPair("pair", p);
   try {
     await waitProgress(v, "server", 1000);
@@ -377,7 +361,7 @@ async function readLines(conn: Deno.Conn, lines: number, timeoutMs = 20000): Pro
 }
 
 Deno.test("redis-server keeps its client connections across dump and restore and answers their next requests", async () => {
-  const p = port();
+  const p = freePort();
   const dir = tmpDir("redis-");
   const v = startVictim([
     "setsid",
@@ -442,7 +426,7 @@ Deno.test("redis-server keeps its client connections across dump and restore and
 });
 
 Deno.test("a listener with connections waiting to be accepted: refused by name, or dumped without them with --skip-in-flight", async () => {
-  const p = port();
+  const p = freePort();
   const v = startVictim([
     "setsid",
     "python3",

@@ -17,7 +17,9 @@ import {
   libc,
   PEEKSIGINFO_ARGS_SIZE,
   REG,
+  remotePtr,
   RSEQ_CONFIG_SIZE,
+  SIGFRAME,
   SIGINFO_SIZE,
   STACK_T,
   USER_REGS_SIZE,
@@ -33,6 +35,7 @@ import {
   parseStatus,
   RLIM_INFINITY,
 } from "../src/tree/proc.ts";
+import { buildSigframe, restartedRegs, sigframeSize } from "../src/tree/sigframe.ts";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { buildVictim, critDecodeAll, ROOT, tmpDir } from "./helpers.ts";
 
@@ -59,6 +62,60 @@ Deno.test("struct layouts match the C compiler's", async () => {
     XSAVE.xmmSpace,
     XSAVE.padding,
   ]);
+  // The frame rt_sigreturn reads (parasite/heal.c goes home through it).
+  assertEquals([c.uc_stack, c.uc_mcontext, c.sigcontext], [
+    SIGFRAME.ucStack,
+    SIGFRAME.ucMcontext,
+    SIGFRAME.ucSigmask - SIGFRAME.ucMcontext,
+  ]);
+  assertEquals(
+    [c.sc_r12, c.sc_rdi, c.sc_rsp, c.sc_rip, c.sc_eflags, c.sc_cs, c.sc_ss, c.sc_fpstate],
+    [
+      SIGFRAME.sc.r12,
+      SIGFRAME.sc.di,
+      SIGFRAME.sc.sp,
+      SIGFRAME.sc.ip,
+      SIGFRAME.sc.flags,
+      SIGFRAME.sc.cs,
+      SIGFRAME.sc.ss,
+      SIGFRAME.sc.fpstate,
+    ],
+  );
+});
+
+Deno.test("a home frame restarts an interrupted syscall and carries the FPU state", () => {
+  const regs = new BigUint64Array(27);
+  const at = (ax: bigint, origAx: bigint) => {
+    regs[REG.ax] = BigInt.asUintN(64, ax);
+    regs[REG.orig_ax] = BigInt.asUintN(64, origAx);
+    regs[REG.ip] = 0x1000n;
+    const r = restartedRegs(regs);
+    return [BigInt.asIntN(64, r[REG.ax]), r[REG.ip], BigInt.asIntN(64, r[REG.orig_ax])];
+  };
+  assertEquals(at(-512n, 0n), [0n, 0xffen, -1n], "ERESTARTSYS: read again");
+  assertEquals(at(-514n, 34n), [34n, 0xffen, -1n], "ERESTARTNOHAND: pause again");
+  assertEquals(at(-516n, 35n), [-4n, 0x1000n, -1n], "ERESTART_RESTARTBLOCK: EINTR");
+  assertEquals(at(-11n, 0n), [-11n, 0x1000n, -1n], "a finished syscall keeps its result");
+  assertEquals(at(5n, -1n), [5n, 0x1000n, -1n], "not in a syscall");
+
+  const xsave = new Uint8Array(832);
+  new DataView(xsave.buffer).setUint32(SIGFRAME.swBytes, SIGFRAME.magic1, true);
+  new DataView(xsave.buffer).setUint32(SIGFRAME.swBytes + 16, 832, true);
+  xsave[200] = 0x5a;
+  const f = buildSigframe({ at: remotePtr(0x7000n), regs, sigmask: 0x4001n, xsave, pretcode: 9n });
+  const v = new DataView(f.buffer);
+  const fp = Number(v.getBigUint64(8 + SIGFRAME.ucMcontext + SIGFRAME.sc.fpstate, true) - 0x7000n);
+  assertEquals(fp % 64, 0, "fpstate aligned to 64");
+  assertEquals(f[fp + 200], 0x5a);
+  assertEquals(v.getUint32(fp + 832, true), SIGFRAME.magic2, "magic2 after the XSAVE area");
+  assertEquals(v.getUint32(fp + SIGFRAME.swBytes + 4, true), 836, "extended size");
+  assertEquals(v.getBigUint64(8 + SIGFRAME.ucSigmask, true), 0x4001n);
+  assertEquals(v.getBigUint64(0, true), 9n, "pretcode");
+  assertEquals(sigframeSize(xsave), f.length);
+  assertThrows(
+    () => buildSigframe({ at: remotePtr(0x7008n), regs, sigmask: 0n, xsave }),
+    /aligned/,
+  );
 });
 
 Deno.test("/proc parsers read captured fixtures", () => {

@@ -6,9 +6,16 @@
  *
  * clone3() with set_tid = PID makes a child that only sleeps in pause() until the restorer
  * seizes it with ptrace and rebuilds it. The helper prints "child PID\n" on stdout, or
- * "error ERRNO\n" when clone3 fails (EEXIST: the PID is taken). With "detach" it exits at once
- * (the child is reparented); otherwise it waits for the child and exits with its status
- * (128 + signal when killed), which `criu restore` without -d passes on.
+ * "error ERRNO\n" when clone3 fails (EEXIST: the PID is taken).
+ *
+ * Then it waits for the restorer's word on stdin. "g" (go) means the tree is released: with
+ * "detach" the helper exits (the child is reparented); otherwise it waits for the child and
+ * exits with its status (128 + signal when killed), which `criu restore` without -d passes on.
+ * End of file before that means the restorer died or gave up: nothing it made may stay, so the
+ * helper kills the whole tree, released tasks included, and reaps it: it is the subreaper of
+ * the tree until "g", so the children of each task it kills come to it in turn (the restorer
+ * also traces the tasks with PTRACE_O_EXITKILL, so those still traced die with it).
+ * The child dies with the helper too (PR_SET_PDEATHSIG), should the helper be killed first.
  */
 #include "../syscall.h"
 
@@ -18,6 +25,10 @@ struct clone_args {
 };
 
 #define SIGCHLD 17
+#define SIGKILL 9
+#define PR_SET_PDEATHSIG 1
+#define PR_SET_CHILD_SUBREAPER 36
+#define WALL 0x40000000
 
 static u64 parse(const char *s)
 {
@@ -50,6 +61,42 @@ static void print(const char *prefix, s64 v)
 	sys3(NR_write, 1, (s64)buf, n);
 }
 
+/* Kills every child, reaps, and again with the orphans that came, until none is left. */
+__attribute__((noreturn)) static void kill_tree(s64 self)
+{
+	char path[64] = "/proc/self/task/", buf[4096];
+	int n = 16, i = 0;
+	char digits[20];
+	do {
+		digits[i++] = (char)('0' + self % 10);
+		self /= 10;
+	} while (self);
+	while (i)
+		path[n++] = digits[--i];
+	const char *tail = "/children";
+	while (*tail)
+		path[n++] = *tail++;
+	path[n] = 0;
+	for (;;) {
+		s64 fd = sys3(NR_open, (s64)path, 0, 0);
+		s64 len = fd < 0 ? 0 : sys3(NR_read, fd, (s64)buf, sizeof(buf) - 1);
+		if (fd >= 0)
+			sys3(NR_close, fd, 0, 0);
+		for (s64 j = 0; j < len;) {
+			while (j < len && (buf[j] < '0' || buf[j] > '9'))
+				j++;
+			if (j >= len)
+				break;
+			sys3(NR_kill, (s64)parse(buf + j), SIGKILL, 0);
+			while (j < len && buf[j] >= '0' && buf[j] <= '9')
+				j++;
+		}
+		int st;
+		if (sys6(NR_wait4, -1, (s64)&st, WALL, 0, 0, 0) == -ECHILD)
+			sys3(NR_exit_group, 1, 0, 0);
+	}
+}
+
 __attribute__((used)) void helper_main(s64 *sp)
 {
 	s64 argc = sp[0];
@@ -60,12 +107,17 @@ __attribute__((used)) void helper_main(s64 *sp)
 	}
 	s64 pid = (s64)parse(argv[1]);
 	int detach = argc > 2;
+	s64 self = sys3(NR_getpid, 0, 0, 0);
+	sys6(NR_prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, 0);
 	struct clone_args ca = {0};
 	ca.exit_signal = SIGCHLD;
 	ca.set_tid = (u64)&pid;
 	ca.set_tid_size = 1;
 	s64 child = sys3(NR_clone3, (s64)&ca, sizeof(ca), 0);
 	if (child == 0) {
+		sys6(NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0, 0);
+		if (sys3(NR_getppid, 0, 0, 0) != self)
+			sys3(NR_exit_group, 1, 0, 0);
 		for (;;)
 			sys3(NR_pause, 0, 0, 0);
 	}
@@ -74,6 +126,16 @@ __attribute__((used)) void helper_main(s64 *sp)
 		sys3(NR_exit_group, 2, 0, 0);
 	}
 	print("child ", child);
+	char word = 0;
+	for (;;) {
+		s64 r = sys3(NR_read, 0, (s64)&word, 1);
+		if (r == -EINTR)
+			continue;
+		if (r != 1 || word != 'g')
+			kill_tree(self);
+		break;
+	}
+	sys6(NR_prctl, PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0, 0);
 	if (detach)
 		sys3(NR_exit_group, 0, 0, 0);
 	int status = 0;

@@ -12,6 +12,7 @@ import type { DumpStats } from "../dump/context.ts";
 import { showDir, showImage } from "../images/show.ts";
 import { Logger } from "../log.ts";
 import { type CliOptions, parseCommandLine, USAGE, UsageError } from "./options.ts";
+import { interruptOnSignals } from "../util/interrupt.ts";
 
 /** Version printed by `criu --version`. */
 export const VERSION = "0.1.0";
@@ -53,6 +54,7 @@ async function runDump(o: CliOptions): Promise<number> {
   }
   const imagesDir = resolve(o.imagesDir);
   using log = openLog(o, imagesDir);
+  using stop = interruptOnSignals();
   try {
     const r = await dump({
       pid: o.tree,
@@ -69,6 +71,7 @@ async function runDump(o: CliOptions): Promise<number> {
       skipInFlight: o.skipInFlight,
       networkLock: o.networkLock,
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
+      signal: stop.signal,
     }, log);
     if (o.displayStats) out(formatDumpStats(r.stats));
     return 0;
@@ -97,6 +100,7 @@ async function runRestore(o: CliOptions): Promise<number> {
   using log = openLog(o, imagesDir);
   let r;
   try {
+    using stop = interruptOnSignals();
     r = await restore({
       imagesDir,
       detach: o.restoreDetached,
@@ -106,6 +110,7 @@ async function runRestore(o: CliOptions): Promise<number> {
       tcpClose: o.tcpClose,
       networkLock: o.networkLock,
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
+      signal: stop.signal,
     }, log);
   } catch (e) {
     if (log.toFile) log.error((e as Error).message);

@@ -15,9 +15,11 @@ import type {
   remap_file_path_entry,
 } from "../../proto/gen/files_pb.ts";
 import { ImageWriter, type MagicName } from "../images/image.ts";
+import { checkInterrupt } from "../util/interrupt.ts";
 import type { TcpDumpPolicy } from "../net/inet.ts";
 import { DEFAULT_LOCK_METHOD, type LockMethod } from "../net/netlock.ts";
 import { RepairedConnections } from "../net/tcp_conns.ts";
+import type { DumpGuard } from "./guard.ts";
 
 /** Options of a dump, as `criu dump` takes them. */
 export interface DumpOptions {
@@ -54,6 +56,8 @@ export interface DumpOptions {
   networkLock?: LockMethod;
   /** Test hook: fail the dump at the named step, after the task is seized. */
   faultInject?: string;
+  /** Aborted when criu is asked to stop (SIGINT, SIGTERM, SIGHUP): the dump rolls back. */
+  signal?: AbortSignal;
 }
 
 /** Dump statistics, as stats-dump records them (times in microseconds). */
@@ -95,6 +99,8 @@ export class DumpContext {
   readonly ttys = new Map<number, TtyInfo>();
   /** Established TCP connections held in repair mode, made on first need. */
   tcp?: RepairedConnections;
+  /** Undoes the lock and repair mode should criu die; started with the first connection. */
+  guard?: DumpGuard;
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
   /** System V shared memory segments by IPC id, with their contents. */
@@ -165,8 +171,12 @@ export class DumpContext {
     this.#pending = [];
   }
 
-  /** Throws when the fault-injection hook names `step` (tests prove the dump unwinds). */
-  faultPoint(step: string): void {
+  /**
+   * Between steps: throws when criu was asked to stop, or when the fault-injection hook names
+   * `step` (tests prove the dump unwinds).
+   */
+  async checkpoint(step: string): Promise<void> {
+    await checkInterrupt(this.opts.signal);
     if (this.opts.faultInject === step) throw new Error(`Fault injected at ${step}`);
   }
 }

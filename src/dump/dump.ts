@@ -3,9 +3,10 @@
  * named step per resource, top to bottom.
  *
  * Safety: the task is frozen with ptrace for the whole dump. Any failure thaws it with the
- * registers and signal mask it had (the `using` below), and nothing is written into its memory
- * except a scratch mapping that the remote-syscall scope removes. The task is killed only after
- * every image is written and synced.
+ * registers and signal mask it had (the `using` below), and nothing stays in its memory: the
+ * parasite area and what was made through it are removed when it is cured. If criu itself dies,
+ * every task goes home on its own (tree/parasite.ts). The task is killed only after every image
+ * is written and synced.
  *
  * @module
  */
@@ -32,7 +33,8 @@ import { silentLogger } from "../log.ts";
 import { CLOCK, clockGettime, KCMP, kcmp, O } from "../syscalls/mod.ts";
 import { DEFAULT_LOCK_METHOD, LOCK_METHODS } from "../net/netlock.ts";
 import { collectTree, type FrozenTree, type TreeProcess } from "../tree/collect.ts";
-import { RemoteSyscalls } from "../tree/infect.ts";
+import { Parasite } from "../tree/parasite.ts";
+import { DumpGuard } from "./guard.ts";
 import { NoSuchTaskError } from "../tree/proc.ts";
 import { DumpContext, type DumpOptions, type DumpStats } from "./context.ts";
 import { coreEntry, threadCoreEntry, zombieCoreEntry } from "./core.ts";
@@ -156,6 +158,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   } catch (e) {
     // The tree is thawed as it was (the `using` above); its connections go on first.
     ctx.tcp?.resume();
+    await ctx.guard?.finish();
     throw e;
   }
   log.info("Images written and synced");
@@ -164,11 +167,13 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
     ctx.tcp?.resume();
     tree.resume({ stopped: opts.leaveStopped });
   } else {
-    tree.kill();
     // Closed in repair mode, the sockets vanish without a word; the lock keeps the peers
     // from hearing a reset until the restore takes it away.
+    ctx.tcp?.repairForKill();
+    tree.kill();
     ctx.tcp?.drop();
   }
+  await ctx.guard?.finish();
   ctx.stats.frozenUs = Math.round((performance.now() - tFrozen) * 1000);
   log.info(opts.leaveRunning || opts.leaveStopped ? "Tree released" : "Tree killed");
 
@@ -204,10 +209,11 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
       );
       continue;
     }
+    await ctx.checkpoint("process");
     const ids = await dumpProcess(ctx, tree, proc, files);
     rootIds ??= ids;
   }
-  ctx.faultPoint("collect");
+  await ctx.checkpoint("collect");
   dumpFileData(ctx, files);
   writeSysvShm(ctx);
   ctx.image("inventory.img", "INVENTORY").entry(
@@ -234,7 +240,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
 
   ctx.flush();
   syncDir(ctx.opts.imagesDir);
-  ctx.faultPoint("sync");
+  await ctx.checkpoint("sync");
 }
 
 function readComm(pid: number): string {
@@ -256,19 +262,22 @@ async function dumpProcess(
   const leader = tree.task(pid);
   const { maps, vmas } = collectVmas(pid);
   const taskFiles = collectFiles(ctx, pid);
-  ctx.tcp?.checkpointPending();
+  if (ctx.tcp?.hasPending) {
+    ctx.guard ??= await DumpGuard.start();
+    ctx.tcp.checkpointPending(ctx.guard);
+  }
   ctx.log.info(`Task ${pid}: collected mappings and files`);
   // Inside the task: signal state, timers, per-thread state, and the pages (parasite).
   const { state, threads } = await (async () => {
-    using rs = RemoteSyscalls.open(leader, maps);
-    const state = collectTask(leader, rs);
+    using parasite = Parasite.infect(leader, maps);
+    const state = collectTask(leader, parasite.leader);
     const threads = proc.threads.slice(1).map((tid) => {
-      using trs = RemoteSyscalls.open(tree.task(tid), maps);
+      using trs = parasite.thread(tree.task(tid));
       return collectThread(pid, tree.task(tid), trs);
     });
-    ctx.faultPoint("parasite");
-    await dumpPages(ctx, rs, vmas, ctx.pagesId());
-    ctx.faultPoint("pages");
+    await ctx.checkpoint("parasite");
+    await dumpPages(ctx, parasite.leader, vmas, ctx.pagesId());
+    await ctx.checkpoint("pages");
     return { state, threads };
   })();
   if (state.status.seccomp === 2) {
@@ -293,7 +302,7 @@ async function dumpProcess(
   dumpMm(ctx, files, state, vmas);
   dumpShmem(ctx, pid, vmas);
   dumpSysvShm(ctx, pid, vmas);
-  ctx.faultPoint("mm");
+  await ctx.checkpoint("mm");
   if (!parentIds || ids.filesId !== parentIds.filesId) {
     dumpFiles(ctx, files, ids.filesId, taskFiles);
   }

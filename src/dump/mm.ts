@@ -148,7 +148,7 @@ export async function dumpPages(
   const path = join(ctx.opts.imagesDir, pagesFile);
   const viaParasite = allReadable && ctx.opts.pageTransfer !== "readv";
   const xfer = viaParasite
-    ? await writePagesViaParasite(rs, runs, path)
+    ? await writePagesViaParasite(rs, runs, path, ctx.opts.signal)
     : writePages(pid, runs, path);
   ctx.written.push(pagesFile);
   ctx.stats.memdumpUs += scanUs + xfer.readUs;

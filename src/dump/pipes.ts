@@ -54,7 +54,10 @@ export function peekPipe(pid: number, fd: number, ino: number): PipeData {
   }
 }
 
-/** pipes-data.img or fifo-data.img: each pipe's queued bytes after its entry. */
+/**
+ * pipes-data.img or fifo-data.img: an entry for every pipe (its size, even when empty, as criu
+ * writes it), then its queued bytes.
+ */
 export function writePipeData(
   ctx: DumpContext,
   file: string,
@@ -64,7 +67,6 @@ export function writePipeData(
   if (pipes.size) {
     const img = ctx.image(file, type);
     for (const p of pipes.values()) {
-      if (!p.data.length) continue;
       img.entry(
         pipe_data_entrySchema,
         create(pipe_data_entrySchema, { pipeId: p.ino, bytes: p.data.length, size: p.size }),

@@ -212,7 +212,11 @@ export function collectInetSocket(
     };
     // Its stream is read once the connections of the whole process are locked.
     if (connection) {
-      policy.repair!.add(copy, ino, connection, what, (stream) => (found.stream = stream));
+      policy.repair!.add(copy, ino, connection, what, (stream) => (found.stream = stream), {
+        pid,
+        fd,
+        reuseaddr: found.opts.reuseaddr,
+      });
     }
     return found;
   } finally {

@@ -57,6 +57,18 @@ function runTool(tool: string, args: string[]): { ok: boolean; err: string } {
   }
 }
 
+/** The absolute path of `tool` on PATH (the tool's name when it is not found). */
+function toolPath(tool: string): string {
+  for (const dir of (Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":")) {
+    try {
+      if (Deno.statSync(`${dir}/${tool}`).isFile) return `${dir}/${tool}`;
+    } catch {
+      // not there
+    }
+  }
+  return `/usr/sbin/${tool}`;
+}
+
 /** The lock of one tree's connections. */
 export class NetworkLock {
   readonly method: LockMethod;
@@ -128,29 +140,39 @@ export class NetworkLock {
     this.#tableMade = true;
   }
 
+  /** The iptables-restore input that inserts (-I) or deletes (-D) the rules of `conns`. */
+  static #iptablesRules(op: "-I" | "-D", conns: readonly Connection[]): string {
+    const mark = `-m mark ! --mark 0x${LOCK_BYPASS_MARK.toString(16)} -j DROP`;
+    const lines = ["*filter"];
+    for (const c of conns) {
+      const src = addrText(c.family, c.srcAddr), dst = addrText(c.family, c.dstAddr);
+      lines.push(
+        `${op} OUTPUT -p tcp -s ${src} --sport ${c.srcPort} -d ${dst} --dport ${c.dstPort} ${mark}`,
+        `${op} INPUT -p tcp -s ${dst} --sport ${c.dstPort} -d ${src} --dport ${c.srcPort} ${mark}`,
+      );
+    }
+    lines.push("COMMIT", "");
+    return lines.join("\n");
+  }
+
+  /** `conns` split by family, with the iptables-restore tool of each. */
+  static #byFamily(conns: readonly Connection[]): { tool: string; conns: Connection[] }[] {
+    return [false, true].map((v6) => ({
+      tool: v6 ? "ip6tables-restore" : "iptables-restore",
+      conns: conns.filter((c) => (c.family === AF_INET6) === v6),
+    })).filter((g) => g.conns.length);
+  }
+
   /**
    * Inserts (-I) or deletes (-D) the two rules of each of `conns`, with one iptables-restore
    * (ip6tables-restore) run per family. Returns whether every run succeeded.
    */
   #iptables(op: "-I" | "-D", conns: readonly Connection[]): boolean {
     let ok = true;
-    for (const v6 of [false, true]) {
-      const mine = conns.filter((c) => (c.family === AF_INET6) === v6);
-      if (!mine.length) continue;
-      const tool = v6 ? "ip6tables-restore" : "iptables-restore";
-      const mark = `-m mark ! --mark 0x${LOCK_BYPASS_MARK.toString(16)} -j DROP`;
-      const lines = ["*filter"];
-      for (const c of mine) {
-        const src = addrText(c.family, c.srcAddr), dst = addrText(c.family, c.dstAddr);
-        lines.push(
-          `${op} OUTPUT -p tcp -s ${src} --sport ${c.srcPort} -d ${dst} --dport ${c.dstPort} ${mark}`,
-          `${op} INPUT -p tcp -s ${dst} --sport ${c.dstPort} -d ${src} --dport ${c.srcPort} ${mark}`,
-        );
-      }
-      lines.push("COMMIT", "");
+    for (const { tool, conns: mine } of NetworkLock.#byFamily(conns)) {
       const file = Deno.makeTempFileSync({ prefix: "criu-netlock-" });
       try {
-        Deno.writeTextFileSync(file, lines.join("\n"));
+        Deno.writeTextFileSync(file, NetworkLock.#iptablesRules(op, mine));
         const r = runTool(tool, ["-w", "--noflush", file]);
         if (!r.ok && op === "-I") {
           throw new NetworkLockError(
@@ -166,6 +188,24 @@ export class NetworkLock {
     }
     return ok;
   }
+
+  /**
+   * The commands that would remove the lock {@link lockAll} is about to put on `conns`, for a
+   * guard to run should criu die (dump/guard.ts). Tools are given by absolute path.
+   */
+  undoCommands(conns: readonly Connection[]): { argv: string[]; input?: string }[] {
+    if (this.method === "skip" || !conns.length) return [];
+    if (this.method === "nftables") {
+      if (this.#undoRecorded) return [];
+      this.#undoRecorded = true;
+      return [{ argv: [toolPath("nft"), "delete", "table", "inet", this.table] }];
+    }
+    return NetworkLock.#byFamily(conns).map(({ tool, conns: mine }) => ({
+      argv: [toolPath(tool), "-w", "--noflush"],
+      input: NetworkLock.#iptablesRules("-D", mine),
+    }));
+  }
+  #undoRecorded = false;
 
   /**
    * Removes the lock of this tree: the nftables table, or the iptables rules of the

@@ -16,6 +16,7 @@
  */
 import type { Logger } from "../log.ts";
 import { close, F, fcntl } from "../syscalls/mod.ts";
+import { setsockopt, SO } from "../syscalls/socket.ts";
 import { type Connection, connectionText } from "./addr.ts";
 import { type LockMethod, NetworkLock } from "./netlock.ts";
 import {
@@ -27,10 +28,31 @@ import {
   type TcpStream,
 } from "./tcp_repair.ts";
 
+/**
+ * Where a dump records, before acting, how to undo what it does to connections should criu die
+ * (dump/guard.ts).
+ */
+export interface UndoRecorder {
+  /** Socket `fd` of task `pid` is about to go into repair mode. */
+  watchSocket(pid: number, fd: number, reuseaddr: boolean): void;
+  /** A command that removes a lock about to be taken. */
+  undoWith(argv: string[], input?: string): void;
+}
+
+/** The task descriptor a dumped connection is reached through. */
+export interface SocketOwner {
+  pid: number;
+  fd: number;
+  /** Its SO_REUSEADDR, which leaving repair mode clears. */
+  reuseaddr: boolean;
+}
+
 /** A socket held here. */
 interface Held {
   /** This process's descriptor of it. */
   fd: number;
+  /** Dump: its SO_REUSEADDR, given back when it leaves repair mode. */
+  reuseaddr?: boolean;
   /** Its connection, once read (dump) or as rebuilt (restore). */
   stream?: TcpStream;
   /** Restore: the buffer sizes to give it back at the end. */
@@ -43,6 +65,7 @@ interface Held {
 interface Pending {
   ino: number;
   conn: Connection;
+  owner: SocketOwner;
   what: string;
   /** Who waits for its stream (one per descriptor of the socket). */
   readers: ((stream: TcpStream) => void)[];
@@ -65,33 +88,74 @@ export class RepairedConnections {
    * stays the caller's) for `checkpointPending`, which hands its stream to `done`. A socket
    * met again (shared by several descriptors) is read once.
    */
-  add(fd: number, ino: number, c: Connection, what: string, done: (s: TcpStream) => void): void {
+  add(
+    fd: number,
+    ino: number,
+    c: Connection,
+    what: string,
+    done: (s: TcpStream) => void,
+    owner: SocketOwner,
+  ): void {
     const known = this.#byIno.get(ino);
     if (known?.stream) return done(known.stream);
     const pending = this.#pending.find((p) => p.ino === ino);
     if (pending) return void pending.readers.push(done);
-    this.#byIno.set(ino, { fd: fcntl(fd, F.DUPFD_CLOEXEC, 3), repaired: false });
-    this.#pending.push({ ino, conn: c, what, readers: [done] });
+    this.#byIno.set(ino, {
+      fd: fcntl(fd, F.DUPFD_CLOEXEC, 3),
+      repaired: false,
+      reuseaddr: owner.reuseaddr,
+    });
+    this.#pending.push({ ino, conn: c, what, readers: [done], owner });
+  }
+
+  /** Whether connections wait for {@link checkpointPending}. */
+  get hasPending(): boolean {
+    return this.#pending.length > 0;
   }
 
   /**
    * Dump: locks every connection noted since the last call, all in one go, then puts each
-   * into repair mode and reads it.
+   * into repair mode and reads it. `undo` learns of each step before it is taken.
    */
-  checkpointPending(): void {
+  checkpointPending(undo?: UndoRecorder): void {
     const todo = this.#pending;
     this.#pending = [];
-    this.lock.lockAll(todo.map((p) => p.conn));
+    const conns = todo.map((p) => p.conn);
+    for (const u of this.lock.undoCommands(conns)) undo?.undoWith(u.argv, u.input);
+    this.lock.lockAll(conns);
     for (const p of todo) {
       const held = this.#byIno.get(p.ino)!;
+      undo?.watchSocket(p.owner.pid, p.owner.fd, p.owner.reuseaddr);
       repairOn(held.fd);
       held.repaired = true;
       const stream = held.stream = readTcpStream(held.fd, p.what);
+      // Out of repair mode at once: the lock and the frozen tree keep it as read, and a task
+      // that heals after criu's death finds a working socket (dump/guard.ts).
+      this.#leaveRepair(held);
       this.#log.info(
         `TCP ${connectionText(p.conn)}: ${stream.inqLen} bytes to read, ${stream.outqLen} to ` +
           `send (${stream.unsqLen} unsent)`,
       );
       for (const r of p.readers) r(stream);
+    }
+  }
+
+  /** Takes a held socket out of repair mode with its SO_REUSEADDR back (repair clears it). */
+  #leaveRepair(held: Held): void {
+    repairOff(held.fd);
+    held.repaired = false;
+    const on = new Uint8Array(new Int32Array([held.reuseaddr ? 1 : 0]).buffer);
+    setsockopt(held.fd, SO.REUSEADDR, on);
+  }
+
+  /**
+   * Dump: every connection goes into repair mode for the tree's death, so that its sockets
+   * close silently (neither FIN nor reset), and the restore can take their place.
+   */
+  repairForKill(): void {
+    for (const held of this.#byIno.values()) {
+      repairOn(held.fd);
+      held.repaired = true;
     }
   }
 
@@ -110,13 +174,13 @@ export class RepairedConnections {
    * Never throws: a connection that cannot go on is logged.
    */
   resume(): void {
-    for (const [ino, { fd, repaired }] of this.#byIno) {
+    for (const [ino, held] of this.#byIno) {
       try {
-        if (repaired) repairOff(fd);
+        if (held.repaired) this.#leaveRepair(held);
       } catch (e) {
         this.#log.error(`TCP socket:[${ino}] cannot go on: ${(e as Error).message}`);
       }
-      close(fd);
+      close(held.fd);
     }
     this.#byIno.clear();
     this.lock.unlock();

@@ -9,20 +9,24 @@
  *  |  0      blob code             |
  *  |  4096   args {fd[2], iov,     |
  *  |          niov, chunk, done,   |
- *  |          result}              |
- *  |  4160   iovec[niov]  (runs)   |
+ *  |          result, lifeline,    |
+ *  |          heal, heal block}    |
+ *  |  4192   iovec[niov]  (runs)   |
  *  |  ...    stack (16 KiB)        |
  *  +-------------------------------+
  *   chunk 0, 2, 4 ... vmsplice --> pipe A --> splice (worker thread) --> pages-N.img @ k*chunk
  *   chunk 1, 3, 5 ... vmsplice --> pipe B --> splice (worker thread) --> pages-N.img @ k*chunk
  *   pages referenced, not copied               one copy each, both CPUs at once
  * ```
- * The pipes are made inside the task (injected pipe2); their read ends come to us with
- * pidfd_getfd and the task's copies are closed, so the task only ever holds the write ends.
- * The blob blocks when a pipe is full; the two copiers drain them as they fill. When the blob
- * is done it sets `done` and sleeps; we interrupt it, and the remote-syscall scope removes the
- * mapping. A watchdog on the tracer thread notices a blob that faults or fails, and closes the
- * write ends in the task so that the copiers see the end of their pipes and stop.
+ * The pipes are made inside the task (injected pipe2, recorded in its heal table); their read
+ * ends come to us with pidfd_getfd and the task's copies are closed, so the task only ever
+ * holds the write ends. A third pipe, the lifeline, goes the other way: the task holds its read
+ * end, we hold its only write end. The blob blocks when a pipe is full; the two copiers drain
+ * them as they fill. When the blob is done it sets `done` and waits on the lifeline; we
+ * interrupt it, and the remote-syscall scope removes the mapping. A watchdog on the tracer
+ * thread notices a blob that faults or fails, and closes the write ends in the task so that the
+ * copiers see the end of their pipes and stop. If criu dies, the pipes close with it and the
+ * blob goes to heal (parasite/heal.c) on its own.
  *
  * @module
  */
@@ -33,7 +37,6 @@ import {
   F,
   fcntl,
   fsync,
-  NR,
   O,
   open,
   pidfdGetfd,
@@ -52,18 +55,22 @@ import type { XferStats } from "./page_xfer.ts";
 
 const PAGE = 4096;
 const ARGS = 4096;
-const ARGS_SIZE = 64;
+const ARGS_SIZE = 96;
 const STACK_SIZE = 16384;
 const PIPE_SIZE = 1 << 20;
 const CHUNK_LIMIT = 1 << 30; // keep each iovec under 1 GiB (vmsplice takes size_t, splice counts int)
 const DONE = 40;
 const WATCHDOG_MS = 50;
 
-/** Writes the pages of `runs` to `path` by vmsplice in the task and splice here. */
+/**
+ * Writes the pages of `runs` to `path` by vmsplice in the task and splice here; gives up when
+ * `signal` is aborted.
+ */
 export async function writePagesViaParasite(
   rs: RemoteSyscalls,
   runs: PageRun[],
   path: string,
+  signal?: AbortSignal,
 ): Promise<XferStats> {
   const iovs: bigint[] = [];
   let total = 0;
@@ -82,7 +89,7 @@ export async function writePagesViaParasite(
   const out = open(path, O.WRONLY | O.CREAT | O.TRUNC | O.CLOEXEC, IMAGE_MODE);
   try {
     Deno.chmodSync(path, IMAGE_MODE);
-    if (total > 0) await transfer(rs, iovs, total, out, stats);
+    if (total > 0) await transfer(rs, iovs, total, out, stats, signal);
     const t = performance.now();
     fsync(out, path);
     stats.writeUs += (performance.now() - t) * 1000;
@@ -98,29 +105,37 @@ async function transfer(
   total: number,
   out: number,
   stats: XferStats,
+  signal?: AbortSignal,
 ): Promise<void> {
   const pid = rs.task.pid;
   const code = decodeBase64(BLOBS.dump_pages);
   const iovOff = ARGS + ARGS_SIZE;
   const stackOff = Math.ceil((iovOff + iovs.length * 8) / 16) * 16;
   const size = Math.ceil((stackOff + STACK_SIZE) / PAGE) * PAGE;
+  const heal = rs.heal;
+  if (!heal) throw new InfectError(`Task ${pid}: pages are dumped from an infected leader only`);
   const area = rs.scratch(size, true);
   const argsAt = remoteAdd(area, ARGS);
 
-  // Two pipes made in the task; their read ends are taken over by us.
+  // Two pipes made in the task, their read ends taken over by us; and the lifeline.
   const taskW: number[] = [];
   const ours: number[] = [];
+  let lifeline = -1;
+  let taskLife = -1;
+  let running = false;
   try {
     const pidfd = pidfdOpen(pid);
     try {
       for (let i = 0; i < 2; i++) {
-        rs.check(NR.pipe2, "pipe2", argsAt, O.CLOEXEC);
-        const pair = new Int32Array(2);
-        readRemote(pid, argsAt, new Uint8Array(pair.buffer));
-        taskW.push(pair[1]);
-        ours.push(pidfdGetfd(pidfd, pair[0], pid));
-        rs.check(NR.close, "close", pair[0]);
+        const [r, w] = rs.pipe();
+        taskW.push(w);
+        ours.push(pidfdGetfd(pidfd, r, pid));
+        rs.closeFd(r);
       }
+      const [r, w] = rs.pipe();
+      taskLife = r;
+      lifeline = pidfdGetfd(pidfd, w, pid);
+      rs.closeFd(w);
     } finally {
       close(pidfd);
     }
@@ -140,18 +155,23 @@ async function transfer(
     args[2] = remoteAdd(area, iovOff);
     args[3] = BigInt(iovs.length / 2);
     args[4] = BigInt(chunk);
+    args[7] = BigInt(taskLife);
+    args[8] = heal.entry;
+    args[9] = heal.block;
+    args[10] = sigpipePending(pid) ? 1n : 0n;
     writeRemote(pid, area, code);
     writeRemote(pid, argsAt, new Uint8Array(args.buffer));
     writeRemote(pid, remoteAdd(area, iovOff), new Uint8Array(new BigUint64Array(iovs).buffer));
 
     const t = performance.now();
     rs.run(area, argsAt, remoteAdd(area, stackOff + STACK_SIZE));
-    let running = true;
+    running = true;
     let failure: unknown;
     // Watchdog: the tracer thread is free while the copiers run; it checks the blob.
     const watchdog = setInterval(() => {
       if (failure !== undefined) return;
       try {
+        signal?.throwIfAborted();
         rs.checkRunning();
         const flag = new BigInt64Array(2);
         readRemote(pid, remoteAdd(argsAt, DONE), new Uint8Array(flag.buffer));
@@ -167,7 +187,7 @@ async function transfer(
           // Already stopped by the fault.
         }
         running = false;
-        for (const w of taskW) rs.call(NR.close, w);
+        for (const w of taskW) rs.closeFd(w);
         taskW.length = 0;
       }
     }, WATCHDOG_MS);
@@ -192,9 +212,26 @@ async function transfer(
     }
     stats.writeUs = (performance.now() - t) * 1000;
   } finally {
+    // The blob stops before the lifeline closes: closed under a running blob, it sends the
+    // task home while we still hold it.
+    if (running) {
+      try {
+        rs.interrupt();
+      } catch {
+        // It stopped on its own (a fault) or is gone.
+      }
+    }
     for (const fd of ours) close(fd);
-    for (const w of taskW) rs.call(NR.close, w);
+    if (lifeline >= 0) close(lifeline);
+    for (const w of taskW) rs.closeFd(w);
+    if (taskLife >= 0) rs.closeFd(taskLife);
   }
+}
+
+/** Whether thread `pid` has a SIGPIPE of its own pending (then the blob leaves it there). */
+function sigpipePending(pid: number): boolean {
+  const m = /^SigPnd:\s+([0-9a-f]+)/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+  return m !== null && (BigInt("0x" + m[1]) & (1n << 12n)) !== 0n;
 }
 
 /**

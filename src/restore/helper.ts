@@ -2,38 +2,11 @@
  * Starting the restore helper (parasite/helpers/restore_helper.c): the static executable that
  * creates each restored task with clone3(set_tid), because the Deno process must never fork.
  *
- * The helper is executed from a memfd holding the embedded binary (no file is written). The
- * memfd is reopened read-only before exec: a file still open for writing cannot be executed
- * (ETXTBSY).
+ * The helper is executed from a memfd (util/helper_exe.ts).
  *
  * @module
  */
-import { HELPERS } from "../../parasite/blobs_gen.ts";
-import { close, NR, O, open, syscall, writeAll } from "../syscalls/mod.ts";
-import { cString } from "../syscalls/ffi.ts";
-import { addressOf } from "../syscalls/ffi.ts";
-import { decodeBase64 } from "../util/base64.ts";
-
-const MFD_CLOEXEC = 1;
-
-let helperFd = -1;
-
-/** A read-only descriptor of the helper executable, made once per process. */
-function helperPath(): string {
-  if (helperFd < 0) {
-    const name = cString("criu-restore-helper");
-    const rw = Number(
-      syscall(NR.memfd_create, "memfd_create", "restore helper", addressOf(name), MFD_CLOEXEC),
-    );
-    try {
-      writeAll(rw, decodeBase64(HELPERS.restore_helper), "restore helper memfd");
-      helperFd = open(`/proc/self/fd/${rw}`, O.RDONLY | O.CLOEXEC);
-    } finally {
-      close(rw);
-    }
-  }
-  return `/proc/${Deno.pid}/fd/${helperFd}`;
-}
+import { helperExecutable } from "../util/helper_exe.ts";
 
 /** The PID asked for is in use. */
 export class PidTakenError extends Error {
@@ -53,15 +26,22 @@ export class PidTakenError extends Error {
 export interface HelperTask {
   /** The new task's PID (the dumped one). */
   pid: number;
-  /** The helper process: exits at once when detached, else when the task exits. */
+  /**
+   * The helper process. It waits for {@link HelperTask.release}; then it exits at once when
+   * detached, else when the task exits. If we die or give up first, it kills and reaps the tree.
+   */
   helper: Deno.ChildProcess;
+  /** Tells the helper the tree runs: it stops guarding it. */
+  release(): Promise<void>;
+  /** Tells the helper the restore failed: it kills and reaps what is left. */
+  abandon(): Promise<void>;
 }
 
 /** Creates a task with PID `pid`; `detach` lets the helper exit instead of waiting for it. */
 export async function spawnTask(pid: number, detach: boolean): Promise<HelperTask> {
-  const helper = new Deno.Command(helperPath(), {
+  const helper = new Deno.Command(helperExecutable("restore_helper"), {
     args: detach ? [`${pid}`, "detach"] : [`${pid}`],
-    stdin: "null",
+    stdin: "piped",
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
@@ -80,9 +60,22 @@ export async function spawnTask(pid: number, detach: boolean): Promise<HelperTas
     throw new Error(`The restore helper failed to start task ${pid}: ${JSON.stringify(text)}`);
   }
   if (m[1] === "error") {
+    await helper.stdin.close().catch(() => {});
     await helper.status;
     if (Number(m[2]) === 17) throw new PidTakenError(pid);
     throw new Error(`Cannot create task ${pid}: clone3 failed with errno ${m[2]}`);
   }
-  return { pid: Number(m[2]), helper };
+  const writer = helper.stdin.getWriter();
+  let told = false;
+  const tell = async (word?: string) => {
+    if (told) return;
+    told = true;
+    try {
+      if (word) await writer.write(new TextEncoder().encode(word));
+      await writer.close();
+    } catch {
+      // The helper is gone already.
+    }
+  };
+  return { pid: Number(m[2]), helper, release: () => tell("g"), abandon: () => tell() };
 }

@@ -170,6 +170,20 @@ export function readDump(dir: string): DumpImages {
   };
   const pipeData = readPipeData("pipes-data.img", "PIPES_DATA");
   const fifoData = readPipeData("fifo-data.img", "FIFO_DATA");
+  // Every pipe and FIFO has an entry, empty or not: one missing means a missing image.
+  for (const f of files.values()) {
+    const [id, data, img] = f.pipe
+      ? [f.pipe.pipeId, pipeData, "pipes-data.img"]
+      : f.fifo
+      ? [f.fifo.pipeId, fifoData, "fifo-data.img"]
+      : [undefined, pipeData, ""];
+    if (id !== undefined && !data.has(id)) {
+      throw new ImageError(
+        `Image ${p(img)} has no entry for ${f.pipe ? "pipe" : "FIFO"} ${id}` +
+          (exists(p(img)) ? "" : " (the image is missing)"),
+      );
+    }
+  }
 
   const readCore = (tid: number) =>
     one(p(`core-${tid}.img`), readImage(p(`core-${tid}.img`), "CORE", core_entrySchema));
@@ -366,9 +380,10 @@ function readPagemap(path: string): { head: number; entries: pagemap_entry[] } {
 function checkPagesSize(pagesPath: string, pagemapPath: string, need: number): void {
   if (!exists(pagesPath)) throw new ImageError(`Missing image ${pagesPath}`);
   const size = Deno.statSync(pagesPath).size;
-  if (size < need) {
+  // Exactly: a pagemap cut at an entry boundary still decodes, but leaves pages unclaimed.
+  if (size !== need) {
     throw new ImageError(
-      `Image ${pagesPath} is shorter than ${pagemapPath} says: ${size} bytes, expected ${need}`,
+      `Image ${pagesPath} does not match ${pagemapPath}: ${size} bytes, the pagemap says ${need}`,
     );
   }
 }

@@ -51,6 +51,7 @@ import type { core_entry } from "../../proto/gen/core_pb.ts";
 import { SeizedTask, TASK_STATE } from "../tree/seize.ts";
 import { NoSuchTaskError } from "../tree/proc.ts";
 import { decodeBase64 } from "../util/base64.ts";
+import { checkInterrupt } from "../util/interrupt.ts";
 import { cString } from "../syscalls/ffi.ts";
 import { RemoteArena } from "./arena.ts";
 import { DEFAULT_LOCK_METHOD, LOCK_METHODS, type LockMethod } from "../net/netlock.ts";
@@ -92,6 +93,8 @@ export interface RestoreOptions {
   networkLock?: LockMethod;
   /** Test hook: fail at the named stage after the task exists. */
   faultInject?: string;
+  /** Aborted when criu is asked to stop (SIGINT, SIGTERM, SIGHUP): the restore rolls back. */
+  signal?: AbortSignal;
 }
 
 /** Restore statistics (times in microseconds), as stats-restore records them. */
@@ -250,15 +253,21 @@ async function restoreTree(
   const made = await spawnTask(pid, opts.detach ?? false);
   const tForked = performance.now();
   const procs: Restoring[] = [];
-  const fault = (stage: string) => {
+  const checkpoint = async (stage: string) => {
+    await checkInterrupt(opts.signal);
     if (opts.faultInject === stage) throw new RestoreError(`Fault injected at ${stage}`);
   };
   try {
     // 3. SEIZE, and the tree below the root
-    const rootSeized = SeizedTask.seize(made.pid, PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE);
+    // Until they are released, the tasks die with us (EXITKILL, inherited by every task made
+    // from the root): a killed restore leaves nothing half-made.
+    const rootSeized = SeizedTask.seize(
+      made.pid,
+      PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.EXITKILL,
+    );
     procs.push({ task: rootTask, seized: rootSeized, threads: [] });
     createChildren(dump, procs[0], procs, opts, log);
-    fault("fork");
+    await checkpoint("fork");
 
     let pages = 0;
     for (const { entry, data } of dump.sysvShm.values()) ensureSysvSegment(entry, data);
@@ -268,6 +277,7 @@ async function restoreTree(
       try {
         for (const p of procs) {
           if (p.task.zombie) continue;
+          await checkpoint("process");
           const maps = parseMaps(readProcText(p.task.pstree.pid, "maps"));
           const rs = RemoteSyscalls.open(p.seized, maps);
           pages += restoreInside(rs, dump, table, shmem, p, maps, opts, log).pages;
@@ -278,10 +288,11 @@ async function restoreTree(
         for (const fd of shmem.values()) close(fd);
       }
     }
-    fault("state");
+    await checkpoint("state");
     markSysvRemoved([...dump.sysvShm.values()].map((x) => x.entry));
     restoreGroups(procs, opts.shellJob ?? false);
 
+    await checkpoint("resume");
     // 7. RESUME: connections out of repair mode and the network unlocked, then children and
     // threads first; zombies are left to exit.
     tcp.conns.finishRestore();
@@ -290,9 +301,10 @@ async function restoreTree(
       for (const th of p.threads) release(th.seized, th.core, p.task.core);
       release(p.seized, p.task.core, p.task.core);
     }
+    await made.release();
     log.info(`Tree of task ${pid} resumed: ${procs.length} processes`);
     if (opts.pidfile) {
-      Deno.writeTextFileSync(opts.pidfile, `${pid}`, { createNew: true });
+      Deno.writeTextFileSync(opts.pidfile, `${pid}`, { createNew: true, mode: 0o600 });
     }
     const result: RestoreResult = {
       pid,
@@ -324,6 +336,7 @@ async function restoreTree(
     } catch {
       // gone
     }
+    await made.abandon();
     await made.helper.status.catch(() => {});
     throw e;
   }

@@ -77,7 +77,6 @@ export function restoreTaskState(
   const pid = rs.task.pid;
   const sys = sysIn(rs);
   const tc = task.core.tc!;
-  const th = task.core.threadCore;
   const mm = task.mm;
   arena.reset();
 
@@ -135,7 +134,6 @@ export function restoreTaskState(
   const root = dump.files.get(task.fs.rootId)?.reg?.name;
   if (root && root !== "/") sys(NR.chroot, `the root ${root}`, arena.cstr(root));
   if (cwd) sys(NR.chdir, `the working directory ${cwd}`, arena.cstr(cwd));
-  if (th?.pdeathSig) sys(NR.prctl, "the parent-death signal", PR.SET_PDEATHSIG, th.pdeathSig);
   if (tc.childSubreaper) sys(NR.prctl, "the child-subreaper flag", PR.SET_CHILD_SUBREAPER, 1);
   queueSignals(sys, arena, pid, pid, tc.signalsS?.signals, true);
 }
@@ -166,20 +164,27 @@ export function restoreThreadState(
   sys(NR.prctl, "the task name", PR.SET_NAME, arena.cstr(comm.slice(0, 15)));
 }
 
-/** Credentials of one thread, last: everything before may need root. */
+/**
+ * Credentials of one thread, last: everything before may need root. Then what a change of
+ * credentials resets in the kernel: the parent-death signal (always set: the restore helper
+ * armed one while the task was unfinished).
+ */
 export function restoreCreds(rs: RemoteSyscalls, arena: RemoteArena, core: core_entry): void {
   const sys = sysIn(rs);
   const c = core.threadCore?.creds;
   if (
-    !c ||
-    !(c.uid || c.euid || c.suid || c.fsuid || c.gid || c.egid || c.sgid || c.fsgid ||
+    c &&
+    (c.uid || c.euid || c.suid || c.fsuid || c.gid || c.egid || c.sgid || c.fsgid ||
       c.groups.length)
-  ) return;
-  arena.reset();
-  const groups = arena.put(new Uint8Array(new Uint32Array(c.groups).buffer));
-  sys(NR.setgroups, "the supplementary groups", c.groups.length, groups);
-  sys(NR.setresgid, "the group ids", c.gid, c.egid, c.sgid);
-  sys(NR.setresuid, "the user ids", c.uid, c.euid, c.suid);
-  sys(NR.setfsgid, "the fs group id", c.fsgid);
-  sys(NR.setfsuid, "the fs user id", c.fsuid);
+  ) {
+    arena.reset();
+    const groups = arena.put(new Uint8Array(new Uint32Array(c.groups).buffer));
+    sys(NR.setgroups, "the supplementary groups", c.groups.length, groups);
+    sys(NR.setresgid, "the group ids", c.gid, c.egid, c.sgid);
+    sys(NR.setresuid, "the user ids", c.uid, c.euid, c.suid);
+    sys(NR.setfsgid, "the fs group id", c.fsgid);
+    sys(NR.setfsuid, "the fs user id", c.fsuid);
+  }
+  const pdeath = core.threadCore?.pdeathSig ?? 0;
+  sys(NR.prctl, "the parent-death signal", PR.SET_PDEATHSIG, pdeath);
 }

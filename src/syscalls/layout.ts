@@ -116,3 +116,66 @@ export const XFEATURE = {
   hi16Zmm: 1n << 7n,
   pkru: 1n << 9n,
 } as const;
+
+/**
+ * The frame rt_sigreturn reads (x86-64 `struct rt_sigframe` as the kernel builds it for a
+ * handler), at `sp - 8` when the syscall runs:
+ *
+ * ```
+ * 0    pretcode  u64          where the handler's `ret` goes (the sa_restorer)
+ * 8    ucontext:
+ *        0   uc_flags  u64    UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS
+ *        8   uc_link   u64
+ *       16   uc_stack  stack_t (24)          given to sigaltstack(); errors ignored
+ *       40   uc_mcontext = struct sigcontext (256):
+ *              r8 r9 r10 r11 r12 r13 r14 r15 di si bp bx dx ax cx sp ip flags (u64 each),
+ *              cs gs fs ss (u16 each), err trapno oldmask cr2 (u64), fpstate (u64 pointer),
+ *              reserved[8]
+ *      296   uc_sigmask u64   the mask after the return
+ * 312  (siginfo, unused by rt_sigreturn)
+ * fpstate: a standard-format XSAVE area, 64-byte aligned, whose fx_sw_bytes (at 464) carry
+ *          FP_XSTATE_MAGIC1 and its size; FP_XSTATE_MAGIC2 follows it at `xstate_size`.
+ * ```
+ */
+export const SIGFRAME = {
+  pretcode: 0,
+  ucontext: 8,
+  ucFlags: 0,
+  ucStack: 16,
+  ucMcontext: 40,
+  ucSigmask: 296,
+  /** Bytes of pretcode + ucontext (all that rt_sigreturn reads besides the fpstate). */
+  size: 8 + 304,
+  /** struct sigcontext field offsets, relative to uc_mcontext. */
+  sc: {
+    r8: 0,
+    r9: 8,
+    r10: 16,
+    r11: 24,
+    r12: 32,
+    r13: 40,
+    r14: 48,
+    r15: 56,
+    di: 64,
+    si: 72,
+    bp: 80,
+    bx: 88,
+    dx: 96,
+    ax: 104,
+    cx: 112,
+    sp: 120,
+    ip: 128,
+    flags: 136,
+    cs: 144,
+    gs: 146,
+    fs: 148,
+    ss: 150,
+    fpstate: 184,
+  },
+  /** fx_sw_bytes inside the legacy region: magic1 u32, extended_size u32, xfeatures u64, xstate_size u32. */
+  swBytes: 464,
+  magic1: 0x46505853,
+  magic2: 0x46505845,
+  /** uc_flags: UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS. */
+  ucFlagsValue: 7,
+} as const;

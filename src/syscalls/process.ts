@@ -242,7 +242,11 @@ export function fsync(fd: number, what: string): void {
   unwrap(libc.fsync(fd), "fsync", what);
 }
 
-/** The page frame number of the kernel's shared zero page, or -1n when hidden. */
+/**
+ * The page frame number of the kernel's shared zero page, or -1n when hidden: without
+ * CAP_SYS_ADMIN pagemap shows 0 for every frame (then no page can be told to be the zero page,
+ * and every present page must be dumped).
+ */
 export function zeroPagePfn(): bigint {
   const PROT_READ = 1, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20;
   const addr = BigInt(
@@ -263,7 +267,8 @@ export function zeroPagePfn(): bigint {
         "/proc/self/pagemap",
       );
       const present = (entry[0] >> 63n) & 1n;
-      return present ? entry[0] & ((1n << 55n) - 1n) : -1n;
+      const pfn = entry[0] & ((1n << 55n) - 1n);
+      return present && pfn !== 0n ? pfn : -1n;
     } finally {
       close(fd);
     }

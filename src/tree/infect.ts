@@ -1,23 +1,30 @@
 /**
- * System calls executed inside a seized task, without writing a byte of its memory.
+ * System calls executed inside a seized task.
  *
  * Call sequence (who owns what):
  * ```
- * using rs = RemoteSyscalls.open(task, maps)   find a `syscall` instruction (0f 05) in one of the
- *                                              task's executable mappings; block every signal
- * rs.call(NR.x, ...)                           regs := {ip: that instruction, ax: nr, args,
- *                                              orig_ax: -1}; PTRACE_SYSCALL to the entry stop,
- *                                              PTRACE_SYSCALL to the exit stop; read ax
- * rs.scratch(size)                             an anonymous mapping made with an injected mmap;
- *                                              unmapped on dispose
- * dispose                                      munmap scratch; the task's own registers and mask
- *                                              back; PTRACE_INTERRUPT + PTRACE_CONT so that it
- *                                              returns to the interrupt stop it was seized in
+ * rs = new RemoteSyscalls(task, anchor)        anchor: the `syscall` instruction the task runs
+ *                                              (one of its own, or offset 0 of a parasite
+ *                                              area) and the registers that differ from the
+ *                                              task's own around it (r12 = heal block, sp)
+ * rs.call(NR.x, ...)                           regs := task's regs + anchor + {ax: nr, args,
+ *                                              orig_ax: -1}; on the first call, then every
+ *                                              signal blocked; PTRACE_SYSCALL to the entry
+ *                                              stop, PTRACE_SYSCALL to the exit stop; read ax
+ * rs.scratch(size)                             memory for arguments: carved from an arena in
+ *                                              the area, or an injected mmap, unmapped on close
+ * rs.pipe() / rs.closeFd(fd)                   descriptors made in the task, recorded in its
+ *                                              heal table while they exist
+ * close                                        scratch unmapped; PTRACE_INTERRUPT + PTRACE_CONT
+ *                                              to the interrupt stop; then the task's own mask
+ *                                              and registers back, so that it leaves that stop
+ *                                              (and restarts an interrupted syscall) exactly as
+ *                                              if we had never been there
  * ```
- * Returning through the interrupt stop matters for a task frozen inside a syscall: the kernel
- * restarts that syscall (or hands a pending signal to its handler) on the way out of that stop,
- * exactly as if we had never been there. The task's memory is never written, so no page of its
- * code is copied on write and a failed dump leaves nothing behind.
+ * Safety when criu dies: the registers of a task that criu works in always point to code that
+ * takes it home on its own (parasite/heal.c): the anchor is set before the mask is changed,
+ * and the task's own registers come back only after the mask did. Tasks being restored have
+ * no home: they are traced with PTRACE_O_EXITKILL instead and die with criu.
  *
  * Precondition: the task is seized and sits in its interrupt stop; calls come from the tracer
  * thread.
@@ -26,6 +33,7 @@
  */
 import {
   NR,
+  O,
   PTRACE_EVENT_STOP,
   ptraceCont,
   ptraceGetEventMsg,
@@ -36,6 +44,8 @@ import {
   ptraceSyscall,
   readRemote,
   REG,
+  type RegName,
+  remoteAdd,
   type RemotePtr,
   remotePtr,
   waitPid,
@@ -46,6 +56,8 @@ import type { ProcMap } from "./proc.ts";
 import { NoSuchTaskError } from "./proc.ts";
 import type { SeizedTask } from "./seize.ts";
 import { waitForInterruptStop } from "./seize.ts";
+import { findGadgets } from "./gadgets.ts";
+import type { HealTable } from "./heal_table.ts";
 
 const SIGTRAP = 5;
 /** PTRACE_EVENT_FORK, _VFORK, _CLONE. */
@@ -55,6 +67,42 @@ const BLOCK_ALL = ~((1n << 8n) | (1n << 18n)) & 0xffffffffffffffffn;
 const PROT = { READ: 1, WRITE: 2, EXEC: 4 } as const;
 const MAP = { PRIVATE: 2, ANONYMOUS: 0x20, FIXED_NOREPLACE: 0x100000 } as const;
 
+/**
+ * Test hook: `CRIU_TEST_DIE_AT=N` makes criu kill itself with SIGKILL at the Nth ptrace stop of
+ * injected syscalls (entry and exit stops both count), to prove that tasks heal.
+ */
+const dieAt = Number(Deno.env.get("CRIU_TEST_DIE_AT") ?? 0);
+let stops = 0;
+
+/** Where injected syscalls run, and the registers that differ from the task's own there. */
+export interface Anchor {
+  /** Address of the `syscall` instruction the task executes. */
+  site: RemotePtr;
+  /** Registers set for every call besides the syscall's own (e.g. r12, sp). */
+  regs?: Partial<Record<RegName, bigint>>;
+}
+
+/** What a healing task needs to reach heal from a blob: heal's address and its heal block. */
+export interface HealEntry {
+  entry: RemotePtr;
+  block: bigint;
+}
+
+/** Options of a {@link RemoteSyscalls} scope. */
+export interface RemoteSyscallsOptions {
+  /** The process's heal table: descriptors and mappings made are recorded there. */
+  table?: HealTable;
+  /** Memory in the task to carve small scratch buffers from (not unmapped by the scope). */
+  arena?: { at: RemotePtr; size: number };
+  /** Runs once the task is back in its own registers and mask. */
+  onClose?: () => void;
+  /**
+   * Where a scratch mapping of `size` bytes is to go: with a heal table, mappings get a known
+   * address so that they are recorded before they exist.
+   */
+  place?: (size: number) => bigint;
+}
+
 /** An injected syscall could not be run. */
 export class InfectError extends Error {
   constructor(message: string, options?: ErrorOptions) {
@@ -63,59 +111,74 @@ export class InfectError extends Error {
   }
 }
 
-/** Finds the address of a `syscall` instruction (0f 05) in the task's executable mappings. */
-export function findSyscallInsn(pid: number, maps: ProcMap[]): RemotePtr {
-  // The vdso is small and always there; then libc and the rest of the code.
-  const exec = maps.filter((m) => m.perms[2] === "x" && m.path !== "[vsyscall]");
-  exec.sort((a, b) => Number(b.path === "[vdso]") - Number(a.path === "[vdso]"));
-  const buf = new Uint8Array(64 << 10);
-  for (const m of exec) {
-    for (let addr = m.start; addr < m.end; addr += BigInt(buf.length)) {
-      const len = Number(m.end - addr < BigInt(buf.length) ? m.end - addr : BigInt(buf.length));
-      let n: number;
-      try {
-        n = readRemote(pid, remotePtr(addr), buf, 0, len);
-      } catch {
-        break; // unreadable mapping: try the next one
-      }
-      for (let i = 0; i + 1 < n; i++) {
-        if (buf[i] === 0x0f && buf[i + 1] === 0x05) return remotePtr(addr + BigInt(i));
-      }
-    }
-  }
-  throw new InfectError(`Cannot find a syscall instruction in task ${pid}`);
-}
-
 /** Runs syscalls inside a seized task; see the module comment for the sequence. */
 export class RemoteSyscalls implements Disposable {
   readonly task: SeizedTask;
-  #insn: RemotePtr;
+  #anchor: Anchor;
+  #table?: HealTable;
+  #arena?: { at: RemotePtr; size: number; used: number };
+  #onClose?: () => void;
+  #place?: (size: number) => bigint;
   #scratch: { addr: RemotePtr; size: number }[] = [];
+  #touched = false;
   #open = true;
 
-  private constructor(task: SeizedTask, insn: RemotePtr) {
+  /** A scope running syscalls at `anchor` in `task`. Nothing happens until the first call. */
+  constructor(task: SeizedTask, anchor: Anchor, options: RemoteSyscallsOptions = {}) {
     this.task = task;
-    this.#insn = insn;
+    this.#anchor = anchor;
+    this.#table = options.table;
+    if (options.arena) this.#arena = { ...options.arena, used: 0 };
+    this.#onClose = options.onClose;
+    this.#place = options.place;
   }
 
-  /** Prepares remote syscalls in `task`, whose mappings are `maps`. */
+  /**
+   * Prepares remote syscalls in `task`, whose mappings are `maps`, at a `syscall` instruction
+   * of its own code. Such calls cannot heal: for tasks being restored (traced with EXITKILL).
+   */
   static open(task: SeizedTask, maps: ProcMap[]): RemoteSyscalls {
-    const insn = findSyscallInsn(task.pid, maps);
-    ptraceSetSigmask(task.pid, BLOCK_ALL);
-    return new RemoteSyscalls(task, insn);
+    return new RemoteSyscalls(task, { site: findGadgets(task.pid, maps).syscall });
+  }
+
+  /** Moves the anchor; the next call runs there. */
+  anchorAt(anchor: Anchor, options: RemoteSyscallsOptions = {}): void {
+    this.#anchor = anchor;
+    if (options.table) this.#table = options.table;
+    if (options.arena) this.#arena = { ...options.arena, used: 0 };
+    if (options.place) this.#place = options.place;
+  }
+
+  /** heal's entry and this thread's heal block, when the scope runs in a parasite area. */
+  get heal(): HealEntry | undefined {
+    const block = this.#anchor.regs?.r12;
+    return block === undefined ? undefined : { entry: remoteAdd(this.#anchor.site, 2), block };
+  }
+
+  /** The registers for a call of syscall `nr`. */
+  #regsFor(nr: number, args: (bigint | number)[]): BigUint64Array {
+    const regs = new BigUint64Array(this.task.regs);
+    for (const [name, value] of Object.entries(this.#anchor.regs ?? {})) {
+      regs[REG[name as RegName]] = value!;
+    }
+    const argRegs = [REG.di, REG.si, REG.dx, REG.r10, REG.r8, REG.r9];
+    argRegs.forEach((r, i) => (regs[r] = BigInt.asUintN(64, BigInt(args[i] ?? 0))));
+    regs[REG.ax] = BigInt(nr);
+    regs[REG.orig_ax] = 0xffffffffffffffffn;
+    regs[REG.ip] = this.#anchor.site;
+    return regs;
   }
 
   /** Runs syscall `nr` with up to six arguments; returns the raw result (`-errno` on failure). */
   call(nr: number, ...args: (bigint | number)[]): bigint {
     if (!this.#open) throw new InfectError("Remote syscalls are closed");
     const pid = this.task.pid;
-    const regs = new BigUint64Array(this.task.regs);
-    const argRegs = [REG.di, REG.si, REG.dx, REG.r10, REG.r8, REG.r9];
-    argRegs.forEach((r, i) => (regs[r] = BigInt.asUintN(64, BigInt(args[i] ?? 0))));
-    regs[REG.ax] = BigInt(nr);
-    regs[REG.orig_ax] = 0xffffffffffffffffn;
-    regs[REG.ip] = this.#insn;
-    ptraceSetRegs(pid, regs);
+    ptraceSetRegs(pid, this.#regsFor(nr, args));
+    if (!this.#touched) {
+      // Only now that the registers lead home (when the anchor heals) may the mask change.
+      ptraceSetSigmask(pid, BLOCK_ALL);
+      this.#touched = true;
+    }
     this.#step(nr); // to the syscall-entry stop
     this.#step(nr); // to the syscall-exit stop
     return BigInt.asIntN(64, ptraceGetRegs(pid)[REG.ax]);
@@ -131,23 +194,68 @@ export class RemoteSyscalls implements Disposable {
   }
 
   /**
-   * Maps `size` bytes of private anonymous memory in the task (read-write, or with `exec` also
-   * executable, for a blob), unmapped on dispose.
+   * A pipe made in the task (O_CLOEXEC); both ends are recorded in the heal table while they
+   * exist. Returns [read end, write end].
+   */
+  pipe(): [number, number] {
+    if (this.#table) {
+      const slots = this.#table.fdSlots(2);
+      this.check(NR.pipe2, "pipe2", slots.at, O.CLOEXEC);
+      const [r, w] = this.#table.took(slots.index, 2);
+      return [r, w];
+    }
+    const at = this.scratch(8);
+    this.check(NR.pipe2, "pipe2", at, O.CLOEXEC);
+    const pair = new Int32Array(2);
+    readRemote(this.task.pid, at, new Uint8Array(pair.buffer));
+    return [pair[0], pair[1]];
+  }
+
+  /** Closes descriptor `fd` that criu made in the task. */
+  closeFd(fd: number): void {
+    this.#table?.forgetFd(fd);
+    this.call(NR.close, fd);
+  }
+
+  /**
+   * `size` bytes of read-write memory in the task (with `exec` also executable, for a blob):
+   * from the scope's arena when it fits, else a fresh private anonymous mapping (at `at` when
+   * given) that the scope unmaps on close.
    */
   scratch(size: number, exec = false, at?: RemotePtr): RemotePtr {
-    const addr = this.check(
-      NR.mmap,
-      "mmap",
-      at ?? 0,
-      size,
-      PROT.READ | PROT.WRITE | (exec ? PROT.EXEC : 0),
-      MAP.PRIVATE | MAP.ANONYMOUS | (at === undefined ? 0 : MAP.FIXED_NOREPLACE),
-      -1,
-      0,
-    );
-    if (at !== undefined && addr !== at) {
+    const arena = this.#arena;
+    if (arena && !exec && at === undefined) {
+      const need = Math.ceil(size / 16) * 16;
+      if (arena.used + need <= arena.size) {
+        const p = remoteAdd(arena.at, arena.used);
+        arena.used += need;
+        return p;
+      }
+    }
+    // Recorded before it exists: should criu die during the mmap, heal still removes it.
+    const where = at ?? (this.#table && this.#place ? remotePtr(this.#place(size)) : undefined);
+    if (where !== undefined) this.#table?.noteMap(where, BigInt(size));
+    let addr: bigint;
+    try {
+      addr = this.check(
+        NR.mmap,
+        "mmap",
+        where ?? 0,
+        size,
+        PROT.READ | PROT.WRITE | (exec ? PROT.EXEC : 0),
+        MAP.PRIVATE | MAP.ANONYMOUS | (where === undefined ? 0 : MAP.FIXED_NOREPLACE),
+        -1,
+        0,
+      );
+    } catch (e) {
+      if (where !== undefined) this.#table?.forgetMap(where);
+      throw e;
+    }
+    if (where === undefined) this.#table?.noteMap(addr, BigInt(size));
+    if (where !== undefined && addr !== where) {
+      this.#table?.forgetMap(where);
       throw new InfectError(
-        `Cannot map scratch memory at 0x${at.toString(16)} in task ${this.task.pid}`,
+        `Cannot map scratch memory at 0x${where.toString(16)} in task ${this.task.pid}`,
       );
     }
     const p = remotePtr(addr);
@@ -166,6 +274,10 @@ export class RemoteSyscalls implements Disposable {
     regs[REG.sp] = stackTop - 8n; // as if called: (sp + 8) % 16 == 0
     regs[REG.orig_ax] = 0xffffffffffffffffn;
     ptraceSetRegs(this.task.pid, regs);
+    if (!this.#touched) {
+      ptraceSetSigmask(this.task.pid, BLOCK_ALL);
+      this.#touched = true;
+    }
     ptraceCont(this.task.pid);
   }
 
@@ -210,6 +322,7 @@ export class RemoteSyscalls implements Disposable {
   #step(nr: number): void {
     const pid = this.task.pid;
     ptraceSyscall(pid);
+    if (dieAt && ++stops === dieAt) Deno.kill(Deno.pid, "SIGKILL");
     for (;;) {
       const st = waitPid(pid);
       if (st.exited || st.signaled) throw new NoSuchTaskError(pid);
@@ -248,7 +361,7 @@ export class RemoteSyscalls implements Disposable {
 
   /** Finds a new `syscall` instruction after the task's mappings changed under us. */
   retarget(maps: ProcMap[]): void {
-    this.#insn = findSyscallInsn(this.task.pid, maps);
+    this.#anchor = { site: findGadgets(this.task.pid, maps).syscall };
   }
 
   /**
@@ -274,31 +387,53 @@ export class RemoteSyscalls implements Disposable {
   }
 
   /**
-   * Unmaps scratch memory and returns the task to its interrupt stop. By default the task also
-   * gets back the registers and signal mask it had when seized; with `restoreState: false` (a
-   * task being restored, whose final state the caller sets) they are left as they are.
+   * Closes what criu made in the task through this scope (scratch mappings), forgetting each
+   * in the heal table first.
    */
-  close(options: { restoreState?: boolean } = {}): void {
-    const restoreState = options.restoreState ?? true;
-    if (!this.#open) return;
+  releaseScratch(): void {
     const errors: unknown[] = [];
     for (const s of this.#scratch.reverse()) {
       try {
+        this.#table?.forgetMap(s.addr);
         this.check(NR.munmap, "munmap", s.addr, s.size);
       } catch (e) {
         errors.push(e);
       }
     }
+    this.#scratch = [];
+    if (errors.length) {
+      throw new InfectError(`Cannot clean up task ${this.task.pid}`, { cause: errors[0] });
+    }
+  }
+
+  /**
+   * Unmaps scratch memory and returns the task to its interrupt stop. By default the task also
+   * gets back the registers and signal mask it had when seized, in the stop (the mask first:
+   * until the registers change, the anchor still leads home); with `restoreState: false` (a
+   * task being restored, whose final state the caller sets) they are left as they are.
+   */
+  close(options: { restoreState?: boolean } = {}): void {
+    const restoreState = options.restoreState ?? true;
+    if (!this.#open) return;
+    let error: unknown;
+    try {
+      this.releaseScratch();
+    } catch (e) {
+      error = e;
+    }
     this.#open = false;
     const pid = this.task.pid;
-    if (restoreState) {
-      ptraceSetRegs(pid, this.task.regs);
-      ptraceSetSigmask(pid, this.task.sigmask);
+    if (this.#touched) {
+      ptraceInterrupt(pid);
+      ptraceCont(pid);
+      waitForInterruptStop(pid);
+      if (restoreState) {
+        ptraceSetSigmask(pid, this.task.sigmask);
+        ptraceSetRegs(pid, this.task.regs);
+      }
     }
-    ptraceInterrupt(pid);
-    ptraceCont(pid);
-    waitForInterruptStop(pid);
-    if (errors.length) throw new InfectError(`Cannot clean up task ${pid}`, { cause: errors[0] });
+    this.#onClose?.();
+    if (error) throw error;
   }
 
   [Symbol.dispose](): void {

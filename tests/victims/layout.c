@@ -1,5 +1,6 @@
 /* Not a victim: prints the kernel struct offsets and sizes that src/syscalls/layout.ts encodes. */
 #include <signal.h>
+#include <ucontext.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <sys/time.h>
@@ -19,10 +20,19 @@ int main(void)
 	printf("\"stack_t\":%zu,\"ss_flags\":%zu,\"ss_size\":%zu,\"itimerval\":%zu,",
 	       sizeof(stack_t), offsetof(stack_t, ss_flags), offsetof(stack_t, ss_size),
 	       sizeof(struct itimerval));
-	printf("\"fxsave\":%zu,\"mxcsr\":%zu,\"st_space\":%zu,\"xmm_space\":%zu,\"padding\":%zu}\n",
+	printf("\"fxsave\":%zu,\"mxcsr\":%zu,\"st_space\":%zu,\"xmm_space\":%zu,\"padding\":%zu,",
 	       sizeof(struct user_fpregs_struct), offsetof(struct user_fpregs_struct, mxcsr),
 	       offsetof(struct user_fpregs_struct, st_space),
 	       offsetof(struct user_fpregs_struct, xmm_space),
 	       offsetof(struct user_fpregs_struct, padding));
+	printf("\"uc_mcontext\":%zu,\"uc_stack\":%zu,\"sc_r12\":%zu,\"sc_rdi\":%zu,\"sc_rsp\":%zu,"
+	       "\"sc_rip\":%zu,\"sc_eflags\":%zu,\"sc_cs\":%zu,\"sc_ss\":%zu,\"sc_fpstate\":%zu,"
+	       "\"sigcontext\":%zu}\n",
+	       offsetof(ucontext_t, uc_mcontext), offsetof(ucontext_t, uc_stack),
+	       offsetof(struct sigcontext, r12), offsetof(struct sigcontext, rdi),
+	       offsetof(struct sigcontext, rsp), offsetof(struct sigcontext, rip),
+	       offsetof(struct sigcontext, eflags), offsetof(struct sigcontext, cs),
+	       offsetof(struct sigcontext, __pad0), offsetof(struct sigcontext, fpstate),
+	       sizeof(struct sigcontext));
 	return 0;
 }

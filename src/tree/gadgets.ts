@@ -1,0 +1,106 @@
+/**
+ * Instructions criu borrows from a task's own code: a `syscall` to run a first syscall at
+ * before criu's code is in the task, a `syscall; ret` and the task's sa_restorer
+ * (`mov $15, %rax; syscall`, i.e. rt_sigreturn), which let such a syscall return home through a
+ * signal frame on its own if criu dies meanwhile (see parasite/heal.c).
+ *
+ * Found by scanning the executable mappings (the vDSO first, then libc and the rest); the
+ * offsets found in a file mapping are remembered for the next task mapping the same file.
+ *
+ * @module
+ */
+import { readRemote, type RemotePtr, remotePtr } from "../syscalls/mod.ts";
+import type { ProcMap } from "./proc.ts";
+
+/** Addresses of borrowed instructions in one task. */
+export interface Gadgets {
+  /** A `syscall` instruction (0f 05). */
+  syscall: RemotePtr;
+  /** `syscall; ret` (0f 05 c3), if any. */
+  syscallRet?: RemotePtr;
+  /** `mov $15, %rax; syscall` or `mov $15, %eax; syscall` (rt_sigreturn), if any. */
+  sigreturn?: RemotePtr;
+}
+
+const PATTERNS = {
+  syscall: [[0x0f, 0x05]],
+  syscallRet: [[0x0f, 0x05, 0xc3]],
+  sigreturn: [
+    [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
+    [0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
+  ],
+} as const;
+type Kind = keyof typeof PATTERNS;
+const KINDS = Object.keys(PATTERNS) as Kind[];
+
+/** Offsets (from a mapping's start) found in a file mapping, by file, offset and size. */
+const found = new Map<string, Partial<Record<Kind, bigint>>>();
+
+function cacheKey(m: ProcMap): string | undefined {
+  if (m.path === "[vdso]") return `[vdso]:${m.end - m.start}`;
+  if (!m.path.startsWith("/") || m.inode === 0) return undefined;
+  return `${m.dev}:${m.inode}:${m.offset}:${m.end - m.start}`;
+}
+
+function scan(pid: number, m: ProcMap): Partial<Record<Kind, bigint>> {
+  const hits: Partial<Record<Kind, bigint>> = {};
+  const chunk = 64 << 10;
+  const overlap = 16;
+  const buf = new Uint8Array(chunk + overlap);
+  for (let base = m.start; base < m.end && KINDS.some((k) => hits[k] === undefined);) {
+    const len = Number(m.end - base < BigInt(buf.length) ? m.end - base : BigInt(buf.length));
+    let n: number;
+    try {
+      n = readRemote(pid, remotePtr(base), buf, 0, len);
+    } catch {
+      break; // unreadable: nothing to borrow here
+    }
+    for (const k of KINDS) {
+      if (hits[k] !== undefined) continue;
+      for (const pat of PATTERNS[k]) {
+        const i = indexOf(buf, n, pat);
+        if (i >= 0 && (hits[k] === undefined || base - m.start + BigInt(i) < hits[k]!)) {
+          hits[k] = base - m.start + BigInt(i);
+        }
+      }
+    }
+    if (n < len || base + BigInt(n) >= m.end) break;
+    base += BigInt(n - overlap);
+  }
+  return hits;
+}
+
+function indexOf(buf: Uint8Array, n: number, pat: readonly number[]): number {
+  outer: for (
+    let i = buf.indexOf(pat[0]);
+    i >= 0 && i + pat.length <= n;
+    i = buf.indexOf(pat[0], i + 1)
+  ) {
+    for (let j = 1; j < pat.length; j++) if (buf[i + j] !== pat[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+/** Finds the borrowed instructions in task `pid`, whose mappings are `maps`. */
+export function findGadgets(pid: number, maps: ProcMap[]): Gadgets {
+  const exec = maps.filter((m) => m.perms[2] === "x" && m.path !== "[vsyscall]");
+  exec.sort((a, b) => Number(b.path === "[vdso]") - Number(a.path === "[vdso]"));
+  const out: Partial<Record<Kind, RemotePtr>> = {};
+  for (const m of exec) {
+    const key = cacheKey(m);
+    let hits = key ? found.get(key) : undefined;
+    if (!hits) {
+      hits = scan(pid, m);
+      if (key) found.set(key, hits);
+    }
+    for (const k of KINDS) {
+      if (out[k] === undefined && hits[k] !== undefined) out[k] = remotePtr(m.start + hits[k]!);
+    }
+    if (KINDS.every((k) => out[k] !== undefined)) break;
+  }
+  if (out.syscall === undefined) {
+    throw new Error(`Cannot find a syscall instruction in task ${pid}`);
+  }
+  return { syscall: out.syscall, syscallRet: out.syscallRet, sigreturn: out.sigreturn };
+}

@@ -1,0 +1,32 @@
+/**
+ * The static helper executables of parasite/helpers/, run from a memfd holding the embedded
+ * binary (no file is written). The memfd is reopened read-only before exec: a file still open
+ * for writing cannot be executed (ETXTBSY).
+ *
+ * @module
+ */
+import { HELPERS } from "../../parasite/blobs_gen.ts";
+import { addressOf, close, cString, NR, O, open, syscall, writeAll } from "../syscalls/mod.ts";
+import { decodeBase64 } from "./base64.ts";
+
+const MFD_CLOEXEC = 1;
+const made = new Map<string, number>();
+
+/** A path that executes helper `name` (made once per process). */
+export function helperExecutable(name: keyof typeof HELPERS): string {
+  let fd = made.get(name);
+  if (fd === undefined) {
+    const label = cString(`criu-${name}`);
+    const rw = Number(
+      syscall(NR.memfd_create, "memfd_create", name, addressOf(label), MFD_CLOEXEC),
+    );
+    try {
+      writeAll(rw, decodeBase64(HELPERS[name]), `${name} memfd`);
+      fd = open(`/proc/self/fd/${rw}`, O.RDONLY | O.CLOEXEC);
+    } finally {
+      close(rw);
+    }
+    made.set(name, fd);
+  }
+  return `/proc/${Deno.pid}/fd/${fd}`;
+}
