@@ -67,8 +67,9 @@ function seccompMode(t: TaskState): seccomp_mode {
 }
 
 /** thread_info and thread_core of one thread; process-wide values come from the leader. */
-function threadParts(th: ThreadState, leader: TaskState, pdeathSig: number) {
-  const s = leader.status;
+function threadParts(th: ThreadState, leader: TaskState) {
+  // Credentials are each thread's own (a raw setresuid() changes one thread).
+  const s = th.status;
   return {
     threadInfo: create(thread_info_x86Schema, {
       clearTidAddr: th.clearTidAddr,
@@ -79,7 +80,7 @@ function threadParts(th: ThreadState, leader: TaskState, pdeathSig: number) {
       futexRla: th.robustList.head,
       futexRlaLen: th.robustList.len,
       schedNice: th.stat.nice,
-      schedPolicy: th.stat.policy,
+      schedPolicy: th.schedPolicy,
       schedPrio: th.stat.rtPriority,
       blkSigset: th.sigmask,
       sas: create(thread_sas_entrySchema, {
@@ -87,7 +88,7 @@ function threadParts(th: ThreadState, leader: TaskState, pdeathSig: number) {
         ssSize: th.altstack.size,
         ssFlags: th.altstack.flags >>> 0,
       }),
-      pdeathSig,
+      pdeathSig: th.pdeathSig,
       signalsP: sigQueue(th.pendingThread),
       creds: create(creds_entrySchema, {
         uid: s.uids[0],
@@ -102,8 +103,10 @@ function threadParts(th: ThreadState, leader: TaskState, pdeathSig: number) {
         capPrm: capWords(s.capPrm),
         capEff: capWords(s.capEff),
         capBnd: capWords(s.capBnd),
-        secbits: leader.secureBits,
+        capAmb: capWords(s.capAmb),
+        secbits: th.secureBits,
         groups: s.groups,
+        noNewPrivs: s.noNewPrivs,
       }),
       seccompMode: seccompMode(leader),
       comm: th.stat.comm,
@@ -125,9 +128,10 @@ export function coreEntry(t: TaskState): core_entry {
   );
   return create(core_entrySchema, {
     mtype: core_entry_march.X86_64,
-    ...threadParts({ ...t, tid: t.pid }, t, t.pdeathSig),
+    ...threadParts({ ...t, tid: t.pid }, t),
     tc: create(task_core_entrySchema, {
       taskState: t.wasStopped ? TASK_STATE.STOPPED : TASK_STATE.ALIVE,
+      stopSigno: t.stopSigno || undefined,
       exitCode: 0,
       personality: t.personality,
       flags: t.stat.flags,
@@ -160,6 +164,7 @@ export function coreEntry(t: TaskState): core_entry {
       oldSeccompMode: seccompMode(t),
       loginuid: t.loginuid >>> 0,
       oomScoreAdj: t.oomScoreAdj,
+      membarrierRegistrationMask: t.membarrier || undefined,
       sigactions: [...t.sigactions.values()].map((a) =>
         create(sa_entrySchema, {
           sigaction: a.handler,
@@ -178,7 +183,7 @@ export function coreEntry(t: TaskState): core_entry {
 export function threadCoreEntry(th: ThreadState, leader: TaskState): core_entry {
   return create(core_entrySchema, {
     mtype: core_entry_march.X86_64,
-    ...threadParts(th, leader, 0),
+    ...threadParts(th, leader),
   });
 }
 

@@ -35,7 +35,7 @@ import { DEFAULT_LOCK_METHOD, LOCK_METHODS } from "../net/netlock.ts";
 import { collectTree, type FrozenTree, type TreeProcess } from "../tree/collect.ts";
 import { Parasite } from "../tree/parasite.ts";
 import { DumpGuard } from "./guard.ts";
-import { NoSuchTaskError } from "../tree/proc.ts";
+import { NoSuchTaskError, parseStatus, readProcText } from "../tree/proc.ts";
 import { DumpContext, type DumpOptions, type DumpStats } from "./context.ts";
 import { coreEntry, threadCoreEntry, zombieCoreEntry } from "./core.ts";
 import {
@@ -92,6 +92,23 @@ function checkTree(tree: FrozenTree): void {
   };
   const live = tree.processes.filter((p) => p.zombieExit === undefined);
   for (const p of live) {
+    // As criu: a SIGTRAP pending cannot be told from a tracer's own traps.
+    for (const tid of p.threads) {
+      const st = parseStatus(readProcText(p.pid, `task/${tid}/status`));
+      if ((st.sigPnd | st.shdPnd) & (1n << 4n)) {
+        throw new UnsupportedError(
+          `Cannot dump task ${tid}: it has a SIGTRAP pending, which a tracer cannot keep apart ` +
+            `from its own traps`,
+        );
+      }
+    }
+    // Children made later would get another time namespace: it cannot be made again.
+    if (ns(p.pid, "time_for_children") !== ns(p.pid, "time")) {
+      throw new UnsupportedError(
+        `Cannot dump task ${p.pid}: its future children get another time namespace ` +
+          `(/proc/${p.pid}/ns/time_for_children); nested time namespaces are not supported`,
+      );
+    }
     for (const kind of ["pid", "net", "mnt", "ipc", "uts", "user", "cgroup", "time"]) {
       if (ns(p.pid, kind) !== ns(root, kind)) {
         throw new UnsupportedError(
@@ -202,6 +219,12 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
       }),
     );
     if (proc.zombieExit !== undefined) {
+      if (proc.zombieExit & 0x80) {
+        throw new UnsupportedError(
+          `Cannot dump zombie ${proc.pid}: it dumped core when it died (wait status ` +
+            `0x${proc.zombieExit.toString(16)}), which a restore cannot make again`,
+        );
+      }
       const comm = readComm(proc.pid);
       ctx.image(`core-${proc.pid}.img`, "CORE").entry(
         core_entrySchema,

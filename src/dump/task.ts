@@ -16,6 +16,7 @@ import {
   remoteAdd,
   type RseqConfig,
   STACK_T,
+  syscall,
 } from "../syscalls/mod.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import {
@@ -30,6 +31,7 @@ import {
   readProcText,
 } from "../tree/proc.ts";
 import type { SeizedTask } from "../tree/seize.ts";
+import { UnsupportedError } from "./file_types.ts";
 
 const PR = {
   GET_PDEATHSIG: 2,
@@ -55,6 +57,8 @@ export interface SigAction {
 export interface TaskState {
   pid: number;
   stat: ProcStat;
+  /** sched_getscheduler(): the policy with SCHED_RESET_ON_FORK, which /proc does not show. */
+  schedPolicy: number;
   status: ProcStatus;
   /** Registers at the freeze, before syscall-restart adjustment. */
   regs: BigUint64Array;
@@ -78,6 +82,8 @@ export interface TaskState {
   dumpable: number;
   thpDisabled: boolean;
   brk: bigint;
+  /** membarrier(2) registrations (MEMBARRIER_CMD_GET_REGISTRATIONS), 0 when none or unknown. */
+  membarrier: number;
   auxv: bigint[];
   loginuid: number;
   oomScoreAdj: number;
@@ -85,9 +91,25 @@ export interface TaskState {
   cwd: string;
   root: string;
   wasStopped: boolean;
+  /** The signal that had stopped it (group stop), or 0. */
+  stopSigno: number;
   /** POSIX timers with their remaining time and interval (timer_gettime) and overruns. */
   posixTimers:
     (ProcTimer & { value: [bigint, bigint]; interval: [bigint, bigint]; overrun: number })[];
+}
+
+const SCHED_DEADLINE = 6;
+
+/** The scheduling policy of thread `tid`, SCHED_RESET_ON_FORK included; SCHED_DEADLINE refused. */
+function schedPolicy(tid: number): number {
+  const policy = Number(syscall(NR.sched_getscheduler, "sched_getscheduler", `task ${tid}`, tid));
+  if ((policy & 0xff) === SCHED_DEADLINE) {
+    throw new UnsupportedError(
+      `Cannot dump task ${tid}: it runs under SCHED_DEADLINE, whose runtime, deadline and ` +
+        `period are not carried`,
+    );
+  }
+  return policy;
 }
 
 /** Collects the state of a seized task; `rs` runs the syscalls that must run inside it. */
@@ -114,6 +136,8 @@ export function collectTask(task: SeizedTask, rs: RemoteSyscalls): TaskState {
   const dumpable = Number(rs.check(NR.prctl, "prctl(PR_GET_DUMPABLE)", PR.GET_DUMPABLE));
   const thp = Number(rs.check(NR.prctl, "prctl(PR_GET_THP_DISABLE)", PR.GET_THP_DISABLE));
   const brk = rs.check(NR.brk, "brk", 0);
+  // membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS): what the process registered for (6.3+).
+  const membarrier = Number(rs.call(NR.membarrier, 1 << 9, 0, 0));
 
   // POSIX timers: remaining time and interval, read by the task itself.
   const timers = parseTimers(readProcText(pid, "timers"));
@@ -162,6 +186,7 @@ export function collectTask(task: SeizedTask, rs: RemoteSyscalls): TaskState {
   return {
     pid,
     stat: parseStat(readProcText(pid, "stat")),
+    schedPolicy: schedPolicy(pid),
     status: parseStatus(readProcText(pid, "status")),
     regs: task.regs,
     xsave: ptraceGetXstate(pid),
@@ -186,6 +211,7 @@ export function collectTask(task: SeizedTask, rs: RemoteSyscalls): TaskState {
     dumpable,
     thpDisabled: thp !== 0,
     brk,
+    membarrier: Math.max(0, membarrier),
     auxv: parseAuxv(Deno.readFileSync(`/proc/${pid}/auxv`)),
     loginuid: Number(readProcText(pid, "loginuid").trim()),
     oomScoreAdj: Number(readProcText(pid, "oom_score_adj").trim()),
@@ -193,6 +219,7 @@ export function collectTask(task: SeizedTask, rs: RemoteSyscalls): TaskState {
     cwd: readLink("cwd"),
     root: readLink("root"),
     wasStopped: task.wasStopped,
+    stopSigno: task.stopSigno,
     posixTimers,
   };
 }
@@ -201,6 +228,12 @@ export function collectTask(task: SeizedTask, rs: RemoteSyscalls): TaskState {
 export interface ThreadState {
   tid: number;
   stat: ProcStat;
+  /** sched_getscheduler(): the policy with SCHED_RESET_ON_FORK, which /proc does not show. */
+  schedPolicy: number;
+  /** Its own /proc status: credentials and capabilities are per thread. */
+  status: ProcStatus;
+  secureBits: number;
+  pdeathSig: number;
   /** Registers at the freeze, before syscall-restart adjustment. */
   regs: BigUint64Array;
   xsave: Uint8Array;
@@ -218,12 +251,18 @@ export function collectThread(pid: number, task: SeizedTask, rs: RemoteSyscalls)
   const scratch = rs.scratch(4096);
   rs.check(NR.sigaltstack, "sigaltstack", 0, scratch);
   rs.check(NR.prctl, "prctl(PR_GET_TID_ADDRESS)", PR.GET_TID_ADDRESS, remoteAdd(scratch, 64));
+  rs.check(NR.prctl, "prctl(PR_GET_PDEATHSIG)", PR.GET_PDEATHSIG, remoteAdd(scratch, 72));
+  const secureBits = Number(rs.check(NR.prctl, "prctl(PR_GET_SECUREBITS)", PR.GET_SECUREBITS));
   const page = new Uint8Array(128);
   readRemote(tid, scratch, page);
   const v = new DataView(page.buffer);
   return {
     tid,
     stat: parseStat(readProcText(pid, `task/${tid}/stat`)),
+    schedPolicy: schedPolicy(tid),
+    status: parseStatus(readProcText(pid, `task/${tid}/status`)),
+    secureBits,
+    pdeathSig: v.getInt32(72, true),
     regs: task.regs,
     xsave: ptraceGetXstate(tid),
     sigmask: task.sigmask,

@@ -30,6 +30,7 @@ import {
   SOL,
   TCP_OPT,
   tcpInfo,
+  UDP_CORK,
 } from "../syscalls/socket.ts";
 import { close, Errno, pidfdGetfd, pidfdOpen } from "../syscalls/mod.ts";
 import { type Connection, endpointText } from "./addr.ts";
@@ -128,6 +129,10 @@ export function collectInetSocket(
         `Cannot dump ${what}: only TCP and UDP inet sockets are supported (type ${type}, ` +
           `protocol ${proto})`,
       );
+    }
+    // Data held back by UDP_CORK sits in the socket's write queue: no way to put it back.
+    if (udp && int(copy, UDP_CORK, SOL.UDP) !== 0) {
+      throw new InetSocketError(`Cannot dump ${what}: it is a corked UDP socket (UDP_CORK)`);
     }
     const src = parseInetAddr(sockName(copy)!);
     const peerRaw = sockName(copy, true);

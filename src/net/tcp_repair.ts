@@ -240,6 +240,8 @@ function finAfterUnsent(t: TcpStream): boolean {
 export interface BufferSizes {
   sndbuf: number;
   rcvbuf: number;
+  /** SO_REUSEADDR, which leaving repair mode clears. */
+  reuseaddr?: boolean;
 }
 
 /**
@@ -255,6 +257,7 @@ export function finishTcpRestore(
   what: string,
 ): void {
   repairOff(fd);
+  setsockopt(fd, SO.REUSEADDR, new Uint8Array(new Int32Array([bufs.reuseaddr ? 1 : 0]).buffer));
   sendQueue(fd, t.outq.subarray(t.outqLen - t.unsqLen), what);
   if (finAfterUnsent(t)) shutdown(fd, 1);
   setBuf(fd, SO.SNDBUFFORCE, bufs.sndbuf);

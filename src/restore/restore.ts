@@ -33,16 +33,20 @@ import { silentLogger } from "../log.ts";
 import { VMA } from "../pagemap/vma.ts";
 import {
   close,
+  kill,
   NR,
   O,
   open as openHere,
   PTRACE_O,
+  ptraceCont,
   ptraceGetXstate,
+  ptraceSetSigmask,
   readRemote,
   remoteAdd,
   type RemotePtr,
   remotePtr,
   syscall,
+  waitPid,
   writeRemote,
 } from "../syscalls/mod.ts";
 import { RemoteSyscalls } from "../tree/infect.ts";
@@ -72,7 +76,12 @@ function pidInUse(pid: number): boolean {
 import { type DumpImages, readDump, type TaskImages } from "./images.ts";
 import { encodeOps, findGap, occupied, OP_SIZE, planMemory } from "./memory.ts";
 import { gpregsWords, xsaveArea } from "../images/x86.ts";
-import { restoreCreds, restoreTaskState, restoreThreadState } from "./task_state.ts";
+import {
+  restoreAfterCreds,
+  restoreCreds,
+  restoreTaskState,
+  restoreThreadState,
+} from "./task_state.ts";
 import { ensureSysvSegment, markSysvRemoved } from "./sysv.ts";
 
 /** Options of a restore, as `criu restore` takes them. */
@@ -171,6 +180,7 @@ interface Restoring {
 
 const CLONE_THREAD_FLAGS = 0x100n | 0x200n | 0x400n | 0x800n | 0x10000n | 0x40000n; // VM FS FILES SIGHAND THREAD SYSVSEM
 const SIGCHLD = 17n;
+const SIGSTOP = 19;
 /** sizeof(struct clone_args) with set_tid (CLONE_ARGS_SIZE_VER1). */
 const CLONE_ARGS_SIZE = 80;
 
@@ -422,7 +432,9 @@ function release(seized: SeizedTask, core: core_entry, leaderCore: core_entry): 
     gpregsWords(ti.gpregs!),
     xsaveArea(ti.fpregs!, template),
     core.threadCore?.blkSigset ?? leaderCore.tc!.blkSigset,
-    core === leaderCore && leaderCore.tc!.taskState === TASK_STATE.STOPPED,
+    core === leaderCore && leaderCore.tc!.taskState === TASK_STATE.STOPPED
+      ? leaderCore.tc!.stopSigno || SIGSTOP
+      : 0,
   );
 }
 
@@ -474,7 +486,11 @@ function createChildren(
   }
 }
 
-/** Lets a just-made child die the way the dumped zombie died (exit code or signal). */
+/**
+ * Lets a just-made child die the way the dumped zombie died: with its exit code, or killed by
+ * its signal (delivered through ptrace with the default action, dumpable off so that no core
+ * file is written; the dump refuses a zombie that had dumped core).
+ */
 function zombify(
   seized: SeizedTask,
   tc: NonNullable<core_entry["tc"]>,
@@ -484,18 +500,45 @@ function zombify(
   const rs = RemoteSyscalls.open(seized, maps);
   const status = tc.exitCode;
   const sig = status & 0x7f;
+  const PR_SET_NAME = 15, PR_SET_DUMPABLE = 4;
   // Its name, in the scratch page it inherited from its parent.
   writeRemote(seized.pid, scratch, cString(tc.comm.slice(0, 15)));
-  rs.call(NR.prctl, 15, /* PR_SET_NAME */ scratch);
+  rs.call(NR.prctl, PR_SET_NAME, scratch);
   try {
-    // Killed by a signal: SIGKILL gives the same wait status for a zombie nobody inspects
-    // more closely than WTERMSIG; other signals could be ignored in the helper's copy.
-    if (sig) rs.call(NR.kill, seized.pid, 9);
-    else rs.call(NR.exit_group, (status >> 8) & 0xff);
+    if (!sig) {
+      rs.call(NR.exit_group, (status >> 8) & 0xff);
+    } else {
+      rs.call(NR.prctl, PR_SET_DUMPABLE, 0);
+      writeRemote(seized.pid, scratch, new Uint8Array(32)); // SIG_DFL, no flags, empty mask
+      rs.call(NR.rt_sigaction, sig, scratch, 0, 8);
+      rs.close({ restoreState: false });
+      // Sent for real, then let through at its delivery stop (PTRACE_CONT injects a signal
+      // only there).
+      ptraceSetSigmask(seized.pid, 0n);
+      kill(seized.pid, sig);
+      tryPtraceCont(seized.pid); // SIGKILL needs no delivery: the task may be gone already
+      for (let i = 0; i < 8; i++) {
+        const st = waitPid(seized.pid);
+        if (st.signaled && st.termSig === sig) break;
+        if (st.exited || st.signaled) {
+          throw new RestoreError(`Zombie ${seized.pid} did not die of signal ${sig}`);
+        }
+        tryPtraceCont(seized.pid, st.stopSig === sig ? sig : 0);
+      }
+    }
   } catch (e) {
     if (!(e instanceof NoSuchTaskError)) throw e;
   }
   seized.forget();
+}
+
+/** PTRACE_CONT that ignores a task gone meanwhile. */
+function tryPtraceCont(pid: number, sig = 0): void {
+  try {
+    ptraceCont(pid, sig);
+  } catch {
+    // gone: its death is what waitpid reports next
+  }
 }
 
 /** Process groups: leaders first, then members join them. */
@@ -625,6 +668,7 @@ function restoreInside(
     // Credentials last, in every thread.
     proc.threads.forEach((th, i) => restoreCreds(threads[i], arena, th.core));
     restoreCreds(rs, arena, task.core);
+    restoreAfterCreds(rs, task);
   } finally {
     for (const trs of threads) trs.close({ restoreState: false });
   }

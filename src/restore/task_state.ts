@@ -22,13 +22,20 @@ import type { core_entry } from "../../proto/gen/core_pb.ts";
 import type { DumpImages, TaskImages } from "./images.ts";
 import type { ServiceFds } from "./install.ts";
 import { RestoreError } from "./files.ts";
+import { parseStatus, readProcText } from "../tree/proc.ts";
 
 const PR = {
+  SET_PDEATHSIG: 1,
+  SET_DUMPABLE: 4,
   SET_NAME: 15,
+  CAPBSET_DROP: 24,
+  SET_SECUREBITS: 28,
   SET_MM: 35,
   SET_MM_MAP: 14,
-  SET_PDEATHSIG: 1,
   SET_CHILD_SUBREAPER: 36,
+  SET_NO_NEW_PRIVS: 38,
+  SET_THP_DISABLE: 41,
+  CAP_AMBIENT: 47,
 } as const;
 const SS_DISABLE = 2;
 
@@ -62,6 +69,21 @@ function queueSignals(
     const info = arena.put(siginfo);
     if (shared) sys(NR.rt_sigqueueinfo, `pending signal ${sig}`, tgid, sig, info);
     else sys(NR.rt_tgsigqueueinfo, `pending signal ${sig}`, tgid, tid, sig, info);
+  }
+}
+
+/** Writes `value` into /proc/PID/NAME, unless it holds that already. */
+function writeProcValue(pid: number, name: string, value: number): void {
+  const path = `/proc/${pid}/${name}`;
+  if (Number(Deno.readTextFileSync(path).trim()) === value) return;
+  try {
+    Deno.writeTextFileSync(path, `${value}`);
+  } catch (e) {
+    throw new RestoreError(
+      `Cannot restore ${name} ${value} of task ${pid}: ${(e as Error).message}` +
+        (name === "oom_score_adj" ? " (a lower value needs CAP_SYS_RESOURCE)" : ""),
+      { cause: e },
+    );
   }
 }
 
@@ -115,8 +137,16 @@ export function restoreTaskState(
   const timers = tc.timers;
   if (timers) {
     [timers.real, timers.virt, timers.prof].forEach((t, which) => {
-      if (!t || (!t.vsec && !t.vusec)) return;
-      const val = arena.words([t.isec, t.iusec, t.vsec, t.vusec]);
+      if (!t) return;
+      let [vsec, vusec] = [t.vsec, t.vusec];
+      if (!vsec && !vusec) {
+        // Disarmed, or a periodic timer that expired while the task was frozen: its signal is
+        // pending and the kernel re-arms it only when the signal is taken. Fire it again at
+        // once: the signal merges with the pending one, and the timer re-arms as it would.
+        if (!t.isec && !t.iusec) return;
+        vusec = 1n;
+      }
+      const val = arena.words([t.isec, t.iusec, vsec, vusec]);
       sys(NR.setitimer, "an interval timer", which, val, 0);
     });
   }
@@ -135,7 +165,30 @@ export function restoreTaskState(
   if (root && root !== "/") sys(NR.chroot, `the root ${root}`, arena.cstr(root));
   if (cwd) sys(NR.chdir, `the working directory ${cwd}`, arena.cstr(cwd));
   if (tc.childSubreaper) sys(NR.prctl, "the child-subreaper flag", PR.SET_CHILD_SUBREAPER, 1);
+  if (mm.thpDisabled) sys(NR.prctl, "THP disabled", PR.SET_THP_DISABLE, 1, 0, 0, 0);
+  if (tc.oomScoreAdj !== undefined) writeProcValue(pid, "oom_score_adj", tc.oomScoreAdj);
+  restoreMembarrier(sys, tc.membarrierRegistrationMask ?? 0);
+  // Exactly the dumped signals are pending: the making of the tree may have queued others
+  // (the SIGCHLD of a child made a zombie). Take every one, then queue the dumped ones.
+  const all = arena.words([~((1n << 8n) | (1n << 18n)) & 0xffffffffffffffffn]);
+  const now = arena.words([0, 0]);
+  for (let i = 0; i < 256 && rs.call(NR.rt_sigtimedwait, all, 0, now, 8) > 0n; i++);
   queueSignals(sys, arena, pid, pid, tc.signalsS?.signals, true);
+}
+
+/** membarrier(2) commands, by the bit of MEMBARRIER_CMD_GET_REGISTRATIONS they register. */
+const MEMBARRIER_REGISTER = [
+  [1 << 2, 1 << 2, "global expedited"], // MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED
+  [1 << 4, 1 << 4, "private expedited"], // ..._REGISTER_PRIVATE_EXPEDITED
+  [1 << 6, 1 << 6, "private expedited sync core"],
+  [1 << 8, 1 << 8, "private expedited rseq"],
+] as const;
+
+/** The process's membarrier registrations, as membarrier(GET_REGISTRATIONS) reported them. */
+function restoreMembarrier(sys: Sys, mask: number): void {
+  for (const [bit, cmd, what] of MEMBARRIER_REGISTER) {
+    if (mask & bit) sys(NR.membarrier, `the membarrier registration (${what})`, cmd, 0, 0);
+  }
 }
 
 /** One thread's own state, in that thread; `core` is its core image. */
@@ -149,6 +202,15 @@ export function restoreThreadState(
   const sys = sysIn(rs);
   const th = core.threadCore;
   arena.reset();
+  // Scheduling, before the credentials (raising a priority needs CAP_SYS_NICE).
+  const PRIO_PROCESS = 0;
+  if (th?.schedNice !== undefined) {
+    sys(NR.setpriority, "the nice value", PRIO_PROCESS, tid, th.schedNice);
+  }
+  if (th?.schedPolicy !== undefined) {
+    const param = arena.put(new Uint8Array(new Int32Array([th.schedPrio ?? 0]).buffer));
+    sys(NR.sched_setscheduler, "the scheduling policy", tid, th.schedPolicy, param);
+  }
   if (th?.sas && th.sas.ssSize && !(th.sas.ssFlags & SS_DISABLE)) {
     const ss = arena.words([th.sas.ssSp, 0, th.sas.ssSize]);
     sys(NR.sigaltstack, "the alternate signal stack", ss, 0);
@@ -164,27 +226,120 @@ export function restoreThreadState(
   sys(NR.prctl, "the task name", PR.SET_NAME, arena.cstr(comm.slice(0, 15)));
 }
 
+const SECBIT_NO_SETUID_FIXUP = 1 << 2;
+const CAP_AMBIENT_RAISE = 2, CAP_AMBIENT_CLEAR_ALL = 4;
+const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
+
+/** The highest capability number of this kernel. */
+function capLastCap(): number {
+  return Number(Deno.readTextFileSync("/proc/sys/kernel/cap_last_cap").trim());
+}
+
+/** Capability numbers of a set, for a message. */
+function capNames(set: bigint): string {
+  const out: string[] = [];
+  for (let cap = 0n; cap < 64n; cap++) if (set & (1n << cap)) out.push(`capability ${cap}`);
+  return out.join(", ");
+}
+
+/** A capability set from its two 32-bit words. */
+function capBits(words: number[]): bigint {
+  return BigInt(words[0] ?? 0) | (BigInt(words[1] ?? 0) << 32n);
+}
+
 /**
- * Credentials of one thread, last: everything before may need root. Then what a change of
+ * Credentials of one thread, last: everything before may need root. In this order: groups;
+ * user and group ids with SECBIT_NO_SETUID_FIXUP, so that no capability is lost on the way;
+ * the inheritable set (before the bounding set shrinks); the bounding set; ambient
+ * capabilities; securebits; the final capability sets; no_new_privs. Then what a change of
  * credentials resets in the kernel: the parent-death signal (always set: the restore helper
  * armed one while the task was unfinished).
  */
 export function restoreCreds(rs: RemoteSyscalls, arena: RemoteArena, core: core_entry): void {
   const sys = sysIn(rs);
   const c = core.threadCore?.creds;
-  if (
-    c &&
-    (c.uid || c.euid || c.suid || c.fsuid || c.gid || c.egid || c.sgid || c.fsgid ||
-      c.groups.length)
-  ) {
-    arena.reset();
-    const groups = arena.put(new Uint8Array(new Uint32Array(c.groups).buffer));
-    sys(NR.setgroups, "the supplementary groups", c.groups.length, groups);
-    sys(NR.setresgid, "the group ids", c.gid, c.egid, c.sgid);
-    sys(NR.setresuid, "the user ids", c.uid, c.euid, c.suid);
-    sys(NR.setfsgid, "the fs group id", c.fsgid);
-    sys(NR.setfsuid, "the fs user id", c.fsuid);
+  if (c) {
+    const last = capLastCap();
+    const all = (1n << BigInt(last + 1)) - 1n;
+    const [eff, prm, inh, bnd, amb] = [c.capEff, c.capPrm, c.capInh, c.capBnd, c.capAmb]
+      .map((w) => capBits(w) & all);
+    // What the task has now: the restorer's own credentials (root, maybe not every capability).
+    const now = parseStatus(readProcText(rs.task.pid, `task/${rs.task.pid}/status`));
+    const same = !(c.uid || c.euid || c.suid || c.fsuid || c.gid || c.egid || c.sgid ||
+      c.fsgid || c.groups.length || c.secbits || c.noNewPrivs) &&
+      eff === now.capEff && prm === now.capPrm && bnd === now.capBnd &&
+      inh === now.capInh && amb === now.capAmb;
+    if (!same) {
+      arena.reset();
+      const groups = arena.put(new Uint8Array(new Uint32Array(c.groups).buffer));
+      sys(NR.setgroups, "the supplementary groups", c.groups.length, groups);
+      sys(NR.prctl, "securebits", PR.SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP);
+      sys(NR.setresgid, "the group ids", c.gid, c.egid, c.sgid);
+      sys(NR.setfsgid, "the fs group id", c.fsgid);
+      sys(NR.setresuid, "the user ids", c.uid, c.euid, c.suid);
+      sys(NR.setfsuid, "the fs user id", c.fsuid);
+      const capset = (e: bigint, p: bigint, i: bigint) => {
+        const head = arena.put(
+          new Uint8Array(new Int32Array([LINUX_CAPABILITY_VERSION_3, 0]).buffer),
+        );
+        const word = (v: bigint, k: number) => Number((v >> BigInt(32 * k)) & 0xffffffffn);
+        const data = arena.put(
+          new Uint8Array(
+            new Uint32Array([
+              word(e, 0),
+              word(p, 0),
+              word(i, 0),
+              word(e, 1),
+              word(p, 1),
+              word(i, 1),
+            ])
+              .buffer,
+          ),
+        );
+        sys(NR.capset, "the capabilities", head, data);
+      };
+      // Everything we have in effect while the rest is set; a capability we lack fails below.
+      capset(now.capPrm, now.capPrm, inh & (now.capInh | now.capBnd));
+      for (let cap = 0; cap <= last; cap++) {
+        if (!(bnd & (1n << BigInt(cap)))) {
+          sys(NR.prctl, `the bounding set (capability ${cap})`, PR.CAPBSET_DROP, cap);
+        }
+      }
+      sys(NR.prctl, "the ambient capabilities", PR.CAP_AMBIENT, CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+      for (let cap = 0; cap <= last; cap++) {
+        if (amb & (1n << BigInt(cap))) {
+          sys(
+            NR.prctl,
+            `ambient capability ${cap}`,
+            PR.CAP_AMBIENT,
+            CAP_AMBIENT_RAISE,
+            cap,
+            0,
+            0,
+          );
+        }
+      }
+      sys(NR.prctl, "securebits", PR.SET_SECUREBITS, c.secbits);
+      if (prm & ~now.capPrm) {
+        throw new RestoreError(
+          `Cannot restore the capabilities of task ${rs.task.pid}: it had ` +
+            `${capNames(prm & ~now.capPrm)}, which this criu does not have`,
+        );
+      }
+      capset(eff, prm, inh);
+      if (c.noNewPrivs) sys(NR.prctl, "no_new_privs", PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
   }
   const pdeath = core.threadCore?.pdeathSig ?? 0;
   sys(NR.prctl, "the parent-death signal", PR.SET_PDEATHSIG, pdeath);
+}
+
+/**
+ * Process-wide state that a change of credentials resets, once every thread has its own:
+ * whether the process may be dumped (ptrace, core files, /proc ownership).
+ */
+export function restoreAfterCreds(rs: RemoteSyscalls, task: TaskImages): void {
+  const dumpable = task.mm.dumpable;
+  if (dumpable === undefined || dumpable === 2) return;
+  sysIn(rs)(NR.prctl, "the dumpable flag", PR.SET_DUMPABLE, dumpable);
 }

@@ -145,6 +145,13 @@ export function ptraceSetSigmask(pid: number, mask: bigint): void {
   request(PTRACE.SETSIGMASK, pid, 8, addressOf(buf));
 }
 
+/** PTRACE_GETSIGINFO: the signal number of the stop the task is in (si_signo). */
+export function ptraceGetSigno(pid: number): number {
+  const info = new Uint8Array(SIGINFO_SIZE);
+  request(PTRACE.GETSIGINFO, pid, 0, addressOf(info));
+  return new DataView(info.buffer).getInt32(0, true);
+}
+
 /** PTRACE_GETEVENTMSG. */
 export function ptraceGetEventMsg(pid: number): bigint {
   const msg = new BigUint64Array(1);

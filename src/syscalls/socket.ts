@@ -149,7 +149,9 @@ export const SO = {
 } as const;
 
 /** Protocol levels and their options used by deno-criu. */
-export const SOL = { SOCKET: 1, IP: 0, TCP: 6, IPV6: 41 } as const;
+export const SOL = { SOCKET: 1, IP: 0, TCP: 6, UDP: 17, IPV6: 41 } as const;
+/** UDP_CORK (level SOL_UDP). */
+export const UDP_CORK = 1;
 /** TCP_* options. */
 export const TCP_OPT = {
   NODELAY: 1,

@@ -101,6 +101,7 @@ export interface ProcStatus {
   capPrm: bigint;
   capEff: bigint;
   capBnd: bigint;
+  capAmb: bigint;
   umask: number;
   seccomp: number;
   noNewPrivs: number;
@@ -133,6 +134,7 @@ export function parseStatus(text: string): ProcStatus {
     capPrm: hex("CapPrm"),
     capEff: hex("CapEff"),
     capBnd: hex("CapBnd"),
+    capAmb: hex("CapAmb"),
     umask: parseInt(kv.get("Umask") ?? "22", 8),
     seccomp: Number(kv.get("Seccomp") ?? 0),
     noNewPrivs: Number(kv.get("NoNewPrivs") ?? 0),

@@ -19,6 +19,7 @@ import {
   ptraceCont,
   ptraceGetRegs,
   ptraceGetSigmask,
+  ptraceGetSigno,
   ptraceInterrupt,
   ptraceSeize,
   ptraceSetRegs,
@@ -61,15 +62,20 @@ export class SeizedTask implements Disposable {
   readonly regs: BigUint64Array;
   /** Blocked-signal mask when it stopped. */
   readonly sigmask: bigint;
-  /** Whether the task was stopped (SIGSTOP) before we seized it. */
-  readonly wasStopped: boolean;
+  /** The signal that had stopped the task (group stop) before we seized it, or 0. */
+  readonly stopSigno: number;
   #attached = true;
 
-  private constructor(pid: number, regs: BigUint64Array, sigmask: bigint, wasStopped: boolean) {
+  private constructor(pid: number, regs: BigUint64Array, sigmask: bigint, stopSigno: number) {
     this.pid = pid;
     this.regs = regs;
     this.sigmask = sigmask;
-    this.wasStopped = wasStopped;
+    this.stopSigno = stopSigno;
+  }
+
+  /** Whether the task was stopped (SIGSTOP, SIGTSTP, ...) before we seized it. */
+  get wasStopped(): boolean {
+    return this.stopSigno !== 0;
   }
 
   /**
@@ -95,7 +101,8 @@ export class SeizedTask implements Disposable {
     try {
       ptraceInterrupt(pid);
       waitForInterruptStop(pid);
-      return new SeizedTask(pid, ptraceGetRegs(pid), ptraceGetSigmask(pid), status.state === "T");
+      const stopSigno = leaveGroupStop(pid, status);
+      return new SeizedTask(pid, ptraceGetRegs(pid), ptraceGetSigmask(pid), stopSigno);
     } catch (e) {
       tryPtraceDetach(pid);
       if (e instanceof SeizeError) throw e;
@@ -109,7 +116,7 @@ export class SeizedTask implements Disposable {
    */
   static adopt(pid: number): SeizedTask {
     waitForInterruptStop(pid);
-    return new SeizedTask(pid, ptraceGetRegs(pid), ptraceGetSigmask(pid), false);
+    return new SeizedTask(pid, ptraceGetRegs(pid), ptraceGetSigmask(pid), 0);
   }
 
   /** Whether we are still its tracer. */
@@ -127,25 +134,25 @@ export class SeizedTask implements Disposable {
     try {
       ptraceSetRegs(this.pid, this.regs);
       ptraceSetSigmask(this.pid, this.sigmask);
-      // Queued now, delivered once detached: the task ends up in a group stop.
-      if (options.stopped) kill(this.pid, SIGSTOP);
+      // Queued now, delivered once detached: the task ends up in a group stop, by the
+      // signal that had stopped it.
+      if (options.stopped || this.stopSigno) kill(this.pid, this.stopSigno || SIGSTOP);
     } catch {
       // Gone already: nothing left to put back.
     }
-    // A task that was group-stopped before we came goes back to its group stop on detach.
     return tryPtraceDetach(this.pid) === 0;
   }
 
   /**
    * Gives a restored task its final registers, extended FPU state and signal mask, and lets it
-   * go (into a group stop when `stopped`). The task must sit in its interrupt stop.
+   * go (into a group stop by `stopSigno` when given). The task must sit in its interrupt stop.
    */
-  release(regs: BigUint64Array, xsave: Uint8Array, sigmask: bigint, stopped = false): void {
+  release(regs: BigUint64Array, xsave: Uint8Array, sigmask: bigint, stopSigno = 0): void {
     if (!this.#attached) throw new SeizeError(`Task ${this.pid} is not ours any more`);
     ptraceSetXstate(this.pid, xsave);
     ptraceSetRegs(this.pid, regs);
     ptraceSetSigmask(this.pid, sigmask);
-    if (stopped) kill(this.pid, SIGSTOP);
+    if (stopSigno) kill(this.pid, stopSigno);
     this.#attached = false;
     if (tryPtraceDetach(this.pid) !== 0) {
       throw new SeizeError(`Cannot detach from restored task ${this.pid}`);
@@ -191,6 +198,30 @@ export class SeizedTask implements Disposable {
   [Symbol.dispose](): void {
     this.resume();
   }
+}
+
+const STOP_SIGNALS = new Set([19, 20, 21, 22]); // SIGSTOP SIGTSTP SIGTTIN SIGTTOU
+
+/**
+ * A task seized in a group stop (SIGSTOP, SIGTSTP, ...) reports that stop instead of the
+ * interrupt, and would stop again on its way to any syscall we inject. As criu does: let it
+ * run once through every stop it has (the one it is in, and each stop signal still pending),
+ * each time re-trapping on the pending interrupt. Returns the signal that had stopped it, or 0.
+ */
+function leaveGroupStop(pid: number, status: ReturnType<typeof parseStatus>): number {
+  const signo = ptraceGetSigno(pid);
+  if (!STOP_SIGNALS.has(signo)) return 0;
+  const pending = (set: bigint, sig: number) => (set & (1n << BigInt(sig - 1))) !== 0n;
+  let stops = 1;
+  for (const set of [status.sigPnd, status.shdPnd]) {
+    if (pending(set, 19)) stops++;
+    if (pending(set, 20) && !pending(status.sigBlk, 20)) stops++;
+  }
+  for (let i = 0; i < stops; i++) {
+    ptraceCont(pid);
+    waitForInterruptStop(pid);
+  }
+  return signo;
 }
 
 /** Waits for PTRACE_EVENT_STOP, letting already-pending signals be delivered on the way. */

@@ -1,0 +1,84 @@
+/**
+ * Task state beside memory and files survives dump and restore, or is refused by name:
+ * capabilities and per-thread credentials, scheduling, oom_score_adj, THP, dumpable,
+ * membarrier, interval timers, zombies, stopped tasks (victims/taskstate.c); and what criu
+ * refuses on purpose (victims/refuse.c).
+ */
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import {
+  buildVictim,
+  criu,
+  killAll,
+  procState,
+  startVictim,
+  stopVictim,
+  tmpDir,
+  verdict,
+  waitGone,
+  waitReport,
+} from "./helpers.ts";
+
+/** PIDs of the tree below `pid` (children, recursively). */
+function treePids(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    for (const t of Deno.readDirSync(`/proc/${out[i]}/task`)) {
+      const kids = Deno.readTextFileSync(`/proc/${out[i]}/task/${t.name}/children`).trim();
+      if (kids) out.push(...kids.split(" ").map(Number));
+    }
+  }
+  return [...new Set(out)];
+}
+
+Deno.test("capabilities, credentials, scheduling, oom, THP, dumpable, membarrier, timers, zombies and a stopped child", async () => {
+  const bin = await buildVictim("taskstate");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  try {
+    await waitReport(v);
+    const pids = treePids(v.pid);
+    assertEquals(pids.length, 6, "leader, two live children, three zombies");
+    const before = Deno.readTextFileSync(`/proc/${v.pid}/status`);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(d.code, 0, d.stderr);
+    await v.child.status;
+    for (const pid of pids) assert(await waitGone(pid, 15000), `task ${pid} gone`);
+    const r = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(r.code, 0, r.stderr);
+    // From outside: the leader's capabilities and oom_score_adj as before.
+    const after = Deno.readTextFileSync(`/proc/${v.pid}/status`);
+    for (const field of ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "Uid", "Gid"]) {
+      const line = (s: string) => s.split("\n").find((l) => l.startsWith(field + ":"));
+      assertEquals(line(after), line(before), field);
+    }
+    assertEquals(Deno.readTextFileSync(`/proc/${v.pid}/oom_score_adj`).trim(), "400");
+    assertEquals(procState(pids[2]), "T", "the stopped child is stopped");
+    // From inside.
+    assertMatch(await verdict(v), /^ready.*\nPASS\n$/);
+  } finally {
+    killAll(v.pid);
+    await stopVictim(v);
+  }
+});
+
+for (
+  const [mode, message] of [
+    ["sigtrap", /it has a SIGTRAP pending/],
+    ["udpcork", /corked UDP socket \(UDP_CORK\)/],
+    ["timens", /future children get another time namespace/],
+  ] as const
+) {
+  Deno.test(`refused by name as criu refuses it: ${mode}; the task goes on untouched`, async () => {
+    const bin = await buildVictim("refuse");
+    const v = startVictim(["setsid", bin, "{out}", mode]);
+    try {
+      await waitReport(v);
+      const run = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()]);
+      assertEquals(run.code, 1);
+      assertMatch(run.stderr.trim().split("\n").at(-1)!, message);
+      assertMatch(await verdict(v), /PASS\n$/);
+    } finally {
+      await stopVictim(v);
+    }
+  });
+}
