@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file files.proto.
  */
 export const file_files: GenFile = /*@__PURE__*/
-  fileDesc("CgtmaWxlcy5wcm90byJWCgpmb3duX2VudHJ5EgsKA3VpZBgBIAIoDRIMCgRldWlkGAIgAigNEg4KBnNpZ251bRgDIAIoDRIQCghwaWRfdHlwZRgEIAIoDRILCgNwaWQYBSACKA0ibgoMZmRpbmZvX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhcKBHR5cGUYAyACKA4yCS5mZF90eXBlcxIKCgJmZBgEIAIoDRIeChZ4YXR0cl9zZWN1cml0eV9zZWxpbnV4GAUgASgJIp4BCg5yZWdfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRILCgNwb3MYAyACKAQSGQoEZm93bhgFIAIoCzILLmZvd25fZW50cnkSDAoEbmFtZRgGIAIoCRISCgZtbnRfaWQYByABKBE6Ai0xEgwKBHNpemUYCCABKAQSCwoDZXh0GAkgASgIEgwKBG1vZGUYCiABKA0iUwoKcGlwZV9lbnRyeRIKCgJpZBgBIAIoDRIPCgdwaXBlX2lkGAIgAigNEg0KBWZsYWdzGAMgAigNEhkKBGZvd24YBCACKAsyCy5mb3duX2VudHJ5Ij8KD3BpcGVfZGF0YV9lbnRyeRIPCgdwaXBlX2lkGAEgAigNEg0KBWJ5dGVzGAIgAigNEgwKBHNpemUYAyABKA0ilQEKDXRlcm1pb3NfZW50cnkSDwoHY19pZmxhZxgBIAIoDRIPCgdjX29mbGFnGAIgAigNEg8KB2NfY2ZsYWcYAyACKA0SDwoHY19sZmxhZxgEIAIoDRIOCgZjX2xpbmUYBSACKA0SEAoIY19pc3BlZWQYBiACKA0SEAoIY19vc3BlZWQYByACKA0SDAoEY19jYxgIIAMoDSJVCg13aW5zaXplX2VudHJ5Eg4KBndzX3JvdxgBIAIoDRIOCgZ3c19jb2wYAiACKA0SEQoJd3NfeHBpeGVsGAMgAigNEhEKCXdzX3lwaXhlbBgEIAIoDSIeCg10dHlfcHR5X2VudHJ5Eg0KBWluZGV4GAEgAigNIsMCCg50dHlfaW5mb19lbnRyeRIKCgJpZBgBIAIoDRIWCgR0eXBlGAIgAigOMgguVHR5VHlwZRIOCgZsb2NrZWQYAyACKAgSEQoJZXhjbHVzaXZlGAQgAigIEhMKC3BhY2tldF9tb2RlGAUgAigIEgsKA3NpZBgGIAIoDRIMCgRwZ3JwGAcgAigNEgwKBHJkZXYYCCACKA0SHwoHdGVybWlvcxgJIAEoCzIOLnRlcm1pb3NfZW50cnkSJgoOdGVybWlvc19sb2NrZWQYCiABKAsyDi50ZXJtaW9zX2VudHJ5Eh8KB3dpbnNpemUYCyABKAsyDi53aW5zaXplX2VudHJ5EhsKA3B0eRgMIAEoCzIOLnR0eV9wdHlfZW50cnkSCwoDZGV2GA0gASgNEgsKA3VpZBgOIAEoDRILCgNnaWQYDyABKA0ibAoOdHR5X2ZpbGVfZW50cnkSCgoCaWQYASACKA0SEwoLdHR5X2luZm9faWQYAiACKA0SDQoFZmxhZ3MYAyACKA0SGQoEZm93bhgEIAIoCzILLmZvd25fZW50cnkSDwoHcmVnZl9pZBgGIAEoDSJbChJldmVudGZkX2ZpbGVfZW50cnkSCgoCaWQYASACKA0SDQoFZmxhZ3MYAiACKA0SGQoEZm93bhgDIAIoCzILLmZvd25fZW50cnkSDwoHY291bnRlchgEIAIoBCJXCg5zaWduYWxmZF9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIPCgdzaWdtYXNrGAQgAigEIrYBCg10aW1lcmZkX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhkKBGZvd24YAyACKAsyCy5mb3duX2VudHJ5Eg8KB2Nsb2NraWQYBCACKA0SDQoFdGlja3MYBSACKAQSFQoNc2V0dGltZV9mbGFncxgGIAIoDRIMCgR2c2VjGAcgAigEEg0KBXZuc2VjGAggAigEEgwKBGlzZWMYCSACKAQSDQoFaW5zZWMYCiACKAQidQoTZXZlbnRwb2xsX3RmZF9lbnRyeRIKCgJpZBgBIAIoDRILCgN0ZmQYAiACKA0SDgoGZXZlbnRzGAMgAigNEgwKBGRhdGEYBCACKAQSCwoDZGV2GAUgASgNEg0KBWlub2RlGAYgASgEEgsKA3BvcxgHIAEoBCJvChRldmVudHBvbGxfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIhCgN0ZmQYBCADKAsyFC5ldmVudHBvbGxfdGZkX2VudHJ5IqQECg1za19vcHRzX2VudHJ5EhEKCXNvX3NuZGJ1ZhgBIAIoDRIRCglzb19yY3ZidWYYAiACKA0SFgoOc29fc25kX3Rtb19zZWMYAyACKAQSFwoPc29fc25kX3Rtb191c2VjGAQgAigEEhYKDnNvX3Jjdl90bW9fc2VjGAUgAigEEhcKD3NvX3Jjdl90bW9fdXNlYxgGIAIoBBIRCglyZXVzZWFkZHIYByABKAgSEwoLc29fcHJpb3JpdHkYCCABKA0SEwoLc29fcmN2bG93YXQYCSABKA0SDwoHc29fbWFyaxgKIAEoDRITCgtzb19wYXNzY3JlZBgLIAEoCBISCgpzb19wYXNzc2VjGAwgASgIEhQKDHNvX2RvbnRyb3V0ZRgNIAEoCBITCgtzb19ub19jaGVjaxgOIAEoCBIUCgxzb19ib3VuZF9kZXYYDyABKAkSEQoJc29fZmlsdGVyGBAgAygGEhQKDHNvX3JldXNlcG9ydBgRIAEoCBIUCgxzb19icm9hZGNhc3QYEiABKAgSFAoMc29fa2VlcGFsaXZlGBMgASgIEhMKC3RjcF9rZWVwY250GBQgASgNEhQKDHRjcF9rZWVwaWRsZRgVIAEoDRIVCg10Y3Bfa2VlcGludHZsGBYgASgNEhQKDHNvX29vYmlubGluZRgXIAEoDRIRCglzb19saW5nZXIYGCABKA0SEwoLc29fYnVmX2xvY2sYGSABKA0iOgoQZmlsZV9wZXJtc19lbnRyeRIMCgRtb2RlGAEgAigNEgsKA3VpZBgCIAIoDRILCgNnaWQYAyACKA0i1wIKDXVuaXhfc2tfZW50cnkSCgoCaWQYASACKA0SCwoDaW5vGAIgAigNEgwKBHR5cGUYAyACKA0SDQoFc3RhdGUYBCACKA0SDQoFZmxhZ3MYBSACKA0SDgoGdWZsYWdzGAYgAigNEg8KB2JhY2tsb2cYByACKA0SDAoEcGVlchgIIAIoDRIZCgRmb3duGAkgAigLMgsuZm93bl9lbnRyeRIcCgRvcHRzGAogAigLMg4uc2tfb3B0c19lbnRyeRIMCgRuYW1lGAsgAigMEh4KCHNodXRkb3duGAwgASgOMgwuc2tfc2h1dGRvd24SJQoKZmlsZV9wZXJtcxgNIAEoCzIRLmZpbGVfcGVybXNfZW50cnkSEAoIbmFtZV9kaXIYDiABKAkSDwoHZGVsZXRlZBgPIAEoCBINCgVuc19pZBgQIAEoDRISCgZtbnRfaWQYESABKBE6Ai0xIikKCXNjbV9lbnRyeRIMCgR0eXBlGAEgAigNEg4KBnJpZ2h0cxgCIAMoDSJKCg9za19wYWNrZXRfZW50cnkSDgoGaWRfZm9yGAEgAigNEg4KBmxlbmd0aBgCIAIoDRIXCgNzY20YBCADKAsyCi5zY21fZW50cnkiKgoHdGltZXZhbBIOCgZ0dl9zZWMYASACKAQSDwoHdHZfdXNlYxgCIAIoBCLHAQoQZ2hvc3RfZmlsZV9lbnRyeRILCgN1aWQYASACKA0SCwoDZ2lkGAIgAigNEgwKBG1vZGUYAyACKA0SCwoDZGV2GAQgASgNEgsKA2lubxgFIAEoBBIMCgRyZGV2GAYgASgNEhYKBGF0aW0YByABKAsyCC50aW1ldmFsEhYKBG10aW0YCCABKAsyCC50aW1ldmFsEg4KBmNodW5rcxgJIAEoCBIMCgRzaXplGAogASgEEhUKDXN5bWxua190YXJnZXQYCyABKAkiWwoVcmVtYXBfZmlsZV9wYXRoX2VudHJ5Eg8KB29yaWdfaWQYASACKA0SEAoIcmVtYXBfaWQYAiACKA0SHwoKcmVtYXBfdHlwZRgDIAEoDjILLnJlbWFwX3R5cGUiOgoKZmlmb19lbnRyeRIKCgJpZBgBIAIoDRIPCgdwaXBlX2lkGAIgAigNEg8KB3JlZ2ZfaWQYAyABKA0iVQoIZmhfZW50cnkSDQoFYnl0ZXMYASACKA0SDAoEdHlwZRgCIAIoDRIOCgZoYW5kbGUYAyADKAQSDAoEcGF0aBgEIAEoCRIOCgZtbnRfaWQYBSABKA0iiQEKEGlub3RpZnlfd2RfZW50cnkSCgoCaWQYASACKA0SDQoFaV9pbm8YAiACKAQSDAoEbWFzaxgDIAIoDRIUCgxpZ25vcmVkX21hc2sYBCACKA0SDQoFc19kZXYYBSACKA0SCgoCd2QYBiACKA0SGwoIZl9oYW5kbGUYByACKAsyCS5maF9lbnRyeSJpChJpbm90aWZ5X2ZpbGVfZW50cnkSCgoCaWQYASACKA0SDQoFZmxhZ3MYAiACKA0SGQoEZm93bhgEIAIoCzILLmZvd25fZW50cnkSHQoCd2QYBSADKAsyES5pbm90aWZ5X3dkX2VudHJ5ImcKEG1lbWZkX2ZpbGVfZW50cnkSCgoCaWQYASACKA0SDQoFZmxhZ3MYAiACKA0SCwoDcG9zGAMgAigEEhkKBGZvd24YBCACKAsyCy5mb3duX2VudHJ5EhAKCGlub2RlX2lkGAUgAigNIo8BChFtZW1mZF9pbm9kZV9lbnRyeRIMCgRuYW1lGAEgAigJEgsKA3VpZBgCIAIoDRILCgNnaWQYAyACKA0SDAoEc2l6ZRgEIAIoBBINCgVzaG1pZBgFIAIoDRINCgVzZWFscxgGIAIoDRIQCghpbm9kZV9pZBgHIAIoBBIUCgxodWdldGxiX2ZsYWcYCCABKA0i1AIKDWluZXRfc2tfZW50cnkSCgoCaWQYASACKA0SCwoDaW5vGAIgAigNEg4KBmZhbWlseRgDIAIoDRIMCgR0eXBlGAQgAigNEg0KBXByb3RvGAUgAigNEg0KBXN0YXRlGAYgAigNEhAKCHNyY19wb3J0GAcgAigNEhAKCGRzdF9wb3J0GAggAigNEg0KBWZsYWdzGAkgAigNEg8KB2JhY2tsb2cYCiACKA0SEAoIc3JjX2FkZHIYCyADKA0SEAoIZHN0X2FkZHIYDCADKA0SGQoEZm93bhgNIAIoCzILLmZvd25fZW50cnkSHAoEb3B0cxgOIAIoCzIOLnNrX29wdHNfZW50cnkSDgoGdjZvbmx5GA8gASgIEg4KBmlmbmFtZRgRIAEoCRINCgVuc19pZBgSIAEoDRIeCghzaHV0ZG93bhgTIAEoDjIMLnNrX3NodXRkb3duIqQDCgpmaWxlX2VudHJ5EhcKBHR5cGUYASACKA4yCS5mZF90eXBlcxIKCgJpZBgCIAIoDRIcCgNyZWcYAyABKAsyDy5yZWdfZmlsZV9lbnRyeRIbCgNpc2sYBCABKAsyDi5pbmV0X3NrX2VudHJ5EiAKA2VmZBgIIAEoCzITLmV2ZW50ZmRfZmlsZV9lbnRyeRIjCgRlcGZkGAkgASgLMhUuZXZlbnRwb2xsX2ZpbGVfZW50cnkSHQoEc2dmZBgKIAEoCzIPLnNpZ25hbGZkX2VudHJ5EhsKA3RmZBgMIAEoCzIOLnRpbWVyZmRfZW50cnkSIAoDaWZ5GA0gASgLMhMuaW5vdGlmeV9maWxlX2VudHJ5EhsKA3VzaxgQIAEoCzIOLnVuaXhfc2tfZW50cnkSGQoEZmlmbxgRIAEoCzILLmZpZm9fZW50cnkSGQoEcGlwZRgSIAEoCzILLnBpcGVfZW50cnkSHAoDdHR5GBMgASgLMg8udHR5X2ZpbGVfZW50cnkSIAoFbWVtZmQYFCABKAsyES5tZW1mZF9maWxlX2VudHJ5IjoKCGZzX2VudHJ5Eg4KBmN3ZF9pZBgBIAIoDRIPCgdyb290X2lkGAIgAigNEg0KBXVtYXNrGAMgASgNImIKD2ZpbGVfbG9ja19lbnRyeRIMCgRmbGFnGAEgAigNEgwKBHR5cGUYAiACKA0SCwoDcGlkGAMgAigFEgoKAmZkGAQgAigFEg0KBXN0YXJ0GAUgAigDEgsKA2xlbhgGIAIoAyqUAgoIZmRfdHlwZXMSBwoDVU5EEAASBwoDUkVHEAESCAoEUElQRRACEggKBEZJRk8QAxIKCgZJTkVUU0sQBBIKCgZVTklYU0sQBRILCgdFVkVOVEZEEAYSDQoJRVZFTlRQT0xMEAcSCwoHSU5PVElGWRAIEgwKCFNJR05BTEZEEAkSDAoIUEFDS0VUU0sQChIHCgNUVFkQCxIMCghGQU5PVElGWRAMEg0KCU5FVExJTktTSxANEgYKAk5TEA4SCAoEVFVORhAPEgcKA0VYVBAQEgsKB1RJTUVSRkQQERIJCgVNRU1GRBASEgoKBkJQRk1BUBATEg0KB0NUTF9UVFkQ/v8DEhEKC0FVVE9GU19QSVBFEP//AypXCgdUdHlUeXBlEgsKB1VOS05PV04QABIHCgNQVFkQARILCgdDT05TT0xFEAISBgoCVlQQAxIICgRDVFRZEAQSCwoHRVhUX1RUWRAFEgoKBlNFUklBTBAGKjYKC3NrX3NodXRkb3duEggKBE5PTkUQABIICgRSRUFEEAESCQoFV1JJVEUQAhIICgRCT1RIEAMqLwoKcmVtYXBfdHlwZRIKCgZMSU5LRUQQABIJCgVHSE9TVBABEgoKBlBST0NGUxAC");
+  fileDesc("CgtmaWxlcy5wcm90byJWCgpmb3duX2VudHJ5EgsKA3VpZBgBIAIoDRIMCgRldWlkGAIgAigNEg4KBnNpZ251bRgDIAIoDRIQCghwaWRfdHlwZRgEIAIoDRILCgNwaWQYBSACKA0ibgoMZmRpbmZvX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhcKBHR5cGUYAyACKA4yCS5mZF90eXBlcxIKCgJmZBgEIAIoDRIeChZ4YXR0cl9zZWN1cml0eV9zZWxpbnV4GAUgASgJIp4BCg5yZWdfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRILCgNwb3MYAyACKAQSGQoEZm93bhgFIAIoCzILLmZvd25fZW50cnkSDAoEbmFtZRgGIAIoCRISCgZtbnRfaWQYByABKBE6Ai0xEgwKBHNpemUYCCABKAQSCwoDZXh0GAkgASgIEgwKBG1vZGUYCiABKA0iUwoKcGlwZV9lbnRyeRIKCgJpZBgBIAIoDRIPCgdwaXBlX2lkGAIgAigNEg0KBWZsYWdzGAMgAigNEhkKBGZvd24YBCACKAsyCy5mb3duX2VudHJ5Ij8KD3BpcGVfZGF0YV9lbnRyeRIPCgdwaXBlX2lkGAEgAigNEg0KBWJ5dGVzGAIgAigNEgwKBHNpemUYAyABKA0ilQEKDXRlcm1pb3NfZW50cnkSDwoHY19pZmxhZxgBIAIoDRIPCgdjX29mbGFnGAIgAigNEg8KB2NfY2ZsYWcYAyACKA0SDwoHY19sZmxhZxgEIAIoDRIOCgZjX2xpbmUYBSACKA0SEAoIY19pc3BlZWQYBiACKA0SEAoIY19vc3BlZWQYByACKA0SDAoEY19jYxgIIAMoDSJVCg13aW5zaXplX2VudHJ5Eg4KBndzX3JvdxgBIAIoDRIOCgZ3c19jb2wYAiACKA0SEQoJd3NfeHBpeGVsGAMgAigNEhEKCXdzX3lwaXhlbBgEIAIoDSIeCg10dHlfcHR5X2VudHJ5Eg0KBWluZGV4GAEgAigNIsMCCg50dHlfaW5mb19lbnRyeRIKCgJpZBgBIAIoDRIWCgR0eXBlGAIgAigOMgguVHR5VHlwZRIOCgZsb2NrZWQYAyACKAgSEQoJZXhjbHVzaXZlGAQgAigIEhMKC3BhY2tldF9tb2RlGAUgAigIEgsKA3NpZBgGIAIoDRIMCgRwZ3JwGAcgAigNEgwKBHJkZXYYCCACKA0SHwoHdGVybWlvcxgJIAEoCzIOLnRlcm1pb3NfZW50cnkSJgoOdGVybWlvc19sb2NrZWQYCiABKAsyDi50ZXJtaW9zX2VudHJ5Eh8KB3dpbnNpemUYCyABKAsyDi53aW5zaXplX2VudHJ5EhsKA3B0eRgMIAEoCzIOLnR0eV9wdHlfZW50cnkSCwoDZGV2GA0gASgNEgsKA3VpZBgOIAEoDRILCgNnaWQYDyABKA0ibAoOdHR5X2ZpbGVfZW50cnkSCgoCaWQYASACKA0SEwoLdHR5X2luZm9faWQYAiACKA0SDQoFZmxhZ3MYAyACKA0SGQoEZm93bhgEIAIoCzILLmZvd25fZW50cnkSDwoHcmVnZl9pZBgGIAEoDSJbChJldmVudGZkX2ZpbGVfZW50cnkSCgoCaWQYASACKA0SDQoFZmxhZ3MYAiACKA0SGQoEZm93bhgDIAIoCzILLmZvd25fZW50cnkSDwoHY291bnRlchgEIAIoBCJXCg5zaWduYWxmZF9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIPCgdzaWdtYXNrGAQgAigEIrYBCg10aW1lcmZkX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhkKBGZvd24YAyACKAsyCy5mb3duX2VudHJ5Eg8KB2Nsb2NraWQYBCACKA0SDQoFdGlja3MYBSACKAQSFQoNc2V0dGltZV9mbGFncxgGIAIoDRIMCgR2c2VjGAcgAigEEg0KBXZuc2VjGAggAigEEgwKBGlzZWMYCSACKAQSDQoFaW5zZWMYCiACKAQidQoTZXZlbnRwb2xsX3RmZF9lbnRyeRIKCgJpZBgBIAIoDRILCgN0ZmQYAiACKA0SDgoGZXZlbnRzGAMgAigNEgwKBGRhdGEYBCACKAQSCwoDZGV2GAUgASgNEg0KBWlub2RlGAYgASgEEgsKA3BvcxgHIAEoBCJvChRldmVudHBvbGxfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIhCgN0ZmQYBCADKAsyFC5ldmVudHBvbGxfdGZkX2VudHJ5IqQECg1za19vcHRzX2VudHJ5EhEKCXNvX3NuZGJ1ZhgBIAIoDRIRCglzb19yY3ZidWYYAiACKA0SFgoOc29fc25kX3Rtb19zZWMYAyACKAQSFwoPc29fc25kX3Rtb191c2VjGAQgAigEEhYKDnNvX3Jjdl90bW9fc2VjGAUgAigEEhcKD3NvX3Jjdl90bW9fdXNlYxgGIAIoBBIRCglyZXVzZWFkZHIYByABKAgSEwoLc29fcHJpb3JpdHkYCCABKA0SEwoLc29fcmN2bG93YXQYCSABKA0SDwoHc29fbWFyaxgKIAEoDRITCgtzb19wYXNzY3JlZBgLIAEoCBISCgpzb19wYXNzc2VjGAwgASgIEhQKDHNvX2RvbnRyb3V0ZRgNIAEoCBITCgtzb19ub19jaGVjaxgOIAEoCBIUCgxzb19ib3VuZF9kZXYYDyABKAkSEQoJc29fZmlsdGVyGBAgAygGEhQKDHNvX3JldXNlcG9ydBgRIAEoCBIUCgxzb19icm9hZGNhc3QYEiABKAgSFAoMc29fa2VlcGFsaXZlGBMgASgIEhMKC3RjcF9rZWVwY250GBQgASgNEhQKDHRjcF9rZWVwaWRsZRgVIAEoDRIVCg10Y3Bfa2VlcGludHZsGBYgASgNEhQKDHNvX29vYmlubGluZRgXIAEoDRIRCglzb19saW5nZXIYGCABKA0SEwoLc29fYnVmX2xvY2sYGSABKA0iOgoQZmlsZV9wZXJtc19lbnRyeRIMCgRtb2RlGAEgAigNEgsKA3VpZBgCIAIoDRILCgNnaWQYAyACKA0i1wIKDXVuaXhfc2tfZW50cnkSCgoCaWQYASACKA0SCwoDaW5vGAIgAigNEgwKBHR5cGUYAyACKA0SDQoFc3RhdGUYBCACKA0SDQoFZmxhZ3MYBSACKA0SDgoGdWZsYWdzGAYgAigNEg8KB2JhY2tsb2cYByACKA0SDAoEcGVlchgIIAIoDRIZCgRmb3duGAkgAigLMgsuZm93bl9lbnRyeRIcCgRvcHRzGAogAigLMg4uc2tfb3B0c19lbnRyeRIMCgRuYW1lGAsgAigMEh4KCHNodXRkb3duGAwgASgOMgwuc2tfc2h1dGRvd24SJQoKZmlsZV9wZXJtcxgNIAEoCzIRLmZpbGVfcGVybXNfZW50cnkSEAoIbmFtZV9kaXIYDiABKAkSDwoHZGVsZXRlZBgPIAEoCBINCgVuc19pZBgQIAEoDRISCgZtbnRfaWQYESABKBE6Ai0xIikKCXNjbV9lbnRyeRIMCgR0eXBlGAEgAigNEg4KBnJpZ2h0cxgCIAMoDSJKCg9za19wYWNrZXRfZW50cnkSDgoGaWRfZm9yGAEgAigNEg4KBmxlbmd0aBgCIAIoDRIXCgNzY20YBCADKAsyCi5zY21fZW50cnkiKgoHdGltZXZhbBIOCgZ0dl9zZWMYASACKAQSDwoHdHZfdXNlYxgCIAIoBCLHAQoQZ2hvc3RfZmlsZV9lbnRyeRILCgN1aWQYASACKA0SCwoDZ2lkGAIgAigNEgwKBG1vZGUYAyACKA0SCwoDZGV2GAQgASgNEgsKA2lubxgFIAEoBBIMCgRyZGV2GAYgASgNEhYKBGF0aW0YByABKAsyCC50aW1ldmFsEhYKBG10aW0YCCABKAsyCC50aW1ldmFsEg4KBmNodW5rcxgJIAEoCBIMCgRzaXplGAogASgEEhUKDXN5bWxua190YXJnZXQYCyABKAkiLQoRZ2hvc3RfY2h1bmtfZW50cnkSCwoDbGVuGAEgAigEEgsKA29mZhgCIAIoBCJbChVyZW1hcF9maWxlX3BhdGhfZW50cnkSDwoHb3JpZ19pZBgBIAIoDRIQCghyZW1hcF9pZBgCIAIoDRIfCgpyZW1hcF90eXBlGAMgASgOMgsucmVtYXBfdHlwZSI6CgpmaWZvX2VudHJ5EgoKAmlkGAEgAigNEg8KB3BpcGVfaWQYAiACKA0SDwoHcmVnZl9pZBgDIAEoDSJVCghmaF9lbnRyeRINCgVieXRlcxgBIAIoDRIMCgR0eXBlGAIgAigNEg4KBmhhbmRsZRgDIAMoBBIMCgRwYXRoGAQgASgJEg4KBm1udF9pZBgFIAEoDSKJAQoQaW5vdGlmeV93ZF9lbnRyeRIKCgJpZBgBIAIoDRINCgVpX2lubxgCIAIoBBIMCgRtYXNrGAMgAigNEhQKDGlnbm9yZWRfbWFzaxgEIAIoDRINCgVzX2RldhgFIAIoDRIKCgJ3ZBgGIAIoDRIbCghmX2hhbmRsZRgHIAIoCzIJLmZoX2VudHJ5ImkKEmlub3RpZnlfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAQgAigLMgsuZm93bl9lbnRyeRIdCgJ3ZBgFIAMoCzIRLmlub3RpZnlfd2RfZW50cnkiZwoQbWVtZmRfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRILCgNwb3MYAyACKAQSGQoEZm93bhgEIAIoCzILLmZvd25fZW50cnkSEAoIaW5vZGVfaWQYBSACKA0inQEKEW1lbWZkX2lub2RlX2VudHJ5EgwKBG5hbWUYASACKAkSCwoDdWlkGAIgAigNEgsKA2dpZBgDIAIoDRIMCgRzaXplGAQgAigEEg0KBXNobWlkGAUgAigNEg0KBXNlYWxzGAYgAigNEhAKCGlub2RlX2lkGAcgAigEEhQKDGh1Z2V0bGJfZmxhZxgIIAEoDRIMCgRtb2RlGAkgASgNIpgDCg1pbmV0X3NrX2VudHJ5EgoKAmlkGAEgAigNEgsKA2lubxgCIAIoDRIOCgZmYW1pbHkYAyACKA0SDAoEdHlwZRgEIAIoDRINCgVwcm90bxgFIAIoDRINCgVzdGF0ZRgGIAIoDRIQCghzcmNfcG9ydBgHIAIoDRIQCghkc3RfcG9ydBgIIAIoDRINCgVmbGFncxgJIAIoDRIPCgdiYWNrbG9nGAogAigNEhAKCHNyY19hZGRyGAsgAygNEhAKCGRzdF9hZGRyGAwgAygNEhkKBGZvd24YDSACKAsyCy5mb3duX2VudHJ5EhwKBG9wdHMYDiACKAsyDi5za19vcHRzX2VudHJ5Eg4KBnY2b25seRgPIAEoCBIfCgdpcF9vcHRzGBAgASgLMg4uaXBfb3B0c19lbnRyeRIOCgZpZm5hbWUYESABKAkSDQoFbnNfaWQYEiABKA0SHgoIc2h1dGRvd24YEyABKA4yDC5za19zaHV0ZG93bhIhCgh0Y3Bfb3B0cxgUIAEoCzIPLnRjcF9vcHRzX2VudHJ5IkwKDWlwX29wdHNfZW50cnkSEAoIZnJlZWJpbmQYASABKAgSDwoHcGt0aW5mbxgFIAEoCBILCgN0b3MYBiABKA0SCwoDdHRsGAcgASgNImUKDnRjcF9vcHRzX2VudHJ5EgwKBGNvcmsYASABKAgSDwoHbm9kZWxheRgCIAEoCBIPCgdrZWVwY250GAMgASgNEhAKCGtlZXBpZGxlGAQgASgNEhEKCWtlZXBpbnR2bBgFIAEoDSKkAwoKZmlsZV9lbnRyeRIXCgR0eXBlGAEgAigOMgkuZmRfdHlwZXMSCgoCaWQYAiACKA0SHAoDcmVnGAMgASgLMg8ucmVnX2ZpbGVfZW50cnkSGwoDaXNrGAQgASgLMg4uaW5ldF9za19lbnRyeRIgCgNlZmQYCCABKAsyEy5ldmVudGZkX2ZpbGVfZW50cnkSIwoEZXBmZBgJIAEoCzIVLmV2ZW50cG9sbF9maWxlX2VudHJ5Eh0KBHNnZmQYCiABKAsyDy5zaWduYWxmZF9lbnRyeRIbCgN0ZmQYDCABKAsyDi50aW1lcmZkX2VudHJ5EiAKA2lmeRgNIAEoCzITLmlub3RpZnlfZmlsZV9lbnRyeRIbCgN1c2sYECABKAsyDi51bml4X3NrX2VudHJ5EhkKBGZpZm8YESABKAsyCy5maWZvX2VudHJ5EhkKBHBpcGUYEiABKAsyCy5waXBlX2VudHJ5EhwKA3R0eRgTIAEoCzIPLnR0eV9maWxlX2VudHJ5EiAKBW1lbWZkGBQgASgLMhEubWVtZmRfZmlsZV9lbnRyeSI6Cghmc19lbnRyeRIOCgZjd2RfaWQYASACKA0SDwoHcm9vdF9pZBgCIAIoDRINCgV1bWFzaxgDIAEoDSJiCg9maWxlX2xvY2tfZW50cnkSDAoEZmxhZxgBIAIoDRIMCgR0eXBlGAIgAigNEgsKA3BpZBgDIAIoBRIKCgJmZBgEIAIoBRINCgVzdGFydBgFIAIoAxILCgNsZW4YBiACKAMqlAIKCGZkX3R5cGVzEgcKA1VORBAAEgcKA1JFRxABEggKBFBJUEUQAhIICgRGSUZPEAMSCgoGSU5FVFNLEAQSCgoGVU5JWFNLEAUSCwoHRVZFTlRGRBAGEg0KCUVWRU5UUE9MTBAHEgsKB0lOT1RJRlkQCBIMCghTSUdOQUxGRBAJEgwKCFBBQ0tFVFNLEAoSBwoDVFRZEAsSDAoIRkFOT1RJRlkQDBINCglORVRMSU5LU0sQDRIGCgJOUxAOEggKBFRVTkYQDxIHCgNFWFQQEBILCgdUSU1FUkZEEBESCQoFTUVNRkQQEhIKCgZCUEZNQVAQExINCgdDVExfVFRZEP7/AxIRCgtBVVRPRlNfUElQRRD//wMqVwoHVHR5VHlwZRILCgdVTktOT1dOEAASBwoDUFRZEAESCwoHQ09OU09MRRACEgYKAlZUEAMSCAoEQ1RUWRAEEgsKB0VYVF9UVFkQBRIKCgZTRVJJQUwQBio2Cgtza19zaHV0ZG93bhIICgROT05FEAASCAoEUkVBRBABEgkKBVdSSVRFEAISCAoEQk9USBADKi8KCnJlbWFwX3R5cGUSCgoGTElOS0VEEAASCQoFR0hPU1QQARIKCgZQUk9DRlMQAg");
 
 /**
  * File owner for SIGIO (F_SETOWN).
@@ -1054,6 +1054,30 @@ export const ghost_file_entrySchema: GenMessage<ghost_file_entry> = /*@__PURE__*
   messageDesc(file_files, 21);
 
 /**
+ * A data segment of a chunked ghost file (the file's holes are kept): its bytes follow.
+ *
+ * @generated from message ghost_chunk_entry
+ */
+export type ghost_chunk_entry = Message<"ghost_chunk_entry"> & {
+  /**
+   * @generated from field: required uint64 len = 1;
+   */
+  len: bigint;
+
+  /**
+   * @generated from field: required uint64 off = 2;
+   */
+  off: bigint;
+};
+
+/**
+ * Describes the message ghost_chunk_entry.
+ * Use `create(ghost_chunk_entrySchema)` to create a new message.
+ */
+export const ghost_chunk_entrySchema: GenMessage<ghost_chunk_entry> = /*@__PURE__*/
+  messageDesc(file_files, 22);
+
+/**
  * remap-fpath.img: file entry `orig_id` is to be made from ghost file `remap_id`.
  *
  * @generated from message remap_file_path_entry
@@ -1080,7 +1104,7 @@ export type remap_file_path_entry = Message<"remap_file_path_entry"> & {
  * Use `create(remap_file_path_entrySchema)` to create a new message.
  */
 export const remap_file_path_entrySchema: GenMessage<remap_file_path_entry> = /*@__PURE__*/
-  messageDesc(file_files, 22);
+  messageDesc(file_files, 23);
 
 /**
  * A named pipe: `pipe_id` is its inode, `regf_id` the file entry of its path.
@@ -1109,7 +1133,7 @@ export type fifo_entry = Message<"fifo_entry"> & {
  * Use `create(fifo_entrySchema)` to create a new message.
  */
 export const fifo_entrySchema: GenMessage<fifo_entry> = /*@__PURE__*/
-  messageDesc(file_files, 23);
+  messageDesc(file_files, 24);
 
 /**
  * A file handle (name_to_handle_at), with the path it led to at dump time.
@@ -1148,7 +1172,7 @@ export type fh_entry = Message<"fh_entry"> & {
  * Use `create(fh_entrySchema)` to create a new message.
  */
 export const fh_entrySchema: GenMessage<fh_entry> = /*@__PURE__*/
-  messageDesc(file_files, 24);
+  messageDesc(file_files, 25);
 
 /**
  * One inotify watch: `wd` is its number, the file is found by handle (or path).
@@ -1197,7 +1221,7 @@ export type inotify_wd_entry = Message<"inotify_wd_entry"> & {
  * Use `create(inotify_wd_entrySchema)` to create a new message.
  */
 export const inotify_wd_entrySchema: GenMessage<inotify_wd_entry> = /*@__PURE__*/
-  messageDesc(file_files, 25);
+  messageDesc(file_files, 26);
 
 /**
  * @generated from message inotify_file_entry
@@ -1229,7 +1253,7 @@ export type inotify_file_entry = Message<"inotify_file_entry"> & {
  * Use `create(inotify_file_entrySchema)` to create a new message.
  */
 export const inotify_file_entrySchema: GenMessage<inotify_file_entry> = /*@__PURE__*/
-  messageDesc(file_files, 26);
+  messageDesc(file_files, 27);
 
 /**
  * An open memfd; its inode (name, size, seals, contents) is in memfd-inode.img.
@@ -1268,7 +1292,7 @@ export type memfd_file_entry = Message<"memfd_file_entry"> & {
  * Use `create(memfd_file_entrySchema)` to create a new message.
  */
 export const memfd_file_entrySchema: GenMessage<memfd_file_entry> = /*@__PURE__*/
-  messageDesc(file_files, 27);
+  messageDesc(file_files, 28);
 
 /**
  * A memfd's inode; its pages are in pagemap-shmem-SHMID.img.
@@ -1315,6 +1339,11 @@ export type memfd_inode_entry = Message<"memfd_inode_entry"> & {
    * @generated from field: optional uint32 hugetlb_flag = 8;
    */
   hugetlbFlag: number;
+
+  /**
+   * @generated from field: optional uint32 mode = 9;
+   */
+  mode: number;
 };
 
 /**
@@ -1322,7 +1351,7 @@ export type memfd_inode_entry = Message<"memfd_inode_entry"> & {
  * Use `create(memfd_inode_entrySchema)` to create a new message.
  */
 export const memfd_inode_entrySchema: GenMessage<memfd_inode_entry> = /*@__PURE__*/
-  messageDesc(file_files, 28);
+  messageDesc(file_files, 29);
 
 /**
  * One open file description, any type; `id` is unique within the dump.
@@ -1409,6 +1438,11 @@ export type inet_sk_entry = Message<"inet_sk_entry"> & {
   v6only: boolean;
 
   /**
+   * @generated from field: optional ip_opts_entry ip_opts = 16;
+   */
+  ipOpts?: ip_opts_entry | undefined;
+
+  /**
    * @generated from field: optional string ifname = 17;
    */
   ifname: string;
@@ -1422,6 +1456,11 @@ export type inet_sk_entry = Message<"inet_sk_entry"> & {
    * @generated from field: optional sk_shutdown shutdown = 19;
    */
   shutdown: sk_shutdown;
+
+  /**
+   * @generated from field: optional tcp_opts_entry tcp_opts = 20;
+   */
+  tcpOpts?: tcp_opts_entry | undefined;
 };
 
 /**
@@ -1429,7 +1468,80 @@ export type inet_sk_entry = Message<"inet_sk_entry"> & {
  * Use `create(inet_sk_entrySchema)` to create a new message.
  */
 export const inet_sk_entrySchema: GenMessage<inet_sk_entry> = /*@__PURE__*/
-  messageDesc(file_files, 29);
+  messageDesc(file_files, 30);
+
+/**
+ * IP-level options of an inet socket (IPv6: freebind and pktinfo only).
+ *
+ * @generated from message ip_opts_entry
+ */
+export type ip_opts_entry = Message<"ip_opts_entry"> & {
+  /**
+   * @generated from field: optional bool freebind = 1;
+   */
+  freebind: boolean;
+
+  /**
+   * @generated from field: optional bool pktinfo = 5;
+   */
+  pktinfo: boolean;
+
+  /**
+   * @generated from field: optional uint32 tos = 6;
+   */
+  tos: number;
+
+  /**
+   * @generated from field: optional uint32 ttl = 7;
+   */
+  ttl: number;
+};
+
+/**
+ * Describes the message ip_opts_entry.
+ * Use `create(ip_opts_entrySchema)` to create a new message.
+ */
+export const ip_opts_entrySchema: GenMessage<ip_opts_entry> = /*@__PURE__*/
+  messageDesc(file_files, 31);
+
+/**
+ * TCP-level options of a TCP socket (keepalive here, not in sk_opts, as criu 4 writes them).
+ *
+ * @generated from message tcp_opts_entry
+ */
+export type tcp_opts_entry = Message<"tcp_opts_entry"> & {
+  /**
+   * @generated from field: optional bool cork = 1;
+   */
+  cork: boolean;
+
+  /**
+   * @generated from field: optional bool nodelay = 2;
+   */
+  nodelay: boolean;
+
+  /**
+   * @generated from field: optional uint32 keepcnt = 3;
+   */
+  keepcnt: number;
+
+  /**
+   * @generated from field: optional uint32 keepidle = 4;
+   */
+  keepidle: number;
+
+  /**
+   * @generated from field: optional uint32 keepintvl = 5;
+   */
+  keepintvl: number;
+};
+
+/**
+ * Describes the message tcp_opts_entry.
+ * Use `create(tcp_opts_entrySchema)` to create a new message.
+ */
+export const tcp_opts_entrySchema: GenMessage<tcp_opts_entry> = /*@__PURE__*/
+  messageDesc(file_files, 32);
 
 /**
  * @generated from message file_entry
@@ -1511,7 +1623,7 @@ export type file_entry = Message<"file_entry"> & {
  * Use `create(file_entrySchema)` to create a new message.
  */
 export const file_entrySchema: GenMessage<file_entry> = /*@__PURE__*/
-  messageDesc(file_files, 30);
+  messageDesc(file_files, 33);
 
 /**
  * @generated from message fs_entry
@@ -1538,7 +1650,7 @@ export type fs_entry = Message<"fs_entry"> & {
  * Use `create(fs_entrySchema)` to create a new message.
  */
 export const fs_entrySchema: GenMessage<fs_entry> = /*@__PURE__*/
-  messageDesc(file_files, 31);
+  messageDesc(file_files, 34);
 
 /**
  * file-lock.img: a lock held through descriptor `fd` of task `pid`. flag: FL_POSIX 1,
@@ -1583,7 +1695,7 @@ export type file_lock_entry = Message<"file_lock_entry"> & {
  * Use `create(file_lock_entrySchema)` to create a new message.
  */
 export const file_lock_entrySchema: GenMessage<file_lock_entry> = /*@__PURE__*/
-  messageDesc(file_files, 32);
+  messageDesc(file_files, 35);
 
 /**
  * @generated from enum fd_types

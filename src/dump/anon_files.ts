@@ -20,13 +20,7 @@ import {
 } from "../../proto/gen/files_pb.ts";
 import { O } from "../syscalls/mod.ts";
 import { parseFdinfo, readProcText } from "../tree/proc.ts";
-import {
-  type FileKind,
-  noOwner,
-  type OpenFile,
-  type TaskFiles,
-  UnsupportedError,
-} from "./file_types.ts";
+import { type FileKind, type OpenFile, type TaskFiles, UnsupportedError } from "./file_types.ts";
 import { inotifyWatches } from "./inotify.ts";
 
 /** The state of an eventfd, signalfd, timerfd or epoll descriptor, from its fdinfo. */
@@ -78,7 +72,7 @@ export function anonKind(name: string, pid: number, fd: number): FileKind {
 
 /** The file entry of an eventfd, signalfd, timerfd or epoll description. */
 export function anonEntry(file: OpenFile, tf: TaskFiles): file_entry {
-  const base = { id: file.id, fown: noOwner() };
+  const base = { id: file.id, fown: file.fown };
   const k = file.kind;
   switch (k.type) {
     case "eventfd":
@@ -121,7 +115,7 @@ export function anonEntry(file: OpenFile, tf: TaskFiles): file_entry {
         ify: create(inotify_file_entrySchema, {
           id: file.id,
           flags: file.flags,
-          fown: noOwner(),
+          fown: file.fown,
           wd: k.watches.map((w) => {
             const words = new BigUint64Array(16);
             const padded = new Uint8Array(words.buffer);

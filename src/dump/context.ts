@@ -101,6 +101,8 @@ export class DumpContext {
   tcp?: RepairedConnections;
   /** Undoes the lock and repair mode should criu die; started with the first connection. */
   guard?: DumpGuard;
+  /** Shutdown bits of the namespace's inet sockets by inode (sock_diag), read on first need. */
+  inetShutdowns?: Map<number, number>;
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
   /** System V shared memory segments by IPC id, with their contents. */
@@ -113,6 +115,8 @@ export class DumpContext {
   readonly locks: file_lock_entry[] = [];
   /** Locks already recorded (a lock shows on every descriptor of its file). */
   readonly lockKeys = new Set<string>();
+  /** Ghost images written, by "dev:ino" of the deleted inode. */
+  readonly ghostIds = new Map<string, number>();
   /** remap-fpath.img entries (ghost files). */
   readonly remaps: remap_file_path_entry[] = [];
   /** Queued data of unix sockets by file id (sk-queues.img). */

@@ -6,11 +6,13 @@
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
+  type fown_entry,
   fown_entrySchema,
   type sk_opts_entry,
   sk_opts_entrySchema,
 } from "../../proto/gen/files_pb.ts";
-import type { CommonSocketOptions } from "../net/sk_opts.ts";
+import { commonOptionsEntry, type CommonSocketOptions } from "../net/sk_opts.ts";
+import type { FileOwner } from "../syscalls/mod.ts";
 import type { InotifyWatch } from "./inotify.ts";
 import type { UnixSocketState } from "../net/unix.ts";
 import type { InetSocketState } from "../net/inet.ts";
@@ -47,7 +49,12 @@ export type FileKind =
 
 /** The contents and attributes of an open file that was deleted. */
 export interface Ghost {
-  data: Uint8Array;
+  /** Its inode, which every description of it shares (one ghost image per inode). */
+  dev: number;
+  ino: number;
+  size: number;
+  /** Its data segments (holes between them stay holes). */
+  chunks: { off: number; data: Uint8Array }[];
   mode: number;
   uid: number;
   gid: number;
@@ -71,6 +78,8 @@ export interface OpenFile {
   flags: number;
   pos: bigint;
   mntId: number;
+  /** Who gets its I/O signals (F_SETOWN_EX, F_SETSIG), as fown_entry. */
+  fown: fown_entry;
 }
 
 /** One descriptor of a task. */
@@ -117,7 +126,18 @@ export interface TaskFiles {
   fds: Fd[];
 }
 
-/** An empty owner (no F_SETOWN). */
+/** The fown_entry of a file's owner (F_GETOWN_EX, F_GETSIG, F_GETOWNER_UIDS). */
+export function ownerEntry(o: FileOwner): fown_entry {
+  return create(fown_entrySchema, {
+    uid: o.uid,
+    euid: o.euid,
+    signum: o.signum,
+    pidType: o.type,
+    pid: o.pid,
+  });
+}
+
+/** The fown_entry of a file without owner or signal. */
 export function noOwner(): ReturnType<typeof create<typeof fown_entrySchema>> {
   return create(fown_entrySchema, { uid: 0, euid: 0, signum: 0, pidType: 0, pid: 0 });
 }
@@ -127,13 +147,5 @@ export function skOptsEntry(
   o: CommonSocketOptions,
   more: MessageInitShape<typeof sk_opts_entrySchema> = {},
 ): sk_opts_entry {
-  return create(sk_opts_entrySchema, {
-    soSndbuf: o.sndbuf,
-    soRcvbuf: o.rcvbuf,
-    soSndTmoSec: o.sndTimeo[0],
-    soSndTmoUsec: o.sndTimeo[1],
-    soRcvTmoSec: o.rcvTimeo[0],
-    soRcvTmoUsec: o.rcvTimeo[1],
-    ...more,
-  });
+  return create(sk_opts_entrySchema, { ...commonOptionsEntry(o), ...more });
 }

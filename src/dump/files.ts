@@ -14,6 +14,7 @@ import {
   fdinfo_entrySchema,
   fifo_entrySchema,
   file_entrySchema,
+  type fown_entry,
   memfd_file_entrySchema,
   memfd_inode_entrySchema,
   pipe_entrySchema,
@@ -21,11 +22,12 @@ import {
   reg_file_entrySchema,
   tty_file_entrySchema,
 } from "../../proto/gen/files_pb.ts";
-import { KCMP, kcmp, O } from "../syscalls/mod.ts";
+import { close, getFileOwner, KCMP, kcmp, O, pidfdGetfd, pidfdOpen } from "../syscalls/mod.ts";
 import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
 import { collectUnixSocket, UnixSocketError } from "../net/unix.ts";
 import { collectInetSocket, InetSocketError } from "../net/inet.ts";
 import { unixSockets } from "../net/unix_diag.ts";
+import { inetShutdowns } from "../net/inet_diag.ts";
 import type { DumpContext } from "./context.ts";
 import type { ImageWriter } from "../images/image.ts";
 import { anonEntry, anonKind } from "./anon_files.ts";
@@ -36,10 +38,11 @@ import {
   type FileKind,
   type Ghost,
   noOwner,
+  ownerEntry,
   type TaskFiles,
   UnsupportedError,
 } from "./file_types.ts";
-import { writeGhost, writeRemaps } from "./ghost.ts";
+import { readDataSegments, writeGhost, writeRemaps } from "./ghost.ts";
 import { collectLocks, writeLocks } from "./locks.ts";
 import { peekPipe, writePipeData } from "./pipes.ts";
 import { registerMemfd } from "./memfd.ts";
@@ -73,7 +76,8 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
     if (!info) {
       let inet;
       try {
-        inet = collectInetSocket(pid, fd, ino, ctx.tcpPolicy());
+        ctx.inetShutdowns ??= inetShutdowns();
+        inet = collectInetSocket(pid, fd, ino, ctx.tcpPolicy(), ctx.inetShutdowns.get(ino));
       } catch (e) {
         if (e instanceof InetSocketError) throw new UnsupportedError(e.message);
         throw e;
@@ -119,15 +123,20 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
         `Cannot dump ${what}: deleted files other than regular ones are not supported`,
       );
     }
+    // As criu: what the file takes on disk counts (its holes cost nothing).
     const limit = ctx.opts.ghostLimit ?? DEFAULT_GHOST_LIMIT;
-    if (st.size > limit) {
+    const used = (st.blocks ?? Math.ceil(st.size / 512)) * 512;
+    if (used > limit) {
       throw new UnsupportedError(
-        `Cannot dump ${what}: the deleted file holds ${st.size} bytes, more than the ghost ` +
+        `Cannot dump ${what}: the deleted file holds ${used} bytes, more than the ghost ` +
           `limit of ${limit}; raise it with --ghost-limit`,
       );
     }
     const ghost: Ghost = {
-      data: Deno.readFileSync(link),
+      dev: st.dev,
+      ino: st.ino ?? 0,
+      size: st.size,
+      chunks: readDataSegments(link, st.size),
       mode: st.mode ?? 0o100600,
       uid: st.uid ?? 0,
       gid: st.gid ?? 0,
@@ -172,6 +181,26 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
 /** Reads every descriptor of task `pid` (frozen), deduplicating shared descriptions. */
 export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
   const fds: Fd[] = [];
+  const pidfd = pidfdOpen(pid);
+  try {
+    collectEach(ctx, pid, pidfd, fds);
+  } finally {
+    close(pidfd);
+  }
+  return checkEpollTargets(pid, fds);
+}
+
+/** Who gets the I/O signals of the description behind fd `fd` of task `pid`. */
+function readOwner(pidfd: number, pid: number, fd: number): fown_entry {
+  const dup = pidfdGetfd(pidfd, fd, pid);
+  try {
+    return ownerEntry(getFileOwner(dup));
+  } finally {
+    close(dup);
+  }
+}
+
+function collectEach(ctx: DumpContext, pid: number, pidfd: number, fds: Fd[]): void {
   for (const fd of listFds(pid)) {
     const kind = describe(ctx, pid, fd);
     const info = parseFdinfo(readProcText(pid, `fdinfo/${fd}`));
@@ -191,6 +220,7 @@ export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
         flags,
         pos: info.pos,
         mntId: info.mntId,
+        fown: readOwner(pidfd, pid, fd),
       };
       ctx.openFiles.push(file);
     }
@@ -207,6 +237,10 @@ export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
     }
     ctx.log.debug(`task ${pid} fd ${fd}: ${kind.type} id ${file.id} flags 0${flags.toString(8)}`);
   }
+}
+
+/** Refuses an epoll watching a descriptor the task no longer has. */
+function checkEpollTargets(pid: number, fds: Fd[]): TaskFiles {
   for (const { fd, file } of fds) {
     if (file.kind.type !== "eventpoll") continue;
     for (const t of file.kind.tfds) {
@@ -237,13 +271,20 @@ function sameObject(a: FileKind, b: FileKind): boolean {
 export function regFileEntry(
   id: number,
   path: string,
-  opts: { flags: number; pos?: bigint; size?: bigint; mode?: number; mntId?: number },
+  opts: {
+    flags: number;
+    pos?: bigint;
+    size?: bigint;
+    mode?: number;
+    mntId?: number;
+    fown?: fown_entry;
+  },
 ): reg_file_entry {
   return create(reg_file_entrySchema, {
     id,
     flags: opts.flags,
     pos: opts.pos ?? 0n,
-    fown: noOwner(),
+    fown: opts.fown ?? noOwner(),
     name: path,
     mntId: opts.mntId ?? -1,
     size: opts.size,
@@ -281,6 +322,7 @@ export function dumpFiles(
             size: file.kind.size,
             mode: file.kind.mode,
             mntId: file.mntId,
+            fown: file.fown,
           }),
         );
       } else if (file.kind.type === "memfd") {
@@ -293,7 +335,7 @@ export function dumpFiles(
               id: file.id,
               flags: file.flags,
               pos: file.pos,
-              fown: noOwner(),
+              fown: file.fown,
               inodeId: file.kind.ino,
             }),
           }),
@@ -333,7 +375,7 @@ export function dumpFiles(
               id: file.id,
               ttyInfoId: file.kind.index << 1,
               flags: file.flags,
-              fown: noOwner(),
+              fown: file.fown,
             }),
           }),
         );
@@ -347,7 +389,7 @@ export function dumpFiles(
               id: file.id,
               pipeId: file.kind.ino,
               flags: file.flags,
-              fown: noOwner(),
+              fown: file.fown,
             }),
           }),
         );

@@ -1,42 +1,74 @@
 /**
- * Open files that were deleted (ghosts): their contents go into ghost-file-N.img, and
- * remap-fpath.img says which file entry each one restores.
+ * Open files that were deleted (ghosts): their contents go into ghost-file-N.img, one per
+ * inode, and remap-fpath.img says which file entries each one restores (every description of
+ * the inode: after the restore they share one inode again).
+ *
+ * ```
+ * ghost-file-N.img   GHOST_FILE magic
+ *   ghost_file_entry {uid gid mode dev ino atim mtim size chunks}
+ *   chunks false:  the file's bytes
+ *   chunks true:   (ghost_chunk_entry {len off}, len bytes) per data segment; holes between
+ * ```
+ * As criu: files of 3 pages and more are written in chunks.
  *
  * @module
  */
 import { create } from "@bufbuild/protobuf";
 import {
+  ghost_chunk_entrySchema,
   ghost_file_entrySchema,
   remap_file_path_entrySchema,
   remap_type,
   timevalSchema,
 } from "../../proto/gen/files_pb.ts";
+import { close, O, open, pread } from "../syscalls/mod.ts";
+import { tryLseek } from "../syscalls/socket.ts";
 import type { DumpContext } from "./context.ts";
 import type { Ghost } from "./file_types.ts";
 
-/** ghost-file-ID.img (the deleted file's contents) and its remap-fpath.img entry. */
+/** Files this size and larger keep their holes (written in chunks), as criu does. */
+const CHUNKS_FROM = 3 * 4096;
+const SEEK_DATA = 3, SEEK_HOLE = 4;
+
+/** The data segments of the file at `path` (holes skipped), with SEEK_DATA and SEEK_HOLE. */
+export function readDataSegments(path: string, size: number): { off: number; data: Uint8Array }[] {
+  const fd = open(path, O.RDONLY | O.CLOEXEC);
+  try {
+    const out: { off: number; data: Uint8Array }[] = [];
+    let hole = 0n;
+    while (hole < BigInt(size)) {
+      let data = tryLseek(fd, hole, SEEK_DATA);
+      if (data < 0n) {
+        if (data === -6n /* ENXIO: no data after */) break;
+        data = 0n; // no SEEK_DATA on this file system: all data
+        hole = BigInt(size);
+      } else {
+        hole = tryLseek(fd, data, SEEK_HOLE);
+        if (hole < 0n || hole > BigInt(size)) hole = BigInt(size);
+      }
+      const buf = new Uint8Array(Number(hole - data));
+      for (let got = 0; got < buf.length;) {
+        const n = pread(fd, buf.subarray(got), data + BigInt(got), path);
+        if (n <= 0) throw new Error(`Cannot read ${path}: it ended early`);
+        got += n;
+      }
+      out.push({ off: Number(data), data: buf });
+    }
+    return out;
+  } finally {
+    close(fd);
+  }
+}
+
+/** ghost-file-ID.img (the deleted file's contents, once per inode) and a remap-fpath.img entry. */
 export function writeGhost(ctx: DumpContext, fileId: number, g: Ghost): void {
-  const tv = (d: Date | null) => {
-    const ms = d?.getTime() ?? 0;
-    return create(timevalSchema, {
-      tvSec: BigInt(Math.floor(ms / 1000)),
-      tvUsec: BigInt((ms % 1000) * 1000),
-    });
-  };
-  const ghostId = ctx.fileId();
-  ctx.image(`ghost-file-${ghostId}.img`, "GHOST_FILE")
-    .entry(
-      ghost_file_entrySchema,
-      create(ghost_file_entrySchema, {
-        uid: g.uid,
-        gid: g.gid,
-        mode: g.mode,
-        atim: tv(g.atime),
-        mtim: tv(g.mtime),
-        size: BigInt(g.data.length),
-      }),
-    )
-    .raw(g.data);
+  const key = `${g.dev}:${g.ino}`;
+  let ghostId = ctx.ghostIds.get(key);
+  if (ghostId === undefined) {
+    ghostId = ctx.fileId();
+    ctx.ghostIds.set(key, ghostId);
+    writeGhostImage(ctx, ghostId, g);
+  }
   ctx.remaps.push(
     create(remap_file_path_entrySchema, {
       origId: fileId,
@@ -44,6 +76,44 @@ export function writeGhost(ctx: DumpContext, fileId: number, g: Ghost): void {
       remapType: remap_type.GHOST,
     }),
   );
+}
+
+function writeGhostImage(ctx: DumpContext, ghostId: number, g: Ghost): void {
+  const tv = (d: Date | null) => {
+    const ms = d?.getTime() ?? 0;
+    return create(timevalSchema, {
+      tvSec: BigInt(Math.floor(ms / 1000)),
+      tvUsec: BigInt((ms % 1000) * 1000),
+    });
+  };
+  const chunked = g.size >= CHUNKS_FROM;
+  const img = ctx.image(`ghost-file-${ghostId}.img`, "GHOST_FILE").entry(
+    ghost_file_entrySchema,
+    create(ghost_file_entrySchema, {
+      uid: g.uid,
+      gid: g.gid,
+      mode: g.mode,
+      dev: g.dev,
+      ino: BigInt(g.ino),
+      atim: tv(g.atime),
+      mtim: tv(g.mtime),
+      chunks: chunked || undefined,
+      size: BigInt(g.size),
+    }),
+  );
+  if (chunked) {
+    for (const c of g.chunks) {
+      img.entry(
+        ghost_chunk_entrySchema,
+        create(ghost_chunk_entrySchema, { len: BigInt(c.data.length), off: BigInt(c.off) }),
+      ).raw(c.data);
+    }
+    return;
+  }
+  // Unchunked: the bytes from 0 to the end, holes written as zeros.
+  const all = new Uint8Array(g.size);
+  for (const c of g.chunks) all.set(c.data.subarray(0, Math.max(0, g.size - c.off)), c.off);
+  img.raw(all);
 }
 
 /** remap-fpath.img. */

@@ -9,10 +9,12 @@ import {
   type file_entry,
   file_entrySchema,
   inet_sk_entrySchema,
+  ip_opts_entrySchema,
+  tcp_opts_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import type { InetSocketState } from "../net/inet.ts";
 import { AF_INET6 } from "../syscalls/socket.ts";
-import { noOwner, type OpenFile, skOptsEntry } from "./file_types.ts";
+import { type OpenFile, skOptsEntry } from "./file_types.ts";
 
 /** The file entry of IPv4 or IPv6 socket `ino`. */
 export function inetEntry(file: OpenFile, ino: number, s: InetSocketState): file_entry {
@@ -33,20 +35,24 @@ export function inetEntry(file: OpenFile, ino: number, s: InetSocketState): file
       backlog: s.backlog,
       srcAddr: s.srcAddr,
       dstAddr: s.dstAddr,
-      fown: noOwner(),
-      opts: skOptsEntry(o, {
-        reuseaddr: o.reuseaddr,
-        soReuseport: o.reuseport,
-        soKeepalive: o.keepalive,
-        soBroadcast: o.broadcast,
-        soPriority: o.priority,
-        soRcvlowat: o.rcvlowat,
-        soMark: o.mark,
-        soBoundDev: o.boundDev || undefined,
-        tcpKeepcnt: o.keepcnt || undefined,
-        tcpKeepidle: o.keepidle || undefined,
-        tcpKeepintvl: o.keepintvl || undefined,
+      fown: file.fown,
+      opts: skOptsEntry(o),
+      ipOpts: create(ip_opts_entrySchema, {
+        freebind: s.ip.freebind || undefined,
+        pktinfo: s.ip.pktinfo || undefined,
+        tos: s.ip.tos || undefined,
+        ttl: s.ip.ttl || undefined,
       }),
+      tcpOpts: s.tcp
+        ? create(tcp_opts_entrySchema, {
+          cork: s.tcp.cork,
+          nodelay: s.tcp.nodelay,
+          keepcnt: o.keepcnt || undefined,
+          keepidle: o.keepidle || undefined,
+          keepintvl: o.keepintvl || undefined,
+        })
+        : undefined,
+      shutdown: s.shutdown || undefined,
       v6only: s.family === AF_INET6 ? s.v6only : undefined,
     }),
   });

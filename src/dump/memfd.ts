@@ -50,6 +50,7 @@ export function registerMemfd(
       shmid: ino,
       seals,
       inodeId: BigInt(ino),
+      mode: (st.mode ?? 0o777) & 0o7777,
     }),
   );
   dumpShmemObject(ctx, BigInt(ino), path);

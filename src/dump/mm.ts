@@ -69,7 +69,9 @@ export function dumpMm(
   const exeId = fileId(t.exe, O.RDONLY);
   const entries = vmas.filter((v) => v.status & (VMA.AREA_REGULAR | VMA.AREA_VSYSCALL)).map((v) => {
     const isFile = (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0;
-    const fdflags = (v.flags & MAP.SHARED) && (v.prot & PROT.WRITE) ? O.RDWR : O.RDONLY;
+    // A shared mapping may be made writable later (mprotect) if its file was open for writing
+    // (VM_MAYWRITE, "mw"), whatever its protection now.
+    const fdflags = (v.flags & MAP.SHARED) && v.map.vmFlags.has("mw") ? O.RDWR : O.RDONLY;
     const memfd = (v.status & VMA.AREA_MEMFD) !== 0;
     let fid = 0;
     if (memfd) {

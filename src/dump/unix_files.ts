@@ -10,12 +10,14 @@ import {
   fd_types,
   type file_entry,
   file_entrySchema,
+  file_perms_entrySchema,
   sk_packet_entrySchema,
   type sk_shutdown,
   unix_sk_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import type { UnixSocketState } from "../net/unix.ts";
 import { TCP_STATE } from "../net/tcp_state.ts";
+import { defaultOptions } from "../net/sk_opts.ts";
 import type { ImageWriter } from "../images/image.ts";
 import type { DumpContext } from "./context.ts";
 import { noOwner, type OpenFile, skOptsEntry, UnsupportedError } from "./file_types.ts";
@@ -36,10 +38,15 @@ export function unixEntry(file: OpenFile, st: UnixSocketState): file_entry {
       // For a listener, sock_diag reports its backlog in the write-queue slot.
       backlog: i.state === TCP_STATE.LISTEN ? i.wqueue : 0,
       peer: i.peer,
-      fown: noOwner(),
+      fown: file.fown,
       opts: skOptsEntry(st.opts),
       name: i.name,
       shutdown: i.shutdown as sk_shutdown,
+      filePerms: st.file && !st.file.deleted
+        ? create(file_perms_entrySchema, { mode: st.file.mode, uid: st.file.uid, gid: st.file.gid })
+        : undefined,
+      nameDir: st.file?.dir,
+      deleted: st.file?.deleted || undefined,
     }),
   });
 }
@@ -92,9 +99,17 @@ export function checkUnixSockets(ctx: DumpContext, files: ImageWriter): void {
       const id = ctx.fileId();
       files.entry(
         file_entrySchema,
-        unixEntry({ id, owner: l.owner, kind: l.kind, flags: 2, pos: 0n, mntId: -1 }, {
+        unixEntry({
+          id,
+          owner: l.owner,
+          kind: l.kind,
+          flags: 2,
+          pos: 0n,
+          mntId: -1,
+          fown: noOwner(),
+        }, {
           info: { ...e, peer: client, name: li.name },
-          opts: { sndbuf: 0, rcvbuf: 0, sndTimeo: [0n, 0n], rcvTimeo: [0n, 0n] },
+          opts: defaultOptions(),
           queue: [],
         }),
       );

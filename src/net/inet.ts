@@ -16,11 +16,13 @@ import {
   connectRaw,
   getsockopt,
   inetSockaddr,
+  IP_OPT,
   IPV6_V6ONLY,
   listen,
   parseInetAddr,
   peekMessage,
   setsockopt,
+  shutdownQuiet,
   SO,
   SOCK_CLOEXEC,
   SOCK_DGRAM,
@@ -62,20 +64,18 @@ export interface InetSocketState {
   inFlight?: number;
   /** UDP: datagrams were waiting to be read (they are not carried, as CRIU does not). */
   queued?: boolean;
-  /** SOL_SOCKET and TCP keepalive options. */
+  /** Generic socket options and TCP keepalive options. */
   opts: CommonSocketOptions & {
-    reuseaddr: boolean;
-    reuseport: boolean;
-    keepalive: boolean;
-    broadcast: boolean;
-    priority: number;
-    rcvlowat: number;
-    mark: number;
-    boundDev: string;
     keepcnt: number;
     keepidle: number;
     keepintvl: number;
   };
+  /** IP-level options (IPv6: freebind and pktinfo). */
+  ip: { freebind: boolean; pktinfo: boolean; tos: number; ttl: number };
+  /** TCP sockets: TCP_CORK and TCP_NODELAY. */
+  tcp?: { cork: boolean; nodelay: boolean };
+  /** Shutdown bits (1 receive, 2 send), as sock_diag reports them. */
+  shutdown: number;
 }
 
 /** What a dump does with TCP connections (`--tcp-established`, `--tcp-close`). */
@@ -112,6 +112,7 @@ export function collectInetSocket(
   fd: number,
   ino: number,
   policy: TcpDumpPolicy = {},
+  shutdown = 0,
 ): InetSocketState | null {
   const pidfd = pidfdOpen(pid);
   let copy = -1;
@@ -179,14 +180,6 @@ export function collectInetSocket(
         );
       }
     }
-    const dev = new Uint8Array(16);
-    let boundDev = "";
-    try {
-      getsockopt(copy, SO.BINDTODEVICE, dev);
-      boundDev = new TextDecoder().decode(dev.subarray(0, Math.max(0, dev.indexOf(0))));
-    } catch {
-      // No device bound.
-    }
     const found: InetSocketState = {
       family,
       type,
@@ -200,16 +193,16 @@ export function collectInetSocket(
       backlog,
       inFlight,
       v6only: family === AF_INET6 && int(copy, IPV6_V6ONLY, SOL.IPV6) !== 0,
+      ip: readIpOptions(copy, family),
+      tcp: tcp
+        ? {
+          cork: int(copy, TCP_OPT.CORK, SOL.TCP) !== 0,
+          nodelay: int(copy, TCP_OPT.NODELAY, SOL.TCP) !== 0,
+        }
+        : undefined,
+      shutdown,
       opts: {
-        ...readCommonOptions(copy),
-        reuseaddr: int(copy, SO.REUSEADDR) !== 0,
-        reuseport: int(copy, SO.REUSEPORT) !== 0,
-        keepalive: int(copy, SO.KEEPALIVE) !== 0,
-        broadcast: int(copy, SO.BROADCAST) !== 0,
-        priority: int(copy, SO.PRIORITY),
-        rcvlowat: int(copy, SO.RCVLOWAT),
-        mark: int(copy, SO.MARK),
-        boundDev,
+        ...readCommonOptions(copy, family),
         keepcnt: tcp ? int(copy, TCP_OPT.KEEPCNT, SOL.TCP) : 0,
         keepidle: tcp ? int(copy, TCP_OPT.KEEPIDLE, SOL.TCP) : 0,
         keepintvl: tcp ? int(copy, TCP_OPT.KEEPINTVL, SOL.TCP) : 0,
@@ -228,6 +221,37 @@ export function collectInetSocket(
     if (copy >= 0) close(copy);
     close(pidfd);
   }
+}
+
+/** IP-level options of socket `fd` (IPv6 sockets have freebind and pktinfo of their own). */
+function readIpOptions(fd: number, family: number): InetSocketState["ip"] {
+  if (family === AF_INET6) {
+    return {
+      freebind: int(fd, IP_OPT.IPV6_FREEBIND, SOL.IPV6) !== 0,
+      pktinfo: int(fd, IP_OPT.IPV6_RECVPKTINFO, SOL.IPV6) !== 0,
+      tos: 0,
+      ttl: 0,
+    };
+  }
+  return {
+    freebind: int(fd, IP_OPT.FREEBIND, SOL.IP) !== 0,
+    pktinfo: int(fd, IP_OPT.PKTINFO, SOL.IP) !== 0,
+    tos: int(fd, IP_OPT.TOS, SOL.IP),
+    ttl: int(fd, IP_OPT.TTL, SOL.IP),
+  };
+}
+
+/** Gives socket `fd` the IP-level options of `s`: before bind, freebind matters there. */
+function applyIpOptions(fd: number, s: InetSocketState): void {
+  const v6 = s.family === AF_INET6;
+  if (s.ip.freebind) {
+    setInt(fd, v6 ? IP_OPT.IPV6_FREEBIND : IP_OPT.FREEBIND, 1, v6 ? SOL.IPV6 : SOL.IP);
+  }
+  if (s.ip.pktinfo) {
+    setInt(fd, v6 ? IP_OPT.IPV6_RECVPKTINFO : IP_OPT.PKTINFO, 1, v6 ? SOL.IPV6 : SOL.IP);
+  }
+  if (!v6 && s.ip.tos) setInt(fd, IP_OPT.TOS, s.ip.tos, SOL.IP);
+  if (!v6 && s.ip.ttl) setInt(fd, IP_OPT.TTL, s.ip.ttl, SOL.IP);
 }
 
 function setInt(fd: number, name: number, value: number, level: number = SOL.SOCKET): void {
@@ -251,19 +275,18 @@ export function makeInetSocket(s: InetSocketState, what: string): number {
   try {
     const o = s.opts;
     applyCommonOptions(fd, o);
-    if (o.reuseport) setInt(fd, SO.REUSEPORT, 1);
-    if (o.keepalive) setInt(fd, SO.KEEPALIVE, 1);
-    if (o.broadcast) setInt(fd, SO.BROADCAST, 1);
-    if (o.priority) setInt(fd, SO.PRIORITY, o.priority);
-    if (o.rcvlowat > 1) setInt(fd, SO.RCVLOWAT, o.rcvlowat);
-    if (o.mark) setInt(fd, SO.MARK, o.mark);
-    if (o.boundDev) setsockopt(fd, SO.BINDTODEVICE, new TextEncoder().encode(o.boundDev));
     if (s.proto === IPPROTO_TCP) {
       if (o.keepcnt) setInt(fd, TCP_OPT.KEEPCNT, o.keepcnt, SOL.TCP);
       if (o.keepidle) setInt(fd, TCP_OPT.KEEPIDLE, o.keepidle, SOL.TCP);
       if (o.keepintvl) setInt(fd, TCP_OPT.KEEPINTVL, o.keepintvl, SOL.TCP);
     }
     if (s.family === AF_INET6) setInt(fd, IPV6_V6ONLY, s.v6only ? 1 : 0, SOL.IPV6);
+    applyIpOptions(fd, s);
+    // A connection's are in its stream image, given back with it.
+    if (s.tcp && !conn) {
+      if (s.tcp.cork) setInt(fd, TCP_OPT.CORK, 1, SOL.TCP);
+      if (s.tcp.nodelay) setInt(fd, TCP_OPT.NODELAY, 1, SOL.TCP);
+    }
     if (s.srcPort) {
       // Rebinding a port that connections of the dumped process left in TIME_WAIT needs
       // SO_REUSEADDR; the socket's own setting is put back after.
@@ -271,7 +294,13 @@ export function makeInetSocket(s: InetSocketState, what: string): number {
       // A connection shares its port with its listener: repair mode lets it bind there. It
       // comes after SO_REUSEADDR, which would undo it.
       if (conn) repairOn(fd);
+      // An address may be bound that is not (yet) local: freebind for the bind, then the
+      // socket's own setting.
+      const v6 = s.family === AF_INET6;
+      const [fbLevel, fbName] = v6 ? [SOL.IPV6, IP_OPT.IPV6_FREEBIND] : [SOL.IP, IP_OPT.FREEBIND];
+      setInt(fd, fbName, 1, fbLevel);
       bindRaw(fd, inetSockaddr({ family: s.family, port: s.srcPort, addr: s.srcAddr }), what);
+      setInt(fd, fbName, s.ip.freebind ? 1 : 0, fbLevel);
     }
     setInt(fd, SO.REUSEADDR, o.reuseaddr ? 1 : 0);
     if (s.state === TCP_STATE.LISTEN) {
@@ -295,6 +324,11 @@ export function makeInetSocket(s: InetSocketState, what: string): number {
       restoreTcpStream(fd, s, s.stream!, what);
     } else if (s.proto === IPPROTO_UDP && s.dstPort) {
       connectRaw(fd, inetSockaddr({ family: s.family, port: s.dstPort, addr: s.dstAddr }), what);
+    }
+    // A UDP socket shut down, or a TCP connection restored closed: the kernel records it even
+    // unconnected (then saying ENOTCONN). A TCP connection's FINs come with its stream.
+    if (s.shutdown && (s.proto === IPPROTO_UDP || s.state === TCP_STATE.CLOSE)) {
+      shutdownQuiet(fd, s.shutdown - 1);
     }
     return fd;
   } catch (e) {

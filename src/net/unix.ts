@@ -34,7 +34,19 @@ import { applyCommonOptions, type CommonSocketOptions, readCommonOptions } from 
 export { MSG };
 
 const AF_UNIX = 1;
+const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
+
+/** The file of a socket bound to a path: its permissions, or that it is gone. */
+export interface UnixSocketFile {
+  mode: number;
+  uid: number;
+  gid: number;
+  /** For a name relative to the binder's working directory: that directory. */
+  dir?: string;
+  /** The file was removed (or replaced) after bind. */
+  deleted: boolean;
+}
 
 /** What a dump records of one unix socket besides sock_diag's view. */
 export interface UnixSocketState {
@@ -42,6 +54,34 @@ export interface UnixSocketState {
   opts: CommonSocketOptions;
   /** Messages (or stream bytes) queued to be received, in order. */
   queue: Uint8Array[];
+  /** A socket bound to a path: its file. */
+  file?: UnixSocketFile;
+}
+
+/**
+ * The file of path-bound socket `info` of task `pid`: found at its name (a relative name
+ * under the task's working directory) when the inode sock_diag gives is there.
+ */
+function socketFile(pid: number, info: UnixSocketInfo): UnixSocketFile | undefined {
+  if (!info.name.length || info.name[0] === 0) return undefined;
+  const name = new TextDecoder().decode(info.name).replace(/\0+$/, "");
+  const dir = name.startsWith("/") ? undefined : Deno.readLinkSync(`/proc/${pid}/cwd`);
+  const path = dir === undefined ? name : `${dir}/${name}`;
+  try {
+    const st = Deno.lstatSync(path);
+    if (st.isSocket && st.ino === info.vfsIno) {
+      return {
+        mode: (st.mode ?? 0) & 0o7777,
+        uid: st.uid ?? 0,
+        gid: st.gid ?? 0,
+        dir,
+        deleted: false,
+      };
+    }
+  } catch {
+    // gone
+  }
+  return { mode: 0o755, uid: 0, gid: 0, dir, deleted: true };
 }
 
 /** A socket that cannot be dumped; the message says why. */
@@ -58,15 +98,19 @@ export function collectUnixSocket(pid: number, fd: number, info: UnixSocketInfo)
   let copy = -1;
   try {
     copy = pidfdGetfd(pidfd, fd, pid);
-    const opts = readCommonOptions(copy);
+    const opts = readCommonOptions(copy, AF_UNIX);
     const queue: Uint8Array[] = [];
     if (info.state !== TCP_STATE.LISTEN && info.rqueue > 0) {
       // Walk the queue with a peek offset (restored to "off" after), taking nothing.
       setsockopt(copy, SO.PEEK_OFF, new Uint8Array(new Int32Array([0]).buffer));
       try {
-        for (;;) {
+        // Stream and seqpacket: sock_diag counts the queued bytes (past them, a socket whose
+        // peer closed reads end-of-file for ever). Datagrams: until nothing is left.
+        const bytes = info.type === SOCK_DGRAM ? Infinity : info.rqueue;
+        for (let got = 0; got < bytes;) {
           const m = peekMessage(copy, 1 << 20);
           if (!m || (m.data.length === 0 && info.type === 1)) break;
+          got += m.data.length;
           if (m.control) {
             throw new UnixSocketError(
               `Cannot dump fd ${fd} of task ${pid} (socket:[${info.ino}]): descriptors or ` +
@@ -79,7 +123,7 @@ export function collectUnixSocket(pid: number, fd: number, info: UnixSocketInfo)
         setsockopt(copy, SO.PEEK_OFF, new Uint8Array(new Int32Array([-1]).buffer));
       }
     }
-    return { info, opts, queue };
+    return { info, opts, queue, file: socketFile(pid, info) };
   } finally {
     if (copy >= 0) close(copy);
     close(pidfd);
@@ -101,6 +145,8 @@ export interface UnixSocketImage {
   queue: Uint8Array[];
   /** A connection not yet accepted: it stays in its listener's queue. */
   pending: boolean;
+  /** A path-bound socket's file: permissions, the directory of a relative name, deleted. */
+  file?: { mode?: number; uid?: number; gid?: number; dir?: string; deleted: boolean };
 }
 
 function applyShutdown(fd: number, how: number): void {
@@ -113,6 +159,24 @@ const same = (a: Uint8Array, b: Uint8Array) =>
   a.length === b.length && a.every((x, i) => x === b[i]);
 const nameOf = (n: Uint8Array) => new TextDecoder().decode(n).replace(/\0/g, "@");
 
+/** Runs `fn` with the working directory `dir` (a relative socket name resolves there). */
+function inDir<T>(dir: string | undefined, fn: () => T): T {
+  if (!dir) return fn();
+  const back = Deno.cwd();
+  Deno.chdir(dir);
+  try {
+    return fn();
+  } finally {
+    Deno.chdir(back);
+  }
+}
+
+/** The path a socket's name is at (relative names under their directory). */
+function pathOf(s: UnixSocketImage): string {
+  const name = new TextDecoder().decode(s.name).replace(/\0+$/, "");
+  return s.file?.dir && !name.startsWith("/") ? `${s.file.dir}/${name}` : name;
+}
+
 /**
  * Makes every unix socket of a dump in this process; returns descriptors by inode (connections
  * still waiting to be accepted have none: they sit in their listener's queue).
@@ -121,8 +185,12 @@ const nameOf = (n: Uint8Array) => new TextDecoder().decode(n).replace(/\0/g, "@"
  * 2. Connections to a listener, in the order they were made: a client connects to the
  *    listener's name; an accepted server side is accepted at once, a pending one (`pending`)
  *    stays queued, as it was.
- * 3. Unnamed pairs: socketpair. 4. The rest: made, and bound when they had a name.
- * Queued data is sent from the other end; shutdowns come last.
+ * 3. Named datagram sockets, bound; then datagram sockets connected to one of them.
+ * 4. Unnamed pairs: socketpair. A connected socket whose peer was closed: a socketpair whose
+ *    other end sends its queue and is closed.
+ * 5. The rest: made, and bound when they had a name.
+ * Queued data is sent from the other end; shutdowns come last; then the files of sockets whose
+ * file had been deleted are removed again.
  */
 export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
   const out = new Map<number, number>();
@@ -133,6 +201,7 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
       ? listeners.find((l) => same(l.name, s.name))
       : undefined;
   const done = new Set<number>();
+  const parked: { path: string; aside?: string }[] = [];
   const fill = (s: UnixSocketImage, via: number) => {
     for (const m of s.queue) sendAll(via, m);
   };
@@ -141,11 +210,36 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
     applyCommonOptions(fd, s.opts);
     return fd;
   };
+  const bindNamed = (fd: number, s: UnixSocketImage) => {
+    const path = pathOf(s);
+    if (s.file?.deleted && s.name[0] !== 0) {
+      // Its file was deleted: bound for the restore (what is at the path now is set aside),
+      // removed again at the end.
+      let aside: string | undefined;
+      try {
+        Deno.lstatSync(path);
+        aside = `${path}.criu-sk-parked-${s.ino}`;
+        Deno.renameSync(path, aside);
+      } catch {
+        // nothing there
+      }
+      parked.push({ path, aside });
+    } else {
+      freeName(s);
+    }
+    inDir(s.file?.dir, () => bindUnix(fd, s.name, `unix socket ${nameOf(s.name)}`));
+    const f = s.file;
+    if (f && !f.deleted && f.mode !== undefined && s.name[0] !== 0) {
+      Deno.chmodSync(path, f.mode);
+      Deno.chownSync(path, f.uid ?? 0, f.gid ?? 0);
+    }
+  };
+  const connectTo = (fd: number, to: UnixSocketImage) =>
+    inDir(to.file?.dir, () => connectUnix(fd, to.name, `unix socket ${nameOf(to.name)}`));
 
   for (const l of listeners) {
     const fd = create(l);
-    freeName(l.name);
-    bindUnix(fd, l.name, `unix socket ${nameOf(l.name)}`);
+    bindNamed(fd, l);
     listen(fd, l.backlog);
     out.set(l.ino, fd);
     done.add(l.ino);
@@ -158,8 +252,8 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
       throw new Error(`The client socket:[${x.peer}] of socket:[${x.ino}] is not in the images`);
     }
     const client = create(c);
-    if (c.name.length) bindUnix(client, c.name, `unix socket ${nameOf(c.name)}`);
-    connectUnix(client, l.name, `unix socket ${nameOf(l.name)}`);
+    if (c.name.length) bindNamed(client, c);
+    connectTo(client, l);
     out.set(c.ino, client);
     done.add(c.ino);
     done.add(x.ino);
@@ -170,8 +264,43 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
     fill(x, client);
     fill(c, server);
   }
+  // Datagram sockets others are connected to (not back): bound first, then their senders.
+  const oneWay = (s: UnixSocketImage) => {
+    const p = s.peer ? byIno.get(s.peer) : undefined;
+    return p && p.peer !== s.ino && p.name.length ? p : undefined;
+  };
   for (const s of socks) {
-    if (done.has(s.ino) || !s.peer) continue;
+    const p = oneWay(s);
+    if (!p || done.has(p.ino)) continue;
+    const fd = create(p);
+    bindNamed(fd, p);
+    out.set(p.ino, fd);
+    done.add(p.ino);
+  }
+  for (const s of socks) {
+    const p = oneWay(s);
+    if (!p || done.has(s.ino)) continue;
+    const fd = create(s);
+    if (s.name.length) bindNamed(fd, s);
+    connectTo(fd, p);
+    out.set(s.ino, fd);
+    done.add(s.ino);
+  }
+  for (const s of socks) {
+    if (done.has(s.ino)) continue;
+    if (!s.peer && s.state === TCP_STATE.ESTABLISHED && (s.type !== SOCK_DGRAM || !s.name.length)) {
+      // Its peer was closed: a pair whose other end hands over the queue and goes. (A named
+      // datagram socket stays unconnected: connected, it would hear its peer only.)
+      const [a, b] = socketpair(AF_UNIX, s.type | SOCK_CLOEXEC);
+      applyCommonOptions(a, s.opts);
+      if (s.name.length) bindNamed(a, s);
+      fill(s, b);
+      close(b);
+      out.set(s.ino, a);
+      done.add(s.ino);
+      continue;
+    }
+    if (!s.peer) continue;
     const p = byIno.get(s.peer);
     if (!p) {
       throw new Error(`The peer socket:[${s.peer}] of socket:[${s.ino}] is not in the images`);
@@ -190,30 +319,36 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
     if (done.has(s.ino)) continue;
     const fd = create(s);
     out.set(s.ino, fd);
-    if (s.name.length) {
-      freeName(s.name);
-      bindUnix(fd, s.name, `unix socket ${nameOf(s.name)}`);
-      if (s.queue.length) {
-        const tmp = socket(AF_UNIX, s.type | SOCK_CLOEXEC);
-        try {
-          for (const m of s.queue) sendAll(tmp, m, unixAddr(s.name));
-        } finally {
-          close(tmp);
-        }
-      }
+    done.add(s.ino);
+    if (s.name.length) bindNamed(fd, s);
+  }
+  // What waits in a named socket without a peer of its own (datagrams its senders addressed
+  // to its name): sent again by name from a socket made for it.
+  for (const s of socks) {
+    if (!s.name.length || s.peer || !s.queue.length || s.state === TCP_STATE.LISTEN) continue;
+    if (s.type !== SOCK_DGRAM) continue;
+    const tmp = socket(AF_UNIX, s.type | SOCK_CLOEXEC);
+    try {
+      for (const m of s.queue) inDir(s.file?.dir, () => sendAll(tmp, m, unixAddr(s.name)));
+    } finally {
+      close(tmp);
     }
   }
   for (const s of socks) {
     const fd = out.get(s.ino);
     if (fd !== undefined) applyShutdown(fd, s.shutdown);
   }
+  for (const { path, aside } of parked) {
+    Deno.removeSync(path);
+    if (aside) Deno.renameSync(aside, path);
+  }
   return out;
 }
 
 /** A path name left by the dumped socket must be free again for bind. */
-function freeName(name: Uint8Array): void {
-  if (!name.length || name[0] === 0) return;
-  const path = new TextDecoder().decode(name).replace(/\0+$/, "");
+function freeName(s: UnixSocketImage): void {
+  if (!s.name.length || s.name[0] === 0) return;
+  const path = pathOf(s);
   try {
     if (Deno.lstatSync(path).isSocket) Deno.removeSync(path);
   } catch {

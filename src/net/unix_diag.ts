@@ -4,17 +4,14 @@
  * connections, shutdown state. /proc/net/unix has no peers; this has.
  *
  * ```
- * request  nlmsghdr (16) | unix_diag_req (24): family, protocol, pad, states, ino, show, cookie[2]
- * reply    nlmsghdr (16) | unix_diag_msg (16): family, type, state, pad, ino, cookie[2]
- *                        | rtattr (len u16, type u16, data, padded to 4) ...
+ * request  unix_diag_req (24): family, protocol, pad, states, ino, show, cookie[2]
+ * reply    unix_diag_msg (16): family, type, state, pad, ino, cookie[2] | rtattrs (sock_diag.ts)
  * ```
  *
  * @module
  */
-import { close, Errno, lastErrno, libc, NR, tryRead, writeAll } from "../syscalls/mod.ts";
+import { diagAttributes, sockDiagDump } from "./sock_diag.ts";
 
-const AF_NETLINK = 16, NETLINK_SOCK_DIAG = 4, SOCK_DIAG_BY_FAMILY = 20;
-const NLM_F_REQUEST = 1, NLM_F_DUMP = 0x300, NLMSG_DONE = 3, NLMSG_ERROR = 2;
 const UDIAG_SHOW = { NAME: 1, VFS: 2, PEER: 4, ICONS: 8, RQLEN: 0x10 } as const;
 const UNIX_DIAG = { NAME: 0, VFS: 1, PEER: 2, ICONS: 3, RQLEN: 4, SHUTDOWN: 6 } as const;
 
@@ -40,52 +37,21 @@ export interface UnixSocketInfo {
   shutdown: number;
 }
 
-function sys(nr: number, ...args: bigint[]): number {
-  const a = [...args, 0n, 0n, 0n, 0n, 0n, 0n].slice(0, 6);
-  return Number(libc.syscall(BigInt(nr), a[0], a[1], a[2], a[3], a[4], a[5]));
-}
-
 /** Every unix socket of this network namespace, by inode. */
 export function unixSockets(): Map<number, UnixSocketInfo> {
-  const fd = sys(
-    NR.socket,
-    BigInt(AF_NETLINK),
-    BigInt(2 /* DGRAM */ | 0o2000000),
-    BigInt(NETLINK_SOCK_DIAG),
+  // unix_diag_req: family, protocol, pad, states, ino, show, cookie[2]
+  const req = new Uint8Array(24);
+  const v = new DataView(req.buffer);
+  req[0] = 1; // AF_UNIX
+  v.setUint32(4, 0xffffffff, true); // every state
+  v.setUint32(
+    12,
+    UDIAG_SHOW.NAME | UDIAG_SHOW.VFS | UDIAG_SHOW.PEER | UDIAG_SHOW.ICONS | UDIAG_SHOW.RQLEN,
+    true,
   );
-  if (fd < 0) throw new Errno("socket(NETLINK_SOCK_DIAG)", lastErrno());
-  try {
-    const req = new Uint8Array(40);
-    const v = new DataView(req.buffer);
-    v.setUint32(0, 40, true);
-    v.setUint16(4, SOCK_DIAG_BY_FAMILY, true);
-    v.setUint16(6, NLM_F_REQUEST | NLM_F_DUMP, true);
-    v.setUint32(8, 1, true);
-    req[16] = 1; // AF_UNIX
-    v.setUint32(20, 0xffffffff, true); // every state
-    v.setUint32(
-      28,
-      UDIAG_SHOW.NAME | UDIAG_SHOW.VFS | UDIAG_SHOW.PEER | UDIAG_SHOW.ICONS | UDIAG_SHOW.RQLEN,
-      true,
-    );
-    writeAll(fd, req, "sock_diag request");
-    const out = new Map<number, UnixSocketInfo>();
-    const buf = new Uint8Array(64 << 10);
-    for (;;) {
-      const n = tryRead(fd, buf);
-      if (n < 0) throw new Errno("recv(NETLINK_SOCK_DIAG)", -n);
-      for (let off = 0; off + 16 <= n;) {
-        const h = new DataView(buf.buffer, off);
-        const len = h.getUint32(0, true), type = h.getUint16(4, true);
-        if (type === NLMSG_DONE) return out;
-        if (type === NLMSG_ERROR) throw new Errno("sock_diag", -h.getInt32(16, true));
-        parseMessage(buf.subarray(off + 16, off + len), out);
-        off += (len + 3) & ~3;
-      }
-    }
-  } finally {
-    close(fd);
-  }
+  const out = new Map<number, UnixSocketInfo>();
+  sockDiagDump(req, (m) => parseMessage(m, out));
+  return out;
 }
 
 function parseMessage(m: Uint8Array, out: Map<number, UnixSocketInfo>): void {
@@ -102,10 +68,7 @@ function parseMessage(m: Uint8Array, out: Map<number, UnixSocketInfo>): void {
     icons: [],
     shutdown: 0,
   };
-  for (let off = 16; off + 4 <= m.length;) {
-    const len = v.getUint16(off, true), type = v.getUint16(off + 2, true);
-    if (len < 4) break;
-    const data = m.subarray(off + 4, off + len);
+  for (const [type, data] of diagAttributes(m, 16)) {
     const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
     switch (type) {
       case UNIX_DIAG.NAME:
@@ -128,7 +91,6 @@ function parseMessage(m: Uint8Array, out: Map<number, UnixSocketInfo>): void {
         info.shutdown = data[0];
         break;
     }
-    off += (len + 3) & ~3;
   }
   out.set(info.ino, info);
 }

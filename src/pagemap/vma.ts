@@ -27,10 +27,22 @@ export const VMA = {
 /** mmap prot and flags bits used in `vma_entry`. */
 export const PROT = { READ: 1, WRITE: 2, EXEC: 4 } as const;
 /** mmap flags. */
-export const MAP = { SHARED: 1, PRIVATE: 2, ANONYMOUS: 0x20, GROWSDOWN: 0x100 } as const;
+export const MAP = {
+  SHARED: 1,
+  PRIVATE: 2,
+  /** A mapping type of its own: its pages may be dropped under memory pressure. */
+  DROPPABLE: 8,
+  TYPE: 0xf,
+  ANONYMOUS: 0x20,
+  GROWSDOWN: 0x100,
+  LOCKED: 0x2000,
+  NORESERVE: 0x4000,
+} as const;
 
 /** madvise advice numbers recorded in `vma_entry.madv` as `1 << advice`. */
 const MADV_BY_VMFLAG: Record<string, number> = {
+  rr: 1, // VM_RAND_READ ⇐ MADV_RANDOM
+  sr: 2, // VM_SEQ_READ ⇐ MADV_SEQUENTIAL
   dc: 10, // VM_DONTCOPY ⇐ MADV_DONTFORK
   mg: 12, // VM_MERGEABLE ⇐ MADV_MERGEABLE
   hg: 14, // VM_HUGEPAGE ⇐ MADV_HUGEPAGE
@@ -64,10 +76,15 @@ export function vmaPages(v: Vma): number {
   return Number((v.end - v.start) / 4096n);
 }
 
-/** Whether the VMA's private pages belong in the dump (anonymous or COW'd file pages). */
+/**
+ * Whether the VMA's private pages belong in the dump (anonymous or COW'd file pages; not those
+ * of a droppable mapping).
+ */
 export function vmaHasPrivatePages(v: Vma): boolean {
   if (!(v.status & VMA.AREA_REGULAR)) return false;
   if (v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR)) return false;
+  // The kernel may drop a MAP_DROPPABLE mapping's pages at any time: not carried (as criu).
+  if ((v.flags & MAP.TYPE) === MAP.DROPPABLE) return false;
   return (v.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) !== 0;
 }
 
@@ -76,8 +93,12 @@ export function classifyVma(m: ProcMap): Vma {
   const prot = (m.perms[0] === "r" ? PROT.READ : 0) | (m.perms[1] === "w" ? PROT.WRITE : 0) |
     (m.perms[2] === "x" ? PROT.EXEC : 0);
   const shared = m.perms[3] === "s";
-  let flags = shared ? MAP.SHARED : MAP.PRIVATE;
+  let flags: number = shared ? MAP.SHARED : MAP.PRIVATE;
+  // mmap flags the mapping shows in VmFlags, as criu reads them.
   if (m.vmFlags.has("gd")) flags |= MAP.GROWSDOWN;
+  if (m.vmFlags.has("lo")) flags |= MAP.LOCKED;
+  if (m.vmFlags.has("nr")) flags |= MAP.NORESERVE;
+  if (m.vmFlags.has("dp")) flags = (flags & ~MAP.TYPE) | MAP.DROPPABLE;
   let madv = 0n;
   for (const f of m.vmFlags) {
     const advice = MADV_BY_VMFLAG[f];
@@ -125,6 +146,16 @@ export function classifyVma(m: ProcMap): Vma {
   if (m.vmFlags.has("io") || m.vmFlags.has("pf")) {
     v.status = VMA.AREA_UNSUPP;
     v.unsupported = "device (VM_IO/VM_PFNMAP) mapping";
+    return v;
+  }
+  if (m.vmFlags.has("lf")) {
+    v.status = VMA.AREA_UNSUPP;
+    v.unsupported = "mapping locked on fault (mlock2 MLOCK_ONFAULT)";
+    return v;
+  }
+  if (m.vmFlags.has("ht")) {
+    v.status = VMA.AREA_UNSUPP;
+    v.unsupported = "hugetlb mapping";
     return v;
   }
   if (m.path === "") {

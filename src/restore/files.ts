@@ -18,7 +18,12 @@
  *
  * @module
  */
-import { fd_types, type file_entry, type inet_sk_entry } from "../../proto/gen/files_pb.ts";
+import {
+  fd_types,
+  type file_entry,
+  type fown_entry,
+  type inet_sk_entry,
+} from "../../proto/gen/files_pb.ts";
 import {
   close,
   errnoName,
@@ -30,6 +35,7 @@ import {
   open as openHere,
   pipe2,
   pwriteAll,
+  setFileOwner,
   strerror,
   syscall,
   tryOpen,
@@ -113,20 +119,23 @@ export function inetState(e: inet_sk_entry): InetSocketState {
     dstAddr: e.dstAddr,
     backlog: e.backlog,
     v6only: e.v6only ?? false,
+    // Keepalive settings: criu 4 writes them in tcp_opts, older images in sk_opts.
     opts: {
       ...commonOptionsOf(o),
-      reuseaddr: o.reuseaddr ?? false,
-      reuseport: o.soReuseport ?? false,
-      keepalive: o.soKeepalive ?? false,
-      broadcast: o.soBroadcast ?? false,
-      priority: o.soPriority ?? 0,
-      rcvlowat: o.soRcvlowat ?? 0,
-      mark: o.soMark ?? 0,
-      boundDev: o.soBoundDev ?? "",
-      keepcnt: o.tcpKeepcnt ?? 0,
-      keepidle: o.tcpKeepidle ?? 0,
-      keepintvl: o.tcpKeepintvl ?? 0,
+      keepcnt: e.tcpOpts?.keepcnt ?? o.tcpKeepcnt ?? 0,
+      keepidle: e.tcpOpts?.keepidle ?? o.tcpKeepidle ?? 0,
+      keepintvl: e.tcpOpts?.keepintvl ?? o.tcpKeepintvl ?? 0,
     },
+    ip: {
+      freebind: e.ipOpts?.freebind ?? false,
+      pktinfo: e.ipOpts?.pktinfo ?? false,
+      tos: e.ipOpts?.tos ?? 0,
+      ttl: e.ipOpts?.ttl ?? 0,
+    },
+    tcp: e.proto === 6
+      ? { cork: e.tcpOpts?.cork ?? false, nodelay: e.tcpOpts?.nodelay ?? false }
+      : undefined,
+    shutdown: e.shutdown ?? 0,
   };
 }
 
@@ -138,6 +147,14 @@ export interface FileTableTcp {
   close: boolean;
   /** Where the rebuilt connections are held in repair mode until the tree resumes. */
   conns: RepairedConnections;
+}
+
+/** The fown_entry of a file entry, whichever its type. */
+function ownerOf(f: file_entry): fown_entry | undefined {
+  for (const sub of Object.values(f)) {
+    if (sub && typeof sub === "object" && "fown" in sub && sub.fown) return sub.fown as fown_entry;
+  }
+  return undefined;
 }
 
 /** The open file descriptions of a dump, made in this process. */
@@ -232,7 +249,7 @@ export class FileTable implements Disposable {
         );
       }
     } else if (f.type === fd_types.MEMFD) {
-      fd = this.#memfd(f);
+      fd = this.#memfd(f, forFd < 0);
     } else if (f.type === fd_types.FIFO) {
       fd = this.#fifoEnd(f);
     } else if (f.type === fd_types.UNIXSK) {
@@ -260,21 +277,77 @@ export class FileTable implements Disposable {
       );
     }
     this.#byId.set(id, fd);
+    const fown = ownerOf(f);
+    if (fown && (fown.pid || fown.signum)) this.#owners.push({ fd, fown });
     return fd;
   }
 
+  readonly #owners: { fd: number; fown: fown_entry }[] = [];
+
   /**
-   * A deleted file again: written at its old path (or beside it, when a new file took the
-   * name), opened as the task had it, and unlinked.
+   * Gives each description its owner for I/O signals (F_SETOWN_EX with the uids of whoever set
+   * it, F_SETSIG). Called once every task and process group exists: an owner names one.
+   */
+  applyOwners(): void {
+    for (const { fd, fown } of this.#owners) {
+      try {
+        setFileOwner(fd, {
+          type: fown.pidType,
+          pid: fown.pid,
+          signum: fown.signum,
+          uid: fown.uid,
+          euid: fown.euid,
+        });
+      } catch (e) {
+        throw new RestoreError(
+          `Cannot give a file its owner (${["thread", "process", "process group"][fown.pidType]} ` +
+            `${fown.pid}): ${(e as Error).message}`,
+          { cause: e },
+        );
+      }
+    }
+  }
+
+  /** Deleted files made again, by ghost id: where each sits until the restore is over. */
+  readonly #ghostPaths = new Map<number, string>();
+
+  /**
+   * A deleted file again. Its inode is made once per ghost (contents, holes kept, size, owner,
+   * mode, then times), beside the path it had; every description of it gets a hard link at its
+   * own path, opened as the task had it and unlinked at once, so that the descriptions share
+   * one inode and each shows its own name. The ghost itself goes when the table closes.
    */
   #ghost(id: number, f: file_entry): number {
     const g = this.#dump.ghosts.get(id)!;
     const reg = f.reg!;
-    let path = reg.name;
-    for (let i = 0; exists(path); i++) path = `${reg.name}.criu-ghost-${id}-${i}`;
-    Deno.writeFileSync(path, g.data, { createNew: true, mode: g.entry.mode & 0o7777 });
+    const free = (base: string) => {
+      let path = base;
+      for (let i = 0; exists(path); i++) path = `${base}.criu-ghost-${g.id}-${i}`;
+      return path;
+    };
+    let ghost = this.#ghostPaths.get(g.id);
+    if (ghost === undefined) {
+      ghost = free(`${reg.name}.criu-ghost-${g.id}`);
+      const e = g.entry;
+      const fd = openHere(ghost, O.WRONLY | O.CREAT | O.EXCL | O.CLOEXEC, 0o600);
+      this.#ghostPaths.set(g.id, ghost);
+      try {
+        for (const c of g.chunks) pwriteAll(fd, c.data, c.off, `deleted file ${reg.name}`);
+        syscall(NR.ftruncate, "ftruncate", `deleted file ${reg.name}`, fd, g.size);
+        syscall(NR.fchown, "fchown", `deleted file ${reg.name}`, fd, e.uid, e.gid);
+        syscall(NR.fchmod, "fchmod", `deleted file ${reg.name}`, fd, e.mode & 0o7777);
+      } finally {
+        close(fd);
+      }
+      if (e.mtim) {
+        const date = (t?: { tvSec: bigint; tvUsec: bigint }) =>
+          new Date(Number(t?.tvSec ?? 0n) * 1000 + Number(t?.tvUsec ?? 0n) / 1000);
+        Deno.utimeSync(ghost, date(e.atim), date(e.mtim));
+      }
+    }
+    const path = free(reg.name);
+    Deno.linkSync(ghost, path);
     try {
-      Deno.chmodSync(path, g.entry.mode & 0o7777);
       const fd = openOrThrow(path, reg.flags, "deleted file");
       if (reg.pos > 0n) lseek(fd, reg.pos, SEEK_SET);
       return fd;
@@ -360,16 +433,23 @@ export class FileTable implements Disposable {
   /** memfds made here, by inode id. */
   readonly #memfds = new Map<bigint, number>();
 
+  /** memfd inodes whose memfd_create() description went to a read-write entry already. */
+  readonly #memfdOriginalGiven = new Set<bigint>();
+
   /**
-   * A memfd description: the inode is made once (name, size, contents, then seals); each file
-   * entry on it is its own description, opened through /proc with its flags and offset.
+   * A memfd description: the inode is made once (name, contents, size, owner and mode, then
+   * seals). As criu does, the first read-write descriptor, and every writable mapping, get the
+   * memfd_create() description itself: it does not count as open for writing, so that
+   * execveat() of the memfd works as before. Other entries are opened through /proc with their
+   * flags and offset.
    */
-  #memfd(f: file_entry): number {
+  #memfd(f: file_entry, mapping: boolean): number {
     const m = f.memfd!;
     const ino = BigInt(m.inodeId);
     let base = this.#memfds.get(ino);
     const inode = this.#dump.memfds.get(ino);
     if (!inode) throw new RestoreError(`memfd inode ${ino} is missing from memfd-inode.img`);
+    const what = `memfd ${inode.name}`;
     if (base === undefined) {
       const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;
       const name = cStringOf(inode.name);
@@ -383,12 +463,25 @@ export class FileTable implements Disposable {
         ),
       );
       this.#memfds.set(ino, base);
-      writeShmemImage(this.#dump, BigInt(inode.shmid), base, `memfd ${inode.name}`);
-      syscall(NR.ftruncate, "ftruncate", `memfd ${inode.name}`, base, inode.size);
+      writeShmemImage(this.#dump, BigInt(inode.shmid), base, what);
+      syscall(NR.ftruncate, "ftruncate", what, base, inode.size);
+      syscall(NR.fchown, "fchown", what, base, inode.uid, inode.gid);
+      if (inode.mode !== undefined) syscall(NR.fchmod, "fchmod", what, base, inode.mode);
       const F_ADD_SEALS = 1033;
       if (inode.seals) fcntl(base, F_ADD_SEALS, inode.seals);
     }
-    const fd = openHere(`/proc/self/fd/${base}`, (m.flags & ~NOT_REPLAYED) | O.CLOEXEC);
+    const flags = (m.flags & ~NOT_REPLAYED) | O.CLOEXEC;
+    const rw = (flags & 3) === O.RDWR;
+    if (rw && (mapping || !this.#memfdOriginalGiven.has(ino))) {
+      if (!mapping) this.#memfdOriginalGiven.add(ino);
+      const fd = fcntl(base, F.DUPFD_CLOEXEC, 3);
+      if (!mapping) {
+        fcntl(fd, F.SETFL, m.flags & SETFL_MASK);
+        lseek(fd, m.pos, SEEK_SET);
+      }
+      return fd;
+    }
+    const fd = openHere(`/proc/self/fd/${base}`, flags);
     if (m.pos > 0n) lseek(fd, m.pos, SEEK_SET);
     return fd;
   }
@@ -433,6 +526,15 @@ export class FileTable implements Disposable {
       opts: commonOptionsOf(u.opts),
       queue: this.#dump.skQueues.get(f.id) ?? [],
       pending: !referenced.has(f.id),
+      file: u.filePerms || u.nameDir || u.deleted
+        ? {
+          mode: u.filePerms?.mode,
+          uid: u.filePerms?.uid,
+          gid: u.filePerms?.gid,
+          dir: u.nameDir,
+          deleted: u.deleted ?? false,
+        }
+        : undefined,
     };
   }
 
@@ -462,7 +564,9 @@ export class FileTable implements Disposable {
     let fd;
     try {
       if (conn && this.#tcp.close) {
-        state = { ...state, state: TCP_STATE.CLOSE, srcPort: 0, dstPort: 0 };
+        // Closed as criu closes it: unbound, and shut down both ways (the kernel records it
+        // on an unconnected socket), so that reading gives end-of-file and writing EPIPE.
+        state = { ...state, state: TCP_STATE.CLOSE, srcPort: 0, dstPort: 0, shutdown: 3 };
       } else if (conn && !this.#tcp.established) {
         throw new RestoreError(
           `Cannot restore ${what}: it was TCP connection ${connectionText(state)}; restore with ` +
@@ -526,6 +630,7 @@ export class FileTable implements Disposable {
       ...this.#service.values(),
       ...[...this.#pipes.values()].flat(),
     ]);
+    for (const fd of [...this.#fifos.values(), ...this.#memfds.values()]) all.add(fd);
     for (const fd of all) close(fd);
     this.#byId.clear();
     this.#service.clear();
@@ -533,6 +638,14 @@ export class FileTable implements Disposable {
     this.#unix.clear();
     this.#fifos.clear();
     this.#memfds.clear();
+    for (const path of this.#ghostPaths.values()) {
+      try {
+        Deno.removeSync(path);
+      } catch {
+        // gone already
+      }
+    }
+    this.#ghostPaths.clear();
   }
 
   [Symbol.dispose](): void {

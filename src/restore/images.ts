@@ -22,6 +22,7 @@ import {
   file_lock_entrySchema,
   type fs_entry,
   fs_entrySchema,
+  ghost_chunk_entrySchema,
   type ghost_file_entry,
   ghost_file_entrySchema,
   type memfd_inode_entry,
@@ -95,7 +96,8 @@ export interface DumpImages {
   /** Named pipe contents by inode (fifo-data.img). */
   fifoData: Map<number, { data: Uint8Array; size: number }>;
   /** Deleted files by the id of their file entry: attributes and contents. */
-  ghosts: Map<number, { entry: ghost_file_entry; data: Uint8Array }>;
+  /** Deleted files by the file entry they restore: the ghost (one per inode) and its data. */
+  ghosts: Map<number, GhostImage>;
   /** Shared anonymous memory objects by inode: their pages (offset in the object, data). */
   shmem: Map<
     bigint,
@@ -301,7 +303,8 @@ export function readDump(dir: string): DumpImages {
       skQueues.set(e.message.idFor, q);
     }
   }
-  const ghosts = new Map<number, { entry: ghost_file_entry; data: Uint8Array }>();
+  const ghosts = new Map<number, GhostImage>();
+  const byGhostId = new Map<number, GhostImage>();
   if (exists(p("remap-fpath.img"))) {
     for (const e of readImage(p("remap-fpath.img"), "REMAP_FPATH", remap_file_path_entrySchema)) {
       const r = e.message;
@@ -310,24 +313,12 @@ export function readDump(dir: string): DumpImages {
           `Image ${p("remap-fpath.img")}: remap type ${r.remapType} is not supported yet`,
         );
       }
-      const gp = p(`ghost-file-${r.remapId}.img`);
-      const bytes = readImageBytes(gp);
-      const g = readHeadEntry(
-        gp,
-        bytes,
-        checkHeader(gp, bytes, "GHOST_FILE"),
-        ghost_file_entrySchema,
-      );
-      if (g.message.chunks) {
-        throw new ImageError(`Image ${gp}: chunked ghost files are not supported yet`);
+      let ghost = byGhostId.get(r.remapId);
+      if (!ghost) {
+        ghost = readGhost(p(`ghost-file-${r.remapId}.img`), r.remapId);
+        byGhostId.set(r.remapId, ghost);
       }
-      const data = bytes.subarray(g.next);
-      if (g.message.size !== undefined && BigInt(data.length) !== g.message.size) {
-        throw new ImageError(
-          `Image ${gp} holds ${data.length} bytes of a ${g.message.size}-byte file`,
-        );
-      }
-      ghosts.set(r.origId, { entry: g.message, data });
+      ghosts.set(r.origId, ghost);
     }
   }
   const locks = exists(p("file-lock.img"))
@@ -367,6 +358,48 @@ export function readDump(dir: string): DumpImages {
     locks,
     memfds,
   };
+}
+
+/** A deleted file, to be made again: its attributes and its data segments. */
+export interface GhostImage {
+  /** Its remap id: file entries with the same one are descriptions of one inode. */
+  id: number;
+  entry: ghost_file_entry;
+  size: bigint;
+  chunks: { off: bigint; data: Uint8Array }[];
+}
+
+/** ghost-file-N.img, plain (the bytes after the entry) or in chunks (holes kept). */
+function readGhost(path: string, id: number): GhostImage {
+  const bytes = readImageBytes(path);
+  const g = readHeadEntry(
+    path,
+    bytes,
+    checkHeader(path, bytes, "GHOST_FILE"),
+    ghost_file_entrySchema,
+  );
+  if (!g.message.chunks) {
+    const data = bytes.subarray(g.next);
+    if (g.message.size !== undefined && BigInt(data.length) !== g.message.size) {
+      throw new ImageError(
+        `Image ${path} holds ${data.length} bytes of a ${g.message.size}-byte file`,
+      );
+    }
+    return { id, entry: g.message, size: BigInt(data.length), chunks: [{ off: 0n, data }] };
+  }
+  if (g.message.size === undefined) {
+    throw new ImageError(`Image ${path} is chunked but has no size`);
+  }
+  const size = g.message.size;
+  const chunks = decodeEntries(path, bytes, g.next, ghost_chunk_entrySchema, {
+    payloadSize: (m) => Number(m.len),
+  }).map((e) => {
+    if (e.message.off + e.message.len > size) {
+      throw new ImageError(`Image ${path} has a chunk past the file's end (${size} bytes)`);
+    }
+    return { off: e.message.off, data: e.payload ?? new Uint8Array() };
+  });
+  return { id, entry: g.message, size, chunks };
 }
 
 /** A pagemap image: the pages-N.img id of its head, and its entries. */

@@ -294,13 +294,15 @@ async function restoreTree(
           rs.close({ restoreState: false });
           pages += fillShmem(dump, p.task, shmem);
         }
+        // Process groups, then the owners of files (an owner may name a group).
+        restoreGroups(procs, opts.shellJob ?? false);
+        table.applyOwners();
       } finally {
         for (const fd of shmem.values()) close(fd);
       }
     }
     await checkpoint("state");
     markSysvRemoved([...dump.sysvShm.values()].map((x) => x.entry));
-    restoreGroups(procs, opts.shellJob ?? false);
 
     await checkpoint("resume");
     // 7. RESUME: connections out of repair mode and the network unlocked, then children and

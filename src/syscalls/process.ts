@@ -185,6 +185,11 @@ export const F = {
   GETFL: 3,
   SETFL: 4,
   GETOWN: 9,
+  SETSIG: 10,
+  GETSIG: 11,
+  SETOWN_EX: 15,
+  GETOWN_EX: 16,
+  GETOWNER_UIDS: 17,
   DUPFD_CLOEXEC: 1030,
   SETPIPE_SZ: 1031,
   GETPIPE_SZ: 1032,
@@ -193,6 +198,56 @@ export const F = {
 /** fcntl(fd, cmd, arg). */
 export function fcntl(fd: number, cmd: number, arg = 0): number {
   return unwrap(libc.fcntl(fd, cmd, BigInt(arg)), `fcntl(${cmd})`, `fd ${fd}`);
+}
+
+/**
+ * Who gets the I/O signals of an open file description (O_ASYNC): F_GETOWN_EX (`struct
+ * f_owner_ex {int type; pid_t pid;}`: type 0 a thread, 1 a process, 2 a process group), the
+ * signal (F_GETSIG, 0 for SIGIO), and the real and effective uid of whoever set the owner
+ * (F_GETOWNER_UIDS, which the kernel keeps for checkpoint/restore).
+ */
+export interface FileOwner {
+  type: number;
+  pid: number;
+  signum: number;
+  uid: number;
+  euid: number;
+}
+
+/** The owner of the description behind `fd` (see {@link FileOwner}). */
+export function getFileOwner(fd: number): FileOwner {
+  const ex = new Int32Array(2);
+  unwrap(libc.fcntl(fd, F.GETOWN_EX, addressOf(ex)), "fcntl(F_GETOWN_EX)", `fd ${fd}`);
+  const signum = fcntl(fd, F.GETSIG);
+  const uids = new Int32Array(2);
+  if (ex[1] !== 0) {
+    unwrap(libc.fcntl(fd, F.GETOWNER_UIDS, addressOf(uids)), "fcntl(F_GETOWNER_UIDS)", `fd ${fd}`);
+  }
+  return { type: ex[0], pid: ex[1], signum, uid: uids[0] >>> 0, euid: uids[1] >>> 0 };
+}
+
+/**
+ * Gives the description behind `fd` its owner and signal. The kernel records the caller's uid
+ * and euid with the owner (they decide whether the signal may be sent): the calling thread
+ * takes the owner's for the moment (setresuid on this thread only, then back).
+ */
+export function setFileOwner(fd: number, o: FileOwner): void {
+  if (o.signum) fcntl(fd, F.SETSIG, o.signum);
+  if (!o.pid) return;
+  const ids = new Int32Array(3);
+  unwrap(
+    Number(rawSyscall(NR.getresuid, addressOf(ids), addressOf(ids) + 4n, addressOf(ids) + 8n)),
+    "getresuid",
+  );
+  const setres = (r: number, e: number) =>
+    unwrap(Number(rawSyscall(NR.setresuid, r, e, 0xffffffff)), "setresuid", "the file owner ids");
+  setres(o.uid, o.euid);
+  try {
+    const ex = new Int32Array([o.type, o.pid]);
+    unwrap(libc.fcntl(fd, F.SETOWN_EX, addressOf(ex)), "fcntl(F_SETOWN_EX)", `fd ${fd}`);
+  } finally {
+    setres(ids[0] >>> 0, ids[1] >>> 0);
+  }
 }
 
 /** pipe2(2): returns [readEnd, writeEnd]. */

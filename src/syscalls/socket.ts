@@ -137,7 +137,16 @@ export const SO = {
   SNDTIMEO: 21,
   SNDBUFFORCE: 32,
   RCVBUFFORCE: 33,
+  DONTROUTE: 5,
   KEEPALIVE: 9,
+  OOBINLINE: 10,
+  NO_CHECK: 11,
+  LINGER: 13,
+  PASSCRED: 16,
+  PASSSEC: 34,
+  /** SO_ATTACH_FILTER; read back as SO_GET_FILTER. */
+  ATTACH_FILTER: 26,
+  BUF_LOCK: 72,
   PRIORITY: 12,
   REUSEPORT: 15,
   RCVLOWAT: 18,
@@ -180,6 +189,15 @@ export const IPPROTO = { TCP: 6, UDP: 17, RAW: 255 } as const;
 export const SOCK_RAW = 3;
 /** IPV6_V6ONLY. */
 export const IPV6_V6ONLY = 26;
+/** IP-level options (SOL_IP) and their IPv6 counterparts (SOL_IPV6). */
+export const IP_OPT = {
+  TOS: 1,
+  TTL: 2,
+  PKTINFO: 8,
+  FREEBIND: 15,
+  IPV6_RECVPKTINFO: 49,
+  IPV6_FREEBIND: 78,
+} as const;
 /** Address families. */
 export const AF_INET = 2;
 export const AF_INET6 = 10;
@@ -302,6 +320,11 @@ export function listen(fd: number, backlog: number): void {
   unwrap(sys(NR.listen, BigInt(fd), BigInt(backlog)), "listen", `fd ${fd}`);
 }
 
+/** shutdown(2) that ignores its answer (ENOTCONN for an unconnected socket it marks anyway). */
+export function shutdownQuiet(fd: number, how: number): void {
+  sys(NR.shutdown, BigInt(fd), BigInt(how));
+}
+
 /** shutdown(2); `how` 0 reading, 1 writing, 2 both. */
 export function shutdown(fd: number, how: number): void {
   unwrap(sys(NR.shutdown, BigInt(fd), BigInt(how)), "shutdown", `fd ${fd}`);
@@ -322,6 +345,50 @@ export function getsockopt(fd: number, name: number, out: Uint8Array, level = SO
     `getsockopt(${name})`,
     `fd ${fd}`,
   );
+}
+
+/**
+ * The classic BPF filter attached to socket `fd` (SO_GET_FILTER), each instruction (`struct
+ * sock_filter {u16 code; u8 jt; u8 jf; u32 k;}`) as one word: code << 48 | jt << 40 | jf << 32
+ * | k, as criu stores it. Empty when none is attached.
+ */
+export function getSocketFilter(fd: number): bigint[] {
+  const count = new Uint32Array([0]);
+  const lenAt = addressOf(new Uint8Array(count.buffer));
+  unwrap(
+    sys(NR.getsockopt, BigInt(fd), BigInt(SOL_SOCKET), 26n, 0n, lenAt),
+    "getsockopt(SO_GET_FILTER)",
+    `fd ${fd}`,
+  );
+  if (!count[0]) return [];
+  const insns = new Uint8Array(count[0] * 8);
+  unwrap(
+    sys(NR.getsockopt, BigInt(fd), BigInt(SOL_SOCKET), 26n, addressOf(insns), lenAt),
+    "getsockopt(SO_GET_FILTER)",
+    `fd ${fd}`,
+  );
+  const v = new DataView(insns.buffer);
+  return Array.from(
+    { length: count[0] },
+    (_, i) =>
+      (BigInt(v.getUint16(i * 8, true)) << 48n) | (BigInt(v.getUint8(i * 8 + 2)) << 40n) |
+      (BigInt(v.getUint8(i * 8 + 3)) << 32n) | BigInt(v.getUint32(i * 8 + 4, true)),
+  );
+}
+
+/** Attaches classic BPF filter `words` (as {@link getSocketFilter} gives them) to `fd`. */
+export function setSocketFilter(fd: number, words: bigint[]): void {
+  const insns = new Uint8Array(words.length * 8);
+  const v = new DataView(insns.buffer);
+  words.forEach((w, i) => {
+    v.setUint16(i * 8, Number((w >> 48n) & 0xffffn), true);
+    v.setUint8(i * 8 + 2, Number((w >> 40n) & 0xffn));
+    v.setUint8(i * 8 + 3, Number((w >> 32n) & 0xffn));
+    v.setUint32(i * 8 + 4, Number(w & 0xffffffffn), true);
+  });
+  // struct sock_fprog {unsigned short len; struct sock_filter *filter;}
+  const prog = new BigUint64Array([BigInt(words.length), addressOf(insns)]);
+  setsockopt(fd, 26, new Uint8Array(prog.buffer));
 }
 
 /** setsockopt(2) at `level` (SOL_SOCKET unless given) of bytes `value`. */

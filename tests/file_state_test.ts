@@ -1,0 +1,42 @@
+/**
+ * Open files, mappings and sockets come back exactly: file owners and I/O signals, pipe sizes,
+ * deleted files (holes, owner, mode, times, one inode for all their descriptions), memfd mode
+ * and execveat, VMA flags and advice (victims/filestate.c); socket options, filters,
+ * shutdowns, unix socket files and names, peers gone or deleted (victims/sockstate.c).
+ */
+import { assertEquals, assertMatch } from "./assert.ts";
+import {
+  buildVictim,
+  criu,
+  freePort,
+  killAll,
+  startVictim,
+  stopVictim,
+  tmpDir,
+  verdict,
+  waitGone,
+  waitReport,
+} from "./helpers.ts";
+
+for (
+  const [victim, extra] of [["filestate", []], ["sockstate", [() => `${freePort()}`]]] as const
+) {
+  Deno.test(`${victim}: dump, restore, and the victim finds all of it as it was`, async () => {
+    const bin = await buildVictim(victim);
+    const v = startVictim(["setsid", bin, "{out}", "{dir}", ...extra.map((f) => f())]);
+    try {
+      await waitReport(v);
+      const imgs = tmpDir();
+      const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+      assertEquals(d.code, 0, d.stderr);
+      await v.child.status;
+      await waitGone(v.pid);
+      const r = await criu(["restore", "-d", "-D", imgs]);
+      assertEquals(r.code, 0, r.stderr);
+      assertMatch(await verdict(v), /\nPASS\n$/);
+    } finally {
+      killAll(v.pid);
+      await stopVictim(v);
+    }
+  });
+}
