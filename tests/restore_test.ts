@@ -369,6 +369,70 @@ Deno.test("a shell job on a terminal: dump -j and restore -j onto the restorer's
   }
 });
 
+for (const mode of ["leader", "job"]) {
+  Deno.test(`a shell job (session ${mode}) on a terminal: restore -j onto another terminal, then it reads what is typed`, async () => {
+    const bin = await buildVictim("ttyecho");
+    const py = `${ROOT}/tests/victims/pty_run.py`;
+    const dir = tmpDir();
+    const log = `${dir}/echo.log`;
+    const v = startVictim(["python3", py, "{out}", bin, log, mode], dir);
+    let restorer: Victim | undefined;
+    let pid = 0;
+    try {
+      const ready = (await waitLine(log, /^ready pid=\d+ sid=\d+/)).match(/(\d+) sid=(\d+)/)!;
+      pid = Number(ready[1]);
+      // A session leader stays one (a session of its own, as criu restores it); a job of the
+      // shell's session joins the restorer's session, in a group of its own.
+      assertEquals(Number(ready[2]) === pid, mode === "leader");
+      Deno.writeTextFileSync(`${v.out}.in`, "one\n", { append: true });
+      await waitLine(log, /^got one/);
+      const imgs = tmpDir();
+      const run = await criu(["dump", "-t", `${pid}`, "-D", imgs, "-j"]);
+      assertEquals(run.code, 0, run.stderr);
+      assert(await waitGone(pid), "dumped task gone");
+      // From another terminal, waiting for the task: it reads that terminal (a job: as the
+      // terminal's foreground group; else SIGTTIN would stop it).
+      const rdir = tmpDir();
+      restorer = startVictim([
+        "python3",
+        py,
+        "{out}",
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--quiet",
+        `${ROOT}/main.ts`,
+        "restore",
+        "-D",
+        imgs,
+        "-j",
+      ], rdir);
+      // Restored once it runs in its own group (criu made it in criu's).
+      const ids = () => {
+        const st = safeRead(`/proc/${pid}/stat`).split(") ")[1]?.split(" ") ?? [];
+        return [Number(st[2]), Number(st[3]), st[0]] as const;
+      };
+      for (let i = 0; i < 300 && (ids()[0] !== pid || ids()[2] === "t"); i++) await sleep(10);
+      const [pgid, sid] = ids();
+      assertEquals(pgid, pid, "its own process group");
+      if (mode === "leader") assertEquals(sid, pid, "its own session");
+      else assert(sid !== pid, "in the restorer's session");
+      Deno.writeTextFileSync(`${restorer.out}.in`, "two\n", { append: true });
+      await waitLine(log, /^got two/, 5000).catch((e) => {
+        throw new Error(`${e.message} (task state ${procState(pid)})`);
+      });
+      // End of input: the task exits with 3, and so does criu restore, which waited for it.
+      Deno.writeTextFileSync(`${restorer.out}.in`, "\x04", { append: true });
+      await waitReport(restorer, "exit=");
+      assertMatch(Deno.readTextFileSync(restorer.out), /exit=3/, safeRead(`${restorer.out}.tty`));
+    } finally {
+      await stopVictim(v);
+      if (restorer) await stopVictim(restorer);
+      if (pid) killAll(pid);
+    }
+  });
+}
+
 Deno.test("eventfd, signalfd, timerfd and an epoll set watching them survive dump and restore", async () => {
   const bin = await buildVictim("fdkinds");
   const v = startVictim(["setsid", bin, "{out}"]);

@@ -30,13 +30,13 @@ function treePids(pid: number): number[] {
   return [...new Set(out)];
 }
 
-Deno.test("capabilities, credentials, scheduling, oom, THP, dumpable, membarrier, timers, zombies and a stopped child", async () => {
+Deno.test("capabilities, credentials, scheduling, oom, THP, dumpable, membarrier, timers, zombies, a stopped child, no SIGCHLD from the restore", async () => {
   const bin = await buildVictim("taskstate");
   const v = startVictim(["setsid", bin, "{out}"]);
   try {
     await waitReport(v);
     const pids = treePids(v.pid);
-    assertEquals(pids.length, 6, "leader, two live children, three zombies");
+    assertEquals(pids.length, 7, "leader, two live children, four zombies");
     const before = Deno.readTextFileSync(`/proc/${v.pid}/status`);
     const imgs = tmpDir();
     const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);

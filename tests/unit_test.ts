@@ -33,6 +33,7 @@ import {
   parseMaps,
   parseStat,
   parseStatus,
+  parseTimers,
   RLIM_INFINITY,
 } from "../src/tree/proc.ts";
 import { buildSigframe, restartedRegs, sigframeSize } from "../src/tree/sigframe.ts";
@@ -116,6 +117,15 @@ Deno.test("a home frame restarts an interrupted syscall and carries the FPU stat
     () => buildSigframe({ at: remotePtr(0x7008n), regs, sigmask: 0n, xsave }),
     /aligned/,
   );
+});
+
+Deno.test("/proc/PID/timers: a glibc SIGEV_THREAD timer signals its helper thread", () => {
+  const [t, u] = parseTimers(
+    "ID: 0\nsignal: 32/0000556fb4c90460\nnotify: signal/tid.20240\nClockID: 1\n" +
+      "ID: 1\nsignal: 14/0000000000000000\nnotify: signal/pid.20239\nClockID: 0\n",
+  );
+  assertEquals([t.notify, t.notifyTid, t.signo, t.clockId], [4, 20240, 32, 1]);
+  assertEquals([u.notify, u.notifyTid, u.signo], [0, 0, 14]);
 });
 
 Deno.test("/proc parsers read captured fixtures", () => {

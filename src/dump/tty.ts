@@ -13,6 +13,7 @@ import {
   winsize_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import { close, ioctl, O, tryOpen } from "../syscalls/mod.ts";
+import { parseStat, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { type TtyInfo, UnsupportedError } from "./file_types.ts";
 
@@ -46,8 +47,15 @@ export function readTty(
     const ws = new Uint16Array(4);
     ioctl(own, TIOCGWINSZ, new Uint8Array(ws.buffer), kind.path);
     const int = new Int32Array(1);
-    const sid = tryIoctl(own, TIOCGSID, int) ? int[0] : 0;
-    const pgrp = tryIoctl(own, TIOCGPGRP, int) ? int[0] : 0;
+    let sid = tryIoctl(own, TIOCGSID, int) ? int[0] : 0;
+    let pgrp = tryIoctl(own, TIOCGPGRP, int) ? int[0] : 0;
+    // Those two answer only on the caller's own controlling terminal: for the task's, its
+    // /proc/PID/stat tells (its session, and the terminal's foreground group).
+    const st = parseStat(readProcText(pid, "stat"));
+    if (st.ttyNr === kind.rdev && st.tpgid > 0) {
+      sid ||= st.sid;
+      pgrp ||= st.tpgid;
+    }
     const exclusive = tryIoctl(own, TIOCGEXCL, int) ? int[0] !== 0 : false;
     return {
       id: kind.index << 1,

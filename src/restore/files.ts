@@ -72,7 +72,7 @@ export class RestoreError extends Error {
  * The terminal of this restore (a shell job gets the caller's terminal, as with criu -j): the
  * first of our stdin, stdout, stderr that is a terminal.
  */
-function ourTerminal(): string {
+export function ourTerminal(): string {
   for (const fd of [0, 1, 2]) {
     try {
       const link = Deno.readLinkSync(`/proc/self/fd/${fd}`);

@@ -31,6 +31,8 @@ import {
   remap_file_path_entrySchema,
   remap_type,
   sk_packet_entrySchema,
+  type tty_info_entry,
+  tty_info_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import {
   type inventory_entry,
@@ -93,6 +95,8 @@ export interface DumpImages {
   memfds: Map<bigint, memfd_inode_entry>;
   /** File locks (file-lock.img). */
   locks: file_lock_entry[];
+  /** Terminals (tty-info.img): the foreground process group each had. */
+  ttys: tty_info_entry[];
   /** Named pipe contents by inode (fifo-data.img). */
   fifoData: Map<number, { data: Uint8Array; size: number }>;
   /** Deleted files by the id of their file entry: attributes and contents. */
@@ -324,6 +328,9 @@ export function readDump(dir: string): DumpImages {
   const locks = exists(p("file-lock.img"))
     ? readImage(p("file-lock.img"), "FILE_LOCKS", file_lock_entrySchema).map((e) => e.message)
     : [];
+  const ttys = exists(p("tty-info.img"))
+    ? readImage(p("tty-info.img"), "TTY_INFO", tty_info_entrySchema).map((e) => e.message)
+    : [];
   const memfds = new Map<bigint, memfd_inode_entry>();
   if (exists(p("memfd-inode.img"))) {
     for (const e of readImage(p("memfd-inode.img"), "MEMFD_INODE", memfd_inode_entrySchema)) {
@@ -356,6 +363,7 @@ export function readDump(dir: string): DumpImages {
     skQueues,
     ghosts,
     locks,
+    ttys,
     memfds,
   };
 }

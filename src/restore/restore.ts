@@ -33,6 +33,7 @@ import { silentLogger } from "../log.ts";
 import { VMA } from "../pagemap/vma.ts";
 import {
   close,
+  ioctl,
   kill,
   NR,
   O,
@@ -61,7 +62,14 @@ import { RemoteArena } from "./arena.ts";
 import { DEFAULT_LOCK_METHOD, LOCK_METHODS, type LockMethod } from "../net/netlock.ts";
 import { RepairedConnections } from "../net/tcp_conns.ts";
 import { type InetSocketState, isTcpConnection } from "../net/inet.ts";
-import { FileTable, type FileTableTcp, inetState, RestoreError, writeShmemImage } from "./files.ts";
+import {
+  FileTable,
+  type FileTableTcp,
+  inetState,
+  ourTerminal,
+  RestoreError,
+  writeShmemImage,
+} from "./files.ts";
 import { installFiles } from "./install.ts";
 import { PidTakenError, spawnTask } from "./helper.ts";
 
@@ -77,6 +85,7 @@ import { type DumpImages, readDump, type TaskImages } from "./images.ts";
 import { encodeOps, findGap, occupied, OP_SIZE, planMemory } from "./memory.ts";
 import { gpregsWords, xsaveArea } from "../images/x86.ts";
 import {
+  requeueSignals,
   restoreAfterCreds,
   restoreCreds,
   restoreTaskState,
@@ -184,15 +193,24 @@ const SIGSTOP = 19;
 /** sizeof(struct clone_args) with set_tid (CLONE_ARGS_SIZE_VER1). */
 const CLONE_ARGS_SIZE = 80;
 
-/** clone_args for a fork (or a thread) with a chosen id, in `arena`. */
-function cloneArgs(arena: RemoteArena, tid: number, thread: boolean, share = 0n): RemotePtr {
+/**
+ * clone_args for a fork (or a thread) with a chosen id, in `arena`; `quiet` children die
+ * without signalling their parent (helpers).
+ */
+function cloneArgs(
+  arena: RemoteArena,
+  tid: number,
+  thread: boolean,
+  share = 0n,
+  quiet = false,
+): RemotePtr {
   const setTid = arena.words([tid]);
   return arena.words([
     thread ? CLONE_THREAD_FLAGS : share, // flags
     0, // pidfd
     0, // child_tid
     0, // parent_tid
-    thread ? 0n : SIGCHLD, // exit_signal
+    thread || quiet ? 0n : SIGCHLD, // exit_signal
     0, // stack
     0, // stack_size
     0, // tls
@@ -294,9 +312,24 @@ async function restoreTree(
           rs.close({ restoreState: false });
           pages += fillShmem(dump, p.task, shmem);
         }
-        // Process groups, then the owners of files (an owner may name a group).
+        // Process groups, then the owners of files (an owner may name a group); zombies,
+        // in their groups now, die.
         restoreGroups(procs, opts.shellJob ?? false);
+        if (opts.shellJob) giveTerminal(dump);
         table.applyOwners();
+        for (const p of procs) if (p.task.zombie) zombify(p.seized, p.task.core.tc!);
+        for (const p of procs) {
+          if (
+            p.task.zombie ||
+            !procs.some((z) => z.task.zombie && z.task.pstree.ppid === p.task.pstree.pid)
+          ) continue;
+          const rs = RemoteSyscalls.open(p.seized, parseMaps(readProcText(p.seized.pid, "maps")));
+          try {
+            requeueSignals(rs, new RemoteArena(p.seized.pid, rs.scratch(4096), 4096), p.task);
+          } finally {
+            rs.close({ restoreState: false });
+          }
+        }
       } finally {
         for (const fd of shmem.values()) close(fd);
       }
@@ -312,6 +345,25 @@ async function restoreTree(
       if (p.task.zombie) continue;
       for (const th of p.threads) release(th.seized, th.core, p.task.core);
       release(p.seized, p.task.core, p.task.core);
+      // A stopped task stops again now, which tells its parent (CLD_STOPPED) a second time:
+      // once it has, the parent (released after its children) gets its own signals back.
+      const parent = procs.find((x) => x.task.pstree.pid === p.task.pstree.ppid);
+      if (p.task.core.tc?.taskState === TASK_STATE.STOPPED && parent) {
+        await waitStopped(p.task.pstree.pid);
+        const rs = RemoteSyscalls.open(
+          parent.seized,
+          parseMaps(readProcText(parent.seized.pid, "maps")),
+        );
+        try {
+          requeueSignals(
+            rs,
+            new RemoteArena(parent.seized.pid, rs.scratch(4096), 4096),
+            parent.task,
+          );
+        } finally {
+          rs.close({ restoreState: false });
+        }
+      }
     }
     await made.release();
     log.info(`Tree of task ${pid} resumed: ${procs.length} processes`);
@@ -456,8 +508,9 @@ function createChildren(
   const maps = parseMaps(readProcText(pid, "maps"));
   using rs = RemoteSyscalls.open(parent.seized, maps);
   const ps = parent.task.pstree;
-  const isRoot = procs[0] === parent;
-  if (ps.sid === pid && !(isRoot && opts.shellJob)) {
+  // A session leader is one again, the root of a shell job too (as criu does): its terminal
+  // is then no longer its controlling one, and it reads it without job control.
+  if (ps.sid === pid) {
     const ret = rs.call(NR.setsid);
     if (ret < 0n) throw new RestoreError(`Cannot make task ${pid} a session leader: errno ${-ret}`);
   }
@@ -480,11 +533,8 @@ function createChildren(
     const r: Restoring = { task: child, seized, threads: [] };
     procs.push(r);
     log.debug(`task ${cpid} made by ${pid}`);
-    if (child.zombie) {
-      zombify(seized, child.core.tc!, maps, scratch);
-    } else {
-      createChildren(dump, r, procs, opts, log);
-    }
+    // A zombie dies once process groups are set (it may have to join one).
+    if (!child.zombie) createChildren(dump, r, procs, opts, log);
   }
 }
 
@@ -493,13 +543,9 @@ function createChildren(
  * its signal (delivered through ptrace with the default action, dumpable off so that no core
  * file is written; the dump refuses a zombie that had dumped core).
  */
-function zombify(
-  seized: SeizedTask,
-  tc: NonNullable<core_entry["tc"]>,
-  maps: ReturnType<typeof parseMaps>,
-  scratch: RemotePtr,
-): void {
-  const rs = RemoteSyscalls.open(seized, maps);
+function zombify(seized: SeizedTask, tc: NonNullable<core_entry["tc"]>): void {
+  const rs = RemoteSyscalls.open(seized, parseMaps(readProcText(seized.pid, "maps")));
+  const scratch = rs.scratch(4096);
   const status = tc.exitCode;
   const sig = status & 0x7f;
   const PR_SET_NAME = 15, PR_SET_DUMPABLE = 4;
@@ -534,6 +580,33 @@ function zombify(
   seized.forget();
 }
 
+/**
+ * A shell job whose root led its process group, but not its session, is made the foreground
+ * group of the restorer's terminal before it runs, as criu does (else its first read of the
+ * terminal stops it: SIGTTIN); unless the images say another group had the terminal.
+ */
+function giveTerminal(dump: DumpImages): void {
+  const root = dump.tasks[0].pstree;
+  if (root.sid === root.pid || root.pgid !== root.pid) return;
+  if (dump.ttys.length && dump.ttys.every((t) => t.pgrp && t.pgrp !== root.pgid)) return;
+  const fd = openHere(ourTerminal(), O.RDWR | O.NOCTTY | O.CLOEXEC);
+  try {
+    const TIOCSPGRP = 0x5410;
+    ioctl(fd, TIOCSPGRP, new Uint8Array(new Int32Array([root.pid]).buffer), "the terminal");
+  } finally {
+    close(fd);
+  }
+}
+
+/** Waits (a second at most) until task `pid` sits in a group stop. */
+async function waitStopped(pid: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (parseStat(readProcText(pid, "stat")).state === "T") return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new RestoreError(`Task ${pid} did not stop again`);
+}
+
 /** PTRACE_CONT that ignores a task gone meanwhile. */
 function tryPtraceCont(pid: number, sig = 0): void {
   try {
@@ -543,29 +616,78 @@ function tryPtraceCont(pid: number, sig = 0): void {
   }
 }
 
-/** Process groups: leaders first, then members join them. */
+/**
+ * Process groups: leaders first, then members join them, zombies too (they die after). A group
+ * whose leader is gone (not in the images) is held by a helper while its members join: a
+ * child of the first member's parent with the group's id, made leader, then let go and reaped
+ * (it dies without signalling its parent).
+ */
 function restoreGroups(procs: Restoring[], shellJob: boolean): void {
-  const live = procs.filter((p) => !p.task.zombie);
-  const order = [
-    ...live.filter((p) => p.task.pstree.pgid === p.task.pstree.pid),
-    ...live.filter((p) => p.task.pstree.pgid !== p.task.pstree.pid),
-  ];
-  for (const p of order) {
-    const ps = p.task.pstree;
-    const cur = parseStat(readProcText(ps.pid, "stat"));
-    if (cur.pgid === ps.pgid) continue;
-    if (p === procs[0] && shellJob && ps.pgid !== ps.pid) continue;
-    const maps = parseMaps(readProcText(ps.pid, "maps"));
-    const rs = RemoteSyscalls.open(p.seized, maps);
+  const pids = new Set(procs.map((p) => p.task.pstree.pid));
+  const helpers: { seized: SeizedTask; parent: Restoring }[] = [];
+  const inject = <T>(p: SeizedTask, fn: (rs: RemoteSyscalls) => T): T => {
+    const rs = RemoteSyscalls.open(p, parseMaps(readProcText(p.pid, "maps")));
     try {
-      const ret = rs.call(NR.setpgid, 0, ps.pgid === ps.pid ? 0 : ps.pgid);
-      if (ret < 0n) {
-        throw new RestoreError(
-          `Cannot put task ${ps.pid} in process group ${ps.pgid}: errno ${-ret}`,
-        );
-      }
+      return fn(rs);
     } finally {
       rs.close({ restoreState: false });
+    }
+  };
+  try {
+    for (const p of procs) {
+      const ps = p.task.pstree;
+      if (
+        ps.pgid === ps.pid || pids.has(ps.pgid) || helpers.some((h) => h.seized.pid === ps.pgid)
+      ) {
+        continue;
+      }
+      if (p === procs[0]) {
+        if (shellJob) continue;
+        throw new RestoreError(
+          `Cannot restore task ${ps.pid}: its process group ${ps.pgid} has no leader in the ` +
+            `images; restore it as a shell job (-j)`,
+        );
+      }
+      const parent = procs.find((x) => x.task.pstree.pid === ps.ppid)!;
+      const seized = inject(parent.seized, (rs) => {
+        const arena = new RemoteArena(parent.seized.pid, rs.scratch(4096), 4096);
+        const made = rs.clone(cloneArgs(arena, ps.pgid, false, 0n, true), CLONE_ARGS_SIZE);
+        if (made !== ps.pgid) {
+          throw new RestoreError(`Group helper ${ps.pgid} came back as ${made}`);
+        }
+        return SeizedTask.adopt(made);
+      });
+      helpers.push({ seized, parent });
+      inject(seized, (rs) => {
+        const ret = rs.call(NR.setpgid, 0, 0);
+        if (ret < 0n) {
+          throw new RestoreError(`Cannot make process group ${ps.pgid}: errno ${-ret}`);
+        }
+      });
+    }
+    const order = [
+      ...procs.filter((p) => p.task.pstree.pgid === p.task.pstree.pid),
+      ...procs.filter((p) => p.task.pstree.pgid !== p.task.pstree.pid),
+    ];
+    for (const p of order) {
+      const ps = p.task.pstree;
+      const cur = parseStat(readProcText(ps.pid, "stat"));
+      if (cur.pgid === ps.pgid) continue;
+      if (p === procs[0] && shellJob && ps.pgid !== ps.pid) continue;
+      inject(p.seized, (rs) => {
+        const ret = rs.call(NR.setpgid, 0, ps.pgid === ps.pid ? 0 : ps.pgid);
+        if (ret < 0n) {
+          throw new RestoreError(
+            `Cannot put task ${ps.pid} in process group ${ps.pgid}: errno ${-ret}`,
+          );
+        }
+      });
+    }
+  } finally {
+    // The helpers go, reaped by their parents (no SIGCHLD: exit_signal 0).
+    for (const { seized, parent } of helpers) {
+      seized.kill();
+      inject(parent.seized, (rs) => rs.call(NR.wait4, seized.pid, 0, 0x40000000, /* __WALL */ 0));
     }
   }
 }

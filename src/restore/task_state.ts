@@ -168,12 +168,32 @@ export function restoreTaskState(
   if (mm.thpDisabled) sys(NR.prctl, "THP disabled", PR.SET_THP_DISABLE, 1, 0, 0, 0);
   if (tc.oomScoreAdj !== undefined) writeProcValue(pid, "oom_score_adj", tc.oomScoreAdj);
   restoreMembarrier(sys, tc.membarrierRegistrationMask ?? 0);
-  // Exactly the dumped signals are pending: the making of the tree may have queued others
-  // (the SIGCHLD of a child made a zombie). Take every one, then queue the dumped ones.
+  drainSignals(rs, arena);
+  queueSignals(sys, arena, pid, pid, tc.signalsS?.signals, true);
+}
+
+/**
+ * Exactly the dumped signals are pending: the making of the tree may have queued others (the
+ * SIGCHLD of a child made a zombie). Takes every signal pending for the task (its own, then
+ * the process's).
+ */
+function drainSignals(rs: RemoteSyscalls, arena: RemoteArena): void {
   const all = arena.words([~((1n << 8n) | (1n << 18n)) & 0xffffffffffffffffn]);
   const now = arena.words([0, 0]);
   for (let i = 0; i < 256 && rs.call(NR.rt_sigtimedwait, all, 0, now, 8) > 0n; i++);
-  queueSignals(sys, arena, pid, pid, tc.signalsS?.signals, true);
+}
+
+/**
+ * The process's and its leader's pending signals again, after something (its children dying
+ * as zombies) queued more: everything pending is taken, the dumped signals queued again.
+ */
+export function requeueSignals(rs: RemoteSyscalls, arena: RemoteArena, task: TaskImages): void {
+  const pid = rs.task.pid;
+  const sys = sysIn(rs);
+  arena.reset();
+  drainSignals(rs, arena);
+  queueSignals(sys, arena, pid, pid, task.core.tc?.signalsS?.signals, true);
+  queueSignals(sys, arena, pid, pid, task.core.threadCore?.signalsP?.signals, false);
 }
 
 /** membarrier(2) commands, by the bit of MEMBARRIER_CMD_GET_REGISTRATIONS they register. */

@@ -35,6 +35,8 @@ export interface ProcStat {
   pgid: number;
   sid: number;
   ttyNr: number;
+  /** Foreground process group of its controlling terminal (-1 without one). */
+  tpgid: number;
   flags: number;
   nice: number;
   numThreads: number;
@@ -71,6 +73,7 @@ export function parseStat(text: string): ProcStat {
     pgid: n(5),
     sid: n(6),
     ttyNr: n(7),
+    tpgid: n(8),
     flags: n(9),
     nice: n(19),
     numThreads: n(20),
@@ -291,15 +294,17 @@ export function parseTimers(text: string): ProcTimer[] {
     const id = /^ID:\s*(\d+)/m.exec(block);
     if (!id) continue;
     const sig = /^signal:\s*(\d+)\/([0-9a-f]+)/m.exec(block);
+    // "notify: signal/tid.123": how (signal, none, thread), then to a thread or the process.
     const notify = /^notify:\s*(\w+)\/(\w+)\.(\d+)/m.exec(block);
     const clock = /^ClockID:\s*(\d+)/m.exec(block);
-    const kind = notify?.[1] ?? "signal";
+    const how = { signal: 0, none: 1, thread: 2 }[notify?.[1] ?? "signal"] ?? 0;
+    const toThread = notify?.[2] === "tid";
     out.push({
       id: Number(id[1]),
       signo: Number(sig?.[1] ?? 0),
       sival: BigInt("0x" + (sig?.[2] ?? "0")),
-      notify: kind === "none" ? 1 : kind === "thread" ? 4 : 0,
-      notifyTid: kind === "thread" ? Number(notify![3]) : 0,
+      notify: how | (toThread ? 4 /* SIGEV_THREAD_ID */ : 0),
+      notifyTid: toThread ? Number(notify![3]) : 0,
       clockId: Number(clock?.[1] ?? 0),
     });
   }

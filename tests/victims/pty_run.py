@@ -1,7 +1,7 @@
 """Runs a command on a new pseudo-terminal (its stdio and controlling tty) and keeps the master
 open, draining it, until killed. Appends to REPORT "ready pid=PID" at start and "exit=CODE"
 when the command ends (the terminal stays, for whatever else holds it). What the terminal
-shows is appended to REPORT.tty.
+shows is appended to REPORT.tty. What is appended to REPORT.in is typed into the terminal.
 
     python3 pty_run.py REPORT CMD ARGS...
 """
@@ -22,7 +22,17 @@ def report(line):
 
 report(f"ready pid={pid}")
 running = True
+typed = 0
 while True:
+    try:
+        with open(sys.argv[1] + ".in", "rb") as f:
+            f.seek(typed)
+            more = f.read()
+        if more:
+            os.write(master, more)
+            typed += len(more)
+    except OSError:
+        pass
     r, _, _ = select.select([master], [], [], 0.1)
     if r:
         try:

@@ -5,13 +5,16 @@
  *             permitted set, CAP_SYS_BOOT out of the bounding set, CAP_NET_RAW inheritable and
  *             ambient; SECBIT_KEEP_CAPS; nice 5; oom_score_adj 400; THP disabled; not
  *             dumpable; membarrier registered (private expedited); ITIMER_REAL every 20 ms
- *             with a handler counting SIGALRMs (it expires while the task is frozen)
+ *             with a handler counting SIGALRMs (it expires while the task is frozen); a POSIX
+ *             timer with SIGEV_THREAD (glibc's helper thread runs a function every 20 ms)
  *   thread A  SCHED_RR | SCHED_RESET_ON_FORK, priority 3; its own user ids (raw setresuid
  *             in this thread only: 0, 4242, 0)
  *   thread B  SCHED_IDLE
  *   child C   ids changed: uid 1/2/3 (fs 2), gid 5/6/7 (fs 8); parent-death signal SIGUSR1
  *   child S   stopped by SIGSTOP (the parent has not collected the stop: waitid WNOWAIT)
- *   zombies   exited with 3; killed by SIGTERM; killed by SIGSEGV (no core)
+ *   zombies   exited with 3; killed by SIGTERM; killed by SIGSEGV (no core); one in a process
+ *             group whose leader is gone (made by a child that led the group, then exited)
+ *   SIGCHLD   counted by a handler: the restore sends none (zombies die, a child stops again)
  *
  * Prints "ready pid=P" to argv[1]. On SIGTERM the leader checks all of it, asks C to check
  * itself, collects the zombies and the stopped child, and writes PASS or FAIL <what>.
@@ -34,6 +37,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef SCHED_RESET_ON_FORK
@@ -50,6 +54,11 @@ static const char *failed;
 static void say(const char *s) { write(out, s, strlen(s)); }
 static void fail(const char *why) { if (!failed) failed = why; }
 static void on_alarm(int sig) { (void)sig; alarms++; }
+static volatile int sigchld;
+static void on_chld(int sig) { (void)sig; sigchld++; }
+static pid_t z_orphan, z_group;
+static volatile int ticks;
+static void on_tick(union sigval v) { (void)v; __atomic_add_fetch(&ticks, 1, __ATOMIC_SEQ_CST); }
 
 struct caps {
 	struct __user_cap_header_struct h;
@@ -175,6 +184,11 @@ static void check(int sig)
 		usleep(20000);
 	if (alarms < a0 + 3)
 		fail("ITIMER_REAL stopped ticking");
+	int t0 = ticks;
+	for (int i = 0; i < 20 && ticks < t0 + 3; i++)
+		usleep(20000);
+	if (ticks < t0 + 3)
+		fail("the SIGEV_THREAD timer stopped");
 	/* Child C checks its ids. */
 	char answer = 0;
 	write(c_ask[1], "?", 1);
@@ -189,6 +203,12 @@ static void check(int sig)
 	if (waitpid(z_segv, &st, WNOHANG) != z_segv || !WIFSIGNALED(st) || WTERMSIG(st) != SIGSEGV ||
 	    WCOREDUMP(st))
 		fail("zombie killed by SIGSEGV");
+	if (sigchld)
+		fail("a SIGCHLD came from the restore");
+	if (getpgid(z_orphan) != z_group)
+		fail("the process group of the zombie whose group leader is gone");
+	if (waitpid(z_orphan, &st, WNOHANG) != z_orphan || !WIFEXITED(st) || WEXITSTATUS(st) != 5)
+		fail("zombie in an orphaned group");
 	/* The stopped child is stopped, and goes on when continued. */
 	siginfo_t si = {0};
 	if (waitid(P_PID, child_s, &si, WSTOPPED | WNOHANG | WNOWAIT) || si.si_pid != child_s ||
@@ -226,7 +246,23 @@ int main(int argc, char **argv)
 		*(volatile int *)0 = 0;
 		_exit(1);
 	}
+	/* A child leading its own group makes a sibling (CLONE_PARENT) in that group, and exits. */
+	int zp[2];
+	pipe(zp);
+	pid_t leader = fork();
+	if (leader == 0) {
+		setpgid(0, 0);
+		pid_t z = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+		if (z == 0)
+			_exit(5);
+		write(zp[1], &z, sizeof(z));
+		_exit(0);
+	}
+	read(zp[0], &z_orphan, sizeof(z_orphan));
+	z_group = leader;
+	waitpid(leader, NULL, 0);
 	siginfo_t si;
+	waitid(P_PID, z_orphan, &si, WEXITED | WNOWAIT);
 	pid_t zombies[] = {z_exit, z_term, z_segv};
 	for (int i = 0; i < 3; i++)
 		waitid(P_PID, zombies[i], &si, WEXITED | WNOWAIT);
@@ -273,12 +309,22 @@ int main(int argc, char **argv)
 		fail("setup: membarrier");
 	struct itimerval it = {.it_interval = {0, 20000}, .it_value = {0, 20000}};
 	setitimer(ITIMER_REAL, &it, NULL);
+	struct sigevent ev = {.sigev_notify = SIGEV_THREAD, .sigev_notify_function = on_tick};
+	timer_t timer;
+	struct itimerspec every = {.it_interval = {0, 20000000}, .it_value = {0, 20000000}};
+	if (timer_create(CLOCK_MONOTONIC, &ev, &timer) || timer_settime(timer, 0, &every, NULL))
+		fail("setup: SIGEV_THREAD timer");
+	while (!ticks)
+		usleep(1000);
 	if (failed) {
 		say("FAIL ");
 		say(failed);
 		say("\n");
 		return 1;
 	}
+	usleep(20000); /* every SIGCHLD of the setup is in, counted or not: from now, none */
+	struct sigaction chld = {.sa_handler = on_chld, .sa_flags = SA_RESTART};
+	sigaction(SIGCHLD, &chld, NULL);
 	char buf[64];
 	snprintf(buf, sizeof(buf), "ready pid=%d\n", getpid());
 	say(buf);
