@@ -10,6 +10,8 @@
  *    16  done     0 while running, 1 when finished
  *    24  failed   index of the failing op, or -1
  *    32  result   -errno of the failing op, or 0
+ *    40  compared pages PREAD_CMP compared with what the task inherited
+ *    48  kept     of those, pages left as they were (still shared with the parent)
  *
  *   struct op { u64 code, a, b, c, d, e, f; }   (56 bytes)
  *     MUNMAP   addr len
@@ -19,13 +21,19 @@
  *     MPROTECT addr len prot
  *     MADVISE  addr len advice          f != 0: failure is not an error
  *     SHMAT    shmid addr flags         attach a System V segment at addr
+ *     PREAD_CMP fd addr len off buf buflen  like PREAD, through buf, writing only the pages
+ *                                       that differ from what is at addr: memory inherited
+ *                                       from the parent stays shared (copy-on-write) where
+ *                                       it is the same
  *
  * When done it sleeps in pause() with every signal blocked until the restorer interrupts it.
  * Freestanding: no libc, no globals, position independent; the entry point is the first byte.
  */
 #include "syscall.h"
 
-enum { OP_MUNMAP = 1, OP_MREMAP, OP_MMAP, OP_PREAD, OP_MPROTECT, OP_MADVISE, OP_SHMAT };
+enum { OP_MUNMAP = 1, OP_MREMAP, OP_MMAP, OP_PREAD, OP_MPROTECT, OP_MADVISE, OP_SHMAT, OP_PREAD_CMP };
+
+#define PAGE_SIZE 4096
 
 #define MAP_FIXED 0x10
 #define MREMAP_MAYMOVE 1
@@ -41,9 +49,63 @@ struct args {
 	volatile s64 done;
 	s64 failed;
 	s64 result;
+	u64 compared;
+	u64 kept;
 };
 
-static inline s64 run_op(const struct op *o)
+/* Reads len bytes at off of fd into buf, whole. */
+static s64 read_full(u64 fd, u64 buf, u64 len, u64 off)
+{
+	while (len) {
+		s64 ret = sys6(NR_pread64, fd, buf, len, off, 0, 0);
+		if (ret == -EINTR)
+			continue;
+		if (ret < 0)
+			return ret;
+		if (ret == 0)
+			return -5; /* EIO: the pages file ended early */
+		buf += ret;
+		off += ret;
+		len -= ret;
+	}
+	return 0;
+}
+
+static int same_page(const u64 *a, const u64 *b)
+{
+	for (u64 i = 0; i < PAGE_SIZE / 8; i++)
+		if (a[i] != b[i])
+			return 0;
+	return 1;
+}
+
+static s64 pread_cmp(const struct op *o, struct args *a)
+{
+	u64 addr = o->b, left = o->c, off = o->d, buf = o->e;
+	while (left) {
+		u64 n = left < o->f ? left : o->f;
+		s64 ret = read_full(o->a, buf, n, off);
+		if (ret < 0)
+			return ret;
+		for (u64 p = 0; p < n; p += PAGE_SIZE) {
+			u64 *dst = (u64 *)(addr + p);
+			const u64 *src = (const u64 *)(buf + p);
+			a->compared++;
+			if (same_page(dst, src)) {
+				a->kept++;
+				continue;
+			}
+			for (u64 i = 0; i < PAGE_SIZE / 8; i++)
+				dst[i] = src[i];
+		}
+		addr += n;
+		off += n;
+		left -= n;
+	}
+	return 0;
+}
+
+static inline s64 run_op(const struct op *o, struct args *a)
 {
 	s64 ret = 0;
 	switch (o->code) {
@@ -55,22 +117,10 @@ static inline s64 run_op(const struct op *o)
 	case OP_MMAP:
 		ret = sys6(NR_mmap, o->a, o->b, o->c, o->d | MAP_FIXED, o->e, o->f);
 		return ret < 0 && ret > -4096 ? ret : ((u64)ret == o->a ? 0 : -22);
-	case OP_PREAD: {
-		u64 addr = o->b, left = o->c, off = o->d;
-		while (left) {
-			ret = sys6(NR_pread64, o->a, addr, left, off, 0, 0);
-			if (ret == -EINTR)
-				continue;
-			if (ret < 0)
-				return ret;
-			if (ret == 0)
-				return -5; /* EIO: the pages file ended early */
-			addr += ret;
-			off += ret;
-			left -= ret;
-		}
-		return 0;
-	}
+	case OP_PREAD:
+		return read_full(o->a, o->b, o->c, o->d);
+	case OP_PREAD_CMP:
+		return pread_cmp(o, a);
 	case OP_MPROTECT:
 		return sys3(NR_mprotect, o->a, o->b, o->c);
 	case OP_MADVISE:
@@ -87,8 +137,10 @@ __attribute__((section(".text.entry"), used, noreturn)) void restorer_main(struc
 {
 	a->failed = -1;
 	a->result = 0;
+	a->compared = 0;
+	a->kept = 0;
 	for (u64 i = 0; i < a->nops; i++) {
-		s64 ret = run_op(&a->ops[i]);
+		s64 ret = run_op(&a->ops[i], a);
 		if (ret < 0) {
 			a->failed = i;
 			a->result = ret;

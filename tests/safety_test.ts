@@ -16,6 +16,7 @@ import {
   tmpDir,
   tracerPid,
   verdict,
+  waitLine,
   waitReport,
 } from "./helpers.ts";
 
@@ -136,5 +137,31 @@ Deno.test("a dump without CAP_SYS_ADMIN (pagemap hides frame numbers) keeps ever
   } finally {
     killAll(pid);
     await stopVictim(v);
+  }
+});
+
+Deno.test("a task that cannot stop (in vfork()) fails the dump after --timeout, and goes on", async () => {
+  const bin = await buildVictim("vfork");
+  const v = startVictim([bin, "{out}"]);
+  let pids: number[] = [];
+  try {
+    const r = await waitReport(v);
+    pids = [Number(r.pid), Number(r.child)];
+    const t0 = performance.now();
+    const run = await criu(["dump", "-t", r.pid, "-D", tmpDir(), "--timeout", "1"]);
+    const took = performance.now() - t0;
+    assertEquals(run.code, 1);
+    assertMatch(
+      run.stderr.trim().split("\n").at(-1)!,
+      new RegExp(`task ${r.pid}: it did not stop in time \\(state D.*vfork`),
+    );
+    assert(took > 900 && took < 10_000, `gave up after the timeout (${took} ms)`);
+    // Once its child dies the task goes on, untraced: it reaps the child and reports.
+    Deno.kill(pids[1], "SIGTERM");
+    await waitLine(v.out, /^(PASS|FAIL)/);
+    assertMatch(Deno.readTextFileSync(v.out), /PASS vfork/);
+  } finally {
+    await stopVictim(v);
+    killAll(...pids);
   }
 });

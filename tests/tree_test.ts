@@ -255,3 +255,39 @@ Deno.test("System V shared memory: a keyed segment and a removed one, shared wit
     }
   }
 });
+
+Deno.test("copy-on-write memory stays shared by a parent, its child and grandchild", async () => {
+  const bin = await buildVictim("cow");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  let pids: number[] = [];
+  try {
+    const r = await waitReport(v);
+    pids = [v.pid, Number(r.child), Number(r.grandchild)];
+    assertEquals(r.shared, "22", "pages the three share before the dump");
+    const imgs = tmpDir();
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(run.code, 0, run.stderr);
+    await v.child.status;
+    for (const pid of pids) assert(await waitGone(pid), `task ${pid} gone after dump`);
+    // A file mapped by all three is one file entry, as criu writes it.
+    const img = await critDecodeAll(imgs);
+    const fileIds = (pid: number) =>
+      img.get(`mm-${pid}.img`)!.entries[0].vmas
+        .filter((m: { status: string }) => m.status.includes("FILE_PRIVATE"))
+        .map((m: { shmid: number }) => m.shmid).join();
+    assertEquals(fileIds(pids[1]), fileIds(pids[0]));
+    assertEquals(fileIds(pids[2]), fileIds(pids[0]));
+
+    const rest = await criu(["restore", "-D", imgs, "-d", "--display-stats"]);
+    assertEquals(rest.code, 0, rest.stderr);
+    // The pages each child shares with its parent are compared and left alone, not written.
+    const kept = Number(rest.stdout.match(/Pages skipped COW: (\d+)/)?.[1]);
+    assert(kept >= 2 * 22, rest.stdout);
+    const stats = (await critDecodeAll(imgs)).get("stats-restore")!.entries[0].restore;
+    assertEquals(Number(stats.pages_skipped_cow), kept);
+    assertMatch(await verdict(v, v.pid, "SIGTERM"), /PASS cow 22 pages shared/);
+  } finally {
+    await stopVictim(v);
+    killAll(...pids);
+  }
+});

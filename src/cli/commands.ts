@@ -87,8 +87,8 @@ export function formatRestoreStats(s: RestoreStats): string {
   const n = (v: number) => `${v} (0x${v.toString(16)})`;
   return [
     "Displaying restore stats:",
-    `Pages compared: ${n(0)}`,
-    `Pages skipped COW: ${n(0)}`,
+    `Pages compared: ${n(s.pagesCompared)}`,
+    `Pages skipped COW: ${n(s.pagesSkippedCow)}`,
     `Pages restored: ${n(s.pagesRestored)}`,
     `Restore time: ${s.restoreUs} us`,
     `Forking time: ${s.forkingUs} us`,

@@ -125,6 +125,12 @@ export class DumpContext {
   #nextPagesId = 1;
   /** Shmem objects (by inode) whose pages are dumped already. */
   readonly shmemDone = new Set<bigint>();
+  /**
+   * File entries of mapped files and executables, by open flags and path: one entry for a file
+   * however many tasks map it, as criu writes them (a child's mapping of the same file is then
+   * known at restore for the one it inherits).
+   */
+  readonly mappedFiles = new Map<string, number>();
   #nextObjectId = 1;
 
   constructor(opts: DumpOptions, log: Logger) {

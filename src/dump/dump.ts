@@ -164,7 +164,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
 
   const tFreeze = performance.now();
   log.info(`Seizing the tree of task ${pid}`);
-  using tree = collectTree(pid);
+  using tree = collectTree(pid, (opts.timeoutSeconds ?? 10) * 1000);
   const tFrozen = performance.now();
   ctx.stats.freezingUs = Math.round((tFrozen - tFreeze) * 1000);
   log.info(

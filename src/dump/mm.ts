@@ -47,7 +47,7 @@ export function dumpMm(
   t: TaskState,
   vmas: Vma[],
 ): void {
-  const fileIds = new Map<string, number>();
+  const fileIds = ctx.mappedFiles;
   const fileId = (path: string, flags: number) => {
     const key = `${flags}:${path}`;
     let id = fileIds.get(key);

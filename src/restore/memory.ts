@@ -13,6 +13,11 @@
  *                                        pread from pages-N.img, final protections applied
  * ```
  *
+ * A child is made by its parent once the parent's memory is back, so it starts with the
+ * parent's address space: a private mapping that both had at the same place is kept
+ * (inherited), and only the pages that differ from the parent's are written, the others
+ * staying shared copy-on-write as they were before the dump (CRIU's VMA inheritance).
+ *
  * @module
  */
 import type { mm_entry, vma_entry } from "../../proto/gen/mm_pb.ts";
@@ -29,6 +34,7 @@ export const OP = {
   MPROTECT: 5,
   MADVISE: 6,
   SHMAT: 7,
+  PREAD_CMP: 8,
 } as const;
 
 /** One restorer operation: code and up to six arguments. */
@@ -52,7 +58,10 @@ export function encodeOps(ops: Op[]): Uint8Array {
   return new Uint8Array(words.buffer);
 }
 
+const MADV_DONTNEED = 4n;
 const MADV_POPULATE_WRITE = 23n;
+const MADV_DONTFORK = 10n;
+const MAP_HUGETLB = 0x40000;
 const PAGE = 4096n;
 const hex = (x: bigint) => `0x${x.toString(16)}`;
 
@@ -144,6 +153,70 @@ export interface MemoryPlanInput {
   pagesFd: number;
   /** Descriptors in the task of shared anonymous memory made by an earlier task, by inode. */
   shmemFds: Map<bigint, number>;
+  /** Mappings kept from the parent (see {@link inheritedVmas}); none when absent. */
+  inherited?: Set<vma_entry>;
+  /** Scratch memory the restorer reads pages through to compare them with inherited ones. */
+  buffer?: Range;
+}
+
+/**
+ * The mappings of `child` that it may keep as it inherited them from `parent` (whose memory is
+ * back, and which made it): private mappings, anonymous or of the same file at the same offset,
+ * with the same range, flags and advice in both, present in the child's `maps` now. A locked
+ * or hugetlb mapping is made anew (fork does not pass locks on).
+ */
+export function inheritedVmas(
+  child: TaskImages,
+  parent: TaskImages,
+  maps: ProcMap[],
+): Set<vma_entry> {
+  const out = new Set<vma_entry>();
+  const PRIVATE = VMA.ANON_PRIVATE | VMA.FILE_PRIVATE;
+  const odd = VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_SYSVIPC | VMA.AREA_SOCKET |
+    VMA.AREA_AIORING | VMA.AREA_UNSUPP;
+  for (const v of child.mm.vmas) {
+    if (!(v.status & VMA.AREA_REGULAR) || !(v.status & PRIVATE) || v.status & odd) continue;
+    if (v.flags & (MAP.LOCKED | MAP_HUGETLB)) continue;
+    const p = parent.mm.vmas.find((x) => x.start === v.start && x.end === v.end);
+    if (
+      !p || p.status !== v.status || p.flags !== v.flags || p.pgoff !== v.pgoff ||
+      p.shmid !== v.shmid || (p.madv ?? 0n) !== (v.madv ?? 0n) ||
+      (p.madv ?? 0n) & (1n << MADV_DONTFORK)
+    ) continue;
+    // Present, private, nothing missing: fork copied it.
+    let at = v.start;
+    for (const m of [...maps].sort((a, b) => (a.start < b.start ? -1 : 1))) {
+      if (m.end <= at || m.start > at || !m.perms.endsWith("p")) continue;
+      at = m.end;
+      if (at >= v.end) break;
+    }
+    if (at >= v.end) out.add(v);
+  }
+  return out;
+}
+
+/**
+ * `r` cut by `sorted` (ranges in address order, not overlapping): the parts inside one of
+ * them and the parts outside every one, in order.
+ */
+export function cut(r: Range, sorted: Range[]): { inside: Range[]; outside: Range[] } {
+  let lo = 0, hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[mid].end <= r.start) lo = mid + 1;
+    else hi = mid;
+  }
+  const inside: Range[] = [], outside: Range[] = [];
+  let at = r.start;
+  for (let i = lo; i < sorted.length && sorted[i].start < r.end; i++) {
+    const s = sorted[i].start > at ? sorted[i].start : at;
+    const e = sorted[i].end < r.end ? sorted[i].end : r.end;
+    if (s > at) outside.push({ start: at, end: s });
+    inside.push({ start: s, end: e });
+    at = e;
+  }
+  if (at < r.end) outside.push({ start: at, end: r.end });
+  return { inside, outside };
 }
 
 /** The ops that rebuild the dumped address space. */
@@ -167,16 +240,21 @@ export function planMemory(input: MemoryPlanInput): Op[] {
     });
     p.from = { start: temp, end: temp + len };
   }
-  // 2. Drop every other mapping of the helper.
+  // 2. Drop every other mapping of the helper (or the parent), but what the task inherits.
+  const inherited = input.inherited ?? new Set<vma_entry>();
+  const kept = [...inherited].map((v) => ({ start: v.start, end: v.end }))
+    .sort((a, b) => (a.start < b.start ? -1 : 1));
   const isSpecial = (m: ProcMap) =>
     ["[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]"].includes(m.path);
   for (const m of maps) {
     if (isSpecial(m) || (m.start >= area.start && m.end <= area.end)) continue;
-    ops.push({
-      code: OP.MUNMAP,
-      args: [m.start, m.end - m.start],
-      what: `unmap helper ${m.path || "memory"}`,
-    });
+    for (const r of cut(m, kept).outside) {
+      ops.push({
+        code: OP.MUNMAP,
+        args: [r.start, r.end - r.start],
+        what: `unmap helper ${m.path || "memory"}`,
+      });
+    }
   }
   // 3. The vDSO block to its dumped place.
   for (const p of pairs) {
@@ -242,6 +320,14 @@ export function planMemory(input: MemoryPlanInput): Op[] {
       throw new Error(`No file for the mapping at ${hex(v.start)} (file id ${v.shmid})`);
     }
     const prot = filled.has(v) ? v.prot | PROT.WRITE : v.prot;
+    if (inherited.has(v)) {
+      ops.push({
+        code: OP.MPROTECT,
+        args: [v.start, v.end - v.start, BigInt(prot)],
+        what: `protect inherited ${hex(v.start)}`,
+      });
+      continue;
+    }
     ops.push({
       code: OP.MMAP,
       args: [
@@ -255,21 +341,52 @@ export function planMemory(input: MemoryPlanInput): Op[] {
       what: `map ${hex(v.start)}-${hex(v.end)}`,
     });
   }
-  // 5. The pages.
+  // 5. The pages: into fresh mappings whole; into inherited ones only where they differ, and
+  // what the task did not have there dropped.
+  const present: Range[] = [];
   task.pagemap.forEach((e, i) => {
     if (!((e.flags ?? 4) & 4)) return;
-    const len = BigInt(e.nrPages) * PAGE;
+    const whole = { start: e.vaddr, end: e.vaddr + BigInt(e.nrPages) * PAGE };
+    present.push(whole);
+    const fileAt = (a: bigint) => BigInt(task.pageOffsets[i]) + (a - e.vaddr);
+    const { inside, outside } = cut(whole, kept);
+    for (const r of outside) {
+      const len = r.end - r.start;
+      ops.push({
+        code: OP.MADVISE,
+        args: [r.start, len, MADV_POPULATE_WRITE, 0n, 0n, 1n],
+        what: `populate ${hex(r.start)}`,
+      });
+      ops.push({
+        code: OP.PREAD,
+        args: [BigInt(pagesFd), r.start, len, fileAt(r.start)],
+        what: `read ${len / PAGE} pages at ${hex(r.start)}`,
+      });
+    }
+    for (const { start, end } of inside) {
+      if (!input.buffer) throw new Error("No buffer to compare inherited pages through");
+      ops.push({
+        code: OP.PREAD_CMP,
+        args: [
+          BigInt(pagesFd),
+          start,
+          end - start,
+          fileAt(start),
+          input.buffer.start,
+          input.buffer.end - input.buffer.start,
+        ],
+        what: `compare ${(end - start) / PAGE} inherited pages at ${hex(start)}`,
+      });
+    }
+  });
+  present.sort((a, b) => (a.start < b.start ? -1 : 1));
+  for (const r of kept.flatMap((k) => cut(k, present).outside)) {
     ops.push({
       code: OP.MADVISE,
-      args: [e.vaddr, len, MADV_POPULATE_WRITE, 0n, 0n, 1n],
-      what: `populate ${hex(e.vaddr)}`,
+      args: [r.start, r.end - r.start, MADV_DONTNEED, 0n, 0n, 0n],
+      what: `drop inherited pages at ${hex(r.start)}`,
     });
-    ops.push({
-      code: OP.PREAD,
-      args: [BigInt(pagesFd), e.vaddr, len, BigInt(task.pageOffsets[i])],
-      what: `read ${e.nrPages} pages at ${hex(e.vaddr)}`,
-    });
-  });
+  }
   // 6. Final protections and advice.
   for (const v of filled) {
     if (v.prot & PROT.WRITE) continue;

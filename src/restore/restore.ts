@@ -53,6 +53,7 @@ import {
 import { RemoteSyscalls } from "../tree/infect.ts";
 import { parseMaps, parseStat, readProcText } from "../tree/proc.ts";
 import type { core_entry } from "../../proto/gen/core_pb.ts";
+import type { vma_entry } from "../../proto/gen/mm_pb.ts";
 import { SeizedTask, TASK_STATE } from "../tree/seize.ts";
 import { NoSuchTaskError } from "../tree/proc.ts";
 import { decodeBase64 } from "../util/base64.ts";
@@ -82,7 +83,7 @@ function pidInUse(pid: number): boolean {
   }
 }
 import { type DumpImages, readDump, type TaskImages } from "./images.ts";
-import { encodeOps, findGap, occupied, OP_SIZE, planMemory } from "./memory.ts";
+import { encodeOps, findGap, inheritedVmas, occupied, OP_SIZE, planMemory } from "./memory.ts";
 import { gpregsWords, xsaveArea } from "../images/x86.ts";
 import {
   requeueSignals,
@@ -119,7 +120,12 @@ export interface RestoreOptions {
 export interface RestoreStats {
   forkingUs: number;
   restoreUs: number;
+  /** Pages written into the tasks. */
   pagesRestored: number;
+  /** Pages compared with what a child inherited from its parent. */
+  pagesCompared: number;
+  /** Of those, pages left shared with the parent (copy-on-write), not written. */
+  pagesSkippedCow: number;
 }
 
 /** What a restore produced. */
@@ -294,23 +300,27 @@ async function restoreTree(
       PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.EXITKILL,
     );
     procs.push({ task: rootTask, seized: rootSeized, threads: [] });
-    createChildren(dump, procs[0], procs, opts, log);
     await checkpoint("fork");
 
-    let pages = 0;
+    let pages = 0, compared = 0, kept = 0, forkMs = tForked - t0;
     for (const { entry, data } of dump.sysvShm.values()) ensureSysvSegment(entry, data);
     {
       using table = new FileTable(dump, opts.shellJob ?? false, tcp);
       const shmem = new Map<bigint, number>();
       try {
-        for (const p of procs) {
+        // Each task is made by its parent once the parent's memory is back (procs grows).
+        for (let i = 0; i < procs.length; i++) {
+          const p = procs[i];
           if (p.task.zombie) continue;
           await checkpoint("process");
           const maps = parseMaps(readProcText(p.task.pstree.pid, "maps"));
           const rs = RemoteSyscalls.open(p.seized, maps);
-          pages += restoreInside(rs, dump, table, shmem, p, maps, opts, log).pages;
+          const done = restoreInside(rs, dump, table, shmem, p, procs, maps, opts, log);
           rs.close({ restoreState: false });
-          pages += fillShmem(dump, p.task, shmem);
+          pages += done.pages + fillShmem(dump, p.task, shmem);
+          compared += done.compared;
+          kept += done.kept;
+          forkMs += done.forkMs;
         }
         // Process groups, then the owners of files (an owner may name a group); zombies,
         // in their groups now, die.
@@ -373,9 +383,11 @@ async function restoreTree(
     const result: RestoreResult = {
       pid,
       stats: {
-        forkingUs: Math.round((tForked - t0) * 1000),
+        forkingUs: Math.round(forkMs * 1000),
         restoreUs: Math.round((performance.now() - t0) * 1000),
-        pagesRestored: pages,
+        pagesRestored: pages - kept,
+        pagesCompared: compared,
+        pagesSkippedCow: kept,
       },
     };
     writeStats(opts.imagesDir, result.stats);
@@ -493,20 +505,20 @@ function release(seized: SeizedTask, core: core_entry, leaderCore: core_entry): 
 }
 
 /**
- * Makes the children of `parent` from inside it (clone3 with their PIDs), recursively. A
- * session leader calls setsid() before it forks, so that its children are born in its session;
- * a zombie exits at once with its dumped status.
+ * Makes the children of `parent` from inside it (clone3 with their PIDs), once its memory is
+ * back: they start with it, and each child makes its own children in turn. A session leader
+ * calls setsid() before it forks, so that its children are born in its session; a zombie
+ * exits once process groups are set (it may have to join one).
  */
 function createChildren(
   dump: DumpImages,
   parent: Restoring,
   procs: Restoring[],
-  opts: RestoreOptions,
+  rs: RemoteSyscalls,
+  arena: RemoteArena,
   log: Logger,
 ): void {
   const pid = parent.task.pstree.pid;
-  const maps = parseMaps(readProcText(pid, "maps"));
-  using rs = RemoteSyscalls.open(parent.seized, maps);
   const ps = parent.task.pstree;
   // A session leader is one again, the root of a shell job too (as criu does): its terminal
   // is then no longer its controlling one, and it reads it without job control.
@@ -517,8 +529,6 @@ function createChildren(
   const children = dump.tasks.filter((t) => t.pstree.ppid === pid && t !== dump.tasks[0]);
   // Live children first: a zombie must not be reaped by anyone before its parent resumes.
   children.sort((a, b) => Number(a.zombie) - Number(b.zombie));
-  const scratch = rs.scratch(4096);
-  const arena = new RemoteArena(pid, scratch, 4096);
   for (const child of children) {
     const cpid = child.pstree.pid;
     arena.reset();
@@ -529,12 +539,8 @@ function createChildren(
       (cids.fsId === pids.fsId ? CLONE_FS : 0n);
     const made = rs.clone(cloneArgs(arena, cpid, false, share), CLONE_ARGS_SIZE);
     if (made !== cpid) throw new RestoreError(`Task ${cpid} came back as ${made}`);
-    const seized = SeizedTask.adopt(cpid);
-    const r: Restoring = { task: child, seized, threads: [] };
-    procs.push(r);
+    procs.push({ task: child, seized: SeizedTask.adopt(cpid), threads: [] });
     log.debug(`task ${cpid} made by ${pid}`);
-    // A zombie dies once process groups are set (it may have to join one).
-    if (!child.zombie) createChildren(dump, r, procs, opts, log);
   }
 }
 
@@ -699,10 +705,11 @@ function restoreInside(
   table: FileTable,
   shmem: Map<bigint, number>,
   proc: Restoring,
+  procs: Restoring[],
   maps: ReturnType<typeof parseMaps>,
   opts: RestoreOptions,
   log: Logger,
-): { pages: number } {
+): { pages: number; compared: number; kept: number; forkMs: number } {
   const pid = rs.task.pid;
   const task = proc.task;
   const code = decodeBase64(BLOBS.restorer);
@@ -714,7 +721,7 @@ function restoreInside(
       specials.reduce((a, m) => (m.start < a ? m.start : a), specials[0].start)
     : 0n;
   // Ops are planned after the fds exist; size the area for the worst case first.
-  const maxOps = maps.length + task.mm.vmas.length * 8 + task.pagemap.length * 2 + 16;
+  const maxOps = (maps.length + task.mm.vmas.length) * 10 + task.pagemap.length * 4 + 16;
   const opsOff = AREA_ARGS + 64;
   const stackOff = Math.ceil((opsOff + maxOps * OP_SIZE) / 16) * 16;
   const arenaOff = stackOff + STACK_SIZE;
@@ -733,8 +740,18 @@ function restoreInside(
   const fds = installFiles(rs, arena, table, dump, task, shmem, sharedTable);
   if (opts.faultInject === "files") throw new RestoreError("Fault injected at files");
 
-  // 5. MEMORY
+  // 5. MEMORY: a child keeps what it shares with its parent (made by it, from its memory).
+  const parent = procs.find((p) => p.task.pstree.pid === task.pstree.ppid && p !== proc);
+  const inherited = parent ? inheritedVmas(task, parent.task, maps) : new Set<vma_entry>();
+  for (const v of inherited) {
+    log.debug(`task ${pid} keeps ${v.start.toString(16)}-${v.end.toString(16)} of its parent`);
+  }
   const ops = planMemory({
+    inherited,
+    buffer: {
+      start: BigInt(remoteAdd(area, arenaOff)),
+      end: BigInt(remoteAdd(area, arenaOff)) + BigInt(ARENA_SIZE),
+    },
     task,
     maps,
     area: { start: gap, end: gap + areaSize },
@@ -746,7 +763,15 @@ function restoreInside(
   if (ops.length > maxOps) throw new RestoreError(`Too many restorer operations (${ops.length})`);
   writeRemote(pid, remoteAdd(area, AREA_CODE), code);
   writeRemote(pid, remoteAdd(area, opsOff), encodeOps(ops));
-  const args = new BigUint64Array([BigInt(ops.length), remoteAdd(area, opsOff), 0n, 0n, 0n]);
+  const args = new BigUint64Array([
+    BigInt(ops.length),
+    remoteAdd(area, opsOff),
+    0n,
+    0n,
+    0n,
+    0n,
+    0n,
+  ]);
   writeRemote(pid, remoteAdd(area, AREA_ARGS), new Uint8Array(args.buffer));
   const tMem = performance.now();
   rs.run(area, remoteAdd(area, AREA_ARGS), remoteAdd(area, arenaOff));
@@ -755,7 +780,7 @@ function restoreInside(
   } finally {
     rs.interrupt();
   }
-  const result = new BigInt64Array(2);
+  const result = new BigInt64Array(4); // failed, result, compared, kept
   readRemote(pid, remoteAdd(area, AREA_ARGS + 24), new Uint8Array(result.buffer));
   if (result[0] >= 0n) {
     const op = ops[Number(result[0])];
@@ -764,14 +789,22 @@ function restoreInside(
     );
   }
   const pages = task.pagemap.reduce((n, e) => n + e.nrPages, 0);
+  const [compared, kept] = [Number(result[2]), Number(result[3])];
   log.info(
-    `Memory of task ${pid} restored: ${pages} pages in ${(performance.now() - tMem).toFixed(1)} ms`,
+    `Memory of task ${pid} restored: ${pages} pages (${kept} of ${compared} compared shared ` +
+      `with the parent) in ${(performance.now() - tMem).toFixed(1)} ms`,
   );
   if (opts.faultInject === "memory") throw new RestoreError("Fault injected at memory");
 
-  // 6. STATE: syscalls now run at a `syscall` instruction of the restored code.
+  // Syscalls now run at a `syscall` instruction of the restored code.
   const restored = parseMaps(readProcText(pid, "maps")).filter((m) => m.start !== gap);
   rs.retarget(restored);
+  // The children, from this memory: what they share with it stays shared.
+  const tFork = performance.now();
+  createChildren(dump, proc, procs, rs, arena, log);
+  const forkMs = performance.now() - tFork;
+
+  // 6. STATE
   restoreTaskState(rs, arena, dump, task, fds, log);
   restoreThreadState(rs, arena, pid, task.core);
 
@@ -796,7 +829,7 @@ function restoreInside(
   } finally {
     for (const trs of threads) trs.close({ restoreState: false });
   }
-  return { pages };
+  return { pages, compared, kept, forkMs };
 }
 
 function writeStats(dir: string, s: RestoreStats): void {
@@ -805,8 +838,8 @@ function writeStats(dir: string, s: RestoreStats): void {
       stats_entrySchema,
       create(stats_entrySchema, {
         restore: create(restore_stats_entrySchema, {
-          pagesCompared: 0n,
-          pagesSkippedCow: 0n,
+          pagesCompared: BigInt(s.pagesCompared),
+          pagesSkippedCow: BigInt(s.pagesSkippedCow),
           forkingTime: s.forkingUs,
           restoreTime: s.restoreUs,
           pagesRestored: BigInt(s.pagesRestored),

@@ -11,7 +11,7 @@
  */
 import { Errno } from "../syscalls/mod.ts";
 import { listChildren, listThreads, NoSuchTaskError, parseStat, readProcText } from "./proc.ts";
-import { SeizedTask } from "./seize.ts";
+import { DEFAULT_FREEZE_TIMEOUT_MS, SeizedTask } from "./seize.ts";
 import { reapLater } from "./reaper.ts";
 
 /** Passes over the tree before giving up on it ever standing still. */
@@ -39,9 +39,12 @@ export class FrozenTree implements Disposable {
   readonly processes: TreeProcess[] = [];
   /** Every seized thread, by tid. */
   readonly tasks = new Map<number, SeizedTask>();
+  /** How long each task may take to stop. */
+  readonly timeoutMs: number;
 
-  constructor(root: number) {
+  constructor(root: number, timeoutMs = DEFAULT_FREEZE_TIMEOUT_MS) {
     this.root = root;
+    this.timeoutMs = timeoutMs;
   }
 
   /** The process with PID `pid`. */
@@ -103,7 +106,7 @@ function isZombie(pid: number): { exit: number } | undefined {
 function trySeize(tree: FrozenTree, tid: number): boolean {
   if (tree.tasks.has(tid)) return true;
   try {
-    tree.tasks.set(tid, SeizedTask.seize(tid));
+    tree.tasks.set(tid, SeizedTask.seize(tid, 0, tree.timeoutMs));
     return true;
   } catch (e) {
     if (e instanceof NoSuchTaskError) return false;
@@ -180,9 +183,12 @@ function pass(tree: FrozenTree): boolean {
   return changed;
 }
 
-/** Freezes the tree rooted at `root`. On failure every task seized so far is thawed. */
-export function collectTree(root: number): FrozenTree {
-  const tree = new FrozenTree(root);
+/**
+ * Freezes the tree rooted at `root`, each task given `timeoutMs` to stop. On failure every task
+ * seized so far is thawed.
+ */
+export function collectTree(root: number, timeoutMs = DEFAULT_FREEZE_TIMEOUT_MS): FrozenTree {
+  const tree = new FrozenTree(root, timeoutMs);
   try {
     for (let i = 0; i < MAX_PASSES; i++) {
       if (!pass(tree)) {

@@ -27,6 +27,7 @@ import {
   ptraceSetXstate,
   tryKill,
   tryPtraceDetach,
+  tryWaitPid,
   waitPid,
   type WaitStatus,
 } from "../syscalls/mod.ts";
@@ -42,6 +43,38 @@ const SIGSTOP = 19;
  * frozen, so the number is bounded.
  */
 const MAX_SIGNAL_STOPS = 64;
+
+/** How long a task may take to stop, as criu's default `--timeout` (10 s). */
+export const DEFAULT_FREEZE_TIMEOUT_MS = 10_000;
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * The next wait status of traced task `pid`, polling until `deadline` (performance.now()
+ * time): a task that does not stop by then (an uninterruptible wait: vfork(), a hung file
+ * system) fails the freeze by name instead of hanging it.
+ */
+function waitUntil(pid: number, deadline: number): WaitStatus {
+  for (let nap = 0.02;; nap = Math.min(nap * 2, 5)) {
+    const st = tryWaitPid(pid);
+    if (st) return st;
+    if (performance.now() >= deadline) {
+      let why = "";
+      try {
+        const state = parseStatus(readProcText(pid, "status")).state;
+        const wchan = readProcText(pid, "wchan").trim();
+        why = ` (state ${state}${wchan && wchan !== "0" ? `, waiting in ${wchan}` : ""}${
+          wchan === "kernel_clone" ? ": a vfork() waiting for its child to exec or exit" : ""
+        })`;
+      } catch {
+        // gone meanwhile: the next wait tells
+        continue;
+      }
+      throw new SeizeError(`Cannot freeze task ${pid}: it did not stop in time${why}`);
+    }
+    Atomics.wait(sleeper, 0, 0, nap);
+  }
+}
 
 /** A task cannot be frozen (it is gone, traced by someone else, or refuses to stop). */
 export class SeizeError extends Error {
@@ -80,9 +113,10 @@ export class SeizedTask implements Disposable {
 
   /**
    * Seizes and interrupts task `pid`, waiting until it sits in the interrupt stop. `options`
-   * are added to PTRACE_O_TRACESYSGOOD (a restorer adds TRACEFORK/TRACECLONE).
+   * are added to PTRACE_O_TRACESYSGOOD (a restorer adds TRACEFORK/TRACECLONE); a task that
+   * does not stop within `timeoutMs` fails the seize.
    */
-  static seize(pid: number, options = 0): SeizedTask {
+  static seize(pid: number, options = 0, timeoutMs = DEFAULT_FREEZE_TIMEOUT_MS): SeizedTask {
     const status = parseStatus(readProcText(pid, "status"));
     if (status.tracerPid !== 0) {
       throw new SeizeError(
@@ -100,7 +134,7 @@ export class SeizedTask implements Disposable {
     }
     try {
       ptraceInterrupt(pid);
-      waitForInterruptStop(pid);
+      waitForInterruptStop(pid, timeoutMs);
       const stopSigno = leaveGroupStop(pid, status);
       return new SeizedTask(pid, ptraceGetRegs(pid), ptraceGetSigmask(pid), stopSigno);
     } catch (e) {
@@ -225,9 +259,10 @@ function leaveGroupStop(pid: number, status: ReturnType<typeof parseStatus>): nu
 }
 
 /** Waits for PTRACE_EVENT_STOP, letting already-pending signals be delivered on the way. */
-export function waitForInterruptStop(pid: number): void {
+export function waitForInterruptStop(pid: number, timeoutMs = DEFAULT_FREEZE_TIMEOUT_MS): void {
+  const deadline = performance.now() + timeoutMs;
   for (let i = 0; i < MAX_SIGNAL_STOPS; i++) {
-    const st = waitPid(pid);
+    const st = waitUntil(pid, deadline);
     if (st.exited || st.signaled) throw new NoSuchTaskError(pid);
     if (!st.stopped) continue;
     if (st.event === PTRACE_EVENT_STOP) return;
