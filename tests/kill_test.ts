@@ -28,7 +28,10 @@ import {
   waitReport,
 } from "./helpers.ts";
 
-const KILLS = 24;
+/** Kills that must land before the dump or restore finished (the issue asks for 20 each). */
+const MIN_KILLS = 20;
+/** Attempts at most: a kill may come too late, after the work finished. */
+const MAX_TRIES = 48;
 
 /** A criu run in the background, to be killed. */
 function spawnCriu(args: string[], env: Record<string, string> = {}): Deno.ChildProcess {
@@ -111,7 +114,7 @@ Deno.test("criu killed at random moments of a dump: the tree goes on as it was",
     s.checks++;
     assertMatch(await selfCheck(s.v, s.pid, s.checks), /^PASS/);
 
-    for (let i = 0; i < KILLS; i++) {
+    for (let i = 0; (seen.killed ?? 0) < MIN_KILLS && i < MAX_TRIES; i++) {
       const imgs = tmpDir();
       // The first kills land on the first injected syscalls (the area being made), by count;
       // the rest at random times after the tree is seized.
@@ -162,6 +165,7 @@ Deno.test("criu killed at random moments of a dump: the tree goes on as it was",
       Deno.removeSync(imgs, { recursive: true });
     }
     console.log(`dump kills: ${JSON.stringify(seen)}`);
+    assert((seen.killed ?? 0) >= MIN_KILLS, `only ${seen.killed} kills landed`);
   } finally {
     killAll(s.pid, s.child);
     await s.v.child.status;
@@ -193,7 +197,7 @@ Deno.test("criu killed at random moments of a restore: the tree is whole or gone
     killAll(s.pid, s.child);
     assert(await waitGone(s.pid) && await waitGone(s.child));
 
-    for (let i = 0; i < KILLS; i++) {
+    for (let i = 0; (seen.killed ?? 0) < MIN_KILLS && i < MAX_TRIES; i++) {
       // The victim appends to its report file, whose size the restore checks.
       Deno.writeTextFileSync(s.v.out, original);
       const run = spawnCriu(["restore", "-d", "-D", copy()]);
@@ -228,6 +232,7 @@ Deno.test("criu killed at random moments of a restore: the tree is whole or gone
       }
     }
     console.log(`restore kills: ${JSON.stringify(seen)}`);
+    assert((seen.killed ?? 0) >= MIN_KILLS, `only ${seen.killed} kills landed`);
   } finally {
     killAll(s.pid, s.child);
   }
