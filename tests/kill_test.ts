@@ -116,13 +116,17 @@ Deno.test("criu killed at random moments of a dump: the tree goes on as it was",
 
     for (let i = 0; (seen.killed ?? 0) < MIN_KILLS && i < MAX_TRIES; i++) {
       const imgs = tmpDir();
-      // The first kills land on the first injected syscalls (the area being made), by count;
-      // the rest at random times after the tree is seized.
-      const env: Record<string, string> = i < 3 ? { CRIU_TEST_DIE_AT: `${i + 1}` } : {};
+      // The first kills land on the first injected syscalls (the area being made), by count,
+      // one right after the tree was killed; the rest at random times after the seize.
+      const env: Record<string, string> = i < 3
+        ? { CRIU_TEST_DIE_AT: `${i + 1}` }
+        : i === 3
+        ? { CRIU_TEST_DIE_AT: "killed" }
+        : {};
       const run = spawnCriu(["dump", "-t", `${s.pid}`, "-D", imgs], env);
       const start = performance.now();
       while (tracerOf(s.pid) === 0 && performance.now() - start < 5000) await sleep(1);
-      if (i >= 3) {
+      if (i > 3) {
         await sleep(Math.random() * span);
         try {
           run.kill("SIGKILL");
@@ -149,9 +153,26 @@ Deno.test("criu killed at random moments of a dump: the tree goes on as it was",
         s = await startSteady(32);
         continue;
       }
-      seen.killed = (seen.killed ?? 0) + 1;
       let traced = -1;
-      for (let k = 0; k < 100 && (traced = tracerOf(s.pid)) !== 0; k++) await sleep(10);
+      for (let k = 0; k < 100 && (traced = tracerOf(s.pid)) > 0; k++) await sleep(10);
+      const state = procState(s.pid);
+      if (state === undefined || state === "Z" || state === "X") {
+        // Gone: the kill came after the images were complete and the tree killed, before
+        // criu exited. Then the images must bring it back whole.
+        seen["killed after the images were complete"] =
+          (seen["killed after the images were complete"] ?? 0) + 1;
+        assert(await waitGone(s.child, 15000), `kill ${i}: the child went with the tree`);
+        const res = await criu(["restore", "-d", "-D", imgs]);
+        assertEquals(res.code, 0, `kill ${i}: the tree died, its images must restore it`);
+        s.checks++;
+        assertMatch(await selfCheck(s.v, s.pid, s.checks), /^PASS/, `kill ${i}`);
+        killAll(s.pid, s.child);
+        await waitGone(s.pid);
+        await s.v.child.status;
+        s = await startSteady(32);
+        continue;
+      }
+      seen.killed = (seen.killed ?? 0) + 1;
       assertEquals(traced, 0, `kill ${i}: the victim is let go`);
       // A task that was inside criu's code heals itself once let go: give it a moment.
       for (let k = 0; k < 100 && (mapsText(s.pid) !== s.maps || fdLinks(s.pid) !== s.fds); k++) {
@@ -165,6 +186,7 @@ Deno.test("criu killed at random moments of a dump: the tree goes on as it was",
       Deno.removeSync(imgs, { recursive: true });
     }
     console.log(`dump kills: ${JSON.stringify(seen)}`);
+    assert(seen["killed after the images were complete"], "a kill after the tree was killed");
     assert((seen.killed ?? 0) >= MIN_KILLS, `only ${seen.killed} kills landed`);
   } finally {
     killAll(s.pid, s.child);
@@ -252,7 +274,8 @@ Deno.test("criu killed during a --tcp-established dump: both ends go on, no lock
     const root = Number(r.pid), child = Number(r.child);
     try {
       await sleep(100);
-      const run = spawnCriu(["dump", "-t", `${root}`, "-D", tmpDir(), "--tcp-established"]);
+      const imgs = tmpDir();
+      const run = spawnCriu(["dump", "-t", `${root}`, "-D", imgs, "--tcp-established"]);
       while (tracerOf(root) === 0) await sleep(1);
       await sleep(Math.random() * 60);
       try {
@@ -266,7 +289,16 @@ Deno.test("criu killed during a --tcp-established dump: both ends go on, no lock
         seen.dumped = (seen.dumped ?? 0) + 1;
         continue;
       }
-      seen.killed = (seen.killed ?? 0) + 1;
+      if (["Z", "X", undefined].includes(procState(root))) {
+        // Killed after the images were complete and the tree killed: they bring it back.
+        seen["killed after the images were complete"] =
+          (seen["killed after the images were complete"] ?? 0) + 1;
+        assert(await waitGone(child, 15000), `kill ${i}: the child went with the tree`);
+        const res = await criu(["restore", "-d", "-D", imgs, "--tcp-established"]);
+        assertEquals(res.code, 0, `kill ${i}: the tree died, its images must restore it`);
+      } else {
+        seen.killed = (seen.killed ?? 0) + 1;
+      }
       // The guard removes the lock (again after 0.3 s, should a lock run have been late).
       for (let k = 0; k < 40 && (await tables()).includes(`CRIU-${root}`); k++) await sleep(100);
       await sleep(400);

@@ -167,7 +167,8 @@ Deno.test("/proc parsers read captured fixtures", () => {
   assert(fd.mntId > 0 && fd.ino > 0);
 
   const auxv = parseAuxv(Deno.readFileSync(join(ROOT, "tests/fixtures/proc/auxv")));
-  assertEquals(auxv.at(-2), 0n); // ends with AT_NULL
+  // Pairs, without the AT_NULL that ends them (as criu stores them).
+  assert(auxv.length % 2 === 0 && auxv.length >= 2 && auxv.at(-2) !== 0n);
   assertThrows(() => parseLimits("Limit\nMax cpu time 1 2\n"), /Malformed/);
 });
 

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mm.proto.
  */
 export const file_mm: GenFile = /*@__PURE__*/
-  fileDesc("CghtbS5wcm90byKdAQoJdm1hX2VudHJ5Eg0KBXN0YXJ0GAEgAigEEgsKA2VuZBgCIAIoBBINCgVwZ29mZhgDIAIoBBINCgVzaG1pZBgEIAIoBBIMCgRwcm90GAUgAigNEg0KBWZsYWdzGAYgAigNEg4KBnN0YXR1cxgHIAIoDRIKCgJmZBgIIAIoEhIMCgRtYWR2GAkgASgEEg8KB2ZkZmxhZ3MYCiABKA0iPgoOYWlvX3JpbmdfZW50cnkSCgoCaWQYASACKAQSDgoGbnJfcmVxGAIgAigNEhAKCHJpbmdfbGVuGAMgAigNIoEDCghtbV9lbnRyeRIVCg1tbV9zdGFydF9jb2RlGAEgAigEEhMKC21tX2VuZF9jb2RlGAIgAigEEhUKDW1tX3N0YXJ0X2RhdGEYAyACKAQSEwoLbW1fZW5kX2RhdGEYBCACKAQSFgoObW1fc3RhcnRfc3RhY2sYBSACKAQSFAoMbW1fc3RhcnRfYnJrGAYgAigEEg4KBm1tX2JyaxgHIAIoBBIUCgxtbV9hcmdfc3RhcnQYCCACKAQSEgoKbW1fYXJnX2VuZBgJIAIoBBIUCgxtbV9lbnZfc3RhcnQYCiACKAQSEgoKbW1fZW52X2VuZBgLIAIoBBITCgtleGVfZmlsZV9pZBgMIAIoDRIVCg1tbV9zYXZlZF9hdXh2GA0gAygEEhgKBHZtYXMYDiADKAsyCi52bWFfZW50cnkSEAoIZHVtcGFibGUYDyABKAUSHQoEYWlvcxgQIAMoCzIPLmFpb19yaW5nX2VudHJ5EhQKDHRocF9kaXNhYmxlZBgRIAEoCCIgCgxwYWdlbWFwX2hlYWQSEAoIcGFnZXNfaWQYASACKA0iUgoNcGFnZW1hcF9lbnRyeRINCgV2YWRkchgBIAIoBBIQCghucl9wYWdlcxgCIAIoDRIRCglpbl9wYXJlbnQYAyABKAgSDQoFZmxhZ3MYBCABKA0");
+  fileDesc("CghtbS5wcm90byKdAQoJdm1hX2VudHJ5Eg0KBXN0YXJ0GAEgAigEEgsKA2VuZBgCIAIoBBINCgVwZ29mZhgDIAIoBBINCgVzaG1pZBgEIAIoBBIMCgRwcm90GAUgAigNEg0KBWZsYWdzGAYgAigNEg4KBnN0YXR1cxgHIAIoDRIKCgJmZBgIIAIoEhIMCgRtYWR2GAkgASgEEg8KB2ZkZmxhZ3MYCiABKA0iPgoOYWlvX3JpbmdfZW50cnkSCgoCaWQYASACKAQSDgoGbnJfcmVxGAIgAigNEhAKCHJpbmdfbGVuGAMgAigNIoEDCghtbV9lbnRyeRIVCg1tbV9zdGFydF9jb2RlGAEgAigEEhMKC21tX2VuZF9jb2RlGAIgAigEEhUKDW1tX3N0YXJ0X2RhdGEYAyACKAQSEwoLbW1fZW5kX2RhdGEYBCACKAQSFgoObW1fc3RhcnRfc3RhY2sYBSACKAQSFAoMbW1fc3RhcnRfYnJrGAYgAigEEg4KBm1tX2JyaxgHIAIoBBIUCgxtbV9hcmdfc3RhcnQYCCACKAQSEgoKbW1fYXJnX2VuZBgJIAIoBBIUCgxtbV9lbnZfc3RhcnQYCiACKAQSEgoKbW1fZW52X2VuZBgLIAIoBBITCgtleGVfZmlsZV9pZBgMIAIoDRIVCg1tbV9zYXZlZF9hdXh2GA0gAygEEhgKBHZtYXMYDiADKAsyCi52bWFfZW50cnkSEAoIZHVtcGFibGUYDyABKAUSHQoEYWlvcxgQIAMoCzIPLmFpb19yaW5nX2VudHJ5EhQKDHRocF9kaXNhYmxlZBgRIAEoCCIgCgxwYWdlbWFwX2hlYWQSEAoIcGFnZXNfaWQYASACKA0iawoNcGFnZW1hcF9lbnRyeRINCgV2YWRkchgBIAIoBBIXCg9jb21wYXRfbnJfcGFnZXMYAiACKA0SEQoJaW5fcGFyZW50GAMgASgIEg0KBWZsYWdzGAQgASgNEhAKCG5yX3BhZ2VzGAUgASgE");
 
 /**
  * One mapping. For file mappings `shmid` is the id of the file's
@@ -235,9 +235,11 @@ export type pagemap_entry = Message<"pagemap_entry"> & {
   vaddr: bigint;
 
   /**
-   * @generated from field: required uint32 nr_pages = 2;
+   * The page count of criu 3 images; criu 4 writes 0 here and the count in nr_pages.
+   *
+   * @generated from field: required uint32 compat_nr_pages = 2;
    */
-  nrPages: number;
+  compatNrPages: number;
 
   /**
    * @generated from field: optional bool in_parent = 3;
@@ -248,6 +250,11 @@ export type pagemap_entry = Message<"pagemap_entry"> & {
    * @generated from field: optional uint32 flags = 4;
    */
   flags: number;
+
+  /**
+   * @generated from field: optional uint64 nr_pages = 5;
+   */
+  nrPages: bigint;
 };
 
 /**

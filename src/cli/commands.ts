@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { VERSION } from "../version.ts";
 import { isAbsolute, join, resolve } from "node:path";
 import { checkFeatures, FEATURES } from "../check.ts";
 import { dump } from "../dump/dump.ts";
@@ -15,7 +16,7 @@ import { type CliOptions, parseCommandLine, USAGE, UsageError } from "./options.
 import { interruptOnSignals } from "../util/interrupt.ts";
 
 /** Version printed by `criu --version`. */
-export const VERSION = "0.1.0";
+export { VERSION };
 
 function out(text: string): void {
   Deno.stdout.writeSync(new TextEncoder().encode(text.endsWith("\n") ? text : text + "\n"));

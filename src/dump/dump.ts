@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { VERSION } from "../version.ts";
 import { create } from "@bufbuild/protobuf";
 import {
   core_entrySchema,
@@ -188,6 +189,8 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
     // from hearing a reset until the restore takes it away.
     ctx.tcp?.repairForKill();
     tree.kill();
+    // Test hook: criu dies right after the tree, its images complete (tests/kill_test.ts).
+    if (Deno.env.get("CRIU_TEST_DIE_AT") === "killed") Deno.kill(Deno.pid, "SIGKILL");
     ctx.tcp?.drop();
   }
   await ctx.guard?.finish();
@@ -206,7 +209,6 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   // Collect and write, process by process (parents first); nothing is killed before the end.
   const files = ctx.image("files.img", "FILES");
   const pstree = ctx.image("pstree.img", "PSTREE");
-  let rootIds: task_kobj_ids_entry | undefined;
   for (const proc of tree.processes) {
     pstree.entry(
       pstree_entrySchema,
@@ -233,12 +235,19 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
       continue;
     }
     await ctx.checkpoint("process");
-    const ids = await dumpProcess(ctx, tree, proc, files);
-    rootIds ??= ids;
+    await dumpProcess(ctx, tree, proc, files);
   }
   await ctx.checkpoint("collect");
   dumpFileData(ctx, files);
   writeSysvShm(ctx);
+  // root_ids are the dumper's own objects, as criu writes them (a restore compares the root
+  // task's with them: the same descriptor table would mean the images are corrupt).
+  const rootIds = create(task_kobj_ids_entrySchema, {
+    vmId: ctx.objectId(),
+    filesId: ctx.objectId(),
+    fsId: ctx.objectId(),
+    sighandId: ctx.objectId(),
+  });
   ctx.image("inventory.img", "INVENTORY").entry(
     inventory_entrySchema,
     create(inventory_entrySchema, {
@@ -248,6 +257,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
       nsPerId: true,
       lsmtype: lsmtype.NO_LSM,
       tcpClose: ctx.opts.tcpClose || undefined,
+      denoCriu: VERSION,
       networkLockMethod: LOCK_METHODS.indexOf(ctx.opts.networkLock ?? DEFAULT_LOCK_METHOD),
     }),
   );

@@ -220,7 +220,8 @@ function collectEach(ctx: DumpContext, pid: number, pidfd: number, fds: Fd[]): v
         flags,
         pos: info.pos,
         mntId: info.mntId,
-        fown: readOwner(pidfd, pid, fd),
+        // An O_PATH descriptor does no I/O: it has no owner (and fcntl says EBADF).
+        fown: flags & O.PATH ? noOwner() : readOwner(pidfd, pid, fd),
       };
       ctx.openFiles.push(file);
     }

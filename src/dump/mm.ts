@@ -14,7 +14,7 @@ import {
 } from "../../proto/gen/mm_pb.ts";
 import { join } from "node:path";
 import { O, zeroPagePfn } from "../syscalls/mod.ts";
-import { Pagemap, type PageRun, PE_PRESENT } from "../pagemap/pagemap.ts";
+import { Pagemap, pagemapEntry, type PageRun } from "../pagemap/pagemap.ts";
 import { writePages } from "../pagemap/page_xfer.ts";
 import { writePagesViaParasite } from "../pagemap/page_pipe.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
@@ -161,7 +161,7 @@ export async function dumpPages(
   for (const r of runs) {
     img.entry(
       pagemap_entrySchema,
-      create(pagemap_entrySchema, { vaddr: r.vaddr, nrPages: r.nrPages, flags: PE_PRESENT }),
+      pagemapEntry(r.vaddr, r.nrPages),
     );
   }
   ctx.log.info(`task ${pid}: ${xfer.pages} pages in ${runs.length} runs`);

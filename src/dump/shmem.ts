@@ -16,7 +16,7 @@ import { close, O, open, pread } from "../syscalls/mod.ts";
 import { tryLseek } from "../syscalls/socket.ts";
 import { VMA, type Vma } from "../pagemap/vma.ts";
 import type { DumpContext } from "./context.ts";
-import { PE_PRESENT } from "../pagemap/pagemap.ts";
+import { pagemapEntry } from "../pagemap/pagemap.ts";
 
 const SEEK_DATA = 3, SEEK_HOLE = 4;
 const PAGE = 4096;
@@ -82,11 +82,7 @@ export function dumpShmemObject(ctx: DumpContext, shmid: bigint, path: string): 
     for (const r of runs) {
       img.entry(
         pagemap_entrySchema,
-        create(pagemap_entrySchema, {
-          vaddr: r.off,
-          nrPages: Number(r.len / BigInt(PAGE)),
-          flags: PE_PRESENT,
-        }),
+        pagemapEntry(r.off, Number(r.len / BigInt(PAGE))),
       );
     }
     ctx.log.info(`shared memory ${shmid}: ${pages} pages of ${size / BigInt(PAGE)}`);

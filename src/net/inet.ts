@@ -274,7 +274,7 @@ export function makeInetSocket(s: InetSocketState, what: string): number {
   const fd = socket(s.family, s.type | SOCK_CLOEXEC, s.proto);
   try {
     const o = s.opts;
-    applyCommonOptions(fd, o);
+    applyCommonOptions(fd, o, { lock: !conn });
     if (s.proto === IPPROTO_TCP) {
       if (o.keepcnt) setInt(fd, TCP_OPT.KEEPCNT, o.keepcnt, SOL.TCP);
       if (o.keepidle) setInt(fd, TCP_OPT.KEEPIDLE, o.keepidle, SOL.TCP);

@@ -7,8 +7,8 @@
  *
  * @module
  */
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { sk_opts_entry, sk_opts_entrySchema } from "../../proto/gen/files_pb.ts";
+import { isFieldSet, type MessageInitShape } from "@bufbuild/protobuf";
+import { type sk_opts_entry, sk_opts_entrySchema } from "../../proto/gen/files_pb.ts";
 import {
   AF_UNIX,
   getSocketFilter,
@@ -130,8 +130,9 @@ export function commonOptionsOf(e: sk_opts_entry | undefined): CommonSocketOptio
     broadcast: e?.soBroadcast ?? false,
     keepalive: e?.soKeepalive ?? false,
     oobinline: (e?.soOobinline ?? 0) !== 0,
-    linger: e?.soLinger,
-    bufLock: e?.soBufLock,
+    // Optional in the image: absent means off (linger) or unknown (lock), not 0.
+    linger: e && isFieldSet(e, sk_opts_entrySchema.field.soLinger) ? e.soLinger : undefined,
+    bufLock: e && isFieldSet(e, sk_opts_entrySchema.field.soBufLock) ? e.soBufLock : undefined,
     boundDev: e?.soBoundDev ?? "",
     filter: [...(e?.soFilter ?? [])],
   };
@@ -167,24 +168,34 @@ export function commonOptionsEntry(
   };
 }
 
+/** SO_BUF_LOCK `bufLock` (which buffer sizes the kernel may not tune), when it was dumped. */
+export function applyBufferLock(fd: number, bufLock: number | undefined): void {
+  if (bufLock === undefined) return;
+  try {
+    setsockopt(fd, SO.BUF_LOCK, new Uint8Array(new Int32Array([bufLock]).buffer));
+  } catch {
+    // SO_BUF_LOCK is newer than some kernels; an unlocked size is what those have
+  }
+}
+
 /**
  * Gives socket `fd` the generic options `o`, SO_REUSEADDR aside. The kernel doubles a buffer
  * size it is given, so it gets half of what it reported; FORCE passes net.core.[rw]mem_max,
  * which a size the kernel grew by itself may exceed. SO_BUF_LOCK comes after the sizes (setting
- * a size locks it): a size the kernel still tunes by itself goes back to being tuned.
+ * a size locks it): a size the kernel still tunes by itself goes back to being tuned. A TCP
+ * connection keeps its sizes locked until its queues are back (`lock: false`; see
+ * {@link applyBufferLock}): unlocked, the repair connect sizes its windows anew.
  */
-export function applyCommonOptions(fd: number, o: CommonSocketOptions): void {
+export function applyCommonOptions(
+  fd: number,
+  o: CommonSocketOptions,
+  { lock = true }: { lock?: boolean } = {},
+): void {
   const i32 = (v: number) => new Uint8Array(new Int32Array([v]).buffer);
   const half = (v: number) => i32(Math.max(1, v >> 1));
   if (o.sndbuf) setsockopt(fd, SO.SNDBUFFORCE, half(o.sndbuf));
   if (o.rcvbuf) setsockopt(fd, SO.RCVBUFFORCE, half(o.rcvbuf));
-  if (o.bufLock !== undefined) {
-    try {
-      setsockopt(fd, SO.BUF_LOCK, i32(o.bufLock));
-    } catch {
-      // SO_BUF_LOCK is newer than some kernels; an unlocked size is what those have
-    }
-  }
+  if (lock) applyBufferLock(fd, o.bufLock);
   for (const [name, tv] of [[SO.SNDTIMEO, o.sndTimeo], [SO.RCVTIMEO, o.rcvTimeo]] as const) {
     if (tv[0] || tv[1]) setsockopt(fd, name, new Uint8Array(new BigInt64Array(tv).buffer));
   }

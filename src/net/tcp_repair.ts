@@ -45,6 +45,7 @@ import { Errno } from "../syscalls/mod.ts";
 import { sendFakeSegment, TH } from "./tcp_segment.ts";
 import { TCP_STATE } from "./tcp_state.ts";
 import type { Connection } from "./addr.ts";
+import { applyBufferLock } from "./sk_opts.ts";
 
 const S = TCP_STATE;
 /** States whose connection is dumped with repair (established and half-closed). */
@@ -242,12 +243,14 @@ export interface BufferSizes {
   rcvbuf: number;
   /** SO_REUSEADDR, which leaving repair mode clears. */
   reuseaddr?: boolean;
+  /** SO_BUF_LOCK, last: until then the sizes stay locked. */
+  bufLock?: number;
 }
 
 /**
  * Ends the restore of connection `t` on `fd`: repair mode off, then the bytes of the send
  * queue that had never been sent written normally, and our FIN after them if it was waiting
- * behind them; last, the buffer sizes it had. Written any earlier, the bytes would go out at
+ * behind them; last, the buffer sizes it had, and whether the kernel may tune them. Written any earlier, the bytes would go out at
  * once, and a peer not restored yet (or a port no longer locked) would answer with a reset.
  */
 export function finishTcpRestore(
@@ -262,6 +265,12 @@ export function finishTcpRestore(
   if (finAfterUnsent(t)) shutdown(fd, 1);
   setBuf(fd, SO.SNDBUFFORCE, bufs.sndbuf);
   setBuf(fd, SO.RCVBUFFORCE, bufs.rcvbuf);
+  applyBufferLock(fd, bufs.bufLock);
+}
+
+/** Buffer room for a queue of `bytes`, whatever they cost in kernel buffers. */
+function room(bytes: number): number {
+  return 2 * bytes + (1 << 20);
 }
 
 /**
@@ -294,8 +303,8 @@ export function restoreTcpStream(fd: number, ends: Connection, t: TcpStream, wha
   if (t.optMask & TCPI_OPT.TIMESTAMPS) setU32(fd, TCP_OPT.TIMESTAMP, t.timestamp);
 
   // Room for the queues whatever their bytes cost in kernel buffers now (until the end).
-  setBuf(fd, SO.SNDBUFFORCE, 2 * t.outqLen + (1 << 20));
-  setBuf(fd, SO.RCVBUFFORCE, 2 * t.inqLen + (1 << 20));
+  setBuf(fd, SO.SNDBUFFORCE, room(t.outqLen));
+  setBuf(fd, SO.RCVBUFFORCE, room(t.inqLen));
   if (t.inqLen) {
     setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.RECV);
     sendQueue(fd, t.inq, what);

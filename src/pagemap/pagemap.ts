@@ -11,6 +11,8 @@
  *
  * @module
  */
+import { create, isFieldSet } from "@bufbuild/protobuf";
+import { type pagemap_entry, pagemap_entrySchema } from "../../proto/gen/mm_pb.ts";
 import { close, O, open, pread } from "../syscalls/mod.ts";
 
 /** High-word bits of a pagemap entry. */
@@ -23,6 +25,34 @@ export const PM_HI = {
 
 /** pagemap_entry flag PE_PRESENT: the entry's pages are in pages-N.img. */
 export const PE_PRESENT = 1 << 2;
+
+/**
+ * A pagemap image entry for `nrPages` pages at `vaddr`, present. criu 4 reads the count from
+ * nr_pages (and writes 0 in compat_nr_pages); criu 3 and its crit know only compat_nr_pages:
+ * both hold it, so that either reads it.
+ */
+export function pagemapEntry(vaddr: bigint, nrPages: number): pagemap_entry {
+  return create(pagemap_entrySchema, {
+    vaddr,
+    compatNrPages: nrPages <= 0xffffffff ? nrPages : 0,
+    nrPages: BigInt(nrPages),
+    flags: PE_PRESENT,
+  });
+}
+
+/** The page count of a pagemap image entry, old (compat_nr_pages) or new (nr_pages). */
+export function entryPages(e: pagemap_entry): number {
+  return isFieldSet(e, pagemap_entrySchema.field.nrPages) ? Number(e.nrPages) : e.compatNrPages;
+}
+
+/** pagemap_entry flag PE_PARENT: the entry's pages are in the parent images. */
+export const PE_PARENT = 1 << 0;
+
+/** The flags of a pagemap image entry; old ones without flags: in_parent, else present. */
+export function entryFlags(e: pagemap_entry): number {
+  if (isFieldSet(e, pagemap_entrySchema.field.flags)) return e.flags;
+  return e.inParent ? PE_PARENT : PE_PRESENT;
+}
 
 /** A run of pages to dump. */
 export interface PageRun {

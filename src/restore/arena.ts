@@ -51,4 +51,14 @@ export class RemoteArena {
   reset(): void {
     this.#used = 0;
   }
+
+  /** How much is in use, to give back later with {@link RemoteArena.release}. */
+  mark(): number {
+    return this.#used;
+  }
+
+  /** Frees everything put since `mark` was taken. */
+  release(mark: number): void {
+    this.#used = mark;
+  }
 }

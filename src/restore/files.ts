@@ -18,11 +18,13 @@
  *
  * @module
  */
+import { isFieldSet } from "@bufbuild/protobuf";
 import {
   fd_types,
   type file_entry,
   type fown_entry,
   type inet_sk_entry,
+  memfd_inode_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import {
   close,
@@ -466,7 +468,9 @@ export class FileTable implements Disposable {
       writeShmemImage(this.#dump, BigInt(inode.shmid), base, what);
       syscall(NR.ftruncate, "ftruncate", what, base, inode.size);
       syscall(NR.fchown, "fchown", what, base, inode.uid, inode.gid);
-      if (inode.mode !== undefined) syscall(NR.fchmod, "fchmod", what, base, inode.mode);
+      if (isFieldSet(inode, memfd_inode_entrySchema.field.mode)) {
+        syscall(NR.fchmod, "fchmod", what, base, inode.mode);
+      }
       const F_ADD_SEALS = 1033;
       if (inode.seals) fcntl(base, F_ADD_SEALS, inode.seals);
     }

@@ -5,6 +5,8 @@
  *
  * @module
  */
+import { isFieldSet } from "@bufbuild/protobuf";
+import { entryFlags, entryPages } from "../pagemap/pagemap.ts";
 import { join } from "node:path";
 import {
   type core_entry,
@@ -45,7 +47,6 @@ import {
 import {
   type mm_entry,
   mm_entrySchema,
-  type pagemap_entry,
   pagemap_entrySchema,
   pagemap_headSchema,
 } from "../../proto/gen/mm_pb.ts";
@@ -71,7 +72,7 @@ export interface TaskImages {
   fs: fs_entry;
   fds: fdinfo_entry[];
   /** Pagemap entries after the head. */
-  pagemap: pagemap_entry[];
+  pagemap: PagemapRun[];
   /** The pages-N.img path and its size. */
   pagesPath: string;
   /** Offset of each pagemap entry's first page in the pages file (present entries only). */
@@ -176,8 +177,9 @@ export function readDump(dir: string): DumpImages {
   };
   const pipeData = readPipeData("pipes-data.img", "PIPES_DATA");
   const fifoData = readPipeData("fifo-data.img", "FIFO_DATA");
-  // Every pipe and FIFO has an entry, empty or not: one missing means a missing image.
-  for (const f of files.values()) {
+  // In our images every pipe and FIFO has an entry, empty or not: one missing means a missing
+  // image. criu writes entries only for pipes with data (and no image when all are empty).
+  for (const f of inventory.denoCriu ? files.values() : []) {
     const [id, data, img] = f.pipe
       ? [f.pipe.pipeId, pipeData, "pipes-data.img"]
       : f.fifo
@@ -386,16 +388,17 @@ function readGhost(path: string, id: number): GhostImage {
     checkHeader(path, bytes, "GHOST_FILE"),
     ghost_file_entrySchema,
   );
+  const hasSize = isFieldSet(g.message, ghost_file_entrySchema.field.size);
   if (!g.message.chunks) {
     const data = bytes.subarray(g.next);
-    if (g.message.size !== undefined && BigInt(data.length) !== g.message.size) {
+    if (hasSize && BigInt(data.length) !== g.message.size) {
       throw new ImageError(
         `Image ${path} holds ${data.length} bytes of a ${g.message.size}-byte file`,
       );
     }
     return { id, entry: g.message, size: BigInt(data.length), chunks: [{ off: 0n, data }] };
   }
-  if (g.message.size === undefined) {
+  if (!hasSize) {
     throw new ImageError(`Image ${path} is chunked but has no size`);
   }
   const size = g.message.size;
@@ -410,11 +413,24 @@ function readGhost(path: string, id: number): GhostImage {
   return { id, entry: g.message, size, chunks };
 }
 
+/** A pagemap entry, its page count read whichever way it was written. */
+export interface PagemapRun {
+  vaddr: bigint;
+  nrPages: number;
+  flags: number;
+  inParent?: boolean;
+}
+
 /** A pagemap image: the pages-N.img id of its head, and its entries. */
-function readPagemap(path: string): { head: number; entries: pagemap_entry[] } {
+function readPagemap(path: string): { head: number; entries: PagemapRun[] } {
   const bytes = readImageBytes(path);
   const head = readHeadEntry(path, bytes, checkHeader(path, bytes, "PAGEMAP"), pagemap_headSchema);
-  const entries = decodeEntries(path, bytes, head.next, pagemap_entrySchema).map((e) => e.message);
+  const entries = decodeEntries(path, bytes, head.next, pagemap_entrySchema).map((e) => ({
+    vaddr: e.message.vaddr,
+    nrPages: entryPages(e.message),
+    flags: entryFlags(e.message),
+    inParent: e.message.inParent,
+  }));
   return { head: head.message.pagesId, entries };
 }
 

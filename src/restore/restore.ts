@@ -23,7 +23,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create, isFieldSet } from "@bufbuild/protobuf";
 import { join } from "node:path";
 import { BLOBS } from "../../parasite/blobs_gen.ts";
 import { restore_stats_entrySchema, stats_entrySchema } from "../../proto/gen/misc_pb.ts";
@@ -54,6 +54,7 @@ import { RemoteSyscalls } from "../tree/infect.ts";
 import { parseMaps, parseStat, readProcText } from "../tree/proc.ts";
 import type { core_entry } from "../../proto/gen/core_pb.ts";
 import type { vma_entry } from "../../proto/gen/mm_pb.ts";
+import { reg_file_entrySchema } from "../../proto/gen/files_pb.ts";
 import { SeizedTask, TASK_STATE } from "../tree/seize.ts";
 import { NoSuchTaskError } from "../tree/proc.ts";
 import { decodeBase64 } from "../util/base64.ts";
@@ -176,7 +177,9 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
     } catch {
       throw new RestoreError(`Cannot restore task ${pid}: file ${reg.name} no longer exists`);
     }
-    if (st.isFile && reg.size !== undefined && BigInt(st.size) !== reg.size) {
+    if (
+      st.isFile && isFieldSet(reg, reg_file_entrySchema.field.size) && BigInt(st.size) !== reg.size
+    ) {
       throw new RestoreError(
         `Cannot restore task ${pid}: file ${reg.name} changed size since the dump ` +
           `(${st.size} bytes, was ${reg.size})`,

@@ -18,7 +18,13 @@ import type { Logger } from "../log.ts";
 import { errnoName, NR, type RemotePtr, SIGINFO_SIZE } from "../syscalls/mod.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
-import type { core_entry } from "../../proto/gen/core_pb.ts";
+import { isFieldSet } from "@bufbuild/protobuf";
+import {
+  type core_entry,
+  task_core_entrySchema,
+  thread_core_entrySchema,
+} from "../../proto/gen/core_pb.ts";
+import { mm_entrySchema } from "../../proto/gen/mm_pb.ts";
 import type { DumpImages, TaskImages } from "./images.ts";
 import type { ServiceFds } from "./install.ts";
 import { RestoreError } from "./files.ts";
@@ -66,9 +72,13 @@ function queueSignals(
       throw new RestoreError(`A pending signal of task ${tid} is malformed`);
     }
     const sig = new DataView(siginfo.buffer, siginfo.byteOffset).getInt32(0, true);
+    // Each siginfo is copied by its syscall: its room serves the next (a task may have
+    // hundreds pending).
+    const mark = arena.mark();
     const info = arena.put(siginfo);
     if (shared) sys(NR.rt_sigqueueinfo, `pending signal ${sig}`, tgid, sig, info);
     else sys(NR.rt_tgsigqueueinfo, `pending signal ${sig}`, tgid, tid, sig, info);
+    arena.release(mark);
   }
 }
 
@@ -166,7 +176,9 @@ export function restoreTaskState(
   if (cwd) sys(NR.chdir, `the working directory ${cwd}`, arena.cstr(cwd));
   if (tc.childSubreaper) sys(NR.prctl, "the child-subreaper flag", PR.SET_CHILD_SUBREAPER, 1);
   if (mm.thpDisabled) sys(NR.prctl, "THP disabled", PR.SET_THP_DISABLE, 1, 0, 0, 0);
-  if (tc.oomScoreAdj !== undefined) writeProcValue(pid, "oom_score_adj", tc.oomScoreAdj);
+  if (isFieldSet(tc, task_core_entrySchema.field.oomScoreAdj)) {
+    writeProcValue(pid, "oom_score_adj", tc.oomScoreAdj);
+  }
   restoreMembarrier(sys, tc.membarrierRegistrationMask ?? 0);
   drainSignals(rs, arena);
   queueSignals(sys, arena, pid, pid, tc.signalsS?.signals, true);
@@ -224,10 +236,10 @@ export function restoreThreadState(
   arena.reset();
   // Scheduling, before the credentials (raising a priority needs CAP_SYS_NICE).
   const PRIO_PROCESS = 0;
-  if (th?.schedNice !== undefined) {
+  if (th && isFieldSet(th, thread_core_entrySchema.field.schedNice)) {
     sys(NR.setpriority, "the nice value", PRIO_PROCESS, tid, th.schedNice);
   }
-  if (th?.schedPolicy !== undefined) {
+  if (th && isFieldSet(th, thread_core_entrySchema.field.schedPolicy)) {
     const param = arena.put(new Uint8Array(new Int32Array([th.schedPrio ?? 0]).buffer));
     sys(NR.sched_setscheduler, "the scheduling policy", tid, th.schedPolicy, param);
   }
@@ -359,7 +371,8 @@ export function restoreCreds(rs: RemoteSyscalls, arena: RemoteArena, core: core_
  * whether the process may be dumped (ptrace, core files, /proc ownership).
  */
 export function restoreAfterCreds(rs: RemoteSyscalls, task: TaskImages): void {
+  if (!isFieldSet(task.mm, mm_entrySchema.field.dumpable)) return;
   const dumpable = task.mm.dumpable;
-  if (dumpable === undefined || dumpable === 2) return;
+  if (dumpable === 2) return;
   sysIn(rs)(NR.prctl, "the dumpable flag", PR.SET_DUMPABLE, dumpable);
 }

@@ -241,14 +241,15 @@ export function parseFdinfo(text: string): ProcFdinfo {
   };
 }
 
-/** Parses /proc/PID/auxv (u64 pairs) up to and including AT_NULL. */
+/** Parses /proc/PID/auxv (u64 pairs) up to AT_NULL, which it leaves out. */
 export function parseAuxv(bytes: Uint8Array): bigint[] {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out: bigint[] = [];
   for (let off = 0; off + 16 <= bytes.length; off += 16) {
     const type = view.getBigUint64(off, true);
-    out.push(type, view.getBigUint64(off + 8, true));
+    // Without the AT_NULL that ends it, as criu stores it (the kernel adds it back).
     if (type === 0n) break;
+    out.push(type, view.getBigUint64(off + 8, true));
   }
   return out;
 }

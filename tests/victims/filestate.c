@@ -8,6 +8,7 @@
  *            mtime 2001-09-09; open twice through two hard links (both then deleted): a write
  *            through one shows through the other
  *   memfd    mode 0751 (not the default 0777), holding a shell script that execveat() runs
+ *   opath    an O_PATH descriptor of a file (no I/O through it, no owner)
  *   vmas     MAP_LOCKED; MADV_DONTFORK, MADV_DONTDUMP, MADV_WIPEONFORK, MADV_SEQUENTIAL; a
  *            shared file mapping made read-only that may become writable again
  *
@@ -28,7 +29,8 @@
 
 #define MTIME 1000000000
 
-static int out, owned[2], big[2], ghost_rw, ghost_ro, mfd, mapfd;
+static int out, owned[2], big[2], ghost_rw, ghost_ro, mfd, mapfd, opath;
+static char opath_name[512];
 static volatile int sigusr2;
 static char *locked, *advised[4], *fmap;
 static const char *failed;
@@ -64,6 +66,12 @@ static int has(void *addr, const char *flag)
 
 static void check(int sig)
 {
+	char link[600], target[512];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", opath);
+	ssize_t n = readlink(link, target, sizeof(target) - 1);
+	target[n > 0 ? n : 0] = 0;
+	if (!(fcntl(opath, F_GETFL) & O_PATH) || strcmp(target, opath_name))
+		fail("O_PATH descriptor");
 	(void)sig;
 	struct f_owner_ex ex = {0};
 	fcntl(owned[0], F_GETOWN_EX, &ex);
@@ -129,6 +137,9 @@ int main(int argc, char **argv)
 	out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
 	const char *dir = argv[2];
 
+	snprintf(opath_name, sizeof(opath_name), "%s/opath", dir);
+	close(open(opath_name, O_WRONLY | O_CREAT, 0644));
+	opath = open(opath_name, O_PATH);
 	signal(SIGUSR2, on_usr2);
 	pipe(owned);
 	struct f_owner_ex ex = {.type = F_OWNER_PID, .pid = getpid()};

@@ -3,7 +3,10 @@
  *
  *   tcp      a listener with SO_REUSEADDR, SO_KEEPALIVE, TCP_KEEPIDLE 77, SO_LINGER {1, 5},
  *            TCP_NODELAY, TCP_CORK, IP_TOS 0x10, IP_FREEBIND
- *   udp      one with a classic BPF filter (accept 32 bytes at most) and SO_PRIORITY 3; one
+ *   all      the sockets that did not set SO_LINGER have it off (a close sends FIN, not RST);
+ *            SO_BUF_LOCK as it was (a size set by hand stays locked, others tuned)
+ *   udp      one with a classic BPF filter (accept 32 bytes at most), SO_PRIORITY 3 and
+ *            SO_RCVBUF set; one
  *            connected and shut down for writing (sending fails with EPIPE)
  *   unix     a stream socket with SO_PASSCRED listening at a name relative to the working
  *            directory, its file mode 0640; a stream pair whose other end was closed with
@@ -53,6 +56,20 @@ static void check(int sig)
 	getsockopt(tcp_l, SOL_SOCKET, SO_LINGER, &lg, &len);
 	if (!lg.l_onoff || lg.l_linger != 5)
 		fail("SO_LINGER");
+	int others[] = {udp_f, udp_s, ux_l, ux_half, dg_srv, dg_cli[0], dg_cli[1]};
+	for (unsigned i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+		struct linger off = {1, 1};
+		len = sizeof(off);
+		getsockopt(others[i], SOL_SOCKET, SO_LINGER, &off, &len);
+		if (off.l_onoff)
+			fail("SO_LINGER on a socket that never set it");
+	}
+#ifndef SO_BUF_LOCK
+#define SO_BUF_LOCK 72
+#endif
+	int lock_f = opt(udp_f, SOL_SOCKET, SO_BUF_LOCK), lock_s = opt(udp_s, SOL_SOCKET, SO_BUF_LOCK);
+	if (lock_f >= 0 && (lock_f != 2 || lock_s != 0))
+		fail("SO_BUF_LOCK");
 	if (!opt(tcp_l, IPPROTO_TCP, TCP_NODELAY) || !opt(tcp_l, IPPROTO_TCP, TCP_CORK))
 		fail("TCP_NODELAY or TCP_CORK");
 	if (opt(tcp_l, IPPROTO_IP, IP_TOS) != 0x10 || !opt(tcp_l, IPPROTO_IP, IP_FREEBIND))
@@ -120,6 +137,8 @@ int main(int argc, char **argv)
 	setsockopt(udp_f, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog));
 	int prio = 3;
 	setsockopt(udp_f, SOL_SOCKET, SO_PRIORITY, &prio, sizeof(prio));
+	int rcvbuf = 100000; /* set by hand: locked (SO_BUF_LOCK bit 2) */
+	setsockopt(udp_f, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	udp_s = socket(AF_INET, SOCK_DGRAM, 0);
 	connect(udp_s, (struct sockaddr *)&in, sizeof(in));
 	shutdown(udp_s, SHUT_WR);

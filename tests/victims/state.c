@@ -7,6 +7,9 @@
  *   - a private file mapping with its second page modified (copy-on-write)
  *   - SIGUSR1 handler (SA_RESTART | SA_SIGINFO, mask SIGUSR2), SIGUSR2 ignored, SIGHUP blocked
  *   - one SIGHUP pending (blocked), sigaltstack, ITIMER_REAL armed for 1000 s
+ *   - SIGRTMIN+1 blocked and queued 300 times to the process and 300 times to the thread, each
+ *     with its own value (the queue must come back whole and in order; its
+ *     siginfos take more room than the restorer's arena)
  *   - a regular file open at offset 1234, a pipe with "hello pipe" queued, umask 027
  *   - RLIMIT_NOFILE soft limit 777
  *   - a two-page mapping whose first page holds 'N' and which is then made PROT_NONE
@@ -24,7 +27,9 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #define NPAGES 64
@@ -69,6 +74,22 @@ static void on_term(int sig)
 	CHECK(sigismember(&set, SIGHUP), "SIGHUP blocked");
 	sigpending(&set);
 	CHECK(sigismember(&set, SIGHUP), "SIGHUP pending");
+	sigset_t rt;
+	sigemptyset(&rt);
+	sigaddset(&rt, SIGRTMIN + 1);
+	struct timespec now = {0};
+	/* The thread's own queue is taken first, then the process's. */
+	for (int i = 0; i < 300; i++) {
+		siginfo_t si;
+		CHECK(sigtimedwait(&rt, &si, &now) == SIGRTMIN + 1 && si.si_value.sival_int == 1000 + i,
+		      "queued thread signals");
+	}
+	for (int i = 0; i < 300; i++) {
+		siginfo_t si;
+		CHECK(sigtimedwait(&rt, &si, &now) == SIGRTMIN + 1 && si.si_value.sival_int == i,
+		      "queued process signals");
+	}
+	CHECK(sigtimedwait(&rt, NULL, &now) < 0, "no more queued signals");
 	stack_t ss;
 	sigaltstack(NULL, &ss);
 	CHECK(ss.ss_sp == altstack && ss.ss_size == sizeof(altstack), "sigaltstack");
@@ -121,8 +142,17 @@ int main(int argc, char **argv)
 	sigset_t blk;
 	sigemptyset(&blk);
 	sigaddset(&blk, SIGHUP);
+	sigaddset(&blk, SIGRTMIN + 1);
 	sigprocmask(SIG_BLOCK, &blk, NULL);
 	kill(getpid(), SIGHUP);
+	for (int i = 0; i < 300; i++)
+		sigqueue(getpid(), SIGRTMIN + 1, (union sigval){.sival_int = i});
+	for (int i = 0; i < 300; i++) {
+		siginfo_t si = {.si_signo = SIGRTMIN + 1, .si_code = SI_QUEUE, .si_pid = getpid(),
+				.si_uid = getuid()};
+		si.si_value.sival_int = 1000 + i;
+		syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), SIGRTMIN + 1, &si);
+	}
 
 	stack_t ss = {.ss_sp = altstack, .ss_size = sizeof(altstack), .ss_flags = 0};
 	sigaltstack(&ss, NULL);
