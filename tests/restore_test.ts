@@ -314,6 +314,27 @@ Deno.test("a task from another session needs --shell-job, and restores with it",
   }
 });
 
+/**
+ * `criu restore -D imgs ARGS` run on a terminal of its own (pty_run.py): what it shows goes to
+ * the victim's report file + ".tty", what is appended to + ".in" is typed.
+ */
+function restoreOnTerminal(imgs: string, args: string[]): Victim {
+  return startVictim([
+    "python3",
+    `${ROOT}/tests/victims/pty_run.py`,
+    "{out}",
+    Deno.execPath(),
+    "run",
+    "-A",
+    "--quiet",
+    `${ROOT}/main.ts`,
+    "restore",
+    "-D",
+    imgs,
+    ...args,
+  ], tmpDir());
+}
+
 Deno.test("a shell job on a terminal: dump -j and restore -j onto the restorer's terminal", async () => {
   const bin = await buildVictim("counter");
   const py = `${ROOT}/tests/victims/pty_run.py`;
@@ -345,21 +366,7 @@ Deno.test("a shell job on a terminal: dump -j and restore -j onto the restorer's
     );
     assert(await waitGone(pid), "dumped task gone");
     // Restore from another terminal: the task gets that one.
-    restorer = startVictim([
-      "python3",
-      py,
-      "{out}",
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--quiet",
-      `${ROOT}/main.ts`,
-      "restore",
-      "-D",
-      imgs,
-      "-j",
-      "-d",
-    ]);
+    restorer = restoreOnTerminal(imgs, ["-j", "-d"]);
     await waitReport(restorer, "exit=");
     assertMatch(Deno.readTextFileSync(restorer.out), /exit=0/, safeRead(`${restorer.out}.tty`));
     assertMatch(Deno.readLinkSync(`/proc/${pid}/fd/0`), /^\/dev\/pts\/\d+$/);
@@ -395,21 +402,7 @@ for (const mode of ["leader", "job"]) {
       assert(await waitGone(pid), "dumped task gone");
       // From another terminal, waiting for the task: it reads that terminal (a job: as the
       // terminal's foreground group; else SIGTTIN would stop it).
-      const rdir = tmpDir();
-      restorer = startVictim([
-        "python3",
-        py,
-        "{out}",
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--quiet",
-        `${ROOT}/main.ts`,
-        "restore",
-        "-D",
-        imgs,
-        "-j",
-      ], rdir);
+      restorer = restoreOnTerminal(imgs, ["-j"]);
       // Restored once it runs in its own group (criu made it in criu's).
       const ids = () => {
         const st = safeRead(`/proc/${pid}/stat`).split(") ")[1]?.split(" ") ?? [];

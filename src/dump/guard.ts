@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { readFirstLine } from "../util/first_line.ts";
 import { close, O, pipe2, writeAll } from "../syscalls/mod.ts";
 import { helperExecutable } from "../util/helper_exe.ts";
 
@@ -40,15 +41,7 @@ export class DumpGuard {
         stdout: "piped",
         stderr: "inherit",
       }).spawn();
-      const reader = child.stdout.getReader();
-      let text = "";
-      while (!text.includes("\n")) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        text += new TextDecoder().decode(value);
-      }
-      reader.releaseLock();
-      child.stdout.cancel().catch(() => {});
+      const text = await readFirstLine(child.stdout);
       if (!text.startsWith("ready")) {
         await child.status;
         throw new Error(`The dump guard did not start: ${JSON.stringify(text)}`);

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { readFirstLine } from "../util/first_line.ts";
 import { helperExecutable } from "../util/helper_exe.ts";
 
 /** The PID asked for is in use. */
@@ -45,15 +46,7 @@ export async function spawnTask(pid: number, detach: boolean): Promise<HelperTas
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
-  const reader = helper.stdout.getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
-  helper.stdout.cancel().catch(() => {});
+  const text = await readFirstLine(helper.stdout);
   const m = /^(child|error) (-?\d+)/.exec(text);
   if (!m) {
     await helper.status;
