@@ -10,7 +10,9 @@
  *   memfd    mode 0751 (not the default 0777), holding a shell script that execveat() runs
  *   opath    an O_PATH descriptor of a file (no I/O through it, no owner)
  *   vmas     MAP_LOCKED; MADV_DONTFORK, MADV_DONTDUMP, MADV_WIPEONFORK, MADV_SEQUENTIAL; a
- *            shared file mapping made read-only that may become writable again
+ *            shared file mapping made read-only that may become writable again; a private
+ *            read-only mapping of a file opened read-only, made writable after restore
+ *   times    a file open for reading and writing keeps the modification time it had
  *
  * argv: OUT DIR. Prints "ready pid=P"; on SIGTERM checks it all and writes PASS or FAIL <what>.
  */
@@ -32,7 +34,9 @@
 static int out, owned[2], big[2], ghost_rw, ghost_ro, mfd, mapfd, opath;
 static char opath_name[512];
 static volatile int sigusr2;
-static char *locked, *advised[4], *fmap;
+static char *locked, *advised[4], *fmap, *pmap;
+static int timed;
+#define OLD_MTIME 1200000000
 static const char *failed;
 
 static void say(const char *s) { write(out, s, strlen(s)); }
@@ -124,6 +128,13 @@ static void check(int sig)
 		fail("mprotect of a read-only shared file mapping");
 	else
 		fmap[0] = 'w';
+	if (mprotect(pmap, 4096, PROT_READ | PROT_WRITE))
+		fail("mprotect of a private read-only file mapping");
+	else if (pmap[0] != 'p' || (pmap[0] = 'q', pmap[0] != 'q'))
+		fail("private file mapping contents");
+	fstat(timed, &st);
+	if (st.st_mtime != OLD_MTIME)
+		fail("modification time of an open file");
 
 	say(failed ? "FAIL " : "PASS");
 	say(failed ? failed : "");
@@ -179,6 +190,19 @@ int main(int argc, char **argv)
 	ftruncate(mapfd, 4096);
 	fmap = mmap(NULL, 4096, PROT_READ, MAP_SHARED, mapfd, 0);
 	close(mapfd);
+	snprintf(path, sizeof(path), "%s/private", dir);
+	int pfd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	write(pfd, "p", 1);
+	ftruncate(pfd, 4096);
+	close(pfd);
+	pfd = open(path, O_RDONLY);
+	pmap = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, pfd, 0);
+	close(pfd);
+	snprintf(path, sizeof(path), "%s/timed", dir);
+	timed = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	write(timed, "data", 4);
+	struct utimbuf old = {.actime = OLD_MTIME, .modtime = OLD_MTIME};
+	utime(path, &old);
 
 	signal(SIGTERM, check);
 	char buf[64];

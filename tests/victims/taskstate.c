@@ -10,7 +10,8 @@
  *   thread A  SCHED_RR | SCHED_RESET_ON_FORK, priority 3; its own user ids (raw setresuid
  *             in this thread only: 0, 4242, 0)
  *   thread B  SCHED_IDLE
- *   child C   ids changed: uid 1/2/3 (fs 2), gid 5/6/7 (fs 8); parent-death signal SIGUSR1
+ *   child C   ids changed: uid 1/2/3 (fs 2), gid 5/6/7 (fs 8); parent-death signal SIGUSR1;
+ *             two pages locked (mlock, taken while root) that stay locked
  *   child S   stopped by SIGSTOP (the parent has not collected the stop: waitid WNOWAIT)
  *   zombies   exited with 3; killed by SIGTERM; killed by SIGSEGV (no core); one in a process
  *             group whose leader is gone (made by a child that led the group, then exited)
@@ -32,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/fsuid.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -102,6 +104,10 @@ static void *thread_b(void *arg)
 /* Child C: changed ids; on a byte from the parent, checks itself and answers. */
 static void child_ids(void)
 {
+	char *locked = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (locked == MAP_FAILED || mlock(locked, 8192))
+		_exit(1);
+	locked[0] = 'L';
 	if (setresgid(5, 6, 7) || setfsgid(8) < 0 || setresuid(1, 2, 3))
 		_exit(1);
 	prctl(PR_SET_PDEATHSIG, SIGUSR1);
@@ -117,6 +123,20 @@ static void child_ids(void)
 	int sig = 0;
 	prctl(PR_GET_PDEATHSIG, &sig);
 	ok = ok && sig == SIGUSR1;
+	/* Still locked: mincore cannot tell, the VmFlags of smaps can ("lo"). */
+	char line[512], want[64];
+	snprintf(want, sizeof(want), "%lx-", (unsigned long)locked);
+	FILE *f = fopen("/proc/self/smaps", "r");
+	int in = 0, lo = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		if (strchr(line, '-') && strchr(line, ' ') && strchr(line, '-') < strchr(line, ' '))
+			in = !strncmp(line, want, strlen(want));
+		else if (in && !strncmp(line, "VmFlags:", 8))
+			lo = strstr(line, " lo") != NULL;
+	}
+	if (f)
+		fclose(f);
+	ok = ok && lo && locked[0] == 'L';
 	write(c_answer[1], ok ? "y" : "n", 1);
 	pause();
 	_exit(0);
