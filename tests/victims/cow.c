@@ -10,7 +10,9 @@
  *   pages 56-63  dropped by the parent
  *
  * and in the file mapping pages 0-3 are written before the fork (shared by all), page 4 by the
- * child, pages 5-7 are the file's. The grandchild writes nothing.
+ * child, pages 5-7 are the file's. The grandchild writes nothing. Two pages marked
+ * MADV_WIPEONFORK and written before the fork hold data in the parent, zeros in the others;
+ * a MAP_DROPPABLE page stays droppable in all three.
  *
  * "ready pid=P child=C grandchild=G shared=N" is printed once all is set (N: pages whose frame
  * the three share, checked through /proc/PID/pagemap). On SIGTERM the parent asks the other
@@ -29,7 +31,8 @@
 #define PAGE 4096
 #define NPAGES 64
 
-static unsigned char *area, *ro, *fmap;
+static unsigned char *area, *ro, *fmap, *wipe, *drop;
+static int droppable; /* the kernel has MAP_DROPPABLE (6.11) */
 /* Shared with every task: [0] child, [1] grandchild: 0 waiting, 1 asked, 2 PASS, 3 FAIL. */
 static volatile int *board;
 static volatile sig_atomic_t asked;
@@ -58,8 +61,37 @@ static int expected(int who, int i)
 	return who == PARENT ? 0 : 0x10 + i;
 }
 
+/* Whether the mapping at `addr` has VmFlag `flag` (smaps). */
+static int vmflag(void *addr, const char *flag)
+{
+	char line[512], want[32], pat[8];
+	snprintf(want, sizeof(want), "%lx-", (unsigned long)addr);
+	snprintf(pat, sizeof(pat), " %s", flag);
+	FILE *f = fopen("/proc/self/smaps", "r");
+	int in = 0, has = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		char *dash = strchr(line, '-'), *sp = strchr(line, ' ');
+		if (dash && sp && dash < sp)
+			in = !strncmp(line, want, strlen(want));
+		else if (in && !strncmp(line, "VmFlags:", 8))
+			has = strstr(line, pat) != NULL;
+	}
+	if (f)
+		fclose(f);
+	return has;
+}
+
 static int check_contents(int who)
 {
+	for (int b = 0; b < 2 * PAGE; b += 101)
+		if (wipe[b] != (who == PARENT ? 0x33 : 0)) {
+			snprintf(why, sizeof(why), "task %d: wipe-on-fork byte %d is %#x", who, b, wipe[b]);
+			return 0;
+		}
+	if (!vmflag(wipe, "wf") || (droppable && !vmflag(drop, "dp"))) {
+		snprintf(why, sizeof(why), "task %d: MADV_WIPEONFORK or MAP_DROPPABLE lost", who);
+		return 0;
+	}
 	for (int i = 0; i < NPAGES; i++) {
 		int want = expected(who, i);
 		for (int b = 0; b < PAGE; b += 511)
@@ -156,6 +188,14 @@ int main(int argc, char **argv)
 		if (i < 32 || i >= 48)
 			memset(area + i * PAGE, 0x10 + i, PAGE);
 	memset(ro, 0x77, 2 * PAGE);
+	wipe = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	memset(wipe, 0x33, 2 * PAGE);
+	madvise(wipe, 2 * PAGE, MADV_WIPEONFORK);
+	drop = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, 0x08 /* MAP_DROPPABLE */ | MAP_ANONYMOUS, -1, 0);
+	droppable = drop != MAP_FAILED;
+	if (!droppable)
+		drop = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	drop[0] = 1;
 	mprotect(ro, 2 * PAGE, PROT_READ);
 	for (int i = 0; i < 4; i++)
 		memset(fmap + i * PAGE, 0x50 + i, PAGE);
