@@ -10,7 +10,15 @@ import { dump, restore } from "../mod.ts";
 import { libc } from "../src/syscalls/mod.ts";
 import { readImage } from "../src/images/image.ts";
 import { stats_entrySchema } from "../proto/gen/misc_pb.ts";
-import { buildVictim, criu, sleep, startVictim, waitGone, waitReport } from "../tests/helpers.ts";
+import {
+  buildVictim,
+  criu,
+  sleep,
+  startVictim,
+  treePids,
+  waitGone,
+  waitReport,
+} from "../tests/helpers.ts";
 
 const { values } = parseArgs({
   options: { mib: { type: "string", default: "1024" }, runs: { type: "string", default: "3" } },
@@ -19,18 +27,6 @@ const MIB = Number(values.mib);
 const RUNS = Number(values.runs);
 const TMPFS = "/dev/shm";
 const TREE_MIB = 64;
-
-/** PIDs of the processes below and including `root`. */
-function treeProcesses(root: number): number[] {
-  const out = [root];
-  for (let i = 0; i < out.length; i++) {
-    for (const t of Deno.readDirSync(`/proc/${out[i]}/task`)) {
-      const kids = Deno.readTextFileSync(`/proc/${out[i]}/task/${t.name}/children`).trim();
-      if (kids) out.push(...kids.split(/\s+/).map(Number));
-    }
-  }
-  return out;
-}
 
 /**
  * On this VM a page that has been free for a few seconds is handed back to the hypervisor
@@ -225,7 +221,7 @@ const treeRows: { dumpMs: number; frozenMs: number; restoreMs: number }[] = [];
       Deno.mkdirSync(imgs);
       const v = startVictim(["setsid", tree, "{out}", "20", "4", `${TREE_MIB}`]);
       await waitReport(v, "ready", 60000);
-      const pids = treeProcesses(v.pid);
+      const pids = treePids(v.pid);
       warm(dir);
       const t = performance.now();
       const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
@@ -239,7 +235,7 @@ const treeRows: { dumpMs: number; frozenMs: number; restoreMs: number }[] = [];
       const r = await restore({ imagesDir: imgs, detach: true });
       const restoreMs = performance.now() - t2;
       treeRows.push({ dumpMs, frozenMs: (stats.dump?.frozenTime ?? 0) / 1000, restoreMs });
-      for (const pid of treeProcesses(r.pid).reverse()) Deno.kill(pid, "SIGKILL");
+      for (const pid of treePids(r.pid).reverse()) Deno.kill(pid, "SIGKILL");
       Deno.removeSync(imgs, { recursive: true });
     }
   } finally {

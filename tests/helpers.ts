@@ -300,3 +300,15 @@ export async function peerNetns(): Promise<PeerNet> {
     },
   };
 }
+
+/** PIDs of the processes below and including `root` (children of every thread, recursively). */
+export function treePids(root: number): number[] {
+  const out = [root];
+  for (let i = 0; i < out.length; i++) {
+    for (const t of Deno.readDirSync(`/proc/${out[i]}/task`)) {
+      const kids = Deno.readTextFileSync(`/proc/${out[i]}/task/${t.name}/children`).trim();
+      if (kids) out.push(...kids.split(/\s+/).map(Number));
+    }
+  }
+  return [...new Set(out)];
+}

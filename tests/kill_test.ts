@@ -43,6 +43,34 @@ function spawnCriu(args: string[], env: Record<string, string> = {}): Deno.Child
   }).spawn();
 }
 
+/**
+ * Waits for `run`, killing it with SIGKILL after `ms` first (unless it finished); its exit
+ * status. Without `ms` it is left to finish.
+ */
+async function killAfter(run: Deno.ChildProcess, ms?: number): Promise<Deno.CommandStatus> {
+  if (ms !== undefined) {
+    await sleep(ms);
+    try {
+      run.kill("SIGKILL");
+    } catch {
+      // finished already
+    }
+  }
+  const st = await run.status;
+  await run.stderr.cancel();
+  return st;
+}
+
+/** Whether task `pid` is gone or dead (a zombie). */
+function dead(pid: number): boolean {
+  return ["Z", "X", undefined].includes(procState(pid));
+}
+
+/** Counts one more `what` in `seen`. */
+function tally(seen: Record<string, number>, what: string): void {
+  seen[what] = (seen[what] ?? 0) + 1;
+}
+
 /** The victim's descriptors as links, from outside. */
 function fdLinks(pid: number): string {
   return [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => Number(e.name)).sort((a, b) => a - b)
@@ -126,26 +154,24 @@ Deno.test("criu killed at random moments of a dump: the tree goes on as it was",
       const run = spawnCriu(["dump", "-t", `${s.pid}`, "-D", imgs], env);
       const start = performance.now();
       while (tracerOf(s.pid) === 0 && performance.now() - start < 5000) await sleep(1);
-      if (i > 3) {
-        await sleep(Math.random() * span);
-        try {
-          run.kill("SIGKILL");
-        } catch {
-          // finished already
-        }
+      const st = await killAfter(run, i > 3 ? Math.random() * span : undefined);
+      let traced = -1;
+      if (!st.success) {
+        for (let k = 0; k < 100 && (traced = tracerOf(s.pid)) > 0; k++) await sleep(10);
       }
-      const st = await run.status;
-      await run.stderr.cancel();
-      if (st.success) {
-        // The dump finished: the tree is gone, and (checked once) its images bring it back.
-        seen.dumped = (seen.dumped ?? 0) + 1;
-        assert(await waitGone(s.pid), "a finished dump kills the tree");
-        if (seen.dumped === 1) {
-          assert(await waitGone(s.child, 15000), "and its child");
+      // The dump finished, or the kill came after the images were complete and the tree was
+      // killed, before criu exited: the tree is gone, and its images bring it back whole
+      // (checked for the first finished dump, and for every late kill).
+      if (st.success || dead(s.pid)) {
+        const late = !st.success;
+        tally(seen, late ? "killed after the images were complete" : "dumped");
+        assert(await waitGone(s.pid), `kill ${i}: a finished dump kills the tree`);
+        if (late || seen.dumped === 1) {
+          assert(await waitGone(s.child, 15000), `kill ${i}: the child went with the tree`);
           const res = await criu(["restore", "-d", "-D", imgs]);
-          assertEquals(res.code, 0, res.stderr);
+          assertEquals(res.code, 0, `kill ${i}: the tree died, its images must restore it`);
           s.checks++;
-          assertMatch(await selfCheck(s.v, s.pid, s.checks), /^PASS/);
+          assertMatch(await selfCheck(s.v, s.pid, s.checks), /^PASS/, `kill ${i}`);
           killAll(s.pid, s.child);
           await waitGone(s.pid);
         }
@@ -153,26 +179,7 @@ Deno.test("criu killed at random moments of a dump: the tree goes on as it was",
         s = await startSteady(32);
         continue;
       }
-      let traced = -1;
-      for (let k = 0; k < 100 && (traced = tracerOf(s.pid)) > 0; k++) await sleep(10);
-      const state = procState(s.pid);
-      if (state === undefined || state === "Z" || state === "X") {
-        // Gone: the kill came after the images were complete and the tree killed, before
-        // criu exited. Then the images must bring it back whole.
-        seen["killed after the images were complete"] =
-          (seen["killed after the images were complete"] ?? 0) + 1;
-        assert(await waitGone(s.child, 15000), `kill ${i}: the child went with the tree`);
-        const res = await criu(["restore", "-d", "-D", imgs]);
-        assertEquals(res.code, 0, `kill ${i}: the tree died, its images must restore it`);
-        s.checks++;
-        assertMatch(await selfCheck(s.v, s.pid, s.checks), /^PASS/, `kill ${i}`);
-        killAll(s.pid, s.child);
-        await waitGone(s.pid);
-        await s.v.child.status;
-        s = await startSteady(32);
-        continue;
-      }
-      seen.killed = (seen.killed ?? 0) + 1;
+      tally(seen, "killed");
       assertEquals(traced, 0, `kill ${i}: the victim is let go`);
       // A task that was inside criu's code heals itself once let go: give it a moment.
       for (let k = 0; k < 100 && (mapsText(s.pid) !== s.maps || fdLinks(s.pid) !== s.fds); k++) {
@@ -222,15 +229,7 @@ Deno.test("criu killed at random moments of a restore: the tree is whole or gone
     for (let i = 0; (seen.killed ?? 0) < MIN_KILLS && i < MAX_TRIES; i++) {
       // The victim appends to its report file, whose size the restore checks.
       Deno.writeTextFileSync(s.v.out, original);
-      const run = spawnCriu(["restore", "-d", "-D", copy()]);
-      await sleep(Math.random() * span);
-      try {
-        run.kill("SIGKILL");
-      } catch {
-        // finished already
-      }
-      const st = await run.status;
-      await run.stderr.cancel();
+      const st = await killAfter(spawnCriu(["restore", "-d", "-D", copy()]), Math.random() * span);
       // Whole: both tasks run on their own and pass their check. Or gone at once: nothing of a
       // restore that did not finish may stay.
       await sleep(20);
@@ -242,12 +241,11 @@ Deno.test("criu killed at random moments of a restore: the tree is whole or gone
       let wait = 2000;
       if (running(s.pid) && running(s.child)) {
         wait = 15_000;
-        seen[st.success ? "restored" : "restored, criu killed before its exit"] =
-          (seen[st.success ? "restored" : "restored, criu killed before its exit"] ?? 0) + 1;
+        tally(seen, st.success ? "restored" : "restored, criu killed before its exit");
         assertMatch(await selfCheck(s.v, s.pid, 1), /^PASS/, `kill ${i}`);
         killAll(s.pid, s.child);
       } else {
-        seen.killed = (seen.killed ?? 0) + 1;
+        tally(seen, "killed");
       }
       for (const pid of [s.pid, s.child]) {
         assert(await waitGone(pid, wait), `kill ${i}: task ${pid} left behind: ${describe(pid)}`);
@@ -277,27 +275,19 @@ Deno.test("criu killed during a --tcp-established dump: both ends go on, no lock
       const imgs = tmpDir();
       const run = spawnCriu(["dump", "-t", `${root}`, "-D", imgs, "--tcp-established"]);
       while (tracerOf(root) === 0) await sleep(1);
-      await sleep(Math.random() * 60);
-      try {
-        run.kill("SIGKILL");
-      } catch {
-        // finished
-      }
-      const st = await run.status;
-      await run.stderr.cancel();
+      const st = await killAfter(run, Math.random() * 60);
       if (st.success) {
-        seen.dumped = (seen.dumped ?? 0) + 1;
+        tally(seen, "dumped");
         continue;
       }
-      if (["Z", "X", undefined].includes(procState(root))) {
+      if (dead(root)) {
         // Killed after the images were complete and the tree killed: they bring it back.
-        seen["killed after the images were complete"] =
-          (seen["killed after the images were complete"] ?? 0) + 1;
+        tally(seen, "killed after the images were complete");
         assert(await waitGone(child, 15000), `kill ${i}: the child went with the tree`);
         const res = await criu(["restore", "-d", "-D", imgs, "--tcp-established"]);
         assertEquals(res.code, 0, `kill ${i}: the tree died, its images must restore it`);
       } else {
-        seen.killed = (seen.killed ?? 0) + 1;
+        tally(seen, "killed");
       }
       // The guard removes the lock (again after 0.3 s, should a lock run have been late).
       for (let k = 0; k < 40 && (await tables()).includes(`CRIU-${root}`); k++) await sleep(100);

@@ -13,22 +13,11 @@ import {
   startVictim,
   stopVictim,
   tmpDir,
+  treePids,
   verdict,
   waitGone,
   waitReport,
 } from "./helpers.ts";
-
-/** PIDs of the tree below `pid` (children, recursively). */
-function treePids(pid: number): number[] {
-  const out = [pid];
-  for (let i = 0; i < out.length; i++) {
-    for (const t of Deno.readDirSync(`/proc/${out[i]}/task`)) {
-      const kids = Deno.readTextFileSync(`/proc/${out[i]}/task/${t.name}/children`).trim();
-      if (kids) out.push(...kids.split(" ").map(Number));
-    }
-  }
-  return [...new Set(out)];
-}
 
 Deno.test("capabilities, credentials, scheduling, oom, THP, dumpable, membarrier, timers, zombies, a stopped child, no SIGCHLD from the restore", async () => {
   const bin = await buildVictim("taskstate");

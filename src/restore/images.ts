@@ -6,7 +6,7 @@
  * @module
  */
 import { isFieldSet } from "@bufbuild/protobuf";
-import { entryFlags, entryPages } from "../pagemap/pagemap.ts";
+import { entryFlags, entryPages, PE_PARENT, PE_PRESENT } from "../pagemap/pagemap.ts";
 import { join } from "node:path";
 import {
   type core_entry,
@@ -109,8 +109,6 @@ export interface DumpImages {
     { pagesPath: string; runs: { offset: bigint; bytes: number; fileOffset: number }[] }
   >;
 }
-
-const PE_PRESENT = 1 << 2;
 
 /** File types a restore knows how to make. */
 const SUPPORTED_FILES = new Set([
@@ -257,8 +255,8 @@ export function readDump(dir: string): DumpImages {
     let off = 0;
     for (const e of pagemap) {
       pageOffsets.push(off);
-      if ((e.flags ?? PE_PRESENT) & PE_PRESENT) off += e.nrPages * 4096;
-      else if (e.inParent || ((e.flags ?? 0) & 1)) {
+      if (e.flags & PE_PRESENT) off += e.nrPages * 4096;
+      else if (e.flags & PE_PARENT) {
         throw new ImageError(
           `Image ${pmPath}: pages in a parent image (incremental dumps) are not supported yet`,
         );
@@ -417,8 +415,8 @@ function readGhost(path: string, id: number): GhostImage {
 export interface PagemapRun {
   vaddr: bigint;
   nrPages: number;
+  /** PE_* flags; an old entry's in_parent is PE_PARENT here. */
   flags: number;
-  inParent?: boolean;
 }
 
 /** A pagemap image: the pages-N.img id of its head, and its entries. */
@@ -429,7 +427,6 @@ function readPagemap(path: string): { head: number; entries: PagemapRun[] } {
     vaddr: e.message.vaddr,
     nrPages: entryPages(e.message),
     flags: entryFlags(e.message),
-    inParent: e.message.inParent,
   }));
   return { head: head.message.pagesId, entries };
 }

@@ -22,6 +22,7 @@
  */
 import type { mm_entry, vma_entry } from "../../proto/gen/mm_pb.ts";
 import { MAP, PROT, VMA } from "../pagemap/vma.ts";
+import { PE_PRESENT } from "../pagemap/pagemap.ts";
 import type { ProcMap } from "../tree/proc.ts";
 import type { TaskImages } from "./images.ts";
 
@@ -174,6 +175,7 @@ export function inheritedVmas(
   const PRIVATE = VMA.ANON_PRIVATE | VMA.FILE_PRIVATE;
   const odd = VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_SYSVIPC | VMA.AREA_SOCKET |
     VMA.AREA_AIORING | VMA.AREA_UNSUPP;
+  const sorted = [...maps].sort((a, b) => (a.start < b.start ? -1 : 1));
   for (const v of child.mm.vmas) {
     if (!(v.status & VMA.AREA_REGULAR) || !(v.status & PRIVATE) || v.status & odd) continue;
     if (v.flags & (MAP.LOCKED | MAP_HUGETLB)) continue;
@@ -185,7 +187,7 @@ export function inheritedVmas(
     ) continue;
     // Present, private, nothing missing: fork copied it.
     let at = v.start;
-    for (const m of [...maps].sort((a, b) => (a.start < b.start ? -1 : 1))) {
+    for (const m of sorted) {
       if (m.end <= at || m.start > at || !m.perms.endsWith("p")) continue;
       at = m.end;
       if (at >= v.end) break;
@@ -345,7 +347,7 @@ export function planMemory(input: MemoryPlanInput): Op[] {
   // what the task did not have there dropped.
   const present: Range[] = [];
   task.pagemap.forEach((e, i) => {
-    if (!((e.flags ?? 4) & 4)) return;
+    if (!(e.flags & PE_PRESENT)) return;
     const whole = { start: e.vaddr, end: e.vaddr + BigInt(e.nrPages) * PAGE };
     present.push(whole);
     const fileAt = (a: bigint) => BigInt(task.pageOffsets[i]) + (a - e.vaddr);

@@ -336,12 +336,7 @@ async function restoreTree(
             p.task.zombie ||
             !procs.some((z) => z.task.zombie && z.task.pstree.ppid === p.task.pstree.pid)
           ) continue;
-          const rs = RemoteSyscalls.open(p.seized, parseMaps(readProcText(p.seized.pid, "maps")));
-          try {
-            requeueSignals(rs, new RemoteArena(p.seized.pid, rs.scratch(4096), 4096), p.task);
-          } finally {
-            rs.close({ restoreState: false });
-          }
+          requeueIn(p);
         }
       } finally {
         for (const fd of shmem.values()) close(fd);
@@ -363,19 +358,7 @@ async function restoreTree(
       const parent = procs.find((x) => x.task.pstree.pid === p.task.pstree.ppid);
       if (p.task.core.tc?.taskState === TASK_STATE.STOPPED && parent) {
         await waitStopped(p.task.pstree.pid);
-        const rs = RemoteSyscalls.open(
-          parent.seized,
-          parseMaps(readProcText(parent.seized.pid, "maps")),
-        );
-        try {
-          requeueSignals(
-            rs,
-            new RemoteArena(parent.seized.pid, rs.scratch(4096), 4096),
-            parent.task,
-          );
-        } finally {
-          rs.close({ restoreState: false });
-        }
+        requeueIn(parent);
       }
     }
     await made.release();
@@ -625,6 +608,23 @@ function tryPtraceCont(pid: number, sig = 0): void {
   }
 }
 
+/** Runs `fn` with syscalls injected into `seized`, at its mappings as they are now. */
+function inTask<T>(seized: SeizedTask, fn: (rs: RemoteSyscalls) => T): T {
+  const rs = RemoteSyscalls.open(seized, parseMaps(readProcText(seized.pid, "maps")));
+  try {
+    return fn(rs);
+  } finally {
+    rs.close({ restoreState: false });
+  }
+}
+
+/** Gives process `p` back its dumped pending signals, after the restore queued others. */
+function requeueIn(p: Restoring): void {
+  inTask(p.seized, (rs) => {
+    requeueSignals(rs, new RemoteArena(p.seized.pid, rs.scratch(4096), 4096), p.task);
+  });
+}
+
 /**
  * Process groups: leaders first, then members join them, zombies too (they die after). A group
  * whose leader is gone (not in the images) is held by a helper while its members join: a
@@ -634,14 +634,6 @@ function tryPtraceCont(pid: number, sig = 0): void {
 function restoreGroups(procs: Restoring[], shellJob: boolean): void {
   const pids = new Set(procs.map((p) => p.task.pstree.pid));
   const helpers: { seized: SeizedTask; parent: Restoring }[] = [];
-  const inject = <T>(p: SeizedTask, fn: (rs: RemoteSyscalls) => T): T => {
-    const rs = RemoteSyscalls.open(p, parseMaps(readProcText(p.pid, "maps")));
-    try {
-      return fn(rs);
-    } finally {
-      rs.close({ restoreState: false });
-    }
-  };
   try {
     for (const p of procs) {
       const ps = p.task.pstree;
@@ -658,7 +650,7 @@ function restoreGroups(procs: Restoring[], shellJob: boolean): void {
         );
       }
       const parent = procs.find((x) => x.task.pstree.pid === ps.ppid)!;
-      const seized = inject(parent.seized, (rs) => {
+      const seized = inTask(parent.seized, (rs) => {
         const arena = new RemoteArena(parent.seized.pid, rs.scratch(4096), 4096);
         const made = rs.clone(cloneArgs(arena, ps.pgid, false, 0n, true), CLONE_ARGS_SIZE);
         if (made !== ps.pgid) {
@@ -667,7 +659,7 @@ function restoreGroups(procs: Restoring[], shellJob: boolean): void {
         return SeizedTask.adopt(made);
       });
       helpers.push({ seized, parent });
-      inject(seized, (rs) => {
+      inTask(seized, (rs) => {
         const ret = rs.call(NR.setpgid, 0, 0);
         if (ret < 0n) {
           throw new RestoreError(`Cannot make process group ${ps.pgid}: errno ${-ret}`);
@@ -683,7 +675,7 @@ function restoreGroups(procs: Restoring[], shellJob: boolean): void {
       const cur = parseStat(readProcText(ps.pid, "stat"));
       if (cur.pgid === ps.pgid) continue;
       if (p === procs[0] && shellJob && ps.pgid !== ps.pid) continue;
-      inject(p.seized, (rs) => {
+      inTask(p.seized, (rs) => {
         const ret = rs.call(NR.setpgid, 0, ps.pgid === ps.pid ? 0 : ps.pgid);
         if (ret < 0n) {
           throw new RestoreError(
@@ -696,7 +688,7 @@ function restoreGroups(procs: Restoring[], shellJob: boolean): void {
     // The helpers go, reaped by their parents (no SIGCHLD: exit_signal 0).
     for (const { seized, parent } of helpers) {
       seized.kill();
-      inject(parent.seized, (rs) => rs.call(NR.wait4, seized.pid, 0, 0x40000000, /* __WALL */ 0));
+      inTask(parent.seized, (rs) => rs.call(NR.wait4, seized.pid, 0, 0x40000000, /* __WALL */ 0));
     }
   }
 }

@@ -253,14 +253,8 @@ export function waitPid(pid: number, options = WALL): WaitStatus {
 
 /** waitpid(pid, WNOHANG | `options`): a status, or undefined while nothing changed. */
 export function tryWaitPid(pid: number, options = WALL): WaitStatus | undefined {
-  const status = new Int32Array(1);
-  for (;;) {
-    const ret = libc.waitpid(pid, status, options | WNOHANG);
-    if (ret > 0) return decodeWaitStatus(ret, status[0]);
-    if (ret === 0) return undefined;
-    const errno = lastErrno();
-    if (errno !== 4 /* EINTR */) throw new Errno("waitpid", errno, `task ${pid}`);
-  }
+  const st = waitPid(pid, options | WNOHANG);
+  return st.pid === 0 ? undefined : st;
 }
 
 /** kill(pid, sig). */

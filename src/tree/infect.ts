@@ -48,9 +48,8 @@ import {
   remoteAdd,
   type RemotePtr,
   remotePtr,
+  tryWaitPid,
   waitPid,
-  WALL,
-  WNOHANG,
 } from "../syscalls/mod.ts";
 import type { ProcMap } from "./proc.ts";
 import { NoSuchTaskError } from "./proc.ts";
@@ -287,8 +286,8 @@ export class RemoteSyscalls implements Disposable {
    * is brought back to an interrupt stop and an error is thrown.
    */
   checkRunning(): void {
-    const st = waitPid(this.task.pid, WALL | WNOHANG);
-    if (st.pid === 0) return;
+    const st = tryWaitPid(this.task.pid);
+    if (!st) return;
     if (st.exited || st.signaled) throw new NoSuchTaskError(this.task.pid);
     this.#suppressToInterruptStop(st.stopSig);
     throw new InfectError(`Blob code in task ${this.task.pid} stopped with signal ${st.stopSig}`);

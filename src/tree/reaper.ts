@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { tryPtraceDetach, waitPid, WALL, WNOHANG } from "../syscalls/mod.ts";
+import { tryPtraceDetach, tryWaitPid } from "../syscalls/mod.ts";
 
 const pending: number[] = [];
 let timer: ReturnType<typeof setInterval> | undefined;
@@ -20,8 +20,8 @@ function poll(): void {
     const tid = pending[i];
     let done = false;
     try {
-      const st = waitPid(tid, WALL | WNOHANG);
-      if (st.pid === 0) done = false;
+      const st = tryWaitPid(tid);
+      if (!st) done = false;
       else if (st.exited || st.signaled) done = true;
       else tryPtraceDetach(tid); // a stop from before the kill: let it go on to die
     } catch {
