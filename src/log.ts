@@ -28,10 +28,25 @@ export class Logger implements Disposable {
 
   #write(level: number, prefix: string, msg: string): void {
     if (level > this.level) return;
-    const t = ((performance.now() - this.#start) / 1000).toFixed(5).padStart(11);
-    const line = this.#enc.encode(`(${t}) ${prefix}${msg}\n`);
+    const us = Math.round((performance.now() - this.#start) * 1000);
+    const sec = String(Math.floor(us / 1e6)).padStart(2, "0");
+    const frac = String(us % 1e6).padStart(6, "0");
+    const line = this.#enc.encode(`(${sec}.${frac}) ${prefix}${msg}\n`);
     if (this.#file) this.#file.writeSync(line);
     else Deno.stderr.writeSync(line);
+  }
+
+  /** The header criu starts its log with: the version, and the kernel it runs on. */
+  header(version: string): void {
+    if (this.level < LOG.INFO) return;
+    let kernel = "";
+    try {
+      kernel = Deno.readTextFileSync("/proc/sys/kernel/version").trim();
+    } catch {
+      // no /proc: the release alone
+    }
+    this.info(`Version: ${version}`);
+    this.info(`Running on ${Deno.hostname()} Linux ${Deno.osRelease()} ${kernel} x86_64`);
   }
 
   /** Whether lines go to a log file (else to stderr). */
@@ -39,13 +54,13 @@ export class Logger implements Disposable {
     return this.#file !== null;
   }
 
-  /** An error (level 1). */
+  /** An error (level 1), prefixed as criu's: `Error (file:line): `. */
   error(msg: string): void {
-    this.#write(LOG.ERROR, "Error: ", msg);
+    if (this.level >= LOG.ERROR) this.#write(LOG.ERROR, `Error (${callerSite()}): `, msg);
   }
-  /** A warning (level 2). */
+  /** A warning (level 2), prefixed as criu's: `Warn  (file:line): `. */
   warn(msg: string): void {
-    this.#write(LOG.WARN, "Warn: ", msg);
+    if (this.level >= LOG.WARN) this.#write(LOG.WARN, `Warn  (${callerSite()}): `, msg);
   }
   /** Progress (level 3). */
   info(msg: string): void {
@@ -73,4 +88,13 @@ export class Logger implements Disposable {
 /** A logger that drops everything (library use without logging). */
 export function silentLogger(): Logger {
   return new Logger(LOG.NONE);
+}
+
+/** Where the logger was called from, `src/dir/file.ts:line`, as criu names its C sources. */
+function callerSite(): string {
+  const frames = (new Error().stack ?? "").split("\n").slice(1);
+  // Frames: callerSite, the Logger method, then its caller.
+  const frame = frames[2] ?? "";
+  const m = /(?:file:\/\/)?[^\s(]*?\/((?:src|mod|main)[^\s():]*):(\d+):\d+\)?$/.exec(frame);
+  return m ? `${m[1]}:${m[2]}` : "deno-criu";
 }

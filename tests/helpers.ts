@@ -42,9 +42,25 @@ export interface Victim {
   dir: string;
 }
 
-/** A fresh temporary directory. */
+const made: string[] = [];
+// Images of big victims add up over a run: every directory made here goes when the test file
+// is done (set DENO_CRIU_KEEP_TMP=1 to look at them afterwards).
+globalThis.addEventListener("unload", () => {
+  if (Deno.env.get("DENO_CRIU_KEEP_TMP")) return;
+  for (const dir of made) {
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch {
+      // a restored victim may still hold it; it is in /tmp
+    }
+  }
+});
+
+/** A fresh temporary directory, removed when the test file is done. */
 export function tmpDir(prefix = "criu-test-"): string {
-  return Deno.makeTempDirSync({ prefix });
+  const dir = Deno.makeTempDirSync({ prefix });
+  made.push(dir);
+  return dir;
 }
 
 /**

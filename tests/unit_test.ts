@@ -5,7 +5,6 @@
 import { create } from "@bufbuild/protobuf";
 import { join } from "node:path";
 import { pstree_entrySchema } from "../proto/gen/misc_pb.ts";
-import { parseCommandLine } from "../src/cli/options.ts";
 import { fakeSegment, TH } from "../src/net/tcp_segment.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
 import { Pagemap } from "../src/pagemap/pagemap.ts";
@@ -242,47 +241,6 @@ Deno.test("the crit judge rejects an image it cannot decode", async () => {
     failed = /core-1\.img/.test((e as Error).message);
   }
   assert(failed, "crit must fail on a corrupt image");
-});
-
-Deno.test("command line parses as criu's getopt does", () => {
-  assertEquals(parseCommandLine(["check", "-verbosity=0"]).verbosity, 0);
-  assertEquals(parseCommandLine(["dump", "-v"]).verbosity, 4);
-  assertEquals(parseCommandLine(["dump", "-v3"]).verbosity, 3);
-  assertEquals(parseCommandLine(["dump", "-vvv"]).verbosity, 4);
-  assertEquals(parseCommandLine(["dump", "--verbosity=1"]).verbosity, 1);
-  assertEquals(parseCommandLine(["dump"]).verbosity, 2);
-  const o = parseCommandLine([
-    "dump",
-    "--no-default-config",
-    "--no-default-config",
-    "-t42",
-    "-D",
-    "imgs",
-    "-o",
-    "d.log",
-    "-Rj",
-    "--pidfile=p",
-    "--timeout",
-    "10",
-  ]);
-  assertEquals([o.command, o.tree, o.imagesDir, o.logFile, o.leaveRunning, o.shellJob], [
-    "dump",
-    42,
-    "imgs",
-    "d.log",
-    true,
-    true,
-  ]);
-  assertEquals([o.pidfile, o.timeout], ["p", 10]);
-  assertEquals(parseCommandLine(["dump", "--tree", "7"]).tree, 7);
-  assertEquals(parseCommandLine(["dump", "--ghost-limit", "4M"]).ghostLimit, 4 << 20);
-  assertEquals(parseCommandLine(["dump", "--ghost-limit=512k"]).ghostLimit, 512 << 10);
-  assertThrows(() => parseCommandLine(["dump", "--ghost-limit", "lots"]), /needs a size/);
-  assertThrows(() => parseCommandLine(["dump", "-t", "x"]), /needs a number/);
-  assertThrows(() => parseCommandLine(["dump", "-q"]), /Unknown option -q/);
-  assertEquals(parseCommandLine(["dump", "-l"]).fileLocks, true);
-  assertThrows(() => parseCommandLine(["dump", "-n", "net"]), /--namespaces is not supported/);
-  assertThrows(() => parseCommandLine(["dump", "--tree"]), /needs a value/);
 });
 
 Deno.test("errno errors name the call, the target and the errno", () => {

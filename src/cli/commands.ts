@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { VERSION } from "../version.ts";
+import { CRIU_VERSION, VERSION, versionText } from "../version.ts";
 import { isAbsolute, join, resolve } from "node:path";
 import { checkFeatures, FEATURES } from "../check.ts";
 import { dump } from "../dump/dump.ts";
@@ -12,8 +12,11 @@ import { restore, type RestoreStats } from "../restore/restore.ts";
 import type { DumpStats } from "../dump/context.ts";
 import { showDir, showImage } from "../images/show.ts";
 import { Logger } from "../log.ts";
-import { type CliOptions, parseCommandLine, USAGE, UsageError } from "./options.ts";
+import { actionScripts } from "../action_scripts.ts";
+import { checkOptions, type CriuOpts, parseOptions, UsageError } from "./options.ts";
+import { USAGE } from "./usage.ts";
 import { interruptOnSignals } from "../util/interrupt.ts";
+import { close } from "../syscalls/mod.ts";
 
 /** Version printed by `criu --version`. */
 export { VERSION };
@@ -22,14 +25,42 @@ function out(text: string): void {
   Deno.stdout.writeSync(new TextEncoder().encode(text.endsWith("\n") ? text : text + "\n"));
 }
 
-function openLog(o: CliOptions, imagesDir: string): Logger {
-  if (!o.logFile || o.logFile === "-") return new Logger(o.verbosity);
-  const path = isAbsolute(o.logFile) ? o.logFile : join(imagesDir, o.logFile);
-  try {
-    return new Logger(o.verbosity, path);
-  } catch (e) {
-    throw new Error(`Cannot open log file ${path}: ${(e as Error).message}`);
+/** Where a dump or restore reads and writes: images, and the work directory for the rest. */
+interface Dirs {
+  images: string;
+  /** Logs, pidfiles and action scripts' cwd (`-W`, default the images directory). */
+  work: string;
+}
+
+function dirsOf(o: CriuOpts): Dirs {
+  const images = resolve(o.imagesDir);
+  return { images, work: o.workDir ? resolve(o.workDir) : images };
+}
+
+/** `path` as criu takes it: relative to the work directory. */
+function inWorkDir(dirs: Dirs, path: string): string {
+  return isAbsolute(path) ? path : join(dirs.work, path);
+}
+
+function openLog(o: CriuOpts, dirs: Dirs): Logger {
+  const level = Math.min(o.logLevel, 4);
+  let log: Logger;
+  if (!o.logFile || o.logFile === "-") {
+    log = new Logger(level);
+  } else {
+    const path = inWorkDir(dirs, o.logFile);
+    try {
+      log = new Logger(level, path);
+    } catch (e) {
+      throw new Error(`Cannot open log file ${path}: ${(e as Error).message}`);
+    }
   }
+  log.header(`${CRIU_VERSION} (deno-criu ${VERSION})`);
+  return log;
+}
+
+function scriptsOf(o: CriuOpts, dirs: Dirs, log: Logger) {
+  return actionScripts(o.actionScripts, dirs.images, dirs.work, (l) => log.debug(l));
 }
 
 /** The dump statistics block `--display-stats` prints, as criu prints it. */
@@ -48,20 +79,17 @@ export function formatDumpStats(s: DumpStats): string {
   ].join("\n");
 }
 
-async function runDump(o: CliOptions): Promise<number> {
+async function runDump(o: CriuOpts): Promise<number> {
   if (o.tree === undefined) throw new UsageError("dump needs a process: -t/--tree PID");
-  if (o.leaveRunning && o.leaveStopped) {
-    throw new UsageError("--leave-running and --leave-stopped exclude each other");
-  }
-  const imagesDir = resolve(o.imagesDir);
-  using log = openLog(o, imagesDir);
+  const dirs = dirsOf(o);
+  using log = openLog(o, dirs);
   using stop = interruptOnSignals();
   try {
     const r = await dump({
       pid: o.tree,
-      imagesDir,
-      leaveRunning: o.leaveRunning,
-      leaveStopped: o.leaveStopped,
+      imagesDir: dirs.images,
+      leaveRunning: o.finalState === "alive",
+      leaveStopped: o.finalState === "stopped",
       shellJob: o.shellJob,
       fileLocks: o.fileLocks,
       timeoutSeconds: o.timeout,
@@ -69,8 +97,9 @@ async function runDump(o: CliOptions): Promise<number> {
       ghostLimit: o.ghostLimit,
       tcpEstablished: o.tcpEstablished,
       tcpClose: o.tcpClose,
-      skipInFlight: o.skipInFlight,
+      skipInFlight: o.tcpSkipInFlight,
       networkLock: o.networkLock,
+      actions: scriptsOf(o, dirs, log),
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
       signal: stop.signal,
     }, log);
@@ -96,20 +125,23 @@ export function formatRestoreStats(s: RestoreStats): string {
   ].join("\n");
 }
 
-async function runRestore(o: CliOptions): Promise<number> {
-  const imagesDir = resolve(o.imagesDir);
-  using log = openLog(o, imagesDir);
+async function runRestore(o: CriuOpts): Promise<number> {
+  const dirs = dirsOf(o);
+  using log = openLog(o, dirs);
+  if (o.tree !== undefined) log.warn("Using -t with criu restore is obsoleted");
   let r;
   try {
     using stop = interruptOnSignals();
     r = await restore({
-      imagesDir,
+      imagesDir: dirs.images,
       detach: o.restoreDetached,
       shellJob: o.shellJob,
-      pidfile: o.pidfile ? resolve(o.pidfile) : undefined,
+      pidfile: o.pidfile ? inWorkDir(dirs, o.pidfile) : undefined,
       tcpEstablished: o.tcpEstablished,
       tcpClose: o.tcpClose,
       networkLock: o.networkLock,
+      leaveStopped: o.finalState === "stopped",
+      actions: scriptsOf(o, dirs, log),
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
       signal: stop.signal,
     }, log);
@@ -121,7 +153,7 @@ async function runRestore(o: CliOptions): Promise<number> {
   return r.exit ? await r.exit : 0;
 }
 
-async function runCheck(o: CliOptions): Promise<number> {
+async function runCheck(o: CriuOpts): Promise<number> {
   const results = await checkFeatures(o.features);
   if (o.features.length) {
     for (const r of results) out(`${r.feature.name}: ${r.supported ? "supported" : "unsupported"}`);
@@ -129,7 +161,7 @@ async function runCheck(o: CliOptions): Promise<number> {
   }
   let ok = true;
   for (const r of results) {
-    if (o.all) {
+    if (o.checkExtra) {
       out(
         `${r.feature.name}: ${
           r.supported ? "supported" : "UNSUPPORTED"
@@ -138,14 +170,14 @@ async function runCheck(o: CliOptions): Promise<number> {
     }
     if (!r.supported && r.feature.required) {
       ok = false;
-      if (!o.all) out(`Error: ${r.feature.name} is missing: ${r.feature.description}`);
+      if (!o.checkExtra) out(`Error: ${r.feature.name} is missing: ${r.feature.description}`);
     }
   }
   if (ok) out("Looks good.");
   return ok ? 0 : 1;
 }
 
-function runShow(o: CliOptions): number {
+function runShow(o: CriuOpts): number {
   const target = o.args[0] ?? o.imagesDir;
   const st = Deno.statSync(target);
   const json = st.isDirectory ? showDir(target) : showImage(target);
@@ -153,19 +185,45 @@ function runShow(o: CliOptions): number {
   return 0;
 }
 
+/** Commands and how many operands each takes after it. */
+const COMMANDS: Record<string, number> = {
+  dump: 0,
+  restore: 0,
+  check: 0,
+  show: 1,
+  "pre-dump": 0,
+  "page-server": 0,
+  "lazy-pages": 0,
+  swrk: 1,
+  service: 0,
+  dedup: 0,
+  cpuinfo: 1,
+};
+
 /** Runs `criu ARGS`; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  let o: CliOptions | undefined;
+  let o: CriuOpts | undefined;
   try {
-    o = parseCommandLine(argv);
+    o = parseOptions(argv);
     if (o.version) {
-      out(`Version: ${VERSION} (deno-criu, images compatible with CRIU 4.x)`);
+      out(versionText());
       return 0;
     }
-    if (o.help || !o.command) {
+    if (o.help) {
       out(USAGE);
-      return o.help ? 0 : 1;
+      return 0;
     }
+    if (!o.command) throw new UsageError("command is required");
+    const operands = COMMANDS[o.command];
+    if (operands === undefined) throw new UsageError(`unknown command: ${o.command}`);
+    if (o.args.length > operands) {
+      const extra = o.args.length - operands;
+      throw new UsageError(
+        `excessive parameter${extra > 1 ? "s" : ""} for command ${o.command}`,
+      );
+    }
+    checkOptions(o);
+    for (const fd of o.closeFds) close(fd);
     switch (o.command) {
       case "dump":
         return await runDump(o);
@@ -175,29 +233,28 @@ export async function main(argv: string[]): Promise<number> {
         return runShow(o);
       case "restore":
         return await runRestore(o);
-      case "pre-dump":
-      case "page-server":
-      case "lazy-pages":
-      case "swrk":
-      case "service":
-      case "dedup":
-      case "cpuinfo":
-        throw new Error(`The ${o.command} command is not supported by deno-criu yet`);
       default:
-        throw new UsageError(`Unknown command ${o.command}`);
+        throw new Error(`The ${o.command} command is not supported by deno-criu yet`);
     }
   } catch (e) {
     const err = e as Error;
     const msg = err instanceof Error ? err.message : String(e);
     const enc = new TextEncoder();
-    // The stack (debug level only) first: the last line of stderr names the failure.
-    if ((o?.verbosity ?? 0) >= 4 && err instanceof Error && err.stack) {
+    // The stack (debug level only, and never for an expected error) first: the last line of
+    // stderr names the failure.
+    if ((o?.logLevel ?? 0) >= 4 && isBug(err) && err.stack) {
       Deno.stderr.writeSync(enc.encode(`${err.stack}\n`));
     }
     if (e instanceof UsageError) Deno.stderr.writeSync(enc.encode("Try 'criu --help'\n"));
     Deno.stderr.writeSync(enc.encode(`Error: ${msg}\n`));
     return 1;
   }
+}
+
+/** Whether an error is a bug in deno-criu (its stack helps) rather than an expected refusal. */
+function isBug(e: Error): boolean {
+  return e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError ||
+    e instanceof SyntaxError;
 }
 
 export { FEATURES };

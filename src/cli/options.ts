@@ -1,78 +1,168 @@
 /**
- * criu's command line, parsed the way criu's getopt_long parses it.
+ * criu's options: one type shaped like criu's `cr_options`, filled from the configuration files
+ * and the command line (and later RPC) through one table, the table criu's getopt_long reads.
  *
- * - Short options group (`-Rj`) and take values attached or separate (`-t42`, `-t 42`).
- * - `-v` takes an optional attached value: `-v` is 4, `-v3` is 3, `-vvv` is 4, and anything else
- *   attached goes through atoi as in criu, so `-verbosity=0` is level 0.
- * - Long options take `--opt=value` or `--opt value`; `--verbosity` alone is 4.
- * - An option criu has but deno-criu does not implement yet is an error naming it; an unknown
- *   option is an error too. Options criu treats as no-ops here are accepted.
+ * - Sources, in order, later ones winning: `/etc/criu/default.conf`, `~/.criu/default.conf`,
+ *   `$CRIU_CONFIG_FILE`, `--config FILE`, argv (see config_file.ts).
+ * - Long options match by unambiguous prefix (`--tcp-est`); every boolean option has a `--no-`
+ *   form; `-R` and `-s` set one final state, the last one wins; `-v` counts up from the default
+ *   level as criu's does (`-v` 3, `-vv` 4, `-v0` 0, `-verbosity=0` 0).
+ * - An option criu has that deno-criu cannot honour yet is refused by name, with the reason,
+ *   after parsing (`checkOptions`); options that change nothing here are accepted.
+ *
+ * Adding an option is one entry in `TABLE` (and a field in `CriuOpts` when it carries a value).
  *
  * @module
  */
 import { LOCK_METHODS, type LockMethod } from "../net/netlock.ts";
+import { configFileWords } from "./config_file.ts";
+import { type ArgKind, GetoptError, getoptLong, type LongOption } from "./getopt.ts";
+import { UsageError } from "./usage_error.ts";
 
-/** Parsed command line. */
-export interface CliOptions {
+export { UsageError };
+
+/** What happens to the dumped tree (`-R`, `-s`), or to the restored one (`-s`). */
+export type FinalState = "dead" | "alive" | "stopped";
+
+/** criu's default log level: warnings. */
+export const DEFAULT_LOG_LEVEL = 2;
+
+/** criu's default for `--ghost-limit`: 1 MiB. */
+export const DEFAULT_GHOST_LIMIT = 1 << 20;
+
+/** criu's default for `--timeout`, in seconds. */
+export const DEFAULT_TIMEOUT = 10;
+
+/** Every option criu takes, as parsed; names follow criu's `cr_options`. */
+export interface CriuOpts {
+  /** The command (dump, restore, check, ...). */
   command: string;
-  /** Positional arguments after the command. */
+  /** Operands after the command. */
   args: string[];
   tree?: number;
+  finalState: FinalState;
+  restoreDetached: boolean;
+  restoreSibling: boolean;
   imagesDir: string;
+  /** Logs, pidfiles, stats and action scripts' cwd (`-W`); defaults to the images dir. */
+  workDir?: string;
   logFile?: string;
-  verbosity: number;
-  leaveRunning: boolean;
-  leaveStopped: boolean;
+  logLevel: number;
+  logPid: boolean;
   shellJob: boolean;
   fileLocks: boolean;
-  restoreDetached: boolean;
-  pidfile?: string;
-  timeout?: number;
-  displayStats: boolean;
-  ghostLimit?: number;
   tcpEstablished: boolean;
+  tcpSkipInFlight: boolean;
   tcpClose: boolean;
-  skipInFlight: boolean;
+  linkRemap: boolean;
+  evasiveDevices: boolean;
+  forceIrmap: boolean;
+  irmapScanPaths: string[];
+  ghostLimit: number;
+  ghostFiemap: boolean;
+  pidfile?: string;
+  timeout: number;
+  displayStats: boolean;
   networkLock?: LockMethod;
-  all: boolean;
+  preDumpMode: "splice" | "read";
+  fileValidation?: "filesize" | "buildid";
+  skipFileRwxCheck: boolean;
+  weakSysctls: boolean;
+  deprecated: boolean;
+  allowUprobes: boolean;
+  mntnsCompatMode: boolean;
+  cpuCap?: string;
+  libdir?: string;
+  statusFd?: number;
+  /** Descriptors `--close` closes before anything else. */
+  closeFds: number[];
+  /** `--action-script` paths, in the order criu runs them (the last given first). */
+  actionScripts: string[];
+  /** `--external` resources, as given. */
+  external: string[];
+  inheritFds: string[];
+  extUnixSk: boolean;
   features: string[];
+  checkExtra: boolean;
+  checkExperimental: boolean;
+  noDefaultConfig: boolean;
+  config?: string;
   help: boolean;
   version: boolean;
+  /** Options that were switched on, by name, for the refusals and the log. */
+  given: Set<string>;
 }
 
-/** A malformed command line. */
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "UsageError";
-  }
+/** The options as criu starts with them. */
+export function defaultOpts(): CriuOpts {
+  return {
+    command: "",
+    args: [],
+    finalState: "dead",
+    restoreDetached: false,
+    restoreSibling: false,
+    imagesDir: ".",
+    logLevel: DEFAULT_LOG_LEVEL,
+    logPid: false,
+    shellJob: false,
+    fileLocks: false,
+    tcpEstablished: false,
+    tcpSkipInFlight: false,
+    tcpClose: false,
+    linkRemap: false,
+    evasiveDevices: false,
+    forceIrmap: false,
+    irmapScanPaths: [],
+    ghostLimit: DEFAULT_GHOST_LIMIT,
+    ghostFiemap: true,
+    timeout: DEFAULT_TIMEOUT,
+    displayStats: false,
+    preDumpMode: "splice",
+    skipFileRwxCheck: false,
+    weakSysctls: false,
+    deprecated: false,
+    allowUprobes: false,
+    mntnsCompatMode: false,
+    closeFds: [],
+    actionScripts: [],
+    external: [],
+    inheritFds: [],
+    extUnixSk: false,
+    features: [],
+    checkExtra: false,
+    checkExperimental: false,
+    noDefaultConfig: false,
+    help: false,
+    version: false,
+    given: new Set(),
+  };
 }
 
-type Kind = "flag" | "value" | "optional";
+/** Boolean options of `CriuOpts` that a plain flag and its `--no-` form set. */
+type BoolKey = {
+  [K in keyof CriuOpts]-?: CriuOpts[K] extends boolean ? K : never;
+}[keyof CriuOpts];
 
-interface Spec {
-  long: string;
-  short?: string;
-  kind: Kind;
-  apply: (o: CliOptions, v: string | undefined, as: string) => void;
+interface OptionSpec extends LongOption {
+  /** Applies the option; `on` is false for the `--no-` form of a boolean. */
+  set: (o: CriuOpts, value: string | undefined, as: string) => void;
+  /** Why deno-criu refuses this option when it is switched on (it names the missing piece). */
+  refuse?: string;
 }
 
-function int(name: string, v: string | undefined): number {
-  if (v === undefined || !/^-?\d+$/.test(v.trim())) {
-    throw new UsageError(
-      `Option ${name} needs a number, got ${v === undefined ? "nothing" : `"${v}"`}`,
-    );
+const NOT_YET = {
+  ns: "namespaces, mounts and cgroups come with container support",
+  migration: "pre-dumps, page servers and lazy pages come with live migration",
+  ext: "external resources are not supported yet",
+  lsm: "LSM profiles and contexts are not restored yet",
+  rpc: "criu's RPC and image streaming are not supported yet",
+};
+
+function int(as: string, v: string | undefined): number {
+  if (v === undefined || !/^\s*[+-]?\d+\s*$/.test(v)) {
+    throw new UsageError(`invalid argument for ${as}: ${v ?? ""}`);
   }
   return Number(v);
-}
-
-/** A size with an optional K, M or G suffix (criu's --ghost-limit). */
-function size(name: string, v: string | undefined): number {
-  const m = /^(\d+)([kKmMgG]?)$/.exec(v ?? "");
-  if (!m) throw new UsageError(`Option ${name} needs a size (e.g. 10M), got "${v ?? ""}"`);
-  const unit =
-    { "": 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 }[m[2].toLowerCase() as "" | "k" | "m" | "g"];
-  return Number(m[1]) * unit;
 }
 
 /** criu's atoi: leading digits, 0 when there are none. */
@@ -81,191 +171,237 @@ function atoi(s: string): number {
   return m ? Number(m[1]) : 0;
 }
 
-const SPECS: Spec[] = [
-  { long: "tree", short: "t", kind: "value", apply: (o, v, n) => (o.tree = int(n, v)) },
-  { long: "images-dir", short: "D", kind: "value", apply: (o, v) => (o.imagesDir = v!) },
-  { long: "log-file", short: "o", kind: "value", apply: (o, v) => (o.logFile = v!) },
-  {
-    long: "verbosity",
-    short: "v",
-    kind: "optional",
-    apply: (o, v) => {
-      if (v === undefined) o.verbosity = 4;
-      else if (v.startsWith("v")) o.verbosity = 4;
-      else o.verbosity = atoi(v.startsWith("=") ? v.slice(1) : v);
-    },
-  },
-  { long: "leave-running", short: "R", kind: "flag", apply: (o) => (o.leaveRunning = true) },
-  { long: "leave-stopped", short: "s", kind: "flag", apply: (o) => (o.leaveStopped = true) },
-  { long: "shell-job", short: "j", kind: "flag", apply: (o) => (o.shellJob = true) },
-  { long: "file-locks", short: "l", kind: "flag", apply: (o) => (o.fileLocks = true) },
-  { long: "restore-detached", short: "d", kind: "flag", apply: (o) => (o.restoreDetached = true) },
-  { long: "pidfile", kind: "value", apply: (o, v) => (o.pidfile = v) },
-  { long: "timeout", kind: "value", apply: (o, v, n) => (o.timeout = int(n, v)) },
-  { long: "no-default-config", kind: "flag", apply: () => {} },
-  { long: "display-stats", kind: "flag", apply: (o) => (o.displayStats = true) },
-  { long: "ghost-limit", kind: "value", apply: (o, v, n) => (o.ghostLimit = size(n, v)) },
-  { long: "tcp-established", kind: "flag", apply: (o) => (o.tcpEstablished = true) },
-  { long: "tcp-close", kind: "flag", apply: (o) => (o.tcpClose = true) },
-  { long: "skip-in-flight", kind: "flag", apply: (o) => (o.skipInFlight = true) },
-  {
-    long: "network-lock",
-    kind: "value",
-    apply: (o, v, n) => {
-      if (!LOCK_METHODS.includes(v as LockMethod)) {
-        throw new UsageError(
-          `Option ${n} takes ${LOCK_METHODS.join(", ")}; got "${v ?? ""}"`,
-        );
-      }
-      o.networkLock = v as LockMethod;
-    },
-  },
-  { long: "all", kind: "flag", apply: (o) => (o.all = true) },
-  { long: "feature", kind: "value", apply: (o, v) => o.features.push(v!) },
-  { long: "help", short: "h", kind: "flag", apply: (o) => (o.help = true) },
-  { long: "version", short: "V", kind: "flag", apply: (o) => (o.version = true) },
-];
-
-/** criu options that exist but are not implemented by deno-criu yet. */
-const NOT_YET = new Map<string, Kind>([
-  ["external", "value"],
-  ["ext-unix-sk", "optional"],
-  ["inherit-fd", "value"],
-  ["link-remap", "flag"],
-  ["manage-cgroups", "optional"],
-  ["root", "value"],
-  ["freeze-cgroup", "value"],
-  ["track-mem", "flag"],
-  ["prev-images-dir", "value"],
-  ["page-server", "flag"],
-  ["address", "value"],
-  ["port", "value"],
-  ["lazy-pages", "flag"],
-  ["pre-dump-mode", "value"],
-  ["namespaces", "value"],
-  ["cgroup-root", "value"],
-  ["evasive-devices", "flag"],
-  ["auto-dedup", "flag"],
-  ["exec-cmd", "flag"],
-  ["action-script", "value"],
-  ["unprivileged", "flag"],
-]);
-const NOT_YET_SHORT = new Map<string, string>([["l", "file-locks"], ["n", "namespaces"], [
-  "r",
-  "root",
-]]);
-
-function notYet(name: string): never {
-  throw new UsageError(`Option --${name} is not supported by deno-criu yet`);
+/** criu's parse_size: a number with an optional K, M or G suffix. */
+function size(as: string, v: string | undefined): number {
+  const m = /^(\d+)([kKmMgG]?)$/.exec(v ?? "");
+  if (!m) throw new UsageError(`invalid argument for ${as}: ${v ?? ""}`);
+  const unit = { "": 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 }[
+    m[2].toLowerCase() as "" | "k" | "m" | "g"
+  ];
+  return Number(m[1]) * unit;
 }
 
-/** Parses `argv` (without the program name). */
-export function parseCommandLine(argv: string[]): CliOptions {
-  const o: CliOptions = {
-    command: "",
-    args: [],
-    imagesDir: ".",
-    verbosity: 2,
-    leaveRunning: false,
-    leaveStopped: false,
-    shellJob: false,
-    fileLocks: false,
-    tcpEstablished: false,
-    tcpClose: false,
-    skipInFlight: false,
-    restoreDetached: false,
-    displayStats: false,
-    all: false,
-    features: [],
-    help: false,
-    version: false,
-  };
-  const byLong = new Map(SPECS.map((s) => [s.long, s]));
-  const byShort = new Map(SPECS.filter((s) => s.short).map((s) => [s.short!, s]));
+function oneOf<T extends string>(as: string, v: string | undefined, allowed: readonly T[]): T {
+  if (!allowed.includes(v as T)) {
+    throw new UsageError(`invalid argument for ${as}: ${v ?? ""} (one of ${allowed.join(", ")})`);
+  }
+  return v as T;
+}
+
+/** A boolean option and its `--no-` form (criu's BOOL_OPT). */
+function bool(name: string, key: BoolKey, extra: Partial<OptionSpec> = {}): OptionSpec[] {
+  return [
+    { name, arg: "none", set: (o) => (o[key] = true), ...extra },
+    { name: `no-${name}`, arg: "none", set: (o) => (o[key] = false) },
+  ];
+}
+
+/** An option that takes a value. */
+function opt(
+  name: string,
+  arg: ArgKind,
+  set: OptionSpec["set"],
+  extra: Partial<OptionSpec> = {},
+): OptionSpec {
+  return { name, arg, set, ...extra };
+}
+
+/** An option deno-criu accepts and cannot honour yet: refused with `why` when used. */
+function refused(name: string, arg: ArgKind, why: string, short?: string): OptionSpec {
+  return { name, arg, short, set: () => {}, refuse: why };
+}
+
+/** criu's long options (criu/config.c), in its order. */
+const TABLE: OptionSpec[] = [
+  opt("tree", "required", (o, v, as) => {
+    o.tree = atoi(v!);
+    if (o.tree <= 0) throw new UsageError(`invalid argument for ${as}: ${v}`);
+  }, { short: "t" }),
+  opt("leave-stopped", "none", (o) => (o.finalState = "stopped"), { short: "s" }),
+  opt("leave-running", "none", (o) => (o.finalState = "alive"), { short: "R" }),
+  ...bool("restore-detached", "restoreDetached", { short: "d" }),
+  ...bool("restore-sibling", "restoreSibling", {
+    short: "S",
+    refuse: "the restored root cannot be made criu's sibling: deno-criu never forks itself",
+  }),
+  ...bool("daemon", "restoreDetached"),
+  opt("images-dir", "required", (o, v) => (o.imagesDir = v!), { short: "D" }),
+  opt("work-dir", "required", (o, v) => (o.workDir = v), { short: "W" }),
+  opt("log-file", "required", (o, v) => (o.logFile = v), { short: "o" }),
+  refused("join-ns", "required", NOT_YET.ns, "J"),
+  refused("root", "required", NOT_YET.ns, "r"),
+  opt("ext-unix-sk", "optional", (o) => (o.extUnixSk = true), {
+    short: "x",
+    refuse: "unix sockets with a peer outside the tree are not supported yet",
+  }),
+  opt("help", "none", (o) => (o.help = true), { short: "h" }),
+  ...bool("tcp-established", "tcpEstablished"),
+  opt("close", "required", (o, v, as) => o.closeFds.push(int(as, v))),
+  ...bool("log-pid", "logPid"),
+  opt("version", "none", (o) => (o.version = true), { short: "V" }),
+  ...bool("evasive-devices", "evasiveDevices"),
+  opt("pidfile", "required", (o, v) => (o.pidfile = v)),
+  refused("veth-pair", "required", NOT_YET.ns),
+  opt("action-script", "required", (o, v) => o.actionScripts.unshift(v!)),
+  ...bool("link-remap", "linkRemap"),
+  ...bool("shell-job", "shellJob", { short: "j" }),
+  ...bool("file-locks", "fileLocks", { short: "l" }),
+  refused("page-server", "none", NOT_YET.migration),
+  { name: "no-page-server", arg: "none", set: () => {} },
+  refused("address", "required", NOT_YET.migration),
+  refused("port", "required", NOT_YET.migration),
+  refused("prev-images-dir", "required", NOT_YET.migration),
+  opt("ms", "none", () => {
+    throw new UsageError('--ms is deprecated; see "Check options" of criu --help');
+  }),
+  refused("track-mem", "none", NOT_YET.migration),
+  { name: "no-track-mem", arg: "none", set: () => {} },
+  refused("auto-dedup", "none", NOT_YET.migration),
+  { name: "no-auto-dedup", arg: "none", set: () => {} },
+  opt("libdir", "required", (o, v) => (o.libdir = v), { short: "L" }),
+  opt("cpu-cap", "optional", (o, v) => (o.cpuCap = v ?? "all")),
+  ...bool("force-irmap", "forceIrmap"),
+  refused("ext-mount-map", "required", NOT_YET.ns, "M"),
+  refused("exec-cmd", "none", "--exec-cmd is not supported yet"),
+  refused("manage-cgroups", "optional", NOT_YET.ns),
+  refused("cgroup-root", "required", NOT_YET.ns),
+  opt("inherit-fd", "required", (o, v) => o.inheritFds.push(v!), {
+    refuse: "descriptors inherited from the caller are not supported yet",
+  }),
+  opt("feature", "required", (o, v) => o.features.push(v!)),
+  refused("skip-mnt", "required", NOT_YET.ns),
+  refused("enable-fs", "required", NOT_YET.ns),
+  refused("enable-external-sharing", "none", NOT_YET.ns),
+  refused("enable-external-masters", "none", NOT_YET.ns),
+  refused("freeze-cgroup", "required", NOT_YET.ns),
+  opt("ghost-limit", "required", (o, v, as) => (o.ghostLimit = size(as, v))),
+  opt("irmap-scan-path", "required", (o, v) => o.irmapScanPaths.push(v!)),
+  refused("lsm-profile", "required", NOT_YET.lsm),
+  opt("timeout", "required", (o, v) => (o.timeout = atoi(v!))),
+  opt("external", "required", (o, v) => o.external.push(v!), { refuse: NOT_YET.ext }),
+  refused("empty-ns", "required", NOT_YET.ns),
+  refused("lazy-pages", "none", NOT_YET.migration),
+  ...bool("extra", "checkExtra"),
+  ...bool("experimental", "checkExperimental"),
+  opt("all", "none", (o) => (o.checkExtra = o.checkExperimental = true)),
+  refused("cgroup-props", "required", NOT_YET.ns),
+  refused("cgroup-props-file", "required", NOT_YET.ns),
+  refused("cgroup-dump-controller", "required", NOT_YET.ns),
+  ...bool("skip-in-flight", "tcpSkipInFlight"),
+  ...bool("deprecated", "deprecated"),
+  ...bool("display-stats", "displayStats"),
+  ...bool("weak-sysctls", "weakSysctls"),
+  opt("status-fd", "required", (o, v, as) => (o.statusFd = int(as, v))),
+  ...bool("tcp-close", "tcpClose"),
+  opt("verbosity", "optional", (o, v) => {
+    if (v === undefined) o.logLevel++;
+    else if (v.startsWith("v")) o.logLevel += v.length + 1; // -vvv
+    else o.logLevel = atoi(v);
+  }, { short: "v" }),
+  refused("ps-socket", "required", NOT_YET.migration),
+  refused("stream", "none", NOT_YET.rpc),
+  { name: "no-stream", arg: "none", set: () => {} },
+  opt("config", "required", (o, v) => (o.config = v)),
+  opt("no-default-config", "none", (o) => (o.noDefaultConfig = true)),
+  refused("tls-cacert", "required", NOT_YET.migration),
+  refused("tls-cacrl", "required", NOT_YET.migration),
+  refused("tls-cert", "required", NOT_YET.migration),
+  refused("tls-key", "required", NOT_YET.migration),
+  refused("tls", "none", NOT_YET.migration),
+  { name: "no-tls", arg: "none", set: () => {} },
+  refused("tls-no-cn-verify", "none", NOT_YET.migration),
+  refused("cgroup-yard", "required", NOT_YET.ns),
+  opt("pre-dump-mode", "required", (o, v, as) => {
+    o.preDumpMode = oneOf(as, v, ["splice", "read"] as const);
+  }),
+  opt("file-validation", "required", (o, v, as) => {
+    o.fileValidation = oneOf(as, v, ["filesize", "buildid"] as const);
+  }),
+  ...bool("skip-file-rwx-check", "skipFileRwxCheck"),
+  refused("lsm-mount-context", "required", NOT_YET.lsm),
+  opt("network-lock", "required", (o, v, as) => {
+    o.networkLock = v === "none" ? "skip" : oneOf(as, v, LOCK_METHODS);
+  }),
+  ...bool("mntns-compat-mode", "mntnsCompatMode"),
+  refused("unprivileged", "none", "deno-criu runs as root only"),
+  { name: "no-unprivileged", arg: "none", set: () => {} },
+  ...bool("ghost-fiemap", "ghostFiemap"),
+  ...bool("allow-uprobes", "allowUprobes"),
+];
+
+/** The options' names, for `criu --help` and the tests. */
+export const OPTION_NAMES: readonly string[] = TABLE.map((s) => s.name);
+
+/**
+ * Parses criu's options: the configuration files that apply, then `argv` (without the program
+ * name). `env` reads the environment ($HOME, $CRIU_CONFIG_FILE).
+ */
+export function parseOptions(
+  argv: readonly string[],
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+): CriuOpts {
+  const o = defaultOpts();
+  // criu looks for these before parsing anything: help wins over a broken config file.
+  if (argv.includes("-h") || argv.includes("--help")) {
+    o.help = true;
+    return o;
+  }
+  let noDefault = false, file: string | undefined;
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === "--") {
-      o.args.push(...argv.slice(i + 1));
-      break;
-    }
-    if (a.startsWith("--")) {
-      const eq = a.indexOf("=");
-      const name = eq < 0 ? a.slice(2) : a.slice(2, eq);
-      const inline = eq < 0 ? undefined : a.slice(eq + 1);
-      const spec = byLong.get(name);
-      if (!spec) {
-        if (NOT_YET.has(name)) notYet(name);
-        throw new UsageError(`Unknown option --${name}`);
-      }
-      if (spec.kind === "flag") {
-        if (inline !== undefined) throw new UsageError(`Option --${name} takes no value`);
-        spec.apply(o, undefined, `--${name}`);
-      } else if (spec.kind === "value") {
-        const v = inline ?? argv[++i];
-        if (v === undefined) throw new UsageError(`Option --${name} needs a value`);
-        spec.apply(o, v, `--${name}`);
-      } else {
-        spec.apply(o, inline, `--${name}`);
-      }
-    } else if (a.startsWith("-") && a.length > 1) {
-      for (let j = 1; j < a.length; j++) {
-        const c = a[j];
-        const spec = byShort.get(c);
-        if (!spec) {
-          const long = NOT_YET_SHORT.get(c);
-          if (long) notYet(long);
-          throw new UsageError(`Unknown option -${c}`);
-        }
-        if (spec.kind === "flag") {
-          spec.apply(o, undefined, `-${c}`);
-          continue;
-        }
-        const rest = a.slice(j + 1);
-        if (spec.kind === "value") {
-          const v = rest || argv[++i];
-          if (v === undefined) throw new UsageError(`Option -${c} needs a value`);
-          spec.apply(o, v, `-${c}`);
-        } else {
-          spec.apply(o, rest || undefined, `-${c}`);
-        }
-        break;
-      }
-    } else if (!o.command) {
-      o.command = a;
-    } else {
-      o.args.push(a);
+    if (argv[i] === "--no-default-config") noDefault = true;
+    else if (argv[i] === "--config") [file, noDefault] = [argv[i + 1], true];
+    else if (argv[i].startsWith("--config=")) [file, noDefault] = [argv[i].slice(9), true];
+  }
+  for (const cfg of configFileWords({ noDefault, file, env })) {
+    const { operands } = apply(o, cfg.words, `configuration file ${cfg.path}`);
+    if (operands.length) {
+      throw new UsageError(
+        `Unsupported configuration file format in ${cfg.path}: "${operands[0]}"`,
+      );
     }
   }
+  const { operands } = apply(o, argv);
+  o.noDefaultConfig = noDefault;
+  o.command = operands[0] ?? "";
+  o.args = operands.slice(1);
   return o;
 }
 
-/** The usage text printed by `criu --help`. */
-export const USAGE = `Usage:
-  criu dump|restore|check|show [<options>]
+function apply(o: CriuOpts, words: readonly string[], where?: string): { operands: string[] } {
+  let parsed;
+  try {
+    parsed = getoptLong(words, TABLE);
+  } catch (e) {
+    if (e instanceof GetoptError) {
+      throw new UsageError(where ? `${e.message} (in ${where})` : e.message);
+    }
+    throw e;
+  }
+  for (const { option, value, as } of parsed.options) {
+    const spec = option as OptionSpec;
+    spec.set(o, value, as);
+    if (spec.name.startsWith("no-")) o.given.delete(spec.name.slice(3));
+    else o.given.add(spec.name);
+    // criu prints its version the moment it parses -V.
+    if (o.version) return { operands: [] };
+  }
+  return { operands: parsed.operands };
+}
 
-Commands:
-  dump           checkpoint a process identified by pid
-  restore        restore a process from images
-  check          check whether the kernel supports what dump and restore need
-  show           print the images of a directory (or one image file) as JSON
-
-Dump/Restore options:
-  -t|--tree PID            checkpoint the process tree rooted at PID
-  -D|--images-dir DIR      directory for image files (default: .)
-  -o|--log-file FILE       log file name, relative to the images directory
-  -v[NUM]|--verbosity[=NUM]  log level 0 (none) to 4 (debug); -v alone is 4
-  -R|--leave-running       leave the tree running after the dump
-  -s|--leave-stopped       leave the tree stopped after the dump
-  -j|--shell-job           the tree was started from a shell (keep session and tty)
-  -l|--file-locks          dump and restore file locks (flock, POSIX, OFD)
-  -d|--restore-detached    return once the restored tree is running
-  --pidfile FILE           write the restored root task's PID to FILE
-  --timeout NUM            seconds to wait for the tree to freeze
-  --display-stats          print dump/restore statistics
-  --ghost-limit SIZE       largest deleted open file to carry in the images (default 1M)
-  --no-default-config      accepted (deno-criu reads no configuration files)
-
-Check options:
-  --feature NAME           check one feature (exit 0 when supported, 1 otherwise)
-  --all                    list every feature and whether it is supported
-`;
+/**
+ * Refuses what deno-criu cannot honour for `o.command`: the option named, with the reason.
+ * Also criu's own consistency checks.
+ */
+export function checkOptions(o: CriuOpts): void {
+  for (const spec of TABLE) {
+    if (spec.refuse && o.given.has(spec.name)) {
+      throw new UsageError(`Option --${spec.name} is not supported by deno-criu: ${spec.refuse}`);
+    }
+  }
+  if (o.restoreSibling && !o.restoreDetached) {
+    throw new UsageError("--restore-sibling only makes sense with --restore-detached");
+  }
+  if (o.inheritFds.length && o.command !== "restore") {
+    throw new UsageError("--inherit-fd is restore-only option");
+  }
+}

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { ActionHook } from "../action_scripts.ts";
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
 import type { UnixSocketInfo } from "../net/unix_diag.ts";
@@ -54,6 +55,8 @@ export interface DumpOptions {
   skipInFlight?: boolean;
   /** How TCP connections are locked while dumped (`--network-lock`), default nftables. */
   networkLock?: LockMethod;
+  /** Runs criu's action scripts (`--action-script`): pre-dump, then post-dump before the end. */
+  actions?: ActionHook;
   /** Test hook: fail the dump at the named step, after the task is seized. */
   faultInject?: string;
   /** Aborted when criu is asked to stop (SIGINT, SIGTERM, SIGHUP): the dump rolls back. */

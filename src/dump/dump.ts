@@ -163,6 +163,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
     throw new NoSuchTaskError(pid);
   }
 
+  await opts.actions?.("pre-dump", pid);
   const tFreeze = performance.now();
   log.info(`Seizing the tree of task ${pid}`);
   using tree = collectTree(pid, (opts.timeoutSeconds ?? 10) * 1000);
@@ -274,6 +275,8 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   ctx.flush();
   syncDir(ctx.opts.imagesDir);
   await ctx.checkpoint("sync");
+  // The last word before the tree goes: a failing post-dump script leaves it running.
+  await ctx.opts.actions?.("post-dump", tree.root);
 }
 
 function readComm(pid: number): string {

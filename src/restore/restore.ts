@@ -25,6 +25,7 @@
  */
 import { create, isFieldSet } from "@bufbuild/protobuf";
 import { join } from "node:path";
+import type { ActionHook, ScriptAction } from "../action_scripts.ts";
 import { BLOBS } from "../../parasite/blobs_gen.ts";
 import { restore_stats_entrySchema, stats_entrySchema } from "../../proto/gen/misc_pb.ts";
 import { ImageWriter } from "../images/image.ts";
@@ -111,6 +112,13 @@ export interface RestoreOptions {
   tcpClose?: boolean;
   /** How the dump locked the network (`--network-lock`); default: what inventory.img says. */
   networkLock?: LockMethod;
+  /** Leave the restored tree stopped (`-s`): every task gets SIGSTOP as it is released. */
+  leaveStopped?: boolean;
+  /**
+   * Runs criu's action scripts (`--action-script`): pre-restore, post-restore (a failure undoes
+   * the restore), pre-resume and post-resume (failures are only reported).
+   */
+  actions?: ActionHook;
   /** Test hook: fail at the named stage after the task exists. */
   faultInject?: string;
   /** Aborted when criu is asked to stop (SIGINT, SIGTERM, SIGHUP): the restore rolls back. */
@@ -236,6 +244,7 @@ export async function restore(
   const t0 = performance.now();
   // 1. READ
   const dump = readDump(opts.imagesDir);
+  await opts.actions?.("pre-restore");
   const lockMethod = opts.networkLock ??
     LOCK_METHODS[dump.inventory.networkLockMethod ?? -1] ?? DEFAULT_LOCK_METHOD;
   const tcp = {
@@ -290,6 +299,7 @@ async function restoreTree(
   const made = await spawnTask(pid, opts.detach ?? false);
   const tForked = performance.now();
   const procs: Restoring[] = [];
+  let pidfileWritten = false;
   const checkpoint = async (stage: string) => {
     await checkInterrupt(opts.signal);
     if (opts.faultInject === stage) throw new RestoreError(`Fault injected at ${stage}`);
@@ -343,16 +353,23 @@ async function restoreTree(
       }
     }
     await checkpoint("state");
+    await opts.actions?.("post-restore", pid);
     markSysvRemoved([...dump.sysvShm.values()].map((x) => x.entry));
+
+    if (opts.pidfile) {
+      Deno.writeTextFileSync(opts.pidfile, `${pid}`, { createNew: true, mode: 0o600 });
+      pidfileWritten = true;
+    }
 
     await checkpoint("resume");
     // 7. RESUME: connections out of repair mode and the network unlocked, then children and
     // threads first; zombies are left to exit.
     tcp.conns.finishRestore();
+    await reported(opts.actions, "pre-resume", pid, log);
     for (const p of [...procs].reverse()) {
       if (p.task.zombie) continue;
       for (const th of p.threads) release(th.seized, th.core, p.task.core);
-      release(p.seized, p.task.core, p.task.core);
+      release(p.seized, p.task.core, p.task.core, opts.leaveStopped);
       // A stopped task stops again now, which tells its parent (CLD_STOPPED) a second time:
       // once it has, the parent (released after its children) gets its own signals back.
       const parent = procs.find((x) => x.task.pstree.pid === p.task.pstree.ppid);
@@ -363,9 +380,7 @@ async function restoreTree(
     }
     await made.release();
     log.info(`Tree of task ${pid} resumed: ${procs.length} processes`);
-    if (opts.pidfile) {
-      Deno.writeTextFileSync(opts.pidfile, `${pid}`, { createNew: true, mode: 0o600 });
-    }
+    await reported(opts.actions, "post-resume", pid, log);
     const result: RestoreResult = {
       pid,
       stats: {
@@ -385,6 +400,7 @@ async function restoreTree(
     return result;
   } catch (e) {
     log.info(`Restore of task ${pid} failed; killing what was made`);
+    if (pidfileWritten) Deno.removeSync(opts.pidfile!);
     tcp.conns.drop();
     for (const p of procs) {
       for (const t of [p.seized, ...p.threads.map((x) => x.seized)]) t.sendKill();
@@ -401,6 +417,20 @@ async function restoreTree(
     await made.abandon();
     await made.helper.status.catch(() => {});
     throw e;
+  }
+}
+
+/** Runs the action scripts of a point after which failures can only be reported (as criu). */
+async function reported(
+  actions: ActionHook | undefined,
+  action: ScriptAction,
+  pid: number,
+  log: Logger,
+): Promise<void> {
+  try {
+    await actions?.(action, pid);
+  } catch (e) {
+    log.error((e as Error).message);
   }
 }
 
@@ -477,15 +507,23 @@ function restorePosixTimers(rs: RemoteSyscalls, arena: RemoteArena, task: TaskIm
 }
 
 /** Registers, FPU state and signal mask of one thread from its core; then it runs. */
-function release(seized: SeizedTask, core: core_entry, leaderCore: core_entry): void {
+function release(
+  seized: SeizedTask,
+  core: core_entry,
+  leaderCore: core_entry,
+  leaveStopped = false,
+): void {
   const ti = core.threadInfo!;
   const template = ptraceGetXstate(seized.pid);
+  const leader = core === leaderCore;
   seized.release(
     gpregsWords(ti.gpregs!),
     xsaveArea(ti.fpregs!, template),
     core.threadCore?.blkSigset ?? leaderCore.tc!.blkSigset,
-    core === leaderCore && leaderCore.tc!.taskState === TASK_STATE.STOPPED
+    leader && leaderCore.tc!.taskState === TASK_STATE.STOPPED
       ? leaderCore.tc!.stopSigno || SIGSTOP
+      : leader && leaveStopped
+      ? SIGSTOP
       : 0,
   );
 }
