@@ -22,7 +22,13 @@ export { RestoreError } from "./src/restore/files.ts";
 export { PidTakenError } from "./src/restore/helper.ts";
 export { VdsoMismatchError } from "./src/restore/memory.ts";
 export { type DumpImages, readDump, type TaskImages } from "./src/restore/images.ts";
-export { checkFeatures, type CheckResult, type Feature, FEATURES } from "./src/check.ts";
+export {
+  checkFeatures,
+  type CheckResult,
+  type Feature,
+  featureNamed,
+  FEATURES,
+} from "./src/check.ts";
 export {
   headerOf,
   type ImageEntry,

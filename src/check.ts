@@ -24,15 +24,20 @@ import {
   zeroPagePfn,
 } from "./syscalls/mod.ts";
 
-/** One kernel feature check. */
+/** One feature `criu check` answers for. */
 export interface Feature {
-  /** Name accepted by `criu check --feature`. */
+  /** Name accepted by `criu check --feature` (CRIU 4.2's names). */
   name: string;
   /** What it is for. */
   description: string;
-  /** Whether `criu check` needs it to say "Looks good." */
-  required: boolean;
-  /** Runs the probe; resolves to true when supported. */
+  /**
+   * When deno-criu cannot use the feature whatever the kernel says (it does not implement what
+   * the feature is for yet): why. The answer is then "unsupported" without probing.
+   */
+  notOurs?: string;
+  /** Category: "required" for a plain `criu check`, "extra" (`--extra`), "experimental". */
+  category: "required" | "extra" | "experimental";
+  /** Runs the probe; resolves to true when the kernel (and this machine) has it. */
   probe: () => boolean | Promise<boolean>;
 }
 
@@ -73,30 +78,59 @@ function tool(cmd: string, args: string[]): boolean {
   }
 }
 
-/** Every feature `criu check` knows. */
-export const FEATURES: Feature[] = [
+const NS = "namespaces come with container support";
+const MIGRATION = "pre-dumps and lazy pages come with live migration";
+
+/** A feature deno-criu does not use yet, whatever the kernel has. */
+function notOurs(name: string, description: string, why: string): Feature {
+  return { name, description, notOurs: why, category: "extra", probe: () => false };
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether `program` is on PATH. */
+function onPath(program: string): boolean {
+  return (Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").some((d) =>
+    exists(`${d}/${program}`)
+  );
+}
+
+function tcpRepair(): boolean {
+  const fd = sys(NR.socket, 2, /* AF_INET */ 1, /* SOCK_STREAM */ 0);
+  if (fd < 0) return false;
+  try {
+    const one = new Int32Array([1]);
+    return sys(NR.setsockopt, fd, 6, /* IPPROTO_TCP */ 19, /* TCP_REPAIR */ ptrOf(one), 4) === 0;
+  } finally {
+    close(fd);
+  }
+}
+
+/** The checks a plain `criu check` runs: what every dump and restore needs. */
+const REQUIRED: Feature[] = [
   {
     name: "ptrace_seize",
     description: "PTRACE_SEIZE/PTRACE_INTERRUPT freeze a task",
-    required: true,
+    category: "required",
     probe: () => probePtrace(false),
-  },
-  {
-    name: "get_rseq_conf",
-    description: "PTRACE_GET_RSEQ_CONFIGURATION reads a task's rseq area",
-    required: true,
-    probe: () => probePtrace(true),
   },
   {
     name: "pagemap_pfn",
     description: "/proc/PID/pagemap shows page frames (zero-page detection)",
-    required: true,
+    category: "required",
     probe: () => zeroPagePfn() >= 0n,
   },
   {
     name: "map_files",
     description: "/proc/PID/map_files lists mapped files",
-    required: true,
+    category: "required",
     probe: () => {
       try {
         return [...Deno.readDirSync("/proc/self/map_files")].length > 0;
@@ -108,7 +142,7 @@ export const FEATURES: Feature[] = [
   {
     name: "kcmp",
     description: "kcmp(2) compares kernel objects of two tasks",
-    required: true,
+    category: "required",
     probe: () => {
       try {
         return kcmp(Deno.pid, Deno.pid, KCMP.VM) === 0;
@@ -117,55 +151,130 @@ export const FEATURES: Feature[] = [
       }
     },
   },
+];
+
+/** CRIU 4.2's named features (`criu check --feature NAME`), in its order. */
+const NAMED: Feature[] = [
+  notOurs("mnt_id", "mount ids in fdinfo", "mount namespaces are not supported yet"),
   {
-    name: "clone3_set_tid",
-    description: "clone3(2) with set_tid restores tasks with their PIDs",
-    required: true,
-    probe: () => sys(NR.clone3, 0, 0) !== -errno.ENOSYS,
+    name: "mem_dirty_track",
+    description: "dirty memory tracking for pre-dumps",
+    notOurs: MIGRATION,
+    category: "extra",
+    probe: () => false,
+  },
+  notOurs("aio_remap", "AIO rings moved at restore", "AIO rings are not supported yet"),
+  {
+    name: "timerfd",
+    description: "timerfd state (TFD_IOC_SET_TICKS)",
+    category: "extra",
+    probe: () => {
+      const fd = sys(NR.timerfd_create, 1, /* CLOCK_MONOTONIC */ O.CLOEXEC);
+      if (fd < 0) return false;
+      close(fd);
+      return true;
+    },
+  },
+  notOurs("tun", "tun/tap devices", "tun/tap devices are not supported yet"),
+  notOurs("tun_ns", "tun/tap devices in namespaces", NS),
+  notOurs("userns", "user namespaces", NS),
+  notOurs("fdinfo_lock", "locks and leases in fdinfo", "file leases are not supported yet"),
+  notOurs("seccomp_suspend", "seccomp suspended while dumped", "seccomp is not supported yet"),
+  notOurs("seccomp_filters", "seccomp filters dumped", "seccomp is not supported yet"),
+  notOurs("loginuid", "login uid restored", "the login uid is not restored yet"),
+  notOurs("cgroupns", "cgroup namespaces", NS),
+  { ...notOurs("autofs", "autofs mounts", NS), category: "experimental" },
+  {
+    name: "tcp_half_closed",
+    description: "TCP_REPAIR on half-closed connections",
+    category: "extra",
+    probe: tcpRepair,
   },
   {
-    name: "tcp_repair",
-    description: "TCP_REPAIR puts a socket in repair mode",
-    required: false,
+    ...notOurs("compat_cr", "32-bit tasks", "32-bit tasks are not supported"),
+    category: "experimental",
+  },
+  notOurs("uffd", "userfaultfd for lazy pages", MIGRATION),
+  notOurs("uffd-noncoop", "non-cooperative userfaultfd for lazy pages", MIGRATION),
+  notOurs("can_map_vdso", "mapping a vDSO", "deno-criu moves the vDSO into place (mremap)"),
+  notOurs("sk_ns", "sockets' network namespaces", NS),
+  notOurs("sk_unix_file", "unix sockets' files", "unix socket files are not checked this way"),
+  notOurs("net_diag_raw", "raw socket diagnostics", "raw sockets are not supported yet"),
+  notOurs("nsid", "network namespace ids", NS),
+  notOurs("link_nsid", "links' network namespace ids", NS),
+  {
+    name: "kcmp_epoll",
+    description: "kcmp(KCMP_EPOLL_TFD): which file an epoll set watches",
+    category: "extra",
     probe: () => {
-      const fd = sys(NR.socket, 2, /* AF_INET */ 1, /* SOCK_STREAM */ 0);
-      if (fd < 0) return false;
+      const ep = sys(NR.epoll_create1, O.CLOEXEC);
+      if (ep < 0) return false;
       try {
-        const one = new Int32Array([1]);
-        return sys(NR.setsockopt, fd, 6, /* IPPROTO_TCP */ 19, /* TCP_REPAIR */ ptrOf(one), 4) ===
-          0;
+        const slot = new Uint32Array([0, 0, 0]); // fd, epoll fd's target offset
+        slot[0] = ep;
+        // KCMP_EPOLL_TFD = 7: a target that is not watched gives an error other than EINVAL.
+        const r = sys(NR.kcmp, Deno.pid, Deno.pid, 7, ep, ptrOf(new Int32Array(slot.buffer)));
+        return r !== -errno.EINVAL && r !== -errno.ENOSYS;
       } finally {
-        close(fd);
+        close(ep);
       }
     },
   },
   {
-    name: "network-lock-nftables",
-    description: "nft can lock TCP connections while they are dumped (--network-lock nftables)",
-    required: false,
+    name: "timens",
+    description: "time namespaces",
+    category: "extra",
+    probe: () => exists("/proc/self/ns/time"),
+  },
+  notOurs("external_net_ns", "external network namespaces", NS),
+  {
+    name: "clone3_set_tid",
+    description: "clone3(2) with set_tid restores tasks with their PIDs",
+    category: "extra",
+    probe: () => sys(NR.clone3, 0, 0) !== -errno.ENOSYS,
+  },
+  notOurs("newifindex", "links made with a given ifindex", NS),
+  notOurs("nftables", "nftables rules of a network namespace", NS),
+  {
+    name: "has_ipt_legacy",
+    description: "iptables-legacy, for --network-lock iptables",
+    category: "extra",
+    probe: () => onPath("iptables-legacy") || onPath("iptables"),
+  },
+  notOurs("pidfd_store", "pidfds kept between RPC calls", "criu's RPC is not supported yet"),
+  {
+    name: "ns_pid",
+    description: "NSpid in /proc/PID/status",
+    category: "extra",
+    probe: () => /^NSpid:/m.test(Deno.readTextFileSync("/proc/self/status")),
+  },
+  notOurs("apparmor_stacking", "AppArmor stacking", "LSM profiles are not restored yet"),
+  {
+    name: "network_lock_nftables",
+    description: "nft locks TCP connections while they are dumped (--network-lock nftables)",
+    category: "extra",
     probe: () => tool("nft", ["list", "tables"]),
   },
+  notOurs("sockopt_buf_lock", "SO_BUF_LOCK", "SO_BUF_LOCK is not dumped yet"),
+  notOurs("memfd_hugetlb", "hugetlb memfds", "hugetlb memory is not supported yet"),
+  notOurs("move_mount_set_group", "mount propagation groups", NS),
   {
-    name: "network-lock-iptables",
-    description:
-      "iptables can lock TCP connections while they are dumped (--network-lock iptables)",
-    required: false,
-    probe: () => tool("iptables", ["-w", "-S", "INPUT"]),
+    name: "openat2",
+    description: "openat2(2)",
+    category: "extra",
+    probe: () => sys(NR.openat2, -100, 0, 0, 0) !== -errno.ENOSYS,
   },
   {
-    name: "userfaultfd",
-    description: "userfaultfd(2) for lazy pages and write-protect tracking",
-    required: false,
-    probe: () => {
-      const fd = sys(NR.userfaultfd, O.CLOEXEC | O.NONBLOCK);
-      if (fd >= 0) close(fd);
-      return fd >= 0;
-    },
+    name: "get_rseq_conf",
+    description: "PTRACE_GET_RSEQ_CONFIGURATION reads a task's rseq area",
+    category: "extra",
+    probe: () => probePtrace(true),
   },
+  notOurs("ipv6_freebind", "IPv6 freebind binds", "freebind binds are not restored yet"),
   {
     name: "pagemap_scan",
     description: "PAGEMAP_SCAN ioctl (dirty tracking without soft-dirty)",
-    required: false,
+    category: "extra",
     probe: () => {
       const fd = open("/proc/self/pagemap", O.RDONLY | O.CLOEXEC);
       try {
@@ -180,20 +289,14 @@ export const FEATURES: Feature[] = [
       }
     },
   },
-  {
-    name: "timens",
-    description: "time namespaces",
-    required: false,
-    probe: () => {
-      try {
-        Deno.statSync("/proc/self/ns/time");
-        return true;
-      } catch {
-        return false;
-      }
-    },
-  },
+  notOurs("timer_cr_ids", "POSIX timers made with given ids", "timer ids are restored in order"),
+  notOurs("overlayfs_maps", "overlayfs mappings", NS),
+  notOurs("breakpoints", "hardware breakpoints", "debug registers are not dumped yet"),
+  notOurs("pagemap_scan_guard_pages", "guard pages", "guard pages are not supported yet"),
 ];
+
+/** Every feature `criu check` knows: the required checks, then CRIU's named features. */
+export const FEATURES: Feature[] = [...REQUIRED, ...NAMED];
 
 function ptrOf(a: Int32Array): bigint {
   const p = Deno.UnsafePointer.of(a as Int32Array<ArrayBuffer>);
@@ -206,26 +309,24 @@ export interface CheckResult {
   supported: boolean;
 }
 
-/** Runs the probes of `names` (all features when empty). Unknown names throw. */
-export async function checkFeatures(names: string[] = []): Promise<CheckResult[]> {
-  const chosen = names.length
-    ? names.map((n) => {
-      const f = FEATURES.find((x) => x.name === n);
-      if (!f) {
-        throw new Error(
-          `Unknown feature ${n}; known features: ${FEATURES.map((x) => x.name).join(", ")}`,
-        );
-      }
-      return f;
-    })
-    : FEATURES;
+/** The feature named `name`, or an error naming it. */
+export function featureNamed(name: string): Feature {
+  const f = FEATURES.find((x) => x.name === name);
+  if (!f) throw new Error(`Unknown feature ${name}`);
+  return f;
+}
+
+/** Probes `features` (a feature deno-criu does not use is unsupported, unprobed). */
+export async function checkFeatures(features: Feature[]): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
-  for (const feature of chosen) {
+  for (const feature of features) {
     let supported = false;
-    try {
-      supported = await feature.probe();
-    } catch {
-      supported = false;
+    if (!feature.notOurs) {
+      try {
+        supported = await feature.probe();
+      } catch {
+        supported = false;
+      }
     }
     out.push({ feature, supported });
   }
