@@ -20,7 +20,7 @@ import {
 } from "../../proto/gen/files_pb.ts";
 import { O } from "../syscalls/mod.ts";
 import { parseFdinfo, readProcText } from "../tree/proc.ts";
-import { type FileKind, type OpenFile, type TaskFiles, UnsupportedError } from "./file_types.ts";
+import { type FileKind, type OpenFile, UnsupportedError } from "./file_types.ts";
 import { inotifyWatches } from "./inotify.ts";
 
 /** The state of an eventfd, signalfd, timerfd or epoll descriptor, from its fdinfo. */
@@ -62,16 +62,26 @@ export function anonKind(name: string, pid: number, fd: number): FileKind {
     default: {
       const text = readProcText(pid, `fdinfo/${fd}`);
       const tfds = [
-        ...text.matchAll(/^tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)/gm),
+        ...text.matchAll(
+          /^tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)(?:\s+pos:\s*(\d+)\s+ino:\s*([0-9a-f]+)\s+sdev:\s*([0-9a-f]+))?/gm,
+        ),
       ]
-        .map((m) => ({ fd: Number(m[1]), events: parseInt(m[2], 16), data: BigInt("0x" + m[3]) }));
+        .map((m) => ({
+          fd: Number(m[1]),
+          events: parseInt(m[2], 16),
+          data: BigInt("0x" + m[3]),
+          // Which file it watches (criu writes them, to find dup'ed targets).
+          target: m[4] === undefined
+            ? undefined
+            : { pos: BigInt(m[4]), inode: BigInt("0x" + m[5]), dev: parseInt(m[6], 16) },
+        }));
       return { type: "eventpoll", tfds };
     }
   }
 }
 
 /** The file entry of an eventfd, signalfd, timerfd or epoll description. */
-export function anonEntry(file: OpenFile, tf: TaskFiles): file_entry {
+export function anonEntry(file: OpenFile): file_entry {
   const base = { id: file.id, fown: file.fown };
   const k = file.kind;
   switch (k.type) {
@@ -146,10 +156,11 @@ export function anonEntry(file: OpenFile, tf: TaskFiles): file_entry {
           flags: file.flags,
           tfd: k.tfds.map((t) =>
             create(eventpoll_tfd_entrySchema, {
-              id: tf.fds.find((f) => f.fd === t.fd)!.file.id,
+              id: 0, // as criu writes it (the field named the epoll file in old images)
               tfd: t.fd,
               events: t.events,
               data: t.data,
+              ...t.target,
             })
           ),
         }),

@@ -112,9 +112,9 @@ export class DumpContext {
   readonly sysvShm = new Map<number, { entry: ipc_shm_entry; data: Uint8Array }>();
   /** Kernel object ids written so far, by PID. */
   readonly ids = new Map<number, task_kobj_ids_entry>();
-  /** memfd inodes by inode number (memfd-inode.img). */
+  /** memfd inodes by inode number (memfd.img, as criu names it). */
   readonly memfds = new Map<number, memfd_inode_entry>();
-  /** file-lock.img entries. */
+  /** filelocks.img entries. */
   readonly locks: file_lock_entry[] = [];
   /** Locks already recorded (a lock shows on every descriptor of its file). */
   readonly lockKeys = new Set<string>();

@@ -239,7 +239,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
     await dumpProcess(ctx, tree, proc, files);
   }
   await ctx.checkpoint("collect");
-  dumpFileData(ctx, files);
+  dumpFileData(ctx);
   writeSysvShm(ctx);
   // root_ids are the dumper's own objects, as criu writes them (a restore compares the root
   // task's with them: the same descriptor table would mean the images are corrupt).

@@ -42,7 +42,15 @@ export type FileKind =
     value: [bigint, bigint];
     interval: [bigint, bigint];
   }
-  | { type: "eventpoll"; tfds: { fd: number; events: number; data: bigint }[] }
+  | {
+    type: "eventpoll";
+    tfds: {
+      fd: number;
+      events: number;
+      data: bigint;
+      target?: { pos: bigint; inode: bigint; dev: number };
+    }[];
+  }
   | { type: "inotify"; watches: InotifyWatch[] }
   | { type: "unix"; ino: number; socket: UnixSocketState }
   | { type: "inet"; ino: number; socket: InetSocketState };
@@ -51,6 +59,8 @@ export type FileKind =
 export interface Ghost {
   /** Its inode, which every description of it shares (one ghost image per inode). */
   dev: number;
+  /** Its device in the kernel's encoding, as criu writes it (major << 20 | minor). */
+  kdev: number;
   ino: number;
   size: number;
   /** Its data segments (holes between them stay holes). */
@@ -58,8 +68,8 @@ export interface Ghost {
   mode: number;
   uid: number;
   gid: number;
-  atime: Date | null;
-  mtime: Date | null;
+  atime: { sec: bigint; nsec: number };
+  mtime: { sec: bigint; nsec: number };
 }
 
 /** Largest deleted file whose contents a dump carries, unless --ghost-limit says otherwise. */

@@ -22,14 +22,22 @@ import {
   reg_file_entrySchema,
   tty_file_entrySchema,
 } from "../../proto/gen/files_pb.ts";
-import { close, getFileOwner, KCMP, kcmp, O, pidfdGetfd, pidfdOpen } from "../syscalls/mod.ts";
+import {
+  close,
+  getFileOwner,
+  KCMP,
+  kcmp,
+  O,
+  pidfdGetfd,
+  pidfdOpen,
+  statStamp,
+} from "../syscalls/mod.ts";
 import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
 import { collectUnixSocket, UnixSocketError } from "../net/unix.ts";
 import { collectInetSocket, InetSocketError } from "../net/inet.ts";
 import { unixSockets } from "../net/unix_diag.ts";
 import { inetShutdowns } from "../net/inet_diag.ts";
 import type { DumpContext } from "./context.ts";
-import type { ImageWriter } from "../images/image.ts";
 import { anonEntry, anonKind } from "./anon_files.ts";
 import {
   ANON_KINDS,
@@ -132,16 +140,18 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
           `limit of ${limit}; raise it with --ghost-limit`,
       );
     }
+    const stamp = statStamp(link);
     const ghost: Ghost = {
       dev: st.dev,
+      kdev: stamp.devMajor * (1 << 20) + stamp.devMinor,
       ino: st.ino ?? 0,
       size: st.size,
       chunks: readDataSegments(link, st.size),
       mode: st.mode ?? 0o100600,
       uid: st.uid ?? 0,
       gid: st.gid ?? 0,
-      atime: st.atime,
-      mtime: st.mtime,
+      atime: stamp.atime,
+      mtime: stamp.mtime,
     };
     return {
       type: "reg",
@@ -287,7 +297,6 @@ export function regFileEntry(
     pos: opts.pos ?? 0n,
     fown: opts.fown ?? noOwner(),
     name: path,
-    mntId: opts.mntId ?? -1,
     size: opts.size,
     mode: opts.mode,
   });
@@ -356,7 +365,7 @@ export function dumpFiles(
           }),
         );
       } else if (file.kind.type === "unix") {
-        files.entry(file_entrySchema, unixEntry(file, file.kind.socket));
+        files.entry(file_entrySchema, unixEntry(file, file.kind.socket, ctx.unixSockets));
         if (file.kind.socket.queue.length) ctx.skQueues.set(file.id, file.kind.socket.queue);
       } else if (file.kind.type === "inet") {
         files.entry(file_entrySchema, inetEntry(file, file.kind.ino, file.kind.socket));
@@ -365,7 +374,7 @@ export function dumpFiles(
           writeTcpStream(ctx.image(tcpStreamImageName(file.kind.ino), "TCP_STREAM"), stream);
         }
       } else if (ANON_KINDS.has(file.kind.type)) {
-        files.entry(file_entrySchema, anonEntry(file, tf));
+        files.entry(file_entrySchema, anonEntry(file));
       } else if (file.kind.type === "tty") {
         files.entry(
           file_entrySchema,
@@ -424,10 +433,10 @@ const FD_TYPE: Record<FileKind["type"], fd_types> = {
 };
 
 /** Writes what the files of the whole tree carry besides their entries. */
-export function dumpFileData(ctx: DumpContext, files: ImageWriter): void {
-  checkUnixSockets(ctx, files);
+export function dumpFileData(ctx: DumpContext): void {
+  checkUnixSockets(ctx);
   if (ctx.memfds.size) {
-    const img = ctx.image("memfd-inode.img", "MEMFD_INODE");
+    const img = ctx.image("memfd.img", "MEMFD_INODE");
     for (const m of ctx.memfds.values()) img.entry(memfd_inode_entrySchema, m);
   }
   writeLocks(ctx);

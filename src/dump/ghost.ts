@@ -79,21 +79,17 @@ export function writeGhost(ctx: DumpContext, fileId: number, g: Ghost): void {
 }
 
 function writeGhostImage(ctx: DumpContext, ghostId: number, g: Ghost): void {
-  const tv = (d: Date | null) => {
-    const ms = d?.getTime() ?? 0;
-    return create(timevalSchema, {
-      tvSec: BigInt(Math.floor(ms / 1000)),
-      tvUsec: BigInt((ms % 1000) * 1000),
-    });
-  };
+  // criu's ghost image keeps microseconds.
+  const tv = (t: { sec: bigint; nsec: number }) =>
+    create(timevalSchema, { tvSec: t.sec, tvUsec: BigInt(Math.floor(t.nsec / 1000)) });
   const chunked = g.size >= CHUNKS_FROM;
-  const img = ctx.image(`ghost-file-${ghostId}.img`, "GHOST_FILE").entry(
+  const img = ctx.image(`ghost-file-${ghostId.toString(16)}.img`, "GHOST_FILE").entry(
     ghost_file_entrySchema,
     create(ghost_file_entrySchema, {
       uid: g.uid,
       gid: g.gid,
       mode: g.mode,
-      dev: g.dev,
+      dev: g.kdev,
       ino: BigInt(g.ino),
       atim: tv(g.atime),
       mtim: tv(g.mtime),

@@ -1,5 +1,5 @@
 /**
- * File locks (`-l`): `collectLocks` reads them from fdinfo, `writeLocks` writes file-lock.img.
+ * File locks (`-l`): `collectLocks` reads them from fdinfo, `writeLocks` writes filelocks.img.
  *
  * @module
  */
@@ -9,7 +9,8 @@ import { readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { UnsupportedError } from "./file_types.ts";
 
-const LOCK_FLAG: Record<string, number> = { POSIX: 1, FLOCK: 2, OFDLCK: 1024 };
+/** criu's lock kinds (FL_POSIX, FL_FLOCK, FL_OFD). */
+const LOCK_FLAG: Record<string, number> = { POSIX: 1, FLOCK: 2, OFDLCK: 4 };
 
 /** Locks held through descriptor `fd` (fdinfo "lock:" lines), refused without `-l`. */
 export function collectLocks(ctx: DumpContext, pid: number, fd: number, fileId: number): void {
@@ -49,9 +50,9 @@ export function collectLocks(ctx: DumpContext, pid: number, fd: number, fileId: 
   }
 }
 
-/** file-lock.img. */
+/** filelocks.img. */
 export function writeLocks(ctx: DumpContext): void {
   if (!ctx.locks.length) return;
-  const img = ctx.image("file-lock.img", "FILE_LOCKS");
+  const img = ctx.image("filelocks.img", "FILE_LOCKS");
   for (const l of ctx.locks) img.entry(file_lock_entrySchema, l);
 }

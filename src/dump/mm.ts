@@ -18,7 +18,15 @@ import { Pagemap, pagemapEntry, type PageRun } from "../pagemap/pagemap.ts";
 import { writePages } from "../pagemap/page_xfer.ts";
 import { writePagesViaParasite } from "../pagemap/page_pipe.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
-import { classifyVma, MAP, PROT, VMA, type Vma, vmaHasPrivatePages } from "../pagemap/vma.ts";
+import {
+  classifyVma,
+  MAP,
+  mergeVvar,
+  PROT,
+  VMA,
+  type Vma,
+  vmaHasPrivatePages,
+} from "../pagemap/vma.ts";
 import { parseMaps, type ProcMap, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { regFileEntry, UnsupportedError, writeRegFile } from "./files.ts";
@@ -28,7 +36,7 @@ import { memfdFileEntry, registerMemfd } from "./memfd.ts";
 /** The mappings of task `pid` from smaps, and their classification. */
 export function collectVmas(pid: number): { maps: ProcMap[]; vmas: Vma[] } {
   const maps = parseMaps(readProcText(pid, "smaps"));
-  const vmas = maps.map(classifyVma);
+  const vmas = mergeVvar(maps.map(classifyVma));
   for (const v of vmas) {
     if (v.unsupported) {
       throw new UnsupportedError(
@@ -137,6 +145,11 @@ export async function dumpPages(
   {
     using pm = new Pagemap(pid);
     for (const v of vmas) {
+      // The vDSO is dumped whole, as criu dumps it: a restore compares it with its kernel's.
+      if (v.status & VMA.AREA_VDSO) {
+        runs.push({ vaddr: v.start, nrPages: Number((v.end - v.start) / 4096n) });
+        continue;
+      }
       if (!vmaHasPrivatePages(v)) continue;
       const before = runs.length;
       const skipFilePages = (v.status & VMA.FILE_PRIVATE) !== 0;

@@ -16,15 +16,23 @@ import {
   unix_sk_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import type { UnixSocketState } from "../net/unix.ts";
+import type { UnixSocketInfo } from "../net/unix_diag.ts";
 import { TCP_STATE } from "../net/tcp_state.ts";
-import { defaultOptions } from "../net/sk_opts.ts";
-import type { ImageWriter } from "../images/image.ts";
 import type { DumpContext } from "./context.ts";
-import { noOwner, type OpenFile, skOptsEntry, UnsupportedError } from "./file_types.ts";
+import { type OpenFile, skOptsEntry, UnsupportedError } from "./file_types.ts";
 
-/** The file entry of a unix socket. */
-export function unixEntry(file: OpenFile, st: UnixSocketState): file_entry {
+/**
+ * The file entry of a unix socket. A client whose connection still waits in a listener's queue
+ * names the listener as its peer, as criu writes it (the socket in the queue has no descriptor
+ * and no entry); `all` is the system's socket table.
+ */
+export function unixEntry(
+  file: OpenFile,
+  st: UnixSocketState,
+  all?: Map<number, UnixSocketInfo>,
+): file_entry {
   const i = st.info;
+  const listener = [...(all?.values() ?? [])].find((l) => l.icons.includes(i.ino));
   return create(file_entrySchema, {
     type: fd_types.UNIXSK,
     id: file.id,
@@ -35,9 +43,9 @@ export function unixEntry(file: OpenFile, st: UnixSocketState): file_entry {
       state: i.state,
       flags: file.flags,
       uflags: 0,
-      // For a listener, sock_diag reports its backlog in the write-queue slot.
-      backlog: i.state === TCP_STATE.LISTEN ? i.wqueue : 0,
-      peer: i.peer,
+      // As criu: sock_diag's write-queue slot (for a listener, its backlog).
+      backlog: i.wqueue,
+      peer: listener?.ino ?? i.peer,
       fown: file.fown,
       opts: skOptsEntry(st.opts),
       name: i.name,
@@ -52,11 +60,11 @@ export function unixEntry(file: OpenFile, st: UnixSocketState): file_entry {
 }
 
 /**
- * Refuses unix sockets that cannot be rebuilt (a peer outside the tree, a server side whose
- * listener is not dumped), and writes the entries of connections still waiting in a listener's
- * queue: they have no descriptor but are part of the listener's state.
+ * Refuses unix sockets that cannot be rebuilt: a peer outside the tree, a server side whose
+ * listener is not dumped, a connection waiting in a listener's queue with data in it (a client
+ * is connected again at restore; what it sent before cannot be).
  */
-export function checkUnixSockets(ctx: DumpContext, files: ImageWriter): void {
+export function checkUnixSockets(ctx: DumpContext): void {
   const socks = new Map<number, OpenFile>();
   for (const f of ctx.openFiles) if (f.kind.type === "unix") socks.set(f.kind.ino, f);
   const info = (f: OpenFile) => (f.kind as { socket: UnixSocketState }).socket.info;
@@ -96,23 +104,6 @@ export function checkUnixSockets(ctx: DumpContext, files: ImageWriter): void {
         );
       }
       pending.add(ino);
-      const id = ctx.fileId();
-      files.entry(
-        file_entrySchema,
-        unixEntry({
-          id,
-          owner: l.owner,
-          kind: l.kind,
-          flags: 2,
-          pos: 0n,
-          mntId: -1,
-          fown: noOwner(),
-        }, {
-          info: { ...e, peer: client, name: li.name },
-          opts: defaultOptions(),
-          queue: [],
-        }),
-      );
     }
   }
   for (const f of socks.values()) {

@@ -71,7 +71,7 @@ function socketFile(pid: number, info: UnixSocketInfo): UnixSocketFile | undefin
     const st = Deno.lstatSync(path);
     if (st.isSocket && st.ino === info.vfsIno) {
       return {
-        mode: (st.mode ?? 0) & 0o7777,
+        mode: st.mode ?? 0o140000, // with its type bits, as criu writes it
         uid: st.uid ?? 0,
         gid: st.gid ?? 0,
         dir,
@@ -230,7 +230,7 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
     inDir(s.file?.dir, () => bindUnix(fd, s.name, `unix socket ${nameOf(s.name)}`));
     const f = s.file;
     if (f && !f.deleted && f.mode !== undefined && s.name[0] !== 0) {
-      Deno.chmodSync(path, f.mode);
+      Deno.chmodSync(path, f.mode & 0o7777);
       Deno.chownSync(path, f.uid ?? 0, f.gid ?? 0);
     }
   };

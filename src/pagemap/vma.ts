@@ -88,6 +88,23 @@ export function vmaHasPrivatePages(v: Vma): boolean {
   return (v.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) !== 0;
 }
 
+/**
+ * The mappings as criu lists them: the vvar pages in one VMA, however many the kernel shows
+ * (since 6.13 it splits off [vvar_vclock]).
+ */
+export function mergeVvar(vmas: Vma[]): Vma[] {
+  const out: Vma[] = [];
+  for (const v of vmas) {
+    const last = out.at(-1);
+    if (last && last.status & VMA.AREA_VVAR && v.status & VMA.AREA_VVAR && last.end === v.start) {
+      out[out.length - 1] = { ...last, end: v.end };
+    } else {
+      out.push(v);
+    }
+  }
+  return out;
+}
+
 /** Classifies one smaps mapping. */
 export function classifyVma(m: ProcMap): Vma {
   const prot = (m.perms[0] === "r" ? PROT.READ : 0) | (m.perms[1] === "w" ? PROT.WRITE : 0) |
@@ -122,17 +139,19 @@ export function classifyVma(m: ProcMap): Vma {
     v.status = VMA.AREA_REGULAR | (shared ? VMA.ANON_SHARED : VMA.ANON_PRIVATE);
   };
   switch (m.path) {
+    // The kernel's special mappings, flagged as criu flags them (anonymous private).
     case "[vsyscall]":
-      v.status = VMA.AREA_VSYSCALL;
+      anon();
+      v.status = VMA.AREA_VSYSCALL | VMA.ANON_PRIVATE;
       return v;
     case "[vdso]":
       anon();
-      v.status = VMA.AREA_REGULAR | VMA.AREA_VDSO;
+      v.status = VMA.AREA_REGULAR | VMA.AREA_VDSO | VMA.ANON_PRIVATE;
       return v;
     case "[vvar]":
     case "[vvar_vclock]":
       anon();
-      v.status = VMA.AREA_REGULAR | VMA.AREA_VVAR;
+      v.status = VMA.AREA_REGULAR | VMA.AREA_VVAR | VMA.ANON_PRIVATE;
       return v;
     case "[heap]":
       anon();

@@ -38,6 +38,7 @@ import {
   pipe2,
   pwriteAll,
   setFileOwner,
+  setFileTimes,
   strerror,
   syscall,
   tryOpen,
@@ -342,9 +343,11 @@ export class FileTable implements Disposable {
         close(fd);
       }
       if (e.mtim) {
-        const date = (t?: { tvSec: bigint; tvUsec: bigint }) =>
-          new Date(Number(t?.tvSec ?? 0n) * 1000 + Number(t?.tvUsec ?? 0n) / 1000);
-        Deno.utimeSync(ghost, date(e.atim), date(e.mtim));
+        const ts = (t?: { tvSec: bigint; tvUsec: bigint }) => ({
+          sec: t?.tvSec ?? 0n,
+          nsec: Number(t?.tvUsec ?? 0n) * 1000,
+        });
+        setFileTimes(ghost, ts(e.atim), ts(e.mtim));
       }
     }
     const path = free(reg.name);
@@ -445,12 +448,12 @@ export class FileTable implements Disposable {
    * execveat() of the memfd works as before. Other entries are opened through /proc with their
    * flags and offset.
    */
-  #memfd(f: file_entry, mapping: boolean): number {
+  #memfd(f: file_entry, mapping: boolean, access?: number): number {
     const m = f.memfd!;
     const ino = BigInt(m.inodeId);
     let base = this.#memfds.get(ino);
     const inode = this.#dump.memfds.get(ino);
-    if (!inode) throw new RestoreError(`memfd inode ${ino} is missing from memfd-inode.img`);
+    if (!inode) throw new RestoreError(`memfd inode ${ino} is missing from memfd.img`);
     const what = `memfd ${inode.name}`;
     if (base === undefined) {
       const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;
@@ -474,7 +477,7 @@ export class FileTable implements Disposable {
       const F_ADD_SEALS = 1033;
       if (inode.seals) fcntl(base, F_ADD_SEALS, inode.seals);
     }
-    const flags = (m.flags & ~NOT_REPLAYED) | O.CLOEXEC;
+    const flags = (access === undefined ? m.flags & ~NOT_REPLAYED : access) | O.CLOEXEC;
     const rw = (flags & 3) === O.RDWR;
     if (rw && (mapping || !this.#memfdOriginalGiven.has(ino))) {
       if (!mapping) this.#memfdOriginalGiven.add(ino);
@@ -487,6 +490,20 @@ export class FileTable implements Disposable {
     }
     const fd = openHere(`/proc/self/fd/${base}`, flags);
     if (m.pos > 0n) lseek(fd, m.pos, SEEK_SET);
+    return fd;
+  }
+
+  /**
+   * A descriptor of memfd file `id` to map it through, with `access` (O_RDONLY or O_RDWR) when
+   * the images say how the mapping's descriptor was opened.
+   */
+  mappedMemfd(id: number, access?: number): number {
+    const key = `memfd-map:${id}:${access}`;
+    let fd = this.#service.get(key);
+    if (fd === undefined) {
+      fd = this.#memfd(this.#entry(id), true, access);
+      this.#service.set(key, fd);
+    }
     return fd;
   }
 

@@ -92,9 +92,9 @@ export interface DumpImages {
   skQueues: Map<number, Uint8Array[]>;
   /** System V shared memory segments by IPC id, with their contents. */
   sysvShm: Map<number, { entry: ipc_shm_entry; data: Uint8Array }>;
-  /** memfd inodes by inode id (memfd-inode.img). */
+  /** memfd inodes by inode id (memfd.img). */
   memfds: Map<bigint, memfd_inode_entry>;
-  /** File locks (file-lock.img). */
+  /** File locks (filelocks.img). */
   locks: file_lock_entry[];
   /** Terminals (tty-info.img): the foreground process group each had. */
   ttys: tty_info_entry[];
@@ -319,21 +319,21 @@ export function readDump(dir: string): DumpImages {
       }
       let ghost = byGhostId.get(r.remapId);
       if (!ghost) {
-        ghost = readGhost(p(`ghost-file-${r.remapId}.img`), r.remapId);
+        ghost = readGhost(p(`ghost-file-${r.remapId.toString(16)}.img`), r.remapId);
         byGhostId.set(r.remapId, ghost);
       }
       ghosts.set(r.origId, ghost);
     }
   }
-  const locks = exists(p("file-lock.img"))
-    ? readImage(p("file-lock.img"), "FILE_LOCKS", file_lock_entrySchema).map((e) => e.message)
+  const locks = exists(p("filelocks.img"))
+    ? readImage(p("filelocks.img"), "FILE_LOCKS", file_lock_entrySchema).map((e) => e.message)
     : [];
   const ttys = exists(p("tty-info.img"))
     ? readImage(p("tty-info.img"), "TTY_INFO", tty_info_entrySchema).map((e) => e.message)
     : [];
   const memfds = new Map<bigint, memfd_inode_entry>();
-  if (exists(p("memfd-inode.img"))) {
-    for (const e of readImage(p("memfd-inode.img"), "MEMFD_INODE", memfd_inode_entrySchema)) {
+  if (exists(p("memfd.img"))) {
+    for (const e of readImage(p("memfd.img"), "MEMFD_INODE", memfd_inode_entrySchema)) {
       memfds.set(e.message.inodeId, e.message);
     }
   }

@@ -22,6 +22,9 @@ import {
   unixDgramSocket,
 } from "../syscalls/socket.ts";
 import { VMA } from "../pagemap/vma.ts";
+import { isFieldSet } from "@bufbuild/protobuf";
+import { vma_entrySchema } from "../../proto/gen/mm_pb.ts";
+import { mapKey } from "./memory.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
 import { type FileTable, RestoreError } from "./files.ts";
@@ -33,8 +36,8 @@ const F_SETFD = 2;
 /** Descriptors the restorer uses inside the task, closed before it resumes. */
 export interface ServiceFds {
   pages: number;
-  /** Mapped files by file id. */
-  maps: Map<number, number>;
+  /** Mapped files by {@link mapKey} (file id and access). */
+  maps: Map<string, number>;
   /** Shared anonymous memory objects made by an earlier task, by inode. */
   shmem: Map<bigint, number>;
   exe: number;
@@ -73,15 +76,18 @@ export function installFiles(
   for (const v of task.mm.vmas) {
     if (!(v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED))) continue;
     const id = Number(v.shmid);
-    if (service.some((s) => s.key === `map:${id}`)) continue;
+    const key = `map:${mapKey(v)}`;
+    if (service.some((s) => s.key === key)) continue;
     const f = dump.files.get(id);
+    const access = isFieldSet(v, vma_entrySchema.field.fdflags) ? v.fdflags & 3 : undefined;
     if (f?.memfd) {
-      service.push({ key: `map:${id}`, fd: table.file(id, -1, pid) });
+      service.push({ key, fd: table.mappedMemfd(id, access) });
       continue;
     }
     const reg = f?.reg;
     if (!reg) throw new RestoreError(`File ${id} of a mapping is missing from files.img`);
-    service.push({ key: `map:${id}`, fd: table.service(reg.name, reg.flags, "mapped file") });
+    const flags = access === undefined ? reg.flags : (reg.flags & ~3) | access;
+    service.push({ key, fd: table.service(reg.name, flags, "mapped file") });
   }
   for (const v of task.mm.vmas) {
     if (!(v.status & VMA.ANON_SHARED) || !shmemHere.has(v.shmid)) continue;
@@ -122,7 +128,7 @@ export function installFiles(
         NR.fcntl,
         `lock fd ${l.fd}`,
         l.fd,
-        l.flag === 1024 ? F_OFD_SETLK : F_SETLK,
+        l.flag & 4 || l.flag === 1024 ? F_OFD_SETLK : F_SETLK, // 1024: how deno-criu 0.1.0 wrote OFD
         arena.put(fl),
       );
     }
@@ -149,10 +155,10 @@ export function installFiles(
     }
   }
   const svc = new Map(service.map((s, i) => [s.key, received[ids.length + i]]));
-  const maps = new Map<number, number>();
+  const maps = new Map<string, number>();
   const shmem = new Map<bigint, number>();
   for (const [key, fd] of svc) {
-    if (key.startsWith("map:")) maps.set(Number(key.slice(4)), fd);
+    if (key.startsWith("map:")) maps.set(key.slice(4), fd);
     if (key.startsWith("shm:")) shmem.set(BigInt(key.slice(4)), fd);
   }
   return { pages: svc.get("pages")!, maps, shmem, exe: svc.get("exe")!, all: [...svc.values()] };

@@ -20,7 +20,8 @@
  *
  * @module
  */
-import type { mm_entry, vma_entry } from "../../proto/gen/mm_pb.ts";
+import { isFieldSet } from "@bufbuild/protobuf";
+import { type mm_entry, type vma_entry, vma_entrySchema } from "../../proto/gen/mm_pb.ts";
 import { MAP, PROT, VMA } from "../pagemap/vma.ts";
 import { PE_PRESENT } from "../pagemap/pagemap.ts";
 import type { ProcMap } from "../tree/proc.ts";
@@ -102,31 +103,66 @@ function specials(maps: ProcMap[]): { vdso?: ProcMap; vvars: ProcMap[] } {
   };
 }
 
-/** The dumped special mappings paired with the helper's current ones. */
+/**
+ * Which descriptor a file mapping is made through: its file, opened with the access the
+ * mapping's descriptor had when criu writes it (`fdflags`; a read-only descriptor makes a
+ * shared mapping that can never be made writable), else with the file entry's flags.
+ */
+export function mapKey(v: vma_entry): string {
+  return isFieldSet(v, vma_entrySchema.field.fdflags)
+    ? `${v.shmid}:${v.fdflags & 3}`
+    : `${v.shmid}`;
+}
+
+/** Adjacent ranges joined: the vvar block as one range, however many VMAs show it. */
+function joined(ranges: Range[]): Range[] {
+  const out: Range[] = [];
+  for (const r of [...ranges].sort((a, b) => (a.start < b.start ? -1 : 1))) {
+    const last = out.at(-1);
+    if (last && last.end === r.start) last.end = r.end;
+    else out.push({ start: r.start, end: r.end });
+  }
+  return out;
+}
+
+/**
+ * The helper's current special mappings, each paired with where it goes. The vvar pages are
+ * one block in criu's images and one or two VMAs here ([vvar], [vvar_vclock]): each VMA moves
+ * to its offset in the dumped block.
+ */
 export function pairSpecials(dumped: vma_entry[], maps: ProcMap[]): { from: Range; to: Range }[] {
   const cur = specials(maps);
   const dVdso = dumped.filter((v) => v.status & VMA.AREA_VDSO);
-  const dVvar = dumped.filter((v) => v.status & VMA.AREA_VVAR);
+  const dVvar = joined(dumped.filter((v) => v.status & VMA.AREA_VVAR));
+  const cVvar = joined(cur.vvars);
   const pairs: { from: Range; to: Range }[] = [];
   if (dVdso.length !== (cur.vdso ? 1 : 0)) {
     throw new VdsoMismatchError(`${dVdso.length} vdso mappings dumped, ${cur.vdso ? 1 : 0} here`);
   }
-  if (dVvar.length !== cur.vvars.length) {
-    throw new VdsoMismatchError(`${dVvar.length} vvar mappings dumped, ${cur.vvars.length} here`);
+  if (dVvar.length !== cVvar.length) {
+    throw new VdsoMismatchError(`${dVvar.length} vvar blocks dumped, ${cVvar.length} here`);
   }
-  const all = [...cur.vvars, ...(cur.vdso ? [cur.vdso] : [])];
-  const dAll = [...dVvar, ...dVdso];
-  all.forEach((m, i) => {
-    const d = dAll[i];
-    if (m.end - m.start !== d.end - d.start) {
-      throw new VdsoMismatchError(
-        `${m.path} is ${(m.end - m.start) / PAGE} pages here, ${
-          (d.end - d.start) / PAGE
-        } in the dump`,
-      );
+  const size = (r: Range) => (r.end - r.start) / PAGE;
+  cVvar.forEach((block, i) => {
+    const d = dVvar[i];
+    if (size(block) !== size(d)) {
+      throw new VdsoMismatchError(`vvar is ${size(block)} pages here, ${size(d)} in the dump`);
+    }
+    for (const m of cur.vvars.filter((x) => x.start >= block.start && x.end <= block.end)) {
+      const to = d.start + (m.start - block.start);
+      pairs.push({
+        from: { start: m.start, end: m.end },
+        to: { start: to, end: to + m.end - m.start },
+      });
+    }
+  });
+  if (cur.vdso) {
+    const d = dVdso[0], m = cur.vdso;
+    if (size(m) !== size(d)) {
+      throw new VdsoMismatchError(`[vdso] is ${size(m)} pages here, ${size(d)} in the dump`);
     }
     pairs.push({ from: { start: m.start, end: m.end }, to: { start: d.start, end: d.end } });
-  });
+  }
   // The vDSO code reaches its data pages at fixed offsets: the block must move as one.
   if (pairs.length > 1) {
     const base = pairs[0];
@@ -148,8 +184,8 @@ export interface MemoryPlanInput {
   area: Range;
   /** Where the vdso block waits while the helper's mappings go (inside the gap). */
   tempBase: bigint;
-  /** Descriptor in the task of each mapped file, by file id. */
-  mapFds: Map<number, number>;
+  /** Descriptor in the task of each mapped file, by {@link mapKey}. */
+  mapFds: Map<string, number>;
   /** Descriptor in the task of pages-N.img. */
   pagesFd: number;
   /** Descriptors in the task of shared anonymous memory made by an earlier task, by inode. */
@@ -317,7 +353,7 @@ export function planMemory(input: MemoryPlanInput): Op[] {
       continue;
     }
     const isFile = (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0;
-    const fd = isFile ? mapFds.get(Number(v.shmid)) : -1;
+    const fd = isFile ? mapFds.get(mapKey(v)) : -1;
     if (fd === undefined) {
       throw new Error(`No file for the mapping at ${hex(v.start)} (file id ${v.shmid})`);
     }
@@ -348,6 +384,8 @@ export function planMemory(input: MemoryPlanInput): Op[] {
   const present: Range[] = [];
   task.pagemap.forEach((e, i) => {
     if (!(e.flags & PE_PRESENT)) return;
+    // The vDSO's pages (criu dumps them) are this kernel's, moved into place above.
+    if ((vmaOf(e.vaddr)?.status ?? 0) & (VMA.AREA_VDSO | VMA.AREA_VVAR)) return;
     const whole = { start: e.vaddr, end: e.vaddr + BigInt(e.nrPages) * PAGE };
     present.push(whole);
     const fileAt = (a: bigint) => BigInt(task.pageOffsets[i]) + (a - e.vaddr);

@@ -53,7 +53,7 @@ import {
 } from "../syscalls/mod.ts";
 import { RemoteSyscalls } from "../tree/infect.ts";
 import { parseMaps, parseStat, readProcText } from "../tree/proc.ts";
-import type { core_entry } from "../../proto/gen/core_pb.ts";
+import { type core_entry, thread_core_entrySchema } from "../../proto/gen/core_pb.ts";
 import type { vma_entry } from "../../proto/gen/mm_pb.ts";
 import { reg_file_entrySchema } from "../../proto/gen/files_pb.ts";
 import { SeizedTask, TASK_STATE } from "../tree/seize.ts";
@@ -85,6 +85,7 @@ function pidInUse(pid: number): boolean {
   }
 }
 import { type DumpImages, readDump, type TaskImages } from "./images.ts";
+import { checkVdsoCode } from "./vdso_check.ts";
 import { encodeOps, findGap, inheritedVmas, occupied, OP_SIZE, planMemory } from "./memory.ts";
 import { gpregsWords, xsaveArea } from "../images/x86.ts";
 import {
@@ -284,7 +285,10 @@ async function restoreTree(
   const rootTask = dump.tasks[0];
   const pid = rootTask.pstree.pid;
   if (rootTask.zombie) throw new RestoreError(`Cannot restore: the root task ${pid} is a zombie`);
-  for (const task of dump.tasks) checkTask(dump, task, opts.shellJob ?? false);
+  for (const task of dump.tasks) {
+    checkTask(dump, task, opts.shellJob ?? false);
+    if (!task.zombie) checkVdsoCode(task);
+  }
   if (opts.pidfile) {
     try {
       Deno.statSync(opts.pidfile);
@@ -519,7 +523,10 @@ function release(
   seized.release(
     gpregsWords(ti.gpregs!),
     xsaveArea(ti.fpregs!, template),
-    core.threadCore?.blkSigset ?? leaderCore.tc!.blkSigset,
+    // A thread's own mask when it has one (criu keeps the leader's in tc only).
+    core.threadCore && isFieldSet(core.threadCore, thread_core_entrySchema.field.blkSigset)
+      ? core.threadCore.blkSigset
+      : leaderCore.tc!.blkSigset,
     leader && leaderCore.tc!.taskState === TASK_STATE.STOPPED
       ? leaderCore.tc!.stopSigno || SIGSTOP
       : leader && leaveStopped

@@ -343,3 +343,48 @@ export function syscall(
   if (ret < 0n) throw new Errno(name, lastErrno(), target);
   return ret;
 }
+
+/** A file's times to the nanosecond and its device, as statx(2) gives them. */
+export interface FileStamp {
+  atime: { sec: bigint; nsec: number };
+  mtime: { sec: bigint; nsec: number };
+  /** The device the file lives on. */
+  devMajor: number;
+  devMinor: number;
+}
+
+/** statx(2) of `path` (following symlinks, as /proc/PID/fd links are followed). */
+export function statStamp(path: string): FileStamp {
+  const buf = new Uint8Array(256);
+  const AT_FDCWD = -100, STATX_BASIC_STATS = 0x7ff;
+  const name = cString(path);
+  syscall(NR.statx, "statx", path, AT_FDCWD, addressOf(name), 0, STATX_BASIC_STATS, addressOf(buf));
+  const v = new DataView(buf.buffer);
+  const ts = (off: number) => ({ sec: v.getBigInt64(off, true), nsec: v.getUint32(off + 8, true) });
+  return {
+    atime: ts(64),
+    mtime: ts(112),
+    devMajor: v.getUint32(136, true),
+    devMinor: v.getUint32(140, true),
+  };
+}
+
+/** utimensat(2): sets `path`'s access and modification times, to the nanosecond. */
+export function setFileTimes(
+  path: string,
+  atime: { sec: bigint; nsec: number },
+  mtime: { sec: bigint; nsec: number },
+): void {
+  const AT_FDCWD = -100;
+  const name = cString(path);
+  const times = new BigInt64Array([atime.sec, BigInt(atime.nsec), mtime.sec, BigInt(mtime.nsec)]);
+  syscall(
+    NR.utimensat,
+    "utimensat",
+    path,
+    AT_FDCWD,
+    addressOf(name),
+    addressOf(new Uint8Array(times.buffer)),
+    0,
+  );
+}

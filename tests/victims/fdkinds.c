@@ -27,7 +27,12 @@ int main(int argc, char **argv)
 {
 	char buf[160];
 	int out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
-	int efd = eventfd(5, EFD_SEMAPHORE | EFD_NONBLOCK);
+	/*
+	 * "plain": what CRIU 4.2 restores too (tests/interop_test.ts): no semaphore mode, which its
+	 * images do not carry, and no check that the timerfd goes on after its unread expiry.
+	 */
+	int sem = !(argc > 2 && !strcmp(argv[2], "plain"));
+	int efd = eventfd(5, (sem ? EFD_SEMAPHORE : 0) | EFD_NONBLOCK);
 	sigset_t m;
 	sigemptyset(&m);
 	sigaddset(&m, SIGUSR1);
@@ -61,9 +66,9 @@ int main(int argc, char **argv)
 	}
 	uint64_t v;
 	int reads = 0;
-	while (read(efd, &v, 8) == 8 && v == 1)
+	while (read(efd, &v, 8) == 8 && v == (sem ? 1 : 5))
 		reads++;
-	if (reads != 5) {
+	if (reads != (sem ? 5 : 1)) {
 		snprintf(buf, sizeof(buf), "FAIL eventfd (%d reads)\n", reads);
 		write(out, buf, strlen(buf));
 		return 1;
@@ -78,7 +83,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	nanosleep(&nap, NULL);
-	if (read(tfd, &v, 8) != 8 || v < 1) {
+	/* CRIU disarms a periodic timerfd whose expiry was not read yet ("plain": not checked). */
+	if (sem && (read(tfd, &v, 8) != 8 || v < 1)) {
 		write(out, "FAIL timerfd stopped\n", 21);
 		return 1;
 	}

@@ -1,0 +1,165 @@
+/**
+ * Images both ways with CRIU 4.2: each victim dumped by us and restored by CRIU, and dumped by
+ * CRIU and restored by us, then checks itself. Skipped, with one line, where the oracle
+ * (../shared/oracle/criu-4.2/criu) is absent.
+ */
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import {
+  buildVictim,
+  criu,
+  freePort,
+  killAll,
+  ROOT,
+  safeRead,
+  startVictim,
+  stopVictim,
+  tmpDir,
+  treePids,
+  verdict,
+  waitGone,
+  waitReport,
+} from "./helpers.ts";
+
+const ORACLE = `${ROOT}/../shared/oracle/criu-4.2/criu`;
+
+function oracle(): string | undefined {
+  try {
+    Deno.statSync(ORACLE);
+    return ORACLE;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs the CRIU 4.2 oracle. */
+async function theirs(args: string[]): Promise<{ code: number; stderr: string }> {
+  const out = await new Deno.Command(ORACLE, {
+    args,
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(120_000),
+  }).output();
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+/** The error lines of a log, without criu's noise about this machine's limits. */
+function errors(log: string): string {
+  return log.split("\n").filter((l) => /Error/.test(l) && !/RLIMIT_NOFILE for self/.test(l))
+    .join("\n");
+}
+
+interface Kind {
+  victim: string;
+  /** Arguments after the binary ({out}, {dir}, {port} replaced). */
+  args: string[];
+  /** What the victim prints when it finds itself whole. */
+  pass: RegExp;
+  signal?: Deno.Signal;
+  /** Options both criu need for it. */
+  opts?: string[];
+}
+
+const KINDS: Kind[] = [
+  { victim: "state", args: ["{out}", "{dir}"], pass: /\nPASS/ },
+  { victim: "taskstate", args: ["{out}"], pass: /\nPASS\n$/ },
+  { victim: "filestate", args: ["{out}", "{dir}"], pass: /\nPASS\n$/ },
+  { victim: "sockstate", args: ["{out}", "{dir}", "{port}"], pass: /\nPASS\n$/ },
+  // CRIU's eventfd image has no semaphore mode (criu/eventfd.c makes every eventfd plain), and
+  // CRIU restores a periodic timerfd whose expiry was not read disarmed, now and then.
+  { victim: "fdkinds", args: ["{out}", "plain"], pass: /PASS fds/ },
+  { victim: "unixsk", args: ["{out}", "{dir}"], pass: /PASS unix/ },
+  { victim: "ptimer", args: ["{out}"], pass: /PASS ptimer/ },
+  { victim: "ghost", args: ["{out}", "{dir}", "200000"], pass: /PASS ghost/ },
+  { victim: "fifo", args: ["{out}", "{dir}"], pass: /PASS fifo/ },
+  { victim: "locks", args: ["{out}", "{dir}"], pass: /PASS locks/, opts: ["--file-locks"] },
+  { victim: "inotify", args: ["{out}", "{dir}"], pass: /PASS inotify/ },
+  { victim: "memfd", args: ["{out}"], pass: /PASS memfd/ },
+  { victim: "shm", args: ["{out}"], pass: /PASS shm/, signal: "SIGUSR1" },
+  { victim: "sysv", args: ["{out}"], pass: /PASS sysv/ },
+  { victim: "clonefiles", args: ["{out}", "{dir}"], pass: /PASS clonefiles/ },
+  { victim: "cow", args: ["{out}"], pass: /PASS cow/ },
+  { victim: "tree", args: ["{out}", "3", "2"], pass: /PASS tree/ },
+];
+
+/**
+ * Why CRIU 4.2 cannot take this victim round trip itself here (its dump, its restore, the
+ * victim's own check), if it cannot: then CRIU cannot be asked to restore our images of it.
+ */
+async function criuRoundTrip(bin: string, k: Kind): Promise<string | undefined> {
+  const port = `${freePort()}`;
+  const v = startVictim(["setsid", bin, ...k.args.map((a) => a.replace("{port}", port))]);
+  let pids: number[] = [];
+  try {
+    await waitReport(v);
+    pids = treePids(v.pid);
+    const imgs = tmpDir("interop-probe-");
+    const opts = ["-D", imgs, ...(k.opts ?? [])];
+    const d = await theirs(["dump", "-t", `${v.pid}`, "-o", "dump.log", ...opts]);
+    if (d.code !== 0) return `its dump fails: ${errors(safeRead(`${imgs}/dump.log`))}`;
+    await v.child.status;
+    for (const pid of pids) await waitGone(pid);
+    const r = await theirs(["restore", "-d", "-o", "restore.log", ...opts]);
+    if (r.code !== 0) return `its restore fails: ${errors(safeRead(`${imgs}/restore.log`))}`;
+    const report = await verdict(v, v.pid, k.signal ?? "SIGTERM", 5000).catch((e) => `${e}`);
+    return k.pass.test(report)
+      ? undefined
+      : `the victim finds: ${report.trim().split("\n").at(-1)}`;
+  } finally {
+    killAll(...pids);
+    await stopVictim(v);
+    for (const pid of pids) await waitGone(pid);
+  }
+}
+
+const directions = [
+  { name: "our dump, CRIU 4.2's restore", dumper: "ours", restorer: "theirs" },
+  { name: "CRIU 4.2's dump, our restore", dumper: "theirs", restorer: "ours" },
+] as const;
+
+for (const dir of directions) {
+  Deno.test(`images both ways: ${dir.name}`, async (t) => {
+    if (!oracle()) {
+      console.log(`skipped: no CRIU 4.2 oracle at ${ORACLE}`);
+      return;
+    }
+    for (const k of KINDS) {
+      await t.step(k.victim, async () => {
+        const bin = await buildVictim(k.victim);
+        // Only what CRIU itself takes round trip here is asked of it.
+        const cannot = dir.restorer === "theirs" ? await criuRoundTrip(bin, k) : undefined;
+        if (cannot) {
+          console.log(`${k.victim}: CRIU 4.2 alone cannot take it round trip here: ${cannot}`);
+          return;
+        }
+        const port = `${freePort()}`;
+        const v = startVictim(["setsid", bin, ...k.args.map((a) => a.replace("{port}", port))]);
+        let pids: number[] = [];
+        try {
+          await waitReport(v);
+          pids = treePids(v.pid);
+          const imgs = tmpDir("interop-");
+          const opts = ["-D", imgs, ...(k.opts ?? [])];
+          const dumpArgs = ["dump", "-t", `${v.pid}`, "-o", "dump.log", "-v4", ...opts];
+          const d = dir.dumper === "ours" ? await criu(dumpArgs) : await theirs(dumpArgs);
+          const dumpLog = safeRead(`${imgs}/dump.log`);
+          if (d.code !== 0 && dir.dumper === "theirs") {
+            // Nothing of ours to test: CRIU cannot dump it on this machine.
+            console.log(`${k.victim}: CRIU 4.2 cannot dump it here: ${errors(dumpLog)}`);
+            return;
+          }
+          assertEquals(d.code, 0, `dump: ${d.stderr}${errors(dumpLog)}`);
+          await v.child.status;
+          for (const pid of pids) assert(await waitGone(pid), `task ${pid} gone after dump`);
+          const restArgs = ["restore", "-d", "-o", "restore.log", "-v4", ...opts];
+          const r = dir.restorer === "ours" ? await criu(restArgs) : await theirs(restArgs);
+          const log = safeRead(`${imgs}/restore.log`);
+          assertEquals(r.code, 0, `restore: ${r.stderr}${errors(log)}`);
+          assertMatch(await verdict(v, v.pid, k.signal ?? "SIGTERM", 5000), k.pass);
+        } finally {
+          killAll(...pids);
+          await stopVictim(v);
+        }
+      });
+    }
+  });
+}
