@@ -54,9 +54,14 @@ export class Logger implements Disposable {
     return this.#file !== null;
   }
 
-  /** An error (level 1), prefixed as criu's: `Error (file:line): `. */
-  error(msg: string): void {
-    if (this.level >= LOG.ERROR) this.#write(LOG.ERROR, `Error (${callerSite()}): `, msg);
+  /**
+   * An error (level 1), prefixed as criu's: `Error (file:line): `, the place `cause` was thrown
+   * from when given, else the caller's.
+   */
+  error(msg: string, cause?: unknown): void {
+    if (this.level < LOG.ERROR) return;
+    const site = (cause instanceof Error && siteOf(cause.stack ?? "", 1)) || callerSite();
+    this.#write(LOG.ERROR, `Error (${site}): `, msg);
   }
   /** A warning (level 2), prefixed as criu's: `Warn  (file:line): `. */
   warn(msg: string): void {
@@ -92,9 +97,15 @@ export function silentLogger(): Logger {
 
 /** Where the logger was called from, `src/dir/file.ts:line`, as criu names its C sources. */
 function callerSite(): string {
-  const frames = (new Error().stack ?? "").split("\n").slice(1);
   // Frames: callerSite, the Logger method, then its caller.
-  const frame = frames[2] ?? "";
-  const m = /(?:file:\/\/)?[^\s(]*?\/((?:src|mod|main)[^\s():]*):(\d+):\d+\)?$/.exec(frame);
-  return m ? `${m[1]}:${m[2]}` : "deno-criu";
+  return siteOf(new Error().stack ?? "", 3) || "deno-criu";
+}
+
+/** The first frame of `stack`, from the `skip`-th on, in deno-criu's own sources. */
+function siteOf(stack: string, skip: number): string {
+  for (const frame of stack.split("\n").slice(skip)) {
+    const m = /\/((?:src\/[^\s():]*|main\.ts|mod\.ts)):(\d+):\d+\)?$/.exec(frame);
+    if (m) return `${m[1]}:${m[2]}`;
+  }
+  return "";
 }

@@ -40,3 +40,36 @@ for (
     }
   });
 }
+
+Deno.test("a deleted file still linked elsewhere: refused without --link-remap, the same inode with it", async () => {
+  const bin = await buildVictim("linked");
+  const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
+  try {
+    await waitReport(v);
+    const refused = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()]);
+    assertEquals(refused.code, 1);
+    assertMatch(refused.stderr, /lives on under another name; dump with --link-remap/);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "--link-remap"]);
+    assertEquals(d.code, 0, d.stderr);
+    await v.child.status;
+    await waitGone(v.pid);
+    assertEquals(
+      [...Deno.readDirSync(v.dir)].map((e) => e.name).filter((n) => n.startsWith("link_remap"))
+        .length,
+      1,
+      "one link made for the restore",
+    );
+    const r = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(
+      [...Deno.readDirSync(v.dir)].map((e) => e.name).sort(),
+      ["other.txt", "out.log"],
+      "the link is gone again",
+    );
+    assertMatch(await verdict(v), /PASS linked/);
+  } finally {
+    killAll(v.pid);
+    await stopVictim(v);
+  }
+});

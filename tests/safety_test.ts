@@ -3,6 +3,8 @@
  * left behind, registers and memory as they were.
  */
 import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { task_kobj_ids_entrySchema } from "../proto/gen/core_pb.ts";
+import { ImageWriter, readImage } from "../src/images/image.ts";
 import {
   buildVictim,
   criu,
@@ -16,6 +18,7 @@ import {
   tmpDir,
   tracerPid,
   verdict,
+  waitGone,
   waitLine,
   waitReport,
 } from "./helpers.ts";
@@ -163,5 +166,41 @@ Deno.test("a task that cannot stop (in vfork()) fails the dump after --timeout, 
   } finally {
     await stopVictim(v);
     killAll(...pids);
+  }
+});
+
+Deno.test("namespaces of its own: refused at dump by name, and at restore from criu's images", async () => {
+  // A task in a network namespace of its own: restored in ours, it would come back changed.
+  const v = startVictim(["unshare", "--net", "sleep", "30"]);
+  try {
+    await sleep(200);
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()]);
+    assertEquals(run.code, 1);
+    assertMatch(run.stderr, /in another net namespace than criu; namespaces are not supported/);
+    assertEquals(procState(v.pid), "S", "it goes on");
+  } finally {
+    await stopVictim(v);
+  }
+  // Images whose task had its own namespace (as criu writes a container's): refused.
+  const bin = await buildVictim("counter");
+  const c = startVictim(["setsid", bin, "{out}"]);
+  try {
+    await waitLine(c.out, /^count 1 /);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${c.pid}`, "-D", imgs]);
+    assertEquals(d.code, 0, d.stderr);
+    await c.child.status;
+    await waitGone(c.pid);
+    const file = `ids-${c.pid}.img`;
+    const [ids] = readImage(`${imgs}/${file}`, "IDS", task_kobj_ids_entrySchema);
+    const w = new ImageWriter(imgs, file, "IDS");
+    w.entry(task_kobj_ids_entrySchema, { ...ids.message, netNsId: ids.message.netNsId + 100 });
+    w.close();
+    const r = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(r.code, 1);
+    assertMatch(r.stderr, /task \d+: it was in a net namespace of its own/);
+    assert(!procState(c.pid), "nothing made");
+  } finally {
+    await stopVictim(c);
   }
 });

@@ -5,7 +5,7 @@
 import { create } from "@bufbuild/protobuf";
 import { join } from "node:path";
 import { pstree_entrySchema } from "../proto/gen/misc_pb.ts";
-import { fakeSegment, TH } from "../src/net/tcp_segment.ts";
+import { fakeSegment, onTheWire, TH } from "../src/net/tcp_segment.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
 import { Pagemap } from "../src/pagemap/pagemap.ts";
 import { classifyVma, VMA } from "../src/pagemap/vma.ts";
@@ -292,4 +292,19 @@ Deno.test("a forged TCP segment carries a checksum that verifies, in IPv4 and IP
   ph6[35] = 20;
   ph6[39] = 6;
   assertEquals(verify(ph6, p6.subarray(40)), 0xffff);
+});
+
+Deno.test("an IPv6 socket talking to an IPv4 peer sends IPv4 segments", () => {
+  const mapped = (v4: number) => [0, 0, 0xffff0000, v4];
+  const c = {
+    family: 10,
+    srcAddr: mapped(0x0100007f),
+    srcPort: 1,
+    dstAddr: mapped(0x0200007f),
+    dstPort: 2,
+  };
+  assertEquals(onTheWire(c), { ...c, family: 2, srcAddr: [0x0100007f], dstAddr: [0x0200007f] });
+  const v6 = { ...c, srcAddr: [0, 0, 0, 0x01000000] };
+  assertEquals(onTheWire(v6), v6, "a real IPv6 peer stays IPv6");
+  assertEquals(fakeSegment(onTheWire(c), { seq: 1, ack: 2, flags: TH.ACK, window: 9 })[0] >> 4, 4);
 });

@@ -45,6 +45,11 @@ export interface DumpOptions {
   pageTransfer?: "parasite" | "readv";
   /** Dump file locks (`-l`); without it a locked file refuses the dump, as criu does. */
   fileLocks?: boolean;
+  /**
+   * A deleted file still linked elsewhere is linked again beside its old name, and restored
+   * through that link (`--link-remap`); without it such a file is refused.
+   */
+  linkRemap?: boolean;
   /** Largest deleted file whose contents the dump carries (`--ghost-limit`), default 1 MiB. */
   ghostLimit?: number;
   /** Checkpoint established TCP connections with TCP repair (`--tcp-established`). */
@@ -74,6 +79,12 @@ export interface DumpStats {
   /** Pages of shared memory written (shmem objects, once each). */
   shpagesWritten: number;
 }
+
+/** The namespace kinds ids-PID.img names, in criu's order. */
+export const NS_KINDS = ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgroup"] as const;
+
+/** One of {@link NS_KINDS}. */
+export type NsKind = typeof NS_KINDS[number];
 
 /** The context one dump runs in. */
 export class DumpContext {
@@ -168,6 +179,33 @@ export class DumpContext {
   objectId(): number {
     return this.#nextObjectId++;
   }
+
+  /**
+   * The namespace ids of task `pid` (pid_ns_id, net_ns_id, ...) for ids-PID.img and
+   * inventory's root_ids, as criu writes them: one id per namespace, the same for every task
+   * in it (and for criu itself, whose root_ids they are when it shares them).
+   */
+  nsIds(pid: number): Record<`${NsKind}NsId`, number> {
+    const out = {} as Record<`${NsKind}NsId`, number>;
+    for (const kind of NS_KINDS) {
+      let link = "";
+      try {
+        link = Deno.readLinkSync(`/proc/${pid}/ns/${kind === "uts" ? "uts" : kind}`);
+      } catch {
+        continue; // a kernel without that namespace kind
+      }
+      let id = this.#nsIds.get(link);
+      if (id === undefined) this.#nsIds.set(link, id = this.#nsIds.size + 1);
+      out[`${kind}NsId`] = id;
+    }
+    return out;
+  }
+  readonly #nsIds = new Map<string, number>();
+
+  /** Link remaps made for this dump, by inode: the path of each (removed if the dump fails). */
+  readonly linkRemaps = new Map<string, string>();
+  /** The file entry of each link remap, by its path. */
+  readonly linkRemapIds = new Map<string, number>();
 
   /** Opens an image for writing; {@link DumpContext.close} writes it. */
   image(file: string, type: MagicName): ImageWriter {

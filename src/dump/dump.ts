@@ -37,7 +37,7 @@ import { collectTree, type FrozenTree, type TreeProcess } from "../tree/collect.
 import { Parasite } from "../tree/parasite.ts";
 import { DumpGuard } from "./guard.ts";
 import { NoSuchTaskError, parseStatus, readProcText } from "../tree/proc.ts";
-import { DumpContext, type DumpOptions, type DumpStats } from "./context.ts";
+import { DumpContext, type DumpOptions, type DumpStats, NS_KINDS } from "./context.ts";
 import { coreEntry, threadCoreEntry, zombieCoreEntry } from "./core.ts";
 import {
   collectFiles,
@@ -110,7 +110,14 @@ function checkTree(tree: FrozenTree): void {
           `(/proc/${p.pid}/ns/time_for_children); nested time namespaces are not supported`,
       );
     }
-    for (const kind of ["pid", "net", "mnt", "ipc", "uts", "user", "cgroup", "time"]) {
+    for (const kind of NS_KINDS) {
+      // Restored into criu's namespaces, a task elsewhere would come back changed.
+      if (p.pid === root && ns(root, kind) !== ns(Deno.pid, kind)) {
+        throw new UnsupportedError(
+          `Cannot dump task ${root}: it is in another ${kind} namespace than criu; ` +
+            `namespaces are not supported yet`,
+        );
+      }
       if (ns(p.pid, kind) !== ns(root, kind)) {
         throw new UnsupportedError(
           `Cannot dump task ${p.pid}: it is in another ${kind} namespace than task ${root}; ` +
@@ -178,11 +185,14 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
     // The tree is thawed as it was (the `using` above); its connections go on first.
     ctx.tcp?.resume();
     await ctx.guard?.finish();
+    removeLinkRemaps(ctx);
     throw e;
   }
   log.info("Images written and synced");
   // Every image is complete and durable: now the tree may go.
   if (opts.leaveRunning || opts.leaveStopped) {
+    // As criu: a tree left running keeps its files as they were (no link remaps stay).
+    if (opts.leaveRunning) removeLinkRemaps(ctx);
     ctx.tcp?.resume();
     tree.resume({ stopped: opts.leaveStopped });
   } else {
@@ -248,6 +258,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
     filesId: ctx.objectId(),
     fsId: ctx.objectId(),
     sighandId: ctx.objectId(),
+    ...ctx.nsIds(Deno.pid),
   });
   ctx.image("inventory.img", "INVENTORY").entry(
     inventory_entrySchema,
@@ -277,6 +288,17 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   await ctx.checkpoint("sync");
   // The last word before the tree goes: a failing post-dump script leaves it running.
   await ctx.opts.actions?.("post-dump", tree.root);
+}
+
+/** Removes the names this dump gave deleted files (--link-remap). */
+function removeLinkRemaps(ctx: DumpContext): void {
+  for (const path of ctx.linkRemaps.values()) {
+    try {
+      Deno.removeSync(path);
+    } catch {
+      // gone already
+    }
+  }
 }
 
 function readComm(pid: number): string {
@@ -328,6 +350,7 @@ async function dumpProcess(
     filesId: shared(KCMP.FILES) ? parentIds!.filesId : ctx.objectId(),
     fsId: shared(KCMP.FS) ? parentIds!.fsId : ctx.objectId(),
     sighandId: ctx.objectId(),
+    ...ctx.nsIds(pid),
   });
   ctx.ids.set(pid, ids);
   ctx.image(`core-${pid}.img`, "CORE").entry(core_entrySchema, coreEntry(state));

@@ -27,7 +27,16 @@ export class UnsupportedError extends Error {
 
 /** What a descriptor refers to. */
 export type FileKind =
-  | { type: "reg"; path: string; size: bigint; mode: number; ghost?: Ghost }
+  | {
+    type: "reg";
+    path: string;
+    size: bigint;
+    mode: number;
+    /** Deleted, no other name: its contents travel in the images. */
+    ghost?: Ghost;
+    /** Deleted, alive under another name: linked again here for the restore (--link-remap). */
+    linkRemap?: string;
+  }
   | { type: "pipe"; ino: number }
   | { type: "fifo"; ino: number; path: string }
   | { type: "memfd"; ino: number }

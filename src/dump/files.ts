@@ -9,6 +9,7 @@
  * @module
  */
 import { create } from "@bufbuild/protobuf";
+import { dirname } from "node:path";
 import {
   fd_types,
   fdinfo_entrySchema,
@@ -24,9 +25,12 @@ import {
 } from "../../proto/gen/files_pb.ts";
 import {
   close,
+  Errno,
+  errno,
   getFileOwner,
   KCMP,
   kcmp,
+  linkAt,
   O,
   pidfdGetfd,
   pidfdOpen,
@@ -50,7 +54,7 @@ import {
   type TaskFiles,
   UnsupportedError,
 } from "./file_types.ts";
-import { readDataSegments, writeGhost, writeRemaps } from "./ghost.ts";
+import { readDataSegments, writeGhost, writeLinkRemap, writeRemaps } from "./ghost.ts";
 import { collectLocks, writeLocks } from "./locks.ts";
 import { peekPipe, writePipeData } from "./pipes.ts";
 import { registerMemfd } from "./memfd.ts";
@@ -131,6 +135,29 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
         `Cannot dump ${what}: deleted files other than regular ones are not supported`,
       );
     }
+    const path = target.slice(0, -10);
+    if ((st.nlink ?? 0) > 0) {
+      // A copy would be another inode: it lives on under another name, so it is linked again.
+      if (!ctx.opts.linkRemap) {
+        throw new UnsupportedError(
+          `Cannot dump ${what}: its name was deleted but the file lives on under another ` +
+            `name; dump with --link-remap`,
+        );
+      }
+      const key = `${st.dev}:${st.ino}`;
+      let remap = ctx.linkRemaps.get(key);
+      if (!remap) {
+        remap = linkRemapFor(link, dirname(path), ctx.linkRemaps.size + 1);
+        ctx.linkRemaps.set(key, remap);
+      }
+      return {
+        type: "reg",
+        path,
+        size: BigInt(st.size),
+        mode: st.mode ?? 0o100600,
+        linkRemap: remap,
+      };
+    }
     // As criu: what the file takes on disk counts (its holes cost nothing).
     const limit = ctx.opts.ghostLimit ?? DEFAULT_GHOST_LIMIT;
     const used = (st.blocks ?? Math.ceil(st.size / 512)) * 512;
@@ -153,13 +180,7 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
       atime: stamp.atime,
       mtime: stamp.mtime,
     };
-    return {
-      type: "reg",
-      path: target.slice(0, -10),
-      size: BigInt(st.size),
-      mode: ghost.mode,
-      ghost,
-    };
+    return { type: "reg", path, size: BigInt(st.size), mode: ghost.mode, ghost };
   }
   if (!target.startsWith("/")) {
     throw new UnsupportedError(`Cannot dump ${what}: unsupported file type`);
@@ -324,6 +345,7 @@ export function dumpFiles(
       seen.add(file.id);
       if (file.kind.type === "reg") {
         if (file.kind.ghost) writeGhost(ctx, file.id, file.kind.ghost);
+        if (file.kind.linkRemap) writeLinkRemap(ctx, files, file.id, file.kind.linkRemap);
         writeRegFile(
           files,
           regFileEntry(file.id, file.kind.path, {
@@ -431,6 +453,19 @@ const FD_TYPE: Record<FileKind["type"], fd_types> = {
   unix: fd_types.UNIXSK,
   inet: fd_types.INETSK,
 };
+
+/** Links the open file `link` to a free name `link_remap.N` in `dir`; returns that name. */
+function linkRemapFor(link: string, dir: string, n: number): string {
+  for (let i = n;; i++) {
+    const name = `${dir}/link_remap.${i}`;
+    try {
+      linkAt(link, name);
+      return name;
+    } catch (e) {
+      if (!(e instanceof Errno) || e.errno !== errno.EEXIST) throw e;
+    }
+  }
+}
 
 /** Writes what the files of the whole tree carry besides their entries. */
 export function dumpFileData(ctx: DumpContext): void {

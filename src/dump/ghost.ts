@@ -25,6 +25,8 @@ import { close, O, open, pread } from "../syscalls/mod.ts";
 import { tryLseek } from "../syscalls/socket.ts";
 import type { DumpContext } from "./context.ts";
 import type { Ghost } from "./file_types.ts";
+import type { ImageWriter } from "../images/image.ts";
+import { regFileEntry, writeRegFile } from "./files.ts";
 
 /** Files this size and larger keep their holes (written in chunks), as criu does. */
 const CHUNKS_FROM = 3 * 4096;
@@ -75,6 +77,27 @@ export function writeGhost(ctx: DumpContext, fileId: number, g: Ghost): void {
       remapId: ghostId,
       remapType: remap_type.GHOST,
     }),
+  );
+}
+
+/**
+ * A file deleted but linked elsewhere, linked again at `remap` for the restore: a REG entry for
+ * the link and a LINKED remap-fpath.img entry (criu's link remap). One entry per link.
+ */
+export function writeLinkRemap(
+  ctx: DumpContext,
+  files: ImageWriter,
+  fileId: number,
+  remap: string,
+): void {
+  let remapId = ctx.linkRemapIds.get(remap);
+  if (remapId === undefined) {
+    remapId = ctx.fileId();
+    ctx.linkRemapIds.set(remap, remapId);
+    writeRegFile(files, regFileEntry(remapId, remap, { flags: O.RDONLY }));
+  }
+  ctx.remaps.push(
+    create(remap_file_path_entrySchema, { origId: fileId, remapId, remapType: remap_type.LINKED }),
   );
 }
 

@@ -187,17 +187,19 @@ export class RepairedConnections {
   }
 
   /**
-   * Restore: the rebuilt connections go on (repair mode off, then the bytes they had not sent
-   * yet, and a FIN that waited behind them), and the network is unlocked. Throws on the first
+   * Restore: the network is unlocked, and the rebuilt connections go on (repair mode off,
+   * then the bytes they had not sent yet, and a FIN that waited behind them). Throws on the first
    * that cannot; the caller then kills the tree and drops the rest.
    */
   finishRestore(): void {
+    // As criu: the network first, so that the window probe each socket sends as it leaves
+    // repair mode reaches its peer (a peer gone answers it with a reset at once).
+    this.lock.unlock();
     for (const [ino, { fd, stream, bufs }] of this.#byIno) {
       finishTcpRestore(fd, stream!, bufs!, `socket:[${ino}]`);
       close(fd);
       this.#byIno.delete(ino);
     }
-    this.lock.unlock();
   }
 
   /**

@@ -13,6 +13,7 @@
  */
 import { close } from "../syscalls/mod.ts";
 import {
+  AF_INET,
   AF_INET6,
   inetSockaddr,
   IPPROTO,
@@ -104,8 +105,19 @@ export function fakeSegment(ends: Connection, s: Segment): Uint8Array {
   return packet;
 }
 
+/**
+ * The connection as it runs on the wire: an IPv6 socket talking to an IPv4 peer (addresses
+ * ::ffff:a.b.c.d) sends and receives IPv4 packets.
+ */
+export function onTheWire(ends: Connection): Connection {
+  const mapped = (a: number[]) => a.length === 4 && a[0] === 0 && a[1] === 0 && a[2] === 0xffff0000;
+  if (ends.family !== AF_INET6 || !mapped(ends.srcAddr) || !mapped(ends.dstAddr)) return ends;
+  return { ...ends, family: AF_INET, srcAddr: [ends.srcAddr[3]], dstAddr: [ends.dstAddr[3]] };
+}
+
 /** Sends segment `s` from the peer of connection `ends` to its local end, over a raw socket. */
-export function sendFakeSegment(ends: Connection, s: Segment): void {
+export function sendFakeSegment(connection: Connection, s: Segment): void {
+  const ends = onTheWire(connection);
   const packet = fakeSegment(ends, s);
   const fd = socket(ends.family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO.RAW);
   try {

@@ -25,6 +25,7 @@ import {
   type fown_entry,
   type inet_sk_entry,
   memfd_inode_entrySchema,
+  type reg_file_entry,
 } from "../../proto/gen/files_pb.ts";
 import {
   close,
@@ -184,7 +185,7 @@ export class FileTable implements Disposable {
       fd = this.#ghost(id, f);
     } else if (f.type === fd_types.REG) {
       const reg = f.reg!;
-      fd = openOrThrow(reg.name, reg.flags, "file");
+      fd = this.#linked(id, reg) ?? openOrThrow(reg.name, reg.flags, "file");
       if (reg.pos > 0n) lseek(fd, reg.pos, SEEK_SET);
     } else if (f.type === fd_types.PIPE) {
       fd = this.#pipeEnd(f);
@@ -433,6 +434,25 @@ export class FileTable implements Disposable {
       }
     }
     return fd;
+  }
+
+  /**
+   * A deleted file still linked elsewhere, opened through the link the dump gave it: under its
+   * old name when that is free (so that it reads "NAME (deleted)" again), else as the link.
+   */
+  #linked(id: number, reg: reg_file_entry): number | undefined {
+    const link = this.#dump.linked.get(id);
+    if (!link) return undefined;
+    try {
+      Deno.linkSync(link, reg.name);
+    } catch {
+      return openOrThrow(link, reg.flags, "file"); // the old name is taken again
+    }
+    try {
+      return openOrThrow(reg.name, reg.flags, "file");
+    } finally {
+      Deno.removeSync(reg.name);
+    }
   }
 
   /** memfds made here, by inode id. */

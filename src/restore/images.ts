@@ -103,6 +103,8 @@ export interface DumpImages {
   /** Deleted files by the id of their file entry: attributes and contents. */
   /** Deleted files by the file entry they restore: the ghost (one per inode) and its data. */
   ghosts: Map<number, GhostImage>;
+  /** Deleted files still linked elsewhere, by file entry: the link the dump made (link remap). */
+  linked: Map<number, string>;
   /** Shared anonymous memory objects by inode: their pages (offset in the object, data). */
   shmem: Map<
     bigint,
@@ -308,13 +310,28 @@ export function readDump(dir: string): DumpImages {
     }
   }
   const ghosts = new Map<number, GhostImage>();
+  const linked = new Map<number, string>();
   const byGhostId = new Map<number, GhostImage>();
   if (exists(p("remap-fpath.img"))) {
     for (const e of readImage(p("remap-fpath.img"), "REMAP_FPATH", remap_file_path_entrySchema)) {
       const r = e.message;
-      if ((r.remapType ?? remap_type.LINKED) !== remap_type.GHOST) {
+      if (r.remapType === remap_type.LINKED) {
+        // Deleted, alive under another name: opened through the link the dump made.
+        const link = files.get(r.remapId)?.reg;
+        if (!link) {
+          throw new ImageError(
+            `Image ${p("remap-fpath.img")}: the link of file ${r.origId} (file ${r.remapId}) ` +
+              `is missing from files.img`,
+          );
+        }
+        linked.set(r.origId, link.name);
+        continue;
+      }
+      if (r.remapType !== remap_type.GHOST) {
         throw new ImageError(
-          `Image ${p("remap-fpath.img")}: remap type ${r.remapType} is not supported yet`,
+          `Image ${p("remap-fpath.img")}: remap type ${
+            remap_type[r.remapType]
+          } is not supported yet`,
         );
       }
       let ghost = byGhostId.get(r.remapId);
@@ -362,6 +379,7 @@ export function readDump(dir: string): DumpImages {
     shmem,
     skQueues,
     ghosts,
+    linked,
     locks,
     ttys,
     memfds,

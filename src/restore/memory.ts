@@ -136,6 +136,8 @@ export function pairSpecials(dumped: vma_entry[], maps: ProcMap[]): { from: Rang
   const dVvar = joined(dumped.filter((v) => v.status & VMA.AREA_VVAR));
   const cVvar = joined(cur.vvars);
   const pairs: { from: Range; to: Range }[] = [];
+  // A task that unmapped its vDSO gets none (the helper's goes with its other mappings).
+  if (dVdso.length === 0 && dVvar.length === 0) return pairs;
   if (dVdso.length !== (cur.vdso ? 1 : 0)) {
     throw new VdsoMismatchError(`${dVdso.length} vdso mappings dumped, ${cur.vdso ? 1 : 0} here`);
   }
@@ -283,7 +285,8 @@ export function planMemory(input: MemoryPlanInput): Op[] {
   const kept = [...inherited].map((v) => ({ start: v.start, end: v.end }))
     .sort((a, b) => (a.start < b.start ? -1 : 1));
   const isSpecial = (m: ProcMap) =>
-    ["[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]"].includes(m.path);
+    m.path === "[vsyscall]" ||
+    pairs.length > 0 && ["[vdso]", "[vvar]", "[vvar_vclock]"].includes(m.path);
   for (const m of maps) {
     if (isSpecial(m) || (m.start >= area.start && m.end <= area.end)) continue;
     for (const r of cut(m, kept).outside) {

@@ -53,7 +53,12 @@ import {
 } from "../syscalls/mod.ts";
 import { RemoteSyscalls } from "../tree/infect.ts";
 import { parseMaps, parseStat, readProcText } from "../tree/proc.ts";
-import { type core_entry, thread_core_entrySchema } from "../../proto/gen/core_pb.ts";
+import {
+  type core_entry,
+  task_kobj_ids_entrySchema,
+  thread_core_entrySchema,
+} from "../../proto/gen/core_pb.ts";
+import { NS_KINDS } from "../dump/context.ts";
 import type { vma_entry } from "../../proto/gen/mm_pb.ts";
 import { reg_file_entrySchema } from "../../proto/gen/files_pb.ts";
 import { SeizedTask, TASK_STATE } from "../tree/seize.ts";
@@ -160,6 +165,21 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
     if (pidInUse(tid)) throw new PidTakenError(tid);
   }
   if (task.zombie) return;
+  // A task that lived in namespaces of its own (criu's images of a container) would come back
+  // in ours, changed.
+  const rootIds = dump.inventory.rootIds;
+  for (const kind of NS_KINDS) {
+    const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
+    if (
+      rootIds && isFieldSet(task.ids, field) && isFieldSet(rootIds, field) &&
+      task.ids[`${kind}NsId`] !== rootIds[`${kind}NsId`]
+    ) {
+      throw new RestoreError(
+        `Cannot restore task ${pid}: it was in a ${kind} namespace of its own; namespaces are ` +
+          `not supported yet`,
+      );
+    }
+  }
   const root = dump.tasks[0].pstree;
   const inTree = dump.tasks.some((t) => t.pstree.pid === ps.sid);
   if (ps === root ? !shellJob && ps.sid !== ps.pid : !inTree && ps.sid !== root.sid) {
@@ -180,11 +200,13 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
   for (const id of ids) {
     const reg = dump.files.get(id)?.reg;
     if (!reg || dump.ghosts.has(id)) continue;
+    // A deleted file still linked elsewhere is checked at its link.
+    const path = dump.linked.get(id) ?? reg.name;
     let st: Deno.FileInfo;
     try {
-      st = Deno.statSync(reg.name);
+      st = Deno.statSync(path);
     } catch {
-      throw new RestoreError(`Cannot restore task ${pid}: file ${reg.name} no longer exists`);
+      throw new RestoreError(`Cannot restore task ${pid}: file ${path} no longer exists`);
     }
     if (
       st.isFile && isFieldSet(reg, reg_file_entrySchema.field.size) && BigInt(st.size) !== reg.size
@@ -384,6 +406,14 @@ async function restoreTree(
     }
     await made.release();
     log.info(`Tree of task ${pid} resumed: ${procs.length} processes`);
+    // The links the dump gave deleted files go: the tasks hold them open again.
+    for (const path of new Set(dump.linked.values())) {
+      try {
+        Deno.removeSync(path);
+      } catch {
+        // removed already
+      }
+    }
     await reported(opts.actions, "post-resume", pid, log);
     const result: RestoreResult = {
       pid,

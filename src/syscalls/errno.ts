@@ -19,6 +19,7 @@ export const ECHILD = 10;
 export const EAGAIN = 11;
 export const EFAULT = 14;
 export const EBUSY = 16;
+export const EEXIST = 17;
 export const EINVAL = 22;
 export const ENOSYS = 38;
 export const ENXIO = 6;

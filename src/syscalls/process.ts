@@ -388,3 +388,19 @@ export function setFileTimes(
     0,
   );
 }
+
+/** linkat(2) following `from` (a /proc/PID/fd link): gives an open file a name again. */
+export function linkAt(from: string, to: string): void {
+  const AT_FDCWD = -100, AT_SYMLINK_FOLLOW = 0x400;
+  const a = cString(from), b = cString(to);
+  syscall(
+    NR.linkat,
+    "linkat",
+    to,
+    AT_FDCWD,
+    addressOf(a),
+    AT_FDCWD,
+    addressOf(b),
+    AT_SYMLINK_FOLLOW,
+  );
+}
