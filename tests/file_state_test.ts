@@ -73,3 +73,24 @@ Deno.test("a deleted file still linked elsewhere: refused without --link-remap, 
     await stopVictim(v);
   }
 });
+
+Deno.test("deleted FIFOs, directories (cwd too, parent gone), symlinks and devices come back", async () => {
+  const bin = await buildVictim("ghostkinds");
+  const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
+  try {
+    await waitReport(v);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(d.code, 0, d.stderr);
+    await v.child.status;
+    await waitGone(v.pid);
+    const r = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(r.code, 0, r.stderr);
+    // What was made again for the restore is gone again.
+    assertEquals([...Deno.readDirSync(v.dir)].map((e) => e.name), ["out.log"]);
+    assertMatch(await verdict(v), /PASS ghostkinds/);
+  } finally {
+    killAll(v.pid);
+    await stopVictim(v);
+  }
+});

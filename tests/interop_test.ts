@@ -70,6 +70,8 @@ const KINDS: Kind[] = [
   { victim: "unixsk", args: ["{out}", "{dir}"], pass: /PASS unix/ },
   { victim: "ptimer", args: ["{out}"], pass: /PASS ptimer/ },
   { victim: "ghost", args: ["{out}", "{dir}", "200000"], pass: /PASS ghost/ },
+  { victim: "ghostkinds", args: ["{out}", "{dir}"], pass: /PASS ghostkinds/ },
+  { victim: "linked", args: ["{out}", "{dir}"], pass: /PASS linked/, opts: ["--link-remap"] },
   { victim: "fifo", args: ["{out}", "{dir}"], pass: /PASS fifo/ },
   { victim: "locks", args: ["{out}", "{dir}"], pass: /PASS locks/, opts: ["--file-locks"] },
   { victim: "inotify", args: ["{out}", "{dir}"], pass: /PASS inotify/ },

@@ -31,7 +31,7 @@ import {
 import { syncDir } from "../images/image.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
-import { CLOCK, clockGettime, KCMP, kcmp, O } from "../syscalls/mod.ts";
+import { CLOCK, clockGettime, KCMP, kcmp, O, statStamp } from "../syscalls/mod.ts";
 import { DEFAULT_LOCK_METHOD, LOCK_METHODS } from "../net/netlock.ts";
 import { collectTree, type FrozenTree, type TreeProcess } from "../tree/collect.ts";
 import { Parasite } from "../tree/parasite.ts";
@@ -48,6 +48,7 @@ import {
   writeRegFile,
 } from "./files.ts";
 import { collectVmas, dumpMm, dumpPages } from "./mm.ts";
+import { writeGhost } from "./ghost.ts";
 import { dumpShmem } from "./shmem.ts";
 import { dumpSysvShm, writeSysvShm } from "./sysv.ts";
 import { collectTask, collectThread } from "./task.ts";
@@ -290,6 +291,36 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   await ctx.opts.actions?.("post-dump", tree.root);
 }
 
+/**
+ * The working or root directory of task `pid`: its path, and when it was deleted, a ghost
+ * directory made again at restore (criu's ghost dir).
+ */
+function fsDir(
+  ctx: DumpContext,
+  pid: number,
+  id: number,
+  which: "cwd" | "root",
+  path: string,
+): string {
+  if (!path.endsWith(" (deleted)")) return path;
+  const link = `/proc/${pid}/${which}`;
+  const st = Deno.statSync(link);
+  const stamp = statStamp(link);
+  writeGhost(ctx, id, {
+    dev: st.dev,
+    kdev: stamp.devMajor * (1 << 20) + stamp.devMinor,
+    ino: st.ino ?? 0,
+    size: 0,
+    chunks: [],
+    mode: st.mode ?? 0o40755,
+    uid: st.uid ?? 0,
+    gid: st.gid ?? 0,
+    atime: stamp.atime,
+    mtime: stamp.mtime,
+  });
+  return path.slice(0, -10);
+}
+
 /** Removes the names this dump gave deleted files (--link-remap). */
 function removeLinkRemaps(ctx: DumpContext): void {
   for (const path of ctx.linkRemaps.values()) {
@@ -366,8 +397,14 @@ async function dumpProcess(
     dumpFiles(ctx, files, ids.filesId, taskFiles);
   }
   const cwdId = ctx.fileId(), rootId = ctx.fileId();
-  writeRegFile(files, regFileEntry(cwdId, state.cwd, { flags: O.DIRECTORY }));
-  writeRegFile(files, regFileEntry(rootId, state.root, { flags: O.DIRECTORY }));
+  writeRegFile(
+    files,
+    regFileEntry(cwdId, fsDir(ctx, pid, cwdId, "cwd", state.cwd), { flags: O.DIRECTORY }),
+  );
+  writeRegFile(
+    files,
+    regFileEntry(rootId, fsDir(ctx, pid, rootId, "root", state.root), { flags: O.DIRECTORY }),
+  );
   ctx.image(`fs-${pid}.img`, "FS").entry(
     fs_entrySchema,
     create(fs_entrySchema, { cwdId, rootId, umask: state.status.umask }),

@@ -30,7 +30,8 @@ export type FileKind =
   | {
     type: "reg";
     path: string;
-    size: bigint;
+    /** Its size, for a regular file (criu checks it at restore). */
+    size?: bigint;
     mode: number;
     /** Deleted, no other name: its contents travel in the images. */
     ghost?: Ghost;
@@ -38,7 +39,7 @@ export type FileKind =
     linkRemap?: string;
   }
   | { type: "pipe"; ino: number }
-  | { type: "fifo"; ino: number; path: string }
+  | { type: "fifo"; ino: number; path: string; ghost?: Ghost }
   | { type: "memfd"; ino: number }
   | { type: "tty"; path: string; rdev: number; index: number }
   | { type: "eventfd"; counter: bigint; semaphore: boolean }
@@ -79,6 +80,10 @@ export interface Ghost {
   gid: number;
   atime: { sec: bigint; nsec: number };
   mtime: { sec: bigint; nsec: number };
+  /** A device's number (userspace encoding). */
+  rdev?: number;
+  /** A symlink's target. */
+  symlinkTarget?: string;
 }
 
 /** Largest deleted file whose contents a dump carries, unless --ghost-limit says otherwise. */

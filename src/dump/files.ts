@@ -34,6 +34,7 @@ import {
   O,
   pidfdGetfd,
   pidfdOpen,
+  readLinkAt,
   statStamp,
 } from "../syscalls/mod.ts";
 import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
@@ -130,12 +131,8 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
   }
   if (target.endsWith(" (deleted)") && target.startsWith("/")) {
     const st = Deno.statSync(link);
-    if (!st.isFile) {
-      throw new UnsupportedError(
-        `Cannot dump ${what}: deleted files other than regular ones are not supported`,
-      );
-    }
     const path = target.slice(0, -10);
+    if (!st.isFile) return deletedSpecial(pid, fd, link, path, st, what);
     if ((st.nlink ?? 0) > 0) {
       // A copy would be another inode: it lives on under another name, so it is linked again.
       if (!ctx.opts.linkRemap) {
@@ -374,6 +371,7 @@ export function dumpFiles(
         );
       } else if (file.kind.type === "fifo") {
         const regfId = ctx.fileId();
+        if (file.kind.ghost) writeGhost(ctx, regfId, file.kind.ghost);
         writeRegFile(
           files,
           regFileEntry(regfId, file.kind.path, { flags: file.flags, mntId: file.mntId }),
@@ -453,6 +451,66 @@ const FD_TYPE: Record<FileKind["type"], fd_types> = {
   unix: fd_types.UNIXSK,
   inet: fd_types.INETSK,
 };
+
+/**
+ * A deleted FIFO, directory, device or symlink: made again at restore from its ghost entry
+ * (type, owner, mode, times, device number or symlink target), as criu does.
+ */
+function deletedSpecial(
+  pid: number,
+  fd: number,
+  link: string,
+  path: string,
+  st: Deno.FileInfo,
+  what: string,
+): FileKind {
+  // stat of /proc/PID/fd/N gives the open object itself: for a symlink, the link.
+  const symlink = ((st.mode ?? 0) & 0o170000) === 0o120000;
+  if (!st.isFifo && !st.isDirectory && !st.isCharDevice && !symlink) {
+    throw new UnsupportedError(
+      `Cannot dump ${what}: deleted files of this type (mode 0${(st.mode ?? 0).toString(8)}) ` +
+        `are not supported`,
+    );
+  }
+  if ((st.nlink ?? 0) > 0 && !st.isDirectory) {
+    throw new UnsupportedError(
+      `Cannot dump ${what}: its name was deleted but it lives on under another name; ` +
+        `not supported for this file type`,
+    );
+  }
+  const stamp = statStamp(link);
+  const ghost: Ghost = {
+    dev: st.dev,
+    kdev: stamp.devMajor * (1 << 20) + stamp.devMinor,
+    ino: st.ino ?? 0,
+    size: 0,
+    chunks: [],
+    mode: st.mode ?? 0,
+    uid: st.uid ?? 0,
+    gid: st.gid ?? 0,
+    atime: stamp.atime,
+    mtime: stamp.mtime,
+    rdev: st.isCharDevice ? st.rdev ?? 0 : undefined,
+    symlinkTarget: symlink ? readLinkOf(pid, fd) : undefined,
+  };
+  if (st.isFifo) return { type: "fifo", ino: st.ino ?? 0, path, ghost };
+  return { type: "reg", path, mode: ghost.mode, ghost };
+}
+
+/** The target of the symlink task `pid` holds open as `fd` (O_PATH | O_NOFOLLOW). */
+function readLinkOf(pid: number, fd: number): string {
+  const pidfd = pidfdOpen(pid);
+  try {
+    const copy = pidfdGetfd(pidfd, fd, pid);
+    try {
+      return readLinkAt(copy);
+    } finally {
+      close(copy);
+    }
+  } finally {
+    close(pidfd);
+  }
+}
 
 /** Links the open file `link` to a free name `link_remap.N` in `dir`; returns that name. */
 function linkRemapFor(link: string, dir: string, n: number): string {

@@ -117,7 +117,10 @@ function writeGhostImage(ctx: DumpContext, ghostId: number, g: Ghost): void {
       atim: tv(g.atime),
       mtim: tv(g.mtime),
       chunks: chunked || undefined,
-      size: BigInt(g.size),
+      // Only a regular file has contents (criu writes no size for the others).
+      size: (g.mode & 0o170000) === 0o100000 ? BigInt(g.size) : undefined,
+      rdev: g.rdev,
+      symlnkTarget: g.symlinkTarget,
     }),
   );
   if (chunked) {

@@ -45,6 +45,17 @@ const EADDRINUSE = 98;
 
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
+const IPPROTO_UDPLITE = 136;
+const IPPROTO_ICMP = 1;
+const IPPROTO_ICMPV6 = 58;
+
+/** Datagram protocols kept as UDP is: UDP, UDP-Lite, and ping sockets (ICMP, ICMPv6). */
+const DATAGRAM_PROTOS = new Set([IPPROTO_UDP, IPPROTO_UDPLITE, IPPROTO_ICMP, IPPROTO_ICMPV6]);
+
+/** Whether socket state `s` is a datagram socket (UDP-like). */
+function isDatagram(s: { type: number; proto: number }): boolean {
+  return s.type === SOCK_DGRAM && DATAGRAM_PROTOS.has(s.proto);
+}
 
 /** What a dump records of one inet socket. */
 export interface InetSocketState {
@@ -124,15 +135,17 @@ export function collectInetSocket(
     const proto = int(copy, SO.PROTOCOL);
     const what = `fd ${fd} of task ${pid} (socket:[${ino}])`;
     const tcp = type === SOCK_STREAM && proto === IPPROTO_TCP;
-    const udp = type === SOCK_DGRAM && proto === IPPROTO_UDP;
+    const udp = isDatagram({ type, proto });
     if (!tcp && !udp) {
       throw new InetSocketError(
-        `Cannot dump ${what}: only TCP and UDP inet sockets are supported (type ${type}, ` +
-          `protocol ${proto})`,
+        `Cannot dump ${what}: only TCP, UDP, UDP-Lite and ping inet sockets are supported ` +
+          `(type ${type}, protocol ${proto})`,
       );
     }
     // Data held back by UDP_CORK sits in the socket's write queue: no way to put it back.
-    if (udp && int(copy, UDP_CORK, SOL.UDP) !== 0) {
+    if (
+      (proto === IPPROTO_UDP || proto === IPPROTO_UDPLITE) && int(copy, UDP_CORK, SOL.UDP) !== 0
+    ) {
       throw new InetSocketError(`Cannot dump ${what}: it is a corked UDP socket (UDP_CORK)`);
     }
     const src = parseInetAddr(sockName(copy)!);
@@ -322,12 +335,12 @@ export function makeInetSocket(s: InetSocketState, what: string): number {
       }
     } else if (conn) {
       restoreTcpStream(fd, s, s.stream!, what);
-    } else if (s.proto === IPPROTO_UDP && s.dstPort) {
+    } else if (isDatagram(s) && s.dstPort) {
       connectRaw(fd, inetSockaddr({ family: s.family, port: s.dstPort, addr: s.dstAddr }), what);
     }
     // A UDP socket shut down, or a TCP connection restored closed: the kernel records it even
     // unconnected (then saying ENOTCONN). A TCP connection's FINs come with its stream.
-    if (s.shutdown && (s.proto === IPPROTO_UDP || s.state === TCP_STATE.CLOSE)) {
+    if (s.shutdown && (isDatagram(s) || s.state === TCP_STATE.CLOSE)) {
       shutdownQuiet(fd, s.shutdown - 1);
     }
     return fd;

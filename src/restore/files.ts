@@ -324,6 +324,12 @@ export class FileTable implements Disposable {
   #ghost(id: number, f: file_entry): number {
     const g = this.#dump.ghosts.get(id)!;
     const reg = f.reg!;
+    if ((g.entry.mode & 0o170000) !== 0o100000) {
+      // A directory, device or symlink: made again at its name for the restore (GhostSpecials).
+      const fd = openOrThrow(reg.name, reg.flags, "deleted file");
+      if (reg.pos > 0n) lseek(fd, reg.pos, SEEK_SET);
+      return fd;
+    }
     const free = (base: string) => {
       let path = base;
       for (let i = 0; exists(path); i++) path = `${base}.criu-ghost-${g.id}-${i}`;

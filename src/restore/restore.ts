@@ -91,6 +91,7 @@ function pidInUse(pid: number): boolean {
 }
 import { type DumpImages, readDump, type TaskImages } from "./images.ts";
 import { checkVdsoCode } from "./vdso_check.ts";
+import { GhostSpecials } from "./ghost_specials.ts";
 import { encodeOps, findGap, inheritedVmas, occupied, OP_SIZE, planMemory } from "./memory.ts";
 import { gpregsWords, xsaveArea } from "../images/x86.ts";
 import {
@@ -204,7 +205,8 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
     const path = dump.linked.get(id) ?? reg.name;
     let st: Deno.FileInfo;
     try {
-      st = Deno.statSync(path);
+      // A descriptor of a symlink itself (O_PATH | O_NOFOLLOW) names the link, not its target.
+      st = reg.flags & O.NOFOLLOW ? Deno.lstatSync(path) : Deno.statSync(path);
     } catch {
       throw new RestoreError(`Cannot restore task ${pid}: file ${path} no longer exists`);
     }
@@ -319,6 +321,9 @@ async function restoreTree(
       if (e instanceof RestoreError) throw e;
     }
   }
+
+  // Deleted FIFOs, directories, devices and symlinks exist again for the time of the restore.
+  using _ghosts = new GhostSpecials(dump);
 
   // 2. FORK: the root by the helper, every other task by its restored parent.
   log.info(`Creating task ${pid}`);

@@ -404,3 +404,19 @@ export function linkAt(from: string, to: string): void {
     AT_SYMLINK_FOLLOW,
   );
 }
+
+/** readlinkat(fd, "", ...): the target of the symlink `fd` (opened O_PATH | O_NOFOLLOW). */
+export function readLinkAt(fd: number): string {
+  const buf = new Uint8Array(4096);
+  const empty = cString("");
+  const n = syscall(
+    NR.readlinkat,
+    "readlinkat",
+    `fd ${fd}`,
+    fd,
+    addressOf(empty),
+    addressOf(buf),
+    buf.length,
+  );
+  return new TextDecoder().decode(buf.subarray(0, Number(n)));
+}
