@@ -10,6 +10,7 @@ import {
   criu,
   killAll,
   procState,
+  ROOT,
   safeRead,
   startVictim,
   stopVictim,
@@ -227,5 +228,75 @@ Deno.test("config file, work dir and action scripts drive a dump and a restore -
   } finally {
     await stopVictim(v);
     killAll(restored);
+  }
+});
+
+Deno.test("restore --inherit-fd fd[N]:pipe:[INO] gives the task the caller's pipe in place of its own", async () => {
+  const bin = await buildVictim("counter");
+  // The victim counts into a pipe whose reader (this test) is outside the dumped tree.
+  const victim = new Deno.Command("setsid", {
+    args: [bin],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const pid = await (async () => {
+    const r = victim.stdout.getReader();
+    const { value } = await r.read();
+    r.releaseLock();
+    return Number(/pid (\d+)/.exec(new TextDecoder().decode(value))![1]);
+  })();
+  const pipe = Deno.readLinkSync(`/proc/${pid}/fd/1`);
+  assertMatch(pipe, /^pipe:\[\d+\]$/);
+  const imgs = tmpDir();
+  try {
+    const d = await criu(["dump", "-t", `${pid}`, "-D", imgs]);
+    assertEquals(d.code, 0, d.stderr);
+    await victim.status;
+    await waitGone(pid);
+    // criu's own stdout stands for the pipe: the restored task writes into it.
+    const restorer = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--quiet",
+        `${ROOT}/main.ts`,
+        "restore",
+        "-d",
+        "-D",
+        imgs,
+        "--inherit-fd",
+        `fd[1]:${pipe}`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const reader = restorer.stdout.getReader();
+    let text = "";
+    const end = Date.now() + 10_000;
+    while (!/count \d+ \(pid \d+\)\n.*count/s.test(text) && Date.now() < end) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    assertEquals(
+      (await restorer.status).code,
+      0,
+      new TextDecoder().decode((await restorer.stderr.getReader().read()).value),
+    );
+    assertMatch(
+      text,
+      new RegExp(`count \\d+ \\(pid ${pid}\\)`),
+      "the restored task writes into the given pipe",
+    );
+    assertEquals(
+      Deno.readLinkSync(`/proc/${pid}/fd/1`) === pipe,
+      false,
+      "a pipe of the caller's, not the old one",
+    );
+    killAll(pid);
+    reader.cancel();
+  } finally {
+    killAll(pid);
   }
 });

@@ -94,3 +94,38 @@ Deno.test("deleted FIFOs, directories (cwd too, parent gone), symlinks and devic
     await stopVictim(v);
   }
 });
+
+Deno.test("pidfds of the task itself, of a child and of a process gone come back, and one outside is refused", async () => {
+  const bin = await buildVictim("pidfds");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  let pids: number[] = [];
+  try {
+    const r = await waitReport(v);
+    pids = [v.pid, Number(r.child)];
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(d.code, 0, d.stderr);
+    await v.child.status;
+    for (const pid of pids) await waitGone(pid);
+    const rs = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(rs.code, 0, rs.stderr);
+    assertMatch(await verdict(v), /PASS pidfds/);
+  } finally {
+    killAll(...pids);
+    await stopVictim(v);
+  }
+  // A pidfd of a process outside the tree: another process could hold its PID after a restore.
+  const py = startVictim([
+    "python3",
+    "-c",
+    "import os,time; fd=os.pidfd_open(os.getppid()); open('{out}','w').write('ready\\n'); time.sleep(60)",
+  ]);
+  try {
+    await waitReport(py);
+    const d = await criu(["dump", "-t", `${py.pid}`, "-D", tmpDir()]);
+    assertEquals(d.code, 1);
+    assertMatch(d.stderr, /a pidfd of process \d+, which is not in the dumped tree/);
+  } finally {
+    await stopVictim(py);
+  }
+});

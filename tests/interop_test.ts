@@ -76,6 +76,7 @@ const KINDS: Kind[] = [
   { victim: "locks", args: ["{out}", "{dir}"], pass: /PASS locks/, opts: ["--file-locks"] },
   { victim: "inotify", args: ["{out}", "{dir}"], pass: /PASS inotify/ },
   { victim: "memfd", args: ["{out}"], pass: /PASS memfd/ },
+  { victim: "pidfds", args: ["{out}"], pass: /PASS pidfds/ },
   { victim: "shm", args: ["{out}"], pass: /PASS shm/, signal: "SIGUSR1" },
   { victim: "sysv", args: ["{out}"], pass: /PASS sysv/ },
   { victim: "clonefiles", args: ["{out}", "{dir}"], pass: /PASS clonefiles/ },

@@ -16,7 +16,7 @@ import { actionScripts } from "../action_scripts.ts";
 import { checkOptions, type CriuOpts, parseOptions, UsageError } from "./options.ts";
 import { USAGE } from "./usage.ts";
 import { interruptOnSignals } from "../util/interrupt.ts";
-import { close } from "../syscalls/mod.ts";
+import { close, fcntl, writeAll } from "../syscalls/mod.ts";
 
 /** Version printed by `criu --version`. */
 export { VERSION };
@@ -142,6 +142,7 @@ async function runRestore(o: CriuOpts): Promise<number> {
       tcpClose: o.tcpClose,
       networkLock: o.networkLock,
       leaveStopped: o.finalState === "stopped",
+      inheritFds: inheritedFds(o.inheritFds, log),
       actions: scriptsOf(o, dirs, log),
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
       signal: stop.signal,
@@ -280,6 +281,27 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * `--inherit-fd fd[N]:KEY` (and criu's `debug[N]:TEXT`, which writes TEXT to descriptor N):
+ * the descriptors by the key of the file each stands for.
+ */
+function inheritedFds(args: string[], log: Logger): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const a of args) {
+    const m = /^(fd|debug)\[(\d+)\]:(.+)$/.exec(a);
+    if (!m) throw new UsageError(`Invalid inherit fd argument: ${a}`);
+    const fd = Number(m[2]);
+    if (!fdIsOpen(fd)) throw new Error(`Can't fstat inherit fd ${fd}: it is not open`);
+    if (m[1] === "debug") {
+      writeAll(fd, new TextEncoder().encode(m[3]), `inherit fd ${fd}`);
+      continue;
+    }
+    log.info(`File ${m[3]} will be restored from inherit fd ${fd}`);
+    out.set(m[3], fd);
+  }
+  return out;
+}
+
 /** Appends a command-line error to the log file the command line names, if it can. */
 function logUsageError(o: CriuOpts, msg: string): void {
   try {
@@ -299,3 +321,12 @@ function isBug(e: Error): boolean {
 }
 
 export { FEATURES };
+
+function fdIsOpen(fd: number): boolean {
+  try {
+    fcntl(fd, 1 /* F_GETFD */);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -265,9 +265,7 @@ const TABLE: OptionSpec[] = [
   refused("exec-cmd", "none", "--exec-cmd is not supported yet"),
   refused("manage-cgroups", "optional", NOT_YET.ns),
   refused("cgroup-root", "required", NOT_YET.ns),
-  opt("inherit-fd", "required", (o, v) => o.inheritFds.push(v!), {
-    refuse: "descriptors inherited from the caller are not supported yet",
-  }),
+  opt("inherit-fd", "required", (o, v) => o.inheritFds.push(v!)),
   opt("feature", "required", (o, v) => o.features.push(v!)),
   refused("skip-mnt", "required", NOT_YET.ns),
   refused("enable-fs", "required", NOT_YET.ns),

@@ -202,6 +202,9 @@ export class DumpContext {
   }
   readonly #nsIds = new Map<string, number>();
 
+  /** Every task (thread) of the dumped tree: what a pidfd may refer to. */
+  readonly treeTids = new Set<number>();
+
   /** Link remaps made for this dump, by inode: the path of each (removed if the dump fails). */
   readonly linkRemaps = new Map<string, string>();
   /** The file entry of each link remap, by its path. */

@@ -217,6 +217,8 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
 /** Collects the frozen tree and writes every image, synced. Kills nothing. */
 async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   checkTree(tree);
+  for (const tid of tree.tasks.keys()) ctx.treeTids.add(tid);
+  for (const p of tree.processes) ctx.treeTids.add(p.pid); // zombies too
 
   // Collect and write, process by process (parents first); nothing is killed before the end.
   const files = ctx.image("files.img", "FILES");

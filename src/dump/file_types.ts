@@ -40,6 +40,8 @@ export type FileKind =
   }
   | { type: "pipe"; ino: number }
   | { type: "fifo"; ino: number; path: string; ghost?: Ghost }
+  /** A pidfd: the process it refers to (-1: gone), and its inode (one per dead process). */
+  | { type: "pidfd"; pid: number; ino: number }
   | { type: "memfd"; ino: number }
   | { type: "tty"; path: string; rdev: number; index: number }
   | { type: "eventfd"; counter: bigint; semaphore: boolean }

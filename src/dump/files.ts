@@ -18,6 +18,7 @@ import {
   type fown_entry,
   memfd_file_entrySchema,
   memfd_inode_entrySchema,
+  pidfd_entrySchema,
   pipe_entrySchema,
   type reg_file_entry,
   reg_file_entrySchema,
@@ -121,6 +122,7 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
   if (target.startsWith("anon_inode:")) {
     const name = target.slice(11).replace(/^\[|\]$/g, "");
     if (ANON_KINDS.has(name)) return anonKind(name, pid, fd);
+    if (name === "pidfd") return pidfdKind(ctx, pid, fd, link, what);
     throw new UnsupportedError(
       `Cannot dump ${what}: ${target.slice(11)} descriptors are not supported yet`,
     );
@@ -384,6 +386,22 @@ export function dumpFiles(
             fifo: create(fifo_entrySchema, { id: file.id, pipeId: file.kind.ino, regfId }),
           }),
         );
+      } else if (file.kind.type === "pidfd") {
+        files.entry(
+          file_entrySchema,
+          create(file_entrySchema, {
+            type: fd_types.PIDFD,
+            id: file.id,
+            pidfd: create(pidfd_entrySchema, {
+              id: file.id,
+              ino: file.kind.ino,
+              // As criu: the flags pidfd_open() takes (it refuses O_RDWR).
+              flags: file.flags & ~O.RDWR,
+              nspid: file.kind.pid,
+              fown: file.fown,
+            }),
+          }),
+        );
       } else if (file.kind.type === "unix") {
         files.entry(file_entrySchema, unixEntry(file, file.kind.socket, ctx.unixSockets));
         if (file.kind.socket.queue.length) ctx.skQueues.set(file.id, file.kind.socket.queue);
@@ -441,6 +459,7 @@ const FD_TYPE: Record<FileKind["type"], fd_types> = {
   reg: fd_types.REG,
   pipe: fd_types.PIPE,
   fifo: fd_types.FIFO,
+  pidfd: fd_types.PIDFD,
   memfd: fd_types.MEMFD,
   tty: fd_types.TTY,
   eventfd: fd_types.EVENTFD,
@@ -495,6 +514,31 @@ function deletedSpecial(
   };
   if (st.isFifo) return { type: "fifo", ino: st.ino ?? 0, path, ghost };
   return { type: "reg", path, mode: ghost.mode, ghost };
+}
+
+/**
+ * A pidfd: the process it refers to must be in the dumped tree (another process could hold its
+ * PID after a restore); a pidfd of a process that is gone is made again with a process that
+ * dies at once.
+ */
+function pidfdKind(
+  ctx: DumpContext,
+  pid: number,
+  fd: number,
+  link: string,
+  what: string,
+): FileKind {
+  const info = readProcText(pid, `fdinfo/${fd}`);
+  const target = Number(/^NSpid:\s*(-?\d+)/m.exec(info)?.[1] ?? /^Pid:\s*(-?\d+)/m.exec(info)?.[1]);
+  if (!Number.isInteger(target)) {
+    throw new UnsupportedError(`Cannot dump ${what}: its fdinfo names no process`);
+  }
+  if (target > 0 && !ctx.treeTids.has(target)) {
+    throw new UnsupportedError(
+      `Cannot dump ${what}: a pidfd of process ${target}, which is not in the dumped tree`,
+    );
+  }
+  return { type: "pidfd", pid: target, ino: Deno.statSync(link).ino ?? 0 };
 }
 
 /** The target of the symlink task `pid` holds open as `fd` (O_PATH | O_NOFOLLOW). */

@@ -25,6 +25,7 @@ import {
   type fown_entry,
   type inet_sk_entry,
   memfd_inode_entrySchema,
+  type pidfd_entry,
   type reg_file_entry,
 } from "../../proto/gen/files_pb.ts";
 import {
@@ -36,6 +37,7 @@ import {
   NR,
   O,
   open as openHere,
+  pidfdOpen,
   pipe2,
   pwriteAll,
   setFileOwner,
@@ -169,19 +171,31 @@ export class FileTable implements Disposable {
   readonly #shellJob: boolean;
   readonly #tcp: FileTableTcp;
 
-  constructor(dump: DumpImages, shellJob: boolean, tcp: FileTableTcp) {
+  constructor(
+    dump: DumpImages,
+    shellJob: boolean,
+    tcp: FileTableTcp,
+    inherited: ReadonlyMap<string, number> = new Map(),
+  ) {
     this.#dump = dump;
     this.#shellJob = shellJob;
     this.#tcp = tcp;
+    this.#inherited = inherited;
   }
+
+  readonly #inherited: ReadonlyMap<string, number>;
 
   /** The description of file entry `id` (made on first use). */
   file(id: number, forFd: number, pid: number): number {
     const have = this.#byId.get(id);
     if (have !== undefined) return have;
     const f = this.#entry(id);
+    // Given by the caller (--inherit-fd fd[N]:KEY), as criu names the file: used as it is.
+    const given = this.#inherited.get(inheritKey(f));
     let fd: number;
-    if (f.type === fd_types.REG && this.#dump.ghosts.has(id)) {
+    if (given !== undefined) {
+      fd = fcntl(given, F.DUPFD_CLOEXEC, 3);
+    } else if (f.type === fd_types.REG && this.#dump.ghosts.has(id)) {
       fd = this.#ghost(id, f);
     } else if (f.type === fd_types.REG) {
       const reg = f.reg!;
@@ -262,6 +276,11 @@ export class FileTable implements Disposable {
       fd = this.#inetSocket(f, forFd, pid);
     } else if (f.type === fd_types.INOTIFY) {
       fd = this.#inotify(f, forFd, pid);
+    } else if (f.type === fd_types.PIDFD) {
+      if (isLivePidfd(f)) {
+        throw new Error(`pidfd ${id} of a live process is made inside its task (late)`);
+      }
+      fd = this.#deadPidfd(f.pidfd!);
     } else if (f.type === fd_types.EVENTPOLL) {
       fd = Number(
         syscall(NR.epoll_create1, "epoll_create1", `fd ${forFd} of task ${pid}`, O.CLOEXEC),
@@ -460,6 +479,30 @@ export class FileTable implements Disposable {
       Deno.removeSync(reg.name);
     }
   }
+
+  /** pidfds of processes that are gone, by the inode they shared. */
+  readonly #deadPidfds = new Map<number, number>();
+
+  /**
+   * A pidfd of a process that is gone: of a process made for it and killed at once (one per
+   * dumped inode, so that pidfds of one dead process stay one).
+   */
+  #deadPidfd(e: pidfd_entry): number {
+    let base = this.#deadPidfds.get(e.ino);
+    if (base === undefined) {
+      const child = new Deno.Command("sleep", { args: ["600"], stdin: "null", stdout: "null" })
+        .spawn();
+      try {
+        base = pidfdOpen(child.pid, e.flags & O.NONBLOCK);
+      } finally {
+        child.kill("SIGKILL");
+      }
+      this.#deadPidfds.set(e.ino, base);
+      this.#deadChildren.push(child.status);
+    }
+    return fcntl(base!, F.DUPFD_CLOEXEC, 3);
+  }
+  readonly #deadChildren: Promise<unknown>[] = [];
 
   /** memfds made here, by inode id. */
   readonly #memfds = new Map<bigint, number>();
@@ -678,7 +721,9 @@ export class FileTable implements Disposable {
       ...[...this.#pipes.values()].flat(),
     ]);
     for (const fd of [...this.#fifos.values(), ...this.#memfds.values()]) all.add(fd);
+    for (const fd of this.#deadPidfds.values()) all.add(fd);
     for (const fd of all) close(fd);
+    this.#deadPidfds.clear();
     this.#byId.clear();
     this.#service.clear();
     this.#pipes.clear();
@@ -721,4 +766,21 @@ export function writeShmemImage(dump: DumpImages, shmid: bigint, fd: number, wha
     n += r.bytes / 4096;
   }
   return n;
+}
+
+/**
+ * How criu names a file for --inherit-fd: `pipe:[INO]`, `socket:[INO]`, or a regular file's
+ * path without its leading slash.
+ */
+export function inheritKey(f: file_entry): string {
+  if (f.pipe) return `pipe:[${f.pipe.pipeId}]`;
+  if (f.usk) return `socket:[${f.usk.ino}]`;
+  if (f.isk) return `socket:[${f.isk.ino}]`;
+  if (f.reg) return f.reg.name.replace(/^\//, "");
+  return "";
+}
+
+/** Whether file entry `f` is a pidfd of a live process (made inside its task, after the tree). */
+export function isLivePidfd(f: file_entry | undefined): boolean {
+  return f?.type === fd_types.PIDFD && (f.pidfd?.nspid ?? 0) > 0;
 }

@@ -27,7 +27,7 @@ import { vma_entrySchema } from "../../proto/gen/mm_pb.ts";
 import { mapKey } from "./memory.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
-import { type FileTable, RestoreError } from "./files.ts";
+import { type FileTable, isLivePidfd, RestoreError } from "./files.ts";
 import type { DumpImages, TaskImages } from "./images.ts";
 
 const F_DUPFD_CLOEXEC = 1030;
@@ -68,7 +68,10 @@ export function installFiles(
 
   // What to send: each file entry once, then the restorer's own files. A table shared with an
   // earlier process (CLONE_FILES) has its descriptors already: only the restorer's go in.
-  const ids = sharedTable ? [] : [...new Set(task.fds.map((f) => f.id))];
+  // pidfds of the tree's tasks wait until every task exists (restorePidfds).
+  const ids = sharedTable
+    ? []
+    : [...new Set(task.fds.map((f) => f.id))].filter((id) => !isLivePidfd(dump.files.get(id)));
   const ours = ids.map((id) => table.file(id, task.fds.find((f) => f.id === id)!.fd, pid));
   const service: { key: string; fd: number }[] = [
     { key: "pages", fd: table.service(task.pagesPath, O.RDONLY, "image") },
@@ -206,4 +209,45 @@ function transfer(
     rs.call(NR.close, sock);
   }
   return out;
+}
+
+/**
+ * The pidfds of `task` that refer to tasks of the tree, made inside it once every task exists
+ * (pidfd_open there, moved to their numbers; one description per file entry).
+ */
+export function restorePidfds(rs: RemoteSyscalls, dump: DumpImages, task: TaskImages): void {
+  const pid = rs.task.pid;
+  const made = new Map<number, number>();
+  for (const fdi of task.fds) {
+    const f = dump.files.get(fdi.id);
+    if (!isLivePidfd(f)) continue;
+    const e = f!.pidfd!;
+    const sys = (nr: number, name: string, ...args: (bigint | number)[]) => {
+      const ret = rs.call(nr, ...args);
+      if (ret < 0n) {
+        throw new Errno(name, Number(-ret), `for fd ${fdi.fd} of restored task ${pid}`);
+      }
+      return Number(ret);
+    };
+    const cloexec = (fdi.flags & 1) !== 0 ? O.CLOEXEC : 0;
+    const have = made.get(fdi.id);
+    if (have !== undefined) {
+      sys(NR.dup3, "dup3", have, fdi.fd, cloexec);
+      continue;
+    }
+    const PIDFD_THREAD = O.EXCL;
+    const tmp = sys(
+      NR.pidfd_open,
+      `pidfd_open(${e.nspid})`,
+      e.nspid,
+      e.flags & (O.NONBLOCK | PIDFD_THREAD),
+    );
+    if (tmp !== fdi.fd) {
+      sys(NR.dup3, "dup3", tmp, fdi.fd, cloexec);
+      sys(NR.close, "close", tmp);
+    } else if (!cloexec) {
+      sys(NR.fcntl, "fcntl(F_SETFD)", fdi.fd, F_SETFD, 0);
+    }
+    made.set(fdi.id, fdi.fd);
+  }
 }

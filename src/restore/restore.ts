@@ -74,11 +74,12 @@ import {
   FileTable,
   type FileTableTcp,
   inetState,
+  isLivePidfd,
   ourTerminal,
   RestoreError,
   writeShmemImage,
 } from "./files.ts";
-import { installFiles } from "./install.ts";
+import { installFiles, restorePidfds } from "./install.ts";
 import { PidTakenError, spawnTask } from "./helper.ts";
 
 function pidInUse(pid: number): boolean {
@@ -119,6 +120,12 @@ export interface RestoreOptions {
   tcpClose?: boolean;
   /** How the dump locked the network (`--network-lock`); default: what inventory.img says. */
   networkLock?: LockMethod;
+  /**
+   * Files the caller hands in (`--inherit-fd fd[N]:KEY`): a file criu names KEY (`pipe:[INO]`,
+   * `socket:[INO]`, a path without its leading slash) is restored as descriptor N of this
+   * process, not made anew.
+   */
+  inheritFds?: ReadonlyMap<string, number>;
   /** Leave the restored tree stopped (`-s`): every task gets SIGSTOP as it is released. */
   leaveStopped?: boolean;
   /**
@@ -349,7 +356,7 @@ async function restoreTree(
     let pages = 0, compared = 0, kept = 0, forkMs = tForked - t0;
     for (const { entry, data } of dump.sysvShm.values()) ensureSysvSegment(entry, data);
     {
-      using table = new FileTable(dump, opts.shellJob ?? false, tcp);
+      using table = new FileTable(dump, opts.shellJob ?? false, tcp, opts.inheritFds);
       const shmem = new Map<bigint, number>();
       try {
         // Each task is made by its parent once the parent's memory is back (procs grows).
@@ -365,6 +372,19 @@ async function restoreTree(
           compared += done.compared;
           kept += done.kept;
           forkMs += done.forkMs;
+        }
+        // pidfds of the tree's tasks, now that every task exists.
+        for (const p of procs) {
+          if (p.task.zombie || !p.task.fds.some((f) => isLivePidfd(dump.files.get(f.id)))) {
+            continue;
+          }
+          const maps = parseMaps(readProcText(p.task.pstree.pid, "maps"));
+          const rs = RemoteSyscalls.open(p.seized, maps);
+          try {
+            restorePidfds(rs, dump, p.task);
+          } finally {
+            rs.close({ restoreState: false });
+          }
         }
         // Process groups, then the owners of files (an owner may name a group); zombies,
         // in their groups now, die.

@@ -268,8 +268,8 @@ export const SPLICE_F_MOVE = 1;
 export const SPLICE_F_NONBLOCK = 2;
 
 /** pidfd_open(2). */
-export function pidfdOpen(pid: number): number {
-  return Number(syscall(NR.pidfd_open, "pidfd_open", `task ${pid}`, pid, 0));
+export function pidfdOpen(pid: number, flags = 0): number {
+  return Number(syscall(NR.pidfd_open, "pidfd_open", `task ${pid}`, pid, flags));
 }
 
 /** pidfd_getfd(2): a duplicate, in this process, of descriptor `fd` of the task. */
