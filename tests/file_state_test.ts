@@ -129,3 +129,22 @@ Deno.test("pidfds of the task itself, of a child and of a process gone come back
     await stopVictim(py);
   }
 });
+
+Deno.test("an epoll set keeps targets added under numbers that now hold other files or none", async () => {
+  const bin = await buildVictim("epollkeys");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  try {
+    await waitReport(v);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(d.code, 0, d.stderr);
+    await v.child.status;
+    await waitGone(v.pid);
+    const r = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(r.code, 0, r.stderr);
+    assertMatch(await verdict(v), /PASS epollkeys/);
+  } finally {
+    killAll(v.pid);
+    await stopVictim(v);
+  }
+});

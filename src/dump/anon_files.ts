@@ -157,7 +157,9 @@ export function anonEntry(file: OpenFile): file_entry {
           tfd: k.tfds.map((t) =>
             create(eventpoll_tfd_entrySchema, {
               id: 0, // as criu writes it (the field named the epoll file in old images)
-              tfd: t.fd,
+              // As criu: a descriptor holding the target; the number it was added under too.
+              tfd: t.holder ?? t.fd,
+              keyFd: t.holder === undefined ? undefined : t.fd,
               events: t.events,
               data: t.data,
               ...t.target,

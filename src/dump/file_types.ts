@@ -61,6 +61,8 @@ export type FileKind =
       events: number;
       data: bigint;
       target?: { pos: bigint; inode: bigint; dev: number };
+      /** A descriptor of the task holding the target, when descriptor `fd` does not. */
+      holder?: number;
     }[];
   }
   | { type: "inotify"; watches: InotifyWatch[] }

@@ -31,6 +31,7 @@ import {
   getFileOwner,
   KCMP,
   kcmp,
+  kcmpEpollTarget,
   linkAt,
   O,
   pidfdGetfd,
@@ -270,17 +271,28 @@ function collectEach(ctx: DumpContext, pid: number, pidfd: number, fds: Fd[]): v
   }
 }
 
-/** Refuses an epoll watching a descriptor the task no longer has. */
+/**
+ * Finds, for every target of every epoll set, a descriptor of the task holding it: the one it
+ * was added under, or (closed since, or holding another file now) another one, found with
+ * kcmp(KCMP_EPOLL_TFD). A target no descriptor holds is refused.
+ */
 function checkEpollTargets(pid: number, fds: Fd[]): TaskFiles {
   for (const { fd, file } of fds) {
     if (file.kind.type !== "eventpoll") continue;
+    const seen = new Map<number, number>();
     for (const t of file.kind.tfds) {
-      if (!fds.some((f) => f.fd === t.fd)) {
+      const toff = seen.get(t.fd) ?? 0;
+      seen.set(t.fd, toff + 1);
+      const holds = (x: number) => kcmpEpollTarget(pid, x, fd, t.fd, toff);
+      if (fds.some((f) => f.fd === t.fd) && holds(t.fd)) continue;
+      const holder = fds.find((f) => f.fd !== fd && holds(f.fd));
+      if (!holder) {
         throw new UnsupportedError(
-          `Cannot dump fd ${fd} of task ${pid}: epoll watches fd ${t.fd}, which the task ` +
-            `no longer has open`,
+          `Cannot dump fd ${fd} of task ${pid}: epoll watches a file added as fd ${t.fd}, ` +
+            `which the task holds under no descriptor now`,
         );
       }
+      t.holder = holder.fd;
     }
   }
   return { fds };

@@ -89,6 +89,13 @@ export function dumpMm(
     } else if (isFile) {
       fid = fileId(v.path, fdflags);
     }
+    ctx.log.debug(
+      `Task ${t.pid}: vma ${v.start.toString(16)}-${v.end.toString(16)} prot 0x${
+        v.prot.toString(16)
+      } flags 0x${v.flags.toString(16)} status 0x${(v.status >>> 0).toString(16)} pgoff 0x${
+        v.pgoff.toString(16)
+      }${isFile ? ` file ${fid}` : ""} ${v.path}`,
+    );
     return create(vma_entrySchema, {
       start: v.start,
       end: v.end,

@@ -24,14 +24,15 @@ import {
 import { VMA } from "../pagemap/vma.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { vma_entrySchema } from "../../proto/gen/mm_pb.ts";
+import { eventpoll_tfd_entrySchema } from "../../proto/gen/files_pb.ts";
 import { mapKey } from "./memory.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
 import { type FileTable, isLivePidfd, RestoreError } from "./files.ts";
 import type { DumpImages, TaskImages } from "./images.ts";
 
-const F_DUPFD_CLOEXEC = 1030;
 const F_SETFD = 2;
+const F_DUPFD_CLOEXEC = 1030;
 
 /** Descriptors the restorer uses inside the task, closed before it resumes. */
 export interface ServiceFds {
@@ -147,14 +148,31 @@ export function installFiles(
       const v = new DataView(ev.buffer);
       v.setUint32(0, t.events, true);
       v.setBigUint64(4, t.data, true);
+      // Added under a number that is closed now or holds another file (deno-criu's key_fd):
+      // the file `tfd` holds goes under that number for the time of the call.
+      const key = isFieldSet(t, eventpoll_tfd_entrySchema.field.keyFd) ? t.keyFd : t.tfd;
+      const there = task.fds.find((f) => f.fd === key);
+      let saved = -1;
+      if (key !== t.tfd) {
+        if (there) saved = sys(NR.fcntl, "fcntl(F_DUPFD)", key, F_DUPFD_CLOEXEC, high);
+        sys(NR.dup3, "dup3", t.tfd, key, 0);
+      }
       sys(
         NR.epoll_ctl,
-        `epoll_ctl(fd ${t.tfd})`,
+        `epoll_ctl(fd ${key})`,
         fdi.fd,
         1, /* EPOLL_CTL_ADD */
-        t.tfd,
+        key,
         arena.put(ev),
       );
+      if (key !== t.tfd) {
+        if (saved >= 0) {
+          sys(NR.dup3, "dup3", saved, key, there!.flags & 1 ? O.CLOEXEC : 0);
+          sys(NR.close, "close", saved);
+        } else {
+          sys(NR.close, "close", key);
+        }
+      }
     }
   }
   const svc = new Map(service.map((s, i) => [s.key, received[ids.length + i]]));

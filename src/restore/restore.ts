@@ -857,6 +857,7 @@ function restoreInside(
   });
   if (ops.length > maxOps) throw new RestoreError(`Too many restorer operations (${ops.length})`);
   writeRemote(pid, remoteAdd(area, AREA_CODE), code);
+  if (log.level >= 4) { for (const op of ops) log.debug(`Task ${pid}: ${op.what}`); }
   writeRemote(pid, remoteAdd(area, opsOff), encodeOps(ops));
   const args = new BigUint64Array([
     BigInt(ops.length),

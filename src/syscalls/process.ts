@@ -94,6 +94,30 @@ export function kcmp(pid1: number, pid2: number, type: number, idx1 = 0, idx2 = 
   );
 }
 
+/**
+ * kcmp(KCMP_EPOLL_TFD): whether descriptor `fd` of task `pid` is the file that its epoll set
+ * `efd` watches as the `toff`-th target added under descriptor number `tfd`.
+ */
+export function kcmpEpollTarget(
+  pid: number,
+  fd: number,
+  efd: number,
+  tfd: number,
+  toff: number,
+): boolean {
+  const slot = new Uint32Array([efd, tfd, toff]);
+  const KCMP_EPOLL_TFD = 7;
+  const ret = rawSyscall(
+    NR.kcmp,
+    pid,
+    pid,
+    KCMP_EPOLL_TFD,
+    fd,
+    addressOf(new Uint8Array(slot.buffer)),
+  );
+  return ret === 0n;
+}
+
 /** get_robust_list(2) of another task: the list head address and its length. */
 export function getRobustList(tid: number): { head: bigint; len: number } {
   const head = new BigUint64Array(1);
