@@ -10,9 +10,11 @@ import {
   criu,
   freePort,
   killAll,
+  ROOT,
   startVictim,
   stopVictim,
   tmpDir,
+  treePids,
   verdict,
   waitGone,
   waitReport,
@@ -145,6 +147,27 @@ Deno.test("an epoll set keeps targets added under numbers that now hold other fi
     assertMatch(await verdict(v), /PASS epollkeys/);
   } finally {
     killAll(v.pid);
+    await stopVictim(v);
+  }
+});
+
+Deno.test("python multiprocessing: a semaphore (deleted /dev/shm file, mapped) and a shared value stay shared with the child", async () => {
+  const v = startVictim(["setsid", "python3", `${ROOT}/tests/victims/mpsem.py`, "{out}"]);
+  let pids: number[] = [];
+  try {
+    const r = await waitReport(v);
+    assertEquals(r.deleted, "1", "the semaphore is a mapped deleted file");
+    pids = treePids(v.pid);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(d.code, 0, d.stderr);
+    await v.child.status;
+    for (const pid of pids) await waitGone(pid);
+    const rs = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(rs.code, 0, rs.stderr);
+    assertMatch(await verdict(v, v.pid, "SIGTERM", 8000), /PASS mpsem/);
+  } finally {
+    killAll(...pids);
     await stopVictim(v);
   }
 });

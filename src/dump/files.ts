@@ -136,51 +136,7 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
     const st = Deno.statSync(link);
     const path = target.slice(0, -10);
     if (!st.isFile) return deletedSpecial(pid, fd, link, path, st, what);
-    if ((st.nlink ?? 0) > 0) {
-      // A copy would be another inode: it lives on under another name, so it is linked again.
-      if (!ctx.opts.linkRemap) {
-        throw new UnsupportedError(
-          `Cannot dump ${what}: its name was deleted but the file lives on under another ` +
-            `name; dump with --link-remap`,
-        );
-      }
-      const key = `${st.dev}:${st.ino}`;
-      let remap = ctx.linkRemaps.get(key);
-      if (!remap) {
-        remap = linkRemapFor(link, dirname(path), ctx.linkRemaps.size + 1);
-        ctx.linkRemaps.set(key, remap);
-      }
-      return {
-        type: "reg",
-        path,
-        size: BigInt(st.size),
-        mode: st.mode ?? 0o100600,
-        linkRemap: remap,
-      };
-    }
-    // As criu: what the file takes on disk counts (its holes cost nothing).
-    const limit = ctx.opts.ghostLimit ?? DEFAULT_GHOST_LIMIT;
-    const used = (st.blocks ?? Math.ceil(st.size / 512)) * 512;
-    if (used > limit) {
-      throw new UnsupportedError(
-        `Cannot dump ${what}: the deleted file holds ${used} bytes, more than the ghost ` +
-          `limit of ${limit}; raise it with --ghost-limit`,
-      );
-    }
-    const stamp = statStamp(link);
-    const ghost: Ghost = {
-      dev: st.dev,
-      kdev: stamp.devMajor * (1 << 20) + stamp.devMinor,
-      ino: st.ino ?? 0,
-      size: st.size,
-      chunks: readDataSegments(link, st.size),
-      mode: st.mode ?? 0o100600,
-      uid: st.uid ?? 0,
-      gid: st.gid ?? 0,
-      atime: stamp.atime,
-      mtime: stamp.mtime,
-    };
-    return { type: "reg", path, size: BigInt(st.size), mode: ghost.mode, ghost };
+    return deletedRegular(ctx, link, path, st, what);
   }
   if (!target.startsWith("/")) {
     throw new UnsupportedError(`Cannot dump ${what}: unsupported file type`);
@@ -482,6 +438,65 @@ const FD_TYPE: Record<FileKind["type"], fd_types> = {
   unix: fd_types.UNIXSK,
   inet: fd_types.INETSK,
 };
+
+/**
+ * A deleted regular file open at `link` (a /proc/PID/fd or map_files link), once called
+ * `path`: linked again when it lives on under another name (--link-remap), else its contents
+ * carried as a ghost (up to --ghost-limit).
+ */
+export function deletedRegular(
+  ctx: DumpContext,
+  link: string,
+  path: string,
+  st: Deno.FileInfo,
+  what: string,
+): FileKind {
+  if ((st.nlink ?? 0) > 0) {
+    // A copy would be another inode: it lives on under another name, so it is linked again.
+    if (!ctx.opts.linkRemap) {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: its name was deleted but the file lives on under another ` +
+          `name; dump with --link-remap`,
+      );
+    }
+    const key = `${st.dev}:${st.ino}`;
+    let remap = ctx.linkRemaps.get(key);
+    if (!remap) {
+      remap = linkRemapFor(link, dirname(path), ctx.linkRemaps.size + 1);
+      ctx.linkRemaps.set(key, remap);
+    }
+    return {
+      type: "reg",
+      path,
+      size: BigInt(st.size),
+      mode: st.mode ?? 0o100600,
+      linkRemap: remap,
+    };
+  }
+  // As criu: what the file takes on disk counts (its holes cost nothing).
+  const limit = ctx.opts.ghostLimit ?? DEFAULT_GHOST_LIMIT;
+  const used = (st.blocks ?? Math.ceil(st.size / 512)) * 512;
+  if (used > limit) {
+    throw new UnsupportedError(
+      `Cannot dump ${what}: the deleted file holds ${used} bytes, more than the ghost ` +
+        `limit of ${limit}; raise it with --ghost-limit`,
+    );
+  }
+  const stamp = statStamp(link);
+  const ghost: Ghost = {
+    dev: st.dev,
+    kdev: stamp.devMajor * (1 << 20) + stamp.devMinor,
+    ino: st.ino ?? 0,
+    size: st.size,
+    chunks: readDataSegments(link, st.size),
+    mode: st.mode ?? 0o100600,
+    uid: st.uid ?? 0,
+    gid: st.gid ?? 0,
+    atime: stamp.atime,
+    mtime: stamp.mtime,
+  };
+  return { type: "reg", path, size: BigInt(st.size), mode: ghost.mode, ghost };
+}
 
 /**
  * A deleted FIFO, directory, device or symlink: made again at restore from its ghost entry

@@ -29,7 +29,9 @@ import {
 } from "../pagemap/vma.ts";
 import { parseMaps, type ProcMap, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
-import { regFileEntry, UnsupportedError, writeRegFile } from "./files.ts";
+import { deletedRegular, regFileEntry, UnsupportedError, writeRegFile } from "./files.ts";
+import { writeGhost, writeLinkRemap } from "./ghost.ts";
+import type { ImageWriter } from "../images/image.ts";
 import type { TaskState } from "./task.ts";
 import { memfdFileEntry, registerMemfd } from "./memfd.ts";
 
@@ -86,6 +88,8 @@ export function dumpMm(
       const path = `/proc/${t.pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
       const ino = registerMemfd(ctx, path, v.path, `memfd mapping at ${v.start.toString(16)}`);
       fid = memfdFileEntry(ctx, files, ino, fdflags);
+    } else if (isFile && v.path.endsWith(" (deleted)")) {
+      fid = deletedMapping(ctx, files, t.pid, v, fdflags);
     } else if (isFile) {
       fid = fileId(v.path, fdflags);
     }
@@ -185,4 +189,35 @@ export async function dumpPages(
     );
   }
   ctx.log.info(`task ${pid}: ${xfer.pages} pages in ${runs.length} runs`);
+}
+
+/**
+ * The file entry of a mapping of a deleted file: its contents carried as a ghost, or the file
+ * linked again (--link-remap), shared with the descriptors of the same inode; one entry per
+ * inode and access.
+ */
+function deletedMapping(
+  ctx: DumpContext,
+  files: ImageWriter,
+  pid: number,
+  v: Vma,
+  fdflags: number,
+): number {
+  const link = `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
+  const what = `mapping ${v.start.toString(16)}-${v.end.toString(16)} of task ${pid}`;
+  const st = Deno.statSync(link);
+  const key = `${fdflags}:${st.dev}:${st.ino}:deleted`;
+  let id = ctx.mappedFiles.get(key);
+  if (id !== undefined) return id;
+  id = ctx.fileId();
+  ctx.mappedFiles.set(key, id);
+  const kind = deletedRegular(ctx, link, v.path.slice(0, -10), st, what);
+  if (kind.type !== "reg") throw new Error(`Not a regular file: ${what}`);
+  if (kind.ghost) writeGhost(ctx, id, kind.ghost);
+  if (kind.linkRemap) writeLinkRemap(ctx, files, id, kind.linkRemap);
+  writeRegFile(
+    files,
+    regFileEntry(id, kind.path, { flags: fdflags, size: kind.size, mode: kind.mode }),
+  );
+  return id;
 }

@@ -199,10 +199,11 @@ export function classifyVma(m: ProcMap): Vma {
     // A memfd: mapped like a file, the file being the memfd (dumped with its inode).
     v.path = m.path;
     v.status = VMA.AREA_REGULAR | VMA.AREA_MEMFD | (shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE);
-  } else if (m.path.endsWith(" (deleted)")) {
+  } else if (m.path.endsWith(" (deleted)") && m.path.startsWith("/dev/zero")) {
     v.status = VMA.AREA_UNSUPP;
-    v.unsupported = `mapping of deleted file ${m.path.slice(0, -10)}`;
+    v.unsupported = `private mapping of deleted shared memory ${m.path.slice(0, -10)}`;
   } else if (m.path.startsWith("/")) {
+    // A deleted file keeps " (deleted)" in its path: the dump carries it (ghost, link remap).
     v.path = m.path;
     v.status = VMA.AREA_REGULAR | (shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE);
   } else {

@@ -340,9 +340,8 @@ export class FileTable implements Disposable {
    * own path, opened as the task had it and unlinked at once, so that the descriptions share
    * one inode and each shows its own name. The ghost itself goes when the table closes.
    */
-  #ghost(id: number, f: file_entry): number {
+  #ghost(id: number, f: file_entry, reg = f.reg!): number {
     const g = this.#dump.ghosts.get(id)!;
-    const reg = f.reg!;
     if ((g.entry.mode & 0o170000) !== 0o100000) {
       // A directory, device or symlink: made again at its name for the restore (GhostSpecials).
       const fd = openOrThrow(reg.name, reg.flags, "deleted file");
@@ -573,6 +572,23 @@ export class FileTable implements Disposable {
       fd = this.#memfd(this.#entry(id), true, access);
       this.#service.set(key, fd);
     }
+    return fd;
+  }
+
+  /**
+   * A descriptor of file `id` to map it through, opened with `flags` (the mapping's access):
+   * a deleted file through its ghost or its link remap, any other by its name (shared).
+   */
+  mappedFile(id: number, flags: number): number {
+    const reg = this.#entry(id).reg;
+    if (!reg) throw new RestoreError(`File ${id} of a mapping is missing from files.img`);
+    const key = `map:${flags}:${id}`;
+    let fd = this.#service.get(key);
+    if (fd !== undefined) return fd;
+    const as = { ...reg, flags, pos: 0n };
+    if (this.#dump.ghosts.has(id)) fd = this.#ghost(id, this.#entry(id), as);
+    else fd = this.#linked(id, as) ?? this.service(reg.name, flags, "mapped file");
+    this.#service.set(key, fd);
     return fd;
   }
 

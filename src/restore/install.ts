@@ -91,7 +91,7 @@ export function installFiles(
     const reg = f?.reg;
     if (!reg) throw new RestoreError(`File ${id} of a mapping is missing from files.img`);
     const flags = access === undefined ? reg.flags : (reg.flags & ~3) | access;
-    service.push({ key, fd: table.service(reg.name, flags, "mapped file") });
+    service.push({ key, fd: table.mappedFile(id, flags) });
   }
   for (const v of task.mm.vmas) {
     if (!(v.status & VMA.ANON_SHARED) || !shmemHere.has(v.shmid)) continue;
