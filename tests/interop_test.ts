@@ -78,6 +78,8 @@ const KINDS: Kind[] = [
   { victim: "memfd", args: ["{out}"], pass: /PASS memfd/ },
   { victim: "pidfds", args: ["{out}"], pass: /PASS pidfds/ },
   { victim: "epollkeys", args: ["{out}"], pass: /PASS epollkeys/ },
+  { victim: "inflight", args: ["{out}", "{dir}"], pass: /PASS inflight/ },
+  { victim: "fdshare", args: ["{out}"], pass: /PASS fdshare/ },
   { victim: "shm", args: ["{out}"], pass: /PASS shm/, signal: "SIGUSR1" },
   { victim: "sysv", args: ["{out}"], pass: /PASS sysv/ },
   { victim: "clonefiles", args: ["{out}", "{dir}"], pass: /PASS clonefiles/ },

@@ -675,3 +675,22 @@ Deno.test("a sealed memfd open twice and mapped shared and private keeps content
     if (pid) killAll(pid);
   }
 });
+
+Deno.test("descriptors in flight in a unix queue (SCM_RIGHTS), held by no task, come back in their messages", async () => {
+  const bin = await buildVictim("inflight");
+  const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
+  let pid = 0;
+  try {
+    await waitReport(v);
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    const img = await critDecodeAll(imgs);
+    const scm = img.get("sk-queues.img")!.entries.filter((e: { scm?: unknown[] }) => e.scm?.length);
+    assertEquals(scm.length, 2, "two messages carry descriptors");
+    pid = await restoreDetached(imgs);
+    assertMatch(await verdict(v, pid), /PASS inflight/);
+  } finally {
+    await stopVictim(v);
+    if (pid) killAll(pid);
+  }
+});

@@ -19,6 +19,7 @@ import {
   stopVictim,
   tmpDir,
   tracerPid,
+  treePids,
   verdict,
   waitGone,
   waitReport,
@@ -286,6 +287,28 @@ Deno.test("copy-on-write memory stays shared by a parent, its child and grandchi
     const stats = (await critDecodeAll(imgs)).get("stats-restore")!.entries[0].restore;
     assertEquals(Number(stats.pages_skipped_cow), kept);
     assertMatch(await verdict(v, v.pid, "SIGTERM"), /PASS cow 22 pages shared/);
+  } finally {
+    await stopVictim(v);
+    killAll(...pids);
+  }
+});
+
+Deno.test("one descriptor table shared along parent links (a grandchild, a parent's other child) stays one", async () => {
+  const bin = await buildVictim("fdshare");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  let pids: number[] = [];
+  try {
+    await waitReport(v);
+    pids = treePids(v.pid);
+    assertEquals(pids.length, 5);
+    const imgs = tmpDir();
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(run.code, 0, run.stderr);
+    await v.child.status;
+    for (const pid of pids) assert(await waitGone(pid), `task ${pid} gone after dump`);
+    const rest = await criu(["restore", "-D", imgs, "-d"]);
+    assertEquals(rest.code, 0, rest.stderr);
+    assertMatch(await verdict(v, v.pid, "SIGTERM", 3000), /PASS fdshare/);
   } finally {
     await stopVictim(v);
     killAll(...pids);

@@ -8,6 +8,7 @@ import type { ActionHook } from "../action_scripts.ts";
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
 import type { UnixSocketInfo } from "../net/unix_diag.ts";
+import type { QueuedMessage } from "../net/unix.ts";
 import type { task_kobj_ids_entry } from "../../proto/gen/core_pb.ts";
 import type { ipc_shm_entry } from "../../proto/gen/misc_pb.ts";
 import type {
@@ -134,7 +135,7 @@ export class DumpContext {
   /** remap-fpath.img entries (ghost files). */
   readonly remaps: remap_file_path_entry[] = [];
   /** Queued data of unix sockets by file id (sk-queues.img). */
-  readonly skQueues = new Map<number, Uint8Array[]>();
+  readonly skQueues = new Map<number, QueuedMessage[]>();
   #nextFileId = 1;
   #nextPagesId = 1;
   /** Shmem objects (by inode) whose pages are dumped already. */
@@ -201,6 +202,10 @@ export class DumpContext {
     return out;
   }
   readonly #nsIds = new Map<string, number>();
+
+  /** Files in flight in unix queues (SCM_RIGHTS) and the copies here that name them. */
+  readonly inFlight: OpenFile[] = [];
+  readonly inFlightFds: number[] = [];
 
   /** Every task (thread) of the dumped tree: what a pidfd may refer to. */
   readonly treeTids = new Set<number>();

@@ -31,7 +31,7 @@ import {
 import { syncDir } from "../images/image.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
-import { CLOCK, clockGettime, KCMP, kcmp, O, statStamp } from "../syscalls/mod.ts";
+import { CLOCK, clockGettime, close, KCMP, kcmp, O, statStamp } from "../syscalls/mod.ts";
 import { DEFAULT_LOCK_METHOD, LOCK_METHODS } from "../net/netlock.ts";
 import { collectTree, type FrozenTree, type TreeProcess } from "../tree/collect.ts";
 import { Parasite } from "../tree/parasite.ts";
@@ -131,6 +131,12 @@ function checkTree(tree: FrozenTree): void {
   // parent (clone with CLONE_FILES / CLONE_FS) is restored the same way; memory or signal
   // handlers shared without being threads, or sharing with anyone but the parent, are not.
   const parentOf = (pid: number) => tree.processes.find((p) => p.children.includes(pid))?.pid;
+  // A table shared along parent links (each sharing it with its parent) is made again the same
+  // way, however far apart two of its tasks are (a grandchild, a parent's other child).
+  const sharedFrom = (pid: number, type: number): number => {
+    const parent = parentOf(pid);
+    return parent !== undefined && kcmp(parent, pid, type) === 0 ? sharedFrom(parent, type) : pid;
+  };
   for (let i = 0; i < live.length; i++) {
     for (let j = 0; j < i; j++) {
       const [a, b] = [live[j].pid, live[i].pid];
@@ -143,7 +149,7 @@ function checkTree(tree: FrozenTree): void {
         ] as const
       ) {
         if (kcmp(a, b, type) !== 0) continue;
-        if (withParent && (parentOf(b) === a || parentOf(a) === b)) continue;
+        if (withParent && sharedFrom(a, type) === sharedFrom(b, type)) continue;
         throw new UnsupportedError(
           `Cannot dump tasks ${a} and ${b}: they share their ${what} (clone without threads); ` +
             `not supported yet`,
@@ -181,7 +187,12 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
     `Frozen: ${tree.processes.length} processes, ${tree.tasks.size} threads`,
   );
   try {
-    await writeImages(ctx, tree);
+    try {
+      await writeImages(ctx, tree);
+    } finally {
+      // Copies of descriptors in flight in unix queues (the peeks put them here).
+      for (const fd of ctx.inFlightFds.splice(0)) close(fd);
+    }
   } catch (e) {
     // The tree is thawed as it was (the `using` above); its connections go on first.
     ctx.tcp?.resume();
@@ -252,7 +263,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
     await dumpProcess(ctx, tree, proc, files);
   }
   await ctx.checkpoint("collect");
-  dumpFileData(ctx);
+  dumpFileData(ctx, files);
   writeSysvShm(ctx);
   // root_ids are the dumper's own objects, as criu writes them (a restore compares the root
   // task's with them: the same descriptor table would mean the images are corrupt).

@@ -53,6 +53,7 @@ import {
   type FileKind,
   type Ghost,
   noOwner,
+  type OpenFile,
   ownerEntry,
   type TaskFiles,
   UnsupportedError,
@@ -189,6 +190,56 @@ function readOwner(pidfd: number, pid: number, fd: number): fown_entry {
 
 function collectEach(ctx: DumpContext, pid: number, pidfd: number, fds: Fd[]): void {
   for (const fd of listFds(pid)) {
+    const { file, cloexec } = collectOne(ctx, pid, pidfd, fd);
+    fds.push({ fd, file, cloexec });
+  }
+}
+
+/**
+ * Descriptors in flight in a unix socket's queue (SCM_RIGHTS), copies of which the peek put
+ * here: their files, as those of a task (one entry per open file description across the tree),
+ * written with the others. The copies stay open until the dump ends (they name the files).
+ */
+function collectInFlight(ctx: DumpContext, kind: FileKind, what: string): void {
+  if (kind.type !== "unix") return;
+  for (const m of kind.socket.queue) {
+    if (!m.fds?.length) continue;
+    const self = pidfdOpen(Deno.pid);
+    try {
+      m.ids = m.fds.map((local: number) => {
+        ctx.inFlightFds.push(local);
+        const { file } = collectOne(ctx, Deno.pid, self, local);
+        // What is set up inside the task that holds it (an epoll set's targets, a pidfd of
+        // the tree) cannot be made for a message in flight; a unix socket would nest queues.
+        const kindName = file.kind.type === "unix"
+          ? "a unix socket"
+          : file.kind.type === "eventpoll"
+          ? "an epoll set"
+          : file.kind.type === "pidfd" && file.kind.pid > 0
+          ? "a pidfd of a live task"
+          : undefined;
+        if (kindName) {
+          throw new UnsupportedError(
+            `Cannot dump ${what}: ${kindName} is in flight in its queue; not supported yet`,
+          );
+        }
+        if (!ctx.inFlight.includes(file)) ctx.inFlight.push(file);
+        return file.id;
+      });
+    } finally {
+      close(self);
+    }
+  }
+}
+
+/** One descriptor of task `pid`: its open file (shared with its twins across the tree). */
+function collectOne(
+  ctx: DumpContext,
+  pid: number,
+  pidfd: number,
+  fd: number,
+): { file: OpenFile; cloexec: boolean } {
+  {
     const kind = describe(ctx, pid, fd);
     const info = parseFdinfo(readProcText(pid, `fdinfo/${fd}`));
     const cloexec = (info.flags & O.CLOEXEC) !== 0;
@@ -212,8 +263,8 @@ function collectEach(ctx: DumpContext, pid: number, pidfd: number, fds: Fd[]): v
       };
       ctx.openFiles.push(file);
     }
-    fds.push({ fd, file, cloexec });
     collectLocks(ctx, pid, fd, file.id);
+    collectInFlight(ctx, kind, `fd ${fd} of task ${pid}`);
     if (kind.type === "pipe" && !ctx.pipes.has(kind.ino)) {
       ctx.pipes.set(kind.ino, peekPipe(pid, fd, kind.ino));
     }
@@ -224,6 +275,7 @@ function collectEach(ctx: DumpContext, pid: number, pidfd: number, fds: Fd[]): v
       ctx.ttys.set(kind.rdev, readTty(pid, fd, kind));
     }
     ctx.log.debug(`task ${pid} fd ${fd}: ${kind.type} id ${file.id} flags 0${flags.toString(8)}`);
+    return { file, cloexec };
   }
 }
 
@@ -305,112 +357,9 @@ export function dumpFiles(
   filesId: number,
   tf: TaskFiles,
 ): void {
-  const seen = ctx.filesWritten;
   const fdinfo = ctx.image(`fdinfo-${filesId}.img`, "FDINFO");
   for (const { fd, file, cloexec } of tf.fds) {
-    if (!seen.has(file.id)) {
-      seen.add(file.id);
-      if (file.kind.type === "reg") {
-        if (file.kind.ghost) writeGhost(ctx, file.id, file.kind.ghost);
-        if (file.kind.linkRemap) writeLinkRemap(ctx, files, file.id, file.kind.linkRemap);
-        writeRegFile(
-          files,
-          regFileEntry(file.id, file.kind.path, {
-            flags: file.flags,
-            pos: file.pos,
-            size: file.kind.size,
-            mode: file.kind.mode,
-            mntId: file.mntId,
-            fown: file.fown,
-          }),
-        );
-      } else if (file.kind.type === "memfd") {
-        files.entry(
-          file_entrySchema,
-          create(file_entrySchema, {
-            type: fd_types.MEMFD,
-            id: file.id,
-            memfd: create(memfd_file_entrySchema, {
-              id: file.id,
-              flags: file.flags,
-              pos: file.pos,
-              fown: file.fown,
-              inodeId: file.kind.ino,
-            }),
-          }),
-        );
-      } else if (file.kind.type === "fifo") {
-        const regfId = ctx.fileId();
-        if (file.kind.ghost) writeGhost(ctx, regfId, file.kind.ghost);
-        writeRegFile(
-          files,
-          regFileEntry(regfId, file.kind.path, { flags: file.flags, mntId: file.mntId }),
-        );
-        files.entry(
-          file_entrySchema,
-          create(file_entrySchema, {
-            type: fd_types.FIFO,
-            id: file.id,
-            fifo: create(fifo_entrySchema, { id: file.id, pipeId: file.kind.ino, regfId }),
-          }),
-        );
-      } else if (file.kind.type === "pidfd") {
-        files.entry(
-          file_entrySchema,
-          create(file_entrySchema, {
-            type: fd_types.PIDFD,
-            id: file.id,
-            pidfd: create(pidfd_entrySchema, {
-              id: file.id,
-              ino: file.kind.ino,
-              // As criu: the flags pidfd_open() takes (it refuses O_RDWR).
-              flags: file.flags & ~O.RDWR,
-              nspid: file.kind.pid,
-              fown: file.fown,
-            }),
-          }),
-        );
-      } else if (file.kind.type === "unix") {
-        files.entry(file_entrySchema, unixEntry(file, file.kind.socket, ctx.unixSockets));
-        if (file.kind.socket.queue.length) ctx.skQueues.set(file.id, file.kind.socket.queue);
-      } else if (file.kind.type === "inet") {
-        files.entry(file_entrySchema, inetEntry(file, file.kind.ino, file.kind.socket));
-        const stream = file.kind.socket.stream;
-        if (stream) {
-          writeTcpStream(ctx.image(tcpStreamImageName(file.kind.ino), "TCP_STREAM"), stream);
-        }
-      } else if (ANON_KINDS.has(file.kind.type)) {
-        files.entry(file_entrySchema, anonEntry(file));
-      } else if (file.kind.type === "tty") {
-        files.entry(
-          file_entrySchema,
-          create(file_entrySchema, {
-            type: fd_types.TTY,
-            id: file.id,
-            tty: create(tty_file_entrySchema, {
-              id: file.id,
-              ttyInfoId: file.kind.index << 1,
-              flags: file.flags,
-              fown: file.fown,
-            }),
-          }),
-        );
-      } else if (file.kind.type === "pipe") {
-        files.entry(
-          file_entrySchema,
-          create(file_entrySchema, {
-            type: fd_types.PIPE,
-            id: file.id,
-            pipe: create(pipe_entrySchema, {
-              id: file.id,
-              pipeId: file.kind.ino,
-              flags: file.flags,
-              fown: file.fown,
-            }),
-          }),
-        );
-      }
-    }
+    writeFileEntry(ctx, files, file);
     fdinfo.entry(
       fdinfo_entrySchema,
       create(fdinfo_entrySchema, {
@@ -418,6 +367,116 @@ export function dumpFiles(
         flags: cloexec ? 1 : 0,
         type: FD_TYPE[file.kind.type],
         fd,
+      }),
+    );
+  }
+}
+
+/** Writes the files.img entry (and the images it needs) of `file`, once per dump. */
+export function writeFileEntry(
+  ctx: DumpContext,
+  files: ReturnType<DumpContext["image"]>,
+  file: OpenFile,
+): void {
+  if (ctx.filesWritten.has(file.id)) return;
+  ctx.filesWritten.add(file.id);
+  if (file.kind.type === "reg") {
+    if (file.kind.ghost) writeGhost(ctx, file.id, file.kind.ghost);
+    if (file.kind.linkRemap) writeLinkRemap(ctx, files, file.id, file.kind.linkRemap);
+    writeRegFile(
+      files,
+      regFileEntry(file.id, file.kind.path, {
+        flags: file.flags,
+        pos: file.pos,
+        size: file.kind.size,
+        mode: file.kind.mode,
+        mntId: file.mntId,
+        fown: file.fown,
+      }),
+    );
+  } else if (file.kind.type === "memfd") {
+    files.entry(
+      file_entrySchema,
+      create(file_entrySchema, {
+        type: fd_types.MEMFD,
+        id: file.id,
+        memfd: create(memfd_file_entrySchema, {
+          id: file.id,
+          flags: file.flags,
+          pos: file.pos,
+          fown: file.fown,
+          inodeId: file.kind.ino,
+        }),
+      }),
+    );
+  } else if (file.kind.type === "fifo") {
+    const regfId = ctx.fileId();
+    if (file.kind.ghost) writeGhost(ctx, regfId, file.kind.ghost);
+    writeRegFile(
+      files,
+      regFileEntry(regfId, file.kind.path, { flags: file.flags, mntId: file.mntId }),
+    );
+    files.entry(
+      file_entrySchema,
+      create(file_entrySchema, {
+        type: fd_types.FIFO,
+        id: file.id,
+        fifo: create(fifo_entrySchema, { id: file.id, pipeId: file.kind.ino, regfId }),
+      }),
+    );
+  } else if (file.kind.type === "pidfd") {
+    files.entry(
+      file_entrySchema,
+      create(file_entrySchema, {
+        type: fd_types.PIDFD,
+        id: file.id,
+        pidfd: create(pidfd_entrySchema, {
+          id: file.id,
+          ino: file.kind.ino,
+          // As criu: the flags pidfd_open() takes (it refuses O_RDWR).
+          flags: file.flags & ~O.RDWR,
+          nspid: file.kind.pid,
+          fown: file.fown,
+        }),
+      }),
+    );
+  } else if (file.kind.type === "unix") {
+    files.entry(file_entrySchema, unixEntry(file, file.kind.socket, ctx.unixSockets));
+    if (file.kind.socket.queue.length) ctx.skQueues.set(file.id, file.kind.socket.queue);
+  } else if (file.kind.type === "inet") {
+    files.entry(file_entrySchema, inetEntry(file, file.kind.ino, file.kind.socket));
+    const stream = file.kind.socket.stream;
+    if (stream) {
+      writeTcpStream(ctx.image(tcpStreamImageName(file.kind.ino), "TCP_STREAM"), stream);
+    }
+  } else if (ANON_KINDS.has(file.kind.type)) {
+    files.entry(file_entrySchema, anonEntry(file));
+  } else if (file.kind.type === "tty") {
+    files.entry(
+      file_entrySchema,
+      create(file_entrySchema, {
+        type: fd_types.TTY,
+        id: file.id,
+        tty: create(tty_file_entrySchema, {
+          id: file.id,
+          ttyInfoId: file.kind.index << 1,
+          flags: file.flags,
+          fown: file.fown,
+        }),
+      }),
+    );
+  } else if (file.kind.type === "pipe") {
+    files.entry(
+      file_entrySchema,
+      create(file_entrySchema, {
+        type: fd_types.PIPE,
+        id: file.id,
+        pipe: create(pipe_entrySchema, {
+          id: file.id,
+          pipeId: file.kind.ino,
+          flags: file.flags,
+          fown: file.fown,
+        }),
       }),
     );
   }
@@ -597,7 +656,9 @@ function linkRemapFor(link: string, dir: string, n: number): string {
 }
 
 /** Writes what the files of the whole tree carry besides their entries. */
-export function dumpFileData(ctx: DumpContext): void {
+export function dumpFileData(ctx: DumpContext, files: ReturnType<DumpContext["image"]>): void {
+  // Files only in flight in unix queues (no task holds them) have entries too.
+  for (const f of ctx.inFlight) writeFileEntry(ctx, files, f);
   checkUnixSockets(ctx);
   if (ctx.memfds.size) {
     const img = ctx.image("memfd.img", "MEMFD_INODE");

@@ -11,6 +11,7 @@ import {
   type file_entry,
   file_entrySchema,
   file_perms_entrySchema,
+  scm_entrySchema,
   sk_packet_entrySchema,
   type sk_shutdown,
   unix_sk_entrySchema,
@@ -136,11 +137,13 @@ export function writeSkQueues(ctx: DumpContext): void {
     const img = ctx.image("sk-queues.img", "SK_QUEUES");
     for (const [id, queue] of ctx.skQueues) {
       for (const m of queue) {
+        // Descriptors in flight with it, by file entry (SCM_RIGHTS), as criu writes them.
+        const scm = m.ids?.length ? [create(scm_entrySchema, { type: 1, rights: m.ids })] : [];
         img.entry(
           sk_packet_entrySchema,
-          create(sk_packet_entrySchema, { idFor: id, length: m.length }),
+          create(sk_packet_entrySchema, { idFor: id, length: m.data.length, scm }),
         );
-        img.raw(m);
+        img.raw(m.data);
       }
     }
   }

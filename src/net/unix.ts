@@ -19,6 +19,7 @@ import {
   MSG,
   peekMessage,
   sendAll,
+  sendWithFds,
   setsockopt,
   shutdown,
   SO,
@@ -53,7 +54,7 @@ export interface UnixSocketState {
   info: UnixSocketInfo;
   opts: CommonSocketOptions;
   /** Messages (or stream bytes) queued to be received, in order. */
-  queue: Uint8Array[];
+  queue: QueuedMessage[];
   /** A socket bound to a path: its file. */
   file?: UnixSocketFile;
 }
@@ -84,6 +85,17 @@ function socketFile(pid: number, info: UnixSocketInfo): UnixSocketFile | undefin
   return { mode: 0o755, uid: 0, gid: 0, dir, deleted: true };
 }
 
+/**
+ * A message (or stream bytes) in a socket's receive queue, with the descriptors in flight with
+ * it: at dump, copies in this process (`fds`) and their file ids (`ids`); at restore, the
+ * descriptors here to send with it (`fds`).
+ */
+export interface QueuedMessage {
+  data: Uint8Array;
+  fds?: number[];
+  ids?: number[];
+}
+
 /** A socket that cannot be dumped; the message says why. */
 export class UnixSocketError extends Error {
   constructor(message: string) {
@@ -99,7 +111,7 @@ export function collectUnixSocket(pid: number, fd: number, info: UnixSocketInfo)
   try {
     copy = pidfdGetfd(pidfd, fd, pid);
     const opts = readCommonOptions(copy, AF_UNIX);
-    const queue: Uint8Array[] = [];
+    const queue: QueuedMessage[] = [];
     if (info.state !== TCP_STATE.LISTEN && info.rqueue > 0) {
       // Walk the queue with a peek offset (restored to "off" after), taking nothing.
       setsockopt(copy, SO.PEEK_OFF, new Uint8Array(new Int32Array([0]).buffer));
@@ -111,13 +123,15 @@ export function collectUnixSocket(pid: number, fd: number, info: UnixSocketInfo)
           const m = peekMessage(copy, 1 << 20);
           if (!m || (m.data.length === 0 && info.type === 1)) break;
           got += m.data.length;
-          if (m.control) {
+          if (m.other) {
+            for (const x of m.fds) close(x);
+            for (const q of queue) for (const x of q.fds ?? []) close(x);
             throw new UnixSocketError(
-              `Cannot dump fd ${fd} of task ${pid} (socket:[${info.ino}]): descriptors or ` +
-                `credentials are in flight in its queue; not supported yet`,
+              `Cannot dump fd ${fd} of task ${pid} (socket:[${info.ino}]): credentials are in ` +
+                `flight in its queue; not supported yet`,
             );
           }
-          queue.push(m.data);
+          queue.push(m.fds.length ? { data: m.data, fds: m.fds } : { data: m.data });
         }
       } finally {
         setsockopt(copy, SO.PEEK_OFF, new Uint8Array(new Int32Array([-1]).buffer));
@@ -142,7 +156,7 @@ export interface UnixSocketImage {
   shutdown: number;
   opts: CommonSocketOptions;
   /** Its receive queue. */
-  queue: Uint8Array[];
+  queue: QueuedMessage[];
   /** A connection not yet accepted: it stays in its listener's queue. */
   pending: boolean;
   /** A path-bound socket's file: permissions, the directory of a relative name, deleted. */
@@ -203,7 +217,10 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
   const done = new Set<number>();
   const parked: { path: string; aside?: string }[] = [];
   const fill = (s: UnixSocketImage, via: number) => {
-    for (const m of s.queue) sendAll(via, m);
+    for (const m of s.queue) {
+      if (m.fds?.length) sendWithFds(via, m.data, m.fds, `the queue of socket:[${s.ino}]`);
+      else sendAll(via, m.data);
+    }
   };
   const create = (s: UnixSocketImage) => {
     const fd = socket(AF_UNIX, s.type | SOCK_CLOEXEC);
@@ -329,7 +346,10 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
     if (s.type !== SOCK_DGRAM) continue;
     const tmp = socket(AF_UNIX, s.type | SOCK_CLOEXEC);
     try {
-      for (const m of s.queue) inDir(s.file?.dir, () => sendAll(tmp, m, unixAddr(s.name)));
+      for (const m of s.queue) {
+        if (m.fds?.length) throw new Error(`Descriptors in flight to ${s.ino} by name`);
+        inDir(s.file?.dir, () => sendAll(tmp, m.data, unixAddr(s.name)));
+      }
     } finally {
       close(tmp);
     }

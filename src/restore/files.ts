@@ -479,6 +479,17 @@ export class FileTable implements Disposable {
     }
   }
 
+  /** A file in flight in a unix queue: made like any other (not a unix socket). */
+  #inFlight(id: number): number {
+    const f = this.#entry(id);
+    if (f.type === fd_types.UNIXSK) {
+      throw new RestoreError(
+        `File ${id}, in flight in a unix queue, is a unix socket: not supported`,
+      );
+    }
+    return this.file(id, -1, 0);
+  }
+
   /** pidfds of processes that are gone, by the inode they shared. */
   readonly #deadPidfds = new Map<number, number>();
 
@@ -630,7 +641,11 @@ export class FileTable implements Disposable {
       backlog: u.backlog,
       shutdown: u.shutdown ?? 0,
       opts: commonOptionsOf(u.opts),
-      queue: this.#dump.skQueues.get(f.id) ?? [],
+      // Descriptors in flight are opened here and sent with their message.
+      queue: (this.#dump.skQueues.get(f.id) ?? []).map((m) => ({
+        data: m.data,
+        fds: m.rights.map((id) => this.#inFlight(id)),
+      })),
       pending: !referenced.has(f.id),
       file: u.filePerms || u.nameDir || u.deleted
         ? {

@@ -89,7 +89,8 @@ export interface DumpImages {
   /** Pipe contents by pipe id, with the pipe buffer size. */
   pipeData: Map<number, { data: Uint8Array; size: number }>;
   /** Queued data of sockets by file id (sk-queues.img). */
-  skQueues: Map<number, Uint8Array[]>;
+  /** Queued messages of unix sockets by socket file entry, with the file entries in flight. */
+  skQueues: Map<number, { data: Uint8Array; rights: number[] }[]>;
   /** System V shared memory segments by IPC id, with their contents. */
   sysvShm: Map<number, { entry: ipc_shm_entry; data: Uint8Array }>;
   /** memfd inodes by inode id (memfd.img). */
@@ -298,7 +299,7 @@ export function readDump(dir: string): DumpImages {
     checkPagesSize(pagesPath, p(e.name), off);
     shmem.set(BigInt(m[1]), { pagesPath, runs });
   }
-  const skQueues = new Map<number, Uint8Array[]>();
+  const skQueues = new Map<number, { data: Uint8Array; rights: number[] }[]>();
   if (exists(p("sk-queues.img"))) {
     for (
       const e of readImage(p("sk-queues.img"), "SK_QUEUES", sk_packet_entrySchema, {
@@ -306,7 +307,16 @@ export function readDump(dir: string): DumpImages {
       })
     ) {
       const q = skQueues.get(e.message.idFor) ?? [];
-      q.push(e.payload ?? new Uint8Array());
+      const rights: number[] = [];
+      for (const scm of e.message.scm) {
+        if (scm.type !== 1 /* SCM_RIGHTS */) {
+          throw new ImageError(
+            `Image ${p("sk-queues.img")}: control messages of type ${scm.type} are not supported`,
+          );
+        }
+        rights.push(...scm.rights);
+      }
+      q.push({ data: e.payload ?? new Uint8Array(), rights });
       skQueues.set(e.message.idFor, q);
     }
   }

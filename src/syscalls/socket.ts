@@ -465,23 +465,61 @@ export function peekInto(fd: number, buf: Uint8Array, what: string): number {
 export function peekMessage(
   fd: number,
   max: number,
-): { data: Uint8Array; control: boolean } | null {
+): { data: Uint8Array; control: boolean; fds: number[]; other: boolean } | null {
   const data = new Uint8Array(max);
   const iov = new BigUint64Array([addressOf(data), BigInt(max)]);
-  const control = new Uint8Array(256);
+  const control = new Uint8Array(cmsgSpace(SCM_MAX_FD) + 256);
   const msg = new Uint8Array(MSGHDR_SIZE);
   const mv = new DataView(msg.buffer);
   mv.setBigUint64(16, addressOf(new Uint8Array(iov.buffer)), true);
   mv.setBigUint64(24, 1n, true);
   mv.setBigUint64(32, addressOf(control), true);
   mv.setBigUint64(40, BigInt(control.length), true);
-  const ret = sys(NR.recvmsg, BigInt(fd), addressOf(msg), BigInt(MSG.PEEK | MSG.DONTWAIT));
+  const MSG_CMSG_CLOEXEC = 0x40000000;
+  const flags = MSG.PEEK | MSG.DONTWAIT | MSG_CMSG_CLOEXEC;
+  const ret = sys(NR.recvmsg, BigInt(fd), addressOf(msg), BigInt(flags));
   if (ret < 0n) {
     const e = lastErrno();
     if (e === 11) return null; // EAGAIN: nothing queued
     throw new Errno("recvmsg(MSG_PEEK)", e, `fd ${fd}`);
   }
-  return { data: data.slice(0, Number(ret)), control: mv.getBigUint64(40, true) > 0n };
+  // The control messages: descriptors in flight (a peek installs copies of them here), and
+  // whether anything else came (credentials).
+  const clen = Number(mv.getBigUint64(40, true));
+  const cv = new DataView(control.buffer);
+  const fds: number[] = [];
+  let other = false;
+  for (let off = 0; off + CMSG_HDR <= clen;) {
+    const len = Number(cv.getBigUint64(off, true));
+    if (len < CMSG_HDR) break;
+    if (cv.getInt32(off + 8, true) === SOL_SOCKET && cv.getInt32(off + 12, true) === SCM_RIGHTS) {
+      for (let i = CMSG_HDR; i + 4 <= len; i += 4) fds.push(cv.getInt32(off + i, true));
+    } else {
+      other = true;
+    }
+    off += (len + 7) & ~7;
+  }
+  return { data: data.slice(0, Number(ret)), control: clen > 0, fds, other };
+}
+
+/** sendmsg(2) of `data` with descriptors `fds` in flight (SCM_RIGHTS). */
+export function sendWithFds(sock: number, data: Uint8Array, fds: number[], what: string): void {
+  const iov = new BigUint64Array([addressOf(data), BigInt(data.length)]);
+  const control = new Uint8Array(cmsgSpace(fds.length));
+  const cv = new DataView(control.buffer);
+  cv.setBigUint64(0, BigInt(CMSG_HDR + fds.length * 4), true);
+  cv.setInt32(8, SOL_SOCKET, true);
+  cv.setInt32(12, SCM_RIGHTS, true);
+  fds.forEach((fd, i) => cv.setInt32(CMSG_HDR + i * 4, fd, true));
+  const msg = new Uint8Array(MSGHDR_SIZE);
+  const mv = new DataView(msg.buffer);
+  mv.setBigUint64(16, addressOf(new Uint8Array(iov.buffer)), true);
+  mv.setBigUint64(24, 1n, true);
+  mv.setBigUint64(32, addressOf(control), true);
+  mv.setBigUint64(40, BigInt(control.length), true);
+  const ret = sys(NR.sendmsg, BigInt(sock), addressOf(msg), 0n);
+  if (ret < 0n) throw new Errno("sendmsg(SCM_RIGHTS)", lastErrno(), what);
+  if (Number(ret) !== data.length) throw new Error(`Cannot send ${what}: a short write`);
 }
 
 /** connect(2) to a unix name. */
