@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { exists } from "./util/exists.ts";
 import {
   close,
   errno,
@@ -84,15 +85,6 @@ const MIGRATION = "pre-dumps and lazy pages come with live migration";
 /** A feature deno-criu does not use yet, whatever the kernel has. */
 function notOurs(name: string, description: string, why: string): Feature {
   return { name, description, notOurs: why, category: "extra", probe: () => false };
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Whether `program` is on PATH. */

@@ -4,7 +4,7 @@
  * call supported must be supported by the kernel according to it too.
  */
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { criu, ROOT } from "./helpers.ts";
+import { criu, ORACLE, oracle } from "./helpers.ts";
 import { FEATURES } from "../src/check.ts";
 
 /** CRIU 4.2's feature names, from its cr-check.c. */
@@ -55,17 +55,6 @@ const CRIU_FEATURES = [
   "breakpoints",
   "pagemap_scan_guard_pages",
 ]; // deno-fmt-ignore
-
-const ORACLE = `${ROOT}/../shared/oracle/criu-4.2/criu`;
-
-function oracle(): string | undefined {
-  try {
-    Deno.statSync(ORACLE);
-    return ORACLE;
-  } catch {
-    return undefined;
-  }
-}
 
 Deno.test("criu check knows every CRIU 4.2 feature name and answers as criu words it", async () => {
   const known = new Set(FEATURES.map((f) => f.name));

@@ -328,3 +328,16 @@ export function treePids(root: number): number[] {
   }
   return [...new Set(out)];
 }
+
+/** The CRIU 4.2 oracle binary beside the project (../shared/oracle), if this machine has it. */
+export const ORACLE: string = join(ROOT, "..", "shared", "oracle", "criu-4.2", "criu");
+
+/** The oracle's path when present, else undefined. */
+export function oracle(): string | undefined {
+  try {
+    Deno.statSync(ORACLE);
+    return ORACLE;
+  } catch {
+    return undefined;
+  }
+}

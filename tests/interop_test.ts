@@ -9,27 +9,18 @@ import {
   criu,
   freePort,
   killAll,
-  ROOT,
+  ORACLE,
+  oracle,
   safeRead,
   startVictim,
   stopVictim,
   tmpDir,
   treePids,
   verdict,
+  type Victim,
   waitGone,
   waitReport,
 } from "./helpers.ts";
-
-const ORACLE = `${ROOT}/../shared/oracle/criu-4.2/criu`;
-
-function oracle(): string | undefined {
-  try {
-    Deno.statSync(ORACLE);
-    return ORACLE;
-  } catch {
-    return undefined;
-  }
-}
 
 /** Runs the CRIU 4.2 oracle. */
 async function theirs(args: string[]): Promise<{ code: number; stderr: string }> {
@@ -87,13 +78,18 @@ const KINDS: Kind[] = [
   { victim: "tree", args: ["{out}", "3", "2"], pass: /PASS tree/ },
 ];
 
+/** Starts victim `bin` as kind `k` says (a free port where it wants one). */
+function startKind(bin: string, k: Kind): Victim {
+  const port = `${freePort()}`;
+  return startVictim(["setsid", bin, ...k.args.map((a) => a.replace("{port}", port))]);
+}
+
 /**
  * Why CRIU 4.2 cannot take this victim round trip itself here (its dump, its restore, the
  * victim's own check), if it cannot: then CRIU cannot be asked to restore our images of it.
  */
 async function criuRoundTrip(bin: string, k: Kind): Promise<string | undefined> {
-  const port = `${freePort()}`;
-  const v = startVictim(["setsid", bin, ...k.args.map((a) => a.replace("{port}", port))]);
+  const v = startKind(bin, k);
   let pids: number[] = [];
   try {
     await waitReport(v);
@@ -137,8 +133,7 @@ for (const dir of directions) {
           console.log(`${k.victim}: CRIU 4.2 alone cannot take it round trip here: ${cannot}`);
           return;
         }
-        const port = `${freePort()}`;
-        const v = startVictim(["setsid", bin, ...k.args.map((a) => a.replace("{port}", port))]);
+        const v = startKind(bin, k);
         let pids: number[] = [];
         try {
           await waitReport(v);

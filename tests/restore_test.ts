@@ -694,3 +694,42 @@ Deno.test("descriptors in flight in a unix queue (SCM_RIGHTS), held by no task, 
     if (pid) killAll(pid);
   }
 });
+
+Deno.test("--ext-unix-sk: a datagram socket connected to a named socket outside the tree is connected again", async () => {
+  // Outside: a named datagram socket that writes down what it receives.
+  const dir = tmpDir();
+  const outside = startVictim([
+    "python3",
+    "-c",
+    `import socket\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind('${dir}/ext.sock')\nopen('{out}','a').write('ready\\n')\nwhile True:\n  open('{out}','a').write('got '+s.recv(64).decode()+'\\n')\n`,
+  ]);
+  await waitReport(outside);
+  // The victim: connected to it; on SIGTERM it sends its pid through the connected socket.
+  const v = startVictim([
+    "setsid",
+    "python3",
+    "-c",
+    `import socket,signal,os,time\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.connect('${dir}/ext.sock')\nsignal.signal(signal.SIGTERM, lambda *a: s.send(b'from %d' % os.getpid()))\nopen('{out}','a').write('ready pid=%d\\n' % os.getpid())\nwhile True: time.sleep(1)\n`,
+  ]);
+  try {
+    await waitReport(v);
+    const refused = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()]);
+    assertEquals(refused.code, 1);
+    assertMatch(refused.stderr, /outside the dumped tree; dump with --ext-unix-sk/);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "--ext-unix-sk"]);
+    assertEquals(d.code, 0, d.stderr);
+    await v.child.status;
+    await waitGone(v.pid);
+    const r = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(r.code, 0, r.stderr);
+    // The name may go now: the restored socket is connected already, as it was.
+    Deno.removeSync(`${dir}/ext.sock`);
+    Deno.kill(v.pid, "SIGTERM");
+    await waitLine(outside.out, new RegExp(`^got from ${v.pid}$`));
+  } finally {
+    killAll(v.pid);
+    await stopVictim(v);
+    await stopVictim(outside);
+  }
+});

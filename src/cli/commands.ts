@@ -96,6 +96,7 @@ async function runDump(o: CriuOpts): Promise<number> {
       displayStats: o.displayStats,
       ghostLimit: o.ghostLimit,
       linkRemap: o.linkRemap,
+      extUnixSk: o.extUnixSk,
       tcpEstablished: o.tcpEstablished,
       tcpClose: o.tcpClose,
       skipInFlight: o.tcpSkipInFlight,

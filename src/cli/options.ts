@@ -230,10 +230,7 @@ const TABLE: OptionSpec[] = [
   opt("log-file", "required", (o, v) => (o.logFile = v), { short: "o" }),
   refused("join-ns", "required", NOT_YET.ns, "J"),
   refused("root", "required", NOT_YET.ns, "r"),
-  opt("ext-unix-sk", "optional", (o) => (o.extUnixSk = true), {
-    short: "x",
-    refuse: "unix sockets with a peer outside the tree are not supported yet",
-  }),
+  opt("ext-unix-sk", "optional", (o) => (o.extUnixSk = true), { short: "x" }),
   opt("help", "none", (o) => (o.help = true), { short: "h" }),
   ...bool("tcp-established", "tcpEstablished"),
   opt("close", "required", (o, v, as) => o.closeFds.push(int(as, v))),

@@ -51,6 +51,11 @@ export interface DumpOptions {
    * through that link (`--link-remap`); without it such a file is refused.
    */
   linkRemap?: boolean;
+  /**
+   * A datagram unix socket connected to a named socket outside the tree is dumped, to be
+   * connected to that name again (`--ext-unix-sk`); without it such a socket is refused.
+   */
+  extUnixSk?: boolean;
   /** Largest deleted file whose contents the dump carries (`--ghost-limit`), default 1 MiB. */
   ghostLimit?: number;
   /** Checkpoint established TCP connections with TCP repair (`--tcp-established`). */

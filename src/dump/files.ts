@@ -659,7 +659,7 @@ function linkRemapFor(link: string, dir: string, n: number): string {
 export function dumpFileData(ctx: DumpContext, files: ReturnType<DumpContext["image"]>): void {
   // Files only in flight in unix queues (no task holds them) have entries too.
   for (const f of ctx.inFlight) writeFileEntry(ctx, files, f);
-  checkUnixSockets(ctx);
+  checkUnixSockets(ctx, files);
   if (ctx.memfds.size) {
     const img = ctx.image("memfd.img", "MEMFD_INODE");
     for (const m of ctx.memfds.values()) img.entry(memfd_inode_entrySchema, m);

@@ -17,10 +17,13 @@ import {
   unix_sk_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import type { UnixSocketState } from "../net/unix.ts";
+import { defaultOptions } from "../net/sk_opts.ts";
+import type { ImageWriter } from "../images/image.ts";
+import { SOCK_DGRAM } from "../syscalls/socket.ts";
 import type { UnixSocketInfo } from "../net/unix_diag.ts";
 import { TCP_STATE } from "../net/tcp_state.ts";
 import type { DumpContext } from "./context.ts";
-import { type OpenFile, skOptsEntry, UnsupportedError } from "./file_types.ts";
+import { noOwner, type OpenFile, skOptsEntry, UnsupportedError } from "./file_types.ts";
 
 /**
  * The file entry of a unix socket. A client whose connection still waits in a listener's queue
@@ -65,7 +68,7 @@ export function unixEntry(
  * listener is not dumped, a connection waiting in a listener's queue with data in it (a client
  * is connected again at restore; what it sent before cannot be).
  */
-export function checkUnixSockets(ctx: DumpContext): void {
+export function checkUnixSockets(ctx: DumpContext, files: ImageWriter): void {
   const socks = new Map<number, OpenFile>();
   for (const f of ctx.openFiles) if (f.kind.type === "unix") socks.set(f.kind.ino, f);
   const info = (f: OpenFile) => (f.kind as { socket: UnixSocketState }).socket.info;
@@ -75,6 +78,7 @@ export function checkUnixSockets(ctx: DumpContext): void {
     info(f).state === TCP_STATE.LISTEN && info(f).name.length
   );
   const pending = new Set<number>();
+  const externals = new Map<number, UnixSocketInfo>();
   for (const l of listeners) {
     const li = info(l);
     // sock_diag lists a listener's waiting connections by their clients' inodes.
@@ -111,10 +115,18 @@ export function checkUnixSockets(ctx: DumpContext): void {
     const i = info(f);
     const what = `fd ${f.owner.fd} of task ${f.owner.pid} (socket:[${i.ino}])`;
     if (i.peer && !socks.has(i.peer) && !pending.has(i.peer)) {
-      throw new UnsupportedError(
-        `Cannot dump ${what}: its peer socket:[${i.peer}] is outside the dumped tree; ` +
-          `--ext-unix-sk is not supported yet`,
-      );
+      const peer = ctx.unixSockets?.get(i.peer);
+      // --ext-unix-sk: a datagram socket connected to a named socket outside is connected to
+      // that name again at restore (the outside socket is not ours to make).
+      if (!ctx.opts.extUnixSk || i.type !== SOCK_DGRAM || !peer?.name.length) {
+        throw new UnsupportedError(
+          `Cannot dump ${what}: its peer socket:[${i.peer}] is outside the dumped tree` +
+            (ctx.opts.extUnixSk
+              ? "; only a datagram socket connected to a named one can be restored so"
+              : "; dump with --ext-unix-sk if it is a named datagram socket"),
+        );
+      }
+      if (!externals.has(peer.ino)) externals.set(peer.ino, peer);
     }
     const serverSide = i.peer && i.name.length && i.state !== TCP_STATE.LISTEN;
     if (serverSide && !listeners.some((l) => same(info(l).name, i.name))) {
@@ -129,7 +141,34 @@ export function checkUnixSockets(ctx: DumpContext): void {
       }
     }
   }
+  // The outside peers, as criu writes them: entries of their own, marked external.
+  for (const peer of externals.values()) {
+    const id = ctx.fileId();
+    files.entry(
+      file_entrySchema,
+      create(file_entrySchema, {
+        type: fd_types.UNIXSK,
+        id,
+        usk: create(unix_sk_entrySchema, {
+          id,
+          ino: peer.ino,
+          type: peer.type,
+          state: peer.state,
+          flags: 2,
+          uflags: USK_EXTERN,
+          backlog: 0,
+          peer: 0,
+          fown: noOwner(),
+          opts: skOptsEntry(defaultOptions()),
+          name: peer.name,
+        }),
+      }),
+    );
+  }
 }
+
+/** unix_sk_entry uflags: a socket outside the tree (criu's USK_EXTERN). */
+const USK_EXTERN = 1;
 
 /** sk-queues.img: data queued in unix sockets. */
 export function writeSkQueues(ctx: DumpContext): void {

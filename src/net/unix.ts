@@ -159,6 +159,8 @@ export interface UnixSocketImage {
   queue: QueuedMessage[];
   /** A connection not yet accepted: it stays in its listener's queue. */
   pending: boolean;
+  /** A socket outside the tree (--ext-unix-sk): not made; its own are connected to its name. */
+  external?: boolean;
   /** A path-bound socket's file: permissions, the directory of a relative name, deleted. */
   file?: { mode?: number; uid?: number; gid?: number; dir?: string; deleted: boolean };
 }
@@ -288,7 +290,7 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
   };
   for (const s of socks) {
     const p = oneWay(s);
-    if (!p || done.has(p.ino)) continue;
+    if (!p || done.has(p.ino) || p.external) continue;
     const fd = create(p);
     bindNamed(fd, p);
     out.set(p.ino, fd);
@@ -296,7 +298,7 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
   }
   for (const s of socks) {
     const p = oneWay(s);
-    if (!p || done.has(s.ino)) continue;
+    if (!p || done.has(s.ino) || s.external) continue;
     const fd = create(s);
     if (s.name.length) bindNamed(fd, s);
     connectTo(fd, p);
@@ -333,7 +335,7 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
     fill(p, a);
   }
   for (const s of socks) {
-    if (done.has(s.ino)) continue;
+    if (done.has(s.ino) || s.external) continue;
     const fd = create(s);
     out.set(s.ino, fd);
     done.add(s.ino);
@@ -343,6 +345,7 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
   // to its name): sent again by name from a socket made for it.
   for (const s of socks) {
     if (!s.name.length || s.peer || !s.queue.length || s.state === TCP_STATE.LISTEN) continue;
+    if (s.external) continue;
     if (s.type !== SOCK_DGRAM) continue;
     const tmp = socket(AF_UNIX, s.type | SOCK_CLOEXEC);
     try {

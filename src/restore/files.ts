@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { exists } from "../util/exists.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
 import {
   fd_types,
@@ -90,15 +91,6 @@ export function ourTerminal(): string {
   throw new RestoreError(
     "Cannot restore a shell job's terminal: criu restore has no terminal (run it from one)",
   );
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function openOrThrow(path: string, flags: number, what: string): number {
@@ -647,6 +639,7 @@ export class FileTable implements Disposable {
         fds: m.rights.map((id) => this.#inFlight(id)),
       })),
       pending: !referenced.has(f.id),
+      external: (u.uflags & USK_EXTERN) !== 0,
       file: u.filePerms || u.nameDir || u.deleted
         ? {
           mode: u.filePerms?.mode,
@@ -810,6 +803,9 @@ export function inheritKey(f: file_entry): string {
   if (f.reg) return f.reg.name.replace(/^\//, "");
   return "";
 }
+
+/** unix_sk_entry uflags: a socket outside the tree (criu's USK_EXTERN). */
+export const USK_EXTERN = 1;
 
 /** Whether file entry `f` is a pidfd of a live process (made inside its task, after the tree). */
 export function isLivePidfd(f: file_entry | undefined): boolean {

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { exists } from "../util/exists.ts";
 import { dirname } from "node:path";
 import { addressOf, cString, NR, setFileTimes, syscall } from "../syscalls/mod.ts";
 import { RestoreError } from "./files.ts";
@@ -103,13 +104,4 @@ export class GhostSpecials implements Disposable {
 function what(type: number): string {
   return { [S.DIR]: "directory", [S.FIFO]: "FIFO", [S.CHR]: "device", [S.LNK]: "symlink" }[type] ??
     "file";
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { exists } from "../util/exists.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { entryFlags, entryPages, PE_PARENT, PE_PRESENT } from "../pagemap/pagemap.ts";
 import { join } from "node:path";
@@ -135,15 +136,6 @@ function one<T>(path: string, entries: { message: T }[]): T {
     throw new ImageError(`Image ${path} has ${entries.length} entries, expected 1`);
   }
   return entries[0].message;
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Reads the images of `dir` for a restore. */

@@ -53,6 +53,17 @@ function sys(nr: number, ...args: bigint[]): bigint {
   return typeof ret === "bigint" ? ret : BigInt(ret);
 }
 
+/** The control message (cmsghdr, SCM_RIGHTS) that passes `fds`. */
+function rightsControl(fds: number[]): Uint8Array {
+  const control = new Uint8Array(cmsgSpace(fds.length));
+  const cv = new DataView(control.buffer);
+  cv.setBigUint64(0, BigInt(CMSG_HDR + fds.length * 4), true);
+  cv.setInt32(8, SOL_SOCKET, true);
+  cv.setInt32(12, SCM_RIGHTS, true);
+  fds.forEach((fd, i) => cv.setInt32(CMSG_HDR + i * 4, fd, true));
+  return control;
+}
+
 /** A unix datagram socket of this process for sending descriptors. */
 export function unixDgramSocket(): number {
   const fd = sys(NR.socket, BigInt(AF_UNIX), BigInt(SOCK_DGRAM | SOCK_CLOEXEC), 0n);
@@ -67,12 +78,7 @@ export function sendFds(sock: number, name: string, fds: number[]): void {
   const { addr, len } = abstractAddr(name);
   const data = new Uint8Array([0x2a]);
   const iov = new BigUint64Array([addressOf(data), 1n]);
-  const control = new Uint8Array(cmsgSpace(fds.length));
-  const cv = new DataView(control.buffer);
-  cv.setBigUint64(0, BigInt(CMSG_HDR + fds.length * 4), true);
-  cv.setInt32(8, SOL_SOCKET, true);
-  cv.setInt32(12, SCM_RIGHTS, true);
-  fds.forEach((fd, i) => cv.setInt32(CMSG_HDR + i * 4, fd, true));
+  const control = rightsControl(fds);
   const msg = new Uint8Array(MSGHDR_SIZE);
   const mv = new DataView(msg.buffer);
   mv.setBigUint64(0, addressOf(addr), true);
@@ -505,12 +511,7 @@ export function peekMessage(
 /** sendmsg(2) of `data` with descriptors `fds` in flight (SCM_RIGHTS). */
 export function sendWithFds(sock: number, data: Uint8Array, fds: number[], what: string): void {
   const iov = new BigUint64Array([addressOf(data), BigInt(data.length)]);
-  const control = new Uint8Array(cmsgSpace(fds.length));
-  const cv = new DataView(control.buffer);
-  cv.setBigUint64(0, BigInt(CMSG_HDR + fds.length * 4), true);
-  cv.setInt32(8, SOL_SOCKET, true);
-  cv.setInt32(12, SCM_RIGHTS, true);
-  fds.forEach((fd, i) => cv.setInt32(CMSG_HDR + i * 4, fd, true));
+  const control = rightsControl(fds);
   const msg = new Uint8Array(MSGHDR_SIZE);
   const mv = new DataView(msg.buffer);
   mv.setBigUint64(16, addressOf(new Uint8Array(iov.buffer)), true);
