@@ -11,6 +11,7 @@ import {
   freePort,
   killAll,
   ROOT,
+  roundTrip,
   startVictim,
   stopVictim,
   tmpDir,
@@ -28,13 +29,7 @@ for (
     const v = startVictim(["setsid", bin, "{out}", "{dir}", ...extra.map((f) => f())]);
     try {
       await waitReport(v);
-      const imgs = tmpDir();
-      const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
-      assertEquals(d.code, 0, d.stderr);
-      await v.child.status;
-      await waitGone(v.pid);
-      const r = await criu(["restore", "-d", "-D", imgs]);
-      assertEquals(r.code, 0, r.stderr);
+      await roundTrip(v);
       assertMatch(await verdict(v), /\nPASS\n$/);
     } finally {
       killAll(v.pid);
@@ -81,13 +76,7 @@ Deno.test("deleted FIFOs, directories (cwd too, parent gone), symlinks and devic
   const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
   try {
     await waitReport(v);
-    const imgs = tmpDir();
-    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
-    assertEquals(d.code, 0, d.stderr);
-    await v.child.status;
-    await waitGone(v.pid);
-    const r = await criu(["restore", "-d", "-D", imgs]);
-    assertEquals(r.code, 0, r.stderr);
+    await roundTrip(v);
     // What was made again for the restore is gone again.
     assertEquals([...Deno.readDirSync(v.dir)].map((e) => e.name), ["out.log"]);
     assertMatch(await verdict(v), /PASS ghostkinds/);
@@ -104,13 +93,7 @@ Deno.test("pidfds of the task itself, of a child and of a process gone come back
   try {
     const r = await waitReport(v);
     pids = [v.pid, Number(r.child)];
-    const imgs = tmpDir();
-    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
-    assertEquals(d.code, 0, d.stderr);
-    await v.child.status;
-    for (const pid of pids) await waitGone(pid);
-    const rs = await criu(["restore", "-d", "-D", imgs]);
-    assertEquals(rs.code, 0, rs.stderr);
+    await roundTrip(v);
     assertMatch(await verdict(v), /PASS pidfds/);
   } finally {
     killAll(...pids);
@@ -137,13 +120,7 @@ Deno.test("an epoll set keeps targets added under numbers that now hold other fi
   const v = startVictim(["setsid", bin, "{out}"]);
   try {
     await waitReport(v);
-    const imgs = tmpDir();
-    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
-    assertEquals(d.code, 0, d.stderr);
-    await v.child.status;
-    await waitGone(v.pid);
-    const r = await criu(["restore", "-d", "-D", imgs]);
-    assertEquals(r.code, 0, r.stderr);
+    await roundTrip(v);
     assertMatch(await verdict(v), /PASS epollkeys/);
   } finally {
     killAll(v.pid);
@@ -158,13 +135,7 @@ Deno.test("python multiprocessing: a semaphore (deleted /dev/shm file, mapped) a
     const r = await waitReport(v);
     assertEquals(r.deleted, "1", "the semaphore is a mapped deleted file");
     pids = treePids(v.pid);
-    const imgs = tmpDir();
-    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
-    assertEquals(d.code, 0, d.stderr);
-    await v.child.status;
-    for (const pid of pids) await waitGone(pid);
-    const rs = await criu(["restore", "-d", "-D", imgs]);
-    assertEquals(rs.code, 0, rs.stderr);
+    await roundTrip(v);
     assertMatch(await verdict(v, v.pid, "SIGTERM", 8000), /PASS mpsem/);
   } finally {
     killAll(...pids);

@@ -341,3 +341,22 @@ export function oracle(): string | undefined {
     return undefined;
   }
 }
+
+/**
+ * Dumps the tree of victim `v` (killing it), waits until every task of it is gone, and
+ * restores it detached; throws with criu's words when either fails. Returns the images dir.
+ */
+export async function roundTrip(
+  v: Victim,
+  opts: { dump?: string[]; restore?: string[] } = {},
+): Promise<string> {
+  const pids = treePids(v.pid);
+  const imgs = tmpDir();
+  const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, ...(opts.dump ?? [])]);
+  if (d.code !== 0) throw new Error(`dump failed (${d.code}): ${d.stderr}`);
+  await v.child.status;
+  for (const pid of pids) await waitGone(pid);
+  const r = await criu(["restore", "-d", "-D", imgs, ...(opts.restore ?? [])]);
+  if (r.code !== 0) throw new Error(`restore failed (${r.code}): ${r.stderr}`);
+  return imgs;
+}

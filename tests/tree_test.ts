@@ -14,6 +14,7 @@ import {
   num,
   procMaps,
   procState,
+  roundTrip,
   sleep,
   startVictim,
   stopVictim,
@@ -301,13 +302,7 @@ Deno.test("one descriptor table shared along parent links (a grandchild, a paren
     await waitReport(v);
     pids = treePids(v.pid);
     assertEquals(pids.length, 5);
-    const imgs = tmpDir();
-    const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
-    assertEquals(run.code, 0, run.stderr);
-    await v.child.status;
-    for (const pid of pids) assert(await waitGone(pid), `task ${pid} gone after dump`);
-    const rest = await criu(["restore", "-D", imgs, "-d"]);
-    assertEquals(rest.code, 0, rest.stderr);
+    await roundTrip(v);
     assertMatch(await verdict(v, v.pid, "SIGTERM", 3000), /PASS fdshare/);
   } finally {
     await stopVictim(v);

@@ -473,14 +473,10 @@ export function peekMessage(
   max: number,
 ): { data: Uint8Array; control: boolean; fds: number[]; other: boolean } | null {
   const data = new Uint8Array(max);
-  const iov = new BigUint64Array([addressOf(data), BigInt(max)]);
   const control = new Uint8Array(cmsgSpace(SCM_MAX_FD) + 256);
-  const msg = new Uint8Array(MSGHDR_SIZE);
+  const h = msgHeader(data, control);
+  const { msg } = h;
   const mv = new DataView(msg.buffer);
-  mv.setBigUint64(16, addressOf(new Uint8Array(iov.buffer)), true);
-  mv.setBigUint64(24, 1n, true);
-  mv.setBigUint64(32, addressOf(control), true);
-  mv.setBigUint64(40, BigInt(control.length), true);
   const MSG_CMSG_CLOEXEC = 0x40000000;
   const flags = MSG.PEEK | MSG.DONTWAIT | MSG_CMSG_CLOEXEC;
   const ret = sys(NR.recvmsg, BigInt(fd), addressOf(msg), BigInt(flags));
@@ -508,17 +504,28 @@ export function peekMessage(
   return { data: data.slice(0, Number(ret)), control: clen > 0, fds, other };
 }
 
-/** sendmsg(2) of `data` with descriptors `fds` in flight (SCM_RIGHTS). */
-export function sendWithFds(sock: number, data: Uint8Array, fds: number[], what: string): void {
+/**
+ * A msghdr of one buffer and a control area. Keep the returned object alive while the kernel
+ * uses the header (it holds the iovec the header points to).
+ */
+function msgHeader(
+  data: Uint8Array,
+  control: Uint8Array,
+): { msg: Uint8Array; iov: BigUint64Array; data: Uint8Array; control: Uint8Array } {
   const iov = new BigUint64Array([addressOf(data), BigInt(data.length)]);
-  const control = rightsControl(fds);
   const msg = new Uint8Array(MSGHDR_SIZE);
   const mv = new DataView(msg.buffer);
   mv.setBigUint64(16, addressOf(new Uint8Array(iov.buffer)), true);
   mv.setBigUint64(24, 1n, true);
   mv.setBigUint64(32, addressOf(control), true);
   mv.setBigUint64(40, BigInt(control.length), true);
-  const ret = sys(NR.sendmsg, BigInt(sock), addressOf(msg), 0n);
+  return { msg, iov, data, control };
+}
+
+/** sendmsg(2) of `data` with descriptors `fds` in flight (SCM_RIGHTS). */
+export function sendWithFds(sock: number, data: Uint8Array, fds: number[], what: string): void {
+  const h = msgHeader(data, rightsControl(fds));
+  const ret = sys(NR.sendmsg, BigInt(sock), addressOf(h.msg), 0n);
   if (ret < 0n) throw new Errno("sendmsg(SCM_RIGHTS)", lastErrno(), what);
   if (Number(ret) !== data.length) throw new Error(`Cannot send ${what}: a short write`);
 }
