@@ -8,12 +8,15 @@ import {
   buildVictim,
   critDecodeAll,
   criu,
+  freePort,
   killAll,
   procState,
+  roundTrip,
   startVictim,
   stopVictim,
   tmpDir,
   tracerPid,
+  verdict,
   waitGone,
   waitReport,
 } from "./helpers.ts";
@@ -174,6 +177,36 @@ Deno.test("an established TCP connection is refused by name and the server keeps
     assertEquals(field(again, "secret"), r.secret);
   } finally {
     for (const c of held) c.close();
+    await stopVictim(v);
+  }
+});
+
+Deno.test("two listeners sharing a port (SO_REUSEPORT, since turned off on one) listen again, each with its own setting", async () => {
+  const port = freePort();
+  const v = startVictim([
+    "setsid",
+    "python3",
+    "-c",
+    `import socket,signal,time
+def srv():
+  s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+  s.bind(('127.0.0.1', ${port})); s.listen(); return s
+a=srv(); b=srv(); a.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
+def check(*_):
+  ok = a.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)==0 and b.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)==1
+  c=socket.create_connection(('127.0.0.1', ${port}))
+  open('{out}','a').write('PASS reuseport\\n' if ok else 'FAIL reuseport\\n')
+signal.signal(signal.SIGTERM, check)
+open('{out}','a').write('ready\\n')
+while True: time.sleep(1)
+`,
+  ]);
+  try {
+    await waitReport(v);
+    await roundTrip(v);
+    assertMatch(await verdict(v), /PASS reuseport/);
+  } finally {
+    killAll(v.pid);
     await stopVictim(v);
   }
 });

@@ -281,7 +281,7 @@ export function isTcpConnection(s: InetSocketState): boolean {
  * bind, listen or connect. A TCP connection comes back from its stream in repair mode (the
  * caller turns it off when the tree resumes). `what` names it in errors.
  */
-export function makeInetSocket(s: InetSocketState, what: string): number {
+export function makeInetSocket(s: InetSocketState, what: string, sharedPort = false): number {
   const conn = isTcpConnection(s);
   if (conn && !s.stream) throw new InetSocketError(`Cannot restore ${what}: no stream image`);
   const fd = socket(s.family, s.type | SOCK_CLOEXEC, s.proto);
@@ -312,6 +312,10 @@ export function makeInetSocket(s: InetSocketState, what: string): number {
       const v6 = s.family === AF_INET6;
       const [fbLevel, fbName] = v6 ? [SOL.IPV6, IP_OPT.IPV6_FREEBIND] : [SOL.IP, IP_OPT.FREEBIND];
       setInt(fd, fbName, 1, fbLevel);
+      // A port other sockets of the dump bind too (SO_REUSEPORT groups whose members turned
+      // it off since): they all bind with SO_REUSEPORT; the caller gives each its own setting
+      // back once all are bound (a member without it would shut the others out).
+      if (sharedPort) setInt(fd, SO.REUSEPORT, 1);
       bindRaw(fd, inetSockaddr({ family: s.family, port: s.srcPort, addr: s.srcAddr }), what);
       setInt(fd, fbName, s.ip.freebind ? 1 : 0, fbLevel);
     }

@@ -49,7 +49,7 @@ import {
   writeAll,
 } from "../syscalls/mod.ts";
 import { addressOf, cString as cStringOf } from "../syscalls/ffi.ts";
-import { lseek } from "../syscalls/socket.ts";
+import { lseek, setsockopt, SO } from "../syscalls/socket.ts";
 import { makeUnixSockets, type UnixSocketImage } from "../net/unix.ts";
 import { type InetSocketState, isTcpConnection, makeInetSocket } from "../net/inet.ts";
 import { TCP_STATE } from "../net/tcp_state.ts";
@@ -304,6 +304,10 @@ export class FileTable implements Disposable {
    * it, F_SETSIG). Called once every task and process group exists: an owner names one.
    */
   applyOwners(): void {
+    // Every socket of a shared port is bound: each gets its own SO_REUSEPORT back.
+    for (const { fd, on } of this.#reuseport.splice(0)) {
+      setsockopt(fd, SO.REUSEPORT, new Uint8Array(new Int32Array([on ? 1 : 0]).buffer));
+    }
     for (const { fd, fown } of this.#owners) {
       try {
         setFileOwner(fd, {
@@ -669,6 +673,25 @@ export class FileTable implements Disposable {
     return fd;
   }
 
+  /** Sockets bound with SO_REUSEPORT for a shared port: their own setting, given back last. */
+  readonly #reuseport: { fd: number; on: boolean }[] = [];
+
+  /** Ports bound by more than one inet socket of the dump (family, address, port, type). */
+  #sharedPortSet?: Set<string>;
+  #sharedPorts(): Set<string> {
+    if (!this.#sharedPortSet) {
+      const seen = new Set<string>();
+      this.#sharedPortSet = new Set();
+      for (const f of this.#dump.files.values()) {
+        if (!f.isk || !f.isk.srcPort) continue;
+        const key = portKey(inetState(f.isk));
+        if (seen.has(key)) this.#sharedPortSet.add(key);
+        seen.add(key);
+      }
+    }
+    return this.#sharedPortSet;
+  }
+
   /** A TCP or UDP socket, bound, listening or connected again. */
   #inetSocket(f: file_entry, forFd: number, pid: number): number {
     const isk = f.isk!;
@@ -692,7 +715,9 @@ export class FileTable implements Disposable {
           state.state,
         );
       }
-      fd = makeInetSocket(state, what);
+      const shared = this.#sharedPorts().has(portKey(state));
+      fd = makeInetSocket(state, what, shared);
+      if (shared) this.#reuseport.push({ fd, on: state.opts.reuseport });
     } catch (e) {
       if (e instanceof ImageError || e instanceof RestoreError) throw e;
       const msg = e instanceof Error ? e.message : String(e);
@@ -810,4 +835,9 @@ export const USK_EXTERN = 1;
 /** Whether file entry `f` is a pidfd of a live process (made inside its task, after the tree). */
 export function isLivePidfd(f: file_entry | undefined): boolean {
   return f?.type === fd_types.PIDFD && (f.pidfd?.nspid ?? 0) > 0;
+}
+
+/** The key of the port an inet socket binds: family, address, port and socket type. */
+function portKey(s: InetSocketState): string {
+  return `${s.family}/${s.type}/${s.srcAddr.join(".")}/${s.srcPort}`;
 }
