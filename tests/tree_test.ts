@@ -309,3 +309,18 @@ Deno.test("one descriptor table shared along parent links (a grandchild, a paren
     killAll(...pids);
   }
 });
+
+Deno.test("/proc files of the tree's own tasks name the restored tasks", async () => {
+  const bin = await buildVictim("procfiles");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  let pids: number[] = [];
+  try {
+    await waitReport(v);
+    pids = treePids(v.pid);
+    await roundTrip(v);
+    assertMatch(await verdict(v, v.pid, "SIGTERM", 3000), /PASS procfiles/);
+  } finally {
+    await stopVictim(v);
+    killAll(...pids);
+  }
+});

@@ -841,3 +841,26 @@ export function isLivePidfd(f: file_entry | undefined): boolean {
 function portKey(s: InetSocketState): string {
   return `${s.family}/${s.type}/${s.srcAddr.join(".")}/${s.srcPort}`;
 }
+
+/** The PID a /proc path names, when it names a task's own directory (/proc/PID/...). */
+function procPidOf(path: string): number | undefined {
+  const m = /^\/proc\/(\d+)(\/|$)/.exec(path);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** Whether `path` is a /proc file of a task of the dump (it names that task once restored). */
+export function isTreeProcFile(path: string, dump: DumpImages): boolean {
+  const pid = procPidOf(path);
+  return pid !== undefined &&
+    dump.tasks.some((t) => t.pstree.pid === pid || t.pstree.threads.includes(pid));
+}
+
+/**
+ * Whether file entry `f` is made inside its task once every task exists (restoreLateFiles):
+ * a pidfd of a live task, or a /proc file of a task of the dump.
+ */
+export function isLateFile(f: file_entry | undefined, dump: DumpImages): boolean {
+  return isLivePidfd(f) ||
+    (f?.type === fd_types.REG && !!f.reg && !dump.ghosts.has(f.id) &&
+      isTreeProcFile(f.reg.name, dump));
+}

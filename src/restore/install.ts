@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { Errno, NR, O, readRemote, remoteAdd } from "../syscalls/mod.ts";
+import { Errno, NR, O, readRemote, remoteAdd, remotePtr, writeRemote } from "../syscalls/mod.ts";
 import { close } from "../syscalls/mod.ts";
 import {
   abstractAddr,
@@ -28,7 +28,7 @@ import { eventpoll_tfd_entrySchema } from "../../proto/gen/files_pb.ts";
 import { mapKey } from "./memory.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
-import { type FileTable, isLivePidfd, RestoreError } from "./files.ts";
+import { type FileTable, isLateFile, RestoreError } from "./files.ts";
 import type { DumpImages, TaskImages } from "./images.ts";
 
 const F_SETFD = 2;
@@ -72,7 +72,7 @@ export function installFiles(
   // pidfds of the tree's tasks wait until every task exists (restorePidfds).
   const ids = sharedTable
     ? []
-    : [...new Set(task.fds.map((f) => f.id))].filter((id) => !isLivePidfd(dump.files.get(id)));
+    : [...new Set(task.fds.map((f) => f.id))].filter((id) => !isLateFile(dump.files.get(id), dump));
   const ours = ids.map((id) => table.file(id, task.fds.find((f) => f.id === id)!.fd, pid));
   const service: { key: string; fd: number }[] = [
     { key: "pages", fd: table.service(task.pagesPath, O.RDONLY, "image") },
@@ -230,42 +230,64 @@ function transfer(
 }
 
 /**
- * The pidfds of `task` that refer to tasks of the tree, made inside it once every task exists
- * (pidfd_open there, moved to their numbers; one description per file entry).
+ * The descriptors of `task` that refer to tasks of the tree, made inside it once every task
+ * exists: pidfds (pidfd_open there) and /proc files of the tree's tasks (opened there, so that
+ * they name the restored tasks), moved to their numbers; one description per file entry.
  */
-export function restorePidfds(rs: RemoteSyscalls, dump: DumpImages, task: TaskImages): void {
+export function restoreLateFiles(rs: RemoteSyscalls, dump: DumpImages, task: TaskImages): void {
   const pid = rs.task.pid;
   const made = new Map<number, number>();
-  for (const fdi of task.fds) {
-    const f = dump.files.get(fdi.id);
-    if (!isLivePidfd(f)) continue;
-    const e = f!.pidfd!;
-    const sys = (nr: number, name: string, ...args: (bigint | number)[]) => {
-      const ret = rs.call(nr, ...args);
-      if (ret < 0n) {
-        throw new Errno(name, Number(-ret), `for fd ${fdi.fd} of restored task ${pid}`);
+  let page = 0n;
+  try {
+    for (const fdi of task.fds) {
+      const f = dump.files.get(fdi.id);
+      if (!isLateFile(f, dump)) continue;
+      const sys = (nr: number, name: string, ...args: (bigint | number)[]) => {
+        const ret = rs.call(nr, ...args);
+        if (ret < 0n) {
+          throw new Errno(name, Number(-ret), `for fd ${fdi.fd} of restored task ${pid}`);
+        }
+        return ret;
+      };
+      const cloexec = (fdi.flags & 1) !== 0 ? O.CLOEXEC : 0;
+      const have = made.get(fdi.id);
+      if (have !== undefined) {
+        sys(NR.dup3, "dup3", have, fdi.fd, cloexec);
+        continue;
       }
-      return Number(ret);
-    };
-    const cloexec = (fdi.flags & 1) !== 0 ? O.CLOEXEC : 0;
-    const have = made.get(fdi.id);
-    if (have !== undefined) {
-      sys(NR.dup3, "dup3", have, fdi.fd, cloexec);
-      continue;
+      let tmp: number;
+      if (f!.pidfd) {
+        const e = f!.pidfd;
+        const PIDFD_THREAD = O.EXCL;
+        tmp = Number(
+          sys(
+            NR.pidfd_open,
+            `pidfd_open(${e.nspid})`,
+            e.nspid,
+            e.flags & (O.NONBLOCK | PIDFD_THREAD),
+          ),
+        );
+      } else {
+        const reg = f!.reg!;
+        // Its name goes into a page of the task's for the call.
+        if (!page) page = sys(NR.mmap, "mmap", 0, 4096, 3, /* RW */ 0x22, /* PRIVATE|ANON */ -1, 0);
+        const name = new TextEncoder().encode(reg.name + "\0");
+        if (name.length > 4096) throw new RestoreError(`Path too long: ${reg.name}`);
+        writeRemote(pid, remotePtr(page), name);
+        tmp = Number(
+          sys(NR.openat, `open ${reg.name}`, -100, page, (reg.flags & ~O.CLOEXEC) | O.CLOEXEC, 0),
+        );
+        if (reg.pos > 0n) sys(NR.lseek, "lseek", tmp, reg.pos, 0);
+      }
+      if (tmp !== fdi.fd) {
+        sys(NR.dup3, "dup3", tmp, fdi.fd, cloexec);
+        sys(NR.close, "close", tmp);
+      } else if (!cloexec) {
+        sys(NR.fcntl, "fcntl(F_SETFD)", fdi.fd, F_SETFD, 0);
+      }
+      made.set(fdi.id, fdi.fd);
     }
-    const PIDFD_THREAD = O.EXCL;
-    const tmp = sys(
-      NR.pidfd_open,
-      `pidfd_open(${e.nspid})`,
-      e.nspid,
-      e.flags & (O.NONBLOCK | PIDFD_THREAD),
-    );
-    if (tmp !== fdi.fd) {
-      sys(NR.dup3, "dup3", tmp, fdi.fd, cloexec);
-      sys(NR.close, "close", tmp);
-    } else if (!cloexec) {
-      sys(NR.fcntl, "fcntl(F_SETFD)", fdi.fd, F_SETFD, 0);
-    }
-    made.set(fdi.id, fdi.fd);
+  } finally {
+    if (page) rs.call(NR.munmap, page, 4096);
   }
 }

@@ -74,12 +74,13 @@ import {
   FileTable,
   type FileTableTcp,
   inetState,
-  isLivePidfd,
+  isLateFile,
+  isTreeProcFile,
   ourTerminal,
   RestoreError,
   writeShmemImage,
 } from "./files.ts";
-import { installFiles, restorePidfds } from "./install.ts";
+import { installFiles, restoreLateFiles } from "./install.ts";
 import { PidTakenError, spawnTask } from "./helper.ts";
 
 function pidInUse(pid: number): boolean {
@@ -207,7 +208,7 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
   ids.add(task.mm.exeFileId);
   for (const id of ids) {
     const reg = dump.files.get(id)?.reg;
-    if (!reg || dump.ghosts.has(id)) continue;
+    if (!reg || dump.ghosts.has(id) || isTreeProcFile(reg.name, dump)) continue;
     // A deleted file still linked elsewhere is checked at its link.
     const path = dump.linked.get(id) ?? reg.name;
     let st: Deno.FileInfo;
@@ -373,15 +374,15 @@ async function restoreTree(
           kept += done.kept;
           forkMs += done.forkMs;
         }
-        // pidfds of the tree's tasks, now that every task exists.
+        // pidfds and /proc files of the tree's tasks, now that every task exists.
         for (const p of procs) {
-          if (p.task.zombie || !p.task.fds.some((f) => isLivePidfd(dump.files.get(f.id)))) {
+          if (p.task.zombie || !p.task.fds.some((f) => isLateFile(dump.files.get(f.id), dump))) {
             continue;
           }
           const maps = parseMaps(readProcText(p.task.pstree.pid, "maps"));
           const rs = RemoteSyscalls.open(p.seized, maps);
           try {
-            restorePidfds(rs, dump, p.task);
+            restoreLateFiles(rs, dump, p.task);
           } finally {
             rs.close({ restoreState: false });
           }
