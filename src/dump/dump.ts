@@ -316,6 +316,12 @@ function fsDir(
   path: string,
 ): string {
   if (!path.endsWith(" (deleted)")) return path;
+  if (path.startsWith("/proc/")) {
+    throw new UnsupportedError(
+      `Cannot dump task ${pid}: its ${which === "cwd" ? "working" : "root"} directory is ` +
+        `${path.slice(0, -10)} of a task that is gone; not supported`,
+    );
+  }
   const link = `/proc/${pid}/${which}`;
   const st = Deno.statSync(link);
   const stamp = statStamp(link);
