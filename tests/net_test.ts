@@ -210,3 +210,37 @@ while True: time.sleep(1)
     await stopVictim(v);
   }
 });
+
+Deno.test("netlink sockets keep their port ids, groups and destination, and still talk to the kernel", async () => {
+  const v = startVictim([
+    "setsid",
+    "python3",
+    "-c",
+    `import socket,signal,struct,time
+NETLINK_ROUTE=0
+a=socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE); a.bind((0, 1))  # RTMGRP_LINK
+a.setsockopt(270, 1, 34)  # NETLINK_ADD_MEMBERSHIP, a group past 32
+b=socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+c=socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE); c.connect((a.getsockname()[0], 0))
+before=(a.getsockname(), c.getsockname(), c.getpeername(), a.getsockopt(270, 9, 8))
+def check(*_):
+  after=(a.getsockname(), c.getsockname(), c.getpeername(), a.getsockopt(270, 9, 8))
+  # RTM_GETLINK dump request; the kernel answers on b
+  req=struct.pack('=IHHII', 32, 18, 0x301, 7, 0) + struct.pack('=BxHiII', 0, 0, 0, 0, 0)
+  b.send(req); reply=b.recv(65536)
+  ok = after==before and struct.unpack('=IHHII', reply[:16])[3]==7
+  open('{out}','a').write('PASS netlink\\n' if ok else 'FAIL netlink %r %r\\n' % (before, after))
+signal.signal(signal.SIGTERM, check)
+open('{out}','a').write('ready\\n')
+while True: time.sleep(1)
+`,
+  ]);
+  try {
+    await waitReport(v);
+    await roundTrip(v);
+    assertMatch(await verdict(v), /PASS netlink/);
+  } finally {
+    killAll(v.pid);
+    await stopVictim(v);
+  }
+});

@@ -73,7 +73,7 @@ Deno.test("an unsupported resource is refused by name and the task keeps running
     assertEquals(run.code, 1);
     const last = run.stderr.trim().split("\n").at(-1)!;
     assertMatch(last, new RegExp(`fd ${r.sock} of task ${v.pid} \\(socket:\\[\\d+\\]\\)`));
-    assertMatch(last, /only unix, TCP and UDP sockets are supported yet/);
+    assertMatch(last, /only unix, inet and netlink sockets are supported yet/);
     assertEquals(tracerPid(v.pid), 0);
     assert(procState(v.pid) === "S", "still running (sleeping in pause)");
   } finally {

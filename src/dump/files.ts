@@ -18,6 +18,7 @@ import {
   type fown_entry,
   memfd_file_entrySchema,
   memfd_inode_entrySchema,
+  netlink_sk_entrySchema,
   pidfd_entrySchema,
   pipe_entrySchema,
   type reg_file_entry,
@@ -43,6 +44,7 @@ import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
 import { collectUnixSocket, UnixSocketError } from "../net/unix.ts";
 import { collectInetSocket, InetSocketError } from "../net/inet.ts";
 import { unixSockets } from "../net/unix_diag.ts";
+import { collectNetlinkSocket, NetlinkSocketError } from "../net/netlink.ts";
 import { inetShutdowns } from "../net/inet_diag.ts";
 import type { DumpContext } from "./context.ts";
 import { anonEntry, anonKind } from "./anon_files.ts";
@@ -55,6 +57,7 @@ import {
   noOwner,
   type OpenFile,
   ownerEntry,
+  skOptsEntry,
   type TaskFiles,
   UnsupportedError,
 } from "./file_types.ts";
@@ -110,8 +113,16 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
         );
       }
       if (inet) return { type: "inet", ino, socket: inet };
+      let netlink;
+      try {
+        netlink = collectNetlinkSocket(pid, fd, what);
+      } catch (e) {
+        if (e instanceof NetlinkSocketError) throw new UnsupportedError(e.message);
+        throw e;
+      }
+      if (netlink) return { type: "netlink", ino, socket: netlink };
       throw new UnsupportedError(
-        `Cannot dump ${what}: only unix, TCP and UDP sockets are supported yet`,
+        `Cannot dump ${what}: only unix, inet and netlink sockets are supported yet`,
       );
     }
     try {
@@ -310,6 +321,8 @@ function sameObject(a: FileKind, b: FileKind): boolean {
   if (ANON_KINDS.has(a.type)) return a.type === b.type;
   if (a.type === "unix" && b.type === "unix") return a.ino === b.ino;
   if (a.type === "inet" && b.type === "inet") return a.ino === b.ino;
+  if (a.type === "netlink" && b.type === "netlink") return a.ino === b.ino;
+  if (a.type === "pidfd" && b.type === "pidfd") return a.ino === b.ino;
   if (a.type === "pipe" && b.type === "pipe") return a.ino === b.ino;
   if (a.type === "fifo" && b.type === "fifo") return a.ino === b.ino;
   if (a.type === "memfd" && b.type === "memfd") return a.ino === b.ino;
@@ -424,6 +437,28 @@ export function writeFileEntry(
         fifo: create(fifo_entrySchema, { id: file.id, pipeId: file.kind.ino, regfId }),
       }),
     );
+  } else if (file.kind.type === "netlink") {
+    const n = file.kind.socket;
+    files.entry(
+      file_entrySchema,
+      create(file_entrySchema, {
+        type: fd_types.NETLINKSK,
+        id: file.id,
+        nlsk: create(netlink_sk_entrySchema, {
+          id: file.id,
+          ino: file.kind.ino,
+          protocol: n.protocol,
+          state: n.dstPortid || n.dstGroup ? 1 : 0,
+          flags: file.flags,
+          portid: n.portid,
+          groups: n.groups,
+          dstPortid: n.dstPortid,
+          dstGroup: n.dstGroup,
+          fown: file.fown,
+          opts: skOptsEntry(n.opts),
+        }),
+      }),
+    );
   } else if (file.kind.type === "pidfd") {
     files.entry(
       file_entrySchema,
@@ -487,6 +522,7 @@ const FD_TYPE: Record<FileKind["type"], fd_types> = {
   pipe: fd_types.PIPE,
   fifo: fd_types.FIFO,
   pidfd: fd_types.PIDFD,
+  netlink: fd_types.NETLINKSK,
   memfd: fd_types.MEMFD,
   tty: fd_types.TTY,
   eventfd: fd_types.EVENTFD,

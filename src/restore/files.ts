@@ -50,6 +50,7 @@ import {
 } from "../syscalls/mod.ts";
 import { addressOf, cString as cStringOf } from "../syscalls/ffi.ts";
 import { lseek, setsockopt, SO } from "../syscalls/socket.ts";
+import { makeNetlinkSocket } from "../net/netlink.ts";
 import { makeUnixSockets, type UnixSocketImage } from "../net/unix.ts";
 import { type InetSocketState, isTcpConnection, makeInetSocket } from "../net/inet.ts";
 import { TCP_STATE } from "../net/tcp_state.ts";
@@ -268,6 +269,18 @@ export class FileTable implements Disposable {
       fd = this.#inetSocket(f, forFd, pid);
     } else if (f.type === fd_types.INOTIFY) {
       fd = this.#inotify(f, forFd, pid);
+    } else if (f.type === fd_types.NETLINKSK) {
+      const n = f.nlsk!;
+      fd = makeNetlinkSocket({
+        protocol: n.protocol,
+        portid: n.portid,
+        groups: n.groups,
+        dstPortid: n.dstPortid,
+        dstGroup: n.dstGroup,
+        opts: commonOptionsOf(n.opts),
+      }, `fd ${forFd} of task ${pid} (netlink socket:[${n.ino}])`);
+      const fl = n.flags & SETFL_MASK;
+      if (fl) fcntl(fd, F.SETFL, fl);
     } else if (f.type === fd_types.PIDFD) {
       if (isLivePidfd(f)) {
         throw new Error(`pidfd ${id} of a live process is made inside its task (late)`);

@@ -117,6 +117,7 @@ export interface DumpImages {
 /** File types a restore knows how to make. */
 const SUPPORTED_FILES = new Set([
   fd_types.REG,
+  fd_types.NETLINKSK,
   fd_types.PIDFD,
   fd_types.PIPE,
   fd_types.TTY,

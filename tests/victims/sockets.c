@@ -1,6 +1,7 @@
-/* Victim: holds a netlink socket (not supported by dump) and spins in pause(). */
+/* Victim: holds a packet socket (not supported by dump) and spins in pause(). */
+#include <arpa/inet.h>
 #include <fcntl.h>
-#include <linux/netlink.h>
+#include <linux/if_ether.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -10,11 +11,9 @@ int main(int argc, char **argv)
 {
 	char buf[128];
 	int out = open(argc > 1 ? argv[1] : "/dev/stdout", O_WRONLY | O_CREAT | O_APPEND, 0644);
-	int s = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
-	struct sockaddr_nl a = {.nl_family = AF_NETLINK};
-	bind(s, (struct sockaddr *)&a, sizeof(a));
+	int s = socket(AF_PACKET, SOCK_DGRAM, htons(ETH_P_ALL));
 	snprintf(buf, sizeof(buf), "ready pid=%d sock=%d\n", getpid(), s);
-	if (write(out, buf, strlen(buf)) < 0)
+	if (s < 0 || write(out, buf, strlen(buf)) < 0)
 		return 1;
 	for (;;)
 		pause();
