@@ -31,7 +31,7 @@ import {
 import { syncDir } from "../images/image.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
-import { CLOCK, clockGettime, close, KCMP, kcmp, O, statStamp } from "../syscalls/mod.ts";
+import { CLOCK, clockGettime, close, KCMP, kcmp, O, REG, statStamp } from "../syscalls/mod.ts";
 import { DEFAULT_LOCK_METHOD, LOCK_METHODS } from "../net/netlock.ts";
 import { collectTree, type FrozenTree, type TreeProcess } from "../tree/collect.ts";
 import { Parasite } from "../tree/parasite.ts";
@@ -384,7 +384,8 @@ async function dumpProcess(
       return collectThread(pid, tree.task(tid), trs);
     });
     await ctx.checkpoint("parasite");
-    await dumpPages(ctx, parasite.leader, vmas, ctx.pagesId());
+    const sps = [state.regs[REG.sp], ...threads.map((t) => t.regs[REG.sp])];
+    await dumpPages(ctx, parasite.leader, vmas, ctx.pagesId(), sps);
     await ctx.checkpoint("pages");
     return { state, threads };
   })();

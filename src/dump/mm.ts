@@ -147,6 +147,7 @@ export async function dumpPages(
   rs: RemoteSyscalls,
   vmas: Vma[],
   pagesId: number,
+  stackPointers?: bigint[],
 ): Promise<void> {
   const pid = rs.task.pid;
   const t0 = performance.now();
@@ -182,11 +183,36 @@ export async function dumpPages(
   ctx.stats.pagesWritten += xfer.pages;
   const img = ctx.image(`pagemap-${pid}.img`, "PAGEMAP");
   img.entry(pagemap_headSchema, create(pagemap_headSchema, { pagesId: pagesId }));
+  // As criu marks them: private anonymous pages may come lazily, but a page some thread's
+  // stack pointer is in, and the special mappings' and locked ones'.
+  // Runs that touch (across mappings) with the same flags are one entry, as criu writes them.
+  const stackPages = new Set((stackPointers ?? []).map((sp) => sp & ~0xfffn));
+  const entries: { vaddr: bigint; pages: number; lazy: boolean }[] = [];
+  const add = (vaddr: bigint, pages: number, lazy: boolean) => {
+    const last = entries.at(-1);
+    if (last && last.lazy === lazy && last.vaddr + BigInt(last.pages) * 4096n === vaddr) {
+      last.pages += pages;
+    } else {
+      entries.push({ vaddr, pages, lazy });
+    }
+  };
   for (const r of runs) {
-    img.entry(
-      pagemap_entrySchema,
-      pagemapEntry(r.vaddr, r.nrPages),
-    );
+    const v = vmas.find((x) => x.start <= r.vaddr && r.vaddr < x.end);
+    if (!v || !canBeLazy(v)) {
+      add(r.vaddr, r.nrPages, false);
+      continue;
+    }
+    let start = r.vaddr;
+    const end = r.vaddr + BigInt(r.nrPages) * 4096n;
+    for (let a = r.vaddr; a <= end; a += 4096n) {
+      if (a !== end && !stackPages.has(a)) continue;
+      if (a > start) add(start, Number((a - start) / 4096n), true);
+      if (a < end) add(a, 1, false);
+      start = a + 4096n;
+    }
+  }
+  for (const e of entries) {
+    img.entry(pagemap_entrySchema, pagemapEntry(e.vaddr, e.pages, e.lazy));
   }
   ctx.log.info(`task ${pid}: ${xfer.pages} pages in ${runs.length} runs`);
 }
@@ -220,4 +246,12 @@ function deletedMapping(
     regFileEntry(id, kind.path, { flags: fdflags, size: kind.size, mode: kind.mode }),
   );
   return id;
+}
+
+/** Whether criu would mark the dumped pages of `v` lazy (vma_entry_can_be_lazy). */
+function canBeLazy(v: Vma): boolean {
+  const MAP_HUGETLB = 0x40000;
+  return (v.flags & MAP.ANONYMOUS) !== 0 && (v.flags & MAP.TYPE) === MAP.PRIVATE &&
+    !(v.flags & (MAP.LOCKED | MAP_HUGETLB)) &&
+    !(v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_VSYSCALL));
 }

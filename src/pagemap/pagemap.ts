@@ -31,14 +31,17 @@ export const PE_PRESENT = 1 << 2;
  * nr_pages (and writes 0 in compat_nr_pages); criu 3 and its crit know only compat_nr_pages:
  * both hold it, so that either reads it.
  */
-export function pagemapEntry(vaddr: bigint, nrPages: number): pagemap_entry {
+export function pagemapEntry(vaddr: bigint, nrPages: number, lazy = false): pagemap_entry {
   return create(pagemap_entrySchema, {
     vaddr,
     compatNrPages: nrPages <= 0xffffffff ? nrPages : 0,
     nrPages: BigInt(nrPages),
-    flags: PE_PRESENT,
+    flags: PE_PRESENT | (lazy ? PE_LAZY : 0),
   });
 }
+
+/** pagemap_entry flag PE_LAZY: the pages may come later (criu's lazy restore). */
+export const PE_LAZY = 1 << 1;
 
 /** The page count of a pagemap image entry, old (compat_nr_pages) or new (nr_pages). */
 export function entryPages(e: pagemap_entry): number {
