@@ -7,6 +7,7 @@
 import { assertEquals, assertMatch } from "./assert.ts";
 import {
   buildVictim,
+  checkAcrossRoundTrip,
   criu,
   freePort,
   killAll,
@@ -117,15 +118,7 @@ Deno.test("pidfds of the task itself, of a child and of a process gone come back
 
 Deno.test("an epoll set keeps targets added under numbers that now hold other files or none", async () => {
   const bin = await buildVictim("epollkeys");
-  const v = startVictim(["setsid", bin, "{out}"]);
-  try {
-    await waitReport(v);
-    await roundTrip(v);
-    assertMatch(await verdict(v), /PASS epollkeys/);
-  } finally {
-    killAll(v.pid);
-    await stopVictim(v);
-  }
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS epollkeys/);
 });
 
 Deno.test("python multiprocessing: a semaphore (deleted /dev/shm file, mapped) and a shared value stay shared with the child", async () => {

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { assertMatch } from "./assert.ts";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -359,4 +360,27 @@ export async function roundTrip(
   const r = await criu(["restore", "-d", "-D", imgs, ...(opts.restore ?? [])]);
   if (r.code !== 0) throw new Error(`restore failed (${r.code}): ${r.stderr}`);
   return imgs;
+}
+
+/**
+ * The usual check of a victim: waits for its report, takes its tree round trip (roundTrip),
+ * asks it to check itself (`signal`, SIGTERM unless given) and matches its verdict with `pass`;
+ * every task of its tree goes after.
+ */
+export async function checkAcrossRoundTrip(
+  v: Victim,
+  pass: RegExp,
+  opts: { dump?: string[]; signal?: Deno.Signal; timeoutMs?: number } = {},
+): Promise<void> {
+  let pids: number[] = [];
+  try {
+    await waitReport(v);
+    pids = treePids(v.pid);
+    await roundTrip(v, { dump: opts.dump });
+    const report = await verdict(v, v.pid, opts.signal ?? "SIGTERM", opts.timeoutMs ?? 5000);
+    assertMatch(report, pass);
+  } finally {
+    killAll(v.pid, ...pids);
+    await stopVictim(v);
+  }
 }

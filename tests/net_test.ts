@@ -6,18 +6,16 @@
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   buildVictim,
+  checkAcrossRoundTrip,
   critDecodeAll,
   criu,
   freePort,
   killAll,
   procState,
-  roundTrip,
   startVictim,
   stopVictim,
   tmpDir,
   tracerPid,
-  verdict,
-  type Victim,
   waitGone,
   waitReport,
 } from "./helpers.ts";
@@ -231,15 +229,3 @@ while True: time.sleep(1)
   ]);
   await checkAcrossRoundTrip(v, /PASS netlink/);
 });
-
-/** Waits for victim `v`, takes it round trip, and matches its own verdict; it goes after. */
-async function checkAcrossRoundTrip(v: Victim, pass: RegExp): Promise<void> {
-  try {
-    await waitReport(v);
-    await roundTrip(v);
-    assertMatch(await verdict(v), pass);
-  } finally {
-    killAll(v.pid);
-    await stopVictim(v);
-  }
-}

@@ -8,6 +8,7 @@ import { tryLseek } from "../src/syscalls/socket.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   buildVictim,
+  checkAcrossRoundTrip,
   critDecodeAll,
   criu,
   killAll,
@@ -312,15 +313,7 @@ Deno.test("one descriptor table shared along parent links (a grandchild, a paren
 
 Deno.test("/proc files of the tree's own tasks name the restored tasks", async () => {
   const bin = await buildVictim("procfiles");
-  const v = startVictim(["setsid", bin, "{out}"]);
-  let pids: number[] = [];
-  try {
-    await waitReport(v);
-    pids = treePids(v.pid);
-    await roundTrip(v);
-    assertMatch(await verdict(v, v.pid, "SIGTERM", 3000), /PASS procfiles/);
-  } finally {
-    await stopVictim(v);
-    killAll(...pids);
-  }
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS procfiles/, {
+    timeoutMs: 3000,
+  });
 });

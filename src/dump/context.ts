@@ -125,6 +125,8 @@ export class DumpContext {
   inetShutdowns?: Map<number, number>;
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
+  /** The listener each client waiting in a listener's queue is queued at (made once). */
+  queuedClients?: Map<number, number>;
   /** System V shared memory segments by IPC id, with their contents. */
   readonly sysvShm = new Map<number, { entry: ipc_shm_entry; data: Uint8Array }>();
   /** Kernel object ids written so far, by PID. */

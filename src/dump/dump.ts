@@ -31,7 +31,7 @@ import {
 import { syncDir } from "../images/image.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
-import { CLOCK, clockGettime, close, KCMP, kcmp, O, REG, statStamp } from "../syscalls/mod.ts";
+import { CLOCK, clockGettime, close, KCMP, kcmp, O, REG } from "../syscalls/mod.ts";
 import { DEFAULT_LOCK_METHOD, LOCK_METHODS } from "../net/netlock.ts";
 import { collectTree, type FrozenTree, type TreeProcess } from "../tree/collect.ts";
 import { Parasite } from "../tree/parasite.ts";
@@ -48,7 +48,7 @@ import {
   writeRegFile,
 } from "./files.ts";
 import { collectVmas, dumpMm, dumpPages } from "./mm.ts";
-import { writeGhost } from "./ghost.ts";
+import { ghostOf, writeGhost } from "./ghost.ts";
 import { dumpShmem } from "./shmem.ts";
 import { dumpSysvShm, writeSysvShm } from "./sysv.ts";
 import { collectTask, collectThread } from "./task.ts";
@@ -324,19 +324,7 @@ function fsDir(
   }
   const link = `/proc/${pid}/${which}`;
   const st = Deno.statSync(link);
-  const stamp = statStamp(link);
-  writeGhost(ctx, id, {
-    dev: st.dev,
-    kdev: stamp.devMajor * (1 << 20) + stamp.devMinor,
-    ino: st.ino ?? 0,
-    size: 0,
-    chunks: [],
-    mode: st.mode ?? 0o40755,
-    uid: st.uid ?? 0,
-    gid: st.gid ?? 0,
-    atime: stamp.atime,
-    mtime: stamp.mtime,
-  });
+  writeGhost(ctx, id, ghostOf(link, st, { mode: st.mode ?? 0o40755 }));
   return path.slice(0, -10);
 }
 

@@ -38,7 +38,7 @@ import {
   pidfdGetfd,
   pidfdOpen,
   readLinkAt,
-  statStamp,
+  withTaskFd,
 } from "../syscalls/mod.ts";
 import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
 import { collectUnixSocket, UnixSocketError } from "../net/unix.ts";
@@ -53,7 +53,6 @@ import {
   DEFAULT_GHOST_LIMIT,
   type Fd,
   type FileKind,
-  type Ghost,
   noOwner,
   type OpenFile,
   ownerEntry,
@@ -61,12 +60,12 @@ import {
   type TaskFiles,
   UnsupportedError,
 } from "./file_types.ts";
-import { readDataSegments, writeGhost, writeLinkRemap, writeRemaps } from "./ghost.ts";
+import { ghostOf, readDataSegments, writeGhost, writeLinkRemap, writeRemaps } from "./ghost.ts";
 import { collectLocks, writeLocks } from "./locks.ts";
 import { peekPipe, writePipeData } from "./pipes.ts";
 import { registerMemfd } from "./memfd.ts";
 import { isPtySlave, major, MAJOR_TTY, readTty, writeTtyInfo } from "./tty.ts";
-import { checkUnixSockets, unixEntry, writeSkQueues } from "./unix_files.ts";
+import { checkUnixSockets, queuedClients, unixEntry, writeSkQueues } from "./unix_files.ts";
 import { inetEntry } from "./inet_files.ts";
 import { tcpStreamImageName, writeTcpStream } from "../images/tcp_stream.ts";
 
@@ -212,11 +211,11 @@ function collectEach(ctx: DumpContext, pid: number, pidfd: number, fds: Fd[]): v
  * written with the others. The copies stay open until the dump ends (they name the files).
  */
 function collectInFlight(ctx: DumpContext, kind: FileKind, what: string): void {
-  if (kind.type !== "unix") return;
-  for (const m of kind.socket.queue) {
-    if (!m.fds?.length) continue;
-    const self = pidfdOpen(Deno.pid);
-    try {
+  if (kind.type !== "unix" || !kind.socket.queue.some((m) => m.fds?.length)) return;
+  const self = pidfdOpen(Deno.pid);
+  try {
+    for (const m of kind.socket.queue) {
+      if (!m.fds?.length) continue;
       m.ids = m.fds.map((local: number) => {
         ctx.inFlightFds.push(local);
         const { file } = collectOne(ctx, Deno.pid, self, local);
@@ -237,9 +236,9 @@ function collectInFlight(ctx: DumpContext, kind: FileKind, what: string): void {
         if (!ctx.inFlight.includes(file)) ctx.inFlight.push(file);
         return file.id;
       });
-    } finally {
-      close(self);
     }
+  } finally {
+    close(self);
   }
 }
 
@@ -476,7 +475,8 @@ export function writeFileEntry(
       }),
     );
   } else if (file.kind.type === "unix") {
-    files.entry(file_entrySchema, unixEntry(file, file.kind.socket, ctx.unixSockets));
+    ctx.queuedClients ??= queuedClients(ctx.unixSockets ?? new Map());
+    files.entry(file_entrySchema, unixEntry(file, file.kind.socket, ctx.queuedClients));
     if (file.kind.socket.queue.length) ctx.skQueues.set(file.id, file.kind.socket.queue);
   } else if (file.kind.type === "inet") {
     files.entry(file_entrySchema, inetEntry(file, file.kind.ino, file.kind.socket));
@@ -577,19 +577,11 @@ export function deletedRegular(
         `limit of ${limit}; raise it with --ghost-limit`,
     );
   }
-  const stamp = statStamp(link);
-  const ghost: Ghost = {
-    dev: st.dev,
-    kdev: stamp.devMajor * (1 << 20) + stamp.devMinor,
-    ino: st.ino ?? 0,
+  const ghost = ghostOf(link, st, {
     size: st.size,
     chunks: readDataSegments(link, st.size),
     mode: st.mode ?? 0o100600,
-    uid: st.uid ?? 0,
-    gid: st.gid ?? 0,
-    atime: stamp.atime,
-    mtime: stamp.mtime,
-  };
+  });
   return { type: "reg", path, size: BigInt(st.size), mode: ghost.mode, ghost };
 }
 
@@ -619,21 +611,11 @@ function deletedSpecial(
         `not supported for this file type`,
     );
   }
-  const stamp = statStamp(link);
-  const ghost: Ghost = {
-    dev: st.dev,
-    kdev: stamp.devMajor * (1 << 20) + stamp.devMinor,
-    ino: st.ino ?? 0,
-    size: 0,
-    chunks: [],
+  const ghost = ghostOf(link, st, {
     mode: st.mode ?? 0,
-    uid: st.uid ?? 0,
-    gid: st.gid ?? 0,
-    atime: stamp.atime,
-    mtime: stamp.mtime,
     rdev: st.isCharDevice ? st.rdev ?? 0 : undefined,
     symlinkTarget: symlink ? readLinkOf(pid, fd) : undefined,
-  };
+  });
   if (st.isFifo) return { type: "fifo", ino: st.ino ?? 0, path, ghost };
   return { type: "reg", path, mode: ghost.mode, ghost };
 }
@@ -665,17 +647,7 @@ function pidfdKind(
 
 /** The target of the symlink task `pid` holds open as `fd` (O_PATH | O_NOFOLLOW). */
 function readLinkOf(pid: number, fd: number): string {
-  const pidfd = pidfdOpen(pid);
-  try {
-    const copy = pidfdGetfd(pidfd, fd, pid);
-    try {
-      return readLinkAt(copy);
-    } finally {
-      close(copy);
-    }
-  } finally {
-    close(pidfd);
-  }
+  return withTaskFd(pid, fd, readLinkAt);
 }
 
 /** Links the open file `link` to a free name `link_remap.N` in `dir`; returns that name. */

@@ -21,7 +21,7 @@ import {
   remap_type,
   timevalSchema,
 } from "../../proto/gen/files_pb.ts";
-import { close, O, open, pread } from "../syscalls/mod.ts";
+import { close, O, open, pread, statStamp } from "../syscalls/mod.ts";
 import { tryLseek } from "../syscalls/socket.ts";
 import type { DumpContext } from "./context.ts";
 import type { Ghost } from "./file_types.ts";
@@ -60,6 +60,31 @@ export function readDataSegments(path: string, size: number): { off: number; dat
   } finally {
     close(fd);
   }
+}
+
+/**
+ * The ghost of the deleted file open at `link` (a /proc link to it), as `st` describes it: its
+ * inode, owner and times to the microsecond; `extra` gives its mode and what only some kinds
+ * have (contents, device number, symlink target).
+ */
+export function ghostOf(
+  link: string,
+  st: Deno.FileInfo,
+  extra: Partial<Ghost> & { mode: number },
+): Ghost {
+  const stamp = statStamp(link);
+  return {
+    dev: st.dev,
+    kdev: stamp.devMajor * (1 << 20) + stamp.devMinor,
+    ino: st.ino ?? 0,
+    size: 0,
+    chunks: [],
+    uid: st.uid ?? 0,
+    gid: st.gid ?? 0,
+    atime: stamp.atime,
+    mtime: stamp.mtime,
+    ...extra,
+  };
 }
 
 /** ghost-file-ID.img (the deleted file's contents, once per inode) and a remap-fpath.img entry. */

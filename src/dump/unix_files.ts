@@ -28,15 +28,14 @@ import { noOwner, type OpenFile, skOptsEntry, UnsupportedError } from "./file_ty
 /**
  * The file entry of a unix socket. A client whose connection still waits in a listener's queue
  * names the listener as its peer, as criu writes it (the socket in the queue has no descriptor
- * and no entry); `all` is the system's socket table.
+ * and no entry): `queuedAt` gives the listener of each such client, by the client's inode.
  */
 export function unixEntry(
   file: OpenFile,
   st: UnixSocketState,
-  all?: Map<number, UnixSocketInfo>,
+  queuedAt?: ReadonlyMap<number, number>,
 ): file_entry {
   const i = st.info;
-  const listener = [...(all?.values() ?? [])].find((l) => l.icons.includes(i.ino));
   return create(file_entrySchema, {
     type: fd_types.UNIXSK,
     id: file.id,
@@ -49,7 +48,7 @@ export function unixEntry(
       uflags: 0,
       // As criu: sock_diag's write-queue slot (for a listener, its backlog).
       backlog: i.wqueue,
-      peer: listener?.ino ?? i.peer,
+      peer: queuedAt?.get(i.ino) ?? i.peer,
       fown: file.fown,
       opts: skOptsEntry(st.opts),
       name: i.name,
@@ -186,4 +185,11 @@ export function writeSkQueues(ctx: DumpContext): void {
       }
     }
   }
+}
+
+/** The listener each waiting client is queued at (client inode to listener inode). */
+export function queuedClients(all: ReadonlyMap<number, UnixSocketInfo>): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const l of all.values()) for (const client of l.icons) out.set(client, l.ino);
+  return out;
 }

@@ -34,7 +34,7 @@ import {
   tcpInfo,
   UDP_CORK,
 } from "../syscalls/socket.ts";
-import { close, Errno, pidfdGetfd, pidfdOpen } from "../syscalls/mod.ts";
+import { close, Errno, withTaskFd } from "../syscalls/mod.ts";
 import { type Connection, endpointText } from "./addr.ts";
 import { applyCommonOptions, type CommonSocketOptions, readCommonOptions } from "./sk_opts.ts";
 import { stateName, TCP_STATE } from "./tcp_state.ts";
@@ -125,10 +125,7 @@ export function collectInetSocket(
   policy: TcpDumpPolicy = {},
   shutdown = 0,
 ): InetSocketState | null {
-  const pidfd = pidfdOpen(pid);
-  let copy = -1;
-  try {
-    copy = pidfdGetfd(pidfd, fd, pid);
+  return withTaskFd(pid, fd, (copy) => {
     const family = int(copy, SO.DOMAIN);
     if (family !== AF_INET && family !== AF_INET6) return null;
     const type = int(copy, SO.TYPE);
@@ -230,10 +227,7 @@ export function collectInetSocket(
       });
     }
     return found;
-  } finally {
-    if (copy >= 0) close(copy);
-    close(pidfd);
-  }
+  });
 }
 
 /** IP-level options of socket `fd` (IPv6 sockets have freebind and pktinfo of their own). */

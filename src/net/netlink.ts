@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { close, pidfdGetfd, pidfdOpen } from "../syscalls/mod.ts";
+import { close, withTaskFd } from "../syscalls/mod.ts";
 import {
   bindRaw,
   connectRaw,
@@ -66,10 +66,7 @@ export function collectNetlinkSocket(
   fd: number,
   what: string,
 ): NetlinkSocketState | null {
-  const pidfd = pidfdOpen(pid);
-  let copy = -1;
-  try {
-    copy = pidfdGetfd(pidfd, fd, pid);
+  return withTaskFd(pid, fd, (copy) => {
     const int = (name: number, level = 1) => {
       const b = new Int32Array(1);
       getsockopt(copy, name, new Uint8Array(b.buffer), level);
@@ -104,10 +101,7 @@ export function collectNetlinkSocket(
       dstGroup: peer.groups,
       opts: readCommonOptions(copy, AF_NETLINK),
     };
-  } finally {
-    if (copy >= 0) close(copy);
-    close(pidfd);
-  }
+  });
 }
 
 /** Makes a netlink socket like `s` (close-on-exec): options, bind to its port id, groups, connect. */

@@ -27,7 +27,7 @@ import {
   socketpair,
   unixAddr,
 } from "../syscalls/socket.ts";
-import { close, pidfdGetfd, pidfdOpen } from "../syscalls/mod.ts";
+import { close, withTaskFd } from "../syscalls/mod.ts";
 import type { UnixSocketInfo } from "./unix_diag.ts";
 import { TCP_STATE } from "./tcp_state.ts";
 import { applyCommonOptions, type CommonSocketOptions, readCommonOptions } from "./sk_opts.ts";
@@ -106,10 +106,7 @@ export class UnixSocketError extends Error {
 
 /** Reads options and queued data of unix socket `fd` of frozen task `pid`. */
 export function collectUnixSocket(pid: number, fd: number, info: UnixSocketInfo): UnixSocketState {
-  const pidfd = pidfdOpen(pid);
-  let copy = -1;
-  try {
-    copy = pidfdGetfd(pidfd, fd, pid);
+  return withTaskFd(pid, fd, (copy) => {
     const opts = readCommonOptions(copy, AF_UNIX);
     const queue: QueuedMessage[] = [];
     if (info.state !== TCP_STATE.LISTEN && info.rqueue > 0) {
@@ -138,10 +135,7 @@ export function collectUnixSocket(pid: number, fd: number, info: UnixSocketInfo)
       }
     }
     return { info, opts, queue, file: socketFile(pid, info) };
-  } finally {
-    if (copy >= 0) close(copy);
-    close(pidfd);
-  }
+  });
 }
 
 /** A dumped unix socket, as the restorer needs it. */

@@ -517,11 +517,9 @@ export class FileTable implements Disposable {
         child.kill("SIGKILL");
       }
       this.#deadPidfds.set(e.ino, base);
-      this.#deadChildren.push(child.status);
     }
     return fcntl(base!, F.DUPFD_CLOEXEC, 3);
   }
-  readonly #deadChildren: Promise<unknown>[] = [];
 
   /** memfds made here, by inode id. */
   readonly #memfds = new Map<bigint, number>();

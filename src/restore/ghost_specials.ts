@@ -18,7 +18,8 @@ const S = { REG: 0o100000, DIR: 0o040000, FIFO: 0o010000, CHR: 0o020000, LNK: 0o
 
 /** The ghosts of a restore that are not regular files, made at their old names. */
 export class GhostSpecials implements Disposable {
-  readonly #made: { path: string; dir: boolean }[] = [];
+  /** What was made, parents first. */
+  readonly #made: string[] = [];
 
   /** Makes every such ghost of `dump` (each inode once). */
   constructor(dump: DumpImages) {
@@ -52,7 +53,7 @@ export class GhostSpecials implements Disposable {
     for (let dir = dirname(path); !exists(dir); dir = dirname(dir)) missing.unshift(dir);
     for (const dir of missing) {
       Deno.mkdirSync(dir);
-      this.#made.push({ path: dir, dir: true });
+      this.#made.push(dir);
     }
     const name = cString(path);
     const AT_FDCWD = -100, AT_SYMLINK_NOFOLLOW = 0x100;
@@ -69,7 +70,7 @@ export class GhostSpecials implements Disposable {
     } else {
       throw new RestoreError(`Cannot make deleted ${path} again: file type 0${type.toString(8)}`);
     }
-    this.#made.push({ path, dir: type === S.DIR });
+    this.#made.push(path);
     syscall(
       NR.fchownat,
       "chown",
@@ -91,7 +92,7 @@ export class GhostSpecials implements Disposable {
 
   /** Removes what was made (the restored tasks hold it open, deleted again). */
   [Symbol.dispose](): void {
-    for (const { path } of this.#made.splice(0).reverse()) {
+    for (const path of this.#made.splice(0).reverse()) {
       try {
         Deno.removeSync(path);
       } catch {

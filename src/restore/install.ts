@@ -239,16 +239,16 @@ export function restoreLateFiles(rs: RemoteSyscalls, dump: DumpImages, task: Tas
   const made = new Map<number, number>();
   let page = 0n;
   try {
+    let target = "";
+    const sys = (nr: number, name: string, ...args: (bigint | number)[]) => {
+      const ret = rs.call(nr, ...args);
+      if (ret < 0n) throw new Errno(name, Number(-ret), target);
+      return ret;
+    };
     for (const fdi of task.fds) {
       const f = dump.files.get(fdi.id);
       if (!isLateFile(f, dump)) continue;
-      const sys = (nr: number, name: string, ...args: (bigint | number)[]) => {
-        const ret = rs.call(nr, ...args);
-        if (ret < 0n) {
-          throw new Errno(name, Number(-ret), `for fd ${fdi.fd} of restored task ${pid}`);
-        }
-        return ret;
-      };
+      target = `for fd ${fdi.fd} of restored task ${pid}`;
       const cloexec = (fdi.flags & 1) !== 0 ? O.CLOEXEC : 0;
       const have = made.get(fdi.id);
       if (have !== undefined) {

@@ -296,6 +296,24 @@ export function pidfdOpen(pid: number, flags = 0): number {
   return Number(syscall(NR.pidfd_open, "pidfd_open", `task ${pid}`, pid, flags));
 }
 
+/**
+ * Runs `fn` with a copy, in this process, of descriptor `fd` of task `pid` (pidfd_getfd); the
+ * copy is closed after.
+ */
+export function withTaskFd<T>(pid: number, fd: number, fn: (copy: number) => T): T {
+  const pidfd = pidfdOpen(pid);
+  try {
+    const copy = pidfdGetfd(pidfd, fd, pid);
+    try {
+      return fn(copy);
+    } finally {
+      close(copy);
+    }
+  } finally {
+    close(pidfd);
+  }
+}
+
 /** pidfd_getfd(2): a duplicate, in this process, of descriptor `fd` of the task. */
 export function pidfdGetfd(pidfd: number, fd: number, pid: number): number {
   return Number(syscall(NR.pidfd_getfd, "pidfd_getfd", `fd ${fd} of task ${pid}`, pidfd, fd, 0));

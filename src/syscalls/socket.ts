@@ -465,13 +465,13 @@ export function peekInto(fd: number, buf: Uint8Array, what: string): number {
 
 /**
  * One recvmsg(MSG_PEEK | MSG_DONTWAIT): the next message (or stream bytes) without taking it,
- * and whether control data (descriptors or credentials in flight) came with it. Returns null
- * when the queue is empty.
+ * the descriptors in flight with it (copies, installed here close-on-exec), and whether other
+ * control data (credentials) came with it. Returns null when the queue is empty.
  */
 export function peekMessage(
   fd: number,
   max: number,
-): { data: Uint8Array; control: boolean; fds: number[]; other: boolean } | null {
+): { data: Uint8Array; fds: number[]; other: boolean } | null {
   const data = new Uint8Array(max);
   const control = new Uint8Array(cmsgSpace(SCM_MAX_FD) + 256);
   const h = msgHeader(data, control);
@@ -501,7 +501,7 @@ export function peekMessage(
     }
     off += (len + 7) & ~7;
   }
-  return { data: data.slice(0, Number(ret)), control: clen > 0, fds, other };
+  return { data: data.slice(0, Number(ret)), fds, other };
 }
 
 /**
