@@ -76,6 +76,9 @@ const KINDS: Kind[] = [
   { victim: "clonefiles", args: ["{out}", "{dir}"], pass: /PASS clonefiles/ },
   { victim: "cow", args: ["{out}"], pass: /PASS cow/ },
   { victim: "tree", args: ["{out}", "3", "2"], pass: /PASS tree/ },
+  // CRIU writes unread terminal input back with echo on, wants /dev/tty in the task of the
+  // terminal's first descriptor, and gives the controlling terminal after the children.
+  { victim: "ptys", args: ["{out}", "interop"], pass: /PASS ptys/ },
 ];
 
 /** Starts victim `bin` as kind `k` says (a free port where it wants one). */

@@ -353,7 +353,7 @@ Deno.test("a shell job on a terminal: dump -j and restore -j onto the restorer's
     assertEquals(run.code, 1);
     assertMatch(
       run.stderr,
-      /fd 0 of task \d+ \(\/dev\/pts\/\d+\): it is a terminal; .*--shell-job/,
+      /terminal \/dev\/pts\/\d+: its master is not in the dumped tree; .*--shell-job/,
     );
     run = await criu(["dump", "-t", `${pid}`, "-D", imgs, "-j"]);
     assertEquals(run.code, 0, run.stderr);

@@ -115,7 +115,7 @@ export class DumpContext {
   readonly pipes = new Map<number, PipeData>();
   /** Named pipe (FIFO) contents by inode. */
   readonly fifos = new Map<number, PipeData>();
-  /** Terminals by device number. */
+  /** Terminals by tty-info id. */
   readonly ttys = new Map<number, TtyInfo>();
   /** Established TCP connections held in repair mode, made on first need. */
   tcp?: RepairedConnections;

@@ -39,6 +39,7 @@ import { DumpGuard } from "./guard.ts";
 import { NoSuchTaskError, parseStatus, readProcText } from "../tree/proc.ts";
 import { DumpContext, type DumpOptions, type DumpStats, NS_KINDS } from "./context.ts";
 import { coreEntry, threadCoreEntry, zombieCoreEntry } from "./core.ts";
+import { dumpTtys } from "./tty.ts";
 import {
   collectFiles,
   dumpFileData,
@@ -263,6 +264,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
     await dumpProcess(ctx, tree, proc, files);
   }
   await ctx.checkpoint("collect");
+  dumpTtys(ctx, tree.processes);
   dumpFileData(ctx, files);
   writeSysvShm(ctx);
   // root_ids are the dumper's own objects, as criu writes them (a restore compares the root

@@ -12,7 +12,7 @@ import {
   sk_opts_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import { commonOptionsEntry, type CommonSocketOptions } from "../net/sk_opts.ts";
-import type { FileOwner } from "../syscalls/mod.ts";
+import type { FileOwner, Termios } from "../syscalls/mod.ts";
 import type { InotifyWatch } from "./inotify.ts";
 import type { UnixSocketState } from "../net/unix.ts";
 import type { NetlinkSocketState } from "../net/netlink.ts";
@@ -27,6 +27,7 @@ export class UnsupportedError extends Error {
 }
 
 /** What a descriptor refers to. */
+
 export type FileKind =
   | {
     type: "reg";
@@ -45,7 +46,20 @@ export type FileKind =
   /** A pidfd: the process it refers to (-1: gone), and its inode (one per dead process). */
   | { type: "pidfd"; pid: number; ino: number }
   | { type: "memfd"; ino: number }
-  | { type: "tty"; path: string; rdev: number; index: number }
+  | {
+    type: "tty";
+    driver: TtyInfo["driver"];
+    path: string;
+    rdev: number;
+    dev: number;
+    uid: number;
+    gid: number;
+    mode: number;
+    /** The pty index; -1 for other terminals. */
+    index: number;
+    /** Its tty-info id. */
+    infoId: number;
+  }
   | { type: "eventfd"; counter: bigint; semaphore: boolean }
   | { type: "signalfd"; sigmask: bigint }
   | {
@@ -130,25 +144,40 @@ export interface PipeData {
 
 /** A terminal as the kernel describes it, for tty-info.img. */
 export interface TtyInfo {
-  /** tty-info id: the pty index with the low bit for the master side (0: slave). */
+  /** tty-info id (criu's): a pty's index times two, plus one for the master side. */
   id: number;
+  driver: "ptm" | "pts" | "ctty" | "console" | "vt";
+  /** The path the descriptor names (/dev/ptmx, /dev/pts/N, /dev/tty...). */
+  path: string;
   rdev: number;
+  /** The device of the node (devpts for a slave). */
+  dev: number;
+  uid: number;
+  gid: number;
+  /** The pty index; -1 for other terminals. */
   index: number;
   sid: number;
   pgrp: number;
   exclusive: boolean;
-  /** struct termios2: iflag, oflag, cflag, lflag, line, cc[19], ispeed, ospeed. */
-  termios: {
-    iflag: number;
-    oflag: number;
-    cflag: number;
-    lflag: number;
-    line: number;
-    cc: number[];
-    ispeed: number;
-    ospeed: number;
-  };
-  winsize: [number, number, number, number];
+  /** A pty master whose slave may not be opened (unlockpt not called). */
+  locked: boolean;
+  /** A pty master in packet mode. */
+  packet: boolean;
+  /** Hung up (a slave whose master closed): nothing more can be read. */
+  hungUp: boolean;
+  /** A pty master whose slave was opened and is closed everywhere now. */
+  slaveClosed?: boolean;
+  /** /dev/tty: the terminal it stands for (its holder's controlling terminal), as a dev_t. */
+  ctty?: number;
+  /** A slave whose master is outside the tree: the shell's terminal (--shell-job). */
+  external?: boolean;
+  termios?: Termios;
+  lockedTermios?: Termios;
+  winsize?: [number, number, number, number];
+  /** The first descriptor found on it. */
+  holder: { pid: number; fd: number };
+  /** A copy of that descriptor, kept during the dump for a pty's queues. */
+  dupFd?: number;
 }
 
 /** A task's descriptors, ready to write. */

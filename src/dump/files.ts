@@ -64,7 +64,7 @@ import { ghostOf, readDataSegments, writeGhost, writeLinkRemap, writeRemaps } fr
 import { collectLocks, writeLocks } from "./locks.ts";
 import { peekPipe, writePipeData } from "./pipes.ts";
 import { registerMemfd } from "./memfd.ts";
-import { isPtySlave, major, MAJOR_TTY, readTty, writeTtyInfo } from "./tty.ts";
+import { collectTty, ttyKind } from "./tty.ts";
 import { checkUnixSockets, queuedClients, unixEntry, writeSkQueues } from "./unix_files.ts";
 import { inetEntry } from "./inet_files.ts";
 import { tcpStreamImageName, writeTcpStream } from "../images/tcp_stream.ts";
@@ -85,7 +85,6 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
   const link = `/proc/${pid}/fd/${fd}`;
   const target = Deno.readLinkSync(link);
   const what = `fd ${fd} of task ${pid} (${target})`;
-  const shellJob = ctx.opts.shellJob ?? false;
   if (target.startsWith("pipe:[")) return { type: "pipe", ino: Number(target.slice(6, -1)) };
   if (target.startsWith("socket:[")) {
     const ino = Number(target.slice(8, -1));
@@ -145,6 +144,8 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
   }
   if (target.endsWith(" (deleted)") && target.startsWith("/")) {
     const st = Deno.statSync(link);
+    const tty = ttyKind(pid, fd, target, st, what);
+    if (tty) return tty;
     const path = target.slice(0, -10);
     if (!st.isFile) return deletedSpecial(pid, fd, link, path, st, what);
     return deletedRegular(ctx, link, path, st, what);
@@ -160,19 +161,8 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
   if (st.isBlockDevice) {
     throw new UnsupportedError(`Cannot dump ${what}: block devices are not supported`);
   }
-  const maj = major(st.rdev ?? 0);
-  if (st.isCharDevice && (MAJOR_TTY.has(maj) || isPtySlave(maj))) {
-    if (!shellJob) {
-      throw new UnsupportedError(
-        `Cannot dump ${what}: it is a terminal; dump a shell job with --shell-job (-j)`,
-      );
-    }
-    if (!isPtySlave(maj) || !/^\/dev\/pts\/\d+$/.test(target)) {
-      throw new UnsupportedError(`Cannot dump ${what}: only pseudo-terminals are supported`);
-    }
-    const rdev = st.rdev ?? 0;
-    return { type: "tty", path: target, rdev, index: Number(target.slice(9)) };
-  }
+  const tty = ttyKind(pid, fd, target, st, what);
+  if (tty) return tty;
   return { type: "reg", path: target, size: BigInt(st.size), mode: st.mode ?? 0 };
 }
 
@@ -281,8 +271,8 @@ function collectOne(
     if (kind.type === "fifo" && !ctx.fifos.has(kind.ino)) {
       ctx.fifos.set(kind.ino, peekPipe(pid, fd, kind.ino));
     }
-    if (kind.type === "tty" && !ctx.ttys.has(kind.rdev)) {
-      ctx.ttys.set(kind.rdev, readTty(pid, fd, kind));
+    if (kind.type === "tty") {
+      collectTty(ctx, pid, fd, kind, `fd ${fd} of task ${pid} (${kind.path})`);
     }
     ctx.log.debug(`task ${pid} fd ${fd}: ${kind.type} id ${file.id} flags 0${flags.toString(8)}`);
     return { file, cloexec };
@@ -326,7 +316,7 @@ function sameObject(a: FileKind, b: FileKind): boolean {
   if (a.type === "fifo" && b.type === "fifo") return a.ino === b.ino;
   if (a.type === "memfd" && b.type === "memfd") return a.ino === b.ino;
   if (a.type === "reg" && b.type === "reg") return a.path === b.path;
-  if (a.type === "tty" && b.type === "tty") return a.rdev === b.rdev;
+  if (a.type === "tty" && b.type === "tty") return a.infoId === b.infoId;
   return false;
 }
 
@@ -487,6 +477,12 @@ export function writeFileEntry(
   } else if (ANON_KINDS.has(file.kind.type)) {
     files.entry(file_entrySchema, anonEntry(file));
   } else if (file.kind.type === "tty") {
+    // As criu: the path of the terminal's node in a REG entry of its own.
+    const regfId = ctx.fileId();
+    writeRegFile(
+      files,
+      regFileEntry(regfId, file.kind.path, { flags: file.flags, mode: file.kind.mode }),
+    );
     files.entry(
       file_entrySchema,
       create(file_entrySchema, {
@@ -494,9 +490,10 @@ export function writeFileEntry(
         id: file.id,
         tty: create(tty_file_entrySchema, {
           id: file.id,
-          ttyInfoId: file.kind.index << 1,
+          ttyInfoId: file.kind.infoId,
           flags: file.flags,
           fown: file.fown,
+          regfId,
         }),
       }),
     );
@@ -675,7 +672,6 @@ export function dumpFileData(ctx: DumpContext, files: ReturnType<DumpContext["im
   writeLocks(ctx);
   writeRemaps(ctx);
   writeSkQueues(ctx);
-  writeTtyInfo(ctx);
   writePipeData(ctx, "fifo-data.img", "FIFO_DATA", ctx.fifos);
   writePipeData(ctx, "pipes-data.img", "PIPES_DATA", ctx.pipes);
 }

@@ -1,130 +1,380 @@
 /**
- * Terminals of a shell job: `readTty` reads a pseudo-terminal's settings, `writeTtyInfo` writes
- * tty-info.img.
+ * Terminals: `ttyKind` tells which terminal a descriptor is (pty master or slave, /dev/tty,
+ * console, virtual console), `collectTty` reads each terminal once (settings, window size, lock
+ * and packet mode, session and foreground group), and `dumpTtys` checks the tree against them
+ * (pairs whole, every task's controlling terminal its session's), takes the unread bytes of
+ * each pty pair (and puts them back at once), and writes tty-info.img and tty-data.img.
+ *
+ * tty-info ids are criu's: a pty's index times two, plus one for the master side; fixed ids for
+ * the console, virtual consoles and /dev/tty.
  *
  * @module
  */
 import { create } from "@bufbuild/protobuf";
 import {
-  termios_entrySchema,
+  tty_data_entrySchema,
   tty_info_entrySchema,
   tty_pty_entrySchema,
   TtyType,
   winsize_entrySchema,
 } from "../../proto/gen/files_pb.ts";
-import { close, ioctl, O, tryOpen } from "../syscalls/mod.ts";
+import {
+  close,
+  exclusiveMode,
+  getLockedTermios,
+  getWinsize,
+  O,
+  packetMode,
+  pidfdGetfd,
+  pidfdOpen,
+  pollNow,
+  ptyIndex,
+  ptyLocked,
+  type Termios,
+  tryGetTermios,
+  tryOpen,
+  ttySession,
+} from "../syscalls/mod.ts";
 import { parseStat, readProcText } from "../tree/proc.ts";
+import type { TreeProcess } from "../tree/collect.ts";
+import { drainPty, refillPty, TtyQueueError } from "../tty/queues.ts";
+import { termiosEntry } from "../tty/termios_image.ts";
 import type { DumpContext } from "./context.ts";
-import { type TtyInfo, UnsupportedError } from "./file_types.ts";
+import { type FileKind, type TtyInfo, UnsupportedError } from "./file_types.ts";
 
-export const MAJOR_TTY = new Set([4, 5, 128, 136]);
-/** Unix98 pty slaves: majors 136..143 (/dev/pts/N). */
-export const isPtySlave = (maj: number): boolean => maj >= 136 && maj <= 143;
+/** Which kind of terminal a descriptor is. */
+export type TtyDriver = "ptm" | "pts" | "ctty" | "console" | "vt";
+
+/** criu's tty-info ids of the terminals that are not ptys. */
+export const TTY_IDS = { console: 2004, vt: 2008, ctty: 2012 } as const;
 
 /** The major number of a Linux dev_t (bits 8-19 and 32-43). */
 export function major(rdev: number): number {
   return ((rdev >>> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
 }
 
-const TCGETS2 = 0x802c542a, TIOCGWINSZ = 0x5413, TIOCGSID = 0x5429, TIOCGPGRP = 0x540f;
-const TIOCGEXCL = 0x80045440;
+/** The minor number of a Linux dev_t (bits 0-7 and 20-31). */
+export function minor(rdev: number): number {
+  return (rdev & 0xff) | ((rdev >>> 12) & ~0xff);
+}
 
-/** Reads a terminal's settings through a descriptor of our own on the same tty. */
-export function readTty(
+const TTYAUX_MAJOR = 5, TTY_MAJOR = 4, PTS_MAJOR = 136;
+
+/**
+ * Which terminal the character device `st` (descriptor `fd` of task `pid`, `target` its link)
+ * is, or undefined when it is no terminal. Terminals we cannot restore are refused.
+ */
+export function ttyKind(
   pid: number,
   fd: number,
-  kind: { path: string; rdev: number; index: number },
-): TtyInfo {
-  const path = `/proc/${pid}/fd/${fd}`;
-  const own = tryOpen(path, O.RDONLY | O.NOCTTY | O.NONBLOCK | O.CLOEXEC);
-  if (own < 0) {
-    throw new UnsupportedError(`Cannot open terminal ${kind.path} through ${path} (errno ${-own})`);
+  target: string,
+  st: Deno.FileInfo,
+  what: string,
+): FileKind | undefined {
+  if (!st.isCharDevice) return undefined;
+  const rdev = st.rdev ?? 0, maj = major(rdev), min = minor(rdev);
+  const path = target.replace(/ \(deleted\)$/, "");
+  const base = {
+    type: "tty" as const,
+    path,
+    rdev,
+    dev: st.dev ?? 0,
+    uid: st.uid ?? 0,
+    gid: st.gid ?? 0,
+    mode: st.mode ?? 0,
+  };
+  if (maj === TTYAUX_MAJOR && min === 2) {
+    const index = withDup(pid, fd, (dup) => ptyIndex(dup, what));
+    return { ...base, driver: "ptm", index, infoId: index * 2 + 1 };
   }
+  if (maj >= PTS_MAJOR && maj < PTS_MAJOR + 8) {
+    const index = (maj - PTS_MAJOR) * 256 + min;
+    return { ...base, driver: "pts", index, infoId: index * 2 };
+  }
+  if (maj === TTYAUX_MAJOR && min === 0) {
+    return { ...base, driver: "ctty", index: -1, infoId: TTY_IDS.ctty };
+  }
+  if (maj === TTYAUX_MAJOR && min === 1) {
+    return { ...base, driver: "console", index: -1, infoId: TTY_IDS.console };
+  }
+  if (maj === TTY_MAJOR && min >= 1 && min <= 63) {
+    return { ...base, driver: "vt", index: -1, infoId: TTY_IDS.vt };
+  }
+  if (maj === TTY_MAJOR || maj === TTYAUX_MAJOR || (maj >= 128 && maj < 136)) {
+    throw new UnsupportedError(`Cannot dump ${what}: serial and BSD terminals are not supported`);
+  }
+  return undefined;
+}
+
+function withDup<T>(pid: number, fd: number, fn: (dup: number) => T): T {
+  const pidfd = pidfdOpen(pid);
   try {
-    const t = new Uint8Array(44);
-    ioctl(own, TCGETS2, t, kind.path);
-    const tv = new DataView(t.buffer);
-    const ws = new Uint16Array(4);
-    ioctl(own, TIOCGWINSZ, new Uint8Array(ws.buffer), kind.path);
-    const int = new Int32Array(1);
-    let sid = tryIoctl(own, TIOCGSID, int) ? int[0] : 0;
-    let pgrp = tryIoctl(own, TIOCGPGRP, int) ? int[0] : 0;
-    // Those two answer only on the caller's own controlling terminal: for the task's, its
-    // /proc/PID/stat tells (its session, and the terminal's foreground group).
-    const st = parseStat(readProcText(pid, "stat"));
-    if (st.ttyNr === kind.rdev && st.tpgid > 0) {
-      sid ||= st.sid;
-      pgrp ||= st.tpgid;
+    const dup = pidfdGetfd(pidfd, fd, pid);
+    try {
+      return fn(dup);
+    } finally {
+      close(dup);
     }
-    const exclusive = tryIoctl(own, TIOCGEXCL, int) ? int[0] !== 0 : false;
-    return {
-      id: kind.index << 1,
-      rdev: kind.rdev,
-      index: kind.index,
-      sid,
-      pgrp,
-      exclusive,
-      termios: {
-        iflag: tv.getUint32(0, true),
-        oflag: tv.getUint32(4, true),
-        cflag: tv.getUint32(8, true),
-        lflag: tv.getUint32(12, true),
-        line: t[16],
-        cc: [...t.subarray(17, 36)],
-        ispeed: tv.getUint32(36, true),
-        ospeed: tv.getUint32(40, true),
-      },
-      winsize: [ws[0], ws[1], ws[2], ws[3]],
-    };
   } finally {
-    close(own);
+    close(pidfd);
   }
 }
 
-function tryIoctl(fd: number, req: number, out: Int32Array): boolean {
+/** The terminal behind a task's descriptor, read once per tty-info id. */
+export function collectTty(
+  ctx: DumpContext,
+  pid: number,
+  fd: number,
+  kind: Extract<FileKind, { type: "tty" }>,
+  what: string,
+): void {
+  if (ctx.ttys.has(kind.infoId)) return;
+  const pidfd = pidfdOpen(pid);
+  let dup: number;
   try {
-    ioctl(fd, req, new Uint8Array(out.buffer), "tty");
-    return true;
-  } catch {
-    return false;
+    dup = pidfdGetfd(pidfd, fd, pid);
+  } finally {
+    close(pidfd);
+  }
+  let keep = false;
+  try {
+    const termios = tryGetTermios(dup);
+    const info: TtyInfo = {
+      id: kind.infoId,
+      driver: kind.driver,
+      path: kind.path,
+      rdev: kind.rdev,
+      dev: kind.dev,
+      uid: kind.uid,
+      gid: kind.gid,
+      index: kind.index,
+      sid: 0,
+      pgrp: 0,
+      exclusive: false,
+      locked: false,
+      packet: false,
+      hungUp: typeof termios === "number",
+      holder: { pid, fd },
+    };
+    ctx.ttys.set(kind.infoId, info);
+    if (typeof termios === "number") return; // hung up: nothing more to read
+    info.termios = termios;
+    info.lockedTermios = getLockedTermios(dup, what);
+    info.winsize = getWinsize(dup, what);
+    info.exclusive = exclusiveMode(dup);
+    if (kind.driver === "ptm") {
+      info.locked = ptyLocked(dup, what);
+      info.packet = packetMode(dup, what);
+      // The master says for anyone which session its slave controls.
+      Object.assign(info, ttySession(dup));
+      info.slaveClosed = pollNow(dup).hangup;
+    } else {
+      // Anything else says it only to its own session: the task's /proc tells.
+      const st = parseStat(readProcText(pid, "stat"));
+      if (kind.driver === "ctty") info.ctty = st.ttyNr;
+      if (st.ttyNr > 0 && (kind.driver === "ctty" || st.ttyNr === kind.rdev)) {
+        info.sid = st.sid;
+        info.pgrp = st.tpgid > 0 ? st.tpgid : 0;
+      }
+    }
+    if (kind.driver === "ptm" || kind.driver === "pts") {
+      info.dupFd = dup;
+      keep = true;
+    }
+  } finally {
+    if (!keep) close(dup);
   }
 }
 
-/** tty-info.img: the terminals of the tree. */
-export function writeTtyInfo(ctx: DumpContext): void {
-  if (ctx.ttys.size) {
-    const img = ctx.image("tty-info.img", "TTY_INFO");
+/**
+ * Checks the tree's terminals, carries the queues of its pty pairs, writes tty-info.img and
+ * tty-data.img. `shellJob`: a slave whose master is elsewhere is the shell's terminal.
+ */
+export function dumpTtys(ctx: DumpContext, processes: TreeProcess[]): void {
+  try {
+    checkPairs(ctx);
+    checkControllingTerminals(ctx, processes);
+    const data = carryQueues(ctx);
+    writeTtyInfo(ctx);
+    if (data.length) {
+      const img = ctx.image("tty-data.img", "TTY_DATA");
+      for (const d of data) img.entry(tty_data_entrySchema, create(tty_data_entrySchema, d));
+    }
+  } finally {
     for (const t of ctx.ttys.values()) {
-      img.entry(
-        tty_info_entrySchema,
-        create(tty_info_entrySchema, {
-          id: t.id,
-          type: TtyType.PTY,
-          locked: false,
-          exclusive: t.exclusive,
-          packetMode: false,
-          sid: t.sid,
-          pgrp: t.pgrp,
-          rdev: t.rdev,
-          termios: create(termios_entrySchema, {
-            cIflag: t.termios.iflag,
-            cOflag: t.termios.oflag,
-            cCflag: t.termios.cflag,
-            cLflag: t.termios.lflag,
-            cLine: t.termios.line,
-            cIspeed: t.termios.ispeed,
-            cOspeed: t.termios.ospeed,
-            cCc: t.termios.cc,
-          }),
-          winsize: create(winsize_entrySchema, {
-            wsRow: t.winsize[0],
-            wsCol: t.winsize[1],
-            wsXpixel: t.winsize[2],
-            wsYpixel: t.winsize[3],
-          }),
-          pty: create(tty_pty_entrySchema, { index: t.index }),
-        }),
+      if (t.dupFd !== undefined) close(t.dupFd);
+      t.dupFd = undefined;
+    }
+  }
+}
+
+function ptsName(index: number): string {
+  return `/dev/pts/${index}`;
+}
+
+/** A slave needs its master in the tree (or is a shell job's terminal), as with criu. */
+function checkPairs(ctx: DumpContext): void {
+  for (const t of ctx.ttys.values()) {
+    if (t.driver === "pts" && !t.hungUp && !ctx.ttys.has(t.id + 1)) {
+      if (!ctx.opts.shellJob) {
+        throw new UnsupportedError(
+          `Cannot dump terminal ${t.path}: its master is not in the dumped tree; dump a shell ` +
+            `job with --shell-job (-j)`,
+        );
+      }
+      t.external = true;
+    }
+    if (
+      t.driver === "ptm" && !ctx.ttys.has(t.id - 1) && !t.locked && !t.slaveClosed &&
+      ctx.ttys.get(TTY_IDS.ctty)?.ctty !== ptsRdev(t.index)
+    ) {
+      throw new UnsupportedError(
+        `Cannot dump the master of ${ptsName(t.index)}: its slave is open outside the dumped ` +
+          `tree, or was never opened`,
       );
     }
   }
 }
+
+/** The rdev of a pty slave of index `index`. */
+function ptsRdev(index: number): number {
+  const maj = PTS_MAJOR + (index >> 8), min = index & 0xff;
+  return (maj << 8) | min;
+}
+
+/**
+ * Every task must have its session's controlling terminal (a restored session leader takes it
+ * before it makes its children, who inherit it): one made in the tree (a pty whose master is
+ * in it), or, for a shell job, the shell's.
+ */
+function checkControllingTerminals(ctx: DumpContext, processes: TreeProcess[]): void {
+  const ttyOf = new Map<number, number>();
+  for (const p of processes) {
+    if (p.zombieExit !== undefined) continue;
+    ttyOf.set(p.pid, parseStat(readProcText(p.pid, "stat")).ttyNr);
+  }
+  for (const p of processes) {
+    const mine = ttyOf.get(p.pid);
+    if (mine === undefined) continue;
+    const leader = ttyOf.get(p.sid);
+    if (leader === undefined) continue; // the session is led from outside: a shell job
+    if (mine !== leader) {
+      throw new UnsupportedError(
+        `Cannot dump task ${p.pid}: its controlling terminal (${
+          mine ? `device ${mine}` : "none"
+        }) ` +
+          `is not its session leader's (${leader ? `device ${leader}` : "none"}); not supported`,
+      );
+    }
+    if (p.pid !== p.sid || !mine) continue;
+    const master = [...ctx.ttys.values()].find((t) =>
+      t.driver === "ptm" && ptsRdev(t.index) === mine
+    );
+    if (master) {
+      if (master.sid !== p.pid) {
+        throw new UnsupportedError(
+          `Cannot dump task ${p.pid}: its controlling terminal ${ptsName(master.index)} says ` +
+            `it controls session ${master.sid}`,
+        );
+      }
+      continue;
+    }
+    if (!ctx.opts.shellJob) {
+      throw new UnsupportedError(
+        `Cannot dump task ${p.pid}: its controlling terminal (device ${mine}) has its master ` +
+          `outside the dumped tree; dump a shell job with --shell-job (-j)`,
+      );
+    }
+  }
+}
+
+/**
+ * Takes the unread bytes of every pty pair whose master is in the tree and puts them back at
+ * once (the tree keeps them, whatever happens next): tty-data entries as criu writes them, the
+ * bytes read from one side under that side's tty-info id.
+ */
+function carryQueues(ctx: DumpContext): { ttyId: number; data: Uint8Array }[] {
+  const data: { ttyId: number; data: Uint8Array }[] = [];
+  for (const m of ctx.ttys.values()) {
+    if (m.driver !== "ptm" || m.hungUp || !m.termios || m.dupFd === undefined) continue;
+    const what = `pty ${ptsName(m.index)}`;
+    const s = ctx.ttys.get(m.id - 1);
+    let slave = s?.dupFd;
+    let opened = false;
+    if (slave === undefined && m.slaveClosed && !m.locked) {
+      // Closed everywhere: opened and closed again here, as it was (the master keeps seeing
+      // it closed), to read what it has not read.
+      const fd = tryOpen(ptsName(m.index), O.RDWR | O.NOCTTY | O.CLOEXEC);
+      if (fd >= 0) {
+        slave = fd;
+        opened = true;
+      }
+    }
+    try {
+      let queues;
+      try {
+        queues = drainPty(m.dupFd, slave, m.termios, m.packet, what);
+      } catch (e) {
+        if (!(e instanceof TtyQueueError)) throw e;
+        const taken = (e as TtyQueueError & { queues?: Parameters<typeof refillPty>[3] }).queues;
+        if (taken) refillPty(m.dupFd, slave, m.termios, taken, what);
+        throw new UnsupportedError(`Cannot dump ${e.message}`);
+      }
+      refillPty(m.dupFd, slave, m.termios, queues, what);
+      if (queues.output.length) data.push({ ttyId: m.id, data: queues.output });
+      if (queues.input.length) data.push({ ttyId: m.id - 1, data: queues.input });
+      if (queues.input.length || queues.output.length) {
+        ctx.log.debug(
+          `${what}: ${queues.input.length} bytes of input, ${queues.output.length} of output unread`,
+        );
+      }
+    } finally {
+      if (opened) close(slave!);
+    }
+  }
+  return data;
+}
+
+const TYPE: Record<TtyDriver, TtyType> = {
+  ptm: TtyType.PTY,
+  pts: TtyType.PTY,
+  ctty: TtyType.CTTY,
+  console: TtyType.CONSOLE,
+  vt: TtyType.VT,
+};
+
+/** tty-info.img: the terminals of the tree. */
+function writeTtyInfo(ctx: DumpContext): void {
+  if (!ctx.ttys.size) return;
+  const img = ctx.image("tty-info.img", "TTY_INFO");
+  for (const t of ctx.ttys.values()) {
+    const pty = t.driver === "ptm" || t.driver === "pts";
+    img.entry(
+      tty_info_entrySchema,
+      create(tty_info_entrySchema, {
+        id: t.id,
+        type: TYPE[t.driver],
+        locked: t.locked,
+        exclusive: t.exclusive,
+        packetMode: t.packet,
+        sid: t.sid,
+        pgrp: t.pgrp,
+        rdev: t.rdev,
+        termios: t.termios && termiosEntry(t.termios),
+        termiosLocked: t.lockedTermios && termiosEntry(t.lockedTermios),
+        winsize: t.winsize && create(winsize_entrySchema, {
+          wsRow: t.winsize[0],
+          wsCol: t.winsize[1],
+          wsXpixel: t.winsize[2],
+          wsYpixel: t.winsize[3],
+        }),
+        pty: pty ? create(tty_pty_entrySchema, { index: t.index }) : undefined,
+        dev: t.dev,
+        uid: t.uid,
+        gid: t.gid,
+      }),
+    );
+  }
+}
+
+export type { Termios };

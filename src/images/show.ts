@@ -14,6 +14,7 @@ import {
   fs_entrySchema,
   pipe_data_entrySchema,
   sk_packet_entrySchema,
+  tty_data_entrySchema,
   tty_info_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import {
@@ -64,6 +65,7 @@ export const IMAGE_KINDS: [RegExp, ImageKind][] = [
     { type: "PIPES_DATA", schema: pipe_data_entrySchema, payload: (m) => Number(m.bytes) },
   ],
   [/^tty-info\.img$/, { type: "TTY_INFO", schema: tty_info_entrySchema }],
+  [/^tty-data\.img$/, { type: "TTY_DATA", schema: tty_data_entrySchema }],
   [
     /^sk-queues\.img$/,
     { type: "SK_QUEUES", schema: sk_packet_entrySchema, payload: (m) => Number(m.length) },

@@ -61,6 +61,7 @@ import { ImageError } from "../images/image.ts";
 import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
 import { join } from "node:path";
 import type { DumpImages } from "./images.ts";
+import { isControllingTtyFile, isMadePty, isOtherTerminal, PtyTable } from "./ttys.ts";
 
 const SEEK_SET = 0;
 /** Open flags that must not be replayed: they would create or truncate. */
@@ -163,6 +164,7 @@ export class FileTable implements Disposable {
   readonly #dump: DumpImages;
   readonly #shellJob: boolean;
   readonly #tcp: FileTableTcp;
+  readonly #ptys: PtyTable;
 
   constructor(
     dump: DumpImages,
@@ -174,6 +176,7 @@ export class FileTable implements Disposable {
     this.#shellJob = shellJob;
     this.#tcp = tcp;
     this.#inherited = inherited;
+    this.#ptys = new PtyTable(dump);
   }
 
   readonly #inherited: ReadonlyMap<string, number>;
@@ -290,6 +293,12 @@ export class FileTable implements Disposable {
       fd = Number(
         syscall(NR.epoll_create1, "epoll_create1", `fd ${forFd} of task ${pid}`, O.CLOEXEC),
       );
+    } else if (f.type === fd_types.TTY && isMadePty(f, this.#dump)) {
+      fd = fcntl(this.#ptys.file(f), F.DUPFD_CLOEXEC, 3);
+    } else if (f.type === fd_types.TTY && isOtherTerminal(f, this.#dump)) {
+      const path = this.#dump.files.get(f.tty!.regfId)?.reg?.name;
+      if (!path) throw new RestoreError(`Cannot restore fd ${forFd} of task ${pid}: no path`);
+      fd = openOrThrow(path, f.tty!.flags, "terminal");
     } else if (f.type === fd_types.TTY) {
       if (!this.#shellJob) {
         throw new RestoreError(
@@ -311,6 +320,11 @@ export class FileTable implements Disposable {
   }
 
   readonly #owners: { fd: number; fown: fown_entry }[] = [];
+
+  /** The ptys of the images, made together on first need. */
+  get ptys(): PtyTable {
+    return this.#ptys;
+  }
 
   /**
    * Gives each description its owner for I/O signals (F_SETOWN_EX with the uids of whoever set
@@ -790,6 +804,7 @@ export class FileTable implements Disposable {
     this.#unix.clear();
     this.#fifos.clear();
     this.#memfds.clear();
+    this.#ptys.close();
     for (const path of this.#ghostPaths.values()) {
       try {
         Deno.removeSync(path);
@@ -871,7 +886,7 @@ export function isTreeProcFile(path: string, dump: DumpImages): boolean {
  * a pidfd of a live task, or a /proc file of a task of the dump.
  */
 export function isLateFile(f: file_entry | undefined, dump: DumpImages): boolean {
-  return isLivePidfd(f) ||
+  return isLivePidfd(f) || isControllingTtyFile(f, dump) ||
     (f?.type === fd_types.REG && !!f.reg && !dump.ghosts.has(f.id) &&
       isTreeProcFile(f.reg.name, dump));
 }

@@ -34,6 +34,8 @@ import {
   remap_file_path_entrySchema,
   remap_type,
   sk_packet_entrySchema,
+  type tty_data_entry,
+  tty_data_entrySchema,
   type tty_info_entry,
   tty_info_entrySchema,
 } from "../../proto/gen/files_pb.ts";
@@ -98,8 +100,10 @@ export interface DumpImages {
   memfds: Map<bigint, memfd_inode_entry>;
   /** File locks (filelocks.img). */
   locks: file_lock_entry[];
-  /** Terminals (tty-info.img): the foreground process group each had. */
+  /** Terminals (tty-info.img). */
   ttys: tty_info_entry[];
+  /** Unread bytes of ptys (tty-data.img), by the tty-info id of the side they were read from. */
+  ttyData: tty_data_entry[];
   /** Named pipe contents by inode (fifo-data.img). */
   fifoData: Map<number, { data: Uint8Array; size: number }>;
   /** Deleted files by the id of their file entry: attributes and contents. */
@@ -352,6 +356,9 @@ export function readDump(dir: string): DumpImages {
   const ttys = exists(p("tty-info.img"))
     ? readImage(p("tty-info.img"), "TTY_INFO", tty_info_entrySchema).map((e) => e.message)
     : [];
+  const ttyData = exists(p("tty-data.img"))
+    ? readImage(p("tty-data.img"), "TTY_DATA", tty_data_entrySchema).map((e) => e.message)
+    : [];
   const memfds = new Map<bigint, memfd_inode_entry>();
   if (exists(p("memfd.img"))) {
     for (const e of readImage(p("memfd.img"), "MEMFD_INODE", memfd_inode_entrySchema)) {
@@ -386,6 +393,7 @@ export function readDump(dir: string): DumpImages {
     linked,
     locks,
     ttys,
+    ttyData,
     memfds,
   };
 }

@@ -268,7 +268,9 @@ export function restoreLateFiles(rs: RemoteSyscalls, dump: DumpImages, task: Tas
           ),
         );
       } else {
-        const reg = f!.reg!;
+        // /dev/tty names the task's controlling terminal, there by now.
+        const reg = f!.reg ??
+          { name: "/dev/tty", flags: f!.tty!.flags & ~(O.CREAT | O.EXCL | O.TRUNC), pos: 0n };
         // Its name goes into a page of the task's for the call.
         if (!page) page = sys(NR.mmap, "mmap", 0, 4096, 3, /* RW */ 0x22, /* PRIVATE|ANON */ -1, 0);
         const name = new TextEncoder().encode(reg.name + "\0");

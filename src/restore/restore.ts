@@ -80,6 +80,7 @@ import {
   RestoreError,
   writeShmemImage,
 } from "./files.ts";
+import { type PtyTable, setForegroundGroup } from "./ttys.ts";
 import { installFiles, restoreLateFiles } from "./install.ts";
 import { PidTakenError, spawnTask } from "./helper.ts";
 
@@ -390,6 +391,14 @@ async function restoreTree(
         // Process groups, then the owners of files (an owner may name a group); zombies,
         // in their groups now, die.
         restoreGroups(procs, opts.shellJob ?? false);
+        for (const fg of table.ptys.foregroundGroups()) {
+          const leader = procs.find((p) => p.task.pstree.pid === fg.sid);
+          if (!leader) throw new RestoreError(`Cannot restore ${fg.what}: no session ${fg.sid}`);
+          inTask(leader.seized, (rs) => {
+            const arena = new RemoteArena(leader.seized.pid, rs.scratch(4096), 4096);
+            setForegroundGroup(rs, arena, fg.pgrp, fg.what);
+          });
+        }
         if (opts.shellJob) giveTerminal(dump);
         table.applyOwners();
         for (const p of procs) if (p.task.zombie) zombify(p.seized, p.task.core.tc!);
@@ -603,6 +612,7 @@ function createChildren(
   procs: Restoring[],
   rs: RemoteSyscalls,
   arena: RemoteArena,
+  ptys: PtyTable,
   log: Logger,
 ): void {
   const pid = parent.task.pstree.pid;
@@ -612,6 +622,9 @@ function createChildren(
   if (ps.sid === pid) {
     const ret = rs.call(NR.setsid);
     if (ret < 0n) throw new RestoreError(`Cannot make task ${pid} a session leader: errno ${-ret}`);
+    // Its controlling terminal before its children, who inherit it.
+    arena.reset();
+    ptys.takeControllingTerminal(rs, arena, pid);
   }
   const children = dump.tasks.filter((t) => t.pstree.ppid === pid && t !== dump.tasks[0]);
   // Live children first: a zombie must not be reaped by anyone before its parent resumes.
@@ -898,7 +911,7 @@ function restoreInside(
   rs.retarget(restored);
   // The children, from this memory: what they share with it stays shared.
   const tFork = performance.now();
-  createChildren(dump, proc, procs, rs, arena, log);
+  createChildren(dump, proc, procs, rs, arena, table.ptys, log);
   const forkMs = performance.now() - tFork;
 
   // 6. STATE

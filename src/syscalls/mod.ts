@@ -12,3 +12,4 @@ export * from "./ptrace.ts";
 export { remoteAdd, type RemotePtr, remotePtr } from "./remote_ptr.ts";
 export { NR } from "./syscall_numbers.ts";
 export { cpuid, type XstateComponent, xstateLayout } from "./cpuid.ts";
+export * from "./tty.ts";

@@ -13,7 +13,7 @@ import type { RemotePtr } from "./remote_ptr.ts";
 export const PAGE_SIZE = 4096;
 
 /** `syscall(nr, ...)` returning the raw result (negative means errno is set). */
-function rawSyscall(nr: number, ...args: (bigint | number)[]): bigint {
+export function rawSyscall(nr: number, ...args: (bigint | number)[]): bigint {
   const a = [...args, 0, 0, 0, 0, 0, 0].slice(0, 6) as (bigint | number)[];
   const b = a.map((x) => BigInt(x));
   const ret = libc.syscall(BigInt(nr), b[0], b[1], b[2], b[3], b[4], b[5]);
