@@ -11,6 +11,7 @@ import {
   criu,
   freePort,
   killAll,
+  procState,
   ROOT,
   roundTrip,
   startVictim,
@@ -133,5 +134,35 @@ Deno.test("python multiprocessing: a semaphore (deleted /dev/shm file, mapped) a
   } finally {
     killAll(...pids);
     await stopVictim(v);
+  }
+});
+
+Deno.test("descriptors of the task's own namespaces name them again", async () => {
+  const bin = await buildVictim("nsfds");
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS nsfds/);
+});
+
+Deno.test("a descriptor of a namespace other than criu's is refused by name", async () => {
+  const name = `criu-test-${Deno.pid}`;
+  const ip = (...args: string[]) => new Deno.Command("ip", { args: ["netns", ...args] }).output();
+  assertEquals((await ip("add", name)).code, 0);
+  const v = startVictim([
+    "setsid",
+    "sh",
+    "-c",
+    `exec 3</run/netns/${name}; echo ready pid=$$ >> {out}; exec sleep 100`,
+  ]);
+  try {
+    await waitReport(v);
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()]);
+    assertEquals(d.code, 1, d.stderr);
+    assertMatch(
+      d.stderr,
+      /^Error: Cannot dump fd 3 of task \d+ \(\/run\/netns\/criu-test-\d+\): a namespace other than criu's/m,
+    );
+    assertEquals(procState(v.pid), "S");
+  } finally {
+    await stopVictim(v);
+    await ip("del", name);
   }
 });

@@ -79,6 +79,7 @@ const KINDS: Kind[] = [
   // CRIU writes unread terminal input back with echo on, wants /dev/tty in the task of the
   // terminal's first descriptor, and gives the controlling terminal after the children.
   { victim: "ptys", args: ["{out}", "interop"], pass: /PASS ptys/ },
+  { victim: "nsfds", args: ["{out}"], pass: /PASS nsfds/ },
 ];
 
 /** Starts victim `bin` as kind `k` says (a free port where it wants one). */

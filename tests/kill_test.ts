@@ -290,7 +290,8 @@ Deno.test("criu killed during a --tcp-established dump: both ends go on, no lock
         assertEquals(
           res.code,
           0,
-          `kill ${i}: the tree died, its images must restore it: ${res.stderr}`,
+          `kill ${i}: the tree died, its images must restore it: ${res.stderr}\n` +
+            `victim: ${safeRead(v.out).split("\n").filter((l) => !/^tick/.test(l)).join("\n")}`,
         );
       } else {
         tally(seen, "killed");

@@ -121,3 +121,20 @@ Deno.test("a slave whose master is outside the tree is refused without --shell-j
     if (pid) killAll(pid);
   }
 });
+
+Deno.test("a virtual console as a session's controlling terminal, and the console, are opened again", async () => {
+  const bin = await buildVictim("vtctty");
+  const v = startVictim([bin, "{out}", "{dir}"]);
+  try {
+    await waitReport(v);
+    if (/SKIP/.test(Deno.readTextFileSync(v.out))) {
+      console.log("skipped: this machine has no virtual console 7");
+      return;
+    }
+    await roundTrip(v);
+    assertMatch(await verdict(v, v.pid, "SIGTERM", 3000), /PASS vtctty/);
+  } finally {
+    await stopVictim(v);
+    killAll(v.pid);
+  }
+});

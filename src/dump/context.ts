@@ -89,6 +89,18 @@ export interface DumpStats {
 /** The namespace kinds ids-PID.img names, in criu's order. */
 export const NS_KINDS = ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgroup"] as const;
 
+/** The CLONE_NEW* flag of each namespace kind. */
+export const NS_CLONE_FLAGS: Record<NsKind, number> = {
+  pid: 0x20000000,
+  net: 0x40000000,
+  ipc: 0x08000000,
+  uts: 0x04000000,
+  time: 0x80,
+  mnt: 0x20000,
+  user: 0x10000000,
+  cgroup: 0x02000000,
+};
+
 /** One of {@link NS_KINDS}. */
 export type NsKind = typeof NS_KINDS[number];
 
@@ -202,13 +214,18 @@ export class DumpContext {
       } catch {
         continue; // a kernel without that namespace kind
       }
-      let id = this.#nsIds.get(link);
-      if (id === undefined) this.#nsIds.set(link, id = this.#nsIds.size + 1);
-      out[`${kind}NsId`] = id;
+      out[`${kind}NsId`] = this.nsId(link);
     }
     return out;
   }
   readonly #nsIds = new Map<string, number>();
+
+  /** The id of the namespace a /proc/PID/ns link names (`net:[INODE]`), as in ids-PID.img. */
+  nsId(link: string): number {
+    let id = this.#nsIds.get(link);
+    if (id === undefined) this.#nsIds.set(link, id = this.#nsIds.size + 1);
+    return id;
+  }
 
   /** Files in flight in unix queues (SCM_RIGHTS) and the copies here that name them. */
   readonly inFlight: OpenFile[] = [];

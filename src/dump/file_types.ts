@@ -46,6 +46,8 @@ export type FileKind =
   /** A pidfd: the process it refers to (-1: gone), and its inode (one per dead process). */
   | { type: "pidfd"; pid: number; ino: number }
   | { type: "memfd"; ino: number }
+  /** A namespace (/proc/PID/ns/KIND): its kind and its id in the images. */
+  | { type: "ns"; kind: string; nsId: number; cflag: number }
   | {
     type: "tty";
     driver: TtyInfo["driver"];

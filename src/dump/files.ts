@@ -19,6 +19,7 @@ import {
   memfd_file_entrySchema,
   memfd_inode_entrySchema,
   netlink_sk_entrySchema,
+  ns_file_entrySchema,
   pidfd_entrySchema,
   pipe_entrySchema,
   type reg_file_entry,
@@ -46,7 +47,7 @@ import { collectInetSocket, InetSocketError } from "../net/inet.ts";
 import { unixSockets } from "../net/unix_diag.ts";
 import { collectNetlinkSocket, NetlinkSocketError } from "../net/netlink.ts";
 import { inetShutdowns } from "../net/inet_diag.ts";
-import type { DumpContext } from "./context.ts";
+import { type DumpContext, NS_CLONE_FLAGS, NS_KINDS } from "./context.ts";
 import { anonEntry, anonKind } from "./anon_files.ts";
 import {
   ANON_KINDS,
@@ -79,6 +80,27 @@ export {
   type TtyInfo,
   UnsupportedError,
 } from "./file_types.ts";
+
+/**
+ * A namespace descriptor (nsfs inode `ino`): one of criu's own namespaces, which are the
+ * restored tree's too; any other is refused.
+ */
+function nsKind(ctx: DumpContext, ino: number, what: string): FileKind {
+  for (const kind of NS_KINDS) {
+    let own = "";
+    try {
+      own = Deno.readLinkSync(`/proc/self/ns/${kind}`);
+    } catch {
+      continue; // a kernel without that kind
+    }
+    if (own === `${kind}:[${ino}]`) {
+      return { type: "ns", kind, nsId: ctx.nsId(own), cflag: NS_CLONE_FLAGS[kind] };
+    }
+  }
+  throw new UnsupportedError(
+    `Cannot dump ${what}: a namespace other than criu's; namespaces are not supported yet`,
+  );
+}
 
 /** Describes what `/proc/PID/fd/N` is, refusing what we cannot dump. */
 function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
@@ -130,6 +152,8 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
       throw e;
     }
   }
+  const ns = /^(\w+):\[(\d+)\]$/.exec(target);
+  if (ns && ns[1] in NS_CLONE_FLAGS) return nsKind(ctx, Number(ns[2]), what);
   if (target.startsWith("anon_inode:")) {
     const name = target.slice(11).replace(/^\[|\]$/g, "");
     if (ANON_KINDS.has(name)) return anonKind(name, pid, fd);
@@ -154,6 +178,8 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
     throw new UnsupportedError(`Cannot dump ${what}: unsupported file type`);
   }
   const st = Deno.statSync(link);
+  // A namespace bound at a path (ip netns) names the path, not the namespace.
+  if (st.dev === Deno.statSync("/proc/self/ns/net").dev) return nsKind(ctx, st.ino ?? 0, what);
   if (st.isFifo) return { type: "fifo", ino: st.ino ?? 0, path: target };
   if (st.isSocket) {
     throw new UnsupportedError(`Cannot dump ${what}: unix sockets are not supported yet`);
@@ -317,6 +343,7 @@ function sameObject(a: FileKind, b: FileKind): boolean {
   if (a.type === "memfd" && b.type === "memfd") return a.ino === b.ino;
   if (a.type === "reg" && b.type === "reg") return a.path === b.path;
   if (a.type === "tty" && b.type === "tty") return a.infoId === b.infoId;
+  if (a.type === "ns" && b.type === "ns") return a.nsId === b.nsId;
   return false;
 }
 
@@ -448,6 +475,20 @@ export function writeFileEntry(
         }),
       }),
     );
+  } else if (file.kind.type === "ns") {
+    files.entry(
+      file_entrySchema,
+      create(file_entrySchema, {
+        type: fd_types.NS,
+        id: file.id,
+        nsf: create(ns_file_entrySchema, {
+          id: file.id,
+          nsId: file.kind.nsId,
+          nsCflag: file.kind.cflag,
+          flags: file.flags,
+        }),
+      }),
+    );
   } else if (file.kind.type === "pidfd") {
     files.entry(
       file_entrySchema,
@@ -522,6 +563,7 @@ const FD_TYPE: Record<FileKind["type"], fd_types> = {
   netlink: fd_types.NETLINKSK,
   memfd: fd_types.MEMFD,
   tty: fd_types.TTY,
+  ns: fd_types.NS,
   eventfd: fd_types.EVENTFD,
   signalfd: fd_types.SIGNALFD,
   timerfd: fd_types.TIMERFD,

@@ -270,6 +270,11 @@ function checkControllingTerminals(ctx: DumpContext, processes: TreeProcess[]): 
     const master = [...ctx.ttys.values()].find((t) =>
       t.driver === "ptm" && ptsRdev(t.index) === mine
     );
+    // A console or virtual console of the tree: opened again by its path, it is taken again.
+    const other = [...ctx.ttys.values()].find((t) =>
+      (t.driver === "vt" || t.driver === "console") && t.rdev === mine && t.sid === p.pid
+    );
+    if (other) continue;
     if (master) {
       if (master.sid !== p.pid) {
         throw new UnsupportedError(

@@ -62,6 +62,7 @@ import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
 import { join } from "node:path";
 import type { DumpImages } from "./images.ts";
 import { isControllingTtyFile, isMadePty, isOtherTerminal, PtyTable } from "./ttys.ts";
+import { NS_CLONE_FLAGS, NS_KINDS } from "../dump/context.ts";
 
 const SEEK_SET = 0;
 /** Open flags that must not be replayed: they would create or truncate. */
@@ -293,6 +294,8 @@ export class FileTable implements Disposable {
       fd = Number(
         syscall(NR.epoll_create1, "epoll_create1", `fd ${forFd} of task ${pid}`, O.CLOEXEC),
       );
+    } else if (f.type === fd_types.NS) {
+      fd = this.#nsFile(f, forFd, pid);
     } else if (f.type === fd_types.TTY && isMadePty(f, this.#dump)) {
       fd = fcntl(this.#ptys.file(f), F.DUPFD_CLOEXEC, 3);
     } else if (f.type === fd_types.TTY && isOtherTerminal(f, this.#dump)) {
@@ -320,6 +323,20 @@ export class FileTable implements Disposable {
   }
 
   readonly #owners: { fd: number; fown: fown_entry }[] = [];
+
+  /** A namespace descriptor: the tree lives in criu's namespaces, so criu's own is it. */
+  #nsFile(f: file_entry, forFd: number, pid: number): number {
+    const n = f.nsf!;
+    const kind = NS_KINDS.find((k) => NS_CLONE_FLAGS[k] === n.nsCflag);
+    const rootIds = this.#dump.inventory.rootIds;
+    if (!kind || !rootIds || rootIds[`${kind}NsId`] !== n.nsId) {
+      throw new RestoreError(
+        `Cannot restore fd ${forFd} of task ${pid}: a ${kind ?? "unknown"} namespace other ` +
+          `than the tree's; namespaces are not supported yet`,
+      );
+    }
+    return openOrThrow(`/proc/self/ns/${kind}`, n.flags, "namespace");
+  }
 
   /** The ptys of the images, made together on first need. */
   get ptys(): PtyTable {

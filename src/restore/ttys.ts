@@ -192,14 +192,22 @@ export class PtyTable implements Disposable {
    */
   takeControllingTerminal(rs: RemoteSyscalls, arena: RemoteArena, pid: number): void {
     const info = this.#dump.ttys.find((t) =>
-      t.type === TtyType.PTY && t.id & 1 && t.sid === pid &&
-      isFieldSet(t, tty_info_entrySchema.field.termios)
+      t.sid === pid && isFieldSet(t, tty_info_entrySchema.field.termios) &&
+      ((t.type === TtyType.PTY && t.id & 1) || t.type === TtyType.VT ||
+        t.type === TtyType.CONSOLE)
     );
     if (!info) return;
-    this.#make();
-    const index = info.pty?.index ?? info.id >> 1;
-    const path = arena.cstr(ptsPath(index));
-    const what = `controlling terminal ${ptsPath(index)} of task ${pid}`;
+    let name: string | undefined;
+    if (info.type === TtyType.PTY) {
+      this.#make();
+      name = ptsPath(info.pty?.index ?? info.id >> 1);
+    } else {
+      const file = [...this.#dump.files.values()].find((f) => f.tty?.ttyInfoId === info.id);
+      name = file && this.#dump.files.get(file.tty!.regfId)?.reg?.name;
+      if (!name) throw new RestoreError(`Cannot find the terminal of session ${pid}`);
+    }
+    const path = arena.cstr(name);
+    const what = `controlling terminal ${name} of task ${pid}`;
     const fd = rs.call(NR.openat, -100, path, O.RDWR | O.NOCTTY | O.CLOEXEC, 0);
     if (fd < 0n) throw new Errno("open", Number(-fd), what);
     try {
