@@ -80,6 +80,8 @@ const KINDS: Kind[] = [
   // terminal's first descriptor, and gives the controlling terminal after the children.
   { victim: "ptys", args: ["{out}", "interop"], pass: /PASS ptys/ },
   { victim: "nsfds", args: ["{out}"], pass: /PASS nsfds/ },
+  { victim: "packetsk", args: ["{out}", "interop"], pass: /PASS packetsk/ },
+  { victim: "unixgone", args: ["{out}", "{dir}"], pass: /PASS unixgone/ },
 ];
 
 /** Starts victim `bin` as kind `k` says (a free port where it wants one). */

@@ -229,3 +229,10 @@ while True: time.sleep(1)
   ]);
   await checkAcrossRoundTrip(v, /PASS netlink/);
 });
+
+Deno.test("packet sockets keep their protocol, interface, settings, memberships and fanout group, and receive", async () => {
+  const bin = await buildVictim("packetsk");
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS packetsk/, {
+    timeoutMs: 5000,
+  });
+});

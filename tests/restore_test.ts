@@ -5,6 +5,7 @@
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   buildVictim,
+  checkAcrossRoundTrip,
   critDecodeAll,
   criu,
   killAll,
@@ -451,6 +452,11 @@ Deno.test("eventfd, signalfd, timerfd and an epoll set watching them survive dum
     await stopVictim(v);
     if (pid) killAll(pid);
   }
+});
+
+Deno.test("unix sockets whose names are gone: a connection whose listener closed, datagram sockets bound in turn at one deleted name, their directories removed", async () => {
+  const bin = await buildVictim("unixgone");
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}", "{dir}"]), /PASS unixgone/);
 });
 
 Deno.test("unix sockets: pairs of every type with queued data, listeners with accepted and pending connections, an abstract datagram socket, a pair shared with a child", async () => {

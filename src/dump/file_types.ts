@@ -16,6 +16,7 @@ import type { FileOwner, Termios } from "../syscalls/mod.ts";
 import type { InotifyWatch } from "./inotify.ts";
 import type { UnixSocketState } from "../net/unix.ts";
 import type { NetlinkSocketState } from "../net/netlink.ts";
+import type { PacketSocketState } from "../net/packet.ts";
 import type { InetSocketState } from "../net/inet.ts";
 
 /** A resource the dump cannot handle; the dump is refused with this message. */
@@ -43,6 +44,7 @@ export type FileKind =
   | { type: "pipe"; ino: number }
   | { type: "fifo"; ino: number; path: string; ghost?: Ghost }
   | { type: "netlink"; ino: number; socket: NetlinkSocketState }
+  | { type: "packet"; ino: number; socket: PacketSocketState }
   /** A pidfd: the process it refers to (-1: gone), and its inode (one per dead process). */
   | { type: "pidfd"; pid: number; ino: number }
   | { type: "memfd"; ino: number }

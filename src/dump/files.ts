@@ -20,6 +20,9 @@ import {
   memfd_inode_entrySchema,
   netlink_sk_entrySchema,
   ns_file_entrySchema,
+  packet_mclistSchema,
+  packet_ringSchema,
+  packet_sock_entrySchema,
   pidfd_entrySchema,
   pipe_entrySchema,
   type reg_file_entry,
@@ -46,6 +49,7 @@ import { collectUnixSocket, UnixSocketError } from "../net/unix.ts";
 import { collectInetSocket, InetSocketError } from "../net/inet.ts";
 import { unixSockets } from "../net/unix_diag.ts";
 import { collectNetlinkSocket, NetlinkSocketError } from "../net/netlink.ts";
+import { collectPacketSocket, PacketSocketError } from "../net/packet.ts";
 import { inetShutdowns } from "../net/inet_diag.ts";
 import { type DumpContext, NS_CLONE_FLAGS, NS_KINDS } from "./context.ts";
 import { anonEntry, anonKind } from "./anon_files.ts";
@@ -141,8 +145,21 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
         throw e;
       }
       if (netlink) return { type: "netlink", ino, socket: netlink };
+      let packet;
+      try {
+        packet = collectPacketSocket(pid, fd, ino, what);
+      } catch (e) {
+        if (e instanceof PacketSocketError) throw new UnsupportedError(e.message);
+        throw e;
+      }
+      if (packet) {
+        if (packet.queued) {
+          ctx.log.warn(`${what}: packets waiting in this packet socket are dropped`);
+        }
+        return { type: "packet", ino, socket: packet };
+      }
       throw new UnsupportedError(
-        `Cannot dump ${what}: only unix, inet and netlink sockets are supported yet`,
+        `Cannot dump ${what}: only unix, inet, netlink and packet sockets are supported yet`,
       );
     }
     try {
@@ -337,6 +354,7 @@ function sameObject(a: FileKind, b: FileKind): boolean {
   if (a.type === "unix" && b.type === "unix") return a.ino === b.ino;
   if (a.type === "inet" && b.type === "inet") return a.ino === b.ino;
   if (a.type === "netlink" && b.type === "netlink") return a.ino === b.ino;
+  if (a.type === "packet" && b.type === "packet") return a.ino === b.ino;
   if (a.type === "pidfd" && b.type === "pidfd") return a.ino === b.ino;
   if (a.type === "pipe" && b.type === "pipe") return a.ino === b.ino;
   if (a.type === "fifo" && b.type === "fifo") return a.ino === b.ino;
@@ -475,6 +493,39 @@ export function writeFileEntry(
         }),
       }),
     );
+  } else if (file.kind.type === "packet") {
+    const k = file.kind.socket;
+    files.entry(
+      file_entrySchema,
+      create(file_entrySchema, {
+        type: fd_types.PACKETSK,
+        id: file.id,
+        psk: create(packet_sock_entrySchema, {
+          id: file.id,
+          type: k.type,
+          protocol: k.protocol,
+          flags: file.flags,
+          ifindex: k.ifindex,
+          fown: file.fown,
+          opts: skOptsEntry(k.opts),
+          version: k.version,
+          reserve: k.reserve,
+          auxData: k.auxData,
+          origDev: k.origDev,
+          vnetHdr: k.vnetHdr,
+          loss: k.loss,
+          timestamp: k.timestamp,
+          copyThresh: k.copyThresh,
+          mclist: k.mclist.map((m) =>
+            create(packet_mclistSchema, { index: m.ifindex, type: m.type, addr: m.addr })
+          ),
+          fanout: k.fanout,
+          rxRing: k.rxRing && ringEntry(k.rxRing),
+          txRing: k.txRing && ringEntry(k.txRing),
+          nsId: ctx.nsIds(Deno.pid).netNsId,
+        }),
+      }),
+    );
   } else if (file.kind.type === "ns") {
     files.entry(
       file_entrySchema,
@@ -555,6 +606,19 @@ export function writeFileEntry(
   }
 }
 
+/** A packet_ring of tpacket_req3's seven words. */
+function ringEntry(w: number[]) {
+  return create(packet_ringSchema, {
+    blockSize: w[0],
+    blockNr: w[1],
+    frameSize: w[2],
+    frameNr: w[3],
+    retireTmo: w[4],
+    sizeofPriv: w[5],
+    features: w[6],
+  });
+}
+
 const FD_TYPE: Record<FileKind["type"], fd_types> = {
   reg: fd_types.REG,
   pipe: fd_types.PIPE,
@@ -564,6 +628,7 @@ const FD_TYPE: Record<FileKind["type"], fd_types> = {
   memfd: fd_types.MEMFD,
   tty: fd_types.TTY,
   ns: fd_types.NS,
+  packet: fd_types.PACKETSK,
   eventfd: fd_types.EVENTFD,
   signalfd: fd_types.SIGNALFD,
   timerfd: fd_types.TIMERFD,

@@ -31,6 +31,8 @@ import { close, withTaskFd } from "../syscalls/mod.ts";
 import type { UnixSocketInfo } from "./unix_diag.ts";
 import { TCP_STATE } from "./tcp_state.ts";
 import { applyCommonOptions, type CommonSocketOptions, readCommonOptions } from "./sk_opts.ts";
+import { dirname } from "node:path";
+import { exists } from "../util/exists.ts";
 
 export { MSG };
 
@@ -203,6 +205,29 @@ function pathOf(s: UnixSocketImage): string {
  * file had been deleted are removed again.
  */
 export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
+  const parked: { path: string; aside?: string }[] = [];
+  const madeDirs: string[] = [];
+  try {
+    return makeAll(socks, parked, madeDirs);
+  } finally {
+    // The files of deleted sockets go again, and the directories made for them.
+    for (const { path, aside } of parked) {
+      try {
+        Deno.removeSync(path);
+      } catch {
+        // never bound (a failed restore)
+      }
+      if (aside) Deno.renameSync(aside, path);
+    }
+    for (const dir of madeDirs.reverse()) Deno.removeSync(dir);
+  }
+}
+
+function makeAll(
+  socks: UnixSocketImage[],
+  parked: { path: string; aside?: string }[],
+  madeDirs: string[],
+): Map<number, number> {
   const out = new Map<number, number>();
   const byIno = new Map(socks.map((s) => [s.ino, s]));
   const listeners = socks.filter((s) => s.state === TCP_STATE.LISTEN && s.name.length);
@@ -211,7 +236,6 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
       ? listeners.find((l) => same(l.name, s.name))
       : undefined;
   const done = new Set<number>();
-  const parked: { path: string; aside?: string }[] = [];
   const fill = (s: UnixSocketImage, via: number) => {
     for (const m of s.queue) {
       if (m.fds?.length) sendWithFds(via, m.data, m.fds, `the queue of socket:[${s.ino}]`);
@@ -229,14 +253,25 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
       // Its file was deleted: bound for the restore (what is at the path now is set aside),
       // removed again at the end.
       let aside: string | undefined;
-      try {
-        Deno.lstatSync(path);
-        aside = `${path}.criu-sk-parked-${s.ino}`;
-        Deno.renameSync(path, aside);
-      } catch {
-        // nothing there
+      if (parked.some((p) => p.path === path)) {
+        Deno.removeSync(path); // another deleted socket's, bound here a moment ago
+      } else {
+        try {
+          Deno.lstatSync(path);
+          aside = `${path}.criu-sk-parked-${s.ino}`;
+          Deno.renameSync(path, aside);
+        } catch {
+          // nothing there
+        }
+        parked.push({ path, aside });
       }
-      parked.push({ path, aside });
+      // Its directory may be gone too: made for the bind, removed again at the end.
+      const missing: string[] = [];
+      for (let d = dirname(path); d !== "/" && !exists(d); d = dirname(d)) missing.unshift(d);
+      for (const d of missing) {
+        Deno.mkdirSync(d);
+        madeDirs.push(d);
+      }
     } else {
       freeName(s);
     }
@@ -277,27 +312,57 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
     fill(x, client);
     fill(c, server);
   }
+  // Connections whose listener is gone: a listener at its name for a moment, to accept them.
+  for (const x of socks) {
+    if (
+      done.has(x.ino) || x.type === SOCK_DGRAM || x.state === TCP_STATE.LISTEN || !x.peer ||
+      !x.name.length || listenerOf(x)
+    ) continue;
+    const c = byIno.get(x.peer);
+    if (!c || c.name.length || c.peer !== x.ino) continue;
+    const tmp = create(x);
+    let server: number, client: number;
+    try {
+      bindNamed(tmp, x);
+      listen(tmp, 1);
+      client = create(c);
+      connectTo(client, x);
+      server = accept(tmp, `unix socket ${nameOf(x.name)}`);
+    } finally {
+      close(tmp);
+    }
+    applyCommonOptions(server, x.opts);
+    out.set(c.ino, client);
+    out.set(x.ino, server);
+    done.add(c.ino);
+    done.add(x.ino);
+    fill(x, client);
+    fill(c, server);
+  }
   // Datagram sockets others are connected to (not back): bound first, then their senders.
   const oneWay = (s: UnixSocketImage) => {
     const p = s.peer ? byIno.get(s.peer) : undefined;
     return p && p.peer !== s.ino && p.name.length ? p : undefined;
   };
-  for (const s of socks) {
-    const p = oneWay(s);
-    if (!p || done.has(p.ino) || p.external) continue;
-    const fd = create(p);
-    bindNamed(fd, p);
-    out.set(p.ino, fd);
-    done.add(p.ino);
-  }
-  for (const s of socks) {
-    const p = oneWay(s);
-    if (!p || done.has(s.ino) || s.external) continue;
-    const fd = create(s);
-    if (s.name.length) bindNamed(fd, s);
-    connectTo(fd, p);
-    out.set(s.ino, fd);
-    done.add(s.ino);
+  // Each target with its senders at once: a later socket may be bound at the same (deleted)
+  // name.
+  for (const t of socks) {
+    const p = oneWay(t);
+    if (!p) continue;
+    if (!done.has(p.ino) && !p.external) {
+      const fd = create(p);
+      bindNamed(fd, p);
+      out.set(p.ino, fd);
+      done.add(p.ino);
+    }
+    for (const s of socks) {
+      if (oneWay(s) !== p || done.has(s.ino) || s.external) continue;
+      const fd = create(s);
+      if (s.name.length) bindNamed(fd, s);
+      connectTo(fd, p);
+      out.set(s.ino, fd);
+      done.add(s.ino);
+    }
   }
   for (const s of socks) {
     if (done.has(s.ino)) continue;
@@ -354,10 +419,6 @@ export function makeUnixSockets(socks: UnixSocketImage[]): Map<number, number> {
   for (const s of socks) {
     const fd = out.get(s.ino);
     if (fd !== undefined) applyShutdown(fd, s.shutdown);
-  }
-  for (const { path, aside } of parked) {
-    Deno.removeSync(path);
-    if (aside) Deno.renameSync(aside, path);
   }
   return out;
 }

@@ -26,6 +26,7 @@ import {
   type fown_entry,
   type inet_sk_entry,
   memfd_inode_entrySchema,
+  packet_sock_entrySchema,
   type pidfd_entry,
   type reg_file_entry,
 } from "../../proto/gen/files_pb.ts";
@@ -51,6 +52,7 @@ import {
 import { addressOf, cString as cStringOf } from "../syscalls/ffi.ts";
 import { lseek, setsockopt, SO } from "../syscalls/socket.ts";
 import { makeNetlinkSocket } from "../net/netlink.ts";
+import { makePacketSocket } from "../net/packet.ts";
 import { makeUnixSockets, type UnixSocketImage } from "../net/unix.ts";
 import { type InetSocketState, isTcpConnection, makeInetSocket } from "../net/inet.ts";
 import { TCP_STATE } from "../net/tcp_state.ts";
@@ -294,6 +296,8 @@ export class FileTable implements Disposable {
       fd = Number(
         syscall(NR.epoll_create1, "epoll_create1", `fd ${forFd} of task ${pid}`, O.CLOEXEC),
       );
+    } else if (f.type === fd_types.PACKETSK) {
+      fd = this.#packetSocket(f, forFd, pid);
     } else if (f.type === fd_types.NS) {
       fd = this.#nsFile(f, forFd, pid);
     } else if (f.type === fd_types.TTY && isMadePty(f, this.#dump)) {
@@ -323,6 +327,41 @@ export class FileTable implements Disposable {
   }
 
   readonly #owners: { fd: number; fown: fown_entry }[] = [];
+
+  /** A packet socket, in criu's network namespace (the tree's). */
+  #packetSocket(f: file_entry, forFd: number, pid: number): number {
+    const e = f.psk!;
+    const what = `fd ${forFd} of task ${pid} (packet socket)`;
+    const ring = (r: typeof e.rxRing) =>
+      r &&
+      [r.blockSize, r.blockNr, r.frameSize, r.frameNr, r.retireTmo, r.sizeofPriv, r.features];
+    const rootNet = this.#dump.inventory.rootIds?.netNsId;
+    if (isFieldSet(e, packet_sock_entrySchema.field.nsId) && rootNet && e.nsId !== rootNet) {
+      throw new RestoreError(`Cannot restore ${what}: it was in another network namespace`);
+    }
+    const fd = makePacketSocket({
+      type: e.type,
+      protocol: e.protocol,
+      ifindex: e.ifindex,
+      version: e.version,
+      reserve: e.reserve,
+      timestamp: e.timestamp,
+      copyThresh: e.copyThresh,
+      auxData: e.auxData,
+      origDev: e.origDev,
+      vnetHdr: e.vnetHdr,
+      loss: e.loss,
+      mclist: e.mclist.map((m) => ({ ifindex: m.index, type: m.type, addr: m.addr })),
+      fanout: isFieldSet(e, packet_sock_entrySchema.field.fanout) ? e.fanout : undefined,
+      rxRing: ring(e.rxRing),
+      txRing: ring(e.txRing),
+      opts: commonOptionsOf(e.opts),
+      queued: 0,
+    }, what);
+    const fl = e.flags & SETFL_MASK;
+    if (fl) fcntl(fd, F.SETFL, fl);
+    return fd;
+  }
 
   /** A namespace descriptor: the tree lives in criu's namespaces, so criu's own is it. */
   #nsFile(f: file_entry, forFd: number, pid: number): number {
