@@ -82,6 +82,7 @@ const KINDS: Kind[] = [
   { victim: "nsfds", args: ["{out}"], pass: /PASS nsfds/ },
   { victim: "packetsk", args: ["{out}", "interop"], pass: /PASS packetsk/ },
   { victim: "unixgone", args: ["{out}", "{dir}"], pass: /PASS unixgone/ },
+  { victim: "chrooted", args: ["{out}", "{dir}"], pass: /PASS chrooted/ },
 ];
 
 /** Starts victim `bin` as kind `k` says (a free port where it wants one). */

@@ -236,3 +236,11 @@ Deno.test("packet sockets keep their protocol, interface, settings, memberships 
     timeoutMs: 5000,
   });
 });
+
+Deno.test("TCP sockets closed after a connection read the end of the stream and keep their names; a fresh one stays unconnected", async () => {
+  const bin = await buildVictim("tcpclosed");
+  await checkAcrossRoundTrip(
+    startVictim(["setsid", bin, "{out}", `${freePort()}`]),
+    /PASS tcpclosed/,
+  );
+});

@@ -7,6 +7,7 @@
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   buildVictim,
+  checkAcrossRoundTrip,
   criu,
   killAll,
   procState,
@@ -71,3 +72,8 @@ for (
     }
   });
 }
+
+Deno.test("a task in a root of its own, its working directory outside it, keeps both", async () => {
+  const bin = await buildVictim("chrooted");
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}", "{dir}"]), /PASS chrooted/);
+});

@@ -34,12 +34,18 @@ import {
   tcpInfo,
   UDP_CORK,
 } from "../syscalls/socket.ts";
-import { close, Errno, withTaskFd } from "../syscalls/mod.ts";
+import { close, Errno, pollNow, POLLRDHUP, withTaskFd } from "../syscalls/mod.ts";
 import { type Connection, endpointText } from "./addr.ts";
 import { applyCommonOptions, type CommonSocketOptions, readCommonOptions } from "./sk_opts.ts";
 import { stateName, TCP_STATE } from "./tcp_state.ts";
 import type { RepairedConnections } from "./tcp_conns.ts";
-import { REPAIRABLE_STATES, repairOn, restoreTcpStream, type TcpStream } from "./tcp_repair.ts";
+import {
+  REPAIRABLE_STATES,
+  repairOff,
+  repairOn,
+  restoreTcpStream,
+  type TcpStream,
+} from "./tcp_repair.ts";
 
 const EADDRINUSE = 98;
 
@@ -112,6 +118,9 @@ function int(fd: number, name: number, level: number = SOL.SOCKET): number {
   getsockopt(fd, name, new Uint8Array(v.buffer), level);
   return v[0];
 }
+
+/** The image's shutdown value for both directions (criu's SK_SHUTDOWN__BOTH). */
+const SHUTDOWN_BOTH = 3;
 
 /**
  * Reads inet socket `fd` of frozen task `pid`, or returns null when the socket is not an
@@ -188,6 +197,10 @@ export function collectInetSocket(
           `Cannot dump ${what}: TCP connection ${conn} is in state ${stateName(state)}, ` +
             `which cannot be dumped`,
         );
+      } else if (pollNow(copy, POLLRDHUP).rdhup) {
+        // A closed connection (sock_diag lists no closed socket): its reads see the end of
+        // the stream, not ENOTCONN. The kernel shut it both ways when it closed.
+        shutdown |= SHUTDOWN_BOTH;
       }
     }
     const found: InetSocketState = {
@@ -310,7 +323,23 @@ export function makeInetSocket(s: InetSocketState, what: string, sharedPort = fa
       // it off since): they all bind with SO_REUSEPORT; the caller gives each its own setting
       // back once all are bound (a member without it would shut the others out).
       if (sharedPort) setInt(fd, SO.REUSEPORT, 1);
-      bindRaw(fd, inetSockaddr({ family: s.family, port: s.srcPort, addr: s.srcAddr }), what);
+      const addr = inetSockaddr({ family: s.family, port: s.srcPort, addr: s.srcAddr });
+      try {
+        bindRaw(fd, addr, what);
+      } catch (e) {
+        // A closed TCP socket still names the port its connection left in TIME_WAIT (one
+        // without SO_REUSEADDR, which nothing but repair mode binds over).
+        if (
+          !(e instanceof Errno) || e.errno !== EADDRINUSE || conn ||
+          s.proto !== IPPROTO_TCP || s.state !== TCP_STATE.CLOSE
+        ) throw e;
+        repairOn(fd);
+        try {
+          bindRaw(fd, addr, what);
+        } finally {
+          repairOff(fd);
+        }
+      }
       setInt(fd, fbName, s.ip.freebind ? 1 : 0, fbLevel);
     }
     setInt(fd, SO.REUSEADDR, o.reuseaddr ? 1 : 0);

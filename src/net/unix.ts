@@ -197,7 +197,10 @@ function pathOf(s: UnixSocketImage): string {
  * 2. Connections to a listener, in the order they were made: a client connects to the
  *    listener's name; an accepted server side is accepted at once, a pending one (`pending`)
  *    stays queued, as it was.
- * 3. Named datagram sockets, bound; then datagram sockets connected to one of them.
+ * 3. Named datagram sockets connected to themselves. Connections whose listener is gone,
+ *    accepted from a listener made for a moment at their name. Named datagram sockets, each
+ *    bound with the datagram sockets connected to it (a later one may be bound at the same
+ *    deleted name).
  * 4. Unnamed pairs: socketpair. A connected socket whose peer was closed: a socketpair whose
  *    other end sends its queue and is closed.
  * 5. The rest: made, and bound when they had a name.
@@ -311,6 +314,16 @@ function makeAll(
     out.set(x.ino, server);
     fill(x, client);
     fill(c, server);
+  }
+  // Datagram sockets connected to their own name.
+  for (const x of socks) {
+    if (done.has(x.ino) || x.peer !== x.ino || !x.name.length) continue;
+    const fd = create(x);
+    bindNamed(fd, x);
+    connectTo(fd, x);
+    fill(x, fd);
+    out.set(x.ino, fd);
+    done.add(x.ino);
   }
   // Connections whose listener is gone: a listener at its name for a moment, to accept them.
   for (const x of socks) {

@@ -172,8 +172,10 @@ export function restoreTaskState(
   sys(NR.umask, "the umask", task.fs.umask ?? 0o22);
   const cwd = dump.files.get(task.fs.cwdId)?.reg?.name;
   const root = dump.files.get(task.fs.rootId)?.reg?.name;
-  if (root && root !== "/") sys(NR.chroot, `the root ${root}`, arena.cstr(root));
+  // Both are paths from our root: the working directory first (it may lie outside the root
+  // the task chose), then the root (chroot leaves the working directory where it is).
   if (cwd) sys(NR.chdir, `the working directory ${cwd}`, arena.cstr(cwd));
+  if (root && root !== "/") sys(NR.chroot, `the root ${root}`, arena.cstr(root));
   if (tc.childSubreaper) sys(NR.prctl, "the child-subreaper flag", PR.SET_CHILD_SUBREAPER, 1);
   if (mm.thpDisabled) sys(NR.prctl, "THP disabled", PR.SET_THP_DISABLE, 1, 0, 0, 0);
   if (isFieldSet(tc, task_core_entrySchema.field.oomScoreAdj)) {

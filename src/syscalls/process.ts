@@ -462,3 +462,27 @@ export function readLinkAt(fd: number): string {
   );
   return new TextDecoder().decode(buf.subarray(0, Number(n)));
 }
+
+/** poll(2) events. */
+export const POLLIN = 0x1, POLLHUP = 0x10, POLLRDHUP = 0x2000;
+
+/**
+ * poll(2) of one descriptor for `events`, at once: whether it is readable, whether its peer hung
+ * up, whether its reading side was shut down (POLLRDHUP, when asked).
+ */
+export function pollNow(
+  fd: number,
+  events = POLLIN,
+): { readable: boolean; hangup: boolean; rdhup: boolean } {
+  const pfd = new Uint8Array(8);
+  const v = new DataView(pfd.buffer);
+  v.setInt32(0, fd, true);
+  v.setInt16(4, events, true);
+  const ret = rawSyscall(NR.poll, addressOf(pfd), 1, 0);
+  const rev = ret < 0n ? 0 : v.getInt16(6, true);
+  return {
+    readable: (rev & POLLIN) !== 0,
+    hangup: (rev & POLLHUP) !== 0,
+    rdhup: (rev & POLLRDHUP) !== 0,
+  };
+}

@@ -5,9 +5,7 @@
  * @module
  */
 import { Errno, orErrno } from "./errno.ts";
-import { addressOf, libc } from "./ffi.ts";
-import { NR } from "./syscall_numbers.ts";
-import { rawSyscall } from "./process.ts";
+import { libc } from "./ffi.ts";
 
 /** The kernel's struct termios2: flags, line discipline, 19 control characters, speeds. */
 export interface Termios {
@@ -183,17 +181,3 @@ export function inputQueued(fd: number, what: string): number {
 
 /** ioctl request numbers a task runs itself (remote syscalls): TIOCSCTTY takes an int. */
 export const TTY_REMOTE = { TIOCSCTTY, TIOCSPGRP, TIOCNOTTY: 0x5422 } as const;
-
-const POLLIN = 0x1, POLLHUP = 0x10;
-
-/** poll(2) of one descriptor, at once: whether it is readable, and whether its peer hung up. */
-export function pollNow(fd: number): { readable: boolean; hangup: boolean } {
-  const pfd = new Uint8Array(8);
-  const v = new DataView(pfd.buffer);
-  v.setInt32(0, fd, true);
-  v.setInt16(4, POLLIN, true);
-  const ret = rawSyscall(NR.poll, addressOf(pfd), 1, 0);
-  if (ret < 0n) return { readable: false, hangup: false };
-  const rev = v.getInt16(6, true);
-  return { readable: (rev & POLLIN) !== 0, hangup: (rev & POLLHUP) !== 0 };
-}

@@ -2,7 +2,8 @@
  * Unix sockets whose names are gone: in DIR/st, a stream connection whose listener was closed
  * (the path unlinked, the directory removed), with bytes queued both ways; in DIR/dg, two
  * datagram sockets bound one after the other at one name (unlinked in between), each with a
- * sender connected to it, and a datagram pair both bound at another. argv: OUT DIR. On SIGTERM
+ * sender connected to it, and a datagram pair both bound at another; in DIR, a datagram socket
+ * connected to its own name with a datagram queued. argv: OUT DIR. On SIGTERM
  * every message must reach its own socket, and neither directory may exist.
  */
 #define _GNU_SOURCE
@@ -70,6 +71,12 @@ int main(int argc, char **argv)
 		return 2;
 	unlink(pn.sun_path);
 	rmdir(dg);
+	struct sockaddr_un me = {.sun_family = AF_UNIX};
+	snprintf(me.sun_path, sizeof(me.sun_path), "%s/self", argv[2]);
+	int self = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (bind(self, (void *)&me, sizeof(me)) || connect(self, (void *)&me, sizeof(me)) ||
+	    send(self, "me", 2, 0) != 2)
+		return 2;
 
 	signal(SIGTERM, on_term);
 	snprintf(msg, sizeof(msg), "ready pid=%d\n", getpid());
@@ -88,6 +95,8 @@ int main(int argc, char **argv)
 		why = "datagrams: a sender reaches the other socket of the name";
 	else if (send(p[0], "ping", 4, 0) != 4 || !got(p[1], "ping"))
 		why = "datagram pair";
+	else if (!got(self, "me") || send(self, "me again", 8, 0) != 8 || !got(self, "me again"))
+		why = "a socket connected to itself";
 	else if (!stat(st, &sb) || !stat(dg, &sb))
 		why = "a removed directory exists";
 	snprintf(msg, sizeof(msg), why ? "FAIL unixgone: %s\n" : "PASS unixgone\n", why);
