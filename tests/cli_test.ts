@@ -139,7 +139,11 @@ Deno.test("bad command lines get criu's one-line errors and exit 1", async () =>
     [["chec"], /unknown command: chec/],
     [["-v4"], /command is required/],
     [["dump", "--t", "1"], /option '--t' is ambiguous/],
-    [["restore", "--external", "unix[1]"], /--external is not supported by deno-criu: external/],
+    [
+      ["dump", "--external", "mnt[/x]:y"],
+      /--external mnt\[\/x\]:y is not supported by deno-criu: namespaces/,
+    ],
+    [["dump", "--external", "bogus"], /invalid argument for --external: bogus/],
     [["restore", "-S"], /--restore-sibling is not supported by deno-criu/],
     [["dump", "--inherit-fd", "fd[3]:x"], /--inherit-fd is not supported|restore-only/],
   ];

@@ -4,10 +4,11 @@
  * and execveat, VMA flags and advice (victims/filestate.c); socket options, filters,
  * shutdowns, unix socket files and names, peers gone or deleted (victims/sockstate.c).
  */
-import { assertEquals, assertMatch } from "./assert.ts";
+import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   buildVictim,
   checkAcrossRoundTrip,
+  critDecodeAll,
   criu,
   freePort,
   killAll,
@@ -165,4 +166,78 @@ Deno.test("a descriptor of a namespace other than criu's is refused by name", as
     await stopVictim(v);
     await ip("del", name);
   }
+});
+
+Deno.test("a fanotify group keeps its flags and its inode and mount marks, and delivers events", async () => {
+  const bin = await buildVictim("fanotify");
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}", "{dir}"]), /PASS fanotify/);
+});
+
+Deno.test("--external: a unix socket whose peer is outside comes back disconnected, an external file is refused until --inherit-fd gives it", async () => {
+  const dir = tmpDir();
+  const file = `${dir}/given`, other = `${dir}/other`;
+  Deno.writeTextFileSync(file, "");
+  Deno.writeTextFileSync(other, "");
+  const v = startVictim(["python3", `${ROOT}/tests/victims/extpeer.py`, "{out}", file]);
+  let child = 0;
+  try {
+    const r = await waitReport(v);
+    child = Number(r.pid);
+    const ino = Deno.readLinkSync(`/proc/${child}/fd/${r.sock}`).match(/\d+/)![0];
+    const mnt = Number(
+      /mnt_id:\s*(\d+)/.exec(Deno.readTextFileSync(`/proc/${child}/fdinfo/${r.file}`))![1],
+    );
+    const fileKey = `file[${mnt.toString(16)}:${Deno.statSync(file).ino!.toString(16)}]`;
+    const imgs = tmpDir();
+    let run = await criu(["dump", "-t", `${child}`, "-D", imgs]);
+    assertEquals(run.code, 1);
+    assertMatch(
+      run.stderr,
+      new RegExp(`with --external unix\\[${ino}\\] to restore it disconnected`),
+    );
+    assertEquals(procState(child), "S");
+    run = await criu([
+      "dump",
+      "-t",
+      `${child}`,
+      "-D",
+      imgs,
+      "--external",
+      `unix[${ino}]`,
+      "--external",
+      fileKey,
+    ]);
+    assertEquals(run.code, 0, run.stderr);
+    assert(await waitGone(child));
+    const files = (await critDecodeAll(imgs)).get("files.img")!.entries;
+    assert(files.some((f) => f.reg?.name === fileKey && f.reg?.ext), JSON.stringify(files));
+    run = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(run.code, 1);
+    assertMatch(
+      run.stderr,
+      new RegExp(`give it with --inherit-fd fd\\[N\\]:${fileKey.replace(/[[\]]/g, "\\$&")}`),
+    );
+    assertEquals(procState(child), undefined, "nothing left of a refused restore");
+    // criu's stdout (the other file) takes the external file's place.
+    const sh = await new Deno.Command("sh", {
+      args: [
+        "-c",
+        `exec "${Deno.execPath()}" run -A --quiet "${ROOT}/main.ts" restore -d -D "${imgs}" ` +
+        `--inherit-fd 'fd[1]:${fileKey}' >> "${other}"`,
+      ],
+      stderr: "piped",
+    }).output();
+    assertEquals(sh.code, 0, new TextDecoder().decode(sh.stderr));
+    assertMatch(await verdict(v, child, "SIGTERM", 3000), /PASS extpeer/);
+    assertEquals(Deno.readTextFileSync(other), "written\n");
+    assertEquals(Deno.readTextFileSync(file), "");
+  } finally {
+    await stopVictim(v);
+    if (child) killAll(child);
+  }
+});
+
+Deno.test("a file made with O_TMPFILE comes back nameless, with its contents, position, mode and status flags", async () => {
+  const bin = await buildVictim("tmpfile");
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}", "{dir}"]), /PASS tmpfile/);
 });

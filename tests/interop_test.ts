@@ -83,6 +83,8 @@ const KINDS: Kind[] = [
   { victim: "packetsk", args: ["{out}", "interop"], pass: /PASS packetsk/ },
   { victim: "unixgone", args: ["{out}", "{dir}"], pass: /PASS unixgone/ },
   { victim: "chrooted", args: ["{out}", "{dir}"], pass: /PASS chrooted/ },
+  { victim: "fanotify", args: ["{out}", "{dir}"], pass: /PASS fanotify/ },
+  { victim: "tmpfile", args: ["{out}", "{dir}", "interop"], pass: /PASS tmpfile/ },
 ];
 
 /** Starts victim `bin` as kind `k` says (a free port where it wants one). */

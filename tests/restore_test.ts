@@ -336,6 +336,61 @@ function restoreOnTerminal(imgs: string, args: string[]): Victim {
   ], tmpDir());
 }
 
+Deno.test("--external tty: a session leader's terminal outside the tree is replaced by the one --inherit-fd gives", async () => {
+  const bin = await buildVictim("counter");
+  const dir = tmpDir("victim-");
+  const out = `${dir}/count.log`;
+  const v = startVictim(["python3", `${ROOT}/tests/victims/pty_run.py`, "{out}", bin, out], dir);
+  let holder: Victim | undefined;
+  let pid = 0;
+  try {
+    pid = Number((await waitReport(v)).pid);
+    await waitLine(out, /^count 2 /);
+    const st = Deno.statSync(`/proc/${pid}/fd/0`);
+    const key = `tty[${st.rdev!.toString(16)}:${st.dev.toString(16)}]`;
+    const imgs = tmpDir();
+    let run = await criu(["dump", "-t", `${pid}`, "-D", imgs]);
+    assertEquals(run.code, 1);
+    run = await criu(["dump", "-t", `${pid}`, "-D", imgs, "--external", key]);
+    assertEquals(run.code, 0, run.stderr);
+    const tty = (await critDecodeAll(imgs)).get("tty-info.img")!.entries;
+    assertEquals(tty.map((t: { type: string }) => t.type), ["EXT_TTY"]);
+    assert(await waitGone(pid), "dumped task gone");
+    // A fresh terminal, nobody's controlling one yet, given as the external one.
+    holder = startVictim([
+      "python3",
+      `${ROOT}/tests/victims/pty_hold.py`,
+      "{out}",
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--quiet",
+      `${ROOT}/main.ts`,
+      "restore",
+      "-d",
+      "-D",
+      imgs,
+      "--inherit-fd",
+      `fd[0]:${key}`,
+    ], tmpDir());
+    await waitReport(holder, "slave=");
+    const slave = Deno.readTextFileSync(holder.out).match(/slave=(\S+)/)![1];
+    await waitReport(holder, "exit=");
+    assertMatch(Deno.readTextFileSync(holder.out), /exit=0/);
+    assertEquals(Deno.readLinkSync(`/proc/${pid}/fd/0`), slave);
+    assertEquals(Deno.readLinkSync(`/proc/${pid}/fd/2`), slave);
+    // It is the session's controlling terminal now.
+    const ttyNr = Number(Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ")[4]);
+    assertEquals(ttyNr, Deno.statSync(slave).rdev);
+    const n = Deno.readTextFileSync(out).trim().split("\n").length;
+    await waitLine(out, new RegExp(`^count ${n + 2} `));
+  } finally {
+    if (pid) killAll(pid);
+    await stopVictim(v);
+    if (holder) await stopVictim(holder);
+  }
+});
+
 Deno.test("a shell job on a terminal: dump -j and restore -j onto the restorer's terminal", async () => {
   const bin = await buildVictim("counter");
   const py = `${ROOT}/tests/victims/pty_run.py`;

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file files.proto.
  */
 export const file_files: GenFile = /*@__PURE__*/
-  fileDesc("CgtmaWxlcy5wcm90byJWCgpmb3duX2VudHJ5EgsKA3VpZBgBIAIoDRIMCgRldWlkGAIgAigNEg4KBnNpZ251bRgDIAIoDRIQCghwaWRfdHlwZRgEIAIoDRILCgNwaWQYBSACKA0ibgoMZmRpbmZvX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhcKBHR5cGUYAyACKA4yCS5mZF90eXBlcxIKCgJmZBgEIAIoDRIeChZ4YXR0cl9zZWN1cml0eV9zZWxpbnV4GAUgASgJIp4BCg5yZWdfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRILCgNwb3MYAyACKAQSGQoEZm93bhgFIAIoCzILLmZvd25fZW50cnkSDAoEbmFtZRgGIAIoCRISCgZtbnRfaWQYByABKBE6Ai0xEgwKBHNpemUYCCABKAQSCwoDZXh0GAkgASgIEgwKBG1vZGUYCiABKA0iUwoKcGlwZV9lbnRyeRIKCgJpZBgBIAIoDRIPCgdwaXBlX2lkGAIgAigNEg0KBWZsYWdzGAMgAigNEhkKBGZvd24YBCACKAsyCy5mb3duX2VudHJ5Ij8KD3BpcGVfZGF0YV9lbnRyeRIPCgdwaXBlX2lkGAEgAigNEg0KBWJ5dGVzGAIgAigNEgwKBHNpemUYAyABKA0ilQEKDXRlcm1pb3NfZW50cnkSDwoHY19pZmxhZxgBIAIoDRIPCgdjX29mbGFnGAIgAigNEg8KB2NfY2ZsYWcYAyACKA0SDwoHY19sZmxhZxgEIAIoDRIOCgZjX2xpbmUYBSACKA0SEAoIY19pc3BlZWQYBiACKA0SEAoIY19vc3BlZWQYByACKA0SDAoEY19jYxgIIAMoDSJVCg13aW5zaXplX2VudHJ5Eg4KBndzX3JvdxgBIAIoDRIOCgZ3c19jb2wYAiACKA0SEQoJd3NfeHBpeGVsGAMgAigNEhEKCXdzX3lwaXhlbBgEIAIoDSIeCg10dHlfcHR5X2VudHJ5Eg0KBWluZGV4GAEgAigNIsMCCg50dHlfaW5mb19lbnRyeRIKCgJpZBgBIAIoDRIWCgR0eXBlGAIgAigOMgguVHR5VHlwZRIOCgZsb2NrZWQYAyACKAgSEQoJZXhjbHVzaXZlGAQgAigIEhMKC3BhY2tldF9tb2RlGAUgAigIEgsKA3NpZBgGIAIoDRIMCgRwZ3JwGAcgAigNEgwKBHJkZXYYCCACKA0SHwoHdGVybWlvcxgJIAEoCzIOLnRlcm1pb3NfZW50cnkSJgoOdGVybWlvc19sb2NrZWQYCiABKAsyDi50ZXJtaW9zX2VudHJ5Eh8KB3dpbnNpemUYCyABKAsyDi53aW5zaXplX2VudHJ5EhsKA3B0eRgMIAEoCzIOLnR0eV9wdHlfZW50cnkSCwoDZGV2GA0gASgNEgsKA3VpZBgOIAEoDRILCgNnaWQYDyABKA0iLgoOdHR5X2RhdGFfZW50cnkSDgoGdHR5X2lkGAEgAigNEgwKBGRhdGEYAiACKAwibAoOdHR5X2ZpbGVfZW50cnkSCgoCaWQYASACKA0SEwoLdHR5X2luZm9faWQYAiACKA0SDQoFZmxhZ3MYAyACKA0SGQoEZm93bhgEIAIoCzILLmZvd25fZW50cnkSDwoHcmVnZl9pZBgGIAEoDSJbChJldmVudGZkX2ZpbGVfZW50cnkSCgoCaWQYASACKA0SDQoFZmxhZ3MYAiACKA0SGQoEZm93bhgDIAIoCzILLmZvd25fZW50cnkSDwoHY291bnRlchgEIAIoBCJXCg5zaWduYWxmZF9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIPCgdzaWdtYXNrGAQgAigEIrYBCg10aW1lcmZkX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhkKBGZvd24YAyACKAsyCy5mb3duX2VudHJ5Eg8KB2Nsb2NraWQYBCACKA0SDQoFdGlja3MYBSACKAQSFQoNc2V0dGltZV9mbGFncxgGIAIoDRIMCgR2c2VjGAcgAigEEg0KBXZuc2VjGAggAigEEgwKBGlzZWMYCSACKAQSDQoFaW5zZWMYCiACKAQihgEKE2V2ZW50cG9sbF90ZmRfZW50cnkSCgoCaWQYASACKA0SCwoDdGZkGAIgAigNEg4KBmV2ZW50cxgDIAIoDRIMCgRkYXRhGAQgAigEEgsKA2RldhgFIAEoDRINCgVpbm9kZRgGIAEoBBILCgNwb3MYByABKAQSDwoGa2V5X2ZkGOgHIAEoDSJvChRldmVudHBvbGxfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIhCgN0ZmQYBCADKAsyFC5ldmVudHBvbGxfdGZkX2VudHJ5IqQECg1za19vcHRzX2VudHJ5EhEKCXNvX3NuZGJ1ZhgBIAIoDRIRCglzb19yY3ZidWYYAiACKA0SFgoOc29fc25kX3Rtb19zZWMYAyACKAQSFwoPc29fc25kX3Rtb191c2VjGAQgAigEEhYKDnNvX3Jjdl90bW9fc2VjGAUgAigEEhcKD3NvX3Jjdl90bW9fdXNlYxgGIAIoBBIRCglyZXVzZWFkZHIYByABKAgSEwoLc29fcHJpb3JpdHkYCCABKA0SEwoLc29fcmN2bG93YXQYCSABKA0SDwoHc29fbWFyaxgKIAEoDRITCgtzb19wYXNzY3JlZBgLIAEoCBISCgpzb19wYXNzc2VjGAwgASgIEhQKDHNvX2RvbnRyb3V0ZRgNIAEoCBITCgtzb19ub19jaGVjaxgOIAEoCBIUCgxzb19ib3VuZF9kZXYYDyABKAkSEQoJc29fZmlsdGVyGBAgAygGEhQKDHNvX3JldXNlcG9ydBgRIAEoCBIUCgxzb19icm9hZGNhc3QYEiABKAgSFAoMc29fa2VlcGFsaXZlGBMgASgIEhMKC3RjcF9rZWVwY250GBQgASgNEhQKDHRjcF9rZWVwaWRsZRgVIAEoDRIVCg10Y3Bfa2VlcGludHZsGBYgASgNEhQKDHNvX29vYmlubGluZRgXIAEoDRIRCglzb19saW5nZXIYGCABKA0SEwoLc29fYnVmX2xvY2sYGSABKA0iOgoQZmlsZV9wZXJtc19lbnRyeRIMCgRtb2RlGAEgAigNEgsKA3VpZBgCIAIoDRILCgNnaWQYAyACKA0i1wIKDXVuaXhfc2tfZW50cnkSCgoCaWQYASACKA0SCwoDaW5vGAIgAigNEgwKBHR5cGUYAyACKA0SDQoFc3RhdGUYBCACKA0SDQoFZmxhZ3MYBSACKA0SDgoGdWZsYWdzGAYgAigNEg8KB2JhY2tsb2cYByACKA0SDAoEcGVlchgIIAIoDRIZCgRmb3duGAkgAigLMgsuZm93bl9lbnRyeRIcCgRvcHRzGAogAigLMg4uc2tfb3B0c19lbnRyeRIMCgRuYW1lGAsgAigMEh4KCHNodXRkb3duGAwgASgOMgwuc2tfc2h1dGRvd24SJQoKZmlsZV9wZXJtcxgNIAEoCzIRLmZpbGVfcGVybXNfZW50cnkSEAoIbmFtZV9kaXIYDiABKAkSDwoHZGVsZXRlZBgPIAEoCBINCgVuc19pZBgQIAEoDRISCgZtbnRfaWQYESABKBE6Ai0xIikKCXNjbV9lbnRyeRIMCgR0eXBlGAEgAigNEg4KBnJpZ2h0cxgCIAMoDSJKCg9za19wYWNrZXRfZW50cnkSDgoGaWRfZm9yGAEgAigNEg4KBmxlbmd0aBgCIAIoDRIXCgNzY20YBCADKAsyCi5zY21fZW50cnkiKgoHdGltZXZhbBIOCgZ0dl9zZWMYASACKAQSDwoHdHZfdXNlYxgCIAIoBCLHAQoQZ2hvc3RfZmlsZV9lbnRyeRILCgN1aWQYASACKA0SCwoDZ2lkGAIgAigNEgwKBG1vZGUYAyACKA0SCwoDZGV2GAQgASgNEgsKA2lubxgFIAEoBBIMCgRyZGV2GAYgASgNEhYKBGF0aW0YByABKAsyCC50aW1ldmFsEhYKBG10aW0YCCABKAsyCC50aW1ldmFsEg4KBmNodW5rcxgJIAEoCBIMCgRzaXplGAogASgEEhUKDXN5bWxua190YXJnZXQYCyABKAkiLQoRZ2hvc3RfY2h1bmtfZW50cnkSCwoDbGVuGAEgAigEEgsKA29mZhgCIAIoBCJbChVyZW1hcF9maWxlX3BhdGhfZW50cnkSDwoHb3JpZ19pZBgBIAIoDRIQCghyZW1hcF9pZBgCIAIoDRIfCgpyZW1hcF90eXBlGAMgASgOMgsucmVtYXBfdHlwZSI6CgpmaWZvX2VudHJ5EgoKAmlkGAEgAigNEg8KB3BpcGVfaWQYAiACKA0SDwoHcmVnZl9pZBgDIAEoDSJVCghmaF9lbnRyeRINCgVieXRlcxgBIAIoDRIMCgR0eXBlGAIgAigNEg4KBmhhbmRsZRgDIAMoBBIMCgRwYXRoGAQgASgJEg4KBm1udF9pZBgFIAEoDSKJAQoQaW5vdGlmeV93ZF9lbnRyeRIKCgJpZBgBIAIoDRINCgVpX2lubxgCIAIoBBIMCgRtYXNrGAMgAigNEhQKDGlnbm9yZWRfbWFzaxgEIAIoDRINCgVzX2RldhgFIAIoDRIKCgJ3ZBgGIAIoDRIbCghmX2hhbmRsZRgHIAIoCzIJLmZoX2VudHJ5ImkKEmlub3RpZnlfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAQgAigLMgsuZm93bl9lbnRyeRIdCgJ3ZBgFIAMoCzIRLmlub3RpZnlfd2RfZW50cnkiZwoQbWVtZmRfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRILCgNwb3MYAyACKAQSGQoEZm93bhgEIAIoCzILLmZvd25fZW50cnkSEAoIaW5vZGVfaWQYBSACKA0inQEKEW1lbWZkX2lub2RlX2VudHJ5EgwKBG5hbWUYASACKAkSCwoDdWlkGAIgAigNEgsKA2dpZBgDIAIoDRIMCgRzaXplGAQgAigEEg0KBXNobWlkGAUgAigNEg0KBXNlYWxzGAYgAigNEhAKCGlub2RlX2lkGAcgAigEEhQKDGh1Z2V0bGJfZmxhZxgIIAEoDRIMCgRtb2RlGAkgASgNIpgDCg1pbmV0X3NrX2VudHJ5EgoKAmlkGAEgAigNEgsKA2lubxgCIAIoDRIOCgZmYW1pbHkYAyACKA0SDAoEdHlwZRgEIAIoDRINCgVwcm90bxgFIAIoDRINCgVzdGF0ZRgGIAIoDRIQCghzcmNfcG9ydBgHIAIoDRIQCghkc3RfcG9ydBgIIAIoDRINCgVmbGFncxgJIAIoDRIPCgdiYWNrbG9nGAogAigNEhAKCHNyY19hZGRyGAsgAygNEhAKCGRzdF9hZGRyGAwgAygNEhkKBGZvd24YDSACKAsyCy5mb3duX2VudHJ5EhwKBG9wdHMYDiACKAsyDi5za19vcHRzX2VudHJ5Eg4KBnY2b25seRgPIAEoCBIfCgdpcF9vcHRzGBAgASgLMg4uaXBfb3B0c19lbnRyeRIOCgZpZm5hbWUYESABKAkSDQoFbnNfaWQYEiABKA0SHgoIc2h1dGRvd24YEyABKA4yDC5za19zaHV0ZG93bhIhCgh0Y3Bfb3B0cxgUIAEoCzIPLnRjcF9vcHRzX2VudHJ5IkwKDWlwX29wdHNfZW50cnkSEAoIZnJlZWJpbmQYASABKAgSDwoHcGt0aW5mbxgFIAEoCBILCgN0b3MYBiABKA0SCwoDdHRsGAcgASgNImUKDnRjcF9vcHRzX2VudHJ5EgwKBGNvcmsYASABKAgSDwoHbm9kZWxheRgCIAEoCBIPCgdrZWVwY250GAMgASgNEhAKCGtlZXBpZGxlGAQgASgNEhEKCWtlZXBpbnR2bBgFIAEoDSI6Cg1wYWNrZXRfbWNsaXN0Eg0KBWluZGV4GAEgAigNEgwKBHR5cGUYAiACKA0SDAoEYWRkchgDIAIoDCKUAQoLcGFja2V0X3JpbmcSEgoKYmxvY2tfc2l6ZRgBIAIoDRIQCghibG9ja19uchgCIAIoDRISCgpmcmFtZV9zaXplGAMgAigNEhAKCGZyYW1lX25yGAQgAigNEhIKCnJldGlyZV90bW8YBSACKA0SEwoLc2l6ZW9mX3ByaXYYBiACKA0SEAoIZmVhdHVyZXMYByACKA0irwMKEXBhY2tldF9zb2NrX2VudHJ5EgoKAmlkGAEgAigNEgwKBHR5cGUYAiACKA0SEAoIcHJvdG9jb2wYAyACKA0SDQoFZmxhZ3MYBCACKA0SDwoHaWZpbmRleBgFIAIoDRIZCgRmb3duGAYgAigLMgsuZm93bl9lbnRyeRIcCgRvcHRzGAcgAigLMg4uc2tfb3B0c19lbnRyeRIPCgd2ZXJzaW9uGAggAigNEg8KB3Jlc2VydmUYCSACKA0SEAoIYXV4X2RhdGEYCiACKAgSEAoIb3JpZ19kZXYYCyACKAgSEAoIdm5ldF9oZHIYDCACKAgSDAoEbG9zcxgNIAIoCBIRCgl0aW1lc3RhbXAYDiACKA0SEwoLY29weV90aHJlc2gYDyACKA0SHgoGbWNsaXN0GBAgAygLMg4ucGFja2V0X21jbGlzdBIaCgZmYW5vdXQYESABKA06CjQyOTQ5NjcyOTUSHQoHcnhfcmluZxgSIAEoCzIMLnBhY2tldF9yaW5nEh0KB3R4X3JpbmcYEyABKAsyDC5wYWNrZXRfcmluZxINCgVuc19pZBgUIAEoDSJLCg1uc19maWxlX2VudHJ5EgoKAmlkGAEgAigNEg0KBW5zX2lkGAIgAigNEhAKCG5zX2NmbGFnGAMgAigNEg0KBWZsYWdzGAQgAigNIqAECgpmaWxlX2VudHJ5EhcKBHR5cGUYASACKA4yCS5mZF90eXBlcxIKCgJpZBgCIAIoDRIcCgNyZWcYAyABKAsyDy5yZWdfZmlsZV9lbnRyeRIbCgNpc2sYBCABKAsyDi5pbmV0X3NrX2VudHJ5EhsKA25zZhgFIAEoCzIOLm5zX2ZpbGVfZW50cnkSHwoDcHNrGAYgASgLMhIucGFja2V0X3NvY2tfZW50cnkSHwoEbmxzaxgHIAEoCzIRLm5ldGxpbmtfc2tfZW50cnkSIAoDZWZkGAggASgLMhMuZXZlbnRmZF9maWxlX2VudHJ5EiMKBGVwZmQYCSABKAsyFS5ldmVudHBvbGxfZmlsZV9lbnRyeRIdCgRzZ2ZkGAogASgLMg8uc2lnbmFsZmRfZW50cnkSGwoDdGZkGAwgASgLMg4udGltZXJmZF9lbnRyeRIgCgNpZnkYDSABKAsyEy5pbm90aWZ5X2ZpbGVfZW50cnkSGwoDdXNrGBAgASgLMg4udW5peF9za19lbnRyeRIZCgRmaWZvGBEgASgLMgsuZmlmb19lbnRyeRIZCgRwaXBlGBIgASgLMgsucGlwZV9lbnRyeRIcCgN0dHkYEyABKAsyDy50dHlfZmlsZV9lbnRyeRIgCgVtZW1mZBgUIAEoCzIRLm1lbWZkX2ZpbGVfZW50cnkSGwoFcGlkZmQYFiABKAsyDC5waWRmZF9lbnRyeSLqAQoQbmV0bGlua19za19lbnRyeRIKCgJpZBgBIAIoDRILCgNpbm8YAiACKA0SEAoIcHJvdG9jb2wYAyACKA0SDQoFc3RhdGUYBCACKA0SDQoFZmxhZ3MYBiACKA0SDgoGcG9ydGlkGAcgAigNEg4KBmdyb3VwcxgIIAMoDRISCgpkc3RfcG9ydGlkGAkgAigNEhEKCWRzdF9ncm91cBgKIAIoDRIZCgRmb3duGAsgAigLMgsuZm93bl9lbnRyeRIcCgRvcHRzGAwgAigLMg4uc2tfb3B0c19lbnRyeRINCgVuc19pZBgNIAEoDSJfCgtwaWRmZF9lbnRyeRIKCgJpZBgBIAIoDRILCgNpbm8YAiACKA0SDQoFZmxhZ3MYAyACKA0SDQoFbnNwaWQYBCACKAUSGQoEZm93bhgFIAIoCzILLmZvd25fZW50cnkiOgoIZnNfZW50cnkSDgoGY3dkX2lkGAEgAigNEg8KB3Jvb3RfaWQYAiACKA0SDQoFdW1hc2sYAyABKA0iYgoPZmlsZV9sb2NrX2VudHJ5EgwKBGZsYWcYASACKA0SDAoEdHlwZRgCIAIoDRILCgNwaWQYAyACKAUSCgoCZmQYBCACKAUSDQoFc3RhcnQYBSACKAMSCwoDbGVuGAYgAigDKp8CCghmZF90eXBlcxIHCgNVTkQQABIHCgNSRUcQARIICgRQSVBFEAISCAoERklGTxADEgoKBklORVRTSxAEEgoKBlVOSVhTSxAFEgsKB0VWRU5URkQQBhINCglFVkVOVFBPTEwQBxILCgdJTk9USUZZEAgSDAoIU0lHTkFMRkQQCRIMCghQQUNLRVRTSxAKEgcKA1RUWRALEgwKCEZBTk9USUZZEAwSDQoJTkVUTElOS1NLEA0SBgoCTlMQDhIICgRUVU5GEA8SBwoDRVhUEBASCwoHVElNRVJGRBAREgkKBU1FTUZEEBISCgoGQlBGTUFQEBMSCQoFUElERkQQFBINCgdDVExfVFRZEP7/AxIRCgtBVVRPRlNfUElQRRD//wMqVwoHVHR5VHlwZRILCgdVTktOT1dOEAASBwoDUFRZEAESCwoHQ09OU09MRRACEgYKAlZUEAMSCAoEQ1RUWRAEEgsKB0VYVF9UVFkQBRIKCgZTRVJJQUwQBio2Cgtza19zaHV0ZG93bhIICgROT05FEAASCAoEUkVBRBABEgkKBVdSSVRFEAISCAoEQk9USBADKi8KCnJlbWFwX3R5cGUSCgoGTElOS0VEEAASCQoFR0hPU1QQARIKCgZQUk9DRlMQAg");
+  fileDesc("CgtmaWxlcy5wcm90byJWCgpmb3duX2VudHJ5EgsKA3VpZBgBIAIoDRIMCgRldWlkGAIgAigNEg4KBnNpZ251bRgDIAIoDRIQCghwaWRfdHlwZRgEIAIoDRILCgNwaWQYBSACKA0ibgoMZmRpbmZvX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhcKBHR5cGUYAyACKA4yCS5mZF90eXBlcxIKCgJmZBgEIAIoDRIeChZ4YXR0cl9zZWN1cml0eV9zZWxpbnV4GAUgASgJIp4BCg5yZWdfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRILCgNwb3MYAyACKAQSGQoEZm93bhgFIAIoCzILLmZvd25fZW50cnkSDAoEbmFtZRgGIAIoCRISCgZtbnRfaWQYByABKBE6Ai0xEgwKBHNpemUYCCABKAQSCwoDZXh0GAkgASgIEgwKBG1vZGUYCiABKA0iUwoKcGlwZV9lbnRyeRIKCgJpZBgBIAIoDRIPCgdwaXBlX2lkGAIgAigNEg0KBWZsYWdzGAMgAigNEhkKBGZvd24YBCACKAsyCy5mb3duX2VudHJ5Ij8KD3BpcGVfZGF0YV9lbnRyeRIPCgdwaXBlX2lkGAEgAigNEg0KBWJ5dGVzGAIgAigNEgwKBHNpemUYAyABKA0ilQEKDXRlcm1pb3NfZW50cnkSDwoHY19pZmxhZxgBIAIoDRIPCgdjX29mbGFnGAIgAigNEg8KB2NfY2ZsYWcYAyACKA0SDwoHY19sZmxhZxgEIAIoDRIOCgZjX2xpbmUYBSACKA0SEAoIY19pc3BlZWQYBiACKA0SEAoIY19vc3BlZWQYByACKA0SDAoEY19jYxgIIAMoDSJVCg13aW5zaXplX2VudHJ5Eg4KBndzX3JvdxgBIAIoDRIOCgZ3c19jb2wYAiACKA0SEQoJd3NfeHBpeGVsGAMgAigNEhEKCXdzX3lwaXhlbBgEIAIoDSIeCg10dHlfcHR5X2VudHJ5Eg0KBWluZGV4GAEgAigNIsMCCg50dHlfaW5mb19lbnRyeRIKCgJpZBgBIAIoDRIWCgR0eXBlGAIgAigOMgguVHR5VHlwZRIOCgZsb2NrZWQYAyACKAgSEQoJZXhjbHVzaXZlGAQgAigIEhMKC3BhY2tldF9tb2RlGAUgAigIEgsKA3NpZBgGIAIoDRIMCgRwZ3JwGAcgAigNEgwKBHJkZXYYCCACKA0SHwoHdGVybWlvcxgJIAEoCzIOLnRlcm1pb3NfZW50cnkSJgoOdGVybWlvc19sb2NrZWQYCiABKAsyDi50ZXJtaW9zX2VudHJ5Eh8KB3dpbnNpemUYCyABKAsyDi53aW5zaXplX2VudHJ5EhsKA3B0eRgMIAEoCzIOLnR0eV9wdHlfZW50cnkSCwoDZGV2GA0gASgNEgsKA3VpZBgOIAEoDRILCgNnaWQYDyABKA0iLgoOdHR5X2RhdGFfZW50cnkSDgoGdHR5X2lkGAEgAigNEgwKBGRhdGEYAiACKAwibAoOdHR5X2ZpbGVfZW50cnkSCgoCaWQYASACKA0SEwoLdHR5X2luZm9faWQYAiACKA0SDQoFZmxhZ3MYAyACKA0SGQoEZm93bhgEIAIoCzILLmZvd25fZW50cnkSDwoHcmVnZl9pZBgGIAEoDSJbChJldmVudGZkX2ZpbGVfZW50cnkSCgoCaWQYASACKA0SDQoFZmxhZ3MYAiACKA0SGQoEZm93bhgDIAIoCzILLmZvd25fZW50cnkSDwoHY291bnRlchgEIAIoBCJXCg5zaWduYWxmZF9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIPCgdzaWdtYXNrGAQgAigEIrYBCg10aW1lcmZkX2VudHJ5EgoKAmlkGAEgAigNEg0KBWZsYWdzGAIgAigNEhkKBGZvd24YAyACKAsyCy5mb3duX2VudHJ5Eg8KB2Nsb2NraWQYBCACKA0SDQoFdGlja3MYBSACKAQSFQoNc2V0dGltZV9mbGFncxgGIAIoDRIMCgR2c2VjGAcgAigEEg0KBXZuc2VjGAggAigEEgwKBGlzZWMYCSACKAQSDQoFaW5zZWMYCiACKAQihgEKE2V2ZW50cG9sbF90ZmRfZW50cnkSCgoCaWQYASACKA0SCwoDdGZkGAIgAigNEg4KBmV2ZW50cxgDIAIoDRIMCgRkYXRhGAQgAigEEgsKA2RldhgFIAEoDRINCgVpbm9kZRgGIAEoBBILCgNwb3MYByABKAQSDwoGa2V5X2ZkGOgHIAEoDSJvChRldmVudHBvbGxfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAMgAigLMgsuZm93bl9lbnRyeRIhCgN0ZmQYBCADKAsyFC5ldmVudHBvbGxfdGZkX2VudHJ5IqQECg1za19vcHRzX2VudHJ5EhEKCXNvX3NuZGJ1ZhgBIAIoDRIRCglzb19yY3ZidWYYAiACKA0SFgoOc29fc25kX3Rtb19zZWMYAyACKAQSFwoPc29fc25kX3Rtb191c2VjGAQgAigEEhYKDnNvX3Jjdl90bW9fc2VjGAUgAigEEhcKD3NvX3Jjdl90bW9fdXNlYxgGIAIoBBIRCglyZXVzZWFkZHIYByABKAgSEwoLc29fcHJpb3JpdHkYCCABKA0SEwoLc29fcmN2bG93YXQYCSABKA0SDwoHc29fbWFyaxgKIAEoDRITCgtzb19wYXNzY3JlZBgLIAEoCBISCgpzb19wYXNzc2VjGAwgASgIEhQKDHNvX2RvbnRyb3V0ZRgNIAEoCBITCgtzb19ub19jaGVjaxgOIAEoCBIUCgxzb19ib3VuZF9kZXYYDyABKAkSEQoJc29fZmlsdGVyGBAgAygGEhQKDHNvX3JldXNlcG9ydBgRIAEoCBIUCgxzb19icm9hZGNhc3QYEiABKAgSFAoMc29fa2VlcGFsaXZlGBMgASgIEhMKC3RjcF9rZWVwY250GBQgASgNEhQKDHRjcF9rZWVwaWRsZRgVIAEoDRIVCg10Y3Bfa2VlcGludHZsGBYgASgNEhQKDHNvX29vYmlubGluZRgXIAEoDRIRCglzb19saW5nZXIYGCABKA0SEwoLc29fYnVmX2xvY2sYGSABKA0iOgoQZmlsZV9wZXJtc19lbnRyeRIMCgRtb2RlGAEgAigNEgsKA3VpZBgCIAIoDRILCgNnaWQYAyACKA0i1wIKDXVuaXhfc2tfZW50cnkSCgoCaWQYASACKA0SCwoDaW5vGAIgAigNEgwKBHR5cGUYAyACKA0SDQoFc3RhdGUYBCACKA0SDQoFZmxhZ3MYBSACKA0SDgoGdWZsYWdzGAYgAigNEg8KB2JhY2tsb2cYByACKA0SDAoEcGVlchgIIAIoDRIZCgRmb3duGAkgAigLMgsuZm93bl9lbnRyeRIcCgRvcHRzGAogAigLMg4uc2tfb3B0c19lbnRyeRIMCgRuYW1lGAsgAigMEh4KCHNodXRkb3duGAwgASgOMgwuc2tfc2h1dGRvd24SJQoKZmlsZV9wZXJtcxgNIAEoCzIRLmZpbGVfcGVybXNfZW50cnkSEAoIbmFtZV9kaXIYDiABKAkSDwoHZGVsZXRlZBgPIAEoCBINCgVuc19pZBgQIAEoDRISCgZtbnRfaWQYESABKBE6Ai0xIikKCXNjbV9lbnRyeRIMCgR0eXBlGAEgAigNEg4KBnJpZ2h0cxgCIAMoDSJKCg9za19wYWNrZXRfZW50cnkSDgoGaWRfZm9yGAEgAigNEg4KBmxlbmd0aBgCIAIoDRIXCgNzY20YBCADKAsyCi5zY21fZW50cnkiKgoHdGltZXZhbBIOCgZ0dl9zZWMYASACKAQSDwoHdHZfdXNlYxgCIAIoBCLHAQoQZ2hvc3RfZmlsZV9lbnRyeRILCgN1aWQYASACKA0SCwoDZ2lkGAIgAigNEgwKBG1vZGUYAyACKA0SCwoDZGV2GAQgASgNEgsKA2lubxgFIAEoBBIMCgRyZGV2GAYgASgNEhYKBGF0aW0YByABKAsyCC50aW1ldmFsEhYKBG10aW0YCCABKAsyCC50aW1ldmFsEg4KBmNodW5rcxgJIAEoCBIMCgRzaXplGAogASgEEhUKDXN5bWxua190YXJnZXQYCyABKAkiLQoRZ2hvc3RfY2h1bmtfZW50cnkSCwoDbGVuGAEgAigEEgsKA29mZhgCIAIoBCJbChVyZW1hcF9maWxlX3BhdGhfZW50cnkSDwoHb3JpZ19pZBgBIAIoDRIQCghyZW1hcF9pZBgCIAIoDRIfCgpyZW1hcF90eXBlGAMgASgOMgsucmVtYXBfdHlwZSI6CgpmaWZvX2VudHJ5EgoKAmlkGAEgAigNEg8KB3BpcGVfaWQYAiACKA0SDwoHcmVnZl9pZBgDIAEoDSJVCghmaF9lbnRyeRINCgVieXRlcxgBIAIoDRIMCgR0eXBlGAIgAigNEg4KBmhhbmRsZRgDIAMoBBIMCgRwYXRoGAQgASgJEg4KBm1udF9pZBgFIAEoDSKJAQoQaW5vdGlmeV93ZF9lbnRyeRIKCgJpZBgBIAIoDRINCgVpX2lubxgCIAIoBBIMCgRtYXNrGAMgAigNEhQKDGlnbm9yZWRfbWFzaxgEIAIoDRINCgVzX2RldhgFIAIoDRIKCgJ3ZBgGIAIoDRIbCghmX2hhbmRsZRgHIAIoCzIJLmZoX2VudHJ5IkcKGWZhbm90aWZ5X2lub2RlX21hcmtfZW50cnkSDQoFaV9pbm8YASACKAQSGwoIZl9oYW5kbGUYAiACKAsyCS5maF9lbnRyeSI5ChlmYW5vdGlmeV9tb3VudF9tYXJrX2VudHJ5Eg4KBm1udF9pZBgBIAIoDRIMCgRwYXRoGAIgASgJIs4BChNmYW5vdGlmeV9tYXJrX2VudHJ5EgoKAmlkGAEgAigNEhgKBHR5cGUYAiACKA4yCi5tYXJrX3R5cGUSDgoGbWZsYWdzGAMgAigNEgwKBG1hc2sYBCACKA0SFAoMaWdub3JlZF9tYXNrGAUgAigNEg0KBXNfZGV2GAYgAigNEiYKAmllGAcgASgLMhouZmFub3RpZnlfaW5vZGVfbWFya19lbnRyeRImCgJtZRgIIAEoCzIaLmZhbm90aWZ5X21vdW50X21hcmtfZW50cnkikQEKE2Zhbm90aWZ5X2ZpbGVfZW50cnkSCgoCaWQYASACKA0SDQoFZmxhZ3MYAiACKA0SGQoEZm93bhgDIAIoCzILLmZvd25fZW50cnkSDwoHZmFmbGFncxgEIAIoDRIPCgdldmZsYWdzGAUgAigNEiIKBG1hcmsYBiADKAsyFC5mYW5vdGlmeV9tYXJrX2VudHJ5ImkKEmlub3RpZnlfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRIZCgRmb3duGAQgAigLMgsuZm93bl9lbnRyeRIdCgJ3ZBgFIAMoCzIRLmlub3RpZnlfd2RfZW50cnkiZwoQbWVtZmRfZmlsZV9lbnRyeRIKCgJpZBgBIAIoDRINCgVmbGFncxgCIAIoDRILCgNwb3MYAyACKAQSGQoEZm93bhgEIAIoCzILLmZvd25fZW50cnkSEAoIaW5vZGVfaWQYBSACKA0inQEKEW1lbWZkX2lub2RlX2VudHJ5EgwKBG5hbWUYASACKAkSCwoDdWlkGAIgAigNEgsKA2dpZBgDIAIoDRIMCgRzaXplGAQgAigEEg0KBXNobWlkGAUgAigNEg0KBXNlYWxzGAYgAigNEhAKCGlub2RlX2lkGAcgAigEEhQKDGh1Z2V0bGJfZmxhZxgIIAEoDRIMCgRtb2RlGAkgASgNIpgDCg1pbmV0X3NrX2VudHJ5EgoKAmlkGAEgAigNEgsKA2lubxgCIAIoDRIOCgZmYW1pbHkYAyACKA0SDAoEdHlwZRgEIAIoDRINCgVwcm90bxgFIAIoDRINCgVzdGF0ZRgGIAIoDRIQCghzcmNfcG9ydBgHIAIoDRIQCghkc3RfcG9ydBgIIAIoDRINCgVmbGFncxgJIAIoDRIPCgdiYWNrbG9nGAogAigNEhAKCHNyY19hZGRyGAsgAygNEhAKCGRzdF9hZGRyGAwgAygNEhkKBGZvd24YDSACKAsyCy5mb3duX2VudHJ5EhwKBG9wdHMYDiACKAsyDi5za19vcHRzX2VudHJ5Eg4KBnY2b25seRgPIAEoCBIfCgdpcF9vcHRzGBAgASgLMg4uaXBfb3B0c19lbnRyeRIOCgZpZm5hbWUYESABKAkSDQoFbnNfaWQYEiABKA0SHgoIc2h1dGRvd24YEyABKA4yDC5za19zaHV0ZG93bhIhCgh0Y3Bfb3B0cxgUIAEoCzIPLnRjcF9vcHRzX2VudHJ5IkwKDWlwX29wdHNfZW50cnkSEAoIZnJlZWJpbmQYASABKAgSDwoHcGt0aW5mbxgFIAEoCBILCgN0b3MYBiABKA0SCwoDdHRsGAcgASgNImUKDnRjcF9vcHRzX2VudHJ5EgwKBGNvcmsYASABKAgSDwoHbm9kZWxheRgCIAEoCBIPCgdrZWVwY250GAMgASgNEhAKCGtlZXBpZGxlGAQgASgNEhEKCWtlZXBpbnR2bBgFIAEoDSI6Cg1wYWNrZXRfbWNsaXN0Eg0KBWluZGV4GAEgAigNEgwKBHR5cGUYAiACKA0SDAoEYWRkchgDIAIoDCKUAQoLcGFja2V0X3JpbmcSEgoKYmxvY2tfc2l6ZRgBIAIoDRIQCghibG9ja19uchgCIAIoDRISCgpmcmFtZV9zaXplGAMgAigNEhAKCGZyYW1lX25yGAQgAigNEhIKCnJldGlyZV90bW8YBSACKA0SEwoLc2l6ZW9mX3ByaXYYBiACKA0SEAoIZmVhdHVyZXMYByACKA0irwMKEXBhY2tldF9zb2NrX2VudHJ5EgoKAmlkGAEgAigNEgwKBHR5cGUYAiACKA0SEAoIcHJvdG9jb2wYAyACKA0SDQoFZmxhZ3MYBCACKA0SDwoHaWZpbmRleBgFIAIoDRIZCgRmb3duGAYgAigLMgsuZm93bl9lbnRyeRIcCgRvcHRzGAcgAigLMg4uc2tfb3B0c19lbnRyeRIPCgd2ZXJzaW9uGAggAigNEg8KB3Jlc2VydmUYCSACKA0SEAoIYXV4X2RhdGEYCiACKAgSEAoIb3JpZ19kZXYYCyACKAgSEAoIdm5ldF9oZHIYDCACKAgSDAoEbG9zcxgNIAIoCBIRCgl0aW1lc3RhbXAYDiACKA0SEwoLY29weV90aHJlc2gYDyACKA0SHgoGbWNsaXN0GBAgAygLMg4ucGFja2V0X21jbGlzdBIaCgZmYW5vdXQYESABKA06CjQyOTQ5NjcyOTUSHQoHcnhfcmluZxgSIAEoCzIMLnBhY2tldF9yaW5nEh0KB3R4X3JpbmcYEyABKAsyDC5wYWNrZXRfcmluZxINCgVuc19pZBgUIAEoDSJLCg1uc19maWxlX2VudHJ5EgoKAmlkGAEgAigNEg0KBW5zX2lkGAIgAigNEhAKCG5zX2NmbGFnGAMgAigNEg0KBWZsYWdzGAQgAigNIsMECgpmaWxlX2VudHJ5EhcKBHR5cGUYASACKA4yCS5mZF90eXBlcxIKCgJpZBgCIAIoDRIcCgNyZWcYAyABKAsyDy5yZWdfZmlsZV9lbnRyeRIbCgNpc2sYBCABKAsyDi5pbmV0X3NrX2VudHJ5EhsKA25zZhgFIAEoCzIOLm5zX2ZpbGVfZW50cnkSHwoDcHNrGAYgASgLMhIucGFja2V0X3NvY2tfZW50cnkSHwoEbmxzaxgHIAEoCzIRLm5ldGxpbmtfc2tfZW50cnkSIAoDZWZkGAggASgLMhMuZXZlbnRmZF9maWxlX2VudHJ5EiMKBGVwZmQYCSABKAsyFS5ldmVudHBvbGxfZmlsZV9lbnRyeRIdCgRzZ2ZkGAogASgLMg8uc2lnbmFsZmRfZW50cnkSGwoDdGZkGAwgASgLMg4udGltZXJmZF9lbnRyeRIgCgNpZnkYDSABKAsyEy5pbm90aWZ5X2ZpbGVfZW50cnkSIQoDZmZ5GA4gASgLMhQuZmFub3RpZnlfZmlsZV9lbnRyeRIbCgN1c2sYECABKAsyDi51bml4X3NrX2VudHJ5EhkKBGZpZm8YESABKAsyCy5maWZvX2VudHJ5EhkKBHBpcGUYEiABKAsyCy5waXBlX2VudHJ5EhwKA3R0eRgTIAEoCzIPLnR0eV9maWxlX2VudHJ5EiAKBW1lbWZkGBQgASgLMhEubWVtZmRfZmlsZV9lbnRyeRIbCgVwaWRmZBgWIAEoCzIMLnBpZGZkX2VudHJ5IuoBChBuZXRsaW5rX3NrX2VudHJ5EgoKAmlkGAEgAigNEgsKA2lubxgCIAIoDRIQCghwcm90b2NvbBgDIAIoDRINCgVzdGF0ZRgEIAIoDRINCgVmbGFncxgGIAIoDRIOCgZwb3J0aWQYByACKA0SDgoGZ3JvdXBzGAggAygNEhIKCmRzdF9wb3J0aWQYCSACKA0SEQoJZHN0X2dyb3VwGAogAigNEhkKBGZvd24YCyACKAsyCy5mb3duX2VudHJ5EhwKBG9wdHMYDCACKAsyDi5za19vcHRzX2VudHJ5Eg0KBW5zX2lkGA0gASgNIl8KC3BpZGZkX2VudHJ5EgoKAmlkGAEgAigNEgsKA2lubxgCIAIoDRINCgVmbGFncxgDIAIoDRINCgVuc3BpZBgEIAIoBRIZCgRmb3duGAUgAigLMgsuZm93bl9lbnRyeSI6Cghmc19lbnRyeRIOCgZjd2RfaWQYASACKA0SDwoHcm9vdF9pZBgCIAIoDRINCgV1bWFzaxgDIAEoDSJiCg9maWxlX2xvY2tfZW50cnkSDAoEZmxhZxgBIAIoDRIMCgR0eXBlGAIgAigNEgsKA3BpZBgDIAIoBRIKCgJmZBgEIAIoBRINCgVzdGFydBgFIAIoAxILCgNsZW4YBiACKAMqnwIKCGZkX3R5cGVzEgcKA1VORBAAEgcKA1JFRxABEggKBFBJUEUQAhIICgRGSUZPEAMSCgoGSU5FVFNLEAQSCgoGVU5JWFNLEAUSCwoHRVZFTlRGRBAGEg0KCUVWRU5UUE9MTBAHEgsKB0lOT1RJRlkQCBIMCghTSUdOQUxGRBAJEgwKCFBBQ0tFVFNLEAoSBwoDVFRZEAsSDAoIRkFOT1RJRlkQDBINCglORVRMSU5LU0sQDRIGCgJOUxAOEggKBFRVTkYQDxIHCgNFWFQQEBILCgdUSU1FUkZEEBESCQoFTUVNRkQQEhIKCgZCUEZNQVAQExIJCgVQSURGRBAUEg0KB0NUTF9UVFkQ/v8DEhEKC0FVVE9GU19QSVBFEP//AypXCgdUdHlUeXBlEgsKB1VOS05PV04QABIHCgNQVFkQARILCgdDT05TT0xFEAISBgoCVlQQAxIICgRDVFRZEAQSCwoHRVhUX1RUWRAFEgoKBlNFUklBTBAGKjYKC3NrX3NodXRkb3duEggKBE5PTkUQABIICgRSRUFEEAESCQoFV1JJVEUQAhIICgRCT1RIEAMqLwoKcmVtYXBfdHlwZRIKCgZMSU5LRUQQABIJCgVHSE9TVBABEgoKBlBST0NGUxACKiEKCW1hcmtfdHlwZRIJCgVJTk9ERRABEgkKBU1PVU5UEAI");
 
 /**
  * File owner for SIGIO (F_SETOWN).
@@ -1257,6 +1257,146 @@ export const inotify_wd_entrySchema: GenMessage<inotify_wd_entry> = /*@__PURE__*
   messageDesc(file_files, 27);
 
 /**
+ * @generated from message fanotify_inode_mark_entry
+ */
+export type fanotify_inode_mark_entry = Message<"fanotify_inode_mark_entry"> & {
+  /**
+   * @generated from field: required uint64 i_ino = 1;
+   */
+  iIno: bigint;
+
+  /**
+   * @generated from field: required fh_entry f_handle = 2;
+   */
+  fHandle?: fh_entry | undefined;
+};
+
+/**
+ * Describes the message fanotify_inode_mark_entry.
+ * Use `create(fanotify_inode_mark_entrySchema)` to create a new message.
+ */
+export const fanotify_inode_mark_entrySchema: GenMessage<fanotify_inode_mark_entry> = /*@__PURE__*/
+  messageDesc(file_files, 28);
+
+/**
+ * @generated from message fanotify_mount_mark_entry
+ */
+export type fanotify_mount_mark_entry = Message<"fanotify_mount_mark_entry"> & {
+  /**
+   * @generated from field: required uint32 mnt_id = 1;
+   */
+  mntId: number;
+
+  /**
+   * @generated from field: optional string path = 2;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message fanotify_mount_mark_entry.
+ * Use `create(fanotify_mount_mark_entrySchema)` to create a new message.
+ */
+export const fanotify_mount_mark_entrySchema: GenMessage<fanotify_mount_mark_entry> = /*@__PURE__*/
+  messageDesc(file_files, 29);
+
+/**
+ * @generated from message fanotify_mark_entry
+ */
+export type fanotify_mark_entry = Message<"fanotify_mark_entry"> & {
+  /**
+   * @generated from field: required uint32 id = 1;
+   */
+  id: number;
+
+  /**
+   * @generated from field: required mark_type type = 2;
+   */
+  type: mark_type;
+
+  /**
+   * @generated from field: required uint32 mflags = 3;
+   */
+  mflags: number;
+
+  /**
+   * @generated from field: required uint32 mask = 4;
+   */
+  mask: number;
+
+  /**
+   * @generated from field: required uint32 ignored_mask = 5;
+   */
+  ignoredMask: number;
+
+  /**
+   * @generated from field: required uint32 s_dev = 6;
+   */
+  sDev: number;
+
+  /**
+   * @generated from field: optional fanotify_inode_mark_entry ie = 7;
+   */
+  ie?: fanotify_inode_mark_entry | undefined;
+
+  /**
+   * @generated from field: optional fanotify_mount_mark_entry me = 8;
+   */
+  me?: fanotify_mount_mark_entry | undefined;
+};
+
+/**
+ * Describes the message fanotify_mark_entry.
+ * Use `create(fanotify_mark_entrySchema)` to create a new message.
+ */
+export const fanotify_mark_entrySchema: GenMessage<fanotify_mark_entry> = /*@__PURE__*/
+  messageDesc(file_files, 30);
+
+/**
+ * A fanotify group: fanotify_init's flags and event flags, its marks.
+ *
+ * @generated from message fanotify_file_entry
+ */
+export type fanotify_file_entry = Message<"fanotify_file_entry"> & {
+  /**
+   * @generated from field: required uint32 id = 1;
+   */
+  id: number;
+
+  /**
+   * @generated from field: required uint32 flags = 2;
+   */
+  flags: number;
+
+  /**
+   * @generated from field: required fown_entry fown = 3;
+   */
+  fown?: fown_entry | undefined;
+
+  /**
+   * @generated from field: required uint32 faflags = 4;
+   */
+  faflags: number;
+
+  /**
+   * @generated from field: required uint32 evflags = 5;
+   */
+  evflags: number;
+
+  /**
+   * @generated from field: repeated fanotify_mark_entry mark = 6;
+   */
+  mark: fanotify_mark_entry[];
+};
+
+/**
+ * Describes the message fanotify_file_entry.
+ * Use `create(fanotify_file_entrySchema)` to create a new message.
+ */
+export const fanotify_file_entrySchema: GenMessage<fanotify_file_entry> = /*@__PURE__*/
+  messageDesc(file_files, 31);
+
+/**
  * @generated from message inotify_file_entry
  */
 export type inotify_file_entry = Message<"inotify_file_entry"> & {
@@ -1286,7 +1426,7 @@ export type inotify_file_entry = Message<"inotify_file_entry"> & {
  * Use `create(inotify_file_entrySchema)` to create a new message.
  */
 export const inotify_file_entrySchema: GenMessage<inotify_file_entry> = /*@__PURE__*/
-  messageDesc(file_files, 28);
+  messageDesc(file_files, 32);
 
 /**
  * An open memfd; its inode (name, size, seals, contents) is in memfd-inode.img.
@@ -1325,7 +1465,7 @@ export type memfd_file_entry = Message<"memfd_file_entry"> & {
  * Use `create(memfd_file_entrySchema)` to create a new message.
  */
 export const memfd_file_entrySchema: GenMessage<memfd_file_entry> = /*@__PURE__*/
-  messageDesc(file_files, 29);
+  messageDesc(file_files, 33);
 
 /**
  * A memfd's inode; its pages are in pagemap-shmem-SHMID.img.
@@ -1384,7 +1524,7 @@ export type memfd_inode_entry = Message<"memfd_inode_entry"> & {
  * Use `create(memfd_inode_entrySchema)` to create a new message.
  */
 export const memfd_inode_entrySchema: GenMessage<memfd_inode_entry> = /*@__PURE__*/
-  messageDesc(file_files, 30);
+  messageDesc(file_files, 34);
 
 /**
  * One open file description, any type; `id` is unique within the dump.
@@ -1501,7 +1641,7 @@ export type inet_sk_entry = Message<"inet_sk_entry"> & {
  * Use `create(inet_sk_entrySchema)` to create a new message.
  */
 export const inet_sk_entrySchema: GenMessage<inet_sk_entry> = /*@__PURE__*/
-  messageDesc(file_files, 31);
+  messageDesc(file_files, 35);
 
 /**
  * IP-level options of an inet socket (IPv6: freebind and pktinfo only).
@@ -1535,7 +1675,7 @@ export type ip_opts_entry = Message<"ip_opts_entry"> & {
  * Use `create(ip_opts_entrySchema)` to create a new message.
  */
 export const ip_opts_entrySchema: GenMessage<ip_opts_entry> = /*@__PURE__*/
-  messageDesc(file_files, 32);
+  messageDesc(file_files, 36);
 
 /**
  * TCP-level options of a TCP socket (keepalive here, not in sk_opts, as criu 4 writes them).
@@ -1574,7 +1714,7 @@ export type tcp_opts_entry = Message<"tcp_opts_entry"> & {
  * Use `create(tcp_opts_entrySchema)` to create a new message.
  */
 export const tcp_opts_entrySchema: GenMessage<tcp_opts_entry> = /*@__PURE__*/
-  messageDesc(file_files, 33);
+  messageDesc(file_files, 37);
 
 /**
  * A packet socket's multicast (or promiscuous...) membership.
@@ -1603,7 +1743,7 @@ export type packet_mclist = Message<"packet_mclist"> & {
  * Use `create(packet_mclistSchema)` to create a new message.
  */
 export const packet_mclistSchema: GenMessage<packet_mclist> = /*@__PURE__*/
-  messageDesc(file_files, 34);
+  messageDesc(file_files, 38);
 
 /**
  * A packet socket's ring (PACKET_RX_RING, PACKET_TX_RING): tpacket_req3.
@@ -1652,7 +1792,7 @@ export type packet_ring = Message<"packet_ring"> & {
  * Use `create(packet_ringSchema)` to create a new message.
  */
 export const packet_ringSchema: GenMessage<packet_ring> = /*@__PURE__*/
-  messageDesc(file_files, 35);
+  messageDesc(file_files, 39);
 
 /**
  * A packet socket (AF_PACKET): protocol in network byte order, the interface it is bound to,
@@ -1767,7 +1907,7 @@ export type packet_sock_entry = Message<"packet_sock_entry"> & {
  * Use `create(packet_sock_entrySchema)` to create a new message.
  */
 export const packet_sock_entrySchema: GenMessage<packet_sock_entry> = /*@__PURE__*/
-  messageDesc(file_files, 36);
+  messageDesc(file_files, 40);
 
 /**
  * A descriptor of a namespace (/proc/PID/ns/KIND): the namespace's id (as in ids-PID.img) and
@@ -1802,7 +1942,7 @@ export type ns_file_entry = Message<"ns_file_entry"> & {
  * Use `create(ns_file_entrySchema)` to create a new message.
  */
 export const ns_file_entrySchema: GenMessage<ns_file_entry> = /*@__PURE__*/
-  messageDesc(file_files, 37);
+  messageDesc(file_files, 41);
 
 /**
  * @generated from message file_entry
@@ -1869,6 +2009,11 @@ export type file_entry = Message<"file_entry"> & {
   ify?: inotify_file_entry | undefined;
 
   /**
+   * @generated from field: optional fanotify_file_entry ffy = 14;
+   */
+  ffy?: fanotify_file_entry | undefined;
+
+  /**
    * @generated from field: optional unix_sk_entry usk = 16;
    */
   usk?: unix_sk_entry | undefined;
@@ -1904,7 +2049,7 @@ export type file_entry = Message<"file_entry"> & {
  * Use `create(file_entrySchema)` to create a new message.
  */
 export const file_entrySchema: GenMessage<file_entry> = /*@__PURE__*/
-  messageDesc(file_files, 38);
+  messageDesc(file_files, 42);
 
 /**
  * A netlink socket: its protocol, the port id and groups it is bound to, its destination.
@@ -1978,7 +2123,7 @@ export type netlink_sk_entry = Message<"netlink_sk_entry"> & {
  * Use `create(netlink_sk_entrySchema)` to create a new message.
  */
 export const netlink_sk_entrySchema: GenMessage<netlink_sk_entry> = /*@__PURE__*/
-  messageDesc(file_files, 39);
+  messageDesc(file_files, 43);
 
 /**
  * A pidfd: the process it refers to by its PID (nspid -1 when that process is gone), and the
@@ -2018,7 +2163,7 @@ export type pidfd_entry = Message<"pidfd_entry"> & {
  * Use `create(pidfd_entrySchema)` to create a new message.
  */
 export const pidfd_entrySchema: GenMessage<pidfd_entry> = /*@__PURE__*/
-  messageDesc(file_files, 40);
+  messageDesc(file_files, 44);
 
 /**
  * @generated from message fs_entry
@@ -2045,7 +2190,7 @@ export type fs_entry = Message<"fs_entry"> & {
  * Use `create(fs_entrySchema)` to create a new message.
  */
 export const fs_entrySchema: GenMessage<fs_entry> = /*@__PURE__*/
-  messageDesc(file_files, 41);
+  messageDesc(file_files, 45);
 
 /**
  * filelocks.img: a lock held through descriptor `fd` of task `pid`. flag: FL_POSIX 1,
@@ -2090,7 +2235,7 @@ export type file_lock_entry = Message<"file_lock_entry"> & {
  * Use `create(file_lock_entrySchema)` to create a new message.
  */
 export const file_lock_entrySchema: GenMessage<file_lock_entry> = /*@__PURE__*/
-  messageDesc(file_files, 42);
+  messageDesc(file_files, 46);
 
 /**
  * @generated from enum fd_types
@@ -2320,4 +2465,27 @@ export enum remap_type {
  */
 export const remap_typeSchema: GenEnum<remap_type> = /*@__PURE__*/
   enumDesc(file_files, 3);
+
+/**
+ * fanotify: a mark on an inode (found by handle, or path) or on a mount.
+ *
+ * @generated from enum mark_type
+ */
+export enum mark_type {
+  /**
+   * @generated from enum value: INODE = 1;
+   */
+  INODE = 1,
+
+  /**
+   * @generated from enum value: MOUNT = 2;
+   */
+  MOUNT = 2,
+}
+
+/**
+ * Describes the enum mark_type.
+ */
+export const mark_typeSchema: GenEnum<mark_type> = /*@__PURE__*/
+  enumDesc(file_files, 4);
 

@@ -97,6 +97,7 @@ async function runDump(o: CriuOpts): Promise<number> {
       ghostLimit: o.ghostLimit,
       linkRemap: o.linkRemap,
       extUnixSk: o.extUnixSk,
+      external: o.external,
       tcpEstablished: o.tcpEstablished,
       tcpClose: o.tcpClose,
       skipInFlight: o.tcpSkipInFlight,

@@ -153,7 +153,6 @@ interface OptionSpec extends LongOption {
 const NOT_YET = {
   ns: "namespaces, mounts and cgroups come with container support",
   migration: "pre-dumps, page servers and lazy pages come with live migration",
-  ext: "external resources are not supported yet",
   lsm: "LSM profiles and contexts are not restored yet",
   rpc: "criu's RPC and image streaming are not supported yet",
 };
@@ -273,7 +272,7 @@ const TABLE: OptionSpec[] = [
   opt("irmap-scan-path", "required", (o, v) => o.irmapScanPaths.push(v!)),
   refused("lsm-profile", "required", NOT_YET.lsm),
   opt("timeout", "required", (o, v) => (o.timeout = atoi(v!))),
-  opt("external", "required", (o, v) => o.external.push(v!), { refuse: NOT_YET.ext }),
+  opt("external", "required", (o, v) => o.external.push(v!)),
   refused("empty-ns", "required", NOT_YET.ns),
   refused("lazy-pages", "none", NOT_YET.migration),
   ...bool("extra", "checkExtra"),
@@ -399,4 +398,20 @@ export function checkOptions(o: CriuOpts): void {
   if (o.inheritFds.length && o.command !== "restore") {
     throw new UsageError("--inherit-fd is restore-only option");
   }
+  for (const e of o.external) {
+    const type = /^(\w+)\[/.exec(e)?.[1];
+    if (!type || !/\]/.test(e)) throw new UsageError(`invalid argument for --external: ${e}`);
+    if (!EXTERNAL_TYPES.has(type)) {
+      throw new UsageError(
+        `Option --external ${e} is not supported by deno-criu: ${
+          ["mnt", "dev", "net", "pid", "veth", "macvlan"].includes(type)
+            ? NOT_YET.ns
+            : `no resource of type ${type}`
+        }`,
+      );
+    }
+  }
 }
+
+/** The resources `--external` names that deno-criu handles: files, terminals, unix sockets. */
+const EXTERNAL_TYPES = new Set(["file", "tty", "unix"]);

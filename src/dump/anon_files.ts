@@ -9,12 +9,17 @@ import {
   eventfd_file_entrySchema,
   eventpoll_file_entrySchema,
   eventpoll_tfd_entrySchema,
+  fanotify_file_entrySchema,
+  fanotify_inode_mark_entrySchema,
+  fanotify_mark_entrySchema,
+  fanotify_mount_mark_entrySchema,
   fd_types,
   fh_entrySchema,
   type file_entry,
   file_entrySchema,
   inotify_file_entrySchema,
   inotify_wd_entrySchema,
+  mark_type,
   signalfd_entrySchema,
   timerfd_entrySchema,
 } from "../../proto/gen/files_pb.ts";
@@ -22,6 +27,7 @@ import { O } from "../syscalls/mod.ts";
 import { parseFdinfo, readProcText } from "../tree/proc.ts";
 import { type FileKind, type OpenFile, UnsupportedError } from "./file_types.ts";
 import { inotifyWatches } from "./inotify.ts";
+import { fanotifyGroup } from "./fanotify.ts";
 
 /** The state of an eventfd, signalfd, timerfd or epoll descriptor, from its fdinfo. */
 export function anonKind(name: string, pid: number, fd: number): FileKind {
@@ -48,6 +54,16 @@ export function anonKind(name: string, pid: number, fd: number): FileKind {
         value: pair(x.get("it_value")),
         interval: pair(x.get("it_interval")),
       };
+    case "fanotify": {
+      const what = `fd ${fd} of task ${pid} (fanotify)`;
+      let group;
+      try {
+        group = fanotifyGroup(readProcText(pid, `fdinfo/${fd}`), what);
+      } catch (e) {
+        throw new UnsupportedError((e as Error).message);
+      }
+      return { type: "fanotify", group };
+    }
     case "inotify": {
       const watches = inotifyWatches(readProcText(pid, `fdinfo/${fd}`));
       const lost = watches.find((w) => !w.path);
@@ -118,6 +134,37 @@ export function anonEntry(file: OpenFile): file_entry {
           insec: k.interval[1],
         }),
       });
+    case "fanotify":
+      return create(file_entrySchema, {
+        type: fd_types.FANOTIFY,
+        id: file.id,
+        ffy: create(fanotify_file_entrySchema, {
+          id: file.id,
+          flags: file.flags,
+          fown: file.fown,
+          faflags: k.group.faflags,
+          evflags: k.group.evflags,
+          mark: k.group.marks.map((m) =>
+            create(fanotify_mark_entrySchema, {
+              id: file.id,
+              type: m.kind === "inode" ? mark_type.INODE : mark_type.MOUNT,
+              mflags: m.mflags,
+              mask: m.mask,
+              ignoredMask: m.ignoredMask,
+              sDev: m.sdev,
+              ie: m.kind === "inode"
+                ? create(fanotify_inode_mark_entrySchema, {
+                  iIno: m.ino,
+                  fHandle: fhEntry(m.handle, m.handleType, m.path),
+                })
+                : undefined,
+              me: m.kind === "mount"
+                ? create(fanotify_mount_mark_entrySchema, { mntId: m.mntId, path: m.path })
+                : undefined,
+            })
+          ),
+        }),
+      });
     case "inotify":
       return create(file_entrySchema, {
         type: fd_types.INOTIFY,
@@ -127,9 +174,6 @@ export function anonEntry(file: OpenFile): file_entry {
           flags: file.flags,
           fown: file.fown,
           wd: k.watches.map((w) => {
-            const words = new BigUint64Array(16);
-            const padded = new Uint8Array(words.buffer);
-            padded.set(w.handle.subarray(0, 128));
             return create(inotify_wd_entrySchema, {
               id: file.id,
               iIno: w.ino,
@@ -137,12 +181,7 @@ export function anonEntry(file: OpenFile): file_entry {
               ignoredMask: w.ignoredMask,
               sDev: w.sdev,
               wd: w.wd,
-              fHandle: create(fh_entrySchema, {
-                bytes: w.handle.length,
-                type: w.handleType,
-                handle: [...words],
-                path: w.path,
-              }),
+              fHandle: fhEntry(w.handle, w.handleType, w.path),
             });
           }),
         }),
@@ -170,4 +209,11 @@ export function anonEntry(file: OpenFile): file_entry {
     default:
       throw new Error(`Not an anonymous-inode file: ${k.type}`);
   }
+}
+
+/** A file handle as criu keeps it: its bytes in 16 words, with the path beside. */
+function fhEntry(handle: Uint8Array, type: number, path: string) {
+  const words = new BigUint64Array(16);
+  new Uint8Array(words.buffer).set(handle.subarray(0, 128));
+  return create(fh_entrySchema, { bytes: handle.length, type, handle: [...words], path });
 }

@@ -51,6 +51,8 @@ export interface DumpOptions {
    * through that link (`--link-remap`); without it such a file is refused.
    */
   linkRemap?: boolean;
+  /** `--external` resources: `file[MNT_ID:INODE]`, `tty[RDEV:DEV]` (hex), `unix[INO]`. */
+  external?: string[];
   /**
    * A datagram unix socket connected to a named socket outside the tree is dumped, to be
    * connected to that name again (`--ext-unix-sk`); without it such a socket is refused.
@@ -135,6 +137,8 @@ export class DumpContext {
   guard?: DumpGuard;
   /** Shutdown bits of the namespace's inet sockets by inode (sock_diag), read on first need. */
   inetShutdowns?: Map<number, number>;
+  /** The mount ids of criu's mount namespace, read on first need. */
+  ownMounts?: Set<number>;
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
   /** The listener each client waiting in a listener's queue is queued at (made once). */

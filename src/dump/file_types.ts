@@ -14,6 +14,7 @@ import {
 import { commonOptionsEntry, type CommonSocketOptions } from "../net/sk_opts.ts";
 import type { FileOwner, Termios } from "../syscalls/mod.ts";
 import type { InotifyWatch } from "./inotify.ts";
+import type { FanotifyGroup } from "./fanotify.ts";
 import type { UnixSocketState } from "../net/unix.ts";
 import type { NetlinkSocketState } from "../net/netlink.ts";
 import type { PacketSocketState } from "../net/packet.ts";
@@ -40,6 +41,8 @@ export type FileKind =
     ghost?: Ghost;
     /** Deleted, alive under another name: linked again here for the restore (--link-remap). */
     linkRemap?: string;
+    /** Given to the restore (`--external file[...]`, then `--inherit-fd`); `path` is its key. */
+    ext?: boolean;
   }
   | { type: "pipe"; ino: number }
   | { type: "fifo"; ino: number; path: string; ghost?: Ghost }
@@ -48,6 +51,7 @@ export type FileKind =
   /** A pidfd: the process it refers to (-1: gone), and its inode (one per dead process). */
   | { type: "pidfd"; pid: number; ino: number }
   | { type: "memfd"; ino: number }
+  | { type: "fanotify"; group: FanotifyGroup }
   /** A namespace (/proc/PID/ns/KIND): its kind and its id in the images. */
   | { type: "ns"; kind: string; nsId: number; cflag: number }
   | {
@@ -114,7 +118,14 @@ export interface Ghost {
 export const DEFAULT_GHOST_LIMIT = 1 << 20;
 
 /** Anonymous-inode files that are state, not names: one object per open file description. */
-export const ANON_KINDS = new Set(["eventfd", "signalfd", "timerfd", "eventpoll", "inotify"]);
+export const ANON_KINDS = new Set([
+  "eventfd",
+  "signalfd",
+  "timerfd",
+  "eventpoll",
+  "inotify",
+  "fanotify",
+]);
 
 /** One open file description, shared by the descriptors that point at it. */
 export interface OpenFile {
@@ -150,7 +161,7 @@ export interface PipeData {
 export interface TtyInfo {
   /** tty-info id (criu's): a pty's index times two, plus one for the master side. */
   id: number;
-  driver: "ptm" | "pts" | "ctty" | "console" | "vt";
+  driver: "ptm" | "pts" | "ctty" | "console" | "vt" | "ext";
   /** The path the descriptor names (/dev/ptmx, /dev/pts/N, /dev/tty...). */
   path: string;
   rdev: number;

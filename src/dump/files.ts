@@ -185,7 +185,7 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
   }
   if (target.endsWith(" (deleted)") && target.startsWith("/")) {
     const st = Deno.statSync(link);
-    const tty = ttyKind(pid, fd, target, st, what);
+    const tty = ttyKind(pid, fd, target, st, what, ctx.opts.external);
     if (tty) return tty;
     const path = target.slice(0, -10);
     if (!st.isFile) return deletedSpecial(pid, fd, link, path, st, what);
@@ -204,8 +204,26 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
   if (st.isBlockDevice) {
     throw new UnsupportedError(`Cannot dump ${what}: block devices are not supported`);
   }
-  const tty = ttyKind(pid, fd, target, st, what);
+  const tty = ttyKind(pid, fd, target, st, what, ctx.opts.external);
   if (tty) return tty;
+  // A file of a mount criu does not see (passed from another mount namespace): its path here
+  // names something else. `--external file[MNT_ID:INODE]` dumps it as one the restore is given.
+  const mntId = parseFdinfo(readProcText(pid, `fdinfo/${fd}`)).mntId;
+  const key = `file[${mntId.toString(16)}:${(st.ino ?? 0).toString(16)}]`;
+  if (ctx.opts.external?.includes(key)) {
+    return { type: "reg", path: key, mode: st.mode ?? 0, ext: true };
+  }
+  ctx.ownMounts ??= new Set(
+    Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter(Boolean).map((l) =>
+      Number(l.split(" ")[0])
+    ),
+  );
+  if (mntId >= 0 && !ctx.ownMounts.has(mntId)) {
+    throw new UnsupportedError(
+      `Cannot dump ${what}: it is on mount ${mntId}, which criu's mount namespace does not ` +
+        `have; dump it as external with --external ${key}`,
+    );
+  }
   return { type: "reg", path: target, size: BigInt(st.size), mode: st.mode ?? 0 };
 }
 
@@ -376,6 +394,8 @@ export function regFileEntry(
     mode?: number;
     mntId?: number;
     fown?: fown_entry;
+    /** An external file (`--external file[...]`): the name is its key. */
+    ext?: boolean;
   },
 ): reg_file_entry {
   return create(reg_file_entrySchema, {
@@ -386,6 +406,7 @@ export function regFileEntry(
     name: path,
     size: opts.size,
     mode: opts.mode,
+    ext: opts.ext || undefined,
   });
 }
 
@@ -437,6 +458,7 @@ export function writeFileEntry(
         pos: file.pos,
         size: file.kind.size,
         mode: file.kind.mode,
+        ext: file.kind.ext,
         mntId: file.mntId,
         fown: file.fown,
       }),
@@ -569,12 +591,15 @@ export function writeFileEntry(
   } else if (ANON_KINDS.has(file.kind.type)) {
     files.entry(file_entrySchema, anonEntry(file));
   } else if (file.kind.type === "tty") {
-    // As criu: the path of the terminal's node in a REG entry of its own.
-    const regfId = ctx.fileId();
-    writeRegFile(
-      files,
-      regFileEntry(regfId, file.kind.path, { flags: file.flags, mode: file.kind.mode }),
-    );
+    // As criu: the path of the terminal's node in a REG entry of its own (not for an external
+    // one, which the restore is given).
+    const regfId = file.kind.driver === "ext" ? undefined : ctx.fileId();
+    if (regfId !== undefined) {
+      writeRegFile(
+        files,
+        regFileEntry(regfId, file.kind.path, { flags: file.flags, mode: file.kind.mode }),
+      );
+    }
     files.entry(
       file_entrySchema,
       create(file_entrySchema, {
@@ -634,6 +659,7 @@ const FD_TYPE: Record<FileKind["type"], fd_types> = {
   timerfd: fd_types.TIMERFD,
   eventpoll: fd_types.EVENTPOLL,
   inotify: fd_types.INOTIFY,
+  fanotify: fd_types.FANOTIFY,
   unix: fd_types.UNIXSK,
   inet: fd_types.INETSK,
 };

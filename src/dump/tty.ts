@@ -43,10 +43,10 @@ import type { DumpContext } from "./context.ts";
 import { type FileKind, type TtyInfo, UnsupportedError } from "./file_types.ts";
 
 /** Which kind of terminal a descriptor is. */
-export type TtyDriver = "ptm" | "pts" | "ctty" | "console" | "vt";
+export type TtyDriver = "ptm" | "pts" | "ctty" | "console" | "vt" | "ext";
 
-/** criu's tty-info ids of the terminals that are not ptys. */
-export const TTY_IDS = { console: 2004, vt: 2008, ctty: 2012 } as const;
+/** criu's tty-info ids of the terminals that are not ptys (external ones from 2026 on). */
+export const TTY_IDS = { console: 2004, vt: 2008, ctty: 2012, ext: 2026 } as const;
 
 /** The major number of a Linux dev_t (bits 8-19 and 32-43). */
 export function major(rdev: number): number {
@@ -70,9 +70,13 @@ export function ttyKind(
   target: string,
   st: Deno.FileInfo,
   what: string,
+  external: string[] = [],
 ): FileKind | undefined {
   if (!st.isCharDevice) return undefined;
   const rdev = st.rdev ?? 0, maj = major(rdev), min = minor(rdev);
+  // `--external tty[RDEV:DEV]`: the restore is given it (--inherit-fd).
+  const key = `tty[${rdev.toString(16)}:${(st.dev ?? 0).toString(16)}]`;
+  const ext = external.filter((e) => e.startsWith("tty[")).indexOf(key);
   const path = target.replace(/ \(deleted\)$/, "");
   const base = {
     type: "tty" as const,
@@ -83,6 +87,7 @@ export function ttyKind(
     gid: st.gid ?? 0,
     mode: st.mode ?? 0,
   };
+  if (ext >= 0) return { ...base, driver: "ext", index: -1, infoId: TTY_IDS.ext + 2 * ext };
   if (maj === TTYAUX_MAJOR && min === 2) {
     const index = withDup(pid, fd, (dup) => ptyIndex(dup, what));
     return { ...base, driver: "ptm", index, infoId: index * 2 + 1 };
@@ -272,7 +277,8 @@ function checkControllingTerminals(ctx: DumpContext, processes: TreeProcess[]): 
     );
     // A console or virtual console of the tree: opened again by its path, it is taken again.
     const other = [...ctx.ttys.values()].find((t) =>
-      (t.driver === "vt" || t.driver === "console") && t.rdev === mine && t.sid === p.pid
+      (t.driver === "vt" || t.driver === "console" || t.driver === "ext") && t.rdev === mine &&
+      t.sid === p.pid
     );
     if (other) continue;
     if (master) {
@@ -346,6 +352,7 @@ const TYPE: Record<TtyDriver, TtyType> = {
   ctty: TtyType.CTTY,
   console: TtyType.CONSOLE,
   vt: TtyType.VT,
+  ext: TtyType.EXT_TTY,
 };
 
 /** tty-info.img: the terminals of the tree. */

@@ -115,14 +115,20 @@ export function checkUnixSockets(ctx: DumpContext, files: ImageWriter): void {
     const what = `fd ${f.owner.fd} of task ${f.owner.pid} (socket:[${i.ino}])`;
     if (i.peer && !socks.has(i.peer) && !pending.has(i.peer)) {
       const peer = ctx.unixSockets?.get(i.peer);
+      // --external unix[INO]: the user lets it come back disconnected (or gives it with
+      // --inherit-fd fd[N]:socket:[INO]).
+      const letGo = ctx.opts.external?.includes(`unix[${i.ino}]`) && peer;
       // --ext-unix-sk: a datagram socket connected to a named socket outside is connected to
       // that name again at restore (the outside socket is not ours to make).
-      if (!ctx.opts.extUnixSk || i.type !== SOCK_DGRAM || !peer?.name.length) {
+      if (letGo) {
+        ctx.log.warn(`${what}: its peer socket:[${i.peer}] is outside; it comes back disconnected`);
+      } else if (!ctx.opts.extUnixSk || i.type !== SOCK_DGRAM || !peer?.name.length) {
         throw new UnsupportedError(
           `Cannot dump ${what}: its peer socket:[${i.peer}] is outside the dumped tree` +
             (ctx.opts.extUnixSk
               ? "; only a datagram socket connected to a named one can be restored so"
-              : "; dump with --ext-unix-sk if it is a named datagram socket"),
+              : "; dump with --ext-unix-sk if it is a named datagram socket, or with " +
+                `--external unix[${i.ino}] to restore it disconnected`),
         );
       }
       if (!externals.has(peer.ino)) externals.set(peer.ino, peer);

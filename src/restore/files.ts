@@ -25,10 +25,12 @@ import {
   type file_entry,
   type fown_entry,
   type inet_sk_entry,
+  mark_type,
   memfd_inode_entrySchema,
   packet_sock_entrySchema,
   type pidfd_entry,
   type reg_file_entry,
+  TtyType,
 } from "../../proto/gen/files_pb.ts";
 import {
   close,
@@ -98,7 +100,12 @@ export function ourTerminal(): string {
   );
 }
 
+/** O_TMPFILE's own bit (O_TMPFILE is this with O_DIRECTORY). */
+const O_TMPFILE_BIT = 0o20000000;
+
 function openOrThrow(path: string, flags: number, what: string): number {
+  // A file made with O_TMPFILE keeps that flag (and O_DIRECTORY); opened again by name, not.
+  if (flags & O_TMPFILE_BIT) flags &= ~(O_TMPFILE_BIT | O.DIRECTORY);
   const fd = tryOpen(path, (flags & ~NOT_REPLAYED) | O.CLOEXEC);
   if (fd < 0) {
     throw new RestoreError(
@@ -190,10 +197,16 @@ export class FileTable implements Disposable {
     if (have !== undefined) return have;
     const f = this.#entry(id);
     // Given by the caller (--inherit-fd fd[N]:KEY), as criu names the file: used as it is.
-    const given = this.#inherited.get(inheritKey(f));
+    const given = this.#inherited.get(inheritKey(f) || this.#externalTty(f) || "\0");
     let fd: number;
     if (given !== undefined) {
       fd = fcntl(given, F.DUPFD_CLOEXEC, 3);
+    } else if (f.reg?.ext || this.#externalTty(f)) {
+      const key = inheritKey(f) || this.#externalTty(f)!;
+      throw new RestoreError(
+        `Cannot restore fd ${forFd} of task ${pid}: it was dumped as external (${key}); give ` +
+          `it with --inherit-fd fd[N]:${key}`,
+      );
     } else if (f.type === fd_types.REG && this.#dump.ghosts.has(id)) {
       fd = this.#ghost(id, f);
     } else if (f.type === fd_types.REG) {
@@ -296,6 +309,8 @@ export class FileTable implements Disposable {
       fd = Number(
         syscall(NR.epoll_create1, "epoll_create1", `fd ${forFd} of task ${pid}`, O.CLOEXEC),
       );
+    } else if (f.type === fd_types.FANOTIFY) {
+      fd = this.#fanotify(f, forFd, pid);
     } else if (f.type === fd_types.PACKETSK) {
       fd = this.#packetSocket(f, forFd, pid);
     } else if (f.type === fd_types.NS) {
@@ -327,6 +342,59 @@ export class FileTable implements Disposable {
   }
 
   readonly #owners: { fd: number; fown: fown_entry }[] = [];
+
+  /** The key of an external terminal (`tty[RDEV:DEV]`, hex), for a TTY entry of one. */
+  #externalTty(f: file_entry): string | undefined {
+    if (f.type !== fd_types.TTY || !f.tty) return undefined;
+    const info = this.#dump.ttys.find((t) => t.id === f.tty!.ttyInfoId);
+    if (info?.type !== TtyType.EXT_TTY) return undefined;
+    return `tty[${info.rdev.toString(16)}:${(info.dev ?? 0).toString(16)}]`;
+  }
+
+  /** A fanotify group with its marks (each by its path; ignored masks after the masks). */
+  #fanotify(f: file_entry, forFd: number, pid: number): number {
+    const e = f.ffy!;
+    const what = `fd ${forFd} of task ${pid} (fanotify)`;
+    const FAN_MARK_ADD = 0x1, FAN_MARK_MOUNT = 0x10, FAN_MARK_IGNORED_MASK = 0x20;
+    const fd = Number(
+      syscall(
+        NR.fanotify_init,
+        "fanotify_init",
+        what,
+        e.faflags, // the group keeps them as given (fdinfo shows them): close-on-exec too
+        e.evflags,
+      ),
+    );
+    fcntl(fd, F.SETFD, 1 /* FD_CLOEXEC, ours until installed */);
+    try {
+      // fdinfo lists the newest mark first: the last is added first.
+      for (const m of [...e.mark].reverse()) {
+        const path = m.type === mark_type.MOUNT ? m.me?.path : m.ie?.fHandle?.path;
+        if (!path) throw new RestoreError(`Cannot restore a mark of ${what}: no path in the image`);
+        const base = FAN_MARK_ADD | m.mflags | (m.type === mark_type.MOUNT ? FAN_MARK_MOUNT : 0);
+        const name = cStringOf(path);
+        const mark = (flags: number, mask: number) =>
+          syscall(
+            NR.fanotify_mark,
+            "fanotify_mark",
+            `${path} for ${what}`,
+            fd,
+            flags,
+            mask,
+            -100,
+            addressOf(name),
+          );
+        if (m.mask) mark(base, m.mask);
+        if (m.ignoredMask) mark(base | FAN_MARK_IGNORED_MASK, m.ignoredMask);
+      }
+      const fl = e.flags & SETFL_MASK;
+      if (fl) fcntl(fd, F.SETFL, fl);
+      return fd;
+    } catch (err) {
+      close(fd);
+      throw err;
+    }
+  }
 
   /** A packet socket, in criu's network namespace (the tree's). */
   #packetSocket(f: file_entry, forFd: number, pid: number): number {
@@ -432,27 +500,54 @@ export class FileTable implements Disposable {
       for (let i = 0; exists(path); i++) path = `${base}.criu-ghost-${g.id}-${i}`;
       return path;
     };
+    const e = g.entry;
+    const fill = (fd: number) => {
+      for (const c of g.chunks) pwriteAll(fd, c.data, c.off, `deleted file ${reg.name}`);
+      syscall(NR.ftruncate, "ftruncate", `deleted file ${reg.name}`, fd, g.size);
+      syscall(NR.fchown, "fchown", `deleted file ${reg.name}`, fd, e.uid, e.gid);
+      syscall(NR.fchmod, "fchmod", `deleted file ${reg.name}`, fd, e.mode & 0o7777);
+    };
+    const times = (path: string) => {
+      if (!e.mtim) return;
+      const ts = (t?: { tvSec: bigint; tvUsec: bigint }) => ({
+        sec: t?.tvSec ?? 0n,
+        nsec: Number(t?.tvUsec ?? 0n) * 1000,
+      });
+      setFileTimes(path, ts(e.atim), ts(e.mtim));
+    };
+    // Made with O_TMPFILE (it never had a name) and open once: made so again, in its
+    // directory, with its flags (which say O_TMPFILE).
+    const sharers = [...this.#dump.ghosts.entries()].filter(([, x]) => x === g).length;
+    if (reg.flags & O_TMPFILE_BIT && sharers === 1 && !this.#ghostPaths.has(g.id)) {
+      const dir = reg.name.slice(0, reg.name.lastIndexOf("/")) || "/";
+      const fd = tryOpen(dir, (reg.flags & ~NOT_REPLAYED) | O.CLOEXEC, 0o600);
+      if (fd < 0) {
+        throw new RestoreError(
+          `Cannot make deleted file ${reg.name} again (O_TMPFILE in ${dir}): ` +
+            `${strerror(-fd).toLowerCase()} (${errnoName(-fd)})`,
+        );
+      }
+      try {
+        fill(fd);
+        times(`/proc/self/fd/${fd}`);
+        if (reg.pos > 0n) lseek(fd, reg.pos, SEEK_SET);
+      } catch (err) {
+        close(fd);
+        throw err;
+      }
+      return fd;
+    }
     let ghost = this.#ghostPaths.get(g.id);
     if (ghost === undefined) {
       ghost = free(`${reg.name}.criu-ghost-${g.id}`);
-      const e = g.entry;
       const fd = openHere(ghost, O.WRONLY | O.CREAT | O.EXCL | O.CLOEXEC, 0o600);
       this.#ghostPaths.set(g.id, ghost);
       try {
-        for (const c of g.chunks) pwriteAll(fd, c.data, c.off, `deleted file ${reg.name}`);
-        syscall(NR.ftruncate, "ftruncate", `deleted file ${reg.name}`, fd, g.size);
-        syscall(NR.fchown, "fchown", `deleted file ${reg.name}`, fd, e.uid, e.gid);
-        syscall(NR.fchmod, "fchmod", `deleted file ${reg.name}`, fd, e.mode & 0o7777);
+        fill(fd);
       } finally {
         close(fd);
       }
-      if (e.mtim) {
-        const ts = (t?: { tvSec: bigint; tvUsec: bigint }) => ({
-          sec: t?.tvSec ?? 0n,
-          nsec: Number(t?.tvUsec ?? 0n) * 1000,
-        });
-        setFileTimes(ghost, ts(e.atim), ts(e.mtim));
-      }
+      times(ghost);
     }
     const path = free(reg.name);
     Deno.linkSync(ghost, path);

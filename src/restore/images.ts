@@ -127,6 +127,7 @@ const SUPPORTED_FILES = new Set([
   fd_types.TTY,
   fd_types.NS,
   fd_types.PACKETSK,
+  fd_types.FANOTIFY,
   fd_types.EVENTFD,
   fd_types.SIGNALFD,
   fd_types.TIMERFD,

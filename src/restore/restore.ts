@@ -209,7 +209,7 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
   ids.add(task.mm.exeFileId);
   for (const id of ids) {
     const reg = dump.files.get(id)?.reg;
-    if (!reg || dump.ghosts.has(id) || isTreeProcFile(reg.name, dump)) continue;
+    if (!reg || reg.ext || dump.ghosts.has(id) || isTreeProcFile(reg.name, dump)) continue;
     // A deleted file still linked elsewhere is checked at its link.
     const path = dump.linked.get(id) ?? reg.name;
     let st: Deno.FileInfo;

@@ -191,6 +191,18 @@ export class PtyTable implements Disposable {
    * controlling terminal, when one of the images says it controls its session.
    */
   takeControllingTerminal(rs: RemoteSyscalls, arena: RemoteArena, pid: number): void {
+    // An external terminal (given with --inherit-fd): through the task's own descriptor of it.
+    const ext = this.#dump.ttys.find((t) => t.type === TtyType.EXT_TTY && t.sid === pid);
+    if (ext) {
+      const task = this.#dump.tasks.find((t) => t.pstree.pid === pid);
+      const fdi = task?.fds.find((f) => this.#dump.files.get(f.id)?.tty?.ttyInfoId === ext.id);
+      if (!fdi) throw new RestoreError(`Task ${pid} holds no descriptor of its terminal`);
+      const ret = rs.call(NR.ioctl, fdi.fd, TTY_REMOTE.TIOCSCTTY, 0);
+      if (ret < 0n) {
+        throw new Errno("TIOCSCTTY", Number(-ret), `the external terminal of task ${pid}`);
+      }
+      return;
+    }
     const info = this.#dump.ttys.find((t) =>
       t.sid === pid && isFieldSet(t, tty_info_entrySchema.field.termios) &&
       ((t.type === TtyType.PTY && t.id & 1) || t.type === TtyType.VT ||

@@ -206,6 +206,7 @@ export const O = {
 /** fcntl commands. */
 export const F = {
   GETFD: 1,
+  SETFD: 2,
   GETFL: 3,
   SETFL: 4,
   GETOWN: 9,
