@@ -85,6 +85,7 @@ const KINDS: Kind[] = [
   { victim: "chrooted", args: ["{out}", "{dir}"], pass: /PASS chrooted/ },
   { victim: "fanotify", args: ["{out}", "{dir}"], pass: /PASS fanotify/ },
   { victim: "tmpfile", args: ["{out}", "{dir}", "interop"], pass: /PASS tmpfile/ },
+  { victim: "shmparts", args: ["{out}"], pass: /PASS shmparts/ },
 ];
 
 /** Starts victim `bin` as kind `k` says (a free port where it wants one). */

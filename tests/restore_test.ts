@@ -794,3 +794,10 @@ Deno.test("--ext-unix-sk: a datagram socket connected to a named socket outside 
     await stopVictim(outside);
   }
 });
+
+Deno.test("one shared memory object seen through several mappings (one at an offset, one whose start was unmapped) stays one, in parent and child", async () => {
+  const bin = await buildVictim("shmparts");
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS shmparts/, {
+    timeoutMs: 3000,
+  });
+});

@@ -330,27 +330,19 @@ export function planMemory(input: MemoryPlanInput): Op[] {
       continue;
     }
     if (v.status & VMA.ANON_SHARED) {
-      // The first task makes the object; the others map the same one by descriptor.
+      // Every object is made beforehand (makeShmem): mapped by descriptor, at its offset.
       const shm = shmemFds.get(v.shmid);
-      if (shm === undefined && v.pgoff !== 0n) {
-        throw new Error(
-          `Shared memory ${v.shmid} at ${
-            hex(v.start)
-          } starts at offset ${v.pgoff}; not supported yet`,
-        );
-      }
+      if (shm === undefined) throw new Error(`Shared memory ${v.shmid} was not made`);
       ops.push({
         code: OP.MMAP,
-        args: shm === undefined
-          ? [v.start, v.end - v.start, BigInt(v.prot), BigInt(v.flags), -1n, 0n]
-          : [
-            v.start,
-            v.end - v.start,
-            BigInt(v.prot),
-            BigInt(v.flags & ~MAP.ANONYMOUS),
-            BigInt(shm),
-            v.pgoff,
-          ],
+        args: [
+          v.start,
+          v.end - v.start,
+          BigInt(v.prot),
+          BigInt(v.flags & ~MAP.ANONYMOUS),
+          BigInt(shm),
+          v.pgoff,
+        ],
         what: `map shared memory ${v.shmid} at ${hex(v.start)}`,
       });
       continue;

@@ -33,6 +33,7 @@ import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
 import { VMA } from "../pagemap/vma.ts";
 import {
+  anonSharedMemory,
   close,
   ioctl,
   kill,
@@ -366,11 +367,12 @@ async function restoreTree(
           const p = procs[i];
           if (p.task.zombie) continue;
           await checkpoint("process");
+          pages += makeShmem(dump, p.task, shmem);
           const maps = parseMaps(readProcText(p.task.pstree.pid, "maps"));
           const rs = RemoteSyscalls.open(p.seized, maps);
           const done = restoreInside(rs, dump, table, shmem, p, procs, maps, opts, log);
           rs.close({ restoreState: false });
-          pages += done.pages + fillShmem(dump, p.task, shmem);
+          pages += done.pages;
           compared += done.compared;
           kept += done.kept;
           forkMs += done.forkMs;
@@ -504,18 +506,16 @@ async function reported(
 }
 
 /**
- * Shared anonymous memory that `task` has just made (it was the first to map it): opened here
- * through /proc/PID/map_files, sized for every task that maps it, filled with its dumped pages,
- * and kept in `shmem` for the tasks after it. Returns the pages written.
+ * The shared anonymous memory objects `task` maps that no earlier task made: made here (a
+ * shmem object, as mmap makes one), sized for every task that maps them, filled with their
+ * dumped pages, and kept in `shmem`; every mapping is then a mapping of one of them, at its
+ * offset. Returns the pages written.
  */
-function fillShmem(dump: DumpImages, task: TaskImages, shmem: Map<bigint, number>): number {
+function makeShmem(dump: DumpImages, task: TaskImages, shmem: Map<bigint, number>): number {
   let pages = 0;
-  const pid = task.pstree.pid;
+  if (task.zombie) return 0;
   for (const v of task.mm.vmas) {
     if (!(v.status & VMA.ANON_SHARED) || shmem.has(v.shmid)) continue;
-    const path = `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
-    const fd = openHere(path, O.RDWR | O.CLOEXEC);
-    shmem.set(v.shmid, fd);
     let size = 0n;
     for (const t of dump.tasks) {
       for (const w of t.zombie ? [] : t.mm.vmas) {
@@ -524,9 +524,8 @@ function fillShmem(dump: DumpImages, task: TaskImages, shmem: Map<bigint, number
         }
       }
     }
-    if (BigInt(Deno.statSync(path).size) < size) {
-      syscall(NR.ftruncate, "ftruncate", `shared memory ${v.shmid}`, fd, size);
-    }
+    const fd = anonSharedMemory(size, `shared memory ${v.shmid}`);
+    shmem.set(v.shmid, fd);
     pages += writeShmemImage(dump, v.shmid, fd, `shared memory ${v.shmid}`);
   }
   return pages;

@@ -487,3 +487,22 @@ export function pollNow(
     rdhup: (rev & POLLRDHUP) !== 0,
   };
 }
+
+/**
+ * A new object of shared anonymous memory (what mmap(MAP_SHARED | MAP_ANONYMOUS) makes: a shmem
+ * file named /dev/zero, deleted) of `size` bytes, as a descriptor: mapped here for a moment,
+ * opened through /proc/self/map_files, unmapped.
+ */
+export function anonSharedMemory(size: bigint, what: string): number {
+  const PROT_RW = 3, MAP_SHARED = 1, MAP_ANONYMOUS = 0x20;
+  const addr = BigInt(libc.mmap(0n, size, PROT_RW, MAP_SHARED | MAP_ANONYMOUS, -1, 0n));
+  if (addr === 0xffffffffffffffffn) throw new Errno("mmap", lastErrno(), what);
+  try {
+    return open(
+      `/proc/self/map_files/${addr.toString(16)}-${(addr + size).toString(16)}`,
+      O.RDWR | O.CLOEXEC,
+    );
+  } finally {
+    libc.munmap(addr, size);
+  }
+}
