@@ -801,3 +801,8 @@ Deno.test("one shared memory object seen through several mappings (one at an off
     timeoutMs: 3000,
   });
 });
+
+Deno.test("a private mapping of shared anonymous memory keeps its copied pages and reads the object through the others", async () => {
+  const bin = await buildVictim("shmpriv");
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS shmpriv/);
+});

@@ -20,6 +20,7 @@ import { writePagesViaParasite } from "../pagemap/page_pipe.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import {
   classifyVma,
+  isPrivateShmem,
   MAP,
   mergeVvar,
   PROT,
@@ -164,7 +165,7 @@ export async function dumpPages(
       }
       if (!vmaHasPrivatePages(v)) continue;
       const before = runs.length;
-      const skipFilePages = (v.status & VMA.FILE_PRIVATE) !== 0;
+      const skipFilePages = (v.status & VMA.FILE_PRIVATE) !== 0 || isPrivateShmem(v);
       pm.scan(v.start, v.end, { skipFilePages, zeroPfn }, runs);
       if (runs.length > before && !(v.prot & PROT.READ)) allReadable = false;
     }

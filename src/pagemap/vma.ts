@@ -85,7 +85,12 @@ export function vmaHasPrivatePages(v: Vma): boolean {
   if (v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR)) return false;
   // The kernel may drop a MAP_DROPPABLE mapping's pages at any time: not carried (as criu).
   if ((v.flags & MAP.TYPE) === MAP.DROPPABLE) return false;
-  return (v.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) !== 0;
+  return (v.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) !== 0 || isPrivateShmem(v);
+}
+
+/** A private mapping of a shared memory object: its own pages are those it copied on write. */
+export function isPrivateShmem(v: Pick<Vma, "status" | "flags">): boolean {
+  return (v.status & VMA.ANON_SHARED) !== 0 && (v.flags & MAP.TYPE) === MAP.PRIVATE;
 }
 
 /**
@@ -199,9 +204,12 @@ export function classifyVma(m: ProcMap): Vma {
     // A memfd: mapped like a file, the file being the memfd (dumped with its inode).
     v.path = m.path;
     v.status = VMA.AREA_REGULAR | VMA.AREA_MEMFD | (shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE);
-  } else if (m.path.endsWith(" (deleted)") && m.path.startsWith("/dev/zero")) {
-    v.status = VMA.AREA_UNSUPP;
-    v.unsupported = `private mapping of deleted shared memory ${m.path.slice(0, -10)}`;
+  } else if (m.path === "/dev/zero (deleted)") {
+    // A private mapping of a shmem object (mapped through /proc/PID/map_files): the object is
+    // dumped as for a shared one, the pages the mapping copied on write as its own.
+    v.flags |= MAP.ANONYMOUS;
+    v.status = VMA.AREA_REGULAR | VMA.ANON_SHARED;
+    v.shmid = BigInt(m.inode);
   } else if (m.path.startsWith("/")) {
     // A deleted file keeps " (deleted)" in its path: the dump carries it (ghost, link remap).
     v.path = m.path;

@@ -338,7 +338,8 @@ export function planMemory(input: MemoryPlanInput): Op[] {
         args: [
           v.start,
           v.end - v.start,
-          BigInt(v.prot),
+          // A private mapping's own pages are written in: writable until then.
+          BigInt(filled.has(v) ? v.prot | PROT.WRITE : v.prot),
           BigInt(v.flags & ~MAP.ANONYMOUS),
           BigInt(shm),
           v.pgoff,
