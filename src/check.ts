@@ -87,6 +87,22 @@ function notOurs(name: string, description: string, why: string): Feature {
   return { name, description, notOurs: why, category: "extra", probe: () => false };
 }
 
+/** Whether fdinfo shows a descriptor's lease (and so its locks). */
+function fdinfoShowsLocks(): boolean {
+  const path = Deno.makeTempFileSync({ prefix: "criu-check-lease-" });
+  const fd = open(path, O.RDONLY | O.CLOEXEC);
+  try {
+    const F_SETLEASE = 1024, F_RDLCK = 0;
+    if (sys(NR.fcntl, fd, F_SETLEASE, F_RDLCK) < 0) return false;
+    return /^lock:.*LEASE/m.test(Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`));
+  } catch {
+    return false;
+  } finally {
+    close(fd);
+    Deno.removeSync(path);
+  }
+}
+
 /** Whether `program` is on PATH. */
 function onPath(program: string): boolean {
   return (Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").some((d) =>
@@ -170,7 +186,12 @@ const NAMED: Feature[] = [
   notOurs("tun", "tun/tap devices", "tun/tap devices are not supported yet"),
   notOurs("tun_ns", "tun/tap devices in namespaces", NS),
   notOurs("userns", "user namespaces", NS),
-  notOurs("fdinfo_lock", "locks and leases in fdinfo", "file leases are not supported yet"),
+  {
+    name: "fdinfo_lock",
+    description: "locks and leases shown in /proc/PID/fdinfo",
+    category: "extra",
+    probe: () => fdinfoShowsLocks(),
+  },
   notOurs("seccomp_suspend", "seccomp suspended while dumped", "seccomp is not supported yet"),
   notOurs("seccomp_filters", "seccomp filters dumped", "seccomp is not supported yet"),
   notOurs("loginuid", "login uid restored", "the login uid is not restored yet"),

@@ -241,3 +241,10 @@ Deno.test("a file made with O_TMPFILE comes back nameless, with its contents, po
   const bin = await buildVictim("tmpfile");
   await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}", "{dir}"]), /PASS tmpfile/);
 });
+
+Deno.test("file leases come back with -l: read, write, and one still breaking to read, held by the task", async () => {
+  const bin = await buildVictim("leases");
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}", "{dir}"]), /PASS leases/, {
+    dump: ["-l"],
+  });
+});

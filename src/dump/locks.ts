@@ -9,8 +9,11 @@ import { readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { UnsupportedError } from "./file_types.ts";
 
-/** criu's lock kinds (FL_POSIX, FL_FLOCK, FL_OFD). */
-const LOCK_FLAG: Record<string, number> = { POSIX: 1, FLOCK: 2, OFDLCK: 4 };
+/** criu's lock kinds (FL_POSIX, FL_FLOCK, FL_OFD, FL_LEASE). */
+const LOCK_FLAG: Record<string, number> = { POSIX: 1, FLOCK: 2, OFDLCK: 4, LEASE: 8 };
+/** A lease's type in the image: F_RDLCK, F_WRLCK, F_UNLCK, with this bit while it breaks. */
+export const LEASE_BREAKING = 4;
+const LEASE_TYPE: Record<string, number> = { READ: 0, WRITE: 1, UNLCK: 2 };
 
 /** Locks held through descriptor `fd` (fdinfo "lock:" lines), refused without `-l`. */
 export function collectLocks(ctx: DumpContext, pid: number, fd: number, fileId: number): void {
@@ -26,6 +29,29 @@ export function collectLocks(ctx: DumpContext, pid: number, fd: number, fileId: 
       throw new UnsupportedError(
         `Cannot dump fd ${fd} of task ${pid}: it holds a ${kind} lock; dump with --file-locks (-l)`,
       );
+    }
+    if (flag === 8) {
+      // A lease belongs to the open file description: once, whichever descriptor shows it.
+      // A breaking one shows the type it is being broken to.
+      const key = `LEASE:${fileId}`;
+      if (ctx.lockKeys.has(key)) continue;
+      ctx.lockKeys.add(key);
+      if ((mode !== "ACTIVE" && mode !== "BREAKING") || LEASE_TYPE[rw] === undefined) {
+        throw new UnsupportedError(
+          `Cannot dump fd ${fd} of task ${pid}: a ${mode} ${rw} lease is not supported`,
+        );
+      }
+      ctx.locks.push(
+        create(file_lock_entrySchema, {
+          flag,
+          type: LEASE_TYPE[rw] | (mode === "BREAKING" ? LEASE_BREAKING : 0),
+          pid,
+          fd,
+          start: 0n,
+          len: 0n,
+        }),
+      );
+      continue;
     }
     if (flag === undefined || mode !== "ADVISORY") {
       throw new UnsupportedError(

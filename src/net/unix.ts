@@ -245,6 +245,15 @@ function makeAll(
       else sendAll(via, m.data);
     }
   };
+  /** Two connected ends made: each kept, each given the other's queue. */
+  const pairUp = (s: UnixSocketImage, sfd: number, p: UnixSocketImage, pfd: number) => {
+    out.set(s.ino, sfd);
+    out.set(p.ino, pfd);
+    done.add(s.ino);
+    done.add(p.ino);
+    fill(s, pfd);
+    fill(p, sfd);
+  };
   const create = (s: UnixSocketImage) => {
     const fd = socket(AF_UNIX, s.type | SOCK_CLOEXEC);
     applyCommonOptions(fd, s.opts);
@@ -305,15 +314,15 @@ function makeAll(
     const client = create(c);
     if (c.name.length) bindNamed(client, c);
     connectTo(client, l);
-    out.set(c.ino, client);
-    done.add(c.ino);
-    done.add(x.ino);
-    if (x.pending) continue;
+    if (x.pending) {
+      out.set(c.ino, client);
+      done.add(c.ino);
+      done.add(x.ino);
+      continue;
+    }
     const server = accept(out.get(l.ino)!, `unix socket ${nameOf(l.name)}`);
     applyCommonOptions(server, x.opts);
-    out.set(x.ino, server);
-    fill(x, client);
-    fill(c, server);
+    pairUp(x, server, c, client);
   }
   // Datagram sockets connected to their own name.
   for (const x of socks) {
@@ -345,12 +354,7 @@ function makeAll(
       close(tmp);
     }
     applyCommonOptions(server, x.opts);
-    out.set(c.ino, client);
-    out.set(x.ino, server);
-    done.add(c.ino);
-    done.add(x.ino);
-    fill(x, client);
-    fill(c, server);
+    pairUp(x, server, c, client);
   }
   // Datagram sockets others are connected to (not back): bound first, then their senders.
   const oneWay = (s: UnixSocketImage) => {
@@ -399,12 +403,7 @@ function makeAll(
     const [a, b] = socketpair(AF_UNIX, s.type | SOCK_CLOEXEC);
     applyCommonOptions(a, s.opts);
     applyCommonOptions(b, p.opts);
-    out.set(s.ino, a);
-    out.set(p.ino, b);
-    done.add(s.ino);
-    done.add(p.ino);
-    fill(s, b);
-    fill(p, a);
+    pairUp(s, a, p, b);
   }
   for (const s of socks) {
     if (done.has(s.ino) || s.external) continue;

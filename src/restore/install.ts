@@ -8,7 +8,7 @@
  * @module
  */
 import { Errno, NR, O, readRemote, remoteAdd, remotePtr, writeRemote } from "../syscalls/mod.ts";
-import { close } from "../syscalls/mod.ts";
+import { close, tryOpen } from "../syscalls/mod.ts";
 import {
   abstractAddr,
   AF_UNIX,
@@ -29,6 +29,7 @@ import { mapKey } from "./memory.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
 import { type FileTable, isLateFile, RestoreError } from "./files.ts";
+import { LEASE_BREAKING } from "../dump/locks.ts";
 import type { DumpImages, TaskImages } from "./images.ts";
 
 const F_SETFD = 2;
@@ -118,7 +119,17 @@ export function installFiles(
   for (const l of dump.locks) {
     if (l.pid !== pid) continue;
     arena.reset();
-    if (l.flag === 2) {
+    if (l.flag === 8) {
+      // A lease: taken by the task (it is its holder); one breaking is taken as it was before
+      // the break, then broken again, which starts the break time anew.
+      const F_SETLEASE = 1024, F_RDLCK = 0, F_WRLCK = 1;
+      const breaking = (l.type & LEASE_BREAKING) !== 0;
+      const reg = dump.files.get(task.fds.find((f) => f.fd === l.fd)?.id ?? -1)?.reg;
+      const type = breaking ? ((reg?.flags ?? 0) & 3) === O.RDONLY ? F_RDLCK : F_WRLCK : l.type;
+      sys(NR.fcntl, `lease on fd ${l.fd}`, l.fd, F_SETLEASE, type);
+      // Broken before the task's signals are set: the break's own signal is not one of them.
+      if (breaking) breakLease(pid, l.fd, l.type & ~LEASE_BREAKING);
+    } else if (l.flag === 2) {
       const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;
       sys(NR.flock, `flock(fd ${l.fd})`, l.fd, (l.type === 1 ? LOCK_EX : LOCK_SH) | LOCK_NB);
     } else {
@@ -291,5 +302,21 @@ export function restoreLateFiles(rs: RemoteSyscalls, dump: DumpImages, task: Tas
     }
   } finally {
     if (page) rs.call(NR.munmap, page, 4096);
+  }
+}
+
+/**
+ * Breaks a lease again: an open of its file that conflicts with it (read-only for a break to a
+ * read lease, write-only for one to none), non-blocking, from here; it fails with EWOULDBLOCK
+ * and leaves the lease breaking to type `target`.
+ */
+function breakLease(pid: number, fd: number, target: number): void {
+  const opened = tryOpen(
+    `/proc/${pid}/fd/${fd}`,
+    (target === 0 ? O.RDONLY : O.WRONLY) | O.NONBLOCK | O.CLOEXEC,
+  );
+  if (opened >= 0) {
+    close(opened);
+    throw new RestoreError(`Cannot break the lease on fd ${fd} of task ${pid} again`);
   }
 }
