@@ -15,11 +15,14 @@ import {
   freePort,
   killAll,
   peerNetns,
+  ROOT,
+  roundTrip,
   safeRead,
   sleep,
   startVictim,
   stopVictim,
   tmpDir,
+  verdict,
   type Victim,
   waitGone,
   waitLine,
@@ -546,3 +549,35 @@ for (
     }
   });
 }
+
+Deno.test("a connection waiting for the answer to its SYN (SYN_SENT) completes after the restore", async () => {
+  const v = startVictim(["setsid", "python3", `${ROOT}/tests/victims/synsent.py`, "{out}"]);
+  let port = 0;
+  try {
+    port = Number((await waitReport(v)).port);
+    await roundTrip(v, { dump: ["--tcp-established"], restore: ["--tcp-established"] });
+    assertMatch(await verdict(v, v.pid, "SIGTERM", 8000), /PASS synsent/);
+  } finally {
+    await stopVictim(v);
+    killAll(v.pid);
+    if (port) {
+      // The victim removes its rule; should it have died first, the rule goes here.
+      await new Deno.Command("iptables", {
+        args: [
+          "-w",
+          "-D",
+          "INPUT",
+          "-t",
+          "filter",
+          "-p",
+          "tcp",
+          "--dport",
+          `${port}`,
+          "-j",
+          "DROP",
+        ],
+        stderr: "null",
+      }).output();
+    }
+  }
+});

@@ -119,6 +119,19 @@ function int(fd: number, name: number, level: number = SOL.SOCKET): number {
   return v[0];
 }
 
+/** The remote end /proc/net/tcp{,6} shows for the socket of inode `ino`. */
+function procNetPeer(family: number, ino: number): { port: number; addr: number[] } {
+  const table = Deno.readTextFileSync(family === AF_INET6 ? "/proc/net/tcp6" : "/proc/net/tcp");
+  for (const line of table.split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (Number(f[9]) !== ino) continue;
+    const [addr, port] = f[2].split(":");
+    const words = addr.match(/.{8}/g)!.map((w) => parseInt(w, 16));
+    return { port: parseInt(port, 16), addr: words };
+  }
+  return { port: 0, addr: family === AF_INET6 ? [0, 0, 0, 0] : [0] };
+}
+
 /** The image's shutdown value for both directions (criu's SK_SHUTDOWN__BOTH). */
 const SHUTDOWN_BOTH = 3;
 
@@ -164,6 +177,8 @@ export function collectInetSocket(
     if (tcp) {
       const info = tcpInfo(copy);
       state = info.state;
+      // A connection waiting for its SYN's answer has no peer name yet (ENOTCONN): /proc says.
+      if (state === TCP_STATE.SYN_SENT && !peerRaw) Object.assign(dst, procNetPeer(family, ino));
       const conn = `${endpointText(family, src.port, src.addr)} -> ` +
         endpointText(family, dst.port, dst.addr);
       if (state === TCP_STATE.LISTEN) {
@@ -210,7 +225,7 @@ export function collectInetSocket(
       state,
       queued: udp && peekMessage(copy, 1) !== null,
       srcPort: src.port,
-      dstPort: peerRaw ? dst.port : 0,
+      dstPort: peerRaw || connection ? dst.port : 0,
       srcAddr: src.addr,
       dstAddr: dst.addr,
       backlog,

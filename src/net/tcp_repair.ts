@@ -41,15 +41,16 @@ import {
   TCP_REPAIR,
   tcpInfo,
 } from "../syscalls/socket.ts";
-import { Errno } from "../syscalls/mod.ts";
+import { Errno, F, fcntl, O } from "../syscalls/mod.ts";
 import { sendFakeSegment, TH } from "./tcp_segment.ts";
 import { TCP_STATE } from "./tcp_state.ts";
 import type { Connection } from "./addr.ts";
 import { applyBufferLock } from "./sk_opts.ts";
 
 const S = TCP_STATE;
-/** States whose connection is dumped with repair (established and half-closed). */
+/** States whose connection is dumped with repair (connecting, established, half-closed). */
 export const REPAIRABLE_STATES: ReadonlySet<number> = new Set([
+  S.SYN_SENT,
   S.ESTABLISHED,
   S.FIN_WAIT1,
   S.FIN_WAIT2,
@@ -279,6 +280,7 @@ function room(bytes: number): number {
  * The socket stays in repair mode.
  */
 export function restoreTcpStream(fd: number, ends: Connection, t: TcpStream, what: string): void {
+  if (t.state === S.SYN_SENT) return restoreSynSent(fd, ends, t, what);
   const mstate = 1 << t.state;
   let inqSeq = t.inqSeq, outqSeq = t.outqSeq;
   // The sequence numbers count the FINs, which are put back separately below.
@@ -342,3 +344,36 @@ export function restoreTcpStream(fd: number, ends: Connection, t: TcpStream, wha
   if (t.nodelay) setI32(fd, TCP_OPT.NODELAY, 1);
   if (t.cork) setI32(fd, TCP_OPT.CORK, 1);
 }
+
+/**
+ * A connection still waiting for its SYN's answer: its initial sequence number set (the send
+ * sequence less the SYN's), then connected out of repair mode, without blocking, which sends
+ * the SYN again with that number (the network lock holds it until the restore ends, then the
+ * kernel retransmits it); back in repair mode until the restore ends.
+ */
+function restoreSynSent(fd: number, ends: Connection, t: TcpStream, what: string): void {
+  setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.RECV);
+  setU32(fd, TCP_OPT.QUEUE_SEQ, t.inqSeq - t.inqLen);
+  setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.SEND);
+  setU32(fd, TCP_OPT.QUEUE_SEQ, (t.outqSeq - t.outqLen - 1) >>> 0);
+  setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.NONE);
+  repairOff(fd);
+  const flags = fcntl(fd, F.GETFL);
+  fcntl(fd, F.SETFL, flags | O.NONBLOCK);
+  try {
+    connectRaw(
+      fd,
+      inetSockaddr({ family: ends.family, port: ends.dstPort, addr: ends.dstAddr }),
+      what,
+    );
+  } catch (e) {
+    if (!(e instanceof Errno) || e.errno !== EINPROGRESS) throw e;
+  } finally {
+    fcntl(fd, F.SETFL, flags);
+  }
+  repairOn(fd);
+  if (t.nodelay) setI32(fd, TCP_OPT.NODELAY, 1);
+  if (t.cork) setI32(fd, TCP_OPT.CORK, 1);
+}
+
+const EINPROGRESS = 115;
