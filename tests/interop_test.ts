@@ -86,6 +86,7 @@ const KINDS: Kind[] = [
   { victim: "fanotify", args: ["{out}", "{dir}"], pass: /PASS fanotify/ },
   { victim: "tmpfile", args: ["{out}", "{dir}", "interop"], pass: /PASS tmpfile/ },
   { victim: "shmparts", args: ["{out}"], pass: /PASS shmparts/ },
+  { victim: "deadcwd", args: ["{out}"], pass: /PASS deadcwd/ },
   { victim: "leases", args: ["{out}", "{dir}"], pass: /PASS leases/, opts: ["--file-locks"] },
 ];
 

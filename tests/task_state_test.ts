@@ -77,3 +77,8 @@ Deno.test("a task in a root of its own, its working directory outside it, keeps 
   const bin = await buildVictim("chrooted");
   await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}", "{dir}"]), /PASS chrooted/);
 });
+
+Deno.test("a working directory in /proc/N of a child that is gone stays there", async () => {
+  const bin = await buildVictim("deadcwd");
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS deadcwd/);
+});

@@ -12,6 +12,7 @@
  */
 import { VERSION } from "../version.ts";
 import { create } from "@bufbuild/protobuf";
+import { remap_file_path_entrySchema, remap_type } from "../../proto/gen/files_pb.ts";
 import {
   core_entrySchema,
   type task_kobj_ids_entry,
@@ -318,6 +319,19 @@ function fsDir(
   path: string,
 ): string {
   if (!path.endsWith(" (deleted)")) return path;
+  const dead = /^\/proc\/(\d+) \(deleted\)$/.exec(path);
+  if (dead && which === "cwd") {
+    // /proc/N of a task that is gone: the restore makes a task N for a moment, goes there,
+    // and lets it go (criu's dead-process remap).
+    ctx.remaps.push(
+      create(remap_file_path_entrySchema, {
+        origId: id,
+        remapId: Number(dead[1]),
+        remapType: remap_type.PROCFS,
+      }),
+    );
+    return path.slice(0, -10);
+  }
   if (path.startsWith("/proc/")) {
     throw new UnsupportedError(
       `Cannot dump task ${pid}: its ${which === "cwd" ? "working" : "root"} directory is ` +

@@ -111,6 +111,8 @@ export interface DumpImages {
   ghosts: Map<number, GhostImage>;
   /** Deleted files still linked elsewhere, by file entry: the link the dump made (link remap). */
   linked: Map<number, string>;
+  /** /proc/N directories of tasks gone (criu's PROCFS remap), by file entry: N. */
+  deadProcs: Map<number, number>;
   /** Shared anonymous memory objects by inode: their pages (offset in the object, data). */
   shmem: Map<
     bigint,
@@ -322,6 +324,7 @@ export function readDump(dir: string): DumpImages {
   }
   const ghosts = new Map<number, GhostImage>();
   const linked = new Map<number, string>();
+  const deadProcs = new Map<number, number>();
   const byGhostId = new Map<number, GhostImage>();
   if (exists(p("remap-fpath.img"))) {
     for (const e of readImage(p("remap-fpath.img"), "REMAP_FPATH", remap_file_path_entrySchema)) {
@@ -336,6 +339,10 @@ export function readDump(dir: string): DumpImages {
           );
         }
         linked.set(r.origId, link.name);
+        continue;
+      }
+      if (r.remapType === remap_type.PROCFS) {
+        deadProcs.set(r.origId, r.remapId);
         continue;
       }
       if (r.remapType !== remap_type.GHOST) {
@@ -394,6 +401,7 @@ export function readDump(dir: string): DumpImages {
     skQueues,
     ghosts,
     linked,
+    deadProcs,
     locks,
     ttys,
     ttyData,

@@ -48,7 +48,6 @@ import {
   remoteAdd,
   type RemotePtr,
   remotePtr,
-  syscall,
   waitPid,
   writeRemote,
 } from "../syscalls/mod.ts";
@@ -176,6 +175,8 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
     if (pidInUse(tid)) throw new PidTakenError(tid);
   }
   if (task.zombie) return;
+  const dead = dump.deadProcs.get(task.fs.cwdId);
+  if (dead !== undefined && pidInUse(dead)) throw new PidTakenError(dead);
   // A task that lived in namespaces of its own (criu's images of a container) would come back
   // in ours, changed.
   const rootIds = dump.inventory.rootIds;
@@ -806,6 +807,34 @@ function restoreGroups(procs: Restoring[], shellJob: boolean): void {
   }
 }
 
+/**
+ * A working directory in /proc/N of a task that is gone: the task makes a child N for a
+ * moment, goes into /proc/N, and reaps it; the directory stays, unhashed, as it was.
+ */
+function enterDeadProc(
+  rs: RemoteSyscalls,
+  arena: RemoteArena,
+  dump: DumpImages,
+  task: TaskImages,
+): void {
+  const dead = dump.deadProcs.get(task.fs.cwdId);
+  if (dead === undefined) return;
+  const pid = task.pstree.pid;
+  arena.reset();
+  const made = rs.clone(cloneArgs(arena, dead, false, 0n, true), CLONE_ARGS_SIZE);
+  if (made !== dead) throw new RestoreError(`Task ${dead} for /proc/${dead} came back as ${made}`);
+  const helper = SeizedTask.adopt(made);
+  try {
+    const ret = rs.call(NR.chdir, arena.cstr(`/proc/${dead}`));
+    if (ret < 0n) {
+      throw new RestoreError(`Cannot enter /proc/${dead} in task ${pid}: errno ${-ret}`);
+    }
+  } finally {
+    helper.kill();
+    rs.call(NR.wait4, dead, 0, 0x40000000, /* __WALL */ 0);
+  }
+}
+
 /** Stages 4 to 6, inside the seized process: files, memory, state, its threads. */
 function restoreInside(
   rs: RemoteSyscalls,
@@ -915,6 +944,7 @@ function restoreInside(
 
   // 6. STATE
   restoreTaskState(rs, arena, dump, task, fds, log);
+  enterDeadProc(rs, arena, dump, task);
   restoreThreadState(rs, arena, pid, task.core);
 
   // Threads: made by the leader (they share its memory), each then sets its own state.

@@ -174,7 +174,10 @@ export function restoreTaskState(
   const root = dump.files.get(task.fs.rootId)?.reg?.name;
   // Both are paths from our root: the working directory first (it may lie outside the root
   // the task chose), then the root (chroot leaves the working directory where it is).
-  if (cwd) sys(NR.chdir, `the working directory ${cwd}`, arena.cstr(cwd));
+  // /proc/N of a task gone: entered once a task N exists for a moment (enterDeadProc).
+  if (cwd && !dump.deadProcs.has(task.fs.cwdId)) {
+    sys(NR.chdir, `the working directory ${cwd}`, arena.cstr(cwd));
+  }
   if (root && root !== "/") sys(NR.chroot, `the root ${root}`, arena.cstr(root));
   if (tc.childSubreaper) sys(NR.prctl, "the child-subreaper flag", PR.SET_CHILD_SUBREAPER, 1);
   if (mm.thpDisabled) sys(NR.prctl, "THP disabled", PR.SET_THP_DISABLE, 1, 0, 0, 0);
