@@ -30,7 +30,6 @@ import {
   pollNow,
   ptyIndex,
   ptyLocked,
-  type Termios,
   tryGetTermios,
   tryOpen,
   ttySession,
@@ -388,5 +387,3 @@ function writeTtyInfo(ctx: DumpContext): void {
     );
   }
 }
-
-export type { Termios };
