@@ -11,6 +11,7 @@ import {
   killAll,
   procState,
   ROOT,
+  roundTrip,
   safeRead,
   sleep,
   startVictim,
@@ -805,4 +806,21 @@ Deno.test("one shared memory object seen through several mappings (one at an off
 Deno.test("a private mapping of shared anonymous memory keeps its copied pages and reads the object through the others", async () => {
   const bin = await buildVictim("shmpriv");
   await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS shmpriv/);
+});
+
+Deno.test("anonymous hugetlb memory, shared and private, comes back", async () => {
+  const bin = await buildVictim("hugetlb");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  try {
+    await waitReport(v);
+    if (/SKIP/.test(Deno.readTextFileSync(v.out))) {
+      console.log("skipped: this machine has no free huge pages");
+      return;
+    }
+    await roundTrip(v);
+    assertMatch(await verdict(v, v.pid, "SIGTERM", 3000), /PASS hugetlb/);
+  } finally {
+    await stopVictim(v);
+    killAll(v.pid);
+  }
 });

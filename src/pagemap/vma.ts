@@ -37,7 +37,17 @@ export const MAP = {
   GROWSDOWN: 0x100,
   LOCKED: 0x2000,
   NORESERVE: 0x4000,
+  HUGETLB: 0x40000,
 } as const;
+
+/** MAP_HUGE_SHIFT: a hugetlb mapping's page size, as log2, in the flags' top bits. */
+const MAP_HUGE_SHIFT = 26;
+
+/** The default huge page size, as log2 (Hugepagesize in /proc/meminfo). */
+function hugePageShift(): number {
+  const kb = Number(/Hugepagesize:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/meminfo"))?.[1]);
+  return Math.log2((kb || 2048) * 1024);
+}
 
 /** madvise advice numbers recorded in `vma_entry.madv` as `1 << advice`. */
 const MADV_BY_VMFLAG: Record<string, number> = {
@@ -178,8 +188,18 @@ export function classifyVma(m: ProcMap): Vma {
     return v;
   }
   if (m.vmFlags.has("ht")) {
-    v.status = VMA.AREA_UNSUPP;
-    v.unsupported = "hugetlb mapping";
+    // Anonymous hugetlb memory: private, or a hugetlbfs object of its own when shared (dumped
+    // and made again as shared memory is, by inode). A hugetlbfs file is not supported.
+    if (m.path !== "/anon_hugepage (deleted)") {
+      v.status = VMA.AREA_UNSUPP;
+      v.unsupported = `hugetlb mapping of ${m.path}`;
+      return v;
+    }
+    v.flags |= MAP.HUGETLB | (hugePageShift() << MAP_HUGE_SHIFT);
+    v.flags |= MAP.ANONYMOUS;
+    v.status = VMA.AREA_REGULAR | (shared ? VMA.ANON_SHARED : VMA.ANON_PRIVATE);
+    if (shared) v.shmid = BigInt(m.inode);
+    else v.pgoff = 0n;
     return v;
   }
   if (m.path === "") {

@@ -49,6 +49,7 @@ import {
   strerror,
   syscall,
   tryOpen,
+  withSharedMapping,
   writeAll,
 } from "../syscalls/mod.ts";
 import { addressOf, cString as cStringOf } from "../syscalls/ffi.ts";
@@ -707,7 +708,10 @@ export class FileTable implements Disposable {
     if (!inode) throw new RestoreError(`memfd inode ${ino} is missing from memfd.img`);
     const what = `memfd ${inode.name}`;
     if (base === undefined) {
-      const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;
+      const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2, MFD_HUGETLB = 4, HUGE_SIZE = 0x3f << 26;
+      // A hugetlb memfd (criu's images keep anonymous hugetlb memory so too): its page size
+      // in the flags' top bits, as mmap's; it takes no write(2): filled through a mapping.
+      const huge = inode.hugetlbFlag ? MFD_HUGETLB | (inode.hugetlbFlag & HUGE_SIZE) : 0;
       const name = cStringOf(inode.name);
       base = Number(
         syscall(
@@ -715,11 +719,20 @@ export class FileTable implements Disposable {
           "memfd_create",
           inode.name,
           addressOf(name),
-          MFD_CLOEXEC | MFD_ALLOW_SEALING,
+          MFD_CLOEXEC | MFD_ALLOW_SEALING | huge,
         ),
       );
       this.#memfds.set(ino, base);
-      writeShmemImage(this.#dump, BigInt(inode.shmid), base, what);
+      if (huge) {
+        syscall(NR.ftruncate, "ftruncate", what, base, inode.size);
+        const fd = base;
+        withSharedMapping(
+          base,
+          inode.size,
+          what,
+          (bytes) => writeShmemImage(this.#dump, BigInt(inode.shmid), fd, what, bytes),
+        );
+      } else writeShmemImage(this.#dump, BigInt(inode.shmid), base, what);
       syscall(NR.ftruncate, "ftruncate", what, base, inode.size);
       syscall(NR.fchown, "fchown", what, base, inode.uid, inode.gid);
       if (isFieldSet(inode, memfd_inode_entrySchema.field.mode)) {
@@ -975,7 +988,13 @@ export class FileTable implements Disposable {
  * Writes the dumped pages of shmem object `shmid` (shared memory, a memfd) at their offsets
  * into `fd`; returns the number of pages.
  */
-export function writeShmemImage(dump: DumpImages, shmid: bigint, fd: number, what: string): number {
+export function writeShmemImage(
+  dump: DumpImages,
+  shmid: bigint,
+  fd: number,
+  what: string,
+  into?: Uint8Array,
+): number {
   const content = dump.shmem.get(shmid);
   if (!content) return 0;
   using pages = Deno.openSync(content.pagesPath, { read: true });
@@ -988,7 +1007,8 @@ export function writeShmemImage(dump: DumpImages, shmid: bigint, fd: number, wha
       if (!k) throw new RestoreError(`Image ${content.pagesPath} ended early`);
       got += k;
     }
-    pwriteAll(fd, buf, r.offset, what);
+    if (into) into.set(buf, Number(r.offset));
+    else pwriteAll(fd, buf, r.offset, what);
     n += r.bytes / 4096;
   }
   return n;

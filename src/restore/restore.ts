@@ -31,7 +31,7 @@ import { restore_stats_entrySchema, stats_entrySchema } from "../../proto/gen/mi
 import { ImageWriter } from "../images/image.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
-import { VMA } from "../pagemap/vma.ts";
+import { MAP, VMA } from "../pagemap/vma.ts";
 import {
   anonSharedMemory,
   close,
@@ -49,6 +49,7 @@ import {
   type RemotePtr,
   remotePtr,
   waitPid,
+  withSharedMapping,
   writeRemote,
 } from "../syscalls/mod.ts";
 import { RemoteSyscalls } from "../tree/infect.ts";
@@ -525,9 +526,23 @@ function makeShmem(dump: DumpImages, task: TaskImages, shmem: Map<bigint, number
         }
       }
     }
-    const fd = anonSharedMemory(size, `shared memory ${v.shmid}`);
+    const what = `shared memory ${v.shmid}`;
+    const huge = v.flags & (MAP.HUGETLB | (0x3f << 26));
+    if (huge) {
+      // hugetlbfs takes whole huge pages, and no write(2): filled through a mapping here.
+      const page = 1n << BigInt((v.flags >>> 26) & 0x3f);
+      size = (size + page - 1n) / page * page;
+    }
+    const fd = anonSharedMemory(size, what, huge);
     shmem.set(v.shmid, fd);
-    pages += writeShmemImage(dump, v.shmid, fd, `shared memory ${v.shmid}`);
+    pages += huge
+      ? withSharedMapping(
+        fd,
+        size,
+        what,
+        (bytes) => writeShmemImage(dump, v.shmid, fd, what, bytes),
+      )
+      : writeShmemImage(dump, v.shmid, fd, what);
   }
   return pages;
 }

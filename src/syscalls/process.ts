@@ -490,18 +490,41 @@ export function pollNow(
 
 /**
  * A new object of shared anonymous memory (what mmap(MAP_SHARED | MAP_ANONYMOUS) makes: a shmem
- * file named /dev/zero, deleted) of `size` bytes, as a descriptor: mapped here for a moment,
- * opened through /proc/self/map_files, unmapped.
+ * file named /dev/zero, deleted; with MAP_HUGETLB flags, a hugetlbfs one) of `size` bytes, as a
+ * descriptor: mapped here for a moment, opened through /proc/self/map_files, unmapped.
  */
-export function anonSharedMemory(size: bigint, what: string): number {
+export function anonSharedMemory(size: bigint, what: string, hugetlbFlags = 0): number {
   const PROT_RW = 3, MAP_SHARED = 1, MAP_ANONYMOUS = 0x20;
-  const addr = BigInt(libc.mmap(0n, size, PROT_RW, MAP_SHARED | MAP_ANONYMOUS, -1, 0n));
+  const addr = BigInt(
+    libc.mmap(0n, size, PROT_RW, MAP_SHARED | MAP_ANONYMOUS | hugetlbFlags, -1, 0n),
+  );
   if (addr === 0xffffffffffffffffn) throw new Errno("mmap", lastErrno(), what);
   try {
     return open(
       `/proc/self/map_files/${addr.toString(16)}-${(addr + size).toString(16)}`,
       O.RDWR | O.CLOEXEC,
     );
+  } finally {
+    libc.munmap(addr, size);
+  }
+}
+
+/**
+ * Runs `fn` with a shared mapping of `size` bytes of `fd` here, as bytes (for files that take
+ * no write(2), as hugetlbfs ones); unmapped after.
+ */
+export function withSharedMapping<T>(
+  fd: number,
+  size: bigint,
+  what: string,
+  fn: (bytes: Uint8Array) => T,
+): T {
+  const PROT_RW = 3, MAP_SHARED = 1;
+  const addr = BigInt(libc.mmap(0n, size, PROT_RW, MAP_SHARED, fd, 0n));
+  if (addr === 0xffffffffffffffffn) throw new Errno("mmap", lastErrno(), what);
+  try {
+    const ptr = Deno.UnsafePointer.create(addr)!;
+    return fn(new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, Number(size))));
   } finally {
     libc.munmap(addr, size);
   }
