@@ -137,6 +137,8 @@ export class DumpContext {
   guard?: DumpGuard;
   /** Shutdown bits of the namespace's inet sockets by inode (sock_diag), read on first need. */
   inetShutdowns?: Map<number, number>;
+  /** The device of the namespace filesystem (nsfs), read on first need. */
+  nsfsDev?: number;
   /** The mount ids of criu's mount namespace, read on first need. */
   ownMounts?: Set<number>;
   /** Unix sockets of the network namespace (sock_diag), read on first need. */

@@ -107,7 +107,7 @@ function nsKind(ctx: DumpContext, ino: number, what: string): FileKind {
 }
 
 /** Describes what `/proc/PID/fd/N` is, refusing what we cannot dump. */
-function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
+function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): FileKind {
   const link = `/proc/${pid}/fd/${fd}`;
   const target = Deno.readLinkSync(link);
   const what = `fd ${fd} of task ${pid} (${target})`;
@@ -196,7 +196,8 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
   }
   const st = Deno.statSync(link);
   // A namespace bound at a path (ip netns) names the path, not the namespace.
-  if (st.dev === Deno.statSync("/proc/self/ns/net").dev) return nsKind(ctx, st.ino ?? 0, what);
+  ctx.nsfsDev ??= Deno.statSync("/proc/self/ns/net").dev;
+  if (st.dev === ctx.nsfsDev) return nsKind(ctx, st.ino ?? 0, what);
   if (st.isFifo) return { type: "fifo", ino: st.ino ?? 0, path: target };
   if (st.isSocket) {
     throw new UnsupportedError(`Cannot dump ${what}: unix sockets are not supported yet`);
@@ -208,7 +209,6 @@ function describe(ctx: DumpContext, pid: number, fd: number): FileKind {
   if (tty) return tty;
   // A file of a mount criu does not see (passed from another mount namespace): its path here
   // names something else. `--external file[MNT_ID:INODE]` dumps it as one the restore is given.
-  const mntId = parseFdinfo(readProcText(pid, `fdinfo/${fd}`)).mntId;
   const key = `file[${mntId.toString(16)}:${(st.ino ?? 0).toString(16)}]`;
   if (ctx.opts.external?.includes(key)) {
     return { type: "reg", path: key, mode: st.mode ?? 0, ext: true };
@@ -301,8 +301,8 @@ function collectOne(
   fd: number,
 ): { file: OpenFile; cloexec: boolean } {
   {
-    const kind = describe(ctx, pid, fd);
     const info = parseFdinfo(readProcText(pid, `fdinfo/${fd}`));
+    const kind = describe(ctx, pid, fd, info.mntId);
     const cloexec = (info.flags & O.CLOEXEC) !== 0;
     const flags = info.flags & ~O.CLOEXEC;
     // Descriptors of one open file description (dup, inherited, passed) share one file entry,

@@ -33,6 +33,7 @@ import {
   tryGetTermios,
   tryOpen,
   ttySession,
+  withTaskFd,
 } from "../syscalls/mod.ts";
 import { parseStat, readProcText } from "../tree/proc.ts";
 import type { TreeProcess } from "../tree/collect.ts";
@@ -88,7 +89,7 @@ export function ttyKind(
   };
   if (ext >= 0) return { ...base, driver: "ext", index: -1, infoId: TTY_IDS.ext + 2 * ext };
   if (maj === TTYAUX_MAJOR && min === 2) {
-    const index = withDup(pid, fd, (dup) => ptyIndex(dup, what));
+    const index = withTaskFd(pid, fd, (dup) => ptyIndex(dup, what));
     return { ...base, driver: "ptm", index, infoId: index * 2 + 1 };
   }
   if (maj >= PTS_MAJOR && maj < PTS_MAJOR + 8) {
@@ -108,20 +109,6 @@ export function ttyKind(
     throw new UnsupportedError(`Cannot dump ${what}: serial and BSD terminals are not supported`);
   }
   return undefined;
-}
-
-function withDup<T>(pid: number, fd: number, fn: (dup: number) => T): T {
-  const pidfd = pidfdOpen(pid);
-  try {
-    const dup = pidfdGetfd(pidfd, fd, pid);
-    try {
-      return fn(dup);
-    } finally {
-      close(dup);
-    }
-  } finally {
-    close(pidfd);
-  }
 }
 
 /** The terminal behind a task's descriptor, read once per tty-info id. */

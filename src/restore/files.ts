@@ -71,9 +71,9 @@ import { NS_CLONE_FLAGS, NS_KINDS } from "../dump/context.ts";
 
 const SEEK_SET = 0;
 /** Open flags that must not be replayed: they would create or truncate. */
-const NOT_REPLAYED = O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY;
+export const NOT_REPLAYED = O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY;
 /** Status flags fcntl(F_SETFL) can set. */
-const SETFL_MASK = O.APPEND | O.NONBLOCK | 0o20000 /* O_ASYNC */ | 0o40000; /* O_DIRECT */
+export const SETFL_MASK = O.APPEND | O.NONBLOCK | 0o20000 /* O_ASYNC */ | 0o40000; /* O_DIRECT */
 
 /** A restore step failed on a named resource. */
 export class RestoreError extends Error {

@@ -37,12 +37,7 @@ import { termiosOf } from "../tty/termios_image.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
 import type { DumpImages } from "./images.ts";
-import { RestoreError } from "./files.ts";
-
-/** Open flags not replayed on a terminal: they would create, or take a controlling terminal. */
-const NOT_REPLAYED = O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY;
-/** Status flags fcntl(F_SETFL) can set. */
-const SETFL_MASK = O.APPEND | O.NONBLOCK | 0o20000 /* O_ASYNC */;
+import { NOT_REPLAYED, RestoreError, SETFL_MASK } from "./files.ts";
 
 /** criu's tty-info id of /dev/tty. */
 const CTTY_ID = 2012;
