@@ -85,6 +85,37 @@ Deno.test("an unsupported resource is refused by name and the task keeps running
   }
 });
 
+Deno.test("inotify: events waiting, or a watched deleted file held outside the tree: refused", async () => {
+  const bin = await buildVictim("inotify");
+  for (const mode of ["queued", "unheld"]) {
+    const v = startVictim(["setsid", bin, "{out}", "{dir}", mode]);
+    let outside: Deno.FsFile | undefined;
+    try {
+      const r = await waitReport(v);
+      if (mode === "unheld") {
+        outside = Deno.openSync(`/proc/${v.pid}/fd/${r.g}`);
+        Deno.kill(v.pid, "SIGUSR1");
+        await waitLine(v.out, /^closed/);
+      }
+      const run = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()]);
+      assertEquals(run.code, 1, mode);
+      assertMatch(
+        run.stderr.trim().split("\n").at(-1)!,
+        mode === "queued"
+          ? new RegExp(
+            `fd ${r.in} of task ${v.pid} \\(inotify\\): \\d+ bytes of events are waiting`,
+          )
+          : new RegExp(`fd ${r.in} of task ${v.pid} \\(inotify\\): it watches a deleted file`),
+      );
+      assertEquals(tracerPid(v.pid), 0);
+      assertMatch(await verdict(v), /inotify/, "still running, and answers");
+    } finally {
+      outside?.close();
+      await stopVictim(v);
+    }
+  }
+});
+
 Deno.test("bad input: one clear line, exit code 1, no stack trace", async () => {
   const dir = tmpDir();
   const cases: [string[], RegExp][] = [

@@ -23,7 +23,7 @@ import {
   signalfd_entrySchema,
   timerfd_entrySchema,
 } from "../../proto/gen/files_pb.ts";
-import { O } from "../syscalls/mod.ts";
+import { inputQueued, O, withTaskFd } from "../syscalls/mod.ts";
 import { parseFdinfo, readProcText } from "../tree/proc.ts";
 import { type FileKind, type OpenFile, UnsupportedError } from "./file_types.ts";
 import { inotifyWatches } from "./inotify.ts";
@@ -66,7 +66,14 @@ export function anonKind(name: string, pid: number, fd: number): FileKind {
     }
     case "inotify": {
       const watches = inotifyWatches(readProcText(pid, `fdinfo/${fd}`));
-      const lost = watches.find((w) => !w.path);
+      const queued = withTaskFd(pid, fd, (copy) => inputQueued(copy, `fd ${fd} of task ${pid}`));
+      if (queued > 0) {
+        throw new UnsupportedError(
+          `Cannot dump fd ${fd} of task ${pid} (inotify): ${queued} bytes of events are ` +
+            `waiting to be read, and a restore cannot queue them again`,
+        );
+      }
+      const lost = watches.find((w) => !w.path && !w.deleted);
       if (lost) {
         throw new UnsupportedError(
           `Cannot dump fd ${fd} of task ${pid} (inotify): the file of watch ${lost.wd} ` +
@@ -215,5 +222,10 @@ export function anonEntry(file: OpenFile): file_entry {
 function fhEntry(handle: Uint8Array, type: number, path: string) {
   const words = new BigUint64Array(16);
   new Uint8Array(words.buffer).set(handle.subarray(0, 128));
-  return create(fh_entrySchema, { bytes: handle.length, type, handle: [...words], path });
+  return create(fh_entrySchema, {
+    bytes: handle.length,
+    type,
+    handle: [...words],
+    path: path || undefined,
+  });
 }

@@ -155,6 +155,12 @@ export class DumpContext {
   readonly locks: file_lock_entry[] = [];
   /** Locks already recorded (a lock shows on every descriptor of its file). */
   readonly lockKeys = new Set<string>();
+  /**
+   * inotify watches on deleted files, by the inotify descriptor that holds each: the file must
+   * come back with the tree (a ghost or a link remap of one of its files), checked once every
+   * file is collected.
+   */
+  readonly deletedWatches: { what: string; sdev: number; ino: bigint }[] = [];
   /** Ghost images written, by "dev:ino" of the deleted inode. */
   readonly ghostIds = new Map<string, number>();
   /** remap-fpath.img entries (ghost files). */

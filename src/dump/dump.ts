@@ -32,7 +32,7 @@ import {
 import { syncDir } from "../images/image.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
-import { CLOCK, clockGettime, close, KCMP, kcmp, O, REG } from "../syscalls/mod.ts";
+import { CLOCK, clockGettime, close, KCMP, kcmp, O, REG, userDev } from "../syscalls/mod.ts";
 import { DEFAULT_LOCK_METHOD, LOCK_METHODS } from "../net/netlock.ts";
 import { collectTree, type FrozenTree, type TreeProcess } from "../tree/collect.ts";
 import { Parasite } from "../tree/parasite.ts";
@@ -265,6 +265,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
     await dumpProcess(ctx, tree, proc, files);
   }
   await ctx.checkpoint("collect");
+  checkDeletedWatches(ctx);
   dumpTtys(ctx, tree.processes);
   dumpFileData(ctx, files);
   writeSysvShm(ctx);
@@ -305,6 +306,21 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   await ctx.checkpoint("sync");
   // The last word before the tree goes: a failing post-dump script leaves it running.
   await ctx.opts.actions?.("post-dump", tree.root);
+}
+
+/**
+ * A watch on a deleted file comes back only with the file: the tree must hold it open (its
+ * ghost or its link remap then brings the inode back, and the watch is put on it, as criu does).
+ */
+function checkDeletedWatches(ctx: DumpContext): void {
+  for (const w of ctx.deletedWatches) {
+    const key = `${userDev(w.sdev)}:${w.ino}`;
+    if (ctx.ghostIds.has(key) || ctx.linkRemaps.has(key)) continue;
+    throw new UnsupportedError(
+      `Cannot dump ${w.what}: it watches a deleted file (inode ${w.ino}) that no task of the ` +
+        `tree holds open, so a restore could not bring it back`,
+    );
+  }
 }
 
 /**

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { pathOfHandle } from "./inotify.ts";
+import { pathOfHandle } from "../util/file_handle.ts";
 
 /** One mark of a fanotify group. */
 export interface FanotifyMark {
@@ -74,6 +74,9 @@ export function fanotifyGroup(fdinfo: string, what: string): FanotifyGroup {
         throw new Error(
           `Cannot dump ${what}: the file of its mark on inode ${ino[1]} cannot be found`,
         );
+      }
+      if (path.endsWith(" (deleted)")) {
+        throw new Error(`Cannot dump ${what}: it marks a deleted file, ${path}`);
       }
       marks.push({
         kind: "inode",

@@ -448,6 +448,14 @@ export function writeFileEntry(
 ): void {
   if (ctx.filesWritten.has(file.id)) return;
   ctx.filesWritten.add(file.id);
+  if (file.kind.type === "inotify") {
+    const { pid, fd } = file.owner;
+    for (const w of file.kind.watches) {
+      if (w.deleted) {
+        ctx.deletedWatches.push({ what: `fd ${fd} of task ${pid} (inotify)`, ...w });
+      }
+    }
+  }
   if (file.kind.type === "reg") {
     if (file.kind.ghost) writeGhost(ctx, file.id, file.kind.ghost);
     if (file.kind.linkRemap) writeLinkRemap(ctx, files, file.id, file.kind.linkRemap);

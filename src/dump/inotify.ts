@@ -1,12 +1,12 @@
 /**
  * inotify watches: the kernel shows each as an inode and a file handle (fdinfo); the file it
  * watches is found again with open_by_handle_at on the mount of that device, and its path goes
- * into the image beside the handle.
+ * into the image beside the handle. A deleted file has no path: as criu, the image holds only
+ * its inode, which the restore finds in the file the tree holds open (its ghost or its link).
  *
  * @module
  */
-import { close, NR, O, open, syscall } from "../syscalls/mod.ts";
-import { addressOf } from "../syscalls/ffi.ts";
+import { pathOfHandle } from "../util/file_handle.ts";
 
 /** One watch of an inotify instance. */
 export interface InotifyWatch {
@@ -17,52 +17,16 @@ export interface InotifyWatch {
   ignoredMask: number;
   handleType: number;
   handle: Uint8Array;
-  /** Where the watched file is now. */
+  /**
+   * Where the watched file is now; empty when it has no name left (deleted, and then found at
+   * restore by its inode, as criu does) or cannot be found (see `deleted`).
+   */
   path: string;
+  /** Whether the watched file was deleted (it has no name, only its inode). */
+  deleted: boolean;
 }
 
-/** The mount point of the filesystem on kernel device `sdev` (major << 20 | minor). */
-function mountOf(sdev: number): string | undefined {
-  const want = `${sdev >>> 20}:${sdev & 0xfffff}`;
-  for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
-    const f = line.split(" ");
-    if (f[2] === want && f[3] === "/") return f[4];
-  }
-  return undefined;
-}
-
-/** The path of the file a handle leads to on device `sdev`, or undefined. */
-export function pathOfHandle(sdev: number, type: number, handle: Uint8Array): string | undefined {
-  const mnt = mountOf(sdev);
-  if (!mnt) return undefined;
-  const mfd = open(mnt, O.RDONLY | O.DIRECTORY | O.CLOEXEC);
-  try {
-    const fh = new Uint8Array(8 + handle.length);
-    const v = new DataView(fh.buffer);
-    v.setUint32(0, handle.length, true);
-    v.setInt32(4, type, true);
-    fh.set(handle, 8);
-    const fd = Number(
-      syscall(
-        NR.open_by_handle_at,
-        "open_by_handle_at",
-        mnt,
-        mfd,
-        addressOf(fh),
-        O.PATH | O.CLOEXEC,
-      ),
-    );
-    try {
-      return Deno.readLinkSync(`/proc/self/fd/${fd}`);
-    } finally {
-      close(fd);
-    }
-  } catch {
-    return undefined;
-  } finally {
-    close(mfd);
-  }
-}
+const DELETED = " (deleted)";
 
 /** Parses the watch lines of an inotify fdinfo and finds each watched file. */
 export function inotifyWatches(fdinfo: string): InotifyWatch[] {
@@ -77,6 +41,8 @@ export function inotifyWatches(fdinfo: string): InotifyWatch[] {
     );
     const sdev = parseInt(m[3], 16);
     const handleType = parseInt(m[7], 16);
+    const path = pathOfHandle(sdev, handleType, handle) ?? "";
+    const deleted = path.endsWith(DELETED);
     out.push({
       wd: parseInt(m[1], 16),
       ino: BigInt("0x" + m[2]),
@@ -85,7 +51,8 @@ export function inotifyWatches(fdinfo: string): InotifyWatch[] {
       ignoredMask: parseInt(m[5], 16),
       handleType,
       handle,
-      path: pathOfHandle(sdev, handleType, handle) ?? "",
+      path: deleted ? "" : path,
+      deleted,
     });
   }
   return out;

@@ -25,6 +25,8 @@ import {
   type file_entry,
   type fown_entry,
   type inet_sk_entry,
+  type inotify_file_entry,
+  type inotify_wd_entry,
   mark_type,
   memfd_inode_entrySchema,
   packet_sock_entrySchema,
@@ -32,6 +34,7 @@ import {
   type reg_file_entry,
   TtyType,
 } from "../../proto/gen/files_pb.ts";
+import { openHandle } from "../util/file_handle.ts";
 import {
   close,
   errnoName,
@@ -588,10 +591,10 @@ export class FileTable implements Disposable {
   }
 
   readonly #pipes = new Map<number, [number, number]>();
-  /**
-   * An inotify instance with its watches at their numbers. Numbers are handed out in rising
-   * order, so a gap is made by adding a watch and removing it again.
-   */
+  /** inotify instances made, whose watches are added by `addWatches`. */
+  readonly #watchers: { fd: number; ify: inotify_file_entry; pid: number }[] = [];
+
+  /** An inotify instance, its watches to come once every file of the tree is made. */
   #inotify(f: file_entry, forFd: number, pid: number): number {
     const ify = f.ify!;
     const fd = Number(
@@ -602,37 +605,85 @@ export class FileTable implements Disposable {
         O.CLOEXEC | (ify.flags & O.NONBLOCK),
       ),
     );
-    const add = (path: string, mask: number) =>
-      Number(
-        syscall(
-          NR.inotify_add_watch,
-          "inotify_add_watch",
-          path,
-          fd,
-          addressOf(cStringOf(path)),
-          mask,
-        ),
-      );
-    for (const w of [...ify.wd].sort((a, b) => a.wd - b.wd)) {
-      const path = w.fHandle?.path;
-      if (!path) {
-        throw new RestoreError(
-          `Cannot restore inotify watch ${w.wd} of task ${pid}: no path in the image`,
-        );
-      }
-      for (let i = 0; i < 1 << 16; i++) {
-        const got = add(path, w.mask);
-        if (got === w.wd) break;
-        if (got > w.wd) {
-          throw new RestoreError(
-            `Cannot restore inotify watch ${w.wd} of task ${pid}: got number ${got}`,
-          );
-        }
-        // A number below the one wanted (a gap): give it back; the next one is one higher.
-        syscall(NR.inotify_rm_watch, "inotify_rm_watch", path, fd, got);
-      }
-    }
+    this.#watchers.push({ fd, ify, pid });
     return fd;
+  }
+
+  /**
+   * The watches of every inotify instance, at their numbers, once the files of the tree are all
+   * made and the names the restore gave deleted files are gone: the restore's own work then
+   * queues no event. A watch without a path is on a deleted file, found by its inode: the ghost
+   * made of it, or (a link remap, or the inode alive elsewhere) its file handle.
+   */
+  addWatches(): void {
+    if (this.#watchers.length === 0) return;
+    const targets = new Map<string, number>();
+    try {
+      for (const { ify, pid } of this.#watchers) {
+        for (const w of ify.wd) {
+          if (w.fHandle?.path) continue;
+          const key = `${w.sDev}:${w.iIno}`;
+          if (targets.has(key)) continue;
+          const fd = this.#deletedInode(w);
+          if (fd === undefined) {
+            throw new RestoreError(
+              `Cannot restore inotify watch ${w.wd} of task ${pid}: the deleted file it ` +
+                `watches (inode ${w.iIno}) is not there`,
+            );
+          }
+          targets.set(key, fd);
+        }
+      }
+      this.#dropGhostNames();
+      for (const { fd, ify, pid } of this.#watchers) {
+        for (const w of [...ify.wd].sort((a, b) => a.wd - b.wd)) {
+          const path = w.fHandle?.path || `/proc/self/fd/${targets.get(`${w.sDev}:${w.iIno}`)}`;
+          // The next number handed out, as the watch had it (the kernel hands them out rising).
+          syscall(
+            NR.ioctl,
+            "ioctl(INOTIFY_IOC_SETNEXTWD)",
+            `inotify of task ${pid}`,
+            fd,
+            0x40044900,
+            w.wd,
+          );
+          const got = Number(
+            syscall(
+              NR.inotify_add_watch,
+              "inotify_add_watch",
+              w.fHandle?.path ?? `deleted inode ${w.iIno}`,
+              fd,
+              addressOf(cStringOf(path)),
+              w.mask,
+            ),
+          );
+          if (got !== w.wd) {
+            throw new RestoreError(
+              `Cannot restore inotify watch ${w.wd} of task ${pid}: got number ${got}`,
+            );
+          }
+        }
+      }
+    } finally {
+      for (const fd of targets.values()) close(fd);
+    }
+  }
+
+  /** An O_PATH descriptor of the deleted file a watch is on, or undefined. */
+  #deletedInode(w: inotify_wd_entry): number | undefined {
+    for (const [id, g] of this.#dump.ghosts) {
+      if (g.entry.dev !== w.sDev || BigInt(g.entry.ino ?? 0) !== BigInt(w.iIno)) continue;
+      // Through the description a task holds: no other name of the inode may die after the
+      // watch is on it (the last name of a deleted file dying ends its watches).
+      const file = this.#byId.get(id);
+      if (file === undefined) return undefined;
+      const fd = tryOpen(`/proc/self/fd/${file}`, O.PATH | O.CLOEXEC);
+      return fd < 0 ? undefined : fd;
+    }
+    const h = w.fHandle;
+    if (!h) return undefined;
+    const handle = new Uint8Array(new BigUint64Array(h.handle).buffer).subarray(0, h.bytes);
+    return openHandle(w.sDev, h.type, handle);
   }
 
   /**
@@ -951,6 +1002,18 @@ export class FileTable implements Disposable {
     return fd;
   }
 
+  /** Removes the names the deleted files made again had during the restore. */
+  #dropGhostNames(): void {
+    for (const path of this.#ghostPaths.values()) {
+      try {
+        Deno.removeSync(path);
+      } catch {
+        // gone already
+      }
+    }
+    this.#ghostPaths.clear();
+  }
+
   /** Closes every descriptor made. Idempotent. */
   close(): void {
     const all = new Set([
@@ -969,14 +1032,8 @@ export class FileTable implements Disposable {
     this.#fifos.clear();
     this.#memfds.clear();
     this.#ptys.close();
-    for (const path of this.#ghostPaths.values()) {
-      try {
-        Deno.removeSync(path);
-      } catch {
-        // gone already
-      }
-    }
-    this.#ghostPaths.clear();
+    this.#dropGhostNames();
+    this.#watchers.length = 0; // their descriptors are in #byId
   }
 
   [Symbol.dispose](): void {

@@ -392,6 +392,7 @@ async function restoreTree(
             rs.close({ restoreState: false });
           }
         }
+        table.addWatches();
         // Process groups, then the owners of files (an owner may name a group); zombies,
         // in their groups now, die.
         restoreGroups(procs, opts.shellJob ?? false);

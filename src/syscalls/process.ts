@@ -529,3 +529,29 @@ export function withSharedMapping<T>(
     libc.munmap(addr, size);
   }
 }
+
+/**
+ * open_by_handle_at(2): the file a handle names (`type` and `handle` as fdinfo shows them) on
+ * the file system of `mountFd`, or -errno.
+ */
+export function tryOpenByHandle(
+  mountFd: number,
+  type: number,
+  handle: Uint8Array,
+  flags: number,
+): number {
+  // struct file_handle: handle_bytes (u32), handle_type (i32), f_handle[].
+  const fh = new Uint8Array(8 + handle.length);
+  const v = new DataView(fh.buffer);
+  v.setUint32(0, handle.length, true);
+  v.setInt32(4, type, true);
+  fh.set(handle, 8);
+  const ret = rawSyscall(NR.open_by_handle_at, mountFd, addressOf(fh), flags);
+  return ret < 0n ? -lastErrno() : Number(ret);
+}
+
+/** The kernel's number of a device (major << 20 | minor, as fdinfo shows it) as stat gives it. */
+export function userDev(kdev: number): number {
+  const major = kdev >>> 20, minor = kdev & 0xfffff;
+  return (minor & 0xff) + (major & 0xfff) * 0x100 + (minor >>> 8) * 0x100000;
+}

@@ -174,7 +174,10 @@ export function ttySession(fd: number): { sid: number; pgrp: number } {
   return { sid: tryGetInt(fd, TIOCGSID) ?? 0, pgrp: tryGetInt(fd, TIOCGPGRP) ?? 0 };
 }
 
-/** FIONREAD: bytes a read can return now (whole lines only, in canonical mode). */
+/**
+ * FIONREAD: bytes a read can return now (of a terminal: whole lines only, in canonical mode; of
+ * an inotify instance: the events queued).
+ */
 export function inputQueued(fd: number, what: string): number {
   return getInt(fd, FIONREAD, "FIONREAD", what);
 }
