@@ -83,6 +83,7 @@ const KINDS: Kind[] = [
   { victim: "ptys", args: ["{out}", "interop"], pass: /PASS ptys/ },
   { victim: "nsfds", args: ["{out}"], pass: /PASS nsfds/ },
   { victim: "packetsk", args: ["{out}", "interop"], pass: /PASS packetsk/ },
+  { victim: "packetring", args: ["{out}"], pass: /PASS packetring/ },
   { victim: "unixgone", args: ["{out}", "{dir}"], pass: /PASS unixgone/ },
   { victim: "chrooted", args: ["{out}", "{dir}"], pass: /PASS chrooted/ },
   { victim: "fanotify", args: ["{out}", "{dir}"], pass: /PASS fanotify/ },

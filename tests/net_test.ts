@@ -17,6 +17,7 @@ import {
   tmpDir,
   tracerPid,
   waitGone,
+  waitLine,
   waitReport,
 } from "./helpers.ts";
 
@@ -235,6 +236,61 @@ Deno.test("packet sockets keep their protocol, interface, settings, memberships 
   await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS packetsk/, {
     timeoutMs: 5000,
   });
+});
+
+Deno.test("a packet socket's rings mapped shared and private come back mapped where they were, and work", async () => {
+  const bin = await buildVictim("packetring");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  let pid = 0;
+  try {
+    const r = await waitReport(v);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(d.code, 0, d.stderr);
+    assert(await waitGone(v.pid), "gone after the dump");
+    // As criu writes it: the socket's file in shmid, no pages of its own.
+    const mm = (await critDecodeAll(imgs)).get(`mm-${v.pid}.img`)!.entries[0];
+    const rings = mm.vmas.filter((x: { status: string }) => /VMA_AREA_SOCKET/.test(x.status));
+    assertEquals(
+      rings.map((x: { start: string }) => BigInt(x.start)).sort(),
+      [
+        BigInt(r.priv),
+        BigInt(r.rx),
+      ].sort(),
+    );
+    const rs = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(rs.code, 0, rs.stderr);
+    pid = v.pid;
+    Deno.kill(pid, "SIGTERM");
+    await waitLine(v.out, /^(PASS|FAIL)/, 5000);
+    assertMatch(Deno.readTextFileSync(v.out), /PASS packetring/);
+  } finally {
+    if (pid) killAll(pid);
+    await stopVictim(v);
+  }
+});
+
+Deno.test("a mapped packet ring that was used is refused by name, and the task keeps running", async () => {
+  const bin = await buildVictim("packetring");
+  const v = startVictim(["setsid", bin, "{out}", "used"]);
+  try {
+    const r = await waitReport(v);
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()]);
+    assertEquals(run.code, 1);
+    assertMatch(
+      run.stderr,
+      new RegExp(
+        `mapping ${
+          r.priv.slice(2)
+        }-[0-9a-f]+ of task ${v.pid} \\(socket:\\[\\d+\\]\\): its ring was used`,
+      ),
+    );
+    assertEquals(tracerPid(v.pid), 0);
+    // Running (or back in pause() a moment after the dump let it go), not stopped.
+    assertMatch(procState(v.pid) ?? "gone", /^[SR]$/);
+  } finally {
+    await stopVictim(v);
+  }
 });
 
 Deno.test("TCP sockets closed after a connection read the end of the stream and keep their names; a fresh one stays unconnected", async () => {

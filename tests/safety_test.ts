@@ -75,7 +75,7 @@ Deno.test("an unsupported resource is refused by name and the task keeps running
     assertMatch(
       last,
       new RegExp(
-        `mapping ${r.ring}-[0-9a-f]+ of task ${v.pid}: mapping of socket:\\[\\d+\\] is not`,
+        `mapping ${r.ring}-[0-9a-f]+ of task ${v.pid} \\(socket:\\[\\d+\\]\\): its TPACKET_V3 ring`,
       ),
     );
     assertEquals(tracerPid(v.pid), 0);

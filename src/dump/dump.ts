@@ -49,7 +49,7 @@ import {
   UnsupportedError,
   writeRegFile,
 } from "./files.ts";
-import { collectVmas, dumpMm, dumpPages } from "./mm.ts";
+import { collectVmas, dumpMm, dumpPages, socketMappings } from "./mm.ts";
 import { ghostOf, writeGhost } from "./ghost.ts";
 import { dumpShmem } from "./shmem.ts";
 import { dumpSysvShm, writeSysvShm } from "./sysv.ts";
@@ -390,6 +390,7 @@ async function dumpProcess(
   const leader = tree.task(pid);
   const { maps, vmas } = collectVmas(pid);
   const taskFiles = collectFiles(ctx, pid);
+  const sockets = socketMappings(pid, vmas, taskFiles.fds);
   if (ctx.tcp?.hasPending) {
     ctx.guard ??= await DumpGuard.start();
     ctx.tcp.checkpointPending(ctx.guard);
@@ -429,7 +430,7 @@ async function dumpProcess(
     ctx.image(`core-${th.tid}.img`, "CORE").entry(core_entrySchema, threadCoreEntry(th, state));
   }
   ctx.image(`ids-${pid}.img`, "IDS").entry(task_kobj_ids_entrySchema, ids);
-  dumpMm(ctx, files, state, vmas);
+  dumpMm(ctx, files, state, vmas, sockets);
   dumpShmem(ctx, pid, vmas);
   dumpSysvShm(ctx, pid, vmas);
   await ctx.checkpoint("mm");

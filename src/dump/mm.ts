@@ -35,6 +35,8 @@ import { writeGhost, writeLinkRemap } from "./ghost.ts";
 import type { ImageWriter } from "../images/image.ts";
 import type { TaskState } from "./task.ts";
 import { memfdFileEntry, registerMemfd } from "./memfd.ts";
+import type { Fd } from "./file_types.ts";
+import { ringUntouched } from "../net/packet.ts";
 
 /** The mappings of task `pid` from smaps, and their classification. */
 export function collectVmas(pid: number): { maps: ProcMap[]; vmas: Vma[] } {
@@ -51,12 +53,48 @@ export function collectVmas(pid: number): { maps: ProcMap[]; vmas: Vma[] } {
   return { maps, vmas };
 }
 
-/** Writes mm-PID.img, adding file entries for the exe link and mapped files to `files`. */
+/**
+ * The packet socket each mapping of a socket maps (its rings), by the mapping's start: the file
+ * of a descriptor of the task, as criu finds it. Refused: a socket the task holds under no
+ * descriptor, rings that were used (see ringUntouched), pages the mapping copied on write.
+ */
+export function socketMappings(pid: number, vmas: Vma[], fds: Fd[]): Map<bigint, number> {
+  const out = new Map<bigint, number>();
+  const checked = new Map<number, string | undefined>();
+  for (const v of vmas) {
+    if (!(v.status & VMA.AREA_SOCKET)) continue;
+    const what = `mapping ${v.start.toString(16)}-${v.end.toString(16)} of task ${pid} (${v.path})`;
+    const held = fds.find((f) => f.file.kind.type === "packet" && f.file.kind.ino === v.map.inode);
+    if (!held || held.file.kind.type !== "packet") {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: it maps a socket that is not a packet socket the task holds`,
+      );
+    }
+    if (v.map.anonKb > 0) {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: it holds ${v.map.anonKb} kB copied on write, which a ring ` +
+          `mapped again would not`,
+      );
+    }
+    const ino = held.file.kind.ino;
+    if (!checked.has(ino)) checked.set(ino, ringUntouched(pid, held.fd, held.file.kind.socket));
+    const why = checked.get(ino);
+    if (why) throw new UnsupportedError(`Cannot dump ${what}: ${why}`);
+    out.set(v.start, held.file.id);
+  }
+  return out;
+}
+
+/**
+ * Writes mm-PID.img, adding file entries for the exe link and mapped files to `files`;
+ * `sockets` names the packet socket of each mapping of one (socketMappings).
+ */
 export function dumpMm(
   ctx: DumpContext,
   files: ReturnType<DumpContext["image"]>,
   t: TaskState,
   vmas: Vma[],
+  sockets = new Map<bigint, number>(),
 ): void {
   const fileIds = ctx.mappedFiles;
   const fileId = (path: string, flags: number) => {
@@ -79,13 +117,19 @@ export function dumpMm(
   };
   const exeId = fileId(t.exe, O.RDONLY);
   const entries = vmas.filter((v) => v.status & (VMA.AREA_REGULAR | VMA.AREA_VSYSCALL)).map((v) => {
-    const isFile = (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0;
+    const socket = sockets.get(v.start);
+    const isFile = (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0 ||
+      socket !== undefined;
     // A shared mapping may be made writable later (mprotect) if its file was open for writing
-    // (VM_MAYWRITE, "mw"), whatever its protection now.
-    const fdflags = (v.flags & MAP.SHARED) && v.map.vmFlags.has("mw") ? O.RDWR : O.RDONLY;
+    // (VM_MAYWRITE, "mw"), whatever its protection now. A socket is read-write (as criu says).
+    const fdflags = socket !== undefined || (v.flags & MAP.SHARED) && v.map.vmFlags.has("mw")
+      ? O.RDWR
+      : O.RDONLY;
     const memfd = (v.status & VMA.AREA_MEMFD) !== 0;
     let fid = 0;
-    if (memfd) {
+    if (socket !== undefined) {
+      fid = socket;
+    } else if (memfd) {
       const path = `/proc/${t.pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
       const ino = registerMemfd(ctx, path, v.path, `memfd mapping at ${v.start.toString(16)}`);
       fid = memfdFileEntry(ctx, files, ino, fdflags);

@@ -5,8 +5,8 @@
  * getsockopt, `makePacketSocket` makes it again. Settings the images cannot carry are refused.
  * Packets waiting in it (its queue, or its rings' frames) are dropped, with a warning, as a
  * network drops them (the socket misses those that arrive while the tree is stopped anyway);
- * rings come back empty, which only a mapping of them could tell, and mappings of sockets are
- * refused.
+ * rings come back empty. A ring mapped into the task is carried only untouched (`ringUntouched`):
+ * the kernel's place in a used ring, which the task's follows, cannot be set again.
  *
  * ```
  * packet_diag_req   family u8, protocol u8, pad u16, ino u32, show u32, cookie u32[2]
@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { close, withTaskFd } from "../syscalls/mod.ts";
+import { close, withSharedMapping, withTaskFd } from "../syscalls/mod.ts";
 import { bindRaw, getsockopt, setsockopt, SO, SOCK_CLOEXEC, socket } from "../syscalls/socket.ts";
 import { applyCommonOptions, type CommonSocketOptions, readCommonOptions } from "./sk_opts.ts";
 import { diagAttributes, sockDiagDump } from "./sock_diag.ts";
@@ -264,4 +264,33 @@ export function makePacketSocket(s: PacketSocketState, what: string): number {
     close(fd);
     throw e;
   }
+}
+
+/** TPACKET_V3 (block-based rings). */
+const TPACKET_V3 = 2;
+
+/**
+ * Why the rings of packet socket `fd` of task `pid` cannot come back as the task sees them
+ * through a mapping, or undefined when they can: they are as the kernel made them, no frame
+ * ever filled or queued (all zero, read through a mapping of our own), so a fresh ring (the
+ * kernel starting again at its first frame) is the same ring. A TPACKET_V3 ring is refused (the
+ * kernel stamps its first block when it makes it).
+ */
+export function ringUntouched(pid: number, fd: number, s: PacketSocketState): string | undefined {
+  const size = (r?: number[]) => (r ? BigInt(r[0]) * BigInt(r[1]) : 0n);
+  const total = size(s.rxRing) + size(s.txRing);
+  if (total === 0n) return "it has no ring to map";
+  if (s.version === TPACKET_V3) return "its TPACKET_V3 ring is mapped, which is not supported";
+  const used = withTaskFd(
+    pid,
+    fd,
+    (copy) =>
+      withSharedMapping(copy, total, `the rings of fd ${fd} of task ${pid}`, (bytes) => {
+        const words = new BigUint64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8);
+        return words.some((w) => w !== 0n);
+      }),
+  );
+  return used
+    ? "its ring was used (the kernel's place in it cannot be set again), which is not supported"
+    : undefined;
 }

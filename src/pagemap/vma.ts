@@ -234,6 +234,10 @@ export function classifyVma(m: ProcMap): Vma {
     // A deleted file keeps " (deleted)" in its path: the dump carries it (ghost, link remap).
     v.path = m.path;
     v.status = VMA.AREA_REGULAR | (shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE);
+  } else if (m.path === `socket:[${m.inode}]`) {
+    // A packet socket's rings (the only sockets that map): the dump finds the socket.
+    v.path = m.path;
+    v.status = VMA.AREA_REGULAR | VMA.AREA_SOCKET;
   } else {
     v.status = VMA.AREA_UNSUPP;
     v.unsupported = `mapping of ${m.path}`;

@@ -24,7 +24,7 @@ import {
 import { VMA } from "../pagemap/vma.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { vma_entrySchema } from "../../proto/gen/mm_pb.ts";
-import { eventpoll_tfd_entrySchema } from "../../proto/gen/files_pb.ts";
+import { eventpoll_tfd_entrySchema, fd_types } from "../../proto/gen/files_pb.ts";
 import { mapKey } from "./memory.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
@@ -79,11 +79,22 @@ export function installFiles(
     { key: "pages", fd: table.service(task.pagesPath, O.RDONLY, "image") },
   ];
   for (const v of task.mm.vmas) {
-    if (!(v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED))) continue;
+    if (!(v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.AREA_SOCKET))) continue;
     const id = Number(v.shmid);
     const key = `map:${mapKey(v)}`;
     if (service.some((s) => s.key === key)) continue;
     const f = dump.files.get(id);
+    if (v.status & VMA.AREA_SOCKET) {
+      // A packet socket's rings: mapped through the socket the task holds (made above).
+      if (f?.type !== fd_types.PACKETSK || !task.fds.some((x) => x.id === id)) {
+        throw new RestoreError(
+          `Cannot restore the mapping at ${v.start.toString(16)} of task ${pid}: file ${id} ` +
+            `is not a packet socket the task holds`,
+        );
+      }
+      service.push({ key, fd: table.file(id, -1, pid) });
+      continue;
+    }
     const access = isFieldSet(v, vma_entrySchema.field.fdflags) ? v.fdflags & 3 : undefined;
     if (f?.memfd) {
       service.push({ key, fd: table.mappedMemfd(id, access) });

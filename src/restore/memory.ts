@@ -348,7 +348,8 @@ export function planMemory(input: MemoryPlanInput): Op[] {
       });
       continue;
     }
-    const isFile = (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0;
+    // A packet socket's rings are mapped through the socket, as a file is.
+    const isFile = (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.AREA_SOCKET)) !== 0;
     const fd = isFile ? mapFds.get(mapKey(v)) : -1;
     if (fd === undefined) {
       throw new Error(`No file for the mapping at ${hex(v.start)} (file id ${v.shmid})`);

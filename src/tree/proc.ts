@@ -164,6 +164,8 @@ export interface ProcMap {
   path: string;
   /** Two-letter VmFlags from smaps (`rd wr mr mw me gd ac ...`). */
   vmFlags: Set<string>;
+  /** Anonymous memory in it, in kB (smaps; 0 from maps): pages it copied on write. */
+  anonKb: number;
 }
 
 const MAPS_LINE = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$/;
@@ -183,7 +185,10 @@ export function parseMaps(text: string): ProcMap[] {
         inode: Number(m[6]),
         path: m[7],
         vmFlags: new Set(),
+        anonKb: 0,
       });
+    } else if (line.startsWith("Anonymous:") && out.length) {
+      out[out.length - 1].anonKb = parseInt(line.slice(10));
     } else if (line.startsWith("VmFlags:") && out.length) {
       out[out.length - 1].vmFlags = new Set(line.slice(8).trim().split(/\s+/));
     }
