@@ -760,6 +760,30 @@ Deno.test("descriptors in flight in a unix queue (SCM_RIGHTS), held by no task, 
   }
 });
 
+Deno.test("an epoll set in flight in a unix queue comes back with its targets, keyed by the numbers they were added under", async () => {
+  const bin = await buildVictim("epollflight");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  let pid = 0;
+  try {
+    const r = await waitReport(v);
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    const img = await critDecodeAll(imgs);
+    const ep = img.get("files.img")!.entries.find((f: { type: string }) => f.type === "EVENTPOLL")
+      .epfd;
+    // Targets as this task holds them: the one added under a closed number through E.
+    assertEquals(
+      ep.tfd.map((t: { tfd: number }) => t.tfd).sort(),
+      [Number(r.sk), Number(r.e), Number(r.e)].sort(),
+    );
+    pid = await restoreDetached(imgs);
+    assertMatch(await verdict(v, pid), /PASS epollflight/);
+  } finally {
+    await stopVictim(v);
+    if (pid) killAll(pid);
+  }
+});
+
 Deno.test("--ext-unix-sk: a datagram socket connected to a named socket outside the tree is connected again", async () => {
   // Outside: a named datagram socket that writes down what it receives.
   const dir = tmpDir();

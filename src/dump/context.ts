@@ -156,6 +156,17 @@ export class DumpContext {
   /** Locks already recorded (a lock shows on every descriptor of its file). */
   readonly lockKeys = new Set<string>();
   /**
+   * epoll sets in flight in unix queues: the copy here (`local`), the task that first holds the
+   * socket whose queue has it (`pid`; the restore adds its targets there) and that socket.
+   */
+  readonly inFlightEpolls: {
+    file: OpenFile;
+    local: number;
+    pid: number;
+    carrier: string;
+    checked?: boolean;
+  }[] = [];
+  /**
    * inotify watches on deleted files, by the inotify descriptor that holds each: the file must
    * come back with the tree (a ghost or a link remap of one of its files), checked once every
    * file is collected.

@@ -30,6 +30,17 @@ export class UnsupportedError extends Error {
 
 /** What a descriptor refers to. */
 
+/** A file an epoll set watches, as its fdinfo shows it. */
+export interface EpollTarget {
+  /** The descriptor number it was added under. */
+  fd: number;
+  events: number;
+  data: bigint;
+  target?: { pos: bigint; inode: bigint; dev: number };
+  /** A descriptor of the task holding the target, when descriptor `fd` does not. */
+  holder?: number;
+}
+
 export type FileKind =
   | {
     type: "reg";
@@ -78,17 +89,7 @@ export type FileKind =
     value: [bigint, bigint];
     interval: [bigint, bigint];
   }
-  | {
-    type: "eventpoll";
-    tfds: {
-      fd: number;
-      events: number;
-      data: bigint;
-      target?: { pos: bigint; inode: bigint; dev: number };
-      /** A descriptor of the task holding the target, when descriptor `fd` does not. */
-      holder?: number;
-    }[];
-  }
+  | { type: "eventpoll"; tfds: EpollTarget[] }
   | { type: "inotify"; watches: InotifyWatch[] }
   | { type: "unix"; ino: number; socket: UnixSocketState }
   | { type: "inet"; ino: number; socket: InetSocketState };

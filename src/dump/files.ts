@@ -56,6 +56,7 @@ import { anonEntry, anonKind } from "./anon_files.ts";
 import {
   ANON_KINDS,
   DEFAULT_GHOST_LIMIT,
+  type EpollTarget,
   type Fd,
   type FileKind,
   noOwner,
@@ -236,7 +237,7 @@ export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
   } finally {
     close(pidfd);
   }
-  return checkEpollTargets(pid, fds);
+  return checkEpollTargets(ctx, pid, fds);
 }
 
 /** Who gets the I/O signals of the description behind fd `fd` of task `pid`. */
@@ -261,7 +262,7 @@ function collectEach(ctx: DumpContext, pid: number, pidfd: number, fds: Fd[]): v
  * here: their files, as those of a task (one entry per open file description across the tree),
  * written with the others. The copies stay open until the dump ends (they name the files).
  */
-function collectInFlight(ctx: DumpContext, kind: FileKind, what: string): void {
+function collectInFlight(ctx: DumpContext, pid: number, kind: FileKind, what: string): void {
   if (kind.type !== "unix" || !kind.socket.queue.some((m) => m.fds?.length)) return;
   const self = pidfdOpen(Deno.pid);
   try {
@@ -270,12 +271,14 @@ function collectInFlight(ctx: DumpContext, kind: FileKind, what: string): void {
       m.ids = m.fds.map((local: number) => {
         ctx.inFlightFds.push(local);
         const { file } = collectOne(ctx, Deno.pid, self, local);
-        // What is set up inside the task that holds it (an epoll set's targets, a pidfd of
-        // the tree) cannot be made for a message in flight; a unix socket would nest queues.
+        // A pidfd of the tree is made inside a task, late: not for a message in flight; a
+        // unix socket would nest queues. An epoll set's targets are found in the task that
+        // holds the socket (checkEpollTargets), and added there at restore.
+        if (file.kind.type === "eventpoll" && !ctx.inFlightEpolls.some((e) => e.file === file)) {
+          ctx.inFlightEpolls.push({ file, local, pid, carrier: what });
+        }
         const kindName = file.kind.type === "unix"
           ? "a unix socket"
-          : file.kind.type === "eventpoll"
-          ? "an epoll set"
           : file.kind.type === "pidfd" && file.kind.pid > 0
           ? "a pidfd of a live task"
           : undefined;
@@ -325,7 +328,7 @@ function collectOne(
       ctx.openFiles.push(file);
     }
     collectLocks(ctx, pid, fd, file.id);
-    collectInFlight(ctx, kind, `fd ${fd} of task ${pid}`);
+    collectInFlight(ctx, pid, kind, `fd ${fd} of task ${pid}`);
     if (kind.type === "pipe" && !ctx.pipes.has(kind.ino)) {
       ctx.pipes.set(kind.ino, peekPipe(pid, fd, kind.ino));
     }
@@ -341,30 +344,52 @@ function collectOne(
 }
 
 /**
- * Finds, for every target of every epoll set, a descriptor of the task holding it: the one it
- * was added under, or (closed since, or holding another file now) another one, found with
- * kcmp(KCMP_EPOLL_TFD). A target no descriptor holds is refused.
+ * Finds, for every target of every epoll set of task `pid`, and of every epoll set in flight
+ * in the queue of a unix socket it was the first to hold, a descriptor of the task holding it
+ * (the restore adds the targets there).
  */
-function checkEpollTargets(pid: number, fds: Fd[]): TaskFiles {
+function checkEpollTargets(ctx: DumpContext, pid: number, fds: Fd[]): TaskFiles {
   for (const { fd, file } of fds) {
     if (file.kind.type !== "eventpoll") continue;
-    const seen = new Map<number, number>();
-    for (const t of file.kind.tfds) {
-      const toff = seen.get(t.fd) ?? 0;
-      seen.set(t.fd, toff + 1);
-      const holds = (x: number) => kcmpEpollTarget(pid, x, fd, t.fd, toff);
-      if (fds.some((f) => f.fd === t.fd) && holds(t.fd)) continue;
-      const holder = fds.find((f) => f.fd !== fd && holds(f.fd));
-      if (!holder) {
-        throw new UnsupportedError(
-          `Cannot dump fd ${fd} of task ${pid}: epoll watches a file added as fd ${t.fd}, ` +
-            `which the task holds under no descriptor now`,
-        );
-      }
-      t.holder = holder.fd;
-    }
+    findEpollTargets(pid, fds, file.kind.tfds, fd, pid, `fd ${fd} of task ${pid}`);
+  }
+  for (const e of ctx.inFlightEpolls.filter((x) => x.pid === pid && !x.checked)) {
+    if (e.file.kind.type !== "eventpoll") continue;
+    e.checked = true;
+    const what = `an epoll set in flight in the queue of ${e.carrier}`;
+    findEpollTargets(pid, fds, e.file.kind.tfds, e.local, Deno.pid, what);
   }
   return { fds };
+}
+
+/**
+ * For each target of epoll set `efd` of task `epPid`, a descriptor of task `pid` holding it:
+ * the one it was added under, or (closed since, or holding another file now) another one,
+ * found with kcmp(KCMP_EPOLL_TFD). A target no descriptor holds is refused.
+ */
+function findEpollTargets(
+  pid: number,
+  fds: Fd[],
+  tfds: EpollTarget[],
+  efd: number,
+  epPid: number,
+  what: string,
+): void {
+  const seen = new Map<number, number>();
+  for (const t of tfds) {
+    const toff = seen.get(t.fd) ?? 0;
+    seen.set(t.fd, toff + 1);
+    const holds = (x: number) => kcmpEpollTarget(pid, x, efd, t.fd, toff, epPid);
+    if (fds.some((f) => f.fd === t.fd) && holds(t.fd)) continue;
+    const holder = fds.find((f) => !(epPid === pid && f.fd === efd) && holds(f.fd));
+    if (!holder) {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: epoll watches a file added as fd ${t.fd}, which task ${pid} ` +
+          `holds under no descriptor now`,
+      );
+    }
+    t.holder = holder.fd;
+  }
 }
 
 function sameObject(a: FileKind, b: FileKind): boolean {

@@ -24,7 +24,11 @@ import {
 import { VMA } from "../pagemap/vma.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { vma_entrySchema } from "../../proto/gen/mm_pb.ts";
-import { eventpoll_tfd_entrySchema, fd_types } from "../../proto/gen/files_pb.ts";
+import {
+  type eventpoll_file_entry,
+  eventpoll_tfd_entrySchema,
+  fd_types,
+} from "../../proto/gen/files_pb.ts";
 import { mapKey } from "./memory.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
@@ -161,9 +165,7 @@ export function installFiles(
   }
   // epoll sets are keyed by (file, descriptor number): register the task's own numbers, once
   // per set (a set inherited by children is one set).
-  for (const fdi of task.fds) {
-    const ep = dump.files.get(fdi.id)?.epfd;
-    if (!ep || task.fds.find((f) => f.id === fdi.id) !== fdi || !table.firstUse(fdi.id)) continue;
+  const addTargets = (epfd: number, ep: eventpoll_file_entry) => {
     for (const t of ep.tfd) {
       arena.reset();
       const ev = new Uint8Array(12); // struct epoll_event is packed: u32 events, u64 data
@@ -179,14 +181,7 @@ export function installFiles(
         if (there) saved = sys(NR.fcntl, "fcntl(F_DUPFD)", key, F_DUPFD_CLOEXEC, high);
         sys(NR.dup3, "dup3", t.tfd, key, 0);
       }
-      sys(
-        NR.epoll_ctl,
-        `epoll_ctl(fd ${key})`,
-        fdi.fd,
-        1, /* EPOLL_CTL_ADD */
-        key,
-        arena.put(ev),
-      );
+      sys(NR.epoll_ctl, `epoll_ctl(fd ${key})`, epfd, 1, /* EPOLL_CTL_ADD */ key, arena.put(ev));
       if (key !== t.tfd) {
         if (saved >= 0) {
           sys(NR.dup3, "dup3", saved, key, there!.flags & 1 ? O.CLOEXEC : 0);
@@ -196,6 +191,21 @@ export function installFiles(
         }
       }
     }
+  };
+  for (const fdi of task.fds) {
+    const ep = dump.files.get(fdi.id)?.epfd;
+    if (!ep || task.fds.find((f) => f.id === fdi.id) !== fdi || !table.firstUse(fdi.id)) continue;
+    addTargets(fdi.fd, ep);
+  }
+  // epoll sets in flight in the queues of unix sockets this task was the first to hold: their
+  // targets are this task's files (the dump found them here); added through a copy sent in.
+  const inFlight = inFlightEpolls(dump, task).filter((id) => table.firstUse(id));
+  if (inFlight.length) {
+    const copies = transfer(rs, arena, inFlight.map((id) => table.file(id, -1, pid)), high, sys);
+    inFlight.forEach((id, i) => {
+      addTargets(copies[i], dump.files.get(id)!.epfd!);
+      sys(NR.close, "close", copies[i]);
+    });
   }
   const svc = new Map(service.map((s, i) => [s.key, received[ids.length + i]]));
   const maps = new Map<string, number>();
@@ -205,6 +215,22 @@ export function installFiles(
     if (key.startsWith("shm:")) shmem.set(BigInt(key.slice(4)), fd);
   }
   return { pages: svc.get("pages")!, maps, shmem, exe: svc.get("exe")!, all: [...svc.values()] };
+}
+
+/**
+ * The epoll sets in flight in the queues of the unix sockets of `task` that no task before it
+ * (in the images' order) holds.
+ */
+function inFlightEpolls(dump: DumpImages, task: TaskImages): number[] {
+  const out = new Set<number>();
+  for (const f of task.fds) {
+    if (dump.files.get(f.id)?.type !== fd_types.UNIXSK) continue;
+    if (dump.tasks.find((t) => t.fds.some((x) => x.id === f.id)) !== task) continue;
+    for (const m of dump.skQueues.get(f.id) ?? []) {
+      for (const r of m.rights) if (dump.files.get(r)?.epfd) out.add(r);
+    }
+  }
+  return [...out];
 }
 
 /** Sends `fds` into the task; returns their numbers there, each moved to `high` or above. */

@@ -95,8 +95,9 @@ export function kcmp(pid1: number, pid2: number, type: number, idx1 = 0, idx2 = 
 }
 
 /**
- * kcmp(KCMP_EPOLL_TFD): whether descriptor `fd` of task `pid` is the file that its epoll set
- * `efd` watches as the `toff`-th target added under descriptor number `tfd`.
+ * kcmp(KCMP_EPOLL_TFD): whether descriptor `fd` of task `pid` is the file that the epoll set
+ * `efd` of task `epPid` (the same task by default) watches as the `toff`-th target added under
+ * descriptor number `tfd`.
  */
 export function kcmpEpollTarget(
   pid: number,
@@ -104,13 +105,14 @@ export function kcmpEpollTarget(
   efd: number,
   tfd: number,
   toff: number,
+  epPid = pid,
 ): boolean {
   const slot = new Uint32Array([efd, tfd, toff]);
   const KCMP_EPOLL_TFD = 7;
   const ret = rawSyscall(
     NR.kcmp,
     pid,
-    pid,
+    epPid,
     KCMP_EPOLL_TFD,
     fd,
     addressOf(new Uint8Array(slot.buffer)),
