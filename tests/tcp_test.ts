@@ -22,6 +22,7 @@ import {
   startVictim,
   stopVictim,
   tmpDir,
+  tracerPid,
   verdict,
   type Victim,
   waitGone,
@@ -578,6 +579,34 @@ Deno.test("a connection waiting for the answer to its SYN (SYN_SENT) completes a
         ],
         stderr: "null",
       }).output();
+    }
+  }
+});
+
+Deno.test("a TCP socket reset by its peer: its waiting error, or its unread bytes, refused by name", async () => {
+  // The peer sends three bytes and resets (SO_LINGER 0); "errread" reads the error first.
+  const code = "import os,socket,struct,sys,time\nl=socket.socket()\nl.bind(('127.0.0.1',0))\n" +
+    "l.listen(1)\nc=socket.create_connection(l.getsockname())\ns,_=l.accept()\n" +
+    "c.send(b'abc')\ntime.sleep(0.1)\n" +
+    "c.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0))\nc.close()\n" +
+    "time.sleep(0.1)\nif sys.argv[2]=='errread': s.getsockopt(socket.SOL_SOCKET,socket.SO_ERROR)\n" +
+    "open(sys.argv[1],'a').write('ready\\n')\ntime.sleep(600)";
+  for (const mode of ["error", "errread"]) {
+    const v = startVictim(["setsid", "python3", "-c", code, "{out}", mode]);
+    try {
+      await waitReport(v);
+      const run = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir(), "--tcp-established"]);
+      assertEquals(run.code, 1, mode);
+      assertMatch(
+        run.stderr,
+        mode === "error"
+          ? /closed TCP socket .* has an error waiting to be read/
+          : /closed TCP socket .* holds 3 bytes unread/,
+      );
+      assertEquals(tracerPid(v.pid), 0);
+    } finally {
+      killAll(v.pid);
+      await stopVictim(v);
     }
   }
 });

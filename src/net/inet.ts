@@ -34,7 +34,7 @@ import {
   tcpInfo,
   UDP_CORK,
 } from "../syscalls/socket.ts";
-import { close, Errno, pollNow, POLLRDHUP, withTaskFd } from "../syscalls/mod.ts";
+import { close, Errno, inputQueued, pollNow, POLLRDHUP, withTaskFd } from "../syscalls/mod.ts";
 import { type Connection, endpointText } from "./addr.ts";
 import { applyCommonOptions, type CommonSocketOptions, readCommonOptions } from "./sk_opts.ts";
 import { stateName, TCP_STATE } from "./tcp_state.ts";
@@ -212,10 +212,28 @@ export function collectInetSocket(
           `Cannot dump ${what}: TCP connection ${conn} is in state ${stateName(state)}, ` +
             `which cannot be dumped`,
         );
-      } else if (pollNow(copy, POLLRDHUP).rdhup) {
-        // A closed connection (sock_diag lists no closed socket): its reads see the end of
-        // the stream, not ENOTCONN. The kernel shut it both ways when it closed.
-        shutdown |= SHUTDOWN_BOTH;
+      } else {
+        const p = pollNow(copy, POLLRDHUP);
+        if (p.error) {
+          // Its next call would fail with it (a reset, a refused connection): a socket made
+          // again has none.
+          throw new InetSocketError(
+            `Cannot dump ${what}: closed TCP socket ${conn} has an error waiting to be read ` +
+              `(a reset, or a refused connection), which a restore cannot set again`,
+          );
+        }
+        if (p.rdhup) {
+          // A closed connection (sock_diag lists no closed socket): its reads see the end of
+          // the stream, not ENOTCONN. The kernel shut it both ways when it closed.
+          const unread = inputQueued(copy, what);
+          if (unread > 0) {
+            throw new InetSocketError(
+              `Cannot dump ${what}: closed TCP socket ${conn} holds ${unread} bytes unread, ` +
+                `which a restore cannot queue again`,
+            );
+          }
+          shutdown |= SHUTDOWN_BOTH;
+        }
       }
     }
     const found: InetSocketState = {

@@ -467,7 +467,7 @@ export function readLinkAt(fd: number): string {
 }
 
 /** poll(2) events. */
-export const POLLIN = 0x1, POLLHUP = 0x10, POLLRDHUP = 0x2000;
+export const POLLIN = 0x1, POLLERR = 0x8, POLLHUP = 0x10, POLLRDHUP = 0x2000;
 
 /**
  * poll(2) of one descriptor for `events`, at once: whether it is readable, whether its peer hung
@@ -476,7 +476,7 @@ export const POLLIN = 0x1, POLLHUP = 0x10, POLLRDHUP = 0x2000;
 export function pollNow(
   fd: number,
   events = POLLIN,
-): { readable: boolean; hangup: boolean; rdhup: boolean } {
+): { readable: boolean; hangup: boolean; rdhup: boolean; error: boolean } {
   const pfd = new Uint8Array(8);
   const v = new DataView(pfd.buffer);
   v.setInt32(0, fd, true);
@@ -487,6 +487,7 @@ export function pollNow(
     readable: (rev & POLLIN) !== 0,
     hangup: (rev & POLLHUP) !== 0,
     rdhup: (rev & POLLRDHUP) !== 0,
+    error: (rev & POLLERR) !== 0,
   };
 }
 
