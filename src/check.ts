@@ -24,6 +24,7 @@ import {
   waitPid,
   zeroPagePfn,
 } from "./syscalls/mod.ts";
+import { addressOf, cString } from "./syscalls/ffi.ts";
 
 /** One feature `criu check` answers for. */
 export interface Feature {
@@ -269,7 +270,18 @@ const NAMED: Feature[] = [
     probe: () => tool("nft", ["list", "tables"]),
   },
   notOurs("sockopt_buf_lock", "SO_BUF_LOCK", "SO_BUF_LOCK is not dumped yet"),
-  notOurs("memfd_hugetlb", "hugetlb memfds", "hugetlb memory is not supported yet"),
+  {
+    name: "memfd_hugetlb",
+    description: "hugetlb memfds (MFD_HUGETLB)",
+    category: "extra",
+    probe: () => {
+      const MFD_CLOEXEC = 1, MFD_HUGETLB = 4;
+      const fd = sys(NR.memfd_create, addressOf(cString("criu-check")), MFD_CLOEXEC | MFD_HUGETLB);
+      if (fd < 0) return false;
+      close(fd);
+      return true;
+    },
+  },
   notOurs("move_mount_set_group", "mount propagation groups", NS),
   {
     name: "openat2",

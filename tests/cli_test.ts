@@ -145,6 +145,9 @@ Deno.test("bad command lines get criu's one-line errors and exit 1", async () =>
     ],
     [["dump", "--external", "bogus"], /invalid argument for --external: bogus/],
     [["restore", "-S"], /--restore-sibling is not supported by deno-criu/],
+    [["restore", "--manage-cgroups=full"], /--manage-cgroups=full is not supported .*=ignore is/],
+    // Accepted: cgroups are left alone, as deno-criu does (the error is the missing directory).
+    [["restore", "--manage-cgroups=ignore", "-D", "/nonexistent"], /\/nonexistent does not exist/],
     [["dump", "--inherit-fd", "fd[3]:x"], /--inherit-fd is not supported|restore-only/],
   ];
   for (const [args, re] of cases) {

@@ -835,7 +835,7 @@ Deno.test("a private mapping of shared anonymous memory keeps its copied pages a
   await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS shmpriv/);
 });
 
-Deno.test("anonymous hugetlb memory, shared and private, comes back", async () => {
+Deno.test("hugetlb memory, anonymous shared and private, and a hugetlb memfd, comes back", async () => {
   const bin = await buildVictim("hugetlb");
   const v = startVictim(["setsid", bin, "{out}"]);
   try {

@@ -259,7 +259,15 @@ const TABLE: OptionSpec[] = [
   ...bool("force-irmap", "forceIrmap"),
   refused("ext-mount-map", "required", NOT_YET.ns, "M"),
   refused("exec-cmd", "none", "--exec-cmd is not supported yet"),
-  refused("manage-cgroups", "optional", NOT_YET.ns),
+  // "ignore" leaves cgroups alone, as deno-criu does; the other modes come with containers.
+  opt("manage-cgroups", "optional", (_o, v, as) => {
+    if (v !== "ignore") {
+      throw new UsageError(
+        `Option ${as}${v === undefined ? "" : `=${v}`} is not supported by deno-criu: ` +
+          `${NOT_YET.ns} (only --manage-cgroups=ignore is)`,
+      );
+    }
+  }),
   refused("cgroup-root", "required", NOT_YET.ns),
   opt("inherit-fd", "required", (o, v) => o.inheritFds.push(v!)),
   opt("feature", "required", (o, v) => o.features.push(v!)),

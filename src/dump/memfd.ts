@@ -13,12 +13,13 @@ import {
   memfd_inode_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import type { ImageWriter } from "../images/image.ts";
-import { close, fcntl, O, tryOpen } from "../syscalls/mod.ts";
+import { close, fcntl, fileSystemOf, HUGETLBFS_MAGIC, O, tryOpen } from "../syscalls/mod.ts";
 import type { DumpContext } from "./context.ts";
 import { noOwner, UnsupportedError } from "./file_types.ts";
 import { dumpShmemObject } from "./shmem.ts";
 
 const F_GET_SEALS = 1034;
+const MFD_HUGETLB = 4, MFD_HUGE_SHIFT = 26;
 
 /** Records the memfd at `path` (whose name is `target`, "/memfd:NAME (deleted)"); its inode. */
 export function registerMemfd(
@@ -32,8 +33,14 @@ export function registerMemfd(
   if (ctx.memfds.has(ino)) return ino;
   const own = tryOpen(path, O.RDONLY | O.CLOEXEC);
   if (own < 0) throw new UnsupportedError(`Cannot open ${what} to read it (errno ${-own})`);
-  let seals = 0;
+  let seals = 0, hugetlbFlag: number | undefined;
   try {
+    // A hugetlb memfd: MFD_HUGETLB and its page size (log2, in the flags' top bits), as criu
+    // writes it.
+    const fs = fileSystemOf(own, what);
+    if (fs.type === HUGETLBFS_MAGIC) {
+      hugetlbFlag = MFD_HUGETLB | (Math.log2(Number(fs.blockSize)) << MFD_HUGE_SHIFT);
+    }
     seals = fcntl(own, F_GET_SEALS);
   } catch {
     seals = 0; // made without MFD_ALLOW_SEALING
@@ -51,6 +58,7 @@ export function registerMemfd(
       seals,
       inodeId: BigInt(ino),
       mode: (st.mode ?? 0o777) & 0o7777,
+      hugetlbFlag,
     }),
   );
   dumpShmemObject(ctx, BigInt(ino), path);

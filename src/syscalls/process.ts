@@ -558,3 +558,14 @@ export function userDev(kdev: number): number {
   const major = kdev >>> 20, minor = kdev & 0xfffff;
   return (minor & 0xff) + (major & 0xfff) * 0x100 + (minor >>> 8) * 0x100000;
 }
+
+/** fstatfs(2) of `fd`: the file system's magic number and block size. */
+export function fileSystemOf(fd: number, what: string): { type: bigint; blockSize: bigint } {
+  // struct statfs (x86-64): f_type, f_bsize, ... (120 bytes).
+  const buf = new BigInt64Array(15);
+  syscall(NR.fstatfs, "fstatfs", what, fd, addressOf(new Uint8Array(buf.buffer)));
+  return { type: BigInt.asUintN(64, buf[0]), blockSize: buf[1] };
+}
+
+/** HUGETLBFS_MAGIC: hugetlbfs (hugetlb memfds and anonymous hugetlb memory live there). */
+export const HUGETLBFS_MAGIC = 0x958458f6n;
