@@ -7,6 +7,7 @@
 import { exists } from "./util/exists.ts";
 import {
   close,
+  Errno,
   errno,
   KCMP,
   kcmp,
@@ -15,9 +16,11 @@ import {
   O,
   open,
   orErrno,
+  PTRACE_O,
   ptraceGetRegs,
   ptraceGetRseq,
   ptraceInterrupt,
+  ptraceSeccompFilter,
   ptraceSeize,
   tryKill,
   tryPtraceDetach,
@@ -49,7 +52,10 @@ function sys(nr: number, ...args: (number | bigint)[]): number {
 }
 
 /** Seizes an orphaned `sleep` (not our child: Deno reaps its own), reads its registers, lets go. */
-async function probePtrace(rseq: boolean): Promise<boolean> {
+async function probePtrace(
+  check: (pid: number) => boolean = () => true,
+  options = 0,
+): Promise<boolean> {
   const out = await new Deno.Command("sh", {
     args: ["-c", "sleep 10 </dev/null >/dev/null 2>&1 & echo $!"],
     stdout: "piped",
@@ -57,12 +63,11 @@ async function probePtrace(rseq: boolean): Promise<boolean> {
   const pid = Number(new TextDecoder().decode(out.stdout).trim());
   if (!pid) return false;
   try {
-    ptraceSeize(pid, 0);
+    ptraceSeize(pid, options);
     ptraceInterrupt(pid);
     waitPid(pid);
     ptraceGetRegs(pid);
-    if (rseq) ptraceGetRseq(pid);
-    return true;
+    return check(pid);
   } catch {
     return false;
   } finally {
@@ -128,7 +133,7 @@ const REQUIRED: Feature[] = [
     name: "ptrace_seize",
     description: "PTRACE_SEIZE/PTRACE_INTERRUPT freeze a task",
     category: "required",
-    probe: () => probePtrace(false),
+    probe: () => probePtrace(),
   },
   {
     name: "pagemap_pfn",
@@ -193,8 +198,27 @@ const NAMED: Feature[] = [
     category: "extra",
     probe: () => fdinfoShowsLocks(),
   },
-  notOurs("seccomp_suspend", "seccomp suspended while dumped", "seccomp is not supported yet"),
-  notOurs("seccomp_filters", "seccomp filters dumped", "seccomp is not supported yet"),
+  {
+    name: "seccomp_suspend",
+    description: "seccomp suspended in traced tasks (PTRACE_O_SUSPEND_SECCOMP)",
+    category: "extra",
+    probe: () => probePtrace(undefined, PTRACE_O.SUSPEND_SECCOMP),
+  },
+  {
+    name: "seccomp_filters",
+    description: "seccomp filters read from a traced task (PTRACE_SECCOMP_GET_FILTER)",
+    category: "extra",
+    // A task without filters answers EINVAL; a kernel without the request, EIO.
+    probe: () =>
+      probePtrace((pid) => {
+        try {
+          ptraceSeccompFilter(pid, 0);
+          return true;
+        } catch (e) {
+          return e instanceof Errno && e.errno !== errno.EIO;
+        }
+      }),
+  },
   notOurs("loginuid", "login uid restored", "the login uid is not restored yet"),
   notOurs("cgroupns", "cgroup namespaces", NS),
   { ...notOurs("autofs", "autofs mounts", NS), category: "experimental" },
@@ -293,7 +317,7 @@ const NAMED: Feature[] = [
     name: "get_rseq_conf",
     description: "PTRACE_GET_RSEQ_CONFIGURATION reads a task's rseq area",
     category: "extra",
-    probe: () => probePtrace(true),
+    probe: () => probePtrace((pid) => (ptraceGetRseq(pid), true)),
   },
   notOurs("ipv6_freebind", "IPv6 freebind binds", "freebind binds are not restored yet"),
   {

@@ -82,3 +82,8 @@ Deno.test("a working directory in /proc/N of a child that is gone stays there", 
   const bin = await buildVictim("deadcwd");
   await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS deadcwd/);
 });
+
+Deno.test("seccomp: filters shared by threads (TSYNC), in their order, a child's own on top, and strict mode", async () => {
+  const bin = await buildVictim("seccomp");
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS seccomp/);
+});

@@ -7,6 +7,7 @@
 import type { ActionHook } from "../action_scripts.ts";
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
+import { SeccompImage } from "./seccomp.ts";
 import type { UnixSocketInfo } from "../net/unix_diag.ts";
 import type { QueuedMessage } from "../net/unix.ts";
 import type { task_kobj_ids_entry } from "../../proto/gen/core_pb.ts";
@@ -155,6 +156,8 @@ export class DumpContext {
   readonly locks: file_lock_entry[] = [];
   /** Locks already recorded (a lock shows on every descriptor of its file). */
   readonly lockKeys = new Set<string>();
+  /** seccomp filters of the tree (seccomp.img). */
+  readonly seccomp = new SeccompImage();
   /**
    * epoll sets in flight in unix queues: the copy here (`local`), the task that first holds the
    * socket whose queue has it (`pid`; the restore adds its targets there) and that socket.

@@ -61,13 +61,13 @@ const sigQueue = (infos: Uint8Array[]) =>
     signals: infos.map((siginfo) => create(siginfo_entrySchema, { siginfo })),
   });
 
-function seccompMode(t: TaskState): seccomp_mode {
-  return [seccomp_mode.disabled, seccomp_mode.strict, seccomp_mode.filter][t.status.seccomp] ??
+function seccompMode(mode: number): seccomp_mode {
+  return [seccomp_mode.disabled, seccomp_mode.strict, seccomp_mode.filter][mode] ??
     seccomp_mode.disabled;
 }
 
-/** thread_info and thread_core of one thread; process-wide values come from the leader. */
-function threadParts(th: ThreadState, leader: TaskState) {
+/** thread_info and thread_core of one thread. */
+function threadParts(th: ThreadState) {
   // Credentials are each thread's own (a raw setresuid() changes one thread).
   const s = th.status;
   return {
@@ -108,7 +108,10 @@ function threadParts(th: ThreadState, leader: TaskState) {
         groups: s.groups,
         noNewPrivs: s.noNewPrivs,
       }),
-      seccompMode: seccompMode(leader),
+      // As criu writes them: only a mode of its own (a thread given its leader's filters at
+      // restore has none), with its oldest filter in filter mode (where the chain starts).
+      seccompMode: th.seccomp?.mode ? seccompMode(th.seccomp.mode) : undefined,
+      seccompFilter: th.seccomp?.filter,
       comm: th.stat.comm,
       rseqEntry: th.rseq.pointer
         ? create(rseq_entrySchema, {
@@ -128,7 +131,7 @@ export function coreEntry(t: TaskState): core_entry {
   );
   return create(core_entrySchema, {
     mtype: core_entry_march.X86_64,
-    ...threadParts({ ...t, tid: t.pid }, t),
+    ...threadParts({ ...t, tid: t.pid }),
     tc: create(task_core_entrySchema, {
       taskState: t.wasStopped ? TASK_STATE.STOPPED : TASK_STATE.ALIVE,
       stopSigno: t.stopSigno || undefined,
@@ -161,7 +164,7 @@ export function coreEntry(t: TaskState): core_entry {
         rlimits: t.rlimits.map(([cur, max]) => create(rlimit_entrySchema, { cur, max })),
       }),
       signalsS: sigQueue(t.pendingShared),
-      oldSeccompMode: seccompMode(t),
+      oldSeccompMode: seccompMode(t.status.seccomp),
       loginuid: t.loginuid >>> 0,
       oomScoreAdj: t.oomScoreAdj,
       membarrierRegistrationMask: t.membarrier || undefined,
@@ -180,10 +183,10 @@ export function coreEntry(t: TaskState): core_entry {
 }
 
 /** The core_entry of a thread other than the leader. */
-export function threadCoreEntry(th: ThreadState, leader: TaskState): core_entry {
+export function threadCoreEntry(th: ThreadState): core_entry {
   return create(core_entrySchema, {
     mtype: core_entry_march.X86_64,
-    ...threadParts(th, leader),
+    ...threadParts(th),
   });
 }
 

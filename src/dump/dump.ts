@@ -291,7 +291,10 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
       networkLockMethod: LOCK_METHODS.indexOf(ctx.opts.networkLock ?? DEFAULT_LOCK_METHOD),
     }),
   );
-  ctx.image("seccomp.img", "SECCOMP").entry(seccomp_entrySchema, create(seccomp_entrySchema, {}));
+  ctx.image("seccomp.img", "SECCOMP").entry(
+    seccomp_entrySchema,
+    create(seccomp_entrySchema, { seccompFilters: ctx.seccomp.filters }),
+  );
   const ts = (clock: number) => {
     const [tvSec, tvNsec] = clockGettime(clock);
     return create(timespecSchema, { tvSec, tvNsec });
@@ -410,9 +413,13 @@ async function dumpProcess(
     await ctx.checkpoint("pages");
     return { state, threads };
   })();
-  if (state.status.seccomp === 2) {
-    throw new UnsupportedError(`Cannot dump task ${pid}: seccomp filters are not supported yet`);
-  }
+  // seccomp: each thread's mode and filters (read while the threads are seized).
+  const seccomp = ctx.seccomp.collect(
+    proc.threads,
+    [state.status.seccomp, ...threads.map((t) => t.status.seccomp)],
+  );
+  state.seccomp = seccomp[0];
+  threads.forEach((t, i) => (t.seccomp = seccomp[i + 1]));
 
   const parent = tree.processes.find((p) => p.children.includes(pid));
   const parentIds = parent && ctx.ids.get(parent.pid);
@@ -427,7 +434,7 @@ async function dumpProcess(
   ctx.ids.set(pid, ids);
   ctx.image(`core-${pid}.img`, "CORE").entry(core_entrySchema, coreEntry(state));
   for (const th of threads) {
-    ctx.image(`core-${th.tid}.img`, "CORE").entry(core_entrySchema, threadCoreEntry(th, state));
+    ctx.image(`core-${th.tid}.img`, "CORE").entry(core_entrySchema, threadCoreEntry(th));
   }
   ctx.image(`ids-${pid}.img`, "IDS").entry(task_kobj_ids_entrySchema, ids);
   dumpMm(ctx, files, state, vmas, sockets);

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { ThreadSeccomp } from "./seccomp.ts";
 import {
   getRobustList,
   ITIMERVAL_SIZE,
@@ -96,6 +97,8 @@ export interface TaskState {
   /** POSIX timers with their remaining time and interval (timer_gettime) and overruns. */
   posixTimers:
     (ProcTimer & { value: [bigint, bigint]; interval: [bigint, bigint]; overrun: number })[];
+  /** Its seccomp mode and newest filter, as the images carry them (set by the dump). */
+  seccomp?: ThreadSeccomp;
 }
 
 const SCHED_DEADLINE = 6;
@@ -243,6 +246,8 @@ export interface ThreadState {
   rseq: RseqConfig;
   robustList: { head: bigint; len: number };
   clearTidAddr: bigint;
+  /** Its seccomp mode and newest filter, as the images carry them (set by the dump). */
+  seccomp?: ThreadSeccomp;
 }
 
 /** Collects the per-thread state of a seized non-leader thread of process `pid`. */

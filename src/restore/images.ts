@@ -12,6 +12,7 @@ import { join } from "node:path";
 import {
   type core_entry,
   core_entrySchema,
+  seccomp_mode,
   type task_kobj_ids_entry,
   task_kobj_ids_entrySchema,
 } from "../../proto/gen/core_pb.ts";
@@ -46,6 +47,9 @@ import {
   ipc_shm_entrySchema,
   type pstree_entry,
   pstree_entrySchema,
+  seccomp_entrySchema,
+  type seccomp_filter,
+  seccomp_filterSchema,
 } from "../../proto/gen/misc_pb.ts";
 import {
   type mm_entry,
@@ -113,6 +117,8 @@ export interface DumpImages {
   linked: Map<number, string>;
   /** /proc/N directories of tasks gone (criu's PROCFS remap), by file entry: N. */
   deadProcs: Map<number, number>;
+  /** seccomp filters (seccomp.img): each thread's chain ends at its core's `seccompFilter`. */
+  seccompFilters: seccomp_filter[];
   /** Shared anonymous memory objects by inode: their pages (offset in the object, data). */
   shmem: Map<
     bigint,
@@ -406,7 +412,40 @@ export function readDump(dir: string): DumpImages {
     ttys,
     ttyData,
     memfds,
+    seccompFilters: readSeccomp(p("seccomp.img"), tasks),
   };
+}
+
+/**
+ * seccomp.img's filters, checked against the threads that use them: every chain is in the
+ * image and runs back to its first filter (each filter's `prev` comes before it).
+ */
+function readSeccomp(path: string, tasks: TaskImages[]): seccomp_filter[] {
+  const filters = exists(path)
+    ? readImage(path, "SECCOMP", seccomp_entrySchema).flatMap((e) => e.message.seccompFilters)
+    : [];
+  filters.forEach((f, i) => {
+    if (isFieldSet(f, seccomp_filterSchema.field.prev) && f.prev >= i) {
+      throw new ImageError(
+        `Image ${path}: filter ${i} follows filter ${f.prev}, not one before it`,
+      );
+    }
+    if (f.filter.length === 0 || f.filter.length % 8) {
+      throw new ImageError(`Image ${path}: filter ${i} is not a BPF program`);
+    }
+  });
+  for (const t of tasks) {
+    for (const [tid, core] of [[t.pstree.pid, t.core] as const, ...t.threadCores]) {
+      const tc = core.threadCore;
+      if (tc?.seccompMode !== seccomp_mode.filter) continue;
+      if (tc.seccompFilter >= filters.length) {
+        throw new ImageError(
+          `Image ${path} has no seccomp filter ${tc.seccompFilter}, which thread ${tid} uses`,
+        );
+      }
+    }
+  }
+  return filters;
 }
 
 /** A deleted file, to be made again: its attributes and its data segments. */

@@ -102,6 +102,7 @@ import {
   requeueSignals,
   restoreAfterCreds,
   restoreCreds,
+  restoreSeccomp,
   restoreTaskState,
   restoreThreadState,
 } from "./task_state.ts";
@@ -351,9 +352,17 @@ async function restoreTree(
     // 3. SEIZE, and the tree below the root
     // Until they are released, the tasks die with us (EXITKILL, inherited by every task made
     // from the root): a killed restore leaves nothing half-made.
+    // Under seccomp, what we do in a task once its filters are back goes unfiltered.
+    const seccomp = dump.tasks.some((t) =>
+        [t.core, ...t.threadCores.values()].some((c) =>
+          c.threadCore?.seccompMode
+        )
+      )
+      ? PTRACE_O.SUSPEND_SECCOMP
+      : 0;
     const rootSeized = SeizedTask.seize(
       made.pid,
-      PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.EXITKILL,
+      PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.EXITKILL | seccomp,
     );
     procs.push({ task: rootTask, seized: rootSeized, threads: [] });
     await checkpoint("fork");
@@ -977,6 +986,11 @@ function restoreInside(
       restoreThreadState(trs, arena, pid, core);
     }
     restorePosixTimers(rs, arena, task);
+    // seccomp, the leader last (a chain made with TSYNC goes to every thread from it).
+    proc.threads.forEach((th, i) =>
+      restoreSeccomp(threads[i], arena, dump.seccompFilters, th.core)
+    );
+    restoreSeccomp(rs, arena, dump.seccompFilters, task.core);
     // Credentials last, in every thread.
     proc.threads.forEach((th, i) => restoreCreds(threads[i], arena, th.core));
     restoreCreds(rs, arena, task.core);

@@ -21,9 +21,11 @@ import type { RemoteArena } from "./arena.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
 import {
   type core_entry,
+  seccomp_mode,
   task_core_entrySchema,
   thread_core_entrySchema,
 } from "../../proto/gen/core_pb.ts";
+import { type seccomp_filter, seccomp_filterSchema } from "../../proto/gen/misc_pb.ts";
 import { mm_entrySchema } from "../../proto/gen/mm_pb.ts";
 import type { DumpImages, TaskImages } from "./images.ts";
 import type { ServiceFds } from "./install.ts";
@@ -277,6 +279,49 @@ function capNames(set: bigint): string {
   const out: string[] = [];
   for (let cap = 0n; cap < 64n; cap++) if (set & (1n << cap)) out.push(`capability ${cap}`);
   return out.join(", ");
+}
+
+/**
+ * A thread's seccomp mode, before its credentials (a filter may be installed only with root's
+ * capabilities or no_new_privs): strict, or its chain of filters, oldest first, each with the
+ * flags it was made with (TSYNC gives the chain to every thread of the process). The syscalls
+ * made in the task after it go unfiltered: the tree is traced with seccomp suspended.
+ */
+export function restoreSeccomp(
+  rs: RemoteSyscalls,
+  arena: RemoteArena,
+  filters: seccomp_filter[],
+  core: core_entry,
+): void {
+  const tc = core.threadCore;
+  const sys = sysIn(rs);
+  const SET_MODE_STRICT = 0, SET_MODE_FILTER = 1;
+  if (tc?.seccompMode === seccomp_mode.strict) {
+    sys(NR.seccomp, "seccomp strict mode", SET_MODE_STRICT, 0, 0);
+  }
+  if (tc?.seccompMode !== seccomp_mode.filter) return;
+  // criu's order: the thread names its oldest filter, each filter (by `prev`) the next newer.
+  const chain: seccomp_filter[] = [];
+  for (let i: number | undefined = tc.seccompFilter; i !== undefined;) {
+    const f: seccomp_filter = filters[i];
+    chain.push(f);
+    i = isFieldSet(f, seccomp_filterSchema.field.prev) ? f.prev : undefined;
+  }
+  chain.forEach((f, i) => {
+    arena.reset();
+    const prog = arena.put(f.filter);
+    // struct sock_fprog: len (u16, instructions), then the program's address.
+    const fprog = new DataView(new ArrayBuffer(16));
+    fprog.setUint16(0, f.filter.length / 8, true);
+    fprog.setBigUint64(8, prog, true);
+    sys(
+      NR.seccomp,
+      `seccomp filter ${i + 1} of ${chain.length}`,
+      SET_MODE_FILTER,
+      f.flags ?? 0,
+      arena.put(new Uint8Array(fprog.buffer)),
+    );
+  });
 }
 
 /** A capability set from its two 32-bit words. */

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { Errno, orErrno, unwrap } from "./errno.ts";
+import { ENOENT, Errno, orErrno, unwrap } from "./errno.ts";
 import { addressOf, lastErrno, libc } from "./ffi.ts";
 import {
   PEEKSIGINFO_ARGS_SIZE,
@@ -34,6 +34,8 @@ export const PTRACE = {
   PEEKSIGINFO: 0x4209,
   GETSIGMASK: 0x420a,
   SETSIGMASK: 0x420b,
+  SECCOMP_GET_FILTER: 0x420c,
+  SECCOMP_GET_METADATA: 0x420d,
   GET_RSEQ_CONFIGURATION: 0x420f,
 } as const;
 
@@ -50,6 +52,8 @@ export const PTRACE_O = {
   TRACEEXEC: 0x10,
   TRACEEXIT: 0x40,
   EXITKILL: 0x100000,
+  /** The tracee's seccomp filters (or strict mode) do not apply while it is traced so. */
+  SUSPEND_SECCOMP: 0x200000,
 } as const;
 
 /** `PTRACE_EVENT_STOP`: the stop PTRACE_INTERRUPT and group-stops report under SEIZE. */
@@ -265,4 +269,26 @@ export function kill(pid: number, sig: number): void {
 /** kill(pid, sig), returning `-errno` on failure. */
 export function tryKill(pid: number, sig: number): number {
   return orErrno(libc.kill(pid, sig));
+}
+
+/**
+ * PTRACE_SECCOMP_GET_FILTER: the BPF program (8 bytes an instruction) of seccomp filter `index`
+ * of thread `tid` (0 is the one installed first), or undefined past the newest one.
+ */
+export function ptraceSeccompFilter(tid: number, index: number): Uint8Array | undefined {
+  const count = tryRequest(PTRACE.SECCOMP_GET_FILTER, tid, index, 0);
+  if (count === -ENOENT) return undefined;
+  if (count < 0) {
+    throw new Errno("ptrace(PTRACE_SECCOMP_GET_FILTER)", -count, `task ${tid}`);
+  }
+  const prog = new Uint8Array(count * 8);
+  request(PTRACE.SECCOMP_GET_FILTER, tid, index, addressOf(prog));
+  return prog;
+}
+
+/** PTRACE_SECCOMP_GET_METADATA: the flags seccomp filter `index` of thread `tid` was made with. */
+export function ptraceSeccompFlags(tid: number, index: number): number {
+  const meta = new BigUint64Array([BigInt(index), 0n]); // filter_off, flags
+  request(PTRACE.SECCOMP_GET_METADATA, tid, 16, addressOf(new Uint8Array(meta.buffer)));
+  return Number(meta[1]);
 }

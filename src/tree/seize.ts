@@ -124,8 +124,11 @@ export class SeizedTask implements Disposable {
       );
     }
     if (status.state === "Z") throw new SeizeError(`Cannot seize task ${pid}: it is a zombie`);
+    // A task under seccomp (strict or filters) would be killed or refused the syscalls we
+    // make in it: they go unfiltered while it is traced so.
+    const suspend = status.seccomp ? PTRACE_O.SUSPEND_SECCOMP : 0;
     try {
-      ptraceSeize(pid, PTRACE_O.TRACESYSGOOD | options);
+      ptraceSeize(pid, PTRACE_O.TRACESYSGOOD | options | suspend);
     } catch (e) {
       if (e instanceof Errno && e.errno === errno.ESRCH) {
         throw new NoSuchTaskError(pid, { cause: e });
