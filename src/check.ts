@@ -219,7 +219,12 @@ const NAMED: Feature[] = [
         }
       }),
   },
-  notOurs("loginuid", "login uid restored", "the login uid is not restored yet"),
+  {
+    name: "loginuid",
+    description: "the login uid (audit) restored through /proc/PID/loginuid",
+    category: "extra",
+    probe: () => exists("/proc/self/loginuid"),
+  },
   notOurs("cgroupns", "cgroup namespaces", NS),
   { ...notOurs("autofs", "autofs mounts", NS), category: "experimental" },
   {
@@ -293,7 +298,24 @@ const NAMED: Feature[] = [
     category: "extra",
     probe: () => tool("nft", ["list", "tables"]),
   },
-  notOurs("sockopt_buf_lock", "SO_BUF_LOCK", "SO_BUF_LOCK is not dumped yet"),
+  {
+    name: "sockopt_buf_lock",
+    description: "SO_BUF_LOCK (buffer sizes set by hand) dumped and restored",
+    category: "extra",
+    probe: () => {
+      const AF_INET = 2, SOCK_DGRAM = 2, SOL_SOCKET = 1, SO_BUF_LOCK = 72;
+      const fd = sys(NR.socket, AF_INET, SOCK_DGRAM | O.CLOEXEC, 0);
+      if (fd < 0) return false;
+      try {
+        const val = new Int32Array(2);
+        val[1] = 4;
+        const v = ptrOf(val);
+        return sys(NR.getsockopt, fd, SOL_SOCKET, SO_BUF_LOCK, v, v + 4n) === 0;
+      } finally {
+        close(fd);
+      }
+    },
+  },
   {
     name: "memfd_hugetlb",
     description: "hugetlb memfds (MFD_HUGETLB)",
@@ -319,7 +341,24 @@ const NAMED: Feature[] = [
     category: "extra",
     probe: () => probePtrace((pid) => (ptraceGetRseq(pid), true)),
   },
-  notOurs("ipv6_freebind", "IPv6 freebind binds", "freebind binds are not restored yet"),
+  {
+    name: "ipv6_freebind",
+    description: "IPV6_FREEBIND (binds to addresses not on this machine) dumped and restored",
+    category: "extra",
+    probe: () => {
+      const AF_INET6 = 10, SOCK_DGRAM = 2, SOL_IPV6 = 41, IPV6_FREEBIND = 78;
+      const fd = sys(NR.socket, AF_INET6, SOCK_DGRAM | O.CLOEXEC, 0);
+      if (fd < 0) return false;
+      try {
+        const val = new Int32Array(2);
+        val[1] = 4;
+        const v = ptrOf(val);
+        return sys(NR.getsockopt, fd, SOL_IPV6, IPV6_FREEBIND, v, v + 4n) === 0;
+      } finally {
+        close(fd);
+      }
+    },
+  },
   {
     name: "pagemap_scan",
     description: "PAGEMAP_SCAN ioctl (dirty tracking without soft-dirty)",

@@ -87,3 +87,20 @@ Deno.test("seccomp: filters shared by threads (TSYNC), in their order, a child's
   const bin = await buildVictim("seccomp");
   await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS seccomp/);
 });
+
+Deno.test("the login uid comes back, in a child too", async () => {
+  // A login uid of its own (which criu's restore does not have), inherited by a child.
+  const code = "import os,signal,sys,time\nopen('/proc/self/loginuid','w').write('4242')\n" +
+    "pid=os.fork()\nif pid==0:\n  time.sleep(600)\n" +
+    "def check(*_):\n  mine=open('/proc/self/loginuid').read()\n" +
+    "  child=open(f'/proc/{pid}/loginuid').read()\n" +
+    "  ok=mine=='4242' and child=='4242'\n" +
+    "  open(sys.argv[1],'a').write(('PASS' if ok else 'FAIL')+f' loginuid {mine} {child}\\n')\n" +
+    "  os.kill(pid,9)\n  sys.exit(0)\n" +
+    "signal.signal(signal.SIGTERM,check)\nopen(sys.argv[1],'a').write('ready\\n')\n" +
+    "while True: time.sleep(1)";
+  await checkAcrossRoundTrip(
+    startVictim(["setsid", "python3", "-c", code, "{out}"]),
+    /PASS loginuid 4242 4242/,
+  );
+});

@@ -172,6 +172,17 @@ export function restoreTaskState(
 
   if (tc.personality) sys(NR.personality, "the personality", tc.personality);
   sys(NR.umask, "the umask", task.fs.umask ?? 0o22);
+  // The login uid (audit): a task may write only its own, with CAP_AUDIT_CONTROL; before its
+  // root moves.
+  if (
+    isFieldSet(tc, task_core_entrySchema.field.loginuid) &&
+    tc.loginuid !== Number(readProcText(pid, "loginuid").trim())
+  ) {
+    const fd = sys(NR.open, "the login uid", arena.cstr("/proc/self/loginuid"), 1 /* O_WRONLY */);
+    const text = new TextEncoder().encode(`${tc.loginuid}`);
+    sys(NR.write, `the login uid ${tc.loginuid}`, fd, arena.put(text), text.length);
+    sys(NR.close, "the login uid", fd);
+  }
   const cwd = dump.files.get(task.fs.cwdId)?.reg?.name;
   const root = dump.files.get(task.fs.rootId)?.reg?.name;
   // Both are paths from our root: the working directory first (it may lie outside the root
