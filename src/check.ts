@@ -242,7 +242,18 @@ const NAMED: Feature[] = [
   notOurs("can_map_vdso", "mapping a vDSO", "deno-criu moves the vDSO into place (mremap)"),
   notOurs("sk_ns", "sockets' network namespaces", NS),
   notOurs("sk_unix_file", "unix sockets' files", "unix socket files are not checked this way"),
-  notOurs("net_diag_raw", "raw socket diagnostics", "raw sockets are not supported yet"),
+  {
+    name: "net_diag_raw",
+    description: "raw sockets dumped (deno-criu reads them through the socket, not sock_diag)",
+    category: "extra",
+    probe: () => {
+      const AF_INET = 2, SOCK_RAW = 3, IPPROTO_ICMP = 1;
+      const fd = sys(NR.socket, AF_INET, SOCK_RAW | O.CLOEXEC, IPPROTO_ICMP);
+      if (fd < 0) return false;
+      close(fd);
+      return true;
+    },
+  },
   notOurs("nsid", "network namespace ids", NS),
   notOurs("link_nsid", "links' network namespace ids", NS),
   {

@@ -293,6 +293,22 @@ Deno.test("a mapped packet ring that was used is refused by name, and the task k
   }
 });
 
+Deno.test("raw sockets keep their protocol, addresses, connection, header and fragment settings and ICMP filters", async () => {
+  const bin = await buildVictim("rawsk");
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS rawsk/);
+  // An IPV6_CHECKSUM offset of its own: refused by name, the task left running.
+  const v = startVictim(["setsid", bin, "{out}", "checksum"]);
+  try {
+    const r = await waitReport(v);
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()]);
+    assertEquals(run.code, 1);
+    assertMatch(run.stderr, new RegExp(`fd ${r.m} of task ${v.pid} .*IPV6_CHECKSUM offset is set`));
+    assertEquals(tracerPid(v.pid), 0);
+  } finally {
+    await stopVictim(v);
+  }
+});
+
 Deno.test("TCP sockets closed after a connection read the end of the stream and keep their names; a fresh one stays unconnected", async () => {
   const bin = await buildVictim("tcpclosed");
   await checkAcrossRoundTrip(

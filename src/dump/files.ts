@@ -134,7 +134,7 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
       }
       if (inet?.queued) {
         ctx.log.warn(
-          `${what}: datagrams waiting in this UDP socket are not carried over (as with criu)`,
+          `${what}: datagrams waiting in this socket are not carried over (as with criu)`,
         );
       }
       if (inet) return { type: "inet", ino, socket: inet };

@@ -10,6 +10,7 @@ import {
   file_entrySchema,
   inet_sk_entrySchema,
   ip_opts_entrySchema,
+  ip_opts_raw_entrySchema,
   tcp_opts_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import type { InetSocketState } from "../net/inet.ts";
@@ -42,6 +43,13 @@ export function inetEntry(file: OpenFile, ino: number, s: InetSocketState): file
         pktinfo: s.ip.pktinfo || undefined,
         tos: s.ip.tos || undefined,
         ttl: s.ip.ttl || undefined,
+        raw: s.ip.raw
+          ? create(ip_opts_raw_entrySchema, {
+            hdrincl: s.ip.raw.hdrincl || undefined,
+            nodefrag: s.ip.raw.nodefrag || undefined,
+            icmpvFilter: s.ip.raw.icmpFilter,
+          })
+          : undefined,
       }),
       tcpOpts: s.tcp
         ? create(tcp_opts_entrySchema, {

@@ -5,7 +5,9 @@
  * Supported: TCP sockets that are listening (connections waiting to be accepted are refused,
  * or dropped with `--skip-in-flight`), bound or not yet bound; established and half-closed TCP
  * connections with `--tcp-established` (net/tcp_repair.ts; refused by name without it, or
- * recorded to come back closed with `--tcp-close`); UDP sockets, bound or connected.
+ * recorded to come back closed with `--tcp-close`); UDP sockets, bound or connected; raw
+ * sockets of any protocol, bound or connected, with their header-include, no-fragment and ICMP
+ * filter settings (packets waiting in them are dropped, as for UDP).
  *
  * @module
  */
@@ -26,6 +28,7 @@ import {
   SO,
   SOCK_CLOEXEC,
   SOCK_DGRAM,
+  SOCK_RAW,
   SOCK_STREAM,
   socket,
   sockName,
@@ -87,12 +90,20 @@ export interface InetSocketState {
     keepidle: number;
     keepintvl: number;
   };
-  /** IP-level options (IPv6: freebind and pktinfo). */
-  ip: { freebind: boolean; pktinfo: boolean; tos: number; ttl: number };
+  /** IP-level options (IPv6: freebind and pktinfo), and a raw socket's. */
+  ip: { freebind: boolean; pktinfo: boolean; tos: number; ttl: number; raw?: RawOptions };
   /** TCP sockets: TCP_CORK and TCP_NODELAY. */
   tcp?: { cork: boolean; nodelay: boolean };
   /** Shutdown bits (1 receive, 2 send), as sock_diag reports them. */
   shutdown: number;
+}
+
+/** A raw socket's own options. */
+export interface RawOptions {
+  hdrincl: boolean;
+  nodefrag: boolean;
+  /** ICMP_FILTER (1 word) or ICMPV6_FILTER (8 words), for a raw ICMP socket. */
+  icmpFilter: number[];
 }
 
 /** What a dump does with TCP connections (`--tcp-established`, `--tcp-close`). */
@@ -119,15 +130,22 @@ function int(fd: number, name: number, level: number = SOL.SOCKET): number {
   return v[0];
 }
 
-/** The remote end /proc/net/tcp{,6} shows for the socket of inode `ino`. */
-function procNetPeer(family: number, ino: number): { port: number; addr: number[] } {
-  const table = Deno.readTextFileSync(family === AF_INET6 ? "/proc/net/tcp6" : "/proc/net/tcp");
+/**
+ * The remote end /proc/net/tcp{,6} (or raw{,6}) shows for the socket of inode `ino`, and
+ * whether it is connected (a raw socket has no peer name to get).
+ */
+function procNetPeer(
+  family: number,
+  ino: number,
+  table_ = "tcp",
+): { port: number; addr: number[]; connected?: boolean } {
+  const table = Deno.readTextFileSync(`/proc/net/${table_}${family === AF_INET6 ? "6" : ""}`);
   for (const line of table.split("\n").slice(1)) {
     const f = line.trim().split(/\s+/);
     if (Number(f[9]) !== ino) continue;
     const [addr, port] = f[2].split(":");
     const words = addr.match(/.{8}/g)!.map((w) => parseInt(w, 16));
-    return { port: parseInt(port, 16), addr: words };
+    return { port: parseInt(port, 16), addr: words, connected: f[3] === "01" };
   }
   return { port: 0, addr: family === AF_INET6 ? [0, 0, 0, 0] : [0] };
 }
@@ -154,22 +172,32 @@ export function collectInetSocket(
     const proto = int(copy, SO.PROTOCOL);
     const what = `fd ${fd} of task ${pid} (socket:[${ino}])`;
     const tcp = type === SOCK_STREAM && proto === IPPROTO_TCP;
+    const raw = type === SOCK_RAW;
     const udp = isDatagram({ type, proto });
-    if (!tcp && !udp) {
+    if (!tcp && !udp && !raw) {
       throw new InetSocketError(
-        `Cannot dump ${what}: only TCP, UDP, UDP-Lite and ping inet sockets are supported ` +
-          `(type ${type}, protocol ${proto})`,
+        `Cannot dump ${what}: only TCP, UDP, UDP-Lite, ping and raw inet sockets are ` +
+          `supported (type ${type}, protocol ${proto})`,
       );
     }
     // Data held back by UDP_CORK sits in the socket's write queue: no way to put it back.
     if (
-      (proto === IPPROTO_UDP || proto === IPPROTO_UDPLITE) && int(copy, UDP_CORK, SOL.UDP) !== 0
+      udp && (proto === IPPROTO_UDP || proto === IPPROTO_UDPLITE) &&
+      int(copy, UDP_CORK, SOL.UDP) !== 0
     ) {
       throw new InetSocketError(`Cannot dump ${what}: it is a corked UDP socket (UDP_CORK)`);
     }
     const src = parseInetAddr(sockName(copy)!);
-    const peerRaw = sockName(copy, true);
-    const dst = peerRaw ? parseInetAddr(peerRaw) : { family, port: 0, addr: src.addr.map(() => 0) };
+    let peerRaw = sockName(copy, true);
+    let dst = peerRaw ? parseInetAddr(peerRaw) : { family, port: 0, addr: src.addr.map(() => 0) };
+    if (raw) {
+      // A raw socket answers no getpeername(): its peer is in /proc/net/raw.
+      const peer = procNetPeer(family, ino, "raw");
+      if (peer.connected) {
+        dst = { family, port: 0, addr: peer.addr };
+        peerRaw = new Uint8Array(0);
+      }
+    }
     let state: number = peerRaw ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
     let backlog = 0;
     let connection: Connection | undefined;
@@ -241,7 +269,7 @@ export function collectInetSocket(
       type,
       proto,
       state,
-      queued: udp && peekMessage(copy, 1) !== null,
+      queued: (udp || raw) && peekMessage(copy, 1) !== null,
       srcPort: src.port,
       dstPort: peerRaw || connection ? dst.port : 0,
       srcAddr: src.addr,
@@ -249,7 +277,10 @@ export function collectInetSocket(
       backlog,
       inFlight,
       v6only: family === AF_INET6 && int(copy, IPV6_V6ONLY, SOL.IPV6) !== 0,
-      ip: readIpOptions(copy, family),
+      ip: {
+        ...readIpOptions(copy, family),
+        raw: raw ? readRawOptions(copy, family, what) : undefined,
+      },
       tcp: tcp
         ? {
           cork: int(copy, TCP_OPT.CORK, SOL.TCP) !== 0,
@@ -276,6 +307,42 @@ export function collectInetSocket(
   });
 }
 
+/** A raw socket's own options; a checksum offset set by hand is refused (images lack it). */
+function readRawOptions(fd: number, family: number, what: string): RawOptions {
+  const proto = int(fd, SO.PROTOCOL);
+  const words = (level: number, name: number, n: number) => {
+    const v = new Uint32Array(n);
+    getsockopt(fd, name, new Uint8Array(v.buffer), level);
+    return [...v];
+  };
+  if (family === AF_INET6) {
+    // The kernel's own offset for the protocol (ICMPv6, mobility headers) is what a new
+    // socket gets; another one cannot be carried.
+    const fresh = socket(AF_INET6, SOCK_RAW | SOCK_CLOEXEC, proto);
+    let usual: number;
+    try {
+      usual = int(fresh, IP_OPT.IPV6_CHECKSUM, SOL.IPV6);
+    } finally {
+      close(fresh);
+    }
+    if (int(fd, IP_OPT.IPV6_CHECKSUM, SOL.IPV6) !== usual) {
+      throw new InetSocketError(
+        `Cannot dump ${what}: its IPV6_CHECKSUM offset is set, which the images cannot carry`,
+      );
+    }
+    return {
+      hdrincl: int(fd, IP_OPT.IPV6_HDRINCL, SOL.IPV6) !== 0,
+      nodefrag: false,
+      icmpFilter: proto === IPPROTO_ICMPV6 ? words(SOL.ICMPV6, IP_OPT.ICMPV6_FILTER, 8) : [],
+    };
+  }
+  return {
+    hdrincl: int(fd, IP_OPT.HDRINCL, SOL.IP) !== 0,
+    nodefrag: int(fd, IP_OPT.NODEFRAG, SOL.IP) !== 0,
+    icmpFilter: proto === IPPROTO_ICMP ? words(SOL.RAW, IP_OPT.ICMP_FILTER, 1) : [],
+  };
+}
+
 /** IP-level options of socket `fd` (IPv6 sockets have freebind and pktinfo of their own). */
 function readIpOptions(fd: number, family: number): InetSocketState["ip"] {
   if (family === AF_INET6) {
@@ -297,6 +364,21 @@ function readIpOptions(fd: number, family: number): InetSocketState["ip"] {
 /** Gives socket `fd` the IP-level options of `s`: before bind, freebind matters there. */
 function applyIpOptions(fd: number, s: InetSocketState): void {
   const v6 = s.family === AF_INET6;
+  const raw = s.ip.raw;
+  if (raw) {
+    if (raw.hdrincl) {
+      setInt(fd, v6 ? IP_OPT.IPV6_HDRINCL : IP_OPT.HDRINCL, 1, v6 ? SOL.IPV6 : SOL.IP);
+    }
+    if (raw.nodefrag && !v6) setInt(fd, IP_OPT.NODEFRAG, 1, SOL.IP);
+    if (raw.icmpFilter.length) {
+      setsockopt(
+        fd,
+        v6 ? IP_OPT.ICMPV6_FILTER : IP_OPT.ICMP_FILTER,
+        new Uint8Array(new Uint32Array(raw.icmpFilter).buffer),
+        v6 ? SOL.ICMPV6 : SOL.RAW,
+      );
+    }
+  }
   if (s.ip.freebind) {
     setInt(fd, v6 ? IP_OPT.IPV6_FREEBIND : IP_OPT.FREEBIND, 1, v6 ? SOL.IPV6 : SOL.IP);
   }
@@ -333,7 +415,10 @@ export function makeInetSocket(s: InetSocketState, what: string, sharedPort = fa
       if (o.keepidle) setInt(fd, TCP_OPT.KEEPIDLE, o.keepidle, SOL.TCP);
       if (o.keepintvl) setInt(fd, TCP_OPT.KEEPINTVL, o.keepintvl, SOL.TCP);
     }
-    if (s.family === AF_INET6) setInt(fd, IPV6_V6ONLY, s.v6only ? 1 : 0, SOL.IPV6);
+    // (A raw socket has its protocol for a port: the kernel takes no IPV6_V6ONLY there.)
+    if (s.family === AF_INET6 && s.type !== SOCK_RAW) {
+      setInt(fd, IPV6_V6ONLY, s.v6only ? 1 : 0, SOL.IPV6);
+    }
     applyIpOptions(fd, s);
     // A connection's are in its stream image, given back with it.
     if (s.tcp && !conn) {
@@ -395,7 +480,9 @@ export function makeInetSocket(s: InetSocketState, what: string, sharedPort = fa
       }
     } else if (conn) {
       restoreTcpStream(fd, s, s.stream!, what);
-    } else if (isDatagram(s) && s.dstPort) {
+    } else if (
+      (isDatagram(s) && s.dstPort) || (s.type === SOCK_RAW && s.state === TCP_STATE.ESTABLISHED)
+    ) {
       connectRaw(fd, inetSockaddr({ family: s.family, port: s.dstPort, addr: s.dstAddr }), what);
     }
     // A UDP socket shut down, or a TCP connection restored closed: the kernel records it even

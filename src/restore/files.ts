@@ -145,6 +145,13 @@ export function inetState(e: inet_sk_entry): InetSocketState {
       pktinfo: e.ipOpts?.pktinfo ?? false,
       tos: e.ipOpts?.tos ?? 0,
       ttl: e.ipOpts?.ttl ?? 0,
+      raw: e.type === 3 /* SOCK_RAW */
+        ? {
+          hdrincl: e.ipOpts?.raw?.hdrincl ?? false,
+          nodefrag: e.ipOpts?.raw?.nodefrag ?? false,
+          icmpFilter: e.ipOpts?.raw?.icmpvFilter ?? [],
+        }
+        : undefined,
     },
     tcp: e.proto === 6
       ? { cork: e.tcpOpts?.cork ?? false, nodelay: e.tcpOpts?.nodelay ?? false }

@@ -164,7 +164,7 @@ export const SO = {
 } as const;
 
 /** Protocol levels and their options used by deno-criu. */
-export const SOL = { SOCKET: 1, IP: 0, TCP: 6, UDP: 17, IPV6: 41 } as const;
+export const SOL = { SOCKET: 1, IP: 0, TCP: 6, UDP: 17, IPV6: 41, ICMPV6: 58, RAW: 255 } as const;
 /** UDP_CORK (level SOL_UDP). */
 export const UDP_CORK = 1;
 /** TCP_* options. */
@@ -203,6 +203,14 @@ export const IP_OPT = {
   FREEBIND: 15,
   IPV6_RECVPKTINFO: 49,
   IPV6_FREEBIND: 78,
+  /** Raw sockets: the caller writes the IP header (IPv4), never fragment (IPv4). */
+  HDRINCL: 3,
+  NODEFRAG: 22,
+  IPV6_CHECKSUM: 7,
+  IPV6_HDRINCL: 36,
+  /** ICMP_FILTER (SOL_RAW) and ICMPV6_FILTER (SOL_ICMPV6): which ICMP types are dropped. */
+  ICMP_FILTER: 1,
+  ICMPV6_FILTER: 1,
 } as const;
 /** Address families. */
 export const AF_INET = 2;
