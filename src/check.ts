@@ -16,6 +16,8 @@ import {
   O,
   open,
   orErrno,
+  PAGE_IS,
+  pagemapScan,
   PTRACE_O,
   ptraceGetRegs,
   ptraceGetRseq,
@@ -391,7 +393,19 @@ const NAMED: Feature[] = [
   notOurs("timer_cr_ids", "POSIX timers made with given ids", "timer ids are restored in order"),
   notOurs("overlayfs_maps", "overlayfs mappings", NS),
   notOurs("breakpoints", "hardware breakpoints", "debug registers are not dumped yet"),
-  notOurs("pagemap_scan_guard_pages", "guard pages", "guard pages are not supported yet"),
+  {
+    name: "pagemap_scan_guard_pages",
+    description: "guard regions (MADV_GUARD_INSTALL) found with PAGEMAP_SCAN",
+    category: "extra",
+    probe: () => {
+      const fd = open("/proc/self/pagemap", O.RDONLY | O.CLOEXEC);
+      try {
+        return typeof pagemapScan(fd, 0x10000n, 0x11000n, PAGE_IS.GUARD) !== "number";
+      } finally {
+        close(fd);
+      }
+    },
+  },
 ];
 
 /** Every feature `criu check` knows: the required checks, then CRIU's named features. */

@@ -85,6 +85,7 @@ const KINDS: Kind[] = [
   { victim: "packetsk", args: ["{out}", "interop"], pass: /PASS packetsk/ },
   { victim: "packetring", args: ["{out}"], pass: /PASS packetring/ },
   { victim: "seccomp", args: ["{out}"], pass: /PASS seccomp/ },
+  { victim: "guards", args: ["{out}", "{dir}"], pass: /PASS guards/ },
   // CRIU 4.2 restores raw sockets neither bound nor connected.
   { victim: "rawsk", args: ["{out}", "plain"], pass: /PASS rawsk/ },
   // CRIU 4.2 cannot restore an epoll target added under a number closed since.

@@ -851,3 +851,20 @@ Deno.test("hugetlb memory, anonymous shared and private, and a hugetlb memfd, co
     killAll(v.pid);
   }
 });
+
+Deno.test("guard regions (MADV_GUARD_INSTALL) in anonymous and file mappings come back, in a child too", async () => {
+  const bin = await buildVictim("guards");
+  const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
+  try {
+    await waitReport(v);
+    if (/SKIP/.test(Deno.readTextFileSync(v.out))) {
+      console.log("skipped: this kernel has no MADV_GUARD_INSTALL");
+      return;
+    }
+    await roundTrip(v);
+    assertMatch(await verdict(v), /PASS guards/);
+  } finally {
+    await stopVictim(v);
+    killAll(v.pid);
+  }
+});

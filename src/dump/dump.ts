@@ -391,7 +391,7 @@ async function dumpProcess(
 ): Promise<task_kobj_ids_entry> {
   const pid = proc.pid;
   const leader = tree.task(pid);
-  const { maps, vmas } = collectVmas(pid);
+  const { maps, vmas, guards } = collectVmas(pid);
   const taskFiles = collectFiles(ctx, pid);
   const sockets = socketMappings(pid, vmas, taskFiles.fds);
   if (ctx.tcp?.hasPending) {
@@ -437,7 +437,7 @@ async function dumpProcess(
     ctx.image(`core-${th.tid}.img`, "CORE").entry(core_entrySchema, threadCoreEntry(th));
   }
   ctx.image(`ids-${pid}.img`, "IDS").entry(task_kobj_ids_entrySchema, ids);
-  dumpMm(ctx, files, state, vmas, sockets);
+  dumpMm(ctx, files, state, vmas, sockets, guards);
   dumpShmem(ctx, pid, vmas);
   dumpSysvShm(ctx, pid, vmas);
   await ctx.checkpoint("mm");

@@ -13,7 +13,7 @@ import {
   vma_entrySchema,
 } from "../../proto/gen/mm_pb.ts";
 import { join } from "node:path";
-import { O, zeroPagePfn } from "../syscalls/mod.ts";
+import { close, O, open, PAGE_IS, pagemapScan, zeroPagePfn } from "../syscalls/mod.ts";
 import { Pagemap, pagemapEntry, type PageRun } from "../pagemap/pagemap.ts";
 import { writePages } from "../pagemap/page_xfer.ts";
 import { writePagesViaParasite } from "../pagemap/page_pipe.ts";
@@ -38,8 +38,13 @@ import { memfdFileEntry, registerMemfd } from "./memfd.ts";
 import type { Fd } from "./file_types.ts";
 import { ringUntouched } from "../net/packet.ts";
 
-/** The mappings of task `pid` from smaps, and their classification. */
-export function collectVmas(pid: number): { maps: ProcMap[]; vmas: Vma[] } {
+/**
+ * The mappings of task `pid` from smaps, and their classification; and its guard regions
+ * (madvise(MADV_GUARD_INSTALL): pages that fault on any access, inside mappings).
+ */
+export function collectVmas(
+  pid: number,
+): { maps: ProcMap[]; vmas: Vma[]; guards: { start: bigint; end: bigint }[] } {
   const maps = parseMaps(readProcText(pid, "smaps"));
   const vmas = mergeVvar(maps.map(classifyVma));
   for (const v of vmas) {
@@ -50,7 +55,22 @@ export function collectVmas(pid: number): { maps: ProcMap[]; vmas: Vma[] } {
       );
     }
   }
-  return { maps, vmas };
+  return { maps, vmas, guards: guardRegions(pid, vmas) };
+}
+
+/** Guard regions of task `pid` (none where the kernel cannot show them: it has none then). */
+function guardRegions(pid: number, vmas: Vma[]): { start: bigint; end: bigint }[] {
+  if (!vmas.length) return [];
+  const fd = open(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+  try {
+    // Below the top of user space ([vsyscall] lies above it, where PAGEMAP_SCAN goes not).
+    const user = vmas.filter((v) => !(v.status & VMA.AREA_VSYSCALL));
+    if (!user.length) return [];
+    const found = pagemapScan(fd, user[0].start, user.at(-1)!.end, PAGE_IS.GUARD);
+    return typeof found === "number" ? [] : found;
+  } finally {
+    close(fd);
+  }
 }
 
 /**
@@ -95,6 +115,7 @@ export function dumpMm(
   t: TaskState,
   vmas: Vma[],
   sockets = new Map<bigint, number>(),
+  guards: { start: bigint; end: bigint }[] = [],
 ): void {
   const fileIds = ctx.mappedFiles;
   const fileId = (path: string, flags: number) => {
@@ -158,6 +179,21 @@ export function dumpMm(
       fdflags: isFile ? fdflags : undefined,
     });
   });
+  // Guard regions, as criu writes them: entries of their own after the mappings.
+  for (const g of guards) {
+    entries.push(
+      create(vma_entrySchema, {
+        start: g.start,
+        end: g.end,
+        pgoff: 0n,
+        shmid: 0n,
+        prot: 0,
+        flags: 0,
+        status: VMA.AREA_GUARD,
+        fd: -1n,
+      }),
+    );
+  }
   const s = t.stat;
   ctx.image(`mm-${t.pid}.img`, "MM").entry(
     mm_entrySchema,

@@ -20,6 +20,8 @@ export const PM_HI = {
   PRESENT: 0x80000000,
   SWAP: 0x40000000,
   FILE: 0x20000000,
+  /** Bit 58: a guard region's page (MADV_GUARD_INSTALL), shown as swapped: no page at all. */
+  GUARD: 0x04000000,
   PFN_MASK: 0x007fffff,
 } as const;
 
@@ -106,7 +108,8 @@ export class Pagemap implements Disposable {
       for (let i = 0; i < got; i++) {
         const lo = e[2 * i] >>> 0, hi = e[2 * i + 1] >>> 0;
         let take = false;
-        if (hi & PM_HI.SWAP) take = true;
+        if (hi & PM_HI.GUARD) take = false;
+        else if (hi & PM_HI.SWAP) take = true;
         else if (hi & PM_HI.PRESENT) {
           take = !(policy.skipFilePages && (hi & PM_HI.FILE)) &&
             !(lo === zeroLo && (hi & PM_HI.PFN_MASK) === zeroHi);

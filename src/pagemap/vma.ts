@@ -21,6 +21,8 @@ export const VMA = {
   AREA_VVAR: 1 << 12,
   AREA_AIORING: 1 << 13,
   AREA_MEMFD: 1 << 14,
+  /** A guard region (MADV_GUARD_INSTALL): an entry of its own, inside a mapping. */
+  AREA_GUARD: 1 << 16,
   AREA_UNSUPP: 1 << 31,
 } as const;
 

@@ -84,7 +84,12 @@ export interface TaskImages {
   pagesPath: string;
   /** Offset of each pagemap entry's first page in the pages file (present entries only). */
   pageOffsets: number[];
+  /** Guard regions (MADV_GUARD_INSTALL), taken out of mm's entries (criu writes them there). */
+  guards: { start: bigint; end: bigint }[];
 }
+
+/** criu's VMA_AREA_GUARD. */
+const VMA_AREA_GUARD = 1 << 16;
 
 /** A whole dump. */
 export interface DumpImages {
@@ -221,6 +226,7 @@ export function readDump(dir: string): DumpImages {
         pagemap: [],
         pagesPath: "",
         pageOffsets: [],
+        guards: [],
       };
     }
     if (!core.threadInfo || !core.tc) {
@@ -240,6 +246,26 @@ export function readDump(dir: string): DumpImages {
       readImage(p(`ids-${pid}.img`), "IDS", task_kobj_ids_entrySchema),
     );
     const mm = one(p(`mm-${pid}.img`), readImage(p(`mm-${pid}.img`), "MM", mm_entrySchema));
+    // A guard region may run across neighbouring mappings; never outside them.
+    const maps = mm.vmas.filter((v) => !(v.status & VMA_AREA_GUARD));
+    const covered = (start: bigint, end: bigint) => {
+      for (let at = start; at < end;) {
+        const w = maps.find((x) => x.start <= at && at < x.end);
+        if (!w) return false;
+        at = w.end;
+      }
+      return true;
+    };
+    const guards = mm.vmas.filter((v) => v.status & VMA_AREA_GUARD).map((v) => {
+      if (!covered(v.start, v.end)) {
+        throw new ImageError(
+          `Image ${p(`mm-${pid}.img`)}: guard region ${v.start.toString(16)}-` +
+            `${v.end.toString(16)} lies outside every mapping`,
+        );
+      }
+      return { start: v.start, end: v.end };
+    });
+    mm.vmas = maps;
     const fs = one(p(`fs-${pid}.img`), readImage(p(`fs-${pid}.img`), "FS", fs_entrySchema));
     const fdPath = p(`fdinfo-${ids.filesId}.img`);
     const fds = readImage(fdPath, "FDINFO", fdinfo_entrySchema).map((e) => e.message);
@@ -282,6 +308,7 @@ export function readDump(dir: string): DumpImages {
       zombie: false,
       ids,
       mm,
+      guards,
       fs,
       fds,
       pagemap,

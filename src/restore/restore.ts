@@ -35,6 +35,7 @@ import { MAP, VMA } from "../pagemap/vma.ts";
 import {
   anonSharedMemory,
   close,
+  errnoName,
   ioctl,
   kill,
   NR,
@@ -968,6 +969,18 @@ function restoreInside(
   const forkMs = performance.now() - tFork;
 
   // 6. STATE
+  // Guard regions, once the children are made (fork would pass them on where the images may
+  // want pages).
+  for (const g of task.guards) {
+    const MADV_GUARD_INSTALL = 102;
+    const ret = rs.call(NR.madvise, g.start, g.end - g.start, MADV_GUARD_INSTALL);
+    if (ret < 0n) {
+      throw new RestoreError(
+        `Cannot restore the guard region at ${g.start.toString(16)} of task ${pid}: ` +
+          errnoName(Number(-ret)),
+      );
+    }
+  }
   restoreTaskState(rs, arena, dump, task, fds, log);
   enterDeadProc(rs, arena, dump, task);
   restoreThreadState(rs, arena, pid, task.core);

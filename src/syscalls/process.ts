@@ -569,3 +569,41 @@ export function fileSystemOf(fd: number, what: string): { type: bigint; blockSiz
 
 /** HUGETLBFS_MAGIC: hugetlbfs (hugetlb memfds and anonymous hugetlb memory live there). */
 export const HUGETLBFS_MAGIC = 0x958458f6n;
+
+/** PAGEMAP_SCAN page categories (linux/fs.h). */
+export const PAGE_IS = { WRITTEN: 1 << 1, PRESENT: 1 << 3, GUARD: 1 << 8 } as const;
+
+/**
+ * PAGEMAP_SCAN on `/proc/PID/pagemap` descriptor `fd`: the regions between `start` and `end`
+ * whose pages are all in `categories`, or -errno (EINVAL: a category this kernel lacks).
+ */
+export function pagemapScan(
+  fd: number,
+  start: bigint,
+  end: bigint,
+  categories: number,
+): { start: bigint; end: bigint }[] | number {
+  const PAGEMAP_SCAN = 0xc0606610n;
+  const VEC = 512;
+  const regions = new BigUint64Array(VEC * 3); // struct page_region: start, end, categories
+  const out: { start: bigint; end: bigint }[] = [];
+  // struct pm_scan_arg: size, flags, start, end, walk_end, vec, vec_len, max_pages,
+  // category_inverted, category_mask, category_anyof_mask, return_mask.
+  const arg = new BigUint64Array(12);
+  for (let at = start; at < end;) {
+    arg.fill(0n);
+    arg[0] = 96n;
+    arg[2] = at;
+    arg[3] = end;
+    arg[5] = addressOf(new Uint8Array(regions.buffer));
+    arg[6] = BigInt(VEC);
+    arg[9] = BigInt(categories);
+    arg[11] = BigInt(categories);
+    const n = Number(libc.ioctl(fd, PAGEMAP_SCAN, new Uint8Array(arg.buffer)));
+    if (n < 0) return -lastErrno();
+    for (let i = 0; i < n; i++) out.push({ start: regions[3 * i], end: regions[3 * i + 1] });
+    if (arg[4] <= at) break;
+    at = arg[4]; // walk_end
+  }
+  return out;
+}
