@@ -240,6 +240,12 @@ export function classifyVma(m: ProcMap): Vma {
     v.flags |= MAP.ANONYMOUS;
     v.status = VMA.AREA_REGULAR | VMA.ANON_SHARED;
     v.shmid = BigInt(m.inode);
+  } else if (m.path === "/[aio] (deleted)" && m.dev.startsWith("00:")) {
+    // An AIO context's ring (io_setup). The requests it has in flight cannot be seen from
+    // outside the kernel: one still in flight would be lost (criu takes the ring anyway).
+    v.status = VMA.AREA_UNSUPP;
+    v.unsupported = "an AIO context's ring (io_setup: requests in flight cannot be seen, so " +
+      "it cannot be proven idle)";
   } else if (m.path.startsWith("/")) {
     // A deleted file keeps " (deleted)" in its path: the dump carries it (ghost, link remap).
     v.path = m.path;
