@@ -78,6 +78,20 @@ async function probePtrace(
   }
 }
 
+/** Whether a new datagram socket of `family` answers getsockopt(`level`, `name`). */
+function hasSockopt(family: number, level: number, name: number): boolean {
+  const SOCK_DGRAM = 2;
+  const fd = sys(NR.socket, family, SOCK_DGRAM | O.CLOEXEC, 0);
+  if (fd < 0) return false;
+  try {
+    const val = new Int32Array([0, 4]); // the value, then its length
+    const v = ptrOf(val);
+    return sys(NR.getsockopt, fd, level, name, v, v + 4n) === 0;
+  } finally {
+    close(fd);
+  }
+}
+
 /** Whether `cmd args` runs and succeeds. */
 function tool(cmd: string, args: string[]): boolean {
   try {
@@ -315,19 +329,7 @@ const NAMED: Feature[] = [
     name: "sockopt_buf_lock",
     description: "SO_BUF_LOCK (buffer sizes set by hand) dumped and restored",
     category: "extra",
-    probe: () => {
-      const AF_INET = 2, SOCK_DGRAM = 2, SOL_SOCKET = 1, SO_BUF_LOCK = 72;
-      const fd = sys(NR.socket, AF_INET, SOCK_DGRAM | O.CLOEXEC, 0);
-      if (fd < 0) return false;
-      try {
-        const val = new Int32Array(2);
-        val[1] = 4;
-        const v = ptrOf(val);
-        return sys(NR.getsockopt, fd, SOL_SOCKET, SO_BUF_LOCK, v, v + 4n) === 0;
-      } finally {
-        close(fd);
-      }
-    },
+    probe: () => hasSockopt(2, /* AF_INET */ 1, /* SOL_SOCKET */ 72 /* SO_BUF_LOCK */),
   },
   {
     name: "memfd_hugetlb",
@@ -358,19 +360,7 @@ const NAMED: Feature[] = [
     name: "ipv6_freebind",
     description: "IPV6_FREEBIND (binds to addresses not on this machine) dumped and restored",
     category: "extra",
-    probe: () => {
-      const AF_INET6 = 10, SOCK_DGRAM = 2, SOL_IPV6 = 41, IPV6_FREEBIND = 78;
-      const fd = sys(NR.socket, AF_INET6, SOCK_DGRAM | O.CLOEXEC, 0);
-      if (fd < 0) return false;
-      try {
-        const val = new Int32Array(2);
-        val[1] = 4;
-        const v = ptrOf(val);
-        return sys(NR.getsockopt, fd, SOL_IPV6, IPV6_FREEBIND, v, v + 4n) === 0;
-      } finally {
-        close(fd);
-      }
-    },
+    probe: () => hasSockopt(10, /* AF_INET6 */ 41, /* SOL_IPV6 */ 78 /* IPV6_FREEBIND */),
   },
   {
     name: "pagemap_scan",

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { assertMatch } from "./assert.ts";
+import { assertEquals, assertMatch } from "./assert.ts";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -383,4 +383,17 @@ export async function checkAcrossRoundTrip(
     killAll(v.pid, ...pids);
     await stopVictim(v);
   }
+}
+
+/**
+ * A dump of task `pid` that must be refused: exit code 1, an error matching `re`, and the task
+ * left running as it was (no tracer, not stopped).
+ */
+export async function dumpRefused(pid: number, re: RegExp, args: string[] = []): Promise<void> {
+  const run = await criu(["dump", "-t", `${pid}`, "-D", tmpDir(), ...args]);
+  assertEquals(run.code, 1, run.stderr);
+  assertMatch(run.stderr, re);
+  assertEquals(tracerPid(pid), 0);
+  // Running, or back in its sleep a moment after the dump let it go.
+  assertMatch(procState(pid) ?? "gone", /^[SR]$/);
 }
