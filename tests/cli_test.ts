@@ -157,6 +157,11 @@ Deno.test("bad command lines get criu's one-line errors and exit 1", async () =>
     assertMatch(last, re, args.join(" "));
     assert(!/\bat .*\.ts:\d+/.test(run.stderr), `no stack trace: ${run.stderr}`);
   }
+  // A refused option is written to the log file too (zdtm reads the log, not stderr).
+  const dir = tmpDir();
+  const run = await criu(["restore", "--manage-cgroups", "-D", dir, "-o", "r.log"]);
+  assertEquals(run.code, 1);
+  assertMatch(Deno.readTextFileSync(`${dir}/r.log`), /--manage-cgroups is not supported/);
 });
 
 /** A script that appends its action and criu's environment to `log`. */

@@ -55,6 +55,8 @@ export interface CriuOpts {
   tcpSkipInFlight: boolean;
   tcpClose: boolean;
   linkRemap: boolean;
+  /** --manage-cgroups: its mode as given ("" for none given); only "ignore" is honoured. */
+  manageCgroups?: string;
   evasiveDevices: boolean;
   forceIrmap: boolean;
   irmapScanPaths: string[];
@@ -259,15 +261,9 @@ const TABLE: OptionSpec[] = [
   ...bool("force-irmap", "forceIrmap"),
   refused("ext-mount-map", "required", NOT_YET.ns, "M"),
   refused("exec-cmd", "none", "--exec-cmd is not supported yet"),
-  // "ignore" leaves cgroups alone, as deno-criu does; the other modes come with containers.
-  opt("manage-cgroups", "optional", (_o, v, as) => {
-    if (v !== "ignore") {
-      throw new UsageError(
-        `Option ${as}${v === undefined ? "" : `=${v}`} is not supported by deno-criu: ` +
-          `${NOT_YET.ns} (only --manage-cgroups=ignore is)`,
-      );
-    }
-  }),
+  // "ignore" leaves cgroups alone, as deno-criu does; the other modes come with containers
+  // (refused in checkOptions, once the log is open).
+  opt("manage-cgroups", "optional", (o, v) => (o.manageCgroups = v ?? "")),
   refused("cgroup-root", "required", NOT_YET.ns),
   opt("inherit-fd", "required", (o, v) => o.inheritFds.push(v!)),
   opt("feature", "required", (o, v) => o.features.push(v!)),
@@ -399,6 +395,13 @@ export function checkOptions(o: CriuOpts): void {
     if (spec.refuse && o.given.has(spec.name)) {
       throw new UsageError(`Option --${spec.name} is not supported by deno-criu: ${spec.refuse}`);
     }
+  }
+  if (o.manageCgroups !== undefined && o.manageCgroups !== "ignore") {
+    const as = `--manage-cgroups${o.manageCgroups ? `=${o.manageCgroups}` : ""}`;
+    throw new UsageError(
+      `Option ${as} is not supported by deno-criu: ${NOT_YET.ns} (only ` +
+        `--manage-cgroups=ignore is)`,
+    );
   }
   if (o.restoreSibling && !o.restoreDetached) {
     throw new UsageError("--restore-sibling only makes sense with --restore-detached");
