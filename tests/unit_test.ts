@@ -22,6 +22,7 @@ import {
   SIGINFO_SIZE,
   STACK_T,
   USER_REGS_SIZE,
+  UTSNAME,
   XSAVE,
   zeroPagePfn,
 } from "../src/syscalls/mod.ts";
@@ -54,6 +55,11 @@ Deno.test("struct layouts match the C compiler's", async () => {
   assertEquals(c.siginfo, SIGINFO_SIZE);
   assertEquals(c.peeksiginfo_args, PEEKSIGINFO_ARGS_SIZE);
   assertEquals(c.rseq_config, RSEQ_CONFIG_SIZE);
+  assertEquals([c.utsname, c.nodename, c.domainname], [
+    UTSNAME.size,
+    UTSNAME.nodename,
+    UTSNAME.domainname,
+  ]);
   assertEquals([c.stack_t, c.ss_flags, c.ss_size], [STACK_T.size, STACK_T.flags, STACK_T.ssize]);
   assertEquals(c.fxsave, XSAVE.fxsaveSize);
   assertEquals([c.mxcsr, c.st_space, c.xmm_space, c.padding], [

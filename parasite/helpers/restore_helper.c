@@ -2,9 +2,10 @@
  * restore-helper: creates the task to restore, with its dumped PID, on behalf of the restorer
  * (a Deno process must never fork itself). Static, freestanding, no libc.
  *
- *   restore-helper PID [detach]
+ *   restore-helper PID [detach|wait [CLONE_FLAGS]]
  *
- * clone3() with set_tid = PID makes a child that only sleeps in pause() until the restorer
+ * clone3() with set_tid = PID (and CLONE_FLAGS, decimal: the namespaces the task had of its
+ * own, made for it) makes a child that only sleeps in pause() until the restorer
  * seizes it with ptrace and rebuilds it. The helper prints "child PID\n" on stdout, or
  * "error ERRNO\n" when clone3 fails (EEXIST: the PID is taken).
  *
@@ -106,10 +107,11 @@ __attribute__((used)) void helper_main(s64 *sp)
 		sys3(NR_exit_group, 2, 0, 0);
 	}
 	s64 pid = (s64)parse(argv[1]);
-	int detach = argc > 2;
+	int detach = argc > 2 && argv[2][0] == 'd';
 	s64 self = sys3(NR_getpid, 0, 0, 0);
 	sys6(NR_prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, 0);
 	struct clone_args ca = {0};
+	ca.flags = argc > 3 ? parse(argv[3]) : 0;
 	ca.exit_signal = SIGCHLD;
 	ca.set_tid = (u64)&pid;
 	ca.set_tid_size = 1;

@@ -53,7 +53,8 @@ import { collectVmas, dumpMm, dumpPages, socketMappings } from "./mm.ts";
 import { ghostOf, writeGhost } from "./ghost.ts";
 import { dumpShmem } from "./shmem.ts";
 import { dumpSysvShm, writeSysvShm } from "./sysv.ts";
-import { collectTask, collectThread } from "./task.ts";
+import { collectTask, collectThread, type TaskState } from "./task.ts";
+import { readUtsNames, type UtsNames, writeUtsNs } from "./uts.ts";
 
 export type { DumpOptions, DumpStats };
 
@@ -82,6 +83,12 @@ function checkImagesDir(dir: string): void {
   } catch (e) {
     throw new Error(`Cannot write to images directory ${dir}: ${(e as Error).message}`);
   }
+}
+
+/** Whether task `pid` is in a namespace of `kind` other than criu's. */
+function ownNamespace(pid: number, kind: string): boolean {
+  return Deno.readLinkSync(`/proc/${pid}/ns/${kind}`) !==
+    Deno.readLinkSync(`/proc/self/ns/${kind}`);
 }
 
 /** Refuses what this version cannot dump yet, before anything is written. */
@@ -114,8 +121,9 @@ function checkTree(tree: FrozenTree): void {
       );
     }
     for (const kind of NS_KINDS) {
-      // Restored into criu's namespaces, a task elsewhere would come back changed.
-      if (p.pid === root && ns(root, kind) !== ns(Deno.pid, kind)) {
+      // Restored into criu's namespaces, a task elsewhere would come back changed. The root's
+      // own UTS namespace is made again (with the whole tree in it).
+      if (p.pid === root && kind !== "uts" && ns(root, kind) !== ns(Deno.pid, kind)) {
         throw new UnsupportedError(
           `Cannot dump task ${root}: it is in another ${kind} namespace than criu; ` +
             `namespaces are not supported yet`,
@@ -402,7 +410,8 @@ async function dumpProcess(
   // Inside the task: signal state, timers, per-thread state, and the pages (parasite).
   const { state, threads } = await (async () => {
     using parasite = Parasite.infect(leader, maps);
-    const state = collectTask(leader, parasite.leader);
+    const state: TaskState & { uts?: UtsNames } = collectTask(leader, parasite.leader);
+    if (pid === tree.root && ownNamespace(pid, "uts")) state.uts = readUtsNames(parasite.leader);
     const threads = proc.threads.slice(1).map((tid) => {
       using trs = parasite.thread(tree.task(tid));
       return collectThread(pid, tree.task(tid), trs);
@@ -421,6 +430,10 @@ async function dumpProcess(
   state.seccomp = seccomp[0];
   threads.forEach((t, i) => (t.seccomp = seccomp[i + 1]));
 
+  // The tree's own UTS namespace: its names, asked inside the root (written once, by its id).
+  if (pid === tree.root && ownNamespace(pid, "uts")) {
+    writeUtsNs(ctx, ctx.nsIds(pid).utsNsId, state.uts!);
+  }
   const parent = tree.processes.find((p) => p.children.includes(pid));
   const parentIds = parent && ctx.ids.get(parent.pid);
   const shared = (type: number) => parentIds !== undefined && kcmp(parent!.pid, pid, type) === 0;

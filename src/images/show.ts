@@ -24,6 +24,7 @@ import {
   seccomp_entrySchema,
   stats_entrySchema,
   timens_entrySchema,
+  utsns_entrySchema,
 } from "../../proto/gen/misc_pb.ts";
 import { mm_entrySchema, pagemap_entrySchema, pagemap_headSchema } from "../../proto/gen/mm_pb.ts";
 import {
@@ -76,6 +77,7 @@ export const IMAGE_KINDS: [RegExp, ImageKind][] = [
     head: pagemap_headSchema,
   }],
   [/^seccomp\.img$/, { type: "SECCOMP", schema: seccomp_entrySchema }],
+  [/^utsns-\d+\.img$/, { type: "UTSNS", schema: utsns_entrySchema }],
   [
     /^ipcns-shm-\d+\.img$/,
     {

@@ -38,10 +38,17 @@ export interface HelperTask {
   abandon(): Promise<void>;
 }
 
-/** Creates a task with PID `pid`; `detach` lets the helper exit instead of waiting for it. */
-export async function spawnTask(pid: number, detach: boolean): Promise<HelperTask> {
+/**
+ * Creates a task with PID `pid`, in new namespaces of the kinds `cloneFlags` names (CLONE_NEW*);
+ * `detach` lets the helper exit instead of waiting for it.
+ */
+export async function spawnTask(
+  pid: number,
+  detach: boolean,
+  cloneFlags = 0,
+): Promise<HelperTask> {
   const helper = new Deno.Command(helperExecutable("restore_helper"), {
-    args: detach ? [`${pid}`, "detach"] : [`${pid}`],
+    args: [`${pid}`, detach ? "detach" : "wait", `${cloneFlags}`],
     stdin: "piped",
     stdout: "piped",
     stderr: "inherit",

@@ -50,6 +50,8 @@ import {
   seccomp_entrySchema,
   type seccomp_filter,
   seccomp_filterSchema,
+  type utsns_entry,
+  utsns_entrySchema,
 } from "../../proto/gen/misc_pb.ts";
 import {
   type mm_entry,
@@ -124,6 +126,8 @@ export interface DumpImages {
   deadProcs: Map<number, number>;
   /** seccomp filters (seccomp.img): each thread's chain ends at its core's `seccompFilter`. */
   seccompFilters: seccomp_filter[];
+  /** The tree's own UTS namespace (utsns-ID.img), when the root had one. */
+  uts?: utsns_entry;
   /** Shared anonymous memory objects by inode: their pages (offset in the object, data). */
   shmem: Map<
     bigint,
@@ -440,7 +444,29 @@ export function readDump(dir: string): DumpImages {
     ttyData,
     memfds,
     seccompFilters: readSeccomp(p("seccomp.img"), tasks),
+    uts: readUts(dir, inventory, tasks[0]),
   };
+}
+
+/** utsns-ID.img of the root's UTS namespace, when it is not the dumper's (else undefined). */
+function readUts(
+  dir: string,
+  inventory: inventory_entry,
+  root: TaskImages,
+): utsns_entry | undefined {
+  const field = task_kobj_ids_entrySchema.field.utsNsId;
+  const own = inventory.rootIds;
+  if (root.zombie || !isFieldSet(root.ids, field) || !own || !isFieldSet(own, field)) {
+    return undefined;
+  }
+  if (root.ids.utsNsId === own.utsNsId) return undefined;
+  const path = join(dir, `utsns-${root.ids.utsNsId}.img`);
+  if (!exists(path)) {
+    throw new ImageError(
+      `Image ${path} is missing: task ${root.pstree.pid} had a uts namespace of its own`,
+    );
+  }
+  return one(path, readImage(path, "UTSNS", utsns_entrySchema));
 }
 
 /**

@@ -60,7 +60,7 @@ import {
   task_kobj_ids_entrySchema,
   thread_core_entrySchema,
 } from "../../proto/gen/core_pb.ts";
-import { NS_KINDS } from "../dump/context.ts";
+import { NS_CLONE_FLAGS, NS_KINDS } from "../dump/context.ts";
 import type { vma_entry } from "../../proto/gen/mm_pb.ts";
 import { reg_file_entrySchema } from "../../proto/gen/files_pb.ts";
 import { SeizedTask, TASK_STATE } from "../tree/seize.ts";
@@ -85,6 +85,7 @@ import {
 import { type PtyTable, setForegroundGroup } from "./ttys.ts";
 import { installFiles, restoreLateFiles } from "./install.ts";
 import { PidTakenError, spawnTask } from "./helper.ts";
+import { setUtsNames } from "./uts.ts";
 
 function pidInUse(pid: number): boolean {
   try {
@@ -181,10 +182,20 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
   const dead = dump.deadProcs.get(task.fs.cwdId);
   if (dead !== undefined && pidInUse(dead)) throw new PidTakenError(dead);
   // A task that lived in namespaces of its own (criu's images of a container) would come back
-  // in ours, changed.
+  // in ours, changed. The root's own UTS namespace is made again, with every task in it.
   const rootIds = dump.inventory.rootIds;
+  const treeRoot = dump.tasks[0];
   for (const kind of NS_KINDS) {
     const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
+    if (kind === "uts" && isFieldSet(task.ids, field)) {
+      if (task.ids.utsNsId !== treeRoot.ids.utsNsId) {
+        throw new RestoreError(
+          `Cannot restore task ${pid}: it was in another uts namespace than task ` +
+            `${treeRoot.pstree.pid}; nested namespaces are not supported yet`,
+        );
+      }
+      continue;
+    }
     if (
       rootIds && isFieldSet(task.ids, field) && isFieldSet(rootIds, field) &&
       task.ids[`${kind}NsId`] !== rootIds[`${kind}NsId`]
@@ -341,7 +352,7 @@ async function restoreTree(
 
   // 2. FORK: the root by the helper, every other task by its restored parent.
   log.info(`Creating task ${pid}`);
-  const made = await spawnTask(pid, opts.detach ?? false);
+  const made = await spawnTask(pid, opts.detach ?? false, dump.uts ? NS_CLONE_FLAGS.uts : 0);
   const tForked = performance.now();
   const procs: Restoring[] = [];
   let pidfileWritten = false;
@@ -366,6 +377,8 @@ async function restoreTree(
       PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.EXITKILL | seccomp,
     );
     procs.push({ task: rootTask, seized: rootSeized, threads: [] });
+    // The tree's own UTS namespace gets its names before any task is made in it.
+    if (dump.uts) inTask(rootSeized, (rs) => setUtsNames(rs, dump.uts!));
     await checkpoint("fork");
 
     let pages = 0, compared = 0, kept = 0, forkMs = tForked - t0;

@@ -70,6 +70,8 @@ export const PEEKSIGINFO_ARGS_SIZE = 16;
 export const RSEQ_CONFIG_SIZE = 24;
 /** Kernel `struct sigaction` (x86-64): handler, flags, restorer, mask (8 bytes each). */
 export const KSIGACTION_SIZE = 32;
+/** struct utsname: six fields of 65 bytes; where uname(2) puts the host and domain names. */
+export const UTSNAME = { size: 390, nodename: 65, domainname: 325, field: 65 } as const;
 /** `stack_t`: ss_sp u64, ss_flags i32 (+pad), ss_size u64. */
 export const STACK_T = { size: 24, sp: 0, flags: 8, ssize: 16 } as const;
 /** `struct itimerval`: interval {sec, usec}, value {sec, usec}, 8 bytes each. */

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 /* Not a victim: prints the kernel struct offsets and sizes that src/syscalls/layout.ts encodes. */
 #include <signal.h>
 #include <ucontext.h>
@@ -6,6 +7,7 @@
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/user.h>
+#include <sys/utsname.h>
 #include <linux/ptrace.h>
 
 int main(void)
@@ -17,6 +19,8 @@ int main(void)
 	printf("\"iovec\":%zu,\"siginfo\":%zu,\"peeksiginfo_args\":%zu,\"rseq_config\":%zu,",
 	       sizeof(struct iovec), sizeof(siginfo_t), sizeof(struct ptrace_peeksiginfo_args),
 	       sizeof(struct ptrace_rseq_configuration));
+	printf("\"utsname\":%zu,\"nodename\":%zu,\"domainname\":%zu,", sizeof(struct utsname),
+	       offsetof(struct utsname, nodename), offsetof(struct utsname, domainname));
 	printf("\"stack_t\":%zu,\"ss_flags\":%zu,\"ss_size\":%zu,\"itimerval\":%zu,",
 	       sizeof(stack_t), offsetof(stack_t, ss_flags), offsetof(stack_t, ss_size),
 	       sizeof(struct itimerval));
