@@ -60,6 +60,8 @@ static inline s64 sys6(s64 nr, s64 a, s64 b, s64 c, s64 d, s64 e, s64 f)
 #define NR_vmsplice 278
 #define NR_exit_group 231
 #define NR_clone3 435
+#define NR_unshare 272
+#define NR_clock_gettime 228
 #define EINTR 4
 #define EAGAIN 11
 #define ECHILD 10

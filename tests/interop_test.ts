@@ -86,6 +86,7 @@ const KINDS: Kind[] = [
   { victim: "packetring", args: ["{out}"], pass: /PASS packetring/ },
   { victim: "seccomp", args: ["{out}"], pass: /PASS seccomp/ },
   { victim: "utsns", args: ["{out}"], pass: /PASS utsns/ },
+  { victim: "timens", args: ["{out}"], pass: /PASS timens/ },
   { victim: "guards", args: ["{out}", "{dir}"], pass: /PASS guards/ },
   // CRIU 4.2 restores raw sockets neither bound nor connected.
   { victim: "rawsk", args: ["{out}", "plain"], pass: /PASS rawsk/ },

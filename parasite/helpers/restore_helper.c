@@ -2,11 +2,14 @@
  * restore-helper: creates the task to restore, with its dumped PID, on behalf of the restorer
  * (a Deno process must never fork itself). Static, freestanding, no libc.
  *
- *   restore-helper PID [detach|wait [CLONE_FLAGS]]
+ *   restore-helper PID [detach|wait [CLONE_FLAGS [MONO_SEC MONO_NSEC BOOT_SEC BOOT_NSEC]]]
  *
  * clone3() with set_tid = PID (and CLONE_FLAGS, decimal: the namespaces the task had of its
- * own, made for it) makes a child that only sleeps in pause() until the restorer
- * seizes it with ptrace and rebuilds it. The helper prints "child PID\n" on stdout, or
+ * own, made for it) makes a child that only sleeps in pause() until the restorer seizes it
+ * with ptrace and rebuilds it. With CLONE_NEWTIME the child is made in a new time namespace
+ * whose monotonic and boot clocks read MONO and BOOT now (the values they had at the dump:
+ * they go on from there); the helper makes it with unshare() and timens_offsets before the
+ * clone, as the kernel wants. The helper prints "child PID\n" on stdout, or
  * "error ERRNO\n" when clone3 fails (EEXIST: the PID is taken).
  *
  * Then it waits for the restorer's word on stdin. "g" (go) means the tree is released: with
@@ -30,6 +33,14 @@ struct clone_args {
 #define PR_SET_PDEATHSIG 1
 #define PR_SET_CHILD_SUBREAPER 36
 #define WALL 0x40000000
+#define CLONE_NEWTIME 0x80
+#define CLOCK_MONOTONIC 1
+#define CLOCK_BOOTTIME 7
+#define NSEC 1000000000LL
+
+struct timespec64 {
+	s64 sec, nsec;
+};
 
 static u64 parse(const char *s)
 {
@@ -37,6 +48,64 @@ static u64 parse(const char *s)
 	while (*s >= '0' && *s <= '9')
 		v = v * 10 + (u64)(*s++ - '0');
 	return v;
+}
+
+/* Appends the decimal `v` (with its sign) at buf[n]; returns the new length. */
+static int put_num(char *buf, int n, s64 v)
+{
+	char digits[20];
+	int i = 0;
+	u64 u = v < 0 ? (u64)-v : (u64)v;
+	if (v < 0)
+		buf[n++] = '-';
+	do {
+		digits[i++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	while (i)
+		buf[n++] = digits[--i];
+	return n;
+}
+
+/*
+ * Moves the helper's children into a new time namespace where `clock` reads `want` now:
+ * the line "CLOCK SEC NSEC" for /proc/self/timens_offsets, appended at buf[n].
+ */
+static int offset_line(char *buf, int n, int clock, struct timespec64 want)
+{
+	struct timespec64 now;
+	sys3(NR_clock_gettime, clock, (s64)&now, 0);
+	s64 sec = want.sec - now.sec, nsec = want.nsec - now.nsec;
+	if (nsec < 0) {
+		nsec += NSEC;
+		sec--;
+	}
+	n = put_num(buf, n, clock);
+	buf[n++] = ' ';
+	n = put_num(buf, n, sec);
+	buf[n++] = ' ';
+	n = put_num(buf, n, nsec);
+	buf[n++] = '\n';
+	return n;
+}
+
+/* A new time namespace for the children, its clocks reading what `argv` gives; -errno. */
+static s64 time_namespace(char **argv)
+{
+	struct timespec64 mono = {(s64)parse(argv[0]), (s64)parse(argv[1])};
+	struct timespec64 boot = {(s64)parse(argv[2]), (s64)parse(argv[3])};
+	s64 r = sys3(NR_unshare, CLONE_NEWTIME, 0, 0);
+	if (r < 0)
+		return r;
+	char buf[128];
+	int n = offset_line(buf, 0, CLOCK_MONOTONIC, mono);
+	n = offset_line(buf, n, CLOCK_BOOTTIME, boot);
+	s64 fd = sys3(NR_open, (s64)"/proc/self/timens_offsets", 1 /* O_WRONLY */, 0);
+	if (fd < 0)
+		return fd;
+	r = sys3(NR_write, fd, (s64)buf, n);
+	sys3(NR_close, fd, 0, 0);
+	return r < 0 ? r : 0;
 }
 
 static void print(const char *prefix, s64 v)
@@ -112,6 +181,15 @@ __attribute__((used)) void helper_main(s64 *sp)
 	sys6(NR_prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, 0);
 	struct clone_args ca = {0};
 	ca.flags = argc > 3 ? parse(argv[3]) : 0;
+	if (ca.flags & CLONE_NEWTIME) {
+		/* The kernel takes no offsets once a task is in the namespace: unshare, then clone. */
+		ca.flags &= ~(u64)CLONE_NEWTIME;
+		s64 r = argc > 7 ? time_namespace(argv + 4) : -22;
+		if (r < 0) {
+			print("error ", -r);
+			sys3(NR_exit_group, 2, 0, 0);
+		}
+	}
 	ca.exit_signal = SIGCHLD;
 	ca.set_tid = (u64)&pid;
 	ca.set_tid_size = 1;

@@ -85,6 +85,23 @@ function checkImagesDir(dir: string): void {
   }
 }
 
+/** /proc/PID/timens_offsets: each clock's offset in the task's time namespace. */
+function timeOffsets(pid: number): Map<number, [bigint, bigint]> {
+  const out = new Map<number, [bigint, bigint]>();
+  for (const line of readProcText(pid, "timens_offsets").split("\n")) {
+    // "monotonic SEC NSEC" (or the clock's number, on older kernels).
+    const m = /^(\S+)\s+(-?\d+)\s+(\d+)/.exec(line.trim());
+    if (!m) continue;
+    const clock = m[1] === "monotonic"
+      ? CLOCK.MONOTONIC
+      : m[1] === "boottime"
+      ? CLOCK.BOOTTIME
+      : Number(m[1]);
+    out.set(clock, [BigInt(m[2]), BigInt(m[3])]);
+  }
+  return out;
+}
+
 /** Whether task `pid` is in a namespace of `kind` other than criu's. */
 function ownNamespace(pid: number, kind: string): boolean {
   return Deno.readLinkSync(`/proc/${pid}/ns/${kind}`) !==
@@ -122,8 +139,10 @@ function checkTree(tree: FrozenTree): void {
     }
     for (const kind of NS_KINDS) {
       // Restored into criu's namespaces, a task elsewhere would come back changed. The root's
-      // own UTS namespace is made again (with the whole tree in it).
-      if (p.pid === root && kind !== "uts" && ns(root, kind) !== ns(Deno.pid, kind)) {
+      // own UTS and time namespaces are made again (with the whole tree in them).
+      if (
+        p.pid === root && kind !== "uts" && kind !== "time" && ns(root, kind) !== ns(Deno.pid, kind)
+      ) {
         throw new UnsupportedError(
           `Cannot dump task ${root}: it is in another ${kind} namespace than criu; ` +
             `namespaces are not supported yet`,
@@ -303,14 +322,29 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
     seccomp_entrySchema,
     create(seccomp_entrySchema, { seccompFilters: ctx.seccomp.filters }),
   );
-  const ts = (clock: number) => {
-    const [tvSec, tvNsec] = clockGettime(clock);
-    return create(timespecSchema, { tvSec, tvNsec });
+  // The clocks a time namespace made at restore starts from (criu's): ours, in timens-0.img;
+  // those of the root's own time namespace (ours moved by its offsets) in timens-ID.img.
+  const clocks = (offsets: Map<number, [bigint, bigint]>) => {
+    const ts = (clock: number) => {
+      const [sec, nsec] = clockGettime(clock);
+      const [osec, onsec] = offsets.get(clock) ?? [0n, 0n];
+      let tvSec = sec + osec, tvNsec = nsec + onsec;
+      if (tvNsec >= 1_000_000_000n) [tvSec, tvNsec] = [tvSec + 1n, tvNsec - 1_000_000_000n];
+      if (tvNsec < 0n) [tvSec, tvNsec] = [tvSec - 1n, tvNsec + 1_000_000_000n];
+      return create(timespecSchema, { tvSec, tvNsec });
+    };
+    return create(timens_entrySchema, {
+      monotonic: ts(CLOCK.MONOTONIC),
+      boottime: ts(CLOCK.BOOTTIME),
+    });
   };
-  ctx.image("timens-0.img", "TIMENS").entry(
-    timens_entrySchema,
-    create(timens_entrySchema, { monotonic: ts(CLOCK.MONOTONIC), boottime: ts(CLOCK.BOOTTIME) }),
-  );
+  ctx.image("timens-0.img", "TIMENS").entry(timens_entrySchema, clocks(new Map()));
+  if (ownNamespace(tree.root, "time")) {
+    ctx.image(`timens-${ctx.nsIds(tree.root).timeNsId}.img`, "TIMENS").entry(
+      timens_entrySchema,
+      clocks(timeOffsets(tree.root)),
+    );
+  }
 
   ctx.flush();
   syncDir(ctx.opts.imagesDir);

@@ -38,17 +38,36 @@ export interface HelperTask {
   abandon(): Promise<void>;
 }
 
+/** CLONE_NEWTIME. */
+const CLONE_NEWTIME = 0x80;
+
+/** What the clocks of a new time namespace read when it is made: [seconds, nanoseconds]. */
+export interface TimeNamespaceClocks {
+  monotonic: [bigint, bigint];
+  boottime: [bigint, bigint];
+}
+
 /**
- * Creates a task with PID `pid`, in new namespaces of the kinds `cloneFlags` names (CLONE_NEW*);
- * `detach` lets the helper exit instead of waiting for it.
+ * Creates a task with PID `pid`, in new namespaces of the kinds `cloneFlags` names (CLONE_NEW*),
+ * and in a new time namespace whose clocks read `clocks`, when given; `detach` lets the helper
+ * exit instead of waiting for it.
  */
 export async function spawnTask(
   pid: number,
   detach: boolean,
   cloneFlags = 0,
+  clocks?: TimeNamespaceClocks,
 ): Promise<HelperTask> {
+  const time = clocks
+    ? [clocks.monotonic, clocks.boottime].flatMap(([sec, nsec]) => [`${sec}`, `${nsec}`])
+    : [];
   const helper = new Deno.Command(helperExecutable("restore_helper"), {
-    args: [`${pid}`, detach ? "detach" : "wait", `${cloneFlags}`],
+    args: [
+      `${pid}`,
+      detach ? "detach" : "wait",
+      `${cloneFlags | (clocks ? CLONE_NEWTIME : 0)}`,
+      ...time,
+    ],
     stdin: "piped",
     stdout: "piped",
     stderr: "inherit",

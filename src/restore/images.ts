@@ -50,6 +50,8 @@ import {
   seccomp_entrySchema,
   type seccomp_filter,
   seccomp_filterSchema,
+  type timens_entry,
+  timens_entrySchema,
   type utsns_entry,
   utsns_entrySchema,
 } from "../../proto/gen/misc_pb.ts";
@@ -128,6 +130,11 @@ export interface DumpImages {
   seccompFilters: seccomp_filter[];
   /** The tree's own UTS namespace (utsns-ID.img), when the root had one. */
   uts?: utsns_entry;
+  /**
+   * The clocks the tree's time namespace starts from: the root's own namespace's
+   * (timens-ID.img), else criu's at the dump (timens-0.img); undefined without either.
+   */
+  timens?: timens_entry;
   /** Shared anonymous memory objects by inode: their pages (offset in the object, data). */
   shmem: Map<
     bigint,
@@ -445,7 +452,31 @@ export function readDump(dir: string): DumpImages {
     memfds,
     seccompFilters: readSeccomp(p("seccomp.img"), tasks),
     uts: readUts(dir, inventory, tasks[0]),
+    timens: readTimens(dir, inventory, tasks[0]),
   };
+}
+
+/** timens-ID.img of the root's own time namespace, else timens-0.img (either may be absent). */
+function readTimens(
+  dir: string,
+  inventory: inventory_entry,
+  root: TaskImages,
+): timens_entry | undefined {
+  const field = task_kobj_ids_entrySchema.field.timeNsId;
+  const own = inventory.rootIds;
+  const ownNs = !root.zombie && isFieldSet(root.ids, field) && own && isFieldSet(own, field) &&
+    root.ids.timeNsId !== own.timeNsId;
+  const path = join(dir, `timens-${ownNs ? root.ids.timeNsId : 0}.img`);
+  if (!exists(path)) {
+    if (ownNs) {
+      throw new ImageError(
+        `Image ${path} is missing: task ${root.pstree.pid} had a time namespace of its own`,
+      );
+    }
+    return undefined;
+  }
+  const [e] = readImage(path, "TIMENS", timens_entrySchema);
+  return e?.message;
 }
 
 /** utsns-ID.img of the root's UTS namespace, when it is not the dumper's (else undefined). */

@@ -86,6 +86,7 @@ import { type PtyTable, setForegroundGroup } from "./ttys.ts";
 import { installFiles, restoreLateFiles } from "./install.ts";
 import { PidTakenError, spawnTask } from "./helper.ts";
 import { setUtsNames } from "./uts.ts";
+import { exists } from "../util/exists.ts";
 
 function pidInUse(pid: number): boolean {
   try {
@@ -182,15 +183,16 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
   const dead = dump.deadProcs.get(task.fs.cwdId);
   if (dead !== undefined && pidInUse(dead)) throw new PidTakenError(dead);
   // A task that lived in namespaces of its own (criu's images of a container) would come back
-  // in ours, changed. The root's own UTS namespace is made again, with every task in it.
+  // in ours, changed. The root's own UTS and time namespaces are made again, with every task
+  // in them.
   const rootIds = dump.inventory.rootIds;
   const treeRoot = dump.tasks[0];
   for (const kind of NS_KINDS) {
     const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
-    if (kind === "uts" && isFieldSet(task.ids, field)) {
-      if (task.ids.utsNsId !== treeRoot.ids.utsNsId) {
+    if ((kind === "uts" || kind === "time") && isFieldSet(task.ids, field)) {
+      if (task.ids[`${kind}NsId`] !== treeRoot.ids[`${kind}NsId`]) {
         throw new RestoreError(
-          `Cannot restore task ${pid}: it was in another uts namespace than task ` +
+          `Cannot restore task ${pid}: it was in another ${kind} namespace than task ` +
             `${treeRoot.pstree.pid}; nested namespaces are not supported yet`,
         );
       }
@@ -352,7 +354,20 @@ async function restoreTree(
 
   // 2. FORK: the root by the helper, every other task by its restored parent.
   log.info(`Creating task ${pid}`);
-  const made = await spawnTask(pid, opts.detach ?? false, dump.uts ? NS_CLONE_FLAGS.uts : 0);
+  // As criu: the tree gets a time namespace whose clocks go on from where they were at the dump.
+  const t = dump.timens;
+  const clocks = t?.monotonic && t.boottime && exists("/proc/self/ns/time")
+    ? {
+      monotonic: [t.monotonic.tvSec, t.monotonic.tvNsec] as [bigint, bigint],
+      boottime: [t.boottime.tvSec, t.boottime.tvNsec] as [bigint, bigint],
+    }
+    : undefined;
+  const made = await spawnTask(
+    pid,
+    opts.detach ?? false,
+    dump.uts ? NS_CLONE_FLAGS.uts : 0,
+    clocks,
+  );
   const tForked = performance.now();
   const procs: Restoring[] = [];
   let pidfileWritten = false;
