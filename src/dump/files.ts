@@ -176,6 +176,12 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
     const name = target.slice(11).replace(/^\[|\]$/g, "");
     if (ANON_KINDS.has(name)) return anonKind(name, pid, fd);
     if (name === "pidfd") return pidfdKind(ctx, pid, fd, link, what);
+    if (name === "io_uring") {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: an io_uring instance is not supported yet (for mariadb, ` +
+          `innodb_use_native_aio=0 makes it do without)`,
+      );
+    }
     throw new UnsupportedError(
       `Cannot dump ${what}: ${target.slice(11)} descriptors are not supported yet`,
     );
