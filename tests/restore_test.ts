@@ -868,3 +868,31 @@ Deno.test("guard regions (MADV_GUARD_INSTALL) in anonymous and file mappings com
     killAll(v.pid);
   }
 });
+
+Deno.test("a file on a hugetlbfs mount mapped shared and privately stays the file, the private copy its own", async () => {
+  const dir = tmpDir("hugetlbfs-");
+  const mount = await new Deno.Command("mount", { args: ["-t", "hugetlbfs", "none", dir] })
+    .output();
+  if (!mount.success) {
+    console.log("skipped: hugetlbfs cannot be mounted here");
+    return;
+  }
+  try {
+    const bin = await buildVictim("hugefile");
+    const v = startVictim(["setsid", bin, "{out}", dir]);
+    try {
+      await waitReport(v);
+      if (/SKIP/.test(Deno.readTextFileSync(v.out))) {
+        console.log("skipped: this machine has no free huge pages");
+        return;
+      }
+      await roundTrip(v);
+      assertMatch(await verdict(v), /PASS hugefile/);
+    } finally {
+      await stopVictim(v);
+      killAll(v.pid);
+    }
+  } finally {
+    await new Deno.Command("umount", { args: ["-l", dir] }).output();
+  }
+});

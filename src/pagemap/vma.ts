@@ -191,13 +191,20 @@ export function classifyVma(m: ProcMap): Vma {
   }
   if (m.vmFlags.has("ht")) {
     // Anonymous hugetlb memory: private, or a hugetlbfs object of its own when shared (dumped
-    // and made again as shared memory is, by inode); a hugetlb memfd, mapped as a memfd is. A
-    // hugetlbfs file is not supported.
+    // and made again as shared memory is, by inode); a hugetlb memfd, mapped as a memfd is; a
+    // file on a hugetlbfs mount, mapped again from it as any file is (its contents stay in
+    // it; a private mapping's copied pages are dumped). A deleted hugetlbfs file is refused.
     if (m.path.startsWith("/memfd:") && m.path.endsWith(" (deleted)")) {
       v.flags |= MAP.HUGETLB | (hugePageShift() << MAP_HUGE_SHIFT);
       v.path = m.path;
       v.status = VMA.AREA_REGULAR | VMA.AREA_MEMFD |
         (shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE);
+      return v;
+    }
+    if (m.path.startsWith("/") && !m.path.endsWith(" (deleted)")) {
+      v.flags |= MAP.HUGETLB | (hugePageShift() << MAP_HUGE_SHIFT);
+      v.path = m.path;
+      v.status = VMA.AREA_REGULAR | (shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE);
       return v;
     }
     if (m.path !== "/anon_hugepage (deleted)") {
