@@ -67,15 +67,71 @@ static int put_num(char *buf, int n, s64 v)
 	return n;
 }
 
+/* Reads a signed decimal at *s, moving past it (and the blanks before it). */
+static s64 parse_signed(const char **s)
+{
+	while (**s == ' ')
+		(*s)++;
+	int neg = **s == '-';
+	if (neg)
+		(*s)++;
+	s64 v = 0;
+	while (**s >= '0' && **s <= '9')
+		v = v * 10 + (*(*s)++ - '0');
+	return neg ? -v : v;
+}
+
+/*
+ * The offset of `clock` in the helper's own time namespace (/proc/self/timens_offsets: lines
+ * "monotonic SEC NSEC" and "boottime SEC NSEC"): offsets count from the host's clocks, not from
+ * the namespace a new one is made in.
+ */
+static struct timespec64 own_offset(int clock)
+{
+	struct timespec64 off = {0, 0};
+	char buf[256];
+	s64 fd = sys3(NR_open, (s64)"/proc/self/timens_offsets", 0, 0);
+	s64 len = fd < 0 ? 0 : sys3(NR_read, fd, (s64)buf, sizeof(buf) - 1);
+	if (fd >= 0)
+		sys3(NR_close, fd, 0, 0);
+	if (len <= 0)
+		return off;
+	buf[len] = 0;
+	const char *want = clock == CLOCK_MONOTONIC ? "monotonic" : "boottime";
+	for (const char *p = buf; *p;) {
+		int i = 0;
+		while (want[i] && p[i] == want[i])
+			i++;
+		if (!want[i] && p[i] == ' ') {
+			p += i;
+			off.sec = parse_signed(&p);
+			off.nsec = parse_signed(&p);
+			return off;
+		}
+		while (*p && *p != '\n')
+			p++;
+		if (*p)
+			p++;
+	}
+	return off;
+}
+
 /*
  * Moves the helper's children into a new time namespace where `clock` reads `want` now:
  * the line "CLOCK SEC NSEC" for /proc/self/timens_offsets, appended at buf[n].
  */
-static int offset_line(char *buf, int n, int clock, struct timespec64 want)
+static int offset_line(char *buf, int n, int clock, struct timespec64 want, struct timespec64 own)
 {
 	struct timespec64 now;
 	sys3(NR_clock_gettime, clock, (s64)&now, 0);
+	/* The host's clock: ours less our own namespace's offset. */
+	now.sec -= own.sec;
+	now.nsec -= own.nsec;
 	s64 sec = want.sec - now.sec, nsec = want.nsec - now.nsec;
+	while (nsec >= NSEC) {
+		nsec -= NSEC;
+		sec++;
+	}
 	if (nsec < 0) {
 		nsec += NSEC;
 		sec--;
@@ -94,12 +150,15 @@ static s64 time_namespace(char **argv)
 {
 	struct timespec64 mono = {(s64)parse(argv[0]), (s64)parse(argv[1])};
 	struct timespec64 boot = {(s64)parse(argv[2]), (s64)parse(argv[3])};
+	/* Read before unshare(): /proc/self/timens_offsets then shows the new namespace's. */
+	struct timespec64 own_mono = own_offset(CLOCK_MONOTONIC);
+	struct timespec64 own_boot = own_offset(CLOCK_BOOTTIME);
 	s64 r = sys3(NR_unshare, CLONE_NEWTIME, 0, 0);
 	if (r < 0)
 		return r;
 	char buf[128];
-	int n = offset_line(buf, 0, CLOCK_MONOTONIC, mono);
-	n = offset_line(buf, n, CLOCK_BOOTTIME, boot);
+	int n = offset_line(buf, 0, CLOCK_MONOTONIC, mono, own_mono);
+	n = offset_line(buf, n, CLOCK_BOOTTIME, boot, own_boot);
 	s64 fd = sys3(NR_open, (s64)"/proc/self/timens_offsets", 1 /* O_WRONLY */, 0);
 	if (fd < 0)
 		return fd;

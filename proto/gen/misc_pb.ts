@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file misc.proto.
  */
 export const file_misc: GenFile = /*@__PURE__*/
-  fileDesc("CgptaXNjLnByb3RvIpgCCg9pbnZlbnRvcnlfZW50cnkSEwoLaW1nX3ZlcnNpb24YASACKA0SFQoNZmRpbmZvX3Blcl9pZBgCIAEoCBImCghyb290X2lkcxgDIAEoCzIULnRhc2tfa29ial9pZHNfZW50cnkSEQoJbnNfcGVyX2lkGAQgASgIEhMKC3Jvb3RfY2dfc2V0GAUgASgNEhkKB2xzbXR5cGUYBiABKA4yCC5sc210eXBlEhMKC2R1bXBfdXB0aW1lGAggASgEEhUKDXByZV9kdW1wX21vZGUYCSABKA0SEQoJdGNwX2Nsb3NlGAogASgIEhsKE25ldHdvcmtfbG9ja19tZXRob2QYCyABKA0SEgoJZGVub19jcml1GOgHIAEoCSJVCgxwc3RyZWVfZW50cnkSCwoDcGlkGAEgAigNEgwKBHBwaWQYAiACKA0SDAoEcGdpZBgDIAIoDRILCgNzaWQYBCACKA0SDwoHdGhyZWFkcxgFIAMoDSLgAgoQZHVtcF9zdGF0c19lbnRyeRIVCg1mcmVlemluZ190aW1lGAEgAigNEhMKC2Zyb3plbl90aW1lGAIgAigNEhQKDG1lbWR1bXBfdGltZRgDIAIoDRIVCg1tZW13cml0ZV90aW1lGAQgAigNEhUKDXBhZ2VzX3NjYW5uZWQYBSACKAQSHAoUcGFnZXNfc2tpcHBlZF9wYXJlbnQYBiACKAQSFQoNcGFnZXNfd3JpdHRlbhgHIAIoBBIVCg1pcm1hcF9yZXNvbHZlGAggASgNEhIKCnBhZ2VzX2xhenkYCSACKAQSEgoKcGFnZV9waXBlcxgKIAEoBBIWCg5wYWdlX3BpcGVfYnVmcxgLIAEoBBIXCg9zaHBhZ2VzX3NjYW5uZWQYDCABKAQSHgoWc2hwYWdlc19za2lwcGVkX3BhcmVudBgNIAEoBBIXCg9zaHBhZ2VzX3dyaXR0ZW4YDiABKAQijAEKE3Jlc3RvcmVfc3RhdHNfZW50cnkSFgoOcGFnZXNfY29tcGFyZWQYASACKAQSGQoRcGFnZXNfc2tpcHBlZF9jb3cYAiACKAQSFAoMZm9ya2luZ190aW1lGAMgAigNEhQKDHJlc3RvcmVfdGltZRgEIAIoDRIWCg5wYWdlc19yZXN0b3JlZBgFIAEoBCJVCgtzdGF0c19lbnRyeRIfCgRkdW1wGAEgASgLMhEuZHVtcF9zdGF0c19lbnRyeRIlCgdyZXN0b3JlGAIgASgLMhQucmVzdG9yZV9zdGF0c19lbnRyeSIrCgh0aW1lc3BlYxIOCgZ0dl9zZWMYASACKAQSDwoHdHZfbnNlYxgCIAIoBCJJCgx0aW1lbnNfZW50cnkSHAoJbW9ub3RvbmljGAEgAigLMgkudGltZXNwZWMSGwoIYm9vdHRpbWUYAiACKAsyCS50aW1lc3BlYyI9Cg5zZWNjb21wX2ZpbHRlchIOCgZmaWx0ZXIYASACKAwSDAoEcHJldhgCIAEoDRINCgVmbGFncxgDIAEoDSI5Cg1zZWNjb21wX2VudHJ5EigKD3NlY2NvbXBfZmlsdGVycxgBIAMoCzIPLnNlY2NvbXBfZmlsdGVyIm0KDmlwY19kZXNjX2VudHJ5EgsKA2tleRgBIAIoDRILCgN1aWQYAiACKA0SCwoDZ2lkGAMgAigNEgwKBGN1aWQYBCACKA0SDAoEY2dpZBgFIAIoDRIMCgRtb2RlGAYgAigNEgoKAmlkGAcgAigNImcKDWlwY19zaG1fZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5EgwKBHNpemUYAiACKAQSEwoLaW5fcGFnZW1hcHMYAyABKAgSFAoMaHVnZXRsYl9mbGFnGAQgASgNIjMKC3V0c25zX2VudHJ5EhAKCG5vZGVuYW1lGAEgAigJEhIKCmRvbWFpbm5hbWUYAiACKAkqMAoHbHNtdHlwZRIKCgZOT19MU00QABILCgdTRUxJTlVYEAESDAoIQVBQQVJNT1IQAg", [file_core]);
+  fileDesc("CgptaXNjLnByb3RvIpgCCg9pbnZlbnRvcnlfZW50cnkSEwoLaW1nX3ZlcnNpb24YASACKA0SFQoNZmRpbmZvX3Blcl9pZBgCIAEoCBImCghyb290X2lkcxgDIAEoCzIULnRhc2tfa29ial9pZHNfZW50cnkSEQoJbnNfcGVyX2lkGAQgASgIEhMKC3Jvb3RfY2dfc2V0GAUgASgNEhkKB2xzbXR5cGUYBiABKA4yCC5sc210eXBlEhMKC2R1bXBfdXB0aW1lGAggASgEEhUKDXByZV9kdW1wX21vZGUYCSABKA0SEQoJdGNwX2Nsb3NlGAogASgIEhsKE25ldHdvcmtfbG9ja19tZXRob2QYCyABKA0SEgoJZGVub19jcml1GOgHIAEoCSJVCgxwc3RyZWVfZW50cnkSCwoDcGlkGAEgAigNEgwKBHBwaWQYAiACKA0SDAoEcGdpZBgDIAIoDRILCgNzaWQYBCACKA0SDwoHdGhyZWFkcxgFIAMoDSLgAgoQZHVtcF9zdGF0c19lbnRyeRIVCg1mcmVlemluZ190aW1lGAEgAigNEhMKC2Zyb3plbl90aW1lGAIgAigNEhQKDG1lbWR1bXBfdGltZRgDIAIoDRIVCg1tZW13cml0ZV90aW1lGAQgAigNEhUKDXBhZ2VzX3NjYW5uZWQYBSACKAQSHAoUcGFnZXNfc2tpcHBlZF9wYXJlbnQYBiACKAQSFQoNcGFnZXNfd3JpdHRlbhgHIAIoBBIVCg1pcm1hcF9yZXNvbHZlGAggASgNEhIKCnBhZ2VzX2xhenkYCSACKAQSEgoKcGFnZV9waXBlcxgKIAEoBBIWCg5wYWdlX3BpcGVfYnVmcxgLIAEoBBIXCg9zaHBhZ2VzX3NjYW5uZWQYDCABKAQSHgoWc2hwYWdlc19za2lwcGVkX3BhcmVudBgNIAEoBBIXCg9zaHBhZ2VzX3dyaXR0ZW4YDiABKAQijAEKE3Jlc3RvcmVfc3RhdHNfZW50cnkSFgoOcGFnZXNfY29tcGFyZWQYASACKAQSGQoRcGFnZXNfc2tpcHBlZF9jb3cYAiACKAQSFAoMZm9ya2luZ190aW1lGAMgAigNEhQKDHJlc3RvcmVfdGltZRgEIAIoDRIWCg5wYWdlc19yZXN0b3JlZBgFIAEoBCJVCgtzdGF0c19lbnRyeRIfCgRkdW1wGAEgASgLMhEuZHVtcF9zdGF0c19lbnRyeRIlCgdyZXN0b3JlGAIgASgLMhQucmVzdG9yZV9zdGF0c19lbnRyeSIrCgh0aW1lc3BlYxIOCgZ0dl9zZWMYASACKAQSDwoHdHZfbnNlYxgCIAIoBCJJCgx0aW1lbnNfZW50cnkSHAoJbW9ub3RvbmljGAEgAigLMgkudGltZXNwZWMSGwoIYm9vdHRpbWUYAiACKAsyCS50aW1lc3BlYyI9Cg5zZWNjb21wX2ZpbHRlchIOCgZmaWx0ZXIYASACKAwSDAoEcHJldhgCIAEoDRINCgVmbGFncxgDIAEoDSI5Cg1zZWNjb21wX2VudHJ5EigKD3NlY2NvbXBfZmlsdGVycxgBIAMoCzIPLnNlY2NvbXBfZmlsdGVyIm0KDmlwY19kZXNjX2VudHJ5EgsKA2tleRgBIAIoDRILCgN1aWQYAiACKA0SCwoDZ2lkGAMgAigNEgwKBGN1aWQYBCACKA0SDAoEY2dpZBgFIAIoDRIMCgRtb2RlGAYgAigNEgoKAmlkGAcgAigNImcKDWlwY19zaG1fZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5EgwKBHNpemUYAiACKAQSEwoLaW5fcGFnZW1hcHMYAyABKAgSFAoMaHVnZXRsYl9mbGFnGAQgASgNIjMKC3V0c25zX2VudHJ5EhAKCG5vZGVuYW1lGAEgAigJEhIKCmRvbWFpbm5hbWUYAiACKAkiNgoMY2dyb3VwX3Blcm1zEgwKBG1vZGUYASACKA0SCwoDdWlkGAIgAigNEgsKA2dpZBgDIAIoDSJOChFjZ3JvdXBfcHJvcF9lbnRyeRIMCgRuYW1lGAEgAigJEg0KBXZhbHVlGAIgAigJEhwKBXBlcm1zGAMgASgLMg0uY2dyb3VwX3Blcm1zIpMBChBjZ3JvdXBfZGlyX2VudHJ5EhAKCGRpcl9uYW1lGAEgAigJEiMKCGNoaWxkcmVuGAIgAygLMhEuY2dyb3VwX2Rpcl9lbnRyeRImCgpwcm9wZXJ0aWVzGAMgAygLMhIuY2dyb3VwX3Byb3BfZW50cnkSIAoJZGlyX3Blcm1zGAQgASgLMg0uY2dyb3VwX3Blcm1zIlsKE2NnX2NvbnRyb2xsZXJfZW50cnkSDgoGY25hbWVzGAEgAygJEh8KBGRpcnMYAiADKAsyES5jZ3JvdXBfZGlyX2VudHJ5EhMKC2lzX3RocmVhZGVkGAMgASgIIkIKD2NnX21lbWJlcl9lbnRyeRIMCgRuYW1lGAEgAigJEgwKBHBhdGgYAiACKAkSEwoLY2duc19wcmVmaXgYAyABKA0iOgoMY2dfc2V0X2VudHJ5EgoKAmlkGAEgAigNEh4KBGN0bHMYAiADKAsyEC5jZ19tZW1iZXJfZW50cnkiVgoMY2dyb3VwX2VudHJ5EhsKBHNldHMYASADKAsyDS5jZ19zZXRfZW50cnkSKQoLY29udHJvbGxlcnMYAiADKAsyFC5jZ19jb250cm9sbGVyX2VudHJ5KjAKB2xzbXR5cGUSCgoGTk9fTFNNEAASCwoHU0VMSU5VWBABEgwKCEFQUEFSTU9SEAI", [file_core]);
 
 /**
  * @generated from message inventory_entry
@@ -461,6 +461,195 @@ export type utsns_entry = Message<"utsns_entry"> & {
  */
 export const utsns_entrySchema: GenMessage<utsns_entry> = /*@__PURE__*/
   messageDesc(file_misc, 11);
+
+/**
+ * cgroup.img: the cgroups the tree's tasks were in (sets, by id: thread_core's cg_set), and the
+ * hierarchies they are in with the directories used (cgroup properties are not carried).
+ *
+ * @generated from message cgroup_perms
+ */
+export type cgroup_perms = Message<"cgroup_perms"> & {
+  /**
+   * @generated from field: required uint32 mode = 1;
+   */
+  mode: number;
+
+  /**
+   * @generated from field: required uint32 uid = 2;
+   */
+  uid: number;
+
+  /**
+   * @generated from field: required uint32 gid = 3;
+   */
+  gid: number;
+};
+
+/**
+ * Describes the message cgroup_perms.
+ * Use `create(cgroup_permsSchema)` to create a new message.
+ */
+export const cgroup_permsSchema: GenMessage<cgroup_perms> = /*@__PURE__*/
+  messageDesc(file_misc, 12);
+
+/**
+ * @generated from message cgroup_prop_entry
+ */
+export type cgroup_prop_entry = Message<"cgroup_prop_entry"> & {
+  /**
+   * @generated from field: required string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: required string value = 2;
+   */
+  value: string;
+
+  /**
+   * @generated from field: optional cgroup_perms perms = 3;
+   */
+  perms?: cgroup_perms | undefined;
+};
+
+/**
+ * Describes the message cgroup_prop_entry.
+ * Use `create(cgroup_prop_entrySchema)` to create a new message.
+ */
+export const cgroup_prop_entrySchema: GenMessage<cgroup_prop_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 13);
+
+/**
+ * @generated from message cgroup_dir_entry
+ */
+export type cgroup_dir_entry = Message<"cgroup_dir_entry"> & {
+  /**
+   * @generated from field: required string dir_name = 1;
+   */
+  dirName: string;
+
+  /**
+   * @generated from field: repeated cgroup_dir_entry children = 2;
+   */
+  children: cgroup_dir_entry[];
+
+  /**
+   * @generated from field: repeated cgroup_prop_entry properties = 3;
+   */
+  properties: cgroup_prop_entry[];
+
+  /**
+   * @generated from field: optional cgroup_perms dir_perms = 4;
+   */
+  dirPerms?: cgroup_perms | undefined;
+};
+
+/**
+ * Describes the message cgroup_dir_entry.
+ * Use `create(cgroup_dir_entrySchema)` to create a new message.
+ */
+export const cgroup_dir_entrySchema: GenMessage<cgroup_dir_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 14);
+
+/**
+ * @generated from message cg_controller_entry
+ */
+export type cg_controller_entry = Message<"cg_controller_entry"> & {
+  /**
+   * @generated from field: repeated string cnames = 1;
+   */
+  cnames: string[];
+
+  /**
+   * @generated from field: repeated cgroup_dir_entry dirs = 2;
+   */
+  dirs: cgroup_dir_entry[];
+
+  /**
+   * @generated from field: optional bool is_threaded = 3;
+   */
+  isThreaded: boolean;
+};
+
+/**
+ * Describes the message cg_controller_entry.
+ * Use `create(cg_controller_entrySchema)` to create a new message.
+ */
+export const cg_controller_entrySchema: GenMessage<cg_controller_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 15);
+
+/**
+ * One hierarchy's cgroup of a set: its controllers ("" for cgroup2, "name=X" for a named one).
+ *
+ * @generated from message cg_member_entry
+ */
+export type cg_member_entry = Message<"cg_member_entry"> & {
+  /**
+   * @generated from field: required string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: required string path = 2;
+   */
+  path: string;
+
+  /**
+   * @generated from field: optional uint32 cgns_prefix = 3;
+   */
+  cgnsPrefix: number;
+};
+
+/**
+ * Describes the message cg_member_entry.
+ * Use `create(cg_member_entrySchema)` to create a new message.
+ */
+export const cg_member_entrySchema: GenMessage<cg_member_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 16);
+
+/**
+ * @generated from message cg_set_entry
+ */
+export type cg_set_entry = Message<"cg_set_entry"> & {
+  /**
+   * @generated from field: required uint32 id = 1;
+   */
+  id: number;
+
+  /**
+   * @generated from field: repeated cg_member_entry ctls = 2;
+   */
+  ctls: cg_member_entry[];
+};
+
+/**
+ * Describes the message cg_set_entry.
+ * Use `create(cg_set_entrySchema)` to create a new message.
+ */
+export const cg_set_entrySchema: GenMessage<cg_set_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 17);
+
+/**
+ * @generated from message cgroup_entry
+ */
+export type cgroup_entry = Message<"cgroup_entry"> & {
+  /**
+   * @generated from field: repeated cg_set_entry sets = 1;
+   */
+  sets: cg_set_entry[];
+
+  /**
+   * @generated from field: repeated cg_controller_entry controllers = 2;
+   */
+  controllers: cg_controller_entry[];
+};
+
+/**
+ * Describes the message cgroup_entry.
+ * Use `create(cgroup_entrySchema)` to create a new message.
+ */
+export const cgroup_entrySchema: GenMessage<cgroup_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 18);
 
 /**
  * @generated from enum lsmtype

@@ -145,6 +145,7 @@ async function runRestore(o: CriuOpts): Promise<number> {
       networkLock: o.networkLock,
       leaveStopped: o.finalState === "stopped",
       inheritFds: inheritedFds(o.inheritFds, log),
+      ignoreCgroups: o.manageCgroups === "ignore",
       actions: scriptsOf(o, dirs, log),
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
       signal: stop.signal,

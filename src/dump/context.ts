@@ -8,6 +8,7 @@ import type { ActionHook } from "../action_scripts.ts";
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
 import { SeccompImage } from "./seccomp.ts";
+import { CgroupSets } from "./cgroups.ts";
 import type { UnixSocketInfo } from "../net/unix_diag.ts";
 import type { QueuedMessage } from "../net/unix.ts";
 import type { task_kobj_ids_entry } from "../../proto/gen/core_pb.ts";
@@ -158,6 +159,8 @@ export class DumpContext {
   readonly lockKeys = new Set<string>();
   /** seccomp filters of the tree (seccomp.img). */
   readonly seccomp = new SeccompImage();
+  /** The cgroups of the tree's threads (cgroup.img). */
+  readonly cgroups = new CgroupSets();
   /**
    * epoll sets in flight in unix queues: the copy here (`local`), the task that first holds the
    * socket whose queue has it (`pid`; the restore adds its targets there) and that socket.

@@ -112,6 +112,7 @@ function threadParts(th: ThreadState) {
       // restore has none), with its oldest filter in filter mode (where the chain starts).
       seccompMode: th.seccomp?.mode ? seccompMode(th.seccomp.mode) : undefined,
       seccompFilter: th.seccomp?.filter,
+      cgSet: th.cgSet,
       comm: th.stat.comm,
       rseqEntry: th.rseq.pointer
         ? create(rseq_entrySchema, {

@@ -318,6 +318,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
       networkLockMethod: LOCK_METHODS.indexOf(ctx.opts.networkLock ?? DEFAULT_LOCK_METHOD),
     }),
   );
+  ctx.cgroups.write(ctx);
   ctx.image("seccomp.img", "SECCOMP").entry(
     seccomp_entrySchema,
     create(seccomp_entrySchema, { seccompFilters: ctx.seccomp.filters }),
@@ -463,6 +464,8 @@ async function dumpProcess(
   );
   state.seccomp = seccomp[0];
   threads.forEach((t, i) => (t.seccomp = seccomp[i + 1]));
+  state.cgSet = ctx.cgroups.setOf(pid, pid);
+  for (const t of threads) t.cgSet = ctx.cgroups.setOf(pid, t.tid);
 
   // The tree's own UTS namespace: its names, asked inside the root (written once, by its id).
   if (pid === tree.root && ownNamespace(pid, "uts")) {

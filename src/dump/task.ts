@@ -99,6 +99,8 @@ export interface TaskState {
     (ProcTimer & { value: [bigint, bigint]; interval: [bigint, bigint]; overrun: number })[];
   /** Its seccomp mode and newest filter, as the images carry them (set by the dump). */
   seccomp?: ThreadSeccomp;
+  /** Its cgroup set in cgroup.img, when it is not criu's (set by the dump). */
+  cgSet?: number;
 }
 
 const SCHED_DEADLINE = 6;
@@ -248,6 +250,8 @@ export interface ThreadState {
   clearTidAddr: bigint;
   /** Its seccomp mode and newest filter, as the images carry them (set by the dump). */
   seccomp?: ThreadSeccomp;
+  /** Its cgroup set in cgroup.img, when it is not criu's (set by the dump). */
+  cgSet?: number;
 }
 
 /** Collects the per-thread state of a seized non-leader thread of process `pid`. */

@@ -86,6 +86,7 @@ import { type PtyTable, setForegroundGroup } from "./ttys.ts";
 import { installFiles, restoreLateFiles } from "./install.ts";
 import { PidTakenError, spawnTask } from "./helper.ts";
 import { setUtsNames } from "./uts.ts";
+import { CgroupMover } from "./cgroups.ts";
 import { exists } from "../util/exists.ts";
 
 function pidInUse(pid: number): boolean {
@@ -140,6 +141,8 @@ export interface RestoreOptions {
    * the restore), pre-resume and post-resume (failures are only reported).
    */
   actions?: ActionHook;
+  /** Leave every task in criu's cgroups (`--manage-cgroups=ignore`), whatever cgroup.img says. */
+  ignoreCgroups?: boolean;
   /** Test hook: fail at the named stage after the task exists. */
   faultInject?: string;
   /** Aborted when criu is asked to stop (SIGINT, SIGTERM, SIGHUP): the restore rolls back. */
@@ -354,6 +357,9 @@ async function restoreTree(
 
   // 2. FORK: the root by the helper, every other task by its restored parent.
   log.info(`Creating task ${pid}`);
+  // The cgroups the tasks go back into: every one must be here before anything is made.
+  const cgroups = new CgroupMover(opts.imagesDir, opts.ignoreCgroups ?? false);
+  cgroups.check(dump.tasks);
   // As criu: the tree gets a time namespace whose clocks go on from where they were at the dump.
   const t = dump.timens;
   const clocks = t?.monotonic && t.boottime && exists("/proc/self/ns/time")
@@ -408,10 +414,16 @@ async function restoreTree(
           if (p.task.zombie) continue;
           await checkpoint("process");
           pages += makeShmem(dump, p.task, shmem);
+          // Into its cgroups before it makes its children (they start in them); its threads
+          // once made.
+          cgroups.moveProcess(p.task.pstree.pid, p.task.core.threadCore?.cgSet);
           const maps = parseMaps(readProcText(p.task.pstree.pid, "maps"));
           const rs = RemoteSyscalls.open(p.seized, maps);
           const done = restoreInside(rs, dump, table, shmem, p, procs, maps, opts, log);
           rs.close({ restoreState: false });
+          for (const [tid, core] of p.task.threadCores) {
+            cgroups.moveThread(p.task.pstree.pid, tid, core.threadCore?.cgSet);
+          }
           pages += done.pages;
           compared += done.compared;
           kept += done.kept;
