@@ -3,6 +3,7 @@
  * kind by kind), and nested ones refused by name.
  */
 import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { exists } from "../src/util/exists.ts";
 import {
   buildVictim,
   checkAcrossRoundTrip,
@@ -44,15 +45,29 @@ Deno.test("a UTS namespace below the root's is refused by name", async () => {
   }
 });
 
-/** Dumps `v`, waits `pauseMs` with it gone, restores it; its /proc timens_offsets then. */
-async function pausedRoundTrip(pid: number, pauseMs: number): Promise<string> {
+/**
+ * Dumps task `pid`, waits `pauseMs` with it gone, restores it (through the command `wrap`, when
+ * given: criu run under it); its /proc timens_offsets then.
+ */
+async function pausedRoundTrip(pid: number, pauseMs: number, wrap: string[] = []): Promise<string> {
   const imgs = tmpDir();
   const d = await criu(["dump", "-t", `${pid}`, "-D", imgs]);
   assertEquals(d.code, 0, d.stderr);
   assert(await waitGone(pid), "gone after the dump");
   await sleep(pauseMs);
-  const r = await criu(["restore", "-d", "-D", imgs]);
-  assertEquals(r.code, 0, r.stderr);
+  const args = ["restore", "-d", "-D", imgs];
+  const r = wrap.length
+    ? await new Deno.Command(wrap[0], {
+      args: [...wrap.slice(1), Deno.execPath(), "run", "-A", "--quiet", `${ROOT}/main.ts`, ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output()
+    : undefined;
+  if (r) assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
+  else {
+    const run = await criu(args);
+    assertEquals(run.code, 0, run.stderr);
+  }
   return Deno.readTextFileSync(`/proc/${pid}/timens_offsets`);
 }
 
@@ -113,7 +128,7 @@ function cgroupOf(pid: number, name: string): string | undefined {
 Deno.test("tasks come back in their cgroups (a child in one of its own); one missing here is refused by name", async () => {
   // A cgroup v1 hierarchy where criu sits at the top, to make cgroups under.
   const hier = "pids", base = "/sys/fs/cgroup/pids";
-  if (cgroupOf(Deno.pid, hier) !== "/" || !(await exists(`${base}/cgroup.procs`))) {
+  if (cgroupOf(Deno.pid, hier) !== "/" || !exists(`${base}/cgroup.procs`)) {
     console.log("skipped: no pids hierarchy with criu at its top");
     return;
   }
@@ -162,49 +177,22 @@ Deno.test("tasks come back in their cgroups (a child in one of its own); one mis
   }
 });
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 Deno.test("a restore by a criu in a time namespace of its own sets the tree's clocks from the host's", async () => {
   // zdtm runs criu so: the offsets a new time namespace takes count from the host's clocks.
   const bin = await buildVictim("timens");
   const v = startVictim(["setsid", bin, "{out}", "0"]);
   try {
     await waitReport(v);
-    const imgs = tmpDir();
-    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
-    assertEquals(d.code, 0, d.stderr);
-    assert(await waitGone(v.pid), "gone after the dump");
-    const r = await new Deno.Command("unshare", {
-      args: [
-        "--time",
-        "--fork",
-        "--monotonic",
-        "500000",
-        "--boottime",
-        "500000",
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--quiet",
-        `${ROOT}/main.ts`,
-        "restore",
-        "-d",
-        "-D",
-        imgs,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
+    const offsets = await pausedRoundTrip(v.pid, 0, [
+      "unshare",
+      "--time",
+      "--fork",
+      "--monotonic",
+      "500000",
+      "--boottime",
+      "500000",
+    ]);
     // The clocks went on from the dump's (a little behind the host's), not 500000 s ahead.
-    const offsets = Deno.readTextFileSync(`/proc/${v.pid}/timens_offsets`);
     const mono = Number(/monotonic\s+(-?\d+)/.exec(offsets)![1]);
     assert(mono <= 0 && mono > -60, `monotonic offset ${mono}`);
     assertMatch(await verdict(v), /PASS timens/);

@@ -462,13 +462,10 @@ function readTimens(
   inventory: inventory_entry,
   root: TaskImages,
 ): timens_entry | undefined {
-  const field = task_kobj_ids_entrySchema.field.timeNsId;
-  const own = inventory.rootIds;
-  const ownNs = !root.zombie && isFieldSet(root.ids, field) && own && isFieldSet(own, field) &&
-    root.ids.timeNsId !== own.timeNsId;
-  const path = join(dir, `timens-${ownNs ? root.ids.timeNsId : 0}.img`);
+  const own = ownNamespaceId(inventory, root, "time");
+  const path = join(dir, `timens-${own ?? 0}.img`);
   if (!exists(path)) {
-    if (ownNs) {
+    if (own !== undefined) {
       throw new ImageError(
         `Image ${path} is missing: task ${root.pstree.pid} had a time namespace of its own`,
       );
@@ -479,19 +476,33 @@ function readTimens(
   return e?.message;
 }
 
+/**
+ * The id of the root's namespace of `kind` when it is not the dumper's (inventory's root_ids),
+ * else undefined.
+ */
+function ownNamespaceId(
+  inventory: inventory_entry,
+  root: TaskImages,
+  kind: "uts" | "time",
+): number | undefined {
+  const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
+  const dumper = inventory.rootIds;
+  if (root.zombie || !isFieldSet(root.ids, field) || !dumper || !isFieldSet(dumper, field)) {
+    return undefined;
+  }
+  const id = root.ids[`${kind}NsId`];
+  return id === dumper[`${kind}NsId`] ? undefined : id;
+}
+
 /** utsns-ID.img of the root's UTS namespace, when it is not the dumper's (else undefined). */
 function readUts(
   dir: string,
   inventory: inventory_entry,
   root: TaskImages,
 ): utsns_entry | undefined {
-  const field = task_kobj_ids_entrySchema.field.utsNsId;
-  const own = inventory.rootIds;
-  if (root.zombie || !isFieldSet(root.ids, field) || !own || !isFieldSet(own, field)) {
-    return undefined;
-  }
-  if (root.ids.utsNsId === own.utsNsId) return undefined;
-  const path = join(dir, `utsns-${root.ids.utsNsId}.img`);
+  const own = ownNamespaceId(inventory, root, "uts");
+  if (own === undefined) return undefined;
+  const path = join(dir, `utsns-${own}.img`);
   if (!exists(path)) {
     throw new ImageError(
       `Image ${path} is missing: task ${root.pstree.pid} had a uts namespace of its own`,
