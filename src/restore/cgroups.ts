@@ -26,6 +26,7 @@ interface Mounted {
 /** The cgroup hierarchies of this criu's mount namespace, by /proc/PID/cgroup name. */
 function hierarchies(): Map<string, Mounted> {
   const out = new Map<string, Mounted>();
+  const names = parseCgroups(Deno.readTextFileSync("/proc/self/cgroup")).map((m) => m.name);
   for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
     const [left, right] = line.split(" - ");
     if (!right) continue;
@@ -39,9 +40,9 @@ function hierarchies(): Map<string, Mounted> {
     if (fstype !== "cgroup") continue;
     const opts = new Set(superOpts.split(","));
     // The name /proc/PID/cgroup gives it: its controllers (and name=X), in that file's order.
-    for (const own of parseCgroups(Deno.readTextFileSync("/proc/self/cgroup"))) {
-      if (own.name && own.name.split(",").every((c) => opts.has(c)) && !out.has(own.name)) {
-        out.set(own.name, mounted);
+    for (const name of names) {
+      if (name && name.split(",").every((c) => opts.has(c)) && !out.has(name)) {
+        out.set(name, mounted);
       }
     }
   }
