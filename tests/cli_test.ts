@@ -8,9 +8,9 @@ import { configWords } from "../src/cli/config_file.ts";
 import {
   buildVictim,
   criu,
+  criuArgv,
   killAll,
   procState,
-  ROOT,
   safeRead,
   startVictim,
   stopVictim,
@@ -267,19 +267,9 @@ Deno.test("restore --inherit-fd fd[N]:pipe:[INO] gives the task the caller's pip
     await victim.status;
     await waitGone(pid);
     // criu's own stdout stands for the pipe: the restored task writes into it.
-    const restorer = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--quiet",
-        `${ROOT}/main.ts`,
-        "restore",
-        "-d",
-        "-D",
-        imgs,
-        "--inherit-fd",
-        `fd[1]:${pipe}`,
-      ],
+    const [cmd, ...argv] = criuArgv(["restore", "-d", "-D", imgs, "--inherit-fd", `fd[1]:${pipe}`]);
+    const restorer = new Deno.Command(cmd, {
+      args: argv,
       stdout: "piped",
       stderr: "piped",
     }).spawn();

@@ -12,11 +12,11 @@ import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   buildVictim,
   criu,
+  criuArgv,
   freePort,
   killAll,
   procMaps,
   procState,
-  ROOT,
   safeRead,
   sleep,
   startVictim,
@@ -35,8 +35,9 @@ const MAX_TRIES = 48;
 
 /** A criu run in the background, to be killed. */
 function spawnCriu(args: string[], env: Record<string, string> = {}): Deno.ChildProcess {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", `${ROOT}/main.ts`, ...args],
+  const [cmd, ...argv] = criuArgv(args);
+  return new Deno.Command(cmd, {
+    args: argv,
     stdout: "null",
     stderr: "piped",
     env,

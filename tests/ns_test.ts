@@ -8,9 +8,9 @@ import {
   buildVictim,
   checkAcrossRoundTrip,
   criu,
+  criuArgv,
   dumpRefused,
   killAll,
-  ROOT,
   roundTrip,
   sleep,
   startVictim,
@@ -58,7 +58,7 @@ async function pausedRoundTrip(pid: number, pauseMs: number, wrap: string[] = []
   const args = ["restore", "-d", "-D", imgs];
   const r = wrap.length
     ? await new Deno.Command(wrap[0], {
-      args: [...wrap.slice(1), Deno.execPath(), "run", "-A", "--quiet", `${ROOT}/main.ts`, ...args],
+      args: [...wrap.slice(1), ...criuArgv(args)],
       stdout: "piped",
       stderr: "piped",
     }).output()

@@ -8,10 +8,10 @@ import {
   checkAcrossRoundTrip,
   critDecodeAll,
   criu,
+  criuArgv,
   killAll,
   procState,
   ROOT,
-  roundTrip,
   safeRead,
   sleep,
   startVictim,
@@ -325,15 +325,7 @@ function restoreOnTerminal(imgs: string, args: string[]): Victim {
     "python3",
     `${ROOT}/tests/victims/pty_run.py`,
     "{out}",
-    Deno.execPath(),
-    "run",
-    "-A",
-    "--quiet",
-    `${ROOT}/main.ts`,
-    "restore",
-    "-D",
-    imgs,
-    ...args,
+    ...criuArgv(["restore", "-D", imgs, ...args]),
   ], tmpDir());
 }
 
@@ -362,17 +354,7 @@ Deno.test("--external tty: a session leader's terminal outside the tree is repla
       "python3",
       `${ROOT}/tests/victims/pty_hold.py`,
       "{out}",
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--quiet",
-      `${ROOT}/main.ts`,
-      "restore",
-      "-d",
-      "-D",
-      imgs,
-      "--inherit-fd",
-      `fd[0]:${key}`,
+      ...criuArgv(["restore", "-d", "-D", imgs, "--inherit-fd", `fd[0]:${key}`]),
     ], tmpDir());
     await waitReport(holder, "slave=");
     const slave = Deno.readTextFileSync(holder.out).match(/slave=(\S+)/)![1];
@@ -837,36 +819,17 @@ Deno.test("a private mapping of shared anonymous memory keeps its copied pages a
 
 Deno.test("hugetlb memory, anonymous shared and private, and a hugetlb memfd, comes back", async () => {
   const bin = await buildVictim("hugetlb");
-  const v = startVictim(["setsid", bin, "{out}"]);
-  try {
-    await waitReport(v);
-    if (/SKIP/.test(Deno.readTextFileSync(v.out))) {
-      console.log("skipped: this machine has no free huge pages");
-      return;
-    }
-    await roundTrip(v);
-    assertMatch(await verdict(v, v.pid, "SIGTERM", 3000), /PASS hugetlb/);
-  } finally {
-    await stopVictim(v);
-    killAll(v.pid);
-  }
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS hugetlb/, {
+    timeoutMs: 3000,
+    skipped: "this machine has no free huge pages",
+  });
 });
 
 Deno.test("guard regions (MADV_GUARD_INSTALL) in anonymous and file mappings come back, in a child too", async () => {
   const bin = await buildVictim("guards");
-  const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
-  try {
-    await waitReport(v);
-    if (/SKIP/.test(Deno.readTextFileSync(v.out))) {
-      console.log("skipped: this kernel has no MADV_GUARD_INSTALL");
-      return;
-    }
-    await roundTrip(v);
-    assertMatch(await verdict(v), /PASS guards/);
-  } finally {
-    await stopVictim(v);
-    killAll(v.pid);
-  }
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}", "{dir}"]), /PASS guards/, {
+    skipped: "this kernel has no MADV_GUARD_INSTALL",
+  });
 });
 
 Deno.test("a file on a hugetlbfs mount mapped shared and privately stays the file, the private copy its own", async () => {
@@ -879,19 +842,9 @@ Deno.test("a file on a hugetlbfs mount mapped shared and privately stays the fil
   }
   try {
     const bin = await buildVictim("hugefile");
-    const v = startVictim(["setsid", bin, "{out}", dir]);
-    try {
-      await waitReport(v);
-      if (/SKIP/.test(Deno.readTextFileSync(v.out))) {
-        console.log("skipped: this machine has no free huge pages");
-        return;
-      }
-      await roundTrip(v);
-      assertMatch(await verdict(v), /PASS hugefile/);
-    } finally {
-      await stopVictim(v);
-      killAll(v.pid);
-    }
+    await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}", dir]), /PASS hugefile/, {
+      skipped: "this machine has no free huge pages",
+    });
   } finally {
     await new Deno.Command("umount", { args: ["-l", dir] }).output();
   }

@@ -104,20 +104,21 @@ function timeOffsets(pid: number): Map<number, [bigint, bigint]> {
 
 /** Whether task `pid` is in a namespace of `kind` other than criu's. */
 function ownNamespace(pid: number, kind: string): boolean {
-  return Deno.readLinkSync(`/proc/${pid}/ns/${kind}`) !==
-    Deno.readLinkSync(`/proc/self/ns/${kind}`);
+  return nsLink(pid, kind) !== nsLink(Deno.pid, kind);
+}
+
+/** /proc/PID/ns/KIND's target ("uts:[INODE]"), or "" where the kernel has no such kind. */
+function nsLink(pid: number, kind: string): string {
+  try {
+    return Deno.readLinkSync(`/proc/${pid}/ns/${kind}`);
+  } catch {
+    return "";
+  }
 }
 
 /** Refuses what this version cannot dump yet, before anything is written. */
 function checkTree(tree: FrozenTree): void {
   const root = tree.root;
-  const ns = (pid: number, kind: string) => {
-    try {
-      return Deno.readLinkSync(`/proc/${pid}/ns/${kind}`);
-    } catch {
-      return "";
-    }
-  };
   const live = tree.processes.filter((p) => p.zombieExit === undefined);
   for (const p of live) {
     // As criu: a SIGTRAP pending cannot be told from a tracer's own traps.
@@ -131,7 +132,7 @@ function checkTree(tree: FrozenTree): void {
       }
     }
     // Children made later would get another time namespace: it cannot be made again.
-    if (ns(p.pid, "time_for_children") !== ns(p.pid, "time")) {
+    if (nsLink(p.pid, "time_for_children") !== nsLink(p.pid, "time")) {
       throw new UnsupportedError(
         `Cannot dump task ${p.pid}: its future children get another time namespace ` +
           `(/proc/${p.pid}/ns/time_for_children); nested time namespaces are not supported`,
@@ -141,14 +142,14 @@ function checkTree(tree: FrozenTree): void {
       // Restored into criu's namespaces, a task elsewhere would come back changed. The root's
       // own UTS and time namespaces are made again (with the whole tree in them).
       if (
-        p.pid === root && kind !== "uts" && kind !== "time" && ns(root, kind) !== ns(Deno.pid, kind)
+        p.pid === root && kind !== "uts" && kind !== "time" && ownNamespace(root, kind)
       ) {
         throw new UnsupportedError(
           `Cannot dump task ${root}: it is in another ${kind} namespace than criu; ` +
             `namespaces are not supported yet`,
         );
       }
-      if (ns(p.pid, kind) !== ns(root, kind)) {
+      if (nsLink(p.pid, kind) !== nsLink(root, kind)) {
         throw new UnsupportedError(
           `Cannot dump task ${p.pid}: it is in another ${kind} namespace than task ${root}; ` +
             `namespaces are not supported yet`,
@@ -436,6 +437,8 @@ async function dumpProcess(
   const leader = tree.task(pid);
   const { maps, vmas, guards } = collectVmas(pid);
   const taskFiles = collectFiles(ctx, pid);
+  // The tree's own UTS namespace, asked inside the root (uname answers for the caller's).
+  const ownUts = pid === tree.root && ownNamespace(pid, "uts");
   const sockets = socketMappings(pid, vmas, taskFiles.fds);
   if (ctx.tcp?.hasPending) {
     ctx.guard ??= await DumpGuard.start();
@@ -446,7 +449,7 @@ async function dumpProcess(
   const { state, threads } = await (async () => {
     using parasite = Parasite.infect(leader, maps);
     const state: TaskState & { uts?: UtsNames } = collectTask(leader, parasite.leader);
-    if (pid === tree.root && ownNamespace(pid, "uts")) state.uts = readUtsNames(parasite.leader);
+    if (ownUts) state.uts = readUtsNames(parasite.leader);
     const threads = proc.threads.slice(1).map((tid) => {
       using trs = parasite.thread(tree.task(tid));
       return collectThread(pid, tree.task(tid), trs);
@@ -468,7 +471,7 @@ async function dumpProcess(
   for (const t of threads) t.cgSet = ctx.cgroups.setOf(pid, t.tid);
 
   // The tree's own UTS namespace: its names, asked inside the root (written once, by its id).
-  if (pid === tree.root && ownNamespace(pid, "uts")) {
+  if (ownUts) {
     writeUtsNs(ctx, ctx.nsIds(pid).utsNsId, state.uts!);
   }
   const parent = tree.processes.find((p) => p.children.includes(pid));
