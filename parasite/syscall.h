@@ -38,6 +38,7 @@ static inline s64 sys6(s64 nr, s64 a, s64 b, s64 c, s64 d, s64 e, s64 f)
 #define NR_clone 56
 #define NR_execve 59
 #define NR_pipe2 293
+#define NR_pidfd_send_signal 424
 #define NR_pidfd_open 434
 #define NR_pidfd_getfd 438
 #define NR_write 1

@@ -12,12 +12,22 @@
  *                                         into repair mode: the guard takes its own duplicate
  *   'C'  argv strings (NUL-ended), an empty string, then bytes for the command's stdin:
  *                                         a command that undoes a network lock
+ *   'T'  s32 pids                         the images are complete and the tree is to die with
+ *                                         the dumper (the dumper sets PTRACE_O_EXITKILL next):
+ *                                         the guard opens a pidfd of each process
  *   'K'                                   the dump is over (finished or undone by the dumper):
  *                                         close everything and exit 0
  *
- * End of file before 'K' (the dumper died): every socket leaves repair mode and gets its
- * SO_REUSEADDR back (leaving repair mode clears it), the commands run in reverse order, and
- * the guard exits 1. The commands run again after 0.3 s and 2 s: a lock tool the dumper had
+ * End of file before 'K' (the dumper died):
+ *  - before 'T': every socket leaves repair mode and gets its SO_REUSEADDR back (leaving
+ *    repair mode clears it), the commands run in reverse order, and the guard exits 1. The
+ *    tree goes on.
+ *  - after 'T': the dump was finishing; the tree dies whole, as it would have. Every socket
+ *    goes into repair mode (its last close is then silent, neither FIN nor reset), every
+ *    process gets SIGKILL (those the kernel already killed for EXITKILL too, harmlessly), the
+ *    sockets are closed and the lock stays for the restore to remove; exit 1. Without this,
+ *    a tree let go half-way through the kill would run on with its connections in repair
+ *    mode (recv fails with EPERM) until the guard took them out. The commands run again after 0.3 s and 2 s: a lock tool the dumper had
  * started just before dying may finish after the first run (removing a lock twice is
  * harmless; the second run fails quietly). It ignores SIGINT, SIGHUP and SIGTERM: a Ctrl-C that stops the dumper
  * must not stop its guard.
@@ -37,7 +47,9 @@
 #define SOL_TCP 6
 #define TCP_REPAIR 19
 
+#define SIGKILL 9
 #define MAX_SOCKS 4096
+#define MAX_PROCS 4096
 #define MAX_CMDS 256
 #define MAX_ARGS 64
 #define STORE (4 << 20)
@@ -46,6 +58,8 @@ static struct {
 	int fd, reuse;
 } socks[MAX_SOCKS];
 static int nsocks;
+static int procs[MAX_PROCS];
+static int nprocs, committed;
 static struct {
 	char *argv[MAX_ARGS];
 	char *in;
@@ -166,6 +180,31 @@ static void undo(void)
 	}
 }
 
+/* 'T': pidfds of the tree's processes, taken now (a pid may be reused once they die). */
+static void commit(const char *p, u64 len)
+{
+	committed = 1;
+	for (u64 i = 0; i + 4 <= len && nprocs < MAX_PROCS; i += 4) {
+		int pid = (unsigned char)p[i] | (unsigned char)p[i + 1] << 8 |
+			  (unsigned char)p[i + 2] << 16 | (unsigned char)p[i + 3] << 24;
+		s64 pidfd = sys3(NR_pidfd_open, pid, 0, 0);
+		if (pidfd >= 0)
+			procs[nprocs++] = (int)pidfd;
+	}
+}
+
+/* After 'T': the tree dies whole and its connections close silently. */
+static void finish_kill(void)
+{
+	int one = 1;
+	for (int i = 0; i < nsocks; i++)
+		sys6(NR_setsockopt, socks[i].fd, SOL_TCP, TCP_REPAIR, (s64)&one, 4, 0);
+	for (int i = 0; i < nprocs; i++)
+		sys6(NR_pidfd_send_signal, procs[i], SIGKILL, 0, 0, 0, 0);
+	for (int i = 0; i < nsocks; i++)
+		sys3(NR_close, socks[i].fd, 0, 0);
+}
+
 static void ignore(int sig)
 {
 	u64 act[4] = {1 /* SIG_IGN */, 0, 0, 0};
@@ -213,9 +252,14 @@ __attribute__((used)) void guard_main(s64 *sp)
 		} else if (h.kind == 'C') {
 			used += len;
 			keep_command(p, len);
+		} else if (h.kind == 'T') {
+			commit(p, len);
 		}
 	}
-	undo();
+	if (committed)
+		finish_kill();
+	else
+		undo();
 	sys3(NR_exit_group, 1, 0, 0);
 }
 

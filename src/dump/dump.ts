@@ -238,9 +238,16 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
     ctx.tcp?.resume();
     tree.resume({ stopped: opts.leaveStopped });
   } else {
+    // From here the tree dies whatever becomes of criu: the guard would kill it (it takes
+    // pidfds first), and so would the kernel (EXITKILL). A tree let go now would run on with
+    // its connections in repair mode, unusable.
+    ctx.guard?.commit(tree.processes.map((p) => p.pid));
+    tree.dieWithCriu();
     // Closed in repair mode, the sockets vanish without a word; the lock keeps the peers
     // from hearing a reset until the restore takes it away.
     ctx.tcp?.repairForKill();
+    // Test hook: criu dies with the connections in repair mode, the tree not yet killed.
+    if (Deno.env.get("CRIU_TEST_DIE_AT") === "repaired") Deno.kill(Deno.pid, "SIGKILL");
     tree.kill();
     // Test hook: criu dies right after the tree, its images complete (tests/kill_test.ts).
     if (Deno.env.get("CRIU_TEST_DIE_AT") === "killed") Deno.kill(Deno.pid, "SIGKILL");

@@ -11,6 +11,7 @@
  * record: u8 kind | u32 length (LE) | payload
  *   'F'  s32 pid, s32 fd, s32 reuseaddr         a socket about to go into repair mode
  *   'C'  argv\0...\0 \0 stdin bytes             a command that removes a lock
+ *   'T'  s32 pids                              images complete: the tree dies with criu
  *   'K'                                         over: nothing to undo
  * ```
  *
@@ -82,6 +83,15 @@ export class DumpGuard {
       off += p.length;
     }
     this.#record("C", payload);
+  }
+
+  /**
+   * The images are complete and the tree is to die: should criu die from now on, the guard
+   * kills processes `pids` (the whole tree) and closes the connections silently, leaving the
+   * lock to the restore, instead of letting the tree go on.
+   */
+  commit(pids: number[]): void {
+    this.#record("T", new Uint8Array(new Int32Array(pids).buffer));
   }
 
   /** Nothing is left to undo: the guard lets go of its sockets and exits. */

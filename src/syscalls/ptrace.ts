@@ -89,6 +89,11 @@ export function ptraceSeize(pid: number, options: number): void {
   request(PTRACE.SEIZE, pid, 0, options);
 }
 
+/** PTRACE_SETOPTIONS: replaces the tracing options of a task (the `PTRACE_O` bits). */
+export function ptraceSetOptions(pid: number, options: number): void {
+  request(PTRACE.SETOPTIONS, pid, 0, options);
+}
+
 /** PTRACE_INTERRUPT: ask a seized task to stop (reported as PTRACE_EVENT_STOP). */
 export function ptraceInterrupt(pid: number): void {
   request(PTRACE.INTERRUPT, pid, 0, 0);

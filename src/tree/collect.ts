@@ -67,6 +67,14 @@ export class FrozenTree implements Disposable {
   }
 
   /**
+   * Every task dies with criu from now on (PTRACE_O_EXITKILL): after a complete dump, before
+   * anything makes the tree unfit to go on (its connections put in repair mode for the kill).
+   */
+  dieWithCriu(): void {
+    for (const t of this.tasks.values()) t.dieWithTracer();
+  }
+
+  /**
    * Kills every task (children first), after a complete dump. SIGKILL is final: the exits are
    * collected in the background (tree/reaper.ts) while the kernel frees the memory.
    */

@@ -22,6 +22,7 @@ import {
   ptraceGetSigno,
   ptraceInterrupt,
   ptraceSeize,
+  ptraceSetOptions,
   ptraceSetRegs,
   ptraceSetSigmask,
   ptraceSetXstate,
@@ -97,13 +98,22 @@ export class SeizedTask implements Disposable {
   readonly sigmask: bigint;
   /** The signal that had stopped the task (group stop) before we seized it, or 0. */
   readonly stopSigno: number;
+  /** The PTRACE_O options it was seized with (undefined: inherited from its maker). */
+  readonly #options: number | undefined;
   #attached = true;
 
-  private constructor(pid: number, regs: BigUint64Array, sigmask: bigint, stopSigno: number) {
+  private constructor(
+    pid: number,
+    regs: BigUint64Array,
+    sigmask: bigint,
+    stopSigno: number,
+    options: number | undefined,
+  ) {
     this.pid = pid;
     this.regs = regs;
     this.sigmask = sigmask;
     this.stopSigno = stopSigno;
+    this.#options = options;
   }
 
   /** Whether the task was stopped (SIGSTOP, SIGTSTP, ...) before we seized it. */
@@ -127,8 +137,9 @@ export class SeizedTask implements Disposable {
     // A task under seccomp (strict or filters) would be killed or refused the syscalls we
     // make in it: they go unfiltered while it is traced so.
     const suspend = status.seccomp ? PTRACE_O.SUSPEND_SECCOMP : 0;
+    const all = PTRACE_O.TRACESYSGOOD | options | suspend;
     try {
-      ptraceSeize(pid, PTRACE_O.TRACESYSGOOD | options | suspend);
+      ptraceSeize(pid, all);
     } catch (e) {
       if (e instanceof Errno && e.errno === errno.ESRCH) {
         throw new NoSuchTaskError(pid, { cause: e });
@@ -139,7 +150,7 @@ export class SeizedTask implements Disposable {
       ptraceInterrupt(pid);
       waitForInterruptStop(pid, timeoutMs);
       const stopSigno = leaveGroupStop(pid, status);
-      return new SeizedTask(pid, ptraceGetRegs(pid), ptraceGetSigmask(pid), stopSigno);
+      return new SeizedTask(pid, ptraceGetRegs(pid), ptraceGetSigmask(pid), stopSigno, all);
     } catch (e) {
       tryPtraceDetach(pid);
       if (e instanceof SeizeError) throw e;
@@ -153,12 +164,29 @@ export class SeizedTask implements Disposable {
    */
   static adopt(pid: number): SeizedTask {
     waitForInterruptStop(pid);
-    return new SeizedTask(pid, ptraceGetRegs(pid), ptraceGetSigmask(pid), 0);
+    return new SeizedTask(pid, ptraceGetRegs(pid), ptraceGetSigmask(pid), 0, undefined);
   }
 
   /** Whether we are still its tracer. */
   get attached(): boolean {
     return this.#attached;
+  }
+
+  /**
+   * From now on the task dies with its tracer (PTRACE_O_EXITKILL): should criu die, the kernel
+   * kills it instead of letting it go. For a task whose images are complete.
+   */
+  dieWithTracer(): void {
+    if (!this.#attached) return;
+    if (this.#options === undefined) {
+      throw new SeizeError(`Task ${this.pid} has inherited tracing options`);
+    }
+    try {
+      ptraceSetOptions(this.pid, this.#options | PTRACE_O.EXITKILL);
+    } catch (e) {
+      // Killed from outside meanwhile: it dies anyway.
+      if (!(e instanceof Errno && e.errno === errno.ESRCH)) throw e;
+    }
   }
 
   /**
