@@ -48,6 +48,11 @@ interface Kind {
   signal?: Deno.Signal;
   /** Options both criu need for it. */
   opts?: string[];
+  /**
+   * The root is the init of a PID namespace of its own, as the report's pid= names it: it
+   * comes back under another PID, which --pidfile tells.
+   */
+  pidNs?: boolean;
 }
 
 const KINDS: Kind[] = [
@@ -87,6 +92,7 @@ const KINDS: Kind[] = [
   { victim: "seccomp", args: ["{out}"], pass: /PASS seccomp/ },
   { victim: "utsns", args: ["{out}"], pass: /PASS utsns/ },
   { victim: "timens", args: ["{out}"], pass: /PASS timens/ },
+  { victim: "pidns", args: ["{out}"], pass: /PASS pidns/, pidNs: true },
   { victim: "guards", args: ["{out}", "{dir}"], pass: /PASS guards/ },
   // CRIU 4.2 restores raw sockets neither bound nor connected.
   { victim: "rawsk", args: ["{out}", "plain"], pass: /PASS rawsk/ },
@@ -107,6 +113,19 @@ function startKind(bin: string, k: Kind): Victim {
   return startVictim(["setsid", bin, ...k.args.map((a) => a.replace("{port}", port))]);
 }
 
+/** The root of kind `k`'s tree, once victim `v` reported. */
+async function rootOf(v: Victim, k: Kind): Promise<number> {
+  const r = await waitReport(v);
+  return k.pidNs ? Number(r.pid) : v.pid;
+}
+
+/** Restore options that tell where the root of kind `k` comes back; then where it did. */
+function whereBack(k: Kind, root: number): { args: string[]; pid: () => number } {
+  if (!k.pidNs) return { args: [], pid: () => root };
+  const file = `${tmpDir("pidfile-")}/pid`;
+  return { args: ["--pidfile", file], pid: () => Number(Deno.readTextFileSync(file)) };
+}
+
 /**
  * Why CRIU 4.2 cannot take this victim round trip itself here (its dump, its restore, the
  * victim's own check), if it cannot: then CRIU cannot be asked to restore our images of it.
@@ -115,17 +134,19 @@ async function criuRoundTrip(bin: string, k: Kind): Promise<string | undefined> 
   const v = startKind(bin, k);
   let pids: number[] = [];
   try {
-    await waitReport(v);
-    pids = treePids(v.pid);
+    const root = await rootOf(v, k);
+    pids = treePids(root);
     const imgs = tmpDir("interop-probe-");
     const opts = ["-D", imgs, ...(k.opts ?? [])];
-    const d = await theirs(["dump", "-t", `${v.pid}`, "-o", "dump.log", ...opts]);
+    const d = await theirs(["dump", "-t", `${root}`, "-o", "dump.log", ...opts]);
     if (d.code !== 0) return `its dump fails: ${errors(safeRead(`${imgs}/dump.log`))}`;
     await v.child.status;
     for (const pid of pids) await waitGone(pid);
-    const r = await theirs(["restore", "-d", "-o", "restore.log", ...opts]);
+    const back = whereBack(k, root);
+    const r = await theirs(["restore", "-d", "-o", "restore.log", ...back.args, ...opts]);
     if (r.code !== 0) return `its restore fails: ${errors(safeRead(`${imgs}/restore.log`))}`;
-    const report = await verdict(v, v.pid, k.signal ?? "SIGTERM", 5000).catch((e) => `${e}`);
+    pids.push(back.pid());
+    const report = await verdict(v, back.pid(), k.signal ?? "SIGTERM", 5000).catch((e) => `${e}`);
     return k.pass.test(report)
       ? undefined
       : `the victim finds: ${report.trim().split("\n").at(-1)}`;
@@ -159,20 +180,22 @@ for (const dir of directions) {
         const v = startKind(bin, k);
         let pids: number[] = [];
         try {
-          await waitReport(v);
-          pids = treePids(v.pid);
+          const root = await rootOf(v, k);
+          pids = treePids(root);
           const imgs = tmpDir("interop-");
           const opts = ["-D", imgs, ...(k.opts ?? [])];
-          const dumpArgs = ["dump", "-t", `${v.pid}`, "-o", "dump.log", "-v4", ...opts];
+          const dumpArgs = ["dump", "-t", `${root}`, "-o", "dump.log", "-v4", ...opts];
           const d = dir.dumper === "ours" ? await criu(dumpArgs) : await theirs(dumpArgs);
           assertEquals(d.code, 0, `dump: ${d.stderr}${errors(safeRead(`${imgs}/dump.log`))}`);
           await v.child.status;
           for (const pid of pids) assert(await waitGone(pid), `task ${pid} gone after dump`);
-          const restArgs = ["restore", "-d", "-o", "restore.log", "-v4", ...opts];
+          const back = whereBack(k, root);
+          const restArgs = ["restore", "-d", "-o", "restore.log", "-v4", ...back.args, ...opts];
           const r = dir.restorer === "ours" ? await criu(restArgs) : await theirs(restArgs);
           const log = safeRead(`${imgs}/restore.log`);
           assertEquals(r.code, 0, `restore: ${r.stderr}${errors(log)}`);
-          assertMatch(await verdict(v, v.pid, k.signal ?? "SIGTERM", 5000), k.pass);
+          pids.push(back.pid());
+          assertMatch(await verdict(v, back.pid(), k.signal ?? "SIGTERM", 5000), k.pass);
         } finally {
           killAll(...pids);
           await stopVictim(v);

@@ -16,6 +16,7 @@ import {
   startVictim,
   stopVictim,
   tmpDir,
+  treePids,
   verdict,
   waitGone,
   waitReport,
@@ -199,5 +200,53 @@ Deno.test("a restore by a criu in a time namespace of its own sets the tree's cl
   } finally {
     killAll(v.pid);
     await stopVictim(v);
+  }
+});
+
+/** NSpid of task `pid`: its id in each PID namespace from criu's down to its own. */
+function nsPids(pid: number): number[] {
+  const line = /^NSpid:\s*(.*)$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`))?.[1] ?? "";
+  return line.trim().split(/\s+/).map(Number);
+}
+
+Deno.test("a PID namespace of its own comes back new, with its init as 1 and every id inside kept", async () => {
+  const bin = await buildVictim("pidns");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  const init = Number((await waitReport(v)).pid);
+  await v.child.status;
+  const pids = treePids(init);
+  let back = 0;
+  try {
+    assertEquals(nsPids(init), [init, 1]);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${init}`, "-D", imgs]);
+    assertEquals(d.code, 0, d.stderr);
+    for (const pid of pids) assert(await waitGone(pid), `task ${pid} gone after the dump`);
+    // The images name the tasks as the namespace saw them.
+    assert(exists(`${imgs}/core-1.img`) && exists(`${imgs}/core-2.img`), "core-1, core-2");
+    const pidfile = `${tmpDir()}/pid`;
+    const r = await criu(["restore", "-d", "-D", imgs, "--pidfile", pidfile]);
+    assertEquals(r.code, 0, r.stderr);
+    back = Number(Deno.readTextFileSync(pidfile));
+    const ids = nsPids(back);
+    assertEquals(ids.length, 2, `a namespace of its own: NSpid ${ids}`);
+    assertEquals(ids[1], 1);
+    assertMatch(await verdict(v, back), /PASS pidns/);
+  } finally {
+    killAll(...pids, ...(back ? [back] : []));
+  }
+});
+
+Deno.test("a task of a PID namespace other than its init is refused by name, left running", async () => {
+  const bin = await buildVictim("pidns");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  const init = Number((await waitReport(v)).pid);
+  await v.child.status;
+  const pids = treePids(init);
+  try {
+    const child = pids.find((p) => p !== init)!;
+    await dumpRefused(child, /in a PID namespace of its own \(as task 2\) but is not its init/);
+  } finally {
+    killAll(...pids);
   }
 });

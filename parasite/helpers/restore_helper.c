@@ -5,8 +5,8 @@
  *   restore-helper PID [detach|wait [CLONE_FLAGS [MONO_SEC MONO_NSEC BOOT_SEC BOOT_NSEC]]]
  *
  * clone3() with set_tid = PID (and CLONE_FLAGS, decimal: the namespaces the task had of its
- * own, made for it) makes a child that only sleeps in pause() until the restorer seizes it
- * with ptrace and rebuilds it. With CLONE_NEWTIME the child is made in a new time namespace
+ * own, made for it; with CLONE_NEWPID, PID is 1, its id in its new namespace) makes a child
+ * that only sleeps in pause() until the restorer seizes it with ptrace and rebuilds it. With CLONE_NEWTIME the child is made in a new time namespace
  * whose monotonic and boot clocks read MONO and BOOT now (the values they had at the dump:
  * they go on from there); the helper makes it with unshare() and timens_offsets before the
  * clone, as the kernel wants. The helper prints "child PID\n" on stdout, or
@@ -34,6 +34,7 @@ struct clone_args {
 #define PR_SET_CHILD_SUBREAPER 36
 #define WALL 0x40000000
 #define CLONE_NEWTIME 0x80
+#define CLONE_NEWPID 0x20000000
 #define CLOCK_MONOTONIC 1
 #define CLOCK_BOOTTIME 7
 #define NSEC 1000000000LL
@@ -255,7 +256,8 @@ __attribute__((used)) void helper_main(s64 *sp)
 	s64 child = sys3(NR_clone3, (s64)&ca, sizeof(ca), 0);
 	if (child == 0) {
 		sys6(NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0, 0);
-		if (sys3(NR_getppid, 0, 0, 0) != self)
+		/* The init of a new PID namespace sees no parent (getppid() is 0 there). */
+		if (!(ca.flags & CLONE_NEWPID) && sys3(NR_getppid, 0, 0, 0) != self)
 			sys3(NR_exit_group, 1, 0, 0);
 		for (;;)
 			sys3(NR_pause, 0, 0, 0);

@@ -24,6 +24,7 @@ import type { TcpDumpPolicy } from "../net/inet.ts";
 import { DEFAULT_LOCK_METHOD, type LockMethod } from "../net/netlock.ts";
 import { RepairedConnections } from "../net/tcp_conns.ts";
 import type { DumpGuard } from "./guard.ts";
+import { VirtualPids } from "../tree/pid_ns.ts";
 
 /** Options of a dump, as `criu dump` takes them. */
 export interface DumpOptions {
@@ -201,12 +202,32 @@ export class DumpContext {
     this.log = log;
   }
 
+  /** The tree's task ids as the images carry them (set once the tree is frozen). */
+  pids: VirtualPids = VirtualPids.identity();
+
+  /** Process group or session `real` (as criu sees it) in the tree's PID namespace. */
+  virtGroup(real: number, what: string): number {
+    if (!this.pids.own || real === 0) return real;
+    for (const t of this.treeGroups) {
+      if (t.real.pgid === real) return t.virt.pgid;
+      if (t.real.sid === real) return t.virt.sid;
+    }
+    return this.pids.virt(real, what);
+  }
+
+  /** Real and virtual groups and sessions of the tree's processes. */
+  readonly treeGroups: {
+    real: { pgid: number; sid: number };
+    virt: { pgid: number; sid: number };
+  }[] = [];
+
   /** What to do with TCP connections met while collecting files. */
   tcpPolicy(): TcpDumpPolicy {
     if (this.opts.tcpEstablished) {
       this.tcp ??= new RepairedConnections(
         this.opts.networkLock ?? DEFAULT_LOCK_METHOD,
-        this.opts.pid,
+        // Named by the root's id in the images, which is what the restore knows.
+        this.pids.virt(this.opts.pid),
         this.log,
       );
       return { repair: this.tcp, skipInFlight: this.opts.skipInFlight };

@@ -37,6 +37,7 @@ import { DEFAULT_LOCK_METHOD, LOCK_METHODS } from "../net/netlock.ts";
 import { collectTree, type FrozenTree, type TreeProcess } from "../tree/collect.ts";
 import { Parasite } from "../tree/parasite.ts";
 import { DumpGuard } from "./guard.ts";
+import { VirtualPids } from "../tree/pid_ns.ts";
 import { NoSuchTaskError, parseStatus, readProcText } from "../tree/proc.ts";
 import { DumpContext, type DumpOptions, type DumpStats, NS_KINDS } from "./context.ts";
 import { coreEntry, threadCoreEntry, zombieCoreEntry } from "./core.ts";
@@ -117,8 +118,15 @@ function nsLink(pid: number, kind: string): string {
 }
 
 /** Refuses what this version cannot dump yet, before anything is written. */
-function checkTree(tree: FrozenTree): void {
+function checkTree(tree: FrozenTree, pids: VirtualPids): void {
   const root = tree.root;
+  // As criu: a tree in a PID namespace of its own is that namespace whole, from its init.
+  if (pids.own && pids.tryVirt(root) !== 1) {
+    throw new UnsupportedError(
+      `Cannot dump task ${root}: it is in a PID namespace of its own (as task ` +
+        `${pids.tryVirt(root)}) but is not its init; dump the tree of the namespace's init`,
+    );
+  }
   const live = tree.processes.filter((p) => p.zombieExit === undefined);
   for (const p of live) {
     // As criu: a SIGTRAP pending cannot be told from a tracer's own traps.
@@ -129,6 +137,22 @@ function checkTree(tree: FrozenTree): void {
           `Cannot dump task ${tid}: it has a SIGTRAP pending, which a tracer cannot keep apart ` +
             `from its own traps`,
         );
+      }
+    }
+    if (nsLink(p.pid, "pid_for_children") !== nsLink(p.pid, "pid")) {
+      throw new UnsupportedError(
+        `Cannot dump task ${p.pid}: its future children get another PID namespace ` +
+          `(/proc/${p.pid}/ns/pid_for_children); nested PID namespaces are not supported`,
+      );
+    }
+    if (pids.own) {
+      const g = pids.groups(p.pid, p.pgid, p.sid);
+      for (const [what, id] of [["session", g.sid], ["process group", g.pgid]] as const) {
+        if (id === 0) {
+          throw new UnsupportedError(
+            `Cannot dump task ${p.pid}: its ${what} is led from outside its PID namespace`,
+          );
+        }
       }
     }
     // Children made later would get another time namespace: it cannot be made again.
@@ -142,7 +166,8 @@ function checkTree(tree: FrozenTree): void {
       // Restored into criu's namespaces, a task elsewhere would come back changed. The root's
       // own UTS and time namespaces are made again (with the whole tree in them).
       if (
-        p.pid === root && kind !== "uts" && kind !== "time" && ownNamespace(root, kind)
+        p.pid === root && kind !== "uts" && kind !== "time" && kind !== "pid" &&
+        ownNamespace(root, kind)
       ) {
         throw new UnsupportedError(
           `Cannot dump task ${root}: it is in another ${kind} namespace than criu; ` +
@@ -264,9 +289,17 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
 
 /** Collects the frozen tree and writes every image, synced. Kills nothing. */
 async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
-  checkTree(tree);
+  ctx.pids = VirtualPids.of(tree.root);
+  checkTree(tree, ctx.pids);
   for (const tid of tree.tasks.keys()) ctx.treeTids.add(tid);
-  for (const p of tree.processes) ctx.treeTids.add(p.pid); // zombies too
+  for (const p of tree.processes) {
+    ctx.treeTids.add(p.pid); // zombies too
+    ctx.treeGroups.push({
+      real: { pgid: p.pgid, sid: p.sid },
+      virt: ctx.pids.groups(p.pid, p.pgid, p.sid),
+    });
+  }
+  const virt = (real: number) => ctx.pids.virt(real);
 
   // Collect and write, process by process (parents first); nothing is killed before the end.
   const files = ctx.image("files.img", "FILES");
@@ -275,11 +308,10 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
     pstree.entry(
       pstree_entrySchema,
       create(pstree_entrySchema, {
-        pid: proc.pid,
-        ppid: proc.ppid,
-        pgid: proc.pgid,
-        sid: proc.sid,
-        threads: proc.threads,
+        pid: virt(proc.pid),
+        ppid: proc.ppid && virt(proc.ppid),
+        ...ctx.pids.groups(proc.pid, proc.pgid, proc.sid),
+        threads: proc.threads.map(virt),
       }),
     );
     if (proc.zombieExit !== undefined) {
@@ -290,7 +322,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
         );
       }
       const comm = readComm(proc.pid);
-      ctx.image(`core-${proc.pid}.img`, "CORE").entry(
+      ctx.image(`core-${virt(proc.pid)}.img`, "CORE").entry(
         core_entrySchema,
         zombieCoreEntry(comm, proc.zombieExit),
       );
@@ -390,7 +422,7 @@ function fsDir(
 ): string {
   if (!path.endsWith(" (deleted)")) return path;
   const dead = /^\/proc\/(\d+) \(deleted\)$/.exec(path);
-  if (dead && which === "cwd") {
+  if (dead && which === "cwd" && !ctx.pids.own) {
     // /proc/N of a task that is gone: the restore makes a task N for a moment, goes there,
     // and lets it go (criu's dead-process remap).
     ctx.remaps.push(
@@ -467,6 +499,12 @@ async function dumpProcess(
     await ctx.checkpoint("pages");
     return { state, threads };
   })();
+  // A timer signalling one thread names it as the tree sees it.
+  for (const t of state.posixTimers) {
+    if (t.notify === 4) {
+      t.notifyTid = ctx.pids.virt(t.notifyTid, `the thread timer ${t.id} signals`);
+    }
+  }
   // seccomp: each thread's mode and filters (read while the threads are seized).
   const seccomp = ctx.seccomp.collect(
     proc.threads,
@@ -492,11 +530,15 @@ async function dumpProcess(
     ...ctx.nsIds(pid),
   });
   ctx.ids.set(pid, ids);
-  ctx.image(`core-${pid}.img`, "CORE").entry(core_entrySchema, coreEntry(state));
+  const vpid = ctx.pids.virt(pid);
+  ctx.image(`core-${vpid}.img`, "CORE").entry(core_entrySchema, coreEntry(state));
   for (const th of threads) {
-    ctx.image(`core-${th.tid}.img`, "CORE").entry(core_entrySchema, threadCoreEntry(th));
+    ctx.image(`core-${ctx.pids.virt(th.tid)}.img`, "CORE").entry(
+      core_entrySchema,
+      threadCoreEntry(th),
+    );
   }
-  ctx.image(`ids-${pid}.img`, "IDS").entry(task_kobj_ids_entrySchema, ids);
+  ctx.image(`ids-${vpid}.img`, "IDS").entry(task_kobj_ids_entrySchema, ids);
   dumpMm(ctx, files, state, vmas, sockets, guards);
   dumpShmem(ctx, pid, vmas);
   dumpSysvShm(ctx, pid, vmas);
@@ -513,7 +555,7 @@ async function dumpProcess(
     files,
     regFileEntry(rootId, fsDir(ctx, pid, rootId, "root", state.root), { flags: O.DIRECTORY }),
   );
-  ctx.image(`fs-${pid}.img`, "FS").entry(
+  ctx.image(`fs-${vpid}.img`, "FS").entry(
     fs_entrySchema,
     create(fs_entrySchema, { cwdId, rootId, umask: state.status.umask }),
   );

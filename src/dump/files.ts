@@ -201,6 +201,13 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
   if (!target.startsWith("/")) {
     throw new UnsupportedError(`Cannot dump ${what}: unsupported file type`);
   }
+  // criu's /proc names the tree's tasks by their real ids, which a new PID namespace changes.
+  if (ctx.pids.own && /^\/proc\/\d+(\/|$)/.test(target)) {
+    throw new UnsupportedError(
+      `Cannot dump ${what}: a /proc file by PID, of a tree in a PID namespace of its own ` +
+        `(its /proc is criu's); not supported yet`,
+    );
+  }
   const st = Deno.statSync(link);
   // A namespace bound at a path (ip netns) names the path, not the namespace.
   ctx.nsfsDev ??= Deno.statSync("/proc/self/ns/net").dev;
@@ -247,13 +254,23 @@ export function collectFiles(ctx: DumpContext, pid: number): TaskFiles {
 }
 
 /** Who gets the I/O signals of the description behind fd `fd` of task `pid`. */
-function readOwner(pidfd: number, pid: number, fd: number): fown_entry {
+function readOwner(ctx: DumpContext, pidfd: number, pid: number, fd: number): fown_entry {
   const dup = pidfdGetfd(pidfd, fd, pid);
+  let owner;
   try {
-    return ownerEntry(getFileOwner(dup));
+    owner = getFileOwner(dup);
   } finally {
     close(dup);
   }
+  // As the tree sees it: a thread or process (F_OWNER_TID, F_OWNER_PID), or a group.
+  const F_OWNER_PGRP = 2;
+  const what = `the owner of fd ${fd} of task ${pid}`;
+  if (owner.pid > 0) {
+    owner.pid = owner.type === F_OWNER_PGRP
+      ? ctx.virtGroup(owner.pid, what)
+      : ctx.pids.virt(owner.pid, what);
+  }
+  return ownerEntry(owner);
 }
 
 function collectEach(ctx: DumpContext, pid: number, pidfd: number, fds: Fd[]): void {
@@ -329,7 +346,7 @@ function collectOne(
         pos: info.pos,
         mntId: info.mntId,
         // An O_PATH descriptor does no I/O: it has no owner (and fcntl says EBADF).
-        fown: flags & O.PATH ? noOwner() : readOwner(pidfd, pid, fd),
+        fown: flags & O.PATH ? noOwner() : readOwner(ctx, pidfd, pid, fd),
       };
       ctx.openFiles.push(file);
     }
@@ -612,7 +629,9 @@ export function writeFileEntry(
           ino: file.kind.ino,
           // As criu: the flags pidfd_open() takes (it refuses O_RDWR).
           flags: file.flags & ~O.RDWR,
-          nspid: file.kind.pid,
+          nspid: file.kind.pid > 0
+            ? ctx.pids.virt(file.kind.pid, `the target of pidfd ${file.id}`)
+            : file.kind.pid,
           fown: file.fown,
         }),
       }),

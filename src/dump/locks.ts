@@ -45,7 +45,7 @@ export function collectLocks(ctx: DumpContext, pid: number, fd: number, fileId: 
         create(file_lock_entrySchema, {
           flag,
           type: LEASE_TYPE[rw] | (mode === "BREAKING" ? LEASE_BREAKING : 0),
-          pid,
+          pid: ctx.pids.virt(pid),
           fd,
           start: 0n,
           len: 0n,
@@ -67,7 +67,7 @@ export function collectLocks(ctx: DumpContext, pid: number, fd: number, fileId: 
       create(file_lock_entrySchema, {
         flag,
         type: rw === "WRITE" ? 1 : 0,
-        pid,
+        pid: ctx.pids.virt(pid),
         fd,
         start: s,
         len: end === "EOF" ? 0n : BigInt(end) - s + 1n,

@@ -195,7 +195,7 @@ export function dumpMm(
     );
   }
   const s = t.stat;
-  ctx.image(`mm-${t.pid}.img`, "MM").entry(
+  ctx.image(`mm-${ctx.pids.virt(t.pid)}.img`, "MM").entry(
     mm_entrySchema,
     create(mm_entrySchema, {
       mmStartCode: s.startCode,
@@ -262,7 +262,7 @@ export async function dumpPages(
   ctx.stats.memdumpUs += scanUs + xfer.readUs;
   ctx.stats.memwriteUs += xfer.writeUs;
   ctx.stats.pagesWritten += xfer.pages;
-  const img = ctx.image(`pagemap-${pid}.img`, "PAGEMAP");
+  const img = ctx.image(`pagemap-${ctx.pids.virt(pid)}.img`, "PAGEMAP");
   img.entry(pagemap_headSchema, create(pagemap_headSchema, { pagesId: pagesId }));
   // As criu marks them: private anonymous pages may come lazily, but a page some thread's
   // stack pointer is in, and the special mappings' and locked ones'.

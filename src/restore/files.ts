@@ -463,9 +463,10 @@ export class FileTable implements Disposable {
 
   /**
    * Gives each description its owner for I/O signals (F_SETOWN_EX with the uids of whoever set
-   * it, F_SETSIG). Called once every task and process group exists: an owner names one.
+   * it, F_SETSIG). Called once every task and process group exists: an owner names one, by
+   * its id in the images; `real` gives the id criu knows it by.
    */
-  applyOwners(): void {
+  applyOwners(real: (virt: number) => number): void {
     // Every socket of a shared port is bound: each gets its own SO_REUSEPORT back.
     for (const { fd, on } of this.#reuseport.splice(0)) {
       setsockopt(fd, SO.REUSEPORT, new Uint8Array(new Int32Array([on ? 1 : 0]).buffer));
@@ -474,7 +475,7 @@ export class FileTable implements Disposable {
       try {
         setFileOwner(fd, {
           type: fown.pidType,
-          pid: fown.pid,
+          pid: fown.pid && real(fown.pid),
           signum: fown.signum,
           uid: fown.uid,
           euid: fown.euid,

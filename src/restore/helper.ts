@@ -25,7 +25,7 @@ export class PidTakenError extends Error {
 
 /** A task made by the helper, sleeping until we seize it. */
 export interface HelperTask {
-  /** The new task's PID (the dumped one). */
+  /** The new task's PID as criu sees it (the dumped one, unless in a new PID namespace). */
   pid: number;
   /**
    * The helper process. It waits for {@link HelperTask.release}; then it exits at once when

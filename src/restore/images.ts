@@ -131,6 +131,11 @@ export interface DumpImages {
   /** The tree's own UTS namespace (utsns-ID.img), when the root had one. */
   uts?: utsns_entry;
   /**
+   * Whether the root was the init of a PID namespace of its own: the tree comes back in a new
+   * one, with the images' ids in it (virtual ids; criu sees others).
+   */
+  pidNs: boolean;
+  /**
    * The clocks the tree's time namespace starts from: the root's own namespace's
    * (timens-ID.img), else criu's at the dump (timens-0.img); undefined without either.
    */
@@ -452,6 +457,7 @@ export function readDump(dir: string): DumpImages {
     memfds,
     seccompFilters: readSeccomp(p("seccomp.img"), tasks),
     uts: readUts(dir, inventory, tasks[0]),
+    pidNs: ownNamespaceId(inventory, tasks[0], "pid") !== undefined,
     timens: readTimens(dir, inventory, tasks[0]),
   };
 }
@@ -483,7 +489,7 @@ function readTimens(
 function ownNamespaceId(
   inventory: inventory_entry,
   root: TaskImages,
-  kind: "uts" | "time",
+  kind: "uts" | "time" | "pid",
 ): number | undefined {
   const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
   const dumper = inventory.rootIds;

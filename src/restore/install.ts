@@ -132,7 +132,7 @@ export function installFiles(
   });
   // File locks taken through this task's descriptors, as it held them.
   for (const l of dump.locks) {
-    if (l.pid !== pid) continue;
+    if (l.pid !== task.pstree.pid) continue;
     arena.reset();
     if (l.flag === 8) {
       // A lease: taken by the task (it is its holder); one breaking is taken as it was before

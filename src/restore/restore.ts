@@ -85,6 +85,7 @@ import {
 import { type PtyTable, setForegroundGroup } from "./ttys.ts";
 import { installFiles, restoreLateFiles } from "./install.ts";
 import { PidTakenError, spawnTask } from "./helper.ts";
+import { RealPids } from "../tree/pid_ns.ts";
 import { setUtsNames } from "./uts.ts";
 import { CgroupMover } from "./cgroups.ts";
 import { exists } from "../util/exists.ts";
@@ -163,7 +164,7 @@ export interface RestoreStats {
 
 /** What a restore produced. */
 export interface RestoreResult {
-  /** PID of the restored root task. */
+  /** PID of the restored root task, as criu sees it (in a new PID namespace, not its own). */
   pid: number;
   stats: RestoreStats;
   /** Without `detach`: resolves to the task's exit status (128 + signal when killed). */
@@ -179,12 +180,26 @@ const BLOB_TIMEOUT_MS = 600_000;
 function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void {
   const pid = task.pstree.pid;
   const ps = task.pstree;
-  for (const tid of ps.threads.length ? ps.threads : [pid]) {
+  // In a new PID namespace every id is free.
+  for (const tid of dump.pidNs ? [] : ps.threads.length ? ps.threads : [pid]) {
     if (pidInUse(tid)) throw new PidTakenError(tid);
+  }
+  if (dump.pidNs && task === dump.tasks[0] && pid !== 1) {
+    throw new RestoreError(
+      `Cannot restore task ${pid}: it was in a PID namespace of its own but not its init`,
+    );
   }
   if (task.zombie) return;
   const dead = dump.deadProcs.get(task.fs.cwdId);
-  if (dead !== undefined && pidInUse(dead)) throw new PidTakenError(dead);
+  if (dead !== undefined && (dump.pidNs || pidInUse(dead))) {
+    if (dump.pidNs) {
+      throw new RestoreError(
+        `Cannot restore task ${pid}: its working directory is /proc/${dead} of a task gone, ` +
+          `in a PID namespace of its own; not supported`,
+      );
+    }
+    throw new PidTakenError(dead);
+  }
   // A task that lived in namespaces of its own (criu's images of a container) would come back
   // in ours, changed. The root's own UTS and time namespaces are made again, with every task
   // in them.
@@ -192,7 +207,7 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
   const treeRoot = dump.tasks[0];
   for (const kind of NS_KINDS) {
     const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
-    if ((kind === "uts" || kind === "time") && isFieldSet(task.ids, field)) {
+    if ((kind === "uts" || kind === "time" || kind === "pid") && isFieldSet(task.ids, field)) {
       if (task.ids[`${kind}NsId`] !== treeRoot.ids[`${kind}NsId`]) {
         throw new RestoreError(
           `Cannot restore task ${pid}: it was in another ${kind} namespace than task ` +
@@ -371,9 +386,12 @@ async function restoreTree(
   const made = await spawnTask(
     pid,
     opts.detach ?? false,
-    dump.uts ? NS_CLONE_FLAGS.uts : 0,
+    (dump.uts ? NS_CLONE_FLAGS.uts : 0) | (dump.pidNs ? NS_CLONE_FLAGS.pid : 0),
     clocks,
   );
+  // The tasks' real ids, as they are made (the images' own without a PID namespace).
+  const pids = new RealPids(dump.pidNs);
+  pids.set(pid, made.pid);
   const tForked = performance.now();
   const procs: Restoring[] = [];
   let pidfileWritten = false;
@@ -416,13 +434,13 @@ async function restoreTree(
           pages += makeShmem(dump, p.task, shmem);
           // Into its cgroups before it makes its children (they start in them); its threads
           // once made.
-          cgroups.moveProcess(p.task.pstree.pid, p.task.core.threadCore?.cgSet);
-          const maps = parseMaps(readProcText(p.task.pstree.pid, "maps"));
+          cgroups.moveProcess(p.seized.pid, p.task.core.threadCore?.cgSet);
+          const maps = parseMaps(readProcText(p.seized.pid, "maps"));
           const rs = RemoteSyscalls.open(p.seized, maps);
-          const done = restoreInside(rs, dump, table, shmem, p, procs, maps, opts, log);
+          const done = restoreInside(rs, dump, table, shmem, p, procs, pids, maps, opts, log);
           rs.close({ restoreState: false });
           for (const [tid, core] of p.task.threadCores) {
-            cgroups.moveThread(p.task.pstree.pid, tid, core.threadCore?.cgSet);
+            cgroups.moveThread(p.seized.pid, pids.real(tid), core.threadCore?.cgSet);
           }
           pages += done.pages;
           compared += done.compared;
@@ -434,7 +452,7 @@ async function restoreTree(
           if (p.task.zombie || !p.task.fds.some((f) => isLateFile(dump.files.get(f.id), dump))) {
             continue;
           }
-          const maps = parseMaps(readProcText(p.task.pstree.pid, "maps"));
+          const maps = parseMaps(readProcText(p.seized.pid, "maps"));
           const rs = RemoteSyscalls.open(p.seized, maps);
           try {
             restoreLateFiles(rs, dump, p.task);
@@ -445,7 +463,7 @@ async function restoreTree(
         table.addWatches();
         // Process groups, then the owners of files (an owner may name a group); zombies,
         // in their groups now, die.
-        restoreGroups(procs, opts.shellJob ?? false);
+        restoreGroups(procs, pids, opts.shellJob ?? false);
         for (const fg of table.ptys.foregroundGroups()) {
           const leader = procs.find((p) => p.task.pstree.pid === fg.sid);
           if (!leader) throw new RestoreError(`Cannot restore ${fg.what}: no session ${fg.sid}`);
@@ -454,8 +472,8 @@ async function restoreTree(
             setForegroundGroup(rs, arena, fg.pgrp, fg.what);
           });
         }
-        if (opts.shellJob) giveTerminal(dump);
-        table.applyOwners();
+        if (opts.shellJob) giveTerminal(dump, pids);
+        table.applyOwners((v) => pids.real(v));
         for (const p of procs) if (p.task.zombie) zombify(p.seized, p.task.core.tc!);
         for (const p of procs) {
           if (
@@ -469,11 +487,11 @@ async function restoreTree(
       }
     }
     await checkpoint("state");
-    await opts.actions?.("post-restore", pid);
+    await opts.actions?.("post-restore", made.pid);
     markSysvRemoved([...dump.sysvShm.values()].map((x) => x.entry));
 
     if (opts.pidfile) {
-      Deno.writeTextFileSync(opts.pidfile, `${pid}`, { createNew: true, mode: 0o600 });
+      Deno.writeTextFileSync(opts.pidfile, `${made.pid}`, { createNew: true, mode: 0o600 });
       pidfileWritten = true;
     }
 
@@ -481,7 +499,7 @@ async function restoreTree(
     // 7. RESUME: connections out of repair mode and the network unlocked, then children and
     // threads first; zombies are left to exit.
     tcp.conns.finishRestore();
-    await reported(opts.actions, "pre-resume", pid, log);
+    await reported(opts.actions, "pre-resume", made.pid, log);
     for (const p of [...procs].reverse()) {
       if (p.task.zombie) continue;
       for (const th of p.threads) release(th.seized, th.core, p.task.core);
@@ -490,7 +508,7 @@ async function restoreTree(
       // once it has, the parent (released after its children) gets its own signals back.
       const parent = procs.find((x) => x.task.pstree.pid === p.task.pstree.ppid);
       if (p.task.core.tc?.taskState === TASK_STATE.STOPPED && parent) {
-        await waitStopped(p.task.pstree.pid);
+        await waitStopped(p.seized.pid);
         requeueIn(parent);
       }
     }
@@ -504,9 +522,9 @@ async function restoreTree(
         // removed already
       }
     }
-    await reported(opts.actions, "post-resume", pid, log);
+    await reported(opts.actions, "post-resume", made.pid, log);
     const result: RestoreResult = {
-      pid,
+      pid: made.pid,
       stats: {
         forkingUs: Math.round(forkMs * 1000),
         restoreUs: Math.round((performance.now() - t0) * 1000),
@@ -534,7 +552,7 @@ async function restoreTree(
       p.seized.reap();
     }
     try {
-      Deno.kill(pid, "SIGKILL");
+      Deno.kill(made.pid, "SIGKILL");
     } catch {
       // gone
     }
@@ -676,6 +694,7 @@ function createChildren(
   dump: DumpImages,
   parent: Restoring,
   procs: Restoring[],
+  real: RealPids,
   rs: RemoteSyscalls,
   arena: RemoteArena,
   ptys: PtyTable,
@@ -704,8 +723,9 @@ function createChildren(
     const share = child.zombie || !pids ? 0n : (cids.filesId === pids.filesId ? CLONE_FILES : 0n) |
       (cids.fsId === pids.fsId ? CLONE_FS : 0n);
     const made = rs.clone(cloneArgs(arena, cpid, false, share), CLONE_ARGS_SIZE);
-    if (made !== cpid) throw new RestoreError(`Task ${cpid} came back as ${made}`);
-    procs.push({ task: child, seized: SeizedTask.adopt(cpid), threads: [] });
+    if (made.virt !== cpid) throw new RestoreError(`Task ${cpid} came back as ${made.virt}`);
+    real.set(cpid, made.real);
+    procs.push({ task: child, seized: SeizedTask.adopt(made.real), threads: [] });
     log.debug(`task ${cpid} made by ${pid}`);
   }
 }
@@ -757,14 +777,19 @@ function zombify(seized: SeizedTask, tc: NonNullable<core_entry["tc"]>): void {
  * group of the restorer's terminal before it runs, as criu does (else its first read of the
  * terminal stops it: SIGTTIN); unless the images say another group had the terminal.
  */
-function giveTerminal(dump: DumpImages): void {
+function giveTerminal(dump: DumpImages, pids: RealPids): void {
   const root = dump.tasks[0].pstree;
   if (root.sid === root.pid || root.pgid !== root.pid) return;
   if (dump.ttys.length && dump.ttys.every((t) => t.pgrp && t.pgrp !== root.pgid)) return;
   const fd = openHere(ourTerminal(), O.RDWR | O.NOCTTY | O.CLOEXEC);
   try {
     const TIOCSPGRP = 0x5410;
-    ioctl(fd, TIOCSPGRP, new Uint8Array(new Int32Array([root.pid]).buffer), "the terminal");
+    ioctl(
+      fd,
+      TIOCSPGRP,
+      new Uint8Array(new Int32Array([pids.real(root.pid)]).buffer),
+      "the terminal",
+    );
   } finally {
     close(fd);
   }
@@ -811,14 +836,15 @@ function requeueIn(p: Restoring): void {
  * child of the first member's parent with the group's id, made leader, then let go and reaped
  * (it dies without signalling its parent).
  */
-function restoreGroups(procs: Restoring[], shellJob: boolean): void {
+function restoreGroups(procs: Restoring[], real: RealPids, shellJob: boolean): void {
   const pids = new Set(procs.map((p) => p.task.pstree.pid));
   const helpers: { seized: SeizedTask; parent: Restoring }[] = [];
   try {
     for (const p of procs) {
       const ps = p.task.pstree;
       if (
-        ps.pgid === ps.pid || pids.has(ps.pgid) || helpers.some((h) => h.seized.pid === ps.pgid)
+        ps.pgid === ps.pid || pids.has(ps.pgid) ||
+        helpers.some((h) => h.seized.pid === real.real(ps.pgid))
       ) {
         continue;
       }
@@ -833,10 +859,11 @@ function restoreGroups(procs: Restoring[], shellJob: boolean): void {
       const seized = inTask(parent.seized, (rs) => {
         const arena = new RemoteArena(parent.seized.pid, rs.scratch(4096), 4096);
         const made = rs.clone(cloneArgs(arena, ps.pgid, false, 0n, true), CLONE_ARGS_SIZE);
-        if (made !== ps.pgid) {
-          throw new RestoreError(`Group helper ${ps.pgid} came back as ${made}`);
+        if (made.virt !== ps.pgid) {
+          throw new RestoreError(`Group helper ${ps.pgid} came back as ${made.virt}`);
         }
-        return SeizedTask.adopt(made);
+        real.set(ps.pgid, made.real);
+        return SeizedTask.adopt(made.real);
       });
       helpers.push({ seized, parent });
       inTask(seized, (rs) => {
@@ -852,8 +879,8 @@ function restoreGroups(procs: Restoring[], shellJob: boolean): void {
     ];
     for (const p of order) {
       const ps = p.task.pstree;
-      const cur = parseStat(readProcText(ps.pid, "stat"));
-      if (cur.pgid === ps.pgid) continue;
+      const cur = parseStat(readProcText(p.seized.pid, "stat"));
+      if (cur.pgid === real.real(ps.pgid)) continue;
       if (p === procs[0] && shellJob && ps.pgid !== ps.pid) continue;
       inTask(p.seized, (rs) => {
         const ret = rs.call(NR.setpgid, 0, ps.pgid === ps.pid ? 0 : ps.pgid);
@@ -888,8 +915,10 @@ function enterDeadProc(
   const pid = task.pstree.pid;
   arena.reset();
   const made = rs.clone(cloneArgs(arena, dead, false, 0n, true), CLONE_ARGS_SIZE);
-  if (made !== dead) throw new RestoreError(`Task ${dead} for /proc/${dead} came back as ${made}`);
-  const helper = SeizedTask.adopt(made);
+  if (made.virt !== dead) {
+    throw new RestoreError(`Task ${dead} for /proc/${dead} came back as ${made.virt}`);
+  }
+  const helper = SeizedTask.adopt(made.real);
   try {
     const ret = rs.call(NR.chdir, arena.cstr(`/proc/${dead}`));
     if (ret < 0n) {
@@ -909,6 +938,7 @@ function restoreInside(
   shmem: Map<bigint, number>,
   proc: Restoring,
   procs: Restoring[],
+  pids: RealPids,
   maps: ReturnType<typeof parseMaps>,
   opts: RestoreOptions,
   log: Logger,
@@ -1005,7 +1035,7 @@ function restoreInside(
   rs.retarget(restored);
   // The children, from this memory: what they share with it stays shared.
   const tFork = performance.now();
-  createChildren(dump, proc, procs, rs, arena, table.ptys, log);
+  createChildren(dump, proc, procs, pids, rs, arena, table.ptys, log);
   const forkMs = performance.now() - tFork;
 
   // 6. STATE
@@ -1023,7 +1053,7 @@ function restoreInside(
   }
   restoreTaskState(rs, arena, dump, task, fds, log);
   enterDeadProc(rs, arena, dump, task);
-  restoreThreadState(rs, arena, pid, task.core);
+  restoreThreadState(rs, arena, task.pstree.pid, task.pstree.pid, task.core);
 
   // Threads: made by the leader (they share its memory), each then sets its own state.
   const threads: RemoteSyscalls[] = [];
@@ -1031,12 +1061,13 @@ function restoreInside(
     for (const [tid, core] of task.threadCores) {
       arena.reset();
       const made = rs.clone(cloneArgs(arena, tid, true), CLONE_ARGS_SIZE);
-      if (made !== tid) throw new RestoreError(`Thread ${tid} came back as ${made}`);
-      const seized = SeizedTask.adopt(tid);
+      if (made.virt !== tid) throw new RestoreError(`Thread ${tid} came back as ${made.virt}`);
+      pids.set(tid, made.real);
+      const seized = SeizedTask.adopt(made.real);
       proc.threads.push({ tid, seized, core });
       const trs = RemoteSyscalls.open(seized, restored);
       threads.push(trs);
-      restoreThreadState(trs, arena, pid, core);
+      restoreThreadState(trs, arena, task.pstree.pid, tid, core);
     }
     restorePosixTimers(rs, arena, task);
     // seccomp, the leader last (a chain made with TSYNC goes to every thread from it).

@@ -199,7 +199,7 @@ export function restoreTaskState(
   }
   restoreMembarrier(sys, tc.membarrierRegistrationMask ?? 0);
   drainSignals(rs, arena);
-  queueSignals(sys, arena, pid, pid, tc.signalsS?.signals, true);
+  queueSignals(sys, arena, task.pstree.pid, task.pstree.pid, tc.signalsS?.signals, true);
 }
 
 /**
@@ -218,7 +218,7 @@ function drainSignals(rs: RemoteSyscalls, arena: RemoteArena): void {
  * as zombies) queued more: everything pending is taken, the dumped signals queued again.
  */
 export function requeueSignals(rs: RemoteSyscalls, arena: RemoteArena, task: TaskImages): void {
-  const pid = rs.task.pid;
+  const pid = task.pstree.pid;
   const sys = sysIn(rs);
   arena.reset();
   drainSignals(rs, arena);
@@ -241,14 +241,17 @@ function restoreMembarrier(sys: Sys, mask: number): void {
   }
 }
 
-/** One thread's own state, in that thread; `core` is its core image. */
+/**
+ * One thread's own state, in that thread; `core` is its core image, `tgid` and `tid` its ids
+ * as the task sees them (the images').
+ */
 export function restoreThreadState(
   rs: RemoteSyscalls,
   arena: RemoteArena,
   tgid: number,
+  tid: number,
   core: core_entry,
 ): void {
-  const tid = rs.task.pid;
   const sys = sysIn(rs);
   const th = core.threadCore;
   arena.reset();

@@ -343,19 +343,21 @@ export class RemoteSyscalls implements Disposable {
   #newChild = 0;
 
   /**
-   * Runs clone3 in the task (seized with TRACEFORK/TRACECLONE) and returns the new task's id.
-   * The new task is traced from birth and waits in its first stop (see SeizedTask.adopt).
+   * Runs clone3 in the task (seized with TRACEFORK/TRACECLONE) and returns the new task's ids:
+   * `real` as criu sees it (the fork event's), `virt` as the task sees it (clone3's return; the
+   * same unless the task is in another PID namespace). The new task is traced from birth and
+   * waits in its first stop (see SeizedTask.adopt).
    */
-  clone(args: RemotePtr, size: number): number {
+  clone(args: RemotePtr, size: number): { real: number; virt: number } {
     this.#newChild = 0;
     const ret = this.call(NR.clone3, args, size);
     if (ret < 0n) {
       throw new InfectError(`clone3 in task ${this.task.pid} failed with errno ${-ret}`);
     }
-    if (!this.#newChild || this.#newChild !== Number(ret)) {
+    if (!this.#newChild) {
       throw new InfectError(`clone3 in task ${this.task.pid} made ${ret} without a fork event`);
     }
-    return this.#newChild;
+    return { real: this.#newChild, virt: Number(ret) };
   }
 
   /** Finds a new `syscall` instruction after the task's mappings changed under us. */
