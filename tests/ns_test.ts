@@ -250,3 +250,17 @@ Deno.test("a task of a PID namespace other than its init is refused by name, lef
     killAll(...pids);
   }
 });
+
+/** The System V objects of criu's IPC namespace, and two of its sysctls. */
+function hostIpc(): string {
+  const read = (p: string) => Deno.readTextFileSync(p);
+  return ["shm", "msg", "sem"].map((k) => read(`/proc/sysvipc/${k}`)).join("") +
+    read("/proc/sys/kernel/msgmax") + read("/proc/sys/kernel/shm_next_id");
+}
+
+Deno.test("an IPC namespace of its own comes back with its sysctls, segments, queues and semaphores, the host's untouched", async () => {
+  const before = hostIpc();
+  const bin = await buildVictim("ipcns");
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS ipcns/);
+  assertEquals(hostIpc(), before);
+});

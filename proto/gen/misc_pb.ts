@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file misc.proto.
  */
 export const file_misc: GenFile = /*@__PURE__*/
-  fileDesc("CgptaXNjLnByb3RvIpgCCg9pbnZlbnRvcnlfZW50cnkSEwoLaW1nX3ZlcnNpb24YASACKA0SFQoNZmRpbmZvX3Blcl9pZBgCIAEoCBImCghyb290X2lkcxgDIAEoCzIULnRhc2tfa29ial9pZHNfZW50cnkSEQoJbnNfcGVyX2lkGAQgASgIEhMKC3Jvb3RfY2dfc2V0GAUgASgNEhkKB2xzbXR5cGUYBiABKA4yCC5sc210eXBlEhMKC2R1bXBfdXB0aW1lGAggASgEEhUKDXByZV9kdW1wX21vZGUYCSABKA0SEQoJdGNwX2Nsb3NlGAogASgIEhsKE25ldHdvcmtfbG9ja19tZXRob2QYCyABKA0SEgoJZGVub19jcml1GOgHIAEoCSJVCgxwc3RyZWVfZW50cnkSCwoDcGlkGAEgAigNEgwKBHBwaWQYAiACKA0SDAoEcGdpZBgDIAIoDRILCgNzaWQYBCACKA0SDwoHdGhyZWFkcxgFIAMoDSLgAgoQZHVtcF9zdGF0c19lbnRyeRIVCg1mcmVlemluZ190aW1lGAEgAigNEhMKC2Zyb3plbl90aW1lGAIgAigNEhQKDG1lbWR1bXBfdGltZRgDIAIoDRIVCg1tZW13cml0ZV90aW1lGAQgAigNEhUKDXBhZ2VzX3NjYW5uZWQYBSACKAQSHAoUcGFnZXNfc2tpcHBlZF9wYXJlbnQYBiACKAQSFQoNcGFnZXNfd3JpdHRlbhgHIAIoBBIVCg1pcm1hcF9yZXNvbHZlGAggASgNEhIKCnBhZ2VzX2xhenkYCSACKAQSEgoKcGFnZV9waXBlcxgKIAEoBBIWCg5wYWdlX3BpcGVfYnVmcxgLIAEoBBIXCg9zaHBhZ2VzX3NjYW5uZWQYDCABKAQSHgoWc2hwYWdlc19za2lwcGVkX3BhcmVudBgNIAEoBBIXCg9zaHBhZ2VzX3dyaXR0ZW4YDiABKAQijAEKE3Jlc3RvcmVfc3RhdHNfZW50cnkSFgoOcGFnZXNfY29tcGFyZWQYASACKAQSGQoRcGFnZXNfc2tpcHBlZF9jb3cYAiACKAQSFAoMZm9ya2luZ190aW1lGAMgAigNEhQKDHJlc3RvcmVfdGltZRgEIAIoDRIWCg5wYWdlc19yZXN0b3JlZBgFIAEoBCJVCgtzdGF0c19lbnRyeRIfCgRkdW1wGAEgASgLMhEuZHVtcF9zdGF0c19lbnRyeRIlCgdyZXN0b3JlGAIgASgLMhQucmVzdG9yZV9zdGF0c19lbnRyeSIrCgh0aW1lc3BlYxIOCgZ0dl9zZWMYASACKAQSDwoHdHZfbnNlYxgCIAIoBCJJCgx0aW1lbnNfZW50cnkSHAoJbW9ub3RvbmljGAEgAigLMgkudGltZXNwZWMSGwoIYm9vdHRpbWUYAiACKAsyCS50aW1lc3BlYyI9Cg5zZWNjb21wX2ZpbHRlchIOCgZmaWx0ZXIYASACKAwSDAoEcHJldhgCIAEoDRINCgVmbGFncxgDIAEoDSI5Cg1zZWNjb21wX2VudHJ5EigKD3NlY2NvbXBfZmlsdGVycxgBIAMoCzIPLnNlY2NvbXBfZmlsdGVyIm0KDmlwY19kZXNjX2VudHJ5EgsKA2tleRgBIAIoDRILCgN1aWQYAiACKA0SCwoDZ2lkGAMgAigNEgwKBGN1aWQYBCACKA0SDAoEY2dpZBgFIAIoDRIMCgRtb2RlGAYgAigNEgoKAmlkGAcgAigNImcKDWlwY19zaG1fZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5EgwKBHNpemUYAiACKAQSEwoLaW5fcGFnZW1hcHMYAyABKAgSFAoMaHVnZXRsYl9mbGFnGAQgASgNIjMKC3V0c25zX2VudHJ5EhAKCG5vZGVuYW1lGAEgAigJEhIKCmRvbWFpbm5hbWUYAiACKAkiNgoMY2dyb3VwX3Blcm1zEgwKBG1vZGUYASACKA0SCwoDdWlkGAIgAigNEgsKA2dpZBgDIAIoDSJOChFjZ3JvdXBfcHJvcF9lbnRyeRIMCgRuYW1lGAEgAigJEg0KBXZhbHVlGAIgAigJEhwKBXBlcm1zGAMgASgLMg0uY2dyb3VwX3Blcm1zIpMBChBjZ3JvdXBfZGlyX2VudHJ5EhAKCGRpcl9uYW1lGAEgAigJEiMKCGNoaWxkcmVuGAIgAygLMhEuY2dyb3VwX2Rpcl9lbnRyeRImCgpwcm9wZXJ0aWVzGAMgAygLMhIuY2dyb3VwX3Byb3BfZW50cnkSIAoJZGlyX3Blcm1zGAQgASgLMg0uY2dyb3VwX3Blcm1zIlsKE2NnX2NvbnRyb2xsZXJfZW50cnkSDgoGY25hbWVzGAEgAygJEh8KBGRpcnMYAiADKAsyES5jZ3JvdXBfZGlyX2VudHJ5EhMKC2lzX3RocmVhZGVkGAMgASgIIkIKD2NnX21lbWJlcl9lbnRyeRIMCgRuYW1lGAEgAigJEgwKBHBhdGgYAiACKAkSEwoLY2duc19wcmVmaXgYAyABKA0iOgoMY2dfc2V0X2VudHJ5EgoKAmlkGAEgAigNEh4KBGN0bHMYAiADKAsyEC5jZ19tZW1iZXJfZW50cnkiVgoMY2dyb3VwX2VudHJ5EhsKBHNldHMYASADKAsyDS5jZ19zZXRfZW50cnkSKQoLY29udHJvbGxlcnMYAiADKAsyFC5jZ19jb250cm9sbGVyX2VudHJ5KjAKB2xzbXR5cGUSCgoGTk9fTFNNEAASCwoHU0VMSU5VWBABEgwKCEFQUEFSTU9SEAI", [file_core]);
+  fileDesc("CgptaXNjLnByb3RvIpgCCg9pbnZlbnRvcnlfZW50cnkSEwoLaW1nX3ZlcnNpb24YASACKA0SFQoNZmRpbmZvX3Blcl9pZBgCIAEoCBImCghyb290X2lkcxgDIAEoCzIULnRhc2tfa29ial9pZHNfZW50cnkSEQoJbnNfcGVyX2lkGAQgASgIEhMKC3Jvb3RfY2dfc2V0GAUgASgNEhkKB2xzbXR5cGUYBiABKA4yCC5sc210eXBlEhMKC2R1bXBfdXB0aW1lGAggASgEEhUKDXByZV9kdW1wX21vZGUYCSABKA0SEQoJdGNwX2Nsb3NlGAogASgIEhsKE25ldHdvcmtfbG9ja19tZXRob2QYCyABKA0SEgoJZGVub19jcml1GOgHIAEoCSJVCgxwc3RyZWVfZW50cnkSCwoDcGlkGAEgAigNEgwKBHBwaWQYAiACKA0SDAoEcGdpZBgDIAIoDRILCgNzaWQYBCACKA0SDwoHdGhyZWFkcxgFIAMoDSLgAgoQZHVtcF9zdGF0c19lbnRyeRIVCg1mcmVlemluZ190aW1lGAEgAigNEhMKC2Zyb3plbl90aW1lGAIgAigNEhQKDG1lbWR1bXBfdGltZRgDIAIoDRIVCg1tZW13cml0ZV90aW1lGAQgAigNEhUKDXBhZ2VzX3NjYW5uZWQYBSACKAQSHAoUcGFnZXNfc2tpcHBlZF9wYXJlbnQYBiACKAQSFQoNcGFnZXNfd3JpdHRlbhgHIAIoBBIVCg1pcm1hcF9yZXNvbHZlGAggASgNEhIKCnBhZ2VzX2xhenkYCSACKAQSEgoKcGFnZV9waXBlcxgKIAEoBBIWCg5wYWdlX3BpcGVfYnVmcxgLIAEoBBIXCg9zaHBhZ2VzX3NjYW5uZWQYDCABKAQSHgoWc2hwYWdlc19za2lwcGVkX3BhcmVudBgNIAEoBBIXCg9zaHBhZ2VzX3dyaXR0ZW4YDiABKAQijAEKE3Jlc3RvcmVfc3RhdHNfZW50cnkSFgoOcGFnZXNfY29tcGFyZWQYASACKAQSGQoRcGFnZXNfc2tpcHBlZF9jb3cYAiACKAQSFAoMZm9ya2luZ190aW1lGAMgAigNEhQKDHJlc3RvcmVfdGltZRgEIAIoDRIWCg5wYWdlc19yZXN0b3JlZBgFIAEoBCJVCgtzdGF0c19lbnRyeRIfCgRkdW1wGAEgASgLMhEuZHVtcF9zdGF0c19lbnRyeRIlCgdyZXN0b3JlGAIgASgLMhQucmVzdG9yZV9zdGF0c19lbnRyeSIrCgh0aW1lc3BlYxIOCgZ0dl9zZWMYASACKAQSDwoHdHZfbnNlYxgCIAIoBCJJCgx0aW1lbnNfZW50cnkSHAoJbW9ub3RvbmljGAEgAigLMgkudGltZXNwZWMSGwoIYm9vdHRpbWUYAiACKAsyCS50aW1lc3BlYyI9Cg5zZWNjb21wX2ZpbHRlchIOCgZmaWx0ZXIYASACKAwSDAoEcHJldhgCIAEoDRINCgVmbGFncxgDIAEoDSI5Cg1zZWNjb21wX2VudHJ5EigKD3NlY2NvbXBfZmlsdGVycxgBIAMoCzIPLnNlY2NvbXBfZmlsdGVyIm0KDmlwY19kZXNjX2VudHJ5EgsKA2tleRgBIAIoDRILCgN1aWQYAiACKA0SCwoDZ2lkGAMgAigNEgwKBGN1aWQYBCACKA0SDAoEY2dpZBgFIAIoDRIMCgRtb2RlGAYgAigNEgoKAmlkGAcgAigNImcKDWlwY19zaG1fZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5EgwKBHNpemUYAiACKAQSEwoLaW5fcGFnZW1hcHMYAyABKAgSFAoMaHVnZXRsYl9mbGFnGAQgASgNIv0CCg1pcGNfdmFyX2VudHJ5EhAKCHNlbV9jdGxzGAEgAygNEhIKCm1zZ19jdGxtYXgYAiACKA0SEgoKbXNnX2N0bG1uYhgDIAIoDRISCgptc2dfY3RsbW5pGAQgAigNEhMKC2F1dG9fbXNnbW5pGAUgAigNEhIKCnNobV9jdGxtYXgYBiACKAQSEgoKc2htX2N0bGFsbBgHIAIoBBISCgpzaG1fY3RsbW5pGAggAigNEhcKD3NobV9ybWlkX2ZvcmNlZBgJIAIoDRIVCg1tcV9xdWV1ZXNfbWF4GAogAigNEhIKCm1xX21zZ19tYXgYCyACKA0SFgoObXFfbXNnc2l6ZV9tYXgYDCACKA0SFgoObXFfbXNnX2RlZmF1bHQYDSABKA0SGgoSbXFfbXNnc2l6ZV9kZWZhdWx0GA4gASgNEhMKC21zZ19uZXh0X2lkGA8gASgNEhMKC3NlbV9uZXh0X2lkGBAgASgNEhMKC3NobV9uZXh0X2lkGBEgASgNIkwKDWlwY19tc2dfZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5Eg4KBnFieXRlcxgCIAIoDRIMCgRxbnVtGAMgAigNIicKB2lwY19tc2cSDQoFbXR5cGUYASACKAQSDQoFbXNpemUYAiACKA0iPQoNaXBjX3NlbV9lbnRyeRIdCgRkZXNjGAEgAigLMg8uaXBjX2Rlc2NfZW50cnkSDQoFbnNlbXMYAiACKA0iMwoLdXRzbnNfZW50cnkSEAoIbm9kZW5hbWUYASACKAkSEgoKZG9tYWlubmFtZRgCIAIoCSI2CgxjZ3JvdXBfcGVybXMSDAoEbW9kZRgBIAIoDRILCgN1aWQYAiACKA0SCwoDZ2lkGAMgAigNIk4KEWNncm91cF9wcm9wX2VudHJ5EgwKBG5hbWUYASACKAkSDQoFdmFsdWUYAiACKAkSHAoFcGVybXMYAyABKAsyDS5jZ3JvdXBfcGVybXMikwEKEGNncm91cF9kaXJfZW50cnkSEAoIZGlyX25hbWUYASACKAkSIwoIY2hpbGRyZW4YAiADKAsyES5jZ3JvdXBfZGlyX2VudHJ5EiYKCnByb3BlcnRpZXMYAyADKAsyEi5jZ3JvdXBfcHJvcF9lbnRyeRIgCglkaXJfcGVybXMYBCABKAsyDS5jZ3JvdXBfcGVybXMiWwoTY2dfY29udHJvbGxlcl9lbnRyeRIOCgZjbmFtZXMYASADKAkSHwoEZGlycxgCIAMoCzIRLmNncm91cF9kaXJfZW50cnkSEwoLaXNfdGhyZWFkZWQYAyABKAgiQgoPY2dfbWVtYmVyX2VudHJ5EgwKBG5hbWUYASACKAkSDAoEcGF0aBgCIAIoCRITCgtjZ25zX3ByZWZpeBgDIAEoDSI6CgxjZ19zZXRfZW50cnkSCgoCaWQYASACKA0SHgoEY3RscxgCIAMoCzIQLmNnX21lbWJlcl9lbnRyeSJWCgxjZ3JvdXBfZW50cnkSGwoEc2V0cxgBIAMoCzINLmNnX3NldF9lbnRyeRIpCgtjb250cm9sbGVycxgCIAMoCzIULmNnX2NvbnRyb2xsZXJfZW50cnkqMAoHbHNtdHlwZRIKCgZOT19MU00QABILCgdTRUxJTlVYEAESDAoIQVBQQVJNT1IQAg", [file_core]);
 
 /**
  * @generated from message inventory_entry
@@ -439,6 +439,184 @@ export const ipc_shm_entrySchema: GenMessage<ipc_shm_entry> = /*@__PURE__*/
   messageDesc(file_misc, 10);
 
 /**
+ * An IPC namespace's sysctls (ipcns-var-ID.img): kernel/sem's four values, msgmax, msgmnb,
+ * msgmni, auto_msgmni, shmmax, shmall, shmmni, shm_rmid_forced, fs/mqueue's limits, and the
+ * next ids (absent when -1, the kernel's "none").
+ *
+ * @generated from message ipc_var_entry
+ */
+export type ipc_var_entry = Message<"ipc_var_entry"> & {
+  /**
+   * @generated from field: repeated uint32 sem_ctls = 1;
+   */
+  semCtls: number[];
+
+  /**
+   * @generated from field: required uint32 msg_ctlmax = 2;
+   */
+  msgCtlmax: number;
+
+  /**
+   * @generated from field: required uint32 msg_ctlmnb = 3;
+   */
+  msgCtlmnb: number;
+
+  /**
+   * @generated from field: required uint32 msg_ctlmni = 4;
+   */
+  msgCtlmni: number;
+
+  /**
+   * @generated from field: required uint32 auto_msgmni = 5;
+   */
+  autoMsgmni: number;
+
+  /**
+   * @generated from field: required uint64 shm_ctlmax = 6;
+   */
+  shmCtlmax: bigint;
+
+  /**
+   * @generated from field: required uint64 shm_ctlall = 7;
+   */
+  shmCtlall: bigint;
+
+  /**
+   * @generated from field: required uint32 shm_ctlmni = 8;
+   */
+  shmCtlmni: number;
+
+  /**
+   * @generated from field: required uint32 shm_rmid_forced = 9;
+   */
+  shmRmidForced: number;
+
+  /**
+   * @generated from field: required uint32 mq_queues_max = 10;
+   */
+  mqQueuesMax: number;
+
+  /**
+   * @generated from field: required uint32 mq_msg_max = 11;
+   */
+  mqMsgMax: number;
+
+  /**
+   * @generated from field: required uint32 mq_msgsize_max = 12;
+   */
+  mqMsgsizeMax: number;
+
+  /**
+   * @generated from field: optional uint32 mq_msg_default = 13;
+   */
+  mqMsgDefault: number;
+
+  /**
+   * @generated from field: optional uint32 mq_msgsize_default = 14;
+   */
+  mqMsgsizeDefault: number;
+
+  /**
+   * @generated from field: optional uint32 msg_next_id = 15;
+   */
+  msgNextId: number;
+
+  /**
+   * @generated from field: optional uint32 sem_next_id = 16;
+   */
+  semNextId: number;
+
+  /**
+   * @generated from field: optional uint32 shm_next_id = 17;
+   */
+  shmNextId: number;
+};
+
+/**
+ * Describes the message ipc_var_entry.
+ * Use `create(ipc_var_entrySchema)` to create a new message.
+ */
+export const ipc_var_entrySchema: GenMessage<ipc_var_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 11);
+
+/**
+ * A System V message queue (ipcns-msg-ID.img), followed by `qnum` messages, each an ipc_msg
+ * and then its `msize` bytes padded to 8.
+ *
+ * @generated from message ipc_msg_entry
+ */
+export type ipc_msg_entry = Message<"ipc_msg_entry"> & {
+  /**
+   * @generated from field: required ipc_desc_entry desc = 1;
+   */
+  desc?: ipc_desc_entry | undefined;
+
+  /**
+   * @generated from field: required uint32 qbytes = 2;
+   */
+  qbytes: number;
+
+  /**
+   * @generated from field: required uint32 qnum = 3;
+   */
+  qnum: number;
+};
+
+/**
+ * Describes the message ipc_msg_entry.
+ * Use `create(ipc_msg_entrySchema)` to create a new message.
+ */
+export const ipc_msg_entrySchema: GenMessage<ipc_msg_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 12);
+
+/**
+ * @generated from message ipc_msg
+ */
+export type ipc_msg = Message<"ipc_msg"> & {
+  /**
+   * @generated from field: required uint64 mtype = 1;
+   */
+  mtype: bigint;
+
+  /**
+   * @generated from field: required uint32 msize = 2;
+   */
+  msize: number;
+};
+
+/**
+ * Describes the message ipc_msg.
+ * Use `create(ipc_msgSchema)` to create a new message.
+ */
+export const ipc_msgSchema: GenMessage<ipc_msg> = /*@__PURE__*/
+  messageDesc(file_misc, 13);
+
+/**
+ * A System V semaphore set (ipcns-sem-ID.img), followed by its `nsems` values (u16) padded to
+ * 8 bytes.
+ *
+ * @generated from message ipc_sem_entry
+ */
+export type ipc_sem_entry = Message<"ipc_sem_entry"> & {
+  /**
+   * @generated from field: required ipc_desc_entry desc = 1;
+   */
+  desc?: ipc_desc_entry | undefined;
+
+  /**
+   * @generated from field: required uint32 nsems = 2;
+   */
+  nsems: number;
+};
+
+/**
+ * Describes the message ipc_sem_entry.
+ * Use `create(ipc_sem_entrySchema)` to create a new message.
+ */
+export const ipc_sem_entrySchema: GenMessage<ipc_sem_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 14);
+
+/**
  * The host and domain names of a UTS namespace (utsns-ID.img, ID its ns id in ids-PID.img).
  *
  * @generated from message utsns_entry
@@ -460,7 +638,7 @@ export type utsns_entry = Message<"utsns_entry"> & {
  * Use `create(utsns_entrySchema)` to create a new message.
  */
 export const utsns_entrySchema: GenMessage<utsns_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 11);
+  messageDesc(file_misc, 15);
 
 /**
  * cgroup.img: the cgroups the tree's tasks were in (sets, by id: thread_core's cg_set), and the
@@ -490,7 +668,7 @@ export type cgroup_perms = Message<"cgroup_perms"> & {
  * Use `create(cgroup_permsSchema)` to create a new message.
  */
 export const cgroup_permsSchema: GenMessage<cgroup_perms> = /*@__PURE__*/
-  messageDesc(file_misc, 12);
+  messageDesc(file_misc, 16);
 
 /**
  * @generated from message cgroup_prop_entry
@@ -517,7 +695,7 @@ export type cgroup_prop_entry = Message<"cgroup_prop_entry"> & {
  * Use `create(cgroup_prop_entrySchema)` to create a new message.
  */
 export const cgroup_prop_entrySchema: GenMessage<cgroup_prop_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 13);
+  messageDesc(file_misc, 17);
 
 /**
  * @generated from message cgroup_dir_entry
@@ -549,7 +727,7 @@ export type cgroup_dir_entry = Message<"cgroup_dir_entry"> & {
  * Use `create(cgroup_dir_entrySchema)` to create a new message.
  */
 export const cgroup_dir_entrySchema: GenMessage<cgroup_dir_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 14);
+  messageDesc(file_misc, 18);
 
 /**
  * @generated from message cg_controller_entry
@@ -576,7 +754,7 @@ export type cg_controller_entry = Message<"cg_controller_entry"> & {
  * Use `create(cg_controller_entrySchema)` to create a new message.
  */
 export const cg_controller_entrySchema: GenMessage<cg_controller_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 15);
+  messageDesc(file_misc, 19);
 
 /**
  * One hierarchy's cgroup of a set: its controllers ("" for cgroup2, "name=X" for a named one).
@@ -605,7 +783,7 @@ export type cg_member_entry = Message<"cg_member_entry"> & {
  * Use `create(cg_member_entrySchema)` to create a new message.
  */
 export const cg_member_entrySchema: GenMessage<cg_member_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 16);
+  messageDesc(file_misc, 20);
 
 /**
  * @generated from message cg_set_entry
@@ -627,7 +805,7 @@ export type cg_set_entry = Message<"cg_set_entry"> & {
  * Use `create(cg_set_entrySchema)` to create a new message.
  */
 export const cg_set_entrySchema: GenMessage<cg_set_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 17);
+  messageDesc(file_misc, 21);
 
 /**
  * @generated from message cgroup_entry
@@ -649,7 +827,7 @@ export type cgroup_entry = Message<"cgroup_entry"> & {
  * Use `create(cgroup_entrySchema)` to create a new message.
  */
 export const cgroup_entrySchema: GenMessage<cgroup_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 18);
+  messageDesc(file_misc, 22);
 
 /**
  * @generated from enum lsmtype

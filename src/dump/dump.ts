@@ -56,6 +56,7 @@ import { dumpShmem } from "./shmem.ts";
 import { dumpSysvShm, writeSysvShm } from "./sysv.ts";
 import { collectTask, collectThread, type TaskState } from "./task.ts";
 import { readUtsNames, type UtsNames, writeUtsNs } from "./uts.ts";
+import { type IpcNamespace, readIpcNamespace, writeIpcNs } from "./ipc_ns.ts";
 
 export type { DumpOptions, DumpStats };
 
@@ -166,7 +167,7 @@ function checkTree(tree: FrozenTree, pids: VirtualPids): void {
       // Restored into criu's namespaces, a task elsewhere would come back changed. The root's
       // own UTS and time namespaces are made again (with the whole tree in them).
       if (
-        p.pid === root && kind !== "uts" && kind !== "time" && kind !== "pid" &&
+        p.pid === root && !["uts", "time", "pid", "ipc"].includes(kind) &&
         ownNamespace(root, kind)
       ) {
         throw new UnsupportedError(
@@ -478,6 +479,8 @@ async function dumpProcess(
   const taskFiles = collectFiles(ctx, pid);
   // The tree's own UTS namespace, asked inside the root (uname answers for the caller's).
   const ownUts = pid === tree.root && ownNamespace(pid, "uts");
+  // The tree's own IPC namespace, read inside the root (System V calls answer for the caller's).
+  const ownIpc = pid === tree.root && ownNamespace(pid, "ipc");
   const sockets = socketMappings(pid, vmas, taskFiles.fds);
   if (ctx.tcp?.hasPending) {
     ctx.guard ??= await DumpGuard.start();
@@ -487,8 +490,12 @@ async function dumpProcess(
   // Inside the task: signal state, timers, per-thread state, and the pages (parasite).
   const { state, threads } = await (async () => {
     using parasite = Parasite.infect(leader, maps);
-    const state: TaskState & { uts?: UtsNames } = collectTask(leader, parasite.leader);
+    const state: TaskState & { uts?: UtsNames; ipc?: IpcNamespace } = collectTask(
+      leader,
+      parasite.leader,
+    );
     if (ownUts) state.uts = readUtsNames(parasite.leader);
+    if (ownIpc) state.ipc = readIpcNamespace(parasite.leader);
     const threads = proc.threads.slice(1).map((tid) => {
       using trs = parasite.thread(tree.task(tid));
       return collectThread(pid, tree.task(tid), trs);
@@ -519,6 +526,7 @@ async function dumpProcess(
   if (ownUts) {
     writeUtsNs(ctx, ctx.nsIds(pid).utsNsId, state.uts!);
   }
+  if (ownIpc) writeIpcNs(ctx, ctx.nsIds(pid).ipcNsId, state.ipc!);
   const parent = tree.processes.find((p) => p.children.includes(pid));
   const parentIds = parent && ctx.ids.get(parent.pid);
   const shared = (type: number) => parentIds !== undefined && kcmp(parent!.pid, pid, type) === 0;
@@ -541,7 +549,8 @@ async function dumpProcess(
   ctx.image(`ids-${vpid}.img`, "IDS").entry(task_kobj_ids_entrySchema, ids);
   dumpMm(ctx, files, state, vmas, sockets, guards);
   dumpShmem(ctx, pid, vmas);
-  dumpSysvShm(ctx, pid, vmas);
+  // Segments of the tree's own IPC namespace are all in its images already.
+  if (!ownNamespace(tree.root, "ipc")) dumpSysvShm(ctx, pid, vmas);
   await ctx.checkpoint("mm");
   if (!parentIds || ids.filesId !== parentIds.filesId) {
     dumpFiles(ctx, files, ids.filesId, taskFiles);

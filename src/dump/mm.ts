@@ -166,17 +166,19 @@ export function dumpMm(
         v.pgoff.toString(16)
       }${isFile ? ` file ${fid}` : ""} ${v.path}`,
     );
+    // As criu writes a System V attach: shared anonymous memory too, opened as attached.
+    const sysv = (v.status & VMA.AREA_SYSVIPC) !== 0;
     return create(vma_entrySchema, {
       start: v.start,
       end: v.end,
       pgoff: v.pgoff,
       shmid: isFile ? BigInt(fid) : v.shmid,
       prot: v.prot,
-      flags: v.flags,
-      status: v.status >>> 0,
+      flags: sysv ? v.flags | MAP.ANONYMOUS : v.flags,
+      status: (sysv ? v.status | VMA.ANON_SHARED : v.status) >>> 0,
       fd: -1n,
       madv: v.madv || undefined,
-      fdflags: isFile ? fdflags : undefined,
+      fdflags: isFile || sysv ? fdflags : undefined,
     });
   });
   // Guard regions, as criu writes them: entries of their own after the mappings.

@@ -19,7 +19,9 @@ import {
 } from "../../proto/gen/files_pb.ts";
 import {
   inventory_entrySchema,
+  ipc_sem_entrySchema,
   ipc_shm_entrySchema,
+  ipc_var_entrySchema,
   pstree_entrySchema,
   seccomp_entrySchema,
   stats_entrySchema,
@@ -84,6 +86,15 @@ export const IMAGE_KINDS: [RegExp, ImageKind][] = [
       type: "IPCNS_SHM",
       schema: ipc_shm_entrySchema,
       payload: (m) => Math.ceil(Number(m.size) / 4) * 4,
+    },
+  ],
+  [/^ipcns-var-\d+\.img$/, { type: "IPC_VAR", schema: ipc_var_entrySchema }],
+  [
+    /^ipcns-sem-\d+\.img$/,
+    {
+      type: "IPCNS_SEM",
+      schema: ipc_sem_entrySchema,
+      payload: (m) => Math.ceil(Number(m.nsems) * 2 / 8) * 8,
     },
   ],
   [/^timens-\d+\.img$/, { type: "TIMENS", schema: timens_entrySchema }],

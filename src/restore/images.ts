@@ -6,6 +6,7 @@
  * @module
  */
 import { exists } from "../util/exists.ts";
+import type { IpcNamespace } from "../dump/ipc_ns.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { entryFlags, entryPages, PE_PARENT, PE_PRESENT } from "../pagemap/pagemap.ts";
 import { join } from "node:path";
@@ -43,8 +44,12 @@ import {
 import {
   type inventory_entry,
   inventory_entrySchema,
+  ipc_msg_entrySchema,
+  ipc_msgSchema,
+  ipc_sem_entrySchema,
   type ipc_shm_entry,
   ipc_shm_entrySchema,
+  ipc_var_entrySchema,
   type pstree_entry,
   pstree_entrySchema,
   seccomp_entrySchema,
@@ -135,6 +140,8 @@ export interface DumpImages {
    * one, with the images' ids in it (virtual ids; criu sees others).
    */
   pidNs: boolean;
+  /** The tree's own IPC namespace (ipcns-var/shm/msg/sem-ID.img), when the root had one. */
+  ipcNs?: IpcNamespace;
   /**
    * The clocks the tree's time namespace starts from: the root's own namespace's
    * (timens-ID.img), else criu's at the dump (timens-0.img); undefined without either.
@@ -424,9 +431,11 @@ export function readDump(dir: string): DumpImages {
       memfds.set(e.message.inodeId, e.message);
     }
   }
+  const ownIpc = ownNamespaceId(inventory, tasks[0], "ipc");
   const sysvShm = new Map<number, { entry: ipc_shm_entry; data: Uint8Array }>();
   for (const e of Deno.readDirSync(dir)) {
-    if (!/^ipcns-shm-\d+\.img$/.test(e.name)) continue;
+    // Segments of the tree's own IPC namespace are made in it (ipcNs), not here.
+    if (!/^ipcns-shm-\d+\.img$/.test(e.name) || e.name === `ipcns-shm-${ownIpc}.img`) continue;
     for (
       const x of readImage(p(e.name), "IPCNS_SHM", ipc_shm_entrySchema, {
         payloadSize: (m) => Math.ceil(Number(m.size) / 4) * 4,
@@ -458,6 +467,7 @@ export function readDump(dir: string): DumpImages {
     seccompFilters: readSeccomp(p("seccomp.img"), tasks),
     uts: readUts(dir, inventory, tasks[0]),
     pidNs: ownNamespaceId(inventory, tasks[0], "pid") !== undefined,
+    ipcNs: ownIpc === undefined ? undefined : readIpcNs(dir, ownIpc, shmem, tasks[0]),
     timens: readTimens(dir, inventory, tasks[0]),
   };
 }
@@ -489,7 +499,7 @@ function readTimens(
 function ownNamespaceId(
   inventory: inventory_entry,
   root: TaskImages,
-  kind: "uts" | "time" | "pid",
+  kind: "uts" | "time" | "pid" | "ipc",
 ): number | undefined {
   const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
   const dumper = inventory.rootIds;
@@ -498,6 +508,105 @@ function ownNamespaceId(
   }
   const id = root.ids[`${kind}NsId`];
   return id === dumper[`${kind}NsId`] ? undefined : id;
+}
+
+/** Zero-padded length: `n` rounded up to a multiple of `to`. */
+function padded(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}
+
+/**
+ * The images of the root's own IPC namespace `id`: ipcns-var-ID.img (required), and the
+ * segments (their bytes inline, or in pagemap-shmem-SHMID.img as criu 4.2 writes them), queues
+ * and semaphore sets there are.
+ */
+function readIpcNs(
+  dir: string,
+  id: number,
+  shmem: DumpImages["shmem"],
+  root: TaskImages,
+): IpcNamespace {
+  const p = (name: string) => join(dir, name);
+  const varPath = p(`ipcns-var-${id}.img`);
+  if (!exists(varPath)) {
+    throw new ImageError(
+      `Image ${varPath} is missing: task ${root.pstree.pid} had an IPC namespace of its own`,
+    );
+  }
+  const vars = one(varPath, readImage(varPath, "IPC_VAR", ipc_var_entrySchema));
+  const shm: IpcNamespace["shm"] = [];
+  const shmPath = p(`ipcns-shm-${id}.img`);
+  if (exists(shmPath)) {
+    for (
+      const x of readImage(shmPath, "IPCNS_SHM", ipc_shm_entrySchema, {
+        payloadSize: (m) => m.inPagemaps ? 0 : padded(Number(m.size), 4),
+      })
+    ) {
+      const size = Number(x.message.size);
+      let data = (x.payload ?? new Uint8Array()).subarray(0, size);
+      if (x.message.inPagemaps) {
+        data = new Uint8Array(size);
+        const pages = shmem.get(BigInt(x.message.desc!.id));
+        if (pages) {
+          const f = Deno.openSync(pages.pagesPath);
+          try {
+            for (const r of pages.runs) {
+              const chunk = new Uint8Array(r.bytes);
+              f.seekSync(r.fileOffset, Deno.SeekMode.Start);
+              let got = 0;
+              while (got < chunk.length) {
+                const n = f.readSync(chunk.subarray(got));
+                if (n === null) break;
+                got += n;
+              }
+              data.set(
+                chunk.subarray(0, Math.max(0, Math.min(r.bytes, size - Number(r.offset)))),
+                Number(r.offset),
+              );
+            }
+          } finally {
+            f.close();
+          }
+        }
+      }
+      shm.push({ entry: x.message, data });
+    }
+  }
+  const msg: IpcNamespace["msg"] = [];
+  const msgPath = p(`ipcns-msg-${id}.img`);
+  if (exists(msgPath)) {
+    const bytes = readImageBytes(msgPath);
+    let off = checkHeader(msgPath, bytes, "IPCNS_MSG");
+    while (off < bytes.length) {
+      const q = readHeadEntry(msgPath, bytes, off, ipc_msg_entrySchema);
+      off = q.next;
+      const messages: IpcNamespace["msg"][number]["messages"] = [];
+      for (let i = 0; i < q.message.qnum; i++) {
+        const m = readHeadEntry(msgPath, bytes, off, ipc_msgSchema);
+        const end = m.next + padded(m.message.msize, 8);
+        if (end > bytes.length) throw new ImageError(`Image ${msgPath} is truncated at ${m.next}`);
+        messages.push({
+          mtype: m.message.mtype,
+          text: bytes.slice(m.next, m.next + m.message.msize),
+        });
+        off = end;
+      }
+      msg.push({ entry: q.message, messages });
+    }
+  }
+  const sem: IpcNamespace["sem"] = [];
+  const semPath = p(`ipcns-sem-${id}.img`);
+  if (exists(semPath)) {
+    for (
+      const x of readImage(semPath, "IPCNS_SEM", ipc_sem_entrySchema, {
+        payloadSize: (m) => padded(m.nsems * 2, 8),
+      })
+    ) {
+      const raw = x.payload!.slice(0, x.message.nsems * 2);
+      sem.push({ entry: x.message, values: new Uint16Array(raw.buffer, 0, x.message.nsems) });
+    }
+  }
+  return { vars, shm, msg, sem };
 }
 
 /** utsns-ID.img of the root's UTS namespace, when it is not the dumper's (else undefined). */

@@ -110,7 +110,8 @@ export function installFiles(
     service.push({ key, fd: table.mappedFile(id, flags) });
   }
   for (const v of task.mm.vmas) {
-    if (!(v.status & VMA.ANON_SHARED) || !shmemHere.has(v.shmid)) continue;
+    if (!(v.status & VMA.ANON_SHARED) || v.status & VMA.AREA_SYSVIPC) continue;
+    if (!shmemHere.has(v.shmid)) continue;
     if (service.some((s) => s.key === `shm:${v.shmid}`)) continue;
     service.push({ key: `shm:${v.shmid}`, fd: shmemHere.get(v.shmid)! });
   }

@@ -87,6 +87,7 @@ import { installFiles, restoreLateFiles } from "./install.ts";
 import { PidTakenError, spawnTask } from "./helper.ts";
 import { RealPids } from "../tree/pid_ns.ts";
 import { setUtsNames } from "./uts.ts";
+import { removeMarkedSegments, restoreIpcNamespace } from "./ipc_ns.ts";
 import { CgroupMover } from "./cgroups.ts";
 import { exists } from "../util/exists.ts";
 
@@ -207,7 +208,7 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
   const treeRoot = dump.tasks[0];
   for (const kind of NS_KINDS) {
     const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
-    if ((kind === "uts" || kind === "time" || kind === "pid") && isFieldSet(task.ids, field)) {
+    if (["uts", "time", "pid", "ipc"].includes(kind) && isFieldSet(task.ids, field)) {
       if (task.ids[`${kind}NsId`] !== treeRoot.ids[`${kind}NsId`]) {
         throw new RestoreError(
           `Cannot restore task ${pid}: it was in another ${kind} namespace than task ` +
@@ -386,7 +387,8 @@ async function restoreTree(
   const made = await spawnTask(
     pid,
     opts.detach ?? false,
-    (dump.uts ? NS_CLONE_FLAGS.uts : 0) | (dump.pidNs ? NS_CLONE_FLAGS.pid : 0),
+    (dump.uts ? NS_CLONE_FLAGS.uts : 0) | (dump.pidNs ? NS_CLONE_FLAGS.pid : 0) |
+      (dump.ipcNs ? NS_CLONE_FLAGS.ipc : 0),
     clocks,
   );
   // The tasks' real ids, as they are made (the images' own without a PID namespace).
@@ -418,6 +420,8 @@ async function restoreTree(
     procs.push({ task: rootTask, seized: rootSeized, threads: [] });
     // The tree's own UTS namespace gets its names before any task is made in it.
     if (dump.uts) inTask(rootSeized, (rs) => setUtsNames(rs, dump.uts!));
+    // Its own IPC namespace gets its objects before any task's memory may attach them.
+    if (dump.ipcNs) inTask(rootSeized, (rs) => restoreIpcNamespace(rs, dump.ipcNs!));
     await checkpoint("fork");
 
     let pages = 0, compared = 0, kept = 0, forkMs = tForked - t0;
@@ -489,6 +493,7 @@ async function restoreTree(
     await checkpoint("state");
     await opts.actions?.("post-restore", made.pid);
     markSysvRemoved([...dump.sysvShm.values()].map((x) => x.entry));
+    if (dump.ipcNs) inTask(procs[0].seized, (rs) => removeMarkedSegments(rs, dump.ipcNs!));
 
     if (opts.pidfile) {
       Deno.writeTextFileSync(opts.pidfile, `${made.pid}`, { createNew: true, mode: 0o600 });
@@ -586,11 +591,17 @@ function makeShmem(dump: DumpImages, task: TaskImages, shmem: Map<bigint, number
   let pages = 0;
   if (task.zombie) return 0;
   for (const v of task.mm.vmas) {
-    if (!(v.status & VMA.ANON_SHARED) || shmem.has(v.shmid)) continue;
+    // A System V attach (criu marks it shared anonymous memory too) is its segment's.
+    if (!(v.status & VMA.ANON_SHARED) || v.status & VMA.AREA_SYSVIPC || shmem.has(v.shmid)) {
+      continue;
+    }
     let size = 0n;
     for (const t of dump.tasks) {
       for (const w of t.zombie ? [] : t.mm.vmas) {
-        if (w.status & VMA.ANON_SHARED && w.shmid === v.shmid && w.pgoff + w.end - w.start > size) {
+        if (
+          w.status & VMA.ANON_SHARED && !(w.status & VMA.AREA_SYSVIPC) && w.shmid === v.shmid &&
+          w.pgoff + w.end - w.start > size
+        ) {
           size = w.pgoff + w.end - w.start;
         }
       }

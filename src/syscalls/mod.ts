@@ -13,3 +13,4 @@ export { remoteAdd, type RemotePtr, remotePtr } from "./remote_ptr.ts";
 export { NR } from "./syscall_numbers.ts";
 export { cpuid, type XstateComponent, xstateLayout } from "./cpuid.ts";
 export * from "./tty.ts";
+export * from "./ipc.ts";

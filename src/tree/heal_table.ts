@@ -72,6 +72,13 @@ export class HealTable {
     return [...got];
   }
 
+  /** Records descriptor `fd`, made (or about to be made) by criu. */
+  noteFd(fd: number): void {
+    const { index, at } = this.fdSlots(1);
+    this.#fds[index] = fd;
+    writeRemote(this.#pid, at, new Uint8Array(new Int32Array([fd]).buffer));
+  }
+
   /** Forgets descriptor `fd` (before criu closes it). */
   forgetFd(fd: number): void {
     const i = this.#fds.indexOf(fd);

@@ -32,6 +32,7 @@
  * @module
  */
 import {
+  cString,
   NR,
   O,
   PTRACE_EVENT_STOP,
@@ -48,11 +49,13 @@ import {
   remoteAdd,
   type RemotePtr,
   remotePtr,
+  SHM,
   tryWaitPid,
   waitPid,
+  writeRemote,
 } from "../syscalls/mod.ts";
 import type { ProcMap } from "./proc.ts";
-import { NoSuchTaskError } from "./proc.ts";
+import { listFds, NoSuchTaskError } from "./proc.ts";
 import type { SeizedTask } from "./seize.ts";
 import { waitForInterruptStop } from "./seize.ts";
 import { findGadgets } from "./gadgets.ts";
@@ -210,6 +213,32 @@ export class RemoteSyscalls implements Disposable {
     return [pair[0], pair[1]];
   }
 
+  /**
+   * Opens `path` in the task (O_CLOEXEC added; the path resolves in its namespaces, and files
+   * whose contents depend on the opener, as IPC sysctls do, answer for it). The descriptor is
+   * in the heal table from before it exists: open takes the lowest free number, which the
+   * frozen task's table shows (corrected should open take another). The path is written at
+   * `room` when given, else in fresh scratch memory.
+   */
+  openFile(path: string, flags: number, room?: RemotePtr): number {
+    const name = cString(path);
+    const at = room ?? this.scratch(name.length);
+    writeRemote(this.task.pid, at, name);
+    const used = new Set(listFds(this.task.pid));
+    let guess = 0;
+    while (used.has(guess)) guess++;
+    this.#table?.noteFd(guess);
+    const ret = this.call(NR.open, at, flags | O.CLOEXEC, 0);
+    if (ret < 0n || Number(ret) !== guess) this.#table?.forgetFd(guess);
+    if (ret < 0n) {
+      throw new InfectError(
+        `Remote open of ${path} in task ${this.task.pid} failed with errno ${-ret}`,
+      );
+    }
+    if (Number(ret) !== guess) this.#table?.noteFd(Number(ret));
+    return Number(ret);
+  }
+
   /** Closes descriptor `fd` that criu made in the task. */
   closeFd(fd: number): void {
     this.#table?.forgetFd(fd);
@@ -231,6 +260,38 @@ export class RemoteSyscalls implements Disposable {
         return p;
       }
     }
+    return this.#map(size, exec, at);
+  }
+
+  /**
+   * System V segment `id` (`size` bytes) attached in the task (read-only unless `writable`),
+   * over a fresh scratch mapping: heal, or the scope's close, detaches it with the mapping.
+   */
+  attachShm(id: number, size: number, writable = false): RemotePtr {
+    const room = this.#map(Math.ceil(size / 4096) * 4096, false);
+    this.check(NR.shmat, `shmat(${id})`, id, room, (writable ? 0 : SHM.RDONLY) | SHM.REMAP);
+    return room;
+  }
+
+  /**
+   * Unmaps scratch memory `addr` (of {@link scratch} or {@link attachShm}) before the scope
+   * ends; memory carved from the arena stays until then.
+   */
+  unmapScratch(addr: RemotePtr): void {
+    const i = this.#scratch.findIndex((s) => s.addr === addr);
+    const arena = this.#arena;
+    if (i < 0 && arena && addr >= arena.at && addr < remoteAdd(arena.at, arena.size)) {
+      return; // carved from the arena: it goes with the scope
+    }
+    if (i < 0) throw new InfectError(`No scratch mapping at 0x${addr.toString(16)}`);
+    const [s] = this.#scratch.splice(i, 1);
+    // Unmapped first: should criu die in between, heal unmaps a hole, harmlessly.
+    this.check(NR.munmap, "munmap", s.addr, s.size);
+    this.#table?.forgetMap(s.addr);
+  }
+
+  /** A fresh private anonymous mapping, recorded in the heal table and the scope. */
+  #map(size: number, exec: boolean, at?: RemotePtr): RemotePtr {
     // Recorded before it exists: should criu die during the mmap, heal still removes it.
     const where = at ?? (this.#table && this.#place ? remotePtr(this.#place(size)) : undefined);
     if (where !== undefined) this.#table?.noteMap(where, BigInt(size));
