@@ -104,7 +104,7 @@ const KINDS: Kind[] = [
   { victim: "seccomp", args: ["{out}"], pass: /PASS seccomp/ },
   { victim: "utsns", args: ["{out}"], pass: /PASS utsns/ },
   { victim: "timens", args: ["{out}"], pass: /PASS timens/ },
-  { victim: "pidns", args: ["{out}"], pass: /PASS pidns/, pidNs: true },
+  { victim: "pidns", args: ["{out}", "plain"], pass: /PASS pidns/, pidNs: true },
   { victim: "ipcns", args: ["{out}", "plain"], pass: /PASS ipcns/ },
   { victim: "guards", args: ["{out}", "{dir}"], pass: /PASS guards/ },
   // CRIU 4.2 restores raw sockets neither bound nor connected.
