@@ -106,6 +106,7 @@ const KINDS: Kind[] = [
   { victim: "timens", args: ["{out}"], pass: /PASS timens/ },
   { victim: "pidns", args: ["{out}", "plain"], pass: /PASS pidns/, pidNs: true },
   { victim: "ipcns", args: ["{out}", "plain"], pass: /PASS ipcns/ },
+  { victim: "netns", args: ["{out}"], pass: /PASS netns/ },
   { victim: "guards", args: ["{out}", "{dir}"], pass: /PASS guards/ },
   // CRIU 4.2 restores raw sockets neither bound nor connected.
   { victim: "rawsk", args: ["{out}", "plain"], pass: /PASS rawsk/ },

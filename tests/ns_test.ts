@@ -264,3 +264,44 @@ Deno.test("an IPC namespace of its own comes back with its sysctls, segments, qu
   await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS ipcns/);
   assertEquals(hostIpc(), before);
 });
+
+/** criu's own network namespace, as the tools print it. */
+function hostNet(): string {
+  const run = (cmd: string, args: string[]) =>
+    new TextDecoder().decode(new Deno.Command(cmd, { args, stdout: "piped" }).outputSync().stdout);
+  return run("ip", ["-o", "addr"]) + run("ip", ["route"]) + run("nft", ["list", "tables"]) +
+    Deno.readTextFileSync("/proc/sys/net/ipv4/ip_forward");
+}
+
+Deno.test("a network namespace of its own comes back with its loopback, addresses, routes, rules, firewall and sysctls, the host's untouched", async () => {
+  const before = hostNet();
+  const bin = await buildVictim("netns");
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS netns/);
+  assertEquals(hostNet(), before);
+});
+
+Deno.test("a network namespace with what is not carried yet is refused by name: a socket, a device other than the loopback (veth), a sysctl criu does not carry", async () => {
+  const cases: [string, RegExp][] = [
+    [
+      "exec python3 -c 'import socket, time; s = socket.socket(); print(\"ready\", flush=True); time.sleep(60)'",
+      /a socket in a network namespace of its own is not supported yet/,
+    ],
+    [
+      "ip link add v0 type veth peer name v1 && echo ready && exec sleep 60",
+      /device v[01] \(ether\) is not supported yet/,
+    ],
+    [
+      "echo 600 > /proc/sys/net/ipv4/tcp_keepalive_time && echo ready && exec sleep 60",
+      /sysctl net\.ipv4\.tcp_keepalive_time is "600" .*not carried/,
+    ],
+  ];
+  for (const [script, re] of cases) {
+    const v = startVictim(["setsid", "unshare", "-n", "sh", "-c", `exec > {out}; ${script}`]);
+    try {
+      await waitReport(v);
+      await dumpRefused(v.pid, re);
+    } finally {
+      await stopVictim(v);
+    }
+  }
+});

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file misc.proto.
  */
 export const file_misc: GenFile = /*@__PURE__*/
-  fileDesc("CgptaXNjLnByb3RvIpgCCg9pbnZlbnRvcnlfZW50cnkSEwoLaW1nX3ZlcnNpb24YASACKA0SFQoNZmRpbmZvX3Blcl9pZBgCIAEoCBImCghyb290X2lkcxgDIAEoCzIULnRhc2tfa29ial9pZHNfZW50cnkSEQoJbnNfcGVyX2lkGAQgASgIEhMKC3Jvb3RfY2dfc2V0GAUgASgNEhkKB2xzbXR5cGUYBiABKA4yCC5sc210eXBlEhMKC2R1bXBfdXB0aW1lGAggASgEEhUKDXByZV9kdW1wX21vZGUYCSABKA0SEQoJdGNwX2Nsb3NlGAogASgIEhsKE25ldHdvcmtfbG9ja19tZXRob2QYCyABKA0SEgoJZGVub19jcml1GOgHIAEoCSJVCgxwc3RyZWVfZW50cnkSCwoDcGlkGAEgAigNEgwKBHBwaWQYAiACKA0SDAoEcGdpZBgDIAIoDRILCgNzaWQYBCACKA0SDwoHdGhyZWFkcxgFIAMoDSLgAgoQZHVtcF9zdGF0c19lbnRyeRIVCg1mcmVlemluZ190aW1lGAEgAigNEhMKC2Zyb3plbl90aW1lGAIgAigNEhQKDG1lbWR1bXBfdGltZRgDIAIoDRIVCg1tZW13cml0ZV90aW1lGAQgAigNEhUKDXBhZ2VzX3NjYW5uZWQYBSACKAQSHAoUcGFnZXNfc2tpcHBlZF9wYXJlbnQYBiACKAQSFQoNcGFnZXNfd3JpdHRlbhgHIAIoBBIVCg1pcm1hcF9yZXNvbHZlGAggASgNEhIKCnBhZ2VzX2xhenkYCSACKAQSEgoKcGFnZV9waXBlcxgKIAEoBBIWCg5wYWdlX3BpcGVfYnVmcxgLIAEoBBIXCg9zaHBhZ2VzX3NjYW5uZWQYDCABKAQSHgoWc2hwYWdlc19za2lwcGVkX3BhcmVudBgNIAEoBBIXCg9zaHBhZ2VzX3dyaXR0ZW4YDiABKAQijAEKE3Jlc3RvcmVfc3RhdHNfZW50cnkSFgoOcGFnZXNfY29tcGFyZWQYASACKAQSGQoRcGFnZXNfc2tpcHBlZF9jb3cYAiACKAQSFAoMZm9ya2luZ190aW1lGAMgAigNEhQKDHJlc3RvcmVfdGltZRgEIAIoDRIWCg5wYWdlc19yZXN0b3JlZBgFIAEoBCJVCgtzdGF0c19lbnRyeRIfCgRkdW1wGAEgASgLMhEuZHVtcF9zdGF0c19lbnRyeRIlCgdyZXN0b3JlGAIgASgLMhQucmVzdG9yZV9zdGF0c19lbnRyeSIrCgh0aW1lc3BlYxIOCgZ0dl9zZWMYASACKAQSDwoHdHZfbnNlYxgCIAIoBCJJCgx0aW1lbnNfZW50cnkSHAoJbW9ub3RvbmljGAEgAigLMgkudGltZXNwZWMSGwoIYm9vdHRpbWUYAiACKAsyCS50aW1lc3BlYyI9Cg5zZWNjb21wX2ZpbHRlchIOCgZmaWx0ZXIYASACKAwSDAoEcHJldhgCIAEoDRINCgVmbGFncxgDIAEoDSI5Cg1zZWNjb21wX2VudHJ5EigKD3NlY2NvbXBfZmlsdGVycxgBIAMoCzIPLnNlY2NvbXBfZmlsdGVyIm0KDmlwY19kZXNjX2VudHJ5EgsKA2tleRgBIAIoDRILCgN1aWQYAiACKA0SCwoDZ2lkGAMgAigNEgwKBGN1aWQYBCACKA0SDAoEY2dpZBgFIAIoDRIMCgRtb2RlGAYgAigNEgoKAmlkGAcgAigNImcKDWlwY19zaG1fZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5EgwKBHNpemUYAiACKAQSEwoLaW5fcGFnZW1hcHMYAyABKAgSFAoMaHVnZXRsYl9mbGFnGAQgASgNIv0CCg1pcGNfdmFyX2VudHJ5EhAKCHNlbV9jdGxzGAEgAygNEhIKCm1zZ19jdGxtYXgYAiACKA0SEgoKbXNnX2N0bG1uYhgDIAIoDRISCgptc2dfY3RsbW5pGAQgAigNEhMKC2F1dG9fbXNnbW5pGAUgAigNEhIKCnNobV9jdGxtYXgYBiACKAQSEgoKc2htX2N0bGFsbBgHIAIoBBISCgpzaG1fY3RsbW5pGAggAigNEhcKD3NobV9ybWlkX2ZvcmNlZBgJIAIoDRIVCg1tcV9xdWV1ZXNfbWF4GAogAigNEhIKCm1xX21zZ19tYXgYCyACKA0SFgoObXFfbXNnc2l6ZV9tYXgYDCACKA0SFgoObXFfbXNnX2RlZmF1bHQYDSABKA0SGgoSbXFfbXNnc2l6ZV9kZWZhdWx0GA4gASgNEhMKC21zZ19uZXh0X2lkGA8gASgNEhMKC3NlbV9uZXh0X2lkGBAgASgNEhMKC3NobV9uZXh0X2lkGBEgASgNIkwKDWlwY19tc2dfZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5Eg4KBnFieXRlcxgCIAIoDRIMCgRxbnVtGAMgAigNIicKB2lwY19tc2cSDQoFbXR5cGUYASACKAQSDQoFbXNpemUYAiACKA0iPQoNaXBjX3NlbV9lbnRyeRIdCgRkZXNjGAEgAigLMg8uaXBjX2Rlc2NfZW50cnkSDQoFbnNlbXMYAiACKA0iMwoLdXRzbnNfZW50cnkSEAoIbm9kZW5hbWUYASACKAkSEgoKZG9tYWlubmFtZRgCIAIoCSI2CgxjZ3JvdXBfcGVybXMSDAoEbW9kZRgBIAIoDRILCgN1aWQYAiACKA0SCwoDZ2lkGAMgAigNIk4KEWNncm91cF9wcm9wX2VudHJ5EgwKBG5hbWUYASACKAkSDQoFdmFsdWUYAiACKAkSHAoFcGVybXMYAyABKAsyDS5jZ3JvdXBfcGVybXMikwEKEGNncm91cF9kaXJfZW50cnkSEAoIZGlyX25hbWUYASACKAkSIwoIY2hpbGRyZW4YAiADKAsyES5jZ3JvdXBfZGlyX2VudHJ5EiYKCnByb3BlcnRpZXMYAyADKAsyEi5jZ3JvdXBfcHJvcF9lbnRyeRIgCglkaXJfcGVybXMYBCABKAsyDS5jZ3JvdXBfcGVybXMiWwoTY2dfY29udHJvbGxlcl9lbnRyeRIOCgZjbmFtZXMYASADKAkSHwoEZGlycxgCIAMoCzIRLmNncm91cF9kaXJfZW50cnkSEwoLaXNfdGhyZWFkZWQYAyABKAgiQgoPY2dfbWVtYmVyX2VudHJ5EgwKBG5hbWUYASACKAkSDAoEcGF0aBgCIAIoCRITCgtjZ25zX3ByZWZpeBgDIAEoDSI6CgxjZ19zZXRfZW50cnkSCgoCaWQYASACKA0SHgoEY3RscxgCIAMoCzIQLmNnX21lbWJlcl9lbnRyeSJWCgxjZ3JvdXBfZW50cnkSGwoEc2V0cxgBIAMoCzINLmNnX3NldF9lbnRyeRIpCgtjb250cm9sbGVycxgCIAMoCzIULmNnX2NvbnRyb2xsZXJfZW50cnkqMAoHbHNtdHlwZRIKCgZOT19MU00QABILCgdTRUxJTlVYEAESDAoIQVBQQVJNT1IQAg", [file_core]);
+  fileDesc("CgptaXNjLnByb3RvIpgCCg9pbnZlbnRvcnlfZW50cnkSEwoLaW1nX3ZlcnNpb24YASACKA0SFQoNZmRpbmZvX3Blcl9pZBgCIAEoCBImCghyb290X2lkcxgDIAEoCzIULnRhc2tfa29ial9pZHNfZW50cnkSEQoJbnNfcGVyX2lkGAQgASgIEhMKC3Jvb3RfY2dfc2V0GAUgASgNEhkKB2xzbXR5cGUYBiABKA4yCC5sc210eXBlEhMKC2R1bXBfdXB0aW1lGAggASgEEhUKDXByZV9kdW1wX21vZGUYCSABKA0SEQoJdGNwX2Nsb3NlGAogASgIEhsKE25ldHdvcmtfbG9ja19tZXRob2QYCyABKA0SEgoJZGVub19jcml1GOgHIAEoCSJVCgxwc3RyZWVfZW50cnkSCwoDcGlkGAEgAigNEgwKBHBwaWQYAiACKA0SDAoEcGdpZBgDIAIoDRILCgNzaWQYBCACKA0SDwoHdGhyZWFkcxgFIAMoDSLgAgoQZHVtcF9zdGF0c19lbnRyeRIVCg1mcmVlemluZ190aW1lGAEgAigNEhMKC2Zyb3plbl90aW1lGAIgAigNEhQKDG1lbWR1bXBfdGltZRgDIAIoDRIVCg1tZW13cml0ZV90aW1lGAQgAigNEhUKDXBhZ2VzX3NjYW5uZWQYBSACKAQSHAoUcGFnZXNfc2tpcHBlZF9wYXJlbnQYBiACKAQSFQoNcGFnZXNfd3JpdHRlbhgHIAIoBBIVCg1pcm1hcF9yZXNvbHZlGAggASgNEhIKCnBhZ2VzX2xhenkYCSACKAQSEgoKcGFnZV9waXBlcxgKIAEoBBIWCg5wYWdlX3BpcGVfYnVmcxgLIAEoBBIXCg9zaHBhZ2VzX3NjYW5uZWQYDCABKAQSHgoWc2hwYWdlc19za2lwcGVkX3BhcmVudBgNIAEoBBIXCg9zaHBhZ2VzX3dyaXR0ZW4YDiABKAQijAEKE3Jlc3RvcmVfc3RhdHNfZW50cnkSFgoOcGFnZXNfY29tcGFyZWQYASACKAQSGQoRcGFnZXNfc2tpcHBlZF9jb3cYAiACKAQSFAoMZm9ya2luZ190aW1lGAMgAigNEhQKDHJlc3RvcmVfdGltZRgEIAIoDRIWCg5wYWdlc19yZXN0b3JlZBgFIAEoBCJVCgtzdGF0c19lbnRyeRIfCgRkdW1wGAEgASgLMhEuZHVtcF9zdGF0c19lbnRyeRIlCgdyZXN0b3JlGAIgASgLMhQucmVzdG9yZV9zdGF0c19lbnRyeSIrCgh0aW1lc3BlYxIOCgZ0dl9zZWMYASACKAQSDwoHdHZfbnNlYxgCIAIoBCJJCgx0aW1lbnNfZW50cnkSHAoJbW9ub3RvbmljGAEgAigLMgkudGltZXNwZWMSGwoIYm9vdHRpbWUYAiACKAsyCS50aW1lc3BlYyI9Cg5zZWNjb21wX2ZpbHRlchIOCgZmaWx0ZXIYASACKAwSDAoEcHJldhgCIAEoDRINCgVmbGFncxgDIAEoDSI5Cg1zZWNjb21wX2VudHJ5EigKD3NlY2NvbXBfZmlsdGVycxgBIAMoCzIPLnNlY2NvbXBfZmlsdGVyIm0KDmlwY19kZXNjX2VudHJ5EgsKA2tleRgBIAIoDRILCgN1aWQYAiACKA0SCwoDZ2lkGAMgAigNEgwKBGN1aWQYBCACKA0SDAoEY2dpZBgFIAIoDRIMCgRtb2RlGAYgAigNEgoKAmlkGAcgAigNImcKDWlwY19zaG1fZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5EgwKBHNpemUYAiACKAQSEwoLaW5fcGFnZW1hcHMYAyABKAgSFAoMaHVnZXRsYl9mbGFnGAQgASgNIv0CCg1pcGNfdmFyX2VudHJ5EhAKCHNlbV9jdGxzGAEgAygNEhIKCm1zZ19jdGxtYXgYAiACKA0SEgoKbXNnX2N0bG1uYhgDIAIoDRISCgptc2dfY3RsbW5pGAQgAigNEhMKC2F1dG9fbXNnbW5pGAUgAigNEhIKCnNobV9jdGxtYXgYBiACKAQSEgoKc2htX2N0bGFsbBgHIAIoBBISCgpzaG1fY3RsbW5pGAggAigNEhcKD3NobV9ybWlkX2ZvcmNlZBgJIAIoDRIVCg1tcV9xdWV1ZXNfbWF4GAogAigNEhIKCm1xX21zZ19tYXgYCyACKA0SFgoObXFfbXNnc2l6ZV9tYXgYDCACKA0SFgoObXFfbXNnX2RlZmF1bHQYDSABKA0SGgoSbXFfbXNnc2l6ZV9kZWZhdWx0GA4gASgNEhMKC21zZ19uZXh0X2lkGA8gASgNEhMKC3NlbV9uZXh0X2lkGBAgASgNEhMKC3NobV9uZXh0X2lkGBEgASgNIkwKDWlwY19tc2dfZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5Eg4KBnFieXRlcxgCIAIoDRIMCgRxbnVtGAMgAigNIicKB2lwY19tc2cSDQoFbXR5cGUYASACKAQSDQoFbXNpemUYAiACKA0iPQoNaXBjX3NlbV9lbnRyeRIdCgRkZXNjGAEgAigLMg8uaXBjX2Rlc2NfZW50cnkSDQoFbnNlbXMYAiACKA0iRgoMc3lzY3RsX2VudHJ5EhoKBHR5cGUYASACKA4yDC5zeXNjdGxfdHlwZRIMCgRpYXJnGAIgASgFEgwKBHNhcmcYAyABKAki+QEKEG5ldF9kZXZpY2VfZW50cnkSFgoEdHlwZRgBIAIoDjIILm5kX3R5cGUSDwoHaWZpbmRleBgCIAIoDRILCgNtdHUYAyACKA0SDQoFZmxhZ3MYBCACKA0SDAoEbmFtZRgFIAIoCRIPCgdhZGRyZXNzGAcgASgMEgwKBGNvbmYYCCADKAUSHAoFY29uZjQYCSADKAsyDS5zeXNjdGxfZW50cnkSHAoFY29uZjYYCiADKAsyDS5zeXNjdGxfZW50cnkSFAoMcGVlcl9pZmluZGV4GAwgASgNEhEKCXBlZXJfbnNpZBgNIAEoDRIOCgZtYXN0ZXIYDiABKA0iNwoIbmV0bnNfaWQSFAoMdGFyZ2V0X25zX2lkGAEgAigNEhUKDW5ldG5zaWRfdmFsdWUYAiACKAUiqgIKC25ldG5zX2VudHJ5EhAKCGRlZl9jb25mGAEgAygFEhAKCGFsbF9jb25mGAIgAygFEiAKCWRlZl9jb25mNBgDIAMoCzINLnN5c2N0bF9lbnRyeRIgCglhbGxfY29uZjQYBCADKAsyDS5zeXNjdGxfZW50cnkSIAoJZGVmX2NvbmY2GAUgAygLMg0uc3lzY3RsX2VudHJ5EiAKCWFsbF9jb25mNhgGIAMoCzINLnN5c2N0bF9lbnRyeRIYCgVuc2lkcxgHIAMoCzIJLm5ldG5zX2lkEg8KB2V4dF9rZXkYCCABKAkSIAoJdW5peF9jb25mGAkgAygLMg0uc3lzY3RsX2VudHJ5EiIKC2lwdjRfc3lzY3RsGAogAygLMg0uc3lzY3RsX2VudHJ5IjMKC3V0c25zX2VudHJ5EhAKCG5vZGVuYW1lGAEgAigJEhIKCmRvbWFpbm5hbWUYAiACKAkiNgoMY2dyb3VwX3Blcm1zEgwKBG1vZGUYASACKA0SCwoDdWlkGAIgAigNEgsKA2dpZBgDIAIoDSJOChFjZ3JvdXBfcHJvcF9lbnRyeRIMCgRuYW1lGAEgAigJEg0KBXZhbHVlGAIgAigJEhwKBXBlcm1zGAMgASgLMg0uY2dyb3VwX3Blcm1zIpMBChBjZ3JvdXBfZGlyX2VudHJ5EhAKCGRpcl9uYW1lGAEgAigJEiMKCGNoaWxkcmVuGAIgAygLMhEuY2dyb3VwX2Rpcl9lbnRyeRImCgpwcm9wZXJ0aWVzGAMgAygLMhIuY2dyb3VwX3Byb3BfZW50cnkSIAoJZGlyX3Blcm1zGAQgASgLMg0uY2dyb3VwX3Blcm1zIlsKE2NnX2NvbnRyb2xsZXJfZW50cnkSDgoGY25hbWVzGAEgAygJEh8KBGRpcnMYAiADKAsyES5jZ3JvdXBfZGlyX2VudHJ5EhMKC2lzX3RocmVhZGVkGAMgASgIIkIKD2NnX21lbWJlcl9lbnRyeRIMCgRuYW1lGAEgAigJEgwKBHBhdGgYAiACKAkSEwoLY2duc19wcmVmaXgYAyABKA0iOgoMY2dfc2V0X2VudHJ5EgoKAmlkGAEgAigNEh4KBGN0bHMYAiADKAsyEC5jZ19tZW1iZXJfZW50cnkiVgoMY2dyb3VwX2VudHJ5EhsKBHNldHMYASADKAsyDS5jZ19zZXRfZW50cnkSKQoLY29udHJvbGxlcnMYAiADKAsyFC5jZ19jb250cm9sbGVyX2VudHJ5KjAKB2xzbXR5cGUSCgoGTk9fTFNNEAASCwoHU0VMSU5VWBABEgwKCEFQUEFSTU9SEAIqJgoLc3lzY3RsX3R5cGUSCwoHQ1RMX1NUUhAFEgoKBkNUTF8zMhAGKmQKB25kX3R5cGUSDAoITE9PUEJBQ0sQARIICgRWRVRIEAISBwoDVFVOEAMSCwoHRVhUTElOSxAEEgkKBVZFTkVUEAUSCgoGQlJJREdFEAYSCwoHTUFDVkxBThAHEgcKA1NJVBAI", [file_core]);
 
 /**
  * @generated from message inventory_entry
@@ -617,6 +617,198 @@ export const ipc_sem_entrySchema: GenMessage<ipc_sem_entry> = /*@__PURE__*/
   messageDesc(file_misc, 14);
 
 /**
+ * @generated from message sysctl_entry
+ */
+export type sysctl_entry = Message<"sysctl_entry"> & {
+  /**
+   * @generated from field: required sysctl_type type = 1;
+   */
+  type: sysctl_type;
+
+  /**
+   * @generated from field: optional int32 iarg = 2;
+   */
+  iarg: number;
+
+  /**
+   * @generated from field: optional string sarg = 3;
+   */
+  sarg: string;
+};
+
+/**
+ * Describes the message sysctl_entry.
+ * Use `create(sysctl_entrySchema)` to create a new message.
+ */
+export const sysctl_entrySchema: GenMessage<sysctl_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 15);
+
+/**
+ * @generated from message net_device_entry
+ */
+export type net_device_entry = Message<"net_device_entry"> & {
+  /**
+   * @generated from field: required nd_type type = 1;
+   */
+  type: nd_type;
+
+  /**
+   * @generated from field: required uint32 ifindex = 2;
+   */
+  ifindex: number;
+
+  /**
+   * @generated from field: required uint32 mtu = 3;
+   */
+  mtu: number;
+
+  /**
+   * @generated from field: required uint32 flags = 4;
+   */
+  flags: number;
+
+  /**
+   * @generated from field: required string name = 5;
+   */
+  name: string;
+
+  /**
+   * 6: tun_link_entry tun (not written)
+   *
+   * @generated from field: optional bytes address = 7;
+   */
+  address: Uint8Array;
+
+  /**
+   * @generated from field: repeated int32 conf = 8;
+   */
+  conf: number[];
+
+  /**
+   * @generated from field: repeated sysctl_entry conf4 = 9;
+   */
+  conf4: sysctl_entry[];
+
+  /**
+   * @generated from field: repeated sysctl_entry conf6 = 10;
+   */
+  conf6: sysctl_entry[];
+
+  /**
+   * 11: macvlan_link_entry macvlan (not written)
+   *
+   * @generated from field: optional uint32 peer_ifindex = 12;
+   */
+  peerIfindex: number;
+
+  /**
+   * @generated from field: optional uint32 peer_nsid = 13;
+   */
+  peerNsid: number;
+
+  /**
+   * 15: sit_entry sit (not written)
+   *
+   * @generated from field: optional uint32 master = 14;
+   */
+  master: number;
+};
+
+/**
+ * Describes the message net_device_entry.
+ * Use `create(net_device_entrySchema)` to create a new message.
+ */
+export const net_device_entrySchema: GenMessage<net_device_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 16);
+
+/**
+ * @generated from message netns_id
+ */
+export type netns_id = Message<"netns_id"> & {
+  /**
+   * @generated from field: required uint32 target_ns_id = 1;
+   */
+  targetNsId: number;
+
+  /**
+   * @generated from field: required int32 netnsid_value = 2;
+   */
+  netnsidValue: number;
+};
+
+/**
+ * Describes the message netns_id.
+ * Use `create(netns_idSchema)` to create a new message.
+ */
+export const netns_idSchema: GenMessage<netns_id> = /*@__PURE__*/
+  messageDesc(file_misc, 17);
+
+/**
+ * A network namespace's own sysctls (netns-ID.img): ipv4 and ipv6 conf/all and conf/default
+ * (in criu's order of names), net.unix, net.ipv4.ping_group_range.
+ *
+ * @generated from message netns_entry
+ */
+export type netns_entry = Message<"netns_entry"> & {
+  /**
+   * @generated from field: repeated int32 def_conf = 1;
+   */
+  defConf: number[];
+
+  /**
+   * @generated from field: repeated int32 all_conf = 2;
+   */
+  allConf: number[];
+
+  /**
+   * @generated from field: repeated sysctl_entry def_conf4 = 3;
+   */
+  defConf4: sysctl_entry[];
+
+  /**
+   * @generated from field: repeated sysctl_entry all_conf4 = 4;
+   */
+  allConf4: sysctl_entry[];
+
+  /**
+   * @generated from field: repeated sysctl_entry def_conf6 = 5;
+   */
+  defConf6: sysctl_entry[];
+
+  /**
+   * @generated from field: repeated sysctl_entry all_conf6 = 6;
+   */
+  allConf6: sysctl_entry[];
+
+  /**
+   * @generated from field: repeated netns_id nsids = 7;
+   */
+  nsids: netns_id[];
+
+  /**
+   * @generated from field: optional string ext_key = 8;
+   */
+  extKey: string;
+
+  /**
+   * @generated from field: repeated sysctl_entry unix_conf = 9;
+   */
+  unixConf: sysctl_entry[];
+
+  /**
+   * @generated from field: repeated sysctl_entry ipv4_sysctl = 10;
+   */
+  ipv4Sysctl: sysctl_entry[];
+};
+
+/**
+ * Describes the message netns_entry.
+ * Use `create(netns_entrySchema)` to create a new message.
+ */
+export const netns_entrySchema: GenMessage<netns_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 18);
+
+/**
  * The host and domain names of a UTS namespace (utsns-ID.img, ID its ns id in ids-PID.img).
  *
  * @generated from message utsns_entry
@@ -638,7 +830,7 @@ export type utsns_entry = Message<"utsns_entry"> & {
  * Use `create(utsns_entrySchema)` to create a new message.
  */
 export const utsns_entrySchema: GenMessage<utsns_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 15);
+  messageDesc(file_misc, 19);
 
 /**
  * cgroup.img: the cgroups the tree's tasks were in (sets, by id: thread_core's cg_set), and the
@@ -668,7 +860,7 @@ export type cgroup_perms = Message<"cgroup_perms"> & {
  * Use `create(cgroup_permsSchema)` to create a new message.
  */
 export const cgroup_permsSchema: GenMessage<cgroup_perms> = /*@__PURE__*/
-  messageDesc(file_misc, 16);
+  messageDesc(file_misc, 20);
 
 /**
  * @generated from message cgroup_prop_entry
@@ -695,7 +887,7 @@ export type cgroup_prop_entry = Message<"cgroup_prop_entry"> & {
  * Use `create(cgroup_prop_entrySchema)` to create a new message.
  */
 export const cgroup_prop_entrySchema: GenMessage<cgroup_prop_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 17);
+  messageDesc(file_misc, 21);
 
 /**
  * @generated from message cgroup_dir_entry
@@ -727,7 +919,7 @@ export type cgroup_dir_entry = Message<"cgroup_dir_entry"> & {
  * Use `create(cgroup_dir_entrySchema)` to create a new message.
  */
 export const cgroup_dir_entrySchema: GenMessage<cgroup_dir_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 18);
+  messageDesc(file_misc, 22);
 
 /**
  * @generated from message cg_controller_entry
@@ -754,7 +946,7 @@ export type cg_controller_entry = Message<"cg_controller_entry"> & {
  * Use `create(cg_controller_entrySchema)` to create a new message.
  */
 export const cg_controller_entrySchema: GenMessage<cg_controller_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 19);
+  messageDesc(file_misc, 23);
 
 /**
  * One hierarchy's cgroup of a set: its controllers ("" for cgroup2, "name=X" for a named one).
@@ -783,7 +975,7 @@ export type cg_member_entry = Message<"cg_member_entry"> & {
  * Use `create(cg_member_entrySchema)` to create a new message.
  */
 export const cg_member_entrySchema: GenMessage<cg_member_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 20);
+  messageDesc(file_misc, 24);
 
 /**
  * @generated from message cg_set_entry
@@ -805,7 +997,7 @@ export type cg_set_entry = Message<"cg_set_entry"> & {
  * Use `create(cg_set_entrySchema)` to create a new message.
  */
 export const cg_set_entrySchema: GenMessage<cg_set_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 21);
+  messageDesc(file_misc, 25);
 
 /**
  * @generated from message cgroup_entry
@@ -827,7 +1019,7 @@ export type cgroup_entry = Message<"cgroup_entry"> & {
  * Use `create(cgroup_entrySchema)` to create a new message.
  */
 export const cgroup_entrySchema: GenMessage<cgroup_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 22);
+  messageDesc(file_misc, 26);
 
 /**
  * @generated from enum lsmtype
@@ -854,4 +1046,80 @@ export enum lsmtype {
  */
 export const lsmtypeSchema: GenEnum<lsmtype> = /*@__PURE__*/
   enumDesc(file_misc, 0);
+
+/**
+ * A sysctl's value (network namespaces' images): a number or a string.
+ *
+ * @generated from enum sysctl_type
+ */
+export enum sysctl_type {
+  /**
+   * @generated from enum value: CTL_STR = 5;
+   */
+  CTL_STR = 5,
+
+  /**
+   * @generated from enum value: CTL_32 = 6;
+   */
+  CTL_32 = 6,
+}
+
+/**
+ * Describes the enum sysctl_type.
+ */
+export const sysctl_typeSchema: GenEnum<sysctl_type> = /*@__PURE__*/
+  enumDesc(file_misc, 1);
+
+/**
+ * A network device of a namespace (netdev-ID.img). Only the loopback is made again so far.
+ *
+ * @generated from enum nd_type
+ */
+export enum nd_type {
+  /**
+   * @generated from enum value: LOOPBACK = 1;
+   */
+  LOOPBACK = 1,
+
+  /**
+   * @generated from enum value: VETH = 2;
+   */
+  VETH = 2,
+
+  /**
+   * @generated from enum value: TUN = 3;
+   */
+  TUN = 3,
+
+  /**
+   * @generated from enum value: EXTLINK = 4;
+   */
+  EXTLINK = 4,
+
+  /**
+   * @generated from enum value: VENET = 5;
+   */
+  VENET = 5,
+
+  /**
+   * @generated from enum value: BRIDGE = 6;
+   */
+  BRIDGE = 6,
+
+  /**
+   * @generated from enum value: MACVLAN = 7;
+   */
+  MACVLAN = 7,
+
+  /**
+   * @generated from enum value: SIT = 8;
+   */
+  SIT = 8,
+}
+
+/**
+ * Describes the enum nd_type.
+ */
+export const nd_typeSchema: GenEnum<nd_type> = /*@__PURE__*/
+  enumDesc(file_misc, 2);
 

@@ -144,6 +144,8 @@ export class DumpContext {
   nsfsDev?: number;
   /** The mount ids of criu's mount namespace, read on first need. */
   ownMounts?: Set<number>;
+  /** Whether the root has a network namespace of its own (its sockets are not supported yet). */
+  ownNet = false;
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
   /** The listener each client waiting in a listener's queue is queued at (made once). */
@@ -290,7 +292,7 @@ export class DumpContext {
   readonly linkRemapIds = new Map<string, number>();
 
   /** Opens an image for writing; {@link DumpContext.close} writes it. */
-  image(file: string, type: MagicName): ImageWriter {
+  image(file: string, type: MagicName | "RAW"): ImageWriter {
     const w = new ImageWriter(this.opts.imagesDir, file, type);
     this.#pending.push(w);
     this.written.push(file);

@@ -57,6 +57,8 @@ import { dumpSysvShm, writeSysvShm } from "./sysv.ts";
 import { collectTask, collectThread, type TaskState } from "./task.ts";
 import { readUtsNames, type UtsNames, writeUtsNs } from "./uts.ts";
 import { type IpcNamespace, readIpcNamespace, writeIpcNs } from "./ipc_ns.ts";
+import { NetnsError, readNetns } from "../net/netns.ts";
+import { writeNetns } from "./netns.ts";
 
 export type { DumpOptions, DumpStats };
 
@@ -167,7 +169,7 @@ function checkTree(tree: FrozenTree, pids: VirtualPids): void {
       // Restored into criu's namespaces, a task elsewhere would come back changed. The root's
       // own UTS and time namespaces are made again (with the whole tree in them).
       if (
-        p.pid === root && !["uts", "time", "pid", "ipc"].includes(kind) &&
+        p.pid === root && !["uts", "time", "pid", "ipc", "net"].includes(kind) &&
         ownNamespace(root, kind)
       ) {
         throw new UnsupportedError(
@@ -291,6 +293,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
 /** Collects the frozen tree and writes every image, synced. Kills nothing. */
 async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   ctx.pids = VirtualPids.of(tree.root);
+  ctx.ownNet = ownNamespace(tree.root, "net");
   checkTree(tree, ctx.pids);
   for (const tid of tree.tasks.keys()) ctx.treeTids.add(tid);
   for (const p of tree.processes) {
@@ -527,6 +530,17 @@ async function dumpProcess(
     writeUtsNs(ctx, ctx.nsIds(pid).utsNsId, state.uts!);
   }
   if (ownIpc) writeIpcNs(ctx, ctx.nsIds(pid).ipcNsId, state.ipc!);
+  // The tree's own network namespace: its devices, sysctls, addresses, routes and rules.
+  if (pid === tree.root && ctx.ownNet) {
+    let ns;
+    try {
+      ns = await readNetns(pid);
+    } catch (e) {
+      if (e instanceof NetnsError) throw new UnsupportedError(e.message);
+      throw e;
+    }
+    writeNetns(ctx, ctx.nsIds(pid).netNsId, ns);
+  }
   const parent = tree.processes.find((p) => p.children.includes(pid));
   const parentIds = parent && ctx.ids.get(parent.pid);
   const shared = (type: number) => parentIds !== undefined && kcmp(parent!.pid, pid, type) === 0;

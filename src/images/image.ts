@@ -35,8 +35,9 @@ export const IMAGE_MODE = 0o600;
 
 const SERVICE_IMAGES = new Set<MagicName>(["STATS", "IRMAP_CACHE", "KDAT"]);
 
-/** The header words of an image of type `name`. */
-export function headerOf(name: MagicName): number[] {
+/** The header words of an image of type `name` (none for RAW: a tool's own output, as criu keeps it). */
+export function headerOf(name: MagicName | "RAW"): number[] {
+  if (name === "RAW") return [];
   if (name === "INVENTORY") return [MAGIC.INVENTORY];
   return [SERVICE_IMAGES.has(name) ? MAGIC.IMG_SERVICE : MAGIC.IMG_COMMON, MAGIC[name]];
 }
@@ -59,7 +60,7 @@ export class ImageWriter {
   #size = 0;
   #closed = false;
 
-  constructor(dir: string, file: string, type: MagicName) {
+  constructor(dir: string, file: string, type: MagicName | "RAW") {
     this.path = join(dir, file);
     const header = new Uint8Array(headerOf(type).length * 4);
     const view = new DataView(header.buffer);

@@ -7,6 +7,7 @@
  */
 import { exists } from "../util/exists.ts";
 import type { IpcNamespace } from "../dump/ipc_ns.ts";
+import { NETNS_RAW_IMAGES, type NetnsState } from "../net/netns.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { entryFlags, entryPages, PE_PARENT, PE_PRESENT } from "../pagemap/pagemap.ts";
 import { join } from "node:path";
@@ -50,6 +51,8 @@ import {
   type ipc_shm_entry,
   ipc_shm_entrySchema,
   ipc_var_entrySchema,
+  net_device_entrySchema,
+  netns_entrySchema,
   type pstree_entry,
   pstree_entrySchema,
   seccomp_entrySchema,
@@ -142,6 +145,8 @@ export interface DumpImages {
   pidNs: boolean;
   /** The tree's own IPC namespace (ipcns-var/shm/msg/sem-ID.img), when the root had one. */
   ipcNs?: IpcNamespace;
+  /** The tree's own network namespace (netdev-ID.img, netns-ID.img, ...), when it had one. */
+  netns?: NetnsState;
   /**
    * The clocks the tree's time namespace starts from: the root's own namespace's
    * (timens-ID.img), else criu's at the dump (timens-0.img); undefined without either.
@@ -468,6 +473,7 @@ export function readDump(dir: string): DumpImages {
     uts: readUts(dir, inventory, tasks[0]),
     pidNs: ownNamespaceId(inventory, tasks[0], "pid") !== undefined,
     ipcNs: ownIpc === undefined ? undefined : readIpcNs(dir, ownIpc, shmem, tasks[0]),
+    netns: readNetnsImages(dir, ownNamespaceId(inventory, tasks[0], "net"), tasks[0]),
     timens: readTimens(dir, inventory, tasks[0]),
   };
 }
@@ -499,7 +505,7 @@ function readTimens(
 function ownNamespaceId(
   inventory: inventory_entry,
   root: TaskImages,
-  kind: "uts" | "time" | "pid" | "ipc",
+  kind: "uts" | "time" | "pid" | "ipc" | "net",
 ): number | undefined {
   const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
   const dumper = inventory.rootIds;
@@ -607,6 +613,32 @@ function readIpcNs(
     }
   }
   return { vars, shm, msg, sem };
+}
+
+/** The images of the root's own network namespace `id`, if it had one. */
+function readNetnsImages(
+  dir: string,
+  id: number | undefined,
+  root: TaskImages,
+): NetnsState | undefined {
+  if (id === undefined) return undefined;
+  const p = (name: string) => join(dir, `${name}-${id}.img`);
+  for (const name of ["netdev", "netns"]) {
+    if (!exists(p(name))) {
+      throw new ImageError(
+        `Image ${p(name)} is missing: task ${root.pstree.pid} had a network namespace of its own`,
+      );
+    }
+  }
+  const saved = new Map<string, Uint8Array>();
+  for (const name of NETNS_RAW_IMAGES) {
+    if (exists(p(name))) saved.set(name, readImageBytes(p(name)));
+  }
+  return {
+    devices: readImage(p("netdev"), "NETDEV", net_device_entrySchema).map((e) => e.message),
+    netns: one(p("netns"), readImage(p("netns"), "NETNS", netns_entrySchema)),
+    saved,
+  };
 }
 
 /** utsns-ID.img of the root's UTS namespace, when it is not the dumper's (else undefined). */

@@ -8,9 +8,8 @@
  * @module
  */
 import { Errno, NR, O, readRemote, remoteAdd, remotePtr, writeRemote } from "../syscalls/mod.ts";
-import { close, tryOpen } from "../syscalls/mod.ts";
+import { close, F, fcntl, tryOpen, withTaskFd } from "../syscalls/mod.ts";
 import {
-  abstractAddr,
   AF_UNIX,
   MSG_CMSG_CLOEXEC,
   parseRights,
@@ -19,7 +18,6 @@ import {
   sendFds,
   SOCK_CLOEXEC,
   SOCK_DGRAM,
-  unixDgramSocket,
 } from "../syscalls/socket.ts";
 import { VMA } from "../pagemap/vma.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
@@ -243,17 +241,24 @@ function transfer(
   sys: (nr: number, name: string, ...args: (bigint | number)[]) => number,
 ): number[] {
   const pid = rs.task.pid;
-  const name = `\0deno-criu-${Deno.pid}-${pid}`;
+  // A socket pair made in the task, one end taken here: it needs no name, which a task in
+  // another network namespace could not share with criu.
   arena.reset();
-  const { addr, len } = abstractAddr(name);
-  const sock = sys(NR.socket, "socket(AF_UNIX)", AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const pairAt = arena.put(new Uint8Array(8));
+  sys(NR.socketpair, "socketpair(AF_UNIX)", AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, pairAt);
+  const pair = new Int32Array(2);
+  readRemote(pid, pairAt, new Uint8Array(pair.buffer));
+  const sock = pair[0];
   const out: number[] = [];
-  const sender = unixDgramSocket();
+  let sender = -1, peer = pair[1];
   try {
-    sys(NR.bind, "bind", sock, arena.put(addr), len);
+    sender = withTaskFd(pid, peer, (copy) => fcntl(copy, F.DUPFD_CLOEXEC, 3));
+    sys(NR.close, "close", peer);
+    peer = -1;
     for (let i = 0; i < fds.length; i += SCM_MAX_FD) {
+      arena.reset();
       const batch = fds.slice(i, i + SCM_MAX_FD);
-      sendFds(sender, name, batch);
+      sendFds(sender, batch);
       const base = arena.reserve(0);
       const block = recvMsgBlock(base, batch.length);
       const at = arena.put(block.bytes);
@@ -268,12 +273,11 @@ function transfer(
         out.push(sys(NR.fcntl, "fcntl(F_DUPFD_CLOEXEC)", fd, F_DUPFD_CLOEXEC, high));
         sys(NR.close, "close", fd);
       }
-      arena.reset();
-      arena.put(addr);
     }
   } finally {
-    close(sender);
+    if (sender >= 0) close(sender);
     rs.call(NR.close, sock);
+    if (peer >= 0) rs.call(NR.close, peer);
   }
   return out;
 }

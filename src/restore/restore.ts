@@ -88,6 +88,7 @@ import { PidTakenError, spawnTask } from "./helper.ts";
 import { RealPids } from "../tree/pid_ns.ts";
 import { setUtsNames } from "./uts.ts";
 import { removeMarkedSegments, restoreIpcNamespace } from "./ipc_ns.ts";
+import { NetnsError, restoreNetns } from "../net/netns.ts";
 import { CgroupMover } from "./cgroups.ts";
 import { exists } from "../util/exists.ts";
 
@@ -191,6 +192,16 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
     );
   }
   if (task.zombie) return;
+  // Sockets would be made in criu's network namespace, not the tree's.
+  for (const f of dump.netns ? task.fds : []) {
+    const e = dump.files.get(f.id);
+    if (e?.isk || e?.usk || e?.nlsk || e?.psk) {
+      throw new RestoreError(
+        `Cannot restore fd ${f.fd} of task ${pid}: a socket in a network namespace of its ` +
+          `own is not supported yet`,
+      );
+    }
+  }
   const dead = dump.deadProcs.get(task.fs.cwdId);
   if (dead !== undefined && (dump.pidNs || pidInUse(dead))) {
     if (dump.pidNs) {
@@ -208,7 +219,7 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
   const treeRoot = dump.tasks[0];
   for (const kind of NS_KINDS) {
     const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
-    if (["uts", "time", "pid", "ipc"].includes(kind) && isFieldSet(task.ids, field)) {
+    if (["uts", "time", "pid", "ipc", "net"].includes(kind) && isFieldSet(task.ids, field)) {
       if (task.ids[`${kind}NsId`] !== treeRoot.ids[`${kind}NsId`]) {
         throw new RestoreError(
           `Cannot restore task ${pid}: it was in another ${kind} namespace than task ` +
@@ -388,7 +399,7 @@ async function restoreTree(
     pid,
     opts.detach ?? false,
     (dump.uts ? NS_CLONE_FLAGS.uts : 0) | (dump.pidNs ? NS_CLONE_FLAGS.pid : 0) |
-      (dump.ipcNs ? NS_CLONE_FLAGS.ipc : 0),
+      (dump.ipcNs ? NS_CLONE_FLAGS.ipc : 0) | (dump.netns ? NS_CLONE_FLAGS.net : 0),
     clocks,
   );
   // The tasks' real ids, as they are made (the images' own without a PID namespace).
@@ -422,6 +433,15 @@ async function restoreTree(
     if (dump.uts) inTask(rootSeized, (rs) => setUtsNames(rs, dump.uts!));
     // Its own IPC namespace gets its objects before any task's memory may attach them.
     if (dump.ipcNs) inTask(rootSeized, (rs) => restoreIpcNamespace(rs, dump.ipcNs!));
+    // Its own network namespace: devices, sysctls, addresses, routes, rules (by the tools).
+    if (dump.netns) {
+      try {
+        await restoreNetns(made.pid, dump.netns);
+      } catch (e) {
+        if (e instanceof NetnsError) throw new RestoreError(e.message);
+        throw e;
+      }
+    }
     await checkpoint("fork");
 
     let pages = 0, compared = 0, kept = 0, forkMs = tForked - t0;

@@ -70,25 +70,32 @@ export function unixDgramSocket(): number {
   return Number(unwrap(fd, "socket(AF_UNIX)"));
 }
 
-/** Sends `fds` (at most SCM_MAX_FD) with one byte of data to the abstract socket `name`. */
-export function sendFds(sock: number, name: string, fds: number[]): void {
+/**
+ * Sends `fds` (at most SCM_MAX_FD) with one byte of data on connected socket `sock`, or to the
+ * abstract socket `name` when given.
+ */
+export function sendFds(sock: number, fds: number[], name?: string): void {
   if (fds.length > SCM_MAX_FD) {
     throw new Error(`Too many descriptors in one message: ${fds.length}`);
   }
-  const { addr, len } = abstractAddr(name);
   const data = new Uint8Array([0x2a]);
   const iov = new BigUint64Array([addressOf(data), 1n]);
   const control = rightsControl(fds);
   const msg = new Uint8Array(MSGHDR_SIZE);
   const mv = new DataView(msg.buffer);
-  mv.setBigUint64(0, addressOf(addr), true);
-  mv.setUint32(8, len, true);
+  if (name !== undefined) {
+    const { addr, len } = abstractAddr(name);
+    mv.setBigUint64(0, addressOf(addr), true);
+    mv.setUint32(8, len, true);
+  }
   mv.setBigUint64(16, addressOf(new Uint8Array(iov.buffer)), true);
   mv.setBigUint64(24, 1n, true);
   mv.setBigUint64(32, addressOf(control), true);
   mv.setBigUint64(40, BigInt(control.length), true);
   const ret = sys(NR.sendmsg, BigInt(sock), addressOf(msg), 0n);
-  if (ret < 0n) throw new Errno("sendmsg(SCM_RIGHTS)", lastErrno(), `to ${name.slice(1)}`);
+  if (ret < 0n) {
+    throw new Errno("sendmsg(SCM_RIGHTS)", lastErrno(), name ? `to ${name.slice(1)}` : "");
+  }
 }
 
 /**
