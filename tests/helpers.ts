@@ -378,6 +378,7 @@ export async function checkAcrossRoundTrip(
   pass: RegExp,
   opts: {
     dump?: string[];
+    restore?: string[];
     signal?: Deno.Signal;
     timeoutMs?: number;
     /** Why the test is skipped when the victim reports SKIP (what the machine lacks). */
@@ -392,7 +393,7 @@ export async function checkAcrossRoundTrip(
       return;
     }
     pids = treePids(v.pid);
-    await roundTrip(v, { dump: opts.dump });
+    await roundTrip(v, { dump: opts.dump, restore: opts.restore });
     const report = await verdict(v, v.pid, opts.signal ?? "SIGTERM", opts.timeoutMs ?? 5000);
     assertMatch(report, pass);
   } finally {

@@ -41,6 +41,8 @@ function errors(log: string): string {
 
 interface Kind {
   victim: string;
+  /** The step's name, when one victim serves two steps. */
+  name?: string;
   /** Arguments after the binary ({out}, {dir}, {port} replaced). */
   args: string[];
   /** What the victim prints when it finds itself whole. */
@@ -107,6 +109,13 @@ const KINDS: Kind[] = [
   { victim: "pidns", args: ["{out}", "plain"], pass: /PASS pidns/, pidNs: true },
   { victim: "ipcns", args: ["{out}", "plain"], pass: /PASS ipcns/ },
   { victim: "netns", args: ["{out}"], pass: /PASS netns/ },
+  {
+    victim: "netns",
+    name: "netns sockets",
+    args: ["{out}", "sockets"],
+    pass: /PASS netns/,
+    opts: ["--tcp-established"],
+  },
   { victim: "guards", args: ["{out}", "{dir}"], pass: /PASS guards/ },
   // CRIU 4.2 restores raw sockets neither bound nor connected.
   { victim: "rawsk", args: ["{out}", "plain"], pass: /PASS rawsk/ },
@@ -184,7 +193,7 @@ for (const dir of directions) {
       return;
     }
     for (const k of KINDS) {
-      await t.step(k.victim, async () => {
+      await t.step(k.name ?? k.victim, async () => {
         const bin = await buildVictim(k.victim);
         // Only what CRIU itself takes round trip here is asked of it (or carried in its images).
         const cannot = await criuRoundTrip(bin, k);

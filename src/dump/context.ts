@@ -144,7 +144,7 @@ export class DumpContext {
   nsfsDev?: number;
   /** The mount ids of criu's mount namespace, read on first need. */
   ownMounts?: Set<number>;
-  /** Whether the root has a network namespace of its own (its sockets are not supported yet). */
+  /** Whether the root has a network namespace of its own (its sockets are made in it). */
   ownNet = false;
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
@@ -231,6 +231,8 @@ export class DumpContext {
         // Named by the root's id in the images, which is what the restore knows.
         this.pids.virt(this.opts.pid),
         this.log,
+        // Inside the tree's own network namespace, where its connections are.
+        this.ownNet ? this.opts.pid : undefined,
       );
       return { repair: this.tcp, skipInFlight: this.opts.skipInFlight };
     }

@@ -58,6 +58,7 @@ import { collectTask, collectThread, type TaskState } from "./task.ts";
 import { readUtsNames, type UtsNames, writeUtsNs } from "./uts.ts";
 import { type IpcNamespace, readIpcNamespace, writeIpcNs } from "./ipc_ns.ts";
 import { NetnsError, readNetns } from "../net/netns.ts";
+import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { writeNetns } from "./netns.ts";
 
 export type { DumpOptions, DumpStats };
@@ -294,6 +295,17 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
 async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   ctx.pids = VirtualPids.of(tree.root);
   ctx.ownNet = ownNamespace(tree.root, "net");
+  // The tree's own network namespace: its devices, sysctls, addresses, routes and rules, read
+  // before any connection in it is locked; its sockets are made in it from now on.
+  if (ctx.ownNet) {
+    try {
+      writeNetns(ctx, ctx.nsIds(tree.root).netNsId, await readNetns(tree.root));
+    } catch (e) {
+      if (e instanceof NetnsError) throw new UnsupportedError(e.message);
+      throw e;
+    }
+  }
+  using _netns = ctx.ownNet ? useNamespaceOf(tree.root) : undefined;
   checkTree(tree, ctx.pids);
   for (const tid of tree.tasks.keys()) ctx.treeTids.add(tid);
   for (const p of tree.processes) {
@@ -530,17 +542,6 @@ async function dumpProcess(
     writeUtsNs(ctx, ctx.nsIds(pid).utsNsId, state.uts!);
   }
   if (ownIpc) writeIpcNs(ctx, ctx.nsIds(pid).ipcNsId, state.ipc!);
-  // The tree's own network namespace: its devices, sysctls, addresses, routes and rules.
-  if (pid === tree.root && ctx.ownNet) {
-    let ns;
-    try {
-      ns = await readNetns(pid);
-    } catch (e) {
-      if (e instanceof NetnsError) throw new UnsupportedError(e.message);
-      throw e;
-    }
-    writeNetns(ctx, ctx.nsIds(pid).netNsId, ns);
-  }
   const parent = tree.processes.find((p) => p.children.includes(pid));
   const parentIds = parent && ctx.ids.get(parent.pid);
   const shared = (type: number) => parentIds !== undefined && kcmp(parent!.pid, pid, type) === 0;

@@ -114,11 +114,6 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
   const what = `fd ${fd} of task ${pid} (${target})`;
   if (target.startsWith("pipe:[")) return { type: "pipe", ino: Number(target.slice(6, -1)) };
   if (target.startsWith("socket:[")) {
-    if (ctx.ownNet) {
-      throw new UnsupportedError(
-        `Cannot dump ${what}: a socket in a network namespace of its own is not supported yet`,
-      );
-    }
     const ino = Number(target.slice(8, -1));
     ctx.unixSockets ??= unixSockets();
     const info = ctx.unixSockets.get(ino);

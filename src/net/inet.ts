@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { netSocket } from "./ns_sockets.ts";
 import {
   AF_INET,
   AF_INET6,
@@ -30,7 +31,6 @@ import {
   SOCK_DGRAM,
   SOCK_RAW,
   SOCK_STREAM,
-  socket,
   sockName,
   SOL,
   TCP_OPT,
@@ -318,7 +318,7 @@ function readRawOptions(fd: number, family: number, what: string): RawOptions {
   if (family === AF_INET6) {
     // The kernel's own offset for the protocol (ICMPv6, mobility headers) is what a new
     // socket gets; another one cannot be carried.
-    const fresh = socket(AF_INET6, SOCK_RAW | SOCK_CLOEXEC, proto);
+    const fresh = netSocket(AF_INET6, SOCK_RAW | SOCK_CLOEXEC, proto);
     let usual: number;
     try {
       usual = int(fresh, IP_OPT.IPV6_CHECKSUM, SOL.IPV6);
@@ -406,7 +406,7 @@ export function isTcpConnection(s: InetSocketState): boolean {
 export function makeInetSocket(s: InetSocketState, what: string, sharedPort = false): number {
   const conn = isTcpConnection(s);
   if (conn && !s.stream) throw new InetSocketError(`Cannot restore ${what}: no stream image`);
-  const fd = socket(s.family, s.type | SOCK_CLOEXEC, s.proto);
+  const fd = netSocket(s.family, s.type | SOCK_CLOEXEC, s.proto);
   try {
     const o = s.opts;
     applyCommonOptions(fd, o, { lock: !conn });

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { netSocket } from "./ns_sockets.ts";
 import { close, withTaskFd } from "../syscalls/mod.ts";
 import {
   bindRaw,
@@ -14,7 +15,6 @@ import {
   setsockopt,
   SO,
   SOCK_CLOEXEC,
-  socket,
   sockName,
 } from "../syscalls/socket.ts";
 import { applyCommonOptions, type CommonSocketOptions, readCommonOptions } from "./sk_opts.ts";
@@ -106,7 +106,7 @@ export function collectNetlinkSocket(
 
 /** Makes a netlink socket like `s` (close-on-exec): options, bind to its port id, groups, connect. */
 export function makeNetlinkSocket(s: NetlinkSocketState, what: string): number {
-  const fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, s.protocol);
+  const fd = netSocket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, s.protocol);
   try {
     applyCommonOptions(fd, s.opts);
     if (s.portid) bindRaw(fd, nlAddr(s.portid, 0), what);

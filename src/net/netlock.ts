@@ -40,11 +40,21 @@ export class NetworkLockError extends Error {
   }
 }
 
-/** Runs `tool` to its end; a missing tool is a NetworkLockError naming it. */
-function runTool(tool: string, args: string[]): { ok: boolean; err: string } {
+/**
+ * Runs `tool` to its end, in the network namespace of task `netns` when given (nsenter); a
+ * missing tool is a NetworkLockError naming it.
+ */
+function runTool(tool: string, args: string[], netns?: number): { ok: boolean; err: string } {
+  const [cmd, argv] = netns === undefined
+    ? [tool, args]
+    : ["nsenter", ["-t", `${netns}`, "-n", "--", toolPath(tool), ...args]];
   try {
-    const out = new Deno.Command(tool, { args, stdin: "null", stdout: "null", stderr: "piped" })
-      .outputSync();
+    const out = new Deno.Command(cmd, {
+      args: argv,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).outputSync();
     return { ok: out.success, err: new TextDecoder().decode(out.stderr).trim() };
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
@@ -76,11 +86,18 @@ export class NetworkLock {
   readonly #log: Logger;
   #tableMade = false;
   readonly #locked: Connection[] = [];
+  /** A task in the network namespace the connections live in, when not criu's. */
+  readonly #netns?: number;
 
-  constructor(method: LockMethod, rootPid: number, log: Logger) {
+  /**
+   * The lock of the connections of the tree rooted at `rootPid`; in the network namespace of
+   * task `netns` when given (a tree's own), else criu's.
+   */
+  constructor(method: LockMethod, rootPid: number, log: Logger, netns?: number) {
     this.method = method;
     this.table = `CRIU-${rootPid}`;
     this.#log = log;
+    this.#netns = netns;
   }
 
   /** Connections locked by this object. */
@@ -129,7 +146,7 @@ export class NetworkLock {
       lines.push(`add element ${t} ${set} { ${src} . ${c.srcPort} . ${dst} . ${c.dstPort} }`);
     }
     // One run, one transaction: every connection is locked at once, or none is.
-    const r = runTool("nft", [lines.join("\n")]);
+    const r = runTool("nft", [lines.join("\n")], this.#netns);
     if (!r.ok) {
       throw new NetworkLockError(
         `Cannot lock the network for ${connectionText(conns[0])}${
@@ -173,7 +190,7 @@ export class NetworkLock {
       const file = Deno.makeTempFileSync({ prefix: "criu-netlock-" });
       try {
         Deno.writeTextFileSync(file, NetworkLock.#iptablesRules(op, mine));
-        const r = runTool(tool, ["-w", "--noflush", file]);
+        const r = runTool(tool, ["-w", "--noflush", file], this.#netns);
         if (!r.ok && op === "-I") {
           throw new NetworkLockError(
             `Cannot lock the network for ${connectionText(mine[0])}${
@@ -194,6 +211,14 @@ export class NetworkLock {
    * guard to run should criu die (dump/guard.ts). Tools are given by absolute path.
    */
   undoCommands(conns: readonly Connection[]): { argv: string[]; input?: string }[] {
+    const inNs = (argv: string[]) =>
+      this.#netns === undefined
+        ? argv
+        : [toolPath("nsenter"), "-t", `${this.#netns}`, "-n", "--", ...argv];
+    return this.#undoCommands(conns).map((c) => ({ ...c, argv: inNs(c.argv) }));
+  }
+
+  #undoCommands(conns: readonly Connection[]): { argv: string[]; input?: string }[] {
     if (this.method === "skip" || !conns.length) return [];
     if (this.method === "nftables") {
       if (this.#undoRecorded) return [];
@@ -216,7 +241,7 @@ export class NetworkLock {
     if (!conns.length && !this.#tableMade) return;
     try {
       if (this.method === "nftables") {
-        const r = runTool("nft", ["delete", "table", "inet", this.table]);
+        const r = runTool("nft", ["delete", "table", "inet", this.table], this.#netns);
         if (!r.ok && !/No such file/.test(r.err)) {
           this.#log.error(`Cannot remove the network lock table ${this.table}: ${r.err}`);
         } else if (r.ok) this.#log.info(`Network unlocked (table ${this.table} removed)`);

@@ -17,8 +17,9 @@
  *
  * @module
  */
+import { netSocket } from "./ns_sockets.ts";
 import { close, withSharedMapping, withTaskFd } from "../syscalls/mod.ts";
-import { bindRaw, getsockopt, setsockopt, SO, SOCK_CLOEXEC, socket } from "../syscalls/socket.ts";
+import { bindRaw, getsockopt, setsockopt, SO, SOCK_CLOEXEC } from "../syscalls/socket.ts";
 import { applyCommonOptions, type CommonSocketOptions, readCommonOptions } from "./sk_opts.ts";
 import { diagAttributes, sockDiagDump } from "./sock_diag.ts";
 
@@ -219,7 +220,7 @@ function ring3(words: number[]): Uint8Array {
 
 /** Makes a packet socket like `s` (close-on-exec). */
 export function makePacketSocket(s: PacketSocketState, what: string): number {
-  const fd = socket(AF_PACKET, s.type | SOCK_CLOEXEC, s.protocol);
+  const fd = netSocket(AF_PACKET, s.type | SOCK_CLOEXEC, s.protocol);
   try {
     const i32 = (v: number) => new Uint8Array(new Int32Array([v]).buffer);
     if (s.type === SOCK_PACKET) {

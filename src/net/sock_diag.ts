@@ -10,25 +10,16 @@
  *
  * @module
  */
-import { close, Errno, lastErrno, libc, NR, tryRead, writeAll } from "../syscalls/mod.ts";
+import { netSocket } from "./ns_sockets.ts";
+import { close, Errno, tryRead, writeAll } from "../syscalls/mod.ts";
 
 const AF_NETLINK = 16, NETLINK_SOCK_DIAG = 4, SOCK_DIAG_BY_FAMILY = 20;
 const NLM_F_REQUEST = 1, NLM_F_DUMP = 0x300, NLMSG_DONE = 3, NLMSG_ERROR = 2;
 
-function sys(nr: number, ...args: bigint[]): number {
-  const a = [...args, 0n, 0n, 0n, 0n, 0n, 0n].slice(0, 6);
-  return Number(libc.syscall(BigInt(nr), a[0], a[1], a[2], a[3], a[4], a[5]));
-}
-
 /** Sends dump request `body` and calls `onMessage` with each reply message (header stripped). */
 export function sockDiagDump(body: Uint8Array, onMessage: (m: Uint8Array) => void): void {
-  const fd = sys(
-    NR.socket,
-    BigInt(AF_NETLINK),
-    BigInt(2 /* DGRAM */ | 0o2000000),
-    BigInt(NETLINK_SOCK_DIAG),
-  );
-  if (fd < 0) throw new Errno("socket(NETLINK_SOCK_DIAG)", lastErrno());
+  // In the tree's network namespace: sock_diag answers for the socket's own.
+  const fd = netSocket(AF_NETLINK, 2 /* DGRAM */ | 0o2000000, NETLINK_SOCK_DIAG);
   try {
     const req = new Uint8Array(16 + body.length);
     const v = new DataView(req.buffer);

@@ -78,8 +78,9 @@ export class RepairedConnections {
   readonly #byIno = new Map<number, Held>();
   #pending: Pending[] = [];
 
-  constructor(method: LockMethod, rootPid: number, log: Logger) {
-    this.lock = new NetworkLock(method, rootPid, log);
+  /** `netns`: a task in the network namespace of the connections, when not criu's. */
+  constructor(method: LockMethod, rootPid: number, log: Logger, netns?: number) {
+    this.lock = new NetworkLock(method, rootPid, log, netns);
     this.#log = log;
   }
 

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { netSocket } from "./ns_sockets.ts";
 import { close } from "../syscalls/mod.ts";
 import {
   AF_INET,
@@ -22,7 +23,6 @@ import {
   SO,
   SOCK_CLOEXEC,
   SOCK_RAW,
-  socket,
 } from "../syscalls/socket.ts";
 import type { Connection } from "./addr.ts";
 
@@ -119,7 +119,7 @@ export function onTheWire(ends: Connection): Connection {
 export function sendFakeSegment(connection: Connection, s: Segment): void {
   const ends = onTheWire(connection);
   const packet = fakeSegment(ends, s);
-  const fd = socket(ends.family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO.RAW);
+  const fd = netSocket(ends.family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO.RAW);
   try {
     setsockopt(fd, SO.MARK, new Uint8Array(new Uint32Array([LOCK_BYPASS_MARK]).buffer));
     const to = inetSockaddr({ family: ends.family, port: 0, addr: ends.srcAddr });

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { netSocket, netSocketPair } from "./ns_sockets.ts";
 import {
   accept,
   bindUnix,
@@ -23,8 +24,6 @@ import {
   setsockopt,
   shutdown,
   SO,
-  socket,
-  socketpair,
   unixAddr,
 } from "../syscalls/socket.ts";
 import { close, withTaskFd } from "../syscalls/mod.ts";
@@ -255,7 +254,7 @@ function makeAll(
     fill(p, sfd);
   };
   const create = (s: UnixSocketImage) => {
-    const fd = socket(AF_UNIX, s.type | SOCK_CLOEXEC);
+    const fd = netSocket(AF_UNIX, s.type | SOCK_CLOEXEC);
     applyCommonOptions(fd, s.opts);
     return fd;
   };
@@ -386,7 +385,7 @@ function makeAll(
     if (!s.peer && s.state === TCP_STATE.ESTABLISHED && (s.type !== SOCK_DGRAM || !s.name.length)) {
       // Its peer was closed: a pair whose other end hands over the queue and goes. (A named
       // datagram socket stays unconnected: connected, it would hear its peer only.)
-      const [a, b] = socketpair(AF_UNIX, s.type | SOCK_CLOEXEC);
+      const [a, b] = netSocketPair(AF_UNIX, s.type | SOCK_CLOEXEC);
       applyCommonOptions(a, s.opts);
       if (s.name.length) bindNamed(a, s);
       fill(s, b);
@@ -400,7 +399,7 @@ function makeAll(
     if (!p) {
       throw new Error(`The peer socket:[${s.peer}] of socket:[${s.ino}] is not in the images`);
     }
-    const [a, b] = socketpair(AF_UNIX, s.type | SOCK_CLOEXEC);
+    const [a, b] = netSocketPair(AF_UNIX, s.type | SOCK_CLOEXEC);
     applyCommonOptions(a, s.opts);
     applyCommonOptions(b, p.opts);
     pairUp(s, a, p, b);
@@ -418,7 +417,7 @@ function makeAll(
     if (!s.name.length || s.peer || !s.queue.length || s.state === TCP_STATE.LISTEN) continue;
     if (s.external) continue;
     if (s.type !== SOCK_DGRAM) continue;
-    const tmp = socket(AF_UNIX, s.type | SOCK_CLOEXEC);
+    const tmp = netSocket(AF_UNIX, s.type | SOCK_CLOEXEC);
     try {
       for (const m of s.queue) {
         if (m.fds?.length) throw new Error(`Descriptors in flight to ${s.ino} by name`);

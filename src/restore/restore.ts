@@ -89,6 +89,7 @@ import { RealPids } from "../tree/pid_ns.ts";
 import { setUtsNames } from "./uts.ts";
 import { removeMarkedSegments, restoreIpcNamespace } from "./ipc_ns.ts";
 import { NetnsError, restoreNetns } from "../net/netns.ts";
+import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { CgroupMover } from "./cgroups.ts";
 import { exists } from "../util/exists.ts";
 
@@ -192,16 +193,6 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
     );
   }
   if (task.zombie) return;
-  // Sockets would be made in criu's network namespace, not the tree's.
-  for (const f of dump.netns ? task.fds : []) {
-    const e = dump.files.get(f.id);
-    if (e?.isk || e?.usk || e?.nlsk || e?.psk) {
-      throw new RestoreError(
-        `Cannot restore fd ${f.fd} of task ${pid}: a socket in a network namespace of its ` +
-          `own is not supported yet`,
-      );
-    }
-  }
   const dead = dump.deadProcs.get(task.fs.cwdId);
   if (dead !== undefined && (dump.pidNs || pidInUse(dead))) {
     if (dump.pidNs) {
@@ -334,8 +325,9 @@ export async function restore(
     close: (opts.tcpClose || dump.inventory.tcpClose) ?? false,
     conns: new RepairedConnections(lockMethod, dump.tasks[0].pstree.pid, log),
   };
-  // The dump locked these; whatever happens below, the lock goes.
-  for (const c of tcpConnections(dump)) tcp.conns.lock.adopt(c);
+  // The dump locked these; whatever happens below, the lock goes. A tree with a network
+  // namespace of its own comes back in a new one, which has no lock (the old went with it).
+  if (!dump.netns) { for (const c of tcpConnections(dump)) tcp.conns.lock.adopt(c); }
   try {
     return await restoreTree(dump, opts, log, tcp, t0);
   } catch (e) {
@@ -433,7 +425,8 @@ async function restoreTree(
     if (dump.uts) inTask(rootSeized, (rs) => setUtsNames(rs, dump.uts!));
     // Its own IPC namespace gets its objects before any task's memory may attach them.
     if (dump.ipcNs) inTask(rootSeized, (rs) => restoreIpcNamespace(rs, dump.ipcNs!));
-    // Its own network namespace: devices, sysctls, addresses, routes, rules (by the tools).
+    // Its own network namespace: devices, sysctls, addresses, routes, rules (by the tools);
+    // its sockets are made in it.
     if (dump.netns) {
       try {
         await restoreNetns(made.pid, dump.netns);
@@ -442,6 +435,7 @@ async function restoreTree(
         throw e;
       }
     }
+    using _netns = dump.netns ? useNamespaceOf(made.pid) : undefined;
     await checkpoint("fork");
 
     let pages = 0, compared = 0, kept = 0, forkMs = tForked - t0;

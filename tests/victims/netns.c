@@ -9,6 +9,13 @@
  * ipv4.ping_group_range). On SIGTERM the same shell prints the namespace's state again, the
  * task compares it with what it printed before, and checks that its namespace is not PID 1's.
  * Prints PASS or FAIL.
+ *
+ * argv[2] "sockets" adds sockets inside the namespace (dumped with --tcp-established): an
+ * established TCP connection over 10.77.0.1 with bytes in flight both ways, a UDP socket bound
+ * there, and a datagram socket bound to an abstract name (abstract names are per namespace).
+ * On SIGTERM it also checks that each socket belongs to its namespace (SIOCGSKNS), that the
+ * connection delivers the bytes sent before the dump and new ones, and that the abstract name
+ * still reaches its socket.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -17,7 +24,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,7 +41,7 @@ static const char SETUP[] =
 	"ip link set lo mtu 16000 && ip link set lo up && ip addr add 10.77.0.1/24 dev lo && "
 	"ip route add 10.78.0.0/16 dev lo && ip rule add from 10.77.0.0/24 lookup 100 && "
 	"nft add table inet victim && nft add chain inet victim input '{ type filter hook input "
-	"priority 0; }' && nft add rule inet victim input tcp dport 4242 counter && "
+	"priority 0; }' && nft add rule inet victim input tcp dport 4444 counter && "
 	"nft add table ip filter && "
 	"nft add chain ip filter INPUT '{ type filter hook input priority 0; }' && "
 	"nft add chain ip filter OUTPUT '{ type filter hook output priority 0; }' && "
@@ -59,9 +72,50 @@ static char *show(void)
 	return b;
 }
 
+/* Whether socket `fd` belongs to this task's network namespace. */
+static int ours(int fd)
+{
+	int ns = ioctl(fd, SIOCGSKNS);
+	struct stat a, b;
+	int ok = ns >= 0 && !fstat(ns, &a) && !stat("/proc/self/ns/net", &b) && a.st_ino == b.st_ino;
+	if (ns >= 0)
+		close(ns);
+	return ok;
+}
+
+static int readn(int fd, char *b, int n)
+{
+	int got = 0;
+	while (got < n) {
+		int r = read(fd, b + got, n - got);
+		if (r <= 0)
+			return -1;
+		got += r;
+	}
+	return got;
+}
+
+static const char *check_sockets(int srv, int cli, int udp, int dg)
+{
+	char b[64];
+	static struct sockaddr_un name = {.sun_family = AF_UNIX, .sun_path = "\0netns-victim"};
+	if (!ours(srv) || !ours(cli) || !ours(udp) || !ours(dg))
+		return "a socket's namespace";
+	if (readn(srv, b, 7) != 7 || memcmp(b, "to-srv!", 7) || readn(cli, b, 7) != 7 ||
+	    memcmp(b, "to-cli!", 7))
+		return "the bytes in flight";
+	if (write(cli, "again", 5) != 5 || readn(srv, b, 5) != 5 || memcmp(b, "again", 5))
+		return "the connection";
+	int s = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (sendto(s, "hi", 2, 0, (struct sockaddr *)&name, sizeof(sa_family_t) + 14) != 2 ||
+	    recv(dg, b, sizeof(b), MSG_DONTWAIT) != 2)
+		return "the abstract name";
+	close(s);
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
-	(void)argc;
 	int out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
 	struct stat host;
 	stat("/proc/1/ns/net", &host);
@@ -69,6 +123,31 @@ int main(int argc, char **argv)
 		return 2;
 	if (system(SETUP) != 0)
 		return 3;
+	int srv = -1, cli = -1, udp = -1, dg = -1;
+	if (argc > 2 && !strcmp(argv[2], "sockets")) {
+		struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(4242)};
+		inet_pton(AF_INET, "10.77.0.1", &a.sin_addr);
+		int l = socket(AF_INET, SOCK_STREAM, 0);
+		int one = 1;
+		setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 1))
+			return 4;
+		cli = socket(AF_INET, SOCK_STREAM, 0);
+		if (connect(cli, (struct sockaddr *)&a, sizeof(a)))
+			return 5;
+		srv = accept(l, NULL, NULL);
+		close(l);
+		write(cli, "to-srv!", 7);
+		write(srv, "to-cli!", 7);
+		udp = socket(AF_INET, SOCK_DGRAM, 0);
+		a.sin_port = htons(4243);
+		if (bind(udp, (struct sockaddr *)&a, sizeof(a)))
+			return 6;
+		struct sockaddr_un name = {.sun_family = AF_UNIX, .sun_path = "\0netns-victim"};
+		dg = socket(AF_UNIX, SOCK_DGRAM, 0);
+		if (bind(dg, (struct sockaddr *)&name, sizeof(sa_family_t) + 14))
+			return 7;
+	}
 	char *before = strdup(show());
 	signal(SIGTERM, on_term);
 	dprintf(out, "ready pid=%d\n", getpid());
@@ -83,7 +162,8 @@ int main(int argc, char **argv)
 	else if (strcmp(before, after)) {
 		dprintf(out, "before:\n%s\nafter:\n%s\n", before, after);
 		why = "the namespace's state";
-	}
+	} else if (srv >= 0)
+		why = check_sockets(srv, cli, udp, dg);
 	dprintf(out, why ? "FAIL netns: %s\n" : "PASS netns\n", why);
 	return 0;
 }
