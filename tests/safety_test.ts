@@ -230,13 +230,13 @@ Deno.test("a task that cannot stop (in vfork()) fails the dump after --timeout, 
 });
 
 Deno.test("namespaces of its own: refused at dump by name, and at restore from criu's images", async () => {
-  // A task in a network namespace of its own: restored in ours, it would come back changed.
-  const v = startVictim(["unshare", "--net", "sleep", "30"]);
+  // A task in a mount namespace of its own: restored in ours, it would come back changed.
+  const v = startVictim(["unshare", "--mount", "sleep", "30"]);
   try {
     await sleep(200);
     const run = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()]);
     assertEquals(run.code, 1);
-    assertMatch(run.stderr, /in another net namespace than criu; namespaces are not supported/);
+    assertMatch(run.stderr, /in another mnt namespace than criu; namespaces are not supported/);
     assertEquals(procState(v.pid), "S", "it goes on");
   } finally {
     await stopVictim(v);
@@ -254,11 +254,11 @@ Deno.test("namespaces of its own: refused at dump by name, and at restore from c
     const file = `ids-${c.pid}.img`;
     const [ids] = readImage(`${imgs}/${file}`, "IDS", task_kobj_ids_entrySchema);
     const w = new ImageWriter(imgs, file, "IDS");
-    w.entry(task_kobj_ids_entrySchema, { ...ids.message, netNsId: ids.message.netNsId + 100 });
+    w.entry(task_kobj_ids_entrySchema, { ...ids.message, mntNsId: ids.message.mntNsId + 100 });
     w.close();
     const r = await criu(["restore", "-d", "-D", imgs]);
     assertEquals(r.code, 1);
-    assertMatch(r.stderr, /task \d+: it was in a net namespace of its own/);
+    assertMatch(r.stderr, /task \d+: it was in a mnt namespace of its own/);
     assert(!procState(c.pid), "nothing made");
   } finally {
     await stopVictim(c);
