@@ -317,3 +317,111 @@ Deno.test("/proc files of the tree's own tasks name the restored tasks", async (
     timeoutMs: 3000,
   });
 });
+
+/** A cgroup directory with a freezer (v1 freezer hierarchy, or cgroup v2), made for a test. */
+function freezerCgroup(): string | undefined {
+  for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
+    const [left, right] = line.split(" - ");
+    if (!right) continue;
+    const [fstype, , opts] = right.split(" ");
+    const dir = left.split(" ")[4];
+    const v1 = fstype === "cgroup" && opts.split(",").includes("freezer");
+    const v2 = fstype === "cgroup2";
+    if (!v1 && !v2) continue;
+    const mine = `${dir}/deno-criu-freeze-${Deno.pid}`;
+    try {
+      Deno.mkdirSync(mine);
+    } catch {
+      continue;
+    }
+    if (v1 || Deno.statSync(`${mine}/cgroup.freeze`).isFile) return mine;
+    Deno.removeSync(mine);
+  }
+  return undefined;
+}
+
+Deno.test("--freeze-cgroup: a tree is frozen at once through its cgroup's freezer, then dumped and restored into it; one outside the cgroup is refused, left running", async () => {
+  const dir = freezerCgroup();
+  if (!dir) {
+    console.log("skipped: no cgroup freezer here");
+    return;
+  }
+  const bin = await buildVictim("tree");
+  const v = startVictim([
+    "sh",
+    "-c",
+    `echo $$ > ${dir}/cgroup.procs && exec setsid ${bin} {out} 3 2`,
+  ]);
+  const outside = startVictim(["setsid", "sleep", "30"]);
+  let pids: number[] = [];
+  try {
+    await waitReport(v);
+    pids = treePids(v.pid);
+    const thawed = () =>
+      ["freezer.state", "cgroup.freeze"].map((f) => {
+        try {
+          return Deno.readTextFileSync(`${dir}/${f}`).trim();
+        } catch {
+          return "";
+        }
+      }).join("");
+    // criu killed with the cgroup frozen: its guard thaws it, and the tree runs on.
+    const killed = await criu(
+      ["dump", "-t", `${v.pid}`, "-D", tmpDir(), "--freeze-cgroup", dir],
+      { CRIU_TEST_DIE_AT: "frozen" },
+    );
+    assert(killed.code !== 0, "criu died");
+    for (let i = 0; i < 50 && !["THAWED", "0"].includes(thawed()); i++) await sleep(20);
+    assert(["THAWED", "0"].includes(thawed()), `thawed by the guard: ${thawed()}`);
+    assertEquals(tracerPid(v.pid), 0);
+    const imgs = tmpDir();
+    const run = await criu([
+      "dump",
+      "-t",
+      `${v.pid}`,
+      "-D",
+      imgs,
+      "--freeze-cgroup",
+      dir,
+      "-o",
+      "dump.log",
+      "-v4",
+    ]);
+    assertEquals(run.code, 0, run.stderr);
+    assertMatch(Deno.readTextFileSync(`${imgs}/dump.log`), /frozen in [\d.]+ ms: \d+ tasks seized/);
+    assert(["THAWED", "0"].includes(thawed()), `the cgroup is thawed after: ${thawed()}`);
+    await v.child.status;
+    for (const pid of pids) assert(await waitGone(pid), `task ${pid} gone after dump`);
+    const rest = await criu(["restore", "-D", imgs, "-d"]);
+    assertEquals(rest.code, 0, rest.stderr);
+    const procs = Deno.readTextFileSync(`${dir}/cgroup.procs`).split("\n").filter(Boolean);
+    assert(procs.includes(`${v.pid}`), "back in its cgroup");
+    assertMatch(await verdict(v), /PASS tree/);
+
+    const refused = await criu([
+      "dump",
+      "-t",
+      `${outside.pid}`,
+      "-D",
+      tmpDir(),
+      "--freeze-cgroup",
+      dir,
+    ]);
+    assertEquals(refused.code, 1);
+    assertMatch(refused.stderr, new RegExp(`task ${outside.pid}: it is not in cgroup`));
+    assertEquals(tracerPid(outside.pid), 0);
+    assertMatch(procState(outside.pid) ?? "gone", /^[SR]$/);
+  } finally {
+    await stopVictim(v);
+    killAll(...pids, outside.pid);
+    await stopVictim(outside);
+    for (let i = 0; i < 50; i++) {
+      try {
+        Deno.removeSync(dir);
+        break;
+      } catch {
+        await sleep(100);
+      }
+    }
+  }
+});

@@ -93,6 +93,7 @@ async function runDump(o: CriuOpts): Promise<number> {
       shellJob: o.shellJob,
       fileLocks: o.fileLocks,
       timeoutSeconds: o.timeout,
+      freezeCgroup: o.freezeCgroup,
       displayStats: o.displayStats,
       ghostLimit: o.ghostLimit,
       linkRemap: o.linkRemap,

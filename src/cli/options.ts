@@ -57,6 +57,8 @@ export interface CriuOpts {
   linkRemap: boolean;
   /** --manage-cgroups: its mode as given ("" for none given); only "ignore" is honoured. */
   manageCgroups?: string;
+  /** --freeze-cgroup: the cgroup whose freezer freezes the tree at dump. */
+  freezeCgroup?: string;
   evasiveDevices: boolean;
   forceIrmap: boolean;
   irmapScanPaths: string[];
@@ -271,7 +273,7 @@ const TABLE: OptionSpec[] = [
   refused("enable-fs", "required", NOT_YET.ns),
   refused("enable-external-sharing", "none", NOT_YET.ns),
   refused("enable-external-masters", "none", NOT_YET.ns),
-  refused("freeze-cgroup", "required", NOT_YET.ns),
+  opt("freeze-cgroup", "required", (o, v) => (o.freezeCgroup = v)),
   opt("ghost-limit", "required", (o, v, as) => (o.ghostLimit = size(as, v))),
   opt("irmap-scan-path", "required", (o, v) => o.irmapScanPaths.push(v!)),
   refused("lsm-profile", "required", NOT_YET.lsm),

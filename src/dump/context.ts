@@ -42,6 +42,8 @@ export interface DumpOptions {
   displayStats?: boolean;
   /** Give up freezing after this many seconds (`--timeout`). */
   timeoutSeconds?: number;
+  /** Freeze the tree through this cgroup's freezer (`--freeze-cgroup`), then seize it. */
+  freezeCgroup?: string;
   /**
    * How pages leave the task: "parasite" (vmsplice in the task, splice here: one copy) or
    * "readv" (process_vm_readv into a buffer, then write: two copies). Default "parasite".

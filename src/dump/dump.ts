@@ -34,9 +34,11 @@ import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
 import { CLOCK, clockGettime, close, KCMP, kcmp, O, REG, userDev } from "../syscalls/mod.ts";
 import { DEFAULT_LOCK_METHOD, LOCK_METHODS } from "../net/netlock.ts";
-import { collectTree, type FrozenTree, type TreeProcess } from "../tree/collect.ts";
+import { collectTree, type FrozenTree, releasePending, type TreeProcess } from "../tree/collect.ts";
 import { Parasite } from "../tree/parasite.ts";
 import { DumpGuard } from "./guard.ts";
+import { freezeCgroup } from "../tree/freezer.ts";
+import type { PendingSeize } from "../tree/seize.ts";
 import { VirtualPids } from "../tree/pid_ns.ts";
 import { NoSuchTaskError, parseStatus, readProcText } from "../tree/proc.ts";
 import { DumpContext, type DumpOptions, type DumpStats, NS_KINDS } from "./context.ts";
@@ -238,8 +240,37 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
 
   await opts.actions?.("pre-dump", pid);
   const tFreeze = performance.now();
-  log.info(`Seizing the tree of task ${pid}`);
-  using tree = collectTree(pid, (opts.timeoutSeconds ?? 10) * 1000);
+  const timeoutMs = (opts.timeoutSeconds ?? 10) * 1000;
+  // With --freeze-cgroup, the cgroup's freezer stops every task at once; they are seized
+  // frozen, and take their ptrace stops as it thaws.
+  let early: Map<number, PendingSeize> | undefined;
+  let seized: FrozenTree;
+  try {
+    if (opts.freezeCgroup) {
+      const frozen = await freezeCgroup(opts.freezeCgroup, timeoutMs, async (thaw) => {
+        // Should criu die while the cgroup is frozen, the guard thaws it.
+        ctx.guard ??= await DumpGuard.start();
+        ctx.guard.undoWith(["/bin/sh", "-c", `echo ${thaw.word} > "$1"`, "sh", thaw.file]);
+      });
+      log.info(
+        `Cgroup ${opts.freezeCgroup} frozen in ${frozen.freezeMs.toFixed(1)} ms: ` +
+          `${frozen.seized.size} tasks seized`,
+      );
+      early = frozen.seized;
+      if (!early.has(pid)) {
+        throw new UnsupportedError(
+          `Cannot dump task ${pid}: it is not in cgroup ${opts.freezeCgroup} (--freeze-cgroup)`,
+        );
+      }
+    }
+    log.info(`Seizing the tree of task ${pid}`);
+    seized = collectTree(pid, timeoutMs, early);
+  } catch (e) {
+    if (early) releasePending(early, timeoutMs);
+    await ctx.guard?.finish();
+    throw e;
+  }
+  using tree = seized;
   const tFrozen = performance.now();
   ctx.stats.freezingUs = Math.round((tFrozen - tFreeze) * 1000);
   log.info(

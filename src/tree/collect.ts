@@ -11,7 +11,7 @@
  */
 import { Errno } from "../syscalls/mod.ts";
 import { listChildren, listThreads, NoSuchTaskError, parseStat, readProcText } from "./proc.ts";
-import { DEFAULT_FREEZE_TIMEOUT_MS, SeizedTask } from "./seize.ts";
+import { DEFAULT_FREEZE_TIMEOUT_MS, type PendingSeize, SeizedTask } from "./seize.ts";
 import { reapLater } from "./reaper.ts";
 
 /** Passes over the tree before giving up on it ever standing still. */
@@ -41,10 +41,17 @@ export class FrozenTree implements Disposable {
   readonly tasks = new Map<number, SeizedTask>();
   /** How long each task may take to stop. */
   readonly timeoutMs: number;
+  /** Tasks seized already (while their cgroup was frozen), waiting to be taken. */
+  readonly pending: Map<number, PendingSeize>;
 
-  constructor(root: number, timeoutMs = DEFAULT_FREEZE_TIMEOUT_MS) {
+  constructor(
+    root: number,
+    timeoutMs = DEFAULT_FREEZE_TIMEOUT_MS,
+    pending = new Map<number, PendingSeize>(),
+  ) {
     this.root = root;
     this.timeoutMs = timeoutMs;
+    this.pending = pending;
   }
 
   /** The process with PID `pid`. */
@@ -114,7 +121,12 @@ function isZombie(pid: number): { exit: number } | undefined {
 function trySeize(tree: FrozenTree, tid: number): boolean {
   if (tree.tasks.has(tid)) return true;
   try {
-    tree.tasks.set(tid, SeizedTask.seize(tid, 0, tree.timeoutMs));
+    const early = tree.pending.get(tid);
+    tree.pending.delete(tid);
+    tree.tasks.set(
+      tid,
+      early ? early.finish(tree.timeoutMs) : SeizedTask.seize(tid, 0, tree.timeoutMs),
+    );
     return true;
   } catch (e) {
     if (e instanceof NoSuchTaskError) return false;
@@ -192,11 +204,15 @@ function pass(tree: FrozenTree): boolean {
 }
 
 /**
- * Freezes the tree rooted at `root`, each task given `timeoutMs` to stop. On failure every task
- * seized so far is thawed.
+ * Freezes the tree rooted at `root`, each task given `timeoutMs` to stop; tasks of `pending`
+ * were seized already (a frozen cgroup's). On failure every task seized so far is thawed.
  */
-export function collectTree(root: number, timeoutMs = DEFAULT_FREEZE_TIMEOUT_MS): FrozenTree {
-  const tree = new FrozenTree(root, timeoutMs);
+export function collectTree(
+  root: number,
+  timeoutMs = DEFAULT_FREEZE_TIMEOUT_MS,
+  pending = new Map<number, PendingSeize>(),
+): FrozenTree {
+  const tree = new FrozenTree(root, timeoutMs, pending);
   try {
     for (let i = 0; i < MAX_PASSES; i++) {
       if (!pass(tree)) {
@@ -211,7 +227,22 @@ export function collectTree(root: number, timeoutMs = DEFAULT_FREEZE_TIMEOUT_MS)
   } catch (e) {
     tree.resume();
     throw e;
+  } finally {
+    // Seized early but not in the tree (or the collection failed): let go, as they were.
+    releasePending(pending, timeoutMs);
   }
+}
+
+/** Lets every task of `pending` go as it was (each waited for `timeoutMs` at most first). */
+export function releasePending(pending: Map<number, PendingSeize>, timeoutMs: number): void {
+  for (const p of pending.values()) {
+    try {
+      p.finish(timeoutMs).resume();
+    } catch {
+      p.abandon();
+    }
+  }
+  pending.clear();
 }
 
 function depth(tree: FrozenTree, p: TreeProcess): number {

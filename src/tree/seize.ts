@@ -88,6 +88,15 @@ export class SeizeError extends Error {
 /** The task state recorded in core images (CRIU's TASK_* values). */
 export const TASK_STATE = { ALIVE: 1, DEAD: 2, STOPPED: 3, ZOMBIE: 6 } as const;
 
+/** A task seized and asked to stop, not yet waited for (SeizedTask.begin). */
+export interface PendingSeize {
+  readonly pid: number;
+  /** Waits (`timeoutMs` at most) until it sits in its stop; detaches it on failure. */
+  finish(timeoutMs?: number): SeizedTask;
+  /** Lets it go without waiting. */
+  abandon(): void;
+}
+
 /** A frozen task under our ptrace. */
 export class SeizedTask implements Disposable {
   /** Thread id. */
@@ -127,6 +136,14 @@ export class SeizedTask implements Disposable {
    * does not stop within `timeoutMs` fails the seize.
    */
   static seize(pid: number, options = 0, timeoutMs = DEFAULT_FREEZE_TIMEOUT_MS): SeizedTask {
+    return SeizedTask.begin(pid, options).finish(timeoutMs);
+  }
+
+  /**
+   * Seizes task `pid` and asks it to stop, without waiting: {@link PendingSeize.finish} waits.
+   * A task in a frozen cgroup reaches its stop only once the cgroup thaws.
+   */
+  static begin(pid: number, options = 0): PendingSeize {
     const status = parseStatus(readProcText(pid, "status"));
     if (status.tracerPid !== 0) {
       throw new SeizeError(
@@ -148,14 +165,27 @@ export class SeizedTask implements Disposable {
     }
     try {
       ptraceInterrupt(pid);
-      waitForInterruptStop(pid, timeoutMs);
-      const stopSigno = leaveGroupStop(pid, status);
-      return new SeizedTask(pid, ptraceGetRegs(pid), ptraceGetSigmask(pid), stopSigno, all);
     } catch (e) {
       tryPtraceDetach(pid);
-      if (e instanceof SeizeError) throw e;
       throw new SeizeError(`Cannot freeze task ${pid}: ${(e as Error).message}`, { cause: e });
     }
+    return {
+      pid,
+      finish: (timeoutMs = DEFAULT_FREEZE_TIMEOUT_MS) => {
+        try {
+          waitForInterruptStop(pid, timeoutMs);
+          const stopSigno = leaveGroupStop(pid, status);
+          return new SeizedTask(pid, ptraceGetRegs(pid), ptraceGetSigmask(pid), stopSigno, all);
+        } catch (e) {
+          tryPtraceDetach(pid);
+          if (e instanceof SeizeError) throw e;
+          throw new SeizeError(`Cannot freeze task ${pid}: ${(e as Error).message}`, {
+            cause: e,
+          });
+        }
+      },
+      abandon: () => void tryPtraceDetach(pid),
+    };
   }
 
   /**
