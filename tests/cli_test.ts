@@ -145,8 +145,8 @@ Deno.test("bad command lines get criu's one-line errors and exit 1", async () =>
     ],
     [["dump", "--external", "bogus"], /invalid argument for --external: bogus/],
     [["restore", "-S"], /--restore-sibling is not supported by deno-criu/],
-    [["restore", "--manage-cgroups=full"], /--manage-cgroups=full is not supported .*=ignore is/],
-    // Accepted: cgroups are left alone, as deno-criu does (the error is the missing directory).
+    [["restore", "--manage-cgroups=bogus"], /Unknown cgroups mode --manage-cgroups=bogus/],
+    // Accepted (the error is the missing directory).
     [["restore", "--manage-cgroups=ignore", "-D", "/nonexistent"], /\/nonexistent does not exist/],
     [["dump", "--inherit-fd", "fd[3]:x"], /--inherit-fd is not supported|restore-only/],
   ];
@@ -159,9 +159,9 @@ Deno.test("bad command lines get criu's one-line errors and exit 1", async () =>
   }
   // A refused option is written to the log file too (zdtm reads the log, not stderr).
   const dir = tmpDir();
-  const run = await criu(["restore", "--manage-cgroups", "-D", dir, "-o", "r.log"]);
+  const run = await criu(["restore", "--cgroup-root", "/x", "-D", dir, "-o", "r.log"]);
   assertEquals(run.code, 1);
-  assertMatch(Deno.readTextFileSync(`${dir}/r.log`), /--manage-cgroups is not supported/);
+  assertMatch(Deno.readTextFileSync(`${dir}/r.log`), /--cgroup-root is not supported/);
 });
 
 /** A script that appends its action and criu's environment to `log`. */

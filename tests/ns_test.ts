@@ -126,7 +126,7 @@ function cgroupOf(pid: number, name: string): string | undefined {
   return line?.split(":")[2];
 }
 
-Deno.test("tasks come back in their cgroups (a child in one of its own); one missing here is refused by name", async () => {
+Deno.test("tasks come back in their cgroups (a child in one of its own); one missing here is made again with its properties (soft), refused with none, removed should the restore fail; ignore leaves them in criu's", async () => {
   // A cgroup v1 hierarchy where criu sits at the top, to make cgroups under.
   const hier = "pids", base = "/sys/fs/cgroup/pids";
   if (cgroupOf(Deno.pid, hier) !== "/" || !exists(`${base}/cgroup.procs`)) {
@@ -135,6 +135,7 @@ Deno.test("tasks come back in their cgroups (a child in one of its own); one mis
   }
   const name = `/deno-criu-cg-${Deno.pid}`;
   Deno.mkdirSync(`${base}${name}/child`, { recursive: true });
+  Deno.writeTextFileSync(`${base}${name}/child/pids.max`, "77");
   const code =
     "import os,signal,sys,time\npid=os.fork()\nif pid==0:\n  time.sleep(600); os._exit(0)\n" +
     "signal.signal(signal.SIGTERM,lambda *_: (open(sys.argv[1],'a').write('PASS cg\\n')," +
@@ -149,17 +150,28 @@ Deno.test("tasks come back in their cgroups (a child in one of its own); one mis
     Deno.writeTextFileSync(`${base}${name}/child/cgroup.procs`, `${child}`);
     const imgs = await roundTrip(v);
     assertEquals([cgroupOf(v.pid, hier), cgroupOf(child, hier)], [name, `${name}/child`]);
-    // Again, with the child's cgroup gone meanwhile: refused; with ignore, left in criu's.
+    // Again, with the child's cgroup gone meanwhile.
     const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
     assertEquals(d.code, 0, d.stderr);
     assert(await waitGone(v.pid) && await waitGone(child), "gone after the dump");
     Deno.removeSync(`${base}${name}/child`);
-    const refused = await criu(["restore", "-d", "-D", imgs]);
+    const refused = await criu(["restore", "-d", "-D", imgs, "--manage-cgroups=none"]);
     assertEquals(refused.code, 1);
     assertMatch(
       refused.stderr,
       new RegExp(`pids cgroup ${name}/child of task ${child}: .* does not exist`),
     );
+    const failed = await criu(["restore", "-d", "-D", imgs], { DENO_CRIU_FAULT: "state" });
+    assertEquals(failed.code, 1);
+    assert(!exists(`${base}${name}/child`), "a failed restore removes the cgroup it made");
+    const made = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(made.code, 0, made.stderr);
+    assertEquals([cgroupOf(v.pid, hier), cgroupOf(child, hier)], [name, `${name}/child`]);
+    assertEquals(Deno.readTextFileSync(`${base}${name}/child/pids.max`).trim(), "77");
+    // And with ignore: left in criu's cgroups.
+    const again = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(again.code, 0, again.stderr);
+    assert(await waitGone(v.pid) && await waitGone(child), "gone after the dump");
     const ignored = await criu(["restore", "-d", "-D", imgs, "--manage-cgroups=ignore"]);
     assertEquals(ignored.code, 0, ignored.stderr);
     assertEquals([cgroupOf(v.pid, hier), cgroupOf(child, hier)], ["/", "/"]);

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { CgroupMode } from "../restore/cgroups.ts";
 import { CRIU_VERSION, VERSION, versionText } from "../version.ts";
 import { isAbsolute, join, resolve } from "node:path";
 import { checkFeatures, featureNamed, FEATURES } from "../check.ts";
@@ -146,7 +147,8 @@ async function runRestore(o: CriuOpts): Promise<number> {
       networkLock: o.networkLock,
       leaveStopped: o.finalState === "stopped",
       inheritFds: inheritedFds(o.inheritFds, log),
-      ignoreCgroups: o.manageCgroups === "ignore",
+      // As criu: soft unless told otherwise (the option alone is soft too).
+      manageCgroups: (o.manageCgroups || "soft") as CgroupMode,
       actions: scriptsOf(o, dirs, log),
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
       signal: stop.signal,

@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { CGROUP_MODES, type CgroupMode } from "../restore/cgroups.ts";
 import { LOCK_METHODS, type LockMethod } from "../net/netlock.ts";
 import { configFileWords } from "./config_file.ts";
 import { type ArgKind, GetoptError, getoptLong, type LongOption } from "./getopt.ts";
@@ -55,8 +56,10 @@ export interface CriuOpts {
   tcpSkipInFlight: boolean;
   tcpClose: boolean;
   linkRemap: boolean;
-  /** --manage-cgroups: its mode as given ("" for none given); only "ignore" is honoured. */
+  /** --manage-cgroups: its mode as given ("" for the option alone: soft). */
   manageCgroups?: string;
+  /** --cgroup-yard: where the caller mounted the cgroup hierarchies (found in mountinfo). */
+  cgroupYard?: string;
   /** --freeze-cgroup: the cgroup whose freezer freezes the tree at dump. */
   freezeCgroup?: string;
   evasiveDevices: boolean;
@@ -263,8 +266,7 @@ const TABLE: OptionSpec[] = [
   ...bool("force-irmap", "forceIrmap"),
   refused("ext-mount-map", "required", NOT_YET.ns, "M"),
   refused("exec-cmd", "none", "--exec-cmd is not supported yet"),
-  // "ignore" leaves cgroups alone, as deno-criu does; the other modes come with containers
-  // (refused in checkOptions, once the log is open).
+  // The mode is checked in checkOptions, once the log is open.
   opt("manage-cgroups", "optional", (o, v) => (o.manageCgroups = v ?? "")),
   refused("cgroup-root", "required", NOT_YET.ns),
   opt("inherit-fd", "required", (o, v) => o.inheritFds.push(v!)),
@@ -310,7 +312,9 @@ const TABLE: OptionSpec[] = [
   refused("tls", "none", NOT_YET.migration),
   { name: "no-tls", arg: "none", set: () => {} },
   refused("tls-no-cn-verify", "none", NOT_YET.migration),
-  refused("cgroup-yard", "required", NOT_YET.ns),
+  // Where the caller mounted the hierarchies: criu finds them in its mount table, the yard's
+  // among them, so the directory needs no handling of its own.
+  opt("cgroup-yard", "required", (o, v) => (o.cgroupYard = v)),
   opt("pre-dump-mode", "required", (o, v, as) => {
     o.preDumpMode = oneOf(as, v, ["splice", "read"] as const);
   }),
@@ -398,11 +402,9 @@ export function checkOptions(o: CriuOpts): void {
       throw new UsageError(`Option --${spec.name} is not supported by deno-criu: ${spec.refuse}`);
     }
   }
-  if (o.manageCgroups !== undefined && o.manageCgroups !== "ignore") {
-    const as = `--manage-cgroups${o.manageCgroups ? `=${o.manageCgroups}` : ""}`;
+  if (o.manageCgroups && !CGROUP_MODES.includes(o.manageCgroups as CgroupMode)) {
     throw new UsageError(
-      `Option ${as} is not supported by deno-criu: ${NOT_YET.ns} (only ` +
-        `--manage-cgroups=ignore is)`,
+      `Unknown cgroups mode --manage-cgroups=${o.manageCgroups} (${CGROUP_MODES.join(", ")})`,
     );
   }
   if (o.restoreSibling && !o.restoreDetached) {

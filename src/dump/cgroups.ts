@@ -1,15 +1,19 @@
 /**
- * The cgroups the tree's tasks are in (membership only: no cgroup's properties are carried),
- * written as criu writes them when a task is in other cgroups than criu:
+ * The cgroups the tree's tasks are in, written as criu writes them when a task is in other
+ * cgroups than criu:
  *
  * ```
  * cgroup.img     cgroup_entry { sets: [{ id, ctls: [{ name, path }...] }...],
- *                               controllers: [{ cnames, dirs: the directories the sets use }] }
+ *                               controllers: [{ cnames, dirs }] }
  * core-TID.img   thread_core { cg_set }
  * ```
  * A member's name is the hierarchy's controllers as /proc/PID/cgroup names them ("cpu",
  * "name=systemd"; "" for cgroup2), its path is taken from the hierarchy's root. Set 1 is criu's
  * own; a thread in the same cgroups as criu gets no set (the restore leaves it where it is made).
+ *
+ * Each hierarchy's dirs are the cgroups the tasks are in (the top ones named by their path from
+ * the root, "" for the root itself) and every cgroup below them, each with its owner and mode
+ * and the properties criu carries for its controllers (util/cgroup_fs.ts), as the files read.
  *
  * @module
  */
@@ -22,8 +26,11 @@ import {
   type cgroup_dir_entry,
   cgroup_dir_entrySchema,
   cgroup_entrySchema,
+  cgroup_permsSchema,
+  cgroup_prop_entrySchema,
 } from "../../proto/gen/misc_pb.ts";
 import { readProcText } from "../tree/proc.ts";
+import { cgroupMounts, propsOf } from "../util/cgroup_fs.ts";
 import type { DumpContext } from "./context.ts";
 
 /** One hierarchy's cgroup of a task: controllers as /proc/PID/cgroup names them, and path. */
@@ -84,26 +91,68 @@ export class CgroupSets {
           create(cg_set_entrySchema, { id, ctls: members(this.#sets[i]) })
         ),
         controllers: [...dirs.entries()].map(([name, paths]) =>
-          create(cg_controller_entrySchema, { cnames: [name], dirs: dirTree([...paths]) })
+          create(cg_controller_entrySchema, {
+            cnames: name.split(","),
+            dirs: dumpDirs(name, [...paths]),
+          })
         ),
       }),
     );
   }
 }
 
-/** The directories of `paths` ("/a/b") as a tree of cgroup_dir_entry, root's children first. */
-function dirTree(paths: string[]): cgroup_dir_entry[] {
-  const roots: cgroup_dir_entry[] = [];
-  for (const path of paths) {
-    let level = roots;
-    for (const name of path.split("/").filter(Boolean)) {
-      let d = level.find((x) => x.dirName === name);
-      if (!d) {
-        d = create(cgroup_dir_entrySchema, { dirName: name });
-        level.push(d);
-      }
-      level = d.children;
+/**
+ * The cgroups `paths` of hierarchy `name` and everything below them, as criu dumps them: the
+ * top ones (no one below another) named by their path from the root. Without the hierarchy
+ * mounted here, the paths alone.
+ */
+function dumpDirs(name: string, paths: string[]): cgroup_dir_entry[] {
+  const tops = paths.filter((p) => !paths.some((q) => q !== p && under(p, q)));
+  const mount = cgroupMounts([name]).get(name);
+  return tops.map((top) => {
+    const rel = top.replace(/^\/+/, "");
+    if (!mount) return create(cgroup_dir_entrySchema, { dirName: rel });
+    const root = mount.root === "/" ? "" : mount.root;
+    if (root && top !== root && !top.startsWith(`${root}/`)) {
+      return create(cgroup_dir_entrySchema, { dirName: rel });
     }
+    return readDir(`${mount.dir}${top.slice(root.length)}`, rel, propsOf(name, mount.v2));
+  });
+}
+
+/** Whether cgroup `p` lies below cgroup `q`. */
+function under(p: string, q: string): boolean {
+  return q === "/" ? p !== "/" : p.startsWith(`${q}/`);
+}
+
+/** Directory `dir` as cgroup `dirName`: owner, mode, properties, and what is below it. */
+function readDir(dir: string, dirName: string, props: string[]): cgroup_dir_entry {
+  const st = Deno.statSync(dir);
+  const perms = (s: Deno.FileInfo) =>
+    create(cgroup_permsSchema, { mode: s.mode ?? 0, uid: s.uid ?? 0, gid: s.gid ?? 0 });
+  const properties = [];
+  for (const prop of props) {
+    const file = `${dir}/${prop}`;
+    let value: string;
+    let pst: Deno.FileInfo;
+    try {
+      pst = Deno.statSync(file);
+      // The task lists are carried for their owner and mode only.
+      value = prop === "cgroup.procs" || prop === "tasks"
+        ? ""
+        : Deno.readTextFileSync(file).replace(/\n$/, "");
+    } catch {
+      continue; // not on this kernel (or this cgroup: the root has no cgroup.freeze)
+    }
+    properties.push(create(cgroup_prop_entrySchema, { name: prop, value, perms: perms(pst) }));
   }
-  return roots;
+  const children = [...Deno.readDirSync(dir)].filter((e) => e.isDirectory)
+    .map((e) => e.name).sort()
+    .map((child) => readDir(`${dir}/${child}`, child, props));
+  return create(cgroup_dir_entrySchema, {
+    dirName,
+    properties,
+    dirPerms: perms(st),
+    children,
+  });
 }

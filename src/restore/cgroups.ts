@@ -1,77 +1,245 @@
 /**
- * The tree's tasks back in their cgroups (cgroup.img's sets, thread_core's cg_set): each process
- * moved before it makes its children (they start where it is), each thread the set of which
- * differs from its leader's moved on its own. Hierarchies are found where this criu has them
- * mounted. A cgroup that does not exist here is refused by name before anything is made (criu
- * makes it; making it would leave it behind should the restore fail); `--manage-cgroups=ignore`
- * leaves every task where it is made.
+ * The tree's cgroups (cgroup.img), as `--manage-cgroups` says, and its tasks back in them (the
+ * sets, thread_core's cg_set): each process moved before it makes its children (they start
+ * where it is), each thread the set of which differs from its leader's moved on its own.
+ * Hierarchies are found where this criu has them mounted.
+ *
+ * Modes, as criu's:
+ * - `soft` (the default): a cgroup missing here is made, with the properties it had; one that
+ *   exists keeps its own.
+ * - `full`: missing ones made, and every dumped cgroup given its properties.
+ * - `strict`: every dumped cgroup must be missing here; all made with their properties.
+ * - `props`: every cgroup must exist; each is given its properties.
+ * - `none`: every cgroup must exist; no property is touched.
+ * - `ignore`: cgroups are left alone; every task stays where it is made.
+ * What a restore made is removed should it fail (once its tasks are gone).
  *
  * @module
  */
-import { cgroup_entrySchema } from "../../proto/gen/misc_pb.ts";
+import {
+  type cgroup_dir_entry,
+  cgroup_entrySchema,
+  type cgroup_prop_entry,
+} from "../../proto/gen/misc_pb.ts";
 import { readImage } from "../images/image.ts";
 import { exists } from "../util/exists.ts";
 import { type CgroupMember, parseCgroups } from "../dump/cgroups.ts";
 import { RestoreError } from "./files.ts";
 import type { TaskImages } from "./images.ts";
 import { readProcText } from "../tree/proc.ts";
+import { type CgroupMount, cgroupMounts } from "../util/cgroup_fs.ts";
 
-/** Where a hierarchy is mounted here: its mount point and the cgroup it shows there. */
-interface Mounted {
-  dir: string;
-  root: string;
-  v2: boolean;
-}
+/** `--manage-cgroups` modes. */
+export type CgroupMode = "none" | "props" | "soft" | "full" | "strict" | "ignore";
 
-/** The cgroup hierarchies of this criu's mount namespace, by /proc/PID/cgroup name. */
-function hierarchies(): Map<string, Mounted> {
-  const out = new Map<string, Mounted>();
-  const names = parseCgroups(Deno.readTextFileSync("/proc/self/cgroup")).map((m) => m.name);
-  for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
-    const [left, right] = line.split(" - ");
-    if (!right) continue;
-    const f = left.split(" ");
-    const [fstype, , superOpts] = right.split(" ");
-    const mounted = { dir: f[4], root: f[3], v2: fstype === "cgroup2" };
-    if (fstype === "cgroup2") {
-      if (!out.has("")) out.set("", mounted);
-      continue;
-    }
-    if (fstype !== "cgroup") continue;
-    const opts = new Set(superOpts.split(","));
-    // The name /proc/PID/cgroup gives it: its controllers (and name=X), in that file's order.
-    for (const name of names) {
-      if (name && name.split(",").every((c) => opts.has(c)) && !out.has(name)) {
-        out.set(name, mounted);
-      }
-    }
-  }
-  return out;
+/** The modes, as the option takes them. */
+export const CGROUP_MODES: readonly CgroupMode[] = [
+  "none",
+  "props",
+  "soft",
+  "full",
+  "strict",
+  "ignore",
+];
+
+/** A dumped cgroup: its hierarchy, its path from the root, and its entry. */
+interface DumpedDir {
+  name: string;
+  path: string;
+  entry: cgroup_dir_entry;
 }
 
 /** Moves restored tasks into the cgroups of their sets. */
 export class CgroupMover {
   readonly #sets = new Map<number, CgroupMember[]>();
-  readonly #where = hierarchies();
+  readonly #where: Map<string, CgroupMount>;
   /** criu's own cgroups: those of a task without a set (it was in the dumping criu's). */
   readonly #own = parseCgroups(Deno.readTextFileSync("/proc/self/cgroup"));
+  readonly #mode: CgroupMode;
+  /** The dumped cgroups, parents before children. */
+  readonly #dirs: DumpedDir[] = [];
+  /** The directories this restore made, in the order made. */
+  readonly #made: string[] = [];
   #active = false;
 
   /** cgroup.img of `dir` (none: every task stays where it is made); nothing with `ignore`. */
-  constructor(dir: string, ignore: boolean) {
+  constructor(dir: string, mode: CgroupMode = "soft") {
+    this.#mode = mode;
     const path = `${dir}/cgroup.img`;
-    if (ignore || !exists(path)) return;
+    this.#where = cgroupMounts(
+      [
+        ...new Set([
+          ...parseCgroups(Deno.readTextFileSync("/proc/self/cgroup")).map((m) => m.name),
+        ]),
+      ],
+    );
+    if (mode === "ignore" || !exists(path)) return;
     this.#active = true;
     for (const e of readImage(path, "CGROUP", cgroup_entrySchema)) {
       for (const s of e.message.sets) {
         this.#sets.set(s.id, s.ctls.map((c) => ({ name: c.name, path: c.path })));
       }
+      for (const c of e.message.controllers) {
+        const name = c.cnames.join(",");
+        const walk = (d: cgroup_dir_entry, parent: string | undefined) => {
+          const path = parent === undefined
+            ? `/${d.dirName}`
+            : `${parent === "/" ? "" : parent}/${d.dirName}`;
+          this.#dirs.push({ name, path, entry: d });
+          for (const child of d.children) walk(child, path);
+        };
+        for (const d of c.dirs) walk(d, undefined);
+      }
     }
   }
 
-  /** Refuses, before anything is made, a set the images lack or a cgroup that is not here. */
+  /**
+   * Makes the missing cgroups (as the mode says) and gives them, or all, their properties;
+   * {@link check} first.
+   */
+  make(): void {
+    if (!this.#active) return;
+    const create = ["soft", "full", "strict"].includes(this.#mode);
+    for (const d of this.#dirs) {
+      const at = this.#where.get(d.name);
+      if (!at) continue; // refused by #check when a task needs it
+      const dir = this.#path(d.name, d.path, at);
+      if (dir === undefined) continue;
+      let made = false;
+      if (!exists(dir)) {
+        if (!create) continue; // refused by #check when a task needs it
+        this.#mkdirs(dir, at.dir, d);
+        made = true;
+        const p = d.entry.dirPerms;
+        if (p) {
+          Deno.chmodSync(dir, p.mode & 0o7777);
+          Deno.chownSync(dir, p.uid, p.gid);
+        }
+      }
+      if (this.#mode === "none") continue;
+      if (made || this.#mode !== "soft") this.#apply(dir, d, made);
+    }
+  }
+
+  /** Makes `dir` and those above it missing (below `top`), each recorded as made. */
+  #mkdirs(dir: string, top: string, d: DumpedDir): void {
+    const missing: string[] = [];
+    for (
+      let at = dir;
+      at.length > top.length && !exists(at);
+      at = at.slice(0, at.lastIndexOf("/"))
+    ) {
+      missing.unshift(at);
+    }
+    for (const m of missing) {
+      try {
+        Deno.mkdirSync(m);
+      } catch (e) {
+        throw new RestoreError(
+          `Cannot make the ${d.name || "cgroup2"} cgroup ${d.path} (${m}): ${(e as Error).message}`,
+          { cause: e },
+        );
+      }
+      this.#made.push(m);
+    }
+  }
+
+  /** Removes the cgroups this restore made (its tasks gone); never throws. */
+  removeMade(): void {
+    for (const dir of this.#made.splice(0).reverse()) {
+      for (let i = 0; i < 20; i++) {
+        try {
+          Deno.removeSync(dir);
+          break;
+        } catch {
+          // tasks still leaving it: a moment
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+        }
+      }
+    }
+  }
+
+  /** Properties of cgroup `d` at `dir` where they differ from now (owners and modes if `made`). */
+  #apply(dir: string, d: DumpedDir, made: boolean): void {
+    for (const p of d.entry.properties) {
+      const file = `${dir}/${p.name}`;
+      if (!exists(file)) continue;
+      if (made && p.perms) {
+        Deno.chmodSync(file, p.perms.mode & 0o7777);
+        Deno.chownSync(file, p.perms.uid, p.perms.gid);
+      }
+      if (p.name === "cgroup.procs" || p.name === "tasks") continue;
+      this.#writeProp(file, p, d);
+    }
+  }
+
+  /** Writes property `p` into `file`, as the kernel takes it, unless it reads so already. */
+  #writeProp(file: string, p: cgroup_prop_entry, d: DumpedDir): void {
+    const now = Deno.readTextFileSync(file).replace(/\n$/, "");
+    if (now === p.value) return;
+    const put = (f: string, v: string) => {
+      try {
+        Deno.writeTextFileSync(f, v);
+      } catch (e) {
+        throw new RestoreError(
+          `Cannot restore ${p.name} = ${JSON.stringify(p.value)} of the ${
+            d.name || "cgroup2"
+          } cgroup ${d.path}: ${(e as Error).message}`,
+          { cause: e },
+        );
+      }
+    };
+    const dir = file.slice(0, file.lastIndexOf("/"));
+    if (p.name === "devices.list") {
+      // Taken back as a whole: everything denied, then each rule allowed.
+      put(`${dir}/devices.deny`, "a");
+      for (const rule of p.value.split("\n").filter(Boolean)) put(`${dir}/devices.allow`, rule);
+    } else if (p.name === "cgroup.subtree_control") {
+      const want = new Set(p.value.split(/\s+/).filter(Boolean));
+      const have = new Set(now.split(/\s+/).filter(Boolean));
+      const change = [
+        ...[...want].filter((c) => !have.has(c)).map((c) => `+${c}`),
+        ...[...have].filter((c) => !want.has(c)).map((c) => `-${c}`),
+      ];
+      if (change.length) put(file, change.join(" "));
+    } else if (p.name === "net_prio.ifpriomap") {
+      for (const line of p.value.split("\n").filter(Boolean)) put(file, line);
+    } else {
+      put(file, p.value);
+    }
+  }
+
+  /** cgroup `path` of hierarchy `name` here, or undefined when outside what `at` shows. */
+  #path(name: string, path: string, at: CgroupMount): string | undefined {
+    void name;
+    const root = at.root === "/" ? "" : at.root;
+    if (root && path !== root && !path.startsWith(`${root}/`)) return undefined;
+    return (at.dir + path.slice(root.length)).replace(/\/+$/, "") || "/";
+  }
+
+  /**
+   * Refuses, before anything is made, a set the images lack, or a cgroup the mode wants here
+   * and is not (or is, for `strict`).
+   */
   check(tasks: TaskImages[]): void {
     if (!this.#active) return;
+    if (this.#mode === "strict") {
+      for (const d of this.#dirs) {
+        const at = this.#where.get(d.name);
+        const dir = at && this.#path(d.name, d.path, at);
+        // criu's own cgroups (and those above them) are there, whatever the mode.
+        const mine = this.#own.some((o) =>
+          o.name === d.name && (o.path === d.path || o.path.startsWith(`${d.path}/`))
+        );
+        if (dir && d.path !== "/" && !mine && exists(dir)) {
+          throw new RestoreError(
+            `Cannot restore the ${d.name || "cgroup2"} cgroup ${d.path}: it exists already ` +
+              `(--manage-cgroups=strict)`,
+          );
+        }
+      }
+    }
+    const creates = ["soft", "full", "strict"].includes(this.#mode);
     for (const t of tasks) {
       if (t.zombie) continue;
       for (const [tid, core] of [[t.pstree.pid, t.core] as const, ...t.threadCores]) {
@@ -79,7 +247,10 @@ export class CgroupMover {
         if (id === undefined) continue;
         // Only where it differs from criu's own: a task starts in those.
         for (const m of this.#set(id, tid)) {
-          if (!this.#own.some((x) => x.name === m.name && x.path === m.path)) this.#dir(m, tid);
+          if (this.#own.some((x) => x.name === m.name && x.path === m.path)) continue;
+          const dumped = this.#dirs.some((d) => d.name === m.name && d.path === m.path);
+          if (!(creates && dumped)) this.#dir(m, tid);
+          else if (!this.#where.has(m.name)) this.#dir(m, tid);
         }
       }
     }
@@ -134,7 +305,8 @@ export class CgroupMover {
     const dir = at.dir + m.path.slice(root.length);
     if (!exists(dir)) {
       throw new RestoreError(
-        `Cannot restore ${what}: ${dir} does not exist (make it, or restore with ` +
+        `Cannot restore ${what}: ${dir} does not exist (make it, have it made with ` +
+          `--manage-cgroups=soft, or restore with ` +
           `--manage-cgroups=ignore to leave the tree in criu's cgroups)`,
       );
     }

@@ -90,7 +90,7 @@ import { setUtsNames } from "./uts.ts";
 import { removeMarkedSegments, restoreIpcNamespace } from "./ipc_ns.ts";
 import { NetnsError, restoreNetns } from "../net/netns.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
-import { CgroupMover } from "./cgroups.ts";
+import { type CgroupMode, CgroupMover } from "./cgroups.ts";
 import { exists } from "../util/exists.ts";
 
 function pidInUse(pid: number): boolean {
@@ -146,7 +146,7 @@ export interface RestoreOptions {
    */
   actions?: ActionHook;
   /** Leave every task in criu's cgroups (`--manage-cgroups=ignore`), whatever cgroup.img says. */
-  ignoreCgroups?: boolean;
+  manageCgroups?: CgroupMode;
   /** Test hook: fail at the named stage after the task exists. */
   faultInject?: string;
   /** Aborted when criu is asked to stop (SIGINT, SIGTERM, SIGHUP): the restore rolls back. */
@@ -377,7 +377,7 @@ async function restoreTree(
   // 2. FORK: the root by the helper, every other task by its restored parent.
   log.info(`Creating task ${pid}`);
   // The cgroups the tasks go back into: every one must be here before anything is made.
-  const cgroups = new CgroupMover(opts.imagesDir, opts.ignoreCgroups ?? false);
+  const cgroups = new CgroupMover(opts.imagesDir, opts.manageCgroups ?? "soft");
   cgroups.check(dump.tasks);
   // As criu: the tree gets a time namespace whose clocks go on from where they were at the dump.
   const t = dump.timens;
@@ -405,6 +405,9 @@ async function restoreTree(
     if (opts.faultInject === stage) throw new RestoreError(`Fault injected at ${stage}`);
   };
   try {
+    // The cgroups the mode makes (removed again should the restore fail), before any task
+    // moves into them.
+    cgroups.make();
     // 3. SEIZE, and the tree below the root
     // Until they are released, the tasks die with us (EXITKILL, inherited by every task made
     // from the root): a killed restore leaves nothing half-made.
@@ -577,6 +580,8 @@ async function restoreTree(
     }
     await made.abandon();
     await made.helper.status.catch(() => {});
+    // The cgroups made for the tree go with it.
+    cgroups.removeMade();
     throw e;
   }
 }

@@ -1,0 +1,105 @@
+/**
+ * cgroup hierarchies as this criu sees them: where each is mounted, and the properties criu
+ * carries for each controller (its files, in the order they are written back).
+ *
+ * @module
+ */
+
+/** Where a hierarchy is mounted here: its mount point and the cgroup it shows there. */
+export interface CgroupMount {
+  dir: string;
+  root: string;
+  v2: boolean;
+}
+
+/**
+ * The cgroup hierarchies of this criu's mount namespace, by the name /proc/PID/cgroup gives
+ * them ("cpu", "cpu,cpuacct", "name=systemd"; "" for cgroup2). `names` are the names to look
+ * for (criu's own /proc/self/cgroup's, by default).
+ */
+export function cgroupMounts(
+  names = Deno.readTextFileSync("/proc/self/cgroup").split("\n")
+    .map((l) => /^\d+:([^:]*):/.exec(l)?.[1]).filter((n) => n !== undefined) as string[],
+): Map<string, CgroupMount> {
+  const out = new Map<string, CgroupMount>();
+  for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
+    const [left, right] = line.split(" - ");
+    if (!right) continue;
+    const f = left.split(" ");
+    const [fstype, , superOpts] = right.split(" ");
+    const mounted = { dir: f[4], root: f[3], v2: fstype === "cgroup2" };
+    if (fstype === "cgroup2") {
+      if (!out.has("")) out.set("", mounted);
+      continue;
+    }
+    if (fstype !== "cgroup") continue;
+    const opts = new Set(superOpts.split(","));
+    for (const name of names) {
+      if (name && name.split(",").every((c) => opts.has(c)) && !out.has(name)) {
+        out.set(name, mounted);
+      }
+    }
+  }
+  return out;
+}
+
+/** The properties criu carries for each v1 controller, in the order they are restored. */
+export const CONTROLLER_PROPS: Record<string, readonly string[]> = {
+  cpu: [
+    "cpu.shares",
+    "cpu.cfs_period_us",
+    "cpu.cfs_quota_us",
+    "cpu.rt_period_us",
+    "cpu.rt_runtime_us",
+  ],
+  // limit_in_bytes before memsw.limit_in_bytes: the kernel wants them in that order.
+  memory: [
+    "memory.limit_in_bytes",
+    "memory.memsw.limit_in_bytes",
+    "memory.swappiness",
+    "memory.soft_limit_in_bytes",
+    "memory.move_charge_at_immigrate",
+    "memory.oom_control",
+    "memory.use_hierarchy",
+    "memory.kmem.limit_in_bytes",
+    "memory.kmem.tcp.limit_in_bytes",
+  ],
+  cpuset: [
+    "cpuset.cpus",
+    "cpuset.mems",
+    "cpuset.memory_migrate",
+    "cpuset.cpu_exclusive",
+    "cpuset.mem_exclusive",
+    "cpuset.mem_hardwall",
+    "cpuset.memory_spread_page",
+    "cpuset.memory_spread_slab",
+    "cpuset.sched_load_balance",
+    "cpuset.sched_relax_domain_level",
+  ],
+  blkio: ["blkio.weight"],
+  freezer: [],
+  perf_event: [],
+  net_cls: ["net_cls.classid"],
+  net_prio: ["net_prio.ifpriomap"],
+  pids: ["pids.max"],
+  devices: ["devices.list"],
+};
+
+/** Properties of every v1 cgroup (the task lists only for their owner and mode). */
+export const GLOBAL_PROPS = ["cgroup.clone_children", "notify_on_release", "cgroup.procs", "tasks"];
+
+/** Properties of every cgroup2 cgroup (the last two not of the root). */
+export const GLOBAL_PROPS_V2 = [
+  "cgroup.subtree_control",
+  "cgroup.max.descendants",
+  "cgroup.max.depth",
+  "cgroup.freeze",
+  "cgroup.type",
+];
+
+/** The properties a dump reads of a cgroup of hierarchy `name`. */
+export function propsOf(name: string, v2: boolean): string[] {
+  if (v2) return GLOBAL_PROPS_V2;
+  const own = name.split(",").flatMap((c) => CONTROLLER_PROPS[c] ?? []);
+  return [...own, ...GLOBAL_PROPS];
+}
