@@ -34,7 +34,7 @@
  *
  * Static, freestanding, no libc.
  */
-#include "../syscall.h"
+#include "io.h"
 
 #define O_RDONLY 0
 #define SIGINT 2
@@ -68,34 +68,6 @@ static struct {
 static int ncmds;
 static char store[STORE];
 static u64 used;
-
-/* Reads exactly n bytes; 0 on end of file or error. */
-static int read_all(int fd, char *p, u64 n)
-{
-	while (n) {
-		s64 r = sys3(NR_read, fd, (s64)p, n);
-		if (r == -EINTR)
-			continue;
-		if (r <= 0)
-			return 0;
-		p += r;
-		n -= r;
-	}
-	return 1;
-}
-
-static void write_all(int fd, const char *p, u64 n)
-{
-	while (n) {
-		s64 r = sys3(NR_write, fd, (s64)p, n);
-		if (r == -EINTR)
-			continue;
-		if (r <= 0)
-			return;
-		p += r;
-		n -= r;
-	}
-}
 
 static void take_socket(const s64 *w)
 {

@@ -17,7 +17,7 @@
  *
  * Static, freestanding, no libc.
  */
-#include "../syscall.h"
+#include "io.h"
 
 #define O_RDONLY 0
 #define O_WRONLY 1
@@ -27,34 +27,11 @@
 #define NR_socketpair 53
 #define NR_setns 308
 
-static int read_all(int fd, char *p, u64 n)
-{
-	while (n) {
-		s64 r = sys3(NR_read, fd, (s64)p, n);
-		if (r == -EINTR)
-			continue;
-		if (r <= 0)
-			return 0;
-		p += r;
-		n -= r;
-	}
-	return 1;
-}
-
 static void reply(int fd, int a, int b)
 {
 	int w[2] = {a, b};
-	char *p = (char *)w;
-	u64 n = sizeof(w);
-	while (n) {
-		s64 r = sys3(NR_write, fd, (s64)p, n);
-		if (r == -EINTR)
-			continue;
-		if (r <= 0)
-			sys3(NR_exit_group, 3, 0, 0);
-		p += r;
-		n -= r;
-	}
+	if (!write_all(fd, (char *)w, sizeof(w)))
+		sys3(NR_exit_group, 3, 0, 0);
 }
 
 __attribute__((used)) void ns_sockets_main(s64 *sp)

@@ -24,7 +24,7 @@ import {
 } from "../syscalls/mod.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
-import { ipc_var_entrySchema } from "../../proto/gen/misc_pb.ts";
+import { type ipc_desc_entry, ipc_var_entrySchema } from "../../proto/gen/misc_pb.ts";
 import { RestoreError } from "./files.ts";
 
 type Scratch = ReturnType<RemoteSyscalls["scratch"]>;
@@ -105,16 +105,16 @@ export function restoreIpcNamespace(rs: RemoteSyscalls, ns: IpcNamespace): void 
     else rs.check(nr, `${what} IPC_SET`, id, IPC.SET, ds);
   };
 
+  // An object with its id (the next-id sysctl `next`), made by `get` under its creator's ids.
+  const make = (next: string, what: string, d: ipc_desc_entry, get: (flags: number) => bigint) => {
+    writeSysctlIn(rs, buf, `kernel/${next}`, `${d.id}`);
+    const flags = (d.mode & 0o777) | IPC.CREAT | IPC.EXCL;
+    made(what, d.id, asCreator(rs, d.cuid, d.cgid, () => get(flags)));
+  };
+
   for (const { entry, data } of ns.shm) {
     const d = entry.desc!;
-    writeSysctlIn(rs, buf, "kernel/shm_next_id", `${d.id}`);
-    const got = asCreator(
-      rs,
-      d.cuid,
-      d.cgid,
-      () => rs.call(NR.shmget, d.key, entry.size, (d.mode & 0o777) | IPC.CREAT | IPC.EXCL),
-    );
-    made("System V segment", d.id, got);
+    make("shm_next_id", "System V segment", d, (f) => rs.call(NR.shmget, d.key, entry.size, f));
     set(NR.shmctl, "shmctl", d.id, encodeIpcSet(d));
     if (data.length) {
       const at = rs.attachShm(d.id, data.length, true);
@@ -125,14 +125,7 @@ export function restoreIpcNamespace(rs: RemoteSyscalls, ns: IpcNamespace): void 
   }
   for (const { entry, messages } of ns.msg) {
     const d = entry.desc!;
-    writeSysctlIn(rs, buf, "kernel/msg_next_id", `${d.id}`);
-    const got = asCreator(
-      rs,
-      d.cuid,
-      d.cgid,
-      () => rs.call(NR.msgget, d.key, (d.mode & 0o777) | IPC.CREAT | IPC.EXCL),
-    );
-    made("System V message queue", d.id, got);
+    make("msg_next_id", "System V message queue", d, (f) => rs.call(NR.msgget, d.key, f));
     // Its byte limit first: the messages must fit under it.
     set(NR.msgctl, "msgctl", d.id, encodeIpcSet(d, entry.qbytes));
     const longest = Math.max(0, ...messages.map((m) => m.text.length));
@@ -149,14 +142,12 @@ export function restoreIpcNamespace(rs: RemoteSyscalls, ns: IpcNamespace): void 
   }
   for (const { entry, values } of ns.sem) {
     const d = entry.desc!;
-    writeSysctlIn(rs, buf, "kernel/sem_next_id", `${d.id}`);
-    const got = asCreator(
-      rs,
-      d.cuid,
-      d.cgid,
-      () => rs.call(NR.semget, d.key, entry.nsems, (d.mode & 0o777) | IPC.CREAT | IPC.EXCL),
+    make(
+      "sem_next_id",
+      "System V semaphore set",
+      d,
+      (f) => rs.call(NR.semget, d.key, entry.nsems, f),
     );
-    made("System V semaphore set", d.id, got);
     set(NR.semctl, "semctl", d.id, encodeIpcSet(d), true);
     const at = rs.scratch(values.byteLength);
     writeRemote(pid, at, new Uint8Array(values.buffer, values.byteOffset, values.byteLength));

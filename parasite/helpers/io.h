@@ -1,0 +1,39 @@
+/*
+ * Whole reads and writes on pipes for the helpers, retried on EINTR and short counts.
+ */
+#ifndef DENO_CRIU_HELPERS_IO_H
+#define DENO_CRIU_HELPERS_IO_H
+
+#include "../syscall.h"
+
+/* Reads exactly n bytes; 0 on end of file or error. */
+static int read_all(int fd, char *p, u64 n)
+{
+	while (n) {
+		s64 r = sys3(NR_read, fd, (s64)p, n);
+		if (r == -EINTR)
+			continue;
+		if (r <= 0)
+			return 0;
+		p += r;
+		n -= r;
+	}
+	return 1;
+}
+
+/* Writes all n bytes; 0 on error. */
+static int write_all(int fd, const char *p, u64 n)
+{
+	while (n) {
+		s64 r = sys3(NR_write, fd, (s64)p, n);
+		if (r == -EINTR)
+			continue;
+		if (r <= 0)
+			return 0;
+		p += r;
+		n -= r;
+	}
+	return 1;
+}
+
+#endif
