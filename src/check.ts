@@ -241,7 +241,12 @@ const NAMED: Feature[] = [
     category: "extra",
     probe: () => exists("/proc/self/loginuid"),
   },
-  notOurs("cgroupns", "cgroup namespaces", NS),
+  {
+    name: "cgroupns",
+    description: "cgroup namespaces (unshared again at their roots)",
+    category: "extra",
+    probe: () => exists("/proc/self/ns/cgroup"),
+  },
   { ...notOurs("autofs", "autofs mounts", NS), category: "experimental" },
   {
     name: "tcp_half_closed",

@@ -324,3 +324,36 @@ Deno.test("a network namespace with what is not carried yet is refused by name: 
     }
   }
 });
+
+Deno.test("a cgroup namespace of its own is unshared again at its root: the tree reads the same cgroups, criu sees them where they were", async () => {
+  const hier = "pids", base = "/sys/fs/cgroup/pids";
+  if (cgroupOf(Deno.pid, hier) !== "/" || !exists(`${base}/cgroup.procs`)) {
+    console.log("skipped: no pids hierarchy with criu at its top");
+    return;
+  }
+  const name = `/deno-criu-cgns-${Deno.pid}`;
+  Deno.mkdirSync(`${base}${name}/inner`, { recursive: true });
+  const bin = await buildVictim("cgroupns");
+  const v = startVictim(["setsid", bin, "{out}", `${base}${name}`]);
+  let child = 0;
+  try {
+    child = Number((await waitReport(v)).child);
+    await roundTrip(v);
+    assertEquals([cgroupOf(v.pid, hier), cgroupOf(child, hier)], [
+      `${name}/inner`,
+      `${name}/inner`,
+    ]);
+    assertMatch(await verdict(v), /PASS cgroupns/);
+  } finally {
+    killAll(v.pid, child);
+    await stopVictim(v);
+    await sleep(100);
+    for (const dir of [`${base}${name}/inner`, `${base}${name}`]) {
+      try {
+        Deno.removeSync(dir);
+      } catch {
+        // gone already
+      }
+    }
+  }
+});

@@ -32,11 +32,17 @@ import {
 import { readProcText } from "../tree/proc.ts";
 import { cgroupMounts, propsOf } from "../util/cgroup_fs.ts";
 import type { DumpContext } from "./context.ts";
+import { UnsupportedError } from "./file_types.ts";
 
 /** One hierarchy's cgroup of a task: controllers as /proc/PID/cgroup names them, and path. */
 export interface CgroupMember {
   name: string;
   path: string;
+  /**
+   * In a cgroup namespace of the tree's own: the length of the path's part that is the
+   * namespace's root in this hierarchy (criu's cgns_prefix); 0 or absent for none.
+   */
+  cgnsPrefix?: number;
 }
 
 /** Parses /proc/PID/cgroup ("ID:CONTROLLERS:PATH" lines), sorted by name. */
@@ -49,19 +55,56 @@ export function parseCgroups(text: string): CgroupMember[] {
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
-const key = (set: CgroupMember[]) => set.map((m) => `${m.name}:${m.path}`).join("\n");
+const key = (set: CgroupMember[]) =>
+  set.map((m) => `${m.name}:${m.path}:${m.cgnsPrefix ?? 0}`).join("\n");
 
 /** The cgroup sets of the tree, by content: ids for thread_core.cg_set (set 1 is criu's). */
 export class CgroupSets {
   readonly #own = key(parseCgroups(Deno.readTextFileSync("/proc/self/cgroup")));
   readonly #ids = new Map<string, number>();
   readonly #sets: CgroupMember[][] = [];
+  /** The roots of the tree's own cgroup namespace, by hierarchy, when it has one. */
+  #nsRoots?: Map<string, string>;
+
+  /**
+   * The tree has a cgroup namespace of its own: `inside` is what its root task reads of its
+   * own /proc/self/cgroup (paths from the namespace's roots), `outside` what criu reads of it.
+   * Each root is the part of the outside path the inside path does not name.
+   */
+  setNamespace(pid: number, inside: CgroupMember[], outside: CgroupMember[]): void {
+    const roots = new Map<string, string>();
+    for (const o of outside) {
+      const i = inside.find((x) => x.name === o.name);
+      if (!i) continue;
+      const tail = i.path === "/" ? "" : i.path;
+      if (!o.path.endsWith(tail)) {
+        throw new UnsupportedError(
+          `Cannot dump the cgroup namespace of task ${pid}: its ${o.name || "cgroup2"} cgroup ` +
+            `${i.path} is not the end of ${o.path}`,
+        );
+      }
+      roots.set(o.name, o.path.slice(0, o.path.length - tail.length).replace(/\/$/, ""));
+    }
+    this.#nsRoots = roots;
+  }
 
   /** The set of thread `tid` of process `pid`: its id, or undefined when it is criu's own. */
   setOf(pid: number, tid: number): number | undefined {
     const set = parseCgroups(readProcText(pid, `task/${tid}/cgroup`));
+    for (const m of this.#nsRoots ? set : []) {
+      const root = this.#nsRoots!.get(m.name) ?? "";
+      if (root && m.path !== root && !m.path.startsWith(`${root}/`)) {
+        throw new UnsupportedError(
+          `Cannot dump thread ${tid}: its ${m.name || "cgroup2"} cgroup ${m.path} lies outside ` +
+            `its cgroup namespace's root ${root}`,
+        );
+      }
+      m.cgnsPrefix = root.length;
+    }
     const k = key(set);
-    if (k === this.#own) return undefined;
+    // In a cgroup namespace of its own, a task records its set even where it is criu's: the
+    // restore unshares the namespace at the roots the set names.
+    if (k === this.#own && !this.#nsRoots) return undefined;
     let id = this.#ids.get(k);
     if (id === undefined) {
       id = this.#ids.size + 2;
@@ -75,7 +118,13 @@ export class CgroupSets {
   write(ctx: DumpContext): void {
     if (!this.#sets.length) return;
     const members = (set: CgroupMember[]): cg_member_entry[] =>
-      set.map((m) => create(cg_member_entrySchema, { name: m.name, path: m.path }));
+      set.map((m) =>
+        create(cg_member_entrySchema, {
+          name: m.name,
+          path: m.path,
+          cgnsPrefix: m.cgnsPrefix || undefined,
+        })
+      );
     // Each hierarchy of the sets, with the directories they use.
     const dirs = new Map<string, Set<string>>();
     for (const set of this.#sets) {

@@ -11,6 +11,7 @@
  * @module
  */
 import { VERSION } from "../version.ts";
+import { parseCgroups } from "./cgroups.ts";
 import { create } from "@bufbuild/protobuf";
 import { remap_file_path_entrySchema, remap_type } from "../../proto/gen/files_pb.ts";
 import {
@@ -172,7 +173,7 @@ function checkTree(tree: FrozenTree, pids: VirtualPids): void {
       // Restored into criu's namespaces, a task elsewhere would come back changed. The root's
       // own UTS and time namespaces are made again (with the whole tree in them).
       if (
-        p.pid === root && !["uts", "time", "pid", "ipc", "net"].includes(kind) &&
+        p.pid === root && !["uts", "time", "pid", "ipc", "net", "cgroup"].includes(kind) &&
         ownNamespace(root, kind)
       ) {
         throw new UnsupportedError(
@@ -542,6 +543,15 @@ async function dumpProcess(
     );
     if (ownUts) state.uts = readUtsNames(parasite.leader);
     if (ownIpc) state.ipc = readIpcNamespace(parasite.leader);
+    // The tree's own cgroup namespace: its roots, from what the root task reads of itself.
+    if (pid === tree.root && ownNamespace(pid, "cgroup")) {
+      const inside = new TextDecoder().decode(parasite.leader.readFile("/proc/self/cgroup"));
+      ctx.cgroups.setNamespace(
+        pid,
+        parseCgroups(inside),
+        parseCgroups(readProcText(pid, "cgroup")),
+      );
+    }
     const threads = proc.threads.slice(1).map((tid) => {
       using trs = parasite.thread(tree.task(tid));
       return collectThread(pid, tree.task(tid), trs);

@@ -77,7 +77,10 @@ export class CgroupMover {
     this.#active = true;
     for (const e of readImage(path, "CGROUP", cgroup_entrySchema)) {
       for (const s of e.message.sets) {
-        this.#sets.set(s.id, s.ctls.map((c) => ({ name: c.name, path: c.path })));
+        this.#sets.set(
+          s.id,
+          s.ctls.map((c) => ({ name: c.name, path: c.path, cgnsPrefix: c.cgnsPrefix })),
+        );
       }
       for (const c of e.message.controllers) {
         const name = c.cnames.join(",");
@@ -141,6 +144,21 @@ export class CgroupMover {
         );
       }
       this.#made.push(m);
+    }
+  }
+
+  /**
+   * Process `pid` into the roots of its cgroup namespace (set `id`'s paths up to their
+   * cgns_prefix, "/" without one), where it is to unshare that namespace; moveProcess then
+   * takes it on into its own cgroups.
+   */
+  enterNamespaceRoots(pid: number, id: number | undefined): void {
+    if (!this.#active || id === undefined) return;
+    const now = parseCgroups(readProcText(pid, "cgroup"));
+    for (const m of this.#set(id, pid)) {
+      const root = { name: m.name, path: m.path.slice(0, m.cgnsPrefix ?? 0) || "/" };
+      if (now.some((x) => x.name === root.name && x.path === root.path)) continue;
+      this.#write(`${this.#dir(root, pid)}/cgroup.procs`, pid, root);
     }
   }
 

@@ -143,6 +143,8 @@ export interface DumpImages {
    * one, with the images' ids in it (virtual ids; criu sees others).
    */
   pidNs: boolean;
+  /** Whether the root had a cgroup namespace of its own (unshared again at its roots). */
+  cgroupNs: boolean;
   /** The tree's own IPC namespace (ipcns-var/shm/msg/sem-ID.img), when the root had one. */
   ipcNs?: IpcNamespace;
   /** The tree's own network namespace (netdev-ID.img, netns-ID.img, ...), when it had one. */
@@ -472,6 +474,7 @@ export function readDump(dir: string): DumpImages {
     seccompFilters: readSeccomp(p("seccomp.img"), tasks),
     uts: readUts(dir, inventory, tasks[0]),
     pidNs: ownNamespaceId(inventory, tasks[0], "pid") !== undefined,
+    cgroupNs: ownNamespaceId(inventory, tasks[0], "cgroup") !== undefined,
     ipcNs: ownIpc === undefined ? undefined : readIpcNs(dir, ownIpc, shmem, tasks[0]),
     netns: readNetnsImages(dir, ownNamespaceId(inventory, tasks[0], "net"), tasks[0]),
     timens: readTimens(dir, inventory, tasks[0]),
@@ -505,7 +508,7 @@ function readTimens(
 function ownNamespaceId(
   inventory: inventory_entry,
   root: TaskImages,
-  kind: "uts" | "time" | "pid" | "ipc" | "net",
+  kind: "uts" | "time" | "pid" | "ipc" | "net" | "cgroup",
 ): number | undefined {
   const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
   const dumper = inventory.rootIds;

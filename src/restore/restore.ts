@@ -210,7 +210,9 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
   const treeRoot = dump.tasks[0];
   for (const kind of NS_KINDS) {
     const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
-    if (["uts", "time", "pid", "ipc", "net"].includes(kind) && isFieldSet(task.ids, field)) {
+    if (
+      ["uts", "time", "pid", "ipc", "net", "cgroup"].includes(kind) && isFieldSet(task.ids, field)
+    ) {
       if (task.ids[`${kind}NsId`] !== treeRoot.ids[`${kind}NsId`]) {
         throw new RestoreError(
           `Cannot restore task ${pid}: it was in another ${kind} namespace than task ` +
@@ -439,10 +441,19 @@ async function restoreTree(
       }
     }
     using _netns = dump.netns ? useNamespaceOf(made.pid) : undefined;
+    // Its own cgroup namespace: unshared by the root where its roots were (cgns_prefix), before
+    // it moves on into its cgroups and makes its children.
+    if (dump.cgroupNs) {
+      cgroups.enterNamespaceRoots(made.pid, rootTask.core.threadCore?.cgSet);
+      inTask(rootSeized, (rs) =>
+        rs.check(NR.unshare, "unshare(CLONE_NEWCGROUP)", NS_CLONE_FLAGS.cgroup));
+    }
     await checkpoint("fork");
 
     let pages = 0, compared = 0, kept = 0, forkMs = tForked - t0;
-    for (const { entry, data } of dump.sysvShm.values()) ensureSysvSegment(entry, data);
+    for (const { entry, data } of dump.sysvShm.values()) {
+      ensureSysvSegment(entry, data);
+    }
     {
       using table = new FileTable(dump, opts.shellJob ?? false, tcp, opts.inheritFds);
       const shmem = new Map<bigint, number>();
@@ -450,7 +461,9 @@ async function restoreTree(
         // Each task is made by its parent once the parent's memory is back (procs grows).
         for (let i = 0; i < procs.length; i++) {
           const p = procs[i];
-          if (p.task.zombie) continue;
+          if (p.task.zombie) {
+            continue;
+          }
           await checkpoint("process");
           pages += makeShmem(dump, p.task, shmem);
           // Into its cgroups before it makes its children (they start in them); its threads
@@ -470,7 +483,11 @@ async function restoreTree(
         }
         // pidfds and /proc files of the tree's tasks, now that every task exists.
         for (const p of procs) {
-          if (p.task.zombie || !p.task.fds.some((f) => isLateFile(dump.files.get(f.id), dump))) {
+          if (
+            p.task.zombie || !p.task.fds.some((f) =>
+              isLateFile(dump.files.get(f.id), dump)
+            )
+          ) {
             continue;
           }
           const maps = parseMaps(readProcText(p.seized.pid, "maps"));

@@ -239,6 +239,24 @@ export class RemoteSyscalls implements Disposable {
     return Number(ret);
   }
 
+  /**
+   * The first `max` bytes of file `path` as the task reads it (in its namespaces: its
+   * /proc/self, the cgroups of its cgroup namespace, its sysctls).
+   */
+  readFile(path: string, max = 4096): Uint8Array {
+    const room = this.scratch(max + path.length * 3 + 1);
+    const fd = this.openFile(path, O.RDONLY, remoteAdd(room, max));
+    try {
+      const n = this.check(NR.read, `read(${path})`, fd, room, max);
+      const out = new Uint8Array(Number(n));
+      readRemote(this.task.pid, room, out);
+      return out;
+    } finally {
+      this.closeFd(fd);
+      this.unmapScratch(room);
+    }
+  }
+
   /** Closes descriptor `fd` that criu made in the task. */
   closeFd(fd: number): void {
     this.#table?.forgetFd(fd);
