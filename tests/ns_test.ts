@@ -19,6 +19,7 @@ import {
   treePids,
   verdict,
   waitGone,
+  waitLine,
   waitReport,
 } from "./helpers.ts";
 
@@ -355,5 +356,48 @@ Deno.test("a cgroup namespace of its own is unshared again at its root: the tree
         // gone already
       }
     }
+  }
+});
+
+Deno.test("--join-ns net: a tree in a named network namespace is dumped with the namespace locked whole, restored into it with its connection, and the lock taken away", async () => {
+  const ns = `deno-criu-${Deno.pid}`;
+  const run = (cmd: string, ...args: string[]) =>
+    new TextDecoder().decode(new Deno.Command(cmd, { args, stdout: "piped" }).outputSync().stdout);
+  run("ip", "netns", "add", ns);
+  run("ip", "-n", ns, "link", "set", "lo", "up");
+  const path = `/var/run/netns/${ns}`;
+  const bin = await buildVictim("tcp");
+  const v = startVictim(["nsenter", `--net=${path}`, "setsid", bin, "{out}", "pair", "4571"]);
+  const tables = () => run("nsenter", `--net=${path}`, "nft", "list", "tables");
+  let pids: number[] = [];
+  try {
+    const root = Number((await waitReport(v)).pid);
+    pids = treePids(root);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${root}`, "-D", imgs, "--tcp-established"]);
+    assertEquals(d.code, 0, d.stderr);
+    for (const pid of pids) assert(await waitGone(pid), `task ${pid} gone after the dump`);
+    assertMatch(tables(), /table inet CRIU-/, "the namespace stays locked for the restore");
+    const r = await criu([
+      "restore",
+      "-d",
+      "-D",
+      imgs,
+      "--tcp-established",
+      "--join-ns",
+      `net:${path}`,
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(Deno.statSync(`/proc/${root}/ns/net`).ino, Deno.statSync(path).ino);
+    assert(!/CRIU-/.test(tables()), "unlocked after the restore");
+    Deno.kill(root, "SIGTERM");
+    await waitLine(v.out, /^(PASS|FAIL) server/, 8000);
+    await waitLine(v.out, /^(PASS|FAIL) client/, 8000);
+    const report = Deno.readTextFileSync(v.out).split("\n").filter((l) => /^(PASS|FAIL)/.test(l));
+    assertMatch(report.join("\n"), /^PASS \w+ .*\nPASS \w+ /);
+  } finally {
+    killAll(...pids);
+    await stopVictim(v);
+    run("ip", "netns", "delete", ns);
   }
 });

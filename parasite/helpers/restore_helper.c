@@ -239,6 +239,22 @@ __attribute__((used)) void helper_main(s64 *sp)
 	int detach = argc > 2 && argv[2][0] == 'd';
 	s64 self = sys3(NR_getpid, 0, 0, 0);
 	sys6(NR_prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, 0);
+	/* DENO_CRIU_JOIN_NET=PATH: the child is made in that network namespace (--join-ns). */
+	for (char **e = argv + argc + 1; *e; e++) {
+		const char *k = "DENO_CRIU_JOIN_NET=";
+		int i = 0;
+		while (k[i] && (*e)[i] == k[i])
+			i++;
+		if (k[i])
+			continue;
+		s64 fd = sys3(NR_open, (s64)(*e + i), 0 /* O_RDONLY */, 0);
+		s64 r = fd < 0 ? fd : sys3(308 /* setns */, fd, 0x40000000 /* CLONE_NEWNET */, 0);
+		if (r < 0) {
+			print("error ", -r);
+			sys3(NR_exit_group, 2, 0, 0);
+		}
+		sys3(NR_close, fd, 0, 0);
+	}
 	struct clone_args ca = {0};
 	ca.flags = argc > 3 ? parse(argv[3]) : 0;
 	if (ca.flags & CLONE_NEWTIME) {

@@ -149,6 +149,7 @@ async function runRestore(o: CriuOpts): Promise<number> {
       inheritFds: inheritedFds(o.inheritFds, log),
       // As criu: soft unless told otherwise (the option alone is soft too).
       manageCgroups: (o.manageCgroups || "soft") as CgroupMode,
+      joinNet: joinedNet(o.joinNs),
       actions: scriptsOf(o, dirs, log),
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
       signal: stop.signal,
@@ -335,4 +336,11 @@ function fdIsOpen(fd: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** The network namespace `--join-ns net:PID|FILE` names, as a path (a PID's /proc link). */
+function joinedNet(joins: string[]): string | undefined {
+  const net = joins.map((j) => /^net:(.+)$/.exec(j)?.[1]).find((v) => v !== undefined);
+  if (net === undefined) return undefined;
+  return /^\d+$/.test(net) ? `/proc/${net}/ns/net` : net;
 }

@@ -58,6 +58,8 @@ export interface CriuOpts {
   linkRemap: boolean;
   /** --manage-cgroups: its mode as given ("" for the option alone: soft). */
   manageCgroups?: string;
+  /** --join-ns NS:PID|FILE: namespaces to restore into (only `net` so far). */
+  joinNs: string[];
   /** --cgroup-yard: where the caller mounted the cgroup hierarchies (found in mountinfo). */
   cgroupYard?: string;
   /** --freeze-cgroup: the cgroup whose freezer freezes the tree at dump. */
@@ -120,6 +122,7 @@ export function defaultOpts(): CriuOpts {
     evasiveDevices: false,
     forceIrmap: false,
     irmapScanPaths: [],
+    joinNs: [],
     ghostLimit: DEFAULT_GHOST_LIMIT,
     ghostFiemap: true,
     timeout: DEFAULT_TIMEOUT,
@@ -234,7 +237,7 @@ const TABLE: OptionSpec[] = [
   opt("images-dir", "required", (o, v) => (o.imagesDir = v!), { short: "D" }),
   opt("work-dir", "required", (o, v) => (o.workDir = v), { short: "W" }),
   opt("log-file", "required", (o, v) => (o.logFile = v), { short: "o" }),
-  refused("join-ns", "required", NOT_YET.ns, "J"),
+  opt("join-ns", "required", (o, v) => o.joinNs.push(v!), { short: "J" }),
   refused("root", "required", NOT_YET.ns, "r"),
   opt("ext-unix-sk", "optional", (o) => (o.extUnixSk = true), { short: "x" }),
   opt("help", "none", (o) => (o.help = true), { short: "h" }),
@@ -400,6 +403,16 @@ export function checkOptions(o: CriuOpts): void {
   for (const spec of TABLE) {
     if (spec.refuse && o.given.has(spec.name)) {
       throw new UsageError(`Option --${spec.name} is not supported by deno-criu: ${spec.refuse}`);
+    }
+  }
+  for (const j of o.joinNs) {
+    const m = /^(\w+):([^,]+)$/.exec(j);
+    if (!m) throw new UsageError(`Invalid --join-ns ${j}: NS:PID or NS:FILE expected`);
+    if (m[1] !== "net") {
+      throw new UsageError(
+        `Option --join-ns ${j} is not supported by deno-criu: only a network namespace can be ` +
+          `joined so far`,
+      );
     }
   }
   if (o.manageCgroups && !CGROUP_MODES.includes(o.manageCgroups as CgroupMode)) {

@@ -148,6 +148,8 @@ export class DumpContext {
   ownMounts?: Set<number>;
   /** Whether the root has a network namespace of its own (its sockets are made in it). */
   ownNet = false;
+  /** The lock of that namespace while it is held: a task in it, the method, the root's id. */
+  netnsLock?: { root: number; method: LockMethod; vroot: number };
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
   /** The listener each client waiting in a listener's queue is queued at (made once). */
@@ -229,7 +231,8 @@ export class DumpContext {
   tcpPolicy(): TcpDumpPolicy {
     if (this.opts.tcpEstablished) {
       this.tcp ??= new RepairedConnections(
-        this.opts.networkLock ?? DEFAULT_LOCK_METHOD,
+        // A namespace of the tree's own is locked whole (dump.ts lockNetns).
+        this.ownNet ? "skip" : this.opts.networkLock ?? DEFAULT_LOCK_METHOD,
         // Named by the root's id in the images, which is what the restore knows.
         this.pids.virt(this.opts.pid),
         this.log,

@@ -60,7 +60,9 @@ import { dumpSysvShm, writeSysvShm } from "./sysv.ts";
 import { collectTask, collectThread, type TaskState } from "./task.ts";
 import { readUtsNames, type UtsNames, writeUtsNs } from "./uts.ts";
 import { type IpcNamespace, readIpcNamespace, writeIpcNs } from "./ipc_ns.ts";
-import { NetnsError, readNetns } from "../net/netns.ts";
+import { inNetns, NetnsError, readNetns } from "../net/netns.ts";
+import { netnsLockSteps } from "../net/netns_lock.ts";
+import { toolPath } from "../net/netlock.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { writeNetns } from "./netns.ts";
 
@@ -287,6 +289,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   } catch (e) {
     // The tree is thawed as it was (the `using` above); its connections go on first.
     ctx.tcp?.resume();
+    await unlockNetns(ctx);
     await ctx.guard?.finish();
     removeLinkRemaps(ctx);
     throw e;
@@ -297,6 +300,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
     // As criu: a tree left running keeps its files as they were (no link remaps stay).
     if (opts.leaveRunning) removeLinkRemaps(ctx);
     ctx.tcp?.resume();
+    await unlockNetns(ctx);
     tree.resume({ stopped: opts.leaveStopped });
   } else {
     // From here the tree dies whatever becomes of criu: the guard would kill it (it takes
@@ -323,6 +327,41 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   return { images: [...ctx.written], stats: { ...ctx.stats } };
 }
 
+/**
+ * Locks the whole network namespace of task `root` (the tree's own), as criu does, before any
+ * connection in it is read; the guard learns how to unlock it first. It stays locked after a
+ * dump that kills the tree, for the restore to unlock (--join-ns net).
+ */
+async function lockNetns(ctx: DumpContext, root: number): Promise<void> {
+  const method = ctx.opts.networkLock ?? DEFAULT_LOCK_METHOD;
+  const vroot = ctx.pids.virt(root);
+  const steps = netnsLockSteps(method, vroot, false);
+  if (!steps.length) return;
+  ctx.guard ??= await DumpGuard.start();
+  for (const u of netnsLockSteps(method, vroot, true)) {
+    ctx.guard.undoWith(
+      [toolPath("nsenter"), "-t", `${root}`, "-n", "--", toolPath(u.argv[0]), ...u.argv.slice(1)],
+      u.input ?? "",
+    );
+  }
+  ctx.netnsLock = { root, method, vroot };
+  for (const s of steps) {
+    await inNetns(root, s.argv, s.input ? new TextEncoder().encode(s.input) : undefined);
+  }
+  ctx.log.info(`Network namespace of task ${root} locked (${method})`);
+}
+
+/** Takes away the lock of {@link lockNetns}, when the tree goes on. Never throws. */
+async function unlockNetns(ctx: DumpContext): Promise<void> {
+  const l = ctx.netnsLock;
+  if (!l) return;
+  ctx.netnsLock = undefined;
+  for (const s of netnsLockSteps(l.method, l.vroot, true)) {
+    await inNetns(l.root, s.argv, s.input ? new TextEncoder().encode(s.input) : undefined)
+      .catch((e) => ctx.log.error(`Cannot unlock the network namespace: ${(e as Error).message}`));
+  }
+}
+
 /** Collects the frozen tree and writes every image, synced. Kills nothing. */
 async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   ctx.pids = VirtualPids.of(tree.root);
@@ -336,6 +375,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
       if (e instanceof NetnsError) throw new UnsupportedError(e.message);
       throw e;
     }
+    await lockNetns(ctx, tree.root);
   }
   using _netns = ctx.ownNet ? useNamespaceOf(tree.root) : undefined;
   checkTree(tree, ctx.pids);

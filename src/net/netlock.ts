@@ -68,7 +68,7 @@ function runTool(tool: string, args: string[], netns?: number): { ok: boolean; e
 }
 
 /** The absolute path of `tool` on PATH (the tool's name when it is not found). */
-function toolPath(tool: string): string {
+export function toolPath(tool: string): string {
   for (const dir of (Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":")) {
     try {
       if (Deno.statSync(`${dir}/${tool}`).isFile) return `${dir}/${tool}`;

@@ -49,14 +49,16 @@ export interface TimeNamespaceClocks {
 
 /**
  * Creates a task with PID `pid`, in new namespaces of the kinds `cloneFlags` names (CLONE_NEW*),
- * and in a new time namespace whose clocks read `clocks`, when given; `detach` lets the helper
- * exit instead of waiting for it.
+ * and in a new time namespace whose clocks read `clocks`, when given, or in the network
+ * namespace bound at `joinNet` (--join-ns net:PATH); `detach` lets the helper exit instead of
+ * waiting for it.
  */
 export async function spawnTask(
   pid: number,
   detach: boolean,
   cloneFlags = 0,
   clocks?: TimeNamespaceClocks,
+  joinNet?: string,
 ): Promise<HelperTask> {
   const time = clocks
     ? [clocks.monotonic, clocks.boottime].flatMap(([sec, nsec]) => [`${sec}`, `${nsec}`])
@@ -71,6 +73,7 @@ export async function spawnTask(
     stdin: "piped",
     stdout: "piped",
     stderr: "inherit",
+    env: joinNet ? { DENO_CRIU_JOIN_NET: joinNet } : {},
   }).spawn();
   const text = await readFirstLine(helper.stdout);
   const m = /^(child|error) (-?\d+)/.exec(text);

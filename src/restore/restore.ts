@@ -88,7 +88,8 @@ import { PidTakenError, spawnTask } from "./helper.ts";
 import { RealPids } from "../tree/pid_ns.ts";
 import { setUtsNames } from "./uts.ts";
 import { removeMarkedSegments, restoreIpcNamespace } from "./ipc_ns.ts";
-import { NetnsError, restoreNetns } from "../net/netns.ts";
+import { inNetns, NetnsError, restoreNetns } from "../net/netns.ts";
+import { netnsLockSteps } from "../net/netns_lock.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { type CgroupMode, CgroupMover } from "./cgroups.ts";
 import { exists } from "../util/exists.ts";
@@ -147,6 +148,8 @@ export interface RestoreOptions {
   actions?: ActionHook;
   /** Leave every task in criu's cgroups (`--manage-cgroups=ignore`), whatever cgroup.img says. */
   manageCgroups?: CgroupMode;
+  /** Restore into the network namespace bound at this path (`--join-ns net:...`). */
+  joinNet?: string;
   /** Test hook: fail at the named stage after the task exists. */
   faultInject?: string;
   /** Aborted when criu is asked to stop (SIGINT, SIGTERM, SIGHUP): the restore rolls back. */
@@ -393,8 +396,10 @@ async function restoreTree(
     pid,
     opts.detach ?? false,
     (dump.uts ? NS_CLONE_FLAGS.uts : 0) | (dump.pidNs ? NS_CLONE_FLAGS.pid : 0) |
-      (dump.ipcNs ? NS_CLONE_FLAGS.ipc : 0) | (dump.netns ? NS_CLONE_FLAGS.net : 0),
+      (dump.ipcNs ? NS_CLONE_FLAGS.ipc : 0) |
+      (dump.netns && !opts.joinNet ? NS_CLONE_FLAGS.net : 0),
     clocks,
+    opts.joinNet,
   );
   // The tasks' real ids, as they are made (the images' own without a PID namespace).
   const pids = new RealPids(dump.pidNs);
@@ -432,7 +437,7 @@ async function restoreTree(
     if (dump.ipcNs) inTask(rootSeized, (rs) => restoreIpcNamespace(rs, dump.ipcNs!));
     // Its own network namespace: devices, sysctls, addresses, routes, rules (by the tools);
     // its sockets are made in it.
-    if (dump.netns) {
+    if (dump.netns && !opts.joinNet) {
       try {
         await restoreNetns(made.pid, dump.netns);
       } catch (e) {
@@ -440,7 +445,7 @@ async function restoreTree(
         throw e;
       }
     }
-    using _netns = dump.netns ? useNamespaceOf(made.pid) : undefined;
+    using _netns = dump.netns || opts.joinNet ? useNamespaceOf(made.pid) : undefined;
     // Its own cgroup namespace: unshared by the root where its roots were (cgns_prefix), before
     // it moves on into its cgroups and makes its children.
     if (dump.cgroupNs) {
@@ -538,6 +543,13 @@ async function restoreTree(
     // 7. RESUME: connections out of repair mode and the network unlocked, then children and
     // threads first; zombies are left to exit.
     tcp.conns.finishRestore();
+    // A namespace joined holds the dump's lock of it (criu's way): taken away now.
+    if (opts.joinNet && dump.netns) {
+      for (const s of netnsLockSteps(tcp.conns.lock.method, pid, true)) {
+        await inNetns(made.pid, s.argv, s.input ? new TextEncoder().encode(s.input) : undefined)
+          .catch((e) => log.error(`Cannot unlock the network namespace: ${(e as Error).message}`));
+      }
+    }
     await reported(opts.actions, "pre-resume", made.pid, log);
     for (const p of [...procs].reverse()) {
       if (p.task.zombie) continue;
