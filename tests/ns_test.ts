@@ -304,11 +304,11 @@ Deno.test("sockets inside a network namespace of its own: made in it again, a TC
   assertEquals(hostNet(), before);
 });
 
-Deno.test("a network namespace with what is not carried yet is refused by name: a device other than the loopback (veth), a sysctl criu does not carry", async () => {
+Deno.test("a network namespace with what is not carried yet is refused by name: a device other than the loopback and veth (a bridge), a sysctl criu does not carry", async () => {
   const cases: [string, RegExp][] = [
     [
-      "ip link add v0 type veth peer name v1 && echo ready && exec sleep 60",
-      /device v[01] \(ether\) is not supported yet/,
+      "ip link add br0 type bridge && echo ready && exec sleep 60",
+      /device br0 \(bridge\) is not supported yet/,
     ],
     [
       "echo 600 > /proc/sys/net/ipv4/tcp_keepalive_time && echo ready && exec sleep 60",
@@ -399,5 +399,86 @@ Deno.test("--join-ns net: a tree in a named network namespace is dumped with the
     killAll(...pids);
     await stopVictim(v);
     run("ip", "netns", "delete", ns);
+  }
+});
+
+Deno.test("a veth device whose peer is outside the namespace comes back with its index, address and routes, its outside end named by --external veth[...]", async () => {
+  const run = (cmd: string, ...args: string[]) => {
+    const o = new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).outputSync();
+    assert(o.success, `${cmd} ${args.join(" ")}: ${new TextDecoder().decode(o.stderr)}`);
+    return new TextDecoder().decode(o.stdout);
+  };
+  const outside = `dcv${Deno.pid % 100000}`;
+  const v = startVictim([
+    "setsid",
+    "unshare",
+    "-n",
+    "sh",
+    "-c",
+    "echo ready > {out}; while :; do sleep 0.5; done",
+  ]);
+  // What the namespace shows of itself (the peer's index, outside, left out).
+  const show = (pid: number) =>
+    run(
+      "nsenter",
+      "-t",
+      `${pid}`,
+      "-n",
+      "sh",
+      "-c",
+      "ip -o link | sed 's/@if[0-9]*//; s/qlen [0-9]*//'; ip -o addr | sed 's/valid_lft.*//'; " +
+        "ip route show table all",
+    );
+  try {
+    await waitReport(v);
+    run("ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", `${v.pid}`);
+    run("ip", "link", "set", outside, "up");
+    run(
+      "nsenter",
+      "-t",
+      `${v.pid}`,
+      "-n",
+      "sh",
+      "-c",
+      "ip link set lo up && ip addr add 10.99.7.2/24 dev eth0 && ip link set eth0 up && " +
+        "ip route add default via 10.99.7.1",
+    );
+    // Settled: the link-local address is no longer tentative.
+    for (let i = 0; i < 50 && /tentative/.test(show(v.pid)); i++) await sleep(100);
+    const before = show(v.pid);
+    const pids = treePids(v.pid);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(d.code, 0, d.stderr);
+    await v.child.status;
+    for (const pid of pids) assert(await waitGone(pid, 15000), `task ${pid} gone after the dump`);
+    const refused = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(refused.code, 1);
+    assertMatch(refused.stderr, /--external veth\[eth0\]:NAME/);
+    const r = await criu(["restore", "-d", "-D", imgs, "--external", `veth[eth0]:${outside}`]);
+    assertEquals(r.code, 0, r.stderr);
+    for (let i = 0; i < 50 && /tentative/.test(show(v.pid)); i++) await sleep(100);
+    assertEquals(show(v.pid), before);
+    // The outside end is there, up: a connection from inside reaches this side.
+    run("ip", "addr", "add", "10.99.7.1/24", "dev", outside);
+    const l = Deno.listen({ hostname: "10.99.7.1", port: 4572 });
+    try {
+      const c = new Deno.Command("nsenter", {
+        args: ["-t", `${v.pid}`, "-n", "bash", "-c", "exec 3<>/dev/tcp/10.99.7.1/4572"],
+      }).output();
+      const conn = await l.accept();
+      conn.close();
+      assert((await c).success, "connected from inside");
+    } finally {
+      l.close();
+    }
+  } finally {
+    killAll(v.pid);
+    await stopVictim(v);
+    try {
+      run("ip", "link", "del", outside);
+    } catch {
+      // went with its peer
+    }
   }
 });

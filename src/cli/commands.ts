@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { VethOutside } from "../net/netns.ts";
 import type { CgroupMode } from "../restore/cgroups.ts";
 import { CRIU_VERSION, VERSION, versionText } from "../version.ts";
 import { isAbsolute, join, resolve } from "node:path";
@@ -150,6 +151,7 @@ async function runRestore(o: CriuOpts): Promise<number> {
       // As criu: soft unless told otherwise (the option alone is soft too).
       manageCgroups: (o.manageCgroups || "soft") as CgroupMode,
       joinNet: joinedNet(o.joinNs),
+      veths: vethsOf(o.external),
       actions: scriptsOf(o, dirs, log),
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
       signal: stop.signal,
@@ -343,4 +345,14 @@ function joinedNet(joins: string[]): string | undefined {
   const net = joins.map((j) => /^net:(.+)$/.exec(j)?.[1]).find((v) => v !== undefined);
   if (net === undefined) return undefined;
   return /^\d+$/.test(net) ? `/proc/${net}/ns/net` : net;
+}
+
+/** `--external veth[IFNAME]:OUTNAME[@BRIDGE]`: the outside end of each veth, by its name inside. */
+function vethsOf(external: string[]): Map<string, VethOutside> {
+  const out = new Map<string, VethOutside>();
+  for (const e of external) {
+    const m = /^veth\[([^\]]+)\]:([^@]+)(?:@(.+))?$/.exec(e);
+    if (m) out.set(m[1], { name: m[2], bridge: m[3] });
+  }
+  return out;
 }

@@ -441,5 +441,8 @@ export function checkOptions(o: CriuOpts): void {
   }
 }
 
-/** The resources `--external` names that deno-criu handles: files, terminals, unix sockets. */
-const EXTERNAL_TYPES = new Set(["file", "tty", "unix"]);
+/**
+ * The resources `--external` names that deno-criu handles: files, terminals, unix sockets, and
+ * the outside ends of veth devices (`veth[IFNAME]:OUTNAME[@BRIDGE]`, at restore).
+ */
+const EXTERNAL_TYPES = new Set(["file", "tty", "unix", "veth"]);

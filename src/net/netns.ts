@@ -193,13 +193,24 @@ async function readSysctls(pid: number | undefined): Promise<Map<string, string>
   return out;
 }
 
-/** A network device as `ip -j link` shows it. */
+/** A network device as `ip -j -d link` shows it. */
 interface Link {
   ifindex: number;
   ifname: string;
   flags: string[];
   mtu: number;
   link_type: string;
+  address?: string;
+  /** A veth's peer: its index, in the namespace of `link_netnsid` when not this one. */
+  link_index?: number;
+  link_netnsid?: number;
+  linkinfo?: { info_kind?: string };
+}
+
+/** Where the outside end of a veth goes at restore (`--external veth[IN]:NAME[@BRIDGE]`). */
+export interface VethOutside {
+  name: string;
+  bridge?: string;
 }
 
 /** What a dump keeps of a network namespace. */
@@ -247,34 +258,46 @@ function carried(names: string[]): Set<string> {
  */
 export async function readNetns(pid: number): Promise<NetnsState> {
   const links = JSON.parse(
-    new TextDecoder().decode(await inNetns(pid, ["ip", "-j", "link", "show"])),
+    new TextDecoder().decode(await inNetns(pid, ["ip", "-j", "-d", "link", "show"])),
   ) as Link[];
   for (const l of links) {
-    if (l.link_type !== "loopback") {
+    if (l.link_type !== "loopback" && l.linkinfo?.info_kind !== "veth") {
       throw new NetnsError(
         `Cannot dump the network namespace of task ${pid}: its device ${l.ifname} ` +
-          `(${l.link_type}) is not supported yet; only the loopback is`,
+          `(${l.linkinfo?.info_kind ?? l.link_type}) is not supported yet; only the loopback ` +
+          `and veth devices are`,
       );
     }
   }
   const [values, fresh] = await Promise.all([readSysctls(pid), readSysctls(undefined)]);
   const kept = carried(links.map((l) => l.ifname));
-  const changed = [...values].filter(([p, v]) => !kept.has(p) && fresh.get(p) !== v);
+  // A device a new namespace lacks starts from the namespace's defaults: conf/default, and
+  // for its neighbour table what the loopback got (a namespace has no neigh/default).
+  const devs = links.filter((l) => l.link_type !== "loopback").map((l) => l.ifname);
+  const freshOf = (p: string) => {
+    const m = /^(.*\/(conf|neigh))\/([^/]+)\/(.*)$/.exec(p);
+    if (!m || !devs.includes(m[3])) return fresh.get(p);
+    return fresh.get(`${m[1]}/${m[2] === "conf" ? "default" : "lo"}/${m[4]}`);
+  };
+  const changed = [...values].filter(([p, v]) => !kept.has(p) && freshOf(p) !== v);
   if (changed.length) {
     const [p, v] = changed[0];
     throw new NetnsError(
       `Cannot dump the network namespace of task ${pid}: sysctl ${
         p.slice("/proc/sys/".length).replaceAll("/", ".")
       } is ${JSON.stringify(v)} (a new namespace has ${
-        JSON.stringify(fresh.get(p) ?? "none")
+        JSON.stringify(freshOf(p) ?? "none")
       }), which is not carried${changed.length > 1 ? ` (and ${changed.length - 1} more)` : ""}`,
     );
   }
   const devices = links.map((l) =>
     create(net_device_entrySchema, {
-      type: nd_type.LOOPBACK,
+      type: l.link_type === "loopback" ? nd_type.LOOPBACK : nd_type.VETH,
       ifindex: l.ifindex,
       mtu: l.mtu,
+      address: l.link_type === "loopback" ? undefined : macBytes(l.address ?? ""),
+      peerIfindex: l.link_index,
+      peerNsid: l.link_netnsid,
       // ip hides RUNNING; a loopback runs whenever its lower layer is up.
       flags: l.flags.reduce((f, n) => f | (IFF[n] ?? 0), 0) |
         (l.flags.includes("LOWER_UP") ? IFF.RUNNING : 0),
@@ -308,6 +331,16 @@ export async function readNetns(pid: number): Promise<NetnsState> {
     saved.set(name, argv ? await inNetns(pid, argv) : new Uint8Array());
   }
   return { devices, netns, saved };
+}
+
+/** A MAC address's bytes ("aa:bb:..."). */
+function macBytes(mac: string): Uint8Array {
+  return new Uint8Array(mac.split(":").filter(Boolean).map((b) => parseInt(b, 16)));
+}
+
+/** A MAC address's text. */
+function macText(b: Uint8Array): string {
+  return [...b].map((x) => x.toString(16).padStart(2, "0")).join(":");
 }
 
 /**
@@ -379,7 +412,11 @@ function sysctlWrites(
  * Makes the network namespace task `pid` was just made in what the images say: sysctls, the
  * loopback's conf, MTU, addresses and state, routes, rules, and firewall rules.
  */
-export async function restoreNetns(pid: number, ns: NetnsState): Promise<void> {
+export async function restoreNetns(
+  pid: number,
+  ns: NetnsState,
+  veths = new Map<string, VethOutside>(),
+): Promise<void> {
   const now = await readSysctls(pid);
   const writes = [
     ...sysctlWrites(`${SYS}/ipv4/conf/all`, DEVCONFS4, ns.netns.allConf4),
@@ -389,12 +426,15 @@ export async function restoreNetns(pid: number, ns: NetnsState): Promise<void> {
     ...sysctlWrites(`${SYS}/unix`, UNIX_CONF, ns.netns.unixConf),
     ...sysctlWrites(`${SYS}/ipv4`, IPV4_SYSCTLS, ns.netns.ipv4Sysctl),
   ];
+  // Devices first, with their indices (addresses and routes name them by index).
+  const madeVeths = new Set<string>();
   for (const d of ns.devices) {
-    if (d.type !== nd_type.LOOPBACK) {
-      throw new NetnsError(
-        `Cannot restore network device ${d.name}: only the loopback is supported`,
-      );
+    if (d.type === nd_type.VETH) await makeVeth(pid, d, ns.devices, veths, madeVeths);
+    else if (d.type !== nd_type.LOOPBACK) {
+      throw new NetnsError(`Cannot restore network device ${d.name}: its kind is not supported`);
     }
+  }
+  for (const d of ns.devices) {
     writes.push(
       ...sysctlWrites(`${SYS}/ipv4/conf/${d.name}`, DEVCONFS4, d.conf4),
       ...sysctlWrites(`${SYS}/ipv6/conf/${d.name}`, DEVCONFS6, d.conf6),
@@ -414,8 +454,12 @@ export async function restoreNetns(pid: number, ns: NetnsState): Promise<void> {
   let addrs = saved("ifaddr");
   for (const d of ns.devices) {
     await run(["ip", "link", "set", d.name, "mtu", `${d.mtu}`]);
+    if (d.address?.length) {
+      await run(["ip", "link", "set", d.name, "address", macText(d.address)]);
+    }
     if (!(d.flags & IFF.UP)) continue;
     await run(["ip", "link", "set", d.name, "up"]);
+    if (d.type !== nd_type.LOOPBACK) continue;
     const own = splitLoopbackAddresses(addrs, d.ifindex);
     addrs = own.rest;
     for (const [have, addr] of [[own.v4, "127.0.0.1/8"], [own.v6, "::1/128"]] as const) {
@@ -439,6 +483,77 @@ export async function restoreNetns(pid: number, ns: NetnsState): Promise<void> {
   }
   const ruleset = withoutCriuLock(new TextDecoder().decode(saved("nftables")));
   if (ruleset.trim()) await run(["nft", "-f", "-"], new TextEncoder().encode(ruleset));
+}
+
+/**
+ * Makes veth device `d` with its index: with its peer among `devices` (both ends inside), the
+ * pair in the namespace of task `pid`; with its peer outside, the pair with its other end in
+ * criu's namespace, named as `--external veth[NAME]:OUTSIDE[@BRIDGE]` says, up (and in the
+ * bridge). `made` collects the names made, so that a pair is made once.
+ */
+async function makeVeth(
+  pid: number,
+  d: net_device_entry,
+  devices: net_device_entry[],
+  veths: Map<string, VethOutside>,
+  made: Set<string>,
+): Promise<void> {
+  if (made.has(d.name)) return;
+  const peer = d.peerNsid === undefined
+    ? devices.find((x) => x !== d && x.ifindex === d.peerIfindex)
+    : undefined;
+  if (peer) {
+    made.add(peer.name);
+    made.add(d.name);
+    const idx = (x: net_device_entry) => ["index", `${x.ifindex}`];
+    await inNetns(pid, [
+      "ip",
+      "link",
+      "add",
+      d.name,
+      ...idx(d),
+      "type",
+      "veth",
+      "peer",
+      "name",
+      peer.name,
+      ...idx(peer),
+    ]);
+    return;
+  }
+  const out = veths.get(d.name);
+  if (!out) {
+    throw new NetnsError(
+      `Cannot restore network device ${d.name}: a veth whose peer is outside its namespace; ` +
+        `name the outside end with --external veth[${d.name}]:NAME[@BRIDGE]`,
+    );
+  }
+  made.add(d.name);
+  const here = async (argv: string[]) => {
+    const r = await new Deno.Command(argv[0], { args: argv.slice(1), stderr: "piped" }).output();
+    if (!r.success) {
+      throw new NetnsError(
+        `${argv.join(" ")} failed: ${new TextDecoder().decode(r.stderr).trim()}`,
+      );
+    }
+  };
+  await here([
+    "ip",
+    "link",
+    "add",
+    out.name,
+    "type",
+    "veth",
+    "peer",
+    "name",
+    d.name,
+    "index",
+    `${d.ifindex}`,
+    "netns",
+    `${pid}`,
+  ]);
+  if (out.bridge) await here(["ip", "link", "set", out.name, "master", out.bridge]);
+  await here(["ip", "link", "set", out.name, "up"]);
 }
 
 /**

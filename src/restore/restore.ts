@@ -88,7 +88,7 @@ import { PidTakenError, spawnTask } from "./helper.ts";
 import { RealPids } from "../tree/pid_ns.ts";
 import { setUtsNames } from "./uts.ts";
 import { removeMarkedSegments, restoreIpcNamespace } from "./ipc_ns.ts";
-import { inNetns, NetnsError, restoreNetns } from "../net/netns.ts";
+import { inNetns, NetnsError, restoreNetns, type VethOutside } from "../net/netns.ts";
 import { netnsLockSteps } from "../net/netns_lock.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { type CgroupMode, CgroupMover } from "./cgroups.ts";
@@ -150,6 +150,8 @@ export interface RestoreOptions {
   manageCgroups?: CgroupMode;
   /** Restore into the network namespace bound at this path (`--join-ns net:...`). */
   joinNet?: string;
+  /** The outside ends of veth devices, by their names inside (`--external veth[...]`). */
+  veths?: Map<string, VethOutside>;
   /** Test hook: fail at the named stage after the task exists. */
   faultInject?: string;
   /** Aborted when criu is asked to stop (SIGINT, SIGTERM, SIGHUP): the restore rolls back. */
@@ -439,7 +441,7 @@ async function restoreTree(
     // its sockets are made in it.
     if (dump.netns && !opts.joinNet) {
       try {
-        await restoreNetns(made.pid, dump.netns);
+        await restoreNetns(made.pid, dump.netns, opts.veths);
       } catch (e) {
         if (e instanceof NetnsError) throw new RestoreError(e.message);
         throw e;
