@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create, isFieldSet } from "@bufbuild/protobuf";
 import {
   nd_type,
   type net_device_entry,
@@ -201,7 +201,8 @@ interface Link {
   mtu: number;
   link_type: string;
   address?: string;
-  /** A veth's peer: its index, in the namespace of `link_netnsid` when not this one. */
+  /** A veth's peer: by name when in this namespace, else by index in that of `link_netnsid`. */
+  link?: string;
   link_index?: number;
   link_netnsid?: number;
   linkinfo?: { info_kind?: string };
@@ -296,7 +297,7 @@ export async function readNetns(pid: number): Promise<NetnsState> {
       ifindex: l.ifindex,
       mtu: l.mtu,
       address: l.link_type === "loopback" ? undefined : macBytes(l.address ?? ""),
-      peerIfindex: l.link_index,
+      peerIfindex: l.link_index ?? links.find((x) => x.ifname === l.link)?.ifindex,
       peerNsid: l.link_netnsid,
       // ip hides RUNNING; a loopback runs whenever its lower layer is up.
       flags: l.flags.reduce((f, n) => f | (IFF[n] ?? 0), 0) |
@@ -499,7 +500,9 @@ async function makeVeth(
   made: Set<string>,
 ): Promise<void> {
   if (made.has(d.name)) return;
-  const peer = d.peerNsid === undefined
+  // Proto2 optional fields read 0 when absent: isFieldSet tells.
+  const field = net_device_entrySchema.field;
+  const peer = !isFieldSet(d, field.peerNsid) && isFieldSet(d, field.peerIfindex)
     ? devices.find((x) => x !== d && x.ifindex === d.peerIfindex)
     : undefined;
   if (peer) {
