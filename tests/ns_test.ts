@@ -120,6 +120,18 @@ Deno.test("a time namespace of its own comes back with its clocks where they wer
   }
 });
 
+/** Removes cgroup directories a test made (children first), once their tasks are gone. */
+async function removeCgroups(...dirs: string[]): Promise<void> {
+  await sleep(100);
+  for (const dir of dirs) {
+    try {
+      Deno.removeSync(dir);
+    } catch {
+      // gone already
+    }
+  }
+}
+
 /** The cgroup of `pid` in hierarchy `name` (as /proc/PID/cgroup names it). */
 function cgroupOf(pid: number, name: string): string | undefined {
   const line = Deno.readTextFileSync(`/proc/${pid}/cgroup`).split("\n")
@@ -180,14 +192,7 @@ Deno.test("tasks come back in their cgroups (a child in one of its own); one mis
   } finally {
     killAll(v.pid, child);
     await stopVictim(v);
-    await sleep(100);
-    for (const dir of [`${base}${name}/child`, `${base}${name}`]) {
-      try {
-        Deno.removeSync(dir);
-      } catch {
-        // gone already
-      }
-    }
+    await removeCgroups(`${base}${name}/child`, `${base}${name}`);
   }
 });
 
@@ -348,14 +353,7 @@ Deno.test("a cgroup namespace of its own is unshared again at its root: the tree
   } finally {
     killAll(v.pid, child);
     await stopVictim(v);
-    await sleep(100);
-    for (const dir of [`${base}${name}/inner`, `${base}${name}`]) {
-      try {
-        Deno.removeSync(dir);
-      } catch {
-        // gone already
-      }
-    }
+    await removeCgroups(`${base}${name}/inner`, `${base}${name}`);
   }
 });
 
