@@ -413,7 +413,8 @@ Deno.test("a veth device whose peer is outside the namespace comes back with its
     "-n",
     "sh",
     "-c",
-    "echo ready > {out}; while :; do sleep 0.5; done",
+    // One process, no children coming and going: all of the tree is the one waited for.
+    "echo ready > {out}; exec sleep 1000",
   ]);
   // What the namespace shows of itself (the peer's index, outside, left out).
   const show = (pid: number) =>
