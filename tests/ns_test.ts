@@ -481,3 +481,59 @@ Deno.test("a veth device whose peer is outside the namespace comes back with its
     }
   }
 });
+
+Deno.test("--empty-ns net: the namespace is neither dumped nor filled; the setup-namespaces script fills the new one", async () => {
+  const v = startVictim([
+    "setsid",
+    "unshare",
+    "-n",
+    "sh",
+    "-c",
+    "ip link set lo up && echo ready > {out} && exec sleep 1000",
+  ]);
+  const dir = tmpDir();
+  const log = `${dir}/actions.log`;
+  const script = `${dir}/setup.sh`;
+  Deno.writeTextFileSync(
+    script,
+    `#!/bin/sh\necho "$CRTOOLS_SCRIPT_ACTION $CRTOOLS_INIT_PID" >> ${log}\n` +
+      `[ "$CRTOOLS_SCRIPT_ACTION" = setup-namespaces ] && ` +
+      `nsenter -t "$CRTOOLS_INIT_PID" -n ip link set lo up\nexit 0\n`,
+  );
+  Deno.chmodSync(script, 0o755);
+  try {
+    await waitReport(v);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "--empty-ns", "net"]);
+    assertEquals(d.code, 0, d.stderr);
+    await v.child.status;
+    assert(await waitGone(v.pid, 15000), "gone after the dump");
+    assert(![...Deno.readDirSync(imgs)].some((e) => /^netdev-/.test(e.name)), "no netdev image");
+    const refused = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(refused.code, 1);
+    assertMatch(refused.stderr, /netdev-\d+\.img is missing/);
+    const r = await criu([
+      "restore",
+      "-d",
+      "-D",
+      imgs,
+      "--empty-ns",
+      "net",
+      "--action-script",
+      script,
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    assertMatch(Deno.readTextFileSync(log), new RegExp(`^setup-namespaces ${v.pid}$`, "m"));
+    assert(Deno.statSync(`/proc/${v.pid}/ns/net`).ino !== Deno.statSync("/proc/self/ns/net").ino);
+    const lo = new TextDecoder().decode(
+      new Deno.Command("nsenter", {
+        args: ["-t", `${v.pid}`, "-n", "ip", "-o", "link", "show", "lo"],
+        stdout: "piped",
+      }).outputSync().stdout,
+    );
+    assertMatch(lo, /LOOPBACK,UP/, "set up by the script");
+  } finally {
+    killAll(v.pid);
+    await stopVictim(v);
+  }
+});

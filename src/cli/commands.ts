@@ -96,6 +96,7 @@ async function runDump(o: CriuOpts): Promise<number> {
       fileLocks: o.fileLocks,
       timeoutSeconds: o.timeout,
       freezeCgroup: o.freezeCgroup,
+      emptyNet: o.emptyNet,
       displayStats: o.displayStats,
       ghostLimit: o.ghostLimit,
       linkRemap: o.linkRemap,
@@ -151,6 +152,7 @@ async function runRestore(o: CriuOpts): Promise<number> {
       // As criu: soft unless told otherwise (the option alone is soft too).
       manageCgroups: (o.manageCgroups || "soft") as CgroupMode,
       joinNet: joinedNet(o.joinNs),
+      emptyNet: o.emptyNet,
       veths: vethsOf(o.external),
       actions: scriptsOf(o, dirs, log),
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,

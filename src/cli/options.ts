@@ -58,6 +58,8 @@ export interface CriuOpts {
   linkRemap: boolean;
   /** --manage-cgroups: its mode as given ("" for the option alone: soft). */
   manageCgroups?: string;
+  /** --empty-ns net: the tree's network namespace is neither dumped nor filled at restore. */
+  emptyNet?: boolean;
   /** --join-ns NS:PID|FILE: namespaces to restore into (only `net` so far). */
   joinNs: string[];
   /** --cgroup-yard: where the caller mounted the cgroup hierarchies (found in mountinfo). */
@@ -284,7 +286,12 @@ const TABLE: OptionSpec[] = [
   refused("lsm-profile", "required", NOT_YET.lsm),
   opt("timeout", "required", (o, v) => (o.timeout = atoi(v!))),
   opt("external", "required", (o, v) => o.external.push(v!)),
-  refused("empty-ns", "required", NOT_YET.ns),
+  opt("empty-ns", "required", (o, v) => {
+    if (v !== "net") {
+      throw new UsageError(`--empty-ns ${v}: only net is supported (as with criu)`);
+    }
+    o.emptyNet = true;
+  }),
   refused("lazy-pages", "none", NOT_YET.migration),
   ...bool("extra", "checkExtra"),
   ...bool("experimental", "checkExperimental"),

@@ -42,6 +42,11 @@ export interface DumpOptions {
   displayStats?: boolean;
   /** Give up freezing after this many seconds (`--timeout`). */
   timeoutSeconds?: number;
+  /**
+   * A network namespace of the tree's own is not dumped (`--empty-ns net`): the restore's
+   * setup-namespaces script fills the new one. It is still locked while the dump runs.
+   */
+  emptyNet?: boolean;
   /** Freeze the tree through this cgroup's freezer (`--freeze-cgroup`), then seize it. */
   freezeCgroup?: string;
   /**

@@ -370,7 +370,9 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   // before any connection in it is locked; its sockets are made in it from now on.
   if (ctx.ownNet) {
     try {
-      writeNetns(ctx, ctx.nsIds(tree.root).netNsId, await readNetns(tree.root));
+      if (!ctx.opts.emptyNet) {
+        writeNetns(ctx, ctx.nsIds(tree.root).netNsId, await readNetns(tree.root));
+      }
     } catch (e) {
       if (e instanceof NetnsError) throw new UnsupportedError(e.message);
       throw e;

@@ -8,7 +8,7 @@
 import { exists } from "../util/exists.ts";
 import type { IpcNamespace } from "../dump/ipc_ns.ts";
 import { NETNS_RAW_IMAGES, type NetnsState } from "../net/netns.ts";
-import { isFieldSet } from "@bufbuild/protobuf";
+import { create, isFieldSet } from "@bufbuild/protobuf";
 import { entryFlags, entryPages, PE_PARENT, PE_PRESENT } from "../pagemap/pagemap.ts";
 import { join } from "node:path";
 import {
@@ -190,7 +190,7 @@ function one<T>(path: string, entries: { message: T }[]): T {
 }
 
 /** Reads the images of `dir` for a restore. */
-export function readDump(dir: string): DumpImages {
+export function readDump(dir: string, emptyNet = false): DumpImages {
   if (!exists(dir)) throw new ImageError(`Images directory ${dir} does not exist`);
   const p = (f: string) => join(dir, f);
   const inventory = one(
@@ -476,7 +476,7 @@ export function readDump(dir: string): DumpImages {
     pidNs: ownNamespaceId(inventory, tasks[0], "pid") !== undefined,
     cgroupNs: ownNamespaceId(inventory, tasks[0], "cgroup") !== undefined,
     ipcNs: ownIpc === undefined ? undefined : readIpcNs(dir, ownIpc, shmem, tasks[0]),
-    netns: readNetnsImages(dir, ownNamespaceId(inventory, tasks[0], "net"), tasks[0]),
+    netns: readNetnsImages(dir, ownNamespaceId(inventory, tasks[0], "net"), tasks[0], emptyNet),
     timens: readTimens(dir, inventory, tasks[0]),
   };
 }
@@ -623,8 +623,11 @@ function readNetnsImages(
   dir: string,
   id: number | undefined,
   root: TaskImages,
+  empty: boolean,
 ): NetnsState | undefined {
   if (id === undefined) return undefined;
+  // --empty-ns net: made empty, for the setup-namespaces script to fill.
+  if (empty) return { devices: [], netns: create(netns_entrySchema, {}), saved: new Map() };
   const p = (name: string) => join(dir, `${name}-${id}.img`);
   for (const name of ["netdev", "netns"]) {
     if (!exists(p(name))) {

@@ -148,6 +148,8 @@ export interface RestoreOptions {
   actions?: ActionHook;
   /** Leave every task in criu's cgroups (`--manage-cgroups=ignore`), whatever cgroup.img says. */
   manageCgroups?: CgroupMode;
+  /** Make the tree's network namespace empty, for setup-namespaces to fill (`--empty-ns net`). */
+  emptyNet?: boolean;
   /** Restore into the network namespace bound at this path (`--join-ns net:...`). */
   joinNet?: string;
   /** The outside ends of veth devices, by their names inside (`--external veth[...]`). */
@@ -323,7 +325,7 @@ export async function restore(
 ): Promise<RestoreResult> {
   const t0 = performance.now();
   // 1. READ
-  const dump = readDump(opts.imagesDir);
+  const dump = readDump(opts.imagesDir, opts.emptyNet ?? false);
   await opts.actions?.("pre-restore");
   const lockMethod = opts.networkLock ??
     LOCK_METHODS[dump.inventory.networkLockMethod ?? -1] ?? DEFAULT_LOCK_METHOD;
@@ -448,6 +450,18 @@ async function restoreTree(
       }
     }
     using _netns = dump.netns || opts.joinNet ? useNamespaceOf(made.pid) : undefined;
+    // The namespaces are made: the caller's scripts set them up (an empty network namespace's
+    // devices, say), as with criu. An empty one is locked meanwhile, as the dump left it.
+    if (dump.netns && opts.emptyNet) {
+      for (const s of netnsLockSteps(tcp.conns.lock.method, pid, false)) {
+        await inNetns(made.pid, s.argv, s.input ? new TextEncoder().encode(s.input) : undefined);
+      }
+    }
+    // Only for a tree with namespaces of its own, as criu runs them.
+    if (dump.uts || dump.pidNs || dump.ipcNs || dump.netns || dump.cgroupNs) {
+      await opts.actions?.("setup-namespaces", made.pid);
+      await opts.actions?.("post-setup-namespaces", made.pid);
+    }
     // Its own cgroup namespace: unshared by the root where its roots were (cgns_prefix), before
     // it moves on into its cgroups and makes its children.
     if (dump.cgroupNs) {
@@ -545,8 +559,9 @@ async function restoreTree(
     // 7. RESUME: connections out of repair mode and the network unlocked, then children and
     // threads first; zombies are left to exit.
     tcp.conns.finishRestore();
-    // A namespace joined holds the dump's lock of it (criu's way): taken away now.
-    if (opts.joinNet && dump.netns) {
+    // A namespace joined holds the dump's lock of it (criu's way), and an empty one the lock
+    // taken above: taken away now.
+    if ((opts.joinNet || opts.emptyNet) && dump.netns) {
       for (const s of netnsLockSteps(tcp.conns.lock.method, pid, true)) {
         await inNetns(made.pid, s.argv, s.input ? new TextEncoder().encode(s.input) : undefined)
           .catch((e) => log.error(`Cannot unlock the network namespace: ${(e as Error).message}`));
