@@ -101,6 +101,19 @@ export interface DumpStats {
 /** The namespace kinds ids-PID.img names, in criu's order. */
 export const NS_KINDS = ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgroup"] as const;
 
+/**
+ * The namespace kinds a root may have of its own: made again at restore, with the whole tree
+ * in them (the others, mount and user, are refused by name).
+ */
+export const OWN_NS_KINDS: ReadonlySet<NsKind> = new Set([
+  "uts",
+  "time",
+  "pid",
+  "ipc",
+  "net",
+  "cgroup",
+]);
+
 /** The CLONE_NEW* flag of each namespace kind. */
 export const NS_CLONE_FLAGS: Record<NsKind, number> = {
   pid: 0x20000000,

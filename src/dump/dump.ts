@@ -42,7 +42,13 @@ import { freezeCgroup } from "../tree/freezer.ts";
 import type { PendingSeize } from "../tree/seize.ts";
 import { VirtualPids } from "../tree/pid_ns.ts";
 import { NoSuchTaskError, parseStatus, readProcText } from "../tree/proc.ts";
-import { DumpContext, type DumpOptions, type DumpStats, NS_KINDS } from "./context.ts";
+import {
+  DumpContext,
+  type DumpOptions,
+  type DumpStats,
+  NS_KINDS,
+  OWN_NS_KINDS,
+} from "./context.ts";
 import { coreEntry, threadCoreEntry, zombieCoreEntry } from "./core.ts";
 import { dumpTtys } from "./tty.ts";
 import {
@@ -60,9 +66,13 @@ import { dumpSysvShm, writeSysvShm } from "./sysv.ts";
 import { collectTask, collectThread, type TaskState } from "./task.ts";
 import { readUtsNames, type UtsNames, writeUtsNs } from "./uts.ts";
 import { type IpcNamespace, readIpcNamespace, writeIpcNs } from "./ipc_ns.ts";
-import { inNetns, NetnsError, readNetns } from "../net/netns.ts";
-import { netnsLockSteps } from "../net/netns_lock.ts";
-import { toolPath } from "../net/netlock.ts";
+import { NetnsError, readNetns } from "../net/netns.ts";
+import {
+  lockNetns as lockNetnsOf,
+  netnsLockSteps,
+  unlockNetns as unlockNetnsOf,
+} from "../net/netns_lock.ts";
+import { nsenterArgv } from "../net/netlock.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { writeNetns } from "./netns.ts";
 
@@ -173,11 +183,8 @@ function checkTree(tree: FrozenTree, pids: VirtualPids): void {
     }
     for (const kind of NS_KINDS) {
       // Restored into criu's namespaces, a task elsewhere would come back changed. The root's
-      // own UTS and time namespaces are made again (with the whole tree in them).
-      if (
-        p.pid === root && !["uts", "time", "pid", "ipc", "net", "cgroup"].includes(kind) &&
-        ownNamespace(root, kind)
-      ) {
+      // own namespaces of OWN_NS_KINDS are made again (with the whole tree in them).
+      if (p.pid === root && !OWN_NS_KINDS.has(kind) && ownNamespace(root, kind)) {
         throw new UnsupportedError(
           `Cannot dump task ${root}: it is in another ${kind} namespace than criu; ` +
             `namespaces are not supported yet`,
@@ -335,19 +342,13 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
 async function lockNetns(ctx: DumpContext, root: number): Promise<void> {
   const method = ctx.opts.networkLock ?? DEFAULT_LOCK_METHOD;
   const vroot = ctx.pids.virt(root);
-  const steps = netnsLockSteps(method, vroot, false);
-  if (!steps.length) return;
+  if (method === "skip") return;
   ctx.guard ??= await DumpGuard.start();
   for (const u of netnsLockSteps(method, vroot, true)) {
-    ctx.guard.undoWith(
-      [toolPath("nsenter"), "-t", `${root}`, "-n", "--", toolPath(u.argv[0]), ...u.argv.slice(1)],
-      u.input ?? "",
-    );
+    ctx.guard.undoWith(nsenterArgv(root, u.argv), u.input ?? "");
   }
   ctx.netnsLock = { root, method, vroot };
-  for (const s of steps) {
-    await inNetns(root, s.argv, s.input ? new TextEncoder().encode(s.input) : undefined);
-  }
+  await lockNetnsOf(root, method, vroot);
   ctx.log.info(`Network namespace of task ${root} locked (${method})`);
 }
 
@@ -356,10 +357,7 @@ async function unlockNetns(ctx: DumpContext): Promise<void> {
   const l = ctx.netnsLock;
   if (!l) return;
   ctx.netnsLock = undefined;
-  for (const s of netnsLockSteps(l.method, l.vroot, true)) {
-    await inNetns(l.root, s.argv, s.input ? new TextEncoder().encode(s.input) : undefined)
-      .catch((e) => ctx.log.error(`Cannot unlock the network namespace: ${(e as Error).message}`));
-  }
+  await unlockNetnsOf(l.root, l.method, l.vroot, ctx.log);
 }
 
 /** Collects the frozen tree and writes every image, synced. Kills nothing. */

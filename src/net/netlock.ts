@@ -45,9 +45,9 @@ export class NetworkLockError extends Error {
  * missing tool is a NetworkLockError naming it.
  */
 function runTool(tool: string, args: string[], netns?: number): { ok: boolean; err: string } {
-  const [cmd, argv] = netns === undefined
-    ? [tool, args]
-    : ["nsenter", ["-t", `${netns}`, "-n", "--", toolPath(tool), ...args]];
+  const [cmd, ...argv] = netns === undefined
+    ? [tool, ...args]
+    : nsenterArgv(netns, [tool, ...args]);
   try {
     const out = new Deno.Command(cmd, {
       args: argv,
@@ -67,8 +67,17 @@ function runTool(tool: string, args: string[], netns?: number): { ok: boolean; e
   }
 }
 
-/** The absolute path of `tool` on PATH (the tool's name when it is not found). */
+/** `argv` (its tool by absolute path) run in the network namespace of task `pid`, by nsenter. */
+export function nsenterArgv(pid: number, argv: string[]): string[] {
+  return [toolPath("nsenter"), "-t", `${pid}`, "-n", "--", toolPath(argv[0]), ...argv.slice(1)];
+}
+
+/**
+ * The absolute path of `tool` on PATH (the tool's name under /usr/sbin when it is not found; a
+ * path given already, as it is).
+ */
 export function toolPath(tool: string): string {
+  if (tool.startsWith("/")) return tool;
   for (const dir of (Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":")) {
     try {
       if (Deno.statSync(`${dir}/${tool}`).isFile) return `${dir}/${tool}`;
@@ -211,11 +220,10 @@ export class NetworkLock {
    * guard to run should criu die (dump/guard.ts). Tools are given by absolute path.
    */
   undoCommands(conns: readonly Connection[]): { argv: string[]; input?: string }[] {
-    const inNs = (argv: string[]) =>
-      this.#netns === undefined
-        ? argv
-        : [toolPath("nsenter"), "-t", `${this.#netns}`, "-n", "--", ...argv];
-    return this.#undoCommands(conns).map((c) => ({ ...c, argv: inNs(c.argv) }));
+    const netns = this.#netns;
+    return this.#undoCommands(conns).map((c) =>
+      netns === undefined ? c : { ...c, argv: nsenterArgv(netns, c.argv) }
+    );
   }
 
   #undoCommands(conns: readonly Connection[]): { argv: string[]; input?: string }[] {

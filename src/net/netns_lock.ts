@@ -11,7 +11,9 @@
  *
  * @module
  */
+import type { Logger } from "../log.ts";
 import type { LockMethod } from "./netlock.ts";
+import { inNetns } from "./netns.ts";
 import { LOCK_BYPASS_MARK } from "./tcp_segment.ts";
 
 const MARK = `0x${LOCK_BYPASS_MARK.toString(16)}`;
@@ -58,5 +60,35 @@ export function netnsLockSteps(method: LockMethod, root: number, unlock: boolean
   }
   return ["iptables-restore", "ip6tables-restore"].flatMap((tool) =>
     iptablesRules(unlock).map((input) => ({ argv: [tool, "-w", "--noflush"], input }))
+  );
+}
+
+/** Runs `steps` in the network namespace of task `pid`. */
+async function run(pid: number, steps: NetnsLockStep[], onError?: (e: Error) => void) {
+  for (const s of steps) {
+    const input = s.input ? new TextEncoder().encode(s.input) : undefined;
+    await inNetns(pid, s.argv, input).catch((e) => {
+      if (!onError) throw e;
+      onError(e);
+    });
+  }
+}
+
+/** Locks the network namespace of task `pid`, for the tree whose root is `root` in the images. */
+export async function lockNetns(pid: number, method: LockMethod, root: number): Promise<void> {
+  await run(pid, netnsLockSteps(method, root, false));
+}
+
+/** Takes the lock of {@link lockNetns} away; never throws (`log` hears what failed). */
+export async function unlockNetns(
+  pid: number,
+  method: LockMethod,
+  root: number,
+  log: Logger,
+): Promise<void> {
+  await run(
+    pid,
+    netnsLockSteps(method, root, true),
+    (e) => log.error(`Cannot unlock the network namespace: ${e.message}`),
   );
 }

@@ -60,7 +60,7 @@ import {
   task_kobj_ids_entrySchema,
   thread_core_entrySchema,
 } from "../../proto/gen/core_pb.ts";
-import { NS_CLONE_FLAGS, NS_KINDS } from "../dump/context.ts";
+import { NS_CLONE_FLAGS, NS_KINDS, OWN_NS_KINDS } from "../dump/context.ts";
 import type { vma_entry } from "../../proto/gen/mm_pb.ts";
 import { reg_file_entrySchema } from "../../proto/gen/files_pb.ts";
 import { SeizedTask, TASK_STATE } from "../tree/seize.ts";
@@ -88,8 +88,8 @@ import { PidTakenError, spawnTask } from "./helper.ts";
 import { RealPids } from "../tree/pid_ns.ts";
 import { setUtsNames } from "./uts.ts";
 import { removeMarkedSegments, restoreIpcNamespace } from "./ipc_ns.ts";
-import { inNetns, NetnsError, restoreNetns, type VethOutside } from "../net/netns.ts";
-import { netnsLockSteps } from "../net/netns_lock.ts";
+import { NetnsError, restoreNetns, type VethOutside } from "../net/netns.ts";
+import { lockNetns, unlockNetns } from "../net/netns_lock.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { type CgroupMode, CgroupMover } from "./cgroups.ts";
 import { exists } from "../util/exists.ts";
@@ -146,7 +146,7 @@ export interface RestoreOptions {
    * the restore), pre-resume and post-resume (failures are only reported).
    */
   actions?: ActionHook;
-  /** Leave every task in criu's cgroups (`--manage-cgroups=ignore`), whatever cgroup.img says. */
+  /** What to do with the cgroups of cgroup.img (`--manage-cgroups`; soft when absent). */
   manageCgroups?: CgroupMode;
   /** Make the tree's network namespace empty, for setup-namespaces to fill (`--empty-ns net`). */
   emptyNet?: boolean;
@@ -211,15 +211,13 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
     throw new PidTakenError(dead);
   }
   // A task that lived in namespaces of its own (criu's images of a container) would come back
-  // in ours, changed. The root's own UTS and time namespaces are made again, with every task
-  // in them.
+  // in ours, changed. The root's own namespaces of OWN_NS_KINDS are made again, with every
+  // task in them.
   const rootIds = dump.inventory.rootIds;
   const treeRoot = dump.tasks[0];
   for (const kind of NS_KINDS) {
     const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
-    if (
-      ["uts", "time", "pid", "ipc", "net", "cgroup"].includes(kind) && isFieldSet(task.ids, field)
-    ) {
+    if (OWN_NS_KINDS.has(kind) && isFieldSet(task.ids, field)) {
       if (task.ids[`${kind}NsId`] !== treeRoot.ids[`${kind}NsId`]) {
         throw new RestoreError(
           `Cannot restore task ${pid}: it was in another ${kind} namespace than task ` +
@@ -316,6 +314,26 @@ function cloneArgs(
     setTid, // set_tid
     1, // set_tid_size
   ]);
+}
+
+/**
+ * Task `id` (its id as the tree sees it), made by the task of `rs` with clone3 (`options` as
+ * cloneArgs takes them) and traced from birth; `real` learns the id criu knows it by. `what`
+ * names it should clone3 give it another id.
+ */
+function makeTask(
+  rs: RemoteSyscalls,
+  arena: RemoteArena,
+  id: number,
+  what: string,
+  real?: RealPids,
+  options: { thread?: boolean; share?: bigint; quiet?: boolean } = {},
+): SeizedTask {
+  const args = cloneArgs(arena, id, options.thread ?? false, options.share, options.quiet);
+  const made = rs.clone(args, CLONE_ARGS_SIZE);
+  if (made.virt !== id) throw new RestoreError(`${what} came back as ${made.virt}`);
+  real?.set(id, made.real);
+  return SeizedTask.adopt(made.real);
 }
 
 /** Restores the process tree in `opts.imagesDir`. */
@@ -453,9 +471,7 @@ async function restoreTree(
     // The namespaces are made: the caller's scripts set them up (an empty network namespace's
     // devices, say), as with criu. An empty one is locked meanwhile, as the dump left it.
     if (dump.netns && opts.emptyNet) {
-      for (const s of netnsLockSteps(tcp.conns.lock.method, pid, false)) {
-        await inNetns(made.pid, s.argv, s.input ? new TextEncoder().encode(s.input) : undefined);
-      }
+      await lockNetns(made.pid, tcp.conns.lock.method, pid);
     }
     // Only for a tree with namespaces of its own, as criu runs them.
     if (dump.uts || dump.pidNs || dump.ipcNs || dump.netns || dump.cgroupNs) {
@@ -562,10 +578,7 @@ async function restoreTree(
     // A namespace joined holds the dump's lock of it (criu's way), and an empty one the lock
     // taken above: taken away now.
     if ((opts.joinNet || opts.emptyNet) && dump.netns) {
-      for (const s of netnsLockSteps(tcp.conns.lock.method, pid, true)) {
-        await inNetns(made.pid, s.argv, s.input ? new TextEncoder().encode(s.input) : undefined)
-          .catch((e) => log.error(`Cannot unlock the network namespace: ${(e as Error).message}`));
-      }
+      await unlockNetns(made.pid, tcp.conns.lock.method, pid, log);
     }
     await reported(opts.actions, "pre-resume", made.pid, log);
     for (const p of [...procs].reverse()) {
@@ -798,10 +811,8 @@ function createChildren(
     const pids = parent.task.ids, cids = child.ids;
     const share = child.zombie || !pids ? 0n : (cids.filesId === pids.filesId ? CLONE_FILES : 0n) |
       (cids.fsId === pids.fsId ? CLONE_FS : 0n);
-    const made = rs.clone(cloneArgs(arena, cpid, false, share), CLONE_ARGS_SIZE);
-    if (made.virt !== cpid) throw new RestoreError(`Task ${cpid} came back as ${made.virt}`);
-    real.set(cpid, made.real);
-    procs.push({ task: child, seized: SeizedTask.adopt(made.real), threads: [] });
+    const seized = makeTask(rs, arena, cpid, `Task ${cpid}`, real, { share });
+    procs.push({ task: child, seized, threads: [] });
     log.debug(`task ${cpid} made by ${pid}`);
   }
 }
@@ -934,12 +945,7 @@ function restoreGroups(procs: Restoring[], real: RealPids, shellJob: boolean): v
       const parent = procs.find((x) => x.task.pstree.pid === ps.ppid)!;
       const seized = inTask(parent.seized, (rs) => {
         const arena = new RemoteArena(parent.seized.pid, rs.scratch(4096), 4096);
-        const made = rs.clone(cloneArgs(arena, ps.pgid, false, 0n, true), CLONE_ARGS_SIZE);
-        if (made.virt !== ps.pgid) {
-          throw new RestoreError(`Group helper ${ps.pgid} came back as ${made.virt}`);
-        }
-        real.set(ps.pgid, made.real);
-        return SeizedTask.adopt(made.real);
+        return makeTask(rs, arena, ps.pgid, `Group helper ${ps.pgid}`, real, { quiet: true });
       });
       helpers.push({ seized, parent });
       inTask(seized, (rs) => {
@@ -990,11 +996,9 @@ function enterDeadProc(
   if (dead === undefined) return;
   const pid = task.pstree.pid;
   arena.reset();
-  const made = rs.clone(cloneArgs(arena, dead, false, 0n, true), CLONE_ARGS_SIZE);
-  if (made.virt !== dead) {
-    throw new RestoreError(`Task ${dead} for /proc/${dead} came back as ${made.virt}`);
-  }
-  const helper = SeizedTask.adopt(made.real);
+  const helper = makeTask(rs, arena, dead, `Task ${dead} for /proc/${dead}`, undefined, {
+    quiet: true,
+  });
   try {
     const ret = rs.call(NR.chdir, arena.cstr(`/proc/${dead}`));
     if (ret < 0n) {
@@ -1136,10 +1140,7 @@ function restoreInside(
   try {
     for (const [tid, core] of task.threadCores) {
       arena.reset();
-      const made = rs.clone(cloneArgs(arena, tid, true), CLONE_ARGS_SIZE);
-      if (made.virt !== tid) throw new RestoreError(`Thread ${tid} came back as ${made.virt}`);
-      pids.set(tid, made.real);
-      const seized = SeizedTask.adopt(made.real);
+      const seized = makeTask(rs, arena, tid, `Thread ${tid}`, pids, { thread: true });
       proc.threads.push({ tid, seized, core });
       const trs = RemoteSyscalls.open(seized, restored);
       threads.push(trs);
