@@ -30,30 +30,16 @@ import {
   cgroup_prop_entrySchema,
 } from "../../proto/gen/misc_pb.ts";
 import { readProcText } from "../tree/proc.ts";
-import { cgroupMounts, propsOf } from "../util/cgroup_fs.ts";
+import {
+  cgroupDir,
+  type CgroupMember,
+  type CgroupMount,
+  cgroupMounts,
+  parseCgroups,
+  propsOf,
+} from "../util/cgroup_fs.ts";
 import type { DumpContext } from "./context.ts";
 import { UnsupportedError } from "./file_types.ts";
-
-/** One hierarchy's cgroup of a task: controllers as /proc/PID/cgroup names them, and path. */
-export interface CgroupMember {
-  name: string;
-  path: string;
-  /**
-   * In a cgroup namespace of the tree's own: the length of the path's part that is the
-   * namespace's root in this hierarchy (criu's cgns_prefix); 0 or absent for none.
-   */
-  cgnsPrefix?: number;
-}
-
-/** Parses /proc/PID/cgroup ("ID:CONTROLLERS:PATH" lines), sorted by name. */
-export function parseCgroups(text: string): CgroupMember[] {
-  const out: CgroupMember[] = [];
-  for (const line of text.split("\n")) {
-    const m = /^\d+:([^:]*):(.*)$/.exec(line);
-    if (m) out.push({ name: m[1], path: m[2] });
-  }
-  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-}
 
 const key = (set: CgroupMember[]) =>
   set.map((m) => `${m.name}:${m.path}:${m.cgnsPrefix ?? 0}`).join("\n");
@@ -133,6 +119,7 @@ export class CgroupSets {
         dirs.get(m.name)!.add(m.path);
       }
     }
+    const mounts = cgroupMounts([...dirs.keys()]);
     ctx.image("cgroup.img", "CGROUP").entry(
       cgroup_entrySchema,
       create(cgroup_entrySchema, {
@@ -142,7 +129,7 @@ export class CgroupSets {
         controllers: [...dirs.entries()].map(([name, paths]) =>
           create(cg_controller_entrySchema, {
             cnames: name.split(","),
-            dirs: dumpDirs(name, [...paths]),
+            dirs: dumpDirs(name, mounts.get(name), [...paths]),
           })
         ),
       }),
@@ -155,17 +142,17 @@ export class CgroupSets {
  * top ones (no one below another) named by their path from the root. Without the hierarchy
  * mounted here, the paths alone.
  */
-function dumpDirs(name: string, paths: string[]): cgroup_dir_entry[] {
+function dumpDirs(
+  name: string,
+  mount: CgroupMount | undefined,
+  paths: string[],
+): cgroup_dir_entry[] {
   const tops = paths.filter((p) => !paths.some((q) => q !== p && under(p, q)));
-  const mount = cgroupMounts([name]).get(name);
   return tops.map((top) => {
     const rel = top.replace(/^\/+/, "");
-    if (!mount) return create(cgroup_dir_entrySchema, { dirName: rel });
-    const root = mount.root === "/" ? "" : mount.root;
-    if (root && top !== root && !top.startsWith(`${root}/`)) {
-      return create(cgroup_dir_entrySchema, { dirName: rel });
-    }
-    return readDir(`${mount.dir}${top.slice(root.length)}`, rel, propsOf(name, mount.v2));
+    const dir = mount && cgroupDir(mount, top);
+    if (!dir) return create(cgroup_dir_entrySchema, { dirName: rel });
+    return readDir(dir, rel, propsOf(name, mount!.v2));
   });
 }
 

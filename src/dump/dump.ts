@@ -11,7 +11,7 @@
  * @module
  */
 import { VERSION } from "../version.ts";
-import { parseCgroups } from "./cgroups.ts";
+import { parseCgroups } from "../util/cgroup_fs.ts";
 import { create } from "@bufbuild/protobuf";
 import { remap_file_path_entrySchema, remap_type } from "../../proto/gen/files_pb.ts";
 import {

@@ -23,11 +23,16 @@ import {
 } from "../../proto/gen/misc_pb.ts";
 import { readImage } from "../images/image.ts";
 import { exists } from "../util/exists.ts";
-import { type CgroupMember, parseCgroups } from "../dump/cgroups.ts";
+
 import { RestoreError } from "./files.ts";
 import type { TaskImages } from "./images.ts";
 import { readProcText } from "../tree/proc.ts";
-import { type CgroupMount, cgroupMounts } from "../util/cgroup_fs.ts";
+import {
+  cgroupDir,
+  type CgroupMember,
+  cgroupMounts,
+  parseCgroups,
+} from "../util/cgroup_fs.ts";
 
 /** `--manage-cgroups` modes. */
 export type CgroupMode = "none" | "props" | "soft" | "full" | "strict" | "ignore";
@@ -52,9 +57,9 @@ interface DumpedDir {
 /** Moves restored tasks into the cgroups of their sets. */
 export class CgroupMover {
   readonly #sets = new Map<number, CgroupMember[]>();
-  readonly #where: Map<string, CgroupMount>;
   /** criu's own cgroups: those of a task without a set (it was in the dumping criu's). */
   readonly #own = parseCgroups(Deno.readTextFileSync("/proc/self/cgroup"));
+  readonly #where = cgroupMounts(this.#own.map((m) => m.name));
   readonly #mode: CgroupMode;
   /** The dumped cgroups, parents before children. */
   readonly #dirs: DumpedDir[] = [];
@@ -66,13 +71,6 @@ export class CgroupMover {
   constructor(dir: string, mode: CgroupMode = "soft") {
     this.#mode = mode;
     const path = `${dir}/cgroup.img`;
-    this.#where = cgroupMounts(
-      [
-        ...new Set([
-          ...parseCgroups(Deno.readTextFileSync("/proc/self/cgroup")).map((m) => m.name),
-        ]),
-      ],
-    );
     if (mode === "ignore" || !exists(path)) return;
     this.#active = true;
     for (const e of readImage(path, "CGROUP", cgroup_entrySchema)) {
@@ -106,7 +104,7 @@ export class CgroupMover {
     for (const d of this.#dirs) {
       const at = this.#where.get(d.name);
       if (!at) continue; // refused by #check when a task needs it
-      const dir = this.#path(d.name, d.path, at);
+      const dir = cgroupDir(at, d.path);
       if (dir === undefined) continue;
       let made = false;
       if (!exists(dir)) {
@@ -227,14 +225,6 @@ export class CgroupMover {
     }
   }
 
-  /** cgroup `path` of hierarchy `name` here, or undefined when outside what `at` shows. */
-  #path(name: string, path: string, at: CgroupMount): string | undefined {
-    void name;
-    const root = at.root === "/" ? "" : at.root;
-    if (root && path !== root && !path.startsWith(`${root}/`)) return undefined;
-    return (at.dir + path.slice(root.length)).replace(/\/+$/, "") || "/";
-  }
-
   /**
    * Refuses, before anything is made, a set the images lack, or a cgroup the mode wants here
    * and is not (or is, for `strict`).
@@ -244,7 +234,7 @@ export class CgroupMover {
     if (this.#mode === "strict") {
       for (const d of this.#dirs) {
         const at = this.#where.get(d.name);
-        const dir = at && this.#path(d.name, d.path, at);
+        const dir = at && cgroupDir(at, d.path);
         // criu's own cgroups (and those above them) are there, whatever the mode.
         const mine = this.#own.some((o) =>
           o.name === d.name && (o.path === d.path || o.path.startsWith(`${d.path}/`))
@@ -266,9 +256,9 @@ export class CgroupMover {
         // Only where it differs from criu's own: a task starts in those.
         for (const m of this.#set(id, tid)) {
           if (this.#own.some((x) => x.name === m.name && x.path === m.path)) continue;
+          // There, or to be made (dumped, in a hierarchy mounted here): #dir refuses it else.
           const dumped = this.#dirs.some((d) => d.name === m.name && d.path === m.path);
-          if (!(creates && dumped)) this.#dir(m, tid);
-          else if (!this.#where.has(m.name)) this.#dir(m, tid);
+          if (!creates || !dumped || !this.#where.has(m.name)) this.#dir(m, tid);
         }
       }
     }
@@ -316,11 +306,10 @@ export class CgroupMover {
           `--manage-cgroups=ignore to leave the tree in criu's cgroups)`,
       );
     }
-    const root = at.root === "/" ? "" : at.root;
-    if (root && m.path !== root && !m.path.startsWith(`${root}/`)) {
+    const dir = cgroupDir(at, m.path);
+    if (dir === undefined) {
       throw new RestoreError(`Cannot restore ${what}: it lies outside what ${at.dir} shows`);
     }
-    const dir = at.dir + m.path.slice(root.length);
     if (!exists(dir)) {
       throw new RestoreError(
         `Cannot restore ${what}: ${dir} does not exist (make it, have it made with ` +

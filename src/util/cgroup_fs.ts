@@ -5,6 +5,27 @@
  * @module
  */
 
+/** One hierarchy's cgroup of a task: controllers as /proc/PID/cgroup names them, and path. */
+export interface CgroupMember {
+  name: string;
+  path: string;
+  /**
+   * In a cgroup namespace of the tree's own: the length of the path's part that is the
+   * namespace's root in this hierarchy (criu's cgns_prefix); 0 or absent for none.
+   */
+  cgnsPrefix?: number;
+}
+
+/** Parses /proc/PID/cgroup ("ID:CONTROLLERS:PATH" lines), sorted by name. */
+export function parseCgroups(text: string): CgroupMember[] {
+  const out: CgroupMember[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^\d+:([^:]*):(.*)$/.exec(line);
+    if (m) out.push({ name: m[1], path: m[2] });
+  }
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
 /** Where a hierarchy is mounted here: its mount point and the cgroup it shows there. */
 export interface CgroupMount {
   dir: string;
@@ -18,8 +39,7 @@ export interface CgroupMount {
  * for (criu's own /proc/self/cgroup's, by default).
  */
 export function cgroupMounts(
-  names = Deno.readTextFileSync("/proc/self/cgroup").split("\n")
-    .map((l) => /^\d+:([^:]*):/.exec(l)?.[1]).filter((n) => n !== undefined) as string[],
+  names = parseCgroups(Deno.readTextFileSync("/proc/self/cgroup")).map((m) => m.name),
 ): Map<string, CgroupMount> {
   const out = new Map<string, CgroupMount>();
   for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
@@ -41,6 +61,16 @@ export function cgroupMounts(
     }
   }
   return out;
+}
+
+/**
+ * The directory of cgroup `path` (from its hierarchy's root) where `mount` shows it, or
+ * undefined when it lies outside what that mount shows.
+ */
+export function cgroupDir(mount: CgroupMount, path: string): string | undefined {
+  const root = mount.root === "/" ? "" : mount.root;
+  if (root && path !== root && !path.startsWith(`${root}/`)) return undefined;
+  return (mount.dir + path.slice(root.length)).replace(/\/+$/, "") || "/";
 }
 
 /** The properties criu carries for each v1 controller, in the order they are restored. */
