@@ -27,12 +27,7 @@ import { exists } from "../util/exists.ts";
 import { RestoreError } from "./files.ts";
 import type { TaskImages } from "./images.ts";
 import { readProcText } from "../tree/proc.ts";
-import {
-  cgroupDir,
-  type CgroupMember,
-  cgroupMounts,
-  parseCgroups,
-} from "../util/cgroup_fs.ts";
+import { cgroupDir, type CgroupMember, cgroupMounts, parseCgroups } from "../util/cgroup_fs.ts";
 
 /** `--manage-cgroups` modes. */
 export type CgroupMode = "none" | "props" | "soft" | "full" | "strict" | "ignore";
