@@ -4,7 +4,8 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { join } from "node:path";
-import { pstree_entrySchema } from "../proto/gen/misc_pb.ts";
+import { pstree_entrySchema, sysctl_entrySchema, sysctl_type } from "../proto/gen/misc_pb.ts";
+import { sysctlWrites } from "../src/net/netns.ts";
 import { fakeSegment, onTheWire, TH } from "../src/net/tcp_segment.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
 import { Pagemap } from "../src/pagemap/pagemap.ts";
@@ -313,4 +314,12 @@ Deno.test("an IPv6 socket talking to an IPv4 peer sends IPv4 segments", () => {
   const v6 = { ...c, srcAddr: [0, 0, 0, 0x01000000] };
   assertEquals(onTheWire(v6), v6, "a real IPv6 peer stays IPv6");
   assertEquals(fakeSegment(onTheWire(c), { seq: 1, ack: 2, flags: TH.ACK, window: 9 })[0] >> 4, 4);
+});
+
+Deno.test("a sysctl the dump could not read is not written back as 0", () => {
+  const int = (iarg?: number) => create(sysctl_entrySchema, { type: sysctl_type.CTL_32, iarg });
+  const str = (sarg?: string) => create(sysctl_entrySchema, { type: sysctl_type.CTL_STR, sarg });
+  const names = ["a", "b", "c", "mtu", "s", "t"];
+  const list = [int(), int(0), int(7), int(1500), str("x"), str()];
+  assertEquals(sysctlWrites("/d", names, list), [["/d/b", "0"], ["/d/c", "7"], ["/d/s", "x"]]);
 });

@@ -390,8 +390,11 @@ export function withoutCriuLock(ruleset: string): string {
   return out.join("\n");
 }
 
-/** The order of a restore's writes: a path and its value, as the sysctl files take them. */
-function sysctlWrites(
+/**
+ * The order of a restore's writes: a path and its value, as the sysctl files take them. A value
+ * the dump could not read (the field unset, not 0) is not written.
+ */
+export function sysctlWrites(
   dir: string,
   names: readonly string[],
   list: sysctl_entry[],
@@ -402,7 +405,7 @@ function sysctlWrites(
     if (!name) return;
     if (e.type === sysctl_type.CTL_STR) {
       if (e.sarg) out.push([`${dir}/${name}`, e.sarg]);
-    } else if (e.iarg !== undefined && name !== "mtu") {
+    } else if (isFieldSet(e, sysctl_entrySchema.field.iarg) && name !== "mtu") {
       out.push([`${dir}/${name}`, `${e.iarg}`]);
     }
   });
