@@ -68,7 +68,7 @@ import type { RepairedConnections } from "../net/tcp_conns.ts";
 import { ImageError } from "../images/image.ts";
 import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
 import { join } from "node:path";
-import type { DumpImages } from "./images.ts";
+import { type DumpImages, readShmemRuns } from "./images.ts";
 import { isControllingTtyFile, isMadePty, isOtherTerminal, PtyTable } from "./ttys.ts";
 import { NS_CLONE_FLAGS, NS_KINDS } from "../dump/context.ts";
 
@@ -1062,21 +1062,10 @@ export function writeShmemImage(
 ): number {
   const content = dump.shmem.get(shmid);
   if (!content) return 0;
-  using pages = Deno.openSync(content.pagesPath, { read: true });
-  let n = 0;
-  for (const r of content.runs) {
-    const buf = new Uint8Array(r.bytes);
-    pages.seekSync(r.fileOffset, Deno.SeekMode.Start);
-    for (let got = 0; got < r.bytes;) {
-      const k = pages.readSync(buf.subarray(got));
-      if (!k) throw new RestoreError(`Image ${content.pagesPath} ended early`);
-      got += k;
-    }
-    if (into) into.set(buf, Number(r.offset));
-    else pwriteAll(fd, buf, r.offset, what);
-    n += r.bytes / 4096;
-  }
-  return n;
+  return readShmemRuns(content, (offset, bytes) => {
+    if (into) into.set(bytes, Number(offset));
+    else pwriteAll(fd, bytes, offset, what);
+  });
 }
 
 /**

@@ -155,10 +155,38 @@ export interface DumpImages {
    */
   timens?: timens_entry;
   /** Shared anonymous memory objects by inode: their pages (offset in the object, data). */
-  shmem: Map<
-    bigint,
-    { pagesPath: string; runs: { offset: bigint; bytes: number; fileOffset: number }[] }
-  >;
+  shmem: Map<bigint, ShmemPages>;
+}
+
+/** The dumped pages of one shmem object: runs of pages in one pages file. */
+export interface ShmemPages {
+  pagesPath: string;
+  /** Each run's offset in the object, its length in bytes, and where it starts in the file. */
+  runs: { offset: bigint; bytes: number; fileOffset: number }[];
+}
+
+/**
+ * Reads the runs of `pages` from their pages file, handing each to `each` with its offset in
+ * the object; returns the number of pages read.
+ */
+export function readShmemRuns(
+  pages: ShmemPages,
+  each: (offset: bigint, bytes: Uint8Array) => void,
+): number {
+  using f = Deno.openSync(pages.pagesPath, { read: true });
+  let n = 0;
+  for (const r of pages.runs) {
+    const buf = new Uint8Array(r.bytes);
+    f.seekSync(r.fileOffset, Deno.SeekMode.Start);
+    for (let got = 0; got < r.bytes;) {
+      const k = f.readSync(buf.subarray(got));
+      if (!k) throw new ImageError(`Image ${pages.pagesPath} ended early`);
+      got += k;
+    }
+    each(r.offset, buf);
+    n += r.bytes / 4096;
+  }
+  return n;
 }
 
 /** File types a restore knows how to make. */
@@ -346,10 +374,7 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
       pageOffsets,
     };
   });
-  const shmem = new Map<
-    bigint,
-    { pagesPath: string; runs: { offset: bigint; bytes: number; fileOffset: number }[] }
-  >();
+  const shmem = new Map<bigint, ShmemPages>();
   for (const e of Deno.readDirSync(dir)) {
     const m = /^pagemap-shmem-(\d+)\.img$/.exec(e.name);
     if (!m) continue;
@@ -489,16 +514,19 @@ function readTimens(
 ): timens_entry | undefined {
   const own = ownNamespaceId(inventory, root, "time");
   const path = join(dir, `timens-${own ?? 0}.img`);
-  if (!exists(path)) {
-    if (own !== undefined) {
-      throw new ImageError(
-        `Image ${path} is missing: task ${root.pstree.pid} had a time namespace of its own`,
-      );
-    }
-    return undefined;
-  }
+  if (own !== undefined) needNsImage(path, root, "a time");
+  if (!exists(path)) return undefined;
   const [e] = readImage(path, "TIMENS", timens_entrySchema);
   return e?.message;
+}
+
+/** Throws unless image `path` is there: the root had `kind` ("an IPC") namespace of its own. */
+function needNsImage(path: string, root: TaskImages, kind: string): void {
+  if (!exists(path)) {
+    throw new ImageError(
+      `Image ${path} is missing: task ${root.pstree.pid} had ${kind} namespace of its own`,
+    );
+  }
 }
 
 /**
@@ -537,11 +565,7 @@ function readIpcNs(
 ): IpcNamespace {
   const p = (name: string) => join(dir, name);
   const varPath = p(`ipcns-var-${id}.img`);
-  if (!exists(varPath)) {
-    throw new ImageError(
-      `Image ${varPath} is missing: task ${root.pstree.pid} had an IPC namespace of its own`,
-    );
-  }
+  needNsImage(varPath, root, "an IPC");
   const vars = one(varPath, readImage(varPath, "IPC_VAR", ipc_var_entrySchema));
   const shm: IpcNamespace["shm"] = [];
   const shmPath = p(`ipcns-shm-${id}.img`);
@@ -556,26 +580,13 @@ function readIpcNs(
       if (x.message.inPagemaps) {
         data = new Uint8Array(size);
         const pages = shmem.get(BigInt(x.message.desc!.id));
+        // The last run is whole pages; the segment may end inside it.
         if (pages) {
-          const f = Deno.openSync(pages.pagesPath);
-          try {
-            for (const r of pages.runs) {
-              const chunk = new Uint8Array(r.bytes);
-              f.seekSync(r.fileOffset, Deno.SeekMode.Start);
-              let got = 0;
-              while (got < chunk.length) {
-                const n = f.readSync(chunk.subarray(got));
-                if (n === null) break;
-                got += n;
-              }
-              data.set(
-                chunk.subarray(0, Math.max(0, Math.min(r.bytes, size - Number(r.offset)))),
-                Number(r.offset),
-              );
-            }
-          } finally {
-            f.close();
-          }
+          readShmemRuns(
+            pages,
+            (off, bytes) =>
+              data.set(bytes.subarray(0, Math.max(0, size - Number(off))), Number(off)),
+          );
         }
       }
       shm.push({ entry: x.message, data });
@@ -629,13 +640,7 @@ function readNetnsImages(
   // --empty-ns net: made empty, for the setup-namespaces script to fill.
   if (empty) return { devices: [], netns: create(netns_entrySchema, {}), saved: new Map() };
   const p = (name: string) => join(dir, `${name}-${id}.img`);
-  for (const name of ["netdev", "netns"]) {
-    if (!exists(p(name))) {
-      throw new ImageError(
-        `Image ${p(name)} is missing: task ${root.pstree.pid} had a network namespace of its own`,
-      );
-    }
-  }
+  for (const name of ["netdev", "netns"]) needNsImage(p(name), root, "a network");
   const saved = new Map<string, Uint8Array>();
   for (const name of NETNS_RAW_IMAGES) {
     if (exists(p(name))) saved.set(name, readImageBytes(p(name)));
@@ -656,11 +661,7 @@ function readUts(
   const own = ownNamespaceId(inventory, root, "uts");
   if (own === undefined) return undefined;
   const path = join(dir, `utsns-${own}.img`);
-  if (!exists(path)) {
-    throw new ImageError(
-      `Image ${path} is missing: task ${root.pstree.pid} had a uts namespace of its own`,
-    );
-  }
+  needNsImage(path, root, "a uts");
   return one(path, readImage(path, "UTSNS", utsns_entrySchema));
 }
 
