@@ -35,7 +35,6 @@ import {
   MSG,
   MSGBUF_HEAD,
   NR,
-  O,
   readRemote,
   remoteAdd,
   SEM,
@@ -88,15 +87,8 @@ export function readSysctlIn(
   buf: ReturnType<RemoteSyscalls["scratch"]>,
   path: string,
 ): string[] {
-  const fd = rs.openFile(`/proc/sys/${path}`, O.RDONLY, remoteAdd(buf, 1024));
-  try {
-    const n = rs.check(NR.read, `read(/proc/sys/${path})`, fd, buf, 1023);
-    const bytes = new Uint8Array(Number(n));
-    readRemote(rs.task.pid, buf, bytes);
-    return new TextDecoder().decode(bytes).trim().split(/\s+/);
-  } finally {
-    rs.closeFd(fd);
-  }
+  const text = new TextDecoder().decode(rs.readFile(`/proc/sys/${path}`, 1023, buf));
+  return text.trim().split(/\s+/);
 }
 
 function desc(id: number, p: IpcPerm) {

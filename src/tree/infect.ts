@@ -241,19 +241,20 @@ export class RemoteSyscalls implements Disposable {
 
   /**
    * The first `max` bytes of file `path` as the task reads it (in its namespaces: its
-   * /proc/self, the cgroups of its cgroup namespace, its sysctls).
+   * /proc/self, the cgroups of its cgroup namespace, its sysctls), through the caller's `room`
+   * when given (the text, then the path from `max` bytes on), else through a scratch area.
    */
-  readFile(path: string, max = 4096): Uint8Array {
-    const room = this.scratch(max + path.length * 3 + 1);
-    const fd = this.openFile(path, O.RDONLY, remoteAdd(room, max));
+  readFile(path: string, max = 4096, room?: RemotePtr): Uint8Array {
+    const at = room ?? this.scratch(max + path.length * 3 + 1);
+    const fd = this.openFile(path, O.RDONLY, remoteAdd(at, max));
     try {
-      const n = this.check(NR.read, `read(${path})`, fd, room, max);
+      const n = this.check(NR.read, `read(${path})`, fd, at, max);
       const out = new Uint8Array(Number(n));
-      readRemote(this.task.pid, room, out);
+      readRemote(this.task.pid, at, out);
       return out;
     } finally {
       this.closeFd(fd);
-      this.unmapScratch(room);
+      if (room === undefined) this.unmapScratch(at);
     }
   }
 
