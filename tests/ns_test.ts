@@ -139,13 +139,20 @@ function cgroupOf(pid: number, name: string): string | undefined {
   return line?.split(":")[2];
 }
 
+/**
+ * The pids cgroup v1 hierarchy's directory, to make cgroups under, when criu sits at its top;
+ * else undefined, the test skipped saying so.
+ */
+function pidsTop(): string | undefined {
+  const base = "/sys/fs/cgroup/pids";
+  if (cgroupOf(Deno.pid, "pids") === "/" && exists(`${base}/cgroup.procs`)) return base;
+  console.log("skipped: no pids hierarchy with criu at its top");
+  return undefined;
+}
+
 Deno.test("tasks come back in their cgroups (a child in one of its own); one missing here is made again with its properties (soft), refused with none, removed should the restore fail; ignore leaves them in criu's", async () => {
-  // A cgroup v1 hierarchy where criu sits at the top, to make cgroups under.
-  const hier = "pids", base = "/sys/fs/cgroup/pids";
-  if (cgroupOf(Deno.pid, hier) !== "/" || !exists(`${base}/cgroup.procs`)) {
-    console.log("skipped: no pids hierarchy with criu at its top");
-    return;
-  }
+  const hier = "pids", base = pidsTop();
+  if (base === undefined) return;
   const name = `/deno-criu-cg-${Deno.pid}`;
   Deno.mkdirSync(`${base}${name}/child`, { recursive: true });
   Deno.writeTextFileSync(`${base}${name}/child/pids.max`, "77");
@@ -332,11 +339,8 @@ Deno.test("a network namespace with what is not carried yet is refused by name: 
 });
 
 Deno.test("a cgroup namespace of its own is unshared again at its root: the tree reads the same cgroups, criu sees them where they were", async () => {
-  const hier = "pids", base = "/sys/fs/cgroup/pids";
-  if (cgroupOf(Deno.pid, hier) !== "/" || !exists(`${base}/cgroup.procs`)) {
-    console.log("skipped: no pids hierarchy with criu at its top");
-    return;
-  }
+  const hier = "pids", base = pidsTop();
+  if (base === undefined) return;
   const name = `/deno-criu-cgns-${Deno.pid}`;
   Deno.mkdirSync(`${base}${name}/inner`, { recursive: true });
   const bin = await buildVictim("cgroupns");
