@@ -6,11 +6,11 @@
 
 #include "../syscall.h"
 
-/* Reads exactly n bytes; 0 on end of file or error. */
-static int read_all(int fd, char *p, u64 n)
+/* Moves exactly n bytes through read or write (nr); 0 on end of file or error. */
+static int io_all(s64 nr, int fd, char *p, u64 n)
 {
 	while (n) {
-		s64 r = sys3(NR_read, fd, (s64)p, n);
+		s64 r = sys3(nr, fd, (s64)p, n);
 		if (r == -EINTR)
 			continue;
 		if (r <= 0)
@@ -21,19 +21,16 @@ static int read_all(int fd, char *p, u64 n)
 	return 1;
 }
 
+/* Reads exactly n bytes; 0 on end of file or error. */
+static int read_all(int fd, char *p, u64 n)
+{
+	return io_all(NR_read, fd, p, n);
+}
+
 /* Writes all n bytes; 0 on error. */
 static int write_all(int fd, const char *p, u64 n)
 {
-	while (n) {
-		s64 r = sys3(NR_write, fd, (s64)p, n);
-		if (r == -EINTR)
-			continue;
-		if (r <= 0)
-			return 0;
-		p += r;
-		n -= r;
-	}
-	return 1;
+	return io_all(NR_write, fd, (char *)p, n);
 }
 
 #endif
