@@ -13,7 +13,7 @@ export const ROOT: string = join(dirname(fileURLToPath(import.meta.url)), "..");
 const BUILD = join(ROOT, "tests", ".build");
 
 /** Compiles tests/victims/NAME.c (once per source change) and returns the binary path. */
-export async function buildVictim(name: string): Promise<string> {
+export async function buildVictim(name: string, flags: string[] = []): Promise<string> {
   const src = join(ROOT, "tests", "victims", `${name}.c`);
   const bin = join(BUILD, name);
   Deno.mkdirSync(BUILD, { recursive: true });
@@ -23,7 +23,7 @@ export async function buildVictim(name: string): Promise<string> {
     // not built yet
   }
   const out = await new Deno.Command("gcc", {
-    args: ["-O1", "-Wall", "-pthread", "-o", bin, src],
+    args: ["-O1", "-Wall", "-pthread", ...flags, "-o", bin, src],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -31,6 +31,21 @@ export async function buildVictim(name: string): Promise<string> {
     throw new Error(`gcc ${name}.c failed:\n${new TextDecoder().decode(out.stderr)}`);
   }
   return bin;
+}
+
+/**
+ * A container root for tests/victims/mntns.c (built static): a directory holding only the
+ * program and the directories it mounts on, and a directory of the host it binds as external.
+ */
+export function mntnsRoot(bin: string): { root: string; ext: string; argv: string[] } {
+  const root = tmpDir("mntns-root-");
+  for (const d of ["proc", "tmp", "mnt", "ext", "sys", "dev/pts", "dev/mqueue"]) {
+    Deno.mkdirSync(`${root}/${d}`, { recursive: true });
+  }
+  Deno.copyFileSync(bin, `${root}/mntns`);
+  const ext = tmpDir("mntns-ext-");
+  Deno.writeTextFileSync(`${ext}/hostfile`, "from the host");
+  return { root, ext, argv: ["setsid", `${root}/mntns`, root, ext] };
 }
 
 /** A running victim process. */

@@ -9,6 +9,7 @@ import {
   criu,
   freePort,
   killAll,
+  mntnsRoot,
   ORACLE,
   oracle,
   safeRead,
@@ -57,6 +58,11 @@ interface Kind {
   pidNs?: boolean;
   /** What the victim leaves behind when killed before its own check (`root` its pid). */
   leftover?: (root: number) => void;
+  /**
+   * The victim is a container of its own (tests/victims/mntns.c, built static, in a root of
+   * its own; mntnsRoot), whose /ext each criu is told is external.
+   */
+  container?: boolean;
 }
 
 /** Removes the System V segment of key `key` from criu's IPC namespace, if any. */
@@ -107,6 +113,7 @@ const KINDS: Kind[] = [
   { victim: "utsns", args: ["{out}"], pass: /PASS utsns/ },
   { victim: "timens", args: ["{out}"], pass: /PASS timens/ },
   { victim: "pidns", args: ["{out}", "plain"], pass: /PASS pidns/, pidNs: true },
+  { victim: "mntns", args: [], pass: /PASS mntns/, pidNs: true, container: true },
   { victim: "ipcns", args: ["{out}", "plain"], pass: /PASS ipcns/ },
   { victim: "netns", args: ["{out}"], pass: /PASS netns/ },
   {
@@ -130,10 +137,26 @@ const KINDS: Kind[] = [
   { victim: "leases", args: ["{out}", "{dir}"], pass: /PASS leases/, opts: ["--file-locks"] },
 ];
 
+/** A victim started, and the options its dump and its restore need beside the kind's. */
+interface Started {
+  v: Victim;
+  dump: string[];
+  restore: string[];
+}
+
 /** Starts victim `bin` as kind `k` says (a free port where it wants one). */
-function startKind(bin: string, k: Kind): Victim {
+function startKind(bin: string, k: Kind): Started {
+  if (k.container) {
+    const { root, ext, argv } = mntnsRoot(bin);
+    return {
+      v: startVictim(argv, root),
+      dump: ["--external", "mnt[/ext]:EXT"],
+      restore: ["--root", root, "--external", `mnt[EXT]:${ext}`],
+    };
+  }
   const port = `${freePort()}`;
-  return startVictim(["setsid", bin, ...k.args.map((a) => a.replace("{port}", port))]);
+  const v = startVictim(["setsid", bin, ...k.args.map((a) => a.replace("{port}", port))]);
+  return { v, dump: [], restore: [] };
 }
 
 /** The root of kind `k`'s tree, once victim `v` reported. */
@@ -154,19 +177,27 @@ function whereBack(k: Kind, root: number): { args: string[]; pid: () => number }
  * victim's own check), if it cannot: then CRIU cannot be asked to restore our images of it.
  */
 async function criuRoundTrip(bin: string, k: Kind): Promise<string | undefined> {
-  const v = startKind(bin, k);
+  const { v, dump, restore } = startKind(bin, k);
   let pids: number[] = [];
   try {
     const root = await rootOf(v, k);
     pids = treePids(root);
     const imgs = tmpDir("interop-probe-");
     const opts = ["-D", imgs, ...(k.opts ?? [])];
-    const d = await theirs(["dump", "-t", `${root}`, "-o", "dump.log", ...opts]);
+    const d = await theirs(["dump", "-t", `${root}`, "-o", "dump.log", ...opts, ...dump]);
     if (d.code !== 0) return `its dump fails: ${errors(safeRead(`${imgs}/dump.log`))}`;
     await v.child.status;
     for (const pid of pids) await waitGone(pid);
     const back = whereBack(k, root);
-    const r = await theirs(["restore", "-d", "-o", "restore.log", ...back.args, ...opts]);
+    const r = await theirs([
+      "restore",
+      "-d",
+      "-o",
+      "restore.log",
+      ...back.args,
+      ...opts,
+      ...restore,
+    ]);
     if (r.code !== 0) return `its restore fails: ${errors(safeRead(`${imgs}/restore.log`))}`;
     pids.push(back.pid());
     const report = await verdict(v, back.pid(), k.signal ?? "SIGTERM", 5000).catch((e) => `${e}`);
@@ -194,27 +225,36 @@ for (const dir of directions) {
     }
     for (const k of KINDS) {
       await t.step(k.name ?? k.victim, async () => {
-        const bin = await buildVictim(k.victim);
+        const bin = await buildVictim(k.victim, k.container ? ["-static"] : []);
         // Only what CRIU itself takes round trip here is asked of it (or carried in its images).
         const cannot = await criuRoundTrip(bin, k);
         if (cannot) {
           console.log(`${k.victim}: CRIU 4.2 alone cannot take it round trip here: ${cannot}`);
           return;
         }
-        const v = startKind(bin, k);
+        const { v, dump, restore } = startKind(bin, k);
         let pids: number[] = [];
         try {
           const root = await rootOf(v, k);
           pids = treePids(root);
           const imgs = tmpDir("interop-");
           const opts = ["-D", imgs, ...(k.opts ?? [])];
-          const dumpArgs = ["dump", "-t", `${root}`, "-o", "dump.log", "-v4", ...opts];
+          const dumpArgs = ["dump", "-t", `${root}`, "-o", "dump.log", "-v4", ...opts, ...dump];
           const d = dir.dumper === "ours" ? await criu(dumpArgs) : await theirs(dumpArgs);
           assertEquals(d.code, 0, `dump: ${d.stderr}${errors(safeRead(`${imgs}/dump.log`))}`);
           await v.child.status;
           for (const pid of pids) assert(await waitGone(pid), `task ${pid} gone after dump`);
           const back = whereBack(k, root);
-          const restArgs = ["restore", "-d", "-o", "restore.log", "-v4", ...back.args, ...opts];
+          const restArgs = [
+            "restore",
+            "-d",
+            "-o",
+            "restore.log",
+            "-v4",
+            ...back.args,
+            ...opts,
+            ...restore,
+          ];
           const r = dir.restorer === "ours" ? await criu(restArgs) : await theirs(restArgs);
           const log = safeRead(`${imgs}/restore.log`);
           assertEquals(r.code, 0, `restore: ${r.stderr}${errors(log)}`);

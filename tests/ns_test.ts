@@ -11,6 +11,7 @@ import {
   criuArgv,
   dumpRefused,
   killAll,
+  mntnsRoot,
   roundTrip,
   sleep,
   startVictim,
@@ -539,5 +540,58 @@ Deno.test("--empty-ns net: the namespace is neither dumped nor filled; the setup
   } finally {
     killAll(v.pid);
     await stopVictim(v);
+  }
+});
+
+Deno.test("a mount namespace of its own comes back with its root, proc, sysfs, devpts, mqueue, a tmpfs with its files, a read-only bind and an external mount; the host's mounts untouched", async () => {
+  const { root, ext, argv } = mntnsRoot(await buildVictim("mntns", ["-static"]));
+  const v = startVictim(argv, root);
+  const init = Number((await waitReport(v)).pid);
+  await v.child.status;
+  let back = 0;
+  try {
+    // A mount the restore could not make again is refused by name, the tree left running.
+    await dumpRefused(init, /Cannot make mount \d+ \(.* at \/ext\) again/);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${init}`, "-D", imgs, "--external", "mnt[/ext]:EXT"]);
+    assertEquals(d.code, 0, d.stderr);
+    assert(await waitGone(init), "gone after the dump");
+    const names = [...Deno.readDirSync(imgs)].map((e) => e.name);
+    assert(names.some((n) => /^mountpoints-\d+\.img$/.test(n)), `mountpoints image: ${names}`);
+    assert(names.some((n) => /^tmpfs-dev-\d+\.tar\.gz\.img$/.test(n)), `tmpfs tar: ${names}`);
+    const hostMounts = Deno.readTextFileSync("/proc/self/mountinfo");
+    for (
+      const [args, why] of [
+        [[], /give the directory its root is made from with --root/],
+        [["--root", root], /it was external \(EXT\); give it with --external mnt\[EXT\]:PATH/],
+      ] as const
+    ) {
+      const r = await criu(["restore", "-d", "-D", imgs, ...args]);
+      assertEquals(r.code, 1, r.stderr);
+      assertMatch(r.stderr, why);
+    }
+    const pidfile = `${tmpDir()}/pid`;
+    const r = await criu([
+      "restore",
+      "-d",
+      "-D",
+      imgs,
+      "--root",
+      root,
+      "--external",
+      `mnt[EXT]:${ext}`,
+      "--pidfile",
+      pidfile,
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    back = Number(Deno.readTextFileSync(pidfile));
+    assert(
+      Deno.statSync(`/proc/${back}/ns/mnt`).ino !== Deno.statSync("/proc/self/ns/mnt").ino,
+      "a mount namespace of its own",
+    );
+    assertEquals(Deno.readTextFileSync("/proc/self/mountinfo"), hostMounts, "host mounts");
+    assertMatch(await verdict(v, back), /PASS mntns/);
+  } finally {
+    killAll(init, ...(back ? [back] : []));
   }
 });

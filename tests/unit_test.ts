@@ -4,7 +4,16 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { join } from "node:path";
-import { pstree_entrySchema, sysctl_entrySchema, sysctl_type } from "../proto/gen/misc_pb.ts";
+import {
+  fstype,
+  mnt_entrySchema,
+  pstree_entrySchema,
+  sysctl_entrySchema,
+  sysctl_type,
+} from "../proto/gen/misc_pb.ts";
+import { parseMountinfo } from "../src/util/mountinfo.ts";
+import { MountPlanError, planMounts } from "../src/restore/mount_plan.ts";
+import { MS } from "../src/syscalls/mod.ts";
 import { sysctlWrites } from "../src/net/netns.ts";
 import { fakeSegment, onTheWire, TH } from "../src/net/tcp_segment.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
@@ -38,7 +47,7 @@ import {
   RLIM_INFINITY,
 } from "../src/tree/proc.ts";
 import { buildSigframe, restartedRegs, sigframeSize } from "../src/tree/sigframe.ts";
-import { assert, assertEquals, assertThrows } from "./assert.ts";
+import { assert, assertEquals, assertMatch, assertThrows } from "./assert.ts";
 import { buildVictim, critDecodeAll, ROOT, tmpDir } from "./helpers.ts";
 
 const fixture = (name: string) => Deno.readTextFileSync(join(ROOT, "tests/fixtures/proc", name));
@@ -322,4 +331,81 @@ Deno.test("a sysctl the dump could not read is not written back as 0", () => {
   const names = ["a", "b", "c", "mtu", "s", "t"];
   const list = [int(), int(0), int(7), int(1500), str("x"), str()];
   assertEquals(sysctlWrites("/d", names, list), [["/d/b", "0"], ["/d/c", "7"], ["/d/s", "x"]]);
+});
+
+Deno.test("mountinfo: flags, propagation, super block flags and escaped names", () => {
+  const [m] = parseMountinfo(
+    "36 35 98:3 /a\\040b /mnt/x\\011y ro,nosuid,noatime shared:7 master:2 - ext4 /dev/sda3 " +
+      "ro,sync,errors=continue\n",
+  );
+  assertEquals(m.id, 36);
+  assertEquals(m.parentId, 35);
+  assertEquals(m.kdev, 98 * 0x100000 + 3);
+  assertEquals(m.root, "/a b");
+  assertEquals(m.mountpoint, "/mnt/x\ty");
+  assertEquals(m.flags, MS.RDONLY | MS.NOSUID | MS.NOATIME | MS.SHARED | MS.SLAVE);
+  assertEquals([m.sharedId, m.masterId], [7, 2]);
+  assertEquals(m.sbFlags, MS.RDONLY | MS.SYNCHRONOUS);
+  assertEquals(m.options, "errors=continue");
+  // Neither relatime nor noatime: strictatime.
+  assertEquals(parseMountinfo("1 0 0:1 / / rw - tmpfs t rw")[0].flags, MS.STRICTATIME);
+});
+
+Deno.test("mount plan: parents and sources first, binds of what a mount shows, the rest refused by name", () => {
+  const e = (
+    mntId: number,
+    parentMntId: number,
+    mountpoint: string,
+    type: number,
+    rootDev: number,
+    root = "/",
+    extra: Record<string, unknown> = {},
+  ) =>
+    create(mnt_entrySchema, {
+      mntId,
+      parentMntId,
+      mountpoint,
+      fstype: type,
+      rootDev,
+      root,
+      source: "s",
+      ...extra,
+    });
+  // A bind of a tmpfs's subdirectory listed before the tmpfs, a child before its parent.
+  const plan = planMounts([
+    e(10, 1, "/", fstype.UNSUPPORTED, 100, "/rootfs"),
+    e(14, 13, "/tmp/x/y", fstype.PROC, 300),
+    e(12, 10, "/mnt", fstype.TMPFS, 200, "/sub"),
+    e(11, 10, "/tmp", fstype.TMPFS, 200),
+    e(13, 11, "/tmp/x", fstype.UNSUPPORTED, 100, "/rootfs/data"),
+    e(15, 10, "/ext", fstype.UNSUPPORTED, 400, "/", { extKey: "K" }),
+  ]);
+  assertEquals(plan.map((s) => `${s.entry.mntId}:${s.how}`), [
+    "10:root",
+    "11:new",
+    "12:bind",
+    "13:bind",
+    "14:new",
+    "15:external",
+  ]);
+  const bind = plan.find((s) => s.entry.mntId === 13)!;
+  assertEquals(bind.how === "bind" && [bind.from.mntId, bind.sub], [10, "/data"]);
+  const root = e(1, 0, "/", fstype.UNSUPPORTED, 100, "/rootfs");
+  for (
+    const [m, why] of [
+      [e(2, 1, "/d", fstype.UNSUPPORTED, 500), /not supported; name it external/],
+      [e(2, 1, "/d", fstype.UNSUPPORTED, 100, "/elsewhere"), /outside the namespace's root/],
+      [e(2, 1, "/d", fstype.TMPFS, 600, "/part"), /shows only \/part/],
+      [e(2, 1, "/d", fstype.TMPFS, 600, "/", { sharedId: 3, flags: MS.SHARED }), /shared/],
+    ] as const
+  ) {
+    let err: unknown;
+    try {
+      planMounts([root, m]);
+    } catch (x) {
+      err = x;
+    }
+    assert(err instanceof MountPlanError, `${m.mountpoint} refused`);
+    assertMatch((err as Error).message, why);
+  }
 });

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file misc.proto.
  */
 export const file_misc: GenFile = /*@__PURE__*/
-  fileDesc("CgptaXNjLnByb3RvIpgCCg9pbnZlbnRvcnlfZW50cnkSEwoLaW1nX3ZlcnNpb24YASACKA0SFQoNZmRpbmZvX3Blcl9pZBgCIAEoCBImCghyb290X2lkcxgDIAEoCzIULnRhc2tfa29ial9pZHNfZW50cnkSEQoJbnNfcGVyX2lkGAQgASgIEhMKC3Jvb3RfY2dfc2V0GAUgASgNEhkKB2xzbXR5cGUYBiABKA4yCC5sc210eXBlEhMKC2R1bXBfdXB0aW1lGAggASgEEhUKDXByZV9kdW1wX21vZGUYCSABKA0SEQoJdGNwX2Nsb3NlGAogASgIEhsKE25ldHdvcmtfbG9ja19tZXRob2QYCyABKA0SEgoJZGVub19jcml1GOgHIAEoCSJVCgxwc3RyZWVfZW50cnkSCwoDcGlkGAEgAigNEgwKBHBwaWQYAiACKA0SDAoEcGdpZBgDIAIoDRILCgNzaWQYBCACKA0SDwoHdGhyZWFkcxgFIAMoDSLgAgoQZHVtcF9zdGF0c19lbnRyeRIVCg1mcmVlemluZ190aW1lGAEgAigNEhMKC2Zyb3plbl90aW1lGAIgAigNEhQKDG1lbWR1bXBfdGltZRgDIAIoDRIVCg1tZW13cml0ZV90aW1lGAQgAigNEhUKDXBhZ2VzX3NjYW5uZWQYBSACKAQSHAoUcGFnZXNfc2tpcHBlZF9wYXJlbnQYBiACKAQSFQoNcGFnZXNfd3JpdHRlbhgHIAIoBBIVCg1pcm1hcF9yZXNvbHZlGAggASgNEhIKCnBhZ2VzX2xhenkYCSACKAQSEgoKcGFnZV9waXBlcxgKIAEoBBIWCg5wYWdlX3BpcGVfYnVmcxgLIAEoBBIXCg9zaHBhZ2VzX3NjYW5uZWQYDCABKAQSHgoWc2hwYWdlc19za2lwcGVkX3BhcmVudBgNIAEoBBIXCg9zaHBhZ2VzX3dyaXR0ZW4YDiABKAQijAEKE3Jlc3RvcmVfc3RhdHNfZW50cnkSFgoOcGFnZXNfY29tcGFyZWQYASACKAQSGQoRcGFnZXNfc2tpcHBlZF9jb3cYAiACKAQSFAoMZm9ya2luZ190aW1lGAMgAigNEhQKDHJlc3RvcmVfdGltZRgEIAIoDRIWCg5wYWdlc19yZXN0b3JlZBgFIAEoBCJVCgtzdGF0c19lbnRyeRIfCgRkdW1wGAEgASgLMhEuZHVtcF9zdGF0c19lbnRyeRIlCgdyZXN0b3JlGAIgASgLMhQucmVzdG9yZV9zdGF0c19lbnRyeSIrCgh0aW1lc3BlYxIOCgZ0dl9zZWMYASACKAQSDwoHdHZfbnNlYxgCIAIoBCJJCgx0aW1lbnNfZW50cnkSHAoJbW9ub3RvbmljGAEgAigLMgkudGltZXNwZWMSGwoIYm9vdHRpbWUYAiACKAsyCS50aW1lc3BlYyI9Cg5zZWNjb21wX2ZpbHRlchIOCgZmaWx0ZXIYASACKAwSDAoEcHJldhgCIAEoDRINCgVmbGFncxgDIAEoDSI5Cg1zZWNjb21wX2VudHJ5EigKD3NlY2NvbXBfZmlsdGVycxgBIAMoCzIPLnNlY2NvbXBfZmlsdGVyIm0KDmlwY19kZXNjX2VudHJ5EgsKA2tleRgBIAIoDRILCgN1aWQYAiACKA0SCwoDZ2lkGAMgAigNEgwKBGN1aWQYBCACKA0SDAoEY2dpZBgFIAIoDRIMCgRtb2RlGAYgAigNEgoKAmlkGAcgAigNImcKDWlwY19zaG1fZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5EgwKBHNpemUYAiACKAQSEwoLaW5fcGFnZW1hcHMYAyABKAgSFAoMaHVnZXRsYl9mbGFnGAQgASgNIv0CCg1pcGNfdmFyX2VudHJ5EhAKCHNlbV9jdGxzGAEgAygNEhIKCm1zZ19jdGxtYXgYAiACKA0SEgoKbXNnX2N0bG1uYhgDIAIoDRISCgptc2dfY3RsbW5pGAQgAigNEhMKC2F1dG9fbXNnbW5pGAUgAigNEhIKCnNobV9jdGxtYXgYBiACKAQSEgoKc2htX2N0bGFsbBgHIAIoBBISCgpzaG1fY3RsbW5pGAggAigNEhcKD3NobV9ybWlkX2ZvcmNlZBgJIAIoDRIVCg1tcV9xdWV1ZXNfbWF4GAogAigNEhIKCm1xX21zZ19tYXgYCyACKA0SFgoObXFfbXNnc2l6ZV9tYXgYDCACKA0SFgoObXFfbXNnX2RlZmF1bHQYDSABKA0SGgoSbXFfbXNnc2l6ZV9kZWZhdWx0GA4gASgNEhMKC21zZ19uZXh0X2lkGA8gASgNEhMKC3NlbV9uZXh0X2lkGBAgASgNEhMKC3NobV9uZXh0X2lkGBEgASgNIkwKDWlwY19tc2dfZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5Eg4KBnFieXRlcxgCIAIoDRIMCgRxbnVtGAMgAigNIicKB2lwY19tc2cSDQoFbXR5cGUYASACKAQSDQoFbXNpemUYAiACKA0iPQoNaXBjX3NlbV9lbnRyeRIdCgRkZXNjGAEgAigLMg8uaXBjX2Rlc2NfZW50cnkSDQoFbnNlbXMYAiACKA0iRgoMc3lzY3RsX2VudHJ5EhoKBHR5cGUYASACKA4yDC5zeXNjdGxfdHlwZRIMCgRpYXJnGAIgASgFEgwKBHNhcmcYAyABKAki+QEKEG5ldF9kZXZpY2VfZW50cnkSFgoEdHlwZRgBIAIoDjIILm5kX3R5cGUSDwoHaWZpbmRleBgCIAIoDRILCgNtdHUYAyACKA0SDQoFZmxhZ3MYBCACKA0SDAoEbmFtZRgFIAIoCRIPCgdhZGRyZXNzGAcgASgMEgwKBGNvbmYYCCADKAUSHAoFY29uZjQYCSADKAsyDS5zeXNjdGxfZW50cnkSHAoFY29uZjYYCiADKAsyDS5zeXNjdGxfZW50cnkSFAoMcGVlcl9pZmluZGV4GAwgASgNEhEKCXBlZXJfbnNpZBgNIAEoDRIOCgZtYXN0ZXIYDiABKA0iNwoIbmV0bnNfaWQSFAoMdGFyZ2V0X25zX2lkGAEgAigNEhUKDW5ldG5zaWRfdmFsdWUYAiACKAUiqgIKC25ldG5zX2VudHJ5EhAKCGRlZl9jb25mGAEgAygFEhAKCGFsbF9jb25mGAIgAygFEiAKCWRlZl9jb25mNBgDIAMoCzINLnN5c2N0bF9lbnRyeRIgCglhbGxfY29uZjQYBCADKAsyDS5zeXNjdGxfZW50cnkSIAoJZGVmX2NvbmY2GAUgAygLMg0uc3lzY3RsX2VudHJ5EiAKCWFsbF9jb25mNhgGIAMoCzINLnN5c2N0bF9lbnRyeRIYCgVuc2lkcxgHIAMoCzIJLm5ldG5zX2lkEg8KB2V4dF9rZXkYCCABKAkSIAoJdW5peF9jb25mGAkgAygLMg0uc3lzY3RsX2VudHJ5EiIKC2lwdjRfc3lzY3RsGAogAygLMg0uc3lzY3RsX2VudHJ5IjMKC3V0c25zX2VudHJ5EhAKCG5vZGVuYW1lGAEgAigJEhIKCmRvbWFpbm5hbWUYAiACKAkiNgoMY2dyb3VwX3Blcm1zEgwKBG1vZGUYASACKA0SCwoDdWlkGAIgAigNEgsKA2dpZBgDIAIoDSJOChFjZ3JvdXBfcHJvcF9lbnRyeRIMCgRuYW1lGAEgAigJEg0KBXZhbHVlGAIgAigJEhwKBXBlcm1zGAMgASgLMg0uY2dyb3VwX3Blcm1zIpMBChBjZ3JvdXBfZGlyX2VudHJ5EhAKCGRpcl9uYW1lGAEgAigJEiMKCGNoaWxkcmVuGAIgAygLMhEuY2dyb3VwX2Rpcl9lbnRyeRImCgpwcm9wZXJ0aWVzGAMgAygLMhIuY2dyb3VwX3Byb3BfZW50cnkSIAoJZGlyX3Blcm1zGAQgASgLMg0uY2dyb3VwX3Blcm1zIlsKE2NnX2NvbnRyb2xsZXJfZW50cnkSDgoGY25hbWVzGAEgAygJEh8KBGRpcnMYAiADKAsyES5jZ3JvdXBfZGlyX2VudHJ5EhMKC2lzX3RocmVhZGVkGAMgASgIIkIKD2NnX21lbWJlcl9lbnRyeRIMCgRuYW1lGAEgAigJEgwKBHBhdGgYAiACKAkSEwoLY2duc19wcmVmaXgYAyABKA0iOgoMY2dfc2V0X2VudHJ5EgoKAmlkGAEgAigNEh4KBGN0bHMYAiADKAsyEC5jZ19tZW1iZXJfZW50cnkiVgoMY2dyb3VwX2VudHJ5EhsKBHNldHMYASADKAsyDS5jZ19zZXRfZW50cnkSKQoLY29udHJvbGxlcnMYAiADKAsyFC5jZ19jb250cm9sbGVyX2VudHJ5KjAKB2xzbXR5cGUSCgoGTk9fTFNNEAASCwoHU0VMSU5VWBABEgwKCEFQUEFSTU9SEAIqJgoLc3lzY3RsX3R5cGUSCwoHQ1RMX1NUUhAFEgoKBkNUTF8zMhAGKmQKB25kX3R5cGUSDAoITE9PUEJBQ0sQARIICgRWRVRIEAISBwoDVFVOEAMSCwoHRVhUTElOSxAEEgkKBVZFTkVUEAUSCgoGQlJJREdFEAYSCwoHTUFDVkxBThAHEgcKA1NJVBAI", [file_core]);
+  fileDesc("CgptaXNjLnByb3RvIpgCCg9pbnZlbnRvcnlfZW50cnkSEwoLaW1nX3ZlcnNpb24YASACKA0SFQoNZmRpbmZvX3Blcl9pZBgCIAEoCBImCghyb290X2lkcxgDIAEoCzIULnRhc2tfa29ial9pZHNfZW50cnkSEQoJbnNfcGVyX2lkGAQgASgIEhMKC3Jvb3RfY2dfc2V0GAUgASgNEhkKB2xzbXR5cGUYBiABKA4yCC5sc210eXBlEhMKC2R1bXBfdXB0aW1lGAggASgEEhUKDXByZV9kdW1wX21vZGUYCSABKA0SEQoJdGNwX2Nsb3NlGAogASgIEhsKE25ldHdvcmtfbG9ja19tZXRob2QYCyABKA0SEgoJZGVub19jcml1GOgHIAEoCSJVCgxwc3RyZWVfZW50cnkSCwoDcGlkGAEgAigNEgwKBHBwaWQYAiACKA0SDAoEcGdpZBgDIAIoDRILCgNzaWQYBCACKA0SDwoHdGhyZWFkcxgFIAMoDSLgAgoQZHVtcF9zdGF0c19lbnRyeRIVCg1mcmVlemluZ190aW1lGAEgAigNEhMKC2Zyb3plbl90aW1lGAIgAigNEhQKDG1lbWR1bXBfdGltZRgDIAIoDRIVCg1tZW13cml0ZV90aW1lGAQgAigNEhUKDXBhZ2VzX3NjYW5uZWQYBSACKAQSHAoUcGFnZXNfc2tpcHBlZF9wYXJlbnQYBiACKAQSFQoNcGFnZXNfd3JpdHRlbhgHIAIoBBIVCg1pcm1hcF9yZXNvbHZlGAggASgNEhIKCnBhZ2VzX2xhenkYCSACKAQSEgoKcGFnZV9waXBlcxgKIAEoBBIWCg5wYWdlX3BpcGVfYnVmcxgLIAEoBBIXCg9zaHBhZ2VzX3NjYW5uZWQYDCABKAQSHgoWc2hwYWdlc19za2lwcGVkX3BhcmVudBgNIAEoBBIXCg9zaHBhZ2VzX3dyaXR0ZW4YDiABKAQijAEKE3Jlc3RvcmVfc3RhdHNfZW50cnkSFgoOcGFnZXNfY29tcGFyZWQYASACKAQSGQoRcGFnZXNfc2tpcHBlZF9jb3cYAiACKAQSFAoMZm9ya2luZ190aW1lGAMgAigNEhQKDHJlc3RvcmVfdGltZRgEIAIoDRIWCg5wYWdlc19yZXN0b3JlZBgFIAEoBCJVCgtzdGF0c19lbnRyeRIfCgRkdW1wGAEgASgLMhEuZHVtcF9zdGF0c19lbnRyeRIlCgdyZXN0b3JlGAIgASgLMhQucmVzdG9yZV9zdGF0c19lbnRyeSIrCgh0aW1lc3BlYxIOCgZ0dl9zZWMYASACKAQSDwoHdHZfbnNlYxgCIAIoBCJJCgx0aW1lbnNfZW50cnkSHAoJbW9ub3RvbmljGAEgAigLMgkudGltZXNwZWMSGwoIYm9vdHRpbWUYAiACKAsyCS50aW1lc3BlYyI9Cg5zZWNjb21wX2ZpbHRlchIOCgZmaWx0ZXIYASACKAwSDAoEcHJldhgCIAEoDRINCgVmbGFncxgDIAEoDSI5Cg1zZWNjb21wX2VudHJ5EigKD3NlY2NvbXBfZmlsdGVycxgBIAMoCzIPLnNlY2NvbXBfZmlsdGVyIm0KDmlwY19kZXNjX2VudHJ5EgsKA2tleRgBIAIoDRILCgN1aWQYAiACKA0SCwoDZ2lkGAMgAigNEgwKBGN1aWQYBCACKA0SDAoEY2dpZBgFIAIoDRIMCgRtb2RlGAYgAigNEgoKAmlkGAcgAigNImcKDWlwY19zaG1fZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5EgwKBHNpemUYAiACKAQSEwoLaW5fcGFnZW1hcHMYAyABKAgSFAoMaHVnZXRsYl9mbGFnGAQgASgNIv0CCg1pcGNfdmFyX2VudHJ5EhAKCHNlbV9jdGxzGAEgAygNEhIKCm1zZ19jdGxtYXgYAiACKA0SEgoKbXNnX2N0bG1uYhgDIAIoDRISCgptc2dfY3RsbW5pGAQgAigNEhMKC2F1dG9fbXNnbW5pGAUgAigNEhIKCnNobV9jdGxtYXgYBiACKAQSEgoKc2htX2N0bGFsbBgHIAIoBBISCgpzaG1fY3RsbW5pGAggAigNEhcKD3NobV9ybWlkX2ZvcmNlZBgJIAIoDRIVCg1tcV9xdWV1ZXNfbWF4GAogAigNEhIKCm1xX21zZ19tYXgYCyACKA0SFgoObXFfbXNnc2l6ZV9tYXgYDCACKA0SFgoObXFfbXNnX2RlZmF1bHQYDSABKA0SGgoSbXFfbXNnc2l6ZV9kZWZhdWx0GA4gASgNEhMKC21zZ19uZXh0X2lkGA8gASgNEhMKC3NlbV9uZXh0X2lkGBAgASgNEhMKC3NobV9uZXh0X2lkGBEgASgNIkwKDWlwY19tc2dfZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5Eg4KBnFieXRlcxgCIAIoDRIMCgRxbnVtGAMgAigNIicKB2lwY19tc2cSDQoFbXR5cGUYASACKAQSDQoFbXNpemUYAiACKA0iPQoNaXBjX3NlbV9lbnRyeRIdCgRkZXNjGAEgAigLMg8uaXBjX2Rlc2NfZW50cnkSDQoFbnNlbXMYAiACKA0iRgoMc3lzY3RsX2VudHJ5EhoKBHR5cGUYASACKA4yDC5zeXNjdGxfdHlwZRIMCgRpYXJnGAIgASgFEgwKBHNhcmcYAyABKAki+QEKEG5ldF9kZXZpY2VfZW50cnkSFgoEdHlwZRgBIAIoDjIILm5kX3R5cGUSDwoHaWZpbmRleBgCIAIoDRILCgNtdHUYAyACKA0SDQoFZmxhZ3MYBCACKA0SDAoEbmFtZRgFIAIoCRIPCgdhZGRyZXNzGAcgASgMEgwKBGNvbmYYCCADKAUSHAoFY29uZjQYCSADKAsyDS5zeXNjdGxfZW50cnkSHAoFY29uZjYYCiADKAsyDS5zeXNjdGxfZW50cnkSFAoMcGVlcl9pZmluZGV4GAwgASgNEhEKCXBlZXJfbnNpZBgNIAEoDRIOCgZtYXN0ZXIYDiABKA0iNwoIbmV0bnNfaWQSFAoMdGFyZ2V0X25zX2lkGAEgAigNEhUKDW5ldG5zaWRfdmFsdWUYAiACKAUiqgIKC25ldG5zX2VudHJ5EhAKCGRlZl9jb25mGAEgAygFEhAKCGFsbF9jb25mGAIgAygFEiAKCWRlZl9jb25mNBgDIAMoCzINLnN5c2N0bF9lbnRyeRIgCglhbGxfY29uZjQYBCADKAsyDS5zeXNjdGxfZW50cnkSIAoJZGVmX2NvbmY2GAUgAygLMg0uc3lzY3RsX2VudHJ5EiAKCWFsbF9jb25mNhgGIAMoCzINLnN5c2N0bF9lbnRyeRIYCgVuc2lkcxgHIAMoCzIJLm5ldG5zX2lkEg8KB2V4dF9rZXkYCCABKAkSIAoJdW5peF9jb25mGAkgAygLMg0uc3lzY3RsX2VudHJ5EiIKC2lwdjRfc3lzY3RsGAogAygLMg0uc3lzY3RsX2VudHJ5IjMKC3V0c25zX2VudHJ5EhAKCG5vZGVuYW1lGAEgAigJEhIKCmRvbWFpbm5hbWUYAiACKAkiNgoMY2dyb3VwX3Blcm1zEgwKBG1vZGUYASACKA0SCwoDdWlkGAIgAigNEgsKA2dpZBgDIAIoDSJOChFjZ3JvdXBfcHJvcF9lbnRyeRIMCgRuYW1lGAEgAigJEg0KBXZhbHVlGAIgAigJEhwKBXBlcm1zGAMgASgLMg0uY2dyb3VwX3Blcm1zIpMBChBjZ3JvdXBfZGlyX2VudHJ5EhAKCGRpcl9uYW1lGAEgAigJEiMKCGNoaWxkcmVuGAIgAygLMhEuY2dyb3VwX2Rpcl9lbnRyeRImCgpwcm9wZXJ0aWVzGAMgAygLMhIuY2dyb3VwX3Byb3BfZW50cnkSIAoJZGlyX3Blcm1zGAQgASgLMg0uY2dyb3VwX3Blcm1zIlsKE2NnX2NvbnRyb2xsZXJfZW50cnkSDgoGY25hbWVzGAEgAygJEh8KBGRpcnMYAiADKAsyES5jZ3JvdXBfZGlyX2VudHJ5EhMKC2lzX3RocmVhZGVkGAMgASgIIkIKD2NnX21lbWJlcl9lbnRyeRIMCgRuYW1lGAEgAigJEgwKBHBhdGgYAiACKAkSEwoLY2duc19wcmVmaXgYAyABKA0iOgoMY2dfc2V0X2VudHJ5EgoKAmlkGAEgAigNEh4KBGN0bHMYAiADKAsyEC5jZ19tZW1iZXJfZW50cnkiVgoMY2dyb3VwX2VudHJ5EhsKBHNldHMYASADKAsyDS5jZ19zZXRfZW50cnkSKQoLY29udHJvbGxlcnMYAiADKAsyFC5jZ19jb250cm9sbGVyX2VudHJ5ItICCgltbnRfZW50cnkSDgoGZnN0eXBlGAEgAigNEg4KBm1udF9pZBgCIAIoDRIQCghyb290X2RldhgDIAIoDRIVCg1wYXJlbnRfbW50X2lkGAQgAigNEg0KBWZsYWdzGAUgAigNEgwKBHJvb3QYBiACKAkSEgoKbW91bnRwb2ludBgHIAIoCRIOCgZzb3VyY2UYCCACKAkSDwoHb3B0aW9ucxgJIAIoCRIRCglzaGFyZWRfaWQYCiABKA0SEQoJbWFzdGVyX2lkGAsgASgNEhMKC3dpdGhfcGx1Z2luGAwgASgIEhEKCWV4dF9tb3VudBgNIAEoCBIOCgZmc25hbWUYDiABKAkSGAoQaW50ZXJuYWxfc2hhcmluZxgPIAEoCBIPCgdkZWxldGVkGBAgASgIEhAKCHNiX2ZsYWdzGBEgASgNEg8KB2V4dF9rZXkYEiABKAkqMAoHbHNtdHlwZRIKCgZOT19MU00QABILCgdTRUxJTlVYEAESDAoIQVBQQVJNT1IQAiomCgtzeXNjdGxfdHlwZRILCgdDVExfU1RSEAUSCgoGQ1RMXzMyEAYqZAoHbmRfdHlwZRIMCghMT09QQkFDSxABEggKBFZFVEgQAhIHCgNUVU4QAxILCgdFWFRMSU5LEAQSCQoFVkVORVQQBRIKCgZCUklER0UQBhILCgdNQUNWTEFOEAcSBwoDU0lUEAgqkAIKBmZzdHlwZRIPCgtVTlNVUFBPUlRFRBAAEggKBFBST0MQARIJCgVTWVNGUxACEgwKCERFVlRNUEZTEAMSDwoLQklORk1UX01JU0MQBBIJCgVUTVBGUxAFEgoKBkRFVlBUUxAGEgkKBVNJTUZTEAcSCgoGUFNUT1JFEAgSDgoKU0VDVVJJVFlGUxAJEgsKB0ZVU0VDVEwQChILCgdERUJVR0ZTEAsSCgoGQ0dST1VQEAwSCAoEQVVGUxANEgoKBk1RVUVVRRAOEggKBEZVU0UQDxIICgRBVVRPEBASDQoJT1ZFUkxBWUZTEBESCgoGQVVUT0ZTEBISCwoHVFJBQ0VGUxATEgsKB0NHUk9VUDIQFw", [file_core]);
 
 /**
  * @generated from message inventory_entry
@@ -1022,6 +1022,116 @@ export const cgroup_entrySchema: GenMessage<cgroup_entry> = /*@__PURE__*/
   messageDesc(file_misc, 26);
 
 /**
+ * One mount of a mount namespace (mountpoints-ID.img), as /proc/PID/mountinfo shows it: the
+ * mount point from the namespace's root, the file system's root directory it shows, its
+ * mount flags (MS_*, with the propagation kind) and super block flags apart.
+ *
+ * @generated from message mnt_entry
+ */
+export type mnt_entry = Message<"mnt_entry"> & {
+  /**
+   * @generated from field: required uint32 fstype = 1;
+   */
+  fstype: number;
+
+  /**
+   * @generated from field: required uint32 mnt_id = 2;
+   */
+  mntId: number;
+
+  /**
+   * The super block's device, in the kernel's encoding (major << 20 | minor).
+   *
+   * @generated from field: required uint32 root_dev = 3;
+   */
+  rootDev: number;
+
+  /**
+   * @generated from field: required uint32 parent_mnt_id = 4;
+   */
+  parentMntId: number;
+
+  /**
+   * @generated from field: required uint32 flags = 5;
+   */
+  flags: number;
+
+  /**
+   * @generated from field: required string root = 6;
+   */
+  root: string;
+
+  /**
+   * @generated from field: required string mountpoint = 7;
+   */
+  mountpoint: string;
+
+  /**
+   * @generated from field: required string source = 8;
+   */
+  source: string;
+
+  /**
+   * @generated from field: required string options = 9;
+   */
+  options: string;
+
+  /**
+   * @generated from field: optional uint32 shared_id = 10;
+   */
+  sharedId: number;
+
+  /**
+   * @generated from field: optional uint32 master_id = 11;
+   */
+  masterId: number;
+
+  /**
+   * @generated from field: optional bool with_plugin = 12;
+   */
+  withPlugin: boolean;
+
+  /**
+   * @generated from field: optional bool ext_mount = 13;
+   */
+  extMount: boolean;
+
+  /**
+   * @generated from field: optional string fsname = 14;
+   */
+  fsname: string;
+
+  /**
+   * @generated from field: optional bool internal_sharing = 15;
+   */
+  internalSharing: boolean;
+
+  /**
+   * @generated from field: optional bool deleted = 16;
+   */
+  deleted: boolean;
+
+  /**
+   * @generated from field: optional uint32 sb_flags = 17;
+   */
+  sbFlags: number;
+
+  /**
+   * The name an external mount was given at dump (--external mnt[MOUNTPOINT]:KEY).
+   *
+   * @generated from field: optional string ext_key = 18;
+   */
+  extKey: string;
+};
+
+/**
+ * Describes the message mnt_entry.
+ * Use `create(mnt_entrySchema)` to create a new message.
+ */
+export const mnt_entrySchema: GenMessage<mnt_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 27);
+
+/**
  * @generated from enum lsmtype
  */
 export enum lsmtype {
@@ -1122,4 +1232,123 @@ export enum nd_type {
  */
 export const nd_typeSchema: GenEnum<nd_type> = /*@__PURE__*/
   enumDesc(file_misc, 2);
+
+/**
+ * The file system kinds criu names in a mount's fstype (the numbers are criu's; the kinds
+ * without a number are written as UNSUPPORTED with their name in fsname).
+ *
+ * @generated from enum fstype
+ */
+export enum fstype {
+  /**
+   * @generated from enum value: UNSUPPORTED = 0;
+   */
+  UNSUPPORTED = 0,
+
+  /**
+   * @generated from enum value: PROC = 1;
+   */
+  PROC = 1,
+
+  /**
+   * @generated from enum value: SYSFS = 2;
+   */
+  SYSFS = 2,
+
+  /**
+   * @generated from enum value: DEVTMPFS = 3;
+   */
+  DEVTMPFS = 3,
+
+  /**
+   * @generated from enum value: BINFMT_MISC = 4;
+   */
+  BINFMT_MISC = 4,
+
+  /**
+   * @generated from enum value: TMPFS = 5;
+   */
+  TMPFS = 5,
+
+  /**
+   * @generated from enum value: DEVPTS = 6;
+   */
+  DEVPTS = 6,
+
+  /**
+   * @generated from enum value: SIMFS = 7;
+   */
+  SIMFS = 7,
+
+  /**
+   * @generated from enum value: PSTORE = 8;
+   */
+  PSTORE = 8,
+
+  /**
+   * @generated from enum value: SECURITYFS = 9;
+   */
+  SECURITYFS = 9,
+
+  /**
+   * @generated from enum value: FUSECTL = 10;
+   */
+  FUSECTL = 10,
+
+  /**
+   * @generated from enum value: DEBUGFS = 11;
+   */
+  DEBUGFS = 11,
+
+  /**
+   * @generated from enum value: CGROUP = 12;
+   */
+  CGROUP = 12,
+
+  /**
+   * @generated from enum value: AUFS = 13;
+   */
+  AUFS = 13,
+
+  /**
+   * @generated from enum value: MQUEUE = 14;
+   */
+  MQUEUE = 14,
+
+  /**
+   * @generated from enum value: FUSE = 15;
+   */
+  FUSE = 15,
+
+  /**
+   * @generated from enum value: AUTO = 16;
+   */
+  AUTO = 16,
+
+  /**
+   * @generated from enum value: OVERLAYFS = 17;
+   */
+  OVERLAYFS = 17,
+
+  /**
+   * @generated from enum value: AUTOFS = 18;
+   */
+  AUTOFS = 18,
+
+  /**
+   * @generated from enum value: TRACEFS = 19;
+   */
+  TRACEFS = 19,
+
+  /**
+   * @generated from enum value: CGROUP2 = 23;
+   */
+  CGROUP2 = 23,
+}
+
+/**
+ * Describes the enum fstype.
+ */
+export const fstypeSchema: GenEnum<fstype> = /*@__PURE__*/
+  enumDesc(file_misc, 3);
 

@@ -154,6 +154,8 @@ async function runRestore(o: CriuOpts): Promise<number> {
       joinNet: joinedNet(o.joinNs),
       emptyNet: o.emptyNet,
       veths: vethsOf(o.external),
+      root: o.root,
+      externalMounts: mountsOf(o.external),
       actions: scriptsOf(o, dirs, log),
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
       signal: stop.signal,
@@ -347,6 +349,16 @@ function joinedNet(joins: string[]): string | undefined {
   const net = joins.map((j) => /^net:(.+)$/.exec(j)?.[1]).find((v) => v !== undefined);
   if (net === undefined) return undefined;
   return /^\d+$/.test(net) ? `/proc/${net}/ns/net` : net;
+}
+
+/** `--external mnt[KEY]:PATH` (restore): the directory each external mount is bound from. */
+function mountsOf(external: string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const e of external) {
+    const m = /^mnt\[([^\]]+)\]:(.+)$/.exec(e);
+    if (m) out.set(m[1], m[2]);
+  }
+  return out;
 }
 
 /** `--external veth[IFNAME]:OUTNAME[@BRIDGE]`: the outside end of each veth, by its name inside. */

@@ -91,6 +91,8 @@ export interface CriuOpts {
   actionScripts: string[];
   /** `--external` resources, as given. */
   external: string[];
+  /** The root of the tree's own mount namespace, made again from this directory (`--root`). */
+  root?: string;
   inheritFds: string[];
   extUnixSk: boolean;
   features: string[];
@@ -240,7 +242,7 @@ const TABLE: OptionSpec[] = [
   opt("work-dir", "required", (o, v) => (o.workDir = v), { short: "W" }),
   opt("log-file", "required", (o, v) => (o.logFile = v), { short: "o" }),
   opt("join-ns", "required", (o, v) => o.joinNs.push(v!), { short: "J" }),
-  refused("root", "required", NOT_YET.ns, "r"),
+  opt("root", "required", (o, v) => (o.root = v), { short: "r" }),
   opt("ext-unix-sk", "optional", (o) => (o.extUnixSk = true), { short: "x" }),
   opt("help", "none", (o) => (o.help = true), { short: "h" }),
   ...bool("tcp-established", "tcpEstablished"),
@@ -436,6 +438,12 @@ export function checkOptions(o: CriuOpts): void {
   for (const e of o.external) {
     const type = /^(\w+)\[/.exec(e)?.[1];
     if (!type || !/\]/.test(e)) throw new UsageError(`invalid argument for --external: ${e}`);
+    if (type === "mnt" && !/^mnt\[[^\]]+\]:./.test(e)) {
+      throw new UsageError(
+        `Option --external ${e} is not supported by deno-criu: name each external mount ` +
+          `(mnt[MOUNTPOINT]:KEY at dump, mnt[KEY]:PATH at restore)`,
+      );
+    }
     if (!EXTERNAL_TYPES.has(type)) {
       throw new UsageError(
         `Option --external ${e} is not supported by deno-criu: ${
@@ -449,7 +457,8 @@ export function checkOptions(o: CriuOpts): void {
 }
 
 /**
- * The resources `--external` names that deno-criu handles: files, terminals, unix sockets, and
- * the outside ends of veth devices (`veth[IFNAME]:OUTNAME[@BRIDGE]`, at restore).
+ * The resources `--external` names that deno-criu handles: files, terminals, unix sockets,
+ * the outside ends of veth devices (`veth[IFNAME]:OUTNAME[@BRIDGE]`, at restore), and mounts
+ * (`mnt[MOUNTPOINT]:KEY` at dump, `mnt[KEY]:PATH` at restore).
  */
-const EXTERNAL_TYPES = new Set(["file", "tty", "unix", "veth"]);
+const EXTERNAL_TYPES = new Set(["file", "tty", "unix", "veth", "mnt"]);

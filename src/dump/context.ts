@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { MountNamespace } from "./mnt_ns.ts";
 import type { ActionHook } from "../action_scripts.ts";
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
@@ -103,7 +104,7 @@ export const NS_KINDS = ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgr
 
 /**
  * The namespace kinds a root may have of its own: made again at restore, with the whole tree
- * in them (the others, mount and user, are refused by name).
+ * in them (the other, user, is refused by name).
  */
 export const OWN_NS_KINDS: ReadonlySet<NsKind> = new Set([
   "uts",
@@ -112,6 +113,7 @@ export const OWN_NS_KINDS: ReadonlySet<NsKind> = new Set([
   "ipc",
   "net",
   "cgroup",
+  "mnt",
 ]);
 
 /** The CLONE_NEW* flag of each namespace kind. */
@@ -164,6 +166,8 @@ export class DumpContext {
   nsfsDev?: number;
   /** The mount ids of criu's mount namespace, read on first need. */
   ownMounts?: Set<number>;
+  /** The tree's own mount namespace, when the root has one: its mounts, read once frozen. */
+  mntNs?: MountNamespace;
   /** Whether the root has a network namespace of its own (its sockets are made in it). */
   ownNet = false;
   /** The lock of that namespace while it is held: a task in it, the method, the root's id. */
@@ -315,6 +319,14 @@ export class DumpContext {
   readonly linkRemaps = new Map<string, string>();
   /** The file entry of each link remap, by its path. */
   readonly linkRemapIds = new Map<string, number>();
+
+  /**
+   * Where criu reaches path `path` of the tree: through its root task's root when the tree has
+   * a mount namespace of its own.
+   */
+  hostPath(path: string): string {
+    return this.mntNs ? `/proc/${this.mntNs.pid}/root${path}` : path;
+  }
 
   /** Opens an image for writing; {@link DumpContext.close} writes it. */
   image(file: string, type: MagicName | "RAW"): ImageWriter {

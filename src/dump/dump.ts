@@ -64,6 +64,7 @@ import { ghostOf, writeGhost } from "./ghost.ts";
 import { dumpShmem } from "./shmem.ts";
 import { dumpSysvShm, writeSysvShm } from "./sysv.ts";
 import { collectTask, collectThread, type TaskState } from "./task.ts";
+import { readMountNamespace, writeMountNamespace } from "./mnt_ns.ts";
 import { readUtsNames, type UtsNames, writeUtsNs } from "./uts.ts";
 import { type IpcNamespace, readIpcNamespace, writeIpcNs } from "./ipc_ns.ts";
 import { NetnsError, readNetns } from "../net/netns.ts";
@@ -379,6 +380,10 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   }
   using _netns = ctx.ownNet ? useNamespaceOf(tree.root) : undefined;
   checkTree(tree, ctx.pids);
+  // The tree's own mount namespace: each mount checked before anything is written.
+  if (ownNamespace(tree.root, "mnt")) {
+    ctx.mntNs = readMountNamespace(ctx, tree.root, ctx.nsIds(tree.root).mntNsId);
+  }
   for (const tid of tree.tasks.keys()) ctx.treeTids.add(tid);
   for (const p of tree.processes) {
     ctx.treeTids.add(p.pid); // zombies too
@@ -475,6 +480,8 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
     );
   }
 
+  if (ctx.mntNs) await writeMountNamespace(ctx, ctx.mntNs);
+
   ctx.flush();
   syncDir(ctx.opts.imagesDir);
   await ctx.checkpoint("sync");
@@ -538,7 +545,7 @@ function fsDir(
 function removeLinkRemaps(ctx: DumpContext): void {
   for (const path of ctx.linkRemaps.values()) {
     try {
-      Deno.removeSync(path);
+      Deno.removeSync(ctx.hostPath(path));
     } catch {
       // gone already
     }

@@ -9,6 +9,7 @@
  * @module
  */
 import { create } from "@bufbuild/protobuf";
+import { fstype } from "../../proto/gen/misc_pb.ts";
 import { dirname } from "node:path";
 import {
   fd_types,
@@ -42,6 +43,7 @@ import {
   pidfdGetfd,
   pidfdOpen,
   readLinkAt,
+  userDev,
   withTaskFd,
 } from "../syscalls/mod.ts";
 import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
@@ -163,6 +165,13 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
         `Cannot dump ${what}: only unix, inet, netlink and packet sockets are supported yet`,
       );
     }
+    // Its name lives in the namespace's file system, which criu does not see.
+    if (ctx.mntNs && info.name.length && info.name[0] !== 0) {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: a unix socket bound to a path, in a mount namespace of the ` +
+          `tree's own; not supported yet`,
+      );
+    }
     try {
       return { type: "unix", ino, socket: collectUnixSocket(pid, fd, info) };
     } catch (e) {
@@ -193,7 +202,7 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
   if (target.endsWith(" (deleted)") && target.startsWith("/")) {
     const st = Deno.statSync(link);
     const tty = ttyKind(pid, fd, target, st, what, ctx.opts.external);
-    if (tty) return tty;
+    if (tty) return outsideNsPty(ctx, tty, st, what);
     const path = target.slice(0, -10);
     if (!st.isFile) return deletedSpecial(pid, fd, link, path, st, what);
     return deletedRegular(ctx, link, path, st, what);
@@ -220,25 +229,46 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
     throw new UnsupportedError(`Cannot dump ${what}: block devices are not supported`);
   }
   const tty = ttyKind(pid, fd, target, st, what, ctx.opts.external);
-  if (tty) return tty;
+  if (tty) return outsideNsPty(ctx, tty, st, what);
   // A file of a mount criu does not see (passed from another mount namespace): its path here
   // names something else. `--external file[MNT_ID:INODE]` dumps it as one the restore is given.
   const key = `file[${mntId.toString(16)}:${(st.ino ?? 0).toString(16)}]`;
   if (ctx.opts.external?.includes(key)) {
     return { type: "reg", path: key, mode: st.mode ?? 0, ext: true };
   }
+  // The tree's mounts: criu's, or those of its own mount namespace.
   ctx.ownMounts ??= new Set(
-    Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter(Boolean).map((l) =>
-      Number(l.split(" ")[0])
-    ),
+    ctx.mntNs?.entries.map((e) => e.mntId) ??
+      Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter(Boolean).map((l) =>
+        Number(l.split(" ")[0])
+      ),
   );
   if (mntId >= 0 && !ctx.ownMounts.has(mntId)) {
     throw new UnsupportedError(
-      `Cannot dump ${what}: it is on mount ${mntId}, which criu's mount namespace does not ` +
-        `have; dump it as external with --external ${key}`,
+      `Cannot dump ${what}: it is on mount ${mntId}, which ${
+        ctx.mntNs ? "the tree's" : "criu's"
+      } mount namespace does not have; dump it as external with --external ${key}`,
     );
   }
   return { type: "reg", path: target, size: BigInt(st.size), mode: st.mode ?? 0 };
+}
+
+/**
+ * `tty`, unless it is a pseudo-terminal of a devpts instance of the tree's own mount namespace:
+ * made anew at restore, the instance would not have it.
+ */
+function outsideNsPty(ctx: DumpContext, tty: FileKind, st: Deno.FileInfo, what: string) {
+  if (tty.type !== "tty" || !ctx.mntNs || (tty.driver !== "ptm" && tty.driver !== "pts")) {
+    return tty;
+  }
+  const devpts = ctx.mntNs.entries.filter((e) => e.fstype === fstype.DEVPTS);
+  if (tty.driver === "ptm" ? devpts.length : devpts.some((e) => userDev(e.rootDev) === st.dev)) {
+    throw new UnsupportedError(
+      `Cannot dump ${what}: a pseudo-terminal of the tree's own devpts instance; not ` +
+        `supported yet`,
+    );
+  }
+  return tty;
 }
 
 /** Reads every descriptor of task `pid` (frozen), deduplicating shared descriptions. */
@@ -745,7 +775,7 @@ export function deletedRegular(
     const key = `${st.dev}:${st.ino}`;
     let remap = ctx.linkRemaps.get(key);
     if (!remap) {
-      remap = linkRemapFor(link, dirname(path), ctx.linkRemaps.size + 1);
+      remap = linkRemapFor(link, dirname(path), ctx.linkRemaps.size + 1, (p) => ctx.hostPath(p));
       ctx.linkRemaps.set(key, remap);
     }
     return {
@@ -838,12 +868,15 @@ function readLinkOf(pid: number, fd: number): string {
   return withTaskFd(pid, fd, readLinkAt);
 }
 
-/** Links the open file `link` to a free name `link_remap.N` in `dir`; returns that name. */
-function linkRemapFor(link: string, dir: string, n: number): string {
+/**
+ * Links the open file `link` to a free name `link_remap.N` in `dir` (of the tree, reached
+ * through `at`); returns that name.
+ */
+function linkRemapFor(link: string, dir: string, n: number, at: (path: string) => string) {
   for (let i = n;; i++) {
     const name = `${dir}/link_remap.${i}`;
     try {
-      linkAt(link, name);
+      linkAt(link, at(name));
       return name;
     } catch (e) {
       if (!(e instanceof Errno) || e.errno !== errno.EEXIST) throw e;

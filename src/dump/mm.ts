@@ -118,25 +118,38 @@ export function dumpMm(
   guards: { start: bigint; end: bigint }[] = [],
 ): void {
   const fileIds = ctx.mappedFiles;
-  const fileId = (path: string, flags: number) => {
+  // `ino`: the inode mapped, which the path must reach in the tree's own mount namespace.
+  const fileId = (path: string, flags: number, ino: number, what: string) => {
     const key = `${flags}:${path}`;
     let id = fileIds.get(key);
     if (id === undefined) {
       id = ctx.fileId();
       fileIds.set(key, id);
-      let size: bigint | undefined, mode: number | undefined;
+      let size: bigint | undefined, mode: number | undefined, found: number | undefined;
       try {
-        const st = Deno.statSync(path);
+        const st = Deno.statSync(ctx.hostPath(path));
         size = BigInt(st.size);
         mode = st.mode ?? undefined;
+        found = st.ino ?? undefined;
       } catch {
         // Mapped files are reopened by path at restore; a missing one fails there by name.
+      }
+      if (ctx.mntNs && found !== ino) {
+        throw new UnsupportedError(
+          `Cannot dump task ${t.pid}: its ${what} ${path} lies on a mount its mount ` +
+            `namespace does not have (the path reaches another file there)`,
+        );
       }
       writeRegFile(files, regFileEntry(id, path, { flags, size, mode }));
     }
     return id;
   };
-  const exeId = fileId(t.exe, O.RDONLY);
+  const exeId = fileId(
+    t.exe,
+    O.RDONLY,
+    ctx.mntNs ? Deno.statSync(`/proc/${t.pid}/exe`).ino ?? 0 : 0,
+    "executable",
+  );
   const entries = vmas.filter((v) => v.status & (VMA.AREA_REGULAR | VMA.AREA_VSYSCALL)).map((v) => {
     const socket = sockets.get(v.start);
     const isFile = (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0 ||
@@ -157,7 +170,7 @@ export function dumpMm(
     } else if (isFile && v.path.endsWith(" (deleted)")) {
       fid = deletedMapping(ctx, files, t.pid, v, fdflags);
     } else if (isFile) {
-      fid = fileId(v.path, fdflags);
+      fid = fileId(v.path, fdflags, v.map.inode, `mapping at ${v.start.toString(16)}`);
     }
     ctx.log.debug(
       `Task ${t.pid}: vma ${v.start.toString(16)}-${v.end.toString(16)} prot 0x${

@@ -68,7 +68,7 @@ import type { RepairedConnections } from "../net/tcp_conns.ts";
 import { ImageError } from "../images/image.ts";
 import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
 import { join } from "node:path";
-import { type DumpImages, readShmemRuns } from "./images.ts";
+import { type DumpImages, hostPath, readShmemRuns } from "./images.ts";
 import { isControllingTtyFile, isMadePty, isOtherTerminal, PtyTable } from "./ttys.ts";
 import { NS_CLONE_FLAGS, NS_KINDS } from "../dump/context.ts";
 
@@ -222,7 +222,7 @@ export class FileTable implements Disposable {
       fd = this.#ghost(id, f);
     } else if (f.type === fd_types.REG) {
       const reg = f.reg!;
-      fd = this.#linked(id, reg) ?? openOrThrow(reg.name, reg.flags, "file");
+      fd = this.#linked(id, reg) ?? openOrThrow(this.#at(reg.name), reg.flags, "file");
       if (reg.pos > 0n) lseek(fd, reg.pos, SEEK_SET);
     } else if (f.type === fd_types.PIPE) {
       fd = this.#pipeEnd(f);
@@ -501,9 +501,10 @@ export class FileTable implements Disposable {
    */
   #ghost(id: number, f: file_entry, reg = f.reg!): number {
     const g = this.#dump.ghosts.get(id)!;
+    const name = this.#at(reg.name);
     if ((g.entry.mode & 0o170000) !== 0o100000) {
       // A directory, device or symlink: made again at its name for the restore (GhostSpecials).
-      const fd = openOrThrow(reg.name, reg.flags, "deleted file");
+      const fd = openOrThrow(name, reg.flags, "deleted file");
       if (reg.pos > 0n) lseek(fd, reg.pos, SEEK_SET);
       return fd;
     }
@@ -532,7 +533,7 @@ export class FileTable implements Disposable {
     const sharers = [...this.#dump.ghosts.entries()].filter(([, x]) => x === g).length;
     if (reg.flags & O_TMPFILE_BIT && sharers === 1 && !this.#ghostPaths.has(g.id)) {
       const dir = reg.name.slice(0, reg.name.lastIndexOf("/")) || "/";
-      const fd = tryOpen(dir, (reg.flags & ~NOT_REPLAYED) | O.CLOEXEC, 0o600);
+      const fd = tryOpen(this.#at(dir), (reg.flags & ~NOT_REPLAYED) | O.CLOEXEC, 0o600);
       if (fd < 0) {
         throw new RestoreError(
           `Cannot make deleted file ${reg.name} again (O_TMPFILE in ${dir}): ` +
@@ -551,7 +552,7 @@ export class FileTable implements Disposable {
     }
     let ghost = this.#ghostPaths.get(g.id);
     if (ghost === undefined) {
-      ghost = free(`${reg.name}.criu-ghost-${g.id}`);
+      ghost = free(`${name}.criu-ghost-${g.id}`);
       const fd = openHere(ghost, O.WRONLY | O.CREAT | O.EXCL | O.CLOEXEC, 0o600);
       this.#ghostPaths.set(g.id, ghost);
       try {
@@ -561,7 +562,7 @@ export class FileTable implements Disposable {
       }
       times(ghost);
     }
-    const path = free(reg.name);
+    const path = free(name);
     Deno.linkSync(ghost, path);
     try {
       const fd = openOrThrow(path, reg.flags, "deleted file");
@@ -573,6 +574,11 @@ export class FileTable implements Disposable {
   }
 
   readonly #used = new Set<number>();
+
+  /** Where path `path` of the tree is reached from here (its own mount namespace's, if any). */
+  #at(path: string): string {
+    return hostPath(this.#dump, path);
+  }
 
   /** True the first time it is asked about file `id` (one-time set-up of shared objects). */
   firstUse(id: number): boolean {
@@ -701,15 +707,16 @@ export class FileTable implements Disposable {
   #linked(id: number, reg: reg_file_entry): number | undefined {
     const link = this.#dump.linked.get(id);
     if (!link) return undefined;
+    const [from, to] = [this.#at(link), this.#at(reg.name)];
     try {
-      Deno.linkSync(link, reg.name);
+      Deno.linkSync(from, to);
     } catch {
-      return openOrThrow(link, reg.flags, "file"); // the old name is taken again
+      return openOrThrow(from, reg.flags, "file"); // the old name is taken again
     }
     try {
-      return openOrThrow(reg.name, reg.flags, "file");
+      return openOrThrow(to, reg.flags, "file");
     } finally {
-      Deno.removeSync(reg.name);
+      Deno.removeSync(to);
     }
   }
 
@@ -842,7 +849,7 @@ export class FileTable implements Disposable {
     if (fd !== undefined) return fd;
     const as = { ...reg, flags, pos: 0n };
     if (this.#dump.ghosts.has(id)) fd = this.#ghost(id, this.#entry(id), as);
-    else fd = this.#linked(id, as) ?? this.service(reg.name, flags, "mapped file");
+    else fd = this.#linked(id, as) ?? this.service(this.#at(reg.name), flags, "mapped file");
     this.#service.set(key, fd);
     return fd;
   }
@@ -860,13 +867,13 @@ export class FileTable implements Disposable {
     if (!reg) throw new RestoreError(`The path of FIFO ${fe.pipeId} is missing from files.img`);
     let keeper = this.#fifos.get(fe.pipeId);
     if (keeper === undefined) {
-      keeper = openOrThrow(reg.name, O.RDWR | O.NONBLOCK, "FIFO");
+      keeper = openOrThrow(this.#at(reg.name), O.RDWR | O.NONBLOCK, "FIFO");
       this.#fifos.set(fe.pipeId, keeper);
       const content = this.#dump.fifoData.get(fe.pipeId);
       if (content?.size) fcntl(keeper, F.SETPIPE_SZ, content.size);
       if (content?.data.length) writeAll(keeper, content.data, `FIFO ${reg.name}`);
     }
-    const fd = openOrThrow(reg.name, reg.flags | O.NONBLOCK, "FIFO");
+    const fd = openOrThrow(this.#at(reg.name), reg.flags | O.NONBLOCK, "FIFO");
     fcntl(fd, F.SETFL, reg.flags & SETFL_MASK);
     return fd;
   }

@@ -10,7 +10,7 @@ import { exists } from "../util/exists.ts";
 import { dirname } from "node:path";
 import { addressOf, cString, NR, setFileTimes, syscall } from "../syscalls/mod.ts";
 import { RestoreError } from "./files.ts";
-import type { DumpImages } from "./images.ts";
+import { type DumpImages, hostPath } from "./images.ts";
 import type { ghost_file_entry } from "../../proto/gen/files_pb.ts";
 
 const S_IFMT = 0o170000;
@@ -31,7 +31,7 @@ export class GhostSpecials implements Disposable {
         done.add(g.id);
         const path = dump.files.get(fileId)?.reg?.name;
         if (!path) throw new RestoreError(`The name of deleted file ${fileId} is missing`);
-        this.#make(path, type, g.entry);
+        this.#make(hostPath(dump, path), type, g.entry);
       }
     } catch (e) {
       this[Symbol.dispose]();

@@ -51,6 +51,8 @@ import {
   type ipc_shm_entry,
   ipc_shm_entrySchema,
   ipc_var_entrySchema,
+  type mnt_entry,
+  mnt_entrySchema,
   net_device_entrySchema,
   netns_entrySchema,
   type pstree_entry,
@@ -156,6 +158,18 @@ export interface DumpImages {
   timens?: timens_entry;
   /** Shared anonymous memory objects by inode: their pages (offset in the object, data). */
   shmem: Map<bigint, ShmemPages>;
+  /** The tree's own mount namespace (mountpoints-ID.img), when the root had one. */
+  mntNs?: { id: number; entries: mnt_entry[] };
+  /**
+   * Where the tree's paths are reached from criu once its own mount namespace is made
+   * (/proc/ROOT/root); "" until then, and without one. See {@link hostPath}.
+   */
+  fsRoot: string;
+}
+
+/** Where criu reaches path `path` of the tree (through its own mount namespace's root). */
+export function hostPath(dump: DumpImages, path: string): string {
+  return dump.fsRoot + path;
 }
 
 /** The dumped pages of one shmem object: runs of pages in one pages file. */
@@ -503,6 +517,8 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
     ipcNs: ownIpc === undefined ? undefined : readIpcNs(dir, ownIpc, shmem, tasks[0]),
     netns: readNetnsImages(dir, ownNamespaceId(inventory, tasks[0], "net"), tasks[0], emptyNet),
     timens: readTimens(dir, inventory, tasks[0]),
+    mntNs: readMntNs(dir, ownNamespaceId(inventory, tasks[0], "mnt"), tasks[0]),
+    fsRoot: "",
   };
 }
 
@@ -536,7 +552,7 @@ function needNsImage(path: string, root: TaskImages, kind: string): void {
 function ownNamespaceId(
   inventory: inventory_entry,
   root: TaskImages,
-  kind: "uts" | "time" | "pid" | "ipc" | "net" | "cgroup",
+  kind: "uts" | "time" | "pid" | "ipc" | "net" | "cgroup" | "mnt",
 ): number | undefined {
   const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
   const dumper = inventory.rootIds;
@@ -649,6 +665,22 @@ function readNetnsImages(
     devices: readImage(p("netdev"), "NETDEV", net_device_entrySchema).map((e) => e.message),
     netns: one(p("netns"), readImage(p("netns"), "NETNS", netns_entrySchema)),
     saved,
+  };
+}
+
+/** mountpoints-ID.img of the root's own mount namespace `id`, if it had one. */
+function readMntNs(
+  dir: string,
+  id: number | undefined,
+  root: TaskImages,
+): DumpImages["mntNs"] {
+  if (id === undefined) return undefined;
+  const path = join(dir, `mountpoints-${id}.img`);
+  needNsImage(path, root, "a mount");
+  // Written children first (as criu writes them): mountinfo's order is the other way round.
+  return {
+    id,
+    entries: readImage(path, "MNTS", mnt_entrySchema).map((e) => e.message).reverse(),
   };
 }
 

@@ -32,7 +32,7 @@ import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
 import { type FileTable, isLateFile, RestoreError } from "./files.ts";
 import { LEASE_BREAKING } from "../dump/locks.ts";
-import type { DumpImages, TaskImages } from "./images.ts";
+import { type DumpImages, hostPath, type TaskImages } from "./images.ts";
 
 const F_SETFD = 2;
 const F_DUPFD_CLOEXEC = 1030;
@@ -115,7 +115,7 @@ export function installFiles(
   }
   const exe = dump.files.get(task.mm.exeFileId)?.reg;
   if (!exe) throw new RestoreError(`The executable of task ${pid} is missing from files.img`);
-  service.push({ key: "exe", fd: table.service(exe.name, O.RDONLY, "executable") });
+  service.push({ key: "exe", fd: table.service(hostPath(dump, exe.name), O.RDONLY, "executable") });
 
   // A clean table: the helper's stdio is not the task's.
   if (!sharedTable) sys(NR.close_range, "close_range", 0, 0xffffffff, 0);

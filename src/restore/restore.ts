@@ -102,7 +102,8 @@ function pidInUse(pid: number): boolean {
     return false;
   }
 }
-import { type DumpImages, readDump, type TaskImages } from "./images.ts";
+import { type DumpImages, hostPath, readDump, type TaskImages } from "./images.ts";
+import { checkMountNamespace, makeMountNamespace, outsidePath } from "./mnt_ns.ts";
 import { checkVdsoCode } from "./vdso_check.ts";
 import { GhostSpecials } from "./ghost_specials.ts";
 import { encodeOps, findGap, inheritedVmas, occupied, OP_SIZE, planMemory } from "./memory.ts";
@@ -154,6 +155,10 @@ export interface RestoreOptions {
   joinNet?: string;
   /** The outside ends of veth devices, by their names inside (`--external veth[...]`). */
   veths?: Map<string, VethOutside>;
+  /** The directory the root of the tree's own mount namespace is made from (`--root`). */
+  root?: string;
+  /** What external mounts are bound from, by the key the dump gave them (`--external mnt[KEY]:PATH`). */
+  externalMounts?: ReadonlyMap<string, string>;
   /** Test hook: fail at the named stage after the task exists. */
   faultInject?: string;
   /** Aborted when criu is asked to stop (SIGINT, SIGTERM, SIGHUP): the restore rolls back. */
@@ -187,7 +192,16 @@ const ARENA_SIZE = 64 << 10;
 const STACK_SIZE = 16 << 10;
 const BLOB_TIMEOUT_MS = 600_000;
 
-function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void {
+/**
+ * Checks task `task` can be restored before anything is made; `outside` says where criu finds
+ * a path of the tree now (undefined: on a mount the restore makes, nothing to check).
+ */
+function checkTask(
+  dump: DumpImages,
+  task: TaskImages,
+  shellJob: boolean,
+  outside: (path: string) => string | undefined,
+): void {
   const pid = task.pstree.pid;
   const ps = task.pstree;
   // In a new PID namespace every id is free.
@@ -257,13 +271,15 @@ function checkTask(dump: DumpImages, task: TaskImages, shellJob: boolean): void 
     const reg = dump.files.get(id)?.reg;
     if (!reg || reg.ext || dump.ghosts.has(id) || isTreeProcFile(reg.name, dump)) continue;
     // A deleted file still linked elsewhere is checked at its link.
-    const path = dump.linked.get(id) ?? reg.name;
+    const name = dump.linked.get(id) ?? reg.name;
+    const path = outside(name);
+    if (path === undefined) continue;
     let st: Deno.FileInfo;
     try {
       // A descriptor of a symlink itself (O_PATH | O_NOFOLLOW) names the link, not its target.
       st = reg.flags & O.NOFOLLOW ? Deno.lstatSync(path) : Deno.statSync(path);
     } catch {
-      throw new RestoreError(`Cannot restore task ${pid}: file ${path} no longer exists`);
+      throw new RestoreError(`Cannot restore task ${pid}: file ${name} no longer exists`);
     }
     if (
       st.isFile && isFieldSet(reg, reg_file_entrySchema.field.size) && BigInt(st.size) !== reg.size
@@ -385,8 +401,15 @@ async function restoreTree(
   const rootTask = dump.tasks[0];
   const pid = rootTask.pstree.pid;
   if (rootTask.zombie) throw new RestoreError(`Cannot restore: the root task ${pid} is a zombie`);
+  // The tree's own mount namespace: its plan, and everything it is made from, checked.
+  const mounts = dump.mntNs && checkMountNamespace(dump.mntNs.entries, {
+    root: opts.root,
+    external: opts.externalMounts,
+    imagesDir: opts.imagesDir,
+  });
+  const outside = mounts ? (path: string) => outsidePath(mounts, path) : (path: string) => path;
   for (const task of dump.tasks) {
-    checkTask(dump, task, opts.shellJob ?? false);
+    checkTask(dump, task, opts.shellJob ?? false, outside);
     if (!task.zombie) checkVdsoCode(task);
   }
   if (opts.pidfile) {
@@ -398,8 +421,9 @@ async function restoreTree(
     }
   }
 
-  // Deleted FIFOs, directories, devices and symlinks exist again for the time of the restore.
-  using _ghosts = new GhostSpecials(dump);
+  // Deleted FIFOs, directories, devices and symlinks exist again for the time of the restore
+  // (once the tree's own mount namespace is made, when it has one).
+  using _ghosts = mounts ? undefined : new GhostSpecials(dump);
 
   // 2. FORK: the root by the helper, every other task by its restored parent.
   log.info(`Creating task ${pid}`);
@@ -419,7 +443,7 @@ async function restoreTree(
     opts.detach ?? false,
     (dump.uts ? NS_CLONE_FLAGS.uts : 0) | (dump.pidNs ? NS_CLONE_FLAGS.pid : 0) |
       (dump.ipcNs ? NS_CLONE_FLAGS.ipc : 0) |
-      (dump.netns && !opts.joinNet ? NS_CLONE_FLAGS.net : 0),
+      (dump.netns && !opts.joinNet ? NS_CLONE_FLAGS.net : 0) | (mounts ? NS_CLONE_FLAGS.mnt : 0),
     clocks,
     opts.joinNet,
   );
@@ -474,10 +498,22 @@ async function restoreTree(
       await lockNetns(made.pid, tcp.conns.lock.method, pid);
     }
     // Only for a tree with namespaces of its own, as criu runs them.
-    if (dump.uts || dump.pidNs || dump.ipcNs || dump.netns || dump.cgroupNs) {
-      await opts.actions?.("setup-namespaces", made.pid);
-      await opts.actions?.("post-setup-namespaces", made.pid);
+    const ownNs = dump.uts || dump.pidNs || dump.ipcNs || dump.netns || dump.cgroupNs || mounts;
+    if (ownNs) await opts.actions?.("setup-namespaces", made.pid);
+    // Its own mount namespace: its mounts, made its root; criu reaches its files from now on
+    // through the root task's root.
+    if (mounts) {
+      const maps = parseMaps(readProcText(made.pid, "maps"));
+      const rs = RemoteSyscalls.open(rootSeized, maps);
+      try {
+        await makeMountNamespace(rs, mounts, log);
+      } finally {
+        rs.close({ restoreState: false });
+      }
+      dump.fsRoot = `/proc/${made.pid}/root`;
     }
+    using _nsGhosts = mounts ? new GhostSpecials(dump) : undefined;
+    if (ownNs) await opts.actions?.("post-setup-namespaces", made.pid);
     // Its own cgroup namespace: unshared by the root where its roots were (cgns_prefix), before
     // it moves on into its cgroups and makes its children.
     if (dump.cgroupNs) {
@@ -598,7 +634,7 @@ async function restoreTree(
     // The links the dump gave deleted files go: the tasks hold them open again.
     for (const path of new Set(dump.linked.values())) {
       try {
-        Deno.removeSync(path);
+        Deno.removeSync(hostPath(dump, path));
       } catch {
         // removed already
       }

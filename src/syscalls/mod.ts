@@ -14,3 +14,4 @@ export { NR } from "./syscall_numbers.ts";
 export { cpuid, type XstateComponent, xstateLayout } from "./cpuid.ts";
 export * from "./tty.ts";
 export * from "./ipc.ts";
+export * from "./mount.ts";

@@ -1,0 +1,133 @@
+/**
+ * A mount namespace of the tree's own: every mount its root task sees (/proc/ROOT/mountinfo)
+ * into mountpoints-ID.img as criu writes it, ID being the namespace's id in ids-PID.img, and
+ * each tmpfs's files into tmpfs-dev-DEV.tar.gz.img (tar, as criu runs it). What could not be
+ * made again is refused here, by the plan the restore follows (restore/mount_plan.ts).
+ *
+ * @module
+ */
+import { clearField, clone, create } from "@bufbuild/protobuf";
+import { fstype, type mnt_entry, mnt_entrySchema } from "../../proto/gen/misc_pb.ts";
+import { type MountInfo, MountinfoError, parseMountinfo } from "../util/mountinfo.ts";
+import { fstypeOf, mountName, MountPlanError, planMounts } from "../restore/mount_plan.ts";
+import { readProcText } from "../tree/proc.ts";
+import { userDev } from "../syscalls/mod.ts";
+import type { DumpContext } from "./context.ts";
+import { UnsupportedError } from "./file_types.ts";
+
+/** The mounts of a tree's own mount namespace, ready to write. */
+export interface MountNamespace {
+  /** The namespace's id (ids-PID.img's mnt_ns_id). */
+  id: number;
+  /** The root task (its /proc/PID/root reaches the namespace's mounts). */
+  pid: number;
+  entries: mnt_entry[];
+}
+
+/** The name `--external mnt[MOUNTPOINT]:KEY` gives the mount at `mountpoint`, if any. */
+function externalKey(external: readonly string[] | undefined, mountpoint: string) {
+  const prefix = `mnt[${mountpoint}]:`;
+  return external?.find((x) => x.startsWith(prefix))?.slice(prefix.length);
+}
+
+/**
+ * Reads the mounts of the mount namespace of task `pid` (the tree's root, frozen) and checks
+ * that each can be made again. Throws UnsupportedError naming the first that cannot.
+ */
+export function readMountNamespace(ctx: DumpContext, pid: number, id: number): MountNamespace {
+  let mounts: MountInfo[];
+  try {
+    mounts = parseMountinfo(readProcText(pid, "mountinfo"));
+  } catch (e) {
+    if (e instanceof MountinfoError) throw new UnsupportedError(e.message);
+    throw e;
+  }
+  const entries = mounts.map((m) => {
+    const type = fstypeOf(m.type);
+    return create(mnt_entrySchema, {
+      fstype: type,
+      mntId: m.id,
+      rootDev: m.kdev,
+      parentMntId: m.parentId,
+      flags: m.flags,
+      root: m.root,
+      mountpoint: m.mountpoint,
+      source: m.source,
+      // As criu: a devpts is always a new instance.
+      options: m.type === "devpts" && !m.options.split(",").includes("newinstance")
+        ? [m.options, "newinstance"].filter(Boolean).join(",")
+        : m.options,
+      sharedId: m.sharedId,
+      masterId: m.masterId,
+      sbFlags: m.sbFlags,
+      // For messages only: not written (criu names only --enable-fs mounts' file systems).
+      fsname: type === fstype.UNSUPPORTED && m.mountpoint !== "/" ? m.type : undefined,
+      extKey: externalKey(ctx.opts.external, m.mountpoint),
+    });
+  });
+  try {
+    planMounts(entries);
+  } catch (e) {
+    if (e instanceof MountPlanError) {
+      throw new UnsupportedError(`Cannot dump the mount namespace of task ${pid}: ${e.message}`);
+    }
+    throw e;
+  }
+  return { id, pid, entries };
+}
+
+/**
+ * Writes mountpoints-ID.img (children before parents, as criu) and the files of every tmpfs
+ * made anew into tmpfs-dev-DEV.tar.gz.img, read through /proc/PID/root while the tree is frozen.
+ */
+export async function writeMountNamespace(ctx: DumpContext, ns: MountNamespace): Promise<void> {
+  const image = ctx.image(`mountpoints-${ns.id}.img`, "MNTS");
+  for (const e of [...ns.entries].reverse()) {
+    const out = clone(mnt_entrySchema, e);
+    clearField(out, mnt_entrySchema.field.fsname);
+    image.entry(mnt_entrySchema, out);
+  }
+  for (const step of planMounts(ns.entries)) {
+    if (step.how !== "new" || step.entry.fstype !== fstype.TMPFS) continue;
+    await dumpTmpfs(ctx, ns.pid, step.entry);
+  }
+}
+
+/** tar of the files of tmpfs mount `e`, through the root task's view of its namespace. */
+async function dumpTmpfs(ctx: DumpContext, pid: number, e: mnt_entry): Promise<void> {
+  const dir = `/proc/${pid}/root${e.mountpoint}`;
+  // A mount stacked on it, or on a directory above it, would hide it.
+  const st = Deno.statSync(dir);
+  if (st.dev !== userDev(e.rootDev)) {
+    throw new UnsupportedError(
+      `Cannot dump ${mountName(e)}: another mount hides it; not supported yet`,
+    );
+  }
+  const name = `tmpfs-dev-${e.rootDev}.tar.gz.img`;
+  const out = await new Deno.Command("tar", {
+    args: [
+      "--create",
+      "--gzip",
+      "--no-unquote",
+      "--no-wildcards",
+      "--one-file-system",
+      "--check-links",
+      "--preserve-permissions",
+      "--sparse",
+      "--numeric-owner",
+      "--directory",
+      dir,
+      ".",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new UnsupportedError(
+      `Cannot dump the files of ${mountName(e)}: tar failed: ${
+        new TextDecoder().decode(out.stderr).trim().split("\n")[0]
+      }`,
+    );
+  }
+  ctx.image(name, "RAW").raw(out.stdout);
+}

@@ -1,0 +1,283 @@
+/**
+ * The tree's own mount namespace made again. The restore helper makes the root task in a new
+ * mount namespace (CLONE_NEWNS: a copy of criu's); inside it, the root task builds the
+ * namespace's mounts, as the plan says (restore/mount_plan.ts), on a bind mount of `--root`,
+ * then makes that its root (pivot_root) and lets criu's mounts go:
+ *
+ * ```
+ * mount --make-rprivate /            nothing done here reaches criu's namespace
+ * mount --bind ROOT ROOT             the namespace's root
+ * each mount, parents first:         at ROOT/MOUNTPOINT; bound (from --root, --external
+ *                                    mnt[KEY]:PATH, or the mount it shows part of) or mounted
+ *                                    anew, a tmpfs then filled from its tar
+ * each mount's own flags             ro, nosuid, nodev, noexec, atime (a bind remount)
+ * cd ROOT; pivot_root . .; umount -l .
+ * ```
+ *
+ * Every other task is made inside it. criu, which cannot enter it, reaches the tree's files
+ * through /proc/ROOT/root (DumpImages.fsRoot).
+ *
+ * @module
+ */
+import type { mnt_entry } from "../../proto/gen/misc_pb.ts";
+import { fstype } from "../../proto/gen/misc_pb.ts";
+import { errnoName, MNT_DETACH, MS, NR, O } from "../syscalls/mod.ts";
+import type { RemoteSyscalls } from "../tree/infect.ts";
+import { exists } from "../util/exists.ts";
+import { join } from "node:path";
+import { RemoteArena } from "./arena.ts";
+import { RestoreError } from "./files.ts";
+import {
+  MOUNT_FLAGS,
+  mountName,
+  MountPlanError,
+  type MountStep,
+  planMounts,
+} from "./mount_plan.ts";
+import type { Logger } from "../log.ts";
+
+/** Where the mounts of a namespace come from, outside it. */
+export interface MountSources {
+  /** The directory its root is made from (`--root`). */
+  root?: string;
+  /** The directories external mounts are bound from, by key (`--external mnt[KEY]:PATH`). */
+  external?: ReadonlyMap<string, string>;
+  /** The images: the tmpfs tars. */
+  imagesDir: string;
+}
+
+/** A mount namespace ready to be made: its plan, and what it is made from. */
+export interface MountNamespacePlan {
+  steps: MountStep[];
+  root: string;
+  external: ReadonlyMap<string, string>;
+  /** The tar of each tmpfs made anew. */
+  tars: Map<mnt_entry, string>;
+}
+
+/**
+ * Checks that the mounts of `entries` can be made again from `src`, before anything is made:
+ * the plan holds, `--root` is a directory, every external mount and every tmpfs tar is given.
+ */
+export function checkMountNamespace(
+  entries: readonly mnt_entry[],
+  src: MountSources,
+): MountNamespacePlan {
+  let steps: MountStep[];
+  try {
+    steps = planMounts(entries);
+  } catch (e) {
+    if (e instanceof MountPlanError) throw new RestoreError(`Cannot restore: ${e.message}`);
+    throw e;
+  }
+  if (!src.root) {
+    throw new RestoreError(
+      "Cannot restore: the tree had a mount namespace of its own; give the directory its " +
+        "root is made from with --root",
+    );
+  }
+  const root = directory(src.root, "--root");
+  const external = new Map<string, string>();
+  const tars = new Map<mnt_entry, string>();
+  for (const s of steps) {
+    if (s.how === "external") {
+      const path = src.external?.get(s.key);
+      if (path === undefined) {
+        throw new RestoreError(
+          `Cannot restore ${mountName(s.entry)}: it was external (${s.key}); give it with ` +
+            `--external mnt[${s.key}]:PATH`,
+        );
+      }
+      external.set(s.key, directoryOrFile(path, `--external mnt[${s.key}]`));
+    } else if (s.how === "new" && s.entry.fstype === fstype.TMPFS) {
+      const names = [
+        `tmpfs-dev-${s.entry.rootDev}.tar.gz.img`,
+        `tmpfs-${s.entry.mntId}.tar.gz.img`,
+      ];
+      const tar = names.map((n) => join(src.imagesDir, n)).find(exists);
+      if (!tar) {
+        throw new RestoreError(
+          `Cannot restore ${mountName(s.entry)}: image ${names[0]} is missing`,
+        );
+      }
+      tars.set(s.entry, tar);
+    }
+  }
+  return { steps, root, external, tars };
+}
+
+/** `path`, absolute and without symlinks, if it is a directory. */
+function directory(path: string, what: string): string {
+  const real = directoryOrFile(path, what);
+  if (!Deno.statSync(real).isDirectory) {
+    throw new RestoreError(`Cannot restore: ${what} ${path} is not a directory`);
+  }
+  return real;
+}
+
+function directoryOrFile(path: string, what: string): string {
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    throw new RestoreError(`Cannot restore: ${what} ${path} does not exist`);
+  }
+}
+
+/** Whether path `sub` is `dir` or lies below it. */
+function within(sub: string, dir: string): boolean {
+  return dir === "/" || sub === dir || sub.startsWith(`${dir}/`);
+}
+
+/**
+ * Where path `path` of the tree lies outside its namespace, before it is made: under `--root`
+ * or an external mount's directory; undefined when it lies on a mount made anew (a tmpfs's
+ * files come from its tar).
+ */
+export function outsidePath(plan: MountNamespacePlan, path: string): string | undefined {
+  let top: MountStep | undefined;
+  for (const s of plan.steps) {
+    // A later mount at the same place is stacked on the earlier: it shows.
+    if (within(path, s.entry.mountpoint)) {
+      if (!top || s.entry.mountpoint.length >= top.entry.mountpoint.length) top = s;
+    }
+  }
+  if (!top) return undefined;
+  const mp = top.entry.mountpoint;
+  const rest = mp === "/" ? path : path.slice(mp.length);
+  const base = (s: MountStep): string | undefined => {
+    if (s.how === "root") return plan.root === "/" ? "" : plan.root;
+    if (s.how === "external") return plan.external.get(s.key);
+    if (s.how === "bind") {
+      const from = plan.steps.find((x) => x.entry === s.from)!;
+      const b = base(from);
+      return b === undefined ? undefined : b + s.sub;
+    }
+    return undefined;
+  };
+  const b = base(top);
+  return b === undefined ? undefined : (b + rest) || "/";
+}
+
+/**
+ * Makes the mounts of `plan` inside the root task of `rs` (in its new mount namespace) and
+ * makes them its root. Throws RestoreError naming the mount that failed.
+ */
+export async function makeMountNamespace(
+  rs: RemoteSyscalls,
+  plan: MountNamespacePlan,
+  log: Logger,
+): Promise<void> {
+  const pid = rs.task.pid;
+  const size = 4 * 4096;
+  const arena = new RemoteArena(pid, rs.scratch(size), size);
+  const sys = (what: string, nr: number, ...args: (number | bigint)[]) => {
+    const r = rs.call(nr, ...args);
+    if (r < 0n) throw new RestoreError(`Cannot restore ${what}: ${errnoName(Number(-r))}`);
+    return r;
+  };
+  const str = (s: string) => arena.cstr(s);
+  arena.reset();
+  sys(
+    "the mount namespace (criu's mounts made private in it)",
+    NR.mount,
+    str("none"),
+    str("/"),
+    0,
+    MS.REC | MS.PRIVATE,
+    0,
+  );
+  const root = plan.root;
+  const at = (e: mnt_entry) => (e.mountpoint === "/" ? root : root + e.mountpoint);
+  // Each mount made, by its root's O_PATH descriptor in the task: sources of binds, and the
+  // place of remounts, whatever is stacked on it later.
+  const fds = new Map<mnt_entry, number>();
+  try {
+    for (const s of plan.steps) {
+      const e = s.entry;
+      const what = mountName(e);
+      arena.reset();
+      const target = str(at(e));
+      if (s.how === "root") {
+        sys(what, NR.mount, str(root), target, 0, MS.BIND, 0);
+      } else if (s.how === "external") {
+        sys(what, NR.mount, str(plan.external.get(s.key)!), target, 0, MS.BIND, 0);
+      } else if (s.how === "bind") {
+        sys(what, NR.mount, str(`/proc/self/fd/${fds.get(s.from)}${s.sub}`), target, 0, MS.BIND, 0);
+      } else {
+        // A read-only tmpfs is filled first, then made read-only.
+        const tar = plan.tars.get(e);
+        const sbFlags = tar ? e.sbFlags & ~MS.RDONLY : e.sbFlags;
+        const flags = sbFlags | (e.flags & MOUNT_FLAGS & ~MS.RDONLY);
+        sys(what, NR.mount, str(e.source || "none"), target, str(s.fs), flags, str(e.options));
+        fds.set(e, Number(sys(what, NR.open, target, O.PATH | O.DIRECTORY | O.CLOEXEC, 0)));
+        if (tar) {
+          await extractTar(tar, `/proc/${pid}/fd/${fds.get(e)}`, what);
+          if (e.sbFlags & MS.RDONLY) {
+            arena.reset();
+            sys(
+              what,
+              NR.mount,
+              0,
+              str(`/proc/self/fd/${fds.get(e)}`),
+              0,
+              MS.REMOUNT | e.sbFlags,
+              str(e.options),
+            );
+          }
+        }
+      }
+      if (!fds.has(e)) {
+        fds.set(e, Number(sys(what, NR.open, target, O.PATH | O.DIRECTORY | O.CLOEXEC, 0)));
+      }
+      log.debug(`Mount ${e.mntId} made (${s.how}) at ${e.mountpoint}`);
+    }
+    // Each mount's own flags, exactly (a bind shows its source's until told).
+    for (const s of plan.steps) {
+      arena.reset();
+      const flags = s.entry.flags & MOUNT_FLAGS;
+      sys(
+        `the flags of ${mountName(s.entry)}`,
+        NR.mount,
+        0,
+        str(`/proc/self/fd/${fds.get(s.entry)}`),
+        0,
+        MS.BIND | MS.REMOUNT | flags,
+        0,
+      );
+    }
+  } finally {
+    for (const fd of fds.values()) rs.call(NR.close, fd);
+  }
+  arena.reset();
+  const dot = str(".");
+  sys("the mount namespace's root", NR.chdir, str(root));
+  sys("the mount namespace's root (pivot_root)", NR.pivot_root, dot, dot);
+  sys("the mount namespace's root (criu's mounts let go)", NR.umount2, dot, MNT_DETACH);
+  sys("the mount namespace's root", NR.chdir, str("/"));
+  log.info(`Mount namespace made: ${plan.steps.length} mounts`);
+}
+
+/** Fills a tmpfs made anew (reached at `dir`) from its tar, as criu: tar --extract. */
+async function extractTar(tar: string, dir: string, what: string): Promise<void> {
+  const out = await new Deno.Command("tar", {
+    args: [
+      "--extract",
+      "--gzip",
+      "--no-unquote",
+      "--no-wildcards",
+      "--directory",
+      dir,
+      "--file",
+      tar,
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new RestoreError(
+      `Cannot restore the files of ${what}: tar failed: ${
+        new TextDecoder().decode(out.stderr).trim().split("\n")[0]
+      }`,
+    );
+  }
+}

@@ -1,0 +1,252 @@
+/*
+ * A container's mounts: the init of a PID and mount namespace of its own, with ROOT as its
+ * root (pivot_root). Built static: ROOT holds nothing but this program. argv: ROOT EXT.
+ *
+ * The starter unshares both namespaces and forks the init; once the init is set up it appends
+ * "ready pid=HOST_PID" to ROOT/out.log and exits. The init mounts, below ROOT:
+ *   /proc    proc (nosuid, nodev, noexec)
+ *   /tmp     tmpfs "vtmp" (mode=1777, size=4m): a file written, a subdirectory with a file of
+ *            mode 0640, a symlink, a file mapped shared
+ *   /mnt     a read-only bind of /tmp/sub
+ *   /ext     EXT bound (external: its files are the host's)
+ *   /sys     sysfs, read-only
+ *   /dev/pts a devpts instance of its own
+ *   /dev/mqueue mqueue
+ * then makes ROOT its root, lets the host's mounts go and runs itself again from inside
+ * (ROOT/mntns "inside" FD). It keeps /tmp/data open at offset 2,
+ * works in /tmp/sub, writes its report into /out.log (its stdio).
+ *
+ * On SIGTERM it checks, from inside: its mountinfo (every mount's root, place, flags, type,
+ * source and options; in any order) reads as before, the files read as written (through the fd at its
+ * offset, through the bind, the symlink, the mapping), the bind is still read-only, the
+ * external file is there, its cwd, its pid 1 in its own /proc. Prints PASS mntns or FAIL.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t term;
+static void on_term(int sig) { (void)sig; term = 1; }
+
+#define DIE(what) do { dprintf(2, "FAIL setup %s: %s\n", what, strerror(errno)); _exit(1); } while (0)
+
+static char before[16384];
+
+/*
+ * mountinfo without the ids and devices (they change): root place flags - type source opts,
+ * sorted (CRIU 4.2 makes them again in another order).
+ */
+static int by_text(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void mounts(char *buf, size_t size)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	char line[1024], *lines[64];
+	int count = 0;
+	size_t used = 0;
+	buf[0] = 0;
+	if (!f)
+		return;
+	while (count < 64 && fgets(line, sizeof(line), f)) {
+		char *w[16], one[1024];
+		int n = 0, len = 0;
+		for (char *s = strtok(line, " \n"); s && n < 16; s = strtok(NULL, " \n"))
+			w[n++] = s;
+		if (n < 10)
+			continue;
+		len = snprintf(one, sizeof(one), "%s %s %s", w[3], w[4], w[5]);
+		for (int i = 6; i < n; i++)
+			len += snprintf(one + len, sizeof(one) - len, " %s", w[i]);
+		lines[count++] = strdup(one);
+	}
+	fclose(f);
+	qsort(lines, count, sizeof(lines[0]), by_text);
+	for (int i = 0; i < count; i++) {
+		used += snprintf(buf + used, size - used, "%s\n", lines[i]);
+		free(lines[i]);
+	}
+}
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+		DIE(path);
+	fchmod(fd, mode);
+	close(fd);
+}
+
+static int read_is(const char *path, const char *text)
+{
+	char buf[256] = {0};
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	return n == (ssize_t)strlen(text) && !memcmp(buf, text, n);
+}
+
+static int init_main(const char *root, const char *ext, int ready)
+{
+	char p[4096];
+	for (int fd = 3; fd < 1024; fd++)
+		if (fd != ready)
+			close(fd);
+	if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL))
+		DIE("private");
+	if (mount(root, root, NULL, MS_BIND, NULL))
+		DIE("root");
+	snprintf(p, sizeof(p), "%s/proc", root);
+	if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL))
+		DIE("proc");
+	snprintf(p, sizeof(p), "%s/tmp", root);
+	if (mount("vtmp", p, "tmpfs", 0, "mode=1777,size=4m"))
+		DIE("tmpfs");
+	snprintf(p, sizeof(p), "%s/tmp/sub", root);
+	mkdir(p, 0750);
+	snprintf(p, sizeof(p), "%s/tmp/data", root);
+	write_file(p, "hello world", 0644);
+	snprintf(p, sizeof(p), "%s/tmp/sub/f", root);
+	write_file(p, "in sub", 0640);
+	snprintf(p, sizeof(p), "%s/tmp/link", root);
+	if (symlink("sub/f", p))
+		DIE("symlink");
+	snprintf(p, sizeof(p), "%s/tmp/mapped", root);
+	write_file(p, "mapped page", 0600);
+	char from[4096];
+	snprintf(from, sizeof(from), "%s/tmp/sub", root);
+	snprintf(p, sizeof(p), "%s/mnt", root);
+	if (mount(from, p, NULL, MS_BIND, NULL) ||
+	    mount(NULL, p, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL))
+		DIE("bind");
+	snprintf(p, sizeof(p), "%s/ext", root);
+	if (mount(ext, p, NULL, MS_BIND, NULL))
+		DIE("ext");
+	snprintf(p, sizeof(p), "%s/sys", root);
+	if (mount("sysfs", p, "sysfs", MS_RDONLY | MS_NOSUID, NULL))
+		DIE("sysfs");
+	snprintf(p, sizeof(p), "%s/dev/pts", root);
+	if (mount("devpts", p, "devpts", 0, "newinstance,ptmxmode=0666,mode=620"))
+		DIE("devpts");
+	snprintf(p, sizeof(p), "%s/dev/mqueue", root);
+	if (mount("mqueue", p, "mqueue", MS_NOSUID, NULL))
+		DIE("mqueue");
+	if (chdir(root) || syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) ||
+	    chdir("/"))
+		DIE("pivot_root");
+	/* Its program from inside (the starter's is the host's). */
+	char fd[16];
+	snprintf(fd, sizeof(fd), "%d", ready);
+	execl("/mntns", "mntns", "inside", fd, NULL);
+	DIE("exec");
+}
+
+static int inside_main(int ready)
+{
+	int out = open("/out.log", O_WRONLY | O_APPEND);
+	if (out < 0)
+		DIE("out.log");
+	dup2(out, 1);
+	dup2(out, 2);
+	int null = open("/tmp/data", O_RDONLY);
+	dup2(null, 0);
+	close(out);
+	close(null);
+	setvbuf(stdout, NULL, _IONBF, 0);
+
+	int data = open("/tmp/data", O_RDWR);
+	if (data < 0 || lseek(data, 2, SEEK_SET) != 2)
+		DIE("data");
+	int mfd = open("/tmp/mapped", O_RDWR);
+	char *map = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	if (map == MAP_FAILED)
+		DIE("mmap");
+	close(mfd);
+	memcpy(map, "MAPPED", 6);
+	if (chdir("/tmp/sub"))
+		DIE("cwd");
+	mounts(before, sizeof(before));
+	write(ready, "r", 1);
+	close(ready);
+
+	while (!term)
+		pause();
+
+	const char *why = NULL;
+	char after[16384], buf[64] = {0};
+	mounts(after, sizeof(after));
+	struct stat st;
+	if (strcmp(before, after)) {
+		printf("mounts before:\n%safter:\n%s", before, after);
+		why = "the mounts changed";
+	} else if (pread(data, buf, 3, 0) != 3 || memcmp(buf, "hel", 3) ||
+		   read(data, buf, 3) != 3 || memcmp(buf, "llo", 3))
+		why = "the open file lost its contents or offset";
+	else if (!read_is("f", "in sub") || stat("f", &st) || (st.st_mode & 0777) != 0640)
+		why = "the tmpfs file in the cwd lost its contents or mode";
+	else if (!read_is("/tmp/link", "in sub"))
+		why = "the symlink";
+	else if (!read_is("/mnt/f", "in sub"))
+		why = "the bind mount";
+	else if (open("/mnt/new", O_WRONLY | O_CREAT, 0600) >= 0 || errno != EROFS)
+		why = "the bind mount is no longer read-only";
+	else if (!read_is("/ext/hostfile", "from the host"))
+		why = "the external mount";
+	else if (memcmp(map, "MAPPED page", 11) || !read_is("/tmp/mapped", "MAPPED page"))
+		why = "the shared mapping of the tmpfs file";
+	else if (!getcwd(buf, sizeof(buf)) || strcmp(buf, "/tmp/sub"))
+		why = "the working directory";
+	else if (readlink("/proc/self", buf, sizeof(buf)) != 1 || buf[0] != '1')
+		why = "its own /proc";
+	else if (access("/sys/kernel", F_OK))
+		why = "sysfs";
+	printf(why ? "FAIL %s\n" : "PASS mntns\n", why);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 3)
+		return 2;
+	signal(SIGTERM, on_term);
+	if (!strcmp(argv[1], "inside"))
+		return inside_main(atoi(argv[2]));
+	int p[2];
+	if (pipe(p) || unshare(CLONE_NEWNS | CLONE_NEWPID))
+		DIE("unshare");
+	pid_t init = fork();
+	if (init < 0)
+		DIE("fork");
+	if (!init) {
+		close(p[0]);
+		setsid();
+		_exit(init_main(argv[1], argv[2], p[1]));
+	}
+	close(p[1]);
+	char c;
+	char out[4096];
+	snprintf(out, sizeof(out), "%s/out.log", argv[1]);
+	FILE *f = fopen(out, "a");
+	if (read(p[0], &c, 1) != 1) {
+		fprintf(f, "FAIL setup (the init died)\n");
+		return 1;
+	}
+	fprintf(f, "ready pid=%d\n", init);
+	fclose(f);
+	return 0;
+}
