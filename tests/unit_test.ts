@@ -12,7 +12,7 @@ import {
   sysctl_type,
 } from "../proto/gen/misc_pb.ts";
 import { parseMountinfo } from "../src/util/mountinfo.ts";
-import { MountPlanError, planMounts } from "../src/restore/mount_plan.ts";
+import { MountPlanError, planMounts, planPropagation } from "../src/restore/mount_plan.ts";
 import { MS } from "../src/syscalls/mod.ts";
 import { sysctlWrites } from "../src/net/netns.ts";
 import { fakeSegment, onTheWire, TH } from "../src/net/tcp_segment.ts";
@@ -396,7 +396,6 @@ Deno.test("mount plan: parents and sources first, binds of what a mount shows, t
       [e(2, 1, "/d", fstype.UNSUPPORTED, 500), /not supported; name it external/],
       [e(2, 1, "/d", fstype.UNSUPPORTED, 100, "/elsewhere"), /outside the namespace's root/],
       [e(2, 1, "/d", fstype.TMPFS, 600, "/part"), /shows only \/part/],
-      [e(2, 1, "/d", fstype.TMPFS, 600, "/", { sharedId: 3, flags: MS.SHARED }), /shared/],
     ] as const
   ) {
     let err: unknown;
@@ -408,4 +407,40 @@ Deno.test("mount plan: parents and sources first, binds of what a mount shows, t
     assert(err instanceof MountPlanError, `${m.mountpoint} refused`);
     assertMatch((err as Error).message, why);
   }
+});
+
+Deno.test("mount propagation plan: a group set from the member that shows the others, slaves joined to their master then made slaves, masters outside refused", () => {
+  const e = (mntId: number, root: string, sharedId: number, masterId = 0, dev = 7) =>
+    create(mnt_entrySchema, {
+      mntId,
+      root,
+      sharedId,
+      masterId,
+      rootDev: dev,
+      mountpoint: `/m${mntId}`,
+    });
+  const steps = planPropagation([
+    e(1, "/", 0),
+    e(3, "/sub", 5), // a peer of 2, listed first
+    e(2, "/", 5),
+    e(4, "/", 0, 5), // a slave of group 5
+    e(6, "/", 9, 5), // a shared slave of group 5
+  ]);
+  const show = steps.map((s) =>
+    s.how === "join" ? `join ${s.from.mntId}>${s.entry.mntId}` : `${s.how} ${s.entry.mntId}`
+  );
+  assertEquals(show, [
+    "shared 2",
+    "join 2>3",
+    "join 2>6",
+    "slave 6",
+    "shared 6",
+    "join 2>4",
+    "slave 4",
+  ]);
+  assertThrows(() => planPropagation([e(1, "/", 0, 77)]), /outside the namespace/);
+  assertThrows(
+    () => planPropagation([e(1, "/a", 3), e(2, "/b", 3)]),
+    /none shows all the others/,
+  );
 });

@@ -9,7 +9,13 @@
 import { clearField, clone, create } from "@bufbuild/protobuf";
 import { fstype, type mnt_entry, mnt_entrySchema } from "../../proto/gen/misc_pb.ts";
 import { type MountInfo, MountinfoError, parseMountinfo } from "../util/mountinfo.ts";
-import { fstypeOf, mountName, MountPlanError, planMounts } from "../restore/mount_plan.ts";
+import {
+  fstypeOf,
+  mountName,
+  MountPlanError,
+  planMounts,
+  planPropagation,
+} from "../restore/mount_plan.ts";
 import { readProcText } from "../tree/proc.ts";
 import { userDev } from "../syscalls/mod.ts";
 import type { DumpContext } from "./context.ts";
@@ -65,8 +71,20 @@ export function readMountNamespace(ctx: DumpContext, pid: number, id: number): M
       extKey: externalKey(ctx.opts.external, m.mountpoint),
     });
   });
+  // A peer group with members outside the namespace (criu's) could not be joined again.
+  const ours = new Set(
+    parseMountinfo(Deno.readTextFileSync("/proc/self/mountinfo")).map((m) => m.sharedId),
+  );
+  const outside = entries.find((e) => e.sharedId && ours.has(e.sharedId));
+  if (outside) {
+    throw new UnsupportedError(
+      `Cannot dump the mount namespace of task ${pid}: ${mountName(outside)} shares peer ` +
+        `group ${outside.sharedId} with mounts outside it (external sharing); not supported yet`,
+    );
+  }
   try {
     planMounts(entries);
+    planPropagation(entries);
   } catch (e) {
     if (e instanceof MountPlanError) {
       throw new UnsupportedError(`Cannot dump the mount namespace of task ${pid}: ${e.message}`);

@@ -21,7 +21,17 @@
  */
 import type { mnt_entry } from "../../proto/gen/misc_pb.ts";
 import { fstype } from "../../proto/gen/misc_pb.ts";
-import { errnoName, MNT_DETACH, MS, NR, O } from "../syscalls/mod.ts";
+import {
+  AT_EMPTY_PATH,
+  errnoName,
+  MNT_DETACH,
+  MOUNT_ATTR_SIZE,
+  mountAttr,
+  MOVE_MOUNT,
+  MS,
+  NR,
+  O,
+} from "../syscalls/mod.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { exists } from "../util/exists.ts";
 import { join } from "node:path";
@@ -33,6 +43,8 @@ import {
   MountPlanError,
   type MountStep,
   planMounts,
+  planPropagation,
+  type PropagationStep,
 } from "./mount_plan.ts";
 import type { Logger } from "../log.ts";
 
@@ -49,6 +61,8 @@ export interface MountSources {
 /** A mount namespace ready to be made: its plan, and what it is made from. */
 export interface MountNamespacePlan {
   steps: MountStep[];
+  /** Their propagation, set once all are made. */
+  propagation: PropagationStep[];
   root: string;
   external: ReadonlyMap<string, string>;
   /** The tar of each tmpfs made anew. */
@@ -63,9 +77,10 @@ export function checkMountNamespace(
   entries: readonly mnt_entry[],
   src: MountSources,
 ): MountNamespacePlan {
-  let steps: MountStep[];
+  let steps: MountStep[], propagation: PropagationStep[];
   try {
     steps = planMounts(entries);
+    propagation = planPropagation(entries);
   } catch (e) {
     if (e instanceof MountPlanError) throw new RestoreError(`Cannot restore: ${e.message}`);
     throw e;
@@ -103,7 +118,7 @@ export function checkMountNamespace(
       tars.set(s.entry, tar);
     }
   }
-  return { steps, root, external, tars };
+  return { steps, propagation, root, external, tars };
 }
 
 /** `path`, absolute and without symlinks, if it is a directory. */
@@ -245,15 +260,31 @@ export async function makeMountNamespace(
         0,
       );
     }
+    arena.reset();
+    const dot = str(".");
+    sys("the mount namespace's root", NR.chdir, str(root));
+    sys("the mount namespace's root (pivot_root)", NR.pivot_root, dot, dot);
+    sys("the mount namespace's root (criu's mounts let go)", NR.umount2, dot, MNT_DETACH);
+    sys("the mount namespace's root", NR.chdir, str("/"));
+    // Propagation last: pivot_root wants its mounts private, and no mount made later may
+    // propagate. By descriptor (the namespace may have no /proc).
+    for (const p of plan.propagation) {
+      arena.reset();
+      const what = `the sharing of ${mountName(p.entry)}`;
+      const fd = fds.get(p.entry)!;
+      if (p.how === "join") {
+        const flags = MOVE_MOUNT.SET_GROUP | MOVE_MOUNT.F_EMPTY_PATH | MOVE_MOUNT.T_EMPTY_PATH;
+        const empty = str("");
+        sys(what, NR.move_mount, fds.get(p.from)!, empty, fd, empty, flags);
+      } else {
+        const kind = { shared: MS.SHARED, slave: MS.SLAVE, unbindable: MS.UNBINDABLE }[p.how];
+        const attr = arena.words(mountAttr(kind));
+        sys(what, NR.mount_setattr, fd, str(""), AT_EMPTY_PATH, attr, MOUNT_ATTR_SIZE);
+      }
+    }
   } finally {
     for (const fd of fds.values()) rs.call(NR.close, fd);
   }
-  arena.reset();
-  const dot = str(".");
-  sys("the mount namespace's root", NR.chdir, str(root));
-  sys("the mount namespace's root (pivot_root)", NR.pivot_root, dot, dot);
-  sys("the mount namespace's root (criu's mounts let go)", NR.umount2, dot, MNT_DETACH);
-  sys("the mount namespace's root", NR.chdir, str("/"));
   log.info(`Mount namespace made: ${plan.steps.length} mounts`);
 }
 

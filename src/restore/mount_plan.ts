@@ -32,6 +32,18 @@ export type MountStep =
   | { how: "bind"; entry: mnt_entry; from: mnt_entry; sub: string }
   | { how: "new"; entry: mnt_entry; fs: string };
 
+/**
+ * How the mounts, all made private, get their propagation back once every one is made (no
+ * mount made later may propagate): a peer group's first member (whose root holds the others')
+ * made shared, the others joined to it (move_mount with MOVE_MOUNT_SET_GROUP); a slave joined
+ * to a member of its master's group, then made a slave; unbindable ones last.
+ */
+export type PropagationStep =
+  | { how: "shared"; entry: mnt_entry }
+  | { how: "join"; from: mnt_entry; entry: mnt_entry }
+  | { how: "slave"; entry: mnt_entry }
+  | { how: "unbindable"; entry: mnt_entry };
+
 /** The kinds mounted anew, by criu's fstype number: they hold nothing a mount must carry. */
 const MOUNTED_ANEW = new Map<number, string>([
   [fstype.PROC, "proc"],
@@ -88,15 +100,6 @@ export function planMounts(entries: readonly mnt_entry[]): MountStep[] {
     );
   }
   const root = tops[0];
-  for (const e of entries) {
-    if (e.flags & (MS.SHARED | MS.SLAVE | MS.UNBINDABLE) || e.sharedId || e.masterId) {
-      throw new MountPlanError(
-        `Cannot make ${mountName(e)} again: it is ${
-          e.flags & MS.UNBINDABLE ? "unbindable" : e.sharedId ? "shared" : "a slave"
-        }; mount propagation is not supported yet`,
-      );
-    }
-  }
   // mountinfo's order (the order they were made in), each after its parent.
   const order = [root, ...entries.filter((e) => e !== root)];
   const steps: MountStep[] = [{ how: "root", entry: root }];
@@ -154,4 +157,79 @@ function stepOf(
   const fs = MOUNTED_ANEW.get(e.fstype);
   if (fs && e.root === "/") return { how: "new", entry: e, fs };
   return undefined;
+}
+
+/**
+ * The steps that give the mounts of `entries` their propagation again (after
+ * {@link planMounts}'s). Throws {@link MountPlanError} for sharing that could not be made:
+ * a master outside the namespace, a group whose members no one member's root holds.
+ */
+export function planPropagation(entries: readonly mnt_entry[]): PropagationStep[] {
+  const groups = new Map<number, mnt_entry[]>();
+  for (const e of entries) {
+    if (e.sharedId) groups.set(e.sharedId, [...(groups.get(e.sharedId) ?? []), e]);
+  }
+  // The member each group is set from: the one whose root holds every other's (same file
+  // system: the kernel sets a group only from a wider root).
+  const leaders = new Map<number, mnt_entry>();
+  const leaderOf = (id: number, members: readonly mnt_entry[]) => {
+    let lead = leaders.get(id);
+    if (lead) return lead;
+    lead = [...members].sort((a, b) => a.root.length - b.root.length)[0];
+    for (const m of members) {
+      if (m.rootDev !== lead.rootDev || !within(m.root, lead.root)) {
+        throw new MountPlanError(
+          `Cannot make the sharing of ${mountName(m)} again: its peer group ${id} holds ` +
+            `mounts of which none shows all the others; not supported yet`,
+        );
+      }
+    }
+    leaders.set(id, lead);
+    return lead;
+  };
+  const masterOf = (e: mnt_entry) => {
+    const peers = groups.get(e.masterId);
+    if (!peers) {
+      throw new MountPlanError(
+        `Cannot make ${mountName(e)} again: it is a slave of peer group ${e.masterId}, ` +
+          `which is outside the namespace (external masters are not supported yet)`,
+      );
+    }
+    const lead = leaderOf(e.masterId, peers);
+    if (e.rootDev !== lead.rootDev || !within(e.root, lead.root)) {
+      throw new MountPlanError(
+        `Cannot make ${mountName(e)} again: no mount of its master's peer group ` +
+          `${e.masterId} shows all it shows; not supported yet`,
+      );
+    }
+    return lead;
+  };
+  const steps: PropagationStep[] = [];
+  const done = new Set<number>();
+  // A group whose members are slaves is set once its master's group is.
+  const setGroup = (id: number, seen: number[]) => {
+    if (done.has(id)) return;
+    if (seen.includes(id)) {
+      throw new MountPlanError(`Peer groups ${seen.join(", ")} are each other's masters`);
+    }
+    const members = groups.get(id)!;
+    const lead = leaderOf(id, members);
+    if (lead.masterId) {
+      setGroup(lead.masterId, [...seen, id]);
+      steps.push({ how: "join", from: masterOf(lead), entry: lead }, { how: "slave", entry: lead });
+    }
+    steps.push({ how: "shared", entry: lead });
+    for (const m of members) if (m !== lead) steps.push({ how: "join", from: lead, entry: m });
+    done.add(id);
+  };
+  for (const id of groups.keys()) setGroup(id, []);
+  for (const e of entries) {
+    if (e.masterId && !e.sharedId) {
+      const from = masterOf(e);
+      setGroup(e.masterId, []);
+      steps.push({ how: "join", from, entry: e }, { how: "slave", entry: e });
+    }
+  }
+  for (const e of entries) if (e.flags & MS.UNBINDABLE) steps.push({ how: "unbindable", entry: e });
+  return steps;
 }

@@ -31,3 +31,22 @@ export const MS = {
 
 /** umount2(2): detach now, finish when the mount is no longer busy. */
 export const MNT_DETACH = 2;
+
+/** move_mount(2) flags. */
+export const MOVE_MOUNT = {
+  F_EMPTY_PATH: 0x4,
+  T_EMPTY_PATH: 0x40,
+  /** Puts the target in the source's peer group (and under its master). */
+  SET_GROUP: 0x100,
+} as const;
+
+/** mount_setattr(2): AT_EMPTY_PATH (the descriptor's own mount), AT_RECURSIVE. */
+export const AT_EMPTY_PATH = 0x1000;
+
+/** struct mount_attr { u64 attr_set, attr_clr, propagation, userns_fd }, as words. */
+export function mountAttr(propagation: number): bigint[] {
+  return [0n, 0n, BigInt(propagation), 0n];
+}
+
+/** sizeof(struct mount_attr) (MOUNT_ATTR_SIZE_VER0). */
+export const MOUNT_ATTR_SIZE = 32;

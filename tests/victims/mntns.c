@@ -7,7 +7,8 @@
  *   /proc    proc (nosuid, nodev, noexec)
  *   /tmp     tmpfs "vtmp" (mode=1777, size=4m): a file written, a subdirectory with a file of
  *            mode 0640, a symlink, a file mapped shared
- *   /mnt     a read-only bind of /tmp/sub
+ *   /mnt     a read-only bind of /tmp/sub (/tmp made shared first: a peer of it)
+ *   /slave   a bind of /tmp made a slave of it
  *   /ext     EXT bound (external: its files are the host's)
  *   /sys     sysfs, read-only
  *   /dev/pts a devpts instance of its own
@@ -19,7 +20,8 @@
  * On SIGTERM it checks, from inside: its mountinfo (every mount's root, place, flags, type,
  * source and options; in any order) reads as before, the files read as written (through the fd at its
  * offset, through the bind, the symlink, the mapping), the bind is still read-only, the
- * external file is there, its cwd, its pid 1 in its own /proc. Prints PASS mntns or FAIL.
+ * external file is there, its cwd, its pid 1 in its own /proc; a mount below /tmp/sub shows at
+ * /mnt and under /slave, one below /slave not under /tmp. Prints PASS mntns or FAIL.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -55,25 +57,43 @@ static int by_text(const void *a, const void *b)
 static void mounts(char *buf, size_t size)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "r");
-	char line[1024], *lines[64];
-	int count = 0;
+	char line[1024], *lines[64], *words[64][16];
+	int count = 0, nwords[64];
 	size_t used = 0;
 	buf[0] = 0;
 	if (!f)
 		return;
 	while (count < 64 && fgets(line, sizeof(line), f)) {
-		char *w[16], one[1024];
-		int n = 0, len = 0;
-		for (char *s = strtok(line, " \n"); s && n < 16; s = strtok(NULL, " \n"))
-			w[n++] = s;
+		int n = 0;
+		char *copy = strdup(line);
+		for (char *s = strtok(copy, " \n"); s && n < 16; s = strtok(NULL, " \n"))
+			words[count][n++] = s;
 		if (n < 10)
 			continue;
-		len = snprintf(one, sizeof(one), "%s %s %s", w[3], w[4], w[5]);
-		for (int i = 6; i < n; i++)
-			len += snprintf(one + len, sizeof(one) - len, " %s", w[i]);
-		lines[count++] = strdup(one);
+		nwords[count++] = n;
 	}
 	fclose(f);
+	/* Peer group numbers change: each is named by its first member's mount point. */
+	for (int c = 0; c < count; c++) {
+		char one[1024];
+		int len = snprintf(one, sizeof(one), "%s %s %s", words[c][3], words[c][4], words[c][5]);
+		for (int i = 6; i < nwords[c]; i++) {
+			char *w = words[c][i], *name = NULL;
+			char *colon = strchr(w, ':');
+			if (colon && (!strncmp(w, "shared:", 7) || !strncmp(w, "master:", 7))) {
+				for (int d = 0; d < count; d++)
+					for (int j = 6; j < nwords[d] && strcmp(words[d][j], "-"); j++)
+						if (!strncmp(words[d][j], "shared:", 7) &&
+						    !strcmp(words[d][j] + 7, colon + 1) &&
+						    (!name || strcmp(words[d][4], name) < 0))
+							name = words[d][4];
+				len += snprintf(one + len, sizeof(one) - len, " %.7s@%s", w, name ? name : "?");
+			} else {
+				len += snprintf(one + len, sizeof(one) - len, " %s", w);
+			}
+		}
+		lines[c] = strdup(one);
+	}
 	qsort(lines, count, sizeof(lines[0]), by_text);
 	for (int i = 0; i < count; i++) {
 		used += snprintf(buf + used, size - used, "%s\n", lines[i]);
@@ -128,6 +148,13 @@ static int init_main(const char *root, const char *ext, int ready)
 		DIE("symlink");
 	snprintf(p, sizeof(p), "%s/tmp/mapped", root);
 	write_file(p, "mapped page", 0600);
+	snprintf(p, sizeof(p), "%s/tmp/sub/prop", root);
+	mkdir(p, 0755);
+	snprintf(p, sizeof(p), "%s/tmp/x", root);
+	mkdir(p, 0755);
+	snprintf(p, sizeof(p), "%s/tmp", root);
+	if (mount(NULL, p, NULL, MS_SHARED, NULL))
+		DIE("shared");
 	char from[4096];
 	snprintf(from, sizeof(from), "%s/tmp/sub", root);
 	snprintf(p, sizeof(p), "%s/mnt", root);
@@ -137,6 +164,10 @@ static int init_main(const char *root, const char *ext, int ready)
 	snprintf(p, sizeof(p), "%s/ext", root);
 	if (mount(ext, p, NULL, MS_BIND, NULL))
 		DIE("ext");
+	snprintf(from, sizeof(from), "%s/tmp", root);
+	snprintf(p, sizeof(p), "%s/slave", root);
+	if (mount(from, p, NULL, MS_BIND, NULL) || mount(NULL, p, NULL, MS_SLAVE, NULL))
+		DIE("slave");
 	snprintf(p, sizeof(p), "%s/sys", root);
 	if (mount("sysfs", p, "sysfs", MS_RDONLY | MS_NOSUID, NULL))
 		DIE("sysfs");
@@ -215,6 +246,18 @@ static int inside_main(int ready)
 		why = "its own /proc";
 	else if (access("/sys/kernel", F_OK))
 		why = "sysfs";
+	/* Propagation: into the peer (/mnt) and the slave (/slave), not back from the slave. */
+	else if (mount("probe", "/tmp/sub/prop", "tmpfs", 0, NULL) ||
+		 write(open("/tmp/sub/prop/p", O_WRONLY | O_CREAT, 0600), "p", 1) != 1)
+		why = "a mount below the shared tmpfs";
+	else if (!read_is("/mnt/prop/p", "p"))
+		why = "the peer group: a mount did not propagate to the bind";
+	else if (!read_is("/slave/sub/prop/p", "p"))
+		why = "the slave: a mount did not propagate from its master";
+	else if (mount("probe", "/slave/x", "tmpfs", 0, NULL) ||
+		 write(open("/slave/x/q", O_WRONLY | O_CREAT, 0600), "q", 1) != 1 ||
+		 !access("/tmp/x/q", F_OK))
+		why = "the slave: a mount propagated back to its master";
 	printf(why ? "FAIL %s\n" : "PASS mntns\n", why);
 	return 0;
 }
