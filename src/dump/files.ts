@@ -165,15 +165,10 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
         `Cannot dump ${what}: only unix, inet, netlink and packet sockets are supported yet`,
       );
     }
-    // Its name lives in the namespace's file system, which criu does not see.
-    if (ctx.mntNs && info.name.length && info.name[0] !== 0) {
-      throw new UnsupportedError(
-        `Cannot dump ${what}: a unix socket bound to a path, in a mount namespace of the ` +
-          `tree's own; not supported yet`,
-      );
-    }
     try {
-      return { type: "unix", ino, socket: collectUnixSocket(pid, fd, info) };
+      // Its name is a path of the tree's mount namespace, seen through its root.
+      const root = ctx.mntNs ? `/proc/${pid}/root` : "";
+      return { type: "unix", ino, socket: collectUnixSocket(pid, fd, info, root) };
     } catch (e) {
       if (e instanceof UnixSocketError) throw new UnsupportedError(e.message);
       throw e;

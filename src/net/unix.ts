@@ -64,13 +64,17 @@ export interface UnixSocketState {
  * The file of path-bound socket `info` of task `pid`: found at its name (a relative name
  * under the task's working directory) when the inode sock_diag gives is there.
  */
-function socketFile(pid: number, info: UnixSocketInfo): UnixSocketFile | undefined {
+function socketFile(
+  pid: number,
+  info: UnixSocketInfo,
+  root: string,
+): UnixSocketFile | undefined {
   if (!info.name.length || info.name[0] === 0) return undefined;
   const name = new TextDecoder().decode(info.name).replace(/\0+$/, "");
   const dir = name.startsWith("/") ? undefined : Deno.readLinkSync(`/proc/${pid}/cwd`);
   const path = dir === undefined ? name : `${dir}/${name}`;
   try {
-    const st = Deno.lstatSync(path);
+    const st = Deno.lstatSync(root + path);
     if (st.isSocket && st.ino === info.vfsIno) {
       return {
         mode: st.mode ?? 0o140000, // with its type bits, as criu writes it
@@ -106,7 +110,12 @@ export class UnixSocketError extends Error {
 }
 
 /** Reads options and queued data of unix socket `fd` of frozen task `pid`. */
-export function collectUnixSocket(pid: number, fd: number, info: UnixSocketInfo): UnixSocketState {
+export function collectUnixSocket(
+  pid: number,
+  fd: number,
+  info: UnixSocketInfo,
+  root = "",
+): UnixSocketState {
   return withTaskFd(pid, fd, (copy) => {
     const opts = readCommonOptions(copy, AF_UNIX);
     const queue: QueuedMessage[] = [];
@@ -135,7 +144,7 @@ export function collectUnixSocket(pid: number, fd: number, info: UnixSocketInfo)
         setsockopt(copy, SO.PEEK_OFF, new Uint8Array(new Int32Array([-1]).buffer));
       }
     }
-    return { info, opts, queue, file: socketFile(pid, info) };
+    return { info, opts, queue, file: socketFile(pid, info, root) };
   });
 }
 

@@ -52,6 +52,7 @@ import {
   strerror,
   syscall,
   tryOpen,
+  withRootAt,
   withSharedMapping,
   writeAll,
 } from "../syscalls/mod.ts";
@@ -917,7 +918,12 @@ export class FileTable implements Disposable {
     if (!this.#unix.size) {
       const referenced = new Set(this.#dump.tasks.flatMap((t) => t.fds.map((x) => x.id)));
       const all = [...this.#dump.files.values()].filter((x) => x.usk);
-      for (const [ino, fd] of makeUnixSockets(all.map((x) => this.#unixImage(x, referenced)))) {
+      const images = all.map((x) => this.#unixImage(x, referenced));
+      // Bound and connected at their names in the tree's own mount namespace, if it has one.
+      const made = this.#dump.fsRoot
+        ? withRootAt(this.#dump.fsRoot, () => makeUnixSockets(images))
+        : makeUnixSockets(images);
+      for (const [ino, fd] of made) {
         this.#unix.set(ino, fd);
       }
     }

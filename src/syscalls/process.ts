@@ -607,3 +607,31 @@ export function pagemapScan(
   }
   return out;
 }
+
+/**
+ * Runs `fn` with this process's root and working directory at directory `dir` (chroot), then
+ * puts both back (through descriptors of the old ones). Process-wide: only for short,
+ * synchronous work that names paths of another mount namespace (`dir` being
+ * /proc/PID/root), such as binding a unix socket at its own name there.
+ */
+export function withRootAt<T>(dir: string, fn: () => T): T {
+  const flags = 0o10000000 /* O_PATH */ | 0o200000 /* O_DIRECTORY */ | 0o2000000; /* O_CLOEXEC */
+  const oldRoot = open("/", flags);
+  const oldCwd = open(".", flags);
+  const root = tryOpen(dir, flags);
+  try {
+    if (root < 0) throw new Errno("open", -root, dir);
+    syscall(NR.fchdir, "fchdir", dir, root);
+    syscall(NR.chroot, "chroot", dir, addressOf(cString(".")));
+    try {
+      return fn();
+    } finally {
+      // Back: the old root through its descriptor, then the old working directory.
+      syscall(NR.fchdir, "fchdir", "/", oldRoot);
+      syscall(NR.chroot, "chroot", "/", addressOf(cString(".")));
+      syscall(NR.fchdir, "fchdir", "the working directory", oldCwd);
+    }
+  } finally {
+    for (const fd of [root, oldCwd, oldRoot]) if (fd >= 0) close(fd);
+  }
+}

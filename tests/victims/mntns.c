@@ -15,12 +15,14 @@
  *   /dev/mqueue mqueue
  * then makes ROOT its root, lets the host's mounts go and runs itself again from inside
  * (ROOT/mntns "inside" FD). It keeps /tmp/data open at offset 2,
- * works in /tmp/sub, writes its report into /out.log (its stdio).
+ * works in /tmp/sub, listens at /tmp/srv.sock with a connection accepted (bytes queued), writes
+ * its report into /out.log (its stdio).
  *
  * On SIGTERM it checks, from inside: its mountinfo (every mount's root, place, flags, type,
  * source and options; in any order) reads as before, the files read as written (through the fd at its
  * offset, through the bind, the symlink, the mapping), the bind is still read-only, the
- * external file is there, its cwd, its pid 1 in its own /proc; a mount below /tmp/sub shows at
+ * external file is there, its cwd, its pid 1 in its own /proc, the listener's name, its
+ * connection and a new one to that name; a mount below /tmp/sub shows at
  * /mnt and under /slave, one below /slave not under /tmp. Prints PASS mntns or FAIL.
  */
 #define _GNU_SOURCE
@@ -34,7 +36,9 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -209,6 +213,15 @@ static int inside_main(int ready)
 		DIE("mmap");
 	close(mfd);
 	memcpy(map, "MAPPED", 6);
+	/* A listener at a name in the tmpfs, with a connection accepted. */
+	struct sockaddr_un sun = {.sun_family = AF_UNIX, .sun_path = "/tmp/srv.sock"};
+	int lsk = socket(AF_UNIX, SOCK_STREAM, 0), csk = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (bind(lsk, (void *)&sun, sizeof(sun)) || listen(lsk, 4) ||
+	    connect(csk, (void *)&sun, sizeof(sun)))
+		DIE("unix socket");
+	int ssk = accept(lsk, NULL, NULL);
+	if (ssk < 0 || write(csk, "ping", 4) != 4)
+		DIE("accept");
 	if (chdir("/tmp/sub"))
 		DIE("cwd");
 	mounts(before, sizeof(before));
@@ -246,6 +259,20 @@ static int inside_main(int ready)
 		why = "its own /proc";
 	else if (access("/sys/kernel", F_OK))
 		why = "sysfs";
+	else if (({
+			 struct sockaddr_un got = {0};
+			 socklen_t len = sizeof(got);
+			 getsockname(lsk, (void *)&got, &len) || strcmp(got.sun_path, "/tmp/srv.sock");
+		 }))
+		why = "the listener's name";
+	else if (read(ssk, buf, 4) != 4 || memcmp(buf, "ping", 4) || write(ssk, "pong", 4) != 4 ||
+		 read(csk, buf, 4) != 4 || memcmp(buf, "pong", 4))
+		why = "the accepted unix connection";
+	else if (({
+			 int c = socket(AF_UNIX, SOCK_STREAM, 0);
+			 c < 0 || connect(c, (void *)&sun, sizeof(sun)) || accept(lsk, NULL, NULL) < 0;
+		 }))
+		why = "a new connection to the listener's name";
 	/* Propagation: into the peer (/mnt) and the slave (/slave), not back from the slave. */
 	else if (mount("probe", "/tmp/sub/prop", "tmpfs", 0, NULL) ||
 		 write(open("/tmp/sub/prop/p", O_WRONLY | O_CREAT, 0600), "p", 1) != 1)
