@@ -140,9 +140,10 @@ Deno.test("bad command lines get criu's one-line errors and exit 1", async () =>
     [["-v4"], /command is required/],
     [["dump", "--t", "1"], /option '--t' is ambiguous/],
     [
-      ["dump", "--external", "mnt[/x]:y"],
-      /--external mnt\[\/x\]:y is not supported by deno-criu: namespaces/,
+      ["dump", "--external", "macvlan[x]:y"],
+      /--external macvlan\[x\]:y is not supported by deno-criu: namespaces/,
     ],
+    [["dump", "--external", "mnt[]"], /name each external mount/],
     [["dump", "--external", "bogus"], /invalid argument for --external: bogus/],
     [["restore", "-S"], /--restore-sibling is not supported by deno-criu/],
     [["restore", "--manage-cgroups=bogus"], /Unknown cgroups mode --manage-cgroups=bogus/],
