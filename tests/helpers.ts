@@ -43,6 +43,7 @@ export function mntnsRoot(bin: string): { root: string; ext: string; argv: strin
     Deno.mkdirSync(`${root}/${d}`, { recursive: true });
   }
   Deno.copyFileSync(bin, `${root}/mntns`);
+  Deno.writeTextFileSync(`${root}/filebind`, "");
   const ext = tmpDir("mntns-ext-");
   Deno.writeTextFileSync(`${ext}/hostfile`, "from the host");
   return { root, ext, argv: ["setsid", `${root}/mntns`, root, ext] };

@@ -224,7 +224,7 @@ export async function makeMountNamespace(
         const sbFlags = tar ? e.sbFlags & ~MS.RDONLY : e.sbFlags;
         const flags = sbFlags | (e.flags & MOUNT_FLAGS & ~MS.RDONLY);
         sys(what, NR.mount, str(e.source || "none"), target, str(s.fs), flags, str(e.options));
-        fds.set(e, Number(sys(what, NR.open, target, O.PATH | O.DIRECTORY | O.CLOEXEC, 0)));
+        fds.set(e, Number(sys(what, NR.open, target, O.PATH | O.CLOEXEC, 0)));
         if (tar) {
           await extractTar(tar, `/proc/${pid}/fd/${fds.get(e)}`, what);
           if (e.sbFlags & MS.RDONLY) {
@@ -242,7 +242,7 @@ export async function makeMountNamespace(
         }
       }
       if (!fds.has(e)) {
-        fds.set(e, Number(sys(what, NR.open, target, O.PATH | O.DIRECTORY | O.CLOEXEC, 0)));
+        fds.set(e, Number(sys(what, NR.open, target, O.PATH | O.CLOEXEC, 0)));
       }
       log.debug(`Mount ${e.mntId} made (${s.how}) at ${e.mountpoint}`);
     }

@@ -8,6 +8,7 @@
  *   /tmp     tmpfs "vtmp" (mode=1777, size=4m): a file written, a subdirectory with a file of
  *            mode 0640, a symlink, a file mapped shared
  *   /mnt     a read-only bind of /tmp/sub (/tmp made shared first: a peer of it)
+ *   /filebind a bind of the file /tmp/data (a peer too)
  *   /slave   a bind of /tmp made a slave of it
  *   /ext     EXT bound (external: its files are the host's)
  *   /sys     sysfs, read-only
@@ -168,6 +169,10 @@ static int init_main(const char *root, const char *ext, int ready)
 	snprintf(p, sizeof(p), "%s/ext", root);
 	if (mount(ext, p, NULL, MS_BIND, NULL))
 		DIE("ext");
+	snprintf(from, sizeof(from), "%s/tmp/data", root);
+	snprintf(p, sizeof(p), "%s/filebind", root);
+	if (mount(from, p, NULL, MS_BIND, NULL))
+		DIE("file bind");
 	snprintf(from, sizeof(from), "%s/tmp", root);
 	snprintf(p, sizeof(p), "%s/slave", root);
 	if (mount(from, p, NULL, MS_BIND, NULL) || mount(NULL, p, NULL, MS_SLAVE, NULL))
@@ -247,6 +252,8 @@ static int inside_main(int ready)
 		why = "the symlink";
 	else if (!read_is("/mnt/f", "in sub"))
 		why = "the bind mount";
+	else if (!read_is("/filebind", "hello world"))
+		why = "the bind mount of a file";
 	else if (open("/mnt/new", O_WRONLY | O_CREAT, 0600) >= 0 || errno != EROFS)
 		why = "the bind mount is no longer read-only";
 	else if (!read_is("/ext/hostfile", "from the host"))
