@@ -595,3 +595,28 @@ Deno.test("a mount namespace of its own comes back with its root, proc, sysfs, d
     killAll(init, ...(back ? [back] : []));
   }
 });
+
+Deno.test("--ext-mount-map auto: a mount of what criu's namespace has is bound again from there, only when the restore is told so too", async () => {
+  const { root, argv } = mntnsRoot(await buildVictim("mntns", ["-static"]));
+  const v = startVictim(argv, root);
+  const init = Number((await waitReport(v)).pid);
+  await v.child.status;
+  let back = 0;
+  try {
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${init}`, "-D", imgs, "--ext-mount-map", "auto"]);
+    assertEquals(d.code, 0, d.stderr);
+    assert(await waitGone(init), "gone after the dump");
+    const refused = await criu(["restore", "-d", "-D", imgs, "--root", root]);
+    assertEquals(refused.code, 1);
+    assertMatch(refused.stderr, /at \/ext\): it was found bound from criu's mount namespace/);
+    const pidfile = `${tmpDir()}/pid`;
+    const args = ["--root", root, "--ext-mount-map", "auto", "--pidfile", pidfile];
+    const r = await criu(["restore", "-d", "-D", imgs, ...args]);
+    assertEquals(r.code, 0, r.stderr);
+    back = Number(Deno.readTextFileSync(pidfile));
+    assertMatch(await verdict(v, back), /PASS mntns/);
+  } finally {
+    killAll(init, ...(back ? [back] : []));
+  }
+});

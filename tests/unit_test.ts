@@ -12,7 +12,8 @@ import {
   sysctl_type,
 } from "../proto/gen/misc_pb.ts";
 import { parseMountinfo } from "../src/util/mountinfo.ts";
-import { MountPlanError, planMounts, planPropagation } from "../src/restore/mount_plan.ts";
+import { cgroupRootOf } from "../src/util/cgroup_fs.ts";
+import { hasTar, MountPlanError, planMounts, planPropagation } from "../src/restore/mount_plan.ts";
 import { MS } from "../src/syscalls/mod.ts";
 import { sysctlWrites } from "../src/net/netns.ts";
 import { fakeSegment, onTheWire, TH } from "../src/net/tcp_segment.ts";
@@ -443,4 +444,29 @@ Deno.test("mount propagation plan: a group set from the member that shows the ot
     () => planPropagation([e(1, "/a", 3), e(2, "/b", 3)]),
     /none shows all the others/,
   );
+});
+
+Deno.test("--cgroup-root: a hierarchy's own root, else the global one", () => {
+  const opts = ["/all", "cpu:/c", "name=systemd:/s"];
+  assertEquals(cgroupRootOf(opts, "cpu,cpuacct"), "/c");
+  assertEquals(cgroupRootOf(opts, "name=systemd"), "/s");
+  assertEquals(cgroupRootOf(opts, "memory"), "/all");
+  assertEquals(cgroupRootOf(["cpu:/c"], ""), undefined);
+});
+
+Deno.test("mount plan: a file system enabled by name (--enable-fs, ramfs) is mounted anew, a ramfs filled from its tar", () => {
+  const root = create(mnt_entrySchema, { mntId: 1, parentMntId: 0, mountpoint: "/", root: "/r" });
+  const fs = (mntId: number, fsname: string) =>
+    create(mnt_entrySchema, {
+      mntId,
+      parentMntId: 1,
+      mountpoint: `/${fsname}`,
+      root: "/",
+      fstype: fstype.AUTO,
+      fsname,
+      rootDev: 100 + mntId,
+    });
+  const steps = planMounts([root, fs(2, "hugetlbfs"), fs(3, "ramfs")]);
+  assertEquals(steps.map((s) => s.how === "new" ? s.fs : s.how), ["root", "hugetlbfs", "ramfs"]);
+  assertEquals(steps.map((s) => hasTar(s.entry)), [false, false, true]);
 });

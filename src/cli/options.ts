@@ -64,6 +64,15 @@ export interface CriuOpts {
   joinNs: string[];
   /** --cgroup-yard: where the caller mounted the cgroup hierarchies (found in mountinfo). */
   cgroupYard?: string;
+  /** --cgroup-root [CONTROLLER:]/PATH: a hierarchy's (or every one's) root, as given. */
+  cgroupRoots: string[];
+  /** --ext-mount-map auto: mounts from criu's namespace are found and bound again by path. */
+  extMountAuto: boolean;
+  /** --enable-fs FS[,FS...]: file systems mounted anew at restore (empty ones, at dump). */
+  enableFs: string[];
+  /** --enable-external-sharing, --enable-external-masters (with --ext-mount-map auto). */
+  externalSharing: boolean;
+  externalMasters: boolean;
   /** --freeze-cgroup: the cgroup whose freezer freezes the tree at dump. */
   freezeCgroup?: string;
   evasiveDevices: boolean;
@@ -140,6 +149,11 @@ export function defaultOpts(): CriuOpts {
     closeFds: [],
     actionScripts: [],
     external: [],
+    cgroupRoots: [],
+    extMountAuto: false,
+    enableFs: [],
+    externalSharing: false,
+    externalMasters: false,
     inheritFds: [],
     extUnixSk: false,
     features: [],
@@ -271,17 +285,23 @@ const TABLE: OptionSpec[] = [
   opt("libdir", "required", (o, v) => (o.libdir = v), { short: "L" }),
   opt("cpu-cap", "optional", (o, v) => (o.cpuCap = v ?? "all")),
   ...bool("force-irmap", "forceIrmap"),
-  refused("ext-mount-map", "required", NOT_YET.ns, "M"),
+  // --ext-mount-map KEY:VAL is --external mnt[KEY]:VAL; auto finds criu's mounts.
+  opt("ext-mount-map", "required", (o, v, as) => {
+    if (v === "auto") o.extMountAuto = true;
+    else if (/^[^:]+:./.test(v!)) {
+      o.external.push(`mnt[${v!.slice(0, v!.indexOf(":"))}]:${v!.slice(v!.indexOf(":") + 1)}`);
+    } else throw new UsageError(`invalid argument for ${as}: ${v}`);
+  }, { short: "M" }),
   refused("exec-cmd", "none", "--exec-cmd is not supported yet"),
   // The mode is checked in checkOptions, once the log is open.
   opt("manage-cgroups", "optional", (o, v) => (o.manageCgroups = v ?? "")),
-  refused("cgroup-root", "required", NOT_YET.ns),
+  opt("cgroup-root", "required", (o, v) => o.cgroupRoots.push(v!)),
   opt("inherit-fd", "required", (o, v) => o.inheritFds.push(v!)),
   opt("feature", "required", (o, v) => o.features.push(v!)),
   refused("skip-mnt", "required", NOT_YET.ns),
-  refused("enable-fs", "required", NOT_YET.ns),
-  refused("enable-external-sharing", "none", NOT_YET.ns),
-  refused("enable-external-masters", "none", NOT_YET.ns),
+  opt("enable-fs", "required", (o, v) => o.enableFs.push(...v!.split(",").filter(Boolean))),
+  opt("enable-external-sharing", "none", (o) => (o.externalSharing = true)),
+  opt("enable-external-masters", "none", (o) => (o.externalMasters = true)),
   opt("freeze-cgroup", "required", (o, v) => (o.freezeCgroup = v)),
   opt("ghost-limit", "required", (o, v, as) => (o.ghostLimit = size(as, v))),
   opt("irmap-scan-path", "required", (o, v) => o.irmapScanPaths.push(v!)),

@@ -35,6 +35,7 @@ import {
   type CgroupMember,
   type CgroupMount,
   cgroupMounts,
+  cgroupRootOf,
   parseCgroups,
   propsOf,
 } from "../util/cgroup_fs.ts";
@@ -118,6 +119,11 @@ export class CgroupSets {
         if (!dirs.has(m.name)) dirs.set(m.name, new Set());
         dirs.get(m.name)!.add(m.path);
       }
+    }
+    // --cgroup-root: a hierarchy's cgroups from that root down (empty ones too), as criu.
+    for (const [name, paths] of dirs) {
+      const root = cgroupRootOf(ctx.opts.cgroupRoots ?? [], name);
+      if (root) paths.add(root);
     }
     const mounts = cgroupMounts([...dirs.keys()]);
     ctx.image("cgroup.img", "CGROUP").entry(

@@ -64,6 +64,15 @@ export interface DumpOptions {
   linkRemap?: boolean;
   /** `--external` resources: `file[MNT_ID:INODE]`, `tty[RDEV:DEV]` (hex), `unix[INO]`. */
   external?: string[];
+  /** `--ext-mount-map auto`: mounts showing what criu's namespace has are external. */
+  extMountAuto?: boolean;
+  /** `--enable-external-sharing`, `--enable-external-masters`: for auto external mounts. */
+  externalSharing?: boolean;
+  externalMasters?: boolean;
+  /** `--enable-fs`: file systems mounted anew at restore (they must be empty). */
+  enableFs?: string[];
+  /** `--cgroup-root [CONTROLLER:]/PATH`: the cgroups dumped from these roots down. */
+  cgroupRoots?: string[];
   /**
    * A datagram unix socket connected to a named socket outside the tree is dumped, to be
    * connected to that name again (`--ext-unix-sk`); without it such a socket is refused.

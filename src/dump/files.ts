@@ -205,8 +205,10 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
   if (!target.startsWith("/")) {
     throw new UnsupportedError(`Cannot dump ${what}: unsupported file type`);
   }
-  // criu's /proc names the tree's tasks by their real ids, which a new PID namespace changes.
-  if (ctx.pids.own && /^\/proc\/\d+(\/|$)/.test(target)) {
+  // criu's /proc names the tree's tasks by their real ids, which a new PID namespace changes;
+  // a proc of the tree's own mount namespace names them by its ids, and is made again in it.
+  const ownProc = ctx.mntNs?.entries.some((e) => e.mntId === mntId && e.fstype === fstype.PROC);
+  if (ctx.pids.own && !ownProc && /^\/proc\/\d+(\/|$)/.test(target)) {
     throw new UnsupportedError(
       `Cannot dump ${what}: a /proc file by PID, of a tree in a PID namespace of its own ` +
         `(its /proc is criu's); not supported yet`,

@@ -10,7 +10,9 @@ import { clearField, clone, create } from "@bufbuild/protobuf";
 import { fstype, type mnt_entry, mnt_entrySchema } from "../../proto/gen/misc_pb.ts";
 import { type MountInfo, MountinfoError, parseMountinfo } from "../util/mountinfo.ts";
 import {
+  AUTODETECTED_MOUNT,
   fstypeOf,
+  hasTar,
   mountName,
   MountPlanError,
   planMounts,
@@ -48,8 +50,12 @@ export function readMountNamespace(ctx: DumpContext, pid: number, id: number): M
     if (e instanceof MountinfoError) throw new UnsupportedError(e.message);
     throw e;
   }
+  const host = parseMountinfo(Deno.readTextFileSync("/proc/self/mountinfo"));
   const entries = mounts.map((m) => {
-    const type = fstypeOf(m.type);
+    // --enable-fs, and ramfs (filled from its tar, as a tmpfs): mounted anew, by name.
+    const auto = m.type === "ramfs" ||
+      (ctx.opts.enableFs?.includes(m.type) && fstypeOf(m.type) === fstype.UNSUPPORTED);
+    const type = auto ? fstype.AUTO : fstypeOf(m.type);
     return create(mnt_entrySchema, {
       fstype: type,
       mntId: m.id,
@@ -66,15 +72,23 @@ export function readMountNamespace(ctx: DumpContext, pid: number, id: number): M
       sharedId: m.sharedId,
       masterId: m.masterId,
       sbFlags: m.sbFlags,
-      // For messages only: not written (criu names only --enable-fs mounts' file systems).
-      fsname: type === fstype.UNSUPPORTED && m.mountpoint !== "/" ? m.type : undefined,
+      // Written for mounts made anew by name (fstype AUTO); else for messages only.
+      fsname: (type === fstype.UNSUPPORTED && m.mountpoint !== "/") || auto ? m.type : undefined,
       extKey: externalKey(ctx.opts.external, m.mountpoint),
     });
   });
+  if (ctx.opts.extMountAuto) autoExternal(ctx, entries, host);
+  for (const e of entries) {
+    if (e.fstype !== fstype.AUTO || e.fsname === "ramfs" || e.extKey) continue;
+    if ([...Deno.readDirSync(`/proc/${pid}/root${e.mountpoint}`)].length) {
+      throw new UnsupportedError(
+        `Cannot dump ${mountName(e)}: it holds files, which a ${e.fsname} mounted anew ` +
+          `(--enable-fs) would not have`,
+      );
+    }
+  }
   // A peer group with members outside the namespace (criu's) could not be joined again.
-  const ours = new Set(
-    parseMountinfo(Deno.readTextFileSync("/proc/self/mountinfo")).map((m) => m.sharedId),
-  );
+  const ours = new Set(host.map((m) => m.sharedId));
   const outside = entries.find((e) => e.sharedId && ours.has(e.sharedId));
   if (outside) {
     throw new UnsupportedError(
@@ -95,6 +109,32 @@ export function readMountNamespace(ctx: DumpContext, pid: number, id: number): M
 }
 
 /**
+ * --ext-mount-map auto, as criu: a mount (not the root, not named external) showing a file
+ * system criu's namespace has mounted too, at a root holding this one's, is external: bound
+ * again at restore from its path in criu's namespace, which its source says. A shared one only
+ * with --enable-external-sharing, a slave only with --enable-external-masters.
+ */
+function autoExternal(ctx: DumpContext, entries: mnt_entry[], host: MountInfo[]): void {
+  const root = entries.find((e) =>
+    e.mountpoint === "/" && !entries.some((p) => p.mntId === e.parentMntId)
+  );
+  for (const e of entries) {
+    if (e === root || e.extKey) continue;
+    if (e.sharedId && !ctx.opts.externalSharing) continue;
+    if (e.masterId && !ctx.opts.externalMasters) continue;
+    const covers = (h: MountInfo) =>
+      h.kdev === e.rootDev &&
+      (h.root === "/" || e.root === h.root || e.root.startsWith(`${h.root}/`));
+    const match = host.filter(covers).sort((a, b) => b.root.length - a.root.length)[0];
+    if (!match) continue;
+    const rest = match.root === "/" ? e.root : e.root.slice(match.root.length);
+    e.extKey = AUTODETECTED_MOUNT;
+    e.source = (match.mountpoint === "/" ? "" : match.mountpoint) + (rest === "/" ? "" : rest) ||
+      "/";
+  }
+}
+
+/**
  * Writes mountpoints-ID.img (children before parents, as criu) and the files of every tmpfs
  * made anew into tmpfs-dev-DEV.tar.gz.img, read through /proc/PID/root while the tree is frozen.
  */
@@ -106,7 +146,7 @@ export async function writeMountNamespace(ctx: DumpContext, ns: MountNamespace):
     image.entry(mnt_entrySchema, out);
   }
   for (const step of planMounts(ns.entries)) {
-    if (step.how !== "new" || step.entry.fstype !== fstype.TMPFS) continue;
+    if (step.how !== "new" || !hasTar(step.entry)) continue;
     await dumpTmpfs(ctx, ns.pid, step.entry);
   }
 }

@@ -27,7 +27,13 @@ import { exists } from "../util/exists.ts";
 import { RestoreError } from "./files.ts";
 import type { TaskImages } from "./images.ts";
 import { readProcText } from "../tree/proc.ts";
-import { cgroupDir, type CgroupMember, cgroupMounts, parseCgroups } from "../util/cgroup_fs.ts";
+import {
+  cgroupDir,
+  type CgroupMember,
+  cgroupMounts,
+  cgroupRootOf,
+  parseCgroups,
+} from "../util/cgroup_fs.ts";
 
 /** `--manage-cgroups` modes. */
 export type CgroupMode = "none" | "props" | "soft" | "full" | "strict" | "ignore";
@@ -62,8 +68,12 @@ export class CgroupMover {
   readonly #made: string[] = [];
   #active = false;
 
-  /** cgroup.img of `dir` (none: every task stays where it is made); nothing with `ignore`. */
-  constructor(dir: string, mode: CgroupMode = "soft") {
+  /**
+   * cgroup.img of `dir` (none: every task stays where it is made); nothing with `ignore`.
+   * `roots` (--cgroup-root [CONTROLLER:]/PATH) move each hierarchy's dumped cgroups, as
+   * criu: each top cgroup becomes the root given, the sets' paths below it follow.
+   */
+  constructor(dir: string, mode: CgroupMode = "soft", roots: readonly string[] = []) {
     this.#mode = mode;
     const path = `${dir}/cgroup.img`;
     if (mode === "ignore" || !exists(path)) return;
@@ -77,6 +87,8 @@ export class CgroupMover {
       }
       for (const c of e.message.controllers) {
         const name = c.cnames.join(",");
+        const root = cgroupRootOf(roots, name);
+        for (const d of root ? c.dirs : []) this.#moveTop(name, d, root!);
         const walk = (d: cgroup_dir_entry, parent: string | undefined) => {
           const path = parent === undefined
             ? `/${d.dirName}`
@@ -87,6 +99,31 @@ export class CgroupMover {
         for (const d of c.dirs) walk(d, undefined);
       }
     }
+  }
+
+  /** Top cgroup `d` of hierarchy `name` becomes `root`; the sets' paths below it follow. */
+  #moveTop(name: string, d: cgroup_dir_entry, root: string): void {
+    const old = `/${d.dirName}`.replace(/\/+$/, "") || "/";
+    const to = root.replace(/\/+$/, "") || "/";
+    const moved = (p: string) =>
+      p === old
+        ? to
+        : old === "/"
+        ? `${to === "/" ? "" : to}${p}`
+        : p.startsWith(`${old}/`)
+        ? `${to === "/" ? "" : to}${p.slice(old.length)}`
+        : undefined;
+    for (const set of this.#sets.values()) {
+      for (const m of set) {
+        const p = m.name === name ? moved(m.path) : undefined;
+        if (p === undefined) continue;
+        if (m.cgnsPrefix && m.cgnsPrefix >= old.length) {
+          m.cgnsPrefix += to.length - old.length;
+        }
+        m.path = p;
+      }
+    }
+    d.dirName = to.replace(/^\/+/, "");
   }
 
   /**

@@ -38,6 +38,8 @@ import { join } from "node:path";
 import { RemoteArena } from "./arena.ts";
 import { RestoreError } from "./files.ts";
 import {
+  AUTODETECTED_MOUNT,
+  hasTar,
   MOUNT_FLAGS,
   mountName,
   MountPlanError,
@@ -54,6 +56,8 @@ export interface MountSources {
   root?: string;
   /** The directories external mounts are bound from, by key (`--external mnt[KEY]:PATH`). */
   external?: ReadonlyMap<string, string>;
+  /** Mounts found in criu's namespace at dump are bound from there (--ext-mount-map auto). */
+  extMountAuto?: boolean;
   /** The images: the tmpfs tars. */
   imagesDir: string;
 }
@@ -95,7 +99,15 @@ export function checkMountNamespace(
   const external = new Map<string, string>();
   const tars = new Map<mnt_entry, string>();
   for (const s of steps) {
-    if (s.how === "external") {
+    if (s.how === "external" && s.key === AUTODETECTED_MOUNT) {
+      if (!src.extMountAuto) {
+        throw new RestoreError(
+          `Cannot restore ${mountName(s.entry)}: it was found bound from criu's mount ` +
+            `namespace (${s.entry.source}); restore with --ext-mount-map auto`,
+        );
+      }
+      external.set(s.key + s.entry.mntId, directoryOrFile(s.entry.source, "--ext-mount-map auto:"));
+    } else if (s.how === "external") {
       const path = src.external?.get(s.key);
       if (path === undefined) {
         throw new RestoreError(
@@ -104,7 +116,7 @@ export function checkMountNamespace(
         );
       }
       external.set(s.key, directoryOrFile(path, `--external mnt[${s.key}]`));
-    } else if (s.how === "new" && s.entry.fstype === fstype.TMPFS) {
+    } else if (s.how === "new" && hasTar(s.entry)) {
       const names = [
         `tmpfs-dev-${s.entry.rootDev}.tar.gz.img`,
         `tmpfs-${s.entry.mntId}.tar.gz.img`,
@@ -215,7 +227,8 @@ export async function makeMountNamespace(
       if (s.how === "root") {
         sys(what, NR.mount, str(root), target, 0, MS.BIND, 0);
       } else if (s.how === "external") {
-        sys(what, NR.mount, str(plan.external.get(s.key)!), target, 0, MS.BIND, 0);
+        const from = plan.external.get(s.key) ?? plan.external.get(s.key + e.mntId)!;
+        sys(what, NR.mount, str(from), target, 0, MS.BIND, 0);
       } else if (s.how === "bind") {
         sys(what, NR.mount, str(`/proc/self/fd/${fds.get(s.from)}${s.sub}`), target, 0, MS.BIND, 0);
       } else {

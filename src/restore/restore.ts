@@ -157,6 +157,10 @@ export interface RestoreOptions {
   veths?: Map<string, VethOutside>;
   /** The directory the root of the tree's own mount namespace is made from (`--root`). */
   root?: string;
+  /** Mounts found in criu's namespace at dump are bound from there (`--ext-mount-map auto`). */
+  extMountAuto?: boolean;
+  /** `--cgroup-root [CONTROLLER:]/PATH`: the dumped cgroups moved under these roots. */
+  cgroupRoots?: string[];
   /** What external mounts are bound from, by the key the dump gave them (`--external mnt[KEY]:PATH`). */
   externalMounts?: ReadonlyMap<string, string>;
   /** Test hook: fail at the named stage after the task exists. */
@@ -405,6 +409,7 @@ async function restoreTree(
   const mounts = dump.mntNs && checkMountNamespace(dump.mntNs.entries, {
     root: opts.root,
     external: opts.externalMounts,
+    extMountAuto: opts.extMountAuto,
     imagesDir: opts.imagesDir,
   });
   const outside = mounts ? (path: string) => outsidePath(mounts, path) : (path: string) => path;
@@ -428,7 +433,7 @@ async function restoreTree(
   // 2. FORK: the root by the helper, every other task by its restored parent.
   log.info(`Creating task ${pid}`);
   // The cgroups the tasks go back into: every one must be here before anything is made.
-  const cgroups = new CgroupMover(opts.imagesDir, opts.manageCgroups ?? "soft");
+  const cgroups = new CgroupMover(opts.imagesDir, opts.manageCgroups ?? "soft", opts.cgroupRoots);
   cgroups.check(dump.tasks);
   // As criu: the tree gets a time namespace whose clocks go on from where they were at the dump.
   const t = dump.timens;

@@ -133,3 +133,19 @@ export function propsOf(name: string, v2: boolean): string[] {
   const own = name.split(",").flatMap((c) => CONTROLLER_PROPS[c] ?? []);
   return [...own, ...GLOBAL_PROPS];
 }
+
+/**
+ * The root `--cgroup-root [CONTROLLER:]/PATH` options give hierarchy `name` (its controllers
+ * joined by commas, "name=X" for a named one, "" for cgroup2): the last that names one of its
+ * controllers, else the last without a controller; undefined without either.
+ */
+export function cgroupRootOf(options: readonly string[], name: string): string | undefined {
+  const controllers = name.split(",");
+  let global: string | undefined, own: string | undefined;
+  for (const o of options) {
+    const at = o.indexOf(":/");
+    if (o.startsWith("/")) global = o;
+    else if (at > 0 && controllers.includes(o.slice(0, at))) own = o.slice(at + 1);
+  }
+  return own ?? global;
+}

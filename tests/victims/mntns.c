@@ -16,7 +16,7 @@
  *   /dev/mqueue mqueue
  * then makes ROOT its root, lets the host's mounts go and runs itself again from inside
  * (ROOT/mntns "inside" FD). It keeps /tmp/data open at offset 2,
- * works in /tmp/sub, listens at /tmp/srv.sock with a connection accepted (bytes queued), writes
+ * holds its own /proc/1/status open, works in /tmp/sub, listens at /tmp/srv.sock with a connection accepted (bytes queued), writes
  * its report into /out.log (its stdio).
  *
  * On SIGTERM it checks, from inside: its mountinfo (every mount's root, place, flags, type,
@@ -227,6 +227,9 @@ static int inside_main(int ready)
 	int ssk = accept(lsk, NULL, NULL);
 	if (ssk < 0 || write(csk, "ping", 4) != 4)
 		DIE("accept");
+	int status = open("/proc/1/status", O_RDONLY);
+	if (status < 0)
+		DIE("/proc/1/status");
 	if (chdir("/tmp/sub"))
 		DIE("cwd");
 	mounts(before, sizeof(before));
@@ -264,6 +267,8 @@ static int inside_main(int ready)
 		why = "the working directory";
 	else if (readlink("/proc/self", buf, sizeof(buf)) != 1 || buf[0] != '1')
 		why = "its own /proc";
+	else if (pread(status, buf, 11, 0) != 11 || memcmp(buf, "Name:\tmntns", 11))
+		why = "its open /proc/1/status";
 	else if (access("/sys/kernel", F_OK))
 		why = "sysfs";
 	else if (({
