@@ -20,7 +20,6 @@
  * @module
  */
 import type { mnt_entry } from "../../proto/gen/misc_pb.ts";
-import { fstype } from "../../proto/gen/misc_pb.ts";
 import {
   AT_EMPTY_PATH,
   errnoName,
