@@ -9,6 +9,7 @@ import {
   critDecodeAll,
   criu,
   criuArgv,
+  dumpRefused,
   killAll,
   procState,
   ROOT,
@@ -847,5 +848,24 @@ Deno.test("a file on a hugetlbfs mount mapped shared and privately stays the fil
     });
   } finally {
     await new Deno.Command("umount", { args: ["-l", dir] }).output();
+  }
+});
+
+Deno.test("unix sockets in flight in their own queues (each sent over itself and its peer) are refused by name, the task left running", async () => {
+  const v = startVictim([
+    "python3",
+    "-c",
+    "import socket, sys, time\n" +
+    "a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\n" +
+    "for s in (a, b): socket.send_fds(s, [b'x'], [a.fileno(), b.fileno()])\n" +
+    "open(sys.argv[1], 'w').write('ready\\n')\n" +
+    "time.sleep(60)\n",
+    "{out}",
+  ]);
+  try {
+    await waitReport(v);
+    await dumpRefused(v.pid, /a unix socket is in flight in its queue; not supported yet/);
+  } finally {
+    await stopVictim(v);
   }
 });

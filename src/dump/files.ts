@@ -320,6 +320,13 @@ function collectInFlight(ctx: DumpContext, pid: number, kind: FileKind, what: st
       if (!m.fds?.length) continue;
       m.ids = m.fds.map((local: number) => {
         ctx.inFlightFds.push(local);
+        // Refused before it is collected: its own queue may hold it again (a loop).
+        const ino = /^socket:\[(\d+)\]$/.exec(Deno.readLinkSync(`/proc/self/fd/${local}`))?.[1];
+        if (ino && (ctx.unixSockets ??= unixSockets()).has(Number(ino))) {
+          throw new UnsupportedError(
+            `Cannot dump ${what}: a unix socket is in flight in its queue; not supported yet`,
+          );
+        }
         const { file } = collectOne(ctx, Deno.pid, self, local);
         // A pidfd of the tree is made inside a task, late: not for a message in flight; a
         // unix socket would nest queues. An epoll set's targets are found in the task that
