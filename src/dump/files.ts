@@ -43,7 +43,6 @@ import {
   pidfdGetfd,
   pidfdOpen,
   readLinkAt,
-  userDev,
   withTaskFd,
 } from "../syscalls/mod.ts";
 import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
@@ -197,7 +196,7 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
   if (target.endsWith(" (deleted)") && target.startsWith("/")) {
     const st = Deno.statSync(link);
     const tty = ttyKind(pid, fd, target, st, what, ctx.opts.external);
-    if (tty) return outsideNsPty(ctx, tty, st, what);
+    if (tty) return tty;
     const path = target.slice(0, -10);
     if (!st.isFile) return deletedSpecial(pid, fd, link, path, st, what);
     return deletedRegular(ctx, link, path, st, what);
@@ -226,7 +225,7 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
     throw new UnsupportedError(`Cannot dump ${what}: block devices are not supported`);
   }
   const tty = ttyKind(pid, fd, target, st, what, ctx.opts.external);
-  if (tty) return outsideNsPty(ctx, tty, st, what);
+  if (tty) return tty;
   // A file of a mount criu does not see (passed from another mount namespace): its path here
   // names something else. `--external file[MNT_ID:INODE]` dumps it as one the restore is given.
   const key = `file[${mntId.toString(16)}:${(st.ino ?? 0).toString(16)}]`;
@@ -248,24 +247,6 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
     );
   }
   return { type: "reg", path: target, size: BigInt(st.size), mode: st.mode ?? 0 };
-}
-
-/**
- * `tty`, unless it is a pseudo-terminal of a devpts instance of the tree's own mount namespace:
- * made anew at restore, the instance would not have it.
- */
-function outsideNsPty(ctx: DumpContext, tty: FileKind, st: Deno.FileInfo, what: string) {
-  if (tty.type !== "tty" || !ctx.mntNs || (tty.driver !== "ptm" && tty.driver !== "pts")) {
-    return tty;
-  }
-  const devpts = ctx.mntNs.entries.filter((e) => e.fstype === fstype.DEVPTS);
-  if (tty.driver === "ptm" ? devpts.length : devpts.some((e) => userDev(e.rootDev) === st.dev)) {
-    throw new UnsupportedError(
-      `Cannot dump ${what}: a pseudo-terminal of the tree's own devpts instance; not ` +
-        `supported yet`,
-    );
-  }
-  return tty;
 }
 
 /** Reads every descriptor of task `pid` (frozen), deduplicating shared descriptions. */

@@ -31,7 +31,7 @@ import {
   ptyIndex,
   ptyLocked,
   tryGetTermios,
-  tryOpen,
+  tryOpenPtyPeer,
   ttySession,
   withTaskFd,
 } from "../syscalls/mod.ts";
@@ -301,7 +301,7 @@ function carryQueues(ctx: DumpContext): { ttyId: number; data: Uint8Array }[] {
     if (slave === undefined && m.slaveClosed && !m.locked) {
       // Closed everywhere: opened and closed again here, as it was (the master keeps seeing
       // it closed), to read what it has not read.
-      const fd = tryOpen(ptsName(m.index), O.RDWR | O.NOCTTY | O.CLOEXEC);
+      const fd = tryOpenPtyPeer(m.dupFd, O.RDWR | O.NOCTTY | O.CLOEXEC);
       if (fd >= 0) {
         slave = fd;
         opened = true;

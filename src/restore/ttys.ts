@@ -14,6 +14,7 @@ import {
   tty_info_entrySchema,
   TtyType,
 } from "../../proto/gen/files_pb.ts";
+import { fstype } from "../../proto/gen/misc_pb.ts";
 import {
   close,
   Errno,
@@ -31,6 +32,7 @@ import {
   strerror,
   tryOpen,
   TTY_REMOTE,
+  userDev,
 } from "../syscalls/mod.ts";
 import { refillPty } from "../tty/queues.ts";
 import { termiosOf } from "../tty/termios_image.ts";
@@ -42,13 +44,17 @@ import { NOT_REPLAYED, RestoreError, SETFL_MASK } from "./files.ts";
 /** criu's tty-info id of /dev/tty. */
 const CTTY_ID = 2012;
 
-function ptsPath(index: number): string {
-  return `/dev/pts/${index}`;
+/** The slave of pty `p`, as the tree names it. */
+function ptsPath(p: { index: number; dir: string }): string {
+  return `${p.dir}/${p.index}`;
 }
 
 /** A pty being made: its master, the slave we hold, the tty-info of both sides. */
 interface Pty {
   index: number;
+  /** Its devpts instance: where the tree sees it, and where criu reaches it (see devptsOf). */
+  dir: string;
+  at: string;
   master: number;
   /** Our own descriptor of the slave (settings and queues), closed at the end. */
   anchor?: number;
@@ -109,7 +115,7 @@ export class PtyTable implements Disposable {
     for (const t of this.#dump.ttys) {
       if (t.type !== TtyType.PTY) continue;
       const index = t.pty?.index ?? t.id >> 1;
-      const p = byIndex.get(index) ?? { index, master: -1 };
+      const p = byIndex.get(index) ?? { index, master: -1, dir: "/dev/pts", at: "" };
       if (t.id & 1) p.ptm = t;
       else p.pts = t;
       byIndex.set(index, p);
@@ -118,14 +124,28 @@ export class PtyTable implements Disposable {
     for (const p of [...byIndex.values()].sort((a, b) => a.index - b.index)) {
       // A slave whose master is elsewhere and alive is the shell's terminal.
       if (!p.ptm && p.pts && isFieldSet(p.pts, tty_info_entrySchema.field.termios)) continue;
+      Object.assign(p, this.#devptsOf(p));
       this.#ptys.set(p.index, p);
       this.#makePty(p, ptyFiles.filter((f) => (f.tty!.ttyInfoId >> 1) === p.index));
     }
   }
 
+  /**
+   * The devpts instance of pty `p`: criu's /dev/pts, or one of the tree's own mount namespace
+   * (made anew there, reached through its root) when a side of it was of that instance (its
+   * device), or a master alone where the namespace has one at /dev/pts.
+   */
+  #devptsOf(p: Pty): { dir: string; at: string } {
+    const ns = this.#dump.mntNs?.entries.filter((e) => e.fstype === fstype.DEVPTS) ?? [];
+    const dev = (p.pts ?? p.ptm)?.dev;
+    const own = ns.find((e) => dev !== undefined && userDev(e.rootDev) === dev) ??
+      (!p.pts ? ns.find((e) => e.mountpoint === "/dev/pts") : undefined);
+    return own ? { dir: own.mountpoint, at: this.#dump.fsRoot } : { dir: "/dev/pts", at: "" };
+  }
+
   #makePty(p: Pty, files: file_entry[]): void {
-    const what = `pty ${ptsPath(p.index)}`;
-    p.master = openPtmxAt(p.index);
+    const what = `pty ${ptsPath(p)}`;
+    p.master = openPtmxAt(p);
     setPtyLocked(p.master, false, what);
     const info = p.ptm ?? p.pts!;
     const termios = info.termios && termiosOf(info.termios);
@@ -145,15 +165,15 @@ export class PtyTable implements Disposable {
     // The slave is ours while the pty is made; closed at the end, it stays closed for the master
     // as it was (a locked pty's never was open).
     if (!p.ptm?.locked || slaves.length) {
-      p.anchor = openTty(ptsPath(p.index), O.RDWR, what);
+      p.anchor = openTty(p.at + ptsPath(p), O.RDWR, what);
       // The slave's node keeps its owner and mode (a slave nobody holds, grantpt()'s).
       if (p.pts && isFieldSet(p.pts, tty_info_entrySchema.field.uid)) {
-        Deno.chownSync(ptsPath(p.index), p.pts.uid, p.pts.gid);
+        Deno.chownSync(p.at + ptsPath(p), p.pts.uid, p.pts.gid);
       }
       const reg = slaves.map((f) => this.#dump.files.get(f.tty!.regfId)?.reg).find((r) => r?.mode);
-      if (reg?.mode) Deno.chmodSync(ptsPath(p.index), reg.mode & 0o7777);
+      if (reg?.mode) Deno.chmodSync(p.at + ptsPath(p), reg.mode & 0o7777);
     }
-    for (const f of slaves) this.#files.set(f.id, openTty(ptsPath(p.index), f.tty!.flags, what));
+    for (const f of slaves) this.#files.set(f.id, openTty(p.at + ptsPath(p), f.tty!.flags, what));
     if (p.ptm && termios) {
       const input = this.#dump.ttyData.find((d) => d.ttyId === p.ptm!.id - 1)?.data;
       const output = this.#dump.ttyData.find((d) => d.ttyId === p.ptm!.id)?.data;
@@ -207,7 +227,9 @@ export class PtyTable implements Disposable {
     let name: string | undefined;
     if (info.type === TtyType.PTY) {
       this.#make();
-      name = ptsPath(info.pty?.index ?? info.id >> 1);
+      const p = this.#ptys.get(info.pty?.index ?? info.id >> 1);
+      if (!p) throw new RestoreError(`Cannot find the pty of session ${pid}`);
+      name = ptsPath(p);
     } else {
       const file = [...this.#dump.files.values()].find((f) => f.tty?.ttyInfoId === info.id);
       name = file && this.#dump.files.get(file.tty!.regfId)?.reg?.name;
@@ -228,7 +250,7 @@ export class PtyTable implements Disposable {
   /** The foreground group of every pty that controls a session, by session. */
   foregroundGroups(): { sid: number; pgrp: number; what: string }[] {
     return [...this.#ptys.values()].filter((p) => p.master >= 0 && p.ptm?.sid && p.ptm.pgrp)
-      .map((p) => ({ sid: p.ptm!.sid, pgrp: p.ptm!.pgrp, what: `pty ${ptsPath(p.index)}` }));
+      .map((p) => ({ sid: p.ptm!.sid, pgrp: p.ptm!.pgrp, what: `pty ${ptsPath(p)}` }));
   }
 
   /** Closes our descriptors (the tasks hold theirs). */
@@ -257,15 +279,17 @@ function openTty(path: string, flags: number, what: string): number {
 }
 
 /**
- * A new pty master at index `index`: ptmx hands out the lowest free index, so the lower free
- * ones are held while it counts up. An index in use is refused.
+ * A new master of pty `p` at its index, in its devpts instance: ptmx hands out the lowest free
+ * index, so the lower free ones are held while it counts up. An index in use is refused.
  */
-function openPtmxAt(index: number): number {
+function openPtmxAt(p: Pty): number {
+  const index = p.index;
+  const ptmx = p.at ? `${p.at}${p.dir}/ptmx` : "/dev/ptmx";
   const held: number[] = [];
   try {
     for (let i = 0; i <= index; i++) {
-      const fd = openTty("/dev/ptmx", O.RDWR, `pty ${ptsPath(index)}`);
-      const got = ptyIndex(fd, "/dev/ptmx");
+      const fd = openTty(ptmx, O.RDWR, `pty ${ptsPath(p)}`);
+      const got = ptyIndex(fd, ptmx);
       if (got === index) return fd;
       held.push(fd);
       if (got > index) break;
@@ -273,7 +297,7 @@ function openPtmxAt(index: number): number {
   } finally {
     for (const fd of held) close(fd);
   }
-  throw new RestoreError(`Cannot restore pty ${ptsPath(index)}: its index is in use`);
+  throw new RestoreError(`Cannot restore pty ${ptsPath(p)}: its index is in use`);
 }
 
 /**

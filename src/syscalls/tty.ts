@@ -6,6 +6,8 @@
  */
 import { Errno, orErrno } from "./errno.ts";
 import { libc } from "./ffi.ts";
+import { rawSyscall } from "./process.ts";
+import { NR } from "./syscall_numbers.ts";
 
 /** The kernel's struct termios2: flags, line discipline, 19 control characters, speeds. */
 export interface Termios {
@@ -184,3 +186,13 @@ export function inputQueued(fd: number, what: string): number {
 
 /** ioctl request numbers a task runs itself (remote syscalls): TIOCSCTTY takes an int. */
 export const TTY_REMOTE = { TIOCSCTTY, TIOCSPGRP, TIOCNOTTY: 0x5422 } as const;
+
+const TIOCGPTPEER = 0x5441;
+
+/**
+ * TIOCGPTPEER: a new descriptor (`flags`: O_RDWR, O_NOCTTY, O_CLOEXEC) of the slave of pty
+ * master `fd`, whatever devpts instance or mount namespace it lives in; -errno on failure.
+ */
+export function tryOpenPtyPeer(fd: number, flags: number): number {
+  return Number(rawSyscall(NR.ioctl, fd, TIOCGPTPEER, flags));
+}

@@ -16,7 +16,7 @@
  *   /dev/mqueue mqueue
  * then makes ROOT its root, lets the host's mounts go and runs itself again from inside
  * (ROOT/mntns "inside" FD). It keeps /tmp/data open at offset 2,
- * holds its own /proc/1/status open, works in /tmp/sub, listens at /tmp/srv.sock with a connection accepted (bytes queued), writes
+ * holds its own /proc/1/status open, a pty of its devpts with input unread, works in /tmp/sub, listens at /tmp/srv.sock with a connection accepted (bytes queued), writes
  * its report into /out.log (its stdio).
  *
  * On SIGTERM it checks, from inside: its mountinfo (every mount's root, place, flags, type,
@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -227,6 +228,11 @@ static int inside_main(int ready)
 	int ssk = accept(lsk, NULL, NULL);
 	if (ssk < 0 || write(csk, "ping", 4) != 4)
 		DIE("accept");
+	/* A pty of its own devpts instance, with input the slave has not read. */
+	int ptm = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY), pts = -1, unlock = 0;
+	if (ptm < 0 || ioctl(ptm, TIOCSPTLCK, &unlock) ||
+	    (pts = open("/dev/pts/0", O_RDWR | O_NOCTTY)) < 0 || write(ptm, "typed\n", 6) != 6)
+		DIE("pty");
 	int status = open("/proc/1/status", O_RDONLY);
 	if (status < 0)
 		DIE("/proc/1/status");
@@ -269,6 +275,9 @@ static int inside_main(int ready)
 		why = "its own /proc";
 	else if (pread(status, buf, 11, 0) != 11 || memcmp(buf, "Name:\tmntns", 11))
 		why = "its open /proc/1/status";
+	else if (ioctl(ptm, TIOCGPTN, &unlock) || unlock != 0 || read(pts, buf, 6) != 6 ||
+		 memcmp(buf, "typed\n", 6) || !ttyname(pts) || strcmp(ttyname(pts), "/dev/pts/0"))
+		why = "its pty (index, unread input, name)";
 	else if (access("/sys/kernel", F_OK))
 		why = "sysfs";
 	else if (({
