@@ -52,7 +52,7 @@ import { unixSockets } from "../net/unix_diag.ts";
 import { collectNetlinkSocket, NetlinkSocketError } from "../net/netlink.ts";
 import { collectPacketSocket, PacketSocketError } from "../net/packet.ts";
 import { inetShutdowns } from "../net/inet_diag.ts";
-import { type DumpContext, NS_CLONE_FLAGS, NS_KINDS } from "./context.ts";
+import { type DumpContext, NS_CLONE_FLAGS, NS_KINDS, OWN_NS_KINDS } from "./context.ts";
 import { anonEntry, anonKind } from "./anon_files.ts";
 import {
   ANON_KINDS,
@@ -92,6 +92,16 @@ export {
  * restored tree's too; any other is refused.
  */
 function nsKind(ctx: DumpContext, ino: number, what: string): FileKind {
+  // One the tree's root has of its own: made again at restore (the new root's).
+  for (const kind of OWN_NS_KINDS) {
+    const link = `${kind}:[${ino}]`;
+    try {
+      if (Deno.readLinkSync(`/proc/${ctx.opts.pid}/ns/${kind}`) !== link) continue;
+    } catch {
+      continue;
+    }
+    return { type: "ns", kind, nsId: ctx.nsId(link), cflag: NS_CLONE_FLAGS[kind] };
+  }
   for (const kind of NS_KINDS) {
     let own = "";
     try {

@@ -71,7 +71,7 @@ import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
 import { join } from "node:path";
 import { type DumpImages, hostPath, readShmemRuns } from "./images.ts";
 import { isControllingTtyFile, isMadePty, isOtherTerminal, PtyTable } from "./ttys.ts";
-import { NS_CLONE_FLAGS, NS_KINDS } from "../dump/context.ts";
+import { NS_CLONE_FLAGS, NS_KINDS, OWN_NS_KINDS } from "../dump/context.ts";
 
 const SEEK_SET = 0;
 /** Open flags that must not be replayed: they would create or truncate. */
@@ -332,7 +332,7 @@ export class FileTable implements Disposable {
     } else if (f.type === fd_types.TTY && isOtherTerminal(f, this.#dump)) {
       const path = this.#dump.files.get(f.tty!.regfId)?.reg?.name;
       if (!path) throw new RestoreError(`Cannot restore fd ${forFd} of task ${pid}: no path`);
-      fd = openOrThrow(path, f.tty!.flags, "terminal");
+      fd = openOrThrow(this.#at(path), f.tty!.flags, "terminal");
     } else if (f.type === fd_types.TTY) {
       if (!this.#shellJob) {
         throw new RestoreError(
@@ -443,11 +443,21 @@ export class FileTable implements Disposable {
     return fd;
   }
 
-  /** A namespace descriptor: the tree lives in criu's namespaces, so criu's own is it. */
+  /**
+   * A namespace descriptor: criu's own (the tree lived in it), or one the tree's root had of
+   * its own (made again: the new root task's).
+   */
   #nsFile(f: file_entry, forFd: number, pid: number): number {
     const n = f.nsf!;
     const kind = NS_KINDS.find((k) => NS_CLONE_FLAGS[k] === n.nsCflag);
     const rootIds = this.#dump.inventory.rootIds;
+    const root = this.#dump.tasks[0];
+    if (
+      kind && OWN_NS_KINDS.has(kind) && !root.zombie && root.ids[`${kind}NsId`] === n.nsId &&
+      rootIds?.[`${kind}NsId`] !== n.nsId
+    ) {
+      return openOrThrow(`/proc/${this.#dump.rootPid}/ns/${kind}`, n.flags, "namespace");
+    }
     if (!kind || !rootIds || rootIds[`${kind}NsId`] !== n.nsId) {
       throw new RestoreError(
         `Cannot restore fd ${forFd} of task ${pid}: a ${kind ?? "unknown"} namespace other ` +

@@ -165,6 +165,8 @@ export interface DumpImages {
    * (/proc/ROOT/root); "" until then, and without one. See {@link hostPath}.
    */
   fsRoot: string;
+  /** The root task's PID as criu sees it, once made (0 until then). */
+  rootPid: number;
 }
 
 /** Where criu reaches path `path` of the tree (through its own mount namespace's root). */
@@ -519,6 +521,7 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
     timens: readTimens(dir, inventory, tasks[0]),
     mntNs: readMntNs(dir, ownNamespaceId(inventory, tasks[0], "mnt"), tasks[0]),
     fsRoot: "",
+    rootPid: 0,
   };
 }
 

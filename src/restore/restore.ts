@@ -455,6 +455,7 @@ async function restoreTree(
   // The tasks' real ids, as they are made (the images' own without a PID namespace).
   const pids = new RealPids(dump.pidNs);
   pids.set(pid, made.pid);
+  dump.rootPid = made.pid;
   const tForked = performance.now();
   const procs: Restoring[] = [];
   let pidfileWritten = false;
