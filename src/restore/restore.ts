@@ -499,10 +499,11 @@ async function restoreTree(
     }
     using _netns = dump.netns || opts.joinNet ? useNamespaceOf(made.pid) : undefined;
     // The namespaces are made: the caller's scripts set them up (an empty network namespace's
-    // devices, say), as with criu. An empty one is locked meanwhile, as the dump left it.
-    if (dump.netns && opts.emptyNet) {
-      await lockNetns(made.pid, tcp.conns.lock.method, pid);
-    }
+    // devices, say), as with criu. An empty one is locked meanwhile, as the dump left it; a new
+    // one with connections too (as criu): none may speak before both its ends are back.
+    const lockNew = dump.netns && !opts.joinNet &&
+      (opts.emptyNet || tcpConnections(dump).length > 0);
+    if (lockNew) await lockNetns(made.pid, tcp.conns.lock.method, pid);
     // Only for a tree with namespaces of its own, as criu runs them.
     const ownNs = dump.uts || dump.pidNs || dump.ipcNs || dump.netns || dump.cgroupNs || mounts;
     if (ownNs) await opts.actions?.("setup-namespaces", made.pid);
@@ -617,9 +618,9 @@ async function restoreTree(
     // 7. RESUME: connections out of repair mode and the network unlocked, then children and
     // threads first; zombies are left to exit.
     tcp.conns.finishRestore();
-    // A namespace joined holds the dump's lock of it (criu's way), and an empty one the lock
+    // A namespace joined holds the dump's lock of it (criu's way), and a new one the lock
     // taken above: taken away now.
-    if ((opts.joinNet || opts.emptyNet) && dump.netns) {
+    if ((opts.joinNet && dump.netns) || lockNew) {
       await unlockNetns(made.pid, tcp.conns.lock.method, pid, log);
     }
     await reported(opts.actions, "pre-resume", made.pid, log);
