@@ -64,7 +64,7 @@ import { ghostOf, writeGhost } from "./ghost.ts";
 import { dumpShmem } from "./shmem.ts";
 import { dumpSysvShm, writeSysvShm } from "./sysv.ts";
 import { collectTask, collectThread, type TaskState } from "./task.ts";
-import { readMountNamespace, writeMountNamespace } from "./mnt_ns.ts";
+import { cloneTmpfsMounts, readMountNamespace, writeMountNamespace } from "./mnt_ns.ts";
 import { readUtsNames, type UtsNames, writeUtsNs } from "./uts.ts";
 import { type IpcNamespace, readIpcNamespace, writeIpcNs } from "./ipc_ns.ts";
 import { NetnsError, readNetns } from "../net/netns.ts";
@@ -590,6 +590,8 @@ async function dumpProcess(
     );
     if (ownUts) state.uts = readUtsNames(parasite.leader);
     if (ownIpc) state.ipc = readIpcNamespace(parasite.leader);
+    // The tree's own tmpfs mounts, copied whole inside the root for their tars.
+    if (pid === tree.root && ctx.mntNs) cloneTmpfsMounts(ctx, parasite.leader, ctx.mntNs);
     // The tree's own cgroup namespace: its roots, from what the root task reads of itself.
     if (pid === tree.root && ownNamespace(pid, "cgroup")) {
       const inside = new TextDecoder().decode(parasite.leader.readFile("/proc/self/cgroup"));

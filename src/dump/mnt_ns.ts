@@ -19,7 +19,8 @@ import {
   planPropagation,
 } from "../restore/mount_plan.ts";
 import { readProcText } from "../tree/proc.ts";
-import { userDev } from "../syscalls/mod.ts";
+import { close, pidfdGetfd, pidfdOpen, userDev } from "../syscalls/mod.ts";
+import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { DumpContext } from "./context.ts";
 import { UnsupportedError } from "./file_types.ts";
 
@@ -30,6 +31,8 @@ export interface MountNamespace {
   /** The root task (its /proc/PID/root reaches the namespace's mounts). */
   pid: number;
   entries: mnt_entry[];
+  /** Detached copies of its tmpfs mounts (criu's descriptors), by mount id. */
+  clones: Map<number, number>;
 }
 
 /** The name `--external mnt[MOUNTPOINT]:KEY` gives the mount at `mountpoint`, if any. */
@@ -105,7 +108,7 @@ export function readMountNamespace(ctx: DumpContext, pid: number, id: number): M
     }
     throw e;
   }
-  return { id, pid, entries };
+  return { id, pid, entries, clones: new Map() };
 }
 
 /**
@@ -147,20 +150,46 @@ export async function writeMountNamespace(ctx: DumpContext, ns: MountNamespace):
   }
   for (const step of planMounts(ns.entries)) {
     if (step.how !== "new" || !hasTar(step.entry)) continue;
-    await dumpTmpfs(ctx, ns.pid, step.entry);
+    const fd = ns.clones.get(step.entry.mntId);
+    if (fd === undefined) throw new Error(`${mountName(step.entry)} was not cloned`);
+    await dumpTmpfs(ctx, `/proc/${Deno.pid}/fd/${fd}`, step.entry);
   }
 }
 
-/** tar of the files of tmpfs mount `e`, through the root task's view of its namespace. */
-async function dumpTmpfs(ctx: DumpContext, pid: number, e: mnt_entry): Promise<void> {
-  const dir = `/proc/${pid}/root${e.mountpoint}`;
-  // A mount stacked on it, or on a directory above it, would hide it.
-  const st = Deno.statSync(dir);
-  if (st.dev !== userDev(e.rootDev)) {
-    throw new UnsupportedError(
-      `Cannot dump ${mountName(e)}: another mount hides it; not supported yet`,
-    );
+/**
+ * A detached copy of each tmpfs (and ramfs) mount of the namespace, made inside the root task
+ * `rs` (open_tree can copy only a mount of the caller's namespace) and taken here: its files
+ * whole, with those other mounts hide below it. Kept in `ns.clones` until the dump ends.
+ */
+export function cloneTmpfsMounts(ctx: DumpContext, rs: RemoteSyscalls, ns: MountNamespace): void {
+  const pidfd = pidfdOpen(rs.task.pid);
+  try {
+    for (const step of planMounts(ns.entries)) {
+      const e = step.entry;
+      if (step.how !== "new" || !hasTar(e)) continue;
+      const there = rs.cloneMount(e.mountpoint);
+      let fd: number;
+      try {
+        fd = pidfdGetfd(pidfd, there, rs.task.pid);
+      } finally {
+        rs.closeFd(there);
+      }
+      ctx.inFlightFds.push(fd); // closed when the dump ends
+      // A mount stacked at its place would be copied instead.
+      if (Deno.statSync(`/proc/self/fd/${fd}`).dev !== userDev(e.rootDev)) {
+        throw new UnsupportedError(
+          `Cannot dump ${mountName(e)}: another mount hides it; not supported yet`,
+        );
+      }
+      ns.clones.set(e.mntId, fd);
+    }
+  } finally {
+    close(pidfd);
   }
+}
+
+/** tar of the files of tmpfs mount `e`, read at `dir` (a detached copy of it). */
+async function dumpTmpfs(ctx: DumpContext, dir: string, e: mnt_entry): Promise<void> {
   const name = `tmpfs-dev-${e.rootDev}.tar.gz.img`;
   const out = await new Deno.Command("tar", {
     args: [
