@@ -21,6 +21,8 @@ import {
   cgroup_entrySchema,
   type cgroup_prop_entry,
 } from "../../proto/gen/misc_pb.ts";
+import { type core_entry, thread_core_entrySchema } from "../../proto/gen/core_pb.ts";
+import { isFieldSet } from "@bufbuild/protobuf";
 import { readImage } from "../images/image.ts";
 import { exists } from "../util/exists.ts";
 
@@ -283,7 +285,7 @@ export class CgroupMover {
     for (const t of tasks) {
       if (t.zombie) continue;
       for (const [tid, core] of [[t.pstree.pid, t.core] as const, ...t.threadCores]) {
-        const id = core.threadCore?.cgSet;
+        const id = cgSetOf(core);
         if (id === undefined) continue;
         // Only where it differs from criu's own: a task starts in those.
         for (const m of this.#set(id, tid)) {
@@ -363,4 +365,13 @@ export class CgroupMover {
       );
     }
   }
+}
+
+/**
+ * The cgroup set of a thread's core, undefined when it has none (it was in the dumping criu's
+ * cgroups): proto2 reads an unset cg_set as 0, which no set has.
+ */
+export function cgSetOf(core: core_entry): number | undefined {
+  const tc = core.threadCore;
+  return tc && isFieldSet(tc, thread_core_entrySchema.field.cgSet) ? tc.cgSet : undefined;
 }

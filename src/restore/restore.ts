@@ -91,7 +91,7 @@ import { removeMarkedSegments, restoreIpcNamespace } from "./ipc_ns.ts";
 import { NetnsError, restoreNetns, type VethOutside } from "../net/netns.ts";
 import { lockNetns, unlockNetns } from "../net/netns_lock.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
-import { type CgroupMode, CgroupMover } from "./cgroups.ts";
+import { type CgroupMode, CgroupMover, cgSetOf } from "./cgroups.ts";
 import { exists } from "../util/exists.ts";
 
 function pidInUse(pid: number): boolean {
@@ -524,7 +524,7 @@ async function restoreTree(
     // Its own cgroup namespace: unshared by the root where its roots were (cgns_prefix), before
     // it moves on into its cgroups and makes its children.
     if (dump.cgroupNs) {
-      cgroups.enterNamespaceRoots(made.pid, rootTask.core.threadCore?.cgSet);
+      cgroups.enterNamespaceRoots(made.pid, cgSetOf(rootTask.core));
       inTask(rootSeized, (rs) =>
         rs.check(NR.unshare, "unshare(CLONE_NEWCGROUP)", NS_CLONE_FLAGS.cgroup));
     }
@@ -548,13 +548,13 @@ async function restoreTree(
           pages += makeShmem(dump, p.task, shmem);
           // Into its cgroups before it makes its children (they start in them); its threads
           // once made.
-          cgroups.moveProcess(p.seized.pid, p.task.core.threadCore?.cgSet);
+          cgroups.moveProcess(p.seized.pid, cgSetOf(p.task.core));
           const maps = parseMaps(readProcText(p.seized.pid, "maps"));
           const rs = RemoteSyscalls.open(p.seized, maps);
           const done = restoreInside(rs, dump, table, shmem, p, procs, pids, maps, opts, log);
           rs.close({ restoreState: false });
           for (const [tid, core] of p.task.threadCores) {
-            cgroups.moveThread(p.seized.pid, pids.real(tid), core.threadCore?.cgSet);
+            cgroups.moveThread(p.seized.pid, pids.real(tid), cgSetOf(core));
           }
           pages += done.pages;
           compared += done.compared;
