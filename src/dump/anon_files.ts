@@ -28,6 +28,7 @@ import { parseFdinfo, readProcText } from "../tree/proc.ts";
 import { type FileKind, type OpenFile, UnsupportedError } from "./file_types.ts";
 import { inotifyWatches } from "./inotify.ts";
 import { fanotifyGroup } from "./fanotify.ts";
+import { otherMountNs } from "../util/file_handle.ts";
 
 /** The state of an eventfd, signalfd, timerfd or epoll descriptor, from its fdinfo. */
 export function anonKind(name: string, pid: number, fd: number): FileKind {
@@ -58,14 +59,14 @@ export function anonKind(name: string, pid: number, fd: number): FileKind {
       const what = `fd ${fd} of task ${pid} (fanotify)`;
       let group;
       try {
-        group = fanotifyGroup(readProcText(pid, `fdinfo/${fd}`), what);
+        group = fanotifyGroup(readProcText(pid, `fdinfo/${fd}`), what, otherMountNs(pid));
       } catch (e) {
         throw new UnsupportedError((e as Error).message);
       }
       return { type: "fanotify", group };
     }
     case "inotify": {
-      const watches = inotifyWatches(readProcText(pid, `fdinfo/${fd}`));
+      const watches = inotifyWatches(readProcText(pid, `fdinfo/${fd}`), otherMountNs(pid));
       const queued = withTaskFd(pid, fd, (copy) => inputQueued(copy, `fd ${fd} of task ${pid}`));
       if (queued > 0) {
         throw new UnsupportedError(

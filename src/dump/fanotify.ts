@@ -34,9 +34,10 @@ export interface FanotifyGroup {
   marks: FanotifyMark[];
 }
 
-/** The mount point of mount `mntId` (this mount namespace). */
-function mountPointOf(mntId: number): string | undefined {
-  for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
+/** The mount point of mount `mntId` (criu's mount namespace, or `nsPid`'s when given). */
+function mountPointOf(mntId: number, nsPid?: number): string | undefined {
+  const mountinfo = nsPid === undefined ? "/proc/self/mountinfo" : `/proc/${nsPid}/mountinfo`;
+  for (const line of Deno.readTextFileSync(mountinfo).split("\n")) {
     const f = line.split(" ");
     if (Number(f[0]) === mntId) return f[4];
   }
@@ -54,7 +55,7 @@ function hexBytes(hex: string): Uint8Array {
  * Parses a fanotify fdinfo; throws with `what` for a mark kind the images cannot carry
  * (filesystem marks) or a mark whose file cannot be found.
  */
-export function fanotifyGroup(fdinfo: string, what: string): FanotifyGroup {
+export function fanotifyGroup(fdinfo: string, what: string, nsPid?: number): FanotifyGroup {
   const head = /^fanotify flags:([0-9a-f]+) event-flags:([0-9a-f]+)/m.exec(fdinfo);
   if (!head) throw new Error(`Cannot dump ${what}: its fdinfo shows no fanotify flags`);
   const marks: FanotifyMark[] = [];
@@ -69,7 +70,7 @@ export function fanotifyGroup(fdinfo: string, what: string): FanotifyGroup {
     if (ino) {
       const sdev = parseInt(ino[2], 16), handleType = parseInt(ino[6], 16);
       const handle = hexBytes(ino[7]);
-      const path = pathOfHandle(sdev, handleType, handle);
+      const path = pathOfHandle(sdev, handleType, handle, nsPid);
       if (!path) {
         throw new Error(
           `Cannot dump ${what}: the file of its mark on inode ${ino[1]} cannot be found`,
@@ -92,7 +93,7 @@ export function fanotifyGroup(fdinfo: string, what: string): FanotifyGroup {
       });
     } else if (mnt) {
       const mntId = parseInt(mnt[1], 16);
-      const path = mountPointOf(mntId);
+      const path = mountPointOf(mntId, nsPid);
       if (!path) throw new Error(`Cannot dump ${what}: its marked mount ${mntId} is gone`);
       marks.push({
         kind: "mount",

@@ -29,7 +29,7 @@ export interface InotifyWatch {
 const DELETED = " (deleted)";
 
 /** Parses the watch lines of an inotify fdinfo and finds each watched file. */
-export function inotifyWatches(fdinfo: string): InotifyWatch[] {
+export function inotifyWatches(fdinfo: string, nsPid?: number): InotifyWatch[] {
   const out: InotifyWatch[] = [];
   const re =
     /^inotify wd:([0-9a-f]+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+) fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*)/gm;
@@ -41,7 +41,7 @@ export function inotifyWatches(fdinfo: string): InotifyWatch[] {
     );
     const sdev = parseInt(m[3], 16);
     const handleType = parseInt(m[7], 16);
-    const path = pathOfHandle(sdev, handleType, handle) ?? "";
+    const path = pathOfHandle(sdev, handleType, handle, nsPid) ?? "";
     const deleted = path.endsWith(DELETED);
     out.push({
       wd: parseInt(m[1], 16),

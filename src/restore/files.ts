@@ -384,7 +384,7 @@ export class FileTable implements Disposable {
         const path = m.type === mark_type.MOUNT ? m.me?.path : m.ie?.fHandle?.path;
         if (!path) throw new RestoreError(`Cannot restore a mark of ${what}: no path in the image`);
         const base = FAN_MARK_ADD | m.mflags | (m.type === mark_type.MOUNT ? FAN_MARK_MOUNT : 0);
-        const name = cStringOf(path);
+        const name = cStringOf(this.#at(path));
         const mark = (flags: number, mask: number) =>
           syscall(
             NR.fanotify_mark,
@@ -662,7 +662,9 @@ export class FileTable implements Disposable {
       this.#dropGhostNames();
       for (const { fd, ify, pid } of this.#watchers) {
         for (const w of [...ify.wd].sort((a, b) => a.wd - b.wd)) {
-          const path = w.fHandle?.path || `/proc/self/fd/${targets.get(`${w.sDev}:${w.iIno}`)}`;
+          const path = w.fHandle?.path
+            ? this.#at(w.fHandle.path)
+            : `/proc/self/fd/${targets.get(`${w.sDev}:${w.iIno}`)}`;
           // The next number handed out, as the watch had it (the kernel hands them out rising).
           syscall(
             NR.ioctl,

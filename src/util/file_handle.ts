@@ -6,6 +6,20 @@
  */
 import { close, O, open, tryOpenByHandle } from "../syscalls/mod.ts";
 
+/**
+ * `pid` when its mount namespace is not criu's (its files are named and found through it),
+ * else undefined.
+ */
+export function otherMountNs(pid: number): number | undefined {
+  try {
+    return Deno.readLinkSync(`/proc/${pid}/ns/mnt`) === Deno.readLinkSync("/proc/self/ns/mnt")
+      ? undefined
+      : pid;
+  } catch {
+    return undefined;
+  }
+}
+
 /** A mount point of the whole file system on kernel device `sdev` (major << 20 | minor). */
 function mountOf(sdev: number): string | undefined {
   const want = `${sdev >>> 20}:${sdev & 0xfffff}`;
@@ -37,13 +51,69 @@ export function openHandle(sdev: number, type: number, handle: Uint8Array): numb
   }
 }
 
-/** Where the file a handle names is now ("NAME (deleted)" when unlinked), or undefined. */
-export function pathOfHandle(sdev: number, type: number, handle: Uint8Array): string | undefined {
-  const fd = openHandle(sdev, type, handle);
-  if (fd === undefined) return undefined;
+/**
+ * Where the file a handle names is now ("NAME (deleted)" when unlinked), or undefined. With
+ * `pid`, a task of another mount namespace, the name is as that namespace says when one of
+ * its mounts shows the file there (any mount of the file system, checked by the inode the
+ * name reaches), else as criu's does.
+ */
+export function pathOfHandle(
+  sdev: number,
+  type: number,
+  handle: Uint8Array,
+  pid?: number,
+): string | undefined {
+  if (pid !== undefined) {
+    const want = `${sdev >>> 20}:${sdev & 0xfffff}`;
+    const mounts = Deno.readTextFileSync(`/proc/${pid}/mountinfo`).split("\n")
+      .map((l) => l.split(" ")).filter((f) => f[2] === want)
+      .sort((a, b) => a[3].length - b[3].length);
+    for (const f of mounts) {
+      const path = nameThrough(`/proc/${pid}/root${unescape(f[4])}`, type, handle);
+      if (!path) continue;
+      const name = path.name.replace(/ \(deleted\)$/, "");
+      try {
+        if (path.deleted || Deno.statSync(`/proc/${pid}/root${name}`).ino === path.ino) {
+          return path.name;
+        }
+      } catch {
+        // not there under that name
+      }
+    }
+  }
+  const mnt = mountOf(sdev);
+  return mnt ? nameThrough(mnt, type, handle)?.name : undefined;
+}
+
+/** The name and inode of the file a handle names, opened through the mount at `mnt`. */
+function nameThrough(
+  mnt: string,
+  type: number,
+  handle: Uint8Array,
+): { name: string; ino: number; deleted: boolean } | undefined {
+  let mfd: number;
   try {
-    return Deno.readLinkSync(`/proc/self/fd/${fd}`);
+    mfd = open(mnt, O.RDONLY | O.DIRECTORY | O.CLOEXEC);
+  } catch {
+    return undefined;
+  }
+  let fd: number;
+  try {
+    fd = tryOpenByHandle(mfd, type, handle, O.PATH | O.CLOEXEC);
+  } finally {
+    close(mfd);
+  }
+  if (fd < 0) return undefined;
+  try {
+    const name = Deno.readLinkSync(`/proc/self/fd/${fd}`);
+    const st = Deno.statSync(`/proc/self/fd/${fd}`);
+    return { name, ino: st.ino ?? 0, deleted: name.endsWith(" (deleted)") || st.nlink === 0 };
   } finally {
     close(fd);
   }
+}
+
+/** mountinfo's octal escapes undone. */
+function unescape(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
