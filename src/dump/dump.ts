@@ -457,7 +457,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
     create(seccomp_entrySchema, { seccompFilters: ctx.seccomp.filters }),
   );
   // The clocks a time namespace made at restore starts from (criu's): ours, in timens-0.img;
-  // those of the root's own time namespace (ours moved by its offsets) in timens-ID.img.
+  // those of the root's own time namespace (the host's moved by its offsets) in timens-ID.img.
   const clocks = (offsets: Map<number, [bigint, bigint]>) => {
     const ts = (clock: number) => {
       const [sec, nsec] = clockGettime(clock);
@@ -474,9 +474,17 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   };
   ctx.image("timens-0.img", "TIMENS").entry(timens_entrySchema, clocks(new Map()));
   if (ownNamespace(tree.root, "time")) {
+    // Offsets count from the host's clocks, and criu's own may be moved too (criu in a time
+    // namespace): the tree's clock is ours less our offset plus its.
+    const ours = timeOffsets(Deno.pid), its = timeOffsets(tree.root);
+    const moved = new Map<number, [bigint, bigint]>();
+    for (const clock of [CLOCK.MONOTONIC, CLOCK.BOOTTIME]) {
+      const [os, on] = ours.get(clock) ?? [0n, 0n], [ts, tn] = its.get(clock) ?? [0n, 0n];
+      moved.set(clock, [ts - os, tn - on]);
+    }
     ctx.image(`timens-${ctx.nsIds(tree.root).timeNsId}.img`, "TIMENS").entry(
       timens_entrySchema,
-      clocks(timeOffsets(tree.root)),
+      clocks(moved),
     );
   }
 
