@@ -22,6 +22,7 @@ import {
 import { fs_entrySchema } from "../../proto/gen/files_pb.ts";
 import {
   dump_stats_entrySchema,
+  fstype,
   inventory_entrySchema,
   lsmtype,
   pstree_entrySchema,
@@ -525,7 +526,11 @@ function fsDir(
 ): string {
   if (!path.endsWith(" (deleted)")) return path;
   const dead = /^\/proc\/(\d+) \(deleted\)$/.exec(path);
-  if (dead && which === "cwd" && !ctx.pids.own) {
+  // In a PID namespace of its own, its /proc must be the tree's own (made again with it).
+  const ownProc = ctx.mntNs?.entries.some((e) =>
+    e.fstype === fstype.PROC && e.mountpoint === "/proc"
+  );
+  if (dead && which === "cwd" && (!ctx.pids.own || ownProc)) {
     // /proc/N of a task that is gone: the restore makes a task N for a moment, goes there,
     // and lets it go (criu's dead-process remap).
     ctx.remaps.push(

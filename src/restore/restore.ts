@@ -27,7 +27,7 @@ import { create, isFieldSet } from "@bufbuild/protobuf";
 import { join } from "node:path";
 import type { ActionHook, ScriptAction } from "../action_scripts.ts";
 import { BLOBS } from "../../parasite/blobs_gen.ts";
-import { restore_stats_entrySchema, stats_entrySchema } from "../../proto/gen/misc_pb.ts";
+import { fstype, restore_stats_entrySchema, stats_entrySchema } from "../../proto/gen/misc_pb.ts";
 import { ImageWriter } from "../images/image.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
@@ -219,7 +219,11 @@ function checkTask(
   }
   if (task.zombie) return;
   const dead = dump.deadProcs.get(task.fs.cwdId);
-  if (dead !== undefined && (dump.pidNs || pidInUse(dead))) {
+  // In a PID namespace of its own, N is made in it (its own /proc shows it there).
+  const ownProc = dump.mntNs?.entries.some((e) =>
+    e.fstype === fstype.PROC && e.mountpoint === "/proc"
+  );
+  if (dead !== undefined && ((dump.pidNs && !ownProc) || (!dump.pidNs && pidInUse(dead)))) {
     if (dump.pidNs) {
       throw new RestoreError(
         `Cannot restore task ${pid}: its working directory is /proc/${dead} of a task gone, ` +
