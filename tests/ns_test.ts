@@ -551,7 +551,7 @@ Deno.test("--empty-ns net: the namespace is neither dumped nor filled; the setup
   }
 });
 
-Deno.test("a mount namespace of its own comes back with its root, proc, sysfs, devpts, mqueue, a tmpfs with its files, a read-only bind, a peer and a slave that propagate as before, an external mount, and a unix listener at its name there; the host's mounts untouched", async () => {
+Deno.test("a mount namespace of its own comes back with its root, proc, sysfs, devpts, mqueue, a tmpfs with its files, a read-only bind, a peer and a slave that propagate as before, an external mount, a unix listener at its name there, and a child in a mount namespace nested in it (as systemd makes for PrivateTmp); the host's mounts untouched", async () => {
   const { root, ext, argv } = mntnsRoot(await buildVictim("mntns", ["-static"]));
   const v = startVictim(argv, root);
   const init = Number((await waitReport(v)).pid);

@@ -13,7 +13,13 @@ import {
 } from "../proto/gen/misc_pb.ts";
 import { parseMountinfo } from "../src/util/mountinfo.ts";
 import { cgroupRootOf } from "../src/util/cgroup_fs.ts";
-import { hasTar, MountPlanError, planMounts, planPropagation } from "../src/restore/mount_plan.ts";
+import {
+  hasTar,
+  MountPlanError,
+  planMounts,
+  planNested,
+  planPropagation,
+} from "../src/restore/mount_plan.ts";
 import { MS } from "../src/syscalls/mod.ts";
 import { sysctlWrites } from "../src/net/netns.ts";
 import { fakeSegment, onTheWire, TH } from "../src/net/tcp_segment.ts";
@@ -469,4 +475,44 @@ Deno.test("mount plan: a file system enabled by name (--enable-fs, ramfs) is mou
   const steps = planMounts([root, fs(2, "hugetlbfs"), fs(3, "ramfs")]);
   assertEquals(steps.map((s) => s.how === "new" ? s.fs : s.how), ["root", "hugetlbfs", "ramfs"]);
   assertEquals(steps.map((s) => hasTar(s.entry)), [false, false, true]);
+});
+
+Deno.test("nested mount namespace plan (systemd's PrivateTmp): copies of the parent's, one gone, binds of its own, slaves of what they copied with groups of their own", () => {
+  const m = (
+    mntId: number,
+    parentMntId: number,
+    mountpoint: string,
+    rootDev: number,
+    root: string,
+    sharedId: number,
+    masterId = 0,
+  ) =>
+    create(mnt_entrySchema, { mntId, parentMntId, mountpoint, rootDev, root, sharedId, masterId });
+  const parent = [
+    m(10, 1, "/", 8, "/rootfs", 2),
+    m(11, 10, "/run", 9, "/", 18),
+    m(12, 11, "/run/cred", 7, "/", 31),
+  ];
+  const nested = [
+    m(20, 5, "/", 8, "/rootfs", 35, 2),
+    m(21, 20, "/run", 9, "/", 63, 18),
+    m(22, 20, "/tmp", 8, "/rootfs/tmp/private", 67, 2),
+    m(23, 21, "/run/credentials", 9, "/systemd/inaccessible", 65, 18),
+  ];
+  const plan = planNested(parent, nested);
+  assertEquals([...plan.copies].map(([e, o]) => `${e.mntId}<${o.mntId}`), ["20<10", "21<11"]);
+  assertEquals(plan.umount.map((e) => e.mntId), [12]);
+  assertEquals(
+    plan.extra.map((s) => s.how === "bind" ? `${s.entry.mntId}<${s.from.mntId}${s.sub}` : s.how),
+    ["22<20/tmp/private", "23<21/systemd/inaccessible"],
+  );
+  // Every master is already what the copy or the bind receives from: only groups of their own.
+  assertEquals(
+    plan.propagation.map((s) => `${s.how} ${s.entry.mntId}`),
+    ["shared 20", "shared 21", "shared 22", "shared 23"],
+  );
+  assertThrows(
+    () => planNested(parent, [m(20, 5, "/", 8, "/elsewhere", 0)]),
+    /whose root is not its parent's/,
+  );
 });

@@ -5,6 +5,7 @@
  * @module
  */
 import type { MountNamespace } from "./mnt_ns.ts";
+import type { mnt_entry } from "../../proto/gen/misc_pb.ts";
 import type { ActionHook } from "../action_scripts.ts";
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
@@ -177,6 +178,16 @@ export class DumpContext {
   ownMounts?: Set<number>;
   /** The tree's own mount namespace, when the root has one: its mounts, read once frozen. */
   mntNs?: MountNamespace;
+  /** Mount namespaces nested in it (made by tasks of the tree), by /proc/PID/ns/mnt. */
+  readonly nestedMnts = new Map<string, MountNamespace>();
+
+  /** Every mount of the tree's own mount namespaces. */
+  allMounts(): mnt_entry[] {
+    return [
+      ...(this.mntNs?.entries ?? []),
+      ...[...this.nestedMnts.values()].flatMap((n) => n.entries),
+    ];
+  }
   /** Whether the root has a network namespace of its own (its sockets are made in it). */
   ownNet = false;
   /** The lock of that namespace while it is held: a task in it, the method, the root's id. */
@@ -329,12 +340,16 @@ export class DumpContext {
   /** The file entry of each link remap, by its path. */
   readonly linkRemapIds = new Map<string, number>();
 
+  /** Where criu reaches each link remap (by its name in the tree), to remove it. */
+  readonly linkRemapsAt = new Map<string, string>();
+
   /**
-   * Where criu reaches path `path` of the tree: through its root task's root when the tree has
-   * a mount namespace of its own.
+   * Where criu reaches path `path` of the tree (of task `pid`, whose mount namespace may be a
+   * nested one, else the root's): through that task's root when the tree has a mount
+   * namespace of its own.
    */
-  hostPath(path: string): string {
-    return this.mntNs ? `/proc/${this.mntNs.pid}/root${path}` : path;
+  hostPath(path: string, pid?: number): string {
+    return this.mntNs ? `/proc/${pid ?? this.mntNs.pid}/root${path}` : path;
   }
 
   /** Opens an image for writing; {@link DumpContext.close} writes it. */

@@ -56,6 +56,7 @@ import {
   collectFiles,
   dumpFileData,
   dumpFiles,
+  mntIdOf,
   regFileEntry,
   UnsupportedError,
   writeRegFile,
@@ -65,7 +66,13 @@ import { ghostOf, writeGhost } from "./ghost.ts";
 import { dumpShmem } from "./shmem.ts";
 import { dumpSysvShm, writeSysvShm } from "./sysv.ts";
 import { collectTask, collectThread, type TaskState } from "./task.ts";
-import { cloneTmpfsMounts, readMountNamespace, writeMountNamespace } from "./mnt_ns.ts";
+import {
+  cloneTmpfsMounts,
+  readMountNamespace,
+  readNestedMountNamespace,
+  writeMountEntries,
+  writeMountNamespace,
+} from "./mnt_ns.ts";
 import { readUtsNames, type UtsNames, writeUtsNs } from "./uts.ts";
 import { type IpcNamespace, readIpcNamespace, writeIpcNs } from "./ipc_ns.ts";
 import { NetnsError, readNetns } from "../net/netns.ts";
@@ -192,7 +199,10 @@ function checkTree(tree: FrozenTree, pids: VirtualPids): void {
             `namespaces are not supported yet`,
         );
       }
-      if (nsLink(p.pid, kind) !== nsLink(root, kind)) {
+      // A mount namespace nested in the root's own (a service's, made by systemd) is read
+      // with the root's and made again from it.
+      const nested = kind === "mnt" && ownNamespace(root, "mnt") && ownNamespace(p.pid, "mnt");
+      if (nsLink(p.pid, kind) !== nsLink(root, kind) && !nested) {
         throw new UnsupportedError(
           `Cannot dump task ${p.pid}: it is in another ${kind} namespace than task ${root}; ` +
             `namespaces are not supported yet`,
@@ -384,6 +394,16 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   // The tree's own mount namespace: each mount checked before anything is written.
   if (ownNamespace(tree.root, "mnt")) {
     ctx.mntNs = readMountNamespace(ctx, tree.root, ctx.nsIds(tree.root).mntNsId);
+    const rootNs = nsLink(tree.root, "mnt");
+    for (const p of tree.processes) {
+      if (p.zombieExit !== undefined) continue;
+      const link = nsLink(p.pid, "mnt");
+      if (link === rootNs || ctx.nestedMnts.has(link)) continue;
+      ctx.nestedMnts.set(
+        link,
+        readNestedMountNamespace(ctx, p.pid, ctx.nsIds(p.pid).mntNsId, ctx.mntNs),
+      );
+    }
   }
   for (const tid of tree.tasks.keys()) ctx.treeTids.add(tid);
   for (const p of tree.processes) {
@@ -490,6 +510,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   }
 
   if (ctx.mntNs) await writeMountNamespace(ctx, ctx.mntNs);
+  for (const ns of ctx.nestedMnts.values()) writeMountEntries(ctx, ns);
 
   ctx.flush();
   syncDir(ctx.opts.imagesDir);
@@ -558,7 +579,7 @@ function fsDir(
 function removeLinkRemaps(ctx: DumpContext): void {
   for (const path of ctx.linkRemaps.values()) {
     try {
-      Deno.removeSync(ctx.hostPath(path));
+      Deno.removeSync(ctx.linkRemapsAt.get(path) ?? ctx.hostPath(path));
     } catch {
       // gone already
     }
@@ -674,13 +695,21 @@ async function dumpProcess(
     dumpFiles(ctx, files, ids.filesId, taskFiles);
   }
   const cwdId = ctx.fileId(), rootId = ctx.fileId();
+  // In the tree's own mount namespaces, the mount each is on names the namespace (as criu).
+  const mntId = (which: string) => ctx.mntNs ? mntIdOf(`/proc/${pid}/${which}`) : undefined;
   writeRegFile(
     files,
-    regFileEntry(cwdId, fsDir(ctx, pid, cwdId, "cwd", state.cwd), { flags: O.DIRECTORY }),
+    regFileEntry(cwdId, fsDir(ctx, pid, cwdId, "cwd", state.cwd), {
+      flags: O.DIRECTORY,
+      mntId: mntId("cwd"),
+    }),
   );
   writeRegFile(
     files,
-    regFileEntry(rootId, fsDir(ctx, pid, rootId, "root", state.root), { flags: O.DIRECTORY }),
+    regFileEntry(rootId, fsDir(ctx, pid, rootId, "root", state.root), {
+      flags: O.DIRECTORY,
+      mntId: mntId("root"),
+    }),
   );
   ctx.image(`fs-${vpid}.img`, "FS").entry(
     fs_entrySchema,

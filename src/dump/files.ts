@@ -40,6 +40,7 @@ import {
   kcmpEpollTarget,
   linkAt,
   O,
+  open,
   pidfdGetfd,
   pidfdOpen,
   readLinkAt,
@@ -216,7 +217,7 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
   }
   // criu's /proc names the tree's tasks by their real ids, which a new PID namespace changes;
   // a proc of the tree's own mount namespace names them by its ids, and is made again in it.
-  const ownProc = ctx.mntNs?.entries.some((e) => e.mntId === mntId && e.fstype === fstype.PROC);
+  const ownProc = ctx.allMounts().some((e) => e.mntId === mntId && e.fstype === fstype.PROC);
   if (ctx.pids.own && !ownProc && /^\/proc\/\d+(\/|$)/.test(target)) {
     throw new UnsupportedError(
       `Cannot dump ${what}: a /proc file by PID, of a tree in a PID namespace of its own ` +
@@ -244,7 +245,7 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
   }
   // The tree's mounts: criu's, or those of its own mount namespace.
   ctx.ownMounts ??= new Set(
-    ctx.mntNs?.entries.map((e) => e.mntId) ??
+    (ctx.mntNs ? ctx.allMounts().map((e) => e.mntId) : undefined) ??
       Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter(Boolean).map((l) =>
         Number(l.split(" ")[0])
       ),
@@ -480,7 +481,26 @@ export function regFileEntry(
     size: opts.size,
     mode: opts.mode,
     ext: opts.ext || undefined,
+    mntId: opts.mntId,
   });
+}
+
+/**
+ * The mount id of what `/proc` link `link` names (a cwd, root, exe or mapping), read from the
+ * fdinfo of an O_PATH descriptor of it; undefined when it cannot be opened.
+ */
+export function mntIdOf(link: string): number | undefined {
+  let fd: number;
+  try {
+    fd = open(link, O.PATH | O.CLOEXEC);
+  } catch {
+    return undefined;
+  }
+  try {
+    return parseFdinfo(Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`)).mntId;
+  } finally {
+    close(fd);
+  }
 }
 
 /** Appends a REG file entry to files.img. */
@@ -540,7 +560,8 @@ export function writeFileEntry(
         size: file.kind.size,
         mode: file.kind.mode,
         ext: file.kind.ext,
-        mntId: file.mntId,
+        // Which mount namespace of the tree's the file is reached in (as criu writes it).
+        mntId: ctx.mntNs ? file.mntId : undefined,
         fown: file.fown,
       }),
     );
@@ -564,7 +585,10 @@ export function writeFileEntry(
     if (file.kind.ghost) writeGhost(ctx, regfId, file.kind.ghost);
     writeRegFile(
       files,
-      regFileEntry(regfId, file.kind.path, { flags: file.flags, mntId: file.mntId }),
+      regFileEntry(regfId, file.kind.path, {
+        flags: file.flags,
+        mntId: ctx.mntNs ? file.mntId : undefined,
+      }),
     );
     files.entry(
       file_entrySchema,
@@ -770,8 +794,15 @@ export function deletedRegular(
     const key = `${st.dev}:${st.ino}`;
     let remap = ctx.linkRemaps.get(key);
     if (!remap) {
-      remap = linkRemapFor(link, dirname(path), ctx.linkRemaps.size + 1, (p) => ctx.hostPath(p));
+      const pid = Number(/^\/proc\/(\d+)\//.exec(link)?.[1]) || undefined;
+      remap = linkRemapFor(
+        link,
+        dirname(path),
+        ctx.linkRemaps.size + 1,
+        (p) => ctx.hostPath(p, pid),
+      );
       ctx.linkRemaps.set(key, remap);
+      ctx.linkRemapsAt.set(remap, ctx.hostPath(remap, pid));
     }
     return {
       type: "reg",

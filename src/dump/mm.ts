@@ -30,7 +30,7 @@ import {
 } from "../pagemap/vma.ts";
 import { parseMaps, type ProcMap, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
-import { deletedRegular, regFileEntry, UnsupportedError, writeRegFile } from "./files.ts";
+import { deletedRegular, mntIdOf, regFileEntry, UnsupportedError, writeRegFile } from "./files.ts";
 import { writeGhost, writeLinkRemap } from "./ghost.ts";
 import type { ImageWriter } from "../images/image.ts";
 import type { TaskState } from "./task.ts";
@@ -119,15 +119,19 @@ export function dumpMm(
 ): void {
   const fileIds = ctx.mappedFiles;
   // `ino`: the inode mapped, which the path must reach in the tree's own mount namespace.
-  const fileId = (path: string, flags: number, ino: number, what: string) => {
-    const key = `${flags}:${path}`;
+  const fileId = (path: string, flags: number, ino: number, what: string, link: string) => {
+    // In the tree's own mount namespaces, the mount it is on names the namespace (as criu).
+    const mntId = ctx.mntNs ? mntIdOf(link) : undefined;
+    // A path names one file per mount namespace (nested ones may show another there).
+    const ns = ctx.nestedMnts.size ? Deno.readLinkSync(`/proc/${t.pid}/ns/mnt`) : "";
+    const key = `${flags}:${ns}:${path}`;
     let id = fileIds.get(key);
     if (id === undefined) {
       id = ctx.fileId();
       fileIds.set(key, id);
       let size: bigint | undefined, mode: number | undefined, found: number | undefined;
       try {
-        const st = Deno.statSync(ctx.hostPath(path));
+        const st = Deno.statSync(ctx.hostPath(path, t.pid));
         size = BigInt(st.size);
         mode = st.mode ?? undefined;
         found = st.ino ?? undefined;
@@ -140,7 +144,7 @@ export function dumpMm(
             `namespace does not have (the path reaches another file there)`,
         );
       }
-      writeRegFile(files, regFileEntry(id, path, { flags, size, mode }));
+      writeRegFile(files, regFileEntry(id, path, { flags, size, mode, mntId }));
     }
     return id;
   };
@@ -149,6 +153,7 @@ export function dumpMm(
     O.RDONLY,
     ctx.mntNs ? Deno.statSync(`/proc/${t.pid}/exe`).ino ?? 0 : 0,
     "executable",
+    `/proc/${t.pid}/exe`,
   );
   const entries = vmas.filter((v) => v.status & (VMA.AREA_REGULAR | VMA.AREA_VSYSCALL)).map((v) => {
     const socket = sockets.get(v.start);
@@ -170,7 +175,13 @@ export function dumpMm(
     } else if (isFile && v.path.endsWith(" (deleted)")) {
       fid = deletedMapping(ctx, files, t.pid, v, fdflags);
     } else if (isFile) {
-      fid = fileId(v.path, fdflags, v.map.inode, `mapping at ${v.start.toString(16)}`);
+      fid = fileId(
+        v.path,
+        fdflags,
+        v.map.inode,
+        `mapping at ${v.start.toString(16)}`,
+        `/proc/${t.pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`,
+      );
     }
     ctx.log.debug(
       `Task ${t.pid}: vma ${v.start.toString(16)}-${v.end.toString(16)} prot 0x${

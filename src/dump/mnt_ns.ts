@@ -16,6 +16,7 @@ import {
   mountName,
   MountPlanError,
   planMounts,
+  planNested,
   planPropagation,
 } from "../restore/mount_plan.ts";
 import { readProcText } from "../tree/proc.ts";
@@ -46,6 +47,51 @@ function externalKey(external: readonly string[] | undefined, mountpoint: string
  * that each can be made again. Throws UnsupportedError naming the first that cannot.
  */
 export function readMountNamespace(ctx: DumpContext, pid: number, id: number): MountNamespace {
+  const { entries, host } = readEntries(ctx, pid);
+  checkSharing(pid, entries, host);
+  try {
+    planMounts(entries);
+    planPropagation(entries);
+  } catch (e) {
+    if (e instanceof MountPlanError) {
+      throw new UnsupportedError(`Cannot dump the mount namespace of task ${pid}: ${e.message}`);
+    }
+    throw e;
+  }
+  return { id, pid, entries, clones: new Map() };
+}
+
+/**
+ * Reads the mounts of a mount namespace nested in the tree's own `root` (made by a task of the
+ * tree, as systemd makes one for a service), through task `pid` in it, and checks that it can
+ * be made again from a copy of its parent (restore/mount_plan.ts, planNested).
+ */
+export function readNestedMountNamespace(
+  ctx: DumpContext,
+  pid: number,
+  id: number,
+  root: MountNamespace,
+): MountNamespace {
+  // Its copies of external mounts are copies (criu names only the root namespace's).
+  const { entries, host } = readEntries(ctx, pid, false);
+  checkSharing(pid, entries, host);
+  try {
+    planNested(root.entries, entries);
+  } catch (e) {
+    if (e instanceof MountPlanError) {
+      throw new UnsupportedError(`Cannot dump the mount namespace of task ${pid}: ${e.message}`);
+    }
+    throw e;
+  }
+  return { id, pid, entries, clones: new Map() };
+}
+
+/** The mounts task `pid` sees, as entries, and criu's own. */
+function readEntries(
+  ctx: DumpContext,
+  pid: number,
+  external = true,
+): { entries: mnt_entry[]; host: MountInfo[] } {
   let mounts: MountInfo[];
   try {
     mounts = parseMountinfo(readProcText(pid, "mountinfo"));
@@ -77,10 +123,10 @@ export function readMountNamespace(ctx: DumpContext, pid: number, id: number): M
       sbFlags: m.sbFlags,
       // Written for mounts made anew by name (fstype AUTO); else for messages only.
       fsname: (type === fstype.UNSUPPORTED && m.mountpoint !== "/") || auto ? m.type : undefined,
-      extKey: externalKey(ctx.opts.external, m.mountpoint),
+      extKey: external ? externalKey(ctx.opts.external, m.mountpoint) : undefined,
     });
   });
-  if (ctx.opts.extMountAuto) autoExternal(ctx, entries, host);
+  if (ctx.opts.extMountAuto && external) autoExternal(ctx, entries, host);
   for (const e of entries) {
     if (e.fstype !== fstype.AUTO || e.fsname === "ramfs" || e.extKey) continue;
     if ([...Deno.readDirSync(`/proc/${pid}/root${e.mountpoint}`)].length) {
@@ -90,6 +136,11 @@ export function readMountNamespace(ctx: DumpContext, pid: number, id: number): M
       );
     }
   }
+  return { entries, host };
+}
+
+/** Refuses a peer group with members outside the tree's namespaces (criu's). */
+function checkSharing(pid: number, entries: mnt_entry[], host: MountInfo[]): void {
   // A peer group with members outside the namespace (criu's) could not be joined again.
   const ours = new Set(host.map((m) => m.sharedId));
   const outside = entries.find((e) => e.sharedId && ours.has(e.sharedId));
@@ -99,16 +150,6 @@ export function readMountNamespace(ctx: DumpContext, pid: number, id: number): M
         `group ${outside.sharedId} with mounts outside it (external sharing); not supported yet`,
     );
   }
-  try {
-    planMounts(entries);
-    planPropagation(entries);
-  } catch (e) {
-    if (e instanceof MountPlanError) {
-      throw new UnsupportedError(`Cannot dump the mount namespace of task ${pid}: ${e.message}`);
-    }
-    throw e;
-  }
-  return { id, pid, entries, clones: new Map() };
 }
 
 /**
@@ -142,17 +183,22 @@ function autoExternal(ctx: DumpContext, entries: mnt_entry[], host: MountInfo[])
  * made anew into tmpfs-dev-DEV.tar.gz.img, read through /proc/PID/root while the tree is frozen.
  */
 export async function writeMountNamespace(ctx: DumpContext, ns: MountNamespace): Promise<void> {
-  const image = ctx.image(`mountpoints-${ns.id}.img`, "MNTS");
-  for (const e of [...ns.entries].reverse()) {
-    const out = clone(mnt_entrySchema, e);
-    clearField(out, mnt_entrySchema.field.fsname);
-    image.entry(mnt_entrySchema, out);
-  }
+  writeMountEntries(ctx, ns);
   for (const step of planMounts(ns.entries)) {
     if (step.how !== "new" || !hasTar(step.entry)) continue;
     const fd = ns.clones.get(step.entry.mntId);
     if (fd === undefined) throw new Error(`${mountName(step.entry)} was not cloned`);
     await dumpTmpfs(ctx, `/proc/${Deno.pid}/fd/${fd}`, step.entry);
+  }
+}
+
+/** mountpoints-ID.img of namespace `ns`: its mounts, children before parents (as criu). */
+export function writeMountEntries(ctx: DumpContext, ns: MountNamespace): void {
+  const image = ctx.image(`mountpoints-${ns.id}.img`, "MNTS");
+  for (const e of [...ns.entries].reverse()) {
+    const out = clone(mnt_entrySchema, e);
+    clearField(out, mnt_entrySchema.field.fsname);
+    image.entry(mnt_entrySchema, out);
   }
 }
 

@@ -32,6 +32,7 @@ import {
   packet_sock_entrySchema,
   type pidfd_entry,
   type reg_file_entry,
+  reg_file_entrySchema,
   TtyType,
 } from "../../proto/gen/files_pb.ts";
 import { openHandle } from "../util/file_handle.ts";
@@ -69,7 +70,7 @@ import type { RepairedConnections } from "../net/tcp_conns.ts";
 import { ImageError } from "../images/image.ts";
 import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
 import { join } from "node:path";
-import { type DumpImages, hostPath, readShmemRuns } from "./images.ts";
+import { type DumpImages, hostPath, readShmemRuns, type TaskImages } from "./images.ts";
 import { isControllingTtyFile, isMadePty, isOtherTerminal, PtyTable } from "./ttys.ts";
 import { NS_CLONE_FLAGS, NS_KINDS, OWN_NS_KINDS } from "../dump/context.ts";
 
@@ -223,7 +224,7 @@ export class FileTable implements Disposable {
       fd = this.#ghost(id, f);
     } else if (f.type === fd_types.REG) {
       const reg = f.reg!;
-      fd = this.#linked(id, reg) ?? openOrThrow(this.#at(reg.name), reg.flags, "file");
+      fd = this.#linked(id, reg) ?? openOrThrow(this.#at(reg.name, reg), reg.flags, "file");
       if (reg.pos > 0n) lseek(fd, reg.pos, SEEK_SET);
     } else if (f.type === fd_types.PIPE) {
       fd = this.#pipeEnd(f);
@@ -512,7 +513,7 @@ export class FileTable implements Disposable {
    */
   #ghost(id: number, f: file_entry, reg = f.reg!): number {
     const g = this.#dump.ghosts.get(id)!;
-    const name = this.#at(reg.name);
+    const name = this.#at(reg.name, reg);
     if ((g.entry.mode & 0o170000) !== 0o100000) {
       // A directory, device or symlink: made again at its name for the restore (GhostSpecials).
       const fd = openOrThrow(name, reg.flags, "deleted file");
@@ -544,7 +545,7 @@ export class FileTable implements Disposable {
     const sharers = [...this.#dump.ghosts.entries()].filter(([, x]) => x === g).length;
     if (reg.flags & O_TMPFILE_BIT && sharers === 1 && !this.#ghostPaths.has(g.id)) {
       const dir = reg.name.slice(0, reg.name.lastIndexOf("/")) || "/";
-      const fd = tryOpen(this.#at(dir), (reg.flags & ~NOT_REPLAYED) | O.CLOEXEC, 0o600);
+      const fd = tryOpen(this.#at(dir, reg), (reg.flags & ~NOT_REPLAYED) | O.CLOEXEC, 0o600);
       if (fd < 0) {
         throw new RestoreError(
           `Cannot make deleted file ${reg.name} again (O_TMPFILE in ${dir}): ` +
@@ -586,9 +587,28 @@ export class FileTable implements Disposable {
 
   readonly #used = new Set<number>();
 
-  /** Where path `path` of the tree is reached from here (its own mount namespace's, if any). */
-  #at(path: string): string {
-    return hostPath(this.#dump, path);
+  /** The nested mount namespace of the task whose files are being made, if it has one. */
+  #nsId?: number;
+
+  /** The files made from now on are task `task`'s (their paths are of its mount namespace). */
+  forTask(task: TaskImages): void {
+    this.#nsId = this.#dump.fsRoots.has(task.ids.mntNsId) ? task.ids.mntNsId : undefined;
+  }
+
+  /**
+   * Where path `path` of the tree is reached from here (its own mount namespace's, if any):
+   * in the namespace whose mount file `reg` was on, when the images say (criu's mnt_id), else
+   * in the current task's.
+   */
+  #at(path: string, reg?: reg_file_entry): string {
+    if (reg && isFieldSet(reg, reg_file_entrySchema.field.mntId)) {
+      const ns = [...this.#dump.nestedMnts].find(([, es]) => es.some((e) => e.mntId === reg.mntId));
+      if (ns && this.#dump.fsRoots.has(ns[0])) return hostPath(this.#dump, path, ns[0]);
+      if (this.#dump.mntNs?.entries.some((e) => e.mntId === reg.mntId)) {
+        return hostPath(this.#dump, path);
+      }
+    }
+    return hostPath(this.#dump, path, this.#nsId);
   }
 
   /** True the first time it is asked about file `id` (one-time set-up of shared objects). */
@@ -720,7 +740,7 @@ export class FileTable implements Disposable {
   #linked(id: number, reg: reg_file_entry): number | undefined {
     const link = this.#dump.linked.get(id);
     if (!link) return undefined;
-    const [from, to] = [this.#at(link), this.#at(reg.name)];
+    const [from, to] = [this.#at(link, reg), this.#at(reg.name, reg)];
     try {
       Deno.linkSync(from, to);
     } catch {
@@ -862,7 +882,7 @@ export class FileTable implements Disposable {
     if (fd !== undefined) return fd;
     const as = { ...reg, flags, pos: 0n };
     if (this.#dump.ghosts.has(id)) fd = this.#ghost(id, this.#entry(id), as);
-    else fd = this.#linked(id, as) ?? this.service(this.#at(reg.name), flags, "mapped file");
+    else fd = this.#linked(id, as) ?? this.service(this.#at(reg.name, reg), flags, "mapped file");
     this.#service.set(key, fd);
     return fd;
   }
@@ -880,13 +900,13 @@ export class FileTable implements Disposable {
     if (!reg) throw new RestoreError(`The path of FIFO ${fe.pipeId} is missing from files.img`);
     let keeper = this.#fifos.get(fe.pipeId);
     if (keeper === undefined) {
-      keeper = openOrThrow(this.#at(reg.name), O.RDWR | O.NONBLOCK, "FIFO");
+      keeper = openOrThrow(this.#at(reg.name, reg), O.RDWR | O.NONBLOCK, "FIFO");
       this.#fifos.set(fe.pipeId, keeper);
       const content = this.#dump.fifoData.get(fe.pipeId);
       if (content?.size) fcntl(keeper, F.SETPIPE_SZ, content.size);
       if (content?.data.length) writeAll(keeper, content.data, `FIFO ${reg.name}`);
     }
-    const fd = openOrThrow(this.#at(reg.name), reg.flags | O.NONBLOCK, "FIFO");
+    const fd = openOrThrow(this.#at(reg.name, reg), reg.flags | O.NONBLOCK, "FIFO");
     fcntl(fd, F.SETFL, reg.flags & SETFL_MASK);
     return fd;
   }

@@ -160,6 +160,10 @@ export interface DumpImages {
   shmem: Map<bigint, ShmemPages>;
   /** The tree's own mount namespace (mountpoints-ID.img), when the root had one. */
   mntNs?: { id: number; entries: mnt_entry[] };
+  /** Mount namespaces nested in it (made by tasks of the tree), by id. */
+  nestedMnts: Map<number, mnt_entry[]>;
+  /** Where criu reaches the paths of each nested mount namespace once made, by id. */
+  fsRoots: Map<number, string>;
   /**
    * Where the tree's paths are reached from criu once its own mount namespace is made
    * (/proc/ROOT/root); "" until then, and without one. See {@link hostPath}.
@@ -169,9 +173,12 @@ export interface DumpImages {
   rootPid: number;
 }
 
-/** Where criu reaches path `path` of the tree (through its own mount namespace's root). */
-export function hostPath(dump: DumpImages, path: string): string {
-  return dump.fsRoot + path;
+/**
+ * Where criu reaches path `path` of the tree (through its own mount namespace's root, or that
+ * of mount namespace `nsId` nested in it).
+ */
+export function hostPath(dump: DumpImages, path: string, nsId?: number): string {
+  return (nsId !== undefined && dump.fsRoots.get(nsId) || dump.fsRoot) + path;
 }
 
 /** The dumped pages of one shmem object: runs of pages in one pages file. */
@@ -520,6 +527,8 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
     netns: readNetnsImages(dir, ownNamespaceId(inventory, tasks[0], "net"), tasks[0], emptyNet),
     timens: readTimens(dir, inventory, tasks[0]),
     mntNs: readMntNs(dir, ownNamespaceId(inventory, tasks[0], "mnt"), tasks[0]),
+    nestedMnts: readNestedMnts(dir, inventory, tasks),
+    fsRoots: new Map(),
     fsRoot: "",
     rootPid: 0,
   };
@@ -685,6 +694,30 @@ function readMntNs(
     id,
     entries: readImage(path, "MNTS", mnt_entrySchema).map((e) => e.message).reverse(),
   };
+}
+
+/**
+ * mountpoints-ID.img of each mount namespace nested in the root's own (a task's other than
+ * the root's and criu's), by id.
+ */
+function readNestedMnts(
+  dir: string,
+  inventory: inventory_entry,
+  tasks: TaskImages[],
+): Map<number, mnt_entry[]> {
+  const out = new Map<number, mnt_entry[]>();
+  const root = tasks[0];
+  const field = task_kobj_ids_entrySchema.field.mntNsId;
+  if (root.zombie || !isFieldSet(root.ids, field)) return out;
+  for (const t of tasks) {
+    if (t.zombie || !isFieldSet(t.ids, field)) continue;
+    const id = t.ids.mntNsId;
+    if (id === root.ids.mntNsId || id === inventory.rootIds?.mntNsId || out.has(id)) continue;
+    const path = join(dir, `mountpoints-${id}.img`);
+    if (!exists(path)) continue; // refused by the restore's namespace check
+    out.set(id, readImage(path, "MNTS", mnt_entrySchema).map((e) => e.message).reverse());
+  }
+  return out;
 }
 
 /** utsns-ID.img of the root's UTS namespace, when it is not the dumper's (else undefined). */

@@ -19,13 +19,13 @@
  *
  * @module
  */
-import type { mnt_entry } from "../../proto/gen/misc_pb.ts";
 import {
   AT_EMPTY_PATH,
   errnoName,
   MNT_DETACH,
   MOUNT_ATTR_SIZE,
   mountAttr,
+  mountFlagsAttr,
   MOVE_MOUNT,
   MS,
   NR,
@@ -38,16 +38,23 @@ import { RemoteArena } from "./arena.ts";
 import { RestoreError } from "./files.ts";
 import {
   AUTODETECTED_MOUNT,
+  fstypeOf,
   hasTar,
   MOUNT_FLAGS,
   mountName,
   MountPlanError,
   type MountStep,
+  type NestedPlan,
   planMounts,
+  planNested,
   planPropagation,
   type PropagationStep,
 } from "./mount_plan.ts";
 import type { Logger } from "../log.ts";
+import type { DumpImages, TaskImages } from "./images.ts";
+import { type MountInfo, parseMountinfo } from "../util/mountinfo.ts";
+import { readProcText } from "../tree/proc.ts";
+import { fstype, type mnt_entry } from "../../proto/gen/misc_pb.ts";
 
 /** Where the mounts of a namespace come from, outside it. */
 export interface MountSources {
@@ -320,6 +327,258 @@ async function extractTar(tar: string, dir: string, what: string): Promise<void>
     throw new RestoreError(
       `Cannot restore the files of ${what}: tar failed: ${
         new TextDecoder().decode(out.stderr).trim().split("\n")[0]
+      }`,
+    );
+  }
+}
+
+/** The mount namespaces of a restore: who holds each (by the id the tree knows it by). */
+export interface MountNamespaces {
+  /** The root's own namespace's id. */
+  rootId: number;
+  /** The tree's id of a task in each namespace made so far, by namespace id. */
+  holders: Map<number, number>;
+  /** The plans of the nested ones, by id. */
+  plans: Map<number, NestedPlan>;
+}
+
+/** The plans of the mount namespaces nested in the root's own, checked before anything is made. */
+export function checkNestedNamespaces(dump: DumpImages): Map<number, NestedPlan> {
+  const out = new Map<number, NestedPlan>();
+  for (const [id, entries] of dump.nestedMnts) {
+    try {
+      out.set(id, planNested(dump.mntNs!.entries, entries));
+    } catch (e) {
+      if (e instanceof MountPlanError) throw new RestoreError(`Cannot restore: ${e.message}`);
+      throw e;
+    }
+  }
+  return out;
+}
+
+/**
+ * Puts task `task` (of `rs`, just made, in the mount namespace `now` its parent is in) into
+ * its own: one made already (setns through a pidfd of a task in it), or a nested one made now
+ * in it (see {@link makeNested}). `realRoot` is the root task as criu knows it.
+ */
+export function enterMountNamespace(
+  rs: RemoteSyscalls,
+  dump: DumpImages,
+  task: TaskImages,
+  now: number,
+  ns: MountNamespaces,
+  realRoot: number,
+  log: Logger,
+): void {
+  const want = task.ids.mntNsId;
+  if (want === now || (want !== ns.rootId && !ns.plans.has(want))) return;
+  const holder = ns.holders.get(want);
+  const pid = task.pstree.pid;
+  const sys = (what: string, nr: number, ...args: (number | bigint)[]) => {
+    const r = rs.call(nr, ...args);
+    if (r < 0n) {
+      throw new RestoreError(`Cannot restore ${what} of task ${pid}: ${errnoName(Number(-r))}`);
+    }
+    return r;
+  };
+  if (holder !== undefined) {
+    const fd = sys("its mount namespace (pidfd_open)", NR.pidfd_open, holder, 0);
+    try {
+      sys("its mount namespace (setns)", NR.setns, fd, 0x20000 /* CLONE_NEWNS */);
+    } finally {
+      rs.call(NR.close, fd);
+    }
+    return;
+  }
+  makeNested(rs, dump, ns.plans.get(want)!, dump.nestedMnts.get(want)!, realRoot, log);
+  ns.holders.set(want, pid);
+  dump.fsRoots.set(want, `/proc/${rs.task.pid}/root`);
+}
+
+/**
+ * Makes nested mount namespace `entries` in the task of `rs` as `plan` says: a copy of its
+ * parent's (unshare), made a slave of it, the copies it no longer had unmounted, its own
+ * mounts made, every mount's flags and propagation set, then checked whole against the
+ * images (by place, root, file system, flags and sharing).
+ */
+function makeNested(
+  rs: RemoteSyscalls,
+  dump: DumpImages,
+  plan: NestedPlan,
+  entries: mnt_entry[],
+  realRoot: number,
+  log: Logger,
+): void {
+  const pid = rs.task.pid;
+  const size = 4 * 4096;
+  const arena = new RemoteArena(pid, rs.scratch(size), size);
+  const sys = (what: string, nr: number, ...args: (number | bigint)[]) => {
+    const r = rs.call(nr, ...args);
+    if (r < 0n) throw new RestoreError(`Cannot restore ${what}: ${errnoName(Number(-r))}`);
+    return r;
+  };
+  const str = (s: string) => arena.cstr(s);
+  arena.reset();
+  sys("a nested mount namespace (unshare)", NR.unshare, 0x20000);
+  sys(
+    "a nested mount namespace (rslave)",
+    NR.mount,
+    str("none"),
+    str("/"),
+    0,
+    MS.REC | MS.SLAVE,
+    0,
+  );
+  // The copies as they are now, matched to the entries they stand for.
+  const live = parseMountinfo(readProcText(pid, "mountinfo"));
+  const liveOf = new Map<mnt_entry, MountInfo>();
+  const taken = new Set<MountInfo>();
+  const match = (e: mnt_entry, parentLive: MountInfo | undefined) =>
+    live.find((l) =>
+      !taken.has(l) && l.mountpoint === e.mountpoint && l.root === e.root &&
+      (parentLive ? l.parentId === parentLive.id : !live.some((p) => p.id === l.parentId))
+    );
+  const byId = new Map(entries.map((e) => [e.mntId, e]));
+  for (const e of plan.copies.keys()) {
+    const l = match(e, liveOf.get(byId.get(e.parentMntId)!));
+    if (!l) throw new RestoreError(`Cannot restore ${mountName(e)}: its copy is not there`);
+    liveOf.set(e, l);
+    taken.add(l);
+  }
+  // An O_PATH descriptor of the mount at `path`, which must be mount `id`.
+  const openMount = (path: string, id: number, what: string) => {
+    arena.reset();
+    const fd = Number(sys(what, NR.open, str(path), O.PATH | O.CLOEXEC, 0));
+    const got = Number(/^mnt_id:\s*(\d+)/m.exec(readProcText(pid, `fdinfo/${fd}`))?.[1]);
+    if (got !== id) {
+      rs.call(NR.close, fd);
+      throw new RestoreError(`Cannot restore ${what}: another mount hides it`);
+    }
+    return fd;
+  };
+  const parentLive = new Map<number, MountInfo>();
+  for (const [e, orig] of plan.copies) parentLive.set(orig.mntId, liveOf.get(e)!);
+  for (const m of plan.umount) {
+    const l = live.find((x) =>
+      !taken.has(x) && x.mountpoint === m.mountpoint && x.root === m.root &&
+      x.parentId === parentLive.get(m.parentMntId)?.id
+    );
+    if (!l) continue;
+    taken.add(l);
+    const what = `${mountName(m)} (a copy a nested mount namespace had not)`;
+    const fd = openMount(m.mountpoint, l.id, what);
+    rs.call(NR.close, fd);
+    arena.reset();
+    sys(what, NR.umount2, str(m.mountpoint), MNT_DETACH);
+  }
+  const fds = new Map<mnt_entry, number>();
+  try {
+    for (const [e, l] of liveOf) fds.set(e, openMount(e.mountpoint, l.id, mountName(e)));
+    for (const s of plan.extra) {
+      const e = s.entry, what = mountName(e);
+      arena.reset();
+      if (s.how === "bind") {
+        const sub = s.sub.replace(/^\/+/, "");
+        const tree = Number(sys(
+          what,
+          NR.open_tree,
+          fds.get(s.from)!,
+          str(sub),
+          1 /* OPEN_TREE_CLONE */ | O.CLOEXEC | (sub ? 0 : AT_EMPTY_PATH),
+        ));
+        try {
+          sys(what, NR.move_mount, tree, str(""), -100, str(e.mountpoint), MOVE_MOUNT.F_EMPTY_PATH);
+        } finally {
+          rs.call(NR.close, tree);
+        }
+      } else if (s.how === "new") {
+        const flags = e.sbFlags | (e.flags & MOUNT_FLAGS & ~MS.RDONLY);
+        sys(
+          what,
+          NR.mount,
+          str(e.source || "none"),
+          str(e.mountpoint),
+          str(s.fs),
+          flags,
+          str(e.options),
+        );
+      }
+      arena.reset();
+      fds.set(e, Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0)));
+    }
+    for (const e of entries) {
+      arena.reset();
+      const attr = arena.words(mountFlagsAttr(e.flags & MOUNT_FLAGS));
+      sys(
+        `the flags of ${mountName(e)}`,
+        NR.mount_setattr,
+        fds.get(e)!,
+        str(""),
+        AT_EMPTY_PATH,
+        attr,
+        MOUNT_ATTR_SIZE,
+      );
+    }
+    for (const p of plan.propagation) {
+      arena.reset();
+      const what = `the sharing of ${mountName(p.entry)}`;
+      const fd = fds.get(p.entry)!;
+      if (p.how === "join") {
+        const flags = MOVE_MOUNT.SET_GROUP | MOVE_MOUNT.F_EMPTY_PATH | MOVE_MOUNT.T_EMPTY_PATH;
+        const empty = str("");
+        sys(what, NR.move_mount, fds.get(p.from)!, empty, fd, empty, flags);
+      } else {
+        const kind = {
+          shared: MS.SHARED,
+          slave: MS.SLAVE,
+          unbindable: MS.UNBINDABLE,
+          private: MS.PRIVATE,
+        }[p.how];
+        const attr = arena.words(mountAttr(kind));
+        sys(what, NR.mount_setattr, fd, str(""), AT_EMPTY_PATH, attr, MOUNT_ATTR_SIZE);
+      }
+    }
+  } finally {
+    for (const fd of fds.values()) rs.call(NR.close, fd);
+  }
+  checkNested(dump, entries, realRoot, pid);
+  log.info(`Nested mount namespace made in task ${pid}: ${entries.length} mounts`);
+}
+
+/**
+ * Compares nested namespace `entries` as made (task `pid`'s) with the images, each mount by
+ * place, root, file system, own flags and sharing (peer groups named by their first member's
+ * place, in the root's namespace or this one): a namespace not made exactly fails the restore.
+ */
+function checkNested(dump: DumpImages, entries: mnt_entry[], realRoot: number, pid: number): void {
+  const rootLive = parseMountinfo(readProcText(realRoot, "mountinfo"));
+  const live = parseMountinfo(readProcText(pid, "mountinfo"));
+  const namer = (outer: { sharedId: number; mountpoint: string }[], inner: typeof outer) => {
+    const names = new Map<number, string>();
+    for (const [tag, list] of [["N", inner], ["R", outer]] as const) {
+      for (const m of [...list].sort((a, b) => a.mountpoint.localeCompare(b.mountpoint))) {
+        if (m.sharedId && !names.has(m.sharedId)) names.set(m.sharedId, `${tag}${m.mountpoint}`);
+      }
+    }
+    return (id: number) => (id ? names.get(id) ?? `?${id}` : "-");
+  };
+  const imageName = namer(dump.mntNs!.entries, entries);
+  const liveName = namer(rootLive, live);
+  const fsOf = (e: mnt_entry) => e.fstype === fstype.AUTO ? fstypeOf(e.fsname ?? "") : e.fstype;
+  const want = entries.map((e) =>
+    `${e.mountpoint} ${e.root} ${fsOf(e)} ${e.flags & MOUNT_FLAGS} ` +
+    `${imageName(e.sharedId)} ${imageName(e.masterId)}`
+  ).sort();
+  const got = live.map((l) =>
+    `${l.mountpoint} ${l.root} ${fstypeOf(l.type)} ${l.flags & MOUNT_FLAGS} ` +
+    `${liveName(l.sharedId)} ${liveName(l.masterId)}`
+  ).sort();
+  const missing = want.filter((w) => !got.includes(w));
+  const extra = got.filter((g) => !want.includes(g));
+  if (missing.length || extra.length) {
+    throw new RestoreError(
+      `Cannot restore a nested mount namespace exactly: ${
+        missing.length ? `missing ${missing[0]}` : `unexpected ${extra[0]}`
       }`,
     );
   }

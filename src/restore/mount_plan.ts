@@ -242,3 +242,179 @@ export function planPropagation(entries: readonly mnt_entry[]): PropagationStep[
   for (const e of entries) if (e.flags & MS.UNBINDABLE) steps.push({ how: "unbindable", entry: e });
   return steps;
 }
+
+/**
+ * How a mount namespace nested in the tree's own (made by a task of the tree with unshare, as
+ * systemd does for a service) comes back: a copy of its parent namespace made again the same
+ * way, then changed into what it was.
+ *
+ * - `copies`: its mounts that are copies of the parent's (same place, file system, root and
+ *   parent), by the parent's mount each copies;
+ * - `umount`: the parent's mounts whose copies it no longer has (deepest first);
+ * - `extra`: the mounts it made itself (binds of what its mounts show, or mounted anew);
+ * - `propagation`: once every copy is a slave of what it copied (mount --make-rslave, as
+ *   systemd does first), each mount's master and peer group as they were.
+ */
+export interface NestedPlan {
+  copies: Map<mnt_entry, mnt_entry>;
+  umount: mnt_entry[];
+  extra: MountStep[];
+  propagation: (PropagationStep | { how: "private"; entry: mnt_entry })[];
+}
+
+/** The plan of nested mount namespace `nested` (mountinfo's order) in `parent`'s. */
+export function planNested(
+  parent: readonly mnt_entry[],
+  nested: readonly mnt_entry[],
+): NestedPlan {
+  const byId = new Map(nested.map((e) => [e.mntId, e]));
+  const parentById = new Map(parent.map((e) => [e.mntId, e]));
+  const top = (list: readonly mnt_entry[], ids: Map<number, mnt_entry>) =>
+    list.find((e) => e.mountpoint === "/" && !ids.has(e.parentMntId));
+  const root = top(nested, byId), parentRoot = top(parent, parentById);
+  if (
+    !root || !parentRoot || root.rootDev !== parentRoot.rootDev || root.root !== parentRoot.root
+  ) {
+    throw new MountPlanError(
+      `A nested mount namespace whose root is not its parent's (pivot_root in it) is not ` +
+        `supported yet`,
+    );
+  }
+  const copies = new Map<mnt_entry, mnt_entry>([[root, parentRoot]]);
+  const used = new Set<mnt_entry>([parentRoot]);
+  // Parents first: a copy's parent is the copy of its original's parent.
+  for (const e of nested) {
+    if (e === root) continue;
+    const p = byId.get(e.parentMntId);
+    const pOrig = p && copies.get(p);
+    if (!pOrig) continue;
+    const orig = parent.find((m) =>
+      !used.has(m) && m.parentMntId === pOrig.mntId && m.mountpoint === e.mountpoint &&
+      m.rootDev === e.rootDev && m.root === e.root && m.fstype === e.fstype
+    );
+    if (!orig) continue;
+    copies.set(e, orig);
+    used.add(orig);
+  }
+  // The parent's mounts not copied go, children first; none may hold one that stays.
+  const gone = parent.filter((m) => !used.has(m));
+  for (const m of gone) {
+    const kept = parent.find((c) => c.parentMntId === m.mntId && used.has(c));
+    if (kept) {
+      throw new MountPlanError(
+        `Cannot make a nested mount namespace again: it keeps ${mountName(kept)} but not ` +
+          `${mountName(m)} below which it was`,
+      );
+    }
+  }
+  const depth = (m: mnt_entry): number => {
+    const p = parentById.get(m.parentMntId);
+    return p && p !== m ? 1 + depth(p) : 0;
+  };
+  const umount = [...gone].sort((a, b) => depth(b) - depth(a));
+  // Its own mounts, made on the copies (parents and sources first).
+  const made = new Set<mnt_entry>(copies.keys());
+  const pending = nested.filter((e) => !made.has(e));
+  const extra: MountStep[] = [];
+  while (pending.length) {
+    let i = 0, step: MountStep | undefined;
+    for (; i < pending.length; i++) {
+      const e = pending[i];
+      step = made.has(byId.get(e.parentMntId)!) ? stepOf(e, made, pending) : undefined;
+      if (step) break;
+    }
+    if (!step) {
+      const e = pending.find((x) => made.has(byId.get(x.parentMntId)!)) ?? pending[0];
+      throw new MountPlanError(
+        `Cannot make ${mountName(e)} of a nested mount namespace again: it is neither a copy ` +
+          `of its parent namespace's mounts nor a bind of what they show`,
+      );
+    }
+    if (step.how === "new" && hasTar(step.entry)) {
+      throw new MountPlanError(
+        `Cannot make ${mountName(step.entry)} of a nested mount namespace again: a tmpfs of ` +
+          `its own is not supported yet`,
+      );
+    }
+    if (step.how === "external" || step.how === "root") {
+      throw new MountPlanError(
+        `Cannot make ${mountName(step.entry)} of a nested mount namespace again: an ` +
+          `external mount there is not supported yet`,
+      );
+    }
+    extra.push(step);
+    made.add(pending[i]);
+    pending.splice(i, 1);
+  }
+  return { copies, umount, extra, propagation: nestedPropagation(parent, nested, copies, extra) };
+}
+
+/** The steps that give a nested namespace's mounts their masters and peer groups. */
+function nestedPropagation(
+  parent: readonly mnt_entry[],
+  nested: readonly mnt_entry[],
+  copies: Map<mnt_entry, mnt_entry>,
+  extra: readonly MountStep[],
+): NestedPlan["propagation"] {
+  const parentGroups = new Set(parent.map((m) => m.sharedId).filter(Boolean));
+  for (const e of nested) {
+    if (e.sharedId && parentGroups.has(e.sharedId)) {
+      throw new MountPlanError(
+        `Cannot make ${mountName(e)} of a nested mount namespace again: it is a peer of ` +
+          `mounts of its parent namespace (shared:${e.sharedId}); not supported yet`,
+      );
+    }
+  }
+  // What each mount receives from once the namespace is made a slave of its parent: a copy
+  // from what it copied (its group, else its master); a bind as its source; a new mount none.
+  const master = new Map<mnt_entry, number>();
+  for (const [e, orig] of copies) master.set(e, orig.sharedId || orig.masterId);
+  for (const s of extra) master.set(s.entry, s.how === "bind" ? master.get(s.from) ?? 0 : 0);
+  const steps: NestedPlan["propagation"] = [];
+  const donorOf = (e: mnt_entry, g: number) =>
+    nested.find((d) =>
+      d !== e && master.get(d) === g && d.rootDev === e.rootDev && within(e.root, d.root)
+    );
+  // Joins first (their donors as they are), then the mounts that receive from nothing.
+  for (const e of nested) {
+    const want = e.masterId, now = master.get(e) ?? 0;
+    if (!want || want === now) continue;
+    const donor = donorOf(e, want);
+    if (!donor) {
+      throw new MountPlanError(
+        `Cannot make ${mountName(e)} of a nested mount namespace again: no mount of it ` +
+          `receives from peer group ${want} and shows what it shows`,
+      );
+    }
+    if (now) steps.push({ how: "private", entry: e });
+    steps.push({ how: "join", from: donor, entry: e });
+  }
+  for (const e of nested) {
+    if (!e.masterId && master.get(e)) steps.push({ how: "private", entry: e });
+  }
+  // Its own peer groups.
+  const groups = new Map<number, mnt_entry[]>();
+  for (const e of nested) {
+    if (e.sharedId) groups.set(e.sharedId, [...(groups.get(e.sharedId) ?? []), e]);
+  }
+  for (const [id, members] of groups) {
+    const lead = [...members].sort((a, b) => a.root.length - b.root.length)[0];
+    for (const m of members) {
+      if (m.rootDev !== lead.rootDev || !within(m.root, lead.root)) {
+        throw new MountPlanError(
+          `Cannot make the sharing of ${mountName(m)} again: its peer group ${id} holds ` +
+            `mounts of which none shows all the others; not supported yet`,
+        );
+      }
+    }
+    steps.push({ how: "shared", entry: lead });
+    // A mount joins a group private (it takes the leader's master with it).
+    for (const m of members) {
+      if (m !== lead) {
+        steps.push({ how: "private", entry: m }, { how: "join", from: lead, entry: m });
+      }
+    }
+  }
+  for (const e of nested) if (e.flags & MS.UNBINDABLE) steps.push({ how: "unbindable", entry: e });
+  return steps;
+}

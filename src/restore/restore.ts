@@ -103,7 +103,13 @@ function pidInUse(pid: number): boolean {
   }
 }
 import { type DumpImages, hostPath, readDump, type TaskImages } from "./images.ts";
-import { checkMountNamespace, makeMountNamespace, outsidePath } from "./mnt_ns.ts";
+import {
+  checkMountNamespace,
+  checkNestedNamespaces,
+  enterMountNamespace,
+  makeMountNamespace,
+  outsidePath,
+} from "./mnt_ns.ts";
 import { checkVdsoCode } from "./vdso_check.ts";
 import { GhostSpecials } from "./ghost_specials.ts";
 import { encodeOps, findGap, inheritedVmas, occupied, OP_SIZE, planMemory } from "./memory.ts";
@@ -240,7 +246,8 @@ function checkTask(
   for (const kind of NS_KINDS) {
     const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
     if (OWN_NS_KINDS.has(kind) && isFieldSet(task.ids, field)) {
-      if (task.ids[`${kind}NsId`] !== treeRoot.ids[`${kind}NsId`]) {
+      const nested = kind === "mnt" && dump.nestedMnts.has(task.ids.mntNsId);
+      if (task.ids[`${kind}NsId`] !== treeRoot.ids[`${kind}NsId`] && !nested) {
         throw new RestoreError(
           `Cannot restore task ${pid}: it was in another ${kind} namespace than task ` +
             `${treeRoot.pstree.pid}; nested namespaces are not supported yet`,
@@ -417,6 +424,8 @@ async function restoreTree(
     imagesDir: opts.imagesDir,
   });
   const outside = mounts ? (path: string) => outsidePath(mounts, path) : (path: string) => path;
+  // Those nested in it (systemd's services'), made from copies of it.
+  const nestedPlans = mounts ? checkNestedNamespaces(dump) : new Map();
   for (const task of dump.tasks) {
     checkTask(dump, task, opts.shellJob ?? false, outside);
     if (!task.zombie) checkVdsoCode(task);
@@ -524,6 +533,11 @@ async function restoreTree(
       dump.fsRoot = `/proc/${made.pid}/root`;
     }
     using _nsGhosts = mounts ? new GhostSpecials(dump) : undefined;
+    const mountNs = {
+      rootId: rootTask.ids.mntNsId,
+      holders: new Map([[rootTask.ids.mntNsId, pid]]),
+      plans: nestedPlans,
+    };
     if (ownNs) await opts.actions?.("post-setup-namespaces", made.pid);
     // Its own cgroup namespace: unshared by the root where its roots were (cgns_prefix), before
     // it moves on into its cgroups and makes its children.
@@ -555,6 +569,14 @@ async function restoreTree(
           cgroups.moveProcess(p.seized.pid, cgSetOf(p.task.core));
           const maps = parseMaps(readProcText(p.seized.pid, "maps"));
           const rs = RemoteSyscalls.open(p.seized, maps);
+          // Into its own mount namespace (one nested in the tree's) before its files.
+          if (mounts) {
+            const parent = dump.tasks.find((t) =>
+              t.pstree.pid === p.task.pstree.ppid
+            );
+            const now = p === procs[0] ? rootTask.ids.mntNsId : parent!.ids.mntNsId;
+            enterMountNamespace(rs, dump, p.task, now, mountNs, made.pid, log);
+          }
           const done = restoreInside(rs, dump, table, shmem, p, procs, pids, maps, opts, log);
           rs.close({ restoreState: false });
           for (const [tid, core] of p.task.threadCores) {
@@ -568,9 +590,7 @@ async function restoreTree(
         // pidfds and /proc files of the tree's tasks, now that every task exists.
         for (const p of procs) {
           if (
-            p.task.zombie || !p.task.fds.some((f) =>
-              isLateFile(dump.files.get(f.id), dump)
-            )
+            p.task.zombie || !p.task.fds.some((f) => isLateFile(dump.files.get(f.id), dump))
           ) {
             continue;
           }
@@ -1097,6 +1117,7 @@ function restoreInside(
     t !== task && !t.zombie && t.ids.filesId === task.ids.filesId &&
     dump.tasks.indexOf(t) < dump.tasks.indexOf(task)
   );
+  table.forTask(task);
   const fds = installFiles(rs, arena, table, dump, task, shmem, sharedTable);
   if (opts.faultInject === "files") throw new RestoreError("Fault injected at files");
 

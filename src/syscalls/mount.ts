@@ -48,5 +48,26 @@ export function mountAttr(propagation: number): bigint[] {
   return [0n, 0n, BigInt(propagation), 0n];
 }
 
+/**
+ * struct mount_attr that sets a mount's own flags to exactly `ms` (MS_RDONLY, MS_NOSUID,
+ * MS_NODEV, MS_NOEXEC, the atime flags, MS_NOSYMFOLLOW), as words: every such attribute
+ * cleared, then those of `ms` set.
+ */
+export function mountFlagsAttr(ms: number): bigint[] {
+  const A = { RDONLY: 0x1, NOSUID: 0x2, NODEV: 0x4, NOEXEC: 0x8, ATIME: 0x70, NOATIME: 0x10 };
+  const STRICTATIME = 0x20, NODIRATIME = 0x80, NOSYMFOLLOW = 0x200000;
+  let set = 0;
+  if (ms & MS.RDONLY) set |= A.RDONLY;
+  if (ms & MS.NOSUID) set |= A.NOSUID;
+  if (ms & MS.NODEV) set |= A.NODEV;
+  if (ms & MS.NOEXEC) set |= A.NOEXEC;
+  if (ms & MS.NOATIME) set |= A.NOATIME;
+  else if (ms & MS.STRICTATIME) set |= STRICTATIME;
+  if (ms & MS.NODIRATIME) set |= NODIRATIME;
+  if (ms & MS.NOSYMFOLLOW) set |= NOSYMFOLLOW;
+  const clear = A.RDONLY | A.NOSUID | A.NODEV | A.NOEXEC | A.ATIME | NODIRATIME | NOSYMFOLLOW;
+  return [BigInt(set), BigInt(clear), 0n, 0n];
+}
+
 /** sizeof(struct mount_attr) (MOUNT_ATTR_SIZE_VER0). */
 export const MOUNT_ATTR_SIZE = 32;

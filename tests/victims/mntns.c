@@ -19,6 +19,7 @@
  * holds its own /proc/1/status open, a pty of its devpts with input unread, works in /tmp/sub, listens at /tmp/srv.sock with a connection accepted (bytes queued), writes
  * its report into /out.log (its stdio).
  *
+ * It has a child in a mount namespace nested in its own (nested_main).
  * On SIGTERM it checks, from inside: its mountinfo (every mount's root, place, flags, type,
  * source and options; in any order) reads as before, the files read as written (through the fd at its
  * offset, through the bind, the symlink, the mapping), the bind is still read-only, the
@@ -197,6 +198,34 @@ static int init_main(const char *root, const char *ext, int ready)
 	DIE("exec");
 }
 
+/*
+ * A child in a mount namespace of its own nested in the init's, made as systemd makes one for
+ * a service with PrivateTmp: a copy made a slave of the init's, /tmp/sub bound over /tmp, the
+ * /dev/mqueue copy unmounted, then all shared again. On SIGTERM it checks its mounts read as
+ * before and its /tmp is its own; exits 0 when whole.
+ */
+static int nested_main(int ready)
+{
+	char before_n[16384], after_n[16384];
+	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) ||
+	    mount("/tmp/sub", "/tmp", NULL, MS_BIND, NULL) || umount2("/dev/mqueue", MNT_DETACH) ||
+	    mount(NULL, "/", NULL, MS_REC | MS_SHARED, NULL))
+		_exit(10);
+	mounts(before_n, sizeof(before_n));
+	write(ready, "n", 1);
+	close(ready);
+	while (!term)
+		pause();
+	mounts(after_n, sizeof(after_n));
+	if (strcmp(before_n, after_n)) {
+		printf("nested mounts before:\n%safter:\n%s", before_n, after_n);
+		_exit(1);
+	}
+	if (!read_is("/tmp/f", "in sub") || !access("/tmp/data", F_OK))
+		_exit(2);
+	_exit(0);
+}
+
 static int inside_main(int ready)
 {
 	int out = open("/out.log", O_WRONLY | O_APPEND);
@@ -209,6 +238,21 @@ static int inside_main(int ready)
 	close(out);
 	close(null);
 	setvbuf(stdout, NULL, _IONBF, 0);
+
+	/* The nested child, set up before the init tells it is ready. */
+	int np[2];
+	if (pipe(np))
+		DIE("pipe");
+	pid_t nested = fork();
+	if (nested == 0) {
+		close(np[0]);
+		_exit(nested_main(np[1]));
+	}
+	close(np[1]);
+	char c;
+	if (read(np[0], &c, 1) != 1)
+		DIE("nested namespace");
+	close(np[0]);
 
 	int data = open("/tmp/data", O_RDWR);
 	if (data < 0 || lseek(data, 2, SEEK_SET) != 2)
@@ -246,6 +290,9 @@ static int inside_main(int ready)
 		pause();
 
 	const char *why = NULL;
+	int nstatus = -1;
+	kill(nested, SIGTERM);
+	waitpid(nested, &nstatus, 0);
 	char after[16384], buf[64] = {0};
 	mounts(after, sizeof(after));
 	struct stat st;
@@ -306,6 +353,11 @@ static int inside_main(int ready)
 		 write(open("/slave/x/q", O_WRONLY | O_CREAT, 0600), "q", 1) != 1 ||
 		 !access("/tmp/x/q", F_OK))
 		why = "the slave: a mount propagated back to its master";
+	if (!why && !(WIFEXITED(nstatus) && WEXITSTATUS(nstatus) == 0)) {
+		static char nwhy[64];
+		snprintf(nwhy, sizeof(nwhy), "the nested mount namespace (status 0x%x)", nstatus);
+		why = nwhy;
+	}
 	printf(why ? "FAIL %s\n" : "PASS mntns\n", why);
 	return 0;
 }
