@@ -571,17 +571,24 @@ export function fileSystemOf(fd: number, what: string): { type: bigint; blockSiz
 export const HUGETLBFS_MAGIC = 0x958458f6n;
 
 /** PAGEMAP_SCAN page categories (linux/fs.h). */
-export const PAGE_IS = { WRITTEN: 1 << 1, PRESENT: 1 << 3, GUARD: 1 << 8 } as const;
+export const PAGE_IS = {
+  WRITTEN: 1 << 1,
+  PRESENT: 1 << 3,
+  SWAPPED: 1 << 4,
+  GUARD: 1 << 8,
+} as const;
 
 /**
  * PAGEMAP_SCAN on `/proc/PID/pagemap` descriptor `fd`: the regions between `start` and `end`
- * whose pages are all in `categories`, or -errno (EINVAL: a category this kernel lacks).
+ * whose pages are all in `categories` (with `anyOf`, in any of them), or -errno (EINVAL: a
+ * category this kernel lacks).
  */
 export function pagemapScan(
   fd: number,
   start: bigint,
   end: bigint,
   categories: number,
+  anyOf = false,
 ): { start: bigint; end: bigint }[] | number {
   const PAGEMAP_SCAN = 0xc0606610n;
   const VEC = 512;
@@ -597,7 +604,7 @@ export function pagemapScan(
     arg[3] = end;
     arg[5] = addressOf(new Uint8Array(regions.buffer));
     arg[6] = BigInt(VEC);
-    arg[9] = BigInt(categories);
+    arg[anyOf ? 10 : 9] = BigInt(categories);
     arg[11] = BigInt(categories);
     const n = Number(libc.ioctl(fd, PAGEMAP_SCAN, new Uint8Array(arg.buffer)));
     if (n < 0) return -lastErrno();
