@@ -201,14 +201,7 @@ export async function makeMountNamespace(
   log: Logger,
 ): Promise<void> {
   const pid = rs.task.pid;
-  const size = 4 * 4096;
-  const arena = new RemoteArena(pid, rs.scratch(size), size);
-  const sys = (what: string, nr: number, ...args: (number | bigint)[]) => {
-    const r = rs.call(nr, ...args);
-    if (r < 0n) throw new RestoreError(`Cannot restore ${what}: ${errnoName(Number(-r))}`);
-    return r;
-  };
-  const str = (s: string) => arena.cstr(s);
+  const { arena, sys, str } = mountCalls(rs);
   arena.reset();
   sys(
     "the mount namespace (criu's mounts made private in it)",
@@ -287,24 +280,53 @@ export async function makeMountNamespace(
     sys("the mount namespace's root", NR.chdir, str("/"));
     // Propagation last: pivot_root wants its mounts private, and no mount made later may
     // propagate. By descriptor (the namespace may have no /proc).
-    for (const p of plan.propagation) {
-      arena.reset();
-      const what = `the sharing of ${mountName(p.entry)}`;
-      const fd = fds.get(p.entry)!;
-      if (p.how === "join") {
-        const flags = MOVE_MOUNT.SET_GROUP | MOVE_MOUNT.F_EMPTY_PATH | MOVE_MOUNT.T_EMPTY_PATH;
-        const empty = str("");
-        sys(what, NR.move_mount, fds.get(p.from)!, empty, fd, empty, flags);
-      } else {
-        const kind = { shared: MS.SHARED, slave: MS.SLAVE, unbindable: MS.UNBINDABLE }[p.how];
-        const attr = arena.words(mountAttr(kind));
-        sys(what, NR.mount_setattr, fd, str(""), AT_EMPTY_PATH, attr, MOUNT_ATTR_SIZE);
-      }
-    }
+    setPropagation(mountCalls(rs), plan.propagation, fds);
   } finally {
     for (const fd of fds.values()) rs.call(NR.close, fd);
   }
   log.info(`Mount namespace made: ${plan.steps.length} mounts`);
+}
+
+/** Remote calls for mounting in the task of `rs`: scratch room, and a call that names its failure. */
+function mountCalls(rs: RemoteSyscalls) {
+  const size = 4 * 4096;
+  const arena = new RemoteArena(rs.task.pid, rs.scratch(size), size);
+  const sys = (what: string, nr: number, ...args: (number | bigint)[]) => {
+    const r = rs.call(nr, ...args);
+    if (r < 0n) throw new RestoreError(`Cannot restore ${what}: ${errnoName(Number(-r))}`);
+    return r;
+  };
+  return { arena, sys, str: (s: string) => arena.cstr(s) };
+}
+
+/**
+ * Sets each mount's propagation as `steps` say, by the descriptors `fds` of the mounts:
+ * mount_setattr for a kind, move_mount's MOVE_MOUNT_SET_GROUP to join a mount's group.
+ */
+function setPropagation(
+  { arena, sys, str }: ReturnType<typeof mountCalls>,
+  steps: readonly (PropagationStep | { how: "private"; entry: mnt_entry })[],
+  fds: Map<mnt_entry, number>,
+): void {
+  const KIND = {
+    shared: MS.SHARED,
+    slave: MS.SLAVE,
+    unbindable: MS.UNBINDABLE,
+    private: MS.PRIVATE,
+  };
+  for (const p of steps) {
+    arena.reset();
+    const what = `the sharing of ${mountName(p.entry)}`;
+    const fd = fds.get(p.entry)!;
+    if (p.how === "join") {
+      const flags = MOVE_MOUNT.SET_GROUP | MOVE_MOUNT.F_EMPTY_PATH | MOVE_MOUNT.T_EMPTY_PATH;
+      const empty = str("");
+      sys(what, NR.move_mount, fds.get(p.from)!, empty, fd, empty, flags);
+    } else {
+      const attr = arena.words(mountAttr(KIND[p.how]));
+      sys(what, NR.mount_setattr, fd, str(""), AT_EMPTY_PATH, attr, MOUNT_ATTR_SIZE);
+    }
+  }
 }
 
 /** Fills a tmpfs made anew (reached at `dir`) from its tar, as criu: tar --extract. */
@@ -410,14 +432,7 @@ function makeNested(
   log: Logger,
 ): void {
   const pid = rs.task.pid;
-  const size = 4 * 4096;
-  const arena = new RemoteArena(pid, rs.scratch(size), size);
-  const sys = (what: string, nr: number, ...args: (number | bigint)[]) => {
-    const r = rs.call(nr, ...args);
-    if (r < 0n) throw new RestoreError(`Cannot restore ${what}: ${errnoName(Number(-r))}`);
-    return r;
-  };
-  const str = (s: string) => arena.cstr(s);
+  const { arena, sys, str } = mountCalls(rs);
   arena.reset();
   sys("a nested mount namespace (unshare)", NR.unshare, 0x20000);
   sys(
@@ -519,25 +534,7 @@ function makeNested(
         MOUNT_ATTR_SIZE,
       );
     }
-    for (const p of plan.propagation) {
-      arena.reset();
-      const what = `the sharing of ${mountName(p.entry)}`;
-      const fd = fds.get(p.entry)!;
-      if (p.how === "join") {
-        const flags = MOVE_MOUNT.SET_GROUP | MOVE_MOUNT.F_EMPTY_PATH | MOVE_MOUNT.T_EMPTY_PATH;
-        const empty = str("");
-        sys(what, NR.move_mount, fds.get(p.from)!, empty, fd, empty, flags);
-      } else {
-        const kind = {
-          shared: MS.SHARED,
-          slave: MS.SLAVE,
-          unbindable: MS.UNBINDABLE,
-          private: MS.PRIVATE,
-        }[p.how];
-        const attr = arena.words(mountAttr(kind));
-        sys(what, NR.mount_setattr, fd, str(""), AT_EMPTY_PATH, attr, MOUNT_ATTR_SIZE);
-      }
-    }
+    setPropagation({ arena, sys, str }, plan.propagation, fds);
   } finally {
     for (const fd of fds.values()) rs.call(NR.close, fd);
   }

@@ -113,18 +113,9 @@ export function planMounts(entries: readonly mnt_entry[]): MountStep[] {
   const steps: MountStep[] = [{ how: "root", entry: root }];
   const made = new Set<mnt_entry>([root]);
   const pending = order.slice(1);
-  // Each time, the first mount (in that order) that can be made now.
-  while (pending.length) {
-    let i = 0, step: MountStep | undefined;
-    for (; i < pending.length; i++) {
-      const e = pending[i];
-      step = made.has(byId.get(e.parentMntId)!) ? stepOf(e, made, pending) : undefined;
-      if (step) break;
-    }
-    if (!step) {
-      // One whose parent is made: it is the one stuck (the others wait for it).
-      const e = pending.find((x) => made.has(byId.get(x.parentMntId)!)) ?? pending[0];
-      throw new MountPlanError(
+  for (
+    const step of inOrder(pending, made, byId, (e) =>
+      new MountPlanError(
         e.fstype === fstype.UNSUPPORTED && e.rootDev === root.rootDev
           ? `Cannot make ${mountName(e)} again: it shows ${e.root}, outside the namespace's ` +
             `root (${root.root}); name it external with --external mnt[${e.mountpoint}]:KEY`
@@ -134,8 +125,31 @@ export function planMounts(entries: readonly mnt_entry[]): MountStep[] {
           : `Cannot make ${mountName(e)} again: ${
             e.fsname || "its file system"
           } is not supported; name it external with --external mnt[${e.mountpoint}]:KEY`,
-      );
+      ))
+  ) steps.push(step);
+  return steps;
+}
+
+/**
+ * The steps that make `pending` (mountinfo's order) on what is `made`, each time the first that
+ * can be made now (its parent made, and what it is bound from); `stuck` names the error for
+ * the first that cannot (one whose parent is made: the others wait for it).
+ */
+function inOrder(
+  pending: mnt_entry[],
+  made: Set<mnt_entry>,
+  byId: Map<number, mnt_entry>,
+  stuck: (e: mnt_entry) => Error,
+): MountStep[] {
+  const steps: MountStep[] = [];
+  while (pending.length) {
+    let i = 0, step: MountStep | undefined;
+    for (; i < pending.length; i++) {
+      const e = pending[i];
+      step = made.has(byId.get(e.parentMntId)!) ? stepOf(e, made, pending) : undefined;
+      if (step) break;
     }
+    if (!step) throw stuck(pending.find((x) => made.has(byId.get(x.parentMntId)!)) ?? pending[0]);
     steps.push(step);
     made.add(pending[i]);
     pending.splice(i, 1);
@@ -315,21 +329,12 @@ export function planNested(
   // Its own mounts, made on the copies (parents and sources first).
   const made = new Set<mnt_entry>(copies.keys());
   const pending = nested.filter((e) => !made.has(e));
-  const extra: MountStep[] = [];
-  while (pending.length) {
-    let i = 0, step: MountStep | undefined;
-    for (; i < pending.length; i++) {
-      const e = pending[i];
-      step = made.has(byId.get(e.parentMntId)!) ? stepOf(e, made, pending) : undefined;
-      if (step) break;
-    }
-    if (!step) {
-      const e = pending.find((x) => made.has(byId.get(x.parentMntId)!)) ?? pending[0];
-      throw new MountPlanError(
-        `Cannot make ${mountName(e)} of a nested mount namespace again: it is neither a copy ` +
-          `of its parent namespace's mounts nor a bind of what they show`,
-      );
-    }
+  const extra = inOrder(pending, made, byId, (e) =>
+    new MountPlanError(
+      `Cannot make ${mountName(e)} of a nested mount namespace again: it is neither a copy ` +
+        `of its parent namespace's mounts nor a bind of what they show`,
+    ));
+  for (const step of extra) {
     if (step.how === "new" && hasTar(step.entry)) {
       throw new MountPlanError(
         `Cannot make ${mountName(step.entry)} of a nested mount namespace again: a tmpfs of ` +
@@ -342,9 +347,6 @@ export function planNested(
           `external mount there is not supported yet`,
       );
     }
-    extra.push(step);
-    made.add(pending[i]);
-    pending.splice(i, 1);
   }
   return { copies, umount, extra, propagation: nestedPropagation(parent, nested, copies, extra) };
 }
