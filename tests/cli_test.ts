@@ -145,7 +145,7 @@ Deno.test("bad command lines get criu's one-line errors and exit 1", async () =>
     ],
     [["dump", "--external", "mnt[]"], /name each external mount/],
     [["dump", "--external", "bogus"], /invalid argument for --external: bogus/],
-    [["restore", "-S"], /--restore-sibling is not supported by deno-criu/],
+    [["restore", "-S"], /--restore-sibling only makes sense with --restore-detached/],
     [["restore", "--manage-cgroups=bogus"], /Unknown cgroups mode --manage-cgroups=bogus/],
     // Accepted (the error is the missing directory).
     [["restore", "--manage-cgroups=ignore", "-D", "/nonexistent"], /\/nonexistent does not exist/],

@@ -889,3 +889,33 @@ Deno.test("a vast PROT_NONE reservation (8 TiB, as mariadb keeps) with pages wri
     if (pid) killAll(pid);
   }
 });
+
+Deno.test("restore -d -S (--restore-sibling, as LXC restores): the tree is born the caller's child, which waits for its exit status", async () => {
+  const bin = await buildVictim("exiter");
+  const v = startVictim(["setsid", bin, "{out}", "1500"]);
+  try {
+    await waitReport(v);
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    // The caller: restores, checks it is the parent, and reaps the task's exit status (7).
+    const caller = [
+      "import os, subprocess, sys",
+      "pidfile = sys.argv[1] + '/sibling.pid'",
+      "r = subprocess.run(sys.argv[2:] + ['--pidfile', pidfile], capture_output=True, text=True)",
+      "if r.returncode: print('FAIL restore', r.stderr); sys.exit(1)",
+      "pid = int(open(pidfile).read())",
+      "ppid = int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])",
+      "got, status = os.waitpid(pid, 0)",
+      "print('PASS sibling' if ppid == os.getpid() and os.WEXITSTATUS(status) == 7 else",
+      "      f'FAIL ppid {ppid} (we are {os.getpid()}), status {status:#x}')",
+    ].join("\n");
+    const out = await new Deno.Command("python3", {
+      args: ["-c", caller, imgs, ...criuArgv(["restore", "-d", "-S", "-D", imgs])],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assertMatch(new TextDecoder().decode(out.stdout), /PASS sibling/);
+  } finally {
+    await stopVictim(v);
+  }
+});

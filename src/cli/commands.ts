@@ -147,6 +147,7 @@ async function runRestore(o: CriuOpts): Promise<number> {
     r = await restore({
       imagesDir: dirs.images,
       detach: o.restoreDetached,
+      sibling: o.restoreSibling,
       shellJob: o.shellJob,
       pidfile: o.pidfile ? inWorkDir(dirs, o.pidfile) : undefined,
       tcpEstablished: o.tcpEstablished,

@@ -247,10 +247,8 @@ const TABLE: OptionSpec[] = [
   opt("leave-stopped", "none", (o) => (o.finalState = "stopped"), { short: "s" }),
   opt("leave-running", "none", (o) => (o.finalState = "alive"), { short: "R" }),
   ...bool("restore-detached", "restoreDetached", { short: "d" }),
-  ...bool("restore-sibling", "restoreSibling", {
-    short: "S",
-    refuse: "the restored root cannot be made criu's sibling: deno-criu never forks itself",
-  }),
+  // The restored root is born the caller's child (the helper that makes it started so).
+  ...bool("restore-sibling", "restoreSibling", { short: "S" }),
   ...bool("daemon", "restoreDetached"),
   opt("images-dir", "required", (o, v) => (o.imagesDir = v!), { short: "D" }),
   opt("work-dir", "required", (o, v) => (o.workDir = v), { short: "W" }),

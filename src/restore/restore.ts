@@ -169,6 +169,8 @@ export interface RestoreOptions {
   cgroupRoots?: string[];
   /** What external mounts are bound from, by the key the dump gave them (`--external mnt[KEY]:PATH`). */
   externalMounts?: ReadonlyMap<string, string>;
+  /** The restored root is born the caller's child, criu's sibling (`--restore-sibling`). */
+  sibling?: boolean;
   /** Test hook: fail at the named stage after the task exists. */
   faultInject?: string;
   /** Aborted when criu is asked to stop (SIGINT, SIGTERM, SIGHUP): the restore rolls back. */
@@ -464,6 +466,7 @@ async function restoreTree(
       (dump.netns && !opts.joinNet ? NS_CLONE_FLAGS.net : 0) | (mounts ? NS_CLONE_FLAGS.mnt : 0),
     clocks,
     opts.joinNet,
+    opts.sibling,
   );
   // The tasks' real ids, as they are made (the images' own without a PID namespace).
   const pids = new RealPids(dump.pidNs);
