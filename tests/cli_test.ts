@@ -145,6 +145,20 @@ Deno.test("bad command lines get criu's one-line errors and exit 1", async () =>
     ],
     [["dump", "--external", "mnt[]"], /name each external mount/],
     [["dump", "--external", "bogus"], /invalid argument for --external: bogus/],
+    [["restore", "--lsm-profile", "apparmor:x"], /--lsm-profile apparmor:x is not supported/],
+    // Accepted, as criu and LXC's restore have it (the error is the missing directory).
+    [
+      [
+        "restore",
+        "--lsm-profile",
+        "apparmor:unconfined",
+        "--external",
+        "apparmor:unconfined",
+        "-D",
+        "/nonexistent",
+      ],
+      /\/nonexistent does not exist/,
+    ],
     [["restore", "-S"], /--restore-sibling only makes sense with --restore-detached/],
     [["restore", "--manage-cgroups=bogus"], /Unknown cgroups mode --manage-cgroups=bogus/],
     // Accepted (the error is the missing directory).

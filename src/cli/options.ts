@@ -100,6 +100,8 @@ export interface CriuOpts {
   actionScripts: string[];
   /** `--external` resources, as given. */
   external: string[];
+  /** `--lsm-profile TYPE:PROFILE` (restore): only `unconfined`, what the tasks are dumped as. */
+  lsmProfile?: string;
   /** The root of the tree's own mount namespace, made again from this directory (`--root`). */
   root?: string;
   inheritFds: string[];
@@ -303,7 +305,7 @@ const TABLE: OptionSpec[] = [
   opt("freeze-cgroup", "required", (o, v) => (o.freezeCgroup = v)),
   opt("ghost-limit", "required", (o, v, as) => (o.ghostLimit = size(as, v))),
   opt("irmap-scan-path", "required", (o, v) => o.irmapScanPaths.push(v!)),
-  refused("lsm-profile", "required", NOT_YET.lsm),
+  opt("lsm-profile", "required", (o, v) => (o.lsmProfile = v)),
   opt("timeout", "required", (o, v) => (o.timeout = atoi(v!))),
   opt("external", "required", (o, v) => o.external.push(v!)),
   opt("empty-ns", "required", (o, v) => {
@@ -453,8 +455,18 @@ export function checkOptions(o: CriuOpts): void {
   if (o.inheritFds.length && o.command !== "restore") {
     throw new UsageError("--inherit-fd is restore-only option");
   }
+  // The tasks come back unconfined, as deno-criu dumps them (no LSM state is carried).
+  if (o.lsmProfile !== undefined && !/^(apparmor|selinux):unconfined$/.test(o.lsmProfile)) {
+    throw new UsageError(
+      `Option --lsm-profile ${o.lsmProfile} is not supported by deno-criu: ${NOT_YET.lsm} ` +
+        `(only TYPE:unconfined)`,
+    );
+  }
   for (const e of o.external) {
     const type = /^(\w+)\[/.exec(e)?.[1];
+    // At restore, as criu: a name that is no resource's key matches nothing in the images
+    // (LXC 5.0 passes its LSM profile so, "--external apparmor:unconfined").
+    if (!type && o.command === "restore" && !/[[\]]/.test(e)) continue;
     if (!type || !/\]/.test(e)) throw new UsageError(`invalid argument for --external: ${e}`);
     if (type === "mnt" && !/^mnt\[[^\]]+\]:./.test(e)) {
       throw new UsageError(
