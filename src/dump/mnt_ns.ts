@@ -197,7 +197,8 @@ export function writeMountEntries(ctx: DumpContext, ns: MountNamespace): void {
   const image = ctx.image(`mountpoints-${ns.id}.img`, "MNTS");
   for (const e of [...ns.entries].reverse()) {
     const out = clone(mnt_entrySchema, e);
-    clearField(out, mnt_entrySchema.field.fsname);
+    // Named in the images only for a file system mounted anew by name (fstype AUTO).
+    if (e.fstype !== fstype.AUTO) clearField(out, mnt_entrySchema.field.fsname);
     image.entry(mnt_entrySchema, out);
   }
 }
