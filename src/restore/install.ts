@@ -24,6 +24,7 @@ import { isFieldSet } from "@bufbuild/protobuf";
 import { vma_entrySchema } from "../../proto/gen/mm_pb.ts";
 import {
   type eventpoll_file_entry,
+  type eventpoll_tfd_entry,
   eventpoll_tfd_entrySchema,
   fd_types,
 } from "../../proto/gen/files_pb.ts";
@@ -166,6 +167,8 @@ export function installFiles(
   // per set (a set inherited by children is one set).
   const addTargets = (epfd: number, ep: eventpoll_file_entry) => {
     for (const t of ep.tfd) {
+      // A target made late (a /proc file, a pidfd of the tree) is added once it is there.
+      if (isLateTarget(dump, task, t)) continue;
       arena.reset();
       const ev = new Uint8Array(12); // struct epoll_event is packed: u32 events, u64 data
       const v = new DataView(ev.buffer);
@@ -342,9 +345,33 @@ export function restoreLateFiles(rs: RemoteSyscalls, dump: DumpImages, task: Tas
       }
       made.set(fdi.id, fdi.fd);
     }
+    // The epoll sets this task holds first get their targets made here now.
+    for (const fdi of task.fds) {
+      const ep = dump.files.get(fdi.id)?.epfd;
+      if (!ep || dump.tasks.find((t) => t.fds.some((x) => x.id === fdi.id)) !== task) continue;
+      if (task.fds.find((f) => f.id === fdi.id) !== fdi) continue;
+      for (const t of ep.tfd) {
+        if (!isLateTarget(dump, task, t)) continue;
+        target = `epoll target fd ${t.tfd} of restored task ${pid}`;
+        if (!page) page = sys(NR.mmap, "mmap", 0, 4096, 3, /* RW */ 0x22, /* PRIVATE|ANON */ -1, 0);
+        const ev = new Uint8Array(12); // struct epoll_event is packed: u32 events, u64 data
+        const v = new DataView(ev.buffer);
+        v.setUint32(0, t.events, true);
+        v.setBigUint64(4, t.data, true);
+        writeRemote(pid, remotePtr(page), ev);
+        sys(NR.epoll_ctl, "epoll_ctl", fdi.fd, 1, /* EPOLL_CTL_ADD */ t.tfd, page);
+      }
+    }
   } finally {
     if (page) rs.call(NR.munmap, page, 4096);
   }
+}
+
+/** Whether epoll target `t` of a set of `task` is a file made late (restoreLateFiles). */
+function isLateTarget(dump: DumpImages, task: TaskImages, t: eventpoll_tfd_entry): boolean {
+  if (isFieldSet(t, eventpoll_tfd_entrySchema.field.keyFd) && t.keyFd !== t.tfd) return false;
+  const fdi = task.fds.find((f) => f.fd === t.tfd);
+  return fdi !== undefined && isLateFile(dump.files.get(fdi.id), dump);
 }
 
 /**

@@ -16,7 +16,7 @@
  *   /dev/mqueue mqueue
  * then makes ROOT its root, lets the host's mounts go and runs itself again from inside
  * (ROOT/mntns "inside" FD). It keeps /tmp/data open at offset 2,
- * holds its own /proc/1/status open, a pty of its devpts with input unread, works in /tmp/sub, listens at /tmp/srv.sock with a connection accepted (bytes queued), writes
+ * holds its own /proc/1/status open, an epoll set on its /proc/1/mountinfo, a pty of its devpts with input unread, works in /tmp/sub, listens at /tmp/srv.sock with a connection accepted (bytes queued), writes
  * its report into /out.log (its stdio).
  *
  * It has a child in a mount namespace nested in its own (nested_main).
@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -280,6 +281,11 @@ static int inside_main(int ready)
 	int status = open("/proc/1/status", O_RDONLY);
 	if (status < 0)
 		DIE("/proc/1/status");
+	/* An epoll set watching its own mountinfo (a /proc file made late at restore), as systemd. */
+	int minfo = open("/proc/1/mountinfo", O_RDONLY), ep = epoll_create1(0);
+	struct epoll_event ev = {.events = EPOLLPRI, .data.u64 = 77};
+	if (minfo < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, minfo, &ev))
+		DIE("epoll on mountinfo");
 	if (chdir("/tmp/sub"))
 		DIE("cwd");
 	mounts(before, sizeof(before));
@@ -322,6 +328,8 @@ static int inside_main(int ready)
 		why = "its own /proc";
 	else if (pread(status, buf, 11, 0) != 11 || memcmp(buf, "Name:\tmntns", 11))
 		why = "its open /proc/1/status";
+	else if (epoll_ctl(ep, EPOLL_CTL_ADD, minfo, &ev) == 0 || errno != EEXIST)
+		why = "its epoll set no longer watches its mountinfo";
 	else if (ioctl(ptm, TIOCGPTN, &unlock) || unlock != 0 || read(pts, buf, 6) != 6 ||
 		 memcmp(buf, "typed\n", 6) || !ttyname(pts) || strcmp(ttyname(pts), "/dev/pts/0"))
 		why = "its pty (index, unread input, name)";
