@@ -120,9 +120,10 @@ export class CgroupSets {
         dirs.get(m.name)!.add(m.path);
       }
     }
-    // --cgroup-root: a hierarchy's cgroups from that root down (empty ones too), as criu.
+    // --cgroup-root: a hierarchy's cgroups from that root down (empty ones too), as criu; in a
+    // cgroup namespace of the tree's own, all it sees (from the namespace's root down).
     for (const [name, paths] of dirs) {
-      const root = cgroupRootOf(ctx.opts.cgroupRoots ?? [], name);
+      const root = cgroupRootOf(ctx.opts.cgroupRoots ?? [], name) || this.#nsRoots?.get(name);
       if (root) paths.add(root);
     }
     const mounts = cgroupMounts([...dirs.keys()]);

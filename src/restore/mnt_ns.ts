@@ -448,9 +448,14 @@ function makeNested(
   const live = parseMountinfo(readProcText(pid, "mountinfo"));
   const liveOf = new Map<mnt_entry, MountInfo>();
   const taken = new Set<MountInfo>();
+  // A copy of an external mount shows what the restore was given: its root may differ.
+  const external = new Set(
+    [...plan.copies].filter(([, orig]) => orig.extKey).map(([e]) => e.mountpoint),
+  );
   const match = (e: mnt_entry, parentLive: MountInfo | undefined) =>
     live.find((l) =>
-      !taken.has(l) && l.mountpoint === e.mountpoint && l.root === e.root &&
+      !taken.has(l) && l.mountpoint === e.mountpoint &&
+      (l.root === e.root || external.has(e.mountpoint)) &&
       (parentLive ? l.parentId === parentLive.id : !live.some((p) => p.id === l.parentId))
     );
   const byId = new Map(entries.map((e) => [e.mntId, e]));
@@ -538,16 +543,23 @@ function makeNested(
   } finally {
     for (const fd of fds.values()) rs.call(NR.close, fd);
   }
-  checkNested(dump, entries, realRoot, pid);
+  checkNested(dump, entries, realRoot, pid, external);
   log.info(`Nested mount namespace made in task ${pid}: ${entries.length} mounts`);
 }
 
 /**
  * Compares nested namespace `entries` as made (task `pid`'s) with the images, each mount by
  * place, root, file system, own flags and sharing (peer groups named by their first member's
- * place, in the root's namespace or this one): a namespace not made exactly fails the restore.
+ * place, in the root's namespace or this one; copies of `external` mounts by place): a
+ * namespace not made exactly fails the restore.
  */
-function checkNested(dump: DumpImages, entries: mnt_entry[], realRoot: number, pid: number): void {
+function checkNested(
+  dump: DumpImages,
+  entries: mnt_entry[],
+  realRoot: number,
+  pid: number,
+  external: Set<string>,
+): void {
   const rootLive = parseMountinfo(readProcText(realRoot, "mountinfo"));
   const live = parseMountinfo(readProcText(pid, "mountinfo"));
   const namer = (outer: { sharedId: number; mountpoint: string }[], inner: typeof outer) => {
@@ -562,12 +574,15 @@ function checkNested(dump: DumpImages, entries: mnt_entry[], realRoot: number, p
   const imageName = namer(dump.mntNs!.entries, entries);
   const liveName = namer(rootLive, live);
   const fsOf = (e: mnt_entry) => e.fstype === fstype.AUTO ? fstypeOf(e.fsname ?? "") : e.fstype;
+  // What an external mount shows, and its file system, are what the restore was given.
+  const what = (mp: string, root: string, fs: number) =>
+    external.has(mp) ? `${mp} * *` : `${mp} ${root} ${fs}`;
   const want = entries.map((e) =>
-    `${e.mountpoint} ${e.root} ${fsOf(e)} ${e.flags & MOUNT_FLAGS} ` +
+    `${what(e.mountpoint, e.root, fsOf(e))} ${e.flags & MOUNT_FLAGS} ` +
     `${imageName(e.sharedId)} ${imageName(e.masterId)}`
   ).sort();
   const got = live.map((l) =>
-    `${l.mountpoint} ${l.root} ${fstypeOf(l.type)} ${l.flags & MOUNT_FLAGS} ` +
+    `${what(l.mountpoint, l.root, fstypeOf(l.type))} ${l.flags & MOUNT_FLAGS} ` +
     `${liveName(l.sharedId)} ${liveName(l.masterId)}`
   ).sort();
   const missing = want.filter((w) => !got.includes(w));

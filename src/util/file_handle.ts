@@ -73,7 +73,11 @@ export function pathOfHandle(
       if (!path) continue;
       const name = path.name.replace(/ \(deleted\)$/, "");
       try {
-        if (path.deleted || Deno.statSync(`/proc/${pid}/root${name}`).ino === path.ino) {
+        // The handle may name a symlink itself (watched with IN_DONT_FOLLOW).
+        const at = `/proc/${pid}/root${name}`;
+        if (
+          path.deleted || Deno.lstatSync(at).ino === path.ino || Deno.statSync(at).ino === path.ino
+        ) {
           return path.name;
         }
       } catch {
