@@ -20,10 +20,6 @@
  * the tree until "g", so the children of each task it kills come to it in turn (the restorer
  * also traces the tasks with PTRACE_O_EXITKILL, so those still traced die with it).
  * The child dies with the helper too (PR_SET_PDEATHSIG), should the helper be killed first.
- *
- * DENO_CRIU_SIBLING=1 (restore --restore-sibling, the helper itself started as criu's sibling):
- * the child is made with CLONE_PARENT, the child of the helper's parent, criu's caller; given
- * up, the helper kills it (its PID namespace, or the tasks criu traces, go with it).
  */
 #include "../syscall.h"
 
@@ -39,7 +35,6 @@ struct clone_args {
 #define WALL 0x40000000
 #define CLONE_NEWTIME 0x80
 #define CLONE_NEWPID 0x20000000
-#define CLONE_PARENT 0x8000
 #define CLOCK_MONOTONIC 1
 #define CLOCK_BOOTTIME 7
 #define NSEC 1000000000LL
@@ -244,17 +239,8 @@ __attribute__((used)) void helper_main(s64 *sp)
 	int detach = argc > 2 && argv[2][0] == 'd';
 	s64 self = sys3(NR_getpid, 0, 0, 0);
 	sys6(NR_prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, 0);
-	int sibling = 0;
 	/* DENO_CRIU_JOIN_NET=PATH: the child is made in that network namespace (--join-ns). */
 	for (char **e = argv + argc + 1; *e; e++) {
-		const char *s = "DENO_CRIU_SIBLING=1";
-		int j = 0;
-		while (s[j] && (*e)[j] == s[j])
-			j++;
-		if (!s[j] && !(*e)[j]) {
-			sibling = 1;
-			continue;
-		}
 		const char *k = "DENO_CRIU_JOIN_NET=";
 		int i = 0;
 		while (k[i] && (*e)[i] == k[i])
@@ -280,18 +266,14 @@ __attribute__((used)) void helper_main(s64 *sp)
 			sys3(NR_exit_group, 2, 0, 0);
 		}
 	}
-	s64 parent = sibling ? sys3(NR_getppid, 0, 0, 0) : self;
-	if (sibling)
-		ca.flags |= CLONE_PARENT;
-	/* With CLONE_PARENT the kernel gives the child the helper's own exit signal. */
-	ca.exit_signal = sibling ? 0 : SIGCHLD;
+	ca.exit_signal = SIGCHLD;
 	ca.set_tid = (u64)&pid;
 	ca.set_tid_size = 1;
 	s64 child = sys3(NR_clone3, (s64)&ca, sizeof(ca), 0);
 	if (child == 0) {
 		sys6(NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0, 0);
 		/* The init of a new PID namespace sees no parent (getppid() is 0 there). */
-		if (!(ca.flags & CLONE_NEWPID) && sys3(NR_getppid, 0, 0, 0) != parent)
+		if (!(ca.flags & CLONE_NEWPID) && sys3(NR_getppid, 0, 0, 0) != self)
 			sys3(NR_exit_group, 1, 0, 0);
 		for (;;)
 			sys3(NR_pause, 0, 0, 0);
@@ -306,13 +288,8 @@ __attribute__((used)) void helper_main(s64 *sp)
 		s64 r = sys3(NR_read, 0, (s64)&word, 1);
 		if (r == -EINTR)
 			continue;
-		if (r != 1 || word != 'g') {
-			if (sibling) {
-				sys3(NR_kill, child, SIGKILL, 0);
-				sys3(NR_exit_group, 1, 0, 0);
-			}
+		if (r != 1 || word != 'g')
 			kill_tree(self);
-		}
 		break;
 	}
 	sys6(NR_prctl, PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0, 0);

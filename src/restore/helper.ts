@@ -8,8 +8,8 @@
  */
 import { readFirstLine } from "../util/first_line.ts";
 import { helperExecutable } from "../util/helper_exe.ts";
-import { close, O, pipe2, tryRead, writeAll } from "../syscalls/mod.ts";
-import { spawnSibling } from "../syscalls/spawn.ts";
+import { CLOCK, clockGettime, lastErrno, NR, rawSyscall } from "../syscalls/mod.ts";
+import { cloneSiblingTask } from "../syscalls/spawn.ts";
 
 /** The PID asked for is in use. */
 export class PidTakenError extends Error {
@@ -68,10 +68,7 @@ export async function spawnTask(
   const time = clocks
     ? [clocks.monotonic, clocks.boottime].flatMap(([sec, nsec]) => [`${sec}`, `${nsec}`])
     : [];
-  if (sibling) {
-    const args = [`${pid}`, "detach", `${cloneFlags | (clocks ? CLONE_NEWTIME : 0)}`, ...time];
-    return spawnSiblingTask(pid, args, joinNet);
-  }
+  if (sibling) return spawnSiblingTask(pid, cloneFlags, clocks, joinNet);
   const helper = new Deno.Command(helperExecutable("restore_helper"), {
     args: [
       `${pid}`,
@@ -112,70 +109,67 @@ export async function spawnTask(
 }
 
 /**
- * The helper started as criu's sibling (restore --restore-sibling), so that the task it makes
- * with CLONE_PARENT is born criu's caller's child: its stdin and stdout are pipes of ours, and
- * its end is watched through /proc (its parent, not criu, reaps it).
+ * The task to restore made as criu's sibling (restore --restore-sibling: born criu's caller's
+ * child, as LXC wants its container's init, which it finds first among its children): criu
+ * makes it itself, with its id and namespaces (spawn.ts, cloneSiblingTask), running a program
+ * that sleeps until it is seized; no helper stands between. Its time namespace, if any, is
+ * made first here (criu's own children are made in it from now on, which changes nothing
+ * they do). Given up, the task is killed.
  */
-function spawnSiblingTask(pid: number, args: string[], joinNet?: string): HelperTask {
-  const [inR, inW] = pipe2(O.CLOEXEC);
-  const [outR, outW] = pipe2(O.CLOEXEC);
-  let hpid: number;
-  try {
-    const path = helperExecutable("restore_helper");
-    const env: Record<string, string> = { DENO_CRIU_SIBLING: "1" };
-    if (joinNet) env.DENO_CRIU_JOIN_NET = joinNet;
-    hpid = spawnSibling(path, [path, ...args], env, [inR, outW, 2]);
-  } catch (e) {
-    for (const fd of [inR, inW, outR, outW]) close(fd);
-    throw e;
-  } finally {
-    close(inR);
-    close(outW);
+function spawnSiblingTask(
+  pid: number,
+  cloneFlags: number,
+  clocks?: TimeNamespaceClocks,
+  joinNet?: string,
+): HelperTask {
+  if (joinNet) {
+    throw new Error("Cannot restore with --restore-sibling into a namespace joined (--join-ns)");
   }
-  let text = "";
-  const buf = new Uint8Array(256);
-  for (;;) {
-    const n = tryRead(outR, buf);
-    if (n === -4) continue;
-    if (n <= 0) break;
-    text += new TextDecoder().decode(buf.subarray(0, n));
-    if (text.includes("\n")) break;
-  }
-  close(outR);
-  const status = (async () => {
-    for (;;) {
+  if (clocks) enterNewTimeNamespace(clocks);
+  const child = cloneSiblingTask(helperExecutable("sibling_task"), cloneFlags, pid);
+  if (child === -17) throw new PidTakenError(pid);
+  if (child < 0) throw new Error(`Cannot create task ${pid}: clone3 failed with errno ${-child}`);
+  const status = Promise.resolve({ code: 0 });
+  return {
+    pid: child,
+    helper: { status },
+    release: () => Promise.resolve(),
+    abandon: () => {
       try {
-        const state = Deno.readTextFileSync(`/proc/${hpid}/stat`).split(") ")[1]?.[0];
-        if (state === "Z" || state === "X") break;
+        Deno.kill(child, "SIGKILL");
       } catch {
-        break;
+        // gone
       }
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    return { code: 0 };
-  })();
-  const m = /^(child|error) (-?\d+)/.exec(text);
-  if (!m || m[1] === "error") {
-    close(inW);
-    if (m && Number(m[2]) === 17) throw new PidTakenError(pid);
-    throw new Error(
-      m
-        ? `Cannot create task ${pid}: clone3 failed with errno ${m[2]}`
-        : `The restore helper failed to start task ${pid}: ${JSON.stringify(text)}`,
-    );
-  }
-  let told = false;
-  const tell = (word?: string) => {
-    if (told) return Promise.resolve();
-    told = true;
-    try {
-      if (word) writeAll(inW, new TextEncoder().encode(word), "the restore helper");
-    } catch {
-      // The helper is gone already.
-    } finally {
-      close(inW);
-    }
-    return Promise.resolve();
+      return Promise.resolve();
+    },
   };
-  return { pid: Number(m[2]), helper: { status }, release: () => tell("g"), abandon: () => tell() };
+}
+
+/**
+ * Makes this process's future children start in a new time namespace whose monotonic and boot
+ * clocks read `clocks` now (offsets count from the host's clocks: ours less our own offsets).
+ */
+function enterNewTimeNamespace(clocks: TimeNamespaceClocks): void {
+  const own = new Map<string, bigint>();
+  for (const line of Deno.readTextFileSync("/proc/self/timens_offsets").split("\n")) {
+    const m = /^(\S+)\s+(-?\d+)\s+(\d+)/.exec(line.trim());
+    if (m) own.set(m[1], BigInt(m[2]) * 1_000_000_000n + BigInt(m[3]));
+  }
+  if (rawSyscall(NR.unshare, CLONE_NEWTIME) < 0n) {
+    throw new Error(`Cannot make a time namespace: errno ${lastErrno()}`);
+  }
+  const lines = [["monotonic", CLOCK.MONOTONIC, clocks.monotonic], [
+    "boottime",
+    CLOCK.BOOTTIME,
+    clocks.boottime,
+  ]] as const;
+  const text = lines.map(([name, clock, [sec, nsec]]) => {
+    const [s, n] = clockGettime(clock);
+    const host = s * 1_000_000_000n + n - (own.get(name) ?? 0n);
+    let off = sec * 1_000_000_000n + nsec - host;
+    const offSec = off >= 0n ? off / 1_000_000_000n : -((-off + 999_999_999n) / 1_000_000_000n);
+    off -= offSec * 1_000_000_000n;
+    return `${name} ${offSec} ${off}\n`;
+  }).join("");
+  Deno.writeTextFileSync("/proc/self/timens_offsets", text);
 }

@@ -81,8 +81,6 @@ const SYMBOLS = {
   fsync: { parameters: ["i32"], result: "i32" },
   // long sysconf(int name);
   sysconf: { parameters: ["i32"], result: "i64" },
-  // int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...);
-  clone: { parameters: ["u64", "u64", "i32", "u64"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The libc symbols, loaded once. */
