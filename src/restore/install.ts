@@ -32,6 +32,7 @@ import { mapKey } from "./memory.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
 import { type FileTable, isLateFile, RestoreError } from "./files.ts";
+import { TCP_STATE } from "../net/tcp_state.ts";
 import { LEASE_BREAKING } from "../dump/locks.ts";
 import { type DumpImages, hostPath, type TaskImages } from "./images.ts";
 
@@ -208,6 +209,14 @@ export function installFiles(
       addTargets(copies[i], dump.files.get(id)!.epfd!);
       sys(NR.close, "close", copies[i]);
     });
+  }
+  // A unix listener (made by criu) listens again in its task: the credentials a connection to
+  // it reports (SO_PEERCRED: systemd's clients ask) are those of who called listen().
+  for (const fdi of sharedTable ? [] : task.fds) {
+    const u = dump.files.get(fdi.id)?.usk;
+    if (u?.state !== TCP_STATE.LISTEN) continue;
+    if (task.fds.find((f) => f.id === fdi.id) !== fdi) continue;
+    sys(NR.listen, `listen(fd ${fdi.fd})`, fdi.fd, u.backlog);
   }
   const svc = new Map(service.map((s, i) => [s.key, received[ids.length + i]]));
   const maps = new Map<string, number>();

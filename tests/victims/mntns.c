@@ -346,9 +346,13 @@ static int inside_main(int ready)
 		why = "the accepted unix connection";
 	else if (({
 			 int c = socket(AF_UNIX, SOCK_STREAM, 0);
-			 c < 0 || connect(c, (void *)&sun, sizeof(sun)) || accept(lsk, NULL, NULL) < 0;
+			 struct ucred cred = {0};
+			 socklen_t len = sizeof(cred);
+			 c < 0 || connect(c, (void *)&sun, sizeof(sun)) || accept(lsk, NULL, NULL) < 0 ||
+				 getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &len) ||
+				 cred.pid != getpid();
 		 }))
-		why = "a new connection to the listener's name";
+		why = "a new connection to the listener's name (or its peer credentials)";
 	/* Propagation: into the peer (/mnt) and the slave (/slave), not back from the slave. */
 	else if (mount("probe", "/tmp/sub/prop", "tmpfs", 0, NULL) ||
 		 write(open("/tmp/sub/prop/p", O_WRONLY | O_CREAT, 0600), "p", 1) != 1)
