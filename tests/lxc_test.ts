@@ -1,0 +1,169 @@
+/**
+ * Containers as LXC checkpoints them: a Debian 12 container (systemd, apache2, mariadb) made by
+ * lxc-create, taken down and back by `lxc-checkpoint -s` and `-r` with this repository's criu
+ * first on PATH. LXC passes its own options (--ext-mount-map auto, --cgroup-root, --enable-fs,
+ * --restore-sibling, --inherit-fd for its console, ...). Checked from inside after: apache
+ * serves the page written before, the table keeps its rows, a mariadb client session over TCP
+ * keeps its session variable and its connection. Skipped where LXC is not installed.
+ *
+ * What the container is given so that it can be carried at all (each refused by name
+ * otherwise): no network device (`lxc.net.0.type = empty`), no io_uring for mariadb
+ * (`innodb_use_native_aio=0`), no BPF programs for journald (`IPAddressDeny=`), its console
+ * from the host's devpts and no getty ttys (`lxc.pty.max = 1`, `lxc.tty.max = 0`).
+ */
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { ROOT, sleep, tmpDir } from "./helpers.ts";
+
+const has = (tool: string) =>
+  new Deno.Command("sh", { args: ["-c", `command -v ${tool}`], stdout: "null" }).outputSync()
+    .success;
+
+async function run(
+  cmd: string,
+  args: string[],
+  env: Record<string, string> = {},
+  timeoutMs = 600_000,
+): Promise<{ code: number; out: string }> {
+  const o = await new Deno.Command(cmd, {
+    args,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(timeoutMs),
+  }).output();
+  const dec = new TextDecoder();
+  return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
+}
+
+/** Runs `script` with bash inside container `name`. */
+function inside(name: string, script: string) {
+  return run("lxc-attach", ["-n", name, "--", "bash", "-c", script], {}, 60_000);
+}
+
+function safe(path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return "";
+  }
+}
+
+async function state(name: string): Promise<string> {
+  return /State:\s+(\S+)/.exec((await run("lxc-info", ["-n", name])).out)?.[1] ?? "";
+}
+
+async function until(what: string, fn: () => Promise<boolean>, timeoutMs: number) {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await fn()) return;
+    await sleep(500);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+Deno.test({
+  name:
+    "LXC: lxc-checkpoint -s and -r through our criu take a Debian 12 container (systemd, apache2, mariadb) down and back: its page, its rows, a mariadb client session over TCP",
+  ignore: !has("lxc-create") || !has("debootstrap"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const name = `dcriu-${Date.now().toString(36)}`;
+    const bin = tmpDir("lxc-bin-");
+    Deno.writeTextFileSync(
+      `${bin}/criu`,
+      `#!/bin/sh\nexec "${Deno.execPath()}" run -A --quiet "${ROOT}/main.ts" "$@"\n`,
+      { mode: 0o755 },
+    );
+    const env = { PATH: `${bin}:${Deno.env.get("PATH")}` };
+    const made = await run("lxc-create", [
+      "-n",
+      name,
+      "-t",
+      "debian",
+      "--",
+      "-r",
+      "bookworm",
+      "--packages=apache2,mariadb-server",
+    ]);
+    assertEquals(made.code, 0, made.out);
+    try {
+      const lib = `/var/lib/lxc/${name}`;
+      const config = Deno.readTextFileSync(`${lib}/config`).split("\n")
+        .filter((l) => !/^lxc\.net\.0\./.test(l)).join("\n");
+      Deno.writeTextFileSync(
+        `${lib}/config`,
+        `${config}\nlxc.net.0.type = empty\nlxc.apparmor.profile = unconfined\n` +
+          `lxc.pty.max = 1\nlxc.tty.max = 0\n`,
+      );
+      const rootfs = `${lib}/rootfs`;
+      Deno.writeTextFileSync(
+        `${rootfs}/etc/mysql/mariadb.conf.d/99-noaio.cnf`,
+        "[mysqld]\ninnodb_use_native_aio=0\n",
+      );
+      Deno.mkdirSync(`${rootfs}/etc/systemd/system/systemd-journald.service.d`, {
+        recursive: true,
+      });
+      Deno.writeTextFileSync(
+        `${rootfs}/etc/systemd/system/systemd-journald.service.d/nobpf.conf`,
+        "[Service]\nIPAddressDeny=\n",
+      );
+      const started = await run("lxc-start", ["-n", name]);
+      assertEquals(started.code, 0, started.out);
+      await until("the container's services", async () => {
+        const r = await inside(name, "systemctl is-system-running; mysql -N -e 'select 1'");
+        return /^(running|degraded)\n1$/m.test(r.out.trim());
+      }, 180_000);
+      const prep = await inside(
+        name,
+        [
+          `echo '<h1>page before</h1>' > /var/www/html/probe.html`,
+          `mysql -e "create database t; create table t.r (x int); insert into t.r values (1),(2),(3);` +
+          ` create user u@'127.0.0.1' identified by 'p'; grant all on t.* to u@'127.0.0.1';"`,
+          // A client session over TCP, fed through a FIFO a service of the container holds.
+          `systemd-run --unit=sess bash -c "mkfifo /run/sess.fifo; ` +
+          `mysql -h 127.0.0.1 -uu -pp -N -n < /run/sess.fifo > /run/sess.out 2>&1 & ` +
+          `exec 3>/run/sess.fifo; echo 'set @v=42; select concat(\\"conn \\", connection_id());' >&3; ` +
+          `sleep infinity"`,
+          `sleep 2; cat /run/sess.out`,
+        ].join("; "),
+      );
+      const conn = /conn (\d+)/.exec(prep.out)?.[1];
+      assert(conn, `the session: ${prep.out}`);
+      const imgs = tmpDir("lxc-imgs-");
+      const ck = await run("lxc-checkpoint", ["-n", name, "-D", imgs, "-s"], env);
+      assertEquals(ck.code, 0, ck.out);
+      await until("the container to stop", async () => (await state(name)) === "STOPPED", 30_000);
+      // The restored container's monitor keeps whatever lxc-checkpoint had open: no pipes.
+      const log = `${imgs}/lxc-restore.log`;
+      const rst = await new Deno.Command("lxc-checkpoint", {
+        args: ["-n", name, "-D", imgs, "-r", "-o", log, "-l", "INFO"],
+        env,
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+        signal: AbortSignal.timeout(300_000),
+      }).output();
+      assertEquals(rst.code, 0, `${Deno.readTextFileSync(log)}\n${safe(`${imgs}/restore.log`)}`);
+      assertEquals(await state(name), "RUNNING");
+      const after = await inside(
+        name,
+        [
+          `echo 'select concat("after ", @v, " conn ", connection_id());' > /run/sess.fifo`,
+          `sleep 1; tail -1 /run/sess.out`,
+          `mysql -N -e 'select count(*) from t.r'`,
+          `exec 3<>/dev/tcp/127.0.0.1/80; printf 'GET /probe.html HTTP/1.0\\r\\n\\r\\n' >&3; ` +
+          `timeout 5 cat <&3 | tail -1`,
+          `systemctl is-system-running`,
+        ].join("; "),
+      );
+      assertMatch(after.out, new RegExp(`^after 42 conn ${conn}$`, "m"), "the session");
+      assertMatch(after.out, /^3$/m, "the rows");
+      assertMatch(after.out, /^<h1>page before<\/h1>$/m, "the page");
+      assertMatch(after.out, /^(running|degraded)$/m, "systemd");
+    } finally {
+      await run("lxc-stop", ["-n", name, "-k"], {}, 60_000).catch(() => {});
+      await run("lxc-destroy", ["-n", name, "-f"], {}, 120_000).catch(() => {});
+    }
+  },
+});
