@@ -145,13 +145,24 @@ Deno.test("a process sleeping in nanosleep continues counting, twice over", asyn
   }
 });
 
-Deno.test("restore without -d waits for the process and returns its exit code", async () => {
+/** The exiter victim (it sleeps 1.5 s, then exits with 7), dumped and gone. */
+async function dumpedExiter(): Promise<{ v: Victim; imgs: string }> {
   const bin = await buildVictim("exiter");
   const v = startVictim(["setsid", bin, "{out}", "1500"]);
   try {
     await waitReport(v);
     const imgs = tmpDir();
     await dumpAndKill(v, imgs);
+    return { v, imgs };
+  } catch (e) {
+    await stopVictim(v);
+    throw e;
+  }
+}
+
+Deno.test("restore without -d waits for the process and returns its exit code", async () => {
+  const { v, imgs } = await dumpedExiter();
+  try {
     const t = Date.now();
     const run = await criu(["restore", "-D", imgs]);
     assertEquals(run.code, 7, run.stderr);
@@ -891,12 +902,8 @@ Deno.test("a vast PROT_NONE reservation (8 TiB, as mariadb keeps) with pages wri
 });
 
 Deno.test("restore -d -S (--restore-sibling, as LXC restores): the tree is born the caller's child, which waits for its exit status", async () => {
-  const bin = await buildVictim("exiter");
-  const v = startVictim(["setsid", bin, "{out}", "1500"]);
+  const { v, imgs } = await dumpedExiter();
   try {
-    await waitReport(v);
-    const imgs = tmpDir();
-    await dumpAndKill(v, imgs);
     // The caller: restores, checks it is the parent, and reaps the task's exit status (7).
     const caller = [
       "import os, subprocess, sys",
