@@ -20,8 +20,8 @@ import {
   planPropagation,
 } from "../restore/mount_plan.ts";
 import { readProcText } from "../tree/proc.ts";
-import { close, pidfdGetfd, pidfdOpen, userDev } from "../syscalls/mod.ts";
-import type { RemoteSyscalls } from "../tree/infect.ts";
+import { close, MS, pidfdGetfd, pidfdOpen, userDev } from "../syscalls/mod.ts";
+import { InfectError, type RemoteSyscalls } from "../tree/infect.ts";
 import type { DumpContext } from "./context.ts";
 import { UnsupportedError } from "./file_types.ts";
 
@@ -187,8 +187,11 @@ export async function writeMountNamespace(ctx: DumpContext, ns: MountNamespace):
   for (const step of planMounts(ns.entries)) {
     if (step.how !== "new" || !hasTar(step.entry)) continue;
     const fd = ns.clones.get(step.entry.mntId);
-    if (fd === undefined) throw new Error(`${mountName(step.entry)} was not cloned`);
-    await dumpTmpfs(ctx, `/proc/${Deno.pid}/fd/${fd}`, step.entry);
+    await dumpTmpfs(
+      ctx,
+      fd === undefined ? byPlace(ns.pid, step.entry) : `/proc/${Deno.pid}/fd/${fd}`,
+      step.entry,
+    );
   }
 }
 
@@ -214,7 +217,14 @@ export function cloneTmpfsMounts(ctx: DumpContext, rs: RemoteSyscalls, ns: Mount
     for (const step of planMounts(ns.entries)) {
       const e = step.entry;
       if (step.how !== "new" || !hasTar(e)) continue;
-      const there = rs.cloneMount(e.mountpoint);
+      let there: number;
+      try {
+        there = rs.cloneMount(e.mountpoint);
+      } catch (err) {
+        // An unbindable mount cannot be copied: read where it is (below, by its place).
+        if (err instanceof InfectError && e.flags & MS.UNBINDABLE) continue;
+        throw err;
+      }
       let fd: number;
       try {
         fd = pidfdGetfd(pidfd, there, rs.task.pid);
@@ -235,7 +245,21 @@ export function cloneTmpfsMounts(ctx: DumpContext, rs: RemoteSyscalls, ns: Mount
   }
 }
 
-/** tar of the files of tmpfs mount `e`, read at `dir` (a detached copy of it). */
+/**
+ * Where tmpfs mount `e` is reached by its place in the root task's namespace (an unbindable
+ * one, which cannot be copied): refused when another mount hides it there.
+ */
+function byPlace(pid: number, e: mnt_entry): string {
+  const dir = `/proc/${pid}/root${e.mountpoint}`;
+  if (Deno.statSync(dir).dev !== userDev(e.rootDev)) {
+    throw new UnsupportedError(
+      `Cannot dump ${mountName(e)}: another mount hides it; not supported yet`,
+    );
+  }
+  return dir;
+}
+
+/** tar of the files of tmpfs mount `e`, read at `dir` (a detached copy of it, or the mount). */
 async function dumpTmpfs(ctx: DumpContext, dir: string, e: mnt_entry): Promise<void> {
   const name = `tmpfs-dev-${e.rootDev}.tar.gz.img`;
   const out = await new Deno.Command("tar", {
