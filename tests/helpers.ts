@@ -39,7 +39,7 @@ export async function buildVictim(name: string, flags: string[] = []): Promise<s
  */
 export function mntnsRoot(bin: string): { root: string; ext: string; argv: string[] } {
   const root = tmpDir("mntns-root-");
-  for (const d of ["proc", "tmp", "mnt", "ext", "slave", "sys", "dev/pts", "dev/mqueue"]) {
+  for (const d of ["proc", "tmp", "mnt", "ext", "slave", "sys", "ub", "dev/pts", "dev/mqueue"]) {
     Deno.mkdirSync(`${root}/${d}`, { recursive: true });
   }
   Deno.copyFileSync(bin, `${root}/mntns`);

@@ -12,6 +12,7 @@
  *   /slave   a bind of /tmp made a slave of it
  *   /ext     EXT bound (external: its files are the host's)
  *   /sys     sysfs, read-only
+ *   /ub      a tmpfs with a file, unbindable
  *   /dev/pts a devpts instance of its own
  *   /dev/mqueue mqueue
  * then makes ROOT its root, lets the host's mounts go and runs itself again from inside
@@ -183,6 +184,14 @@ static int init_main(const char *root, const char *ext, int ready)
 	snprintf(p, sizeof(p), "%s/sys", root);
 	if (mount("sysfs", p, "sysfs", MS_RDONLY | MS_NOSUID, NULL))
 		DIE("sysfs");
+	snprintf(p, sizeof(p), "%s/ub", root);
+	if (mount("ub", p, "tmpfs", 0, "size=1m"))
+		DIE("unbindable tmpfs");
+	snprintf(p, sizeof(p), "%s/ub/kept", root);
+	write_file(p, "unbindable", 0600);
+	snprintf(p, sizeof(p), "%s/ub", root);
+	if (mount(NULL, p, NULL, MS_UNBINDABLE, NULL))
+		DIE("unbindable");
 	snprintf(p, sizeof(p), "%s/dev/pts", root);
 	if (mount("devpts", p, "devpts", 0, "newinstance,ptmxmode=0666,mode=620"))
 		DIE("devpts");
@@ -316,6 +325,8 @@ static int inside_main(int ready)
 		why = "the bind mount";
 	else if (!read_is("/filebind", "hello world"))
 		why = "the bind mount of a file";
+	else if (!read_is("/ub/kept", "unbindable"))
+		why = "the unbindable tmpfs's file";
 	else if (open("/mnt/new", O_WRONLY | O_CREAT, 0600) >= 0 || errno != EROFS)
 		why = "the bind mount is no longer read-only";
 	else if (!read_is("/ext/hostfile", "from the host"))
