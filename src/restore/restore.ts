@@ -24,7 +24,7 @@
  * @module
  */
 import { create, isFieldSet } from "@bufbuild/protobuf";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { ActionHook, ScriptAction } from "../action_scripts.ts";
 import { BLOBS } from "../../parasite/blobs_gen.ts";
 import { fstype, restore_stats_entrySchema, stats_entrySchema } from "../../proto/gen/misc_pb.ts";
@@ -34,8 +34,10 @@ import { silentLogger } from "../log.ts";
 import { MAP, VMA } from "../pagemap/vma.ts";
 import {
   anonSharedMemory,
+  CGROUP_MAGICS,
   close,
   errnoName,
+  fileSystemOf,
   ioctl,
   kill,
   NR,
@@ -49,6 +51,7 @@ import {
   remoteAdd,
   type RemotePtr,
   remotePtr,
+  tryOpen,
   waitPid,
   withSharedMapping,
   writeRemote,
@@ -296,6 +299,8 @@ function checkTask(
       // A descriptor of a symlink itself (O_PATH | O_NOFOLLOW) names the link, not its target.
       st = reg.flags & O.NOFOLLOW ? Deno.lstatSync(path) : Deno.statSync(path);
     } catch {
+      // A cgroup directory (a working directory there, say) is made by the cgroup restore.
+      if (onCgroupFs(path)) continue;
       throw new RestoreError(`Cannot restore task ${pid}: file ${name} no longer exists`);
     }
     if (
@@ -307,6 +312,20 @@ function checkTask(
       );
     }
   }
+}
+
+/** Whether the nearest existing directory above `path` is on a cgroup file system. */
+function onCgroupFs(path: string): boolean {
+  for (let dir = dirname(path); dir !== "/"; dir = dirname(dir)) {
+    const fd = tryOpen(dir, O.PATH | O.DIRECTORY | O.CLOEXEC);
+    if (fd < 0) continue;
+    try {
+      return CGROUP_MAGICS.includes(fileSystemOf(fd, dir).type);
+    } finally {
+      close(fd);
+    }
+  }
+  return false;
 }
 
 /** A process being restored. */

@@ -570,6 +570,9 @@ export function fileSystemOf(fd: number, what: string): { type: bigint; blockSiz
 /** HUGETLBFS_MAGIC: hugetlbfs (hugetlb memfds and anonymous hugetlb memory live there). */
 export const HUGETLBFS_MAGIC = 0x958458f6n;
 
+/** statfs f_type of cgroup (v1) and cgroup2 file systems. */
+export const CGROUP_MAGICS: readonly bigint[] = [0x27e0ebn, 0x63677270n];
+
 /** PAGEMAP_SCAN page categories (linux/fs.h). */
 export const PAGE_IS = {
   WRITTEN: 1 << 1,
