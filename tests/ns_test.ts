@@ -159,18 +159,21 @@ function pidsTop(): string | undefined {
   return undefined;
 }
 
-Deno.test("tasks come back in their cgroups (a child in one of its own); one missing here is made again with its properties (soft), refused with none, removed should the restore fail; ignore leaves them in criu's", async () => {
+Deno.test("tasks come back in their cgroups (a child in one of its own, working in its directory and holding it open); one missing here is made again with its properties (soft), refused with none, removed should the restore fail; ignore leaves them in criu's", async () => {
   const hier = "pids", base = pidsTop();
   if (base === undefined) return;
   const name = `/deno-criu-cg-${Deno.pid}`;
   Deno.mkdirSync(`${base}${name}/child`, { recursive: true });
   Deno.writeTextFileSync(`${base}${name}/child/pids.max`, "77");
   const code =
-    "import os,signal,sys,time\npid=os.fork()\nif pid==0:\n  time.sleep(600); os._exit(0)\n" +
+    // The child works in its own cgroup's directory and holds it open (the restore makes it
+    // before the child enters it).
+    "import os,signal,sys,time\npid=os.fork()\nif pid==0:\n" +
+    "  d=os.open(sys.argv[2], os.O_RDONLY); os.chdir(sys.argv[2]); time.sleep(600); os._exit(0)\n" +
     "signal.signal(signal.SIGTERM,lambda *_: (open(sys.argv[1],'a').write('PASS cg\\n')," +
     " os.kill(pid,9), sys.exit(0)))\n" +
     "open(sys.argv[1],'a').write(f'ready child={pid}\\n')\nwhile True: time.sleep(1)";
-  const v = startVictim(["setsid", "python3", "-c", code, "{out}"]);
+  const v = startVictim(["setsid", "python3", "-c", code, "{out}", `${base}${name}/child`]);
   let child = 0;
   try {
     const r = await waitReport(v);
