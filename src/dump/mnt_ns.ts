@@ -18,6 +18,7 @@ import {
   planMounts,
   planNested,
   planPropagation,
+  within,
 } from "../restore/mount_plan.ts";
 import { readProcText } from "../tree/proc.ts";
 import { close, MS, pidfdGetfd, pidfdOpen, userDev } from "../syscalls/mod.ts";
@@ -166,9 +167,7 @@ function autoExternal(ctx: DumpContext, entries: mnt_entry[], host: MountInfo[])
     if (e === root || e.extKey) continue;
     if (e.sharedId && !ctx.opts.externalSharing) continue;
     if (e.masterId && !ctx.opts.externalMasters) continue;
-    const covers = (h: MountInfo) =>
-      h.kdev === e.rootDev &&
-      (h.root === "/" || e.root === h.root || e.root.startsWith(`${h.root}/`));
+    const covers = (h: MountInfo) => h.kdev === e.rootDev && within(e.root, h.root);
     const match = host.filter(covers).sort((a, b) => b.root.length - a.root.length)[0];
     if (!match) continue;
     const rest = match.root === "/" ? e.root : e.root.slice(match.root.length);
@@ -189,7 +188,10 @@ export async function writeMountNamespace(ctx: DumpContext, ns: MountNamespace):
     const fd = ns.clones.get(step.entry.mntId);
     await dumpTmpfs(
       ctx,
-      fd === undefined ? byPlace(ns.pid, step.entry) : `/proc/${Deno.pid}/fd/${fd}`,
+      // An unbindable one, which cannot be copied, is read at its place.
+      fd === undefined
+        ? shown(`/proc/${ns.pid}/root${step.entry.mountpoint}`, step.entry)
+        : `/proc/${Deno.pid}/fd/${fd}`,
       step.entry,
     );
   }
@@ -233,11 +235,7 @@ export function cloneTmpfsMounts(ctx: DumpContext, rs: RemoteSyscalls, ns: Mount
       }
       ctx.inFlightFds.push(fd); // closed when the dump ends
       // A mount stacked at its place would be copied instead.
-      if (Deno.statSync(`/proc/self/fd/${fd}`).dev !== userDev(e.rootDev)) {
-        throw new UnsupportedError(
-          `Cannot dump ${mountName(e)}: another mount hides it; not supported yet`,
-        );
-      }
+      shown(`/proc/self/fd/${fd}`, e);
       ns.clones.set(e.mntId, fd);
     }
   } finally {
@@ -246,17 +244,16 @@ export function cloneTmpfsMounts(ctx: DumpContext, rs: RemoteSyscalls, ns: Mount
 }
 
 /**
- * Where tmpfs mount `e` is reached by its place in the root task's namespace (an unbindable
- * one, which cannot be copied): refused when another mount hides it there.
+ * `path`, which must show mount `e`'s file system (a copy of it, or its place in the root
+ * task's namespace): refused when another mount hides it there.
  */
-function byPlace(pid: number, e: mnt_entry): string {
-  const dir = `/proc/${pid}/root${e.mountpoint}`;
-  if (Deno.statSync(dir).dev !== userDev(e.rootDev)) {
+function shown(path: string, e: mnt_entry): string {
+  if (Deno.statSync(path).dev !== userDev(e.rootDev)) {
     throw new UnsupportedError(
       `Cannot dump ${mountName(e)}: another mount hides it; not supported yet`,
     );
   }
-  return dir;
+  return path;
 }
 
 /** tar of the files of tmpfs mount `e`, read at `dir` (a detached copy of it, or the mount). */

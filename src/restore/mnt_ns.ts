@@ -10,7 +10,7 @@
  * each mount, parents first:         at ROOT/MOUNTPOINT; bound (from --root, --external
  *                                    mnt[KEY]:PATH, or the mount it shows part of) or mounted
  *                                    anew, a tmpfs then filled from its tar
- * each mount's own flags             ro, nosuid, nodev, noexec, atime (a bind remount)
+ * each mount's own flags             ro, nosuid, nodev, noexec, atime (mount_setattr)
  * cd ROOT; pivot_root . .; umount -l .
  * ```
  *
@@ -49,6 +49,7 @@ import {
   planNested,
   planPropagation,
   type PropagationStep,
+  within,
 } from "./mount_plan.ts";
 import type { Logger } from "../log.ts";
 import type { DumpImages, TaskImages } from "./images.ts";
@@ -74,7 +75,8 @@ export interface MountNamespacePlan {
   /** Their propagation, set once all are made. */
   propagation: PropagationStep[];
   root: string;
-  external: ReadonlyMap<string, string>;
+  /** What each external mount is bound from. */
+  external: ReadonlyMap<mnt_entry, string>;
   /** The tar of each tmpfs made anew. */
   tars: Map<mnt_entry, string>;
 }
@@ -102,7 +104,7 @@ export function checkMountNamespace(
     );
   }
   const root = directory(src.root, "--root");
-  const external = new Map<string, string>();
+  const external = new Map<mnt_entry, string>();
   const tars = new Map<mnt_entry, string>();
   for (const s of steps) {
     if (s.how === "external" && s.key === AUTODETECTED_MOUNT) {
@@ -112,7 +114,7 @@ export function checkMountNamespace(
             `namespace (${s.entry.source}); restore with --ext-mount-map auto`,
         );
       }
-      external.set(s.key + s.entry.mntId, directoryOrFile(s.entry.source, "--ext-mount-map auto:"));
+      external.set(s.entry, directoryOrFile(s.entry.source, "--ext-mount-map auto:"));
     } else if (s.how === "external") {
       const path = src.external?.get(s.key);
       if (path === undefined) {
@@ -121,7 +123,7 @@ export function checkMountNamespace(
             `--external mnt[${s.key}]:PATH`,
         );
       }
-      external.set(s.key, directoryOrFile(path, `--external mnt[${s.key}]`));
+      external.set(s.entry, directoryOrFile(path, `--external mnt[${s.key}]`));
     } else if (s.how === "new" && hasTar(s.entry)) {
       const names = [
         `tmpfs-dev-${s.entry.rootDev}.tar.gz.img`,
@@ -156,11 +158,6 @@ function directoryOrFile(path: string, what: string): string {
   }
 }
 
-/** Whether path `sub` is `dir` or lies below it. */
-function within(sub: string, dir: string): boolean {
-  return dir === "/" || sub === dir || sub.startsWith(`${dir}/`);
-}
-
 /**
  * Where path `path` of the tree lies outside its namespace, before it is made: under `--root`
  * or an external mount's directory; undefined when it lies on a mount made anew (a tmpfs's
@@ -179,7 +176,7 @@ export function outsidePath(plan: MountNamespacePlan, path: string): string | un
   const rest = mp === "/" ? path : path.slice(mp.length);
   const base = (s: MountStep): string | undefined => {
     if (s.how === "root") return plan.root === "/" ? "" : plan.root;
-    if (s.how === "external") return plan.external.get(s.key);
+    if (s.how === "external") return plan.external.get(s.entry);
     if (s.how === "bind") {
       const from = plan.steps.find((x) => x.entry === s.from)!;
       const b = base(from);
@@ -201,7 +198,8 @@ export async function makeMountNamespace(
   log: Logger,
 ): Promise<void> {
   const pid = rs.task.pid;
-  const { arena, sys, str } = mountCalls(rs);
+  const calls = mountCalls(rs);
+  const { arena, sys, str } = calls;
   arena.reset();
   sys(
     "the mount namespace (criu's mounts made private in it)",
@@ -226,52 +224,30 @@ export async function makeMountNamespace(
       if (s.how === "root") {
         sys(what, NR.mount, str(root), target, 0, MS.BIND, 0);
       } else if (s.how === "external") {
-        const from = plan.external.get(s.key) ?? plan.external.get(s.key + e.mntId)!;
-        sys(what, NR.mount, str(from), target, 0, MS.BIND, 0);
+        sys(what, NR.mount, str(plan.external.get(e)!), target, 0, MS.BIND, 0);
       } else if (s.how === "bind") {
         sys(what, NR.mount, str(`/proc/self/fd/${fds.get(s.from)}${s.sub}`), target, 0, MS.BIND, 0);
       } else {
         // A read-only tmpfs is filled first, then made read-only.
-        const tar = plan.tars.get(e);
-        const sbFlags = tar ? e.sbFlags & ~MS.RDONLY : e.sbFlags;
+        const sbFlags = plan.tars.has(e) ? e.sbFlags & ~MS.RDONLY : e.sbFlags;
         const flags = sbFlags | (e.flags & MOUNT_FLAGS & ~MS.RDONLY);
         sys(what, NR.mount, str(e.source || "none"), target, str(s.fs), flags, str(e.options));
-        fds.set(e, Number(sys(what, NR.open, target, O.PATH | O.CLOEXEC, 0)));
-        if (tar) {
-          await extractTar(tar, `/proc/${pid}/fd/${fds.get(e)}`, what);
-          if (e.sbFlags & MS.RDONLY) {
-            arena.reset();
-            sys(
-              what,
-              NR.mount,
-              0,
-              str(`/proc/self/fd/${fds.get(e)}`),
-              0,
-              MS.REMOUNT | e.sbFlags,
-              str(e.options),
-            );
-          }
-        }
       }
-      if (!fds.has(e)) {
-        fds.set(e, Number(sys(what, NR.open, target, O.PATH | O.CLOEXEC, 0)));
+      const fd = Number(sys(what, NR.open, target, O.PATH | O.CLOEXEC, 0));
+      fds.set(e, fd);
+      const tar = plan.tars.get(e);
+      if (tar) {
+        await extractTar(tar, `/proc/${pid}/fd/${fd}`, what);
+        if (e.sbFlags & MS.RDONLY) {
+          arena.reset();
+          const self = str(`/proc/self/fd/${fd}`);
+          sys(what, NR.mount, 0, self, 0, MS.REMOUNT | e.sbFlags, str(e.options));
+        }
       }
       log.debug(`Mount ${e.mntId} made (${s.how}) at ${e.mountpoint}`);
     }
     // Each mount's own flags, exactly (a bind shows its source's until told).
-    for (const s of plan.steps) {
-      arena.reset();
-      const flags = s.entry.flags & MOUNT_FLAGS;
-      sys(
-        `the flags of ${mountName(s.entry)}`,
-        NR.mount,
-        0,
-        str(`/proc/self/fd/${fds.get(s.entry)}`),
-        0,
-        MS.BIND | MS.REMOUNT | flags,
-        0,
-      );
-    }
+    setMountFlags(calls, plan.steps.map((s) => s.entry), fds);
     arena.reset();
     const dot = str(".");
     sys("the mount namespace's root", NR.chdir, str(root));
@@ -280,23 +256,41 @@ export async function makeMountNamespace(
     sys("the mount namespace's root", NR.chdir, str("/"));
     // Propagation last: pivot_root wants its mounts private, and no mount made later may
     // propagate. By descriptor (the namespace may have no /proc).
-    setPropagation(mountCalls(rs), plan.propagation, fds);
+    setPropagation(calls, plan.propagation, fds);
   } finally {
     for (const fd of fds.values()) rs.call(NR.close, fd);
   }
   log.info(`Mount namespace made: ${plan.steps.length} mounts`);
 }
 
+/** A remote call in the task of `rs` that names what failed (`what`, then `tail`). */
+function failing(rs: RemoteSyscalls, tail = "") {
+  return (what: string, nr: number, ...args: (number | bigint)[]) => {
+    const r = rs.call(nr, ...args);
+    if (r < 0n) throw new RestoreError(`Cannot restore ${what}${tail}: ${errnoName(Number(-r))}`);
+    return r;
+  };
+}
+
 /** Remote calls for mounting in the task of `rs`: scratch room, and a call that names its failure. */
 function mountCalls(rs: RemoteSyscalls) {
   const size = 4 * 4096;
   const arena = new RemoteArena(rs.task.pid, rs.scratch(size), size);
-  const sys = (what: string, nr: number, ...args: (number | bigint)[]) => {
-    const r = rs.call(nr, ...args);
-    if (r < 0n) throw new RestoreError(`Cannot restore ${what}: ${errnoName(Number(-r))}`);
-    return r;
-  };
-  return { arena, sys, str: (s: string) => arena.cstr(s) };
+  return { arena, sys: failing(rs), str: (s: string) => arena.cstr(s) };
+}
+
+/** Sets each mount's own flags to exactly its entry's (mount_setattr on its descriptor). */
+function setMountFlags(
+  { arena, sys, str }: ReturnType<typeof mountCalls>,
+  entries: readonly mnt_entry[],
+  fds: Map<mnt_entry, number>,
+): void {
+  for (const e of entries) {
+    arena.reset();
+    const attr = arena.words(mountFlagsAttr(e.flags & MOUNT_FLAGS));
+    const what = `the flags of ${mountName(e)}`;
+    sys(what, NR.mount_setattr, fds.get(e)!, str(""), AT_EMPTY_PATH, attr, MOUNT_ATTR_SIZE);
+  }
 }
 
 /**
@@ -396,13 +390,7 @@ export function enterMountNamespace(
   if (want === now || (want !== ns.rootId && !ns.plans.has(want))) return;
   const holder = ns.holders.get(want);
   const pid = task.pstree.pid;
-  const sys = (what: string, nr: number, ...args: (number | bigint)[]) => {
-    const r = rs.call(nr, ...args);
-    if (r < 0n) {
-      throw new RestoreError(`Cannot restore ${what} of task ${pid}: ${errnoName(Number(-r))}`);
-    }
-    return r;
-  };
+  const sys = failing(rs, ` of task ${pid}`);
   if (holder !== undefined) {
     const fd = sys("its mount namespace (pidfd_open)", NR.pidfd_open, holder, 0);
     try {
@@ -432,7 +420,8 @@ function makeNested(
   log: Logger,
 ): void {
   const pid = rs.task.pid;
-  const { arena, sys, str } = mountCalls(rs);
+  const calls = mountCalls(rs);
+  const { arena, sys, str } = calls;
   arena.reset();
   sys("a nested mount namespace (unshare)", NR.unshare, 0x20000);
   sys(
@@ -526,20 +515,8 @@ function makeNested(
       arena.reset();
       fds.set(e, Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0)));
     }
-    for (const e of entries) {
-      arena.reset();
-      const attr = arena.words(mountFlagsAttr(e.flags & MOUNT_FLAGS));
-      sys(
-        `the flags of ${mountName(e)}`,
-        NR.mount_setattr,
-        fds.get(e)!,
-        str(""),
-        AT_EMPTY_PATH,
-        attr,
-        MOUNT_ATTR_SIZE,
-      );
-    }
-    setPropagation({ arena, sys, str }, plan.propagation, fds);
+    setMountFlags(calls, entries, fds);
+    setPropagation(calls, plan.propagation, fds);
   } finally {
     for (const fd of fds.values()) rs.call(NR.close, fd);
   }

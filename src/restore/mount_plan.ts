@@ -83,7 +83,7 @@ export const MOUNT_FLAGS = MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC | MS.NOA
   MS.NODIRATIME | MS.RELATIME | MS.STRICTATIME | MS.NOSYMFOLLOW;
 
 /** Whether path `sub` is `dir` or lies below it. */
-function within(sub: string, dir: string): boolean {
+export function within(sub: string, dir: string): boolean {
   return dir === "/" || sub === dir || sub.startsWith(`${dir}/`);
 }
 
