@@ -24,11 +24,10 @@ import {
   timerfd_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import { inputQueued, O, withTaskFd } from "../syscalls/mod.ts";
-import { parseFdinfo, readProcText } from "../tree/proc.ts";
+import { ownNamespace, parseFdinfo, readProcText } from "../tree/proc.ts";
 import { type FileKind, type OpenFile, UnsupportedError } from "./file_types.ts";
 import { inotifyWatches } from "./inotify.ts";
 import { fanotifyGroup } from "./fanotify.ts";
-import { otherMountNs } from "../util/file_handle.ts";
 
 /** The state of an eventfd, signalfd, timerfd or epoll descriptor, from its fdinfo. */
 export function anonKind(name: string, pid: number, fd: number): FileKind {
@@ -57,16 +56,19 @@ export function anonKind(name: string, pid: number, fd: number): FileKind {
       };
     case "fanotify": {
       const what = `fd ${fd} of task ${pid} (fanotify)`;
+      // Marks of a task in a mount namespace of its own are found through it.
+      const nsPid = ownNamespace(pid, "mnt") ? pid : undefined;
       let group;
       try {
-        group = fanotifyGroup(readProcText(pid, `fdinfo/${fd}`), what, otherMountNs(pid));
+        group = fanotifyGroup(readProcText(pid, `fdinfo/${fd}`), what, nsPid);
       } catch (e) {
         throw new UnsupportedError((e as Error).message);
       }
       return { type: "fanotify", group };
     }
     case "inotify": {
-      const watches = inotifyWatches(readProcText(pid, `fdinfo/${fd}`), otherMountNs(pid));
+      const nsPid = ownNamespace(pid, "mnt") ? pid : undefined;
+      const watches = inotifyWatches(readProcText(pid, `fdinfo/${fd}`), nsPid);
       const queued = withTaskFd(pid, fd, (copy) => inputQueued(copy, `fd ${fd} of task ${pid}`));
       if (queued > 0) {
         throw new UnsupportedError(

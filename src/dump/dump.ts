@@ -42,7 +42,14 @@ import { DumpGuard } from "./guard.ts";
 import { freezeCgroup } from "../tree/freezer.ts";
 import type { PendingSeize } from "../tree/seize.ts";
 import { VirtualPids } from "../tree/pid_ns.ts";
-import { NoSuchTaskError, parseStatus, readProcText } from "../tree/proc.ts";
+import {
+  NoSuchTaskError,
+  nsLink,
+  ownNamespace,
+  parseStatus,
+  readProcText,
+  readTimeOffsets,
+} from "../tree/proc.ts";
 import {
   DumpContext,
   type DumpOptions,
@@ -111,37 +118,6 @@ function checkImagesDir(dir: string): void {
     Deno.removeSync(probe);
   } catch (e) {
     throw new Error(`Cannot write to images directory ${dir}: ${(e as Error).message}`);
-  }
-}
-
-/** /proc/PID/timens_offsets: each clock's offset in the task's time namespace. */
-function timeOffsets(pid: number): Map<number, [bigint, bigint]> {
-  const out = new Map<number, [bigint, bigint]>();
-  for (const line of readProcText(pid, "timens_offsets").split("\n")) {
-    // "monotonic SEC NSEC" (or the clock's number, on older kernels).
-    const m = /^(\S+)\s+(-?\d+)\s+(\d+)/.exec(line.trim());
-    if (!m) continue;
-    const clock = m[1] === "monotonic"
-      ? CLOCK.MONOTONIC
-      : m[1] === "boottime"
-      ? CLOCK.BOOTTIME
-      : Number(m[1]);
-    out.set(clock, [BigInt(m[2]), BigInt(m[3])]);
-  }
-  return out;
-}
-
-/** Whether task `pid` is in a namespace of `kind` other than criu's. */
-function ownNamespace(pid: number, kind: string): boolean {
-  return nsLink(pid, kind) !== nsLink(Deno.pid, kind);
-}
-
-/** /proc/PID/ns/KIND's target ("uts:[INODE]"), or "" where the kernel has no such kind. */
-function nsLink(pid: number, kind: string): string {
-  try {
-    return Deno.readLinkSync(`/proc/${pid}/ns/${kind}`);
-  } catch {
-    return "";
   }
 }
 
@@ -497,7 +473,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   if (ownNamespace(tree.root, "time")) {
     // Offsets count from the host's clocks, and criu's own may be moved too (criu in a time
     // namespace): the tree's clock is ours less our offset plus its.
-    const ours = timeOffsets(Deno.pid), its = timeOffsets(tree.root);
+    const ours = readTimeOffsets(Deno.pid), its = readTimeOffsets(tree.root);
     const moved = new Map<number, [bigint, bigint]>();
     for (const clock of [CLOCK.MONOTONIC, CLOCK.BOOTTIME]) {
       const [os, on] = ours.get(clock) ?? [0n, 0n], [ts, tn] = its.get(clock) ?? [0n, 0n];

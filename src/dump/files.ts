@@ -46,7 +46,7 @@ import {
   readLinkAt,
   withTaskFd,
 } from "../syscalls/mod.ts";
-import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
+import { listFds, nsLink, parseFdinfo, readProcText } from "../tree/proc.ts";
 import { collectUnixSocket, UnixSocketError } from "../net/unix.ts";
 import { collectInetSocket, InetSocketError } from "../net/inet.ts";
 import { unixSockets } from "../net/unix_diag.ts";
@@ -96,11 +96,7 @@ function nsKind(ctx: DumpContext, ino: number, what: string): FileKind {
   // One the tree's root has of its own: made again at restore (the new root's).
   for (const kind of OWN_NS_KINDS) {
     const link = `${kind}:[${ino}]`;
-    try {
-      if (Deno.readLinkSync(`/proc/${ctx.opts.pid}/ns/${kind}`) !== link) continue;
-    } catch {
-      continue;
-    }
+    if (nsLink(ctx.opts.pid, kind) !== link) continue;
     return { type: "ns", kind, nsId: ctx.nsId(link), cflag: NS_CLONE_FLAGS[kind] };
   }
   for (const kind of NS_KINDS) {

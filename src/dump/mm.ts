@@ -28,7 +28,7 @@ import {
   type Vma,
   vmaHasPrivatePages,
 } from "../pagemap/vma.ts";
-import { parseMaps, type ProcMap, readProcText } from "../tree/proc.ts";
+import { nsLink, parseMaps, type ProcMap, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { deletedRegular, mntIdOf, regFileEntry, UnsupportedError, writeRegFile } from "./files.ts";
 import { writeGhost, writeLinkRemap } from "./ghost.ts";
@@ -123,7 +123,7 @@ export function dumpMm(
     // In the tree's own mount namespaces, the mount it is on names the namespace (as criu).
     const mntId = ctx.mntNs ? mntIdOf(link) : undefined;
     // A path names one file per mount namespace (nested ones may show another there).
-    const ns = ctx.nestedMnts.size ? Deno.readLinkSync(`/proc/${t.pid}/ns/mnt`) : "";
+    const ns = ctx.nestedMnts.size ? nsLink(t.pid, "mnt") : "";
     const key = `${flags}:${ns}:${path}`;
     let id = fileIds.get(key);
     if (id === undefined) {

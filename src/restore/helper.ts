@@ -10,6 +10,7 @@ import { readFirstLine } from "../util/first_line.ts";
 import { helperExecutable } from "../util/helper_exe.ts";
 import { CLOCK, clockGettime, lastErrno, NR, rawSyscall } from "../syscalls/mod.ts";
 import { cloneSiblingTask } from "../syscalls/spawn.ts";
+import { readTimeOffsets } from "../tree/proc.ts";
 
 /** The PID asked for is in use. */
 export class PidTakenError extends Error {
@@ -150,11 +151,8 @@ function spawnSiblingTask(
  * clocks read `clocks` now (offsets count from the host's clocks: ours less our own offsets).
  */
 function enterNewTimeNamespace(clocks: TimeNamespaceClocks): void {
-  const own = new Map<string, bigint>();
-  for (const line of Deno.readTextFileSync("/proc/self/timens_offsets").split("\n")) {
-    const m = /^(\S+)\s+(-?\d+)\s+(\d+)/.exec(line.trim());
-    if (m) own.set(m[1], BigInt(m[2]) * 1_000_000_000n + BigInt(m[3]));
-  }
+  // Read before unshare: /proc/self/timens_offsets then shows the new namespace's.
+  const own = readTimeOffsets(Deno.pid);
   if (rawSyscall(NR.unshare, CLONE_NEWTIME) < 0n) {
     throw new Error(`Cannot make a time namespace: errno ${lastErrno()}`);
   }
@@ -165,7 +163,8 @@ function enterNewTimeNamespace(clocks: TimeNamespaceClocks): void {
   ]] as const;
   const text = lines.map(([name, clock, [sec, nsec]]) => {
     const [s, n] = clockGettime(clock);
-    const host = s * 1_000_000_000n + n - (own.get(name) ?? 0n);
+    const [os, on] = own.get(clock) ?? [0n, 0n];
+    const host = (s - os) * 1_000_000_000n + n - on;
     let off = sec * 1_000_000_000n + nsec - host;
     const offSec = off >= 0n ? off / 1_000_000_000n : -((-off + 999_999_999n) / 1_000_000_000n);
     off -= offSec * 1_000_000_000n;

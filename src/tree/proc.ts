@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { CLOCK } from "../syscalls/mod.ts";
 
 /** A /proc file that is missing means the task is gone (or never was). */
 export class NoSuchTaskError extends Error {
@@ -315,4 +316,35 @@ export function parseTimers(text: string): ProcTimer[] {
     });
   }
   return out;
+}
+
+/** /proc/PID/timens_offsets: each clock's offset in the task's time namespace. */
+export function readTimeOffsets(pid: number): Map<number, [bigint, bigint]> {
+  const out = new Map<number, [bigint, bigint]>();
+  for (const line of readProcText(pid, "timens_offsets").split("\n")) {
+    // "monotonic SEC NSEC" (or the clock's number, on older kernels).
+    const m = /^(\S+)\s+(-?\d+)\s+(\d+)/.exec(line.trim());
+    if (!m) continue;
+    const clock = m[1] === "monotonic"
+      ? CLOCK.MONOTONIC
+      : m[1] === "boottime"
+      ? CLOCK.BOOTTIME
+      : Number(m[1]);
+    out.set(clock, [BigInt(m[2]), BigInt(m[3])]);
+  }
+  return out;
+}
+
+/** Whether task `pid` is in a namespace of `kind` other than criu's. */
+export function ownNamespace(pid: number, kind: string): boolean {
+  return nsLink(pid, kind) !== nsLink(Deno.pid, kind);
+}
+
+/** /proc/PID/ns/KIND's target ("uts:[INODE]"), or "" where the kernel has no such kind. */
+export function nsLink(pid: number, kind: string): string {
+  try {
+    return Deno.readLinkSync(`/proc/${pid}/ns/${kind}`);
+  } catch {
+    return "";
+  }
 }

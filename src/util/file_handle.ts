@@ -5,20 +5,7 @@
  * @module
  */
 import { close, O, open, tryOpenByHandle } from "../syscalls/mod.ts";
-
-/**
- * `pid` when its mount namespace is not criu's (its files are named and found through it),
- * else undefined.
- */
-export function otherMountNs(pid: number): number | undefined {
-  try {
-    return Deno.readLinkSync(`/proc/${pid}/ns/mnt`) === Deno.readLinkSync("/proc/self/ns/mnt")
-      ? undefined
-      : pid;
-  } catch {
-    return undefined;
-  }
-}
+import { parseMountinfo } from "./mountinfo.ts";
 
 /** A mount point of the whole file system on kernel device `sdev` (major << 20 | minor). */
 function mountOf(sdev: number): string | undefined {
@@ -64,12 +51,10 @@ export function pathOfHandle(
   pid?: number,
 ): string | undefined {
   if (pid !== undefined) {
-    const want = `${sdev >>> 20}:${sdev & 0xfffff}`;
-    const mounts = Deno.readTextFileSync(`/proc/${pid}/mountinfo`).split("\n")
-      .map((l) => l.split(" ")).filter((f) => f[2] === want)
-      .sort((a, b) => a[3].length - b[3].length);
-    for (const f of mounts) {
-      const path = nameThrough(`/proc/${pid}/root${unescape(f[4])}`, type, handle);
+    const mounts = parseMountinfo(Deno.readTextFileSync(`/proc/${pid}/mountinfo`))
+      .filter((m) => m.kdev === sdev).sort((a, b) => a.root.length - b.root.length);
+    for (const m of mounts) {
+      const path = nameThrough(`/proc/${pid}/root${m.mountpoint}`, type, handle);
       if (!path) continue;
       const name = path.name.replace(/ \(deleted\)$/, "");
       try {
@@ -115,9 +100,4 @@ function nameThrough(
   } finally {
     close(fd);
   }
-}
-
-/** mountinfo's octal escapes undone. */
-function unescape(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
