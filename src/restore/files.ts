@@ -601,15 +601,23 @@ export class FileTable implements Disposable {
    * in the current task's.
    */
   #at(path: string, reg?: reg_file_entry): string {
-    if (reg && isFieldSet(reg, reg_file_entrySchema.field.mntId)) {
-      const ns = [...this.#dump.nestedMnts].find(([, es]) => es.some((e) => e.mntId === reg.mntId));
-      if (ns && this.#dump.fsRoots.has(ns[0])) return hostPath(this.#dump, path, ns[0]);
-      if (this.#dump.mntNs?.entries.some((e) => e.mntId === reg.mntId)) {
-        return hostPath(this.#dump, path);
-      }
-    }
-    return hostPath(this.#dump, path, this.#nsId);
+    const ns = reg && isFieldSet(reg, reg_file_entrySchema.field.mntId)
+      ? this.#mountNs().get(reg.mntId)
+      : undefined;
+    return hostPath(this.#dump, path, ns ?? this.#nsId);
   }
+
+  /** The mount namespace of each mount of the tree's own (mount ids are the kernel's, unique). */
+  #mountNs(): Map<number, number> {
+    if (!this.#mountNsOf) {
+      this.#mountNsOf = new Map();
+      const d = this.#dump;
+      for (const e of d.mntNs?.entries ?? []) this.#mountNsOf.set(e.mntId, d.mntNs!.id);
+      for (const [id, es] of d.nestedMnts) for (const e of es) this.#mountNsOf.set(e.mntId, id);
+    }
+    return this.#mountNsOf;
+  }
+  #mountNsOf?: Map<number, number>;
 
   /** True the first time it is asked about file `id` (one-time set-up of shared objects). */
   firstUse(id: number): boolean {
