@@ -171,10 +171,7 @@ export function installFiles(
       // A target made late (a /proc file, a pidfd of the tree) is added once it is there.
       if (isLateTarget(dump, task, t)) continue;
       arena.reset();
-      const ev = new Uint8Array(12); // struct epoll_event is packed: u32 events, u64 data
-      const v = new DataView(ev.buffer);
-      v.setUint32(0, t.events, true);
-      v.setBigUint64(4, t.data, true);
+      const ev = epollEvent(t);
       // Added under a number that is closed now or holds another file (deno-criu's key_fd):
       // the file `tfd` holds goes under that number for the time of the call.
       const key = isFieldSet(t, eventpoll_tfd_entrySchema.field.keyFd) ? t.keyFd : t.tfd;
@@ -310,6 +307,9 @@ export function restoreLateFiles(rs: RemoteSyscalls, dump: DumpImages, task: Tas
       if (ret < 0n) throw new Errno(name, Number(-ret), target);
       return ret;
     };
+    // A page of the task's for the calls' arguments, mapped on first need.
+    const room = () =>
+      page ||= sys(NR.mmap, "mmap", 0, 4096, 3, /* RW */ 0x22, /* PRIVATE|ANON */ -1, 0);
     for (const fdi of task.fds) {
       const f = dump.files.get(fdi.id);
       if (!isLateFile(f, dump)) continue;
@@ -337,10 +337,9 @@ export function restoreLateFiles(rs: RemoteSyscalls, dump: DumpImages, task: Tas
         const reg = f!.reg ??
           { name: "/dev/tty", flags: f!.tty!.flags & ~(O.CREAT | O.EXCL | O.TRUNC), pos: 0n };
         // Its name goes into a page of the task's for the call.
-        if (!page) page = sys(NR.mmap, "mmap", 0, 4096, 3, /* RW */ 0x22, /* PRIVATE|ANON */ -1, 0);
         const name = new TextEncoder().encode(reg.name + "\0");
         if (name.length > 4096) throw new RestoreError(`Path too long: ${reg.name}`);
-        writeRemote(pid, remotePtr(page), name);
+        writeRemote(pid, remotePtr(room()), name);
         tmp = Number(
           sys(NR.openat, `open ${reg.name}`, -100, page, (reg.flags & ~O.CLOEXEC) | O.CLOEXEC, 0),
         );
@@ -362,18 +361,22 @@ export function restoreLateFiles(rs: RemoteSyscalls, dump: DumpImages, task: Tas
       for (const t of ep.tfd) {
         if (!isLateTarget(dump, task, t)) continue;
         target = `epoll target fd ${t.tfd} of restored task ${pid}`;
-        if (!page) page = sys(NR.mmap, "mmap", 0, 4096, 3, /* RW */ 0x22, /* PRIVATE|ANON */ -1, 0);
-        const ev = new Uint8Array(12); // struct epoll_event is packed: u32 events, u64 data
-        const v = new DataView(ev.buffer);
-        v.setUint32(0, t.events, true);
-        v.setBigUint64(4, t.data, true);
-        writeRemote(pid, remotePtr(page), ev);
+        writeRemote(pid, remotePtr(room()), epollEvent(t));
         sys(NR.epoll_ctl, "epoll_ctl", fdi.fd, 1, /* EPOLL_CTL_ADD */ t.tfd, page);
       }
     }
   } finally {
     if (page) rs.call(NR.munmap, page, 4096);
   }
+}
+
+/** The struct epoll_event of target `t` (packed: u32 events, u64 data). */
+function epollEvent(t: eventpoll_tfd_entry): Uint8Array {
+  const ev = new Uint8Array(12);
+  const v = new DataView(ev.buffer);
+  v.setUint32(0, t.events, true);
+  v.setBigUint64(4, t.data, true);
+  return ev;
 }
 
 /** Whether epoll target `t` of a set of `task` is a file made late (restoreLateFiles). */
