@@ -12,6 +12,11 @@
  *                                         into repair mode: the guard takes its own duplicate
  *   'C'  argv strings (NUL-ended), an empty string, then bytes for the command's stdin:
  *                                         a command that undoes a network lock
+ *   'S'  s32 pids                         processes about to get a SIGSTOP (criu holds them
+ *                                         stopped while sockets are in repair mode, so that
+ *                                         should it die they stop instead of running into
+ *                                         them): the guard opens a pidfd of each
+ *   'U'                                   those SIGSTOPs were taken back: forget them
  *   'T'  s32 pids                         the images are complete and the tree is to die with
  *                                         the dumper (the dumper sets PTRACE_O_EXITKILL next):
  *                                         the guard opens a pidfd of each process
@@ -20,8 +25,8 @@
  *
  * End of file before 'K' (the dumper died):
  *  - before 'T': every socket leaves repair mode and gets its SO_REUSEADDR back (leaving
- *    repair mode clears it), the commands run in reverse order, and the guard exits 1. The
- *    tree goes on.
+ *    repair mode clears it), the processes of an 'S' not taken back get SIGCONT, the
+ *    commands run in reverse order, and the guard exits 1. The tree goes on.
  *  - after 'T': the dump was finishing; the tree dies whole, as it would have. Every socket
  *    goes into repair mode (its last close is then silent, neither FIN nor reset), every
  *    process gets SIGKILL (those the kernel already killed for EXITKILL too, harmlessly), the
@@ -48,6 +53,7 @@
 #define TCP_REPAIR 19
 
 #define SIGKILL 9
+#define SIGCONT 18
 #define MAX_SOCKS 4096
 #define MAX_PROCS 4096
 #define MAX_CMDS 256
@@ -60,6 +66,8 @@ static struct {
 static int nsocks;
 static int procs[MAX_PROCS];
 static int nprocs, committed;
+static int held[MAX_PROCS];
+static int nheld;
 static struct {
 	char *argv[MAX_ARGS];
 	char *in;
@@ -142,6 +150,9 @@ static void undo(void)
 		sys6(NR_setsockopt, socks[i].fd, SOL_TCP, TCP_REPAIR, (s64)&zero, 4, 0);
 		sys6(NR_setsockopt, socks[i].fd, SOL_SOCKET, SO_REUSEADDR, (s64)&socks[i].reuse, 4, 0);
 	}
+	/* Stopped for the repair (or about to be): they go on now that their sockets work. */
+	for (int i = 0; i < nheld; i++)
+		sys6(NR_pidfd_send_signal, held[i], SIGCONT, 0, 0, 0, 0);
 	for (int round = 0; round < 3; round++) {
 		if (round) {
 			s64 ts[2] = {round == 1 ? 0 : 1, round == 1 ? 300000000 : 700000000};
@@ -152,16 +163,15 @@ static void undo(void)
 	}
 }
 
-/* 'T': pidfds of the tree's processes, taken now (a pid may be reused once they die). */
-static void commit(const char *p, u64 len)
+/* pidfds of the processes in a record (a pid may be reused once they die), into `into`. */
+static void open_pids(const char *p, u64 len, int *into, int *n)
 {
-	committed = 1;
-	for (u64 i = 0; i + 4 <= len && nprocs < MAX_PROCS; i += 4) {
+	for (u64 i = 0; i + 4 <= len && *n < MAX_PROCS; i += 4) {
 		int pid = (unsigned char)p[i] | (unsigned char)p[i + 1] << 8 |
 			  (unsigned char)p[i + 2] << 16 | (unsigned char)p[i + 3] << 24;
 		s64 pidfd = sys3(NR_pidfd_open, pid, 0, 0);
 		if (pidfd >= 0)
-			procs[nprocs++] = (int)pidfd;
+			into[(*n)++] = (int)pidfd;
 	}
 }
 
@@ -224,8 +234,15 @@ __attribute__((used)) void guard_main(s64 *sp)
 		} else if (h.kind == 'C') {
 			used += len;
 			keep_command(p, len);
+		} else if (h.kind == 'S') {
+			open_pids(p, len, held, &nheld);
+		} else if (h.kind == 'U') {
+			for (int i = 0; i < nheld; i++)
+				sys3(NR_close, held[i], 0, 0);
+			nheld = 0;
 		} else if (h.kind == 'T') {
-			commit(p, len);
+			committed = 1;
+			open_pids(p, len, procs, &nprocs);
 		}
 	}
 	if (committed)

@@ -11,6 +11,8 @@
  * record: u8 kind | u32 length (LE) | payload
  *   'F'  s32 pid, s32 fd, s32 reuseaddr         a socket about to go into repair mode
  *   'C'  argv\0...\0 \0 stdin bytes             a command that removes a lock
+ *   'S'  s32 pids                              processes about to get a SIGSTOP (tree/stop_hold.ts)
+ *   'U'                                         their SIGSTOPs were taken back
  *   'T'  s32 pids                              images complete: the tree dies with criu
  *   'K'                                         over: nothing to undo
  * ```
@@ -20,9 +22,10 @@
 import { readFirstLine } from "../util/first_line.ts";
 import { close, O, pipe2, writeAll } from "../syscalls/mod.ts";
 import { helperExecutable } from "../util/helper_exe.ts";
+import type { StopWatcher } from "../tree/stop_hold.ts";
 
 /** The guard of one dump. */
-export class DumpGuard {
+export class DumpGuard implements StopWatcher {
   #fd: number;
   #child: Deno.ChildProcess;
 
@@ -70,6 +73,19 @@ export class DumpGuard {
   /** Socket `fd` of task `pid` is about to go into repair mode. */
   watchSocket(pid: number, fd: number, reuseaddr: boolean): void {
     this.#record("F", new Uint8Array(new Int32Array([pid, fd, reuseaddr ? 1 : 0]).buffer));
+  }
+
+  /**
+   * Processes `pids` are about to get a SIGSTOP: should criu die before {@link released}, the
+   * guard continues them (SIGCONT) once it has put their sockets right.
+   */
+  stopping(pids: number[]): void {
+    this.#record("S", new Uint8Array(new Int32Array(pids).buffer));
+  }
+
+  /** The SIGSTOPs announced by {@link stopping} were taken back. */
+  released(): void {
+    this.#record("U", new Uint8Array());
   }
 
   /** Should criu die, run `argv` (an absolute path first) with `input` on its stdin. */

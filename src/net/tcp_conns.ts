@@ -129,6 +129,8 @@ export class RepairedConnections {
       undo?.watchSocket(p.owner.pid, p.owner.fd, p.owner.reuseaddr);
       repairOn(held.fd);
       held.repaired = true;
+      // Test hook: criu dies with a connection in repair mode (tests/kill_test.ts).
+      if (Deno.env.get("CRIU_TEST_DIE_AT") === "in-repair") Deno.kill(Deno.pid, "SIGKILL");
       const stream = held.stream = readTcpStream(held.fd, p.what);
       // Out of repair mode at once: the lock and the frozen tree keep it as read, and a task
       // that heals after criu's death finds a working socket (dump/guard.ts).

@@ -254,6 +254,37 @@ export class SeizedTask implements Disposable {
     }
   }
 
+  /**
+   * Takes back a SIGSTOP queued for the task's process (tree/stop_hold.ts) without delivering
+   * it. Resumed, the task dequeues its signals before any user code runs, each into a
+   * signal-delivery stop: the SIGSTOP is discarded there, and a signal someone else sent
+   * meanwhile is queued again once the SIGSTOP is gone. The task ends in its interrupt stop.
+   * Nothing happens when no SIGSTOP waits.
+   */
+  discardStop(): void {
+    const pid = this.pid;
+    const pending = (set: bigint) => (set & (1n << BigInt(SIGSTOP - 1))) !== 0n;
+    const s = parseStatus(readProcText(pid, "status"));
+    if (!this.#attached || !pending(s.shdPnd | s.sigPnd)) return;
+    const others: number[] = [];
+    for (let i = 0; i < MAX_SIGNAL_STOPS; i++) {
+      ptraceCont(pid, 0);
+      const st = waitPid(pid);
+      if (st.exited || st.signaled) throw new NoSuchTaskError(pid);
+      // Discarded: back to the interrupt stop, still before any user code.
+      ptraceInterrupt(pid);
+      ptraceCont(pid, 0);
+      waitForInterruptStop(pid);
+      if (st.event !== 0) continue;
+      if (st.stopSig === SIGSTOP) {
+        for (const sig of others) kill(pid, sig);
+        return;
+      }
+      others.push(st.stopSig);
+    }
+    throw new SeizeError(`Cannot take back the SIGSTOP of task ${pid}`);
+  }
+
   /** Kills the task (after a complete dump) and reaps the ptrace side of it. */
   kill(): void {
     this.sendKill();

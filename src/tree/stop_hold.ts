@@ -1,0 +1,62 @@
+/**
+ * A hold on a frozen tree while criu does what its tasks must never run into half-done: TCP
+ * sockets in repair mode, where recv fails with EPERM and a send lands in the queue unsent.
+ *
+ * ptrace alone cannot promise it: when criu dies, the kernel lets its tracees go at once, before
+ * the dump's guard (dump/guard.ts) has taken the sockets out of repair mode. So, for the time of
+ * the hold, a SIGSTOP waits queued in every live process of the tree: a task let go stops for
+ * job control before it runs any code of its own, and the guard sends SIGCONT once the sockets
+ * are right. While criu lives the signal is never delivered: the hold ends by taking it back
+ * under ptrace ({@link SeizedTask.discardStop}).
+ *
+ * @module
+ */
+import { tryKill } from "../syscalls/mod.ts";
+import type { FrozenTree } from "./collect.ts";
+import { NoSuchTaskError } from "./proc.ts";
+import type { SeizedTask } from "./seize.ts";
+
+const SIGSTOP = 19;
+const SIGCONT = 18;
+
+/** Who continues the processes should criu die during the hold (the dump's guard). */
+export interface StopWatcher {
+  /** Processes `pids` are about to get a SIGSTOP. */
+  stopping(pids: number[]): void;
+  /** Their SIGSTOPs were taken back. */
+  released(): void;
+}
+
+/**
+ * Queues a SIGSTOP in every live process of `tree` that was not stopped already, telling
+ * `watcher` first; disposing the hold takes the signals back and tells `watcher` after.
+ */
+export function holdStopped(tree: FrozenTree, watcher: StopWatcher): Disposable {
+  const held: SeizedTask[] = [];
+  for (const p of tree.processes) {
+    if (p.zombieExit !== undefined) continue;
+    const task = p.threads.map((tid) => tree.tasks.get(tid)).find((t) => t?.attached);
+    // A process stopped before the dump stays stopped when let go: nothing to hold.
+    if (task && !task.wasStopped) held.push(task);
+  }
+  const pids = held.map((t) => t.pid);
+  watcher.stopping(pids);
+  for (const pid of pids) tryKill(pid, SIGSTOP);
+  return {
+    [Symbol.dispose]() {
+      let failure: unknown;
+      for (const task of held) {
+        try {
+          task.discardStop();
+        } catch (e) {
+          if (e instanceof NoSuchTaskError) continue;
+          // Never left to stop it once let go: SIGCONT removes a queued SIGSTOP.
+          tryKill(task.pid, SIGCONT);
+          failure ??= e;
+        }
+      }
+      if (failure) throw failure;
+      watcher.released();
+    },
+  };
+}
