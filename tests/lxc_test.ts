@@ -4,7 +4,9 @@
  * first on PATH. LXC passes its own options (--ext-mount-map auto, --cgroup-root, --enable-fs,
  * --restore-sibling, --inherit-fd for its console, ...). Checked from inside after: apache
  * serves the page written before, the table keeps its rows, a mariadb client session over TCP
- * keeps its session variable and its connection. Skipped where LXC is not installed.
+ * keeps its session variable and its connection. Then the same container is dumped and
+ * restored by our criu alone, from the command line (`criu dump -t INIT`, `criu restore --root`).
+ * Skipped where LXC is not installed.
  *
  * What the container is given so that it can be carried at all (each refused by name
  * otherwise): no network device (`lxc.net.0.type = empty`), no io_uring for mariadb
@@ -61,9 +63,140 @@ async function until(what: string, fn: () => Promise<boolean>, timeoutMs: number
   throw new Error(`timed out waiting for ${what}`);
 }
 
+/** Runs `script` with bash in every namespace of task `pid` (nsenter -a). */
+function insideTask(pid: number, script: string) {
+  return run("nsenter", ["-t", `${pid}`, "-a", "bash", "-c", script], {}, 60_000);
+}
+
+/** Removes the container's cgroups in every hierarchy (a restore by criu alone made them). */
+function removeCgroups(name: string): void {
+  const rm = (dir: string) => {
+    for (const e of Deno.readDirSync(dir)) if (e.isDirectory) rm(`${dir}/${e.name}`);
+    Deno.removeSync(dir);
+  };
+  for (const h of Deno.readDirSync("/sys/fs/cgroup")) {
+    for (const dir of [`/sys/fs/cgroup/${h.name}`, "/sys/fs/cgroup"]) {
+      try {
+        for (const c of Deno.readDirSync(dir)) {
+          if (c.isDirectory && c.name.startsWith(`lxc.payload.${name}`)) rm(`${dir}/${c.name}`);
+        }
+      } catch {
+        // not a hierarchy, or busy
+      }
+    }
+  }
+}
+
+/**
+ * The same container, dumped and restored by our criu alone, as a user would from the command
+ * line: LXC starts it (without a console: there is no monitor to hand one on) and notices it
+ * stop; `criu dump -t INIT` with the options LXC would pass, and `criu restore --root` from the
+ * container's directory, kept as the root's parent (LXC's init dies with its parent, and a
+ * detached criu would leave it at once). Checked from inside through nsenter.
+ */
+async function plainCycle(name: string, lib: string, env: Record<string, string>) {
+  const stopped = await run("lxc-stop", ["-n", name, "-k"], {}, 60_000);
+  assertEquals(stopped.code, 0, stopped.out);
+  removeCgroups(name);
+  Deno.writeTextFileSync(`${lib}/config`, "lxc.console.path = none\n", { append: true });
+  const started = await run("lxc-start", ["-n", name]);
+  assertEquals(started.code, 0, started.out);
+  await until("the container's services", async () => {
+    const r = await inside(name, "systemctl is-system-running; mysql -N -e 'select 1'");
+    return /^(running|degraded)\n1$/m.test(r.out.trim());
+  }, 180_000);
+  await inside(name, `echo '<h1>plain before</h1>' > /var/www/html/probe.html`);
+  const init = Number((await run("lxc-info", ["-n", name, "-p", "-H"])).out.trim());
+  const freezer = /^\d+:freezer:(.*)$/m.exec(Deno.readTextFileSync(`/proc/${init}/cgroup`))?.[1];
+  const common = [
+    "--tcp-established",
+    "--file-locks",
+    "--link-remap",
+    "--manage-cgroups=full",
+    "--ext-mount-map",
+    "auto",
+    "--enable-external-sharing",
+    "--enable-external-masters",
+    "--enable-fs",
+    "hugetlbfs",
+    "--enable-fs",
+    "tracefs",
+  ];
+  const imgs = tmpDir("lxc-plain-");
+  const t0 = performance.now();
+  const dump = await run("criu", [
+    "dump",
+    "-t",
+    `${init}`,
+    "-D",
+    imgs,
+    "-o",
+    "dump.log",
+    ...common,
+    ...(freezer ? ["--freeze-cgroup", `/sys/fs/cgroup/freezer${freezer}`] : []),
+  ], env);
+  assertEquals(dump.code, 0, `${dump.out}\n${safe(`${imgs}/dump.log`)}`);
+  const dumpMs = performance.now() - t0;
+  await until("the container to stop", async () => (await state(name)) === "STOPPED", 30_000);
+  removeCgroups(name);
+  const pidfile = `${imgs}/restored.pid`;
+  const restore = new Deno.Command("criu", {
+    args: [
+      "restore",
+      "-D",
+      imgs,
+      "-o",
+      "restore.log",
+      ...common,
+      "--root",
+      `${lib}/rootfs`,
+      "--pidfile",
+      pidfile,
+    ],
+    env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  let root = 0;
+  const t1 = performance.now();
+  try {
+    await until("the restore", async () => {
+      root = Number(safe(pidfile).trim());
+      return root > 0 || (await Promise.race([restore.status, sleep(0).then(() => null)])) !== null;
+    }, 120_000);
+    assert(root > 0, `the restore failed: ${safe(`${imgs}/restore.log`).slice(-3000)}`);
+    const size = [...Deno.readDirSync(imgs)].reduce(
+      (n, e) => n + Deno.statSync(`${imgs}/${e.name}`).size,
+      0,
+    );
+    console.log(
+      `plain CLI: dump ${Math.round(dumpMs)} ms, restore ${Math.round(performance.now() - t1)} ` +
+        `ms (to the pidfile), images ${(size / 2 ** 20).toFixed(1)} MiB, root ${root}`,
+    );
+    await until("the restored services", async () => {
+      const r = await insideTask(root, "systemctl is-system-running; mysql -N -e 'select 1'");
+      return /^(running|degraded)\n1$/m.test(r.out.trim());
+    }, 60_000);
+    const after = await insideTask(
+      root,
+      [
+        `mysql -N -e 'select count(*) from t.r'`,
+        `exec 3<>/dev/tcp/127.0.0.1/80; printf 'GET /probe.html HTTP/1.0\\r\\n\\r\\n' >&3; ` +
+        `timeout 5 cat <&3 | tail -1`,
+      ].join("; "),
+    );
+    assertMatch(after.out, /^3$/m, "the rows");
+    assertMatch(after.out, /^<h1>plain before<\/h1>$/m, "the page");
+  } finally {
+    if (root > 0) Deno.kill(root, "SIGKILL");
+    await restore.status;
+  }
+}
+
 Deno.test({
   name:
-    "LXC: lxc-checkpoint -s and -r through our criu take a Debian 12 container (systemd, apache2, mariadb) down and back: its page, its rows, a mariadb client session over TCP",
+    "LXC: lxc-checkpoint -s and -r through our criu take a Debian 12 container (systemd, apache2, mariadb) down and back: its page, its rows, a mariadb client session over TCP; then our criu alone does, from the command line",
   ignore: !has("lxc-create") || !has("debootstrap"),
   sanitizeResources: false,
   sanitizeOps: false,
@@ -161,8 +294,10 @@ Deno.test({
       assertMatch(after.out, /^3$/m, "the rows");
       assertMatch(after.out, /^<h1>page before<\/h1>$/m, "the page");
       assertMatch(after.out, /^(running|degraded)$/m, "systemd");
+      await plainCycle(name, lib, env);
     } finally {
       await run("lxc-stop", ["-n", name, "-k"], {}, 60_000).catch(() => {});
+      removeCgroups(name);
       await run("lxc-destroy", ["-n", name, "-f"], {}, 120_000).catch(() => {});
     }
   },

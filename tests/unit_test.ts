@@ -14,6 +14,7 @@ import {
 import { parseMountinfo } from "../src/util/mountinfo.ts";
 import { cgroupRootOf } from "../src/util/cgroup_fs.ts";
 import {
+  AUTODETECTED_MOUNT,
   hasTar,
   MountPlanError,
   planMounts,
@@ -475,6 +476,54 @@ Deno.test("mount plan: a file system enabled by name (--enable-fs, ramfs) is mou
   const steps = planMounts([root, fs(2, "hugetlbfs"), fs(3, "ramfs")]);
   assertEquals(steps.map((s) => s.how === "new" ? s.fs : s.how), ["root", "hugetlbfs", "ramfs"]);
   assertEquals(steps.map((s) => hasTar(s.entry)), [false, false, true]);
+});
+
+Deno.test("mount plan: cgroup mounts at the root of the tree's cgroup namespace are made anew inside it, even where found bound from criu's namespace; others are not", () => {
+  const root = create(mnt_entrySchema, { mntId: 1, parentMntId: 0, mountpoint: "/", root: "/r" });
+  const cg = (mntId: number, type: number, options: string, root: string) =>
+    create(mnt_entrySchema, {
+      mntId,
+      parentMntId: 1,
+      mountpoint: `/cg${mntId}`,
+      root,
+      fstype: type,
+      options,
+      rootDev: 100 + mntId,
+      extKey: AUTODETECTED_MOUNT,
+      source: `/sys/fs/cgroup/x${root}`,
+    });
+  const entries = [
+    root,
+    cg(2, fstype.CGROUP, "memory", "/lxc.payload.c"),
+    cg(3, fstype.CGROUP, "cpu,cpuacct", "/lxc.payload.c"),
+    cg(4, fstype.CGROUP, "name=systemd", "/lxc.payload.c"),
+    cg(5, fstype.CGROUP2, "", "/lxc.payload.c"),
+    // Below the namespace's root: a bind of a part of the hierarchy stays external.
+    cg(6, fstype.CGROUP, "memory", "/lxc.payload.c/sub"),
+  ];
+  const roots = new Map([
+    ["memory", "/lxc.payload.c"],
+    ["cpu,cpuacct", "/lxc.payload.c"],
+    ["name=systemd", "/lxc.payload.c"],
+    ["", "/lxc.payload.c"],
+  ]);
+  assertEquals(planMounts(entries, roots).map((s) => s.how === "new" ? s.fs : s.how), [
+    "root",
+    "cgroup",
+    "cgroup",
+    "cgroup",
+    "cgroup2",
+    "external",
+  ]);
+  // Without a cgroup namespace of its own, they are what the dump found.
+  assertEquals(planMounts(entries).map((s) => s.how), [
+    "root",
+    "external",
+    "external",
+    "external",
+    "external",
+    "external",
+  ]);
 });
 
 Deno.test("nested mount namespace plan (systemd's PrivateTmp): copies of the parent's, one gone, binds of its own, slaves of what they copied with groups of their own", () => {

@@ -60,6 +60,8 @@ interface DumpedDir {
 /** Moves restored tasks into the cgroups of their sets. */
 export class CgroupMover {
   readonly #sets = new Map<number, CgroupMember[]>();
+  /** The cgroup namespace roots each set names, as dumped (before --cgroup-root). */
+  readonly #nsRoots = new Map<number, Map<string, string>>();
   /** criu's own cgroups: those of a task without a set (it was in the dumping criu's). */
   readonly #own = parseCgroups(Deno.readTextFileSync("/proc/self/cgroup"));
   readonly #where = cgroupMounts(this.#own.map((m) => m.name));
@@ -82,6 +84,10 @@ export class CgroupMover {
     this.#active = true;
     for (const e of readImage(path, "CGROUP", cgroup_entrySchema)) {
       for (const s of e.message.sets) {
+        this.#nsRoots.set(
+          s.id,
+          new Map(s.ctls.map((c) => [c.name, c.path.slice(0, c.cgnsPrefix ?? 0) || "/"])),
+        );
         this.#sets.set(
           s.id,
           s.ctls.map((c) => ({ name: c.name, path: c.path, cgnsPrefix: c.cgnsPrefix })),
@@ -101,6 +107,14 @@ export class CgroupMover {
         for (const d of c.dirs) walk(d, undefined);
       }
     }
+  }
+
+  /**
+   * The roots of the cgroup namespace a task of set `id` unshared, as the dump saw them: by
+   * hierarchy name ("" for cgroup2). Undefined without cgroup.img or the set.
+   */
+  dumpedNamespaceRoots(id: number | undefined): ReadonlyMap<string, string> | undefined {
+    return id === undefined ? undefined : this.#nsRoots.get(id);
   }
 
   /** Top cgroup `d` of hierarchy `name` becomes `root`; the sets' paths below it follow. */

@@ -38,6 +38,7 @@ import { RemoteArena } from "./arena.ts";
 import { RestoreError } from "./files.ts";
 import {
   AUTODETECTED_MOUNT,
+  type CgroupNsRoots,
   fstypeOf,
   hasTar,
   MOUNT_FLAGS,
@@ -65,6 +66,8 @@ export interface MountSources {
   external?: ReadonlyMap<string, string>;
   /** Mounts found in criu's namespace at dump are bound from there (--ext-mount-map auto). */
   extMountAuto?: boolean;
+  /** The roots of the tree's own cgroup namespace: its cgroup mounts are made inside it. */
+  cgroupNsRoots?: CgroupNsRoots;
   /** The images: the tmpfs tars. */
   imagesDir: string;
 }
@@ -91,7 +94,7 @@ export function checkMountNamespace(
 ): MountNamespacePlan {
   let steps: MountStep[], propagation: PropagationStep[];
   try {
-    steps = planMounts(entries);
+    steps = planMounts(entries, src.cgroupNsRoots);
     propagation = planPropagation(entries);
   } catch (e) {
     if (e instanceof MountPlanError) throw new RestoreError(`Cannot restore: ${e.message}`);

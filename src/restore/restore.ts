@@ -437,12 +437,15 @@ async function restoreTree(
   const rootTask = dump.tasks[0];
   const pid = rootTask.pstree.pid;
   if (rootTask.zombie) throw new RestoreError(`Cannot restore: the root task ${pid} is a zombie`);
+  // The cgroups the tasks go back into.
+  const cgroups = new CgroupMover(opts.imagesDir, opts.manageCgroups ?? "soft", opts.cgroupRoots);
   // The tree's own mount namespace: its plan, and everything it is made from, checked.
   const mounts = dump.mntNs && checkMountNamespace(dump.mntNs.entries, {
     root: opts.root,
     external: opts.externalMounts,
     extMountAuto: opts.extMountAuto,
     imagesDir: opts.imagesDir,
+    cgroupNsRoots: dump.cgroupNs ? cgroups.dumpedNamespaceRoots(cgSetOf(rootTask.core)) : undefined,
   });
   const outside = mounts ? (path: string) => outsidePath(mounts, path) : (path: string) => path;
   // Those nested in it (systemd's services'), made from copies of it.
@@ -466,8 +469,14 @@ async function restoreTree(
 
   // 2. FORK: the root by the helper, every other task by its restored parent.
   log.info(`Creating task ${pid}`);
-  // The cgroups the tasks go back into: every one must be here before anything is made.
-  const cgroups = new CgroupMover(opts.imagesDir, opts.manageCgroups ?? "soft", opts.cgroupRoots);
+  // As criu: the root's parent is criu, which a detached restore leaves at once.
+  if (opts.detach && !opts.sibling && rootTask.core.threadCore?.pdeathSig) {
+    log.warn(
+      `The root task ${pid} has a parent-death signal (${rootTask.core.threadCore.pdeathSig}): ` +
+        `it gets it as soon as criu exits; restore without -d, or with --restore-sibling`,
+    );
+  }
+  // Every cgroup the tasks go back into must be here before anything is made.
   cgroups.check(dump.tasks);
   // As criu: the tree gets a time namespace whose clocks go on from where they were at the dump.
   const t = dump.timens;
@@ -542,6 +551,13 @@ async function restoreTree(
     // Only for a tree with namespaces of its own, as criu runs them.
     const ownNs = dump.uts || dump.pidNs || dump.ipcNs || dump.netns || dump.cgroupNs || mounts;
     if (ownNs) await opts.actions?.("setup-namespaces", made.pid);
+    // Its own cgroup namespace: unshared by the root where its roots were (cgns_prefix), before
+    // it mounts the namespace's cgroups and moves on into its cgroups and makes its children.
+    if (dump.cgroupNs) {
+      cgroups.enterNamespaceRoots(made.pid, cgSetOf(rootTask.core));
+      inTask(rootSeized, (rs) =>
+        rs.check(NR.unshare, "unshare(CLONE_NEWCGROUP)", NS_CLONE_FLAGS.cgroup));
+    }
     // Its own mount namespace: its mounts, made its root; criu reaches its files from now on
     // through the root task's root.
     if (mounts) {
@@ -560,13 +576,8 @@ async function restoreTree(
       holders: new Map([[rootTask.ids.mntNsId, pid]]),
       plans: nestedPlans,
     };
-    if (ownNs) await opts.actions?.("post-setup-namespaces", made.pid);
-    // Its own cgroup namespace: unshared by the root where its roots were (cgns_prefix), before
-    // it moves on into its cgroups and makes its children.
-    if (dump.cgroupNs) {
-      cgroups.enterNamespaceRoots(made.pid, cgSetOf(rootTask.core));
-      inTask(rootSeized, (rs) =>
-        rs.check(NR.unshare, "unshare(CLONE_NEWCGROUP)", NS_CLONE_FLAGS.cgroup));
+    if (ownNs) {
+      await opts.actions?.("post-setup-namespaces", made.pid);
     }
     await checkpoint("fork");
 
