@@ -41,7 +41,7 @@ for (
   });
 }
 
-Deno.test("a deleted file still linked elsewhere: refused without --link-remap, the same inode with it", async () => {
+Deno.test("a deleted file still linked elsewhere: refused without --link-remap, the same inode with it, in a removed directory too", async () => {
   const bin = await buildVictim("linked");
   const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
   try {
@@ -57,15 +57,15 @@ Deno.test("a deleted file still linked elsewhere: refused without --link-remap, 
     assertEquals(
       [...Deno.readDirSync(v.dir)].map((e) => e.name).filter((n) => n.startsWith("link_remap"))
         .length,
-      1,
-      "one link made for the restore",
+      2,
+      "a link made for the restore for each, one in the directory of the removed one's",
     );
     const r = await criu(["restore", "-d", "-D", imgs]);
     assertEquals(r.code, 0, r.stderr);
     assertEquals(
       [...Deno.readDirSync(v.dir)].map((e) => e.name).sort(),
-      ["other.txt", "out.log"],
-      "the link is gone again",
+      ["other.txt", "other2.txt", "out.log"],
+      "the links are gone again, the removed directory too",
     );
     assertMatch(await verdict(v), /PASS linked/);
   } finally {

@@ -892,16 +892,21 @@ function readLinkOf(pid: number, fd: number): string {
 
 /**
  * Links the open file `link` to a free name `link_remap.N` in `dir` (of the tree, reached
- * through `at`); returns that name.
+ * through `at`), or, as criu, in the nearest directory above it that still exists (the file's
+ * own may have been removed too); returns that name.
  */
 function linkRemapFor(link: string, dir: string, n: number, at: (path: string) => string) {
   for (let i = n;; i++) {
-    const name = `${dir}/link_remap.${i}`;
+    const name = `${dir === "/" ? "" : dir}/link_remap.${i}`;
     try {
       linkAt(link, at(name));
       return name;
     } catch (e) {
-      if (!(e instanceof Errno) || e.errno !== errno.EEXIST) throw e;
+      if (!(e instanceof Errno)) throw e;
+      if (e.errno === errno.ENOENT && dir !== "/") {
+        dir = dirname(dir);
+        i--;
+      } else if (e.errno !== errno.EEXIST) throw e;
     }
   }
 }

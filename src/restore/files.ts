@@ -69,7 +69,7 @@ import { commonOptionsOf } from "../net/sk_opts.ts";
 import type { RepairedConnections } from "../net/tcp_conns.ts";
 import { ImageError } from "../images/image.ts";
 import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { type DumpImages, hostPath, readShmemRuns, type TaskImages } from "./images.ts";
 import { isControllingTtyFile, isMadePty, isOtherTerminal, PtyTable } from "./ttys.ts";
 import { NS_CLONE_FLAGS, NS_KINDS, OWN_NS_KINDS } from "../dump/context.ts";
@@ -749,15 +749,21 @@ export class FileTable implements Disposable {
     const link = this.#dump.linked.get(id);
     if (!link) return undefined;
     const [from, to] = [this.#at(link, reg), this.#at(reg.name, reg)];
+    // Its directories may be gone too: made for the moment, as criu does.
+    const made: string[] = [];
+    for (let dir = dirname(to); !exists(dir); dir = dirname(dir)) made.unshift(dir);
     try {
+      for (const dir of made) Deno.mkdirSync(dir);
       Deno.linkSync(from, to);
     } catch {
+      removeDirs(made);
       return openOrThrow(from, reg.flags, "file"); // the old name is taken again
     }
     try {
       return openOrThrow(to, reg.flags, "file");
     } finally {
       Deno.removeSync(to);
+      removeDirs(made);
     }
   }
 
@@ -1167,4 +1173,15 @@ export function isLateFile(f: file_entry | undefined, dump: DumpImages): boolean
   return isLivePidfd(f) || isControllingTtyFile(f, dump) ||
     (f?.type === fd_types.REG && !!f.reg && !dump.ghosts.has(f.id) &&
       isTreeProcFile(f.reg.name, dump));
+}
+
+/** Removes directories `dirs` (made parents first), deepest first; never throws. */
+function removeDirs(dirs: readonly string[]): void {
+  for (const dir of [...dirs].reverse()) {
+    try {
+      Deno.removeSync(dir);
+    } catch {
+      // not empty, or gone
+    }
+  }
 }
