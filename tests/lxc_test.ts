@@ -63,6 +63,19 @@ async function until(what: string, fn: () => Promise<boolean>, timeoutMs: number
   throw new Error(`timed out waiting for ${what}`);
 }
 
+/** Whether systemd has finished starting and mariadb answers, asked through `ask`. */
+async function servicesUp(ask: (script: string) => Promise<{ out: string }>) {
+  const r = await ask("systemctl is-system-running; mysql -N -e 'select 1'");
+  return /^(running|degraded)\n1$/m.test(r.out.trim());
+}
+
+/** Starts container `name` and waits for its services. */
+async function startContainer(name: string) {
+  const started = await run("lxc-start", ["-n", name]);
+  assertEquals(started.code, 0, started.out);
+  await until("the container's services", () => servicesUp((sh) => inside(name, sh)), 180_000);
+}
+
 /** Runs `script` with bash in every namespace of task `pid` (nsenter -a). */
 function insideTask(pid: number, script: string) {
   return run("nsenter", ["-t", `${pid}`, "-a", "bash", "-c", script], {}, 60_000);
@@ -99,12 +112,7 @@ async function plainCycle(name: string, lib: string, env: Record<string, string>
   assertEquals(stopped.code, 0, stopped.out);
   removeCgroups(name);
   Deno.writeTextFileSync(`${lib}/config`, "lxc.console.path = none\n", { append: true });
-  const started = await run("lxc-start", ["-n", name]);
-  assertEquals(started.code, 0, started.out);
-  await until("the container's services", async () => {
-    const r = await inside(name, "systemctl is-system-running; mysql -N -e 'select 1'");
-    return /^(running|degraded)\n1$/m.test(r.out.trim());
-  }, 180_000);
+  await startContainer(name);
   await inside(name, `echo '<h1>plain before</h1>' > /var/www/html/probe.html`);
   const init = Number((await run("lxc-info", ["-n", name, "-p", "-H"])).out.trim());
   const freezer = /^\d+:freezer:(.*)$/m.exec(Deno.readTextFileSync(`/proc/${init}/cgroup`))?.[1];
@@ -174,10 +182,7 @@ async function plainCycle(name: string, lib: string, env: Record<string, string>
       `plain CLI: dump ${Math.round(dumpMs)} ms, restore ${Math.round(performance.now() - t1)} ` +
         `ms (to the pidfile), images ${(size / 2 ** 20).toFixed(1)} MiB, root ${root}`,
     );
-    await until("the restored services", async () => {
-      const r = await insideTask(root, "systemctl is-system-running; mysql -N -e 'select 1'");
-      return /^(running|degraded)\n1$/m.test(r.out.trim());
-    }, 60_000);
+    await until("the restored services", () => servicesUp((sh) => insideTask(root, sh)), 60_000);
     const after = await insideTask(
       root,
       [
@@ -241,12 +246,7 @@ Deno.test({
         `${rootfs}/etc/systemd/system/systemd-journald.service.d/nobpf.conf`,
         "[Service]\nIPAddressDeny=\n",
       );
-      const started = await run("lxc-start", ["-n", name]);
-      assertEquals(started.code, 0, started.out);
-      await until("the container's services", async () => {
-        const r = await inside(name, "systemctl is-system-running; mysql -N -e 'select 1'");
-        return /^(running|degraded)\n1$/m.test(r.out.trim());
-      }, 180_000);
+      await startContainer(name);
       const prep = await inside(
         name,
         [
