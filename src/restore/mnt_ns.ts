@@ -194,12 +194,17 @@ export function outsidePath(plan: MountNamespacePlan, path: string): string | un
 /**
  * Makes the mounts of `plan` inside the root task of `rs` (in its new mount namespace) and
  * makes them its root. Throws RestoreError naming the mount that failed.
+ *
+ * With `readOnlyLater`, as criu: a mount read-only by its own flag (not its super block's),
+ * found at its mountpoint, is left writable for the deleted files the restore makes on it
+ * (and removes again); the mountpoints returned are for {@link makeReadOnly} once they are.
  */
 export async function makeMountNamespace(
   rs: RemoteSyscalls,
   plan: MountNamespacePlan,
   log: Logger,
-): Promise<void> {
+  readOnlyLater = false,
+): Promise<string[]> {
   const pid = rs.task.pid;
   const calls = mountCalls(rs);
   const { arena, sys, str } = calls;
@@ -250,7 +255,14 @@ export async function makeMountNamespace(
       log.debug(`Mount ${e.mntId} made (${s.how}) at ${e.mountpoint}`);
     }
     // Each mount's own flags, exactly (a bind shows its source's until told).
-    setMountFlags(calls, plan.steps.map((s) => s.entry), fds);
+    const entries = plan.steps.map((s) => s.entry);
+    const later = readOnlyLater
+      ? entries.filter((e, i) =>
+        e.flags & MS.RDONLY && !(e.sbFlags & MS.RDONLY) &&
+        !entries.slice(i + 1).some((o) => within(e.mountpoint, o.mountpoint))
+      )
+      : [];
+    setMountFlags(calls, entries, fds, new Set(later));
     arena.reset();
     const dot = str(".");
     sys("the mount namespace's root", NR.chdir, str(root));
@@ -260,10 +272,24 @@ export async function makeMountNamespace(
     // Propagation last: pivot_root wants its mounts private, and no mount made later may
     // propagate. By descriptor (the namespace may have no /proc).
     setPropagation(calls, plan.propagation, fds);
+    log.info(`Mount namespace made: ${plan.steps.length} mounts`);
+    return later.map((e) => e.mountpoint);
   } finally {
     for (const fd of fds.values()) rs.call(NR.close, fd);
   }
-  log.info(`Mount namespace made: ${plan.steps.length} mounts`);
+}
+
+/**
+ * Makes the mounts at `mountpoints` read-only (their own flag), in the task of `rs`, whose
+ * root is its mount namespace's: the last step of {@link makeMountNamespace}'s `readOnlyLater`.
+ */
+export function makeReadOnly(rs: RemoteSyscalls, mountpoints: readonly string[]): void {
+  const { arena, sys, str } = mountCalls(rs);
+  for (const path of mountpoints) {
+    arena.reset();
+    const attr = arena.words([1n, /* MOUNT_ATTR_RDONLY */ 0n, 0n, 0n]);
+    sys(`mount ${path} read-only`, NR.mount_setattr, -100, str(path), 0, attr, MOUNT_ATTR_SIZE);
+  }
 }
 
 /** A remote call in the task of `rs` that names what failed (`what`, then `tail`). */
@@ -282,15 +308,20 @@ function mountCalls(rs: RemoteSyscalls) {
   return { arena, sys: failing(rs), str: (s: string) => arena.cstr(s) };
 }
 
-/** Sets each mount's own flags to exactly its entry's (mount_setattr on its descriptor). */
+/**
+ * Sets each mount's own flags to exactly its entry's (mount_setattr on its descriptor), but
+ * read-only for those `writableForNow` holds.
+ */
 function setMountFlags(
   { arena, sys, str }: ReturnType<typeof mountCalls>,
   entries: readonly mnt_entry[],
   fds: Map<mnt_entry, number>,
+  writableForNow?: ReadonlySet<mnt_entry>,
 ): void {
   for (const e of entries) {
     arena.reset();
-    const attr = arena.words(mountFlagsAttr(e.flags & MOUNT_FLAGS));
+    const flags = e.flags & MOUNT_FLAGS & ~(writableForNow?.has(e) ? MS.RDONLY : 0);
+    const attr = arena.words(mountFlagsAttr(flags));
     const what = `the flags of ${mountName(e)}`;
     sys(what, NR.mount_setattr, fds.get(e)!, str(""), AT_EMPTY_PATH, attr, MOUNT_ATTR_SIZE);
   }

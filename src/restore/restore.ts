@@ -111,6 +111,7 @@ import {
   checkNestedNamespaces,
   enterMountNamespace,
   makeMountNamespace,
+  makeReadOnly,
   outsidePath,
 } from "./mnt_ns.ts";
 import { checkVdsoCode } from "./vdso_check.ts";
@@ -560,11 +561,15 @@ async function restoreTree(
     }
     // Its own mount namespace: its mounts, made its root; criu reaches its files from now on
     // through the root task's root.
+    // Read-only mounts are made so once the deleted files on them are made and gone again,
+    // by the root task (when its root is the namespace's).
+    let readOnlyLater: string[] = [];
     if (mounts) {
       const maps = parseMaps(readProcText(made.pid, "maps"));
       const rs = RemoteSyscalls.open(rootSeized, maps);
+      const rootDir = dump.files.get(rootTask.fs.rootId)?.reg?.name ?? "/";
       try {
-        await makeMountNamespace(rs, mounts, log);
+        readOnlyLater = await makeMountNamespace(rs, mounts, log, rootDir === "/");
       } finally {
         rs.close({ restoreState: false });
       }
@@ -661,6 +666,7 @@ async function restoreTree(
         for (const fd of shmem.values()) close(fd);
       }
     }
+    if (readOnlyLater.length) inTask(rootSeized, (rs) => makeReadOnly(rs, readOnlyLater));
     await checkpoint("state");
     await opts.actions?.("post-restore", made.pid);
     markSysvRemoved([...dump.sysvShm.values()].map((x) => x.entry));

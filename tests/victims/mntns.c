@@ -18,17 +18,19 @@
  * then makes ROOT its root, lets the host's mounts go and runs itself again from inside
  * (ROOT/mntns "inside" FD). It keeps /tmp/data open at offset 2,
  * holds its own /proc/1/status open, an epoll set on its /proc/1/mountinfo, a pty of its devpts with input unread, works in /tmp/sub, listens at /tmp/srv.sock with a connection accepted (bytes queued), writes
- * its report into /out.log (its stdio).
+ * its report into /out.log (its stdio). It holds a file deleted from /tmp/sub open through the
+ * read-only /mnt (a ghost made again on a read-only mount).
  *
  * It has a child in a mount namespace nested in its own (nested_main).
  * On SIGTERM it checks, from inside: its mountinfo (every mount's root, place, flags, type,
  * source and options; in any order) reads as before, the files read as written (through the fd at its
  * offset, through the bind, the symlink, the mapping), the bind is still read-only, the
- * external file is there, its cwd, its pid 1 in its own /proc, the listener's name, its
+ * external file is there, the deleted file reads as written under its name, its cwd, its pid 1 in its own /proc, the listener's name, its
  * connection and a new one to that name; a mount below /tmp/sub shows at
  * /mnt and under /slave, one below /slave not under /tmp. Prints PASS mntns or FAIL.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -128,6 +130,29 @@ static int read_is(const char *path, const char *text)
 	ssize_t n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	return n == (ssize_t)strlen(text) && !memcmp(buf, text, n);
+}
+
+/*
+ * Whether deleted file `fd`, held through the read-only bind /mnt, reads as written, is named
+ * as before, and left no name behind in /tmp/sub.
+ */
+static int ghost_ok(int fd)
+{
+	char buf[64] = {0}, link[64], name[256] = {0};
+	if (pread(fd, buf, sizeof(buf) - 1, 0) != 10 || strcmp(buf, "ghost data"))
+		return 0;
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	if (readlink(link, name, sizeof(name) - 1) < 0 || strcmp(name, "/mnt/ghost (deleted)"))
+		return 0;
+	DIR *d = opendir("/tmp/sub");
+	struct dirent *e;
+	int clean = d != NULL;
+	while (d && (e = readdir(d)))
+		if (!strncmp(e->d_name, "ghost", 5))
+			clean = 0;
+	if (d)
+		closedir(d);
+	return clean;
 }
 
 static int init_main(const char *root, const char *ext, int ready)
@@ -273,6 +298,11 @@ static int inside_main(int ready)
 		DIE("mmap");
 	close(mfd);
 	memcpy(map, "MAPPED", 6);
+	/* A deleted file held through the read-only bind: made again there at restore. */
+	write_file("/tmp/sub/ghost", "ghost data", 0600);
+	int ghost = open("/mnt/ghost", O_RDONLY);
+	if (ghost < 0 || unlink("/tmp/sub/ghost"))
+		DIE("a deleted file on the read-only bind");
 	/* A listener at a name in the tmpfs, with a connection accepted. */
 	struct sockaddr_un sun = {.sun_family = AF_UNIX, .sun_path = "/tmp/srv.sock"};
 	int lsk = socket(AF_UNIX, SOCK_STREAM, 0), csk = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -329,6 +359,8 @@ static int inside_main(int ready)
 		why = "the unbindable tmpfs's file";
 	else if (open("/mnt/new", O_WRONLY | O_CREAT, 0600) >= 0 || errno != EROFS)
 		why = "the bind mount is no longer read-only";
+	else if (!ghost_ok(ghost))
+		why = "the deleted file held through the read-only bind";
 	else if (!read_is("/ext/hostfile", "from the host"))
 		why = "the external mount";
 	else if (memcmp(map, "MAPPED page", 11) || !read_is("/tmp/mapped", "MAPPED page"))
