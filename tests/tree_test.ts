@@ -425,3 +425,27 @@ Deno.test("--freeze-cgroup: a tree is frozen at once through its cgroup's freeze
     }
   }
 });
+
+Deno.test("sessions and groups whose leaders are gone (a daemon's double fork under a subreaper), and a child left in the session its parent then left, come back as they were", async () => {
+  const bin = await buildVictim("sessions");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  let pids: number[] = [];
+  try {
+    await waitReport(v);
+    pids = treePids(v.pid);
+    const before = shapeOf(v.pid);
+    const imgs = tmpDir();
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(run.code, 0, run.stderr);
+    await v.child.status;
+    for (const pid of pids) assert(await waitGone(pid), `task ${pid} gone after dump`);
+    const rest = await criu(["restore", "-D", imgs, "-d"]);
+    assertEquals(rest.code, 0, rest.stderr);
+    // No helper is left behind: the same tasks, each with its parent, group and session.
+    assertEquals(shapeOf(v.pid), before);
+    assertMatch(await verdict(v), /PASS sessions/);
+  } finally {
+    killAll(...pids);
+    await stopVictim(v);
+  }
+});

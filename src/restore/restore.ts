@@ -89,6 +89,12 @@ import { type PtyTable, setForegroundGroup } from "./ttys.ts";
 import { installFiles, restoreLateFiles } from "./install.ts";
 import { PidTakenError, spawnTask } from "./helper.ts";
 import { RealPids } from "../tree/pid_ns.ts";
+import {
+  planSessions,
+  type SessionHelper,
+  type SessionPlan,
+  SessionPlanError,
+} from "./sessions.ts";
 import { setUtsNames } from "./uts.ts";
 import { removeMarkedSegments, restoreIpcNamespace } from "./ipc_ns.ts";
 import { NetnsError, restoreNetns, type VethOutside } from "../net/netns.ts";
@@ -119,6 +125,7 @@ import { GhostSpecials } from "./ghost_specials.ts";
 import { encodeOps, findGap, inheritedVmas, occupied, OP_SIZE, planMemory } from "./memory.ts";
 import { gpregsWords, xsaveArea } from "../images/x86.ts";
 import {
+  makeSubreaper,
   requeueSignals,
   restoreAfterCreds,
   restoreCreds,
@@ -271,9 +278,8 @@ function checkTask(
       );
     }
   }
-  const root = dump.tasks[0].pstree;
-  const inTree = dump.tasks.some((t) => t.pstree.pid === ps.sid);
-  if (ps === root ? !shellJob && ps.sid !== ps.pid : !inTree && ps.sid !== root.sid) {
+  // The root's session: its own, or criu's for a shell job (the others: restore/sessions.ts).
+  if (ps === dump.tasks[0].pstree && !shellJob && ps.sid !== ps.pid) {
     throw new RestoreError(
       `Cannot restore task ${pid}: it belonged to session ${ps.sid}, which is not in the ` +
         `images; restore it into this session with --shell-job (-j)`,
@@ -349,12 +355,12 @@ const CLONE_ARGS_SIZE = 80;
  */
 function cloneArgs(
   arena: RemoteArena,
-  tid: number,
+  tid: number | undefined,
   thread: boolean,
   share = 0n,
   quiet = false,
 ): RemotePtr {
-  const setTid = arena.words([tid]);
+  const setTid = tid === undefined ? 0n : arena.words([tid]);
   return arena.words([
     thread ? CLONE_THREAD_FLAGS : share, // flags
     0, // pidfd
@@ -365,7 +371,7 @@ function cloneArgs(
     0, // stack_size
     0, // tls
     setTid, // set_tid
-    1, // set_tid_size
+    tid === undefined ? 0 : 1, // set_tid_size (none: any PID)
   ]);
 }
 
@@ -377,15 +383,17 @@ function cloneArgs(
 function makeTask(
   rs: RemoteSyscalls,
   arena: RemoteArena,
-  id: number,
+  id: number | undefined,
   what: string,
   real?: RealPids,
   options: { thread?: boolean; share?: bigint; quiet?: boolean } = {},
 ): SeizedTask {
   const args = cloneArgs(arena, id, options.thread ?? false, options.share, options.quiet);
   const made = rs.clone(args, CLONE_ARGS_SIZE);
-  if (made.virt !== id) throw new RestoreError(`${what} came back as ${made.virt}`);
-  real?.set(id, made.real);
+  if (id !== undefined && made.virt !== id) {
+    throw new RestoreError(`${what} came back as ${made.virt}`);
+  }
+  if (id !== undefined) real?.set(id, made.real);
   return SeizedTask.adopt(made.real);
 }
 
@@ -455,6 +463,13 @@ async function restoreTree(
     checkTask(dump, task, opts.shellJob ?? false, outside);
     if (!task.zombie) checkVdsoCode(task);
   }
+  let sessionPlan: SessionPlan;
+  try {
+    sessionPlan = planSessions(dump.tasks, Boolean(dump.pidNs));
+  } catch (e) {
+    if (e instanceof SessionPlanError) throw new RestoreError(e.message);
+    throw e;
+  }
   if (opts.pidfile) {
     try {
       Deno.statSync(opts.pidfile);
@@ -503,6 +518,8 @@ async function restoreTree(
   dump.rootPid = made.pid;
   const tForked = performance.now();
   const procs: Restoring[] = [];
+  // The session helpers made (restore/sessions.ts), until the tree is made.
+  const sessions: Sessions = { plan: sessionPlan, helpers: [], groups: new Set() };
   let pidfileWritten = false;
   const checkpoint = async (stage: string) => {
     await checkInterrupt(opts.signal);
@@ -615,7 +632,19 @@ async function restoreTree(
             const now = p === procs[0] ? rootTask.ids.mntNsId : parent!.ids.mntNsId;
             enterMountNamespace(rs, dump, p.task, now, mountNs, made.pid, log);
           }
-          const done = restoreInside(rs, dump, table, shmem, p, procs, pids, maps, opts, log);
+          const done = restoreInside(
+            rs,
+            dump,
+            table,
+            shmem,
+            p,
+            procs,
+            pids,
+            maps,
+            opts,
+            sessions,
+            log,
+          );
           rs.close({ restoreState: false });
           for (const [tid, core] of p.task.threadCores) {
             cgroups.moveThread(p.seized.pid, pids.real(tid), cgSetOf(core));
@@ -644,6 +673,8 @@ async function restoreTree(
         // Process groups, then the owners of files (an owner may name a group); zombies,
         // in their groups now, die.
         restoreGroups(procs, pids, opts.shellJob ?? false);
+        // The helpers go: the kernel hands the session helpers' tasks to their reapers.
+        endSessionHelpers(sessions, procs);
         for (const fg of table.ptys.foregroundGroups()) {
           const leader = procs.find((p) => p.task.pstree.pid === fg.sid);
           if (!leader) throw new RestoreError(`Cannot restore ${fg.what}: no session ${fg.sid}`);
@@ -731,9 +762,11 @@ async function restoreTree(
     log.info(`Restore of task ${pid} failed; killing what was made`);
     if (pidfileWritten) Deno.removeSync(opts.pidfile!);
     tcp.conns.drop();
+    for (const h of sessions.helpers) h.seized.sendKill();
     for (const p of procs) {
       for (const t of [p.seized, ...p.threads.map((x) => x.seized)]) t.sendKill();
     }
+    for (const h of sessions.helpers) h.seized.reap();
     for (const p of [...procs].reverse()) {
       for (const th of p.threads) th.seized.reap();
       p.seized.reap();
@@ -893,24 +926,19 @@ function createChildren(
   rs: RemoteSyscalls,
   arena: RemoteArena,
   ptys: PtyTable,
+  sessions: Sessions,
   log: Logger,
 ): void {
   const pid = parent.task.pstree.pid;
   const ps = parent.task.pstree;
-  // A session leader is one again, the root of a shell job too (as criu does): its terminal
-  // is then no longer its controlling one, and it reads it without job control.
-  if (ps.sid === pid) {
-    const ret = rs.call(NR.setsid);
-    if (ret < 0n) throw new RestoreError(`Cannot make task ${pid} a session leader: errno ${-ret}`);
-    // Its controlling terminal before its children, who inherit it.
-    arena.reset();
-    ptys.takeControllingTerminal(rs, arena, pid);
-  }
-  const children = dump.tasks.filter((t) => t.pstree.ppid === pid && t !== dump.tasks[0]);
+  const children = dump.tasks.filter((t) =>
+    t.pstree.ppid === pid && t !== dump.tasks[0] && !sessions.plan.byHelper.has(t.pstree.pid)
+  );
   // Live children first: a zombie must not be reaped by anyone before its parent resumes.
   children.sort((a, b) => Number(a.zombie) - Number(b.zombie));
-  for (const child of children) {
+  const make = (child: TaskImages) => {
     const cpid = child.pstree.pid;
+    ensureGroup(dump, child, rs, arena, parent.seized, real, sessions);
     arena.reset();
     // A descriptor table or fs info shared with the parent is shared from birth.
     const CLONE_FS = 0x200n, CLONE_FILES = 0x400n;
@@ -920,7 +948,122 @@ function createChildren(
     const seized = makeTask(rs, arena, cpid, `Task ${cpid}`, real, { share });
     procs.push({ task: child, seized, threads: [] });
     log.debug(`task ${cpid} made by ${pid}`);
+    // A zombie makes no children: a session leader leads its session again at once.
+    if (child.zombie && child.pstree.sid === cpid) {
+      inTask(seized, (zs) => zs.check(NR.setsid, `task ${cpid}: setsid`));
+    }
+  };
+  // Those that stayed in the session it was born in: made before its setsid().
+  const early = sessions.plan.early.get(pid) ?? [];
+  for (const child of children) if (early.includes(child.pstree.pid)) make(child);
+  // A session leader is one again, the root of a shell job too (as criu does): its terminal
+  // is then no longer its controlling one, and it reads it without job control.
+  if (ps.sid === pid) {
+    const ret = rs.call(NR.setsid);
+    if (ret < 0n) throw new RestoreError(`Cannot make task ${pid} a session leader: errno ${-ret}`);
+    // Its controlling terminal before its children, who inherit it.
+    arena.reset();
+    ptys.takeControllingTerminal(rs, arena, pid);
   }
+  for (const child of children) if (!early.includes(child.pstree.pid)) make(child);
+  for (const h of sessions.plan.helpers) {
+    if (h.maker === pid) makeSessionHelper(dump, parent, h, rs, arena, procs, real, sessions, log);
+  }
+}
+
+/**
+ * The helpers of a restore: the session plan, the session and group helpers made so far with
+ * the tasks that made them, and the process groups helpers lead.
+ */
+interface Sessions {
+  plan: SessionPlan;
+  helpers: { seized: SeizedTask; maker: SeizedTask }[];
+  groups: Set<number>;
+}
+
+/**
+ * A group helper, before `child` is made by the task of `rs` (`maker`, in the session the
+ * child is born in): when the child's process group has no leader in the images, a task with
+ * the group's id made its leader holds it until the child joins it (restoreGroups); it goes
+ * with the session helpers. Made now, before the tasks take on their credentials.
+ */
+function ensureGroup(
+  dump: DumpImages,
+  child: TaskImages,
+  rs: RemoteSyscalls,
+  arena: RemoteArena,
+  maker: SeizedTask,
+  real: RealPids,
+  sessions: Sessions,
+): void {
+  const { pid, pgid } = child.pstree;
+  if (pgid === pid || sessions.groups.has(pgid) || dump.tasks.some((t) => t.pstree.pid === pgid)) {
+    return;
+  }
+  arena.reset();
+  const seized = makeTask(rs, arena, pgid, `Group helper ${pgid}`, real, { quiet: true });
+  sessions.helpers.push({ seized, maker });
+  sessions.groups.add(pgid);
+  inTask(seized, (hs) => hs.check(NR.setpgid, `process group ${pgid}`, 0, 0));
+}
+
+/**
+ * Makes session helper `h` from `maker` (the task of `rs`): the session's leader again when
+ * it is gone (its PID, setsid()), then the tasks it makes, born in the session.
+ */
+function makeSessionHelper(
+  dump: DumpImages,
+  maker: Restoring,
+  h: SessionHelper,
+  rs: RemoteSyscalls,
+  arena: RemoteArena,
+  procs: Restoring[],
+  real: RealPids,
+  sessions: Sessions,
+  log: Logger,
+): void {
+  arena.reset();
+  const what = `Session helper ${h.pid ?? `of session ${h.sid}`}`;
+  const seized = makeTask(rs, arena, h.pid, what, h.pid ? real : undefined, { quiet: true });
+  sessions.helpers.push({ seized, maker: maker.seized });
+  // Its session's leader again, it leads the session's process group too.
+  if (h.pid) sessions.groups.add(h.pid);
+  inTask(seized, (hs) => {
+    if (h.pid) hs.check(NR.setsid, `${what}: setsid`);
+    const harena = new RemoteArena(seized.pid, hs.scratch(4096), 4096);
+    for (const m of h.members) {
+      const task = dump.tasks.find((t) => t.pstree.pid === m)!;
+      ensureGroup(dump, task, hs, harena, seized, real, sessions);
+      harena.reset();
+      procs.push({ task, seized: makeTask(hs, harena, m, `Task ${m}`, real), threads: [] });
+      log.debug(`task ${m} made by session helper ${seized.pid} (session ${h.sid})`);
+    }
+  });
+}
+
+/**
+ * The session and group helpers go (killed, reaped by their makers: they were made without an
+ * exit signal); the kernel hands the tasks they made to their reapers. Then the other
+ * subreapers become so.
+ */
+function endSessionHelpers(sessions: Sessions, procs: Restoring[]): void {
+  // Those made by a helper first, while it can reap them.
+  for (const { seized, maker } of sessions.helpers.splice(0).reverse()) {
+    seized.kill();
+    inTask(maker, (rs) => rs.call(NR.wait4, seized.pid, 0, 0x40000000, /* __WALL */ 0));
+  }
+  for (const p of procs) {
+    if (p.task.zombie || !p.task.core.tc?.childSubreaper || !subreaperLater(sessions, p.task)) {
+      continue;
+    }
+    inTask(p.seized, makeSubreaper);
+  }
+}
+
+/** Whether task `task` becomes a subreaper only once the session helpers went. */
+function subreaperLater(sessions: Sessions, task: TaskImages): boolean {
+  return sessions.plan.helpers.length > 0 &&
+    !sessions.plan.earlySubreapers.has(task.pstree.pid);
 }
 
 /**
@@ -1024,67 +1167,36 @@ function requeueIn(p: Restoring): void {
 }
 
 /**
- * Process groups: leaders first, then members join them, zombies too (they die after). A group
- * whose leader is gone (not in the images) is held by a helper while its members join: a
- * child of the first member's parent with the group's id, made leader, then let go and reaped
- * (it dies without signalling its parent).
+ * Puts every task in its process group (leaders first): groups whose leader is gone were
+ * made by helpers as their tasks were (see ensureGroup).
  */
 function restoreGroups(procs: Restoring[], real: RealPids, shellJob: boolean): void {
-  const pids = new Set(procs.map((p) => p.task.pstree.pid));
-  const helpers: { seized: SeizedTask; parent: Restoring }[] = [];
-  try {
-    for (const p of procs) {
-      const ps = p.task.pstree;
-      if (
-        ps.pgid === ps.pid || pids.has(ps.pgid) ||
-        helpers.some((h) => h.seized.pid === real.real(ps.pgid))
-      ) {
-        continue;
-      }
-      if (p === procs[0]) {
-        if (shellJob) continue;
+  const root = procs[0].task.pstree;
+  if (
+    !shellJob && root.pgid !== root.pid && !procs.some((p) => p.task.pstree.pid === root.pgid)
+  ) {
+    throw new RestoreError(
+      `Cannot restore task ${root.pid}: its process group ${root.pgid} has no leader in the ` +
+        `images; restore it as a shell job (-j)`,
+    );
+  }
+  const order = [
+    ...procs.filter((p) => p.task.pstree.pgid === p.task.pstree.pid),
+    ...procs.filter((p) => p.task.pstree.pgid !== p.task.pstree.pid),
+  ];
+  for (const p of order) {
+    const ps = p.task.pstree;
+    const cur = parseStat(readProcText(p.seized.pid, "stat"));
+    if (cur.pgid === real.real(ps.pgid)) continue;
+    if (p === procs[0] && shellJob && ps.pgid !== ps.pid) continue;
+    inTask(p.seized, (rs) => {
+      const ret = rs.call(NR.setpgid, 0, ps.pgid === ps.pid ? 0 : ps.pgid);
+      if (ret < 0n) {
         throw new RestoreError(
-          `Cannot restore task ${ps.pid}: its process group ${ps.pgid} has no leader in the ` +
-            `images; restore it as a shell job (-j)`,
+          `Cannot put task ${ps.pid} in process group ${ps.pgid}: errno ${-ret}`,
         );
       }
-      const parent = procs.find((x) => x.task.pstree.pid === ps.ppid)!;
-      const seized = inTask(parent.seized, (rs) => {
-        const arena = new RemoteArena(parent.seized.pid, rs.scratch(4096), 4096);
-        return makeTask(rs, arena, ps.pgid, `Group helper ${ps.pgid}`, real, { quiet: true });
-      });
-      helpers.push({ seized, parent });
-      inTask(seized, (rs) => {
-        const ret = rs.call(NR.setpgid, 0, 0);
-        if (ret < 0n) {
-          throw new RestoreError(`Cannot make process group ${ps.pgid}: errno ${-ret}`);
-        }
-      });
-    }
-    const order = [
-      ...procs.filter((p) => p.task.pstree.pgid === p.task.pstree.pid),
-      ...procs.filter((p) => p.task.pstree.pgid !== p.task.pstree.pid),
-    ];
-    for (const p of order) {
-      const ps = p.task.pstree;
-      const cur = parseStat(readProcText(p.seized.pid, "stat"));
-      if (cur.pgid === real.real(ps.pgid)) continue;
-      if (p === procs[0] && shellJob && ps.pgid !== ps.pid) continue;
-      inTask(p.seized, (rs) => {
-        const ret = rs.call(NR.setpgid, 0, ps.pgid === ps.pid ? 0 : ps.pgid);
-        if (ret < 0n) {
-          throw new RestoreError(
-            `Cannot put task ${ps.pid} in process group ${ps.pgid}: errno ${-ret}`,
-          );
-        }
-      });
-    }
-  } finally {
-    // The helpers go, reaped by their parents (no SIGCHLD: exit_signal 0).
-    for (const { seized, parent } of helpers) {
-      seized.kill();
-      inTask(parent.seized, (rs) => rs.call(NR.wait4, seized.pid, 0, 0x40000000, /* __WALL */ 0));
-    }
+    });
   }
 }
 
@@ -1127,6 +1239,7 @@ function restoreInside(
   pids: RealPids,
   maps: ReturnType<typeof parseMaps>,
   opts: RestoreOptions,
+  sessions: Sessions,
   log: Logger,
 ): { pages: number; compared: number; kept: number; forkMs: number } {
   const pid = rs.task.pid;
@@ -1222,7 +1335,7 @@ function restoreInside(
   rs.retarget(restored);
   // The children, from this memory: what they share with it stays shared.
   const tFork = performance.now();
-  createChildren(dump, proc, procs, pids, rs, arena, table.ptys, log);
+  createChildren(dump, proc, procs, pids, rs, arena, table.ptys, sessions, log);
   const forkMs = performance.now() - tFork;
 
   // 6. STATE
@@ -1238,7 +1351,7 @@ function restoreInside(
       );
     }
   }
-  restoreTaskState(rs, arena, dump, task, fds, log);
+  restoreTaskState(rs, arena, dump, task, fds, log, subreaperLater(sessions, task));
   enterDeadProc(rs, arena, dump, task);
   restoreThreadState(rs, arena, task.pstree.pid, task.pstree.pid, task.core);
 

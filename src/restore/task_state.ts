@@ -99,6 +99,11 @@ function writeProcValue(pid: number, name: string, value: number): void {
   }
 }
 
+/** Makes the task of `rs` a child subreaper (PR_SET_CHILD_SUBREAPER). */
+export function makeSubreaper(rs: RemoteSyscalls): void {
+  sysIn(rs)(NR.prctl, "the child-subreaper flag", PR.SET_CHILD_SUBREAPER, 1);
+}
+
 /** The process-wide state, in the leader. */
 export function restoreTaskState(
   rs: RemoteSyscalls,
@@ -107,6 +112,7 @@ export function restoreTaskState(
   task: TaskImages,
   fds: ServiceFds,
   log: Logger,
+  subreaperLater = false,
 ): void {
   const pid = rs.task.pid;
   const sys = sysIn(rs);
@@ -192,7 +198,8 @@ export function restoreTaskState(
     sys(NR.chdir, `the working directory ${cwd}`, arena.cstr(cwd));
   }
   if (root && root !== "/") sys(NR.chroot, `the root ${root}`, arena.cstr(root));
-  if (tc.childSubreaper) sys(NR.prctl, "the child-subreaper flag", PR.SET_CHILD_SUBREAPER, 1);
+  // (Later, with `subreaperLater`: once the session helpers went, restore/sessions.ts.)
+  if (tc.childSubreaper && !subreaperLater) makeSubreaper(rs);
   if (mm.thpDisabled) sys(NR.prctl, "THP disabled", PR.SET_THP_DISABLE, 1, 0, 0, 0);
   if (isFieldSet(tc, task_core_entrySchema.field.oomScoreAdj)) {
     writeProcValue(pid, "oom_score_adj", tc.oomScoreAdj);
