@@ -23,6 +23,8 @@ import {
 } from "../src/restore/mount_plan.ts";
 import { MS } from "../src/syscalls/mod.ts";
 import { sysctlWrites } from "../src/net/netns.ts";
+import { planSessions } from "../src/restore/sessions.ts";
+import type { TaskImages } from "../src/restore/images.ts";
 import { fakeSegment, onTheWire, TH } from "../src/net/tcp_segment.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
 import { Pagemap } from "../src/pagemap/pagemap.ts";
@@ -564,4 +566,38 @@ Deno.test("nested mount namespace plan (systemd's PrivateTmp): copies of the par
     () => planNested(parent, [m(20, 5, "/", 8, "/elsewhere", 0)]),
     /whose root is not its parent's/,
   );
+});
+
+Deno.test("session plan: children kept in a session their parent left are made before its setsid, orphans through helpers handed to their reaper, the rest refused by name", () => {
+  const t = (pid: number, ppid: number, sid: number, extra: Record<string, unknown> = {}) =>
+    ({
+      pstree: { pid, ppid, pgid: sid, sid },
+      zombie: false,
+      core: { tc: { childSubreaper: false }, threadCore: {} },
+      ...extra,
+    }) as unknown as TaskImages;
+  // 1 is the init; 2 left session 1 after making 3 (still in 1); 6 and 7 were handed to 1,
+  // from sessions 8 (its leader gone) and 2.
+  const tasks = [
+    t(1, 0, 1),
+    t(2, 1, 2),
+    t(3, 2, 1),
+    t(6, 1, 8),
+    t(7, 1, 2),
+  ];
+  const plan = planSessions(tasks, true);
+  assertEquals([...plan.early], [[2, [3]]]);
+  assertEquals(plan.helpers, [
+    { sid: 8, maker: 1, pid: 8, members: [6] },
+    { sid: 2, maker: 2, pid: undefined, members: [7] },
+  ]);
+  assertEquals([...plan.byHelper], [6, 7]);
+  // Without a PID namespace of its own, an orphan would go outside the tree.
+  assertThrows(() => planSessions(tasks, false), /would not be the reaper/);
+  // A subreaper between the helper and the init the task went to: it becomes one after.
+  const sub = [t(1, 0, 1), t(2, 1, 2, { core: { tc: { childSubreaper: true } } }), t(7, 1, 2)];
+  assertEquals([...planSessions(sub, true).earlySubreapers], []);
+  // A zombie leader is refused.
+  const zombie = [t(1, 0, 1), t(2, 1, 2, { zombie: true }), t(7, 1, 2)];
+  assertThrows(() => planSessions(zombie, true), /leader is a zombie/);
 });
