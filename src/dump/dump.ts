@@ -13,7 +13,6 @@
 import { VERSION } from "../version.ts";
 import { parseCgroups } from "../util/cgroup_fs.ts";
 import { create } from "@bufbuild/protobuf";
-import { remap_file_path_entrySchema, remap_type } from "../../proto/gen/files_pb.ts";
 import {
   core_entrySchema,
   type task_kobj_ids_entry,
@@ -70,7 +69,7 @@ import {
   writeRegFile,
 } from "./files.ts";
 import { collectVmas, dumpMm, dumpPages, socketMappings } from "./mm.ts";
-import { ghostOf, writeGhost } from "./ghost.ts";
+import { ghostOf, writeDeadProcRemap, writeGhost } from "./ghost.ts";
 import { dumpShmem } from "./shmem.ts";
 import { dumpSysvShm, writeSysvShm } from "./sysv.ts";
 import { collectTask, collectThread, type TaskState } from "./task.ts";
@@ -531,13 +530,7 @@ function fsDir(
   if (dead && which === "cwd" && (!ctx.pids.own || ownProc)) {
     // /proc/N of a task that is gone: the restore makes a task N for a moment, goes there,
     // and lets it go (criu's dead-process remap).
-    ctx.remaps.push(
-      create(remap_file_path_entrySchema, {
-        origId: id,
-        remapId: Number(dead[1]),
-        remapType: remap_type.PROCFS,
-      }),
-    );
+    writeDeadProcRemap(ctx, id, Number(dead[1]));
     return path.slice(0, -10);
   }
   if (path.startsWith("/proc/")) {

@@ -54,6 +54,8 @@ export type FileKind =
     linkRemap?: string;
     /** Given to the restore (`--external file[...]`, then `--inherit-fd`); `path` is its key. */
     ext?: boolean;
+    /** A /proc file of task `deadPid`, which is gone (criu's dead-process remap). */
+    deadPid?: number;
   }
   | { type: "pipe"; ino: number }
   | { type: "fifo"; ino: number; path: string; ghost?: Ghost }

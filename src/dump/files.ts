@@ -68,7 +68,14 @@ import {
   type TaskFiles,
   UnsupportedError,
 } from "./file_types.ts";
-import { ghostOf, readDataSegments, writeGhost, writeLinkRemap, writeRemaps } from "./ghost.ts";
+import {
+  ghostOf,
+  readDataSegments,
+  writeDeadProcRemap,
+  writeGhost,
+  writeLinkRemap,
+  writeRemaps,
+} from "./ghost.ts";
 import { collectLocks, writeLocks } from "./locks.ts";
 import { peekPipe, writePipeData } from "./pipes.ts";
 import { registerMemfd } from "./memfd.ts";
@@ -205,6 +212,9 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
     const tty = ttyKind(pid, fd, target, st, what, ctx.opts.external);
     if (tty) return tty;
     const path = target.slice(0, -10);
+    // /proc/N of a task that is gone, itself (its files do not read as deleted).
+    const deadPid = goneProcPid(ctx, pid, path, st);
+    if (deadPid !== undefined) return { type: "reg", path, mode: st.mode ?? 0, deadPid };
     if (!st.isFile) return deletedSpecial(pid, fd, link, path, st, what);
     return deletedRegular(ctx, link, path, st, what);
   }
@@ -253,7 +263,32 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
       } mount namespace does not have; dump it as external with --external ${key}`,
     );
   }
+  const deadPid = goneProcPid(ctx, pid, target, st);
+  if (deadPid !== undefined) return { type: "reg", path: target, mode: st.mode ?? 0, deadPid };
   return { type: "reg", path: target, size: BigInt(st.size), mode: st.mode ?? 0 };
+}
+
+/**
+ * The PID of a task that is gone, when the file open as `st` is under /proc/PID of the tree's
+ * /proc (`target`, as task `pid` sees it) and that path now names nothing, or another task's.
+ */
+function goneProcPid(
+  ctx: DumpContext,
+  pid: number,
+  target: string,
+  st: Deno.FileInfo,
+): number | undefined {
+  const m = /^\/proc\/(\d+)(\/|$)/.exec(target);
+  if (!m) return undefined;
+  const proc = ctx.hostPath("/proc", pid);
+  if (st.dev !== Deno.statSync(proc).dev) return undefined;
+  try {
+    const now = Deno.lstatSync(ctx.hostPath(target, pid));
+    if (now.ino === st.ino) return undefined;
+  } catch {
+    // gone
+  }
+  return Number(m[1]);
 }
 
 /** Reads every descriptor of task `pid` (frozen), deduplicating shared descriptions. */
@@ -547,6 +582,7 @@ export function writeFileEntry(
   }
   if (file.kind.type === "reg") {
     if (file.kind.ghost) writeGhost(ctx, file.id, file.kind.ghost);
+    if (file.kind.deadPid !== undefined) writeDeadProcRemap(ctx, file.id, file.kind.deadPid);
     if (file.kind.linkRemap) writeLinkRemap(ctx, files, file.id, file.kind.linkRemap);
     writeRegFile(
       files,

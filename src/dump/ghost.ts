@@ -106,6 +106,20 @@ export function writeGhost(ctx: DumpContext, fileId: number, g: Ghost): void {
 }
 
 /**
+ * A remap-fpath.img entry for file `fileId`, under /proc/`pid` of a task that is gone: the
+ * restore makes a task `pid` for the moment it opens it (criu's dead-process remap).
+ */
+export function writeDeadProcRemap(ctx: DumpContext, fileId: number, pid: number): void {
+  ctx.remaps.push(
+    create(remap_file_path_entrySchema, {
+      origId: fileId,
+      remapId: pid,
+      remapType: remap_type.PROCFS,
+    }),
+  );
+}
+
+/**
  * A file deleted but linked elsewhere, linked again at `remap` for the restore: a REG entry for
  * the link and a LINKED remap-fpath.img entry (criu's link remap). One entry per link.
  */

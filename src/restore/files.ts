@@ -224,7 +224,14 @@ export class FileTable implements Disposable {
       fd = this.#ghost(id, f);
     } else if (f.type === fd_types.REG) {
       const reg = f.reg!;
-      fd = this.#linked(id, reg) ?? openOrThrow(this.#at(reg.name, reg), reg.flags, "file");
+      const open = () =>
+        this.#linked(id, reg) ?? openOrThrow(this.#at(reg.name, reg), reg.flags, "file");
+      // A /proc file of a task gone: opened while a task with its PID exists again.
+      const dead = this.#dump.deadProcs.get(id);
+      if (dead !== undefined && !this.deadPid) {
+        throw new RestoreError(`Cannot restore fd ${forFd} of task ${pid}: /proc/${dead} is gone`);
+      }
+      fd = dead !== undefined ? this.deadPid!(dead, open) : open();
       if (reg.pos > 0n) lseek(fd, reg.pos, SEEK_SET);
     } else if (f.type === fd_types.PIPE) {
       fd = this.#pipeEnd(f);
@@ -586,6 +593,12 @@ export class FileTable implements Disposable {
   }
 
   readonly #used = new Set<number>();
+
+  /**
+   * Runs `open` while task `pid` (of the tree's PID namespace) exists again for a moment:
+   * set by the restore for the task whose files are being made.
+   */
+  deadPid?: (pid: number, open: () => number) => number;
 
   /** The nested mount namespace of the task whose files are being made, if it has one. */
   #nsId?: number;

@@ -296,7 +296,10 @@ function checkTask(
   ids.add(task.mm.exeFileId);
   for (const id of ids) {
     const reg = dump.files.get(id)?.reg;
-    if (!reg || reg.ext || dump.ghosts.has(id) || isTreeProcFile(reg.name, dump)) continue;
+    if (
+      !reg || reg.ext || dump.ghosts.has(id) || dump.deadProcs.has(id) ||
+      isTreeProcFile(reg.name, dump)
+    ) continue;
     // A deleted file still linked elsewhere is checked at its link.
     const name = dump.linked.get(id) ?? reg.name;
     const path = outside(name);
@@ -1270,7 +1273,21 @@ function restoreInside(
     dump.tasks.indexOf(t) < dump.tasks.indexOf(task)
   );
   table.forTask(task);
+  let deadArena: RemoteArena | undefined;
+  table.deadPid = (n, open) => {
+    deadArena ??= new RemoteArena(pid, rs.scratch(4096), 4096);
+    deadArena.reset();
+    const what = `Task ${n} for /proc/${n}`;
+    const helper = makeTask(rs, deadArena, n, what, undefined, { quiet: true });
+    try {
+      return open();
+    } finally {
+      helper.kill();
+      rs.call(NR.wait4, n, 0, 0x40000000, /* __WALL */ 0);
+    }
+  };
   const fds = installFiles(rs, arena, table, dump, task, shmem, sharedTable);
+  table.deadPid = undefined;
   if (opts.faultInject === "files") throw new RestoreError("Fault injected at files");
 
   // 5. MEMORY: a child keeps what it shares with its parent (made by it, from its memory).
