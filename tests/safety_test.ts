@@ -273,3 +273,33 @@ Deno.test("namespaces of its own: refused at dump by name, and at restore from c
     await stopVictim(c);
   }
 });
+
+Deno.test("a file on a mount another mount hides is refused by name (opened again by its name it would be the other mount's), and the task goes on", async () => {
+  const dir = tmpDir("overmount-");
+  const run = (args: string[]) => new Deno.Command(args[0], { args: args.slice(1) }).outputSync();
+  assert(run(["mount", "-t", "tmpfs", "under", dir]).success, "mount tmpfs");
+  let mounted = 1;
+  const v = startVictim([
+    "python3",
+    "-c",
+    "import os,sys,signal,time\n" +
+    `f=open(${JSON.stringify(`${dir}/file`)},"w+"); f.write("data"); f.flush()\n` +
+    "open(sys.argv[1],'a').write(f'ready pid={os.getpid()}\\n')\n" +
+    "signal.pause()",
+    "{out}",
+  ]);
+  try {
+    await waitReport(v);
+    // Its file's mount is hidden under a bind of itself: the same file, another mount.
+    assert(run(["mount", "--bind", dir, dir]).success, "bind over");
+    mounted++;
+    const refused = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()]);
+    assertEquals(refused.code, 1, refused.stderr);
+    assertMatch(refused.stderr, /which mount \d+ hides at .*\/file/);
+    assertEquals(tracerPid(v.pid), 0);
+    assert(procState(v.pid) === "S", "still running (sleeping in pause)");
+  } finally {
+    await stopVictim(v);
+    for (; mounted > 0; mounted--) run(["umount", dir]);
+  }
+});

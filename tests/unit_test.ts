@@ -568,7 +568,7 @@ Deno.test("nested mount namespace plan (systemd's PrivateTmp): copies of the par
   );
 });
 
-Deno.test("session plan: children kept in a session their parent left are made before its setsid, orphans through helpers handed to their reaper, the rest refused by name", () => {
+Deno.test("session plan: children kept in a session their parent left are made before its setsid, orphans through helpers handed to their reaper (a zombie leader's too), the rest refused by name", () => {
   const t = (pid: number, ppid: number, sid: number, extra: Record<string, unknown> = {}) =>
     ({
       pstree: { pid, ppid, pgid: sid, sid },
@@ -597,7 +597,12 @@ Deno.test("session plan: children kept in a session their parent left are made b
   // A subreaper between the helper and the init the task went to: it becomes one after.
   const sub = [t(1, 0, 1), t(2, 1, 2, { core: { tc: { childSubreaper: true } } }), t(7, 1, 2)];
   assertEquals([...planSessions(sub, true).earlySubreapers], []);
-  // A zombie leader is refused.
+  // A zombie leader makes its session's helpers (it lives while the tree is made).
   const zombie = [t(1, 0, 1), t(2, 1, 2, { zombie: true }), t(7, 1, 2)];
-  assertThrows(() => planSessions(zombie, true), /leader is a zombie/);
+  assertEquals(planSessions(zombie, true).helpers, [
+    { sid: 2, maker: 2, pid: undefined, members: [7] },
+  ]);
+  // A child left in a session by a parent that is not its leader cannot be made so.
+  const stray = [t(1, 0, 1), t(2, 1, 1), t(3, 2, 4)];
+  assertThrows(() => planSessions(stray, true), /is in session 1/);
 });

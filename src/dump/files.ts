@@ -83,6 +83,8 @@ import { collectTty, ttyKind } from "./tty.ts";
 import { checkUnixSockets, queuedClients, unixEntry, writeSkQueues } from "./unix_files.ts";
 import { inetEntry } from "./inet_files.ts";
 import { tcpStreamImageName, writeTcpStream } from "../images/tcp_stream.ts";
+import { parseMountinfo } from "../util/mountinfo.ts";
+import { within } from "../restore/mount_plan.ts";
 
 export {
   type Fd,
@@ -265,7 +267,44 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
   }
   const deadPid = goneProcPid(ctx, pid, target, st);
   if (deadPid !== undefined) return { type: "reg", path: target, mode: st.mode ?? 0, deadPid };
+  const shown = hiddenBy(ctx, target, mntId);
+  if (shown !== undefined) {
+    throw new UnsupportedError(
+      `Cannot dump ${what}: it is on mount ${mntId}, which mount ${shown} hides at ${target} ` +
+        `(opened again by its name it would be another mount's); not supported`,
+    );
+  }
   return { type: "reg", path: target, size: BigInt(st.size), mode: st.mode ?? 0 };
+}
+
+/**
+ * The mount path `target` reaches instead of mount `mntId`, which the file is on, when another
+ * mount hides it there (stacked on it or on a place above it). The path is taken in the mount
+ * namespace that has that mount, where the restore opens it again.
+ */
+function hiddenBy(ctx: DumpContext, target: string, mntId: number): number | undefined {
+  const ns = ctx.mntNs &&
+    [ctx.mntNs, ...ctx.nestedMnts.values()].find((n) => n.entries.some((e) => e.mntId === mntId));
+  if (ctx.mntNs && !ns) return undefined;
+  const places = ns
+    ? ns.entries.map((e) => ({ id: e.mntId, parent: e.parentMntId, mountpoint: e.mountpoint }))
+    : (ctx.mountPlaces ??= parseMountinfo(Deno.readTextFileSync("/proc/self/mountinfo")).map((
+      m,
+    ) => ({ id: m.id, parent: m.parentId, mountpoint: m.mountpoint })));
+  const byId = new Map(places.map((m) => [m.id, m]));
+  const mount = byId.get(mntId);
+  if (!mount) return undefined;
+  const above = new Set<number>();
+  for (let m = byId.get(mount.parent); m && !above.has(m.id); m = byId.get(m.parent)) {
+    above.add(m.id);
+  }
+  // Only a mount at its place or above it, not one of those it is mounted on, may hide it.
+  const suspect = places.some((o) =>
+    o.id !== mntId && !above.has(o.id) && within(mount.mountpoint, o.mountpoint)
+  );
+  if (!suspect) return undefined;
+  const now = mntIdOf(ctx.hostPath(target, ns?.pid));
+  return now !== undefined && now !== mntId ? now : undefined;
 }
 
 /**

@@ -391,13 +391,25 @@ function makeTask(
   real?: RealPids,
   options: { thread?: boolean; share?: bigint; quiet?: boolean } = {},
 ): SeizedTask {
+  return makeTaskWithId(rs, arena, id, what, real, options).seized;
+}
+
+/** {@link makeTask}, with the id the new task has as its maker sees it (any, without `id`). */
+function makeTaskWithId(
+  rs: RemoteSyscalls,
+  arena: RemoteArena,
+  id: number | undefined,
+  what: string,
+  real?: RealPids,
+  options: { thread?: boolean; share?: bigint; quiet?: boolean } = {},
+): { seized: SeizedTask; virt: number } {
   const args = cloneArgs(arena, id, options.thread ?? false, options.share, options.quiet);
   const made = rs.clone(args, CLONE_ARGS_SIZE);
   if (id !== undefined && made.virt !== id) {
     throw new RestoreError(`${what} came back as ${made.virt}`);
   }
   if (id !== undefined) real?.set(id, made.real);
-  return SeizedTask.adopt(made.real);
+  return { seized: SeizedTask.adopt(made.real), virt: made.virt };
 }
 
 /** Restores the process tree in `opts.imagesDir`. */
@@ -951,9 +963,19 @@ function createChildren(
     const seized = makeTask(rs, arena, cpid, `Task ${cpid}`, real, { share });
     procs.push({ task: child, seized, threads: [] });
     log.debug(`task ${cpid} made by ${pid}`);
-    // A zombie makes no children: a session leader leads its session again at once.
+    // A zombie makes no children: a session leader leads its session again at once, and
+    // makes its session's helpers now.
     if (child.zombie && child.pstree.sid === cpid) {
-      inTask(seized, (zs) => zs.check(NR.setsid, `task ${cpid}: setsid`));
+      const made = procs[procs.length - 1];
+      inTask(seized, (zs) => {
+        zs.check(NR.setsid, `task ${cpid}: setsid`);
+        const zarena = new RemoteArena(seized.pid, zs.scratch(4096), 4096);
+        for (const h of sessions.plan.helpers) {
+          if (h.maker === cpid) {
+            makeSessionHelper(dump, made, h, zs, zarena, procs, real, sessions, log);
+          }
+        }
+      });
     }
   };
   // Those that stayed in the session it was born in: made before its setsid().
@@ -980,7 +1002,8 @@ function createChildren(
  */
 interface Sessions {
   plan: SessionPlan;
-  helpers: { seized: SeizedTask; maker: SeizedTask }[];
+  /** Each helper, the task that made it, and its id as that task sees it (to reap it). */
+  helpers: { seized: SeizedTask; maker: SeizedTask; virt: number }[];
   groups: Set<number>;
 }
 
@@ -1005,7 +1028,7 @@ function ensureGroup(
   }
   arena.reset();
   const seized = makeTask(rs, arena, pgid, `Group helper ${pgid}`, real, { quiet: true });
-  sessions.helpers.push({ seized, maker });
+  sessions.helpers.push({ seized, maker, virt: pgid });
   sessions.groups.add(pgid);
   inTask(seized, (hs) => hs.check(NR.setpgid, `process group ${pgid}`, 0, 0));
 }
@@ -1027,8 +1050,10 @@ function makeSessionHelper(
 ): void {
   arena.reset();
   const what = `Session helper ${h.pid ?? `of session ${h.sid}`}`;
-  const seized = makeTask(rs, arena, h.pid, what, h.pid ? real : undefined, { quiet: true });
-  sessions.helpers.push({ seized, maker: maker.seized });
+  const { seized, virt } = makeTaskWithId(rs, arena, h.pid, what, h.pid ? real : undefined, {
+    quiet: true,
+  });
+  sessions.helpers.push({ seized, maker: maker.seized, virt });
   // Its session's leader again, it leads the session's process group too.
   if (h.pid) sessions.groups.add(h.pid);
   inTask(seized, (hs) => {
@@ -1051,9 +1076,15 @@ function makeSessionHelper(
  */
 function endSessionHelpers(sessions: Sessions, procs: Restoring[]): void {
   // Those made by a helper first, while it can reap them.
-  for (const { seized, maker } of sessions.helpers.splice(0).reverse()) {
+  for (const { seized, maker, virt } of sessions.helpers.splice(0).reverse()) {
     seized.kill();
-    inTask(maker, (rs) => rs.call(NR.wait4, seized.pid, 0, 0x40000000, /* __WALL */ 0));
+    // By the id its maker knows it by (in the tree's PID namespace, not criu's).
+    const ret = inTask(maker, (rs) => rs.call(NR.wait4, virt, 0, 0x40000000, /* __WALL */ 0));
+    if (ret !== BigInt(virt)) {
+      throw new RestoreError(
+        `Cannot reap helper ${virt} in task ${maker.pid}: ${errnoName(Number(-ret))}`,
+      );
+    }
   }
   for (const p of procs) {
     if (p.task.zombie || !p.task.core.tc?.childSubreaper || !subreaperLater(sessions, p.task)) {

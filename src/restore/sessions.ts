@@ -114,9 +114,6 @@ export function planSessions(tasks: readonly TaskImages[], pidNs: boolean): Sess
           `is not (${steps}), and ${tail}`,
       );
     const leader = byPid.get(ps.sid);
-    // Made so, the tree's init came back not quite as it was (zdtm zombie_leader); refused
-    // until understood.
-    if (leader?.zombie) throw why(`the session's leader is a zombie; not supported yet`);
     if (t.core.threadCore?.pdeathSig) {
       throw why(`a task handed on through a helper must not have a parent-death signal`);
     }

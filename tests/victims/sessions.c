@@ -2,12 +2,14 @@
  * Sessions and process groups whose leaders are gone, under a subreaper root: argv OUT.
  * Started by setsid (the root leads its session), the root becomes a child subreaper, then:
  *   - P forks C, then calls setsid(): C stays in the root's session, its parent in its own;
+ *     P's child X makes a group of its own, forks F and exits: F goes to the root, in P's
+ *     session (its leader alive), in a group whose leader is gone;
  *   - L calls setsid(), forks D (in L's group) and E (a group of its own), and exits: D and E
  *     go to the root, in a session whose leader is gone, D in a group whose leader is gone;
  *   - G makes a group of its own, forks M, and exits: M goes to the root, in G's group.
  * The root reaps L and G, notes every task's parent, group and session, and reports
- * "ready pid=ROOT". On SIGTERM it checks they are all as noted (from /proc/PID/stat), kills
- * them and prints PASS sessions or FAIL sessions: WHAT.
+ * "ready pid=ROOT". On SIGTERM it checks they are all as noted (from /proc/PID/stat) and that
+ * no SIGCHLD came meanwhile, kills them and prints PASS sessions or FAIL sessions: WHAT.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -19,8 +21,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t term;
+static volatile sig_atomic_t term, chld;
 static void on_term(int sig) { (void)sig; term = 1; }
+static void on_chld(int sig) { (void)sig; chld++; }
 
 static void idle(void)
 {
@@ -45,6 +48,12 @@ static int ids(pid_t pid, int out[3])
 	return p && sscanf(p + 2, "%*c %d %d %d", &out[0], &out[1], &out[2]) == 3 ? 0 : -1;
 }
 
+static pid_t getppid_of(pid_t pid)
+{
+	int v[3];
+	return ids(pid, v) ? -1 : v[0];
+}
+
 int main(int argc, char **argv)
 {
 	int out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -63,10 +72,21 @@ int main(int argc, char **argv)
 			idle();
 		setsid();
 		write(pp[1], &c, sizeof(c));
+		pid_t x = fork();
+		if (x == 0) {
+			setpgid(0, 0);
+			pid_t f = fork();
+			if (f == 0)
+				idle();
+			write(pp[1], &f, sizeof(f));
+			_exit(0);
+		}
+		waitpid(x, NULL, 0);
 		idle();
 	}
 	tasks[n++] = p;
 	read(pp[0], &tasks[n++], sizeof(pid_t));
+	read(pp[0], &tasks[5], sizeof(pid_t));
 
 	pid_t l = fork();
 	if (l == 0) {
@@ -98,10 +118,16 @@ int main(int argc, char **argv)
 	}
 	read(pp[0], &tasks[n++], sizeof(pid_t));
 	waitpid(g, NULL, 0);
+	n++; /* F, read above */
+	/* F's parent goes: wait until F is the root's. */
+	for (int i = 0; i < 1000 && getppid_of(tasks[5]) != getpid(); i++)
+		usleep(1000);
 	/* E makes its group on its own: wait until it has. */
 	for (int i = 0; i < 1000 && getpgid(tasks[3]) != tasks[3]; i++)
 		usleep(1000);
 
+	/* From here no child dies: a SIGCHLD would be one the restore made. */
+	signal(SIGCHLD, on_chld);
 	int before[6][3];
 	for (int i = 0; i < n; i++)
 		ids(tasks[i], before[i]);
@@ -122,8 +148,11 @@ int main(int argc, char **argv)
 			why = what;
 		}
 	}
+	if (!why && chld)
+		why = "a SIGCHLD came, no child having changed";
 	if (!why && (before[1][2] != getpid() || before[2][2] != l || before[2][1] != l ||
-		     before[3][1] != tasks[3] || before[4][1] != g))
+		     before[3][1] != tasks[3] || before[4][1] != g || before[5][2] != p ||
+		     before[5][0] != getpid() || before[5][1] == p))
 		why = "the set-up is not what the test means";
 	for (int i = 0; i < n; i++)
 		kill(tasks[i], SIGKILL);
