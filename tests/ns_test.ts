@@ -446,7 +446,26 @@ Deno.test("a veth device whose peer is outside the namespace comes back with its
     );
   try {
     await waitReport(v);
-    run("ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", `${v.pid}`);
+    // eth0 at index 5, not the next free one: the restore must ask for it.
+    run(
+      "nsenter",
+      "-t",
+      `${v.pid}`,
+      "-n",
+      "ip",
+      "link",
+      "add",
+      "eth0",
+      "index",
+      "5",
+      "type",
+      "veth",
+      "peer",
+      "name",
+      outside,
+      "netns",
+      `${Deno.pid}`,
+    );
     run("ip", "link", "set", outside, "up");
     run(
       "nsenter",

@@ -543,20 +543,22 @@ async function makeVeth(
       );
     }
   };
-  await here([
+  // Made from inside, the inside end first: the kernel gives a peer made in another
+  // namespace the next free index, whatever the request says.
+  await inNetns(pid, [
     "ip",
     "link",
     "add",
-    out.name,
+    d.name,
+    "index",
+    `${d.ifindex}`,
     "type",
     "veth",
     "peer",
     "name",
-    d.name,
-    "index",
-    `${d.ifindex}`,
+    out.name,
     "netns",
-    `${pid}`,
+    `${Deno.pid}`,
   ]);
   if (out.bridge) await here(["ip", "link", "set", out.name, "master", out.bridge]);
   await here(["ip", "link", "set", out.name, "up"]);
