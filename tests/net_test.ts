@@ -304,7 +304,7 @@ Deno.test("raw sockets keep their protocol, addresses, connection, header and fr
   }
 });
 
-Deno.test("TCP sockets closed after a connection read the end of the stream and keep their names; a fresh one stays unconnected", async () => {
+Deno.test("TCP sockets closed after a connection read the end of the stream and keep their names and their peers' (SO_PEERNAME), no error waiting; a fresh one stays unconnected", async () => {
   const bin = await buildVictim("tcpclosed");
   await checkAcrossRoundTrip(
     startVictim(["setsid", bin, "{out}", `${freePort()}`]),

@@ -24,6 +24,7 @@ import {
   listen,
   parseInetAddr,
   peekMessage,
+  peerName,
   setsockopt,
   shutdownQuiet,
   SO,
@@ -43,6 +44,7 @@ import { applyCommonOptions, type CommonSocketOptions, readCommonOptions } from 
 import { stateName, TCP_STATE } from "./tcp_state.ts";
 import type { RepairedConnections } from "./tcp_conns.ts";
 import {
+  closeAfterConnection,
   REPAIRABLE_STATES,
   repairOff,
   repairOn,
@@ -261,6 +263,12 @@ export function collectInetSocket(
             );
           }
           shutdown |= SHUTDOWN_BOTH;
+          // It still names its peer (SO_PEERNAME, not getpeername()): as criu, kept.
+          const closedPeer = peerName(copy, family);
+          if (closedPeer) {
+            dst = parseInetAddr(closedPeer);
+            peerRaw = closedPeer;
+          }
         }
       }
     }
@@ -295,6 +303,9 @@ export function collectInetSocket(
         keepintvl: tcp ? int(copy, TCP_OPT.KEEPINTVL, SOL.TCP) : 0,
       },
     };
+    // A closed connection has no stream left; criu's images have one all the same (empty),
+    // which criu's restore reads for a socket with a peer.
+    if (tcp && state === TCP_STATE.CLOSE && found.dstPort) found.stream = closedStream();
     // Its stream is read once the connections of the whole process are locked.
     if (connection) {
       policy.repair!.add(copy, ino, connection, what, (stream) => (found.stream = stream), {
@@ -393,6 +404,28 @@ function setInt(fd: number, name: number, value: number, level: number = SOL.SOC
   setsockopt(fd, name, new Uint8Array(new Int32Array([value]).buffer), level);
 }
 
+/** The stream of a TCP connection that is closed: empty, at sequence numbers of its own. */
+function closedStream(): TcpStream {
+  return {
+    state: TCP_STATE.CLOSE,
+    inqSeq: 1,
+    inqLen: 0,
+    outqSeq: 1,
+    outqLen: 0,
+    unsqLen: 0,
+    optMask: 0,
+    sndWscale: 0,
+    rcvWscale: 0,
+    mssClamp: 536,
+    timestamp: 0,
+    cork: false,
+    nodelay: false,
+    window: { sndWl1: 0, sndWnd: 0, maxWindow: 0, rcvWnd: 0, rcvWup: 0 },
+    inq: new Uint8Array(0),
+    outq: new Uint8Array(0),
+  };
+}
+
 /** Whether `s` is a TCP connection (established or half-closed). */
 export function isTcpConnection(s: InetSocketState): boolean {
   return s.proto === IPPROTO_TCP && REPAIRABLE_STATES.has(s.state);
@@ -480,6 +513,8 @@ export function makeInetSocket(s: InetSocketState, what: string, sharedPort = fa
       }
     } else if (conn) {
       restoreTcpStream(fd, s, s.stream!, what);
+    } else if (s.proto === IPPROTO_TCP && s.state === TCP_STATE.CLOSE && s.dstPort) {
+      closeAfterConnection(fd, s, what);
     } else if (
       (isDatagram(s) && s.dstPort) || (s.type === SOCK_RAW && s.state === TCP_STATE.ESTABLISHED)
     ) {

@@ -377,3 +377,32 @@ function restoreSynSent(fd: number, ends: Connection, t: TcpStream, what: string
 }
 
 const EINPROGRESS = 115;
+
+/**
+ * Closes bound socket `fd` the way a TCP connection `ends` closed: naming its peer still
+ * (SO_PEERNAME), which only a connection gives. It is connected in repair mode (no handshake),
+ * reset by a segment from its peer while still in repair mode (nothing goes out), then taken
+ * out of it, closed and shut both ways; the reset's error is read away, as the closed
+ * connection had none waiting.
+ */
+export function closeAfterConnection(fd: number, ends: Connection, what: string): void {
+  const seq = 1;
+  repairOn(fd);
+  setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.RECV);
+  setU32(fd, TCP_OPT.QUEUE_SEQ, seq);
+  setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.SEND);
+  setU32(fd, TCP_OPT.QUEUE_SEQ, seq);
+  setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.NONE);
+  connectRaw(
+    fd,
+    inetSockaddr({ family: ends.family, port: ends.dstPort, addr: ends.dstAddr }),
+    what,
+  );
+  sendFakeSegment(ends, { seq, ack: seq, flags: TH.RST | TH.ACK, window: 0 });
+  const state = tcpInfo(fd).state;
+  repairOff(fd);
+  if (state !== S.CLOSE) {
+    throw new Error(`Cannot close ${what} again after its connection: it stays in state ${state}`);
+  }
+  getsockopt(fd, SO.ERROR, new Uint8Array(4));
+}

@@ -143,6 +143,8 @@ export function tryLseek(fd: number, offset: bigint, whence: number): bigint {
 export const SO = {
   REUSEADDR: 2,
   TYPE: 3,
+  /** SO_ERROR: reading it takes the error waiting on the socket away. */
+  ERROR: 4,
   BROADCAST: 6,
   SNDBUF: 7,
   RCVBUF: 8,
@@ -261,6 +263,32 @@ export function sockName(fd: number, peer = false): Uint8Array | null {
     const e = lastErrno();
     if (peer && e === 107) return null; // ENOTCONN
     throw new Errno(peer ? "getpeername" : "getsockname", e, `fd ${fd}`);
+  }
+  return raw.slice(0, len[0]);
+}
+
+/**
+ * The peer address of socket `fd` (of `family`) by SO_PEERNAME, which, unlike getpeername(),
+ * still answers for a TCP socket closed after its connection; null when it has none
+ * (ENOTCONN).
+ */
+export function peerName(fd: number, family: number): Uint8Array | null {
+  // No longer than the address: the kernel refuses a larger buffer (EINVAL).
+  const raw = new Uint8Array(family === 10 /* AF_INET6 */ ? 28 : 16);
+  const len = new Uint32Array([raw.length]);
+  const SO_PEERNAME = 28;
+  const ret = sys(
+    NR.getsockopt,
+    BigInt(fd),
+    BigInt(SOL_SOCKET),
+    BigInt(SO_PEERNAME),
+    addressOf(raw),
+    addressOf(new Uint8Array(len.buffer)),
+  );
+  if (ret < 0n) {
+    const e = lastErrno();
+    if (e === 107) return null; // ENOTCONN
+    throw new Errno("getsockopt(SO_PEERNAME)", e, `fd ${fd}`);
   }
   return raw.slice(0, len[0]);
 }

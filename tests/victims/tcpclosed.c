@@ -1,8 +1,9 @@
 /*
  * TCP sockets closed after a connection (each side shut its writing, both FINs acknowledged:
  * the client's port left in TIME_WAIT), and one never connected. argv: OUT PORT. On SIGTERM
- * the closed ones must read the end of the stream (0), fail to write, and keep their names;
- * the fresh one must say ENOTCONN.
+ * the closed ones must read the end of the stream (0), fail to write, keep their names and
+ * their peers' (SO_PEERNAME still answers for a closed socket) with no error waiting; the
+ * fresh one must say ENOTCONN.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -25,6 +26,22 @@ static int port_of(int fd)
 	return getsockname(fd, (void *)&a, &l) ? -1 : ntohs(a.sin_port);
 }
 
+/* The peer's port by SO_PEERNAME, -1 when it has none. */
+static int peer_of(int fd)
+{
+	struct sockaddr_in a;
+	socklen_t l = sizeof(a);
+	return getsockopt(fd, SOL_SOCKET, SO_PEERNAME, &a, &l) ? -1 : ntohs(a.sin_port);
+}
+
+static int error_of(int fd)
+{
+	int e = -1;
+	socklen_t l = sizeof(e);
+	getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &l);
+	return e;
+}
+
 int main(int argc, char **argv)
 {
 	char msg[256];
@@ -43,7 +60,7 @@ int main(int argc, char **argv)
 	usleep(20000);
 	shutdown(s, SHUT_WR);
 	usleep(50000);
-	int cport = port_of(c), sport = port_of(s);
+	int cport = port_of(c), sport = port_of(s), cpeer = peer_of(c), speer = peer_of(s);
 	signal(SIGTERM, on_term);
 	signal(SIGPIPE, SIG_IGN);
 	snprintf(msg, sizeof(msg), "ready pid=%d\n", getpid());
@@ -52,12 +69,16 @@ int main(int argc, char **argv)
 		pause();
 	char ch;
 	const char *why = NULL;
-	if (read(s, &ch, 1) != 0 || read(c, &ch, 1) != 0)
+	if (error_of(s) || error_of(c))
+		why = "a closed socket has an error waiting";
+	else if (read(s, &ch, 1) != 0 || read(c, &ch, 1) != 0)
 		why = "a closed socket does not read the end of the stream";
 	else if (write(s, "x", 1) != -1 || write(c, "x", 1) != -1)
 		why = "a closed socket writes";
 	else if (port_of(c) != cport || port_of(s) != sport)
 		why = "a closed socket lost its name";
+	else if (cpeer != sport || speer != cport || peer_of(c) != cpeer || peer_of(s) != speer)
+		why = "a closed socket lost its peer's name (SO_PEERNAME)";
 	else if (read(fresh, &ch, 1) != -1 || errno != ENOTCONN)
 		why = "the fresh socket is not unconnected";
 	snprintf(msg, sizeof(msg), why ? "FAIL tcpclosed: %s\n" : "PASS tcpclosed\n", why);
