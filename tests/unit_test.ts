@@ -24,6 +24,7 @@ import {
 import { MS } from "../src/syscalls/mod.ts";
 import { sysctlWrites } from "../src/net/netns.ts";
 import { planSessions } from "../src/restore/sessions.ts";
+import { holdersOf } from "../src/tree/stop_hold.ts";
 import type { TaskImages } from "../src/restore/images.ts";
 import { fakeSegment, onTheWire, TH } from "../src/net/tcp_segment.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
@@ -605,4 +606,11 @@ Deno.test("session plan: children kept in a session their parent left are made b
   // A child left in a session by a parent that is not its leader cannot be made so.
   const stray = [t(1, 0, 1), t(2, 1, 1), t(3, 2, 4)];
   assertThrows(() => planSessions(stray, true), /is in session 1/);
+});
+
+Deno.test("the hold on a dump's connections: the processes holding them, or all when one is held by none (in flight)", () => {
+  const holders = new Map([[10, new Set([1, 2])], [11, new Set([3])]]);
+  assertEquals(holdersOf(holders, [10]), new Set([1, 2]));
+  assertEquals(holdersOf(holders, [10, 11]), new Set([1, 2, 3]));
+  assertEquals(holdersOf(holders, [10, 12]), undefined);
 });

@@ -170,6 +170,8 @@ export class DumpContext {
   tcp?: RepairedConnections;
   /** Undoes the lock and repair mode should criu die; started with the first connection. */
   guard?: DumpGuard;
+  /** The tree's processes holding each socket, by inode; read with the first connection. */
+  socketHolders?: Map<number, Set<number>>;
   /** Shutdown bits of the namespace's inet sockets by inode (sock_diag), read on first need. */
   inetShutdowns?: Map<number, number>;
   /** The device of the namespace filesystem (nsfs), read on first need. */

@@ -38,7 +38,7 @@ import { DEFAULT_LOCK_METHOD, LOCK_METHODS } from "../net/netlock.ts";
 import { collectTree, type FrozenTree, releasePending, type TreeProcess } from "../tree/collect.ts";
 import { Parasite } from "../tree/parasite.ts";
 import { DumpGuard } from "./guard.ts";
-import { holdStopped } from "../tree/stop_hold.ts";
+import { holdersOf, holdStopped, socketHolders } from "../tree/stop_hold.ts";
 import { freezeCgroup } from "../tree/freezer.ts";
 import type { PendingSeize } from "../tree/seize.ts";
 import { VirtualPids } from "../tree/pid_ns.ts";
@@ -582,8 +582,11 @@ async function dumpProcess(
   const sockets = socketMappings(pid, vmas, taskFiles.fds);
   if (ctx.tcp?.hasPending) {
     ctx.guard ??= await DumpGuard.start();
-    // Should criu die while a connection is in repair mode, the tree stops rather than meet it.
-    using _stopped = holdStopped(tree, ctx.guard);
+    // Should criu die while a connection is in repair mode, the processes that hold it stop
+    // rather than meet it.
+    ctx.socketHolders ??= socketHolders(tree);
+    const only = holdersOf(ctx.socketHolders, ctx.tcp.pendingInodes);
+    using _stopped = holdStopped(tree, ctx.guard, only);
     ctx.tcp.checkpointPending(ctx.guard);
   }
   ctx.log.info(`Task ${pid}: collected mappings and files`);

@@ -114,6 +114,11 @@ export class RepairedConnections {
     return this.#pending.length > 0;
   }
 
+  /** The inodes of the sockets waiting for {@link checkpointPending}. */
+  get pendingInodes(): number[] {
+    return this.#pending.map((p) => p.ino);
+  }
+
   /**
    * Dump: locks every connection noted since the last call, all in one go, then puts each
    * into repair mode and reads it. `undo` learns of each step before it is taken.
