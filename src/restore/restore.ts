@@ -383,15 +383,8 @@ function cloneArgs(
  * cloneArgs takes them) and traced from birth; `real` learns the id criu knows it by. `what`
  * names it should clone3 give it another id.
  */
-function makeTask(
-  rs: RemoteSyscalls,
-  arena: RemoteArena,
-  id: number | undefined,
-  what: string,
-  real?: RealPids,
-  options: { thread?: boolean; share?: bigint; quiet?: boolean } = {},
-): SeizedTask {
-  return makeTaskWithId(rs, arena, id, what, real, options).seized;
+function makeTask(...args: Parameters<typeof makeTaskWithId>): SeizedTask {
+  return makeTaskWithId(...args).seized;
 }
 
 /** {@link makeTask}, with the id the new task has as its maker sees it (any, without `id`). */

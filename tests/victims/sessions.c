@@ -31,6 +31,17 @@ static void idle(void)
 		pause();
 }
 
+/* Makes a group of its own, forks a child in it, tells its pid on `fd`, and exits. */
+static void group_and_go(int fd)
+{
+	setpgid(0, 0);
+	pid_t k = fork();
+	if (k == 0)
+		idle();
+	write(fd, &k, sizeof(k));
+	_exit(0);
+}
+
 /* ppid, pgrp and session of `pid` from /proc/PID/stat. */
 static int ids(pid_t pid, int out[3])
 {
@@ -73,14 +84,8 @@ int main(int argc, char **argv)
 		setsid();
 		write(pp[1], &c, sizeof(c));
 		pid_t x = fork();
-		if (x == 0) {
-			setpgid(0, 0);
-			pid_t f = fork();
-			if (f == 0)
-				idle();
-			write(pp[1], &f, sizeof(f));
-			_exit(0);
-		}
+		if (x == 0)
+			group_and_go(pp[1]);
 		waitpid(x, NULL, 0);
 		idle();
 	}
@@ -108,14 +113,8 @@ int main(int argc, char **argv)
 	waitpid(l, NULL, 0);
 
 	pid_t g = fork();
-	if (g == 0) {
-		setpgid(0, 0);
-		pid_t m = fork();
-		if (m == 0)
-			idle();
-		write(pp[1], &m, sizeof(m));
-		_exit(0);
-	}
+	if (g == 0)
+		group_and_go(pp[1]);
 	read(pp[0], &tasks[n++], sizeof(pid_t));
 	waitpid(g, NULL, 0);
 	n++; /* F, read above */
