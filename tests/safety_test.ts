@@ -274,32 +274,50 @@ Deno.test("namespaces of its own: refused at dump by name, and at restore from c
   }
 });
 
-Deno.test("a file on a mount another mount hides is refused by name (opened again by its name it would be the other mount's), and the task goes on", async () => {
-  const dir = tmpDir("overmount-");
+Deno.test("a file, or a unix socket's name, on a mount another mount hides is refused by name (made again by its name it would be on the other), and the task goes on", async () => {
   const run = (args: string[]) => new Deno.Command(args[0], { args: args.slice(1) }).outputSync();
-  assert(run(["mount", "-t", "tmpfs", "under", dir]).success, "mount tmpfs");
-  let mounted = 1;
-  const v = startVictim([
-    "python3",
-    "-c",
-    "import os,sys,signal,time\n" +
-    `f=open(${JSON.stringify(`${dir}/file`)},"w+"); f.write("data"); f.flush()\n` +
-    "open(sys.argv[1],'a').write(f'ready pid={os.getpid()}\\n')\n" +
-    "signal.pause()",
-    "{out}",
-  ]);
-  try {
-    await waitReport(v);
-    // Its file's mount is hidden under a bind of itself: the same file, another mount.
-    assert(run(["mount", "--bind", dir, dir]).success, "bind over");
-    mounted++;
-    const refused = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()]);
-    assertEquals(refused.code, 1, refused.stderr);
-    assertMatch(refused.stderr, /which mount \d+ hides at .*\/file/);
-    assertEquals(tracerPid(v.pid), 0);
-    assert(procState(v.pid) === "S", "still running (sleeping in pause)");
-  } finally {
-    await stopVictim(v);
-    for (; mounted > 0; mounted--) run(["umount", dir]);
+  const cases = [
+    {
+      // Its file's mount hidden under a bind of itself: the same file, another mount.
+      hold: (dir: string) =>
+        `f=open(${JSON.stringify(`${dir}/file`)},"w+"); f.write("x"); f.flush()`,
+      over: (dir: string) => ["mount", "--bind", dir, dir],
+      refusal: /which mount \d+ hides at .*\/file/,
+    },
+    {
+      // A listener's name hidden under a tmpfs mounted over its directory.
+      hold: (dir: string) =>
+        `import socket; s=socket.socket(socket.AF_UNIX); s.bind(${
+          JSON.stringify(`${dir}/s.sock`)
+        }); s.listen()`,
+      over: (dir: string) => ["mount", "-t", "tmpfs", "over", dir],
+      refusal: /unix socket bound at .*\/s\.sock: another mount now hides its name/,
+    },
+  ];
+  for (const c of cases) {
+    const dir = tmpDir("overmount-");
+    assert(run(["mount", "-t", "tmpfs", "under", dir]).success, "mount tmpfs");
+    let mounted = 1;
+    const v = startVictim([
+      "python3",
+      "-c",
+      "import os,sys,signal\n" + c.hold(dir) + "\n" +
+      "open(sys.argv[1],'a').write(f'ready pid={os.getpid()}\\n')\n" +
+      "signal.pause()",
+      "{out}",
+    ]);
+    try {
+      await waitReport(v);
+      assert(run(c.over(dir)).success, "mount over");
+      mounted++;
+      const refused = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()]);
+      assertEquals(refused.code, 1, refused.stderr);
+      assertMatch(refused.stderr, c.refusal);
+      assertEquals(tracerPid(v.pid), 0);
+      assert(procState(v.pid) === "S", "still running (sleeping in pause)");
+    } finally {
+      await stopVictim(v);
+      for (; mounted > 0; mounted--) run(["umount", dir]);
+    }
   }
 });

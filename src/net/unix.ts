@@ -87,6 +87,21 @@ function socketFile(
   } catch {
     // gone
   }
+  // Not there: deleted, unless another file system now shows at its directory (a mount over
+  // it). Bound again at that place it would be on that other file system, holding it busy.
+  const parent = path.slice(0, path.lastIndexOf("/")) || "/";
+  let shown: number | undefined;
+  try {
+    shown = Deno.statSync(root + parent).dev;
+  } catch {
+    // its directory went too
+  }
+  if (shown !== undefined && info.vfsDev && shown !== info.vfsDev) {
+    throw new UnixSocketError(
+      `Cannot dump the unix socket bound at ${path}: another mount now hides its name ` +
+        `(the directory shows another file system); not supported`,
+    );
+  }
   return { mode: 0o755, uid: 0, gid: 0, dir, deleted: true };
 }
 

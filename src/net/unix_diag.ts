@@ -28,6 +28,8 @@ export interface UnixSocketInfo {
   name: Uint8Array;
   /** Inode of the file a path-bound socket is at, 0 otherwise. */
   vfsIno: number;
+  /** Device (as stat gives it) of the file system that file is on, 0 otherwise. */
+  vfsDev: number;
   /** Bytes (or, for a listener, connections) waiting in the receive queue. */
   rqueue: number;
   wqueue: number;
@@ -63,6 +65,7 @@ function parseMessage(m: Uint8Array, out: Map<number, UnixSocketInfo>): void {
     peer: 0,
     name: new Uint8Array(),
     vfsIno: 0,
+    vfsDev: 0,
     rqueue: 0,
     wqueue: 0,
     icons: [],
@@ -76,6 +79,11 @@ function parseMessage(m: Uint8Array, out: Map<number, UnixSocketInfo>): void {
         break;
       case UNIX_DIAG.VFS:
         info.vfsIno = dv.getUint32(0, true);
+        {
+          // The kernel's dev_t (major << 20 | minor), encoded as stat gives it.
+          const kdev = dv.getUint32(4, true), major = kdev >>> 20, minor = kdev & 0xfffff;
+          info.vfsDev = (minor & 0xff) + major * 256 + (minor >>> 8) * 0x100000;
+        }
         break;
       case UNIX_DIAG.PEER:
         info.peer = dv.getUint32(0, true);
