@@ -271,3 +271,41 @@ for (const dir of directions) {
     }
   });
 }
+
+Deno.test("network locks both ways (iptables): a restore takes away the lock the other's dump left on its connections", async () => {
+  if (!oracle()) {
+    console.log(`skipped: no CRIU 4.2 oracle at ${ORACLE}`);
+    return;
+  }
+  const bin = await buildVictim("tcp");
+  // The lock rules (criu's mark) on the victim's port.
+  const rules = (port: string) =>
+    new TextDecoder().decode(new Deno.Command("iptables", { args: ["-S"] }).outputSync().stdout)
+      .split("\n").filter((l) => /0xc114/.test(l) && new RegExp(`--[sd]port ${port}\\b`).test(l))
+      .length;
+  for (const [dumper, restorer] of [["theirs", "ours"], ["ours", "theirs"]] as const) {
+    const port = `${freePort()}`;
+    const v = startVictim(["setsid", bin, "{out}", "pair", port]);
+    let pids: number[] = [];
+    try {
+      const r = await waitReport(v);
+      pids = treePids(Number(r.pid));
+      const imgs = tmpDir("lockx-");
+      const opts = ["-D", imgs, "--tcp-established", "--network-lock", "iptables"];
+      const dumpArgs = ["dump", "-t", r.pid, "-o", "dump.log", ...opts];
+      const d = dumper === "ours" ? await criu(dumpArgs) : await theirs(dumpArgs);
+      assertEquals(d.code, 0, `${dumper} dump: ${d.stderr}${safeRead(`${imgs}/dump.log`)}`);
+      assert(rules(port) > 0, `${dumper} dump left its lock`);
+      await v.child.status;
+      for (const pid of pids) assert(await waitGone(pid), `task ${pid} gone after dump`);
+      const restArgs = ["restore", "-d", "-o", "restore.log", ...opts];
+      const rs = restorer === "ours" ? await criu(restArgs) : await theirs(restArgs);
+      assertEquals(rs.code, 0, `${restorer} restore: ${rs.stderr}`);
+      assertEquals(rules(port), 0, `${restorer} restore left ${dumper} dump's lock`);
+      assertMatch(await verdict(v, Number(r.pid)), /PASS (server|client)/);
+    } finally {
+      killAll(...pids);
+      await stopVictim(v);
+    }
+  }
+});

@@ -305,7 +305,7 @@ export function collectInetSocket(
     };
     // A closed connection has no stream left; criu's images have one all the same (empty),
     // which criu's restore reads for a socket with a peer.
-    if (tcp && state === TCP_STATE.CLOSE && found.dstPort) found.stream = closedStream();
+    if (isClosedConnection(found)) found.stream = closedStream();
     // Its stream is read once the connections of the whole process are locked.
     if (connection) {
       policy.repair!.add(copy, ino, connection, what, (stream) => (found.stream = stream), {
@@ -426,6 +426,11 @@ function closedStream(): TcpStream {
   };
 }
 
+/** Whether `s` is a TCP socket closed after its connection (it still names its peer). */
+export function isClosedConnection(s: InetSocketState): boolean {
+  return s.proto === IPPROTO_TCP && s.state === TCP_STATE.CLOSE && s.dstPort > 0;
+}
+
 /** Whether `s` is a TCP connection (established or half-closed). */
 export function isTcpConnection(s: InetSocketState): boolean {
   return s.proto === IPPROTO_TCP && REPAIRABLE_STATES.has(s.state);
@@ -513,7 +518,7 @@ export function makeInetSocket(s: InetSocketState, what: string, sharedPort = fa
       }
     } else if (conn) {
       restoreTcpStream(fd, s, s.stream!, what);
-    } else if (s.proto === IPPROTO_TCP && s.state === TCP_STATE.CLOSE && s.dstPort) {
+    } else if (isClosedConnection(s)) {
       closeAfterConnection(fd, s, what);
     } else if (
       (isDatagram(s) && s.dstPort) || (s.type === SOCK_RAW && s.state === TCP_STATE.ESTABLISHED)

@@ -168,13 +168,15 @@ export class NetworkLock {
 
   /** The iptables-restore input that inserts (-I) or deletes (-D) the rules of `conns`. */
   static #iptablesRules(op: "-I" | "-D", conns: readonly Connection[]): string {
-    const mark = `-m mark ! --mark 0x${LOCK_BYPASS_MARK.toString(16)} -j DROP`;
+    // The mark match before the ports, as criu writes its rules: a rule is deleted only by the
+    // same matches in the same order, so each removes the other's lock.
+    const p = `-p tcp -m mark ! --mark 0x${LOCK_BYPASS_MARK.toString(16)}`;
     const lines = ["*filter"];
     for (const c of conns) {
       const src = addrText(c.family, c.srcAddr), dst = addrText(c.family, c.dstAddr);
       lines.push(
-        `${op} OUTPUT -p tcp -s ${src} --sport ${c.srcPort} -d ${dst} --dport ${c.dstPort} ${mark}`,
-        `${op} INPUT -p tcp -s ${dst} --sport ${c.dstPort} -d ${src} --dport ${c.srcPort} ${mark}`,
+        `${op} OUTPUT ${p} -s ${src} --sport ${c.srcPort} -d ${dst} --dport ${c.dstPort} -j DROP`,
+        `${op} INPUT ${p} -s ${dst} --sport ${c.dstPort} -d ${src} --dport ${c.srcPort} -j DROP`,
       );
     }
     lines.push("COMMIT", "");

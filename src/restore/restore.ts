@@ -74,7 +74,7 @@ import { cString } from "../syscalls/ffi.ts";
 import { RemoteArena } from "./arena.ts";
 import { DEFAULT_LOCK_METHOD, LOCK_METHODS, type LockMethod } from "../net/netlock.ts";
 import { RepairedConnections } from "../net/tcp_conns.ts";
-import { type InetSocketState, isTcpConnection } from "../net/inet.ts";
+import { type InetSocketState, isClosedConnection, isTcpConnection } from "../net/inet.ts";
 import {
   FileTable,
   type FileTableTcp,
@@ -438,7 +438,8 @@ function tcpConnections(dump: DumpImages): InetSocketState[] {
   for (const f of dump.files.values()) {
     if (!f.isk) continue;
     const s = inetState(f.isk);
-    if (isTcpConnection(s)) out.push(s);
+    // A socket closed after its connection too: criu's dump locks it as one.
+    if (isTcpConnection(s) || isClosedConnection(s)) out.push(s);
   }
   return out;
 }
