@@ -650,3 +650,28 @@ Deno.test("--ext-mount-map auto: a mount of what criu's namespace has is bound a
     killAll(init, ...(back ? [back] : []));
   }
 });
+
+Deno.test("a connection in LAST_ACK whose peer in the tree's own network namespace answers from TIME_WAIT is refused by name (the namespace made again would not have it), the tree left running", async () => {
+  // In a network namespace of its own: the client shuts down, the server's acknowledgements
+  // are dropped, the server shuts down: it waits in LAST_ACK, the client's end in TIME_WAIT.
+  const script = [
+    "import os,socket,subprocess,sys,time,signal",
+    "subprocess.run(['ip','link','set','lo','up'],check=True)",
+    "l=socket.socket(); l.bind(('127.0.0.1',8880)); l.listen()",
+    "c=socket.create_connection(('127.0.0.1',8880)); s,_=l.accept(); l.close()",
+    "c.shutdown(socket.SHUT_WR); time.sleep(0.05)",
+    "subprocess.run(['iptables','-w','-A','INPUT','-p','tcp','--dport','8880','-j','DROP'],check=True)",
+    "s.shutdown(socket.SHUT_WR); time.sleep(0.2)",
+    "open(sys.argv[1],'a').write(f'ready pid={os.getpid()}\\n')",
+    "signal.pause()",
+  ].join("\n");
+  const v = startVictim(["setsid", "unshare", "-n", "python3", "-c", script, "{out}"]);
+  try {
+    await waitReport(v);
+    await dumpRefused(v.pid, /127\.0\.0\.1:8880 -> .*\(LAST_ACK\): its peer, .* TIME_WAIT/, [
+      "--tcp-established",
+    ]);
+  } finally {
+    await stopVictim(v);
+  }
+});

@@ -84,6 +84,8 @@ import { checkUnixSockets, queuedClients, unixEntry, writeSkQueues } from "./uni
 import { inetEntry } from "./inet_files.ts";
 import { tcpStreamImageName, writeTcpStream } from "../images/tcp_stream.ts";
 import { parseMountinfo } from "../util/mountinfo.ts";
+import { stateName, TCP_STATE } from "../net/tcp_state.ts";
+import { endpointText } from "../net/addr.ts";
 import { within } from "../restore/mount_plan.ts";
 
 export {
@@ -986,11 +988,55 @@ function linkRemapFor(link: string, dir: string, n: number, at: (path: string) =
   }
 }
 
+/**
+ * A connection waiting for the ACK of its FIN (LAST_ACK, CLOSING) whose peer is in the tree's
+ * own network namespace but no socket of the tree: that end is in TIME_WAIT, kept by the
+ * kernel, and the namespace made again would not have it; the FIN sent again would meet a
+ * reset. Refused by name.
+ */
+function checkTcpPeers(ctx: DumpContext): void {
+  if (!ctx.ownNet) return;
+  const sockets = ctx.openFiles.flatMap((f) => f.kind.type === "inet" ? [f.kind.socket] : []);
+  // An IPv6 socket talking IPv4 (::ffff:a.b.c.d) meets its peer at a.b.c.d.
+  const end = (a: number[], port: number) => `${onTheWireAddr(a).join(".")}:${port}`;
+  const states = new Map(
+    sockets.map((s) => [`${end(s.srcAddr, s.srcPort)}>${end(s.dstAddr, s.dstPort)}`, s.state]),
+  );
+  const waiting: number[] = [TCP_STATE.LAST_ACK, TCP_STATE.CLOSING];
+  for (const s of sockets) {
+    if (s.proto !== 6 /* IPPROTO_TCP */ || !waiting.includes(s.state)) continue;
+    // A peer closed too (CLOSE) is not what answers: its TIME_WAIT end is.
+    const peer = states.get(`${end(s.dstAddr, s.dstPort)}>${end(s.srcAddr, s.srcPort)}`);
+    if (peer !== undefined && peer !== TCP_STATE.CLOSE) continue;
+    if (!isLocalPeer(s.srcAddr, s.dstAddr)) continue;
+    throw new UnsupportedError(
+      `Cannot dump TCP connection ${endpointText(s.family, s.srcPort, s.srcAddr)} -> ` +
+        `${endpointText(s.family, s.dstPort, s.dstAddr)} (${stateName(s.state)}): its peer, ` +
+        `in the tree's network namespace, answers from TIME_WAIT, which the namespace made ` +
+        `again would not have (its FIN would meet a reset)`,
+    );
+  }
+}
+
+/** Address words as on the wire: an IPv4-mapped IPv6 address as its IPv4 word. */
+function onTheWireAddr(a: number[]): number[] {
+  return a.length === 4 && a[0] === 0 && a[1] === 0 && a[2] === 0xffff0000 ? [a[3]] : a;
+}
+
+/** Whether a peer at `dst` is in the socket's own network namespace: loopback, or itself. */
+function isLocalPeer(src: number[], dst: number[]): boolean {
+  const [a, b] = [onTheWireAddr(src), onTheWireAddr(dst)];
+  if (a.join(".") === b.join(".")) return true;
+  if (b.length === 1) return (b[0] & 0xff) === 127;
+  return b[0] === 0 && b[1] === 0 && b[2] === 0 && b[3] === 0x01000000;
+}
+
 /** Writes what the files of the whole tree carry besides their entries. */
 export function dumpFileData(ctx: DumpContext, files: ReturnType<DumpContext["image"]>): void {
   // Files only in flight in unix queues (no task holds them) have entries too.
   for (const f of ctx.inFlight) writeFileEntry(ctx, files, f);
   checkUnixSockets(ctx, files);
+  checkTcpPeers(ctx);
   if (ctx.memfds.size) {
     const img = ctx.image("memfd.img", "MEMFD_INODE");
     for (const m of ctx.memfds.values()) img.entry(memfd_inode_entrySchema, m);
