@@ -4,6 +4,7 @@
  */
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { exists } from "../src/util/exists.ts";
+import { readSysctlsOutside } from "../src/dump/ipc_ns.ts";
 import {
   buildVictim,
   checkAcrossRoundTrip,
@@ -671,6 +672,28 @@ Deno.test("a connection in LAST_ACK whose peer in the tree's own network namespa
     await dumpRefused(v.pid, /127\.0\.0\.1:8880 -> .*\(LAST_ACK\): its peer, .* TIME_WAIT/, [
       "--tcp-established",
     ]);
+  } finally {
+    await stopVictim(v);
+  }
+});
+
+Deno.test("the sysctls of an IPC namespace of its own are read from outside it for a tree that has no /proc (nsenter into the IPC namespace alone)", async () => {
+  const v = startVictim([
+    "unshare",
+    "-i",
+    "sh",
+    "-c",
+    "echo 12345 > /proc/sys/kernel/msgmax && echo ready > {out} && exec sleep 100",
+  ]);
+  try {
+    await waitReport(v);
+    const values = readSysctlsOutside(v.pid);
+    assertEquals(values.get("kernel/msgmax"), ["12345"]);
+    assertEquals(values.get("kernel/sem")?.length, 4);
+    assert(
+      Deno.readTextFileSync("/proc/sys/kernel/msgmax").trim() !== "12345",
+      "criu's own namespace has another value",
+    );
   } finally {
     await stopVictim(v);
   }

@@ -91,6 +91,53 @@ export function readSysctlIn(
   return text.trim().split(/\s+/);
 }
 
+/** Whether the task of `rs` sees /proc/sys (through `buf`, as {@link readSysctlIn}). */
+function hasProcSys(rs: RemoteSyscalls, buf: ReturnType<RemoteSyscalls["scratch"]>): boolean {
+  try {
+    readSysctlIn(rs, buf, "kernel/sem");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The IPC sysctls of the IPC namespace of task `pid`, as words by path, read from criu's /proc
+ * by a process that entered that namespace alone (nsenter): they answer for the reader's.
+ */
+export function readSysctlsOutside(pid: number): Map<string, string[]> {
+  const paths = ["kernel/sem", ...IPC_SYSCTLS.map(([, path]) => path)];
+  const out = new Deno.Command("nsenter", {
+    args: [
+      "-t",
+      `${pid}`,
+      "-i",
+      "--",
+      "sh",
+      "-c",
+      'for f; do printf "%s\\t" "$f"; cat "/proc/sys/$f" 2>/dev/null || echo; done',
+      "sh",
+      ...paths,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  if (!out.success) {
+    throw new UnsupportedError(
+      `Cannot dump the IPC namespace of task ${pid}: its sysctls: ` +
+        new TextDecoder().decode(out.stderr).trim(),
+    );
+  }
+  const values = new Map<string, string[]>();
+  for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
+    // The path, a tab, then the file's words (kernel/sem's are tabs apart too).
+    const tab = line.indexOf("\t");
+    const path = line.slice(0, tab), text = line.slice(tab + 1).trim();
+    if (tab > 0 && text) values.set(path, text.split(/\s+/));
+  }
+  return values;
+}
+
 function desc(id: number, p: IpcPerm) {
   return create(ipc_desc_entrySchema, {
     key: p.key >>> 0,
@@ -125,13 +172,16 @@ export function readIpcNamespace(rs: RemoteSyscalls): IpcNamespace {
 
   // The sysctls (the next ids absent when -1, "none").
   const values: Record<string, number | bigint> = {};
+  // A task without /proc of its own (a mount namespace without it) is read from outside.
+  const outside = hasProcSys(rs, buf) ? undefined : readSysctlsOutside(pid);
+  const sysctl = (path: string) => outside?.get(path) ?? readSysctlIn(rs, buf, path);
   for (const [field, path] of IPC_SYSCTLS) {
-    const v = readSysctlIn(rs, buf, path)[0];
+    const v = sysctl(path)[0];
     if (field.endsWith("NextId") && v === "-1") continue;
     values[field] = field === "shmCtlmax" || field === "shmCtlall" ? BigInt(v) : Number(v);
   }
   const vars = create(ipc_var_entrySchema, {
-    semCtls: readSysctlIn(rs, buf, "kernel/sem").map(Number),
+    semCtls: sysctl("kernel/sem").map(Number),
     ...values,
   });
 
