@@ -178,8 +178,11 @@ export class DumpContext {
   nsfsDev?: number;
   /** The mount ids of criu's mount namespace, read on first need. */
   ownMounts?: Set<number>;
-  /** criu's mounts: ids, parents, places; read on first need. */
-  mountPlaces?: { id: number; parent: number; mountpoint: string }[];
+  /**
+   * By mount id: whether another mount may hide it, and then where its paths are taken (a
+   * task of its namespace); worked out once for each mount (files.ts).
+   */
+  mountHiders?: Map<number, { pid?: number } | null>;
   /** The tree's own mount namespace, when the root has one: its mounts, read once frozen. */
   mntNs?: MountNamespace;
   /** Mount namespaces nested in it (made by tasks of the tree), by /proc/PID/ns/mnt. */

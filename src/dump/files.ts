@@ -85,7 +85,8 @@ import { inetEntry } from "./inet_files.ts";
 import { tcpStreamImageName, writeTcpStream } from "../images/tcp_stream.ts";
 import { parseMountinfo } from "../util/mountinfo.ts";
 import { stateName, TCP_STATE } from "../net/tcp_state.ts";
-import { endpointText } from "../net/addr.ts";
+import { endpointText, wireAddr } from "../net/addr.ts";
+import { IPPROTO } from "../syscalls/socket.ts";
 import { within } from "../restore/mount_plan.ts";
 
 export {
@@ -285,28 +286,40 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
  * namespace that has that mount, where the restore opens it again.
  */
 function hiddenBy(ctx: DumpContext, target: string, mntId: number): number | undefined {
+  ctx.mountHiders ??= new Map();
+  let suspect = ctx.mountHiders.get(mntId);
+  if (suspect === undefined) ctx.mountHiders.set(mntId, suspect = mayBeHidden(ctx, mntId));
+  if (!suspect) return undefined;
+  const now = mntIdOf(ctx.hostPath(target, suspect.pid));
+  return now !== undefined && now !== mntId ? now : undefined;
+}
+
+/**
+ * Whether another mount may hide mount `mntId` (one at its place or above it, not one of
+ * those it is mounted on): then where its paths are taken (a task of its namespace), else null.
+ */
+function mayBeHidden(ctx: DumpContext, mntId: number): { pid?: number } | null {
   const ns = ctx.mntNs &&
     [ctx.mntNs, ...ctx.nestedMnts.values()].find((n) => n.entries.some((e) => e.mntId === mntId));
-  if (ctx.mntNs && !ns) return undefined;
+  if (ctx.mntNs && !ns) return null;
   const places = ns
     ? ns.entries.map((e) => ({ id: e.mntId, parent: e.parentMntId, mountpoint: e.mountpoint }))
-    : (ctx.mountPlaces ??= parseMountinfo(Deno.readTextFileSync("/proc/self/mountinfo")).map((
-      m,
-    ) => ({ id: m.id, parent: m.parentId, mountpoint: m.mountpoint })));
+    : parseMountinfo(Deno.readTextFileSync("/proc/self/mountinfo")).map((m) => ({
+      id: m.id,
+      parent: m.parentId,
+      mountpoint: m.mountpoint,
+    }));
   const byId = new Map(places.map((m) => [m.id, m]));
   const mount = byId.get(mntId);
-  if (!mount) return undefined;
+  if (!mount) return null;
   const above = new Set<number>();
   for (let m = byId.get(mount.parent); m && !above.has(m.id); m = byId.get(m.parent)) {
     above.add(m.id);
   }
-  // Only a mount at its place or above it, not one of those it is mounted on, may hide it.
   const suspect = places.some((o) =>
     o.id !== mntId && !above.has(o.id) && within(mount.mountpoint, o.mountpoint)
   );
-  if (!suspect) return undefined;
-  const now = mntIdOf(ctx.hostPath(target, ns?.pid));
-  return now !== undefined && now !== mntId ? now : undefined;
+  return suspect ? { pid: ns?.pid } : null;
 }
 
 /**
@@ -998,13 +1011,13 @@ function checkTcpPeers(ctx: DumpContext): void {
   if (!ctx.ownNet) return;
   const sockets = ctx.openFiles.flatMap((f) => f.kind.type === "inet" ? [f.kind.socket] : []);
   // An IPv6 socket talking IPv4 (::ffff:a.b.c.d) meets its peer at a.b.c.d.
-  const end = (a: number[], port: number) => `${onTheWireAddr(a).join(".")}:${port}`;
+  const end = (a: number[], port: number) => `${wireAddr(a).join(".")}:${port}`;
   const states = new Map(
     sockets.map((s) => [`${end(s.srcAddr, s.srcPort)}>${end(s.dstAddr, s.dstPort)}`, s.state]),
   );
   const waiting: number[] = [TCP_STATE.LAST_ACK, TCP_STATE.CLOSING];
   for (const s of sockets) {
-    if (s.proto !== 6 /* IPPROTO_TCP */ || !waiting.includes(s.state)) continue;
+    if (s.proto !== IPPROTO.TCP || !waiting.includes(s.state)) continue;
     // A peer closed too (CLOSE) is not what answers: its TIME_WAIT end is.
     const peer = states.get(`${end(s.dstAddr, s.dstPort)}>${end(s.srcAddr, s.srcPort)}`);
     if (peer !== undefined && peer !== TCP_STATE.CLOSE) continue;
@@ -1018,14 +1031,9 @@ function checkTcpPeers(ctx: DumpContext): void {
   }
 }
 
-/** Address words as on the wire: an IPv4-mapped IPv6 address as its IPv4 word. */
-function onTheWireAddr(a: number[]): number[] {
-  return a.length === 4 && a[0] === 0 && a[1] === 0 && a[2] === 0xffff0000 ? [a[3]] : a;
-}
-
 /** Whether a peer at `dst` is in the socket's own network namespace: loopback, or itself. */
 function isLocalPeer(src: number[], dst: number[]): boolean {
-  const [a, b] = [onTheWireAddr(src), onTheWireAddr(dst)];
+  const [a, b] = [wireAddr(src), wireAddr(dst)];
   if (a.join(".") === b.join(".")) return true;
   if (b.length === 1) return (b[0] & 0xff) === 127;
   return b[0] === 0 && b[1] === 0 && b[2] === 0 && b[3] === 0x01000000;

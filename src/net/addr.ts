@@ -6,6 +6,16 @@
  */
 import { AF_INET } from "../syscalls/socket.ts";
 
+/** Whether address words `a` are an IPv4-mapped IPv6 address (::ffff:a.b.c.d). */
+export function isV4Mapped(a: readonly number[]): boolean {
+  return a.length === 4 && a[0] === 0 && a[1] === 0 && a[2] === 0xffff0000;
+}
+
+/** Address words as on the wire: an IPv4-mapped IPv6 address as its IPv4 word. */
+export function wireAddr(a: number[]): number[] {
+  return isV4Mapped(a) ? [a[3]] : a;
+}
+
 /** The address `words` of `family` as text: `10.0.0.1` or `fd00:0:0:0:0:0:0:1`. */
 export function addrText(family: number, words: number[]): string {
   const bytes = new Uint8Array(new Uint32Array(words).buffer);

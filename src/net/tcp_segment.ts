@@ -24,7 +24,7 @@ import {
   SOCK_CLOEXEC,
   SOCK_RAW,
 } from "../syscalls/socket.ts";
-import type { Connection } from "./addr.ts";
+import { type Connection, isV4Mapped, wireAddr } from "./addr.ts";
 
 /** The mark of packets the network lock lets through (CRIU's SOCCR_MARK). */
 export const LOCK_BYPASS_MARK = 0xc114;
@@ -110,9 +110,15 @@ export function fakeSegment(ends: Connection, s: Segment): Uint8Array {
  * ::ffff:a.b.c.d) sends and receives IPv4 packets.
  */
 export function onTheWire(ends: Connection): Connection {
-  const mapped = (a: number[]) => a.length === 4 && a[0] === 0 && a[1] === 0 && a[2] === 0xffff0000;
-  if (ends.family !== AF_INET6 || !mapped(ends.srcAddr) || !mapped(ends.dstAddr)) return ends;
-  return { ...ends, family: AF_INET, srcAddr: [ends.srcAddr[3]], dstAddr: [ends.dstAddr[3]] };
+  if (ends.family !== AF_INET6 || !isV4Mapped(ends.srcAddr) || !isV4Mapped(ends.dstAddr)) {
+    return ends;
+  }
+  return {
+    ...ends,
+    family: AF_INET,
+    srcAddr: wireAddr(ends.srcAddr),
+    dstAddr: wireAddr(ends.dstAddr),
+  };
 }
 
 /** Sends segment `s` from the peer of connection `ends` to its local end, over a raw socket. */

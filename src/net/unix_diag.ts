@@ -11,6 +11,7 @@
  * @module
  */
 import { diagAttributes, sockDiagDump } from "./sock_diag.ts";
+import { userDev } from "../syscalls/process.ts";
 
 const UDIAG_SHOW = { NAME: 1, VFS: 2, PEER: 4, ICONS: 8, RQLEN: 0x10 } as const;
 const UNIX_DIAG = { NAME: 0, VFS: 1, PEER: 2, ICONS: 3, RQLEN: 4, SHUTDOWN: 6 } as const;
@@ -79,11 +80,8 @@ function parseMessage(m: Uint8Array, out: Map<number, UnixSocketInfo>): void {
         break;
       case UNIX_DIAG.VFS:
         info.vfsIno = dv.getUint32(0, true);
-        {
-          // The kernel's dev_t (major << 20 | minor), encoded as stat gives it.
-          const kdev = dv.getUint32(4, true), major = kdev >>> 20, minor = kdev & 0xfffff;
-          info.vfsDev = (minor & 0xff) + major * 256 + (minor >>> 8) * 0x100000;
-        }
+        // The kernel's dev_t, as stat gives it.
+        info.vfsDev = userDev(dv.getUint32(4, true));
         break;
       case UNIX_DIAG.PEER:
         info.peer = dv.getUint32(0, true);

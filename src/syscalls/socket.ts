@@ -145,6 +145,7 @@ export const SO = {
   TYPE: 3,
   /** SO_ERROR: reading it takes the error waiting on the socket away. */
   ERROR: 4,
+  PEERNAME: 28,
   BROADCAST: 6,
   SNDBUF: 7,
   RCVBUF: 8,
@@ -273,24 +274,15 @@ export function sockName(fd: number, peer = false): Uint8Array | null {
  * (ENOTCONN).
  */
 export function peerName(fd: number, family: number): Uint8Array | null {
-  // No longer than the address: the kernel refuses a larger buffer (EINVAL).
-  const raw = new Uint8Array(family === 10 /* AF_INET6 */ ? 28 : 16);
-  const len = new Uint32Array([raw.length]);
-  const SO_PEERNAME = 28;
-  const ret = sys(
-    NR.getsockopt,
-    BigInt(fd),
-    BigInt(SOL_SOCKET),
-    BigInt(SO_PEERNAME),
-    addressOf(raw),
-    addressOf(new Uint8Array(len.buffer)),
-  );
-  if (ret < 0n) {
-    const e = lastErrno();
-    if (e === 107) return null; // ENOTCONN
-    throw new Errno("getsockopt(SO_PEERNAME)", e, `fd ${fd}`);
+  // Exactly the address's size: the kernel refuses a larger buffer (EINVAL).
+  const raw = new Uint8Array(family === AF_INET6 ? 28 : 16);
+  try {
+    getsockopt(fd, SO.PEERNAME, raw);
+  } catch (e) {
+    if (e instanceof Errno && e.errno === 107 /* ENOTCONN */) return null;
+    throw e;
   }
-  return raw.slice(0, len[0]);
+  return raw;
 }
 
 /** The parts of struct tcp_info deno-criu reads. */

@@ -263,9 +263,8 @@ export class SeizedTask implements Disposable {
    */
   discardStop(): void {
     const pid = this.pid;
-    const pending = (set: bigint) => (set & (1n << BigInt(SIGSTOP - 1))) !== 0n;
     const s = parseStatus(readProcText(pid, "status"));
-    if (!this.#attached || !pending(s.shdPnd | s.sigPnd)) return;
+    if (!this.#attached || !pending(s.shdPnd | s.sigPnd, SIGSTOP)) return;
     const others: number[] = [];
     for (let i = 0; i < MAX_SIGNAL_STOPS; i++) {
       ptraceCont(pid, 0);
@@ -328,6 +327,11 @@ export class SeizedTask implements Disposable {
 
 const STOP_SIGNALS = new Set([19, 20, 21, 22]); // SIGSTOP SIGTSTP SIGTTIN SIGTTOU
 
+/** Whether signal `sig` is in signal set `set` (a /proc/PID/status mask). */
+function pending(set: bigint, sig: number): boolean {
+  return (set & (1n << BigInt(sig - 1))) !== 0n;
+}
+
 /**
  * A task seized in a group stop (SIGSTOP, SIGTSTP, ...) reports that stop instead of the
  * interrupt, and would stop again on its way to any syscall we inject. As criu does: let it
@@ -337,7 +341,6 @@ const STOP_SIGNALS = new Set([19, 20, 21, 22]); // SIGSTOP SIGTSTP SIGTTIN SIGTT
 function leaveGroupStop(pid: number, status: ReturnType<typeof parseStatus>): number {
   const signo = ptraceGetSigno(pid);
   if (!STOP_SIGNALS.has(signo)) return 0;
-  const pending = (set: bigint, sig: number) => (set & (1n << BigInt(sig - 1))) !== 0n;
   let stops = 1;
   for (const set of [status.sigPnd, status.shdPnd]) {
     if (pending(set, 19)) stops++;

@@ -7,14 +7,14 @@
  * the hold, a SIGSTOP waits queued in every live process that holds such a socket (all of the
  * tree's when one is held by none: in flight in a unix queue, any may receive it): a task let
  * go stops for job control before it runs any code of its own, and the guard sends SIGCONT
- * once the sockets are right. While criu lives the signal is never delivered: the hold ends by taking it back
- * under ptrace ({@link SeizedTask.discardStop}).
+ * once the sockets are right. While criu lives the signal is never delivered: the hold ends by
+ * taking it back under ptrace ({@link SeizedTask.discardStop}).
  *
  * @module
  */
 import { tryKill } from "../syscalls/mod.ts";
 import type { FrozenTree } from "./collect.ts";
-import { NoSuchTaskError } from "./proc.ts";
+import { listFds, NoSuchTaskError } from "./proc.ts";
 import type { SeizedTask } from "./seize.ts";
 
 const SIGSTOP = 19;
@@ -33,9 +33,9 @@ export function socketHolders(tree: FrozenTree): Map<number, Set<number>> {
   const holders = new Map<number, Set<number>>();
   for (const p of tree.processes) {
     if (p.zombieExit !== undefined) continue;
-    let fds: string[];
+    let fds: number[];
     try {
-      fds = [...Deno.readDirSync(`/proc/${p.pid}/fd`)].map((e) => e.name);
+      fds = listFds(p.pid);
     } catch {
       continue;
     }
@@ -94,11 +94,6 @@ export function holdStopped(
   const pids = held.map((t) => t.pid);
   watcher.stopping(pids);
   for (const pid of pids) tryKill(pid, SIGSTOP);
-  return release(held, watcher);
-}
-
-/** Takes the SIGSTOPs of `held` back, then tells `watcher`. */
-function release(held: SeizedTask[], watcher: StopWatcher): Disposable {
   return {
     [Symbol.dispose]() {
       let failure: unknown;
