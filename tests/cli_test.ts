@@ -140,8 +140,8 @@ Deno.test("bad command lines get criu's one-line errors and exit 1", async () =>
     [["-v4"], /command is required/],
     [["dump", "--t", "1"], /option '--t' is ambiguous/],
     [
-      ["dump", "--external", "macvlan[x]:y"],
-      /--external macvlan\[x\]:y is not supported by deno-criu: namespaces/,
+      ["dump", "--external", "dev[x]:y"],
+      /--external dev\[x\]:y is not supported by deno-criu: namespaces/,
     ],
     [["dump", "--external", "mnt[]"], /name each external mount/],
     [["dump", "--external", "bogus"], /invalid argument for --external: bogus/],

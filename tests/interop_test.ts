@@ -123,6 +123,7 @@ const KINDS: Kind[] = [
     pass: /PASS netns/,
     opts: ["--tcp-established"],
   },
+  { victim: "netns", name: "netns devices", args: ["{out}", "devices"], pass: /PASS netns/ },
   { victim: "guards", args: ["{out}", "{dir}"], pass: /PASS guards/ },
   // CRIU 4.2 restores raw sockets neither bound nor connected.
   { victim: "rawsk", args: ["{out}", "plain"], pass: /PASS rawsk/ },

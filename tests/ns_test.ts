@@ -318,6 +318,13 @@ Deno.test("a network namespace of its own comes back with its loopback, addresse
   assertEquals(hostNet(), before);
 });
 
+Deno.test("devices inside a network namespace of its own: a bridge with one end of a veth pair as its port comes back with its index, settings and port, checked from inside", async () => {
+  const before = hostNet();
+  const bin = await buildVictim("netns");
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}", "devices"]), /PASS netns/);
+  assertEquals(hostNet(), before);
+});
+
 Deno.test("sockets inside a network namespace of its own: made in it again, a TCP connection with bytes in flight, UDP, an abstract unix name", async () => {
   const before = hostNet();
   const bin = await buildVictim("netns");
@@ -329,11 +336,40 @@ Deno.test("sockets inside a network namespace of its own: made in it again, a TC
   assertEquals(hostNet(), before);
 });
 
-Deno.test("a network namespace with what is not carried yet is refused by name: a device other than the loopback and veth (a bridge), a sysctl criu does not carry", async () => {
+Deno.test("a network namespace with what is not carried yet is refused by name: a device of another kind (vxlan, tap), a bridge or port setting or queue length criu's images lack, a queueing discipline, a macvlan on a device inside, a sysctl criu does not carry", async () => {
   const cases: [string, RegExp][] = [
     [
-      "ip link add br0 type bridge && echo ready && exec sleep 60",
-      /device br0 \(bridge\) is not supported yet/,
+      "ip link add vx0 type vxlan id 5 dstport 4789 && echo ready && exec sleep 60",
+      /device vx0 \(vxlan\) is not supported yet/,
+    ],
+    [
+      "ip tuntap add tap0 mode tap && echo ready && exec sleep 60",
+      /device tap0 \(tun\) is not supported yet/,
+    ],
+    [
+      "ip link add br0 type bridge ageing_time 1000 && echo ready && exec sleep 60",
+      /device br0 has bridge setting ageing_time 1000 \(made afresh: 30000\), which is not carried/,
+    ],
+    [
+      "ip link add br0 type bridge && ip link add p0 type veth peer name p1 && " +
+      "ip link set p0 master br0 && ip link set p0 type bridge_slave cost 7 && " +
+      "echo ready && exec sleep 60",
+      /device p0 has bridge port setting cost 7 \(made afresh: 2\), which is not carried/,
+    ],
+    [
+      "ip link add p0 type veth peer name p1 && ip link set p0 txqueuelen 77 && " +
+      "echo ready && exec sleep 60",
+      /device p0 has txqlen 77 \(made afresh: 1000\), which is not carried/,
+    ],
+    [
+      "ip link add p0 type veth peer name p1 && tc qdisc add dev p0 root pfifo && " +
+      "echo ready && exec sleep 60",
+      /device p0 has queueing discipline pfifo, which is not carried/,
+    ],
+    [
+      "ip link add p0 type veth peer name p1 && ip link add mv0 link p0 type macvlan && " +
+      "echo ready && exec sleep 60",
+      /device mv0 is a macvlan on p0, a device of its own namespace/,
     ],
     [
       "echo 600 > /proc/sys/net/ipv4/tcp_keepalive_time && echo ready && exec sleep 60",
@@ -514,6 +550,135 @@ Deno.test("a veth device whose peer is outside the namespace comes back with its
       run("ip", "link", "del", outside);
     } catch {
       // went with its peer
+    }
+  }
+});
+
+Deno.test("a bridge with a veth port and a macvlan on a device outside come back with their indices, addresses, modes, settings and master, the macvlan's lower device named by --external macvlan[...]; the bridge's link-local address still bound", async () => {
+  const run = (cmd: string, ...args: string[]) => {
+    const o = new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).outputSync();
+    assert(o.success, `${cmd} ${args.join(" ")}: ${new TextDecoder().decode(o.stderr)}`);
+    return new TextDecoder().decode(o.stdout);
+  };
+  // The lower device outside: one end of a veth pair whose other end answers here.
+  const [lower, far] = [`dcl${Deno.pid % 100000}`, `dcm${Deno.pid % 100000}`];
+  run("ip", "link", "add", lower, "type", "veth", "peer", "name", far);
+  run("ip", "link", "set", lower, "up");
+  run("ip", "addr", "add", "10.99.8.1/24", "dev", far);
+  run("ip", "link", "set", far, "up");
+  // A UDP socket bound to the bridge's link-local address, by its index (zdtm's bridge).
+  const v = startVictim([
+    "setsid",
+    "unshare",
+    "-n",
+    "python3",
+    "-c",
+    `
+import socket, sys, time
+out = open(sys.argv[1], "w")
+print("ready", file=out, flush=True)
+while not open("/proc/net/if_inet6").read().count("fe804567"): time.sleep(0.05)
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("fe80:4567::1", 0, 0, socket.if_nametoindex("br0")))
+print("bound", s.getsockname()[1], file=out, flush=True)
+while True:
+    data, peer = s.recvfrom(100)
+    s.sendto(b"PASS " + data, peer)
+`,
+    "{out}",
+  ]);
+  const show = (pid: number) =>
+    run(
+      "nsenter",
+      "-t",
+      `${pid}`,
+      "-n",
+      "sh",
+      "-c",
+      // Timers run on; the rest of each device is compared.
+      "ip -d -o link | sed -E 's/(_timer|gc_timer) +[0-9.]+//g'; " +
+        "ip -o addr | sed 's/valid_lft.*//' | sort; ip route show table all | sort",
+    );
+  try {
+    await waitReport(v);
+    run(
+      "ip",
+      "link",
+      "add",
+      "link",
+      lower,
+      "name",
+      "mv0",
+      "index",
+      "9",
+      "netns",
+      `${v.pid}`,
+      "type",
+      "macvlan",
+      "mode",
+      "private",
+    );
+    run(
+      "nsenter",
+      "-t",
+      `${v.pid}`,
+      "-n",
+      "sh",
+      "-ec",
+      "ip link set lo up; ip link add br0 index 4 type bridge; " +
+        "ip link add p0 type veth peer name p1; ip link set p0 master br0; " +
+        "ip addr add 10.99.9.1/24 dev br0; ip addr add fe80:4567::1/64 nodad dev br0; " +
+        "ip link set br0 up; ip link set p0 up; ip link set p1 up; " +
+        "ip addr add 10.99.8.2/24 dev mv0; ip link set mv0 up",
+    );
+    for (let i = 0; i < 100 && !/bound/.test(Deno.readTextFileSync(v.out)); i++) await sleep(50);
+    for (let i = 0; i < 50 && /tentative/.test(show(v.pid)); i++) await sleep(100);
+    const before = show(v.pid);
+    assertMatch(before, /mv0@if\d+: .* macvlan mode private /);
+    assertMatch(before, /p0@p1: .* master br0 /);
+    const pids = treePids(v.pid);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+    assertEquals(d.code, 0, d.stderr);
+    await v.child.status;
+    for (const pid of pids) assert(await waitGone(pid, 15000), `task ${pid} gone after the dump`);
+    const refused = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(refused.code, 1);
+    assertMatch(refused.stderr, /--external macvlan\[mv0\]:NAME/);
+    const r = await criu(["restore", "-d", "-D", imgs, "--external", `macvlan[mv0]:${lower}`]);
+    assertEquals(r.code, 0, r.stderr);
+    for (let i = 0; i < 50 && /tentative/.test(show(v.pid)); i++) await sleep(100);
+    assertEquals(show(v.pid), before);
+    // The macvlan reaches the far end of its lower device; the bound socket answers.
+    const port = /bound (\d+)/.exec(Deno.readTextFileSync(v.out))![1];
+    const l = Deno.listen({ hostname: "10.99.8.1", port: 4573 });
+    try {
+      const client = `
+import socket
+socket.create_connection(("10.99.8.1", 4573), timeout=5)
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.settimeout(5)
+u.sendto(b"udp", ("fe80:4567::1", ${port}, 0, socket.if_nametoindex("br0")))
+print(u.recv(100).decode())
+`;
+      const c = new Deno.Command("nsenter", {
+        args: ["-t", `${v.pid}`, "-n", "python3", "-c", client],
+        stdout: "piped",
+      }).output();
+      (await l.accept()).close();
+      assertEquals(new TextDecoder().decode((await c).stdout).trim(), "PASS udp");
+    } finally {
+      l.close();
+    }
+  } finally {
+    killAll(v.pid);
+    await stopVictim(v);
+    for (const dev of [lower, far]) {
+      try {
+        run("ip", "link", "del", dev);
+      } catch {
+        // went with its peer
+      }
     }
   }
 });

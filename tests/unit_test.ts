@@ -341,7 +341,12 @@ Deno.test("a sysctl the dump could not read is not written back as 0", () => {
   const str = (sarg?: string) => create(sysctl_entrySchema, { type: sysctl_type.CTL_STR, sarg });
   const names = ["a", "b", "c", "mtu", "s", "t"];
   const list = [int(), int(0), int(7), int(1500), str("x"), str()];
-  assertEquals(sysctlWrites("/d", names, list), [["/d/b", "0"], ["/d/c", "7"], ["/d/s", "x"]]);
+  assertEquals(sysctlWrites("/d", names, list), [
+    ["/d/b", "0"],
+    ["/d/c", "7"],
+    ["/d/mtu", "1500"],
+    ["/d/s", "x"],
+  ]);
 });
 
 Deno.test("mountinfo: flags, propagation, super block flags and escaped names", () => {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { VethOutside } from "../net/netns.ts";
+import type { OutsideLinks, VethOutside } from "../net/netns.ts";
 import type { CgroupMode } from "../restore/cgroups.ts";
 import { CRIU_VERSION, VERSION, versionText } from "../version.ts";
 import { isAbsolute, join, resolve } from "node:path";
@@ -159,7 +159,7 @@ async function runRestore(o: CriuOpts): Promise<number> {
       manageCgroups: (o.manageCgroups || "soft") as CgroupMode,
       joinNet: joinedNet(o.joinNs),
       emptyNet: o.emptyNet,
-      veths: vethsOf(o.external),
+      outsideLinks: outsideLinksOf(o.external),
       root: o.root,
       externalMounts: mountsOf(o.external),
       extMountAuto: o.extMountAuto,
@@ -369,12 +369,17 @@ function mountsOf(external: string[]): Map<string, string> {
   return out;
 }
 
-/** `--external veth[IFNAME]:OUTNAME[@BRIDGE]`: the outside end of each veth, by its name inside. */
-function vethsOf(external: string[]): Map<string, VethOutside> {
-  const out = new Map<string, VethOutside>();
+/**
+ * `--external veth[IFNAME]:OUTNAME[@BRIDGE]` and `macvlan[IFNAME]:LOWER`: the outside end of
+ * each veth and the lower device of each macvlan, by their names inside.
+ */
+function outsideLinksOf(external: string[]): OutsideLinks {
+  const veths = new Map<string, VethOutside>(), macvlans = new Map<string, string>();
   for (const e of external) {
     const m = /^veth\[([^\]]+)\]:([^@]+)(?:@(.+))?$/.exec(e);
-    if (m) out.set(m[1], { name: m[2], bridge: m[3] });
+    if (m) veths.set(m[1], { name: m[2], bridge: m[3] });
+    const v = /^macvlan\[([^\]]+)\]:(.+)$/.exec(e);
+    if (v) macvlans.set(v[1], v[2]);
   }
-  return out;
+  return { veths, macvlans };
 }

@@ -477,7 +477,7 @@ export function checkOptions(o: CriuOpts): void {
     if (!EXTERNAL_TYPES.has(type)) {
       throw new UsageError(
         `Option --external ${e} is not supported by deno-criu: ${
-          ["mnt", "dev", "net", "pid", "veth", "macvlan"].includes(type)
+          ["dev", "net", "pid"].includes(type)
             ? NOT_YET.ns
             : `no resource of type ${type}`
         }`,
@@ -488,7 +488,8 @@ export function checkOptions(o: CriuOpts): void {
 
 /**
  * The resources `--external` names that deno-criu handles: files, terminals, unix sockets,
- * the outside ends of veth devices (`veth[IFNAME]:OUTNAME[@BRIDGE]`, at restore), and mounts
+ * the outside ends of veth devices (`veth[IFNAME]:OUTNAME[@BRIDGE]`, at restore), the lower
+ * devices of macvlans (`macvlan[IFNAME]:LOWER`, at restore), and mounts
  * (`mnt[MOUNTPOINT]:KEY` at dump, `mnt[KEY]:PATH` at restore).
  */
-const EXTERNAL_TYPES = new Set(["file", "tty", "unix", "veth", "mnt"]);
+const EXTERNAL_TYPES = new Set(["file", "tty", "unix", "veth", "macvlan", "mnt"]);

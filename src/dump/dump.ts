@@ -82,7 +82,8 @@ import {
 } from "./mnt_ns.ts";
 import { readUtsNames, type UtsNames, writeUtsNs } from "./uts.ts";
 import { type IpcNamespace, readIpcNamespace, writeIpcNs } from "./ipc_ns.ts";
-import { NetnsError, readNetns } from "../net/netns.ts";
+import { NetnsError } from "../net/in_netns.ts";
+import { readNetns } from "../net/netns.ts";
 import {
   lockNetns as lockNetnsOf,
   netnsLockSteps,
@@ -357,7 +358,8 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   if (ctx.ownNet) {
     try {
       if (!ctx.opts.emptyNet) {
-        writeNetns(ctx, ctx.nsIds(tree.root).netNsId, await readNetns(tree.root));
+        const id = ctx.nsIds(tree.root).netNsId;
+        writeNetns(ctx, id, await readNetns(tree.root, id));
       }
     } catch (e) {
       if (e instanceof NetnsError) throw new UnsupportedError(e.message);

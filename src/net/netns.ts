@@ -14,7 +14,10 @@
  * @module
  */
 import { create, isFieldSet } from "@bufbuild/protobuf";
+import { inNetns, NetnsError } from "./in_netns.ts";
+import { checkLinks, type Link, macvlanArgs, macvlanOf, readLinks } from "./netdev_kinds.ts";
 import {
+  macvlan_link_entrySchema,
   nd_type,
   type net_device_entry,
   net_device_entrySchema,
@@ -132,48 +135,6 @@ const IFF: Record<string, number> = {
   ECHO: 0x40000,
 };
 
-/** A tool failed inside a network namespace. */
-export class NetnsError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "NetnsError";
-  }
-}
-
-/**
- * Runs `argv` in the network namespace of task `pid` (a fresh one when undefined), with
- * `input` on its stdin (a file: `ip ... restore` seeks in it); returns its stdout. A non-zero
- * exit fails with its stderr.
- */
-export async function inNetns(
-  pid: number | undefined,
-  argv: string[],
-  input?: Uint8Array,
-): Promise<Uint8Array> {
-  const file = input ? Deno.makeTempFileSync({ prefix: "deno-criu-netns-" }) : undefined;
-  try {
-    if (file) Deno.writeFileSync(file, input!);
-    const run = file ? ["sh", "-c", `f=$1; shift; exec "$@" < "$f"`, "sh", file, ...argv] : argv;
-    const [cmd, ...args] = pid === undefined
-      ? ["unshare", "-n", "--", ...run]
-      : ["nsenter", "-t", `${pid}`, "-n", "--", ...run];
-    const out = await new Deno.Command(cmd, {
-      args,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" },
-    }).output();
-    if (!out.success) {
-      const err = new TextDecoder().decode(out.stderr).trim();
-      throw new NetnsError(`${argv.join(" ")} in the network namespace failed: ${err}`);
-    }
-    return out.stdout;
-  } finally {
-    if (file) Deno.removeSync(file);
-  }
-}
-
 /** Every writable sysctl under /proc/sys/net of the namespace, by path. */
 async function readSysctls(pid: number | undefined): Promise<Map<string, string>> {
   const text = new TextDecoder().decode(
@@ -193,29 +154,31 @@ async function readSysctls(pid: number | undefined): Promise<Map<string, string>
   return out;
 }
 
-/** A network device as `ip -j -d link` shows it. */
-interface Link {
-  ifindex: number;
-  ifname: string;
-  flags: string[];
-  mtu: number;
-  link_type: string;
-  address?: string;
-  /** A veth's peer: by name when in this namespace, else by index in that of `link_netnsid`. */
-  link?: string;
-  link_index?: number;
-  link_netnsid?: number;
-  linkinfo?: { info_kind?: string };
-}
-
 /** Where the outside end of a veth goes at restore (`--external veth[IN]:NAME[@BRIDGE]`). */
 export interface VethOutside {
   name: string;
   bridge?: string;
 }
 
+/** The devices outside the namespace its own devices hang on, by their names inside. */
+export interface OutsideLinks {
+  /** `--external veth[IN]:NAME[@BRIDGE]`: the outside end of each veth. */
+  veths?: Map<string, VethOutside>;
+  /** `--external macvlan[IN]:NAME`: the lower device of each macvlan. */
+  macvlans?: Map<string, string>;
+}
+
+/** The image type of each device kind made again. */
+const ND_TYPES: Record<string, nd_type> = {
+  veth: nd_type.VETH,
+  bridge: nd_type.BRIDGE,
+  macvlan: nd_type.MACVLAN,
+};
+
 /** What a dump keeps of a network namespace. */
 export interface NetnsState {
+  /** Its id in ids-PID.img, which names its images and its devices' peers inside it. */
+  id: number;
   devices: net_device_entry[];
   netns: netns_entry;
   /** Raw outputs of the tools, by image name prefix (ifaddr, route, ...). */
@@ -254,24 +217,26 @@ function carried(names: string[]): Set<string> {
 }
 
 /**
- * Reads the network namespace of task `pid` (the tree frozen). Refuses a device other than
- * the loopback, and a sysctl changed from a fresh namespace's that is not carried.
+ * Reads the network namespace `id` of task `pid` (the tree frozen). Refuses a device a restore
+ * would not make the same (netdev_kinds.ts), and a sysctl changed from a fresh namespace's
+ * that is not carried.
  */
-export async function readNetns(pid: number): Promise<NetnsState> {
-  const links = JSON.parse(
-    new TextDecoder().decode(await inNetns(pid, ["ip", "-j", "-d", "link", "show"])),
-  ) as Link[];
-  for (const l of links) {
-    if (l.link_type !== "loopback" && l.linkinfo?.info_kind !== "veth") {
-      throw new NetnsError(
-        `Cannot dump the network namespace of task ${pid}: its device ${l.ifname} ` +
-          `(${l.linkinfo?.info_kind ?? l.link_type}) is not supported yet; only the loopback ` +
-          `and veth devices are`,
-      );
-    }
-  }
+export async function readNetns(pid: number, id: number): Promise<NetnsState> {
+  const links = await readLinks(pid);
   const [values, fresh] = await Promise.all([readSysctls(pid), readSysctls(undefined)]);
+  // A stable_secret written (the device's or the default's, both carried) puts the device in
+  // stable-privacy address generation (mode 2), and the restore writes it again.
+  const secret = new Set(
+    links.map((l) => l.ifname).filter((n) =>
+      [n, "default"].some((d) => values.has(`${SYS}/ipv6/conf/${d}/stable_secret`))
+    ),
+  );
+  await checkLinks(pid, links, secret);
   const kept = carried(links.map((l) => l.ifname));
+  for (const n of secret) {
+    const mode = `${SYS}/ipv6/conf/${n}/addr_gen_mode`;
+    if (values.get(mode) === "2") kept.add(mode);
+  }
   // A device a new namespace lacks starts from the namespace's defaults: conf/default, and
   // for its neighbour table what the loopback got (a namespace has no neigh/default).
   const devs = links.filter((l) => l.link_type !== "loopback").map((l) => l.ifname);
@@ -293,12 +258,16 @@ export async function readNetns(pid: number): Promise<NetnsState> {
   }
   const devices = links.map((l) =>
     create(net_device_entrySchema, {
-      type: l.link_type === "loopback" ? nd_type.LOOPBACK : nd_type.VETH,
+      type: l.link_type === "loopback" ? nd_type.LOOPBACK : ND_TYPES[l.linkinfo!.info_kind!],
       ifindex: l.ifindex,
       mtu: l.mtu,
       address: l.link_type === "loopback" ? undefined : macBytes(l.address ?? ""),
-      peerIfindex: l.link_index ?? links.find((x) => x.ifname === l.link)?.ifindex,
-      peerNsid: l.link_netnsid,
+      // As criu: the device it hangs on (a veth's peer, a macvlan's lower device; itself for
+      // the others), with the id of its namespace when that is this one.
+      peerIfindex: l.link_index ?? links.find((x) => x.ifname === l.link)?.ifindex ?? l.ifindex,
+      peerNsid: l.link_netnsid === undefined ? id : undefined,
+      macvlan: l.linkinfo?.info_kind === "macvlan" ? macvlanEntry(l) : undefined,
+      master: links.find((x) => x.ifname === l.master)?.ifindex,
       // ip hides RUNNING; a loopback runs whenever its lower layer is up.
       flags: l.flags.reduce((f, n) => f | (IFF[n] ?? 0), 0) |
         (l.flags.includes("LOWER_UP") ? IFF.RUNNING : 0),
@@ -331,7 +300,13 @@ export async function readNetns(pid: number): Promise<NetnsState> {
   for (const [name, argv] of tools) {
     saved.set(name, argv ? await inNetns(pid, argv) : new Uint8Array());
   }
-  return { devices, netns, saved };
+  return { id, devices, netns, saved };
+}
+
+/** A macvlan's image entry; flags only when some are set, as criu writes it. */
+function macvlanEntry(l: Link) {
+  const { mode, flags } = macvlanOf(l);
+  return create(macvlan_link_entrySchema, { mode, flags: flags || undefined });
 }
 
 /** A MAC address's bytes ("aa:bb:..."). */
@@ -405,7 +380,7 @@ export function sysctlWrites(
     if (!name) return;
     if (e.type === sysctl_type.CTL_STR) {
       if (e.sarg) out.push([`${dir}/${name}`, e.sarg]);
-    } else if (isFieldSet(e, sysctl_entrySchema.field.iarg) && name !== "mtu") {
+    } else if (isFieldSet(e, sysctl_entrySchema.field.iarg)) {
       out.push([`${dir}/${name}`, `${e.iarg}`]);
     }
   });
@@ -419,9 +394,21 @@ export function sysctlWrites(
 export async function restoreNetns(
   pid: number,
   ns: NetnsState,
-  veths = new Map<string, VethOutside>(),
+  outside: OutsideLinks = {},
 ): Promise<void> {
-  const now = await readSysctls(pid);
+  const run = async (argv: string[], input?: Uint8Array) => void await inNetns(pid, argv, input);
+  await makeDevices(pid, ns, outside);
+  // MTUs before the sysctls: a device's MTU set resets its IPv6 MTU. Bridges last: one whose
+  // MTU and address follow its ports' gets them from them, and is set only where it kept
+  // values of its own.
+  const bridge = (d: net_device_entry) => d.type === nd_type.BRIDGE;
+  for (const d of [...ns.devices.filter((d) => !bridge(d)), ...ns.devices.filter(bridge)]) {
+    const has = bridge(d) ? (await readLinks(pid)).find((l) => l.ifname === d.name) : undefined;
+    if (has?.mtu !== d.mtu) await run(["ip", "link", "set", d.name, "mtu", `${d.mtu}`]);
+    if (d.address?.length && has?.address !== macText(d.address)) {
+      await run(["ip", "link", "set", d.name, "address", macText(d.address)]);
+    }
+  }
   const writes = [
     ...sysctlWrites(`${SYS}/ipv4/conf/all`, DEVCONFS4, ns.netns.allConf4),
     ...sysctlWrites(`${SYS}/ipv4/conf/default`, DEVCONFS4, ns.netns.defConf4),
@@ -430,46 +417,42 @@ export async function restoreNetns(
     ...sysctlWrites(`${SYS}/unix`, UNIX_CONF, ns.netns.unixConf),
     ...sysctlWrites(`${SYS}/ipv4`, IPV4_SYSCTLS, ns.netns.ipv4Sysctl),
   ];
-  // Devices first, with their indices (addresses and routes name them by index).
-  const madeVeths = new Set<string>();
-  for (const d of ns.devices) {
-    if (d.type === nd_type.VETH) await makeVeth(pid, d, ns.devices, veths, madeVeths);
-    else if (d.type !== nd_type.LOOPBACK) {
-      throw new NetnsError(`Cannot restore network device ${d.name}: its kind is not supported`);
-    }
-  }
   for (const d of ns.devices) {
     writes.push(
       ...sysctlWrites(`${SYS}/ipv4/conf/${d.name}`, DEVCONFS4, d.conf4),
       ...sysctlWrites(`${SYS}/ipv6/conf/${d.name}`, DEVCONFS6, d.conf6),
     );
   }
-  const todo = writes.filter(([p, v]) => now.get(p) !== v && now.has(p));
-  if (todo.length) {
-    const q = (t: string) => `'${t.replaceAll("'", `'\\''`)}'`;
-    const script = todo.map(([p, v]) => `printf '%s' ${q(v)} > ${q(p)} || exit 1`).join("\n");
-    await inNetns(pid, ["sh", "-c", script]);
-  }
-  const run = async (argv: string[], input?: Uint8Array) => void await inNetns(pid, argv, input);
+  // Every value this kernel has, whatever the namespace holds now: a write changes others
+  // (all's forwarding sets every device's, and all's accept_redirects to its opposite). So
+  // the devices after all and default, and accept_redirects last, as criu writes it.
+  const now = await readSysctls(pid);
+  const last = ([p]: [string, string]) => p.endsWith("/accept_redirects") ? 1 : 0;
+  // (An unset stable_secret does not read.)
+  const here = ([p]: [string, string]) => now.has(p) || p.endsWith("/stable_secret");
+  const todo = writes.filter(here).sort((a, b) => last(a) - last(b));
+  await writeSysctls(pid, todo);
   const saved = (name: string) => ns.saved.get(name) ?? new Uint8Array();
   // The loopback up first, as it was brought up: the kernel gives it 127.0.0.1 and ::1 then
   // (the same addresses added by hand would bring a prefix route of their own), and the
   // others follow them; one of those two removed since is removed again.
   let addrs = saved("ifaddr");
   for (const d of ns.devices) {
-    await run(["ip", "link", "set", d.name, "mtu", `${d.mtu}`]);
-    if (d.address?.length) {
-      await run(["ip", "link", "set", d.name, "address", macText(d.address)]);
-    }
     if (!(d.flags & IFF.UP)) continue;
     await run(["ip", "link", "set", d.name, "up"]);
     if (d.type !== nd_type.LOOPBACK) continue;
     const own = splitLoopbackAddresses(addrs, d.ifindex);
     addrs = own.rest;
+    // (The kernel gives none where IPv6 is off or the address mode does not, at this time.)
+    const now = new TextDecoder().decode(
+      await inNetns(pid, ["ip", "-o", "addr", "show", "dev", d.name]),
+    );
     for (const [have, addr] of [[own.v4, "127.0.0.1/8"], [own.v6, "::1/128"]] as const) {
-      if (!have) await run(["ip", "addr", "del", addr, "dev", d.name]);
+      if (!have && now.includes(` ${addr} `)) await run(["ip", "addr", "del", addr, "dev", d.name]);
     }
   }
+  // A device coming up takes its MTU as its IPv6 MTU: those again.
+  await writeSysctls(pid, todo.filter(([p]) => /^.*\/ipv6\/conf\/[^/]+\/mtu$/.test(p)));
   if (addrs.length > 4) await run(["ip", "addr", "restore"], addrs);
   if (saved("route").length > 4) await run(["ip", "route", "restore"], saved("route"));
   if (saved("route6").length > 4) await run(["ip", "-6", "route", "restore"], saved("route6"));
@@ -489,26 +472,129 @@ export async function restoreNetns(
   if (ruleset.trim()) await run(["nft", "-f", "-"], new TextEncoder().encode(ruleset));
 }
 
+/** Writes `values` (path, value) in the network namespace of task `pid`, in their order. */
+async function writeSysctls(pid: number, values: [string, string][]): Promise<void> {
+  if (!values.length) return;
+  const q = (t: string) => `'${t.replaceAll("'", `'\\''`)}'`;
+  const script = values.map(([p, v]) => `printf '%s' ${q(v)} > ${q(p)} || exit 1`).join("\n");
+  await inNetns(pid, ["sh", "-c", script]);
+}
+
 /**
- * Makes veth device `d` with its index: with its peer among `devices` (both ends inside), the
- * pair in the namespace of task `pid`; with its peer outside, the pair with its other end in
+ * Makes `devices` in the namespace of task `pid`, each with its index (addresses and routes
+ * name them by index), then puts the bridges' ports in them.
+ */
+async function makeDevices(pid: number, ns: NetnsState, outside: OutsideLinks): Promise<void> {
+  const devices = ns.devices;
+  const madeVeths = new Set<string>();
+  for (const d of devices) {
+    switch (d.type) {
+      case nd_type.LOOPBACK:
+        break;
+      case nd_type.VETH:
+        await makeVeth(pid, d, peerInside(ns, d), outside.veths ?? new Map(), madeVeths);
+        break;
+      case nd_type.BRIDGE:
+        await inNetns(pid, [
+          "ip",
+          "link",
+          "add",
+          d.name,
+          "index",
+          `${d.ifindex}`,
+          "type",
+          "bridge",
+        ]);
+        break;
+      case nd_type.MACVLAN:
+        await makeMacvlan(pid, d, outside.macvlans ?? new Map());
+        break;
+      default:
+        throw new NetnsError(`Cannot restore network device ${d.name}: its kind is not supported`);
+    }
+  }
+  for (const d of devices) {
+    if (!isFieldSet(d, net_device_entrySchema.field.master)) continue;
+    const master = devices.find((x) => x.ifindex === d.master);
+    if (!master) {
+      throw new NetnsError(
+        `Cannot restore network device ${d.name}: its master (index ${d.master}) is not in the images`,
+      );
+    }
+    await inNetns(pid, ["ip", "link", "set", d.name, "master", master.name]);
+  }
+}
+
+/**
+ * The veth at the other end of `d` when that end is in namespace `ns` too: as criu writes it,
+ * the peer's index with the namespace's id (none when the peer is outside).
+ */
+function peerInside(ns: NetnsState, d: net_device_entry): net_device_entry | undefined {
+  // Proto2 optional fields read 0 when absent: isFieldSet tells.
+  const field = net_device_entrySchema.field;
+  if (!isFieldSet(d, field.peerNsid) || d.peerNsid !== ns.id) return undefined;
+  return ns.devices.find((x) => x !== d && x.type === nd_type.VETH && x.ifindex === d.peerIfindex);
+}
+
+/**
+ * Makes macvlan device `d` in the namespace of task `pid`, on the device of criu's namespace
+ * that `--external macvlan[NAME]:LOWER` names, with its index, mode and flags.
+ */
+async function makeMacvlan(
+  pid: number,
+  d: net_device_entry,
+  lowers: Map<string, string>,
+): Promise<void> {
+  const lower = lowers.get(d.name);
+  if (!lower) {
+    throw new NetnsError(
+      `Cannot restore network device ${d.name}: a macvlan on a device outside its namespace; ` +
+        `name that device with --external macvlan[${d.name}]:NAME`,
+    );
+  }
+  if (!d.macvlan) throw new NetnsError(`The image of macvlan ${d.name} has no mode`);
+  await here([
+    "ip",
+    "link",
+    "add",
+    "link",
+    lower,
+    "name",
+    d.name,
+    "index",
+    `${d.ifindex}`,
+    "netns",
+    `${pid}`,
+    "type",
+    "macvlan",
+    ...macvlanArgs(d.macvlan.mode, d.macvlan.flags ?? 0),
+  ]);
+}
+
+/** Runs `argv` in criu's own namespaces. */
+async function here(argv: string[]): Promise<void> {
+  const r = await new Deno.Command(argv[0], { args: argv.slice(1), stderr: "piped" }).output();
+  if (!r.success) {
+    throw new NetnsError(`${argv.join(" ")} failed: ${new TextDecoder().decode(r.stderr).trim()}`);
+  }
+}
+
+/**
+ * Makes veth device `d` with its index: with `peer` (both ends inside), the pair in the
+ * namespace of task `pid`; with its peer outside, the pair with its other end in
  * criu's namespace, named as `--external veth[NAME]:OUTSIDE[@BRIDGE]` says, up (and in the
  * bridge). `made` collects the names made, so that a pair is made once.
  */
 async function makeVeth(
   pid: number,
   d: net_device_entry,
-  devices: net_device_entry[],
+  peer: net_device_entry | undefined,
   veths: Map<string, VethOutside>,
   made: Set<string>,
 ): Promise<void> {
   if (made.has(d.name)) return;
-  // Proto2 optional fields read 0 when absent: isFieldSet tells.
-  const field = net_device_entrySchema.field;
-  const peer = !isFieldSet(d, field.peerNsid) && isFieldSet(d, field.peerIfindex)
-    ? devices.find((x) => x !== d && x.ifindex === d.peerIfindex)
-    : undefined;
-  if (peer) {
+  // As criu: an outside end named by --external comes first.
+  if (peer && !veths.has(d.name)) {
     made.add(peer.name);
     made.add(d.name);
     const idx = (x: net_device_entry) => ["index", `${x.ifindex}`];
@@ -535,14 +621,6 @@ async function makeVeth(
     );
   }
   made.add(d.name);
-  const here = async (argv: string[]) => {
-    const r = await new Deno.Command(argv[0], { args: argv.slice(1), stderr: "piped" }).output();
-    if (!r.success) {
-      throw new NetnsError(
-        `${argv.join(" ")} failed: ${new TextDecoder().decode(r.stderr).trim()}`,
-      );
-    }
-  };
   // Made from inside, the inside end first: the kernel gives a peer made in another
   // namespace the next free index, whatever the request says.
   await inNetns(pid, [

@@ -13,7 +13,7 @@
  */
 import type { Logger } from "../log.ts";
 import type { LockMethod } from "./netlock.ts";
-import { inNetns } from "./netns.ts";
+import { inNetns } from "./in_netns.ts";
 import { LOCK_BYPASS_MARK } from "./tcp_segment.ts";
 
 const MARK = `0x${LOCK_BYPASS_MARK.toString(16)}`;

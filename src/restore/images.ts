@@ -666,7 +666,7 @@ function readNetnsImages(
 ): NetnsState | undefined {
   if (id === undefined) return undefined;
   // --empty-ns net: made empty, for the setup-namespaces script to fill.
-  if (empty) return { devices: [], netns: create(netns_entrySchema, {}), saved: new Map() };
+  if (empty) return { id, devices: [], netns: create(netns_entrySchema, {}), saved: new Map() };
   const p = (name: string) => join(dir, `${name}-${id}.img`);
   for (const name of ["netdev", "netns"]) needNsImage(p(name), root, "a network");
   const saved = new Map<string, Uint8Array>();
@@ -674,6 +674,7 @@ function readNetnsImages(
     if (exists(p(name))) saved.set(name, readImageBytes(p(name)));
   }
   return {
+    id,
     devices: readImage(p("netdev"), "NETDEV", net_device_entrySchema).map((e) => e.message),
     netns: one(p("netns"), readImage(p("netns"), "NETNS", netns_entrySchema)),
     saved,

@@ -97,7 +97,8 @@ import {
 } from "./sessions.ts";
 import { setUtsNames } from "./uts.ts";
 import { removeMarkedSegments, restoreIpcNamespace } from "./ipc_ns.ts";
-import { NetnsError, restoreNetns, type VethOutside } from "../net/netns.ts";
+import { NetnsError } from "../net/in_netns.ts";
+import { type OutsideLinks, restoreNetns } from "../net/netns.ts";
 import { lockNetns, unlockNetns } from "../net/netns_lock.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { type CgroupMode, CgroupMover, cgSetOf } from "./cgroups.ts";
@@ -170,8 +171,9 @@ export interface RestoreOptions {
   emptyNet?: boolean;
   /** Restore into the network namespace bound at this path (`--join-ns net:...`). */
   joinNet?: string;
-  /** The outside ends of veth devices, by their names inside (`--external veth[...]`). */
-  veths?: Map<string, VethOutside>;
+  /** The outside ends of veth devices and the lower devices of macvlans, by their names
+   * inside (`--external veth[...]`, `macvlan[...]`). */
+  outsideLinks?: OutsideLinks;
   /** The directory the root of the tree's own mount namespace is made from (`--root`). */
   root?: string;
   /** Mounts found in criu's namespace at dump are bound from there (`--ext-mount-map auto`). */
@@ -562,7 +564,7 @@ async function restoreTree(
     // its sockets are made in it.
     if (dump.netns && !opts.joinNet) {
       try {
-        await restoreNetns(made.pid, dump.netns, opts.veths);
+        await restoreNetns(made.pid, dump.netns, opts.outsideLinks);
       } catch (e) {
         if (e instanceof NetnsError) throw new RestoreError(e.message);
         throw e;

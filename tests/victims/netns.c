@@ -16,6 +16,11 @@
  * On SIGTERM it also checks that each socket belongs to its namespace (SIOCGSKNS), that the
  * connection delivers the bytes sent before the dump and new ones, and that the abstract name
  * still reaches its socket.
+ *
+ * argv[2] "devices" adds devices: a bridge (index 7, an address, up) with one end of a veth pair
+ * (both ends inside) as its port, and compares them in detail (`ip -d`: kinds, bridge and port
+ * settings, master; STP's running timers left out), addresses and routes in sorted order (the
+ * kernel lists those made again in the order they come back).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -53,6 +58,29 @@ static const char SETUP[] =
 	"echo 77 > /proc/sys/net/unix/max_dgram_qlen && "
 	"echo '100 200' > /proc/sys/net/ipv4/ping_group_range";
 
+static const char DEVICES[] =
+	"ip link add br0 index 7 type bridge && ip link add p0 type veth peer name p1 && "
+	"ip link set p0 master br0 && ip addr add 10.79.0.1/24 dev br0 && "
+	"ip link set br0 up && ip link set p0 up && ip link set p1 up";
+
+static const char SHOW_DEVICES[] =
+	"ip -d -o link show | sed -E 's/qlen [0-9]*//; s/_timer +[0-9.]+//g'; "
+	"ip -o addr show | sed 's/valid_lft.*//' | sort; ip route show table all | sort; ip rule; "
+	"nft list ruleset";
+
+static const char *shown = NULL;
+
+/* Waits (5 s at most) for what settles by itself after devices come up, at setup as after a
+ * restore: the bridge's carrier once its port forwards, link-local addresses done with DAD. */
+static void settle(void)
+{
+	for (int i = 0; i < 100; i++) {
+		if (system("ip -o link | grep -q NO-CARRIER || ip -o addr | grep -q tentative"))
+			return;
+		usleep(50000);
+	}
+}
+
 /* What the namespace looks like: devices, addresses, routes, rules, firewall, sysctls. */
 static const char SHOW[] =
 	"ip -o link show | sed 's/qlen [0-9]*//'; ip -o addr show | sed 's/valid_lft.*//'; "
@@ -65,7 +93,7 @@ static char *show(void)
 	static char buf[2][16384];
 	static int which;
 	char *b = buf[which++ % 2];
-	FILE *f = popen(SHOW, "r");
+	FILE *f = popen(shown ? shown : SHOW, "r");
 	size_t n = fread(b, 1, sizeof(buf[0]) - 1, f);
 	b[n] = 0;
 	pclose(f);
@@ -123,6 +151,12 @@ int main(int argc, char **argv)
 		return 2;
 	if (system(SETUP) != 0)
 		return 3;
+	if (argc > 2 && !strcmp(argv[2], "devices")) {
+		if (system(DEVICES) != 0)
+			return 3;
+		shown = SHOW_DEVICES;
+		settle();
+	}
 	int srv = -1, cli = -1, udp = -1, dg = -1;
 	if (argc > 2 && !strcmp(argv[2], "sockets")) {
 		struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(4242)};
@@ -156,6 +190,8 @@ int main(int argc, char **argv)
 	const char *why = NULL;
 	struct stat now;
 	stat("/proc/self/ns/net", &now);
+	if (shown)
+		settle();
 	char *after = show();
 	if (now.st_ino == host.st_ino)
 		why = "back in PID 1's network namespace";
