@@ -26,6 +26,8 @@ import {
   ptraceSeize,
   tryKill,
   tryPtraceDetach,
+  tunFileNetns,
+  tunSetIfindex,
   waitPid,
   zeroPagePfn,
 } from "./syscalls/mod.ts";
@@ -51,6 +53,20 @@ export interface Feature {
 function sys(nr: number, ...args: (number | bigint)[]): number {
   const a = [...args, 0, 0, 0, 0, 0, 0].slice(0, 6).map((x) => BigInt(x));
   return orErrno(libc.syscall(BigInt(nr), a[0], a[1], a[2], a[3], a[4], a[5]));
+}
+
+/** Whether `fn` succeeds on a /dev/net/tun file of criu's. */
+function withTunFile(fn: (fd: number) => void): boolean {
+  let fd = -1;
+  try {
+    fd = open("/dev/net/tun", O.RDWR | O.CLOEXEC);
+    fn(fd);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    if (fd >= 0) close(fd);
+  }
 }
 
 /** Seizes an orphaned `sleep` (not our child: Deno reaps its own), reads its registers, lets go. */
@@ -185,7 +201,19 @@ const REQUIRED: Feature[] = [
 
 /** CRIU 4.2's named features (`criu check --feature NAME`), in its order. */
 const NAMED: Feature[] = [
-  notOurs("mnt_id", "mount ids in fdinfo", "mount namespaces are not supported yet"),
+  {
+    name: "mnt_id",
+    description: "mount ids in fdinfo",
+    category: "extra",
+    probe: () => {
+      const fd = open("/", O.RDONLY | O.CLOEXEC);
+      try {
+        return /^mnt_id:/m.test(Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`));
+      } finally {
+        close(fd);
+      }
+    },
+  },
   {
     name: "mem_dirty_track",
     description: "dirty memory tracking for pre-dumps",
@@ -205,8 +233,18 @@ const NAMED: Feature[] = [
       return true;
     },
   },
-  notOurs("tun", "tun/tap devices", "tun/tap devices are not supported yet"),
-  notOurs("tun_ns", "tun/tap devices in namespaces", NS),
+  {
+    name: "tun",
+    description: "tun/tap devices made at their index (TUNSETIFINDEX)",
+    category: "extra",
+    probe: () => withTunFile((fd) => tunSetIfindex(fd, 13, "probe")),
+  },
+  {
+    name: "tun_ns",
+    description: "the network namespace of a tun file (SIOCGSKNS)",
+    category: "extra",
+    probe: () => withTunFile((fd) => close(tunFileNetns(fd, "probe"))),
+  },
   notOurs("userns", "user namespaces", NS),
   {
     name: "fdinfo_lock",

@@ -68,14 +68,16 @@ Deno.test("criu check knows every CRIU 4.2 feature name and answers as criu word
   assertMatch(bogus.stderr, /Unknown feature bogus/);
 
   // Things deno-criu does, on a kernel that has them.
-  for (const name of ["clone3_set_tid", "get_rseq_conf", "tcp_half_closed", "timerfd"]) {
+  for (
+    const name of ["clone3_set_tid", "get_rseq_conf", "tcp_half_closed", "timerfd", "mnt_id", "tun"]
+  ) {
     const run = await criu(["check", "-v0", "--feature", name]);
     assertEquals([run.code, run.stdout.trim()], [0, `${name} is supported`], run.stderr);
   }
   // Things it does not do yet: refused with the reason, whatever the kernel has.
-  const mnt = await criu(["check", "--feature", "mnt_id"]);
-  assertEquals(mnt.code, 1);
-  assertMatch(mnt.stderr, /mnt_id is not supported: mount namespaces are not supported yet/);
+  const uns = await criu(["check", "--feature", "userns"]);
+  assertEquals(uns.code, 1);
+  assertMatch(uns.stderr, /userns is not supported: /);
 });
 
 Deno.test("what we call supported, CRIU 4.2 finds in the kernel too", async (t) => {

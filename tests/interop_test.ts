@@ -124,6 +124,9 @@ const KINDS: Kind[] = [
     opts: ["--tcp-established"],
   },
   { victim: "netns", name: "netns devices", args: ["{out}", "devices"], pass: /PASS netns/ },
+  // CRIU 4.2 brings a tun up before its file attaches, and writes its random address mode
+  // back as stable privacy.
+  { victim: "tun", args: ["{out}", "interop"], pass: /PASS tun/ },
   { victim: "guards", args: ["{out}", "{dir}"], pass: /PASS guards/ },
   // CRIU 4.2 restores raw sockets neither bound nor connected.
   { victim: "rawsk", args: ["{out}", "plain"], pass: /PASS rawsk/ },

@@ -11,6 +11,10 @@
  *   request 1 (socket):      domain, type, protocol   reply: fd or -errno, 0
  *   request 2 (socketpair):  domain, type, protocol   reply: fd, fd or -errno, 0
  *   request 3 (close):       fd                        reply: 0, 0
+ *   request 4 (tun file):    -                         reply: fd or -errno, 0
+ *
+ * A tun file (/dev/net/tun, opened read-write) belongs to the namespace of whoever opened it too:
+ * the devices it makes and attaches to are that namespace's.
  *
  * Every descriptor is made close-on-exec. The first reply says whether it entered the
  * namespace (0, 0) or not (-errno, 0). End of file on the requests: it exits.
@@ -21,6 +25,8 @@
 
 #define O_RDONLY 0
 #define O_WRONLY 1
+#define O_RDWR 2
+#define O_CLOEXEC 02000000
 #define SOCK_CLOEXEC 02000000
 #define CLONE_NEWNET 0x40000000
 #define NR_socket 41
@@ -65,6 +71,8 @@ __attribute__((used)) void ns_sockets_main(s64 *sp)
 				reply((int)out, (int)e, 0);
 			else
 				reply((int)out, pair[0], pair[1]);
+		} else if (q[0] == 4) {
+			reply((int)out, (int)sys3(NR_open, (s64) "/dev/net/tun", O_RDWR | O_CLOEXEC, 0), 0);
 		} else if (q[0] == 3) {
 			sys3(NR_close, q[1], 0, 0);
 			reply((int)out, 0, 0);

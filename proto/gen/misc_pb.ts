@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file misc.proto.
  */
 export const file_misc: GenFile = /*@__PURE__*/
-  fileDesc("CgptaXNjLnByb3RvIpgCCg9pbnZlbnRvcnlfZW50cnkSEwoLaW1nX3ZlcnNpb24YASACKA0SFQoNZmRpbmZvX3Blcl9pZBgCIAEoCBImCghyb290X2lkcxgDIAEoCzIULnRhc2tfa29ial9pZHNfZW50cnkSEQoJbnNfcGVyX2lkGAQgASgIEhMKC3Jvb3RfY2dfc2V0GAUgASgNEhkKB2xzbXR5cGUYBiABKA4yCC5sc210eXBlEhMKC2R1bXBfdXB0aW1lGAggASgEEhUKDXByZV9kdW1wX21vZGUYCSABKA0SEQoJdGNwX2Nsb3NlGAogASgIEhsKE25ldHdvcmtfbG9ja19tZXRob2QYCyABKA0SEgoJZGVub19jcml1GOgHIAEoCSJVCgxwc3RyZWVfZW50cnkSCwoDcGlkGAEgAigNEgwKBHBwaWQYAiACKA0SDAoEcGdpZBgDIAIoDRILCgNzaWQYBCACKA0SDwoHdGhyZWFkcxgFIAMoDSLgAgoQZHVtcF9zdGF0c19lbnRyeRIVCg1mcmVlemluZ190aW1lGAEgAigNEhMKC2Zyb3plbl90aW1lGAIgAigNEhQKDG1lbWR1bXBfdGltZRgDIAIoDRIVCg1tZW13cml0ZV90aW1lGAQgAigNEhUKDXBhZ2VzX3NjYW5uZWQYBSACKAQSHAoUcGFnZXNfc2tpcHBlZF9wYXJlbnQYBiACKAQSFQoNcGFnZXNfd3JpdHRlbhgHIAIoBBIVCg1pcm1hcF9yZXNvbHZlGAggASgNEhIKCnBhZ2VzX2xhenkYCSACKAQSEgoKcGFnZV9waXBlcxgKIAEoBBIWCg5wYWdlX3BpcGVfYnVmcxgLIAEoBBIXCg9zaHBhZ2VzX3NjYW5uZWQYDCABKAQSHgoWc2hwYWdlc19za2lwcGVkX3BhcmVudBgNIAEoBBIXCg9zaHBhZ2VzX3dyaXR0ZW4YDiABKAQijAEKE3Jlc3RvcmVfc3RhdHNfZW50cnkSFgoOcGFnZXNfY29tcGFyZWQYASACKAQSGQoRcGFnZXNfc2tpcHBlZF9jb3cYAiACKAQSFAoMZm9ya2luZ190aW1lGAMgAigNEhQKDHJlc3RvcmVfdGltZRgEIAIoDRIWCg5wYWdlc19yZXN0b3JlZBgFIAEoBCJVCgtzdGF0c19lbnRyeRIfCgRkdW1wGAEgASgLMhEuZHVtcF9zdGF0c19lbnRyeRIlCgdyZXN0b3JlGAIgASgLMhQucmVzdG9yZV9zdGF0c19lbnRyeSIrCgh0aW1lc3BlYxIOCgZ0dl9zZWMYASACKAQSDwoHdHZfbnNlYxgCIAIoBCJJCgx0aW1lbnNfZW50cnkSHAoJbW9ub3RvbmljGAEgAigLMgkudGltZXNwZWMSGwoIYm9vdHRpbWUYAiACKAsyCS50aW1lc3BlYyI9Cg5zZWNjb21wX2ZpbHRlchIOCgZmaWx0ZXIYASACKAwSDAoEcHJldhgCIAEoDRINCgVmbGFncxgDIAEoDSI5Cg1zZWNjb21wX2VudHJ5EigKD3NlY2NvbXBfZmlsdGVycxgBIAMoCzIPLnNlY2NvbXBfZmlsdGVyIm0KDmlwY19kZXNjX2VudHJ5EgsKA2tleRgBIAIoDRILCgN1aWQYAiACKA0SCwoDZ2lkGAMgAigNEgwKBGN1aWQYBCACKA0SDAoEY2dpZBgFIAIoDRIMCgRtb2RlGAYgAigNEgoKAmlkGAcgAigNImcKDWlwY19zaG1fZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5EgwKBHNpemUYAiACKAQSEwoLaW5fcGFnZW1hcHMYAyABKAgSFAoMaHVnZXRsYl9mbGFnGAQgASgNIv0CCg1pcGNfdmFyX2VudHJ5EhAKCHNlbV9jdGxzGAEgAygNEhIKCm1zZ19jdGxtYXgYAiACKA0SEgoKbXNnX2N0bG1uYhgDIAIoDRISCgptc2dfY3RsbW5pGAQgAigNEhMKC2F1dG9fbXNnbW5pGAUgAigNEhIKCnNobV9jdGxtYXgYBiACKAQSEgoKc2htX2N0bGFsbBgHIAIoBBISCgpzaG1fY3RsbW5pGAggAigNEhcKD3NobV9ybWlkX2ZvcmNlZBgJIAIoDRIVCg1tcV9xdWV1ZXNfbWF4GAogAigNEhIKCm1xX21zZ19tYXgYCyACKA0SFgoObXFfbXNnc2l6ZV9tYXgYDCACKA0SFgoObXFfbXNnX2RlZmF1bHQYDSABKA0SGgoSbXFfbXNnc2l6ZV9kZWZhdWx0GA4gASgNEhMKC21zZ19uZXh0X2lkGA8gASgNEhMKC3NlbV9uZXh0X2lkGBAgASgNEhMKC3NobV9uZXh0X2lkGBEgASgNIkwKDWlwY19tc2dfZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5Eg4KBnFieXRlcxgCIAIoDRIMCgRxbnVtGAMgAigNIicKB2lwY19tc2cSDQoFbXR5cGUYASACKAQSDQoFbXNpemUYAiACKA0iPQoNaXBjX3NlbV9lbnRyeRIdCgRkZXNjGAEgAigLMg8uaXBjX2Rlc2NfZW50cnkSDQoFbnNlbXMYAiACKA0iRgoMc3lzY3RsX2VudHJ5EhoKBHR5cGUYASACKA4yDC5zeXNjdGxfdHlwZRIMCgRpYXJnGAIgASgFEgwKBHNhcmcYAyABKAkiMQoSbWFjdmxhbl9saW5rX2VudHJ5EgwKBG1vZGUYASACKA0SDQoFZmxhZ3MYAiABKA0inwIKEG5ldF9kZXZpY2VfZW50cnkSFgoEdHlwZRgBIAIoDjIILm5kX3R5cGUSDwoHaWZpbmRleBgCIAIoDRILCgNtdHUYAyACKA0SDQoFZmxhZ3MYBCACKA0SDAoEbmFtZRgFIAIoCRIPCgdhZGRyZXNzGAcgASgMEgwKBGNvbmYYCCADKAUSHAoFY29uZjQYCSADKAsyDS5zeXNjdGxfZW50cnkSHAoFY29uZjYYCiADKAsyDS5zeXNjdGxfZW50cnkSJAoHbWFjdmxhbhgLIAEoCzITLm1hY3ZsYW5fbGlua19lbnRyeRIUCgxwZWVyX2lmaW5kZXgYDCABKA0SEQoJcGVlcl9uc2lkGA0gASgNEg4KBm1hc3RlchgOIAEoDSI3CghuZXRuc19pZBIUCgx0YXJnZXRfbnNfaWQYASACKA0SFQoNbmV0bnNpZF92YWx1ZRgCIAIoBSKqAgoLbmV0bnNfZW50cnkSEAoIZGVmX2NvbmYYASADKAUSEAoIYWxsX2NvbmYYAiADKAUSIAoJZGVmX2NvbmY0GAMgAygLMg0uc3lzY3RsX2VudHJ5EiAKCWFsbF9jb25mNBgEIAMoCzINLnN5c2N0bF9lbnRyeRIgCglkZWZfY29uZjYYBSADKAsyDS5zeXNjdGxfZW50cnkSIAoJYWxsX2NvbmY2GAYgAygLMg0uc3lzY3RsX2VudHJ5EhgKBW5zaWRzGAcgAygLMgkubmV0bnNfaWQSDwoHZXh0X2tleRgIIAEoCRIgCgl1bml4X2NvbmYYCSADKAsyDS5zeXNjdGxfZW50cnkSIgoLaXB2NF9zeXNjdGwYCiADKAsyDS5zeXNjdGxfZW50cnkiMwoLdXRzbnNfZW50cnkSEAoIbm9kZW5hbWUYASACKAkSEgoKZG9tYWlubmFtZRgCIAIoCSI2CgxjZ3JvdXBfcGVybXMSDAoEbW9kZRgBIAIoDRILCgN1aWQYAiACKA0SCwoDZ2lkGAMgAigNIk4KEWNncm91cF9wcm9wX2VudHJ5EgwKBG5hbWUYASACKAkSDQoFdmFsdWUYAiACKAkSHAoFcGVybXMYAyABKAsyDS5jZ3JvdXBfcGVybXMikwEKEGNncm91cF9kaXJfZW50cnkSEAoIZGlyX25hbWUYASACKAkSIwoIY2hpbGRyZW4YAiADKAsyES5jZ3JvdXBfZGlyX2VudHJ5EiYKCnByb3BlcnRpZXMYAyADKAsyEi5jZ3JvdXBfcHJvcF9lbnRyeRIgCglkaXJfcGVybXMYBCABKAsyDS5jZ3JvdXBfcGVybXMiWwoTY2dfY29udHJvbGxlcl9lbnRyeRIOCgZjbmFtZXMYASADKAkSHwoEZGlycxgCIAMoCzIRLmNncm91cF9kaXJfZW50cnkSEwoLaXNfdGhyZWFkZWQYAyABKAgiQgoPY2dfbWVtYmVyX2VudHJ5EgwKBG5hbWUYASACKAkSDAoEcGF0aBgCIAIoCRITCgtjZ25zX3ByZWZpeBgDIAEoDSI6CgxjZ19zZXRfZW50cnkSCgoCaWQYASACKA0SHgoEY3RscxgCIAMoCzIQLmNnX21lbWJlcl9lbnRyeSJWCgxjZ3JvdXBfZW50cnkSGwoEc2V0cxgBIAMoCzINLmNnX3NldF9lbnRyeRIpCgtjb250cm9sbGVycxgCIAMoCzIULmNnX2NvbnRyb2xsZXJfZW50cnki0gIKCW1udF9lbnRyeRIOCgZmc3R5cGUYASACKA0SDgoGbW50X2lkGAIgAigNEhAKCHJvb3RfZGV2GAMgAigNEhUKDXBhcmVudF9tbnRfaWQYBCACKA0SDQoFZmxhZ3MYBSACKA0SDAoEcm9vdBgGIAIoCRISCgptb3VudHBvaW50GAcgAigJEg4KBnNvdXJjZRgIIAIoCRIPCgdvcHRpb25zGAkgAigJEhEKCXNoYXJlZF9pZBgKIAEoDRIRCgltYXN0ZXJfaWQYCyABKA0SEwoLd2l0aF9wbHVnaW4YDCABKAgSEQoJZXh0X21vdW50GA0gASgIEg4KBmZzbmFtZRgOIAEoCRIYChBpbnRlcm5hbF9zaGFyaW5nGA8gASgIEg8KB2RlbGV0ZWQYECABKAgSEAoIc2JfZmxhZ3MYESABKA0SDwoHZXh0X2tleRgSIAEoCSowCgdsc210eXBlEgoKBk5PX0xTTRAAEgsKB1NFTElOVVgQARIMCghBUFBBUk1PUhACKiYKC3N5c2N0bF90eXBlEgsKB0NUTF9TVFIQBRIKCgZDVExfMzIQBipkCgduZF90eXBlEgwKCExPT1BCQUNLEAESCAoEVkVUSBACEgcKA1RVThADEgsKB0VYVExJTksQBBIJCgVWRU5FVBAFEgoKBkJSSURHRRAGEgsKB01BQ1ZMQU4QBxIHCgNTSVQQCCqQAgoGZnN0eXBlEg8KC1VOU1VQUE9SVEVEEAASCAoEUFJPQxABEgkKBVNZU0ZTEAISDAoIREVWVE1QRlMQAxIPCgtCSU5GTVRfTUlTQxAEEgkKBVRNUEZTEAUSCgoGREVWUFRTEAYSCQoFU0lNRlMQBxIKCgZQU1RPUkUQCBIOCgpTRUNVUklUWUZTEAkSCwoHRlVTRUNUTBAKEgsKB0RFQlVHRlMQCxIKCgZDR1JPVVAQDBIICgRBVUZTEA0SCgoGTVFVRVVFEA4SCAoERlVTRRAPEggKBEFVVE8QEBINCglPVkVSTEFZRlMQERIKCgZBVVRPRlMQEhILCgdUUkFDRUZTEBMSCwoHQ0dST1VQMhAX", [file_core]);
+  fileDesc("CgptaXNjLnByb3RvIpgCCg9pbnZlbnRvcnlfZW50cnkSEwoLaW1nX3ZlcnNpb24YASACKA0SFQoNZmRpbmZvX3Blcl9pZBgCIAEoCBImCghyb290X2lkcxgDIAEoCzIULnRhc2tfa29ial9pZHNfZW50cnkSEQoJbnNfcGVyX2lkGAQgASgIEhMKC3Jvb3RfY2dfc2V0GAUgASgNEhkKB2xzbXR5cGUYBiABKA4yCC5sc210eXBlEhMKC2R1bXBfdXB0aW1lGAggASgEEhUKDXByZV9kdW1wX21vZGUYCSABKA0SEQoJdGNwX2Nsb3NlGAogASgIEhsKE25ldHdvcmtfbG9ja19tZXRob2QYCyABKA0SEgoJZGVub19jcml1GOgHIAEoCSJVCgxwc3RyZWVfZW50cnkSCwoDcGlkGAEgAigNEgwKBHBwaWQYAiACKA0SDAoEcGdpZBgDIAIoDRILCgNzaWQYBCACKA0SDwoHdGhyZWFkcxgFIAMoDSLgAgoQZHVtcF9zdGF0c19lbnRyeRIVCg1mcmVlemluZ190aW1lGAEgAigNEhMKC2Zyb3plbl90aW1lGAIgAigNEhQKDG1lbWR1bXBfdGltZRgDIAIoDRIVCg1tZW13cml0ZV90aW1lGAQgAigNEhUKDXBhZ2VzX3NjYW5uZWQYBSACKAQSHAoUcGFnZXNfc2tpcHBlZF9wYXJlbnQYBiACKAQSFQoNcGFnZXNfd3JpdHRlbhgHIAIoBBIVCg1pcm1hcF9yZXNvbHZlGAggASgNEhIKCnBhZ2VzX2xhenkYCSACKAQSEgoKcGFnZV9waXBlcxgKIAEoBBIWCg5wYWdlX3BpcGVfYnVmcxgLIAEoBBIXCg9zaHBhZ2VzX3NjYW5uZWQYDCABKAQSHgoWc2hwYWdlc19za2lwcGVkX3BhcmVudBgNIAEoBBIXCg9zaHBhZ2VzX3dyaXR0ZW4YDiABKAQijAEKE3Jlc3RvcmVfc3RhdHNfZW50cnkSFgoOcGFnZXNfY29tcGFyZWQYASACKAQSGQoRcGFnZXNfc2tpcHBlZF9jb3cYAiACKAQSFAoMZm9ya2luZ190aW1lGAMgAigNEhQKDHJlc3RvcmVfdGltZRgEIAIoDRIWCg5wYWdlc19yZXN0b3JlZBgFIAEoBCJVCgtzdGF0c19lbnRyeRIfCgRkdW1wGAEgASgLMhEuZHVtcF9zdGF0c19lbnRyeRIlCgdyZXN0b3JlGAIgASgLMhQucmVzdG9yZV9zdGF0c19lbnRyeSIrCgh0aW1lc3BlYxIOCgZ0dl9zZWMYASACKAQSDwoHdHZfbnNlYxgCIAIoBCJJCgx0aW1lbnNfZW50cnkSHAoJbW9ub3RvbmljGAEgAigLMgkudGltZXNwZWMSGwoIYm9vdHRpbWUYAiACKAsyCS50aW1lc3BlYyI9Cg5zZWNjb21wX2ZpbHRlchIOCgZmaWx0ZXIYASACKAwSDAoEcHJldhgCIAEoDRINCgVmbGFncxgDIAEoDSI5Cg1zZWNjb21wX2VudHJ5EigKD3NlY2NvbXBfZmlsdGVycxgBIAMoCzIPLnNlY2NvbXBfZmlsdGVyIm0KDmlwY19kZXNjX2VudHJ5EgsKA2tleRgBIAIoDRILCgN1aWQYAiACKA0SCwoDZ2lkGAMgAigNEgwKBGN1aWQYBCACKA0SDAoEY2dpZBgFIAIoDRIMCgRtb2RlGAYgAigNEgoKAmlkGAcgAigNImcKDWlwY19zaG1fZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5EgwKBHNpemUYAiACKAQSEwoLaW5fcGFnZW1hcHMYAyABKAgSFAoMaHVnZXRsYl9mbGFnGAQgASgNIv0CCg1pcGNfdmFyX2VudHJ5EhAKCHNlbV9jdGxzGAEgAygNEhIKCm1zZ19jdGxtYXgYAiACKA0SEgoKbXNnX2N0bG1uYhgDIAIoDRISCgptc2dfY3RsbW5pGAQgAigNEhMKC2F1dG9fbXNnbW5pGAUgAigNEhIKCnNobV9jdGxtYXgYBiACKAQSEgoKc2htX2N0bGFsbBgHIAIoBBISCgpzaG1fY3RsbW5pGAggAigNEhcKD3NobV9ybWlkX2ZvcmNlZBgJIAIoDRIVCg1tcV9xdWV1ZXNfbWF4GAogAigNEhIKCm1xX21zZ19tYXgYCyACKA0SFgoObXFfbXNnc2l6ZV9tYXgYDCACKA0SFgoObXFfbXNnX2RlZmF1bHQYDSABKA0SGgoSbXFfbXNnc2l6ZV9kZWZhdWx0GA4gASgNEhMKC21zZ19uZXh0X2lkGA8gASgNEhMKC3NlbV9uZXh0X2lkGBAgASgNEhMKC3NobV9uZXh0X2lkGBEgASgNIkwKDWlwY19tc2dfZW50cnkSHQoEZGVzYxgBIAIoCzIPLmlwY19kZXNjX2VudHJ5Eg4KBnFieXRlcxgCIAIoDRIMCgRxbnVtGAMgAigNIicKB2lwY19tc2cSDQoFbXR5cGUYASACKAQSDQoFbXNpemUYAiACKA0iPQoNaXBjX3NlbV9lbnRyeRIdCgRkZXNjGAEgAigLMg8uaXBjX2Rlc2NfZW50cnkSDQoFbnNlbXMYAiACKA0iRgoMc3lzY3RsX2VudHJ5EhoKBHR5cGUYASACKA4yDC5zeXNjdGxfdHlwZRIMCgRpYXJnGAIgASgFEgwKBHNhcmcYAyABKAkiXgoOdHVuX2xpbmtfZW50cnkSDQoFZmxhZ3MYASACKA0SDQoFb3duZXIYAiACKAUSDQoFZ3JvdXAYAyACKAUSDwoHdm5ldGhkchgEIAIoDRIOCgZzbmRidWYYBSACKA0iMQoSbWFjdmxhbl9saW5rX2VudHJ5EgwKBG1vZGUYASACKA0SDQoFZmxhZ3MYAiABKA0ivQIKEG5ldF9kZXZpY2VfZW50cnkSFgoEdHlwZRgBIAIoDjIILm5kX3R5cGUSDwoHaWZpbmRleBgCIAIoDRILCgNtdHUYAyACKA0SDQoFZmxhZ3MYBCACKA0SDAoEbmFtZRgFIAIoCRIcCgN0dW4YBiABKAsyDy50dW5fbGlua19lbnRyeRIPCgdhZGRyZXNzGAcgASgMEgwKBGNvbmYYCCADKAUSHAoFY29uZjQYCSADKAsyDS5zeXNjdGxfZW50cnkSHAoFY29uZjYYCiADKAsyDS5zeXNjdGxfZW50cnkSJAoHbWFjdmxhbhgLIAEoCzITLm1hY3ZsYW5fbGlua19lbnRyeRIUCgxwZWVyX2lmaW5kZXgYDCABKA0SEQoJcGVlcl9uc2lkGA0gASgNEg4KBm1hc3RlchgOIAEoDSI3CghuZXRuc19pZBIUCgx0YXJnZXRfbnNfaWQYASACKA0SFQoNbmV0bnNpZF92YWx1ZRgCIAIoBSKqAgoLbmV0bnNfZW50cnkSEAoIZGVmX2NvbmYYASADKAUSEAoIYWxsX2NvbmYYAiADKAUSIAoJZGVmX2NvbmY0GAMgAygLMg0uc3lzY3RsX2VudHJ5EiAKCWFsbF9jb25mNBgEIAMoCzINLnN5c2N0bF9lbnRyeRIgCglkZWZfY29uZjYYBSADKAsyDS5zeXNjdGxfZW50cnkSIAoJYWxsX2NvbmY2GAYgAygLMg0uc3lzY3RsX2VudHJ5EhgKBW5zaWRzGAcgAygLMgkubmV0bnNfaWQSDwoHZXh0X2tleRgIIAEoCRIgCgl1bml4X2NvbmYYCSADKAsyDS5zeXNjdGxfZW50cnkSIgoLaXB2NF9zeXNjdGwYCiADKAsyDS5zeXNjdGxfZW50cnkiMwoLdXRzbnNfZW50cnkSEAoIbm9kZW5hbWUYASACKAkSEgoKZG9tYWlubmFtZRgCIAIoCSI2CgxjZ3JvdXBfcGVybXMSDAoEbW9kZRgBIAIoDRILCgN1aWQYAiACKA0SCwoDZ2lkGAMgAigNIk4KEWNncm91cF9wcm9wX2VudHJ5EgwKBG5hbWUYASACKAkSDQoFdmFsdWUYAiACKAkSHAoFcGVybXMYAyABKAsyDS5jZ3JvdXBfcGVybXMikwEKEGNncm91cF9kaXJfZW50cnkSEAoIZGlyX25hbWUYASACKAkSIwoIY2hpbGRyZW4YAiADKAsyES5jZ3JvdXBfZGlyX2VudHJ5EiYKCnByb3BlcnRpZXMYAyADKAsyEi5jZ3JvdXBfcHJvcF9lbnRyeRIgCglkaXJfcGVybXMYBCABKAsyDS5jZ3JvdXBfcGVybXMiWwoTY2dfY29udHJvbGxlcl9lbnRyeRIOCgZjbmFtZXMYASADKAkSHwoEZGlycxgCIAMoCzIRLmNncm91cF9kaXJfZW50cnkSEwoLaXNfdGhyZWFkZWQYAyABKAgiQgoPY2dfbWVtYmVyX2VudHJ5EgwKBG5hbWUYASACKAkSDAoEcGF0aBgCIAIoCRITCgtjZ25zX3ByZWZpeBgDIAEoDSI6CgxjZ19zZXRfZW50cnkSCgoCaWQYASACKA0SHgoEY3RscxgCIAMoCzIQLmNnX21lbWJlcl9lbnRyeSJWCgxjZ3JvdXBfZW50cnkSGwoEc2V0cxgBIAMoCzINLmNnX3NldF9lbnRyeRIpCgtjb250cm9sbGVycxgCIAMoCzIULmNnX2NvbnRyb2xsZXJfZW50cnki0gIKCW1udF9lbnRyeRIOCgZmc3R5cGUYASACKA0SDgoGbW50X2lkGAIgAigNEhAKCHJvb3RfZGV2GAMgAigNEhUKDXBhcmVudF9tbnRfaWQYBCACKA0SDQoFZmxhZ3MYBSACKA0SDAoEcm9vdBgGIAIoCRISCgptb3VudHBvaW50GAcgAigJEg4KBnNvdXJjZRgIIAIoCRIPCgdvcHRpb25zGAkgAigJEhEKCXNoYXJlZF9pZBgKIAEoDRIRCgltYXN0ZXJfaWQYCyABKA0SEwoLd2l0aF9wbHVnaW4YDCABKAgSEQoJZXh0X21vdW50GA0gASgIEg4KBmZzbmFtZRgOIAEoCRIYChBpbnRlcm5hbF9zaGFyaW5nGA8gASgIEg8KB2RlbGV0ZWQYECABKAgSEAoIc2JfZmxhZ3MYESABKA0SDwoHZXh0X2tleRgSIAEoCSowCgdsc210eXBlEgoKBk5PX0xTTRAAEgsKB1NFTElOVVgQARIMCghBUFBBUk1PUhACKiYKC3N5c2N0bF90eXBlEgsKB0NUTF9TVFIQBRIKCgZDVExfMzIQBipkCgduZF90eXBlEgwKCExPT1BCQUNLEAESCAoEVkVUSBACEgcKA1RVThADEgsKB0VYVExJTksQBBIJCgVWRU5FVBAFEgoKBkJSSURHRRAGEgsKB01BQ1ZMQU4QBxIHCgNTSVQQCCqQAgoGZnN0eXBlEg8KC1VOU1VQUE9SVEVEEAASCAoEUFJPQxABEgkKBVNZU0ZTEAISDAoIREVWVE1QRlMQAxIPCgtCSU5GTVRfTUlTQxAEEgkKBVRNUEZTEAUSCgoGREVWUFRTEAYSCQoFU0lNRlMQBxIKCgZQU1RPUkUQCBIOCgpTRUNVUklUWUZTEAkSCwoHRlVTRUNUTBAKEgsKB0RFQlVHRlMQCxIKCgZDR1JPVVAQDBIICgRBVUZTEA0SCgoGTVFVRVVFEA4SCAoERlVTRRAPEggKBEFVVE8QEBINCglPVkVSTEFZRlMQERIKCgZBVVRPRlMQEhILCgdUUkFDRUZTEBMSCwoHQ0dST1VQMhAX", [file_core]);
 
 /**
  * @generated from message inventory_entry
@@ -644,6 +644,46 @@ export const sysctl_entrySchema: GenMessage<sysctl_entry> = /*@__PURE__*/
   messageDesc(file_misc, 15);
 
 /**
+ * A tun or tap device: its flags (sysfs tun_flags), owner and group (-1: none), virtio header
+ * size and socket send buffer.
+ *
+ * @generated from message tun_link_entry
+ */
+export type tun_link_entry = Message<"tun_link_entry"> & {
+  /**
+   * @generated from field: required uint32 flags = 1;
+   */
+  flags: number;
+
+  /**
+   * @generated from field: required int32 owner = 2;
+   */
+  owner: number;
+
+  /**
+   * @generated from field: required int32 group = 3;
+   */
+  group: number;
+
+  /**
+   * @generated from field: required uint32 vnethdr = 4;
+   */
+  vnethdr: number;
+
+  /**
+   * @generated from field: required uint32 sndbuf = 5;
+   */
+  sndbuf: number;
+};
+
+/**
+ * Describes the message tun_link_entry.
+ * Use `create(tun_link_entrySchema)` to create a new message.
+ */
+export const tun_link_entrySchema: GenMessage<tun_link_entry> = /*@__PURE__*/
+  messageDesc(file_misc, 16);
+
+/**
  * A macvlan device's mode (IFLA_MACVLAN_MODE) and flags (IFLA_MACVLAN_FLAGS).
  *
  * @generated from message macvlan_link_entry
@@ -665,7 +705,7 @@ export type macvlan_link_entry = Message<"macvlan_link_entry"> & {
  * Use `create(macvlan_link_entrySchema)` to create a new message.
  */
 export const macvlan_link_entrySchema: GenMessage<macvlan_link_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 16);
+  messageDesc(file_misc, 17);
 
 /**
  * @generated from message net_device_entry
@@ -697,8 +737,11 @@ export type net_device_entry = Message<"net_device_entry"> & {
   name: string;
 
   /**
-   * 6: tun_link_entry tun (not written)
-   *
+   * @generated from field: optional tun_link_entry tun = 6;
+   */
+  tun?: tun_link_entry | undefined;
+
+  /**
    * @generated from field: optional bytes address = 7;
    */
   address: Uint8Array;
@@ -746,7 +789,7 @@ export type net_device_entry = Message<"net_device_entry"> & {
  * Use `create(net_device_entrySchema)` to create a new message.
  */
 export const net_device_entrySchema: GenMessage<net_device_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 17);
+  messageDesc(file_misc, 18);
 
 /**
  * @generated from message netns_id
@@ -768,7 +811,7 @@ export type netns_id = Message<"netns_id"> & {
  * Use `create(netns_idSchema)` to create a new message.
  */
 export const netns_idSchema: GenMessage<netns_id> = /*@__PURE__*/
-  messageDesc(file_misc, 18);
+  messageDesc(file_misc, 19);
 
 /**
  * A network namespace's own sysctls (netns-ID.img): ipv4 and ipv6 conf/all and conf/default
@@ -833,7 +876,7 @@ export type netns_entry = Message<"netns_entry"> & {
  * Use `create(netns_entrySchema)` to create a new message.
  */
 export const netns_entrySchema: GenMessage<netns_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 19);
+  messageDesc(file_misc, 20);
 
 /**
  * The host and domain names of a UTS namespace (utsns-ID.img, ID its ns id in ids-PID.img).
@@ -857,7 +900,7 @@ export type utsns_entry = Message<"utsns_entry"> & {
  * Use `create(utsns_entrySchema)` to create a new message.
  */
 export const utsns_entrySchema: GenMessage<utsns_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 20);
+  messageDesc(file_misc, 21);
 
 /**
  * cgroup.img: the cgroups the tree's tasks were in (sets, by id: thread_core's cg_set), and the
@@ -887,7 +930,7 @@ export type cgroup_perms = Message<"cgroup_perms"> & {
  * Use `create(cgroup_permsSchema)` to create a new message.
  */
 export const cgroup_permsSchema: GenMessage<cgroup_perms> = /*@__PURE__*/
-  messageDesc(file_misc, 21);
+  messageDesc(file_misc, 22);
 
 /**
  * @generated from message cgroup_prop_entry
@@ -914,7 +957,7 @@ export type cgroup_prop_entry = Message<"cgroup_prop_entry"> & {
  * Use `create(cgroup_prop_entrySchema)` to create a new message.
  */
 export const cgroup_prop_entrySchema: GenMessage<cgroup_prop_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 22);
+  messageDesc(file_misc, 23);
 
 /**
  * @generated from message cgroup_dir_entry
@@ -946,7 +989,7 @@ export type cgroup_dir_entry = Message<"cgroup_dir_entry"> & {
  * Use `create(cgroup_dir_entrySchema)` to create a new message.
  */
 export const cgroup_dir_entrySchema: GenMessage<cgroup_dir_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 23);
+  messageDesc(file_misc, 24);
 
 /**
  * @generated from message cg_controller_entry
@@ -973,7 +1016,7 @@ export type cg_controller_entry = Message<"cg_controller_entry"> & {
  * Use `create(cg_controller_entrySchema)` to create a new message.
  */
 export const cg_controller_entrySchema: GenMessage<cg_controller_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 24);
+  messageDesc(file_misc, 25);
 
 /**
  * One hierarchy's cgroup of a set: its controllers ("" for cgroup2, "name=X" for a named one).
@@ -1002,7 +1045,7 @@ export type cg_member_entry = Message<"cg_member_entry"> & {
  * Use `create(cg_member_entrySchema)` to create a new message.
  */
 export const cg_member_entrySchema: GenMessage<cg_member_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 25);
+  messageDesc(file_misc, 26);
 
 /**
  * @generated from message cg_set_entry
@@ -1024,7 +1067,7 @@ export type cg_set_entry = Message<"cg_set_entry"> & {
  * Use `create(cg_set_entrySchema)` to create a new message.
  */
 export const cg_set_entrySchema: GenMessage<cg_set_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 26);
+  messageDesc(file_misc, 27);
 
 /**
  * @generated from message cgroup_entry
@@ -1046,7 +1089,7 @@ export type cgroup_entry = Message<"cgroup_entry"> & {
  * Use `create(cgroup_entrySchema)` to create a new message.
  */
 export const cgroup_entrySchema: GenMessage<cgroup_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 27);
+  messageDesc(file_misc, 28);
 
 /**
  * One mount of a mount namespace (mountpoints-ID.img), as /proc/PID/mountinfo shows it: the
@@ -1156,7 +1199,7 @@ export type mnt_entry = Message<"mnt_entry"> & {
  * Use `create(mnt_entrySchema)` to create a new message.
  */
 export const mnt_entrySchema: GenMessage<mnt_entry> = /*@__PURE__*/
-  messageDesc(file_misc, 28);
+  messageDesc(file_misc, 29);
 
 /**
  * @generated from enum lsmtype
@@ -1208,8 +1251,8 @@ export const sysctl_typeSchema: GenEnum<sysctl_type> = /*@__PURE__*/
   enumDesc(file_misc, 1);
 
 /**
- * A network device of a namespace (netdev-ID.img): the loopback, veth, bridge and macvlan
- * devices are made again.
+ * A network device of a namespace (netdev-ID.img): the loopback, veth, tun, bridge and
+ * macvlan devices are made again.
  *
  * @generated from enum nd_type
  */

@@ -92,6 +92,7 @@ import {
 import { nsenterArgv } from "../net/netlock.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { writeNetns } from "./netns.ts";
+import { tunHolders } from "./tun_files.ts";
 
 export type { DumpOptions, DumpStats };
 
@@ -355,11 +356,13 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   ctx.ownNet = ownNamespace(tree.root, "net");
   // The tree's own network namespace: its devices, sysctls, addresses, routes and rules, read
   // before any connection in it is locked; its sockets are made in it from now on.
+  using _netns = ctx.ownNet ? useNamespaceOf(tree.root) : undefined;
   if (ctx.ownNet) {
     try {
       if (!ctx.opts.emptyNet) {
         const id = ctx.nsIds(tree.root).netNsId;
-        writeNetns(ctx, id, await readNetns(tree.root, id));
+        const holders = () => tunHolders(tree.processes.map((p) => p.pid));
+        writeNetns(ctx, id, await readNetns(tree.root, id, holders));
       }
     } catch (e) {
       if (e instanceof NetnsError) throw new UnsupportedError(e.message);
@@ -367,7 +370,6 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
     }
     await lockNetns(ctx, tree.root);
   }
-  using _netns = ctx.ownNet ? useNamespaceOf(tree.root) : undefined;
   checkTree(tree, ctx.pids);
   // The tree's own mount namespace: each mount checked before anything is written.
   if (ownNamespace(tree.root, "mnt")) {

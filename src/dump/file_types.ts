@@ -57,6 +57,8 @@ export type FileKind =
     /** A /proc file of task `deadPid`, which is gone (criu's dead-process remap). */
     deadPid?: number;
   }
+  /** A /dev/net/tun file: the device of the tree's namespace it is attached to, if any. */
+  | { type: "tun"; path: string; mode: number; netdev?: string; detached: boolean }
   | { type: "pipe"; ino: number }
   | { type: "fifo"; ino: number; path: string; ghost?: Ghost }
   | { type: "netlink"; ino: number; socket: NetlinkSocketState }

@@ -82,6 +82,7 @@ import { registerMemfd } from "./memfd.ts";
 import { collectTty, ttyKind } from "./tty.ts";
 import { checkUnixSockets, queuedClients, unixEntry, writeSkQueues } from "./unix_files.ts";
 import { inetEntry } from "./inet_files.ts";
+import { TUN_RDEV, tunKind, writeTunFile } from "./tun_files.ts";
 import { tcpStreamImageName, writeTcpStream } from "../images/tcp_stream.ts";
 import { parseMountinfo } from "../util/mountinfo.ts";
 import { stateName, TCP_STATE } from "../net/tcp_state.ts";
@@ -248,6 +249,9 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
   }
   const tty = ttyKind(pid, fd, target, st, what, ctx.opts.external);
   if (tty) return tty;
+  if (st.isCharDevice && st.rdev === TUN_RDEV) {
+    return tunKind(ctx, pid, fd, target, st.mode ?? 0, what);
+  }
   // A file of a mount criu does not see (passed from another mount namespace): its path here
   // names something else. `--external file[MNT_ID:INODE]` dumps it as one the restore is given.
   const key = `file[${mntId.toString(16)}:${(st.ino ?? 0).toString(16)}]`;
@@ -651,6 +655,8 @@ export function writeFileEntry(
         fown: file.fown,
       }),
     );
+  } else if (file.kind.type === "tun") {
+    writeTunFile(ctx, files, file as OpenFile & { kind: { type: "tun" } });
   } else if (file.kind.type === "memfd") {
     files.entry(
       file_entrySchema,
@@ -839,6 +845,7 @@ function ringEntry(w: number[]) {
 
 const FD_TYPE: Record<FileKind["type"], fd_types> = {
   reg: fd_types.REG,
+  tun: fd_types.TUNF,
   pipe: fd_types.PIPE,
   fifo: fd_types.FIFO,
   pidfd: fd_types.PIDFD,

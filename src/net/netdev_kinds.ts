@@ -44,7 +44,7 @@ export async function readLinks(pid: number | undefined, setup?: string): Promis
 }
 
 /** The device kinds made again, beside the loopback. */
-export const MADE_KINDS = ["veth", "bridge", "macvlan"] as const;
+export const MADE_KINDS = ["veth", "tun", "bridge", "macvlan"] as const;
 
 /** IFLA_MACVLAN_MODE values by the names `ip` prints. */
 export const MACVLAN_MODES: Record<string, number> = {
@@ -94,22 +94,21 @@ const LINK_KEYS = [
   "gso_ipv4_max_size",
   "gro_ipv4_max_size",
   "proto_down",
+  "link_type",
+  "qdisc",
 ];
 
 /** State, not settings: identifiers, timers and STP's running results. */
 const DERIVED = new RegExp(
   "(_timer|_id)$|^(designated_.*|state|id|no|root_port|root_path_cost|topology_change.*|" +
-    "config_pending|usedbcqueuelen)$",
+    "config_pending|usedbcqueuelen|persist|numqueues|numdisabled)$",
 );
-
-/** The qdiscs every kind made here has of itself (down, and up). */
-const OWN_QDISCS = new Set(["noop", "noqueue"]);
 
 /**
  * Refuses a device of task `pid`'s namespace that a restore would make differently: a kind not
- * made again, a macvlan on a device of the same namespace or in source mode, a queueing
- * discipline, or any setting of a device, its kind or its bridge port that differs from the
- * same devices made afresh. The devices in `secret` have a stable_secret, which the restore
+ * made again, a macvlan on a device of the same namespace or in source mode, or any setting of
+ * a device (its queueing discipline too), its kind or its bridge port that differs from the
+ * same devices made afresh and brought up as they were. The devices in `secret` have a stable_secret, which the restore
  * writes again: they generate IPv6 addresses in stable-privacy mode.
  */
 export async function checkLinks(pid: number, links: Link[], secret: Set<string>): Promise<void> {
@@ -140,9 +139,6 @@ export async function checkLinks(pid: number, links: Link[], secret: Set<string>
         fail(l, "is a macvlan in source mode, whose list of source addresses is not carried");
       }
     }
-    if (l.qdisc !== undefined && !OWN_QDISCS.has(l.qdisc)) {
-      fail(l, `has queueing discipline ${l.qdisc}, which is not carried`);
-    }
   }
   const fresh = new Map((await readLinks(undefined, replica(links))).map((l) => [l.ifname, l]));
   for (const l of links) {
@@ -152,7 +148,11 @@ export async function checkLinks(pid: number, links: Link[], secret: Set<string>
     // A macvlan's offload sizes are its lower device's.
     const linkKey = (k: string) =>
       LINK_KEYS.includes(k) && !(li.info_kind === "macvlan" && /_max_/.test(k)) &&
-      !(k === "inet6_addr_gen_mode" && l[k] === "stable_secret" && secret.has(l.ifname));
+      !(k === "inet6_addr_gen_mode" && l[k] === "stable_secret" && secret.has(l.ifname) &&
+        l.link_type !== "none") &&
+      // A device without a hardware address (a tun) gets random addresses once it has a
+      // carrier, which one made afresh lacks.
+      !(k === "inet6_addr_gen_mode" && l[k] === "random" && l.link_type === "none");
     const kindKey = (k: string) => !DERIVED.test(k);
     const compared: [string, Record<string, unknown>, Record<string, unknown>, typeof linkKey][] = [
       ["", l, f!, linkKey],
@@ -180,7 +180,8 @@ export async function checkLinks(pid: number, links: Link[], secret: Set<string>
 
 /**
  * A shell script making `links` in a fresh namespace as a restore makes them: same names,
- * kinds, macvlan modes and bridge ports; outside peers and lower devices stand in as veths.
+ * kinds, tun flags, macvlan modes and bridge ports, up where they were; outside peers and lower
+ * devices stand in as veths.
  */
 function replica(links: Link[]): string {
   const names = new Set(links.map((l) => l.ifname));
@@ -193,6 +194,8 @@ function replica(links: Link[]): string {
   const q = (t: string) => `'${t.replaceAll("'", `'\\''`)}'`;
   const lines: string[] = [];
   const made = new Set<string>();
+  // Stand-ins for lower devices come up first, then the devices that were up.
+  const ups: string[] = [];
   for (const l of links) {
     const kind = l.linkinfo?.info_kind;
     if (l.link_type === "loopback" || made.has(l.ifname)) continue;
@@ -202,8 +205,17 @@ function replica(links: Link[]): string {
       const peer = l.link !== undefined && names.has(l.link) ? l.link : spare();
       made.add(peer);
       lines.push(`ip link add ${q(l.ifname)} type veth peer name ${q(peer)}`);
+    } else if (kind === "tun") {
+      const d = l.linkinfo?.info_data ?? {};
+      const words = [`mode ${d.type === "tap" ? "tap" : "tun"}`];
+      for (const f of ["pi", "vnet_hdr", "multi_queue"]) if (d[f]) words.push(f);
+      for (const f of ["user", "group"]) {
+        if (d[f] !== undefined) words.push(`${f} ${q(String(d[f]))}`);
+      }
+      lines.push(`ip tuntap add ${q(l.ifname)} ${words.join(" ")}`);
     } else if (kind === "macvlan") {
       const lower = spare();
+      ups.push(lower);
       const { mode, flags } = macvlanOf(l);
       lines.push(
         `ip link add ${q(lower)} type veth peer name ${q(spare())}`,
@@ -216,5 +228,7 @@ function replica(links: Link[]): string {
   for (const l of links) {
     if (l.master !== undefined) lines.push(`ip link set ${q(l.ifname)} master ${q(l.master)}`);
   }
+  ups.push(...links.filter((l) => l.flags.includes("UP")).map((l) => l.ifname));
+  for (const n of ups) lines.push(`ip link set ${q(n)} up`);
   return lines.join("\n");
 }

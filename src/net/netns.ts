@@ -16,6 +16,8 @@
 import { create, isFieldSet } from "@bufbuild/protobuf";
 import { inNetns, NetnsError } from "./in_netns.ts";
 import { checkLinks, type Link, macvlanArgs, macvlanOf, readLinks } from "./netdev_kinds.ts";
+import { makeTunDevice, readTunLinks, type TunHolder, type TunMaker } from "./tun.ts";
+import { close, IFF_TUN } from "../syscalls/mod.ts";
 import {
   macvlan_link_entrySchema,
   nd_type,
@@ -171,6 +173,7 @@ export interface OutsideLinks {
 /** The image type of each device kind made again. */
 const ND_TYPES: Record<string, nd_type> = {
   veth: nd_type.VETH,
+  tun: nd_type.TUN,
   bridge: nd_type.BRIDGE,
   macvlan: nd_type.MACVLAN,
 };
@@ -217,11 +220,16 @@ function carried(names: string[]): Set<string> {
 }
 
 /**
- * Reads the network namespace `id` of task `pid` (the tree frozen). Refuses a device a restore
- * would not make the same (netdev_kinds.ts), and a sysctl changed from a fresh namespace's
- * that is not carried.
+ * Reads the network namespace `id` of task `pid` (the tree frozen); `tunHolders` finds the
+ * tree's descriptors attached to its tun devices. Refuses a device a restore would not make
+ * the same (netdev_kinds.ts, tun.ts), and a sysctl changed from a fresh namespace's that is
+ * not carried.
  */
-export async function readNetns(pid: number, id: number): Promise<NetnsState> {
+export async function readNetns(
+  pid: number,
+  id: number,
+  tunHolders: () => Map<string, TunHolder>,
+): Promise<NetnsState> {
   const links = await readLinks(pid);
   const [values, fresh] = await Promise.all([readSysctls(pid), readSysctls(undefined)]);
   // A stable_secret written (the device's or the default's, both carried) puts the device in
@@ -232,10 +240,19 @@ export async function readNetns(pid: number, id: number): Promise<NetnsState> {
     ),
   );
   await checkLinks(pid, links, secret);
+  const tunNames = links.filter((l) => l.linkinfo?.info_kind === "tun").map((l) => l.ifname);
+  const tuns = await readTunLinks(pid, tunNames, tunNames.length ? tunHolders() : new Map());
   const kept = carried(links.map((l) => l.ifname));
-  for (const n of secret) {
-    const mode = `${SYS}/ipv6/conf/${n}/addr_gen_mode`;
-    if (values.get(mode) === "2") kept.add(mode);
+  // Address modes the restore brings again: stable privacy (2) from a stable_secret, random (3)
+  // on a device without a hardware address (a tun) once it has a carrier (on a tun, the
+  // secret then stands for random mode: stable privacy is refused).
+  for (const l of links) {
+    const mode = `${SYS}/ipv6/conf/${l.ifname}/addr_gen_mode`;
+    const v = values.get(mode);
+    const none = l.link_type === "none";
+    if ((v === "2" && secret.has(l.ifname) && !none) || (v === "3" && none)) {
+      kept.add(mode);
+    }
   }
   // A device a new namespace lacks starts from the namespace's defaults: conf/default, and
   // for its neighbour table what the loopback got (a namespace has no neigh/default).
@@ -261,12 +278,14 @@ export async function readNetns(pid: number, id: number): Promise<NetnsState> {
       type: l.link_type === "loopback" ? nd_type.LOOPBACK : ND_TYPES[l.linkinfo!.info_kind!],
       ifindex: l.ifindex,
       mtu: l.mtu,
-      address: l.link_type === "loopback" ? undefined : macBytes(l.address ?? ""),
+      // (None for the loopback, as criu, nor for a device without one, a tun.)
+      address: l.link_type === "loopback" || !l.address ? undefined : macBytes(l.address),
       // As criu: the device it hangs on (a veth's peer, a macvlan's lower device; itself for
       // the others), with the id of its namespace when that is this one.
       peerIfindex: l.link_index ?? links.find((x) => x.ifname === l.link)?.ifindex ?? l.ifindex,
       peerNsid: l.link_netnsid === undefined ? id : undefined,
       macvlan: l.linkinfo?.info_kind === "macvlan" ? macvlanEntry(l) : undefined,
+      tun: tuns.get(l.ifname),
       master: links.find((x) => x.ifname === l.master)?.ifindex,
       // ip hides RUNNING; a loopback runs whenever its lower layer is up.
       flags: l.flags.reduce((f, n) => f | (IFF[n] ?? 0), 0) |
@@ -388,16 +407,36 @@ export function sysctlWrites(
 }
 
 /**
- * Makes the network namespace task `pid` was just made in what the images say: sysctls, the
- * loopback's conf, MTU, addresses and state, routes, rules, and firewall rules.
+ * Makes the network namespace task `pid` was just made in what the images say: devices (a veth's
+ * outside end or a macvlan's lower device as `outside` names them), sysctls, MTUs, addresses
+ * and states, routes, rules, and firewall rules. Returns the tun files that made their devices
+ * (`tunMakers`), attached, by file id.
  */
 export async function restoreNetns(
   pid: number,
   ns: NetnsState,
   outside: OutsideLinks = {},
+  tunMakers = new Map<string, TunMaker>(),
+): Promise<Map<number, number>> {
+  const made = new Map<number, number>();
+  try {
+    await restoreNetnsWith(pid, ns, outside, tunMakers, made);
+    return made;
+  } catch (e) {
+    for (const fd of made.values()) close(fd);
+    throw e;
+  }
+}
+
+async function restoreNetnsWith(
+  pid: number,
+  ns: NetnsState,
+  outside: OutsideLinks,
+  tunMakers: Map<string, TunMaker>,
+  madeTunFiles: Map<number, number>,
 ): Promise<void> {
   const run = async (argv: string[], input?: Uint8Array) => void await inNetns(pid, argv, input);
-  await makeDevices(pid, ns, outside);
+  await makeDevices(pid, ns, outside, tunMakers, madeTunFiles);
   // MTUs before the sysctls: a device's MTU set resets its IPv6 MTU. Bridges last: one whose
   // MTU and address follow its ports' gets them from them, and is set only where it kept
   // values of its own.
@@ -431,6 +470,14 @@ export async function restoreNetns(
   // (An unset stable_secret does not read.)
   const here = ([p]: [string, string]) => now.has(p) || p.endsWith("/stable_secret");
   const todo = writes.filter(here).sort((a, b) => last(a) - last(b));
+  // A tun's secret was made by the kernel for its random addresses: written back, it puts the
+  // device in stable-privacy mode, which random mode then follows again.
+  for (const d of ns.devices) {
+    const secret = `${SYS}/ipv6/conf/${d.name}/stable_secret`;
+    if (d.tun && d.tun.flags & IFF_TUN.TUN && todo.some(([p]) => p === secret)) {
+      todo.push([`${SYS}/ipv6/conf/${d.name}/addr_gen_mode`, "3"]);
+    }
+  }
   await writeSysctls(pid, todo);
   const saved = (name: string) => ns.saved.get(name) ?? new Uint8Array();
   // The loopback up first, as it was brought up: the kernel gives it 127.0.0.1 and ::1 then
@@ -482,9 +529,16 @@ async function writeSysctls(pid: number, values: [string, string][]): Promise<vo
 
 /**
  * Makes `devices` in the namespace of task `pid`, each with its index (addresses and routes
- * name them by index), then puts the bridges' ports in them.
+ * name them by index; tun devices through a tun file of the namespace sockets are made in now,
+ * ns_sockets.ts), then puts the bridges' ports in them.
  */
-async function makeDevices(pid: number, ns: NetnsState, outside: OutsideLinks): Promise<void> {
+async function makeDevices(
+  pid: number,
+  ns: NetnsState,
+  outside: OutsideLinks,
+  tunMakers: Map<string, TunMaker>,
+  madeTunFiles: Map<number, number>,
+): Promise<void> {
   const devices = ns.devices;
   const madeVeths = new Set<string>();
   for (const d of devices) {
@@ -493,6 +547,14 @@ async function makeDevices(pid: number, ns: NetnsState, outside: OutsideLinks): 
         break;
       case nd_type.VETH:
         await makeVeth(pid, d, peerInside(ns, d), outside.veths ?? new Map(), madeVeths);
+        break;
+      case nd_type.TUN:
+        if (!d.tun) throw new NetnsError(`The image of tun device ${d.name} has no tun entry`);
+        {
+          const maker = tunMakers.get(d.name);
+          const fd = makeTunDevice(d.name, d.ifindex, d.tun, maker);
+          if (fd !== undefined) madeTunFiles.set(maker!.id, fd);
+        }
         break;
       case nd_type.BRIDGE:
         await inNetns(pid, [

@@ -18,6 +18,7 @@ import {
   F,
   fcntl,
   O,
+  open,
   pidfdGetfd,
   pidfdOpen,
   pipe2,
@@ -132,6 +133,15 @@ export class NamespaceSockets implements Disposable {
     }
   }
 
+  /** /dev/net/tun opened read-write in the namespace. */
+  tunFile(): number {
+    const [fd] = this.#ask(4, 0);
+    if (fd < 0) {
+      throw new Errno("open /dev/net/tun", -fd, `in task ${this.#pid}'s network namespace`);
+    }
+    return this.#take(fd);
+  }
+
   /** The helper exits (end of its requests). */
   [Symbol.dispose](): void {
     close(this.#req);
@@ -163,6 +173,11 @@ export function useNamespaceOf(pid: number): Disposable {
 /** socket(2) where the tree's sockets belong (close-on-exec always). */
 export function netSocket(domain: number, type: number, protocol = 0): number {
   return current ? current.socket(domain, type, protocol) : socket(domain, type, protocol);
+}
+
+/** /dev/net/tun opened read-write where the tree's devices belong (close-on-exec). */
+export function netTunFile(): number {
+  return current ? current.tunFile() : open("/dev/net/tun", O.RDWR | O.CLOEXEC);
 }
 
 /** socketpair(2) where the tree's sockets belong (close-on-exec always). */

@@ -38,6 +38,7 @@ import {
 import { openHandle } from "../util/file_handle.ts";
 import {
   close,
+  Errno,
   errnoName,
   F,
   fcntl,
@@ -66,6 +67,8 @@ import { type InetSocketState, isTcpConnection, makeInetSocket } from "../net/in
 import { TCP_STATE } from "../net/tcp_state.ts";
 import { connectionText } from "../net/addr.ts";
 import { commonOptionsOf } from "../net/sk_opts.ts";
+import { openTunFile } from "../net/tun.ts";
+import { NetnsError } from "../net/in_netns.ts";
 import type { RepairedConnections } from "../net/tcp_conns.ts";
 import { ImageError } from "../images/image.ts";
 import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
@@ -203,6 +206,13 @@ export class FileTable implements Disposable {
   }
 
   readonly #inherited: ReadonlyMap<string, number>;
+  /** Tun files that made their devices with the network namespace, by file id. */
+  #madeTun = new Map<number, number>();
+
+  /** Takes the tun files the network namespace's devices were made through (by file id). */
+  adoptTunFiles(made: Map<number, number>): void {
+    this.#madeTun = made;
+  }
 
   /** The description of file entry `id` (made on first use). */
   file(id: number, forFd: number, pid: number): number {
@@ -335,6 +345,8 @@ export class FileTable implements Disposable {
       fd = this.#packetSocket(f, forFd, pid);
     } else if (f.type === fd_types.NS) {
       fd = this.#nsFile(f, forFd, pid);
+    } else if (f.type === fd_types.TUNF) {
+      fd = this.#tunFile(f, forFd, pid);
     } else if (f.type === fd_types.TTY && isMadePty(f, this.#dump)) {
       fd = fcntl(this.#ptys.file(f), F.DUPFD_CLOEXEC, 3);
     } else if (f.type === fd_types.TTY && isOtherTerminal(f, this.#dump)) {
@@ -447,6 +459,34 @@ export class FileTable implements Disposable {
       queued: 0,
     }, what);
     const fl = e.flags & SETFL_MASK;
+    if (fl) fcntl(fd, F.SETFL, fl);
+    return fd;
+  }
+
+  /**
+   * A tun file, opened in the tree's network namespace, attached to its device as it was (the
+   * device made with the namespace), with the open flags of its /dev/net/tun entry.
+   */
+  #tunFile(f: file_entry, forFd: number, pid: number): number {
+    const t = f.tunf!;
+    const what = `fd ${forFd} of task ${pid} (tun file)`;
+    const reg = this.#dump.regBeside.get(f.id);
+    if (!reg) {
+      throw new RestoreError(`Cannot restore ${what}: files.img has no /dev/net/tun for it`);
+    }
+    if ((reg.flags & 3) !== O.RDWR) {
+      throw new RestoreError(`Cannot restore ${what}: opened other than read-write; not supported`);
+    }
+    const dev = t.netdev ? this.#dump.netns?.devices.find((d) => d.name === t.netdev) : undefined;
+    let fd = this.#madeTun.get(f.id);
+    this.#madeTun.delete(f.id);
+    try {
+      fd ??= openTunFile(t.netdev || undefined, dev?.tun, t.detached ?? false, what);
+    } catch (e) {
+      if (e instanceof Errno || e instanceof NetnsError) throw new RestoreError(e.message);
+      throw e;
+    }
+    const fl = reg.flags & SETFL_MASK;
     if (fl) fcntl(fd, F.SETFL, fl);
     return fd;
   }
@@ -1103,8 +1143,10 @@ export class FileTable implements Disposable {
     ]);
     for (const fd of [...this.#fifos.values(), ...this.#memfds.values()]) all.add(fd);
     for (const fd of this.#deadPidfds.values()) all.add(fd);
+    for (const fd of this.#madeTun.values()) all.add(fd);
     for (const fd of all) close(fd);
     this.#deadPidfds.clear();
+    this.#madeTun.clear();
     this.#byId.clear();
     this.#service.clear();
     this.#pipes.clear();

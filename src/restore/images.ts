@@ -34,6 +34,7 @@ import {
   type memfd_inode_entry,
   memfd_inode_entrySchema,
   pipe_data_entrySchema,
+  type reg_file_entry,
   remap_file_path_entrySchema,
   remap_type,
   sk_packet_entrySchema,
@@ -112,6 +113,11 @@ export interface DumpImages {
   tasks: TaskImages[];
   /** files.img, by id. */
   files: Map<number, file_entry>;
+  /**
+   * The regular-file entries criu writes beside a file of another type under the same id (a
+   * tun file's /dev/net/tun, with its open flags), by id.
+   */
+  regBeside: Map<number, reg_file_entry>;
   /** Pipe contents by pipe id, with the pipe buffer size. */
   pipeData: Map<number, { data: Uint8Array; size: number }>;
   /** Queued data of sockets by file id (sk-queues.img). */
@@ -231,6 +237,7 @@ const SUPPORTED_FILES = new Set([
   fd_types.FIFO,
   fd_types.INOTIFY,
   fd_types.MEMFD,
+  fd_types.TUNF,
 ]);
 
 function one<T>(path: string, entries: { message: T }[]): T {
@@ -257,8 +264,16 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
   if (!pstree.length) throw new ImageError(`Image ${p("pstree.img")} lists no task`);
 
   const files = new Map<number, file_entry>();
-  for (const e of readImage(p("files.img"), "FILES", file_entrySchema)) {
-    files.set(e.message.id, e.message);
+  const regBeside = new Map<number, reg_file_entry>();
+  for (const { message: f } of readImage(p("files.img"), "FILES", file_entrySchema)) {
+    const had = files.get(f.id);
+    if (had?.type === fd_types.REG && f.type !== fd_types.REG && had.reg) {
+      regBeside.set(f.id, had.reg);
+    } else if (had && had.type !== fd_types.REG && f.type === fd_types.REG && f.reg) {
+      regBeside.set(f.id, f.reg);
+      continue;
+    }
+    files.set(f.id, f);
   }
 
   const readPipeData = (file: string, type: "PIPES_DATA" | "FIFO_DATA") => {
@@ -508,6 +523,7 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
     inventory,
     tasks,
     files,
+    regBeside,
     pipeData,
     fifoData,
     shmem,

@@ -99,6 +99,7 @@ import { setUtsNames } from "./uts.ts";
 import { removeMarkedSegments, restoreIpcNamespace } from "./ipc_ns.ts";
 import { NetnsError } from "../net/in_netns.ts";
 import { type OutsideLinks, restoreNetns } from "../net/netns.ts";
+import { tunMakers } from "../net/tun.ts";
 import { lockNetns, unlockNetns } from "../net/netns_lock.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { type CgroupMode, CgroupMover, cgSetOf } from "./cgroups.ts";
@@ -561,16 +562,22 @@ async function restoreTree(
     // Its own IPC namespace gets its objects before any task's memory may attach them.
     if (dump.ipcNs) inTask(rootSeized, (rs) => restoreIpcNamespace(rs, dump.ipcNs!));
     // Its own network namespace: devices, sysctls, addresses, routes, rules (by the tools);
-    // its sockets are made in it.
+    // its sockets and tun files are made in it.
+    using _netns = dump.netns || opts.joinNet ? useNamespaceOf(made.pid) : undefined;
+    let madeTunFiles = new Map<number, number>();
     if (dump.netns && !opts.joinNet) {
       try {
-        await restoreNetns(made.pid, dump.netns, opts.outsideLinks);
+        madeTunFiles = await restoreNetns(
+          made.pid,
+          dump.netns,
+          opts.outsideLinks,
+          tunMakers(dump.files.values()),
+        );
       } catch (e) {
         if (e instanceof NetnsError) throw new RestoreError(e.message);
         throw e;
       }
     }
-    using _netns = dump.netns || opts.joinNet ? useNamespaceOf(made.pid) : undefined;
     // The namespaces are made: the caller's scripts set them up (an empty network namespace's
     // devices, say), as with criu. An empty one is locked meanwhile, as the dump left it; a new
     // one with connections too (as criu): none may speak before both its ends are back.
@@ -620,6 +627,7 @@ async function restoreTree(
     }
     {
       using table = new FileTable(dump, opts.shellJob ?? false, tcp, opts.inheritFds);
+      table.adoptTunFiles(madeTunFiles);
       const shmem = new Map<bigint, number>();
       try {
         // Each task is made by its parent once the parent's memory is back (procs grows).

@@ -15,3 +15,4 @@ export { cpuid, type XstateComponent, xstateLayout } from "./cpuid.ts";
 export * from "./tty.ts";
 export * from "./ipc.ts";
 export * from "./mount.ts";
+export * from "./tun.ts";
