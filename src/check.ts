@@ -347,7 +347,12 @@ const NAMED: Feature[] = [
     probe: () => sys(NR.clone3, 0, 0) !== -errno.ENOSYS,
   },
   notOurs("newifindex", "links made with a given ifindex", NS),
-  notOurs("nftables", "nftables rules of a network namespace", NS),
+  {
+    name: "nftables",
+    description: "the nft ruleset of a network namespace dumped and restored (nft)",
+    category: "extra",
+    probe: () => tool("nft", ["list", "tables"]),
+  },
   {
     name: "has_ipt_legacy",
     description: "iptables-legacy, for --network-lock iptables",

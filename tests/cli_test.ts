@@ -53,6 +53,15 @@ Deno.test("options parse as criu's getopt_long parses them", () => {
   assertEquals(parse("dump", "--tcp-established", "--no-tcp-established").tcpEstablished, false);
   assertEquals(parse("dump", "-R", "-s").finalState, "stopped");
   assertEquals(parse("dump", "-s", "--leave-running").finalState, "alive");
+  // --external mnt[] is --ext-mount-map auto; :m and :s add masters and sharing.
+  const auto = (v: string) => {
+    const p = parse("dump", "--external", v);
+    return [p.extMountAuto, p.externalMasters, p.externalSharing, p.external.length];
+  };
+  assertEquals(auto("mnt[]"), [true, false, false, 0]);
+  assertEquals(auto("mnt[]:m"), [true, true, false, 0]);
+  assertEquals(auto("mnt[]:s"), [true, false, true, 0]);
+  assertThrows(() => parse("dump", "--external", "mnt[]:x"), /invalid argument/);
   assertThrows(() => parse("dump", "--t", "1"), /option '--t' is ambiguous/);
   assertThrows(() => parse("dump", "--bogus"), /unrecognized option '--bogus'/);
   assertThrows(() => parse("dump", "-q"), /invalid option -- 'q'/);
@@ -143,7 +152,7 @@ Deno.test("bad command lines get criu's one-line errors and exit 1", async () =>
       ["dump", "--external", "dev[x]:y"],
       /--external dev\[x\]:y is not supported by deno-criu: namespaces/,
     ],
-    [["dump", "--external", "mnt[]"], /name each external mount/],
+    [["dump", "--external", "mnt[]:q"], /invalid argument for --external: mnt\[\]:q/],
     [["dump", "--external", "bogus"], /invalid argument for --external: bogus/],
     [["restore", "--lsm-profile", "apparmor:x"], /--lsm-profile apparmor:x is not supported/],
     // Accepted, as criu and LXC's restore have it (the error is the missing directory).

@@ -307,7 +307,17 @@ const TABLE: OptionSpec[] = [
   opt("irmap-scan-path", "required", (o, v) => o.irmapScanPaths.push(v!)),
   opt("lsm-profile", "required", (o, v) => (o.lsmProfile = v)),
   opt("timeout", "required", (o, v) => (o.timeout = atoi(v!))),
-  opt("external", "required", (o, v) => o.external.push(v!)),
+  // mnt[] is --ext-mount-map auto (mnt[]:m with external masters, mnt[]:s with sharing).
+  opt("external", "required", (o, v, as) => {
+    const auto = /^mnt\[\](?::([ms]?))?$/.exec(v!);
+    if (!v!.startsWith("mnt[]")) o.external.push(v!);
+    else if (!auto) throw new UsageError(`invalid argument for ${as}: ${v}`);
+    else {
+      o.extMountAuto = true;
+      if (auto[1] === "m") o.externalMasters = true;
+      if (auto[1] === "s") o.externalSharing = true;
+    }
+  }),
   opt("empty-ns", "required", (o, v) => {
     if (v !== "net") {
       throw new UsageError(`--empty-ns ${v}: only net is supported (as with criu)`);
@@ -477,9 +487,7 @@ export function checkOptions(o: CriuOpts): void {
     if (!EXTERNAL_TYPES.has(type)) {
       throw new UsageError(
         `Option --external ${e} is not supported by deno-criu: ${
-          ["dev", "net", "pid"].includes(type)
-            ? NOT_YET.ns
-            : `no resource of type ${type}`
+          ["dev", "net", "pid"].includes(type) ? NOT_YET.ns : `no resource of type ${type}`
         }`,
       );
     }
