@@ -113,6 +113,8 @@ function readEntries(
       parentMntId: m.parentId,
       flags: m.flags,
       root: m.root,
+      // As criu: a bind of what was removed since is bound from it made again, then removed.
+      deleted: m.deleted || undefined,
       mountpoint: m.mountpoint,
       source: m.source,
       // As criu: a devpts is always a new instance.

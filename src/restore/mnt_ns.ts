@@ -192,6 +192,26 @@ export function outsidePath(plan: MountNamespacePlan, path: string): string | un
 }
 
 /**
+ * A bind's root that was removed since it was mounted, made again at `path` for the time of
+ * the bind (as criu): a directory or an empty file, as its mountpoint `target` is, with its
+ * mode. Removed again on disposal.
+ */
+function madeForBind(path: string, target: string, what: string): Disposable {
+  try {
+    const st = Deno.statSync(target);
+    if (st.isDirectory) Deno.mkdirSync(path);
+    else if (st.isFile) Deno.writeFileSync(path, new Uint8Array(), { createNew: true });
+    else throw new Error("it is neither a directory nor a file");
+    Deno.chmodSync(path, (st.mode ?? 0) & 0o7777);
+  } catch (e) {
+    throw new RestoreError(
+      `Cannot restore ${what}: its removed root could not be made again: ${(e as Error).message}`,
+    );
+  }
+  return { [Symbol.dispose]: () => Deno.removeSync(path) };
+}
+
+/**
  * Makes the mounts of `plan` inside the root task of `rs` (in its new mount namespace) and
  * makes them its root. Throws RestoreError naming the mount that failed.
  *
@@ -234,6 +254,8 @@ export async function makeMountNamespace(
       } else if (s.how === "external") {
         sys(what, NR.mount, str(plan.external.get(e)!), target, 0, MS.BIND, 0);
       } else if (s.how === "bind") {
+        const sub = `/proc/${pid}/fd/${fds.get(s.from)}${s.sub}`;
+        using _gone = e.deleted ? madeForBind(sub, `/proc/${pid}/root${at(e)}`, what) : undefined;
         sys(what, NR.mount, str(`/proc/self/fd/${fds.get(s.from)}${s.sub}`), target, 0, MS.BIND, 0);
       } else {
         // A read-only tmpfs is filled first, then made read-only.
@@ -522,6 +544,13 @@ function makeNested(
       arena.reset();
       if (s.how === "bind") {
         const sub = s.sub.replace(/^\/+/, "");
+        using _gone = e.deleted
+          ? madeForBind(
+            `/proc/${rs.task.pid}/fd/${fds.get(s.from)}/${sub}`,
+            `/proc/${rs.task.pid}/root${e.mountpoint}`,
+            what,
+          )
+          : undefined;
         const tree = Number(sys(
           what,
           NR.open_tree,

@@ -19,6 +19,8 @@ export interface MountInfo {
   kdev: number;
   /** The directory of the file system the mount shows. */
   root: string;
+  /** Its root was removed since it was mounted (mountinfo's "//deleted"; `root` without it). */
+  deleted: boolean;
   /** Where it is mounted, from the reading task's root. */
   mountpoint: string;
   /** The mount's flags (MS_NOSUID, MS_RDONLY, atime, ...) and its propagation (MS_SHARED, ...). */
@@ -112,11 +114,14 @@ function parseLine(line: string): MountInfo {
     if (f === undefined) options.push(o);
     else sbFlags |= f;
   }
+  const root = unescapeMountinfo(words[3]);
+  const deleted = root.endsWith("//deleted");
   return {
     id: Number(words[0]),
     parentId: Number(words[1]),
     kdev: major * 0x100000 + minor,
-    root: unescapeMountinfo(words[3]),
+    root: deleted ? root.slice(0, -"//deleted".length) : root,
+    deleted,
     mountpoint: unescapeMountinfo(words[4]),
     flags,
     sharedId,

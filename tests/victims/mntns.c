@@ -9,6 +9,7 @@
  *            mode 0640, a symlink, a file mapped shared
  *   /mnt     a read-only bind of /tmp/sub (/tmp made shared first: a peer of it)
  *   /filebind a bind of the file /tmp/data (a peer too)
+ *   /gonebind a bind of /tmp/gone, private, removed since (its root reads "/gone//deleted")
  *   /slave   a bind of /tmp made a slave of it
  *   /ext     EXT bound (external: its files are the host's)
  *   /sys     sysfs, read-only
@@ -202,6 +203,11 @@ static int init_main(const char *root, const char *ext, int ready)
 	snprintf(p, sizeof(p), "%s/filebind", root);
 	if (mount(from, p, NULL, MS_BIND, NULL))
 		DIE("file bind");
+	snprintf(from, sizeof(from), "%s/tmp/gone", root);
+	snprintf(p, sizeof(p), "%s/gonebind", root);
+	if (mkdir(from, 0750) || mkdir(p, 0750) || mount(from, p, NULL, MS_BIND, NULL) ||
+	    mount(NULL, p, NULL, MS_PRIVATE, NULL) || rmdir(from))
+		DIE("bind of a removed directory");
 	snprintf(from, sizeof(from), "%s/tmp", root);
 	snprintf(p, sizeof(p), "%s/slave", root);
 	if (mount(from, p, NULL, MS_BIND, NULL) || mount(NULL, p, NULL, MS_SLAVE, NULL))
@@ -236,14 +242,15 @@ static int init_main(const char *root, const char *ext, int ready)
 /*
  * A child in a mount namespace of its own nested in the init's, made as systemd makes one for
  * a service with PrivateTmp: a copy made a slave of the init's, /tmp/sub bound over /tmp, the
- * /dev/mqueue copy unmounted, then all shared again. On SIGTERM it checks its mounts read as
- * before and its /tmp is its own; exits 0 when whole.
+ * /dev/mqueue and /gonebind copies unmounted, then all shared again. On SIGTERM it checks its
+ * mounts read as before and its /tmp is its own; exits 0 when whole.
  */
 static int nested_main(int ready)
 {
 	char before_n[16384], after_n[16384];
 	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) ||
 	    mount("/tmp/sub", "/tmp", NULL, MS_BIND, NULL) || umount2("/dev/mqueue", MNT_DETACH) ||
+	    umount2("/gonebind", MNT_DETACH) ||
 	    mount(NULL, "/", NULL, MS_REC | MS_SHARED, NULL))
 		_exit(10);
 	mounts(before_n, sizeof(before_n));
