@@ -551,6 +551,8 @@ export class FileTable implements Disposable {
 
   /** Deleted files made again, by ghost id: where each sits until the restore is over. */
   readonly #ghostPaths = new Map<number, string>();
+  /** The same, as paths of the tree (as the mount namespace of the first opener names them). */
+  readonly #ghostNames = new Map<number, string>();
 
   /**
    * A deleted file again. Its inode is made once per ghost (contents, holes kept, size, owner,
@@ -614,6 +616,7 @@ export class FileTable implements Disposable {
       ghost = free(`${name}.criu-ghost-${g.id}`);
       const fd = openHere(ghost, O.WRONLY | O.CREAT | O.EXCL | O.CLOEXEC, 0o600);
       this.#ghostPaths.set(g.id, ghost);
+      this.#ghostNames.set(g.id, reg.name + ghost.slice(name.length));
       try {
         fill(fd);
       } finally {
@@ -622,7 +625,14 @@ export class FileTable implements Disposable {
       times(ghost);
     }
     const path = free(name);
-    Deno.linkSync(ghost, path);
+    try {
+      Deno.linkSync(ghost, path);
+    } catch (err) {
+      // A name on another mount of the same file system (a bind in a nested mount
+      // namespace): the ghost linked from where that mount shows it.
+      if (!(err instanceof Error && /os error 18\b/.test(err.message))) throw err;
+      Deno.linkSync(this.#at(this.#ghostNames.get(g.id)!), path);
+    }
     try {
       const fd = openOrThrow(path, reg.flags, "deleted file");
       if (reg.pos > 0n) lseek(fd, reg.pos, SEEK_SET);
@@ -1132,6 +1142,7 @@ export class FileTable implements Disposable {
       }
     }
     this.#ghostPaths.clear();
+    this.#ghostNames.clear();
   }
 
   /** Closes every descriptor made. Idempotent. */

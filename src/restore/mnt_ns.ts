@@ -278,12 +278,7 @@ export async function makeMountNamespace(
     }
     // Each mount's own flags, exactly (a bind shows its source's until told).
     const entries = plan.steps.map((s) => s.entry);
-    const later = readOnlyLater
-      ? entries.filter((e, i) =>
-        e.flags & MS.RDONLY && !(e.sbFlags & MS.RDONLY) &&
-        !entries.slice(i + 1).some((o) => within(e.mountpoint, o.mountpoint))
-      )
-      : [];
+    const later = readOnlyLater ? readOnlyAtTheirPlace(entries) : [];
     setMountFlags(calls, entries, fds, new Set(later));
     arena.reset();
     const dot = str(".");
@@ -299,6 +294,18 @@ export async function makeMountNamespace(
   } finally {
     for (const fd of fds.values()) rs.call(NR.close, fd);
   }
+}
+
+/**
+ * The mounts of `entries` (in the order they are made) read-only by their own flag, not their
+ * super block's, that show at their mountpoint (no later one stacked on or above it): the ones
+ * a restore makes read-only last.
+ */
+function readOnlyAtTheirPlace(entries: readonly mnt_entry[]): mnt_entry[] {
+  return entries.filter((e, i) =>
+    e.flags & MS.RDONLY && !(e.sbFlags & MS.RDONLY) &&
+    !entries.slice(i + 1).some((o) => within(e.mountpoint, o.mountpoint))
+  );
 }
 
 /**
@@ -441,9 +448,9 @@ export function enterMountNamespace(
   ns: MountNamespaces,
   realRoot: number,
   log: Logger,
-): void {
+): string[] {
   const want = task.ids.mntNsId;
-  if (want === now || (want !== ns.rootId && !ns.plans.has(want))) return;
+  if (want === now || (want !== ns.rootId && !ns.plans.has(want))) return [];
   const holder = ns.holders.get(want);
   const pid = task.pstree.pid;
   const sys = failing(rs, ` of task ${pid}`);
@@ -454,11 +461,23 @@ export function enterMountNamespace(
     } finally {
       rs.call(NR.close, fd);
     }
-    return;
+    return [];
   }
-  makeNested(rs, dump, ns.plans.get(want)!, dump.nestedMnts.get(want)!, realRoot, log);
+  // Read-only mounts later, as in the root's namespace, where the task's root is the
+  // namespace's (it makes them so).
+  const later = (dump.files.get(task.fs.rootId)?.reg?.name ?? "/") === "/";
+  const ro = makeNested(
+    rs,
+    dump,
+    ns.plans.get(want)!,
+    dump.nestedMnts.get(want)!,
+    realRoot,
+    log,
+    later,
+  );
   ns.holders.set(want, pid);
   dump.fsRoots.set(want, `/proc/${rs.task.pid}/root`);
+  return ro;
 }
 
 /**
@@ -474,7 +493,8 @@ function makeNested(
   entries: mnt_entry[],
   realRoot: number,
   log: Logger,
-): void {
+  readOnlyLater: boolean,
+): string[] {
   const pid = rs.task.pid;
   const calls = mountCalls(rs);
   const { arena, sys, str } = calls;
@@ -536,6 +556,7 @@ function makeNested(
     arena.reset();
     sys(what, NR.umount2, str(m.mountpoint), MNT_DETACH);
   }
+  const later = new Set(readOnlyLater ? readOnlyAtTheirPlace(entries) : []);
   const fds = new Map<mnt_entry, number>();
   try {
     for (const [e, l] of liveOf) fds.set(e, openMount(e.mountpoint, l.id, mountName(e)));
@@ -578,13 +599,14 @@ function makeNested(
       arena.reset();
       fds.set(e, Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0)));
     }
-    setMountFlags(calls, entries, fds);
+    setMountFlags(calls, entries, fds, later);
     setPropagation(calls, plan.propagation, fds);
   } finally {
     for (const fd of fds.values()) rs.call(NR.close, fd);
   }
-  checkNested(dump, entries, realRoot, pid, external);
+  checkNested(dump, entries, realRoot, pid, external, later);
   log.info(`Nested mount namespace made in task ${pid}: ${entries.length} mounts`);
+  return [...later].map((e) => e.mountpoint);
 }
 
 /**
@@ -599,6 +621,7 @@ function checkNested(
   realRoot: number,
   pid: number,
   external: Set<string>,
+  readOnlyLater: ReadonlySet<mnt_entry>,
 ): void {
   const rootLive = parseMountinfo(readProcText(realRoot, "mountinfo"));
   const live = parseMountinfo(readProcText(pid, "mountinfo"));
@@ -618,7 +641,9 @@ function checkNested(
   const what = (mp: string, root: string, fs: number) =>
     external.has(mp) ? `${mp} * *` : `${mp} ${root} ${fs}`;
   const want = entries.map((e) =>
-    `${what(e.mountpoint, e.root, fsOf(e))} ${e.flags & MOUNT_FLAGS} ` +
+    `${what(e.mountpoint, e.root, fsOf(e))} ${
+      e.flags & MOUNT_FLAGS & ~(readOnlyLater.has(e) ? MS.RDONLY : 0)
+    } ` +
     `${imageName(e.sharedId)} ${imageName(e.masterId)}`
   ).sort();
   const got = live.map((l) =>

@@ -347,6 +347,12 @@ interface Restoring {
   seized: SeizedTask;
   /** Threads other than the leader, once made. */
   threads: { tid: number; seized: SeizedTask; core: core_entry }[];
+  /**
+   * The read-only mounts of the nested mount namespace it made, left writable for the deleted
+   * files made on them: made read-only once its files are, before its seccomp filters and
+   * credentials may forbid it.
+   */
+  readOnlyLater?: string[];
 }
 
 const CLONE_THREAD_FLAGS = 0x100n | 0x200n | 0x400n | 0x800n | 0x10000n | 0x40000n; // VM FS FILES SIGHAND THREAD SYSVSEM
@@ -649,7 +655,7 @@ async function restoreTree(
               t.pstree.pid === p.task.pstree.ppid
             );
             const now = p === procs[0] ? rootTask.ids.mntNsId : parent!.ids.mntNsId;
-            enterMountNamespace(rs, dump, p.task, now, mountNs, made.pid, log);
+            p.readOnlyLater = enterMountNamespace(rs, dump, p.task, now, mountNs, made.pid, log);
           }
           const done = restoreInside(
             rs,
@@ -1419,6 +1425,7 @@ function restoreInside(
       restoreThreadState(trs, arena, task.pstree.pid, tid, core);
     }
     restorePosixTimers(rs, arena, task);
+    if (proc.readOnlyLater?.length) makeReadOnly(rs, proc.readOnlyLater);
     // seccomp, the leader last (a chain made with TSYNC goes to every thread from it).
     proc.threads.forEach((th, i) =>
       restoreSeccomp(threads[i], arena, dump.seccompFilters, th.core)

@@ -135,9 +135,9 @@ static int read_is(const char *path, const char *text)
 
 /*
  * Whether deleted file `fd`, held through the read-only bind /mnt, reads as written, is named
- * as before, and left no name behind in /tmp/sub.
+ * as before, and left no name behind in `dir` (when given).
  */
-static int ghost_ok(int fd)
+static int ghost_ok(int fd, const char *dir)
 {
 	char buf[64] = {0}, link[64], name[256] = {0};
 	if (pread(fd, buf, sizeof(buf) - 1, 0) != 10 || strcmp(buf, "ghost data"))
@@ -145,7 +145,9 @@ static int ghost_ok(int fd)
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
 	if (readlink(link, name, sizeof(name) - 1) < 0 || strcmp(name, "/mnt/ghost (deleted)"))
 		return 0;
-	DIR *d = opendir("/tmp/sub");
+	if (!dir)
+		return 1;
+	DIR *d = opendir(dir);
 	struct dirent *e;
 	int clean = d != NULL;
 	while (d && (e = readdir(d)))
@@ -242,8 +244,9 @@ static int init_main(const char *root, const char *ext, int ready)
 /*
  * A child in a mount namespace of its own nested in the init's, made as systemd makes one for
  * a service with PrivateTmp: a copy made a slave of the init's, /tmp/sub bound over /tmp, the
- * /dev/mqueue and /gonebind copies unmounted, then all shared again. On SIGTERM it checks its
- * mounts read as before and its /tmp is its own; exits 0 when whole.
+ * /dev/mqueue and /gonebind copies unmounted, then all shared again. It holds the init's file
+ * deleted later through its copy of the read-only /mnt. On SIGTERM it checks its mounts read as
+ * before, its /tmp is its own and the deleted file reads as written; exits 0 when whole.
  */
 static int nested_main(int ready)
 {
@@ -253,6 +256,10 @@ static int nested_main(int ready)
 	    umount2("/gonebind", MNT_DETACH) ||
 	    mount(NULL, "/", NULL, MS_REC | MS_SHARED, NULL))
 		_exit(10);
+	/* The init's deleted file, held through this namespace's copy of the read-only bind. */
+	int ghost = open("/mnt/ghost", O_RDONLY);
+	if (ghost < 0)
+		_exit(11);
 	mounts(before_n, sizeof(before_n));
 	write(ready, "n", 1);
 	close(ready);
@@ -265,6 +272,8 @@ static int nested_main(int ready)
 	}
 	if (!read_is("/tmp/f", "in sub") || !access("/tmp/data", F_OK))
 		_exit(2);
+	if (!ghost_ok(ghost, NULL))
+		_exit(3);
 	_exit(0);
 }
 
@@ -281,7 +290,9 @@ static int inside_main(int ready)
 	close(null);
 	setvbuf(stdout, NULL, _IONBF, 0);
 
-	/* The nested child, set up before the init tells it is ready. */
+	/* The nested child, set up before the init tells it is ready; it opens the file the
+	 * init deletes below. */
+	write_file("/tmp/sub/ghost", "ghost data", 0600);
 	int np[2];
 	if (pipe(np))
 		DIE("pipe");
@@ -305,8 +316,8 @@ static int inside_main(int ready)
 		DIE("mmap");
 	close(mfd);
 	memcpy(map, "MAPPED", 6);
-	/* A deleted file held through the read-only bind: made again there at restore. */
-	write_file("/tmp/sub/ghost", "ghost data", 0600);
+	/* A deleted file held through the read-only bind: made again there at restore (and
+	 * linked from the nested namespace's copy of the bind, another mount). */
 	int ghost = open("/mnt/ghost", O_RDONLY);
 	if (ghost < 0 || unlink("/tmp/sub/ghost"))
 		DIE("a deleted file on the read-only bind");
@@ -366,7 +377,7 @@ static int inside_main(int ready)
 		why = "the unbindable tmpfs's file";
 	else if (open("/mnt/new", O_WRONLY | O_CREAT, 0600) >= 0 || errno != EROFS)
 		why = "the bind mount is no longer read-only";
-	else if (!ghost_ok(ghost))
+	else if (!ghost_ok(ghost, "/tmp/sub"))
 		why = "the deleted file held through the read-only bind";
 	else if (!read_is("/ext/hostfile", "from the host"))
 		why = "the external mount";
