@@ -12,6 +12,7 @@ import {
   KCMP,
   kcmp,
   libc,
+  MOVE_MOUNT,
   NR,
   O,
   open,
@@ -391,7 +392,21 @@ const NAMED: Feature[] = [
       return true;
     },
   },
-  notOurs("move_mount_set_group", "mount propagation groups", NS),
+  {
+    name: "move_mount_set_group",
+    description: "peer groups joined by move_mount (MOVE_MOUNT_SET_GROUP)",
+    category: "extra",
+    // The flag known, the call fails on its descriptors (EBADF), not its flags (EINVAL).
+    probe: () =>
+      sys(
+        NR.move_mount,
+        -1,
+        addressOf(cString("")),
+        -1,
+        addressOf(cString("")),
+        MOVE_MOUNT.SET_GROUP | MOVE_MOUNT.F_EMPTY_PATH | MOVE_MOUNT.T_EMPTY_PATH,
+      ) === -errno.EBADF,
+  },
   {
     name: "openat2",
     description: "openat2(2)",

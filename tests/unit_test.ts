@@ -425,7 +425,7 @@ Deno.test("mount plan: parents and sources first, binds of what a mount shows, t
   }
 });
 
-Deno.test("mount propagation plan: a group set from the member that shows the others, slaves joined to their master then made slaves, masters outside refused", () => {
+Deno.test("mount propagation plan: a group set from the member that shows the others, slaves joined to their master then made slaves, masters outside joined from the external mount or root they are binds of, else refused", () => {
   const e = (mntId: number, root: string, sharedId: number, masterId = 0, dev = 7) =>
     create(mnt_entrySchema, {
       mntId,
@@ -454,7 +454,20 @@ Deno.test("mount propagation plan: a group set from the member that shows the ot
     "join 2>4",
     "slave 4",
   ]);
-  assertThrows(() => planPropagation([e(1, "/", 0, 77)]), /outside the namespace/);
+  // A master outside: joined from what the restore is given, an external mount it is a bind
+  // of, else the root; a mount of another file system is refused.
+  const ext = create(mnt_entrySchema, { ...e(8, "/data", 0, 77, 9), extKey: "EXT" });
+  const outside = planPropagation([
+    e(1, "/", 0, 66),
+    ext,
+    e(10, "/data/x", 0, 77, 9),
+    e(11, "/srv", 0, 66),
+  ]).map((s) => s.how === "outsideSlave" ? `${s.source.mntId}>${s.entry.mntId}` : s.how);
+  assertEquals(outside, ["1>1", "8>8", "8>10", "1>11"]);
+  assertThrows(
+    () => planPropagation([e(1, "/", 0), e(2, "/", 0, 77, 8)]),
+    /outside the namespace, and it is a bind of neither an external mount nor the root/,
+  );
   assertThrows(
     () => planPropagation([e(1, "/a", 3), e(2, "/b", 3)]),
     /none shows all the others/,

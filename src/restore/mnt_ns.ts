@@ -21,7 +21,9 @@
  */
 import {
   AT_EMPTY_PATH,
+  Errno,
   errnoName,
+  joinPeerGroup,
   MNT_DETACH,
   MOUNT_ATTR_SIZE,
   mountAttr,
@@ -30,6 +32,7 @@ import {
   MS,
   NR,
   O,
+  withTaskFd,
 } from "../syscalls/mod.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { exists } from "../util/exists.ts";
@@ -126,7 +129,9 @@ export function checkMountNamespace(
             `--external mnt[${s.key}]:PATH`,
         );
       }
-      external.set(s.entry, directoryOrFile(path, `--external mnt[${s.key}]`));
+      // A relative path is taken from the root, as criu takes it (it works from there).
+      const abs = path.startsWith("/") ? path : `/${path}`;
+      external.set(s.entry, directoryOrFile(abs, `--external mnt[${s.key}]`));
     } else if (s.how === "new" && hasTar(s.entry)) {
       const names = [
         `tmpfs-dev-${s.entry.rootDev}.tar.gz.img`,
@@ -288,7 +293,10 @@ export async function makeMountNamespace(
     sys("the mount namespace's root", NR.chdir, str("/"));
     // Propagation last: pivot_root wants its mounts private, and no mount made later may
     // propagate. By descriptor (the namespace may have no /proc).
-    setPropagation(calls, plan.propagation, fds);
+    setPropagation(calls, plan.propagation, fds, {
+      pid,
+      path: (source) => plan.external.get(source) ?? plan.root,
+    });
     log.info(`Mount namespace made: ${plan.steps.length} mounts`);
     return later.map((e) => e.mountpoint);
   } finally {
@@ -364,6 +372,7 @@ function setPropagation(
   { arena, sys, str }: ReturnType<typeof mountCalls>,
   steps: readonly (PropagationStep | { how: "private"; entry: mnt_entry })[],
   fds: Map<mnt_entry, number>,
+  outside?: { pid: number; path: (source: mnt_entry) => string },
 ): void {
   const KIND = {
     shared: MS.SHARED,
@@ -379,6 +388,21 @@ function setPropagation(
       const flags = MOVE_MOUNT.SET_GROUP | MOVE_MOUNT.F_EMPTY_PATH | MOVE_MOUNT.T_EMPTY_PATH;
       const empty = str("");
       sys(what, NR.move_mount, fds.get(p.from)!, empty, fd, empty, flags);
+    } else if (p.how === "outsideSlave") {
+      // Joined from criu's namespace, where what it is given keeps its sharing.
+      if (!outside) throw new RestoreError(`Cannot restore ${what}: its master is outside`);
+      const source = outside.path(p.source);
+      try {
+        withTaskFd(outside.pid, fd, (copy) => joinPeerGroup(source, copy, what));
+      } catch (e) {
+        if (!(e instanceof Errno)) throw e;
+        throw new RestoreError(
+          `Cannot restore ${what}: its master is outside, and ${source} (what it is bound ` +
+            `from) is not a shared or slave mount root of the same file system (${e.code})`,
+        );
+      }
+      const attr = arena.words(mountAttr(MS.SLAVE));
+      sys(what, NR.mount_setattr, fd, str(""), AT_EMPTY_PATH, attr, MOUNT_ATTR_SIZE);
     } else {
       const attr = arena.words(mountAttr(KIND[p.how]));
       sys(what, NR.mount_setattr, fd, str(""), AT_EMPTY_PATH, attr, MOUNT_ATTR_SIZE);

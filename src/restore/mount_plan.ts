@@ -44,6 +44,12 @@ export type MountStep =
 export type PropagationStep =
   | { how: "shared"; entry: mnt_entry }
   | { how: "join"; from: mnt_entry; entry: mnt_entry }
+  /**
+   * A slave of a peer group outside the namespace (external slavery, as criu): joined to the
+   * group of what the restore is given for `source` (an external mount it is bound from, or
+   * the root: `--root`), then made a slave.
+   */
+  | { how: "outsideSlave"; source: mnt_entry; entry: mnt_entry }
   | { how: "slave"; entry: mnt_entry }
   | { how: "unbindable"; entry: mnt_entry };
 
@@ -218,7 +224,8 @@ function stepOf(
 /**
  * The steps that give the mounts of `entries` their propagation again (after
  * {@link planMounts}'s). Throws {@link MountPlanError} for sharing that could not be made:
- * a master outside the namespace, a group whose members no one member's root holds.
+ * a master outside the namespace for a mount bound from neither an external mount nor the
+ * root, a group whose members no one member's root holds.
  */
 export function planPropagation(entries: readonly mnt_entry[]): PropagationStep[] {
   const groups = new Map<number, mnt_entry[]>();
@@ -243,14 +250,29 @@ export function planPropagation(entries: readonly mnt_entry[]): PropagationStep[
     leaders.set(id, lead);
     return lead;
   };
-  const masterOf = (e: mnt_entry) => {
-    const peers = groups.get(e.masterId);
-    if (!peers) {
+  // What the restore is given that a mount with a master outside is bound from: an external
+  // mount of its file system showing all it shows, else the root mount.
+  const root = entries.find((x) => !entries.some((p) => p.mntId === x.parentMntId));
+  const shows = (x: mnt_entry | undefined, e: mnt_entry) =>
+    x && x.rootDev === e.rootDev && within(e.root, x.root);
+  const outsideSource = (e: mnt_entry) => {
+    const source = entries.find((x) => x.extKey && shows(x, e)) ??
+      (shows(root, e) ? root : undefined);
+    if (!source) {
       throw new MountPlanError(
         `Cannot make ${mountName(e)} again: it is a slave of peer group ${e.masterId}, ` +
-          `which is outside the namespace (external masters are not supported yet)`,
+          `which is outside the namespace, and it is a bind of neither an external mount nor ` +
+          `the root (external masters are not supported otherwise)`,
       );
     }
+    return source;
+  };
+  const slaveSteps = (e: mnt_entry): PropagationStep[] =>
+    groups.has(e.masterId)
+      ? [{ how: "join", from: masterOf(e), entry: e }, { how: "slave", entry: e }]
+      : [{ how: "outsideSlave", source: outsideSource(e), entry: e }];
+  const masterOf = (e: mnt_entry) => {
+    const peers = groups.get(e.masterId)!;
     const lead = leaderOf(e.masterId, peers);
     if (e.rootDev !== lead.rootDev || !within(e.root, lead.root)) {
       throw new MountPlanError(
@@ -271,8 +293,8 @@ export function planPropagation(entries: readonly mnt_entry[]): PropagationStep[
     const members = groups.get(id)!;
     const lead = leaderOf(id, members);
     if (lead.masterId) {
-      setGroup(lead.masterId, [...seen, id]);
-      steps.push({ how: "join", from: masterOf(lead), entry: lead }, { how: "slave", entry: lead });
+      if (groups.has(lead.masterId)) setGroup(lead.masterId, [...seen, id]);
+      steps.push(...slaveSteps(lead));
     }
     steps.push({ how: "shared", entry: lead });
     for (const m of members) if (m !== lead) steps.push({ how: "join", from: lead, entry: m });
@@ -281,9 +303,8 @@ export function planPropagation(entries: readonly mnt_entry[]): PropagationStep[
   for (const id of groups.keys()) setGroup(id, []);
   for (const e of entries) {
     if (e.masterId && !e.sharedId) {
-      const from = masterOf(e);
-      setGroup(e.masterId, []);
-      steps.push({ how: "join", from, entry: e }, { how: "slave", entry: e });
+      if (groups.has(e.masterId)) setGroup(e.masterId, []);
+      steps.push(...slaveSteps(e));
     }
   }
   for (const e of entries) if (e.flags & MS.UNBINDABLE) steps.push({ how: "unbindable", entry: e });

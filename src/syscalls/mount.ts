@@ -3,6 +3,9 @@
  *
  * @module
  */
+import { addressOf, cString } from "./ffi.ts";
+import { syscall } from "./process.ts";
+import { NR } from "./syscall_numbers.ts";
 
 /** mount(2) flags (MS_*). */
 export const MS = {
@@ -71,3 +74,35 @@ export function mountFlagsAttr(ms: number): bigint[] {
 
 /** sizeof(struct mount_attr) (MOUNT_ATTR_SIZE_VER0). */
 export const MOUNT_ATTR_SIZE = 32;
+
+/**
+ * move_mount(2) with MOVE_MOUNT_SET_GROUP, in this process's mount namespace: mount `targetFd`
+ * (private) joins the peer group of the mount at `sourcePath`, and its master.
+ */
+export function joinPeerGroup(sourcePath: string, targetFd: number, what: string): void {
+  const src = cString(sourcePath), empty = cString("");
+  // A detached copy of what is at the path: a mount root in the path's peer group, which the
+  // path itself (a directory inside a mount) need not be.
+  const copy = Number(syscall(
+    NR.open_tree,
+    "open_tree(OPEN_TREE_CLONE)",
+    what,
+    -100, /* AT_FDCWD */
+    addressOf(src),
+    1 /* OPEN_TREE_CLONE */ | 0o2000000, /* OPEN_TREE_CLOEXEC */
+  ));
+  try {
+    syscall(
+      NR.move_mount,
+      "move_mount(MOVE_MOUNT_SET_GROUP)",
+      what,
+      copy,
+      addressOf(empty),
+      targetFd,
+      addressOf(empty),
+      MOVE_MOUNT.SET_GROUP | MOVE_MOUNT.F_EMPTY_PATH | MOVE_MOUNT.T_EMPTY_PATH,
+    );
+  } finally {
+    syscall(NR.close, "close", what, copy);
+  }
+}
