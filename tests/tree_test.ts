@@ -11,6 +11,7 @@ import {
   checkAcrossRoundTrip,
   critDecodeAll,
   criu,
+  dumpRefused,
   killAll,
   num,
   procMaps,
@@ -221,6 +222,17 @@ Deno.test("a child sharing its parent's descriptor table and fs info (CLONE_FILE
   } finally {
     await stopVictim(v);
     killAll(...pids);
+  }
+});
+
+Deno.test("a System V attachment mapped in part (a page unmapped since) is refused by name, the task left running", async () => {
+  const bin = await buildVictim("sysv");
+  const v = startVictim(["setsid", bin, "{out}", "partial"]);
+  try {
+    await waitReport(v);
+    await dumpRefused(v.pid, /System V segment \d+ is mapped there in part/);
+  } finally {
+    await stopVictim(v);
   }
 });
 

@@ -71,7 +71,7 @@ import {
 import { collectVmas, dumpMm, dumpPages, socketMappings } from "./mm.ts";
 import { ghostOf, writeDeadProcRemap, writeGhost } from "./ghost.ts";
 import { dumpShmem } from "./shmem.ts";
-import { dumpSysvShm, writeSysvShm } from "./sysv.ts";
+import { checkSysvAttachments, dumpSysvShm, writeSysvShm } from "./sysv.ts";
 import { collectTask, collectThread, type TaskState } from "./task.ts";
 import {
   cloneTmpfsMounts,
@@ -665,6 +665,7 @@ async function dumpProcess(
     );
   }
   ctx.image(`ids-${vpid}.img`, "IDS").entry(task_kobj_ids_entrySchema, ids);
+  checkSysvAttachments(pid, vmas);
   dumpMm(ctx, files, state, vmas, sockets, guards);
   dumpShmem(ctx, pid, vmas);
   // Segments of the tree's own IPC namespace are all in its images already.

@@ -11,7 +11,7 @@ import {
   type ipc_shm_entry,
   ipc_shm_entrySchema,
 } from "../../proto/gen/misc_pb.ts";
-import { VMA, type Vma } from "../pagemap/vma.ts";
+import { isWholeAttachment, sysvAttachments, VMA, type Vma } from "../pagemap/vma.ts";
 import type { DumpContext } from "./context.ts";
 import { UnsupportedError } from "./file_types.ts";
 
@@ -44,6 +44,24 @@ export function parseSysvShm(text: string): SysvSegment[] {
   });
 }
 
+/**
+ * Refuses a System V attachment of task `pid` that no longer maps its whole segment (a part
+ * unmapped since): shmat makes the whole. One split by mprotect is whole.
+ */
+export function checkSysvAttachments(pid: number, vmas: Vma[]): void {
+  for (const a of sysvAttachments(vmas)) {
+    const v = a.pieces[0];
+    const range = `${v.start.toString(16)}-${v.end.toString(16)}`;
+    const size = BigInt(Deno.statSync(`/proc/${pid}/map_files/${range}`).size);
+    if (!isWholeAttachment(a, size)) {
+      throw new UnsupportedError(
+        `Cannot dump mapping ${range} of task ${pid}: System V segment ${a.shmid} is mapped ` +
+          `there in part (unmapped since it was attached); only whole attachments are supported`,
+      );
+    }
+  }
+}
+
 /** Records the System V segments task `pid` maps that no earlier task recorded. */
 export function dumpSysvShm(ctx: DumpContext, pid: number, vmas: Vma[]): void {
   for (const v of vmas) {
@@ -54,10 +72,6 @@ export function dumpSysvShm(ctx: DumpContext, pid: number, vmas: Vma[]): void {
     const what = `mapping ${v.start.toString(16)}-${v.end.toString(16)} of task ${pid}`;
     if (!seg) {
       throw new UnsupportedError(`Cannot dump ${what}: System V segment ${v.shmid} is gone`);
-    }
-    const pages = Math.ceil(seg.size / 4096) * 4096;
-    if (v.pgoff !== 0n || Number(v.end - v.start) !== pages) {
-      throw new UnsupportedError(`Cannot dump ${what}: only whole System V segments are supported`);
     }
     const path = `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
     const data = Deno.readFileSync(path).subarray(0, seg.size);

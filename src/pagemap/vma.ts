@@ -267,3 +267,41 @@ export function classifyVma(m: ProcMap): Vma {
   }
   return v;
 }
+
+/** One shmat of a System V segment: where the segment starts, and the mappings left of it. */
+export interface SysvAttachment<T> {
+  shmid: bigint;
+  /** The segment's first byte (a mapping's start less its offset into the segment). */
+  base: bigint;
+  /** Its mappings, in order (mprotect splits one attach into several). */
+  pieces: T[];
+}
+
+/** The System V attachments among `vmas` (in order): mappings grouped by segment and base. */
+export function sysvAttachments<
+  T extends { start: bigint; end: bigint; pgoff: bigint; shmid: bigint; status: number },
+>(vmas: readonly T[]): SysvAttachment<T>[] {
+  const out = new Map<string, SysvAttachment<T>>();
+  for (const v of vmas) {
+    if (!(v.status & VMA.AREA_SYSVIPC)) continue;
+    const base = v.start - v.pgoff;
+    const key = `${v.shmid}@${base}`;
+    const a = out.get(key) ?? { shmid: v.shmid, base, pieces: [] };
+    a.pieces.push(v);
+    out.set(key, a);
+  }
+  return [...out.values()];
+}
+
+/** Whether attachment `a` still maps its whole segment of `size` bytes, without a hole. */
+export function isWholeAttachment<T extends { start: bigint; end: bigint }>(
+  a: SysvAttachment<T>,
+  size: bigint,
+): boolean {
+  let at = a.base;
+  for (const v of [...a.pieces].sort((x, y) => (x.start < y.start ? -1 : 1))) {
+    if (v.start !== at) return false;
+    at = v.end;
+  }
+  return at === a.base + ((size + 4095n) & ~4095n);
+}

@@ -22,7 +22,7 @@
  */
 import { isFieldSet } from "@bufbuild/protobuf";
 import { type mm_entry, type vma_entry, vma_entrySchema } from "../../proto/gen/mm_pb.ts";
-import { MAP, PROT, VMA } from "../pagemap/vma.ts";
+import { MAP, PROT, sysvAttachments, VMA } from "../pagemap/vma.ts";
 import { PE_PRESENT } from "../pagemap/pagemap.ts";
 import type { ProcMap } from "../tree/proc.ts";
 import type { TaskImages } from "./images.ts";
@@ -316,19 +316,31 @@ export function planMemory(input: MemoryPlanInput): Op[] {
       a = v.end;
     }
   });
+  // System V segments: each attachment whole, where it was (the restorer makes or finds the
+  // segment first), read-only or executable where every piece is; then each piece (mprotect
+  // splits an attachment) given its own protection.
+  for (const a of sysvAttachments(mm.vmas)) {
+    const SHM_RDONLY = 0o10000, SHM_EXEC = 0o100000;
+    const any = (bit: number) => a.pieces.some((v) => v.prot & bit);
+    const flags = (any(PROT.WRITE) ? 0 : SHM_RDONLY) | (any(PROT.EXEC) ? SHM_EXEC : 0);
+    const prot = PROT.READ | (any(PROT.WRITE) ? PROT.WRITE : 0) | (any(PROT.EXEC) ? PROT.EXEC : 0);
+    ops.push({
+      code: OP.SHMAT,
+      args: [a.shmid, a.base, BigInt(flags)],
+      what: `attach System V segment ${a.shmid} at ${hex(a.base)}`,
+    });
+    for (const v of a.pieces) {
+      if (v.prot === prot) continue;
+      ops.push({
+        code: OP.MPROTECT,
+        args: [v.start, v.end - v.start, BigInt(v.prot)],
+        what: `protect System V segment ${a.shmid} at ${hex(v.start)}`,
+      });
+    }
+  }
   for (const v of mm.vmas) {
     if (!(v.status & VMA.AREA_REGULAR) || v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR)) continue;
-    if (v.status & VMA.AREA_SYSVIPC) {
-      // The whole segment, attached where it was (the restorer makes or finds it first).
-      const SHM_RDONLY = 0o10000, SHM_EXEC = 0o100000;
-      const flags = (v.prot & PROT.WRITE ? 0 : SHM_RDONLY) | (v.prot & PROT.EXEC ? SHM_EXEC : 0);
-      ops.push({
-        code: OP.SHMAT,
-        args: [v.shmid, v.start, BigInt(flags)],
-        what: `attach System V segment ${v.shmid} at ${hex(v.start)}`,
-      });
-      continue;
-    }
+    if (v.status & VMA.AREA_SYSVIPC) continue;
     if (v.status & VMA.ANON_SHARED) {
       // Every object is made beforehand (makeShmem): mapped by descriptor, at its offset.
       const shm = shmemFds.get(v.shmid);
