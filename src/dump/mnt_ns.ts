@@ -21,7 +21,7 @@ import {
   within,
 } from "../restore/mount_plan.ts";
 import { readProcText } from "../tree/proc.ts";
-import { close, MS, pidfdGetfd, pidfdOpen, userDev } from "../syscalls/mod.ts";
+import { close, MS, O, open, pidfdGetfd, pidfdOpen, userDev } from "../syscalls/mod.ts";
 import { InfectError, type RemoteSyscalls } from "../tree/infect.ts";
 import type { DumpContext } from "./context.ts";
 import { UnsupportedError } from "./file_types.ts";
@@ -50,6 +50,7 @@ function externalKey(external: readonly string[] | undefined, mountpoint: string
 export function readMountNamespace(ctx: DumpContext, pid: number, id: number): MountNamespace {
   const { entries, host } = readEntries(ctx, pid);
   checkSharing(pid, entries, host);
+  checkOvermounts(pid, entries);
   try {
     planMounts(entries);
     planPropagation(entries);
@@ -76,6 +77,7 @@ export function readNestedMountNamespace(
   // Its copies of external mounts are copies (criu names only the root namespace's).
   const { entries, host } = readEntries(ctx, pid, false);
   checkSharing(pid, entries, host);
+  checkOvermounts(pid, entries);
   try {
     planNested(root.entries, entries);
   } catch (e) {
@@ -85,6 +87,35 @@ export function readNestedMountNamespace(
     throw e;
   }
   return { id, pid, entries, clones: new Map() };
+}
+
+/**
+ * Refuses a mount another one hides (overmounted): one mounted later over a directory above
+ * its place, or beside it at the same place, that is not a mount it lies on. Its place would
+ * no longer lead to it at restore.
+ */
+function checkOvermounts(pid: number, entries: readonly mnt_entry[]): void {
+  const byId = new Map(entries.map((e) => [e.mntId, e]));
+  // Whether `e` lies on `anc` (a mount of its parent chain).
+  const below = (e: mnt_entry, anc: mnt_entry) => {
+    let p = byId.get(e.parentMntId);
+    for (let n = 0; p && n < entries.length; n++, p = byId.get(p.parentMntId)) {
+      if (p === anc) return true;
+    }
+    return false;
+  };
+  for (const m of entries) {
+    const hider = entries.find((n) =>
+      n !== m && within(m.mountpoint, n.mountpoint) && !below(m, n) &&
+      (n.mountpoint !== m.mountpoint || !below(n, m))
+    );
+    if (hider) {
+      throw new UnsupportedError(
+        `Cannot dump the mount namespace of task ${pid}: ${mountName(m)} is hidden by ` +
+          `${mountName(hider)} (overmounted); not supported yet`,
+      );
+    }
+  }
 }
 
 /** The mounts task `pid` sees, as entries, and criu's own. */
@@ -221,9 +252,21 @@ export function cloneTmpfsMounts(ctx: DumpContext, rs: RemoteSyscalls, ns: Mount
     for (const step of planMounts(ns.entries)) {
       const e = step.entry;
       if (step.how !== "new" || !hasTar(e)) continue;
+      // Its files whole, through a mount of its file system showing all of it at its place:
+      // itself, unless one stacked on it hides it there.
+      const visible = [e, ...ns.entries].find((m) =>
+        m.rootDev === e.rootDev && m.root === "/" &&
+        mountAt(`/proc/${rs.task.pid}/root${m.mountpoint}`) === m.mntId
+      );
+      if (!visible) {
+        throw new UnsupportedError(
+          `Cannot dump ${mountName(e)}: another mount hides it, and no mount of its file ` +
+            `system shows it whole; not supported yet`,
+        );
+      }
       let there: number;
       try {
-        there = rs.cloneMount(e.mountpoint);
+        there = rs.cloneMount(visible.mountpoint);
       } catch (err) {
         // An unbindable mount cannot be copied: read where it is (below, by its place).
         if (err instanceof InfectError && e.flags & MS.UNBINDABLE) continue;
@@ -242,6 +285,22 @@ export function cloneTmpfsMounts(ctx: DumpContext, rs: RemoteSyscalls, ns: Mount
     }
   } finally {
     close(pidfd);
+  }
+}
+
+/** The id of the mount `path` reaches (the top one at a mountpoint). */
+function mountAt(path: string): number | undefined {
+  let fd;
+  try {
+    fd = open(path, O.PATH | O.CLOEXEC);
+  } catch {
+    return undefined;
+  }
+  try {
+    const info = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`);
+    return Number(/^mnt_id:\s*(\d+)/m.exec(info)?.[1]);
+  } finally {
+    close(fd);
   }
 }
 

@@ -261,14 +261,16 @@ export async function makeMountNamespace(
       } else if (s.how === "bind") {
         const sub = `/proc/${pid}/fd/${fds.get(s.from)}${s.sub}`;
         using _gone = e.deleted ? madeForBind(sub, `/proc/${pid}/root${at(e)}`, what) : undefined;
-        sys(what, NR.mount, str(`/proc/self/fd/${fds.get(s.from)}${s.sub}`), target, 0, MS.BIND, 0);
+        bindFrom(calls, fds.get(s.from)!, s.sub, at(e), what);
       } else {
         // A read-only tmpfs is filled first, then made read-only.
         const sbFlags = plan.tars.has(e) ? e.sbFlags & ~MS.RDONLY : e.sbFlags;
         const flags = sbFlags | (e.flags & MOUNT_FLAGS & ~MS.RDONLY);
         sys(what, NR.mount, str(e.source || "none"), target, str(s.fs), flags, str(e.options));
       }
-      const fd = Number(sys(what, NR.open, target, O.PATH | O.CLOEXEC, 0));
+      // (The scratch room again: a bind used it.)
+      arena.reset();
+      const fd = Number(sys(what, NR.open, str(at(e)), O.PATH | O.CLOEXEC, 0));
       fds.set(e, fd);
       const tar = plan.tars.get(e);
       if (tar) {
@@ -326,6 +328,34 @@ export function makeReadOnly(rs: RemoteSyscalls, mountpoints: readonly string[])
     arena.reset();
     const attr = arena.words([1n, /* MOUNT_ATTR_RDONLY */ 0n, 0n, 0n]);
     sys(`mount ${path} read-only`, NR.mount_setattr, -100, str(path), 0, attr, MOUNT_ATTR_SIZE);
+  }
+}
+
+/**
+ * Mounts at `target` (a path of the task) directory `sub` of the mount whose descriptor is
+ * `from`, as `mount --bind` would, but through a copy of that mount alone: the directory itself,
+ * not a mount made on it since (a path through the mount would cross into that one).
+ */
+function bindFrom(
+  { arena, sys, str }: ReturnType<typeof mountCalls>,
+  from: number,
+  sub: string,
+  target: string,
+  what: string,
+): void {
+  const CLONE = 1 /* OPEN_TREE_CLONE */ | O.CLOEXEC;
+  const rel = sub.replace(/^\/+/, "");
+  arena.reset();
+  const copy = Number(sys(what, NR.open_tree, from, str(""), CLONE | AT_EMPTY_PATH));
+  try {
+    const tree = rel ? Number(sys(what, NR.open_tree, copy, str(rel), CLONE)) : copy;
+    try {
+      sys(what, NR.move_mount, tree, str(""), -100, str(target), MOVE_MOUNT.F_EMPTY_PATH);
+    } finally {
+      if (tree !== copy) sys(what, NR.close, tree);
+    }
+  } finally {
+    sys(what, NR.close, copy);
   }
 }
 
@@ -596,18 +626,7 @@ function makeNested(
             what,
           )
           : undefined;
-        const tree = Number(sys(
-          what,
-          NR.open_tree,
-          fds.get(s.from)!,
-          str(sub),
-          1 /* OPEN_TREE_CLONE */ | O.CLOEXEC | (sub ? 0 : AT_EMPTY_PATH),
-        ));
-        try {
-          sys(what, NR.move_mount, tree, str(""), -100, str(e.mountpoint), MOVE_MOUNT.F_EMPTY_PATH);
-        } finally {
-          rs.call(NR.close, tree);
-        }
+        bindFrom(calls, fds.get(s.from)!, s.sub, e.mountpoint, what);
       } else if (s.how === "new") {
         const flags = e.sbFlags | (e.flags & MOUNT_FLAGS & ~MS.RDONLY);
         sys(
