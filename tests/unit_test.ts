@@ -423,6 +423,22 @@ Deno.test("mount plan: parents and sources first, binds of what a mount shows, t
     assert(err instanceof MountPlanError, `${m.mountpoint} refused`);
     assertMatch((err as Error).message, why);
   }
+  // /dev/console bound from a pty of the namespace's own devpts: made after the mounts.
+  assertThrows(
+    () =>
+      planMounts([
+        root,
+        e(3, 1, "/dev/pts", fstype.DEVPTS, 700),
+        e(4, 1, "/dev/console", fstype.DEVPTS, 700, "/0"),
+      ]),
+    /a bind of \/0 of a devpts made anew/,
+  );
+  // Its ptmx is there from the start (LXC binds it over /dev/ptmx).
+  planMounts([
+    root,
+    e(3, 1, "/dev/pts", fstype.DEVPTS, 700),
+    e(4, 1, "/dev/ptmx", fstype.DEVPTS, 700, "/ptmx"),
+  ]);
 });
 
 Deno.test("mount propagation plan: a group set from the member that shows the others, slaves joined to their master then made slaves, masters outside joined from the external mount or root they are binds of, else refused", () => {

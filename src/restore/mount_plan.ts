@@ -205,6 +205,14 @@ function stepOf(
   if (e.extKey) return { how: "external", entry: e, key: e.extKey };
   const covers = (m: mnt_entry) => m !== e && m.rootDev === e.rootDev && within(e.root, m.root);
   const from = [...made].find(covers);
+  if (from && from.fstype === fstype.DEVPTS && /^\/\d+$/.test(e.root)) {
+    // Its terminals are made with the files, once the mounts are (/dev/console bound from a
+    // pty of the container's own devpts; its ptmx is there from the start).
+    throw new MountPlanError(
+      `Cannot make ${mountName(e)} again: a bind of ${e.root} of a devpts made anew, whose ` +
+        `terminals come after the mounts; not supported yet`,
+    );
+  }
   if (from) {
     return {
       how: "bind",
