@@ -160,6 +160,47 @@ function pidsTop(): string | undefined {
   return undefined;
 }
 
+Deno.test("a task in a cgroup v1 hierarchy criu's namespace no longer mounts comes back in it: the restore mounts the hierarchy for the time of the restore, and lets it go", async () => {
+  const sh = (script: string) => {
+    const o = new Deno.Command("sh", { args: ["-ec", script], stderr: "piped" }).outputSync();
+    assert(o.success, new TextDecoder().decode(o.stderr));
+  };
+  const name = `dcriu${Deno.pid % 100000}`;
+  const dir = tmpDir("cghier-");
+  sh(`mount -t cgroup -o none,name=${name} cgroup ${dir} && mkdir ${dir}/sub`);
+  const v = startVictim(["setsid", "sh", "-c", "echo ready > {out}; exec sleep 1000"]);
+  let back = 0;
+  try {
+    await waitReport(v);
+    sh(`echo ${v.pid} > ${dir}/sub/cgroup.procs`);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "--manage-cgroups"]);
+    assertEquals(d.code, 0, d.stderr);
+    await v.child.status;
+    assert(await waitGone(v.pid), "gone after the dump");
+    // The hierarchy lives on (a cgroup in it), mounted nowhere.
+    sh(`umount ${dir}`);
+    const r = await criu(["restore", "-d", "-D", imgs, "--manage-cgroups"]);
+    assertEquals(r.code, 0, r.stderr);
+    back = v.pid;
+    assertMatch(
+      Deno.readTextFileSync(`/proc/${back}/cgroup`),
+      new RegExp(`:name=${name}:/sub$`, "m"),
+    );
+    assert(!Deno.readTextFileSync("/proc/self/mountinfo").includes(`name=${name}`), "let go");
+  } finally {
+    killAll(v.pid);
+    await stopVictim(v);
+    // A zombie still holds its cgroup: the reaper takes it within seconds. Unmounted once
+    // childless, the hierarchy goes.
+    for (let i = 0; i < 100 && back && exists(`/proc/${back}`); i++) await sleep(100);
+    sh(
+      `mountpoint -q ${dir} || mount -t cgroup -o none,name=${name} cgroup ${dir}; ` +
+        `rmdir ${dir}/sub; sleep 0.5; umount ${dir}`,
+    );
+  }
+});
+
 Deno.test("tasks come back in their cgroups (a child in one of its own, working in its directory and holding it open); one missing here is made again with its properties (soft), refused with none, removed should the restore fail; ignore leaves them in criu's", async () => {
   const hier = "pids", base = pidsTop();
   if (base === undefined) return;

@@ -29,6 +29,7 @@ import { exists } from "../util/exists.ts";
 import { RestoreError } from "./files.ts";
 import type { TaskImages } from "./images.ts";
 import { readProcText } from "../tree/proc.ts";
+import { detachMount, mountFs } from "../syscalls/mod.ts";
 import {
   cgroupDir,
   type CgroupMember,
@@ -65,6 +66,8 @@ export class CgroupMover {
   /** criu's own cgroups: those of a task without a set (it was in the dumping criu's). */
   readonly #own = parseCgroups(Deno.readTextFileSync("/proc/self/cgroup"));
   readonly #where = cgroupMounts(this.#own.map((m) => m.name));
+  /** Hierarchies criu's namespace does not mount, mounted for the restore (as criu's yard). */
+  readonly #yards: string[] = [];
   readonly #mode: CgroupMode;
   /** The dumped cgroups, parents before children. */
   readonly #dirs: DumpedDir[] = [];
@@ -105,6 +108,45 @@ export class CgroupMover {
           for (const child of d.children) walk(child, path);
         };
         for (const d of c.dirs) walk(d, undefined);
+      }
+    }
+    this.#mountMissing();
+  }
+
+  /**
+   * Mounts, each in a directory of its own, the v1 hierarchies the images name that the
+   * kernel has (criu is in them) but criu's mount namespace does not show (one mounted only in
+   * the tree's, say): criu mounts them in its yard too.
+   */
+  #mountMissing(): void {
+    const named = new Set([
+      ...[...this.#sets.values()].flat().map((m) => m.name),
+      ...this.#dirs.map((d) => d.name),
+    ]);
+    for (const name of named) {
+      if (!name || this.#where.has(name) || !this.#own.some((m) => m.name === name)) continue;
+      const dir = Deno.makeTempDirSync({ prefix: "deno-criu-cgyard-" });
+      const parts = name.split(",");
+      const opts = parts.every((p) => p.startsWith("name=")) ? ["none", ...parts] : parts;
+      try {
+        mountFs("cgroup", dir, "cgroup", 0, opts.join(","), `the ${name} cgroup hierarchy`);
+      } catch (e) {
+        Deno.removeSync(dir);
+        throw e;
+      }
+      this.#yards.push(dir);
+      this.#where.set(name, { dir, root: "/", v2: false });
+    }
+  }
+
+  /** Lets go of the hierarchies {@link #mountMissing} mounted. */
+  [Symbol.dispose](): void {
+    for (const dir of this.#yards.splice(0)) {
+      try {
+        detachMount(dir, `the cgroup yard ${dir}`);
+        Deno.removeSync(dir);
+      } catch {
+        // left for the administrator: nothing of the tree depends on it
       }
     }
   }

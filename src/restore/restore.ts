@@ -465,7 +465,7 @@ async function restoreTree(
   const pid = rootTask.pstree.pid;
   if (rootTask.zombie) throw new RestoreError(`Cannot restore: the root task ${pid} is a zombie`);
   // The cgroups the tasks go back into.
-  const cgroups = new CgroupMover(opts.imagesDir, opts.manageCgroups ?? "soft", opts.cgroupRoots);
+  using cgroups = new CgroupMover(opts.imagesDir, opts.manageCgroups ?? "soft", opts.cgroupRoots);
   // The tree's own mount namespace: its plan, and everything it is made from, checked.
   const mounts = dump.mntNs && checkMountNamespace(dump.mntNs.entries, {
     root: opts.root,

@@ -106,3 +106,31 @@ export function joinPeerGroup(sourcePath: string, targetFd: number, what: string
     syscall(NR.close, "close", what, copy);
   }
 }
+
+/** mount(2) of a file system of type `fstype` from `source` at `target`, with `data`. */
+export function mountFs(
+  source: string,
+  target: string,
+  fstype: string,
+  flags: number,
+  data: string,
+  what: string,
+): void {
+  const c = [source, target, fstype, data].map(cString);
+  syscall(
+    NR.mount,
+    "mount",
+    what,
+    addressOf(c[0]),
+    addressOf(c[1]),
+    addressOf(c[2]),
+    flags,
+    addressOf(c[3]),
+  );
+}
+
+/** umount2(2) with MNT_DETACH. */
+export function detachMount(target: string, what: string): void {
+  const t = cString(target);
+  syscall(NR.umount2, "umount2", what, addressOf(t), MNT_DETACH);
+}
