@@ -40,7 +40,7 @@ import {
   SEM,
   SHM,
 } from "../syscalls/mod.ts";
-import type { RemoteSyscalls } from "../tree/infect.ts";
+import { InfectError, type RemoteSyscalls } from "../tree/infect.ts";
 import type { DumpContext } from "./context.ts";
 import { UnsupportedError } from "./file_types.ts";
 
@@ -198,7 +198,17 @@ export function readIpcNamespace(rs: RemoteSyscalls): IpcNamespace {
       );
     }
     const size = Number(s.size);
-    const room = rs.attachShm(id, size);
+    let room;
+    try {
+      room = rs.attachShm(id, size);
+    } catch (e) {
+      // A segment of huge pages (its flag is not in its mode) attaches only huge-page aligned.
+      if (!(e instanceof InfectError)) throw e;
+      throw new UnsupportedError(
+        `Cannot dump the IPC namespace of task ${pid}: System V segment ${id} cannot be ` +
+          `attached to be read (${e.message}); a segment of huge pages is not supported`,
+      );
+    }
     const data = new Uint8Array(size);
     readRemote(pid, room, data);
     rs.unmapScratch(room);
