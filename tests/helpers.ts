@@ -343,9 +343,25 @@ export async function peerNetns(): Promise<PeerNet> {
 /** PIDs of the processes below and including `root` (children of every thread, recursively). */
 export function treePids(root: number): number[] {
   const out = [root];
+  // A thread (or a process) may end while it is read: it has no children then.
+  const read = (path: string) => {
+    try {
+      return Deno.readTextFileSync(path).trim();
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return "";
+      throw e;
+    }
+  };
   for (let i = 0; i < out.length; i++) {
-    for (const t of Deno.readDirSync(`/proc/${out[i]}/task`)) {
-      const kids = Deno.readTextFileSync(`/proc/${out[i]}/task/${t.name}/children`).trim();
+    let tasks: Deno.DirEntry[];
+    try {
+      tasks = [...Deno.readDirSync(`/proc/${out[i]}/task`)];
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound && i > 0) continue;
+      throw e;
+    }
+    for (const t of tasks) {
+      const kids = read(`/proc/${out[i]}/task/${t.name}/children`);
       if (kids) out.push(...kids.split(/\s+/).map(Number));
     }
   }
