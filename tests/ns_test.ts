@@ -20,6 +20,7 @@ import {
   tmpDir,
   treePids,
   verdict,
+  type Victim,
   waitGone,
   waitLine,
   waitReport,
@@ -524,6 +525,24 @@ Deno.test("--join-ns net: a tree in a named network namespace is dumped with the
   }
 });
 
+/**
+ * Dumps victim `v` (its tree gone after), sees the restore refused without the outside device
+ * its namespace's device hangs on (`refused`), then restores it with `--external ${external}`.
+ */
+async function roundTripWithOutside(v: Victim, refused: RegExp, external: string) {
+  const pids = treePids(v.pid);
+  const imgs = tmpDir();
+  const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+  assertEquals(d.code, 0, d.stderr);
+  await v.child.status;
+  for (const pid of pids) assert(await waitGone(pid, 15000), `task ${pid} gone after the dump`);
+  const without = await criu(["restore", "-d", "-D", imgs]);
+  assertEquals(without.code, 1);
+  assertMatch(without.stderr, refused);
+  const r = await criu(["restore", "-d", "-D", imgs, "--external", external]);
+  assertEquals(r.code, 0, r.stderr);
+}
+
 Deno.test("a veth device whose peer is outside the namespace comes back with its index, address and routes, its outside end named by --external veth[...]", async () => {
   const run = (cmd: string, ...args: string[]) => {
     const o = new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).outputSync();
@@ -588,17 +607,7 @@ Deno.test("a veth device whose peer is outside the namespace comes back with its
     // Settled: the link-local address is no longer tentative.
     for (let i = 0; i < 50 && /tentative/.test(show(v.pid)); i++) await sleep(100);
     const before = show(v.pid);
-    const pids = treePids(v.pid);
-    const imgs = tmpDir();
-    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
-    assertEquals(d.code, 0, d.stderr);
-    await v.child.status;
-    for (const pid of pids) assert(await waitGone(pid, 15000), `task ${pid} gone after the dump`);
-    const refused = await criu(["restore", "-d", "-D", imgs]);
-    assertEquals(refused.code, 1);
-    assertMatch(refused.stderr, /--external veth\[eth0\]:NAME/);
-    const r = await criu(["restore", "-d", "-D", imgs, "--external", `veth[eth0]:${outside}`]);
-    assertEquals(r.code, 0, r.stderr);
+    await roundTripWithOutside(v, /--external veth\[eth0\]:NAME/, `veth[eth0]:${outside}`);
     for (let i = 0; i < 50 && /tentative/.test(show(v.pid)); i++) await sleep(100);
     assertEquals(show(v.pid), before);
     // The outside end is there, up: a connection from inside reaches this side.
@@ -707,17 +716,7 @@ while True:
     const before = show(v.pid);
     assertMatch(before, /mv0@if\d+: .* macvlan mode private /);
     assertMatch(before, /p0@p1: .* master br0 /);
-    const pids = treePids(v.pid);
-    const imgs = tmpDir();
-    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
-    assertEquals(d.code, 0, d.stderr);
-    await v.child.status;
-    for (const pid of pids) assert(await waitGone(pid, 15000), `task ${pid} gone after the dump`);
-    const refused = await criu(["restore", "-d", "-D", imgs]);
-    assertEquals(refused.code, 1);
-    assertMatch(refused.stderr, /--external macvlan\[mv0\]:NAME/);
-    const r = await criu(["restore", "-d", "-D", imgs, "--external", `macvlan[mv0]:${lower}`]);
-    assertEquals(r.code, 0, r.stderr);
+    await roundTripWithOutside(v, /--external macvlan\[mv0\]:NAME/, `macvlan[mv0]:${lower}`);
     for (let i = 0; i < 50 && /tentative/.test(show(v.pid)); i++) await sleep(100);
     assertEquals(show(v.pid), before);
     // The macvlan reaches the far end of its lower device; the bound socket answers.
