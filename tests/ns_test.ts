@@ -353,25 +353,32 @@ function hostNet(): string {
     Deno.readTextFileSync("/proc/sys/net/ipv4/ip_forward");
 }
 
-Deno.test("a network namespace of its own comes back with its loopback, addresses, routes, rules, firewall and sysctls, the host's untouched", async () => {
+/**
+ * Takes victim `name` (`args` after its report file) round trip and checks its verdict, and
+ * that criu's own network namespace is as it was.
+ */
+async function netnsRoundTrip(
+  name: string,
+  args: string[],
+  pass: RegExp,
+  opts?: { dump?: string[]; restore?: string[] },
+) {
   const before = hostNet();
-  const bin = await buildVictim("netns");
-  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS netns/);
+  const bin = await buildVictim(name);
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}", ...args]), pass, opts);
   assertEquals(hostNet(), before);
+}
+
+Deno.test("a network namespace of its own comes back with its loopback, addresses, routes, rules, firewall and sysctls, the host's untouched", async () => {
+  await netnsRoundTrip("netns", [], /PASS netns/);
 });
 
 Deno.test("devices inside a network namespace of its own: a bridge with one end of a veth pair as its port comes back with its index, settings and port, checked from inside", async () => {
-  const before = hostNet();
-  const bin = await buildVictim("netns");
-  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}", "devices"]), /PASS netns/);
-  assertEquals(hostNet(), before);
+  await netnsRoundTrip("netns", ["devices"], /PASS netns/);
 });
 
 Deno.test("tun and tap devices inside a network namespace of its own come back with their files: a tun attached and working, a multi-queue tap with a queue detached and its virtio header, a persistent tun with its owner and buffer that no file holds, a file attached to none", async () => {
-  const before = hostNet();
-  const bin = await buildVictim("tun");
-  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS tun/);
-  assertEquals(hostNet(), before);
+  await netnsRoundTrip("tun", [], /PASS tun/);
 });
 
 Deno.test("a tun file attached to a device of criu's network namespace is refused by name, the task left running", async () => {
@@ -402,14 +409,8 @@ time.sleep(1000)
 });
 
 Deno.test("sockets inside a network namespace of its own: made in it again, a TCP connection with bytes in flight, UDP, an abstract unix name", async () => {
-  const before = hostNet();
-  const bin = await buildVictim("netns");
   const tcp = ["--tcp-established"];
-  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}", "sockets"]), /PASS netns/, {
-    dump: tcp,
-    restore: tcp,
-  });
-  assertEquals(hostNet(), before);
+  await netnsRoundTrip("netns", ["sockets"], /PASS netns/, { dump: tcp, restore: tcp });
 });
 
 Deno.test("a network namespace with what is not carried yet is refused by name: a device of another kind (vxlan), a bridge or port setting or queue length criu's images lack, a queueing discipline, a macvlan on a device inside, a sysctl criu does not carry", async () => {
