@@ -526,6 +526,17 @@ Deno.test("--join-ns net: a tree in a named network namespace is dumped with the
   }
 });
 
+/** The output of shell `script` run in the network namespace of task `pid`. */
+function inNetnsOf(pid: number, script: string): string {
+  const o = new Deno.Command("nsenter", {
+    args: ["-t", `${pid}`, "-n", "sh", "-c", script],
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  assert(o.success, `${script}: ${new TextDecoder().decode(o.stderr)}`);
+  return new TextDecoder().decode(o.stdout);
+}
+
 /**
  * Dumps victim `v` (its tree gone after), sees the restore refused without the outside device
  * its namespace's device hangs on (`refused`), then restores it with `--external ${external}`.
@@ -562,13 +573,8 @@ Deno.test("a veth device whose peer is outside the namespace comes back with its
   ]);
   // What the namespace shows of itself (the peer's index, outside, left out).
   const show = (pid: number) =>
-    run(
-      "nsenter",
-      "-t",
-      `${pid}`,
-      "-n",
-      "sh",
-      "-c",
+    inNetnsOf(
+      pid,
       "ip -o link | sed 's/@if[0-9]*//; s/qlen [0-9]*//'; ip -o addr | sed 's/valid_lft.*//'; " +
         "ip route show table all",
     );
@@ -669,13 +675,8 @@ while True:
     "{out}",
   ]);
   const show = (pid: number) =>
-    run(
-      "nsenter",
-      "-t",
-      `${pid}`,
-      "-n",
-      "sh",
-      "-c",
+    inNetnsOf(
+      pid,
       // Timers run on; the rest of each device is compared.
       "ip -d -o link | sed -E 's/(_timer|gc_timer) +[0-9.]+//g'; " +
         "ip -o addr | sed 's/valid_lft.*//' | sort; ip route show table all | sort",
