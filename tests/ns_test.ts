@@ -413,11 +413,15 @@ Deno.test("sockets inside a network namespace of its own: made in it again, a TC
   await netnsRoundTrip("netns", ["sockets"], /PASS netns/, { dump: tcp, restore: tcp });
 });
 
-Deno.test("a network namespace with what is not carried yet is refused by name: a device of another kind (vxlan), a bridge or port setting or queue length criu's images lack, a queueing discipline, a macvlan on a device inside, a sysctl criu does not carry", async () => {
+Deno.test("a network namespace with what is not carried yet is refused by name: a device of another kind (vxlan), a persistent tun up with no file, a bridge or port setting or queue length criu's images lack, a queueing discipline, a macvlan on a device inside, a sysctl criu does not carry", async () => {
   const cases: [string, RegExp][] = [
     [
       "ip link add vx0 type vxlan id 5 dstport 4789 && echo ready && exec sleep 60",
       /device vx0 \(vxlan\) is not supported yet/,
+    ],
+    [
+      "ip tuntap add pt0 mode tun && ip link set pt0 up && echo ready && exec sleep 60",
+      /tun device pt0: it is up with no file attached/,
     ],
     [
       "ip link add br0 type bridge ageing_time 1000 && echo ready && exec sleep 60",

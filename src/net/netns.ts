@@ -241,7 +241,8 @@ export async function readNetns(
   );
   await checkLinks(pid, links, secret);
   const tunNames = links.filter((l) => l.linkinfo?.info_kind === "tun").map((l) => l.ifname);
-  const tuns = await readTunLinks(pid, tunNames, tunNames.length ? tunHolders() : new Map());
+  const up = new Set(links.filter((l) => l.flags.includes("UP")).map((l) => l.ifname));
+  const tuns = await readTunLinks(pid, tunNames, tunNames.length ? tunHolders() : new Map(), up);
   const kept = carried(links.map((l) => l.ifname));
   // Address modes the restore brings again: stable privacy (2) from a stable_secret, random (3)
   // on a device without a hardware address (a tun) once it has a carrier (on a tun, the

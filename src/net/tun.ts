@@ -40,14 +40,16 @@ export interface TunHolder {
  * The tun_link_entry of each of the tun devices `names` of task `pid`'s namespace: flags, owner
  * and group from its sysfs (mounted in a mount namespace of its own, inside the network
  * namespace), buffers from a descriptor of the tree attached to it (`holders`), or, for a
- * persistent device no file holds, from one attached for the time of the reading. Refuses a
- * device no file of the tree holds that is not persistent, and a tap with a socket filter
- * (its program is in the memory of whoever set it).
+ * persistent device no file holds, from one attached for the time of the reading (only while
+ * it is down: up, it would get a carrier, and with it addresses). Refuses a device no file of
+ * the tree holds that is not persistent or is up, and a tap with a socket filter (its program
+ * is in the memory of whoever set it). `up` names the devices that are up.
  */
 export async function readTunLinks(
   pid: number,
   names: string[],
   holders: Map<string, TunHolder>,
+  up: ReadonlySet<string>,
 ): Promise<Map<string, tun_link_entry>> {
   const out = new Map<string, tun_link_entry>();
   if (!names.length) return out;
@@ -83,6 +85,11 @@ export async function readTunLinks(
     let buffers;
     if (holder) {
       buffers = withTaskFd(holder.pid, holder.fd, read);
+    } else if (flags & IFF_TUN.PERSIST && up.has(name)) {
+      throw new NetnsError(
+        `Cannot dump ${what}: it is up with no file attached, and reading its buffers would ` +
+          `attach one (its carrier, then its addresses, would come); not supported`,
+      );
     } else if (flags & IFF_TUN.PERSIST) {
       let fd = -1;
       try {
