@@ -75,9 +75,9 @@ export function readNestedMountNamespace(
   root: MountNamespace,
 ): MountNamespace {
   // Its copies of external mounts are copies (criu names only the root namespace's).
+  // (Copies hidden there come back hidden: the namespace is made again from a copy.)
   const { entries, host } = readEntries(ctx, pid, false);
   checkSharing(pid, entries, host);
-  checkOvermounts(pid, entries);
   try {
     planNested(root.entries, entries);
   } catch (e) {

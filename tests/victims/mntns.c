@@ -22,7 +22,8 @@
  * its report into /out.log (its stdio). It holds a file deleted from /tmp/sub open through the
  * read-only /mnt (a ghost made again on a read-only mount).
  *
- * It has a child in a mount namespace nested in its own (nested_main).
+ * It has a child in a mount namespace nested in its own (nested_main). Then it mounts a tmpfs
+ * "z2" at /z2, binds it at /z2/b, and over that its directory /b from there.
  * On SIGTERM it checks, from inside: its mountinfo (every mount's root, place, flags, type,
  * source and options; in any order) reads as before, the files read as written (through the fd at its
  * offset, through the bind, the symlink, the mapping), the bind is still read-only, the
@@ -306,6 +307,12 @@ static int inside_main(int ready)
 	if (read(np[0], &c, 1) != 1)
 		DIE("nested namespace");
 	close(np[0]);
+	/* A tmpfs bound into itself, then its directory at that place bound over it: the last bind
+	 * shows the directory (/b), not the bind made on it (zdtm's tempfs_overmounted01). Made
+	 * after the nested child's copy. */
+	if (mkdir("/z2", 0755) || mount("z2", "/z2", "tmpfs", 0, "size=1m") || mkdir("/z2/b", 0755) ||
+	    mount("/z2", "/z2/b", NULL, MS_BIND, NULL) || mount("/z2/b/b", "/z2/b", NULL, MS_BIND, NULL))
+		DIE("z2");
 
 	int data = open("/tmp/data", O_RDWR);
 	if (data < 0 || lseek(data, 2, SEEK_SET) != 2)
