@@ -563,7 +563,7 @@ Deno.test("mount plan: cgroup mounts at the root of the tree's cgroup namespace 
   ]);
 });
 
-Deno.test("nested mount namespace plan (systemd's PrivateTmp): copies of the parent's, one gone, binds of its own, slaves of what they copied with groups of their own", () => {
+Deno.test("nested mount namespace plan (systemd's PrivateTmp): copies of the parent's, one gone, binds of its own, slaves of what they copied with groups of their own; peers of the parent's joined to them again", () => {
   const m = (
     mntId: number,
     parentMntId: number,
@@ -600,6 +600,24 @@ Deno.test("nested mount namespace plan (systemd's PrivateTmp): copies of the par
   assertThrows(
     () => planNested(parent, [m(20, 5, "/", 8, "/elsewhere", 0)]),
     /whose root is not its parent's/,
+  );
+  // Copies left in their parent's groups (unshare without rslave), and a bind of one: joined
+  // to the parent's mount again; a peer no mount of the parent shows whole is refused.
+  const peers = planNested(parent, [
+    m(20, 5, "/", 8, "/rootfs", 2),
+    m(21, 20, "/run", 9, "/", 18),
+    m(22, 20, "/srv", 8, "/rootfs/srv", 2),
+  ]);
+  assertEquals(
+    peers.propagation.map((s) =>
+      s.how === "joinParent" ? `${s.from.mntId}>${s.entry.mntId}` : `${s.how} ${s.entry.mntId}`
+    ),
+    ["private 20", "10>20", "private 21", "11>21", "private 22", "10>22"],
+  );
+  assertThrows(
+    () =>
+      planNested(parent, [m(20, 5, "/", 8, "/rootfs", 2), m(22, 20, "/srv", 8, "/rootfs/srv", 18)]),
+    /a peer of mounts of its parent namespace \(shared:18\), none of which shows all it shows/,
   );
 });
 

@@ -400,9 +400,10 @@ function setMountFlags(
  */
 function setPropagation(
   { arena, sys, str }: ReturnType<typeof mountCalls>,
-  steps: readonly (PropagationStep | { how: "private"; entry: mnt_entry })[],
+  steps: readonly (PropagationStep | NestedPlan["propagation"][number])[],
   fds: Map<mnt_entry, number>,
   outside?: { pid: number; path: (source: mnt_entry) => string },
+  parentFds?: Map<mnt_entry, number>,
 ): void {
   const KIND = {
     shared: MS.SHARED,
@@ -414,10 +415,12 @@ function setPropagation(
     arena.reset();
     const what = `the sharing of ${mountName(p.entry)}`;
     const fd = fds.get(p.entry)!;
-    if (p.how === "join") {
+    if (p.how === "join" || p.how === "joinParent") {
       const flags = MOVE_MOUNT.SET_GROUP | MOVE_MOUNT.F_EMPTY_PATH | MOVE_MOUNT.T_EMPTY_PATH;
       const empty = str("");
-      sys(what, NR.move_mount, fds.get(p.from)!, empty, fd, empty, flags);
+      const from = p.how === "join" ? fds.get(p.from) : parentFds?.get(p.from);
+      if (from === undefined) throw new RestoreError(`Cannot restore ${what}: no mount to join`);
+      sys(what, NR.move_mount, from, empty, fd, empty, flags);
     } else if (p.how === "outsideSlave") {
       // Joined from criu's namespace, where what it is given keeps its sharing.
       if (!outside) throw new RestoreError(`Cannot restore ${what}: its master is outside`);
@@ -537,8 +540,9 @@ export function enterMountNamespace(
 /**
  * Makes nested mount namespace `entries` in the task of `rs` as `plan` says: a copy of its
  * parent's (unshare), made a slave of it, the copies it no longer had unmounted, its own
- * mounts made, every mount's flags and propagation set, then checked whole against the
- * images (by place, root, file system, flags and sharing).
+ * mounts made, every mount's flags and propagation set (a peer of the parent's mounts joined
+ * to their group again, through a descriptor of the parent's mount held from before), then
+ * checked whole against the images (by place, root, file system, flags and sharing).
  */
 function makeNested(
   rs: RemoteSyscalls,
@@ -551,6 +555,44 @@ function makeNested(
 ): string[] {
   const pid = rs.task.pid;
   const calls = mountCalls(rs);
+  const { arena, sys, str } = calls;
+  // The parent's mounts its own join (peers across the namespaces), held from before it is
+  // made: each the live mount at its place, with its root.
+  const parentFds = new Map<mnt_entry, number>();
+  const before = parseMountinfo(readProcText(pid, "mountinfo"));
+  for (const p of plan.propagation) {
+    if (p.how !== "joinParent" || parentFds.has(p.from)) continue;
+    const what = `${mountName(p.from)} (joined from a nested mount namespace)`;
+    const l = before.filter((m) => m.mountpoint === p.from.mountpoint && m.root === p.from.root)
+      .at(-1);
+    arena.reset();
+    const fd = Number(sys(what, NR.open, str(p.from.mountpoint), O.PATH | O.CLOEXEC, 0));
+    const got = Number(/^mnt_id:\s*(\d+)/m.exec(readProcText(pid, `fdinfo/${fd}`))?.[1]);
+    if (!l || got !== l.id) {
+      for (const other of [fd, ...parentFds.values()]) rs.call(NR.close, other);
+      throw new RestoreError(`Cannot restore ${what}: another mount hides it`);
+    }
+    parentFds.set(p.from, fd);
+  }
+  try {
+    return makeNestedWith(rs, calls, dump, plan, entries, realRoot, log, readOnlyLater, parentFds);
+  } finally {
+    for (const fd of parentFds.values()) rs.call(NR.close, fd);
+  }
+}
+
+function makeNestedWith(
+  rs: RemoteSyscalls,
+  calls: ReturnType<typeof mountCalls>,
+  dump: DumpImages,
+  plan: NestedPlan,
+  entries: mnt_entry[],
+  realRoot: number,
+  log: Logger,
+  readOnlyLater: boolean,
+  parentFds: Map<mnt_entry, number>,
+): string[] {
+  const pid = rs.task.pid;
   const { arena, sys, str } = calls;
   arena.reset();
   sys("a nested mount namespace (unshare)", NR.unshare, 0x20000);
@@ -643,7 +685,7 @@ function makeNested(
       fds.set(e, Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0)));
     }
     setMountFlags(calls, entries, fds, later);
-    setPropagation(calls, plan.propagation, fds);
+    setPropagation(calls, plan.propagation, fds, undefined, parentFds);
   } finally {
     for (const fd of fds.values()) rs.call(NR.close, fd);
   }

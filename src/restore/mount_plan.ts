@@ -335,7 +335,12 @@ export interface NestedPlan {
   copies: Map<mnt_entry, mnt_entry>;
   umount: mnt_entry[];
   extra: MountStep[];
-  propagation: (PropagationStep | { how: "private"; entry: mnt_entry })[];
+  propagation: (
+    | PropagationStep
+    | { how: "private"; entry: mnt_entry }
+    /** Joins the peer group of `from`, a mount of the parent namespace (and its master). */
+    | { how: "joinParent"; from: mnt_entry; entry: mnt_entry }
+  )[];
 }
 
 /** The plan of nested mount namespace `nested` (mountinfo's order) in `parent`'s. */
@@ -421,13 +426,22 @@ function nestedPropagation(
   extra: readonly MountStep[],
 ): NestedPlan["propagation"] {
   const parentGroups = new Set(parent.map((m) => m.sharedId).filter(Boolean));
+  // A peer of mounts of the parent namespace (a copy unshare left in its group, or a bind of
+  // one): joined to a mount of the parent in that group that shows all it shows.
+  const peerOfParent = new Map<mnt_entry, mnt_entry>();
   for (const e of nested) {
-    if (e.sharedId && parentGroups.has(e.sharedId)) {
+    if (!e.sharedId || !parentGroups.has(e.sharedId)) continue;
+    const p = parent.find((m) =>
+      m.sharedId === e.sharedId && m.rootDev === e.rootDev && within(e.root, m.root)
+    );
+    if (!p || p.masterId !== e.masterId) {
       throw new MountPlanError(
         `Cannot make ${mountName(e)} of a nested mount namespace again: it is a peer of ` +
-          `mounts of its parent namespace (shared:${e.sharedId}); not supported yet`,
+          `mounts of its parent namespace (shared:${e.sharedId}), none of which shows all it ` +
+          `shows with the same master; not supported yet`,
       );
     }
+    peerOfParent.set(e, p);
   }
   // What each mount receives from once the namespace is made a slave of its parent: a copy
   // from what it copied (its group, else its master); a bind as its source; a new mount none.
@@ -439,8 +453,12 @@ function nestedPropagation(
     nested.find((d) =>
       d !== e && master.get(d) === g && d.rootDev === e.rootDev && within(e.root, d.root)
     );
+  for (const [e, p] of peerOfParent) {
+    steps.push({ how: "private", entry: e }, { how: "joinParent", from: p, entry: e });
+  }
   // Joins first (their donors as they are), then the mounts that receive from nothing.
   for (const e of nested) {
+    if (peerOfParent.has(e)) continue;
     const want = e.masterId, now = master.get(e) ?? 0;
     if (!want || want === now) continue;
     const donor = donorOf(e, want);
@@ -454,12 +472,16 @@ function nestedPropagation(
     steps.push({ how: "join", from: donor, entry: e });
   }
   for (const e of nested) {
-    if (!e.masterId && master.get(e)) steps.push({ how: "private", entry: e });
+    if (!e.masterId && master.get(e) && !peerOfParent.has(e)) {
+      steps.push({ how: "private", entry: e });
+    }
   }
   // Its own peer groups.
   const groups = new Map<number, mnt_entry[]>();
   for (const e of nested) {
-    if (e.sharedId) groups.set(e.sharedId, [...(groups.get(e.sharedId) ?? []), e]);
+    if (e.sharedId && !peerOfParent.has(e)) {
+      groups.set(e.sharedId, [...(groups.get(e.sharedId) ?? []), e]);
+    }
   }
   for (const [id, members] of groups) {
     const lead = [...members].sort((a, b) => a.root.length - b.root.length)[0];
