@@ -77,7 +77,6 @@ import {
   cloneTmpfsMounts,
   readMountNamespace,
   readNestedMountNamespace,
-  writeMountEntries,
   writeMountNamespace,
 } from "./mnt_ns.ts";
 import { readUtsNames, type UtsNames, writeUtsNs } from "./uts.ts";
@@ -379,6 +378,16 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
       if (p.zombieExit !== undefined) continue;
       const link = nsLink(p.pid, "mnt");
       if (link === rootNs || ctx.nestedMnts.has(link)) continue;
+      // Made again from a copy of the root's: one made from another nested namespace's
+      // (unshare there) would come back with that one's own mounts too.
+      const parent = tree.processes.find((x) => x.children.includes(p.pid));
+      const from = parent && parent.zombieExit === undefined ? nsLink(parent.pid, "mnt") : rootNs;
+      if (from !== rootNs && from !== link) {
+        throw new UnsupportedError(
+          `Cannot dump task ${p.pid}: its mount namespace was made from another nested one ` +
+            `(its parent ${parent!.pid}'s); not supported yet`,
+        );
+      }
       ctx.nestedMnts.set(
         link,
         readNestedMountNamespace(ctx, p.pid, ctx.nsIds(p.pid).mntNsId, ctx.mntNs),
@@ -490,7 +499,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   }
 
   if (ctx.mntNs) await writeMountNamespace(ctx, ctx.mntNs);
-  for (const ns of ctx.nestedMnts.values()) writeMountEntries(ctx, ns);
+  for (const ns of ctx.nestedMnts.values()) await writeMountNamespace(ctx, ns, ctx.mntNs);
 
   ctx.flush();
   syncDir(ctx.opts.imagesDir);
@@ -605,6 +614,10 @@ async function dumpProcess(
     if (ownIpc) state.ipc = readIpcNamespace(parasite.leader);
     // The tree's own tmpfs mounts, copied whole inside the root for their tars.
     if (pid === tree.root && ctx.mntNs) cloneTmpfsMounts(ctx, parasite.leader, ctx.mntNs);
+    // And those of a nested mount namespace, inside the task it was read through.
+    for (const ns of ctx.nestedMnts.values()) {
+      if (ns.pid === pid) cloneTmpfsMounts(ctx, parasite.leader, ns, ctx.mntNs);
+    }
     // The tree's own cgroup namespace: its roots, from what the root task reads of itself.
     if (pid === tree.root && ownNamespace(pid, "cgroup")) {
       const inside = new TextDecoder().decode(parasite.leader.readFile("/proc/self/cgroup"));

@@ -214,20 +214,32 @@ function autoExternal(ctx: DumpContext, entries: mnt_entry[], host: MountInfo[])
  * Writes mountpoints-ID.img (children before parents, as criu) and the files of every tmpfs
  * made anew into tmpfs-dev-DEV.tar.gz.img, read through /proc/PID/root while the tree is frozen.
  */
-export async function writeMountNamespace(ctx: DumpContext, ns: MountNamespace): Promise<void> {
+export async function writeMountNamespace(
+  ctx: DumpContext,
+  ns: MountNamespace,
+  parent?: MountNamespace,
+): Promise<void> {
   writeMountEntries(ctx, ns);
-  for (const step of planMounts(ns.entries)) {
-    if (step.how !== "new" || !hasTar(step.entry)) continue;
-    const fd = ns.clones.get(step.entry.mntId);
+  for (const e of tarredTmpfs(ns, parent)) {
+    const fd = ns.clones.get(e.mntId);
     await dumpTmpfs(
       ctx,
       // An unbindable one, which cannot be copied, is read at its place.
       fd === undefined
-        ? shown(`/proc/${ns.pid}/root${step.entry.mountpoint}`, step.entry)
+        ? shown(`/proc/${ns.pid}/root${e.mountpoint}`, e)
         : `/proc/${Deno.pid}/fd/${fd}`,
-      step.entry,
+      e,
     );
   }
+}
+
+/**
+ * The tmpfs (and ramfs) mounts of `ns` made anew at restore, whose files go in a tar: by its
+ * own plan, or, for a namespace nested in `parent`, those it made itself.
+ */
+function tarredTmpfs(ns: MountNamespace, parent?: MountNamespace): mnt_entry[] {
+  const steps = parent ? planNested(parent.entries, ns.entries).extra : planMounts(ns.entries);
+  return steps.filter((s) => s.how === "new" && hasTar(s.entry)).map((s) => s.entry);
 }
 
 /** mountpoints-ID.img of namespace `ns`: its mounts, children before parents (as criu). */
@@ -242,16 +254,20 @@ export function writeMountEntries(ctx: DumpContext, ns: MountNamespace): void {
 }
 
 /**
- * A detached copy of each tmpfs (and ramfs) mount of the namespace, made inside the root task
- * `rs` (open_tree can copy only a mount of the caller's namespace) and taken here: its files
- * whole, with those other mounts hide below it. Kept in `ns.clones` until the dump ends.
+ * A detached copy of each tmpfs (and ramfs) mount of the namespace (nested in `parent`, its
+ * own), made inside task `rs` of it (open_tree can copy only a mount of the caller's
+ * namespace) and taken here: its files whole, with those other mounts hide below it. Kept in
+ * `ns.clones` until the dump ends.
  */
-export function cloneTmpfsMounts(ctx: DumpContext, rs: RemoteSyscalls, ns: MountNamespace): void {
+export function cloneTmpfsMounts(
+  ctx: DumpContext,
+  rs: RemoteSyscalls,
+  ns: MountNamespace,
+  parent?: MountNamespace,
+): void {
   const pidfd = pidfdOpen(rs.task.pid);
   try {
-    for (const step of planMounts(ns.entries)) {
-      const e = step.entry;
-      if (step.how !== "new" || !hasTar(e)) continue;
+    for (const e of tarredTmpfs(ns, parent)) {
       // Its files whole, through a mount of its file system showing all of it at its place:
       // itself, unless one stacked on it hides it there.
       const visible = [e, ...ns.entries].find((m) =>

@@ -445,7 +445,24 @@ function setPropagation(
 
 /** Fills a tmpfs made anew (reached at `dir`) from its tar, as criu: tar --extract. */
 async function extractTar(tar: string, dir: string, what: string): Promise<void> {
-  const out = await new Deno.Command("tar", {
+  tarDone(await tarCommand(tar, dir).output(), what);
+}
+
+/** {@link extractTar}, waited for (a nested namespace is made between remote calls). */
+function extractTarSync(tar: string, dir: string, what: string): void {
+  tarDone(tarCommand(tar, dir).outputSync(), what);
+}
+
+/** The tmpfs tar of nested namespace mount `e` in the images (by its device, else its id). */
+function nestedTar(dump: DumpImages, e: mnt_entry): string {
+  const names = [`tmpfs-dev-${e.rootDev}.tar.gz.img`, `tmpfs-${e.mntId}.tar.gz.img`];
+  const tar = names.map((n) => join(dump.dir, n)).find(exists);
+  if (!tar) throw new RestoreError(`Cannot restore ${mountName(e)}: image ${names[0]} is missing`);
+  return tar;
+}
+
+function tarCommand(tar: string, dir: string): Deno.Command {
+  return new Deno.Command("tar", {
     args: [
       "--extract",
       "--gzip",
@@ -458,7 +475,10 @@ async function extractTar(tar: string, dir: string, what: string): Promise<void>
     ],
     stdout: "null",
     stderr: "piped",
-  }).output();
+  });
+}
+
+function tarDone(out: Deno.CommandOutput, what: string): void {
   if (!out.success) {
     throw new RestoreError(
       `Cannot restore the files of ${what}: tar failed: ${
@@ -670,7 +690,10 @@ function makeNestedWith(
           : undefined;
         bindFrom(calls, fds.get(s.from)!, s.sub, e.mountpoint, what);
       } else if (s.how === "new") {
-        const flags = e.sbFlags | (e.flags & MOUNT_FLAGS & ~MS.RDONLY);
+        // A read-only tmpfs is filled first, then made read-only.
+        const tar = hasTar(e) ? nestedTar(dump, e) : undefined;
+        const flags = (tar ? e.sbFlags & ~MS.RDONLY : e.sbFlags) |
+          (e.flags & MOUNT_FLAGS & ~MS.RDONLY);
         sys(
           what,
           NR.mount,
@@ -680,6 +703,18 @@ function makeNestedWith(
           flags,
           str(e.options),
         );
+        arena.reset();
+        const fd = Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0));
+        fds.set(e, fd);
+        if (tar) {
+          extractTarSync(tar, `/proc/${pid}/fd/${fd}`, what);
+          if (e.sbFlags & MS.RDONLY) {
+            arena.reset();
+            const self = str(`/proc/self/fd/${fd}`);
+            sys(what, NR.mount, 0, self, 0, MS.REMOUNT | e.sbFlags, str(e.options));
+          }
+        }
+        continue;
       }
       arena.reset();
       fds.set(e, Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0)));

@@ -402,12 +402,6 @@ export function planNested(
         `of its parent namespace's mounts nor a bind of what they show`,
     ));
   for (const step of extra) {
-    if (step.how === "new" && hasTar(step.entry)) {
-      throw new MountPlanError(
-        `Cannot make ${mountName(step.entry)} of a nested mount namespace again: a tmpfs of ` +
-          `its own is not supported yet`,
-      );
-    }
     if (step.how === "external" || step.how === "root") {
       throw new MountPlanError(
         `Cannot make ${mountName(step.entry)} of a nested mount namespace again: an ` +

@@ -122,6 +122,7 @@ import {
   makeReadOnly,
   outsidePath,
 } from "./mnt_ns.ts";
+import { hasTar, within } from "./mount_plan.ts";
 import { checkVdsoCode } from "./vdso_check.ts";
 import { GhostSpecials } from "./ghost_specials.ts";
 import { encodeOps, findGap, inheritedVmas, occupied, OP_SIZE, planMemory } from "./memory.ts";
@@ -477,8 +478,18 @@ async function restoreTree(
   const outside = mounts ? (path: string) => outsidePath(mounts, path) : (path: string) => path;
   // Those nested in it (systemd's services'), made from copies of it.
   const nestedPlans = mounts ? checkNestedNamespaces(dump) : new Map();
+  // A file of a task in a nested namespace on a tmpfs of that namespace comes from its tar.
+  const outsideFor = (task: TaskImages) => {
+    const nested = task.ids && dump.nestedMnts.get(task.ids.mntNsId);
+    if (!nested) return outside;
+    return (path: string) => {
+      const top = nested.filter((e) => within(path, e.mountpoint))
+        .sort((a, b) => b.mountpoint.length - a.mountpoint.length)[0];
+      return top && hasTar(top) ? undefined : outside(path);
+    };
+  };
   for (const task of dump.tasks) {
-    checkTask(dump, task, opts.shellJob ?? false, outside);
+    checkTask(dump, task, opts.shellJob ?? false, outsideFor(task));
     if (!task.zombie) checkVdsoCode(task);
   }
   let sessionPlan: SessionPlan;

@@ -245,7 +245,8 @@ static int init_main(const char *root, const char *ext, int ready)
 /*
  * A child in a mount namespace of its own nested in the init's, made as systemd makes one for
  * a service with PrivateTmp: a copy made a slave of the init's, /tmp/sub bound over /tmp, the
- * /dev/mqueue and /gonebind copies unmounted, then all shared again. It holds the init's file
+ * /dev/mqueue and /gonebind copies unmounted, then all shared again; a tmpfs of its own at /nt
+ * with a file. It holds the init's file
  * deleted later through its copy of the read-only /mnt. On SIGTERM it checks its mounts read as
  * before, its /tmp is its own and the deleted file reads as written; exits 0 when whole.
  */
@@ -257,6 +258,10 @@ static int nested_main(int ready)
 	    umount2("/gonebind", MNT_DETACH) ||
 	    mount(NULL, "/", NULL, MS_REC | MS_SHARED, NULL))
 		_exit(10);
+	/* A tmpfs of its own, with a file (its tar is its own too). */
+	if (mkdir("/nt", 0755) || mount("ntmp", "/nt", "tmpfs", 0, "size=1m"))
+		_exit(12);
+	write_file("/nt/f", "nested tmpfs", 0644);
 	/* The init's deleted file, held through this namespace's copy of the read-only bind. */
 	int ghost = open("/mnt/ghost", O_RDONLY);
 	if (ghost < 0)
@@ -275,6 +280,8 @@ static int nested_main(int ready)
 		_exit(2);
 	if (!ghost_ok(ghost, NULL))
 		_exit(3);
+	if (!read_is("/nt/f", "nested tmpfs"))
+		_exit(4);
 	_exit(0);
 }
 
