@@ -595,138 +595,122 @@ function makeNested(
     parentFds.set(p.from, fd);
   }
   try {
-    return makeNestedWith(rs, calls, dump, plan, entries, realRoot, log, readOnlyLater, parentFds);
+    arena.reset();
+    sys("a nested mount namespace (unshare)", NR.unshare, 0x20000);
+    sys(
+      "a nested mount namespace (rslave)",
+      NR.mount,
+      str("none"),
+      str("/"),
+      0,
+      MS.REC | MS.SLAVE,
+      0,
+    );
+    // The copies as they are now, matched to the entries they stand for.
+    const live = parseMountinfo(readProcText(pid, "mountinfo"));
+    const liveOf = new Map<mnt_entry, MountInfo>();
+    const taken = new Set<MountInfo>();
+    // A copy of an external mount shows what the restore was given: its root may differ.
+    const external = new Set(
+      [...plan.copies].filter(([, orig]) => orig.extKey).map(([e]) => e.mountpoint),
+    );
+    const match = (e: mnt_entry, parentLive: MountInfo | undefined) =>
+      live.find((l) =>
+        !taken.has(l) && l.mountpoint === e.mountpoint &&
+        (l.root === e.root || external.has(e.mountpoint)) &&
+        (parentLive ? l.parentId === parentLive.id : !live.some((p) => p.id === l.parentId))
+      );
+    const byId = new Map(entries.map((e) => [e.mntId, e]));
+    for (const e of plan.copies.keys()) {
+      const l = match(e, liveOf.get(byId.get(e.parentMntId)!));
+      if (!l) throw new RestoreError(`Cannot restore ${mountName(e)}: its copy is not there`);
+      liveOf.set(e, l);
+      taken.add(l);
+    }
+    // An O_PATH descriptor of the mount at `path`, which must be mount `id`.
+    const openMount = (path: string, id: number, what: string) => {
+      arena.reset();
+      const fd = Number(sys(what, NR.open, str(path), O.PATH | O.CLOEXEC, 0));
+      const got = Number(/^mnt_id:\s*(\d+)/m.exec(readProcText(pid, `fdinfo/${fd}`))?.[1]);
+      if (got !== id) {
+        rs.call(NR.close, fd);
+        throw new RestoreError(`Cannot restore ${what}: another mount hides it`);
+      }
+      return fd;
+    };
+    const parentLive = new Map<number, MountInfo>();
+    for (const [e, orig] of plan.copies) parentLive.set(orig.mntId, liveOf.get(e)!);
+    for (const m of plan.umount) {
+      const l = live.find((x) =>
+        !taken.has(x) && x.mountpoint === m.mountpoint && x.root === m.root &&
+        x.parentId === parentLive.get(m.parentMntId)?.id
+      );
+      if (!l) continue;
+      taken.add(l);
+      const what = `${mountName(m)} (a copy a nested mount namespace had not)`;
+      const fd = openMount(m.mountpoint, l.id, what);
+      rs.call(NR.close, fd);
+      arena.reset();
+      sys(what, NR.umount2, str(m.mountpoint), MNT_DETACH);
+    }
+    const later = new Set(readOnlyLater ? readOnlyAtTheirPlace(entries) : []);
+    const fds = new Map<mnt_entry, number>();
+    try {
+      for (const [e, l] of liveOf) fds.set(e, openMount(e.mountpoint, l.id, mountName(e)));
+      for (const s of plan.extra) {
+        const e = s.entry, what = mountName(e);
+        arena.reset();
+        if (s.how === "bind") {
+          const sub = s.sub.replace(/^\/+/, "");
+          using _gone = e.deleted
+            ? madeForBind(
+              `/proc/${rs.task.pid}/fd/${fds.get(s.from)}/${sub}`,
+              `/proc/${rs.task.pid}/root${e.mountpoint}`,
+              what,
+            )
+            : undefined;
+          bindFrom(calls, fds.get(s.from)!, s.sub, e.mountpoint, what);
+        } else if (s.how === "new") {
+          // A read-only tmpfs is filled first, then made read-only.
+          const tar = hasTar(e) ? nestedTar(dump, e) : undefined;
+          const flags = (tar ? e.sbFlags & ~MS.RDONLY : e.sbFlags) |
+            (e.flags & MOUNT_FLAGS & ~MS.RDONLY);
+          sys(
+            what,
+            NR.mount,
+            str(e.source || "none"),
+            str(e.mountpoint),
+            str(s.fs),
+            flags,
+            str(e.options),
+          );
+          arena.reset();
+          const fd = Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0));
+          fds.set(e, fd);
+          if (tar) {
+            extractTarSync(tar, `/proc/${pid}/fd/${fd}`, what);
+            if (e.sbFlags & MS.RDONLY) {
+              arena.reset();
+              const self = str(`/proc/self/fd/${fd}`);
+              sys(what, NR.mount, 0, self, 0, MS.REMOUNT | e.sbFlags, str(e.options));
+            }
+          }
+          continue;
+        }
+        arena.reset();
+        fds.set(e, Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0)));
+      }
+      setMountFlags(calls, entries, fds, later);
+      setPropagation(calls, plan.propagation, fds, undefined, parentFds);
+    } finally {
+      for (const fd of fds.values()) rs.call(NR.close, fd);
+    }
+    checkNested(dump, entries, realRoot, pid, external, later);
+    log.info(`Nested mount namespace made in task ${pid}: ${entries.length} mounts`);
+    return [...later].map((e) => e.mountpoint);
   } finally {
     for (const fd of parentFds.values()) rs.call(NR.close, fd);
   }
-}
-
-function makeNestedWith(
-  rs: RemoteSyscalls,
-  calls: ReturnType<typeof mountCalls>,
-  dump: DumpImages,
-  plan: NestedPlan,
-  entries: mnt_entry[],
-  realRoot: number,
-  log: Logger,
-  readOnlyLater: boolean,
-  parentFds: Map<mnt_entry, number>,
-): string[] {
-  const pid = rs.task.pid;
-  const { arena, sys, str } = calls;
-  arena.reset();
-  sys("a nested mount namespace (unshare)", NR.unshare, 0x20000);
-  sys(
-    "a nested mount namespace (rslave)",
-    NR.mount,
-    str("none"),
-    str("/"),
-    0,
-    MS.REC | MS.SLAVE,
-    0,
-  );
-  // The copies as they are now, matched to the entries they stand for.
-  const live = parseMountinfo(readProcText(pid, "mountinfo"));
-  const liveOf = new Map<mnt_entry, MountInfo>();
-  const taken = new Set<MountInfo>();
-  // A copy of an external mount shows what the restore was given: its root may differ.
-  const external = new Set(
-    [...plan.copies].filter(([, orig]) => orig.extKey).map(([e]) => e.mountpoint),
-  );
-  const match = (e: mnt_entry, parentLive: MountInfo | undefined) =>
-    live.find((l) =>
-      !taken.has(l) && l.mountpoint === e.mountpoint &&
-      (l.root === e.root || external.has(e.mountpoint)) &&
-      (parentLive ? l.parentId === parentLive.id : !live.some((p) => p.id === l.parentId))
-    );
-  const byId = new Map(entries.map((e) => [e.mntId, e]));
-  for (const e of plan.copies.keys()) {
-    const l = match(e, liveOf.get(byId.get(e.parentMntId)!));
-    if (!l) throw new RestoreError(`Cannot restore ${mountName(e)}: its copy is not there`);
-    liveOf.set(e, l);
-    taken.add(l);
-  }
-  // An O_PATH descriptor of the mount at `path`, which must be mount `id`.
-  const openMount = (path: string, id: number, what: string) => {
-    arena.reset();
-    const fd = Number(sys(what, NR.open, str(path), O.PATH | O.CLOEXEC, 0));
-    const got = Number(/^mnt_id:\s*(\d+)/m.exec(readProcText(pid, `fdinfo/${fd}`))?.[1]);
-    if (got !== id) {
-      rs.call(NR.close, fd);
-      throw new RestoreError(`Cannot restore ${what}: another mount hides it`);
-    }
-    return fd;
-  };
-  const parentLive = new Map<number, MountInfo>();
-  for (const [e, orig] of plan.copies) parentLive.set(orig.mntId, liveOf.get(e)!);
-  for (const m of plan.umount) {
-    const l = live.find((x) =>
-      !taken.has(x) && x.mountpoint === m.mountpoint && x.root === m.root &&
-      x.parentId === parentLive.get(m.parentMntId)?.id
-    );
-    if (!l) continue;
-    taken.add(l);
-    const what = `${mountName(m)} (a copy a nested mount namespace had not)`;
-    const fd = openMount(m.mountpoint, l.id, what);
-    rs.call(NR.close, fd);
-    arena.reset();
-    sys(what, NR.umount2, str(m.mountpoint), MNT_DETACH);
-  }
-  const later = new Set(readOnlyLater ? readOnlyAtTheirPlace(entries) : []);
-  const fds = new Map<mnt_entry, number>();
-  try {
-    for (const [e, l] of liveOf) fds.set(e, openMount(e.mountpoint, l.id, mountName(e)));
-    for (const s of plan.extra) {
-      const e = s.entry, what = mountName(e);
-      arena.reset();
-      if (s.how === "bind") {
-        const sub = s.sub.replace(/^\/+/, "");
-        using _gone = e.deleted
-          ? madeForBind(
-            `/proc/${rs.task.pid}/fd/${fds.get(s.from)}/${sub}`,
-            `/proc/${rs.task.pid}/root${e.mountpoint}`,
-            what,
-          )
-          : undefined;
-        bindFrom(calls, fds.get(s.from)!, s.sub, e.mountpoint, what);
-      } else if (s.how === "new") {
-        // A read-only tmpfs is filled first, then made read-only.
-        const tar = hasTar(e) ? nestedTar(dump, e) : undefined;
-        const flags = (tar ? e.sbFlags & ~MS.RDONLY : e.sbFlags) |
-          (e.flags & MOUNT_FLAGS & ~MS.RDONLY);
-        sys(
-          what,
-          NR.mount,
-          str(e.source || "none"),
-          str(e.mountpoint),
-          str(s.fs),
-          flags,
-          str(e.options),
-        );
-        arena.reset();
-        const fd = Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0));
-        fds.set(e, fd);
-        if (tar) {
-          extractTarSync(tar, `/proc/${pid}/fd/${fd}`, what);
-          if (e.sbFlags & MS.RDONLY) {
-            arena.reset();
-            const self = str(`/proc/self/fd/${fd}`);
-            sys(what, NR.mount, 0, self, 0, MS.REMOUNT | e.sbFlags, str(e.options));
-          }
-        }
-        continue;
-      }
-      arena.reset();
-      fds.set(e, Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0)));
-    }
-    setMountFlags(calls, entries, fds, later);
-    setPropagation(calls, plan.propagation, fds, undefined, parentFds);
-  } finally {
-    for (const fd of fds.values()) rs.call(NR.close, fd);
-  }
-  checkNested(dump, entries, realRoot, pid, external, later);
-  log.info(`Nested mount namespace made in task ${pid}: ${entries.length} mounts`);
-  return [...later].map((e) => e.mountpoint);
 }
 
 /**
