@@ -6,6 +6,11 @@
  * @module
  */
 
+/** `text` quoted for sh(1): between single quotes, each of its own written '\''. */
+export function shellQuote(text: string): string {
+  return `'${text.replaceAll("'", `'\\''`)}'`;
+}
+
 /** A tool failed inside a network namespace. */
 export class NetnsError extends Error {
   constructor(message: string) {

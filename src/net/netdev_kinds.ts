@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { inNetns, NetnsError } from "./in_netns.ts";
+import { inNetns, NetnsError, shellQuote } from "./in_netns.ts";
 
 /** A network device as `ip -j -d link` shows it. */
 export interface Link {
@@ -191,7 +191,7 @@ function replica(links: Link[]): string {
     do s = `criu-x${n++}`; while (names.has(s));
     return s;
   };
-  const q = (t: string) => `'${t.replaceAll("'", `'\\''`)}'`;
+  const q = shellQuote;
   const lines: string[] = [];
   const made = new Set<string>();
   // Stand-ins for lower devices come up first, then the devices that were up.

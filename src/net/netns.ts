@@ -14,7 +14,7 @@
  * @module
  */
 import { create, isFieldSet } from "@bufbuild/protobuf";
-import { inNetns, NetnsError } from "./in_netns.ts";
+import { inNetns, NetnsError, shellQuote } from "./in_netns.ts";
 import { checkLinks, type Link, macvlanArgs, macvlanOf, readLinks } from "./netdev_kinds.ts";
 import { makeTunDevice, readTunLinks, type TunHolder, type TunMaker } from "./tun.ts";
 import { close, IFF_TUN } from "../syscalls/mod.ts";
@@ -442,13 +442,16 @@ async function restoreNetnsWith(
   // MTU and address follow its ports' gets them from them, and is set only where it kept
   // values of its own.
   const bridge = (d: net_device_entry) => d.type === nd_type.BRIDGE;
-  for (const d of [...ns.devices.filter((d) => !bridge(d)), ...ns.devices.filter(bridge)]) {
-    const has = bridge(d) ? (await readLinks(pid)).find((l) => l.ifname === d.name) : undefined;
+  const setLink = async (d: net_device_entry, has?: Link) => {
     if (has?.mtu !== d.mtu) await run(["ip", "link", "set", d.name, "mtu", `${d.mtu}`]);
     if (d.address?.length && has?.address !== macText(d.address)) {
       await run(["ip", "link", "set", d.name, "address", macText(d.address)]);
     }
-  }
+  };
+  for (const d of ns.devices.filter((d) => !bridge(d))) await setLink(d);
+  const bridges = ns.devices.filter(bridge);
+  const live = bridges.length ? await readLinks(pid) : [];
+  for (const d of bridges) await setLink(d, live.find((l) => l.ifname === d.name));
   const writes = [
     ...sysctlWrites(`${SYS}/ipv4/conf/all`, DEVCONFS4, ns.netns.allConf4),
     ...sysctlWrites(`${SYS}/ipv4/conf/default`, DEVCONFS4, ns.netns.defConf4),
@@ -469,8 +472,8 @@ async function restoreNetnsWith(
   const now = await readSysctls(pid);
   const last = ([p]: [string, string]) => p.endsWith("/accept_redirects") ? 1 : 0;
   // (An unset stable_secret does not read.)
-  const here = ([p]: [string, string]) => now.has(p) || p.endsWith("/stable_secret");
-  const todo = writes.filter(here).sort((a, b) => last(a) - last(b));
+  const known = ([p]: [string, string]) => now.has(p) || p.endsWith("/stable_secret");
+  const todo = writes.filter(known).sort((a, b) => last(a) - last(b));
   // A tun's secret was made by the kernel for its random addresses: written back, it puts the
   // device in stable-privacy mode, which random mode then follows again.
   for (const d of ns.devices) {
@@ -492,11 +495,13 @@ async function restoreNetnsWith(
     const own = splitLoopbackAddresses(addrs, d.ifindex);
     addrs = own.rest;
     // (The kernel gives none where IPv6 is off or the address mode does not, at this time.)
-    const now = new TextDecoder().decode(
+    const given = new TextDecoder().decode(
       await inNetns(pid, ["ip", "-o", "addr", "show", "dev", d.name]),
     );
     for (const [have, addr] of [[own.v4, "127.0.0.1/8"], [own.v6, "::1/128"]] as const) {
-      if (!have && now.includes(` ${addr} `)) await run(["ip", "addr", "del", addr, "dev", d.name]);
+      if (!have && given.includes(` ${addr} `)) {
+        await run(["ip", "addr", "del", addr, "dev", d.name]);
+      }
     }
   }
   // A device coming up takes its MTU as its IPv6 MTU: those again.
@@ -523,7 +528,7 @@ async function restoreNetnsWith(
 /** Writes `values` (path, value) in the network namespace of task `pid`, in their order. */
 async function writeSysctls(pid: number, values: [string, string][]): Promise<void> {
   if (!values.length) return;
-  const q = (t: string) => `'${t.replaceAll("'", `'\\''`)}'`;
+  const q = shellQuote;
   const script = values.map(([p, v]) => `printf '%s' ${q(v)} > ${q(p)} || exit 1`).join("\n");
   await inNetns(pid, ["sh", "-c", script]);
 }
@@ -558,16 +563,7 @@ async function makeDevices(
         }
         break;
       case nd_type.BRIDGE:
-        await inNetns(pid, [
-          "ip",
-          "link",
-          "add",
-          d.name,
-          "index",
-          `${d.ifindex}`,
-          "type",
-          "bridge",
-        ]);
+        await inNetns(pid, ["ip", "link", "add", ...named(d), "type", "bridge"]);
         break;
       case nd_type.MACVLAN:
         await makeMacvlan(pid, d, outside.macvlans ?? new Map());
@@ -616,22 +612,13 @@ async function makeMacvlan(
     );
   }
   if (!d.macvlan) throw new NetnsError(`The image of macvlan ${d.name} has no mode`);
-  await here([
-    "ip",
-    "link",
-    "add",
-    "link",
-    lower,
-    "name",
-    d.name,
-    "index",
-    `${d.ifindex}`,
-    "netns",
-    `${pid}`,
-    "type",
-    "macvlan",
-    ...macvlanArgs(d.macvlan.mode, d.macvlan.flags ?? 0),
-  ]);
+  const kind = ["type", "macvlan", ...macvlanArgs(d.macvlan.mode, d.macvlan.flags ?? 0)];
+  await here(["ip", "link", "add", "link", lower, ...named(d), "netns", `${pid}`, ...kind]);
+}
+
+/** The `ip link add` words naming device `d` and asking for its index. */
+function named(d: net_device_entry): string[] {
+  return ["name", d.name, "index", `${d.ifindex}`];
 }
 
 /** Runs `argv` in criu's own namespaces. */
@@ -660,20 +647,7 @@ async function makeVeth(
   if (peer && !veths.has(d.name)) {
     made.add(peer.name);
     made.add(d.name);
-    const idx = (x: net_device_entry) => ["index", `${x.ifindex}`];
-    await inNetns(pid, [
-      "ip",
-      "link",
-      "add",
-      d.name,
-      ...idx(d),
-      "type",
-      "veth",
-      "peer",
-      "name",
-      peer.name,
-      ...idx(peer),
-    ]);
+    await inNetns(pid, ["ip", "link", "add", ...named(d), "type", "veth", "peer", ...named(peer)]);
     return;
   }
   const out = veths.get(d.name);
@@ -686,21 +660,8 @@ async function makeVeth(
   made.add(d.name);
   // Made from inside, the inside end first: the kernel gives a peer made in another
   // namespace the next free index, whatever the request says.
-  await inNetns(pid, [
-    "ip",
-    "link",
-    "add",
-    d.name,
-    "index",
-    `${d.ifindex}`,
-    "type",
-    "veth",
-    "peer",
-    "name",
-    out.name,
-    "netns",
-    `${Deno.pid}`,
-  ]);
+  const outName = ["name", out.name, "netns", `${Deno.pid}`];
+  await inNetns(pid, ["ip", "link", "add", ...named(d), "type", "veth", "peer", ...outName]);
   if (out.bridge) await here(["ip", "link", "set", out.name, "master", out.bridge]);
   await here(["ip", "link", "set", out.name, "up"]);
 }
