@@ -20,7 +20,7 @@ import {
   planPropagation,
   within,
 } from "../restore/mount_plan.ts";
-import { readProcText } from "../tree/proc.ts";
+import { parseFdinfo, readProcText } from "../tree/proc.ts";
 import { close, MS, O, open, pidfdGetfd, pidfdOpen, userDev } from "../syscalls/mod.ts";
 import { InfectError, type RemoteSyscalls } from "../tree/infect.ts";
 import type { DumpContext } from "./context.ts";
@@ -313,8 +313,7 @@ function mountAt(path: string): number | undefined {
     return undefined;
   }
   try {
-    const info = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`);
-    return Number(/^mnt_id:\s*(\d+)/m.exec(info)?.[1]);
+    return parseFdinfo(Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`)).mntId;
   } finally {
     close(fd);
   }

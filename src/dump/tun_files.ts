@@ -9,6 +9,7 @@ import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema, tunfile_entrySchema } from "../../proto/gen/files_pb.ts";
 import { close, IFF_TUN, tunFileNetns, tunGetIff, withTaskFd } from "../syscalls/mod.ts";
 import type { TunHolder } from "../net/tun.ts";
+import { parseFdinfo, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { type FileKind, type OpenFile, UnsupportedError } from "./file_types.ts";
 import { regFileEntry, writeRegFile } from "./files.ts";
@@ -18,8 +19,7 @@ export const TUN_RDEV = (10 << 8) | 200;
 
 /** The device tun file `fd` of task `pid` is attached to, from its fdinfo ("" for none). */
 function attachedTo(pid: number, fd: number): string {
-  const info = Deno.readTextFileSync(`/proc/${pid}/fdinfo/${fd}`);
-  return /^iff:\t(.*)$/m.exec(info)?.[1] ?? "";
+  return parseFdinfo(readProcText(pid, `fdinfo/${fd}`)).extra.get("iff") ?? "";
 }
 
 /** The tree's descriptors attached to tun devices, by device (the first found for each). */

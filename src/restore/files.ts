@@ -630,7 +630,7 @@ export class FileTable implements Disposable {
     } catch (err) {
       // A name on another mount of the same file system (a bind in a nested mount
       // namespace): the ghost linked from where that mount shows it.
-      if (!(err instanceof Error && /os error 18\b/.test(err.message))) throw err;
+      if ((err as { code?: string }).code !== "EXDEV") throw err;
       Deno.linkSync(this.#at(this.#ghostNames.get(g.id)!), path);
     }
     try {

@@ -58,7 +58,7 @@ import {
 import type { Logger } from "../log.ts";
 import type { DumpImages, TaskImages } from "./images.ts";
 import { type MountInfo, parseMountinfo } from "../util/mountinfo.ts";
-import { readProcText } from "../tree/proc.ts";
+import { parseFdinfo, readProcText } from "../tree/proc.ts";
 import { fstype, type mnt_entry } from "../../proto/gen/misc_pb.ts";
 
 /** Where the mounts of a namespace come from, outside it. */
@@ -133,17 +133,7 @@ export function checkMountNamespace(
       const abs = path.startsWith("/") ? path : `/${path}`;
       external.set(s.entry, directoryOrFile(abs, `--external mnt[${s.key}]`));
     } else if (s.how === "new" && hasTar(s.entry)) {
-      const names = [
-        `tmpfs-dev-${s.entry.rootDev}.tar.gz.img`,
-        `tmpfs-${s.entry.mntId}.tar.gz.img`,
-      ];
-      const tar = names.map((n) => join(src.imagesDir, n)).find(exists);
-      if (!tar) {
-        throw new RestoreError(
-          `Cannot restore ${mountName(s.entry)}: image ${names[0]} is missing`,
-        );
-      }
-      tars.set(s.entry, tar);
+      tars.set(s.entry, tmpfsTar(src.imagesDir, s.entry));
     }
   }
   return { steps, propagation, root, external, tars };
@@ -263,23 +253,16 @@ export async function makeMountNamespace(
         using _gone = e.deleted ? madeForBind(sub, `/proc/${pid}/root${at(e)}`, what) : undefined;
         bindFrom(calls, fds.get(s.from)!, s.sub, at(e), what);
       } else {
-        // A read-only tmpfs is filled first, then made read-only.
-        const sbFlags = plan.tars.has(e) ? e.sbFlags & ~MS.RDONLY : e.sbFlags;
-        const flags = sbFlags | (e.flags & MOUNT_FLAGS & ~MS.RDONLY);
-        sys(what, NR.mount, str(e.source || "none"), target, str(s.fs), flags, str(e.options));
+        mountAnew(calls, e, s.fs, at(e), plan.tars.has(e), what);
       }
-      // (The scratch room again: a bind used it.)
+      // (The scratch room again: the calls above used it.)
       arena.reset();
       const fd = Number(sys(what, NR.open, str(at(e)), O.PATH | O.CLOEXEC, 0));
       fds.set(e, fd);
       const tar = plan.tars.get(e);
       if (tar) {
         await extractTar(tar, `/proc/${pid}/fd/${fd}`, what);
-        if (e.sbFlags & MS.RDONLY) {
-          arena.reset();
-          const self = str(`/proc/self/fd/${fd}`);
-          sys(what, NR.mount, 0, self, 0, MS.REMOUNT | e.sbFlags, str(e.options));
-        }
+        readOnlyOnceFilled(calls, e, fd, what);
       }
       log.debug(`Mount ${e.mntId} made (${s.how}) at ${e.mountpoint}`);
     }
@@ -357,6 +340,42 @@ function bindFrom(
   } finally {
     sys(what, NR.close, copy);
   }
+}
+
+/**
+ * Mounts file system `fs` anew at `target` (a path of the task) for `e`, with its flags, but
+ * writable while its tar fills it (`filled`): a read-only one is made so after.
+ */
+function mountAnew(
+  { arena, sys, str }: ReturnType<typeof mountCalls>,
+  e: mnt_entry,
+  fs: string,
+  target: string,
+  filled: boolean,
+  what: string,
+): void {
+  arena.reset();
+  const sbFlags = filled ? e.sbFlags & ~MS.RDONLY : e.sbFlags;
+  const flags = sbFlags | (e.flags & MOUNT_FLAGS & ~MS.RDONLY);
+  sys(what, NR.mount, str(e.source || "none"), str(target), str(fs), flags, str(e.options));
+}
+
+/** Mount `e` (descriptor `fd` in the task), filled from its tar: read-only again where it was. */
+function readOnlyOnceFilled(
+  { arena, sys, str }: ReturnType<typeof mountCalls>,
+  e: mnt_entry,
+  fd: number,
+  what: string,
+): void {
+  if (!(e.sbFlags & MS.RDONLY)) return;
+  arena.reset();
+  const self = str(`/proc/self/fd/${fd}`);
+  sys(what, NR.mount, 0, self, 0, MS.REMOUNT | e.sbFlags, str(e.options));
+}
+
+/** The id of the mount descriptor `fd` of task `pid` is on. */
+function mountIdOf(pid: number, fd: number): number {
+  return parseFdinfo(readProcText(pid, `fdinfo/${fd}`)).mntId;
 }
 
 /** A remote call in the task of `rs` that names what failed (`what`, then `tail`). */
@@ -453,10 +472,10 @@ function extractTarSync(tar: string, dir: string, what: string): void {
   tarDone(tarCommand(tar, dir).outputSync(), what);
 }
 
-/** The tmpfs tar of nested namespace mount `e` in the images (by its device, else its id). */
-function nestedTar(dump: DumpImages, e: mnt_entry): string {
+/** The tar of tmpfs mount `e` among the images in `dir` (by its device, else its id). */
+function tmpfsTar(dir: string, e: mnt_entry): string {
   const names = [`tmpfs-dev-${e.rootDev}.tar.gz.img`, `tmpfs-${e.mntId}.tar.gz.img`];
-  const tar = names.map((n) => join(dump.dir, n)).find(exists);
+  const tar = names.map((n) => join(dir, n)).find(exists);
   if (!tar) throw new RestoreError(`Cannot restore ${mountName(e)}: image ${names[0]} is missing`);
   return tar;
 }
@@ -576,25 +595,29 @@ function makeNested(
   const pid = rs.task.pid;
   const calls = mountCalls(rs);
   const { arena, sys, str } = calls;
+  // An O_PATH descriptor of the mount at `path`, which must be mount `id`.
+  const openMount = (path: string, id: number, what: string) => {
+    arena.reset();
+    const fd = Number(sys(what, NR.open, str(path), O.PATH | O.CLOEXEC, 0));
+    if (mountIdOf(pid, fd) !== id) {
+      rs.call(NR.close, fd);
+      throw new RestoreError(`Cannot restore ${what}: another mount hides it`);
+    }
+    return fd;
+  };
   // The parent's mounts its own join (peers across the namespaces), held from before it is
   // made: each the live mount at its place, with its root.
   const parentFds = new Map<mnt_entry, number>();
-  const before = parseMountinfo(readProcText(pid, "mountinfo"));
-  for (const p of plan.propagation) {
-    if (p.how !== "joinParent" || parentFds.has(p.from)) continue;
-    const what = `${mountName(p.from)} (joined from a nested mount namespace)`;
-    const l = before.filter((m) => m.mountpoint === p.from.mountpoint && m.root === p.from.root)
-      .at(-1);
-    arena.reset();
-    const fd = Number(sys(what, NR.open, str(p.from.mountpoint), O.PATH | O.CLOEXEC, 0));
-    const got = Number(/^mnt_id:\s*(\d+)/m.exec(readProcText(pid, `fdinfo/${fd}`))?.[1]);
-    if (!l || got !== l.id) {
-      for (const other of [fd, ...parentFds.values()]) rs.call(NR.close, other);
-      throw new RestoreError(`Cannot restore ${what}: another mount hides it`);
-    }
-    parentFds.set(p.from, fd);
-  }
   try {
+    const before = parseMountinfo(readProcText(pid, "mountinfo"));
+    for (const p of plan.propagation) {
+      if (p.how !== "joinParent" || parentFds.has(p.from)) continue;
+      const what = `${mountName(p.from)} (joined from a nested mount namespace)`;
+      const l = before.filter((m) => m.mountpoint === p.from.mountpoint && m.root === p.from.root)
+        .at(-1);
+      if (!l) throw new RestoreError(`Cannot restore ${what}: another mount hides it`);
+      parentFds.set(p.from, openMount(p.from.mountpoint, l.id, what));
+    }
     arena.reset();
     sys("a nested mount namespace (unshare)", NR.unshare, 0x20000);
     sys(
@@ -627,17 +650,6 @@ function makeNested(
       liveOf.set(e, l);
       taken.add(l);
     }
-    // An O_PATH descriptor of the mount at `path`, which must be mount `id`.
-    const openMount = (path: string, id: number, what: string) => {
-      arena.reset();
-      const fd = Number(sys(what, NR.open, str(path), O.PATH | O.CLOEXEC, 0));
-      const got = Number(/^mnt_id:\s*(\d+)/m.exec(readProcText(pid, `fdinfo/${fd}`))?.[1]);
-      if (got !== id) {
-        rs.call(NR.close, fd);
-        throw new RestoreError(`Cannot restore ${what}: another mount hides it`);
-      }
-      return fd;
-    };
     const parentLive = new Map<number, MountInfo>();
     for (const [e, orig] of plan.copies) parentLive.set(orig.mntId, liveOf.get(e)!);
     for (const m of plan.umount) {
@@ -670,35 +682,16 @@ function makeNested(
             )
             : undefined;
           bindFrom(calls, fds.get(s.from)!, s.sub, e.mountpoint, what);
-        } else if (s.how === "new") {
-          // A read-only tmpfs is filled first, then made read-only.
-          const tar = hasTar(e) ? nestedTar(dump, e) : undefined;
-          const flags = (tar ? e.sbFlags & ~MS.RDONLY : e.sbFlags) |
-            (e.flags & MOUNT_FLAGS & ~MS.RDONLY);
-          sys(
-            what,
-            NR.mount,
-            str(e.source || "none"),
-            str(e.mountpoint),
-            str(s.fs),
-            flags,
-            str(e.options),
-          );
-          arena.reset();
-          const fd = Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0));
-          fds.set(e, fd);
-          if (tar) {
-            extractTarSync(tar, `/proc/${pid}/fd/${fd}`, what);
-            if (e.sbFlags & MS.RDONLY) {
-              arena.reset();
-              const self = str(`/proc/self/fd/${fd}`);
-              sys(what, NR.mount, 0, self, 0, MS.REMOUNT | e.sbFlags, str(e.options));
-            }
-          }
-          continue;
         }
+        const tar = s.how === "new" && hasTar(e) ? tmpfsTar(dump.dir, e) : undefined;
+        if (s.how === "new") mountAnew(calls, e, s.fs, e.mountpoint, tar !== undefined, what);
         arena.reset();
-        fds.set(e, Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0)));
+        const fd = Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0));
+        fds.set(e, fd);
+        if (tar) {
+          extractTarSync(tar, `/proc/${pid}/fd/${fd}`, what);
+          readOnlyOnceFilled(calls, e, fd, what);
+        }
       }
       setMountFlags(calls, entries, fds, later);
       setPropagation(calls, plan.propagation, fds, undefined, parentFds);
