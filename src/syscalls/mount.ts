@@ -4,7 +4,7 @@
  * @module
  */
 import { addressOf, cString } from "./ffi.ts";
-import { syscall } from "./process.ts";
+import { close, syscall } from "./process.ts";
 import { NR } from "./syscall_numbers.ts";
 
 /** mount(2) flags (MS_*). */
@@ -103,7 +103,7 @@ export function joinPeerGroup(sourcePath: string, targetFd: number, what: string
       MOVE_MOUNT.SET_GROUP | MOVE_MOUNT.F_EMPTY_PATH | MOVE_MOUNT.T_EMPTY_PATH,
     );
   } finally {
-    syscall(NR.close, "close", what, copy);
+    close(copy);
   }
 }
 

@@ -7,7 +7,7 @@
  */
 import { Errno, orErrno, unwrap } from "./errno.ts";
 import { libc } from "./ffi.ts";
-import { rawSyscall } from "./process.ts";
+import { ioctl, rawSyscall } from "./process.ts";
 import { NR } from "./syscall_numbers.ts";
 
 /** TUNSETIFF flags (and the device's flags, as TUNGETIFF and sysfs tun_flags show them). */
@@ -50,20 +50,16 @@ function ifreq(name: string, flags: number): Uint8Array {
   return b;
 }
 
-function call(fd: number, req: number, buf: Uint8Array, what: string): void {
-  unwrap(libc.ioctl(fd, BigInt(req), buf), `ioctl(0x${req.toString(16)})`, what);
-}
-
 function getInt(fd: number, req: number, what: string): number {
   const b = new Uint8Array(4);
-  call(fd, req, b, what);
+  ioctl(fd, req, b, what);
   return new DataView(b.buffer).getInt32(0, true);
 }
 
 function setInt(fd: number, req: number, v: number, what: string): void {
   const b = new Uint8Array(4);
   new DataView(b.buffer).setInt32(0, v, true);
-  call(fd, req, b, what);
+  ioctl(fd, req, b, what);
 }
 
 function setValue(fd: number, req: number, v: number, what: string): void {
@@ -88,7 +84,7 @@ export function tunGetIff(fd: number, what: string): { name: string; flags: numb
 
 /** TUNSETIFF: attaches the file to device `name`, made with `flags` when there is none. */
 export function tunSetIff(fd: number, name: string, flags: number, what: string): void {
-  call(fd, TUNSETIFF, ifreq(name, flags), what);
+  ioctl(fd, TUNSETIFF, ifreq(name, flags), what);
 }
 
 /** TUNSETIFINDEX: the index the device this file makes next gets. */
@@ -98,7 +94,7 @@ export function tunSetIfindex(fd: number, index: number, what: string): void {
 
 /** TUNSETQUEUE: detaches (or attaches again) a queue of a multi-queue device. */
 export function tunSetQueue(fd: number, flags: number, what: string): void {
-  call(fd, TUNSETQUEUE, ifreq("", flags), what);
+  ioctl(fd, TUNSETQUEUE, ifreq("", flags), what);
 }
 
 /** TUNSETPERSIST: whether the device outlives its files. */
@@ -126,7 +122,7 @@ export function tunSetBuffers(fd: number, sndbuf: number, vnethdr: number, what:
 /** TUNGETFILTER: the length of the tap's socket filter (0: none). */
 export function tunFilterLength(fd: number, what: string): number {
   const b = new Uint8Array(16);
-  call(fd, TUNGETFILTER, b, what);
+  ioctl(fd, TUNGETFILTER, b, what);
   return new DataView(b.buffer).getUint16(0, true);
 }
 
