@@ -25,6 +25,7 @@ import {
   ptraceInterrupt,
   ptraceSeccompFilter,
   ptraceSeize,
+  relatedNamespace,
   tryKill,
   tryPtraceDetach,
   tunFileNetns,
@@ -246,7 +247,14 @@ const NAMED: Feature[] = [
     category: "extra",
     probe: () => withTunFile((fd) => close(tunFileNetns(fd, "probe"))),
   },
-  notOurs("userns", "user namespaces", NS),
+  {
+    name: "userns",
+    description: "user namespaces: which one owns a namespace (NS_GET_USERNS, NS_GET_PARENT)",
+    category: "extra",
+    probe: () =>
+      relatedNamespace("/proc/self/ns/net", "owner") ===
+        Number(Deno.statSync("/proc/self/ns/user").ino),
+  },
   {
     name: "fdinfo_lock",
     description: "locks and leases shown in /proc/PID/fdinfo",

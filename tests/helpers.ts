@@ -49,6 +49,20 @@ export function mntnsRoot(bin: string): { root: string; ext: string; argv: strin
   return { root, ext, argv: ["setsid", `${root}/mntns`, root, ext] };
 }
 
+/**
+ * A container root for tests/victims/userns.c (built static) in its "full" mode: the program
+ * and the directories it mounts on, open to the root of its user namespace (whose ids are
+ * not the host's); argv starts it, reporting into ROOT/out.log (startVictim's with `root` as
+ * its directory).
+ */
+export function usernsRoot(bin: string): { root: string; argv: string[] } {
+  const root = tmpDir("userns-root-");
+  Deno.chmodSync(root, 0o755);
+  for (const d of ["proc", "tmp"]) Deno.mkdirSync(`${root}/${d}`);
+  Deno.copyFileSync(bin, `${root}/userns`);
+  return { root, argv: ["setsid", `${root}/userns`, "{out}", root, "full"] };
+}
+
 /** A running victim process. */
 export interface Victim {
   pid: number;

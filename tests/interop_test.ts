@@ -17,6 +17,7 @@ import {
   stopVictim,
   tmpDir,
   treePids,
+  usernsRoot,
   verdict,
   type Victim,
   waitGone,
@@ -63,6 +64,11 @@ interface Kind {
    * its own; mntnsRoot), whose /ext each criu is told is external.
    */
   container?: boolean;
+  /**
+   * The victim is tests/victims/userns.c in its "full" mode (built static, in a root of its own;
+   * usernsRoot): a container in a user namespace of its own.
+   */
+  userns?: boolean;
 }
 
 /** Removes the System V segment of key `key` from criu's IPC namespace, if any. */
@@ -115,6 +121,7 @@ const KINDS: Kind[] = [
   { victim: "pidns", args: ["{out}", "plain"], pass: /PASS pidns/, pidNs: true },
   { victim: "mntns", args: [], pass: /PASS mntns/, pidNs: true, container: true },
   { victim: "ipcns", args: ["{out}", "plain"], pass: /PASS ipcns/ },
+  { victim: "userns", args: [], pass: /PASS userns/, pidNs: true, userns: true },
   { victim: "netns", args: ["{out}"], pass: /PASS netns/ },
   {
     victim: "netns",
@@ -148,6 +155,16 @@ interface Started {
   restore: string[];
 }
 
+/**
+ * A directory for the images of kind `k`: open to a user namespace's root for a tree in one
+ * (CRIU 4.2 reads some images from inside it, as zdtm's userns runs allow).
+ */
+function imagesDir(k: Kind, prefix: string): string {
+  const dir = tmpDir(prefix);
+  if (k.userns) Deno.chmodSync(dir, 0o755);
+  return dir;
+}
+
 /** Starts victim `bin` as kind `k` says (a free port where it wants one). */
 function startKind(bin: string, k: Kind): Started {
   if (k.container) {
@@ -157,6 +174,10 @@ function startKind(bin: string, k: Kind): Started {
       dump: ["--external", "mnt[/ext]:EXT"],
       restore: ["--root", root, "--external", `mnt[EXT]:${ext}`],
     };
+  }
+  if (k.userns) {
+    const { root, argv } = usernsRoot(bin);
+    return { v: startVictim(argv, root), dump: [], restore: ["--root", root] };
   }
   const port = `${freePort()}`;
   const v = startVictim(["setsid", bin, ...k.args.map((a) => a.replace("{port}", port))]);
@@ -186,7 +207,7 @@ async function criuRoundTrip(bin: string, k: Kind): Promise<string | undefined> 
   try {
     const root = await rootOf(v, k);
     pids = treePids(root);
-    const imgs = tmpDir("interop-probe-");
+    const imgs = imagesDir(k, "interop-probe-");
     const opts = ["-D", imgs, ...(k.opts ?? [])];
     const d = await theirs(["dump", "-t", `${root}`, "-o", "dump.log", ...opts, ...dump]);
     if (d.code !== 0) return `its dump fails: ${errors(safeRead(`${imgs}/dump.log`))}`;
@@ -231,7 +252,7 @@ for (const dir of directions) {
     const only = Deno.env.get("INTEROP_ONLY");
     for (const k of KINDS.filter((k) => !only || (k.name ?? k.victim) === only)) {
       await t.step(k.name ?? k.victim, async () => {
-        const bin = await buildVictim(k.victim, k.container ? ["-static"] : []);
+        const bin = await buildVictim(k.victim, k.container || k.userns ? ["-static"] : []);
         // Only what CRIU itself takes round trip here is asked of it (or carried in its images).
         const cannot = await criuRoundTrip(bin, k);
         if (cannot) {
@@ -243,7 +264,7 @@ for (const dir of directions) {
         try {
           const root = await rootOf(v, k);
           pids = treePids(root);
-          const imgs = tmpDir("interop-");
+          const imgs = imagesDir(k, "interop-");
           const opts = ["-D", imgs, ...(k.opts ?? [])];
           const dumpArgs = ["dump", "-t", `${root}`, "-o", "dump.log", "-v4", ...opts, ...dump];
           const d = dir.dumper === "ours" ? await criu(dumpArgs) : await theirs(dumpArgs);

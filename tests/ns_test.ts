@@ -19,6 +19,7 @@ import {
   stopVictim,
   tmpDir,
   treePids,
+  usernsRoot,
   verdict,
   type Victim,
   waitGone,
@@ -937,5 +938,99 @@ Deno.test("the sysctls of an IPC namespace of its own are read from outside it f
     );
   } finally {
     await stopVictim(v);
+  }
+});
+
+/** The lines of /proc/PID/status naming its ids, as criu sees them. */
+function idLines(pid: number): string {
+  return Deno.readTextFileSync(`/proc/${pid}/status`).split("\n")
+    .filter((l) => /^(Uid|Gid|Groups):/.test(l)).join("\n");
+}
+
+Deno.test("a user namespace of its own, owning the tree's PID, mount, UTS, IPC and network namespaces, comes back with its two-extent id maps, and every id as the tree saw it: its tasks' ids and groups, a tmpfs's mount options and files, a deleted file's, a memfd's, a file owner's uids, a segment's owner; criu sees the same ids as before, and the images are shared with the namespace's root's group only", async () => {
+  const { root, argv } = usernsRoot(await buildVictim("userns", ["-static"]));
+  const v = startVictim(argv, root);
+  const init = Number((await waitReport(v)).pid);
+  await v.child.status;
+  const child = treePids(init).find((p) => p !== init)!;
+  let back = 0;
+  try {
+    const [maps, ids, childIds] = [
+      Deno.readTextFileSync(`/proc/${init}/uid_map`) +
+      Deno.readTextFileSync(`/proc/${init}/gid_map`),
+      idLines(init),
+      idLines(child),
+    ];
+    assertMatch(childIds, /Uid:\t201000\t201001\t201002\t201001/);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${init}`, "-D", imgs]);
+    assertEquals(d.code, 0, d.stderr);
+    assert(await waitGone(init), "gone after the dump");
+    const names = [...Deno.readDirSync(imgs)].map((e) => e.name);
+    assert(names.some((n) => /^userns-\d+\.img$/.test(n)), `userns image: ${names}`);
+    for (const n of names.filter((n) => n.endsWith(".img"))) {
+      const st = Deno.statSync(`${imgs}/${n}`);
+      assertEquals([st.mode! & 0o777, st.gid], [0o640, 300000], n);
+    }
+    const pidfile = `${tmpDir()}/pid`;
+    const r = await criu(["restore", "-d", "-D", imgs, "--root", root, "--pidfile", pidfile]);
+    assertEquals(r.code, 0, r.stderr);
+    back = Number(Deno.readTextFileSync(pidfile));
+    const backChild = treePids(back).find((p) => p !== back)!;
+    assert(
+      Deno.statSync(`/proc/${back}/ns/user`).ino !== Deno.statSync("/proc/self/ns/user").ino,
+      "a user namespace of its own",
+    );
+    for (const kind of ["pid", "mnt", "uts", "ipc", "net"]) {
+      assert(
+        Deno.statSync(`/proc/${back}/ns/${kind}`).ino !==
+          Deno.statSync(`/proc/self/ns/${kind}`).ino,
+        `a ${kind} namespace of its own`,
+      );
+    }
+    assertEquals(
+      Deno.readTextFileSync(`/proc/${back}/uid_map`) +
+        Deno.readTextFileSync(`/proc/${back}/gid_map`),
+      maps,
+    );
+    assertEquals(idLines(back), ids);
+    assertEquals(idLines(backChild), childIds);
+    assertMatch(await verdict(v, back), /PASS userns/);
+  } finally {
+    killAll(init, child, ...(back ? treePids(back) : []));
+  }
+});
+
+Deno.test("a lone task in a user namespace of its own (criu's other namespaces) comes back with its maps, ids and files; with a second task and no PID namespace of its own it is refused by name and left running", async () => {
+  const bin = await buildVictim("userns", ["-static"]);
+  // Its files in a directory of the host, owned by the namespace's root.
+  const v = startVictim(["setsid", bin, "{out}", "{dir}", "alone"]);
+  const init = Number((await waitReport(v)).pid);
+  await v.child.status;
+  try {
+    const ids = idLines(init);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${init}`, "-D", imgs]);
+    assertEquals(d.code, 0, d.stderr);
+    assert(await waitGone(init), "gone after the dump");
+    const r = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(idLines(init), ids);
+    assertMatch(await verdict(v, init), /PASS userns/);
+  } finally {
+    killAll(init);
+  }
+  const pair = startVictim(["setsid", bin, "{out}", "{dir}", "pair"]);
+  const p = Number((await waitReport(pair)).pid);
+  await pair.child.status;
+  const tree = treePids(p);
+  try {
+    await dumpRefused(
+      p,
+      /a user namespace of its own but not a PID namespace, and more than one task/,
+    );
+    assertMatch(await verdict(pair, p), /PASS userns/);
+  } finally {
+    killAll(...tree);
   }
 });

@@ -28,6 +28,7 @@ import { holdersOf } from "../src/tree/stop_hold.ts";
 import type { TaskImages } from "../src/restore/images.ts";
 import { fakeSegment, onTheWire, TH } from "../src/net/tcp_segment.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
+import { IdMap } from "../src/tree/userns.ts";
 import { Pagemap } from "../src/pagemap/pagemap.ts";
 import { classifyVma, VMA } from "../src/pagemap/vma.ts";
 import {
@@ -665,4 +666,21 @@ Deno.test("the hold on a dump's connections: the processes holding them, or all 
   assertEquals(holdersOf(holders, [10]), new Set([1, 2]));
   assertEquals(holdersOf(holders, [10, 11]), new Set([1, 2, 3]));
   assertEquals(holdersOf(holders, [10, 12]), undefined);
+});
+
+Deno.test("an id map of several extents turns ids both ways, and knows the ids it does not map", () => {
+  const m = IdMap.parse("         0     100000       1000\n      1000     201000       1000\n");
+  assertEquals([m.inside(100000), m.inside(100999), m.inside(201000), m.inside(201999)], [
+    0,
+    999,
+    1000,
+    1999,
+  ]);
+  assertEquals([m.inside(0), m.inside(101000), m.inside(202000)], [
+    undefined,
+    undefined,
+    undefined,
+  ]);
+  assertEquals([m.outside(0), m.outside(1500), m.outside(2000)], [100000, 201500, undefined]);
+  assertEquals(m.toString(), "0 100000 1000\n1000 201000 1000\n");
 });

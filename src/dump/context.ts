@@ -27,6 +27,8 @@ import { DEFAULT_LOCK_METHOD, type LockMethod } from "../net/netlock.ts";
 import { RepairedConnections } from "../net/tcp_conns.ts";
 import type { DumpGuard } from "./guard.ts";
 import { VirtualPids } from "../tree/pid_ns.ts";
+import { type IdMap, NO_ID, type UserNamespace } from "../tree/userns.ts";
+import { UnsupportedError } from "./file_types.ts";
 
 /** Options of a dump, as `criu dump` takes them. */
 export interface DumpOptions {
@@ -114,9 +116,10 @@ export const NS_KINDS = ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgr
 
 /**
  * The namespace kinds a root may have of its own: made again at restore, with the whole tree
- * in them (the other, user, is refused by name).
+ * in them.
  */
 export const OWN_NS_KINDS: ReadonlySet<NsKind> = new Set([
+  "user",
   "uts",
   "time",
   "pid",
@@ -197,6 +200,33 @@ export class DumpContext {
   }
   /** Whether the root has a network namespace of its own (its sockets are made in it). */
   ownNet = false;
+  /**
+   * The root's own user namespace, when it has one: the tree's ids are carried as they are
+   * seen in it ({@link DumpContext.uid}), as criu carries them.
+   */
+  userns?: UserNamespace;
+
+  /** Uid `id`, as criu sees it, as the tree sees it; refused when its namespace maps none. */
+  uid(id: number, what: string): number {
+    return this.#inside(this.userns?.uid, id, "uid", what);
+  }
+
+  /** Gid `id`, as criu sees it, as the tree sees it (see {@link DumpContext.uid}). */
+  gid(id: number, what: string): number {
+    return this.#inside(this.userns?.gid, id, "gid", what);
+  }
+
+  #inside(map: IdMap | undefined, id: number, kind: string, what: string): number {
+    if (!map || id === NO_ID) return id;
+    const inside = map.inside(id);
+    if (inside === undefined) {
+      // The tree sees it as the overflow id: made again, it would be another one's.
+      throw new UnsupportedError(
+        `Cannot dump ${what}: ${kind} ${id} is not mapped in the tree's user namespace`,
+      );
+    }
+    return inside;
+  }
   /** The lock of that namespace while it is held: a task in it, the method, the root's id. */
   netnsLock?: { root: number; method: LockMethod; vroot: number };
   /** Unix sockets of the network namespace (sock_diag), read on first need. */

@@ -66,10 +66,23 @@ function seccompMode(mode: number): seccomp_mode {
     seccomp_mode.disabled;
 }
 
+/**
+ * Ids as the tree sees them: criu's own (from /proc) turned into those of the tree's user
+ * namespace (the identity without one of its own); `what` names whose ids they are.
+ */
+export interface TreeIds {
+  uid(id: number, what: string): number;
+  gid(id: number, what: string): number;
+}
+
 /** thread_info and thread_core of one thread. */
-function threadParts(th: ThreadState) {
-  // Credentials are each thread's own (a raw setresuid() changes one thread).
+function threadParts(th: ThreadState, ids: TreeIds) {
+  // Credentials are each thread's own (a raw setresuid() changes one thread), carried as the
+  // thread sees them (criu's parasite reads them inside).
   const s = th.status;
+  const who = `thread ${th.tid}`;
+  const uid = (i: number) => ids.uid(s.uids[i], who);
+  const gid = (i: number) => ids.gid(s.gids[i], who);
   return {
     threadInfo: create(thread_info_x86Schema, {
       clearTidAddr: th.clearTidAddr,
@@ -91,21 +104,21 @@ function threadParts(th: ThreadState) {
       pdeathSig: th.pdeathSig,
       signalsP: sigQueue(th.pendingThread),
       creds: create(creds_entrySchema, {
-        uid: s.uids[0],
-        euid: s.uids[1],
-        suid: s.uids[2],
-        fsuid: s.uids[3],
-        gid: s.gids[0],
-        egid: s.gids[1],
-        sgid: s.gids[2],
-        fsgid: s.gids[3],
+        uid: uid(0),
+        euid: uid(1),
+        suid: uid(2),
+        fsuid: uid(3),
+        gid: gid(0),
+        egid: gid(1),
+        sgid: gid(2),
+        fsgid: gid(3),
         capInh: capWords(s.capInh),
         capPrm: capWords(s.capPrm),
         capEff: capWords(s.capEff),
         capBnd: capWords(s.capBnd),
         capAmb: capWords(s.capAmb),
         secbits: th.secureBits,
-        groups: s.groups,
+        groups: s.groups.map((g) => ids.gid(g, who)),
         noNewPrivs: s.noNewPrivs,
       }),
       // As criu writes them: only a mode of its own (a thread given its leader's filters at
@@ -126,13 +139,13 @@ function threadParts(th: ThreadState) {
 }
 
 /** The core_entry of a process's leader thread (with the process-wide task core). */
-export function coreEntry(t: TaskState): core_entry {
+export function coreEntry(t: TaskState, ids: TreeIds): core_entry {
   const [real, virt, prof] = t.itimers.map(([isec, iusec, vsec, vusec]) =>
     create(itimer_entrySchema, { isec, iusec, vsec, vusec })
   );
   return create(core_entrySchema, {
     mtype: core_entry_march.X86_64,
-    ...threadParts({ ...t, tid: t.pid }),
+    ...threadParts({ ...t, tid: t.pid }, ids),
     tc: create(task_core_entrySchema, {
       taskState: t.wasStopped ? TASK_STATE.STOPPED : TASK_STATE.ALIVE,
       stopSigno: t.stopSigno || undefined,
@@ -166,7 +179,7 @@ export function coreEntry(t: TaskState): core_entry {
       }),
       signalsS: sigQueue(t.pendingShared),
       oldSeccompMode: seccompMode(t.status.seccomp),
-      loginuid: t.loginuid >>> 0,
+      loginuid: ids.uid(t.loginuid >>> 0, `the login uid of task ${t.pid}`),
       oomScoreAdj: t.oomScoreAdj,
       membarrierRegistrationMask: t.membarrier || undefined,
       sigactions: [...t.sigactions.values()].map((a) =>
@@ -184,10 +197,10 @@ export function coreEntry(t: TaskState): core_entry {
 }
 
 /** The core_entry of a thread other than the leader. */
-export function threadCoreEntry(th: ThreadState): core_entry {
+export function threadCoreEntry(th: ThreadState, ids: TreeIds): core_entry {
   return create(core_entrySchema, {
     mtype: core_entry_march.X86_64,
-    ...threadParts(th),
+    ...threadParts(th, ids),
   });
 }
 

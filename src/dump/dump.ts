@@ -79,10 +79,11 @@ import {
   readNestedMountNamespace,
   writeMountNamespace,
 } from "./mnt_ns.ts";
+import { readTreeUserns, shareImages, writeUserns } from "./userns.ts";
 import { readUtsNames, type UtsNames, writeUtsNs } from "./uts.ts";
 import { type IpcNamespace, readIpcNamespace, writeIpcNs } from "./ipc_ns.ts";
 import { NetnsError } from "../net/in_netns.ts";
-import { readNetns } from "../net/netns.ts";
+import { mapPingGroups, readNetns } from "../net/netns.ts";
 import {
   lockNetns as lockNetnsOf,
   netnsLockSteps,
@@ -352,6 +353,12 @@ async function unlockNetns(ctx: DumpContext): Promise<void> {
 /** Collects the frozen tree and writes every image, synced. Kills nothing. */
 async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   ctx.pids = VirtualPids.of(tree.root);
+  // The tree's own user namespace first: every id read from now on is carried as it sees it.
+  if (ownNamespace(tree.root, "user")) {
+    const tasks = Math.max(tree.processes.length, tree.tasks.size);
+    ctx.userns = readTreeUserns(tree.root, tasks, ownNamespace(tree.root, "pid"));
+    writeUserns(ctx, ctx.nsIds(tree.root).userNsId, ctx.userns);
+  }
   ctx.ownNet = ownNamespace(tree.root, "net");
   // The tree's own network namespace: its devices, sysctls, addresses, routes and rules, read
   // before any connection in it is locked; its sockets are made in it from now on.
@@ -361,7 +368,9 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
       if (!ctx.opts.emptyNet) {
         const id = ctx.nsIds(tree.root).netNsId;
         const holders = () => tunHolders(tree.processes.map((p) => p.pid));
-        writeNetns(ctx, id, await readNetns(tree.root, id, holders));
+        const ns = await readNetns(tree.root, id, holders);
+        mapPingGroups(ns, (g) => ctx.gid(g, "net.ipv4.ping_group_range"));
+        writeNetns(ctx, id, ns);
       }
     } catch (e) {
       if (e instanceof NetnsError) throw new UnsupportedError(e.message);
@@ -502,6 +511,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   for (const ns of ctx.nestedMnts.values()) await writeMountNamespace(ctx, ns, ctx.mntNs);
 
   ctx.flush();
+  if (ctx.userns) shareImages(ctx.opts.imagesDir, ctx.userns);
   syncDir(ctx.opts.imagesDir);
   await ctx.checkpoint("sync");
   // The last word before the tree goes: a failing post-dump script leaves it running.
@@ -670,11 +680,11 @@ async function dumpProcess(
   });
   ctx.ids.set(pid, ids);
   const vpid = ctx.pids.virt(pid);
-  ctx.image(`core-${vpid}.img`, "CORE").entry(core_entrySchema, coreEntry(state));
+  ctx.image(`core-${vpid}.img`, "CORE").entry(core_entrySchema, coreEntry(state, ctx));
   for (const th of threads) {
     ctx.image(`core-${ctx.pids.virt(th.tid)}.img`, "CORE").entry(
       core_entrySchema,
-      threadCoreEntry(th),
+      threadCoreEntry(th, ctx),
     );
   }
   ctx.image(`ids-${vpid}.img`, "IDS").entry(task_kobj_ids_entrySchema, ids);

@@ -378,6 +378,12 @@ function readOwner(ctx: DumpContext, pidfd: number, pid: number, fd: number): fo
       ? ctx.virtGroup(owner.pid, what)
       : ctx.pids.virt(owner.pid, what);
   }
+  // Its uids as the tree sees them (F_GETOWNER_UIDS answers in criu's namespace); without an
+  // owner there are none.
+  if (owner.pid) {
+    owner.uid = ctx.uid(owner.uid, what);
+    owner.euid = ctx.uid(owner.euid, what);
+  }
   return ownerEntry(owner);
 }
 
@@ -779,7 +785,7 @@ export function writeFileEntry(
     );
   } else if (file.kind.type === "unix") {
     ctx.queuedClients ??= queuedClients(ctx.unixSockets ?? new Map());
-    files.entry(file_entrySchema, unixEntry(file, file.kind.socket, ctx.queuedClients));
+    files.entry(file_entrySchema, unixEntry(ctx, file, file.kind.socket, ctx.queuedClients));
     if (file.kind.socket.queue.length) ctx.skQueues.set(file.id, file.kind.socket.queue);
   } else if (file.kind.type === "inet") {
     files.entry(file_entrySchema, inetEntry(file, file.kind.ino, file.kind.socket));

@@ -148,8 +148,8 @@ function writeGhostImage(ctx: DumpContext, ghostId: number, g: Ghost): void {
   const img = ctx.image(`ghost-file-${ghostId.toString(16)}.img`, "GHOST_FILE").entry(
     ghost_file_entrySchema,
     create(ghost_file_entrySchema, {
-      uid: g.uid,
-      gid: g.gid,
+      uid: ctx.uid(g.uid, `the owner of deleted file ${ghostId}`),
+      gid: ctx.gid(g.gid, `the group of deleted file ${ghostId}`),
       mode: g.mode,
       dev: g.kdev,
       ino: BigInt(g.ino),

@@ -51,8 +51,8 @@ export function registerMemfd(
     ino,
     create(memfd_inode_entrySchema, {
       name: target.replace(/^\/memfd:/, "").replace(/ \(deleted\)$/, ""),
-      uid: st.uid ?? 0,
-      gid: st.gid ?? 0,
+      uid: ctx.uid(st.uid ?? 0, `the owner of memfd ${target}`),
+      gid: ctx.gid(st.gid ?? 0, `the group of memfd ${target}`),
       size: BigInt(st.size),
       shmid: ino,
       seals,

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { walkFiles } from "../util/walk_files.ts";
 import { clearField, clone, create } from "@bufbuild/protobuf";
 import { fstype, type mnt_entry, mnt_entrySchema } from "../../proto/gen/misc_pb.ts";
 import { type MountInfo, MountinfoError, parseMountinfo } from "../util/mountinfo.ts";
@@ -118,6 +119,21 @@ function checkOvermounts(pid: number, entries: readonly mnt_entry[]): void {
   }
 }
 
+/**
+ * The options of mount `m` with their ids (uid=, gid=, as mountinfo shows them to criu) as
+ * the tree sees them: its tasks mount it again in their user namespace, as criu's do.
+ */
+function treeOptions(ctx: DumpContext, m: MountInfo): string {
+  if (!ctx.userns) return m.options;
+  const what = `mount ${m.id} at ${m.mountpoint}`;
+  return m.options.split(",").map((o) => {
+    const id = /^(uid|gid)=(\d+)$/.exec(o);
+    if (!id) return o;
+    const n = Number(id[2]);
+    return `${id[1]}=${id[1] === "uid" ? ctx.uid(n, what) : ctx.gid(n, what)}`;
+  }).join(",");
+}
+
 /** The mounts task `pid` sees, as entries, and criu's own. */
 function readEntries(
   ctx: DumpContext,
@@ -150,8 +166,8 @@ function readEntries(
       source: m.source,
       // As criu: a devpts is always a new instance.
       options: m.type === "devpts" && !m.options.split(",").includes("newinstance")
-        ? [m.options, "newinstance"].filter(Boolean).join(",")
-        : m.options,
+        ? [treeOptions(ctx, m), "newinstance"].filter(Boolean).join(",")
+        : treeOptions(ctx, m),
       sharedId: m.sharedId,
       masterId: m.masterId,
       sbFlags: m.sbFlags,
@@ -332,11 +348,45 @@ function shown(path: string, e: mnt_entry): string {
   return path;
 }
 
+/**
+ * tar's --owner-map and --group-map for the files of tmpfs mount `e` at `dir`: each owner as
+ * the tree sees it (criu's tar holds them so, made inside the tree's user namespace); an owner
+ * it does not map is refused. The map files go when disposed of.
+ */
+function ownerMaps(ctx: DumpContext, dir: string, e: mnt_entry): Disposable & { args: string[] } {
+  const uids = new Set<number>(), gids = new Set<number>();
+  walkFiles(dir, (_, st) => {
+    uids.add(st.uid!);
+    gids.add(st.gid!);
+  });
+  const what = `the files of ${mountName(e)}`;
+  const tmp = Deno.makeTempDirSync({ prefix: "criu-tar-ids-" });
+  const write = (name: string, ids: Set<number>, inside: (id: number) => number) => {
+    const path = `${tmp}/${name}`;
+    Deno.writeTextFileSync(path, [...ids].map((id) => `+${id} x:${inside(id)}\n`).join(""));
+    return path;
+  };
+  try {
+    return {
+      args: [
+        `--owner-map=${write("owners", uids, (id) => ctx.uid(id, what))}`,
+        `--group-map=${write("groups", gids, (id) => ctx.gid(id, what))}`,
+      ],
+      [Symbol.dispose]: () => Deno.removeSync(tmp, { recursive: true }),
+    };
+  } catch (err) {
+    Deno.removeSync(tmp, { recursive: true });
+    throw err;
+  }
+}
+
 /** tar of the files of tmpfs mount `e`, read at `dir` (a detached copy of it, or the mount). */
 async function dumpTmpfs(ctx: DumpContext, dir: string, e: mnt_entry): Promise<void> {
   const name = `tmpfs-dev-${e.rootDev}.tar.gz.img`;
+  using maps = ctx.userns ? ownerMaps(ctx, dir, e) : undefined;
   const out = await new Deno.Command("tar", {
     args: [
+      ...(maps?.args ?? []),
       "--create",
       "--gzip",
       "--no-unquote",

@@ -78,10 +78,10 @@ export function dumpSysvShm(ctx: DumpContext, pid: number, vmas: Vma[]): void {
     const entry: ipc_shm_entry = create(ipc_shm_entrySchema, {
       desc: create(ipc_desc_entrySchema, {
         key: seg.key >>> 0,
-        uid: seg.uid,
-        gid: seg.gid,
-        cuid: seg.cuid,
-        cgid: seg.cgid,
+        uid: ctx.uid(seg.uid, what),
+        gid: ctx.gid(seg.gid, what),
+        cuid: ctx.uid(seg.cuid, what),
+        cgid: ctx.gid(seg.cgid, what),
         mode: seg.mode,
         id: seg.id,
       }),

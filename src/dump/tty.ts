@@ -368,8 +368,8 @@ function writeTtyInfo(ctx: DumpContext): void {
         }),
         pty: pty ? create(tty_pty_entrySchema, { index: t.index }) : undefined,
         dev: t.dev,
-        uid: t.uid,
-        gid: t.gid,
+        uid: ctx.uid(t.uid, `the owner of ${t.path}`),
+        gid: ctx.gid(t.gid, `the group of ${t.path}`),
       }),
     );
   }

@@ -31,6 +31,7 @@ import { noOwner, type OpenFile, skOptsEntry, UnsupportedError } from "./file_ty
  * and no entry): `queuedAt` gives the listener of each such client, by the client's inode.
  */
 export function unixEntry(
+  ctx: DumpContext,
   file: OpenFile,
   st: UnixSocketState,
   queuedAt?: ReadonlyMap<number, number>,
@@ -54,7 +55,11 @@ export function unixEntry(
       name: i.name,
       shutdown: i.shutdown as sk_shutdown,
       filePerms: st.file && !st.file.deleted
-        ? create(file_perms_entrySchema, { mode: st.file.mode, uid: st.file.uid, gid: st.file.gid })
+        ? create(file_perms_entrySchema, {
+          mode: st.file.mode,
+          uid: ctx.uid(st.file.uid, `the owner of socket file ${i.name}`),
+          gid: ctx.gid(st.file.gid, `the group of socket file ${i.name}`),
+        })
         : undefined,
       nameDir: st.file?.dir,
       deleted: st.file?.deleted || undefined,

@@ -30,7 +30,11 @@ export type MagicName = keyof typeof MAGIC;
 /** Largest entry a reader accepts. */
 export const MAX_ENTRY_SIZE = 64 << 20;
 
-/** Mode of every file deno-criu writes into an images directory: images hold process memory. */
+/**
+ * Mode of every file deno-criu writes into an images directory: images hold process memory
+ * (those of a tree in a user namespace of its own are shared with its root's group after:
+ * dump/userns.ts).
+ */
 export const IMAGE_MODE = 0o600;
 
 const SERVICE_IMAGES = new Set<MagicName>(["STATS", "IRMAP_CACHE", "KDAT"]);

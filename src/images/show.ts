@@ -26,6 +26,7 @@ import {
   seccomp_entrySchema,
   stats_entrySchema,
   timens_entrySchema,
+  userns_entrySchema,
   utsns_entrySchema,
 } from "../../proto/gen/misc_pb.ts";
 import { mm_entrySchema, pagemap_entrySchema, pagemap_headSchema } from "../../proto/gen/mm_pb.ts";
@@ -80,6 +81,7 @@ export const IMAGE_KINDS: [RegExp, ImageKind][] = [
   }],
   [/^seccomp\.img$/, { type: "SECCOMP", schema: seccomp_entrySchema }],
   [/^utsns-\d+\.img$/, { type: "UTSNS", schema: utsns_entrySchema }],
+  [/^userns-\d+\.img$/, { type: "USERNS", schema: userns_entrySchema }],
   [
     /^ipcns-shm-\d+\.img$/,
     {

@@ -205,6 +205,19 @@ function entries(
   });
 }
 
+/**
+ * Turns the groups of the namespace's ping_group_range through `map` (from criu's to the
+ * tree's user namespace at the dump, as criu carries them, and back at the restore, which
+ * writes them from criu's); its default, "1 0" (no group), stays.
+ */
+export function mapPingGroups(ns: NetnsState, map: (gid: number) => number): void {
+  for (const e of ns.netns.ipv4Sysctl) {
+    const m = /^\s*(\d+)\s+(\d+)\s*$/.exec(e.sarg ?? "");
+    if (!m || (m[1] === "1" && m[2] === "0")) continue;
+    e.sarg = `${map(Number(m[1]))}\t${map(Number(m[2]))}`;
+  }
+}
+
 /** The carried sysctl paths of a namespace whose devices are `names`. */
 function carried(names: string[]): Set<string> {
   const out = new Set<string>();

@@ -73,7 +73,15 @@ import type { RepairedConnections } from "../net/tcp_conns.ts";
 import { ImageError } from "../images/image.ts";
 import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
 import { dirname, join } from "node:path";
-import { type DumpImages, hostPath, readShmemRuns, type TaskImages } from "./images.ts";
+import {
+  asTreeRoot,
+  type DumpImages,
+  hostPath,
+  outsideGid,
+  outsideUid,
+  readShmemRuns,
+  type TaskImages,
+} from "./images.ts";
 import { isControllingTtyFile, isMadePty, isOtherTerminal, PtyTable } from "./ttys.ts";
 import { NS_CLONE_FLAGS, NS_KINDS, OWN_NS_KINDS } from "../dump/context.ts";
 
@@ -536,8 +544,8 @@ export class FileTable implements Disposable {
           type: fown.pidType,
           pid: fown.pid && real(fown.pid),
           signum: fown.signum,
-          uid: fown.uid,
-          euid: fown.euid,
+          uid: outsideUid(this.#dump, fown.uid, "a file's owner"),
+          euid: outsideUid(this.#dump, fown.euid, "a file's owner"),
         });
       } catch (e) {
         throw new RestoreError(
@@ -561,6 +569,10 @@ export class FileTable implements Disposable {
    * one inode and each shows its own name. The ghost itself goes when the table closes.
    */
   #ghost(id: number, f: file_entry, reg = f.reg!): number {
+    return asTreeRoot(this.#dump, () => this.#ghostMade(id, reg));
+  }
+
+  #ghostMade(id: number, reg: reg_file_entry): number {
     const g = this.#dump.ghosts.get(id)!;
     const name = this.#at(reg.name, reg);
     if ((g.entry.mode & 0o170000) !== 0o100000) {
@@ -578,7 +590,9 @@ export class FileTable implements Disposable {
     const fill = (fd: number) => {
       for (const c of g.chunks) pwriteAll(fd, c.data, c.off, `deleted file ${reg.name}`);
       syscall(NR.ftruncate, "ftruncate", `deleted file ${reg.name}`, fd, g.size);
-      syscall(NR.fchown, "fchown", `deleted file ${reg.name}`, fd, e.uid, e.gid);
+      const what = `deleted file ${reg.name}`;
+      const [uid, gid] = [outsideUid(this.#dump, e.uid, what), outsideGid(this.#dump, e.gid, what)];
+      syscall(NR.fchown, "fchown", what, fd, uid, gid);
       syscall(NR.fchmod, "fchmod", `deleted file ${reg.name}`, fd, e.mode & 0o7777);
     };
     const times = (path: string) => {
@@ -910,7 +924,14 @@ export class FileTable implements Disposable {
         );
       } else writeShmemImage(this.#dump, BigInt(inode.shmid), base, what);
       syscall(NR.ftruncate, "ftruncate", what, base, inode.size);
-      syscall(NR.fchown, "fchown", what, base, inode.uid, inode.gid);
+      syscall(
+        NR.fchown,
+        "fchown",
+        what,
+        base,
+        outsideUid(this.#dump, inode.uid, what),
+        outsideGid(this.#dump, inode.gid, what),
+      );
       if (isFieldSet(inode, memfd_inode_entrySchema.field.mode)) {
         syscall(NR.fchmod, "fchmod", what, base, inode.mode);
       }
@@ -1012,8 +1033,8 @@ export class FileTable implements Disposable {
       file: u.filePerms || u.nameDir || u.deleted
         ? {
           mode: u.filePerms?.mode,
-          uid: u.filePerms?.uid,
-          gid: u.filePerms?.gid,
+          uid: u.filePerms && outsideUid(this.#dump, u.filePerms.uid, `socket ${u.name}`),
+          gid: u.filePerms && outsideGid(this.#dump, u.filePerms.gid, `socket ${u.name}`),
           dir: u.nameDir,
           deleted: u.deleted ?? false,
         }

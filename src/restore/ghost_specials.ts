@@ -10,7 +10,7 @@ import { exists } from "../util/exists.ts";
 import { dirname } from "node:path";
 import { addressOf, cString, NR, setFileTimes, syscall } from "../syscalls/mod.ts";
 import { RestoreError } from "./files.ts";
-import { type DumpImages, hostPath } from "./images.ts";
+import { asTreeRoot, type DumpImages, hostPath, outsideGid, outsideUid } from "./images.ts";
 import type { ghost_file_entry } from "../../proto/gen/files_pb.ts";
 
 const S_IFMT = 0o170000;
@@ -31,7 +31,14 @@ export class GhostSpecials implements Disposable {
         done.add(g.id);
         const path = dump.files.get(fileId)?.reg?.name;
         if (!path) throw new RestoreError(`The name of deleted file ${fileId} is missing`);
-        this.#make(hostPath(dump, path), type, g.entry);
+        // Its owner as criu sees it (the images hold the tree's view).
+        const what = `deleted file ${path}`;
+        const entry = {
+          ...g.entry,
+          uid: outsideUid(dump, g.entry.uid, what),
+          gid: outsideGid(dump, g.entry.gid, what),
+        };
+        asTreeRoot(dump, () => this.#make(hostPath(dump, path), type, entry));
       }
     } catch (e) {
       this[Symbol.dispose]();

@@ -63,9 +63,12 @@ import {
   seccomp_filterSchema,
   type timens_entry,
   timens_entrySchema,
+  userns_entrySchema,
   type utsns_entry,
   utsns_entrySchema,
 } from "../../proto/gen/misc_pb.ts";
+import { IdMap, NO_ID, type UserNamespace } from "../tree/userns.ts";
+import { withFsIds } from "../syscalls/mod.ts";
 import {
   type mm_entry,
   mm_entrySchema,
@@ -146,6 +149,12 @@ export interface DumpImages {
   seccompFilters: seccomp_filter[];
   /** The tree's own UTS namespace (utsns-ID.img), when the root had one. */
   uts?: utsns_entry;
+  /**
+   * The tree's own user namespace (userns-ID.img), when the root had one: its id maps. The
+   * images hold ids as the tree sees them; criu turns them into its own where it acts for
+   * the tree (see {@link outsideUid}).
+   */
+  userns?: UserNamespace;
   /**
    * Whether the root was the init of a PID namespace of its own: the tree comes back in a new
    * one, with the images' ids in it (virtual ids; criu sees others).
@@ -502,6 +511,17 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
     }
   }
   const ownIpc = ownNamespaceId(inventory, tasks[0], "ipc");
+  // In a user namespace of its own, tasks are made by tasks of the tree, which may choose
+  // their ids only in a PID namespace of that user namespace.
+  const userns = readUserns(dir, inventory, tasks[0]);
+  const pidNs = ownNamespaceId(inventory, tasks[0], "pid") !== undefined;
+  if (userns && !pidNs && (tasks.length > 1 || tasks[0].threadCores.size > 0)) {
+    throw new ImageError(
+      `Cannot restore task ${tasks[0].pstree.pid}: it had a user namespace of its own but ` +
+        `not a PID namespace, and more than one task, which tasks of that user namespace ` +
+        `would have to make with their ids in criu's PID namespace`,
+    );
+  }
   const sysvShm = new Map<number, { entry: ipc_shm_entry; data: Uint8Array }>();
   for (const e of Deno.readDirSync(dir)) {
     // Segments of the tree's own IPC namespace are made in it (ipcNs), not here.
@@ -537,7 +557,8 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
     memfds,
     seccompFilters: readSeccomp(p("seccomp.img"), tasks),
     uts: readUts(dir, inventory, tasks[0]),
-    pidNs: ownNamespaceId(inventory, tasks[0], "pid") !== undefined,
+    userns,
+    pidNs,
     cgroupNs: ownNamespaceId(inventory, tasks[0], "cgroup") !== undefined,
     ipcNs: ownIpc === undefined ? undefined : readIpcNs(dir, ownIpc, shmem, tasks[0]),
     netns: readNetnsImages(dir, ownNamespaceId(inventory, tasks[0], "net"), tasks[0], emptyNet),
@@ -580,7 +601,7 @@ function needNsImage(path: string, root: TaskImages, kind: string): void {
 function ownNamespaceId(
   inventory: inventory_entry,
   root: TaskImages,
-  kind: "uts" | "time" | "pid" | "ipc" | "net" | "cgroup" | "mnt",
+  kind: "uts" | "time" | "pid" | "ipc" | "net" | "cgroup" | "mnt" | "user",
 ): number | undefined {
   const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
   const dumper = inventory.rootIds;
@@ -748,6 +769,60 @@ function readUts(
   const path = join(dir, `utsns-${own}.img`);
   needNsImage(path, root, "a uts");
   return one(path, readImage(path, "UTSNS", utsns_entrySchema));
+}
+
+/** userns-ID.img of the root's own user namespace, when it had one. */
+function readUserns(
+  dir: string,
+  inventory: inventory_entry,
+  root: TaskImages,
+): UserNamespace | undefined {
+  const own = ownNamespaceId(inventory, root, "user");
+  if (own === undefined) return undefined;
+  const path = join(dir, `userns-${own}.img`);
+  needNsImage(path, root, "a user");
+  const e = one(path, readImage(path, "USERNS", userns_entrySchema));
+  const map = (extents: typeof e.uidMap, kind: string) => {
+    if (!extents.length) throw new ImageError(`Image ${path} has no ${kind} map`);
+    return new IdMap(extents.map(({ first, lowerFirst, count }) => ({ first, lowerFirst, count })));
+  };
+  return { uid: map(e.uidMap, "uid"), gid: map(e.gidMap, "gid") };
+}
+
+/**
+ * Uid `id` of the tree as criu sees it (the identity without a user namespace of the tree's
+ * own); a restore error names `what` when the namespace does not map it.
+ */
+export function outsideUid(dump: DumpImages, id: number, what: string): number {
+  return outside(dump.userns?.uid, id, "uid", what);
+}
+
+/** Gid `id` of the tree as criu sees it (see {@link outsideUid}). */
+export function outsideGid(dump: DumpImages, id: number, what: string): number {
+  return outside(dump.userns?.gid, id, "gid", what);
+}
+
+/**
+ * Runs `fn` (synchronous) making files as the tree's user namespace's root when it has one (as
+ * its uid and gid 0 are outside, else its first ids): a file system of that namespace takes
+ * only files of ids it maps. Owners are given after, as criu sees them.
+ */
+export function asTreeRoot<T>(dump: DumpImages, fn: () => T): T {
+  const ns = dump.userns;
+  if (!ns) return fn();
+  const first = (m: IdMap) => m.outside(0) ?? m.extents[0].lowerFirst;
+  return withFsIds(first(ns.uid), first(ns.gid), fn);
+}
+
+function outside(map: IdMap | undefined, id: number, kind: string, what: string): number {
+  if (!map || id === NO_ID) return id;
+  const out = map.outside(id);
+  if (out === undefined) {
+    throw new ImageError(
+      `Cannot restore ${what}: ${kind} ${id} is not mapped in the tree's user namespace`,
+    );
+  }
+  return out;
 }
 
 /**

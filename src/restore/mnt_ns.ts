@@ -19,6 +19,7 @@
  *
  * @module
  */
+import type { UserNamespace } from "../tree/userns.ts";
 import {
   AT_EMPTY_PATH,
   Errno,
@@ -73,6 +74,8 @@ export interface MountSources {
   cgroupNsRoots?: CgroupNsRoots;
   /** The images: the tmpfs tars. */
   imagesDir: string;
+  /** The tree's own user namespace: the owners in the tars are as it sees them. */
+  userns?: UserNamespace;
 }
 
 /** A mount namespace ready to be made: its plan, and what it is made from. */
@@ -85,6 +88,8 @@ export interface MountNamespacePlan {
   external: ReadonlyMap<mnt_entry, string>;
   /** The tar of each tmpfs made anew. */
   tars: Map<mnt_entry, string>;
+  /** The tree's own user namespace: the tars are extracted in it, as its root. */
+  userns?: UserNamespace;
 }
 
 /**
@@ -136,7 +141,7 @@ export function checkMountNamespace(
       tars.set(s.entry, tmpfsTar(src.imagesDir, s.entry));
     }
   }
-  return { steps, propagation, root, external, tars };
+  return { steps, propagation, root, external, tars, userns: src.userns };
 }
 
 /** `path`, absolute and without symlinks, if it is a directory. */
@@ -261,7 +266,7 @@ export async function makeMountNamespace(
       fds.set(e, fd);
       const tar = plan.tars.get(e);
       if (tar) {
-        await extractTar(tar, `/proc/${pid}/fd/${fd}`, what);
+        await extractTar(tar, `/proc/${pid}/fd/${fd}`, what, plan.userns ? pid : undefined);
         readOnlyOnceFilled(calls, e, fd, what);
       }
       log.debug(`Mount ${e.mntId} made (${s.how}) at ${e.mountpoint}`);
@@ -462,14 +467,42 @@ function setPropagation(
   }
 }
 
-/** Fills a tmpfs made anew (reached at `dir`) from its tar, as criu: tar --extract. */
-async function extractTar(tar: string, dir: string, what: string): Promise<void> {
-  tarDone(await tarCommand(tar, dir).output(), what);
+/**
+ * Fills a tmpfs made anew (reached at `dir`) from its tar, as criu: tar --extract. In a user
+ * namespace of the tree's own (`userns`: a task of the tree in it), tar runs there as its root,
+ * as criu's does: the owners in the tar are as the tree sees them, and the namespace's file
+ * systems take only files made by ids it maps.
+ */
+async function extractTar(tar: string, dir: string, what: string, userns?: number): Promise<void> {
+  using t = tarFor(tar, dir, userns);
+  tarDone(await t.command.output(), what);
 }
 
 /** {@link extractTar}, waited for (a nested namespace is made between remote calls). */
-function extractTarSync(tar: string, dir: string, what: string): void {
-  tarDone(tarCommand(tar, dir).outputSync(), what);
+function extractTarSync(tar: string, dir: string, what: string, userns?: number): void {
+  using t = tarFor(tar, dir, userns);
+  tarDone(t.command.outputSync(), what);
+}
+
+/**
+ * The tar command extracting `tar` at `dir`, in the user namespace of task `userns` when
+ * given: the image is then read from a copy its root may read (the images need not be open to
+ * it), which goes when disposed of.
+ */
+function tarFor(tar: string, dir: string, userns?: number): Disposable & { command: Deno.Command } {
+  if (userns === undefined) return { command: tarCommand(tar, dir), [Symbol.dispose]: () => {} };
+  const tmp = Deno.makeTempDirSync({ prefix: "criu-tar-" });
+  const drop = () => Deno.removeSync(tmp, { recursive: true });
+  try {
+    Deno.chmodSync(tmp, 0o755);
+    const copy = `${tmp}/tmpfs.tar.gz`;
+    Deno.copyFileSync(tar, copy);
+    Deno.chmodSync(copy, 0o644);
+    return { command: tarCommand(copy, dir, userns), [Symbol.dispose]: drop };
+  } catch (e) {
+    drop();
+    throw e;
+  }
 }
 
 /** The tar of tmpfs mount `e` among the images in `dir` (by its device, else its id). */
@@ -480,21 +513,14 @@ function tmpfsTar(dir: string, e: mnt_entry): string {
   return tar;
 }
 
-function tarCommand(tar: string, dir: string): Deno.Command {
-  return new Deno.Command("tar", {
-    args: [
-      "--extract",
-      "--gzip",
-      "--no-unquote",
-      "--no-wildcards",
-      "--directory",
-      dir,
-      "--file",
-      tar,
-    ],
-    stdout: "null",
-    stderr: "piped",
-  });
+function tarCommand(tar: string, dir: string, userns?: number): Deno.Command {
+  const tarArgs = ["--extract", "--gzip", "--no-unquote", "--no-wildcards"];
+  tarArgs.push("--directory", dir, "--file", tar);
+  // nsenter makes itself the namespace's root (uid and gid 0) once in it.
+  const [cmd, args] = userns === undefined
+    ? ["tar", tarArgs]
+    : ["nsenter", ["--user", `--target=${userns}`, "tar", ...tarArgs]];
+  return new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" });
 }
 
 function tarDone(out: Deno.CommandOutput, what: string): void {
@@ -689,7 +715,7 @@ function makeNested(
         const fd = Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0));
         fds.set(e, fd);
         if (tar) {
-          extractTarSync(tar, `/proc/${pid}/fd/${fd}`, what);
+          extractTarSync(tar, `/proc/${pid}/fd/${fd}`, what, dump.userns ? pid : undefined);
           readOnlyOnceFilled(calls, e, fd, what);
         }
       }

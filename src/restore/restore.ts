@@ -64,6 +64,7 @@ import {
   thread_core_entrySchema,
 } from "../../proto/gen/core_pb.ts";
 import { NS_CLONE_FLAGS, NS_KINDS, OWN_NS_KINDS } from "../dump/context.ts";
+import { writeIdMaps } from "../tree/userns.ts";
 import type { vma_entry } from "../../proto/gen/mm_pb.ts";
 import { reg_file_entrySchema } from "../../proto/gen/files_pb.ts";
 import { SeizedTask, TASK_STATE } from "../tree/seize.ts";
@@ -98,7 +99,7 @@ import {
 import { setUtsNames } from "./uts.ts";
 import { removeMarkedSegments, restoreIpcNamespace } from "./ipc_ns.ts";
 import { NetnsError } from "../net/in_netns.ts";
-import { type OutsideLinks, restoreNetns } from "../net/netns.ts";
+import { mapPingGroups, type OutsideLinks, restoreNetns } from "../net/netns.ts";
 import { tunMakers } from "../net/tun.ts";
 import { lockNetns, unlockNetns } from "../net/netns_lock.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
@@ -113,7 +114,7 @@ function pidInUse(pid: number): boolean {
     return false;
   }
 }
-import { type DumpImages, hostPath, readDump, type TaskImages } from "./images.ts";
+import { type DumpImages, hostPath, outsideGid, readDump, type TaskImages } from "./images.ts";
 import {
   checkMountNamespace,
   checkNestedNamespaces,
@@ -473,6 +474,7 @@ async function restoreTree(
     external: opts.externalMounts,
     extMountAuto: opts.extMountAuto,
     imagesDir: opts.imagesDir,
+    userns: dump.userns,
     cgroupNsRoots: dump.cgroupNs ? cgroups.dumpedNamespaceRoots(cgSetOf(rootTask.core)) : undefined,
   });
   const outside = mounts ? (path: string) => outsidePath(mounts, path) : (path: string) => path;
@@ -514,6 +516,14 @@ async function restoreTree(
 
   // 2. FORK: the root by the helper, every other task by its restored parent.
   log.info(`Creating task ${pid}`);
+  // The sibling runs its program at once, before its user namespace has maps (which would
+  // take its capabilities there).
+  if (opts.sibling && dump.userns) {
+    throw new RestoreError(
+      `Cannot restore task ${pid} with --restore-sibling: it had a user namespace of its ` +
+        `own; not supported yet`,
+    );
+  }
   // As criu: the root's parent is criu, which a detached restore leaves at once.
   if (opts.detach && !opts.sibling && rootTask.core.threadCore?.pdeathSig) {
     log.warn(
@@ -534,7 +544,8 @@ async function restoreTree(
   const made = await spawnTask(
     pid,
     opts.detach ?? false,
-    (dump.uts ? NS_CLONE_FLAGS.uts : 0) | (dump.pidNs ? NS_CLONE_FLAGS.pid : 0) |
+    (dump.userns ? NS_CLONE_FLAGS.user : 0) |
+      (dump.uts ? NS_CLONE_FLAGS.uts : 0) | (dump.pidNs ? NS_CLONE_FLAGS.pid : 0) |
       (dump.ipcNs ? NS_CLONE_FLAGS.ipc : 0) |
       (dump.netns && !opts.joinNet ? NS_CLONE_FLAGS.net : 0) | (mounts ? NS_CLONE_FLAGS.mnt : 0),
     clocks,
@@ -555,6 +566,9 @@ async function restoreTree(
     if (opts.faultInject === stage) throw new RestoreError(`Fault injected at ${stage}`);
   };
   try {
+    // Its own user namespace (the others, made with it, belong to it) gets its id maps before
+    // the task does anything as one of its ids.
+    if (dump.userns) writeIdMaps(made.pid, dump.userns);
     // The cgroups the mode makes (removed again should the restore fail), before any task
     // moves into them.
     cgroups.make();
@@ -574,6 +588,18 @@ async function restoreTree(
       PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.EXITKILL | seccomp,
     );
     procs.push({ task: rootTask, seized: rootSeized, threads: [] });
+    // In its own user namespace, the root becomes that namespace's root (its ids were criu's,
+    // which the namespace does not map): what it makes, and what criu makes there for it (a
+    // tmpfs's files, by tar in the namespace), belongs to ids the namespace knows. Its own ids
+    // come last, as everyone's. Dumpable again (a change of ids clears it), its /proc files
+    // are its own.
+    if (dump.userns) {
+      inTask(rootSeized, (rs) => {
+        rs.check(NR.setresgid, "setresgid(0)", 0, 0, 0);
+        rs.check(NR.setresuid, "setresuid(0)", 0, 0, 0);
+        rs.check(NR.prctl, "prctl(PR_SET_DUMPABLE)", 4, /* PR_SET_DUMPABLE */ 1);
+      });
+    }
     // The tree's own UTS namespace gets its names before any task is made in it.
     if (dump.uts) inTask(rootSeized, (rs) => setUtsNames(rs, dump.uts!));
     // Its own IPC namespace gets its objects before any task's memory may attach them.
@@ -583,6 +609,9 @@ async function restoreTree(
     using _netns = dump.netns || opts.joinNet ? useNamespaceOf(made.pid) : undefined;
     let madeTunFiles = new Map<number, number>();
     if (dump.netns && !opts.joinNet) {
+      // Its sysctls are written from here: ping_group_range's groups as criu sees them.
+      const ping = "net.ipv4.ping_group_range";
+      if (dump.userns) mapPingGroups(dump.netns, (g) => outsideGid(dump, g, ping));
       try {
         madeTunFiles = await restoreNetns(
           made.pid,
@@ -602,7 +631,8 @@ async function restoreTree(
       (opts.emptyNet || tcpConnections(dump).length > 0);
     if (lockNew) await lockNetns(made.pid, tcp.conns.lock.method, pid);
     // Only for a tree with namespaces of its own, as criu runs them.
-    const ownNs = dump.uts || dump.pidNs || dump.ipcNs || dump.netns || dump.cgroupNs || mounts;
+    const ownNs = dump.userns || dump.uts || dump.pidNs || dump.ipcNs || dump.netns ||
+      dump.cgroupNs || mounts;
     if (ownNs) await opts.actions?.("setup-namespaces", made.pid);
     // Its own cgroup namespace: unshared by the root where its roots were (cgns_prefix), before
     // it mounts the namespace's cgroups and moves on into its cgroups and makes its children.

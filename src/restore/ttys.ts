@@ -38,7 +38,7 @@ import { refillPty } from "../tty/queues.ts";
 import { termiosOf } from "../tty/termios_image.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
-import type { DumpImages } from "./images.ts";
+import { type DumpImages, outsideGid, outsideUid } from "./images.ts";
 import { NOT_REPLAYED, RestoreError, SETFL_MASK } from "./files.ts";
 
 /** criu's tty-info id of /dev/tty. */
@@ -168,7 +168,11 @@ export class PtyTable implements Disposable {
       p.anchor = openTty(p.at + ptsPath(p), O.RDWR, what);
       // The slave's node keeps its owner and mode (a slave nobody holds, grantpt()'s).
       if (p.pts && isFieldSet(p.pts, tty_info_entrySchema.field.uid)) {
-        Deno.chownSync(p.at + ptsPath(p), p.pts.uid, p.pts.gid);
+        Deno.chownSync(
+          p.at + ptsPath(p),
+          outsideUid(this.#dump, p.pts.uid, what),
+          outsideGid(this.#dump, p.pts.gid, what),
+        );
       }
       const reg = slaves.map((f) => this.#dump.files.get(f.tty!.regfId)?.reg).find((r) => r?.mode);
       if (reg?.mode) Deno.chmodSync(p.at + ptsPath(p), reg.mode & 0o7777);

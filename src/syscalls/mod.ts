@@ -16,3 +16,4 @@ export * from "./tty.ts";
 export * from "./ipc.ts";
 export * from "./mount.ts";
 export * from "./tun.ts";
+export { relatedNamespace } from "./nsfs.ts";

@@ -132,6 +132,31 @@ export function getRobustList(tid: number): { head: bigint; len: number } {
   return { head: head[0], len: Number(len[0]) };
 }
 
+/**
+ * Runs `fn` with this thread's file-system ids set to `uid` and `gid` (what it creates is
+ * theirs, and a file system of a user namespace takes only files of ids it maps), its
+ * capabilities kept (SECBIT_NO_SETUID_FIXUP for the moment). Everything in `fn` must run on
+ * this thread: synchronous calls only.
+ */
+export function withFsIds<T>(uid: number, gid: number, fn: () => T): T {
+  const PR_GET_SECUREBITS = 27, PR_SET_SECUREBITS = 28, SECBIT_NO_SETUID_FIXUP = 1 << 2;
+  const bits = Number(rawSyscall(NR.prctl, PR_GET_SECUREBITS));
+  unwrap(
+    rawSyscall(NR.prctl, PR_SET_SECUREBITS, bits | SECBIT_NO_SETUID_FIXUP),
+    "prctl(PR_SET_SECUREBITS)",
+  );
+  // setfsuid and setfsgid answer with the ids they replace.
+  const oldGid = Number(rawSyscall(NR.setfsgid, gid));
+  const oldUid = Number(rawSyscall(NR.setfsuid, uid));
+  try {
+    return fn();
+  } finally {
+    rawSyscall(NR.setfsuid, oldUid);
+    rawSyscall(NR.setfsgid, oldGid);
+    rawSyscall(NR.prctl, PR_SET_SECUREBITS, bits);
+  }
+}
+
 /** open(2) returning the fd. */
 export function open(path: string, flags: number, mode = 0): number {
   return unwrap(libc.open(cString(path), flags, mode), "open", path);
