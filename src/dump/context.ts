@@ -27,7 +27,7 @@ import { DEFAULT_LOCK_METHOD, type LockMethod } from "../net/netlock.ts";
 import { RepairedConnections } from "../net/tcp_conns.ts";
 import type { DumpGuard } from "./guard.ts";
 import { VirtualPids } from "../tree/pid_ns.ts";
-import { type IdMap, NO_ID, type UserNamespace } from "../tree/userns.ts";
+import { type IdMap, throughMap, type UserNamespace } from "../tree/userns.ts";
 import { UnsupportedError } from "./file_types.ts";
 
 /** Options of a dump, as `criu dump` takes them. */
@@ -217,16 +217,14 @@ export class DumpContext {
   }
 
   #inside(map: IdMap | undefined, id: number, kind: string, what: string): number {
-    if (!map || id === NO_ID) return id;
-    const inside = map.inside(id);
-    if (inside === undefined) {
-      // The tree sees it as the overflow id: made again, it would be another one's.
-      throw new UnsupportedError(
-        `Cannot dump ${what}: ${kind} ${id} is not mapped in the tree's user namespace`,
-      );
-    }
-    return inside;
+    const inside = throughMap(map, id, "inside");
+    if (inside !== undefined) return inside;
+    // The tree sees it as the overflow id: made again, it would be another one's.
+    throw new UnsupportedError(
+      `Cannot dump ${what}: ${kind} ${id} is not mapped in the tree's user namespace`,
+    );
   }
+
   /** The lock of that namespace while it is held: a task in it, the method, the root's id. */
   netnsLock?: { root: number; method: LockMethod; vroot: number };
   /** Unix sockets of the network namespace (sock_diag), read on first need. */

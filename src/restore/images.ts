@@ -67,7 +67,7 @@ import {
   type utsns_entry,
   utsns_entrySchema,
 } from "../../proto/gen/misc_pb.ts";
-import { IdMap, NO_ID, type UserNamespace } from "../tree/userns.ts";
+import { IdMap, throughMap, type UserNamespace } from "../tree/userns.ts";
 import { withFsIds } from "../syscalls/mod.ts";
 import {
   type mm_entry,
@@ -815,14 +815,11 @@ export function asTreeRoot<T>(dump: DumpImages, fn: () => T): T {
 }
 
 function outside(map: IdMap | undefined, id: number, kind: string, what: string): number {
-  if (!map || id === NO_ID) return id;
-  const out = map.outside(id);
-  if (out === undefined) {
-    throw new ImageError(
-      `Cannot restore ${what}: ${kind} ${id} is not mapped in the tree's user namespace`,
-    );
-  }
-  return out;
+  const out = throughMap(map, id, "outside");
+  if (out !== undefined) return out;
+  throw new ImageError(
+    `Cannot restore ${what}: ${kind} ${id} is not mapped in the tree's user namespace`,
+  );
 }
 
 /**

@@ -68,6 +68,18 @@ export function readUserNamespace(pid: number): UserNamespace {
 export const NO_ID = 0xffffffff;
 
 /**
+ * `id` turned `way` through `map` (into the namespace, or out of it): itself without a map, and
+ * {@link NO_ID} as it is; undefined when the map has none for it.
+ */
+export function throughMap(
+  map: IdMap | undefined,
+  id: number,
+  way: "inside" | "outside",
+): number | undefined {
+  return !map || id === NO_ID ? id : map[way](id);
+}
+
+/**
  * Gives the user namespace task `pid` was made in (with no maps yet) the maps of `ns`: criu,
  * privileged in the namespace above, may write any (and gid_map without denying setgroups).
  */
