@@ -56,8 +56,10 @@ export function mntnsRoot(bin: string): { root: string; ext: string; argv: strin
  * its directory).
  */
 export function usernsRoot(bin: string): { root: string; argv: string[] } {
-  const root = tmpDir("userns-root-");
-  Deno.chmodSync(root, 0o755);
+  // Below a directory of its own: a test may close that to the namespace's root once it runs.
+  const root = `${tmpDir("userns-root-")}/root`;
+  Deno.mkdirSync(root, { mode: 0o755 });
+  Deno.chmodSync(dirname(root), 0o755);
   for (const d of ["proc", "tmp"]) Deno.mkdirSync(`${root}/${d}`);
   Deno.copyFileSync(bin, `${root}/userns`);
   return { root, argv: ["setsid", `${root}/userns`, "{out}", root, "full"] };

@@ -238,7 +238,14 @@ export async function makeMountNamespace(
     MS.REC | MS.PRIVATE,
     0,
   );
-  const root = plan.root;
+  // In a user namespace of its own, the namespace is built on a yard the task may reach, the
+  // paths criu was given bound by criu (see MountYard).
+  using yard = plan.userns ? new MountYard(pid) : undefined;
+  const root = yard?.path ?? plan.root;
+  const bind = (source: string, target: string, what: string) =>
+    yard
+      ? yard.bind(source, target, what)
+      : void sys(what, NR.mount, str(source), str(target), 0, MS.BIND, 0);
   const at = (e: mnt_entry) => (e.mountpoint === "/" ? root : root + e.mountpoint);
   // Each mount made, by its root's O_PATH descriptor in the task: sources of binds, and the
   // place of remounts, whatever is stacked on it later.
@@ -248,11 +255,10 @@ export async function makeMountNamespace(
       const e = s.entry;
       const what = mountName(e);
       arena.reset();
-      const target = str(at(e));
       if (s.how === "root") {
-        sys(what, NR.mount, str(root), target, 0, MS.BIND, 0);
+        await bind(plan.root, at(e), what);
       } else if (s.how === "external") {
-        sys(what, NR.mount, str(plan.external.get(e)!), target, 0, MS.BIND, 0);
+        await bind(plan.external.get(e)!, at(e), what);
       } else if (s.how === "bind") {
         const sub = `/proc/${pid}/fd/${fds.get(s.from)}${s.sub}`;
         using _gone = e.deleted ? madeForBind(sub, `/proc/${pid}/root${at(e)}`, what) : undefined;
@@ -390,6 +396,44 @@ function failing(rs: RemoteSyscalls, tail = "") {
     if (r < 0n) throw new RestoreError(`Cannot restore ${what}${tail}: ${errnoName(Number(-r))}`);
     return r;
   };
+}
+
+/**
+ * Where the root task of a user namespace of the tree's own builds its mount namespace: the
+ * paths criu was given (the root, external mounts' sources) need not be open to that
+ * namespace's root (runc's root is under a directory only root may enter), so criu binds them
+ * itself, from outside, with mount(8) run in the task's mount namespace; the namespace is built
+ * on an empty directory of criu's the task may reach (the yard), then made the task's root.
+ * Disposed of, the yard is removed (the task's mount on it went with pivot_root).
+ */
+class MountYard implements Disposable {
+  /** The yard. */
+  readonly path: string;
+  readonly #pid: number;
+
+  constructor(pid: number) {
+    this.#pid = pid;
+    this.path = Deno.makeTempDirSync({ prefix: "criu-mntns-" });
+    Deno.chmodSync(this.path, 0o755);
+  }
+
+  /** Binds `source` (a path of criu's, the same in the task's namespace) at `target`. */
+  async bind(source: string, target: string, what: string): Promise<void> {
+    const out = await new Deno.Command("nsenter", {
+      args: ["-t", `${this.#pid}`, "-m", "--", "mount", "--bind", "--", source, target],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      const err = new TextDecoder().decode(out.stderr).trim().split("\n")[0];
+      throw new RestoreError(`Cannot restore ${what}: ${err}`);
+    }
+  }
+
+  [Symbol.dispose](): void {
+    Deno.removeSync(this.path);
+  }
 }
 
 /** Remote calls for mounting in the task of `rs`: scratch room, and a call that names its failure. */
