@@ -53,16 +53,16 @@ export function mntnsRoot(bin: string): { root: string; ext: string; argv: strin
  * A container root for tests/victims/userns.c (built static) in its "full" mode: the program
  * and the directories it mounts on, open to the root of its user namespace (whose ids are
  * not the host's); argv starts it, reporting into ROOT/out.log (startVictim's with `root` as
- * its directory).
+ * its directory), with `extra` arguments after "full".
  */
-export function usernsRoot(bin: string): { root: string; argv: string[] } {
+export function usernsRoot(bin: string, extra: string[] = []): { root: string; argv: string[] } {
   // Below a directory of its own: a test may close that to the namespace's root once it runs.
   const root = `${tmpDir("userns-root-")}/root`;
   Deno.mkdirSync(root, { mode: 0o755 });
   Deno.chmodSync(dirname(root), 0o755);
   for (const d of ["proc", "tmp"]) Deno.mkdirSync(`${root}/${d}`);
   Deno.copyFileSync(bin, `${root}/userns`);
-  return { root, argv: ["setsid", `${root}/userns`, "{out}", root, "full"] };
+  return { root, argv: ["setsid", `${root}/userns`, "{out}", root, "full", ...extra] };
 }
 
 /** A running victim process. */

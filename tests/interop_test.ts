@@ -121,7 +121,14 @@ const KINDS: Kind[] = [
   { victim: "pidns", args: ["{out}", "plain"], pass: /PASS pidns/, pidNs: true },
   { victim: "mntns", args: [], pass: /PASS mntns/, pidNs: true, container: true },
   { victim: "ipcns", args: ["{out}", "plain"], pass: /PASS ipcns/ },
-  { victim: "userns", args: [], pass: /PASS userns/, pidNs: true, userns: true },
+  {
+    victim: "userns",
+    args: ["interop"],
+    pass: /PASS userns/,
+    pidNs: true,
+    userns: true,
+    opts: ["--file-locks"],
+  },
   { victim: "netns", args: ["{out}"], pass: /PASS netns/ },
   {
     victim: "netns",
@@ -176,7 +183,7 @@ function startKind(bin: string, k: Kind): Started {
     };
   }
   if (k.userns) {
-    const { root, argv } = usernsRoot(bin);
+    const { root, argv } = usernsRoot(bin, k.args);
     return { v: startVictim(argv, root), dump: [], restore: ["--root", root] };
   }
   const port = `${freePort()}`;

@@ -948,7 +948,7 @@ function idLines(pid: number): string {
     .filter((l) => /^(Uid|Gid|Groups):/.test(l)).join("\n");
 }
 
-Deno.test("a user namespace of its own, owning the tree's PID, mount, UTS, IPC and network namespaces, comes back with its two-extent id maps, and every id as the tree saw it: its tasks' ids and groups, a tmpfs's mount options and files, a deleted file's, a memfd's, a file owner's uids, a segment's owner; criu sees the same ids as before, and the images are shared with the namespace's root's group only", async () => {
+Deno.test("a user namespace of its own, owning the tree's PID, mount, UTS, IPC and network namespaces, comes back with its two-extent id maps, and every id as the tree saw it: its tasks' ids and groups, a tmpfs's mount options and files, a deleted file's, a memfd's, a file owner's uids, a lease taken as a file's owner, a segment made by another user, a ping socket for its groups; criu sees the same ids as before, and the images are shared with the namespace's root's group only", async () => {
   const { root, argv } = usernsRoot(await buildVictim("userns", ["-static"]));
   const v = startVictim(argv, root);
   const init = Number((await waitReport(v)).pid);
@@ -966,7 +966,7 @@ Deno.test("a user namespace of its own, owning the tree's PID, mount, UTS, IPC a
     ];
     assertMatch(childIds, /Uid:\t201000\t201001\t201002\t201001/);
     const imgs = tmpDir();
-    const d = await criu(["dump", "-t", `${init}`, "-D", imgs]);
+    const d = await criu(["dump", "-t", `${init}`, "-D", imgs, "--file-locks"]);
     assertEquals(d.code, 0, d.stderr);
     assert(await waitGone(init), "gone after the dump");
     const names = [...Deno.readDirSync(imgs)].map((e) => e.name);
@@ -1013,7 +1013,7 @@ Deno.test("a lone task in a user namespace of its own (criu's other namespaces) 
   try {
     const ids = idLines(init);
     const imgs = tmpDir();
-    const d = await criu(["dump", "-t", `${init}`, "-D", imgs]);
+    const d = await criu(["dump", "-t", `${init}`, "-D", imgs, "--file-locks"]);
     assertEquals(d.code, 0, d.stderr);
     assert(await waitGone(init), "gone after the dump");
     const r = await criu(["restore", "-d", "-D", imgs]);
@@ -1031,6 +1031,7 @@ Deno.test("a lone task in a user namespace of its own (criu's other namespaces) 
     await dumpRefused(
       p,
       /a user namespace of its own but not a PID namespace, and more than one task/,
+      ["--file-locks"],
     );
     assertMatch(await verdict(pair, p), /PASS userns/);
   } finally {

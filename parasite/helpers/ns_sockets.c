@@ -3,9 +3,11 @@
  * (pidfd_getfd): a socket belongs to the namespace of whoever made it, and criu, a Deno process,
  * cannot enter one (setns is per thread; Deno must not fork).
  *
- *   ns_sockets PID /proc/CRIU/fd/REQUESTS /proc/CRIU/fd/REPLIES
+ *   ns_sockets PID /proc/CRIU/fd/REQUESTS /proc/CRIU/fd/REPLIES [UID:GID]
  *
- * It enters the network namespace of task PID (setns on its pidfd), then answers requests read
+ * It enters the network namespace of task PID (setns on its pidfd); with UID:GID, it makes
+ * what it makes as them (its file-system ids, and its effective gid, which a ping socket is
+ * checked against), its capabilities kept (SECBIT_NO_SETUID_FIXUP). Then it answers requests read
  * from the first pipe with replies on the second, each four or two s32 words:
  *
  *   request 1 (socket):      domain, type, protocol   reply: fd or -errno, 0
@@ -32,6 +34,12 @@
 #define NR_socket 41
 #define NR_socketpair 53
 #define NR_setns 308
+#define NR_prctl 157
+#define NR_setresgid 119
+#define NR_setfsuid 122
+#define NR_setfsgid 123
+#define PR_SET_SECUREBITS 28
+#define SECBIT_NO_SETUID_FIXUP (1 << 2)
 
 static void reply(int fd, int a, int b)
 {
@@ -54,6 +62,23 @@ __attribute__((used)) void ns_sockets_main(s64 *sp)
 		sys3(NR_exit_group, 2, 0, 0);
 	s64 pidfd = sys3(NR_pidfd_open, pid, 0, 0);
 	s64 r = pidfd < 0 ? pidfd : sys3(NR_setns, pidfd, CLONE_NEWNET, 0);
+	if (r >= 0 && sp[0] > 4) {
+		s64 uid = 0, gid = 0;
+		const char *s = argv[4];
+		for (; *s >= '0' && *s <= '9'; s++)
+			uid = uid * 10 + (*s - '0');
+		if (*s == ':')
+			s++;
+		for (; *s >= '0' && *s <= '9'; s++)
+			gid = gid * 10 + (*s - '0');
+		r = sys6(NR_prctl, PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, 0, 0, 0, 0);
+		if (r >= 0)
+			r = sys3(NR_setresgid, -1, gid, -1);
+		if (r >= 0) {
+			sys3(NR_setfsgid, gid, 0, 0);
+			sys3(NR_setfsuid, uid, 0, 0);
+		}
+	}
 	reply((int)out, (int)r, 0);
 	if (r < 0)
 		sys3(NR_exit_group, 1, 0, 0);

@@ -27,7 +27,7 @@ import { DEFAULT_LOCK_METHOD, type LockMethod } from "../net/netlock.ts";
 import { RepairedConnections } from "../net/tcp_conns.ts";
 import type { DumpGuard } from "./guard.ts";
 import { VirtualPids } from "../tree/pid_ns.ts";
-import { type IdMap, throughMap, type UserNamespace } from "../tree/userns.ts";
+import { type IdMap, overflowId, throughMap, type UserNamespace } from "../tree/userns.ts";
 import { UnsupportedError } from "./file_types.ts";
 
 /** Options of a dump, as `criu dump` takes them. */
@@ -214,6 +214,19 @@ export class DumpContext {
   /** Gid `id`, as criu sees it, as the tree sees it (see {@link DumpContext.uid}). */
   gid(id: number, what: string): number {
     return this.#inside(this.userns?.gid, id, "gid", what);
+  }
+
+  /**
+   * Uid `id` as the tree sees it, for an image field the restore does not apply (a terminal's
+   * owner, other than a pty's): the kernel's overflow uid when its namespace maps none.
+   */
+  seenUid(id: number): number {
+    return throughMap(this.userns?.uid, id, "inside") ?? overflowId("uid");
+  }
+
+  /** Gid `id` as the tree sees it (see {@link DumpContext.seenUid}). */
+  seenGid(id: number): number {
+    return throughMap(this.userns?.gid, id, "inside") ?? overflowId("gid");
   }
 
   #inside(map: IdMap | undefined, id: number, kind: string, what: string): number {

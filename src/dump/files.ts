@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { asRootOf, type UserNamespace } from "../tree/userns.ts";
 import { create } from "@bufbuild/protobuf";
 import { fstype } from "../../proto/gen/misc_pb.ts";
 import { dirname } from "node:path";
@@ -899,6 +900,7 @@ export function deletedRegular(
         dirname(path),
         ctx.linkRemaps.size + 1,
         (p) => ctx.hostPath(p, pid),
+        ctx.userns,
       );
       ctx.linkRemaps.set(key, remap);
       ctx.linkRemapsAt.set(remap, ctx.hostPath(remap, pid));
@@ -996,13 +998,20 @@ function readLinkOf(pid: number, fd: number): string {
 /**
  * Links the open file `link` to a free name `link_remap.N` in `dir` (of the tree, reached
  * through `at`), or, as criu, in the nearest directory above it that still exists (the file's
- * own may have been removed too); returns that name.
+ * own may have been removed too); returns that name. In the tree's own user namespace, the
+ * name is made as its root (its file systems take only names made by ids it maps).
  */
-function linkRemapFor(link: string, dir: string, n: number, at: (path: string) => string) {
+function linkRemapFor(
+  link: string,
+  dir: string,
+  n: number,
+  at: (path: string) => string,
+  userns?: UserNamespace,
+) {
   for (let i = n;; i++) {
     const name = `${dir === "/" ? "" : dir}/link_remap.${i}`;
     try {
-      linkAt(link, at(name));
+      asRootOf(userns, () => linkAt(link, at(name)));
       return name;
     } catch (e) {
       if (!(e instanceof Errno)) throw e;

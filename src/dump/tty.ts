@@ -346,7 +346,7 @@ function writeTtyInfo(ctx: DumpContext): void {
   if (!ctx.ttys.size) return;
   const img = ctx.image("tty-info.img", "TTY_INFO");
   for (const t of ctx.ttys.values()) {
-    const pty = t.driver === "ptm" || t.driver === "pts";
+    const pty = t.driver === "ptm" || t.driver === "pts", slave = t.driver === "pts";
     img.entry(
       tty_info_entrySchema,
       create(tty_info_entrySchema, {
@@ -368,8 +368,9 @@ function writeTtyInfo(ctx: DumpContext): void {
         }),
         pty: pty ? create(tty_pty_entrySchema, { index: t.index }) : undefined,
         dev: t.dev,
-        uid: ctx.uid(t.uid, `the owner of ${t.path}`),
-        gid: ctx.gid(t.gid, `the group of ${t.path}`),
+        // A pty's slave gets its owner again; another terminal's node is not made.
+        uid: slave ? ctx.uid(t.uid, `the owner of ${t.path}`) : ctx.seenUid(t.uid),
+        gid: slave ? ctx.gid(t.gid, `the group of ${t.path}`) : ctx.seenGid(t.gid),
       }),
     );
   }

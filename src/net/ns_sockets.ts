@@ -44,14 +44,22 @@ export class NamespaceSockets implements Disposable {
     this.#pidfd = pidfdOpen(child.pid);
   }
 
-  /** A helper in the network namespace of task `pid`. */
-  static enter(pid: number): NamespaceSockets {
+  /**
+   * A helper in the network namespace of task `pid`, making its sockets as `owner` (ids as
+   * criu sees them; root's without) when given.
+   */
+  static enter(pid: number, owner?: { uid: number; gid: number }): NamespaceSockets {
     const [reqR, reqW] = pipe2(O.CLOEXEC);
     const [repR, repW] = pipe2(O.CLOEXEC);
     let child: Deno.ChildProcess;
     try {
       child = new Deno.Command(helperExecutable("ns_sockets"), {
-        args: [`${pid}`, `/proc/${Deno.pid}/fd/${reqR}`, `/proc/${Deno.pid}/fd/${repW}`],
+        args: [
+          `${pid}`,
+          `/proc/${Deno.pid}/fd/${reqR}`,
+          `/proc/${Deno.pid}/fd/${repW}`,
+          ...(owner ? [`${owner.uid}:${owner.gid}`] : []),
+        ],
         stdin: "null",
         stdout: "null",
         stderr: "inherit",
@@ -156,10 +164,12 @@ let current: NamespaceSockets | undefined;
 
 /**
  * Until the returned handle is disposed, sockets are made in the network namespace of task
- * `pid` (its helper started now).
+ * `pid` (its helper started now), as `owner` when given (the root of the tree's user
+ * namespace: a socket belongs to whoever made it, and a ping socket wants a group of the
+ * namespace's ping_group_range).
  */
-export function useNamespaceOf(pid: number): Disposable {
-  const ns = NamespaceSockets.enter(pid);
+export function useNamespaceOf(pid: number, owner?: { uid: number; gid: number }): Disposable {
+  const ns = NamespaceSockets.enter(pid, owner);
   const before = current;
   current = ns;
   return {

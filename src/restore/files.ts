@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { asRootOf } from "../tree/userns.ts";
 import { exists } from "../util/exists.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
 import {
@@ -74,7 +75,6 @@ import { ImageError } from "../images/image.ts";
 import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
 import { dirname, join } from "node:path";
 import {
-  asTreeRoot,
   type DumpImages,
   hostPath,
   outsideGid,
@@ -569,7 +569,7 @@ export class FileTable implements Disposable {
    * one inode and each shows its own name. The ghost itself goes when the table closes.
    */
   #ghost(id: number, f: file_entry, reg = f.reg!): number {
-    return asTreeRoot(this.#dump, () => this.#ghostMade(id, reg));
+    return asRootOf(this.#dump.userns, () => this.#ghostMade(id, reg));
   }
 
   #ghostMade(id: number, reg: reg_file_entry): number {

@@ -10,7 +10,8 @@ import { exists } from "../util/exists.ts";
 import { dirname } from "node:path";
 import { addressOf, cString, NR, setFileTimes, syscall } from "../syscalls/mod.ts";
 import { RestoreError } from "./files.ts";
-import { asTreeRoot, type DumpImages, hostPath, outsideGid, outsideUid } from "./images.ts";
+import { type DumpImages, hostPath, outsideGid, outsideUid } from "./images.ts";
+import { asRootOf } from "../tree/userns.ts";
 import type { ghost_file_entry } from "../../proto/gen/files_pb.ts";
 
 const S_IFMT = 0o170000;
@@ -38,7 +39,7 @@ export class GhostSpecials implements Disposable {
           uid: outsideUid(dump, g.entry.uid, what),
           gid: outsideGid(dump, g.entry.gid, what),
         };
-        asTreeRoot(dump, () => this.#make(hostPath(dump, path), type, entry));
+        asRootOf(dump.userns, () => this.#make(hostPath(dump, path), type, entry));
       }
     } catch (e) {
       this[Symbol.dispose]();

@@ -68,7 +68,6 @@ import {
   utsns_entrySchema,
 } from "../../proto/gen/misc_pb.ts";
 import { IdMap, throughMap, type UserNamespace } from "../tree/userns.ts";
-import { withFsIds } from "../syscalls/mod.ts";
 import {
   type mm_entry,
   mm_entrySchema,
@@ -800,18 +799,6 @@ export function outsideUid(dump: DumpImages, id: number, what: string): number {
 /** Gid `id` of the tree as criu sees it (see {@link outsideUid}). */
 export function outsideGid(dump: DumpImages, id: number, what: string): number {
   return outside(dump.userns?.gid, id, "gid", what);
-}
-
-/**
- * Runs `fn` (synchronous) making files as the tree's user namespace's root when it has one (as
- * its uid and gid 0 are outside, else its first ids): a file system of that namespace takes
- * only files of ids it maps. Owners are given after, as criu sees them.
- */
-export function asTreeRoot<T>(dump: DumpImages, fn: () => T): T {
-  const ns = dump.userns;
-  if (!ns) return fn();
-  const first = (m: IdMap) => m.outside(0) ?? m.extents[0].lowerFirst;
-  return withFsIds(first(ns.uid), first(ns.gid), fn);
 }
 
 function outside(map: IdMap | undefined, id: number, kind: string, what: string): number {

@@ -142,7 +142,15 @@ export function installFiles(
       const breaking = (l.type & LEASE_BREAKING) !== 0;
       const reg = dump.files.get(task.fds.find((f) => f.fd === l.fd)?.id ?? -1)?.reg;
       const type = breaking ? ((reg?.flags ?? 0) & 3) === O.RDONLY ? F_RDLCK : F_WRLCK : l.type;
-      sys(NR.fcntl, `lease on fd ${l.fd}`, l.fd, F_SETLEASE, type);
+      // In a user namespace of its own the task lacks CAP_LEASE (it is criu's namespace's):
+      // it takes the lease as the file's owner, its file-system uid for the call.
+      const owner = dump.userns?.uid.inside(Deno.statSync(`/proc/${pid}/fd/${l.fd}`).uid!);
+      if (owner !== undefined) sys(NR.setfsuid, "setfsuid", owner);
+      try {
+        sys(NR.fcntl, `lease on fd ${l.fd}`, l.fd, F_SETLEASE, type);
+      } finally {
+        if (owner !== undefined) rs.call(NR.setfsuid, 0);
+      }
       // Broken before the task's signals are set: the break's own signal is not one of them.
       if (breaking) breakLease(pid, l.fd, l.type & ~LEASE_BREAKING);
     } else if (l.flag === 2) {

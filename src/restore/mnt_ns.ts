@@ -19,7 +19,7 @@
  *
  * @module
  */
-import type { UserNamespace } from "../tree/userns.ts";
+import { asRootOf, type UserNamespace } from "../tree/userns.ts";
 import {
   AT_EMPTY_PATH,
   Errno,
@@ -194,14 +194,21 @@ export function outsidePath(plan: MountNamespacePlan, path: string): string | un
 /**
  * A bind's root that was removed since it was mounted, made again at `path` for the time of
  * the bind (as criu): a directory or an empty file, as its mountpoint `target` is, with its
- * mode. Removed again on disposal.
+ * mode; as the root of the tree's user namespace `userns`, if any. Removed again on disposal.
  */
-function madeForBind(path: string, target: string, what: string): Disposable {
+function madeForBind(
+  path: string,
+  target: string,
+  what: string,
+  userns?: UserNamespace,
+): Disposable {
   try {
     const st = Deno.statSync(target);
-    if (st.isDirectory) Deno.mkdirSync(path);
-    else if (st.isFile) Deno.writeFileSync(path, new Uint8Array(), { createNew: true });
-    else throw new Error("it is neither a directory nor a file");
+    asRootOf(userns, () => {
+      if (st.isDirectory) Deno.mkdirSync(path);
+      else if (st.isFile) Deno.writeFileSync(path, new Uint8Array(), { createNew: true });
+      else throw new Error("it is neither a directory nor a file");
+    });
     Deno.chmodSync(path, (st.mode ?? 0) & 0o7777);
   } catch (e) {
     throw new RestoreError(
@@ -239,8 +246,9 @@ export async function makeMountNamespace(
     0,
   );
   // In a user namespace of its own, the namespace is built on a yard the task may reach, the
-  // paths criu was given bound by criu (see MountYard).
+  // paths criu was given bound by criu (see MountYard); and tar reaches the task's descriptors.
   using yard = plan.userns ? new MountYard(pid) : undefined;
+  if (plan.userns) openToItsNamespace(calls);
   const root = yard?.path ?? plan.root;
   const bind = (source: string, target: string, what: string) =>
     yard
@@ -261,7 +269,9 @@ export async function makeMountNamespace(
         await bind(plan.external.get(e)!, at(e), what);
       } else if (s.how === "bind") {
         const sub = `/proc/${pid}/fd/${fds.get(s.from)}${s.sub}`;
-        using _gone = e.deleted ? madeForBind(sub, `/proc/${pid}/root${at(e)}`, what) : undefined;
+        using _gone = e.deleted
+          ? madeForBind(sub, `/proc/${pid}/root${at(e)}`, what, plan.userns)
+          : undefined;
         bindFrom(calls, fds.get(s.from)!, s.sub, at(e), what);
       } else {
         mountAnew(calls, e, s.fs, at(e), plan.tars.has(e), what);
@@ -434,6 +444,16 @@ class MountYard implements Disposable {
   [Symbol.dispose](): void {
     Deno.removeSync(this.path);
   }
+}
+
+/**
+ * Makes the task dumpable again (a change of its ids since, as the IPC namespace's objects are
+ * made by their creators' ids, clears it): its /proc files are its own, and tar, run in its
+ * user namespace, may reach its descriptors. Its own state comes back at the end.
+ */
+function openToItsNamespace({ sys }: ReturnType<typeof mountCalls>): void {
+  const PR_SET_DUMPABLE = 4;
+  sys("the task's /proc files (PR_SET_DUMPABLE)", NR.prctl, PR_SET_DUMPABLE, 1);
 }
 
 /** Remote calls for mounting in the task of `rs`: scratch room, and a call that names its failure. */
@@ -665,6 +685,7 @@ function makeNested(
   const pid = rs.task.pid;
   const calls = mountCalls(rs);
   const { arena, sys, str } = calls;
+  if (dump.userns) openToItsNamespace(calls);
   // An O_PATH descriptor of the mount at `path`, which must be mount `id`.
   const openMount = (path: string, id: number, what: string) => {
     arena.reset();
@@ -749,6 +770,7 @@ function makeNested(
               `/proc/${rs.task.pid}/fd/${fds.get(s.from)}/${sub}`,
               `/proc/${rs.task.pid}/root${e.mountpoint}`,
               what,
+              dump.userns,
             )
             : undefined;
           bindFrom(calls, fds.get(s.from)!, s.sub, e.mountpoint, what);

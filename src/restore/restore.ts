@@ -64,7 +64,7 @@ import {
   thread_core_entrySchema,
 } from "../../proto/gen/core_pb.ts";
 import { NS_CLONE_FLAGS, NS_KINDS, OWN_NS_KINDS } from "../dump/context.ts";
-import { writeIdMaps } from "../tree/userns.ts";
+import { rootOf, writeIdMaps } from "../tree/userns.ts";
 import type { vma_entry } from "../../proto/gen/mm_pb.ts";
 import { reg_file_entrySchema } from "../../proto/gen/files_pb.ts";
 import { SeizedTask, TASK_STATE } from "../tree/seize.ts";
@@ -606,7 +606,9 @@ async function restoreTree(
     if (dump.ipcNs) inTask(rootSeized, (rs) => restoreIpcNamespace(rs, dump.ipcNs!));
     // Its own network namespace: devices, sysctls, addresses, routes, rules (by the tools);
     // its sockets and tun files are made in it.
-    using _netns = dump.netns || opts.joinNet ? useNamespaceOf(made.pid) : undefined;
+    using _netns = dump.netns || opts.joinNet
+      ? useNamespaceOf(made.pid, dump.userns && rootOf(dump.userns))
+      : undefined;
     let madeTunFiles = new Map<number, number>();
     if (dump.netns && !opts.joinNet) {
       // Its sysctls are written from here: ping_group_range's groups as criu sees them.

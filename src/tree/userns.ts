@@ -7,6 +7,7 @@
  * @module
  */
 import { readProcText } from "./proc.ts";
+import { withFsIds } from "../syscalls/mod.ts";
 
 /** A line of an id map: `count` ids from `first` inside are those from `lowerFirst` outside. */
 export interface IdExtent {
@@ -67,6 +68,11 @@ export function readUserNamespace(pid: number): UserNamespace {
 /** The id no map holds: "unset" (a login uid never written), carried as it is. */
 export const NO_ID = 0xffffffff;
 
+/** The id the kernel shows for one a namespace does not map (/proc/sys/kernel/overflowuid). */
+export function overflowId(kind: "uid" | "gid"): number {
+  return Number(Deno.readTextFileSync(`/proc/sys/kernel/overflow${kind}`).trim());
+}
+
 /**
  * `id` turned `way` through `map` (into the namespace, or out of it): itself without a map, and
  * {@link NO_ID} as it is; undefined when the map has none for it.
@@ -77,6 +83,23 @@ export function throughMap(
   way: "inside" | "outside",
 ): number | undefined {
   return !map || id === NO_ID ? id : map[way](id);
+}
+
+/**
+ * Runs `fn` (synchronous) making files as the root of user namespace `ns` (its uid and gid 0 as
+ * seen outside, else its first ids), or plainly without one: a file system of that namespace
+ * takes only files of ids it maps. Owners are given after, as criu sees them.
+ */
+export function asRootOf<T>(ns: UserNamespace | undefined, fn: () => T): T {
+  if (!ns) return fn();
+  const root = rootOf(ns);
+  return withFsIds(root.uid, root.gid, fn);
+}
+
+/** The ids, as seen outside, of the root of `ns` (its uid and gid 0, else its first ids). */
+export function rootOf(ns: UserNamespace): { uid: number; gid: number } {
+  const first = (m: IdMap) => m.outside(0) ?? m.extents[0].lowerFirst;
+  return { uid: first(ns.uid), gid: first(ns.gid) };
 }
 
 /**

@@ -1,6 +1,7 @@
 /*
  * A tree in a user namespace of its own, whose ids stand for others outside. Built static.
- * argv: OUT DIR [full|alone] (with "full", OUT is DIR/out.log). The starter forks a child that
+ * argv: OUT DIR [full [interop]|alone] (with "full", OUT is DIR/out.log; "interop": the
+ * segment made by the root, as CRIU 4.2 makes it again). The starter forks a child that
  * unshares the user namespace (with "full", also the PID, mount, UTS, IPC and network
  * namespaces, owned by it); the starter writes its maps, made of two extents each, as zdtm's:
  *   uid 0..999 -> 100000..,  1000..1999 -> 201000..
@@ -12,11 +13,14 @@
  *   - unless "alone", a child that took uids 1000 1001 1002 and gids 1003 1004 1005 and no
  *     groups;
  *   - a memfd owned by 1001:1002; a pipe whose owner was set with euid 1000 (F_GETOWNER_UIDS);
+ *   - a read lease on FILES/l, a file of 1000's, taken as 1000 (its file-system uid);
  *   - files in FILES: a (1000:1000, 0640), s (0:5, set-uid 04755) and a deleted one, g
  *     (1000:1001, 0604, with contents), held open. With "full", FILES is /tmp, a tmpfs
  *     mounted with uid=1000,gid=1001 below DIR made its root (pivot_root), with /proc of its
  *     own; without, FILES is DIR/files, owned by the namespace's root;
- *   - with "full": host name "uns", and a System V segment whose owner is 1000:1001.
+ *   - with "full": host name "uns", a System V segment made by 1000 (the root with "interop") and
+ *     owned by 1000:1001, and
+ *     a ping socket, its namespace's ping_group_range "0 1000".
  * On SIGTERM it checks all of it as seen from inside, and its maps as /proc/self shows them,
  * and prints PASS or FAIL.
  */
@@ -31,7 +35,10 @@
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <netinet/in.h>
+#include <sys/fsuid.h>
 #include <sys/shm.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -44,7 +51,7 @@
 static volatile sig_atomic_t term;
 static void on_term(int sig) { (void)sig; term = 1; }
 
-static int full, alone, out;
+static int full, alone, interop, out;
 static const char *dir;
 static const char *files = "/tmp";
 
@@ -116,7 +123,7 @@ static int init_main(int ready)
 		/* Its program from inside (the starter's is the host's). */
 		char fd[16];
 		snprintf(fd, sizeof(fd), "%d", ready);
-		execl("/userns", "userns", "init", fd, NULL);
+		execl("/userns", "userns", "init", fd, interop ? "interop" : NULL, NULL);
 		DIE("exec");
 	}
 	return init_rest(ready);
@@ -153,9 +160,20 @@ static int init_rest(int ready)
 	if (pipe(pp) || setresuid(-1, 1000, -1) || fcntl(pp[0], F_SETOWN, getpid()) ||
 	    setresuid(-1, 0, -1))
 		DIE("the pipe's owner");
-	int shm = -1;
+	/* A lease on a file of 1000's, taken as its owner (the root has no CAP_LEASE here). */
+	snprintf(path, sizeof(path), "%s/l", files);
+	int lfd = open(path, O_CREAT | O_RDONLY, 0644);
+	if (lfd < 0 || fchown(lfd, 1000, 1000) || setfsuid(1000) < 0 ||
+	    fcntl(lfd, F_SETLEASE, F_RDLCK) || setfsuid(0) != 1000)
+		DIE("the lease");
+	int shm = -1, ping = -1;
 	if (full) {
+		/* Its creator 1000 (the restore makes it as its creator), owned by 1000:1001. */
+		if (!interop && setresuid(-1, 1000, -1))
+			DIE("euid 1000");
 		shm = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0640);
+		if (setresuid(-1, 0, -1))
+			DIE("euid 0");
 		struct shmid_ds ds;
 		if (shm < 0 || shmctl(shm, IPC_STAT, &ds))
 			DIE("the segment");
@@ -163,6 +181,14 @@ static int init_rest(int ready)
 		ds.shm_perm.gid = 1001;
 		if (shmctl(shm, IPC_SET, &ds))
 			DIE("the segment's owner");
+		/* A ping socket, for the groups 0 to 1000 of its namespace. */
+		int r = open("/proc/sys/net/ipv4/ping_group_range", O_WRONLY);
+		if (r < 0 || write(r, "0 1000", 6) != 6)
+			DIE("ping_group_range");
+		close(r);
+		ping = socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP);
+		if (ping < 0)
+			DIE("the ping socket");
 	}
 	int cp[2];
 	if (pipe(cp))
@@ -223,6 +249,8 @@ static int init_rest(int ready)
 		why = "the memfd's owner";
 	else if (fcntl(pp[0], F_GETOWNER_UIDS, owners) || owners[0] != 0 || owners[1] != 1000)
 		why = "the pipe owner's uids";
+	else if (fcntl(lfd, F_GETLEASE) != F_RDLCK)
+		why = "the lease";
 	else if (full && (stat("/tmp", &st) || st.st_uid != 1000 || st.st_gid != 1001 ||
 			  (st.st_mode & 07777) != 0751))
 		why = "the tmpfs's root";
@@ -233,8 +261,21 @@ static int init_rest(int ready)
 		if (strcmp(host, "uns"))
 			why = "the host name";
 		else if (shmctl(shm, IPC_STAT, &ds) || ds.shm_perm.uid != 1000 ||
-			 ds.shm_perm.gid != 1001 || ds.shm_perm.cuid != 0)
+			 ds.shm_perm.gid != 1001 || ds.shm_perm.cuid != (interop ? 0 : 1000))
 			why = "the segment's owner";
+		else {
+			int proto = 0, type = 0;
+			socklen_t len = sizeof(int);
+			char range[32] = "";
+			int r = open("/proc/sys/net/ipv4/ping_group_range", O_RDONLY);
+			if (r >= 0 && read(r, range, sizeof(range) - 1) < 0)
+				range[0] = 0;
+			close(r);
+			if (getsockopt(ping, SOL_SOCKET, SO_PROTOCOL, &proto, &len) ||
+			    getsockopt(ping, SOL_SOCKET, SO_TYPE, &type, &len) || proto != IPPROTO_ICMP ||
+			    type != SOCK_DGRAM || strcmp(range, "0\t1000\n"))
+				why = "the ping socket";
+		}
 	}
 	if (!alone)
 		kill(child, SIGKILL);
@@ -258,6 +299,7 @@ int main(int argc, char **argv)
 		/* The init again, in its root (with "full"): its report is at fd 3. */
 		out = 3;
 		full = 1;
+		interop = argc > 3 && !strcmp(argv[3], "interop");
 		return init_rest(atoi(argv[2]));
 	}
 	if (argc < 3)
@@ -272,6 +314,7 @@ int main(int argc, char **argv)
 	dir = argv[2];
 	full = argc > 3 && !strcmp(argv[3], "full");
 	alone = argc > 3 && !strcmp(argv[3], "alone");
+	interop = argc > 4 && !strcmp(argv[4], "interop");
 	static char own[256];
 	/* Open to the namespace's root. */
 	chmod(dir, 0755);
