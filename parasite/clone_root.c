@@ -6,14 +6,24 @@
  * default action, unblocks them, and execs the sibling_task helper (it sleeps until criu
  * seizes it); criu's thread waits until then. Returns the child's PID, or -errno.
  *
- *   struct root_args { u64 clone_args, size, path, argv, envp; }
+ * With `go` set (a child in a user namespace of its own, cloned without CLONE_VFORK), the child
+ * first waits until criu, which wrote the namespace's id maps meanwhile, sets the word `go`
+ * points at: 1, and the child becomes the namespace's root (ids 0, which an exec keeps its
+ * capabilities for) and execs; -1, and it exits. criu keeps the blob and its stack until the
+ * child has exec'd or exited (CLONE_CHILD_CLEARTID).
+ *
+ *   struct root_args { u64 clone_args, size, path, argv, envp, go; }
  */
 #include "syscall.h"
 
 #define NR_rt_sigprocmask 14
+#define NR_setresuid 117
+#define NR_setresgid 119
+#define NR_futex 202
+#define FUTEX_WAIT 0
 
 struct root_args {
-	u64 clone_args, size, path, argv, envp;
+	u64 clone_args, size, path, argv, envp, go;
 };
 
 struct kernel_sigaction {
@@ -26,6 +36,13 @@ __attribute__((used, noreturn)) static void child_main(struct root_args *a)
 	for (int sig = 1; sig <= 64; sig++)
 		if (sig != 9 && sig != 19)
 			sys6(NR_rt_sigaction, sig, (s64)&dfl, 0, 8, 0, 0);
+	if (a->go) {
+		volatile int *go = (volatile int *)a->go;
+		while (!*go)
+			sys6(NR_futex, (s64)go, FUTEX_WAIT, 0, 0, 0, 0);
+		if (*go < 0 || sys3(NR_setresgid, 0, 0, 0) < 0 || sys3(NR_setresuid, 0, 0, 0) < 0)
+			sys3(NR_exit_group, 126, 0, 0);
+	}
 	u64 none = 0;
 	sys6(NR_rt_sigprocmask, 2 /* SIG_SETMASK */, (s64)&none, 0, 8, 0, 0);
 	sys3(NR_execve, (s64)a->path, (s64)a->argv, (s64)a->envp);

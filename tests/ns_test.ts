@@ -1038,3 +1038,52 @@ Deno.test("a lone task in a user namespace of its own (criu's other namespaces) 
     killAll(...tree);
   }
 });
+
+Deno.test("a tree in a user namespace of its own restored with --restore-sibling (as LXC restores an unprivileged container): born the caller's child, it gets its maps before it runs, and finds itself whole", async () => {
+  const { root, argv } = usernsRoot(await buildVictim("userns", ["-static"]));
+  const v = startVictim(argv, root);
+  const init = Number((await waitReport(v)).pid);
+  await v.child.status;
+  const tree = treePids(init);
+  let back = 0;
+  try {
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${init}`, "-D", imgs, "--file-locks"]);
+    assertEquals(d.code, 0, d.stderr);
+    assert(await waitGone(init), "gone after the dump");
+    // The caller: restores, checks it is the parent, has the tree check itself, and reaps it.
+    const caller = [
+      "import os, subprocess, sys, time",
+      "pidfile = sys.argv[1] + '/sibling.pid'",
+      "r = subprocess.run(sys.argv[3:] + ['--pidfile', pidfile], capture_output=True, text=True)",
+      "if r.returncode: print('FAIL restore', r.stderr); sys.exit(1)",
+      "pid = int(open(pidfile).read())",
+      "print('back', pid, flush=True)",
+      "ppid = int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])",
+      "os.kill(pid, 15)",
+      "for _ in range(100):",
+      "    if 'PASS' in open(sys.argv[2]).read() or 'FAIL' in open(sys.argv[2]).read(): break",
+      "    time.sleep(0.05)",
+      "os.kill(pid, 9)",
+      "os.waitpid(pid, 0)",
+      "print('PASS sibling' if ppid == os.getpid() else f'FAIL ppid {ppid} (we are {os.getpid()})')",
+    ].join("\n");
+    const out = await new Deno.Command("python3", {
+      args: [
+        "-c",
+        caller,
+        imgs,
+        v.out,
+        ...criuArgv(["restore", "-d", "-S", "-D", imgs, "--root", root]),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    back = Number(/back (\d+)/.exec(text)?.[1] ?? 0);
+    assertMatch(text, /PASS sibling/);
+    assertMatch(Deno.readTextFileSync(v.out), /PASS userns/);
+  } finally {
+    killAll(...tree, ...(back ? [back] : []));
+  }
+});

@@ -11,6 +11,7 @@ import { helperExecutable } from "../util/helper_exe.ts";
 import { CLOCK, clockGettime, lastErrno, NR, rawSyscall } from "../syscalls/mod.ts";
 import { cloneSiblingTask } from "../syscalls/spawn.ts";
 import { readTimeOffsets } from "../tree/proc.ts";
+import { type UserNamespace, writeIdMaps } from "../tree/userns.ts";
 
 /** The PID asked for is in use. */
 export class PidTakenError extends Error {
@@ -56,7 +57,8 @@ export interface TimeNamespaceClocks {
  * Creates a task with PID `pid`, in new namespaces of the kinds `cloneFlags` names (CLONE_NEW*),
  * and in a new time namespace whose clocks read `clocks`, when given, or in the network
  * namespace bound at `joinNet` (--join-ns net:PATH); `detach` lets the helper exit instead of
- * waiting for it.
+ * waiting for it. A new user namespace (CLONE_NEWUSER) gets the id maps of `userns` before the
+ * task does anything as one of its ids.
  */
 export async function spawnTask(
   pid: number,
@@ -65,11 +67,12 @@ export async function spawnTask(
   clocks?: TimeNamespaceClocks,
   joinNet?: string,
   sibling = false,
+  userns?: UserNamespace,
 ): Promise<HelperTask> {
   const time = clocks
     ? [clocks.monotonic, clocks.boottime].flatMap(([sec, nsec]) => [`${sec}`, `${nsec}`])
     : [];
-  if (sibling) return spawnSiblingTask(pid, cloneFlags, clocks, joinNet);
+  if (sibling) return spawnSiblingTask(pid, cloneFlags, clocks, joinNet, userns);
   const helper = new Deno.Command(helperExecutable("restore_helper"), {
     args: [
       `${pid}`,
@@ -106,7 +109,17 @@ export async function spawnTask(
       // The helper is gone already.
     }
   };
-  return { pid: Number(m[2]), helper, release: () => tell("g"), abandon: () => tell() };
+  const made = { pid: Number(m[2]), helper, release: () => tell("g"), abandon: () => tell() };
+  if (userns) {
+    try {
+      writeIdMaps(made.pid, userns);
+    } catch (e) {
+      await made.abandon();
+      await helper.status;
+      throw e;
+    }
+  }
+  return made;
 }
 
 /**
@@ -122,12 +135,22 @@ function spawnSiblingTask(
   cloneFlags: number,
   clocks?: TimeNamespaceClocks,
   joinNet?: string,
+  userns?: UserNamespace,
 ): HelperTask {
   if (joinNet) {
     throw new Error("Cannot restore with --restore-sibling into a namespace joined (--join-ns)");
   }
   if (clocks) enterNewTimeNamespace(clocks);
-  const child = cloneSiblingTask(helperExecutable("sibling_task"), cloneFlags, pid);
+  // In a user namespace of its own, the task gets its maps before it runs its program, which
+  // it reaches through its own copy of criu's descriptor (criu's /proc is closed to it).
+  const child = userns
+    ? cloneSiblingTask(
+      helperExecutable("sibling_task", true),
+      cloneFlags,
+      pid,
+      (c) => writeIdMaps(c, userns),
+    )
+    : cloneSiblingTask(helperExecutable("sibling_task"), cloneFlags, pid);
   if (child === -17) throw new PidTakenError(pid);
   if (child < 0) throw new Error(`Cannot create task ${pid}: clone3 failed with errno ${-child}`);
   const status = Promise.resolve({ code: 0 });

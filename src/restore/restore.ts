@@ -64,7 +64,7 @@ import {
   thread_core_entrySchema,
 } from "../../proto/gen/core_pb.ts";
 import { NS_CLONE_FLAGS, NS_KINDS, OWN_NS_KINDS } from "../dump/context.ts";
-import { rootOf, writeIdMaps } from "../tree/userns.ts";
+import { rootOf } from "../tree/userns.ts";
 import type { vma_entry } from "../../proto/gen/mm_pb.ts";
 import { reg_file_entrySchema } from "../../proto/gen/files_pb.ts";
 import { SeizedTask, TASK_STATE } from "../tree/seize.ts";
@@ -516,14 +516,6 @@ async function restoreTree(
 
   // 2. FORK: the root by the helper, every other task by its restored parent.
   log.info(`Creating task ${pid}`);
-  // The sibling runs its program at once, before its user namespace has maps (which would
-  // take its capabilities there).
-  if (opts.sibling && dump.userns) {
-    throw new RestoreError(
-      `Cannot restore task ${pid} with --restore-sibling: it had a user namespace of its ` +
-        `own; not supported yet`,
-    );
-  }
   // As criu: the root's parent is criu, which a detached restore leaves at once.
   if (opts.detach && !opts.sibling && rootTask.core.threadCore?.pdeathSig) {
     log.warn(
@@ -551,6 +543,7 @@ async function restoreTree(
     clocks,
     opts.joinNet,
     opts.sibling,
+    dump.userns,
   );
   // The tasks' real ids, as they are made (the images' own without a PID namespace).
   const pids = new RealPids(dump.pidNs);
@@ -566,9 +559,6 @@ async function restoreTree(
     if (opts.faultInject === stage) throw new RestoreError(`Fault injected at ${stage}`);
   };
   try {
-    // Its own user namespace (the others, made with it, belong to it) gets its id maps before
-    // the task does anything as one of its ids.
-    if (dump.userns) writeIdMaps(made.pid, dump.userns);
     // The cgroups the mode makes (removed again should the restore fail), before any task
     // moves into them.
     cgroups.make();

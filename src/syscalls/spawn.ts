@@ -66,21 +66,33 @@ function execArgs(path: string, argv: string[], env: Record<string, string>) {
  * namespace when `cloneFlags` has CLONE_NEWPID) and the namespaces `cloneFlags` names, running
  * `path` (a program that sleeps until criu seizes it). Returns its PID as criu sees it, or
  * -errno (EEXIST: the id is taken).
+ *
+ * With `beforeExec` (the child in a user namespace of its own), the child waits before it
+ * execs until `beforeExec` has run with its PID (writing the namespace's id maps), then becomes
+ * the namespace's root, whose capabilities an exec keeps; this thread waits until it has
+ * exec'd. Should `beforeExec` throw, the child exits and the error is thrown.
  */
 export function cloneSiblingTask(
   path: string,
   cloneFlags: number,
   tid: number,
+  beforeExec?: (child: number) => void,
 ): number {
+  const CLONE_CHILD_CLEARTID = 0x200000, FUTEX_WAIT = 0, FUTEX_WAKE = 1;
   const x = execArgs(path, [path], {});
   const setTid = new Int32Array([tid]);
+  // The word the child waits on, and the one the kernel clears once it has exec'd or exited.
+  const go = new Int32Array(1), running = new Int32Array([-1]);
   return withBlob("clone_root", (text, stack) => {
     // struct clone_args up to set_tid_size (CLONE_ARGS_SIZE_VER1); exit_signal 0, as
     // CLONE_PARENT wants (the child takes criu's own).
+    const waits = beforeExec !== undefined;
     const cargs = new BigUint64Array([
-      BigInt(cloneFlags | CLONE_PARENT | CLONE_VM | CLONE_VFORK),
+      BigInt(
+        cloneFlags | CLONE_PARENT | CLONE_VM | (waits ? CLONE_CHILD_CLEARTID : CLONE_VFORK),
+      ),
       0n,
-      0n,
+      waits ? addressOf(running) : 0n,
       0n,
       0n,
       stack,
@@ -95,13 +107,29 @@ export function cloneSiblingTask(
       x.path,
       addressOf(x.argv),
       addressOf(x.envp),
+      waits ? addressOf(go) : 0n,
     ]);
     const call = new Deno.UnsafeFnPointer(
       Deno.UnsafePointer.create(text)!,
       { parameters: ["pointer"], result: "i64" } as const,
     );
     const ret = Number(call.call(Deno.UnsafePointer.of(args)));
-    void [x, setTid, cargs];
+    if (waits && ret > 0) {
+      try {
+        beforeExec(ret);
+        go[0] = 1;
+      } catch (e) {
+        go[0] = -1;
+        throw e;
+      } finally {
+        rawSyscall(NR.futex, addressOf(go), FUTEX_WAKE, 1);
+        // Until the child no longer runs on the blob and its stack.
+        while (Atomics.load(running, 0) !== 0) {
+          rawSyscall(NR.futex, addressOf(running), FUTEX_WAIT, Atomics.load(running, 0), 0n);
+        }
+      }
+    }
+    void [x, setTid, cargs, go, running];
     return ret;
   });
 }

@@ -12,8 +12,12 @@ import { decodeBase64 } from "./base64.ts";
 const MFD_CLOEXEC = 1;
 const made = new Map<string, number>();
 
-/** A path that executes helper `name` (made once per process). */
-export function helperExecutable(name: keyof typeof HELPERS): string {
+/**
+ * A path that executes helper `name` (made once per process): through criu's /proc, or, with
+ * `own`, through the executing process's own copy of the descriptor (a child sharing criu's
+ * descriptors but not allowed into its /proc).
+ */
+export function helperExecutable(name: keyof typeof HELPERS, own = false): string {
   let fd = made.get(name);
   if (fd === undefined) {
     const label = cString(`criu-${name}`);
@@ -28,5 +32,5 @@ export function helperExecutable(name: keyof typeof HELPERS): string {
     }
     made.set(name, fd);
   }
-  return `/proc/${Deno.pid}/fd/${fd}`;
+  return own ? `/proc/self/fd/${fd}` : `/proc/${Deno.pid}/fd/${fd}`;
 }
