@@ -4,6 +4,7 @@
  */
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { dirname } from "node:path";
+import { relatedNamespace } from "../src/syscalls/mod.ts";
 import { exists } from "../src/util/exists.ts";
 import { readSysctlsOutside } from "../src/dump/ipc_ns.ts";
 import {
@@ -1004,7 +1005,7 @@ Deno.test("a user namespace of its own, owning the tree's PID, mount, UTS, IPC a
   }
 });
 
-Deno.test("a lone task in a user namespace of its own (criu's other namespaces) comes back with its maps, ids and files; with a second task and no PID namespace of its own it is refused by name and left running", async () => {
+Deno.test("a lone task in a user namespace of its own (criu's other namespaces) comes back with its maps, ids and files; a time namespace its user namespace owns comes back owned by it; with a second task and no PID namespace of its own it is refused by name and left running", async () => {
   const bin = await buildVictim("userns", ["-static"]);
   // Its files in a directory of the host, owned by the namespace's root.
   const v = startVictim(["setsid", bin, "{out}", "{dir}", "alone"]);
@@ -1036,6 +1037,34 @@ Deno.test("a lone task in a user namespace of its own (criu's other namespaces) 
     assertMatch(await verdict(pair, p), /PASS userns/);
   } finally {
     killAll(...tree);
+  }
+  // A time namespace of its own, which its user namespace owns: made there again (by the root).
+  const timed = startVictim([
+    "unshare",
+    "--user",
+    "--map-root-user",
+    "--time",
+    "--fork",
+    "setsid",
+    "sleep",
+    "30",
+  ]);
+  await sleep(300);
+  const inner = treePids(timed.pid).find((q) => q !== timed.pid)!;
+  try {
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${inner}`, "-D", imgs]);
+    assertEquals(d.code, 0, d.stderr);
+    assert(await waitGone(inner), "gone after the dump");
+    const r = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(r.code, 0, r.stderr);
+    const ino = (kind: string) => Deno.statSync(`/proc/${inner}/ns/${kind}`).ino;
+    assert(ino("time") !== Deno.statSync("/proc/self/ns/time").ino, "a time namespace");
+    assertEquals(ino("time_for_children"), ino("time"));
+    assertEquals(relatedNamespace(`/proc/${inner}/ns/time`, "owner"), ino("user"));
+  } finally {
+    killAll(inner);
+    await stopVictim(timed);
   }
 });
 

@@ -179,12 +179,23 @@ function enterNewTimeNamespace(clocks: TimeNamespaceClocks): void {
   if (rawSyscall(NR.unshare, CLONE_NEWTIME) < 0n) {
     throw new Error(`Cannot make a time namespace: errno ${lastErrno()}`);
   }
+  Deno.writeTextFileSync("/proc/self/timens_offsets", timeOffsets(clocks, own));
+}
+
+/**
+ * /proc/PID/timens_offsets of a new time namespace whose clocks read `clocks` now, for a task
+ * in criu's time namespace, whose offsets are `own` (offsets count from the host's clocks).
+ */
+export function timeOffsets(
+  clocks: TimeNamespaceClocks,
+  own = readTimeOffsets(Deno.pid),
+): string {
   const lines = [["monotonic", CLOCK.MONOTONIC, clocks.monotonic], [
     "boottime",
     CLOCK.BOOTTIME,
     clocks.boottime,
   ]] as const;
-  const text = lines.map(([name, clock, [sec, nsec]]) => {
+  return lines.map(([name, clock, [sec, nsec]]) => {
     const [s, n] = clockGettime(clock);
     const [os, on] = own.get(clock) ?? [0n, 0n];
     const host = (s - os) * 1_000_000_000n + n - on;
@@ -193,5 +204,4 @@ function enterNewTimeNamespace(clocks: TimeNamespaceClocks): void {
     off -= offSec * 1_000_000_000n;
     return `${name} ${offSec} ${off}\n`;
   }).join("");
-  Deno.writeTextFileSync("/proc/self/timens_offsets", text);
 }

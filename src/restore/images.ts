@@ -170,6 +170,8 @@ export interface DumpImages {
    * (timens-ID.img), else criu's at the dump (timens-0.img); undefined without either.
    */
   timens?: timens_entry;
+  /** Whether that namespace was the root's own (not criu's). */
+  ownTimens: boolean;
   /** Shared anonymous memory objects by inode: their pages (offset in the object, data). */
   shmem: Map<bigint, ShmemPages>;
   /** The tree's own mount namespace (mountpoints-ID.img), when the root had one. */
@@ -562,6 +564,7 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
     ipcNs: ownIpc === undefined ? undefined : readIpcNs(dir, ownIpc, shmem, tasks[0]),
     netns: readNetnsImages(dir, ownNamespaceId(inventory, tasks[0], "net"), tasks[0], emptyNet),
     timens: readTimens(dir, inventory, tasks[0]),
+    ownTimens: ownNamespaceId(inventory, tasks[0], "time") !== undefined,
     mntNs: readMntNs(dir, ownNamespaceId(inventory, tasks[0], "mnt"), tasks[0]),
     nestedMnts: readNestedMnts(dir, inventory, tasks),
     fsRoots: new Map(),

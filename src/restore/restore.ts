@@ -88,7 +88,7 @@ import {
 } from "./files.ts";
 import { type PtyTable, setForegroundGroup } from "./ttys.ts";
 import { installFiles, restoreLateFiles } from "./install.ts";
-import { PidTakenError, spawnTask } from "./helper.ts";
+import { PidTakenError, spawnTask, type TimeNamespaceClocks, timeOffsets } from "./helper.ts";
 import { RealPids } from "../tree/pid_ns.ts";
 import {
   planSessions,
@@ -533,6 +533,9 @@ async function restoreTree(
       boottime: [t.boottime.tvSec, t.boottime.tvNsec] as [bigint, bigint],
     }
     : undefined;
+  // A time namespace of its own belonged to its own user namespace (as the other namespaces it
+  // had, which the dump checks): the root makes it there (see below).
+  const timeInside = dump.userns && dump.ownTimens ? clocks : undefined;
   const made = await spawnTask(
     pid,
     opts.detach ?? false,
@@ -540,7 +543,7 @@ async function restoreTree(
       (dump.uts ? NS_CLONE_FLAGS.uts : 0) | (dump.pidNs ? NS_CLONE_FLAGS.pid : 0) |
       (dump.ipcNs ? NS_CLONE_FLAGS.ipc : 0) |
       (dump.netns && !opts.joinNet ? NS_CLONE_FLAGS.net : 0) | (mounts ? NS_CLONE_FLAGS.mnt : 0),
-    clocks,
+    timeInside ? undefined : clocks,
     opts.joinNet,
     opts.sibling,
     dump.userns,
@@ -588,6 +591,9 @@ async function restoreTree(
         rs.check(NR.setresgid, "setresgid(0)", 0, 0, 0);
         rs.check(NR.setresuid, "setresuid(0)", 0, 0, 0);
         rs.check(NR.prctl, "prctl(PR_SET_DUMPABLE)", 4, /* PR_SET_DUMPABLE */ 1);
+        // Its time namespace, made there (it belongs to the user namespace), its clocks set
+        // before the root joins it (a time namespace takes offsets only while empty).
+        if (timeInside) enterTimeNamespace(rs, timeInside);
       });
     }
     // The tree's own UTS namespace gets its names before any task is made in it.
@@ -839,6 +845,32 @@ async function restoreTree(
     // The cgroups made for the tree go with it.
     cgroups.removeMade();
     throw e;
+  }
+}
+
+/**
+ * Puts the task of `rs` (single-threaded, in its own user namespace) into a new time namespace
+ * of that user namespace whose clocks read `clocks` now: unshared for its children, its offsets
+ * written, then joined (setns through /proc/self/ns/time_for_children).
+ */
+function enterTimeNamespace(rs: RemoteSyscalls, clocks: TimeNamespaceClocks): void {
+  const arena = new RemoteArena(rs.task.pid, rs.scratch(4096), 4096);
+  const CLONE_NEWTIME = 0x80;
+  rs.check(NR.unshare, "unshare(CLONE_NEWTIME)", CLONE_NEWTIME);
+  const text = new TextEncoder().encode(timeOffsets(clocks));
+  const offsets = arena.cstr("/proc/self/timens_offsets");
+  const fd = Number(rs.check(NR.open, "timens_offsets", offsets, O.WRONLY));
+  try {
+    rs.check(NR.write, "timens_offsets", fd, arena.put(text), text.length);
+  } finally {
+    rs.call(NR.close, fd);
+  }
+  const children = arena.cstr("/proc/self/ns/time_for_children");
+  const ns = Number(rs.check(NR.open, "time_for_children", children, O.RDONLY));
+  try {
+    rs.check(NR.setns, "setns(CLONE_NEWTIME)", ns, CLONE_NEWTIME);
+  } finally {
+    rs.call(NR.close, ns);
   }
 }
 
