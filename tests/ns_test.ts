@@ -416,7 +416,7 @@ Deno.test("sockets inside a network namespace of its own: made in it again, a TC
   await netnsRoundTrip("netns", ["sockets"], /PASS netns/, { dump: tcp, restore: tcp });
 });
 
-Deno.test("a network namespace with what is not carried yet is refused by name: a device of another kind (vxlan), a persistent tun up with no file, a bridge or port setting or queue length criu's images lack, a queueing discipline, a macvlan on a device inside, a sysctl criu does not carry", async () => {
+Deno.test("a network namespace with what is not carried yet is refused by name: a device of another kind (vxlan), a persistent tun up with no file, a bridge or port setting, forwarding entry or queue length criu's images lack, a queueing discipline, a macvlan on a device inside, a sysctl criu does not carry", async () => {
   const cases: [string, RegExp][] = [
     [
       "ip link add vx0 type vxlan id 5 dstport 4789 && echo ready && exec sleep 60",
@@ -435,6 +435,12 @@ Deno.test("a network namespace with what is not carried yet is refused by name: 
       "ip link set p0 master br0 && ip link set p0 type bridge_slave cost 7 && " +
       "echo ready && exec sleep 60",
       /device p0 has bridge port setting cost 7 \(made afresh: 2\), which is not carried/,
+    ],
+    [
+      "ip link add br0 type bridge && ip link add p0 type veth peer name p1 && " +
+      "ip link set p0 master br0 && bridge fdb add 02:11:22:33:44:55 dev p0 master static && " +
+      "echo ready && exec sleep 60",
+      /bridge br0 has a static forwarding entry for 02:11:22:33:44:55 on p0, which is not carried/,
     ],
     [
       "ip link add p0 type veth peer name p1 && ip link set p0 txqueuelen 77 && " +

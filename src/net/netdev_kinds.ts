@@ -176,6 +176,38 @@ export async function checkLinks(pid: number, links: Link[], secret: Set<string>
       }
     }
   }
+  if (links.some((l) => l.linkinfo?.info_kind === "bridge")) await checkFdb(pid, links);
+}
+
+/** An entry of `bridge -j fdb show`. */
+interface FdbEntry {
+  mac: string;
+  ifname: string;
+  flags?: string[];
+  master?: string;
+  state?: string;
+}
+
+/**
+ * Refuses a bridge forwarding entry the restore would not make again: one added by hand
+ * (static, or permanent for another address than its port's own). criu's images carry none;
+ * the bridge makes its ports' own again, and learned ones are learned again.
+ */
+async function checkFdb(pid: number, links: Link[]): Promise<void> {
+  const out = await inNetns(pid, ["bridge", "-j", "fdb", "show"]);
+  const entries = JSON.parse(new TextDecoder().decode(out)) as FdbEntry[];
+  const own = new Map(links.map((l) => [l.ifname, l.address]));
+  const added = entries.find((e) =>
+    e.master !== undefined && !e.flags?.includes("self") &&
+    (e.state === "static" || (e.state === "permanent" && e.mac !== own.get(e.ifname)))
+  );
+  if (added) {
+    throw new NetnsError(
+      `Cannot dump the network namespace of task ${pid}: bridge ${added.master} has a ` +
+        `${added.state} forwarding entry for ${added.mac} on ${added.ifname}, which is not ` +
+        `carried`,
+    );
+  }
 }
 
 /**
