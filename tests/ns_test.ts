@@ -851,6 +851,24 @@ Deno.test("a mount namespace of its own comes back with its root, proc, sysfs, d
       assertEquals(r.code, 1, r.stderr);
       assertMatch(r.stderr, why);
     }
+    // Each tmpfs's tar, the root namespace's and the nested one's, missing: refused before
+    // any task is made.
+    const tars = names.filter((n) => /^tmpfs-dev-\d+\.tar\.gz\.img$/.test(n));
+    assert(tars.length >= 2, `a tar for each namespace's tmpfs: ${tars}`);
+    for (const tar of tars) {
+      Deno.renameSync(`${imgs}/${tar}`, `${imgs}/${tar}.away`);
+      try {
+        const r = await criu([
+          ...["restore", "-d", "-D", imgs, "--root", root, "-v4", "-o", "missing.log"],
+          ...["--external", `mnt[EXT]:${ext}`],
+        ]);
+        assertEquals(r.code, 1, r.stderr);
+        assertMatch(r.stderr, new RegExp(`image ${tar.replaceAll(".", "\\.")} is missing`));
+        assert(!/Creating task/.test(Deno.readTextFileSync(`${imgs}/missing.log`)), tar);
+      } finally {
+        Deno.renameSync(`${imgs}/${tar}.away`, `${imgs}/${tar}`);
+      }
+    }
     const pidfile = `${tmpDir()}/pid`;
     const r = await criu([
       "restore",

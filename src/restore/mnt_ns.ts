@@ -611,12 +611,16 @@ export interface MountNamespaces {
 export function checkNestedNamespaces(dump: DumpImages): Map<number, NestedPlan> {
   const out = new Map<number, NestedPlan>();
   for (const [id, entries] of dump.nestedMnts) {
+    let plan: NestedPlan;
     try {
-      out.set(id, planNested(dump.mntNs!.entries, entries));
+      plan = planNested(dump.mntNs!.entries, entries);
     } catch (e) {
       if (e instanceof MountPlanError) throw new RestoreError(`Cannot restore: ${e.message}`);
       throw e;
     }
+    // The tar of each tmpfs it makes anew is there before anything is made.
+    for (const s of plan.extra) if (s.how === "new" && hasTar(s.entry)) tmpfsTar(dump.dir, s.entry);
+    out.set(id, plan);
   }
   return out;
 }
