@@ -23,7 +23,13 @@ import { UnsupportedError } from "./file_types.ts";
  * may choose ids only in a PID namespace of that user namespace.
  */
 export function readTreeUserns(root: number, tasks: number, ownPid: boolean): UserNamespace {
-  if (!ownPid && tasks > 1) throw new UnsupportedError(userAndPidMessage(root));
+  if (!ownPid && tasks > 1) {
+    throw new UnsupportedError(
+      `Cannot dump task ${root}: it has a user namespace of its own but not a PID namespace, ` +
+        `and more than one task: those would be made again by tasks of that user namespace, ` +
+        `which may not choose their ids in criu's PID namespace`,
+    );
+  }
   const ino = (path: string) => Number(Deno.statSync(path).ino);
   const own = ino(`/proc/${root}/ns/user`);
   if (relatedNamespace(`/proc/${root}/ns/user`, "parent") !== ino("/proc/self/ns/user")) {
@@ -50,13 +56,6 @@ export function readTreeUserns(root: number, tasks: number, ownPid: boolean): Us
     );
   }
   return ns;
-}
-
-/** Why a tree of several tasks in a user namespace of its own needs a PID namespace too. */
-function userAndPidMessage(root: number): string {
-  return `Cannot dump task ${root}: it has a user namespace of its own but not a PID namespace, ` +
-    `and more than one task: those would be made again by tasks of that user namespace, ` +
-    `which may not choose their ids in criu's PID namespace`;
 }
 
 /**

@@ -57,7 +57,7 @@ export interface UserNamespace {
   gid: IdMap;
 }
 
-/** The user namespace task `pid` is in, as criu's sees it. */
+/** The id maps of the user namespace task `pid` is in, as criu sees them. */
 export function readUserNamespace(pid: number): UserNamespace {
   return {
     uid: IdMap.parse(readProcText(pid, "uid_map")),
