@@ -39,9 +39,10 @@
  * takes the frame's pretcode, a `mov $15, %rax; syscall` of the task's code (its sa_restorer),
  * into rt_sigreturn. A thread other than the leader inside the area at the same moment copies
  * its own frame further down the leader's stack (the leader is still in heal, not using it),
- * says it left, and jumps to the sa_restorer; the leader waits for that word (and a little
- * more, for the jump to be done) before it unmaps the area. Without a chain, or if the other
- * thread does not leave, the area stays mapped (inert) and rt_sigreturn reads the frames there.
+ * says it left, and jumps to the sa_restorer; the leader waits for that word (up to 10 s, a
+ * loaded machine may keep the thread from a CPU that long; then 200 ms more, for the jump to be
+ * done) before it unmaps the area. Without a chain, or if the other thread does not leave,
+ * the area stays mapped (inert) and rt_sigreturn reads the frames there.
  *
  * Freestanding: no libc, no globals, position independent; the entry point is the first byte.
  */
@@ -121,11 +122,13 @@ __attribute__((used, noreturn)) void heal_main(struct heal_block *b)
 		__builtin_unreachable();
 	}
 	if (t->inflight) {
-		for (int i = 0; i < 100 && !t->left; i++)
+		/* The other thread, let go at the same moment, may wait long for a CPU on a loaded
+		 * machine: up to 10 s for its word, then time for its last two instructions. */
+		for (int i = 0; i < 1000 && !t->left; i++)
 			nap(10);
 		if (!t->left)
 			go_home(b->chain);
-		nap(50);
+		nap(200);
 	}
 	if (!b->syscall_ret)
 		go_home(b->chain);
