@@ -29,8 +29,17 @@ import { type FileKind, type OpenFile, UnsupportedError } from "./file_types.ts"
 import { inotifyWatches } from "./inotify.ts";
 import { fanotifyGroup } from "./fanotify.ts";
 
-/** The state of an eventfd, signalfd, timerfd or epoll descriptor, from its fdinfo. */
-export function anonKind(name: string, pid: number, fd: number): FileKind {
+/**
+ * The state of an eventfd, signalfd, timerfd or epoll descriptor, from its fdinfo; an inotify
+ * watch's file not found in the mount namespace of task `pid` is looked for in those of the
+ * tasks `elsewhere`.
+ */
+export function anonKind(
+  name: string,
+  pid: number,
+  fd: number,
+  elsewhere: readonly number[] = [],
+): FileKind {
   const x = parseFdinfo(readProcText(pid, `fdinfo/${fd}`)).extra;
   const pair = (v: string | undefined): [bigint, bigint] => {
     const m = /\((\d+),\s*(\d+)\)/.exec(v ?? "");
@@ -68,7 +77,7 @@ export function anonKind(name: string, pid: number, fd: number): FileKind {
     }
     case "inotify": {
       const nsPid = ownNamespace(pid, "mnt") ? pid : undefined;
-      const watches = inotifyWatches(readProcText(pid, `fdinfo/${fd}`), nsPid);
+      const watches = inotifyWatches(readProcText(pid, `fdinfo/${fd}`), nsPid, elsewhere);
       const queued = withTaskFd(pid, fd, (copy) => inputQueued(copy, `fd ${fd} of task ${pid}`));
       if (queued > 0) {
         throw new UnsupportedError(
@@ -191,7 +200,7 @@ export function anonEntry(file: OpenFile): file_entry {
               ignoredMask: w.ignoredMask,
               sDev: w.sdev,
               wd: w.wd,
-              fHandle: fhEntry(w.handle, w.handleType, w.path),
+              fHandle: fhEntry(w.handle, w.handleType, w.path, w.mntId),
             });
           }),
         }),
@@ -221,8 +230,11 @@ export function anonEntry(file: OpenFile): file_entry {
   }
 }
 
-/** A file handle as criu keeps it: its bytes in 16 words, with the path beside. */
-function fhEntry(handle: Uint8Array, type: number, path: string) {
+/**
+ * A file handle as criu keeps it: its bytes in 16 words, with the path beside, and the mount
+ * whose namespace the path is in when it is not the holder's (`mntId`).
+ */
+function fhEntry(handle: Uint8Array, type: number, path: string, mntId?: number) {
   const words = new BigUint64Array(16);
   new Uint8Array(words.buffer).set(handle.subarray(0, 128));
   return create(fh_entrySchema, {
@@ -230,5 +242,6 @@ function fhEntry(handle: Uint8Array, type: number, path: string) {
     type,
     handle: [...words],
     path: path || undefined,
+    mntId,
   });
 }

@@ -198,7 +198,13 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
   if (ns && ns[1] in NS_CLONE_FLAGS) return nsKind(ctx, Number(ns[2]), what);
   if (target.startsWith("anon_inode:")) {
     const name = target.slice(11).replace(/^\[|\]$/g, "");
-    if (ANON_KINDS.has(name)) return anonKind(name, pid, fd);
+    if (ANON_KINDS.has(name)) {
+      // The tree's other mount namespaces, where a watched file may be found too.
+      const mine = nsLink(pid, "mnt");
+      const elsewhere = [ctx.mntNs, ...ctx.nestedMnts.values()]
+        .filter((n) => n && nsLink(n.pid, "mnt") !== mine).map((n) => n!.pid);
+      return anonKind(name, pid, fd, elsewhere);
+    }
     if (name === "pidfd") return pidfdKind(ctx, pid, fd, link, what);
     if (name === "io_uring") {
       throw new UnsupportedError(

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { pathOfHandle } from "../util/file_handle.ts";
+import { nameInNamespaceOf, pathOfHandle } from "../util/file_handle.ts";
 
 /** One watch of an inotify instance. */
 export interface InotifyWatch {
@@ -24,12 +24,25 @@ export interface InotifyWatch {
   path: string;
   /** Whether the watched file was deleted (it has no name, only its inode). */
   deleted: boolean;
+  /**
+   * The mount showing it, when it was found in another mount namespace of the tree than its
+   * holder's (`path` is then that namespace's).
+   */
+  mntId?: number;
 }
 
 const DELETED = " (deleted)";
 
-/** Parses the watch lines of an inotify fdinfo and finds each watched file. */
-export function inotifyWatches(fdinfo: string, nsPid?: number): InotifyWatch[] {
+/**
+ * Parses the watch lines of an inotify fdinfo and finds each watched file: in the mount
+ * namespace of `nsPid` (criu's without), else in those of the tasks `elsewhere` (the tree's
+ * other mount namespaces: a file watched through a descriptor of a mount only another one has).
+ */
+export function inotifyWatches(
+  fdinfo: string,
+  nsPid?: number,
+  elsewhere: readonly number[] = [],
+): InotifyWatch[] {
   const out: InotifyWatch[] = [];
   const re =
     /^inotify wd:([0-9a-f]+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+) fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*)/gm;
@@ -41,7 +54,14 @@ export function inotifyWatches(fdinfo: string, nsPid?: number): InotifyWatch[] {
     );
     const sdev = parseInt(m[3], 16);
     const handleType = parseInt(m[7], 16);
-    const path = pathOfHandle(sdev, handleType, handle, nsPid) ?? "";
+    let path = pathOfHandle(sdev, handleType, handle, nsPid) ?? "";
+    let mntId: number | undefined;
+    for (const pid of path ? [] : elsewhere) {
+      const found = nameInNamespaceOf(pid, sdev, handleType, handle);
+      if (!found) continue;
+      [path, mntId] = [found.name, found.mntId];
+      break;
+    }
     const deleted = path.endsWith(DELETED);
     out.push({
       wd: parseInt(m[1], 16),
@@ -53,6 +73,7 @@ export function inotifyWatches(fdinfo: string, nsPid?: number): InotifyWatch[] {
       handle,
       path: deleted ? "" : path,
       deleted,
+      mntId,
     });
   }
   return out;

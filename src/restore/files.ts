@@ -23,6 +23,7 @@ import { exists } from "../util/exists.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
 import {
   fd_types,
+  fh_entrySchema,
   type file_entry,
   type fown_entry,
   type inet_sk_entry,
@@ -678,9 +679,15 @@ export class FileTable implements Disposable {
    * in the current task's.
    */
   #at(path: string, reg?: reg_file_entry): string {
-    const ns = reg && isFieldSet(reg, reg_file_entrySchema.field.mntId)
-      ? this.#mountNs().get(reg.mntId)
-      : undefined;
+    return this.#atMount(
+      path,
+      reg && isFieldSet(reg, reg_file_entrySchema.field.mntId) ? reg.mntId : undefined,
+    );
+  }
+
+  /** Where criu reaches `path` of the mount namespace of mount `mntId` (else the current one). */
+  #atMount(path: string, mntId?: number): string {
+    const ns = mntId === undefined ? undefined : this.#mountNs().get(mntId);
     return hostPath(this.#dump, path, ns ?? this.#nsId);
   }
 
@@ -767,8 +774,11 @@ export class FileTable implements Disposable {
       this.#dropGhostNames();
       for (const { fd, ify, pid } of this.#watchers) {
         for (const w of [...ify.wd].sort((a, b) => a.wd - b.wd)) {
-          const path = w.fHandle?.path
-            ? this.#at(w.fHandle.path)
+          // In the namespace of the mount that showed it (another than the holder's, when
+          // the dump found it there).
+          const h = w.fHandle;
+          const path = h?.path
+            ? this.#atMount(h.path, isFieldSet(h, fh_entrySchema.field.mntId) ? h.mntId : undefined)
             : `/proc/self/fd/${targets.get(`${w.sDev}:${w.iIno}`)}`;
           // The next number handed out, as the watch had it (the kernel hands them out rising).
           syscall(
@@ -1256,10 +1266,32 @@ export function isTreeProcFile(path: string, dump: DumpImages): boolean {
  * Whether file entry `f` is made inside its task once every task exists (restoreLateFiles):
  * a pidfd of a live task, or a /proc file of a task of the dump.
  */
-export function isLateFile(f: file_entry | undefined, dump: DumpImages): boolean {
+export function isLateFile(
+  f: file_entry | undefined,
+  dump: DumpImages,
+  task?: TaskImages,
+): boolean {
   return isLivePidfd(f) || isControllingTtyFile(f, dump) ||
     (f?.type === fd_types.REG && !!f.reg && !dump.ghosts.has(f.id) &&
-      isTreeProcFile(f.reg.name, dump));
+      (isTreeProcFile(f.reg.name, dump) ||
+        (task !== undefined && onAnotherNestedNamespace(f.reg, dump, task))));
+}
+
+/**
+ * Whether file `reg` of task `task` is on a mount of a nested mount namespace other than the
+ * task's: that namespace is made by a task of its own, perhaps after this one, so the file is
+ * opened once every task exists (and handed to the task).
+ */
+export function onAnotherNestedNamespace(
+  reg: reg_file_entry,
+  dump: DumpImages,
+  task: TaskImages,
+): boolean {
+  if (!isFieldSet(reg, reg_file_entrySchema.field.mntId)) return false;
+  for (const [id, entries] of dump.nestedMnts) {
+    if (id !== task.ids?.mntNsId && entries.some((e) => e.mntId === reg.mntId)) return true;
+  }
+  return false;
 }
 
 /** Removes directories `dirs` (made parents first), deepest first; never throws. */

@@ -30,8 +30,8 @@ import {
 } from "../../proto/gen/files_pb.ts";
 import { mapKey } from "./memory.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
-import type { RemoteArena } from "./arena.ts";
-import { type FileTable, isLateFile, RestoreError } from "./files.ts";
+import { RemoteArena } from "./arena.ts";
+import { type FileTable, isLateFile, onAnotherNestedNamespace, RestoreError } from "./files.ts";
 import { TCP_STATE } from "../net/tcp_state.ts";
 import { LEASE_BREAKING } from "../dump/locks.ts";
 import { type DumpImages, hostPath, type TaskImages } from "./images.ts";
@@ -77,7 +77,9 @@ export function installFiles(
   // pidfds of the tree's tasks wait until every task exists (restorePidfds).
   const ids = sharedTable
     ? []
-    : [...new Set(task.fds.map((f) => f.id))].filter((id) => !isLateFile(dump.files.get(id), dump));
+    : [...new Set(task.fds.map((f) => f.id))].filter((id) =>
+      !isLateFile(dump.files.get(id), dump, task)
+    );
   const ours = ids.map((id) => table.file(id, task.fds.find((f) => f.id === id)!.fd, pid));
   const service: { key: string; fd: number }[] = [
     { key: "pages", fd: table.service(task.pagesPath, O.RDONLY, "image") },
@@ -302,9 +304,15 @@ function transfer(
 /**
  * The descriptors of `task` that refer to tasks of the tree, made inside it once every task
  * exists: pidfds (pidfd_open there) and /proc files of the tree's tasks (opened there, so that
- * they name the restored tasks), moved to their numbers; one description per file entry.
+ * they name the restored tasks), moved to their numbers; one description per file entry. Files
+ * on mounts of another nested mount namespace are opened by criu (`table`) and handed over.
  */
-export function restoreLateFiles(rs: RemoteSyscalls, dump: DumpImages, task: TaskImages): void {
+export function restoreLateFiles(
+  rs: RemoteSyscalls,
+  dump: DumpImages,
+  task: TaskImages,
+  table: FileTable,
+): void {
   const pid = rs.task.pid;
   const made = new Map<number, number>();
   let page = 0n;
@@ -320,7 +328,7 @@ export function restoreLateFiles(rs: RemoteSyscalls, dump: DumpImages, task: Tas
       page ||= sys(NR.mmap, "mmap", 0, 4096, 3, /* RW */ 0x22, /* PRIVATE|ANON */ -1, 0);
     for (const fdi of task.fds) {
       const f = dump.files.get(fdi.id);
-      if (!isLateFile(f, dump)) continue;
+      if (!isLateFile(f, dump, task)) continue;
       target = `for fd ${fdi.fd} of restored task ${pid}`;
       const cloexec = (fdi.flags & 1) !== 0 ? O.CLOEXEC : 0;
       const have = made.get(fdi.id);
@@ -329,7 +337,16 @@ export function restoreLateFiles(rs: RemoteSyscalls, dump: DumpImages, task: Tas
         continue;
       }
       let tmp: number;
-      if (f!.pidfd) {
+      if (f!.reg && onAnotherNestedNamespace(f!.reg, dump, task)) {
+        const arena = new RemoteArena(pid, rs.scratch(4096), 4096);
+        [tmp] = transfer(
+          rs,
+          arena,
+          [table.file(fdi.id, fdi.fd, pid)],
+          64,
+          (nr, name, ...a) => Number(sys(nr, name, ...a)),
+        );
+      } else if (f!.pidfd) {
         const e = f!.pidfd;
         const PIDFD_THREAD = O.EXCL;
         tmp = Number(
@@ -391,7 +408,7 @@ function epollEvent(t: eventpoll_tfd_entry): Uint8Array {
 function isLateTarget(dump: DumpImages, task: TaskImages, t: eventpoll_tfd_entry): boolean {
   if (isFieldSet(t, eventpoll_tfd_entrySchema.field.keyFd) && t.keyFd !== t.tfd) return false;
   const fdi = task.fds.find((f) => f.fd === t.tfd);
-  return fdi !== undefined && isLateFile(dump.files.get(fdi.id), dump);
+  return fdi !== undefined && isLateFile(dump.files.get(fdi.id), dump, task);
 }
 
 /**

@@ -222,13 +222,14 @@ const BLOB_TIMEOUT_MS = 600_000;
 
 /**
  * Checks task `task` can be restored before anything is made; `outside` says where criu finds
- * a path of the tree now (undefined: on a mount the restore makes, nothing to check).
+ * a path of the tree now, of the namespace of mount `mntId` when given (undefined: on a mount
+ * the restore makes, nothing to check).
  */
 function checkTask(
   dump: DumpImages,
   task: TaskImages,
   shellJob: boolean,
-  outside: (path: string) => string | undefined,
+  outside: (path: string, mntId?: number) => string | undefined,
 ): void {
   const pid = task.pstree.pid;
   const ps = task.pstree;
@@ -307,7 +308,10 @@ function checkTask(
     ) continue;
     // A deleted file still linked elsewhere is checked at its link.
     const name = dump.linked.get(id) ?? reg.name;
-    const path = outside(name);
+    const path = outside(
+      name,
+      isFieldSet(reg, reg_file_entrySchema.field.mntId) ? reg.mntId : undefined,
+    );
     if (path === undefined) continue;
     let st: Deno.FileInfo;
     try {
@@ -480,15 +484,17 @@ async function restoreTree(
   const outside = mounts ? (path: string) => outsidePath(mounts, path) : (path: string) => path;
   // Those nested in it (systemd's services'), made from copies of it.
   const nestedPlans = mounts ? checkNestedNamespaces(dump) : new Map();
-  // A file of a task in a nested namespace on a tmpfs of that namespace comes from its tar.
-  const outsideFor = (task: TaskImages) => {
-    const nested = task.ids && dump.nestedMnts.get(task.ids.mntNsId);
-    if (!nested) return outside;
-    return (path: string) => {
-      const top = nested.filter((e) => within(path, e.mountpoint))
-        .sort((a, b) => b.mountpoint.length - a.mountpoint.length)[0];
-      return top && hasTar(top) ? undefined : outside(path);
-    };
+  // A file in a nested namespace (the task's, or the one its mount is in) on a tmpfs of that
+  // namespace comes from its tar.
+  const nsOfMount = new Map<number, number>();
+  for (const [id, entries] of dump.nestedMnts) for (const e of entries) nsOfMount.set(e.mntId, id);
+  const outsideFor = (task: TaskImages) => (path: string, mntId?: number) => {
+    const ns = (mntId === undefined ? undefined : nsOfMount.get(mntId)) ?? task.ids?.mntNsId;
+    const nested = ns === undefined ? undefined : dump.nestedMnts.get(ns);
+    if (!nested) return outside(path);
+    const top = nested.filter((e) => within(path, e.mountpoint))
+      .sort((a, b) => b.mountpoint.length - a.mountpoint.length)[0];
+    return top && hasTar(top) ? undefined : outside(path);
   };
   for (const task of dump.tasks) {
     checkTask(dump, task, opts.shellJob ?? false, outsideFor(task));
@@ -721,14 +727,15 @@ async function restoreTree(
         // pidfds and /proc files of the tree's tasks, now that every task exists.
         for (const p of procs) {
           if (
-            p.task.zombie || !p.task.fds.some((f) => isLateFile(dump.files.get(f.id), dump))
+            p.task.zombie ||
+            !p.task.fds.some((f) => isLateFile(dump.files.get(f.id), dump, p.task))
           ) {
             continue;
           }
           const maps = parseMaps(readProcText(p.seized.pid, "maps"));
           const rs = RemoteSyscalls.open(p.seized, maps);
           try {
-            restoreLateFiles(rs, dump, p.task);
+            restoreLateFiles(rs, dump, p.task, table);
           } finally {
             rs.close({ restoreState: false });
           }

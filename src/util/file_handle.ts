@@ -51,27 +51,43 @@ export function pathOfHandle(
   pid?: number,
 ): string | undefined {
   if (pid !== undefined) {
-    const mounts = parseMountinfo(Deno.readTextFileSync(`/proc/${pid}/mountinfo`))
-      .filter((m) => m.kdev === sdev).sort((a, b) => a.root.length - b.root.length);
-    for (const m of mounts) {
-      const path = nameThrough(`/proc/${pid}/root${m.mountpoint}`, type, handle);
-      if (!path) continue;
-      const name = path.name.replace(/ \(deleted\)$/, "");
-      try {
-        // The handle may name a symlink itself (watched with IN_DONT_FOLLOW).
-        const at = `/proc/${pid}/root${name}`;
-        if (
-          path.deleted || Deno.lstatSync(at).ino === path.ino || Deno.statSync(at).ino === path.ino
-        ) {
-          return path.name;
-        }
-      } catch {
-        // not there under that name
-      }
-    }
+    const found = nameInNamespaceOf(pid, sdev, type, handle);
+    if (found) return found.name;
   }
   const mnt = mountOf(sdev);
   return mnt ? nameThrough(mnt, type, handle)?.name : undefined;
+}
+
+/**
+ * Where the file a handle names is in the mount namespace of task `pid`, and the mount that
+ * shows it there, when one of its mounts of the file system does (the name checked by the
+ * inode it reaches); "NAME (deleted)" when unlinked.
+ */
+export function nameInNamespaceOf(
+  pid: number,
+  sdev: number,
+  type: number,
+  handle: Uint8Array,
+): { name: string; mntId: number } | undefined {
+  const mounts = parseMountinfo(Deno.readTextFileSync(`/proc/${pid}/mountinfo`))
+    .filter((m) => m.kdev === sdev).sort((a, b) => a.root.length - b.root.length);
+  for (const m of mounts) {
+    const path = nameThrough(`/proc/${pid}/root${m.mountpoint}`, type, handle);
+    if (!path) continue;
+    const name = path.name.replace(/ \(deleted\)$/, "");
+    try {
+      // The handle may name a symlink itself (watched with IN_DONT_FOLLOW).
+      const at = `/proc/${pid}/root${name}`;
+      if (
+        path.deleted || Deno.lstatSync(at).ino === path.ino || Deno.statSync(at).ino === path.ino
+      ) {
+        return { name: path.name, mntId: m.id };
+      }
+    } catch {
+      // not there under that name
+    }
+  }
+  return undefined;
 }
 
 /** The name and inode of the file a handle names, opened through the mount at `mnt`. */

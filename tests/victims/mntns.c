@@ -22,7 +22,8 @@
  * its report into /out.log (its stdio). It holds a file deleted from /tmp/sub open through the
  * read-only /mnt (a ghost made again on a read-only mount).
  *
- * It has a child in a mount namespace nested in its own (nested_main). Then it mounts a tmpfs
+ * It has a child in a mount namespace nested in its own (nested_main), and holds a file of that
+ * child's own tmpfs (through /proc/CHILD/root), with an inotify watch on it. Then it mounts a tmpfs
  * "z2" at /z2, binds it at /z2/b, and over that its directory /b from there.
  * On SIGTERM it checks, from inside: its mountinfo (every mount's root, place, flags, type,
  * source and options; in any order) reads as before, the files read as written (through the fd at its
@@ -41,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -314,6 +316,13 @@ static int inside_main(int ready)
 	if (read(np[0], &c, 1) != 1)
 		DIE("nested namespace");
 	close(np[0]);
+	/* The nested child's own tmpfs, which this namespace does not have, reached through the
+	 * child's /proc root: a file of it held open here and watched (zdtm's inotify01). */
+	char ntpath[64];
+	snprintf(ntpath, sizeof(ntpath), "/proc/%d/root/nt/f", nested);
+	int ntf = open(ntpath, O_RDWR), ify = inotify_init1(IN_NONBLOCK);
+	if (ntf < 0 || ify < 0 || inotify_add_watch(ify, ntpath, IN_MODIFY) != 1)
+		DIE("the nested tmpfs's file");
 	/* A tmpfs bound into itself, then its directory at that place bound over it: the last bind
 	 * shows the directory (/b), not the bind made on it (zdtm's tempfs_overmounted01). Made
 	 * after the nested child's copy. */
@@ -444,6 +453,15 @@ static int inside_main(int ready)
 		static char nwhy[64];
 		snprintf(nwhy, sizeof(nwhy), "the nested mount namespace (status 0x%x)", nstatus);
 		why = nwhy;
+	}
+	if (!why) {
+		/* Read as written, and watched still: a write through it is an event of watch 1. */
+		char nb[16] = {0};
+		struct inotify_event ev;
+		if (pread(ntf, nb, 12, 0) != 12 || memcmp(nb, "nested tmpfs", 12) ||
+		    pwrite(ntf, "N", 1, 0) != 1 || read(ify, &ev, sizeof(ev)) != sizeof(ev) ||
+		    ev.wd != 1 || !(ev.mask & IN_MODIFY))
+			why = "the file of the nested tmpfs held here, or its watch";
 	}
 	printf(why ? "FAIL %s\n" : "PASS mntns\n", why);
 	return 0;
