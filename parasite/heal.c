@@ -38,11 +38,13 @@
  * kernel places a signal frame), munmap(area) runs at the `syscall; ret` gadget, whose `ret`
  * takes the frame's pretcode, a `mov $15, %rax; syscall` of the task's code (its sa_restorer),
  * into rt_sigreturn. A thread other than the leader inside the area at the same moment copies
- * its own frame further down the leader's stack (the leader is still in heal, not using it),
- * says it left, and jumps to the sa_restorer; the leader waits for that word (up to 10 s, a
- * loaded machine may keep the thread from a CPU that long; then 200 ms more, for the jump to be
- * done) before it unmaps the area. Without a chain, or if the other thread does not leave,
- * the area stays mapped (inert) and rt_sigreturn reads the frames there.
+ * its own frame further down the leader's stack (the leader is still in heal, not using it)
+ * and leaves through the same gadget: futex(FUTEX_WAKE_OP) there sets the word that says it
+ * left, from the kernel, once the thread runs no more code of the area, and the gadget's `ret`
+ * takes its frame into rt_sigreturn. The leader waits for that word (up to 10 s: a loaded
+ * machine may keep the thread from a CPU that long; then 200 ms more, for good measure) before
+ * it unmaps the area. Without a chain, or if the other thread does not leave, the area stays
+ * mapped (inert) and rt_sigreturn reads the frames there.
  *
  * Freestanding: no libc, no globals, position independent; the entry point is the first byte.
  */
@@ -50,6 +52,11 @@
 
 #define HEAL_FDS 32
 #define HEAL_MAPS 8
+#define NR_futex 202
+#define FUTEX_WAKE_OP 5
+#define FUTEX_PRIVATE_FLAG 128
+/* FUTEX_OP(FUTEX_OP_SET, 1, FUTEX_OP_CMP_EQ, 0): the word at uaddr2 becomes 1. */
+#define FUTEX_OP_SET_1 (1 << 12)
 
 struct heal_table {
 	volatile u64 inflight;
@@ -112,6 +119,21 @@ __attribute__((used, noreturn)) void heal_main(struct heal_block *b)
 	volatile char *to = (char *)b->chain;
 	for (u64 i = 0; i < b->frame_len; i++)
 		to[i] = from[i];
+	if (!b->leader && b->syscall_ret) {
+		/* Out of the area before it says so: futex(FUTEX_WAKE_OP) at the task's own
+		 * `syscall; ret` sets the word in the kernel (waking no one), and its `ret` takes the
+		 * frame's pretcode, the sa_restorer, into rt_sigreturn. */
+		register u64 r10 asm("r10") = 0;
+		register u64 r8 asm("r8") = (u64)&t->left;
+		register u64 r9 asm("r9") = FUTEX_OP_SET_1;
+		asm volatile("mov %0, %%rsp\n"
+			     "jmp *%1\n" ::"r"(b->chain),
+			     "r"(b->syscall_ret), "a"((u64)NR_futex), "D"((u64)&t->left),
+			     "S"((u64)(FUTEX_WAKE_OP | FUTEX_PRIVATE_FLAG)), "d"(0ULL), "r"(r10), "r"(r8),
+			     "r"(r9)
+			     : "memory");
+		__builtin_unreachable();
+	}
 	if (!b->leader) {
 		/* Out of the area: the last two instructions here, then the task's own code. */
 		t->left = 1;

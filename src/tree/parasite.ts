@@ -347,7 +347,8 @@ export class Parasite implements Disposable {
         table: this.table.at,
         chain: chainAt ?? 0n,
         frameLen: frame.length,
-        syscallRet: 0n,
+        // With a chain, it leaves through the task's `syscall; ret` (heal.c: how it says so).
+        syscallRet: chainAt !== undefined ? this.#gadgets.syscallRet ?? 0n : 0n,
         area: this.area,
         areaLen: this.#size,
         sigreturn: this.#gadgets.sigreturn ?? 0n,
