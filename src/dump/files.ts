@@ -199,9 +199,9 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
   if (target.startsWith("anon_inode:")) {
     const name = target.slice(11).replace(/^\[|\]$/g, "");
     if (ANON_KINDS.has(name)) {
-      // The tree's other mount namespaces, where a watched file may be found too.
-      const mine = nsLink(pid, "mnt");
-      const elsewhere = [ctx.mntNs, ...ctx.nestedMnts.values()]
+      // An inotify watch's file may be found in the tree's other mount namespaces too.
+      const mine = name === "inotify" ? nsLink(pid, "mnt") : undefined;
+      const elsewhere = mine === undefined ? [] : [ctx.mntNs, ...ctx.nestedMnts.values()]
         .filter((n) => n && nsLink(n.pid, "mnt") !== mine).map((n) => n!.pid);
       return anonKind(name, pid, fd, elsewhere);
     }

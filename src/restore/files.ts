@@ -78,6 +78,7 @@ import { dirname, join } from "node:path";
 import {
   type DumpImages,
   hostPath,
+  mountNamespaces,
   outsideGid,
   outsideUid,
   readShmemRuns,
@@ -687,21 +688,9 @@ export class FileTable implements Disposable {
 
   /** Where criu reaches `path` of the mount namespace of mount `mntId` (else the current one). */
   #atMount(path: string, mntId?: number): string {
-    const ns = mntId === undefined ? undefined : this.#mountNs().get(mntId);
+    const ns = mntId === undefined ? undefined : mountNamespaces(this.#dump).get(mntId);
     return hostPath(this.#dump, path, ns ?? this.#nsId);
   }
-
-  /** The mount namespace of each mount of the tree's own (mount ids are the kernel's, unique). */
-  #mountNs(): Map<number, number> {
-    if (!this.#mountNsOf) {
-      this.#mountNsOf = new Map();
-      const d = this.#dump;
-      for (const e of d.mntNs?.entries ?? []) this.#mountNsOf.set(e.mntId, d.mntNs!.id);
-      for (const [id, es] of d.nestedMnts) for (const e of es) this.#mountNsOf.set(e.mntId, id);
-    }
-    return this.#mountNsOf;
-  }
-  #mountNsOf?: Map<number, number>;
 
   /** True the first time it is asked about file `id` (one-time set-up of shared objects). */
   firstUse(id: number): boolean {
@@ -1288,10 +1277,8 @@ export function onAnotherNestedNamespace(
   task: TaskImages,
 ): boolean {
   if (!isFieldSet(reg, reg_file_entrySchema.field.mntId)) return false;
-  for (const [id, entries] of dump.nestedMnts) {
-    if (id !== task.ids?.mntNsId && entries.some((e) => e.mntId === reg.mntId)) return true;
-  }
-  return false;
+  const ns = mountNamespaces(dump).get(reg.mntId);
+  return ns !== undefined && ns !== task.ids?.mntNsId && dump.nestedMnts.has(ns);
 }
 
 /** Removes directories `dirs` (made parents first), deepest first; never throws. */

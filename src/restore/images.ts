@@ -190,6 +190,22 @@ export interface DumpImages {
 }
 
 /**
+ * The mount namespace of each mount of the tree's own namespaces (the root's and those nested
+ * in it), by mount id (the kernel's, unique); derived once for each dump.
+ */
+export function mountNamespaces(dump: DumpImages): ReadonlyMap<number, number> {
+  let out = mountNamespacesOf.get(dump);
+  if (!out) {
+    out = new Map();
+    for (const e of dump.mntNs?.entries ?? []) out.set(e.mntId, dump.mntNs!.id);
+    for (const [id, es] of dump.nestedMnts) for (const e of es) out.set(e.mntId, id);
+    mountNamespacesOf.set(dump, out);
+  }
+  return out;
+}
+const mountNamespacesOf = new WeakMap<DumpImages, Map<number, number>>();
+
+/**
  * Where criu reaches path `path` of the tree (through its own mount namespace's root, or that
  * of mount namespace `nsId` nested in it).
  */

@@ -114,7 +114,14 @@ function pidInUse(pid: number): boolean {
     return false;
   }
 }
-import { type DumpImages, hostPath, outsideGid, readDump, type TaskImages } from "./images.ts";
+import {
+  type DumpImages,
+  hostPath,
+  mountNamespaces,
+  outsideGid,
+  readDump,
+  type TaskImages,
+} from "./images.ts";
 import {
   checkMountNamespace,
   checkNestedNamespaces,
@@ -486,10 +493,12 @@ async function restoreTree(
   const nestedPlans = mounts ? checkNestedNamespaces(dump) : new Map();
   // A file in a nested namespace (the task's, or the one its mount is in) on a tmpfs of that
   // namespace comes from its tar.
-  const nsOfMount = new Map<number, number>();
-  for (const [id, entries] of dump.nestedMnts) for (const e of entries) nsOfMount.set(e.mntId, id);
+  const nestedOf = (mntId?: number) => {
+    const ns = mntId === undefined ? undefined : mountNamespaces(dump).get(mntId);
+    return ns !== undefined && dump.nestedMnts.has(ns) ? ns : undefined;
+  };
   const outsideFor = (task: TaskImages) => (path: string, mntId?: number) => {
-    const ns = (mntId === undefined ? undefined : nsOfMount.get(mntId)) ?? task.ids?.mntNsId;
+    const ns = nestedOf(mntId) ?? task.ids?.mntNsId;
     const nested = ns === undefined ? undefined : dump.nestedMnts.get(ns);
     if (!nested) return outside(path);
     const top = nested.filter((e) => within(path, e.mountpoint))
@@ -862,8 +871,7 @@ async function restoreTree(
  */
 function enterTimeNamespace(rs: RemoteSyscalls, clocks: TimeNamespaceClocks): void {
   const arena = new RemoteArena(rs.task.pid, rs.scratch(4096), 4096);
-  const CLONE_NEWTIME = 0x80;
-  rs.check(NR.unshare, "unshare(CLONE_NEWTIME)", CLONE_NEWTIME);
+  rs.check(NR.unshare, "unshare(CLONE_NEWTIME)", NS_CLONE_FLAGS.time);
   const text = new TextEncoder().encode(timeOffsets(clocks));
   const offsets = arena.cstr("/proc/self/timens_offsets");
   const fd = Number(rs.check(NR.open, "timens_offsets", offsets, O.WRONLY));
@@ -875,7 +883,7 @@ function enterTimeNamespace(rs: RemoteSyscalls, clocks: TimeNamespaceClocks): vo
   const children = arena.cstr("/proc/self/ns/time_for_children");
   const ns = Number(rs.check(NR.open, "time_for_children", children, O.RDONLY));
   try {
-    rs.check(NR.setns, "setns(CLONE_NEWTIME)", ns, CLONE_NEWTIME);
+    rs.check(NR.setns, "setns(CLONE_NEWTIME)", ns, NS_CLONE_FLAGS.time);
   } finally {
     rs.call(NR.close, ns);
   }

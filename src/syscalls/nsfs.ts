@@ -5,7 +5,8 @@
  * @module
  */
 import { orErrno } from "./errno.ts";
-import { cString, libc } from "./ffi.ts";
+import { libc } from "./ffi.ts";
+import { close, O, open } from "./process.ts";
 
 /** ioctl_ns(2) requests. */
 const NS_GET_USERNS = 0xb701, NS_GET_PARENT = 0xb702;
@@ -16,8 +17,7 @@ const NS_GET_USERNS = 0xb701, NS_GET_PARENT = 0xb702;
  * the caller may not see it (EPERM: it is above the caller's).
  */
 export function relatedNamespace(path: string, how: "owner" | "parent"): number | undefined {
-  const fd = orErrno(libc.open(cString(path), 0o2000000, /* O_RDONLY | O_CLOEXEC */ 0));
-  if (fd < 0) throw new Error(`Cannot open ${path}: errno ${-fd}`);
+  const fd = open(path, O.RDONLY | O.CLOEXEC);
   try {
     const rel = orErrno(
       libc.ioctl(fd, BigInt(how === "owner" ? NS_GET_USERNS : NS_GET_PARENT), null),
@@ -26,9 +26,9 @@ export function relatedNamespace(path: string, how: "owner" | "parent"): number 
     try {
       return Number(Deno.statSync(`/proc/self/fd/${rel}`).ino);
     } finally {
-      libc.close(rel);
+      close(rel);
     }
   } finally {
-    libc.close(fd);
+    close(fd);
   }
 }
