@@ -1031,8 +1031,14 @@ Deno.test("a user namespace of its own, owning the tree's PID, mount, UTS, IPC a
 
 Deno.test("a lone task in a user namespace of its own (criu's other namespaces) comes back with its maps, ids and files; a time namespace its user namespace owns comes back owned by it; with a second task and no PID namespace of its own it is refused by name and left running", async () => {
   const bin = await buildVictim("userns", ["-static"]);
-  // Its files in a directory of the host, owned by the namespace's root.
-  const v = startVictim(["setsid", bin, "{out}", "{dir}", "alone"]);
+  // Its files in a directory of the host, owned by the namespace's root; its working directory
+  // below one only criu may enter (criu hands it over).
+  const closed = tmpDir(), cwd = `${closed}/cwd`;
+  Deno.mkdirSync(cwd, { mode: 0o755 });
+  const v = startVictim([
+    ...["setsid", "sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", cwd],
+    ...[bin, "{out}", "{dir}", "alone"],
+  ]);
   const init = Number((await waitReport(v)).pid);
   await v.child.status;
   try {
@@ -1044,6 +1050,7 @@ Deno.test("a lone task in a user namespace of its own (criu's other namespaces) 
     const r = await criu(["restore", "-d", "-D", imgs]);
     assertEquals(r.code, 0, r.stderr);
     assertEquals(idLines(init), ids);
+    assertEquals(Deno.readLinkSync(`/proc/${init}/cwd`), cwd);
     assertMatch(await verdict(v, init), /PASS userns/);
   } finally {
     killAll(init);

@@ -47,6 +47,11 @@ export interface ServiceFds {
   /** Shared anonymous memory objects made by an earlier task, by inode. */
   shmem: Map<bigint, number>;
   exe: number;
+  /**
+   * The working directory, opened by criu, in a user namespace of the tree's own: its path may
+   * lie below a directory criu may enter and the namespace's root may not.
+   */
+  cwd?: number;
   /** Every service descriptor, for closing. */
   all: number[];
 }
@@ -120,6 +125,9 @@ export function installFiles(
   const exe = dump.files.get(task.mm.exeFileId)?.reg;
   if (!exe) throw new RestoreError(`The executable of task ${pid} is missing from files.img`);
   service.push({ key: "exe", fd: table.service(hostPath(dump, exe.name), O.RDONLY, "executable") });
+  if (dump.userns && !dump.deadProcs.has(task.fs.cwdId) && dump.files.get(task.fs.cwdId)?.reg) {
+    service.push({ key: "cwd", fd: table.file(task.fs.cwdId, -1, pid) });
+  }
 
   // A clean table: the helper's stdio is not the task's.
   if (!sharedTable) sys(NR.close_range, "close_range", 0, 0xffffffff, 0);
@@ -232,7 +240,14 @@ export function installFiles(
     if (key.startsWith("map:")) maps.set(key.slice(4), fd);
     if (key.startsWith("shm:")) shmem.set(BigInt(key.slice(4)), fd);
   }
-  return { pages: svc.get("pages")!, maps, shmem, exe: svc.get("exe")!, all: [...svc.values()] };
+  return {
+    pages: svc.get("pages")!,
+    maps,
+    shmem,
+    exe: svc.get("exe")!,
+    cwd: svc.get("cwd"),
+    all: [...svc.values()],
+  };
 }
 
 /**

@@ -140,6 +140,9 @@ export function restoreTaskState(
   map[12] = BigInt(mm.mmSavedAuxv.length * 8) | (BigInt(fds.exe) << 32n);
   const mapAt = arena.put(new Uint8Array(map.buffer));
   sys(NR.prctl, "mm fields (PR_SET_MM_MAP)", PR.SET_MM, PR.SET_MM_MAP, mapAt, 104, 0);
+  // A working directory criu opened (see ServiceFds.cwd), entered before its descriptor goes.
+  const cwd = dump.files.get(task.fs.cwdId)?.reg?.name;
+  if (fds.cwd !== undefined) sys(NR.fchdir, `the working directory ${cwd}`, fds.cwd);
   for (const fd of fds.all) sys(NR.close, "restorer descriptors", fd);
 
   // Signal dispositions: entries for signals 1..64 without SIGKILL and SIGSTOP. Defaults are
@@ -189,12 +192,11 @@ export function restoreTaskState(
     sys(NR.write, `the login uid ${tc.loginuid}`, fd, arena.put(text), text.length);
     sys(NR.close, "the login uid", fd);
   }
-  const cwd = dump.files.get(task.fs.cwdId)?.reg?.name;
   const root = dump.files.get(task.fs.rootId)?.reg?.name;
   // Both are paths from our root: the working directory first (it may lie outside the root
   // the task chose), then the root (chroot leaves the working directory where it is).
   // /proc/N of a task gone: entered once a task N exists for a moment (enterDeadProc).
-  if (cwd && !dump.deadProcs.has(task.fs.cwdId)) {
+  if (cwd && fds.cwd === undefined && !dump.deadProcs.has(task.fs.cwdId)) {
     sys(NR.chdir, `the working directory ${cwd}`, arena.cstr(cwd));
   }
   if (root && root !== "/") sys(NR.chroot, `the root ${root}`, arena.cstr(root));
