@@ -138,6 +138,7 @@ const KINDS: Kind[] = [
     opts: ["--tcp-established"],
   },
   { victim: "netns", name: "netns devices", args: ["{out}", "devices"], pass: /PASS netns/ },
+  { victim: "netsub", name: "nested netns", args: ["{out}", "own"], pass: /PASS netsub root/ },
   // CRIU 4.2 brings a tun up before its file attaches, and writes its random address mode
   // back as stable privacy.
   { victim: "tun", args: ["{out}", "interop"], pass: /PASS tun/ },

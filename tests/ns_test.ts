@@ -416,6 +416,49 @@ Deno.test("sockets inside a network namespace of its own: made in it again, a TC
   await netnsRoundTrip("netns", ["sockets"], /PASS netns/, { dump: tcp, restore: tcp });
 });
 
+Deno.test("a network namespace nested in the tree's (a service's own) comes back with its address, sysctl, abstract names and sockets, below a root in criu's network namespace or in one of its own: a listener held by a task back in the root's namespace is still of the nested one, a connection across the two namespaces keeps its bytes; criu's namespace untouched", async () => {
+  await netnsRoundTrip("netsub", [], /PASS netsub root/);
+  await netnsRoundTrip("netsub", ["own"], /PASS netsub root/);
+});
+
+Deno.test("a TCP connection in a network namespace nested in the tree's is refused by name (only the root's is locked), the tree left running", async () => {
+  const bin = await buildVictim("netsub");
+  const v = startVictim(["setsid", bin, "{out}", "conn"]);
+  try {
+    await waitReport(v);
+    await dumpRefused(
+      v.pid,
+      /TCP connection 10\.79\.0\.1:\d+ -> 10\.79\.0\.1:7979 is in a network namespace nested in the tree's/,
+      ["--tcp-established"],
+    );
+  } finally {
+    await stopVictim(v);
+  }
+});
+
+Deno.test("a veth pair between two of the tree's network namespaces is refused by name (each end sees the other outside), the tree left running", async () => {
+  const v = startVictim([
+    "setsid",
+    "unshare",
+    "-n",
+    "sh",
+    "-c",
+    'unshare -n sleep 1000 & c=$!; sleep 0.3; ip link add vq$$ type veth peer name vr$$ netns $c && echo "ready pid=$$" >> {out}; wait',
+  ]);
+  let pids: number[] = [];
+  try {
+    await waitReport(v);
+    pids = treePids(v.pid);
+    await dumpRefused(
+      v.pid,
+      /veth v[qr]\d+ has its peer v[qr]\d+ in task \d+'s, another of the tree's network namespaces/,
+    );
+  } finally {
+    killAll(v.pid, ...pids);
+    await stopVictim(v);
+  }
+});
+
 Deno.test("a network namespace with what is not carried yet is refused by name: a device of another kind (vxlan), a persistent tun up with no file, a bridge or port setting, forwarding entry or queue length criu's images lack, a queueing discipline, a macvlan on a device inside, a sysctl criu does not carry", async () => {
   const cases: [string, RegExp][] = [
     [

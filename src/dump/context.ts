@@ -12,6 +12,7 @@ import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
 import { SeccompImage } from "./seccomp.ts";
 import { CgroupSets } from "./cgroups.ts";
 import type { UnixSocketInfo } from "../net/unix_diag.ts";
+import type { NamespaceSockets } from "../net/ns_sockets.ts";
 import type { QueuedMessage } from "../net/unix.ts";
 import type { task_kobj_ids_entry } from "../../proto/gen/core_pb.ts";
 import type { ipc_shm_entry } from "../../proto/gen/misc_pb.ts";
@@ -144,6 +145,13 @@ export const NS_CLONE_FLAGS: Record<NsKind, number> = {
 /** One of {@link NS_KINDS}. */
 export type NsKind = typeof NS_KINDS[number];
 
+/** A network namespace nested in the tree's: its id, a task in it, its socket helper. */
+export interface NestedNet {
+  id: number;
+  pid: number;
+  sockets: NamespaceSockets;
+}
+
 /** The context one dump runs in. */
 export class DumpContext {
   readonly opts: DumpOptions;
@@ -200,6 +208,8 @@ export class DumpContext {
   }
   /** Whether the root has a network namespace of its own (its sockets are made in it). */
   ownNet = false;
+  /** Network namespaces nested in the tree's (made by its tasks), by /proc/PID/ns/net. */
+  readonly nestedNets = new Map<string, NestedNet>();
   /**
    * The root's own user namespace, when it has one: the tree's ids are carried as they are
    * seen in it ({@link DumpContext.uid}), as criu carries them.

@@ -92,6 +92,7 @@ import {
 import { nsenterArgv } from "../net/netlock.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { writeNetns } from "./netns.ts";
+import { readNestedNetns } from "./nested_netns.ts";
 import { tunHolders } from "./tun_files.ts";
 
 export type { DumpOptions, DumpStats };
@@ -178,8 +179,10 @@ function checkTree(tree: FrozenTree, pids: VirtualPids): void {
         );
       }
       // A mount namespace nested in the root's own (a service's, made by systemd) is read
-      // with the root's and made again from it.
-      const nested = kind === "mnt" && ownNamespace(root, "mnt") && ownNamespace(p.pid, "mnt");
+      // with the root's and made again from it; a nested network namespace is read by
+      // nested_netns.ts (which refuses criu's).
+      const nested = kind === "net" ||
+        (kind === "mnt" && ownNamespace(root, "mnt") && ownNamespace(p.pid, "mnt"));
       if (nsLink(p.pid, kind) !== nsLink(root, kind) && !nested) {
         throw new UnsupportedError(
           `Cannot dump task ${p.pid}: it is in another ${kind} namespace than task ${root}; ` +
@@ -363,6 +366,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   // The tree's own network namespace: its devices, sysctls, addresses, routes and rules, read
   // before any connection in it is locked; its sockets are made in it from now on.
   using _netns = ctx.ownNet ? useNamespaceOf(tree.root) : undefined;
+  let rootDevices;
   if (ctx.ownNet) {
     try {
       if (!ctx.opts.emptyNet) {
@@ -371,13 +375,17 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
         const ns = await readNetns(tree.root, id, holders);
         mapPingGroups(ns, (g) => ctx.gid(g, "net.ipv4.ping_group_range"));
         writeNetns(ctx, id, ns);
+        rootDevices = ns.devices;
       }
     } catch (e) {
       if (e instanceof NetnsError) throw new UnsupportedError(e.message);
       throw e;
     }
-    await lockNetns(ctx, tree.root);
   }
+  // Those nested in it (or in criu's), with their socket helpers.
+  using nestedNets = new DisposableStack();
+  await readNestedNetns(ctx, tree, rootDevices, nestedNets);
+  if (ctx.ownNet) await lockNetns(ctx, tree.root);
   checkTree(tree, ctx.pids);
   // The tree's own mount namespace: each mount checked before anything is written.
   if (ownNamespace(tree.root, "mnt")) {

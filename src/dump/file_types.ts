@@ -61,8 +61,9 @@ export type FileKind =
   | { type: "tun"; path: string; mode: number; netdev?: string; detached: boolean }
   | { type: "pipe"; ino: number }
   | { type: "fifo"; ino: number; path: string; ghost?: Ghost }
-  | { type: "netlink"; ino: number; socket: NetlinkSocketState }
-  | { type: "packet"; ino: number; socket: PacketSocketState }
+  /** (`netNsId`: of a network namespace nested in the tree's, for the sockets.) */
+  | { type: "netlink"; ino: number; socket: NetlinkSocketState; netNsId?: number }
+  | { type: "packet"; ino: number; socket: PacketSocketState; netNsId?: number }
   /** A pidfd: the process it refers to (-1: gone), and its inode (one per dead process). */
   | { type: "pidfd"; pid: number; ino: number }
   | { type: "memfd"; ino: number }
@@ -95,8 +96,8 @@ export type FileKind =
   }
   | { type: "eventpoll"; tfds: EpollTarget[] }
   | { type: "inotify"; watches: InotifyWatch[] }
-  | { type: "unix"; ino: number; socket: UnixSocketState }
-  | { type: "inet"; ino: number; socket: InetSocketState };
+  | { type: "unix"; ino: number; socket: UnixSocketState; netNsId?: number }
+  | { type: "inet"; ino: number; socket: InetSocketState; netNsId?: number };
 
 /** The contents and attributes of an open file that was deleted. */
 export interface Ghost {

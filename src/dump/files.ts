@@ -50,11 +50,18 @@ import {
 import { listFds, nsLink, parseFdinfo, readProcText } from "../tree/proc.ts";
 import { collectUnixSocket, UnixSocketError } from "../net/unix.ts";
 import { collectInetSocket, InetSocketError } from "../net/inet.ts";
-import { unixSockets } from "../net/unix_diag.ts";
+import { type UnixSocketInfo, unixSockets } from "../net/unix_diag.ts";
+import { netnsOfSocket, withSocketsIn } from "../net/ns_sockets.ts";
 import { collectNetlinkSocket, NetlinkSocketError } from "../net/netlink.ts";
 import { collectPacketSocket, PacketSocketError } from "../net/packet.ts";
 import { inetShutdowns } from "../net/inet_diag.ts";
-import { type DumpContext, NS_CLONE_FLAGS, NS_KINDS, OWN_NS_KINDS } from "./context.ts";
+import {
+  type DumpContext,
+  type NestedNet,
+  NS_CLONE_FLAGS,
+  NS_KINDS,
+  OWN_NS_KINDS,
+} from "./context.ts";
 import { anonEntry, anonKind } from "./anon_files.ts";
 import {
   ANON_KINDS,
@@ -129,6 +136,124 @@ function nsKind(ctx: DumpContext, ino: number, what: string): FileKind {
   );
 }
 
+/**
+ * The network namespace socket `fd` of task `pid` belongs to, when it is one nested in the
+ * tree's (undefined: the root's); a socket of a namespace outside the tree is refused.
+ */
+function socketNamespace(
+  ctx: DumpContext,
+  pid: number,
+  fd: number,
+  what: string,
+): NestedNet | undefined {
+  if (!ctx.nestedNets.size) return undefined;
+  const link = netnsOfSocket(pid, fd);
+  if (link === nsLink(ctx.opts.pid, "net")) return undefined;
+  const net = ctx.nestedNets.get(link);
+  if (net) return net;
+  throw new UnsupportedError(
+    `Cannot dump ${what}: a socket of a network namespace none of the tree's tasks is in`,
+  );
+}
+
+/**
+ * Every unix socket of the tree's network namespaces, by inode (inodes are the system's, so
+ * one map serves them all), read on first need.
+ */
+function treeUnixSockets(ctx: DumpContext): Map<number, UnixSocketInfo> {
+  if (ctx.unixSockets) return ctx.unixSockets;
+  const all = unixSockets();
+  for (const n of ctx.nestedNets.values()) {
+    for (const [ino, info] of withSocketsIn(n.sockets, unixSockets)) all.set(ino, info);
+  }
+  return ctx.unixSockets = all;
+}
+
+/** The shutdown bits of the inet sockets of the tree's network namespaces, by inode. */
+function treeInetShutdowns(ctx: DumpContext): Map<number, number> {
+  if (ctx.inetShutdowns) return ctx.inetShutdowns;
+  const all = inetShutdowns();
+  for (const n of ctx.nestedNets.values()) {
+    for (const [ino, bits] of withSocketsIn(n.sockets, inetShutdowns)) all.set(ino, bits);
+  }
+  return ctx.inetShutdowns = all;
+}
+
+/** Describes socket `fd` of task `pid` (inode `ino`), of nested network namespace `net`. */
+function describeSocket(
+  ctx: DumpContext,
+  pid: number,
+  fd: number,
+  ino: number,
+  what: string,
+  net?: NestedNet,
+): FileKind {
+  const info = treeUnixSockets(ctx).get(ino);
+  const netNsId = net?.id;
+  if (!info) {
+    let inet;
+    try {
+      // Connections are held in repair mode behind the lock of the root's namespace only.
+      const policy = net
+        ? {
+          close: ctx.opts.tcpClose,
+          skipInFlight: ctx.opts.skipInFlight,
+          noRepair: "is in a network namespace nested in the tree's, whose connections " +
+            "cannot be locked yet (dump with --tcp-close to restore it closed)",
+        }
+        : ctx.tcpPolicy();
+      inet = collectInetSocket(pid, fd, ino, policy, treeInetShutdowns(ctx).get(ino));
+    } catch (e) {
+      if (e instanceof InetSocketError) throw new UnsupportedError(e.message);
+      throw e;
+    }
+    if (inet?.inFlight) {
+      ctx.log.warn(
+        `${what}: ${inet.inFlight} connection(s) waiting to be accepted are dropped ` +
+          `(--skip-in-flight)`,
+      );
+    }
+    if (inet?.queued) {
+      ctx.log.warn(
+        `${what}: datagrams waiting in this socket are not carried over (as with criu)`,
+      );
+    }
+    if (inet) return { type: "inet", ino, socket: inet, netNsId };
+    let netlink;
+    try {
+      netlink = collectNetlinkSocket(pid, fd, what);
+    } catch (e) {
+      if (e instanceof NetlinkSocketError) throw new UnsupportedError(e.message);
+      throw e;
+    }
+    if (netlink) return { type: "netlink", ino, socket: netlink, netNsId };
+    let packet;
+    try {
+      packet = collectPacketSocket(pid, fd, ino, what);
+    } catch (e) {
+      if (e instanceof PacketSocketError) throw new UnsupportedError(e.message);
+      throw e;
+    }
+    if (packet) {
+      if (packet.queued) {
+        ctx.log.warn(`${what}: packets waiting in this packet socket are dropped`);
+      }
+      return { type: "packet", ino, socket: packet, netNsId };
+    }
+    throw new UnsupportedError(
+      `Cannot dump ${what}: only unix, inet, netlink and packet sockets are supported yet`,
+    );
+  }
+  try {
+    // Its name is a path of the tree's mount namespace, seen through its root.
+    const root = ctx.mntNs ? `/proc/${pid}/root` : "";
+    return { type: "unix", ino, socket: collectUnixSocket(pid, fd, info, root), netNsId };
+  } catch (e) {
+    if (e instanceof UnixSocketError) throw new UnsupportedError(e.message);
+    throw e;
+  }
+}
+
 /** Describes what `/proc/PID/fd/N` is, refusing what we cannot dump. */
 function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): FileKind {
   const link = `/proc/${pid}/fd/${fd}`;
@@ -137,62 +262,10 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
   if (target.startsWith("pipe:[")) return { type: "pipe", ino: Number(target.slice(6, -1)) };
   if (target.startsWith("socket:[")) {
     const ino = Number(target.slice(8, -1));
-    ctx.unixSockets ??= unixSockets();
-    const info = ctx.unixSockets.get(ino);
-    if (!info) {
-      let inet;
-      try {
-        ctx.inetShutdowns ??= inetShutdowns();
-        inet = collectInetSocket(pid, fd, ino, ctx.tcpPolicy(), ctx.inetShutdowns.get(ino));
-      } catch (e) {
-        if (e instanceof InetSocketError) throw new UnsupportedError(e.message);
-        throw e;
-      }
-      if (inet?.inFlight) {
-        ctx.log.warn(
-          `${what}: ${inet.inFlight} connection(s) waiting to be accepted are dropped ` +
-            `(--skip-in-flight)`,
-        );
-      }
-      if (inet?.queued) {
-        ctx.log.warn(
-          `${what}: datagrams waiting in this socket are not carried over (as with criu)`,
-        );
-      }
-      if (inet) return { type: "inet", ino, socket: inet };
-      let netlink;
-      try {
-        netlink = collectNetlinkSocket(pid, fd, what);
-      } catch (e) {
-        if (e instanceof NetlinkSocketError) throw new UnsupportedError(e.message);
-        throw e;
-      }
-      if (netlink) return { type: "netlink", ino, socket: netlink };
-      let packet;
-      try {
-        packet = collectPacketSocket(pid, fd, ino, what);
-      } catch (e) {
-        if (e instanceof PacketSocketError) throw new UnsupportedError(e.message);
-        throw e;
-      }
-      if (packet) {
-        if (packet.queued) {
-          ctx.log.warn(`${what}: packets waiting in this packet socket are dropped`);
-        }
-        return { type: "packet", ino, socket: packet };
-      }
-      throw new UnsupportedError(
-        `Cannot dump ${what}: only unix, inet, netlink and packet sockets are supported yet`,
-      );
-    }
-    try {
-      // Its name is a path of the tree's mount namespace, seen through its root.
-      const root = ctx.mntNs ? `/proc/${pid}/root` : "";
-      return { type: "unix", ino, socket: collectUnixSocket(pid, fd, info, root) };
-    } catch (e) {
-      if (e instanceof UnixSocketError) throw new UnsupportedError(e.message);
-      throw e;
-    }
+    const net = socketNamespace(ctx, pid, fd, what);
+    return net
+      ? withSocketsIn(net.sockets, () => describeSocket(ctx, pid, fd, ino, what, net))
+      : describeSocket(ctx, pid, fd, ino, what);
   }
   const ns = /^(\w+):\[(\d+)\]$/.exec(target);
   if (ns && ns[1] in NS_CLONE_FLAGS) return nsKind(ctx, Number(ns[2]), what);
@@ -416,7 +489,7 @@ function collectInFlight(ctx: DumpContext, pid: number, kind: FileKind, what: st
         ctx.inFlightFds.push(local);
         // Refused before it is collected: its own queue may hold it again (a loop).
         const ino = /^socket:\[(\d+)\]$/.exec(Deno.readLinkSync(`/proc/self/fd/${local}`))?.[1];
-        if (ino && (ctx.unixSockets ??= unixSockets()).has(Number(ino))) {
+        if (ino && treeUnixSockets(ctx).has(Number(ino))) {
           throw new UnsupportedError(
             `Cannot dump ${what}: a unix socket is in flight in its queue; not supported yet`,
           );
@@ -722,6 +795,7 @@ export function writeFileEntry(
           dstGroup: n.dstGroup,
           fown: file.fown,
           opts: skOptsEntry(n.opts),
+          nsId: file.kind.netNsId,
         }),
       }),
     );
@@ -754,7 +828,7 @@ export function writeFileEntry(
           fanout: k.fanout,
           rxRing: k.rxRing && ringEntry(k.rxRing),
           txRing: k.txRing && ringEntry(k.txRing),
-          nsId: ctx.nsIds(Deno.pid).netNsId,
+          nsId: file.kind.netNsId ?? ctx.nsIds(Deno.pid).netNsId,
         }),
       }),
     );

@@ -38,6 +38,7 @@ export function inetEntry(file: OpenFile, ino: number, s: InetSocketState): file
       dstAddr: s.dstAddr,
       fown: file.fown,
       opts: skOptsEntry(o),
+      nsId: file.kind.type === "inet" ? file.kind.netNsId : undefined,
       ipOpts: create(ip_opts_entrySchema, {
         freebind: s.ip.freebind || undefined,
         pktinfo: s.ip.pktinfo || undefined,

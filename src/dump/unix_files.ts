@@ -63,6 +63,7 @@ export function unixEntry(
         : undefined,
       nameDir: st.file?.dir,
       deleted: st.file?.deleted || undefined,
+      nsId: file.kind.type === "unix" ? file.kind.netNsId : undefined,
     }),
   });
 }

@@ -116,6 +116,8 @@ export interface TcpDumpPolicy {
   close?: boolean;
   /** Drop connections waiting in a listener's accept queue instead of refusing. */
   skipInFlight?: boolean;
+  /** Why a connection cannot be held in repair mode here, when it cannot (then refused). */
+  noRepair?: string;
 }
 
 /** A socket that is not an inet socket we know, or one that cannot be dumped. */
@@ -222,6 +224,11 @@ export function collectInetSocket(
         }
         inFlight = info.unacked;
       } else if (REPAIRABLE_STATES.has(state)) {
+        if (policy.noRepair && !policy.close) {
+          throw new InetSocketError(
+            `Cannot dump ${what}: TCP connection ${conn} ${policy.noRepair}`,
+          );
+        }
         if (policy.repair) {
           connection = {
             family,

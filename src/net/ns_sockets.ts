@@ -23,9 +23,10 @@ import {
   pidfdOpen,
   pipe2,
   tryRead,
+  withTaskFd,
   writeAll,
 } from "../syscalls/mod.ts";
-import { socket, socketpair } from "../syscalls/socket.ts";
+import { socket, socketNetns, socketpair } from "../syscalls/socket.ts";
 import { helperExecutable } from "../util/helper_exe.ts";
 
 /** The helper of one namespace: requests and replies over two pipes, sockets by pidfd_getfd. */
@@ -178,6 +179,38 @@ export function useNamespaceOf(pid: number, owner?: { uid: number; gid: number }
       ns[Symbol.dispose]();
     },
   };
+}
+
+/**
+ * Runs `fn` with sockets made in the namespace of `ns` (a network namespace nested in the
+ * tree's), then where they were made before (once its promise settles, for an async `fn`).
+ */
+export function withSocketsIn<T>(ns: NamespaceSockets, fn: () => T): T {
+  const before = current;
+  current = ns;
+  let pending = false;
+  try {
+    const out = fn();
+    if (out instanceof Promise) {
+      pending = true;
+      return out.finally(() => (current = before)) as T;
+    }
+    return out;
+  } finally {
+    if (!pending) current = before;
+  }
+}
+
+/** The network namespace descriptor `fd` of task `pid` (a socket) belongs to: "net:[INO]". */
+export function netnsOfSocket(pid: number, fd: number): string {
+  return withTaskFd(pid, fd, (copy) => {
+    const ns = socketNetns(copy, `fd ${fd} of task ${pid}`);
+    try {
+      return Deno.readLinkSync(`/proc/self/fd/${ns}`);
+    } finally {
+      close(ns);
+    }
+  });
 }
 
 /** socket(2) where the tree's sockets belong (close-on-exec always). */

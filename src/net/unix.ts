@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { netSocket, netSocketPair } from "./ns_sockets.ts";
+import { type NamespaceSockets, netSocket, netSocketPair, withSocketsIn } from "./ns_sockets.ts";
 import {
   accept,
   bindUnix,
@@ -182,6 +182,8 @@ export interface UnixSocketImage {
   external?: boolean;
   /** A path-bound socket's file: permissions, the directory of a relative name, deleted. */
   file?: { mode?: number; uid?: number; gid?: number; dir?: string; deleted: boolean };
+  /** The helper of its network namespace, when it is one nested in the tree's. */
+  ns?: NamespaceSockets;
 }
 
 function applyShutdown(fd: number, how: number): void {
@@ -189,6 +191,9 @@ function applyShutdown(fd: number, how: number): void {
   else if (how === 1) shutdown(fd, 0);
   else if (how === 2) shutdown(fd, 1);
 }
+
+/** `fn` with sockets made in the network namespace of `s`. */
+const within = <T>(s: UnixSocketImage, fn: () => T): T => s.ns ? withSocketsIn(s.ns, fn) : fn();
 
 const same = (a: Uint8Array, b: Uint8Array) =>
   a.length === b.length && a.every((x, i) => x === b[i]);
@@ -278,7 +283,7 @@ function makeAll(
     fill(p, sfd);
   };
   const create = (s: UnixSocketImage) => {
-    const fd = netSocket(AF_UNIX, s.type | SOCK_CLOEXEC);
+    const fd = within(s, () => netSocket(AF_UNIX, s.type | SOCK_CLOEXEC));
     applyCommonOptions(fd, s.opts);
     return fd;
   };
@@ -409,7 +414,7 @@ function makeAll(
     if (!s.peer && s.state === TCP_STATE.ESTABLISHED && (s.type !== SOCK_DGRAM || !s.name.length)) {
       // Its peer was closed: a pair whose other end hands over the queue and goes. (A named
       // datagram socket stays unconnected: connected, it would hear its peer only.)
-      const [a, b] = netSocketPair(AF_UNIX, s.type | SOCK_CLOEXEC);
+      const [a, b] = within(s, () => netSocketPair(AF_UNIX, s.type | SOCK_CLOEXEC));
       applyCommonOptions(a, s.opts);
       if (s.name.length) bindNamed(a, s);
       fill(s, b);
@@ -423,7 +428,12 @@ function makeAll(
     if (!p) {
       throw new Error(`The peer socket:[${s.peer}] of socket:[${s.ino}] is not in the images`);
     }
-    const [a, b] = netSocketPair(AF_UNIX, s.type | SOCK_CLOEXEC);
+    if (s.ns !== p.ns) {
+      throw new Error(
+        `Socket:[${s.ino}] and its peer socket:[${p.ino}] are of two network namespaces`,
+      );
+    }
+    const [a, b] = within(s, () => netSocketPair(AF_UNIX, s.type | SOCK_CLOEXEC));
     applyCommonOptions(a, s.opts);
     applyCommonOptions(b, p.opts);
     pairUp(s, a, p, b);
@@ -441,7 +451,7 @@ function makeAll(
     if (!s.name.length || s.peer || !s.queue.length || s.state === TCP_STATE.LISTEN) continue;
     if (s.external) continue;
     if (s.type !== SOCK_DGRAM) continue;
-    const tmp = netSocket(AF_UNIX, s.type | SOCK_CLOEXEC);
+    const tmp = within(s, () => netSocket(AF_UNIX, s.type | SOCK_CLOEXEC));
     try {
       for (const m of s.queue) {
         if (m.fds?.length) throw new Error(`Descriptors in flight to ${s.ino} by name`);

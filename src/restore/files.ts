@@ -85,6 +85,8 @@ import {
   type TaskImages,
 } from "./images.ts";
 import { isControllingTtyFile, isMadePty, isOtherTerminal, PtyTable } from "./ttys.ts";
+import { withSocketsIn } from "../net/ns_sockets.ts";
+import type { NetNamespaces } from "./nested_netns.ts";
 import { NS_CLONE_FLAGS, NS_KINDS, OWN_NS_KINDS } from "../dump/context.ts";
 
 const SEEK_SET = 0;
@@ -224,10 +226,28 @@ export class FileTable implements Disposable {
     this.#madeTun = made;
   }
 
+  /** The network namespaces of the restore, for where sockets are made. */
+  #nets?: NetNamespaces;
+
+  /** Makes each socket in its network namespace as `nets` knows them. */
+  useNetNamespaces(nets: NetNamespaces): void {
+    this.#nets = nets;
+  }
+
   /** The description of file entry `id` (made on first use). */
   file(id: number, forFd: number, pid: number): number {
     const have = this.#byId.get(id);
     if (have !== undefined) return have;
+    // A socket of a network namespace nested in the tree's is made in it (unix sockets are
+    // made all at once, each in its own: #unixImage).
+    const f = this.#entry(id);
+    const net = f.type === fd_types.UNIXSK
+      ? undefined
+      : this.#nets?.socketsFor(f, `fd ${forFd} of task ${pid}`);
+    return net ? withSocketsIn(net, () => this.#make(id, forFd, pid)) : this.#make(id, forFd, pid);
+  }
+
+  #make(id: number, forFd: number, pid: number): number {
     const f = this.#entry(id);
     // Given by the caller (--inherit-fd fd[N]:KEY), as criu names the file: used as it is.
     const given = this.#inherited.get(inheritKey(f) || this.#externalTty(f) || "\0");
@@ -438,17 +458,13 @@ export class FileTable implements Disposable {
     }
   }
 
-  /** A packet socket, in criu's network namespace (the tree's). */
+  /** A packet socket. */
   #packetSocket(f: file_entry, forFd: number, pid: number): number {
     const e = f.psk!;
     const what = `fd ${forFd} of task ${pid} (packet socket)`;
     const ring = (r: typeof e.rxRing) =>
       r &&
       [r.blockSize, r.blockNr, r.frameSize, r.frameNr, r.retireTmo, r.sizeofPriv, r.features];
-    const rootNet = this.#dump.inventory.rootIds?.netNsId;
-    if (isFieldSet(e, packet_sock_entrySchema.field.nsId) && rootNet && e.nsId !== rootNet) {
-      throw new RestoreError(`Cannot restore ${what}: it was in another network namespace`);
-    }
     const fd = makePacketSocket({
       type: e.type,
       protocol: e.protocol,
@@ -1029,6 +1045,7 @@ export class FileTable implements Disposable {
       })),
       pending: !referenced.has(f.id),
       external: (u.uflags & USK_EXTERN) !== 0,
+      ns: this.#nets?.socketsFor(f, `unix socket:[${u.ino}]`),
       file: u.filePerms || u.nameDir || u.deleted
         ? {
           mode: u.filePerms?.mode,

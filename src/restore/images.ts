@@ -166,6 +166,11 @@ export interface DumpImages {
   /** The tree's own network namespace (netdev-ID.img, netns-ID.img, ...), when it had one. */
   netns?: NetnsState;
   /**
+   * Network namespaces nested in the tree's (a task's other than the root's), by id; made by
+   * the first task in each (restore/nested_netns.ts).
+   */
+  nestedNets: Map<number, NetnsState>;
+  /**
    * The clocks the tree's time namespace starts from: the root's own namespace's
    * (timens-ID.img), else criu's at the dump (timens-0.img); undefined without either.
    */
@@ -579,6 +584,7 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
     cgroupNs: ownNamespaceId(inventory, tasks[0], "cgroup") !== undefined,
     ipcNs: ownIpc === undefined ? undefined : readIpcNs(dir, ownIpc, shmem, tasks[0]),
     netns: readNetnsImages(dir, ownNamespaceId(inventory, tasks[0], "net"), tasks[0], emptyNet),
+    nestedNets: readNestedNets(dir, inventory, tasks),
     timens: readTimens(dir, inventory, tasks[0]),
     ownTimens: ownNamespaceId(inventory, tasks[0], "time") !== undefined,
     mntNs: readMntNs(dir, ownNamespaceId(inventory, tasks[0], "mnt"), tasks[0]),
@@ -734,6 +740,28 @@ function readNetnsImages(
     netns: one(p("netns"), readImage(p("netns"), "NETNS", netns_entrySchema)),
     saved,
   };
+}
+
+/**
+ * The images of each network namespace nested in the tree's (a task's other than the root's
+ * and criu's), by id.
+ */
+function readNestedNets(
+  dir: string,
+  inventory: inventory_entry,
+  tasks: TaskImages[],
+): Map<number, NetnsState> {
+  const out = new Map<number, NetnsState>();
+  const root = tasks[0];
+  const field = task_kobj_ids_entrySchema.field.netNsId;
+  if (root.zombie || !isFieldSet(root.ids, field)) return out;
+  for (const t of tasks) {
+    if (t.zombie || !isFieldSet(t.ids, field)) continue;
+    const id = t.ids.netNsId;
+    if (id === root.ids.netNsId || id === inventory.rootIds?.netNsId || out.has(id)) continue;
+    out.set(id, readNetnsImages(dir, id, t, false)!);
+  }
+  return out;
 }
 
 /** mountpoints-ID.img of the root's own mount namespace `id`, if it had one. */

@@ -317,6 +317,20 @@ function transfer(
 }
 
 /**
+ * Descriptor `fd` of criu's sent into the task of `rs`: its number there (close-on-exec, 64 or
+ * above), for `what`.
+ */
+export function sendFd(rs: RemoteSyscalls, fd: number, what: string): number {
+  const arena = new RemoteArena(rs.task.pid, rs.scratch(4096), 4096);
+  const [got] = transfer(rs, arena, [fd], 64, (nr, name, ...args) => {
+    const ret = rs.call(nr, ...args);
+    if (ret < 0n) throw new Errno(name, Number(-ret), `${what}, in task ${rs.task.pid}`);
+    return Number(ret);
+  });
+  return got;
+}
+
+/**
  * The descriptors of `task` that refer to tasks of the tree, made inside it once every task
  * exists: pidfds (pidfd_open there) and /proc files of the tree's tasks (opened there, so that
  * they name the restored tasks), moved to their numbers; one description per file entry. Files

@@ -102,6 +102,7 @@ import { NetnsError } from "../net/in_netns.ts";
 import { mapPingGroups, type OutsideLinks, restoreNetns } from "../net/netns.ts";
 import { tunMakers } from "../net/tun.ts";
 import { lockNetns, unlockNetns } from "../net/netns_lock.ts";
+import { NetNamespaces } from "./nested_netns.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { type CgroupMode, CgroupMover, cgSetOf } from "./cgroups.ts";
 import { exists } from "../util/exists.ts";
@@ -271,8 +272,10 @@ function checkTask(
   const treeRoot = dump.tasks[0];
   for (const kind of NS_KINDS) {
     const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
+    // So are nested mount namespaces and network namespaces.
+    const nested = (kind === "mnt" && dump.nestedMnts.has(task.ids.mntNsId)) ||
+      (kind === "net" && dump.nestedNets.has(task.ids.netNsId));
     if (OWN_NS_KINDS.has(kind) && isFieldSet(task.ids, field)) {
-      const nested = kind === "mnt" && dump.nestedMnts.has(task.ids.mntNsId);
       if (task.ids[`${kind}NsId`] !== treeRoot.ids[`${kind}NsId`] && !nested) {
         throw new RestoreError(
           `Cannot restore task ${pid}: it was in another ${kind} namespace than task ` +
@@ -283,7 +286,7 @@ function checkTask(
     }
     if (
       rootIds && isFieldSet(task.ids, field) && isFieldSet(rootIds, field) &&
-      task.ids[`${kind}NsId`] !== rootIds[`${kind}NsId`]
+      task.ids[`${kind}NsId`] !== rootIds[`${kind}NsId`] && !nested
     ) {
       throw new RestoreError(
         `Cannot restore task ${pid}: it was in a ${kind} namespace of its own; namespaces are ` +
@@ -491,6 +494,7 @@ async function restoreTree(
   const outside = mounts ? (path: string) => outsidePath(mounts, path) : (path: string) => path;
   // Those nested in it (systemd's services'), made from copies of it.
   const nestedPlans = mounts ? checkNestedNamespaces(dump) : new Map();
+  NetNamespaces.check(dump);
   // A file in a nested namespace (the task's, or the one its mount is in) on a tmpfs of that
   // namespace comes from its tar.
   const nestedOf = (mntId?: number) => {
@@ -637,6 +641,9 @@ async function restoreTree(
         throw e;
       }
     }
+    // Network namespaces nested in it (or in criu's), made by the root, which alone exists.
+    using nets = new NetNamespaces(dump);
+    await nets.make(made.pid, (fn) => inTask(rootSeized, fn));
     // The namespaces are made: the caller's scripts set them up (an empty network namespace's
     // devices, say), as with criu. An empty one is locked meanwhile, as the dump left it; a new
     // one with connections too (as criu): none may speak before both its ends are back.
@@ -688,6 +695,7 @@ async function restoreTree(
     {
       using table = new FileTable(dump, opts.shellJob ?? false, tcp, opts.inheritFds);
       table.adoptTunFiles(madeTunFiles);
+      table.useNetNamespaces(nets);
       const shmem = new Map<bigint, number>();
       try {
         // Each task is made by its parent once the parent's memory is back (procs grows).
@@ -710,6 +718,10 @@ async function restoreTree(
             );
             const now = p === procs[0] ? rootTask.ids.mntNsId : parent!.ids.mntNsId;
             p.readOnlyLater = enterMountNamespace(rs, dump, p.task, now, mountNs, made.pid, log);
+          }
+          if (p !== procs[0]) {
+            const parent = dump.tasks.find((t) => t.pstree.pid === p.task.pstree.ppid)!;
+            nets.enter(rs, p.task, parent.ids.netNsId);
           }
           const done = restoreInside(
             rs,

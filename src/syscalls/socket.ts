@@ -12,6 +12,7 @@
  */
 import { Errno, unwrap } from "./errno.ts";
 import { addressOf, lastErrno, libc } from "./ffi.ts";
+import { rawSyscall } from "./process.ts";
 import { NR } from "./syscall_numbers.ts";
 
 /** AF_UNIX. */
@@ -574,4 +575,10 @@ export function connectUnix(fd: number, name: Uint8Array, what: string): void {
 /** accept4(2), with SOCK_CLOEXEC. */
 export function accept(fd: number, what: string): number {
   return Number(unwrap(sys(NR.accept4, BigInt(fd), 0n, 0n, BigInt(SOCK_CLOEXEC)), "accept4", what));
+}
+
+/** SIOCGSKNS: a descriptor (close-on-exec) of the network namespace socket `fd` belongs to. */
+export function socketNetns(fd: number, what: string): number {
+  const SIOCGSKNS = 0x894c;
+  return Number(unwrap(rawSyscall(NR.ioctl, fd, SIOCGSKNS, 0), "ioctl(SIOCGSKNS)", what));
 }

@@ -8,6 +8,7 @@
 import { Errno, orErrno, unwrap } from "./errno.ts";
 import { libc } from "./ffi.ts";
 import { ioctl, rawSyscall } from "./process.ts";
+import { socketNetns } from "./socket.ts";
 import { NR } from "./syscall_numbers.ts";
 
 /** TUNSETIFF flags (and the device's flags, as TUNGETIFF and sysfs tun_flags show them). */
@@ -38,7 +39,6 @@ const TUNSETQUEUE = 0x400454d9;
 const TUNSETIFINDEX = 0x400454da;
 const TUNGETFILTER = 0x801054db;
 const TUNGETDEVNETNS = 0x54e3;
-const SIOCGSKNS = 0x894c;
 
 /** struct ifreq: a 16-byte name, then the flags (a short) in a 24-byte union. */
 const IFREQ_SIZE = 40;
@@ -133,5 +133,5 @@ export function tunDeviceNetns(fd: number, what: string): number {
 
 /** SIOCGSKNS on a tun file: a descriptor of the network namespace it was opened in. */
 export function tunFileNetns(fd: number, what: string): number {
-  return Number(unwrap(rawSyscall(NR.ioctl, fd, SIOCGSKNS, 0), "ioctl(SIOCGSKNS)", what));
+  return socketNetns(fd, what);
 }

@@ -1,0 +1,190 @@
+/**
+ * Network namespaces nested in the tree's, at restore, made as criu makes them: before any
+ * task but the root exists, the root makes each in turn (unshare), criu makes it what its
+ * images say (net/netns.ts), as for the root's own, and starts its socket helper in it
+ * (net/ns_sockets.ts), then the root goes back to its own. Every socket is made in its
+ * namespace, and every task is put in its own (setns on a descriptor of it criu sends) before
+ * its files.
+ *
+ * @module
+ */
+import {
+  fd_types,
+  type file_entry,
+  inet_sk_entrySchema,
+  netlink_sk_entrySchema,
+  packet_sock_entrySchema,
+  unix_sk_entrySchema,
+} from "../../proto/gen/files_pb.ts";
+import { type DescMessage, isFieldSet } from "@bufbuild/protobuf";
+import { task_kobj_ids_entrySchema } from "../../proto/gen/core_pb.ts";
+import { nd_type, net_device_entrySchema } from "../../proto/gen/misc_pb.ts";
+import { NetnsError } from "../net/in_netns.ts";
+import { mapPingGroups, restoreNetns } from "../net/netns.ts";
+import { NamespaceSockets } from "../net/ns_sockets.ts";
+import { TCP_STATE } from "../net/tcp_state.ts";
+import { close, errnoName, NR, O, open } from "../syscalls/mod.ts";
+import type { RemoteSyscalls } from "../tree/infect.ts";
+import { rootOf } from "../tree/userns.ts";
+import { RestoreError } from "./files.ts";
+import { sendFd } from "./install.ts";
+import { type DumpImages, outsideGid, type TaskImages } from "./images.ts";
+
+const CLONE_NEWNET = 0x40000000;
+const IPPROTO_TCP = 6;
+
+/** The network namespaces of one restore: a descriptor of each, and the nested ones' helpers. */
+export class NetNamespaces implements Disposable {
+  readonly #dump: DumpImages;
+  /** A descriptor of each namespace made so far (the root's included), by namespace id. */
+  readonly #fds = new Map<number, number>();
+  /** The socket helper of each nested namespace, by namespace id. */
+  readonly #sockets = new Map<number, NamespaceSockets>();
+  /** The ids a socket of the root's namespace may carry: the root's, and criu's. */
+  readonly #rootIds = new Set<number>();
+  readonly #rootId?: number;
+
+  constructor(dump: DumpImages) {
+    this.#dump = dump;
+    const root = dump.tasks[0];
+    if (!root.zombie && isFieldSet(root.ids, task_kobj_ids_entrySchema.field.netNsId)) {
+      this.#rootId = root.ids.netNsId;
+      this.#rootIds.add(root.ids.netNsId);
+    }
+    const criu = dump.inventory.rootIds;
+    if (criu && isFieldSet(criu, task_kobj_ids_entrySchema.field.netNsId)) {
+      this.#rootIds.add(criu.netNsId);
+    }
+  }
+
+  /**
+   * Refuses, before anything is made, what the nested namespaces' images hold that a restore
+   * cannot make there: tun devices, and TCP connections (they cannot be locked).
+   */
+  static check(dump: DumpImages): void {
+    // A veth whose peer is in another of the tree's namespaces (criu's link_nsid).
+    const all = [...dump.nestedNets.values(), ...(dump.netns ? [dump.netns] : [])];
+    for (const ns of all) {
+      for (const d of ns.devices) {
+        const peer = isFieldSet(d, net_device_entrySchema.field.peerNsid) ? d.peerNsid : ns.id;
+        if (d.type === nd_type.VETH && peer !== ns.id && all.some((x) => x.id === peer)) {
+          throw new RestoreError(
+            `Cannot restore network namespace ${ns.id}: veth ${d.name} has its peer in ` +
+              `another of the tree's network namespaces (${peer}); not supported yet`,
+          );
+        }
+      }
+    }
+    for (const [id, ns] of dump.nestedNets) {
+      const tun = ns.devices.find((d) => d.type === nd_type.TUN);
+      if (tun) {
+        throw new RestoreError(
+          `Cannot restore network namespace ${id}: tun device ${tun.name} in a network ` +
+            `namespace nested in the tree's; not supported yet`,
+        );
+      }
+    }
+    for (const f of dump.files.values()) {
+      const s = f.isk;
+      if (
+        f.type === fd_types.INETSK && s && dump.nestedNets.has(socketNsId(f) ?? -1) &&
+        s.proto === IPPROTO_TCP && s.state !== TCP_STATE.LISTEN && s.state !== TCP_STATE.CLOSE
+      ) {
+        throw new RestoreError(
+          `Cannot restore TCP connection ${f.id}: it was in a network namespace nested in the ` +
+            `tree's, whose connections cannot be locked yet`,
+        );
+      }
+    }
+  }
+
+  /**
+   * Makes every nested namespace through the root task, `realRoot` as criu knows it, alone
+   * yet (`inRoot` runs remote calls in it), which ends in its own namespace again.
+   */
+  async make(
+    realRoot: number,
+    inRoot: (fn: (rs: RemoteSyscalls) => void) => void,
+  ): Promise<void> {
+    if (!this.#dump.nestedNets.size || this.#rootId === undefined) return;
+    const nsPath = `/proc/${realRoot}/ns/net`;
+    const own = Deno.readLinkSync(nsPath);
+    this.#fds.set(this.#rootId, open(nsPath, O.RDONLY | O.CLOEXEC));
+    const userns = this.#dump.userns;
+    for (const [id, images] of this.#dump.nestedNets) {
+      inRoot((rs) => rs.check(NR.unshare, "unshare(CLONE_NEWNET)", CLONE_NEWNET));
+      this.#fds.set(id, open(nsPath, O.RDONLY | O.CLOEXEC));
+      if (userns) {
+        const ping = "net.ipv4.ping_group_range";
+        mapPingGroups(images, (g) => outsideGid(this.#dump, g, ping));
+      }
+      try {
+        await restoreNetns(realRoot, images);
+      } catch (e) {
+        if (e instanceof NetnsError) throw new RestoreError(e.message);
+        throw e;
+      }
+      this.#sockets.set(id, NamespaceSockets.enter(realRoot, userns && rootOf(userns)));
+    }
+    inRoot((rs) => this.#join(rs, this.#rootId!, "the root"));
+    if (Deno.readLinkSync(nsPath) !== own) {
+      throw new RestoreError(`The root task ${realRoot} did not get back its network namespace`);
+    }
+  }
+
+  /**
+   * Puts task `task` (of `rs`, just made, in the namespace `now` its parent is in) into its
+   * own.
+   */
+  enter(rs: RemoteSyscalls, task: TaskImages, now: number): void {
+    if (!isFieldSet(task.ids, task_kobj_ids_entrySchema.field.netNsId)) return;
+    if (task.ids.netNsId === now) return;
+    this.#join(rs, task.ids.netNsId, `task ${task.pstree.pid}`);
+  }
+
+  #join(rs: RemoteSyscalls, id: number, who: string): void {
+    const fd = this.#fds.get(id);
+    if (fd === undefined) {
+      throw new RestoreError(`Cannot restore ${who}: its network namespace ${id} has no images`);
+    }
+    const there = sendFd(rs, fd, `the network namespace of ${who}`);
+    const r = rs.call(NR.setns, there, CLONE_NEWNET);
+    rs.call(NR.close, there);
+    if (r < 0n) {
+      throw new RestoreError(
+        `Cannot restore the network namespace of ${who} (setns): ${errnoName(Number(-r))}`,
+      );
+    }
+  }
+
+  /**
+   * Where socket `f` is made: undefined for the root's namespace, else the helper of its
+   * nested one, which must be made by now.
+   */
+  socketsFor(f: file_entry, what: string): NamespaceSockets | undefined {
+    const id = socketNsId(f);
+    if (id === undefined || this.#rootIds.has(id)) return undefined;
+    const made = this.#sockets.get(id);
+    if (made) return made;
+    throw new RestoreError(
+      this.#dump.nestedNets.has(id)
+        ? `Cannot restore ${what}: its network namespace ${id} is not made`
+        : `Cannot restore ${what}: it was in network namespace ${id}, which no task was in`,
+    );
+  }
+
+  [Symbol.dispose](): void {
+    for (const s of this.#sockets.values()) s[Symbol.dispose]();
+    this.#sockets.clear();
+    for (const fd of this.#fds.values()) close(fd);
+    this.#fds.clear();
+  }
+}
+
+/** The network namespace id a socket's entry carries, if any. */
+function socketNsId(f: file_entry): number | undefined {
+  const set = (e: { nsId: number } | undefined, schema: DescMessage) =>
+    e && isFieldSet(e as never, schema.field.nsId) ? e.nsId : undefined;
+  return set(f.usk, unix_sk_entrySchema) ?? set(f.isk, inet_sk_entrySchema) ??
+    set(f.nlsk, netlink_sk_entrySchema) ?? set(f.psk, packet_sock_entrySchema);
+}

@@ -1,0 +1,281 @@
+/*
+ * A network namespace nested in the tree's, as a service gets one (systemd's PrivateNetwork).
+ * argv: OUT [own|conn]. The root R (with "own": in a network namespace of its own first)
+ * binds an abstract datagram name and listens at a path (OUT's directory/netsub.sock). Its
+ * child A unshares a network namespace and sets it up with a shell: the loopback up, a second
+ * address (10.79.0.1/32), net.unix.max_dgram_qlen 66. There A binds an abstract datagram name
+ * of its own, listens on TCP 10.79.0.1:7979, binds UDP 10.79.0.1:7980, and connects a stream
+ * socket to R's path (across the two namespaces, as a service logs to journald), writing
+ * "pre" into it. A's child A1 goes back to R's namespace (setns) holding A's listener.
+ *
+ * On SIGTERM R checks itself, then has A and A1 check themselves (they report on OUT too):
+ * - R: the abstract name of A's namespace does not reach here, its own does; its end of the
+ *   connection from A reads "pre", then what A writes after.
+ * - A: its namespace is not R's; its own name reaches its socket and R's does not; the address,
+ *   the sysctl, the listener (a connection accepted) and the UDP socket (a datagram through)
+ *   are there; it writes "post" to R.
+ * - A1: in R's namespace; the listener it holds is of A's (SIOCGSKNS); R's name reaches here,
+ *   A's does not.
+ * Prints PASS or FAIL lines; R's last line is its verdict on all three.
+ *
+ * "conn" adds an established TCP connection inside A's namespace (to its own listener), which
+ * a dump must refuse (connections there cannot be locked).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t term;
+static void on_term(int sig) { (void)sig; term = 1; }
+
+static int out;
+static pid_t root_pid, a_pid;
+
+static socklen_t abstract(struct sockaddr_un *a, const char *who)
+{
+	memset(a, 0, sizeof(*a));
+	a->sun_family = AF_UNIX;
+	int n = snprintf(a->sun_path + 1, sizeof(a->sun_path) - 1, "netsub-%s-%d", who, root_pid);
+	return offsetof(struct sockaddr_un, sun_path) + 1 + n;
+}
+
+static int bind_abstract(const char *who)
+{
+	struct sockaddr_un a;
+	socklen_t len = abstract(&a, who);
+	int s = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (s < 0 || bind(s, (struct sockaddr *)&a, len))
+		return -1;
+	return s;
+}
+
+/* Whether abstract name `who` reaches a socket from here. */
+static int reaches(const char *who)
+{
+	struct sockaddr_un a;
+	socklen_t len = abstract(&a, who);
+	int s = socket(AF_UNIX, SOCK_DGRAM, 0);
+	int ok = connect(s, (struct sockaddr *)&a, len) == 0;
+	close(s);
+	return ok;
+}
+
+static ino_t ns_of(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) ? 0 : st.st_ino;
+}
+
+static ino_t ns_of_pid(pid_t pid)
+{
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/%d/ns/net", pid);
+	return ns_of(p);
+}
+
+static struct sockaddr_in in4(const char *addr, int port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+	inet_pton(AF_INET, addr, &a.sin_addr);
+	return a;
+}
+
+static int read_exact(int fd, char *buf, int n)
+{
+	int got = 0;
+	while (got < n) {
+		int r = read(fd, buf + got, n - got);
+		if (r <= 0)
+			return -1;
+		got += r;
+	}
+	return 0;
+}
+
+static int report(const char *who, const char *why)
+{
+	if (why)
+		dprintf(out, "FAIL netsub %s: %s\n", who, why);
+	else
+		dprintf(out, "PASS netsub %s\n", who);
+	return why ? 1 : 0;
+}
+
+static const char *check_a1(int listener)
+{
+	if (ns_of("/proc/self/ns/net") != ns_of_pid(root_pid))
+		return "not in the root's network namespace";
+	int ns = ioctl(listener, SIOCGSKNS);
+	struct stat st;
+	if (ns < 0 || fstat(ns, &st))
+		return "SIOCGSKNS on the listener failed";
+	if (st.st_ino != ns_of_pid(a_pid))
+		return "the listener it holds is not of A's namespace";
+	if (!reaches("R"))
+		return "the root's abstract name does not reach it";
+	if (reaches("A"))
+		return "A's abstract name reaches it";
+	return NULL;
+}
+
+static const char *check_a(int listener, int udp, int to_root)
+{
+	if (ns_of("/proc/self/ns/net") == ns_of_pid(root_pid))
+		return "in the root's network namespace";
+	if (!reaches("A"))
+		return "its abstract name does not reach it";
+	if (reaches("R"))
+		return "the root's abstract name reaches it";
+	char buf[64] = "";
+	int fd = open("/proc/sys/net/unix/max_dgram_qlen", O_RDONLY);
+	if (fd < 0 || read(fd, buf, sizeof(buf) - 1) <= 0 || atoi(buf) != 66)
+		return "net.unix.max_dgram_qlen is not 66";
+	close(fd);
+	struct sockaddr_in a = in4("10.79.0.1", 0);
+	int probe = socket(AF_INET, SOCK_DGRAM, 0);
+	if (bind(probe, (struct sockaddr *)&a, sizeof(a)))
+		return "address 10.79.0.1 is gone";
+	a = in4("10.79.0.1", 7980);
+	if (sendto(probe, "udp!", 4, 0, (struct sockaddr *)&a, sizeof(a)) != 4)
+		return "sendto the UDP socket failed";
+	memset(buf, 0, sizeof(buf));
+	if (recv(udp, buf, sizeof(buf), 0) != 4 || memcmp(buf, "udp!", 4))
+		return "the UDP socket did not get its datagram";
+	close(probe);
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	a = in4("10.79.0.1", 7979);
+	if (connect(c, (struct sockaddr *)&a, sizeof(a)))
+		return "cannot connect to the listener";
+	int s = accept(listener, NULL, NULL);
+	if (s < 0)
+		return "the listener accepts nothing";
+	close(s);
+	close(c);
+	if (write(to_root, "post", 4) != 4)
+		return "cannot write to the root";
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	out = open(argv[1], O_WRONLY | O_APPEND);
+	int own = argc > 2 && !strcmp(argv[2], "own");
+	int conn = argc > 2 && !strcmp(argv[2], "conn");
+	if (own && unshare(CLONE_NEWNET))
+		return 2;
+	root_pid = getpid();
+	signal(SIGTERM, on_term);
+	char dir[4096], path[4200];
+	snprintf(dir, sizeof(dir), "%s", argv[1]);
+	snprintf(path, sizeof(path), "%s/netsub.sock", dirname(dir));
+	unlink(path);
+	int r_named = bind_abstract("R");
+	struct sockaddr_un p = {.sun_family = AF_UNIX};
+	snprintf(p.sun_path, sizeof(p.sun_path), "%s", path);
+	int l = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (r_named < 0 || bind(l, (struct sockaddr *)&p, sizeof(p)) || listen(l, 4))
+		return 3;
+	int ready[2];
+	pipe(ready);
+	a_pid = fork();
+	if (a_pid == 0) {
+		a_pid = getpid();
+		close(ready[0]);
+		if (unshare(CLONE_NEWNET) ||
+		    system("ip link set lo up && ip addr add 10.79.0.1/32 dev lo && "
+			   "echo 66 > /proc/sys/net/unix/max_dgram_qlen"))
+			_exit(4);
+		int named = bind_abstract("A");
+		struct sockaddr_in a = in4("10.79.0.1", 7979);
+		int listener = socket(AF_INET, SOCK_STREAM, 0);
+		int one = 1;
+		setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (named < 0 || bind(listener, (struct sockaddr *)&a, sizeof(a)) || listen(listener, 4))
+			_exit(5);
+		int udp = socket(AF_INET, SOCK_DGRAM, 0);
+		a = in4("10.79.0.1", 7980);
+		if (bind(udp, (struct sockaddr *)&a, sizeof(a)))
+			_exit(6);
+		int to_root = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (connect(to_root, (struct sockaddr *)&p, sizeof(p)) || write(to_root, "pre", 3) != 3)
+			_exit(7);
+		int c = -1, s = -1;
+		if (conn) {
+			c = socket(AF_INET, SOCK_STREAM, 0);
+			a = in4("10.79.0.1", 7979);
+			if (connect(c, (struct sockaddr *)&a, sizeof(a)))
+				_exit(8);
+			s = accept(listener, NULL, NULL);
+		}
+		pid_t a1 = fork();
+		if (a1 == 0) {
+			char rp[64];
+			snprintf(rp, sizeof(rp), "/proc/%d/ns/net", root_pid);
+			int fd = open(rp, O_RDONLY);
+			if (fd < 0 || setns(fd, CLONE_NEWNET))
+				_exit(9);
+			close(fd);
+			close(named);
+			close(udp);
+			close(to_root);
+			write(ready[1], "1", 1);
+			while (!term)
+				pause();
+			_exit(report("A1", check_a1(listener)));
+		}
+		write(ready[1], "a", 1);
+		while (!term)
+			pause();
+		kill(a1, SIGTERM);
+		int st;
+		const char *why = check_a(listener, udp, to_root);
+		waitpid(a1, &st, 0);
+		if (!why && (!WIFEXITED(st) || WEXITSTATUS(st)))
+			why = "A1 failed";
+		(void)c;
+		(void)s;
+		_exit(report("A", why));
+	}
+	close(ready[1]);
+	char got[2];
+	if (read_exact(ready[0], got, 2))
+		return 10;
+	/* "pre" stays queued at this end through the dump. */
+	int from_a = accept(l, NULL, NULL);
+	if (from_a < 0)
+		return 11;
+	dprintf(out, "ready pid=%d\n", getpid());
+	while (!term)
+		pause();
+	const char *why = NULL;
+	if (reaches("A"))
+		why = "A's abstract name reaches the root";
+	else if (!reaches("R"))
+		why = "the root's abstract name does not reach it";
+	kill(a_pid, SIGTERM);
+	int st;
+	waitpid(a_pid, &st, 0);
+	if (!why && (!WIFEXITED(st) || WEXITSTATUS(st)))
+		why = "A failed";
+	char buf[8] = "";
+	if (!why && (read_exact(from_a, buf, 7) || memcmp(buf, "prepost", 7)))
+		why = "the connection from A did not bring \"pre\" then \"post\"";
+	report("root", why);
+	return 0;
+}
