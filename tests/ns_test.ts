@@ -384,6 +384,16 @@ Deno.test("tun and tap devices inside a network namespace of its own come back w
   await netnsRoundTrip("tun", [], /PASS tun/);
 });
 
+Deno.test("tun and tap devices in a network namespace nested in the tree's (a child's own, below a root in criu's namespace) come back with their files, made in it; criu's namespace untouched", async () => {
+  const bin = await buildVictim("tun");
+  const before = hostNet();
+  // The root: a shell that hands its SIGTERM on to the victim, and waits for it.
+  const parent = `trap 'kill -TERM $c; wait $c' TERM; "$@" & c=$!; wait $c`;
+  const v = startVictim(["setsid", "sh", "-c", parent, "sh", bin, "{out}"]);
+  await checkAcrossRoundTrip(v, /PASS tun/);
+  assertEquals(hostNet(), before);
+});
+
 Deno.test("a tun file attached to a device of criu's network namespace is refused by name, the task left running", async () => {
   const dev = `dct${Deno.pid % 100000}`;
   const v = startVictim([

@@ -330,7 +330,7 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
   const tty = ttyKind(pid, fd, target, st, what, ctx.opts.external);
   if (tty) return tty;
   if (st.isCharDevice && st.rdev === TUN_RDEV) {
-    return tunKind(ctx, pid, fd, target, st.mode ?? 0, what);
+    return tunKind(pid, fd, target, st.mode ?? 0, what);
   }
   // A file of a mount criu does not see (passed from another mount namespace): its path here
   // names something else. `--external file[MNT_ID:INODE]` dumps it as one the restore is given.

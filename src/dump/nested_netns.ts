@@ -22,8 +22,8 @@ import { tunHolders } from "./tun_files.ts";
  * Reads and writes every network namespace of the tree's tasks other than the root's, whose
  * devices (`rootDevices`, when the root has a namespace of its own) are read already. Their
  * socket helpers go with `stack`. Refused: a task in criu's namespace below a root with one of
- * its own, a namespace of another user namespace than the tree's, tun devices in it, and a
- * veth pair between two of the tree's namespaces.
+ * its own, a namespace of another user namespace than the tree's, and a veth pair between two
+ * of the tree's namespaces.
  */
 export async function readNestedNetns(
   ctx: DumpContext,
@@ -63,13 +63,6 @@ export async function readNestedNetns(
     } catch (e) {
       if (e instanceof NetnsError) throw new UnsupportedError(e.message);
       throw e;
-    }
-    const tun = ns.devices.find((d) => d.type === nd_type.TUN);
-    if (tun) {
-      throw new UnsupportedError(
-        `Cannot dump the network namespace of task ${p.pid}: tun device ${tun.name} in a ` +
-          `network namespace nested in the tree's; not supported yet`,
-      );
     }
     mapPingGroups(ns, (g) => ctx.gid(g, "net.ipv4.ping_group_range"));
     writeNetns(ctx, id, ns);

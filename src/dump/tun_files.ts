@@ -9,7 +9,7 @@ import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema, tunfile_entrySchema } from "../../proto/gen/files_pb.ts";
 import { close, IFF_TUN, tunFileNetns, tunGetIff, withTaskFd } from "../syscalls/mod.ts";
 import type { TunHolder } from "../net/tun.ts";
-import { parseFdinfo, readProcText } from "../tree/proc.ts";
+import { nsLink, parseFdinfo, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { type FileKind, type OpenFile, UnsupportedError } from "./file_types.ts";
 import { regFileEntry, writeRegFile } from "./files.ts";
@@ -47,7 +47,6 @@ export function tunHolders(pids: number[]): Map<string, TunHolder> {
  * attached to a device of its own namespace (the device is carried with it) or to none.
  */
 export function tunKind(
-  ctx: DumpContext,
   pid: number,
   fd: number,
   path: string,
@@ -73,7 +72,8 @@ export function tunKind(
         `not supported`,
     );
   }
-  if (netdev && !ctx.ownNet) {
+  // (The devices of the tree's namespaces are carried: its root's own and those nested.)
+  if (netdev && nsLink(pid, "net") === nsLink(Deno.pid, "net")) {
     throw new UnsupportedError(
       `Cannot dump ${what}: it is attached to tun device ${netdev} of criu's network ` +
         `namespace; only the devices of a network namespace of the tree's own are carried`,

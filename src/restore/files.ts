@@ -86,7 +86,7 @@ import {
 } from "./images.ts";
 import { isControllingTtyFile, isMadePty, isOtherTerminal, PtyTable } from "./ttys.ts";
 import { withSocketsIn } from "../net/ns_sockets.ts";
-import type { NetNamespaces } from "./nested_netns.ts";
+import { type NetNamespaces, socketNsId } from "./nested_netns.ts";
 import { NS_CLONE_FLAGS, NS_KINDS, OWN_NS_KINDS } from "../dump/context.ts";
 
 const SEEK_SET = 0;
@@ -223,7 +223,7 @@ export class FileTable implements Disposable {
 
   /** Takes the tun files the network namespace's devices were made through (by file id). */
   adoptTunFiles(made: Map<number, number>): void {
-    this.#madeTun = made;
+    for (const [id, fd] of made) this.#madeTun.set(id, fd);
   }
 
   /** The network namespaces of the restore, for where sockets are made. */
@@ -503,7 +503,8 @@ export class FileTable implements Disposable {
     if ((reg.flags & 3) !== O.RDWR) {
       throw new RestoreError(`Cannot restore ${what}: opened other than read-write; not supported`);
     }
-    const dev = t.netdev ? this.#dump.netns?.devices.find((d) => d.name === t.netdev) : undefined;
+    const devices = this.#nets ? this.#nets.devicesOf(socketNsId(f)) : this.#dump.netns?.devices;
+    const dev = t.netdev ? devices?.find((d) => d.name === t.netdev) : undefined;
     let fd = this.#madeTun.get(f.id);
     this.#madeTun.delete(f.id);
     try {

@@ -14,14 +14,16 @@ import {
   inet_sk_entrySchema,
   netlink_sk_entrySchema,
   packet_sock_entrySchema,
+  tunfile_entrySchema,
   unix_sk_entrySchema,
 } from "../../proto/gen/files_pb.ts";
 import { type DescMessage, isFieldSet } from "@bufbuild/protobuf";
 import { task_kobj_ids_entrySchema } from "../../proto/gen/core_pb.ts";
 import { nd_type, net_device_entrySchema } from "../../proto/gen/misc_pb.ts";
 import { NetnsError } from "../net/in_netns.ts";
-import { mapPingGroups, restoreNetns } from "../net/netns.ts";
-import { NamespaceSockets } from "../net/ns_sockets.ts";
+import { mapPingGroups, type NetnsState, restoreNetns } from "../net/netns.ts";
+import { NamespaceSockets, withSocketsIn } from "../net/ns_sockets.ts";
+import { tunMakers } from "../net/tun.ts";
 import { TCP_STATE } from "../net/tcp_state.ts";
 import { close, errnoName, NR, O, open } from "../syscalls/mod.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
@@ -43,6 +45,8 @@ export class NetNamespaces implements Disposable {
   /** The ids a socket of the root's namespace may carry: the root's, and criu's. */
   readonly #rootIds = new Set<number>();
   readonly #rootId?: number;
+  /** Tun files that made the nested namespaces' tun devices, by file id, until taken. */
+  readonly #madeTun = new Map<number, number>();
 
   constructor(dump: DumpImages) {
     this.#dump = dump;
@@ -59,7 +63,8 @@ export class NetNamespaces implements Disposable {
 
   /**
    * Refuses, before anything is made, what the nested namespaces' images hold that a restore
-   * cannot make there: tun devices, and TCP connections (they cannot be locked).
+   * cannot make: a veth pair between two of them, and TCP connections in a nested one (they
+   * cannot be locked).
    */
   static check(dump: DumpImages): void {
     // A veth whose peer is in another of the tree's namespaces (criu's link_nsid).
@@ -73,15 +78,6 @@ export class NetNamespaces implements Disposable {
               `another of the tree's network namespaces (${peer}); not supported yet`,
           );
         }
-      }
-    }
-    for (const [id, ns] of dump.nestedNets) {
-      const tun = ns.devices.find((d) => d.type === nd_type.TUN);
-      if (tun) {
-        throw new RestoreError(
-          `Cannot restore network namespace ${id}: tun device ${tun.name} in a network ` +
-            `namespace nested in the tree's; not supported yet`,
-        );
       }
     }
     for (const f of dump.files.values()) {
@@ -118,18 +114,37 @@ export class NetNamespaces implements Disposable {
         const ping = "net.ipv4.ping_group_range";
         mapPingGroups(images, (g) => outsideGid(this.#dump, g, ping));
       }
+      const sockets = NamespaceSockets.enter(realRoot, userns && rootOf(userns));
+      this.#sockets.set(id, sockets);
+      // Its tun devices through its tun files, opened in it.
+      const makers = tunMakers(
+        [...this.#dump.files.values()].filter((f) => f.tunf && socketNsId(f) === id),
+      );
       try {
-        await restoreNetns(realRoot, images);
+        const made = await withSocketsIn(sockets, () => restoreNetns(realRoot, images, {}, makers));
+        for (const [file, fd] of made) this.#madeTun.set(file, fd);
       } catch (e) {
         if (e instanceof NetnsError) throw new RestoreError(e.message);
         throw e;
       }
-      this.#sockets.set(id, NamespaceSockets.enter(realRoot, userns && rootOf(userns)));
     }
     inRoot((rs) => this.#join(rs, this.#rootId!, "the root"));
     if (Deno.readLinkSync(nsPath) !== own) {
       throw new RestoreError(`The root task ${realRoot} did not get back its network namespace`);
     }
+  }
+
+  /** The tun files that made the nested namespaces' tun devices, by file id: the caller's now. */
+  takeTunFiles(): Map<number, number> {
+    const out = new Map(this.#madeTun);
+    this.#madeTun.clear();
+    return out;
+  }
+
+  /** The devices of network namespace `id` (the root's, or a nested one's). */
+  devicesOf(id: number | undefined): NetnsState["devices"] | undefined {
+    const nested = id === undefined ? undefined : this.#dump.nestedNets.get(id);
+    return (nested ?? this.#dump.netns)?.devices;
   }
 
   /**
@@ -176,15 +191,17 @@ export class NetNamespaces implements Disposable {
   [Symbol.dispose](): void {
     for (const s of this.#sockets.values()) s[Symbol.dispose]();
     this.#sockets.clear();
-    for (const fd of this.#fds.values()) close(fd);
+    for (const fd of [...this.#fds.values(), ...this.#madeTun.values()]) close(fd);
     this.#fds.clear();
+    this.#madeTun.clear();
   }
 }
 
-/** The network namespace id a socket's entry carries, if any. */
-function socketNsId(f: file_entry): number | undefined {
+/** The network namespace id a socket's or tun file's entry carries, if any. */
+export function socketNsId(f: file_entry): number | undefined {
   const set = (e: { nsId: number } | undefined, schema: DescMessage) =>
     e && isFieldSet(e as never, schema.field.nsId) ? e.nsId : undefined;
   return set(f.usk, unix_sk_entrySchema) ?? set(f.isk, inet_sk_entrySchema) ??
-    set(f.nlsk, netlink_sk_entrySchema) ?? set(f.psk, packet_sock_entrySchema);
+    set(f.nlsk, netlink_sk_entrySchema) ?? set(f.psk, packet_sock_entrySchema) ??
+    set(f.tunf, tunfile_entrySchema);
 }

@@ -102,7 +102,7 @@ import { NetnsError } from "../net/in_netns.ts";
 import { mapPingGroups, type OutsideLinks, restoreNetns } from "../net/netns.ts";
 import { tunMakers } from "../net/tun.ts";
 import { lockNetns, unlockNetns } from "../net/netns_lock.ts";
-import { NetNamespaces } from "./nested_netns.ts";
+import { NetNamespaces, socketNsId } from "./nested_netns.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { type CgroupMode, CgroupMover, cgSetOf } from "./cgroups.ts";
 import { exists } from "../util/exists.ts";
@@ -634,7 +634,10 @@ async function restoreTree(
           made.pid,
           dump.netns,
           opts.outsideLinks,
-          tunMakers(dump.files.values()),
+          // (Those of the nested namespaces make theirs with them: nested_netns.ts.)
+          tunMakers(
+            [...dump.files.values()].filter((f) => !dump.nestedNets.has(socketNsId(f) ?? -1)),
+          ),
         );
       } catch (e) {
         if (e instanceof NetnsError) throw new RestoreError(e.message);
@@ -695,6 +698,7 @@ async function restoreTree(
     {
       using table = new FileTable(dump, opts.shellJob ?? false, tcp, opts.inheritFds);
       table.adoptTunFiles(madeTunFiles);
+      table.adoptTunFiles(nets.takeTunFiles());
       table.useNetNamespaces(nets);
       const shmem = new Map<bigint, number>();
       try {
