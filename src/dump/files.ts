@@ -111,7 +111,8 @@ export {
 
 /**
  * A namespace descriptor (nsfs inode `ino`): one of criu's own namespaces, which are the
- * restored tree's too; any other is refused.
+ * restored tree's too, one of the root's own, or a network namespace nested in the tree's;
+ * any other is refused.
  */
 function nsKind(ctx: DumpContext, ino: number, what: string): FileKind {
   // One the tree's root has of its own: made again at restore (the new root's).
@@ -119,6 +120,13 @@ function nsKind(ctx: DumpContext, ino: number, what: string): FileKind {
     const link = `${kind}:[${ino}]`;
     if (nsLink(ctx.opts.pid, kind) !== link) continue;
     return { type: "ns", kind, nsId: ctx.nsId(link), cflag: NS_CLONE_FLAGS[kind] };
+  }
+  // A network namespace nested in the tree's (systemd keeps a service's in flight in a socket).
+  for (const n of ctx.nestedNets.values()) {
+    const link = `net:[${ino}]`;
+    if (nsLink(n.pid, "net") === link) {
+      return { type: "ns", kind: "net", nsId: n.id, cflag: NS_CLONE_FLAGS.net };
+    }
   }
   for (const kind of NS_KINDS) {
     let own = "";

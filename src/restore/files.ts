@@ -533,6 +533,8 @@ export class FileTable implements Disposable {
     ) {
       return openOrThrow(`/proc/${this.#dump.rootPid}/ns/${kind}`, n.flags, "namespace");
     }
+    const nested = kind === "net" ? this.#nets?.nsPath(n.nsId) : undefined;
+    if (nested) return openOrThrow(nested, n.flags, "namespace");
     if (!kind || !rootIds || rootIds[`${kind}NsId`] !== n.nsId) {
       throw new RestoreError(
         `Cannot restore fd ${forFd} of task ${pid}: a ${kind ?? "unknown"} namespace other ` +

@@ -141,6 +141,12 @@ export class NetNamespaces implements Disposable {
     return out;
   }
 
+  /** A path that opens nested network namespace `id`, made by now (undefined: not one). */
+  nsPath(id: number): string | undefined {
+    const fd = this.#dump.nestedNets.has(id) ? this.#fds.get(id) : undefined;
+    return fd === undefined ? undefined : `/proc/self/fd/${fd}`;
+  }
+
   /** The devices of network namespace `id` (the root's, or a nested one's). */
   devicesOf(id: number | undefined): NetnsState["devices"] | undefined {
     const nested = id === undefined ? undefined : this.#dump.nestedNets.get(id);

@@ -8,15 +8,19 @@
  * socket to R's path (across the two namespaces, as a service logs to journald), writing
  * "pre" into it. A's child A1 goes back to R's namespace (setns) holding A's listener.
  *
+ * R also keeps a descriptor of A's namespace in flight in a datagram socket pair of its own, as
+ * systemd keeps a service's (PrivateNetwork).
+ *
  * On SIGTERM R checks itself, then has A and A1 check themselves (they report on OUT too):
  * - R: the abstract name of A's namespace does not reach here, its own does; its end of the
- *   connection from A reads "pre", then what A writes after.
+ *   connection from A reads "pre", then what A writes after; the descriptor in flight is of
+ *   A's namespace.
  * - A: its namespace is not R's; its own name reaches its socket and R's does not; the address,
  *   the sysctl, the listener (a connection accepted) and the UDP socket (a datagram through)
  *   are there; it writes "post" to R.
  * - A1: in R's namespace; the listener it holds is of A's (SIOCGSKNS); R's name reaches here,
  *   A's does not.
- * Prints PASS or FAIL lines; R's last line is its verdict on all three.
+ * A and A1 print what they found; R's last line is its verdict on all three, PASS or FAIL.
  *
  * "conn" adds an established TCP connection inside A's namespace (to its own listener), which
  * a dump must refuse (connections there cannot be locked).
@@ -108,12 +112,40 @@ static int read_exact(int fd, char *buf, int n)
 	return 0;
 }
 
+static int send_fd(int via, int fd)
+{
+	char c = 0, cbuf[CMSG_SPACE(sizeof(int))] = {0};
+	struct iovec iov = {.iov_base = &c, .iov_len = 1};
+	struct msghdr h = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			   .msg_controllen = sizeof(cbuf)};
+	struct cmsghdr *ch = CMSG_FIRSTHDR(&h);
+	ch->cmsg_level = SOL_SOCKET;
+	ch->cmsg_type = SCM_RIGHTS;
+	ch->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(ch), &fd, sizeof(int));
+	return sendmsg(via, &h, 0) == 1 ? 0 : -1;
+}
+
+static int recv_fd(int via)
+{
+	char c, cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = {.iov_base = &c, .iov_len = 1};
+	struct msghdr h = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			   .msg_controllen = sizeof(cbuf)};
+	if (recvmsg(via, &h, MSG_DONTWAIT) != 1)
+		return -1;
+	struct cmsghdr *ch = CMSG_FIRSTHDR(&h);
+	int fd;
+	if (!ch || ch->cmsg_type != SCM_RIGHTS)
+		return -1;
+	memcpy(&fd, CMSG_DATA(ch), sizeof(int));
+	return fd;
+}
+
+/* A child's finding, on a line of its own; the root's verdict comes last, as PASS or FAIL. */
 static int report(const char *who, const char *why)
 {
-	if (why)
-		dprintf(out, "FAIL netsub %s: %s\n", who, why);
-	else
-		dprintf(out, "PASS netsub %s\n", who);
+	dprintf(out, "netsub %s: %s\n", who, why ? why : "whole");
 	return why ? 1 : 0;
 }
 
@@ -256,6 +288,14 @@ int main(int argc, char **argv)
 	char got[2];
 	if (read_exact(ready[0], got, 2))
 		return 10;
+	/* A's namespace, in flight in a pair of R's. */
+	int sp[2];
+	char nsp[64];
+	snprintf(nsp, sizeof(nsp), "/proc/%d/ns/net", a_pid);
+	int nsfd = open(nsp, O_RDONLY);
+	if (nsfd < 0 || socketpair(AF_UNIX, SOCK_DGRAM, 0, sp) || send_fd(sp[0], nsfd))
+		return 12;
+	close(nsfd);
 	/* "pre" stays queued at this end through the dump. */
 	int from_a = accept(l, NULL, NULL);
 	if (from_a < 0)
@@ -268,6 +308,10 @@ int main(int argc, char **argv)
 		why = "A's abstract name reaches the root";
 	else if (!reaches("R"))
 		why = "the root's abstract name does not reach it";
+	struct stat nst;
+	int held = recv_fd(sp[1]);
+	if (!why && (held < 0 || fstat(held, &nst) || nst.st_ino != ns_of_pid(a_pid)))
+		why = "the descriptor in flight is not of A's network namespace";
 	kill(a_pid, SIGTERM);
 	int st;
 	waitpid(a_pid, &st, 0);
@@ -276,6 +320,10 @@ int main(int argc, char **argv)
 	char buf[8] = "";
 	if (!why && (read_exact(from_a, buf, 7) || memcmp(buf, "prepost", 7)))
 		why = "the connection from A did not bring \"pre\" then \"post\"";
-	report("root", why);
+
+	if (why)
+		dprintf(out, "FAIL netsub root: %s\n", why);
+	else
+		dprintf(out, "PASS netsub root\n");
 	return 0;
 }
