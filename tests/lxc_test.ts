@@ -199,9 +199,21 @@ async function plainCycle(name: string, lib: string, env: Record<string, string>
   }
 }
 
+/**
+ * What the PrivateNetwork service shows from inside the container: its PID, whether its
+ * network namespace is not PID 1's, its line (through nsenter into its namespace), and that
+ * its port is not open in the container's own namespace.
+ */
+const PRIVNET = [
+  `p=$(systemctl show -p MainPID --value privnet); echo "privnet-pid $p"`,
+  `[ "$(readlink /proc/$p/ns/net)" != "$(readlink /proc/1/ns/net)" ] && echo privnet-apart`,
+  `nsenter -t $p -n bash -c 'exec 3<>/dev/tcp/127.0.0.1/7777; cat <&3'`,
+  `(exec 3<>/dev/tcp/127.0.0.1/7777) 2>/dev/null || echo privnet-hidden`,
+].join("; ");
+
 Deno.test({
   name:
-    "LXC: lxc-checkpoint -s and -r through our criu take a Debian 12 container (systemd, apache2, mariadb) down and back: its page, its rows, a mariadb client session over TCP; then our criu alone does, from the command line",
+    "LXC: lxc-checkpoint -s and -r through our criu take a Debian 12 container (systemd, apache2, mariadb) down and back: its page, its rows, a mariadb client session over TCP, a service with a network namespace and /tmp of its own (PrivateNetwork, PrivateTmp) still serving in its namespace; then our criu alone does, from the command line",
   ignore: !has("lxc-create") || !has("debootstrap"),
   sanitizeResources: false,
   sanitizeOps: false,
@@ -246,6 +258,14 @@ Deno.test({
         `${rootfs}/etc/systemd/system/systemd-journald.service.d/nobpf.conf`,
         "[Service]\nIPAddressDeny=\n",
       );
+      // (A file: systemd would expand the script's $ in a command line.)
+      Deno.writeTextFileSync(
+        `${rootfs}/usr/local/bin/privnet.pl`,
+        `use IO::Socket::INET;\n` +
+          `my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1:7777", Listen => 5, ` +
+          `ReuseAddr => 1) or die "listen: $!";\n` +
+          `while (my $c = $s->accept) { print $c "privnet\\n"; close $c }\n`,
+      );
       await startContainer(name);
       const prep = await inside(
         name,
@@ -258,11 +278,18 @@ Deno.test({
           `mysql -h 127.0.0.1 -uu -pp -N -n < /run/sess.fifo > /run/sess.out 2>&1 & ` +
           `exec 3>/run/sess.fifo; echo 'set @v=42; select concat(\\"conn \\", connection_id());' >&3; ` +
           `sleep infinity"`,
+          // A service with a network namespace of its own (nested in the container's, its
+          // descriptor kept in flight by systemd) and a /tmp of its own, serving a line.
+          `systemd-run --unit=privnet -p PrivateNetwork=yes -p PrivateTmp=yes ` +
+          `perl /usr/local/bin/privnet.pl`,
           `sleep 2; cat /run/sess.out`,
+          PRIVNET,
         ].join("; "),
       );
       const conn = /conn (\d+)/.exec(prep.out)?.[1];
       assert(conn, `the session: ${prep.out}`);
+      const privnet = /^privnet-pid (\d+)$/m.exec(prep.out)?.[1];
+      assert(privnet && /^privnet$/m.test(prep.out), `the PrivateNetwork service: ${prep.out}`);
       const imgs = tmpDir("lxc-imgs-");
       const ck = await run("lxc-checkpoint", ["-n", name, "-D", imgs, "-s"], env);
       assertEquals(ck.code, 0, ck.out);
@@ -288,9 +315,14 @@ Deno.test({
           `exec 3<>/dev/tcp/127.0.0.1/80; printf 'GET /probe.html HTTP/1.0\\r\\n\\r\\n' >&3; ` +
           `timeout 5 cat <&3 | tail -1`,
           `systemctl is-system-running`,
+          PRIVNET,
         ].join("; "),
       );
       assertMatch(after.out, new RegExp(`^after 42 conn ${conn}$`, "m"), "the session");
+      assertMatch(after.out, new RegExp(`^privnet-pid ${privnet}$`, "m"), "the service's PID");
+      assertMatch(after.out, /^privnet-apart$/m, "the service's network namespace");
+      assertMatch(after.out, /^privnet$/m, "the service's listener in its namespace");
+      assertMatch(after.out, /^privnet-hidden$/m, "its listener is not in the container's");
       assertMatch(after.out, /^3$/m, "the rows");
       assertMatch(after.out, /^<h1>page before<\/h1>$/m, "the page");
       assertMatch(after.out, /^(running|degraded)$/m, "systemd");
