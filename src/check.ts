@@ -34,6 +34,8 @@ import {
   zeroPagePfn,
 } from "./syscalls/mod.ts";
 import { addressOf, cString } from "./syscalls/ffi.ts";
+import { AF_UNIX, SOCK_DGRAM, socket, socketNetns } from "./syscalls/socket.ts";
+import { nsidOf } from "./net/nsid.ts";
 
 /** One feature `criu check` answers for. */
 export interface Feature {
@@ -125,6 +127,16 @@ const MIGRATION = "pre-dumps and lazy pages come with live migration";
 /** A feature deno-criu does not use yet, whatever the kernel has. */
 function notOurs(name: string, description: string, why: string): Feature {
   return { name, description, notOurs: why, category: "extra", probe: () => false };
+}
+
+/** Whether this network namespace answers RTM_GETNSID. */
+function netnsIds(): boolean {
+  try {
+    nsidOf(Deno.pid);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Whether fdinfo shows a descriptor's lease (and so its locks). */
@@ -308,7 +320,22 @@ const NAMED: Feature[] = [
   notOurs("uffd", "userfaultfd for lazy pages", MIGRATION),
   notOurs("uffd-noncoop", "non-cooperative userfaultfd for lazy pages", MIGRATION),
   notOurs("can_map_vdso", "mapping a vDSO", "deno-criu moves the vDSO into place (mremap)"),
-  notOurs("sk_ns", "sockets' network namespaces", NS),
+  {
+    name: "sk_ns",
+    description: "sockets' network namespaces (SIOCGSKNS)",
+    category: "extra",
+    probe: () => {
+      const fd = socket(AF_UNIX, SOCK_DGRAM);
+      try {
+        close(socketNetns(fd, "a socket"));
+        return true;
+      } catch {
+        return false;
+      } finally {
+        close(fd);
+      }
+    },
+  },
   notOurs("sk_unix_file", "unix sockets' files", "unix socket files are not checked this way"),
   {
     name: "net_diag_raw",
@@ -322,8 +349,18 @@ const NAMED: Feature[] = [
       return true;
     },
   },
-  notOurs("nsid", "network namespace ids", NS),
-  notOurs("link_nsid", "links' network namespace ids", NS),
+  {
+    name: "nsid",
+    description: "network namespace ids (RTM_GETNSID), which pair veths between namespaces",
+    category: "extra",
+    probe: netnsIds,
+  },
+  {
+    name: "link_nsid",
+    description: "veth pairs between two of the tree's network namespaces",
+    category: "extra",
+    probe: netnsIds,
+  },
   {
     name: "kcmp_epoll",
     description: "kcmp(KCMP_EPOLL_TFD): which file an epoll set watches",

@@ -139,6 +139,12 @@ const KINDS: Kind[] = [
   },
   { victim: "netns", name: "netns devices", args: ["{out}", "devices"], pass: /PASS netns/ },
   { victim: "netsub", name: "nested netns", args: ["{out}", "own"], pass: /PASS netsub root/ },
+  {
+    victim: "netsub",
+    name: "nested netns veth",
+    args: ["{out}", "veth"],
+    pass: /PASS netsub root/,
+  },
   // CRIU 4.2 brings a tun up before its file attaches, and writes its random address mode
   // back as stable privacy.
   { victim: "tun", args: ["{out}", "interop"], pass: /PASS tun/ },

@@ -366,25 +366,23 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   // The tree's own network namespace: its devices, sysctls, addresses, routes and rules, read
   // before any connection in it is locked; its sockets are made in it from now on.
   using _netns = ctx.ownNet ? useNamespaceOf(tree.root) : undefined;
-  let rootDevices;
-  if (ctx.ownNet) {
+  let rootNs;
+  if (ctx.ownNet && !ctx.opts.emptyNet) {
     try {
-      if (!ctx.opts.emptyNet) {
-        const id = ctx.nsIds(tree.root).netNsId;
-        const holders = () => tunHolders(tree.processes.map((p) => p.pid));
-        const ns = await readNetns(tree.root, id, holders);
-        mapPingGroups(ns, (g) => ctx.gid(g, "net.ipv4.ping_group_range"));
-        writeNetns(ctx, id, ns);
-        rootDevices = ns.devices;
-      }
+      const id = ctx.nsIds(tree.root).netNsId;
+      const holders = () => tunHolders(tree.processes.map((p) => p.pid));
+      rootNs = await readNetns(tree.root, id, holders);
+      mapPingGroups(rootNs, (g) => ctx.gid(g, "net.ipv4.ping_group_range"));
     } catch (e) {
       if (e instanceof NetnsError) throw new UnsupportedError(e.message);
       throw e;
     }
   }
-  // Those nested in it (or in criu's), with their socket helpers.
+  // Those nested in it (or in criu's), with their socket helpers; then the root's is written
+  // (a veth to a nested one learns its peer's namespace there).
   using nestedNets = new DisposableStack();
-  await readNestedNetns(ctx, tree, rootDevices, nestedNets);
+  await readNestedNetns(ctx, tree, rootNs, nestedNets);
+  if (rootNs) writeNetns(ctx, rootNs.id, rootNs);
   if (ctx.ownNet) await lockNetns(ctx, tree.root);
   checkTree(tree, ctx.pids);
   // The tree's own mount namespace: each mount checked before anything is written.

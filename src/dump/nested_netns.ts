@@ -6,9 +6,10 @@
  * @module
  */
 import { isFieldSet } from "@bufbuild/protobuf";
-import { nd_type, type net_device_entry, net_device_entrySchema } from "../../proto/gen/misc_pb.ts";
+import { nd_type, net_device_entrySchema } from "../../proto/gen/misc_pb.ts";
 import { NetnsError } from "../net/in_netns.ts";
-import { mapPingGroups, readNetns } from "../net/netns.ts";
+import { mapPingGroups, type NetnsState, readNetns } from "../net/netns.ts";
+import { nsidOf } from "../net/nsid.ts";
 import { NamespaceSockets, withSocketsIn } from "../net/ns_sockets.ts";
 import { relatedNamespace } from "../syscalls/mod.ts";
 import type { FrozenTree } from "../tree/collect.ts";
@@ -20,15 +21,16 @@ import { tunHolders } from "./tun_files.ts";
 
 /**
  * Reads and writes every network namespace of the tree's tasks other than the root's, whose
- * devices (`rootDevices`, when the root has a namespace of its own) are read already. Their
- * socket helpers go with `stack`. Refused: a task in criu's namespace below a root with one of
- * its own, a namespace of another user namespace than the tree's, and a veth pair between two
- * of the tree's namespaces.
+ * state (`rootNs`, when the root has a namespace of its own) is read already and written by
+ * the caller after this: a veth pair between two of the tree's namespaces gets each end's
+ * peer namespace (peer_nsid, as criu's link_nsid writes it). Their socket helpers go with
+ * `stack`. Refused: a task in criu's namespace below a root with one of its own, and a
+ * namespace of another user namespace than the tree's.
  */
 export async function readNestedNetns(
   ctx: DumpContext,
   tree: FrozenTree,
-  rootDevices: net_device_entry[] | undefined,
+  rootNs: NetnsState | undefined,
   stack: DisposableStack,
 ): Promise<void> {
   const root = tree.root;
@@ -37,7 +39,7 @@ export async function readNestedNetns(
   const owner = relatedNamespace(`/proc/${root}/ns/user`, "owner") === undefined
     ? undefined
     : inode(`/proc/${root}/ns/user`);
-  const devices = new Map<number, net_device_entry[]>();
+  const read: Read[] = rootNs ? [{ pid: root, ns: rootNs }] : [];
   for (const p of tree.processes) {
     if (p.zombieExit !== undefined) continue;
     const link = nsLink(p.pid, "net");
@@ -65,37 +67,47 @@ export async function readNestedNetns(
       throw e;
     }
     mapPingGroups(ns, (g) => ctx.gid(g, "net.ipv4.ping_group_range"));
-    writeNetns(ctx, id, ns);
     ctx.nestedNets.set(link, { id, pid: p.pid, sockets });
-    devices.set(p.pid, ns.devices);
+    read.push({ pid: p.pid, ns, sockets });
   }
-  if (rootDevices) devices.set(root, rootDevices);
-  checkVethPairs(devices);
+  pairVeths(read);
+  for (const r of read) if (r.sockets) writeNetns(ctx, r.ns.id, r.ns);
+}
+
+/** A namespace read: a task in it, its state, its socket helper (none: the root's, current). */
+interface Read {
+  pid: number;
+  ns: NetnsState;
+  sockets?: NamespaceSockets;
 }
 
 /**
- * Refuses a veth pair whose ends are in two of the tree's namespaces: each end sees the other
- * outside, so a restore would make two pairs, each with an end outside. (The kernel names the
- * peer's namespace by an id local to each namespace: the pair is told by the two ends naming
- * each other's index.)
+ * Gives each end of a veth pair between two of the tree's namespaces its peer's namespace.
+ * Each end sees the other outside (no peer_nsid); the pair is told by the two ends naming each
+ * other's index, and checked by the id each namespace gives the other (RTM_GETNSID), which is
+ * the one the end shows as its peer's (link-netnsid).
  */
-function checkVethPairs(byTask: Map<number, net_device_entry[]>): void {
-  const outside = [...byTask].flatMap(([pid, ds]) =>
-    ds.filter((d) =>
+function pairVeths(read: Read[]): void {
+  const outside = read.flatMap((r) =>
+    r.ns.devices.filter((d) =>
       d.type === nd_type.VETH && !isFieldSet(d, net_device_entrySchema.field.peerNsid)
-    ).map((d) => ({ pid, d }))
+    ).map((d) => ({ r, d }))
   );
+  const idIn = (from: Read, to: Read) =>
+    from.sockets ? withSocketsIn(from.sockets, () => nsidOf(to.pid)) : nsidOf(to.pid);
   for (const a of outside) {
+    if (isFieldSet(a.d, net_device_entrySchema.field.peerNsid)) continue;
     const b = outside.find((x) =>
-      x.pid !== a.pid && x.d.ifindex === a.d.peerIfindex && x.d.peerIfindex === a.d.ifindex
+      x.r !== a.r && x.d.ifindex === a.d.peerIfindex && x.d.peerIfindex === a.d.ifindex &&
+      !isFieldSet(x.d, net_device_entrySchema.field.peerNsid)
     );
-    if (b) {
-      throw new UnsupportedError(
-        `Cannot dump the network namespace of task ${a.pid}: veth ${a.d.name} has its peer ` +
-          `${b.d.name} in task ${b.pid}'s, another of the tree's network namespaces; not ` +
-          `supported yet`,
-      );
-    }
+    if (!b) continue;
+    const seenA = a.r.ns.linkNetnsids?.get(a.d.ifindex);
+    const seenB = b.r.ns.linkNetnsids?.get(b.d.ifindex);
+    if (seenA === undefined || seenA !== idIn(a.r, b.r)) continue;
+    if (seenB === undefined || seenB !== idIn(b.r, a.r)) continue;
+    a.d.peerNsid = b.r.ns.id;
+    b.d.peerNsid = a.r.ns.id;
   }
 }
 

@@ -186,6 +186,24 @@ export interface NetnsState {
   netns: netns_entry;
   /** Raw outputs of the tools, by image name prefix (ifaddr, route, ...). */
   saved: Map<string, Uint8Array>;
+  /**
+   * At the dump, the id this namespace gives the namespace of each device's peer or lower
+   * device outside it (`link-netnsid`), by the device's index.
+   */
+  linkNetnsids?: Map<number, number>;
+}
+
+/**
+ * Veth pairs between two of the tree's network namespaces, at restore (criu's link_nsid): the
+ * end made first makes both, its peer in the other namespace.
+ */
+export interface VethsAcross {
+  /** A task in namespace `id` (the tree's id), made by now; its devices may not be. */
+  pidOf(id: number): number | undefined;
+  /** The devices of namespace `id` in the images. */
+  devicesOf(id: number): net_device_entry[] | undefined;
+  /** The ends made so far, as "NSID:IFINDEX". */
+  made: Set<string>;
 }
 
 function entries(
@@ -333,7 +351,11 @@ export async function readNetns(
   for (const [name, argv] of tools) {
     saved.set(name, argv ? await inNetns(pid, argv) : new Uint8Array());
   }
-  return { id, devices, netns, saved };
+  const linkNetnsids = new Map<number, number>();
+  for (const l of links) {
+    if (l.link_netnsid !== undefined) linkNetnsids.set(l.ifindex, l.link_netnsid);
+  }
+  return { id, devices, netns, saved, linkNetnsids };
 }
 
 /** A macvlan's image entry; flags only when some are set, as criu writes it. */
@@ -431,10 +453,11 @@ export async function restoreNetns(
   ns: NetnsState,
   outside: OutsideLinks = {},
   tunMakers = new Map<string, TunMaker>(),
+  across?: VethsAcross,
 ): Promise<Map<number, number>> {
   const made = new Map<number, number>();
   try {
-    await restoreNetnsWith(pid, ns, outside, tunMakers, made);
+    await restoreNetnsWith(pid, ns, outside, tunMakers, made, across);
     return made;
   } catch (e) {
     for (const fd of made.values()) close(fd);
@@ -448,9 +471,10 @@ async function restoreNetnsWith(
   outside: OutsideLinks,
   tunMakers: Map<string, TunMaker>,
   madeTunFiles: Map<number, number>,
+  across?: VethsAcross,
 ): Promise<void> {
   const run = async (argv: string[], input?: Uint8Array) => void await inNetns(pid, argv, input);
-  await makeDevices(pid, ns, outside, tunMakers, madeTunFiles);
+  await makeDevices(pid, ns, outside, tunMakers, madeTunFiles, across);
   // MTUs before the sysctls: a device's MTU set resets its IPv6 MTU. Bridges last: one whose
   // MTU and address follow its ports' gets them from them, and is set only where it kept
   // values of its own.
@@ -557,6 +581,7 @@ async function makeDevices(
   outside: OutsideLinks,
   tunMakers: Map<string, TunMaker>,
   madeTunFiles: Map<number, number>,
+  across?: VethsAcross,
 ): Promise<void> {
   const devices = ns.devices;
   const madeVeths = new Set<string>();
@@ -564,9 +589,18 @@ async function makeDevices(
     switch (d.type) {
       case nd_type.LOOPBACK:
         break;
-      case nd_type.VETH:
-        await makeVeth(pid, d, peerInside(ns, d), outside.veths ?? new Map(), madeVeths);
+      case nd_type.VETH: {
+        const other = isFieldSet(d, net_device_entrySchema.field.peerNsid) &&
+            d.peerNsid !== ns.id
+          ? d.peerNsid
+          : undefined;
+        if (other !== undefined && across) {
+          await makeVethAcross(pid, ns.id, d, other, across);
+        } else {
+          await makeVeth(pid, d, peerInside(ns, d), outside.veths ?? new Map(), madeVeths);
+        }
         break;
+      }
       case nd_type.TUN:
         if (!d.tun) throw new NetnsError(`The image of tun device ${d.name} has no tun entry`);
         {
@@ -677,6 +711,46 @@ async function makeVeth(
   await inNetns(pid, ["ip", "link", "add", ...named(d), "type", "veth", "peer", ...outName]);
   if (out.bridge) await here(["ip", "link", "set", out.name, "master", out.bridge]);
   await here(["ip", "link", "set", out.name, "up"]);
+}
+
+/**
+ * Makes veth `d` of namespace `id` (of task `pid`) with its peer in another of the tree's
+ * namespaces, `other`, unless the peer's side made both; each end at its index (the kernel
+ * takes a peer's index in another namespace too).
+ */
+async function makeVethAcross(
+  pid: number,
+  id: number,
+  d: net_device_entry,
+  other: number,
+  across: VethsAcross,
+): Promise<void> {
+  const key = `${id}:${d.ifindex}`;
+  if (across.made.has(key)) return;
+  const peer = across.devicesOf(other)?.find((x) =>
+    x.type === nd_type.VETH && x.ifindex === d.peerIfindex
+  );
+  const target = across.pidOf(other);
+  if (!peer || target === undefined) {
+    throw new NetnsError(
+      `Cannot restore network device ${d.name}: its peer (index ${d.peerIfindex} of network ` +
+        `namespace ${other}) is not in the images`,
+    );
+  }
+  await inNetns(pid, [
+    "ip",
+    "link",
+    "add",
+    ...named(d),
+    "type",
+    "veth",
+    "peer",
+    ...named(peer),
+    "netns",
+    `${target}`,
+  ]);
+  across.made.add(key);
+  across.made.add(`${other}:${peer.ifindex}`);
 }
 
 /**

@@ -85,6 +85,11 @@ export class NamespaceSockets implements Disposable {
     return ns;
   }
 
+  /** The helper's PID (a process in the namespace). */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
   #reply(): [number, number] {
     const w = new Int32Array(2);
     const bytes = new Uint8Array(w.buffer);

@@ -19,9 +19,14 @@ import {
 } from "../../proto/gen/files_pb.ts";
 import { type DescMessage, isFieldSet } from "@bufbuild/protobuf";
 import { task_kobj_ids_entrySchema } from "../../proto/gen/core_pb.ts";
-import { nd_type, net_device_entrySchema } from "../../proto/gen/misc_pb.ts";
 import { NetnsError } from "../net/in_netns.ts";
-import { mapPingGroups, type NetnsState, restoreNetns } from "../net/netns.ts";
+import {
+  mapPingGroups,
+  type NetnsState,
+  type OutsideLinks,
+  restoreNetns,
+  type VethsAcross,
+} from "../net/netns.ts";
 import { NamespaceSockets, withSocketsIn } from "../net/ns_sockets.ts";
 import { tunMakers } from "../net/tun.ts";
 import { TCP_STATE } from "../net/tcp_state.ts";
@@ -63,23 +68,9 @@ export class NetNamespaces implements Disposable {
 
   /**
    * Refuses, before anything is made, what the nested namespaces' images hold that a restore
-   * cannot make: a veth pair between two of them, and TCP connections in a nested one (they
-   * cannot be locked).
+   * cannot make: TCP connections (they cannot be locked).
    */
   static check(dump: DumpImages): void {
-    // A veth whose peer is in another of the tree's namespaces (criu's link_nsid).
-    const all = [...dump.nestedNets.values(), ...(dump.netns ? [dump.netns] : [])];
-    for (const ns of all) {
-      for (const d of ns.devices) {
-        const peer = isFieldSet(d, net_device_entrySchema.field.peerNsid) ? d.peerNsid : ns.id;
-        if (d.type === nd_type.VETH && peer !== ns.id && all.some((x) => x.id === peer)) {
-          throw new RestoreError(
-            `Cannot restore network namespace ${ns.id}: veth ${d.name} has its peer in ` +
-              `another of the tree's network namespaces (${peer}); not supported yet`,
-          );
-        }
-      }
-    }
     for (const f of dump.files.values()) {
       const s = f.isk;
       if (
@@ -95,42 +86,67 @@ export class NetNamespaces implements Disposable {
   }
 
   /**
-   * Makes every nested namespace through the root task, `realRoot` as criu knows it, alone
-   * yet (`inRoot` runs remote calls in it), which ends in its own namespace again.
+   * Makes every nested namespace, empty, through the root task, `realRoot` as criu knows it,
+   * alone yet (`inRoot` runs remote calls in it), which ends in its own namespace again; each
+   * gets its socket helper, which stays in it. Then the root's is made ({@link across} for a
+   * veth into one of them), then {@link fill} makes them what their images say.
    */
-  async make(
-    realRoot: number,
-    inRoot: (fn: (rs: RemoteSyscalls) => void) => void,
-  ): Promise<void> {
+  create(realRoot: number, inRoot: (fn: (rs: RemoteSyscalls) => void) => void): void {
     if (!this.#dump.nestedNets.size || this.#rootId === undefined) return;
     const nsPath = `/proc/${realRoot}/ns/net`;
     const own = Deno.readLinkSync(nsPath);
     this.#fds.set(this.#rootId, open(nsPath, O.RDONLY | O.CLOEXEC));
     const userns = this.#dump.userns;
-    for (const [id, images] of this.#dump.nestedNets) {
+    for (const id of this.#dump.nestedNets.keys()) {
       inRoot((rs) => rs.check(NR.unshare, "unshare(CLONE_NEWNET)", CLONE_NEWNET));
       this.#fds.set(id, open(nsPath, O.RDONLY | O.CLOEXEC));
+      this.#sockets.set(id, NamespaceSockets.enter(realRoot, userns && rootOf(userns)));
+    }
+    inRoot((rs) => this.#join(rs, this.#rootId!, "the root"));
+    if (Deno.readLinkSync(nsPath) !== own) {
+      throw new RestoreError(`The root task ${realRoot} did not get back its network namespace`);
+    }
+  }
+
+  /**
+   * What makes a veth pair between two of the tree's namespaces: tasks in each (the root,
+   * `realRoot`, in its own; the helpers in the nested ones).
+   */
+  across(realRoot: number): VethsAcross {
+    this.#across ??= {
+      pidOf: (id) => id === this.#rootId ? realRoot : this.#sockets.get(id)?.pid,
+      devicesOf: (id) => this.devicesOf(id),
+      made: new Set(),
+    };
+    return this.#across;
+  }
+  #across?: VethsAcross;
+
+  /**
+   * Makes each nested namespace what its images say (after the root's), its tun devices
+   * through its tun files, opened in it; `outside` names the ends of veths outside the tree.
+   */
+  async fill(realRoot: number, outside?: OutsideLinks): Promise<void> {
+    const userns = this.#dump.userns;
+    for (const [id, images] of this.#dump.nestedNets) {
+      const sockets = this.#sockets.get(id)!;
       if (userns) {
         const ping = "net.ipv4.ping_group_range";
         mapPingGroups(images, (g) => outsideGid(this.#dump, g, ping));
       }
-      const sockets = NamespaceSockets.enter(realRoot, userns && rootOf(userns));
-      this.#sockets.set(id, sockets);
-      // Its tun devices through its tun files, opened in it.
       const makers = tunMakers(
         [...this.#dump.files.values()].filter((f) => f.tunf && socketNsId(f) === id),
       );
       try {
-        const made = await withSocketsIn(sockets, () => restoreNetns(realRoot, images, {}, makers));
+        const made = await withSocketsIn(
+          sockets,
+          () => restoreNetns(sockets.pid, images, outside, makers, this.across(realRoot)),
+        );
         for (const [file, fd] of made) this.#madeTun.set(file, fd);
       } catch (e) {
         if (e instanceof NetnsError) throw new RestoreError(e.message);
         throw e;
       }
-    }
-    inRoot((rs) => this.#join(rs, this.#rootId!, "the root"));
-    if (Deno.readLinkSync(nsPath) !== own) {
-      throw new RestoreError(`The root task ${realRoot} did not get back its network namespace`);
     }
   }
 

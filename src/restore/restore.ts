@@ -624,6 +624,10 @@ async function restoreTree(
     using _netns = dump.netns || opts.joinNet
       ? useNamespaceOf(made.pid, dump.userns && rootOf(dump.userns))
       : undefined;
+    // Network namespaces nested in it (or in criu's), made empty by the root, which alone
+    // exists, before its own is filled (a veth may join them); filled after it.
+    using nets = new NetNamespaces(dump);
+    nets.create(made.pid, (fn) => inTask(rootSeized, fn));
     let madeTunFiles = new Map<number, number>();
     if (dump.netns && !opts.joinNet) {
       // Its sysctls are written from here: ping_group_range's groups as criu sees them.
@@ -638,15 +642,14 @@ async function restoreTree(
           tunMakers(
             [...dump.files.values()].filter((f) => !dump.nestedNets.has(socketNsId(f) ?? -1)),
           ),
+          nets.across(made.pid),
         );
       } catch (e) {
         if (e instanceof NetnsError) throw new RestoreError(e.message);
         throw e;
       }
     }
-    // Network namespaces nested in it (or in criu's), made by the root, which alone exists.
-    using nets = new NetNamespaces(dump);
-    await nets.make(made.pid, (fn) => inTask(rootSeized, fn));
+    await nets.fill(made.pid, opts.outsideLinks);
     // The namespaces are made: the caller's scripts set them up (an empty network namespace's
     // devices, say), as with criu. An empty one is locked meanwhile, as the dump left it; a new
     // one with connections too (as criu): none may speak before both its ends are back.

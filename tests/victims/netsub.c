@@ -22,6 +22,11 @@
  *   A's does not.
  * A and A1 print what they found; R's last line is its verdict on all three, PASS or FAIL.
  *
+ * "veth" (in a namespace of R's own) adds a veth pair between R's namespace and A's: nsv0 (index
+ * 20, 10.81.0.1/24) in R's, nsv1 (index 21, 10.81.0.2/24) in A's, both up, and R listens on
+ * TCP 10.81.0.1:7981: A checks that nsv1 has its index there and connects through the pair; R
+ * that nsv0 has its index and accepts that connection.
+ *
  * "conn" adds an established TCP connection inside A's namespace (to its own listener), which
  * a dump must refuse (connections there cannot be locked).
  */
@@ -31,7 +36,9 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <linux/sockios.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stddef.h>
@@ -166,8 +173,19 @@ static const char *check_a1(int listener)
 	return NULL;
 }
 
+static int veth;
+
 static const char *check_a(int listener, int udp, int to_root)
 {
+	if (veth) {
+		if (if_nametoindex("nsv1") != 21)
+			return "veth nsv1 is not at index 21 in its namespace";
+		struct sockaddr_in v = in4("10.81.0.1", 7981);
+		int c = socket(AF_INET, SOCK_STREAM, 0);
+		if (connect(c, (struct sockaddr *)&v, sizeof(v)))
+			return "cannot connect to the root through the veth pair";
+		close(c);
+	}
 	if (ns_of("/proc/self/ns/net") == ns_of_pid(root_pid))
 		return "in the root's network namespace";
 	if (!reaches("A"))
@@ -207,7 +225,8 @@ static const char *check_a(int listener, int udp, int to_root)
 int main(int argc, char **argv)
 {
 	out = open(argv[1], O_WRONLY | O_APPEND);
-	int own = argc > 2 && !strcmp(argv[2], "own");
+	veth = argc > 2 && !strcmp(argv[2], "veth");
+	int own = veth || (argc > 2 && !strcmp(argv[2], "own"));
 	int conn = argc > 2 && !strcmp(argv[2], "conn");
 	if (own && unshare(CLONE_NEWNET))
 		return 2;
@@ -288,6 +307,21 @@ int main(int argc, char **argv)
 	char got[2];
 	if (read_exact(ready[0], got, 2))
 		return 10;
+	int vl = -1;
+	if (veth) {
+		char cmd[512];
+		snprintf(cmd, sizeof(cmd),
+			 "ip link add nsv0 index 20 type veth peer name nsv1 index 21 netns %d && "
+			 "ip addr add 10.81.0.1/24 dev nsv0 && ip link set nsv0 up && ip link set lo up && "
+			 "nsenter -t %d -n sh -c 'ip addr add 10.81.0.2/24 dev nsv1 && ip link set nsv1 up'",
+			 a_pid, a_pid);
+		struct sockaddr_in v = in4("10.81.0.1", 7981);
+		vl = socket(AF_INET, SOCK_STREAM, 0);
+		int one = 1;
+		setsockopt(vl, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (system(cmd) || bind(vl, (struct sockaddr *)&v, sizeof(v)) || listen(vl, 4))
+			return 13;
+	}
 	/* A's namespace, in flight in a pair of R's. */
 	int sp[2];
 	char nsp[64];
@@ -308,6 +342,8 @@ int main(int argc, char **argv)
 		why = "A's abstract name reaches the root";
 	else if (!reaches("R"))
 		why = "the root's abstract name does not reach it";
+	if (!why && veth && if_nametoindex("nsv0") != 20)
+		why = "veth nsv0 is not at index 20";
 	struct stat nst;
 	int held = recv_fd(sp[1]);
 	if (!why && (held < 0 || fstat(held, &nst) || nst.st_ino != ns_of_pid(a_pid)))
@@ -317,6 +353,13 @@ int main(int argc, char **argv)
 	waitpid(a_pid, &st, 0);
 	if (!why && (!WIFEXITED(st) || WEXITSTATUS(st)))
 		why = "A failed";
+	if (!why && veth) {
+		struct pollfd pf = {.fd = vl, .events = POLLIN};
+		int c = poll(&pf, 1, 0) == 1 ? accept(vl, NULL, NULL) : -1;
+		if (c < 0)
+			why = "no connection from A through the veth pair";
+		close(c);
+	}
 	char buf[8] = "";
 	if (!why && (read_exact(from_a, buf, 7) || memcmp(buf, "prepost", 7)))
 		why = "the connection from A did not bring \"pre\" then \"post\"";
