@@ -954,6 +954,23 @@ Deno.test("--ext-mount-map auto: a mount of what criu's namespace has is bound a
   }
 });
 
+Deno.test("a tmpfs two nested mount namespaces share (one made from the other) and the root's does not have is refused by name, the tree left running", async () => {
+  const { root, argv } = mntnsRoot(await buildVictim("mntns", ["-static"]));
+  const v = startVictim(["env", "MNTNS_SHARED=1", ...argv], root);
+  const init = Number((await waitReport(v)).pid);
+  await v.child.status;
+  const tree = treePids(init);
+  try {
+    await dumpRefused(
+      init,
+      /its tmpfs at \/nt is also task \d+'s, in another nested mount namespace, and not in the root's/,
+      ["--ext-mount-map", "auto"],
+    );
+  } finally {
+    killAll(...tree);
+  }
+});
+
 Deno.test("a connection in LAST_ACK whose peer in the tree's own network namespace answers from TIME_WAIT is refused by name (the namespace made again would not have it), the tree left running", async () => {
   // In a network namespace of its own: the client shuts down, the server's acknowledgements
   // are dropped, the server shuts down: it waits in LAST_ACK, the client's end in TIME_WAIT.

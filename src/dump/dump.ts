@@ -74,6 +74,7 @@ import { dumpShmem } from "./shmem.ts";
 import { checkSysvAttachments, dumpSysvShm, writeSysvShm } from "./sysv.ts";
 import { collectTask, collectThread, type TaskState } from "./task.ts";
 import {
+  checkNestedTmpfs,
   cloneTmpfsMounts,
   readMountNamespace,
   readNestedMountNamespace,
@@ -393,21 +394,15 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
       if (p.zombieExit !== undefined) continue;
       const link = nsLink(p.pid, "mnt");
       if (link === rootNs || ctx.nestedMnts.has(link)) continue;
-      // Made again from a copy of the root's: one made from another nested namespace's
-      // (unshare there) would come back with that one's own mounts too.
-      const parent = tree.processes.find((x) => x.children.includes(p.pid));
-      const from = parent && parent.zombieExit === undefined ? nsLink(parent.pid, "mnt") : rootNs;
-      if (from !== rootNs && from !== link) {
-        throw new UnsupportedError(
-          `Cannot dump task ${p.pid}: its mount namespace was made from another nested one ` +
-            `(its parent ${parent!.pid}'s); not supported yet`,
-        );
-      }
+      // Made again from a copy of the root's, whichever namespace it was made from (its
+      // mounts are planned against the root's; a file system only nested ones share is
+      // refused below).
       ctx.nestedMnts.set(
         link,
         readNestedMountNamespace(ctx, p.pid, ctx.nsIds(p.pid).mntNsId, ctx.mntNs),
       );
     }
+    checkNestedTmpfs(ctx.mntNs, [...ctx.nestedMnts.values()]);
   }
   for (const tid of tree.tasks.keys()) ctx.treeTids.add(tid);
   for (const p of tree.processes) {

@@ -91,6 +91,30 @@ export function readNestedMountNamespace(
 }
 
 /**
+ * Refuses a tmpfs two nested mount namespaces share and the root's does not have (one made
+ * from the other, unshare there): each is made again from a copy of the root's, where that
+ * tmpfs would be two, each with a copy of the files.
+ */
+export function checkNestedTmpfs(root: MountNamespace, nested: MountNamespace[]): void {
+  const rootDevs = new Set(root.entries.map((e) => e.rootDev));
+  const seen = new Map<number, MountNamespace>();
+  for (const n of nested) {
+    for (const e of n.entries) {
+      if (e.fstype !== fstype.TMPFS || rootDevs.has(e.rootDev)) continue;
+      const other = seen.get(e.rootDev);
+      if (other && other !== n) {
+        throw new UnsupportedError(
+          `Cannot dump the mount namespace of task ${n.pid}: its tmpfs at ${e.mountpoint} is ` +
+            `also task ${other.pid}'s, in another nested mount namespace, and not in the ` +
+            `root's; not supported yet`,
+        );
+      }
+      seen.set(e.rootDev, n);
+    }
+  }
+}
+
+/**
  * Refuses a mount another one hides (overmounted): one mounted later over a directory above
  * its place, or beside it at the same place, that is not a mount it lies on. Its place would
  * no longer lead to it at restore.

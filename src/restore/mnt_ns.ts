@@ -644,15 +644,21 @@ export function enterMountNamespace(
   const holder = ns.holders.get(want);
   const pid = task.pstree.pid;
   const sys = failing(rs, ` of task ${pid}`);
-  if (holder !== undefined) {
+  const join = (holder: number) => {
     const fd = sys("its mount namespace (pidfd_open)", NR.pidfd_open, holder, 0);
     try {
       sys("its mount namespace (setns)", NR.setns, fd, 0x20000 /* CLONE_NEWNS */);
     } finally {
       rs.call(NR.close, fd);
     }
+  };
+  if (holder !== undefined) {
+    join(holder);
     return [];
   }
+  // A nested one is made from a copy of the root's (its plan is against the root's), whatever
+  // namespace its parent is in.
+  if (now !== ns.rootId) join(ns.holders.get(ns.rootId)!);
   // Read-only mounts later, as in the root's namespace, where the task's root is the
   // namespace's (it makes them so).
   const later = (dump.files.get(task.fs.rootId)?.reg?.name ?? "/") === "/";

@@ -22,7 +22,9 @@
  * its report into /out.log (its stdio). It holds a file deleted from /tmp/sub open through the
  * read-only /mnt (a ghost made again on a read-only mount).
  *
- * It has a child in a mount namespace nested in its own (nested_main), and holds a file of that
+ * It has a child in a mount namespace nested in its own (nested_main), whose own child was made
+ * before that namespace, in one of its own copied from the init's (grand_main, a tmpfs of its
+ * own), and holds a file of that
  * child's own tmpfs (through /proc/CHILD/root), with an inotify watch on it. Then it mounts a tmpfs
  * "z2" at /z2, binds it at /z2/b, and over that its directory /b from there.
  * On SIGTERM it checks, from inside: its mountinfo (every mount's root, place, flags, type,
@@ -252,9 +254,65 @@ static int init_main(const char *root, const char *ext, int ready)
  * deleted later through its copy of the read-only /mnt. On SIGTERM it checks its mounts read as
  * before, its /tmp is its own and the deleted file reads as written; exits 0 when whole.
  */
+/*
+ * A child of the nested child, forked before that one made its namespace: its own namespace
+ * is a copy of the init's (as zdtm's tempfs_subns), with a tmpfs of its own at /gt. On SIGTERM
+ * it checks its mounts read as before, its file, and that the nested child's tmpfs is not
+ * mounted here (/nt/f is not there); exits 0 when whole.
+ */
+static int grand_main(int ready)
+{
+	char before_g[16384], after_g[16384];
+	/* (Made after the nested tmpfs, its mounts private: see nested_main.) */
+	unsigned long how = getenv("MNTNS_SHARED") ? MS_PRIVATE : MS_SLAVE;
+	/* (Without the copy of the removed bind, which CRIU 4.2 cannot make twice.) */
+	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | how, NULL) ||
+	    (umount2("/gonebind", MNT_DETACH) && errno != EINVAL))
+		_exit(20);
+	if ((mkdir("/gt", 0755) && errno != EEXIST) || mount("gtmp", "/gt", "tmpfs", 0, "size=1m"))
+		_exit(21);
+	write_file("/gt/f", "grandchild tmpfs", 0644);
+	mounts(before_g, sizeof(before_g));
+	write(ready, "g", 1);
+	close(ready);
+	while (!term)
+		pause();
+	mounts(after_g, sizeof(after_g));
+	if (strcmp(before_g, after_g)) {
+		printf("grandchild mounts before:\n%safter:\n%s", before_g, after_g);
+		_exit(22);
+	}
+	if (!read_is("/gt/f", "grandchild tmpfs") || !access("/nt/f", F_OK))
+		_exit(23);
+	_exit(0);
+}
+
+/* Forks the grandchild, and waits until it is set up. */
+static pid_t fork_grand(void)
+{
+	int gp[2];
+	char c;
+	if (pipe(gp))
+		_exit(13);
+	pid_t grand = fork();
+	if (grand == 0) {
+		close(gp[0]);
+		_exit(grand_main(gp[1]));
+	}
+	close(gp[1]);
+	if (read(gp[0], &c, 1) != 1)
+		_exit(14);
+	close(gp[0]);
+	return grand;
+}
+
 static int nested_main(int ready)
 {
 	char before_n[16384], after_n[16384];
+	/* Its child, made before its namespace (with MNTNS_SHARED set, after its tmpfs: the child's
+	 * namespace then shares that tmpfs, which a dump refuses). */
+	int shared = getenv("MNTNS_SHARED") != NULL;
+	pid_t grand = shared ? 0 : fork_grand();
 	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) ||
 	    mount("/tmp/sub", "/tmp", NULL, MS_BIND, NULL) || umount2("/dev/mqueue", MNT_DETACH) ||
 	    umount2("/gonebind", MNT_DETACH) ||
@@ -264,6 +322,8 @@ static int nested_main(int ready)
 	if (mkdir("/nt", 0755) || mount("ntmp", "/nt", "tmpfs", 0, "size=1m"))
 		_exit(12);
 	write_file("/nt/f", "nested tmpfs", 0644);
+	if (shared)
+		grand = fork_grand();
 	/* The init's deleted file, held through this namespace's copy of the read-only bind. */
 	int ghost = open("/mnt/ghost", O_RDONLY);
 	if (ghost < 0)
@@ -284,6 +344,12 @@ static int nested_main(int ready)
 		_exit(3);
 	if (!read_is("/nt/f", "nested tmpfs"))
 		_exit(4);
+	int gstatus;
+	kill(grand, SIGTERM);
+	if (waitpid(grand, &gstatus, 0) != grand || !WIFEXITED(gstatus) || WEXITSTATUS(gstatus)) {
+		printf("grandchild status 0x%x\n", gstatus);
+		_exit(5);
+	}
 	_exit(0);
 }
 
