@@ -165,26 +165,25 @@ function socketNamespace(
 }
 
 /**
- * Every unix socket of the tree's network namespaces, by inode (inodes are the system's, so
- * one map serves them all), read on first need.
+ * What sock_diag query `read` finds by inode in each of the tree's network namespaces, in one
+ * map (socket inodes are the system's).
  */
-function treeUnixSockets(ctx: DumpContext): Map<number, UnixSocketInfo> {
-  if (ctx.unixSockets) return ctx.unixSockets;
-  const all = unixSockets();
+function inEveryNet<T>(ctx: DumpContext, read: () => Map<number, T>): Map<number, T> {
+  const all = read();
   for (const n of ctx.nestedNets.values()) {
-    for (const [ino, info] of withSocketsIn(n.sockets, unixSockets)) all.set(ino, info);
+    for (const [ino, v] of withSocketsIn(n.sockets, read)) all.set(ino, v);
   }
-  return ctx.unixSockets = all;
+  return all;
+}
+
+/** Every unix socket of the tree's network namespaces, by inode, read on first need. */
+function treeUnixSockets(ctx: DumpContext): Map<number, UnixSocketInfo> {
+  return ctx.unixSockets ??= inEveryNet(ctx, unixSockets);
 }
 
 /** The shutdown bits of the inet sockets of the tree's network namespaces, by inode. */
 function treeInetShutdowns(ctx: DumpContext): Map<number, number> {
-  if (ctx.inetShutdowns) return ctx.inetShutdowns;
-  const all = inetShutdowns();
-  for (const n of ctx.nestedNets.values()) {
-    for (const [ino, bits] of withSocketsIn(n.sockets, inetShutdowns)) all.set(ino, bits);
-  }
-  return ctx.inetShutdowns = all;
+  return ctx.inetShutdowns ??= inEveryNet(ctx, inetShutdowns);
 }
 
 /** Describes socket `fd` of task `pid` (inode `ino`), of nested network namespace `net`. */
