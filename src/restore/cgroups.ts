@@ -201,14 +201,16 @@ export class CgroupMover {
         if (!create) continue; // refused by #check when a task needs it
         this.#mkdirs(dir, at.dir, d);
         made = true;
-        const p = d.entry.dirPerms;
-        if (p) {
-          Deno.chmodSync(dir, p.mode & 0o7777);
-          Deno.chownSync(dir, p.uid, p.gid);
-        }
+      }
+      // Its owner and mode, on one that was there too (as criu: a container's cgroup LXC made
+      // for the restore, to be given to the container's root again).
+      const p = d.entry.dirPerms;
+      if (p && (made || this.#mode !== "none")) {
+        Deno.chmodSync(dir, p.mode & 0o7777);
+        Deno.chownSync(dir, p.uid, p.gid);
       }
       if (this.#mode === "none") continue;
-      if (made || this.#mode !== "soft") this.#apply(dir, d, made);
+      if (made || this.#mode !== "soft") this.#apply(dir, d);
     }
   }
 
@@ -265,12 +267,12 @@ export class CgroupMover {
     }
   }
 
-  /** Properties of cgroup `d` at `dir` where they differ from now (owners and modes if `made`). */
-  #apply(dir: string, d: DumpedDir, made: boolean): void {
+  /** Properties of cgroup `d` at `dir` where they differ from now, and their owners and modes. */
+  #apply(dir: string, d: DumpedDir): void {
     for (const p of d.entry.properties) {
       const file = `${dir}/${p.name}`;
       if (!exists(file)) continue;
-      if (made && p.perms) {
+      if (p.perms) {
         Deno.chmodSync(file, p.perms.mode & 0o7777);
         Deno.chownSync(file, p.perms.uid, p.perms.gid);
       }

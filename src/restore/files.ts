@@ -1068,10 +1068,16 @@ export class FileTable implements Disposable {
       const referenced = new Set(this.#dump.tasks.flatMap((t) => t.fds.map((x) => x.id)));
       const all = [...this.#dump.files.values()].filter((x) => x.usk);
       const images = all.map((x) => this.#unixImage(x, referenced));
-      // Bound and connected at their names in the tree's own mount namespace, if it has one.
-      const made = this.#dump.fsRoot
-        ? withRootAt(this.#dump.fsRoot, () => makeUnixSockets(images))
-        : makeUnixSockets(images);
+      // Bound and connected at their names in the tree's own mount namespace, if it has one;
+      // their files made as the root of its user namespace, if it has one (a file system of
+      // that namespace refuses files of ids it does not map).
+      const made = asRootOf(
+        this.#dump.userns,
+        () =>
+          this.#dump.fsRoot
+            ? withRootAt(this.#dump.fsRoot, () => makeUnixSockets(images))
+            : makeUnixSockets(images),
+      );
       for (const [ino, fd] of made) {
         this.#unix.set(ino, fd);
       }

@@ -552,9 +552,11 @@ async function restoreTree(
       boottime: [t.boottime.tvSec, t.boottime.tvNsec] as [bigint, bigint],
     }
     : undefined;
-  // A time namespace of its own belonged to its own user namespace (as the other namespaces it
-  // had, which the dump checks): the root makes it there (see below).
-  const timeInside = dump.userns && dump.ownTimens ? clocks : undefined;
+  // In a user namespace of its own, the tree's time namespace belongs to that one, whether the
+  // tree had a time namespace of its own (which the dump checks belonged to it) or criu's: the
+  // root makes it there (see below), as criu's root does once in its user namespace. The
+  // namespace's root may then join it (lxc-attach), and a dump after finds it the tree's own.
+  const timeInside = dump.userns ? clocks : undefined;
   const made = await spawnTask(
     pid,
     opts.detach ?? false,

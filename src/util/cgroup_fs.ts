@@ -118,8 +118,12 @@ export const CONTROLLER_PROPS: Record<string, readonly string[]> = {
 /** Properties of every v1 cgroup (the task lists only for their owner and mode). */
 export const GLOBAL_PROPS = ["cgroup.clone_children", "notify_on_release", "cgroup.procs", "tasks"];
 
-/** Properties of every cgroup2 cgroup (the last two not of the root). */
+/**
+ * Properties of every cgroup2 cgroup (the last two not of the root): criu's, and cgroup.procs
+ * for its owner and mode only (a delegated cgroup's, as LXC and systemd give one away).
+ */
 export const GLOBAL_PROPS_V2 = [
+  "cgroup.procs",
   "cgroup.subtree_control",
   "cgroup.max.descendants",
   "cgroup.max.depth",
