@@ -201,6 +201,52 @@ async function plainCycle(name: string, lib: string, env: Record<string, string>
   }
 }
 
+/** PATH with this repository's criu first, as LXC finds it. */
+function criuFirstOnPath(): Record<string, string> {
+  const bin = tmpDir("lxc-bin-");
+  Deno.writeTextFileSync(
+    `${bin}/criu`,
+    `#!/bin/sh\nexec "${Deno.execPath()}" run -A --quiet "${ROOT}/main.ts" "$@"\n`,
+    { mode: 0o755 },
+  );
+  return { PATH: `${bin}:${Deno.env.get("PATH")}` };
+}
+
+/**
+ * What container `name` (its directory `lib`) is given to be carried (see the top), with
+ * `extra` configuration lines.
+ */
+function prepareContainer(lib: string, extra = ""): void {
+  const config = Deno.readTextFileSync(`${lib}/config`).split("\n")
+    .filter((l) => !/^lxc\.net\.0\./.test(l)).join("\n");
+  Deno.writeTextFileSync(
+    `${lib}/config`,
+    `${config}\nlxc.net.0.type = empty\nlxc.apparmor.profile = unconfined\n` +
+      `lxc.pty.max = 1\nlxc.tty.max = 0\n${extra}`,
+  );
+  const dropIn = `${lib}/rootfs/etc/systemd/system/systemd-journald.service.d`;
+  Deno.mkdirSync(dropIn, { recursive: true });
+  Deno.writeTextFileSync(`${dropIn}/nobpf.conf`, "[Service]\nIPAddressDeny=\n");
+}
+
+/**
+ * `lxc-checkpoint -r` of container `name` from `imgs` (its monitor keeps whatever the command
+ * had open: no pipes); fails with LXC's and criu's logs.
+ */
+async function lxcRestore(name: string, imgs: string, env: Record<string, string>, what = "") {
+  const log = `${imgs}/lxc-restore.log`;
+  const rst = await new Deno.Command("lxc-checkpoint", {
+    args: ["-n", name, "-D", imgs, "-r", "-o", log, "-l", "INFO"],
+    env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+    signal: AbortSignal.timeout(300_000),
+  }).output();
+  assertEquals(rst.code, 0, `${what}${safe(log)}\n${safe(`${imgs}/restore.log`)}`);
+  assertEquals(await state(name), "RUNNING");
+}
+
 /**
  * What the PrivateNetwork service shows from inside the container: its PID, whether its
  * network namespace is not PID 1's, its line (through nsenter into its namespace), and that
@@ -221,13 +267,7 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     const name = `dcriu-${Date.now().toString(36)}`;
-    const bin = tmpDir("lxc-bin-");
-    Deno.writeTextFileSync(
-      `${bin}/criu`,
-      `#!/bin/sh\nexec "${Deno.execPath()}" run -A --quiet "${ROOT}/main.ts" "$@"\n`,
-      { mode: 0o755 },
-    );
-    const env = { PATH: `${bin}:${Deno.env.get("PATH")}` };
+    const env = criuFirstOnPath();
     const made = await run("lxc-create", [
       "-n",
       name,
@@ -241,24 +281,11 @@ Deno.test({
     assertEquals(made.code, 0, made.out);
     try {
       const lib = `/var/lib/lxc/${name}`;
-      const config = Deno.readTextFileSync(`${lib}/config`).split("\n")
-        .filter((l) => !/^lxc\.net\.0\./.test(l)).join("\n");
-      Deno.writeTextFileSync(
-        `${lib}/config`,
-        `${config}\nlxc.net.0.type = empty\nlxc.apparmor.profile = unconfined\n` +
-          `lxc.pty.max = 1\nlxc.tty.max = 0\n`,
-      );
+      prepareContainer(lib);
       const rootfs = `${lib}/rootfs`;
       Deno.writeTextFileSync(
         `${rootfs}/etc/mysql/mariadb.conf.d/99-noaio.cnf`,
         "[mysqld]\ninnodb_use_native_aio=0\n",
-      );
-      Deno.mkdirSync(`${rootfs}/etc/systemd/system/systemd-journald.service.d`, {
-        recursive: true,
-      });
-      Deno.writeTextFileSync(
-        `${rootfs}/etc/systemd/system/systemd-journald.service.d/nobpf.conf`,
-        "[Service]\nIPAddressDeny=\n",
       );
       // (A file: systemd would expand the script's $ in a command line.)
       Deno.writeTextFileSync(
@@ -296,18 +323,7 @@ Deno.test({
       const ck = await run("lxc-checkpoint", ["-n", name, "-D", imgs, "-s"], env);
       assertEquals(ck.code, 0, ck.out);
       await until("the container to stop", async () => (await state(name)) === "STOPPED", 30_000);
-      // The restored container's monitor keeps whatever lxc-checkpoint had open: no pipes.
-      const log = `${imgs}/lxc-restore.log`;
-      const rst = await new Deno.Command("lxc-checkpoint", {
-        args: ["-n", name, "-D", imgs, "-r", "-o", log, "-l", "INFO"],
-        env,
-        stdin: "null",
-        stdout: "null",
-        stderr: "null",
-        signal: AbortSignal.timeout(300_000),
-      }).output();
-      assertEquals(rst.code, 0, `${Deno.readTextFileSync(log)}\n${safe(`${imgs}/restore.log`)}`);
-      assertEquals(await state(name), "RUNNING");
+      await lxcRestore(name, imgs, env);
       const after = await inside(
         name,
         [
@@ -362,13 +378,7 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     const name = `dcriu-u-${Date.now().toString(36)}`;
-    const bin = tmpDir("lxc-bin-");
-    Deno.writeTextFileSync(
-      `${bin}/criu`,
-      `#!/bin/sh\nexec "${Deno.execPath()}" run -A --quiet "${ROOT}/main.ts" "$@"\n`,
-      { mode: 0o755 },
-    );
-    const env = { PATH: `${bin}:${Deno.env.get("PATH")}` };
+    const env = criuFirstOnPath();
     // LXC maps the ids through newuidmap, which wants them delegated to root.
     const delegated = ["/etc/subuid", "/etc/subgid"].map((f) => [f, safe(f)] as const);
     for (const [f, was] of delegated) {
@@ -383,23 +393,8 @@ Deno.test({
     assertEquals(made.code, 0, made.out);
     try {
       const lib = `/var/lib/lxc/${name}`;
-      const config = Deno.readTextFileSync(`${lib}/config`).split("\n")
-        .filter((l) => !/^lxc\.net\.0\./.test(l)).join("\n");
-      Deno.writeTextFileSync(
-        `${lib}/config`,
-        `${config}\nlxc.net.0.type = empty\nlxc.apparmor.profile = unconfined\n` +
-          `lxc.pty.max = 1\nlxc.tty.max = 0\n` +
-          `lxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 100000 65536\n`,
-      );
-      const rootfs = `${lib}/rootfs`;
-      Deno.mkdirSync(`${rootfs}/etc/systemd/system/systemd-journald.service.d`, {
-        recursive: true,
-      });
-      Deno.writeTextFileSync(
-        `${rootfs}/etc/systemd/system/systemd-journald.service.d/nobpf.conf`,
-        "[Service]\nIPAddressDeny=\n",
-      );
-      shiftOwners(rootfs, 100000);
+      prepareContainer(lib, "lxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 100000 65536\n");
+      shiftOwners(`${lib}/rootfs`, 100000);
       Deno.chmodSync(lib, 0o755);
       const started = await run("lxc-start", ["-n", name]);
       assertEquals(started.code, 0, started.out);
@@ -411,21 +406,7 @@ Deno.test({
         const ck = await run("lxc-checkpoint", ["-n", name, "-D", imgs, "-s"], env);
         assertEquals(ck.code, 0, `round ${round}: ${ck.out}\n${safe(`${imgs}/dump.log`)}`);
         await until("the container to stop", async () => (await state(name)) === "STOPPED", 30_000);
-        const log = `${imgs}/lxc-restore.log`;
-        const rst = await new Deno.Command("lxc-checkpoint", {
-          args: ["-n", name, "-D", imgs, "-r", "-o", log, "-l", "INFO"],
-          env,
-          stdin: "null",
-          stdout: "null",
-          stderr: "null",
-          signal: AbortSignal.timeout(300_000),
-        }).output();
-        assertEquals(
-          rst.code,
-          0,
-          `round ${round}: ${safe(log)}\n${safe(`${imgs}/restore.log`)}`,
-        );
-        assertEquals(await state(name), "RUNNING");
+        await lxcRestore(name, imgs, env, `round ${round}: `);
         // lxc-attach joins its user namespace first, then the others, its time namespace too.
         await until("systemd after the restore", systemdUp, 60_000);
         // (It fails with status 219/CGROUP where its cgroup cannot be made: one not given back
