@@ -116,7 +116,7 @@ export interface TcpDumpPolicy {
   close?: boolean;
   /** Drop connections waiting in a listener's accept queue instead of refusing. */
   skipInFlight?: boolean;
-  /** Why a connection cannot be held in repair mode here, when it cannot (then refused). */
+  /** Why connections cannot be held in repair mode here (no `repair`): the refusal says so. */
   noRepair?: string;
 }
 
@@ -224,11 +224,6 @@ export function collectInetSocket(
         }
         inFlight = info.unacked;
       } else if (REPAIRABLE_STATES.has(state)) {
-        if (policy.noRepair && !policy.close) {
-          throw new InetSocketError(
-            `Cannot dump ${what}: TCP connection ${conn} ${policy.noRepair}`,
-          );
-        }
         if (policy.repair) {
           connection = {
             family,
@@ -239,9 +234,11 @@ export function collectInetSocket(
           };
         } else if (!policy.close) {
           throw new InetSocketError(
-            `Cannot dump ${what}: TCP connection ${conn} (${stateName(state)}); dump ` +
-              `established connections with --tcp-established (or --tcp-close to restore ` +
-              `them closed)`,
+            policy.noRepair
+              ? `Cannot dump ${what}: TCP connection ${conn} ${policy.noRepair}`
+              : `Cannot dump ${what}: TCP connection ${conn} (${stateName(state)}); dump ` +
+                `established connections with --tcp-established (or --tcp-close to restore ` +
+                `them closed)`,
           );
         }
       } else if (state !== TCP_STATE.CLOSE) {

@@ -720,18 +720,18 @@ async function restoreTree(
           cgroups.moveProcess(p.seized.pid, cgSetOf(p.task.core));
           const maps = parseMaps(readProcText(p.seized.pid, "maps"));
           const rs = RemoteSyscalls.open(p.seized, maps);
-          // Into its own mount namespace (one nested in the tree's) before its files.
-          if (mounts) {
-            const parent = dump.tasks.find((t) =>
+          // Into its own mount and network namespaces (nested in the tree's) before its files,
+          // from its parent's, which it was made in (the root: its own).
+          const parent = p === procs[0]
+            ? rootTask
+            : dump.tasks.find((t) =>
               t.pstree.pid === p.task.pstree.ppid
-            );
-            const now = p === procs[0] ? rootTask.ids.mntNsId : parent!.ids.mntNsId;
+            )!;
+          if (mounts) {
+            const now = parent.ids.mntNsId;
             p.readOnlyLater = enterMountNamespace(rs, dump, p.task, now, mountNs, made.pid, log);
           }
-          if (p !== procs[0]) {
-            const parent = dump.tasks.find((t) => t.pstree.pid === p.task.pstree.ppid)!;
-            nets.enter(rs, p.task, parent.ids.netNsId);
-          }
+          nets.enter(rs, p.task, parent.ids.netNsId);
           const done = restoreInside(
             rs,
             dump,
