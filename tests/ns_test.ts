@@ -431,17 +431,22 @@ Deno.test("a network namespace nested in the tree's (a service's own) comes back
   await netnsRoundTrip("netsub", ["own"], /PASS netsub root/);
 });
 
-Deno.test("a TCP connection in a network namespace nested in the tree's is refused by name (only the root's is locked), the tree left running", async () => {
+Deno.test("a TCP connection in a network namespace nested in the tree's is refused by name (only the root's is locked), the tree left running; dumped with --tcp-close, the tree comes back (the connection closed)", async () => {
   const bin = await buildVictim("netsub");
   const v = startVictim(["setsid", bin, "{out}", "conn"]);
+  let pids: number[] = [];
   try {
     await waitReport(v);
+    pids = treePids(v.pid);
     await dumpRefused(
       v.pid,
       /TCP connection 10\.79\.0\.1:\d+ -> 10\.79\.0\.1:7979 is in a network namespace nested in the tree's/,
       ["--tcp-established"],
     );
+    await roundTrip(v, { dump: ["--tcp-close"] });
+    assertMatch(await verdict(v, v.pid), /PASS netsub root/);
   } finally {
+    killAll(v.pid, ...pids);
     await stopVictim(v);
   }
 });

@@ -9,7 +9,6 @@
  * @module
  */
 import {
-  fd_types,
   type file_entry,
   inet_sk_entrySchema,
   netlink_sk_entrySchema,
@@ -29,16 +28,15 @@ import {
 } from "../net/netns.ts";
 import { NamespaceSockets, withSocketsIn } from "../net/ns_sockets.ts";
 import { tunMakers } from "../net/tun.ts";
-import { TCP_STATE } from "../net/tcp_state.ts";
+import { isTcpConnection } from "../net/inet.ts";
 import { close, errnoName, NR, O, open } from "../syscalls/mod.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { rootOf } from "../tree/userns.ts";
-import { RestoreError } from "./files.ts";
+import { inetState, RestoreError } from "./files.ts";
 import { sendFd } from "./install.ts";
 import { type DumpImages, outsideGid, type TaskImages } from "./images.ts";
 
 const CLONE_NEWNET = 0x40000000;
-const IPPROTO_TCP = 6;
 
 /** The network namespaces of one restore: a descriptor of each, and the nested ones' helpers. */
 export class NetNamespaces implements Disposable {
@@ -68,15 +66,14 @@ export class NetNamespaces implements Disposable {
 
   /**
    * Refuses, before anything is made, what the nested namespaces' images hold that a restore
-   * cannot make: TCP connections (they cannot be locked).
+   * cannot make: TCP connections to come back as they were (they cannot be locked), unless
+   * they come back closed (`closed`: --tcp-close).
    */
-  static check(dump: DumpImages): void {
+  static check(dump: DumpImages, closed: boolean): void {
+    if (closed) return;
     for (const f of dump.files.values()) {
-      const s = f.isk;
-      if (
-        f.type === fd_types.INETSK && s && dump.nestedNets.has(socketNsId(f) ?? -1) &&
-        s.proto === IPPROTO_TCP && s.state !== TCP_STATE.LISTEN && s.state !== TCP_STATE.CLOSE
-      ) {
+      if (!f.isk || !dump.nestedNets.has(socketNsId(f) ?? -1)) continue;
+      if (isTcpConnection(inetState(f.isk))) {
         throw new RestoreError(
           `Cannot restore TCP connection ${f.id}: it was in a network namespace nested in the ` +
             `tree's, whose connections cannot be locked yet`,

@@ -457,11 +457,14 @@ export async function restore(
   }
 }
 
-/** The TCP connections (established or half-closed) in the images. */
+/**
+ * The TCP connections (established or half-closed) in the images, of the root's network
+ * namespace (the dump locks no other).
+ */
 function tcpConnections(dump: DumpImages): InetSocketState[] {
   const out: InetSocketState[] = [];
   for (const f of dump.files.values()) {
-    if (!f.isk) continue;
+    if (!f.isk || dump.nestedNets.has(socketNsId(f) ?? -1)) continue;
     const s = inetState(f.isk);
     // A socket closed after its connection too: criu's dump locks it as one.
     if (isTcpConnection(s) || isClosedConnection(s)) out.push(s);
@@ -494,7 +497,7 @@ async function restoreTree(
   const outside = mounts ? (path: string) => outsidePath(mounts, path) : (path: string) => path;
   // Those nested in it (systemd's services'), made from copies of it.
   const nestedPlans = mounts ? checkNestedNamespaces(dump) : new Map();
-  NetNamespaces.check(dump);
+  NetNamespaces.check(dump, tcp.close);
   // A file in a nested namespace (the task's, or the one its mount is in) on a tmpfs of that
   // namespace comes from its tar.
   const nestedOf = (mntId?: number) => {
