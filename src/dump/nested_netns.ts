@@ -36,9 +36,8 @@ export async function readNestedNetns(
   const root = tree.root;
   const rootLink = nsLink(root, "net");
   const criuLink = nsLink(Deno.pid, "net");
-  const owner = relatedNamespace(`/proc/${root}/ns/user`, "owner") === undefined
-    ? undefined
-    : inode(`/proc/${root}/ns/user`);
+  // The tree's user namespace (criu's, or the root's own), which must own each.
+  const owner = Number(Deno.statSync(`/proc/${root}/ns/user`).ino);
   const read: Read[] = rootNs ? [{ pid: root, ns: rootNs }] : [];
   for (const p of tree.processes) {
     if (p.zombieExit !== undefined) continue;
@@ -50,7 +49,7 @@ export async function readNestedNetns(
           `own (task ${root}'s)`,
       );
     }
-    if (owner !== undefined && relatedNamespace(`/proc/${p.pid}/ns/net`, "owner") !== owner) {
+    if (relatedNamespace(`/proc/${p.pid}/ns/net`, "owner") !== owner) {
       throw new UnsupportedError(
         `Cannot dump task ${p.pid}: its network namespace belongs to another user namespace ` +
           `than the tree's`,
@@ -109,8 +108,4 @@ function pairVeths(read: Read[]): void {
     a.d.peerNsid = b.r.ns.id;
     b.d.peerNsid = a.r.ns.id;
   }
-}
-
-function inode(path: string): number {
-  return Number(Deno.statSync(path).ino);
 }
