@@ -141,6 +141,13 @@ const KINDS: Kind[] = [
   { victim: "netsub", name: "nested netns", args: ["{out}", "own"], pass: /PASS netsub root/ },
   {
     victim: "netsub",
+    name: "nested netns tcp",
+    args: ["{out}", "own,conn"],
+    pass: /PASS netsub root/,
+    opts: ["--tcp-established"],
+  },
+  {
+    victim: "netsub",
     name: "nested netns veth",
     args: ["{out}", "veth"],
     pass: /PASS netsub root/,

@@ -431,24 +431,65 @@ Deno.test("a network namespace nested in the tree's (a service's own) comes back
   await netnsRoundTrip("netsub", ["own"], /PASS netsub root/);
 });
 
-Deno.test("a TCP connection in a network namespace nested in the tree's is refused by name (only the root's is locked), the tree left running; dumped with --tcp-close, the tree comes back (the connection closed)", async () => {
+Deno.test("TCP connections in a network namespace nested in the tree's come back established, their bytes unread both ways, below a root in criu's namespace or in one of its own: the namespace is locked whole from the dump to the end of the restore, a dump that leaves the tree running unlocks it; criu's namespace untouched", async () => {
+  const tcp = ["--tcp-established"];
   const bin = await buildVictim("netsub");
+  const before = hostNet();
+  const tablesOf = (pid: number) =>
+    new TextDecoder().decode(
+      new Deno.Command("nsenter", {
+        args: ["-t", `${pid}`, "-n", "nft", "list", "tables"],
+        stdout: "piped",
+      }).outputSync().stdout,
+    );
+  // The task in a namespace of its own below the root's (A).
+  const nestedTask = (root: number) =>
+    treePids(root).find((p) =>
+      Deno.statSync(`/proc/${p}/ns/net`).ino !== Deno.statSync(`/proc/${root}/ns/net`).ino
+    )!;
   const v = startVictim(["setsid", bin, "{out}", "conn"]);
   let pids: number[] = [];
   try {
     await waitReport(v);
     pids = treePids(v.pid);
-    await dumpRefused(
-      v.pid,
-      /TCP connection 10\.79\.0\.1:\d+ -> 10\.79\.0\.1:7979 is in a network namespace nested in the tree's/,
-      ["--tcp-established"],
+    // criu killed with a connection in repair mode: its guard unlocks the namespace.
+    const killed = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir(), ...tcp], {
+      CRIU_TEST_DIE_AT: "in-repair",
+    });
+    assertEquals(killed.code, 137, killed.stderr);
+    const locked = () => /CRIU-/.test(tablesOf(nestedTask(v.pid)));
+    for (let k = 0; k < 50 && locked(); k++) await sleep(100);
+    assert(!locked(), "the guard of a killed dump unlocks the namespace");
+    const run = await criu([
+      "dump",
+      "-t",
+      `${v.pid}`,
+      "-D",
+      tmpDir(),
+      "--leave-running",
+      ...tcp,
+    ]);
+    assertEquals(run.code, 0, run.stderr);
+    assert(!locked(), "a tree left running is unlocked");
+    // What the nested namespace holds while the restore ends (post-restore): the lock.
+    const seen = `${tmpDir()}/tables`;
+    const script = `${tmpDir()}/lock.sh`;
+    Deno.writeTextFileSync(
+      script,
+      `#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-restore ] || exit 0\n` +
+        `nsenter -t "$(pgrep -P "$CRTOOLS_INIT_PID")" -n nft list tables > ${seen}\n`,
+      { mode: 0o755 },
     );
-    await roundTrip(v, { dump: ["--tcp-close"] });
+    await roundTrip(v, { dump: tcp, restore: [...tcp, "--action-script", script] });
+    assertMatch(Deno.readTextFileSync(seen), new RegExp(`table inet CRIU-${v.pid}\\b`));
+    assert(!/CRIU-/.test(tablesOf(nestedTask(v.pid))), "unlocked after the restore");
     assertMatch(await verdict(v, v.pid), /PASS netsub root/);
   } finally {
     killAll(v.pid, ...pids);
     await stopVictim(v);
   }
+  assertEquals(hostNet(), before);
+  await netnsRoundTrip("netsub", ["own,conn"], /PASS netsub root/, { dump: tcp, restore: tcp });
 });
 
 Deno.test("a veth pair between two of the tree's network namespaces (the root's own and a child's) comes back with each end at its index in its namespace, a connection through it accepted at the other end", async () => {

@@ -248,8 +248,11 @@ export class DumpContext {
     );
   }
 
-  /** The lock of that namespace while it is held: a task in it, the method, the root's id. */
-  netnsLock?: { root: number; method: LockMethod; vroot: number };
+  /**
+   * The locks of the tree's network namespaces while they are held (its own, nested ones): a
+   * task in each, the method, the root's id.
+   */
+  readonly netnsLocks: { pid: number; method: LockMethod; vroot: number }[] = [];
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
   /** The listener each client waiting in a listener's queue is queued at (made once). */

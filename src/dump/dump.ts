@@ -329,29 +329,29 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
 }
 
 /**
- * Locks the whole network namespace of task `root` (the tree's own), as criu does, before any
- * connection in it is read; the guard learns how to unlock it first. It stays locked after a
- * dump that kills the tree, for the restore to unlock (--join-ns net).
+ * Locks the whole network namespace of task `pid` (the tree's own, or one nested in it), as
+ * criu locks the tree's own, before any connection in it is read; the guard learns how to
+ * unlock it first. It stays locked after a dump that kills the tree, for the restore to unlock
+ * (--join-ns net).
  */
-async function lockNetns(ctx: DumpContext, root: number): Promise<void> {
+async function lockNetns(ctx: DumpContext, pid: number): Promise<void> {
   const method = ctx.opts.networkLock ?? DEFAULT_LOCK_METHOD;
-  const vroot = ctx.pids.virt(root);
+  const vroot = ctx.pids.virt(ctx.opts.pid);
   if (method === "skip") return;
   ctx.guard ??= await DumpGuard.start();
   for (const u of netnsLockSteps(method, vroot, true)) {
-    ctx.guard.undoWith(nsenterArgv(root, u.argv), u.input ?? "");
+    ctx.guard.undoWith(nsenterArgv(pid, u.argv), u.input ?? "");
   }
-  ctx.netnsLock = { root, method, vroot };
-  await lockNetnsOf(root, method, vroot);
-  ctx.log.info(`Network namespace of task ${root} locked (${method})`);
+  ctx.netnsLocks.push({ pid, method, vroot });
+  await lockNetnsOf(pid, method, vroot);
+  ctx.log.info(`Network namespace of task ${pid} locked (${method})`);
 }
 
-/** Takes away the lock of {@link lockNetns}, when the tree goes on. Never throws. */
+/** Takes away the locks of {@link lockNetns}, when the tree goes on. Never throws. */
 async function unlockNetns(ctx: DumpContext): Promise<void> {
-  const l = ctx.netnsLock;
-  if (!l) return;
-  ctx.netnsLock = undefined;
-  await unlockNetnsOf(l.root, l.method, l.vroot, ctx.log);
+  for (const l of ctx.netnsLocks.splice(0)) {
+    await unlockNetnsOf(l.pid, l.method, l.vroot, ctx.log);
+  }
 }
 
 /** Collects the frozen tree and writes every image, synced. Kills nothing. */
@@ -385,6 +385,10 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   await readNestedNetns(ctx, tree, rootNs, nestedNets);
   if (rootNs) writeNetns(ctx, rootNs.id, rootNs);
   if (ctx.ownNet) await lockNetns(ctx, tree.root);
+  // A nested one is locked whole too when its connections are to be carried.
+  if (ctx.opts.tcpEstablished) {
+    for (const n of ctx.nestedNets.values()) await lockNetns(ctx, n.pid);
+  }
   checkTree(tree, ctx.pids);
   // The tree's own mount namespace: each mount checked before anything is written.
   if (ownNamespace(tree.root, "mnt")) {

@@ -200,15 +200,8 @@ function describeSocket(
   if (!info) {
     let inet;
     try {
-      // Connections are held in repair mode behind the lock of the root's namespace only.
-      const policy = net
-        ? {
-          close: ctx.opts.tcpClose,
-          skipInFlight: ctx.opts.skipInFlight,
-          noRepair: "is in a network namespace nested in the tree's, whose connections " +
-            "cannot be locked yet (dump with --tcp-close to restore it closed)",
-        }
-        : ctx.tcpPolicy();
+      // A nested namespace's connections are held behind the lock of their whole namespace.
+      const policy = { ...ctx.tcpPolicy(), lockedWhole: net !== undefined };
       inet = collectInetSocket(pid, fd, ino, policy, treeInetShutdowns(ctx).get(ino));
     } catch (e) {
       if (e instanceof InetSocketError) throw new UnsupportedError(e.message);

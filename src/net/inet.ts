@@ -116,8 +116,8 @@ export interface TcpDumpPolicy {
   close?: boolean;
   /** Drop connections waiting in a listener's accept queue instead of refusing. */
   skipInFlight?: boolean;
-  /** Why connections cannot be held in repair mode here (no `repair`): the refusal says so. */
-  noRepair?: string;
+  /** Their network namespace is locked whole (a nested one's): none gets a lock of its own. */
+  lockedWhole?: boolean;
 }
 
 /** A socket that is not an inet socket we know, or one that cannot be dumped. */
@@ -234,11 +234,9 @@ export function collectInetSocket(
           };
         } else if (!policy.close) {
           throw new InetSocketError(
-            policy.noRepair
-              ? `Cannot dump ${what}: TCP connection ${conn} ${policy.noRepair}`
-              : `Cannot dump ${what}: TCP connection ${conn} (${stateName(state)}); dump ` +
-                `established connections with --tcp-established (or --tcp-close to restore ` +
-                `them closed)`,
+            `Cannot dump ${what}: TCP connection ${conn} (${stateName(state)}); dump ` +
+              `established connections with --tcp-established (or --tcp-close to restore ` +
+              `them closed)`,
           );
         }
       } else if (state !== TCP_STATE.CLOSE) {
@@ -316,7 +314,7 @@ export function collectInetSocket(
         pid,
         fd,
         reuseaddr: found.opts.reuseaddr,
-      });
+      }, policy.lockedWhole);
     }
     return found;
   });

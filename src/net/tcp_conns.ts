@@ -19,6 +19,7 @@ import { close, F, fcntl } from "../syscalls/mod.ts";
 import { setsockopt, SO } from "../syscalls/socket.ts";
 import { type Connection, connectionText } from "./addr.ts";
 import { type LockMethod, NetworkLock } from "./netlock.ts";
+import { type NamespaceSockets, withSocketsIn } from "./ns_sockets.ts";
 import {
   type BufferSizes,
   finishTcpRestore,
@@ -57,6 +58,8 @@ interface Held {
   stream?: TcpStream;
   /** Restore: the buffer sizes to give it back at the end. */
   bufs?: BufferSizes;
+  /** Restore: the helper of its network namespace when nested in the tree's. */
+  ns?: NamespaceSockets;
   /** Whether it is in repair mode. */
   repaired: boolean;
 }
@@ -67,6 +70,8 @@ interface Pending {
   conn: Connection;
   owner: SocketOwner;
   what: string;
+  /** Its namespace is locked whole (a nested one's): it needs no lock of its own. */
+  lockedWhole: boolean;
   /** Who waits for its stream (one per descriptor of the socket). */
   readers: ((stream: TcpStream) => void)[];
 }
@@ -87,7 +92,8 @@ export class RepairedConnections {
   /**
    * Dump: notes connection `c` of socket `ino` (`fd`: a descriptor of this process, which
    * stays the caller's) for `checkpointPending`, which hands its stream to `done`. A socket
-   * met again (shared by several descriptors) is read once.
+   * met again (shared by several descriptors) is read once. `lockedWhole`: its network
+   * namespace is locked whole, so the connection gets no lock of its own.
    */
   add(
     fd: number,
@@ -96,6 +102,7 @@ export class RepairedConnections {
     what: string,
     done: (s: TcpStream) => void,
     owner: SocketOwner,
+    lockedWhole = false,
   ): void {
     const known = this.#byIno.get(ino);
     if (known?.stream) return done(known.stream);
@@ -106,7 +113,7 @@ export class RepairedConnections {
       repaired: false,
       reuseaddr: owner.reuseaddr,
     });
-    this.#pending.push({ ino, conn: c, what, readers: [done], owner });
+    this.#pending.push({ ino, conn: c, what, readers: [done], owner, lockedWhole });
   }
 
   /** Whether connections wait for {@link checkpointPending}. */
@@ -126,7 +133,7 @@ export class RepairedConnections {
   checkpointPending(undo?: UndoRecorder): void {
     const todo = this.#pending;
     this.#pending = [];
-    const conns = todo.map((p) => p.conn);
+    const conns = todo.filter((p) => !p.lockedWhole).map((p) => p.conn);
     for (const u of this.lock.undoCommands(conns)) undo?.undoWith(u.argv, u.input);
     this.lock.lockAll(conns);
     for (const p of todo) {
@@ -167,9 +174,24 @@ export class RepairedConnections {
     }
   }
 
-  /** Holds restored socket `fd` (a duplicate, in repair mode) until `finishRestore`. */
-  hold(fd: number, ino: number, stream: TcpStream, bufs: BufferSizes): void {
-    this.#byIno.set(ino, { fd: fcntl(fd, F.DUPFD_CLOEXEC, 3), stream, bufs, repaired: true });
+  /**
+   * Holds restored socket `fd` (a duplicate, in repair mode) until `finishRestore`; `ns`: the
+   * helper of the nested network namespace it was made in, where what it sends last is made.
+   */
+  hold(
+    fd: number,
+    ino: number,
+    stream: TcpStream,
+    bufs: BufferSizes,
+    ns?: NamespaceSockets,
+  ): void {
+    this.#byIno.set(ino, {
+      fd: fcntl(fd, F.DUPFD_CLOEXEC, 3),
+      stream,
+      bufs,
+      repaired: true,
+      ns,
+    });
   }
 
   /** How many connections are held. */
@@ -203,8 +225,10 @@ export class RepairedConnections {
     // As criu: the network first, so that the window probe each socket sends as it leaves
     // repair mode reaches its peer (a peer gone answers it with a reset at once).
     this.lock.unlock();
-    for (const [ino, { fd, stream, bufs }] of this.#byIno) {
-      finishTcpRestore(fd, stream!, bufs!, `socket:[${ino}]`);
+    for (const [ino, { fd, stream, bufs, ns }] of this.#byIno) {
+      const finish = () => finishTcpRestore(fd, stream!, bufs!, `socket:[${ino}]`);
+      if (ns) withSocketsIn(ns, finish);
+      else finish();
       close(fd);
       this.#byIno.delete(ino);
     }

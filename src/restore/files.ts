@@ -1139,7 +1139,10 @@ export class FileTable implements Disposable {
       const msg = e instanceof Error ? e.message : String(e);
       throw new RestoreError(msg.includes(what) ? msg : `Cannot restore ${what}: ${msg}`);
     }
-    if (state.stream) this.#tcp.conns.hold(fd, isk.ino, state.stream, state.opts);
+    if (state.stream) {
+      const ns = this.#nets?.socketsFor(f, what);
+      this.#tcp.conns.hold(fd, isk.ino, state.stream, state.opts, ns);
+    }
     const fl = isk.flags & SETFL_MASK;
     if (fl) fcntl(fd, F.SETFL, fl);
     return fd;

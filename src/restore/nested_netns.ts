@@ -28,7 +28,10 @@ import {
 } from "../net/netns.ts";
 import { NamespaceSockets, withSocketsIn } from "../net/ns_sockets.ts";
 import { tunMakers } from "../net/tun.ts";
-import { isTcpConnection } from "../net/inet.ts";
+import { type InetSocketState, isClosedConnection, isTcpConnection } from "../net/inet.ts";
+import type { LockMethod } from "../net/netlock.ts";
+import { lockNetns, unlockNetns } from "../net/netns_lock.ts";
+import type { Logger } from "../log.ts";
 import { close, errnoName, NR, O, open } from "../syscalls/mod.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { rootOf } from "../tree/userns.ts";
@@ -61,24 +64,6 @@ export class NetNamespaces implements Disposable {
     const criu = dump.inventory.rootIds;
     if (criu && isFieldSet(criu, task_kobj_ids_entrySchema.field.netNsId)) {
       this.#rootIds.add(criu.netNsId);
-    }
-  }
-
-  /**
-   * Refuses, before anything is made, what the nested namespaces' images hold that a restore
-   * cannot make: TCP connections to come back as they were (they cannot be locked), unless
-   * they come back closed (`closed`: --tcp-close).
-   */
-  static check(dump: DumpImages, closed: boolean): void {
-    if (closed) return;
-    for (const f of dump.files.values()) {
-      if (!f.isk || !dump.nestedNets.has(socketNsId(f) ?? -1)) continue;
-      if (isTcpConnection(inetState(f.isk))) {
-        throw new RestoreError(
-          `Cannot restore TCP connection ${f.id}: it was in a network namespace nested in the ` +
-            `tree's, whose connections cannot be locked yet`,
-        );
-      }
     }
   }
 
@@ -154,6 +139,28 @@ export class NetNamespaces implements Disposable {
     return out;
   }
 
+  /**
+   * Locks each nested namespace whose TCP connections come back, as the root's own is locked
+   * (`vroot`: the root's id in the images, which names the lock): none of them may speak before
+   * both its ends are back.
+   */
+  async lock(method: LockMethod, vroot: number): Promise<void> {
+    for (const id of this.#dump.nestedNets.keys()) {
+      if (!tcpConnections(this.#dump, id).length) continue;
+      const pid = this.#sockets.get(id)!.pid;
+      this.#locked.push(pid);
+      await lockNetns(pid, method, vroot);
+    }
+  }
+
+  /** Takes away the locks of {@link lock}; never throws (`log` hears what failed). */
+  async unlock(method: LockMethod, vroot: number, log: Logger): Promise<void> {
+    for (const pid of this.#locked.splice(0)) await unlockNetns(pid, method, vroot, log);
+  }
+
+  /** The helpers of the nested namespaces {@link lock} locked. */
+  readonly #locked: number[] = [];
+
   /** A path that opens nested network namespace `id`, made by now (undefined: not one). */
   nsPath(id: number): string | undefined {
     const fd = this.#dump.nestedNets.has(id) ? this.#fds.get(id) : undefined;
@@ -214,6 +221,23 @@ export class NetNamespaces implements Disposable {
     this.#fds.clear();
     this.#madeTun.clear();
   }
+}
+
+/**
+ * The TCP connections (established or half-closed) in the images, of nested network namespace
+ * `id` (undefined: the root's).
+ */
+export function tcpConnections(dump: DumpImages, id?: number): InetSocketState[] {
+  const out: InetSocketState[] = [];
+  for (const f of dump.files.values()) {
+    if (!f.isk) continue;
+    const ns = socketNsId(f);
+    if (id === undefined ? dump.nestedNets.has(ns ?? -1) : ns !== id) continue;
+    const s = inetState(f.isk);
+    // A socket closed after its connection too: criu's dump locks it as one.
+    if (isTcpConnection(s) || isClosedConnection(s)) out.push(s);
+  }
+  return out;
 }
 
 /** The network namespace id a socket's or tun file's entry carries, if any. */

@@ -75,11 +75,9 @@ import { cString } from "../syscalls/ffi.ts";
 import { RemoteArena } from "./arena.ts";
 import { DEFAULT_LOCK_METHOD, LOCK_METHODS, type LockMethod } from "../net/netlock.ts";
 import { RepairedConnections } from "../net/tcp_conns.ts";
-import { type InetSocketState, isClosedConnection, isTcpConnection } from "../net/inet.ts";
 import {
   FileTable,
   type FileTableTcp,
-  inetState,
   isLateFile,
   isTreeProcFile,
   ourTerminal,
@@ -102,7 +100,7 @@ import { NetnsError } from "../net/in_netns.ts";
 import { mapPingGroups, type OutsideLinks, restoreNetns } from "../net/netns.ts";
 import { tunMakers } from "../net/tun.ts";
 import { lockNetns, unlockNetns } from "../net/netns_lock.ts";
-import { NetNamespaces, socketNsId } from "./nested_netns.ts";
+import { NetNamespaces, socketNsId, tcpConnections } from "./nested_netns.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { type CgroupMode, CgroupMover, cgSetOf } from "./cgroups.ts";
 import { exists } from "../util/exists.ts";
@@ -457,21 +455,6 @@ export async function restore(
   }
 }
 
-/**
- * The TCP connections (established or half-closed) in the images, of the root's network
- * namespace (the dump locks no other).
- */
-function tcpConnections(dump: DumpImages): InetSocketState[] {
-  const out: InetSocketState[] = [];
-  for (const f of dump.files.values()) {
-    if (!f.isk || dump.nestedNets.has(socketNsId(f) ?? -1)) continue;
-    const s = inetState(f.isk);
-    // A socket closed after its connection too: criu's dump locks it as one.
-    if (isTcpConnection(s) || isClosedConnection(s)) out.push(s);
-  }
-  return out;
-}
-
 /** Restores the tree of `dump`: steps 1 (checks) to 7 (resume). */
 async function restoreTree(
   dump: DumpImages,
@@ -497,7 +480,6 @@ async function restoreTree(
   const outside = mounts ? (path: string) => outsidePath(mounts, path) : (path: string) => path;
   // Those nested in it (systemd's services'), made from copies of it.
   const nestedPlans = mounts ? checkNestedNamespaces(dump) : new Map();
-  NetNamespaces.check(dump, tcp.close);
   // A file in a nested namespace (the task's, or the one its mount is in) on a tmpfs of that
   // namespace comes from its tar.
   const nestedOf = (mntId?: number) => {
@@ -661,6 +643,8 @@ async function restoreTree(
     const lockNew = dump.netns && !opts.joinNet &&
       (opts.emptyNet || tcpConnections(dump).length > 0);
     if (lockNew) await lockNetns(made.pid, tcp.conns.lock.method, pid);
+    // So is a nested one with connections coming back.
+    if (!tcp.close) await nets.lock(tcp.conns.lock.method, pid);
     // Only for a tree with namespaces of its own, as criu runs them.
     const ownNs = dump.userns || dump.uts || dump.pidNs || dump.ipcNs || dump.netns ||
       dump.cgroupNs || mounts;
@@ -815,6 +799,7 @@ async function restoreTree(
     await checkpoint("resume");
     // 7. RESUME: connections out of repair mode and the network unlocked, then children and
     // threads first; zombies are left to exit.
+    await nets.unlock(tcp.conns.lock.method, pid, log);
     tcp.conns.finishRestore();
     // A namespace joined holds the dump's lock of it (criu's way), and a new one the lock
     // taken above: taken away now.

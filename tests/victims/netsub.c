@@ -1,12 +1,13 @@
 /*
  * A network namespace nested in the tree's, as a service gets one (systemd's PrivateNetwork).
- * argv: OUT [own|conn]. The root R (with "own": in a network namespace of its own first)
- * binds an abstract datagram name and listens at a path (OUT's directory/netsub.sock). Its
- * child A unshares a network namespace and sets it up with a shell: the loopback up, a second
- * address (10.79.0.1/32), net.unix.max_dgram_qlen 66. There A binds an abstract datagram name
- * of its own, listens on TCP 10.79.0.1:7979, binds UDP 10.79.0.1:7980, and connects a stream
- * socket to R's path (across the two namespaces, as a service logs to journald), writing
- * "pre" into it. A's child A1 goes back to R's namespace (setns) holding A's listener.
+ * argv: OUT [MODES], MODES a list of own, veth and conn ("own,conn"). The root R (with "own": in
+ * a network namespace of its own first) binds an abstract datagram name and listens at a path
+ * (OUT's directory/netsub.sock). Its child A unshares a network namespace and sets it up with a
+ * shell: the loopback up, a second address (10.79.0.1/32), net.unix.max_dgram_qlen 66. There A
+ * binds an abstract datagram name of its own, listens on TCP 10.79.0.1:7979, binds UDP
+ * 10.79.0.1:7980, and connects a stream socket to R's path (across the two namespaces, as a
+ * service logs to journald), writing "pre" into it. A's child A1 goes back to R's namespace
+ * (setns) holding A's listener.
  *
  * R also keeps a descriptor of A's namespace in flight in a datagram socket pair of its own, as
  * systemd keeps a service's (PrivateNetwork).
@@ -27,8 +28,9 @@
  * TCP 10.81.0.1:7981: A checks that nsv1 has its index there and connects through the pair; R
  * that nsv0 has its index and accepts that connection.
  *
- * "conn" adds an established TCP connection inside A's namespace (to its own listener), which
- * a dump must refuse (connections there cannot be locked).
+ * "conn" adds an established TCP connection inside A's namespace (to its own listener), bytes
+ * unread in both directions ("c2s" and "s2c"): A checks that each end reads them, the ends keep
+ * their addresses, and more goes through both ways.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -175,6 +177,30 @@ static const char *check_a1(int listener)
 
 static int veth;
 
+/* The connection c -> s of "conn": its bytes in flight, its addresses, more bytes through. */
+static const char *check_conn(int c, int s)
+{
+	char buf[8] = "";
+	if (read_exact(s, buf, 3) || memcmp(buf, "c2s", 3))
+		return "the accepted end did not read \"c2s\"";
+	if (read_exact(c, buf, 3) || memcmp(buf, "s2c", 3))
+		return "the connecting end did not read \"s2c\"";
+	struct sockaddr_in local, peer;
+	socklen_t ll = sizeof(local), pl = sizeof(peer);
+	if (getsockname(c, (struct sockaddr *)&local, &ll) ||
+	    getpeername(s, (struct sockaddr *)&peer, &pl) || local.sin_port != peer.sin_port ||
+	    local.sin_addr.s_addr != peer.sin_addr.s_addr)
+		return "the connection's ends do not name each other";
+	if (getpeername(c, (struct sockaddr *)&peer, &pl) || ntohs(peer.sin_port) != 7979)
+		return "the connecting end is not connected to port 7979";
+	if (write(c, "more", 4) != 4 || write(s, "back", 4) != 4)
+		return "cannot write on the connection";
+	if (read_exact(s, buf, 4) || memcmp(buf, "more", 4) || read_exact(c, buf, 4) ||
+	    memcmp(buf, "back", 4))
+		return "the connection does not carry new bytes";
+	return NULL;
+}
+
 static const char *check_a(int listener, int udp, int to_root)
 {
 	if (veth) {
@@ -225,9 +251,10 @@ static const char *check_a(int listener, int udp, int to_root)
 int main(int argc, char **argv)
 {
 	out = open(argv[1], O_WRONLY | O_APPEND);
-	veth = argc > 2 && !strcmp(argv[2], "veth");
-	int own = veth || (argc > 2 && !strcmp(argv[2], "own"));
-	int conn = argc > 2 && !strcmp(argv[2], "conn");
+	const char *mode = argc > 2 ? argv[2] : "";
+	veth = strstr(mode, "veth") != NULL;
+	int own = veth || strstr(mode, "own");
+	int conn = strstr(mode, "conn") != NULL;
 	if (own && unshare(CLONE_NEWNET))
 		return 2;
 	root_pid = getpid();
@@ -273,6 +300,8 @@ int main(int argc, char **argv)
 			if (connect(c, (struct sockaddr *)&a, sizeof(a)))
 				_exit(8);
 			s = accept(listener, NULL, NULL);
+			if (s < 0 || write(c, "c2s", 3) != 3 || write(s, "s2c", 3) != 3)
+				_exit(8);
 		}
 		pid_t a1 = fork();
 		if (a1 == 0) {
@@ -295,12 +324,12 @@ int main(int argc, char **argv)
 			pause();
 		kill(a1, SIGTERM);
 		int st;
-		const char *why = check_a(listener, udp, to_root);
+		const char *why = conn ? check_conn(c, s) : NULL;
+		if (!why)
+			why = check_a(listener, udp, to_root);
 		waitpid(a1, &st, 0);
 		if (!why && (!WIFEXITED(st) || WEXITSTATUS(st)))
 			why = "A1 failed";
-		(void)c;
-		(void)s;
 		_exit(report("A", why));
 	}
 	close(ready[1]);
