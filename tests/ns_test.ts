@@ -975,6 +975,38 @@ Deno.test("a mount namespace of its own comes back with its root, proc, sysfs, d
   }
 });
 
+Deno.test("mount namespaces nested in the root's whose root is not its (pivot_root in them: a tmpfs of their own, a bind of a directory of the container's tmpfs) come back with their mounts and files, their tasks still mapping their executable from the root they left", async () => {
+  const { root, argv } = mntnsRoot(await buildVictim("mntns", ["-static"]));
+  const v = startVictim(["env", "MNTNS_PIVOT=1", ...argv], root);
+  const init = Number((await waitReport(v)).pid);
+  await v.child.status;
+  let back = 0;
+  try {
+    const auto = ["--ext-mount-map", "auto"];
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${init}`, "-D", imgs, ...auto]);
+    assertEquals(d.code, 0, d.stderr);
+    assert(await waitGone(init), "gone after the dump");
+    const pidfile = `${tmpDir()}/pid`;
+    const r = await criu([
+      "restore",
+      "-d",
+      "-D",
+      imgs,
+      "--root",
+      root,
+      ...auto,
+      "--pidfile",
+      pidfile,
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    back = Number(Deno.readTextFileSync(pidfile));
+    assertMatch(await verdict(v, back), /PASS mntns/);
+  } finally {
+    killAll(init, ...(back ? [back] : []));
+  }
+});
+
 Deno.test("--ext-mount-map auto: a mount of what criu's namespace has is bound again from there, only when the restore is told so too", async () => {
   const { root, argv } = mntnsRoot(await buildVictim("mntns", ["-static"]));
   const v = startVictim(argv, root);

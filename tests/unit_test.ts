@@ -598,9 +598,35 @@ Deno.test("nested mount namespace plan (systemd's PrivateTmp): copies of the par
     plan.propagation.map((s) => `${s.how} ${s.entry.mntId}`),
     ["shared 20", "shared 21", "shared 22", "shared 23"],
   );
+  // A root of its own (pivot_root): bound from what a mount of the parent shows, or made
+  // anew, the rest made on it; one of neither kind refused.
+  const pivoted = planNested(parent, [
+    m(20, 5, "/", 8, "/rootfs/srv/c", 0),
+    m(21, 20, "/run", 9, "/c", 0),
+  ]);
+  assertEquals(pivoted.pivot?.mntId, 20);
+  assertEquals([pivoted.copies.size, pivoted.umount.length], [0, 0]);
+  assertEquals(
+    pivoted.extra.map((s) => s.how === "bind" ? `${s.entry.mntId}<${s.from.mntId}${s.sub}` : s.how),
+    ["20<10/srv/c", "21<11/c"],
+  );
+  // Slaves of what the copies they were bound from receive from: made private.
+  assertEquals(
+    pivoted.propagation.map((s) => `${s.how} ${s.entry.mntId}`),
+    ["private 20", "private 21"],
+  );
+  const tmpfs = create(mnt_entrySchema, {
+    mntId: 30,
+    parentMntId: 5,
+    mountpoint: "/",
+    rootDev: 40,
+    root: "/",
+    fstype: fstype.TMPFS,
+  });
+  assertEquals(planNested(parent, [tmpfs]).extra.map((s) => s.how), ["new"]);
   assertThrows(
     () => planNested(parent, [m(20, 5, "/", 8, "/elsewhere", 0)]),
-    /whose root is not its parent's/,
+    /the root of a nested mount namespace again \(pivot_root in it\): mount 20 .* is neither made anew nor a bind/,
   );
   // Copies left in their parent's groups (unshare without rslave), and a bind of one: joined
   // to the parent's mount again; a peer no mount of the parent shows whole is refused.

@@ -28,6 +28,7 @@ import { DEFAULT_LOCK_METHOD, type LockMethod } from "../net/netlock.ts";
 import { RepairedConnections } from "../net/tcp_conns.ts";
 import type { DumpGuard } from "./guard.ts";
 import { VirtualPids } from "../tree/pid_ns.ts";
+import { nsLink } from "../tree/proc.ts";
 import { type IdMap, overflowId, throughMap, type UserNamespace } from "../tree/userns.ts";
 import { UnsupportedError } from "./file_types.ts";
 
@@ -411,6 +412,20 @@ export class DumpContext {
    */
   hostPath(path: string, pid?: number): string {
     return this.mntNs ? `/proc/${pid ?? this.mntNs.pid}/root${path}` : path;
+  }
+
+  /**
+   * Where criu reaches path `path` of a file of task `pid` on mount `mntId`: through the root
+   * of a task of the tree's mount namespace that has that mount (a task in a nested one, its
+   * root pivoted since, may hold files of the mounts it left), else {@link hostPath}'s.
+   */
+  filePath(path: string, pid: number, mntId?: number): string {
+    if (!this.mntNs || mntId === undefined) return this.hostPath(path, pid);
+    const has = (ns: MountNamespace) => ns.entries.some((e) => e.mntId === mntId);
+    const mine = this.nestedMnts.get(nsLink(pid, "mnt")) ?? this.mntNs;
+    if (has(mine)) return this.hostPath(path, pid);
+    const owner = [this.mntNs, ...this.nestedMnts.values()].find(has);
+    return this.hostPath(path, owner?.pid ?? pid);
   }
 
   /** Opens an image for writing; {@link DumpContext.close} writes it. */

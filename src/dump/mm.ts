@@ -131,7 +131,7 @@ export function dumpMm(
       fileIds.set(key, id);
       let size: bigint | undefined, mode: number | undefined, found: number | undefined;
       try {
-        const st = Deno.statSync(ctx.hostPath(path, t.pid));
+        const st = Deno.statSync(ctx.filePath(path, t.pid, mntId));
         size = BigInt(st.size);
         mode = st.mode ?? undefined;
         found = st.ino ?? undefined;

@@ -768,37 +768,67 @@ function makeNested(
     }
     const later = new Set(readOnlyLater ? readOnlyAtTheirPlace(entries) : []);
     const fds = new Map<mnt_entry, number>();
+    const parentCopies = new Map<mnt_entry, number>();
     try {
       for (const [e, l] of liveOf) fds.set(e, openMount(e.mountpoint, l.id, mountName(e)));
+      // A pivoted root is made at a place of the copy, and the rest on it there (bound from
+      // the copies of the parent's mounts too), then made the root.
+      const place = plan.pivot && pivotPlace(pid, dump.mntNs!.entries);
+      const source = (from: mnt_entry) => {
+        const have = fds.get(from) ?? parentCopies.get(from);
+        if (have !== undefined) return have;
+        const l = live.filter((x) => x.mountpoint === from.mountpoint && x.root === from.root)
+          .at(-1);
+        const what = `${mountName(from)} (bound into a pivoted nested namespace)`;
+        if (!l) throw new RestoreError(`Cannot restore ${what}: its copy is not there`);
+        const fd = openMount(from.mountpoint, l.id, what);
+        parentCopies.set(from, fd);
+        return fd;
+      };
+      // (All held before the root is made at its place, which may hide one.)
+      const own = new Set(entries);
+      for (const s of plan.extra) if (s.how === "bind" && !own.has(s.from)) source(s.from);
       for (const s of plan.extra) {
         const e = s.entry, what = mountName(e);
+        const at = place ? `${place}${e.mountpoint === "/" ? "" : e.mountpoint}` : e.mountpoint;
         arena.reset();
         if (s.how === "bind") {
           const sub = s.sub.replace(/^\/+/, "");
           using _gone = e.deleted
             ? madeForBind(
-              `/proc/${rs.task.pid}/fd/${fds.get(s.from)}/${sub}`,
+              `/proc/${rs.task.pid}/fd/${source(s.from)}/${sub}`,
               `/proc/${rs.task.pid}/root${e.mountpoint}`,
               what,
               dump.userns,
             )
             : undefined;
-          bindFrom(calls, fds.get(s.from)!, s.sub, e.mountpoint, what);
+          bindFrom(calls, source(s.from), s.sub, at, what);
         }
         const tar = s.how === "new" && hasTar(e) ? tmpfsTar(dump.dir, e) : undefined;
-        if (s.how === "new") mountAnew(calls, e, s.fs, e.mountpoint, tar !== undefined, what);
+        if (s.how === "new") mountAnew(calls, e, s.fs, at, tar !== undefined, what);
         arena.reset();
-        const fd = Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0));
+        const fd = Number(sys(what, NR.open, str(at), O.PATH | O.CLOEXEC, 0));
         fds.set(e, fd);
         if (tar) {
           extractTarSync(tar, `/proc/${pid}/fd/${fd}`, what, dump.userns ? pid : undefined);
           readOnlyOnceFilled(calls, e, fd, what);
         }
       }
+      if (plan.pivot) {
+        // Made the root: the copies go with the old one.
+        const what = mountName(plan.pivot);
+        arena.reset();
+        const dot = str(".");
+        sys(`${what} as the root`, NR.fchdir, fds.get(plan.pivot)!);
+        sys(`${what} as the root (pivot_root)`, NR.pivot_root, dot, dot);
+        sys(`${what} as the root (the copies let go)`, NR.umount2, dot, MNT_DETACH);
+        arena.reset();
+        sys(`${what} as the root`, NR.chdir, str("/"));
+      }
       setMountFlags(calls, entries, fds, later);
       setPropagation(calls, plan.propagation, fds, undefined, parentFds);
     } finally {
-      for (const fd of fds.values()) rs.call(NR.close, fd);
+      for (const fd of [...fds.values(), ...parentCopies.values()]) rs.call(NR.close, fd);
     }
     checkNested(dump, entries, realRoot, pid, external, later);
     log.info(`Nested mount namespace made in task ${pid}: ${entries.length} mounts`);
@@ -806,6 +836,35 @@ function makeNested(
   } finally {
     for (const fd of parentFds.values()) rs.call(NR.close, fd);
   }
+}
+
+/**
+ * Where a nested namespace's own root is made before it becomes the root: a directory of the
+ * copy of its parent `parent` (task `pid`'s), a mount point of it first (any will do: the
+ * copy goes whole with pivot_root).
+ */
+function pivotPlace(pid: number, parent: readonly mnt_entry[]): string {
+  const candidates = [
+    ...parent.map((e) => e.mountpoint).filter((m) => m !== "/"),
+    "/tmp",
+    "/mnt",
+    "/dev",
+    "/proc",
+    "/run",
+    "/var",
+    "/etc",
+  ];
+  for (const dir of candidates) {
+    try {
+      if (Deno.statSync(`/proc/${pid}/root${dir}`).isDirectory) return dir;
+    } catch {
+      // not there
+    }
+  }
+  throw new RestoreError(
+    `Cannot restore a nested mount namespace's root: its parent's has no directory to make ` +
+      `it on`,
+  );
 }
 
 /**

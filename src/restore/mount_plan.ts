@@ -329,12 +329,17 @@ export function planPropagation(entries: readonly mnt_entry[]): PropagationStep[
  * - `umount`: the parent's mounts whose copies it no longer has (deepest first);
  * - `extra`: the mounts it made itself (binds of what its mounts show, or mounted anew);
  * - `propagation`: once every copy is a slave of what it copied (mount --make-rslave, as
- *   systemd does first), each mount's master and peer group as they were.
+ *   systemd does first), each mount's master and peer group as they were;
+ * - `pivot`: its root, when it is not a copy of its parent's (a container's, pivot_root in
+ *   it): made first (`extra[0]`, anew or bound from a mount of the parent) at a place of the
+ *   copy, the others on it there (bound from its mounts or the parent's), then made the root,
+ *   the copies all going with the old one (no `copies`, no `umount`).
  */
 export interface NestedPlan {
   copies: Map<mnt_entry, mnt_entry>;
   umount: mnt_entry[];
   extra: MountStep[];
+  pivot?: mnt_entry;
   propagation: (
     | PropagationStep
     | { how: "private"; entry: mnt_entry }
@@ -353,13 +358,11 @@ export function planNested(
   const top = (list: readonly mnt_entry[], ids: Map<number, mnt_entry>) =>
     list.find((e) => e.mountpoint === "/" && !ids.has(e.parentMntId));
   const root = top(nested, byId), parentRoot = top(parent, parentById);
-  if (
-    !root || !parentRoot || root.rootDev !== parentRoot.rootDev || root.root !== parentRoot.root
-  ) {
-    throw new MountPlanError(
-      `A nested mount namespace whose root is not its parent's (pivot_root in it) is not ` +
-        `supported yet`,
-    );
+  if (!root || !parentRoot) {
+    throw new MountPlanError(`A nested mount namespace has no root mount (at /) of its own`);
+  }
+  if (root.rootDev !== parentRoot.rootDev || root.root !== parentRoot.root) {
+    return planPivoted(parent, nested, root, byId);
   }
   const copies = new Map<mnt_entry, mnt_entry>([[root, parentRoot]]);
   const used = new Set<mnt_entry>([parentRoot]);
@@ -401,6 +404,12 @@ export function planNested(
       `Cannot make ${mountName(e)} of a nested mount namespace again: it is neither a copy ` +
         `of its parent namespace's mounts nor a bind of what they show`,
     ));
+  checkNestedSteps(extra);
+  return { copies, umount, extra, propagation: nestedPropagation(parent, nested, copies, extra) };
+}
+
+/** Refuses a step a nested namespace cannot take: an external mount. */
+function checkNestedSteps(extra: readonly MountStep[]): void {
   for (const step of extra) {
     if (step.how === "external" || step.how === "root") {
       throw new MountPlanError(
@@ -409,7 +418,45 @@ export function planNested(
       );
     }
   }
-  return { copies, umount, extra, propagation: nestedPropagation(parent, nested, copies, extra) };
+}
+
+/**
+ * The plan of a nested namespace whose root `root` is not its parent's: that root made anew,
+ * or bound from what a mount of the parent shows, then the rest on it.
+ */
+function planPivoted(
+  parent: readonly mnt_entry[],
+  nested: readonly mnt_entry[],
+  root: mnt_entry,
+  byId: Map<number, mnt_entry>,
+): NestedPlan {
+  const first = stepOf(root, new Set(parent), []);
+  if (!first || first.how === "external" || first.how === "root") {
+    throw new MountPlanError(
+      `Cannot make the root of a nested mount namespace again (pivot_root in it): ` +
+        `${mountName(root)} is neither made anew nor a bind of what its parent's mounts show`,
+    );
+  }
+  // The others may be bound from the parent's mounts too (made before the copies go).
+  const made = new Set<mnt_entry>([root, ...parent]);
+  const pending = nested.filter((e) => e !== root);
+  const extra = [
+    first,
+    ...inOrder(pending, made, byId, undefined, (e) =>
+      new MountPlanError(
+        `Cannot make ${mountName(e)} of a nested mount namespace again: it is neither made ` +
+          `anew nor a bind of what its mounts or its parent's show`,
+      )),
+  ];
+  checkNestedSteps(extra);
+  const copies = new Map<mnt_entry, mnt_entry>();
+  return {
+    copies,
+    umount: [],
+    extra,
+    pivot: root,
+    propagation: nestedPropagation(parent, nested, copies, extra),
+  };
 }
 
 /** The steps that give a nested namespace's mounts their masters and peer groups. */
@@ -441,7 +488,16 @@ function nestedPropagation(
   // from what it copied (its group, else its master); a bind as its source; a new mount none.
   const master = new Map<mnt_entry, number>();
   for (const [e, orig] of copies) master.set(e, orig.sharedId || orig.masterId);
-  for (const s of extra) master.set(s.entry, s.how === "bind" ? master.get(s.from) ?? 0 : 0);
+  // (A bind of a mount of the parent, a pivoted root, receives from what that one's copy
+  // does: a slave of its group or master.)
+  const ofParent = new Set(parent);
+  for (const s of extra) {
+    const from = s.how === "bind" ? s.from : undefined;
+    master.set(
+      s.entry,
+      !from ? 0 : ofParent.has(from) ? from.sharedId || from.masterId : master.get(from) ?? 0,
+    );
+  }
   const steps: NestedPlan["propagation"] = [];
   const donorOf = (e: mnt_entry, g: number) =>
     nested.find((d) =>

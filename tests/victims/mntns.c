@@ -353,6 +353,75 @@ static int nested_main(int ready)
 	_exit(0);
 }
 
+/*
+ * With MNTNS_PIVOT set: a child in a mount namespace of its own whose root is not the init's
+ * (pivot_root in it, as a container in the container): with `bind`, a bind of the init's
+ * /tmp/sub (a directory of its tmpfs); else a tmpfs of its own, with that directory bound at
+ * /sub before the pivot. It writes /pf there, mounts
+ * a tmpfs at /pt with a file, and proc; its executable and mappings stay on the init's root, which it
+ * no longer has. On SIGTERM it checks that its mounts read as before, its files (and the
+ * init's /tmp/sub/f through its bind), and that the init's mounts are not there; exits 0 when
+ * whole.
+ */
+static int pivot_main(int ready, int bind)
+{
+	char before_p[8192], after_p[8192];
+	const char *dir = bind ? "/pr1" : "/pr0";
+	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) ||
+	    (mkdir(dir, 0755) && errno != EEXIST))
+		_exit(30);
+	char sub[16];
+	snprintf(sub, sizeof(sub), "%s/sub", dir);
+	if (bind ? mount("/tmp/sub", dir, NULL, MS_BIND, NULL)
+		 : mount("prt", dir, "tmpfs", 0, "size=1m,mode=755") || mkdir(sub, 0755) ||
+			   mount("/tmp/sub", sub, NULL, MS_BIND, NULL))
+		_exit(31);
+	if (chdir(dir) || (mkdir("old", 0755) && errno != EEXIST) ||
+	    syscall(SYS_pivot_root, ".", "old") || umount2("/old", MNT_DETACH) || rmdir("/old") ||
+	    chdir("/"))
+		_exit(32);
+	write_file("/pf", bind ? "pivot bind" : "pivot tmpfs", 0644);
+	if (mkdir("/pt", 0755) || mount("ptmp", "/pt", "tmpfs", 0, "size=1m"))
+		_exit(33);
+	write_file("/pt/f", "pivot inner", 0644);
+	if ((mkdir("/proc", 0555) && errno != EEXIST) || mount("proc", "/proc", "proc", 0, NULL))
+		_exit(37);
+	mounts(before_p, sizeof(before_p));
+	write(ready, "p", 1);
+	close(ready);
+	while (!term)
+		pause();
+	mounts(after_p, sizeof(after_p));
+	if (strcmp(before_p, after_p)) {
+		printf("pivoted mounts before:\n%safter:\n%s", before_p, after_p);
+		_exit(34);
+	}
+	if (!read_is("/pf", bind ? "pivot bind" : "pivot tmpfs") || !read_is("/pt/f", "pivot inner"))
+		_exit(35);
+	if (!read_is(bind ? "/f" : "/sub/f", "in sub") || !access("/tmp/data", F_OK) || !before_p[0])
+		_exit(36);
+	_exit(0);
+}
+
+/* Forks a pivot_main child, and waits until it is set up. */
+static pid_t fork_pivot(int bind)
+{
+	int pp[2];
+	char c;
+	if (pipe(pp))
+		_exit(15);
+	pid_t child = fork();
+	if (child == 0) {
+		close(pp[0]);
+		_exit(pivot_main(pp[1], bind));
+	}
+	close(pp[1]);
+	if (read(pp[0], &c, 1) != 1)
+		_exit(16);
+	close(pp[0]);
+	return child;
+}
+
 static int inside_main(int ready)
 {
 	int out = open("/out.log", O_WRONLY | O_APPEND);
@@ -382,6 +451,11 @@ static int inside_main(int ready)
 	if (read(np[0], &c, 1) != 1)
 		DIE("nested namespace");
 	close(np[0]);
+	pid_t pivots[2] = {0, 0};
+	if (getenv("MNTNS_PIVOT")) {
+		pivots[0] = fork_pivot(0);
+		pivots[1] = fork_pivot(1);
+	}
 	/* The nested child's own tmpfs, which this namespace does not have, reached through the
 	 * child's /proc root: a file of it held open here and watched (zdtm's inotify01). */
 	char ntpath[64];
@@ -519,6 +593,17 @@ static int inside_main(int ready)
 		static char nwhy[64];
 		snprintf(nwhy, sizeof(nwhy), "the nested mount namespace (status 0x%x)", nstatus);
 		why = nwhy;
+	}
+	for (int i = 0; i < 2 && pivots[i]; i++) {
+		int pstatus = -1;
+		kill(pivots[i], SIGTERM);
+		waitpid(pivots[i], &pstatus, 0);
+		if (!why && !(WIFEXITED(pstatus) && WEXITSTATUS(pstatus) == 0)) {
+			static char pwhy[80];
+			snprintf(pwhy, sizeof(pwhy), "the pivoted mount namespace %d (status 0x%x)", i,
+				 pstatus);
+			why = pwhy;
+		}
 	}
 	if (!why) {
 		/* Read as written, and watched still: a write through it is an event of watch 1. */
