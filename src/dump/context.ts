@@ -405,6 +405,9 @@ export class DumpContext {
   /** Where criu reaches each link remap (by its name in the tree), to remove it. */
   readonly linkRemapsAt = new Map<string, string>();
 
+  /** The mount each link remap was made on (by its name), when the tree has mounts of its own. */
+  readonly linkRemapMounts = new Map<string, number>();
+
   /**
    * Where criu reaches path `path` of the tree (of task `pid`, whose mount namespace may be a
    * nested one, else the root's): through that task's root when the tree has a mount

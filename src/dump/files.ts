@@ -975,15 +975,13 @@ export function deletedRegular(
     let remap = ctx.linkRemaps.get(key);
     if (!remap) {
       const pid = Number(/^\/proc\/(\d+)\//.exec(link)?.[1]) || undefined;
-      remap = linkRemapFor(
-        link,
-        dirname(path),
-        ctx.linkRemaps.size + 1,
-        (p) => ctx.hostPath(p, pid),
-        ctx.userns,
-      );
+      // Named in the namespace of its mount (a task may hold a file of one it left).
+      const mntId = ctx.mntNs && pid ? mntIdOf(link) : undefined;
+      const at = (p: string) => pid ? ctx.filePath(p, pid, mntId) : ctx.hostPath(p);
+      remap = linkRemapFor(link, dirname(path), ctx.linkRemaps.size + 1, at, ctx.userns);
       ctx.linkRemaps.set(key, remap);
-      ctx.linkRemapsAt.set(remap, ctx.hostPath(remap, pid));
+      ctx.linkRemapsAt.set(remap, at(remap));
+      if (mntId !== undefined) ctx.linkRemapMounts.set(remap, mntId);
     }
     return {
       type: "reg",

@@ -133,7 +133,8 @@ export function writeLinkRemap(
   if (remapId === undefined) {
     remapId = ctx.fileId();
     ctx.linkRemapIds.set(remap, remapId);
-    writeRegFile(files, regFileEntry(remapId, remap, { flags: O.RDONLY }));
+    const mntId = ctx.linkRemapMounts.get(remap);
+    writeRegFile(files, regFileEntry(remapId, remap, { flags: O.RDONLY, mntId }));
   }
   ctx.remaps.push(
     create(remap_file_path_entrySchema, { origId: fileId, remapId, remapType: remap_type.LINKED }),

@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { within } from "./mount_plan.ts";
 import { asRootOf } from "../tree/userns.ts";
 import { exists } from "../util/exists.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
@@ -580,8 +581,8 @@ export class FileTable implements Disposable {
 
   /** Deleted files made again, by ghost id: where each sits until the restore is over. */
   readonly #ghostPaths = new Map<number, string>();
-  /** The same, as paths of the tree (as the mount namespace of the first opener names them). */
-  readonly #ghostNames = new Map<number, string>();
+  /** The same, as names of the tree, with the mount each is on when the images say. */
+  readonly #ghostNames = new Map<number, PlacedName>();
 
   /**
    * A deleted file again. Its inode is made once per ghost (contents, holes kept, size, owner,
@@ -651,7 +652,10 @@ export class FileTable implements Disposable {
       ghost = free(`${name}.criu-ghost-${g.id}`);
       const fd = openHere(ghost, O.WRONLY | O.CREAT | O.EXCL | O.CLOEXEC, 0o600);
       this.#ghostPaths.set(g.id, ghost);
-      this.#ghostNames.set(g.id, reg.name + ghost.slice(name.length));
+      this.#ghostNames.set(g.id, {
+        name: reg.name + ghost.slice(name.length),
+        mntId: mntIdOf(reg),
+      });
       try {
         fill(fd);
       } finally {
@@ -664,9 +668,14 @@ export class FileTable implements Disposable {
       Deno.linkSync(ghost, path);
     } catch (err) {
       // A name on another mount of the same file system (a bind in a nested mount
-      // namespace): the ghost linked from where that mount shows it.
+      // namespace): the ghost linked through a mount that shows both, else from where the
+      // namespace of this one shows it.
       if ((err as { code?: string }).code !== "EXDEV") throw err;
-      Deno.linkSync(this.#at(this.#ghostNames.get(g.id)!), path);
+      const at = this.#ghostNames.get(g.id)!;
+      const here = { name: reg.name + path.slice(name.length), mntId: mntIdOf(reg) };
+      const both = this.#showingBoth(at, here);
+      if (both) Deno.linkSync(both.from, both.to);
+      else Deno.linkSync(this.#at(at.name), path);
     }
     try {
       const fd = openOrThrow(path, reg.flags, "deleted file");
@@ -699,10 +708,7 @@ export class FileTable implements Disposable {
    * in the current task's.
    */
   #at(path: string, reg?: reg_file_entry): string {
-    return this.#atMount(
-      path,
-      reg && isFieldSet(reg, reg_file_entrySchema.field.mntId) ? reg.mntId : undefined,
-    );
+    return this.#atMount(path, reg && mntIdOf(reg));
   }
 
   /** Where criu reaches `path` of the mount namespace of mount `mntId` (else the current one). */
@@ -843,13 +849,34 @@ export class FileTable implements Disposable {
   #linked(id: number, reg: reg_file_entry): number | undefined {
     const link = this.#dump.linked.get(id);
     if (!link) return undefined;
-    const [from, to] = [this.#at(link, reg), this.#at(reg.name, reg)];
+    // In the tree's user namespace, names are made as its root (its file systems take only
+    // those of ids they map).
+    return asRootOf(this.#dump.userns, () => this.#linkedMade(link, reg));
+  }
+
+  #linkedMade(link: reg_file_entry, reg: reg_file_entry): number {
+    const [from, to] = [this.#at(link.name, link), this.#at(reg.name, reg)];
+    const [placedLink, placed] = [
+      { name: link.name, mntId: mntIdOf(link) },
+      { name: reg.name, mntId: mntIdOf(reg) },
+    ];
     // Its directories may be gone too: made for the moment, as criu does.
     const made: string[] = [];
     for (let dir = dirname(to); !exists(dir); dir = dirname(dir)) made.unshift(dir);
+    // The name made (through a mount that shows both, when the link is on another mount of
+    // the file system: a bind in a nested mount namespace).
+    let named = to;
     try {
       for (const dir of made) Deno.mkdirSync(dir);
-      Deno.linkSync(from, to);
+      try {
+        Deno.linkSync(from, to);
+      } catch (err) {
+        const both = (err as { code?: string }).code === "EXDEV" &&
+          this.#showingBoth(placedLink, placed);
+        if (!both) throw err;
+        Deno.linkSync(both.from, both.to);
+        named = both.to;
+      }
     } catch {
       removeDirs(made);
       return openOrThrow(from, reg.flags, "file"); // the old name is taken again
@@ -857,9 +884,40 @@ export class FileTable implements Disposable {
     try {
       return openOrThrow(to, reg.flags, "file");
     } finally {
-      Deno.removeSync(to);
+      Deno.removeSync(named);
       removeDirs(made);
     }
+  }
+
+  /**
+   * Where criu reaches names `a` and `b` (on two mounts of one file system) through one mount
+   * of the tree's namespaces that shows both, if one does.
+   */
+  #showingBoth(a: PlacedName, b: PlacedName): { from: string; to: string } | undefined {
+    const all = [
+      ...(this.#dump.mntNs?.entries ?? []),
+      ...[...this.#dump.nestedMnts.values()].flat(),
+    ];
+    const byId = new Map(all.map((e) => [e.mntId, e]));
+    // A name's path in its file system: its mount's root, then its place below the mount.
+    const inFs = (r: PlacedName) => {
+      const m = r.mntId === undefined ? undefined : byId.get(r.mntId);
+      if (!m || !within(r.name, m.mountpoint)) return undefined;
+      const rest = m.mountpoint === "/" ? r.name : r.name.slice(m.mountpoint.length);
+      return { dev: m.rootDev, path: `${m.root === "/" ? "" : m.root}${rest}` };
+    };
+    const [fa, fb] = [inFs(a), inFs(b)];
+    if (!fa || !fb || fa.dev !== fb.dev) return undefined;
+    const w = all.find((m) =>
+      m.rootDev === fa.dev && within(fa.path, m.root) && within(fb.path, m.root)
+    );
+    if (!w) return undefined;
+    const place = (p: string) =>
+      `${w.mountpoint === "/" ? "" : w.mountpoint}${p.slice(w.root === "/" ? 0 : w.root.length)}`;
+    return {
+      from: this.#atMount(place(fa.path), w.mntId),
+      to: this.#atMount(place(fb.path), w.mntId),
+    };
   }
 
   /** A file in flight in a unix queue: made like any other (not a unix socket). */
@@ -1319,4 +1377,15 @@ function removeDirs(dirs: readonly string[]): void {
       // not empty, or gone
     }
   }
+}
+
+/** A name of the tree, with the mount it is on when the images say. */
+interface PlacedName {
+  name: string;
+  mntId?: number;
+}
+
+/** The mount file entry `reg` was on, when the images say (criu's mnt_id). */
+function mntIdOf(reg: reg_file_entry): number | undefined {
+  return isFieldSet(reg, reg_file_entrySchema.field.mntId) ? reg.mntId : undefined;
 }

@@ -141,7 +141,7 @@ export interface DumpImages {
   /** Deleted files by the file entry they restore: the ghost (one per inode) and its data. */
   ghosts: Map<number, GhostImage>;
   /** Deleted files still linked elsewhere, by file entry: the link the dump made (link remap). */
-  linked: Map<number, string>;
+  linked: Map<number, reg_file_entry>;
   /** /proc/N directories of tasks gone (criu's PROCFS remap), by file entry: N. */
   deadProcs: Map<number, number>;
   /** seccomp filters (seccomp.img): each thread's chain ends at its core's `seccompFilter`. */
@@ -480,7 +480,7 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
     }
   }
   const ghosts = new Map<number, GhostImage>();
-  const linked = new Map<number, string>();
+  const linked = new Map<number, reg_file_entry>();
   const deadProcs = new Map<number, number>();
   const byGhostId = new Map<number, GhostImage>();
   if (exists(p("remap-fpath.img"))) {
@@ -495,7 +495,7 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
               `is missing from files.img`,
           );
         }
-        linked.set(r.origId, link.name);
+        linked.set(r.origId, link);
         continue;
       }
       if (r.remapType === remap_type.PROCFS) {

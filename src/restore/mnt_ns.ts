@@ -341,26 +341,51 @@ export function makeReadOnly(rs: RemoteSyscalls, mountpoints: readonly string[])
  * not a mount made on it since (a path through the mount would cross into that one).
  */
 function bindFrom(
-  { arena, sys, str }: ReturnType<typeof mountCalls>,
+  calls: ReturnType<typeof mountCalls>,
   from: number,
   sub: string,
   target: string,
   what: string,
 ): void {
+  const tree = detachedCopy(calls, from, sub, what);
+  try {
+    attach(calls, tree, target, what);
+  } finally {
+    calls.sys(what, NR.close, tree);
+  }
+}
+
+/**
+ * A detached copy (open_tree) of directory `sub` of the mount whose descriptor is `from`, alone:
+ * the first half of {@link bindFrom}, for a source that goes before the copy is mounted.
+ */
+function detachedCopy(
+  { arena, sys, str }: ReturnType<typeof mountCalls>,
+  from: number,
+  sub: string,
+  what: string,
+): number {
   const CLONE = 1 /* OPEN_TREE_CLONE */ | O.CLOEXEC;
   const rel = sub.replace(/^\/+/, "");
   arena.reset();
   const copy = Number(sys(what, NR.open_tree, from, str(""), CLONE | AT_EMPTY_PATH));
+  if (!rel) return copy;
   try {
-    const tree = rel ? Number(sys(what, NR.open_tree, copy, str(rel), CLONE)) : copy;
-    try {
-      sys(what, NR.move_mount, tree, str(""), -100, str(target), MOVE_MOUNT.F_EMPTY_PATH);
-    } finally {
-      if (tree !== copy) sys(what, NR.close, tree);
-    }
+    return Number(sys(what, NR.open_tree, copy, str(rel), CLONE));
   } finally {
     sys(what, NR.close, copy);
   }
+}
+
+/** Mounts detached tree `tree` at `target` (a path of the task). */
+function attach(
+  { arena, sys, str }: ReturnType<typeof mountCalls>,
+  tree: number,
+  target: string,
+  what: string,
+): void {
+  arena.reset();
+  sys(what, NR.move_mount, tree, str(""), -100, str(target), MOVE_MOUNT.F_EMPTY_PATH);
 }
 
 /**
@@ -709,6 +734,9 @@ function makeNested(
   // The parent's mounts its own join (peers across the namespaces), held from before it is
   // made: each the live mount at its place, with its root.
   const parentFds = new Map<mnt_entry, number>();
+  // The parent's copies bound from, and detached copies taken early (below).
+  const parentCopies = new Map<mnt_entry, number>();
+  const early = new Map<MountStep, number>();
   try {
     const before = parseMountinfo(readProcText(pid, "mountinfo"));
     for (const p of plan.propagation) {
@@ -753,6 +781,33 @@ function makeNested(
     }
     const parentLive = new Map<number, MountInfo>();
     for (const [e, orig] of plan.copies) parentLive.set(orig.mntId, liveOf.get(e)!);
+    // The copies of the parent's mounts its own are bound from (a pivoted root's, or one it
+    // unmounted since): held from now, before any goes or a mount made hides one.
+    const own = new Set(entries);
+    for (const step of plan.extra) {
+      if (step.how !== "bind" || own.has(step.from) || parentCopies.has(step.from)) continue;
+      const from = step.from;
+      const l = live.filter((x) => x.mountpoint === from.mountpoint && x.root === from.root)
+        .at(-1);
+      const what = `${mountName(from)} (bound into a nested mount namespace)`;
+      if (!l) throw new RestoreError(`Cannot restore ${what}: its copy is not there`);
+      parentCopies.set(from, openMount(from.mountpoint, l.id, what));
+    }
+    // Those of one that goes before its own are made: taken (detached copies) now.
+    const gone = new Set(plan.umount);
+    for (const step of plan.extra) {
+      if (step.how !== "bind" || !gone.has(step.from)) continue;
+      const from = parentCopies.get(step.from)!, what = mountName(step.entry);
+      using _gone = step.entry.deleted
+        ? madeForBind(
+          `/proc/${pid}/fd/${from}/${step.sub.replace(/^\/+/, "")}`,
+          `/proc/${pid}/root${step.entry.mountpoint}`,
+          what,
+          dump.userns,
+        )
+        : undefined;
+      early.set(step, detachedCopy(calls, from, step.sub, what));
+    }
     for (const m of plan.umount) {
       const l = live.find((x) =>
         !taken.has(x) && x.mountpoint === m.mountpoint && x.root === m.root &&
@@ -768,41 +823,29 @@ function makeNested(
     }
     const later = new Set(readOnlyLater ? readOnlyAtTheirPlace(entries) : []);
     const fds = new Map<mnt_entry, number>();
-    const parentCopies = new Map<mnt_entry, number>();
     try {
       for (const [e, l] of liveOf) fds.set(e, openMount(e.mountpoint, l.id, mountName(e)));
-      // A pivoted root is made at a place of the copy, and the rest on it there (bound from
-      // the copies of the parent's mounts too), then made the root.
+      // A pivoted root is made at a place of the copy, and the rest on it there, then made the
+      // root.
       const place = plan.pivot && pivotPlace(pid, dump.mntNs!.entries);
-      const source = (from: mnt_entry) => {
-        const have = fds.get(from) ?? parentCopies.get(from);
-        if (have !== undefined) return have;
-        const l = live.filter((x) => x.mountpoint === from.mountpoint && x.root === from.root)
-          .at(-1);
-        const what = `${mountName(from)} (bound into a pivoted nested namespace)`;
-        if (!l) throw new RestoreError(`Cannot restore ${what}: its copy is not there`);
-        const fd = openMount(from.mountpoint, l.id, what);
-        parentCopies.set(from, fd);
-        return fd;
-      };
-      // (All held before the root is made at its place, which may hide one.)
-      const own = new Set(entries);
-      for (const s of plan.extra) if (s.how === "bind" && !own.has(s.from)) source(s.from);
       for (const s of plan.extra) {
         const e = s.entry, what = mountName(e);
         const at = place ? `${place}${e.mountpoint === "/" ? "" : e.mountpoint}` : e.mountpoint;
         arena.reset();
-        if (s.how === "bind") {
+        const tree = early.get(s);
+        if (tree !== undefined) attach(calls, tree, at, what);
+        else if (s.how === "bind") {
+          const from = fds.get(s.from) ?? parentCopies.get(s.from)!;
           const sub = s.sub.replace(/^\/+/, "");
           using _gone = e.deleted
             ? madeForBind(
-              `/proc/${rs.task.pid}/fd/${source(s.from)}/${sub}`,
-              `/proc/${rs.task.pid}/root${e.mountpoint}`,
+              `/proc/${pid}/fd/${from}/${sub}`,
+              `/proc/${pid}/root${e.mountpoint}`,
               what,
               dump.userns,
             )
             : undefined;
-          bindFrom(calls, source(s.from), s.sub, at, what);
+          bindFrom(calls, from, s.sub, at, what);
         }
         const tar = s.how === "new" && hasTar(e) ? tmpfsTar(dump.dir, e) : undefined;
         if (s.how === "new") mountAnew(calls, e, s.fs, at, tar !== undefined, what);
@@ -828,13 +871,15 @@ function makeNested(
       setMountFlags(calls, entries, fds, later);
       setPropagation(calls, plan.propagation, fds, undefined, parentFds);
     } finally {
-      for (const fd of [...fds.values(), ...parentCopies.values()]) rs.call(NR.close, fd);
+      for (const fd of fds.values()) rs.call(NR.close, fd);
     }
     checkNested(dump, entries, realRoot, pid, external, later);
     log.info(`Nested mount namespace made in task ${pid}: ${entries.length} mounts`);
     return [...later].map((e) => e.mountpoint);
   } finally {
-    for (const fd of parentFds.values()) rs.call(NR.close, fd);
+    for (const fd of [...parentFds.values(), ...parentCopies.values(), ...early.values()]) {
+      rs.call(NR.close, fd);
+    }
   }
 }
 

@@ -327,7 +327,8 @@ export function planPropagation(entries: readonly mnt_entry[]): PropagationStep[
  * - `copies`: its mounts that are copies of the parent's (same place, file system, root and
  *   parent), by the parent's mount each copies;
  * - `umount`: the parent's mounts whose copies it no longer has (deepest first);
- * - `extra`: the mounts it made itself (binds of what its mounts show, or mounted anew);
+ * - `extra`: the mounts it made itself (binds of what its mounts or its parent's show, or
+ *   mounted anew);
  * - `propagation`: once every copy is a slave of what it copied (mount --make-rslave, as
  *   systemd does first), each mount's master and peer group as they were;
  * - `pivot`: its root, when it is not a copy of its parent's (a container's, pivot_root in
@@ -396,9 +397,10 @@ export function planNested(
     return p && p !== m ? 1 + depth(p) : 0;
   };
   const umount = [...gone].sort((a, b) => depth(b) - depth(a));
-  // Its own mounts, made on the copies (parents and sources first).
-  const made = new Set<mnt_entry>(copies.keys());
-  const pending = nested.filter((e) => !made.has(e));
+  // Its own mounts, made on the copies (parents and sources first): bound from its mounts, or
+  // from the parent's (one it unmounted since too: its copy is taken before it goes).
+  const made = new Set<mnt_entry>([...copies.keys(), ...parent]);
+  const pending = nested.filter((e) => !copies.has(e));
   const extra = inOrder(pending, made, byId, undefined, (e) =>
     new MountPlanError(
       `Cannot make ${mountName(e)} of a nested mount namespace again: it is neither a copy ` +

@@ -315,10 +315,10 @@ function checkTask(
       isTreeProcFile(reg.name, dump)
     ) continue;
     // A deleted file still linked elsewhere is checked at its link.
-    const name = dump.linked.get(id) ?? reg.name;
+    const at = dump.linked.get(id) ?? reg;
     const path = outside(
-      name,
-      isFieldSet(reg, reg_file_entrySchema.field.mntId) ? reg.mntId : undefined,
+      at.name,
+      isFieldSet(at, reg_file_entrySchema.field.mntId) ? at.mntId : undefined,
     );
     if (path === undefined) continue;
     let st: Deno.FileInfo;
@@ -822,9 +822,12 @@ async function restoreTree(
     await made.release();
     log.info(`Tree of task ${pid} resumed: ${procs.length} processes`);
     // The links the dump gave deleted files go: the tasks hold them open again.
-    for (const path of new Set(dump.linked.values())) {
+    for (const link of new Set(dump.linked.values())) {
       try {
-        Deno.removeSync(hostPath(dump, path));
+        const ns = isFieldSet(link, reg_file_entrySchema.field.mntId)
+          ? mountNamespaces(dump).get(link.mntId)
+          : undefined;
+        Deno.removeSync(hostPath(dump, link.name, ns));
       } catch {
         // removed already
       }

@@ -403,6 +403,97 @@ static int pivot_main(int ready, int bind)
 	_exit(0);
 }
 
+/* The mount id of descriptor `fd` (fdinfo's mnt_id). */
+static int mnt_id_of(int fd)
+{
+	char p[64], line[256];
+	int id = -1;
+	snprintf(p, sizeof(p), "/proc/self/fdinfo/%d", fd);
+	FILE *f = fopen(p, "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "mnt_id: %d", &id) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return id;
+}
+
+/*
+ * With MNTNS_PIVOT set, also: a child in a mount namespace nested in the init's that holds
+ * deleted files through a bind of a tmpfs it unmounted since (zdtm's mntns_link_remap and
+ * mntns_link_ghost). The init mounts tmpfs "gz" at /gz with directories 1 and 2, binds /gz/1
+ * at /g1, and writes /g1/R and /g1/G, each linked at /gz/2 too, and opens both through /g1
+ * (r1, g1). The child, holding those, unmounts /g1, binds /gz/2 at /g2, unmounts /gz, and opens
+ * /g2/R and /g2/G (r2, g2). Then the init links R at /gz/R and removes both names of each:
+ * R lives on under /gz/R (a link remap), G nowhere (a ghost). On SIGTERM the child checks each
+ * pair is one inode (R with one link, G with none) on two mounts, r2 and g2 named at /g2,
+ * their contents; exits 0 when whole.
+ */
+static int gone_main(int ready, int r1, int g1)
+{
+	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) ||
+	    umount2("/g1", MNT_DETACH) || mount("/gz/2", "/g2", NULL, MS_BIND, NULL) ||
+	    umount2("/gz", MNT_DETACH))
+		_exit(40);
+	int r2 = open("/g2/R", O_RDWR), g2 = open("/g2/G", O_RDWR);
+	if (r2 < 0 || g2 < 0)
+		_exit(41);
+	write(ready, "z", 1);
+	close(ready);
+	while (!term)
+		pause();
+	struct stat a, b;
+	char name[4096], link[64];
+	for (int i = 0; i < 2; i++) {
+		int x = i ? g1 : r1, y = i ? g2 : r2;
+		if (fstat(x, &a) || fstat(y, &b) || a.st_ino != b.st_ino || a.st_nlink != (i ? 0 : 1))
+			_exit(42 + i);
+		if (mnt_id_of(x) == mnt_id_of(y))
+			_exit(44);
+		snprintf(link, sizeof(link), "/proc/self/fd/%d", y);
+		ssize_t n = readlink(link, name, sizeof(name) - 1);
+		name[n > 0 ? n : 0] = 0;
+		if (strcmp(name, i ? "/g2/G (deleted)" : "/g2/R (deleted)")) {
+			printf("gone: fd %d named %s\n", y, name);
+			_exit(45);
+		}
+		char buf[8] = "";
+		if (pread(y, buf, 7, 0) != 7 || memcmp(buf, i ? "ghost!!" : "remap!!", 7))
+			_exit(46);
+	}
+	_exit(0);
+}
+
+/* Sets up gone_main's files and child (see there); returns the child. */
+static pid_t fork_gone(void)
+{
+	int gp[2];
+	char c;
+	if (mkdir("/gz", 0755) || mount("gz", "/gz", "tmpfs", 0, "size=1m") ||
+	    mkdir("/gz/1", 0755) || mkdir("/gz/2", 0755) || mkdir("/g1", 0755) ||
+	    mkdir("/g2", 0755) || mount("/gz/1", "/g1", NULL, MS_BIND, NULL))
+		_exit(17);
+	write_file("/g1/R", "remap!!", 0644);
+	write_file("/g1/G", "ghost!!", 0644);
+	int r1 = open("/g1/R", O_RDWR), g1 = open("/g1/G", O_RDWR);
+	if (r1 < 0 || g1 < 0 || link("/gz/1/R", "/gz/2/R") || link("/gz/1/G", "/gz/2/G") ||
+	    pipe(gp))
+		_exit(18);
+	pid_t child = fork();
+	if (child == 0) {
+		close(gp[0]);
+		_exit(gone_main(gp[1], r1, g1));
+	}
+	close(gp[1]);
+	if (read(gp[0], &c, 1) != 1 || link("/gz/1/R", "/gz/R") || unlink("/gz/1/R") ||
+	    unlink("/gz/2/R") || unlink("/gz/1/G") || unlink("/gz/2/G"))
+		_exit(19);
+	close(gp[0]);
+	close(r1);
+	close(g1);
+	return child;
+}
+
 /* Forks a pivot_main child, and waits until it is set up. */
 static pid_t fork_pivot(int bind)
 {
@@ -451,10 +542,11 @@ static int inside_main(int ready)
 	if (read(np[0], &c, 1) != 1)
 		DIE("nested namespace");
 	close(np[0]);
-	pid_t pivots[2] = {0, 0};
+	pid_t pivots[3] = {0, 0, 0};
 	if (getenv("MNTNS_PIVOT")) {
 		pivots[0] = fork_pivot(0);
 		pivots[1] = fork_pivot(1);
+		pivots[2] = fork_gone();
 	}
 	/* The nested child's own tmpfs, which this namespace does not have, reached through the
 	 * child's /proc root: a file of it held open here and watched (zdtm's inotify01). */
@@ -594,14 +686,14 @@ static int inside_main(int ready)
 		snprintf(nwhy, sizeof(nwhy), "the nested mount namespace (status 0x%x)", nstatus);
 		why = nwhy;
 	}
-	for (int i = 0; i < 2 && pivots[i]; i++) {
+	for (int i = 0; i < 3 && pivots[i]; i++) {
 		int pstatus = -1;
 		kill(pivots[i], SIGTERM);
 		waitpid(pivots[i], &pstatus, 0);
 		if (!why && !(WIFEXITED(pstatus) && WEXITSTATUS(pstatus) == 0)) {
 			static char pwhy[80];
-			snprintf(pwhy, sizeof(pwhy), "the pivoted mount namespace %d (status 0x%x)", i,
-				 pstatus);
+			snprintf(pwhy, sizeof(pwhy), "the further nested mount namespace %d (status 0x%x)",
+				 i, pstatus);
 			why = pwhy;
 		}
 	}
