@@ -16,6 +16,7 @@ import { cgroupRootOf } from "../src/util/cgroup_fs.ts";
 import {
   AUTODETECTED_MOUNT,
   hasTar,
+  hidersOf,
   MountPlanError,
   planMounts,
   planNested,
@@ -497,6 +498,56 @@ Deno.test("--cgroup-root: a hierarchy's own root, else the global one", () => {
   assertEquals(cgroupRootOf(opts, "name=systemd"), "/s");
   assertEquals(cgroupRootOf(opts, "memory"), "/all");
   assertEquals(cgroupRootOf(["cpu:/c"], ""), undefined);
+});
+
+Deno.test("mount plan: a mount hidden by one made later above its place (overmounted) is made before it, even when listed after it or waiting for its source", () => {
+  const e = (mntId: number, parentMntId: number, mountpoint: string, rootDev: number, root = "/") =>
+    create(mnt_entrySchema, {
+      mntId,
+      parentMntId,
+      mountpoint,
+      fstype: fstype.TMPFS,
+      rootDev,
+      root,
+      source: "s",
+    });
+  const top = create(mnt_entrySchema, {
+    mntId: 10,
+    parentMntId: 1,
+    mountpoint: "/",
+    rootDev: 1,
+    root: "/r",
+  });
+  // /a/b, then /a over it, then /a again on that, then /a/b on the top /a (tempfs_overmounted).
+  const stacked = [
+    top,
+    e(11, 10, "/a/b", 11),
+    e(12, 10, "/a", 12),
+    e(13, 12, "/a", 13),
+    e(14, 13, "/a/b", 14),
+  ];
+  // (The last /a/b lies on what hides the first: made after it anyway.)
+  assertEquals(hidersOf(stacked, stacked[1]).map((m) => m.mntId), [12, 13]);
+  assertEquals(hidersOf(stacked, stacked[4]).map((m) => m.mntId), []);
+  assertEquals(planMounts(stacked).map((s) => s.entry.mntId), [10, 11, 12, 13, 14]);
+  // A copy propagated below a mount already there (overmount_with_shared_parent), listed
+  // after it: made before it all the same.
+  const propagated = [top, e(32, 10, "/a", 12), e(33, 32, "/a/c", 13), e(34, 10, "/a/b/c", 13)];
+  assertEquals(planMounts(propagated).map((s) => s.entry.mntId), [10, 34, 32, 33]);
+  // /x/y, a bind of /t's file system listed before /t, is hidden by /x: made after /t, and
+  // /x after it.
+  const plan = planMounts([
+    top,
+    e(21, 10, "/x/y", 200, "/sub"),
+    e(22, 10, "/x", 300),
+    e(23, 10, "/t", 200),
+  ]);
+  assertEquals(plan.map((s) => `${s.entry.mntId}:${s.how}`), [
+    "10:root",
+    "23:new",
+    "21:bind",
+    "22:new",
+  ]);
 });
 
 Deno.test("mount plan: a file system enabled by name (--enable-fs, ramfs) is mounted anew, a ramfs filled from its tar", () => {

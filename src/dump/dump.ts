@@ -628,10 +628,10 @@ async function dumpProcess(
     if (ownUts) state.uts = readUtsNames(parasite.leader);
     if (ownIpc) state.ipc = readIpcNamespace(parasite.leader);
     // The tree's own tmpfs mounts, copied whole inside the root for their tars.
-    if (pid === tree.root && ctx.mntNs) cloneTmpfsMounts(ctx, parasite.leader, ctx.mntNs);
+    if (pid === tree.root && ctx.mntNs) await cloneTmpfsMounts(ctx, parasite.leader, ctx.mntNs);
     // And those of a nested mount namespace, inside the task it was read through.
     for (const ns of ctx.nestedMnts.values()) {
-      if (ns.pid === pid) cloneTmpfsMounts(ctx, parasite.leader, ns, ctx.mntNs);
+      if (ns.pid === pid) await cloneTmpfsMounts(ctx, parasite.leader, ns, ctx.mntNs);
     }
     // The tree's own cgroup namespace: its roots, from what the root task reads of itself.
     if (pid === tree.root && ownNamespace(pid, "cgroup")) {

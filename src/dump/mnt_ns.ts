@@ -14,6 +14,7 @@ import {
   AUTODETECTED_MOUNT,
   fstypeOf,
   hasTar,
+  hidersOf,
   mountName,
   MountPlanError,
   planMounts,
@@ -21,11 +22,12 @@ import {
   planPropagation,
   within,
 } from "../restore/mount_plan.ts";
-import { parseFdinfo, readProcText } from "../tree/proc.ts";
+import { nsLink, parseFdinfo, readProcText } from "../tree/proc.ts";
 import { close, MS, O, open, pidfdGetfd, pidfdOpen, userDev } from "../syscalls/mod.ts";
 import { InfectError, type RemoteSyscalls } from "../tree/infect.ts";
 import type { DumpContext } from "./context.ts";
 import { UnsupportedError } from "./file_types.ts";
+import { openHiddenMount } from "./hidden_mount.ts";
 
 /** The mounts of a tree's own mount namespace, ready to write. */
 export interface MountNamespace {
@@ -51,7 +53,6 @@ function externalKey(external: readonly string[] | undefined, mountpoint: string
 export function readMountNamespace(ctx: DumpContext, pid: number, id: number): MountNamespace {
   const { entries, host } = readEntries(ctx, pid);
   checkSharing(pid, entries, host);
-  checkOvermounts(pid, entries);
   try {
     planMounts(entries);
     planPropagation(entries);
@@ -79,6 +80,7 @@ export function readNestedMountNamespace(
   // (Copies hidden there come back hidden: the namespace is made again from a copy.)
   const { entries, host } = readEntries(ctx, pid, false);
   checkSharing(pid, entries, host);
+  checkOvermounts(pid, entries);
   try {
     planNested(root.entries, entries);
   } catch (e) {
@@ -115,29 +117,16 @@ export function checkNestedTmpfs(root: MountNamespace, nested: MountNamespace[])
 }
 
 /**
- * Refuses a mount another one hides (overmounted): one mounted later over a directory above
- * its place, or beside it at the same place, that is not a mount it lies on. Its place would
- * no longer lead to it at restore.
+ * Refuses, in a nested mount namespace (made from a copy of its parent's, which a hidden copy
+ * would not be found in by its place), a mount another one hides (overmounted).
  */
 function checkOvermounts(pid: number, entries: readonly mnt_entry[]): void {
-  const byId = new Map(entries.map((e) => [e.mntId, e]));
-  // Whether `e` lies on `anc` (a mount of its parent chain).
-  const below = (e: mnt_entry, anc: mnt_entry) => {
-    let p = byId.get(e.parentMntId);
-    for (let n = 0; p && n < entries.length; n++, p = byId.get(p.parentMntId)) {
-      if (p === anc) return true;
-    }
-    return false;
-  };
   for (const m of entries) {
-    const hider = entries.find((n) =>
-      n !== m && within(m.mountpoint, n.mountpoint) && !below(m, n) &&
-      (n.mountpoint !== m.mountpoint || !below(n, m))
-    );
+    const hider = hidersOf(entries, m)[0];
     if (hider) {
       throw new UnsupportedError(
         `Cannot dump the mount namespace of task ${pid}: ${mountName(m)} is hidden by ` +
-          `${mountName(hider)} (overmounted); not supported yet`,
+          `${mountName(hider)} (overmounted) in a nested mount namespace; not supported yet`,
       );
     }
   }
@@ -299,26 +288,40 @@ export function writeMountEntries(ctx: DumpContext, ns: MountNamespace): void {
  * namespace) and taken here: its files whole, with those other mounts hide below it. Kept in
  * `ns.clones` until the dump ends.
  */
-export function cloneTmpfsMounts(
+export async function cloneTmpfsMounts(
   ctx: DumpContext,
   rs: RemoteSyscalls,
   ns: MountNamespace,
   parent?: MountNamespace,
-): void {
-  const pidfd = pidfdOpen(rs.task.pid);
+): Promise<void> {
+  const pid = rs.task.pid;
+  const pidfd = pidfdOpen(pid);
   try {
     for (const e of tarredTmpfs(ns, parent)) {
       // Its files whole, through a mount of its file system showing all of it at its place:
       // itself, unless one stacked on it hides it there.
       const visible = [e, ...ns.entries].find((m) =>
         m.rootDev === e.rootDev && m.root === "/" &&
-        mountAt(`/proc/${rs.task.pid}/root${m.mountpoint}`) === m.mntId
+        mountAt(`/proc/${pid}/root${m.mountpoint}`) === m.mntId
       );
       if (!visible) {
-        throw new UnsupportedError(
-          `Cannot dump ${mountName(e)}: another mount hides it, and no mount of its file ` +
-            `system shows it whole; not supported yet`,
-        );
+        // Hidden (overmounted): copied where what hides it, and what lies on it at its
+        // place, are unmounted (in a private copy of the namespace).
+        const hiders = unmountedToShow(ns.entries, e);
+        const userns = nsLink(pid, "user") !== nsLink(Deno.pid, "user");
+        let fd: number;
+        try {
+          fd = await openHiddenMount(pid, userns, e.mountpoint, hiders.map((m) => m.mountpoint));
+        } catch (err) {
+          throw new UnsupportedError(
+            `Cannot dump ${mountName(e)}: another mount hides it, and it could not be ` +
+              `copied: ${(err as Error).message}`,
+          );
+        }
+        ctx.inFlightFds.push(fd); // closed when the dump ends
+        shown(`/proc/self/fd/${fd}`, e);
+        ns.clones.set(e.mntId, fd);
+        continue;
       }
       let there: number;
       try {
@@ -342,6 +345,31 @@ export function cloneTmpfsMounts(
   } finally {
     close(pidfd);
   }
+}
+
+/**
+ * The mounts to unmount, in turn and by their places, for the place of `e` to reach it: those
+ * that hide it and those stacked on it there. One that lies on another at another place goes
+ * with it (lazily); of those stacked at one place, the upper goes first; shallow places first.
+ */
+function unmountedToShow(entries: readonly mnt_entry[], e: mnt_entry): mnt_entry[] {
+  const byId = new Map(entries.map((m) => [m.mntId, m]));
+  const all = [
+    ...hidersOf(entries, e),
+    ...entries.filter((m) => m.mountpoint === e.mountpoint && m.parentMntId === e.mntId),
+  ];
+  const liesOn = (m: mnt_entry, on: (p: mnt_entry) => boolean) => {
+    for (let p = byId.get(m.parentMntId), n = 0; p && n < entries.length; n++) {
+      if (on(p)) return true;
+      p = byId.get(p.parentMntId);
+    }
+    return false;
+  };
+  return all.filter((m) => !liesOn(m, (p) => all.includes(p) && p.mountpoint !== m.mountpoint))
+    .sort((a, b) =>
+      a.mountpoint.length - b.mountpoint.length ||
+      (liesOn(b, (p) => p === a) ? 1 : liesOn(a, (p) => p === b) ? -1 : 0)
+    );
 }
 
 /** The id of the mount `path` reaches (the top one at a mountpoint). */

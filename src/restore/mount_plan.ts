@@ -123,8 +123,38 @@ export function mountName(e: mnt_entry): string {
 }
 
 /**
+ * The mounts that hide `m` (overmounted), of `entries`: each at a directory above its place
+ * (by path), on which `m` does not lie. Made after it, whatever their ids or order say (a
+ * mount propagated below one there is made later). One stacked at its very place lies on it
+ * or on one of these.
+ */
+export function hidersOf(entries: readonly mnt_entry[], m: mnt_entry): mnt_entry[] {
+  const byId = new Map(entries.map((e) => [e.mntId, e]));
+  // Whether `e` lies on `anc` (a mount of its parent chain).
+  const below = (e: mnt_entry, anc: mnt_entry) => {
+    let p = byId.get(e.parentMntId);
+    for (let n = 0; p && n < entries.length; n++, p = byId.get(p.parentMntId)) {
+      if (p === anc) return true;
+    }
+    return false;
+  };
+  return entries.filter((n) =>
+    n.mountpoint !== m.mountpoint && within(m.mountpoint, n.mountpoint) && !below(m, n)
+  );
+}
+
+/** Each mount of `entries` that hides others, with those it hides ({@link hidersOf}). */
+function hiddenBy(entries: readonly mnt_entry[]): Map<mnt_entry, mnt_entry[]> {
+  const out = new Map<mnt_entry, mnt_entry[]>();
+  for (const m of entries) {
+    for (const h of hidersOf(entries, m)) out.set(h, [...(out.get(h) ?? []), m]);
+  }
+  return out;
+}
+
+/**
  * The steps that make the mounts of `entries` (in mountinfo's order) again, in that order but
- * for parents and sources first. Throws {@link MountPlanError} for a mount that could not be
+ * for parents and sources first, and a mount that hides others after them. Throws {@link MountPlanError} for a mount that could not be
  * made.
  */
 export function planMounts(
@@ -175,11 +205,15 @@ function inOrder(
   stuck: (e: mnt_entry) => Error,
 ): MountStep[] {
   const steps: MountStep[] = [];
+  // A mount that hides others (overmounted) waits for them: made by their place, they would
+  // land on it.
+  const hides = hiddenBy([...byId.values()]);
   while (pending.length) {
     let i = 0, step: MountStep | undefined;
     for (; i < pending.length; i++) {
       const e = pending[i];
-      step = made.has(byId.get(e.parentMntId)!)
+      const waits = hides.get(e)?.some((h) => pending.includes(h));
+      step = made.has(byId.get(e.parentMntId)!) && !waits
         ? stepOf(e, made, pending, cgroupNsRoots)
         : undefined;
       if (step) break;

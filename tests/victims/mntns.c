@@ -33,6 +33,10 @@
  * external file is there, the deleted file reads as written under its name, its cwd, its pid 1 in its own /proc, the listener's name, its
  * connection and a new one to that name; a mount below /tmp/sub shows at
  * /mnt and under /slave, one below /slave not under /tmp. Prints PASS mntns or FAIL.
+ *
+ * With MNTNS_MORE set, it also has the children of pivot_main and gone_main (below), and a
+ * tmpfs at /hd/a/b with a file, hidden by a tmpfs mounted at /hd/a after and another stacked
+ * on that: checked last by unmounting those two.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -354,7 +358,7 @@ static int nested_main(int ready)
 }
 
 /*
- * With MNTNS_PIVOT set: a child in a mount namespace of its own whose root is not the init's
+ * With MNTNS_MORE set: a child in a mount namespace of its own whose root is not the init's
  * (pivot_root in it, as a container in the container): with `bind`, a bind of the init's
  * /tmp/sub (a directory of its tmpfs); else a tmpfs of its own, with that directory bound at
  * /sub before the pivot. It writes /pf there, mounts
@@ -419,7 +423,7 @@ static int mnt_id_of(int fd)
 }
 
 /*
- * With MNTNS_PIVOT set, also: a child in a mount namespace nested in the init's that holds
+ * With MNTNS_MORE set, also: a child in a mount namespace nested in the init's that holds
  * deleted files through a bind of a tmpfs it unmounted since (zdtm's mntns_link_remap and
  * mntns_link_ghost). The init mounts tmpfs "gz" at /gz with directories 1 and 2, binds /gz/1
  * at /g1, and writes /g1/R and /g1/G, each linked at /gz/2 too, and opens both through /g1
@@ -543,10 +547,24 @@ static int inside_main(int ready)
 		DIE("nested namespace");
 	close(np[0]);
 	pid_t pivots[3] = {0, 0, 0};
-	if (getenv("MNTNS_PIVOT")) {
+	int more = getenv("MNTNS_MORE") != NULL;
+	if (more) {
 		pivots[0] = fork_pivot(0);
 		pivots[1] = fork_pivot(1);
 		pivots[2] = fork_gone();
+		/* Overmounted: a tmpfs at /hd/a/b with a file, hidden by one mounted at /hd/a
+		 * after (zdtm's tempfs_overmounted). */
+		if (mkdir("/hd", 0755) || mount("hd", "/hd", "tmpfs", 0, "size=1m") ||
+		    mkdir("/hd/a", 0755) || mkdir("/hd/a/b", 0755) ||
+		    mount("hb", "/hd/a/b", "tmpfs", 0, "size=1m"))
+			DIE("the hidden tmpfs");
+		write_file("/hd/a/b/f", "hidden", 0644);
+		if (mount("ha", "/hd/a", "tmpfs", 0, "size=1m"))
+			DIE("the tmpfs hiding it");
+		write_file("/hd/a/top", "top", 0644);
+		if (mount("hc", "/hd/a", "tmpfs", 0, "size=1m"))
+			DIE("the tmpfs stacked on it");
+		write_file("/hd/a/top2", "top2", 0644);
 	}
 	/* The nested child's own tmpfs, which this namespace does not have, reached through the
 	 * child's /proc root: a file of it held open here and watched (zdtm's inotify01). */
@@ -706,6 +724,11 @@ static int inside_main(int ready)
 		    ev.wd != 1 || !(ev.mask & IN_MODIFY))
 			why = "the file of the nested tmpfs held here, or its watch";
 	}
+	/* What hides the tmpfs goes: it shows its file again. */
+	if (!why && more &&
+	    (!read_is("/hd/a/top2", "top2") || umount2("/hd/a", 0) || !read_is("/hd/a/top", "top") ||
+	     umount2("/hd/a", 0) || !read_is("/hd/a/b/f", "hidden")))
+		why = "the overmounted tmpfs (its file, or the two stacked that hide it)";
 	printf(why ? "FAIL %s\n" : "PASS mntns\n", why);
 	return 0;
 }
