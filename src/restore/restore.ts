@@ -328,7 +328,7 @@ function checkTask(
     } catch {
       // A cgroup directory (a working directory there, say) is made by the cgroup restore.
       if (onCgroupFs(path)) continue;
-      throw new RestoreError(`Cannot restore task ${pid}: file ${name} no longer exists`);
+      throw new RestoreError(`Cannot restore task ${pid}: file ${at.name} no longer exists`);
     }
     if (
       st.isFile && isFieldSet(reg, reg_file_entrySchema.field.size) && BigInt(st.size) !== reg.size
