@@ -1158,6 +1158,49 @@ Deno.test("a user namespace of its own, owning the tree's PID, mount, UTS, IPC a
   }
 });
 
+Deno.test("a task in a user namespace of its own, chrooted into a directory below one only criu may enter, comes back with that root and its working directory (criu opens both for it)", async () => {
+  const bin = await buildVictim("chrootns", ["-static"]);
+  const closed = tmpDir(), jail = `${closed}/jail`; // (tmpDir: 0700, criu's)
+  Deno.mkdirSync(`${jail}/sub`, { recursive: true });
+  Deno.chmodSync(jail, 0o755);
+  Deno.chmodSync(`${jail}/sub`, 0o755);
+  Deno.copyFileSync(bin, `${jail}/chrootns`);
+  Deno.chmodSync(`${jail}/chrootns`, 0o755);
+  const marker = `jail-${Deno.pid}`;
+  Deno.writeTextFileSync(`${jail}/marker`, marker);
+  // Started there: the task chroots into its working directory (it may not walk `closed`).
+  const v = startVictim(
+    [
+      "setsid",
+      "sh",
+      "-c",
+      'cd "$1" && chmod 666 out.log && exec ./chrootns "$2"',
+      "sh",
+      jail,
+      marker,
+    ],
+    jail,
+  );
+  let init = 0;
+  try {
+    init = Number((await waitReport(v)).pid);
+    await v.child.status;
+    assertEquals(Deno.readLinkSync(`/proc/${init}/root`), jail);
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${init}`, "-D", imgs]);
+    assertEquals(d.code, 0, d.stderr);
+    assert(await waitGone(init), "gone after the dump");
+    const r = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(Deno.readLinkSync(`/proc/${init}/root`), jail);
+    assertEquals(Deno.readLinkSync(`/proc/${init}/cwd`), `${jail}/sub`);
+    assertMatch(await verdict(v, init), /PASS chrootns/);
+  } finally {
+    if (init) killAll(init);
+    await stopVictim(v);
+  }
+});
+
 Deno.test("a lone task in a user namespace of its own (criu's other namespaces) comes back with its maps, ids and files; a time namespace its user namespace owns comes back owned by it; with a second task and no PID namespace of its own it is refused by name and left running", async () => {
   const bin = await buildVictim("userns", ["-static"]);
   // Its files in a directory of the host, owned by the namespace's root; its working directory

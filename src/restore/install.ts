@@ -52,6 +52,8 @@ export interface ServiceFds {
    * lie below a directory criu may enter and the namespace's root may not.
    */
   cwd?: number;
+  /** The root it chose (chroot), opened by criu, with {@link cwd}. */
+  root?: number;
   /** Every service descriptor, for closing. */
   all: number[];
 }
@@ -127,6 +129,11 @@ export function installFiles(
   service.push({ key: "exe", fd: table.service(hostPath(dump, exe.name), O.RDONLY, "executable") });
   if (dump.userns && !dump.deadProcs.has(task.fs.cwdId) && dump.files.get(task.fs.cwdId)?.reg) {
     service.push({ key: "cwd", fd: table.file(task.fs.cwdId, -1, pid) });
+    // So is a root it chose (chroot), entered the same way.
+    const root = dump.files.get(task.fs.rootId)?.reg?.name;
+    if (root && root !== "/" && !dump.deadProcs.has(task.fs.rootId)) {
+      service.push({ key: "root", fd: table.file(task.fs.rootId, -1, pid) });
+    }
   }
 
   // A clean table: the helper's stdio is not the task's.
@@ -246,6 +253,7 @@ export function installFiles(
     shmem,
     exe: svc.get("exe")!,
     cwd: svc.get("cwd"),
+    root: svc.get("root"),
     all: [...svc.values()],
   };
 }

@@ -140,10 +140,12 @@ export function restoreTaskState(
   map[12] = BigInt(mm.mmSavedAuxv.length * 8) | (BigInt(fds.exe) << 32n);
   const mapAt = arena.put(new Uint8Array(map.buffer));
   sys(NR.prctl, "mm fields (PR_SET_MM_MAP)", PR.SET_MM, PR.SET_MM_MAP, mapAt, 104, 0);
-  // A working directory criu opened (see ServiceFds.cwd), entered before its descriptor goes.
+  // A working directory criu opened (see ServiceFds.cwd), entered now; its descriptor, and the
+  // root's, go once the root is entered (below).
   const cwd = dump.files.get(task.fs.cwdId)?.reg?.name;
   if (fds.cwd !== undefined) sys(NR.fchdir, `the working directory ${cwd}`, fds.cwd);
-  for (const fd of fds.all) sys(NR.close, "restorer descriptors", fd);
+  const kept = new Set([fds.cwd, fds.root]);
+  for (const fd of fds.all) if (!kept.has(fd)) sys(NR.close, "restorer descriptors", fd);
 
   // Signal dispositions: entries for signals 1..64 without SIGKILL and SIGSTOP. Defaults are
   // set too: the helper's own dispositions (ignored signals survive exec) must not leak in.
@@ -199,7 +201,14 @@ export function restoreTaskState(
   if (cwd && fds.cwd === undefined && !dump.deadProcs.has(task.fs.cwdId)) {
     sys(NR.chdir, `the working directory ${cwd}`, arena.cstr(cwd));
   }
-  if (root && root !== "/") sys(NR.chroot, `the root ${root}`, arena.cstr(root));
+  if (fds.root !== undefined) {
+    // Opened by criu (a path the task may not walk): entered, made the root, and the working
+    // directory entered again.
+    sys(NR.fchdir, `the root ${root}`, fds.root);
+    sys(NR.chroot, `the root ${root}`, arena.cstr("."));
+    if (fds.cwd !== undefined) sys(NR.fchdir, `the working directory ${cwd}`, fds.cwd);
+  } else if (root && root !== "/") sys(NR.chroot, `the root ${root}`, arena.cstr(root));
+  for (const fd of kept) if (fd !== undefined) sys(NR.close, "restorer descriptors", fd);
   // (Later, with `subreaperLater`: once the session helpers went, restore/sessions.ts.)
   if (tc.childSubreaper && !subreaperLater) makeSubreaper(rs);
   if (mm.thpDisabled) sys(NR.prctl, "THP disabled", PR.SET_THP_DISABLE, 1, 0, 0, 0);
