@@ -975,7 +975,7 @@ Deno.test("a mount namespace of its own comes back with its root, proc, sysfs, d
   }
 });
 
-Deno.test("mount namespaces nested in the root's whose root is not its (pivot_root in them: a tmpfs of their own, a bind of a directory of the container's tmpfs) come back with their mounts and files, their tasks still mapping their executable from the root they left; a nested one holding deleted files (one alive under another name, one not) through a bind of a tmpfs it unmounted since gets them back on their mounts, with their names; a tmpfs hidden by one mounted above it later comes back below it with its files", async () => {
+Deno.test("mount namespaces nested in the root's whose root is not its (pivot_root in them: a tmpfs of their own, a bind of a directory of the container's tmpfs) come back with their mounts and files, their tasks still mapping their executable from the root they left; a nested one holding deleted files (one alive under another name, one not) through a bind of a tmpfs it unmounted since gets them back on their mounts, with their names; a tmpfs hidden by one mounted above it later comes back below it with its files; a console bound from a pty of the container's devpts is that pty again", async () => {
   const { root, argv } = mntnsRoot(await buildVictim("mntns", ["-static"]));
   const v = startVictim(["env", "MNTNS_MORE=1", ...argv], root);
   const init = Number((await waitReport(v)).pid);

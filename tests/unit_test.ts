@@ -15,6 +15,7 @@ import { parseMountinfo } from "../src/util/mountinfo.ts";
 import { cgroupRootOf } from "../src/util/cgroup_fs.ts";
 import {
   AUTODETECTED_MOUNT,
+  bindsPty,
   hasTar,
   hidersOf,
   MountPlanError,
@@ -425,15 +426,22 @@ Deno.test("mount plan: parents and sources first, binds of what a mount shows, t
     assert(err instanceof MountPlanError, `${m.mountpoint} refused`);
     assertMatch((err as Error).message, why);
   }
-  // /dev/console bound from a pty of the namespace's own devpts: made after the mounts.
+  // /dev/console bound from a pty of the namespace's own devpts: the pty made with it; not in
+  // a nested namespace (its terminals come after its mounts).
+  const console = planMounts([
+    root,
+    e(3, 1, "/dev/pts", fstype.DEVPTS, 700),
+    e(4, 1, "/dev/console", fstype.DEVPTS, 700, "/0"),
+  ]);
+  assert(bindsPty(console[2]), "the console binds a pty");
   assertThrows(
     () =>
-      planMounts([
-        root,
-        e(3, 1, "/dev/pts", fstype.DEVPTS, 700),
-        e(4, 1, "/dev/console", fstype.DEVPTS, 700, "/0"),
+      planNested([root, e(3, 1, "/dev/pts", fstype.DEVPTS, 700)], [
+        create(mnt_entrySchema, { ...root, mntId: 21 }),
+        e(23, 21, "/dev/pts", fstype.DEVPTS, 700),
+        e(24, 21, "/dev/console", fstype.DEVPTS, 700, "/0"),
       ]),
-    /a bind of \/0 of a devpts made anew/,
+    /a bind of pty \/0 of a devpts, whose terminals come after its mounts/,
   );
   // Its ptmx is there from the start (LXC binds it over /dev/ptmx).
   planMounts([

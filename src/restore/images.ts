@@ -186,6 +186,11 @@ export interface DumpImages {
   /** Where criu reaches the paths of each nested mount namespace once made, by id. */
   fsRoots: Map<number, string>;
   /**
+   * Masters of ptys of a devpts made anew, made with the mounts (a mount binds the slave: a
+   * console), by the slave's path in the tree; taken by the pty's restore.
+   */
+  premadePtys: Map<string, number>;
+  /**
    * Where the tree's paths are reached from criu once its own mount namespace is made
    * (/proc/ROOT/root); "" until then, and without one. See {@link hostPath}.
    */
@@ -590,6 +595,7 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
     mntNs: readMntNs(dir, ownNamespaceId(inventory, tasks[0], "mnt"), tasks[0]),
     nestedMnts: readNestedMnts(dir, inventory, tasks),
     fsRoots: new Map(),
+    premadePtys: new Map(),
     fsRoot: "",
     rootPid: 0,
   };

@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { openPtyAt } from "./ttys.ts";
 import { asRootOf, type UserNamespace } from "../tree/userns.ts";
 import {
   AT_EMPTY_PATH,
@@ -42,6 +43,7 @@ import { RemoteArena } from "./arena.ts";
 import { RestoreError } from "./files.ts";
 import {
   AUTODETECTED_MOUNT,
+  bindsPty,
   type CgroupNsRoots,
   fstypeOf,
   hasTar,
@@ -90,6 +92,11 @@ export interface MountNamespacePlan {
   tars: Map<mnt_entry, string>;
   /** The tree's own user namespace: the tars are extracted in it, as its root. */
   userns?: UserNamespace;
+  /**
+   * Masters of the ptys made with the mounts (a mount binds the slave: a console), by the
+   * slave's path in the tree: for the ptys' restore (DumpImages.premadePtys).
+   */
+  ptys: Map<string, number>;
 }
 
 /**
@@ -141,7 +148,7 @@ export function checkMountNamespace(
       tars.set(s.entry, tmpfsTar(src.imagesDir, s.entry));
     }
   }
-  return { steps, propagation, root, external, tars, userns: src.userns };
+  return { steps, propagation, root, external, tars, userns: src.userns, ptys: new Map() };
 }
 
 /** `path`, absolute and without symlinks, if it is a directory. */
@@ -268,6 +275,14 @@ export async function makeMountNamespace(
       } else if (s.how === "external") {
         await bind(plan.external.get(e)!, at(e), what);
       } else if (s.how === "bind") {
+        // A pty's slave (a console): the pty is made now, its master kept for its restore.
+        if (bindsPty(s)) {
+          const name = `${s.from.mountpoint}/${s.entry.root.slice(1)}`;
+          if (!plan.ptys.has(name)) {
+            const ptmx = `/proc/${pid}/fd/${fds.get(s.from)}/ptmx`;
+            plan.ptys.set(name, openPtyAt(ptmx, Number(s.entry.root.slice(1)), name));
+          }
+        }
         const sub = `/proc/${pid}/fd/${fds.get(s.from)}${s.sub}`;
         using _gone = e.deleted
           ? madeForBind(sub, `/proc/${pid}/root${at(e)}`, what, plan.userns)

@@ -239,14 +239,6 @@ function stepOf(
   if (e.extKey) return { how: "external", entry: e, key: e.extKey };
   const covers = (m: mnt_entry) => m !== e && m.rootDev === e.rootDev && within(e.root, m.root);
   const from = [...made].find(covers);
-  if (from && from.fstype === fstype.DEVPTS && /^\/\d+$/.test(e.root)) {
-    // Its terminals are made with the files, once the mounts are (/dev/console bound from a
-    // pty of the container's own devpts; its ptmx is there from the start).
-    throw new MountPlanError(
-      `Cannot make ${mountName(e)} again: a bind of ${e.root} of a devpts made anew, whose ` +
-        `terminals come after the mounts; not supported yet`,
-    );
-  }
   if (from) {
     return {
       how: "bind",
@@ -444,9 +436,24 @@ export function planNested(
   return { copies, umount, extra, propagation: nestedPropagation(parent, nested, copies, extra) };
 }
 
-/** Refuses a step a nested namespace cannot take: an external mount. */
+/**
+ * Whether `s` binds a pty of a devpts (/dev/console bound from one): made with the mounts, in
+ * the tree's own namespace (restore/mnt_ns.ts), before the terminals.
+ */
+export function bindsPty(s: MountStep): s is Extract<MountStep, { how: "bind" }> {
+  return s.how === "bind" && s.from.fstype === fstype.DEVPTS && /^\/\d+$/.test(s.entry.root);
+}
+
+/** Refuses a step a nested namespace cannot take: an external mount, a bind of a pty. */
 function checkNestedSteps(extra: readonly MountStep[]): void {
   for (const step of extra) {
+    if (bindsPty(step)) {
+      throw new MountPlanError(
+        `Cannot make ${mountName(step.entry)} of a nested mount namespace again: a bind of ` +
+          `pty ${step.entry.root} of a devpts, whose terminals come after its mounts; not ` +
+          `supported yet`,
+      );
+    }
     if (step.how === "external" || step.how === "root") {
       throw new MountPlanError(
         `Cannot make ${mountName(step.entry)} of a nested mount namespace again: an ` +

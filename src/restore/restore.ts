@@ -669,6 +669,9 @@ async function restoreTree(
         readOnlyLater = await makeMountNamespace(rs, mounts, log, rootDir === "/");
       } finally {
         rs.close({ restoreState: false });
+        for (const [name, fd] of mounts.ptys) {
+          dump.premadePtys.set(name, fd);
+        }
       }
       dump.fsRoot = `/proc/${made.pid}/root`;
     }

@@ -145,7 +145,10 @@ export class PtyTable implements Disposable {
 
   #makePty(p: Pty, files: file_entry[]): void {
     const what = `pty ${ptsPath(p)}`;
-    p.master = openPtmxAt(p);
+    // Made already with the mounts when a mount binds its slave (a console), else now.
+    const premade = this.#dump.premadePtys.get(ptsPath(p));
+    this.#dump.premadePtys.delete(ptsPath(p));
+    p.master = premade ?? openPtmxAt(p);
     setPtyLocked(p.master, false, what);
     const info = p.ptm ?? p.pts!;
     const termios = info.termios && termiosOf(info.termios);
@@ -264,7 +267,9 @@ export class PtyTable implements Disposable {
       if (p.master >= 0) all.add(p.master);
       if (p.anchor !== undefined) all.add(p.anchor);
     }
-    for (const fd of all) close(fd);
+    // (And those made with the mounts that no file took.)
+    for (const fd of [...all, ...this.#dump.premadePtys.values()]) close(fd);
+    this.#dump.premadePtys.clear();
     this.#files.clear();
     this.#ptys.clear();
   }
@@ -287,12 +292,19 @@ function openTty(path: string, flags: number, what: string): number {
  * index, so the lower free ones are held while it counts up. An index in use is refused.
  */
 function openPtmxAt(p: Pty): number {
-  const index = p.index;
-  const ptmx = p.at ? `${p.at}${p.dir}/ptmx` : "/dev/ptmx";
+  return openPtyAt(p.at ? `${p.at}${p.dir}/ptmx` : "/dev/ptmx", p.index, ptsPath(p));
+}
+
+/**
+ * A new master of the pty at `index` of the devpts instance whose ptmx is `ptmx` (the tree's
+ * `name` for it): ptmx hands out the lowest free index, so the lower free ones are held while
+ * it counts up. An index in use is refused.
+ */
+export function openPtyAt(ptmx: string, index: number, name: string): number {
   const held: number[] = [];
   try {
     for (let i = 0; i <= index; i++) {
-      const fd = openTty(ptmx, O.RDWR, `pty ${ptsPath(p)}`);
+      const fd = openTty(ptmx, O.RDWR, `pty ${name}`);
       const got = ptyIndex(fd, ptmx);
       if (got === index) return fd;
       held.push(fd);
@@ -301,7 +313,7 @@ function openPtmxAt(p: Pty): number {
   } finally {
     for (const fd of held) close(fd);
   }
-  throw new RestoreError(`Cannot restore pty ${ptsPath(p)}: its index is in use`);
+  throw new RestoreError(`Cannot restore pty ${name}: its index is in use`);
 }
 
 /**

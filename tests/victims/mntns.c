@@ -36,12 +36,14 @@
  *
  * With MNTNS_MORE set, it also has the children of pivot_main and gone_main (below), and a
  * tmpfs at /hd/a/b with a file, hidden by a tmpfs mounted at /hd/a after and another stacked
- * on that: checked last by unmounting those two.
+ * on that: checked last by unmounting those two; and /console, a bind of its pty's slave: what
+ * is written there comes out of the master.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -608,6 +610,11 @@ static int inside_main(int ready)
 	if (ptm < 0 || ioctl(ptm, TIOCSPTLCK, &unlock) ||
 	    (pts = open("/dev/pts/0", O_RDWR | O_NOCTTY)) < 0 || write(ptm, "typed\n", 6) != 6)
 		DIE("pty");
+	/* A console bound from that pty's slave (zdtm's pty-console): made before the terminals
+	 * at restore. */
+	if (more && (close(open("/console", O_CREAT | O_RDONLY, 0644)) ||
+		     mount("/dev/pts/0", "/console", NULL, MS_BIND, NULL)))
+		DIE("the console bound from the pty");
 	int status = open("/proc/1/status", O_RDONLY);
 	if (status < 0)
 		DIE("/proc/1/status");
@@ -723,6 +730,24 @@ static int inside_main(int ready)
 		    pwrite(ntf, "N", 1, 0) != 1 || read(ify, &ev, sizeof(ev)) != sizeof(ev) ||
 		    ev.wd != 1 || !(ev.mask & IN_MODIFY))
 			why = "the file of the nested tmpfs held here, or its watch";
+	}
+	/* The console is the pty: what is written there comes out of its master. */
+	if (!why && more) {
+		struct stat cs, ps;
+		int con = open("/console", O_RDWR | O_NOCTTY), seen = 0;
+		if (con >= 0 && !fstat(con, &cs) && !fstat(pts, &ps) && cs.st_rdev == ps.st_rdev &&
+		    write(con, "C", 1) == 1) {
+			/* (After the echo of what was typed, which the master has not read.) */
+			struct pollfd pf = {.fd = ptm, .events = POLLIN};
+			char got[64];
+			for (int i = 0; i < 10 && !seen && poll(&pf, 1, 500) == 1; i++) {
+				ssize_t n = read(ptm, got, sizeof(got));
+				seen = n > 0 && memchr(got, 'C', n) != NULL;
+			}
+		}
+		if (!seen)
+			why = "the console bound from the pty";
+		close(con);
 	}
 	/* What hides the tmpfs goes: it shows its file again. */
 	if (!why && more &&
