@@ -829,7 +829,7 @@ Deno.test("a private mapping of shared anonymous memory keeps its copied pages a
   await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS shmpriv/);
 });
 
-Deno.test("hugetlb memory, anonymous shared and private, and a hugetlb memfd, comes back", async () => {
+Deno.test("hugetlb memory, anonymous shared and private, a hugetlb memfd, and a System V segment of huge pages (marked for removal), comes back", async () => {
   const bin = await buildVictim("hugetlb");
   await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS hugetlb/, {
     timeoutMs: 3000,

@@ -26,21 +26,28 @@ import {
   ipc_var_entrySchema,
 } from "../../proto/gen/misc_pb.ts";
 import {
+  close,
   decodeMsgStat,
   decodeSemStat,
   decodeShmStat,
+  fileSystemOf,
+  HUGETLBFS_MAGIC,
   IPC,
   IPC_DS_SIZE,
   type IpcPerm,
   MSG,
   MSGBUF_HEAD,
   NR,
+  O,
   readRemote,
   remoteAdd,
+  type RemotePtr,
   SEM,
   SHM,
+  tryOpen,
 } from "../syscalls/mod.ts";
 import { InfectError, type RemoteSyscalls } from "../tree/infect.ts";
+import { readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { UnsupportedError } from "./file_types.ts";
 
@@ -192,28 +199,13 @@ export function readIpcNamespace(rs: RemoteSyscalls): IpcNamespace {
     const id = stat(NR.shmctl, i, SHM.STAT);
     if (id === undefined) continue;
     const s = decodeShmStat(dsBytes);
-    if (s.perm.mode & SHM.HUGETLB) {
-      throw new UnsupportedError(
-        `Cannot dump the IPC namespace of task ${pid}: System V segment ${id} is of huge pages`,
-      );
-    }
     const size = Number(s.size);
-    let room;
-    try {
-      room = rs.attachShm(id, size);
-    } catch (e) {
-      // A segment of huge pages (its flag is not in its mode) attaches only huge-page aligned.
-      if (!(e instanceof InfectError)) throw e;
-      throw new UnsupportedError(
-        `Cannot dump the IPC namespace of task ${pid}: System V segment ${id} cannot be ` +
-          `attached to be read (${e.message}); a segment of huge pages is not supported`,
-      );
-    }
+    const { room, hugetlbFlag } = attachToRead(rs, id, size);
     const data = new Uint8Array(size);
     readRemote(pid, room, data);
     rs.unmapScratch(room);
     shm.push({
-      entry: create(ipc_shm_entrySchema, { desc: desc(id, s.perm), size: s.size }),
+      entry: create(ipc_shm_entrySchema, { desc: desc(id, s.perm), size: s.size, hugetlbFlag }),
       data,
     });
   }
@@ -309,5 +301,76 @@ export function writeIpcNs(ctx: DumpContext, id: number, ns: IpcNamespace): void
       img.raw(bytes);
       img.raw(pad(bytes.length, 8));
     }
+  }
+}
+
+/**
+ * The largest page a segment may be of here: the largest huge page size the kernel has pages
+ * of (or may make), else 4096. Attached at an address aligned to it, with room for a whole one,
+ * a segment of huge pages (whose flag is not in its mode) neither fails nor reaches past its
+ * room.
+ */
+function largestPage(): number {
+  let largest = 4096;
+  try {
+    for (const e of Deno.readDirSync("/sys/kernel/mm/hugepages")) {
+      const kb = Number(/^hugepages-(\d+)kB$/.exec(e.name)?.[1] ?? 0);
+      const dir = `/sys/kernel/mm/hugepages/${e.name}`;
+      const some = ["nr_hugepages", "nr_overcommit_hugepages"].some((f) =>
+        Number(Deno.readTextFileSync(`${dir}/${f}`).trim()) > 0
+      );
+      if (some && kb * 1024 > largest) largest = kb * 1024;
+    }
+  } catch {
+    // no huge pages here
+  }
+  return largest;
+}
+
+/**
+ * System V segment `id` (`size` bytes) attached read-only in the task of `rs` (at an address
+ * aligned to {@link largestPage}), and its huge-page flags for shmget as criu writes them
+ * (SHM_HUGETLB and the log2 of its page size), if it is of them.
+ */
+function attachToRead(
+  rs: RemoteSyscalls,
+  id: number,
+  size: number,
+): { room: RemotePtr; hugetlbFlag?: number } {
+  const pid = rs.task.pid;
+  let room: RemotePtr;
+  try {
+    room = rs.attachShm(id, size, false, largestPage());
+  } catch (e) {
+    if (!(e instanceof InfectError)) throw e;
+    throw new UnsupportedError(
+      `Cannot dump the IPC namespace of task ${pid}: System V segment ${id} cannot be ` +
+        `attached to be read (${e.message})`,
+    );
+  }
+  try {
+    // Its mapping, whole (a segment of huge pages takes whole ones).
+    const start = room.toString(16);
+    const line = readProcText(pid, "maps").split("\n").find((l) => l.startsWith(`${start}-`));
+    const fd = line
+      ? tryOpen(`/proc/${pid}/map_files/${line.split(" ")[0]}`, O.RDONLY | O.CLOEXEC)
+      : -2;
+    if (fd < 0) {
+      throw new UnsupportedError(
+        `Cannot dump System V segment ${id} of task ${pid}'s IPC namespace: its mapping cannot ` +
+          `be opened (errno ${-fd})`,
+      );
+    }
+    try {
+      const fs = fileSystemOf(fd, `System V segment ${id}`);
+      if (fs.type !== HUGETLBFS_MAGIC) return { room };
+      const log2 = Math.log2(Number(fs.blockSize));
+      return { room, hugetlbFlag: SHM.HUGETLB | (log2 << SHM.HUGE_SHIFT) };
+    } finally {
+      close(fd);
+    }
+  } catch (e) {
+    rs.unmapScratch(room);
+    throw e;
   }
 }

@@ -11,6 +11,7 @@ import {
   type ipc_shm_entry,
   ipc_shm_entrySchema,
 } from "../../proto/gen/misc_pb.ts";
+import { close, fileSystemOf, HUGETLBFS_MAGIC, O, open, SHM } from "../syscalls/mod.ts";
 import { isWholeAttachment, sysvAttachments, VMA, type Vma } from "../pagemap/vma.ts";
 import type { DumpContext } from "./context.ts";
 import { UnsupportedError } from "./file_types.ts";
@@ -75,6 +76,17 @@ export function dumpSysvShm(ctx: DumpContext, pid: number, vmas: Vma[]): void {
     }
     const path = `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
     const data = Deno.readFileSync(path).subarray(0, seg.size);
+    // A segment of huge pages: criu's hugetlb_flag (shmget's flags for it and its page size).
+    let hugetlbFlag: number | undefined;
+    const fd = open(path, O.RDONLY | O.CLOEXEC);
+    try {
+      const fs = fileSystemOf(fd, what);
+      if (fs.type === HUGETLBFS_MAGIC) {
+        hugetlbFlag = SHM.HUGETLB | (Math.log2(Number(fs.blockSize)) << SHM.HUGE_SHIFT);
+      }
+    } finally {
+      close(fd);
+    }
     const entry: ipc_shm_entry = create(ipc_shm_entrySchema, {
       desc: create(ipc_desc_entrySchema, {
         key: seg.key >>> 0,
@@ -86,6 +98,7 @@ export function dumpSysvShm(ctx: DumpContext, pid: number, vmas: Vma[]): void {
         id: seg.id,
       }),
       size: BigInt(seg.size),
+      hugetlbFlag,
     });
     ctx.sysvShm.set(seg.id, { entry, data });
   }

@@ -193,7 +193,8 @@ export function classifyVma(m: ProcMap): Vma {
     // Anonymous hugetlb memory: private, or a hugetlbfs object of its own when shared (dumped
     // and made again as shared memory is, by inode); a hugetlb memfd, mapped as a memfd is; a
     // file on a hugetlbfs mount, mapped again from it as any file is (its contents stay in
-    // it; a private mapping's copied pages are dumped). A deleted hugetlbfs file is refused.
+    // it; a private mapping's copied pages are dumped); a System V segment of them. A deleted
+    // hugetlbfs file is refused.
     if (m.path.startsWith("/memfd:") && m.path.endsWith(" (deleted)")) {
       v.flags |= MAP.HUGETLB | (hugePageShift() << MAP_HUGE_SHIFT);
       v.path = m.path;
@@ -205,6 +206,14 @@ export function classifyVma(m: ProcMap): Vma {
       v.flags |= MAP.HUGETLB | (hugePageShift() << MAP_HUGE_SHIFT);
       v.path = m.path;
       v.status = VMA.AREA_REGULAR | (shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE);
+      return v;
+    }
+    if (shared && m.path.startsWith("/SYSV")) {
+      // A System V segment of huge pages: attached again as any segment (its contents and
+      // page size are its IPC namespace's; the inode column is its IPC id).
+      v.flags |= MAP.HUGETLB | (hugePageShift() << MAP_HUGE_SHIFT);
+      v.status = VMA.AREA_REGULAR | VMA.AREA_SYSVIPC;
+      v.shmid = BigInt(m.inode);
       return v;
     }
     if (m.path !== "/anon_hugepage (deleted)") {

@@ -114,10 +114,18 @@ export function restoreIpcNamespace(rs: RemoteSyscalls, ns: IpcNamespace): void 
 
   for (const { entry, data } of ns.shm) {
     const d = entry.desc!;
-    make("shm_next_id", "System V segment", d, (f) => rs.call(NR.shmget, d.key, entry.size, f));
+    // A segment of huge pages with its page size (criu's hugetlb_flag: shmget's flags).
+    const huge = entry.hugetlbFlag ?? 0;
+    make(
+      "shm_next_id",
+      "System V segment",
+      d,
+      (f) => rs.call(NR.shmget, d.key, entry.size, f | huge),
+    );
     set(NR.shmctl, "shmctl", d.id, encodeIpcSet(d));
     if (data.length) {
-      const at = rs.attachShm(d.id, data.length, true);
+      const page = huge & SHM.HUGETLB ? 2 ** ((huge >>> SHM.HUGE_SHIFT) & 0x3f) : 4096;
+      const at = rs.attachShm(d.id, data.length, true, page);
       writeRemote(pid, at, data);
       rs.unmapScratch(at);
     }

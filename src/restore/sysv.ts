@@ -34,7 +34,7 @@ export function ensureSysvSegment(entry: ipc_shm_entry, data: Uint8Array): void 
         `System V segment ${d.id}`,
         d.key,
         size,
-        IPC_CREAT | IPC_EXCL | (d.mode & 0o777),
+        IPC_CREAT | IPC_EXCL | (d.mode & 0o777) | (entry.hugetlbFlag ?? 0),
       ),
     );
     if (got !== d.id) throw new RestoreError(`System V segment ${d.id} came back as ${got}`);

@@ -19,6 +19,8 @@ export const SHM = {
   DEST: 0o1000,
   LOCKED: 0o2000,
   HUGETLB: 0o4000,
+  /** Where shmget's flags take the log2 of a segment's huge page size. */
+  HUGE_SHIFT: 26,
 } as const;
 /** msgrcv/msgctl. */
 export const MSG = { STAT: 11, INFO: 12, COPY: 0o40000 } as const;

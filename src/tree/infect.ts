@@ -304,17 +304,28 @@ export class RemoteSyscalls implements Disposable {
    * System V segment `id` (`size` bytes) attached in the task (read-only unless `writable`),
    * over a fresh scratch mapping: heal, or the scope's close, detaches it with the mapping.
    */
-  attachShm(id: number, size: number, writable = false): RemotePtr {
-    const room = this.#map(Math.ceil(size / 4096) * 4096, false);
-    this.check(NR.shmat, `shmat(${id})`, id, room, (writable ? 0 : SHM.RDONLY) | SHM.REMAP);
-    return room;
+  attachShm(id: number, size: number, writable = false, pageSize = 4096): RemotePtr {
+    // A segment of huge pages attaches only at an address aligned to them: room for one more.
+    const len = Math.ceil(size / pageSize) * pageSize;
+    const room = this.#map(len + (pageSize > 4096 ? pageSize : 0), false);
+    const mask = BigInt(pageSize - 1);
+    const at = remotePtr((room + mask) & ~mask);
+    this.check(NR.shmat, `shmat(${id})`, id, at, (writable ? 0 : SHM.RDONLY) | SHM.REMAP);
+    if (at !== room) this.#aliases.set(at, room);
+    return at;
   }
+
+  /** Attaches of {@link attachShm} inside a larger scratch mapping: the mapping, by attach. */
+  readonly #aliases = new Map<RemotePtr, RemotePtr>();
 
   /**
    * Unmaps scratch memory `addr` (of {@link scratch} or {@link attachShm}) before the scope
    * ends; memory carved from the arena stays until then.
    */
   unmapScratch(addr: RemotePtr): void {
+    const base = this.#aliases.get(addr) ?? addr;
+    this.#aliases.delete(addr);
+    addr = base;
     const i = this.#scratch.findIndex((s) => s.addr === addr);
     const arena = this.#arena;
     if (i < 0 && arena && addr >= arena.at && addr < remoteAdd(arena.at, arena.size)) {

@@ -1,8 +1,9 @@
 /*
- * Anonymous hugetlb memory: 4 MiB shared and 4 MiB private, and a 4 MiB hugetlb memfd held
- * and mapped shared, written at both ends. argv: OUT. On SIGTERM each must hold what was
- * written, the memfd its name and its contents through a new mapping of its descriptor too. Prints "SKIP" where the machine has no free
- * huge pages.
+ * Anonymous hugetlb memory: 4 MiB shared and 4 MiB private, a 4 MiB hugetlb memfd held and
+ * mapped shared, and a 2 MiB System V segment of huge pages attached (marked for removal),
+ * written at both ends. argv: OUT. On SIGTERM each must hold what was written, the memfd its
+ * name and its contents through a new mapping of its descriptor too, the segment its id and
+ * its huge pages (hugetlbfs). Prints "SKIP" where the machine has no free huge pages.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -10,7 +11,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
+#include <sys/vfs.h>
 #include <unistd.h>
+
+#define HUGETLBFS_MAGIC 0x958458f6
 
 #define SZ (4UL << 20)
 static volatile sig_atomic_t term;
@@ -25,7 +30,11 @@ int main(int argc, char **argv)
 	int mfd = memfd_create("hugemem", MFD_HUGETLB);
 	char *m = mfd < 0 || ftruncate(mfd, SZ) ? MAP_FAILED :
 		  mmap(NULL, SZ, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
-	if (s == MAP_FAILED || p == MAP_FAILED || m == MAP_FAILED) {
+	int shm = shmget(IPC_PRIVATE, 2UL << 20, IPC_CREAT | SHM_HUGETLB | 0600);
+	char *y = shm < 0 ? MAP_FAILED : shmat(shm, NULL, 0);
+	if (y != MAP_FAILED)
+		shmctl(shm, IPC_RMID, NULL);
+	if (s == MAP_FAILED || p == MAP_FAILED || m == MAP_FAILED || y == MAP_FAILED) {
 		snprintf(msg, sizeof(msg), "ready pid=%d\nSKIP hugetlb\n", getpid());
 		write(out, msg, strlen(msg));
 		return 0;
@@ -36,6 +45,8 @@ int main(int argc, char **argv)
 	strcpy(p + SZ - 4096, "private end");
 	strcpy(m, "memfd 0");
 	strcpy(m + SZ - 4096, "memfd end");
+	strcpy(y, "sysv 0");
+	strcpy(y + (2UL << 20) - 4096, "sysv end");
 	signal(SIGTERM, on_term);
 	snprintf(msg, sizeof(msg), "ready pid=%d\n", getpid());
 	write(out, msg, strlen(msg));
@@ -48,6 +59,20 @@ int main(int argc, char **argv)
 		why = "the private memory";
 	else if (strcmp(m, "memfd 0") || strcmp(m + SZ - 4096, "memfd end"))
 		why = "the memfd's mapping";
+	else if (strcmp(y, "sysv 0") || strcmp(y + (2UL << 20) - 4096, "sysv end"))
+		why = "the System V segment's contents";
+	if (!why) {
+		struct shmid_ds ds;
+		struct statfs fs;
+		char range[80];
+		snprintf(range, sizeof(range), "/proc/self/map_files/%lx-%lx", (unsigned long)y,
+			 (unsigned long)y + (2UL << 20));
+		int yf = open(range, O_RDONLY);
+		if (shmctl(shm, IPC_STAT, &ds) || ds.shm_segsz != 2UL << 20 || yf < 0 ||
+		    fstatfs(yf, &fs) || fs.f_type != HUGETLBFS_MAGIC || fs.f_bsize != 2UL << 20)
+			why = "the System V segment (its id, size or huge pages)";
+		close(yf);
+	}
 	if (!why) {
 		char link[64], name[128] = "";
 		snprintf(link, sizeof(link), "/proc/self/fd/%d", mfd);

@@ -5,6 +5,8 @@
  *   - a segment nobody attaches (3 pages and 100 bytes of a pattern, mode 0640, key 0x5eed),
  *   - a segment it keeps attached and marked for removal (its bytes written through the
  *     mapping),
+ *   - where the machine has huge pages, a 2 MiB segment of them nobody attaches (key 0x5eee,
+ *     its first and last bytes written; "huge" on OUT),
  *   - a message queue made with effective uid 1234 (its creator), owner uid 1000, byte limit
  *     9000, holding three messages (types 7, 3 and 7; one of them empty),
  *   - a semaphore set of five (values 1..5) whose owner is gid 2000.
@@ -26,7 +28,11 @@
 #include <sys/sem.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
+
+#define HUGE_SIZE (2UL << 20)
+#define HUGETLBFS_MAGIC 0x958458f6
 
 static volatile sig_atomic_t term;
 static void on_term(int sig) { (void)sig; term = 1; }
@@ -90,6 +96,16 @@ int main(int argc, char **argv)
 	for (int i = 0; i < SHM1_SIZE; i++)
 		p[i] = pattern(i);
 	shmdt(p);
+	/* A segment of huge pages nobody attaches, its first and last bytes written (where the
+	 * machine has huge pages: "huge" on OUT says so). */
+	int shm3 = shmget(0x5eee, HUGE_SIZE, IPC_CREAT | SHM_HUGETLB | 0600);
+	char *h = shm3 < 0 ? (char *)-1 : shmat(shm3, NULL, 0);
+	if (h != (char *)-1) {
+		strcpy(h, "huge 0");
+		strcpy(h + HUGE_SIZE - 9, "huge end");
+		shmdt(h);
+		dprintf(out, "huge\n");
+	}
 	int shm2 = shmget(IPC_PRIVATE, SHM2_SIZE, IPC_CREAT | 0600);
 	char *kept = shmat(shm2, NULL, 0);
 	strcpy(kept, "kept attached");
@@ -154,6 +170,19 @@ int main(int argc, char **argv)
 	else if (shmctl(shm2, IPC_STAT, &d2) < 0 || ((d2.shm_perm.mode & SHM_DEST) != 0) == plain ||
 		 d2.shm_nattch != 1 || strcmp(kept, "kept attached"))
 		why = "the attached segment";
+	if (!why && shm3 >= 0) {
+		h = shmat(shm3, NULL, SHM_RDONLY);
+		struct statfs fs;
+		char range[80];
+		snprintf(range, sizeof(range), "/proc/self/map_files/%lx-%lx", (unsigned long)h,
+			 (unsigned long)h + HUGE_SIZE);
+		int hf = h == (char *)-1 ? -1 : open(range, O_RDONLY);
+		if (hf < 0 || fstatfs(hf, &fs) || fs.f_type != HUGETLBFS_MAGIC || strcmp(h, "huge 0") ||
+		    strcmp(h + HUGE_SIZE - 9, "huge end"))
+			why = "the segment of huge pages (its bytes, or its pages)";
+		close(hf);
+		shmdt(h);
+	}
 	if (!why) {
 		p = shmat(shm1, NULL, SHM_RDONLY);
 		for (int i = 0; i < SHM1_SIZE && !why; i++)
