@@ -982,17 +982,44 @@ Deno.test("a mount namespace of its own comes back with its root, proc, sysfs, d
 });
 
 Deno.test("mount namespaces nested in the root's whose root is not its (pivot_root in them: a tmpfs of their own, a bind of a directory of the container's tmpfs) come back with their mounts and files, their tasks still mapping their executable from the root they left; a nested one holding deleted files (one alive under another name, one not) through a bind of a tmpfs it unmounted since gets them back on their mounts, with their names; a tmpfs hidden by one mounted above it later comes back below it with its files; a console bound from a pty of the container's devpts is that pty again", async () => {
+  const auto = ["--ext-mount-map", "auto"];
+  assertMatch(
+    await mntnsRoundTrip(["MNTNS_MORE=1"], [...auto, "--link-remap"], auto),
+    /PASS mntns/,
+  );
+});
+
+Deno.test("--ext-mount-map auto: a mount of what criu's namespace has is bound again from there, only when the restore is told so too", async () => {
+  const auto = ["--ext-mount-map", "auto"];
+  const refused = /at \/ext\): it was found bound from criu's mount namespace/;
+  assertMatch(await mntnsRoundTrip([], auto, auto, refused), /PASS mntns/);
+});
+
+/**
+ * The verdict of the mntns victim (its environment with `env`) taken round trip: dumped with
+ * `dump`, restored from its root with `restore` (refused first without, naming `refused`).
+ */
+async function mntnsRoundTrip(
+  env: string[],
+  dump: string[],
+  restore: string[],
+  refused?: RegExp,
+): Promise<string> {
   const { root, argv } = mntnsRoot(await buildVictim("mntns", ["-static"]));
-  const v = startVictim(["env", "MNTNS_MORE=1", ...argv], root);
+  const v = startVictim(["env", ...env, ...argv], root);
   const init = Number((await waitReport(v)).pid);
   await v.child.status;
   let back = 0;
   try {
-    const auto = ["--ext-mount-map", "auto"];
     const imgs = tmpDir();
-    const d = await criu(["dump", "-t", `${init}`, "-D", imgs, ...auto, "--link-remap"]);
+    const d = await criu(["dump", "-t", `${init}`, "-D", imgs, ...dump]);
     assertEquals(d.code, 0, d.stderr);
     assert(await waitGone(init), "gone after the dump");
+    if (refused) {
+      const r = await criu(["restore", "-d", "-D", imgs, "--root", root]);
+      assertEquals(r.code, 1);
+      assertMatch(r.stderr, refused);
+    }
     const pidfile = `${tmpDir()}/pid`;
     const r = await criu([
       "restore",
@@ -1001,42 +1028,17 @@ Deno.test("mount namespaces nested in the root's whose root is not its (pivot_ro
       imgs,
       "--root",
       root,
-      ...auto,
+      ...restore,
       "--pidfile",
       pidfile,
     ]);
     assertEquals(r.code, 0, r.stderr);
     back = Number(Deno.readTextFileSync(pidfile));
-    assertMatch(await verdict(v, back), /PASS mntns/);
+    return await verdict(v, back);
   } finally {
     killAll(init, ...(back ? [back] : []));
   }
-});
-
-Deno.test("--ext-mount-map auto: a mount of what criu's namespace has is bound again from there, only when the restore is told so too", async () => {
-  const { root, argv } = mntnsRoot(await buildVictim("mntns", ["-static"]));
-  const v = startVictim(argv, root);
-  const init = Number((await waitReport(v)).pid);
-  await v.child.status;
-  let back = 0;
-  try {
-    const imgs = tmpDir();
-    const d = await criu(["dump", "-t", `${init}`, "-D", imgs, "--ext-mount-map", "auto"]);
-    assertEquals(d.code, 0, d.stderr);
-    assert(await waitGone(init), "gone after the dump");
-    const refused = await criu(["restore", "-d", "-D", imgs, "--root", root]);
-    assertEquals(refused.code, 1);
-    assertMatch(refused.stderr, /at \/ext\): it was found bound from criu's mount namespace/);
-    const pidfile = `${tmpDir()}/pid`;
-    const args = ["--root", root, "--ext-mount-map", "auto", "--pidfile", pidfile];
-    const r = await criu(["restore", "-d", "-D", imgs, ...args]);
-    assertEquals(r.code, 0, r.stderr);
-    back = Number(Deno.readTextFileSync(pidfile));
-    assertMatch(await verdict(v, back), /PASS mntns/);
-  } finally {
-    killAll(init, ...(back ? [back] : []));
-  }
-});
+}
 
 Deno.test("a tmpfs two nested mount namespaces share (one made from the other) and the root's does not have is refused by name, the tree left running", async () => {
   const { root, argv } = mntnsRoot(await buildVictim("mntns", ["-static"]));

@@ -39,9 +39,7 @@ __attribute__((used)) void hidden_mount_main(s64 *sp)
 	char **argv = (char **)(sp + 1);
 	if (sp[0] < 4)
 		sys3(NR_exit_group, 2, 0, 0);
-	s64 pid = 0;
-	for (const char *s = argv[1]; *s >= '0' && *s <= '9'; s++)
-		pid = pid * 10 + (*s - '0');
+	s64 pid = decimal(argv[1]);
 	s64 flags = CLONE_NEWNS | (argv[2][0] == '1' ? CLONE_NEWUSER : 0);
 	s64 pidfd = sys3(NR_pidfd_open, pid, 0, 0);
 	s64 r = pidfd < 0 ? pidfd : sys3(NR_setns, pidfd, flags, 0);

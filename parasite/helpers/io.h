@@ -33,4 +33,13 @@ static int write_all(int fd, const char *p, u64 n)
 	return io_all(NR_write, fd, (char *)p, n);
 }
 
+/* The decimal number `s` starts with (a PID, a uid). */
+static inline s64 decimal(const char *s)
+{
+	s64 n = 0;
+	for (; *s >= '0' && *s <= '9'; s++)
+		n = n * 10 + (*s - '0');
+	return n;
+}
+
 #endif

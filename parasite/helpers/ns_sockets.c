@@ -53,9 +53,7 @@ __attribute__((used)) void ns_sockets_main(s64 *sp)
 	char **argv = (char **)(sp + 1);
 	if (sp[0] < 4)
 		sys3(NR_exit_group, 2, 0, 0);
-	s64 pid = 0;
-	for (const char *s = argv[1]; *s >= '0' && *s <= '9'; s++)
-		pid = pid * 10 + (*s - '0');
+	s64 pid = decimal(argv[1]);
 	s64 in = sys3(NR_open, (s64)argv[2], O_RDONLY, 0);
 	s64 out = sys3(NR_open, (s64)argv[3], O_WRONLY, 0);
 	if (in < 0 || out < 0)
