@@ -64,6 +64,8 @@ interface Kind {
    * its own; mntnsRoot), whose /ext each criu is told is external.
    */
   container?: boolean;
+  /** Its environment's additions (NAME=VALUE). */
+  env?: string[];
   /**
    * The victim is tests/victims/userns.c in its "full" mode (built static, in a root of its own;
    * usernsRoot): a container in a user namespace of its own.
@@ -120,6 +122,18 @@ const KINDS: Kind[] = [
   { victim: "timens", args: ["{out}"], pass: /PASS timens/ },
   { victim: "pidns", args: ["{out}", "plain"], pass: /PASS pidns/, pidNs: true },
   { victim: "mntns", args: [], pass: /PASS mntns/, pidNs: true, container: true },
+  // Pivoted nested namespaces, deleted files through a bind of a gone tmpfs, an overmounted
+  // tmpfs, a console bound from the container's pty.
+  {
+    victim: "mntns",
+    name: "mntns more",
+    args: [],
+    pass: /PASS mntns/,
+    pidNs: true,
+    container: true,
+    env: ["MNTNS_MORE=1"],
+    opts: ["--link-remap"],
+  },
   { victim: "ipcns", args: ["{out}", "plain"], pass: /PASS ipcns/ },
   {
     victim: "userns",
@@ -191,7 +205,7 @@ function startKind(bin: string, k: Kind): Started {
   if (k.container) {
     const { root, ext, argv } = mntnsRoot(bin);
     return {
-      v: startVictim(argv, root),
+      v: startVictim(["env", ...k.env ?? [], ...argv], root),
       dump: ["--external", "mnt[/ext]:EXT"],
       restore: ["--root", root, "--external", `mnt[EXT]:${ext}`],
     };

@@ -397,7 +397,10 @@ export class DumpContext {
   /** Every task (thread) of the dumped tree: what a pidfd may refer to. */
   readonly treeTids = new Set<number>();
 
-  /** Link remaps made for this dump, by inode: the path of each (removed if the dump fails). */
+  /**
+   * Link remaps made for this dump, by inode ("DEV:INO", with "@MNT" for the mount it is held
+   * through in a tree with mounts of its own): the path of each (removed if the dump fails).
+   */
   readonly linkRemaps = new Map<string, string>();
   /** The file entry of each link remap, by its path. */
   readonly linkRemapIds = new Map<string, number>();

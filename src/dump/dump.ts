@@ -530,7 +530,8 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
 function checkDeletedWatches(ctx: DumpContext): void {
   for (const w of ctx.deletedWatches) {
     const key = `${userDev(w.sdev)}:${w.ino}`;
-    if (ctx.ghostIds.has(key) || ctx.linkRemaps.has(key)) continue;
+    const linked = [...ctx.linkRemaps.keys()].some((k) => k === key || k.startsWith(`${key}@`));
+    if (ctx.ghostIds.has(key) || linked) continue;
     throw new UnsupportedError(
       `Cannot dump ${w.what}: it watches a deleted file (inode ${w.ino}) that no task of the ` +
         `tree holds open, so a restore could not bring it back`,

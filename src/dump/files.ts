@@ -971,12 +971,14 @@ export function deletedRegular(
           `name; dump with --link-remap`,
       );
     }
-    const key = `${st.dev}:${st.ino}`;
+    // One link for each mount it is held through, made there (as criu makes them: a link is
+    // made again on the mount of its name).
+    const pid = Number(/^\/proc\/(\d+)\//.exec(link)?.[1]) || undefined;
+    const mntId = ctx.mntNs && pid ? mntIdOf(link) : undefined;
+    const key = `${st.dev}:${st.ino}${mntId === undefined ? "" : `@${mntId}`}`;
     let remap = ctx.linkRemaps.get(key);
     if (!remap) {
-      const pid = Number(/^\/proc\/(\d+)\//.exec(link)?.[1]) || undefined;
       // Named in the namespace of its mount (a task may hold a file of one it left).
-      const mntId = ctx.mntNs && pid ? mntIdOf(link) : undefined;
       const at = (p: string) => pid ? ctx.filePath(p, pid, mntId) : ctx.hostPath(p);
       remap = linkRemapFor(link, dirname(path), ctx.linkRemaps.size + 1, at, ctx.userns);
       ctx.linkRemaps.set(key, remap);

@@ -855,10 +855,12 @@ export class FileTable implements Disposable {
   }
 
   #linkedMade(link: reg_file_entry, reg: reg_file_entry): number {
-    const [from, to] = [this.#at(link.name, link), this.#at(reg.name, reg)];
-    const [placedLink, placed] = [
-      { name: link.name, mntId: mntIdOf(link) },
-      { name: reg.name, mntId: mntIdOf(reg) },
+    // (criu names no mount for its link: it made it on the mount of the file's name.)
+    const placedLink = { name: link.name, mntId: mntIdOf(link) ?? mntIdOf(reg) };
+    const placed = { name: reg.name, mntId: mntIdOf(reg) };
+    const [from, to] = [
+      this.#atMount(link.name, placedLink.mntId),
+      this.#atMount(reg.name, placed.mntId),
     ];
     // Its directories may be gone too: made for the moment, as criu does.
     const made: string[] = [];

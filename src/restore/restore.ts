@@ -66,7 +66,7 @@ import {
 import { NS_CLONE_FLAGS, NS_KINDS, OWN_NS_KINDS } from "../dump/context.ts";
 import { rootOf } from "../tree/userns.ts";
 import type { vma_entry } from "../../proto/gen/mm_pb.ts";
-import { reg_file_entrySchema } from "../../proto/gen/files_pb.ts";
+import { type reg_file_entry, reg_file_entrySchema } from "../../proto/gen/files_pb.ts";
 import { SeizedTask, TASK_STATE } from "../tree/seize.ts";
 import { NoSuchTaskError } from "../tree/proc.ts";
 import { decodeBase64 } from "../util/base64.ts";
@@ -314,12 +314,10 @@ function checkTask(
       !reg || reg.ext || dump.ghosts.has(id) || dump.deadProcs.has(id) ||
       isTreeProcFile(reg.name, dump)
     ) continue;
-    // A deleted file still linked elsewhere is checked at its link.
+    // A deleted file still linked elsewhere is checked at its link (on the mount of its name
+    // when the link names none, as criu's).
     const at = dump.linked.get(id) ?? reg;
-    const path = outside(
-      at.name,
-      isFieldSet(at, reg_file_entrySchema.field.mntId) ? at.mntId : undefined,
-    );
+    const path = outside(at.name, linkMount(at, reg));
     if (path === undefined) continue;
     let st: Deno.FileInfo;
     try {
@@ -339,6 +337,16 @@ function checkTask(
       );
     }
   }
+}
+
+/**
+ * The mount link remap `link` of file `reg` is on: its own (ours name it), else the file's (criu
+ * makes its links on the mount of the file's name).
+ */
+function linkMount(link: reg_file_entry, reg?: reg_file_entry): number | undefined {
+  const mnt = (r?: reg_file_entry) =>
+    r && isFieldSet(r, reg_file_entrySchema.field.mntId) ? r.mntId : undefined;
+  return mnt(link) ?? mnt(reg);
 }
 
 /** Whether the nearest existing directory above `path` is on a cgroup file system. */
@@ -825,11 +833,13 @@ async function restoreTree(
     await made.release();
     log.info(`Tree of task ${pid} resumed: ${procs.length} processes`);
     // The links the dump gave deleted files go: the tasks hold them open again.
-    for (const link of new Set(dump.linked.values())) {
+    const gone = new Set<reg_file_entry>();
+    for (const [id, link] of dump.linked) {
+      if (gone.has(link)) continue;
+      gone.add(link);
       try {
-        const ns = isFieldSet(link, reg_file_entrySchema.field.mntId)
-          ? mountNamespaces(dump).get(link.mntId)
-          : undefined;
+        const mnt = linkMount(link, dump.files.get(id)?.reg);
+        const ns = mnt === undefined ? undefined : mountNamespaces(dump).get(mnt);
         Deno.removeSync(hostPath(dump, link.name, ns));
       } catch {
         // removed already
