@@ -9,7 +9,6 @@ import {
   critDecodeAll,
   criu,
   criuArgv,
-  dumpRefused,
   killAll,
   procState,
   ROOT,
@@ -862,23 +861,48 @@ Deno.test("a file on a hugetlbfs mount mapped shared and privately stays the fil
   }
 });
 
-Deno.test("unix sockets in flight in their own queues (each sent over itself and its peer) are refused by name, the task left running", async () => {
-  const v = startVictim([
-    "python3",
-    "-c",
-    "import socket, sys, time\n" +
-    "a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\n" +
-    "for s in (a, b): socket.send_fds(s, [b'x'], [a.fileno(), b.fileno()])\n" +
-    "open(sys.argv[1], 'w').write('ready\\n')\n" +
-    "time.sleep(60)\n",
-    "{out}",
-  ]);
-  try {
-    await waitReport(v);
-    await dumpRefused(v.pid, /a unix socket is in flight in its queue; not supported yet/);
-  } finally {
-    await stopVictim(v);
-  }
+Deno.test("unix sockets in flight come back in their messages: a pair bound at names after it was made, each end sent over itself and its peer (zdtm's scm06), and a stream socket no task holds any more, with its own bytes queued", async () => {
+  const script = `
+import os, signal, socket, sys
+out = open(sys.argv[1], "a", buffering=1)
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+names = [f"\\0scm-{n}-{os.getpid()}".encode() for n in "ab"]
+a.bind(names[0])
+b.bind(names[1])
+for s in (a, b):
+    socket.send_fds(s, [b"x"], [a.fileno(), b.fileno()])
+c, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+socket.send_fds(a, [b"c"], [c.fileno()])
+d.send(b"to c")
+c.close()
+def check(*_):
+    why = None
+    ino = lambda s: os.fstat(s if isinstance(s, int) else s.fileno()).st_ino
+    if [a.getsockname(), b.getsockname()] != names:
+        why = "the names the pair was bound at after it was made"
+    # Each of a and b holds a and b in flight (what its peer sent); b then holds c, alone now.
+    for s in (b, a):
+        msg, fds, _, _ = socket.recv_fds(s, 16, 4)
+        if msg != b"x" or [ino(f) for f in fds] != [ino(a), ino(b)]:
+            why = "the pair in flight"
+    msg, fds, _, _ = socket.recv_fds(b, 16, 4)
+    if not why and (msg != b"c" or len(fds) != 1):
+        why = "the socket no task held"
+    if not why:
+        got = socket.socket(fileno=fds[0])
+        if got.recv(16) != b"to c":
+            why = "the bytes queued in the socket no task held"
+        elif got.send(b"back") != 4 or d.recv(16) != b"back":
+            why = "the socket no task held, connected to its peer"
+    out.write(f"FAIL scm: {why}\\n" if why else "PASS scm\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, check)
+out.write(f"ready pid={os.getpid()}\\n")
+while True:
+    signal.pause()
+`;
+  const v = startVictim(["setsid", "python3", "-c", script, "{out}"]);
+  await checkAcrossRoundTrip(v, /PASS scm/);
 });
 
 Deno.test("a vast PROT_NONE reservation (8 TiB, as mariadb keeps) with pages written inside is dumped in moments, its pages whole", async () => {

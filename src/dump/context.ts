@@ -392,6 +392,8 @@ export class DumpContext {
 
   /** Files in flight in unix queues (SCM_RIGHTS) and the copies here that name them. */
   readonly inFlight: OpenFile[] = [];
+  /** The unix sockets whose queues were walked for descriptors in flight, by inode. */
+  readonly walkedQueues = new Set<number>();
   readonly inFlightFds: number[] = [];
 
   /** Every task (thread) of the dumped tree: what a pidfd may refer to. */

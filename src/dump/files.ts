@@ -245,8 +245,9 @@ function describeSocket(
     );
   }
   try {
-    // Its name is a path of the tree's mount namespace, seen through its root.
-    const root = ctx.mntNs ? `/proc/${pid}/root` : "";
+    // Its name is a path of the tree's mount namespace, seen through its root (the root
+    // task's for one in flight here).
+    const root = ctx.mntNs ? `/proc/${pid === Deno.pid ? ctx.mntNs.pid : pid}/root` : "";
     return { type: "unix", ino, socket: collectUnixSocket(pid, fd, info, root), netNsId };
   } catch (e) {
     if (e instanceof UnixSocketError) throw new UnsupportedError(e.message);
@@ -481,34 +482,30 @@ function collectEach(ctx: DumpContext, pid: number, pidfd: number, fds: Fd[]): v
  */
 function collectInFlight(ctx: DumpContext, pid: number, kind: FileKind, what: string): void {
   if (kind.type !== "unix" || !kind.socket.queue.some((m) => m.fds?.length)) return;
+  // A socket's queue is walked once: a unix socket in flight met again (in its own queue, or
+  // its peer's: a loop) is one already collected, whose copies here only go.
+  if (ctx.walkedQueues.has(kind.ino)) {
+    for (const m of kind.socket.queue) ctx.inFlightFds.push(...(m.fds ?? []));
+    return;
+  }
+  ctx.walkedQueues.add(kind.ino);
   const self = pidfdOpen(Deno.pid);
   try {
     for (const m of kind.socket.queue) {
       if (!m.fds?.length) continue;
       m.ids = m.fds.map((local: number) => {
         ctx.inFlightFds.push(local);
-        // Refused before it is collected: its own queue may hold it again (a loop).
-        const ino = /^socket:\[(\d+)\]$/.exec(Deno.readLinkSync(`/proc/self/fd/${local}`))?.[1];
-        if (ino && treeUnixSockets(ctx).has(Number(ino))) {
-          throw new UnsupportedError(
-            `Cannot dump ${what}: a unix socket is in flight in its queue; not supported yet`,
-          );
-        }
         const { file } = collectOne(ctx, Deno.pid, self, local);
-        // A pidfd of the tree is made inside a task, late: not for a message in flight; a
-        // unix socket would nest queues. An epoll set's targets are found in the task that
-        // holds the socket (checkEpollTargets), and added there at restore.
+        // A pidfd of the tree is made inside a task, late: not for a message in flight. An
+        // epoll set's targets are found in the task that holds the socket
+        // (checkEpollTargets), and added there at restore.
         if (file.kind.type === "eventpoll" && !ctx.inFlightEpolls.some((e) => e.file === file)) {
           ctx.inFlightEpolls.push({ file, local, pid, carrier: what });
         }
-        const kindName = file.kind.type === "unix"
-          ? "a unix socket"
-          : file.kind.type === "pidfd" && file.kind.pid > 0
-          ? "a pidfd of a live task"
-          : undefined;
-        if (kindName) {
+        if (file.kind.type === "pidfd" && file.kind.pid > 0) {
           throw new UnsupportedError(
-            `Cannot dump ${what}: ${kindName} is in flight in its queue; not supported yet`,
+            `Cannot dump ${what}: a pidfd of a live task is in flight in its queue; not ` +
+              `supported yet`,
           );
         }
         if (!ctx.inFlight.includes(file)) ctx.inFlight.push(file);

@@ -174,8 +174,11 @@ export interface UnixSocketImage {
   /** 1 receive, 2 send, 3 both. */
   shutdown: number;
   opts: CommonSocketOptions;
-  /** Its receive queue. */
-  queue: QueuedMessage[];
+  /**
+   * Its receive queue; a unix socket in flight there is named by its inode (one of those made
+   * with it), any other descriptor is given.
+   */
+  queue: { data: Uint8Array; fds?: (number | { unix: number })[] }[];
   /** A connection not yet accepted: it stays in its listener's queue. */
   pending: boolean;
   /** A socket outside the tree (--ext-unix-sk): not made; its own are connected to its name. */
@@ -267,10 +270,24 @@ function makeAll(
       ? listeners.find((l) => same(l.name, s.name))
       : undefined;
   const done = new Set<number>();
-  const fill = (s: UnixSocketImage, via: number) => {
-    for (const m of s.queue) {
-      if (m.fds?.length) sendWithFds(via, m.data, m.fds, `the queue of socket:[${s.ino}]`);
-      else sendAll(via, m.data);
+  // Queues are filled once every socket is made: one may carry a unix socket (itself, say).
+  const fills: { s: UnixSocketImage; via: number; close?: boolean }[] = [];
+  const fill = (s: UnixSocketImage, via: number, close = false) => fills.push({ s, via, close });
+  const fillAll = () => {
+    for (const { s, via, close: closeAfter } of fills.splice(0)) {
+      for (const m of s.queue) {
+        const fds = (m.fds ?? []).map((x) => {
+          if (typeof x === "number") return x;
+          const fd = out.get(x.unix);
+          if (fd === undefined) {
+            throw new Error(`Socket:[${x.unix}], in flight to socket:[${s.ino}], was not made`);
+          }
+          return fd;
+        });
+        if (fds.length) sendWithFds(via, m.data, fds, `the queue of socket:[${s.ino}]`);
+        else sendAll(via, m.data);
+      }
+      if (closeAfter) close(via);
     }
   };
   /** Two connected ends made: each kept, each given the other's queue. */
@@ -417,8 +434,7 @@ function makeAll(
       const [a, b] = within(s, () => netSocketPair(AF_UNIX, s.type | SOCK_CLOEXEC));
       applyCommonOptions(a, s.opts);
       if (s.name.length) bindNamed(a, s);
-      fill(s, b);
-      close(b);
+      fill(s, b, true);
       out.set(s.ino, a);
       done.add(s.ino);
       continue;
@@ -436,6 +452,9 @@ function makeAll(
     const [a, b] = within(s, () => netSocketPair(AF_UNIX, s.type | SOCK_CLOEXEC));
     applyCommonOptions(a, s.opts);
     applyCommonOptions(b, p.opts);
+    // A pair bound at names after it was made (scm06's).
+    if (s.name.length) bindNamed(a, s);
+    if (p.name.length) bindNamed(b, p);
     pairUp(s, a, p, b);
   }
   for (const s of socks) {
@@ -445,6 +464,7 @@ function makeAll(
     done.add(s.ino);
     if (s.name.length) bindNamed(fd, s);
   }
+  fillAll();
   // What waits in a named socket without a peer of its own (datagrams its senders addressed
   // to its name): sent again by name from a socket made for it.
   for (const s of socks) {

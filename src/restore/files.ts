@@ -922,14 +922,13 @@ export class FileTable implements Disposable {
     };
   }
 
-  /** A file in flight in a unix queue: made like any other (not a unix socket). */
-  #inFlight(id: number): number {
+  /**
+   * A file in flight in a unix queue: made like any other; a unix socket named by its inode
+   * (made with the others, then sent).
+   */
+  #inFlight(id: number): number | { unix: number } {
     const f = this.#entry(id);
-    if (f.type === fd_types.UNIXSK) {
-      throw new RestoreError(
-        `File ${id}, in flight in a unix queue, is a unix socket: not supported`,
-      );
-    }
+    if (f.type === fd_types.UNIXSK) return { unix: f.usk!.ino };
     return this.file(id, -1, 0);
   }
 
@@ -1125,7 +1124,11 @@ export class FileTable implements Disposable {
   #unixSocket(f: file_entry): number {
     const u = f.usk!;
     if (!this.#unix.size) {
-      const referenced = new Set(this.#dump.tasks.flatMap((t) => t.fds.map((x) => x.id)));
+      // (A socket only in flight is no connection waiting to be accepted.)
+      const referenced = new Set([
+        ...this.#dump.tasks.flatMap((t) => t.fds.map((x) => x.id)),
+        ...[...this.#dump.skQueues.values()].flat().flatMap((m) => m.rights),
+      ]);
       const all = [...this.#dump.files.values()].filter((x) => x.usk);
       const images = all.map((x) => this.#unixImage(x, referenced));
       // Bound and connected at their names in the tree's own mount namespace, if it has one;
