@@ -437,7 +437,7 @@ Deno.test("a network namespace nested in the tree's (a service's own) comes back
   await netnsRoundTrip("netsub", ["own"], /PASS netsub root/);
 });
 
-Deno.test("TCP connections in a network namespace nested in the tree's come back established, their bytes unread both ways, below a root in criu's namespace or in one of its own: the namespace is locked whole from the dump to the end of the restore, a dump that leaves the tree running unlocks it; criu's namespace untouched", async () => {
+Deno.test("TCP connections in a network namespace nested in the tree's come back established, their bytes unread both ways, below a root in criu's namespace or in one of its own: the namespace is locked whole (by nftables or iptables) from the dump to the end of the restore, a dump that leaves the tree running unlocks it; criu's namespace untouched", async () => {
   const tcp = ["--tcp-established"];
   const bin = await buildVictim("netsub");
   const before = hostNet();
@@ -495,7 +495,9 @@ Deno.test("TCP connections in a network namespace nested in the tree's come back
     await stopVictim(v);
   }
   assertEquals(hostNet(), before);
-  await netnsRoundTrip("netsub", ["own,conn"], /PASS netsub root/, { dump: tcp, restore: tcp });
+  // (Locked by iptables this time, in both namespaces.)
+  const ipt = [...tcp, "--network-lock", "iptables"];
+  await netnsRoundTrip("netsub", ["own,conn"], /PASS netsub root/, { dump: ipt, restore: tcp });
 });
 
 Deno.test("a veth pair between two of the tree's network namespaces (the root's own and a child's) comes back with each end at its index in its namespace, a connection through it accepted at the other end", async () => {
