@@ -349,11 +349,16 @@ function attachToRead(
     );
   }
   try {
-    // Its mapping, whole (a segment of huge pages takes whole ones).
-    const start = room.toString(16);
-    const line = readProcText(pid, "maps").split("\n").find((l) => l.startsWith(`${start}-`));
-    const fd = line
-      ? tryOpen(`/proc/${pid}/map_files/${line.split(" ")[0]}`, O.RDONLY | O.CLOEXEC)
+    // Its mapping, whole (a segment of huge pages takes whole ones); maps pads addresses to
+    // eight digits, map_files does not.
+    const range = readProcText(pid, "maps").split("\n").map((l) => l.split(" ")[0].split("-"))
+      .find(([from, to]) => to && BigInt(`0x${from}`) === room);
+    const fd = range
+      ? tryOpen(
+        `/proc/${pid}/map_files/${BigInt(`0x${range[0]}`).toString(16)}-` +
+          BigInt(`0x${range[1]}`).toString(16),
+        O.RDONLY | O.CLOEXEC,
+      )
       : -2;
     if (fd < 0) {
       throw new UnsupportedError(
