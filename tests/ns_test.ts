@@ -1112,7 +1112,7 @@ function idLines(pid: number): string {
     .filter((l) => /^(Uid|Gid|Groups):/.test(l)).join("\n");
 }
 
-Deno.test("a user namespace of its own, owning the tree's PID, mount, UTS, IPC and network namespaces, comes back with its two-extent id maps, and every id as the tree saw it: its tasks' ids and groups, a tmpfs's mount options and files, a deleted file's, a memfd's, a file owner's uids, a lease taken as a file's owner, a segment made by another user, a ping socket for its groups; criu sees the same ids as before, and the images are shared with the namespace's root's group only", async () => {
+Deno.test("a user namespace of its own, owning the tree's PID, mount, UTS, IPC and network namespaces, comes back with its two-extent id maps, and every id as the tree saw it: its tasks' ids and groups, a tmpfs's mount options and files, a tmpfs hidden by one mounted above it (read through a copy of the namespace made in its user namespace), a deleted file's, a memfd's, a file owner's uids, a lease taken as a file's owner, a segment made by another user, a ping socket for its groups; criu sees the same ids as before, and the images are shared with the namespace's root's group only", async () => {
   const { root, argv } = usernsRoot(await buildVictim("userns", ["-static"]));
   const v = startVictim(argv, root);
   const init = Number((await waitReport(v)).pid);

@@ -18,6 +18,8 @@
  *     (1000:1001, 0604, with contents), held open. With "full", FILES is /tmp, a tmpfs
  *     mounted with uid=1000,gid=1001 below DIR made its root (pivot_root), with /proc of its
  *     own; without, FILES is DIR/files, owned by the namespace's root;
+ *   - with "full" but not "interop": a tmpfs at /tmp/hid/x with a file, hidden by another
+ *     mounted at /tmp/hid after;
  *   - with "full": host name "uns", a System V segment made by 1000 (the root with "interop") and
  *     owned by 1000:1001, and
  *     a ping socket, its namespace's ping_group_range "0 1000".
@@ -166,6 +168,19 @@ static int init_rest(int ready)
 	if (lfd < 0 || fchown(lfd, 1000, 1000) || setfsuid(1000) < 0 ||
 	    fcntl(lfd, F_SETLEASE, F_RDLCK) || setfsuid(0) != 1000)
 		DIE("the lease");
+	/* Overmounted (not with "interop"): a tmpfs at /tmp/hid/x with a file, hidden by one
+	 * mounted at /tmp/hid after; read for its tar through a copy of the namespace made in
+	 * the namespace's own user namespace. */
+	int over = full && !interop;
+	if (over) {
+		int h = -1;
+		if (mkdir("/tmp/hid", 0755) || mkdir("/tmp/hid/x", 0755) ||
+		    mount("hx", "/tmp/hid/x", "tmpfs", 0, "size=1m") ||
+		    (h = open("/tmp/hid/x/f", O_CREAT | O_WRONLY, 0644)) < 0 ||
+		    write(h, "hidden", 6) != 6 || close(h) ||
+		    mount("hy", "/tmp/hid", "tmpfs", 0, "size=1m"))
+			DIE("the overmounted tmpfs");
+	}
 	int shm = -1, ping = -1;
 	if (full) {
 		/* Its creator 1000 (the restore makes it as its creator), owned by 1000:1001. */
@@ -276,6 +291,13 @@ static int init_rest(int ready)
 			    type != SOCK_DGRAM || strcmp(range, "0\t1000\n"))
 				why = "the ping socket";
 		}
+	}
+	if (!why && over) {
+		char got[8] = "";
+		int h = umount2("/tmp/hid", 0) ? -1 : open("/tmp/hid/x/f", O_RDONLY);
+		if (h < 0 || read(h, got, 6) != 6 || strcmp(got, "hidden"))
+			why = "the overmounted tmpfs";
+		close(h);
 	}
 	if (!alone)
 		kill(child, SIGKILL);
