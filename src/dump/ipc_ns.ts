@@ -30,8 +30,6 @@ import {
   decodeMsgStat,
   decodeSemStat,
   decodeShmStat,
-  fileSystemOf,
-  HUGETLBFS_MAGIC,
   IPC,
   IPC_DS_SIZE,
   type IpcPerm,
@@ -50,6 +48,7 @@ import { InfectError, type RemoteSyscalls } from "../tree/infect.ts";
 import { readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { UnsupportedError } from "./file_types.ts";
+import { shmHugetlbFlag } from "./sysv.ts";
 
 /** A message of a queue: its type and text. */
 export interface IpcMessage {
@@ -367,10 +366,7 @@ function attachToRead(
       );
     }
     try {
-      const fs = fileSystemOf(fd, `System V segment ${id}`);
-      if (fs.type !== HUGETLBFS_MAGIC) return { room };
-      const log2 = Math.log2(Number(fs.blockSize));
-      return { room, hugetlbFlag: SHM.HUGETLB | (log2 << SHM.HUGE_SHIFT) };
+      return { room, hugetlbFlag: shmHugetlbFlag(fd, `System V segment ${id}`) };
     } finally {
       close(fd);
     }

@@ -15,6 +15,7 @@ import {
   fstypeOf,
   hasTar,
   hidersOf,
+  liesOn,
   mountName,
   MountPlanError,
   planMounts,
@@ -358,18 +359,12 @@ function unmountedToShow(entries: readonly mnt_entry[], e: mnt_entry): mnt_entry
     ...hidersOf(entries, e),
     ...entries.filter((m) => m.mountpoint === e.mountpoint && m.parentMntId === e.mntId),
   ];
-  const liesOn = (m: mnt_entry, on: (p: mnt_entry) => boolean) => {
-    for (let p = byId.get(m.parentMntId), n = 0; p && n < entries.length; n++) {
-      if (on(p)) return true;
-      p = byId.get(p.parentMntId);
-    }
-    return false;
-  };
-  return all.filter((m) => !liesOn(m, (p) => all.includes(p) && p.mountpoint !== m.mountpoint))
-    .sort((a, b) =>
-      a.mountpoint.length - b.mountpoint.length ||
-      (liesOn(b, (p) => p === a) ? 1 : liesOn(a, (p) => p === b) ? -1 : 0)
-    );
+  return all.filter((m) =>
+    !liesOn(byId, m, (p) => all.includes(p) && p.mountpoint !== m.mountpoint)
+  ).sort((a, b) =>
+    a.mountpoint.length - b.mountpoint.length ||
+    (liesOn(byId, b, (p) => p === a) ? 1 : liesOn(byId, a, (p) => p === b) ? -1 : 0)
+  );
 }
 
 /** The id of the mount `path` reaches (the top one at a mountpoint). */

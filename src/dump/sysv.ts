@@ -76,14 +76,10 @@ export function dumpSysvShm(ctx: DumpContext, pid: number, vmas: Vma[]): void {
     }
     const path = `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
     const data = Deno.readFileSync(path).subarray(0, seg.size);
-    // A segment of huge pages: criu's hugetlb_flag (shmget's flags for it and its page size).
-    let hugetlbFlag: number | undefined;
     const fd = open(path, O.RDONLY | O.CLOEXEC);
+    let hugetlbFlag: number | undefined;
     try {
-      const fs = fileSystemOf(fd, what);
-      if (fs.type === HUGETLBFS_MAGIC) {
-        hugetlbFlag = SHM.HUGETLB | (Math.log2(Number(fs.blockSize)) << SHM.HUGE_SHIFT);
-      }
+      hugetlbFlag = shmHugetlbFlag(fd, what);
     } finally {
       close(fd);
     }
@@ -102,6 +98,17 @@ export function dumpSysvShm(ctx: DumpContext, pid: number, vmas: Vma[]): void {
     });
     ctx.sysvShm.set(seg.id, { entry, data });
   }
+}
+
+/**
+ * criu's hugetlb_flag of the System V segment mapped by `fd` (a descriptor of its mapping):
+ * shmget's flags for a segment of huge pages and their size (SHM_HUGETLB, the log2 of the page
+ * size); undefined for one of ordinary pages.
+ */
+export function shmHugetlbFlag(fd: number, what: string): number | undefined {
+  const fs = fileSystemOf(fd, what);
+  if (fs.type !== HUGETLBFS_MAGIC) return undefined;
+  return SHM.HUGETLB | (Math.log2(Number(fs.blockSize)) << SHM.HUGE_SHIFT);
 }
 
 /** ipcns-shm-0.img. */

@@ -18,7 +18,6 @@
  *
  * @module
  */
-import { within } from "./mount_plan.ts";
 import { asRootOf } from "../tree/userns.ts";
 import { exists } from "../util/exists.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
@@ -89,6 +88,7 @@ import { isControllingTtyFile, isMadePty, isOtherTerminal, PtyTable } from "./tt
 import { withSocketsIn } from "../net/ns_sockets.ts";
 import { type NetNamespaces, socketNsId } from "./nested_netns.ts";
 import { NS_CLONE_FLAGS, NS_KINDS, OWN_NS_KINDS } from "../dump/context.ts";
+import { within } from "./mount_plan.ts";
 
 const SEEK_SET = 0;
 /** Open flags that must not be replayed: they would create or truncate. */
@@ -855,8 +855,7 @@ export class FileTable implements Disposable {
   }
 
   #linkedMade(link: reg_file_entry, reg: reg_file_entry): number {
-    // (criu names no mount for its link: it made it on the mount of the file's name.)
-    const placedLink = { name: link.name, mntId: mntIdOf(link) ?? mntIdOf(reg) };
+    const placedLink = { name: link.name, mntId: linkMount(link, reg) };
     const placed = { name: reg.name, mntId: mntIdOf(reg) };
     const [from, to] = [
       this.#atMount(link.name, placedLink.mntId),
@@ -1393,4 +1392,12 @@ interface PlacedName {
 /** The mount file entry `reg` was on, when the images say (criu's mnt_id). */
 function mntIdOf(reg: reg_file_entry): number | undefined {
   return isFieldSet(reg, reg_file_entrySchema.field.mntId) ? reg.mntId : undefined;
+}
+
+/**
+ * The mount link remap `link` of file `reg` is on: its own (ours name it), else the file's (criu
+ * names none: it makes its links on the mount of the file's name).
+ */
+export function linkMount(link: reg_file_entry, reg?: reg_file_entry): number | undefined {
+  return mntIdOf(link) ?? (reg && mntIdOf(reg));
 }

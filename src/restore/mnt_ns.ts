@@ -19,7 +19,6 @@
  *
  * @module
  */
-import { openPtyAt } from "./ttys.ts";
 import { asRootOf, type UserNamespace } from "../tree/userns.ts";
 import {
   AT_EMPTY_PATH,
@@ -63,6 +62,7 @@ import type { DumpImages, TaskImages } from "./images.ts";
 import { type MountInfo, parseMountinfo } from "../util/mountinfo.ts";
 import { parseFdinfo, readProcText } from "../tree/proc.ts";
 import { fstype, type mnt_entry } from "../../proto/gen/misc_pb.ts";
+import { openPtyAt } from "./ttys.ts";
 
 /** Where the mounts of a namespace come from, outside it. */
 export interface MountSources {
@@ -92,11 +92,6 @@ export interface MountNamespacePlan {
   tars: Map<mnt_entry, string>;
   /** The tree's own user namespace: the tars are extracted in it, as its root. */
   userns?: UserNamespace;
-  /**
-   * Masters of the ptys made with the mounts (a mount binds the slave: a console), by the
-   * slave's path in the tree: for the ptys' restore (DumpImages.premadePtys).
-   */
-  ptys: Map<string, number>;
 }
 
 /**
@@ -148,7 +143,7 @@ export function checkMountNamespace(
       tars.set(s.entry, tmpfsTar(src.imagesDir, s.entry));
     }
   }
-  return { steps, propagation, root, external, tars, userns: src.userns, ptys: new Map() };
+  return { steps, propagation, root, external, tars, userns: src.userns };
 }
 
 /** `path`, absolute and without symlinks, if it is a directory. */
@@ -227,7 +222,9 @@ function madeForBind(
 
 /**
  * Makes the mounts of `plan` inside the root task of `rs` (in its new mount namespace) and
- * makes them its root. Throws RestoreError naming the mount that failed.
+ * makes them its root. Throws RestoreError naming the mount that failed. A pty whose slave a
+ * mount binds (a console) is made with the mounts: its master goes into `ptys`, by the slave's
+ * path in the tree, for the ptys' restore (DumpImages.premadePtys).
  *
  * With `readOnlyLater`, as criu: a mount read-only by its own flag (not its super block's),
  * found at its mountpoint, is left writable for the deleted files the restore makes on it
@@ -237,6 +234,7 @@ export async function makeMountNamespace(
   rs: RemoteSyscalls,
   plan: MountNamespacePlan,
   log: Logger,
+  ptys: Map<string, number>,
   readOnlyLater = false,
 ): Promise<string[]> {
   const pid = rs.task.pid;
@@ -278,9 +276,9 @@ export async function makeMountNamespace(
         // A pty's slave (a console): the pty is made now, its master kept for its restore.
         if (bindsPty(s)) {
           const name = `${s.from.mountpoint}/${s.entry.root.slice(1)}`;
-          if (!plan.ptys.has(name)) {
+          if (!ptys.has(name)) {
             const ptmx = `/proc/${pid}/fd/${fds.get(s.from)}/ptmx`;
-            plan.ptys.set(name, openPtyAt(ptmx, Number(s.entry.root.slice(1)), name));
+            ptys.set(name, openPtyAt(ptmx, Number(s.entry.root.slice(1)), name));
           }
         }
         const sub = `/proc/${pid}/fd/${fds.get(s.from)}${s.sub}`;
@@ -808,20 +806,24 @@ function makeNested(
       if (!l) throw new RestoreError(`Cannot restore ${what}: its copy is not there`);
       parentCopies.set(from, openMount(from.mountpoint, l.id, what));
     }
+    // A bind's root removed since, made again below `from` for the time of the bind, as
+    // mount `at` is (a directory or a file).
+    const removedRoot = (s: Extract<MountStep, { how: "bind" }>, from: number, at: string) =>
+      s.entry.deleted
+        ? madeForBind(
+          `/proc/${pid}/fd/${from}/${s.sub.replace(/^\/+/, "")}`,
+          `/proc/${pid}/root${at}`,
+          mountName(s.entry),
+          dump.userns,
+        )
+        : undefined;
     // Those of one that goes before its own are made: taken (detached copies) now.
     const gone = new Set(plan.umount);
     for (const step of plan.extra) {
       if (step.how !== "bind" || !gone.has(step.from)) continue;
-      const from = parentCopies.get(step.from)!, what = mountName(step.entry);
-      using _gone = step.entry.deleted
-        ? madeForBind(
-          `/proc/${pid}/fd/${from}/${step.sub.replace(/^\/+/, "")}`,
-          `/proc/${pid}/root${step.entry.mountpoint}`,
-          what,
-          dump.userns,
-        )
-        : undefined;
-      early.set(step, detachedCopy(calls, from, step.sub, what));
+      const from = parentCopies.get(step.from)!;
+      using _gone = removedRoot(step, from, step.entry.mountpoint);
+      early.set(step, detachedCopy(calls, from, step.sub, mountName(step.entry)));
     }
     for (const m of plan.umount) {
       const l = live.find((x) =>
@@ -851,15 +853,7 @@ function makeNested(
         if (tree !== undefined) attach(calls, tree, at, what);
         else if (s.how === "bind") {
           const from = fds.get(s.from) ?? parentCopies.get(s.from)!;
-          const sub = s.sub.replace(/^\/+/, "");
-          using _gone = e.deleted
-            ? madeForBind(
-              `/proc/${pid}/fd/${from}/${sub}`,
-              `/proc/${pid}/root${e.mountpoint}`,
-              what,
-              dump.userns,
-            )
-            : undefined;
+          using _gone = removedRoot(s, from, e.mountpoint);
           bindFrom(calls, from, s.sub, at, what);
         }
         const tar = s.how === "new" && hasTar(e) ? tmpfsTar(dump.dir, e) : undefined;

@@ -130,17 +130,21 @@ export function mountName(e: mnt_entry): string {
  */
 export function hidersOf(entries: readonly mnt_entry[], m: mnt_entry): mnt_entry[] {
   const byId = new Map(entries.map((e) => [e.mntId, e]));
-  // Whether `e` lies on `anc` (a mount of its parent chain).
-  const below = (e: mnt_entry, anc: mnt_entry) => {
-    let p = byId.get(e.parentMntId);
-    for (let n = 0; p && n < entries.length; n++, p = byId.get(p.parentMntId)) {
-      if (p === anc) return true;
-    }
-    return false;
-  };
   return entries.filter((n) =>
-    n.mountpoint !== m.mountpoint && within(m.mountpoint, n.mountpoint) && !below(m, n)
+    n.mountpoint !== m.mountpoint && within(m.mountpoint, n.mountpoint) &&
+    !liesOn(byId, m, (p) => p === n)
   );
+}
+
+/** Whether `e` lies on a mount of its parent chain (in `byId`) that `on` picks. */
+export function liesOn(
+  byId: ReadonlyMap<number, mnt_entry>,
+  e: mnt_entry,
+  on: (p: mnt_entry) => boolean,
+): boolean {
+  let p = byId.get(e.parentMntId);
+  for (let n = 0; p && n < byId.size; n++, p = byId.get(p.parentMntId)) if (on(p)) return true;
+  return false;
 }
 
 /** Each mount of `entries` that hides others, with those it hides ({@link hidersOf}). */
@@ -154,8 +158,8 @@ function hiddenBy(entries: readonly mnt_entry[]): Map<mnt_entry, mnt_entry[]> {
 
 /**
  * The steps that make the mounts of `entries` (in mountinfo's order) again, in that order but
- * for parents and sources first, and a mount that hides others after them. Throws {@link MountPlanError} for a mount that could not be
- * made.
+ * for parents and sources first, and a mount that hides others after them. Throws
+ * {@link MountPlanError} for a mount that could not be made.
  */
 export function planMounts(
   entries: readonly mnt_entry[],

@@ -80,6 +80,7 @@ import {
   type FileTableTcp,
   isLateFile,
   isTreeProcFile,
+  linkMount,
   ourTerminal,
   RestoreError,
   writeShmemImage,
@@ -337,16 +338,6 @@ function checkTask(
       );
     }
   }
-}
-
-/**
- * The mount link remap `link` of file `reg` is on: its own (ours name it), else the file's (criu
- * makes its links on the mount of the file's name).
- */
-function linkMount(link: reg_file_entry, reg?: reg_file_entry): number | undefined {
-  const mnt = (r?: reg_file_entry) =>
-    r && isFieldSet(r, reg_file_entrySchema.field.mntId) ? r.mntId : undefined;
-  return mnt(link) ?? mnt(reg);
 }
 
 /** Whether the nearest existing directory above `path` is on a cgroup file system. */
@@ -674,12 +665,15 @@ async function restoreTree(
       const rs = RemoteSyscalls.open(rootSeized, maps);
       const rootDir = dump.files.get(rootTask.fs.rootId)?.reg?.name ?? "/";
       try {
-        readOnlyLater = await makeMountNamespace(rs, mounts, log, rootDir === "/");
+        readOnlyLater = await makeMountNamespace(
+          rs,
+          mounts,
+          log,
+          dump.premadePtys,
+          rootDir === "/",
+        );
       } finally {
         rs.close({ restoreState: false });
-        for (const [name, fd] of mounts.ptys) {
-          dump.premadePtys.set(name, fd);
-        }
       }
       dump.fsRoot = `/proc/${made.pid}/root`;
     }
