@@ -853,7 +853,7 @@ function makeNested(
         if (tree !== undefined) attach(calls, tree, at, what);
         else if (s.how === "bind") {
           const from = fds.get(s.from) ?? parentCopies.get(s.from)!;
-          using _gone = removedRoot(s, from, e.mountpoint);
+          using _gone = removedRoot(s, from, at);
           bindFrom(calls, from, s.sub, at, what);
         }
         const tar = s.how === "new" && hasTar(e) ? tmpfsTar(dump.dir, e) : undefined;
