@@ -28,7 +28,8 @@
  *    72  leader      1 for the thread that undoes the infection, 0 for one that goes home
  *
  *   struct heal_table (one per process)
- *     0  inflight    non-zero while another thread's registers point into the area
+ *     0  inflight    1 while another thread's registers may point into the area, 2 while
+ *                    they may point to its doorway (below), 0 else
  *     8  fds[32]     s32 descriptors criu made in the task, -1 for none
  *   136  maps[8]     {u64 addr, len} mappings criu made in the task (besides the area)
  *   264  left        set by that other thread when it no longer needs the area
@@ -41,9 +42,11 @@
  * its own frame further down the leader's stack (the leader is still in heal, not using it)
  * and leaves through the same gadget: futex(FUTEX_WAKE_OP) there sets the word that says it
  * left, from the kernel, once the thread runs no more code of the area, and the gadget's `ret`
- * takes its frame into rt_sigreturn. The leader waits for that word (up to 10 s: a loaded
- * machine may keep the thread from a CPU that long; then 200 ms more, for good measure) before
- * it unmaps the area. Without a chain, or if the other thread does not leave, the area stays
+ * takes its frame into rt_sigreturn. criu passes the thread through that gadget on its way in
+ * and out (its doorway, parasite.ts), and only there says whether it is inside: so the word
+ * always comes when the leader is told to wait. The leader waits for it (up to 10 s: a loaded
+ * machine may keep the thread from a CPU that long; then 200 ms more, for its last
+ * instructions) before it unmaps the area. Without a chain, or if the other thread does not leave, the area stays
  * mapped (inert) and rt_sigreturn reads the frames there.
  *
  * Freestanding: no libc, no globals, position independent; the entry point is the first byte.
@@ -143,15 +146,17 @@ __attribute__((used, noreturn)) void heal_main(struct heal_block *b)
 			     : "memory");
 		__builtin_unreachable();
 	}
-	if (t->inflight) {
+	if (t->inflight == 1) {
 		/* The other thread, let go at the same moment, may wait long for a CPU on a loaded
-		 * machine: up to 10 s for its word, then time for its last two instructions. */
+		 * machine: up to 10 s for its word. */
 		for (int i = 0; i < 1000 && !t->left; i++)
 			nap(10);
 		if (!t->left)
 			go_home(b->chain);
-		nap(200);
 	}
+	/* Time for its last instructions, which read its frame below the leader's. */
+	if (t->inflight)
+		nap(200);
 	if (!b->syscall_ret)
 		go_home(b->chain);
 	register u64 rdi asm("rdi") = b->area;

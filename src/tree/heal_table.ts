@@ -4,7 +4,8 @@
  * reads it). This class keeps it, and a mirror of it here.
  *
  * ```
- *   0  inflight  u64      non-zero while a thread other than the leader runs in the area
+ *   0  inflight  u64      where a thread other than the leader is: 0 away, 1 inside the area
+ *                         (heal waits for `left`), 2 at its doorway (heal gives it time)
  *   8  fds[32]   s32      -1 for none
  * 136  maps[8]   {u64 addr, u64 len}, len 0 for none
  * 264  left      set by that thread once it has left the area (heal.c)
@@ -121,9 +122,18 @@ export class HealTable {
     );
   }
 
-  /** Says whether a thread other than the leader runs in the parasite area. */
-  setInflight(on: boolean): void {
-    if (on) writeRemote(this.#pid, remoteAdd(this.at, LEFT), new Uint8Array(8));
-    writeRemote(this.#pid, this.at, new Uint8Array(new BigUint64Array([on ? 1n : 0n]).buffer));
+  /** Address of the word a thread sets once it left the area. */
+  get leftAt(): RemotePtr {
+    return remoteAdd(this.at, LEFT);
+  }
+
+  /**
+   * Says where a thread other than the leader is: away from the area, inside it (heal waits for
+   * the word that says it left), or at its doorway or about to be (heal gives it time to go).
+   */
+  setThread(where: "away" | "inside" | "doorway"): void {
+    if (where === "inside") writeRemote(this.#pid, this.leftAt, new Uint8Array(8));
+    const word = { away: 0n, inside: 1n, doorway: 2n }[where];
+    writeRemote(this.#pid, this.at, new Uint8Array(new BigUint64Array([word]).buffer));
   }
 }

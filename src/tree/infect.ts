@@ -8,15 +8,17 @@
  *                                              area) and the registers that differ from the
  *                                              task's own around it (r12 = heal block, sp)
  * rs.call(NR.x, ...)                           regs := task's regs + anchor + {ax: nr, args,
- *                                              orig_ax: -1}; on the first call, then every
- *                                              signal blocked; PTRACE_SYSCALL to the entry
+ *                                              orig_ax: -1}; on the first call, after the
+ *                                              doorway's enter (when the scope has one), then
+ *                                              every signal blocked; PTRACE_SYSCALL to the entry
  *                                              stop, PTRACE_SYSCALL to the exit stop; read ax
  * rs.scratch(size)                             memory for arguments: carved from an arena in
  *                                              the area, or an injected mmap, unmapped on close
  * rs.pipe() / rs.closeFd(fd)                   descriptors made in the task, recorded in its
  *                                              heal table while they exist
  * close                                        scratch unmapped; PTRACE_INTERRUPT + PTRACE_CONT
- *                                              to the interrupt stop; then the task's own mask
+ *                                              to the interrupt stop; the doorway's leave (when
+ *                                              the scope has one); then the task's own mask
  *                                              and registers back, so that it leaves that stop
  *                                              (and restarts an interrupted syscall) exactly as
  *                                              if we had never been there
@@ -99,6 +101,12 @@ export interface RemoteSyscallsOptions {
   /** Runs once the task is back in its own registers and mask. */
   onClose?: () => void;
   /**
+   * A way in and out of the anchor: `enter` runs at the first call (or blob), before the
+   * registers first point to the anchor; `leave` runs at close, in the interrupt stop, before
+   * the task's own mask and registers come back. Each may set registers that also lead home.
+   */
+  doorway?: { enter: () => void; leave: () => void };
+  /**
    * Where a scratch mapping of `size` bytes is to go: with a heal table, mappings get a known
    * address so that they are recorded before they exist.
    */
@@ -120,6 +128,7 @@ export class RemoteSyscalls implements Disposable {
   #table?: HealTable;
   #arena?: { at: RemotePtr; size: number; used: number };
   #onClose?: () => void;
+  #doorway?: { enter: () => void; leave: () => void };
   #place?: (size: number) => bigint;
   #scratch: { addr: RemotePtr; size: number }[] = [];
   #touched = false;
@@ -132,6 +141,7 @@ export class RemoteSyscalls implements Disposable {
     this.#table = options.table;
     if (options.arena) this.#arena = { ...options.arena, used: 0 };
     this.#onClose = options.onClose;
+    this.#doorway = options.doorway;
     this.#place = options.place;
   }
 
@@ -175,6 +185,7 @@ export class RemoteSyscalls implements Disposable {
   call(nr: number, ...args: (bigint | number)[]): bigint {
     if (!this.#open) throw new InfectError("Remote syscalls are closed");
     const pid = this.task.pid;
+    if (!this.#touched) this.#doorway?.enter();
     ptraceSetRegs(pid, this.#regsFor(nr, args));
     if (!this.#touched) {
       // Only now that the registers lead home (when the anchor heals) may the mask change.
@@ -381,6 +392,7 @@ export class RemoteSyscalls implements Disposable {
     regs[REG.di] = arg;
     regs[REG.sp] = stackTop - 8n; // as if called: (sp + 8) % 16 == 0
     regs[REG.orig_ax] = 0xffffffffffffffffn;
+    if (!this.#touched) this.#doorway?.enter();
     ptraceSetRegs(this.task.pid, regs);
     if (!this.#touched) {
       ptraceSetSigmask(this.task.pid, BLOCK_ALL);
@@ -537,6 +549,7 @@ export class RemoteSyscalls implements Disposable {
       ptraceInterrupt(pid);
       ptraceCont(pid);
       waitForInterruptStop(pid);
+      this.#doorway?.leave();
       if (restoreState) {
         ptraceSetSigmask(pid, this.task.sigmask);
         ptraceSetRegs(pid, this.task.regs);

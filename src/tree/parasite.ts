@@ -36,10 +36,13 @@
  * a plain `syscall` of the task and cannot heal (a window of two ptrace stops).
  *
  * When criu dies: a thread at an injected syscall falls into heal; the leader's heal closes the
- * descriptors and unmaps the mappings of the heal table and, from its main stack, the area;
- * a non-leader thread only goes home (the area stays, unused, if that happens). A thread that
- * is not inside the area sits in its interrupt stop with its own registers: the kernel's
- * detach lets it go on.
+ * descriptors and unmaps the mappings of the heal table and, from its main stack, the area,
+ * once the other thread inside (if any) said it left; that thread only goes home. A thread
+ * goes in and out through a doorway outside the area that also leads home and says it left
+ * ({@link Parasite.thread}), so the word telling the leader to wait changes only while the
+ * thread stands there. A thread that is not inside the area sits in its interrupt stop with
+ * its own registers: the kernel's detach lets it go on. Without a chain the area stays,
+ * inert, and each thread goes home from its frame there.
  *
  * @module
  */
@@ -47,6 +50,7 @@ import { BLOBS } from "../../parasite/blobs_gen.ts";
 import {
   NR,
   ptraceGetXstate,
+  ptraceSetRegs,
   readRemote,
   REG,
   remoteAdd,
@@ -76,8 +80,17 @@ const RED_ZONE = 128n;
 const PROT_RWX = 7;
 /** MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE. */
 const MAP_FIXED_NOREPLACE_ANON = 0x100022;
+/** futex(2) FUTEX_WAKE_OP | FUTEX_PRIVATE_FLAG. */
+const FUTEX_WAKE_OP_PRIVATE = 5 | 128;
+/** FUTEX_OP(FUTEX_OP_SET, 1, FUTEX_OP_CMP_EQ, 0): the word at uaddr2 becomes 1. */
+const FUTEX_OP_SET_1 = 1 << 12;
 /** Every signal blocked (what SIGKILL and SIGSTOP allow). */
 const BLOCK_ALL = ~((1n << 8n) | (1n << 18n)) & 0xffffffffffffffffn;
+
+/** Test hook: `CRIU_TEST_DIE_AT=thread-in|thread-out` kills criu at a thread's doorway. */
+function dieHere(point: string): void {
+  if (Deno.env.get("CRIU_TEST_DIE_AT") === point) Deno.kill(Deno.pid, "SIGKILL");
+}
 
 /** One thread's way home: its heal block (parasite/heal.c). */
 function healBlock(words: {
@@ -355,20 +368,70 @@ export class Parasite implements Disposable {
         leader: false,
       }),
     );
-    this.table.setInflight(true);
+    // With a chain, the thread passes through a doorway on its way in and out: the task's
+    // `syscall; ret` with futex(FUTEX_WAKE_OP) setting the word that says it left, its frame
+    // already on the leader's stack. The leader is told to wait for that word only while the
+    // thread is inside or at the doorway, and to give it time while it may stand there: so
+    // whenever criu dies, the leader neither waits for a thread that never comes nor unmaps
+    // the area under one, nor leaves before the thread read its frame.
+    const chain = this.#chain;
+    let saved: Uint8Array | undefined;
+    const doorway = chain
+      ? {
+        enter: () => {
+          saved = new Uint8Array(frame.length);
+          readRemote(pid, chain.threadAt, saved);
+          this.table.setThread("doorway");
+          writeRemote(pid, chain.threadAt, frame);
+          ptraceSetRegs(pid, this.#doorway(task, chain.threadAt));
+          this.table.setThread("inside");
+          dieHere("thread-in");
+        },
+        leave: () => {
+          ptraceSetRegs(pid, this.#doorway(task, chain.threadAt));
+          this.table.setThread("doorway");
+          dieHere("thread-out");
+        },
+      }
+      : undefined;
+    if (!doorway) this.table.setThread("inside");
     const trs = new RemoteSyscalls(task, { site: this.area, regs: { r12: block } }, {
       table: this.table,
       arena: {
         at: remoteAdd(this.area, FRAMES + 2 * framePages + LEADER_ARENA),
         size: THREAD_ARENA,
       },
+      doorway,
       onClose: () => {
-        this.table.setInflight(false);
+        // The registers are the thread's own again: the leader's stack gets its bytes back.
+        if (saved) writeRemote(pid, chain!.threadAt, saved);
+        this.table.setThread("away");
         this.#thread = undefined;
       },
     });
     this.#thread = trs;
     return trs;
+  }
+
+  /**
+   * Registers of `task` at the doorway: futex(FUTEX_WAKE_OP) at the task's `syscall; ret` sets
+   * the heal table's word that says the thread left, and the `ret` takes the frame at `frame`
+   * (its pretcode, the task's sa_restorer) into rt_sigreturn, home.
+   */
+  #doorway(task: SeizedTask, frame: RemotePtr): BigUint64Array {
+    const regs = new BigUint64Array(task.regs);
+    const left = this.table.leftAt;
+    regs[REG.ip] = this.#gadgets.syscallRet!;
+    regs[REG.sp] = frame;
+    regs[REG.ax] = BigInt(NR.futex);
+    regs[REG.orig_ax] = 0xffffffffffffffffn;
+    regs[REG.di] = left;
+    regs[REG.si] = BigInt(FUTEX_WAKE_OP_PRIVATE);
+    regs[REG.dx] = 0n;
+    regs[REG.r10] = 0n;
+    regs[REG.r8] = left;
+    regs[REG.r9] = BigInt(FUTEX_OP_SET_1);
+    return regs;
   }
 
   /**
