@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { NestedPids } from "./nested_pidns.ts";
 import type { MountNamespace } from "./mnt_ns.ts";
 import type { mnt_entry } from "../../proto/gen/misc_pb.ts";
 import type { ActionHook } from "../action_scripts.ts";
@@ -253,6 +254,8 @@ export class DumpContext {
    * The locks of the tree's network namespaces while they are held (its own, nested ones): a
    * task in each, the method, the root's id.
    */
+  /** The tree's tasks in PID namespaces nested in its own (nested_pidns.ts). */
+  nestedPids: NestedPids = { inner: new Map(), forChildren: new Map(), namespaces: new Set() };
   readonly netnsLocks: { pid: number; method: LockMethod; vroot: number }[] = [];
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;

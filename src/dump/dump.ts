@@ -94,6 +94,7 @@ import { nsenterArgv } from "../net/netlock.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { writeNetns } from "./netns.ts";
 import { readNestedNetns } from "./nested_netns.ts";
+import { checkProcMounts, readNestedPids } from "./nested_pidns.ts";
 import { tunHolders } from "./tun_files.ts";
 
 export type { DumpOptions, DumpStats };
@@ -147,12 +148,6 @@ function checkTree(tree: FrozenTree, pids: VirtualPids): void {
         );
       }
     }
-    if (nsLink(p.pid, "pid_for_children") !== nsLink(p.pid, "pid")) {
-      throw new UnsupportedError(
-        `Cannot dump task ${p.pid}: its future children get another PID namespace ` +
-          `(/proc/${p.pid}/ns/pid_for_children); nested PID namespaces are not supported`,
-      );
-    }
     if (pids.own) {
       const g = pids.groups(p.pid, p.pgid, p.sid);
       for (const [what, id] of [["session", g.sid], ["process group", g.pgid]] as const) {
@@ -181,8 +176,8 @@ function checkTree(tree: FrozenTree, pids: VirtualPids): void {
       }
       // A mount namespace nested in the root's own (a service's, made by systemd) is read
       // with the root's and made again from it; a nested network namespace is read by
-      // nested_netns.ts (which refuses criu's).
-      const nested = kind === "net" ||
+      // nested_netns.ts (which refuses criu's); a nested PID namespace by nested_pidns.ts.
+      const nested = kind === "net" || kind === "pid" ||
         (kind === "mnt" && ownNamespace(root, "mnt") && ownNamespace(p.pid, "mnt"));
       if (nsLink(p.pid, kind) !== nsLink(root, kind) && !nested) {
         throw new UnsupportedError(
@@ -390,6 +385,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
     for (const n of ctx.nestedNets.values()) await lockNetns(ctx, n.pid);
   }
   checkTree(tree, ctx.pids);
+  ctx.nestedPids = readNestedPids(tree, ctx.pids);
   // The tree's own mount namespace: each mount checked before anything is written.
   if (ownNamespace(tree.root, "mnt")) {
     ctx.mntNs = readMountNamespace(ctx, tree.root, ctx.nsIds(tree.root).mntNsId);
@@ -407,6 +403,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
       );
     }
     checkNestedTmpfs(ctx.mntNs, [...ctx.nestedMnts.values()]);
+    checkProcMounts(ctx.nestedPids, [ctx.mntNs, ...ctx.nestedMnts.values()]);
   }
   for (const tid of tree.tasks.keys()) ctx.treeTids.add(tid);
   for (const p of tree.processes) {
@@ -429,6 +426,8 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
         ppid: proc.ppid && virt(proc.ppid),
         ...ctx.pids.groups(proc.pid, proc.pgid, proc.sid),
         threads: proc.threads.map(virt),
+        nsPid: ctx.nestedPids.inner.get(proc.pid) ?? [],
+        nsTids: proc.threads.slice(1).flatMap((t) => ctx.nestedPids.inner.get(t) ?? []),
       }),
     );
     if (proc.zombieExit !== undefined) {
@@ -684,6 +683,8 @@ async function dumpProcess(
     sighandId: ctx.objectId(),
     ...ctx.nsIds(pid),
   });
+  const forChildren = ctx.nestedPids.forChildren.get(pid);
+  if (forChildren) ids.pidForChildrenNsId = ctx.nsId(forChildren);
   ctx.ids.set(pid, ids);
   const vpid = ctx.pids.virt(pid);
   ctx.image(`core-${vpid}.img`, "CORE").entry(core_entrySchema, coreEntry(state, ctx));

@@ -31,6 +31,7 @@ import {
 import { mapKey } from "./memory.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { RemoteArena } from "./arena.ts";
+import { pidNamespacesOf } from "./nested_pidns.ts";
 import { type FileTable, isLateFile, onAnotherNestedNamespace, RestoreError } from "./files.ts";
 import { TCP_STATE } from "../net/tcp_state.ts";
 import { LEASE_BREAKING } from "../dump/locks.ts";
@@ -390,7 +391,7 @@ export function restoreLateFiles(
           sys(
             NR.pidfd_open,
             `pidfd_open(${e.nspid})`,
-            e.nspid,
+            e.nspid > 0 ? pidNamespacesOf(dump).seenBy(task, e.nspid, `pidfd ${fdi.fd}`) : e.nspid,
             e.flags & (O.NONBLOCK | PIDFD_THREAD),
           ),
         );

@@ -64,6 +64,7 @@ import {
   thread_core_entrySchema,
 } from "../../proto/gen/core_pb.ts";
 import { NS_CLONE_FLAGS, NS_KINDS, OWN_NS_KINDS } from "../dump/context.ts";
+import { checkPidNamespaces, pidNamespacesOf, type PidPlan, selfId } from "./nested_pidns.ts";
 import { rootOf } from "../tree/userns.ts";
 import type { vma_entry } from "../../proto/gen/mm_pb.ts";
 import { type reg_file_entry, reg_file_entrySchema } from "../../proto/gen/files_pb.ts";
@@ -271,9 +272,10 @@ function checkTask(
   const treeRoot = dump.tasks[0];
   for (const kind of NS_KINDS) {
     const field = task_kobj_ids_entrySchema.field[`${kind}NsId`];
-    // So are nested mount namespaces and network namespaces.
+    // So are nested mount, network and PID namespaces (checkPidNamespaces checked those).
     const nested = (kind === "mnt" && dump.nestedMnts.has(task.ids.mntNsId)) ||
-      (kind === "net" && dump.nestedNets.has(task.ids.netNsId));
+      (kind === "net" && dump.nestedNets.has(task.ids.netNsId)) ||
+      (kind === "pid" && task.pstree.nsPid.length > 0);
     if (OWN_NS_KINDS.has(kind) && isFieldSet(task.ids, field)) {
       if (task.ids[`${kind}NsId`] !== treeRoot.ids[`${kind}NsId`] && !nested) {
         throw new RestoreError(
@@ -380,12 +382,13 @@ const CLONE_ARGS_SIZE = 80;
  */
 function cloneArgs(
   arena: RemoteArena,
-  tid: number | undefined,
+  tid: number[] | undefined,
   thread: boolean,
   share = 0n,
   quiet = false,
 ): RemotePtr {
-  const setTid = tid === undefined ? 0n : arena.words([tid]);
+  // set_tid is an array of pid_t.
+  const setTid = tid === undefined ? 0n : arena.put(new Uint8Array(new Int32Array(tid).buffer));
   return arena.words([
     thread ? CLONE_THREAD_FLAGS : share, // flags
     0, // pidfd
@@ -396,7 +399,7 @@ function cloneArgs(
     0, // stack_size
     0, // tls
     setTid, // set_tid
-    tid === undefined ? 0 : 1, // set_tid_size (none: any PID)
+    tid?.length ?? 0, // set_tid_size (none: any PID)
   ]);
 }
 
@@ -416,11 +419,20 @@ function makeTaskWithId(
   id: number | undefined,
   what: string,
   real?: RealPids,
-  options: { thread?: boolean; share?: bigint; quiet?: boolean } = {},
+  options: { thread?: boolean; share?: bigint; quiet?: boolean; pids?: PidPlan } = {},
 ): { seized: SeizedTask; virt: number } {
-  const args = cloneArgs(arena, id, options.thread ?? false, options.share, options.quiet);
+  // In nested PID namespaces: its id at every level, and clone3 returns the maker's.
+  const plan = options.pids;
+  const args = cloneArgs(
+    arena,
+    plan?.setTid ?? (id === undefined ? undefined : [id]),
+    options.thread ?? false,
+    (options.share ?? 0n) | (plan?.flags ?? 0n),
+    options.quiet,
+  );
   const made = rs.clone(args, CLONE_ARGS_SIZE);
-  if (id !== undefined && made.virt !== id) {
+  const expect = plan?.expect ?? id;
+  if (expect !== undefined && made.virt !== expect) {
     throw new RestoreError(`${what} came back as ${made.virt}`);
   }
   if (id !== undefined) real?.set(id, made.real);
@@ -435,6 +447,7 @@ export async function restore(
   const t0 = performance.now();
   // 1. READ
   const dump = readDump(opts.imagesDir, opts.emptyNet ?? false);
+  checkPidNamespaces(dump.tasks);
   await opts.actions?.("pre-restore");
   const lockMethod = opts.networkLock ??
     LOCK_METHODS[dump.inventory.networkLockMethod ?? -1] ?? DEFAULT_LOCK_METHOD;
@@ -765,7 +778,7 @@ async function restoreTree(
         table.addWatches();
         // Process groups, then the owners of files (an owner may name a group); zombies,
         // in their groups now, die.
-        restoreGroups(procs, pids, opts.shellJob ?? false);
+        restoreGroups(dump, procs, pids, opts.shellJob ?? false);
         // The helpers go: the kernel hands the session helpers' tasks to their reapers.
         endSessionHelpers(sessions, procs);
         for (const fg of table.ptys.foregroundGroups()) {
@@ -865,6 +878,9 @@ async function restoreTree(
     for (const p of procs) {
       for (const t of [p.seized, ...p.threads.map((x) => x.seized)]) t.sendKill();
     }
+    // The helper, subreaper of the tree, reaps meanwhile what comes to it: the init of a nested
+    // PID namespace exits only once every task there is reaped, some of them by the helper.
+    await made.abandon();
     for (const h of sessions.helpers) h.seized.reap();
     for (const p of [...procs].reverse()) {
       for (const th of p.threads) th.seized.reap();
@@ -972,7 +988,12 @@ function makeShmem(dump: DumpImages, task: TaskImages, shmem: Map<bigint, number
  * POSIX timers, with their ids: PR_TIMER_CREATE_RESTORE_IDS makes timer_create take the id it
  * is given. Made after the threads, which SIGEV_THREAD_ID timers target.
  */
-function restorePosixTimers(rs: RemoteSyscalls, arena: RemoteArena, task: TaskImages): void {
+function restorePosixTimers(
+  rs: RemoteSyscalls,
+  arena: RemoteArena,
+  dump: DumpImages,
+  task: TaskImages,
+): void {
   const posix = task.core.tc?.timers?.posix ?? [];
   if (!posix.length) return;
   const pid = rs.task.pid;
@@ -992,7 +1013,8 @@ function restorePosixTimers(rs: RemoteSyscalls, arena: RemoteArena, task: TaskIm
       v.setBigUint64(0, p.sivalPtr, true);
       v.setInt32(8, p.siSigno, true);
       v.setInt32(12, p.itSigevNotify, true);
-      v.setInt32(16, p.notifyThreadId ?? 0, true);
+      const tid = p.notifyThreadId ?? 0;
+      v.setInt32(16, pidNamespacesOf(dump).seenBy(task, tid, `POSIX timer ${p.itId}`), true);
       const sevAt = arena.put(sev);
       const idAt = arena.put(new Uint8Array(new Int32Array([p.itId]).buffer));
       check(rs.call(NR.timer_create, p.clockId, sevAt, idAt), `POSIX timer ${p.itId}`);
@@ -1058,8 +1080,11 @@ function createChildren(
   const children = dump.tasks.filter((t) =>
     t.pstree.ppid === pid && t !== dump.tasks[0] && !sessions.plan.byHelper.has(t.pstree.pid)
   );
-  // Live children first: a zombie must not be reaped by anyone before its parent resumes.
-  children.sort((a, b) => Number(a.zombie) - Number(b.zombie));
+  // Live children first: a zombie must not be reaped by anyone before its parent resumes. The
+  // init of a nested PID namespace before the others, who may be made in its namespace.
+  const nested = pidNamespacesOf(dump);
+  const rank = (t: TaskImages) => Number(t.zombie) * 2 + Number(!nested.isInit(t));
+  children.sort((a, b) => rank(a) - rank(b));
   const make = (child: TaskImages) => {
     const cpid = child.pstree.pid;
     ensureGroup(dump, child, rs, arena, parent.seized, real, sessions);
@@ -1069,7 +1094,9 @@ function createChildren(
     const pids = parent.task.ids, cids = child.ids;
     const share = child.zombie || !pids ? 0n : (cids.filesId === pids.filesId ? CLONE_FILES : 0n) |
       (cids.fsId === pids.fsId ? CLONE_FS : 0n);
-    const seized = makeTask(rs, arena, cpid, `Task ${cpid}`, real, { share });
+    const plan = nested.plan(rs, parent.task, cpid);
+    const seized = makeTask(rs, arena, cpid, `Task ${cpid}`, real, { share, pids: plan });
+    nested.made(child, seized.pid);
     procs.push({ task: child, seized, threads: [] });
     log.debug(`task ${cpid} made by ${pid}`);
     // A zombie makes no children: a session leader leads its session again at once, and
@@ -1103,6 +1130,7 @@ function createChildren(
   for (const h of sessions.plan.helpers) {
     if (h.maker === pid) makeSessionHelper(dump, parent, h, rs, arena, procs, real, sessions, log);
   }
+  nested.finish(rs, parent.task);
 }
 
 /**
@@ -1313,7 +1341,12 @@ function requeueIn(p: Restoring): void {
  * Puts every task in its process group (leaders first): groups whose leader is gone were
  * made by helpers as their tasks were (see ensureGroup).
  */
-function restoreGroups(procs: Restoring[], real: RealPids, shellJob: boolean): void {
+function restoreGroups(
+  dump: DumpImages,
+  procs: Restoring[],
+  real: RealPids,
+  shellJob: boolean,
+): void {
   const root = procs[0].task.pstree;
   if (
     !shellJob && root.pgid !== root.pid && !procs.some((p) => p.task.pstree.pid === root.pgid)
@@ -1333,7 +1366,10 @@ function restoreGroups(procs: Restoring[], real: RealPids, shellJob: boolean): v
     if (cur.pgid === real.real(ps.pgid)) continue;
     if (p === procs[0] && shellJob && ps.pgid !== ps.pid) continue;
     inTask(p.seized, (rs) => {
-      const ret = rs.call(NR.setpgid, 0, ps.pgid === ps.pid ? 0 : ps.pgid);
+      const pgid = ps.pgid === ps.pid
+        ? 0
+        : pidNamespacesOf(dump).seenBy(p.task, ps.pgid, `process group ${ps.pgid}`);
+      const ret = rs.call(NR.setpgid, 0, pgid);
       if (ret < 0n) {
         throw new RestoreError(
           `Cannot put task ${ps.pid} in process group ${ps.pgid}: errno ${-ret}`,
@@ -1510,20 +1546,23 @@ function restoreInside(
   }
   restoreTaskState(rs, arena, dump, task, fds, log, subreaperLater(sessions, task));
   enterDeadProc(rs, arena, dump, task);
-  restoreThreadState(rs, arena, task.pstree.pid, task.pstree.pid, task.core);
+  restoreThreadState(rs, arena, selfId(task), selfId(task), task.core);
 
   // Threads: made by the leader (they share its memory), each then sets its own state.
   const threads: RemoteSyscalls[] = [];
   try {
     for (const [tid, core] of task.threadCores) {
       arena.reset();
-      const seized = makeTask(rs, arena, tid, `Thread ${tid}`, pids, { thread: true });
+      const seized = makeTask(rs, arena, tid, `Thread ${tid}`, pids, {
+        thread: true,
+        pids: pidNamespacesOf(dump).plan(rs, task, tid, true),
+      });
       proc.threads.push({ tid, seized, core });
       const trs = RemoteSyscalls.open(seized, restored);
       threads.push(trs);
-      restoreThreadState(trs, arena, task.pstree.pid, tid, core);
+      restoreThreadState(trs, arena, selfId(task), selfId(task, tid), core);
     }
-    restorePosixTimers(rs, arena, task);
+    restorePosixTimers(rs, arena, dump, task);
     if (proc.readOnlyLater?.length) makeReadOnly(rs, proc.readOnlyLater);
     // seccomp, the leader last (a chain made with TSYNC goes to every thread from it).
     proc.threads.forEach((th, i) =>

@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { selfId } from "./nested_pidns.ts";
 import type { Logger } from "../log.ts";
 import { errnoName, NR, type RemotePtr, SIGINFO_SIZE } from "../syscalls/mod.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
@@ -217,7 +218,8 @@ export function restoreTaskState(
   }
   restoreMembarrier(sys, tc.membarrierRegistrationMask ?? 0);
   drainSignals(rs, arena);
-  queueSignals(sys, arena, task.pstree.pid, task.pstree.pid, tc.signalsS?.signals, true);
+  const self = selfId(task);
+  queueSignals(sys, arena, self, self, tc.signalsS?.signals, true);
 }
 
 /**
@@ -236,12 +238,12 @@ function drainSignals(rs: RemoteSyscalls, arena: RemoteArena): void {
  * as zombies) queued more: everything pending is taken, the dumped signals queued again.
  */
 export function requeueSignals(rs: RemoteSyscalls, arena: RemoteArena, task: TaskImages): void {
-  const pid = task.pstree.pid;
   const sys = sysIn(rs);
   arena.reset();
   drainSignals(rs, arena);
-  queueSignals(sys, arena, pid, pid, task.core.tc?.signalsS?.signals, true);
-  queueSignals(sys, arena, pid, pid, task.core.threadCore?.signalsP?.signals, false);
+  const self = selfId(task);
+  queueSignals(sys, arena, self, self, task.core.tc?.signalsS?.signals, true);
+  queueSignals(sys, arena, self, self, task.core.threadCore?.signalsP?.signals, false);
 }
 
 /** membarrier(2) commands, by the bit of MEMBARRIER_CMD_GET_REGISTRATIONS they register. */

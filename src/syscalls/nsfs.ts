@@ -13,21 +13,26 @@ const NS_GET_USERNS = 0xb701, NS_GET_PARENT = 0xb702;
 
 /**
  * The inode of the namespace related to the one at `path` (a /proc/PID/ns link): the user
- * namespace that owns it ("owner"), or a user namespace's parent ("parent"); undefined where
- * the caller may not see it (EPERM: it is above the caller's).
+ * namespace that owns it ("owner"), or a user or PID namespace's parent ("parent"), `steps`
+ * times over (the grandparent for 2); undefined where the caller may not see it (EPERM: it is
+ * above the caller's).
  */
-export function relatedNamespace(path: string, how: "owner" | "parent"): number | undefined {
-  const fd = open(path, O.RDONLY | O.CLOEXEC);
+export function relatedNamespace(
+  path: string,
+  how: "owner" | "parent",
+  steps = 1,
+): number | undefined {
+  let fd = open(path, O.RDONLY | O.CLOEXEC);
   try {
-    const rel = orErrno(
-      libc.ioctl(fd, BigInt(how === "owner" ? NS_GET_USERNS : NS_GET_PARENT), null),
-    );
-    if (rel < 0) return undefined;
-    try {
-      return Number(Deno.statSync(`/proc/self/fd/${rel}`).ino);
-    } finally {
-      close(rel);
+    for (let i = 0; i < steps; i++) {
+      const rel = orErrno(
+        libc.ioctl(fd, BigInt(how === "owner" ? NS_GET_USERNS : NS_GET_PARENT), null),
+      );
+      if (rel < 0) return undefined;
+      close(fd);
+      fd = rel;
     }
+    return Number(Deno.statSync(`/proc/self/fd/${fd}`).ino);
   } finally {
     close(fd);
   }

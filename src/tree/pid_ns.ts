@@ -5,10 +5,13 @@
  * ones. For a tree in criu's own PID namespace both are the same.
  *
  * The ids come from /proc/PID/status: NSpid, NSpgid and NSsid list a task's ids from the PID
- * namespace of this /proc down to the task's own; the last level is the tree's.
+ * namespace of this /proc down to the task's own; the tree's level is the root's last. A task
+ * in a PID namespace nested in the tree's has ids below that level too: its inner ids
+ * ({@link VirtualPids.inner}), which the images carry besides (pstree.img, ours).
  *
  * @module
  */
+import { relatedNamespace } from "../syscalls/mod.ts";
 import { NoSuchTaskError, readProcText } from "./proc.ts";
 
 /** A task's ids at every level, as /proc/PID/status lists them (outermost first). */
@@ -33,6 +36,8 @@ export class VirtualPids {
   readonly #level: number;
   /** The tree's PID namespace (`pid:[INODE]`). */
   readonly #ns: string;
+  /** Its inode. */
+  readonly #ino: number;
   readonly #virt = new Map<number, number>();
   readonly #groups = new Map<number, { pgid: number; sid: number }>();
 
@@ -40,6 +45,7 @@ export class VirtualPids {
     this.own = own;
     this.#level = level;
     this.#ns = ns;
+    this.#ino = Number(/\[(\d+)\]/.exec(ns)?.[1] ?? 0);
   }
 
   /**
@@ -80,10 +86,14 @@ export class VirtualPids {
       throw e;
     }
     // In the tree's namespace itself: at its depth, and that namespace (a zombie's link may
-    // not be readable; its depth then decides).
-    if (l.pid.length !== this.#level + 1) return undefined;
+    // not be readable; its depth then decides); or in one nested in it.
+    if (l.pid.length < this.#level + 1) return undefined;
+    const below = l.pid.length - 1 - this.#level;
     try {
-      if (Deno.readLinkSync(`/proc/${real}/ns/pid`) !== this.#ns) return undefined;
+      if (below === 0 && Deno.readLinkSync(`/proc/${real}/ns/pid`) !== this.#ns) return undefined;
+      if (below > 0 && relatedNamespace(`/proc/${real}/ns/pid`, "parent", below) !== this.#ino) {
+        return undefined;
+      }
     } catch {
       // gone or a zombie
     }
@@ -91,6 +101,14 @@ export class VirtualPids {
     this.#virt.set(real, v);
     this.#groups.set(real, { pgid: l.pgid[this.#level] ?? 0, sid: l.sid[this.#level] ?? 0 });
     return v;
+  }
+
+  /**
+   * Task `real`'s ids in the PID namespaces nested in the tree's, from the tree's child down to
+   * its own (none for a task in the tree's namespace). For a task of the tree.
+   */
+  inner(real: number): number[] {
+    return levels(readProcText(real, "status")).pid.slice(this.#level + 1);
   }
 
   /** Task `real`'s id in the tree's PID namespace; `what` names it in the error otherwise. */
