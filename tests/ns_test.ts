@@ -335,12 +335,11 @@ Deno.test("a task of a PID namespace other than its init is refused by name, lef
   }
 });
 
-/** NSpid of every thread of the tree at `root`, by thread, and each process's namespace links. */
+/** NSpid of every thread of the tree at `root`, one line each ("TID: IDS"), sorted. */
 function nestedIds(root: number): string {
   return treePids(root).flatMap((pid) =>
-    [...Deno.readDirSync(`/proc/${pid}/task`)].map((t) => Number(t.name)).sort((a, b) => a - b)
-      .map((tid) => `${tid}: ${nsPids(tid).join(" ")}`)
-  ).join("\n");
+    [...Deno.readDirSync(`/proc/${pid}/task`)].map((t) => `${t.name}: ${nsPids(+t.name).join(" ")}`)
+  ).sort().join("\n");
 }
 
 /** The inode of a task's /proc/PID/ns/NAME. */

@@ -133,14 +133,13 @@ export class NestedPidNamespaces {
     const d = this.depth(parent);
     const expect = ids[d];
     const setTid = [...ids].reverse();
-    if (thread || ids.length === 1) return { setTid, flags: 0n, expect };
-    const task = this.#ids.get(child)!.proc;
-    if (this.isInit(task) && ids.length === d + 2) {
-      this.#childrenIn(rs, parent, parent.ids.pidNsId!);
-      return { setTid, flags: CLONE_NEWPID, expect };
-    }
-    this.#childrenIn(rs, parent, task.ids.pidNsId!);
-    return { setTid, flags: 0n, expect };
+    const task = this.#ids.get(child)?.proc;
+    if (thread || !task) return { setTid, flags: 0n, expect };
+    // A new namespace is made below the maker's own; a child goes to its own namespace, the
+    // maker's or one made already, whatever the maker's previous child needed.
+    const init = this.isInit(task) && ids.length === d + 2;
+    this.#childrenIn(rs, parent, init ? parent.ids.pidNsId : task.ids.pidNsId);
+    return { setTid, flags: init ? CLONE_NEWPID : 0n, expect };
   }
 
   /** Task `t` of the images was made as `real` (criu's id). */
@@ -156,9 +155,9 @@ export class NestedPidNamespaces {
   }
 
   /** Makes namespace `id` the one the children of `parent` (of `rs`) are made in. */
-  #childrenIn(rs: RemoteSyscalls, parent: TaskImages, id: number): void {
+  #childrenIn(rs: RemoteSyscalls, parent: TaskImages, id: number | undefined): void {
     const real = rs.task.pid;
-    if ((this.#now.get(real) ?? parent.ids.pidNsId) === id) return;
+    if (id === undefined || (this.#now.get(real) ?? parent.ids.pidNsId) === id) return;
     const holder = id === parent.ids.pidNsId ? real : this.#made.get(id);
     if (holder === undefined) {
       throw new RestoreError(

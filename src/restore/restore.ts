@@ -51,6 +51,7 @@ import {
   remoteAdd,
   type RemotePtr,
   remotePtr,
+  tryKill,
   tryOpen,
   waitPid,
   withSharedMapping,
@@ -433,6 +434,13 @@ function makeTaskWithId(
   const made = rs.clone(args, CLONE_ARGS_SIZE);
   const expect = plan?.expect ?? id;
   if (expect !== undefined && made.virt !== expect) {
+    // Ours to reap (traced from birth): a task left unreaped could keep the init of its PID
+    // namespace, and the restore's cleanup waiting for it, from ever exiting.
+    try {
+      SeizedTask.adopt(made.real).kill();
+    } catch {
+      tryKill(made.real, 9); // not in its first stop: at least it dies
+    }
     throw new RestoreError(`${what} came back as ${made.virt}`);
   }
   if (id !== undefined) real?.set(id, made.real);

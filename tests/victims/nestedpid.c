@@ -1,17 +1,18 @@
 /*
  * A PID namespace nested in the tree's, as `unshare -pf` makes one. argv: OUT [own]
  *
- * The root R unshares a PID namespace (CLONE_NEWPID) and forks C, its init (1 there). C forks
- * D (2 there), which runs a thread T (3 there). R then forks E, which lands in C's namespace (4
- * there) with its parent outside it (getppid() is 0). With "own", a starter first unshares a
+ * The root R forks X, then unshares a PID namespace (CLONE_NEWPID) and forks C, its init (1
+ * there). C forks D (2 there), which runs a thread T (3 there). R then forks E, which lands in
+ * C's namespace (4 there) with its parent outside it (getppid() is 0); then, back in its own
+ * namespace for its children (setns), Y there, and joins C's again. With "own", a starter first unshares a
  * PID namespace and forks R (1 in it, leading its session), one level up, and exits; else R is
  * in criu's namespace.
  *
  * At "ready" each task notes the NSpid lines of its threads (criu's level dropped with "own",
  * where a restore gives other ids there) and its getppid(). On SIGTERM R checks its own, that
  * its children's namespace (pid_for_children) is still C's (a child forked now lands there: one
- * level deeper, its parent outside, 2 and 4 there), and asks C and E (SIGUSR1; C asks D by its
- * id 2) to check theirs: each writes "ok NAME" or "bad NAME why" to a pipe R reads. C also
+ * level deeper, its parent outside, 2 and 4 there), and asks C, E, X and Y (SIGUSR1; C asks D
+ * by its id 2) to check theirs: each writes "ok NAME" or "bad NAME why" to a pipe R reads. C also
  * checks that 2 and 4 are there to signal, D that its thread is alive and moving. R prints PASS
  * nestedpid or FAIL nestedpid with the reasons.
  */
@@ -195,11 +196,12 @@ static void run_c(int ready)
 	}
 }
 
-static void run_e(int ready)
+/* E, X or Y: a task that only checks itself. */
+static void run_plain(const char *who, int ready)
 {
-	name = "E";
+	name = who;
 	note();
-	write(ready, "e", 1);
+	write(ready, "p", 1);
 	serve(NULL);
 }
 
@@ -272,6 +274,12 @@ int main(int argc, char **argv)
 	pipe(rep);
 	pipe(ready);
 	report_w = rep[1];
+	char b;
+	pid_t x = fork();
+	if (x == 0)
+		run_plain("X", ready[1]);
+	read(ready[0], &b, 1);
+	int mine = open("/proc/self/ns/pid", O_RDONLY);
 	if (unshare(CLONE_NEWPID)) {
 		fprintf(out, "FAIL nestedpid unshare\n");
 		return 1;
@@ -279,12 +287,27 @@ int main(int argc, char **argv)
 	pid_t c = fork();
 	if (c == 0)
 		run_c(ready[1]);
-	char b;
 	read(ready[0], &b, 1);
 	pid_t e = fork();
 	if (e == 0)
-		run_e(ready[1]);
+		run_plain("E", ready[1]);
 	read(ready[0], &b, 1);
+	/* Y back in R's own namespace, after E; then R's children go to C's again. */
+	int theirs = (int)syscall(SYS_pidfd_open, c, 0);
+	if (setns(mine, CLONE_NEWPID)) {
+		fprintf(out, "FAIL nestedpid setns\n");
+		return 1;
+	}
+	pid_t y = fork();
+	if (y == 0)
+		run_plain("Y", ready[1]);
+	read(ready[0], &b, 1);
+	if (setns(theirs, CLONE_NEWPID)) {
+		fprintf(out, "FAIL nestedpid setns back\n");
+		return 1;
+	}
+	close(mine);
+	close(theirs);
 	struct sigaction sa = {.sa_handler = on_term};
 	sigaction(SIGTERM, &sa, NULL);
 	note();
@@ -307,11 +330,13 @@ int main(int argc, char **argv)
 		snprintf(fails + strlen(fails), sizeof(fails) - strlen(fails), " R: %s;", why);
 	kill(c, SIGUSR1);
 	kill(e, SIGUSR1);
-	/* Three reports: C, D, E. */
+	kill(x, SIGUSR1);
+	kill(y, SIGUSR1);
+	/* Five reports: C, D, E, X, Y. */
 	fcntl(rep[0], F_SETFL, O_NONBLOCK);
 	char got[4096] = "";
-	for (int i = 0; i < 300 && (strstr(got, " C") == NULL || strstr(got, " D") == NULL ||
-				    strstr(got, " E") == NULL); i++) {
+	for (int i = 0; i < 300 && (!strstr(got, " C") || !strstr(got, " D") || !strstr(got, " E") ||
+				    !strstr(got, " X") || !strstr(got, " Y")); i++) {
 		usleep(10000);
 		ssize_t n = read(rep[0], got + strlen(got), sizeof(got) - strlen(got) - 1);
 		(void)n;
@@ -325,5 +350,7 @@ int main(int argc, char **argv)
 		fprintf(out, "FAIL nestedpid%s\n", fails);
 	kill(c, SIGKILL); /* the namespace goes with its init */
 	kill(e, SIGKILL);
+	kill(x, SIGKILL);
+	kill(y, SIGKILL);
 	return 0;
 }
