@@ -45,7 +45,7 @@ export function checkPidNamespaces(tasks: readonly TaskImages[]): void {
   for (const t of tasks) {
     const ps = t.pstree;
     const d = ps.nsPid.length;
-    const ns = t.ids.pidNsId;
+    const ns = t.ids?.pidNsId; // none for a zombie (in the root's namespace: dump refuses others)
     if (ps.nsTids.length !== d * (ps.threads.filter((tid) => tid !== ps.pid).length)) {
       throw new ImageError(`Cannot restore task ${ps.pid}: its threads' nested ids are malformed`);
     }
@@ -138,13 +138,16 @@ export class NestedPidNamespaces {
     // A new namespace is made below the maker's own; a child goes to its own namespace, the
     // maker's or one made already, whatever the maker's previous child needed.
     const init = this.isInit(task) && ids.length === d + 2;
-    this.#childrenIn(rs, parent, init ? parent.ids.pidNsId : task.ids.pidNsId);
+    // (A zombie has no ids: it is in its maker's namespace, as the dump wants.)
+    const ns = init ? parent.ids.pidNsId : (task.ids ?? parent.ids).pidNsId;
+    this.#childrenIn(rs, parent, ns);
     return { setTid, flags: init ? CLONE_NEWPID : 0n, expect };
   }
 
   /** Task `t` of the images was made as `real` (criu's id). */
   made(t: TaskImages, real: number): void {
-    if (this.depth(t) && !this.#made.has(t.ids.pidNsId!)) this.#made.set(t.ids.pidNsId!, real);
+    const ns = t.ids?.pidNsId;
+    if (this.depth(t) && ns !== undefined && !this.#made.has(ns)) this.#made.set(ns, real);
   }
 
   /** Once `parent` made its children: its namespace for children as the dump found it. */
@@ -194,7 +197,7 @@ export class NestedPidNamespaces {
     // viewer's namespace (namespaces nest as processes do).
     let up = target?.proc;
     while (up && this.depth(up) > d) up = this.#ids.get(up.pstree.ppid)?.proc;
-    if (!target || !up || up.ids.pidNsId !== viewer.ids.pidNsId) {
+    if (!target || !up || up.ids?.pidNsId !== viewer.ids.pidNsId) {
       throw new RestoreError(
         `Cannot restore ${what} of task ${viewer.pstree.pid}: task ${id} is outside its PID ` +
           `namespace`,
