@@ -551,37 +551,58 @@ for (
   });
 }
 
-Deno.test("a connection waiting for the answer to its SYN (SYN_SENT) completes after the restore", async () => {
-  const v = startVictim(["setsid", "python3", `${ROOT}/tests/victims/synsent.py`, "{out}"]);
-  let port = 0;
-  try {
-    port = Number((await waitReport(v)).port);
-    await roundTrip(v, { dump: ["--tcp-established"], restore: ["--tcp-established"] });
-    assertMatch(await verdict(v, v.pid, "SIGTERM", 8000), /PASS synsent/);
-  } finally {
-    await stopVictim(v);
-    killAll(v.pid);
-    if (port) {
-      // The victim removes its rule; should it have died first, the rule goes here.
-      await new Deno.Command("iptables", {
-        args: [
-          "-w",
-          "-D",
-          "INPUT",
-          "-t",
-          "filter",
-          "-p",
-          "tcp",
-          "--dport",
-          `${port}`,
-          "-j",
-          "DROP",
-        ],
-        stderr: "null",
-      }).output();
-    }
-  }
-});
+for (const netns of [false, true]) {
+  Deno.test(
+    `a connection waiting for the answer to its SYN (SYN_SENT) completes after the restore${
+      netns ? ", in a network namespace of its own (its peer read from that namespace's table)" : ""
+    }`,
+    async () => {
+      const synsent = ["python3", `${ROOT}/tests/victims/synsent.py`, "{out}"];
+      const v = startVictim(
+        netns
+          ? [
+            "setsid",
+            "unshare",
+            "-n",
+            "sh",
+            "-c",
+            'ip link set lo up && exec "$@"',
+            "sh",
+            ...synsent,
+          ]
+          : ["setsid", ...synsent],
+      );
+      let port = 0;
+      try {
+        port = Number((await waitReport(v)).port);
+        await roundTrip(v, { dump: ["--tcp-established"], restore: ["--tcp-established"] });
+        assertMatch(await verdict(v, v.pid, "SIGTERM", 8000), /PASS synsent/);
+      } finally {
+        await stopVictim(v);
+        killAll(v.pid);
+        if (port) {
+          // The victim removes its rule; should it have died first, the rule goes here.
+          await new Deno.Command("iptables", {
+            args: [
+              "-w",
+              "-D",
+              "INPUT",
+              "-t",
+              "filter",
+              "-p",
+              "tcp",
+              "--dport",
+              `${port}`,
+              "-j",
+              "DROP",
+            ],
+            stderr: "null",
+          }).output();
+        }
+      }
+    },
+  );
+}
 
 Deno.test("a TCP socket reset by its peer: its waiting error, or its unread bytes, refused by name", async () => {
   // The peer sends three bytes and resets (SO_LINGER 0); "errread" reads the error first.

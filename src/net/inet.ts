@@ -135,15 +135,19 @@ function int(fd: number, name: number, level: number = SOL.SOCKET): number {
 }
 
 /**
- * The remote end /proc/net/tcp{,6} (or raw{,6}) shows for the socket of inode `ino`, and
- * whether it is connected (a raw socket has no peer name to get).
+ * The remote end /proc/PID/net/tcp{,6} (or raw{,6}) shows for the socket of inode `ino`, held
+ * by task `pid`, and whether it is connected (a raw socket has no peer name to get).
  */
 function procNetPeer(
+  pid: number,
   family: number,
   ino: number,
   table_ = "tcp",
 ): { port: number; addr: number[]; connected?: boolean } {
-  const table = Deno.readTextFileSync(`/proc/net/${table_}${family === AF_INET6 ? "6" : ""}`);
+  // The table of the task's network namespace (criu's own /proc/net is criu's).
+  const table = Deno.readTextFileSync(
+    `/proc/${pid}/net/${table_}${family === AF_INET6 ? "6" : ""}`,
+  );
   for (const line of table.split("\n").slice(1)) {
     const f = line.trim().split(/\s+/);
     if (Number(f[9]) !== ino) continue;
@@ -151,7 +155,11 @@ function procNetPeer(
     const words = addr.match(/.{8}/g)!.map((w) => parseInt(w, 16));
     return { port: parseInt(port, 16), addr: words, connected: f[3] === "01" };
   }
-  return { port: 0, addr: family === AF_INET6 ? [0, 0, 0, 0] : [0] };
+  // Not there: a socket of another network namespace than its holder's.
+  throw new InetSocketError(
+    `Cannot dump socket ${ino}: /proc/${pid}/net/${table_} does not show it (a socket of ` +
+      `another network namespace than task ${pid}'s), and its peer is known only there`,
+  );
 }
 
 /** The image's shutdown value for both directions (criu's SK_SHUTDOWN__BOTH). */
@@ -196,7 +204,7 @@ export function collectInetSocket(
     let dst = peerRaw ? parseInetAddr(peerRaw) : { family, port: 0, addr: src.addr.map(() => 0) };
     if (raw) {
       // A raw socket answers no getpeername(): its peer is in /proc/net/raw.
-      const peer = procNetPeer(family, ino, "raw");
+      const peer = procNetPeer(pid, family, ino, "raw");
       if (peer.connected) {
         dst = { family, port: 0, addr: peer.addr };
         peerRaw = new Uint8Array(0);
@@ -210,7 +218,9 @@ export function collectInetSocket(
       const info = tcpInfo(copy);
       state = info.state;
       // A connection waiting for its SYN's answer has no peer name yet (ENOTCONN): /proc says.
-      if (state === TCP_STATE.SYN_SENT && !peerRaw) Object.assign(dst, procNetPeer(family, ino));
+      if (state === TCP_STATE.SYN_SENT && !peerRaw) {
+        Object.assign(dst, procNetPeer(pid, family, ino));
+      }
       const conn = `${endpointText(family, src.port, src.addr)} -> ` +
         endpointText(family, dst.port, dst.addr);
       if (state === TCP_STATE.LISTEN) {
