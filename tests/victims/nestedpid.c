@@ -159,6 +159,9 @@ static const char *check_c(void)
 	if (kill(2, 0) || kill(4, 0))
 		return "2 or 4 not there";
 	kill(2, SIGUSR1); /* D reports on its own */
+	/* An init reaps what ends in its namespace. */
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		;
 	return NULL;
 }
 
@@ -181,19 +184,7 @@ static void run_c(int ready)
 	usleep(100000); /* D noted its ids */
 	note();
 	write(ready, "c", 1);
-	for (;;) {
-		pause();
-		if (!asked)
-			continue;
-		asked = 0;
-		const char *why = check_self();
-		if (!why)
-			why = check_c();
-		report(why);
-		/* An init reaps what ends in its namespace. */
-		while (waitpid(-1, NULL, WNOHANG) > 0)
-			;
-	}
+	serve(check_c);
 }
 
 /* E, X or Y: a task that only checks itself. */
