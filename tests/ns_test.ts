@@ -387,34 +387,49 @@ Deno.test("a PID namespace nested in the tree's (unshare -pf) comes back with ev
   }
 });
 
-Deno.test("a PID namespace nested in one of the tree's own comes back new around its ids", async () => {
-  const bin = await buildVictim("nestedpid");
-  const v = startVictim(["setsid", bin, "{out}", "own"]);
-  const root = Number((await waitReport(v)).pid);
-  await v.child.status;
-  const pids = treePids(root);
-  let back = 0;
-  try {
-    // Below criu's level, the ids the tree sees.
-    const inside = () =>
-      nestedIds(back || root).replace(/^\d+: \d+ /gm, "").split("\n").sort().join("\n");
-    const before = inside();
-    assertEquals(nsPids(root), [root, 1]);
-    const imgs = tmpDir();
-    const d = await criu(["dump", "-t", `${root}`, "-D", imgs]);
-    assertEquals(d.code, 0, d.stderr);
-    for (const pid of pids) assert(await waitGone(pid, 15000), `task ${pid} gone after the dump`);
-    const pidfile = `${tmpDir()}/pid`;
-    const r = await criu(["restore", "-d", "-D", imgs, "--pidfile", pidfile]);
-    assertEquals(r.code, 0, r.stderr);
-    back = Number(Deno.readTextFileSync(pidfile));
-    assertEquals(inside(), before);
-    assertMatch(await verdict(v, back), /PASS nestedpid/);
-  } finally {
-    killAll(...pids, ...(back ? treePids(back) : []));
-    await stopVictim(v);
-  }
-});
+for (const userns of [false, true]) {
+  Deno.test(
+    `a PID namespace nested in one of the tree's own comes back new around its ids${
+      userns ? ", all in a user namespace of the tree's own" : ""
+    }`,
+    async () => {
+      const bin = await buildVictim("nestedpid");
+      const v = startVictim([
+        "setsid",
+        ...(userns ? ["unshare", "-U", "-r"] : []),
+        bin,
+        "{out}",
+        "own",
+      ]);
+      const root = Number((await waitReport(v)).pid);
+      await v.child.status;
+      const pids = treePids(root);
+      let back = 0;
+      try {
+        // Below criu's level, the ids the tree sees.
+        const inside = () =>
+          nestedIds(back || root).replace(/^\d+: \d+ /gm, "").split("\n").sort().join("\n");
+        const before = inside();
+        assertEquals(nsPids(root), [root, 1]);
+        const imgs = tmpDir();
+        const d = await criu(["dump", "-t", `${root}`, "-D", imgs]);
+        assertEquals(d.code, 0, d.stderr);
+        for (const pid of pids) {
+          assert(await waitGone(pid, 15000), `task ${pid} gone after the dump`);
+        }
+        const pidfile = `${tmpDir()}/pid`;
+        const r = await criu(["restore", "-d", "-D", imgs, "--pidfile", pidfile]);
+        assertEquals(r.code, 0, r.stderr);
+        back = Number(Deno.readTextFileSync(pidfile));
+        assertEquals(inside(), before);
+        assertMatch(await verdict(v, back), /PASS nestedpid/);
+      } finally {
+        killAll(...pids, ...(back ? treePids(back) : []));
+        await stopVictim(v);
+      }
+    },
+  );
+}
 
 Deno.test("a task whose children's PID namespace has no task yet is refused by name, left running", async () => {
   // unshare -p without --fork: sleep's children would go to a namespace nobody is in.
