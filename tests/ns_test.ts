@@ -21,6 +21,7 @@ import {
   startVictim,
   stopVictim,
   tmpDir,
+  tracerPid,
   treePids,
   usernsRoot,
   verdict,
@@ -430,6 +431,21 @@ for (const userns of [false, true]) {
     },
   );
 }
+
+Deno.test("a pidfd of a task its holder's nested PID namespace does not show is refused by name, left running", async () => {
+  const bin = await buildVictim("nestedpid");
+  const v = startVictim(["setsid", bin, "{out}", "pidfd"]);
+  const root = Number((await waitReport(v)).pid);
+  const pids = treePids(root);
+  try {
+    await dumpRefused(root, /a pidfd of task \d+, which the nested PID namespace of its holder/);
+    for (const pid of pids) assertEquals(tracerPid(pid), 0);
+    assertMatch(await verdict(v), /PASS nestedpid/);
+  } finally {
+    killAll(...pids);
+    await stopVictim(v);
+  }
+});
 
 Deno.test("a task whose children's PID namespace has no task yet is refused by name, left running", async () => {
   // unshare -p without --fork: sleep's children would go to a namespace nobody is in.

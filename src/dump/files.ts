@@ -45,6 +45,7 @@ import {
   pidfdGetfd,
   pidfdOpen,
   readLinkAt,
+  relatedNamespace,
   withTaskFd,
 } from "../syscalls/mod.ts";
 import { listFds, nsLink, parseFdinfo, readProcText } from "../tree/proc.ts";
@@ -1062,6 +1063,19 @@ function pidfdKind(
   if (target > 0 && !ctx.treeTids.has(target)) {
     throw new UnsupportedError(
       `Cannot dump ${what}: a pidfd of process ${target}, which is not in the dumped tree`,
+    );
+  }
+  // Opened again by its holder: a holder in a nested PID namespace must see its task there.
+  const nested = ctx.nestedPids.inner;
+  const below = (nested.get(target)?.length ?? 0) - (nested.get(pid)?.length ?? 0);
+  if (
+    target > 0 && nested.has(pid) &&
+    (below < 0 || relatedNamespace(`/proc/${target}/ns/pid`, "parent", below) !==
+        Number(Deno.statSync(`/proc/${pid}/ns/pid`).ino))
+  ) {
+    throw new UnsupportedError(
+      `Cannot dump ${what}: a pidfd of task ${target}, which the nested PID namespace of its ` +
+        `holder does not show (it came from outside)`,
     );
   }
   return { type: "pidfd", pid: target, ino: Deno.statSync(link).ino ?? 0 };

@@ -1,5 +1,5 @@
 /*
- * A PID namespace nested in the tree's, as `unshare -pf` makes one. argv: OUT [own]
+ * A PID namespace nested in the tree's, as `unshare -pf` makes one. argv: OUT [own] [pidfd]
  *
  * The root R forks X, then unshares a PID namespace (CLONE_NEWPID) and forks C, its init (1
  * there). C forks D (2 there), which runs a thread T (3 there). R then forks E, which lands in
@@ -14,7 +14,8 @@
  * level deeper, its parent outside, 2 and 4 there), and asks C, E, X and Y (SIGUSR1; C asks D
  * by its id 2) to check theirs: each writes "ok NAME" or "bad NAME why" to a pipe R reads. C also
  * checks that 2 and 4 are there to signal, D that its thread is alive and moving. R prints PASS
- * nestedpid or FAIL nestedpid with the reasons.
+ * nestedpid or FAIL nestedpid with the reasons. With "pidfd", E holds a pidfd of X (inherited
+ * from R), which its namespace does not show: a tree to be refused.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -240,6 +241,7 @@ int main(int argc, char **argv)
 	if (argc < 2)
 		return 2;
 	own = argc > 2 && !strcmp(argv[2], "own");
+	int with_pidfd = argc > 2 && !strcmp(argv[argc - 1], "pidfd");
 	FILE *out = fopen(argv[1], "a");
 	setvbuf(out, NULL, _IONBF, 0);
 	int started[2];
@@ -279,6 +281,11 @@ int main(int argc, char **argv)
 	if (c == 0)
 		run_c(ready[1]);
 	read(ready[0], &b, 1);
+	/* With "pidfd", E inherits a pidfd of X, which its namespace does not show. */
+	if (with_pidfd && syscall(SYS_pidfd_open, x, 0) < 0) {
+		fprintf(out, "FAIL nestedpid pidfd_open\n");
+		return 1;
+	}
 	pid_t e = fork();
 	if (e == 0)
 		run_plain("E", ready[1]);
