@@ -46,8 +46,8 @@
  * and out (its doorway, parasite.ts), and only there says whether it is inside: so the word
  * always comes when the leader is told to wait. The leader waits for it (up to 10 s: a loaded
  * machine may keep the thread from a CPU that long; then 200 ms more, for its last
- * instructions) before it unmaps the area. Without a chain, or if the other thread does not leave, the area stays
- * mapped (inert) and rt_sigreturn reads the frames there.
+ * instructions) before it unmaps the area. Without a chain, or if the other thread does not
+ * leave, the area stays mapped (inert) and rt_sigreturn reads the frames there.
  *
  * Freestanding: no libc, no globals, position independent; the entry point is the first byte.
  */

@@ -254,9 +254,9 @@ export class DumpContext {
    * The locks of the tree's network namespaces while they are held (its own, nested ones): a
    * task in each, the method, the root's id.
    */
+  readonly netnsLocks: { pid: number; method: LockMethod; vroot: number }[] = [];
   /** The tree's tasks in PID namespaces nested in its own (nested_pidns.ts). */
   nestedPids: NestedPids = { inner: new Map(), forChildren: new Map(), namespaces: new Set() };
-  readonly netnsLocks: { pid: number; method: LockMethod; vroot: number }[] = [];
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
   /** The listener each client waiting in a listener's queue is queued at (made once). */

@@ -203,7 +203,7 @@ export function collectInetSocket(
     let peerRaw = sockName(copy, true);
     let dst = peerRaw ? parseInetAddr(peerRaw) : { family, port: 0, addr: src.addr.map(() => 0) };
     if (raw) {
-      // A raw socket answers no getpeername(): its peer is in /proc/net/raw.
+      // A raw socket answers no getpeername(): its peer is in its holder's /proc/PID/net/raw.
       const peer = procNetPeer(pid, family, ino, "raw");
       if (peer.connected) {
         dst = { family, port: 0, addr: peer.addr };

@@ -79,17 +79,23 @@ export function checkPidNamespaces(tasks: readonly TaskImages[]): void {
  * of itself (its id in the images, but for a task of a nested namespace).
  */
 export function selfId(task: TaskImages, tid = task.pstree.pid): number {
+  return levelIds(task, tid).at(-1)!;
+}
+
+/**
+ * The ids of task (or thread) `tid` of process `task` at every level, the tree's first (ns_pid,
+ * or its run of ns_tids, below it).
+ */
+function levelIds(task: TaskImages, tid: number): number[] {
   const ps = task.pstree;
   const d = ps.nsPid.length;
-  if (!d) return tid;
-  if (tid === ps.pid) return ps.nsPid[d - 1];
+  if (tid === ps.pid) return [tid, ...ps.nsPid];
   const i = ps.threads.filter((t) => t !== ps.pid).indexOf(tid);
-  return i < 0 ? tid : ps.nsTids[i * d + d - 1];
+  return i < 0 ? [tid] : [tid, ...ps.nsTids.slice(i * d, (i + 1) * d)];
 }
 
 /** The nested PID namespaces of a restore, as tasks make them. */
 export class NestedPidNamespaces {
-  readonly #dump: DumpImages;
   /** Each task (thread) of the images: its ids from the tree's level down, and its process. */
   readonly #ids = new Map<number, { ids: number[]; proc: TaskImages }>();
   /** A task made in each nested namespace, by pid_ns_id: its id as criu knows it. */
@@ -98,20 +104,11 @@ export class NestedPidNamespaces {
   readonly #now = new Map<number, number>();
 
   constructor(dump: DumpImages) {
-    this.#dump = dump;
     for (const t of dump.tasks) {
-      const ps = t.pstree;
-      const d = ps.nsPid.length;
-      this.#ids.set(ps.pid, { ids: [ps.pid, ...ps.nsPid], proc: t });
-      ps.threads.filter((tid) => tid !== ps.pid).forEach((tid, i) => {
-        this.#ids.set(tid, { ids: [tid, ...ps.nsTids.slice(i * d, (i + 1) * d)], proc: t });
-      });
+      for (const tid of new Set([t.pstree.pid, ...t.pstree.threads])) {
+        this.#ids.set(tid, { ids: levelIds(t, tid), proc: t });
+      }
     }
-  }
-
-  /** Whether any task is in a nested namespace. */
-  get any(): boolean {
-    return this.#dump.tasks.some((t) => t.pstree.nsPid.length > 0);
   }
 
   /** How deep below the tree's namespace task `t` is. */

@@ -34,18 +34,24 @@ export class VirtualPids {
   readonly own: boolean;
   /** The level of the tree's PID namespace in NSpid (0: criu's own). */
   readonly #level: number;
-  /** The tree's PID namespace (`pid:[INODE]`). */
-  readonly #ns: string;
-  /** Its inode. */
+  /** The inode of the tree's PID namespace. */
   readonly #ino: number;
+  /** Each task's ids at every level, read once. */
+  readonly #levels = new Map<number, Levels>();
   readonly #virt = new Map<number, number>();
   readonly #groups = new Map<number, { pgid: number; sid: number }>();
 
   private constructor(own: boolean, level: number, ns: string) {
     this.own = own;
     this.#level = level;
-    this.#ns = ns;
     this.#ino = Number(/\[(\d+)\]/.exec(ns)?.[1] ?? 0);
+  }
+
+  /** Task `real`'s ids at every level (throws NoSuchTaskError once it is gone). */
+  #levelsOf(real: number): Levels {
+    let l = this.#levels.get(real);
+    if (!l) this.#levels.set(real, l = levels(readProcText(real, "status")));
+    return l;
   }
 
   /**
@@ -80,7 +86,7 @@ export class VirtualPids {
     if (known !== undefined) return known;
     let l: Levels;
     try {
-      l = levels(readProcText(real, "status"));
+      l = this.#levelsOf(real);
     } catch (e) {
       if (e instanceof NoSuchTaskError) return undefined;
       throw e;
@@ -90,10 +96,7 @@ export class VirtualPids {
     if (l.pid.length < this.#level + 1) return undefined;
     const below = l.pid.length - 1 - this.#level;
     try {
-      if (below === 0 && Deno.readLinkSync(`/proc/${real}/ns/pid`) !== this.#ns) return undefined;
-      if (below > 0 && relatedNamespace(`/proc/${real}/ns/pid`, "parent", below) !== this.#ino) {
-        return undefined;
-      }
+      if (relatedNamespace(`/proc/${real}/ns/pid`, "parent", below) !== this.#ino) return undefined;
     } catch {
       // gone or a zombie
     }
@@ -108,7 +111,7 @@ export class VirtualPids {
    * its own (none for a task in the tree's namespace). For a task of the tree.
    */
   inner(real: number): number[] {
-    return levels(readProcText(real, "status")).pid.slice(this.#level + 1);
+    return this.#levelsOf(real).pid.slice(this.#level + 1);
   }
 
   /** Task `real`'s id in the tree's PID namespace; `what` names it in the error otherwise. */
