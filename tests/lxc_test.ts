@@ -11,9 +11,9 @@
  * is not installed.
  *
  * What the container is given so that it can be carried at all (each refused by name
- * otherwise): no network device (`lxc.net.0.type = empty`), no io_uring for mariadb
- * (`innodb_use_native_aio=0`), no BPF programs for journald (`IPAddressDeny=`), its console
- * from the host's devpts and no getty ttys (`lxc.pty.max = 1`, `lxc.tty.max = 0`).
+ * otherwise): no network device (`lxc.net.0.type = empty`), no BPF programs for journald
+ * (`IPAddressDeny=`), its console from the host's devpts and no getty ttys (`lxc.pty.max = 1`,
+ * `lxc.tty.max = 0`). mariadb keeps its io_uring (innodb_use_native_aio's default).
  */
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { ROOT, sleep, tmpDir } from "./helpers.ts";
@@ -259,9 +259,12 @@ const PRIVNET = [
   `(exec 3<>/dev/tcp/127.0.0.1/7777) 2>/dev/null || echo privnet-hidden`,
 ].join("; ");
 
+/** How many io_uring instances mariadb holds (its InnoDB I/O goes through one by default). */
+const URING = `echo "uring $(ls -l /proc/$(pidof mariadbd)/fd | grep -c io_uring)"`;
+
 Deno.test({
   name:
-    "LXC: lxc-checkpoint -s and -r through our criu take a Debian 12 container (systemd, apache2, mariadb) down and back: its page, its rows, a mariadb client session over TCP, a service with a network namespace and /tmp of its own (PrivateNetwork, PrivateTmp) still serving in its namespace; then our criu alone does, from the command line",
+    "LXC: lxc-checkpoint -s and -r through our criu take a Debian 12 container (systemd, apache2, mariadb with its io_uring) down and back: its page, its rows, a mariadb client session over TCP, a service with a network namespace and /tmp of its own (PrivateNetwork, PrivateTmp) still serving in its namespace; then our criu alone does, from the command line",
   ignore: !has("lxc-create") || !has("debootstrap"),
   sanitizeResources: false,
   sanitizeOps: false,
@@ -283,10 +286,6 @@ Deno.test({
       const lib = `/var/lib/lxc/${name}`;
       prepareContainer(lib);
       const rootfs = `${lib}/rootfs`;
-      Deno.writeTextFileSync(
-        `${rootfs}/etc/mysql/mariadb.conf.d/99-noaio.cnf`,
-        "[mysqld]\ninnodb_use_native_aio=0\n",
-      );
       // (A file: systemd would expand the script's $ in a command line.)
       Deno.writeTextFileSync(
         `${rootfs}/usr/local/bin/privnet.pl`,
@@ -313,8 +312,11 @@ Deno.test({
           `perl /usr/local/bin/privnet.pl`,
           `sleep 2; cat /run/sess.out`,
           PRIVNET,
+          URING,
         ].join("; "),
       );
+      const rings = /^uring (\d+)$/m.exec(prep.out)?.[1];
+      assert(Number(rings) > 0, `mariadb's io_uring: ${prep.out}`);
       const conn = /conn (\d+)/.exec(prep.out)?.[1];
       assert(conn, `the session: ${prep.out}`);
       const privnet = /^privnet-pid (\d+)$/m.exec(prep.out)?.[1];
@@ -334,8 +336,14 @@ Deno.test({
           `timeout 5 cat <&3 | tail -1`,
           `systemctl is-system-running`,
           PRIVNET,
+          URING,
+          // Written and read back through the restored server.
+          `mysql -N -e 'create table t.s (x int); insert into t.s values (7),(8); ` +
+          `select concat("sum ", sum(x)) from t.s; drop table t.s'`,
         ].join("; "),
       );
+      assertMatch(after.out, new RegExp(`^uring ${rings}$`, "m"), "mariadb's io_uring");
+      assertMatch(after.out, /^sum 15$/m, "a table written after");
       assertMatch(after.out, new RegExp(`^after 42 conn ${conn}$`, "m"), "the session");
       assertMatch(after.out, new RegExp(`^privnet-pid ${privnet}$`, "m"), "the service's PID");
       assertMatch(after.out, /^privnet-apart$/m, "the service's network namespace");

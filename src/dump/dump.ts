@@ -68,7 +68,7 @@ import {
   UnsupportedError,
   writeRegFile,
 } from "./files.ts";
-import { collectVmas, dumpMm, dumpPages, socketMappings } from "./mm.ts";
+import { collectVmas, dumpMm, dumpPages, ringMappings, socketMappings } from "./mm.ts";
 import { ghostOf, writeDeadProcRemap, writeGhost } from "./ghost.ts";
 import { dumpShmem } from "./shmem.ts";
 import { checkSysvAttachments, dumpSysvShm, writeSysvShm } from "./sysv.ts";
@@ -607,7 +607,10 @@ async function dumpProcess(
   const ownUts = pid === tree.root && ownNamespace(pid, "uts");
   // The tree's own IPC namespace, read inside the root (System V calls answer for the caller's).
   const ownIpc = pid === tree.root && ownNamespace(pid, "ipc");
-  const sockets = socketMappings(pid, vmas, taskFiles.fds);
+  const sockets = new Map([
+    ...socketMappings(pid, vmas, taskFiles.fds),
+    ...ringMappings(pid, vmas, taskFiles.fds),
+  ]);
   if (ctx.tcp?.hasPending) {
     ctx.guard ??= await DumpGuard.start();
     // Should criu die while a connection is in repair mode, the processes that hold it stop

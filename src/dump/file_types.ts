@@ -19,6 +19,7 @@ import type { UnixSocketState } from "../net/unix.ts";
 import type { NetlinkSocketState } from "../net/netlink.ts";
 import type { PacketSocketState } from "../net/packet.ts";
 import type { InetSocketState } from "../net/inet.ts";
+import type { RingImage } from "./io_uring.ts";
 
 /** A resource the dump cannot handle; the dump is refused with this message. */
 export class UnsupportedError extends Error {
@@ -95,6 +96,8 @@ export type FileKind =
     interval: [bigint, bigint];
   }
   | { type: "eventpoll"; tfds: EpollTarget[] }
+  /** An idle io_uring instance (io_uring.ts). */
+  | { type: "io_uring"; ring: RingImage }
   | { type: "inotify"; watches: InotifyWatch[] }
   | { type: "unix"; ino: number; socket: UnixSocketState; netNsId?: number }
   | { type: "inet"; ino: number; socket: InetSocketState; netNsId?: number };

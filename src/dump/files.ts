@@ -64,6 +64,7 @@ import {
   OWN_NS_KINDS,
 } from "./context.ts";
 import { anonEntry, anonKind } from "./anon_files.ts";
+import { ioUringEntry, ioUringKind } from "./io_uring.ts";
 import {
   ANON_KINDS,
   DEFAULT_GHOST_LIMIT,
@@ -281,12 +282,7 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
       return anonKind(name, pid, fd, elsewhere);
     }
     if (name === "pidfd") return pidfdKind(ctx, pid, fd, link, what);
-    if (name === "io_uring") {
-      throw new UnsupportedError(
-        `Cannot dump ${what}: an io_uring instance is not supported yet (for mariadb, ` +
-          `innodb_use_native_aio=0 makes it do without)`,
-      );
-    }
+    if (name === "io_uring") return ioUringKind(ctx, pid, fd, what);
     throw new UnsupportedError(
       `Cannot dump ${what}: ${target.slice(11)} descriptors are not supported yet`,
     );
@@ -627,6 +623,7 @@ function sameObject(a: FileKind, b: FileKind): boolean {
   if (a.type === "reg" && b.type === "reg") return a.path === b.path;
   if (a.type === "tty" && b.type === "tty") return a.infoId === b.infoId;
   if (a.type === "ns" && b.type === "ns") return a.nsId === b.nsId;
+  if (a.type === "io_uring" && b.type === "io_uring") return a.ring.ino === b.ring.ino;
   return false;
 }
 
@@ -874,6 +871,8 @@ export function writeFileEntry(
     }
   } else if (ANON_KINDS.has(file.kind.type)) {
     files.entry(file_entrySchema, anonEntry(file));
+  } else if (file.kind.type === "io_uring") {
+    files.entry(file_entrySchema, ioUringEntry(file, file.kind.ring));
   } else if (file.kind.type === "tty") {
     // As criu: the path of the terminal's node in a REG entry of its own (not for an external
     // one, which the restore is given).
@@ -947,6 +946,8 @@ const FD_TYPE: Record<FileKind["type"], fd_types> = {
   fanotify: fd_types.FANOTIFY,
   unix: fd_types.UNIXSK,
   inet: fd_types.INETSK,
+  // Ours: criu has no io_uring, and refuses UND.
+  io_uring: fd_types.UND,
 };
 
 /**

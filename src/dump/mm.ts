@@ -37,6 +37,7 @@ import type { TaskState } from "./task.ts";
 import { memfdFileEntry, registerMemfd } from "./memfd.ts";
 import type { Fd } from "./file_types.ts";
 import { ringUntouched } from "../net/packet.ts";
+import { IORING_OFF } from "../syscalls/io_uring.ts";
 
 /**
  * The mappings of task `pid` from smaps, and their classification; and its guard regions
@@ -106,8 +107,47 @@ export function socketMappings(pid: number, vmas: Vma[], fds: Fd[]): Map<bigint,
 }
 
 /**
+ * The io_uring instance each mapping of one maps (its rings), by the mapping's start: the file
+ * of a descriptor of the task. Refused: an instance the task holds under no descriptor, a
+ * mapping of a region it has not or past its end, a private one.
+ */
+export function ringMappings(pid: number, vmas: Vma[], fds: Fd[]): Map<bigint, number> {
+  const out = new Map<bigint, number>();
+  for (const v of vmas) {
+    if (!(v.status & VMA.AREA_IO_URING)) continue;
+    const what = `mapping ${v.start.toString(16)}-${v.end.toString(16)} of task ${pid} (${v.path})`;
+    const held = fds.find((f) =>
+      f.file.kind.type === "io_uring" && f.file.kind.ring.ino === v.map.inode
+    );
+    if (!held || held.file.kind.type !== "io_uring") {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: it maps an io_uring instance the task holds no descriptor of`,
+      );
+    }
+    const ring = held.file.kind.ring;
+    const region = v.pgoff === IORING_OFF.SQES
+      ? ring.sqes
+      : v.pgoff === IORING_OFF.SQ_RING || v.pgoff === IORING_OFF.CQ_RING
+      ? ring.rings
+      : undefined;
+    if (!region || v.end - v.start > BigInt(region.length)) {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: it maps what the dump does not carry of the instance ` +
+          `(offset 0x${v.pgoff.toString(16)})`,
+      );
+    }
+    if ((v.flags & MAP.TYPE) !== MAP.SHARED || v.map.anonKb > 0) {
+      throw new UnsupportedError(`Cannot dump ${what}: a private mapping of its rings`);
+    }
+    out.set(v.start, held.file.id);
+  }
+  return out;
+}
+
+/**
  * Writes mm-PID.img, adding file entries for the exe link and mapped files to `files`;
- * `sockets` names the packet socket of each mapping of one (socketMappings).
+ * `sockets` names the packet socket or io_uring instance of each mapping of one (socketMappings,
+ * ringMappings).
  */
 export function dumpMm(
   ctx: DumpContext,

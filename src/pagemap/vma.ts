@@ -23,6 +23,8 @@ export const VMA = {
   AREA_MEMFD: 1 << 14,
   /** A guard region (MADV_GUARD_INSTALL): an entry of its own, inside a mapping. */
   AREA_GUARD: 1 << 16,
+  /** Ours (criu has none): an io_uring instance's rings, mapped through the instance. */
+  AREA_IO_URING: 1 << 24,
   AREA_UNSUPP: 1 << 31,
 } as const;
 
@@ -266,6 +268,10 @@ export function classifyVma(m: ProcMap): Vma {
     // A deleted file keeps " (deleted)" in its path: the dump carries it (ghost, link remap).
     v.path = m.path;
     v.status = VMA.AREA_REGULAR | (shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE);
+  } else if (m.path === "anon_inode:[io_uring]") {
+    // An io_uring instance's rings: the dump finds the instance (mm.ts, ringMappings).
+    v.path = m.path;
+    v.status = VMA.AREA_REGULAR | VMA.AREA_IO_URING;
   } else if (m.path === `socket:[${m.inode}]`) {
     // A packet socket's rings (the only sockets that map): the dump finds the socket.
     v.path = m.path;

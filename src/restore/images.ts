@@ -74,6 +74,7 @@ import {
   pagemap_entrySchema,
   pagemap_headSchema,
 } from "../../proto/gen/mm_pb.ts";
+import { checkRingEntry, isRingFile } from "./io_uring.ts";
 import {
   checkHeader,
   decodeEntries,
@@ -408,7 +409,9 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
           `Image ${fdPath}: fd ${fd.fd} refers to file ${fd.id}, missing from files.img`,
         );
       }
-      if (!SUPPORTED_FILES.has(f.type)) {
+      if (isRingFile(f)) {
+        checkRingEntry(f, p("files.img"));
+      } else if (!SUPPORTED_FILES.has(f.type)) {
         throw new ImageError(
           `Cannot restore fd ${fd.fd} of task ${pid}: file type ${
             fd_types[f.type]

@@ -29,6 +29,7 @@ import {
   fd_types,
 } from "../../proto/gen/files_pb.ts";
 import { mapKey } from "./memory.ts";
+import { isRingFile, makeRing } from "./io_uring.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { RemoteArena } from "./arena.ts";
 import { pidNamespacesOf } from "./nested_pidns.ts";
@@ -45,6 +46,8 @@ export interface ServiceFds {
   pages: number;
   /** Mapped files by {@link mapKey} (file id and access). */
   maps: Map<string, number>;
+  /** io_uring instances the task holds, by file id (their rings are mapped through these). */
+  rings: Map<number, number>;
   /** Shared anonymous memory objects made by an earlier task, by inode. */
   shmem: Map<bigint, number>;
   exe: number;
@@ -86,8 +89,12 @@ export function installFiles(
   const ids = sharedTable
     ? []
     : [...new Set(task.fds.map((f) => f.id))].filter((id) =>
-      !isLateFile(dump.files.get(id), dump, task)
+      !isLateFile(dump.files.get(id), dump, task) && !isRingFile(dump.files.get(id))
     );
+  // io_uring instances are made in the task (none passes over a unix socket): below.
+  const rings = sharedTable
+    ? []
+    : [...new Set(task.fds.map((f) => f.id))].filter((id) => isRingFile(dump.files.get(id)));
   const ours = ids.map((id) => table.file(id, task.fds.find((f) => f.id === id)!.fd, pid));
   const service: { key: string; fd: number }[] = [
     { key: "pages", fd: table.service(task.pagesPath, O.RDONLY, "image") },
@@ -149,6 +156,10 @@ export function installFiles(
     }
     sys(NR.close, "close", received[i]);
   });
+  const ringFds = new Map<number, number>();
+  for (const id of rings) {
+    ringFds.set(id, makeRing(sys, arena, pid, task, dump.files.get(id)!, high));
+  }
   // File locks taken through this task's descriptors, as it held them.
   for (const l of dump.locks) {
     if (l.pid !== task.pstree.pid) continue;
@@ -248,6 +259,7 @@ export function installFiles(
     if (key.startsWith("map:")) maps.set(key.slice(4), fd);
     if (key.startsWith("shm:")) shmem.set(BigInt(key.slice(4)), fd);
   }
+
   return {
     pages: svc.get("pages")!,
     maps,
@@ -255,7 +267,8 @@ export function installFiles(
     exe: svc.get("exe")!,
     cwd: svc.get("cwd"),
     root: svc.get("root"),
-    all: [...svc.values()],
+    rings: ringFds,
+    all: [...svc.values(), ...ringFds.values()],
   };
 }
 

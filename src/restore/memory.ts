@@ -212,7 +212,7 @@ export function inheritedVmas(
   const out = new Set<vma_entry>();
   const PRIVATE = VMA.ANON_PRIVATE | VMA.FILE_PRIVATE;
   const odd = VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_SYSVIPC | VMA.AREA_SOCKET |
-    VMA.AREA_AIORING | VMA.AREA_UNSUPP;
+    VMA.AREA_AIORING | VMA.AREA_IO_URING | VMA.AREA_UNSUPP;
   const sorted = [...maps].sort((a, b) => (a.start < b.start ? -1 : 1));
   for (const v of child.mm.vmas) {
     if (!(v.status & VMA.AREA_REGULAR) || !(v.status & PRIVATE) || v.status & odd) continue;
@@ -341,6 +341,8 @@ export function planMemory(input: MemoryPlanInput): Op[] {
   for (const v of mm.vmas) {
     if (!(v.status & VMA.AREA_REGULAR) || v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR)) continue;
     if (v.status & VMA.AREA_SYSVIPC) continue;
+    // An io_uring instance's rings: the kernel places them itself, after (restore/io_uring.ts).
+    if (v.status & VMA.AREA_IO_URING) continue;
     if (v.status & VMA.ANON_SHARED) {
       // Every object is made beforehand (makeShmem): mapped by descriptor, at its offset.
       const shm = shmemFds.get(v.shmid);
@@ -447,7 +449,8 @@ export function planMemory(input: MemoryPlanInput): Op[] {
   }
   for (const v of mm.vmas) {
     const madv = v.madv ?? 0n;
-    if (!madv || v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR)) continue;
+    // (An io_uring instance's rings are advised once mapped: restore/io_uring.ts.)
+    if (!madv || v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_IO_URING)) continue;
     for (let advice = 0n; advice < 64n; advice++) {
       if (!(madv & (1n << advice))) continue;
       ops.push({

@@ -538,17 +538,19 @@ export function anonSharedMemory(size: bigint, what: string, hugetlbFlags = 0): 
 }
 
 /**
- * Runs `fn` with a shared mapping of `size` bytes of `fd` here, as bytes (for files that take
- * no write(2), as hugetlbfs ones); unmapped after.
+ * Runs `fn` with a shared mapping of `size` bytes of `fd` (from `offset`) here, as bytes (for
+ * files that take no write(2), as hugetlbfs ones, or an io_uring instance's rings); unmapped
+ * after.
  */
 export function withSharedMapping<T>(
   fd: number,
   size: bigint,
   what: string,
   fn: (bytes: Uint8Array) => T,
+  offset = 0n,
 ): T {
   const PROT_RW = 3, MAP_SHARED = 1;
-  const addr = BigInt(libc.mmap(0n, size, PROT_RW, MAP_SHARED, fd, 0n));
+  const addr = BigInt(libc.mmap(0n, size, PROT_RW, MAP_SHARED, fd, offset));
   if (addr === 0xffffffffffffffffn) throw new Errno("mmap", lastErrno(), what);
   try {
     const ptr = Deno.UnsafePointer.create(addr)!;

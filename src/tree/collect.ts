@@ -10,7 +10,7 @@
  * @module
  */
 import { Errno } from "../syscalls/mod.ts";
-import { listChildren, listThreads, NoSuchTaskError, parseStat, readProcText } from "./proc.ts";
+import { listChildren, listOwnThreads, NoSuchTaskError, parseStat, readProcText } from "./proc.ts";
 import { DEFAULT_FREEZE_TIMEOUT_MS, type PendingSeize, SeizedTask } from "./seize.ts";
 import { reapLater } from "./reaper.ts";
 
@@ -170,12 +170,12 @@ function pass(tree: FrozenTree): boolean {
       changed = true;
       continue;
     }
-    for (const tid of listThreads(pid)) {
+    for (const tid of listOwnThreads(pid)) {
       if (!tree.tasks.has(tid)) {
         if (trySeize(tree, tid)) changed = true;
       }
     }
-    const threads = listThreads(pid).filter((t) => tree.tasks.has(t));
+    const threads = listOwnThreads(pid).filter((t) => tree.tasks.has(t));
     const st = parseStat(readProcText(pid, "stat"));
     const children = [...new Set(threads.flatMap((t) => listChildren(pid, t)))];
     if (!proc) {

@@ -272,6 +272,23 @@ export function listThreads(pid: number): number[] {
   }
 }
 
+/** PF_IO_WORKER: an io_uring worker (iou-wrk-N, iou-sqp-N), which the kernel makes itself. */
+const PF_IO_WORKER = 0x10;
+
+/**
+ * The thread ids of a process that are its own: without io_uring's workers, which no ptrace
+ * stops and the kernel makes again as an instance needs them.
+ */
+export function listOwnThreads(pid: number): number[] {
+  return listThreads(pid).filter((tid) => {
+    try {
+      return !(parseStat(readProcText(pid, `task/${tid}/stat`)).flags & PF_IO_WORKER);
+    } catch {
+      return false; // gone
+    }
+  });
+}
+
 /** The open descriptor numbers of a process, sorted. */
 export function listFds(pid: number): number[] {
   return [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => Number(e.name)).sort((a, b) => a - b);

@@ -1,0 +1,179 @@
+/**
+ * io_uring instances: carried when idle (no request in flight), refused by name otherwise.
+ *
+ * The kernel shows little of an instance (fdinfo: heads, tails, registered files), and nothing
+ * of how it was set up: its state is read with BPF (syscalls/io_uring.ts), its rings through a
+ * mapping of it here. Carried: its setup flags (those of `CARRIED_SETUP`), sizes, clock, the
+ * kernel's counters and both regions' bytes (heads, tails, unsubmitted SQEs and unreaped CQEs
+ * with them); its mappings are mapped again through it (mm.ts, `ringMappings`). Refused: any
+ * request in flight, registrations (files, buffers, an eventfd, personalities...), an SQPOLL
+ * thread, a single issuer, and an instance held by more than one process.
+ *
+ * @module
+ */
+import { KernelBtf } from "../syscalls/btf.ts";
+import { fileObjects, perCpuOffsets } from "../syscalls/bpf.ts";
+import {
+  IORING_SETUP,
+  readRingMemory,
+  registeredRingFds,
+  ringHeads,
+  ringKernelState,
+} from "../syscalls/io_uring.ts";
+import { withTaskFd } from "../syscalls/mod.ts";
+import { parseFdinfo, readProcText } from "../tree/proc.ts";
+import type { DumpContext } from "./context.ts";
+import { type FileKind, type OpenFile, UnsupportedError } from "./file_types.ts";
+import { create } from "@bufbuild/protobuf";
+import {
+  fd_types,
+  type file_entry,
+  file_entrySchema,
+  io_uring_file_entrySchema,
+} from "../../proto/gen/files_pb.ts";
+
+/** Setup flags an instance is made again with (the others are refused). */
+export const CARRIED_SETUP = IORING_SETUP.CQSIZE | IORING_SETUP.CLAMP | IORING_SETUP.R_DISABLED |
+  IORING_SETUP.SUBMIT_ALL | IORING_SETUP.COOP_TASKRUN | IORING_SETUP.TASKRUN_FLAG |
+  IORING_SETUP.SQE128 | IORING_SETUP.CQE32 | IORING_SETUP.NO_SQARRAY;
+
+/** An io_uring instance as the images carry it. */
+export interface RingImage {
+  /** Its inode (its mappings show it). */
+  ino: number;
+  setupFlags: number;
+  sqEntries: number;
+  cqEntries: number;
+  sqHead: number;
+  cqTail: number;
+  clockid: number;
+  rings: Uint8Array;
+  sqes: Uint8Array;
+}
+
+/** What the reading of the kernel needs once per dump. */
+interface KernelView {
+  btf: KernelBtf;
+  perCpu: Map<number, bigint>;
+  /** Each process's descriptors' objects. */
+  objects: Map<number, Map<number, bigint>>;
+  /** The process holding each instance (by its object). */
+  holders: Map<bigint, number>;
+}
+
+const views = new WeakMap<DumpContext, KernelView>();
+
+function kernelView(ctx: DumpContext, what: string): KernelView {
+  let view = views.get(ctx);
+  if (!view) {
+    try {
+      const btf = KernelBtf.load();
+      view = { btf, perCpu: perCpuOffsets(btf), objects: new Map(), holders: new Map() };
+    } catch (e) {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: its io_uring instance cannot be read (${(e as Error).message}); ` +
+          `it needs the kernel's BTF and BPF iterators`,
+      );
+    }
+    views.set(ctx, view);
+  }
+  return view;
+}
+
+const CLOCK_MONOTONIC = 1;
+
+/** Descriptor `fd` of task `pid`, an io_uring instance: its state, or refused by name. */
+export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: string): FileKind {
+  const refuse = (why: string) =>
+    new UnsupportedError(`Cannot dump ${what}: its io_uring instance ${why}`);
+  const view = kernelView(ctx, what);
+  let objects = view.objects.get(pid);
+  if (!objects) {
+    objects = fileObjects(view.btf, pid);
+    view.objects.set(pid, objects);
+    const registered = registeredRingFds(view.btf, pid);
+    for (const [tid, n] of registered) {
+      throw new UnsupportedError(
+        `Cannot dump ${what}: thread ${tid} registered ${n} io_uring descriptor(s) ` +
+          `(IORING_REGISTER_RING_FDS), which is not supported yet`,
+      );
+    }
+  }
+  const object = objects.get(fd);
+  if (object === undefined) throw refuse("was not found by the kernel's iterator");
+  const holder = view.holders.get(object);
+  if (holder !== undefined && holder !== pid) {
+    throw refuse(`is held by task ${holder} too: one shared by processes is not supported yet`);
+  }
+  view.holders.set(object, pid);
+
+  const k = ringKernelState(view.btf, object, view.perCpu);
+  const info = parseFdinfo(readProcText(pid, `fdinfo/${fd}`));
+  if (k.inflight > 0 || k.waiting.length) {
+    const kinds = k.waiting.length ? ` (${k.waiting.join(", ")})` : "";
+    throw refuse(
+      `has ${k.inflight || "some"} request(s) in flight${kinds}: only an idle one is carried; ` +
+        `dump again once they have completed`,
+    );
+  }
+  const other = k.flags & ~CARRIED_SETUP;
+  if (other) {
+    const names = Object.entries(IORING_SETUP).filter(([, bit]) => other & bit).map(([n]) => n);
+    throw refuse(`was set up with ${names.join(", ")}, which is not supported yet`);
+  }
+  if (k.files) throw refuse(`has ${k.files} registered file(s), which is not supported yet`);
+  if (k.buffers) throw refuse(`has ${k.buffers} registered buffer(s), which is not supported yet`);
+  if (k.registered.length) throw refuse(`has ${k.registered.join(", ")}: not supported yet`);
+  const napi = info.extra.get("NAPI");
+  if (napi !== undefined && napi.trim() !== "disabled") {
+    throw refuse("busy-polls the network (NAPI), which is not supported yet");
+  }
+  // Each SQE taken posted a CQE, or none (IOSQE_CQE_SKIP_SUCCESS): more CQEs than SQEs
+  // (multishot requests) cannot be counted up to again.
+  if (((k.sqHead - k.cqTail) >>> 0) > k.sqHead) {
+    throw refuse(
+      `posted more completions (${k.cqTail}) than it took submissions (${k.sqHead}), ` +
+        `which cannot be made again`,
+    );
+  }
+  const memory = withTaskFd(pid, fd, (copy) => readRingMemory(copy, k.ringPages, k.sqePages));
+  const heads = ringHeads(view.btf, memory.rings);
+  if (heads.sqHead !== k.sqHead || heads.cqTail !== k.cqTail) {
+    throw refuse("is between taking a submission and posting it: dump again");
+  }
+  return {
+    type: "io_uring",
+    ring: {
+      ino: info.ino,
+      setupFlags: k.flags,
+      sqEntries: k.sqEntries,
+      cqEntries: k.cqEntries,
+      sqHead: k.sqHead,
+      cqTail: k.cqTail,
+      clockid: k.clockid,
+      rings: memory.rings,
+      sqes: memory.sqes,
+    },
+  };
+}
+
+/** The files.img entry of an instance (type UND, which criu refuses: it has no io_uring). */
+export function ioUringEntry(file: OpenFile, ring: RingImage): file_entry {
+  return create(file_entrySchema, {
+    type: fd_types.UND,
+    id: file.id,
+    ioUring: create(io_uring_file_entrySchema, {
+      id: file.id,
+      flags: file.flags,
+      fown: file.fown,
+      setupFlags: ring.setupFlags,
+      sqEntries: ring.sqEntries,
+      cqEntries: ring.cqEntries,
+      sqHead: ring.sqHead,
+      cqTail: ring.cqTail,
+      clockid: ring.clockid === CLOCK_MONOTONIC ? undefined : ring.clockid,
+      rings: ring.rings,
+      sqes: ring.sqes,
+    }),
+  });
+}

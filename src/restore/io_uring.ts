@@ -1,0 +1,171 @@
+/**
+ * io_uring instances made again inside their task (the kernel will not pass one over a unix
+ * socket): set up there with the dumped flags and sizes, then, from here through a copy of its
+ * descriptor, brought to the dumped counters and given back its rings' bytes
+ * (syscalls/io_uring.ts). The task's descriptors get it; its rings are mapped through it once
+ * the task's memory is back (`mapRings`).
+ *
+ * @module
+ */
+import { isFieldSet } from "@bufbuild/protobuf";
+import { fd_types, type file_entry, io_uring_file_entrySchema } from "../../proto/gen/files_pb.ts";
+import type { vma_entry } from "../../proto/gen/mm_pb.ts";
+import { advanceRing, registerRingClock, ringOffsets, ringParams } from "../syscalls/io_uring.ts";
+import { errnoName, NR, O, readRemote, withTaskFd } from "../syscalls/mod.ts";
+import { parseMaps, readProcText } from "../tree/proc.ts";
+import type { RemoteSyscalls } from "../tree/infect.ts";
+import { VMA } from "../pagemap/vma.ts";
+import { CARRIED_SETUP } from "../dump/io_uring.ts";
+import { ImageError } from "../images/image.ts";
+import type { RemoteArena } from "./arena.ts";
+import type { TaskImages } from "./images.ts";
+import { RestoreError, SETFL_MASK } from "./files.ts";
+
+/** Whether file entry `f` is an io_uring instance (ours: type UND with its entry). */
+export function isRingFile(f: file_entry | undefined): boolean {
+  return f?.type === fd_types.UND && f.ioUring !== undefined;
+}
+
+/** Checks an instance's entry before anything is made. */
+export function checkRingEntry(f: file_entry, path: string): void {
+  const e = f.ioUring!;
+  const pow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
+  const bad = !pow2(e.sqEntries) || !pow2(e.cqEntries) || e.sqEntries > 32768 ||
+    e.cqEntries > 65536 || e.rings.length % 4096 || e.sqes.length % 4096 ||
+    !e.rings.length || e.setupFlags & ~CARRIED_SETUP;
+  if (bad) throw new ImageError(`Image ${path}: io_uring instance ${f.id} is malformed`);
+}
+
+/**
+ * Makes instance `f` in the task (`sys` runs a syscall there), puts it at the task's
+ * descriptors of it, and returns a descriptor of it at or above `high` for the restorer's
+ * mappings.
+ */
+export function makeRing(
+  sys: (nr: number, name: string, ...args: (bigint | number)[]) => number,
+  arena: RemoteArena,
+  pid: number,
+  task: TaskImages,
+  f: file_entry,
+  high: number,
+): number {
+  const e = f.ioUring!;
+  const mine = task.fds.filter((x) => x.id === f.id);
+  const what = `the io_uring instance of fd ${mine[0]?.fd ?? "?"} of task ${pid}`;
+  arena.reset();
+  const params = ringParams(e.setupFlags, e.sqEntries, e.cqEntries);
+  const at = arena.put(params);
+  const fd = sys(NR.io_uring_setup, `io_uring_setup (${what})`, e.sqEntries, at);
+  readRemote(pid, at, params);
+  const offsets = ringOffsets(params);
+  if (offsets.sqEntries !== e.sqEntries || offsets.cqEntries !== e.cqEntries) {
+    throw new Error(`${what}: made with ${offsets.sqEntries}/${offsets.cqEntries} entries`);
+  }
+  withTaskFd(pid, fd, (copy) => {
+    if (isFieldSet(e, io_uring_file_entrySchema.field.clockid)) {
+      registerRingClock(copy, e.clockid, what);
+    }
+    advanceRing(copy, e.setupFlags, offsets, e.sqHead, e.cqTail, e, what);
+  });
+  const F_SETFD = 2, F_SETFL = 4, F_DUPFD_CLOEXEC = 1030;
+  if (e.flags & SETFL_MASK) sys(NR.fcntl, "fcntl(F_SETFL)", fd, F_SETFL, e.flags & SETFL_MASK);
+  // The restorer's own descriptor of it, above the task's; then the task's (the first free
+  // number it was made at may be one of them).
+  const service = sys(NR.fcntl, "fcntl(F_DUPFD_CLOEXEC)", fd, F_DUPFD_CLOEXEC, high);
+  for (const x of mine) {
+    const cloexec = (x.flags & 1) !== 0;
+    if (x.fd === fd) sys(NR.fcntl, "fcntl(F_SETFD)", fd, F_SETFD, cloexec ? 1 : 0);
+    else sys(NR.dup3, "dup3", fd, x.fd, cloexec ? O.CLOEXEC : 0);
+  }
+  if (!mine.some((x) => x.fd === fd)) sys(NR.close, "close", fd);
+  return service;
+}
+
+/** Whether mapping `v` maps an io_uring instance's rings. */
+export function isRingMapping(v: vma_entry): boolean {
+  return (v.status & VMA.AREA_IO_URING) !== 0;
+}
+
+/** The top of a 47-bit user address space (what the kernel places mappings below). */
+const TASK_SIZE = 0x7ffffffff000n;
+
+/**
+ * Maps the rings of the task's io_uring instances where they were (`rings`: the restorer's
+ * descriptors of them, by file id), once its memory is back.
+ *
+ * The kernel lets no one choose where an instance's rings go (its get_unmapped_area refuses
+ * any address, for mmap and mremap alike), so it is made to choose the dumped place: every
+ * other hole of the address space is filled for the time of the mmap (PROT_NONE, reserving
+ * nothing), which leaves the dumped place the only one it can take, whichever way it searches.
+ */
+export function mapRings(rs: RemoteSyscalls, task: TaskImages, rings: Map<number, number>): void {
+  const pid = rs.task.pid;
+  const PROT_NONE = 0, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
+  const MAP_FIXED_NOREPLACE = 0x100000;
+  const low = BigInt(Deno.readTextFileSync("/proc/sys/vm/mmap_min_addr").trim());
+  for (const v of task.mm.vmas.filter(isRingMapping)) {
+    const what = `the io_uring rings at ${v.start.toString(16)} of task ${pid}`;
+    const fd = rings.get(Number(v.shmid));
+    if (fd === undefined) {
+      throw new RestoreError(
+        `Cannot restore ${what}: file ${v.shmid} is not an io_uring instance the task holds`,
+      );
+    }
+    const taken = parseMaps(readProcText(pid, "maps"))
+      .filter((m) => m.start < TASK_SIZE)
+      .map((m) => ({ start: m.start, end: m.end }));
+    taken.push({ start: v.start, end: v.end });
+    taken.sort((a, b) => (a.start < b.start ? -1 : 1));
+    const holes: { start: bigint; end: bigint }[] = [];
+    let at = low;
+    for (const t of taken) {
+      if (t.start > at) holes.push({ start: at, end: t.start });
+      if (t.end > at) at = t.end;
+    }
+    if (at < TASK_SIZE) holes.push({ start: at, end: TASK_SIZE });
+    const filled: { start: bigint; end: bigint }[] = [];
+    let placed: bigint;
+    try {
+      for (const h of holes) {
+        const ret = rs.call(
+          NR.mmap,
+          h.start,
+          h.end - h.start,
+          PROT_NONE,
+          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
+          -1,
+          0,
+        );
+        if (ret !== h.start) {
+          if (ret > 0n && ret < TASK_SIZE) rs.call(NR.munmap, ret, h.end - h.start);
+          throw new RestoreError(`Cannot restore ${what}: its address space could not be filled`);
+        }
+        filled.push(h);
+      }
+      placed = rs.call(NR.mmap, 0, v.end - v.start, v.prot, v.flags, fd, v.pgoff);
+    } finally {
+      for (const h of filled) rs.call(NR.munmap, h.start, h.end - h.start);
+    }
+    if (placed !== v.start) {
+      if (placed > 0n && placed < TASK_SIZE) rs.call(NR.munmap, placed, v.end - v.start);
+      throw new RestoreError(
+        `Cannot restore ${what}: the kernel ${
+          placed < 0n
+            ? `refused to map them (${errnoName(Number(-placed))})`
+            : "placed them elsewhere"
+        }`,
+      );
+    }
+    // Their advice (MADV_DONTFORK, as liburing gives them), as the restorer gives others'.
+    const MADV_MERGEABLE = 12n;
+    for (let advice = 0n; advice < 64n; advice++) {
+      if (!((v.madv ?? 0n) & (1n << advice))) continue;
+      const ret = rs.call(NR.madvise, v.start, v.end - v.start, advice);
+      if (ret < 0n && advice !== MADV_MERGEABLE) {
+        throw new RestoreError(
+          `Cannot restore ${what}: madvise(${advice}) failed (${errnoName(Number(-ret))})`,
+        );
+      }
+    }
+  }
+}

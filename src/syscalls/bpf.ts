@@ -1,0 +1,330 @@
+/**
+ * Reading kernel memory with BPF iterators: the only way to see state the kernel shows nowhere
+ * else (an io_uring instance's setup flags, the requests a task has in flight). Read only: the
+ * programs read with bpf_probe_read_kernel (a range it cannot read comes back zero) and write
+ * what they read out with bpf_seq_write.
+ *
+ * Three readers, each a program of a few dozen instructions assembled here:
+ * - `fileObjects`: for each descriptor of a task, the object its file's `private_data` points
+ *   to (bpf_iter_task_file, its link given the task's PID);
+ * - `perCpuOffsets`: each online CPU's per-CPU offset, to read per-CPU counters with (found
+ *   through the run queues);
+ * - `readKernel`: ranges of kernel memory.
+ * `readKernel` runs on bpf_iter_task for criu's own thread alone, so once. Offsets of kernel
+ * structs come from the kernel's BTF (btf.ts).
+ *
+ * Call sequence of each: PROG_LOAD (tracing, TRACE_ITER, attached to the iterator) ->
+ * LINK_CREATE (iterator info: the task) -> ITER_CREATE -> read until 0 -> close all three.
+ *
+ * @module
+ */
+import { addressOf, cString } from "./ffi.ts";
+import { close, rawSyscall, syscall, tryRead } from "./process.ts";
+import { NR } from "./syscall_numbers.ts";
+import type { KernelBtf } from "./btf.ts";
+
+const CMD = { PROG_LOAD: 5, LINK_CREATE: 28, ITER_CREATE: 33 } as const;
+const PROG_TYPE_TRACING = 26;
+const TRACE_ITER = 28;
+const HELPER = { probe_read_kernel: 113, seq_write: 127 } as const;
+/** The most a program keeps on its stack before writing it out. */
+const RECORD_MAX = 448;
+
+/** One BPF instruction: opcode, registers, offset, immediate. */
+type Insn = [op: number, dst: number, src: number, off: number, imm: number];
+
+const R0 = 0, R1 = 1, R2 = 2, R3 = 3, R6 = 6, R7 = 7, R8 = 8, R10 = 10;
+const asm = {
+  movReg: (dst: number, src: number): Insn => [0xbf, dst, src, 0, 0],
+  movImm: (dst: number, imm: number): Insn => [0xb7, dst, 0, 0, imm],
+  addImm: (dst: number, imm: number): Insn => [0x07, dst, 0, 0, imm],
+  ldxDw: (dst: number, src: number, off: number): Insn => [0x79, dst, src, off, 0],
+  ldxW: (dst: number, src: number, off: number): Insn => [0x61, dst, src, off, 0],
+  stxDw: (dst: number, off: number, src: number): Insn => [0x7b, dst, src, off, 0],
+  stxW: (dst: number, off: number, src: number): Insn => [0x63, dst, src, off, 0],
+  stDw: (dst: number, off: number, imm: number): Insn => [0x7a, dst, 0, off, imm],
+  jeqImm: (dst: number, imm: number, skip: number): Insn => [0x15, dst, 0, skip, imm],
+  call: (helper: number): Insn => [0x85, 0, 0, 0, helper],
+  exit: (): Insn => [0x95, 0, 0, 0, 0],
+  /** A 64-bit immediate (two slots). */
+  ldImm64: (dst: number, value: bigint): Insn[] => [
+    [0x18, dst, 0, 0, Number(BigInt.asIntN(32, value))],
+    [0, 0, 0, 0, Number(BigInt.asIntN(32, value >> 32n))],
+  ],
+};
+
+function encode(prog: Insn[]): Uint8Array {
+  const out = new Uint8Array(prog.length * 8);
+  const v = new DataView(out.buffer);
+  prog.forEach(([op, dst, src, off, imm], i) => {
+    v.setUint8(i * 8, op);
+    v.setUint8(i * 8 + 1, (src << 4) | dst);
+    v.setInt16(i * 8 + 2, off, true);
+    v.setInt32(i * 8 + 4, imm, true);
+  });
+  return out;
+}
+
+function bpf(cmd: number, attr: Uint8Array, what: string): number {
+  return Number(syscall(NR.bpf, "bpf", what, cmd, addressOf(attr), attr.byteLength));
+}
+
+/** An iterator: its kernel function, and the task its link is given (by PID or by TID). */
+interface IterTarget {
+  func: "bpf_iter_task" | "bpf_iter_task_file";
+  pid?: number;
+  tid?: number;
+}
+
+/** Loads `prog` on iterator `target`, runs it once through, and returns what it wrote. */
+function runIterator(btf: KernelBtf, target: IterTarget, prog: Insn[], what: string): Uint8Array {
+  const code = encode(prog);
+  const license = cString("GPL");
+  const logBuf = new Uint8Array(16384);
+  const load = new Uint8Array(128);
+  const lv = new DataView(load.buffer);
+  lv.setUint32(0, PROG_TYPE_TRACING, true);
+  lv.setUint32(4, prog.length, true);
+  lv.setBigUint64(8, BigInt(addressOf(code)), true);
+  lv.setBigUint64(16, BigInt(addressOf(license)), true);
+  lv.setUint32(24, 1, true); // log_level: the verifier says why, if it refuses
+  lv.setUint32(28, logBuf.byteLength, true);
+  lv.setBigUint64(32, BigInt(addressOf(logBuf)), true);
+  load.set(cString("criu_reader").subarray(0, 15), 48);
+  lv.setUint32(68, TRACE_ITER, true);
+  lv.setUint32(108, btf.funcId(target.func), true);
+  let progFd: number;
+  try {
+    progFd = bpf(CMD.PROG_LOAD, load, what);
+  } catch (e) {
+    const log = new TextDecoder().decode(logBuf.subarray(0, logBuf.indexOf(0))).trim();
+    throw new Error(`${(e as Error).message}${log ? ` (${log.split("\n").at(-1)})` : ""}`, {
+      cause: e,
+    });
+  }
+  const fds = [progFd];
+  try {
+    // union bpf_iter_link_info: task { tid, pid, pid_fd }.
+    const info = new Uint8Array(16);
+    const iv = new DataView(info.buffer);
+    iv.setUint32(0, target.tid ?? 0, true);
+    iv.setUint32(4, target.pid ?? 0, true);
+    const link = new Uint8Array(64);
+    const kv = new DataView(link.buffer);
+    kv.setUint32(0, progFd, true);
+    kv.setUint32(8, TRACE_ITER, true);
+    kv.setBigUint64(16, BigInt(addressOf(info)), true);
+    kv.setUint32(24, info.byteLength, true);
+    fds.push(bpf(CMD.LINK_CREATE, link, what));
+    const iter = new Uint8Array(8);
+    new DataView(iter.buffer).setUint32(0, fds[1], true);
+    fds.push(bpf(CMD.ITER_CREATE, iter, what));
+    const parts: Uint8Array[] = [];
+    const chunk = new Uint8Array(8192);
+    for (;;) {
+      const n = tryRead(fds[2], chunk);
+      if (n < 0) throw new Error(`${what}: reading the iterator failed (errno ${-n})`);
+      if (n === 0) break;
+      parts.push(chunk.slice(0, n));
+    }
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  } finally {
+    for (const fd of fds.reverse()) close(fd);
+  }
+}
+
+/** The tail of every program: write the record at fp-`size` out, return 0. */
+function writeRecord(btf: KernelBtf, ctx: number, ctxMeta: string, size: number): Insn[] {
+  return [
+    asm.ldxDw(R1, ctx, btf.member(ctxMeta, "meta").offset),
+    asm.ldxDw(R1, R1, btf.member("bpf_iter_meta", "seq").offset),
+    asm.movReg(R2, R10),
+    asm.addImm(R2, -size),
+    asm.movImm(R3, size),
+    asm.call(HELPER.seq_write),
+  ];
+}
+
+/**
+ * The object behind each descriptor of task `pid`: its file's `private_data` (an io_uring
+ * instance's `struct io_ring_ctx`, say), by descriptor number.
+ */
+export function fileObjects(btf: KernelBtf, pid: number): Map<number, bigint> {
+  const ctxFd = btf.member("bpf_iter__task_file", "fd").offset;
+  const ctxFile = btf.member("bpf_iter__task_file", "file").offset;
+  const privateData = btf.member("file", "private_data").offset;
+  const prog: Insn[] = [
+    asm.movReg(R6, R1),
+    asm.ldxDw(R7, R6, ctxFile),
+    asm.jeqImm(R7, 0, 0), // patched: to the exit
+    asm.ldxW(R2, R6, ctxFd),
+    asm.stDw(R10, -16, 0),
+    asm.stxW(R10, -16, R2),
+    asm.ldxDw(R8, R7, privateData),
+    asm.stxDw(R10, -8, R8),
+    ...writeRecord(btf, R6, "bpf_iter__task_file", 16),
+  ];
+  prog[2][3] = prog.length - 3;
+  prog.push(asm.movImm(R0, 0), asm.exit());
+  const out = runIterator(
+    btf,
+    { func: "bpf_iter_task_file", pid },
+    prog,
+    `reading the files of task ${pid} (BPF)`,
+  );
+  const v = new DataView(out.buffer);
+  const objects = new Map<number, bigint>();
+  for (let p = 0; p + 16 <= out.length; p += 16) {
+    objects.set(v.getUint32(p, true), v.getBigUint64(p + 8, true));
+  }
+  return objects;
+}
+
+/** A pointer member (`path`, as "io_uring") of each thread of process `pid`, by thread id. */
+export function threadPointers(btf: KernelBtf, pid: number, path: string): Map<number, bigint> {
+  const task = btf.member("bpf_iter__task", "task").offset;
+  const prog: Insn[] = [
+    asm.movReg(R6, R1),
+    asm.ldxDw(R7, R6, task),
+    asm.jeqImm(R7, 0, 0), // patched: to the exit
+    asm.ldxW(R2, R7, btf.member("task_struct", "pid").offset),
+    asm.stDw(R10, -16, 0),
+    asm.stxW(R10, -16, R2),
+    asm.ldxDw(R8, R7, btf.member("task_struct", path).offset),
+    asm.stxDw(R10, -8, R8),
+    ...writeRecord(btf, R6, "bpf_iter__task", 16),
+  ];
+  prog[2][3] = prog.length - 3;
+  prog.push(asm.movImm(R0, 0), asm.exit());
+  const out = runIterator(
+    btf,
+    { func: "bpf_iter_task", pid },
+    prog,
+    `reading the threads of task ${pid} (BPF)`,
+  );
+  const v = new DataView(out.buffer);
+  const found = new Map<number, bigint>();
+  for (let p = 0; p + 16 <= out.length; p += 16) {
+    found.set(v.getUint32(p, true), v.getBigUint64(p + 8, true));
+  }
+  return found;
+}
+
+function gettid(): number {
+  return Number(rawSyscall(NR.gettid));
+}
+
+/**
+ * Each online CPU's per-CPU offset (`__per_cpu_offset[cpu]`), by CPU: what is added to a
+ * per-CPU pointer to reach that CPU's copy.
+ *
+ * This kernel's symbol table holds no data symbols, so no program can name a per-CPU variable.
+ * The offsets are found instead through the run queues (`struct rq`, per-CPU `runqueues`): a
+ * task's `se.cfs_rq->rq` is its CPU's run queue, and every online CPU runs tasks of its own.
+ * Each CPU's `this_cpu_off` holds that CPU's offset, and lies as far from its run queue as the
+ * two variables lie apart in the per-CPU section (BTF). Every run queue less its CPU's offset
+ * must give one same address (`runqueues` itself): checked.
+ */
+export function perCpuOffsets(btf: KernelBtf): Map<number, bigint> {
+  const task = btf.member("bpf_iter__task", "task").offset;
+  const prog: Insn[] = [
+    asm.movReg(R6, R1),
+    asm.ldxDw(R7, R6, task),
+    asm.jeqImm(R7, 0, 0), // patched: to the exit
+    asm.ldxDw(R7, R7, btf.member("task_struct", "se.cfs_rq").offset),
+    asm.jeqImm(R7, 0, 0), // patched
+    asm.ldxDw(R7, R7, btf.member("cfs_rq", "rq").offset),
+    asm.jeqImm(R7, 0, 0), // patched
+    asm.stxDw(R10, -8, R7),
+    ...writeRecord(btf, R6, "bpf_iter__task", 8),
+  ];
+  for (const i of [2, 4, 6]) prog[i][3] = prog.length - i - 1;
+  prog.push(asm.movImm(R0, 0), asm.exit());
+  const what = "reading the per-CPU offsets (BPF)";
+  const out = runIterator(btf, { func: "bpf_iter_task" }, prog, what);
+  const v = new DataView(out.buffer);
+  const queues = new Set<bigint>();
+  for (let p = 0; p + 8 <= out.length; p += 8) queues.add(v.getBigUint64(p, true));
+  const rqs = [...queues];
+  const cpu = btf.member("rq", "cpu");
+  const apart = BigInt(
+    btf.sectionOffset(".data..percpu", "this_cpu_off") -
+      btf.sectionOffset(".data..percpu", "runqueues"),
+  );
+  const read = readKernel(btf, [
+    ...rqs.map((rq) => ({ address: rq + BigInt(cpu.offset), size: 4 })),
+    ...rqs.map((rq) => ({ address: rq + apart, size: 8 })),
+  ]);
+  const offsets = new Map<number, bigint>();
+  let base: bigint | undefined;
+  rqs.forEach((rq, i) => {
+    const n = new DataView(read[i].buffer).getUint32(0, true);
+    const off = new DataView(read[rqs.length + i].buffer).getBigUint64(0, true);
+    if (base !== undefined && rq - off !== base || offsets.has(n) && offsets.get(n) !== off) {
+      throw new Error(`${what}: the run queues disagree (CPU ${n})`);
+    }
+    base = rq - off;
+    offsets.set(n, off);
+  });
+  if (!offsets.size) throw new Error(`${what}: no run queue found`);
+  return offsets;
+}
+
+/** A range of kernel memory. */
+export interface KernelRange {
+  address: bigint;
+  size: number;
+}
+
+/** The bytes of each range (zeros where the kernel cannot read it). */
+export function readKernel(btf: KernelBtf, ranges: readonly KernelRange[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < ranges.length;) {
+    // As many ranges as one record holds.
+    let size = 0, n = 0;
+    while (i + n < ranges.length && size + align8(ranges[i + n].size) <= RECORD_MAX) {
+      size += align8(ranges[i + n].size);
+      n++;
+    }
+    if (n === 0) throw new Error(`readKernel: a range of ${ranges[i].size} bytes is too large`);
+    const prog: Insn[] = [asm.movReg(R6, R1)];
+    // The slack after a range of an odd size is written out too: all zero first.
+    for (let z = -size; z < 0; z += 8) prog.push(asm.stDw(R10, z, 0));
+    let at = -size;
+    for (const r of ranges.slice(i, i + n)) {
+      prog.push(
+        asm.movReg(R1, R10),
+        asm.addImm(R1, at),
+        asm.movImm(R2, r.size),
+        ...asm.ldImm64(R3, r.address),
+        asm.call(HELPER.probe_read_kernel),
+      );
+      at += align8(r.size);
+    }
+    prog.push(...writeRecord(btf, R6, "bpf_iter__task", size), asm.movImm(R0, 0), asm.exit());
+    const rec = runIterator(
+      btf,
+      { func: "bpf_iter_task", tid: gettid() },
+      prog,
+      "reading kernel memory (BPF)",
+    );
+    if (rec.length < size) throw new Error("reading kernel memory (BPF): nothing read");
+    let p = 0;
+    for (const r of ranges.slice(i, i + n)) {
+      out.push(rec.slice(p, p + r.size));
+      p += align8(r.size);
+    }
+    i += n;
+  }
+  return out;
+}
+
+function align8(n: number): number {
+  return (n + 7) & ~7;
+}

@@ -1,0 +1,384 @@
+/**
+ * io_uring instances: what the kernel holds of one (read with BPF, bpf.ts: its setup flags,
+ * counters, registrations and the requests it has in flight), and the mechanism to make one
+ * again with the same counters and rings.
+ *
+ * An instance's rings are two regions of kernel memory the task maps (mmap of the instance's
+ * file at the offsets below):
+ *
+ * ```
+ *  IORING_OFF_SQ_RING (0) / IORING_OFF_CQ_RING:  struct io_rings (heads, tails, masks, flags,
+ *                                               counters) | CQEs | SQ index array
+ *  IORING_OFF_SQES:                             SQEs
+ * ```
+ *
+ * The kernel also keeps two counters of its own: how many SQEs it has taken (`cached_sq_head`,
+ * shown as the SQ head) and how many CQEs it has posted (`cached_cq_tail`, the CQ tail). A new
+ * instance starts both at zero and nothing sets them: `advanceRing` brings them to the dumped
+ * values by submitting NOPs (those that must post nothing with IOSQE_CQE_SKIP_SUCCESS), after
+ * which the rings' memory is written back whole.
+ *
+ * @module
+ */
+import type { KernelBtf } from "./btf.ts";
+import { readKernel, threadPointers } from "./bpf.ts";
+import { rawSyscall, withSharedMapping } from "./process.ts";
+import { NR } from "./syscall_numbers.ts";
+import { Errno } from "./errno.ts";
+import { addressOf, lastErrno } from "./ffi.ts";
+
+/** Offsets of the rings' regions in the instance's file (mmap). */
+export const IORING_OFF = { SQ_RING: 0n, CQ_RING: 0x8000000n, SQES: 0x10000000n } as const;
+
+/** io_uring_setup flags. */
+export const IORING_SETUP = {
+  IOPOLL: 1 << 0,
+  SQPOLL: 1 << 1,
+  SQ_AFF: 1 << 2,
+  CQSIZE: 1 << 3,
+  CLAMP: 1 << 4,
+  ATTACH_WQ: 1 << 5,
+  R_DISABLED: 1 << 6,
+  SUBMIT_ALL: 1 << 7,
+  COOP_TASKRUN: 1 << 8,
+  TASKRUN_FLAG: 1 << 9,
+  SQE128: 1 << 10,
+  CQE32: 1 << 11,
+  SINGLE_ISSUER: 1 << 12,
+  DEFER_TASKRUN: 1 << 13,
+  NO_MMAP: 1 << 14,
+  REGISTERED_FD_ONLY: 1 << 15,
+  NO_SQARRAY: 1 << 16,
+  HYBRID_IOPOLL: 1 << 17,
+  CQE_MIXED: 1 << 18,
+  SQE_MIXED: 1 << 19,
+} as const;
+
+/** What the kernel holds of an io_uring instance (struct io_ring_ctx). */
+export interface RingKernelState {
+  flags: number;
+  sqEntries: number;
+  cqEntries: number;
+  /** SQEs the kernel has taken. */
+  sqHead: number;
+  /** CQEs the kernel has posted. */
+  cqTail: number;
+  /** Sizes of the two regions the task maps, in pages. */
+  ringPages: number;
+  sqePages: number;
+  clockid: number;
+  /** Registered files and buffers (table sizes). */
+  files: number;
+  buffers: number;
+  /** Other state by name, where it is not the default (a registered eventfd, say). */
+  registered: string[];
+  /** Requests waiting by kind (timeouts, polled I/O...), where there are some. */
+  waiting: string[];
+  /** Requests in flight, over the tasks that submitted to it (every instance of theirs). */
+  inflight: number;
+}
+
+/** Reads the kernel's state of the instance at `ctx` (a file's private_data). */
+export function ringKernelState(
+  btf: KernelBtf,
+  ctx: bigint,
+  perCpu: Map<number, bigint>,
+): RingKernelState {
+  const member = (path: string) => {
+    try {
+      return btf.member("io_ring_ctx", path);
+    } catch {
+      return undefined; // not in this kernel
+    }
+  };
+  const fields = {
+    flags: member("flags"),
+    bits: member("restricted"),
+    sqEntries: member("sq_entries"),
+    cqEntries: member("cq_entries"),
+    sqHead: member("cached_sq_head"),
+    cqTail: member("cached_cq_tail"),
+    ringPages: member("ring_region.nr_pages"),
+    sqePages: member("sq_region.nr_pages"),
+    clockid: member("clockid"),
+    files: member("file_table.data.nr"),
+    buffers: member("buf_table.nr"),
+  };
+  for (const [name, m] of Object.entries(fields)) {
+    if (!m) throw new Error(`io_uring: this kernel's io_ring_ctx has no ${name}`);
+  }
+  // Pointers (or list heads, whose first word is their own address when empty) that say
+  // "something is there", by what they hold.
+  const present: [string, string][] = [
+    ["an eventfd (IORING_REGISTER_EVENTFD)", "io_ev_fd"],
+    ["personalities (IORING_REGISTER_PERSONALITY)", "personalities.xa_head"],
+    ["provided buffers", "io_bl_xa.xa_head"],
+    ["a zero-copy receive queue", "zcrx_ctxs.xa_head"],
+    ["a parameter region (IORING_REGISTER_MEM_REGION)", "param_region.ptr"],
+    ["an SQPOLL thread", "sq_data"],
+    ["a single issuer", "submitter_task"],
+  ];
+  const lists: [string, string][] = [
+    ["timeouts", "timeout_list"],
+    ["linked timeouts", "ltimeout_list"],
+    ["polled I/O (IOPOLL)", "iopoll_list"],
+    ["requests deferred (IOSQE_IO_DRAIN)", "defer_list"],
+    ["completions overflowed", "cq_overflow_list"],
+    ["futex waits", "futex_list"],
+    ["waitid waits", "waitid_list"],
+    ["cancelable commands", "cancelable_uring_cmd"],
+    ["task work", "work_llist"],
+    ["task work retried", "retry_llist"],
+  ];
+  const limits = member("iowq_limits");
+  const alloc = member("file_alloc_start");
+  const allocEnd = member("file_alloc_end");
+  const tctxList = member("tctx_list")!;
+  const ranges = [
+    ...Object.values(fields).map((m) => m!),
+    ...[...present, ...lists].map(([, path]) => member(path) ?? { offset: -1, size: 8 }),
+    limits ?? { offset: -1, size: 8 },
+    alloc ?? { offset: -1, size: 4 },
+    allocEnd ?? { offset: -1, size: 4 },
+    { offset: tctxList.offset, size: 8 },
+  ];
+  const got = readKernel(
+    btf,
+    ranges.map((r) => ({ address: r.offset < 0 ? 0n : ctx + BigInt(r.offset), size: r.size })),
+  );
+  const num = (b: Uint8Array) => {
+    const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+    return b.length >= 8 ? v.getBigUint64(0, true) : BigInt(v.getUint32(0, true));
+  };
+  const nf = Object.keys(fields).length;
+  const val = Object.fromEntries(Object.keys(fields).map((k, i) => [k, Number(num(got[i]))]));
+  const registered: string[] = [];
+  const waiting: string[] = [];
+  present.forEach(([name], i) => {
+    if (num(got[nf + i]) !== 0n) registered.push(name);
+  });
+  lists.forEach(([name, path], i) => {
+    const m = member(path);
+    const first = num(got[nf + present.length + i]);
+    if (m && first !== 0n && first !== ctx + BigInt(m.offset)) waiting.push(name);
+  });
+  let at = nf + present.length + lists.length;
+  if (limits && num(got[at]) !== 0n) registered.push("io-wq worker limits (IOWQ_MAX_WORKERS)");
+  at++;
+  if (alloc && (num(got[at]) !== 0n || num(got[at + 1]) !== 0n)) {
+    registered.push("a file allocation range");
+  }
+  at += 2;
+  const bits = fields.bits!.bits!;
+  if ((val.bits >>> bits.offset) & 1) {
+    registered.push("restrictions (IORING_REGISTER_RESTRICTIONS)");
+  }
+  const inflight = inflightOf(btf, ctx + BigInt(tctxList.offset), num(got[at]), perCpu);
+  return {
+    flags: val.flags,
+    sqEntries: val.sqEntries,
+    cqEntries: val.cqEntries,
+    sqHead: val.sqHead,
+    cqTail: val.cqTail,
+    ringPages: val.ringPages,
+    sqePages: val.sqePages,
+    clockid: val.clockid,
+    files: val.files,
+    buffers: val.buffers,
+    registered,
+    waiting,
+    inflight,
+  };
+}
+
+/**
+ * Requests in flight of the tasks on list `head` (an instance's tctx_list, whose first node is
+ * `first`): each task's io_uring context counts them (a per-CPU counter, less the references it
+ * keeps in hand).
+ */
+function inflightOf(
+  btf: KernelBtf,
+  head: bigint,
+  first: bigint,
+  perCpu: Map<number, bigint>,
+): number {
+  const nodeTask = btf.member("io_tctx_node", "task").offset;
+  const taskCtx = btf.member("task_struct", "io_uring").offset;
+  const cached = btf.member("io_uring_task", "cached_refs");
+  const inflight = btf.member("io_uring_task", "inflight").offset;
+  const count = inflight + btf.member("percpu_counter", "count").offset;
+  const counters = inflight + btf.member("percpu_counter", "counters").offset;
+  const u64 = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
+  const tctxs = new Set<bigint>();
+  for (let node = first, n = 0; node !== head && node !== 0n; n++) {
+    if (n > 4096) throw new Error("io_uring: the list of its tasks does not end");
+    const [next, task] = readKernel(btf, [
+      { address: node, size: 8 },
+      { address: node + BigInt(nodeTask), size: 8 },
+    ]);
+    const [tctx] = readKernel(btf, [{ address: u64(task) + BigInt(taskCtx), size: 8 }]);
+    if (u64(tctx) !== 0n) tctxs.add(u64(tctx));
+    node = u64(next);
+  }
+  let total = 0n;
+  for (const tctx of tctxs) {
+    const [c, sum, ptr] = readKernel(btf, [
+      { address: tctx + BigInt(cached.offset), size: 4 },
+      { address: tctx + BigInt(count), size: 8 },
+      { address: tctx + BigInt(counters), size: 8 },
+    ]);
+    const cpus = [...perCpu.values()];
+    const local = readKernel(btf, cpus.map((off) => ({ address: u64(ptr) + off, size: 4 })));
+    let n = new DataView(sum.buffer).getBigInt64(0, true);
+    for (const l of local) n += BigInt(new DataView(l.buffer).getInt32(0, true));
+    n -= BigInt(new DataView(c.buffer).getInt32(0, true));
+    total += n;
+  }
+  return Number(total);
+}
+
+/**
+ * Threads of process `pid` that registered descriptors of io_uring instances
+ * (IORING_REGISTER_RING_FDS: kept by the thread, not in its descriptor table), with how many.
+ */
+export function registeredRingFds(btf: KernelBtf, pid: number): Map<number, number> {
+  const rings = btf.member("io_uring_task", "registered_rings");
+  const out = new Map<number, number>();
+  const threads = [...threadPointers(btf, pid, "io_uring")].filter(([, tctx]) => tctx !== 0n);
+  const got = readKernel(
+    btf,
+    threads.map(([, tctx]) => ({ address: tctx + BigInt(rings.offset), size: rings.size })),
+  );
+  threads.forEach(([tid], i) => {
+    const v = new DataView(got[i].buffer);
+    let n = 0;
+    for (let p = 0; p + 8 <= got[i].length; p += 8) if (v.getBigUint64(p, true) !== 0n) n++;
+    if (n) out.set(tid, n);
+  });
+  return out;
+}
+
+/** The heads and tails in an instance's rings memory (struct io_rings), as the task sees them. */
+export function ringHeads(
+  btf: KernelBtf,
+  rings: Uint8Array,
+): { sqHead: number; sqTail: number; cqHead: number; cqTail: number } {
+  const v = new DataView(rings.buffer, rings.byteOffset, rings.byteLength);
+  const at = (path: string) => v.getUint32(btf.member("io_rings", path).offset, true);
+  return {
+    sqHead: at("sq.head"),
+    sqTail: at("sq.tail"),
+    cqHead: at("cq.head"),
+    cqTail: at("cq.tail"),
+  };
+}
+
+/** IORING_REGISTER_CLOCK: the clock the instance at `fd` waits by. */
+export function registerRingClock(fd: number, clockid: number, what: string): void {
+  const IORING_REGISTER_CLOCK = 29;
+  const arg = new Uint8Array(16);
+  new DataView(arg.buffer).setUint32(0, clockid, true);
+  const ret = rawSyscall(NR.io_uring_register, fd, IORING_REGISTER_CLOCK, addressOf(arg), 0);
+  if (ret < 0n) throw new Errno("io_uring_register(CLOCK)", lastErrno(), what);
+}
+
+/** struct io_uring_params for io_uring_setup: entries, flags and (CQSIZE) CQ entries. */
+export function ringParams(flags: number, sqEntries: number, cqEntries: number): Uint8Array {
+  const p = new Uint8Array(120);
+  const v = new DataView(p.buffer);
+  v.setUint32(0, sqEntries, true);
+  v.setUint32(4, cqEntries, true);
+  v.setUint32(8, flags, true);
+  return p;
+}
+
+/** Where the rings' fields lie, from the params io_uring_setup filled in. */
+export interface RingOffsets {
+  sqEntries: number;
+  cqEntries: number;
+  sq: { head: number; tail: number; array: number };
+  cq: { head: number; tail: number };
+}
+
+/** The offsets io_uring_setup wrote into `params`. */
+export function ringOffsets(params: Uint8Array): RingOffsets {
+  const v = new DataView(params.buffer, params.byteOffset, params.byteLength);
+  return {
+    sqEntries: v.getUint32(0, true),
+    cqEntries: v.getUint32(4, true),
+    sq: { head: v.getUint32(40, true), tail: v.getUint32(44, true), array: v.getUint32(64, true) },
+    cq: { head: v.getUint32(80, true), tail: v.getUint32(84, true) },
+  };
+}
+
+/** The bytes of an instance's two regions (`rings` at IORING_OFF_SQ_RING, `sqes`). */
+export interface RingMemory {
+  rings: Uint8Array;
+  sqes: Uint8Array;
+}
+
+/** Copies the regions of the instance open at `fd` here (`ringPages`, `sqePages` long). */
+export function readRingMemory(fd: number, ringPages: number, sqePages: number): RingMemory {
+  const copy = (pages: number, offset: bigint) =>
+    pages
+      ? withSharedMapping(fd, BigInt(pages * 4096), "io_uring rings", (b) => b.slice(), offset)
+      : new Uint8Array();
+  return { rings: copy(ringPages, IORING_OFF.SQ_RING), sqes: copy(sqePages, IORING_OFF.SQES) };
+}
+
+const IOSQE_CQE_SKIP_SUCCESS = 1 << 6;
+
+/**
+ * Brings the new instance open at `fd` (set up with `flags`, `offsets` as its params say) to
+ * `sqHead` SQEs taken and `cqTail` CQEs posted, then writes `memory` over its regions. NOPs
+ * are submitted from here (each posts a CQE, but the first sqHead - cqTail, which skip it);
+ * the CQ is emptied after each batch.
+ */
+export function advanceRing(
+  fd: number,
+  flags: number,
+  offsets: RingOffsets,
+  sqHead: number,
+  cqTail: number,
+  memory: RingMemory,
+  what: string,
+): void {
+  const skip = (sqHead - cqTail) >>> 0;
+  if (skip > sqHead) throw new Error(`${what}: more completions than submissions`);
+  const sqeSize = flags & IORING_SETUP.SQE128 ? 128 : 64;
+  withSharedMapping(fd, BigInt(memory.rings.length), what, (rings) => {
+    withSharedMapping(fd, BigInt(memory.sqes.length), what, (sqes) => {
+      const rv = new DataView(rings.buffer, rings.byteOffset, rings.byteLength);
+      const mask = offsets.sqEntries - 1;
+      let done = 0, skipped = 0;
+      while (done < sqHead) {
+        const n = Math.min(sqHead - done, offsets.sqEntries, offsets.cqEntries);
+        for (let i = 0; i < n; i++) {
+          const slot = (done + i) & mask;
+          sqes.fill(0, slot * sqeSize, (slot + 1) * sqeSize);
+          if (skipped < skip) {
+            sqes[slot * sqeSize + 1] = IOSQE_CQE_SKIP_SUCCESS;
+            skipped++;
+          }
+          if (!(flags & IORING_SETUP.NO_SQARRAY)) {
+            rv.setUint32(offsets.sq.array + slot * 4, slot, true);
+          }
+        }
+        rv.setUint32(offsets.sq.tail, (done + n) >>> 0, true);
+        const ret = rawSyscall(NR.io_uring_enter, fd, n, 0, 0, 0, 0);
+        if (ret < 0n) throw new Errno("io_uring_enter", lastErrno(), what);
+        if (Number(ret) !== n) throw new Error(`${what}: ${ret} of ${n} NOPs submitted`);
+        rv.setUint32(offsets.cq.head, rv.getUint32(offsets.cq.tail, true), true);
+        done += n;
+      }
+      const head = rv.getUint32(offsets.sq.head, true), tail = rv.getUint32(offsets.cq.tail, true);
+      if (head !== sqHead >>> 0 || tail !== cqTail >>> 0) {
+        throw new Error(
+          `${what}: its counters came to ${head}/${tail}, not ${sqHead}/${cqTail}`,
+        );
+      }
+      rings.set(memory.rings);
+      sqes.set(memory.sqes);
+    }, IORING_OFF.SQES);
+  }, IORING_OFF.SQ_RING);
+}

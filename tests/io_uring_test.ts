@@ -1,0 +1,120 @@
+/**
+ * io_uring instances: idle ones carried (their setup, counters, rings, where they were
+ * mapped), busy or registered ones refused by name.
+ *
+ * @module
+ */
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import {
+  buildVictim,
+  critDecodeAll,
+  criu,
+  dumpRefused,
+  killAll,
+  oracle,
+  startVictim,
+  stopVictim,
+  tmpDir,
+  verdict,
+  waitGone,
+  waitReport,
+} from "./helpers.ts";
+import { KernelBtf } from "../src/syscalls/btf.ts";
+import { fileObjects, perCpuOffsets } from "../src/syscalls/bpf.ts";
+import { ringKernelState } from "../src/syscalls/io_uring.ts";
+
+/** What the kernel holds of each instance of task `pid` (by descriptor), read from outside. */
+function kernelRings(pid: number, fds: number[]): Record<number, unknown> {
+  const btf = KernelBtf.load();
+  const perCpu = perCpuOffsets(btf);
+  const objects = fileObjects(btf, pid);
+  return Object.fromEntries(fds.map((fd) => {
+    const k = ringKernelState(btf, objects.get(fd)!, perCpu);
+    return [fd, {
+      flags: k.flags,
+      sqEntries: k.sqEntries,
+      cqEntries: k.cqEntries,
+      sqHead: k.sqHead,
+      cqTail: k.cqTail,
+      clockid: k.clockid,
+      inflight: k.inflight,
+    }];
+  }));
+}
+
+for (const mode of ["idle", "worker"]) {
+  Deno.test(
+    `idle io_uring instances (${
+      mode === "worker" ? "their requests done by io-wq workers, " : ""
+    }setup flags, a clock, wrapped indices, unreaped completions, a queued SQE, a disabled one) come back as they were, where they were mapped, and work on`,
+    async () => {
+      const bin = await buildVictim("uring");
+      const v = startVictim(["setsid", bin, "{out}", ...(mode === "idle" ? [] : [mode])]);
+      let pid = 0;
+      try {
+        const r = await waitReport(v);
+        const fds = [r.a, r.b, r.c, r.d].map(Number);
+        const before = kernelRings(v.pid, fds);
+        const imgs = tmpDir();
+        const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+        assertEquals(d.code, 0, d.stderr);
+        assert(await waitGone(v.pid), "gone after the dump");
+        // Its rings carried in files.img (type UND, which criu refuses); their mappings by a
+        // status bit of ours (crit shows it as a number), none of their pages in pages-N.img.
+        const img = await critDecodeAll(imgs);
+        const mm = img.get(`mm-${v.pid}.img`)!.entries[0];
+        const rings = mm.vmas.filter((x: { status: string }) => /\| 0x1000000$/.test(x.status));
+        assertEquals(
+          rings.length,
+          9,
+          JSON.stringify(mm.vmas.map((x: { status: string }) => x.status)),
+        );
+        const o = oracle();
+        if (o) {
+          const run = await new Deno.Command(o, {
+            args: ["restore", "-d", "-D", imgs, "-o", "oracle.log"],
+            stdout: "null",
+            stderr: "null",
+          }).output();
+          assert(run.code !== 0, "CRIU 4.2 restored an io_uring instance");
+          assertMatch(Deno.readTextFileSync(`${imgs}/oracle.log`), /Unknown file type 0/);
+          assert(await waitGone(v.pid), "left by CRIU 4.2");
+        }
+        const rs = await criu(["restore", "-d", "-D", imgs]);
+        assertEquals(rs.code, 0, rs.stderr);
+        pid = v.pid;
+        // From outside: the kernel's own state of each, as it was.
+        assertEquals(kernelRings(pid, fds), before);
+        assertMatch(await verdict(v), new RegExp(`PASS uring ${mode}`));
+      } finally {
+        if (pid) killAll(pid);
+        await stopVictim(v);
+      }
+    },
+  );
+}
+
+for (
+  const [mode, why] of [
+    ["inflight", "has 1 request\\(s\\) in flight: only an idle one is carried"],
+    ["files", "has 1 registered file\\(s\\), which is not supported yet"],
+    ["sqpoll", "was set up with SQPOLL, which is not supported yet"],
+  ]
+) {
+  Deno.test(`an io_uring instance that ${mode === "inflight" ? "has a request in flight" : mode === "files" ? "has a registered file" : "has an SQPOLL thread"} is refused by name, and the task keeps running`, async () => {
+    const bin = await buildVictim("uring");
+    const v = startVictim(["setsid", bin, "{out}", mode]);
+    try {
+      const r = await waitReport(v);
+      await dumpRefused(
+        v.pid,
+        new RegExp(
+          `fd ${r.fd} of task ${v.pid} \\(anon_inode:\\[io_uring\\]\\): its io_uring instance ${why}`,
+        ),
+      );
+      assertMatch(await verdict(v), new RegExp(`PASS uring ${mode}`));
+    } finally {
+      await stopVictim(v);
+    }
+  });
+}

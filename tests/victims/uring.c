@@ -1,0 +1,401 @@
+/*
+ * io_uring instances, idle at the checkpoint. argv: OUT [MODE].
+ *
+ * Default: four instances, their rings mapped.
+ *  A: no flags, 8 entries. 600 requests done (NOPs, some posting no completion, writes and
+ *     reads of a file), two completions left unreaped, one NOP written and queued but not
+ *     submitted. Rings mapped once (the CQ ring shares the SQ ring's mapping), SQEs apart,
+ *     both MADV_DONTFORK.
+ *  B: CQSIZE (64), SUBMIT_ALL, COOP_TASKRUN, TASKRUN_FLAG, 4 entries; its clock BOOTTIME;
+ *     70000 NOPs (its indices wrap its rings many times over); SQ ring, CQ ring and SQEs each
+ *     mapped at their own offset.
+ *  C: SQE128, CQE32, NO_SQARRAY, 16 entries, 37 NOPs.
+ *  D: R_DISABLED, never enabled.
+ * Each instance's fdinfo (heads, tails, counters) and the process's io_uring mappings (with
+ * their VmFlags) are written down before "ready". On SIGTERM they must read the same, and each instance must work
+ * on: A's two completions are there, its queued NOP completes when submitted and a read
+ * through it returns the file's bytes; B, C take NOPs (C's 128-byte SQE, 32-byte CQE); D
+ * refuses requests until enabled, then takes one.
+ *
+ * Modes refused by the dump: "inflight" (a read waits on an empty pipe), "files" (a file
+ * registered), "sqpoll" (an SQPOLL thread).
+ * Mode "worker": A's requests are all forced through io-wq (IOSQE_ASYNC): its worker threads
+ * idle at the checkpoint, and the default checks hold.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/io_uring.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Newer than this system's header. */
+#define SETUP_SUBMIT_ALL (1U << 7)
+#define SETUP_COOP_TASKRUN (1U << 8)
+#define SETUP_TASKRUN_FLAG (1U << 9)
+#define SETUP_SQE128 (1U << 10)
+#define SETUP_CQE32 (1U << 11)
+#define SETUP_NO_SQARRAY (1U << 16)
+#define REGISTER_ENABLE_RINGS 12
+#define REGISTER_CLOCK 29
+#define SKIP_SUCCESS (1U << 6)
+
+struct ring {
+	int fd;
+	unsigned flags, sq_entries, cq_entries;
+	char *sq, *cq;
+	char *sqes;
+	unsigned *sq_head, *sq_tail, *sq_array, *cq_head, *cq_tail;
+	char *cqes;
+	size_t sq_len, cq_len, sqes_len;
+};
+
+static volatile sig_atomic_t term;
+static void on_term(int sig) { (void)sig; term = 1; }
+
+static int setup(struct ring *r, unsigned entries, unsigned flags, unsigned cq, int split)
+{
+	struct io_uring_params p;
+	memset(&p, 0, sizeof(p));
+	p.flags = flags;
+	p.cq_entries = cq;
+	r->fd = syscall(__NR_io_uring_setup, entries, &p);
+	if (r->fd < 0)
+		return -1;
+	r->flags = flags;
+	r->sq_entries = p.sq_entries;
+	r->cq_entries = p.cq_entries;
+	size_t cqe = flags & SETUP_CQE32 ? 32 : 16, sqe = flags & SETUP_SQE128 ? 128 : 64;
+	r->sq_len = flags & SETUP_NO_SQARRAY ? p.cq_off.cqes + p.cq_entries * cqe
+					     : p.sq_off.array + p.sq_entries * 4;
+	r->cq_len = p.cq_off.cqes + p.cq_entries * cqe;
+	if (!split && r->cq_len > r->sq_len)
+		r->sq_len = r->cq_len;
+	r->sqes_len = p.sq_entries * sqe;
+	r->sq = mmap(NULL, r->sq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd,
+		     IORING_OFF_SQ_RING);
+	r->cq = split ? mmap(NULL, r->cq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+			     r->fd, IORING_OFF_CQ_RING)
+		      : r->sq;
+	r->sqes = mmap(NULL, r->sqes_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd,
+		       IORING_OFF_SQES);
+	if (r->sq == MAP_FAILED || r->cq == MAP_FAILED || r->sqes == MAP_FAILED)
+		return -1;
+	r->sq_head = (unsigned *)(r->sq + p.sq_off.head);
+	r->sq_tail = (unsigned *)(r->sq + p.sq_off.tail);
+	r->sq_array = flags & SETUP_NO_SQARRAY ? NULL : (unsigned *)(r->sq + p.sq_off.array);
+	r->cq_head = (unsigned *)(r->cq + p.cq_off.head);
+	r->cq_tail = (unsigned *)(r->cq + p.cq_off.tail);
+	r->cqes = r->cq + p.cq_off.cqes;
+	return 0;
+}
+
+/* The next SQE, zeroed; queued (tail moved) by queue(). */
+static struct io_uring_sqe *sqe_at(struct ring *r)
+{
+	unsigned slot = *r->sq_tail & (r->sq_entries - 1);
+	size_t size = r->flags & SETUP_SQE128 ? 128 : 64;
+	struct io_uring_sqe *s = (void *)(r->sqes + slot * size);
+	memset(s, 0, size);
+	if (r->sq_array)
+		r->sq_array[slot] = slot;
+	return s;
+}
+
+static void queue(struct ring *r)
+{
+	__atomic_store_n(r->sq_tail, *r->sq_tail + 1, __ATOMIC_RELEASE);
+}
+
+static int enter(struct ring *r, unsigned submit, unsigned wait)
+{
+	return syscall(__NR_io_uring_enter, r->fd, submit, wait, wait ? IORING_ENTER_GETEVENTS : 0,
+		       NULL, 0);
+}
+
+/* The CQE at `index`. */
+static struct io_uring_cqe *cqe_at(struct ring *r, unsigned index)
+{
+	size_t size = r->flags & SETUP_CQE32 ? 32 : 16;
+	return (void *)(r->cqes + (index & (r->cq_entries - 1)) * size);
+}
+
+/* Submits one request prepared by the caller and waits for its completion: its result. */
+static int one(struct ring *r, int *res)
+{
+	queue(r);
+	if (enter(r, 1, 1) != 1)
+		return -1;
+	unsigned h = *r->cq_head;
+	if (__atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE) == h)
+		return -1;
+	*res = cqe_at(r, h)->res;
+	__atomic_store_n(r->cq_head, h + 1, __ATOMIC_RELEASE);
+	return 0;
+}
+
+static int nops(struct ring *r, unsigned n, unsigned skip_every)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct io_uring_sqe *s = sqe_at(r);
+		s->opcode = IORING_OP_NOP;
+		s->user_data = i;
+		if (skip_every && i % skip_every == 0)
+			s->flags = SKIP_SUCCESS;
+		queue(r);
+		if (enter(r, 1, 0) != 1)
+			return -1;
+		__atomic_store_n(r->cq_head, __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE),
+				 __ATOMIC_RELEASE);
+	}
+	return 0;
+}
+
+/* The counters fdinfo shows of `fd`. */
+static void counters(int fd, char *out, size_t len)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	int f = open(path, O_RDONLY);
+	ssize_t n = read(f, buf, sizeof(buf) - 1);
+	close(f);
+	buf[n > 0 ? n : 0] = 0;
+	out[0] = 0;
+	static const char *keys[] = {"SqMask", "SqHead", "SqTail", "CachedSqHead", "CqMask",
+				     "CqHead", "CqTail", "CachedCqTail", "SQEs", "CQEs"};
+	for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+		char *p = strstr(buf, keys[k]);
+		char *e = p ? strchr(p, '\n') : NULL;
+		if (p && e)
+			snprintf(out + strlen(out), len - strlen(out), "%.*s ", (int)(e - p), p);
+	}
+}
+
+/* The process's io_uring mappings, one line each, with their VmFlags. */
+static void ring_maps(char *out, size_t len)
+{
+	char line[512];
+	int ring = 0;
+	FILE *f = fopen("/proc/self/smaps", "r");
+	out[0] = 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long s, e, off;
+		char perms[8];
+		if (sscanf(line, "%lx-%lx %7s %lx", &s, &e, perms, &off) == 4) {
+			ring = strstr(line, "[io_uring]") != NULL;
+			if (ring)
+				snprintf(out + strlen(out), len - strlen(out), "%lx-%lx %s %lx ", s, e,
+					 perms, off);
+		} else if (ring && !strncmp(line, "VmFlags:", 8)) {
+			snprintf(out + strlen(out), len - strlen(out), "%s", line + 8);
+		}
+	}
+	fclose(f);
+}
+
+static int refused_mode(const char *mode, int out)
+{
+	struct ring r;
+	char msg[256];
+	if (!strcmp(mode, "sqpoll")) {
+		if (setup(&r, 8, IORING_SETUP_SQPOLL, 0, 0))
+			return 2;
+	} else {
+		if (setup(&r, 8, 0, 0, 0))
+			return 2;
+	}
+	if (!strcmp(mode, "inflight")) {
+		static int p[2];
+		static char b[16];
+		pipe(p);
+		struct io_uring_sqe *s = sqe_at(&r);
+		s->opcode = IORING_OP_READ;
+		s->fd = p[0];
+		s->addr = (uintptr_t)b;
+		s->len = sizeof(b);
+		queue(&r);
+		if (enter(&r, 1, 0) != 1)
+			return 3;
+	} else if (!strcmp(mode, "files")) {
+		int fds[1] = {open("/dev/null", O_RDONLY)};
+		if (syscall(__NR_io_uring_register, r.fd, IORING_REGISTER_FILES, fds, 1))
+			return 3;
+	}
+	signal(SIGTERM, on_term);
+	snprintf(msg, sizeof(msg), "ready pid=%d fd=%d\n", getpid(), r.fd);
+	write(out, msg, strlen(msg));
+	while (!term)
+		pause();
+	snprintf(msg, sizeof(msg), "PASS uring %s\n", mode);
+	write(out, msg, strlen(msg));
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	int out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
+	const char *mode = argc > 2 ? argv[2] : "idle";
+	char msg[9000];
+	if (strcmp(mode, "idle") && strcmp(mode, "worker"))
+		return refused_mode(mode, out);
+	unsigned async = !strcmp(mode, "worker") ? IOSQE_ASYNC : 0;
+
+	struct ring a, b, c, d;
+	if (setup(&a, 8, 0, 0, 0) ||
+	    setup(&b, 4, IORING_SETUP_CQSIZE | SETUP_SUBMIT_ALL | SETUP_COOP_TASKRUN |
+			     SETUP_TASKRUN_FLAG, 64, 1) ||
+	    setup(&c, 16, SETUP_SQE128 | SETUP_CQE32 | SETUP_NO_SQARRAY, 0, 0) ||
+	    setup(&d, 8, IORING_SETUP_R_DISABLED, 0, 0))
+		return 2;
+	struct {
+		uint32_t clockid, resv[3];
+	} clk = {CLOCK_BOOTTIME, {0}};
+	if (syscall(__NR_io_uring_register, b.fd, REGISTER_CLOCK, &clk, 0))
+		return 3;
+
+	/* A: a file written and read through it, NOPs between. */
+	char path[] = "/tmp/uring-XXXXXX";
+	int file = mkstemp(path);
+	unlink(path);
+	static char data[4096], back[4096];
+	for (int i = 0; i < 600; i++) {
+		struct io_uring_sqe *s = sqe_at(&a);
+		int res;
+		snprintf(data, sizeof(data), "block %d of %d", i / 3, getpid());
+		if (i % 3 == 0) {
+			s->opcode = IORING_OP_WRITE;
+			s->fd = file;
+			s->addr = (uintptr_t)data;
+			s->len = 64;
+			s->off = (i / 3) * 64;
+		} else if (i % 3 == 1) {
+			s->opcode = IORING_OP_READ;
+			s->fd = file;
+			s->addr = (uintptr_t)back;
+			s->len = 64;
+			s->off = (i / 3) * 64;
+		} else {
+			s->opcode = IORING_OP_NOP;
+		}
+		s->flags = async;
+		s->user_data = i;
+		if (one(&a, &res) || (i % 3 != 2 && res != 64))
+			return 4;
+		if (i % 3 == 1 && strcmp(back, data))
+			return 5;
+	}
+	/* Two completions left unreaped, a NOP skipping its own, one queued unsubmitted. */
+	for (int i = 0; i < 3; i++) {
+		struct io_uring_sqe *s = sqe_at(&a);
+		s->opcode = IORING_OP_NOP;
+		s->user_data = 1000 + i;
+		s->flags = (i == 1 ? SKIP_SUCCESS : 0) | async;
+		queue(&a);
+		if (enter(&a, 1, i == 1 ? 0 : 1) != 1)
+			return 6;
+	}
+	struct io_uring_sqe *queued = sqe_at(&a);
+	queued->opcode = IORING_OP_NOP;
+	queued->user_data = 777;
+	queue(&a);
+	if (nops(&b, 70000, 7) || nops(&c, 37, 5))
+		return 7;
+	/* As liburing may: A's rings are not passed on to children. */
+	if (madvise(a.sq, a.sq_len, MADV_DONTFORK) || madvise(a.sqes, a.sqes_len, MADV_DONTFORK))
+		return 8;
+
+	char before[4][256], maps_before[2048], now[256], maps_now[2048];
+	struct ring *rings[4] = {&a, &b, &c, &d};
+	for (int i = 0; i < 4; i++)
+		counters(rings[i]->fd, before[i], sizeof(before[i]));
+	ring_maps(maps_before, sizeof(maps_before));
+	signal(SIGTERM, on_term);
+	snprintf(msg, sizeof(msg), "ready pid=%d a=%d b=%d c=%d d=%d\n", getpid(), a.fd, b.fd, c.fd,
+		 d.fd);
+	write(out, msg, strlen(msg));
+	while (!term)
+		pause();
+
+	const char *why = NULL;
+	static char whybuf[8192];
+	ring_maps(maps_now, sizeof(maps_now));
+	for (int i = 0; i < 4 && !why; i++) {
+		counters(rings[i]->fd, now, sizeof(now));
+		if (strcmp(now, before[i])) {
+			snprintf(whybuf, sizeof(whybuf), "ring %c counters: %s, not %s", 'a' + i, now,
+				 before[i]);
+			why = whybuf;
+		}
+	}
+	if (!why && strcmp(maps_now, maps_before)) {
+		snprintf(whybuf, sizeof(whybuf), "mappings now:\n%s, not:\n%s", maps_now, maps_before);
+		why = whybuf;
+	}
+	int res;
+	if (!why) {
+		/* A: the two completions left, then the queued NOP's. */
+		unsigned h = *a.cq_head;
+		if (*a.cq_tail - h != 2 || cqe_at(&a, h)->user_data != 1000 ||
+		    cqe_at(&a, h + 1)->user_data != 1002)
+			why = "ring a lost its unreaped completions";
+		else {
+			__atomic_store_n(a.cq_head, h + 2, __ATOMIC_RELEASE);
+			if (enter(&a, 1, 1) != 1 || *a.cq_tail != h + 3 ||
+			    cqe_at(&a, h + 2)->user_data != 777)
+				why = "ring a's queued NOP did not complete";
+			else
+				__atomic_store_n(a.cq_head, h + 3, __ATOMIC_RELEASE);
+		}
+	}
+	if (!why) {
+		struct io_uring_sqe *s = sqe_at(&a);
+		s->opcode = IORING_OP_READ;
+		s->fd = file;
+		s->addr = (uintptr_t)back;
+		s->len = 64;
+		s->off = 64 * 5;
+		snprintf(data, sizeof(data), "block %d of %d", 5, getpid());
+		if (one(&a, &res) || res != 64 || strcmp(back, data))
+			why = "a read through ring a failed";
+	}
+	if (!why) {
+		unsigned tail = *b.cq_tail;
+		struct io_uring_sqe *s = sqe_at(&b);
+		s->opcode = IORING_OP_NOP;
+		s->user_data = 4242;
+		if (one(&b, &res) || res != 0 || cqe_at(&b, tail)->user_data != 4242)
+			why = "ring b took no NOP";
+	}
+	if (!why) {
+		unsigned tail = *c.cq_tail;
+		struct io_uring_sqe *s = sqe_at(&c);
+		s->opcode = IORING_OP_NOP;
+		s->user_data = 4343;
+		if (one(&c, &res) || res != 0 || cqe_at(&c, tail)->user_data != 4343)
+			why = "ring c took no NOP (128-byte SQEs, 32-byte CQEs)";
+	}
+	if (!why) {
+		struct io_uring_sqe *s = sqe_at(&d);
+		s->opcode = IORING_OP_NOP;
+		queue(&d);
+		if (enter(&d, 1, 0) != -1 || errno != EBADFD)
+			why = "ring d is not disabled";
+		else if (syscall(__NR_io_uring_register, d.fd, REGISTER_ENABLE_RINGS, NULL, 0))
+			why = "ring d cannot be enabled";
+		else if (enter(&d, 1, 1) != 1 || *d.cq_tail != 1)
+			why = "ring d took no NOP once enabled";
+	}
+	if (why)
+		snprintf(msg, sizeof(msg), "FAIL uring: %s\n", why);
+	else
+		snprintf(msg, sizeof(msg), "PASS uring %s\n", mode);
+	write(out, msg, strlen(msg));
+	return 0;
+}
