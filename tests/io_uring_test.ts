@@ -12,6 +12,7 @@ import {
   dumpRefused,
   killAll,
   oracle,
+  sleep,
   startVictim,
   stopVictim,
   tmpDir,
@@ -38,6 +39,7 @@ function kernelRings(pid: number, fds: number[]): Record<number, unknown> {
       cqTail: k.cqTail,
       clockid: k.clockid,
       inflight: k.inflight,
+      drainDisabled: k.drainDisabled,
     }];
   }));
 }
@@ -53,7 +55,7 @@ for (const mode of ["idle", "worker"]) {
       let pid = 0;
       try {
         const r = await waitReport(v);
-        const fds = [r.a, r.b, r.c, r.d].map(Number);
+        const fds = [r.a, r.b, r.c, r.d, r.e].map(Number);
         const before = kernelRings(v.pid, fds);
         const imgs = tmpDir();
         const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
@@ -66,7 +68,7 @@ for (const mode of ["idle", "worker"]) {
         const rings = mm.vmas.filter((x: { status: string }) => /\| 0x1000000$/.test(x.status));
         assertEquals(
           rings.length,
-          9,
+          11,
           JSON.stringify(mm.vmas.map((x: { status: string }) => x.status)),
         );
         const o = oracle();
@@ -94,9 +96,36 @@ for (const mode of ["idle", "worker"]) {
   );
 }
 
+Deno.test("an io_uring request in flight that completes by itself (an open in io-wq) is let complete at the dump: its completion and its descriptor come back", async () => {
+  const bin = await buildVictim("uring");
+  const fifo = `${tmpDir()}/fifo`;
+  new Deno.Command("mkfifo", { args: [fifo] }).outputSync();
+  const v = startVictim(["setsid", bin, "{out}", "settle", fifo]);
+  let pid = 0;
+  try {
+    await waitReport(v);
+    const imgs = tmpDir();
+    const dump = criu(["dump", "-t", `${v.pid}`, "-D", imgs, "-v4", "-o", "dump.log"]);
+    // Once the tree is frozen, the open finds its writer (outside the tree).
+    await sleep(1000);
+    Deno.openSync(fifo, { write: true }).close();
+    const d = await dump;
+    assertEquals(d.code, 0, d.stderr);
+    assertMatch(Deno.readTextFileSync(`${imgs}/dump.log`), /letting them complete/);
+    assert(await waitGone(v.pid), "gone after the dump");
+    const rs = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(rs.code, 0, rs.stderr);
+    pid = v.pid;
+    assertMatch(await verdict(v), /PASS uring settle/);
+  } finally {
+    if (pid) killAll(pid);
+    await stopVictim(v);
+  }
+});
+
 for (
   const [mode, why] of [
-    ["inflight", "has 1 request\\(s\\) in flight: only an idle one is carried"],
+    ["inflight", "has 1 request\\(s\\) in flight \\(1 polled\\): only an idle one is carried"],
     ["files", "has 1 registered file\\(s\\), which is not supported yet"],
     ["sqpoll", "was set up with SQPOLL, which is not supported yet"],
   ]

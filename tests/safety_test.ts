@@ -130,26 +130,6 @@ Deno.test("an AIO context (io_setup) is refused by name, and the task keeps runn
   }
 });
 
-Deno.test("an io_uring instance is refused by name, with the way out, and the task keeps running", async () => {
-  const code = "import ctypes,os,sys,time\nparams=ctypes.create_string_buffer(120)\n" +
-    "fd=ctypes.CDLL(None).syscall(425,8,params)\n" +
-    "open(sys.argv[1],'a').write(f'ready fd={fd}\\n')\ntime.sleep(600)";
-  const v = startVictim(["setsid", "python3", "-c", code, "{out}"]);
-  try {
-    const r = await waitReport(v);
-    if (Number(r.fd) < 0) {
-      console.log("skipped: io_uring is disabled here");
-      return;
-    }
-    await dumpRefused(
-      v.pid,
-      new RegExp(`fd ${r.fd} of task ${v.pid} .*an io_uring instance.*innodb_use_native_aio=0`),
-    );
-  } finally {
-    await stopVictim(v);
-  }
-});
-
 Deno.test("bad input: one clear line, exit code 1, no stack trace", async () => {
   const dir = tmpDir();
   const cases: [string[], RegExp][] = [

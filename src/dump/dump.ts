@@ -33,7 +33,7 @@ import {
 import { syncDir } from "../images/image.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
-import { CLOCK, clockGettime, close, KCMP, kcmp, O, REG, userDev } from "../syscalls/mod.ts";
+import { CLOCK, clockGettime, close, KCMP, kcmp, NR, O, REG, userDev } from "../syscalls/mod.ts";
 import { DEFAULT_LOCK_METHOD, LOCK_METHODS } from "../net/netlock.ts";
 import { collectTree, type FrozenTree, releasePending, type TreeProcess } from "../tree/collect.ts";
 import { Parasite } from "../tree/parasite.ts";
@@ -69,6 +69,7 @@ import {
   writeRegFile,
 } from "./files.ts";
 import { collectVmas, dumpMm, dumpPages, ringMappings, socketMappings } from "./mm.ts";
+import { settleRings } from "./io_uring.ts";
 import { ghostOf, writeDeadProcRemap, writeGhost } from "./ghost.ts";
 import { dumpShmem } from "./shmem.ts";
 import { checkSysvAttachments, dumpSysvShm, writeSysvShm } from "./sysv.ts";
@@ -602,6 +603,16 @@ async function dumpProcess(
   const pid = proc.pid;
   const leader = tree.task(pid);
   const { maps, vmas, guards } = collectVmas(pid);
+  // io_uring requests in flight that complete by themselves complete first (their submitters
+  // run once, inside, to post them), before its files and memory are read.
+  await settleRings(ctx, pid, () => {
+    using parasite = Parasite.infect(leader, maps);
+    parasite.leader.call(NR.getpid);
+    for (const tid of proc.threads.slice(1)) {
+      using trs = parasite.thread(tree.task(tid));
+      trs.call(NR.getpid);
+    }
+  });
   const taskFiles = collectFiles(ctx, pid);
   // The tree's own UTS namespace, asked inside the root (uname answers for the caller's).
   const ownUts = pid === tree.root && ownNamespace(pid, "uts");

@@ -21,7 +21,7 @@ import {
   ringKernelState,
 } from "../syscalls/io_uring.ts";
 import { withTaskFd } from "../syscalls/mod.ts";
-import { parseFdinfo, readProcText } from "../tree/proc.ts";
+import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { type FileKind, type OpenFile, UnsupportedError } from "./file_types.ts";
 import { create } from "@bufbuild/protobuf";
@@ -47,6 +47,8 @@ export interface RingImage {
   sqHead: number;
   cqTail: number;
   clockid: number;
+  /** IOSQE_CQE_SKIP_SUCCESS was used (drains are refused since). */
+  drainDisabled: boolean;
   rings: Uint8Array;
   sqes: Uint8Array;
 }
@@ -82,11 +84,8 @@ function kernelView(ctx: DumpContext, what: string): KernelView {
 
 const CLOCK_MONOTONIC = 1;
 
-/** Descriptor `fd` of task `pid`, an io_uring instance: its state, or refused by name. */
-export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: string): FileKind {
-  const refuse = (why: string) =>
-    new UnsupportedError(`Cannot dump ${what}: its io_uring instance ${why}`);
-  const view = kernelView(ctx, what);
+/** The objects behind the descriptors of process `pid` (refused: registered ring descriptors). */
+function objectsOf(view: KernelView, pid: number, what: string): Map<number, bigint> {
   let objects = view.objects.get(pid);
   if (!objects) {
     objects = fileObjects(view.btf, pid);
@@ -99,6 +98,67 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
       );
     }
   }
+  return objects;
+}
+
+/** Requests of instance `fd` of task `pid` waiting to be polled (its fdinfo's PollList). */
+function polled(pid: number, fd: number): number {
+  const text = readProcText(pid, `fdinfo/${fd}`);
+  const list = /^PollList:\n((?:[ \t]+.*\n)*)/m.exec(text)?.[1] ?? "";
+  return list.split("\n").filter((l) => l.trim()).length;
+}
+
+/** How long the dump lets requests in flight complete. */
+const SETTLE_MS = 3000;
+
+/**
+ * Lets the requests in flight of task `pid`'s io_uring instances complete, where they do so by
+ * themselves (file I/O, io-wq work), before the dump reads them: within SETTLE_MS. A request
+ * completes once its submitter runs (its completion is task work): `kick` lets each thread of
+ * the process run once (a syscall inside it), no more. Requests that wait for an event (a
+ * poll, a timeout...) are not waited for. What is left in flight, ioUringKind refuses.
+ */
+export async function settleRings(
+  ctx: DumpContext,
+  pid: number,
+  kick: () => void,
+): Promise<void> {
+  const fds = listFds(pid).filter((fd) => {
+    try {
+      return Deno.readLinkSync(`/proc/${pid}/fd/${fd}`) === "anon_inode:[io_uring]";
+    } catch {
+      return false;
+    }
+  });
+  if (!fds.length) return;
+  const view = kernelView(ctx, `the io_uring instances of task ${pid}`);
+  const objects = objectsOf(view, pid, `task ${pid}`);
+  const end = performance.now() + SETTLE_MS;
+  for (let round = 0;; round++) {
+    let busy = 0, stuck = false;
+    for (const fd of fds) {
+      const object = objects.get(fd);
+      if (object === undefined) continue;
+      const k = ringKernelState(view.btf, object, view.perCpu);
+      if (k.inflight <= 0) continue;
+      busy++;
+      if (k.waiting.length || polled(pid, fd)) stuck = true;
+    }
+    if (!busy || stuck || performance.now() > end) return;
+    if (round === 0) {
+      ctx.log.info(`Task ${pid}: io_uring requests in flight; letting them complete`);
+    }
+    kick();
+    await new Promise((r) => setTimeout(r, round < 10 ? 1 : 10));
+  }
+}
+
+/** Descriptor `fd` of task `pid`, an io_uring instance: its state, or refused by name. */
+export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: string): FileKind {
+  const refuse = (why: string) =>
+    new UnsupportedError(`Cannot dump ${what}: its io_uring instance ${why}`);
+  const view = kernelView(ctx, what);
+  const objects = objectsOf(view, pid, what);
   const object = objects.get(fd);
   if (object === undefined) throw refuse("was not found by the kernel's iterator");
   const holder = view.holders.get(object);
@@ -109,6 +169,8 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
 
   const k = ringKernelState(view.btf, object, view.perCpu);
   const info = parseFdinfo(readProcText(pid, `fdinfo/${fd}`));
+  const polls = polled(pid, fd);
+  if (polls) k.waiting.push(`${polls} polled`);
   if (k.inflight > 0 || k.waiting.length) {
     const kinds = k.waiting.length ? ` (${k.waiting.join(", ")})` : "";
     throw refuse(
@@ -128,13 +190,28 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
   if (napi !== undefined && napi.trim() !== "disabled") {
     throw refuse("busy-polls the network (NAPI), which is not supported yet");
   }
-  // Each SQE taken posted a CQE, or none (IOSQE_CQE_SKIP_SUCCESS): more CQEs than SQEs
-  // (multishot requests) cannot be counted up to again.
-  if (((k.sqHead - k.cqTail) >>> 0) > k.sqHead) {
+  // Each SQE taken posted a CQE, or none (IOSQE_CQE_SKIP_SUCCESS, or dropped): more CQEs
+  // than SQEs (multishot requests) cannot be counted up to again, nor can SQEs without a CQE
+  // be where there was no skipping and no SQ array to drop them by, nor can drains be
+  // disabled where no SQE went without a CQE.
+  const skip = (k.sqHead - k.cqTail) >>> 0;
+  if (skip > k.sqHead) {
     throw refuse(
       `posted more completions (${k.cqTail}) than it took submissions (${k.sqHead}), ` +
         `which cannot be made again`,
     );
+  }
+  if (
+    (k.drainDisabled && !skip) ||
+    (!k.drainDisabled && skip && k.flags & IORING_SETUP.NO_SQARRAY)
+  ) {
+    throw refuse(
+      `took ${k.sqHead} submissions for ${k.cqTail} completions in a way that ` +
+        `cannot be made again`,
+    );
+  }
+  if (k.countedTimeouts) {
+    throw refuse("has used a timeout that counts completions, which is not supported yet");
   }
   const memory = withTaskFd(pid, fd, (copy) => readRingMemory(copy, k.ringPages, k.sqePages));
   const heads = ringHeads(view.btf, memory.rings);
@@ -151,6 +228,7 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
       sqHead: k.sqHead,
       cqTail: k.cqTail,
       clockid: k.clockid,
+      drainDisabled: k.drainDisabled,
       rings: memory.rings,
       sqes: memory.sqes,
     },
@@ -172,6 +250,7 @@ export function ioUringEntry(file: OpenFile, ring: RingImage): file_entry {
       sqHead: ring.sqHead,
       cqTail: ring.cqTail,
       clockid: ring.clockid === CLOCK_MONOTONIC ? undefined : ring.clockid,
+      drainDisabled: ring.drainDisabled || undefined,
       rings: ring.rings,
       sqes: ring.sqes,
     }),

@@ -65,7 +65,8 @@ export function makeRing(
     if (isFieldSet(e, io_uring_file_entrySchema.field.clockid)) {
       registerRingClock(copy, e.clockid, what);
     }
-    advanceRing(copy, e.setupFlags, offsets, e.sqHead, e.cqTail, e, what);
+    const counters = { sqHead: e.sqHead, cqTail: e.cqTail, drainDisabled: e.drainDisabled };
+    advanceRing(copy, e.setupFlags, offsets, counters, e, what);
   });
   const F_SETFD = 2, F_SETFL = 4, F_DUPFD_CLOEXEC = 1030;
   if (e.flags & SETFL_MASK) sys(NR.fcntl, "fcntl(F_SETFL)", fd, F_SETFL, e.flags & SETFL_MASK);

@@ -76,6 +76,10 @@ export interface RingKernelState {
   waiting: string[];
   /** Requests in flight, over the tasks that submitted to it (every instance of theirs). */
   inflight: number;
+  /** IOSQE_CQE_SKIP_SUCCESS was used: IOSQE_IO_DRAIN is refused from then on. */
+  drainDisabled: boolean;
+  /** A timeout that counts completions was used (its count keeps a mark of its own). */
+  countedTimeouts: boolean;
 }
 
 /** Reads the kernel's state of the instance at `ctx` (a file's private_data). */
@@ -169,12 +173,17 @@ export function ringKernelState(
     registered.push("a file allocation range");
   }
   at += 2;
-  const bits = fields.bits!.bits!;
-  if ((val.bits >>> bits.offset) & 1) {
-    registered.push("restrictions (IORING_REGISTER_RESTRICTIONS)");
-  }
+  // The flag bits of the word `restricted` lies in (their offsets within it from BTF).
+  const bit = (name: string) => {
+    const m = member(name);
+    return m?.bits && m.offset === fields.bits!.offset ? (val.bits >>> m.bits.offset) & 1 : 0;
+  };
+  if (bit("restricted")) registered.push("restrictions (IORING_REGISTER_RESTRICTIONS)");
+  if (bit("drain_active") || bit("drain_next")) waiting.push("a drain (IOSQE_IO_DRAIN)");
   const inflight = inflightOf(btf, ctx + BigInt(tctxList.offset), num(got[at]), perCpu);
   return {
+    drainDisabled: bit("drain_disabled") === 1,
+    countedTimeouts: bit("off_timeout_used") === 1,
     flags: val.flags,
     sqEntries: val.sqEntries,
     cqEntries: val.cqEntries,
@@ -330,21 +339,32 @@ const IOSQE_CQE_SKIP_SUCCESS = 1 << 6;
 
 /**
  * Brings the new instance open at `fd` (set up with `flags`, `offsets` as its params say) to
- * `sqHead` SQEs taken and `cqTail` CQEs posted, then writes `memory` over its regions. NOPs
- * are submitted from here (each posts a CQE, but the first sqHead - cqTail, which skip it);
- * the CQ is emptied after each batch.
+ * `sqHead` SQEs taken and `cqTail` CQEs posted, with IOSQE_IO_DRAIN disabled or not as
+ * `drainDisabled` says, then writes `memory` over its regions. NOPs are submitted from here,
+ * each posting a CQE but sqHead - cqTail of them: those skip theirs
+ * (IOSQE_CQE_SKIP_SUCCESS, which disables drains) or are dropped by the kernel (an index past
+ * the SQ array's end). The CQ is emptied after each batch.
  */
 export function advanceRing(
   fd: number,
   flags: number,
   offsets: RingOffsets,
-  sqHead: number,
-  cqTail: number,
+  counters: { sqHead: number; cqTail: number; drainDisabled: boolean },
   memory: RingMemory,
   what: string,
 ): void {
+  const { sqHead, cqTail } = counters;
   const skip = (sqHead - cqTail) >>> 0;
   if (skip > sqHead) throw new Error(`${what}: more completions than submissions`);
+  // SQEs taken without a completion: NOPs that skip theirs where that was done (it disables
+  // IOSQE_IO_DRAIN for good), else SQEs the kernel drops (an index past the SQ array's end).
+  const drop = !counters.drainDisabled;
+  if (counters.drainDisabled && !skip) {
+    throw new Error(`${what}: drain disabled, and no SQE taken without a completion`);
+  }
+  if (drop && skip && flags & IORING_SETUP.NO_SQARRAY) {
+    throw new Error(`${what}: SQEs dropped, and no SQ array to drop them by`);
+  }
   const sqeSize = flags & IORING_SETUP.SQE128 ? 128 : 64;
   withSharedMapping(fd, BigInt(memory.rings.length), what, (rings) => {
     withSharedMapping(fd, BigInt(memory.sqes.length), what, (sqes) => {
@@ -352,22 +372,28 @@ export function advanceRing(
       const mask = offsets.sqEntries - 1;
       let done = 0, skipped = 0;
       while (done < sqHead) {
-        const n = Math.min(sqHead - done, offsets.sqEntries, offsets.cqEntries);
+        // A dropped SQE ends the kernel's batch: one at a time.
+        const dropping = drop && skipped < skip;
+        const n = dropping ? 1 : Math.min(sqHead - done, offsets.sqEntries, offsets.cqEntries);
         for (let i = 0; i < n; i++) {
           const slot = (done + i) & mask;
           sqes.fill(0, slot * sqeSize, (slot + 1) * sqeSize);
-          if (skipped < skip) {
+          if (!drop && skipped < skip) {
             sqes[slot * sqeSize + 1] = IOSQE_CQE_SKIP_SUCCESS;
             skipped++;
           }
           if (!(flags & IORING_SETUP.NO_SQARRAY)) {
-            rv.setUint32(offsets.sq.array + slot * 4, slot, true);
+            rv.setUint32(offsets.sq.array + slot * 4, dropping ? offsets.sqEntries : slot, true);
           }
         }
         rv.setUint32(offsets.sq.tail, (done + n) >>> 0, true);
         const ret = rawSyscall(NR.io_uring_enter, fd, n, 0, 0, 0, 0);
         if (ret < 0n) throw new Errno("io_uring_enter", lastErrno(), what);
-        if (Number(ret) !== n) throw new Error(`${what}: ${ret} of ${n} NOPs submitted`);
+        const taken = rv.getUint32(offsets.sq.head, true);
+        if (taken !== (done + n) >>> 0 || Number(ret) !== (dropping ? 0 : n)) {
+          throw new Error(`${what}: ${ret} of ${n} SQEs submitted (head ${taken})`);
+        }
+        if (dropping) skipped++;
         rv.setUint32(offsets.cq.head, rv.getUint32(offsets.cq.tail, true), true);
         done += n;
       }

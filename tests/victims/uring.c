@@ -11,20 +11,24 @@
  *     mapped at their own offset.
  *  C: SQE128, CQE32, NO_SQARRAY, 16 entries, 37 NOPs.
  *  D: R_DISABLED, never enabled.
+ *  E: no flags, 8 entries: 25 NOPs and 3 SQEs the kernel dropped (an index past its SQ array),
+ *     none skipping its completion (so drains stay allowed).
  * Each instance's fdinfo (heads, tails, counters) and the process's io_uring mappings (with
  * their VmFlags) are written down before "ready". On SIGTERM they must read the same, and each instance must work
  * on: A's two completions are there, its queued NOP completes when submitted and a read
- * through it returns the file's bytes; B, C take NOPs (C's 128-byte SQE, 32-byte CQE); D
+ * through it returns the file's bytes; B, C take NOPs (C's 128-byte SQE, 32-byte CQE); A
+ * refuses a drain (it skipped completions), E takes one and still counts 3 dropped SQEs; D
  * refuses requests until enabled, then takes one.
  *
  * Modes refused by the dump: "inflight" (a read waits on an empty pipe), "files" (a file
  * registered), "sqpoll" (an SQPOLL thread).
  * Mode "worker": A's requests are all forced through io-wq (IOSQE_ASYNC): its worker threads
- * idle at the checkpoint, and the default checks hold.
+ * idle at the checkpoint, and the default checks hold. Mode "settle FIFO": see settle_mode.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/io_uring.h>
 #include <signal.h>
 #include <stdint.h>
@@ -32,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,7 +57,7 @@ struct ring {
 	unsigned flags, sq_entries, cq_entries;
 	char *sq, *cq;
 	char *sqes;
-	unsigned *sq_head, *sq_tail, *sq_array, *cq_head, *cq_tail;
+	unsigned *sq_head, *sq_tail, *sq_array, *sq_dropped, *cq_head, *cq_tail;
 	char *cqes;
 	size_t sq_len, cq_len, sqes_len;
 };
@@ -90,6 +95,7 @@ static int setup(struct ring *r, unsigned entries, unsigned flags, unsigned cq, 
 		return -1;
 	r->sq_head = (unsigned *)(r->sq + p.sq_off.head);
 	r->sq_tail = (unsigned *)(r->sq + p.sq_off.tail);
+	r->sq_dropped = (unsigned *)(r->sq + p.sq_off.dropped);
 	r->sq_array = flags & SETUP_NO_SQARRAY ? NULL : (unsigned *)(r->sq + p.sq_off.array);
 	r->cq_head = (unsigned *)(r->cq + p.cq_off.head);
 	r->cq_tail = (unsigned *)(r->cq + p.cq_off.tail);
@@ -238,17 +244,80 @@ static int refused_mode(const char *mode, int out)
 	return 0;
 }
 
+/*
+ * "settle FIFO": an open of FIFO for reading, forced through io-wq (IOSQE_ASYNC), where it
+ * blocks until a writer comes (an open is no poll), submitted by a second thread: in flight
+ * when the dump comes; the test opens FIFO for writing meanwhile. After the restore its completion must be in the ring, and
+ * its descriptor a FIFO's.
+ */
+struct settle {
+	struct ring r;
+	const char *fifo;
+	int submitted;
+};
+
+/* The submitter: a thread that stays (a task's requests die with it). */
+static void *settle_thread(void *arg)
+{
+	struct settle *st = arg;
+	struct io_uring_sqe *s = sqe_at(&st->r);
+	s->opcode = IORING_OP_OPENAT;
+	s->fd = AT_FDCWD;
+	s->addr = (uintptr_t)st->fifo;
+	s->open_flags = O_RDONLY;
+	s->flags = IOSQE_ASYNC;
+	s->user_data = 99;
+	queue(&st->r);
+	__atomic_store_n(&st->submitted, enter(&st->r, 1, 0) == 1 ? 1 : -1, __ATOMIC_RELEASE);
+	for (;;)
+		pause();
+	return NULL;
+}
+
+static int settle_mode(int out, const char *fifo)
+{
+	static struct settle set;
+	struct ring r;
+	char msg[256];
+	pthread_t t;
+	set.fifo = fifo;
+	if (setup(&set.r, 8, 0, 0, 0) || pthread_create(&t, NULL, settle_thread, &set))
+		return 2;
+	while (!__atomic_load_n(&set.submitted, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	if (set.submitted < 0)
+		return 3;
+	r = set.r;
+	signal(SIGTERM, on_term);
+	snprintf(msg, sizeof(msg), "ready pid=%d fd=%d\n", getpid(), r.fd);
+	write(out, msg, strlen(msg));
+	while (!term)
+		pause();
+	unsigned h = *r.cq_head;
+	const char *why = NULL;
+	struct stat st;
+	if (*r.cq_tail != h + 1 || cqe_at(&r, h)->user_data != 99)
+		why = "the open's completion is not in the ring";
+	else if (cqe_at(&r, h)->res < 0 || fstat(cqe_at(&r, h)->res, &st) || !S_ISFIFO(st.st_mode))
+		why = "the open's descriptor is not the FIFO's";
+	snprintf(msg, sizeof(msg), why ? "FAIL uring: %s\n" : "PASS uring settle\n", why);
+	write(out, msg, strlen(msg));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	int out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
 	const char *mode = argc > 2 ? argv[2] : "idle";
-	char msg[9000];
+	char msg[9100];
+	if (!strcmp(mode, "settle"))
+		return settle_mode(out, argv[3]);
 	if (strcmp(mode, "idle") && strcmp(mode, "worker"))
 		return refused_mode(mode, out);
 	unsigned async = !strcmp(mode, "worker") ? IOSQE_ASYNC : 0;
 
-	struct ring a, b, c, d;
-	if (setup(&a, 8, 0, 0, 0) ||
+	struct ring a, b, c, d, e;
+	if (setup(&a, 8, 0, 0, 0) || setup(&e, 8, 0, 0, 0) ||
 	    setup(&b, 4, IORING_SETUP_CQSIZE | SETUP_SUBMIT_ALL | SETUP_COOP_TASKRUN |
 			     SETUP_TASKRUN_FLAG, 64, 1) ||
 	    setup(&c, 16, SETUP_SQE128 | SETUP_CQE32 | SETUP_NO_SQARRAY, 0, 0) ||
@@ -307,26 +376,39 @@ int main(int argc, char **argv)
 	queue(&a);
 	if (nops(&b, 70000, 7) || nops(&c, 37, 5))
 		return 7;
+	/* E: SQEs the kernel drops (an index past its SQ array), no completion skipped. */
+	if (nops(&e, 20, 0))
+		return 7;
+	for (int i = 0; i < 3; i++) {
+		struct io_uring_sqe *s = sqe_at(&e);
+		s->opcode = IORING_OP_NOP;
+		e.sq_array[*e.sq_tail & (e.sq_entries - 1)] = e.sq_entries;
+		queue(&e);
+		if (enter(&e, 1, 0) != 0)
+			return 7;
+	}
+	if (nops(&e, 5, 0) || *e.sq_dropped != 3)
+		return 7;
 	/* As liburing may: A's rings are not passed on to children. */
 	if (madvise(a.sq, a.sq_len, MADV_DONTFORK) || madvise(a.sqes, a.sqes_len, MADV_DONTFORK))
 		return 8;
 
-	char before[4][256], maps_before[2048], now[256], maps_now[2048];
-	struct ring *rings[4] = {&a, &b, &c, &d};
-	for (int i = 0; i < 4; i++)
+	char before[5][256], maps_before[4096], now[256], maps_now[4096];
+	struct ring *rings[5] = {&a, &b, &c, &d, &e};
+	for (int i = 0; i < 5; i++)
 		counters(rings[i]->fd, before[i], sizeof(before[i]));
 	ring_maps(maps_before, sizeof(maps_before));
 	signal(SIGTERM, on_term);
-	snprintf(msg, sizeof(msg), "ready pid=%d a=%d b=%d c=%d d=%d\n", getpid(), a.fd, b.fd, c.fd,
-		 d.fd);
+	snprintf(msg, sizeof(msg), "ready pid=%d a=%d b=%d c=%d d=%d e=%d\n", getpid(), a.fd, b.fd,
+		 c.fd, d.fd, e.fd);
 	write(out, msg, strlen(msg));
 	while (!term)
 		pause();
 
 	const char *why = NULL;
-	static char whybuf[8192];
+	static char whybuf[9000];
 	ring_maps(maps_now, sizeof(maps_now));
-	for (int i = 0; i < 4 && !why; i++) {
+	for (int i = 0; i < 5 && !why; i++) {
 		counters(rings[i]->fd, now, sizeof(now));
 		if (strcmp(now, before[i])) {
 			snprintf(whybuf, sizeof(whybuf), "ring %c counters: %s, not %s", 'a' + i, now,
@@ -380,6 +462,19 @@ int main(int argc, char **argv)
 		s->user_data = 4343;
 		if (one(&c, &res) || res != 0 || cqe_at(&c, tail)->user_data != 4343)
 			why = "ring c took no NOP (128-byte SQEs, 32-byte CQEs)";
+	}
+	if (!why) {
+		/* A skipped completions: drains are refused there; not in E, which dropped SQEs. */
+		struct io_uring_sqe *s = sqe_at(&a);
+		s->opcode = IORING_OP_NOP;
+		s->flags = IOSQE_IO_DRAIN;
+		if (one(&a, &res) || res != -EOPNOTSUPP)
+			why = "ring a takes drains";
+		s = sqe_at(&e);
+		s->opcode = IORING_OP_NOP;
+		s->flags = IOSQE_IO_DRAIN;
+		if (!why && (*e.sq_dropped != 3 || one(&e, &res) || res != 0))
+			why = "ring e lost its dropped count or refuses drains";
 	}
 	if (!why) {
 		struct io_uring_sqe *s = sqe_at(&d);
