@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { assertEquals, assertMatch } from "./assert.ts";
+import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -395,6 +395,23 @@ export function oracle(): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Where the CRIU 4.2 oracle is present: it refuses to restore `imgs`, saying `why` in its log,
+ * and leaves none of `pids` behind.
+ */
+export async function oracleRefuses(imgs: string, why: RegExp, pids: number[]): Promise<void> {
+  const o = oracle();
+  if (!o) return;
+  const run = await new Deno.Command(o, {
+    args: ["restore", "-d", "-D", imgs, "-o", "oracle.log"],
+    stdout: "null",
+    stderr: "null",
+  }).output();
+  assert(run.code !== 0, `CRIU 4.2 restored what it should refuse (${why})`);
+  assertMatch(Deno.readTextFileSync(`${imgs}/oracle.log`), why);
+  for (const pid of pids) assert(await waitGone(pid), `task ${pid} left by CRIU 4.2`);
 }
 
 /**

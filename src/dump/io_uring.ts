@@ -5,14 +5,15 @@
  * of how it was set up: its state is read with BPF (syscalls/io_uring.ts), its rings through a
  * mapping of it here. Carried: its setup flags (those of `CARRIED_SETUP`), sizes, clock, the
  * kernel's counters and both regions' bytes (heads, tails, unsubmitted SQEs and unreaped CQEs
- * with them); its mappings are mapped again through it (mm.ts, `ringMappings`). Refused: any
- * request in flight, registrations (files, buffers, an eventfd, personalities...), an SQPOLL
- * thread, a single issuer, and an instance held by more than one process.
+ * with them), its registered files (by the task's descriptors of them) and buffers (by where
+ * they lie); its mappings are mapped again through it (mm.ts, `ringMappings`). Refused: any
+ * request in flight, other registrations (an eventfd, personalities...), tagged resources, an
+ * SQPOLL thread, a single issuer, and an instance held by more than one process.
  *
  * @module
  */
 import { KernelBtf } from "../syscalls/btf.ts";
-import { fileObjects, perCpuOffsets } from "../syscalls/bpf.ts";
+import { fileObjects, openFiles, perCpuOffsets } from "../syscalls/bpf.ts";
 import {
   IORING_SETUP,
   readRingMemory,
@@ -30,6 +31,7 @@ import {
   type file_entry,
   file_entrySchema,
   io_uring_file_entrySchema,
+  io_uring_slotSchema,
 } from "../../proto/gen/files_pb.ts";
 
 /** Setup flags an instance is made again with (the others are refused). */
@@ -49,6 +51,14 @@ export interface RingImage {
   clockid: number;
   /** IOSQE_CQE_SKIP_SUCCESS was used (drains are refused since). */
   drainDisabled: boolean;
+  /** The user its pinned memory is charged to (as the tree sees it), if any. */
+  chargedUid?: number;
+  /** Registered files (by a descriptor of the task), in a table of `filesNr` slots. */
+  files: { index: number; fd: number }[];
+  filesNr: number;
+  /** Registered buffers (where they lie in the task), in a table of `buffersNr` slots. */
+  buffers: { index: number; address: bigint; length: number }[];
+  buffersNr: number;
   rings: Uint8Array;
   sqes: Uint8Array;
 }
@@ -183,8 +193,30 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
     const names = Object.entries(IORING_SETUP).filter(([, bit]) => other & bit).map(([n]) => n);
     throw refuse(`was set up with ${names.join(", ")}, which is not supported yet`);
   }
-  if (k.files) throw refuse(`has ${k.files} registered file(s), which is not supported yet`);
-  if (k.buffers) throw refuse(`has ${k.buffers} registered buffer(s), which is not supported yet`);
+  // Registered files: each the open file of a descriptor the task holds (found by its struct
+  // file), registered again through it.
+  let held: Map<number, bigint> | undefined;
+  const files = k.fileSlots.map((slot) => {
+    if (slot.tag) throw refuse(`has a tagged registered file (slot ${slot.index})`);
+    held ??= openFiles(view.btf, pid);
+    const fd = [...held].find(([, file]) => file === slot.file)?.[0];
+    if (fd === undefined) {
+      throw refuse(
+        `has a registered file (slot ${slot.index}) the task holds no descriptor of, which ` +
+          `is not supported yet`,
+      );
+    }
+    return { index: slot.index, fd };
+  });
+  // Registered buffers: their place in the task's memory, registered again there.
+  const buffers = k.bufferSlots.map((slot) => {
+    if (slot.tag || slot.buffer!.kernel) {
+      throw refuse(
+        `has a ${slot.tag ? "tagged" : "kernel"} registered buffer (slot ${slot.index})`,
+      );
+    }
+    return { index: slot.index, address: slot.buffer!.address, length: slot.buffer!.length };
+  });
   if (k.registered.length) throw refuse(`has ${k.registered.join(", ")}: not supported yet`);
   const napi = info.extra.get("NAPI");
   if (napi !== undefined && napi.trim() !== "disabled") {
@@ -213,6 +245,12 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
   if (k.countedTimeouts) {
     throw refuse("has used a timeout that counts completions, which is not supported yet");
   }
+  // Its maker had CAP_IPC_LOCK (nothing is charged): so must the restore's, which no task of
+  // a user namespace of the tree's own has.
+  if (k.chargedUid === undefined && ctx.userns) {
+    throw refuse("was made by a task with CAP_IPC_LOCK outside the tree's user namespace");
+  }
+  const chargedUid = k.chargedUid === undefined ? undefined : ctx.uid(k.chargedUid, what);
   const memory = withTaskFd(pid, fd, (copy) => readRingMemory(copy, k.ringPages, k.sqePages));
   const heads = ringHeads(view.btf, memory.rings);
   if (heads.sqHead !== k.sqHead || heads.cqTail !== k.cqTail) {
@@ -229,6 +267,11 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
       cqTail: k.cqTail,
       clockid: k.clockid,
       drainDisabled: k.drainDisabled,
+      chargedUid,
+      files,
+      filesNr: k.files,
+      buffers,
+      buffersNr: k.buffers,
       rings: memory.rings,
       sqes: memory.sqes,
     },
@@ -251,6 +294,11 @@ export function ioUringEntry(file: OpenFile, ring: RingImage): file_entry {
       cqTail: ring.cqTail,
       clockid: ring.clockid === CLOCK_MONOTONIC ? undefined : ring.clockid,
       drainDisabled: ring.drainDisabled || undefined,
+      files: ring.files.map((f) => create(io_uring_slotSchema, f)),
+      filesNr: ring.filesNr || undefined,
+      buffers: ring.buffers.map((b) => create(io_uring_slotSchema, b)),
+      buffersNr: ring.buffersNr || undefined,
+      chargedUid: ring.chargedUid,
       rings: ring.rings,
       sqes: ring.sqes,
     }),

@@ -8,17 +8,37 @@
  * @module
  */
 import { isFieldSet } from "@bufbuild/protobuf";
-import { fd_types, type file_entry, io_uring_file_entrySchema } from "../../proto/gen/files_pb.ts";
+import {
+  fd_types,
+  type file_entry,
+  io_uring_file_entrySchema,
+  io_uring_slotSchema,
+} from "../../proto/gen/files_pb.ts";
 import type { vma_entry } from "../../proto/gen/mm_pb.ts";
-import { advanceRing, registerRingClock, ringOffsets, ringParams } from "../syscalls/io_uring.ts";
-import { errnoName, NR, O, readRemote, withTaskFd } from "../syscalls/mod.ts";
+import {
+  advanceRing,
+  registerRingClock,
+  registerRingFiles,
+  ringOffsets,
+  ringParams,
+} from "../syscalls/io_uring.ts";
+import {
+  close,
+  errnoName,
+  NR,
+  O,
+  pidfdGetfd,
+  pidfdOpen,
+  readRemote,
+  withTaskFd,
+} from "../syscalls/mod.ts";
 import { parseMaps, readProcText } from "../tree/proc.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { VMA } from "../pagemap/vma.ts";
 import { CARRIED_SETUP } from "../dump/io_uring.ts";
 import { ImageError } from "../images/image.ts";
 import type { RemoteArena } from "./arena.ts";
-import type { TaskImages } from "./images.ts";
+import type { DumpImages, TaskImages } from "./images.ts";
 import { RestoreError, SETFL_MASK } from "./files.ts";
 
 /** Whether file entry `f` is an io_uring instance (ours: type UND with its entry). */
@@ -32,7 +52,9 @@ export function checkRingEntry(f: file_entry, path: string): void {
   const pow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
   const bad = !pow2(e.sqEntries) || !pow2(e.cqEntries) || e.sqEntries > 32768 ||
     e.cqEntries > 65536 || e.rings.length % 4096 || e.sqes.length % 4096 ||
-    !e.rings.length || e.setupFlags & ~CARRIED_SETUP;
+    !e.rings.length || e.setupFlags & ~CARRIED_SETUP ||
+    e.files.some((x) => x.index >= e.filesNr || !isFieldSet(x, io_uring_slotSchema.field.fd)) ||
+    e.buffers.some((x) => x.index >= e.buffersNr);
   if (bad) throw new ImageError(`Image ${path}: io_uring instance ${f.id} is malformed`);
 }
 
@@ -55,7 +77,10 @@ export function makeRing(
   arena.reset();
   const params = ringParams(e.setupFlags, e.sqEntries, e.cqEntries);
   const at = arena.put(params);
-  const fd = sys(NR.io_uring_setup, `io_uring_setup (${what})`, e.sqEntries, at);
+  const setup = () => sys(NR.io_uring_setup, `io_uring_setup (${what})`, e.sqEntries, at);
+  const fd = isFieldSet(e, io_uring_file_entrySchema.field.chargedUid)
+    ? asCharged(sys, arena, pid, e.chargedUid, setup)
+    : setup();
   readRemote(pid, at, params);
   const offsets = ringOffsets(params);
   if (offsets.sqEntries !== e.sqEntries || offsets.cqEntries !== e.cqEntries) {
@@ -67,6 +92,23 @@ export function makeRing(
     }
     const counters = { sqHead: e.sqHead, cqTail: e.cqTail, drainDisabled: e.drainDisabled };
     advanceRing(copy, e.setupFlags, offsets, counters, e, what);
+    // Its registered files: the task's own open files (their descriptors are in place), taken
+    // through copies here.
+    if (e.filesNr) {
+      const pidfd = pidfdOpen(pid);
+      const copies: number[] = [];
+      try {
+        const table = new Int32Array(e.filesNr).fill(-1);
+        for (const slot of e.files) {
+          copies.push(pidfdGetfd(pidfd, slot.fd, pid));
+          table[slot.index] = copies.at(-1)!;
+        }
+        registerRingFiles(copy, table, what);
+      } finally {
+        for (const c of copies) close(c);
+        close(pidfd);
+      }
+    }
   });
   const F_SETFD = 2, F_SETFL = 4, F_DUPFD_CLOEXEC = 1030;
   if (e.flags & SETFL_MASK) sys(NR.fcntl, "fcntl(F_SETFL)", fd, F_SETFL, e.flags & SETFL_MASK);
@@ -80,6 +122,74 @@ export function makeRing(
   }
   if (!mine.some((x) => x.fd === fd)) sys(NR.close, "close", fd);
   return service;
+}
+
+/**
+ * Runs `make` in the task as the maker of an instance whose pinned memory is charged to `uid`
+ * (as the task sees it): that real uid, and CAP_IPC_LOCK out of its effective set (the kernel
+ * charges no one for a maker that has it). Both come back after.
+ */
+function asCharged(
+  sys: (nr: number, name: string, ...args: (bigint | number)[]) => number,
+  arena: RemoteArena,
+  pid: number,
+  uid: number,
+  make: () => number,
+): number {
+  const CAP_VERSION_3 = 0x20080522, CAP_IPC_LOCK = 14;
+  const header = new Uint32Array([CAP_VERSION_3, 0]);
+  const hdr = arena.put(new Uint8Array(header.buffer));
+  const caps = new Uint32Array(6); // {effective, permitted, inheritable} x 2
+  const data = arena.put(new Uint8Array(caps.buffer));
+  sys(NR.capget, "capget", hdr, data);
+  readRemote(pid, data, new Uint8Array(caps.buffer));
+  const dropped = new Uint32Array(caps);
+  dropped[0] &= ~(1 << CAP_IPC_LOCK);
+  const without = arena.put(new Uint8Array(dropped.buffer));
+  const ruid = sys(NR.getuid, "getuid");
+  sys(NR.setresuid, "setresuid", uid, -1, -1);
+  try {
+    sys(NR.capset, "capset", hdr, without);
+    try {
+      return make();
+    } finally {
+      sys(NR.capset, "capset", hdr, data);
+    }
+  } finally {
+    sys(NR.setresuid, "setresuid", ruid, -1, -1);
+  }
+}
+
+/**
+ * Registers again the buffers of the task's io_uring instances (`rings`: the restorer's
+ * descriptors of them in the task, by file id), in the task (their pages are its own), once
+ * its memory is back.
+ */
+export function registerRingBuffers(
+  rs: RemoteSyscalls,
+  arena: RemoteArena,
+  dump: DumpImages,
+  rings: Map<number, number>,
+): void {
+  const IORING_REGISTER_BUFFERS = 0;
+  for (const [id, fd] of rings) {
+    const e = dump.files.get(id)?.ioUring;
+    if (!e?.buffersNr) continue;
+    const iovecs = new BigUint64Array(e.buffersNr * 2);
+    for (const b of e.buffers) {
+      iovecs[b.index * 2] = b.address;
+      iovecs[b.index * 2 + 1] = BigInt(b.length);
+    }
+    arena.reset();
+    const at = arena.put(new Uint8Array(iovecs.buffer));
+    const ret = rs.call(NR.io_uring_register, fd, IORING_REGISTER_BUFFERS, at, e.buffersNr);
+    if (ret < 0n) {
+      throw new RestoreError(
+        `Cannot restore the registered buffers of an io_uring instance of task ` +
+          `${rs.task.pid}: ${errnoName(Number(-ret))}`,
+      );
+    }
+  }
 }
 
 /** Whether mapping `v` maps an io_uring instance's rings. */

@@ -89,7 +89,7 @@ import {
 } from "./files.ts";
 import { type PtyTable, setForegroundGroup } from "./ttys.ts";
 import { installFiles, restoreLateFiles } from "./install.ts";
-import { mapRings } from "./io_uring.ts";
+import { mapRings, registerRingBuffers } from "./io_uring.ts";
 import { PidTakenError, spawnTask, type TimeNamespaceClocks, timeOffsets } from "./helper.ts";
 import { RealPids } from "../tree/pid_ns.ts";
 import {
@@ -1536,6 +1536,7 @@ function restoreInside(
   const restored = parseMaps(readProcText(pid, "maps")).filter((m) => m.start !== gap);
   rs.retarget(restored);
   mapRings(rs, task, fds.rings);
+  registerRingBuffers(rs, arena, dump, fds.rings);
   // The children, from this memory: what they share with it stays shared.
   const tFork = performance.now();
   createChildren(dump, proc, procs, pids, rs, arena, table.ptys, sessions, log);

@@ -5,8 +5,9 @@
  * what they read out with bpf_seq_write.
  *
  * Three readers, each a program of a few dozen instructions assembled here:
- * - `fileObjects`: for each descriptor of a task, the object its file's `private_data` points
- *   to (bpf_iter_task_file, its link given the task's PID);
+ * - `fileObjects`, `openFiles`: for each descriptor of a task, the object its file's
+ *   `private_data` points to, or the file itself (bpf_iter_task_file, its link given the
+ *   task's PID); `threadPointers`: a pointer of each thread's (bpf_iter_task);
  * - `perCpuOffsets`: each online CPU's per-CPU offset, to read per-CPU counters with (found
  *   through the run queues);
  * - `readKernel`: ranges of kernel memory.
@@ -152,68 +153,71 @@ function writeRecord(btf: KernelBtf, ctx: number, ctxMeta: string, size: number)
 }
 
 /**
- * The object behind each descriptor of task `pid`: its file's `private_data` (an io_uring
- * instance's `struct io_ring_ctx`, say), by descriptor number.
+ * One record per visit of iterator `func` over process `pid`: a u32 key and a u64 value, both
+ * read from the object the iterator's context points to (at `object` in the context), the key
+ * from the context itself where `keyInContext`. By key.
  */
-export function fileObjects(btf: KernelBtf, pid: number): Map<number, bigint> {
-  const ctxFd = btf.member("bpf_iter__task_file", "fd").offset;
-  const ctxFile = btf.member("bpf_iter__task_file", "file").offset;
-  const privateData = btf.member("file", "private_data").offset;
+function keyedValues(
+  btf: KernelBtf,
+  func: IterTarget["func"],
+  pid: number,
+  at: { object: number; key: number; keyInContext: boolean; value: number | "object" },
+  what: string,
+): Map<number, bigint> {
+  const ctxName = func === "bpf_iter_task" ? "bpf_iter__task" : "bpf_iter__task_file";
   const prog: Insn[] = [
     asm.movReg(R6, R1),
-    asm.ldxDw(R7, R6, ctxFile),
+    asm.ldxDw(R7, R6, at.object),
     asm.jeqImm(R7, 0, 0), // patched: to the exit
-    asm.ldxW(R2, R6, ctxFd),
+    asm.ldxW(R2, at.keyInContext ? R6 : R7, at.key),
     asm.stDw(R10, -16, 0),
     asm.stxW(R10, -16, R2),
-    asm.ldxDw(R8, R7, privateData),
+    ...(at.value === "object" ? [asm.movReg(R8, R7)] : [asm.ldxDw(R8, R7, at.value)]),
     asm.stxDw(R10, -8, R8),
-    ...writeRecord(btf, R6, "bpf_iter__task_file", 16),
+    ...writeRecord(btf, R6, ctxName, 16),
   ];
   prog[2][3] = prog.length - 3;
   prog.push(asm.movImm(R0, 0), asm.exit());
-  const out = runIterator(
-    btf,
-    { func: "bpf_iter_task_file", pid },
-    prog,
-    `reading the files of task ${pid} (BPF)`,
-  );
-  const v = new DataView(out.buffer);
-  const objects = new Map<number, bigint>();
-  for (let p = 0; p + 16 <= out.length; p += 16) {
-    objects.set(v.getUint32(p, true), v.getBigUint64(p + 8, true));
-  }
-  return objects;
-}
-
-/** A pointer member (`path`, as "io_uring") of each thread of process `pid`, by thread id. */
-export function threadPointers(btf: KernelBtf, pid: number, path: string): Map<number, bigint> {
-  const task = btf.member("bpf_iter__task", "task").offset;
-  const prog: Insn[] = [
-    asm.movReg(R6, R1),
-    asm.ldxDw(R7, R6, task),
-    asm.jeqImm(R7, 0, 0), // patched: to the exit
-    asm.ldxW(R2, R7, btf.member("task_struct", "pid").offset),
-    asm.stDw(R10, -16, 0),
-    asm.stxW(R10, -16, R2),
-    asm.ldxDw(R8, R7, btf.member("task_struct", path).offset),
-    asm.stxDw(R10, -8, R8),
-    ...writeRecord(btf, R6, "bpf_iter__task", 16),
-  ];
-  prog[2][3] = prog.length - 3;
-  prog.push(asm.movImm(R0, 0), asm.exit());
-  const out = runIterator(
-    btf,
-    { func: "bpf_iter_task", pid },
-    prog,
-    `reading the threads of task ${pid} (BPF)`,
-  );
+  const out = runIterator(btf, { func, pid }, prog, what);
   const v = new DataView(out.buffer);
   const found = new Map<number, bigint>();
   for (let p = 0; p + 16 <= out.length; p += 16) {
     found.set(v.getUint32(p, true), v.getBigUint64(p + 8, true));
   }
   return found;
+}
+
+/**
+ * The object behind each descriptor of task `pid`: its file's `private_data` (an io_uring
+ * instance's `struct io_ring_ctx`, say), by descriptor number.
+ */
+export function fileObjects(btf: KernelBtf, pid: number): Map<number, bigint> {
+  return keyedValues(btf, "bpf_iter_task_file", pid, {
+    object: btf.member("bpf_iter__task_file", "file").offset,
+    key: btf.member("bpf_iter__task_file", "fd").offset,
+    keyInContext: true,
+    value: btf.member("file", "private_data").offset,
+  }, `reading the files of task ${pid} (BPF)`);
+}
+
+/** The open file (its struct file) behind each descriptor of task `pid`, by descriptor. */
+export function openFiles(btf: KernelBtf, pid: number): Map<number, bigint> {
+  return keyedValues(btf, "bpf_iter_task_file", pid, {
+    object: btf.member("bpf_iter__task_file", "file").offset,
+    key: btf.member("bpf_iter__task_file", "fd").offset,
+    keyInContext: true,
+    value: "object",
+  }, `reading the files of task ${pid} (BPF)`);
+}
+
+/** A pointer member (`path`, as "io_uring") of each thread of process `pid`, by thread id. */
+export function threadPointers(btf: KernelBtf, pid: number, path: string): Map<number, bigint> {
+  return keyedValues(btf, "bpf_iter_task", pid, {
+    object: btf.member("bpf_iter__task", "task").offset,
+    key: btf.member("task_struct", "pid").offset,
+    keyInContext: false,
+    value: btf.member("task_struct", path).offset,
+  }, `reading the threads of task ${pid} (BPF)`);
 }
 
 function gettid(): number {

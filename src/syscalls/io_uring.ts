@@ -54,6 +54,17 @@ export const IORING_SETUP = {
   SQE_MIXED: 1 << 19,
 } as const;
 
+/** A filled slot of a table of registered resources (io_rsrc_node). */
+export interface RingSlot {
+  index: number;
+  /** Its tag (a completion comes with it when it goes). */
+  tag: bigint;
+  /** A file: its struct file. */
+  file?: bigint;
+  /** A buffer: where it lies in the task, how long, whether it is the kernel's (ublk). */
+  buffer?: { address: bigint; length: number; kernel: boolean };
+}
+
 /** What the kernel holds of an io_uring instance (struct io_ring_ctx). */
 export interface RingKernelState {
   flags: number;
@@ -70,6 +81,12 @@ export interface RingKernelState {
   /** Registered files and buffers (table sizes). */
   files: number;
   buffers: number;
+  /** The registered files' slots that hold one. */
+  fileSlots: RingSlot[];
+  /** The registered buffers' slots that hold one. */
+  bufferSlots: RingSlot[];
+  /** The user its pinned memory is charged to (none when its maker had CAP_IPC_LOCK). */
+  chargedUid?: number;
   /** Other state by name, where it is not the default (a registered eventfd, say). */
   registered: string[];
   /** Requests waiting by kind (timeouts, polled I/O...), where there are some. */
@@ -169,8 +186,9 @@ export function ringKernelState(
   let at = nf + present.length + lists.length;
   if (limits && num(got[at]) !== 0n) registered.push("io-wq worker limits (IOWQ_MAX_WORKERS)");
   at++;
-  if (alloc && (num(got[at]) !== 0n || num(got[at + 1]) !== 0n)) {
-    registered.push("a file allocation range");
+  // (Registering files sets it to the whole table.)
+  if (alloc && (num(got[at]) !== 0n || num(got[at + 1]) !== BigInt(val.files))) {
+    registered.push("a file allocation range (IORING_REGISTER_FILE_ALLOC_RANGE)");
   }
   at += 2;
   // The flag bits of the word `restricted` lies in (their offsets within it from BTF).
@@ -181,7 +199,23 @@ export function ringKernelState(
   if (bit("restricted")) registered.push("restrictions (IORING_REGISTER_RESTRICTIONS)");
   if (bit("drain_active") || bit("drain_next")) waiting.push("a drain (IOSQE_IO_DRAIN)");
   const inflight = inflightOf(btf, ctx + BigInt(tctxList.offset), num(got[at]), perCpu);
+  const [nodes, bufNodes, user] = readKernel(btf, [
+    { address: ctx + BigInt(btf.member("io_ring_ctx", "file_table.data.nodes").offset), size: 8 },
+    { address: ctx + BigInt(btf.member("io_ring_ctx", "buf_table.nodes").offset), size: 8 },
+    { address: ctx + BigInt(btf.member("io_ring_ctx", "user").offset), size: 8 },
+  ]);
+  const fileSlots = rsrcSlots(btf, num(nodes), val.files, "file");
+  const bufferSlots = rsrcSlots(btf, num(bufNodes), val.buffers, "buffer");
+  let chargedUid: number | undefined;
+  if (num(user) !== 0n) {
+    const uid = btf.member("user_struct", "uid").offset;
+    const [u] = readKernel(btf, [{ address: num(user) + BigInt(uid), size: 4 }]);
+    chargedUid = Number(num(u));
+  }
   return {
+    fileSlots,
+    bufferSlots,
+    chargedUid,
     drainDisabled: bit("drain_disabled") === 1,
     countedTimeouts: bit("off_timeout_used") === 1,
     flags: val.flags,
@@ -198,6 +232,55 @@ export function ringKernelState(
     waiting,
     inflight,
   };
+}
+
+/** The filled slots of a table of `nr` registered resources whose nodes are at `nodes`. */
+function rsrcSlots(btf: KernelBtf, nodes: bigint, nr: number, kind: "file" | "buffer"): RingSlot[] {
+  if (!nr || nodes === 0n) return [];
+  const u64 = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
+  const ptrs = readKernel(
+    btf,
+    Array.from({ length: nr }, (_, i) => ({ address: nodes + BigInt(i * 8), size: 8 })),
+  ).map(u64);
+  const filled = ptrs.map((node, index) => ({ node, index })).filter((x) => x.node !== 0n);
+  const tag = btf.member("io_rsrc_node", "tag").offset;
+  const ptr = btf.member("io_rsrc_node", "file_ptr").offset;
+  const got = readKernel(
+    btf,
+    filled.flatMap(({ node }) => [
+      { address: node + BigInt(tag), size: 8 },
+      { address: node + BigInt(ptr), size: 8 },
+    ]),
+  );
+  const FFS_MASK = ~3n; // a file pointer's low bits are flags (nowait, regular)
+  if (kind === "file") {
+    return filled.map(({ index }, i) => ({
+      index,
+      tag: u64(got[2 * i]),
+      file: u64(got[2 * i + 1]) & FFS_MASK,
+    }));
+  }
+  const m = (name: string) => btf.member("io_mapped_ubuf", name);
+  const bufs = readKernel(
+    btf,
+    filled.flatMap((_, i) => {
+      const imu = u64(got[2 * i + 1]);
+      return [
+        { address: imu + BigInt(m("ubuf").offset), size: 8 },
+        { address: imu + BigInt(m("len").offset), size: 4 },
+        { address: imu + BigInt(m("is_kbuf").offset), size: 1 },
+      ];
+    }),
+  );
+  return filled.map(({ index }, i) => ({
+    index,
+    tag: u64(got[2 * i]),
+    buffer: {
+      address: u64(bufs[3 * i]),
+      length: new DataView(bufs[3 * i + 1].buffer).getUint32(0, true),
+      kernel: bufs[3 * i + 2][0] !== 0,
+    },
+  }));
 }
 
 /**
@@ -289,6 +372,19 @@ export function registerRingClock(fd: number, clockid: number, what: string): vo
   new DataView(arg.buffer).setUint32(0, clockid, true);
   const ret = rawSyscall(NR.io_uring_register, fd, IORING_REGISTER_CLOCK, addressOf(arg), 0);
   if (ret < 0n) throw new Errno("io_uring_register(CLOCK)", lastErrno(), what);
+}
+
+/** IORING_REGISTER_FILES: `table`'s descriptors (-1: an empty slot) into the instance at `fd`. */
+export function registerRingFiles(fd: number, table: Int32Array, what: string): void {
+  const IORING_REGISTER_FILES = 2;
+  const ret = rawSyscall(
+    NR.io_uring_register,
+    fd,
+    IORING_REGISTER_FILES,
+    addressOf(table),
+    table.length,
+  );
+  if (ret < 0n) throw new Errno("io_uring_register(FILES)", lastErrno(), what);
 }
 
 /** struct io_uring_params for io_uring_setup: entries, flags and (CQSIZE) CQ entries. */

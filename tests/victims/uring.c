@@ -13,6 +13,11 @@
  *  D: R_DISABLED, never enabled.
  *  E: no flags, 8 entries: 25 NOPs and 3 SQEs the kernel dropped (an index past its SQ array),
  *     none skipping its completion (so drains stay allowed).
+ *  F: files registered in slots 1 (A's file) and 3 (/dev/null) of 4, buffers in slots 0 (in
+ *     the data segment) and 2 (a mapping of its own) of 3; after, it reads A's file through
+ *     slot 1 into buffer 2, finds slot 0 empty, and writes buffer 0 to slot 3.
+ *  G: made without CAP_IPC_LOCK (its pinned memory charged to root's user), a buffer
+ *     registered.
  * Each instance's fdinfo (heads, tails, counters) and the process's io_uring mappings (with
  * their VmFlags) are written down before "ready". On SIGTERM they must read the same, and each instance must work
  * on: A's two completions are there, its queued NOP completes when submitted and a read
@@ -21,7 +26,7 @@
  * refuses requests until enabled, then takes one.
  *
  * Modes refused by the dump: "inflight" (a read waits on an empty pipe), "files" (a file
- * registered), "sqpoll" (an SQPOLL thread).
+ * registered that no descriptor holds), "sqpoll" (an SQPOLL thread).
  * Mode "worker": A's requests are all forced through io-wq (IOSQE_ASYNC): its worker threads
  * idle at the checkpoint, and the default checks hold. Mode "settle FIFO": see settle_mode.
  */
@@ -38,6 +43,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -233,6 +239,7 @@ static int refused_mode(const char *mode, int out)
 		int fds[1] = {open("/dev/null", O_RDONLY)};
 		if (syscall(__NR_io_uring_register, r.fd, IORING_REGISTER_FILES, fds, 1))
 			return 3;
+		close(fds[0]); /* held by the instance alone */
 	}
 	signal(SIGTERM, on_term);
 	snprintf(msg, sizeof(msg), "ready pid=%d fd=%d\n", getpid(), r.fd);
@@ -316,8 +323,8 @@ int main(int argc, char **argv)
 		return refused_mode(mode, out);
 	unsigned async = !strcmp(mode, "worker") ? IOSQE_ASYNC : 0;
 
-	struct ring a, b, c, d, e;
-	if (setup(&a, 8, 0, 0, 0) || setup(&e, 8, 0, 0, 0) ||
+	struct ring a, b, c, d, e, f, g;
+	if (setup(&a, 8, 0, 0, 0) || setup(&e, 8, 0, 0, 0) || setup(&f, 8, 0, 0, 0) ||
 	    setup(&b, 4, IORING_SETUP_CQSIZE | SETUP_SUBMIT_ALL | SETUP_COOP_TASKRUN |
 			     SETUP_TASKRUN_FLAG, 64, 1) ||
 	    setup(&c, 16, SETUP_SQE128 | SETUP_CQE32 | SETUP_NO_SQARRAY, 0, 0) ||
@@ -389,18 +396,43 @@ int main(int argc, char **argv)
 	}
 	if (nops(&e, 5, 0) || *e.sq_dropped != 3)
 		return 7;
+	/* F: files registered in slots 1 and 3 of 4, buffers in slots 0 and 2 of 3. */
+	static char fbuf[8192];
+	char *mbuf = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int nul = open("/dev/null", O_WRONLY);
+	int ftable[4] = {-1, file, -1, nul};
+	struct iovec btable[3] = {{fbuf, sizeof(fbuf)}, {NULL, 0}, {mbuf, 4096}};
+	if (syscall(__NR_io_uring_register, f.fd, IORING_REGISTER_FILES, ftable, 4) ||
+	    syscall(__NR_io_uring_register, f.fd, IORING_REGISTER_BUFFERS, btable, 3) || nops(&f, 3, 0))
+		return 8;
+	/* G: made without CAP_IPC_LOCK, a buffer registered: its pinned memory is charged. */
+	struct {
+		uint32_t version;
+		int pid;
+	} hdr = {0x20080522, 0};
+	uint32_t caps[6], nolock[6];
+	static char gbuf[4096];
+	struct iovec gtable[1] = {{gbuf, sizeof(gbuf)}};
+	if (syscall(__NR_capget, &hdr, caps))
+		return 9;
+	memcpy(nolock, caps, sizeof(caps));
+	nolock[0] &= ~(1U << 14);
+	if (syscall(__NR_capset, &hdr, nolock) || setup(&g, 8, 0, 0, 0) ||
+	    syscall(__NR_capset, &hdr, caps) ||
+	    syscall(__NR_io_uring_register, g.fd, IORING_REGISTER_BUFFERS, gtable, 1))
+		return 9;
 	/* As liburing may: A's rings are not passed on to children. */
 	if (madvise(a.sq, a.sq_len, MADV_DONTFORK) || madvise(a.sqes, a.sqes_len, MADV_DONTFORK))
 		return 8;
 
-	char before[5][256], maps_before[4096], now[256], maps_now[4096];
-	struct ring *rings[5] = {&a, &b, &c, &d, &e};
-	for (int i = 0; i < 5; i++)
+	char before[7][256], maps_before[4096], now[256], maps_now[4096];
+	struct ring *rings[7] = {&a, &b, &c, &d, &e, &f, &g};
+	for (int i = 0; i < 7; i++)
 		counters(rings[i]->fd, before[i], sizeof(before[i]));
 	ring_maps(maps_before, sizeof(maps_before));
 	signal(SIGTERM, on_term);
-	snprintf(msg, sizeof(msg), "ready pid=%d a=%d b=%d c=%d d=%d e=%d\n", getpid(), a.fd, b.fd,
-		 c.fd, d.fd, e.fd);
+	snprintf(msg, sizeof(msg), "ready pid=%d a=%d b=%d c=%d d=%d e=%d f=%d g=%d\n", getpid(),
+		 a.fd, b.fd, c.fd, d.fd, e.fd, f.fd, g.fd);
 	write(out, msg, strlen(msg));
 	while (!term)
 		pause();
@@ -408,7 +440,7 @@ int main(int argc, char **argv)
 	const char *why = NULL;
 	static char whybuf[9000];
 	ring_maps(maps_now, sizeof(maps_now));
-	for (int i = 0; i < 5 && !why; i++) {
+	for (int i = 0; i < 7 && !why; i++) {
 		counters(rings[i]->fd, now, sizeof(now));
 		if (strcmp(now, before[i])) {
 			snprintf(whybuf, sizeof(whybuf), "ring %c counters: %s, not %s", 'a' + i, now,
@@ -475,6 +507,37 @@ int main(int argc, char **argv)
 		s->flags = IOSQE_IO_DRAIN;
 		if (!why && (*e.sq_dropped != 3 || one(&e, &res) || res != 0))
 			why = "ring e lost its dropped count or refuses drains";
+	}
+	if (!why) {
+		/* F: the file in slot 1 read into the buffer in slot 2; slot 0 has no file. */
+		struct io_uring_sqe *s = sqe_at(&f);
+		s->opcode = IORING_OP_READ_FIXED;
+		s->fd = 1;
+		s->flags = IOSQE_FIXED_FILE;
+		s->addr = (uintptr_t)mbuf;
+		s->len = 64;
+		s->off = 64 * 7;
+		s->buf_index = 2;
+		snprintf(data, sizeof(data), "block %d of %d", 7, getpid());
+		if (one(&f, &res) || res != 64 || strcmp(mbuf, data))
+			why = "ring f cannot read its registered file into its registered buffer";
+		s = sqe_at(&f);
+		s->opcode = IORING_OP_READ;
+		s->fd = 0;
+		s->flags = IOSQE_FIXED_FILE;
+		s->addr = (uintptr_t)back;
+		s->len = 8;
+		if (!why && (one(&f, &res) || res != -EBADF))
+			why = "ring f's empty file slot holds a file";
+		s = sqe_at(&f);
+		s->opcode = IORING_OP_WRITE_FIXED;
+		s->fd = 3;
+		s->flags = IOSQE_FIXED_FILE;
+		s->addr = (uintptr_t)fbuf;
+		s->len = 100;
+		s->buf_index = 0;
+		if (!why && (one(&f, &res) || res != 100))
+			why = "ring f cannot write its first buffer to /dev/null (slot 3)";
 	}
 	if (!why) {
 		struct io_uring_sqe *s = sqe_at(&d);
