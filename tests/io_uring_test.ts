@@ -49,14 +49,24 @@ function kernelRings(pid: number, fds: number[]): Record<number, unknown> {
   }));
 }
 
-for (const mode of ["idle", "worker"]) {
+for (
+  const [mode, userns] of [["idle", false], ["worker", false], ["idle", true]] as const
+) {
   Deno.test(
     `idle io_uring instances (${
       mode === "worker" ? "their requests done by io-wq workers, " : ""
-    }setup flags, a clock, wrapped indices, unreaped completions, a queued SQE, a disabled one) come back as they were, where they were mapped, and work on`,
+    }setup flags, a clock, wrapped indices, unreaped completions, a queued SQE, a disabled one, registered files and buffers, one charged for its pinned memory) come back as they were, where they were mapped, and work on${
+      userns ? ", in a user namespace of the tree's own (unshare -U -r)" : ""
+    }`,
     async () => {
       const bin = await buildVictim("uring");
-      const v = startVictim(["setsid", bin, "{out}", ...(mode === "idle" ? [] : [mode])]);
+      const v = startVictim([
+        "setsid",
+        ...(userns ? ["unshare", "-U", "-r"] : []),
+        bin,
+        "{out}",
+        ...(mode === "idle" ? [] : [mode]),
+      ]);
       let pid = 0;
       try {
         const r = await waitReport(v);
