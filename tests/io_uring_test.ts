@@ -45,6 +45,7 @@ function kernelRings(pid: number, fds: number[]): Record<number, unknown> {
       fileSlots: k.fileSlots.map((x) => x.index),
       bufferSlots: k.bufferSlots.map((x) => [x.index, x.buffer!.address, x.buffer!.length]),
       chargedUid: k.chargedUid,
+      eventfd: k.eventfd && { async: k.eventfd.async, lastCqTail: k.eventfd.lastCqTail },
     }];
   }));
 }
@@ -55,7 +56,7 @@ for (
   Deno.test(
     `idle io_uring instances (${
       mode === "worker" ? "their requests done by io-wq workers, " : ""
-    }setup flags, a clock, wrapped indices, unreaped completions, a queued SQE, a disabled one, registered files and buffers, one charged for its pinned memory) come back as they were, where they were mapped, and work on${
+    }setup flags, a clock, wrapped indices, unreaped completions, a queued SQE, a disabled one, registered files, buffers and an eventfd, one charged for its pinned memory) come back as they were, where they were mapped, and work on${
       userns ? ", in a user namespace of the tree's own (unshare -U -r)" : ""
     }`,
     async () => {

@@ -6,8 +6,8 @@
  * mapping of it here. Carried: its setup flags (those of `CARRIED_SETUP`), sizes, clock, the
  * kernel's counters and both regions' bytes (heads, tails, unsubmitted SQEs and unreaped CQEs
  * with them), its registered files (by the task's descriptors of them) and buffers (by where
- * they lie); its mappings are mapped again through it (mm.ts, `ringMappings`). Refused: any
- * request in flight, other registrations (an eventfd, personalities...), tagged resources, an
+ * they lie), its eventfd; its mappings are mapped again through it (mm.ts, `ringMappings`).
+ * Refused: any request in flight, other registrations (personalities...), tagged resources, an
  * SQPOLL thread, a single issuer, and an instance held by more than one process.
  *
  * @module
@@ -53,6 +53,8 @@ export interface RingImage {
   drainDisabled: boolean;
   /** The user its pinned memory is charged to (as the tree sees it), if any. */
   chargedUid?: number;
+  /** Its registered eventfd (a descriptor of the task), signalled for async completions only. */
+  eventfd?: { fd: number; async: boolean };
   /** Registered files (by a descriptor of the task), in a table of `filesNr` slots. */
   files: { index: number; fd: number }[];
   filesNr: number;
@@ -208,6 +210,17 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
     }
     return { index: slot.index, fd };
   });
+  // A registered eventfd: one the task holds (its eventfd_ctx is its file's), signalled last
+  // at the last completion (else a signal is owed, which a new registration would not give).
+  let eventfd: RingImage["eventfd"];
+  if (k.eventfd) {
+    const efd = [...objects].find(([, o]) => o === k.eventfd!.ctx)?.[0];
+    if (efd === undefined) {
+      throw refuse("has a registered eventfd the task holds no descriptor of; not supported yet");
+    }
+    if (k.eventfd.lastCqTail !== k.cqTail) throw refuse("owes its eventfd a signal: dump again");
+    eventfd = { fd: efd, async: k.eventfd.async };
+  }
   // Registered buffers: their place in the task's memory, registered again there.
   const buffers = k.bufferSlots.map((slot) => {
     if (slot.tag || slot.buffer!.kernel) {
@@ -268,6 +281,7 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
       clockid: k.clockid,
       drainDisabled: k.drainDisabled,
       chargedUid,
+      eventfd,
       files,
       filesNr: k.files,
       buffers,
@@ -299,6 +313,8 @@ export function ioUringEntry(file: OpenFile, ring: RingImage): file_entry {
       buffers: ring.buffers.map((b) => create(io_uring_slotSchema, b)),
       buffersNr: ring.buffersNr || undefined,
       chargedUid: ring.chargedUid,
+      eventfd: ring.eventfd?.fd,
+      eventfdAsync: ring.eventfd?.async || undefined,
       rings: ring.rings,
       sqes: ring.sqes,
     }),

@@ -18,6 +18,7 @@ import type { vma_entry } from "../../proto/gen/mm_pb.ts";
 import {
   advanceRing,
   registerRingClock,
+  registerRingEventfd,
   registerRingFiles,
   ringOffsets,
   ringParams,
@@ -108,6 +109,10 @@ export function makeRing(
         for (const c of copies) close(c);
         close(pidfd);
       }
+    }
+    // Its eventfd, the task's own, once its counters are there (the NOPs signal none).
+    if (isFieldSet(e, io_uring_file_entrySchema.field.eventfd)) {
+      withTaskFd(pid, e.eventfd, (efd) => registerRingEventfd(copy, efd, e.eventfdAsync, what));
     }
   });
   const F_SETFD = 2, F_SETFL = 4, F_DUPFD_CLOEXEC = 1030;

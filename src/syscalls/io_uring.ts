@@ -87,6 +87,11 @@ export interface RingKernelState {
   bufferSlots: RingSlot[];
   /** The user its pinned memory is charged to (none when its maker had CAP_IPC_LOCK). */
   chargedUid?: number;
+  /**
+   * Its registered eventfd (its eventfd_ctx), whether it is signalled for async completions
+   * only, and the CQ tail it was last signalled at.
+   */
+  eventfd?: { ctx: bigint; async: boolean; lastCqTail: number };
   /** Other state by name, where it is not the default (a registered eventfd, say). */
   registered: string[];
   /** Requests waiting by kind (timeouts, polled I/O...), where there are some. */
@@ -131,7 +136,6 @@ export function ringKernelState(
   // Pointers (or list heads, whose first word is their own address when empty) that say
   // "something is there", by what they hold.
   const present: [string, string][] = [
-    ["an eventfd (IORING_REGISTER_EVENTFD)", "io_ev_fd"],
     ["personalities (IORING_REGISTER_PERSONALITY)", "personalities.xa_head"],
     ["provided buffers", "io_bl_xa.xa_head"],
     ["a zero-copy receive queue", "zcrx_ctxs.xa_head"],
@@ -199,11 +203,22 @@ export function ringKernelState(
   if (bit("restricted")) registered.push("restrictions (IORING_REGISTER_RESTRICTIONS)");
   if (bit("drain_active") || bit("drain_next")) waiting.push("a drain (IOSQE_IO_DRAIN)");
   const inflight = inflightOf(btf, ctx + BigInt(tctxList.offset), num(got[at]), perCpu);
-  const [nodes, bufNodes, user] = readKernel(btf, [
+  const [nodes, bufNodes, user, evfd] = readKernel(btf, [
     { address: ctx + BigInt(btf.member("io_ring_ctx", "file_table.data.nodes").offset), size: 8 },
     { address: ctx + BigInt(btf.member("io_ring_ctx", "buf_table.nodes").offset), size: 8 },
     { address: ctx + BigInt(btf.member("io_ring_ctx", "user").offset), size: 8 },
+    { address: ctx + BigInt(btf.member("io_ring_ctx", "io_ev_fd").offset), size: 8 },
   ]);
+  let eventfd: RingKernelState["eventfd"];
+  if (num(evfd) !== 0n) {
+    const at = (m: string) => num(evfd) + BigInt(btf.member("io_ev_fd", m).offset);
+    const [c, a, t] = readKernel(btf, [
+      { address: at("cq_ev_fd"), size: 8 },
+      { address: at("eventfd_async"), size: 4 },
+      { address: at("last_cq_tail"), size: 4 },
+    ]);
+    eventfd = { ctx: num(c), async: num(a) !== 0n, lastCqTail: Number(num(t)) };
+  }
   const fileSlots = rsrcSlots(btf, num(nodes), val.files, "file");
   const bufferSlots = rsrcSlots(btf, num(bufNodes), val.buffers, "buffer");
   let chargedUid: number | undefined;
@@ -213,6 +228,7 @@ export function ringKernelState(
     chargedUid = Number(num(u));
   }
   return {
+    eventfd,
     fileSlots,
     bufferSlots,
     chargedUid,
@@ -372,6 +388,15 @@ export function registerRingClock(fd: number, clockid: number, what: string): vo
   new DataView(arg.buffer).setUint32(0, clockid, true);
   const ret = rawSyscall(NR.io_uring_register, fd, IORING_REGISTER_CLOCK, addressOf(arg), 0);
   if (ret < 0n) throw new Errno("io_uring_register(CLOCK)", lastErrno(), what);
+}
+
+/** IORING_REGISTER_EVENTFD(_ASYNC): eventfd `efd` signalled by the instance at `fd`. */
+export function registerRingEventfd(fd: number, efd: number, async: boolean, what: string): void {
+  const IORING_REGISTER_EVENTFD = 4, IORING_REGISTER_EVENTFD_ASYNC = 7;
+  const arg = new Int32Array([efd]);
+  const op = async ? IORING_REGISTER_EVENTFD_ASYNC : IORING_REGISTER_EVENTFD;
+  const ret = rawSyscall(NR.io_uring_register, fd, op, addressOf(arg), 1);
+  if (ret < 0n) throw new Errno("io_uring_register(EVENTFD)", lastErrno(), what);
 }
 
 /** IORING_REGISTER_FILES: `table`'s descriptors (-1: an empty slot) into the instance at `fd`. */

@@ -14,8 +14,9 @@
  *  E: no flags, 8 entries: 25 NOPs and 3 SQEs the kernel dropped (an index past its SQ array),
  *     none skipping its completion (so drains stay allowed).
  *  F: files registered in slots 1 (A's file) and 3 (/dev/null) of 4, buffers in slots 0 (in
- *     the data segment) and 2 (a mapping of its own) of 3; after, it reads A's file through
- *     slot 1 into buffer 2, finds slot 0 empty, and writes buffer 0 to slot 3.
+ *     the data segment) and 2 (a mapping of its own) of 3, an eventfd (from 5, then 3
+ *     NOPs); after, its eventfd reads 8, it reads A's file through slot 1 into buffer 2,
+ *     finds slot 0 empty, writes buffer 0 to slot 3, and its eventfd counts those 3.
  *  G: made without CAP_IPC_LOCK (its pinned memory charged to root's user), a buffer
  *     registered.
  * Each instance's fdinfo (heads, tails, counters) and the process's io_uring mappings (with
@@ -40,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -402,8 +404,10 @@ int main(int argc, char **argv)
 	int nul = open("/dev/null", O_WRONLY);
 	int ftable[4] = {-1, file, -1, nul};
 	struct iovec btable[3] = {{fbuf, sizeof(fbuf)}, {NULL, 0}, {mbuf, 4096}};
+	int efd = eventfd(5, 0);
 	if (syscall(__NR_io_uring_register, f.fd, IORING_REGISTER_FILES, ftable, 4) ||
-	    syscall(__NR_io_uring_register, f.fd, IORING_REGISTER_BUFFERS, btable, 3) || nops(&f, 3, 0))
+	    syscall(__NR_io_uring_register, f.fd, IORING_REGISTER_BUFFERS, btable, 3) ||
+	    syscall(__NR_io_uring_register, f.fd, IORING_REGISTER_EVENTFD, &efd, 1) || nops(&f, 3, 0))
 		return 8;
 	/* G: made without CAP_IPC_LOCK, a buffer registered: its pinned memory is charged. */
 	struct {
@@ -508,6 +512,9 @@ int main(int argc, char **argv)
 		if (!why && (*e.sq_dropped != 3 || one(&e, &res) || res != 0))
 			why = "ring e lost its dropped count or refuses drains";
 	}
+	uint64_t signals = 0;
+	if (!why && (read(efd, &signals, 8) != 8 || signals != 8))
+		why = "ring f's eventfd did not count 5 + 3 completions";
 	if (!why) {
 		/* F: the file in slot 1 read into the buffer in slot 2; slot 0 has no file. */
 		struct io_uring_sqe *s = sqe_at(&f);
@@ -538,6 +545,8 @@ int main(int argc, char **argv)
 		s->buf_index = 0;
 		if (!why && (one(&f, &res) || res != 100))
 			why = "ring f cannot write its first buffer to /dev/null (slot 3)";
+		if (!why && (read(efd, &signals, 8) != 8 || signals != 3))
+			why = "ring f's eventfd is not signalled by its completions";
 	}
 	if (!why) {
 		struct io_uring_sqe *s = sqe_at(&d);
