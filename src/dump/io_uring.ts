@@ -113,9 +113,8 @@ function objectsOf(view: KernelView, pid: number, what: string): Map<number, big
   return objects;
 }
 
-/** Requests of instance `fd` of task `pid` waiting to be polled (its fdinfo's PollList). */
-function polled(pid: number, fd: number): number {
-  const text = readProcText(pid, `fdinfo/${fd}`);
+/** Requests of an instance waiting to be polled (the PollList of its fdinfo, `text`). */
+function polled(text: string): number {
   const list = /^PollList:\n((?:[ \t]+.*\n)*)/m.exec(text)?.[1] ?? "";
   return list.split("\n").filter((l) => l.trim()).length;
 }
@@ -154,7 +153,7 @@ export async function settleRings(
       const k = ringKernelState(view.btf, object, view.perCpu);
       if (k.inflight <= 0) continue;
       busy++;
-      if (k.waiting.length || polled(pid, fd)) stuck = true;
+      if (k.waiting.length || polled(readProcText(pid, `fdinfo/${fd}`))) stuck = true;
     }
     if (!busy || stuck || performance.now() > end) return;
     if (round === 0) {
@@ -180,8 +179,9 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
   view.holders.set(object, pid);
 
   const k = ringKernelState(view.btf, object, view.perCpu);
-  const info = parseFdinfo(readProcText(pid, `fdinfo/${fd}`));
-  const polls = polled(pid, fd);
+  const fdinfo = readProcText(pid, `fdinfo/${fd}`);
+  const info = parseFdinfo(fdinfo);
+  const polls = polled(fdinfo);
   if (polls) k.waiting.push(`${polls} polled`);
   if (k.inflight > 0 || k.waiting.length) {
     const kinds = k.waiting.length ? ` (${k.waiting.join(", ")})` : "";

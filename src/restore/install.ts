@@ -86,15 +86,12 @@ export function installFiles(
   // What to send: each file entry once, then the restorer's own files. A table shared with an
   // earlier process (CLONE_FILES) has its descriptors already: only the restorer's go in.
   // pidfds of the tree's tasks wait until every task exists (restorePidfds).
-  const ids = sharedTable
-    ? []
-    : [...new Set(task.fds.map((f) => f.id))].filter((id) =>
-      !isLateFile(dump.files.get(id), dump, task) && !isRingFile(dump.files.get(id))
-    );
+  const held = sharedTable ? [] : [...new Set(task.fds.map((f) => f.id))];
   // io_uring instances are made in the task (none passes over a unix socket): below.
-  const rings = sharedTable
-    ? []
-    : [...new Set(task.fds.map((f) => f.id))].filter((id) => isRingFile(dump.files.get(id)));
+  const rings = held.filter((id) => isRingFile(dump.files.get(id)));
+  const ids = held.filter((id) =>
+    !isLateFile(dump.files.get(id), dump, task) && !isRingFile(dump.files.get(id))
+  );
   const ours = ids.map((id) => table.file(id, task.fds.find((f) => f.id === id)!.fd, pid));
   const service: { key: string; fd: number }[] = [
     { key: "pages", fd: table.service(task.pagesPath, O.RDONLY, "image") },
@@ -259,7 +256,6 @@ export function installFiles(
     if (key.startsWith("map:")) maps.set(key.slice(4), fd);
     if (key.startsWith("shm:")) shmem.set(BigInt(key.slice(4)), fd);
   }
-
   return {
     pages: svc.get("pages")!,
     maps,

@@ -23,16 +23,7 @@ import {
   ringOffsets,
   ringParams,
 } from "../syscalls/io_uring.ts";
-import {
-  close,
-  errnoName,
-  NR,
-  O,
-  pidfdGetfd,
-  pidfdOpen,
-  readRemote,
-  withTaskFd,
-} from "../syscalls/mod.ts";
+import { close, errnoName, NR, O, pidfdGetfd, pidfdOpen, readRemote } from "../syscalls/mod.ts";
 import { parseMaps, readProcText } from "../tree/proc.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { VMA } from "../pagemap/vma.ts";
@@ -87,34 +78,34 @@ export function makeRing(
   if (offsets.sqEntries !== e.sqEntries || offsets.cqEntries !== e.cqEntries) {
     throw new Error(`${what}: made with ${offsets.sqEntries}/${offsets.cqEntries} entries`);
   }
-  withTaskFd(pid, fd, (copy) => {
+  // The rest from here, through copies of the task's descriptors: of the instance, and of its
+  // registered files and eventfd (the task's own open files, in place already).
+  const pidfd = pidfdOpen(pid);
+  const copies: number[] = [];
+  const copyOf = (n: number) => {
+    copies.push(pidfdGetfd(pidfd, n, pid));
+    return copies.at(-1)!;
+  };
+  try {
+    const ring = copyOf(fd);
     if (isFieldSet(e, io_uring_file_entrySchema.field.clockid)) {
-      registerRingClock(copy, e.clockid, what);
+      registerRingClock(ring, e.clockid, what);
     }
     const counters = { sqHead: e.sqHead, cqTail: e.cqTail, drainDisabled: e.drainDisabled };
-    advanceRing(copy, e.setupFlags, offsets, counters, e, what);
-    // Its registered files: the task's own open files (their descriptors are in place), taken
-    // through copies here.
+    advanceRing(ring, e.setupFlags, offsets, counters, e, what);
     if (e.filesNr) {
-      const pidfd = pidfdOpen(pid);
-      const copies: number[] = [];
-      try {
-        const table = new Int32Array(e.filesNr).fill(-1);
-        for (const slot of e.files) {
-          copies.push(pidfdGetfd(pidfd, slot.fd, pid));
-          table[slot.index] = copies.at(-1)!;
-        }
-        registerRingFiles(copy, table, what);
-      } finally {
-        for (const c of copies) close(c);
-        close(pidfd);
-      }
+      const table = new Int32Array(e.filesNr).fill(-1);
+      for (const slot of e.files) table[slot.index] = copyOf(slot.fd);
+      registerRingFiles(ring, table, what);
     }
-    // Its eventfd, the task's own, once its counters are there (the NOPs signal none).
+    // Its eventfd once its counters are there (the NOPs signal none).
     if (isFieldSet(e, io_uring_file_entrySchema.field.eventfd)) {
-      withTaskFd(pid, e.eventfd, (efd) => registerRingEventfd(copy, efd, e.eventfdAsync, what));
+      registerRingEventfd(ring, copyOf(e.eventfd), e.eventfdAsync, what);
     }
-  });
+  } finally {
+    for (const c of copies) close(c);
+    close(pidfd);
+  }
   const F_SETFD = 2, F_SETFL = 4, F_DUPFD_CLOEXEC = 1030;
   if (e.flags & SETFL_MASK) sys(NR.fcntl, "fcntl(F_SETFL)", fd, F_SETFL, e.flags & SETFL_MASK);
   // The restorer's own descriptor of it, above the task's; then the task's (the first free

@@ -59,6 +59,8 @@ export interface BtfMember {
   bits?: { offset: number; size: number };
 }
 
+const DECODER = new TextDecoder();
+
 /** The kernel's BTF, parsed once. */
 export class KernelBtf {
   readonly #view: DataView;
@@ -81,15 +83,10 @@ export class KernelBtf {
     const strOff = hdrLen + v.getUint32(16, true), strLen = v.getUint32(20, true);
     this.#view = v;
     this.#strings = data.subarray(strOff, strOff + strLen);
-    const dec = new TextDecoder();
-    const str = (off: number) => {
-      const end = this.#strings.indexOf(0, off);
-      return dec.decode(this.#strings.subarray(off, end));
-    };
     for (let p = typeOff; p < typeOff + typeLen;) {
       const info = v.getUint32(p + 4, true);
       const t: BtfType = {
-        name: str(v.getUint32(p, true)),
+        name: this.#str(v.getUint32(p, true)),
         kind: (info >>> 24) & 0x1f,
         vlen: info & 0xffff,
         kflag: (info >>> 31) === 1,
@@ -127,13 +124,6 @@ export class KernelBtf {
     return id;
   }
 
-  /** The BTF id of kernel variable `name` (a per-CPU one, for bpf_per_cpu_ptr). */
-  varId(name: string): number {
-    const id = this.#find(name, KIND.VAR);
-    if (id === undefined) throw new Error(`vmlinux BTF: no variable ${name}`);
-    return id;
-  }
-
   /** The offset of variable `name` in data section `section` (".data..percpu", say). */
   sectionOffset(section: string, name: string): number {
     const sec = this.#find(section, KIND.DATASEC);
@@ -146,11 +136,6 @@ export class KernelBtf {
       }
     }
     throw new Error(`vmlinux BTF: no variable ${name} in ${section}`);
-  }
-
-  /** The size of `struct name`. */
-  structSize(name: string): number {
-    return this.#types[this.#struct(name)].sizeOrType;
   }
 
   #struct(name: string): number {
@@ -235,8 +220,7 @@ export class KernelBtf {
   }
 
   #str(off: number): string {
-    const end = this.#strings.indexOf(0, off);
-    return new TextDecoder().decode(this.#strings.subarray(off, end));
+    return DECODER.decode(this.#strings.subarray(off, this.#strings.indexOf(0, off)));
   }
 }
 

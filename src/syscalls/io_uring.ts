@@ -92,7 +92,7 @@ export interface RingKernelState {
    * only, and the CQ tail it was last signalled at.
    */
   eventfd?: { ctx: bigint; async: boolean; lastCqTail: number };
-  /** Other state by name, where it is not the default (a registered eventfd, say). */
+  /** Other state by name, where it is not the default (personalities, say). */
   registered: string[];
   /** Requests waiting by kind (timeouts, polled I/O...), where there are some. */
   waiting: string[];
@@ -159,6 +159,11 @@ export function ringKernelState(
   const alloc = member("file_alloc_start");
   const allocEnd = member("file_alloc_end");
   const tctxList = member("tctx_list")!;
+  // Pointers followed below: the registered files' and buffers' nodes, the user charged, the
+  // eventfd.
+  const pointers = ["file_table.data.nodes", "buf_table.nodes", "user", "io_ev_fd"].map((p) =>
+    btf.member("io_ring_ctx", p)
+  );
   const ranges = [
     ...Object.values(fields).map((m) => m!),
     ...[...present, ...lists].map(([, path]) => member(path) ?? { offset: -1, size: 8 }),
@@ -166,15 +171,12 @@ export function ringKernelState(
     alloc ?? { offset: -1, size: 4 },
     allocEnd ?? { offset: -1, size: 4 },
     { offset: tctxList.offset, size: 8 },
+    ...pointers,
   ];
   const got = readKernel(
     btf,
     ranges.map((r) => ({ address: r.offset < 0 ? 0n : ctx + BigInt(r.offset), size: r.size })),
   );
-  const num = (b: Uint8Array) => {
-    const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-    return b.length >= 8 ? v.getBigUint64(0, true) : BigInt(v.getUint32(0, true));
-  };
   const nf = Object.keys(fields).length;
   const val = Object.fromEntries(Object.keys(fields).map((k, i) => [k, Number(num(got[i]))]));
   const registered: string[] = [];
@@ -203,12 +205,7 @@ export function ringKernelState(
   if (bit("restricted")) registered.push("restrictions (IORING_REGISTER_RESTRICTIONS)");
   if (bit("drain_active") || bit("drain_next")) waiting.push("a drain (IOSQE_IO_DRAIN)");
   const inflight = inflightOf(btf, ctx + BigInt(tctxList.offset), num(got[at]), perCpu);
-  const [nodes, bufNodes, user, evfd] = readKernel(btf, [
-    { address: ctx + BigInt(btf.member("io_ring_ctx", "file_table.data.nodes").offset), size: 8 },
-    { address: ctx + BigInt(btf.member("io_ring_ctx", "buf_table.nodes").offset), size: 8 },
-    { address: ctx + BigInt(btf.member("io_ring_ctx", "user").offset), size: 8 },
-    { address: ctx + BigInt(btf.member("io_ring_ctx", "io_ev_fd").offset), size: 8 },
-  ]);
+  const [nodes, bufNodes, user, evfd] = got.slice(at + 1);
   let eventfd: RingKernelState["eventfd"];
   if (num(evfd) !== 0n) {
     const at = (m: string) => num(evfd) + BigInt(btf.member("io_ev_fd", m).offset);
@@ -250,14 +247,19 @@ export function ringKernelState(
   };
 }
 
+/** A kernel word read: 8 bytes or more as a u64, fewer as a u32. */
+function num(b: Uint8Array): bigint {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return b.length >= 8 ? v.getBigUint64(0, true) : BigInt(v.getUint32(0, true));
+}
+
 /** The filled slots of a table of `nr` registered resources whose nodes are at `nodes`. */
 function rsrcSlots(btf: KernelBtf, nodes: bigint, nr: number, kind: "file" | "buffer"): RingSlot[] {
   if (!nr || nodes === 0n) return [];
-  const u64 = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
   const ptrs = readKernel(
     btf,
     Array.from({ length: nr }, (_, i) => ({ address: nodes + BigInt(i * 8), size: 8 })),
-  ).map(u64);
+  ).map(num);
   const filled = ptrs.map((node, index) => ({ node, index })).filter((x) => x.node !== 0n);
   const tag = btf.member("io_rsrc_node", "tag").offset;
   const ptr = btf.member("io_rsrc_node", "file_ptr").offset;
@@ -272,15 +274,15 @@ function rsrcSlots(btf: KernelBtf, nodes: bigint, nr: number, kind: "file" | "bu
   if (kind === "file") {
     return filled.map(({ index }, i) => ({
       index,
-      tag: u64(got[2 * i]),
-      file: u64(got[2 * i + 1]) & FFS_MASK,
+      tag: num(got[2 * i]),
+      file: num(got[2 * i + 1]) & FFS_MASK,
     }));
   }
   const m = (name: string) => btf.member("io_mapped_ubuf", name);
   const bufs = readKernel(
     btf,
     filled.flatMap((_, i) => {
-      const imu = u64(got[2 * i + 1]);
+      const imu = num(got[2 * i + 1]);
       return [
         { address: imu + BigInt(m("ubuf").offset), size: 8 },
         { address: imu + BigInt(m("len").offset), size: 4 },
@@ -290,9 +292,9 @@ function rsrcSlots(btf: KernelBtf, nodes: bigint, nr: number, kind: "file" | "bu
   );
   return filled.map(({ index }, i) => ({
     index,
-    tag: u64(got[2 * i]),
+    tag: num(got[2 * i]),
     buffer: {
-      address: u64(bufs[3 * i]),
+      address: num(bufs[3 * i]),
       length: new DataView(bufs[3 * i + 1].buffer).getUint32(0, true),
       kernel: bufs[3 * i + 2][0] !== 0,
     },
@@ -316,7 +318,6 @@ function inflightOf(
   const inflight = btf.member("io_uring_task", "inflight").offset;
   const count = inflight + btf.member("percpu_counter", "count").offset;
   const counters = inflight + btf.member("percpu_counter", "counters").offset;
-  const u64 = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
   const tctxs = new Set<bigint>();
   for (let node = first, n = 0; node !== head && node !== 0n; n++) {
     if (n > 4096) throw new Error("io_uring: the list of its tasks does not end");
@@ -324,9 +325,9 @@ function inflightOf(
       { address: node, size: 8 },
       { address: node + BigInt(nodeTask), size: 8 },
     ]);
-    const [tctx] = readKernel(btf, [{ address: u64(task) + BigInt(taskCtx), size: 8 }]);
-    if (u64(tctx) !== 0n) tctxs.add(u64(tctx));
-    node = u64(next);
+    const [tctx] = readKernel(btf, [{ address: num(task) + BigInt(taskCtx), size: 8 }]);
+    if (num(tctx) !== 0n) tctxs.add(num(tctx));
+    node = num(next);
   }
   let total = 0n;
   for (const tctx of tctxs) {
@@ -336,7 +337,7 @@ function inflightOf(
       { address: tctx + BigInt(counters), size: 8 },
     ]);
     const cpus = [...perCpu.values()];
-    const local = readKernel(btf, cpus.map((off) => ({ address: u64(ptr) + off, size: 4 })));
+    const local = readKernel(btf, cpus.map((off) => ({ address: num(ptr) + off, size: 4 })));
     let n = new DataView(sum.buffer).getBigInt64(0, true);
     for (const l of local) n += BigInt(new DataView(l.buffer).getInt32(0, true));
     n -= BigInt(new DataView(c.buffer).getInt32(0, true));
