@@ -129,14 +129,47 @@ Deno.test("an io_uring request in flight that completes by itself (an open in io
   }
 });
 
+Deno.test("a registered buffer in transparent huge pages (held by the instance as folios) is checked against the task's memory, carried, and read and written through after", async () => {
+  const bin = await buildVictim("uring");
+  const v = startVictim(["setsid", bin, "{out}", "hugebuf"]);
+  let pid = 0;
+  try {
+    const r = await waitReport(v);
+    const thp = Deno.readTextFileSync("/sys/kernel/mm/transparent_hugepage/enabled");
+    if (!thp.includes("[never]")) assertEquals(r.thp, "1", "the area is in huge pages");
+    const imgs = tmpDir();
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "-v4", "-o", "dump.log"]);
+    assertEquals(d.code, 0, d.stderr);
+    assert(await waitGone(v.pid), "gone after the dump");
+    const rs = await criu(["restore", "-d", "-D", imgs]);
+    assertEquals(rs.code, 0, rs.stderr);
+    pid = v.pid;
+    assertMatch(await verdict(v), /PASS uring hugebuf/);
+  } finally {
+    if (pid) killAll(pid);
+    await stopVictim(v);
+  }
+});
+
 for (
   const [mode, why] of [
     ["inflight", "has 1 request\\(s\\) in flight \\(1 polled\\): only an idle one is carried"],
     ["files", "has a registered file \\(slot 0\\) the task holds no descriptor of"],
     ["sqpoll", "was set up with SQPOLL, which is not supported yet"],
+    [
+      "remapped",
+      "has a registered buffer \\(slot 0\\) that holds other pages than the task maps at " +
+      "0x[0-9a-f]+, 8192 bytes \\(remapped, unmapped or discarded since it was registered\\)",
+    ],
   ]
 ) {
-  Deno.test(`an io_uring instance that ${mode === "inflight" ? "has a request in flight" : mode === "files" ? "has a registered file no descriptor holds" : "has an SQPOLL thread"} is refused by name, and the task keeps running`, async () => {
+  const what = {
+    inflight: "has a request in flight",
+    files: "has a registered file no descriptor holds",
+    sqpoll: "has an SQPOLL thread",
+    remapped: "has a registered buffer with a page mapped over it since",
+  }[mode];
+  Deno.test(`an io_uring instance that ${what} is refused by name, and the task keeps running`, async () => {
     const bin = await buildVictim("uring");
     const v = startVictim(["setsid", bin, "{out}", mode]);
     try {
@@ -153,3 +186,27 @@ for (
     }
   });
 }
+
+Deno.test({
+  name: "a thread whose io_uring workers are bound to CPUs of its own (IORING_REGISTER_IOWQ_AFF) " +
+    "is refused by name, and the task keeps running",
+  // On one CPU, CPU 0 alone is the default.
+  ignore: navigator.hardwareConcurrency < 2,
+  fn: async () => {
+    const bin = await buildVictim("uring");
+    const v = startVictim(["setsid", bin, "{out}", "iowqaff"]);
+    try {
+      await waitReport(v);
+      await dumpRefused(
+        v.pid,
+        new RegExp(
+          `thread ${v.pid} bound its io_uring workers to CPUs 0 \\(IORING_REGISTER_IOWQ_AFF\\), ` +
+            "which is not supported yet",
+        ),
+      );
+      assertMatch(await verdict(v), /PASS uring iowqaff/);
+    } finally {
+      await stopVictim(v);
+    }
+  },
+});

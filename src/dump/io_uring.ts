@@ -7,8 +7,10 @@
  * kernel's counters and both regions' bytes (heads, tails, unsubmitted SQEs and unreaped CQEs
  * with them), its registered files (by the task's descriptors of them) and buffers (by where
  * they lie), its eventfd; its mappings are mapped again through it (mm.ts, `ringMappings`).
- * Refused: any request in flight, other registrations (personalities...), tagged resources, an
- * SQPOLL thread, a single issuer, and an instance held by more than one process.
+ * Refused: any request in flight, other registrations (personalities...), tagged resources, a
+ * registered buffer whose pages are no longer those the task maps there, an SQPOLL thread, a
+ * single issuer, an instance held by more than one process, and a thread's io-wq bound to CPUs
+ * of its own.
  *
  * @module
  */
@@ -16,12 +18,16 @@ import { KernelBtf } from "../syscalls/btf.ts";
 import { fileObjects, openFiles, perCpuOffsets } from "../syscalls/bpf.ts";
 import {
   IORING_SETUP,
+  ioWqCpus,
+  pageStructs,
+  possibleCpus,
   readRingMemory,
   registeredRingFds,
   ringHeads,
   ringKernelState,
+  type RingSlot,
 } from "../syscalls/io_uring.ts";
-import { withTaskFd } from "../syscalls/mod.ts";
+import { pageFrames, withTaskFd } from "../syscalls/mod.ts";
 import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { type FileKind, type OpenFile, UnsupportedError } from "./file_types.ts";
@@ -73,6 +79,8 @@ interface KernelView {
   objects: Map<number, Map<number, bigint>>;
   /** The process holding each instance (by its object). */
   holders: Map<bigint, number>;
+  /** Where the struct page of each page frame lies (null: frames hidden); once needed. */
+  pages?: { base: bigint; size: number } | null;
 }
 
 const views = new WeakMap<DumpContext, KernelView>();
@@ -96,7 +104,10 @@ function kernelView(ctx: DumpContext, what: string): KernelView {
 
 const CLOCK_MONOTONIC = 1;
 
-/** The objects behind the descriptors of process `pid` (refused: registered ring descriptors). */
+/**
+ * The objects behind the descriptors of process `pid`, its threads' io_uring state checked
+ * once (refused: registered ring descriptors, io-wq CPUs of their own).
+ */
 function objectsOf(view: KernelView, pid: number, what: string): Map<number, bigint> {
   let objects = view.objects.get(pid);
   if (!objects) {
@@ -109,8 +120,55 @@ function objectsOf(view: KernelView, pid: number, what: string): Map<number, big
           `(IORING_REGISTER_RING_FDS), which is not supported yet`,
       );
     }
+    // A thread's io-wq is made again at its first submission, bound to the CPUs its cpuset
+    // allows then (older kernels: every possible CPU): other CPUs are refused.
+    const possible = possibleCpus().join();
+    for (const [tid, wq] of ioWqCpus(view.btf, pid)) {
+      if (wq.cpus.join() !== possible && wq.cpus.join() !== wq.cpuset?.join()) {
+        throw new UnsupportedError(
+          `Cannot dump ${what}: thread ${tid} bound its io_uring workers to CPUs ` +
+            `${wq.cpus.join(",")} (IORING_REGISTER_IOWQ_AFF), which is not supported yet`,
+        );
+      }
+    }
   }
   return objects;
+}
+
+/**
+ * Why registered buffer `slot` of task `pid` cannot be registered again from the task's
+ * memory, if it cannot: the pages the instance holds of it must be those the task maps at its
+ * address (which a mapping over it, munmap, mremap or MADV_DONTNEED since the registration
+ * changes: the instance keeps the old ones).
+ */
+function bufferDiffers(view: KernelView, pid: number, slot: RingSlot): string | undefined {
+  const buffer = slot.buffer!;
+  if (view.pages === undefined) view.pages = pageStructs(view.btf) ?? null;
+  if (!view.pages) return "cannot be checked against the task's memory (page frames are hidden)";
+  const { base, size } = view.pages;
+  const first = buffer.address & ~4095n;
+  const end = buffer.address + BigInt(buffer.length);
+  const frames = pageFrames(pid, first, Number((end - first + 4095n) / 4096n));
+  const differs = `holds other pages than the task maps at ${hex(buffer.address)}, ` +
+    `${buffer.length} bytes (remapped, unmapped or discarded since it was registered)`;
+  let user = buffer.address;
+  for (const seg of buffer.segments) {
+    const delta = seg.page - base;
+    if (delta < 0n || delta % BigInt(size)) return differs;
+    const start = (delta / BigInt(size)) * 4096n + BigInt(seg.offset);
+    const segEnd = user + BigInt(seg.length);
+    for (let a = user; a < segEnd; a = (a & ~4095n) + 4096n) {
+      if (frames[Number(((a & ~4095n) - first) / 4096n)] !== (start + a - user) >> 12n) {
+        return differs;
+      }
+    }
+    user = segEnd;
+  }
+  return user === end ? undefined : differs;
+}
+
+function hex(n: bigint): string {
+  return `0x${n.toString(16)}`;
 }
 
 /** Requests of an instance waiting to be polled (the PollList of its fdinfo, `text`). */
@@ -228,6 +286,8 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
         `has a ${slot.tag ? "tagged" : "kernel"} registered buffer (slot ${slot.index})`,
       );
     }
+    const differs = bufferDiffers(view, pid, slot);
+    if (differs) throw refuse(`has a registered buffer (slot ${slot.index}) that ${differs}`);
     return { index: slot.index, address: slot.buffer!.address, length: slot.buffer!.length };
   });
   if (k.registered.length) throw refuse(`has ${k.registered.join(", ")}: not supported yet`);

@@ -22,6 +22,7 @@
 import { addressOf, cString } from "./ffi.ts";
 import { close, rawSyscall, syscall, tryRead } from "./process.ts";
 import { NR } from "./syscall_numbers.ts";
+import { EAGAIN, Errno } from "./errno.ts";
 import type { KernelBtf } from "./btf.ts";
 
 const CMD = { PROG_LOAD: 5, LINK_CREATE: 28, ITER_CREATE: 33 } as const;
@@ -96,7 +97,15 @@ function runIterator(btf: KernelBtf, target: IterTarget, prog: Insn[], what: str
   lv.setUint32(108, btf.funcId(target.func), true);
   let progFd: number;
   try {
-    progFd = bpf(CMD.PROG_LOAD, load, what);
+    // The verifier gives up with EAGAIN when a signal comes (criu's SIGCHLD, say): again.
+    for (let attempt = 1;; attempt++) {
+      try {
+        progFd = bpf(CMD.PROG_LOAD, load, what);
+        break;
+      } catch (e) {
+        if (!(e instanceof Errno && e.errno === EAGAIN) || attempt === 5) throw e;
+      }
+    }
   } catch (e) {
     const log = new TextDecoder().decode(logBuf.subarray(0, logBuf.indexOf(0))).trim();
     throw new Error(`${(e as Error).message}${log ? ` (${log.split("\n").at(-1)})` : ""}`, {
@@ -286,45 +295,71 @@ export interface KernelRange {
   size: number;
 }
 
-/** The bytes of each range (zeros where the kernel cannot read it). */
+/** Records one program writes out at most (its output must fit the iterator's 32 KiB buffer). */
+const RECORDS_PER_PROGRAM = 64;
+
+/**
+ * The bytes of each range (zeros where the kernel cannot read it). A range of any size is read
+ * in pieces of a record's size; one program writes many records.
+ */
 export function readKernel(btf: KernelBtf, ranges: readonly KernelRange[]): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (let i = 0; i < ranges.length;) {
-    // As many ranges as one record holds.
-    let size = 0, n = 0;
-    while (i + n < ranges.length && size + align8(ranges[i + n].size) <= RECORD_MAX) {
-      size += align8(ranges[i + n].size);
-      n++;
+  const out = ranges.map((r) => new Uint8Array(r.size));
+  // Pieces of a record's size at most, each with the range and place it fills.
+  const pieces: { address: bigint; size: number; range: number; at: number }[] = [];
+  ranges.forEach((r, range) => {
+    for (let at = 0; at < r.size; at += RECORD_MAX) {
+      const size = Math.min(RECORD_MAX, r.size - at);
+      pieces.push({ address: r.address + BigInt(at), size, range, at });
     }
-    if (n === 0) throw new Error(`readKernel: a range of ${ranges[i].size} bytes is too large`);
+  });
+  // Records: as many pieces as one holds.
+  const records: (typeof pieces)[] = [];
+  let size = RECORD_MAX;
+  for (const piece of pieces) {
+    if (size + align8(piece.size) > RECORD_MAX) {
+      records.push([]);
+      size = 0;
+    }
+    records.at(-1)!.push(piece);
+    size += align8(piece.size);
+  }
+  for (let r = 0; r < records.length; r += RECORDS_PER_PROGRAM) {
+    const batch = records.slice(r, r + RECORDS_PER_PROGRAM);
     const prog: Insn[] = [asm.movReg(R6, R1)];
-    // The slack after a range of an odd size is written out too: all zero first.
-    for (let z = -size; z < 0; z += 8) prog.push(asm.stDw(R10, z, 0));
-    let at = -size;
-    for (const r of ranges.slice(i, i + n)) {
-      prog.push(
-        asm.movReg(R1, R10),
-        asm.addImm(R1, at),
-        asm.movImm(R2, r.size),
-        ...asm.ldImm64(R3, r.address),
-        asm.call(HELPER.probe_read_kernel),
-      );
-      at += align8(r.size);
+    let total = 0;
+    for (const record of batch) {
+      const size = record.reduce((n, p) => n + align8(p.size), 0);
+      // The slack after a piece of an odd size is written out too: all zero first.
+      for (let z = -size; z < 0; z += 8) prog.push(asm.stDw(R10, z, 0));
+      let at = -size;
+      for (const p of record) {
+        prog.push(
+          asm.movReg(R1, R10),
+          asm.addImm(R1, at),
+          asm.movImm(R2, p.size),
+          ...asm.ldImm64(R3, p.address),
+          asm.call(HELPER.probe_read_kernel),
+        );
+        at += align8(p.size);
+      }
+      prog.push(...writeRecord(btf, R6, "bpf_iter__task", size));
+      total += size;
     }
-    prog.push(...writeRecord(btf, R6, "bpf_iter__task", size), asm.movImm(R0, 0), asm.exit());
+    prog.push(asm.movImm(R0, 0), asm.exit());
     const rec = runIterator(
       btf,
       { func: "bpf_iter_task", tid: gettid() },
       prog,
       "reading kernel memory (BPF)",
     );
-    if (rec.length < size) throw new Error("reading kernel memory (BPF): nothing read");
-    let p = 0;
-    for (const r of ranges.slice(i, i + n)) {
-      out.push(rec.slice(p, p + r.size));
-      p += align8(r.size);
+    if (rec.length < total) throw new Error("reading kernel memory (BPF): nothing read");
+    let at = 0;
+    for (const record of batch) {
+      for (const p of record) {
+        out[p.range].set(rec.subarray(at, at + p.size), p.at);
+        at += align8(p.size);
+      }
     }
-    i += n;
   }
   return out;
 }

@@ -57,6 +57,8 @@ export interface BtfMember {
   size: number;
   /** For a bitfield: its bit offset within the struct and its width. */
   bits?: { offset: number; size: number };
+  /** It is a pointer (cpumask_var_t, say, may be one or an array by the kernel's config). */
+  pointer: boolean;
 }
 
 const DECODER = new TextDecoder();
@@ -165,10 +167,31 @@ export class KernelBtf {
         offset: start,
         size: unit,
         bits: { offset: bits.offset - start * 8, size: bits.size },
+        pointer: false,
       };
     }
     if (offset % 8) throw new Error(`vmlinux BTF: ${struct}.${path} is not byte-aligned`);
-    return { offset: offset / 8, size: this.#sizeOf(id) };
+    const pointer = this.#types[this.#resolve(id)].kind === KIND.PTR;
+    return { offset: offset / 8, size: this.#sizeOf(id), pointer };
+  }
+
+  /** The size of `struct name`. */
+  size(struct: string): number {
+    return this.#sizeOf(this.#struct(struct));
+  }
+
+  /** The value of enumerator `name` (of any enum). */
+  enumValue(name: string): number {
+    for (const t of this.#types) {
+      if (t.kind !== KIND.ENUM) continue;
+      for (let i = 0; i < t.vlen; i++) {
+        const p = t.extra + i * 8;
+        if (this.#str(this.#view.getUint32(p, true)) === name) {
+          return this.#view.getInt32(p + 4, true);
+        }
+      }
+    }
+    throw new Error(`vmlinux BTF: no enumerator ${name}`);
   }
 
   /** Member `name` of struct or union `id`: its bit offset and type (anonymous ones searched). */

@@ -20,9 +20,9 @@
  *
  * @module
  */
-import type { KernelBtf } from "./btf.ts";
-import { readKernel, threadPointers } from "./bpf.ts";
-import { rawSyscall, withSharedMapping } from "./process.ts";
+import type { BtfMember, KernelBtf } from "./btf.ts";
+import { fileObjects, readKernel, threadPointers } from "./bpf.ts";
+import { close, pageFrames, rawSyscall, withScratchPage, withSharedMapping } from "./process.ts";
 import { NR } from "./syscall_numbers.ts";
 import { Errno } from "./errno.ts";
 import { addressOf, lastErrno } from "./ffi.ts";
@@ -61,8 +61,17 @@ export interface RingSlot {
   tag: bigint;
   /** A file: its struct file. */
   file?: bigint;
-  /** A buffer: where it lies in the task, how long, whether it is the kernel's (ublk). */
-  buffer?: { address: bigint; length: number; kernel: boolean };
+  /**
+   * A buffer: where it lies in the task, how long, whether it is the kernel's (ublk), and the
+   * pages the kernel holds of it (its bio_vecs: each a struct page, an offset from it and a
+   * length; together `length` bytes from `address` on).
+   */
+  buffer?: {
+    address: bigint;
+    length: number;
+    kernel: boolean;
+    segments: { page: bigint; offset: number; length: number }[];
+  };
 }
 
 /** What the kernel holds of an io_uring instance (struct io_ring_ctx). */
@@ -287,18 +296,80 @@ function rsrcSlots(btf: KernelBtf, nodes: bigint, nr: number, kind: "file" | "bu
         { address: imu + BigInt(m("ubuf").offset), size: 8 },
         { address: imu + BigInt(m("len").offset), size: 4 },
         { address: imu + BigInt(m("is_kbuf").offset), size: 1 },
+        { address: imu + BigInt(m("nr_bvecs").offset), size: 4 },
       ];
     }),
   );
-  return filled.map(({ index }, i) => ({
-    index,
-    tag: num(got[2 * i]),
-    buffer: {
-      address: num(bufs[3 * i]),
-      length: new DataView(bufs[3 * i + 1].buffer).getUint32(0, true),
-      kernel: bufs[3 * i + 2][0] !== 0,
-    },
-  }));
+  // Their bio_vecs, each array in one range.
+  const vecSize = btf.size("bio_vec");
+  const page = btf.member("bio_vec", "bv_page").offset;
+  const len = btf.member("bio_vec", "bv_len").offset;
+  const off = btf.member("bio_vec", "bv_offset").offset;
+  const vecs = readKernel(
+    btf,
+    filled.map((_, i) => ({
+      address: num(got[2 * i + 1]) + BigInt(m("bvec").offset),
+      size: Number(num(bufs[4 * i + 3])) * vecSize,
+    })),
+  );
+  return filled.map(({ index }, i) => {
+    const v = new DataView(vecs[i].buffer);
+    const segments = [];
+    for (let p = 0; p + vecSize <= vecs[i].length; p += vecSize) {
+      segments.push({
+        page: v.getBigUint64(p + page, true),
+        offset: v.getUint32(p + off, true),
+        length: v.getUint32(p + len, true),
+      });
+    }
+    return {
+      index,
+      tag: num(got[2 * i]),
+      buffer: {
+        address: num(bufs[4 * i]),
+        length: Number(num(bufs[4 * i + 1])),
+        kernel: bufs[4 * i + 2][0] !== 0,
+        segments,
+      },
+    };
+  });
+}
+
+/**
+ * Where the kernel keeps the struct page of each page frame (its `vmemmap`: frame N's is at
+ * `base + N * size`), found from a page of criu's own registered in an instance of its own:
+ * its frame from /proc/self/pagemap, its struct page from the instance. Undefined where frames
+ * are hidden (pagemap shows them to CAP_SYS_ADMIN only).
+ */
+export function pageStructs(btf: KernelBtf): { base: bigint; size: number } | undefined {
+  return withScratchPage((address) => {
+    const params = ringParams(0, 1, 0);
+    const fd = Number(rawSyscall(NR.io_uring_setup, 1, addressOf(params)));
+    if (fd < 0) throw new Errno("io_uring_setup", lastErrno(), "criu's own instance");
+    try {
+      const iov = new BigUint64Array([address, 4096n]);
+      const IORING_REGISTER_BUFFERS = 0;
+      const ret = rawSyscall(NR.io_uring_register, fd, IORING_REGISTER_BUFFERS, addressOf(iov), 1);
+      if (ret < 0n) throw new Errno("io_uring_register(BUFFERS)", lastErrno(), "criu's own");
+      const ctx = fileObjects(btf, Deno.pid).get(fd);
+      if (ctx === undefined) throw new Error("io_uring: criu's own instance was not found");
+      const [nr, nodes] = readKernel(
+        btf,
+        [
+          btf.member("io_ring_ctx", "buf_table.nr"),
+          btf.member("io_ring_ctx", "buf_table.nodes"),
+        ].map((m) => ({ address: ctx + BigInt(m.offset), size: m.size })),
+      );
+      const [slot] = rsrcSlots(btf, num(nodes), Number(num(nr)), "buffer");
+      const page = slot?.buffer?.segments[0]?.page;
+      const [frame] = pageFrames("self", address, 1);
+      if (!page || frame <= 0n) return undefined;
+      const size = btf.size("page");
+      return { base: page - frame * BigInt(size), size };
+    } finally {
+      close(fd);
+    }
+  });
 }
 
 /**
@@ -529,4 +600,74 @@ export function advanceRing(
       sqes.set(memory.sqes);
     }, IORING_OFF.SQES);
   }, IORING_OFF.SQ_RING);
+}
+
+/** A thread's io-wq: the CPUs its workers may run on, and those its cpuset allows. */
+export interface IoWqCpus {
+  cpus: number[];
+  /** Its cpuset's effective CPUs (the io-wq's default there), where the kernel has cpusets. */
+  cpuset?: number[];
+}
+
+/**
+ * The io-wq CPUs of each thread of process `pid` that has an io-wq (made at its first
+ * submission; IORING_REGISTER_IOWQ_AFF sets them, else they are its cpuset's at that time).
+ */
+export function ioWqCpus(btf: KernelBtf, pid: number): Map<number, IoWqCpus> {
+  const threads = [...threadPointers(btf, pid, "io_uring")].filter(([, tctx]) => tctx !== 0n);
+  const wqs = readKernel(
+    btf,
+    threads.map(([, tctx]) => ({
+      address: tctx + BigInt(btf.member("io_uring_task", "io_wq").offset),
+      size: 8,
+    })),
+  ).map(num);
+  const out = new Map<number, IoWqCpus>();
+  let cpusets: Map<number, bigint> | undefined;
+  try {
+    cpusets = threadPointers(btf, pid, "cgroups");
+  } catch {
+    // no cgroups: no cpuset
+  }
+  threads.forEach(([tid], i) => {
+    if (wqs[i] === 0n) return;
+    const cpus = cpuMask(btf, wqs[i], btf.member("io_wq", "cpu_mask"));
+    let cpuset: number[] | undefined;
+    try {
+      const cset = cpusets?.get(tid);
+      if (cset) {
+        const slot = btf.member("css_set", "subsys").offset + 8 * btf.enumValue("cpuset_cgrp_id");
+        const [css] = readKernel(btf, [{ address: cset + BigInt(slot), size: 8 }]);
+        const cs = num(css) - BigInt(btf.member("cpuset", "css").offset);
+        if (num(css) !== 0n) cpuset = cpuMask(btf, cs, btf.member("cpuset", "effective_cpus"));
+      }
+    } catch {
+      // this kernel has no cpusets
+    }
+    out.set(tid, { cpus, cpuset });
+  });
+  return out;
+}
+
+/** The CPUs of the cpumask_var_t `m` of the struct at `at` (inline, or a pointer to one). */
+function cpuMask(btf: KernelBtf, at: bigint, m: BtfMember): number[] {
+  let [bytes] = readKernel(btf, [{ address: at + BigInt(m.offset), size: m.size }]);
+  if (m.pointer) {
+    const longs = Math.ceil((Math.max(...possibleCpus()) + 1) / 64);
+    [bytes] = readKernel(btf, [{ address: num(bytes), size: longs * 8 }]);
+  }
+  const cpus: number[] = [];
+  bytes.forEach((b, i) => {
+    for (let bit = 0; bit < 8; bit++) if (b & (1 << bit)) cpus.push(i * 8 + bit);
+  });
+  return cpus;
+}
+
+/** The CPUs that may ever be online (/sys/devices/system/cpu/possible). */
+export function possibleCpus(): number[] {
+  const text = Deno.readTextFileSync("/sys/devices/system/cpu/possible").trim();
+  return text.split(",").flatMap((part) => {
+    const [a, b] = part.split("-").map(Number);
+    return Array.from({ length: (b ?? a) - a + 1 }, (_, i) => a + i);
+  });
 }

@@ -373,32 +373,49 @@ export function fsync(fd: number, what: string): void {
  * and every present page must be dumped).
  */
 export function zeroPagePfn(): bigint {
-  const PROT_READ = 1, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20;
-  const addr = BigInt(
-    libc.mmap(0n, BigInt(PAGE_SIZE), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0n),
-  );
-  if (addr === 0xffffffffffffffffn) return -1n;
+  return withScratchPage((address) => {
+    const [pfn] = pageFrames("self", address, 1);
+    return pfn > 0n ? pfn : -1n;
+  }, false) ?? -1n;
+}
+
+/**
+ * Runs `fn` with a private anonymous page here, faulted in (written where `write`, else read,
+ * which maps the shared zero page), unmapped after; undefined where no page could be mapped.
+ */
+export function withScratchPage<T>(fn: (address: bigint) => T, write = true): T | undefined {
+  const PROT_READ = 1, PROT_WRITE = 2, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20;
+  const prot = PROT_READ | (write ? PROT_WRITE : 0);
+  const addr = BigInt(libc.mmap(0n, BigInt(PAGE_SIZE), prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0n));
+  if (addr === 0xffffffffffffffffn) return undefined;
   try {
     const ptr = Deno.UnsafePointer.create(addr);
-    if (ptr === null) return -1n;
-    new Deno.UnsafePointerView(ptr).getUint8(0); // fault in the zero page
-    const fd = open("/proc/self/pagemap", O.RDONLY | O.CLOEXEC);
-    try {
-      const entry = new BigUint64Array(1);
-      pread(
-        fd,
-        new Uint8Array(entry.buffer),
-        (addr / BigInt(PAGE_SIZE)) * 8n,
-        "/proc/self/pagemap",
-      );
-      const present = (entry[0] >> 63n) & 1n;
-      const pfn = entry[0] & ((1n << 55n) - 1n);
-      return present && pfn !== 0n ? pfn : -1n;
-    } finally {
-      close(fd);
-    }
+    if (ptr === null) return undefined;
+    const view = new Deno.UnsafePointerView(ptr);
+    if (write) new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, 1))[0] = 1;
+    else view.getUint8(0);
+    return fn(addr);
   } finally {
     libc.munmap(addr, BigInt(PAGE_SIZE));
+  }
+}
+
+/**
+ * The page frames of `count` pages of process `pid` ("self" for criu) from `address` on, by
+ * /proc/PID/pagemap: -1n where no page is present, 0n where frames are hidden (without
+ * CAP_SYS_ADMIN).
+ */
+export function pageFrames(pid: number | "self", address: bigint, count: number): bigint[] {
+  const path = `/proc/${pid}/pagemap`;
+  const fd = open(path, O.RDONLY | O.CLOEXEC);
+  try {
+    const entries = new BigUint64Array(count);
+    const got = pread(fd, new Uint8Array(entries.buffer), (address / BigInt(PAGE_SIZE)) * 8n, path);
+    return [...entries.subarray(0, got / 8)].map((e) =>
+      (e >> 63n) & 1n ? e & ((1n << 55n) - 1n) : -1n
+    );
+  } finally {
+    close(fd);
   }
 }
 

@@ -27,9 +27,11 @@
  * refuses requests until enabled, then takes one.
  *
  * Modes refused by the dump: "inflight" (a read waits on an empty pipe), "files" (a file
- * registered that no descriptor holds), "sqpoll" (an SQPOLL thread).
+ * registered that no descriptor holds), "sqpoll" (an SQPOLL thread), "iowqaff" (the thread's
+ * io-wq workers bound to CPU 0), "remapped" (a registered buffer with a page mapped over it).
  * Mode "worker": A's requests are all forced through io-wq (IOSQE_ASYNC): its worker threads
- * idle at the checkpoint, and the default checks hold. Mode "settle FIFO": see settle_mode.
+ * idle at the checkpoint, and the default checks hold. Mode "settle FIFO": see settle_mode;
+ * mode "hugebuf": see hugebuf_mode.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -242,6 +244,23 @@ static int refused_mode(const char *mode, int out)
 		if (syscall(__NR_io_uring_register, r.fd, IORING_REGISTER_FILES, fds, 1))
 			return 3;
 		close(fds[0]); /* held by the instance alone */
+	} else if (!strcmp(mode, "iowqaff")) {
+		/* A NOP makes this thread's io-wq; its workers are bound to CPU 0 alone. */
+		unsigned long cpus = 1;
+		int res;
+		sqe_at(&r)->opcode = IORING_OP_NOP;
+		if (one(&r, &res) ||
+		    syscall(__NR_io_uring_register, r.fd, IORING_REGISTER_IOWQ_AFF, &cpus, sizeof(cpus)))
+			return 3;
+	} else if (!strcmp(mode, "remapped")) {
+		/* A buffer of two pages registered, then a new page mapped over its second. */
+		char *b = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		memset(b, 7, 8192);
+		struct iovec iov = {b, 8192};
+		if (syscall(__NR_io_uring_register, r.fd, IORING_REGISTER_BUFFERS, &iov, 1) ||
+		    mmap(b + 4096, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+			 -1, 0) != b + 4096)
+			return 3;
 	}
 	signal(SIGTERM, on_term);
 	snprintf(msg, sizeof(msg), "ready pid=%d fd=%d\n", getpid(), r.fd);
@@ -249,6 +268,74 @@ static int refused_mode(const char *mode, int out)
 	while (!term)
 		pause();
 	snprintf(msg, sizeof(msg), "PASS uring %s\n", mode);
+	write(out, msg, strlen(msg));
+	return 0;
+}
+
+/*
+ * "hugebuf": a buffer of 3 MiB registered from 1 MiB + 123 bytes into a 2 MiB-aligned area
+ * in transparent huge pages (where the kernel gives them: the instance holds it by folios),
+ * carried. After, the area keeps its bytes, and the instance writes from the buffer's end
+ * (WRITE_FIXED) and reads into its middle (READ_FIXED) through a memfd.
+ */
+static int hugebuf_mode(int out)
+{
+	struct ring r;
+	char msg[256], line[256];
+	const size_t huge = 2 << 20, len = 3 << 20;
+	if (setup(&r, 8, 0, 0, 0))
+		return 2;
+	char *area = mmap(NULL, 4 * huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *base = (char *)(((uintptr_t)area + huge - 1) & ~(huge - 1));
+	madvise(base, 3 * huge, MADV_HUGEPAGE);
+	for (size_t i = 0; i < 3 * huge; i++)
+		base[i] = (char)(i * 7 + 3);
+	char *buf = base + huge / 2 + 123;
+	struct iovec iov = {buf, len};
+	if (syscall(__NR_io_uring_register, r.fd, IORING_REGISTER_BUFFERS, &iov, 1))
+		return 3;
+	long thp = 0;
+	FILE *f = fopen("/proc/self/smaps_rollup", "r");
+	while (f && fgets(line, sizeof(line), f))
+		sscanf(line, "AnonHugePages: %ld", &thp);
+	if (f)
+		fclose(f);
+	int mfd = memfd_create("hugebuf", 0);
+	if (mfd < 0 || ftruncate(mfd, 8192))
+		return 4;
+	signal(SIGTERM, on_term);
+	snprintf(msg, sizeof(msg), "ready pid=%d fd=%d thp=%d\n", getpid(), r.fd, thp > 0);
+	write(out, msg, strlen(msg));
+	while (!term)
+		pause();
+	const char *why = NULL;
+	static char back[5000];
+	int res;
+	for (size_t i = 0; i < 3 * huge && !why; i++)
+		if (base[i] != (char)(i * 7 + 3))
+			why = "the area's bytes changed";
+	struct io_uring_sqe *s = sqe_at(&r);
+	s->opcode = IORING_OP_WRITE_FIXED;
+	s->fd = mfd;
+	s->addr = (uintptr_t)(buf + len - sizeof(back));
+	s->len = sizeof(back);
+	if (!why && (one(&r, &res) || res != (int)sizeof(back) ||
+		     pread(mfd, back, sizeof(back), 0) != (ssize_t)sizeof(back) ||
+		     memcmp(back, buf + len - sizeof(back), sizeof(back))))
+		why = "a write from the buffer's end wrote other bytes";
+	pwrite(mfd, "hello huge", 10, 100);
+	s = sqe_at(&r);
+	s->opcode = IORING_OP_READ_FIXED;
+	s->fd = mfd;
+	s->addr = (uintptr_t)(buf + huge);
+	s->len = 10;
+	s->off = 100;
+	if (!why && (one(&r, &res) || res != 10 || memcmp(buf + huge, "hello huge", 10)))
+		why = "a read into the buffer's middle did not land there";
+	if (why)
+		snprintf(msg, sizeof(msg), "FAIL uring hugebuf: %s\n", why);
+	else
+		snprintf(msg, sizeof(msg), "PASS uring hugebuf\n");
 	write(out, msg, strlen(msg));
 	return 0;
 }
@@ -321,6 +408,8 @@ int main(int argc, char **argv)
 	char msg[9100];
 	if (!strcmp(mode, "settle"))
 		return settle_mode(out, argv[3]);
+	if (!strcmp(mode, "hugebuf"))
+		return hugebuf_mode(out);
 	if (strcmp(mode, "idle") && strcmp(mode, "worker"))
 		return refused_mode(mode, out);
 	unsigned async = !strcmp(mode, "worker") ? IOSQE_ASYNC : 0;
