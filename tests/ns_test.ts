@@ -1112,10 +1112,10 @@ Deno.test("a mount namespace of its own comes back with its root, proc, sysfs, d
   }
 });
 
-Deno.test("mount namespaces nested in the root's whose root is not its (pivot_root in them: a tmpfs of their own, a bind of a directory of the container's tmpfs) come back with their mounts and files, their tasks still mapping their executable from the root they left; a nested one holding deleted files (one alive under another name, one not) through a bind of a tmpfs it unmounted since gets them back on their mounts, with their names; a tmpfs hidden by one mounted above it later comes back below it with its files; a console bound from a pty of the container's devpts is that pty again", async () => {
+Deno.test("mount namespaces nested in the root's whose root is not its (pivot_root in them: a tmpfs of their own, a bind of a directory of the container's tmpfs) come back with their mounts and files, their tasks still mapping their executable from the root they left; a nested one holding deleted files (one alive under another name, one not) through a bind of a tmpfs it unmounted since gets them back on their mounts, with their names; a tmpfs hidden by one mounted above it later comes back below it with its files; a console bound from a pty of the container's devpts is that pty again; a child in a PID and a mount namespace of its own (unshare -pfm --mount-proc) gets its namespace's proc back over the container's, mounted by its init, with its options", async () => {
   const auto = ["--ext-mount-map", "auto"];
   assertMatch(
-    await mntnsRoundTrip(["MNTNS_MORE=1"], [...auto, "--link-remap"], auto),
+    await mntnsRoundTrip(["MNTNS_MORE=1", "MNTNS_PIDPROC=1"], [...auto, "--link-remap"], auto),
     /PASS mntns/,
   );
 });

@@ -256,7 +256,7 @@ export class DumpContext {
    */
   readonly netnsLocks: { pid: number; method: LockMethod; vroot: number }[] = [];
   /** The tree's tasks in PID namespaces nested in its own (nested_pidns.ts). */
-  nestedPids: NestedPids = { inner: new Map(), forChildren: new Map(), namespaces: new Set() };
+  nestedPids: NestedPids = { inner: new Map(), forChildren: new Map(), namespaces: new Map() };
   /** Unix sockets of the network namespace (sock_diag), read on first need. */
   unixSockets?: Map<number, UnixSocketInfo>;
   /** The listener each client waiting in a listener's queue is queued at (made once). */

@@ -95,7 +95,7 @@ import { nsenterArgv } from "../net/netlock.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { writeNetns } from "./netns.ts";
 import { readNestedNetns } from "./nested_netns.ts";
-import { checkProcMounts, readNestedPids } from "./nested_pidns.ts";
+import { markNestedProcs, readNestedPids } from "./nested_pidns.ts";
 import { tunHolders } from "./tun_files.ts";
 
 export type { DumpOptions, DumpStats };
@@ -404,7 +404,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
       );
     }
     checkNestedTmpfs(ctx.mntNs, [...ctx.nestedMnts.values()]);
-    checkProcMounts(ctx.nestedPids, [ctx.mntNs, ...ctx.nestedMnts.values()]);
+    markNestedProcs(ctx.nestedPids, ctx.pids, [ctx.mntNs, ...ctx.nestedMnts.values()]);
   }
   for (const tid of tree.tasks.keys()) ctx.treeTids.add(tid);
   for (const p of tree.processes) {

@@ -350,6 +350,13 @@ function describe(ctx: DumpContext, pid: number, fd: number, mntId: number): Fil
       } mount namespace does not have; dump it as external with --external ${key}`,
     );
   }
+  // The proc of a nested PID namespace is mounted again late, after the files are open.
+  if (ctx.mntNs && ctx.allMounts().some((e) => e.mntId === mntId && e.pidnsInit)) {
+    throw new UnsupportedError(
+      `Cannot dump ${what}: it is on the proc of a PID namespace nested in the tree's ` +
+        `(mount ${mntId}), which is not supported yet`,
+    );
+  }
   const deadPid = goneProcPid(ctx, pid, target, st);
   if (deadPid !== undefined) return { type: "reg", path: target, mode: st.mode ?? 0, deadPid };
   const shown = hiddenBy(ctx, target, mntId);

@@ -26,13 +26,13 @@ export interface NestedPids {
   inner: Map<number, number[]>;
   /** The namespace (`pid:[INODE]`) a process's children are made in, where not its own. */
   forChildren: Map<number, string>;
-  /** The nested namespaces (`pid:[INODE]`). */
-  namespaces: Set<string>;
+  /** The nested namespaces (`pid:[INODE]`), each with its init (a real PID). */
+  namespaces: Map<string, number>;
 }
 
 /** Reads and checks the nested PID namespaces of `tree` (see the module comment). */
 export function readNestedPids(tree: FrozenTree, pids: VirtualPids): NestedPids {
-  const out: NestedPids = { inner: new Map(), forChildren: new Map(), namespaces: new Set() };
+  const out: NestedPids = { inner: new Map(), forChildren: new Map(), namespaces: new Map() };
   const byPid = new Map(tree.processes.map((p) => [p.pid, p]));
   const depth = new Map<number, number>();
   const ns = new Map<number, string>();
@@ -105,31 +105,65 @@ export function readNestedPids(tree: FrozenTree, pids: VirtualPids): NestedPids 
     }
     out.forChildren.set(p.pid, children);
   }
-  for (const link of inits.keys()) out.namespaces.add(link);
+  for (const [link, init] of inits) out.namespaces.set(link, init.pid);
   return out;
 }
 
 /**
- * Refuses a proc mount of a nested PID namespace in `namespaces` (the tree's mount namespaces):
- * the restore mounts proc in the tree's. Its namespace is that of its task 1.
+ * Marks each proc mount of a nested PID namespace in `namespaces` (the tree's mount
+ * namespaces) with its namespace's init (`pidns_init`, its PID in the tree's namespace): the
+ * restore mounts it again from that init once it is made, on the mount below it (a proc shows
+ * the namespace of its task 1). Refused: one with mounts on it or beside it, a bind of part of
+ * one, one shared, a slave or on a shared mount (its copies would propagate), or in a mount
+ * namespace its init is not in.
  */
-export function checkProcMounts(nested: NestedPids, namespaces: readonly MountNamespace[]): void {
+export function markNestedProcs(
+  nested: NestedPids,
+  pids: VirtualPids,
+  namespaces: readonly MountNamespace[],
+): void {
   if (!nested.namespaces.size) return;
+  // Each proc's namespace, by its super block (every mount of it shows the same): told through
+  // a mount of it that nothing hides at its place.
+  const byDev = new Map<number, string>();
   for (const ns of namespaces) {
     for (const e of ns.entries) {
-      if (e.fstype !== fstype.PROC) continue;
-      let link = "";
+      const hidden = ns.entries.some((c) =>
+        c.parentMntId === e.mntId && c.mountpoint === e.mountpoint
+      );
+      if (e.fstype !== fstype.PROC || hidden || byDev.has(e.rootDev)) continue;
       try {
-        link = Deno.readLinkSync(`/proc/${ns.pid}/root${e.mountpoint}/1/ns/pid`);
+        byDev.set(e.rootDev, Deno.readLinkSync(`/proc/${ns.pid}/root${e.mountpoint}/1/ns/pid`));
       } catch {
         // no task 1 there to tell
       }
-      if (nested.namespaces.has(link)) {
-        throw new UnsupportedError(
+    }
+  }
+  for (const ns of namespaces) {
+    const mntLink = nsLink(ns.pid, "mnt");
+    for (const e of ns.entries) {
+      if (e.fstype !== fstype.PROC) continue;
+      const init = nested.namespaces.get(byDev.get(e.rootDev) ?? "");
+      if (init === undefined) continue;
+      const refuse = (why: string) =>
+        new UnsupportedError(
           `Cannot dump mount ${e.mntId} (proc at ${e.mountpoint}): it is the proc of a PID ` +
-            `namespace nested in the tree's, which is not supported`,
+            `namespace nested in the tree's, ${why}, which is not supported`,
         );
+      const on = ns.entries.find((c) => c.parentMntId === e.mntId);
+      if (on) throw refuse(`with mount ${on.mntId} at ${on.mountpoint} on it`);
+      if (e.root !== "/") throw refuse(`bound from its ${e.root}`);
+      if (e.sharedId || e.masterId) throw refuse("shared or a slave");
+      const beside = ns.entries.find((o) =>
+        o !== e && o.mountpoint === e.mountpoint && o.parentMntId === e.parentMntId
+      );
+      if (beside) throw refuse(`with mount ${beside.mntId} at its place on the same mount`);
+      const parent = ns.entries.find((p) => p.mntId === e.parentMntId);
+      if (!parent || parent.sharedId) throw refuse("on a shared mount (or none)");
+      if (nsLink(init, "mnt") !== mntLink) {
+        throw refuse("in a mount namespace other than its init's");
       }
+      e.pidnsInit = pids.virt(init);
     }
   }
 }

@@ -184,6 +184,11 @@ export interface DumpImages {
   mntNs?: { id: number; entries: mnt_entry[] };
   /** Mount namespaces nested in it (made by tasks of the tree), by id. */
   nestedMnts: Map<number, mnt_entry[]>;
+  /**
+   * Proc mounts of PID namespaces nested in the tree's (`pidns_init`), taken out of their
+   * namespace's mounts: each mounted by that namespace's init once it is made.
+   */
+  lateProcs: { nsId: number; entry: mnt_entry }[];
   /** Where criu reaches the paths of each nested mount namespace once made, by id. */
   fsRoots: Map<number, string>;
   /**
@@ -210,6 +215,7 @@ export function mountNamespaces(dump: DumpImages): ReadonlyMap<number, number> {
     out = new Map();
     for (const e of dump.mntNs?.entries ?? []) out.set(e.mntId, dump.mntNs!.id);
     for (const [id, es] of dump.nestedMnts) for (const e of es) out.set(e.mntId, id);
+    for (const { nsId, entry } of dump.lateProcs) out.set(entry.mntId, nsId);
     mountNamespacesOf.set(dump, out);
   }
   return out;
@@ -567,6 +573,17 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
       });
     }
   }
+  const mntNs = readMntNs(dir, ownNamespaceId(inventory, tasks[0], "mnt"), tasks[0]);
+  const nestedMnts = readNestedMnts(dir, inventory, tasks);
+  const lateProcs: DumpImages["lateProcs"] = [];
+  for (
+    const [nsId, entries] of [...(mntNs ? [[mntNs.id, mntNs.entries] as const] : []), ...nestedMnts]
+  ) {
+    for (const entry of entries.filter((e) => e.pidnsInit)) {
+      lateProcs.push({ nsId, entry });
+      entries.splice(entries.indexOf(entry), 1);
+    }
+  }
   return {
     dir,
     sysvShm,
@@ -595,8 +612,9 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
     nestedNets: readNestedNets(dir, inventory, tasks),
     timens: readTimens(dir, inventory, tasks[0]),
     ownTimens: ownNamespaceId(inventory, tasks[0], "time") !== undefined,
-    mntNs: readMntNs(dir, ownNamespaceId(inventory, tasks[0], "mnt"), tasks[0]),
-    nestedMnts: readNestedMnts(dir, inventory, tasks),
+    mntNs,
+    nestedMnts,
+    lateProcs,
     fsRoots: new Map(),
     premadePtys: new Map(),
     fsRoot: "",

@@ -972,3 +972,84 @@ function checkNested(
     );
   }
 }
+
+/**
+ * Checks the proc mounts of nested PID namespaces (`dump.lateProcs`) before anything is made:
+ * each mounted by its namespace's init (a task of the images, 1 in a namespace nested in the
+ * tree's, in that mount namespace) on a mount of that namespace.
+ */
+export function checkLateProcs(dump: DumpImages): void {
+  for (const { nsId, entry } of dump.lateProcs) {
+    const what = `${mountName(entry)} (the proc of a nested PID namespace)`;
+    const init = dump.tasks.find((t) => t.pstree.pid === entry.pidnsInit);
+    const entries = nsId === dump.mntNs?.id ? dump.mntNs.entries : dump.nestedMnts.get(nsId);
+    if (
+      !init || init.zombie || init.pstree.nsPid.at(-1) !== 1 || init.ids.mntNsId !== nsId ||
+      entry.fstype !== fstype.PROC || !entries?.some((e) => e.mntId === entry.parentMntId)
+    ) {
+      throw new RestoreError(
+        `Cannot restore ${what}: its init ${entry.pidnsInit} is not a nested PID namespace's ` +
+          `in its mount namespace, or it is not on a mount of it`,
+      );
+    }
+  }
+}
+
+/**
+ * Mounts the proc of task `task`'s PID namespace where the images have one (see
+ * {@link checkLateProcs}), from inside it (`rs`: the task is that namespace's init, just
+ * made, in its mount namespace): a proc shows the PID namespace of its maker. Then checked: on
+ * the mount that was at its place, its flags, options and no sharing, and its task 1 the init.
+ */
+export function mountLateProcs(
+  rs: RemoteSyscalls,
+  dump: DumpImages,
+  task: TaskImages,
+  log: Logger,
+): void {
+  const pid = rs.task.pid;
+  for (const { nsId, entry: e } of dump.lateProcs) {
+    if (e.pidnsInit !== task.pstree.pid || nsId !== task.ids.mntNsId) continue;
+    const what = `${mountName(e)} (the proc of a nested PID namespace)`;
+    const calls = mountCalls(rs);
+    const { arena, sys, str } = calls;
+    const entries = nsId === dump.mntNs?.id ? dump.mntNs.entries : dump.nestedMnts.get(nsId)!;
+    const parent = entries.find((p) => p.mntId === e.parentMntId)!;
+    const open = () => {
+      arena.reset();
+      return Number(sys(what, NR.open, str(e.mountpoint), O.PATH | O.CLOEXEC, 0));
+    };
+    let fd = open();
+    const below = mountIdOf(pid, fd);
+    rs.call(NR.close, fd);
+    mountAnew(calls, e, "proc", e.mountpoint, false, what);
+    fd = open();
+    try {
+      const live = parseMountinfo(readProcText(pid, "mountinfo"));
+      const m = live.find((l) => l.id === mountIdOf(pid, fd));
+      const under = live.find((l) => l.id === below);
+      const init = Deno.readLinkSync(`/proc/${pid}/fd/${fd}/1/ns/pid`);
+      const wrong = !m || !under
+        ? "it is not there"
+        : m.parentId !== below
+        ? "it is not on the mount at its place"
+        : under.mountpoint !== parent.mountpoint || under.root !== parent.root
+        ? `the mount below it is not ${mountName(parent)}`
+        : m.mountpoint !== e.mountpoint || m.type !== "proc" || m.root !== e.root
+        ? `it is ${m.type} at ${m.mountpoint} (${m.root})`
+        : (m.flags & MOUNT_FLAGS) !== (e.flags & MOUNT_FLAGS) || m.sbFlags !== e.sbFlags
+        ? "its flags differ"
+        : m.options !== e.options
+        ? `its options are ${m.options}, not ${e.options}`
+        : m.sharedId || m.masterId
+        ? "it is shared or a slave"
+        : init !== Deno.readLinkSync(`/proc/${pid}/ns/pid`)
+        ? "it shows another PID namespace"
+        : undefined;
+      if (wrong) throw new RestoreError(`Cannot restore ${what} exactly: ${wrong}`);
+    } finally {
+      rs.call(NR.close, fd);
+    }
+    log.info(`Proc of the PID namespace of task ${task.pstree.pid} mounted at ${e.mountpoint}`);
+  }
+}

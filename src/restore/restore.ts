@@ -126,11 +126,13 @@ import {
   type TaskImages,
 } from "./images.ts";
 import {
+  checkLateProcs,
   checkMountNamespace,
   checkNestedNamespaces,
   enterMountNamespace,
   makeMountNamespace,
   makeReadOnly,
+  mountLateProcs,
   outsidePath,
 } from "./mnt_ns.ts";
 import { hasTar, within } from "./mount_plan.ts";
@@ -501,6 +503,7 @@ async function restoreTree(
   const outside = mounts ? (path: string) => outsidePath(mounts, path) : (path: string) => path;
   // Those nested in it (systemd's services'), made from copies of it.
   const nestedPlans = mounts ? checkNestedNamespaces(dump) : new Map();
+  checkLateProcs(dump);
   // A file in a nested namespace (the task's, or the one its mount is in) on a tmpfs of that
   // namespace comes from its tar.
   const nestedOf = (mntId?: number) => {
@@ -744,6 +747,7 @@ async function restoreTree(
           if (mounts) {
             const now = parent.ids.mntNsId;
             p.readOnlyLater = enterMountNamespace(rs, dump, p.task, now, mountNs, made.pid, log);
+            mountLateProcs(rs, dump, p.task, log);
           }
           nets.enter(rs, p.task, parent.ids.netNsId);
           const done = restoreInside(

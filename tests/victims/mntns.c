@@ -34,7 +34,8 @@
  * connection and a new one to that name; a mount below /tmp/sub shows at
  * /mnt and under /slave, one below /slave not under /tmp. Prints PASS mntns or FAIL.
  *
- * With MNTNS_MORE set, it also has the children of pivot_main and gone_main (below), and a
+ * With MNTNS_MORE set, it also has the children of pivot_main, gone_main and (with
+ * MNTNS_PIDPROC too, which CRIU cannot dump) pidproc_main (below), and a
  * tmpfs at /hd/a/b with a file, hidden by a tmpfs mounted at /hd/a after and another stacked
  * on that: checked last by unmounting those two; and /console, a bind of its pty's slave: what
  * is written there comes out of the master.
@@ -501,6 +502,79 @@ static pid_t fork_gone(void)
 	return child;
 }
 
+/*
+ * With MNTNS_MORE and MNTNS_PIDPROC set: a child in a PID and a mount namespace of its own (as `unshare -pfm
+ * --mount-proc` makes), whose init (1 there) mounts its namespace's proc at /proc, over its
+ * copy of the container's (nosuid, nodev, noexec, hidepid=1). On SIGTERM the init checks that
+ * its mounts read as before (the container's probes aside) and that /proc/self is 1 there; the
+ * child exits as the init did.
+ */
+static int pidproc_init(int ready)
+{
+	char before_q[16384], after_q[16384], self[32] = "";
+	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=1"))
+		_exit(50);
+	mounts(before_q, sizeof(before_q));
+	write(ready, "q", 1);
+	close(ready);
+	while (!term)
+		pause();
+	mounts(after_q, sizeof(after_q));
+	/* Less the container's probes (its propagation checks, just before), which reach here. */
+	for (char *p; (p = strstr(after_q, " - tmpfs probe "));) {
+		char *start = p, *end = strchr(p, '\n');
+		while (start > after_q && start[-1] != '\n')
+			start--;
+		memmove(start, end + 1, strlen(end + 1) + 1);
+	}
+	if (strcmp(before_q, after_q)) {
+		printf("pidproc mounts before:\n%safter:\n%s", before_q, after_q);
+		_exit(51);
+	}
+	if (readlink("/proc/self", self, sizeof(self) - 1) <= 0 || strcmp(self, "1")) {
+		printf("pidproc: /proc/self is %s\n", self);
+		_exit(52);
+	}
+	_exit(0);
+}
+
+static int pidproc_main(int ready)
+{
+	if (unshare(CLONE_NEWNS | CLONE_NEWPID) || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL))
+		_exit(53);
+	pid_t init = fork();
+	if (init < 0)
+		_exit(54);
+	if (init == 0)
+		_exit(pidproc_init(ready));
+	close(ready);
+	while (!term)
+		pause();
+	int status = -1;
+	kill(init, SIGTERM);
+	waitpid(init, &status, 0);
+	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 55);
+}
+
+/* Forks a pidproc_main child, and waits until its init is set up. */
+static pid_t fork_pidproc(void)
+{
+	int pp[2];
+	char c;
+	if (pipe(pp))
+		_exit(19);
+	pid_t child = fork();
+	if (child == 0) {
+		close(pp[0]);
+		_exit(pidproc_main(pp[1]));
+	}
+	close(pp[1]);
+	if (read(pp[0], &c, 1) != 1)
+		_exit(20);
+	close(pp[0]);
+	return child;
+}
+
 /* Forks a pivot_main child, and waits until it is set up. */
 static pid_t fork_pivot(int bind)
 {
@@ -549,12 +623,14 @@ static int inside_main(int ready)
 	if (read(np[0], &c, 1) != 1)
 		DIE("nested namespace");
 	close(np[0]);
-	pid_t pivots[3] = {0, 0, 0};
+	pid_t pivots[4] = {0, 0, 0, 0};
 	int more = getenv("MNTNS_MORE") != NULL;
 	if (more) {
 		pivots[0] = fork_pivot(0);
 		pivots[1] = fork_pivot(1);
 		pivots[2] = fork_gone();
+		if (getenv("MNTNS_PIDPROC"))
+			pivots[3] = fork_pidproc();
 		/* Overmounted: a tmpfs at /hd/a/b with a file, hidden by one mounted at /hd/a
 		 * after (zdtm's tempfs_overmounted). */
 		if (mkdir("/hd", 0755) || mount("hd", "/hd", "tmpfs", 0, "size=1m") ||
@@ -712,7 +788,7 @@ static int inside_main(int ready)
 		snprintf(nwhy, sizeof(nwhy), "the nested mount namespace (status 0x%x)", nstatus);
 		why = nwhy;
 	}
-	for (int i = 0; i < 3 && pivots[i]; i++) {
+	for (int i = 0; i < 4 && pivots[i]; i++) {
 		int pstatus = -1;
 		kill(pivots[i], SIGTERM);
 		waitpid(pivots[i], &pstatus, 0);
