@@ -12,6 +12,7 @@ import {
   dumpRefused,
   killAll,
   oracleRefuses,
+  roundTrip,
   sleep,
   startVictim,
   stopVictim,
@@ -132,21 +133,14 @@ Deno.test("an io_uring request in flight that completes by itself (an open in io
 Deno.test("a registered buffer in transparent huge pages (held by the instance as folios) is checked against the task's memory, carried, and read and written through after", async () => {
   const bin = await buildVictim("uring");
   const v = startVictim(["setsid", bin, "{out}", "hugebuf"]);
-  let pid = 0;
   try {
     const r = await waitReport(v);
     const thp = Deno.readTextFileSync("/sys/kernel/mm/transparent_hugepage/enabled");
     if (!thp.includes("[never]")) assertEquals(r.thp, "1", "the area is in huge pages");
-    const imgs = tmpDir();
-    const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "-v4", "-o", "dump.log"]);
-    assertEquals(d.code, 0, d.stderr);
-    assert(await waitGone(v.pid), "gone after the dump");
-    const rs = await criu(["restore", "-d", "-D", imgs]);
-    assertEquals(rs.code, 0, rs.stderr);
-    pid = v.pid;
+    await roundTrip(v);
     assertMatch(await verdict(v), /PASS uring hugebuf/);
   } finally {
-    if (pid) killAll(pid);
+    killAll(v.pid);
     await stopVictim(v);
   }
 });

@@ -1171,6 +1171,23 @@ async function mntnsRoundTrip(
   }
 }
 
+Deno.test("a file open on the proc of a PID namespace nested in the tree's (mounted again late, after the files) is refused by name, the tree left running", async () => {
+  const { root, argv } = mntnsRoot(await buildVictim("mntns", ["-static"]));
+  const v = startVictim(["env", "MNTNS_MORE=1", "MNTNS_PIDPROC=hold", ...argv], root);
+  const init = Number((await waitReport(v)).pid);
+  await v.child.status;
+  const tree = treePids(init);
+  try {
+    await dumpRefused(
+      init,
+      /\(\/proc\/1\/status\): it is on the proc of a PID namespace nested in the tree's \(mount \d+\)/,
+      ["--ext-mount-map", "auto", "--link-remap"],
+    );
+  } finally {
+    killAll(...tree);
+  }
+});
+
 Deno.test("a tmpfs two nested mount namespaces share (one made from the other) and the root's does not have is refused by name, the tree left running", async () => {
   const { root, argv } = mntnsRoot(await buildVictim("mntns", ["-static"]));
   const v = startVictim(["env", "MNTNS_SHARED=1", ...argv], root);
