@@ -4,6 +4,8 @@
  *
  * @module
  */
+import { readImage } from "../src/images/image.ts";
+import { file_entrySchema } from "../proto/gen/files_pb.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   buildVictim,
@@ -141,6 +143,26 @@ Deno.test("a registered buffer in transparent huge pages (held by the instance a
     assertMatch(await verdict(v), /PASS uring hugebuf/);
   } finally {
     killAll(v.pid);
+    await stopVictim(v);
+  }
+});
+
+Deno.test("an io_uring instance inherited through fork (held by a process and its child, rings mapped in both, a buffer registered before) comes back one instance for both, made by the parent and taken by the child", async () => {
+  const bin = await buildVictim("uring");
+  const v = startVictim(["setsid", bin, "{out}", "shared"]);
+  try {
+    const r = await waitReport(v);
+    const inode = (pid: string | number) => Deno.statSync(`/proc/${pid}/fd/${r.fd}`).ino;
+    assertEquals(inode(r.child), inode(v.pid), "one instance before");
+    const imgs = await roundTrip(v);
+    // One files.img entry, with the parent as its maker.
+    const rings = readImage(`${imgs}/files.img`, "FILES", file_entrySchema)
+      .map((e) => e.message.ioUring).filter((e) => e !== undefined);
+    assertEquals(rings.map((e) => e.holder), [v.pid]);
+    assertEquals(inode(r.child), inode(v.pid), "one instance after");
+    assertMatch(await verdict(v), /PASS uring shared/);
+  } finally {
+    killAll(v.pid, Number((await waitReport(v)).child));
     await stopVictim(v);
   }
 });

@@ -7,10 +7,11 @@
  * kernel's counters and both regions' bytes (heads, tails, unsubmitted SQEs and unreaped CQEs
  * with them), its registered files (by the task's descriptors of them) and buffers (by where
  * they lie), its eventfd; its mappings are mapped again through it (mm.ts, `ringMappings`).
+ * One held by several processes (inherited through fork) is made again by the first found (its
+ * `holder`), the others taking it from there.
  * Refused: any request in flight, other registrations (personalities...), tagged resources, a
  * registered buffer whose pages are no longer those the task maps there, an SQPOLL thread, a
- * single issuer, an instance held by more than one process, and a thread's io-wq bound to CPUs
- * of its own.
+ * single issuer, and a thread's io-wq bound to CPUs of its own.
  *
  * @module
  */
@@ -69,6 +70,8 @@ export interface RingImage {
   buffersNr: number;
   rings: Uint8Array;
   sqes: Uint8Array;
+  /** The process that makes it again (the first found holding it; others take it there). */
+  holder: number;
 }
 
 /** What the reading of the kernel needs once per dump. */
@@ -77,8 +80,8 @@ interface KernelView {
   perCpu: Map<number, bigint>;
   /** Each process's descriptors' objects. */
   objects: Map<number, Map<number, bigint>>;
-  /** The process holding each instance (by its object). */
-  holders: Map<bigint, number>;
+  /** The first process found holding each instance, and its state (by its object). */
+  holders: Map<bigint, { pid: number; kind: FileKind & { type: "io_uring" } }>;
   /** Where the struct page of each page frame lies (null: frames hidden); once needed. */
   pages?: { base: bigint; size: number } | null;
 }
@@ -230,11 +233,10 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
   const objects = objectsOf(view, pid, what);
   const object = objects.get(fd);
   if (object === undefined) throw refuse("was not found by the kernel's iterator");
-  const holder = view.holders.get(object);
-  if (holder !== undefined && holder !== pid) {
-    throw refuse(`is held by task ${holder} too: one shared by processes is not supported yet`);
-  }
-  view.holders.set(object, pid);
+  // One held by more than one process (inherited through fork) is made again by the first,
+  // the others taking it from there: as that one saw it.
+  const first = view.holders.get(object);
+  if (first) return first.kind;
 
   const k = ringKernelState(view.btf, object, view.perCpu);
   const fdinfo = readProcText(pid, `fdinfo/${fd}`);
@@ -329,8 +331,8 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
   if (heads.sqHead !== k.sqHead || heads.cqTail !== k.cqTail) {
     throw refuse("is between taking a submission and posting it: dump again");
   }
-  return {
-    type: "io_uring",
+  const kind = {
+    type: "io_uring" as const,
     ring: {
       ino: info.ino,
       setupFlags: k.flags,
@@ -348,8 +350,11 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
       buffersNr: k.buffers,
       rings: memory.rings,
       sqes: memory.sqes,
+      holder: ctx.pids.virt(pid, what),
     },
   };
+  view.holders.set(object, { pid, kind });
+  return kind;
 }
 
 /** The files.img entry of an instance (type UND, which criu refuses: it has no io_uring). */
@@ -375,6 +380,7 @@ export function ioUringEntry(file: OpenFile, ring: RingImage): file_entry {
       chargedUid: ring.chargedUid,
       eventfd: ring.eventfd?.fd,
       eventfdAsync: ring.eventfd?.async || undefined,
+      holder: ring.holder,
       rings: ring.rings,
       sqes: ring.sqes,
     }),

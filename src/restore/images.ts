@@ -74,7 +74,7 @@ import {
   pagemap_entrySchema,
   pagemap_headSchema,
 } from "../../proto/gen/mm_pb.ts";
-import { checkRingEntry, isRingFile } from "./io_uring.ts";
+import { checkRingEntry, isRingFile, ringMaker } from "./io_uring.ts";
 import {
   checkHeader,
   decodeEntries,
@@ -349,6 +349,8 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
 
   const readCore = (tid: number) =>
     one(p(`core-${tid}.img`), readImage(p(`core-${tid}.img`), "CORE", core_entrySchema));
+  // The tasks seen so far holding each io_uring instance.
+  const ringHolders = new Map<number, Set<number>>();
   const tasks = pstree.map((ps): TaskImages => {
     const pid = ps.pid;
     const core = readCore(pid);
@@ -417,6 +419,15 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
       }
       if (isRingFile(f)) {
         checkRingEntry(f, p("files.img"));
+        // Its maker comes first, holding it (the others take it from there).
+        const maker = ringMaker(f);
+        if (maker !== undefined && maker !== pid && !ringHolders.get(f.id)?.has(maker)) {
+          throw new ImageError(
+            `Image ${fdPath}: io_uring instance ${f.id} of task ${pid} is made by task ` +
+              `${maker}, which does not hold it before it`,
+          );
+        }
+        ringHolders.set(f.id, (ringHolders.get(f.id) ?? new Set()).add(pid));
       } else if (!SUPPORTED_FILES.has(f.type)) {
         throw new ImageError(
           `Cannot restore fd ${fd.fd} of task ${pid}: file type ${

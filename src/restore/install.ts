@@ -8,7 +8,7 @@
  * @module
  */
 import { Errno, NR, O, readRemote, remoteAdd, remotePtr, writeRemote } from "../syscalls/mod.ts";
-import { close, F, fcntl, tryOpen, withTaskFd } from "../syscalls/mod.ts";
+import { close, F, fcntl, pidfdOpen, tryOpen, withTaskFd } from "../syscalls/mod.ts";
 import {
   AF_UNIX,
   MSG_CMSG_CLOEXEC,
@@ -29,7 +29,7 @@ import {
   fd_types,
 } from "../../proto/gen/files_pb.ts";
 import { mapKey } from "./memory.ts";
-import { isRingFile, makeRing } from "./io_uring.ts";
+import { isRingFile, makeRing, ringMaker, takeRing } from "./io_uring.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { RemoteArena } from "./arena.ts";
 import { pidNamespacesOf } from "./nested_pidns.ts";
@@ -74,6 +74,7 @@ export function installFiles(
   task: TaskImages,
   shmemHere: Map<bigint, number>,
   sharedTable = false,
+  realPid: (virt: number) => number = (v) => v,
 ): ServiceFds {
   const pid = rs.task.pid;
   const high = Math.max(64, ...task.fds.map((f) => f.fd + 1));
@@ -129,6 +130,24 @@ export function installFiles(
     if (service.some((s) => s.key === `shm:${v.shmid}`)) continue;
     service.push({ key: `shm:${v.shmid}`, fd: shmemHere.get(v.shmid)! });
   }
+  // An io_uring instance another process makes (inherited through fork): taken from there,
+  // through a pidfd of it sent in.
+  const criuPidfds: number[] = [];
+  for (const id of rings) {
+    const maker = ringMaker(dump.files.get(id)!);
+    if (maker === undefined || maker === task.pstree.pid) continue;
+    let real: number;
+    try {
+      real = realPid(maker);
+    } catch {
+      throw new RestoreError(
+        `Cannot restore io_uring instance ${id} of task ${task.pstree.pid}: its maker ` +
+          `${maker} is not made yet`,
+      );
+    }
+    criuPidfds.push(pidfdOpen(real));
+    service.push({ key: `ring:${id}`, fd: criuPidfds.at(-1)! });
+  }
   const exe = dump.files.get(task.mm.exeFileId)?.reg;
   if (!exe) throw new RestoreError(`The executable of task ${pid} is missing from files.img`);
   service.push({ key: "exe", fd: table.service(hostPath(dump, exe.name), O.RDONLY, "executable") });
@@ -143,7 +162,12 @@ export function installFiles(
 
   // A clean table: the helper's stdio is not the task's.
   if (!sharedTable) sys(NR.close_range, "close_range", 0, 0xffffffff, 0);
-  const received = transfer(rs, arena, [...ours, ...service.map((s) => s.fd)], high, sys);
+  let received: number[];
+  try {
+    received = transfer(rs, arena, [...ours, ...service.map((s) => s.fd)], high, sys);
+  } finally {
+    for (const fd of criuPidfds) close(fd);
+  }
 
   ids.forEach((id, i) => {
     for (const fdi of task.fds.filter((f) => f.id === id)) {
@@ -154,8 +178,17 @@ export function installFiles(
     sys(NR.close, "close", received[i]);
   });
   const ringFds = new Map<number, number>();
+  const receivedAs = (key: string) =>
+    received[ids.length + service.findIndex((s) => s.key === key)];
   for (const id of rings) {
-    ringFds.set(id, makeRing(sys, arena, pid, task, dump.files.get(id)!, high));
+    const f = dump.files.get(id)!;
+    const maker = ringMaker(f);
+    ringFds.set(
+      id,
+      maker === undefined || maker === task.pstree.pid
+        ? makeRing(sys, arena, pid, task, f, high)
+        : takeRing(sys, dump, task, f, receivedAs(`ring:${id}`), high),
+    );
   }
   // File locks taken through this task's descriptors, as it held them.
   for (const l of dump.locks) {
@@ -249,7 +282,12 @@ export function installFiles(
     if (task.fds.find((f) => f.id === fdi.id) !== fdi) continue;
     sys(NR.listen, `listen(fd ${fdi.fd})`, fdi.fd, u.backlog);
   }
-  const svc = new Map(service.map((s, i) => [s.key, received[ids.length + i]]));
+  // (The pidfds of io_uring makers are closed already.)
+  const svc = new Map(
+    service.map((s, i) => [s.key, received[ids.length + i]] as const).filter(([key]) =>
+      !key.startsWith("ring:")
+    ),
+  );
   const maps = new Map<string, number>();
   const shmem = new Map<bigint, number>();
   for (const [key, fd] of svc) {

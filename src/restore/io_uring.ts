@@ -3,7 +3,8 @@
  * socket): set up there with the dumped flags and sizes, then, from here through a copy of its
  * descriptor, brought to the dumped counters and given back its rings' bytes
  * (syscalls/io_uring.ts). The task's descriptors get it; its rings are mapped through it once
- * the task's memory is back (`mapRings`).
+ * the task's memory is back (`mapRings`). One held by several processes (inherited through
+ * fork) is made by one (`holder`); the others take it from there (`takeRing`, pidfd_getfd).
  *
  * @module
  */
@@ -106,8 +107,56 @@ export function makeRing(
     for (const c of copies) close(c);
     close(pidfd);
   }
-  const F_SETFD = 2, F_SETFL = 4, F_DUPFD_CLOEXEC = 1030;
+  const F_SETFL = 4;
   if (e.flags & SETFL_MASK) sys(NR.fcntl, "fcntl(F_SETFL)", fd, F_SETFL, e.flags & SETFL_MASK);
+  return placeRing(sys, fd, mine, high);
+}
+
+/** The process that makes instance `f` again (`holder`; undefined in older images: its own). */
+export function ringMaker(f: file_entry): number | undefined {
+  const e = f.ioUring!;
+  return isFieldSet(e, io_uring_file_entrySchema.field.holder) ? e.holder : undefined;
+}
+
+/**
+ * Gives the task instance `f`, which its maker (another process of the tree, made before it)
+ * holds: taken from the maker's descriptor of it through `pidfd` (the task's pidfd of the
+ * maker, closed here), as a fork had passed it on (one open file). Returns a descriptor at or
+ * above `high` for the restorer's mappings.
+ */
+export function takeRing(
+  sys: (nr: number, name: string, ...args: (bigint | number)[]) => number,
+  dump: DumpImages,
+  task: TaskImages,
+  f: file_entry,
+  pidfd: number,
+  high: number,
+): number {
+  const maker = ringMaker(f)!;
+  const at = dump.tasks.find((t) => t.pstree.pid === maker)?.fds.find((x) => x.id === f.id)?.fd;
+  if (at === undefined) {
+    throw new RestoreError(
+      `Cannot restore io_uring instance ${f.id} of task ${task.pstree.pid}: its maker ` +
+        `${maker} holds no descriptor of it`,
+    );
+  }
+  const what = `pidfd_getfd (io_uring instance ${f.id}, from task ${maker})`;
+  const fd = sys(NR.pidfd_getfd, what, pidfd, at, 0);
+  sys(NR.close, "close", pidfd);
+  return placeRing(sys, fd, task.fds.filter((x) => x.id === f.id), high);
+}
+
+/**
+ * Puts instance descriptor `fd` (of the task) at the task's descriptors of it (`mine`), and
+ * returns the restorer's own descriptor of it, at or above `high`.
+ */
+function placeRing(
+  sys: (nr: number, name: string, ...args: (bigint | number)[]) => number,
+  fd: number,
+  mine: readonly { fd: number; flags: number }[],
+  high: number,
+): number {
+  const F_SETFD = 2, F_DUPFD_CLOEXEC = 1030;
   // The restorer's own descriptor of it, above the task's; then the task's (the first free
   // number it was made at may be one of them).
   const service = sys(NR.fcntl, "fcntl(F_DUPFD_CLOEXEC)", fd, F_DUPFD_CLOEXEC, high);
@@ -165,12 +214,17 @@ export function registerRingBuffers(
   rs: RemoteSyscalls,
   arena: RemoteArena,
   dump: DumpImages,
+  task: TaskImages,
   rings: Map<number, number>,
 ): void {
   const IORING_REGISTER_BUFFERS = 0;
   for (const [id, fd] of rings) {
-    const e = dump.files.get(id)?.ioUring;
+    const f = dump.files.get(id);
+    const e = f?.ioUring;
     if (!e?.buffersNr) continue;
+    // In its maker's memory (which the others' copies of it are not, since the fork).
+    const maker = ringMaker(f!);
+    if (maker !== undefined && maker !== task.pstree.pid) continue;
     const iovecs = new BigUint64Array(e.buffersNr * 2);
     for (const b of e.buffers) {
       iovecs[b.index * 2] = b.address;

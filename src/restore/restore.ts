@@ -1475,7 +1475,7 @@ function restoreInside(
       rs.call(NR.wait4, n, 0, 0x40000000, /* __WALL */ 0);
     }
   };
-  const fds = installFiles(rs, arena, table, dump, task, shmem, sharedTable);
+  const fds = installFiles(rs, arena, table, dump, task, shmem, sharedTable, (v) => pids.real(v));
   table.deadPid = undefined;
   if (opts.faultInject === "files") throw new RestoreError("Fault injected at files");
 
@@ -1540,7 +1540,7 @@ function restoreInside(
   const restored = parseMaps(readProcText(pid, "maps")).filter((m) => m.start !== gap);
   rs.retarget(restored);
   mapRings(rs, task, fds.rings);
-  registerRingBuffers(rs, arena, dump, fds.rings);
+  registerRingBuffers(rs, arena, dump, task, fds.rings);
   // The children, from this memory: what they share with it stays shared.
   const tFork = performance.now();
   createChildren(dump, proc, procs, pids, rs, arena, table.ptys, sessions, log);

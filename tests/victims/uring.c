@@ -31,7 +31,7 @@
  * io-wq workers bound to CPU 0), "remapped" (a registered buffer with a page mapped over it).
  * Mode "worker": A's requests are all forced through io-wq (IOSQE_ASYNC): its worker threads
  * idle at the checkpoint, and the default checks hold. Mode "settle FIFO": see settle_mode;
- * mode "hugebuf": see hugebuf_mode.
+ * mode "hugebuf": see hugebuf_mode; mode "shared": see shared_mode.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -273,6 +273,77 @@ static int refused_mode(const char *mode, int out)
 }
 
 /*
+ * "shared": an instance held by the process and its child, inherited through fork (its rings
+ * mapped in both), a buffer registered before the fork (in the parent's memory). After, each
+ * finds the counters and ring mappings it noted; the child submits a NOP and reaps it first,
+ * then the parent submits one and writes its registered buffer to a pipe through the instance.
+ */
+static int shared_mode(int out)
+{
+	struct ring r;
+	static char buf[4096], msg[256], before[256], now[256], maps_before[4096], maps_now[4096];
+	int res, go[2], done[2], p[2];
+	char c = 0;
+	if (setup(&r, 8, 0, 0, 0) || nops(&r, 10, 3))
+		return 2;
+	strcpy(buf, "registered before the fork");
+	struct iovec iov = {buf, sizeof(buf)};
+	if (syscall(__NR_io_uring_register, r.fd, IORING_REGISTER_BUFFERS, &iov, 1) || pipe(go) ||
+	    pipe(done) || pipe(p))
+		return 3;
+	counters(r.fd, before, sizeof(before));
+	pid_t child = fork();
+	if (child == 0) {
+		ring_maps(maps_before, sizeof(maps_before));
+		if (read(go[0], &c, 1) != 1)
+			_exit(1);
+		counters(r.fd, now, sizeof(now));
+		ring_maps(maps_now, sizeof(maps_now));
+		sqe_at(&r)->opcode = IORING_OP_NOP;
+		c = strcmp(before, now) ? 'c' : strcmp(maps_before, maps_now) ? 'm'
+		    : one(&r, &res) || res ? 'n' : 'y';
+		write(done[1], &c, 1);
+		_exit(0);
+	}
+	ring_maps(maps_before, sizeof(maps_before));
+	signal(SIGTERM, on_term);
+	snprintf(msg, sizeof(msg), "ready pid=%d fd=%d child=%d\n", getpid(), r.fd, child);
+	write(out, msg, strlen(msg));
+	while (!term)
+		pause();
+	const char *why = NULL;
+	counters(r.fd, now, sizeof(now));
+	ring_maps(maps_now, sizeof(maps_now));
+	if (strcmp(before, now))
+		why = "the parent's counters changed";
+	else if (strcmp(maps_before, maps_now))
+		why = "the parent's ring mappings changed";
+	else if (write(go[1], "g", 1) != 1 || read(done[0], &c, 1) != 1 || c != 'y')
+		why = c == 'c' ? "the child's counters changed" : c == 'm' ? "the child's ring mappings changed"
+		    : "the child's NOP failed";
+	struct io_uring_sqe *s = sqe_at(&r);
+	s->opcode = IORING_OP_NOP;
+	if (!why && (one(&r, &res) || res))
+		why = "the parent's NOP after the child's failed";
+	s = sqe_at(&r);
+	s->opcode = IORING_OP_WRITE_FIXED;
+	s->fd = p[1];
+	s->addr = (uintptr_t)buf;
+	s->len = strlen(buf);
+	char back[64] = "";
+	if (!why && (one(&r, &res) || res != (int)strlen(buf) || read(p[0], back, sizeof(back)) != res ||
+		     memcmp(back, buf, res)))
+		why = "the registered buffer was not written through the instance";
+	waitpid(child, NULL, 0);
+	if (why)
+		snprintf(msg, sizeof(msg), "FAIL uring shared: %s\n", why);
+	else
+		snprintf(msg, sizeof(msg), "PASS uring shared\n");
+	write(out, msg, strlen(msg));
+	return 0;
+}
+
+/*
  * "hugebuf": a buffer of 3 MiB registered from 1 MiB + 123 bytes into a 2 MiB-aligned area
  * in transparent huge pages (where the kernel gives them: the instance holds it by folios),
  * carried. After, the area keeps its bytes, and the instance writes from the buffer's end
@@ -410,6 +481,8 @@ int main(int argc, char **argv)
 		return settle_mode(out, argv[3]);
 	if (!strcmp(mode, "hugebuf"))
 		return hugebuf_mode(out);
+	if (!strcmp(mode, "shared"))
+		return shared_mode(out);
 	if (strcmp(mode, "idle") && strcmp(mode, "worker"))
 		return refused_mode(mode, out);
 	unsigned async = !strcmp(mode, "worker") ? IOSQE_ASYNC : 0;
