@@ -24,8 +24,8 @@ import {
   waitReport,
 } from "./helpers.ts";
 import { KernelBtf } from "../src/syscalls/btf.ts";
-import { fileObjects, perCpuOffsets } from "../src/syscalls/bpf.ts";
-import { ringKernelState } from "../src/syscalls/io_uring.ts";
+import { fileObjects, openFiles, perCpuOffsets } from "../src/syscalls/bpf.ts";
+import { registeredRingFds, ringKernelState } from "../src/syscalls/io_uring.ts";
 
 /** What the kernel holds of each instance of task `pid` (by descriptor), read from outside. */
 function kernelRings(pid: number, fds: number[]): Record<number, unknown> {
@@ -167,6 +167,32 @@ Deno.test("an io_uring instance inherited through fork (held by a process and it
   }
 });
 
+Deno.test("an io_uring instance the main thread registered as its ring descriptor (IORING_REGISTER_RING_FDS) comes back registered at the same index", async () => {
+  const bin = await buildVictim("uring");
+  const v = startVictim(["setsid", bin, "{out}", "ringfd"]);
+  try {
+    const r = await waitReport(v);
+    const btf = KernelBtf.load();
+    // Slot 2 of the main thread holds the instance of its descriptor, before and after.
+    const registered = () => {
+      const file = openFiles(btf, v.pid).get(Number(r.fd));
+      return (registeredRingFds(btf, v.pid).get(v.pid) ?? []).map((s) =>
+        `${s.index}:${s.file === file}`
+      );
+    };
+    assertEquals(registered(), ["2:true"]);
+    const imgs = await roundTrip(v);
+    const rings = readImage(`${imgs}/files.img`, "FILES", file_entrySchema)
+      .map((e) => e.message.ioUring).filter((e) => e !== undefined);
+    assertEquals(rings.map((e) => e.registeredIndex), [2]);
+    assertEquals(registered(), ["2:true"]);
+    assertMatch(await verdict(v), /PASS uring ringfd/);
+  } finally {
+    killAll(v.pid);
+    await stopVictim(v);
+  }
+});
+
 for (
   const [mode, why] of [
     ["inflight", "has 1 request\\(s\\) in flight \\(1 polled\\): only an idle one is carried"],
@@ -203,26 +229,36 @@ for (
   });
 }
 
-Deno.test({
-  name: "a thread whose io_uring workers are bound to CPUs of its own (IORING_REGISTER_IOWQ_AFF) " +
-    "is refused by name, and the task keeps running",
-  // On one CPU, CPU 0 alone is the default.
-  ignore: navigator.hardwareConcurrency < 2,
-  fn: async () => {
-    const bin = await buildVictim("uring");
-    const v = startVictim(["setsid", bin, "{out}", "iowqaff"]);
-    try {
-      await waitReport(v);
-      await dumpRefused(
-        v.pid,
-        new RegExp(
-          `thread ${v.pid} bound its io_uring workers to CPUs 0 \\(IORING_REGISTER_IOWQ_AFF\\), ` +
-            "which is not supported yet",
-        ),
-      );
-      assertMatch(await verdict(v), /PASS uring iowqaff/);
-    } finally {
-      await stopVictim(v);
-    }
-  },
-});
+for (
+  const [mode, what, why] of [
+    [
+      "iowqaff",
+      "whose io_uring workers are bound to CPUs of its own (IORING_REGISTER_IOWQ_AFF)",
+      "thread PID bound its io_uring workers to CPUs 0 \\(IORING_REGISTER_IOWQ_AFF\\), " +
+      "which is not supported yet",
+    ],
+    [
+      "ringfdthread",
+      "other than the main one that registered an io_uring descriptor (IORING_REGISTER_RING_FDS)",
+      "thread \\d+ registered 1 io_uring descriptor\\(s\\) \\(IORING_REGISTER_RING_FDS\\); " +
+      "only the main thread's are supported",
+    ],
+  ] as const
+) {
+  Deno.test({
+    name: `a thread ${what} is refused by name, and the task keeps running`,
+    // On one CPU, CPU 0 alone is the default.
+    ignore: mode === "iowqaff" && navigator.hardwareConcurrency < 2,
+    fn: async () => {
+      const bin = await buildVictim("uring");
+      const v = startVictim(["setsid", bin, "{out}", mode]);
+      try {
+        await waitReport(v);
+        await dumpRefused(v.pid, new RegExp(why.replace("PID", `${v.pid}`)));
+        assertMatch(await verdict(v), new RegExp(`PASS uring ${mode}`));
+      } finally {
+        await stopVictim(v);
+      }
+    },
+  });
+}

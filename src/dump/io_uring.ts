@@ -8,10 +8,12 @@
  * with them), its registered files (by the task's descriptors of them) and buffers (by where
  * they lie), its eventfd; its mappings are mapped again through it (mm.ts, `ringMappings`).
  * One held by several processes (inherited through fork) is made again by the first found (its
- * `holder`), the others taking it from there.
+ * `holder`), the others taking it from there; one its maker's main thread registered as a ring
+ * descriptor (IORING_REGISTER_RING_FDS) is registered again there.
  * Refused: any request in flight, other registrations (personalities...), tagged resources, a
  * registered buffer whose pages are no longer those the task maps there, an SQPOLL thread, a
- * single issuer, and a thread's io-wq bound to CPUs of its own.
+ * single issuer, a thread's io-wq bound to CPUs of its own, and ring descriptors registered by
+ * other threads or processes.
  *
  * @module
  */
@@ -72,6 +74,8 @@ export interface RingImage {
   sqes: Uint8Array;
   /** The process that makes it again (the first found holding it; others take it there). */
   holder: number;
+  /** The ring descriptor its maker's main thread registered it as (IORING_REGISTER_RING_FDS). */
+  registeredAs?: number;
 }
 
 /** What the reading of the kernel needs once per dump. */
@@ -82,6 +86,8 @@ interface KernelView {
   objects: Map<number, Map<number, bigint>>;
   /** The first process found holding each instance, and its state (by its object). */
   holders: Map<bigint, { pid: number; kind: FileKind & { type: "io_uring" } }>;
+  /** The ring descriptors each process's main thread registered (index, struct file). */
+  ringFds: Map<number, { index: number; file: bigint }[]>;
   /** Where the struct page of each page frame lies (null: frames hidden); once needed. */
   pages?: { base: bigint; size: number } | null;
 }
@@ -93,7 +99,13 @@ function kernelView(ctx: DumpContext, what: string): KernelView {
   if (!view) {
     try {
       const btf = KernelBtf.load();
-      view = { btf, perCpu: perCpuOffsets(btf), objects: new Map(), holders: new Map() };
+      view = {
+        btf,
+        perCpu: perCpuOffsets(btf),
+        objects: new Map(),
+        holders: new Map(),
+        ringFds: new Map(),
+      };
     } catch (e) {
       throw new UnsupportedError(
         `Cannot dump ${what}: its io_uring instance cannot be read (${(e as Error).message}); ` +
@@ -109,19 +121,32 @@ const CLOCK_MONOTONIC = 1;
 
 /**
  * The objects behind the descriptors of process `pid`, its threads' io_uring state checked
- * once (refused: registered ring descriptors, io-wq CPUs of their own).
+ * once (refused: ring descriptors registered by another thread than the main one, or of an
+ * instance it holds no descriptor of; io-wq CPUs of their own).
  */
 function objectsOf(view: KernelView, pid: number, what: string): Map<number, bigint> {
   let objects = view.objects.get(pid);
   if (!objects) {
     objects = fileObjects(view.btf, pid);
     view.objects.set(pid, objects);
-    const registered = registeredRingFds(view.btf, pid);
-    for (const [tid, n] of registered) {
-      throw new UnsupportedError(
-        `Cannot dump ${what}: thread ${tid} registered ${n} io_uring descriptor(s) ` +
-          `(IORING_REGISTER_RING_FDS), which is not supported yet`,
-      );
+    // Ring descriptors the main thread registered (IORING_REGISTER_RING_FDS), each of an
+    // instance the process holds a descriptor of: registered again by it (ioUringKind).
+    for (const [tid, slots] of registeredRingFds(view.btf, pid)) {
+      if (tid !== pid) {
+        throw new UnsupportedError(
+          `Cannot dump ${what}: thread ${tid} registered ${slots.length} io_uring ` +
+            `descriptor(s) (IORING_REGISTER_RING_FDS); only the main thread's are supported`,
+        );
+      }
+      const held = new Set(openFiles(view.btf, pid).values());
+      const stray = slots.find((s) => !held.has(s.file));
+      if (stray) {
+        throw new UnsupportedError(
+          `Cannot dump ${what}: its registered io_uring descriptor ${stray.index} ` +
+            `(IORING_REGISTER_RING_FDS) is of an instance it holds no descriptor of`,
+        );
+      }
+      view.ringFds.set(pid, slots);
     }
     // A thread's io-wq is made again at its first submission, bound to the CPUs its cpuset
     // allows then (older kernels: every possible CPU): other CPUs are refused.
@@ -235,8 +260,23 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
   if (object === undefined) throw refuse("was not found by the kernel's iterator");
   // One held by more than one process (inherited through fork) is made again by the first,
   // the others taking it from there: as that one saw it.
+  // The main thread's registered ring descriptors of it (made again by its maker only).
+  const registeredAs = () => {
+    const slots = view.ringFds.get(pid) ?? [];
+    if (!slots.length) return [];
+    const file = openFiles(view.btf, pid).get(fd);
+    return slots.filter((s) => s.file === file).map((s) => s.index);
+  };
   const first = view.holders.get(object);
-  if (first) return first.kind;
+  if (first) {
+    if (first.pid !== pid && registeredAs().length) {
+      throw refuse(
+        `is registered as a ring descriptor (IORING_REGISTER_RING_FDS) by task ${pid}, ` +
+          `which did not make it; not supported yet`,
+      );
+    }
+    return first.kind;
+  }
 
   const k = ringKernelState(view.btf, object, view.perCpu);
   const fdinfo = readProcText(pid, `fdinfo/${fd}`);
@@ -326,6 +366,10 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
     throw refuse("was made by a task with CAP_IPC_LOCK outside the tree's user namespace");
   }
   const chargedUid = k.chargedUid === undefined ? undefined : ctx.uid(k.chargedUid, what);
+  const registered = registeredAs();
+  if (registered.length > 1) {
+    throw refuse(`is registered as ring descriptors ${registered.join(", ")}: not supported yet`);
+  }
   const memory = withTaskFd(pid, fd, (copy) => readRingMemory(copy, k.ringPages, k.sqePages));
   const heads = ringHeads(view.btf, memory.rings);
   if (heads.sqHead !== k.sqHead || heads.cqTail !== k.cqTail) {
@@ -351,6 +395,7 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
       rings: memory.rings,
       sqes: memory.sqes,
       holder: ctx.pids.virt(pid, what),
+      registeredAs: registered[0],
     },
   };
   view.holders.set(object, { pid, kind });
@@ -381,6 +426,7 @@ export function ioUringEntry(file: OpenFile, ring: RingImage): file_entry {
       eventfd: ring.eventfd?.fd,
       eventfdAsync: ring.eventfd?.async || undefined,
       holder: ring.holder,
+      registeredIndex: ring.registeredAs,
       rings: ring.rings,
       sqes: ring.sqes,
     }),

@@ -18,9 +18,11 @@ import {
 import type { vma_entry } from "../../proto/gen/mm_pb.ts";
 import {
   advanceRing,
+  IORING_REGISTER_RING_FDS,
   registerRingClock,
   registerRingEventfd,
   registerRingFiles,
+  ringFdUpdate,
   ringOffsets,
   ringParams,
 } from "../syscalls/io_uring.ts";
@@ -47,7 +49,8 @@ export function checkRingEntry(f: file_entry, path: string): void {
     e.cqEntries > 65536 || e.rings.length % 4096 || e.sqes.length % 4096 ||
     !e.rings.length || e.setupFlags & ~CARRIED_SETUP ||
     e.files.some((x) => x.index >= e.filesNr || !isFieldSet(x, io_uring_slotSchema.field.fd)) ||
-    e.buffers.some((x) => x.index >= e.buffersNr);
+    e.buffers.some((x) => x.index >= e.buffersNr) ||
+    (isFieldSet(e, io_uring_file_entrySchema.field.registeredIndex) && e.registeredIndex >= 16);
   if (bad) throw new ImageError(`Image ${path}: io_uring instance ${f.id} is malformed`);
 }
 
@@ -109,7 +112,17 @@ export function makeRing(
   }
   const F_SETFL = 4;
   if (e.flags & SETFL_MASK) sys(NR.fcntl, "fcntl(F_SETFL)", fd, F_SETFL, e.flags & SETFL_MASK);
-  return placeRing(sys, fd, mine, high);
+  const service = placeRing(sys, fd, mine, high);
+  // Registered as the main thread's ring descriptor, by it (the calls run there).
+  if (isFieldSet(e, io_uring_file_entrySchema.field.registeredIndex)) {
+    arena.reset();
+    const update = arena.put(ringFdUpdate(e.registeredIndex, service));
+    const name = `io_uring_register(RING_FDS ${e.registeredIndex}) (${what})`;
+    if (sys(NR.io_uring_register, name, service, IORING_REGISTER_RING_FDS, update, 1) !== 1) {
+      throw new RestoreError(`Cannot restore ${what}: its ring descriptor was not registered`);
+    }
+  }
+  return service;
 }
 
 /** The process that makes instance `f` again (`holder`; undefined in older images: its own). */

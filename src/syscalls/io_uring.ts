@@ -418,12 +418,16 @@ function inflightOf(
 }
 
 /**
- * Threads of process `pid` that registered descriptors of io_uring instances
- * (IORING_REGISTER_RING_FDS: kept by the thread, not in its descriptor table), with how many.
+ * The io_uring descriptors each thread of process `pid` registered (IORING_REGISTER_RING_FDS:
+ * kept by the thread, not in its descriptor table): each slot's index and struct file, by
+ * thread, for the threads that registered some.
  */
-export function registeredRingFds(btf: KernelBtf, pid: number): Map<number, number> {
+export function registeredRingFds(
+  btf: KernelBtf,
+  pid: number,
+): Map<number, { index: number; file: bigint }[]> {
   const rings = btf.member("io_uring_task", "registered_rings");
-  const out = new Map<number, number>();
+  const out = new Map<number, { index: number; file: bigint }[]>();
   const threads = [...threadPointers(btf, pid, "io_uring")].filter(([, tctx]) => tctx !== 0n);
   const got = readKernel(
     btf,
@@ -431,11 +435,30 @@ export function registeredRingFds(btf: KernelBtf, pid: number): Map<number, numb
   );
   threads.forEach(([tid], i) => {
     const v = new DataView(got[i].buffer);
-    let n = 0;
-    for (let p = 0; p + 8 <= got[i].length; p += 8) if (v.getBigUint64(p, true) !== 0n) n++;
-    if (n) out.set(tid, n);
+    const slots = [];
+    for (let p = 0; p + 8 <= got[i].length; p += 8) {
+      const file = v.getBigUint64(p, true);
+      if (file !== 0n) slots.push({ index: p / 8, file });
+    }
+    if (slots.length) out.set(tid, slots);
   });
   return out;
+}
+
+/** IORING_REGISTER_RING_FDS = 20. */
+export const IORING_REGISTER_RING_FDS = 20;
+
+/**
+ * The argument of IORING_REGISTER_RING_FDS that registers descriptor `fd` of an instance as
+ * the calling thread's ring descriptor `index` (struct io_uring_rsrc_update).
+ */
+export function ringFdUpdate(index: number, fd: number): Uint8Array {
+  // struct io_uring_rsrc_update: offset (u32), resv (u32), data (u64).
+  const u = new Uint8Array(16);
+  const v = new DataView(u.buffer);
+  v.setUint32(0, index, true);
+  v.setBigUint64(8, BigInt(fd), true);
+  return u;
 }
 
 /** The heads and tails in an instance's rings memory (struct io_rings), as the task sees them. */

@@ -28,10 +28,12 @@
  *
  * Modes refused by the dump: "inflight" (a read waits on an empty pipe), "files" (a file
  * registered that no descriptor holds), "sqpoll" (an SQPOLL thread), "iowqaff" (the thread's
- * io-wq workers bound to CPU 0), "remapped" (a registered buffer with a page mapped over it).
+ * io-wq workers bound to CPU 0), "remapped" (a registered buffer with a page mapped over it),
+ * "ringfdthread" (a second thread registered the ring's descriptor).
  * Mode "worker": A's requests are all forced through io-wq (IOSQE_ASYNC): its worker threads
  * idle at the checkpoint, and the default checks hold. Mode "settle FIFO": see settle_mode;
- * mode "hugebuf": see hugebuf_mode; mode "shared": see shared_mode.
+ * mode "hugebuf": see hugebuf_mode; mode "shared": see shared_mode; mode "ringfd": see
+ * ringfd_mode.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -48,6 +50,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -216,6 +219,19 @@ static void ring_maps(char *out, size_t len)
 	fclose(f);
 }
 
+/* "ringfdthread": a second thread registers the ring's descriptor, and stays. */
+static volatile int ring_registered;
+static void *register_ring_thread(void *arg)
+{
+	struct ring *r = arg;
+	struct io_uring_rsrc_update upd = {.offset = 1, .data = r->fd};
+	ring_registered =
+		syscall(__NR_io_uring_register, r->fd, IORING_REGISTER_RING_FDS, &upd, 1) == 1 ? 1 : -1;
+	for (;;)
+		pause();
+	return NULL;
+}
+
 static int refused_mode(const char *mode, int out)
 {
 	struct ring r;
@@ -244,6 +260,14 @@ static int refused_mode(const char *mode, int out)
 		if (syscall(__NR_io_uring_register, r.fd, IORING_REGISTER_FILES, fds, 1))
 			return 3;
 		close(fds[0]); /* held by the instance alone */
+	} else if (!strcmp(mode, "ringfdthread")) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, register_ring_thread, &r))
+			return 3;
+		while (!ring_registered)
+			usleep(1000);
+		if (ring_registered < 0)
+			return 3;
 	} else if (!strcmp(mode, "iowqaff")) {
 		/* A NOP makes this thread's io-wq; its workers are bound to CPU 0 alone. */
 		unsigned long cpus = 1;
@@ -339,6 +363,50 @@ static int shared_mode(int out)
 		snprintf(msg, sizeof(msg), "FAIL uring shared: %s\n", why);
 	else
 		snprintf(msg, sizeof(msg), "PASS uring shared\n");
+	write(out, msg, strlen(msg));
+	return 0;
+}
+
+/*
+ * "ringfd": an instance whose descriptor the main thread registered as its ring descriptor 2
+ * (IORING_REGISTER_RING_FDS), NOPs submitted through it. After, a NOP goes through ring
+ * descriptor 2 again, and ring descriptor 0, never registered, is refused.
+ */
+static int ringfd_mode(int out)
+{
+	struct ring r;
+	char msg[256];
+	struct io_uring_rsrc_update upd = {.offset = 2};
+	if (setup(&r, 8, 0, 0, 0))
+		return 2;
+	upd.data = r.fd;
+	if (syscall(__NR_io_uring_register, r.fd, IORING_REGISTER_RING_FDS, &upd, 1) != 1)
+		return 3;
+	for (int i = 0; i < 3; i++) {
+		sqe_at(&r)->opcode = IORING_OP_NOP;
+		queue(&r);
+		if (syscall(__NR_io_uring_enter, 2, 1, 1,
+			    IORING_ENTER_GETEVENTS | IORING_ENTER_REGISTERED_RING, NULL, 0) != 1)
+			return 4;
+		*r.cq_head = *r.cq_tail;
+	}
+	signal(SIGTERM, on_term);
+	snprintf(msg, sizeof(msg), "ready pid=%d fd=%d\n", getpid(), r.fd);
+	write(out, msg, strlen(msg));
+	while (!term)
+		pause();
+	const char *why = NULL;
+	sqe_at(&r)->opcode = IORING_OP_NOP;
+	queue(&r);
+	if (syscall(__NR_io_uring_enter, 2, 1, 1, IORING_ENTER_GETEVENTS | IORING_ENTER_REGISTERED_RING,
+		    NULL, 0) != 1 || *r.cq_tail != 4)
+		why = "ring descriptor 2 does not reach the instance";
+	else if (syscall(__NR_io_uring_enter, 0, 0, 0, IORING_ENTER_REGISTERED_RING, NULL, 0) != -1)
+		why = "ring descriptor 0 was registered";
+	if (why)
+		snprintf(msg, sizeof(msg), "FAIL uring ringfd: %s\n", why);
+	else
+		snprintf(msg, sizeof(msg), "PASS uring ringfd\n");
 	write(out, msg, strlen(msg));
 	return 0;
 }
@@ -483,6 +551,8 @@ int main(int argc, char **argv)
 		return hugebuf_mode(out);
 	if (!strcmp(mode, "shared"))
 		return shared_mode(out);
+	if (!strcmp(mode, "ringfd"))
+		return ringfd_mode(out);
 	if (strcmp(mode, "idle") && strcmp(mode, "worker"))
 		return refused_mode(mode, out);
 	unsigned async = !strcmp(mode, "worker") ? IOSQE_ASYNC : 0;
