@@ -82,8 +82,9 @@ export interface RingImage {
 interface KernelView {
   btf: KernelBtf;
   perCpu: Map<number, bigint>;
-  /** Each process's descriptors' objects. */
+  /** Each process's descriptors' objects (private_data), and struct files once needed. */
   objects: Map<number, Map<number, bigint>>;
+  files: Map<number, Map<number, bigint>>;
   /** The first process found holding each instance, and its state (by its object). */
   holders: Map<bigint, { pid: number; kind: FileKind & { type: "io_uring" } }>;
   /** The ring descriptors each process's main thread registered (index, struct file). */
@@ -103,6 +104,7 @@ function kernelView(ctx: DumpContext, what: string): KernelView {
         btf,
         perCpu: perCpuOffsets(btf),
         objects: new Map(),
+        files: new Map(),
         holders: new Map(),
         ringFds: new Map(),
       };
@@ -138,7 +140,7 @@ function objectsOf(view: KernelView, pid: number, what: string): Map<number, big
             `descriptor(s) (IORING_REGISTER_RING_FDS); only the main thread's are supported`,
         );
       }
-      const held = new Set(openFiles(view.btf, pid).values());
+      const held = new Set(filesOf(view, pid).values());
       const stray = slots.find((s) => !held.has(s.file));
       if (stray) {
         throw new UnsupportedError(
@@ -161,6 +163,16 @@ function objectsOf(view: KernelView, pid: number, what: string): Map<number, big
     }
   }
   return objects;
+}
+
+/** The struct file behind each descriptor of process `pid`, read once. */
+function filesOf(view: KernelView, pid: number): Map<number, bigint> {
+  let files = view.files.get(pid);
+  if (!files) {
+    files = openFiles(view.btf, pid);
+    view.files.set(pid, files);
+  }
+  return files;
 }
 
 /**
@@ -258,15 +270,14 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
   const objects = objectsOf(view, pid, what);
   const object = objects.get(fd);
   if (object === undefined) throw refuse("was not found by the kernel's iterator");
-  // One held by more than one process (inherited through fork) is made again by the first,
-  // the others taking it from there: as that one saw it.
   // The main thread's registered ring descriptors of it (made again by its maker only).
   const registeredAs = () => {
     const slots = view.ringFds.get(pid) ?? [];
-    if (!slots.length) return [];
-    const file = openFiles(view.btf, pid).get(fd);
+    const file = slots.length ? filesOf(view, pid).get(fd) : undefined;
     return slots.filter((s) => s.file === file).map((s) => s.index);
   };
+  // One held by more than one process (inherited through fork) is made again by the first,
+  // the others taking it from there: as that one saw it.
   const first = view.holders.get(object);
   if (first) {
     if (first.pid !== pid && registeredAs().length) {
@@ -297,11 +308,9 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
   }
   // Registered files: each the open file of a descriptor the task holds (found by its struct
   // file), registered again through it.
-  let held: Map<number, bigint> | undefined;
   const files = k.fileSlots.map((slot) => {
     if (slot.tag) throw refuse(`has a tagged registered file (slot ${slot.index})`);
-    held ??= openFiles(view.btf, pid);
-    const fd = [...held].find(([, file]) => file === slot.file)?.[0];
+    const fd = [...filesOf(view, pid)].find(([, file]) => file === slot.file)?.[0];
     if (fd === undefined) {
       throw refuse(
         `has a registered file (slot ${slot.index}) the task holds no descriptor of, which ` +

@@ -130,24 +130,6 @@ export function installFiles(
     if (service.some((s) => s.key === `shm:${v.shmid}`)) continue;
     service.push({ key: `shm:${v.shmid}`, fd: shmemHere.get(v.shmid)! });
   }
-  // An io_uring instance another process makes (inherited through fork): taken from there,
-  // through a pidfd of it sent in.
-  const criuPidfds: number[] = [];
-  for (const id of rings) {
-    const maker = ringMaker(dump.files.get(id)!);
-    if (maker === undefined || maker === task.pstree.pid) continue;
-    let real: number;
-    try {
-      real = realPid(maker);
-    } catch {
-      throw new RestoreError(
-        `Cannot restore io_uring instance ${id} of task ${task.pstree.pid}: its maker ` +
-          `${maker} is not made yet`,
-      );
-    }
-    criuPidfds.push(pidfdOpen(real));
-    service.push({ key: `ring:${id}`, fd: criuPidfds.at(-1)! });
-  }
   const exe = dump.files.get(task.mm.exeFileId)?.reg;
   if (!exe) throw new RestoreError(`The executable of task ${pid} is missing from files.img`);
   service.push({ key: "exe", fd: table.service(hostPath(dump, exe.name), O.RDONLY, "executable") });
@@ -162,8 +144,26 @@ export function installFiles(
 
   // A clean table: the helper's stdio is not the task's.
   if (!sharedTable) sys(NR.close_range, "close_range", 0, 0xffffffff, 0);
+  // An io_uring instance another process makes (inherited through fork): taken from there,
+  // through a pidfd of it sent in.
+  const criuPidfds: number[] = [];
   let received: number[];
   try {
+    for (const id of rings) {
+      const maker = ringMaker(dump.files.get(id)!);
+      if (maker === undefined || maker === task.pstree.pid) continue;
+      let real: number;
+      try {
+        real = realPid(maker);
+      } catch {
+        throw new RestoreError(
+          `Cannot restore io_uring instance ${id} of task ${task.pstree.pid}: its maker ` +
+            `${maker} is not made yet`,
+        );
+      }
+      criuPidfds.push(pidfdOpen(real));
+      service.push({ key: `ring:${id}`, fd: criuPidfds.at(-1)! });
+    }
     received = transfer(rs, arena, [...ours, ...service.map((s) => s.fd)], high, sys);
   } finally {
     for (const fd of criuPidfds) close(fd);
