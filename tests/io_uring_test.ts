@@ -167,6 +167,29 @@ Deno.test("an io_uring instance inherited through fork (held by a process and it
   }
 });
 
+Deno.test("an io_uring instance set up on the process's own shared memory (IORING_SETUP_NO_MMAP) and held by its child too, as PostgreSQL 18 makes its backends', comes back set up on that memory again, one instance for both, its counters, unreaped completion and rings' bytes kept", async () => {
+  const bin = await buildVictim("uring");
+  const v = startVictim(["setsid", bin, "{out}", "nommap"]);
+  try {
+    const r = await waitReport(v);
+    const inode = (pid: string | number) => Deno.statSync(`/proc/${pid}/fd/${r.fd}`).ino;
+    assertEquals(inode(r.child), inode(v.pid), "one instance before");
+    const imgs = await roundTrip(v);
+    const rings = readImage(`${imgs}/files.img`, "FILES", file_entrySchema)
+      .map((e) => e.message.ioUring).filter((e) => e !== undefined);
+    assertEquals(rings.length, 1);
+    assert(rings[0].ringsAddress && rings[0].sqesAddress === rings[0].ringsAddress + 4096n);
+    assertEquals(inode(r.child), inode(v.pid), "one instance after");
+    // Its regions are the task's memory again (no mapping of the instance's file).
+    const maps = Deno.readTextFileSync(`/proc/${v.pid}/maps`);
+    assert(!maps.includes("io_uring"), maps);
+    assertMatch(await verdict(v), /PASS uring nommap/);
+  } finally {
+    killAll(v.pid, Number((await waitReport(v)).child));
+    await stopVictim(v);
+  }
+});
+
 Deno.test("an io_uring instance the main thread registered as its ring descriptor (IORING_REGISTER_RING_FDS) comes back registered at the same index", async () => {
   const bin = await buildVictim("uring");
   const v = startVictim(["setsid", bin, "{out}", "ringfd"]);

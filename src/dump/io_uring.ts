@@ -9,7 +9,8 @@
  * they lie), its eventfd; its mappings are mapped again through it (mm.ts, `ringMappings`).
  * One held by several processes (inherited through fork) is made again by the first found (its
  * `holder`), the others taking it from there; one its maker's main thread registered as a ring
- * descriptor (IORING_REGISTER_RING_FDS) is registered again there.
+ * descriptor (IORING_REGISTER_RING_FDS) is registered again there; one set up on its maker's
+ * own memory (IORING_SETUP_NO_MMAP) has its regions found there by their pages.
  * Refused: any request in flight, other registrations (personalities...), tagged resources, a
  * registered buffer whose pages are no longer those the task maps there, an SQPOLL thread, a
  * single issuer, a thread's io-wq bound to CPUs of its own, and ring descriptors registered by
@@ -25,13 +26,15 @@ import {
   pageStructs,
   possibleCpus,
   readRingMemory,
+  readUserRings,
+  regionPages,
   registeredRingFds,
   ringHeads,
   ringKernelState,
   type RingSlot,
 } from "../syscalls/io_uring.ts";
 import { pageFrames, withTaskFd } from "../syscalls/mod.ts";
-import { listFds, parseFdinfo, readProcText } from "../tree/proc.ts";
+import { listFds, parseFdinfo, parseMaps, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { type FileKind, type OpenFile, UnsupportedError } from "./file_types.ts";
 import { create } from "@bufbuild/protobuf";
@@ -46,7 +49,7 @@ import {
 /** Setup flags an instance is made again with (the others are refused). */
 export const CARRIED_SETUP = IORING_SETUP.CQSIZE | IORING_SETUP.CLAMP | IORING_SETUP.R_DISABLED |
   IORING_SETUP.SUBMIT_ALL | IORING_SETUP.COOP_TASKRUN | IORING_SETUP.TASKRUN_FLAG |
-  IORING_SETUP.SQE128 | IORING_SETUP.CQE32 | IORING_SETUP.NO_SQARRAY;
+  IORING_SETUP.SQE128 | IORING_SETUP.CQE32 | IORING_SETUP.NO_SQARRAY | IORING_SETUP.NO_MMAP;
 
 /** An io_uring instance as the images carry it. */
 export interface RingImage {
@@ -76,6 +79,8 @@ export interface RingImage {
   holder: number;
   /** The ring descriptor its maker's main thread registered it as (IORING_REGISTER_RING_FDS). */
   registeredAs?: number;
+  /** Where its regions lie in its maker's memory (IORING_SETUP_NO_MMAP). */
+  user?: { rings: bigint; sqes: bigint };
 }
 
 /** What the reading of the kernel needs once per dump. */
@@ -205,6 +210,33 @@ function bufferDiffers(view: KernelView, pid: number, slot: RingSlot): string | 
     user = segEnd;
   }
   return user === end ? undefined : differs;
+}
+
+/**
+ * Where in task `pid`'s memory the pages `pages` (struct pages, in order: an instance's region
+ * set up on the task's own memory, IORING_SETUP_NO_MMAP) are mapped one after another: the
+ * start, or why it is not known.
+ */
+function userRegion(view: KernelView, pid: number, pages: bigint[]): bigint | string {
+  if (view.pages === undefined) view.pages = pageStructs(view.btf) ?? null;
+  if (!view.pages) return "cannot be found in the task's memory (page frames are hidden)";
+  const { base, size } = view.pages;
+  const want = pages.map((p) => (p - base) / BigInt(size));
+  const CHUNK = 65536;
+  for (const m of parseMaps(readProcText(pid, "maps"))) {
+    // The kernel writes the rings: a writable mapping holds them.
+    if (!m.perms.startsWith("rw") || !want.length) continue;
+    const count = Number((m.end - m.start) / 4096n);
+    for (let at = 0; at < count; at += CHUNK) {
+      // Each chunk read with the region's length past it, so a match across two is found.
+      const n = Math.min(CHUNK + want.length - 1, count - at);
+      const frames = pageFrames(pid, m.start + BigInt(at) * 4096n, n);
+      for (let i = 0; i + want.length <= frames.length && i < CHUNK; i++) {
+        if (want.every((f, j) => frames[i + j] === f)) return m.start + BigInt(at + i) * 4096n;
+      }
+    }
+  }
+  return "is not mapped in the task's memory, page after page";
 }
 
 function hex(n: bigint): string {
@@ -379,7 +411,23 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
   if (registered.length > 1) {
     throw refuse(`is registered as ring descriptors ${registered.join(", ")}: not supported yet`);
   }
-  const memory = withTaskFd(pid, fd, (copy) => readRingMemory(copy, k.ringPages, k.sqePages));
+  // Regions set up on the task's own memory (IORING_SETUP_NO_MMAP): found there by their
+  // pages, read from there.
+  let user: RingImage["user"];
+  if (k.flags & IORING_SETUP.NO_MMAP) {
+    const pages = regionPages(view.btf, object);
+    const rings = userRegion(view, pid, pages.rings);
+    const sqes = userRegion(view, pid, pages.sqes);
+    for (const [name, at] of [["rings", rings], ["SQEs", sqes]] as const) {
+      if (typeof at === "string") {
+        throw refuse(`set up on its task's memory has its ${name} that ${at}`);
+      }
+    }
+    user = { rings: rings as bigint, sqes: sqes as bigint };
+  }
+  const memory = user
+    ? readUserRings(pid, user, k.ringPages, k.sqePages)
+    : withTaskFd(pid, fd, (copy) => readRingMemory(copy, k.ringPages, k.sqePages));
   const heads = ringHeads(view.btf, memory.rings);
   if (heads.sqHead !== k.sqHead || heads.cqTail !== k.cqTail) {
     throw refuse("is between taking a submission and posting it: dump again");
@@ -405,6 +453,7 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
       sqes: memory.sqes,
       holder: ctx.pids.virt(pid, what),
       registeredAs: registered[0],
+      user,
     },
   };
   view.holders.set(object, { pid, kind });
@@ -436,6 +485,8 @@ export function ioUringEntry(file: OpenFile, ring: RingImage): file_entry {
       eventfdAsync: ring.eventfd?.async || undefined,
       holder: ring.holder,
       registeredIndex: ring.registeredAs,
+      ringsAddress: ring.user?.rings,
+      sqesAddress: ring.user?.sqes,
       rings: ring.rings,
       sqes: ring.sqes,
     }),

@@ -29,7 +29,7 @@ import {
   fd_types,
 } from "../../proto/gen/files_pb.ts";
 import { mapKey } from "./memory.ts";
-import { isRingFile, makeRing, ringMaker, takeRing } from "./io_uring.ts";
+import { isRingFile, makeRing, ringMaker, ringsInMemory, takeRing } from "./io_uring.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { RemoteArena } from "./arena.ts";
 import { pidNamespacesOf } from "./nested_pidns.ts";
@@ -48,6 +48,10 @@ export interface ServiceFds {
   maps: Map<string, number>;
   /** io_uring instances the task holds, by file id (their rings are mapped through these). */
   rings: Map<number, number>;
+  /** Instances it makes once its memory is back (set up on that memory), by file id. */
+  ringsLater: number[];
+  /** Where the restorer's own descriptors start (above the task's). */
+  high: number;
   /** Shared anonymous memory objects made by an earlier task, by inode. */
   shmem: Map<bigint, number>;
   exe: number;
@@ -180,9 +184,15 @@ export function installFiles(
   const ringFds = new Map<number, number>();
   const receivedAs = (key: string) =>
     received[ids.length + service.findIndex((s) => s.key === key)];
+  const ringsLater: number[] = [];
   for (const id of rings) {
     const f = dump.files.get(id)!;
     const maker = ringMaker(f);
+    // One set up on the task's own memory is made once that is back (makeRingsInMemory).
+    if ((maker === undefined || maker === task.pstree.pid) && ringsInMemory(f)) {
+      ringsLater.push(id);
+      continue;
+    }
     ringFds.set(
       id,
       maker === undefined || maker === task.pstree.pid
@@ -302,6 +312,8 @@ export function installFiles(
     cwd: svc.get("cwd"),
     root: svc.get("root"),
     rings: ringFds,
+    ringsLater,
+    high,
     all: [...svc.values(), ...ringFds.values()],
   };
 }

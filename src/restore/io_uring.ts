@@ -5,6 +5,8 @@
  * (syscalls/io_uring.ts). The task's descriptors get it; its rings are mapped through it once
  * the task's memory is back (`mapRings`). One held by several processes (inherited through
  * fork) is made by one (`holder`); the others take it from there (`takeRing`, pidfd_getfd).
+ * One set up on the task's own memory (IORING_SETUP_NO_MMAP) is made once that memory is back,
+ * on its regions there (`makeRingsInMemory`); criu reaches them through /proc/PID/mem.
  *
  * @module
  */
@@ -19,14 +21,27 @@ import type { vma_entry } from "../../proto/gen/mm_pb.ts";
 import {
   advanceRing,
   IORING_REGISTER_RING_FDS,
+  IORING_SETUP,
   registerRingClock,
   registerRingEventfd,
   registerRingFiles,
+  RING_PARAMS,
   ringFdUpdate,
   ringOffsets,
   ringParams,
 } from "../syscalls/io_uring.ts";
-import { close, errnoName, NR, O, pidfdGetfd, pidfdOpen, readRemote } from "../syscalls/mod.ts";
+import {
+  close,
+  Errno,
+  errnoName,
+  NR,
+  O,
+  open,
+  pidfdGetfd,
+  pidfdOpen,
+  pwriteAll,
+  readRemote,
+} from "../syscalls/mod.ts";
 import { parseMaps, readProcText } from "../tree/proc.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { VMA } from "../pagemap/vma.ts";
@@ -50,7 +65,11 @@ export function checkRingEntry(f: file_entry, path: string): void {
     !e.rings.length || e.setupFlags & ~CARRIED_SETUP ||
     e.files.some((x) => x.index >= e.filesNr || !isFieldSet(x, io_uring_slotSchema.field.fd)) ||
     e.buffers.some((x) => x.index >= e.buffersNr) ||
-    (isFieldSet(e, io_uring_file_entrySchema.field.registeredIndex) && e.registeredIndex >= 16);
+    (isFieldSet(e, io_uring_file_entrySchema.field.registeredIndex) && e.registeredIndex >= 16) ||
+    (e.setupFlags & IORING_SETUP.NO_MMAP &&
+      (!isFieldSet(e, io_uring_file_entrySchema.field.ringsAddress) ||
+        !isFieldSet(e, io_uring_file_entrySchema.field.sqesAddress) ||
+        e.ringsAddress % 4096n || e.sqesAddress % 4096n));
   if (bad) throw new ImageError(`Image ${path}: io_uring instance ${f.id} is malformed`);
 }
 
@@ -70,8 +89,24 @@ export function makeRing(
   const e = f.ioUring!;
   const mine = task.fds.filter((x) => x.id === f.id);
   const what = `the io_uring instance of fd ${mine[0]?.fd ?? "?"} of task ${pid}`;
-  arena.reset();
+  // Set up on the task's own memory (IORING_SETUP_NO_MMAP, once that is back): its regions
+  // zeroed there first, as new ones are (their bytes go back once its counters are there).
+  const user = ringsInMemory(f) ? { pid, rings: e.ringsAddress, sqes: e.sqesAddress } : undefined;
   const params = ringParams(e.setupFlags, e.sqEntries, e.cqEntries);
+  if (user) {
+    const path = `/proc/${pid}/mem`;
+    const mem = open(path, O.RDWR | O.CLOEXEC);
+    try {
+      pwriteAll(mem, new Uint8Array(e.rings.length), user.rings, path);
+      pwriteAll(mem, new Uint8Array(e.sqes.length), user.sqes, path);
+    } finally {
+      close(mem);
+    }
+    const v = new DataView(params.buffer);
+    v.setBigUint64(RING_PARAMS.sqUserAddr, user.sqes, true);
+    v.setBigUint64(RING_PARAMS.cqUserAddr, user.rings, true);
+  }
+  arena.reset();
   const at = arena.put(params);
   const setup = () => sys(NR.io_uring_setup, `io_uring_setup (${what})`, e.sqEntries, at);
   const fd = isFieldSet(e, io_uring_file_entrySchema.field.chargedUid)
@@ -96,7 +131,7 @@ export function makeRing(
       registerRingClock(ring, e.clockid, what);
     }
     const counters = { sqHead: e.sqHead, cqTail: e.cqTail, drainDisabled: e.drainDisabled };
-    advanceRing(ring, e.setupFlags, offsets, counters, e, what);
+    advanceRing(ring, e.setupFlags, offsets, counters, e, what, user);
     if (e.filesNr) {
       const table = new Int32Array(e.filesNr).fill(-1);
       for (const slot of e.files) table[slot.index] = copyOf(slot.fd);
@@ -123,6 +158,38 @@ export function makeRing(
     }
   }
   return service;
+}
+
+/**
+ * Makes the task's instances set up on its own memory (IORING_SETUP_NO_MMAP), now that it is
+ * back: as makeRing does, their regions where they were.
+ */
+export function makeRingsInMemory(
+  rs: RemoteSyscalls,
+  arena: RemoteArena,
+  dump: DumpImages,
+  task: TaskImages,
+  fds: { rings: Map<number, number>; ringsLater: number[]; high: number; all: number[] },
+): void {
+  const pid = rs.task.pid;
+  const sys = (nr: number, name: string, ...args: (bigint | number)[]) => {
+    const ret = rs.call(nr, ...args);
+    if (ret < 0n) throw new Errno(name, Number(-ret), `in restored task ${pid}`);
+    return Number(ret);
+  };
+  for (const id of fds.ringsLater) {
+    const fd = makeRing(sys, arena, pid, task, dump.files.get(id)!, fds.high);
+    fds.rings.set(id, fd);
+    fds.all.push(fd);
+  }
+}
+
+/**
+ * Whether instance `f` was set up on its maker's own memory (IORING_SETUP_NO_MMAP): made once
+ * that memory is back.
+ */
+export function ringsInMemory(f: file_entry): boolean {
+  return (f.ioUring!.setupFlags & IORING_SETUP.NO_MMAP) !== 0;
 }
 
 /** The process that makes instance `f` again (`holder`; undefined in older images: its own). */

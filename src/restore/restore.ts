@@ -89,7 +89,7 @@ import {
 } from "./files.ts";
 import { type PtyTable, setForegroundGroup } from "./ttys.ts";
 import { installFiles, restoreLateFiles } from "./install.ts";
-import { mapRings, registerRingBuffers } from "./io_uring.ts";
+import { makeRingsInMemory, mapRings, registerRingBuffers } from "./io_uring.ts";
 import { PidTakenError, spawnTask, type TimeNamespaceClocks, timeOffsets } from "./helper.ts";
 import { RealPids } from "../tree/pid_ns.ts";
 import {
@@ -1539,6 +1539,7 @@ function restoreInside(
   // Syscalls now run at a `syscall` instruction of the restored code.
   const restored = parseMaps(readProcText(pid, "maps")).filter((m) => m.start !== gap);
   rs.retarget(restored);
+  makeRingsInMemory(rs, arena, dump, task, fds);
   mapRings(rs, task, fds.rings);
   registerRingBuffers(rs, arena, dump, task, fds.rings);
   // The children, from this memory: what they share with it stays shared.

@@ -22,7 +22,17 @@
  */
 import type { BtfMember, KernelBtf } from "./btf.ts";
 import { fileObjects, readKernel, threadPointers } from "./bpf.ts";
-import { close, pageFrames, rawSyscall, withScratchPage, withSharedMapping } from "./process.ts";
+import {
+  close,
+  O,
+  open,
+  pageFrames,
+  pread,
+  pwriteAll,
+  rawSyscall,
+  withScratchPage,
+  withSharedMapping,
+} from "./process.ts";
 import { NR } from "./syscall_numbers.ts";
 import { Errno } from "./errno.ts";
 import { addressOf, lastErrno } from "./ffi.ts";
@@ -336,6 +346,27 @@ function rsrcSlots(btf: KernelBtf, nodes: bigint, nr: number, kind: "file" | "bu
 }
 
 /**
+ * The struct pages of an instance's two regions (ring_region: heads, tails and CQEs;
+ * sq_region: SQEs), as the kernel holds them: with IORING_SETUP_NO_MMAP, pages of the task's
+ * own memory (pinned).
+ */
+export function regionPages(btf: KernelBtf, ctx: bigint): { rings: bigint[]; sqes: bigint[] } {
+  const m = (path: string) => btf.member("io_ring_ctx", path);
+  const [rp, rn, sp, sn] = readKernel(
+    btf,
+    ["ring_region.pages", "ring_region.nr_pages", "sq_region.pages", "sq_region.nr_pages"]
+      .map((path) => ({ address: ctx + BigInt(m(path).offset), size: m(path).size })),
+  );
+  const list = (pages: bigint, nr: number) => {
+    if (!nr || pages === 0n) return [];
+    const [all] = readKernel(btf, [{ address: pages, size: nr * 8 }]);
+    const v = new DataView(all.buffer);
+    return Array.from({ length: nr }, (_, i) => v.getBigUint64(i * 8, true));
+  };
+  return { rings: list(num(rp), Number(num(rn))), sqes: list(num(sp), Number(num(sn))) };
+}
+
+/**
  * Where the kernel keeps the struct page of each page frame (its `vmemmap`: frame N's is at
  * `base + N * size`), found from a page of criu's own registered in an instance of its own:
  * its frame from /proc/self/pagemap, its struct page from the instance. Undefined where frames
@@ -507,6 +538,9 @@ export function registerRingFiles(fd: number, table: Int32Array, what: string): 
   if (ret < 0n) throw new Errno("io_uring_register(FILES)", lastErrno(), what);
 }
 
+/** Where struct io_uring_params holds the user addresses of IORING_SETUP_NO_MMAP's regions. */
+export const RING_PARAMS = { sqUserAddr: 72, cqUserAddr: 112 } as const;
+
 /** struct io_uring_params for io_uring_setup: entries, flags and (CQSIZE) CQ entries. */
 export function ringParams(flags: number, sqEntries: number, cqEntries: number): Uint8Array {
   const p = new Uint8Array(120);
@@ -551,13 +585,93 @@ export function readRingMemory(fd: number, ringPages: number, sqePages: number):
   return { rings: copy(ringPages, IORING_OFF.SQ_RING), sqes: copy(sqePages, IORING_OFF.SQES) };
 }
 
+/** Copies the regions of an instance set up on task `pid`'s own memory (at `at`) here. */
+export function readUserRings(
+  pid: number,
+  at: { rings: bigint; sqes: bigint },
+  ringPages: number,
+  sqePages: number,
+): RingMemory {
+  const path = `/proc/${pid}/mem`;
+  const mem = open(path, O.RDONLY | O.CLOEXEC);
+  try {
+    const rings = new Uint8Array(ringPages * 4096), sqes = new Uint8Array(sqePages * 4096);
+    if (pread(mem, rings, at.rings, path) !== rings.length) throw new Error(`${path}: short read`);
+    if (pread(mem, sqes, at.sqes, path) !== sqes.length) throw new Error(`${path}: short read`);
+    return { rings, sqes };
+  } finally {
+    close(mem);
+  }
+}
+
 const IOSQE_CQE_SKIP_SUCCESS = 1 << 6;
+
+/**
+ * An instance's regions in the task's own memory (IORING_SETUP_NO_MMAP): the task and the
+ * addresses of its rings and SQEs there, reached through /proc/PID/mem.
+ */
+export interface UserRings {
+  pid: number;
+  rings: bigint;
+  sqes: bigint;
+}
+
+/** Local views of the two regions, and how what changes in them reaches the kernel's. */
+interface RingViews {
+  rings: Uint8Array;
+  sqes: Uint8Array;
+  /** Bytes [from, to) of a view written to where the kernel sees them (none for a mapping). */
+  push(view: "rings" | "sqes", from: number, to: number): void;
+  /** Bytes [from, to) of a view read from where the kernel writes them. */
+  pull(view: "rings" | "sqes", from: number, to: number): void;
+}
+
+/**
+ * Runs `fn` on the regions of the instance open at `fd` (`memory` gives their sizes): a shared
+ * mapping of each, or, where they are the task's own memory (`user`), local copies kept in step
+ * through /proc/PID/mem.
+ */
+function withRingViews(
+  fd: number,
+  memory: RingMemory,
+  what: string,
+  user: UserRings | undefined,
+  fn: (v: RingViews) => void,
+): void {
+  if (!user) {
+    withSharedMapping(fd, BigInt(memory.rings.length), what, (rings) => {
+      withSharedMapping(fd, BigInt(memory.sqes.length), what, (sqes) => {
+        fn({ rings, sqes, push: () => {}, pull: () => {} });
+      }, IORING_OFF.SQES);
+    }, IORING_OFF.SQ_RING);
+    return;
+  }
+  const path = `/proc/${user.pid}/mem`;
+  const mem = open(path, O.RDWR | O.CLOEXEC);
+  try {
+    const views = {
+      rings: new Uint8Array(memory.rings.length),
+      sqes: new Uint8Array(memory.sqes.length),
+    };
+    const base = { rings: user.rings, sqes: user.sqes };
+    fn({
+      ...views,
+      push: (view, from, to) =>
+        pwriteAll(mem, views[view].subarray(from, to), base[view] + BigInt(from), path),
+      pull: (view, from, to) =>
+        void pread(mem, views[view].subarray(from, to), base[view] + BigInt(from), path),
+    });
+  } finally {
+    close(mem);
+  }
+}
 
 /**
  * Brings the new instance open at `fd` (set up with `flags`, `offsets` as its params say) to
  * `sqHead` SQEs taken and `cqTail` CQEs posted, with IOSQE_IO_DRAIN disabled or not as
- * `drainDisabled` says, then writes `memory` over its regions. NOPs are submitted from here,
- * each posting a CQE but sqHead - cqTail of them: those skip theirs
+ * `drainDisabled` says, then writes `memory` over its regions (in the task's own memory where
+ * `user` says: IORING_SETUP_NO_MMAP, zeroed before it was set up). NOPs are submitted from
+ * here, each posting a CQE but sqHead - cqTail of them: those skip theirs
  * (IOSQE_CQE_SKIP_SUCCESS, which disables drains) or are dropped by the kernel (an index past
  * the SQ array's end). The CQ is emptied after each batch.
  */
@@ -568,6 +682,7 @@ export function advanceRing(
   counters: { sqHead: number; cqTail: number; drainDisabled: boolean },
   memory: RingMemory,
   what: string,
+  user?: UserRings,
 ): void {
   const { sqHead, cqTail } = counters;
   const skip = (sqHead - cqTail) >>> 0;
@@ -582,47 +697,60 @@ export function advanceRing(
     throw new Error(`${what}: SQEs dropped, and no SQ array to drop them by`);
   }
   const sqeSize = flags & IORING_SETUP.SQE128 ? 128 : 64;
-  withSharedMapping(fd, BigInt(memory.rings.length), what, (rings) => {
-    withSharedMapping(fd, BigInt(memory.sqes.length), what, (sqes) => {
-      const rv = new DataView(rings.buffer, rings.byteOffset, rings.byteLength);
-      const mask = offsets.sqEntries - 1;
-      let done = 0, skipped = 0;
-      while (done < sqHead) {
-        // A dropped SQE ends the kernel's batch: one at a time.
-        const dropping = drop && skipped < skip;
-        const n = dropping ? 1 : Math.min(sqHead - done, offsets.sqEntries, offsets.cqEntries);
-        for (let i = 0; i < n; i++) {
-          const slot = (done + i) & mask;
-          sqes.fill(0, slot * sqeSize, (slot + 1) * sqeSize);
-          if (!drop && skipped < skip) {
-            sqes[slot * sqeSize + 1] = IOSQE_CQE_SKIP_SUCCESS;
-            skipped++;
-          }
-          if (!(flags & IORING_SETUP.NO_SQARRAY)) {
-            rv.setUint32(offsets.sq.array + slot * 4, dropping ? offsets.sqEntries : slot, true);
-          }
+  withRingViews(fd, memory, what, user, ({ rings, sqes, push, pull }) => {
+    const rv = new DataView(rings.buffer, rings.byteOffset, rings.byteLength);
+    const word = (off: number) => [off, off + 4] as const;
+    // What setup wrote there (masks, sizes), where the task's memory holds the regions.
+    pull("rings", 0, rings.length);
+    const mask = offsets.sqEntries - 1;
+    let done = 0, skipped = 0;
+    while (done < sqHead) {
+      // A dropped SQE ends the kernel's batch: one at a time.
+      const dropping = drop && skipped < skip;
+      const n = dropping ? 1 : Math.min(sqHead - done, offsets.sqEntries, offsets.cqEntries);
+      for (let i = 0; i < n; i++) {
+        const slot = (done + i) & mask;
+        sqes.fill(0, slot * sqeSize, (slot + 1) * sqeSize);
+        if (!drop && skipped < skip) {
+          sqes[slot * sqeSize + 1] = IOSQE_CQE_SKIP_SUCCESS;
+          skipped++;
         }
-        rv.setUint32(offsets.sq.tail, (done + n) >>> 0, true);
-        const ret = rawSyscall(NR.io_uring_enter, fd, n, 0, 0, 0, 0);
-        if (ret < 0n) throw new Errno("io_uring_enter", lastErrno(), what);
-        const taken = rv.getUint32(offsets.sq.head, true);
-        if (taken !== (done + n) >>> 0 || Number(ret) !== (dropping ? 0 : n)) {
-          throw new Error(`${what}: ${ret} of ${n} SQEs submitted (head ${taken})`);
+        if (!(flags & IORING_SETUP.NO_SQARRAY)) {
+          rv.setUint32(offsets.sq.array + slot * 4, dropping ? offsets.sqEntries : slot, true);
         }
-        if (dropping) skipped++;
-        rv.setUint32(offsets.cq.head, rv.getUint32(offsets.cq.tail, true), true);
-        done += n;
       }
-      const head = rv.getUint32(offsets.sq.head, true), tail = rv.getUint32(offsets.cq.tail, true);
-      if (head !== sqHead >>> 0 || tail !== cqTail >>> 0) {
-        throw new Error(
-          `${what}: its counters came to ${head}/${tail}, not ${sqHead}/${cqTail}`,
-        );
+      const first = done & mask, last = (done + n - 1) & mask;
+      const [from, to] = last >= first ? [first, last + 1] : [0, offsets.sqEntries];
+      push("sqes", from * sqeSize, to * sqeSize);
+      if (!(flags & IORING_SETUP.NO_SQARRAY)) {
+        push("rings", offsets.sq.array + from * 4, offsets.sq.array + to * 4);
       }
-      rings.set(memory.rings);
-      sqes.set(memory.sqes);
-    }, IORING_OFF.SQES);
-  }, IORING_OFF.SQ_RING);
+      rv.setUint32(offsets.sq.tail, (done + n) >>> 0, true);
+      push("rings", ...word(offsets.sq.tail));
+      const ret = rawSyscall(NR.io_uring_enter, fd, n, 0, 0, 0, 0);
+      if (ret < 0n) throw new Errno("io_uring_enter", lastErrno(), what);
+      pull("rings", ...word(offsets.sq.head));
+      pull("rings", ...word(offsets.cq.tail));
+      const taken = rv.getUint32(offsets.sq.head, true);
+      if (taken !== (done + n) >>> 0 || Number(ret) !== (dropping ? 0 : n)) {
+        throw new Error(`${what}: ${ret} of ${n} SQEs submitted (head ${taken})`);
+      }
+      if (dropping) skipped++;
+      rv.setUint32(offsets.cq.head, rv.getUint32(offsets.cq.tail, true), true);
+      push("rings", ...word(offsets.cq.head));
+      done += n;
+    }
+    const head = rv.getUint32(offsets.sq.head, true), tail = rv.getUint32(offsets.cq.tail, true);
+    if (head !== sqHead >>> 0 || tail !== cqTail >>> 0) {
+      throw new Error(
+        `${what}: its counters came to ${head}/${tail}, not ${sqHead}/${cqTail}`,
+      );
+    }
+    rings.set(memory.rings);
+    sqes.set(memory.sqes);
+    push("rings", 0, rings.length);
+    push("sqes", 0, sqes.length);
+  });
 }
 
 /** A thread's io-wq: the CPUs its workers may run on, and those its cpuset allows. */

@@ -33,7 +33,7 @@
  * Mode "worker": A's requests are all forced through io-wq (IOSQE_ASYNC): its worker threads
  * idle at the checkpoint, and the default checks hold. Mode "settle FIFO": see settle_mode;
  * mode "hugebuf": see hugebuf_mode; mode "shared": see shared_mode; mode "ringfd": see
- * ringfd_mode.
+ * ringfd_mode; mode "nommap": see nommap_mode.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -61,6 +61,7 @@
 #define SETUP_SQE128 (1U << 10)
 #define SETUP_CQE32 (1U << 11)
 #define SETUP_NO_SQARRAY (1U << 16)
+#define SETUP_NO_MMAP (1U << 14)
 #define REGISTER_ENABLE_RINGS 12
 #define REGISTER_CLOCK 29
 #define SKIP_SUCCESS (1U << 6)
@@ -412,6 +413,87 @@ static int ringfd_mode(int out)
 }
 
 /*
+ * "nommap": an instance set up on the process's own memory (IORING_SETUP_NO_MMAP), its rings
+ * and SQEs in a shared anonymous mapping (as PostgreSQL 18 makes its backends' in its shared
+ * memory before it forks them), held by the process and its child: 40 NOPs, some skipping
+ * their completion, and one more whose completion is left unreaped. After, each finds the
+ * counters it noted; the child submits a NOP and waits for two completions (without reaping);
+ * then the parent finds the unreaped one and the child's, reaps them, and takes a NOP too.
+ */
+static int nommap_mode(int out)
+{
+	struct ring r;
+	struct io_uring_params p;
+	static char msg[256], before[256], now[256];
+	int res, go[2], done[2];
+	char c = 0;
+	char *mem = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	memset(&p, 0, sizeof(p));
+	p.flags = SETUP_NO_MMAP;
+	p.cq_off.resv2 = (uintptr_t)mem;	  /* user_addr: its rings */
+	p.sq_off.resv2 = (uintptr_t)(mem + 4096); /* user_addr: its SQEs */
+	r.fd = syscall(__NR_io_uring_setup, 8, &p);
+	if (r.fd < 0)
+		return 2;
+	r.flags = SETUP_NO_MMAP;
+	r.sq_entries = p.sq_entries;
+	r.cq_entries = p.cq_entries;
+	r.sq = r.cq = mem;
+	r.sqes = mem + 4096;
+	r.sq_head = (unsigned *)(mem + p.sq_off.head);
+	r.sq_tail = (unsigned *)(mem + p.sq_off.tail);
+	r.sq_dropped = (unsigned *)(mem + p.sq_off.dropped);
+	r.sq_array = (unsigned *)(mem + p.sq_off.array);
+	r.cq_head = (unsigned *)(mem + p.cq_off.head);
+	r.cq_tail = (unsigned *)(mem + p.cq_off.tail);
+	r.cqes = mem + p.cq_off.cqes;
+	if (nops(&r, 40, 4))
+		return 3;
+	struct io_uring_sqe *s = sqe_at(&r);
+	s->opcode = IORING_OP_NOP;
+	s->user_data = 4242;
+	queue(&r);
+	if (enter(&r, 1, 1) != 1 || pipe(go) || pipe(done))
+		return 3;
+	counters(r.fd, before, sizeof(before));
+	pid_t child = fork();
+	if (child == 0) {
+		if (read(go[0], &c, 1) != 1)
+			_exit(1);
+		counters(r.fd, now, sizeof(now));
+		sqe_at(&r)->opcode = IORING_OP_NOP;
+		queue(&r);
+		c = strcmp(before, now) ? 'c' : enter(&r, 1, 2) != 1 ? 'n' : 'y';
+		write(done[1], &c, 1);
+		_exit(0);
+	}
+	signal(SIGTERM, on_term);
+	snprintf(msg, sizeof(msg), "ready pid=%d fd=%d child=%d\n", getpid(), r.fd, child);
+	write(out, msg, strlen(msg));
+	while (!term)
+		pause();
+	const char *why = NULL;
+	counters(r.fd, now, sizeof(now));
+	if (strcmp(before, now))
+		why = "the parent's counters changed";
+	else if (write(go[1], "g", 1) != 1 || read(done[0], &c, 1) != 1 || c != 'y')
+		why = c == 'c' ? "the child's counters changed" : "the child's NOP failed";
+	else if (*r.cq_tail - *r.cq_head != 2 || cqe_at(&r, *r.cq_head)->user_data != 4242)
+		why = "the unreaped completion and the child's are not both there";
+	*r.cq_head += 2;
+	sqe_at(&r)->opcode = IORING_OP_NOP;
+	if (!why && (one(&r, &res) || res))
+		why = "the parent's NOP failed";
+	waitpid(child, NULL, 0);
+	if (why)
+		snprintf(msg, sizeof(msg), "FAIL uring nommap: %s\n", why);
+	else
+		snprintf(msg, sizeof(msg), "PASS uring nommap\n");
+	write(out, msg, strlen(msg));
+	return 0;
+}
+
+/*
  * "hugebuf": a buffer of 3 MiB registered from 1 MiB + 123 bytes into a 2 MiB-aligned area
  * in transparent huge pages (where the kernel gives them: the instance holds it by folios),
  * carried. After, the area keeps its bytes, and the instance writes from the buffer's end
@@ -553,6 +635,8 @@ int main(int argc, char **argv)
 		return shared_mode(out);
 	if (!strcmp(mode, "ringfd"))
 		return ringfd_mode(out);
+	if (!strcmp(mode, "nommap"))
+		return nommap_mode(out);
 	if (strcmp(mode, "idle") && strcmp(mode, "worker"))
 		return refused_mode(mode, out);
 	unsigned async = !strcmp(mode, "worker") ? IOSQE_ASYNC : 0;
