@@ -5,7 +5,7 @@
  * @module
  */
 import { readImage } from "../src/images/image.ts";
-import { file_entrySchema } from "../proto/gen/files_pb.ts";
+import { file_entrySchema, type io_uring_file_entry } from "../proto/gen/files_pb.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   buildVictim,
@@ -147,47 +147,48 @@ Deno.test("a registered buffer in transparent huge pages (held by the instance a
   }
 });
 
-Deno.test("an io_uring instance inherited through fork (held by a process and its child, rings mapped in both, a buffer registered before) comes back one instance for both, made by the parent and taken by the child", async () => {
+/**
+ * Takes the uring victim in `mode` (a parent and its child holding one instance) round trip:
+ * one instance for both before and after (by inode), then `check` on the instances' entries
+ * in files.img, and the victim's verdict.
+ */
+async function sharedRoundTrip(
+  mode: string,
+  check: (rings: io_uring_file_entry[], pid: number) => void,
+): Promise<void> {
   const bin = await buildVictim("uring");
-  const v = startVictim(["setsid", bin, "{out}", "shared"]);
+  const v = startVictim(["setsid", bin, "{out}", mode]);
   try {
     const r = await waitReport(v);
     const inode = (pid: string | number) => Deno.statSync(`/proc/${pid}/fd/${r.fd}`).ino;
     assertEquals(inode(r.child), inode(v.pid), "one instance before");
     const imgs = await roundTrip(v);
-    // One files.img entry, with the parent as its maker.
-    const rings = readImage(`${imgs}/files.img`, "FILES", file_entrySchema)
-      .map((e) => e.message.ioUring).filter((e) => e !== undefined);
-    assertEquals(rings.map((e) => e.holder), [v.pid]);
+    check(
+      readImage(`${imgs}/files.img`, "FILES", file_entrySchema)
+        .map((e) => e.message.ioUring).filter((e) => e !== undefined),
+      v.pid,
+    );
     assertEquals(inode(r.child), inode(v.pid), "one instance after");
-    assertMatch(await verdict(v), /PASS uring shared/);
+    assertMatch(await verdict(v), new RegExp(`PASS uring ${mode}`));
   } finally {
     killAll(v.pid, Number((await waitReport(v)).child));
     await stopVictim(v);
   }
+}
+
+Deno.test("an io_uring instance inherited through fork (held by a process and its child, rings mapped in both, a buffer registered before) comes back one instance for both, made by the parent and taken by the child", async () => {
+  // One files.img entry, with the parent as its maker.
+  await sharedRoundTrip("shared", (rings, pid) => assertEquals(rings.map((e) => e.holder), [pid]));
 });
 
 Deno.test("an io_uring instance set up on the process's own shared memory (IORING_SETUP_NO_MMAP) and held by its child too, as PostgreSQL 18 makes its backends', comes back set up on that memory again, one instance for both, its counters, unreaped completion and rings' bytes kept", async () => {
-  const bin = await buildVictim("uring");
-  const v = startVictim(["setsid", bin, "{out}", "nommap"]);
-  try {
-    const r = await waitReport(v);
-    const inode = (pid: string | number) => Deno.statSync(`/proc/${pid}/fd/${r.fd}`).ino;
-    assertEquals(inode(r.child), inode(v.pid), "one instance before");
-    const imgs = await roundTrip(v);
-    const rings = readImage(`${imgs}/files.img`, "FILES", file_entrySchema)
-      .map((e) => e.message.ioUring).filter((e) => e !== undefined);
+  await sharedRoundTrip("nommap", (rings, pid) => {
     assertEquals(rings.length, 1);
     assert(rings[0].ringsAddress && rings[0].sqesAddress === rings[0].ringsAddress + 4096n);
-    assertEquals(inode(r.child), inode(v.pid), "one instance after");
     // Its regions are the task's memory again (no mapping of the instance's file).
-    const maps = Deno.readTextFileSync(`/proc/${v.pid}/maps`);
+    const maps = Deno.readTextFileSync(`/proc/${pid}/maps`);
     assert(!maps.includes("io_uring"), maps);
-    assertMatch(await verdict(v), /PASS uring nommap/);
-  } finally {
-    killAll(v.pid, Number((await waitReport(v)).child));
-    await stopVictim(v);
-  }
+  });
 });
 
 Deno.test("an io_uring instance the main thread registered as its ring descriptor (IORING_REGISTER_RING_FDS) comes back registered at the same index", async () => {

@@ -1171,38 +1171,34 @@ async function mntnsRoundTrip(
   }
 }
 
-Deno.test("a file open on the proc of a PID namespace nested in the tree's (mounted again late, after the files) is refused by name, the tree left running", async () => {
+/** The mntns victim with `env` set is refused by name (`why`), its tree left running. */
+async function mntnsRefused(env: string[], why: RegExp, dump: string[]): Promise<void> {
   const { root, argv } = mntnsRoot(await buildVictim("mntns", ["-static"]));
-  const v = startVictim(["env", "MNTNS_MORE=1", "MNTNS_PIDPROC=hold", ...argv], root);
+  const v = startVictim(["env", ...env, ...argv], root);
   const init = Number((await waitReport(v)).pid);
   await v.child.status;
   const tree = treePids(init);
   try {
-    await dumpRefused(
-      init,
-      /\(\/proc\/1\/status\): it is on the proc of a PID namespace nested in the tree's \(mount \d+\)/,
-      ["--ext-mount-map", "auto", "--link-remap"],
-    );
+    await dumpRefused(init, why, dump);
   } finally {
     killAll(...tree);
   }
+}
+
+Deno.test("a file open on the proc of a PID namespace nested in the tree's (mounted again late, after the files) is refused by name, the tree left running", async () => {
+  await mntnsRefused(
+    ["MNTNS_MORE=1", "MNTNS_PIDPROC=hold"],
+    /\(\/proc\/1\/status\): it is on the proc of a PID namespace nested in the tree's \(mount \d+\)/,
+    ["--ext-mount-map", "auto", "--link-remap"],
+  );
 });
 
 Deno.test("a tmpfs two nested mount namespaces share (one made from the other) and the root's does not have is refused by name, the tree left running", async () => {
-  const { root, argv } = mntnsRoot(await buildVictim("mntns", ["-static"]));
-  const v = startVictim(["env", "MNTNS_SHARED=1", ...argv], root);
-  const init = Number((await waitReport(v)).pid);
-  await v.child.status;
-  const tree = treePids(init);
-  try {
-    await dumpRefused(
-      init,
-      /its tmpfs at \/nt is also task \d+'s, in another nested mount namespace, and not in the root's/,
-      ["--ext-mount-map", "auto"],
-    );
-  } finally {
-    killAll(...tree);
-  }
+  await mntnsRefused(
+    ["MNTNS_SHARED=1"],
+    /its tmpfs at \/nt is also task \d+'s, in another nested mount namespace, and not in the root's/,
+    ["--ext-mount-map", "auto"],
+  );
 });
 
 Deno.test("a connection in LAST_ACK whose peer in the tree's own network namespace answers from TIME_WAIT is refused by name (the namespace made again would not have it), the tree left running", async () => {

@@ -233,6 +233,29 @@ static void *register_ring_thread(void *arg)
 	return NULL;
 }
 
+/* Says "ready" with the instance's descriptor `fd`, then waits for SIGTERM. */
+static void ready_and_wait(int out, int fd)
+{
+	char msg[128];
+	signal(SIGTERM, on_term);
+	snprintf(msg, sizeof(msg), "ready pid=%d fd=%d\n", getpid(), fd);
+	write(out, msg, strlen(msg));
+	while (!term)
+		pause();
+}
+
+/* Writes the verdict of mode `mode`: PASS, or FAIL and why. */
+static int report(int out, const char *mode, const char *why)
+{
+	char msg[256];
+	if (why)
+		snprintf(msg, sizeof(msg), "FAIL uring %s: %s\n", mode, why);
+	else
+		snprintf(msg, sizeof(msg), "PASS uring %s\n", mode);
+	write(out, msg, strlen(msg));
+	return 0;
+}
+
 static int refused_mode(const char *mode, int out)
 {
 	struct ring r;
@@ -287,11 +310,7 @@ static int refused_mode(const char *mode, int out)
 			 -1, 0) != b + 4096)
 			return 3;
 	}
-	signal(SIGTERM, on_term);
-	snprintf(msg, sizeof(msg), "ready pid=%d fd=%d\n", getpid(), r.fd);
-	write(out, msg, strlen(msg));
-	while (!term)
-		pause();
+	ready_and_wait(out, r.fd);
 	snprintf(msg, sizeof(msg), "PASS uring %s\n", mode);
 	write(out, msg, strlen(msg));
 	return 0;
@@ -360,12 +379,7 @@ static int shared_mode(int out)
 		     memcmp(back, buf, res)))
 		why = "the registered buffer was not written through the instance";
 	waitpid(child, NULL, 0);
-	if (why)
-		snprintf(msg, sizeof(msg), "FAIL uring shared: %s\n", why);
-	else
-		snprintf(msg, sizeof(msg), "PASS uring shared\n");
-	write(out, msg, strlen(msg));
-	return 0;
+	return report(out, "shared", why);
 }
 
 /*
@@ -376,7 +390,6 @@ static int shared_mode(int out)
 static int ringfd_mode(int out)
 {
 	struct ring r;
-	char msg[256];
 	struct io_uring_rsrc_update upd = {.offset = 2};
 	if (setup(&r, 8, 0, 0, 0))
 		return 2;
@@ -391,11 +404,7 @@ static int ringfd_mode(int out)
 			return 4;
 		*r.cq_head = *r.cq_tail;
 	}
-	signal(SIGTERM, on_term);
-	snprintf(msg, sizeof(msg), "ready pid=%d fd=%d\n", getpid(), r.fd);
-	write(out, msg, strlen(msg));
-	while (!term)
-		pause();
+	ready_and_wait(out, r.fd);
 	const char *why = NULL;
 	sqe_at(&r)->opcode = IORING_OP_NOP;
 	queue(&r);
@@ -404,12 +413,7 @@ static int ringfd_mode(int out)
 		why = "ring descriptor 2 does not reach the instance";
 	else if (syscall(__NR_io_uring_enter, 0, 0, 0, IORING_ENTER_REGISTERED_RING, NULL, 0) != -1)
 		why = "ring descriptor 0 was registered";
-	if (why)
-		snprintf(msg, sizeof(msg), "FAIL uring ringfd: %s\n", why);
-	else
-		snprintf(msg, sizeof(msg), "PASS uring ringfd\n");
-	write(out, msg, strlen(msg));
-	return 0;
+	return report(out, "ringfd", why);
 }
 
 /*
@@ -485,12 +489,7 @@ static int nommap_mode(int out)
 	if (!why && (one(&r, &res) || res))
 		why = "the parent's NOP failed";
 	waitpid(child, NULL, 0);
-	if (why)
-		snprintf(msg, sizeof(msg), "FAIL uring nommap: %s\n", why);
-	else
-		snprintf(msg, sizeof(msg), "PASS uring nommap\n");
-	write(out, msg, strlen(msg));
-	return 0;
+	return report(out, "nommap", why);
 }
 
 /*
@@ -553,12 +552,7 @@ static int hugebuf_mode(int out)
 	s->off = 100;
 	if (!why && (one(&r, &res) || res != 10 || memcmp(buf + huge, "hello huge", 10)))
 		why = "a read into the buffer's middle did not land there";
-	if (why)
-		snprintf(msg, sizeof(msg), "FAIL uring hugebuf: %s\n", why);
-	else
-		snprintf(msg, sizeof(msg), "PASS uring hugebuf\n");
-	write(out, msg, strlen(msg));
-	return 0;
+	return report(out, "hugebuf", why);
 }
 
 /*
@@ -605,11 +599,7 @@ static int settle_mode(int out, const char *fifo)
 	if (set.submitted < 0)
 		return 3;
 	r = set.r;
-	signal(SIGTERM, on_term);
-	snprintf(msg, sizeof(msg), "ready pid=%d fd=%d\n", getpid(), r.fd);
-	write(out, msg, strlen(msg));
-	while (!term)
-		pause();
+	ready_and_wait(out, r.fd);
 	unsigned h = *r.cq_head;
 	const char *why = NULL;
 	struct stat st;
