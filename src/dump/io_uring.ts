@@ -213,30 +213,46 @@ function bufferDiffers(view: KernelView, pid: number, slot: RingSlot): string | 
 }
 
 /**
- * Where in task `pid`'s memory the pages `pages` (struct pages, in order: an instance's region
- * set up on the task's own memory, IORING_SETUP_NO_MMAP) are mapped one after another: the
- * start, or why it is not known.
+ * Where in task `pid`'s memory each list of pages of `regions` (struct pages, in order: the
+ * regions of an instance set up on the task's own memory, IORING_SETUP_NO_MMAP) is mapped one
+ * page after another: its start, or why it is not known. The task's writable mappings are
+ * read once for all of them.
  */
-function userRegion(view: KernelView, pid: number, pages: bigint[]): bigint | string {
+function userRegions(view: KernelView, pid: number, regions: bigint[][]): (bigint | string)[] {
   if (view.pages === undefined) view.pages = pageStructs(view.btf) ?? null;
-  if (!view.pages) return "cannot be found in the task's memory (page frames are hidden)";
+  if (!view.pages) {
+    return regions.map(() => "cannot be found in the task's memory (page frames are hidden)");
+  }
   const { base, size } = view.pages;
-  const want = pages.map((p) => (p - base) / BigInt(size));
+  const wants = regions.map((pages) => pages.map((p) => (p - base) / BigInt(size)));
+  const found: (bigint | string)[] = wants.map(() =>
+    "is not mapped in the task's memory, page after page"
+  );
+  const longest = Math.max(...wants.map((w) => w.length));
   const CHUNK = 65536;
   for (const m of parseMaps(readProcText(pid, "maps"))) {
     // The kernel writes the rings: a writable mapping holds them.
-    if (!m.perms.startsWith("rw") || !want.length) continue;
+    if (!m.perms.startsWith("rw")) continue;
     const count = Number((m.end - m.start) / 4096n);
     for (let at = 0; at < count; at += CHUNK) {
-      // Each chunk read with the region's length past it, so a match across two is found.
-      const n = Math.min(CHUNK + want.length - 1, count - at);
+      const open = wants.filter((w, k) => w.length && typeof found[k] === "string");
+      if (!open.length) return found;
+      // Each chunk read with the longest region's length past it, so a match across two is
+      // found.
+      const n = Math.min(CHUNK + longest - 1, count - at);
       const frames = pageFrames(pid, m.start + BigInt(at) * 4096n, n);
-      for (let i = 0; i + want.length <= frames.length && i < CHUNK; i++) {
-        if (want.every((f, j) => frames[i + j] === f)) return m.start + BigInt(at + i) * 4096n;
-      }
+      wants.forEach((want, k) => {
+        if (!want.length || typeof found[k] !== "string") return;
+        for (let i = 0; i + want.length <= frames.length && i < CHUNK; i++) {
+          if (want.every((f, j) => frames[i + j] === f)) {
+            found[k] = m.start + BigInt(at + i) * 4096n;
+            return;
+          }
+        }
+      });
     }
   }
-  return "is not mapped in the task's memory, page after page";
+  return found;
 }
 
 function hex(n: bigint): string {
@@ -416,8 +432,7 @@ export function ioUringKind(ctx: DumpContext, pid: number, fd: number, what: str
   let user: RingImage["user"];
   if (k.flags & IORING_SETUP.NO_MMAP) {
     const pages = regionPages(view.btf, object);
-    const rings = userRegion(view, pid, pages.rings);
-    const sqes = userRegion(view, pid, pages.sqes);
+    const [rings, sqes] = userRegions(view, pid, [pages.rings, pages.sqes]);
     for (const [name, at] of [["rings", rings], ["SQEs", sqes]] as const) {
       if (typeof at === "string") {
         throw refuse(`set up on its task's memory has its ${name} that ${at}`);

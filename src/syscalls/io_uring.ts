@@ -780,20 +780,28 @@ export function ioWqCpus(btf: KernelBtf, pid: number): Map<number, IoWqCpus> {
   } catch {
     // no cgroups: no cpuset
   }
+  // Where a thread's cpuset is (its css_set's cpuset slot) and holds its CPUs, once.
+  let cpusetAt: { slot: number; css: number; cpus: BtfMember } | undefined;
+  try {
+    cpusetAt = {
+      slot: btf.member("css_set", "subsys").offset + 8 * btf.enumValue("cpuset_cgrp_id"),
+      css: btf.member("cpuset", "css").offset,
+      cpus: btf.member("cpuset", "effective_cpus"),
+    };
+  } catch {
+    // this kernel has no cpusets
+  }
+  const wqMask = btf.member("io_wq", "cpu_mask");
   threads.forEach(([tid], i) => {
     if (wqs[i] === 0n) return;
-    const cpus = cpuMask(btf, wqs[i], btf.member("io_wq", "cpu_mask"));
+    const cpus = cpuMask(btf, wqs[i], wqMask);
     let cpuset: number[] | undefined;
-    try {
-      const cset = cpusets?.get(tid);
-      if (cset) {
-        const slot = btf.member("css_set", "subsys").offset + 8 * btf.enumValue("cpuset_cgrp_id");
-        const [css] = readKernel(btf, [{ address: cset + BigInt(slot), size: 8 }]);
-        const cs = num(css) - BigInt(btf.member("cpuset", "css").offset);
-        if (num(css) !== 0n) cpuset = cpuMask(btf, cs, btf.member("cpuset", "effective_cpus"));
+    const cset = cpusets?.get(tid);
+    if (cset && cpusetAt) {
+      const [css] = readKernel(btf, [{ address: cset + BigInt(cpusetAt.slot), size: 8 }]);
+      if (num(css) !== 0n) {
+        cpuset = cpuMask(btf, num(css) - BigInt(cpusetAt.css), cpusetAt.cpus);
       }
-    } catch {
-      // this kernel has no cpusets
     }
     out.set(tid, { cpus, cpuset });
   });

@@ -391,9 +391,8 @@ export function withScratchPage<T>(fn: (address: bigint) => T, write = true): T 
   try {
     const ptr = Deno.UnsafePointer.create(addr);
     if (ptr === null) return undefined;
-    const view = new Deno.UnsafePointerView(ptr);
     if (write) new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, 1))[0] = 1;
-    else view.getUint8(0);
+    else new Deno.UnsafePointerView(ptr).getUint8(0);
     return fn(addr);
   } finally {
     libc.munmap(addr, BigInt(PAGE_SIZE));
