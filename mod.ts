@@ -53,3 +53,11 @@ export { Errno } from "./src/syscalls/errno.ts";
 export { NoSuchTaskError } from "./src/tree/proc.ts";
 export { SeizeError } from "./src/tree/seize.ts";
 export { main } from "./src/cli/commands.ts";
+export {
+  CriuClient,
+  type CriuClientOptions,
+  CriuRpcError,
+  type CriuVersion,
+  type NotifyHandler,
+  type RpcOptions,
+} from "./src/rpc/client.ts";

@@ -405,7 +405,11 @@ const NAMED: Feature[] = [
     category: "extra",
     probe: () => onPath("iptables-legacy") || onPath("iptables"),
   },
-  notOurs("pidfd_store", "pidfds kept between RPC calls", "criu's RPC is not supported yet"),
+  notOurs(
+    "pidfd_store",
+    "pidfds kept between RPC calls",
+    "pidfds kept between pre-dumps (pidfd_store_sk) come with live migration",
+  ),
   {
     name: "ns_pid",
     description: "NSpid in /proc/PID/status",

@@ -24,3 +24,12 @@ export function assertMatch(text: string, re: RegExp, msg?: string): void {
 export function assertThrows(fn: () => unknown, re: RegExp): void {
   nodeAssert.throws(fn, (e: unknown) => re.test((e as Error).message));
 }
+
+/** Asserts `fn` rejects with an error of class `cls` whose message matches `re`. */
+export async function assertRejects(
+  fn: () => Promise<unknown>,
+  cls: new (...args: never[]) => Error,
+  re: RegExp,
+): Promise<void> {
+  await nodeAssert.rejects(fn, (e: unknown) => e instanceof cls && re.test((e as Error).message));
+}

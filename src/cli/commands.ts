@@ -4,65 +4,22 @@
  *
  * @module
  */
-import type { OutsideLinks, VethOutside } from "../net/netns.ts";
-import type { CgroupMode } from "../restore/cgroups.ts";
-import { CRIU_VERSION, VERSION, versionText } from "../version.ts";
-import { isAbsolute, join, resolve } from "node:path";
+import { VERSION, versionText } from "../version.ts";
 import { checkFeatures, featureNamed, FEATURES } from "../check.ts";
-import { dump } from "../dump/dump.ts";
-import { restore, type RestoreStats } from "../restore/restore.ts";
+import type { RestoreStats } from "../restore/restore.ts";
 import type { DumpStats } from "../dump/context.ts";
 import { showDir, showImage } from "../images/show.ts";
-import { Logger } from "../log.ts";
-import { actionScripts } from "../action_scripts.ts";
 import { checkOptions, type CriuOpts, parseOptions, UsageError } from "./options.ts";
+import { dirsOf, inWorkDir, runDump, runRestore } from "./run.ts";
+import { serveSwrk } from "../rpc/swrk.ts";
 import { USAGE } from "./usage.ts";
-import { interruptOnSignals } from "../util/interrupt.ts";
-import { close, fcntl, writeAll } from "../syscalls/mod.ts";
+import { close } from "../syscalls/mod.ts";
 
 /** Version printed by `criu --version`. */
 export { VERSION };
 
 function out(text: string): void {
   Deno.stdout.writeSync(new TextEncoder().encode(text.endsWith("\n") ? text : text + "\n"));
-}
-
-/** Where a dump or restore reads and writes: images, and the work directory for the rest. */
-interface Dirs {
-  images: string;
-  /** Logs, pidfiles and action scripts' cwd (`-W`, default the images directory). */
-  work: string;
-}
-
-function dirsOf(o: CriuOpts): Dirs {
-  const images = resolve(o.imagesDir);
-  return { images, work: o.workDir ? resolve(o.workDir) : images };
-}
-
-/** `path` as criu takes it: relative to the work directory. */
-function inWorkDir(dirs: Dirs, path: string): string {
-  return isAbsolute(path) ? path : join(dirs.work, path);
-}
-
-function openLog(o: CriuOpts, dirs: Dirs): Logger {
-  const level = Math.min(o.logLevel, 4);
-  let log: Logger;
-  if (!o.logFile || o.logFile === "-") {
-    log = new Logger(level);
-  } else {
-    const path = inWorkDir(dirs, o.logFile);
-    try {
-      log = new Logger(level, path);
-    } catch (e) {
-      throw new Error(`Cannot open log file ${path}: ${(e as Error).message}`);
-    }
-  }
-  log.header(`${CRIU_VERSION} (deno-criu ${VERSION})`);
-  return log;
-}
-
-function scriptsOf(o: CriuOpts, dirs: Dirs, log: Logger) {
-  return actionScripts(o.actionScripts, dirs.images, dirs.work, (l) => log.debug(l));
 }
 
 /** The dump statistics block `--display-stats` prints, as criu prints it. */
@@ -81,49 +38,6 @@ export function formatDumpStats(s: DumpStats): string {
   ].join("\n");
 }
 
-async function runDump(o: CriuOpts): Promise<number> {
-  if (o.tree === undefined) throw new UsageError("dump needs a process: -t/--tree PID");
-  const dirs = dirsOf(o);
-  using log = openLog(o, dirs);
-  using stop = interruptOnSignals();
-  try {
-    const r = await dump({
-      pid: o.tree,
-      imagesDir: dirs.images,
-      leaveRunning: o.finalState === "alive",
-      leaveStopped: o.finalState === "stopped",
-      shellJob: o.shellJob,
-      fileLocks: o.fileLocks,
-      timeoutSeconds: o.timeout,
-      freezeCgroup: o.freezeCgroup,
-      emptyNet: o.emptyNet,
-      displayStats: o.displayStats,
-      ghostLimit: o.ghostLimit,
-      linkRemap: o.linkRemap,
-      extUnixSk: o.extUnixSk,
-      external: o.external,
-      extMountAuto: o.extMountAuto,
-      externalSharing: o.externalSharing,
-      externalMasters: o.externalMasters,
-      enableFs: o.enableFs,
-      cgroupRoots: o.cgroupRoots,
-      tcpEstablished: o.tcpEstablished,
-      tcpClose: o.tcpClose,
-      skipInFlight: o.tcpSkipInFlight,
-      networkLock: o.networkLock,
-      actions: scriptsOf(o, dirs, log),
-      faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
-      signal: stop.signal,
-    }, log);
-    if (o.displayStats) out(formatDumpStats(r.stats));
-    return 0;
-  } catch (e) {
-    // stderr gets the line from main(); the log file needs its own copy.
-    if (log.toFile) log.error((e as Error).message, e);
-    throw e;
-  }
-}
-
 /** The restore statistics block `--display-stats` prints, as criu prints it. */
 export function formatRestoreStats(s: RestoreStats): string {
   const n = (v: number) => `${v} (0x${v.toString(16)})`;
@@ -135,45 +49,6 @@ export function formatRestoreStats(s: RestoreStats): string {
     `Restore time: ${s.restoreUs} us`,
     `Forking time: ${s.forkingUs} us`,
   ].join("\n");
-}
-
-async function runRestore(o: CriuOpts): Promise<number> {
-  const dirs = dirsOf(o);
-  using log = openLog(o, dirs);
-  if (o.tree !== undefined) log.warn("Using -t with criu restore is obsoleted");
-  let r;
-  try {
-    using stop = interruptOnSignals();
-    r = await restore({
-      imagesDir: dirs.images,
-      detach: o.restoreDetached,
-      sibling: o.restoreSibling,
-      shellJob: o.shellJob,
-      pidfile: o.pidfile ? inWorkDir(dirs, o.pidfile) : undefined,
-      tcpEstablished: o.tcpEstablished,
-      tcpClose: o.tcpClose,
-      networkLock: o.networkLock,
-      leaveStopped: o.finalState === "stopped",
-      inheritFds: inheritedFds(o.inheritFds, log),
-      // As criu: soft unless told otherwise (the option alone is soft too).
-      manageCgroups: (o.manageCgroups || "soft") as CgroupMode,
-      joinNet: joinedNet(o.joinNs),
-      emptyNet: o.emptyNet,
-      outsideLinks: outsideLinksOf(o.external),
-      root: o.root,
-      externalMounts: mountsOf(o.external),
-      extMountAuto: o.extMountAuto,
-      cgroupRoots: o.cgroupRoots,
-      actions: scriptsOf(o, dirs, log),
-      faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
-      signal: stop.signal,
-    }, log);
-  } catch (e) {
-    if (log.toFile) log.error((e as Error).message, e);
-    throw e;
-  }
-  if (o.displayStats) out(formatRestoreStats(r.stats));
-  return r.exit ? await r.exit : 0;
 }
 
 async function runCheck(o: CriuOpts): Promise<number> {
@@ -273,13 +148,21 @@ export async function main(argv: string[]): Promise<number> {
     for (const fd of o.closeFds) close(fd);
     switch (o.command) {
       case "dump":
-        return await runDump(o);
+        return await runDump(o, {}, (r) => {
+          if (o!.displayStats) out(formatDumpStats(r.stats));
+          return 0;
+        });
       case "check":
         return await runCheck(o);
       case "show":
         return runShow(o);
       case "restore":
-        return await runRestore(o);
+        return await runRestore(o, {}, async (r) => {
+          if (o!.displayStats) out(formatRestoreStats(r.stats));
+          return r.exit ? await r.exit : 0;
+        });
+      case "swrk":
+        return await serveSwrk(o);
       default:
         throw new Error(`The ${o.command} command is not supported by deno-criu yet`);
     }
@@ -302,27 +185,6 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-/**
- * `--inherit-fd fd[N]:KEY` (and criu's `debug[N]:TEXT`, which writes TEXT to descriptor N):
- * the descriptors by the key of the file each stands for.
- */
-function inheritedFds(args: string[], log: Logger): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const a of args) {
-    const m = /^(fd|debug)\[(\d+)\]:(.+)$/.exec(a);
-    if (!m) throw new UsageError(`Invalid inherit fd argument: ${a}`);
-    const fd = Number(m[2]);
-    if (!fdIsOpen(fd)) throw new Error(`Can't fstat inherit fd ${fd}: it is not open`);
-    if (m[1] === "debug") {
-      writeAll(fd, new TextEncoder().encode(m[3]), `inherit fd ${fd}`);
-      continue;
-    }
-    log.info(`File ${m[3]} will be restored from inherit fd ${fd}`);
-    out.set(m[3], fd);
-  }
-  return out;
-}
-
 /** Appends a command-line error to the log file the command line names, if it can. */
 function logUsageError(o: CriuOpts, msg: string): void {
   try {
@@ -342,44 +204,3 @@ function isBug(e: Error): boolean {
 }
 
 export { FEATURES };
-
-function fdIsOpen(fd: number): boolean {
-  try {
-    fcntl(fd, 1 /* F_GETFD */);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The network namespace `--join-ns net:PID|FILE` names, as a path (a PID's /proc link). */
-function joinedNet(joins: string[]): string | undefined {
-  const net = joins.map((j) => /^net:(.+)$/.exec(j)?.[1]).find((v) => v !== undefined);
-  if (net === undefined) return undefined;
-  return /^\d+$/.test(net) ? `/proc/${net}/ns/net` : net;
-}
-
-/** `--external mnt[KEY]:PATH` (restore): the directory each external mount is bound from. */
-function mountsOf(external: string[]): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const e of external) {
-    const m = /^mnt\[([^\]]+)\]:(.+)$/.exec(e);
-    if (m) out.set(m[1], m[2]);
-  }
-  return out;
-}
-
-/**
- * `--external veth[IFNAME]:OUTNAME[@BRIDGE]` and `macvlan[IFNAME]:LOWER`: the outside end of
- * each veth and the lower device of each macvlan, by their names inside.
- */
-function outsideLinksOf(external: string[]): OutsideLinks {
-  const veths = new Map<string, VethOutside>(), macvlans = new Map<string, string>();
-  for (const e of external) {
-    const m = /^veth\[([^\]]+)\]:([^@]+)(?:@(.+))?$/.exec(e);
-    if (m) veths.set(m[1], { name: m[2], bridge: m[3] });
-    const v = /^macvlan\[([^\]]+)\]:(.+)$/.exec(e);
-    if (v) macvlans.set(v[1], v[2]);
-  }
-  return { veths, macvlans };
-}

@@ -184,7 +184,7 @@ const NOT_YET = {
   ns: "namespaces, mounts and cgroups come with container support",
   migration: "pre-dumps, page servers and lazy pages come with live migration",
   lsm: "LSM profiles and contexts are not restored yet",
-  rpc: "criu's RPC and image streaming are not supported yet",
+  stream: "image streaming (criu-image-streamer) is not supported yet",
 };
 
 function int(as: string, v: string | undefined): number {
@@ -343,7 +343,7 @@ const TABLE: OptionSpec[] = [
     else o.logLevel = atoi(v);
   }, { short: "v" }),
   refused("ps-socket", "required", NOT_YET.migration),
-  refused("stream", "none", NOT_YET.rpc),
+  refused("stream", "none", NOT_YET.stream),
   { name: "no-stream", arg: "none", set: () => {} },
   opt("config", "required", (o, v) => (o.config = v)),
   opt("no-default-config", "none", (o) => (o.noDefaultConfig = true)),
@@ -413,6 +413,16 @@ export function parseOptions(
   return o;
 }
 
+/**
+ * Applies option words (argv's form, without operands) to `o`: how RPC requests and their
+ * configuration files reach the same table as the command line. `where` names their source in
+ * errors.
+ */
+export function applyOptions(o: CriuOpts, words: readonly string[], where: string): void {
+  const { operands } = apply(o, words, where);
+  if (operands.length) throw new UsageError(`Unexpected "${operands[0]}" in ${where}`);
+}
+
 function apply(o: CriuOpts, words: readonly string[], where?: string): { operands: string[] } {
   let parsed;
   try {
@@ -472,11 +482,16 @@ export function checkOptions(o: CriuOpts): void {
         `(only TYPE:unconfined)`,
     );
   }
-  for (const e of o.external) {
+  checkExternal(o.external, o.command);
+}
+
+/** Refuses what `--external` names that deno-criu cannot handle for `command`. */
+export function checkExternal(external: readonly string[], command: string): void {
+  for (const e of external) {
     const type = /^(\w+)\[/.exec(e)?.[1];
     // At restore, as criu: a name that is no resource's key matches nothing in the images
     // (LXC 5.0 passes its LSM profile so, "--external apparmor:unconfined").
-    if (!type && o.command === "restore" && !/[[\]]/.test(e)) continue;
+    if (!type && command === "restore" && !/[[\]]/.test(e)) continue;
     if (!type || !/\]/.test(e)) throw new UsageError(`invalid argument for --external: ${e}`);
     if (type === "mnt" && !/^mnt\[[^\]]+\]:./.test(e)) {
       throw new UsageError(

@@ -39,6 +39,13 @@ export interface DumpOptions {
   pid: number;
   /** Where images go (`-D`); must exist. */
   imagesDir: string;
+  /**
+   * Asks the caller for more external resources once the network is locked, as criu asks an
+   * RPC caller (query-ext-files); they count as if `external` had named them.
+   */
+  queryExternal?: () => Promise<string[]>;
+  /** Where stats-dump goes, as criu writes it: its work directory (`-W`); `imagesDir` if unset. */
+  workDir?: string;
   /** Leave the tree running after the dump (`-R`). */
   leaveRunning?: boolean;
   /** Leave the tree stopped after the dump (`-s`). */

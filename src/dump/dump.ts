@@ -30,7 +30,7 @@ import {
   timens_entrySchema,
   timespecSchema,
 } from "../../proto/gen/misc_pb.ts";
-import { syncDir } from "../images/image.ts";
+import { ImageWriter, syncDir } from "../images/image.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
 import { CLOCK, clockGettime, close, KCMP, kcmp, NR, O, REG, userDev } from "../syscalls/mod.ts";
@@ -345,6 +345,14 @@ async function lockNetns(ctx: DumpContext, pid: number): Promise<void> {
 
 /** Takes away the locks of {@link lockNetns}, when the tree goes on. Never throws. */
 async function unlockNetns(ctx: DumpContext): Promise<void> {
+  if (ctx.ownNet) {
+    // As criu: the caller's unlock runs whatever became of its lock, and cannot fail the dump.
+    try {
+      await ctx.opts.actions?.("network-unlock", ctx.opts.pid);
+    } catch (e) {
+      ctx.log.error((e as Error).message);
+    }
+  }
   for (const l of ctx.netnsLocks.splice(0)) {
     await unlockNetnsOf(l.pid, l.method, l.vroot, ctx.log);
   }
@@ -380,7 +388,15 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   using nestedNets = new DisposableStack();
   await readNestedNetns(ctx, tree, rootNs, nestedNets);
   if (rootNs) writeNetns(ctx, rootNs.id, rootNs);
-  if (ctx.ownNet) await lockNetns(ctx, tree.root);
+  if (ctx.ownNet) {
+    // The caller's own lock of the namespace first, as criu runs it (RPC's network-lock).
+    await ctx.opts.actions?.("network-lock", tree.root);
+    await lockNetns(ctx, tree.root);
+  }
+  // What else the caller counts as external, asked once the network is locked (as criu asks an
+  // RPC caller), before anything that could be external is read.
+  const more = await ctx.opts.queryExternal?.();
+  if (more?.length) ctx.opts.external = [...ctx.opts.external ?? [], ...more];
   // A nested one is locked whole too when its connections are to be carried.
   if (ctx.opts.tcpEstablished) {
     for (const n of ctx.nestedNets.values()) await lockNetns(ctx, n.pid);
@@ -744,7 +760,13 @@ async function dumpProcess(
 
 function writeStats(ctx: DumpContext): void {
   const s = ctx.stats;
-  ctx.image("stats-dump", "STATS").entry(
+  // criu writes it in its work directory, where podman reads it (--print-stats).
+  const work = ctx.opts.workDir;
+  const apart = work !== undefined && work !== ctx.opts.imagesDir;
+  const image = apart
+    ? new ImageWriter(work, "stats-dump", "STATS")
+    : ctx.image("stats-dump", "STATS");
+  image.entry(
     stats_entrySchema,
     create(stats_entrySchema, {
       dump: create(dump_stats_entrySchema, {
@@ -760,5 +782,6 @@ function writeStats(ctx: DumpContext): void {
       }),
     }),
   );
+  if (apart) image.close();
   ctx.flush();
 }

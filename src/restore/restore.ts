@@ -155,6 +155,8 @@ import { ensureSysvSegment, markSysvRemoved } from "./sysv.ts";
 export interface RestoreOptions {
   /** Where the images are (`-D`). */
   imagesDir: string;
+  /** Where stats-restore goes, as criu writes it: its work directory (`-W`); `imagesDir` if unset. */
+  workDir?: string;
   /** Return once the task runs instead of waiting for it (`-d`). */
   detach?: boolean;
   /** Keep the task in the restorer's session and terminal (`-j`). */
@@ -837,6 +839,8 @@ async function restoreTree(
     if ((opts.joinNet && dump.netns) || lockNew) {
       await unlockNetns(made.pid, tcp.conns.lock.method, pid, log);
     }
+    // The caller's unlock of a namespace of the tree's own (RPC's network-unlock), as criu's.
+    if (dump.netns) await reported(opts.actions, "network-unlock", made.pid, log);
     await reported(opts.actions, "pre-resume", made.pid, log);
     for (const p of [...procs].reverse()) {
       if (p.task.zombie) continue;
@@ -876,7 +880,7 @@ async function restoreTree(
         pagesSkippedCow: kept,
       },
     };
-    writeStats(opts.imagesDir, result.stats);
+    writeStats(opts.workDir ?? opts.imagesDir, result.stats);
     if (!opts.detach) {
       result.exit = made.helper.status.then((s) => s.code);
     } else {

@@ -1,7 +1,7 @@
 /**
  * The one place that calls `Deno.dlopen`: the libc symbol table.
  *
- * Precondition for every symbol here but `splice_nb`: synchronous (never `nonblocking: true`).
+ * Precondition for every symbol here but `splice_nb` and `poll_nb`: synchronous (never `nonblocking: true`).
  * ptrace requests must come from the tracer thread, and errno is thread-local, so every call
  * runs on the thread that reads its errno right after it.
  *
@@ -65,6 +65,10 @@ const SYMBOLS = {
     result: "i64",
     nonblocking: true,
   },
+  // int poll(struct pollfd *fds, nfds_t nfds, int timeout);
+  // Run on a worker thread, like splice_nb: waiting for a descriptor to become readable
+  // without blocking the event loop. Its errno is lost; callers read the revents only.
+  poll_nb: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
   // int fcntl(int fd, int cmd, ... /* long arg */);
   fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
   // int ioctl(int fd, unsigned long request, ... /* void *argp */);

@@ -21,6 +21,8 @@ export const AF_UNIX = 1;
 export const SOCK_STREAM = 1;
 /** SOCK_DGRAM. */
 export const SOCK_DGRAM = 2;
+/** SOCK_SEQPACKET. */
+export const SOCK_SEQPACKET = 5;
 /** SOCK_CLOEXEC. */
 export const SOCK_CLOEXEC = 0o2000000;
 /** MSG_CMSG_CLOEXEC. */
@@ -581,4 +583,54 @@ export function accept(fd: number, what: string): number {
 export function socketNetns(fd: number, what: string): number {
   const SIOCGSKNS = 0x894c;
   return Number(unwrap(rawSyscall(NR.ioctl, fd, SIOCGSKNS, 0), "ioctl(SIOCGSKNS)", what));
+}
+
+const MSG_TRUNC = 0x20, EINTR = 4, SO_PEERCRED = 17;
+
+/**
+ * Waits, off the event loop, until `fd` can be read (or its peer has gone). Resolves to false
+ * when the descriptor is bad or the wait failed.
+ */
+export async function readable(fd: number): Promise<boolean> {
+  const POLLIN = 1, POLLNVAL = 0x20;
+  // struct pollfd { int fd; short events; short revents; }
+  const pfd = new Int32Array([fd, POLLIN]);
+  for (;;) {
+    const n = await libc.poll_nb(new Uint8Array(pfd.buffer), 1n, -1);
+    if (n > 0) return ((pfd[1] >>> 16) & POLLNVAL) === 0;
+    if (n < 0) {
+      // EINTR (criu's own SIGCHLD) is the usual cause; a bad descriptor reports POLLNVAL.
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+}
+
+/**
+ * One whole packet of SOCK_SEQPACKET socket `fd`, however long: its length read first without
+ * taking it (MSG_PEEK | MSG_TRUNC), then taken. Null at end of stream (the peer closed). Blocks.
+ */
+export function recvPacket(fd: number, what: string): Uint8Array | null {
+  const probe = new Uint8Array(1);
+  const peek = () =>
+    sys(NR.recvfrom, BigInt(fd), addressOf(probe), 1n, BigInt(MSG.PEEK | MSG_TRUNC), 0n, 0n);
+  let len = peek();
+  while (len < 0n && lastErrno() === EINTR) len = peek();
+  if (len === 0n) {
+    // An empty packet and the end of the stream look the same here; neither is a request.
+    sys(NR.recvfrom, BigInt(fd), addressOf(probe), 1n, 0n, 0n, 0n);
+    return null;
+  }
+  const buf = new Uint8Array(Number(unwrap(len, "recv(MSG_PEEK)", what)));
+  let got = sys(NR.recvfrom, BigInt(fd), addressOf(buf), BigInt(buf.length), 0n, 0n, 0n);
+  while (got < 0n && lastErrno() === EINTR) {
+    got = sys(NR.recvfrom, BigInt(fd), addressOf(buf), BigInt(buf.length), 0n, 0n, 0n);
+  }
+  return buf.subarray(0, Number(unwrap(got, "recv", what)));
+}
+
+/** The credentials of the process at the other end of unix socket `fd` (SO_PEERCRED). */
+export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } {
+  const cred = new Int32Array(3);
+  getsockopt(fd, SO_PEERCRED, new Uint8Array(cred.buffer));
+  return { pid: cred[0], uid: cred[1], gid: cred[2] };
 }

@@ -1,0 +1,162 @@
+/**
+ * A client of criu's RPC, for Deno programs that drive a criu out of process (this one or
+ * CRIU's): each request starts `criu swrk FD` on a socket pair, as libcriu, go-criu and pycriu
+ * do, sends the request, answers the NOTIFY round trips with the caller's handler, and returns
+ * the response.
+ *
+ * ```ts
+ * const criu = new CriuClient({ command: ["criu"] });
+ * await criu.dump({ pid: 1234, imagesDir: "/tmp/ckpt" });
+ * const { pid } = await criu.restore({ imagesDir: "/tmp/ckpt" });
+ * ```
+ *
+ * @module
+ */
+import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import {
+  type criu_optsSchema,
+  criu_req_type,
+  criu_reqSchema,
+  type criu_resp,
+  criu_respSchema,
+} from "../../proto/gen/rpc_pb.ts";
+import {
+  AF_UNIX,
+  readable,
+  recvPacket,
+  sendWithFds,
+  SOCK_CLOEXEC,
+  SOCK_SEQPACKET,
+  socketpair,
+} from "../syscalls/socket.ts";
+import { close, fcntl } from "../syscalls/mod.ts";
+
+/** A request's options (`criu_opts`), field by field (camelCase names of rpc.proto's). */
+export type RpcOptions = MessageInitShape<typeof criu_optsSchema>;
+
+/**
+ * Called at each action point criu reports (when `notifyScripts` is set), with the root task's
+ * PID where criu gives it; false (or a throw) tells criu the caller's action failed.
+ */
+export type NotifyHandler = (script: string, pid?: number) => boolean | Promise<boolean>;
+
+/** A request criu answered with failure: its message and errno, as criu gave them. */
+export class CriuRpcError extends Error {
+  /** criu's errno for the failure (cr_errno), 0 when it gave none. */
+  readonly errno: number;
+  constructor(request: string, errno: number, message: string) {
+    super(`${request} failed${message ? `: ${message}` : ""}${errno ? ` (errno ${errno})` : ""}`);
+    this.name = "CriuRpcError";
+    this.errno = errno;
+  }
+}
+
+/** Where the client finds criu. */
+export interface CriuClientOptions {
+  /** The command that runs criu, `swrk FD` appended (default: `criu` on PATH). */
+  command?: string[];
+}
+
+/** What VERSION answers. */
+export interface CriuVersion {
+  major: number;
+  minor: number;
+  sublevel?: number;
+  gitid?: string;
+}
+
+/** A client of criu's RPC through `criu swrk`. */
+export class CriuClient {
+  readonly #command: string[];
+
+  constructor(opts: CriuClientOptions = {}) {
+    this.#command = opts.command ?? ["criu"];
+  }
+
+  /** criu's version (VERSION). */
+  async version(): Promise<CriuVersion> {
+    const r = await this.#call(criu_req_type.VERSION, {});
+    const v = r.version!;
+    return { major: v.majorNumber, minor: v.minorNumber, sublevel: v.sublevel, gitid: v.gitid };
+  }
+
+  /** Whether the kernel has what criu needs (CHECK); throws with criu's reason if not. */
+  async check(): Promise<void> {
+    await this.#call(criu_req_type.CHECK, {});
+  }
+
+  /** Dumps the tree `opts.pid` (DUMP). */
+  async dump(opts: RpcOptions, onNotify?: NotifyHandler): Promise<void> {
+    await this.#call(criu_req_type.DUMP, { opts: { imagesDirFd: -1, ...opts } }, onNotify);
+  }
+
+  /** Restores a tree (RESTORE); returns its root task's PID. */
+  async restore(opts: RpcOptions, onNotify?: NotifyHandler): Promise<{ pid: number }> {
+    const r = await this.#call(criu_req_type.RESTORE, {
+      opts: { imagesDirFd: -1, ...opts },
+    }, onNotify);
+    return { pid: r.restore!.pid };
+  }
+
+  /** Sends one request to a new `criu swrk` and returns its response, NOTIFYs answered. */
+  async #call(
+    type: criu_req_type,
+    fields: { opts?: RpcOptions },
+    onNotify?: NotifyHandler,
+  ): Promise<criu_resp> {
+    const name = criu_req_type[type];
+    // criu's end is inherited (its close-on-exec cleared); ours is not.
+    const [mine, theirs] = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC);
+    const F_SETFD = 2;
+    fcntl(theirs, F_SETFD, 0);
+    let child: Deno.ChildProcess;
+    try {
+      child = new Deno.Command(this.#command[0], {
+        args: [...this.#command.slice(1), "swrk", `${theirs}`],
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+    } finally {
+      close(theirs);
+    }
+    const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    const errText = (async () => {
+      let text = "";
+      for (let r = await stderr.read(); !r.done; r = await stderr.read()) text += r.value;
+      return text;
+    })();
+    try {
+      send(mine, create(criu_reqSchema, { type, ...fields }));
+      for (;;) {
+        await readable(mine);
+        const packet = recvPacket(mine, `criu ${name} response`);
+        if (packet === null) {
+          const why = (await errText).trim().split("\n").at(-1) ?? "";
+          throw new CriuRpcError(name, 0, `criu exited without answering${why ? `: ${why}` : ""}`);
+        }
+        const resp = fromBinary(criu_respSchema, packet);
+        if (resp.type === criu_req_type.NOTIFY && resp.notify) {
+          let ok = false;
+          try {
+            ok = onNotify ? await onNotify(resp.notify.script, resp.notify.pid || undefined) : true;
+          } catch {
+            ok = false;
+          }
+          send(mine, create(criu_reqSchema, { type: criu_req_type.NOTIFY, notifySuccess: ok }));
+          continue;
+        }
+        if (!resp.success) throw new CriuRpcError(name, resp.crErrno, resp.crErrmsg);
+        return resp;
+      }
+    } finally {
+      close(mine);
+      await child.status;
+      await errText;
+    }
+  }
+}
+
+function send(fd: number, req: Parameters<typeof toBinary<typeof criu_reqSchema>>[1]): void {
+  sendWithFds(fd, toBinary(criu_reqSchema, req), [], "criu RPC request");
+}
