@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what deno-criu needs on a fresh Debian machine that has node/npm:
 # deno (from npm), protoc, crit (Debian's criu package), gcc and binutils, nftables, iptables,
-# iproute2, redis-server, lxc, debootstrap and uidmap; then the npm
+# iproute2, redis-server, lxc, debootstrap, runc, podman and uidmap; then the npm
 # dependencies. Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,9 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 # The container test: LXC and its Debian template (debootstrap).
 command -v lxc-create >/dev/null || need_apt+=(lxc)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+# Container runtimes that drive criu through its RPC: runc, and podman on it.
+command -v runc >/dev/null || need_apt+=(runc)
+command -v podman >/dev/null || need_apt+=(podman)
 # An unprivileged container's id maps (newuidmap, newgidmap).
 command -v newuidmap >/dev/null || need_apt+=(uidmap)
 if ((${#need_apt[@]})); then

@@ -15,7 +15,8 @@ const BUILD = join(ROOT, "tests", ".build");
 /** Compiles tests/victims/NAME.c (once per source change) and returns the binary path. */
 export async function buildVictim(name: string, flags: string[] = []): Promise<string> {
   const src = join(ROOT, "tests", "victims", `${name}.c`);
-  const bin = join(BUILD, name);
+  // A static build (for containers) is kept apart from the usual one.
+  const bin = join(BUILD, flags.includes("-static") ? `${name}-static` : name);
   Deno.mkdirSync(BUILD, { recursive: true });
   try {
     if (Deno.statSync(bin).mtime! >= Deno.statSync(src).mtime!) return bin;
@@ -195,6 +196,17 @@ export async function verdict(
   Deno.kill(pid, signal);
   await waitLine(v.out, /^(PASS|FAIL)/, timeoutMs);
   return Deno.readTextFileSync(v.out);
+}
+
+/**
+ * A directory holding `criu`, a script that runs this repository's criu, and PATH with it
+ * first: how LXC, runc and podman find criu.
+ */
+export function criuOnPath(): { bin: string; env: Record<string, string> } {
+  const dir = tmpDir("criu-bin-");
+  const argv = criuArgv([]).map((a) => `'${a}'`).join(" ");
+  Deno.writeTextFileSync(join(dir, "criu"), `#!/bin/sh\nexec ${argv} "$@"\n`, { mode: 0o755 });
+  return { bin: join(dir, "criu"), env: { PATH: `${dir}:${Deno.env.get("PATH")}` } };
 }
 
 /** Result of one criu run. */

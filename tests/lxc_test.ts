@@ -16,7 +16,7 @@
  * `lxc.tty.max = 0`). mariadb keeps its io_uring (innodb_use_native_aio's default).
  */
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { ROOT, sleep, tmpDir } from "./helpers.ts";
+import { criuOnPath, sleep, tmpDir } from "./helpers.ts";
 
 const has = (tool: string) =>
   new Deno.Command("sh", { args: ["-c", `command -v ${tool}`], stdout: "null" }).outputSync()
@@ -201,17 +201,6 @@ async function plainCycle(name: string, lib: string, env: Record<string, string>
   }
 }
 
-/** PATH with this repository's criu first, as LXC finds it. */
-function criuFirstOnPath(): Record<string, string> {
-  const bin = tmpDir("lxc-bin-");
-  Deno.writeTextFileSync(
-    `${bin}/criu`,
-    `#!/bin/sh\nexec "${Deno.execPath()}" run -A --quiet "${ROOT}/main.ts" "$@"\n`,
-    { mode: 0o755 },
-  );
-  return { PATH: `${bin}:${Deno.env.get("PATH")}` };
-}
-
 /**
  * What container `name` (its directory `lib`) is given to be carried (see the top), with
  * `extra` configuration lines.
@@ -270,7 +259,7 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     const name = `dcriu-${Date.now().toString(36)}`;
-    const env = criuFirstOnPath();
+    const env = criuOnPath().env;
     const made = await run("lxc-create", [
       "-n",
       name,
@@ -386,7 +375,7 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     const name = `dcriu-u-${Date.now().toString(36)}`;
-    const env = criuFirstOnPath();
+    const env = criuOnPath().env;
     // LXC maps the ids through newuidmap, which wants them delegated to root.
     const delegated = ["/etc/subuid", "/etc/subgid"].map((f) => [f, safe(f)] as const);
     for (const [f, was] of delegated) {

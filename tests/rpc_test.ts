@@ -7,6 +7,7 @@ import { assert, assertEquals, assertMatch, assertRejects } from "./assert.ts";
 import {
   buildVictim,
   criuArgv,
+  criuOnPath,
   killAll,
   oracle,
   procState,
@@ -49,14 +50,6 @@ async function call(...requests: Json[]): Promise<{ resps: Json[]; exit: number 
   return { resps: lines, exit: last.exit };
 }
 
-/** An executable that runs this criu (for callers that take one path, as pycriu and runc). */
-function criuScript(): string {
-  const path = join(tmpDir("criu-bin-"), "criu");
-  const argv = criuArgv([]).map((a) => `'${a}'`).join(" ");
-  Deno.writeTextFileSync(path, `#!/bin/sh\nexec ${argv} "$@"\n`, { mode: 0o755 });
-  return path;
-}
-
 /** A victim that checks its memory on SIGTERM (heap.c, 4 MiB), ready. */
 async function heapVictim(): Promise<Victim> {
   const v = startVictim(["setsid", await buildVictim("heap"), "{out}", "4"]);
@@ -74,7 +67,7 @@ Deno.test("pycriu's own client (CHECK, DUMP by images_dir_fd, RESTORE) takes a t
   const v = await heapVictim();
   try {
     const imgs = tmpDir();
-    const [r] = await python("pycriu", { binary: criuScript(), images_dir: imgs, pid: v.pid });
+    const [r] = await python("pycriu", { binary: criuOnPath().bin, images_dir: imgs, pid: v.pid });
     assertEquals(r, { restored: false, pid: v.pid });
     await v.child.status;
     assert(Deno.statSync(join(imgs, "dump.log")).isFile);

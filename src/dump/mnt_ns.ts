@@ -330,7 +330,17 @@ export async function cloneTmpfsMounts(
       } catch (err) {
         // An unbindable mount cannot be copied: read where it is (below, by its place).
         if (err instanceof InfectError && e.flags & MS.UNBINDABLE) continue;
-        throw err;
+        if (!(err instanceof InfectError)) throw err;
+        // A task without CAP_SYS_ADMIN (a runc container's) may not copy it: the helper does,
+        // entered into its namespace with criu's privileges.
+        const userns = nsLink(pid, "user") !== nsLink(Deno.pid, "user");
+        const fd = await openHiddenMount(pid, userns, visible.mountpoint, []).catch(() => {
+          throw err;
+        });
+        ctx.inFlightFds.push(fd); // closed when the dump ends
+        shown(`/proc/self/fd/${fd}`, e);
+        ns.clones.set(e.mntId, fd);
+        continue;
       }
       let fd: number;
       try {

@@ -37,6 +37,7 @@ import {
 } from "../syscalls/mod.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { exists } from "../util/exists.ts";
+import { helperExecutable } from "../util/helper_exe.ts";
 import { join } from "node:path";
 import { RemoteArena } from "./arena.ts";
 import { RestoreError } from "./files.ts";
@@ -60,7 +61,7 @@ import {
 import type { Logger } from "../log.ts";
 import type { DumpImages, TaskImages } from "./images.ts";
 import { type MountInfo, parseMountinfo } from "../util/mountinfo.ts";
-import { parseFdinfo, readProcText } from "../tree/proc.ts";
+import { nsLink, parseFdinfo, readProcText } from "../tree/proc.ts";
 import { fstype, type mnt_entry } from "../../proto/gen/misc_pb.ts";
 import { openPtyAt } from "./ttys.ts";
 
@@ -333,6 +334,32 @@ function readOnlyAtTheirPlace(entries: readonly mnt_entry[]): mnt_entry[] {
     e.flags & MS.RDONLY && !(e.sbFlags & MS.RDONLY) &&
     !entries.slice(i + 1).some((o) => within(e.mountpoint, o.mountpoint))
   );
+}
+
+/**
+ * Makes the mounts at `mountpoints` read-only (their own flag) in the mount namespace of task
+ * `pid`, whose root is that namespace's, from outside with criu's privileges (the remount_ro
+ * helper): the task may have dropped its own by then (a runc container's init keeps a few).
+ */
+export async function makeReadOnlyFromOutside(
+  pid: number,
+  mountpoints: readonly string[],
+): Promise<void> {
+  const userns = nsLink(pid, "user") !== nsLink(Deno.pid, "user");
+  const out = await new Deno.Command(helperExecutable("remount_ro"), {
+    args: [`${pid}`, userns ? "1" : "0", ...mountpoints],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  if (out.success) return;
+  if (out.stdout.length >= 8) {
+    const v = new DataView(out.stdout.buffer, out.stdout.byteOffset);
+    const [index, err] = [v.getInt32(0, true), v.getInt32(4, true)];
+    const what = index < 0 ? `the mount namespace of task ${pid}` : `mount ${mountpoints[index]}`;
+    throw new RestoreError(`Cannot make ${what} read-only: ${errnoName(-err)}`);
+  }
+  throw new RestoreError(`Cannot make mounts read-only: the helper exited with ${out.code}`);
 }
 
 /**

@@ -132,6 +132,7 @@ import {
   enterMountNamespace,
   makeMountNamespace,
   makeReadOnly,
+  makeReadOnlyFromOutside,
   mountLateProcs,
   outsidePath,
 } from "./mnt_ns.ts";
@@ -818,7 +819,7 @@ async function restoreTree(
         for (const fd of shmem.values()) close(fd);
       }
     }
-    if (readOnlyLater.length) inTask(rootSeized, (rs) => makeReadOnly(rs, readOnlyLater));
+    if (readOnlyLater.length) await makeReadOnlyFromOutside(rootSeized.pid, readOnlyLater);
     await checkpoint("state");
     await opts.actions?.("post-restore", made.pid);
     markSysvRemoved([...dump.sysvShm.values()].map((x) => x.entry));

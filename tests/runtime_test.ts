@@ -1,0 +1,189 @@
+/**
+ * Container runtimes that drive criu through its RPC (`criu swrk`), with this repository's
+ * criu first on PATH: runc checkpoints and restores an OCI bundle, podman (with the runc
+ * runtime) a container in place and through an exported archive. The container runs
+ * tests/victims/ticker.c, which counts in memory onto its stdout (a pipe its runtime holds, and
+ * hands anew at restore) and checks on SIGTERM that its stdout is still a pipe. From outside:
+ * the ticks go on from the number reached, in the new pipe, and the runtime shows it running.
+ *
+ * What this machine needs (as CRIU 4.2 does): runc, not crun; podman's ulimits within what
+ * root may set without CAP_SYS_RESOURCE; no network (a network namespace of its own, empty).
+ * Skipped where runc or podman is not installed.
+ */
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { buildVictim, criuOnPath, safeRead, sleep, tmpDir, waitLine } from "./helpers.ts";
+import { join } from "node:path";
+
+const has = (tool: string) =>
+  new Deno.Command("sh", { args: ["-c", `command -v ${tool}`], stdout: "null" }).outputSync()
+    .success;
+
+/** Runs a command with this criu first on PATH; its code and words. */
+async function run(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string } = {},
+): Promise<{ code: number; out: string }> {
+  const o = await new Deno.Command(cmd, {
+    args,
+    cwd: opts.cwd,
+    env: criu.env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(120_000),
+  }).output();
+  const dec = new TextDecoder();
+  return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
+}
+
+/** Runs it and fails the test, with its words, unless it succeeds. */
+async function ok(cmd: string, args: string[], opts: { cwd?: string } = {}): Promise<string> {
+  const r = await run(cmd, args, opts);
+  assertEquals(r.code, 0, `${cmd} ${args.join(" ")}: ${r.out}`);
+  return r.out;
+}
+
+const criu = criuOnPath();
+
+/** A root file system holding only the static ticker (and where the runtime mounts). */
+async function tickerRootfs(): Promise<string> {
+  const rootfs = join(tmpDir("rootfs-"), "rootfs");
+  for (const d of ["proc", "dev", "sys", "tmp", "rep"]) {
+    Deno.mkdirSync(join(rootfs, d), { recursive: true });
+  }
+  Deno.copyFileSync(await buildVictim("ticker", ["-static"]), join(rootfs, "ticker"));
+  Deno.chmodSync(join(rootfs, "ticker"), 0o755);
+  return rootfs;
+}
+
+/** The numbers of the "tick N" lines of `text`. */
+function ticks(text: string): number[] {
+  return [...text.matchAll(/^tick (\d+)$/gm)].map((m) => Number(m[1]));
+}
+
+/** Waits until `text()` holds a tick above `after`; returns every tick it holds. */
+async function ticksAfter(text: () => string | Promise<string>, after: number): Promise<number[]> {
+  const end = Date.now() + 10_000;
+  for (;;) {
+    const t = ticks(await text());
+    if (t.some((n) => n > after) || Date.now() > end) return t;
+    await sleep(50);
+  }
+}
+
+/**
+ * Starts `runc run|restore ... -d` in the background with its stdio (the container's) a pipe
+ * into `log`, as a caller keeps the container's output; waits for runc to finish.
+ */
+async function runcDetached(bundle: string, args: string[], log: string): Promise<void> {
+  const quoted = args.map((a) => `'${a}'`).join(" ");
+  await ok("sh", ["-c", `(runc ${quoted} </dev/null 2>&1 | cat >> '${log}') >/dev/null 2>&1 &`], {
+    cwd: bundle,
+  });
+}
+
+Deno.test({
+  name:
+    "runc checkpoints and restores an OCI bundle through this criu (swrk): twice round, the second time left running first; the ticker counts on into the new stdio pipe and finds its stdout a pipe",
+  ignore: !has("runc"),
+  fn: async () => {
+    const rootfs = await tickerRootfs();
+    const bundle = join(rootfs, "..");
+    await ok("runc", ["spec"], { cwd: bundle });
+    const spec = JSON.parse(Deno.readTextFileSync(join(bundle, "config.json")));
+    spec.process.terminal = false;
+    spec.process.args = ["/ticker", "/rep/out.log"];
+    spec.root = { path: rootfs, readonly: false };
+    Deno.writeTextFileSync(join(bundle, "config.json"), JSON.stringify(spec, null, 2));
+    const id = `deno-criu-${Deno.pid}`;
+    const logs = [1, 2, 3].map((i) => join(bundle, `stdout-${i}`));
+    try {
+      await runcDetached(bundle, ["run", "-d", id], logs[0]);
+      await waitLine(join(rootfs, "rep", "out.log"), /^ready$/, 10_000);
+      let last = (await ticksAfter(() => safeRead(logs[0]), 2)).at(-1)!;
+      for (const [round, leave] of [[1, true], [2, false]] as const) {
+        const imgs = tmpDir();
+        if (leave) {
+          await ok("runc", ["checkpoint", "--leave-running", "--image-path", imgs, id]);
+          const more = await ticksAfter(() => safeRead(logs[round - 1]), last);
+          assert(more.at(-1)! > last, "the container ran on after --leave-running");
+          await sleep(100);
+        }
+        await ok("runc", ["checkpoint", "--image-path", imgs, id]);
+        // Gone, as runc leaves a container it checkpointed.
+        assert(!(await ok("runc", ["list"])).includes(id));
+        const before = ticks(safeRead(logs[round - 1]));
+        last = before.at(-1)!;
+        await runcDetached(bundle, ["restore", "-d", "--image-path", imgs, id], logs[round]);
+        const after = await ticksAfter(() => safeRead(logs[round]), last);
+        assertEquals(after[0], last + 1, `round ${round}: ${after.slice(0, 3)} after ${last}`);
+        assertMatch(await ok("runc", ["list"]), new RegExp(`^${id}\\s+\\d+\\s+running`, "m"));
+        assert(Deno.statSync(join(imgs, "restore.log")).isFile);
+        last = after.at(-1)!;
+      }
+      await ok("runc", ["kill", id, "TERM"]);
+      await waitLine(join(rootfs, "rep", "out.log"), /^(PASS|FAIL)/, 10_000);
+      assertMatch(safeRead(join(rootfs, "rep", "out.log")), /^PASS$/m);
+    } finally {
+      await run("runc", ["delete", "-f", id]);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "podman (runc runtime) checkpoints and restores a container through this criu, in place and through an exported archive imported again; its logs count on from the number reached",
+  ignore: !has("podman") || !has("runc"),
+  fn: async () => {
+    const rootfs = await tickerRootfs();
+    const image = `localhost/deno-criu-ticker-${Deno.pid}`;
+    const name = `deno-criu-${Deno.pid}`;
+    const rep = tmpDir("rep-");
+    await ok("sh", ["-c", `tar -C '${rootfs}' -c . | podman import -q - ${image}`]);
+    const logs = async () => (await run("podman", ["logs", name])).out;
+    try {
+      await ok("podman", [
+        "run",
+        "-d",
+        "--runtime",
+        "runc",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=4096:4096",
+        "-v",
+        `${rep}:/rep`,
+        "--name",
+        name,
+        image,
+        "/ticker",
+        "/rep/out.log",
+      ]);
+      await waitLine(join(rep, "out.log"), /^ready$/, 10_000);
+      let last = (await ticksAfter(logs, 2)).at(-1)!;
+      await ok("podman", ["container", "checkpoint", name]);
+      assertMatch(await ok("podman", ["ps", "-a", "--filter", `name=${name}`]), /Exited/);
+      last = ticks(await logs()).at(-1)!;
+      await ok("podman", ["container", "restore", name]);
+      let now = await ticksAfter(logs, last);
+      assert(now.includes(last + 1), `in place: ${last + 1} after ${last}: ${now.slice(-5)}`);
+      last = now.at(-1)!;
+      const archive = join(tmpDir(), "ckpt.tar.gz");
+      await ok("podman", ["container", "checkpoint", "--export", archive, name]);
+      last = ticks(await logs()).at(-1)!;
+      await ok("podman", ["rm", "-f", name]);
+      await ok("podman", ["container", "restore", "--import", archive]);
+      now = await ticksAfter(logs, last);
+      assert(now.includes(last + 1), `imported: ${last + 1} after ${last}: ${now.slice(-5)}`);
+      await ok("podman", ["kill", "-s", "TERM", name]);
+      await waitLine(join(rep, "out.log"), /^(PASS|FAIL)/, 10_000);
+      assertMatch(safeRead(join(rep, "out.log")), /^PASS$/m);
+    } finally {
+      await run("podman", ["rm", "-f", name]);
+      await run("podman", ["rmi", "-f", image]);
+    }
+  },
+});
