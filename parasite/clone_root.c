@@ -12,7 +12,11 @@
  * capabilities for) and execs; -1, and it exits. criu keeps the blob and its stack until the
  * child has exec'd or exited (CLONE_CHILD_CLEARTID).
  *
- *   struct root_args { u64 clone_args, size, path, argv, envp, go; }
+ * With `netns` set (the descriptor of a network namespace to join, plus one), the child joins
+ * it before anything else: the tree's namespace given by the caller (--join-ns net, or one the
+ * dump named external). If it cannot, it writes -errno there and exits.
+ *
+ *   struct root_args { u64 clone_args, size, path, argv, envp, go, netns; }
  */
 #include "syscall.h"
 
@@ -22,8 +26,12 @@
 #define NR_futex 202
 #define FUTEX_WAIT 0
 
+#define NR_setns 308
+#define CLONE_NEWNET 0x40000000
+
 struct root_args {
 	u64 clone_args, size, path, argv, envp, go;
+	s64 netns;
 };
 
 struct kernel_sigaction {
@@ -33,6 +41,13 @@ struct kernel_sigaction {
 __attribute__((used, noreturn)) static void child_main(struct root_args *a)
 {
 	struct kernel_sigaction dfl = {0, 0, 0, 0};
+	if (a->netns) {
+		s64 r = sys3(NR_setns, a->netns - 1, CLONE_NEWNET, 0);
+		if (r < 0) {
+			a->netns = r;
+			sys3(NR_exit_group, 125, 0, 0);
+		}
+	}
 	for (int sig = 1; sig <= 64; sig++)
 		if (sig != 9 && sig != 19)
 			sys6(NR_rt_sigaction, sig, (s64)&dfl, 0, 8, 0, 0);

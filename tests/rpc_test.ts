@@ -68,7 +68,7 @@ Deno.test("pycriu's own client (CHECK, DUMP by images_dir_fd, RESTORE) takes a t
   try {
     const imgs = tmpDir();
     const [r] = await python("pycriu", { binary: criuOnPath().bin, images_dir: imgs, pid: v.pid });
-    assertEquals(r, { restored: false, pid: v.pid });
+    assertEquals(r, { restored: false, pid: v.pid, sibling_refused: null });
     await v.child.status;
     assert(Deno.statSync(join(imgs, "dump.log")).isFile);
     assert(Deno.statSync(join(imgs, "restore.log")).isFile);
@@ -164,6 +164,8 @@ Deno.test("RPC refusals come back as one line naming the field, with criu's errn
       /^RPC field lazy_pages: Option --lazy-pages is not supported by deno-criu/,
       EBADRQC,
     );
+    // In the log file the request names too (runc shows the errno and the log's name only).
+    assertMatch(Deno.readTextFileSync(join(imgs, "criu.log")), /Error.*RPC field lazy_pages/);
     await refused(
       { type: "DUMP", images_dir: imgs, opts: { parent_img: "../prev", pid: v.pid } },
       /^RPC field parent_img: Option --prev-images-dir is not supported/,
@@ -319,4 +321,38 @@ Deno.test({
       await stopVictim(v);
     }
   },
+});
+
+Deno.test("criu service -d --pidfile: in the background at once, it serves pycriu's client on its socket (CHECK, DUMP, RESTORE; rst_sibling refused, the caller not being its parent) and CriuClient's, one worker per connection, until SIGTERM", async () => {
+  const dir = tmpDir("service-");
+  const address = join(dir, "criu.sock"), pidfile = join(dir, "criu.pid");
+  const run = await new Deno.Command(criuArgv([])[0], {
+    args: [...criuArgv([]).slice(1), "service", "--address", address, "-d", "--pidfile", pidfile],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assertEquals(run.code, 0, new TextDecoder().decode(run.stderr));
+  const daemon = Number(Deno.readTextFileSync(pidfile));
+  const v = await heapVictim();
+  try {
+    // In a session of its own, its socket open to anyone, as criu's.
+    assertEquals(
+      Deno.readTextFileSync(`/proc/${daemon}/stat`).split(") ")[1].split(" ")[3],
+      `${daemon}`,
+    );
+    assertEquals(Deno.statSync(address).mode! & 0o777, 0o666);
+    const imgs = tmpDir();
+    const [r] = await python("pycriu", { socket: address, images_dir: imgs, pid: v.pid });
+    assertEquals(r, { restored: false, pid: v.pid, sibling_refused: EBADRQC });
+    assertMatch(await verdict(v), /^PASS$/m);
+    await v.child.status;
+    const criu = new CriuClient({ address });
+    assertEquals((await criu.version()).minor, 2);
+  } finally {
+    killAll(v.pid);
+    await stopVictim(v);
+    Deno.kill(daemon, "SIGTERM");
+    assert(await waitGone(daemon));
+  }
 });

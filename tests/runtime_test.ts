@@ -187,3 +187,53 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "podman with the container in a network namespace of the caller's (--network ns:PATH): runc names it external, the dump leaves it be, the restore joins it again from the descriptor runc hands in",
+  ignore: !has("podman") || !has("runc") || !has("ip"),
+  fn: async () => {
+    const rootfs = await tickerRootfs();
+    const image = `localhost/deno-criu-ticker-ns-${Deno.pid}`;
+    const name = `deno-criu-ns-${Deno.pid}`;
+    const netns = `deno-criu-${Deno.pid}`;
+    await ok("sh", ["-c", `tar -C '${rootfs}' -c . | podman import -q - ${image}`]);
+    await ok("ip", ["netns", "add", netns]);
+    const inode = Deno.statSync(`/run/netns/${netns}`).ino;
+    const logs = async () => (await run("podman", ["logs", name])).out;
+    const pid = async () =>
+      Number((await ok("podman", ["inspect", "-f", "{{.State.Pid}}", name])).trim());
+    try {
+      await ok("podman", [
+        "run",
+        "-d",
+        "--runtime",
+        "runc",
+        "--network",
+        `ns:/run/netns/${netns}`,
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=4096:4096",
+        "--name",
+        name,
+        image,
+        "/ticker",
+        "/tmp/out.log",
+      ]);
+      let last = (await ticksAfter(logs, 2)).at(-1)!;
+      assertEquals(Deno.statSync(`/proc/${await pid()}/ns/net`).ino, inode);
+      await ok("podman", ["container", "checkpoint", name]);
+      last = ticks(await logs()).at(-1)!;
+      await ok("podman", ["container", "restore", name]);
+      const now = await ticksAfter(logs, last);
+      assert(now.includes(last + 1), `${last + 1} after ${last}: ${now.slice(-5)}`);
+      // The same namespace, not a new one.
+      assertEquals(Deno.statSync(`/proc/${await pid()}/ns/net`).ino, inode);
+    } finally {
+      await run("podman", ["rm", "-f", name]);
+      await run("podman", ["rmi", "-f", image]);
+      await run("ip", ["netns", "del", netns]);
+    }
+  },
+});

@@ -12,6 +12,7 @@ import { showDir, showImage } from "../images/show.ts";
 import { checkOptions, type CriuOpts, parseOptions, UsageError } from "./options.ts";
 import { dirsOf, inWorkDir, runDump, runRestore } from "./run.ts";
 import { serveSwrk } from "../rpc/swrk.ts";
+import { serveService } from "../rpc/service.ts";
 import { USAGE } from "./usage.ts";
 import { close } from "../syscalls/mod.ts";
 
@@ -163,6 +164,8 @@ export async function main(argv: string[]): Promise<number> {
         });
       case "swrk":
         return await serveSwrk(o);
+      case "service":
+        return await serveService(o, argv);
       default:
         throw new Error(`The ${o.command} command is not supported by deno-criu yet`);
     }

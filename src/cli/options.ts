@@ -94,6 +94,8 @@ export interface CriuOpts {
   cpuCap?: string;
   libdir?: string;
   statusFd?: number;
+  /** `--address`: where `criu service` listens. */
+  address?: string;
   /** Descriptors `--close` closes before anything else. */
   closeFds: number[];
   /** `--action-script` paths, in the order criu runs them (the last given first). */
@@ -272,7 +274,8 @@ const TABLE: OptionSpec[] = [
   ...bool("file-locks", "fileLocks", { short: "l" }),
   refused("page-server", "none", NOT_YET.migration),
   { name: "no-page-server", arg: "none", set: () => {} },
-  refused("address", "required", NOT_YET.migration),
+  // The service's socket (a page server's address comes with live migration: --page-server).
+  opt("address", "required", (o, v) => (o.address = v)),
   refused("port", "required", NOT_YET.migration),
   refused("prev-images-dir", "required", NOT_YET.migration),
   opt("ms", "none", () => {
@@ -499,10 +502,13 @@ export function checkExternal(external: readonly string[], command: string): voi
           `(mnt[MOUNTPOINT]:KEY at dump, mnt[KEY]:PATH at restore)`,
       );
     }
+    if (type === "net" && !/^net\[\d+\]:./.test(e)) {
+      throw new UsageError(`invalid argument for --external: ${e} (net[INODE]:KEY expected)`);
+    }
     if (!EXTERNAL_TYPES.has(type)) {
       throw new UsageError(
         `Option --external ${e} is not supported by deno-criu: ${
-          ["dev", "net", "pid"].includes(type) ? NOT_YET.ns : `no resource of type ${type}`
+          ["dev", "pid"].includes(type) ? NOT_YET.ns : `no resource of type ${type}`
         }`,
       );
     }
@@ -512,7 +518,8 @@ export function checkExternal(external: readonly string[], command: string): voi
 /**
  * The resources `--external` names that deno-criu handles: files, terminals, unix sockets,
  * the outside ends of veth devices (`veth[IFNAME]:OUTNAME[@BRIDGE]`, at restore), the lower
- * devices of macvlans (`macvlan[IFNAME]:LOWER`, at restore), and mounts
- * (`mnt[MOUNTPOINT]:KEY` at dump, `mnt[KEY]:PATH` at restore).
+ * devices of macvlans (`macvlan[IFNAME]:LOWER`, at restore), mounts (`mnt[MOUNTPOINT]:KEY` at
+ * dump, `mnt[KEY]:PATH` at restore), and the tree's network namespace (`net[INODE]:KEY` at
+ * dump; joined again at restore from `--inherit-fd fd[N]:KEY`).
  */
-const EXTERNAL_TYPES = new Set(["file", "tty", "unix", "veth", "macvlan", "mnt"]);
+const EXTERNAL_TYPES = new Set(["file", "tty", "unix", "veth", "macvlan", "mnt", "net"]);

@@ -24,6 +24,7 @@ import {
   fstype,
   inventory_entrySchema,
   lsmtype,
+  netns_entrySchema,
   pstree_entrySchema,
   seccomp_entrySchema,
   stats_entrySchema,
@@ -358,6 +359,28 @@ async function unlockNetns(ctx: DumpContext): Promise<void> {
   }
 }
 
+/**
+ * The key of `--external net[INODE]:KEY` when it names the network namespace of task `root`;
+ * undefined when none names one. One naming another namespace is refused: only the tree's own
+ * can be external.
+ */
+function externalNetKey(external: readonly string[], root: number): string | undefined {
+  const ino = /^net:\[(\d+)\]$/.exec(nsLink(root, "net"))?.[1];
+  let key: string | undefined;
+  for (const e of external) {
+    const m = /^net\[(\d+)\]:(.+)$/.exec(e);
+    if (!m) continue;
+    if (m[1] !== ino) {
+      throw new UnsupportedError(
+        `Cannot dump with --external ${e}: the tree's network namespace is net:[${ino}], and ` +
+          `only it can be external`,
+      );
+    }
+    key = m[2];
+  }
+  return key;
+}
+
 /** Collects the frozen tree and writes every image, synced. Kills nothing. */
 async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   ctx.pids = VirtualPids.of(tree.root);
@@ -372,7 +395,17 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   // before any connection in it is locked; its sockets are made in it from now on.
   using _netns = ctx.ownNet ? useNamespaceOf(tree.root) : undefined;
   let rootNs;
-  if (ctx.ownNet && !ctx.opts.emptyNet) {
+  // A namespace the caller names external (`--external net[INODE]:KEY`, runc's for a container
+  // joined to a namespace of its own) is not dumped: the restore joins it again, given by KEY.
+  const extNet = ctx.ownNet ? externalNetKey(ctx.opts.external ?? [], tree.root) : undefined;
+  if (extNet !== undefined) {
+    const id = ctx.nsIds(tree.root).netNsId;
+    ctx.image(`netns-${id}.img`, "NETNS").entry(
+      netns_entrySchema,
+      create(netns_entrySchema, { extKey: extNet }),
+    );
+    ctx.log.info(`Network namespace of task ${tree.root} is external (${extNet})`);
+  } else if (ctx.ownNet && !ctx.opts.emptyNet) {
     try {
       const id = ctx.nsIds(tree.root).netNsId;
       const holders = () => tunHolders(tree.processes.map((p) => p.pid));

@@ -191,6 +191,11 @@ export interface NetnsState {
    * device outside it (`link-netnsid`), by the device's index.
    */
   linkNetnsids?: Map<number, number>;
+  /**
+   * The key the dump gave a namespace named external (`--external net[INODE]:KEY`): nothing of
+   * it is in the images; the restore joins the namespace the caller gives for KEY.
+   */
+  external?: string;
 }
 
 /**

@@ -8,7 +8,7 @@
  */
 import { readFirstLine } from "../util/first_line.ts";
 import { helperExecutable } from "../util/helper_exe.ts";
-import { CLOCK, clockGettime, lastErrno, NR, rawSyscall } from "../syscalls/mod.ts";
+import { CLOCK, clockGettime, close, lastErrno, NR, O, open, rawSyscall } from "../syscalls/mod.ts";
 import { cloneSiblingTask } from "../syscalls/spawn.ts";
 import { readTimeOffsets } from "../tree/proc.ts";
 import { type UserNamespace, writeIdMaps } from "../tree/userns.ts";
@@ -137,10 +137,15 @@ function spawnSiblingTask(
   joinNet?: string,
   userns?: UserNamespace,
 ): HelperTask {
-  if (joinNet) {
-    throw new Error("Cannot restore with --restore-sibling into a namespace joined (--join-ns)");
+  if (joinNet && userns) {
+    throw new Error(
+      "Cannot restore a tree in a user namespace of its own with --restore-sibling into a " +
+        "network namespace joined (--join-ns, or one dumped as external)",
+    );
   }
   if (clocks) enterNewTimeNamespace(clocks);
+  // A network namespace joined: the child joins it before anything else.
+  using net = joinNet === undefined ? undefined : openNs(joinNet);
   // In a user namespace of its own, the task gets its maps before it runs its program, which
   // it reaches through its own copy of criu's descriptor (criu's /proc is closed to it).
   const child = userns
@@ -150,7 +155,7 @@ function spawnSiblingTask(
       pid,
       (c) => writeIdMaps(c, userns),
     )
-    : cloneSiblingTask(helperExecutable("sibling_task"), cloneFlags, pid);
+    : cloneSiblingTask(helperExecutable("sibling_task"), cloneFlags, pid, undefined, net?.fd);
   if (child === -17) throw new PidTakenError(pid);
   if (child < 0) throw new Error(`Cannot create task ${pid}: clone3 failed with errno ${-child}`);
   const status = Promise.resolve({ code: 0 });
@@ -167,6 +172,12 @@ function spawnSiblingTask(
       return Promise.resolve();
     },
   };
+}
+
+/** A namespace's descriptor (`path`: a bound namespace, or /proc/PID/ns/...), closed on dispose. */
+function openNs(path: string): { fd: number } & Disposable {
+  const fd = open(path, O.RDONLY | O.CLOEXEC);
+  return { fd, [Symbol.dispose]: () => close(fd) };
 }
 
 /**

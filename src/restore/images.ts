@@ -764,10 +764,20 @@ function readNetnsImages(
   empty: boolean,
 ): NetnsState | undefined {
   if (id === undefined) return undefined;
+  const p = (name: string) => join(dir, `${name}-${id}.img`);
+  // External (the dump named it so): joined again, nothing of it made (runc asks for an empty
+  // one too: the one it gives is).
+  const given = exists(p("netns"))
+    ? one(p("netns"), readImage(p("netns"), "NETNS", netns_entrySchema))
+    : undefined;
+  if (given?.extKey) {
+    return { id, devices: [], netns: given, saved: new Map(), external: given.extKey };
+  }
   // --empty-ns net: made empty, for the setup-namespaces script to fill.
   if (empty) return { id, devices: [], netns: create(netns_entrySchema, {}), saved: new Map() };
-  const p = (name: string) => join(dir, `${name}-${id}.img`);
-  for (const name of ["netdev", "netns"]) needNsImage(p(name), root, "a network");
+  needNsImage(p("netns"), root, "a network");
+  const netns = given!;
+  needNsImage(p("netdev"), root, "a network");
   const saved = new Map<string, Uint8Array>();
   for (const name of NETNS_RAW_IMAGES) {
     if (exists(p(name))) saved.set(name, readImageBytes(p(name)));
@@ -775,7 +785,7 @@ function readNetnsImages(
   return {
     id,
     devices: readImage(p("netdev"), "NETDEV", net_device_entrySchema).map((e) => e.message),
-    netns: one(p("netns"), readImage(p("netns"), "NETNS", netns_entrySchema)),
+    netns,
     saved,
   };
 }

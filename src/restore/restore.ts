@@ -474,7 +474,9 @@ export async function restore(
   // namespace of its own comes back in a new one, which has no lock (the old went with it).
   if (!dump.netns) { for (const c of tcpConnections(dump)) tcp.conns.lock.adopt(c); }
   try {
-    return await restoreTree(dump, opts, log, tcp, t0);
+    // A namespace the dump named external is joined, as one given with --join-ns.
+    const joinNet = opts.joinNet ?? externalNet(dump, opts.inheritFds);
+    return await restoreTree(dump, { ...opts, joinNet }, log, tcp, t0);
   } catch (e) {
     tcp.conns.drop({ unlock: true });
     throw e;
@@ -940,6 +942,26 @@ function enterTimeNamespace(rs: RemoteSyscalls, clocks: TimeNamespaceClocks): vo
   } finally {
     rs.call(NR.close, ns);
   }
+}
+
+/**
+ * Where the tree's network namespace is joined when the dump named it external: the descriptor
+ * the caller gave for its key (`--inherit-fd fd[N]:KEY`, as runc gives its container's).
+ */
+function externalNet(
+  dump: DumpImages,
+  inheritFds: ReadonlyMap<string, number> | undefined,
+): string | undefined {
+  const key = dump.netns?.external;
+  if (key === undefined) return undefined;
+  const fd = inheritFds?.get(key);
+  if (fd === undefined) {
+    throw new RestoreError(
+      `The tree's network namespace was dumped as external (${key}): give it with ` +
+        `--inherit-fd fd[N]:${key} or --join-ns net:PATH`,
+    );
+  }
+  return `/proc/${Deno.pid}/fd/${fd}`;
 }
 
 /** Runs the action scripts of a point after which failures can only be reported (as criu). */

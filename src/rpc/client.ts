@@ -1,7 +1,7 @@
 /**
  * A client of criu's RPC, for Deno programs that drive a criu out of process (this one or
  * CRIU's): each request starts `criu swrk FD` on a socket pair, as libcriu, go-criu and pycriu
- * do, sends the request, answers the NOTIFY round trips with the caller's handler, and returns
+ * do (or connects to a `criu service`), sends the request, answers the NOTIFY round trips with the caller's handler, and returns
  * the response.
  *
  * ```ts
@@ -22,11 +22,13 @@ import {
 } from "../../proto/gen/rpc_pb.ts";
 import {
   AF_UNIX,
+  connectUnix,
   readable,
   recvPacket,
   sendWithFds,
   SOCK_CLOEXEC,
   SOCK_SEQPACKET,
+  socket,
   socketpair,
 } from "../syscalls/socket.ts";
 import { close, fcntl } from "../syscalls/mod.ts";
@@ -55,6 +57,15 @@ export class CriuRpcError extends Error {
 export interface CriuClientOptions {
   /** The command that runs criu, `swrk FD` appended (default: `criu` on PATH). */
   command?: string[];
+  /** The socket of a `criu service` to connect to instead (`--address`). */
+  address?: string;
+}
+
+/** One request's connection: our socket, criu's stderr (swrk), and its end. */
+interface Connection {
+  fd: number;
+  stderr: Promise<string>;
+  done: Promise<unknown>;
 }
 
 /** What VERSION answers. */
@@ -68,9 +79,11 @@ export interface CriuVersion {
 /** A client of criu's RPC through `criu swrk`. */
 export class CriuClient {
   readonly #command: string[];
+  readonly #address?: string;
 
   constructor(opts: CriuClientOptions = {}) {
     this.#command = opts.command ?? ["criu"];
+    this.#address = opts.address;
   }
 
   /** criu's version (VERSION). */
@@ -105,35 +118,19 @@ export class CriuClient {
     onNotify?: NotifyHandler,
   ): Promise<criu_resp> {
     const name = criu_req_type[type];
-    // criu's end is inherited (its close-on-exec cleared); ours is not.
-    const [mine, theirs] = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC);
-    const F_SETFD = 2;
-    fcntl(theirs, F_SETFD, 0);
-    let child: Deno.ChildProcess;
+    const conn = this.#address === undefined ? this.#spawn() : this.#connect(this.#address);
     try {
-      child = new Deno.Command(this.#command[0], {
-        args: [...this.#command.slice(1), "swrk", `${theirs}`],
-        stdin: "null",
-        stdout: "null",
-        stderr: "piped",
-      }).spawn();
-    } finally {
-      close(theirs);
-    }
-    const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-    const errText = (async () => {
-      let text = "";
-      for (let r = await stderr.read(); !r.done; r = await stderr.read()) text += r.value;
-      return text;
-    })();
-    try {
-      send(mine, create(criu_reqSchema, { type, ...fields }));
+      send(conn.fd, create(criu_reqSchema, { type, ...fields }));
       for (;;) {
-        await readable(mine);
-        const packet = recvPacket(mine, `criu ${name} response`);
+        await readable(conn.fd);
+        const packet = recvPacket(conn.fd, `criu ${name} response`);
         if (packet === null) {
-          const why = (await errText).trim().split("\n").at(-1) ?? "";
-          throw new CriuRpcError(name, 0, `criu exited without answering${why ? `: ${why}` : ""}`);
+          const why = (await conn.stderr).trim().split("\n").at(-1) ?? "";
+          throw new CriuRpcError(
+            name,
+            0,
+            `criu went away without answering${why ? `: ${why}` : ""}`,
+          );
         }
         const resp = fromBinary(criu_respSchema, packet);
         if (resp.type === criu_req_type.NOTIFY && resp.notify) {
@@ -143,17 +140,52 @@ export class CriuClient {
           } catch {
             ok = false;
           }
-          send(mine, create(criu_reqSchema, { type: criu_req_type.NOTIFY, notifySuccess: ok }));
+          send(conn.fd, create(criu_reqSchema, { type: criu_req_type.NOTIFY, notifySuccess: ok }));
           continue;
         }
         if (!resp.success) throw new CriuRpcError(name, resp.crErrno, resp.crErrmsg);
         return resp;
       }
     } finally {
-      close(mine);
-      await child.status;
-      await errText;
+      close(conn.fd);
+      await conn.done;
     }
+  }
+
+  /** A new `criu swrk` on a socket pair: our end, its stderr once it ends, and its end. */
+  #spawn(): Connection {
+    // criu's end is inherited (its close-on-exec cleared); ours is not.
+    const [mine, theirs] = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC);
+    const F_SETFD = 2;
+    let child: Deno.ChildProcess;
+    try {
+      fcntl(theirs, F_SETFD, 0);
+      child = new Deno.Command(this.#command[0], {
+        args: [...this.#command.slice(1), "swrk", `${theirs}`],
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+    } catch (e) {
+      close(mine);
+      throw e;
+    } finally {
+      close(theirs);
+    }
+    const stderr = new Response(child.stderr).text();
+    return { fd: mine, stderr, done: Promise.all([child.status, stderr]) };
+  }
+
+  /** A connection to a `criu service` listening at `address`. */
+  #connect(address: string): Connection {
+    const fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC);
+    try {
+      connectUnix(fd, new TextEncoder().encode(address), `criu service at ${address}`);
+    } catch (e) {
+      close(fd);
+      throw e;
+    }
+    return { fd, stderr: Promise.resolve(""), done: Promise.resolve() };
   }
 }
 

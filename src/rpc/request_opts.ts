@@ -279,3 +279,25 @@ export function optsFromRequest(
   }
   return o;
 }
+
+/**
+ * Writes a request's refusal into the log file it names, where it can be found (criu logs its
+ * option errors there; runc shows only the errno and the log's name). Best effort.
+ */
+export function logRefusal(r: criu_opts | undefined, peer: number, message: string): void {
+  if (!r || (isFieldSet(r, criu_optsSchema.field.logToStderr) && r.logToStderr)) return;
+  const dir = isFieldSet(r, criu_optsSchema.field.workDirFd)
+    ? `/proc/${peer}/fd/${r.workDirFd}`
+    : r.imagesDirFd !== -1
+    ? `/proc/${peer}/fd/${r.imagesDirFd}`
+    : r.imagesDir;
+  const name = r.logFile || DEFAULT_LOG_FILE;
+  if (!dir || name.includes("/")) return;
+  try {
+    Deno.writeTextFileSync(`${dir}/${name}`, `(00.000000) Error (rpc): ${message}\n`, {
+      append: true,
+    });
+  } catch {
+    // nowhere to log: the response has it
+  }
+}

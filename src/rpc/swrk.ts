@@ -28,7 +28,8 @@ import {
   RpcChannel,
   RpcError,
 } from "./channel.ts";
-import { optsFromRequest } from "./request_opts.ts";
+import { logRefusal, optsFromRequest } from "./request_opts.ts";
+import { SERVICE_WORKER_ENV } from "./service.ts";
 
 const ESRCH = 3, EEXIST = 17, EBADRQC = 56, EOPNOTSUPP = 95;
 
@@ -130,12 +131,21 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
       return { type, success: true };
     }
     case criu_req_type.DUMP: {
-      const o = optsFromRequest(base, req.opts, channel.peer.pid, "dump");
+      const o = requestOpts(base, req, channel.peer.pid, "dump");
       await runDump(o, caller, () => {});
       return { type, success: true, dump: { restored: false } };
     }
     case criu_req_type.RESTORE: {
-      const o = optsFromRequest(base, req.opts, channel.peer.pid, "restore");
+      const o = requestOpts(base, req, channel.peer.pid, "restore");
+      if (Deno.env.get(SERVICE_WORKER_ENV)) {
+        // The caller is neither this worker's parent nor sharing its descriptors.
+        if (o.restoreSibling) {
+          throw new UsageError("rst_sibling is not allowed in standalone service");
+        }
+        if (o.inheritFds.length) {
+          throw new UsageError("inherit_fd is not allowed in standalone service");
+        }
+      }
       const pid = await runRestore(o, caller, (r) => r.pid);
       return { type, success: true, restore: { pid } };
     }
@@ -148,6 +158,21 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
     }
     default:
       throw new UsageError(`Invalid request type ${type}`);
+  }
+}
+
+/** The options of request `req`; a refusal is written to the log file it names too. */
+function requestOpts(
+  base: CriuOpts,
+  req: criu_req,
+  peer: number,
+  mode: "dump" | "restore",
+): CriuOpts {
+  try {
+    return optsFromRequest(base, req.opts, peer, mode);
+  } catch (e) {
+    logRefusal(req.opts, peer, (e as Error).message);
+    throw e;
   }
 }
 

@@ -67,6 +67,8 @@ function execArgs(path: string, argv: string[], env: Record<string, string>) {
  * `path` (a program that sleeps until criu seizes it). Returns its PID as criu sees it, or
  * -errno (EEXIST: the id is taken).
  *
+ * With `netns` (a descriptor of a network namespace), the child joins it first.
+ *
  * With `beforeExec` (the child in a user namespace of its own), the child waits before it
  * execs until `beforeExec` has run with its PID (writing the namespace's id maps), then becomes
  * the namespace's root, whose capabilities an exec keeps; this thread waits until it has
@@ -77,6 +79,7 @@ export function cloneSiblingTask(
   cloneFlags: number,
   tid: number,
   beforeExec?: (child: number) => void,
+  netns?: number,
 ): number {
   const CLONE_CHILD_CLEARTID = 0x200000, FUTEX_WAIT = 0, FUTEX_WAKE = 1;
   const x = execArgs(path, [path], {});
@@ -108,12 +111,17 @@ export function cloneSiblingTask(
       addressOf(x.argv),
       addressOf(x.envp),
       waits ? addressOf(go) : 0n,
+      netns === undefined ? 0n : BigInt(netns + 1),
     ]);
     const call = new Deno.UnsafeFnPointer(
       Deno.UnsafePointer.create(text)!,
       { parameters: ["pointer"], result: "i64" } as const,
     );
     const ret = Number(call.call(Deno.UnsafePointer.of(args)));
+    // The child could not join the network namespace (it wrote -errno, and exited).
+    if (netns !== undefined && ret > 0 && !waits && BigInt.asIntN(64, args[6]) < 0n) {
+      throw new Errno("setns(CLONE_NEWNET)", Number(-BigInt.asIntN(64, args[6])), `task ${tid}`);
+    }
     if (waits && ret > 0) {
       try {
         beforeExec(ret);
