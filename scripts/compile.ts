@@ -16,6 +16,15 @@ const args = [
   "--allow-all",
   "--include",
   "parasite/blobs_gen.ts",
+  // Loaded by the commands that need them (src/util/load.ts), not found by deno's graph.
+  ...[
+    "src/cli/run.ts",
+    "src/check.ts",
+    "src/images/show.ts",
+    "src/rpc/swrk.ts",
+    "src/rpc/service.ts",
+  ]
+    .flatMap((m) => ["--include", m]),
   "--output",
   values.output!,
   "main.ts",

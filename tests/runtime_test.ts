@@ -6,9 +6,16 @@
  * hands anew at restore) and checks on SIGTERM that its stdout is still a pipe. From outside:
  * the ticks go on from the number reached, in the new pipe, and the runtime shows it running.
  *
+ * Then the apps container: apache2 and mariadb (as their own users, no user namespace) in a
+ * Debian 12 rootfs from debootstrap (cached in /var/cache/deno-criu), in a network namespace of
+ * the caller's (--network ns:PATH: runc names it external, and it is joined again), with a
+ * mariadb client session over TCP to 127.0.0.1 inside it: in place and through an exported
+ * archive, apache serves the page written before, the table keeps its rows, and the session
+ * keeps its connection and its variable.
+ *
  * What this machine needs (as CRIU 4.2 does): runc, not crun; podman's ulimits within what
- * root may set without CAP_SYS_RESOURCE; no network (a network namespace of its own, empty).
- * Skipped where runc or podman is not installed.
+ * root may set without CAP_SYS_RESOURCE; no network of the host's (none, or a namespace of the
+ * caller's). Skipped where runc or podman is not installed.
  */
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { buildVictim, criuOnPath, safeRead, sleep, tmpDir, waitLine } from "./helpers.ts";
@@ -233,6 +240,126 @@ Deno.test({
     } finally {
       await run("podman", ["rm", "-f", name]);
       await run("podman", ["rmi", "-f", image]);
+      await run("ip", ["netns", "del", netns]);
+    }
+  },
+});
+
+/** The apps image (apache2, mariadb): a debootstrap rootfs, made once and kept. */
+async function appsImage(): Promise<string> {
+  const image = "localhost/deno-criu-apps";
+  if ((await run("podman", ["image", "exists", image])).code === 0) return image;
+  const cache = "/var/cache/deno-criu/apps-rootfs";
+  if (!safeRead(`${cache}/etc/debian_version`)) {
+    await run("rm", ["-rf", cache]);
+    Deno.mkdirSync(cache, { recursive: true });
+    await ok("debootstrap", [
+      "--variant=minbase",
+      "--include=apache2,mariadb-server,mariadb-client,python3,iproute2",
+      "bookworm",
+      cache,
+      "http://deb.debian.org/debian",
+    ]);
+  }
+  await ok("sh", ["-c", `tar -C '${cache}' -c . | podman import -q - ${image}`]);
+  return image;
+}
+
+/** What the apps container runs: mariadb, apache (its logs in a directory of its own: see the
+ * test), and a mariadb client reading its statements from /tmp/cmds, over TCP. */
+const APPS_INIT = `ip link set lo up
+mkdir -p /run/mysqld && chown mysql /run/mysqld
+mariadbd --user=mysql --innodb_use_native_aio=0 --bind-address=127.0.0.1 --skip-name-resolve \\
+  >/var/log/mariadbd.log 2>&1 &
+mkdir -p /var/log/apache2-run
+sed -i 's|^export APACHE_LOG_DIR=.*|export APACHE_LOG_DIR=/var/log/apache2-run|' /etc/apache2/envvars
+apache2ctl start
+( while [ ! -e /tmp/cmds ]; do sleep 0.2; done
+  tail -n +1 -f /tmp/cmds | mariadb -n -N -B -h127.0.0.1 -uapp -ppw > /tmp/out 2>&1 ) &
+exec sleep infinity`;
+
+/** The page, the rows, and the session's answer to a statement tagged `tag`, from inside. */
+async function appsState(name: string, tag: string): Promise<string> {
+  return await ok("podman", [
+    "exec",
+    name,
+    "sh",
+    "-c",
+    `python3 -c "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1/marker.html',timeout=5).read().decode().strip())"
+mariadb -uroot -N -B -e 'SELECT * FROM t.r ORDER BY id'
+echo "SELECT '${tag}', @v, CONNECTION_ID();" >> /tmp/cmds
+for i in $(seq 50); do grep -q '^${tag}' /tmp/out && break; sleep 0.1; done
+grep '^${tag}' /tmp/out`,
+  ]);
+}
+
+Deno.test({
+  name:
+    "podman checkpoints and restores an apache2 + mariadb container through this criu, in place and exported then imported: the page written before, the table's rows, and a client session over TCP with its variable and its connection",
+  ignore: !has("podman") || !has("runc") || !has("debootstrap") || !has("ip"),
+  fn: async () => {
+    const image = await appsImage();
+    const name = `deno-criu-apps-${Deno.pid}`;
+    const netns = `deno-criu-apps-${Deno.pid}`;
+    await ok("ip", ["netns", "add", netns]);
+    await ok("ip", ["-n", netns, "link", "set", "lo", "up"]);
+    const opts = ["--tcp-established", "--file-locks"];
+    try {
+      await ok("podman", [
+        "run",
+        "-d",
+        "--runtime",
+        "runc",
+        "--network",
+        `ns:/run/netns/${netns}`,
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=4096:4096",
+        "--name",
+        name,
+        image,
+        "sh",
+        "-c",
+        APPS_INIT,
+      ]);
+      const end = Date.now() + 60_000;
+      while ((await run("podman", ["exec", name, "mariadb", "-uroot", "-e", "select 1"])).code) {
+        assert(Date.now() < end, "mariadb did not start");
+        await sleep(500);
+      }
+      const marker = `deno-criu-${Date.now()}`;
+      await ok("podman", [
+        "exec",
+        name,
+        "sh",
+        "-c",
+        // A page of its own (podman's exported archive holds the files added to the image,
+        // not those changed: an edited index.html would come back as it was in the image).
+        `echo ${marker} > /var/www/html/marker.html
+mariadb -uroot <<'SQL'
+CREATE DATABASE t; CREATE TABLE t.r (id INT PRIMARY KEY, v VARCHAR(32));
+INSERT INTO t.r VALUES (1,'one'),(2,'two'),(3,'three');
+CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY 'pw'; GRANT ALL ON t.* TO 'app'@'127.0.0.1';
+SQL
+echo "SET @v=42; SELECT 'before', @v, CONNECTION_ID();" > /tmp/cmds`,
+      ]);
+      const before = await appsState(name, "initial");
+      const conn = /^initial\t42\t(\d+)$/m.exec(before)?.[1];
+      assert(conn, before);
+      const expect = (tag: string) =>
+        new RegExp(`^${marker}\n1\tone\n2\ttwo\n3\tthree\n${tag}\t42\t${conn}\n?$`);
+      assertMatch(before, expect("initial"));
+      await ok("podman", ["container", "checkpoint", ...opts, name]);
+      await ok("podman", ["container", "restore", ...opts, name]);
+      assertMatch(await appsState(name, "inplace"), expect("inplace"));
+      const archive = join(tmpDir(), "apps.tar.gz");
+      await ok("podman", ["container", "checkpoint", ...opts, "--export", archive, name]);
+      await ok("podman", ["rm", "-f", name]);
+      await ok("podman", ["container", "restore", ...opts, "--import", archive]);
+      assertMatch(await appsState(name, "imported"), expect("imported"));
+    } finally {
+      await run("podman", ["rm", "-f", name]);
       await run("ip", ["netns", "del", netns]);
     }
   },

@@ -5,14 +5,11 @@
  * @module
  */
 import { VERSION, versionText } from "../version.ts";
-import { checkFeatures, featureNamed, FEATURES } from "../check.ts";
 import type { RestoreStats } from "../restore/restore.ts";
 import type { DumpStats } from "../dump/context.ts";
-import { showDir, showImage } from "../images/show.ts";
 import { checkOptions, type CriuOpts, parseOptions, UsageError } from "./options.ts";
-import { dirsOf, inWorkDir, runDump, runRestore } from "./run.ts";
-import { serveSwrk } from "../rpc/swrk.ts";
-import { serveService } from "../rpc/service.ts";
+import { dirsOf, inWorkDir } from "./dirs.ts";
+import { load } from "../util/load.ts";
 import { USAGE } from "./usage.ts";
 import { close } from "../syscalls/mod.ts";
 
@@ -53,6 +50,9 @@ export function formatRestoreStats(s: RestoreStats): string {
 }
 
 async function runCheck(o: CriuOpts): Promise<number> {
+  const { checkFeatures, featureNamed, FEATURES } = await load<typeof import("../check.ts")>(
+    new URL("../check.ts", import.meta.url),
+  );
   if (Deno.uid() !== 0) {
     throw new Error(
       "criu check needs root: dump and restore need CAP_SYS_ADMIN (ptrace, pagemap, map_files)",
@@ -100,7 +100,10 @@ async function runCheck(o: CriuOpts): Promise<number> {
   return 0;
 }
 
-function runShow(o: CriuOpts): number {
+async function runShow(o: CriuOpts): Promise<number> {
+  const { showDir, showImage } = await load<typeof import("../images/show.ts")>(
+    new URL("../images/show.ts", import.meta.url),
+  );
   const target = o.args[0] ?? o.imagesDir;
   const st = Deno.statSync(target);
   const json = st.isDirectory ? showDir(target) : showImage(target);
@@ -147,25 +150,40 @@ export async function main(argv: string[]): Promise<number> {
     }
     checkOptions(o);
     for (const fd of o.closeFds) close(fd);
+    // Each command loads what it needs only: `criu swrk` answering a VERSION, or `--version`,
+    // starts quickly.
     switch (o.command) {
-      case "dump":
+      case "dump": {
+        const { runDump } = await load<typeof import("./run.ts")>(
+          new URL("./run.ts", import.meta.url),
+        );
         return await runDump(o, {}, (r) => {
           if (o!.displayStats) out(formatDumpStats(r.stats));
           return 0;
         });
+      }
       case "check":
         return await runCheck(o);
       case "show":
-        return runShow(o);
-      case "restore":
+        return await runShow(o);
+      case "restore": {
+        const { runRestore } = await load<typeof import("./run.ts")>(
+          new URL("./run.ts", import.meta.url),
+        );
         return await runRestore(o, {}, async (r) => {
           if (o!.displayStats) out(formatRestoreStats(r.stats));
           return r.exit ? await r.exit : 0;
         });
+      }
       case "swrk":
-        return await serveSwrk(o);
+        return await (await load<typeof import("../rpc/swrk.ts")>(
+          new URL("../rpc/swrk.ts", import.meta.url),
+        )).serveSwrk(o);
       case "service":
-        return await serveService(o, argv);
+        return await (await load<typeof import("../rpc/service.ts")>(
+          new URL("../rpc/service.ts", import.meta.url),
+        ))
+          .serveService(o, argv);
       default:
         throw new Error(`The ${o.command} command is not supported by deno-criu yet`);
     }
@@ -205,5 +223,3 @@ function isBug(e: Error): boolean {
   return e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError ||
     e instanceof SyntaxError;
 }
-
-export { FEATURES };

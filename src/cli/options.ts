@@ -14,8 +14,8 @@
  *
  * @module
  */
-import { CGROUP_MODES, type CgroupMode } from "../restore/cgroups.ts";
-import { LOCK_METHODS, type LockMethod } from "../net/netlock.ts";
+import { CGROUP_MODES, type CgroupMode } from "../restore/cgroup_modes.ts";
+import { LOCK_METHODS, type LockMethod } from "../net/lock_methods.ts";
 import { configFileWords } from "./config_file.ts";
 import { type ArgKind, GetoptError, getoptLong, type LongOption } from "./getopt.ts";
 import { UsageError } from "./usage_error.ts";

@@ -8,7 +8,7 @@
 import type { OutsideLinks, VethOutside } from "../net/netns.ts";
 import type { CgroupMode } from "../restore/cgroups.ts";
 import { CRIU_VERSION, VERSION } from "../version.ts";
-import { isAbsolute, join, resolve } from "node:path";
+import { type Dirs, dirsOf, inWorkDir } from "./dirs.ts";
 import { dump, type DumpResult } from "../dump/dump.ts";
 import { restore, type RestoreResult } from "../restore/restore.ts";
 import { Logger } from "../log.ts";
@@ -16,23 +16,6 @@ import { type ActionHook, actionScripts } from "../action_scripts.ts";
 import { type CriuOpts, UsageError } from "./options.ts";
 import { interruptOnSignals } from "../util/interrupt.ts";
 import { fcntl, writeAll } from "../syscalls/mod.ts";
-
-/** Where a dump or restore reads and writes: images, and the work directory for the rest. */
-export interface Dirs {
-  images: string;
-  /** Logs, pidfiles and action scripts' cwd (`-W`, default the images directory). */
-  work: string;
-}
-
-export function dirsOf(o: CriuOpts): Dirs {
-  const images = resolve(o.imagesDir);
-  return { images, work: o.workDir ? resolve(o.workDir) : images };
-}
-
-/** `path` as criu takes it: relative to the work directory. */
-export function inWorkDir(dirs: Dirs, path: string): string {
-  return isAbsolute(path) ? path : join(dirs.work, path);
-}
 
 export function openLog(o: CriuOpts, dirs: Dirs): Logger {
   const level = Math.min(o.logLevel, 4);

@@ -22,14 +22,8 @@ import { AF_INET6 } from "../syscalls/socket.ts";
 import { addrText, type Connection, connectionText } from "./addr.ts";
 import { LOCK_BYPASS_MARK } from "./tcp_segment.ts";
 
-/** How the network is locked (`--network-lock`). */
-export type LockMethod = "iptables" | "nftables" | "skip";
-
-/** The methods by their number in inventory.img (CRIU's NETWORK_LOCK_* order). */
-export const LOCK_METHODS: readonly LockMethod[] = ["iptables", "nftables", "skip"];
-
-/** The default method. */
-export const DEFAULT_LOCK_METHOD: LockMethod = "nftables";
+import type { LockMethod } from "./lock_methods.ts";
+export { DEFAULT_LOCK_METHOD, LOCK_METHODS, type LockMethod } from "./lock_methods.ts";
 
 /** Locking or unlocking the network failed. */
 export class NetworkLockError extends Error {

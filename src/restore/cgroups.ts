@@ -38,18 +38,8 @@ import {
   parseCgroups,
 } from "../util/cgroup_fs.ts";
 
-/** `--manage-cgroups` modes. */
-export type CgroupMode = "none" | "props" | "soft" | "full" | "strict" | "ignore";
-
-/** The modes, as the option takes them. */
-export const CGROUP_MODES: readonly CgroupMode[] = [
-  "none",
-  "props",
-  "soft",
-  "full",
-  "strict",
-  "ignore",
-];
+import type { CgroupMode } from "./cgroup_modes.ts";
+export { CGROUP_MODES, type CgroupMode } from "./cgroup_modes.ts";
 
 /** A dumped cgroup: its hierarchy, its path from the root, and its entry. */
 interface DumpedDir {

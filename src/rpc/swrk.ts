@@ -12,11 +12,8 @@
  * @module
  */
 import { criu_req_type } from "../../proto/gen/rpc_pb.ts";
-import { checkFeatures, FEATURES } from "../check.ts";
 import { checkExternal, type CriuOpts, UsageError } from "../cli/options.ts";
-import { type Caller, runDump, runRestore } from "../cli/run.ts";
-import { NoSuchTaskError } from "../tree/proc.ts";
-import { PidTakenError } from "../restore/helper.ts";
+import type { Caller } from "../cli/run.ts";
 import { CRIU_VERSION, VERSION } from "../version.ts";
 import { libc } from "../syscalls/mod.ts";
 import {
@@ -29,6 +26,7 @@ import {
   RpcError,
 } from "./channel.ts";
 import { logRefusal, optsFromRequest } from "./request_opts.ts";
+import { load } from "../util/load.ts";
 import { SERVICE_WORKER_ENV } from "./service.ts";
 
 const ESRCH = 3, EEXIST = 17, EBADRQC = 56, EOPNOTSUPP = 95;
@@ -123,6 +121,9 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
         features: { memTrack: false, lazyPages: false, pidfdStore: false },
       };
     case criu_req_type.CHECK: {
+      const { checkFeatures, FEATURES } = await load<typeof import("../check.ts")>(
+        new URL("../check.ts", import.meta.url),
+      );
       const required = FEATURES.filter((f) => f.category === "required");
       const missing = (await checkFeatures(required)).find((r) => !r.supported);
       if (missing) {
@@ -132,6 +133,9 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
     }
     case criu_req_type.DUMP: {
       const o = requestOpts(base, req, channel.peer.pid, "dump");
+      const { runDump } = await load<typeof import("../cli/run.ts")>(
+        new URL("../cli/run.ts", import.meta.url),
+      );
       await runDump(o, caller, () => {});
       return { type, success: true, dump: { restored: false } };
     }
@@ -146,6 +150,9 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
           throw new UsageError("inherit_fd is not allowed in standalone service");
         }
       }
+      const { runRestore } = await load<typeof import("../cli/run.ts")>(
+        new URL("../cli/run.ts", import.meta.url),
+      );
       const pid = await runRestore(o, caller, (r) => r.pid);
       return { type, success: true, restore: { pid } };
     }
@@ -182,9 +189,11 @@ class UnsupportedRequest extends Error {}
 /** The response to a request that failed with `e`. */
 function failure(type: criu_req_type, e: unknown): Response {
   const message = e instanceof Error ? e.message : String(e);
-  const errno = e instanceof NoSuchTaskError
+  // By name: the modules that define them are loaded only for the requests that need them.
+  const name = e instanceof Error ? e.name : "";
+  const errno = name === "NoSuchTaskError"
     ? ESRCH
-    : e instanceof PidTakenError
+    : name === "PidTakenError"
     ? EEXIST
     : e instanceof UsageError
     ? EBADRQC
