@@ -775,7 +775,7 @@ function readNetnsImages(
   }
   // --empty-ns net: made empty, for the setup-namespaces script to fill.
   if (empty) return { id, devices: [], netns: create(netns_entrySchema, {}), saved: new Map() };
-  needNsImage(p("netns"), root, "a network");
+  for (const name of ["netdev", "netns"]) needNsImage(p(name), root, "a network");
   const netns = given!;
   needNsImage(p("netdev"), root, "a network");
   const saved = new Map<string, Uint8Array>();
