@@ -245,6 +245,61 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "podman with a terminal (-t): the container's console is a pty whose master conmon holds; runc asks for orphan_pts_master, the restore makes a new master at the slave's index and hands it to runc (orphan-pts-master, with the descriptor): the ticker counts on through it, its controlling terminal and foreground group as they were",
+  ignore: !has("podman") || !has("runc"),
+  fn: async () => {
+    const rootfs = await tickerRootfs();
+    const image = `localhost/deno-criu-ticker-tty-${Deno.pid}`;
+    const name = `deno-criu-tty-${Deno.pid}`;
+    const rep = tmpDir("rep-");
+    await ok("sh", ["-c", `tar -C '${rootfs}' -c . | podman import -q - ${image}`]);
+    const logs = async () => (await run("podman", ["logs", name])).out;
+    try {
+      await ok("podman", [
+        "run",
+        "-dt",
+        "--runtime",
+        "runc",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=4096:4096",
+        "-v",
+        `${rep}:/rep`,
+        "--name",
+        name,
+        image,
+        "/ticker",
+        "/rep/out.log",
+        "tty",
+      ]);
+      await waitLine(join(rep, "out.log"), /^ready$/, 10_000);
+      let last = (await ticksAfter(logs, 2)).at(-1)!;
+      for (const round of [1, 2]) {
+        await ok("podman", ["container", "checkpoint", name]);
+        last = ticks(await logs()).at(-1)!;
+        await ok("podman", ["container", "restore", name]);
+        const now = await ticksAfter(logs, last);
+        assert(
+          now.includes(last + 1),
+          `round ${round}: ${last + 1} after ${last}: ${now.slice(-5)}`,
+        );
+        last = now.at(-1)!;
+      }
+      await ok("podman", ["kill", "-s", "TERM", name]);
+      await waitLine(join(rep, "out.log"), /^(PASS|FAIL)/, 10_000);
+      assertMatch(safeRead(join(rep, "out.log")), /^PASS$/m);
+    } finally {
+      await run("podman", ["rm", "-f", name]);
+      await run("podman", ["rmi", "-f", image]);
+    }
+  },
+});
+
 /** The apps image (apache2, mariadb): a debootstrap rootfs, made once and kept. */
 async function appsImage(): Promise<string> {
   const image = "localhost/deno-criu-apps";

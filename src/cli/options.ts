@@ -94,6 +94,11 @@ export interface CriuOpts {
   cpuCap?: string;
   libdir?: string;
   statusFd?: number;
+  /**
+   * RPC's orphan_pts_master (no option: criu has none): a pty slave whose master is outside the
+   * tree is carried; the restore makes a new master and hands it to the caller.
+   */
+  orphanPtsMaster: boolean;
   /** `--address`: where `criu service` listens. */
   address?: string;
   /** Descriptors `--close` closes before anything else. */
@@ -127,6 +132,7 @@ export function defaultOpts(): CriuOpts {
     finalState: "dead",
     restoreDetached: false,
     restoreSibling: false,
+    orphanPtsMaster: false,
     imagesDir: ".",
     logLevel: DEFAULT_LOG_LEVEL,
     logPid: false,

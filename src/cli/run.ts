@@ -41,6 +41,11 @@ export interface Caller {
    * throws when the caller answers that its action failed.
    */
   notify?: ActionHook;
+  /**
+   * Hands the caller the new master of a pty whose master was outside the tree (criu's
+   * orphan-pts-master notification, with the descriptor).
+   */
+  ptyMaster?: (fd: number) => Promise<void>;
   /** Asks the caller for more external resources during a dump (criu's query-ext-files). */
   queryExternal?: () => Promise<string[]>;
 }
@@ -97,6 +102,7 @@ export async function runDump<T>(
       networkLock: o.networkLock,
       actions: actionsOf(o, dirs, log, caller),
       queryExternal: caller.queryExternal,
+      orphanPtsMaster: o.orphanPtsMaster,
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
       signal: stop.signal,
     }, log);
@@ -144,6 +150,7 @@ export async function runRestore<T>(
       externalMounts: mountsOf(o.external),
       extMountAuto: o.extMountAuto,
       cgroupRoots: o.cgroupRoots,
+      orphanPtsMaster: o.orphanPtsMaster ? caller.ptyMaster : undefined,
       actions: actionsOf(o, dirs, log, caller),
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
       signal: stop.signal,

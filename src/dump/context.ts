@@ -40,6 +40,11 @@ export interface DumpOptions {
   /** Where images go (`-D`); must exist. */
   imagesDir: string;
   /**
+   * A pty slave whose master is outside the tree is carried (RPC's orphan_pts_master, as runc
+   * asks for a container's console): the restore makes a new master for it.
+   */
+  orphanPtsMaster?: boolean;
+  /**
    * Asks the caller for more external resources once the network is locked, as criu asks an
    * RPC caller (query-ext-files); they count as if `external` had named them.
    */

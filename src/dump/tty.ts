@@ -207,7 +207,7 @@ function ptsName(index: number): string {
 function checkPairs(ctx: DumpContext): void {
   for (const t of ctx.ttys.values()) {
     if (t.driver === "pts" && !t.hungUp && !ctx.ttys.has(t.id + 1)) {
-      if (!ctx.opts.shellJob) {
+      if (!ctx.opts.shellJob && !ctx.opts.orphanPtsMaster) {
         throw new UnsupportedError(
           `Cannot dump terminal ${t.path}: its master is not in the dumped tree; dump a shell ` +
             `job with --shell-job (-j)`,
@@ -276,7 +276,7 @@ function checkControllingTerminals(ctx: DumpContext, processes: TreeProcess[]): 
       }
       continue;
     }
-    if (!ctx.opts.shellJob) {
+    if (!ctx.opts.shellJob && !ctx.opts.orphanPtsMaster) {
       throw new UnsupportedError(
         `Cannot dump task ${p.pid}: its controlling terminal (device ${mine}) has its master ` +
           `outside the dumped tree; dump a shell job with --shell-job (-j)`,

@@ -210,12 +210,13 @@ export class FileTable implements Disposable {
     shellJob: boolean,
     tcp: FileTableTcp,
     inherited: ReadonlyMap<string, number> = new Map(),
+    orphans = false,
   ) {
     this.#dump = dump;
     this.#shellJob = shellJob;
     this.#tcp = tcp;
     this.#inherited = inherited;
-    this.#ptys = new PtyTable(dump);
+    this.#ptys = new PtyTable(dump, orphans);
   }
 
   readonly #inherited: ReadonlyMap<string, number>;
@@ -378,7 +379,7 @@ export class FileTable implements Disposable {
       fd = this.#nsFile(f, forFd, pid);
     } else if (f.type === fd_types.TUNF) {
       fd = this.#tunFile(f, forFd, pid);
-    } else if (f.type === fd_types.TTY && isMadePty(f, this.#dump)) {
+    } else if (f.type === fd_types.TTY && isMadePty(f, this.#dump, this.#ptys.orphans)) {
       fd = fcntl(this.#ptys.file(f), F.DUPFD_CLOEXEC, 3);
     } else if (f.type === fd_types.TTY && isOtherTerminal(f, this.#dump)) {
       const path = this.#dump.files.get(f.tty!.regfId)?.reg?.name;

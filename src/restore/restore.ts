@@ -200,6 +200,11 @@ export interface RestoreOptions {
   cgroupRoots?: string[];
   /** What external mounts are bound from, by the key the dump gave them (`--external mnt[KEY]:PATH`). */
   externalMounts?: ReadonlyMap<string, string>;
+  /**
+   * A pty slave whose master was outside the tree gets a new master, handed to this (criu's
+   * orphan-pts-master, to an RPC caller: runc gives it to its console socket).
+   */
+  orphanPtsMaster?: (master: number) => Promise<void>;
   /** The restored root is born the caller's child, criu's sibling (`--restore-sibling`). */
   sibling?: boolean;
   /** Test hook: fail at the named stage after the task exists. */
@@ -723,7 +728,13 @@ async function restoreTree(
       ensureSysvSegment(entry, data);
     }
     {
-      using table = new FileTable(dump, opts.shellJob ?? false, tcp, opts.inheritFds);
+      using table = new FileTable(
+        dump,
+        opts.shellJob ?? false,
+        tcp,
+        opts.inheritFds,
+        opts.orphanPtsMaster !== undefined,
+      );
       table.adoptTunFiles(madeTunFiles);
       table.adoptTunFiles(nets.takeTunFiles());
       table.useNetNamespaces(nets);
@@ -808,6 +819,8 @@ async function restoreTree(
           });
         }
         if (opts.shellJob) giveTerminal(dump, pids);
+        // The new masters of ptys whose masters were outside: to the caller (runc's console).
+        for (const master of table.ptys.orphanMasters()) await opts.orphanPtsMaster!(master);
         table.applyOwners((v) => pids.real(v));
         for (const p of procs) if (p.task.zombie) zombify(p.seized, p.task.core.tc!);
         for (const p of procs) {

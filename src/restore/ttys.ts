@@ -63,13 +63,14 @@ interface Pty {
 }
 
 /** Whether file entry `f` is a pty side made here (not the shell's terminal, not /dev/tty). */
-export function isMadePty(f: file_entry, dump: DumpImages): boolean {
+export function isMadePty(f: file_entry, dump: DumpImages, orphans = false): boolean {
   if (f.type !== fd_types.TTY || !f.tty) return false;
   const id = f.tty.ttyInfoId;
   const info = dump.ttys.find((t) => t.id === id);
   if (!info || info.type !== TtyType.PTY) return false;
   if (id & 1) return true;
-  return dump.ttys.some((t) => t.id === id + 1) ||
+  // A slave whose master was outside and alive: made anew with `orphans`, else the shell's.
+  return orphans || dump.ttys.some((t) => t.id === id + 1) ||
     !isFieldSet(info, tty_info_entrySchema.field.termios);
 }
 
@@ -95,9 +96,21 @@ export class PtyTable implements Disposable {
   /** Our descriptors of the file entries, by file id. */
   readonly #files = new Map<number, number>();
   #made = false;
+  /**
+   * Whether a slave whose master was outside gets a new master (orphan_pts_master), held for
+   * the caller, rather than being the shell's terminal.
+   */
+  readonly orphans: boolean;
 
-  constructor(dump: DumpImages) {
+  constructor(dump: DumpImages, orphans = false) {
     this.#dump = dump;
+    this.orphans = orphans;
+  }
+
+  /** The new masters of the slaves whose masters were outside (with `orphans`). */
+  orphanMasters(): number[] {
+    this.#make();
+    return [...this.#ptys.values()].filter((p) => !p.ptm && p.master >= 0).map((p) => p.master);
   }
 
   /** Our descriptor of pty file entry `f` (made with every other pty on first call). */
@@ -120,10 +133,14 @@ export class PtyTable implements Disposable {
       else p.pts = t;
       byIndex.set(index, p);
     }
-    const ptyFiles = [...this.#dump.files.values()].filter((f) => isMadePty(f, this.#dump));
+    const ptyFiles = [...this.#dump.files.values()].filter((f) =>
+      isMadePty(f, this.#dump, this.orphans)
+    );
     for (const p of [...byIndex.values()].sort((a, b) => a.index - b.index)) {
-      // A slave whose master is elsewhere and alive is the shell's terminal.
-      if (!p.ptm && p.pts && isFieldSet(p.pts, tty_info_entrySchema.field.termios)) continue;
+      // A slave whose master is elsewhere and alive is the shell's terminal, or gets a new one.
+      if (
+        !p.ptm && p.pts && isFieldSet(p.pts, tty_info_entrySchema.field.termios) && !this.orphans
+      ) continue;
       Object.assign(p, this.#devptsOf(p));
       this.#ptys.set(p.index, p);
       this.#makePty(p, ptyFiles.filter((f) => (f.tty!.ttyInfoId >> 1) === p.index));
@@ -199,7 +216,8 @@ export class PtyTable implements Disposable {
       if (fl) fcntl(p.master, F.SETFL, fl);
       this.#files.set(f.id, p.master);
     }
-    if (!p.ptm) {
+    const orphan = !p.ptm && p.pts && isFieldSet(p.pts, tty_info_entrySchema.field.termios);
+    if (!p.ptm && !orphan) {
       // Its master had closed: closing ours hangs the slaves up, as they were.
       close(p.master);
       p.master = -1;
@@ -227,8 +245,8 @@ export class PtyTable implements Disposable {
     }
     const info = this.#dump.ttys.find((t) =>
       t.sid === pid && isFieldSet(t, tty_info_entrySchema.field.termios) &&
-      ((t.type === TtyType.PTY && t.id & 1) || t.type === TtyType.VT ||
-        t.type === TtyType.CONSOLE)
+      ((t.type === TtyType.PTY && (t.id & 1 || this.#orphanSlave(t))) ||
+        t.type === TtyType.VT || t.type === TtyType.CONSOLE)
     );
     if (!info) return;
     let name: string | undefined;
@@ -256,8 +274,15 @@ export class PtyTable implements Disposable {
 
   /** The foreground group of every pty that controls a session, by session. */
   foregroundGroups(): { sid: number; pgrp: number; what: string }[] {
-    return [...this.#ptys.values()].filter((p) => p.master >= 0 && p.ptm?.sid && p.ptm.pgrp)
-      .map((p) => ({ sid: p.ptm!.sid, pgrp: p.ptm!.pgrp, what: `pty ${ptsPath(p)}` }));
+    // A pty given a new master tells them through its slave's entry.
+    return [...this.#ptys.values()].map((p) => ({ p, info: p.ptm ?? p.pts }))
+      .filter(({ p, info }) => p.master >= 0 && info?.sid && info.pgrp)
+      .map(({ p, info }) => ({ sid: info!.sid, pgrp: info!.pgrp, what: `pty ${ptsPath(p)}` }));
+  }
+
+  /** Whether `t` is a slave whose master was outside, made here with a new one. */
+  #orphanSlave(t: tty_info_entry): boolean {
+    return this.orphans && !(t.id & 1) && !this.#dump.ttys.some((m) => m.id === t.id + 1);
   }
 
   /** Closes our descriptors (the tasks hold theirs). */

@@ -237,6 +237,7 @@ export function optsFromRequest(
     o.tree = r.pid;
   }
   if (has("rstSibling")) o.restoreSibling = r.rstSibling;
+  if (has("orphanPtsMaster")) o.orphanPtsMaster = r.orphanPtsMaster;
   // A restore through RPC returns once the tree runs, as criu's does.
   if (mode === "restore") o.restoreDetached = true;
   if (r.imagesDirFd !== -1) o.imagesDir = callersDir(peer, r.imagesDirFd, "images directory");

@@ -96,6 +96,7 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
   const notifying = req.opts?.notifyScripts === true;
   const caller: Caller = {
     notify: notifying ? (action, pid) => channel.notify(action, pid) : undefined,
+    ptyMaster: notifying ? (fd) => channel.notify("orphan-pts-master", undefined, fd) : undefined,
     queryExternal: notifying
       ? async () => {
         const more = await queryExternal(channel);
