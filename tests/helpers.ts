@@ -209,6 +209,34 @@ export function criuOnPath(): { bin: string; env: Record<string, string> } {
   return { bin: join(dir, "criu"), env: { PATH: `${dir}:${Deno.env.get("PATH")}` } };
 }
 
+/** Whether `tool` is on PATH. */
+export function has(tool: string): boolean {
+  return new Deno.Command("sh", { args: ["-c", `command -v ${tool}`], stdout: "null" })
+    .outputSync().success;
+}
+
+/**
+ * Runs a tool (stdin /dev/null) and returns its exit code and its output, stdout then stderr;
+ * killed after `timeoutMs` (10 minutes unless given).
+ */
+export async function runTool(
+  cmd: string,
+  args: string[],
+  opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {},
+): Promise<{ code: number; out: string }> {
+  const o = await new Deno.Command(cmd, {
+    args,
+    env: opts.env,
+    cwd: opts.cwd,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(opts.timeoutMs ?? 600_000),
+  }).output();
+  const dec = new TextDecoder();
+  return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
+}
+
 /** Result of one criu run. */
 export interface CriuRun {
   code: number;

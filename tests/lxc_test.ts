@@ -16,27 +16,15 @@
  * `lxc.tty.max = 0`). mariadb keeps its io_uring (innodb_use_native_aio's default).
  */
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { criuOnPath, sleep, tmpDir } from "./helpers.ts";
+import { criuOnPath, has, runTool, sleep, tmpDir } from "./helpers.ts";
 
-const has = (tool: string) =>
-  new Deno.Command("sh", { args: ["-c", `command -v ${tool}`], stdout: "null" }).outputSync()
-    .success;
-
-async function run(
+function run(
   cmd: string,
   args: string[],
   env: Record<string, string> = {},
   timeoutMs = 600_000,
 ): Promise<{ code: number; out: string }> {
-  const o = await new Deno.Command(cmd, {
-    args,
-    env,
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(timeoutMs),
-  }).output();
-  const dec = new TextDecoder();
-  return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
+  return runTool(cmd, args, { env, timeoutMs });
 }
 
 /** Runs `script` with bash inside container `name`. */

@@ -18,30 +18,21 @@
  * caller's). Skipped where runc or podman is not installed.
  */
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { buildVictim, criuOnPath, safeRead, sleep, tmpDir, waitLine } from "./helpers.ts";
+import {
+  buildVictim,
+  criuOnPath,
+  has,
+  runTool,
+  safeRead,
+  sleep,
+  tmpDir,
+  waitLine,
+} from "./helpers.ts";
 import { join } from "node:path";
 
-const has = (tool: string) =>
-  new Deno.Command("sh", { args: ["-c", `command -v ${tool}`], stdout: "null" }).outputSync()
-    .success;
-
 /** Runs a command with this criu first on PATH; its code and words. */
-async function run(
-  cmd: string,
-  args: string[],
-  opts: { cwd?: string } = {},
-): Promise<{ code: number; out: string }> {
-  const o = await new Deno.Command(cmd, {
-    args,
-    cwd: opts.cwd,
-    env: criu.env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(120_000),
-  }).output();
-  const dec = new TextDecoder();
-  return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
+function run(cmd: string, args: string[], opts: { cwd?: string } = {}) {
+  return runTool(cmd, args, { env: criu.env, cwd: opts.cwd, timeoutMs: 120_000 });
 }
 
 /** Runs it and fails the test, with its words, unless it succeeds. */
@@ -52,6 +43,61 @@ async function ok(cmd: string, args: string[], opts: { cwd?: string } = {}): Pro
 }
 
 const criu = criuOnPath();
+
+/**
+ * `podman run -d` (`-dt` with `tty`) on the runc runtime, with what this machine needs: limits
+ * root may set without CAP_SYS_RESOURCE, and no network of the host's (none unless given).
+ */
+async function podmanRun(
+  name: string,
+  image: string,
+  argv: string[],
+  opts: { network?: string; volume?: string; tty?: boolean } = {},
+): Promise<void> {
+  await ok("podman", [
+    "run",
+    opts.tty ? "-dt" : "-d",
+    "--runtime",
+    "runc",
+    "--network",
+    opts.network ?? "none",
+    "--ulimit",
+    "nofile=20000:20000",
+    "--ulimit",
+    "nproc=4096:4096",
+    ...(opts.volume ? ["-v", opts.volume] : []),
+    "--name",
+    name,
+    image,
+    ...argv,
+  ]);
+}
+
+/**
+ * Checkpoints podman container `name` and restores it, in place or, with `archive`, exported
+ * there, removed, and imported (`between` runs in between); its ticks (its `logs`) must go on
+ * from the last before.
+ */
+async function podmanRoundTrip(
+  name: string,
+  logs: () => Promise<string>,
+  what: string,
+  opts: { archive?: string; between?: () => Promise<void> } = {},
+): Promise<void> {
+  const { archive, between } = opts;
+  await ok("podman", ["container", "checkpoint", ...(archive ? ["--export", archive] : []), name]);
+  await between?.();
+  const last = ticks(await logs()).at(-1)!;
+  if (archive) await ok("podman", ["rm", "-f", name]);
+  await ok("podman", ["container", "restore", ...(archive ? ["--import", archive] : [name])]);
+  const now = await ticksAfter(logs, last);
+  assert(now.includes(last + 1), `${what}: ${last + 1} after ${last}: ${now.slice(-5)}`);
+}
+
+/** The directory `rootfs` as podman image `image`. */
+async function podmanImport(rootfs: string, image: string): Promise<void> {
+  await ok("sh", ["-c", `tar -C '${rootfs}' -c . | podman import -q - ${image}`]);
+}
 
 /** A root file system holding only the static ticker (and where the runtime mounts). */
 async function tickerRootfs(): Promise<string> {
@@ -147,44 +193,19 @@ Deno.test({
     const image = `localhost/deno-criu-ticker-${Deno.pid}`;
     const name = `deno-criu-${Deno.pid}`;
     const rep = tmpDir("rep-");
-    await ok("sh", ["-c", `tar -C '${rootfs}' -c . | podman import -q - ${image}`]);
+    await podmanImport(rootfs, image);
     const logs = async () => (await run("podman", ["logs", name])).out;
     try {
-      await ok("podman", [
-        "run",
-        "-d",
-        "--runtime",
-        "runc",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=4096:4096",
-        "-v",
-        `${rep}:/rep`,
-        "--name",
-        name,
-        image,
-        "/ticker",
-        "/rep/out.log",
-      ]);
+      await podmanRun(name, image, ["/ticker", "/rep/out.log"], { volume: `${rep}:/rep` });
       await waitLine(join(rep, "out.log"), /^ready$/, 10_000);
-      let last = (await ticksAfter(logs, 2)).at(-1)!;
-      await ok("podman", ["container", "checkpoint", name]);
-      assertMatch(await ok("podman", ["ps", "-a", "--filter", `name=${name}`]), /Exited/);
-      last = ticks(await logs()).at(-1)!;
-      await ok("podman", ["container", "restore", name]);
-      let now = await ticksAfter(logs, last);
-      assert(now.includes(last + 1), `in place: ${last + 1} after ${last}: ${now.slice(-5)}`);
-      last = now.at(-1)!;
+      await ticksAfter(logs, 2);
+      await podmanRoundTrip(name, logs, "in place", {
+        between: async () => {
+          assertMatch(await ok("podman", ["ps", "-a", "--filter", `name=${name}`]), /Exited/);
+        },
+      });
       const archive = join(tmpDir(), "ckpt.tar.gz");
-      await ok("podman", ["container", "checkpoint", "--export", archive, name]);
-      last = ticks(await logs()).at(-1)!;
-      await ok("podman", ["rm", "-f", name]);
-      await ok("podman", ["container", "restore", "--import", archive]);
-      now = await ticksAfter(logs, last);
-      assert(now.includes(last + 1), `imported: ${last + 1} after ${last}: ${now.slice(-5)}`);
+      await podmanRoundTrip(name, logs, "imported", { archive });
       await ok("podman", ["kill", "-s", "TERM", name]);
       await waitLine(join(rep, "out.log"), /^(PASS|FAIL)/, 10_000);
       assertMatch(safeRead(join(rep, "out.log")), /^PASS$/m);
@@ -204,37 +225,19 @@ Deno.test({
     const image = `localhost/deno-criu-ticker-ns-${Deno.pid}`;
     const name = `deno-criu-ns-${Deno.pid}`;
     const netns = `deno-criu-${Deno.pid}`;
-    await ok("sh", ["-c", `tar -C '${rootfs}' -c . | podman import -q - ${image}`]);
+    await podmanImport(rootfs, image);
     await ok("ip", ["netns", "add", netns]);
     const inode = Deno.statSync(`/run/netns/${netns}`).ino;
     const logs = async () => (await run("podman", ["logs", name])).out;
     const pid = async () =>
       Number((await ok("podman", ["inspect", "-f", "{{.State.Pid}}", name])).trim());
     try {
-      await ok("podman", [
-        "run",
-        "-d",
-        "--runtime",
-        "runc",
-        "--network",
-        `ns:/run/netns/${netns}`,
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=4096:4096",
-        "--name",
-        name,
-        image,
-        "/ticker",
-        "/tmp/out.log",
-      ]);
-      let last = (await ticksAfter(logs, 2)).at(-1)!;
+      await podmanRun(name, image, ["/ticker", "/tmp/out.log"], {
+        network: `ns:/run/netns/${netns}`,
+      });
+      await ticksAfter(logs, 2);
       assertEquals(Deno.statSync(`/proc/${await pid()}/ns/net`).ino, inode);
-      await ok("podman", ["container", "checkpoint", name]);
-      last = ticks(await logs()).at(-1)!;
-      await ok("podman", ["container", "restore", name]);
-      const now = await ticksAfter(logs, last);
-      assert(now.includes(last + 1), `${last + 1} after ${last}: ${now.slice(-5)}`);
+      await podmanRoundTrip(name, logs, "in its namespace");
       // The same namespace, not a new one.
       assertEquals(Deno.statSync(`/proc/${await pid()}/ns/net`).ino, inode);
     } finally {
@@ -254,41 +257,17 @@ Deno.test({
     const image = `localhost/deno-criu-ticker-tty-${Deno.pid}`;
     const name = `deno-criu-tty-${Deno.pid}`;
     const rep = tmpDir("rep-");
-    await ok("sh", ["-c", `tar -C '${rootfs}' -c . | podman import -q - ${image}`]);
+    await podmanImport(rootfs, image);
     const logs = async () => (await run("podman", ["logs", name])).out;
     try {
-      await ok("podman", [
-        "run",
-        "-dt",
-        "--runtime",
-        "runc",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=4096:4096",
-        "-v",
-        `${rep}:/rep`,
-        "--name",
-        name,
-        image,
-        "/ticker",
-        "/rep/out.log",
-        "tty",
-      ]);
+      await podmanRun(name, image, ["/ticker", "/rep/out.log", "tty"], {
+        volume: `${rep}:/rep`,
+        tty: true,
+      });
       await waitLine(join(rep, "out.log"), /^ready$/, 10_000);
-      let last = (await ticksAfter(logs, 2)).at(-1)!;
+      await ticksAfter(logs, 2);
       for (const round of [1, 2]) {
-        await ok("podman", ["container", "checkpoint", name]);
-        last = ticks(await logs()).at(-1)!;
-        await ok("podman", ["container", "restore", name]);
-        const now = await ticksAfter(logs, last);
-        assert(
-          now.includes(last + 1),
-          `round ${round}: ${last + 1} after ${last}: ${now.slice(-5)}`,
-        );
-        last = now.at(-1)!;
+        await podmanRoundTrip(name, logs, `round ${round}`);
       }
       await ok("podman", ["kill", "-s", "TERM", name]);
       await waitLine(join(rep, "out.log"), /^(PASS|FAIL)/, 10_000);
@@ -316,7 +295,7 @@ async function appsImage(): Promise<string> {
       "http://deb.debian.org/debian",
     ]);
   }
-  await ok("sh", ["-c", `tar -C '${cache}' -c . | podman import -q - ${image}`]);
+  await podmanImport(cache, image);
   return image;
 }
 
@@ -360,24 +339,7 @@ Deno.test({
     await ok("ip", ["-n", netns, "link", "set", "lo", "up"]);
     const opts = ["--tcp-established", "--file-locks"];
     try {
-      await ok("podman", [
-        "run",
-        "-d",
-        "--runtime",
-        "runc",
-        "--network",
-        `ns:/run/netns/${netns}`,
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=4096:4096",
-        "--name",
-        name,
-        image,
-        "sh",
-        "-c",
-        APPS_INIT,
-      ]);
+      await podmanRun(name, image, ["sh", "-c", APPS_INIT], { network: `ns:/run/netns/${netns}` });
       const end = Date.now() + 60_000;
       while ((await run("podman", ["exec", name, "mariadb", "-uroot", "-e", "select 1"])).code) {
         assert(Date.now() < end, "mariadb did not start");
