@@ -15,7 +15,7 @@ import { Logger } from "../log.ts";
 import { type ActionHook, actionScripts } from "../action_scripts.ts";
 import { type CriuOpts, UsageError } from "./options.ts";
 import { interruptOnSignals } from "../util/interrupt.ts";
-import { fcntl, writeAll } from "../syscalls/mod.ts";
+import { F, fcntl, writeAll } from "../syscalls/mod.ts";
 
 export function openLog(o: CriuOpts, dirs: Dirs): Logger {
   const level = Math.min(o.logLevel, 4);
@@ -185,7 +185,7 @@ function inheritedFds(args: string[], log: Logger): Map<string, number> {
 
 function fdIsOpen(fd: number): boolean {
   try {
-    fcntl(fd, 1 /* F_GETFD */);
+    fcntl(fd, F.GETFD);
     return true;
   } catch {
     return false;

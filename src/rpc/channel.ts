@@ -14,8 +14,7 @@ import {
   criu_respSchema,
 } from "../../proto/gen/rpc_pb.ts";
 import { ActionScriptError, type ScriptAction } from "../action_scripts.ts";
-import { peerCredentials, readable, recvPacket, sendWithFds } from "../syscalls/socket.ts";
-import { fcntl } from "../syscalls/mod.ts";
+import { peerCredentials, readable, recvPacket, sendAll, sendWithFds } from "../syscalls/socket.ts";
 
 /** A response, as its fields are given. */
 export type Response = MessageInitShape<typeof criu_respSchema>;
@@ -58,7 +57,8 @@ export class RpcChannel {
   /** Sends `resp`, with descriptor `fd` in flight when given. */
   respond(resp: Response, fd?: number): void {
     const bytes = toBinary(criu_respSchema, create(criu_respSchema, resp));
-    sendWithFds(this.fd, bytes, fd === undefined ? [] : [fd], "criu RPC response");
+    if (fd === undefined) sendAll(this.fd, bytes);
+    else sendWithFds(this.fd, bytes, [fd], "criu RPC response");
   }
 
   /**
@@ -66,42 +66,29 @@ export class RpcChannel {
    * and waits for its answer; throws when it reports failure or goes away.
    */
   async notify(action: ScriptAction, pid?: number, fd?: number): Promise<void> {
-    this.respond({
-      type: criu_req_type.NOTIFY,
-      success: true,
-      notify: { script: action, pid: WITH_PID.has(action) ? pid : undefined },
-    }, fd);
+    await this.#notified(action, WITH_PID.has(action) ? pid : undefined, fd);
+  }
+
+  /**
+   * Asks the caller which more resources are external (criu's query-ext-files notification);
+   * returns the `external` entries of its answer.
+   */
+  async queryExternal(): Promise<string[]> {
+    return (await this.#notified("query-ext-files")).opts?.external ?? [];
+  }
+
+  /** One NOTIFY round trip: the caller's answer, which must say its action succeeded. */
+  async #notified(script: string, pid?: number, fd?: number): Promise<criu_req> {
+    this.respond({ type: criu_req_type.NOTIFY, success: true, notify: { script, pid } }, fd);
     const answer = await this.request();
     if (answer === null) {
-      throw new ActionScriptError(`The RPC caller went away before answering ${action}`);
+      throw new ActionScriptError(`The RPC caller went away before answering ${script}`);
     }
     if (answer.type !== criu_req_type.NOTIFY || !answer.notifySuccess) {
-      throw new ActionScriptError(`The RPC caller reported that its ${action} action failed`);
+      throw new ActionScriptError(`The RPC caller reported that its ${script} action failed`);
     }
+    return answer;
   }
-}
-
-/**
- * Asks the caller which more resources are external (criu's query-ext-files notification);
- * returns the `external` entries of its answer.
- */
-export async function queryExternal(channel: RpcChannel): Promise<string[]> {
-  channel.respond({
-    type: criu_req_type.NOTIFY,
-    success: true,
-    notify: { script: "query-ext-files" },
-  });
-  const answer = await channel.request();
-  if (answer === null || answer.type !== criu_req_type.NOTIFY || !answer.notifySuccess) {
-    throw new ActionScriptError("The RPC caller failed to answer query-ext-files");
-  }
-  return answer.opts?.external ?? [];
-}
-
-/** Marks `fd` close-on-exec, so that no task or helper criu starts inherits it. */
-export function closeOnExec(fd: number): void {
-  const F_GETFD = 1, F_SETFD = 2, FD_CLOEXEC = 1;
-  fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
 }
 
 /** The message of a response type, for logs and errors. */

@@ -25,13 +25,13 @@ import {
   connectUnix,
   readable,
   recvPacket,
-  sendWithFds,
+  sendAll,
   SOCK_CLOEXEC,
   SOCK_SEQPACKET,
   socket,
   socketpair,
 } from "../syscalls/socket.ts";
-import { close, fcntl } from "../syscalls/mod.ts";
+import { close, setCloseOnExec } from "../syscalls/mod.ts";
 
 /** A request's options (`criu_opts`), field by field (camelCase names of rpc.proto's). */
 export type RpcOptions = MessageInitShape<typeof criu_optsSchema>;
@@ -156,10 +156,9 @@ export class CriuClient {
   #spawn(): Connection {
     // criu's end is inherited (its close-on-exec cleared); ours is not.
     const [mine, theirs] = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC);
-    const F_SETFD = 2;
     let child: Deno.ChildProcess;
     try {
-      fcntl(theirs, F_SETFD, 0);
+      setCloseOnExec(theirs, false);
       child = new Deno.Command(this.#command[0], {
         args: [...this.#command.slice(1), "swrk", `${theirs}`],
         stdin: "null",
@@ -190,5 +189,5 @@ export class CriuClient {
 }
 
 function send(fd: number, req: Parameters<typeof toBinary<typeof criu_reqSchema>>[1]): void {
-  sendWithFds(fd, toBinary(criu_reqSchema, req), [], "criu RPC request");
+  sendAll(fd, toBinary(criu_reqSchema, req));
 }

@@ -23,7 +23,7 @@ import {
   SOCK_SEQPACKET,
   socket,
 } from "../syscalls/socket.ts";
-import { close, fcntl, libc, pipe2, writeAll } from "../syscalls/mod.ts";
+import { close, libc, O, pipe2, setCloseOnExec, writeAll } from "../syscalls/mod.ts";
 import { selfCommand } from "../util/self.ts";
 
 /** Where criu's service listens unless told (relative to its working directory). */
@@ -34,8 +34,6 @@ const DAEMON_ENV = "DENO_CRIU_SERVICE_DAEMON";
 
 /** Set in a worker's environment: it serves a connection of the service, not its parent. */
 export const SERVICE_WORKER_ENV = "DENO_CRIU_SERVICE_WORKER";
-
-const F_GETFD = 1, F_SETFD = 2, FD_CLOEXEC = 1;
 
 /** `criu service` with options `o` (and `argv`, the command line, for `-d`). */
 export async function serveService(o: CriuOpts, argv: readonly string[]): Promise<number> {
@@ -74,7 +72,7 @@ export async function serveService(o: CriuOpts, argv: readonly string[]): Promis
     log.info("Connected.");
     try {
       // The worker inherits the connection (its close-on-exec cleared for it alone).
-      fcntl(conn, F_SETFD, fcntl(conn, F_GETFD) & ~FD_CLOEXEC);
+      setCloseOnExec(conn, false);
       const [cmd, ...args] = selfCommand();
       const worker = new Deno.Command(cmd, {
         args: [...args, ...workerArgs(o), "swrk", `${conn}`],
@@ -126,9 +124,9 @@ function listening(address: string): number {
  * it listens (0), or throws with the reason it could not.
  */
 async function daemonize(argv: readonly string[]): Promise<number> {
-  const [rd, wr] = pipe2(0o2000000 /* O_CLOEXEC */);
+  const [rd, wr] = pipe2(O.CLOEXEC);
   try {
-    fcntl(wr, F_SETFD, 0);
+    setCloseOnExec(wr, false);
     const [cmd, ...args] = selfCommand();
     const own = argv.filter((a) => a !== "-d" && a !== "--daemon");
     new Deno.Command("setsid", {

@@ -15,16 +15,8 @@ import { criu_req_type } from "../../proto/gen/rpc_pb.ts";
 import { checkExternal, type CriuOpts, UsageError } from "../cli/options.ts";
 import type { Caller } from "../cli/run.ts";
 import { CRIU_VERSION, VERSION } from "../version.ts";
-import { libc } from "../syscalls/mod.ts";
-import {
-  closeOnExec,
-  type criu_req,
-  queryExternal,
-  requestName,
-  type Response,
-  RpcChannel,
-  RpcError,
-} from "./channel.ts";
+import { libc, setCloseOnExec } from "../syscalls/mod.ts";
+import { type criu_req, requestName, type Response, RpcChannel, RpcError } from "./channel.ts";
 import { logRefusal, optsFromRequest } from "./request_opts.ts";
 import { load } from "../util/load.ts";
 import { SERVICE_WORKER_ENV } from "./service.ts";
@@ -55,7 +47,8 @@ const NOT_SERVED: Partial<Record<criu_req_type, string>> = {
 export async function serveSwrk(base: CriuOpts): Promise<number> {
   const fd = Number(base.args[0]);
   if (!/^\d+$/.test(base.args[0] ?? "")) throw new UsageError("swrk needs the socket: swrk FD");
-  closeOnExec(fd);
+  // No task or helper criu starts may inherit it.
+  setCloseOnExec(fd, true);
   const channel = new RpcChannel(fd);
   for (;;) {
     const req = await channel.request();
@@ -99,7 +92,7 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
     ptyMaster: notifying ? (fd) => channel.notify("orphan-pts-master", undefined, fd) : undefined,
     queryExternal: notifying
       ? async () => {
-        const more = await queryExternal(channel);
+        const more = await channel.queryExternal();
         checkExternal(more, "dump");
         return more;
       }

@@ -253,6 +253,16 @@ export function fcntl(fd: number, cmd: number, arg = 0): number {
 }
 
 /**
+ * Sets or clears FD_CLOEXEC on `fd`: cleared, a child criu starts inherits it at its number
+ * (how a socket or pipe is handed to `criu swrk` or a daemon); set, none does.
+ */
+export function setCloseOnExec(fd: number, on: boolean): void {
+  const FD_CLOEXEC = 1;
+  const flags = fcntl(fd, F.GETFD);
+  fcntl(fd, F.SETFD, on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC);
+}
+
+/**
  * Who gets the I/O signals of an open file description (O_ASYNC): F_GETOWN_EX (`struct
  * f_owner_ex {int type; pid_t pid;}`: type 0 a thread, 1 a process, 2 a process group), the
  * signal (F_GETSIG, 0 for SIGIO), and the real and effective uid of whoever set the owner
