@@ -8,7 +8,7 @@ import { VERSION, versionText } from "../version.ts";
 import type { RestoreStats } from "../restore/restore.ts";
 import type { DumpStats } from "../dump/context.ts";
 import { checkOptions, type CriuOpts, parseOptions, UsageError } from "./options.ts";
-import { dirsOf, inWorkDir } from "./dirs.ts";
+import { logOptionsError } from "./dirs.ts";
 import { load } from "../util/load.ts";
 import { USAGE } from "./usage.ts";
 import { close } from "../syscalls/mod.ts";
@@ -199,22 +199,10 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof UsageError) {
       Deno.stderr.writeSync(enc.encode("Try 'criu --help'\n"));
       // Harnesses read the log file for the reason (zdtm does): it gets the line too.
-      if (o?.logFile && o.logFile !== "-") logUsageError(o, msg);
+      if (o) logOptionsError(o, msg, "main.ts");
     }
     Deno.stderr.writeSync(enc.encode(`Error: ${msg}\n`));
     return 1;
-  }
-}
-
-/** Appends a command-line error to the log file the command line names, if it can. */
-function logUsageError(o: CriuOpts, msg: string): void {
-  try {
-    const dirs = dirsOf(o);
-    Deno.writeTextFileSync(inWorkDir(dirs, o.logFile!), `(00.000000) Error (main.ts): ${msg}\n`, {
-      append: true,
-    });
-  } catch {
-    // no directory to log into: stderr has it
   }
 }
 

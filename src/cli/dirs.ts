@@ -23,3 +23,21 @@ export function dirsOf(o: CriuOpts): Dirs {
 export function inWorkDir(dirs: Dirs, path: string): string {
   return isAbsolute(path) ? path : join(dirs.work, path);
 }
+
+/**
+ * Appends an error found in a command's options, before it ran, to the log file `o` names,
+ * if it can: harnesses look there for the reason (zdtm reads the log, runc shows its name).
+ * `where` says who found it.
+ */
+export function logOptionsError(o: CriuOpts, msg: string, where: string): void {
+  if (!o.logFile || o.logFile === "-") return;
+  try {
+    Deno.writeTextFileSync(
+      inWorkDir(dirsOf(o), o.logFile),
+      `(00.000000) Error (${where}): ${msg}\n`,
+      { append: true },
+    );
+  } catch {
+    // no directory to log into: the caller reports it anyway
+  }
+}

@@ -19,6 +19,7 @@ import {
 } from "../../proto/gen/rpc_pb.ts";
 import { configWords } from "../cli/config_file.ts";
 import { applyOptions, checkOptions, type CriuOpts, UsageError } from "../cli/options.ts";
+import { logOptionsError } from "../cli/dirs.ts";
 
 /** criu's log file in the work directory when a request names none. */
 export const DEFAULT_LOG_FILE = "criu.log";
@@ -26,7 +27,7 @@ export const DEFAULT_LOG_FILE = "criu.log";
 const CLONE_NEWNET = 0x40000000;
 
 /** The request kinds whose options this reads; they differ in what they need. */
-export type RequestMode = "dump" | "restore" | "check";
+export type RequestMode = "dump" | "restore";
 
 const CG_MODES: Record<criu_cg_mode, string> = {
   [criu_cg_mode.IGNORE]: "ignore",
@@ -114,6 +115,11 @@ class Words {
   }
 }
 
+/** Whether the request gives field `key` (proto2 presence), whatever its value. */
+function has(r: criu_opts, key: keyof criu_opts): boolean {
+  return isFieldSet(r, criu_optsSchema.field[key as keyof typeof criu_optsSchema.field]);
+}
+
 /** The field name as rpc.proto spells it. */
 function protoName(key: string): string {
   return key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
@@ -122,22 +128,20 @@ function protoName(key: string): string {
 /** The option words of a request's fields (but those `optsFromRequest` sets itself). */
 function requestWords(r: criu_opts): Words {
   const w = new Words();
-  const has = (key: keyof criu_opts) =>
-    isFieldSet(r, criu_optsSchema.field[key as keyof typeof criu_optsSchema.field]);
   for (const [key, option] of BOOLS) {
-    if (has(key)) w.add(protoName(key), r[key] ? option : `no-${option}`);
+    if (has(r, key)) w.add(protoName(key), r[key] ? option : `no-${option}`);
   }
-  for (const [key, option] of FLAGS) if (has(key) && r[key]) w.add(protoName(key), option);
+  for (const [key, option] of FLAGS) if (has(r, key) && r[key]) w.add(protoName(key), option);
   for (const [key, option] of VALUES) {
-    if (has(key)) w.add(protoName(key), option, r[key] as string | number);
+    if (has(r, key)) w.add(protoName(key), option, r[key] as string | number);
   }
   for (const [key, option] of LISTS) {
     for (const v of r[key] as string[]) w.add(protoName(key), option, v);
   }
   if (r.execCmd.length) w.add("exec_cmd", "exec-cmd");
   if (r.ps && !r.lazyPages) w.add("ps", "page-server");
-  if (has("pidfdStoreSk")) w.add("pidfd_store_sk", "ps-socket", r.pidfdStoreSk);
-  if (has("autoExtMnt") && r.autoExtMnt) w.add("auto_ext_mnt", "ext-mount-map", "auto");
+  if (has(r, "pidfdStoreSk")) w.add("pidfd_store_sk", "ps-socket", r.pidfdStoreSk);
+  if (has(r, "autoExtMnt") && r.autoExtMnt) w.add("auto_ext_mnt", "ext-mount-map", "auto");
   for (const m of r.extMnt) w.add("ext_mnt", "ext-mount-map", `${m.key}:${m.val}`);
   for (const v of r.veths) w.add("veths", "external", `veth[${v.ifIn}]:${v.ifOut}`);
   for (const u of r.unixSkIno) w.add("unix_sk_ino", "external", `unix[${u.inode}]`);
@@ -149,35 +153,35 @@ function requestWords(r: criu_opts): Words {
   }
   for (const f of r.inheritFd) w.add("inherit_fd", "inherit-fd", `fd[${f.fd}]:${f.key}`);
   // manage_cgroups is the older switch (soft or ignore); the mode, when given, wins.
-  if (has("manageCgroups")) {
+  if (has(r, "manageCgroups")) {
     w.add("manage_cgroups", "manage-cgroups", r.manageCgroups ? "soft" : "ignore");
   }
-  if (has("manageCgroupsMode")) {
+  if (has(r, "manageCgroupsMode")) {
     const mode = CG_MODES[r.manageCgroupsMode];
     if (mode === undefined) {
       throw new UsageError(`Unknown manage_cgroups_mode ${r.manageCgroupsMode}`);
     }
     w.add("manage_cgroups_mode", "manage-cgroups", mode);
   }
-  if (has("networkLock")) {
+  if (has(r, "networkLock")) {
     const method = LOCK_METHODS[r.networkLock];
     if (method === undefined) throw new UsageError(`Unknown network_lock ${r.networkLock}`);
     w.add("network_lock", "network-lock", method);
   }
-  if (has("preDumpMode")) {
+  if (has(r, "preDumpMode")) {
     w.add(
       "pre_dump_mode",
       "pre-dump-mode",
       r.preDumpMode === criu_pre_dump_mode.VM_READ ? "read" : "splice",
     );
   }
-  if (has("emptyNs") && r.emptyNs) {
+  if (has(r, "emptyNs") && r.emptyNs) {
     if (r.emptyNs & ~CLONE_NEWNET) {
       throw new UsageError(`empty_ns 0x${r.emptyNs.toString(16)}: only CLONE_NEWNET can be empty`);
     }
     w.add("empty_ns", "empty-ns", "net");
   }
-  if (has("cpuCap")) w.add("cpu_cap", "cpu-cap", r.cpuCap);
+  if (has(r, "cpuCap")) w.add("cpu_cap", "cpu-cap", r.cpuCap);
   return w;
 }
 
@@ -210,7 +214,8 @@ export function callersDir(peer: number, fd: number, what: string): string {
 /**
  * The options of a request of kind `mode` from caller `peer`, on top of `base` (the defaults
  * and criu's default configuration files, as `criu swrk` started with them). Throws a
- * UsageError naming the field for what deno-criu refuses.
+ * UsageError naming the field for what deno-criu refuses, written to the request's log file
+ * too.
  */
 export function optsFromRequest(
   base: CriuOpts,
@@ -219,38 +224,43 @@ export function optsFromRequest(
   mode: RequestMode,
 ): CriuOpts {
   const o: CriuOpts = { ...base, command: mode, args: [], given: new Set(base.given) };
-  if (!r) {
-    if (mode === "check") return o;
-    throw new UsageError("The request has no options (criu_opts)");
+  if (!r) throw new UsageError("The request has no options (criu_opts)");
+  // Where it reads, writes and logs first: what is refused after is logged there.
+  if (r.imagesDirFd !== -1) o.imagesDir = callersDir(peer, r.imagesDirFd, "images directory");
+  else if (r.imagesDir) o.imagesDir = r.imagesDir;
+  else throw new UsageError("Neither images_dir_fd nor images_dir was passed by the RPC caller");
+  o.workDir = has(r, "workDirFd") ? callersDir(peer, r.workDirFd, "work directory") : undefined;
+  if (r.logFile) {
+    if (r.logFile.includes("/")) throw new UsageError("No subdirectories are allowed in log_file");
+    o.logFile = r.logFile;
+  } else if (has(r, "logToStderr") && r.logToStderr) o.logFile = "-";
+  else o.logFile ??= DEFAULT_LOG_FILE;
+  try {
+    applyRequest(o, r, mode);
+  } catch (e) {
+    logOptionsError(o, (e as Error).message, "rpc");
+    throw e;
   }
-  const has = (key: keyof typeof criu_optsSchema.field) =>
-    isFieldSet(r, criu_optsSchema.field[key]);
+  return o;
+}
+
+/** The request's other fields, then its configuration file, applied to `o` and checked. */
+function applyRequest(o: CriuOpts, r: criu_opts, mode: RequestMode): void {
   const w = requestWords(r);
   applyOptions(o, w.words, "the RPC request");
   o.logLevel = r.logLevel;
   if (mode === "dump") {
-    if (!has("pid")) {
+    if (!has(r, "pid")) {
       throw new UsageError(
         "RPC field pid is required by deno-criu: a caller dumping itself is not supported",
       );
     }
     o.tree = r.pid;
   }
-  if (has("rstSibling")) o.restoreSibling = r.rstSibling;
-  if (has("orphanPtsMaster")) o.orphanPtsMaster = r.orphanPtsMaster;
+  if (has(r, "rstSibling")) o.restoreSibling = r.rstSibling;
+  if (has(r, "orphanPtsMaster")) o.orphanPtsMaster = r.orphanPtsMaster;
   // A restore through RPC returns once the tree runs, as criu's does.
   if (mode === "restore") o.restoreDetached = true;
-  if (r.imagesDirFd !== -1) o.imagesDir = callersDir(peer, r.imagesDirFd, "images directory");
-  else if (r.imagesDir) o.imagesDir = r.imagesDir;
-  else if (mode !== "check") {
-    throw new UsageError("Neither images_dir_fd nor images_dir was passed by the RPC caller");
-  }
-  o.workDir = has("workDirFd") ? callersDir(peer, r.workDirFd, "work directory") : undefined;
-  if (r.logFile) {
-    if (r.logFile.includes("/")) throw new UsageError("No subdirectories are allowed in log_file");
-    o.logFile = r.logFile;
-  } else if (has("logToStderr") && r.logToStderr) o.logFile = "-";
-  else o.logFile ??= DEFAULT_LOG_FILE;
   if (r.configFile) {
     // Its options win over the request's, as criu's RPC configuration file's do; a file that
     // is not there changes nothing (criu skips it too).
@@ -277,28 +287,5 @@ export function optsFromRequest(
       throw new UsageError(`RPC field ${field}: ${e.message}`);
     }
     throw e;
-  }
-  return o;
-}
-
-/**
- * Writes a request's refusal into the log file it names, where it can be found (criu logs its
- * option errors there; runc shows only the errno and the log's name). Best effort.
- */
-export function logRefusal(r: criu_opts | undefined, peer: number, message: string): void {
-  if (!r || (isFieldSet(r, criu_optsSchema.field.logToStderr) && r.logToStderr)) return;
-  const dir = isFieldSet(r, criu_optsSchema.field.workDirFd)
-    ? `/proc/${peer}/fd/${r.workDirFd}`
-    : r.imagesDirFd !== -1
-    ? `/proc/${peer}/fd/${r.imagesDirFd}`
-    : r.imagesDir;
-  const name = r.logFile || DEFAULT_LOG_FILE;
-  if (!dir || name.includes("/")) return;
-  try {
-    Deno.writeTextFileSync(`${dir}/${name}`, `(00.000000) Error (rpc): ${message}\n`, {
-      append: true,
-    });
-  } catch {
-    // nowhere to log: the response has it
   }
 }

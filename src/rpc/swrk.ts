@@ -17,7 +17,7 @@ import type { Caller } from "../cli/run.ts";
 import { CRIU_VERSION, VERSION } from "../version.ts";
 import { libc, setCloseOnExec } from "../syscalls/mod.ts";
 import { type criu_req, requestName, type Response, RpcChannel, RpcError } from "./channel.ts";
-import { logRefusal, optsFromRequest } from "./request_opts.ts";
+import { optsFromRequest } from "./request_opts.ts";
 import { load } from "../util/load.ts";
 import { SERVICE_WORKER_ENV } from "./service.ts";
 
@@ -126,7 +126,7 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
       return { type, success: true };
     }
     case criu_req_type.DUMP: {
-      const o = requestOpts(base, req, channel.peer.pid, "dump");
+      const o = optsFromRequest(base, req.opts, channel.peer.pid, "dump");
       const { runDump } = await load<typeof import("../cli/run.ts")>(
         new URL("../cli/run.ts", import.meta.url),
       );
@@ -134,7 +134,7 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
       return { type, success: true, dump: { restored: false } };
     }
     case criu_req_type.RESTORE: {
-      const o = requestOpts(base, req, channel.peer.pid, "restore");
+      const o = optsFromRequest(base, req.opts, channel.peer.pid, "restore");
       if (Deno.env.get(SERVICE_WORKER_ENV)) {
         // The caller is neither this worker's parent nor sharing its descriptors.
         if (o.restoreSibling) {
@@ -159,21 +159,6 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
     }
     default:
       throw new UsageError(`Invalid request type ${type}`);
-  }
-}
-
-/** The options of request `req`; a refusal is written to the log file it names too. */
-function requestOpts(
-  base: CriuOpts,
-  req: criu_req,
-  peer: number,
-  mode: "dump" | "restore",
-): CriuOpts {
-  try {
-    return optsFromRequest(base, req.opts, peer, mode);
-  } catch (e) {
-    logRefusal(req.opts, peer, (e as Error).message);
-    throw e;
   }
 }
 
