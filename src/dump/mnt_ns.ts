@@ -296,6 +296,8 @@ export async function cloneTmpfsMounts(
   parent?: MountNamespace,
 ): Promise<void> {
   const pid = rs.task.pid;
+  // The helper copies in the namespace's own user namespace when it is not criu's.
+  const userns = nsLink(pid, "user") !== nsLink(Deno.pid, "user");
   const pidfd = pidfdOpen(pid);
   try {
     for (const e of tarredTmpfs(ns, parent)) {
@@ -305,12 +307,11 @@ export async function cloneTmpfsMounts(
         m.rootDev === e.rootDev && m.root === "/" &&
         mountAt(`/proc/${pid}/root${m.mountpoint}`) === m.mntId
       );
+      let fd: number;
       if (!visible) {
         // Hidden (overmounted): copied where what hides it, and what lies on it at its
         // place, are unmounted (in a private copy of the namespace).
         const hiders = unmountedToShow(ns.entries, e);
-        const userns = nsLink(pid, "user") !== nsLink(Deno.pid, "user");
-        let fd: number;
         try {
           fd = await openHiddenMount(pid, userns, e.mountpoint, hiders.map((m) => m.mountpoint));
         } catch (err) {
@@ -319,34 +320,11 @@ export async function cloneTmpfsMounts(
               `copied: ${(err as Error).message}`,
           );
         }
-        ctx.inFlightFds.push(fd); // closed when the dump ends
-        shown(`/proc/self/fd/${fd}`, e);
-        ns.clones.set(e.mntId, fd);
-        continue;
-      }
-      let there: number;
-      try {
-        there = rs.cloneMount(visible.mountpoint);
-      } catch (err) {
+      } else {
+        const copy = await copyVisible(rs, pidfd, userns, visible, e);
         // An unbindable mount cannot be copied: read where it is (below, by its place).
-        if (err instanceof InfectError && e.flags & MS.UNBINDABLE) continue;
-        if (!(err instanceof InfectError)) throw err;
-        // A task without CAP_SYS_ADMIN (a runc container's) may not copy it: the helper does,
-        // entered into its namespace with criu's privileges.
-        const userns = nsLink(pid, "user") !== nsLink(Deno.pid, "user");
-        const fd = await openHiddenMount(pid, userns, visible.mountpoint, []).catch(() => {
-          throw err;
-        });
-        ctx.inFlightFds.push(fd); // closed when the dump ends
-        shown(`/proc/self/fd/${fd}`, e);
-        ns.clones.set(e.mntId, fd);
-        continue;
-      }
-      let fd: number;
-      try {
-        fd = pidfdGetfd(pidfd, there, rs.task.pid);
-      } finally {
-        rs.closeFd(there);
+        if (copy === undefined) continue;
+        fd = copy;
       }
       ctx.inFlightFds.push(fd); // closed when the dump ends
       // A mount stacked at its place would be copied instead.
@@ -355,6 +333,36 @@ export async function cloneTmpfsMounts(
     }
   } finally {
     close(pidfd);
+  }
+}
+
+/**
+ * A copy of `visible` (the mount showing tmpfs `e` whole), made by task `rs` (open_tree) and
+ * taken through `pidfd`; undefined for an unbindable mount, which cannot be copied.
+ */
+async function copyVisible(
+  rs: RemoteSyscalls,
+  pidfd: number,
+  userns: boolean,
+  visible: mnt_entry,
+  e: mnt_entry,
+): Promise<number | undefined> {
+  let there: number;
+  try {
+    there = rs.cloneMount(visible.mountpoint);
+  } catch (err) {
+    if (!(err instanceof InfectError)) throw err;
+    if (e.flags & MS.UNBINDABLE) return undefined;
+    // A task without CAP_SYS_ADMIN (a runc container's) may not copy it: the helper does,
+    // entered into its namespace with criu's privileges.
+    return await openHiddenMount(rs.task.pid, userns, visible.mountpoint, []).catch(() => {
+      throw err;
+    });
+  }
+  try {
+    return pidfdGetfd(pidfd, there, rs.task.pid);
+  } finally {
+    rs.closeFd(there);
   }
 }
 
