@@ -777,7 +777,6 @@ function readNetnsImages(
   if (empty) return { id, devices: [], netns: create(netns_entrySchema, {}), saved: new Map() };
   for (const name of ["netdev", "netns"]) needNsImage(p(name), root, "a network");
   const netns = given!;
-  needNsImage(p("netdev"), root, "a network");
   const saved = new Map<string, Uint8Array>();
   for (const name of NETNS_RAW_IMAGES) {
     if (exists(p(name))) saved.set(name, readImageBytes(p(name)));
