@@ -62,6 +62,11 @@ interface Pty {
   pts?: tty_info_entry;
 }
 
+/** Whether pty `p` is a slave whose master is outside the tree and alive (its entry has termios). */
+function masterOutside(p: Pty): boolean {
+  return !p.ptm && p.pts !== undefined && isFieldSet(p.pts, tty_info_entrySchema.field.termios);
+}
+
 /** Whether file entry `f` is a pty side made here (not the shell's terminal, not /dev/tty). */
 export function isMadePty(f: file_entry, dump: DumpImages, orphans = false): boolean {
   if (f.type !== fd_types.TTY || !f.tty) return false;
@@ -138,9 +143,7 @@ export class PtyTable implements Disposable {
     );
     for (const p of [...byIndex.values()].sort((a, b) => a.index - b.index)) {
       // A slave whose master is elsewhere and alive is the shell's terminal, or gets a new one.
-      if (
-        !p.ptm && p.pts && isFieldSet(p.pts, tty_info_entrySchema.field.termios) && !this.orphans
-      ) continue;
+      if (masterOutside(p) && !this.orphans) continue;
       Object.assign(p, this.#devptsOf(p));
       this.#ptys.set(p.index, p);
       this.#makePty(p, ptyFiles.filter((f) => (f.tty!.ttyInfoId >> 1) === p.index));
@@ -216,8 +219,8 @@ export class PtyTable implements Disposable {
       if (fl) fcntl(p.master, F.SETFL, fl);
       this.#files.set(f.id, p.master);
     }
-    const orphan = !p.ptm && p.pts && isFieldSet(p.pts, tty_info_entrySchema.field.termios);
-    if (!p.ptm && !orphan) {
+    // (A new master for one whose master is outside is kept: it goes to the caller.)
+    if (!p.ptm && !masterOutside(p)) {
       // Its master had closed: closing ours hangs the slaves up, as they were.
       close(p.master);
       p.master = -1;
