@@ -50,6 +50,8 @@ interface Kind {
   /** What the victim prints when it finds itself whole. */
   pass: RegExp;
   signal?: Deno.Signal;
+  /** How long its check may take once signalled (5 s unless told). */
+  checkMs?: number;
   /** Options both criu need for it. */
   opts?: string[];
   /**
@@ -151,7 +153,14 @@ const KINDS: Kind[] = [
     pass: /PASS netns/,
     opts: ["--tcp-established"],
   },
-  { victim: "netns", name: "netns devices", args: ["{out}", "devices"], pass: /PASS netns/ },
+  // Its check first waits up to 5 s for the bridge's carrier and addresses' DAD to settle.
+  {
+    victim: "netns",
+    name: "netns devices",
+    args: ["{out}", "devices"],
+    pass: /PASS netns/,
+    checkMs: 15000,
+  },
   { victim: "netsub", name: "nested netns", args: ["{out}", "own"], pass: /PASS netsub root/ },
   {
     victim: "netsub",
@@ -260,7 +269,9 @@ async function criuRoundTrip(bin: string, k: Kind): Promise<string | undefined> 
     ]);
     if (r.code !== 0) return `its restore fails: ${errors(safeRead(`${imgs}/restore.log`))}`;
     pids.push(back.pid());
-    const report = await verdict(v, back.pid(), k.signal ?? "SIGTERM", 5000).catch((e) => `${e}`);
+    const report = await verdict(v, back.pid(), k.signal ?? "SIGTERM", k.checkMs ?? 5000).catch((
+      e,
+    ) => `${e}`);
     return k.pass.test(report)
       ? undefined
       : `the victim finds: ${report.trim().split("\n").at(-1)}`;
@@ -321,7 +332,10 @@ for (const dir of directions) {
           const log = safeRead(`${imgs}/restore.log`);
           assertEquals(r.code, 0, `restore: ${r.stderr}${errors(log)}`);
           pids.push(back.pid());
-          assertMatch(await verdict(v, back.pid(), k.signal ?? "SIGTERM", 5000), k.pass);
+          assertMatch(
+            await verdict(v, back.pid(), k.signal ?? "SIGTERM", k.checkMs ?? 5000),
+            k.pass,
+          );
         } finally {
           killAll(...pids);
           await stopVictim(v);

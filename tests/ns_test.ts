@@ -503,7 +503,11 @@ async function netnsRoundTrip(
 ) {
   const before = hostNet();
   const bin = await buildVictim(name);
-  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}", ...args]), pass, opts);
+  // Its check first waits up to 5 s for what settles by itself (DAD, a bridge's carrier).
+  await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}", ...args]), pass, {
+    ...opts,
+    timeoutMs: 15000,
+  });
   assertEquals(hostNet(), before);
 }
 
