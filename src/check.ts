@@ -34,6 +34,7 @@ import {
   zeroPagePfn,
 } from "./syscalls/mod.ts";
 import { addressOf, cString } from "./syscalls/ffi.ts";
+import { aioRemapWorks } from "./syscalls/aio.ts";
 import { AF_UNIX, SOCK_DGRAM, socket, socketNetns } from "./syscalls/socket.ts";
 import { nsidOf } from "./net/nsid.ts";
 
@@ -235,7 +236,12 @@ const NAMED: Feature[] = [
     category: "extra",
     probe: () => false,
   },
-  notOurs("aio_remap", "AIO rings moved at restore", "AIO rings are not supported yet"),
+  {
+    name: "aio_remap",
+    description: "AIO rings moved at restore (a context follows its ring through mremap)",
+    category: "extra",
+    probe: aioRemapWorks,
+  },
   {
     name: "timerfd",
     description: "timerfd state (TFD_IOC_SET_TICKS)",

@@ -63,6 +63,7 @@ import {
 import { buildSigframe, restartedRegs, sigframeSize } from "../src/tree/sigframe.ts";
 import { assert, assertEquals, assertMatch, assertThrows } from "./assert.ts";
 import { buildVictim, critDecodeAll, ROOT, tmpDir } from "./helpers.ts";
+import { AIO_EVENT, IOCB } from "../src/syscalls/aio.ts";
 
 const fixture = (name: string) => Deno.readTextFileSync(join(ROOT, "tests/fixtures/proc", name));
 
@@ -92,6 +93,11 @@ Deno.test("struct layouts match the C compiler's", async () => {
     XSAVE.xmmSpace,
     XSAVE.padding,
   ]);
+  // An AIO request and event (restore/aio.ts makes requests in a task).
+  assertEquals(
+    [c.iocb, c.aio_lio_opcode, c.aio_fildes, c.aio_buf, c.aio_nbytes, c.io_event],
+    [IOCB.size, IOCB.opcode, IOCB.fildes, IOCB.buf, IOCB.nbytes, AIO_EVENT],
+  );
   // The frame rt_sigreturn reads (parasite/heal.c goes home through it).
   assertEquals([c.uc_stack, c.uc_mcontext, c.sigcontext], [
     SIGFRAME.ucStack,

@@ -69,6 +69,7 @@ import {
   UnsupportedError,
   writeRegFile,
 } from "./files.ts";
+import { aioRings } from "./aio.ts";
 import { collectVmas, dumpMm, dumpPages, ringMappings, socketMappings } from "./mm.ts";
 import { settleRings } from "./io_uring.ts";
 import { ghostOf, writeDeadProcRemap, writeGhost } from "./ghost.ts";
@@ -662,6 +663,9 @@ async function dumpProcess(
       trs.call(NR.getpid);
     }
   });
+  // AIO contexts proven idle (their requests that complete by themselves given a moment to)
+  // before the files their completions may signal are read.
+  const aios = await aioRings(ctx, pid, vmas);
   const taskFiles = collectFiles(ctx, pid);
   // The tree's own UTS namespace, asked inside the root (uname answers for the caller's).
   const ownUts = pid === tree.root && ownNamespace(pid, "uts");
@@ -759,7 +763,7 @@ async function dumpProcess(
   }
   ctx.image(`ids-${vpid}.img`, "IDS").entry(task_kobj_ids_entrySchema, ids);
   checkSysvAttachments(pid, vmas);
-  dumpMm(ctx, files, state, vmas, sockets, guards);
+  dumpMm(ctx, files, state, vmas, sockets, guards, aios);
   dumpShmem(ctx, pid, vmas);
   // Segments of the tree's own IPC namespace are all in its images already.
   if (!ownNamespace(tree.root, "ipc")) dumpSysvShm(ctx, pid, vmas);

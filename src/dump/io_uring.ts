@@ -18,8 +18,9 @@
  *
  * @module
  */
-import { KernelBtf } from "../syscalls/btf.ts";
-import { fileObjects, openFiles, perCpuOffsets } from "../syscalls/bpf.ts";
+import type { KernelBtf } from "../syscalls/btf.ts";
+import { fileObjects, mainThreadKey, openFiles } from "../syscalls/bpf.ts";
+import { kernelReader } from "./kernel_reader.ts";
 import {
   IORING_SETUP,
   ioWqCpus,
@@ -103,22 +104,15 @@ const views = new WeakMap<DumpContext, KernelView>();
 function kernelView(ctx: DumpContext, what: string): KernelView {
   let view = views.get(ctx);
   if (!view) {
-    try {
-      const btf = KernelBtf.load();
-      view = {
-        btf,
-        perCpu: perCpuOffsets(btf),
-        objects: new Map(),
-        files: new Map(),
-        holders: new Map(),
-        ringFds: new Map(),
-      };
-    } catch (e) {
-      throw new UnsupportedError(
-        `Cannot dump ${what}: its io_uring instance cannot be read (${(e as Error).message}); ` +
-          `it needs the kernel's BTF and BPF iterators`,
-      );
-    }
+    const { btf, perCpu } = kernelReader(ctx, what, "io_uring instance");
+    view = {
+      btf,
+      perCpu,
+      objects: new Map(),
+      files: new Map(),
+      holders: new Map(),
+      ringFds: new Map(),
+    };
     views.set(ctx, view);
   }
   return view;
@@ -138,8 +132,10 @@ function objectsOf(view: KernelView, pid: number, what: string): Map<number, big
     view.objects.set(pid, objects);
     // Ring descriptors the main thread registered (IORING_REGISTER_RING_FDS), each of an
     // instance the process holds a descriptor of: registered again by it (ioUringKind).
-    for (const [tid, slots] of registeredRingFds(view.btf, pid)) {
-      if (tid !== pid) {
+    const rings = registeredRingFds(view.btf, pid);
+    const main = rings.size ? mainThreadKey(view.btf, pid) : 0;
+    for (const [tid, slots] of rings) {
+      if (tid !== main) {
         throw new UnsupportedError(
           `Cannot dump ${what}: thread ${tid} registered ${slots.length} io_uring ` +
             `descriptor(s) (IORING_REGISTER_RING_FDS); only the main thread's are supported`,

@@ -7,6 +7,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import {
+  type aio_ring_entry,
   mm_entrySchema,
   pagemap_entrySchema,
   pagemap_headSchema,
@@ -156,6 +157,7 @@ export function dumpMm(
   vmas: Vma[],
   sockets = new Map<bigint, number>(),
   guards: { start: bigint; end: bigint }[] = [],
+  aios: aio_ring_entry[] = [],
 ): void {
   const fileIds = ctx.mappedFiles;
   // `ino`: the inode mapped, which the path must reach in the tree's own mount namespace.
@@ -195,13 +197,15 @@ export function dumpMm(
     "executable",
     `/proc/${t.pid}/exe`,
   );
-  const entries = vmas.filter((v) => v.status & (VMA.AREA_REGULAR | VMA.AREA_VSYSCALL)).map((v) => {
+  const kept = VMA.AREA_REGULAR | VMA.AREA_VSYSCALL | VMA.AREA_AIORING;
+  const entries = vmas.filter((v) => v.status & kept).map((v) => {
     const socket = sockets.get(v.start);
     const isFile = (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0 ||
       socket !== undefined;
     // A shared mapping may be made writable later (mprotect) if its file was open for writing
     // (VM_MAYWRITE, "mw"), whatever its protection now. A socket is read-write (as criu says).
-    const fdflags = socket !== undefined || (v.flags & MAP.SHARED) && v.map.vmFlags.has("mw")
+    const aio = (v.status & VMA.AREA_AIORING) !== 0;
+    const fdflags = socket !== undefined || aio || (v.flags & MAP.SHARED) && v.map.vmFlags.has("mw")
       ? O.RDWR
       : O.RDONLY;
     const memfd = (v.status & VMA.AREA_MEMFD) !== 0;
@@ -242,7 +246,7 @@ export function dumpMm(
       status: (sysv ? v.status | VMA.ANON_SHARED : v.status) >>> 0,
       fd: -1n,
       madv: v.madv || undefined,
-      fdflags: isFile || sysv ? fdflags : undefined,
+      fdflags: isFile || sysv || aio ? fdflags : undefined,
     });
   });
   // Guard regions, as criu writes them: entries of their own after the mappings.
@@ -280,6 +284,7 @@ export function dumpMm(
       vmas: entries,
       dumpable: t.dumpable,
       thpDisabled: t.thpDisabled,
+      aios,
     }),
   );
 }

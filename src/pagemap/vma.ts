@@ -95,6 +95,8 @@ export function vmaPages(v: Vma): number {
  * of a droppable mapping).
  */
 export function vmaHasPrivatePages(v: Vma): boolean {
+  // An AIO ring's pages: its header and events (criu dumps them as a private mapping's).
+  if (v.status & VMA.AREA_AIORING) return true;
   if (!(v.status & VMA.AREA_REGULAR)) return false;
   if (v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR)) return false;
   // The kernel may drop a MAP_DROPPABLE mapping's pages at any time: not carried (as criu).
@@ -259,11 +261,9 @@ export function classifyVma(m: ProcMap): Vma {
     v.status = VMA.AREA_REGULAR | VMA.ANON_SHARED;
     v.shmid = BigInt(m.inode);
   } else if (m.path === "/[aio] (deleted)" && m.dev.startsWith("00:")) {
-    // An AIO context's ring (io_setup). The requests it has in flight cannot be seen from
-    // outside the kernel: one still in flight would be lost (criu takes the ring anyway).
-    v.status = VMA.AREA_UNSUPP;
-    v.unsupported = "an AIO context's ring (io_setup: requests in flight cannot be seen, so " +
-      "it cannot be proven idle)";
+    // An AIO context's ring (io_setup): carried with its pages when the context is idle
+    // (dump/aio.ts), made again by io_setup and moved here.
+    v.status = VMA.AREA_AIORING;
   } else if (m.path.startsWith("/")) {
     // A deleted file keeps " (deleted)" in its path: the dump carries it (ghost, link remap).
     v.path = m.path;

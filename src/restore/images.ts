@@ -75,6 +75,7 @@ import {
   pagemap_headSchema,
 } from "../../proto/gen/mm_pb.ts";
 import { checkRingEntry, isRingFile, ringMaker } from "./io_uring.ts";
+import { checkAioEntries } from "./aio.ts";
 import {
   checkHeader,
   decodeEntries,
@@ -453,6 +454,7 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
       }
     }
     checkPagesSize(pagesPath, pmPath, off);
+    checkAioEntries(mm, p(`mm-${pid}.img`));
     return {
       pstree: ps,
       core,

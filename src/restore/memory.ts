@@ -339,6 +339,23 @@ export function planMemory(input: MemoryPlanInput): Op[] {
     }
   }
   for (const v of mm.vmas) {
+    // An AIO ring's pages go to private memory there first; the ring made again is moved
+    // over it (restore/aio.ts).
+    if (v.status & VMA.AREA_AIORING) {
+      ops.push({
+        code: OP.MMAP,
+        args: [
+          v.start,
+          v.end - v.start,
+          BigInt(PROT.READ | PROT.WRITE),
+          BigInt(MAP.PRIVATE | MAP.ANONYMOUS),
+          -1n,
+          0n,
+        ],
+        what: `map the AIO ring's pages at ${hex(v.start)}`,
+      });
+      continue;
+    }
     if (!(v.status & VMA.AREA_REGULAR) || v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR)) continue;
     if (v.status & VMA.AREA_SYSVIPC) continue;
     // An io_uring instance's rings: the kernel places them itself, after (restore/io_uring.ts).
@@ -450,7 +467,11 @@ export function planMemory(input: MemoryPlanInput): Op[] {
   for (const v of mm.vmas) {
     const madv = v.madv ?? 0n;
     // (An io_uring instance's rings are advised once mapped: restore/io_uring.ts.)
-    if (!madv || v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_IO_URING)) continue;
+    if (
+      !madv || v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_IO_URING | VMA.AREA_AIORING)
+    ) {
+      continue;
+    }
     for (let advice = 0n; advice < 64n; advice++) {
       if (!(madv & (1n << advice))) continue;
       ops.push({

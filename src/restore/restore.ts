@@ -90,6 +90,7 @@ import {
 import { type PtyTable, setForegroundGroup } from "./ttys.ts";
 import { installFiles, restoreLateFiles } from "./install.ts";
 import { makeRingsInMemory, mapRings, registerRingBuffers } from "./io_uring.ts";
+import { restoreAioRings } from "./aio.ts";
 import { PidTakenError, spawnTask, type TimeNamespaceClocks, timeOffsets } from "./helper.ts";
 import { RealPids } from "../tree/pid_ns.ts";
 import {
@@ -1586,6 +1587,9 @@ function restoreInside(
   const tFork = performance.now();
   createChildren(dump, proc, procs, pids, rs, arena, table.ptys, sessions, log);
   const forkMs = performance.now() - tFork;
+  // AIO contexts once the children are made (they would have the rings' mappings, not the
+  // contexts).
+  restoreAioRings(rs, arena, task);
 
   // 6. STATE
   // Guard regions, once the children are made (fork would pass them on where the images may

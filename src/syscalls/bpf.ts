@@ -219,7 +219,10 @@ export function openFiles(btf: KernelBtf, pid: number): Map<number, bigint> {
   }, `reading the files of task ${pid} (BPF)`);
 }
 
-/** A pointer member (`path`, as "io_uring") of each thread of process `pid`, by thread id. */
+/**
+ * A pointer member (`path`, as "io_uring") of each thread of process `pid`, by thread id as the
+ * kernel's own PID namespace numbers it.
+ */
 export function threadPointers(btf: KernelBtf, pid: number, path: string): Map<number, bigint> {
   return keyedValues(btf, "bpf_iter_task", pid, {
     object: btf.member("bpf_iter__task", "task").offset,
@@ -227,6 +230,26 @@ export function threadPointers(btf: KernelBtf, pid: number, path: string): Map<n
     keyInContext: false,
     value: btf.member("task_struct", path).offset,
   }, `reading the threads of task ${pid} (BPF)`);
+}
+
+/**
+ * The id of process `pid`'s main thread as the kernel's own PID namespace numbers it: the key
+ * {@link threadPointers} gives it (criu's namespace may number it otherwise).
+ */
+export function mainThreadKey(btf: KernelBtf, pid: number): number {
+  const at = {
+    object: btf.member("bpf_iter__task", "task").offset,
+    key: btf.member("task_struct", "pid").offset,
+    keyInContext: false,
+  };
+  const what = `reading the threads of task ${pid} (BPF)`;
+  const tasks = keyedValues(btf, "bpf_iter_task", pid, { ...at, value: "object" }, what);
+  const leaders = keyedValues(btf, "bpf_iter_task", pid, {
+    ...at,
+    value: btf.member("task_struct", "group_leader").offset,
+  }, what);
+  for (const [tid, task] of tasks) if (leaders.get(tid) === task) return tid;
+  throw new Error(`${what}: no main thread found`);
 }
 
 function gettid(): number {

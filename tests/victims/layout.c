@@ -9,6 +9,7 @@
 #include <sys/user.h>
 #include <sys/utsname.h>
 #include <linux/ptrace.h>
+#include <linux/aio_abi.h>
 
 int main(void)
 {
@@ -29,6 +30,11 @@ int main(void)
 	       offsetof(struct user_fpregs_struct, st_space),
 	       offsetof(struct user_fpregs_struct, xmm_space),
 	       offsetof(struct user_fpregs_struct, padding));
+	printf("\"iocb\":%zu,\"aio_lio_opcode\":%zu,\"aio_fildes\":%zu,\"aio_buf\":%zu,"
+	       "\"aio_nbytes\":%zu,\"io_event\":%zu,", sizeof(struct iocb),
+	       offsetof(struct iocb, aio_lio_opcode), offsetof(struct iocb, aio_fildes),
+	       offsetof(struct iocb, aio_buf), offsetof(struct iocb, aio_nbytes),
+	       sizeof(struct io_event));
 	printf("\"uc_mcontext\":%zu,\"uc_stack\":%zu,\"sc_r12\":%zu,\"sc_rdi\":%zu,\"sc_rsp\":%zu,"
 	       "\"sc_rip\":%zu,\"sc_eflags\":%zu,\"sc_cs\":%zu,\"sc_ss\":%zu,\"sc_fpstate\":%zu,"
 	       "\"sigcontext\":%zu}\n",
