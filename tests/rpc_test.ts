@@ -22,6 +22,8 @@ import {
   waitReport,
 } from "./helpers.ts";
 import { CriuClient, CriuRpcError } from "../mod.ts";
+import { close, O, open, ptyIndex, setPtyLocked, tryRead } from "../src/syscalls/mod.ts";
+import { readable } from "../src/syscalls/socket.ts";
 import { join } from "node:path";
 
 const CLIENT = join(ROOT, "tests", "fixtures", "rpc_client.py");
@@ -298,6 +300,49 @@ Deno.test("mod.ts's CriuClient drives this criu through swrk: version, dump with
   } finally {
     killAll(v.pid);
     await stopVictim(v);
+  }
+});
+
+Deno.test("CriuClient hands the handler of orphan-pts-master the new master: a task whose terminal's master the caller held comes back on a new pty at the same index, its ticks readable there, its terminal and foreground group as they were", async () => {
+  const criu = new CriuClient({ command: criuArgv([]) });
+  const master = open("/dev/ptmx", O.RDWR | O.NOCTTY | O.CLOEXEC);
+  let newMaster = -1;
+  const index = ptyIndex(master, "the test's pty");
+  setPtyLocked(master, false, "the test's pty");
+  const tty = `/dev/pts/${index}`;
+  const v = startVictim([
+    "sh",
+    "-c",
+    `exec setsid -c ${await buildVictim("ticker")} {out} tty <${tty} >${tty} 2>&1`,
+  ]);
+  try {
+    await waitReport(v);
+    const opts = { imagesDir: tmpDir(), orphanPtsMaster: true, notifyScripts: true };
+    await criu.dump({ ...opts, pid: v.pid });
+    await v.child.status;
+    close(master);
+    const r = await criu.restore(opts, (script, _pid, fd) => {
+      if (script === "orphan-pts-master") newMaster = fd ?? -2;
+      return true;
+    });
+    assertEquals(r.pid, v.pid);
+    assert(newMaster >= 0, `orphan-pts-master came with no descriptor (${newMaster})`);
+    assertEquals(ptyIndex(newMaster, "the new master"), index);
+    // Ticks go on through it (what came before the dump went with the old master), in the
+    // terminal's settings (ONLCR).
+    const buf = new Uint8Array(256);
+    let text = "";
+    while (!/tick \d+\r\n/.test(text)) {
+      await readable(newMaster);
+      const n = tryRead(newMaster, buf);
+      assert(n > 0, `reading the new master: ${n}`);
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    assertMatch(await verdict(v), /^PASS$/m);
+  } finally {
+    killAll(v.pid);
+    await stopVictim(v);
+    if (newMaster >= 0) close(newMaster);
   }
 });
 

@@ -38,9 +38,15 @@ export type RpcOptions = MessageInitShape<typeof criu_optsSchema>;
 
 /**
  * Called at each action point criu reports (when `notifyScripts` is set), with the root task's
- * PID where criu gives it; false (or a throw) tells criu the caller's action failed.
+ * PID where criu gives it, and the descriptor criu sends with it (orphan-pts-master: the
+ * master of the restored terminal), which is then the handler's to close; false (or a throw)
+ * tells criu the caller's action failed.
  */
-export type NotifyHandler = (script: string, pid?: number) => boolean | Promise<boolean>;
+export type NotifyHandler = (
+  script: string,
+  pid?: number,
+  fd?: number,
+) => boolean | Promise<boolean>;
 
 /** A request criu answered with failure: its message and errno, as criu gave them. */
 export class CriuRpcError extends Error {
@@ -123,7 +129,8 @@ export class CriuClient {
       send(conn.fd, create(criu_reqSchema, { type, ...fields }));
       for (;;) {
         await readable(conn.fd);
-        const packet = recvPacket(conn.fd, `criu ${name} response`);
+        const fds: number[] = [];
+        const packet = recvPacket(conn.fd, `criu ${name} response`, fds);
         if (packet === null) {
           const why = (await conn.stderr).trim().split("\n").at(-1) ?? "";
           throw new CriuRpcError(
@@ -133,10 +140,15 @@ export class CriuClient {
           );
         }
         const resp = fromBinary(criu_respSchema, packet);
+        // A descriptor goes to the handler of the notification it came with; others are closed.
+        const handed = resp.type === criu_req_type.NOTIFY && onNotify ? fds.shift() : undefined;
+        for (const fd of fds) close(fd);
         if (resp.type === criu_req_type.NOTIFY && resp.notify) {
           let ok = false;
           try {
-            ok = onNotify ? await onNotify(resp.notify.script, resp.notify.pid || undefined) : true;
+            ok = onNotify
+              ? await onNotify(resp.notify.script, resp.notify.pid || undefined, handed)
+              : true;
           } catch {
             ok = false;
           }

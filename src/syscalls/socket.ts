@@ -608,8 +608,10 @@ export async function readable(fd: number): Promise<boolean> {
 /**
  * One whole packet of SOCK_SEQPACKET socket `fd`, however long: its length read first without
  * taking it (MSG_PEEK | MSG_TRUNC), then taken. Null at end of stream (the peer closed). Blocks.
+ * With `fds`, the descriptors the packet carries (SCM_RIGHTS, up to 8) are pushed there,
+ * close-on-exec; without, the kernel closes them.
  */
-export function recvPacket(fd: number, what: string): Uint8Array | null {
+export function recvPacket(fd: number, what: string, fds?: number[]): Uint8Array | null {
   const probe = new Uint8Array(1);
   const peek = () =>
     sys(NR.recvfrom, BigInt(fd), addressOf(probe), 1n, BigInt(MSG.PEEK | MSG_TRUNC), 0n, 0n);
@@ -621,11 +623,22 @@ export function recvPacket(fd: number, what: string): Uint8Array | null {
     return null;
   }
   const buf = new Uint8Array(Number(unwrap(len, "recv(MSG_PEEK)", what)));
-  let got = sys(NR.recvfrom, BigInt(fd), addressOf(buf), BigInt(buf.length), 0n, 0n, 0n);
-  while (got < 0n && lastErrno() === EINTR) {
-    got = sys(NR.recvfrom, BigInt(fd), addressOf(buf), BigInt(buf.length), 0n, 0n, 0n);
+  const control = new Uint8Array(fds ? cmsgSpace(8) : 0);
+  const iov = new BigUint64Array([addressOf(buf), BigInt(buf.length)]);
+  const msg = new Uint8Array(MSGHDR_SIZE);
+  const mv = new DataView(msg.buffer);
+  mv.setBigUint64(16, addressOf(iov), true); // msg_iov
+  mv.setBigUint64(24, 1n, true); // msg_iovlen
+  if (fds) {
+    mv.setBigUint64(32, addressOf(control), true); // msg_control
+    mv.setBigUint64(40, BigInt(control.length), true); // msg_controllen
   }
-  return buf.subarray(0, Number(unwrap(got, "recv", what)));
+  const take = () => sys(NR.recvmsg, BigInt(fd), addressOf(msg), BigInt(MSG_CMSG_CLOEXEC));
+  let got = take();
+  while (got < 0n && lastErrno() === EINTR) got = take();
+  const n = Number(unwrap(got, "recvmsg", what));
+  if (fds && mv.getBigUint64(40, true) > 0n) fds.push(...parseRights(control));
+  return buf.subarray(0, n);
 }
 
 /** The credentials of the process at the other end of unix socket `fd` (SO_PEERCRED). */
