@@ -10,13 +10,16 @@ import { readSysctlsOutside } from "../src/dump/ipc_ns.ts";
 import {
   buildVictim,
   checkAcrossRoundTrip,
+  critDecodeAll,
   criu,
   criuArgv,
   dumpRefused,
   killAll,
   mntnsRoot,
+  oracle,
   oracleRefuses,
   roundTrip,
+  runTool,
   sleep,
   startVictim,
   stopVictim,
@@ -1473,5 +1476,76 @@ Deno.test("a tree in a user namespace of its own restored with --restore-sibling
     assertMatch(Deno.readTextFileSync(v.out), /PASS userns/);
   } finally {
     killAll(...tree, ...(back ? [back] : []));
+  }
+});
+
+Deno.test("a tree in a network namespace that outlives it (--external net[INODE]:KEY) comes back into the one --inherit-fd names: by this criu, by CRIU 4.2 from our images and by us from CRIU 4.2's", async () => {
+  const name = `deno-criu-ext-${Deno.pid}`;
+  assertEquals((await runTool("ip", ["netns", "add", name])).code, 0);
+  const path = `/run/netns/${name}`;
+  const ino = Deno.statSync(path).ino!;
+  const bin = await buildVictim("heap");
+  const ours = criuArgv([]);
+  const theirs = oracle() ? [oracle()!] : undefined;
+  // Dumper and restorer.
+  const pairs = [[ours, ours], ...(theirs ? [[ours, theirs], [theirs, ours]] : [])];
+  try {
+    for (const [dumper, argv] of pairs) {
+      const who = `${dumper === ours ? "ours" : "CRIU 4.2"} to ${
+        argv === ours ? "ours" : "CRIU 4.2"
+      }`;
+      const v = startVictim(["nsenter", `--net=${path}`, "setsid", bin, "{out}", "4"]);
+      let pid = 0;
+      try {
+        await waitReport(v);
+        pid = v.pid;
+        const imgs = tmpDir();
+        const d = await new Deno.Command(dumper[0], {
+          args: [
+            ...dumper.slice(1),
+            "dump",
+            "-t",
+            `${pid}`,
+            "-D",
+            imgs,
+            "--external",
+            `net[${ino}]:extnet`,
+          ],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        assertEquals(d.code, 0, `${who}: ${new TextDecoder().decode(d.stderr)}`);
+        assert(await waitGone(pid), "gone after the dump");
+        // The namespace is not in the images: its entry names the key only.
+        const img = await critDecodeAll(imgs);
+        const nsId = img.get(`ids-${pid}.img`)!.entries[0].net_ns_id;
+        const ns = img.get(`netns-${nsId}.img`)?.entries[0];
+        assertEquals(ns?.ext_key, "extnet", JSON.stringify(ns));
+        const rs = await new Deno.Command("sh", {
+          args: [
+            "-c",
+            `exec "$@" 3<${path}`,
+            "sh",
+            ...argv,
+            "restore",
+            "-d",
+            "-D",
+            imgs,
+            "--inherit-fd",
+            "fd[3]:extnet",
+          ],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        assertEquals(rs.code, 0, `${who}: ${new TextDecoder().decode(rs.stderr)}`);
+        assertEquals(Deno.statSync(`/proc/${pid}/ns/net`).ino, ino, `${who}: not in the namespace`);
+        assertMatch(await verdict(v, pid), /PASS/);
+      } finally {
+        if (pid) killAll(pid);
+        await stopVictim(v);
+      }
+    }
+  } finally {
+    await runTool("ip", ["netns", "del", name]);
   }
 });

@@ -114,22 +114,6 @@ Deno.test("inotify: events waiting, or a watched deleted file held outside the t
   }
 });
 
-Deno.test("an AIO context (io_setup) is refused by name, and the task keeps running", async () => {
-  const code = "import ctypes,os,sys,time\nctx=ctypes.c_ulong(0)\n" +
-    "assert ctypes.CDLL(None).syscall(206,64,ctypes.byref(ctx))==0\n" +
-    "open(sys.argv[1],'a').write(f'ready ring={ctx.value:x}\\n')\ntime.sleep(600)";
-  const v = startVictim(["setsid", "python3", "-c", code, "{out}"]);
-  try {
-    const r = await waitReport(v);
-    await dumpRefused(
-      v.pid,
-      new RegExp(`mapping ${r.ring}-[0-9a-f]+ of task ${v.pid}: an AIO context's ring`),
-    );
-  } finally {
-    await stopVictim(v);
-  }
-});
-
 Deno.test("bad input: one clear line, exit code 1, no stack trace", async () => {
   const dir = tmpDir();
   const cases: [string[], RegExp][] = [
