@@ -35,6 +35,7 @@ import {
 } from "./syscalls/mod.ts";
 import { addressOf, cString } from "./syscalls/ffi.ts";
 import { aioRemapWorks } from "./syscalls/aio.ts";
+import { uffdWpAsync } from "./syscalls/uffd.ts";
 import { AF_UNIX, SOCK_DGRAM, socket, socketNetns } from "./syscalls/socket.ts";
 import { nsidOf } from "./net/nsid.ts";
 
@@ -231,10 +232,11 @@ const NAMED: Feature[] = [
   },
   {
     name: "mem_dirty_track",
-    description: "dirty memory tracking for pre-dumps",
-    notOurs: MIGRATION,
+    description:
+      "dirty memory tracking for pre-dumps (userfaultfd asynchronous write-protection and " +
+      "PAGEMAP_SCAN, no soft-dirty needed)",
     category: "extra",
-    probe: () => false,
+    probe: uffdWpAsync,
   },
   {
     name: "aio_remap",

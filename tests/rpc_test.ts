@@ -148,7 +148,7 @@ Deno.test("RPC: a caller answering that its post-dump action failed fails the du
   }
 });
 
-Deno.test("RPC refusals come back as one line naming the field, with criu's errno, and leave the task as it was: an option deno-criu lacks (lazy_pages, parent_img), no pid, an external resource the caller names that is none, an unknown PID, a descriptor the caller does not have, keep_open on a dump, a pre-dump", async () => {
+Deno.test("RPC refusals come back as one line naming the field, with criu's errno, and leave the task as it was: an option deno-criu lacks (lazy_pages, auto_dedup), no pid, an external resource the caller names that is none, an unknown PID, a descriptor the caller does not have, keep_open on a dump, a single pre-dump", async () => {
   const v = await heapVictim();
   try {
     const imgs = tmpDir();
@@ -169,8 +169,8 @@ Deno.test("RPC refusals come back as one line naming the field, with criu's errn
     // In the log file the request names too (runc shows the errno and the log's name only).
     assertMatch(Deno.readTextFileSync(join(imgs, "criu.log")), /Error.*RPC field lazy_pages/);
     await refused(
-      { type: "DUMP", images_dir: imgs, opts: { parent_img: "../prev", pid: v.pid } },
-      /^RPC field parent_img: Option --prev-images-dir is not supported/,
+      { type: "DUMP", images_dir: imgs, opts: { auto_dedup: true, pid: v.pid } },
+      /^RPC field auto_dedup: Option --auto-dedup is not supported/,
       EBADRQC,
     );
     await refused(
@@ -205,8 +205,8 @@ Deno.test("RPC refusals come back as one line naming the field, with criu's errn
       EBADRQC,
     );
     await refused(
-      { type: "PRE_DUMP", images_dir: imgs, opts: { pid: v.pid } },
-      /The PRE_DUMP request is not supported by deno-criu/,
+      { type: "SINGLE_PRE_DUMP", images_dir: imgs, opts: { pid: v.pid } },
+      /The SINGLE_PRE_DUMP request is not supported by deno-criu/,
       EOPNOTSUPP,
     );
     assertEquals([...Deno.readDirSync(imgs)].filter((e) => e.name.endsWith(".img")), []);
@@ -228,7 +228,8 @@ Deno.test("RPC: VERSION and FEATURE_CHECK on one connection kept open, then CHEC
   assertEquals(resps[0].version.minor_number, 2);
   assertMatch(resps[0].version.gitid, /^deno-criu-/);
   assertEquals(resps[1].success, true);
-  assertEquals(resps[1].features, { mem_track: false, lazy_pages: false, pidfd_store: false });
+  // Memory tracking without soft-dirty (userfaultfd write-protection), which this kernel has.
+  assertEquals(resps[1].features, { mem_track: true, lazy_pages: false, pidfd_store: false });
   assertEquals(resps[2].type, "CHECK");
   assertEquals(resps[2].success, true);
 });
@@ -284,9 +285,9 @@ Deno.test("mod.ts's CriuClient drives this criu through swrk: version, dump with
   try {
     const imgs = tmpDir();
     await assertRejects(
-      () => criu.dump({ pid: v.pid, imagesDir: imgs, trackMem: true }),
+      () => criu.dump({ pid: v.pid, imagesDir: imgs, lazyPages: true }),
       CriuRpcError,
-      /RPC field track_mem/,
+      /RPC field lazy_pages/,
     );
     const seen: string[] = [];
     await criu.dump({ pid: v.pid, imagesDir: imgs, notifyScripts: true }, (s) => {

@@ -30,7 +30,7 @@ export function formatDumpStats(s: DumpStats): string {
     `Memory dump time: ${Math.round(s.memdumpUs)} us`,
     `Memory write time: ${Math.round(s.memwriteUs)} us`,
     `Memory pages scanned: ${n(s.pagesScanned)}`,
-    `Memory pages skipped from parent: ${n(0)}`,
+    `Memory pages skipped from parent: ${n(s.pagesSkippedParent)}`,
     `Memory pages written: ${n(s.pagesWritten)}`,
     `Lazy memory pages: ${n(0)}`,
   ].join("\n");
@@ -153,7 +153,8 @@ export async function main(argv: string[]): Promise<number> {
     // Each command loads what it needs only: `criu swrk` answering a VERSION, or `--version`,
     // starts quickly.
     switch (o.command) {
-      case "dump": {
+      case "dump":
+      case "pre-dump": {
         const { runDump } = await load<typeof import("./run.ts")>(
           new URL("./run.ts", import.meta.url),
         );

@@ -85,6 +85,10 @@ export interface CriuOpts {
   displayStats: boolean;
   networkLock?: LockMethod;
   preDumpMode: "splice" | "read";
+  /** `--track-mem`: memory tracked for the next dump; pages left to the parent images. */
+  trackMem: boolean;
+  /** `--prev-images-dir`: the parent images, relative to the images directory. */
+  prevImagesDir?: string;
   fileValidation?: "filesize" | "buildid";
   skipFileRwxCheck: boolean;
   weakSysctls: boolean;
@@ -151,6 +155,7 @@ export function defaultOpts(): CriuOpts {
     timeout: DEFAULT_TIMEOUT,
     displayStats: false,
     preDumpMode: "splice",
+    trackMem: false,
     skipFileRwxCheck: false,
     weakSysctls: false,
     deprecated: false,
@@ -283,12 +288,11 @@ const TABLE: OptionSpec[] = [
   // The service's socket (a page server's address comes with live migration: --page-server).
   opt("address", "required", (o, v) => (o.address = v)),
   refused("port", "required", NOT_YET.migration),
-  refused("prev-images-dir", "required", NOT_YET.migration),
+  opt("prev-images-dir", "required", (o, v) => (o.prevImagesDir = v)),
   opt("ms", "none", () => {
     throw new UsageError('--ms is deprecated; see "Check options" of criu --help');
   }),
-  refused("track-mem", "none", NOT_YET.migration),
-  { name: "no-track-mem", arg: "none", set: () => {} },
+  ...bool("track-mem", "trackMem"),
   refused("auto-dedup", "none", NOT_YET.migration),
   { name: "no-auto-dedup", arg: "none", set: () => {} },
   opt("libdir", "required", (o, v) => (o.libdir = v), { short: "L" }),

@@ -10,6 +10,7 @@ import type { CgroupMode } from "../restore/cgroups.ts";
 import { CRIU_VERSION, VERSION } from "../version.ts";
 import { type Dirs, dirsOf, inWorkDir } from "./dirs.ts";
 import { dump, type DumpResult } from "../dump/dump.ts";
+import { preDump } from "../dump/pre_dump.ts";
 import { restore, type RestoreResult } from "../restore/restore.ts";
 import { Logger } from "../log.ts";
 import { type ActionHook, actionScripts } from "../action_scripts.ts";
@@ -75,8 +76,12 @@ export async function runDump<T>(
   using log = openLog(o, dirs);
   using stop = interruptOnSignals();
   try {
-    const r = await dump({
+    // A pre-dump copies memory alone and leaves the tree running (dump/pre_dump.ts).
+    const run = o.command === "pre-dump" ? preDump : dump;
+    const r = await run({
       pid: o.tree,
+      trackMem: o.trackMem,
+      prevImagesDir: o.prevImagesDir,
       imagesDir: dirs.images,
       workDir: dirs.work,
       leaveRunning: o.finalState === "alive",

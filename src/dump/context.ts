@@ -8,6 +8,7 @@ import type { NestedPids } from "./nested_pidns.ts";
 import type { MountNamespace } from "./mnt_ns.ts";
 import type { mnt_entry } from "../../proto/gen/misc_pb.ts";
 import type { ActionHook } from "../action_scripts.ts";
+import type { Tracker } from "./track.ts";
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
 import { SeccompImage } from "./seccomp.ts";
@@ -37,6 +38,13 @@ import { UnsupportedError } from "./file_types.ts";
 export interface DumpOptions {
   /** Root of the tree to dump (`-t`). */
   pid: number;
+  /**
+   * Memory is tracked (`--track-mem`, dump/track.ts): pages the parent images hold and the
+   * tree has not written since are left to them, and the next dump may take these as parent.
+   */
+  trackMem?: boolean;
+  /** The parent images (`--prev-images-dir`, relative to the images directory as criu's). */
+  prevImagesDir?: string;
   /** Where images go (`-D`); must exist. */
   imagesDir: string;
   /**
@@ -122,6 +130,8 @@ export interface DumpStats {
   memwriteUs: number;
   pagesScanned: number;
   pagesWritten: number;
+  /** Pages left to the parent images (--track-mem). */
+  pagesSkippedParent: number;
   /** Pages of shared memory written (shmem objects, once each). */
   shpagesWritten: number;
 }
@@ -177,6 +187,7 @@ export class DumpContext {
     memwriteUs: 0,
     pagesScanned: 0,
     pagesWritten: 0,
+    pagesSkippedParent: 0,
     shpagesWritten: 0,
   };
   /** Images written, by file name. */
@@ -329,6 +340,9 @@ export class DumpContext {
 
   /** The tree's task ids as the images carry them (set once the tree is frozen). */
   pids: VirtualPids = VirtualPids.identity();
+  /** With --track-mem: each process's tracker and the frames of its images' pages, by id. */
+  readonly trackers = new Map<number, Tracker>();
+  readonly frames = new Map<number, Float64Array>();
 
   /** Process group or session `real` (as criu sees it) in the tree's PID namespace. */
   virtGroup(real: number, what: string): number {

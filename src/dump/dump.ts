@@ -70,6 +70,12 @@ import {
   writeRegFile,
 } from "./files.ts";
 import { aioRings } from "./aio.ts";
+import { join } from "node:path";
+import { exists } from "../util/exists.ts";
+import type { RemoteSyscalls } from "../tree/infect.ts";
+import type { Vma } from "../pagemap/vma.ts";
+import type { PageTracking } from "./mm.ts";
+import { parentPages, protectAgain, startTracking, writeTracking } from "./track.ts";
 import { collectVmas, dumpMm, dumpPages, ringMappings, socketMappings } from "./mm.ts";
 import { settleRings } from "./io_uring.ts";
 import { ghostOf, writeDeadProcRemap, writeGhost } from "./ghost.ts";
@@ -110,6 +116,24 @@ export interface DumpResult {
   /** Image files written, relative to the images directory. */
   images: string[];
   stats: DumpStats;
+}
+
+/**
+ * The parent images (`--prev-images-dir`) linked from the images directory as `parent`, as
+ * criu links them (the path as given, relative to the images directory).
+ */
+export function linkParent(opts: DumpOptions): void {
+  if (!opts.prevImagesDir) return;
+  const link = join(opts.imagesDir, "parent");
+  try {
+    Deno.removeSync(link);
+  } catch {
+    // none yet
+  }
+  Deno.symlinkSync(opts.prevImagesDir, link);
+  if (!exists(join(link, "."))) {
+    throw new Error(`The parent images ${opts.prevImagesDir} (--prev-images-dir) do not exist`);
+  }
 }
 
 function checkImagesDir(dir: string): void {
@@ -234,6 +258,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   if (!Number.isInteger(pid) || pid <= 0) throw new Error(`Invalid PID ${pid}`);
   if (pid === Deno.pid) throw new Error(`Cannot dump task ${pid}: it is this criu process`);
   checkImagesDir(opts.imagesDir);
+  linkParent(opts);
   try {
     Deno.statSync(`/proc/${pid}`);
   } catch {
@@ -565,6 +590,9 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   if (ctx.mntNs) await writeMountNamespace(ctx, ctx.mntNs);
   for (const ns of ctx.nestedMnts.values()) await writeMountNamespace(ctx, ns, ctx.mntNs);
 
+  if (ctx.opts.trackMem) {
+    ctx.written.push(...writeTracking(ctx.opts.imagesDir, ctx.trackers, ctx.frames));
+  }
   ctx.flush();
   if (ctx.userns) shareImages(ctx.opts.imagesDir, ctx.userns);
   syncDir(ctx.opts.imagesDir);
@@ -643,6 +671,33 @@ function readComm(pid: number): string {
   }
 }
 
+/**
+ * With --track-mem: tracks the memory of the task `rs` runs syscalls in (from its parent
+ * images' tracking when that is still the same) and says what its parent images hold.
+ */
+export function trackPages(
+  ctx: DumpContext,
+  rs: RemoteSyscalls,
+  vmas: Vma[],
+): PageTracking | undefined {
+  if (!ctx.opts.trackMem) return undefined;
+  const pid = rs.task.pid, vpid = ctx.pids.virt(pid);
+  const parent = ctx.opts.prevImagesDir
+    ? parentPages(join(ctx.opts.imagesDir, "parent"), pid, vpid)
+    : undefined;
+  ctx.trackers.set(vpid, startTracking(rs, vmas, parent?.tracker));
+  ctx.log.info(
+    `Task ${pid}: memory tracked${parent ? ` (${parent.frames.size} pages in the parent)` : ""}`,
+  );
+  return { parent: parent?.frames, frames: [] };
+}
+
+/** Once its pages are read: the task's pages protected again, their frames kept. */
+export function tracked(ctx: DumpContext, pid: number, vmas: Vma[], track: PageTracking): void {
+  protectAgain(pid, vmas);
+  ctx.frames.set(ctx.pids.virt(pid), Float64Array.from(track.frames));
+}
+
 /** Dumps one live process of the frozen tree; returns its kernel object ids. */
 async function dumpProcess(
   ctx: DumpContext,
@@ -715,7 +770,9 @@ async function dumpProcess(
     });
     await ctx.checkpoint("parasite");
     const sps = [state.regs[REG.sp], ...threads.map((t) => t.regs[REG.sp])];
-    await dumpPages(ctx, parasite.leader, vmas, ctx.pagesId(), sps);
+    const track = trackPages(ctx, parasite.leader, vmas);
+    await dumpPages(ctx, parasite.leader, vmas, ctx.pagesId(), sps, track);
+    if (track) tracked(ctx, pid, vmas, track);
     await ctx.checkpoint("pages");
     return { state, threads };
   })();
@@ -795,7 +852,8 @@ async function dumpProcess(
   return ids;
 }
 
-function writeStats(ctx: DumpContext): void {
+/** Writes stats-dump (in the work directory, as criu). */
+export function writeStats(ctx: DumpContext): void {
   const s = ctx.stats;
   // criu writes it in its work directory, where podman reads it (--print-stats).
   const work = ctx.opts.workDir;
@@ -812,7 +870,7 @@ function writeStats(ctx: DumpContext): void {
         memdumpTime: Math.round(s.memdumpUs),
         memwriteTime: Math.round(s.memwriteUs),
         pagesScanned: BigInt(s.pagesScanned),
-        pagesSkippedParent: 0n,
+        pagesSkippedParent: BigInt(s.pagesSkippedParent),
         pagesWritten: BigInt(s.pagesWritten),
         shpagesWritten: BigInt(s.shpagesWritten),
         pagesLazy: 0n,

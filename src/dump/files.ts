@@ -88,6 +88,7 @@ import {
 } from "./ghost.ts";
 import { collectLocks, writeLocks } from "./locks.ts";
 import { peekPipe, writePipeData } from "./pipes.ts";
+import { isTracker } from "./track.ts";
 import { registerMemfd } from "./memfd.ts";
 import { collectTty, ttyKind } from "./tty.ts";
 import { checkUnixSockets, queuedClients, unixEntry, writeSkQueues } from "./unix_files.ts";
@@ -474,6 +475,8 @@ function readOwner(ctx: DumpContext, pidfd: number, pid: number, fd: number): fo
 
 function collectEach(ctx: DumpContext, pid: number, pidfd: number, fds: Fd[]): void {
   for (const fd of listFds(pid)) {
+    // criu's own tracking of the task's memory (an earlier pre-dump's) is not the task's.
+    if (isTracker(pid, fd)) continue;
     const { file, cloexec } = collectOne(ctx, pid, pidfd, fd);
     fds.push({ fd, file, cloexec });
   }

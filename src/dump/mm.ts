@@ -15,7 +15,7 @@ import {
 } from "../../proto/gen/mm_pb.ts";
 import { join } from "node:path";
 import { close, O, open, PAGE_IS, pagemapScan, zeroPagePfn } from "../syscalls/mod.ts";
-import { Pagemap, pagemapEntry, type PageRun } from "../pagemap/pagemap.ts";
+import { Pagemap, pagemapEntry, type PageRun, parentEntry } from "../pagemap/pagemap.ts";
 import { writePages } from "../pagemap/page_xfer.ts";
 import { writePagesViaParasite } from "../pagemap/page_pipe.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
@@ -289,6 +289,14 @@ export function dumpMm(
   );
 }
 
+/** Memory tracking of a dump (dump/track.ts): what the parent holds, and frames recorded. */
+export interface PageTracking {
+  /** The frame of each page the parent images hold, by page number. */
+  parent?: Map<number, number>;
+  /** Each page of this dump's images (own or the parent's): address and frame, in pairs. */
+  frames: number[];
+}
+
 /**
  * Writes pagemap-PID.img and pages-`pagesId`.img with the task's private pages: through the
  * dump_pages parasite (zero copy) when every such page is readable by the task, else with
@@ -300,6 +308,7 @@ export async function dumpPages(
   vmas: Vma[],
   pagesId: number,
   stackPointers?: bigint[],
+  track?: PageTracking,
 ): Promise<void> {
   const pid = rs.task.pid;
   const t0 = performance.now();
@@ -317,7 +326,12 @@ export async function dumpPages(
       if (!vmaHasPrivatePages(v)) continue;
       const before = runs.length;
       const skipFilePages = (v.status & VMA.FILE_PRIVATE) !== 0 || isPrivateShmem(v);
-      pm.scan(v.start, v.end, { skipFilePages, zeroPfn }, runs);
+      pm.scan(
+        v.start,
+        v.end,
+        { skipFilePages, zeroPfn, parent: track?.parent, frames: track?.frames },
+        runs,
+      );
       if (runs.length > before && !(v.prot & PROT.READ)) allReadable = false;
     }
     ctx.stats.pagesScanned += pm.scanned;
@@ -326,9 +340,11 @@ export async function dumpPages(
   const pagesFile = `pages-${pagesId}.img`;
   const path = join(ctx.opts.imagesDir, pagesFile);
   const viaParasite = allReadable && ctx.opts.pageTransfer !== "readv";
+  // Pages the parent images hold are not written again.
+  const own = track ? runs.filter((r) => !r.inParent) : runs;
   const xfer = viaParasite
-    ? await writePagesViaParasite(rs, runs, path, ctx.opts.signal)
-    : writePages(pid, runs, path);
+    ? await writePagesViaParasite(rs, own, path, ctx.opts.signal)
+    : writePages(pid, own, path);
   ctx.written.push(pagesFile);
   ctx.stats.memdumpUs += scanUs + xfer.readUs;
   ctx.stats.memwriteUs += xfer.writeUs;
@@ -339,16 +355,23 @@ export async function dumpPages(
   // stack pointer is in, and the special mappings' and locked ones'.
   // Runs that touch (across mappings) with the same flags are one entry, as criu writes them.
   const stackPages = new Set((stackPointers ?? []).map((sp) => sp & ~0xfffn));
-  const entries: { vaddr: bigint; pages: number; lazy: boolean }[] = [];
-  const add = (vaddr: bigint, pages: number, lazy: boolean) => {
+  const entries: { vaddr: bigint; pages: number; lazy: boolean; parent?: boolean }[] = [];
+  const add = (vaddr: bigint, pages: number, lazy: boolean, parent?: boolean) => {
     const last = entries.at(-1);
-    if (last && last.lazy === lazy && last.vaddr + BigInt(last.pages) * 4096n === vaddr) {
+    if (
+      last && last.lazy === lazy && last.parent === parent &&
+      last.vaddr + BigInt(last.pages) * 4096n === vaddr
+    ) {
       last.pages += pages;
     } else {
-      entries.push({ vaddr, pages, lazy });
+      entries.push({ vaddr, pages, lazy, parent });
     }
   };
   for (const r of runs) {
+    if (r.inParent) {
+      add(r.vaddr, r.nrPages, false, true);
+      continue;
+    }
     const v = vmas.find((x) => x.start <= r.vaddr && r.vaddr < x.end);
     if (!v || !canBeLazy(v)) {
       add(r.vaddr, r.nrPages, false);
@@ -364,7 +387,15 @@ export async function dumpPages(
     }
   }
   for (const e of entries) {
-    img.entry(pagemap_entrySchema, pagemapEntry(e.vaddr, e.pages, e.lazy));
+    img.entry(
+      pagemap_entrySchema,
+      e.parent ? parentEntry(e.vaddr, e.pages) : pagemapEntry(e.vaddr, e.pages, e.lazy),
+    );
+  }
+  if (track) {
+    const inParent = runs.reduce((n, r) => n + (r.inParent ? r.nrPages : 0), 0);
+    ctx.stats.pagesSkippedParent += inParent;
+    ctx.log.info(`task ${pid}: ${inParent} pages left to the parent images`);
   }
   ctx.log.info(`task ${pid}: ${xfer.pages} pages in ${runs.length} runs`);
 }

@@ -14,6 +14,7 @@
 import { create, isFieldSet } from "@bufbuild/protobuf";
 import { type pagemap_entry, pagemap_entrySchema } from "../../proto/gen/mm_pb.ts";
 import { close, O, open, PAGE_IS, pagemapScan, pread } from "../syscalls/mod.ts";
+import { PM_HI_UFFD_WP } from "../syscalls/uffd.ts";
 
 /** High-word bits of a pagemap entry. */
 export const PM_HI = {
@@ -42,6 +43,16 @@ export function pagemapEntry(vaddr: bigint, nrPages: number, lazy = false): page
   });
 }
 
+/** A pagemap image entry for `nrPages` pages at `vaddr` whose data are the parent images'. */
+export function parentEntry(vaddr: bigint, nrPages: number): pagemap_entry {
+  return create(pagemap_entrySchema, {
+    vaddr,
+    compatNrPages: nrPages <= 0xffffffff ? nrPages : 0,
+    nrPages: BigInt(nrPages),
+    flags: PE_PARENT,
+  });
+}
+
 /** pagemap_entry flag PE_LAZY: the pages may come later (criu's lazy restore). */
 export const PE_LAZY = 1 << 1;
 
@@ -65,6 +76,8 @@ export interface PageRun {
   vaddr: bigint;
   /** Number of pages. */
   nrPages: number;
+  /** Their data are the parent images' (not written since, the same frames): PE_PARENT. */
+  inParent?: boolean;
 }
 
 /** Which pages of a mapping are private data. */
@@ -73,6 +86,13 @@ export interface ScanPolicy {
   skipFilePages: boolean;
   /** PFN of the shared zero page (read but never written), or -1 when unknown. */
   zeroPfn: number;
+  /**
+   * Memory tracking (dump/track.ts): the frame the parent images hold for each page number
+   * (address / 4096); a page still write-protected and on that frame is left to them.
+   */
+  parent?: Map<number, number>;
+  /** With tracking: each page taken, its address and frame, appended in pairs. */
+  frames?: number[];
 }
 
 /** Ranges larger than this are walked by the kernel first (PAGEMAP_SCAN). */
@@ -123,6 +143,8 @@ export class Pagemap implements Disposable {
     const zeroHi = policy.zeroPfn >= 0 ? Math.floor(policy.zeroPfn / 0x100000000) : -1;
     let runStart = -1n;
     let runLen = 0;
+    let runParent = false;
+    const { parent, frames } = policy;
     for (let page = start; page < end;) {
       const count = Math.min(Number((end - page) / 4096n), this.#buf.length / 2);
       const got = pread(
@@ -142,18 +164,41 @@ export class Pagemap implements Disposable {
           take = !(policy.skipFilePages && (hi & PM_HI.FILE)) &&
             !(lo === zeroLo && (hi & PM_HI.PFN_MASK) === zeroHi);
         }
+        let inParent = false;
+        if (take && frames) {
+          // The frame (a swap slot counted apart); 0 where the kernel hides frames.
+          const n = (hi & PM_HI.PFN_MASK) * 0x100000000 + lo;
+          const frame = hi & PM_HI.SWAP ? -(n + 1) : n;
+          const pageNo = Number(page / 4096n) + i;
+          inParent = frame !== 0 && (hi & PM_HI_UFFD_WP) !== 0 && parent?.get(pageNo) === frame;
+          frames.push(pageNo * 4096, frame);
+        }
+        if (take && runLen && inParent !== runParent) {
+          out.push({ vaddr: runStart, nrPages: runLen, ...(runParent ? { inParent: true } : {}) });
+          runLen = 0;
+        }
         if (take) {
-          if (runLen === 0) runStart = page + BigInt(i) * 4096n;
+          if (runLen === 0) {
+            runStart = page + BigInt(i) * 4096n;
+            runParent = inParent;
+          }
           runLen++;
         } else if (runLen) {
-          out.push({ vaddr: runStart, nrPages: runLen });
+          out.push({ vaddr: runStart, nrPages: runLen, ...(runParent ? { inParent: true } : {}) });
           runLen = 0;
         }
       }
       this.scanned += got;
       page += BigInt(got) * 4096n;
     }
-    if (runLen) out.push({ vaddr: runStart, nrPages: runLen });
+    if (runLen) {
+      out.push({ vaddr: runStart, nrPages: runLen, ...(runParent ? { inParent: true } : {}) });
+    }
+  }
+
+  /** The descriptor of /proc/PID/pagemap (PAGEMAP_SCAN, while open). */
+  get fd(): number {
+    return this.#fd;
   }
 
   /** Closes the pagemap file. Idempotent. */

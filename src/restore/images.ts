@@ -97,11 +97,18 @@ export interface TaskImages {
   mm: mm_entry;
   fs: fs_entry;
   fds: fdinfo_entry[];
-  /** Pagemap entries after the head. */
+  /**
+   * Pagemap entries after the head; those in the parent images (PE_PARENT) resolved into
+   * present runs of the image that holds them.
+   */
   pagemap: PagemapRun[];
-  /** The pages-N.img path and its size. */
+  /** The pages-N.img path (of these images). */
   pagesPath: string;
-  /** Offset of each pagemap entry's first page in the pages file (present entries only). */
+  /** The pages files the entries read from: these images' first, then parents' as needed. */
+  pagesPaths: string[];
+  /** For each pagemap entry, the pages file (index in pagesPaths) that holds its pages. */
+  pageFile: number[];
+  /** Offset of each pagemap entry's first page in its pages file (present entries only). */
   pageOffsets: number[];
   /** Guard regions (MADV_GUARD_INSTALL), taken out of mm's entries (criu writes them there). */
   guards: { start: bigint; end: bigint }[];
@@ -367,6 +374,8 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
         fds: [],
         pagemap: [],
         pagesPath: "",
+        pagesPaths: [],
+        pageFile: [],
         pageOffsets: [],
         guards: [],
       };
@@ -438,22 +447,9 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
       }
     }
 
-    // pagemap: a head naming pages-N.img, then runs.
-    const pmPath = p(`pagemap-${pid}.img`);
-    const { head: pagesId, entries: pagemap } = readPagemap(pmPath);
-    const pagesPath = p(`pages-${pagesId}.img`);
-    const pageOffsets: number[] = [];
-    let off = 0;
-    for (const e of pagemap) {
-      pageOffsets.push(off);
-      if (e.flags & PE_PRESENT) off += e.nrPages * 4096;
-      else if (e.flags & PE_PARENT) {
-        throw new ImageError(
-          `Image ${pmPath}: pages in a parent image (incremental dumps) are not supported yet`,
-        );
-      }
-    }
-    checkPagesSize(pagesPath, pmPath, off);
+    // pagemap: a head naming pages-N.img, then runs; those in the parent images (PE_PARENT)
+    // taken from there.
+    const pages = readPages(dir, pid);
     checkAioEntries(mm, p(`mm-${pid}.img`));
     return {
       pstree: ps,
@@ -465,9 +461,7 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
       guards,
       fs,
       fds,
-      pagemap,
-      pagesPath,
-      pageOffsets,
+      ...pages,
     };
   });
   const shmem = new Map<bigint, ShmemPages>();
@@ -986,6 +980,88 @@ export interface PagemapRun {
   nrPages: number;
   /** PE_* flags; an old entry's in_parent is PE_PARENT here. */
   flags: number;
+}
+
+/** The pages of process `pid` in images `dir`, through the chain of parents. */
+function readPages(
+  dir: string,
+  pid: number,
+): Pick<TaskImages, "pagemap" | "pagesPath" | "pagesPaths" | "pageFile" | "pageOffsets"> {
+  /** One level of the chain: its entries, where each one's pages start, its pages file. */
+  interface Level {
+    path: string;
+    entries: PagemapRun[];
+    offsets: number[];
+    pages: string;
+  }
+  const levels: (Level | undefined)[] = [];
+  const level = (depth: number): Level | undefined => {
+    if (depth in levels) return levels[depth];
+    const at = join(dir, ...Array(depth).fill("parent"));
+    const path = join(at, `pagemap-${pid}.img`);
+    if (depth > 0 && !exists(path)) return (levels[depth] = undefined);
+    const { head, entries } = readPagemap(path);
+    const pages = join(at, `pages-${head}.img`);
+    const offsets: number[] = [];
+    let off = 0;
+    for (const e of entries) {
+      offsets.push(off);
+      if (e.flags & PE_PRESENT) off += e.nrPages * 4096;
+    }
+    checkPagesSize(pages, path, off);
+    return (levels[depth] = { path, entries, offsets, pages });
+  };
+  const own = level(0)!;
+  const out: { run: PagemapRun; file: number; offset: number }[] = [];
+  // Pages [vaddr, vaddr + n) from the images `depth` parents up, as runs of those holding them.
+  const fromParent = (vaddr: bigint, n: number, depth: number, asked: string): void => {
+    const l = level(depth);
+    const end = vaddr + BigInt(n) * 4096n;
+    if (!l) {
+      throw new ImageError(
+        `Image ${asked}: pages at ${vaddr.toString(16)} are in the parent images, which have ` +
+          `none of task ${pid}`,
+      );
+    }
+    let at = vaddr;
+    for (let j = 0; j < l.entries.length && at < end; j++) {
+      const e = l.entries[j];
+      const eEnd = e.vaddr + BigInt(e.nrPages) * 4096n;
+      if (eEnd <= at || e.vaddr >= end) continue;
+      if (e.vaddr > at) break;
+      const stop = eEnd < end ? eEnd : end;
+      const pages = Number((stop - at) / 4096n);
+      if (e.flags & PE_PRESENT) {
+        out.push({
+          run: { vaddr: at, nrPages: pages, flags: e.flags & ~PE_PARENT },
+          file: depth,
+          offset: l.offsets[j] + Number(at - e.vaddr),
+        });
+      } else if (e.flags & PE_PARENT) {
+        fromParent(at, pages, depth + 1, l.path);
+      } else break;
+      at = stop;
+    }
+    if (at < end) {
+      throw new ImageError(
+        `Image ${asked}: pages at ${at.toString(16)} are in the parent images, which lack them ` +
+          `(${l.path})`,
+      );
+    }
+  };
+  own.entries.forEach((e, i) => {
+    if (e.flags & PE_PARENT && !(e.flags & PE_PRESENT)) fromParent(e.vaddr, e.nrPages, 1, own.path);
+    else out.push({ run: e, file: 0, offset: own.offsets[i] });
+  });
+  const used = [...new Set(out.map((o) => o.file))].sort((a, b) => a - b);
+  const index = new Map(used.map((d, i) => [d, i]));
+  return {
+    pagemap: out.map((o) => o.run),
+    pagesPath: own.pages,
+    pagesPaths: used.length ? used.map((d) => levels[d]!.pages) : [own.pages],
+    pageFile: out.map((o) => index.get(o.file)!),
+    pageOffsets: out.map((o) => o.offset),
+  };
 }
 
 /** A pagemap image: the pages-N.img id of its head, and its entries. */

@@ -43,7 +43,8 @@ const F_DUPFD_CLOEXEC = 1030;
 
 /** Descriptors the restorer uses inside the task, closed before it resumes. */
 export interface ServiceFds {
-  pages: number;
+  /** The pages files (TaskImages.pagesPaths). */
+  pages: number[];
   /** Mapped files by {@link mapKey} (file id and access). */
   maps: Map<string, number>;
   /** io_uring instances the task holds, by file id (their rings are mapped through these). */
@@ -99,7 +100,11 @@ export function installFiles(
   );
   const ours = ids.map((id) => table.file(id, task.fds.find((f) => f.id === id)!.fd, pid));
   const service: { key: string; fd: number }[] = [
-    { key: "pages", fd: table.service(task.pagesPath, O.RDONLY, "image") },
+    // The pages files: these images', and the parents' that hold some of its pages.
+    ...task.pagesPaths.map((path, i) => ({
+      key: `pages:${i}`,
+      fd: table.service(path, O.RDONLY, "image"),
+    })),
   ];
   for (const v of task.mm.vmas) {
     if (!(v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.AREA_SOCKET))) continue;
@@ -305,7 +310,7 @@ export function installFiles(
     if (key.startsWith("shm:")) shmem.set(BigInt(key.slice(4)), fd);
   }
   return {
-    pages: svc.get("pages")!,
+    pages: task.pagesPaths.map((_, i) => svc.get(`pages:${i}`)!),
     maps,
     shmem,
     exe: svc.get("exe")!,

@@ -188,8 +188,8 @@ export interface MemoryPlanInput {
   tempBase: bigint;
   /** Descriptor in the task of each mapped file, by {@link mapKey}. */
   mapFds: Map<string, number>;
-  /** Descriptor in the task of pages-N.img. */
-  pagesFd: number;
+  /** Descriptors in the task of the pages files (TaskImages.pagesPaths). */
+  pagesFds: number[];
   /** Descriptors in the task of shared anonymous memory made by an earlier task, by inode. */
   shmemFds: Map<bigint, number>;
   /** Mappings kept from the parent (see {@link inheritedVmas}); none when absent. */
@@ -261,7 +261,7 @@ export function cut(r: Range, sorted: Range[]): { inside: Range[]; outside: Rang
 
 /** The ops that rebuild the dumped address space. */
 export function planMemory(input: MemoryPlanInput): Op[] {
-  const { task, maps, area, tempBase, mapFds, pagesFd, shmemFds } = input;
+  const { task, maps, area, tempBase, mapFds, pagesFds, shmemFds } = input;
   const mm: mm_entry = task.mm;
   const ops: Op[] = [];
   const pairs = pairSpecials(mm.vmas, maps);
@@ -417,6 +417,7 @@ export function planMemory(input: MemoryPlanInput): Op[] {
     const whole = { start: e.vaddr, end: e.vaddr + BigInt(e.nrPages) * PAGE };
     present.push(whole);
     const fileAt = (a: bigint) => BigInt(task.pageOffsets[i]) + (a - e.vaddr);
+    const pagesFd = pagesFds[task.pageFile[i] ?? 0];
     const { inside, outside } = cut(whole, kept);
     for (const r of outside) {
       const len = r.end - r.start;

@@ -1537,7 +1537,7 @@ function restoreInside(
     area: { start: gap, end: gap + areaSize },
     tempBase: gap + areaSize + 0x8000n,
     mapFds: fds.maps,
-    pagesFd: fds.pages,
+    pagesFds: fds.pages,
     shmemFds: fds.shmem,
   });
   if (ops.length > maxOps) throw new RestoreError(`Too many restorer operations (${ops.length})`);

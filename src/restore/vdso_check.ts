@@ -24,7 +24,7 @@ export function checkVdsoCode(task: TaskImages): void {
   const here = parseMaps(Deno.readTextFileSync("/proc/self/maps")).find((m) => m.path === "[vdso]");
   if (!here || here.end - here.start !== v.end - v.start) return; // pairSpecials says why
   const dumped = new Uint8Array(len), live = new Uint8Array(len);
-  using pages = Deno.openSync(task.pagesPath);
+  using pages = Deno.openSync(task.pagesPaths[task.pageFile[i]] ?? task.pagesPath);
   pages.seekSync(task.pageOffsets[i], Deno.SeekMode.Start);
   readFull(pages, dumped);
   using mem = Deno.openSync("/proc/self/mem");

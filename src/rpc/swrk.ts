@@ -35,8 +35,8 @@ const KEEP_OPEN: ReadonlySet<criu_req_type> = new Set([
 
 /** Requests deno-criu does not serve yet, and why. */
 const NOT_SERVED: Partial<Record<criu_req_type, string>> = {
-  [criu_req_type.PRE_DUMP]: "pre-dumps come with live migration",
-  [criu_req_type.SINGLE_PRE_DUMP]: "pre-dumps come with live migration",
+  [criu_req_type.SINGLE_PRE_DUMP]: "single pre-dumps (without a tracked parent) come with " +
+    "live migration",
   [criu_req_type.PAGE_SERVER]: "page servers come with live migration",
   [criu_req_type.PAGE_SERVER_CHLD]: "page servers come with live migration",
   [criu_req_type.CPUINFO_DUMP]: "CPU information images are not supported yet",
@@ -107,13 +107,17 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
         version: { majorNumber: major, minorNumber: minor, gitid: `deno-criu-${VERSION}` },
       };
     }
-    case criu_req_type.FEATURE_CHECK:
-      // Asked or not, each answer is given: none of these is supported yet.
+    case criu_req_type.FEATURE_CHECK: {
+      // Asked or not, each answer is given: memory tracking where the kernel has it.
+      const { uffdWpAsync } = await load<typeof import("../syscalls/uffd.ts")>(
+        new URL("../syscalls/uffd.ts", import.meta.url),
+      );
       return {
         type,
         success: true,
-        features: { memTrack: false, lazyPages: false, pidfdStore: false },
+        features: { memTrack: uffdWpAsync(), lazyPages: false, pidfdStore: false },
       };
+    }
     case criu_req_type.CHECK: {
       const { checkFeatures, FEATURES } = await load<typeof import("../check.ts")>(
         new URL("../check.ts", import.meta.url),
@@ -132,6 +136,17 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
       );
       await runDump(o, caller, () => {});
       return { type, success: true, dump: { restored: false } };
+    }
+    case criu_req_type.PRE_DUMP: {
+      const o = {
+        ...optsFromRequest(base, req.opts, channel.peer.pid, "dump"),
+        command: "pre-dump",
+      };
+      const { runDump } = await load<typeof import("../cli/run.ts")>(
+        new URL("../cli/run.ts", import.meta.url),
+      );
+      await runDump(o, caller, () => {});
+      return { type, success: true };
     }
     case criu_req_type.RESTORE: {
       const o = optsFromRequest(base, req.opts, channel.peer.pid, "restore");

@@ -1,0 +1,196 @@
+/**
+ * Memory tracking between dumps (`--track-mem`, pre-dumps): which pages a process wrote since
+ * its last dump, without soft-dirty.
+ *
+ * Each tracked process holds a userfaultfd of its own (made inside it, kept at a high number,
+ * close-on-exec) with its private mappings registered for asynchronous write-protection
+ * (syscalls/uffd.ts). After each dump its pages are write-protected again; a write lifts the
+ * protection of that page alone, which /proc/PID/pagemap shows. A page may be left to the
+ * parent images (PE_PARENT) only if it is still protected and still the same frame the parent
+ * recorded for that address: a mapping moved, replaced or swapped since shows another frame
+ * (or none) and is dumped again. A mapping made since is not registered: its pages all show as
+ * written.
+ *
+ * What a dump leaves for the next (in its images directory, beside criu's images):
+ * `deno-criu-track.json` (per process, by the id the images name it: its PID, start time,
+ * tracking descriptor and that descriptor's inode), `deno-criu-frames-ID.bin` (address and
+ * frame of each page its images hold, own or its parents').
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { close, F, O, open, writeRemote } from "../syscalls/mod.ts";
+import { NR } from "../syscalls/syscall_numbers.ts";
+import {
+  protectWritten,
+  UFFD_FEATURES_TRACK,
+  UFFD_USER_MODE_ONLY,
+  UFFDIO,
+  uffdioApi,
+  uffdioRegisterWp,
+} from "../syscalls/uffd.ts";
+import { writeFileSynced } from "../images/image.ts";
+import { listFds } from "../tree/proc.ts";
+import type { RemoteSyscalls } from "../tree/infect.ts";
+import { VMA, type Vma, vmaHasPrivatePages } from "../pagemap/vma.ts";
+
+/** The file of tracking descriptors in an images directory. */
+export const TRACK_FILE = "deno-criu-track.json";
+
+/** A process's tracking, as the file keeps it. */
+export interface Tracker {
+  pid: number;
+  /** Its start time (/proc/PID/stat): a PID used again is another process. */
+  start: string;
+  /** Its userfaultfd's number in it, and inode. */
+  fd: number;
+  ino: number;
+}
+
+/** What a dump learns from its parent for a process: its tracker, and the frames recorded. */
+export interface ParentPages {
+  tracker: Tracker;
+  /** Frame of each page the parent images hold, by page number (address / 4096). */
+  frames: Map<number, number>;
+}
+
+/** The lowest number a tracking descriptor takes in its task. */
+const TRACK_FD_FLOOR = 900;
+
+function startTime(pid: number): string {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+}
+
+/** The trackers of images directory `dir` (none: empty). */
+export function readTrackers(dir: string): Record<string, Tracker> {
+  try {
+    return JSON.parse(Deno.readTextFileSync(join(dir, TRACK_FILE))).tasks ?? {};
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * What the parent images at `parentDir` hold of process `pid` (named `vpid` in the images),
+ * if its tracking is still the same (same process, its descriptor still there).
+ */
+export function parentPages(parentDir: string, pid: number, vpid: number): ParentPages | undefined {
+  const t = readTrackers(parentDir)[`${vpid}`];
+  if (!t || t.pid !== pid || t.start !== startTime(pid) || !trackerAlive(t)) return undefined;
+  let bytes: Uint8Array;
+  try {
+    bytes = Deno.readFileSync(join(parentDir, `deno-criu-frames-${vpid}.bin`));
+  } catch {
+    return undefined;
+  }
+  const words = new Float64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8);
+  const frames = new Map<number, number>();
+  for (let i = 0; i + 1 < words.length; i += 2) frames.set(words[i] / 4096, words[i + 1]);
+  return { tracker: t, frames };
+}
+
+/**
+ * Whether descriptor `fd` of task `pid` is a tracker of criu's (a pre-dump's): a userfaultfd at
+ * a tracker's number with exactly the tracking features (fdinfo's "API: api:features:ioctls",
+ * less the kernel's own UFFD_FEATURE_INITIALIZED bit).
+ */
+export function isTracker(pid: number, fd: number): boolean {
+  if (fd < TRACK_FD_FLOOR) return false;
+  try {
+    if (Deno.readLinkSync(`/proc/${pid}/fd/${fd}`) !== "anon_inode:[userfaultfd]") return false;
+    const api = /^API:\s*[0-9a-f]+:([0-9a-f]+):/m.exec(
+      Deno.readTextFileSync(`/proc/${pid}/fdinfo/${fd}`),
+    );
+    return api !== null && (parseInt(api[1], 16) & 0x7fffffff) === UFFD_FEATURES_TRACK;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether tracker `t`'s descriptor is still its userfaultfd in the task. */
+function trackerAlive(t: Tracker): boolean {
+  const link = `/proc/${t.pid}/fd/${t.fd}`;
+  try {
+    return Deno.readLinkSync(link) === "anon_inode:[userfaultfd]" &&
+      Deno.statSync(link).ino === t.ino;
+  } catch {
+    return false;
+  }
+}
+
+/** The mappings tracking covers: those whose private pages are dumped. */
+function tracked(vmas: Vma[]): Vma[] {
+  return vmas.filter((v) =>
+    vmaHasPrivatePages(v) && !(v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_AIORING))
+  );
+}
+
+/**
+ * Tracks the task `rs` runs syscalls in from now on: its mappings registered with its
+ * userfaultfd (`prior`'s, or one made now). Mappings the kernel will not register for it are
+ * left out (their pages always show as written). Returns its tracker.
+ */
+export function startTracking(rs: RemoteSyscalls, vmas: Vma[], prior?: Tracker): Tracker {
+  const pid = rs.task.pid;
+  const sys = (nr: number, what: string, ...args: (bigint | number)[]) => {
+    const ret = rs.call(nr, ...args);
+    if (ret < 0n) {
+      throw new Error(`Cannot track the memory of task ${pid}: ${what} failed (${-ret})`);
+    }
+    return Number(ret);
+  };
+  // A tracker of an earlier pre-dump's whose images are not the parent: taken on.
+  let fd = prior?.fd ?? listFds(pid).find((n) => isTracker(pid, n));
+  if (fd === undefined) {
+    const uffd = sys(NR.userfaultfd, "userfaultfd", O.CLOEXEC | UFFD_USER_MODE_ONLY);
+    try {
+      const api = rs.scratch(64);
+      writeRemote(pid, api, uffdioApi(UFFD_FEATURES_TRACK));
+      sys(NR.ioctl, "UFFDIO_API (asynchronous write-protection)", uffd, UFFDIO.API, api);
+      fd = sys(NR.fcntl, "fcntl(F_DUPFD_CLOEXEC)", uffd, F.DUPFD_CLOEXEC, TRACK_FD_FLOOR);
+    } finally {
+      rs.call(NR.close, uffd);
+    }
+  }
+  const reg = rs.scratch(64);
+  for (const v of tracked(vmas)) {
+    writeRemote(pid, reg, uffdioRegisterWp(v.start, v.end));
+    // EBUSY (the task's own userfaultfd has it) or EINVAL (a kind it cannot track): left out.
+    rs.call(NR.ioctl, fd, UFFDIO.REGISTER, reg);
+  }
+  const ino = Deno.statSync(`/proc/${pid}/fd/${fd}`).ino ?? 0;
+  return { pid, start: startTime(pid), fd, ino };
+}
+
+/**
+ * Write-protects the tracked mappings of `pid` again, through its /proc/PID/pagemap, once their
+ * pages are read. A mapping the tracking does not cover is left as it is (its pages show as
+ * written).
+ */
+export function protectAgain(pid: number, vmas: Vma[]): void {
+  const fd = open(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+  try {
+    for (const v of tracked(vmas)) protectWritten(fd, v.start, v.end);
+  } finally {
+    close(fd);
+  }
+}
+
+/** Writes the trackers and frames of a dump into `dir`. */
+export function writeTracking(
+  dir: string,
+  trackers: Map<number, Tracker>,
+  frames: Map<number, Float64Array>,
+): string[] {
+  const written: string[] = [];
+  for (const [vpid, f] of frames) {
+    const name = `deno-criu-frames-${vpid}.bin`;
+    writeFileSynced(join(dir, name), new Uint8Array(f.buffer, f.byteOffset, f.byteLength));
+    written.push(name);
+  }
+  const tasks = Object.fromEntries([...trackers].map(([vpid, t]) => [`${vpid}`, t]));
+  writeFileSynced(join(dir, TRACK_FILE), new TextEncoder().encode(JSON.stringify({ tasks })));
+  written.push(TRACK_FILE);
+  return written;
+}

@@ -1,0 +1,147 @@
+/**
+ * Live migration: pre-dumps track the pages a tree writes (userfaultfd write-protection, no
+ * soft-dirty), and a dump with `--track-mem --prev-images-dir` writes only those, the rest left
+ * to its parents (PE_PARENT), which a restore (ours, and CRIU 4.2's) reads through the chain.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import {
+  buildVictim,
+  critDecodeAll,
+  criu,
+  killAll,
+  oracle,
+  procState,
+  startVictim,
+  stopVictim,
+  tmpDir,
+  tracerPid,
+  verdict,
+  waitGone,
+  waitLine,
+  waitReport,
+} from "./helpers.ts";
+
+/** A figure of `--display-stats`' block. */
+function stat(out: string, name: string): number {
+  const m = new RegExp(`^${name}: (\\d+)`, "m").exec(out);
+  assert(m, `no "${name}" in: ${out}`);
+  return Number(m[1]);
+}
+
+/** Runs criu `args` (its stats displayed), which must succeed; returns its output. */
+async function ok(args: string[]): Promise<string> {
+  const r = await criu([...args, "--display-stats"]);
+  assertEquals(r.code, 0, `criu ${args.join(" ")}: ${r.stderr}`);
+  return r.stdout;
+}
+
+const MIB = 64, PAGES = MIB * 256;
+
+for (const restorer of ["ours", "CRIU 4.2"] as const) {
+  Deno.test(
+    `pre-dumps track what a task writes while it runs (and moves, unmaps, maps again); the last dump writes only that, and ${
+      restorer === "ours" ? "our" : "CRIU 4.2's"
+    } restore reads the rest through the chain of parents: every page right`,
+    async () => {
+      if (restorer !== "ours" && !oracle()) {
+        console.log("skipped: no CRIU 4.2 oracle");
+        return;
+      }
+      const bin = await buildVictim("dirty");
+      const v = startVictim(["setsid", bin, "{out}", `${MIB}`]);
+      let restored = 0;
+      try {
+        await waitReport(v);
+        const base = tmpDir();
+        for (const d of ["1", "2", "3"]) Deno.mkdirSync(join(base, d));
+        // The first pre-dump copies everything; the tree runs on, untraced.
+        const first = await ok(["pre-dump", "-t", `${v.pid}`, "-D", join(base, "1")]);
+        assert(stat(first, "Memory pages written") >= PAGES, first);
+        assertEquals(tracerPid(v.pid), 0);
+        assertMatch(procState(v.pid) ?? "gone", /^[SR]$/);
+        // It reshapes its memory between pre-dumps.
+        Deno.kill(v.pid, "SIGUSR1");
+        await waitLine(v.out, /^reshaped$/, 5000);
+        const second = await ok([
+          "pre-dump",
+          "-t",
+          `${v.pid}`,
+          "-D",
+          join(base, "2"),
+          "--track-mem",
+          "--prev-images-dir",
+          "../1",
+        ]);
+        // The moved regions' pages (2 MiB) and the new one's (1 MiB) again, and those written.
+        assert(stat(second, "Memory pages written") >= 3 * 256, second);
+        assert(stat(second, "Memory pages skipped from parent") > PAGES / 2, second);
+        const last = await ok([
+          "dump",
+          "-t",
+          `${v.pid}`,
+          "-D",
+          join(base, "3"),
+          "--track-mem",
+          "--prev-images-dir",
+          "../2",
+        ]);
+        const written = stat(last, "Memory pages written");
+        assert(written < PAGES / 4, `the last dump wrote ${written} of ${PAGES} pages`);
+        assert(stat(last, "Memory pages skipped from parent") > PAGES / 2, last);
+        assert(await waitGone(v.pid), "gone after the dump");
+        // As criu links and marks them: `parent`, and PE_PARENT entries crit decodes.
+        assertEquals(Deno.readLinkSync(join(base, "3", "parent")), "../2");
+        const pm = (await critDecodeAll(join(base, "3"))).get(`pagemap-${v.pid}.img`)!;
+        assert(
+          pm.entries.some((e: { flags?: string }) => e.flags === "PE_PARENT"),
+          JSON.stringify(pm.entries.slice(0, 5)),
+        );
+        const restore = ["restore", "-d", "-D", join(base, "3")];
+        const r = restorer === "ours" ? await criu(restore) : await new Deno.Command(oracle()!, {
+          args: [...restore, "-o", "oracle.log"],
+          stdout: "piped",
+          stderr: "piped",
+        }).output().then((o) => ({ code: o.code, stderr: new TextDecoder().decode(o.stderr) }));
+        assertEquals(r.code, 0, r.stderr);
+        restored = v.pid;
+        assertMatch(await verdict(v, v.pid, "SIGTERM", 10000), /^PASS dirty/m);
+      } finally {
+        if (restored) killAll(restored);
+        await stopVictim(v);
+      }
+    },
+  );
+}
+
+Deno.test("a dump with --track-mem and no parent tracks from then on; without --track-mem, a pre-dumped task's tracking is left out of its images", async () => {
+  const bin = await buildVictim("dirty");
+  const v = startVictim(["setsid", bin, "{out}", "4"]);
+  let restored = 0;
+  try {
+    await waitReport(v);
+    const base = tmpDir();
+    for (const d of ["1", "2"]) Deno.mkdirSync(join(base, d));
+    await ok(["dump", "-R", "-t", `${v.pid}`, "-D", join(base, "1"), "--track-mem"]);
+    // The tracker is criu's, at a high number: not among the task's files in the images.
+    const fds = Deno.readDirSync(`/proc/${v.pid}/fd`).toArray().map((e) => Number(e.name));
+    assert(fds.some((fd) => fd >= 900), `no tracker: ${fds}`);
+    await ok(["dump", "-t", `${v.pid}`, "-D", join(base, "2")]);
+    const img = await critDecodeAll(join(base, "2"));
+    const fdinfo = [...img.entries()].find(([n]) => n.startsWith("fdinfo-"))![1];
+    assert(fdinfo.entries.every((e: { fd: number }) => e.fd < 900), JSON.stringify(fdinfo));
+    assert(await waitGone(v.pid), "gone after the dump");
+    assertEquals((await criu(["restore", "-d", "-D", join(base, "2")])).code, 0);
+    restored = v.pid;
+    assertEquals(
+      Deno.readDirSync(`/proc/${v.pid}/fd`).toArray().filter((e) => Number(e.name) >= 900).length,
+      0,
+    );
+    assertMatch(await verdict(v, v.pid, "SIGTERM", 10000), /^PASS dirty/m);
+  } finally {
+    if (restored) killAll(restored);
+    await stopVictim(v);
+  }
+});
