@@ -1,9 +1,9 @@
 /*
- * Memory that keeps changing, for pre-dumps and incremental dumps. argv: OUT MIB.
+ * Memory that keeps changing, for pre-dumps and incremental dumps. argv: OUT MIB [US].
  *
  * MIB MiB of anonymous memory, each page holding a seed (its number when written), its version
  * and a pattern made of both; seeds and versions are kept apart (in memory too). The task rewrites one page after another
- * (a new version each time, a page every 100 us) for as long as it runs. On SIGUSR1 it
+ * (a new version each time, a page every US microseconds, 100 unless given) for as long as it runs. On SIGUSR1 it
  * reshapes its memory, as a pre-dump must notice: the first two 1 MiB regions trade places
  * (mremap through a third place: each page's content, unwritten, now at the other's address),
  * and the third is unmapped and mapped afresh with new versions. On SIGTERM it checks every page
@@ -88,7 +88,7 @@ int main(int argc, char **argv)
 	signal(SIGTERM, on_term);
 	signal(SIGUSR1, on_usr1);
 	dprintf(out, "ready pid=%d pages=%zu\n", getpid(), pages);
-	struct timespec nap = {0, 100000};
+	struct timespec nap = {0, (argc > 3 ? atol(argv[3]) : 100) * 1000};
 	size_t at = 0;
 	unsigned long writes = 0;
 	while (!term) {
