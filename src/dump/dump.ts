@@ -75,6 +75,7 @@ import { exists } from "../util/exists.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { Vma } from "../pagemap/vma.ts";
 import type { PageTracking } from "./mm.ts";
+import { FrameList } from "../pagemap/pagemap.ts";
 import { parentPages, protectAgain, startTracking, writeTracking } from "./track.ts";
 import { collectVmas, dumpMm, dumpPages, ringMappings, socketMappings } from "./mm.ts";
 import { settleRings } from "./io_uring.ts";
@@ -345,6 +346,8 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   await ctx.guard?.finish();
   ctx.stats.frozenUs = Math.round((performance.now() - tFrozen) * 1000);
   log.info(opts.leaveRunning || opts.leaveStopped ? "Tree released" : "Tree killed");
+  // What the next dump needs of the tracking (not the restore's): once the tree is let go.
+  if (opts.trackMem) ctx.written.push(...writeTracking(opts.imagesDir, ctx.trackers, ctx.frames));
 
   writeStats(ctx);
   log.info(`Dumping finished successfully`);
@@ -590,9 +593,6 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   if (ctx.mntNs) await writeMountNamespace(ctx, ctx.mntNs);
   for (const ns of ctx.nestedMnts.values()) await writeMountNamespace(ctx, ns, ctx.mntNs);
 
-  if (ctx.opts.trackMem) {
-    ctx.written.push(...writeTracking(ctx.opts.imagesDir, ctx.trackers, ctx.frames));
-  }
   ctx.flush();
   if (ctx.userns) shareImages(ctx.opts.imagesDir, ctx.userns);
   syncDir(ctx.opts.imagesDir);
@@ -689,13 +689,13 @@ export function trackPages(
   ctx.log.info(
     `Task ${pid}: memory tracked${parent ? ` (${parent.frames.size} pages in the parent)` : ""}`,
   );
-  return { parent: parent?.frames, frames: [] };
+  return { parent: parent?.frames, frames: new FrameList() };
 }
 
 /** Once its pages are read: the task's pages protected again, their frames kept. */
 export function tracked(ctx: DumpContext, pid: number, vmas: Vma[], track: PageTracking): void {
   protectAgain(pid, vmas);
-  ctx.frames.set(ctx.pids.virt(pid), Float64Array.from(track.frames));
+  ctx.frames.set(ctx.pids.virt(pid), track.frames.pairs);
 }
 
 /** Dumps one live process of the frozen tree; returns its kernel object ids. */

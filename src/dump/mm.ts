@@ -15,7 +15,14 @@ import {
 } from "../../proto/gen/mm_pb.ts";
 import { join } from "node:path";
 import { close, O, open, PAGE_IS, pagemapScan, zeroPagePfn } from "../syscalls/mod.ts";
-import { Pagemap, pagemapEntry, type PageRun, parentEntry } from "../pagemap/pagemap.ts";
+import {
+  type FrameList,
+  type FrameTable,
+  Pagemap,
+  pagemapEntry,
+  type PageRun,
+  parentEntry,
+} from "../pagemap/pagemap.ts";
 import { writePages } from "../pagemap/page_xfer.ts";
 import { writePagesViaParasite } from "../pagemap/page_pipe.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
@@ -291,10 +298,10 @@ export function dumpMm(
 
 /** Memory tracking of a dump (dump/track.ts): what the parent holds, and frames recorded. */
 export interface PageTracking {
-  /** The frame of each page the parent images hold, by page number. */
-  parent?: Map<number, number>;
-  /** Each page of this dump's images (own or the parent's): address and frame, in pairs. */
-  frames: number[];
+  /** The frame of each page the parent images hold. */
+  parent?: FrameTable;
+  /** Each page of this dump's images (own or the parent's): address and frame. */
+  frames: FrameList;
 }
 
 /**

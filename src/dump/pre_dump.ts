@@ -66,11 +66,13 @@ export async function preDump(
       denoCriu: VERSION,
     }),
   );
-  ctx.written.push(...writeTracking(ctx.opts.imagesDir, ctx.trackers, ctx.frames));
   ctx.flush();
   syncDir(ctx.opts.imagesDir);
   tree.resume({ stopped: false });
   ctx.stats.frozenUs = Math.round((performance.now() - tFrozen) * 1000);
+  // What the next dump needs of the tracking, once the tree runs again.
+  ctx.written.push(...writeTracking(ctx.opts.imagesDir, ctx.trackers, ctx.frames));
+  syncDir(ctx.opts.imagesDir);
   log.info(`Pre-dump of ${tree.processes.length} processes done; the tree runs on`);
   writeStats(ctx);
   await opts.actions?.("post-dump", pid);

@@ -30,6 +30,7 @@ import {
   uffdioRegisterWp,
 } from "../syscalls/uffd.ts";
 import { writeFileSynced } from "../images/image.ts";
+import { FrameTable } from "../pagemap/pagemap.ts";
 import { listFds } from "../tree/proc.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { VMA, type Vma, vmaHasPrivatePages } from "../pagemap/vma.ts";
@@ -50,8 +51,8 @@ export interface Tracker {
 /** What a dump learns from its parent for a process: its tracker, and the frames recorded. */
 export interface ParentPages {
   tracker: Tracker;
-  /** Frame of each page the parent images hold, by page number (address / 4096). */
-  frames: Map<number, number>;
+  /** Frame of each page the parent images hold. */
+  frames: FrameTable;
 }
 
 /** The lowest number a tracking descriptor takes in its task. */
@@ -84,10 +85,8 @@ export function parentPages(parentDir: string, pid: number, vpid: number): Paren
   } catch {
     return undefined;
   }
-  const words = new Float64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8);
-  const frames = new Map<number, number>();
-  for (let i = 0; i + 1 < words.length; i += 2) frames.set(words[i] / 4096, words[i + 1]);
-  return { tracker: t, frames };
+  const pairs = new Float64Array(bytes.buffer, bytes.byteOffset, (bytes.byteLength >> 4) * 2);
+  return { tracker: t, frames: new FrameTable(pairs) };
 }
 
 /**

@@ -80,6 +80,57 @@ export interface PageRun {
   inParent?: boolean;
 }
 
+/**
+ * The frames the parent images recorded, as written beside them: pairs of page address and
+ * frame, in address order.
+ */
+export class FrameTable {
+  /** Address, frame, address, frame... */
+  readonly pairs: Float64Array;
+
+  constructor(pairs: Float64Array) {
+    this.pairs = pairs;
+  }
+
+  /** How many pages it holds. */
+  get size(): number {
+    return this.pairs.length >> 1;
+  }
+
+  /** Where in `pairs` the first page at or above `addr` is. */
+  seek(addr: number): number {
+    let lo = 0, hi = this.pairs.length >> 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.pairs[2 * mid] < addr) lo = mid + 1;
+      else hi = mid;
+    }
+    return 2 * lo;
+  }
+}
+
+/** Frames recorded by a scan: pairs of page address and frame, growing. */
+export class FrameList {
+  #buf = new Float64Array(1 << 16);
+  /** Numbers used (twice the pages). */
+  length = 0;
+
+  /** Room for `pages` more pages; the buffer to write them into (from `length`). */
+  reserve(pages: number): Float64Array {
+    if (this.length + 2 * pages > this.#buf.length) {
+      const bigger = new Float64Array(Math.max(this.#buf.length * 2, this.length + 2 * pages));
+      bigger.set(this.#buf.subarray(0, this.length));
+      this.#buf = bigger;
+    }
+    return this.#buf;
+  }
+
+  /** The pairs recorded. */
+  get pairs(): Float64Array {
+    return this.#buf.subarray(0, this.length);
+  }
+}
+
 /** Which pages of a mapping are private data. */
 export interface ScanPolicy {
   /** Pages with the FILE bit are page cache, not private data (private file mappings). */
@@ -90,9 +141,9 @@ export interface ScanPolicy {
    * Memory tracking (dump/track.ts): the frame the parent images hold for each page number
    * (address / 4096); a page still write-protected and on that frame is left to them.
    */
-  parent?: Map<number, number>;
-  /** With tracking: each page taken, its address and frame, appended in pairs. */
-  frames?: number[];
+  parent?: FrameTable;
+  /** With tracking: each page taken, its address and frame. */
+  frames?: FrameList;
 }
 
 /** Ranges larger than this are walked by the kernel first (PAGEMAP_SCAN). */
@@ -145,6 +196,9 @@ export class Pagemap implements Disposable {
     let runLen = 0;
     let runParent = false;
     const { parent, frames } = policy;
+    // The parent's frames, walked along with the scan.
+    const pairs = parent?.pairs ?? new Float64Array(0);
+    let pi = parent ? parent.seek(Number(start)) : 0;
     for (let page = start; page < end;) {
       const count = Math.min(Number((end - page) / 4096n), this.#buf.length / 2);
       const got = pread(
@@ -155,6 +209,9 @@ export class Pagemap implements Disposable {
       ) / 8;
       if (got <= 0) break;
       const e = this.#buf;
+      const firstPage = Number(page / 4096n);
+      const fb = frames?.reserve(got);
+      let fn = frames?.length ?? 0;
       for (let i = 0; i < got; i++) {
         const lo = e[2 * i] >>> 0, hi = e[2 * i + 1] >>> 0;
         let take = false;
@@ -165,13 +222,16 @@ export class Pagemap implements Disposable {
             !(lo === zeroLo && (hi & PM_HI.PFN_MASK) === zeroHi);
         }
         let inParent = false;
-        if (take && frames) {
+        if (take && fb) {
           // The frame (a swap slot counted apart); 0 where the kernel hides frames.
           const n = (hi & PM_HI.PFN_MASK) * 0x100000000 + lo;
           const frame = hi & PM_HI.SWAP ? -(n + 1) : n;
-          const pageNo = Number(page / 4096n) + i;
-          inParent = frame !== 0 && (hi & PM_HI_UFFD_WP) !== 0 && parent?.get(pageNo) === frame;
-          frames.push(pageNo * 4096, frame);
+          const addr = (firstPage + i) * 4096;
+          while (pi < pairs.length && pairs[pi] < addr) pi += 2;
+          inParent = frame !== 0 && (hi & PM_HI_UFFD_WP) !== 0 && pi < pairs.length &&
+            pairs[pi] === addr && pairs[pi + 1] === frame;
+          fb[fn++] = addr;
+          fb[fn++] = frame;
         }
         if (take && runLen && inParent !== runParent) {
           out.push({ vaddr: runStart, nrPages: runLen, ...(runParent ? { inParent: true } : {}) });
@@ -188,6 +248,7 @@ export class Pagemap implements Disposable {
           runLen = 0;
         }
       }
+      if (frames) frames.length = fn;
       this.scanned += got;
       page += BigInt(got) * 4096n;
     }
