@@ -23,6 +23,8 @@ const args = [
     "src/images/show.ts",
     "src/rpc/swrk.ts",
     "src/rpc/service.ts",
+    "src/cli/page_server.ts",
+    "src/syscalls/uffd.ts",
   ]
     .flatMap((m) => ["--include", m]),
   "--output",

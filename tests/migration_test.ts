@@ -11,6 +11,7 @@ import {
   buildVictim,
   critDecodeAll,
   criu,
+  criuArgv,
   killAll,
   oracle,
   procState,
@@ -139,6 +140,132 @@ Deno.test("a dump with --track-mem and no parent tracks from then on; without --
       Deno.readDirSync(`/proc/${v.pid}/fd`).toArray().filter((e) => Number(e.name) >= 900).length,
       0,
     );
+    assertMatch(await verdict(v, v.pid, "SIGTERM", 10000), /^PASS dirty/m);
+  } finally {
+    if (restored) killAll(restored);
+    await stopVictim(v);
+  }
+});
+
+/** A free TCP port of the local host. */
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** The command line of each criu: ours, or CRIU 4.2's. */
+function criuCommand(who: "ours" | "CRIU 4.2"): string[] {
+  return who === "ours" ? criuArgv([]) : [oracle()!];
+}
+
+/** Runs `criu args` of `who`, which must succeed. */
+async function run(who: "ours" | "CRIU 4.2", args: string[]): Promise<void> {
+  const [cmd, ...pre] = criuCommand(who);
+  const o = await new Deno.Command(cmd, {
+    args: [...pre, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(120_000),
+  }).output();
+  assertEquals(o.code, 0, `${who}: criu ${args.join(" ")}: ${new TextDecoder().decode(o.stderr)}`);
+}
+
+const pairs = [["ours", "ours"], ["CRIU 4.2", "ours"], ["ours", "CRIU 4.2"]] as const;
+for (const [dumper, server] of pairs) {
+  Deno.test(
+    `${dumper === "ours" ? "our" : "CRIU 4.2's"} dump sends its pages to ${
+      server === "ours" ? "our" : "CRIU 4.2's"
+    } page server (criu page-server -d): restored from the server's pagemap and pages beside the dump's other images, every page right`,
+    async () => {
+      if ((dumper !== "ours" || server !== "ours") && !oracle()) {
+        console.log("skipped: no CRIU 4.2 oracle");
+        return;
+      }
+      const bin = await buildVictim("dirty");
+      const v = startVictim(["setsid", bin, "{out}", "16", "1000"]);
+      let restored = 0;
+      try {
+        await waitReport(v);
+        const dump = tmpDir(), srv = tmpDir(), port = `${freePort()}`;
+        await run(server, ["page-server", "-d", "-D", srv, "--port", port, "-o", "ps.log"]);
+        await run(dumper, [
+          "dump",
+          "-t",
+          `${v.pid}`,
+          "-D",
+          dump,
+          "--page-server",
+          "--address",
+          "127.0.0.1",
+          "--port",
+          port,
+        ]);
+        assert(await waitGone(v.pid), "gone after the dump");
+        // The pages are the server's alone.
+        const names = (d: string) => Deno.readDirSync(d).toArray().map((e) => e.name);
+        assertEquals(names(dump).filter((n) => /^(pagemap|pages)-/.test(n)), []);
+        for (const n of names(srv).filter((n) => n.endsWith(".img"))) {
+          Deno.copyFileSync(join(srv, n), join(dump, n));
+        }
+        assertEquals((await criu(["restore", "-d", "-D", dump])).code, 0);
+        restored = v.pid;
+        assertMatch(await verdict(v, v.pid, "SIGTERM", 10000), /^PASS dirty/m);
+      } finally {
+        if (restored) killAll(restored);
+        await stopVictim(v);
+      }
+    },
+  );
+}
+
+Deno.test("a pre-dump and the last dump both through the page server, which keeps the chain (its --prev-images-dir): the last sends only the pages written since", async () => {
+  const bin = await buildVictim("dirty");
+  const v = startVictim(["setsid", bin, "{out}", "16", "2000"]);
+  let restored = 0;
+  try {
+    await waitReport(v);
+    const base = tmpDir();
+    for (const d of ["d1", "d2", "s1", "s2"]) Deno.mkdirSync(join(base, d));
+    const port1 = `${freePort()}`;
+    await run("ours", ["page-server", "-d", "-D", join(base, "s1"), "--port", port1]);
+    const ps = ["--page-server", "--address", "127.0.0.1"];
+    await ok(["pre-dump", "-t", `${v.pid}`, "-D", join(base, "d1"), ...ps, "--port", port1]);
+    const port2 = `${freePort()}`;
+    await run("ours", [
+      "page-server",
+      "-d",
+      "-D",
+      join(base, "s2"),
+      "--port",
+      port2,
+      "--prev-images-dir",
+      "../s1",
+    ]);
+    const last = await ok([
+      "dump",
+      "-t",
+      `${v.pid}`,
+      "-D",
+      join(base, "d2"),
+      ...ps,
+      "--port",
+      port2,
+      "--track-mem",
+      "--prev-images-dir",
+      "../d1",
+    ]);
+    assert(stat(last, "Memory pages written") < 16 * 256 / 4, last);
+    assert(await waitGone(v.pid), "gone after the dump");
+    // The server's images and chain, with the dump's others.
+    for (const e of Deno.readDirSync(join(base, "d2"))) {
+      if (e.name.endsWith(".img")) {
+        Deno.copyFileSync(join(base, "d2", e.name), join(base, "s2", e.name));
+      }
+    }
+    assertEquals((await criu(["restore", "-d", "-D", join(base, "s2")])).code, 0);
+    restored = v.pid;
     assertMatch(await verdict(v, v.pid, "SIGTERM", 10000), /^PASS dirty/m);
   } finally {
     if (restored) killAll(restored);

@@ -402,3 +402,34 @@ Deno.test("criu service -d --pidfile: in the background at once, it serves pycri
     assert(await waitGone(daemon));
   }
 });
+
+Deno.test("RPC PAGE_SERVER starts a page server in the background on a free port (its PID and port answered); a dump sends it the pages, and the task comes back from them", async () => {
+  const v = await heapVictim();
+  let restored = 0;
+  try {
+    const srv = tmpDir(), dump = tmpDir();
+    const { resps } = await call({ type: "PAGE_SERVER", images_dir: srv, opts: { ps: {} } });
+    assertEquals(resps[0].success, true, JSON.stringify(resps[0]));
+    const { pid, port } = resps[0].ps;
+    assert(pid > 0 && port > 0, JSON.stringify(resps[0].ps));
+    const d = await call({
+      type: "DUMP",
+      images_dir: dump,
+      opts: { pid: v.pid, ps: { address: "127.0.0.1", port } },
+    });
+    assertEquals(d.resps[0].success, true, JSON.stringify(d.resps[0]));
+    assert(await waitGone(v.pid), "gone after the dump");
+    for (const e of Deno.readDirSync(srv)) {
+      if (e.name.endsWith(".img")) Deno.copyFileSync(join(srv, e.name), join(dump, e.name));
+    }
+    const r = await call({ type: "RESTORE", images_dir: dump, opts: {} });
+    assertEquals(r.resps[0].success, true, JSON.stringify(r.resps[0]));
+    restored = r.resps[0].restore.pid;
+    assertEquals(restored, v.pid);
+    assertMatch(await verdict(v), /^PASS$/m);
+  } finally {
+    if (restored) killAll(restored);
+    killAll(v.pid);
+    await stopVictim(v);
+  }
+});

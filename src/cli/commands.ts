@@ -176,6 +176,10 @@ export async function main(argv: string[]): Promise<number> {
           return r.exit ? await r.exit : 0;
         });
       }
+      case "page-server":
+        return await (await load<typeof import("./page_server.ts")>(
+          new URL("./page_server.ts", import.meta.url),
+        )).runPageServer(o, argv);
       case "swrk":
         return await (await load<typeof import("../rpc/swrk.ts")>(
           new URL("../rpc/swrk.ts", import.meta.url),

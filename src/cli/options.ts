@@ -85,6 +85,10 @@ export interface CriuOpts {
   displayStats: boolean;
   networkLock?: LockMethod;
   preDumpMode: "splice" | "read";
+  /** `--page-server`: a dump's pages go to the page server at --address and --port. */
+  pageServer: boolean;
+  /** `--port`: the page server's (0: a page server takes any free one). */
+  port: number;
   /** `--track-mem`: memory tracked for the next dump; pages left to the parent images. */
   trackMem: boolean;
   /** `--prev-images-dir`: the parent images, relative to the images directory. */
@@ -156,6 +160,9 @@ export function defaultOpts(): CriuOpts {
     displayStats: false,
     preDumpMode: "splice",
     trackMem: false,
+    pageServer: false,
+    // As criu's: none, which a page server takes as any free port.
+    port: 0,
     skipFileRwxCheck: false,
     weakSysctls: false,
     deprecated: false,
@@ -283,11 +290,13 @@ const TABLE: OptionSpec[] = [
   ...bool("link-remap", "linkRemap"),
   ...bool("shell-job", "shellJob", { short: "j" }),
   ...bool("file-locks", "fileLocks", { short: "l" }),
-  refused("page-server", "none", NOT_YET.migration),
-  { name: "no-page-server", arg: "none", set: () => {} },
+  ...bool("page-server", "pageServer"),
   // The service's socket (a page server's address comes with live migration: --page-server).
   opt("address", "required", (o, v) => (o.address = v)),
-  refused("port", "required", NOT_YET.migration),
+  opt("port", "required", (o, v, as) => {
+    o.port = int(as, v);
+    if (o.port <= 0 || o.port > 65535) throw new UsageError(`invalid argument for --port: ${v}`);
+  }),
   opt("prev-images-dir", "required", (o, v) => (o.prevImagesDir = v)),
   opt("ms", "none", () => {
     throw new UsageError('--ms is deprecated; see "Check options" of criu --help');

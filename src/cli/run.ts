@@ -82,6 +82,7 @@ export async function runDump<T>(
       pid: o.tree,
       trackMem: o.trackMem,
       prevImagesDir: o.prevImagesDir,
+      pageServer: o.pageServer ? { address: o.address, port: o.port } : undefined,
       imagesDir: dirs.images,
       workDir: dirs.work,
       leaveRunning: o.finalState === "alive",

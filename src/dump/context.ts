@@ -9,6 +9,7 @@ import type { MountNamespace } from "./mnt_ns.ts";
 import type { mnt_entry } from "../../proto/gen/misc_pb.ts";
 import type { ActionHook } from "../action_scripts.ts";
 import type { Tracker } from "./track.ts";
+import type { PageServerClient } from "../pagemap/page_server.ts";
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
 import { SeccompImage } from "./seccomp.ts";
@@ -45,6 +46,8 @@ export interface DumpOptions {
   trackMem?: boolean;
   /** The parent images (`--prev-images-dir`, relative to the images directory as criu's). */
   prevImagesDir?: string;
+  /** Pages go to the page server there (`--page-server --address --port`), not the images. */
+  pageServer?: { address?: string; port: number };
   /** Where images go (`-D`); must exist. */
   imagesDir: string;
   /**
@@ -343,6 +346,8 @@ export class DumpContext {
   /** With --track-mem: each process's tracker and the frames of its images' pages, by id. */
   readonly trackers = new Map<number, Tracker>();
   readonly frames = new Map<number, Float64Array>();
+  /** The page server's connection (`--page-server`), open for the whole dump. */
+  pageServer?: PageServerClient;
 
   /** Process group or session `real` (as criu sees it) in the tree's PID namespace. */
   virtGroup(real: number, what: string): number {

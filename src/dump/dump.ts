@@ -77,6 +77,7 @@ import type { Vma } from "../pagemap/vma.ts";
 import type { PageTracking } from "./mm.ts";
 import { FrameList } from "../pagemap/pagemap.ts";
 import { parentPages, protectAgain, startTracking, writeTracking } from "./track.ts";
+import { PageServerClient } from "../pagemap/page_server.ts";
 import { collectVmas, dumpMm, dumpPages, ringMappings, socketMappings } from "./mm.ts";
 import { settleRings } from "./io_uring.ts";
 import { ghostOf, writeDeadProcRemap, writeGhost } from "./ghost.ts";
@@ -266,6 +267,10 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
     throw new NoSuchTaskError(pid);
   }
 
+  // The page server first: one that cannot be reached leaves the tree untouched.
+  if (opts.pageServer) {
+    ctx.pageServer = PageServerClient.connect(opts.pageServer.address, opts.pageServer.port);
+  }
   await opts.actions?.("pre-dump", pid);
   const tFreeze = performance.now();
   const timeoutMs = (opts.timeoutSeconds ?? 10) * 1000;
@@ -307,11 +312,15 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   try {
     try {
       await writeImages(ctx, tree);
+      // The page server has every page on disk once it answers the close.
+      ctx.pageServer?.close();
+      ctx.pageServer = undefined;
     } finally {
       // Copies of descriptors in flight in unix queues (the peeks put them here).
       for (const fd of ctx.inFlightFds.splice(0)) close(fd);
     }
   } catch (e) {
+    ctx.pageServer?.abort();
     // The tree is thawed as it was (the `using` above); its connections go on first.
     ctx.tcp?.resume();
     await unlockNetns(ctx);

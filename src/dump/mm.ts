@@ -22,8 +22,12 @@ import {
   pagemapEntry,
   type PageRun,
   parentEntry,
+  PE_LAZY,
+  PE_PARENT,
+  PE_PRESENT,
 } from "../pagemap/pagemap.ts";
-import { writePages } from "../pagemap/page_xfer.ts";
+import { readPages, writePages, type XferStats } from "../pagemap/page_xfer.ts";
+import { destination, PS_TYPE } from "../pagemap/page_server.ts";
 import { writePagesViaParasite } from "../pagemap/page_pipe.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import {
@@ -344,61 +348,48 @@ export async function dumpPages(
     ctx.stats.pagesScanned += pm.scanned;
   }
   const scanUs = (performance.now() - t0) * 1000;
-  const pagesFile = `pages-${pagesId}.img`;
-  const path = join(ctx.opts.imagesDir, pagesFile);
-  const viaParasite = allReadable && ctx.opts.pageTransfer !== "readv";
-  // Pages the parent images hold are not written again.
-  const own = track ? runs.filter((r) => !r.inParent) : runs;
-  const xfer = viaParasite
-    ? await writePagesViaParasite(rs, own, path, ctx.opts.signal)
-    : writePages(pid, own, path);
-  ctx.written.push(pagesFile);
+  const server = ctx.pageServer;
+  const dst = destination(PS_TYPE.PID, ctx.pids.virt(pid));
+  // A page server without parent images of the task takes every page.
+  if (server && !server.open(dst) && runs.some((r) => r.inParent)) {
+    for (const r of runs) delete r.inParent;
+  }
+  const entries = pagemapEntries(runs, vmas, stackPointers);
+  let xfer: XferStats;
+  if (server) {
+    // Each entry, its pages after it.
+    xfer = { pages: 0, readUs: 0, writeUs: 0 };
+    for (const e of entries) {
+      const flags = e.parent ? PE_PARENT : PE_PRESENT | (e.lazy ? PE_LAZY : 0);
+      server.add(dst, e.vaddr, e.pages, flags);
+      if (e.parent) continue;
+      const x = readPages(pid, [{ vaddr: e.vaddr, nrPages: e.pages }], (b) => server.data(b));
+      xfer.pages += x.pages;
+      xfer.readUs += x.readUs;
+      xfer.writeUs += x.writeUs;
+    }
+  } else {
+    const pagesFile = `pages-${pagesId}.img`;
+    const path = join(ctx.opts.imagesDir, pagesFile);
+    const viaParasite = allReadable && ctx.opts.pageTransfer !== "readv";
+    // Pages the parent images hold are not written again.
+    const own = track ? runs.filter((r) => !r.inParent) : runs;
+    xfer = viaParasite
+      ? await writePagesViaParasite(rs, own, path, ctx.opts.signal)
+      : writePages(pid, own, path);
+    ctx.written.push(pagesFile);
+    const img = ctx.image(`pagemap-${ctx.pids.virt(pid)}.img`, "PAGEMAP");
+    img.entry(pagemap_headSchema, create(pagemap_headSchema, { pagesId: pagesId }));
+    for (const e of entries) {
+      img.entry(
+        pagemap_entrySchema,
+        e.parent ? parentEntry(e.vaddr, e.pages) : pagemapEntry(e.vaddr, e.pages, e.lazy),
+      );
+    }
+  }
   ctx.stats.memdumpUs += scanUs + xfer.readUs;
   ctx.stats.memwriteUs += xfer.writeUs;
   ctx.stats.pagesWritten += xfer.pages;
-  const img = ctx.image(`pagemap-${ctx.pids.virt(pid)}.img`, "PAGEMAP");
-  img.entry(pagemap_headSchema, create(pagemap_headSchema, { pagesId: pagesId }));
-  // As criu marks them: private anonymous pages may come lazily, but a page some thread's
-  // stack pointer is in, and the special mappings' and locked ones'.
-  // Runs that touch (across mappings) with the same flags are one entry, as criu writes them.
-  const stackPages = new Set((stackPointers ?? []).map((sp) => sp & ~0xfffn));
-  const entries: { vaddr: bigint; pages: number; lazy: boolean; parent?: boolean }[] = [];
-  const add = (vaddr: bigint, pages: number, lazy: boolean, parent?: boolean) => {
-    const last = entries.at(-1);
-    if (
-      last && last.lazy === lazy && last.parent === parent &&
-      last.vaddr + BigInt(last.pages) * 4096n === vaddr
-    ) {
-      last.pages += pages;
-    } else {
-      entries.push({ vaddr, pages, lazy, parent });
-    }
-  };
-  for (const r of runs) {
-    if (r.inParent) {
-      add(r.vaddr, r.nrPages, false, true);
-      continue;
-    }
-    const v = vmas.find((x) => x.start <= r.vaddr && r.vaddr < x.end);
-    if (!v || !canBeLazy(v)) {
-      add(r.vaddr, r.nrPages, false);
-      continue;
-    }
-    let start = r.vaddr;
-    const end = r.vaddr + BigInt(r.nrPages) * 4096n;
-    for (let a = r.vaddr; a <= end; a += 4096n) {
-      if (a !== end && !stackPages.has(a)) continue;
-      if (a > start) add(start, Number((a - start) / 4096n), true);
-      if (a < end) add(a, 1, false);
-      start = a + 4096n;
-    }
-  }
-  for (const e of entries) {
-    img.entry(
-      pagemap_entrySchema,
-      e.parent ? parentEntry(e.vaddr, e.pages) : pagemapEntry(e.vaddr, e.pages, e.lazy),
-    );
-  }
   if (track) {
     const inParent = runs.reduce((n, r) => n + (r.inParent ? r.nrPages : 0), 0);
     ctx.stats.pagesSkippedParent += inParent;
@@ -436,6 +427,55 @@ function deletedMapping(
     regFileEntry(id, kind.path, { flags: fdflags, size: kind.size, mode: kind.mode }),
   );
   return id;
+}
+
+/** A pagemap entry to be: pages at an address, lazy or not, or in the parent images. */
+interface Entry {
+  vaddr: bigint;
+  pages: number;
+  lazy: boolean;
+  parent?: boolean;
+}
+
+/**
+ * The pagemap entries of `runs`, as criu marks them: private anonymous pages may come lazily,
+ * but a page some thread's stack pointer is in, and the special mappings' and locked ones'.
+ * Runs that touch (across mappings) with the same flags are one entry, as criu writes them.
+ */
+function pagemapEntries(runs: PageRun[], vmas: Vma[], stackPointers?: bigint[]): Entry[] {
+  const stackPages = new Set((stackPointers ?? []).map((sp) => sp & ~0xfffn));
+  const entries: Entry[] = [];
+  const add = (vaddr: bigint, pages: number, lazy: boolean, parent?: boolean) => {
+    const last = entries.at(-1);
+    if (
+      last && last.lazy === lazy && last.parent === parent &&
+      last.vaddr + BigInt(last.pages) * 4096n === vaddr
+    ) {
+      last.pages += pages;
+    } else {
+      entries.push({ vaddr, pages, lazy, parent });
+    }
+  };
+  for (const r of runs) {
+    if (r.inParent) {
+      add(r.vaddr, r.nrPages, false, true);
+      continue;
+    }
+    const v = vmas.find((x) => x.start <= r.vaddr && r.vaddr < x.end);
+    if (!v || !canBeLazy(v)) {
+      add(r.vaddr, r.nrPages, false);
+      continue;
+    }
+    let start = r.vaddr;
+    const end = r.vaddr + BigInt(r.nrPages) * 4096n;
+    for (let a = r.vaddr; a <= end; a += 4096n) {
+      if (a !== end && !stackPages.has(a)) continue;
+      if (a > start) add(start, Number((a - start) / 4096n), true);
+      if (a < end) add(a, 1, false);
+      start = a + 4096n;
+    }
+  }
+  return entries;
 }
 
 /** Whether criu would mark the dumped pages of `v` lazy (vma_entry_can_be_lazy). */

@@ -19,6 +19,7 @@ import { VERSION } from "../version.ts";
 import { DumpContext, type DumpOptions } from "./context.ts";
 import { collectVmas, dumpPages } from "./mm.ts";
 import { writeTracking } from "./track.ts";
+import { PageServerClient } from "../pagemap/page_server.ts";
 import {
   type DumpResult,
   IMAGES_VERSION,
@@ -43,18 +44,27 @@ export async function preDump(
   } catch {
     throw new NoSuchTaskError(pid);
   }
+  if (opts.pageServer) {
+    ctx.pageServer = PageServerClient.connect(opts.pageServer.address, opts.pageServer.port);
+  }
   await opts.actions?.("pre-dump", pid);
   const tFreeze = performance.now();
   using tree = collectTree(pid, (opts.timeoutSeconds ?? 10) * 1000);
   const tFrozen = performance.now();
   ctx.stats.freezingUs = Math.round((tFrozen - tFreeze) * 1000);
   ctx.pids = VirtualPids.of(tree.root);
-  for (const proc of tree.processes) {
-    const { maps, vmas } = collectVmas(proc.pid);
-    using parasite = Parasite.infect(tree.task(proc.pid), maps);
-    const track = trackPages(ctx, parasite.leader, vmas)!;
-    await dumpPages(ctx, parasite.leader, vmas, ctx.pagesId(), undefined, track);
-    tracked(ctx, proc.pid, vmas, track);
+  try {
+    for (const proc of tree.processes) {
+      const { maps, vmas } = collectVmas(proc.pid);
+      using parasite = Parasite.infect(tree.task(proc.pid), maps);
+      const track = trackPages(ctx, parasite.leader, vmas)!;
+      await dumpPages(ctx, parasite.leader, vmas, ctx.pagesId(), undefined, track);
+      tracked(ctx, proc.pid, vmas, track);
+    }
+    ctx.pageServer?.close();
+  } catch (e) {
+    ctx.pageServer?.abort();
+    throw e;
   }
   ctx.image("inventory.img", "INVENTORY").entry(
     inventory_entrySchema,

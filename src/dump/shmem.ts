@@ -16,7 +16,8 @@ import { close, O, open, pread } from "../syscalls/mod.ts";
 import { tryLseek } from "../syscalls/socket.ts";
 import { VMA, type Vma } from "../pagemap/vma.ts";
 import type { DumpContext } from "./context.ts";
-import { pagemapEntry } from "../pagemap/pagemap.ts";
+import { pagemapEntry, PE_PRESENT } from "../pagemap/pagemap.ts";
+import { destination, PS_TYPE } from "../pagemap/page_server.ts";
 
 const SEEK_DATA = 3, SEEK_HOLE = 4;
 const PAGE = 4096;
@@ -52,6 +53,32 @@ export function dumpShmemObject(ctx: DumpContext, shmid: bigint, path: string): 
       runs.push({ off: data, len });
       off = end;
     }
+    // Each run's bytes, in order, to `sink`.
+    const buf = new Uint8Array(CHUNK);
+    let pages = 0;
+    const copy = (r: { off: bigint; len: bigint }, sink: (b: Uint8Array) => void) => {
+      for (let done = 0n; done < r.len;) {
+        const n = Number(r.len - done < BigInt(CHUNK) ? r.len - done : BigInt(CHUNK));
+        const got = pread(fd, buf.subarray(0, n), r.off + done, path);
+        buf.fill(0, got, n); // past the end of the file
+        sink(buf.subarray(0, n));
+        done += BigInt(n);
+      }
+      pages += Number(r.len / BigInt(PAGE));
+    };
+    const server = ctx.pageServer;
+    if (server) {
+      // To the page server: each run, its pages after it.
+      const dst = destination(PS_TYPE.SHMEM, shmid);
+      server.open(dst);
+      for (const r of runs) {
+        server.add(dst, r.off, Number(r.len / BigInt(PAGE)), PE_PRESENT);
+        copy(r, (b) => server.data(b));
+      }
+      ctx.stats.shpagesWritten += pages;
+      ctx.log.info(`shared memory ${shmid}: ${pages} pages sent to the page server`);
+      return;
+    }
     const pagesId = ctx.pagesId();
     const pagesFile = `pages-${pagesId}.img`;
     using out = Deno.openSync(join(ctx.opts.imagesDir, pagesFile), {
@@ -61,19 +88,11 @@ export function dumpShmemObject(ctx: DumpContext, shmid: bigint, path: string): 
       mode: IMAGE_MODE,
     });
     ctx.written.push(pagesFile);
-    const buf = new Uint8Array(CHUNK);
-    let pages = 0;
     for (const r of runs) {
-      for (let done = 0n; done < r.len;) {
-        const n = Number(r.len - done < BigInt(CHUNK) ? r.len - done : BigInt(CHUNK));
-        const got = pread(fd, buf.subarray(0, n), r.off + done, path);
-        buf.fill(0, got, n); // past the end of the file
-
+      copy(r, (b) => {
         let w = 0;
-        while (w < n) w += out.writeSync(buf.subarray(w, n));
-        done += BigInt(n);
-      }
-      pages += Number(r.len / BigInt(PAGE));
+        while (w < b.length) w += out.writeSync(b.subarray(w));
+      });
     }
     out.syncSync();
     ctx.stats.shpagesWritten += pages;

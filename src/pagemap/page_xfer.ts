@@ -32,9 +32,28 @@ export interface XferStats {
 
 /** Writes the pages of `runs` of task `pid` to a new image file at `path` and syncs it. */
 export function writePages(pid: number, runs: PageRun[], path: string): XferStats {
-  const stats: XferStats = { pages: 0, readUs: 0, writeUs: 0 };
   using file = Deno.openSync(path, { write: true, create: true, truncate: true, mode: IMAGE_MODE });
   Deno.chmodSync(path, IMAGE_MODE);
+  const stats = readPages(pid, runs, (bytes) => {
+    let off = 0;
+    while (off < bytes.length) off += file.writeSync(bytes.subarray(off));
+  });
+  const t = performance.now();
+  file.syncSync();
+  stats.writeUs += (performance.now() - t) * 1000;
+  return stats;
+}
+
+/**
+ * Reads the pages of `runs` of task `pid` in batches (one process_vm_readv each), handing each
+ * batch to `sink` in order before the next is read. `sink`'s time counts as writing.
+ */
+export function readPages(
+  pid: number,
+  runs: PageRun[],
+  sink: (bytes: Uint8Array) => void,
+): XferStats {
+  const stats: XferStats = { pages: 0, readUs: 0, writeUs: 0 };
   const buf = new Uint8Array(BATCH_BYTES);
   const iov = new BigUint64Array(MAX_IOV * 2);
   let nIov = 0;
@@ -54,8 +73,7 @@ export function writePages(pid: number, runs: PageRun[], path: string): XferStat
     if (got !== filled) readViaProcMem(pid, ranges, buf);
     stats.readUs += (performance.now() - t) * 1000;
     t = performance.now();
-    let off = 0;
-    while (off < filled) off += file.writeSync(buf.subarray(off, filled));
+    sink(buf.subarray(0, filled));
     stats.writeUs += (performance.now() - t) * 1000;
     stats.pages += filled / PAGE;
     nIov = 0;
@@ -77,9 +95,6 @@ export function writePages(pid: number, runs: PageRun[], path: string): XferStat
     }
   }
   flush();
-  const t = performance.now();
-  file.syncSync();
-  stats.writeUs += (performance.now() - t) * 1000;
   return stats;
 }
 

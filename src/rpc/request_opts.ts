@@ -15,6 +15,7 @@ import {
   criu_network_lock_method,
   type criu_opts,
   criu_optsSchema,
+  criu_page_server_infoSchema,
   criu_pre_dump_mode,
 } from "../../proto/gen/rpc_pb.ts";
 import { configWords } from "../cli/config_file.ts";
@@ -27,7 +28,7 @@ export const DEFAULT_LOG_FILE = "criu.log";
 const CLONE_NEWNET = 0x40000000;
 
 /** The request kinds whose options this reads; they differ in what they need. */
-export type RequestMode = "dump" | "restore";
+export type RequestMode = "dump" | "restore" | "page-server";
 
 const CG_MODES: Record<criu_cg_mode, string> = {
   [criu_cg_mode.IGNORE]: "ignore",
@@ -139,7 +140,12 @@ function requestWords(r: criu_opts): Words {
     for (const v of r[key] as string[]) w.add(protoName(key), option, v);
   }
   if (r.execCmd.length) w.add("exec_cmd", "exec-cmd");
-  if (r.ps && !r.lazyPages) w.add("ps", "page-server");
+  if (r.ps && !r.lazyPages) {
+    w.add("ps", "page-server");
+    if (r.ps.address) w.add("ps", "address", r.ps.address);
+    if (r.ps.port) w.add("ps", "port", r.ps.port);
+    if (isFieldSet(r.ps, criu_page_server_infoSchema.field.fd)) w.add("ps", "ps-socket", r.ps.fd);
+  }
   if (has(r, "pidfdStoreSk")) w.add("pidfd_store_sk", "ps-socket", r.pidfdStoreSk);
   if (has(r, "autoExtMnt") && r.autoExtMnt) w.add("auto_ext_mnt", "ext-mount-map", "auto");
   for (const m of r.extMnt) w.add("ext_mnt", "ext-mount-map", `${m.key}:${m.val}`);

@@ -123,7 +123,7 @@ function listening(address: string): number {
  * `-d`: the service started again in a session of its own, stdio on /dev/null; returns once
  * it listens (0), or throws with the reason it could not.
  */
-async function daemonize(argv: readonly string[]): Promise<number> {
+export async function daemonize(argv: readonly string[]): Promise<number> {
   const [rd, wr] = pipe2(O.CLOEXEC);
   try {
     setCloseOnExec(wr, false);

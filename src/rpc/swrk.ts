@@ -37,7 +37,6 @@ const KEEP_OPEN: ReadonlySet<criu_req_type> = new Set([
 const NOT_SERVED: Partial<Record<criu_req_type, string>> = {
   [criu_req_type.SINGLE_PRE_DUMP]: "single pre-dumps (without a tracked parent) come with " +
     "live migration",
-  [criu_req_type.PAGE_SERVER]: "page servers come with live migration",
   [criu_req_type.PAGE_SERVER_CHLD]: "page servers come with live migration",
   [criu_req_type.CPUINFO_DUMP]: "CPU information images are not supported yet",
   [criu_req_type.CPUINFO_CHECK]: "CPU information images are not supported yet",
@@ -136,6 +135,15 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
       );
       await runDump(o, caller, () => {});
       return { type, success: true, dump: { restored: false } };
+    }
+    case criu_req_type.PAGE_SERVER: {
+      // A page server of its own, in the background, for the request's images directory.
+      const o = optsFromRequest(base, req.opts, channel.peer.pid, "page-server");
+      const { startPageServer } = await load<typeof import("../cli/page_server.ts")>(
+        new URL("../cli/page_server.ts", import.meta.url),
+      );
+      const { pid, port } = await startPageServer(o);
+      return { type, success: true, ps: { pid, port } };
     }
     case criu_req_type.PRE_DUMP: {
       const o = {

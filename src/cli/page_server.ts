@@ -1,0 +1,107 @@
+/**
+ * `criu page-server -D DIR --port N [--address A] [-d] [--status-fd FD] [--prev-images-dir P]`:
+ * takes one dump's pages over TCP (pagemap/page_server.ts) into DIR, then exits. With -d it
+ * goes to the background once it listens; the status descriptor gets a zero byte then.
+ *
+ * @module
+ */
+import { syncDir } from "../images/image.ts";
+import { servePages } from "../pagemap/page_server.ts";
+import { close, O, pipe2, setCloseOnExec, tryRead, writeAll } from "../syscalls/mod.ts";
+import { readable } from "../syscalls/socket.ts";
+import { selfCommand } from "../util/self.ts";
+import { linkParent } from "../dump/dump.ts";
+import { daemonize } from "../rpc/service.ts";
+import { dirsOf } from "./dirs.ts";
+import type { CriuOpts } from "./options.ts";
+import { openLog } from "./run.ts";
+
+/** Serves one session as `o` says (`argv`: the command line, for -d). Returns the exit code. */
+export async function runPageServer(o: CriuOpts, argv: readonly string[]): Promise<number> {
+  if (o.restoreDetached) return await daemonize(argv);
+  const dirs = dirsOf(o);
+  using log = openLog(o, dirs);
+  // Its own parent images, to answer whether it has some (--prev-images-dir).
+  linkParent({ pid: 0, imagesDir: dirs.images, prevImagesDir: o.prevImagesDir });
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname: o.address ?? "0.0.0.0", port: o.port, transport: "tcp" });
+  } catch (e) {
+    const why = `Cannot listen on port ${o.port}: ${(e as Error).message}`;
+    if (o.statusFd !== undefined) writeAll(o.statusFd, new TextEncoder().encode(why), "status fd");
+    throw new Error(why);
+  }
+  log.info(`Starting page server on port ${(listener.addr as Deno.NetAddr).port}`);
+  if (o.statusFd !== undefined) {
+    writeAll(o.statusFd, new Uint8Array(1), "status fd");
+    // Started for an RPC request: its port too (it may have taken any free one).
+    if (Deno.env.get(PS_PORT_ENV)) {
+      const port = (listener.addr as Deno.NetAddr).port;
+      writeAll(o.statusFd, new TextEncoder().encode(`${port}\n`), "status fd");
+    }
+    close(o.statusFd);
+  }
+  const conn = await listener.accept();
+  listener.close();
+  log.info(`Page server: a dump connected from ${(conn.remoteAddr as Deno.NetAddr).hostname}`);
+  const written = await servePages(dirs.images, conn, log);
+  syncDir(dirs.images);
+  log.info(`Page server: ${written.length} images written; session over`);
+  return 0;
+}
+
+/** Set for a page server started for an RPC request: it tells its port on its status fd. */
+const PS_PORT_ENV = "DENO_CRIU_PAGE_SERVER_PORT";
+
+/**
+ * A page server started in the background as `o` says (an RPC PAGE_SERVER request's options):
+ * once it listens, its PID and port.
+ */
+export async function startPageServer(o: CriuOpts): Promise<{ pid: number; port: number }> {
+  const [rd, wr] = pipe2(O.CLOEXEC);
+  let child: Deno.ChildProcess;
+  try {
+    setCloseOnExec(wr, false);
+    const [cmd, ...args] = selfCommand();
+    child = new Deno.Command(cmd, {
+      args: [
+        ...args,
+        "page-server",
+        "-D",
+        o.imagesDir,
+        ...(o.port ? ["--port", `${o.port}`] : []),
+        ...(o.address ? ["--address", o.address] : []),
+        ...(o.prevImagesDir ? ["--prev-images-dir", o.prevImagesDir] : []),
+        ...(o.logFile ? ["-o", o.logFile] : []),
+        ...(o.workDir ? ["-W", o.workDir] : []),
+        `--verbosity=${o.logLevel}`,
+        "--status-fd",
+        `${wr}`,
+      ],
+      env: { [PS_PORT_ENV]: "1" },
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+  } finally {
+    close(wr);
+  }
+  try {
+    // A zero byte and the port once it listens; its reason if it failed first.
+    let text = "";
+    const got = new Uint8Array(256);
+    for (;;) {
+      await readable(rd);
+      const n = tryRead(rd, got);
+      if (n <= 0) break;
+      text += new TextDecoder().decode(got.subarray(0, n));
+      if (text.startsWith("\0") && text.endsWith("\n")) {
+        child.status.then(() => {}); // reaped whenever it ends
+        return { pid: child.pid, port: Number(text.slice(1).trim()) };
+      }
+    }
+    throw new Error(text.replace(/^\0/, "") || "The page server exited before it listened");
+  } finally {
+    close(rd);
+  }
+}
