@@ -7,9 +7,8 @@
  */
 import { syncDir } from "../images/image.ts";
 import { servePages } from "../pagemap/page_server.ts";
-import { close, O, pipe2, setCloseOnExec, tryRead, writeAll } from "../syscalls/mod.ts";
-import { readable } from "../syscalls/socket.ts";
-import { selfCommand } from "../util/self.ts";
+import { close, writeAll } from "../syscalls/mod.ts";
+import { startInBackground } from "./background.ts";
 import { linkParent } from "../dump/dump.ts";
 import { daemonize } from "../rpc/service.ts";
 import { dirsOf } from "./dirs.ts";
@@ -58,50 +57,16 @@ const PS_PORT_ENV = "DENO_CRIU_PAGE_SERVER_PORT";
  * once it listens, its PID and port.
  */
 export async function startPageServer(o: CriuOpts): Promise<{ pid: number; port: number }> {
-  const [rd, wr] = pipe2(O.CLOEXEC);
-  let child: Deno.ChildProcess;
-  try {
-    setCloseOnExec(wr, false);
-    const [cmd, ...args] = selfCommand();
-    child = new Deno.Command(cmd, {
-      args: [
-        ...args,
-        "page-server",
-        "-D",
-        o.imagesDir,
-        ...(o.port ? ["--port", `${o.port}`] : []),
-        ...(o.address ? ["--address", o.address] : []),
-        ...(o.prevImagesDir ? ["--prev-images-dir", o.prevImagesDir] : []),
-        ...(o.logFile ? ["-o", o.logFile] : []),
-        ...(o.workDir ? ["-W", o.workDir] : []),
-        `--verbosity=${o.logLevel}`,
-        "--status-fd",
-        `${wr}`,
-      ],
-      env: { [PS_PORT_ENV]: "1" },
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-  } finally {
-    close(wr);
-  }
-  try {
-    // A zero byte and the port once it listens; its reason if it failed first.
-    let text = "";
-    const got = new Uint8Array(256);
-    for (;;) {
-      await readable(rd);
-      const n = tryRead(rd, got);
-      if (n <= 0) break;
-      text += new TextDecoder().decode(got.subarray(0, n));
-      if (text.startsWith("\0") && text.endsWith("\n")) {
-        child.status.then(() => {}); // reaped whenever it ends
-        return { pid: child.pid, port: Number(text.slice(1).trim()) };
-      }
-    }
-    throw new Error(text.replace(/^\0/, "") || "The page server exited before it listened");
-  } finally {
-    close(rd);
-  }
+  const { pid, line } = await startInBackground([
+    "page-server",
+    "-D",
+    o.imagesDir,
+    ...(o.port ? ["--port", `${o.port}`] : []),
+    ...(o.address ? ["--address", o.address] : []),
+    ...(o.prevImagesDir ? ["--prev-images-dir", o.prevImagesDir] : []),
+    ...(o.logFile ? ["-o", o.logFile] : []),
+    ...(o.workDir ? ["-W", o.workDir] : []),
+    `--verbosity=${o.logLevel}`,
+  ], { env: { [PS_PORT_ENV]: "1" }, line: true, what: "The page server" });
+  return { pid, port: Number(line) };
 }

@@ -121,6 +121,29 @@ export interface DumpResult {
 }
 
 /**
+ * What a dump or pre-dump does before it touches the tree: the task and the images directory
+ * checked, the parent images linked, the page server reached (one that cannot be leaves the
+ * tree be), the pre-dump action run.
+ */
+export async function startDump(ctx: DumpContext): Promise<void> {
+  const { opts } = ctx;
+  const pid = opts.pid;
+  if (!Number.isInteger(pid) || pid <= 0) throw new Error(`Invalid PID ${pid}`);
+  if (pid === Deno.pid) throw new Error(`Cannot dump task ${pid}: it is this criu process`);
+  checkImagesDir(opts.imagesDir);
+  linkParent(opts);
+  try {
+    Deno.statSync(`/proc/${pid}`);
+  } catch {
+    throw new NoSuchTaskError(pid);
+  }
+  if (opts.pageServer) {
+    ctx.pageServer = PageServerClient.connect(opts.pageServer.address, opts.pageServer.port);
+  }
+  await opts.actions?.("pre-dump", pid);
+}
+
+/**
  * The parent images (`--prev-images-dir`) linked from the images directory as `parent`, as
  * criu links them (the path as given, relative to the images directory).
  */
@@ -257,21 +280,7 @@ function checkTree(tree: FrozenTree, pids: VirtualPids): void {
 export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Promise<DumpResult> {
   const ctx = new DumpContext(opts, log);
   const pid = opts.pid;
-  if (!Number.isInteger(pid) || pid <= 0) throw new Error(`Invalid PID ${pid}`);
-  if (pid === Deno.pid) throw new Error(`Cannot dump task ${pid}: it is this criu process`);
-  checkImagesDir(opts.imagesDir);
-  linkParent(opts);
-  try {
-    Deno.statSync(`/proc/${pid}`);
-  } catch {
-    throw new NoSuchTaskError(pid);
-  }
-
-  // The page server first: one that cannot be reached leaves the tree untouched.
-  if (opts.pageServer) {
-    ctx.pageServer = PageServerClient.connect(opts.pageServer.address, opts.pageServer.port);
-  }
-  await opts.actions?.("pre-dump", pid);
+  await startDump(ctx);
   const tFreeze = performance.now();
   const timeoutMs = (opts.timeoutSeconds ?? 10) * 1000;
   // With --freeze-cgroup, the cgroup's freezer stops every task at once; they are seized

@@ -13,17 +13,15 @@ import { syncDir } from "../images/image.ts";
 import { collectTree } from "../tree/collect.ts";
 import { Parasite } from "../tree/parasite.ts";
 import { VirtualPids } from "../tree/pid_ns.ts";
-import { NoSuchTaskError } from "../tree/proc.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { VERSION } from "../version.ts";
 import { DumpContext, type DumpOptions } from "./context.ts";
 import { collectVmas, dumpPages } from "./mm.ts";
 import { writeTracking } from "./track.ts";
-import { PageServerClient } from "../pagemap/page_server.ts";
 import {
   type DumpResult,
   IMAGES_VERSION,
-  linkParent,
+  startDump,
   tracked,
   trackPages,
   writeStats,
@@ -36,18 +34,7 @@ export async function preDump(
 ): Promise<DumpResult> {
   const ctx = new DumpContext({ ...opts, trackMem: true, leaveRunning: true }, log);
   const pid = opts.pid;
-  if (!Number.isInteger(pid) || pid <= 0) throw new Error(`Invalid PID ${pid}`);
-  if (pid === Deno.pid) throw new Error(`Cannot dump task ${pid}: it is this criu process`);
-  linkParent(opts);
-  try {
-    Deno.statSync(`/proc/${pid}`);
-  } catch {
-    throw new NoSuchTaskError(pid);
-  }
-  if (opts.pageServer) {
-    ctx.pageServer = PageServerClient.connect(opts.pageServer.address, opts.pageServer.port);
-  }
-  await opts.actions?.("pre-dump", pid);
+  await startDump(ctx);
   const tFreeze = performance.now();
   using tree = collectTree(pid, (opts.timeoutSeconds ?? 10) * 1000);
   const tFrozen = performance.now();

@@ -23,7 +23,8 @@ import {
   SOCK_SEQPACKET,
   socket,
 } from "../syscalls/socket.ts";
-import { close, libc, O, pipe2, setCloseOnExec, writeAll } from "../syscalls/mod.ts";
+import { close, setCloseOnExec, writeAll } from "../syscalls/mod.ts";
+import { startInBackground } from "../cli/background.ts";
 import { selfCommand } from "../util/self.ts";
 
 /** Where criu's service listens unless told (relative to its working directory). */
@@ -120,39 +121,14 @@ function listening(address: string): number {
 }
 
 /**
- * `-d`: the service started again in a session of its own, stdio on /dev/null; returns once
- * it listens (0), or throws with the reason it could not.
+ * `-d`: the service (or a page server) started again in a session of its own, stdio on
+ * /dev/null; returns once it listens (0), or throws with the reason it could not.
  */
 export async function daemonize(argv: readonly string[]): Promise<number> {
-  const [rd, wr] = pipe2(O.CLOEXEC);
-  try {
-    setCloseOnExec(wr, false);
-    const [cmd, ...args] = selfCommand();
-    const own = argv.filter((a) => a !== "-d" && a !== "--daemon");
-    new Deno.Command("setsid", {
-      args: [cmd, ...args, ...own, "--status-fd", `${wr}`],
-      env: { [DAEMON_ENV]: "1" },
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-  } finally {
-    close(wr);
-  }
-  try {
-    // A zero byte once it listens; its reason if it failed first; nothing if it died.
-    const got = new Uint8Array(4096);
-    let n = 0;
-    for (;;) {
-      await readable(rd);
-      const r = Number(libc.read(rd, got.subarray(n), BigInt(got.length - n)));
-      if (r <= 0) break;
-      n += r;
-      if (got[0] === 0) return 0;
-    }
-    const why = new TextDecoder().decode(got.subarray(0, n));
-    throw new Error(why || "The service exited before it listened");
-  } finally {
-    close(rd);
-  }
+  await startInBackground(argv.filter((a) => a !== "-d" && a !== "--daemon"), {
+    env: { [DAEMON_ENV]: "1" },
+    setsid: true,
+    what: "The daemon",
+  });
+  return 0;
 }
