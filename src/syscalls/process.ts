@@ -646,29 +646,49 @@ export function pagemapScan(
   categories: number,
   anyOf = false,
 ): { start: bigint; end: bigint }[] | number {
-  const PAGEMAP_SCAN = 0xc0606610n;
   const VEC = 512;
   const regions = new BigUint64Array(VEC * 3); // struct page_region: start, end, categories
   const out: { start: bigint; end: bigint }[] = [];
-  // struct pm_scan_arg: size, flags, start, end, walk_end, vec, vec_len, max_pages,
-  // category_inverted, category_mask, category_anyof_mask, return_mask.
+  const ret = pagemapWalk(fd, start, end, (arg) => {
+    arg[5] = addressOf(new Uint8Array(regions.buffer));
+    arg[6] = BigInt(VEC);
+    arg[anyOf ? 10 : 9] = BigInt(categories);
+    arg[11] = BigInt(categories);
+  }, (n) => {
+    for (let i = 0; i < n; i++) out.push({ start: regions[3 * i], end: regions[3 * i + 1] });
+  });
+  return ret < 0 ? ret : out;
+}
+
+/**
+ * PAGEMAP_SCAN over [start, end) of `/proc/PID/pagemap` descriptor `fd`, as many calls as the
+ * walk takes: `fill` sets each call's struct pm_scan_arg (as u64 words: size, flags, start,
+ * end, walk_end, vec, vec_len, max_pages, category_inverted, category_mask,
+ * category_anyof_mask, return_mask) past its size and range; `each` gets each call's region
+ * count. 0, or -errno.
+ */
+export function pagemapWalk(
+  fd: number,
+  start: bigint,
+  end: bigint,
+  fill: (arg: BigUint64Array) => void,
+  each?: (regions: number) => void,
+): number {
+  const PAGEMAP_SCAN = 0xc0606610n;
   const arg = new BigUint64Array(12);
   for (let at = start; at < end;) {
     arg.fill(0n);
     arg[0] = 96n;
     arg[2] = at;
     arg[3] = end;
-    arg[5] = addressOf(new Uint8Array(regions.buffer));
-    arg[6] = BigInt(VEC);
-    arg[anyOf ? 10 : 9] = BigInt(categories);
-    arg[11] = BigInt(categories);
+    fill(arg);
     const n = Number(libc.ioctl(fd, PAGEMAP_SCAN, new Uint8Array(arg.buffer)));
     if (n < 0) return -lastErrno();
-    for (let i = 0; i < n; i++) out.push({ start: regions[3 * i], end: regions[3 * i + 1] });
+    each?.(n);
     if (arg[4] <= at) break;
     at = arg[4]; // walk_end
   }
-  return out;
+  return 0;
 }
 
 /**

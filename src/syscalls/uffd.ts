@@ -7,7 +7,8 @@
  *
  * @module
  */
-import { lastErrno, libc } from "./ffi.ts";
+import { libc } from "./ffi.ts";
+import { pagemapWalk } from "./process.ts";
 import { NR } from "./syscall_numbers.ts";
 
 /** userfaultfd(2) flags: user-mode faults only (what an unprivileged task may ask). */
@@ -39,25 +40,13 @@ export function uffdioRegisterWp(start: bigint, end: bigint): Uint8Array {
  * -errno.
  */
 export function protectWritten(fd: number, start: bigint, end: bigint): number {
-  const PAGEMAP_SCAN = 0xc0606610n;
   const PM_SCAN_WP_MATCHING = 1n, PAGE_IS_WRITTEN = 2n;
-  // struct pm_scan_arg: size, flags, start, end, walk_end, vec, vec_len, max_pages,
-  // category_inverted, category_mask, category_anyof_mask, return_mask. No vector: the walk
-  // goes on to the end.
-  const arg = new BigUint64Array(12);
-  for (let at = start; at < end;) {
-    arg.fill(0n);
-    arg[0] = 96n;
+  // No vector: the walk goes on to the end.
+  return pagemapWalk(fd, start, end, (arg) => {
     arg[1] = PM_SCAN_WP_MATCHING;
-    arg[2] = at;
-    arg[3] = end;
     arg[9] = PAGE_IS_WRITTEN;
     arg[11] = PAGE_IS_WRITTEN;
-    if (Number(libc.ioctl(fd, PAGEMAP_SCAN, new Uint8Array(arg.buffer))) < 0) return -lastErrno();
-    if (arg[4] <= at) break;
-    at = arg[4];
-  }
-  return 0;
+  });
 }
 
 /** Whether this kernel has asynchronous write-protection (a userfaultfd of criu's own asks). */
