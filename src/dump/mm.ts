@@ -321,7 +321,30 @@ export async function dumpPages(
   stackPointers?: bigint[],
   track?: PageTracking,
 ): Promise<void> {
-  const pid = rs.task.pid;
+  const plan = scanPages(ctx, rs.task.pid, vmas, stackPointers, track);
+  await writePagePlan(ctx, plan, pagesId, rs);
+}
+
+/** The pages of a task to dump, found: its runs (some perhaps in the parent images). */
+export interface PagePlan {
+  pid: number;
+  vmas: Vma[];
+  runs: PageRun[];
+  stackPointers?: bigint[];
+  /** Every page is readable by the task itself (the parasite may copy them). */
+  allReadable: boolean;
+  scanUs: number;
+  track?: PageTracking;
+}
+
+/** Finds the private pages of task `pid` (stopped), which pages of them the parent holds. */
+export function scanPages(
+  ctx: DumpContext,
+  pid: number,
+  vmas: Vma[],
+  stackPointers?: bigint[],
+  track?: PageTracking,
+): PagePlan {
   const t0 = performance.now();
   const runs: PageRun[] = [];
   const zeroPfn = Number(zeroPagePfn());
@@ -348,13 +371,31 @@ export async function dumpPages(
     ctx.stats.pagesScanned += pm.scanned;
   }
   const scanUs = (performance.now() - t0) * 1000;
+  return { pid, vmas, runs, stackPointers, allReadable, scanUs, track };
+}
+
+/**
+ * Writes the pages `plan` found into pages-`pagesId`.img and their pagemap (or sends both to
+ * the page server): through the parasite `rs` when given and every page is readable, else
+ * with process_vm_readv and /proc/PID/mem. With `running` the task runs again meanwhile (a
+ * pre-dump's pages, read once the tree goes on): a page it unmapped since is written as zeros
+ * (tracking dumps it again, should it come back).
+ */
+export async function writePagePlan(
+  ctx: DumpContext,
+  plan: PagePlan,
+  pagesId: number,
+  rs?: RemoteSyscalls,
+  running = false,
+): Promise<void> {
+  const { pid, runs, vmas, track } = plan;
   const server = ctx.pageServer;
   const dst = destination(PS_TYPE.PID, ctx.pids.virt(pid));
   // A page server without parent images of the task takes every page.
   if (server && !server.open(dst) && runs.some((r) => r.inParent)) {
     for (const r of runs) delete r.inParent;
   }
-  const entries = pagemapEntries(runs, vmas, stackPointers);
+  const entries = pagemapEntries(runs, vmas, plan.stackPointers);
   let xfer: XferStats;
   if (server) {
     // Each entry, its pages after it.
@@ -363,7 +404,12 @@ export async function dumpPages(
       const flags = e.parent ? PE_PARENT : PE_PRESENT | (e.lazy ? PE_LAZY : 0);
       server.add(dst, e.vaddr, e.pages, flags);
       if (e.parent) continue;
-      const x = readPages(pid, [{ vaddr: e.vaddr, nrPages: e.pages }], (b) => server.data(b));
+      const x = readPages(
+        pid,
+        [{ vaddr: e.vaddr, nrPages: e.pages }],
+        (b) => server.data(b),
+        running,
+      );
       xfer.pages += x.pages;
       xfer.readUs += x.readUs;
       xfer.writeUs += x.writeUs;
@@ -371,12 +417,12 @@ export async function dumpPages(
   } else {
     const pagesFile = `pages-${pagesId}.img`;
     const path = join(ctx.opts.imagesDir, pagesFile);
-    const viaParasite = allReadable && ctx.opts.pageTransfer !== "readv";
+    const viaParasite = rs && plan.allReadable && ctx.opts.pageTransfer !== "readv";
     // Pages the parent images hold are not written again.
     const own = track ? runs.filter((r) => !r.inParent) : runs;
     xfer = viaParasite
       ? await writePagesViaParasite(rs, own, path, ctx.opts.signal)
-      : writePages(pid, own, path);
+      : writePages(pid, own, path, running);
     ctx.written.push(pagesFile);
     const img = ctx.image(`pagemap-${ctx.pids.virt(pid)}.img`, "PAGEMAP");
     img.entry(pagemap_headSchema, create(pagemap_headSchema, { pagesId: pagesId }));
@@ -387,7 +433,7 @@ export async function dumpPages(
       );
     }
   }
-  ctx.stats.memdumpUs += scanUs + xfer.readUs;
+  ctx.stats.memdumpUs += plan.scanUs + xfer.readUs;
   ctx.stats.memwriteUs += xfer.writeUs;
   ctx.stats.pagesWritten += xfer.pages;
   if (track) {

@@ -1,7 +1,10 @@
 /**
- * `criu pre-dump`: the tree's memory copied while it is frozen, then the tree left running,
- * its memory tracked (dump/track.ts) so that the next pre-dump or dump (`--track-mem
- * --prev-images-dir`) writes only the pages written since. Its images are those a dump takes
+ * `criu pre-dump`: the tree frozen only while its pages are found and write-protected again
+ * (dump/track.ts), then left running while they are read and written out: a page it writes
+ * meanwhile shows as written, and the next pre-dump or dump (`--track-mem --prev-images-dir`)
+ * takes it again, with every other page written since. `--pre-dump-mode` splice and read
+ * both work so (criu's splice mode pins the pages in pipes while frozen; their contents may
+ * change as well once the tree runs). Its images are those a dump takes
  * as parent: inventory.img, and per process pagemap-ID.img and pages-N.img (only the pages
  * written since its own parent, if it has one), with the tracking beside them.
  *
@@ -16,7 +19,7 @@ import { VirtualPids } from "../tree/pid_ns.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { VERSION } from "../version.ts";
 import { DumpContext, type DumpOptions } from "./context.ts";
-import { collectVmas, dumpPages } from "./mm.ts";
+import { collectVmas, type PagePlan, scanPages, writePagePlan } from "./mm.ts";
 import { writeTracking } from "./track.ts";
 import {
   type DumpResult,
@@ -40,14 +43,22 @@ export async function preDump(
   const tFrozen = performance.now();
   ctx.stats.freezingUs = Math.round((tFrozen - tFreeze) * 1000);
   ctx.pids = VirtualPids.of(tree.root);
+  // Frozen: each process's pages found and write-protected again (from here a write shows).
+  const plans: PagePlan[] = [];
+  for (const proc of tree.processes) {
+    const { maps, vmas } = collectVmas(proc.pid);
+    using parasite = Parasite.infect(tree.task(proc.pid), maps);
+    const track = trackPages(ctx, parasite.leader, vmas)!;
+    plans.push(scanPages(ctx, proc.pid, vmas, undefined, track));
+    tracked(ctx, proc.pid, vmas, track);
+  }
+  tree.resume({ stopped: false });
+  ctx.stats.frozenUs = Math.round((performance.now() - tFrozen) * 1000);
+  log.info(`Tree released after ${(ctx.stats.frozenUs / 1000).toFixed(1)} ms`);
+  // Running again: the pages read and written out. A page written meanwhile is dumped again
+  // by the next dump (its protection is gone), whatever this copy holds of it.
   try {
-    for (const proc of tree.processes) {
-      const { maps, vmas } = collectVmas(proc.pid);
-      using parasite = Parasite.infect(tree.task(proc.pid), maps);
-      const track = trackPages(ctx, parasite.leader, vmas)!;
-      await dumpPages(ctx, parasite.leader, vmas, ctx.pagesId(), undefined, track);
-      tracked(ctx, proc.pid, vmas, track);
-    }
+    for (const plan of plans) await writePagePlan(ctx, plan, ctx.pagesId(), undefined, true);
     ctx.pageServer?.close();
   } catch (e) {
     ctx.pageServer?.abort();
@@ -63,12 +74,8 @@ export async function preDump(
       denoCriu: VERSION,
     }),
   );
-  ctx.flush();
-  syncDir(ctx.opts.imagesDir);
-  tree.resume({ stopped: false });
-  ctx.stats.frozenUs = Math.round((performance.now() - tFrozen) * 1000);
-  // What the next dump needs of the tracking, once the tree runs again.
   ctx.written.push(...writeTracking(ctx.opts.imagesDir, ctx.trackers, ctx.frames));
+  ctx.flush();
   syncDir(ctx.opts.imagesDir);
   log.info(`Pre-dump of ${tree.processes.length} processes done; the tree runs on`);
   writeStats(ctx);

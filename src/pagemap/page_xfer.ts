@@ -30,14 +30,17 @@ export interface XferStats {
   writeUs: number;
 }
 
-/** Writes the pages of `runs` of task `pid` to a new image file at `path` and syncs it. */
-export function writePages(pid: number, runs: PageRun[], path: string): XferStats {
+/**
+ * Writes the pages of `runs` of task `pid` to a new image file at `path` and syncs it (with
+ * `lenient`, pages it no longer has as zeros: see {@link readPages}).
+ */
+export function writePages(pid: number, runs: PageRun[], path: string, lenient = false): XferStats {
   using file = Deno.openSync(path, { write: true, create: true, truncate: true, mode: IMAGE_MODE });
   Deno.chmodSync(path, IMAGE_MODE);
   const stats = readPages(pid, runs, (bytes) => {
     let off = 0;
     while (off < bytes.length) off += file.writeSync(bytes.subarray(off));
-  });
+  }, lenient);
   const t = performance.now();
   file.syncSync();
   stats.writeUs += (performance.now() - t) * 1000;
@@ -46,12 +49,14 @@ export function writePages(pid: number, runs: PageRun[], path: string): XferStat
 
 /**
  * Reads the pages of `runs` of task `pid` in batches (one process_vm_readv each), handing each
- * batch to `sink` in order before the next is read. `sink`'s time counts as writing.
+ * batch to `sink` in order before the next is read. `sink`'s time counts as writing. With
+ * `lenient` (the task runs meanwhile), a page it no longer has reads as zeros.
  */
 export function readPages(
   pid: number,
   runs: PageRun[],
   sink: (bytes: Uint8Array) => void,
+  lenient = false,
 ): XferStats {
   const stats: XferStats = { pages: 0, readUs: 0, writeUs: 0 };
   const buf = new Uint8Array(BATCH_BYTES);
@@ -70,7 +75,7 @@ export function readPages(
       if (!(e instanceof Errno)) throw e;
       got = 0;
     }
-    if (got !== filled) readViaProcMem(pid, ranges, buf);
+    if (got !== filled) readViaProcMem(pid, ranges, buf, lenient);
     stats.readUs += (performance.now() - t) * 1000;
     t = performance.now();
     sink(buf.subarray(0, filled));
@@ -98,16 +103,42 @@ export function readPages(
   return stats;
 }
 
-/** Fills `buf` from `ranges` through /proc/PID/mem (reads past PROT_NONE). */
-function readViaProcMem(pid: number, ranges: BigUint64Array, buf: Uint8Array): void {
+/**
+ * Fills `buf` from `ranges` through /proc/PID/mem (reads past PROT_NONE); with `lenient`, what
+ * cannot be read (unmapped since) is zeros.
+ */
+function readViaProcMem(
+  pid: number,
+  ranges: BigUint64Array,
+  buf: Uint8Array,
+  lenient: boolean,
+): void {
   const what = `/proc/${pid}/mem`;
   const fd = open(what, O.RDONLY | O.CLOEXEC);
   try {
     let off = 0;
     for (let i = 0; i < ranges.length; i += 2) {
       const len = Number(ranges[i + 1]);
-      const n = pread(fd, buf.subarray(off, off + len), ranges[i], what);
-      if (n !== len) {
+      let n: number;
+      try {
+        n = pread(fd, buf.subarray(off, off + len), ranges[i], what);
+      } catch (e) {
+        if (!lenient) throw e;
+        n = 0;
+      }
+      if (n !== len && lenient) {
+        // Page by page: what is still there, and zeros for the rest.
+        for (let p = Math.floor(n / PAGE) * PAGE; p < len; p += PAGE) {
+          const page = buf.subarray(off + p, off + p + PAGE);
+          let got = 0;
+          try {
+            got = pread(fd, page, ranges[i] + BigInt(p), what);
+          } catch {
+            // unmapped since
+          }
+          if (got !== PAGE) page.fill(0);
+        }
+      } else if (n !== len) {
         throw new Errno("read", 5, `${what} at 0x${ranges[i].toString(16)} (${n} of ${len} bytes)`);
       }
       off += len;
