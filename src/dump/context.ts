@@ -345,7 +345,7 @@ export class DumpContext {
   pids: VirtualPids = VirtualPids.identity();
   /** With --track-mem: each process's tracker and the frames of its images' pages, by id. */
   readonly trackers = new Map<number, Tracker>();
-  readonly frames = new Map<number, Float64Array>();
+  readonly frames = new Map<number, Uint8Array>();
   /** The page server's connection (`--page-server`), open for the whole dump. */
   pageServer?: PageServerClient;
 

@@ -713,7 +713,7 @@ export function trackPages(
 /** Once its pages are read: the task's pages protected again, their frames kept. */
 export function tracked(ctx: DumpContext, pid: number, vmas: Vma[], track: PageTracking): void {
   protectAgain(pid, vmas);
-  ctx.frames.set(ctx.pids.virt(pid), track.frames.pairs);
+  ctx.frames.set(ctx.pids.virt(pid), track.frames.bytes());
 }
 
 /** Dumps one live process of the frozen tree; returns its kernel object ids. */

@@ -302,9 +302,9 @@ export function dumpMm(
 
 /** Memory tracking of a dump (dump/track.ts): what the parent holds, and frames recorded. */
 export interface PageTracking {
-  /** The frame of each page the parent images hold. */
+  /** What the parent's dump recorded of each page. */
   parent?: FrameTable;
-  /** Each page of this dump's images (own or the parent's): address and frame. */
+  /** The pagemap words of every page walked, for the next dump. */
   frames: FrameList;
 }
 

@@ -13,8 +13,8 @@
  *
  * What a dump leaves for the next (in its images directory, beside criu's images):
  * `deno-criu-track.json` (per process, by the id the images name it: its PID, start time,
- * tracking descriptor and that descriptor's inode), `deno-criu-frames-ID.bin` (address and
- * frame of each page its images hold, own or its parents').
+ * tracking descriptor and that descriptor's inode), `deno-criu-frames-ID.bin` (the pagemap
+ * words of the pages it walked: their frames).
  *
  * @module
  */
@@ -85,8 +85,7 @@ export function parentPages(parentDir: string, pid: number, vpid: number): Paren
   } catch {
     return undefined;
   }
-  const pairs = new Float64Array(bytes.buffer, bytes.byteOffset, (bytes.byteLength >> 4) * 2);
-  return { tracker: t, frames: new FrameTable(pairs) };
+  return { tracker: t, frames: new FrameTable(bytes) };
 }
 
 /**
@@ -180,12 +179,12 @@ export function protectAgain(pid: number, vmas: Vma[]): void {
 export function writeTracking(
   dir: string,
   trackers: Map<number, Tracker>,
-  frames: Map<number, Float64Array>,
+  frames: Map<number, Uint8Array>,
 ): string[] {
   const written: string[] = [];
   for (const [vpid, f] of frames) {
     const name = `deno-criu-frames-${vpid}.bin`;
-    writeFileSynced(join(dir, name), new Uint8Array(f.buffer, f.byteOffset, f.byteLength));
+    writeFileSynced(join(dir, name), f);
     written.push(name);
   }
   const tasks = Object.fromEntries([...trackers].map(([vpid, t]) => [`${vpid}`, t]));

@@ -81,53 +81,71 @@ export interface PageRun {
 }
 
 /**
- * The frames the parent images recorded, as written beside them: pairs of page address and
- * frame, in address order.
+ * The pagemap words of the pages a scan walked, kept for the next dump to compare frames with:
+ * segments of consecutive pages, each its first page number and the raw words (low, high) of
+ * its pages. Serialized as, per segment: first page and page count (two f64), then the words
+ * (u32 pairs, padded to 8 bytes).
  */
-export class FrameTable {
-  /** Address, frame, address, frame... */
-  readonly pairs: Float64Array;
+export class FrameList {
+  readonly #segments: { first: number; words: Uint32Array }[] = [];
 
-  constructor(pairs: Float64Array) {
-    this.pairs = pairs;
+  /** Keeps the words of `count` pages from page `first` on (copied). */
+  add(first: number, words: Uint32Array): void {
+    this.#segments.push({ first, words: words.slice() });
   }
 
-  /** How many pages it holds. */
-  get size(): number {
-    return this.pairs.length >> 1;
-  }
-
-  /** Where in `pairs` the first page at or above `addr` is. */
-  seek(addr: number): number {
-    let lo = 0, hi = this.pairs.length >> 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.pairs[2 * mid] < addr) lo = mid + 1;
-      else hi = mid;
+  /** The record as bytes. */
+  bytes(): Uint8Array {
+    const size = this.#segments.reduce((n, s) => n + 16 + s.words.byteLength, 0);
+    const out = new Uint8Array(size);
+    const v = new DataView(out.buffer);
+    let at = 0;
+    for (const s of this.#segments) {
+      v.setFloat64(at, s.first, true);
+      v.setFloat64(at + 8, s.words.length / 2, true);
+      out.set(new Uint8Array(s.words.buffer, s.words.byteOffset, s.words.byteLength), at + 16);
+      at += 16 + s.words.byteLength;
     }
-    return 2 * lo;
+    return out;
   }
 }
 
-/** Frames recorded by a scan: pairs of page address and frame, growing. */
-export class FrameList {
-  #buf = new Float64Array(1 << 16);
-  /** Numbers used (twice the pages). */
-  length = 0;
+/** What a parent's dump recorded of the pages it walked (FrameList's bytes), looked up by page. */
+export class FrameTable {
+  readonly #first: number[] = [];
+  readonly #words: Uint32Array[] = [];
+  /** Pages recorded. */
+  readonly size: number = 0;
 
-  /** Room for `pages` more pages; the buffer to write them into (from `length`). */
-  reserve(pages: number): Float64Array {
-    if (this.length + 2 * pages > this.#buf.length) {
-      const bigger = new Float64Array(Math.max(this.#buf.length * 2, this.length + 2 * pages));
-      bigger.set(this.#buf.subarray(0, this.length));
-      this.#buf = bigger;
+  constructor(bytes: Uint8Array) {
+    const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    for (let at = 0; at + 16 <= bytes.length;) {
+      const first = v.getFloat64(at, true), count = v.getFloat64(at + 8, true);
+      const len = count * 8;
+      if (!Number.isInteger(count) || at + 16 + len > bytes.length) break;
+      // Copied: aligned for u32 reads whatever the file's offset.
+      this.#words.push(new Uint32Array(bytes.slice(at + 16, at + 16 + len).buffer));
+      this.#first.push(first);
+      this.size += count;
+      at += 16 + len;
     }
-    return this.#buf;
   }
 
-  /** The pairs recorded. */
-  get pairs(): Float64Array {
-    return this.#buf.subarray(0, this.length);
+  /** The segment holding page `pageNo`, or -1. */
+  segment(pageNo: number): number {
+    let lo = 0, hi = this.#first.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.#first[mid] <= pageNo) lo = mid + 1;
+      else hi = mid;
+    }
+    const i = lo - 1;
+    return i >= 0 && pageNo < this.#first[i] + this.#words[i].length / 2 ? i : -1;
+  }
+
+  /** Segment `i`'s first page and words. */
+  at(i: number): { first: number; words: Uint32Array } {
+    return { first: this.#first[i], words: this.#words[i] };
   }
 }
 
@@ -138,11 +156,11 @@ export interface ScanPolicy {
   /** PFN of the shared zero page (read but never written), or -1 when unknown. */
   zeroPfn: number;
   /**
-   * Memory tracking (dump/track.ts): the frame the parent images hold for each page number
-   * (address / 4096); a page still write-protected and on that frame is left to them.
+   * Memory tracking (dump/track.ts): what the parent's dump recorded of each page; a page still
+   * write-protected and on the frame recorded is left to the parent images.
    */
   parent?: FrameTable;
-  /** With tracking: each page taken, its address and frame. */
+  /** With tracking: the pagemap words of every page walked, kept for the next dump. */
   frames?: FrameList;
 }
 
@@ -196,9 +214,9 @@ export class Pagemap implements Disposable {
     let runLen = 0;
     let runParent = false;
     const { parent, frames } = policy;
-    // The parent's frames, walked along with the scan.
-    const pairs = parent?.pairs ?? new Float64Array(0);
-    let pi = parent ? parent.seek(Number(start)) : 0;
+    // The parent's segment in use, and where it starts.
+    let seg = -1, segFirst = 0, segEnd = 0;
+    let segWords: Uint32Array = new Uint32Array(0);
     for (let page = start; page < end;) {
       const count = Math.min(Number((end - page) / 4096n), this.#buf.length / 2);
       const got = pread(
@@ -210,8 +228,7 @@ export class Pagemap implements Disposable {
       if (got <= 0) break;
       const e = this.#buf;
       const firstPage = Number(page / 4096n);
-      const fb = frames?.reserve(got);
-      let fn = frames?.length ?? 0;
+      frames?.add(firstPage, e.subarray(0, 2 * got));
       for (let i = 0; i < got; i++) {
         const lo = e[2 * i] >>> 0, hi = e[2 * i + 1] >>> 0;
         let take = false;
@@ -222,16 +239,26 @@ export class Pagemap implements Disposable {
             !(lo === zeroLo && (hi & PM_HI.PFN_MASK) === zeroHi);
         }
         let inParent = false;
-        if (take && fb) {
-          // The frame (a swap slot counted apart); 0 where the kernel hides frames.
-          const n = (hi & PM_HI.PFN_MASK) * 0x100000000 + lo;
-          const frame = hi & PM_HI.SWAP ? -(n + 1) : n;
-          const addr = (firstPage + i) * 4096;
-          while (pi < pairs.length && pairs[pi] < addr) pi += 2;
-          inParent = frame !== 0 && (hi & PM_HI_UFFD_WP) !== 0 && pi < pairs.length &&
-            pairs[pi] === addr && pairs[pi + 1] === frame;
-          fb[fn++] = addr;
-          fb[fn++] = frame;
+        // Left to the parent: still write-protected, and the same frame (or swap slot) as
+        // the parent recorded there; never where the kernel hides frames (all zero).
+        if (take && parent && (hi & PM_HI_UFFD_WP) !== 0 && (lo | (hi & PM_HI.PFN_MASK)) !== 0) {
+          const pageNo = firstPage + i;
+          if (pageNo < segFirst || pageNo >= segEnd) {
+            seg = parent.segment(pageNo);
+            if (seg >= 0) {
+              const at = parent.at(seg);
+              segFirst = at.first;
+              segWords = at.words;
+              segEnd = segFirst + segWords.length / 2;
+            } else {
+              segFirst = segEnd = 0;
+            }
+          }
+          if (seg >= 0 && pageNo >= segFirst && pageNo < segEnd) {
+            const k = 2 * (pageNo - segFirst);
+            const same = PM_HI.PRESENT | PM_HI.SWAP | PM_HI.PFN_MASK;
+            inParent = segWords[k] === lo && ((segWords[k + 1] ^ hi) & same) === 0;
+          }
         }
         if (take && runLen && inParent !== runParent) {
           out.push({ vaddr: runStart, nrPages: runLen, ...(runParent ? { inParent: true } : {}) });
@@ -248,7 +275,6 @@ export class Pagemap implements Disposable {
           runLen = 0;
         }
       }
-      if (frames) frames.length = fn;
       this.scanned += got;
       page += BigInt(got) * 4096n;
     }
