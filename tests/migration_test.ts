@@ -272,3 +272,50 @@ Deno.test("a pre-dump and the last dump both through the page server, which keep
     await stopVictim(v);
   }
 });
+
+Deno.test("a pre-dump killed at any moment (SIGKILL) leaves the task running, untraced, its memory whole; a later pre-dump and dump still work", async () => {
+  const bin = await buildVictim("dirty");
+  const v = startVictim(["setsid", bin, "{out}", "256", "200"]);
+  let restored = 0;
+  try {
+    await waitReport(v);
+    const [cmd, ...pre] = criuArgv([]);
+    for (const ms of [150, 300, 450, 600, 800]) {
+      const child = new Deno.Command(cmd, {
+        args: [...pre, "pre-dump", "-t", `${v.pid}`, "-D", tmpDir()],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      await new Promise((r) => setTimeout(r, ms));
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // done already
+      }
+      await child.status;
+      await new Promise((r) => setTimeout(r, 100));
+      assertEquals(tracerPid(v.pid), 0, `killed after ${ms} ms: still traced`);
+      assertMatch(procState(v.pid) ?? "gone", /^[SR]$/, `killed after ${ms} ms`);
+    }
+    const base = tmpDir();
+    for (const d of ["1", "2"]) Deno.mkdirSync(join(base, d));
+    await ok(["pre-dump", "-t", `${v.pid}`, "-D", join(base, "1")]);
+    await ok([
+      "dump",
+      "-t",
+      `${v.pid}`,
+      "-D",
+      join(base, "2"),
+      "--track-mem",
+      "--prev-images-dir",
+      "../1",
+    ]);
+    assert(await waitGone(v.pid), "gone after the dump");
+    assertEquals((await criu(["restore", "-d", "-D", join(base, "2")])).code, 0);
+    restored = v.pid;
+    assertMatch(await verdict(v, v.pid, "SIGTERM", 10000), /^PASS dirty/m);
+  } finally {
+    if (restored) killAll(restored);
+    await stopVictim(v);
+  }
+});
