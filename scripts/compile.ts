@@ -24,6 +24,7 @@ const args = [
     "src/rpc/swrk.ts",
     "src/rpc/service.ts",
     "src/cli/page_server.ts",
+    "src/images/dedup.ts",
     "src/syscalls/uffd.ts",
   ]
     .flatMap((m) => ["--include", m]),

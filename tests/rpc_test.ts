@@ -148,7 +148,7 @@ Deno.test("RPC: a caller answering that its post-dump action failed fails the du
   }
 });
 
-Deno.test("RPC refusals come back as one line naming the field, with criu's errno, and leave the task as it was: an option deno-criu lacks (lazy_pages, auto_dedup), no pid, an external resource the caller names that is none, an unknown PID, a descriptor the caller does not have, keep_open on a dump, a single pre-dump", async () => {
+Deno.test("RPC refusals come back as one line naming the field, with criu's errno, and leave the task as it was: an option deno-criu lacks (lazy_pages, tls), no pid, an external resource the caller names that is none, an unknown PID, a descriptor the caller does not have, keep_open on a dump, a single pre-dump", async () => {
   const v = await heapVictim();
   try {
     const imgs = tmpDir();
@@ -169,8 +169,8 @@ Deno.test("RPC refusals come back as one line naming the field, with criu's errn
     // In the log file the request names too (runc shows the errno and the log's name only).
     assertMatch(Deno.readTextFileSync(join(imgs, "criu.log")), /Error.*RPC field lazy_pages/);
     await refused(
-      { type: "DUMP", images_dir: imgs, opts: { auto_dedup: true, pid: v.pid } },
-      /^RPC field auto_dedup: Option --auto-dedup is not supported/,
+      { type: "DUMP", images_dir: imgs, opts: { tls: true, pid: v.pid } },
+      /^RPC field tls: Option --tls is not supported/,
       EBADRQC,
     );
     await refused(

@@ -176,6 +176,13 @@ export async function main(argv: string[]): Promise<number> {
           return r.exit ? await r.exit : 0;
         });
       }
+      case "dedup": {
+        const { dedup } = await load<typeof import("../images/dedup.ts")>(
+          new URL("../images/dedup.ts", import.meta.url),
+        );
+        dedup(o.imagesDir);
+        return 0;
+      }
       case "page-server":
         return await (await load<typeof import("./page_server.ts")>(
           new URL("./page_server.ts", import.meta.url),

@@ -85,6 +85,8 @@ export interface CriuOpts {
   displayStats: boolean;
   networkLock?: LockMethod;
   preDumpMode: "splice" | "read";
+  /** `--auto-dedup`: a dump's pages are taken out of its parent images (criu dedup). */
+  autoDedup: boolean;
   /** `--page-server`: a dump's pages go to the page server at --address and --port. */
   pageServer: boolean;
   /** `--port`: the page server's (0: a page server takes any free one). */
@@ -160,6 +162,7 @@ export function defaultOpts(): CriuOpts {
     displayStats: false,
     preDumpMode: "splice",
     trackMem: false,
+    autoDedup: false,
     pageServer: false,
     // As criu's: none, which a page server takes as any free port.
     port: 0,
@@ -302,8 +305,7 @@ const TABLE: OptionSpec[] = [
     throw new UsageError('--ms is deprecated; see "Check options" of criu --help');
   }),
   ...bool("track-mem", "trackMem"),
-  refused("auto-dedup", "none", NOT_YET.migration),
-  { name: "no-auto-dedup", arg: "none", set: () => {} },
+  ...bool("auto-dedup", "autoDedup"),
   opt("libdir", "required", (o, v) => (o.libdir = v), { short: "L" }),
   opt("cpu-cap", "optional", (o, v) => (o.cpuCap = v ?? "all")),
   ...bool("force-irmap", "forceIrmap"),

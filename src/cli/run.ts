@@ -11,6 +11,7 @@ import { CRIU_VERSION, VERSION } from "../version.ts";
 import { type Dirs, dirsOf, inWorkDir } from "./dirs.ts";
 import { dump, type DumpResult } from "../dump/dump.ts";
 import { preDump } from "../dump/pre_dump.ts";
+import { dedup } from "../images/dedup.ts";
 import { restore, type RestoreResult } from "../restore/restore.ts";
 import { Logger } from "../log.ts";
 import { type ActionHook, actionScripts } from "../action_scripts.ts";
@@ -112,6 +113,10 @@ export async function runDump<T>(
       faultInject: Deno.env.get("DENO_CRIU_FAULT") || undefined,
       signal: stop.signal,
     }, log);
+    if (o.autoDedup && o.prevImagesDir) {
+      const punched = dedup(dirs.images);
+      log.info(`Auto-dedup: ${punched} pages taken out of the parent images`);
+    }
     return await done(r);
   } catch (e) {
     // stderr gets the line from main(); the log file needs its own copy.

@@ -1065,7 +1065,7 @@ function readPages(
 }
 
 /** A pagemap image: the pages-N.img id of its head, and its entries. */
-function readPagemap(path: string): { head: number; entries: PagemapRun[] } {
+export function readPagemap(path: string): { head: number; entries: PagemapRun[] } {
   const bytes = readImageBytes(path);
   const head = readHeadEntry(path, bytes, checkHeader(path, bytes, "PAGEMAP"), pagemap_headSchema);
   const entries = decodeEntries(path, bytes, head.next, pagemap_entrySchema).map((e) => ({

@@ -372,6 +372,17 @@ export function clockGettime(clock: number): [bigint, bigint] {
   return [ts[0], ts[1]];
 }
 
+/** Frees `len` bytes at `offset` of file `fd`, its size kept (FALLOC_FL_PUNCH_HOLE). */
+export function punchHole(fd: number, offset: bigint, len: bigint, what: string): void {
+  const FALLOC_FL_KEEP_SIZE = 1n, FALLOC_FL_PUNCH_HOLE = 2n;
+  const mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+  unwrap(
+    libc.syscall(BigInt(NR.fallocate), BigInt(fd), mode, offset, len, 0n, 0n),
+    "fallocate",
+    what,
+  );
+}
+
 /** fsync(2). */
 export function fsync(fd: number, what: string): void {
   unwrap(libc.fsync(fd), "fsync", what);

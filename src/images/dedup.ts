@@ -1,0 +1,93 @@
+/**
+ * `criu dedup` and `--auto-dedup`: the pages a dump holds itself are taken out of its parent
+ * images (holes punched in their pages files, sizes kept), since a restore reads them from
+ * the newest images that have them. Pages the dump leaves to its parents (PE_PARENT) stay.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { close, O, open, punchHole } from "../syscalls/mod.ts";
+import { PE_PARENT, PE_PRESENT } from "../pagemap/pagemap.ts";
+import { type PagemapRun, readPagemap } from "../restore/images.ts";
+import { exists } from "../util/exists.ts";
+
+/** Punches out of the parents of images `dir` the pages `dir` holds; returns how many. */
+export function dedup(dir: string): number {
+  const levels = new Map<string, Level | null>();
+  let punched = 0;
+  for (const e of Deno.readDirSync(dir)) {
+    const m = /^pagemap-(\d+)\.img$/.exec(e.name);
+    if (!m) continue;
+    const { entries } = readPagemap(join(dir, e.name));
+    for (const run of entries) {
+      if (run.flags & PE_PRESENT) {
+        punched += punchParents(levels, dir, e.name, run.vaddr, run.nrPages, 1);
+      }
+    }
+  }
+  return punched;
+}
+
+/** One level of parents: its entries, where each one's pages start, its pages file. */
+interface Level {
+  entries: PagemapRun[];
+  offsets: number[];
+  pages: string;
+}
+
+/** The level whose pagemap is at `path` (null: none), read once into `levels`. */
+function level(levels: Map<string, Level | null>, path: string): Level | null {
+  let l = levels.get(path);
+  if (l !== undefined) return l;
+  l = null;
+  if (exists(path)) {
+    const { head, entries } = readPagemap(path);
+    const offsets: number[] = [];
+    let off = 0;
+    for (const e of entries) {
+      offsets.push(off);
+      if (e.flags & PE_PRESENT) off += e.nrPages * 4096;
+    }
+    l = { entries, offsets, pages: join(path, "..", `pages-${head}.img`) };
+  }
+  levels.set(path, l);
+  return l;
+}
+
+/**
+ * Punches pages [vaddr, +n) of pagemap `name` out of the images `depth` parents above `dir`
+ * (and, where those leave them to their own parents, further up).
+ */
+function punchParents(
+  levels: Map<string, Level | null>,
+  dir: string,
+  name: string,
+  vaddr: bigint,
+  n: number,
+  depth: number,
+): number {
+  const l = level(levels, join(dir, ...Array(depth).fill("parent"), name));
+  if (!l) return 0;
+  const end = vaddr + BigInt(n) * 4096n;
+  let punched = 0;
+  let fd = -1;
+  try {
+    l.entries.forEach((e, j) => {
+      const eEnd = e.vaddr + BigInt(e.nrPages) * 4096n;
+      const from = e.vaddr > vaddr ? e.vaddr : vaddr, to = eEnd < end ? eEnd : end;
+      if (from >= to) return;
+      const pages = Number((to - from) / 4096n);
+      if (e.flags & PE_PRESENT) {
+        if (fd < 0) fd = open(l.pages, O.RDWR | O.CLOEXEC);
+        const at = BigInt(l.offsets[j]) + (from - e.vaddr);
+        punchHole(fd, at, to - from, l.pages);
+        punched += pages;
+      } else if (e.flags & PE_PARENT) {
+        punched += punchParents(levels, dir, name, from, pages, depth + 1);
+      }
+    });
+  } finally {
+    if (fd >= 0) close(fd);
+  }
+  return punched;
+}
