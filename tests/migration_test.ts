@@ -20,6 +20,7 @@ import {
   tmpDir,
   tracerPid,
   verdict,
+  type Victim,
   waitGone,
   waitLine,
   waitReport,
@@ -40,6 +41,32 @@ async function ok(args: string[]): Promise<string> {
 }
 
 const MIB = 64, PAGES = MIB * 256;
+
+/**
+ * The dirty victim (`mib` MiB, a page rewritten every `us` microseconds) taken through `body`,
+ * which dumps it and returns the images to restore it from: restored by this criu, it must
+ * find every page right. Everything is cleaned up after.
+ */
+async function dirtyRoundTrip(
+  mib: number,
+  us: number,
+  body: (v: Victim) => Promise<string>,
+): Promise<void> {
+  const v = startVictim(["setsid", await buildVictim("dirty"), "{out}", `${mib}`, `${us}`]);
+  let restored = 0;
+  try {
+    await waitReport(v);
+    const dir = await body(v);
+    assert(await waitGone(v.pid), "gone after the dump");
+    const r = await criu(["restore", "-d", "-D", dir]);
+    assertEquals(r.code, 0, r.stderr);
+    restored = v.pid;
+    assertMatch(await verdict(v, v.pid, "SIGTERM", 10000), /^PASS dirty/m);
+  } finally {
+    if (restored) killAll(restored);
+    await stopVictim(v);
+  }
+}
 
 for (const restorer of ["ours", "CRIU 4.2"] as const) {
   Deno.test(
@@ -183,11 +210,7 @@ for (const [dumper, server] of pairs) {
         console.log("skipped: no CRIU 4.2 oracle");
         return;
       }
-      const bin = await buildVictim("dirty");
-      const v = startVictim(["setsid", bin, "{out}", "16", "1000"]);
-      let restored = 0;
-      try {
-        await waitReport(v);
+      await dirtyRoundTrip(16, 1000, async (v) => {
         const dump = tmpDir(), srv = tmpDir(), port = `${freePort()}`;
         await run(server, ["page-server", "-d", "-D", srv, "--port", port, "-o", "ps.log"]);
         await run(dumper, [
@@ -202,30 +225,20 @@ for (const [dumper, server] of pairs) {
           "--port",
           port,
         ]);
-        assert(await waitGone(v.pid), "gone after the dump");
-        // The pages are the server's alone.
+        // The pages are the server's alone: they go beside the dump's other images.
         const names = (d: string) => Deno.readDirSync(d).toArray().map((e) => e.name);
         assertEquals(names(dump).filter((n) => /^(pagemap|pages)-/.test(n)), []);
         for (const n of names(srv).filter((n) => n.endsWith(".img"))) {
           Deno.copyFileSync(join(srv, n), join(dump, n));
         }
-        assertEquals((await criu(["restore", "-d", "-D", dump])).code, 0);
-        restored = v.pid;
-        assertMatch(await verdict(v, v.pid, "SIGTERM", 10000), /^PASS dirty/m);
-      } finally {
-        if (restored) killAll(restored);
-        await stopVictim(v);
-      }
+        return dump;
+      });
     },
   );
 }
 
 Deno.test("a pre-dump and the last dump both through the page server, which keeps the chain (its --prev-images-dir): the last sends only the pages written since", async () => {
-  const bin = await buildVictim("dirty");
-  const v = startVictim(["setsid", bin, "{out}", "16", "2000"]);
-  let restored = 0;
-  try {
-    await waitReport(v);
+  await dirtyRoundTrip(16, 2000, async (v) => {
     const base = tmpDir();
     for (const d of ["d1", "d2", "s1", "s2"]) Deno.mkdirSync(join(base, d));
     const port1 = `${freePort()}`;
@@ -257,28 +270,18 @@ Deno.test("a pre-dump and the last dump both through the page server, which keep
       "../d1",
     ]);
     assert(stat(last, "Memory pages written") < 16 * 256 / 4, last);
-    assert(await waitGone(v.pid), "gone after the dump");
     // The server's images and chain, with the dump's others.
     for (const e of Deno.readDirSync(join(base, "d2"))) {
       if (e.name.endsWith(".img")) {
         Deno.copyFileSync(join(base, "d2", e.name), join(base, "s2", e.name));
       }
     }
-    assertEquals((await criu(["restore", "-d", "-D", join(base, "s2")])).code, 0);
-    restored = v.pid;
-    assertMatch(await verdict(v, v.pid, "SIGTERM", 10000), /^PASS dirty/m);
-  } finally {
-    if (restored) killAll(restored);
-    await stopVictim(v);
-  }
+    return join(base, "s2");
+  });
 });
 
 Deno.test("a pre-dump killed at any moment (SIGKILL) leaves the task running, untraced, its memory whole; a later pre-dump and dump still work", async () => {
-  const bin = await buildVictim("dirty");
-  const v = startVictim(["setsid", bin, "{out}", "256", "200"]);
-  let restored = 0;
-  try {
-    await waitReport(v);
+  await dirtyRoundTrip(256, 200, async (v) => {
     const [cmd, ...pre] = criuArgv([]);
     for (const ms of [150, 300, 450, 600, 800]) {
       const child = new Deno.Command(cmd, {
@@ -310,14 +313,8 @@ Deno.test("a pre-dump killed at any moment (SIGKILL) leaves the task running, un
       "--prev-images-dir",
       "../1",
     ]);
-    assert(await waitGone(v.pid), "gone after the dump");
-    assertEquals((await criu(["restore", "-d", "-D", join(base, "2")])).code, 0);
-    restored = v.pid;
-    assertMatch(await verdict(v, v.pid, "SIGTERM", 10000), /^PASS dirty/m);
-  } finally {
-    if (restored) killAll(restored);
-    await stopVictim(v);
-  }
+    return join(base, "2");
+  });
 });
 
 /** Bytes the pages files of images `dir` take on disk (holes left out). */
