@@ -8,18 +8,17 @@
 import { join } from "node:path";
 import { close, O, open, punchHole } from "../syscalls/mod.ts";
 import { PE_PARENT, PE_PRESENT } from "../pagemap/pagemap.ts";
-import { type PagemapRun, readPagemap } from "../restore/images.ts";
+import { type PagesLevel, readPagesLevel } from "../restore/images.ts";
 import { exists } from "../util/exists.ts";
 
 /** Punches out of the parents of images `dir` the pages `dir` holds; returns how many. */
 export function dedup(dir: string): number {
-  const levels = new Map<string, Level | null>();
+  const levels = new Map<string, PagesLevel | null>();
   let punched = 0;
   for (const e of Deno.readDirSync(dir)) {
     const m = /^pagemap-(\d+)\.img$/.exec(e.name);
     if (!m) continue;
-    const { entries } = readPagemap(join(dir, e.name));
-    for (const run of entries) {
+    for (const run of readPagesLevel(join(dir, e.name)).entries) {
       if (run.flags & PE_PRESENT) {
         punched += punchParents(levels, dir, e.name, run.vaddr, run.nrPages, 1);
       }
@@ -28,29 +27,13 @@ export function dedup(dir: string): number {
   return punched;
 }
 
-/** One level of parents: its entries, where each one's pages start, its pages file. */
-interface Level {
-  entries: PagemapRun[];
-  offsets: number[];
-  pages: string;
-}
-
 /** The level whose pagemap is at `path` (null: none), read once into `levels`. */
-function level(levels: Map<string, Level | null>, path: string): Level | null {
+function level(levels: Map<string, PagesLevel | null>, path: string): PagesLevel | null {
   let l = levels.get(path);
-  if (l !== undefined) return l;
-  l = null;
-  if (exists(path)) {
-    const { head, entries } = readPagemap(path);
-    const offsets: number[] = [];
-    let off = 0;
-    for (const e of entries) {
-      offsets.push(off);
-      if (e.flags & PE_PRESENT) off += e.nrPages * 4096;
-    }
-    l = { entries, offsets, pages: join(path, "..", `pages-${head}.img`) };
+  if (l === undefined) {
+    l = exists(path) ? readPagesLevel(path) : null;
+    levels.set(path, l);
   }
-  levels.set(path, l);
   return l;
 }
 
@@ -59,7 +42,7 @@ function level(levels: Map<string, Level | null>, path: string): Level | null {
  * (and, where those leave them to their own parents, further up).
  */
 function punchParents(
-  levels: Map<string, Level | null>,
+  levels: Map<string, PagesLevel | null>,
   dir: string,
   name: string,
   vaddr: bigint,

@@ -10,7 +10,7 @@ import type { IpcNamespace } from "../dump/ipc_ns.ts";
 import { NETNS_RAW_IMAGES, type NetnsState } from "../net/netns.ts";
 import { create, isFieldSet } from "@bufbuild/protobuf";
 import { entryFlags, entryPages, PE_PARENT, PE_PRESENT } from "../pagemap/pagemap.ts";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import {
   type core_entry,
   core_entrySchema,
@@ -982,34 +982,42 @@ export interface PagemapRun {
   flags: number;
 }
 
+/** One level of a chain of images: a pagemap's entries, where each one's pages start, its pages file. */
+export interface PagesLevel {
+  /** The pagemap image. */
+  path: string;
+  entries: PagemapRun[];
+  /** Offset in the pages file of each entry's first page (present entries only). */
+  offsets: number[];
+  /** The pages-N.img beside it that its head names, checked to hold exactly its pages. */
+  pages: string;
+}
+
+/** Reads the pagemap at `path` with what its pages file holds (PagesLevel). */
+export function readPagesLevel(path: string): PagesLevel {
+  const { head, entries } = readPagemap(path);
+  const pages = join(dirname(path), `pages-${head}.img`);
+  const offsets: number[] = [];
+  let off = 0;
+  for (const e of entries) {
+    offsets.push(off);
+    if (e.flags & PE_PRESENT) off += e.nrPages * 4096;
+  }
+  checkPagesSize(pages, path, off);
+  return { path, entries, offsets, pages };
+}
+
 /** The pages of process `pid` in images `dir`, through the chain of parents. */
 function readPages(
   dir: string,
   pid: number,
 ): Pick<TaskImages, "pagemap" | "pagesPath" | "pagesPaths" | "pageFile" | "pageOffsets"> {
-  /** One level of the chain: its entries, where each one's pages start, its pages file. */
-  interface Level {
-    path: string;
-    entries: PagemapRun[];
-    offsets: number[];
-    pages: string;
-  }
-  const levels: (Level | undefined)[] = [];
-  const level = (depth: number): Level | undefined => {
+  const levels: (PagesLevel | undefined)[] = [];
+  const level = (depth: number): PagesLevel | undefined => {
     if (depth in levels) return levels[depth];
-    const at = join(dir, ...Array(depth).fill("parent"));
-    const path = join(at, `pagemap-${pid}.img`);
+    const path = join(dir, ...Array(depth).fill("parent"), `pagemap-${pid}.img`);
     if (depth > 0 && !exists(path)) return (levels[depth] = undefined);
-    const { head, entries } = readPagemap(path);
-    const pages = join(at, `pages-${head}.img`);
-    const offsets: number[] = [];
-    let off = 0;
-    for (const e of entries) {
-      offsets.push(off);
-      if (e.flags & PE_PRESENT) off += e.nrPages * 4096;
-    }
-    checkPagesSize(pages, path, off);
-    return (levels[depth] = { path, entries, offsets, pages });
+    return (levels[depth] = readPagesLevel(path));
   };
   const own = level(0)!;
   const out: { run: PagemapRun; file: number; offset: number }[] = [];
@@ -1065,7 +1073,7 @@ function readPages(
 }
 
 /** A pagemap image: the pages-N.img id of its head, and its entries. */
-export function readPagemap(path: string): { head: number; entries: PagemapRun[] } {
+function readPagemap(path: string): { head: number; entries: PagemapRun[] } {
   const bytes = readImageBytes(path);
   const head = readHeadEntry(path, bytes, checkHeader(path, bytes, "PAGEMAP"), pagemap_headSchema);
   const entries = decodeEntries(path, bytes, head.next, pagemap_entrySchema).map((e) => ({
