@@ -23,7 +23,6 @@ import {
   iocbPwrite,
 } from "../syscalls/aio.ts";
 import {
-  Errno,
   NR,
   O,
   readRemote,
@@ -38,6 +37,7 @@ import { ImageError } from "../images/image.ts";
 import type { RemoteArena } from "./arena.ts";
 import type { TaskImages } from "./images.ts";
 import { RestoreError } from "./files.ts";
+import { type TaskSyscall, taskSyscall } from "./task_syscall.ts";
 
 /** Requests one io_submit is given at most. */
 const BATCH = 256;
@@ -68,11 +68,7 @@ export function restoreAioRings(rs: RemoteSyscalls, arena: RemoteArena, task: Ta
   if (!task.mm.aios.length) return;
   const pid = rs.task.pid;
   const hex = (a: bigint) => a.toString(16);
-  const sys = (nr: number, name: string, ...args: (bigint | number)[]) => {
-    const ret = rs.call(nr, ...args);
-    if (ret < 0n) throw new Errno(name, Number(-ret), `in restored task ${pid}`);
-    return ret;
-  };
+  const sys = taskSyscall(rs);
   // Each ring as dumped (its pages are where it was), in the order of its slot.
   const rings = task.mm.aios.map((entry) => {
     const bytes = new Uint8Array(entry.ringLen);
@@ -139,7 +135,9 @@ export function restoreAioRings(rs: RemoteSyscalls, arena: RemoteArena, task: Ta
         MREMAP_MAYMOVE | MREMAP_FIXED,
         at,
       );
-      if (moved !== at) throw new RestoreError(`Cannot restore ${what}: moved to ${hex(moved)}`);
+      if (BigInt(moved) !== at) {
+        throw new RestoreError(`Cannot restore ${what}: moved to ${moved.toString(16)}`);
+      }
     }
     for (const f of fillers) sys(NR.io_destroy, "io_destroy (a filler)", f);
   } finally {
@@ -161,7 +159,7 @@ function ringHeader(pid: number, at: RemotePtr) {
  * left unreaped reaped on the way.
  */
 function replay(
-  sys: (nr: number, name: string, ...args: (bigint | number)[]) => bigint,
+  sys: TaskSyscall,
   pid: number,
   ctx: RemotePtr,
   list: RemotePtr,
@@ -173,9 +171,7 @@ function replay(
   const word = new Uint8Array(4);
   const complete = (n: number, reap: boolean) => {
     for (let done = 0; done < n;) {
-      const got = Number(
-        sys(NR.io_submit, `io_submit (${what})`, ctx, Math.min(BATCH, n - done), list),
-      );
+      const got = sys(NR.io_submit, `io_submit (${what})`, ctx, Math.min(BATCH, n - done), list);
       if (got <= 0) {
         throw new RestoreError(`Cannot restore ${what}: no more requests could be submitted`);
       }

@@ -29,6 +29,7 @@ import {
   fd_types,
 } from "../../proto/gen/files_pb.ts";
 import { mapKey } from "./memory.ts";
+import { taskSyscall } from "./task_syscall.ts";
 import { isRingFile, makeRing, ringMaker, ringsInMemory, takeRing } from "./io_uring.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { RemoteArena } from "./arena.ts";
@@ -83,11 +84,7 @@ export function installFiles(
 ): ServiceFds {
   const pid = rs.task.pid;
   const high = Math.max(64, ...task.fds.map((f) => f.fd + 1));
-  const sys = (nr: number, name: string, ...args: (bigint | number)[]) => {
-    const ret = rs.call(nr, ...args);
-    if (ret < 0n) throw new Errno(name, Number(-ret), `in restored task ${pid}`);
-    return Number(ret);
-  };
+  const sys = taskSyscall(rs);
 
   // What to send: each file entry once, then the restorer's own files. A table shared with an
   // earlier process (CLONE_FILES) has its descriptors already: only the restorer's go in.

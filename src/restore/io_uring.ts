@@ -32,7 +32,6 @@ import {
 } from "../syscalls/io_uring.ts";
 import {
   close,
-  Errno,
   errnoName,
   NR,
   O,
@@ -50,6 +49,7 @@ import { ImageError } from "../images/image.ts";
 import type { RemoteArena } from "./arena.ts";
 import type { DumpImages, TaskImages } from "./images.ts";
 import { RestoreError, SETFL_MASK } from "./files.ts";
+import { type TaskSyscall, taskSyscall } from "./task_syscall.ts";
 
 /** Whether file entry `f` is an io_uring instance (ours: type UND with its entry). */
 export function isRingFile(f: file_entry | undefined): boolean {
@@ -79,7 +79,7 @@ export function checkRingEntry(f: file_entry, path: string): void {
  * mappings.
  */
 export function makeRing(
-  sys: (nr: number, name: string, ...args: (bigint | number)[]) => number,
+  sys: TaskSyscall,
   arena: RemoteArena,
   pid: number,
   task: TaskImages,
@@ -172,11 +172,7 @@ export function makeRingsInMemory(
   fds: { rings: Map<number, number>; ringsLater: number[]; high: number; all: number[] },
 ): void {
   const pid = rs.task.pid;
-  const sys = (nr: number, name: string, ...args: (bigint | number)[]) => {
-    const ret = rs.call(nr, ...args);
-    if (ret < 0n) throw new Errno(name, Number(-ret), `in restored task ${pid}`);
-    return Number(ret);
-  };
+  const sys = taskSyscall(rs);
   for (const id of fds.ringsLater) {
     const fd = makeRing(sys, arena, pid, task, dump.files.get(id)!, fds.high);
     fds.rings.set(id, fd);
