@@ -16,14 +16,13 @@ import {
 import { join } from "node:path";
 import { close, O, open, PAGE_IS, pagemapScan, zeroPagePfn } from "../syscalls/mod.ts";
 import {
+  entryPages,
   type FrameList,
   type FrameTable,
   Pagemap,
   pagemapEntry,
   type PageRun,
   parentEntry,
-  PE_LAZY,
-  PE_PARENT,
   PE_PRESENT,
 } from "../pagemap/pagemap.ts";
 import { readPages, writePages, type XferStats } from "../pagemap/page_xfer.ts";
@@ -395,18 +394,20 @@ export async function writePagePlan(
   if (server && !server.open(dst) && runs.some((r) => r.inParent)) {
     for (const r of runs) delete r.inParent;
   }
-  const entries = pagemapEntries(runs, vmas, plan.stackPointers);
+  const entries = pagemapEntries(runs, vmas, plan.stackPointers).map((e) =>
+    e.parent ? parentEntry(e.vaddr, e.pages) : pagemapEntry(e.vaddr, e.pages, e.lazy)
+  );
   let xfer: XferStats;
   if (server) {
     // Each entry, its pages after it.
     xfer = { pages: 0, readUs: 0, writeUs: 0 };
     for (const e of entries) {
-      const flags = e.parent ? PE_PARENT : PE_PRESENT | (e.lazy ? PE_LAZY : 0);
-      server.add(dst, e.vaddr, e.pages, flags);
-      if (e.parent) continue;
+      const pages = entryPages(e);
+      server.add(dst, e.vaddr, pages, e.flags);
+      if (!(e.flags & PE_PRESENT)) continue;
       const x = readPages(
         pid,
-        [{ vaddr: e.vaddr, nrPages: e.pages }],
+        [{ vaddr: e.vaddr, nrPages: pages }],
         (b) => server.data(b),
         running,
       );
@@ -426,12 +427,7 @@ export async function writePagePlan(
     ctx.written.push(pagesFile);
     const img = ctx.image(`pagemap-${ctx.pids.virt(pid)}.img`, "PAGEMAP");
     img.entry(pagemap_headSchema, create(pagemap_headSchema, { pagesId: pagesId }));
-    for (const e of entries) {
-      img.entry(
-        pagemap_entrySchema,
-        e.parent ? parentEntry(e.vaddr, e.pages) : pagemapEntry(e.vaddr, e.pages, e.lazy),
-      );
-    }
+    for (const e of entries) img.entry(pagemap_entrySchema, e);
   }
   ctx.stats.memdumpUs += plan.scanUs + xfer.readUs;
   ctx.stats.memwriteUs += xfer.writeUs;

@@ -31,7 +31,7 @@ import {
 } from "../syscalls/uffd.ts";
 import { writeFileSynced } from "../images/image.ts";
 import { FrameTable } from "../pagemap/pagemap.ts";
-import { listFds } from "../tree/proc.ts";
+import { listFds, parseStat, readProcText } from "../tree/proc.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { VMA, type Vma, vmaHasPrivatePages } from "../pagemap/vma.ts";
 
@@ -59,8 +59,7 @@ export interface ParentPages {
 const TRACK_FD_FLOOR = 900;
 
 function startTime(pid: number): string {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  return `${parseStat(readProcText(pid, "stat")).startTime}`;
 }
 
 /** The trackers of images directory `dir` (none: empty). */

@@ -8,7 +8,7 @@
  * @module
  */
 import { libc } from "./ffi.ts";
-import { pagemapWalk } from "./process.ts";
+import { PAGE_IS, pagemapWalk } from "./process.ts";
 import { NR } from "./syscall_numbers.ts";
 
 /** userfaultfd(2) flags: user-mode faults only (what an unprivileged task may ask). */
@@ -40,12 +40,12 @@ export function uffdioRegisterWp(start: bigint, end: bigint): Uint8Array {
  * -errno.
  */
 export function protectWritten(fd: number, start: bigint, end: bigint): number {
-  const PM_SCAN_WP_MATCHING = 1n, PAGE_IS_WRITTEN = 2n;
+  const PM_SCAN_WP_MATCHING = 1n;
   // No vector: the walk goes on to the end.
   return pagemapWalk(fd, start, end, (arg) => {
     arg[1] = PM_SCAN_WP_MATCHING;
-    arg[9] = PAGE_IS_WRITTEN;
-    arg[11] = PAGE_IS_WRITTEN;
+    arg[9] = BigInt(PAGE_IS.WRITTEN);
+    arg[11] = BigInt(PAGE_IS.WRITTEN);
   });
 }
 

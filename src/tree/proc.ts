@@ -41,6 +41,8 @@ export interface ProcStat {
   flags: number;
   nice: number;
   numThreads: number;
+  /** When it started, in clock ticks since boot (a PID used again is another process). */
+  startTime: bigint;
   startCode: bigint;
   endCode: bigint;
   startStack: bigint;
@@ -78,6 +80,7 @@ export function parseStat(text: string): ProcStat {
     flags: n(9),
     nice: n(19),
     numThreads: n(20),
+    startTime: b(22),
     startCode: b(26),
     endCode: b(27),
     startStack: b(28),
