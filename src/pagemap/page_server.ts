@@ -20,7 +20,7 @@ import { join } from "node:path";
 import { pagemap_entrySchema, pagemap_headSchema } from "../../proto/gen/mm_pb.ts";
 import { IMAGE_MODE, ImageWriter } from "../images/image.ts";
 import { exists } from "../util/exists.ts";
-import { PE_PARENT, PE_PRESENT } from "./pagemap.ts";
+import { flaggedEntry, PE_PARENT, PE_PRESENT } from "./pagemap.ts";
 import type { Logger } from "../log.ts";
 import { close, tryRead, writeAll } from "../syscalls/mod.ts";
 import {
@@ -262,15 +262,7 @@ export async function servePages(dir: string, conn: Deno.Conn, log: Logger): Pro
         const flags = cmd === PS.ADD_F ? flagsIn : cmd === PS.ADD ? PE_PRESENT : PE_PARENT;
         // Older clients send no OPEN: the destination opens with its first pages.
         if (current?.dst !== dst) open(dst);
-        current!.img.entry(
-          pagemap_entrySchema,
-          create(pagemap_entrySchema, {
-            vaddr,
-            nrPages: BigInt(nrPages),
-            compatNrPages: nrPages <= 0xffffffff ? nrPages : 0,
-            flags,
-          }),
-        );
+        current!.img.entry(pagemap_entrySchema, flaggedEntry(vaddr, nrPages, flags));
         if (flags & PE_PRESENT) {
           for (let left = nrPages * 4096; left > 0;) {
             const n = Math.min(left, buf.length);

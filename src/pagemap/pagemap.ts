@@ -30,27 +30,27 @@ export const PM_HI = {
 export const PE_PRESENT = 1 << 2;
 
 /**
- * A pagemap image entry for `nrPages` pages at `vaddr`, present. criu 4 reads the count from
- * nr_pages (and writes 0 in compat_nr_pages); criu 3 and its crit know only compat_nr_pages:
- * both hold it, so that either reads it.
+ * A pagemap image entry for `nrPages` pages at `vaddr` with `flags` (PE_*). criu 4 reads the
+ * count from nr_pages (and writes 0 in compat_nr_pages); criu 3 and its crit know only
+ * compat_nr_pages: both hold it, so that either reads it.
  */
-export function pagemapEntry(vaddr: bigint, nrPages: number, lazy = false): pagemap_entry {
+export function flaggedEntry(vaddr: bigint, nrPages: number, flags: number): pagemap_entry {
   return create(pagemap_entrySchema, {
     vaddr,
     compatNrPages: nrPages <= 0xffffffff ? nrPages : 0,
     nrPages: BigInt(nrPages),
-    flags: PE_PRESENT | (lazy ? PE_LAZY : 0),
+    flags,
   });
+}
+
+/** A pagemap image entry for `nrPages` pages at `vaddr`, present (lazy if `lazy`). */
+export function pagemapEntry(vaddr: bigint, nrPages: number, lazy = false): pagemap_entry {
+  return flaggedEntry(vaddr, nrPages, PE_PRESENT | (lazy ? PE_LAZY : 0));
 }
 
 /** A pagemap image entry for `nrPages` pages at `vaddr` whose data are the parent images'. */
 export function parentEntry(vaddr: bigint, nrPages: number): pagemap_entry {
-  return create(pagemap_entrySchema, {
-    vaddr,
-    compatNrPages: nrPages <= 0xffffffff ? nrPages : 0,
-    nrPages: BigInt(nrPages),
-    flags: PE_PARENT,
-  });
+  return flaggedEntry(vaddr, nrPages, PE_PARENT);
 }
 
 /** pagemap_entry flag PE_LAZY: the pages may come later (criu's lazy restore). */
