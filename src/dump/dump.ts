@@ -12,7 +12,7 @@
  */
 import { VERSION } from "../version.ts";
 import { parseCgroups } from "../util/cgroup_fs.ts";
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   core_entrySchema,
   type task_kobj_ids_entry,
@@ -558,19 +558,11 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
     sighandId: ctx.objectId(),
     ...ctx.nsIds(Deno.pid),
   });
-  ctx.image("inventory.img", "INVENTORY").entry(
-    inventory_entrySchema,
-    create(inventory_entrySchema, {
-      imgVersion: IMAGES_VERSION,
-      fdinfoPerId: true,
-      rootIds,
-      nsPerId: true,
-      lsmtype: lsmtype.NO_LSM,
-      tcpClose: ctx.opts.tcpClose || undefined,
-      denoCriu: VERSION,
-      networkLockMethod: LOCK_METHODS.indexOf(ctx.opts.networkLock ?? DEFAULT_LOCK_METHOD),
-    }),
-  );
+  writeInventory(ctx, {
+    rootIds,
+    tcpClose: ctx.opts.tcpClose || undefined,
+    networkLockMethod: LOCK_METHODS.indexOf(ctx.opts.networkLock ?? DEFAULT_LOCK_METHOD),
+  });
   ctx.cgroups.write(ctx);
   ctx.image("seccomp.img", "SECCOMP").entry(
     seccomp_entrySchema,
@@ -868,6 +860,27 @@ async function dumpProcess(
     create(fs_entrySchema, { cwdId, rootId, umask: state.status.umask }),
   );
   return ids;
+}
+
+/**
+ * Writes inventory.img as criu writes it (image version, per-id fdinfo and namespaces, no LSM,
+ * ours named), with a dump's own fields (`extra`).
+ */
+export function writeInventory(
+  ctx: DumpContext,
+  extra: MessageInitShape<typeof inventory_entrySchema> = {},
+): void {
+  ctx.image("inventory.img", "INVENTORY").entry(
+    inventory_entrySchema,
+    create(inventory_entrySchema, {
+      imgVersion: IMAGES_VERSION,
+      fdinfoPerId: true,
+      nsPerId: true,
+      lsmtype: lsmtype.NO_LSM,
+      denoCriu: VERSION,
+      ...extra,
+    }),
+  );
 }
 
 /** Writes stats-dump (in the work directory, as criu). */

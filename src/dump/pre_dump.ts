@@ -10,23 +10,20 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
-import { inventory_entrySchema, lsmtype } from "../../proto/gen/misc_pb.ts";
 import { syncDir } from "../images/image.ts";
 import { collectTree } from "../tree/collect.ts";
 import { Parasite } from "../tree/parasite.ts";
 import { VirtualPids } from "../tree/pid_ns.ts";
 import { type Logger, silentLogger } from "../log.ts";
-import { VERSION } from "../version.ts";
 import { DumpContext, type DumpOptions } from "./context.ts";
 import { collectVmas, type PagePlan, scanPages, writePagePlan } from "./mm.ts";
 import { writeTracking } from "./track.ts";
 import {
   type DumpResult,
-  IMAGES_VERSION,
   startDump,
   tracked,
   trackPages,
+  writeInventory,
   writeStats,
 } from "./dump.ts";
 
@@ -64,16 +61,7 @@ export async function preDump(
     ctx.pageServer?.abort();
     throw e;
   }
-  ctx.image("inventory.img", "INVENTORY").entry(
-    inventory_entrySchema,
-    create(inventory_entrySchema, {
-      imgVersion: IMAGES_VERSION,
-      fdinfoPerId: true,
-      nsPerId: true,
-      lsmtype: lsmtype.NO_LSM,
-      denoCriu: VERSION,
-    }),
-  );
+  writeInventory(ctx);
   ctx.written.push(...writeTracking(ctx.opts.imagesDir, ctx.trackers, ctx.frames));
   ctx.flush();
   syncDir(ctx.opts.imagesDir);
