@@ -35,7 +35,7 @@ import {
 } from "./syscalls/mod.ts";
 import { addressOf, cString } from "./syscalls/ffi.ts";
 import { aioRemapWorks } from "./syscalls/aio.ts";
-import { uffdWpAsync } from "./syscalls/uffd.ts";
+import { UFFD_FEATURES_NONCOOP, uffdFeatures, uffdWpAsync } from "./syscalls/uffd.ts";
 import { AF_UNIX, SOCK_DGRAM, socket, socketNetns } from "./syscalls/socket.ts";
 import { nsidOf } from "./net/nsid.ts";
 
@@ -124,7 +124,6 @@ function tool(cmd: string, args: string[]): boolean {
 }
 
 const NS = "namespaces come with container support";
-const MIGRATION = "pre-dumps and lazy pages come with live migration";
 
 /** A feature deno-criu does not use yet, whatever the kernel has. */
 function notOurs(name: string, description: string, why: string): Feature {
@@ -325,8 +324,18 @@ const NAMED: Feature[] = [
     ...notOurs("compat_cr", "32-bit tasks", "32-bit tasks are not supported"),
     category: "experimental",
   },
-  notOurs("uffd", "userfaultfd for lazy pages", MIGRATION),
-  notOurs("uffd-noncoop", "non-cooperative userfaultfd for lazy pages", MIGRATION),
+  {
+    name: "uffd",
+    description: "userfaultfd for lazy pages",
+    category: "extra",
+    probe: () => uffdFeatures() !== undefined,
+  },
+  {
+    name: "uffd-noncoop",
+    description: "userfaultfd reporting forks, mremap, madvise and munmap (lazy pages)",
+    category: "extra",
+    probe: () => ((uffdFeatures() ?? 0) & UFFD_FEATURES_NONCOOP) === UFFD_FEATURES_NONCOOP,
+  },
   notOurs("can_map_vdso", "mapping a vDSO", "deno-criu moves the vDSO into place (mremap)"),
   {
     name: "sk_ns",

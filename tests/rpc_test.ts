@@ -148,7 +148,7 @@ Deno.test("RPC: a caller answering that its post-dump action failed fails the du
   }
 });
 
-Deno.test("RPC refusals come back as one line naming the field, with criu's errno, and leave the task as it was: an option deno-criu lacks (lazy_pages, tls), no pid, an external resource the caller names that is none, an unknown PID, a descriptor the caller does not have, keep_open on a dump, a single pre-dump", async () => {
+Deno.test("RPC refusals come back as one line naming the field, with criu's errno, and leave the task as it was: an option deno-criu lacks (tls, ps-socket), no pid, an external resource the caller names that is none, an unknown PID, a descriptor the caller does not have, keep_open on a dump, a single pre-dump", async () => {
   const v = await heapVictim();
   try {
     const imgs = tmpDir();
@@ -162,12 +162,12 @@ Deno.test("RPC refusals come back as one line naming the field, with criu's errn
       untouched(v.pid);
     };
     await refused(
-      { type: "DUMP", images_dir: imgs, opts: { pid: v.pid, lazy_pages: true } },
-      /^RPC field lazy_pages: Option --lazy-pages is not supported by deno-criu/,
+      { type: "DUMP", images_dir: imgs, opts: { pid: v.pid, ps: { fd: 0 } } },
+      /^RPC field ps: Option --ps-socket is not supported by deno-criu/,
       EBADRQC,
     );
     // In the log file the request names too (runc shows the errno and the log's name only).
-    assertMatch(Deno.readTextFileSync(join(imgs, "criu.log")), /Error.*RPC field lazy_pages/);
+    assertMatch(Deno.readTextFileSync(join(imgs, "criu.log")), /Error.*RPC field ps/);
     await refused(
       { type: "DUMP", images_dir: imgs, opts: { tls: true, pid: v.pid } },
       /^RPC field tls: Option --tls is not supported/,
@@ -228,8 +228,9 @@ Deno.test("RPC: VERSION and FEATURE_CHECK on one connection kept open, then CHEC
   assertEquals(resps[0].version.minor_number, 2);
   assertMatch(resps[0].version.gitid, /^deno-criu-/);
   assertEquals(resps[1].success, true);
-  // Memory tracking without soft-dirty (userfaultfd write-protection), which this kernel has.
-  assertEquals(resps[1].features, { mem_track: true, lazy_pages: false, pidfd_store: false });
+  // Memory tracking without soft-dirty (userfaultfd write-protection), and lazy pages
+  // (userfaultfd's non-cooperative events), which this kernel has.
+  assertEquals(resps[1].features, { mem_track: true, lazy_pages: true, pidfd_store: false });
   assertEquals(resps[2].type, "CHECK");
   assertEquals(resps[2].success, true);
 });
@@ -285,9 +286,9 @@ Deno.test("mod.ts's CriuClient drives this criu through swrk: version, dump with
   try {
     const imgs = tmpDir();
     await assertRejects(
-      () => criu.dump({ pid: v.pid, imagesDir: imgs, lazyPages: true }),
+      () => criu.dump({ pid: v.pid, imagesDir: imgs, tls: true }),
       CriuRpcError,
-      /RPC field lazy_pages/,
+      /RPC field tls/,
     );
     const seen: string[] = [];
     await criu.dump({ pid: v.pid, imagesDir: imgs, notifyScripts: true }, (s) => {

@@ -125,7 +125,8 @@ Deno.test("bad input: one clear line, exit code 1, no stack trace", async () => 
     [["dump", "-t", "1", "-D", "/proc/1"], /Cannot write to images directory \/proc\/1/],
     [["dump", "-D", dir], /dump needs a process: -t\/--tree PID/],
     [["dump", "--bogus"], /unrecognized option '--bogus'/],
-    [["dump", "--lazy-pages", "-t", "1"], /--lazy-pages is not supported/],
+    [["dump", "--tls", "-t", "1"], /--tls is not supported/],
+    [["pre-dump", "--lazy-pages", "-t", "1"], /Lazy pages are not supported with pre-dump/],
     [["dump", "--network-lock", "pf", "-t", "1"], /invalid argument for --network-lock: pf/],
     [["frobnicate"], /unknown command: frobnicate/],
   ];

@@ -28,6 +28,8 @@ import { sysctlWrites } from "../src/net/netns.ts";
 import { planSessions } from "../src/restore/sessions.ts";
 import { holdersOf } from "../src/tree/stop_hold.ts";
 import type { TaskImages } from "../src/restore/images.ts";
+import { LazyRanges } from "../src/lazy/ranges.ts";
+import { lazyRanges } from "../src/lazy/daemon.ts";
 import { fakeSegment, onTheWire, TH } from "../src/net/tcp_segment.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
 import { IdMap } from "../src/tree/userns.ts";
@@ -774,4 +776,61 @@ Deno.test("an id map of several extents turns ids both ways, and knows the ids i
   ]);
   assertEquals([m.outside(0), m.outside(1500), m.outside(2000)], [100000, 201500, undefined]);
   assertEquals(m.toString(), "0 100000 1000\n1000 201000 1000\n");
+});
+
+Deno.test("lazy ranges: a fault takes its pages out of a range, splitting it; mremap moves what is left (keeping where its data were), munmap drops it, a fork's copy is its own", () => {
+  const K = 0x1000n;
+  const r = new LazyRanges([{ start: 10n * K, end: 20n * K, img: 10n * K }]);
+  assertEquals(r.take(12n * K, 3n * K), { start: 12n * K, len: 3n * K, img: 12n * K });
+  assertEquals(r.list(), [
+    { start: 10n * K, end: 12n * K, img: 10n * K },
+    { start: 15n * K, end: 20n * K, img: 15n * K },
+  ]);
+  assertEquals(r.take(13n * K, K), undefined);
+  assert(r.has(19n * K) && !r.has(20n * K) && !r.has(14n * K));
+  const child = r.clone();
+  // [16, 18) moves to [100, 102): its data are still those dumped at 16.
+  r.remap(16n * K, 100n * K, 2n * K);
+  assertEquals(r.list(), [
+    { start: 10n * K, end: 12n * K, img: 10n * K },
+    { start: 15n * K, end: 16n * K, img: 15n * K },
+    { start: 18n * K, end: 20n * K, img: 18n * K },
+    { start: 100n * K, end: 102n * K, img: 16n * K },
+  ]);
+  r.drop(11n * K, 101n * K);
+  assertEquals(r.list(), [
+    { start: 10n * K, end: 11n * K, img: 10n * K },
+    { start: 101n * K, end: 102n * K, img: 17n * K },
+  ]);
+  assertEquals(child.bytes, 7n * K);
+  // Moved onto what was there: that is gone.
+  child.remap(10n * K, 16n * K, 2n * K);
+  assertEquals(child.list(), [
+    { start: 15n * K, end: 16n * K, img: 15n * K },
+    { start: 16n * K, end: 18n * K, img: 10n * K },
+    { start: 18n * K, end: 20n * K, img: 18n * K },
+  ]);
+  assertEquals(child.takeFirst(100n * K), { start: 15n * K, len: K, img: 15n * K });
+  child.putBack({ start: 15n * K, len: K, img: 15n * K });
+  assertEquals(child.bytes, 5n * K);
+});
+
+Deno.test("lazy ranges of a task: only its PE_LAZY pages, cut where its mappings end", () => {
+  const K = 0x1000n;
+  const vma = (start: bigint, end: bigint) => ({ start, end }) as never;
+  const ranges = lazyRanges({
+    pid: 1,
+    vmas: [vma(0n, 4n * K), vma(4n * K, 8n * K)],
+    pagemap: [
+      { vaddr: 0n, nrPages: 1, flags: 4 },
+      { vaddr: K, nrPages: 6, flags: 6 },
+    ],
+    pagesPaths: [],
+    pageFile: [],
+    pageOffsets: [],
+  });
+  assertEquals(ranges, [
+    { start: K, end: 4n * K, img: K },
+    { start: 4n * K, end: 7n * K, img: 4n * K },
+  ]);
 });

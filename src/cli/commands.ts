@@ -187,6 +187,10 @@ export async function main(argv: string[]): Promise<number> {
         return await (await load<typeof import("./page_server.ts")>(
           new URL("./page_server.ts", import.meta.url),
         )).runPageServer(o, argv);
+      case "lazy-pages":
+        return await (await load<typeof import("./lazy_pages.ts")>(
+          new URL("./lazy_pages.ts", import.meta.url),
+        )).runLazyPages(o, argv);
       case "swrk":
         return await (await load<typeof import("../rpc/swrk.ts")>(
           new URL("../rpc/swrk.ts", import.meta.url),

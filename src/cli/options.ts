@@ -89,6 +89,11 @@ export interface CriuOpts {
   autoDedup: boolean;
   /** `--page-server`: a dump's pages go to the page server at --address and --port. */
   pageServer: boolean;
+  /**
+   * `--lazy-pages`: a restore leaves lazy pages to `criu lazy-pages`; a dump serves them from
+   * the frozen tree on --port; a page server serves its images' on request.
+   */
+  lazyPages: boolean;
   /** `--port`: the page server's (0: a page server takes any free one). */
   port: number;
   /** `--track-mem`: memory tracked for the next dump; pages left to the parent images. */
@@ -164,6 +169,7 @@ export function defaultOpts(): CriuOpts {
     trackMem: false,
     autoDedup: false,
     pageServer: false,
+    lazyPages: false,
     // As criu's: none, which a page server takes as any free port.
     port: 0,
     skipFileRwxCheck: false,
@@ -348,7 +354,7 @@ const TABLE: OptionSpec[] = [
     }
     o.emptyNet = true;
   }),
-  refused("lazy-pages", "none", NOT_YET.migration),
+  ...bool("lazy-pages", "lazyPages"),
   ...bool("extra", "checkExtra"),
   ...bool("experimental", "checkExperimental"),
   opt("all", "none", (o) => (o.checkExtra = o.checkExperimental = true)),
@@ -495,6 +501,9 @@ export function checkOptions(o: CriuOpts): void {
   }
   if (o.restoreSibling && !o.restoreDetached) {
     throw new UsageError("--restore-sibling only makes sense with --restore-detached");
+  }
+  if (o.lazyPages && o.command === "pre-dump") {
+    throw new UsageError("Lazy pages are not supported with pre-dump (as with criu)");
   }
   if (o.inheritFds.length && o.command !== "restore") {
     throw new UsageError("--inherit-fd is restore-only option");

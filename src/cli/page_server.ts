@@ -1,13 +1,16 @@
 /**
  * `criu page-server -D DIR --port N [--address A] [-d] [--status-fd FD] [--prev-images-dir P]`:
- * takes one dump's pages over TCP (pagemap/page_server.ts) into DIR, then exits. With -d it
+ * takes one dump's pages over TCP (pagemap/page_server.ts) into DIR, then exits. With
+ * `--lazy-pages` it hands DIR's pages out instead, as `criu lazy-pages --page-server` asks. With -d it
  * goes to the background once it listens; the status descriptor gets a zero byte then.
  *
  * @module
  */
 import { syncDir } from "../images/image.ts";
-import { servePages } from "../pagemap/page_server.ts";
-import { close, writeAll } from "../syscalls/mod.ts";
+import { type PagesToServe, servePages } from "../pagemap/page_server.ts";
+import { LocalPages } from "../lazy/source.ts";
+import { readLazyImages } from "../restore/images.ts";
+import { bytesAt, close, writeAll } from "../syscalls/mod.ts";
 import { startInBackground } from "./background.ts";
 import { linkParent } from "../dump/dump.ts";
 import { daemonize } from "../rpc/service.ts";
@@ -43,10 +46,32 @@ export async function runPageServer(o: CriuOpts, argv: readonly string[]): Promi
   const conn = await listener.accept();
   listener.close();
   log.info(`Page server: a dump connected from ${(conn.remoteAddr as Deno.NetAddr).hostname}`);
-  const written = await servePages(dirs.images, conn, log);
+  let lazy: LocalPages | undefined;
+  if (o.lazyPages) {
+    // Each answer goes out at once: the restored task waits for it.
+    (conn as Deno.TcpConn).setNoDelay(true);
+    lazy = new LocalPages(readLazyImages(dirs.images).flatMap((t) => (t.task ? [t.task] : [])));
+  }
+  const written = await servePages(dirs.images, conn, log, lazy && pagesOf(lazy)).finally(() =>
+    lazy?.close()
+  );
   syncDir(dirs.images);
   log.info(`Page server: ${written.length} images written; session over`);
   return 0;
+}
+
+/** What `lazy` holds, handed out as a page server does (copied out of the mapped images). */
+function pagesOf(lazy: LocalPages): PagesToServe {
+  return {
+    get(pid, vaddr, nrPages) {
+      try {
+        const { at, pages } = lazy.fetch(pid, vaddr, nrPages);
+        return bytesAt(at, pages * 4096);
+      } catch {
+        return undefined;
+      }
+    },
+  };
 }
 
 /** Set for a page server started for an RPC request: it tells its port on its status fd. */

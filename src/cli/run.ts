@@ -84,6 +84,9 @@ export async function runDump<T>(
       trackMem: o.trackMem,
       prevImagesDir: o.prevImagesDir,
       pageServer: o.pageServer ? { address: o.address, port: o.port } : undefined,
+      lazyServe: o.lazyPages
+        ? { address: o.address, port: o.port, statusFd: o.statusFd }
+        : undefined,
       imagesDir: dirs.images,
       workDir: dirs.work,
       leaveRunning: o.finalState === "alive",
@@ -144,6 +147,7 @@ export async function runRestore<T>(
       imagesDir: dirs.images,
       workDir: dirs.work,
       detach: o.restoreDetached,
+      lazyPages: o.lazyPages,
       sibling: o.restoreSibling,
       shellJob: o.shellJob,
       pidfile: o.pidfile ? inWorkDir(dirs, o.pidfile) : undefined,

@@ -10,6 +10,7 @@ import type { mnt_entry } from "../../proto/gen/misc_pb.ts";
 import type { ActionHook } from "../action_scripts.ts";
 import type { Tracker } from "./track.ts";
 import type { PageServerClient } from "../pagemap/page_server.ts";
+import type { LazyServe, TreePages } from "./lazy_serve.ts";
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
 import { SeccompImage } from "./seccomp.ts";
@@ -48,6 +49,11 @@ export interface DumpOptions {
   prevImagesDir?: string;
   /** Pages go to the page server there (`--page-server --address --port`), not the images. */
   pageServer?: { address?: string; port: number };
+  /**
+   * The lazy pages stay in the frozen tree, served there (`--lazy-pages --port`) until a lazy
+   * restore has them all (dump/lazy_serve.ts).
+   */
+  lazyServe?: LazyServe;
   /** Where images go (`-D`); must exist. */
   imagesDir: string;
   /**
@@ -348,6 +354,8 @@ export class DumpContext {
   readonly frames = new Map<number, Uint8Array>();
   /** The page server's connection (`--page-server`), open for the whole dump. */
   pageServer?: PageServerClient;
+  /** The lazy pages left in the tree (`lazyServe`). */
+  treePages?: TreePages;
 
   /** Process group or session `real` (as criu sees it) in the tree's PID namespace. */
   virtGroup(real: number, what: string): number {

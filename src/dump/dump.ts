@@ -32,6 +32,7 @@ import {
   timespecSchema,
 } from "../../proto/gen/misc_pb.ts";
 import { ImageWriter, syncDir } from "../images/image.ts";
+import { serveTreePages, TreePages } from "./lazy_serve.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
 import { CLOCK, clockGettime, close, KCMP, kcmp, NR, O, REG, userDev } from "../syscalls/mod.ts";
@@ -137,9 +138,13 @@ export async function startDump(ctx: DumpContext): Promise<void> {
   } catch {
     throw new NoSuchTaskError(pid);
   }
+  if (opts.pageServer && opts.lazyServe) {
+    throw new Error("A lazy dump serves its pages itself: --lazy-pages takes no --page-server");
+  }
   if (opts.pageServer) {
     ctx.pageServer = PageServerClient.connect(opts.pageServer.address, opts.pageServer.port);
   }
+  if (opts.lazyServe) ctx.treePages = new TreePages();
   await opts.actions?.("pre-dump", pid);
 }
 
@@ -338,6 +343,19 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
     throw e;
   }
   log.info("Images written and synced");
+  if (ctx.treePages) {
+    // The lazy pages are still in the tree: it stays frozen until they are all fetched.
+    try {
+      await serveTreePages(ctx.treePages, opts.lazyServe!, opts.imagesDir, log);
+    } catch (e) {
+      // Whatever was restored from it lacks pages: the tree goes on as it was.
+      ctx.tcp?.resume();
+      await unlockNetns(ctx);
+      await ctx.guard?.finish();
+      removeLinkRemaps(ctx);
+      throw new Error(`Cannot serve the lazy pages: ${(e as Error).message}`);
+    }
+  }
   // Every image is complete and durable: now the tree may go.
   if (opts.leaveRunning || opts.leaveStopped) {
     // As criu: a tree left running keeps its files as they were (no link remaps stay).

@@ -17,12 +17,14 @@ import { join } from "node:path";
 import { close, O, open, PAGE_IS, pagemapScan, zeroPagePfn } from "../syscalls/mod.ts";
 import {
   entryPages,
+  flaggedEntry,
   type FrameList,
   type FrameTable,
   Pagemap,
   pagemapEntry,
   type PageRun,
   parentEntry,
+  PE_LAZY,
   PE_PRESENT,
 } from "../pagemap/pagemap.ts";
 import { readPages, writePages, type XferStats } from "../pagemap/page_xfer.ts";
@@ -394,9 +396,17 @@ export async function writePagePlan(
   if (server && !server.open(dst) && runs.some((r) => r.inParent)) {
     for (const r of runs) delete r.inParent;
   }
-  const entries = pagemapEntries(runs, vmas, plan.stackPointers).map((e) =>
-    e.parent ? parentEntry(e.vaddr, e.pages) : pagemapEntry(e.vaddr, e.pages, e.lazy)
-  );
+  const lazyEntries = pagemapEntries(runs, vmas, plan.stackPointers);
+  // A lazy dump leaves its lazy pages in the tree (PE_LAZY alone), to serve them from there.
+  const treePages = ctx.treePages;
+  const entries = lazyEntries.map((e) => {
+    if (e.parent) return parentEntry(e.vaddr, e.pages);
+    if (treePages && e.lazy) {
+      treePages.add(ctx.pids.virt(pid), pid, e.vaddr, e.pages);
+      return flaggedEntry(e.vaddr, e.pages, PE_LAZY);
+    }
+    return pagemapEntry(e.vaddr, e.pages, e.lazy);
+  });
   let xfer: XferStats;
   if (server) {
     // Each entry, its pages after it.
@@ -419,8 +429,9 @@ export async function writePagePlan(
     const pagesFile = `pages-${pagesId}.img`;
     const path = join(ctx.opts.imagesDir, pagesFile);
     const viaParasite = rs && plan.allReadable && ctx.opts.pageTransfer !== "readv";
-    // Pages the parent images hold are not written again.
-    const own = track ? runs.filter((r) => !r.inParent) : runs;
+    // Pages the parent images hold are not written again, nor those left in the tree.
+    let own = track ? runs.filter((r) => !r.inParent) : runs;
+    if (treePages) own = withoutLazy(own, lazyEntries);
     xfer = viaParasite
       ? await writePagesViaParasite(rs, own, path, ctx.opts.signal)
       : writePages(pid, own, path, running);
@@ -469,6 +480,24 @@ function deletedMapping(
     regFileEntry(id, kind.path, { flags: fdflags, size: kind.size, mode: kind.mode }),
   );
   return id;
+}
+
+/** `runs` but the pages of `entries` that are lazy. */
+function withoutLazy(runs: PageRun[], entries: Entry[]): PageRun[] {
+  const lazy = entries.filter((e) => e.lazy && !e.parent);
+  const out: PageRun[] = [];
+  for (const r of runs) {
+    let at = r.vaddr;
+    const end = r.vaddr + BigInt(r.nrPages) * 4096n;
+    for (const e of lazy) {
+      const s = e.vaddr, t = e.vaddr + BigInt(e.pages) * 4096n;
+      if (t <= at || s >= end) continue;
+      if (s > at) out.push({ vaddr: at, nrPages: Number((s - at) / 4096n) });
+      at = t < end ? t : end;
+    }
+    if (at < end) out.push({ vaddr: at, nrPages: Number((end - at) / 4096n) });
+  }
+  return out;
 }
 
 /** A pagemap entry to be: pages at an address, lazy or not, or in the parent images. */

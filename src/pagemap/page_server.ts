@@ -153,6 +153,32 @@ export class PageServerClient {
     this.#send(bytes);
   }
 
+  /**
+   * Asks for `nrPages` pages of process `pid` (its id in the images) at `vaddr` (PS_IOV_GET)
+   * and reads them into `buf`: how many came (the server sends fewer where what it holds
+   * there ends).
+   */
+  get(pid: number, vaddr: bigint, nrPages: number, buf: Uint8Array): number {
+    this.#send(header(PS.GET, 0, nrPages, vaddr, BigInt(pid)));
+    const h = new Uint8Array(HEADER);
+    this.#recv(h, "answer to a request for pages");
+    const v = new DataView(h.buffer);
+    const got = Number(v.getBigUint64(8, true));
+    if (
+      (v.getUint32(0, true) & 0xffff) !== PS.ADD_F || got === 0 || got > nrPages ||
+      v.getBigUint64(16, true) !== vaddr || got * 4096 > buf.length
+    ) {
+      throw new Error(
+        `The page server at ${this.#where} answered a request for ${nrPages} pages of task ` +
+          `${pid} at 0x${vaddr.toString(16)} with ${got} at 0x${
+            v.getBigUint64(16, true).toString(16)
+          } (command ${v.getUint32(0, true) & 0xffff})`,
+      );
+    }
+    this.#recv(buf.subarray(0, got * 4096), "pages");
+    return got;
+  }
+
   /** Ends the session: the server has written everything once it answers. */
   close(): void {
     try {
@@ -202,11 +228,26 @@ function parseIp(host: string): InetAddr | undefined {
 /** The first pages-N.img id a page server gives (criu's, past the dumper's own). */
 const SERVER_PAGES_BASE = 0x10001;
 
+/** Pages a page server hands out on request (PS_IOV_GET): a lazy restore's. */
+export interface PagesToServe {
+  /**
+   * Up to `nrPages` pages of process `pid` (its id in the images) at `vaddr`, fewer where what
+   * is held there ends; undefined when none is held there.
+   */
+  get(pid: number, vaddr: bigint, nrPages: number): Uint8Array | undefined;
+}
+
 /**
  * The server's end of one session on `conn`: pagemaps and pages files written into `dir`,
- * whose `parent` link (if any) tells what it has parents of. The images written are returned.
+ * whose `parent` link (if any) tells what it has parents of; with `lazy`, requests for pages
+ * answered from it. The images written are returned.
  */
-export async function servePages(dir: string, conn: Deno.Conn, log: Logger): Promise<string[]> {
+export async function servePages(
+  dir: string,
+  conn: Deno.Conn,
+  log: Logger,
+  lazy?: PagesToServe,
+): Promise<string[]> {
   const written: string[] = [];
   let pagesId = SERVER_PAGES_BASE;
   let current: { dst: bigint; img: ImageWriter; pages: Deno.FsFile } | undefined;
@@ -244,7 +285,7 @@ export async function servePages(dir: string, conn: Deno.Conn, log: Logger): Pro
   const h = new Uint8Array(HEADER);
   const v = new DataView(h.buffer);
   const buf = new Uint8Array(1 << 20);
-  let closed = false;
+  let closed = false, served = 0;
   try {
     while (await readExact(conn, h, "a header")) {
       const word = v.getUint32(0, true);
@@ -271,6 +312,18 @@ export async function servePages(dir: string, conn: Deno.Conn, log: Logger): Pro
             left -= n;
           }
         }
+      } else if (cmd === PS.GET && lazy) {
+        const pid = Number(dst);
+        const pages = lazy.get(pid, vaddr, nrPages);
+        if (!pages) {
+          throw new Error(`No pages of task ${pid} at 0x${vaddr.toString(16)} to serve`);
+        }
+        const n = pages.length / 4096;
+        const reply = new Uint8Array(HEADER + pages.length);
+        reply.set(header(PS.ADD_F, PE_PRESENT, n, vaddr, dst));
+        reply.set(pages, HEADER);
+        await send(conn, reply);
+        served += n;
       } else if (cmd === PS.CLOSE || cmd === PS.FORCE_CLOSE) {
         closeCurrent();
         await send(conn, new Uint8Array(4));
@@ -286,6 +339,7 @@ export async function servePages(dir: string, conn: Deno.Conn, log: Logger): Pro
     closeCurrent();
     conn.close();
   }
+  if (lazy) log.info(`Page server: ${served} pages served`);
   if (!closed) throw new Error("The page server's session ended before its data were flushed");
   return written;
 }

@@ -73,6 +73,7 @@ import {
   mm_entrySchema,
   pagemap_entrySchema,
   pagemap_headSchema,
+  type vma_entry,
 } from "../../proto/gen/mm_pb.ts";
 import { checkRingEntry, isRingFile, ringMaker } from "./io_uring.ts";
 import { checkAioEntries } from "./aio.ts";
@@ -1040,8 +1041,9 @@ function readPages(
       const stop = eEnd < end ? eEnd : end;
       const pages = Number((stop - at) / 4096n);
       if (e.flags & PE_PRESENT) {
+        // Present only: pages of the parents come eagerly in a lazy restore too (as criu's).
         out.push({
-          run: { vaddr: at, nrPages: pages, flags: e.flags & ~PE_PARENT },
+          run: { vaddr: at, nrPages: pages, flags: PE_PRESENT },
           file: depth,
           offset: l.offsets[j] + Number(at - e.vaddr),
         });
@@ -1070,6 +1072,29 @@ function readPages(
     pageFile: out.map((o) => index.get(o.file)!),
     pageOffsets: out.map((o) => o.offset),
   };
+}
+
+/** What `criu lazy-pages` reads of one task: its mappings and its pages (TaskImages'). */
+export type LazyTaskImages =
+  & Pick<TaskImages, "pagemap" | "pagesPaths" | "pageFile" | "pageOffsets">
+  & { pid: number; vmas: vma_entry[] };
+
+/**
+ * The tasks of the images in `dir` as `criu lazy-pages` needs them: every pstree entry (the
+ * restore reports each), with the mappings and pages of those alive (undefined for a zombie).
+ */
+export function readLazyImages(dir: string): { pid: number; task?: LazyTaskImages }[] {
+  if (!exists(dir)) throw new ImageError(`Images directory ${dir} does not exist`);
+  const p = (f: string) => join(dir, f);
+  one(p("inventory.img"), readImage(p("inventory.img"), "INVENTORY", inventory_entrySchema));
+  const pstree = readImage(p("pstree.img"), "PSTREE", pstree_entrySchema).map((e) => e.message);
+  if (!pstree.length) throw new ImageError(`Image ${p("pstree.img")} lists no task`);
+  return pstree.map(({ pid }) => {
+    // A zombie has no memory (criu writes no mm image of it).
+    if (!exists(p(`mm-${pid}.img`))) return { pid };
+    const mm = one(p(`mm-${pid}.img`), readImage(p(`mm-${pid}.img`), "MM", mm_entrySchema));
+    return { pid, task: { pid, vmas: mm.vmas, ...readPages(dir, pid) } };
+  });
 }
 
 /** A pagemap image: the pages-N.img id of its head, and its entries. */

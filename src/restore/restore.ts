@@ -141,6 +141,7 @@ import { hasTar, within } from "./mount_plan.ts";
 import { checkVdsoCode } from "./vdso_check.ts";
 import { GhostSpecials } from "./ghost_specials.ts";
 import { encodeOps, findGap, inheritedVmas, occupied, OP_SIZE, planMemory } from "./memory.ts";
+import { LazyPagesLink } from "./lazy.ts";
 import { gpregsWords, xsaveArea } from "../images/x86.ts";
 import {
   makeSubreaper,
@@ -208,6 +209,11 @@ export interface RestoreOptions {
   orphanPtsMaster?: (master: number) => Promise<void>;
   /** The restored root is born the caller's child, criu's sibling (`--restore-sibling`). */
   sibling?: boolean;
+  /**
+   * Leave the lazy pages (PE_LAZY) to `criu lazy-pages`, listening in the work directory
+   * (`--lazy-pages`): the tree runs before they are in.
+   */
+  lazyPages?: boolean;
   /** Test hook: fail at the named stage after the task exists. */
   faultInject?: string;
   /** Aborted when criu is asked to stop (SIGINT, SIGTERM, SIGHUP): the restore rolls back. */
@@ -553,6 +559,9 @@ async function restoreTree(
   // (once the tree's own mount namespace is made, when it has one).
   using _ghosts = mounts ? undefined : new GhostSpecials(dump);
 
+  // The lazy pages' daemon must be listening (as with criu).
+  using lazy = opts.lazyPages ? LazyPagesLink.connect(opts.workDir ?? opts.imagesDir) : undefined;
+
   // 2. FORK: the root by the helper, every other task by its restored parent.
   log.info(`Creating task ${pid}`);
   // As criu: the root's parent is criu, which a detached restore leaves at once.
@@ -745,6 +754,7 @@ async function restoreTree(
         for (let i = 0; i < procs.length; i++) {
           const p = procs[i];
           if (p.task.zombie) {
+            lazy?.skip(p.task.pstree.pid);
             continue;
           }
           await checkpoint("process");
@@ -779,6 +789,7 @@ async function restoreTree(
             opts,
             sessions,
             log,
+            lazy,
           );
           rs.close({ restoreState: false });
           for (const [tid, core] of p.task.threadCores) {
@@ -859,6 +870,8 @@ async function restoreTree(
     // The caller's unlock of a namespace of the tree's own (RPC's network-unlock), as criu's.
     if (dump.netns) await reported(opts.actions, "network-unlock", made.pid, log);
     await reported(opts.actions, "pre-resume", made.pid, log);
+    // The daemon brings the rest of the lazy pages in from now on.
+    lazy?.finish();
     for (const p of [...procs].reverse()) {
       if (p.task.zombie) continue;
       for (const th of p.threads) release(th.seized, th.core, p.task.core);
@@ -1474,6 +1487,7 @@ function restoreInside(
   opts: RestoreOptions,
   sessions: Sessions,
   log: Logger,
+  lazy: LazyPagesLink | undefined,
 ): { pages: number; compared: number; kept: number; forkMs: number } {
   const pid = rs.task.pid;
   const task = proc.task;
@@ -1539,6 +1553,7 @@ function restoreInside(
     mapFds: fds.maps,
     pagesFds: fds.pages,
     shmemFds: fds.shmem,
+    lazy: lazy !== undefined,
   });
   if (ops.length > maxOps) throw new RestoreError(`Too many restorer operations (${ops.length})`);
   writeRemote(pid, remoteAdd(area, AREA_CODE), code);
@@ -1604,6 +1619,10 @@ function restoreInside(
       );
     }
   }
+  // Its lazy pages to the daemon, once it has made its children (a fork would report to a
+  // userfaultfd nobody reads yet) and while it may still make a userfaultfd (its credentials
+  // come last).
+  lazy?.handOver(rs, arena, task);
   restoreTaskState(rs, arena, dump, task, fds, log, subreaperLater(sessions, task));
   enterDeadProc(rs, arena, dump, task);
   restoreThreadState(rs, arena, selfId(task), selfId(task), task.core);

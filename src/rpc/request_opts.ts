@@ -140,8 +140,9 @@ function requestWords(r: criu_opts): Words {
     for (const v of r[key] as string[]) w.add(protoName(key), option, v);
   }
   if (r.execCmd.length) w.add("exec_cmd", "exec-cmd");
-  if (r.ps && !r.lazyPages) {
-    w.add("ps", "page-server");
+  if (r.ps) {
+    // A lazy dump serves its pages on the port itself (criu's lazy migration).
+    if (!r.lazyPages) w.add("ps", "page-server");
     if (r.ps.address) w.add("ps", "address", r.ps.address);
     if (r.ps.port) w.add("ps", "port", r.ps.port);
     if (isFieldSet(r.ps, criu_page_server_infoSchema.field.fd)) w.add("ps", "ps-socket", r.ps.fd);

@@ -107,14 +107,16 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
       };
     }
     case criu_req_type.FEATURE_CHECK: {
-      // Asked or not, each answer is given: memory tracking where the kernel has it.
-      const { uffdWpAsync } = await load<typeof import("../syscalls/uffd.ts")>(
-        new URL("../syscalls/uffd.ts", import.meta.url),
-      );
+      // Asked or not, each answer is given: memory tracking and lazy pages where the kernel
+      // has them.
+      const { uffdWpAsync, uffdFeatures, UFFD_FEATURES_NONCOOP } = await load<
+        typeof import("../syscalls/uffd.ts")
+      >(new URL("../syscalls/uffd.ts", import.meta.url));
+      const noncoop = ((uffdFeatures() ?? 0) & UFFD_FEATURES_NONCOOP) === UFFD_FEATURES_NONCOOP;
       return {
         type,
         success: true,
-        features: { memTrack: uffdWpAsync(), lazyPages: false, pidfdStore: false },
+        features: { memTrack: uffdWpAsync(), lazyPages: noncoop, pidfdStore: false },
       };
     }
     case criu_req_type.CHECK: {

@@ -729,3 +729,46 @@ export function withRootAt<T>(dir: string, fn: () => T): T {
     for (const fd of [root, oldCwd, oldRoot]) if (fd >= 0) close(fd);
   }
 }
+
+/** A whole file mapped read-only here (private): its address and length (0 for an empty file). */
+export function mapFileReadOnly(path: string): { addr: bigint; len: bigint } {
+  const len = BigInt(Deno.statSync(path).size);
+  if (len === 0n) return { addr: 0n, len };
+  const fd = open(path, O.RDONLY | O.CLOEXEC);
+  try {
+    const PROT_READ = 1, MAP_PRIVATE = 2;
+    const addr = BigInt(libc.mmap(0n, len, PROT_READ, MAP_PRIVATE, fd, 0n));
+    if (addr === 0xffffffffffffffffn) throw new Errno("mmap", lastErrno(), path);
+    return { addr, len };
+  } finally {
+    close(fd);
+  }
+}
+
+/** munmap(2) of a mapping of this process. */
+export function unmapHere(addr: bigint, len: bigint): void {
+  if (len > 0n) libc.munmap(addr, len);
+}
+
+/** A copy of `len` bytes of this process's own memory at `addr` (a mapping of its own). */
+export function bytesAt(addr: bigint, len: number): Uint8Array {
+  const ptr = Deno.UnsafePointer.create(addr);
+  if (!ptr || len === 0) return new Uint8Array(0);
+  return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, len)).slice();
+}
+
+/**
+ * poll(2) of `fds` for input, waiting up to `timeoutMs` (-1: as long as it takes; an
+ * interrupted wait returns early): the events of each (POLLIN, POLLHUP, ...), 0 where none.
+ */
+export function pollIn(fds: number[], timeoutMs: number): number[] {
+  const pfd = new Uint8Array(8 * fds.length);
+  const v = new DataView(pfd.buffer);
+  fds.forEach((fd, i) => {
+    v.setInt32(i * 8, fd, true);
+    v.setInt16(i * 8 + 4, POLLIN, true);
+  });
+  const ret = rawSyscall(NR.poll, addressOf(pfd), fds.length, timeoutMs);
+  if (ret < 0n) return fds.map(() => 0);
+  return fds.map((_, i) => v.getUint16(i * 8 + 6, true));
+}

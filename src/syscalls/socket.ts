@@ -647,3 +647,35 @@ export function peerCredentials(fd: number): { pid: number; uid: number; gid: nu
   getsockopt(fd, SO_PEERCRED, new Uint8Array(cred.buffer));
   return { pid: cred[0], uid: cred[1], gid: cred[2] };
 }
+
+/**
+ * Reads exactly `buf.length` bytes of stream socket `fd` (blocking), the descriptors that come
+ * with them (SCM_RIGHTS, close-on-exec) pushed onto `fds`. False at end of stream before any
+ * byte.
+ */
+export function recvExact(fd: number, buf: Uint8Array, what: string, fds?: number[]): boolean {
+  const control = new Uint8Array(cmsgSpace(8));
+  for (let off = 0; off < buf.length;) {
+    const iov = new BigUint64Array([addressOf(buf) + BigInt(off), BigInt(buf.length - off)]);
+    const msg = new Uint8Array(MSGHDR_SIZE);
+    const mv = new DataView(msg.buffer);
+    mv.setBigUint64(16, addressOf(iov), true);
+    mv.setBigUint64(24, 1n, true);
+    mv.setBigUint64(32, addressOf(control), true);
+    mv.setBigUint64(40, BigInt(control.length), true);
+    const got = sys(NR.recvmsg, BigInt(fd), addressOf(msg), BigInt(MSG_CMSG_CLOEXEC));
+    if (got < 0n && lastErrno() === EINTR) continue;
+    const n = Number(unwrap(got, "recvmsg", what));
+    if (mv.getBigUint64(40, true) > 0n) {
+      const rights = parseRights(control);
+      if (fds) fds.push(...rights);
+      else rights.forEach((r) => sys(NR.close, BigInt(r)));
+    }
+    if (n === 0) {
+      if (off === 0) return false;
+      throw new Error(`${what}: the stream ended inside a message`);
+    }
+    off += n;
+  }
+  return true;
+}

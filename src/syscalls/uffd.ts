@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { libc } from "./ffi.ts";
+import { lastErrno, libc } from "./ffi.ts";
 import { PAGE_IS, pagemapWalk } from "./process.ts";
 import { NR } from "./syscall_numbers.ts";
 
@@ -64,3 +64,142 @@ export function uffdWpAsync(): boolean {
 
 /** pagemap high-word bit 57 (uffd-wp): the page was not written since it was protected. */
 export const PM_HI_UFFD_WP = 0x02000000;
+
+// Missing-page mode: lazy restore (criu lazy-pages). The restored task's private memory is
+// registered for missing pages; the daemon holding the userfaultfd fills each page on first
+// touch (UFFDIO_COPY) and is told of the task's forks, mremaps, madvise and munmaps.
+
+/** The events a lazy restore asks for: fork, mremap, madvise(DONTNEED) and munmap. */
+export const UFFD_FEATURES_NONCOOP = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6);
+
+/** ioctls of missing-page mode. */
+export const UFFDIO_MISSING = {
+  UNREGISTER: 0x8010aa01n,
+  WAKE: 0x8010aa02n,
+  COPY: 0xc028aa03n,
+  ZEROPAGE: 0xc020aa04n,
+} as const;
+
+/** The ioctls a range registered for missing pages must offer: WAKE, COPY, ZEROPAGE. */
+export const UFFD_MISSING_IOCTLS = (1n << 2n) | (1n << 3n) | (1n << 4n);
+
+/** struct uffdio_register of [start, end) for missing pages. */
+export function uffdioRegisterMissing(start: bigint, end: bigint): Uint8Array {
+  const REGISTER_MODE_MISSING = 1n;
+  const b = new BigUint64Array([start, end - start, REGISTER_MODE_MISSING, 0n]);
+  return new Uint8Array(b.buffer);
+}
+
+/** The size of struct uffdio_api and of struct uffdio_register. */
+export const UFFDIO_API_SIZE = 24, UFFDIO_REGISTER_SIZE = 32;
+
+/**
+ * The userfaultfd features this kernel offers a privileged caller (criu's probe: a
+ * userfaultfd of criu's own, its API asked with no features), or undefined without userfaultfd.
+ */
+export function uffdFeatures(): number | undefined {
+  const O_CLOEXEC = 0o2000000n;
+  const fd = Number(libc.syscall(BigInt(NR.userfaultfd), O_CLOEXEC, 0n, 0n, 0n, 0n, 0n));
+  if (fd < 0) return undefined;
+  try {
+    const api = uffdioApi(0);
+    if (Number(libc.ioctl(fd, UFFDIO.API, api)) !== 0) return undefined;
+    return Number(new BigUint64Array(api.buffer)[1]);
+  } finally {
+    libc.close(fd);
+  }
+}
+
+/** Event codes of struct uffd_msg. */
+export const UFFD_EVENT = {
+  PAGEFAULT: 0x12,
+  FORK: 0x13,
+  REMAP: 0x14,
+  REMOVE: 0x15,
+  UNMAP: 0x16,
+} as const;
+
+/** One message read from a userfaultfd. */
+export type UffdMsg =
+  | { event: typeof UFFD_EVENT.PAGEFAULT; address: bigint }
+  | { event: typeof UFFD_EVENT.FORK; ufd: number }
+  | { event: typeof UFFD_EVENT.REMAP; from: bigint; to: bigint; len: bigint }
+  | { event: typeof UFFD_EVENT.REMOVE | typeof UFFD_EVENT.UNMAP; start: bigint; end: bigint };
+
+/** The size of struct uffd_msg. */
+const UFFD_MSG_SIZE = 32;
+
+/**
+ * The messages waiting on (non-blocking) userfaultfd `fd`, read through `buf`: none when there
+ * are none; -errno when the read failed.
+ */
+export function readUffdMsgs(fd: number, buf: Uint8Array): UffdMsg[] | number {
+  const n = Number(libc.read(fd, buf, BigInt(buf.length - (buf.length % UFFD_MSG_SIZE))));
+  if (n < 0) {
+    const e = lastErrno();
+    return e === EAGAIN ? [] : -e;
+  }
+  const v = new DataView(buf.buffer, buf.byteOffset, n);
+  const out: UffdMsg[] = [];
+  for (let at = 0; at + UFFD_MSG_SIZE <= n; at += UFFD_MSG_SIZE) {
+    const event = v.getUint8(at);
+    const u64 = (k: number) => v.getBigUint64(at + 8 + k * 8, true);
+    switch (event) {
+      case UFFD_EVENT.PAGEFAULT:
+        out.push({ event, address: u64(1) });
+        break;
+      case UFFD_EVENT.FORK:
+        out.push({ event, ufd: v.getUint32(at + 8, true) });
+        break;
+      case UFFD_EVENT.REMAP:
+        out.push({ event, from: u64(0), to: u64(1), len: u64(2) });
+        break;
+      case UFFD_EVENT.REMOVE:
+      case UFFD_EVENT.UNMAP:
+        out.push({ event, start: u64(0), end: u64(1) });
+        break;
+      default:
+        throw new Error(`Unknown userfaultfd event 0x${event.toString(16)}`);
+    }
+  }
+  return out;
+}
+
+const EAGAIN = 11;
+
+/**
+ * UFFDIO_COPY of `len` bytes at `src` (here) to `dst` (in the task), waking its waiters: the
+ * bytes copied (maybe fewer than asked), or -errno when none were.
+ */
+export function uffdCopy(fd: number, dst: bigint, src: bigint, len: bigint): bigint {
+  const arg = new BigInt64Array([dst, src, len, 0n, 0n]);
+  const ret = Number(libc.ioctl(fd, UFFDIO_MISSING.COPY, new Uint8Array(arg.buffer)));
+  const errno = ret < 0 ? lastErrno() : 0;
+  if (arg[4] > 0n) return arg[4];
+  return ret < 0 ? -BigInt(errno) : arg[4];
+}
+
+/** UFFDIO_ZEROPAGE of [start, start + len), waking its waiters: bytes mapped, or -errno. */
+export function uffdZero(fd: number, start: bigint, len: bigint): bigint {
+  const arg = new BigInt64Array([start, len, 0n, 0n]);
+  const ret = Number(libc.ioctl(fd, UFFDIO_MISSING.ZEROPAGE, new Uint8Array(arg.buffer)));
+  const errno = ret < 0 ? lastErrno() : 0;
+  if (arg[3] > 0n) return arg[3];
+  return ret < 0 ? -BigInt(errno) : arg[3];
+}
+
+/** UFFDIO_WAKE of [start, start + len): 0, or -errno. */
+export function uffdWake(fd: number, start: bigint, len: bigint): number {
+  const arg = new BigUint64Array([start, len]);
+  return Number(libc.ioctl(fd, UFFDIO_MISSING.WAKE, new Uint8Array(arg.buffer))) < 0
+    ? -lastErrno()
+    : 0;
+}
+
+/** UFFDIO_UNREGISTER of [start, end): 0, or -errno. */
+export function uffdUnregister(fd: number, start: bigint, end: bigint): number {
+  const arg = new BigUint64Array([start, end - start]);
+  return Number(libc.ioctl(fd, UFFDIO_MISSING.UNREGISTER, new Uint8Array(arg.buffer))) < 0
+    ? -lastErrno()
+    : 0;
+}

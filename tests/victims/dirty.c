@@ -8,6 +8,10 @@
  * (mremap through a third place: each page's content, unwritten, now at the other's address),
  * and the third is unmapped and mapped afresh with new versions. On SIGTERM it checks every page
  * against its version and prints PASS or FAIL (which page, what it found).
+ *
+ * On SIGUSR2 (what a lazy restore must follow) it forks a child that checks every page at once
+ * and reports "PASS child" or FAIL, waits for it, then throws the fourth region's pages away
+ * (madvise DONTNEED: they must read zero) and writes them again.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -18,14 +22,16 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define PAGE 4096
 #define REGION (256) /* pages in 1 MiB */
 
-static volatile sig_atomic_t term, reshape;
+static volatile sig_atomic_t term, reshape, forkcheck;
 static void on_term(int sig) { (void)sig; term = 1; }
 static void on_usr1(int sig) { (void)sig; reshape = 1; }
+static void on_usr2(int sig) { (void)sig; forkcheck = 1; }
 
 static char *mem;
 static uint64_t *versions, *seeds;
@@ -76,6 +82,45 @@ static void do_reshape(void)
 	}
 }
 
+static int check_all(int out, const char *who)
+{
+	for (size_t i = 0; i < pages; i++) {
+		if (!check(i)) {
+			uint64_t *p = (uint64_t *)(mem + i * PAGE);
+			dprintf(out, "FAIL %s: page %zu holds seed %llu version %llu, not %llu %llu\n",
+				who, i, (unsigned long long)p[0], (unsigned long long)p[1],
+				(unsigned long long)seeds[i], (unsigned long long)versions[i]);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* A child checks everything; then the fourth region is thrown away and written again. */
+static void do_forkcheck(int out)
+{
+	pid_t c = fork();
+	if (c == 0)
+		_exit(check_all(out, "child") ? (dprintf(out, "PASS child\n"), 0) : 1);
+	waitpid(c, NULL, 0);
+	if (pages < 4 * REGION)
+		return;
+	char *d = mem + 3 * REGION * PAGE;
+	madvise(d, REGION * PAGE, MADV_DONTNEED);
+	for (size_t i = 0; i < REGION; i++) {
+		uint64_t *p = (uint64_t *)(d + i * PAGE);
+		if (p[0] || p[1] || p[PAGE / 8 - 1]) {
+			dprintf(out, "FAIL madvise: page %zu not zero after MADV_DONTNEED\n", 3 * REGION + i);
+			return;
+		}
+	}
+	for (size_t i = 3 * REGION; i < 4 * REGION; i++) {
+		versions[i] = 2000000 + i;
+		fill(i);
+	}
+	dprintf(out, "forked\n");
+}
+
 int main(int argc, char **argv)
 {
 	int out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -87,6 +132,7 @@ int main(int argc, char **argv)
 		fill(i);
 	signal(SIGTERM, on_term);
 	signal(SIGUSR1, on_usr1);
+	signal(SIGUSR2, on_usr2);
 	dprintf(out, "ready pid=%d pages=%zu\n", getpid(), pages);
 	struct timespec nap = {0, (argc > 3 ? atol(argv[3]) : 100) * 1000};
 	size_t at = 0;
@@ -97,21 +143,18 @@ int main(int argc, char **argv)
 			do_reshape();
 			dprintf(out, "reshaped\n");
 		}
+		if (forkcheck) {
+			forkcheck = 0;
+			do_forkcheck(out);
+		}
 		versions[at]++;
 		fill(at);
 		writes++;
 		at = (at + 1) % pages;
 		nanosleep(&nap, NULL);
 	}
-	for (size_t i = 0; i < pages; i++) {
-		if (!check(i)) {
-			uint64_t *p = (uint64_t *)(mem + i * PAGE);
-			dprintf(out, "FAIL dirty: page %zu holds seed %llu version %llu, not %llu %llu "
-				"(%lu writes)\n", i, (unsigned long long)p[0], (unsigned long long)p[1],
-				(unsigned long long)seeds[i], (unsigned long long)versions[i], writes);
-			return 1;
-		}
-	}
+	if (!check_all(out, "dirty"))
+		return 1;
 	dprintf(out, "PASS dirty (%lu writes)\n", writes);
 	return 0;
 }

@@ -1,0 +1,85 @@
+/**
+ * `criu lazy-pages -D DIR [--page-server --address A --port N] [-d] [--status-fd FD]`: the
+ * daemon of a lazy restore (lazy/daemon.ts). It listens on lazy-pages.socket in the work
+ * directory for `criu restore --lazy-pages`, takes a userfaultfd from each restored process, and
+ * brings their pages in from DIR's images, or from the page server at A:N, until every process
+ * has all of them.
+ *
+ * @module
+ */
+import { readLazyImages } from "../restore/images.ts";
+import { LAZY_PAGES_SOCKET, LazyDaemon } from "../lazy/daemon.ts";
+import { LocalPages, type PageSource, RemotePages } from "../lazy/source.ts";
+import { PageServerClient } from "../pagemap/page_server.ts";
+import { close, writeAll } from "../syscalls/mod.ts";
+import {
+  accept,
+  AF_UNIX,
+  bindUnix,
+  listen,
+  SOCK_CLOEXEC,
+  SOCK_STREAM,
+  socket,
+} from "../syscalls/socket.ts";
+import { daemonize } from "../rpc/service.ts";
+import { dirsOf } from "./dirs.ts";
+import type { CriuOpts } from "./options.ts";
+import { openLog } from "./run.ts";
+
+/** The most pages one request to a page server asks for. */
+const REMOTE_MAX_PAGES = 1024;
+
+/** Serves one lazy restore as `o` says (`argv`: the command line, for -d). The exit code. */
+export async function runLazyPages(o: CriuOpts, argv: readonly string[]): Promise<number> {
+  if (o.restoreDetached) return await daemonize(argv);
+  const dirs = dirsOf(o);
+  using log = openLog(o, dirs);
+  const images = readLazyImages(dirs.images);
+  // The socket by its name in the work directory, as criu's restore looks for it there (and
+  // a long path would not fit a socket address).
+  Deno.chdir(dirs.work);
+  try {
+    Deno.removeSync(LAZY_PAGES_SOCKET);
+  } catch {
+    // none yet
+  }
+  const listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC);
+  let conn = -1;
+  let source: PageSource | undefined;
+  try {
+    bindUnix(listener, new TextEncoder().encode(LAZY_PAGES_SOCKET), LAZY_PAGES_SOCKET);
+    listen(listener, 10);
+    log.info(`Waiting for the restore on ${dirs.work}/${LAZY_PAGES_SOCKET}`);
+    if (o.statusFd !== undefined) {
+      writeAll(o.statusFd, new Uint8Array(1), "status fd");
+      close(o.statusFd);
+    }
+    conn = accept(listener, LAZY_PAGES_SOCKET);
+    source = o.pageServer
+      ? new RemotePages(PageServerClient.connect(o.address, o.port), REMOTE_MAX_PAGES)
+      : new LocalPages(images.flatMap((t) => (t.task ? [t.task] : [])));
+    const stats = new LazyDaemon(log).run(
+      conn,
+      new Map(images.map((t) => [t.pid, t.task])),
+      source,
+    );
+    log.info(
+      `Lazy pages done: ${stats.processes} processes (${stats.forks} forked), ` +
+        `${stats.faults} faults, ${stats.pagesCopied} pages copied, ${stats.pagesZeroed} zero-filled`,
+    );
+    const done = source;
+    source = undefined;
+    done.close();
+    if (stats.errors) throw new Error(`${stats.errors} lazy pages could not be brought in`);
+    return 0;
+  } finally {
+    // After a failure the first error tells; the page server's last answer does not matter.
+    try {
+      source?.close();
+    } catch {
+      // the connection went with the failure
+    }
+    if (conn >= 0) close(conn);
+    close(listener);
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * The restore's side of a lazy restore (`criu restore --lazy-pages`): the lazy pages of each
+ * process are left out of its memory (restore/memory.ts), its private mappings that hold them
+ * are registered for missing pages on a userfaultfd made in the process, and that descriptor
+ * goes to `criu lazy-pages` (lazy/daemon.ts), which brings the pages in from then on.
+ *
+ * On lazy-pages.socket in the work directory, as criu's restore speaks to it: for each task of
+ * the images an int32, its id, then one byte carrying its userfaultfd (SCM_RIGHTS); a negative
+ * id for a process with nothing lazy (a zombie); after the last task, the u32 "RSTF".
+ *
+ * @module
+ */
+import type { vma_entry } from "../../proto/gen/mm_pb.ts";
+import { PE_LAZY } from "../pagemap/pagemap.ts";
+import { VMA } from "../pagemap/vma.ts";
+import { LAZY_PAGES_SOCKET, LAZY_RESTORE_FINISHED } from "../lazy/daemon.ts";
+import { close, Errno, NR, O, open, readRemote, withTaskFd, writeAll } from "../syscalls/mod.ts";
+import {
+  AF_UNIX,
+  connectUnix,
+  sendWithFds,
+  SOCK_CLOEXEC,
+  SOCK_STREAM,
+  socket,
+} from "../syscalls/socket.ts";
+import {
+  UFFD_FEATURES_NONCOOP,
+  UFFD_MISSING_IOCTLS,
+  uffdFeatures,
+  UFFDIO,
+  uffdioApi,
+  uffdioRegisterMissing,
+} from "../syscalls/uffd.ts";
+import type { RemoteSyscalls } from "../tree/infect.ts";
+import type { RemoteArena } from "./arena.ts";
+import { RestoreError } from "./files.ts";
+import type { TaskImages } from "./images.ts";
+import { taskSyscall } from "./task_syscall.ts";
+
+/** The mappings of `task` its lazy pages lie in (each registered whole, as criu does). */
+export function lazyMappings(task: TaskImages): vma_entry[] {
+  const out = new Set<vma_entry>();
+  const sorted = [...task.mm.vmas].sort((a, b) => (a.start < b.start ? -1 : 1));
+  for (const e of task.pagemap) {
+    if (!(e.flags & PE_LAZY)) continue;
+    const end = e.vaddr + BigInt(e.nrPages) * 4096n;
+    for (const v of sorted) {
+      if (v.end <= e.vaddr || v.start >= end) continue;
+      const anonPrivate = v.status & VMA.ANON_PRIVATE && v.status & VMA.AREA_REGULAR &&
+        !(v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_AIORING | VMA.AREA_IO_URING));
+      if (!anonPrivate) {
+        throw new RestoreError(
+          `Lazy pages at ${e.vaddr.toString(16)} of task ${task.pstree.pid} lie in a mapping ` +
+            `that cannot be filled lazily (${v.start.toString(16)}-${v.end.toString(16)})`,
+        );
+      }
+      out.add(v);
+    }
+  }
+  return [...out].sort((a, b) => (a.start < b.start ? -1 : 1));
+}
+
+/** The connection to `criu lazy-pages`. */
+export class LazyPagesLink implements Disposable {
+  readonly #sock: number;
+  readonly #features: number;
+
+  private constructor(sock: number, features: number) {
+    this.#sock = sock;
+    this.#features = features;
+  }
+
+  /** Connects to the daemon listening in work directory `workDir`. */
+  static connect(workDir: string): LazyPagesLink {
+    const have = uffdFeatures();
+    if (have === undefined) {
+      throw new RestoreError("Cannot restore lazily: this kernel offers no userfaultfd");
+    }
+    if ((have & UFFD_FEATURES_NONCOOP) !== UFFD_FEATURES_NONCOOP) {
+      throw new RestoreError(
+        "Cannot restore lazily: this kernel's userfaultfd does not report forks, mremap, " +
+          "madvise and munmap (non-cooperative events)",
+      );
+    }
+    // Through the directory's descriptor: a socket's name has room for 107 bytes only.
+    const dir = open(workDir, O.PATH | O.DIRECTORY | O.CLOEXEC);
+    const sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC);
+    try {
+      const name = `/proc/self/fd/${dir}/${LAZY_PAGES_SOCKET}`;
+      connectUnix(sock, new TextEncoder().encode(name), `criu lazy-pages in ${workDir}`);
+    } catch (e) {
+      close(sock);
+      const why = e instanceof Errno ? e.code : (e as Error).message;
+      throw new RestoreError(
+        `Cannot reach criu lazy-pages in ${workDir}: nothing listens on ${LAZY_PAGES_SOCKET} ` +
+          `(connect: ${why})`,
+      );
+    } finally {
+      close(dir);
+    }
+    return new LazyPagesLink(sock, UFFD_FEATURES_NONCOOP);
+  }
+
+  /**
+   * Registers the mappings of `task` (restored in `rs`, its pages but the lazy ones in) that
+   * hold lazy pages on a new userfaultfd of its own, and hands that to the daemon; a process
+   * with none is reported without one.
+   */
+  handOver(rs: RemoteSyscalls, arena: RemoteArena, task: TaskImages): void {
+    const vpid = task.pstree.pid;
+    const vmas = lazyMappings(task);
+    if (!vmas.length) return this.skip(vpid);
+    const call = taskSyscall(rs);
+    const O_NONBLOCK = 0o4000;
+    const uffd = call(NR.userfaultfd, "userfaultfd", O.CLOEXEC | O_NONBLOCK);
+    try {
+      const mark = arena.mark();
+      try {
+        call(NR.ioctl, "ioctl(UFFDIO_API)", uffd, UFFDIO.API, arena.put(uffdioApi(this.#features)));
+        for (const v of vmas) {
+          const reg = arena.put(uffdioRegisterMissing(v.start, v.end));
+          call(NR.ioctl, "ioctl(UFFDIO_REGISTER)", uffd, UFFDIO.REGISTER, reg);
+          const back = new BigUint64Array(4);
+          readRemote(rs.task.pid, reg, new Uint8Array(back.buffer));
+          if ((back[3] & UFFD_MISSING_IOCTLS) !== UFFD_MISSING_IOCTLS) {
+            throw new RestoreError(
+              `Cannot restore lazily: the mapping at ${v.start.toString(16)} of task ${vpid} ` +
+                `cannot be filled by copy`,
+            );
+          }
+        }
+      } finally {
+        arena.release(mark);
+      }
+      withTaskFd(rs.task.pid, uffd, (copy) => {
+        writeAll(this.#sock, new Uint8Array(new Int32Array([vpid]).buffer), "criu lazy-pages");
+        sendWithFds(this.#sock, new Uint8Array(1), [copy], "criu lazy-pages");
+      });
+    } finally {
+      rs.call(NR.close, uffd);
+    }
+  }
+
+  /** Reports process `vpid` (a zombie, or one with nothing lazy) without a userfaultfd. */
+  skip(vpid: number): void {
+    writeAll(this.#sock, new Uint8Array(new Int32Array([-vpid]).buffer), "criu lazy-pages");
+  }
+
+  /** Tells the daemon the restore has finished: it brings the rest in now. */
+  finish(): void {
+    const word = new Uint8Array(new Uint32Array([LAZY_RESTORE_FINISHED]).buffer);
+    writeAll(this.#sock, word, "criu lazy-pages");
+  }
+
+  [Symbol.dispose](): void {
+    close(this.#sock);
+  }
+}
