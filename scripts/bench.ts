@@ -13,6 +13,7 @@ import { stats_entrySchema } from "../proto/gen/misc_pb.ts";
 import {
   buildVictim,
   criu,
+  criuArgv,
   sleep,
   startVictim,
   treePids,
@@ -173,14 +174,40 @@ async function dumpedHeap(mib: number, imgs: string): Promise<number> {
   return v.pid;
 }
 
-const restoreRows: { restoreMs: number; fillMs: number }[] = [];
+/**
+ * A lazy restore of `imgs` (criu lazy-pages from the CLI, the restore through mod.ts): how long
+ * until the restore returned (the process runs), and until the daemon had brought every page in.
+ */
+async function lazyRestore(imgs: string): Promise<{ returnMs: number; allMs: number }> {
+  const [cmd, ...args] = criuArgv(["lazy-pages", "-D", imgs, "-o", "lazy.log"]);
+  const daemon = new Deno.Command(cmd, { args, stdout: "null", stderr: "null" }).spawn();
+  const socket = join(imgs, "lazy-pages.socket");
+  for (let i = 0; i < 500; i++) {
+    try {
+      Deno.statSync(socket);
+      break;
+    } catch {
+      await sleep(10);
+    }
+  }
+  const t = performance.now();
+  const r = await restore({ imagesDir: imgs, detach: true, lazyPages: true });
+  const returnMs = performance.now() - t;
+  const status = await daemon.status;
+  const allMs = performance.now() - t;
+  Deno.kill(r.pid, "SIGKILL");
+  if (!status.success) throw new Error("criu lazy-pages failed");
+  return { returnMs, allMs };
+}
+
+const restoreRows: { restoreMs: number; fillMs: number; lazyMs: number; lazyAllMs: number }[] = [];
 const tinyRestore: number[] = [];
 for (let run = 0; run < RUNS; run++) {
   const dir = Deno.makeTempDirSync({ dir: TMPFS, prefix: "criu-bench-" });
   try {
     const imgs = join(dir, "imgs");
     Deno.mkdirSync(imgs);
-    await dumpedHeap(MIB, imgs);
+    const pid = await dumpedHeap(MIB, imgs);
     let restoreMs = 0, fillMs = 0;
     const steps = [
       async () => {
@@ -189,6 +216,7 @@ for (let run = 0; run < RUNS; run++) {
         const r = await restore({ imagesDir: imgs, detach: true });
         restoreMs = performance.now() - t;
         Deno.kill(r.pid, "SIGKILL");
+        await waitGone(pid, 15000);
       },
       () => {
         warm(dir);
@@ -196,7 +224,10 @@ for (let run = 0; run < RUNS; run++) {
       },
     ];
     for (let i = 0; i < steps.length; i++) await steps[(i + run) % steps.length]();
-    restoreRows.push({ restoreMs, fillMs });
+    warm(dir);
+    const lazy = await lazyRestore(imgs);
+    await waitGone(pid, 15000);
+    restoreRows.push({ restoreMs, fillMs, lazyMs: lazy.returnMs, lazyAllMs: lazy.allMs });
     const tiny = join(dir, "tiny");
     Deno.mkdirSync(tiny);
     await dumpedHeap(1, tiny);
@@ -277,6 +308,13 @@ console.log(
 console.log(
   `  ratio          ${median(rratios).toFixed(2)}x median of runs (target <= 1.5x); ` +
     `per run: ${rratios.map((x) => x.toFixed(2)).join(" ")}`,
+);
+const lz = median(restoreRows.map((r) => r.lazyMs));
+console.log(
+  `  lazy restore   ${lz.toFixed(0).padStart(6)} ms  (${(lz / rr).toFixed(2)}x the restore, ` +
+    `target <= 0.25x; every page in after ${
+      median(restoreRows.map((r) => r.lazyAllMs)).toFixed(0)
+    } ms)`,
 );
 console.log(`  tiny restore   ${median(tinyRestore).toFixed(1).padStart(6)} ms  (1 MiB process)`);
 const treeMiB = 20 * TREE_MIB;

@@ -21,6 +21,7 @@ import {
   startVictim,
   stopVictim,
   tmpDir,
+  treePids,
   type Victim,
   waitGone,
   waitLine,
@@ -322,6 +323,33 @@ for (const [daemon, restorer] of [["ours", "ours"], ["CRIU 4.2", "CRIU 4.2"]] as
     },
   );
 }
+
+Deno.test("lazy restore of a tree (children in groups and sessions, threads, a zombie, shared memory, a pipe, sockets): each process's userfaultfd goes to the daemon (the zombie's record without one), their threads fault at once, every child finds its memory and threads right", async () => {
+  const v = startVictim(["setsid", await buildVictim("tree"), "{out}", "4", "3", "8"]);
+  let pids: number[] = [];
+  try {
+    await waitReport(v);
+    pids = treePids(v.pid);
+    const dir = tmpDir();
+    const d = await criu(["dump", "-t", `${v.pid}`, "-D", dir, "-o", "dump.log"]);
+    assertEquals(d.code, 0, d.stderr);
+    for (const pid of pids) assert(await waitGone(pid), `task ${pid} gone after the dump`);
+    const lazy = spawn("ours", ["lazy-pages", "-D", dir, "-o", "lazy.log"], PACED);
+    await waitFile(join(dir, "lazy-pages.socket"));
+    await succeeds(
+      spawn("ours", ["restore", "-d", "-D", dir, "--lazy-pages", "-o", "rst.log"]),
+      "restore --lazy-pages",
+    );
+    Deno.kill(v.pid, "SIGTERM");
+    await waitLine(v.out, /^(PASS|FAIL)/, 30_000);
+    assertMatch(safeRead(v.out), /^PASS tree/m);
+    await succeeds(lazy, "lazy-pages");
+    // The parent and its four children (the zombie has no memory).
+    assertEquals(summary(join(dir, "lazy.log")).processes, 5);
+  } finally {
+    await cleanUp(v, ...pids);
+  }
+});
 
 Deno.test("lazy restore refusals: no criu lazy-pages listening is one clear line and nothing made; criu lazy-pages whose restore fails exits non-zero; a pre-dump takes no --lazy-pages", async () => {
   const { v, dir } = await dumped(16);

@@ -827,6 +827,7 @@ Deno.test("lazy ranges of a task: only its PE_LAZY pages, cut where its mappings
     ],
     pagesPaths: [],
     pageFile: [],
+    pageLevel: [0, 0],
     pageOffsets: [],
   });
   assertEquals(ranges, [

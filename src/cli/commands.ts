@@ -32,7 +32,7 @@ export function formatDumpStats(s: DumpStats): string {
     `Memory pages scanned: ${n(s.pagesScanned)}`,
     `Memory pages skipped from parent: ${n(s.pagesSkippedParent)}`,
     `Memory pages written: ${n(s.pagesWritten)}`,
-    `Lazy memory pages: ${n(0)}`,
+    `Lazy memory pages: ${n(s.pagesLazy)}`,
   ].join("\n");
 }
 

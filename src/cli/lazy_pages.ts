@@ -8,7 +8,7 @@
  * @module
  */
 import { readLazyImages } from "../restore/images.ts";
-import { LAZY_PAGES_SOCKET, LazyDaemon } from "../lazy/daemon.ts";
+import { LAZY_HELLO_PARENTS, LAZY_PAGES_SOCKET, LazyDaemon, lazyHello } from "../lazy/daemon.ts";
 import { LocalPages, type PageSource, RemotePages } from "../lazy/source.ts";
 import { PageServerClient } from "../pagemap/page_server.ts";
 import { close, writeAll } from "../syscalls/mod.ts";
@@ -34,7 +34,6 @@ export async function runLazyPages(o: CriuOpts, argv: readonly string[]): Promis
   if (o.restoreDetached) return await daemonize(argv);
   const dirs = dirsOf(o);
   using log = openLog(o, dirs);
-  const images = readLazyImages(dirs.images);
   // The socket by its name in the work directory, as criu's restore looks for it there (and
   // a long path would not fit a socket address).
   Deno.chdir(dirs.work);
@@ -55,10 +54,17 @@ export async function runLazyPages(o: CriuOpts, argv: readonly string[]): Promis
       close(o.statusFd);
     }
     conn = accept(listener, LAZY_PAGES_SOCKET);
+    // Pages of the parent images come lazily too when they are read here (a page server
+    // serves what it was told).
+    const parents = !o.pageServer;
+    writeAll(conn, lazyHello(parents ? LAZY_HELLO_PARENTS : 0), LAZY_PAGES_SOCKET);
+    // The images are read once the restore comes: the daemon may wait for them (started
+    // before the dump that writes them, as a migration does).
+    const images = readLazyImages(dirs.images);
     source = o.pageServer
       ? new RemotePages(PageServerClient.connect(o.address, o.port), REMOTE_MAX_PAGES)
       : new LocalPages(images.flatMap((t) => (t.task ? [t.task] : [])));
-    const stats = new LazyDaemon(log).run(
+    const stats = new LazyDaemon(log, parents).run(
       conn,
       new Map(images.map((t) => [t.pid, t.task])),
       source,

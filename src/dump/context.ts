@@ -141,6 +141,8 @@ export interface DumpStats {
   pagesWritten: number;
   /** Pages left to the parent images (--track-mem). */
   pagesSkippedParent: number;
+  /** Pages a lazy dump left in the tree, served from there (`--lazy-pages`). */
+  pagesLazy: number;
   /** Pages of shared memory written (shmem objects, once each). */
   shpagesWritten: number;
 }
@@ -197,6 +199,7 @@ export class DumpContext {
     pagesScanned: 0,
     pagesWritten: 0,
     pagesSkippedParent: 0,
+    pagesLazy: 0,
     shpagesWritten: 0,
   };
   /** Images written, by file name. */

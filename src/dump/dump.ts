@@ -345,6 +345,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   log.info("Images written and synced");
   if (ctx.treePages) {
     // The lazy pages are still in the tree: it stays frozen until they are all fetched.
+    ctx.stats.pagesLazy = ctx.treePages.pages;
     try {
       await serveTreePages(ctx.treePages, opts.lazyServe!, opts.imagesDir, log);
     } catch (e) {
@@ -383,7 +384,9 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   ctx.stats.frozenUs = Math.round((performance.now() - tFrozen) * 1000);
   log.info(opts.leaveRunning || opts.leaveStopped ? "Tree released" : "Tree killed");
   // What the next dump needs of the tracking (not the restore's): once the tree is let go.
-  if (opts.trackMem) ctx.written.push(...writeTracking(opts.imagesDir, ctx.trackers, ctx.frames));
+  if (opts.trackMem && ctx.trackers.size) {
+    ctx.written.push(...writeTracking(opts.imagesDir, ctx.trackers, ctx.frames));
+  }
 
   writeStats(ctx);
   log.info(`Dumping finished successfully`);
@@ -701,18 +704,29 @@ function readComm(pid: number): string {
 
 /**
  * With --track-mem: tracks the memory of the task `rs` runs syscalls in (from its parent
- * images' tracking when that is still the same) and says what its parent images hold.
+ * images' tracking when that is still the same) and says what its parent images hold. With
+ * `keep` false (a tree killed after this dump: no dump of it follows) the pages are only
+ * compared with the parent's, and the tracking is left as the pre-dumps made it: nothing is
+ * registered or protected again, no frame recorded, inside the frozen time.
  */
 export function trackPages(
   ctx: DumpContext,
   rs: RemoteSyscalls,
   vmas: Vma[],
+  keep = true,
 ): PageTracking | undefined {
   if (!ctx.opts.trackMem) return undefined;
   const pid = rs.task.pid, vpid = ctx.pids.virt(pid);
   const parent = ctx.opts.prevImagesDir
     ? parentPages(join(ctx.opts.imagesDir, "parent"), pid, vpid)
     : undefined;
+  if (!keep) {
+    ctx.log.info(
+      `Task ${pid}: ${parent ? `${parent.frames.size} pages in the parent` : "no parent"}; ` +
+        `the tracking ends with it`,
+    );
+    return parent && { parent: parent.frames };
+  }
   ctx.trackers.set(vpid, startTracking(rs, vmas, parent?.tracker));
   ctx.log.info(
     `Task ${pid}: memory tracked${parent ? ` (${parent.frames.size} pages in the parent)` : ""}`,
@@ -722,6 +736,7 @@ export function trackPages(
 
 /** Once its pages are read: the task's pages protected again, their frames kept. */
 export function tracked(ctx: DumpContext, pid: number, vmas: Vma[], track: PageTracking): void {
+  if (!track.frames) return;
   protectAgain(pid, vmas);
   ctx.frames.set(ctx.pids.virt(pid), track.frames.bytes());
 }
@@ -798,7 +813,8 @@ async function dumpProcess(
     });
     await ctx.checkpoint("parasite");
     const sps = [state.regs[REG.sp], ...threads.map((t) => t.regs[REG.sp])];
-    const track = trackPages(ctx, parasite.leader, vmas);
+    const keep = Boolean(ctx.opts.leaveRunning || ctx.opts.leaveStopped);
+    const track = trackPages(ctx, parasite.leader, vmas, keep);
     await dumpPages(ctx, parasite.leader, vmas, ctx.pagesId(), sps, track);
     if (track) tracked(ctx, pid, vmas, track);
     await ctx.checkpoint("pages");
@@ -922,7 +938,7 @@ export function writeStats(ctx: DumpContext): void {
         pagesSkippedParent: BigInt(s.pagesSkippedParent),
         pagesWritten: BigInt(s.pagesWritten),
         shpagesWritten: BigInt(s.shpagesWritten),
-        pagesLazy: 0n,
+        pagesLazy: BigInt(s.pagesLazy),
       }),
     }),
   );

@@ -305,8 +305,8 @@ export function dumpMm(
 export interface PageTracking {
   /** What the parent's dump recorded of each page. */
   parent?: FrameTable;
-  /** The pagemap words of every page walked, for the next dump. */
-  frames: FrameList;
+  /** The pagemap words of every page walked, for the next dump (none when none follows). */
+  frames?: FrameList;
 }
 
 /**
@@ -428,10 +428,13 @@ export async function writePagePlan(
   } else {
     const pagesFile = `pages-${pagesId}.img`;
     const path = join(ctx.opts.imagesDir, pagesFile);
-    const viaParasite = rs && plan.allReadable && ctx.opts.pageTransfer !== "readv";
     // Pages the parent images hold are not written again, nor those left in the tree.
     let own = track ? runs.filter((r) => !r.inParent) : runs;
     if (treePages) own = withoutLazy(own, lazyEntries);
+    // A few pages (what a dump after pre-dumps writes) are read from here at once: the
+    // parasite's pipes cost more to set up than they save.
+    const few = own.reduce((n, r) => n + r.nrPages, 0) < FEW_PAGES;
+    const viaParasite = rs && plan.allReadable && ctx.opts.pageTransfer !== "readv" && !few;
     xfer = viaParasite
       ? await writePagesViaParasite(rs, own, path, ctx.opts.signal)
       : writePages(pid, own, path, running);
@@ -481,6 +484,9 @@ function deletedMapping(
   );
   return id;
 }
+
+/** Fewer pages than this are read with process_vm_readv rather than by the parasite (16 MiB). */
+const FEW_PAGES = 4096;
 
 /** `runs` but the pages of `entries` that are lazy. */
 function withoutLazy(runs: PageRun[], entries: Entry[]): PageRun[] {

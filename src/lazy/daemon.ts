@@ -18,7 +18,7 @@
  * @module
  */
 import type { Logger } from "../log.ts";
-import { close, errno, errnoName, pollIn } from "../syscalls/mod.ts";
+import { close, Errno, errno, errnoName, pollIn } from "../syscalls/mod.ts";
 import { recvExact } from "../syscalls/socket.ts";
 import {
   readUffdMsgs,
@@ -38,6 +38,21 @@ export const LAZY_RESTORE_FINISHED = 0x52535446;
 
 /** The socket's name in the work directory. */
 export const LAZY_PAGES_SOCKET = "lazy-pages.socket";
+
+/**
+ * What this daemon says first on a connection (criu's restore never reads from it, criu's
+ * daemon says nothing): u32 "DCLZ", u32 flags. A restore of ours that hears it may leave more
+ * to it than criu's daemon takes.
+ */
+export const LAZY_HELLO_MAGIC = 0x5a4c4344;
+/** Hello flag: the lazy pages of the parent images (pre-dumps) come lazily too (criu's daemon
+ * takes only those of the images themselves; a criu restore brings the others in itself). */
+export const LAZY_HELLO_PARENTS = 1;
+
+/** The hello, with `flags`. */
+export function lazyHello(flags: number): Uint8Array {
+  return new Uint8Array(new Uint32Array([LAZY_HELLO_MAGIC, flags]).buffer);
+}
 
 const PAGE = 4096n;
 /** What a fault brings: its page and those after it, up to this. */
@@ -72,12 +87,15 @@ export interface LazyStats {
   errors: number;
 }
 
-/** The lazy ranges of a task: its PE_LAZY pages, cut at its mappings (a copy stays in one). */
-export function lazyRanges(task: LazyTaskImages): LazyRange[] {
+/**
+ * The lazy ranges of a task: its PE_LAZY pages (those of the parent images too with
+ * `parents`), cut at its mappings (a copy stays in one).
+ */
+export function lazyRanges(task: LazyTaskImages, parents = false): LazyRange[] {
   const vmas = [...task.vmas].sort((a, b) => (a.start < b.start ? -1 : 1));
   const out: LazyRange[] = [];
-  for (const e of task.pagemap) {
-    if (!(e.flags & PE_LAZY)) continue;
+  for (const [i, e] of task.pagemap.entries()) {
+    if (!(e.flags & PE_LAZY) || (!parents && task.pageLevel[i] > 0)) continue;
     const end = e.vaddr + BigInt(e.nrPages) * PAGE;
     for (const v of vmas) {
       if (v.end <= e.vaddr || v.start >= end) continue;
@@ -99,8 +117,12 @@ export class LazyDaemon {
   #errors = 0;
   #done: LazyProcess[] = [];
 
-  constructor(log: Logger) {
+  readonly #parents: boolean;
+
+  /** With `parents`, the parent images' lazy pages are the daemon's too (its hello said so). */
+  constructor(log: Logger, parents: boolean) {
     this.#log = log;
+    this.#parents = parents;
   }
 
   /**
@@ -121,7 +143,7 @@ export class LazyDaemon {
       fds.forEach(close);
       throw new Error(`The restore sent task ${pid}, which the images do not have`);
     }
-    const ranges = new LazyRanges(lazyRanges(task));
+    const ranges = new LazyRanges(lazyRanges(task, this.#parents));
     this.#log.info(`Task ${pid}: ${ranges.bytes / PAGE} lazy pages, userfaultfd ${fds[0]}`);
     this.#procs.push(this.#process(pid, `task ${pid}`, fds[0], ranges));
     return true;
@@ -159,7 +181,7 @@ export class LazyDaemon {
         records++;
       } else if (connOpen && ready[0]) {
         const word = new Uint8Array(4);
-        if (!recvExact(conn, word, "the restore's socket")) {
+        if (!receivedOrEnded(conn, word)) {
           if (!finished) throw new Error("The restore ended before it had finished");
           connOpen = false;
         } else if (new DataView(word.buffer).getUint32(0, true) === LAZY_RESTORE_FINISHED) {
@@ -370,7 +392,20 @@ export class LazyDaemon {
   }
 }
 
-const ENOSPC = 28;
+const ENOSPC = 28, ECONNRESET = 104;
+
+/**
+ * `buf.length` bytes of the restore's socket `conn`, or false once it has gone: at the end of
+ * the stream, or reset (criu's restore closes it with our hello unread).
+ */
+function receivedOrEnded(conn: number, buf: Uint8Array): boolean {
+  try {
+    return recvExact(conn, buf, "the restore's socket");
+  } catch (e) {
+    if (e instanceof Errno && e.errno === ECONNRESET) return false;
+    throw e;
+  }
+}
 
 /**
  * Test hook: a pause between background chunks (faults are served meanwhile), so that a test's

@@ -109,6 +109,8 @@ export interface TaskImages {
   pagesPaths: string[];
   /** For each pagemap entry, the pages file (index in pagesPaths) that holds its pages. */
   pageFile: number[];
+  /** For each pagemap entry, the images it comes from: 0 these, 1 their parent, ... */
+  pageLevel: number[];
   /** Offset of each pagemap entry's first page in its pages file (present entries only). */
   pageOffsets: number[];
   /** Guard regions (MADV_GUARD_INSTALL), taken out of mm's entries (criu writes them there). */
@@ -377,6 +379,7 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
         pagesPath: "",
         pagesPaths: [],
         pageFile: [],
+        pageLevel: [],
         pageOffsets: [],
         guards: [],
       };
@@ -1012,7 +1015,10 @@ export function readPagesLevel(path: string): PagesLevel {
 function readPages(
   dir: string,
   pid: number,
-): Pick<TaskImages, "pagemap" | "pagesPath" | "pagesPaths" | "pageFile" | "pageOffsets"> {
+): Pick<
+  TaskImages,
+  "pagemap" | "pageLevel" | "pagesPath" | "pagesPaths" | "pageFile" | "pageOffsets"
+> {
   const levels: (PagesLevel | undefined)[] = [];
   const level = (depth: number): PagesLevel | undefined => {
     if (depth in levels) return levels[depth];
@@ -1041,9 +1047,8 @@ function readPages(
       const stop = eEnd < end ? eEnd : end;
       const pages = Number((stop - at) / 4096n);
       if (e.flags & PE_PRESENT) {
-        // Present only: pages of the parents come eagerly in a lazy restore too (as criu's).
         out.push({
-          run: { vaddr: at, nrPages: pages, flags: PE_PRESENT },
+          run: { vaddr: at, nrPages: pages, flags: e.flags & ~PE_PARENT },
           file: depth,
           offset: l.offsets[j] + Number(at - e.vaddr),
         });
@@ -1067,6 +1072,7 @@ function readPages(
   const index = new Map(used.map((d, i) => [d, i]));
   return {
     pagemap: out.map((o) => o.run),
+    pageLevel: out.map((o) => o.file),
     pagesPath: own.pages,
     pagesPaths: used.length ? used.map((d) => levels[d]!.pages) : [own.pages],
     pageFile: out.map((o) => index.get(o.file)!),
@@ -1076,7 +1082,7 @@ function readPages(
 
 /** What `criu lazy-pages` reads of one task: its mappings and its pages (TaskImages'). */
 export type LazyTaskImages =
-  & Pick<TaskImages, "pagemap" | "pagesPaths" | "pageFile" | "pageOffsets">
+  & Pick<TaskImages, "pagemap" | "pageLevel" | "pagesPaths" | "pageFile" | "pageOffsets">
   & { pid: number; vmas: vma_entry[] };
 
 /**

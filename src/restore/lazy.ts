@@ -13,11 +13,28 @@
 import type { vma_entry } from "../../proto/gen/mm_pb.ts";
 import { PE_LAZY } from "../pagemap/pagemap.ts";
 import { VMA } from "../pagemap/vma.ts";
-import { LAZY_PAGES_SOCKET, LAZY_RESTORE_FINISHED } from "../lazy/daemon.ts";
-import { close, Errno, NR, O, open, readRemote, withTaskFd, writeAll } from "../syscalls/mod.ts";
+import {
+  LAZY_HELLO_MAGIC,
+  LAZY_HELLO_PARENTS,
+  LAZY_PAGES_SOCKET,
+  LAZY_RESTORE_FINISHED,
+} from "../lazy/daemon.ts";
+import {
+  close,
+  Errno,
+  NR,
+  O,
+  open,
+  POLLIN,
+  pollIn,
+  readRemote,
+  withTaskFd,
+  writeAll,
+} from "../syscalls/mod.ts";
 import {
   AF_UNIX,
   connectUnix,
+  recvExact,
   sendWithFds,
   SOCK_CLOEXEC,
   SOCK_STREAM,
@@ -37,12 +54,20 @@ import { RestoreError } from "./files.ts";
 import type { TaskImages } from "./images.ts";
 import { taskSyscall } from "./task_syscall.ts";
 
+/**
+ * Whether the `i`th pagemap entry of `task` is left to the daemon: a lazy one of these images,
+ * or of their parents where the daemon takes those too (`parents`).
+ */
+export function leftLazy(task: TaskImages, i: number, parents: boolean): boolean {
+  return (task.pagemap[i].flags & PE_LAZY) !== 0 && (parents || task.pageLevel[i] === 0);
+}
+
 /** The mappings of `task` its lazy pages lie in (each registered whole, as criu does). */
-export function lazyMappings(task: TaskImages): vma_entry[] {
+export function lazyMappings(task: TaskImages, parents: boolean): vma_entry[] {
   const out = new Set<vma_entry>();
   const sorted = [...task.mm.vmas].sort((a, b) => (a.start < b.start ? -1 : 1));
-  for (const e of task.pagemap) {
-    if (!(e.flags & PE_LAZY)) continue;
+  for (const [i, e] of task.pagemap.entries()) {
+    if (!leftLazy(task, i, parents)) continue;
     const end = e.vaddr + BigInt(e.nrPages) * 4096n;
     for (const v of sorted) {
       if (v.end <= e.vaddr || v.start >= end) continue;
@@ -60,14 +85,20 @@ export function lazyMappings(task: TaskImages): vma_entry[] {
   return [...out].sort((a, b) => (a.start < b.start ? -1 : 1));
 }
 
+/** How long a restore listens for our daemon's hello (criu's daemon says nothing). */
+const HELLO_WAIT_MS = 500;
+
 /** The connection to `criu lazy-pages`. */
 export class LazyPagesLink implements Disposable {
   readonly #sock: number;
   readonly #features: number;
+  /** The daemon takes the parent images' lazy pages too (ours said so; criu's does not). */
+  readonly parents: boolean;
 
-  private constructor(sock: number, features: number) {
+  private constructor(sock: number, features: number, parents: boolean) {
     this.#sock = sock;
     this.#features = features;
+    this.parents = parents;
   }
 
   /** Connects to the daemon listening in work directory `workDir`. */
@@ -98,7 +129,16 @@ export class LazyPagesLink implements Disposable {
     } finally {
       close(dir);
     }
-    return new LazyPagesLink(sock, UFFD_FEATURES_NONCOOP);
+    // Ours says hello at once; criu's never does.
+    let flags = 0;
+    if (pollIn([sock], HELLO_WAIT_MS)[0] & POLLIN) {
+      const hello = new Uint8Array(8);
+      if (recvExact(sock, hello, LAZY_PAGES_SOCKET)) {
+        const [magic, f] = new Uint32Array(hello.buffer);
+        if (magic === LAZY_HELLO_MAGIC) flags = f;
+      }
+    }
+    return new LazyPagesLink(sock, UFFD_FEATURES_NONCOOP, (flags & LAZY_HELLO_PARENTS) !== 0);
   }
 
   /**
@@ -108,7 +148,7 @@ export class LazyPagesLink implements Disposable {
    */
   handOver(rs: RemoteSyscalls, arena: RemoteArena, task: TaskImages): void {
     const vpid = task.pstree.pid;
-    const vmas = lazyMappings(task);
+    const vmas = lazyMappings(task, this.parents);
     if (!vmas.length) return this.skip(vpid);
     const call = taskSyscall(rs);
     const O_NONBLOCK = 0o4000;

@@ -23,7 +23,8 @@
 import { isFieldSet } from "@bufbuild/protobuf";
 import { type mm_entry, type vma_entry, vma_entrySchema } from "../../proto/gen/mm_pb.ts";
 import { MAP, PROT, sysvAttachments, VMA } from "../pagemap/vma.ts";
-import { PE_LAZY, PE_PRESENT } from "../pagemap/pagemap.ts";
+import { PE_PRESENT } from "../pagemap/pagemap.ts";
+import { leftLazy } from "./lazy.ts";
 import type { ProcMap } from "../tree/proc.ts";
 import type { TaskImages } from "./images.ts";
 
@@ -196,8 +197,11 @@ export interface MemoryPlanInput {
   inherited?: Set<vma_entry>;
   /** Scratch memory the restorer reads pages through to compare them with inherited ones. */
   buffer?: Range;
-  /** The lazy pages (PE_LAZY) are left out: `criu lazy-pages` brings them in. */
-  lazy?: boolean;
+  /**
+   * The lazy pages (PE_LAZY) are left out: `criu lazy-pages` brings them in (those of the
+   * parent images too with `parents`).
+   */
+  lazy?: { parents: boolean };
 }
 
 /**
@@ -415,7 +419,7 @@ export function planMemory(input: MemoryPlanInput): Op[] {
   task.pagemap.forEach((e, i) => {
     if (!(e.flags & PE_PRESENT)) return;
     // Left out (and dropped where inherited, below: they must fault).
-    if (input.lazy && e.flags & PE_LAZY) return;
+    if (input.lazy && leftLazy(task, i, input.lazy.parents)) return;
     // The vDSO's pages (criu dumps them) are this kernel's, moved into place above.
     if ((vmaOf(e.vaddr)?.status ?? 0) & (VMA.AREA_VDSO | VMA.AREA_VVAR)) return;
     const whole = { start: e.vaddr, end: e.vaddr + BigInt(e.nrPages) * PAGE };

@@ -1553,7 +1553,7 @@ function restoreInside(
     mapFds: fds.maps,
     pagesFds: fds.pages,
     shmemFds: fds.shmem,
-    lazy: lazy !== undefined,
+    lazy: lazy && { parents: lazy.parents },
   });
   if (ops.length > maxOps) throw new RestoreError(`Too many restorer operations (${ops.length})`);
   writeRemote(pid, remoteAdd(area, AREA_CODE), code);
