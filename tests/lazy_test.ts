@@ -351,6 +351,26 @@ Deno.test("lazy restore of a tree (children in groups and sessions, threads, a z
   }
 });
 
+Deno.test("criu lazy-pages killed (SIGKILL) while pages are still to come: the restored process dies with it (its guard), rather than run on with pages that would read as zeros", async () => {
+  const { v, dir } = await dumped(64);
+  try {
+    const lazy = spawn("ours", ["lazy-pages", "-D", dir, "-o", "lazy.log"], {
+      DENO_CRIU_LAZY_PACE_MS: "500",
+    });
+    await waitFile(join(dir, "lazy-pages.socket"));
+    await succeeds(
+      spawn("ours", ["restore", "-d", "-D", dir, "--lazy-pages", "-o", "rst.log"]),
+      "restore --lazy-pages",
+    );
+    await waitLine(join(dir, "lazy.log"), /The restore has finished/, 10_000);
+    lazy.kill("SIGKILL");
+    assert(await waitGone(v.pid, 10_000), "the restored process runs on without its pages");
+    assert(!/^(PASS|FAIL)/m.test(safeRead(v.out)), safeRead(v.out));
+  } finally {
+    await cleanUp(v);
+  }
+});
+
 Deno.test("lazy restore refusals: no criu lazy-pages listening is one clear line and nothing made; criu lazy-pages whose restore fails exits non-zero; a pre-dump takes no --lazy-pages", async () => {
   const { v, dir } = await dumped(16);
   try {

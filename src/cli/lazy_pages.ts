@@ -22,6 +22,7 @@ import {
   socket,
 } from "../syscalls/socket.ts";
 import { daemonize } from "../rpc/service.ts";
+import { DumpGuard } from "../dump/guard.ts";
 import { dirsOf } from "./dirs.ts";
 import type { CriuOpts } from "./options.ts";
 import { openLog } from "./run.ts";
@@ -45,6 +46,7 @@ export async function runLazyPages(o: CriuOpts, argv: readonly string[]): Promis
   const listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC);
   let conn = -1;
   let source: PageSource | undefined;
+  let guard: DumpGuard | undefined;
   try {
     bindUnix(listener, new TextEncoder().encode(LAZY_PAGES_SOCKET), LAZY_PAGES_SOCKET);
     listen(listener, 10);
@@ -53,6 +55,8 @@ export async function runLazyPages(o: CriuOpts, argv: readonly string[]): Promis
       writeAll(o.statusFd, new Uint8Array(1), "status fd");
       close(o.statusFd);
     }
+    // Should the daemon die before every process has all its pages, they die too.
+    guard = await DumpGuard.start();
     conn = accept(listener, LAZY_PAGES_SOCKET);
     // Pages of the parent images come lazily too when they are read here (a page server
     // serves what it was told).
@@ -64,7 +68,7 @@ export async function runLazyPages(o: CriuOpts, argv: readonly string[]): Promis
     source = o.pageServer
       ? new RemotePages(PageServerClient.connect(o.address, o.port), REMOTE_MAX_PAGES)
       : new LocalPages(images.flatMap((t) => (t.task ? [t.task] : [])));
-    const stats = new LazyDaemon(log, parents).run(
+    const stats = new LazyDaemon(log, parents, guard).run(
       conn,
       new Map(images.map((t) => [t.pid, t.task])),
       source,
@@ -76,7 +80,10 @@ export async function runLazyPages(o: CriuOpts, argv: readonly string[]): Promis
     const done = source;
     source = undefined;
     done.close();
+    // Pages missing: the guard kills those processes as the daemon fails.
     if (stats.errors) throw new Error(`${stats.errors} lazy pages could not be brought in`);
+    // Every process has all its pages (or has gone): nothing left to guard.
+    await guard.finish();
     return 0;
   } finally {
     // After a failure the first error tells; the page server's last answer does not matter.

@@ -70,6 +70,8 @@ interface LazyProcess {
   ranges: LazyRanges;
   /** The background's next chunk. */
   xfer: bigint;
+  /** Its PID here, when known (a restore of ours tells; a forked child's is found). */
+  real?: number;
   /** Pages copied in, on faults and in the background; holes zero-filled. */
   faults: number;
   copied: number;
@@ -118,11 +120,27 @@ export class LazyDaemon {
   #done: LazyProcess[] = [];
 
   readonly #parents: boolean;
+  readonly #guard?: LazyGuard;
+  /** The processes the guard knows. */
+  readonly #committed = new Set<number>();
 
-  /** With `parents`, the parent images' lazy pages are the daemon's too (its hello said so). */
-  constructor(log: Logger, parents: boolean) {
+  /**
+   * With `parents`, the parent images' lazy pages are the daemon's too (its hello said so).
+   * `guard` is told of every process known: should the daemon die before it has all its pages,
+   * the process dies too, rather than run on with pages missing (they would read as zeros).
+   */
+  constructor(log: Logger, parents: boolean, guard?: LazyGuard) {
     this.#log = log;
     this.#parents = parents;
+    this.#guard = guard;
+  }
+
+  #guarded(p: LazyProcess, pids: number[]): void {
+    const fresh = pids.filter((x) => !this.#committed.has(x));
+    if (!this.#guard || !fresh.length) return;
+    for (const x of fresh) this.#committed.add(x);
+    this.#guard.commit(fresh);
+    this.#log.debug(`${p.name}: the guard kills ${fresh.join(", ")} should the daemon die`);
   }
 
   /**
@@ -137,15 +155,28 @@ export class LazyDaemon {
     if (pid <= 0) return true;
     const fds: number[] = [];
     recvExact(conn, new Uint8Array(1), "the restore's socket", fds);
-    if (fds.length !== 1) throw new Error(`The restore sent task ${pid} without a userfaultfd`);
+    // A restore of ours sends a pidfd of the process beside its userfaultfd.
+    const [uffd, pidfd] = fds;
+    let real: number | undefined;
+    if (pidfd !== undefined) {
+      real = pidOfPidfd(pidfd);
+      fds.slice(1).forEach(close);
+    }
+    if (uffd === undefined) throw new Error(`The restore sent task ${pid} without a userfaultfd`);
     const task = tasks.get(pid);
     if (!task) {
-      fds.forEach(close);
+      close(uffd);
       throw new Error(`The restore sent task ${pid}, which the images do not have`);
     }
     const ranges = new LazyRanges(lazyRanges(task, this.#parents));
-    this.#log.info(`Task ${pid}: ${ranges.bytes / PAGE} lazy pages, userfaultfd ${fds[0]}`);
-    this.#procs.push(this.#process(pid, `task ${pid}`, fds[0], ranges));
+    this.#log.info(
+      `Task ${pid}${real !== undefined ? ` (${real} here)` : ""}: ${ranges.bytes / PAGE} lazy ` +
+        `pages, userfaultfd ${uffd}`,
+    );
+    const p = this.#process(pid, `task ${pid}`, uffd, ranges);
+    p.real = real;
+    if (real !== undefined) this.#guarded(p, [real]);
+    this.#procs.push(p);
     return true;
   }
 
@@ -254,6 +285,13 @@ export class LazyDaemon {
       case UFFD_EVENT.FORK: {
         this.#forks++;
         const child = this.#process(p.pid, `a child of ${p.name}`, m.ufd, p.ranges.clone());
+        // Its PID: the child of the parent's the guard does not know yet (one, unless its
+        // threads forked at once: then each is guarded, none named).
+        if (p.real !== undefined) {
+          const fresh = childrenOf(p.real).filter((x) => !this.#committed.has(x));
+          if (fresh.length === 1) child.real = fresh[0];
+          this.#guarded(child, fresh);
+        }
         this.#log.info(`${p.name} forked: ${child.ranges.bytes / PAGE} lazy pages for the child`);
         this.#procs.push(child);
         return;
@@ -317,6 +355,7 @@ export class LazyDaemon {
       }
       const e = Number(-n);
       if (e === errno.EEXIST) {
+        this.#log.warn(`${p.name}: a page at 0x${part.start.toString(16)} is there already`);
         // Already there (its process made it since): skipped, its waiters woken.
         uffdWake(p.uffd, part.start, PAGE);
         part.start += PAGE;
@@ -393,6 +432,35 @@ export class LazyDaemon {
 }
 
 const ENOSPC = 28, ECONNRESET = 104;
+
+/** What the daemon tells its guard: processes to kill should it die before it is through. */
+export interface LazyGuard {
+  commit(pids: number[]): void;
+}
+
+/** The children of process `pid`, of all its threads (empty once it has gone). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+      const text = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`).trim();
+      if (text) out.push(...text.split(/\s+/).map(Number));
+    }
+  } catch {
+    // gone
+  }
+  return out;
+}
+
+/** The PID (here) of the process pidfd `fd` (its fdinfo's Pid), or undefined. */
+function pidOfPidfd(fd: number): number | undefined {
+  try {
+    const m = /^Pid:\s*(-?\d+)/m.exec(Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`));
+    return m && Number(m[1]) > 0 ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * `buf.length` bytes of the restore's socket `conn`, or false once it has gone: at the end of

@@ -25,11 +25,13 @@ import {
   NR,
   O,
   open,
+  pidfdOpen,
   POLLIN,
   pollIn,
   readRemote,
   withTaskFd,
   writeAll,
+  writeRemote,
 } from "../syscalls/mod.ts";
 import {
   AF_UNIX,
@@ -45,6 +47,7 @@ import {
   UFFD_MISSING_IOCTLS,
   uffdFeatures,
   UFFDIO,
+  UFFDIO_REGISTER_SIZE,
   uffdioApi,
   uffdioRegisterMissing,
 } from "../syscalls/uffd.ts";
@@ -94,11 +97,17 @@ export class LazyPagesLink implements Disposable {
   readonly #features: number;
   /** The daemon takes the parent images' lazy pages too (ours said so; criu's does not). */
   readonly parents: boolean;
+  /**
+   * The daemon is ours (it said hello): each userfaultfd goes with a pidfd of its process, which
+   * the daemon's guard kills should the daemon die before the process has all its pages.
+   */
+  readonly #ours: boolean;
 
-  private constructor(sock: number, features: number, parents: boolean) {
+  private constructor(sock: number, features: number, flags: number | undefined) {
     this.#sock = sock;
     this.#features = features;
-    this.parents = parents;
+    this.parents = ((flags ?? 0) & LAZY_HELLO_PARENTS) !== 0;
+    this.#ours = flags !== undefined;
   }
 
   /** Connects to the daemon listening in work directory `workDir`. */
@@ -130,7 +139,7 @@ export class LazyPagesLink implements Disposable {
       close(dir);
     }
     // Ours says hello at once; criu's never does.
-    let flags = 0;
+    let flags: number | undefined;
     if (pollIn([sock], HELLO_WAIT_MS)[0] & POLLIN) {
       const hello = new Uint8Array(8);
       if (recvExact(sock, hello, LAZY_PAGES_SOCKET)) {
@@ -138,7 +147,7 @@ export class LazyPagesLink implements Disposable {
         if (magic === LAZY_HELLO_MAGIC) flags = f;
       }
     }
-    return new LazyPagesLink(sock, UFFD_FEATURES_NONCOOP, (flags & LAZY_HELLO_PARENTS) !== 0);
+    return new LazyPagesLink(sock, UFFD_FEATURES_NONCOOP, flags);
   }
 
   /**
@@ -151,16 +160,24 @@ export class LazyPagesLink implements Disposable {
     const vmas = lazyMappings(task, this.parents);
     if (!vmas.length) return this.skip(vpid);
     const call = taskSyscall(rs);
+    // Missing they must be: whatever touched one since (a read maps the zero page) goes.
+    const MADV_DONTNEED = 4;
+    for (const [i, e] of task.pagemap.entries()) {
+      if (!leftLazy(task, i, this.parents)) continue;
+      call(NR.madvise, "madvise(MADV_DONTNEED)", e.vaddr, e.nrPages * 4096, MADV_DONTNEED);
+    }
     const O_NONBLOCK = 0o4000;
     const uffd = call(NR.userfaultfd, "userfaultfd", O.CLOEXEC | O_NONBLOCK);
     try {
       const mark = arena.mark();
       try {
         call(NR.ioctl, "ioctl(UFFDIO_API)", uffd, UFFDIO.API, arena.put(uffdioApi(this.#features)));
+        // One struct for every mapping (a task may have thousands).
+        const reg = arena.reserve(UFFDIO_REGISTER_SIZE);
+        const back = new BigUint64Array(4);
         for (const v of vmas) {
-          const reg = arena.put(uffdioRegisterMissing(v.start, v.end));
+          writeRemote(rs.task.pid, reg, uffdioRegisterMissing(v.start, v.end));
           call(NR.ioctl, "ioctl(UFFDIO_REGISTER)", uffd, UFFDIO.REGISTER, reg);
-          const back = new BigUint64Array(4);
           readRemote(rs.task.pid, reg, new Uint8Array(back.buffer));
           if ((back[3] & UFFD_MISSING_IOCTLS) !== UFFD_MISSING_IOCTLS) {
             throw new RestoreError(
@@ -174,7 +191,17 @@ export class LazyPagesLink implements Disposable {
       }
       withTaskFd(rs.task.pid, uffd, (copy) => {
         writeAll(this.#sock, new Uint8Array(new Int32Array([vpid]).buffer), "criu lazy-pages");
-        sendWithFds(this.#sock, new Uint8Array(1), [copy], "criu lazy-pages");
+        const pidfd = this.#ours ? pidfdOpen(rs.task.pid) : -1;
+        try {
+          sendWithFds(
+            this.#sock,
+            new Uint8Array(1),
+            pidfd >= 0 ? [copy, pidfd] : [copy],
+            "criu lazy-pages",
+          );
+        } finally {
+          if (pidfd >= 0) close(pidfd);
+        }
       });
     } finally {
       rs.call(NR.close, uffd);

@@ -85,7 +85,10 @@ function indexOf(buf: Uint8Array, n: number, pat: readonly number[]): number {
 /** Finds the borrowed instructions in task `pid`, whose mappings are `maps`. */
 export function findGadgets(pid: number, maps: ProcMap[]): Gadgets {
   const exec = maps.filter((m) => m.perms[2] === "x" && m.path !== "[vsyscall]");
-  exec.sort((a, b) => Number(b.path === "[vdso]") - Number(a.path === "[vdso]"));
+  // The vDSO first, then code from files; anonymous memory last: reading a page of it that is
+  // not there maps one (a lazy restore's pages must stay missing until they come).
+  const rank = (m: ProcMap) => (m.path === "[vdso]" ? 0 : m.path.startsWith("/") ? 1 : 2);
+  exec.sort((a, b) => rank(a) - rank(b));
   const out: Partial<Record<Kind, RemotePtr>> = {};
   for (const m of exec) {
     const key = cacheKey(m);
