@@ -68,6 +68,24 @@ function criu(ns: string, args: string[]): Promise<string> {
   return run(ns, [...CRIU, ...args]);
 }
 
+/** A dump's options that send its pages to B's page server. */
+const TO_B = ["--page-server", "--address", HOST_IP.b, "--port", `${PS_PORT}`];
+
+/** A page server on B for one dump into `dir` (`parent`: its --prev-images-dir), ready. */
+async function pageServer(dir: string, parent: string[]): Promise<void> {
+  await criu(NS.b, [
+    "page-server",
+    "-d",
+    "-D",
+    dir,
+    "--port",
+    `${PS_PORT}`,
+    ...parent,
+    "-o",
+    "ps.log",
+  ]);
+}
+
 /** A process started in namespace `ns`, ours to reap, its stdout piped. */
 function start(ns: string, argv: string[]): Deno.ChildProcess {
   const full = inNs(ns, argv);
@@ -178,17 +196,7 @@ try {
     Deno.mkdirSync(join(A, name));
     Deno.mkdirSync(join(B, name));
     const parent = prev ? ["--prev-images-dir", `../${prev}`] : [];
-    await criu(NS.b, [
-      "page-server",
-      "-d",
-      "-D",
-      join(B, name),
-      "--port",
-      `${PS_PORT}`,
-      ...parent,
-      "-o",
-      "ps.log",
-    ]);
+    await pageServer(join(B, name), parent);
     const stats = await criu(NS.a, [
       "pre-dump",
       "-t",
@@ -197,11 +205,7 @@ try {
       join(A, name),
       "--track-mem",
       ...parent,
-      "--page-server",
-      "--address",
-      HOST_IP.b,
-      "--port",
-      `${PS_PORT}`,
+      ...TO_B,
       "--display-stats",
       "-o",
       "pre-dump.log",
@@ -220,18 +224,7 @@ try {
   // 3. The last dump.
   Deno.mkdirSync(join(A, "last"));
   Deno.mkdirSync(join(B, "last"));
-  await criu(NS.b, [
-    "page-server",
-    "-d",
-    "-D",
-    join(B, "last"),
-    "--port",
-    `${PS_PORT}`,
-    "--prev-images-dir",
-    `../${prev}`,
-    "-o",
-    "ps.log",
-  ]);
+  await pageServer(join(B, "last"), ["--prev-images-dir", `../${prev}`]);
   // B's lazy-pages daemon waits already: it reads the images once the restore comes.
   const lazy = start(NS.b, [...CRIU, "lazy-pages", "-D", join(B, "last"), "-o", "lazy.log", "-v4"]);
   children.push(lazy);
@@ -252,11 +245,7 @@ try {
     "--track-mem",
     "--prev-images-dir",
     `../${prev}`,
-    "--page-server",
-    "--address",
-    HOST_IP.b,
-    "--port",
-    `${PS_PORT}`,
+    ...TO_B,
     "--display-stats",
     "-o",
     "dump.log",

@@ -118,6 +118,25 @@ async function exercise(v: Victim, pid: number): Promise<void> {
   assertEquals(out.split("\n").filter((l) => l === "PASS child").length, 2, out);
 }
 
+// A pause between background chunks: the victim forks, moves and drops memory meanwhile.
+const PACED = { DENO_CRIU_LAZY_PACE_MS: "40" };
+
+/** `criu lazy-pages` of `who` for images `dir`, its pages from the page server on `port`. */
+function remoteDaemon(who: Who, dir: string, port: string): Deno.ChildProcess {
+  return spawn(who, [
+    "lazy-pages",
+    "-D",
+    dir,
+    "--page-server",
+    "--address",
+    "127.0.0.1",
+    "--port",
+    port,
+    "-o",
+    "lazy.log",
+  ], PACED);
+}
+
 /** The daemon's summary in its log: processes, forks, faults. */
 function summary(log: string): { processes: number; forks: number; faults: number } {
   const m = /Lazy pages done: (\d+) processes \((\d+) forked\), (\d+) faults/.exec(safeRead(log));
@@ -135,9 +154,6 @@ async function dumped(mib: number): Promise<{ v: Victim; dir: string }> {
   assert(await waitGone(v.pid), "gone after the dump");
   return { v, dir };
 }
-
-// A pause between background chunks: the victim forks, moves and drops memory meanwhile.
-const PACED = { DENO_CRIU_LAZY_PACE_MS: "40" };
 
 for (
   const [daemon, restorer] of [["ours", "ours"], ["CRIU 4.2", "ours"], [
@@ -200,18 +216,7 @@ for (const [server, daemon] of [["ours", "ours"], ["ours", "CRIU 4.2"]] as const
           "ps.log",
         ]);
         await waitLine(join(dir, "ps.log"), /Starting page server/, 15_000);
-        const lazy = spawn(daemon, [
-          "lazy-pages",
-          "-D",
-          dir,
-          "--page-server",
-          "--address",
-          "127.0.0.1",
-          "--port",
-          port,
-          "-o",
-          "lazy.log",
-        ], PACED);
+        const lazy = remoteDaemon(daemon, dir, port);
         await waitFile(join(dir, "lazy-pages.socket"));
         await succeeds(
           spawn("ours", ["restore", "-d", "-D", dir, "--lazy-pages", "-o", "rst.log"]),
@@ -266,18 +271,7 @@ for (const [daemon, restorer] of [["ours", "ours"], ["CRIU 4.2", "CRIU 4.2"]] as
           .filter((e) => /^pages-\d+\.img$/.test(e.name))
           .reduce((n, e) => n + Deno.statSync(join(dir, e.name)).size, 0);
         assert(pagesBytes < 1 << 20, `the lazy pages went into the images: ${pagesBytes} bytes`);
-        const lazy = spawn(daemon, [
-          "lazy-pages",
-          "-D",
-          dir,
-          "--page-server",
-          "--address",
-          "127.0.0.1",
-          "--port",
-          port,
-          "-o",
-          "lazy.log",
-        ], PACED);
+        const lazy = remoteDaemon(daemon, dir, port);
         await waitFile(join(dir, "lazy-pages.socket"));
         // The original still holds its PID: the copy comes back in a PID namespace of its own.
         const [cmd, ...pre] = restorer === "ours" ? criuArgv([]) : [oracle()!];
