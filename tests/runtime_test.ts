@@ -282,10 +282,20 @@ Deno.test({
   },
 });
 
-/** The criu statistics `podman container checkpoint --print-stats` prints. */
+/**
+ * The criu statistics `podman container checkpoint --print-stats` prints (its JSON object:
+ * podman may print more after it).
+ */
 async function checkpointStats(args: string[]): Promise<Record<string, number>> {
   const out = await ok("podman", ["container", "checkpoint", "--print-stats", ...args]);
-  return JSON.parse(out).container_statistics[0].criu_statistics;
+  const start = out.indexOf("{");
+  let depth = 0, end = -1;
+  for (let i = start; start >= 0 && i < out.length && end < 0; i++) {
+    if (out[i] === "{") depth++;
+    else if (out[i] === "}" && --depth === 0) end = i;
+  }
+  assert(end > start, `no statistics in podman's output: ${out}`);
+  return JSON.parse(out.slice(start, end + 1)).container_statistics[0].criu_statistics;
 }
 
 for (const exported of [false, true]) {

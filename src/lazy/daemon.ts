@@ -187,9 +187,8 @@ export class LazyDaemon {
   /**
    * Takes the restore's processes from `conn` (one record for each of `tasks`, the images'),
    * serves their faults and events with pages from `source` until the restore says it has
-   * finished (a hang-up
-   * before that is an error), then brings the rest in too; returns once every process has
-   * all its pages (or has gone).
+   * finished (a hang-up before that is an error), then brings the rest in too; returns once
+   * every process has all its pages (or has gone).
    */
   run(
     conn: number,
@@ -205,6 +204,8 @@ export class LazyDaemon {
       const watched = [...(connOpen ? [conn] : []), ...polled.map((p) => p.uffd)];
       const busy = finished && polled.some((p) => !p.ranges.empty);
       const ready = pollIn(watched, busy ? PACE_MS : -1);
+      // Where the processes' answers start (the socket's first, while it is watched).
+      const offset = watched.length - polled.length;
       if (connOpen && ready[0] && records < tasks.size) {
         if (!this.#receive(conn, tasks)) {
           throw new Error(`The restore closed its socket after ${records} of ${tasks.size} tasks`);
@@ -222,7 +223,6 @@ export class LazyDaemon {
           throw new Error("The restore sent an unknown message");
         }
       }
-      const offset = connOpen ? 1 : 0;
       polled.forEach((p, i) => {
         if (ready[i + offset] && this.#procs.includes(p)) this.#serve(p);
       });
