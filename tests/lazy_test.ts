@@ -14,8 +14,10 @@ import {
   criu,
   criuArgv,
   freePort,
+  has,
   killAll,
   oracle,
+  ROOT,
   safeRead,
   sleep,
   startVictim,
@@ -403,4 +405,26 @@ Deno.test("criu check: userfaultfd and its non-cooperative events (uffd, uffd-no
     assertEquals(r.code, 0, r.stdout + r.stderr);
     assertMatch(r.stdout, new RegExp(`${f} is supported`));
   }
+});
+
+Deno.test({
+  name:
+    "deno task migrate: a TCP service moves between two network namespaces standing for two hosts (pre-dumps through a page server, the last dump, the address moved, a lazy restore) while its client keeps the connection, no echo lost; the service finds every page right",
+  ignore: !has("ip") || !has("nsenter"),
+  fn: async () => {
+    const [cmd, ...pre] = [Deno.execPath(), "run", "-A", join(ROOT, "scripts", "migrate.ts")];
+    const o = await new Deno.Command(cmd, {
+      args: [...pre, "--mib", "64", "--rounds", "4"],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(180_000),
+    }).output();
+    const out = new TextDecoder().decode(o.stdout);
+    assertEquals(o.code, 0, out + new TextDecoder().decode(o.stderr));
+    assertMatch(out, /^migrate: the connection held and every page came over$/m);
+    assertMatch(out, /^== the service: PASS echoer/m);
+    const client = JSON.parse(/^== the client: (.*)$/m.exec(out)![1]);
+    assert(client.echoed > 100 && client.echoed === client.sent && !client.error, out);
+    assertMatch(out, /^== downtime: \d+ ms/m);
+  },
 });
