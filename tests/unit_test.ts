@@ -30,6 +30,7 @@ import { holdersOf } from "../src/tree/stop_hold.ts";
 import type { TaskImages } from "../src/restore/images.ts";
 import { LazyRanges } from "../src/lazy/ranges.ts";
 import { lazyRanges } from "../src/lazy/daemon.ts";
+import { keepLazyFillable } from "../src/restore/lazy.ts";
 import { fakeSegment, onTheWire, TH } from "../src/net/tcp_segment.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
 import { IdMap } from "../src/tree/userns.ts";
@@ -815,15 +816,18 @@ Deno.test("lazy ranges: a fault takes its pages out of a range, splitting it; mr
   assertEquals(child.bytes, 5n * K);
 });
 
-Deno.test("lazy ranges of a task: only its PE_LAZY pages, cut where its mappings end", () => {
+Deno.test("lazy ranges of a task: only its PE_LAZY pages, cut where its mappings end, none in a mapping a lazy restore cannot fill", () => {
   const K = 0x1000n;
-  const vma = (start: bigint, end: bigint) => ({ start, end }) as never;
+  // Private anonymous memory (AREA_REGULAR | ANON_PRIVATE, MAP_PRIVATE | MAP_ANONYMOUS); the
+  // third a private mapping of shared memory (ANON_SHARED), which a lazy restore cannot fill.
+  const vma = (start: bigint, end: bigint, status = 0x201) =>
+    ({ start, end, status, flags: 0x22 }) as never;
   const ranges = lazyRanges({
     pid: 1,
-    vmas: [vma(0n, 4n * K), vma(4n * K, 8n * K)],
+    vmas: [vma(0n, 4n * K), vma(4n * K, 8n * K), vma(8n * K, 10n * K, 0x101)],
     pagemap: [
       { vaddr: 0n, nrPages: 1, flags: 4 },
-      { vaddr: K, nrPages: 6, flags: 6 },
+      { vaddr: K, nrPages: 9, flags: 6 },
     ],
     pagesPaths: [],
     pageFile: [],
@@ -832,6 +836,31 @@ Deno.test("lazy ranges of a task: only its PE_LAZY pages, cut where its mappings
   });
   assertEquals(ranges, [
     { start: K, end: 4n * K, img: K },
-    { start: 4n * K, end: 7n * K, img: 4n * K },
+    { start: 4n * K, end: 8n * K, img: 4n * K },
   ]);
+});
+
+Deno.test("a lazy restore fills itself the lazy pages of a mapping it cannot fill page by page: the entry is cut there, that part loses PE_LAZY, its offset in the pages file follows", () => {
+  const K = 0x1000n;
+  const task = {
+    mm: {
+      vmas: [
+        { start: 0n, end: 2n * K, status: 0x201, flags: 0x22 },
+        { start: 2n * K, end: 4n * K, status: 0x101, flags: 0x22 },
+      ],
+    },
+    pagemap: [{ vaddr: 0n, nrPages: 4, flags: 6 }],
+    pageFile: [1],
+    pageOffsets: [8192],
+    pageLevel: [1],
+  } as unknown as TaskImages;
+  keepLazyFillable(task);
+  assertEquals(task.pagemap, [
+    { vaddr: 0n, nrPages: 2, flags: 6 },
+    { vaddr: 2n * K, nrPages: 2, flags: 4 },
+  ]);
+  assertEquals([task.pageFile, task.pageOffsets, task.pageLevel], [[1, 1], [8192, 16384], [
+    1,
+    1,
+  ]]);
 });

@@ -30,6 +30,7 @@ import {
 } from "../syscalls/uffd.ts";
 import type { LazyTaskImages } from "../restore/images.ts";
 import { PE_LAZY } from "../pagemap/pagemap.ts";
+import { lazyFillable } from "../pagemap/vma.ts";
 import { type LazyPart, type LazyRange, LazyRanges } from "./ranges.ts";
 import type { PageSource } from "./source.ts";
 
@@ -100,7 +101,8 @@ export function lazyRanges(task: LazyTaskImages, parents = false): LazyRange[] {
     if (!(e.flags & PE_LAZY) || (!parents && task.pageLevel[i] > 0)) continue;
     const end = e.vaddr + BigInt(e.nrPages) * PAGE;
     for (const v of vmas) {
-      if (v.end <= e.vaddr || v.start >= end) continue;
+      // (One it cannot fill the restore fills itself.)
+      if (v.end <= e.vaddr || v.start >= end || !lazyFillable(v)) continue;
       const s = v.start > e.vaddr ? v.start : e.vaddr;
       const t = v.end < end ? v.end : end;
       out.push({ start: s, end: t, img: s });

@@ -320,3 +320,15 @@ export function isWholeAttachment<T extends { start: bigint; end: bigint }>(
   }
   return at === a.base + ((size + 4095n) & ~4095n);
 }
+
+/**
+ * Whether a lazy restore can fill mapping `v` page by page on first touch: private anonymous
+ * memory of its own (not a private mapping of a shared memory object, whose pages would show
+ * through), neither locked nor hugetlb, nor a special mapping.
+ */
+export function lazyFillable(v: { status: number; flags: number }): boolean {
+  const MAP_HUGETLB = 0x40000;
+  return (v.status & VMA.AREA_REGULAR) !== 0 && (v.status & VMA.ANON_PRIVATE) !== 0 &&
+    !(v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_AIORING | VMA.AREA_IO_URING)) &&
+    !(v.flags & (MAP.LOCKED | MAP_HUGETLB));
+}

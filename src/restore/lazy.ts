@@ -12,7 +12,7 @@
  */
 import type { vma_entry } from "../../proto/gen/mm_pb.ts";
 import { PE_LAZY } from "../pagemap/pagemap.ts";
-import { VMA } from "../pagemap/vma.ts";
+import { lazyFillable } from "../pagemap/vma.ts";
 import {
   LAZY_HELLO_MAGIC,
   LAZY_HELLO_PARENTS,
@@ -73,19 +73,42 @@ export function lazyMappings(task: TaskImages, parents: boolean): vma_entry[] {
     if (!leftLazy(task, i, parents)) continue;
     const end = e.vaddr + BigInt(e.nrPages) * 4096n;
     for (const v of sorted) {
-      if (v.end <= e.vaddr || v.start >= end) continue;
-      const anonPrivate = v.status & VMA.ANON_PRIVATE && v.status & VMA.AREA_REGULAR &&
-        !(v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_AIORING | VMA.AREA_IO_URING));
-      if (!anonPrivate) {
-        throw new RestoreError(
-          `Lazy pages at ${e.vaddr.toString(16)} of task ${task.pstree.pid} lie in a mapping ` +
-            `that cannot be filled lazily (${v.start.toString(16)}-${v.end.toString(16)})`,
-        );
-      }
-      out.add(v);
+      if (v.end > e.vaddr && v.start < end) out.add(v);
     }
   }
   return [...out].sort((a, b) => (a.start < b.start ? -1 : 1));
+}
+
+/**
+ * Lazy pages (PE_LAZY) that lie in a mapping a lazy restore cannot fill page by page (criu
+ * marks a private mapping of shared memory lazy too) are restored with the rest: their entries
+ * are cut where the mappings end, and those parts lose PE_LAZY.
+ */
+export function keepLazyFillable(task: TaskImages): void {
+  const sorted = [...task.mm.vmas].sort((a, b) => (a.start < b.start ? -1 : 1));
+  const pagemap: TaskImages["pagemap"] = [];
+  const pageFile: number[] = [], pageOffsets: number[] = [], pageLevel: number[] = [];
+  const push = (i: number, vaddr: bigint, end: bigint, lazy: boolean) => {
+    const e = task.pagemap[i];
+    pagemap.push({
+      vaddr,
+      nrPages: Number((end - vaddr) / 4096n),
+      flags: lazy ? e.flags : e.flags & ~PE_LAZY,
+    });
+    pageFile.push(task.pageFile[i]);
+    pageOffsets.push(task.pageOffsets[i] + Number(vaddr - e.vaddr));
+    pageLevel.push(task.pageLevel[i]);
+  };
+  task.pagemap.forEach((e, i) => {
+    const end = e.vaddr + BigInt(e.nrPages) * 4096n;
+    const over = sorted.filter((v) => v.end > e.vaddr && v.start < end);
+    if (!(e.flags & PE_LAZY) || over.every(lazyFillable)) return push(i, e.vaddr, end, true);
+    for (const v of over) {
+      const s = v.start > e.vaddr ? v.start : e.vaddr;
+      push(i, s, v.end < end ? v.end : end, lazyFillable(v));
+    }
+  });
+  Object.assign(task, { pagemap, pageFile, pageOffsets, pageLevel });
 }
 
 /** How long a restore listens for our daemon's hello (criu's daemon says nothing). */

@@ -141,7 +141,7 @@ import { hasTar, within } from "./mount_plan.ts";
 import { checkVdsoCode } from "./vdso_check.ts";
 import { GhostSpecials } from "./ghost_specials.ts";
 import { encodeOps, findGap, inheritedVmas, occupied, OP_SIZE, planMemory } from "./memory.ts";
-import { LazyPagesLink } from "./lazy.ts";
+import { keepLazyFillable, LazyPagesLink } from "./lazy.ts";
 import { gpregsWords, xsaveArea } from "../images/x86.ts";
 import {
   makeSubreaper,
@@ -561,6 +561,7 @@ async function restoreTree(
 
   // The lazy pages' daemon must be listening (as with criu).
   using lazy = opts.lazyPages ? LazyPagesLink.connect(opts.workDir ?? opts.imagesDir) : undefined;
+  if (lazy) { for (const t of dump.tasks) if (!t.zombie) keepLazyFillable(t); }
 
   // 2. FORK: the root by the helper, every other task by its restored parent.
   log.info(`Creating task ${pid}`);
