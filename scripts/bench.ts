@@ -17,6 +17,7 @@ import {
   sleep,
   startVictim,
   treePids,
+  waitFile,
   waitGone,
   waitReport,
 } from "../tests/helpers.ts";
@@ -181,15 +182,7 @@ async function dumpedHeap(mib: number, imgs: string): Promise<number> {
 async function lazyRestore(imgs: string): Promise<{ returnMs: number; allMs: number }> {
   const [cmd, ...args] = criuArgv(["lazy-pages", "-D", imgs, "-o", "lazy.log"]);
   const daemon = new Deno.Command(cmd, { args, stdout: "null", stderr: "null" }).spawn();
-  const socket = join(imgs, "lazy-pages.socket");
-  for (let i = 0; i < 500; i++) {
-    try {
-      Deno.statSync(socket);
-      break;
-    } catch {
-      await sleep(10);
-    }
-  }
+  await waitFile(join(imgs, "lazy-pages.socket"));
   const t = performance.now();
   const r = await restore({ imagesDir: imgs, detach: true, lazyPages: true });
   const returnMs = performance.now() - t;

@@ -29,7 +29,7 @@
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { buildVictim, ROOT } from "../tests/helpers.ts";
+import { buildVictim, ROOT, safeRead, waitFile } from "../tests/helpers.ts";
 
 const { values } = parseArgs({
   options: {
@@ -112,14 +112,6 @@ async function waitFor(what: string, ok: () => boolean, ms = 15_000): Promise<vo
   }
 }
 
-function read(path: string): string {
-  try {
-    return Deno.readTextFileSync(path);
-  } catch {
-    return "";
-  }
-}
-
 /** The LAN: a bridge, each host on it through a veth pair; the service address on A. */
 async function setUp(): Promise<void> {
   for (const ns of Object.values(NS)) await run(undefined, ["ip", "netns", "add", ns]);
@@ -172,7 +164,7 @@ try {
   const out = join(work, "service.log");
   const service = start(NS.a, ["setsid", echoer, out, `${PORT}`, `${mib}`, pct]);
   children.push(service);
-  await waitFor("the service", () => /^ready/m.test(read(out)), 60_000);
+  await waitFor("the service", () => /^ready/m.test(safeRead(out)), 60_000);
   const pid = service.pid;
   console.log(`== the service runs on host A: pid ${pid}, ${mib} MiB, ${pct}% rewritten a second`);
   const client = start(NS.c, [
@@ -228,13 +220,7 @@ try {
   // B's lazy-pages daemon waits already: it reads the images once the restore comes.
   const lazy = start(NS.b, [...CRIU, "lazy-pages", "-D", join(B, "last"), "-o", "lazy.log", "-v4"]);
   children.push(lazy);
-  await waitFor("criu lazy-pages", () => {
-    try {
-      return Deno.statSync(join(B, "last", "lazy-pages.socket")).isSocket ?? true;
-    } catch {
-      return false;
-    }
-  });
+  await waitFile(join(B, "last", "lazy-pages.socket"));
   const stats = await criu(NS.a, [
     "dump",
     "-t",
@@ -300,7 +286,7 @@ try {
   if (!ls.success) {
     throw new Error(`criu lazy-pages failed: ${new TextDecoder().decode(ls.stderr)}`);
   }
-  const summary = /Lazy pages done: .*/.exec(read(join(B, "last", "lazy.log")))?.[0] ?? "";
+  const summary = /Lazy pages done: .*/.exec(safeRead(join(B, "last", "lazy.log")))?.[0] ?? "";
   console.log(
     `   ${summary} (${(performance.now() - tRestore).toFixed(0)} ms after the restore began)`,
   );
@@ -311,9 +297,9 @@ try {
   const co = await client.output();
   const seen = JSON.parse(new TextDecoder().decode(co.stdout).trim() || "{}");
   Deno.kill(pid, "SIGTERM");
-  await waitFor("the service's verdict", () => /^(PASS|FAIL)/m.test(read(out)));
+  await waitFor("the service's verdict", () => /^(PASS|FAIL)/m.test(safeRead(out)));
   restoredPid = 0;
-  const verdict = read(out).split("\n").find((l) => /^(PASS|FAIL)/.test(l));
+  const verdict = safeRead(out).split("\n").find((l) => /^(PASS|FAIL)/.test(l));
   console.log(`== the client: ${JSON.stringify(seen)}`);
   console.log(`== the service: ${verdict}`);
   // The service stopped when the dump froze it (its frozen time ends as it is killed).

@@ -183,6 +183,20 @@ export async function waitLine(path: string, re: RegExp, timeoutMs = 5000): Prom
   throw new Error(`no line matching ${re} in ${path}: ${safeRead(path)}`);
 }
 
+/** Waits until `path` exists (a socket a daemon listens on, say). */
+export async function waitFile(path: string, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try {
+      Deno.statSync(path);
+      return;
+    } catch {
+      await sleep(20);
+    }
+  }
+  throw new Error(`${path} did not appear`);
+}
+
 /**
  * Asks a victim to check itself: sends `signal` to `pid` (the victim unless given), waits for
  * its PASS or FAIL line and returns its whole report, for the caller to match.

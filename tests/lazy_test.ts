@@ -25,6 +25,7 @@ import {
   tmpDir,
   treePids,
   type Victim,
+  waitFile,
   waitGone,
   waitLine,
   waitReport,
@@ -71,20 +72,6 @@ async function succeeds(child: Deno.ChildProcess, what: string, ms = 60_000): Pr
   const o = await child.output();
   clearTimeout(timer);
   assertEquals(o.code, 0, `${what}: ${new TextDecoder().decode(o.stderr)}`);
-}
-
-/** Waits until `path` exists. */
-async function waitFile(path: string, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    try {
-      Deno.statSync(path);
-      return;
-    } catch {
-      await sleep(20);
-    }
-  }
-  throw new Error(`${path} did not appear`);
 }
 
 /** The host PID of the process whose PID in its own namespace is `vpid`, other than `not`. */

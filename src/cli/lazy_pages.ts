@@ -22,6 +22,7 @@ import {
   socket,
 } from "../syscalls/socket.ts";
 import { daemonize } from "../rpc/service.ts";
+import { statusReady } from "../util/status_fd.ts";
 import { DumpGuard } from "../dump/guard.ts";
 import { dirsOf } from "./dirs.ts";
 import type { CriuOpts } from "./options.ts";
@@ -51,10 +52,7 @@ export async function runLazyPages(o: CriuOpts, argv: readonly string[]): Promis
     bindUnix(listener, new TextEncoder().encode(LAZY_PAGES_SOCKET), LAZY_PAGES_SOCKET);
     listen(listener, 10);
     log.info(`Waiting for the restore on ${dirs.work}/${LAZY_PAGES_SOCKET}`);
-    if (o.statusFd !== undefined) {
-      writeAll(o.statusFd, new Uint8Array(1), "status fd");
-      close(o.statusFd);
-    }
+    statusReady(o.statusFd);
     // Should the daemon die before every process has all its pages, they die too.
     guard = await DumpGuard.start();
     conn = accept(listener, LAZY_PAGES_SOCKET);

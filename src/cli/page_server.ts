@@ -10,7 +10,8 @@ import { syncDir } from "../images/image.ts";
 import { type PagesToServe, servePages } from "../pagemap/page_server.ts";
 import { LocalPages } from "../lazy/source.ts";
 import { readLazyImages } from "../restore/images.ts";
-import { bytesAt, close, writeAll } from "../syscalls/mod.ts";
+import { bytesAt, writeAll } from "../syscalls/mod.ts";
+import { statusReady } from "../util/status_fd.ts";
 import { startInBackground } from "./background.ts";
 import { linkParent } from "../dump/dump.ts";
 import { daemonize } from "../rpc/service.ts";
@@ -34,15 +35,9 @@ export async function runPageServer(o: CriuOpts, argv: readonly string[]): Promi
     throw new Error(why);
   }
   log.info(`Starting page server on port ${(listener.addr as Deno.NetAddr).port}`);
-  if (o.statusFd !== undefined) {
-    writeAll(o.statusFd, new Uint8Array(1), "status fd");
-    // Started for an RPC request: its port too (it may have taken any free one).
-    if (Deno.env.get(PS_PORT_ENV)) {
-      const port = (listener.addr as Deno.NetAddr).port;
-      writeAll(o.statusFd, new TextEncoder().encode(`${port}\n`), "status fd");
-    }
-    close(o.statusFd);
-  }
+  // Started for an RPC request: its port too (it may have taken any free one).
+  const port = (listener.addr as Deno.NetAddr).port;
+  statusReady(o.statusFd, Deno.env.get(PS_PORT_ENV) ? `${port}\n` : undefined);
   const conn = await listener.accept();
   listener.close();
   log.info(`Page server: a dump connected from ${(conn.remoteAddr as Deno.NetAddr).hostname}`);

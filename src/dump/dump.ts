@@ -335,11 +335,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
     }
   } catch (e) {
     ctx.pageServer?.abort();
-    // The tree is thawed as it was (the `using` above); its connections go on first.
-    ctx.tcp?.resume();
-    await unlockNetns(ctx);
-    await ctx.guard?.finish();
-    removeLinkRemaps(ctx);
+    await undoOutside(ctx);
     throw e;
   }
   log.info("Images written and synced");
@@ -350,10 +346,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
       await serveTreePages(ctx.treePages, opts.lazyServe!, opts.imagesDir, log);
     } catch (e) {
       // Whatever was restored from it lacks pages: the tree goes on as it was.
-      ctx.tcp?.resume();
-      await unlockNetns(ctx);
-      await ctx.guard?.finish();
-      removeLinkRemaps(ctx);
+      await undoOutside(ctx);
       throw new Error(`Cannot serve the lazy pages: ${(e as Error).message}`);
     }
   }
@@ -391,6 +384,18 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   writeStats(ctx);
   log.info(`Dumping finished successfully`);
   return { images: [...ctx.written], stats: { ...ctx.stats } };
+}
+
+/**
+ * What a failed dump undoes outside the tree, which is thawed as it was (the caller's
+ * `using`): its connections go on first, the network is unlocked, the guard has nothing left
+ * to undo, the links made for deleted files go.
+ */
+async function undoOutside(ctx: DumpContext): Promise<void> {
+  ctx.tcp?.resume();
+  await unlockNetns(ctx);
+  await ctx.guard?.finish();
+  removeLinkRemaps(ctx);
 }
 
 /**

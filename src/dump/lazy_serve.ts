@@ -9,7 +9,8 @@
  */
 import type { Logger } from "../log.ts";
 import { type PagesToServe, servePages } from "../pagemap/page_server.ts";
-import { close, readRemote, remotePtr, writeAll } from "../syscalls/mod.ts";
+import { readRemote, remotePtr } from "../syscalls/mod.ts";
+import { statusReady } from "../util/status_fd.ts";
 
 /** Where a lazy dump serves its pages. */
 export interface LazyServe {
@@ -64,10 +65,7 @@ export async function serveTreePages(
   try {
     const port = (listener.addr as Deno.NetAddr).port;
     log.info(`Serving ${pages.pages} lazy pages on port ${port}`);
-    if (where.statusFd !== undefined) {
-      writeAll(where.statusFd, new Uint8Array(1), "status fd");
-      close(where.statusFd);
-    }
+    statusReady(where.statusFd);
     const conn = await listener.accept();
     conn.setNoDelay(true);
     listener.close();

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { statusReady } from "../util/status_fd.ts";
 import { type CriuOpts, UsageError } from "../cli/options.ts";
 import { Logger } from "../log.ts";
 import {
@@ -57,10 +58,7 @@ export async function serveService(o: CriuOpts, argv: readonly string[]): Promis
     throw e;
   }
   log.info(`The service socket is bound to ${address}`);
-  if (o.statusFd !== undefined) {
-    writeAll(o.statusFd, new Uint8Array(1), "status fd");
-    close(o.statusFd);
-  }
+  statusReady(o.statusFd);
   for (;;) {
     if (!await readable(fd)) throw new Error("The service socket is gone");
     let conn: number;

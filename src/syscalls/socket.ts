@@ -656,14 +656,9 @@ export function peerCredentials(fd: number): { pid: number; uid: number; gid: nu
 export function recvExact(fd: number, buf: Uint8Array, what: string, fds?: number[]): boolean {
   const control = new Uint8Array(cmsgSpace(8));
   for (let off = 0; off < buf.length;) {
-    const iov = new BigUint64Array([addressOf(buf) + BigInt(off), BigInt(buf.length - off)]);
-    const msg = new Uint8Array(MSGHDR_SIZE);
-    const mv = new DataView(msg.buffer);
-    mv.setBigUint64(16, addressOf(iov), true);
-    mv.setBigUint64(24, 1n, true);
-    mv.setBigUint64(32, addressOf(control), true);
-    mv.setBigUint64(40, BigInt(control.length), true);
-    const got = sys(NR.recvmsg, BigInt(fd), addressOf(msg), BigInt(MSG_CMSG_CLOEXEC));
+    const h = msgHeader(buf.subarray(off), control);
+    const mv = new DataView(h.msg.buffer);
+    const got = sys(NR.recvmsg, BigInt(fd), addressOf(h.msg), BigInt(MSG_CMSG_CLOEXEC));
     if (got < 0n && lastErrno() === EINTR) continue;
     const n = Number(unwrap(got, "recvmsg", what));
     if (mv.getBigUint64(40, true) > 0n) {

@@ -74,7 +74,6 @@ export const UFFD_FEATURES_NONCOOP = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6);
 
 /** ioctls of missing-page mode. */
 export const UFFDIO_MISSING = {
-  UNREGISTER: 0x8010aa01n,
   WAKE: 0x8010aa02n,
   COPY: 0xc028aa03n,
   ZEROPAGE: 0xc020aa04n,
@@ -90,8 +89,8 @@ export function uffdioRegisterMissing(start: bigint, end: bigint): Uint8Array {
   return new Uint8Array(b.buffer);
 }
 
-/** The size of struct uffdio_api and of struct uffdio_register. */
-export const UFFDIO_API_SIZE = 24, UFFDIO_REGISTER_SIZE = 32;
+/** The size of struct uffdio_register. */
+export const UFFDIO_REGISTER_SIZE = 32;
 
 /**
  * The userfaultfd features this kernel offers a privileged caller (criu's probe: a
@@ -172,34 +171,31 @@ const EAGAIN = 11;
  * bytes copied (maybe fewer than asked), or -errno when none were.
  */
 export function uffdCopy(fd: number, dst: bigint, src: bigint, len: bigint): bigint {
-  const arg = new BigInt64Array([dst, src, len, 0n, 0n]);
-  const ret = Number(libc.ioctl(fd, UFFDIO_MISSING.COPY, new Uint8Array(arg.buffer)));
-  const errno = ret < 0 ? lastErrno() : 0;
-  if (arg[4] > 0n) return arg[4];
-  return ret < 0 ? -BigInt(errno) : arg[4];
+  return fill(fd, UFFDIO_MISSING.COPY, [dst, src, len, 0n]);
 }
 
 /** UFFDIO_ZEROPAGE of [start, start + len), waking its waiters: bytes mapped, or -errno. */
 export function uffdZero(fd: number, start: bigint, len: bigint): bigint {
-  const arg = new BigInt64Array([start, len, 0n, 0n]);
-  const ret = Number(libc.ioctl(fd, UFFDIO_MISSING.ZEROPAGE, new Uint8Array(arg.buffer)));
+  return fill(fd, UFFDIO_MISSING.ZEROPAGE, [start, len, 0n]);
+}
+
+/**
+ * A filling ioctl whose struct is `fields` and then the kernel's answer (bytes filled, or
+ * -errno): the bytes filled, even when it stopped early with an error, or -errno.
+ */
+function fill(fd: number, req: bigint, fields: bigint[]): bigint {
+  const arg = new BigInt64Array([...fields, 0n]);
+  const ret = Number(libc.ioctl(fd, req, new Uint8Array(arg.buffer)));
   const errno = ret < 0 ? lastErrno() : 0;
-  if (arg[3] > 0n) return arg[3];
-  return ret < 0 ? -BigInt(errno) : arg[3];
+  const done = arg[fields.length];
+  if (done > 0n) return done;
+  return ret < 0 ? -BigInt(errno) : done;
 }
 
 /** UFFDIO_WAKE of [start, start + len): 0, or -errno. */
 export function uffdWake(fd: number, start: bigint, len: bigint): number {
   const arg = new BigUint64Array([start, len]);
   return Number(libc.ioctl(fd, UFFDIO_MISSING.WAKE, new Uint8Array(arg.buffer))) < 0
-    ? -lastErrno()
-    : 0;
-}
-
-/** UFFDIO_UNREGISTER of [start, end): 0, or -errno. */
-export function uffdUnregister(fd: number, start: bigint, end: bigint): number {
-  const arg = new BigUint64Array([start, end - start]);
-  return Number(libc.ioctl(fd, UFFDIO_MISSING.UNREGISTER, new Uint8Array(arg.buffer))) < 0
     ? -lastErrno()
     : 0;
 }
