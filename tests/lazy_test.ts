@@ -17,12 +17,14 @@ import {
   has,
   killAll,
   oracle,
+  procState,
   ROOT,
   safeRead,
   sleep,
   startVictim,
   stopVictim,
   tmpDir,
+  tracerPid,
   treePids,
   type Victim,
   waitFile,
@@ -353,6 +355,46 @@ Deno.test("criu lazy-pages killed (SIGKILL) while pages are still to come: the r
     await cleanUp(v);
   }
 });
+
+for (const how of ["leaves without closing the session", "is killed (SIGKILL)"] as const) {
+  Deno.test(`a lazy dump (--lazy-pages --port) whose serving ${how}: the tree goes on as it was, untraced, every page right`, async () => {
+    const v = startVictim(["setsid", await buildVictim("dirty"), "{out}", "16", "200"]);
+    try {
+      await waitReport(v);
+      const dir = tmpDir(), port = freePort();
+      const d = spawn("ours", [
+        "dump",
+        "-t",
+        `${v.pid}`,
+        "-D",
+        dir,
+        "--lazy-pages",
+        "--port",
+        `${port}`,
+        "-o",
+        "dump.log",
+      ]);
+      await waitLine(join(dir, "dump.log"), /Serving \d+ lazy pages on port/, 30_000);
+      if (how === "is killed (SIGKILL)") {
+        d.kill("SIGKILL");
+        await d.status;
+      } else {
+        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+        const o = await d.output();
+        assertEquals(o.code, 1);
+        assertMatch(new TextDecoder().decode(o.stderr), /^Error: Cannot serve the lazy pages: /m);
+      }
+      await sleep(200);
+      assertEquals(tracerPid(v.pid), 0);
+      assertMatch(procState(v.pid) ?? "gone", /^[SR]$/);
+      Deno.kill(v.pid, "SIGTERM");
+      await waitLine(v.out, /^(PASS|FAIL)/, 10_000);
+      assertMatch(safeRead(v.out), /^PASS dirty/m);
+    } finally {
+      await cleanUp(v);
+    }
+  });
+}
 
 Deno.test("lazy restore refusals: no criu lazy-pages listening is one clear line and nothing made; criu lazy-pages whose restore fails exits non-zero; a pre-dump takes no --lazy-pages", async () => {
   const { v, dir } = await dumped(16);
