@@ -26,6 +26,8 @@ const args = [
     "src/cli/page_server.ts",
     "src/images/dedup.ts",
     "src/syscalls/uffd.ts",
+    // A dump's worker thread (src/dump/scan_ahead.ts).
+    "src/pagemap/scan_worker.ts",
   ]
     .flatMap((m) => ["--include", m]),
   "--output",

@@ -6,6 +6,10 @@
  * @module
  */
 import { join } from "node:path";
+import { collectVmas, scanRanges } from "../src/dump/mm.ts";
+import { ScanAhead } from "../src/dump/scan_ahead.ts";
+import { scanTask } from "../src/pagemap/pagemap.ts";
+import { zeroPagePfn } from "../src/syscalls/mod.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   buildVictim,
@@ -25,6 +29,35 @@ import {
   waitLine,
   waitReport,
 } from "./helpers.ts";
+
+Deno.test("the dump's worker walks a stopped task's pages as the dump would itself; a walk of other mappings, or compared otherwise, is not taken", async () => {
+  const v = startVictim(["setsid", await buildVictim("dirty"), "{out}", "8", "1000"]);
+  try {
+    await waitReport(v);
+    Deno.kill(v.pid, "SIGSTOP");
+    const zeroPfn = Number(zeroPagePfn());
+    const ranges = scanRanges(collectVmas(v.pid).vmas);
+    const here = scanTask(v.pid, ranges, zeroPfn, undefined, true);
+    assert(here.runs.reduce((n, r) => n + r.nrPages, 0) >= 8 * 256, "the 8 MiB written");
+    using ahead = await ScanAhead.start();
+    ahead.post(v.pid, v.pid, false, true, zeroPfn);
+    const there = await ahead.take(v.pid, ranges, false, true);
+    assert(there, "the worker's walk is taken");
+    assertEquals(there.runs, here.runs);
+    assertEquals(there.scanned, here.scanned);
+    assertEquals(there.frames, here.frames);
+    // Taken once only; other ranges, another parent or recording: the dump walks itself.
+    assertEquals(await ahead.take(v.pid, ranges, false, true), undefined);
+    ahead.post(v.pid, v.pid, false, true, zeroPfn);
+    assertEquals(await ahead.take(v.pid, ranges.slice(1), false, true), undefined);
+    ahead.post(v.pid, v.pid, false, true, zeroPfn);
+    assertEquals(await ahead.take(v.pid, ranges, true, true), undefined);
+    ahead.post(v.pid, v.pid, false, true, zeroPfn);
+    assertEquals(await ahead.take(v.pid, ranges, false, false), undefined);
+  } finally {
+    await stopVictim(v);
+  }
+});
 
 /** A figure of `--display-stats`' block. */
 function stat(out: string, name: string): number {

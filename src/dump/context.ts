@@ -10,6 +10,7 @@ import type { mnt_entry } from "../../proto/gen/misc_pb.ts";
 import type { ActionHook } from "../action_scripts.ts";
 import type { Tracker } from "./track.ts";
 import type { PageServerClient } from "../pagemap/page_server.ts";
+import type { ScanAhead } from "./scan_ahead.ts";
 import type { LazyServe, TreePages } from "./lazy_serve.ts";
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
@@ -357,6 +358,10 @@ export class DumpContext {
   readonly frames = new Map<number, Uint8Array>();
   /** The page server's connection (`--page-server`), open for the whole dump. */
   pageServer?: PageServerClient;
+  /** Each process's smaps, being read ahead (dump.ts readAhead), by PID. */
+  smapsAhead = new Map<number, Promise<string>>();
+  /** With --track-mem: the worker that walks the processes' pages beside the dump. */
+  scanAhead?: ScanAhead;
   /** The lazy pages left in the tree (`lazyServe`). */
   treePages?: TreePages;
 

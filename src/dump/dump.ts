@@ -35,7 +35,18 @@ import { ImageWriter, syncDir } from "../images/image.ts";
 import { serveTreePages, TreePages } from "./lazy_serve.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
-import { CLOCK, clockGettime, close, KCMP, kcmp, NR, O, REG, userDev } from "../syscalls/mod.ts";
+import {
+  CLOCK,
+  clockGettime,
+  close,
+  KCMP,
+  kcmp,
+  NR,
+  O,
+  REG,
+  userDev,
+  zeroPagePfn,
+} from "../syscalls/mod.ts";
 import { DEFAULT_LOCK_METHOD, LOCK_METHODS } from "../net/netlock.ts";
 import { collectTree, type FrozenTree, releasePending, type TreeProcess } from "../tree/collect.ts";
 import { Parasite } from "../tree/parasite.ts";
@@ -50,6 +61,7 @@ import {
   ownNamespace,
   parseStatus,
   readProcText,
+  readProcTextsAhead,
   readTimeOffsets,
 } from "../tree/proc.ts";
 import {
@@ -76,8 +88,13 @@ import { exists } from "../util/exists.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { Vma } from "../pagemap/vma.ts";
 import type { PageTracking } from "./mm.ts";
-import { FrameList } from "../pagemap/pagemap.ts";
-import { parentPages, protectAgain, startTracking, writeTracking } from "./track.ts";
+import {
+  parentTracker,
+  protectAgain,
+  startTracking,
+  type Tracker,
+  writeTracking,
+} from "./track.ts";
 import { PageServerClient } from "../pagemap/page_server.ts";
 import { collectVmas, dumpMm, dumpPages, ringMappings, socketMappings } from "./mm.ts";
 import { settleRings } from "./io_uring.ts";
@@ -105,6 +122,7 @@ import {
 import { nsenterArgv } from "../net/netlock.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { writeNetns } from "./netns.ts";
+import { ScanAhead } from "./scan_ahead.ts";
 import { readNestedNetns } from "./nested_netns.ts";
 import { markNestedProcs, readNestedPids } from "./nested_pidns.ts";
 import { tunHolders } from "./tun_files.ts";
@@ -146,6 +164,13 @@ export async function startDump(ctx: DumpContext): Promise<void> {
   }
   if (opts.lazyServe) ctx.treePages = new TreePages();
   await opts.actions?.("pre-dump", pid);
+}
+
+/** With --track-mem: the worker that walks the pages beside the dump, started now. */
+export async function startScanAhead(ctx: DumpContext): Promise<ScanAhead | undefined> {
+  if (!ctx.opts.trackMem) return undefined;
+  const parent = ctx.opts.prevImagesDir ? join(ctx.opts.imagesDir, "parent") : undefined;
+  return ctx.scanAhead = await ScanAhead.start(parent);
 }
 
 /**
@@ -286,6 +311,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   const ctx = new DumpContext(opts, log);
   const pid = opts.pid;
   await startDump(ctx);
+  using _scans = await startScanAhead(ctx);
   const tFreeze = performance.now();
   const timeoutMs = (opts.timeoutSeconds ?? 10) * 1000;
   // With --freeze-cgroup, the cgroup's freezer stops every task at once; they are seized
@@ -457,6 +483,7 @@ function externalNetKey(external: readonly string[], root: number): string | und
 /** Collects the frozen tree and writes every image, synced. Kills nothing. */
 async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   ctx.pids = VirtualPids.of(tree.root);
+  readAhead(ctx, tree.processes, Boolean(ctx.opts.leaveRunning || ctx.opts.leaveStopped));
   // The tree's own user namespace first: every id read from now on is carried as it sees it.
   if (ownNamespace(tree.root, "user")) {
     const tasks = Math.max(tree.processes.length, tree.tasks.size);
@@ -709,9 +736,9 @@ function readComm(pid: number): string {
 
 /**
  * With --track-mem: tracks the memory of the task `rs` runs syscalls in (from its parent
- * images' tracking when that is still the same) and says what its parent images hold. With
- * `keep` false (a tree killed after this dump: no dump of it follows) the pages are only
- * compared with the parent's, and the tracking is left as the pre-dumps made it: nothing is
+ * images' tracking when that is still the same) and says whether its parent images hold its
+ * pages. With `keep` false (a tree killed after this dump: no dump of it follows) the pages are
+ * only compared with the parent's, and the tracking is left as the pre-dumps made it: nothing is
  * registered or protected again, no frame recorded, inside the frozen time.
  */
 export function trackPages(
@@ -721,29 +748,52 @@ export function trackPages(
   keep = true,
 ): PageTracking | undefined {
   if (!ctx.opts.trackMem) return undefined;
-  const pid = rs.task.pid, vpid = ctx.pids.virt(pid);
-  const parent = ctx.opts.prevImagesDir
-    ? parentPages(join(ctx.opts.imagesDir, "parent"), pid, vpid)
-    : undefined;
+  const pid = rs.task.pid;
+  const parent = parentTracking(ctx, pid);
+  const has = parent ? "the parent images hold its pages" : "no parent";
   if (!keep) {
-    ctx.log.info(
-      `Task ${pid}: ${parent ? `${parent.frames.size} pages in the parent` : "no parent"}; ` +
-        `the tracking ends with it`,
-    );
-    return parent && { parent: parent.frames };
+    ctx.log.info(`Task ${pid}: ${has}; the tracking ends with it`);
+    return { parentDir: parent?.dir, record: false };
   }
-  ctx.trackers.set(vpid, startTracking(rs, vmas, parent?.tracker));
-  ctx.log.info(
-    `Task ${pid}: memory tracked${parent ? ` (${parent.frames.size} pages in the parent)` : ""}`,
-  );
-  return { parent: parent?.frames, frames: new FrameList() };
+  ctx.trackers.set(ctx.pids.virt(pid), startTracking(rs, vmas, parent?.tracker));
+  ctx.log.info(`Task ${pid}: memory tracked, ${has}`);
+  return { parentDir: parent?.dir, record: true };
+}
+
+/** The parent images of a --track-mem dump and their tracker, if it is process `pid`'s own. */
+function parentTracking(
+  ctx: DumpContext,
+  pid: number,
+): { dir: string; tracker: Tracker } | undefined {
+  if (!ctx.opts.prevImagesDir) return undefined;
+  const dir = join(ctx.opts.imagesDir, "parent");
+  const tracker = parentTracker(dir, pid, ctx.pids.virt(pid));
+  return tracker && { dir, tracker };
+}
+
+/**
+ * Once the tree is frozen: every process's smaps (a walk of all its pages in the kernel) read
+ * on a thread of the runtime's, in the order the processes are dumped; with --track-mem the
+ * walk of their pagemaps posted to the dump's worker (dump/scan_ahead.ts). Both run while the
+ * dump collects the rest.
+ */
+export function readAhead(ctx: DumpContext, processes: TreeProcess[], keep: boolean): void {
+  const live = processes.filter((p) => p.zombieExit === undefined).map((p) => p.pid);
+  ctx.smapsAhead = readProcTextsAhead(live, "smaps");
+  if (!ctx.scanAhead) return;
+  const zeroPfn = Number(zeroPagePfn());
+  for (const p of processes) {
+    if (p.zombieExit !== undefined) continue;
+    const parent = parentTracking(ctx, p.pid) !== undefined;
+    ctx.scanAhead.post(p.pid, ctx.pids.virt(p.pid), parent, keep, zeroPfn);
+  }
 }
 
 /** Once its pages are read: the task's pages protected again, their frames kept. */
 export function tracked(ctx: DumpContext, pid: number, vmas: Vma[], track: PageTracking): void {
-  if (!track.frames) return;
+  if (!track.record) return;
   protectAgain(pid, vmas);
-  ctx.frames.set(ctx.pids.virt(pid), track.frames.bytes());
+  if (track.frames) ctx.frames.set(ctx.pids.virt(pid), track.frames);
 }
 
 /** Dumps one live process of the frozen tree; returns its kernel object ids. */
@@ -755,7 +805,7 @@ async function dumpProcess(
 ): Promise<task_kobj_ids_entry> {
   const pid = proc.pid;
   const leader = tree.task(pid);
-  const { maps, vmas, guards } = collectVmas(pid);
+  const { maps, vmas, guards } = collectVmas(pid, await ctx.smapsAhead.get(pid));
   // io_uring requests in flight that complete by themselves complete first (their submitters
   // run once, inside, to post them), before its files and memory are read.
   await settleRings(ctx, pid, () => {

@@ -18,14 +18,13 @@ import { close, O, open, PAGE_IS, pagemapScan, zeroPagePfn } from "../syscalls/m
 import {
   entryPages,
   flaggedEntry,
-  type FrameList,
-  type FrameTable,
-  Pagemap,
   pagemapEntry,
   type PageRun,
   parentEntry,
   PE_LAZY,
   PE_PRESENT,
+  type ScanRange,
+  scanTask,
 } from "../pagemap/pagemap.ts";
 import { readPages, writePages, type XferStats } from "../pagemap/page_xfer.ts";
 import { destination, PS_TYPE } from "../pagemap/page_server.ts";
@@ -43,6 +42,7 @@ import {
 } from "../pagemap/vma.ts";
 import { nsLink, parseMaps, type ProcMap, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
+import { readFrames } from "./track.ts";
 import { deletedRegular, mntIdOf, regFileEntry, UnsupportedError, writeRegFile } from "./files.ts";
 import { writeGhost, writeLinkRemap } from "./ghost.ts";
 import type { ImageWriter } from "../images/image.ts";
@@ -58,8 +58,9 @@ import { IORING_OFF } from "../syscalls/io_uring.ts";
  */
 export function collectVmas(
   pid: number,
+  smaps = readProcText(pid, "smaps"),
 ): { maps: ProcMap[]; vmas: Vma[]; guards: { start: bigint; end: bigint }[] } {
-  const maps = parseMaps(readProcText(pid, "smaps"));
+  const maps = parseMaps(smaps);
   const vmas = mergeVvar(maps.map(classifyVma));
   for (const v of vmas) {
     if (v.unsupported) {
@@ -301,12 +302,14 @@ export function dumpMm(
   );
 }
 
-/** Memory tracking of a dump (dump/track.ts): what the parent holds, and frames recorded. */
+/** Memory tracking of a dump (dump/track.ts) for one process. */
 export interface PageTracking {
-  /** What the parent's dump recorded of each page. */
-  parent?: FrameTable;
-  /** The pagemap words of every page walked, for the next dump (none when none follows). */
-  frames?: FrameList;
+  /** The parent images, when their tracking of the process is still its own. */
+  parentDir?: string;
+  /** Whether the frames walked are kept for the next dump. */
+  record: boolean;
+  /** With `record`, once walked: the pagemap words of every page (a FrameList's bytes). */
+  frames?: Uint8Array;
 }
 
 /**
@@ -322,7 +325,7 @@ export async function dumpPages(
   stackPointers?: bigint[],
   track?: PageTracking,
 ): Promise<void> {
-  const plan = scanPages(ctx, rs.task.pid, vmas, stackPointers, track);
+  const plan = await scanPages(ctx, rs.task.pid, vmas, stackPointers, track);
   await writePagePlan(ctx, plan, pagesId, rs);
 }
 
@@ -338,41 +341,55 @@ export interface PagePlan {
   track?: PageTracking;
 }
 
-/** Finds the private pages of task `pid` (stopped), which pages of them the parent holds. */
-export function scanPages(
+/**
+ * The ranges of `vmas` whose private pages a dump walks: the vDSO whole (a restore compares it
+ * with its kernel's, as criu's does); of private file mappings and private mappings of shared
+ * memory only the pages copied on write.
+ */
+export function scanRanges(vmas: readonly Vma[]): ScanRange[] {
+  const out: ScanRange[] = [];
+  for (const v of vmas) {
+    if (v.status & VMA.AREA_VDSO) {
+      out.push({ start: v.start, end: v.end, whole: true, skipFilePages: false });
+    } else if (vmaHasPrivatePages(v)) {
+      const skipFilePages = (v.status & VMA.FILE_PRIVATE) !== 0 || isPrivateShmem(v);
+      out.push({ start: v.start, end: v.end, whole: false, skipFilePages });
+    }
+  }
+  return out;
+}
+
+/**
+ * Finds the private pages of task `pid` (stopped), which pages of them the parent holds: the
+ * walk the dump's worker made ahead (dump/scan_ahead.ts) when it walked the same, else here.
+ */
+export async function scanPages(
   ctx: DumpContext,
   pid: number,
   vmas: Vma[],
   stackPointers?: bigint[],
   track?: PageTracking,
-): PagePlan {
-  const t0 = performance.now();
-  const runs: PageRun[] = [];
-  const zeroPfn = Number(zeroPagePfn());
-  let allReadable = true;
-  {
-    using pm = new Pagemap(pid);
-    for (const v of vmas) {
-      // The vDSO is dumped whole, as criu dumps it: a restore compares it with its kernel's.
-      if (v.status & VMA.AREA_VDSO) {
-        runs.push({ vaddr: v.start, nrPages: Number((v.end - v.start) / 4096n) });
-        continue;
-      }
-      if (!vmaHasPrivatePages(v)) continue;
-      const before = runs.length;
-      const skipFilePages = (v.status & VMA.FILE_PRIVATE) !== 0 || isPrivateShmem(v);
-      pm.scan(
-        v.start,
-        v.end,
-        { skipFilePages, zeroPfn, parent: track?.parent, frames: track?.frames },
-        runs,
-      );
-      if (runs.length > before && !(v.prot & PROT.READ)) allReadable = false;
-    }
-    ctx.stats.pagesScanned += pm.scanned;
+): Promise<PagePlan> {
+  const ranges = scanRanges(vmas);
+  const parentDir = track?.parentDir;
+  const record = track?.record ?? false;
+  let scan = await ctx.scanAhead?.take(pid, ranges, parentDir !== undefined, record);
+  if (scan) {
+    ctx.log.info(`Task ${pid}: pages found by the worker in ${(scan.us / 1000).toFixed(1)} ms`);
+  } else {
+    const parent = parentDir ? readFrames(parentDir, ctx.pids.virt(pid)) : undefined;
+    scan = scanTask(pid, ranges, Number(zeroPagePfn()), parent, record);
   }
-  const scanUs = (performance.now() - t0) * 1000;
-  return { pid, vmas, runs, stackPointers, allReadable, scanUs, track };
+  if (track) track.frames = scan.frames;
+  ctx.stats.pagesScanned += scan.scanned;
+  // The parasite copies pages only if the task may read every one itself.
+  let allReadable = true;
+  let v = 0;
+  for (const r of scan.runs) {
+    while (v < vmas.length && vmas[v].end <= r.vaddr) v++;
+    if (v < vmas.length && !(vmas[v].prot & PROT.READ)) allReadable = false;
+  }
+  return { pid, vmas, runs: scan.runs, stackPointers, allReadable, scanUs: scan.us, track };
 }
 
 /**

@@ -20,7 +20,9 @@ import { collectVmas, type PagePlan, scanPages, writePagePlan } from "./mm.ts";
 import { writeTracking } from "./track.ts";
 import {
   type DumpResult,
+  readAhead,
   startDump,
+  startScanAhead,
   tracked,
   trackPages,
   writeInventory,
@@ -35,18 +37,20 @@ export async function preDump(
   const ctx = new DumpContext({ ...opts, trackMem: true, leaveRunning: true }, log);
   const pid = opts.pid;
   await startDump(ctx);
+  using _scans = await startScanAhead(ctx);
   const tFreeze = performance.now();
   using tree = collectTree(pid, (opts.timeoutSeconds ?? 10) * 1000);
   const tFrozen = performance.now();
   ctx.stats.freezingUs = Math.round((tFrozen - tFreeze) * 1000);
   ctx.pids = VirtualPids.of(tree.root);
+  readAhead(ctx, tree.processes, true);
   // Frozen: each process's pages found and write-protected again (from here a write shows).
   const plans: PagePlan[] = [];
   for (const proc of tree.processes) {
-    const { maps, vmas } = collectVmas(proc.pid);
+    const { maps, vmas } = collectVmas(proc.pid, await ctx.smapsAhead.get(proc.pid));
     using parasite = Parasite.infect(tree.task(proc.pid), maps);
     const track = trackPages(ctx, parasite.leader, vmas)!;
-    plans.push(scanPages(ctx, proc.pid, vmas, undefined, track));
+    plans.push(await scanPages(ctx, proc.pid, vmas, undefined, track));
     tracked(ctx, proc.pid, vmas, track);
   }
   tree.resume({ stopped: false });

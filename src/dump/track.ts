@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { close, F, O, open, writeRemote } from "../syscalls/mod.ts";
 import { NR } from "../syscalls/syscall_numbers.ts";
 import {
@@ -48,13 +48,6 @@ export interface Tracker {
   ino: number;
 }
 
-/** What a dump learns from its parent for a process: its tracker, and the frames recorded. */
-export interface ParentPages {
-  tracker: Tracker;
-  /** Frame of each page the parent images hold. */
-  frames: FrameTable;
-}
-
 /** The lowest number a tracking descriptor takes in its task. */
 const TRACK_FD_FLOOR = 900;
 
@@ -72,19 +65,27 @@ export function readTrackers(dir: string): Record<string, Tracker> {
 }
 
 /**
- * What the parent images at `parentDir` hold of process `pid` (named `vpid` in the images),
- * if its tracking is still the same (same process, its descriptor still there).
+ * The tracker the parent images at `parentDir` left for process `pid` (named `vpid` in the
+ * images), if it is still the same (same process, its descriptor still there).
  */
-export function parentPages(parentDir: string, pid: number, vpid: number): ParentPages | undefined {
+export function parentTracker(parentDir: string, pid: number, vpid: number): Tracker | undefined {
   const t = readTrackers(parentDir)[`${vpid}`];
   if (!t || t.pid !== pid || t.start !== startTime(pid) || !trackerAlive(t)) return undefined;
-  let bytes: Uint8Array;
+  return t;
+}
+
+/** The file of the frames a dump in `dir` recorded of process `vpid`. */
+export function framesFile(dir: string, vpid: number): string {
+  return join(dir, `deno-criu-frames-${vpid}.bin`);
+}
+
+/** The frames a dump in `dir` recorded of process `vpid` (none: undefined). */
+export function readFrames(dir: string, vpid: number): FrameTable | undefined {
   try {
-    bytes = Deno.readFileSync(join(parentDir, `deno-criu-frames-${vpid}.bin`));
+    return new FrameTable(Deno.readFileSync(framesFile(dir, vpid)));
   } catch {
     return undefined;
   }
-  return { tracker: t, frames: new FrameTable(bytes) };
 }
 
 /**
@@ -182,9 +183,9 @@ export function writeTracking(
 ): string[] {
   const written: string[] = [];
   for (const [vpid, f] of frames) {
-    const name = `deno-criu-frames-${vpid}.bin`;
-    writeFileSynced(join(dir, name), f);
-    written.push(name);
+    const path = framesFile(dir, vpid);
+    writeFileSynced(path, f);
+    written.push(basename(path));
   }
   const tasks = Object.fromEntries([...trackers].map(([vpid, t]) => [`${vpid}`, t]));
   writeFileSynced(join(dir, TRACK_FILE), new TextEncoder().encode(JSON.stringify({ tasks })));

@@ -3,16 +3,28 @@
  *
  * ```
  * runs:  [vaddr, n] [vaddr, n] ...     (from the pagemap scan, in address order)
- *          |  gathered by one process_vm_readv per batch (up to 1024 iovecs, 8 MiB)
+ *          |  gathered by one process_vm_readv per 1024 runs
  *          v
- * batch buffer (8 MiB, reused) --write--> pages-N.img  (pages back to back, no header)
+ * pages-N.img, sized and mapped shared   (pages back to back, no header)
  * ```
+ * A page server takes them through a batch buffer instead (8 MiB, reused), batch by batch.
  * Pages of mappings the task itself cannot read (PROT_NONE) are read through /proc/PID/mem,
  * which may look past protections.
  *
  * @module
  */
-import { close, Errno, O, open, pread, readRemoteVec } from "../syscalls/mod.ts";
+import {
+  close,
+  Errno,
+  fsync,
+  mapFileForWriting,
+  O,
+  open,
+  pread,
+  readRemoteVec,
+  unmapHere,
+  viewAt,
+} from "../syscalls/mod.ts";
 import { IMAGE_MODE } from "../images/image.ts";
 import type { PageRun } from "./pagemap.ts";
 
@@ -32,18 +44,49 @@ export interface XferStats {
 
 /**
  * Writes the pages of `runs` of task `pid` to a new image file at `path` and syncs it (with
- * `lenient`, pages it no longer has as zeros: see {@link readPages}).
+ * `lenient`, pages it no longer has as zeros: see {@link readPages}). The file is sized and
+ * mapped first, its pages made in one pass; the task's pages are read straight into it.
  */
 export function writePages(pid: number, runs: PageRun[], path: string, lenient = false): XferStats {
-  using file = Deno.openSync(path, { write: true, create: true, truncate: true, mode: IMAGE_MODE });
-  Deno.chmodSync(path, IMAGE_MODE);
-  const stats = readPages(pid, runs, (bytes) => {
-    let off = 0;
-    while (off < bytes.length) off += file.writeSync(bytes.subarray(off));
-  }, lenient);
-  const t = performance.now();
-  file.syncSync();
-  stats.writeUs += (performance.now() - t) * 1000;
+  const stats: XferStats = { pages: 0, readUs: 0, writeUs: 0 };
+  const total = runs.reduce((n, r) => n + r.nrPages, 0) * PAGE;
+  const fd = open(path, O.RDWR | O.CREAT | O.TRUNC | O.CLOEXEC, IMAGE_MODE);
+  try {
+    Deno.chmodSync(path, IMAGE_MODE);
+    if (total > 0) {
+      let t = performance.now();
+      const addr = mapFileForWriting(fd, total, path);
+      stats.writeUs += (performance.now() - t) * 1000;
+      try {
+        t = performance.now();
+        const file = viewAt(addr, total);
+        const iov = new BigUint64Array(MAX_IOV * 2);
+        let nIov = 0, from = 0, to = 0;
+        const flush = () => {
+          readInto(pid, iov.subarray(0, nIov * 2), file.subarray(from, to), lenient);
+          nIov = 0;
+          from = to;
+        };
+        for (const r of runs) {
+          if (nIov === MAX_IOV) flush();
+          iov[nIov * 2] = r.vaddr;
+          iov[nIov * 2 + 1] = BigInt(r.nrPages * PAGE);
+          nIov++;
+          to += r.nrPages * PAGE;
+        }
+        if (nIov) flush();
+        stats.readUs += (performance.now() - t) * 1000;
+        stats.pages = total / PAGE;
+      } finally {
+        unmapHere(addr, BigInt(total));
+      }
+    }
+    const t = performance.now();
+    fsync(fd, path);
+    stats.writeUs += (performance.now() - t) * 1000;
+  } finally {
+    close(fd);
+  }
   return stats;
 }
 
@@ -67,15 +110,7 @@ export function readPages(
   const flush = () => {
     if (!filled) return;
     let t = performance.now();
-    const ranges = iov.subarray(0, nIov * 2);
-    let got: number;
-    try {
-      got = readRemoteVec(pid, ranges, buf);
-    } catch (e) {
-      if (!(e instanceof Errno)) throw e;
-      got = 0;
-    }
-    if (got !== filled) readViaProcMem(pid, ranges, buf, lenient);
+    readInto(pid, iov.subarray(0, nIov * 2), buf.subarray(0, filled), lenient);
     stats.readUs += (performance.now() - t) * 1000;
     t = performance.now();
     sink(buf.subarray(0, filled));
@@ -101,6 +136,21 @@ export function readPages(
   }
   flush();
   return stats;
+}
+
+/**
+ * Fills `dst` from `ranges` of task `pid`: process_vm_readv, and what it cannot read through
+ * /proc/PID/mem (see readViaProcMem).
+ */
+function readInto(pid: number, ranges: BigUint64Array, dst: Uint8Array, lenient: boolean): void {
+  let got: number;
+  try {
+    got = readRemoteVec(pid, ranges, dst);
+  } catch (e) {
+    if (!(e instanceof Errno)) throw e;
+    got = 0;
+  }
+  if (got !== dst.length) readViaProcMem(pid, ranges, dst, lenient);
 }
 
 /**

@@ -164,6 +164,58 @@ export interface ScanPolicy {
   frames?: FrameList;
 }
 
+/** A range of a task's memory a page scan walks, and how. */
+export interface ScanRange {
+  start: bigint;
+  end: bigint;
+  /** Every page is taken, present or not (the vDSO: dumped whole, as criu dumps it). */
+  whole: boolean;
+  /** Pages with the FILE bit are page cache, not private data. */
+  skipFilePages: boolean;
+}
+
+/** What a scan of a task's memory found. */
+export interface TaskScan {
+  runs: PageRun[];
+  /** Pages walked (criu's pages_scanned). */
+  scanned: number;
+  /** With recording: the pagemap words of every page walked (a FrameList's bytes). */
+  frames?: Uint8Array;
+  /** Microseconds it took. */
+  us: number;
+}
+
+/**
+ * The private pages of the stopped task `pid` in `ranges`: runs in address order, those the
+ * `parent` recorded still unwritten on the same frame marked in the parent; with `record`, the
+ * frames walked kept for the next dump.
+ */
+export function scanTask(
+  pid: number,
+  ranges: readonly ScanRange[],
+  zeroPfn: number,
+  parent?: FrameTable,
+  record = false,
+): TaskScan {
+  const t0 = performance.now();
+  const runs: PageRun[] = [];
+  const frames = record ? new FrameList() : undefined;
+  using pm = new Pagemap(pid);
+  for (const r of ranges) {
+    if (r.whole) {
+      runs.push({ vaddr: r.start, nrPages: Number((r.end - r.start) / 4096n) });
+      continue;
+    }
+    pm.scan(r.start, r.end, { skipFilePages: r.skipFilePages, zeroPfn, parent, frames }, runs);
+  }
+  return {
+    runs,
+    scanned: pm.scanned,
+    frames: frames?.bytes(),
+    us: (performance.now() - t0) * 1000,
+  };
+}
+
 /** Ranges larger than this are walked by the kernel first (PAGEMAP_SCAN). */
 const SCAN_FIRST = 64n << 20n;
 

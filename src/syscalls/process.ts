@@ -745,6 +745,25 @@ export function mapFileReadOnly(path: string): { addr: bigint; len: bigint } {
   }
 }
 
+/**
+ * The file `fd` (`what`) sized to `len` bytes and mapped here shared for writing, its pages
+ * made at once (MAP_POPULATE: one pass instead of a fault per page). Unmap with unmapHere.
+ */
+export function mapFileForWriting(fd: number, len: number, what: string): bigint {
+  unwrap(rawSyscall(NR.ftruncate, fd, len), "ftruncate", what);
+  const PROT_RW = 3, MAP_SHARED = 1, MAP_POPULATE = 0x8000;
+  const addr = BigInt(libc.mmap(0n, BigInt(len), PROT_RW, MAP_SHARED | MAP_POPULATE, fd, 0n));
+  if (addr === 0xffffffffffffffffn) throw new Errno("mmap", lastErrno(), what);
+  return addr;
+}
+
+/** A view (no copy) of `len` bytes of this process's own memory at `addr`. */
+export function viewAt(addr: bigint, len: number): Uint8Array {
+  const ptr = Deno.UnsafePointer.create(addr);
+  if (!ptr || len === 0) return new Uint8Array(0);
+  return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, len));
+}
+
 /** munmap(2) of a mapping of this process. */
 export function unmapHere(addr: bigint, len: bigint): void {
   if (len > 0n) libc.munmap(addr, len);

@@ -27,6 +27,25 @@ export function readProcText(pid: number, name: string): string {
   }
 }
 
+/**
+ * /proc/PID/NAME of each of `pids`, read one after another on a thread of the runtime's from
+ * now on: by PID, each read's text (or readProcText's error) once awaited.
+ */
+export function readProcTextsAhead(pids: number[], name: string): Map<number, Promise<string>> {
+  const out = new Map<number, Promise<string>>();
+  let before: Promise<unknown> = Promise.resolve();
+  for (const pid of pids) {
+    const text = before.then(() => Deno.readTextFile(`/proc/${pid}/${name}`)).catch((e) => {
+      throw e instanceof Deno.errors.NotFound ? new NoSuchTaskError(pid, { cause: e }) : e;
+    });
+    // Awaited when its process is dumped, or never when the dump fails first.
+    text.catch(() => {});
+    before = text.catch(() => {});
+    out.set(pid, text);
+  }
+  return out;
+}
+
 /** Selected fields of /proc/PID/stat (numbering of proc(5), 1-based). */
 export interface ProcStat {
   pid: number;
