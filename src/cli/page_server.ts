@@ -6,14 +6,13 @@
  *
  * @module
  */
-import { syncDir } from "../images/image.ts";
+import { ImagesDir } from "../images/images_dir.ts";
 import { type PagesToServe, servePages } from "../pagemap/page_server.ts";
 import { LocalPages } from "../lazy/source.ts";
 import { readLazyImages } from "../restore/images.ts";
 import { bytesAt, writeAll } from "../syscalls/mod.ts";
 import { statusReady } from "../util/status_fd.ts";
 import { startInBackground } from "./background.ts";
-import { linkParent } from "../dump/dump.ts";
 import { daemonize } from "../rpc/service.ts";
 import { dirsOf } from "./dirs.ts";
 import type { CriuOpts } from "./options.ts";
@@ -24,8 +23,9 @@ export async function runPageServer(o: CriuOpts, argv: readonly string[]): Promi
   if (o.restoreDetached) return await daemonize(argv);
   const dirs = dirsOf(o);
   using log = openLog(o, dirs);
+  const images = new ImagesDir(dirs.images);
   // Its own parent images, to answer whether it has some (--prev-images-dir).
-  linkParent({ pid: 0, imagesDir: dirs.images, prevImagesDir: o.prevImagesDir });
+  if (o.prevImagesDir) images.linkParent(o.prevImagesDir);
   let listener: Deno.TcpListener;
   try {
     listener = Deno.listen({ hostname: o.address ?? "0.0.0.0", port: o.port, transport: "tcp" });
@@ -47,10 +47,10 @@ export async function runPageServer(o: CriuOpts, argv: readonly string[]): Promi
     (conn as Deno.TcpConn).setNoDelay(true);
     lazy = new LocalPages(readLazyImages(dirs.images).flatMap((t) => (t.task ? [t.task] : [])));
   }
-  const written = await servePages(dirs.images, conn, log, lazy && pagesOf(lazy)).finally(() =>
+  const written = await servePages(images, conn, log, lazy && pagesOf(lazy)).finally(() =>
     lazy?.close()
   );
-  syncDir(dirs.images);
+  images.sync();
   log.info(`Page server: ${written.length} images written; session over`);
   return 0;
 }

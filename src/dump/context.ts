@@ -9,7 +9,8 @@ import type { MountNamespace } from "./mnt_ns.ts";
 import type { mnt_entry } from "../../proto/gen/misc_pb.ts";
 import type { ActionHook } from "../action_scripts.ts";
 import type { Tracker } from "./track.ts";
-import type { PageServerClient } from "../pagemap/page_server.ts";
+import { ImagesXfer, type PageXfer } from "../pagemap/page_xfer.ts";
+import { ImagesDir } from "../images/images_dir.ts";
 import type { ScanAhead } from "./scan_ahead.ts";
 import type { LazyServe, TreePages } from "./lazy_serve.ts";
 import type { Logger } from "../log.ts";
@@ -26,7 +27,7 @@ import type {
   memfd_inode_entry,
   remap_file_path_entry,
 } from "../../proto/gen/files_pb.ts";
-import { ImageWriter, type MagicName } from "../images/image.ts";
+import type { ImageWriter, MagicName } from "../images/image.ts";
 import { checkInterrupt } from "../util/interrupt.ts";
 import type { TcpDumpPolicy } from "../net/inet.ts";
 import { DEFAULT_LOCK_METHOD, type LockMethod } from "../net/netlock.ts";
@@ -336,8 +337,8 @@ export class DumpContext {
   readonly skQueues = new Map<number, QueuedMessage[]>();
   #nextFileId = 1;
   #nextPagesId = 1;
-  /** Shmem objects (by inode) whose pages are dumped already. */
-  readonly shmemDone = new Set<bigint>();
+  /** Shmem objects whose pages are dumped once every process is collected: by inode, a path. */
+  readonly shmemObjects = new Map<bigint, string>();
   /**
    * File entries of mapped files and executables, by open flags and path: one entry for a file
    * however many tasks map it, as criu writes them (a child's mapping of the same file is then
@@ -349,6 +350,13 @@ export class DumpContext {
   constructor(opts: DumpOptions, log: Logger) {
     this.opts = opts;
     this.log = log;
+    this.dir = new ImagesDir(opts.imagesDir);
+    this.pageXfer = new ImagesXfer({
+      dir: this.dir,
+      pagesId: () => this.pagesId(),
+      image: (file, type) => this.image(file, type),
+      written: this.written,
+    });
   }
 
   /** The tree's task ids as the images carry them (set once the tree is frozen). */
@@ -356,8 +364,10 @@ export class DumpContext {
   /** With --track-mem: each process's tracker and the frames of its images' pages, by id. */
   readonly trackers = new Map<number, Tracker>();
   readonly frames = new Map<number, Uint8Array>();
-  /** The page server's connection (`--page-server`), open for the whole dump. */
-  pageServer?: PageServerClient;
+  /** The images directory. */
+  readonly dir: ImagesDir;
+  /** Where the pages go: the images directory, or a page server (`--page-server`). */
+  pageXfer: PageXfer;
   /** Each process's smaps, being read ahead (dump.ts readAhead), by PID. */
   smapsAhead = new Map<number, Promise<string>>();
   /** With --track-mem: the worker that walks the processes' pages beside the dump. */
@@ -488,7 +498,7 @@ export class DumpContext {
 
   /** Opens an image for writing; {@link DumpContext.close} writes it. */
   image(file: string, type: MagicName | "RAW"): ImageWriter {
-    const w = new ImageWriter(this.opts.imagesDir, file, type);
+    const w = this.dir.writer(file, type);
     this.#pending.push(w);
     this.written.push(file);
     return w;

@@ -31,7 +31,8 @@ import {
   timens_entrySchema,
   timespecSchema,
 } from "../../proto/gen/misc_pb.ts";
-import { ImageWriter, syncDir } from "../images/image.ts";
+import { ImageWriter } from "../images/image.ts";
+import type { ImagesDir } from "../images/images_dir.ts";
 import { serveTreePages, TreePages } from "./lazy_serve.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
@@ -83,8 +84,6 @@ import {
   writeRegFile,
 } from "./files.ts";
 import { aioRings } from "./aio.ts";
-import { join } from "node:path";
-import { exists } from "../util/exists.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { Vma } from "../pagemap/vma.ts";
 import type { PageTracking } from "./mm.ts";
@@ -96,10 +95,11 @@ import {
   writeTracking,
 } from "./track.ts";
 import { PageServerClient } from "../pagemap/page_server.ts";
+import { ServerXfer } from "../pagemap/page_xfer.ts";
 import { collectVmas, dumpMm, dumpPages, ringMappings, socketMappings } from "./mm.ts";
 import { settleRings } from "./io_uring.ts";
 import { ghostOf, writeDeadProcRemap, writeGhost } from "./ghost.ts";
-import { dumpShmem } from "./shmem.ts";
+import { dumpShmem, writeShmem } from "./shmem.ts";
 import { checkSysvAttachments, dumpSysvShm, writeSysvShm } from "./sysv.ts";
 import { collectTask, collectThread, type TaskState } from "./task.ts";
 import {
@@ -150,7 +150,7 @@ export async function startDump(ctx: DumpContext): Promise<void> {
   if (!Number.isInteger(pid) || pid <= 0) throw new Error(`Invalid PID ${pid}`);
   if (pid === Deno.pid) throw new Error(`Cannot dump task ${pid}: it is this criu process`);
   checkImagesDir(opts.imagesDir);
-  linkParent(opts);
+  if (opts.prevImagesDir) ctx.dir.linkParent(opts.prevImagesDir);
   try {
     Deno.statSync(`/proc/${pid}`);
   } catch {
@@ -160,7 +160,8 @@ export async function startDump(ctx: DumpContext): Promise<void> {
     throw new Error("A lazy dump serves its pages itself: --lazy-pages takes no --page-server");
   }
   if (opts.pageServer) {
-    ctx.pageServer = PageServerClient.connect(opts.pageServer.address, opts.pageServer.port);
+    const client = PageServerClient.connect(opts.pageServer.address, opts.pageServer.port);
+    ctx.pageXfer = new ServerXfer(client);
   }
   if (opts.lazyServe) ctx.treePages = new TreePages();
   await opts.actions?.("pre-dump", pid);
@@ -169,26 +170,8 @@ export async function startDump(ctx: DumpContext): Promise<void> {
 /** With --track-mem: the worker that walks the pages beside the dump, started now. */
 export async function startScanAhead(ctx: DumpContext): Promise<ScanAhead | undefined> {
   if (!ctx.opts.trackMem) return undefined;
-  const parent = ctx.opts.prevImagesDir ? join(ctx.opts.imagesDir, "parent") : undefined;
+  const parent = ctx.opts.prevImagesDir ? ctx.dir.parent : undefined;
   return ctx.scanAhead = await ScanAhead.start(parent);
-}
-
-/**
- * The parent images (`--prev-images-dir`) linked from the images directory as `parent`, as
- * criu links them (the path as given, relative to the images directory).
- */
-export function linkParent(opts: DumpOptions): void {
-  if (!opts.prevImagesDir) return;
-  const link = join(opts.imagesDir, "parent");
-  try {
-    Deno.removeSync(link);
-  } catch {
-    // none yet
-  }
-  Deno.symlinkSync(opts.prevImagesDir, link);
-  if (!exists(join(link, "."))) {
-    throw new Error(`The parent images ${opts.prevImagesDir} (--prev-images-dir) do not exist`);
-  }
 }
 
 function checkImagesDir(dir: string): void {
@@ -353,14 +336,13 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
     try {
       await writeImages(ctx, tree);
       // The page server has every page on disk once it answers the close.
-      ctx.pageServer?.close();
-      ctx.pageServer = undefined;
+      ctx.pageXfer.close();
     } finally {
       // Copies of descriptors in flight in unix queues (the peeks put them here).
       for (const fd of ctx.inFlightFds.splice(0)) close(fd);
     }
   } catch (e) {
-    ctx.pageServer?.abort();
+    ctx.pageXfer.abort();
     await undoOutside(ctx);
     throw e;
   }
@@ -369,7 +351,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
     // The lazy pages are still in the tree: it stays frozen until they are all fetched.
     ctx.stats.pagesLazy = ctx.treePages.pages;
     try {
-      await serveTreePages(ctx.treePages, opts.lazyServe!, opts.imagesDir, log);
+      await serveTreePages(ctx.treePages, opts.lazyServe!, ctx.dir, log);
     } catch (e) {
       // Whatever was restored from it lacks pages: the tree goes on as it was.
       await undoOutside(ctx);
@@ -404,7 +386,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   log.info(opts.leaveRunning || opts.leaveStopped ? "Tree released" : "Tree killed");
   // What the next dump needs of the tracking (not the restore's): once the tree is let go.
   if (opts.trackMem && ctx.trackers.size) {
-    ctx.written.push(...writeTracking(opts.imagesDir, ctx.trackers, ctx.frames));
+    ctx.written.push(...writeTracking(ctx.dir, ctx.trackers, ctx.frames));
   }
 
   writeStats(ctx);
@@ -597,6 +579,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
     await ctx.checkpoint("process");
     await dumpProcess(ctx, tree, proc, files);
   }
+  await writeShmem(ctx);
   await ctx.checkpoint("collect");
   checkDeletedWatches(ctx);
   dumpTtys(ctx, tree.processes);
@@ -658,7 +641,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
 
   ctx.flush();
   if (ctx.userns) shareImages(ctx.opts.imagesDir, ctx.userns);
-  syncDir(ctx.opts.imagesDir);
+  ctx.dir.sync();
   await ctx.checkpoint("sync");
   // The last word before the tree goes: a failing post-dump script leaves it running.
   await ctx.opts.actions?.("post-dump", tree.root);
@@ -764,9 +747,9 @@ export function trackPages(
 function parentTracking(
   ctx: DumpContext,
   pid: number,
-): { dir: string; tracker: Tracker } | undefined {
-  if (!ctx.opts.prevImagesDir) return undefined;
-  const dir = join(ctx.opts.imagesDir, "parent");
+): { dir: ImagesDir; tracker: Tracker } | undefined {
+  const dir = ctx.opts.prevImagesDir ? ctx.dir.parent : undefined;
+  if (!dir) return undefined;
   const tracker = parentTracker(dir, pid, ctx.pids.virt(pid));
   return tracker && { dir, tracker };
 }
@@ -870,7 +853,7 @@ async function dumpProcess(
     const sps = [state.regs[REG.sp], ...threads.map((t) => t.regs[REG.sp])];
     const keep = Boolean(ctx.opts.leaveRunning || ctx.opts.leaveStopped);
     const track = trackPages(ctx, parasite.leader, vmas, keep);
-    await dumpPages(ctx, parasite.leader, vmas, ctx.pagesId(), sps, track);
+    await dumpPages(ctx, parasite.leader, vmas, sps, track);
     if (track) tracked(ctx, pid, vmas, track);
     await ctx.checkpoint("pages");
     return { state, threads };

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import type { ImagesDir } from "../images/images_dir.ts";
 import type { Logger } from "../log.ts";
 import { type PagesToServe, servePages } from "../pagemap/page_server.ts";
 import { readRemote, remotePtr } from "../syscalls/mod.ts";
@@ -58,7 +59,7 @@ export class TreePages implements PagesToServe {
 export async function serveTreePages(
   pages: TreePages,
   where: LazyServe,
-  dir: string,
+  dir: ImagesDir,
   log: Logger,
 ): Promise<void> {
   const listener = Deno.listen({ hostname: where.address ?? "0.0.0.0", port: where.port });

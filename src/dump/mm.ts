@@ -6,29 +6,18 @@
  * @module
  */
 import { create } from "@bufbuild/protobuf";
-import {
-  type aio_ring_entry,
-  mm_entrySchema,
-  pagemap_entrySchema,
-  pagemap_headSchema,
-  vma_entrySchema,
-} from "../../proto/gen/mm_pb.ts";
-import { join } from "node:path";
+import { type aio_ring_entry, mm_entrySchema, vma_entrySchema } from "../../proto/gen/mm_pb.ts";
 import { close, O, open, PAGE_IS, pagemapScan, zeroPagePfn } from "../syscalls/mod.ts";
 import {
-  entryPages,
   flaggedEntry,
   pagemapEntry,
   type PageRun,
   parentEntry,
   PE_LAZY,
-  PE_PRESENT,
   type ScanRange,
   scanTask,
 } from "../pagemap/pagemap.ts";
-import { readPages, writePages, type XferStats } from "../pagemap/page_xfer.ts";
-import { destination, PS_TYPE } from "../pagemap/page_server.ts";
-import { writePagesViaParasite } from "../pagemap/page_pipe.ts";
+import { TaskPages } from "../pagemap/task_pages.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import {
   classifyVma,
@@ -43,6 +32,7 @@ import {
 import { nsLink, parseMaps, type ProcMap, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { readFrames } from "./track.ts";
+import type { ImagesDir } from "../images/images_dir.ts";
 import { deletedRegular, mntIdOf, regFileEntry, UnsupportedError, writeRegFile } from "./files.ts";
 import { writeGhost, writeLinkRemap } from "./ghost.ts";
 import type { ImageWriter } from "../images/image.ts";
@@ -305,7 +295,7 @@ export function dumpMm(
 /** Memory tracking of a dump (dump/track.ts) for one process. */
 export interface PageTracking {
   /** The parent images, when their tracking of the process is still its own. */
-  parentDir?: string;
+  parentDir?: ImagesDir;
   /** Whether the frames walked are kept for the next dump. */
   record: boolean;
   /** With `record`, once walked: the pagemap words of every page (a FrameList's bytes). */
@@ -313,7 +303,7 @@ export interface PageTracking {
 }
 
 /**
- * Writes pagemap-PID.img and pages-`pagesId`.img with the task's private pages: through the
+ * Sends the task's private pages and their pagemap where the dump's pages go: through the
  * dump_pages parasite (zero copy) when every such page is readable by the task, else with
  * process_vm_readv and /proc/PID/mem.
  */
@@ -321,12 +311,11 @@ export async function dumpPages(
   ctx: DumpContext,
   rs: RemoteSyscalls,
   vmas: Vma[],
-  pagesId: number,
   stackPointers?: bigint[],
   track?: PageTracking,
 ): Promise<void> {
   const plan = await scanPages(ctx, rs.task.pid, vmas, stackPointers, track);
-  await writePagePlan(ctx, plan, pagesId, rs);
+  await writePagePlan(ctx, plan, rs);
 }
 
 /** The pages of a task to dump, found: its runs (some perhaps in the parent images). */
@@ -393,30 +382,27 @@ export async function scanPages(
 }
 
 /**
- * Writes the pages `plan` found into pages-`pagesId`.img and their pagemap (or sends both to
- * the page server): through the parasite `rs` when given and every page is readable, else
- * with process_vm_readv and /proc/PID/mem. With `running` the task runs again meanwhile (a
- * pre-dump's pages, read once the tree goes on): a page it unmapped since is written as zeros
- * (tracking dumps it again, should it come back).
+ * Sends the pages `plan` found, with their pagemap, where the dump's pages go (ctx.pageXfer:
+ * the images directory or a page server): read by the parasite `rs` when given and every page
+ * is readable, else with process_vm_readv and /proc/PID/mem. With `running` the task runs again
+ * meanwhile (a pre-dump's pages, read once the tree goes on): a page it unmapped since is
+ * written as zeros (tracking dumps it again, should it come back).
  */
 export async function writePagePlan(
   ctx: DumpContext,
   plan: PagePlan,
-  pagesId: number,
   rs?: RemoteSyscalls,
   running = false,
 ): Promise<void> {
   const { pid, runs, vmas, track } = plan;
-  const server = ctx.pageServer;
-  const dst = destination(PS_TYPE.PID, ctx.pids.virt(pid));
-  // A page server without parent images of the task takes every page.
-  if (server && !server.open(dst) && runs.some((r) => r.inParent)) {
+  const xfer = ctx.pageXfer;
+  // Without parent images of the task, every page goes (a page server may have none).
+  if (!xfer.open({ kind: "pid", id: ctx.pids.virt(pid) }) && runs.some((r) => r.inParent)) {
     for (const r of runs) delete r.inParent;
   }
-  const lazyEntries = pagemapEntries(runs, vmas, plan.stackPointers);
   // A lazy dump leaves its lazy pages in the tree (PE_LAZY alone), to serve them from there.
   const treePages = ctx.treePages;
-  const entries = lazyEntries.map((e) => {
+  const entries = pagemapEntries(runs, vmas, plan.stackPointers).map((e) => {
     if (e.parent) return parentEntry(e.vaddr, e.pages);
     if (treePages && e.lazy) {
       treePages.add(ctx.pids.virt(pid), pid, e.vaddr, e.pages);
@@ -424,51 +410,22 @@ export async function writePagePlan(
     }
     return pagemapEntry(e.vaddr, e.pages, e.lazy);
   });
-  let xfer: XferStats;
-  if (server) {
-    // Each entry, its pages after it.
-    xfer = { pages: 0, readUs: 0, writeUs: 0 };
-    for (const e of entries) {
-      const pages = entryPages(e);
-      server.add(dst, e.vaddr, pages, e.flags);
-      if (!(e.flags & PE_PRESENT)) continue;
-      const x = readPages(
-        pid,
-        [{ vaddr: e.vaddr, nrPages: pages }],
-        (b) => server.data(b),
-        running,
-      );
-      xfer.pages += x.pages;
-      xfer.readUs += x.readUs;
-      xfer.writeUs += x.writeUs;
-    }
-  } else {
-    const pagesFile = `pages-${pagesId}.img`;
-    const path = join(ctx.opts.imagesDir, pagesFile);
-    // Pages the parent images hold are not written again, nor those left in the tree.
-    let own = track ? runs.filter((r) => !r.inParent) : runs;
-    if (treePages) own = withoutLazy(own, lazyEntries);
-    // A few pages (what a dump after pre-dumps writes) are read from here at once: the
-    // parasite's pipes cost more to set up than they save.
-    const few = own.reduce((n, r) => n + r.nrPages, 0) < FEW_PAGES;
-    const viaParasite = rs && plan.allReadable && ctx.opts.pageTransfer !== "readv" && !few;
-    xfer = viaParasite
-      ? await writePagesViaParasite(rs, own, path, ctx.opts.signal)
-      : writePages(pid, own, path, running);
-    ctx.written.push(pagesFile);
-    const img = ctx.image(`pagemap-${ctx.pids.virt(pid)}.img`, "PAGEMAP");
-    img.entry(pagemap_headSchema, create(pagemap_headSchema, { pagesId: pagesId }));
-    for (const e of entries) img.entry(pagemap_entrySchema, e);
-  }
-  ctx.stats.memdumpUs += plan.scanUs + xfer.readUs;
-  ctx.stats.memwriteUs += xfer.writeUs;
-  ctx.stats.pagesWritten += xfer.pages;
+  const reader = new TaskPages(pid, {
+    rs,
+    viaParasite: plan.allReadable && ctx.opts.pageTransfer !== "readv",
+    lenient: running,
+    signal: ctx.opts.signal,
+  });
+  const xferred = await xfer.write(entries, reader);
+  ctx.stats.memdumpUs += plan.scanUs + xferred.readUs;
+  ctx.stats.memwriteUs += xferred.writeUs;
+  ctx.stats.pagesWritten += xferred.pages;
   if (track) {
     const inParent = runs.reduce((n, r) => n + (r.inParent ? r.nrPages : 0), 0);
     ctx.stats.pagesSkippedParent += inParent;
     ctx.log.info(`task ${pid}: ${inParent} pages left to the parent images`);
   }
-  ctx.log.info(`task ${pid}: ${xfer.pages} pages in ${runs.length} runs`);
+  ctx.log.info(`task ${pid}: ${xferred.pages} pages in ${runs.length} runs`);
 }
 
 /**
@@ -500,27 +457,6 @@ function deletedMapping(
     regFileEntry(id, kind.path, { flags: fdflags, size: kind.size, mode: kind.mode }),
   );
   return id;
-}
-
-/** Fewer pages than this are read with process_vm_readv rather than by the parasite (16 MiB). */
-const FEW_PAGES = 4096;
-
-/** `runs` but the pages of `entries` that are lazy. */
-function withoutLazy(runs: PageRun[], entries: Entry[]): PageRun[] {
-  const lazy = entries.filter((e) => e.lazy && !e.parent);
-  const out: PageRun[] = [];
-  for (const r of runs) {
-    let at = r.vaddr;
-    const end = r.vaddr + BigInt(r.nrPages) * 4096n;
-    for (const e of lazy) {
-      const s = e.vaddr, t = e.vaddr + BigInt(e.pages) * 4096n;
-      if (t <= at || s >= end) continue;
-      if (s > at) out.push({ vaddr: at, nrPages: Number((s - at) / 4096n) });
-      at = t < end ? t : end;
-    }
-    if (at < end) out.push({ vaddr: at, nrPages: Number((end - at) / 4096n) });
-  }
-  return out;
 }
 
 /** A pagemap entry to be: pages at an address, lazy or not, or in the parent images. */

@@ -10,7 +10,6 @@
  *
  * @module
  */
-import { syncDir } from "../images/image.ts";
 import { collectTree } from "../tree/collect.ts";
 import { Parasite } from "../tree/parasite.ts";
 import { VirtualPids } from "../tree/pid_ns.ts";
@@ -59,16 +58,16 @@ export async function preDump(
   // Running again: the pages read and written out. A page written meanwhile is dumped again
   // by the next dump (its protection is gone), whatever this copy holds of it.
   try {
-    for (const plan of plans) await writePagePlan(ctx, plan, ctx.pagesId(), undefined, true);
-    ctx.pageServer?.close();
+    for (const plan of plans) await writePagePlan(ctx, plan, undefined, true);
+    ctx.pageXfer.close();
   } catch (e) {
-    ctx.pageServer?.abort();
+    ctx.pageXfer.abort();
     throw e;
   }
   writeInventory(ctx);
-  ctx.written.push(...writeTracking(ctx.opts.imagesDir, ctx.trackers, ctx.frames));
+  ctx.written.push(...writeTracking(ctx.dir, ctx.trackers, ctx.frames));
   ctx.flush();
-  syncDir(ctx.opts.imagesDir);
+  ctx.dir.sync();
   log.info(`Pre-dump of ${tree.processes.length} processes done; the tree runs on`);
   writeStats(ctx);
   await opts.actions?.("post-dump", pid);

@@ -23,6 +23,7 @@ import type { ScanRequest } from "../pagemap/scan_worker.ts";
 import { parseMaps, readProcText } from "../tree/proc.ts";
 import { scanRanges } from "./mm.ts";
 import { framesFile, readTrackers } from "./track.ts";
+import type { ImagesDir } from "../images/images_dir.ts";
 
 /** The pagemap walks of a dump, on a worker thread. */
 export class ScanAhead implements Disposable {
@@ -55,7 +56,7 @@ export class ScanAhead implements Disposable {
    * A worker started now, ready once it has read the frames the parent images at `parentDir`
    * recorded (or after `waitMs`: walks it is not ready for then wait for it).
    */
-  static async start(parentDir?: string, waitMs = 3000): Promise<ScanAhead> {
+  static async start(parentDir?: ImagesDir, waitMs = 3000): Promise<ScanAhead> {
     const worker = new Worker(new URL("../pagemap/scan_worker.ts", import.meta.url), {
       type: "module",
     });

@@ -18,7 +18,8 @@
  *
  * @module
  */
-import { basename, join } from "node:path";
+import { basename } from "node:path";
+import type { ImagesDir } from "../images/images_dir.ts";
 import { close, F, O, open, writeRemote } from "../syscalls/mod.ts";
 import { NR } from "../syscalls/syscall_numbers.ts";
 import {
@@ -56,31 +57,31 @@ function startTime(pid: number): string {
 }
 
 /** The trackers of images directory `dir` (none: empty). */
-export function readTrackers(dir: string): Record<string, Tracker> {
+export function readTrackers(dir: ImagesDir): Record<string, Tracker> {
   try {
-    return JSON.parse(Deno.readTextFileSync(join(dir, TRACK_FILE))).tasks ?? {};
+    return JSON.parse(Deno.readTextFileSync(dir.file(TRACK_FILE))).tasks ?? {};
   } catch {
     return {};
   }
 }
 
 /**
- * The tracker the parent images at `parentDir` left for process `pid` (named `vpid` in the
- * images), if it is still the same (same process, its descriptor still there).
+ * The tracker the parent images `parent` left for process `pid` (named `vpid` in the images),
+ * if it is still the same (same process, its descriptor still there).
  */
-export function parentTracker(parentDir: string, pid: number, vpid: number): Tracker | undefined {
-  const t = readTrackers(parentDir)[`${vpid}`];
+export function parentTracker(parent: ImagesDir, pid: number, vpid: number): Tracker | undefined {
+  const t = readTrackers(parent)[`${vpid}`];
   if (!t || t.pid !== pid || t.start !== startTime(pid) || !trackerAlive(t)) return undefined;
   return t;
 }
 
 /** The file of the frames a dump in `dir` recorded of process `vpid`. */
-export function framesFile(dir: string, vpid: number): string {
-  return join(dir, `deno-criu-frames-${vpid}.bin`);
+export function framesFile(dir: ImagesDir, vpid: number): string {
+  return dir.file(`deno-criu-frames-${vpid}.bin`);
 }
 
 /** The frames a dump in `dir` recorded of process `vpid` (none: undefined). */
-export function readFrames(dir: string, vpid: number): FrameTable | undefined {
+export function readFrames(dir: ImagesDir, vpid: number): FrameTable | undefined {
   try {
     return new FrameTable(Deno.readFileSync(framesFile(dir, vpid)));
   } catch {
@@ -177,7 +178,7 @@ export function protectAgain(pid: number, vmas: Vma[]): void {
 
 /** Writes the trackers and frames of a dump into `dir`. */
 export function writeTracking(
-  dir: string,
+  dir: ImagesDir,
   trackers: Map<number, Tracker>,
   frames: Map<number, Uint8Array>,
 ): string[] {
@@ -188,7 +189,7 @@ export function writeTracking(
     written.push(basename(path));
   }
   const tasks = Object.fromEntries([...trackers].map(([vpid, t]) => [`${vpid}`, t]));
-  writeFileSynced(join(dir, TRACK_FILE), new TextEncoder().encode(JSON.stringify({ tasks })));
+  writeFileSynced(dir.file(TRACK_FILE), new TextEncoder().encode(JSON.stringify({ tasks })));
   written.push(TRACK_FILE);
   return written;
 }

@@ -10,6 +10,7 @@ import { close, O, open, punchHole } from "../syscalls/mod.ts";
 import { PE_PARENT, PE_PRESENT } from "../pagemap/pagemap.ts";
 import { type PagesLevel, readPagesLevel } from "../restore/images.ts";
 import { exists } from "../util/exists.ts";
+import { ImagesDir } from "./images_dir.ts";
 
 /** Punches out of the parents of images `dir` the pages `dir` holds; returns how many. */
 export function dedup(dir: string): number {
@@ -49,7 +50,7 @@ function punchParents(
   n: number,
   depth: number,
 ): number {
-  const l = level(levels, join(dir, ...Array(depth).fill("parent"), name));
+  const l = level(levels, new ImagesDir(dir).ancestor(depth).file(name));
   if (!l) return 0;
   const end = vaddr + BigInt(n) * 4096n;
   let punched = 0;

@@ -16,11 +16,10 @@
  * @module
  */
 import { create } from "@bufbuild/protobuf";
-import { join } from "node:path";
 import { pagemap_entrySchema, pagemap_headSchema } from "../../proto/gen/mm_pb.ts";
-import { IMAGE_MODE, ImageWriter } from "../images/image.ts";
-import { exists } from "../util/exists.ts";
-import { flaggedEntry, PE_PARENT, PE_PRESENT } from "./pagemap.ts";
+import { IMAGE_MODE, type ImageWriter } from "../images/image.ts";
+import { flaggedEntry, pagemapName, PE_PARENT, PE_PRESENT } from "./pagemap.ts";
+import type { ImagesDir } from "../images/images_dir.ts";
 import type { Logger } from "../log.ts";
 import { close, tryRead, writeAll } from "../syscalls/mod.ts";
 import {
@@ -239,11 +238,11 @@ export interface PagesToServe {
 
 /**
  * The server's end of one session on `conn`: pagemaps and pages files written into `dir`,
- * whose `parent` link (if any) tells what it has parents of; with `lazy`, requests for pages
+ * whose parent images (if any) tell what it has parents of; with `lazy`, requests for pages
  * answered from it. The images written are returned.
  */
 export async function servePages(
-  dir: string,
+  dir: ImagesDir,
   conn: Deno.Conn,
   log: Logger,
   lazy?: PagesToServe,
@@ -260,19 +259,19 @@ export async function servePages(
   };
   const nameOf = (dst: bigint) => {
     const kind = Number(dst & 0xffn), id = dst >> 8n;
-    if (kind === PS_TYPE.PID) return `pagemap-${id}.img`;
-    if (kind === PS_TYPE.SHMEM) return `pagemap-shmem-${id}.img`;
+    if (kind === PS_TYPE.PID) return pagemapName({ kind: "pid", id: Number(id) });
+    if (kind === PS_TYPE.SHMEM) return pagemapName({ kind: "shmem", id });
     throw new Error(`The page server got an unknown destination kind ${kind}`);
   };
-  const hasParent = (dst: bigint) => exists(join(dir, "parent", nameOf(dst)));
+  const hasParent = (dst: bigint) => dir.parent?.has(nameOf(dst)) ?? false;
   const open = (dst: bigint) => {
     closeCurrent();
     const name = nameOf(dst);
     const id = pagesId++;
-    const img = new ImageWriter(dir, name, "PAGEMAP");
+    const img = dir.writer(name, "PAGEMAP");
     img.entry(pagemap_headSchema, create(pagemap_headSchema, { pagesId: id }));
     const pagesName = `pages-${id}.img`;
-    const pages = Deno.openSync(join(dir, pagesName), {
+    const pages = Deno.openSync(dir.file(pagesName), {
       write: true,
       create: true,
       truncate: true,

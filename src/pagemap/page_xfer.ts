@@ -1,199 +1,146 @@
 /**
- * Copies a task's private pages into pages-N.img.
+ * Where a dump's pages go, one object after another (criu's page_xfer): each object (a
+ * process's memory, a shmem object) is opened, then its pagemap entries are written with the
+ * pages of the present ones, read from a PageReader (task_pages.ts: a task's memory;
+ * file_pages.ts: a shmem object).
  *
  * ```
- * runs:  [vaddr, n] [vaddr, n] ...     (from the pagemap scan, in address order)
- *          |  gathered by one process_vm_readv per 1024 runs
- *          v
- * pages-N.img, sized and mapped shared   (pages back to back, no header)
+ *            PageReader                 PageXfer
+ *  TaskPages  (parasite, readv)  --->  ImagesXfer   pagemap-ID.img + pages-N.img
+ *  FilePages  (shmem object)     --->  ServerXfer   a page server (criu's protocol)
  * ```
- * A page server takes them through a batch buffer instead (8 MiB, reused), batch by batch.
- * Pages of mappings the task itself cannot read (PROT_NONE) are read through /proc/PID/mem,
- * which may look past protections.
+ * Images land in the images directory; the page server writes them into its own. Either end
+ * says whether the parent images hold the object, so that entries may name them (PE_PARENT).
  *
  * @module
  */
+import { create } from "@bufbuild/protobuf";
 import {
-  close,
-  Errno,
-  fsync,
-  mapFileForWriting,
-  O,
-  open,
-  pread,
-  readRemoteVec,
-  unmapHere,
-  viewAt,
-} from "../syscalls/mod.ts";
-import { IMAGE_MODE } from "../images/image.ts";
-import type { PageRun } from "./pagemap.ts";
-
-const BATCH_BYTES = 8 << 20;
-const MAX_IOV = 1024;
-const PAGE = 4096;
+  type pagemap_entry,
+  pagemap_entrySchema,
+  pagemap_headSchema,
+} from "../../proto/gen/mm_pb.ts";
+import type { ImageWriter, MagicName } from "../images/image.ts";
+import type { ImagesDir } from "../images/images_dir.ts";
+import { entryPages, pagemapName, type PageObject, type PageRun, PE_PRESENT } from "./pagemap.ts";
+import { destination, type PageServerClient, PS_TYPE } from "./page_server.ts";
 
 /** Timings and counts of one page copy. */
 export interface XferStats {
   /** Pages written. */
   pages: number;
-  /** Microseconds spent reading the task's memory. */
+  /** Microseconds spent reading the pages. */
   readUs: number;
-  /** Microseconds spent writing the image. */
+  /** Microseconds spent writing them. */
   writeUs: number;
 }
 
-/**
- * Writes the pages of `runs` of task `pid` to a new image file at `path` and syncs it (with
- * `lenient`, pages it no longer has as zeros: see {@link readPages}). The file is sized and
- * mapped first, its pages made in one pass; the task's pages are read straight into it.
- */
-export function writePages(pid: number, runs: PageRun[], path: string, lenient = false): XferStats {
-  const stats: XferStats = { pages: 0, readUs: 0, writeUs: 0 };
-  const total = runs.reduce((n, r) => n + r.nrPages, 0) * PAGE;
-  const fd = open(path, O.RDWR | O.CREAT | O.TRUNC | O.CLOEXEC, IMAGE_MODE);
-  try {
-    Deno.chmodSync(path, IMAGE_MODE);
-    if (total > 0) {
-      let t = performance.now();
-      const addr = mapFileForWriting(fd, total, path);
-      stats.writeUs += (performance.now() - t) * 1000;
-      try {
-        t = performance.now();
-        const file = viewAt(addr, total);
-        const iov = new BigUint64Array(MAX_IOV * 2);
-        let nIov = 0, from = 0, to = 0;
-        const flush = () => {
-          readInto(pid, iov.subarray(0, nIov * 2), file.subarray(from, to), lenient);
-          nIov = 0;
-          from = to;
-        };
-        for (const r of runs) {
-          if (nIov === MAX_IOV) flush();
-          iov[nIov * 2] = r.vaddr;
-          iov[nIov * 2 + 1] = BigInt(r.nrPages * PAGE);
-          nIov++;
-          to += r.nrPages * PAGE;
-        }
-        if (nIov) flush();
-        stats.readUs += (performance.now() - t) * 1000;
-        stats.pages = total / PAGE;
-      } finally {
-        unmapHere(addr, BigInt(total));
-      }
-    }
-    const t = performance.now();
-    fsync(fd, path);
-    stats.writeUs += (performance.now() - t) * 1000;
-  } finally {
-    close(fd);
-  }
-  return stats;
+/** The pages of one object, read on demand, by address (or offset) runs. */
+export interface PageReader {
+  /** The pages of `runs`, in order, into a new file at `path` (back to back), synced. */
+  toFile(runs: PageRun[], path: string): Promise<XferStats>;
+  /** The pages of `runs`, in order, handed to `sink` batch by batch. */
+  toSink(runs: PageRun[], sink: (bytes: Uint8Array) => void): Promise<XferStats>;
 }
 
-/**
- * Reads the pages of `runs` of task `pid` in batches (one process_vm_readv each), handing each
- * batch to `sink` in order before the next is read. `sink`'s time counts as writing. With
- * `lenient` (the task runs meanwhile), a page it no longer has reads as zeros.
- */
-export function readPages(
-  pid: number,
-  runs: PageRun[],
-  sink: (bytes: Uint8Array) => void,
-  lenient = false,
-): XferStats {
-  const stats: XferStats = { pages: 0, readUs: 0, writeUs: 0 };
-  const buf = new Uint8Array(BATCH_BYTES);
-  const iov = new BigUint64Array(MAX_IOV * 2);
-  let nIov = 0;
-  let filled = 0;
-
-  const flush = () => {
-    if (!filled) return;
-    let t = performance.now();
-    readInto(pid, iov.subarray(0, nIov * 2), buf.subarray(0, filled), lenient);
-    stats.readUs += (performance.now() - t) * 1000;
-    t = performance.now();
-    sink(buf.subarray(0, filled));
-    stats.writeUs += (performance.now() - t) * 1000;
-    stats.pages += filled / PAGE;
-    nIov = 0;
-    filled = 0;
-  };
-
-  for (const run of runs) {
-    let addr = run.vaddr;
-    let left = run.nrPages * PAGE;
-    while (left > 0) {
-      if (nIov === MAX_IOV || filled === BATCH_BYTES) flush();
-      const len = Math.min(left, BATCH_BYTES - filled);
-      iov[nIov * 2] = addr;
-      iov[nIov * 2 + 1] = BigInt(len);
-      nIov++;
-      filled += len;
-      addr += BigInt(len);
-      left -= len;
-    }
-  }
-  flush();
-  return stats;
+/** Where a dump's pages go. */
+export interface PageXfer {
+  /** Opens `obj`; whether the parent images hold it (entries may then say PE_PARENT). */
+  open(obj: PageObject): boolean;
+  /** The open object's pagemap `entries`, the pages of present ones read from `reader`. */
+  write(entries: pagemap_entry[], reader: PageReader): Promise<XferStats>;
+  /** Ends the dump's pages: every one durable where it went. */
+  close(): void;
+  /** Gives up after a failure. */
+  abort(): void;
 }
 
-/**
- * Fills `dst` from `ranges` of task `pid`: process_vm_readv, and what it cannot read through
- * /proc/PID/mem (see readViaProcMem).
- */
-function readInto(pid: number, ranges: BigUint64Array, dst: Uint8Array, lenient: boolean): void {
-  let got: number;
-  try {
-    got = readRemoteVec(pid, ranges, dst);
-  } catch (e) {
-    if (!(e instanceof Errno)) throw e;
-    got = 0;
-  }
-  if (got !== dst.length) readViaProcMem(pid, ranges, dst, lenient);
+/** What the images end writes through: the dump's images directory and its image writers. */
+export interface ImagesTarget {
+  /** The images directory. */
+  readonly dir: ImagesDir;
+  /** The id of the next pages-N.img. */
+  pagesId(): number;
+  /** Opens an image, written with the dump's others. */
+  image(file: string, type: MagicName): ImageWriter;
+  /** Images written, by file name. */
+  readonly written: string[];
 }
 
-/**
- * Fills `buf` from `ranges` through /proc/PID/mem (reads past PROT_NONE); with `lenient`, what
- * cannot be read (unmapped since) is zeros.
- */
-function readViaProcMem(
-  pid: number,
-  ranges: BigUint64Array,
-  buf: Uint8Array,
-  lenient: boolean,
-): void {
-  const what = `/proc/${pid}/mem`;
-  const fd = open(what, O.RDONLY | O.CLOEXEC);
-  try {
-    let off = 0;
-    for (let i = 0; i < ranges.length; i += 2) {
-      const len = Number(ranges[i + 1]);
-      let n: number;
-      try {
-        n = pread(fd, buf.subarray(off, off + len), ranges[i], what);
-      } catch (e) {
-        if (!lenient) throw e;
-        n = 0;
-      }
-      if (n !== len && lenient) {
-        // Page by page: what is still there, and zeros for the rest.
-        for (let p = Math.floor(n / PAGE) * PAGE; p < len; p += PAGE) {
-          const page = buf.subarray(off + p, off + p + PAGE);
-          let got = 0;
-          try {
-            got = pread(fd, page, ranges[i] + BigInt(p), what);
-          } catch {
-            // unmapped since
-          }
-          if (got !== PAGE) page.fill(0);
-        }
-      } else if (n !== len) {
-        throw new Errno("read", 5, `${what} at 0x${ranges[i].toString(16)} (${n} of ${len} bytes)`);
-      }
-      off += len;
+/** The pages of present `entries`, as runs. */
+function presentRuns(entries: pagemap_entry[]): PageRun[] {
+  return entries.filter((e) => e.flags & PE_PRESENT).map((e) => ({
+    vaddr: e.vaddr,
+    nrPages: entryPages(e),
+  }));
+}
+
+/** Pages into the images directory: per object a pagemap image and a pages file of its own. */
+export class ImagesXfer implements PageXfer {
+  readonly #target: ImagesTarget;
+  #name = "";
+
+  constructor(target: ImagesTarget) {
+    this.#target = target;
+  }
+
+  open(obj: PageObject): boolean {
+    this.#name = pagemapName(obj);
+    return this.#target.dir.parent?.has(this.#name) ?? false;
+  }
+
+  async write(entries: pagemap_entry[], reader: PageReader): Promise<XferStats> {
+    const pagesId = this.#target.pagesId();
+    const pagesFile = `pages-${pagesId}.img`;
+    const stats = await reader.toFile(presentRuns(entries), this.#target.dir.file(pagesFile));
+    this.#target.written.push(pagesFile);
+    const img = this.#target.image(this.#name, "PAGEMAP");
+    img.entry(pagemap_headSchema, create(pagemap_headSchema, { pagesId }));
+    for (const e of entries) img.entry(pagemap_entrySchema, e);
+    return stats;
+  }
+
+  close(): void {}
+
+  abort(): void {}
+}
+
+/** Pages to a page server: each entry, the pages of a present one after it. */
+export class ServerXfer implements PageXfer {
+  readonly #client: PageServerClient;
+  #dst = 0n;
+
+  constructor(client: PageServerClient) {
+    this.#client = client;
+  }
+
+  open(obj: PageObject): boolean {
+    this.#dst = destination(obj.kind === "pid" ? PS_TYPE.PID : PS_TYPE.SHMEM, obj.id);
+    return this.#client.open(this.#dst);
+  }
+
+  async write(entries: pagemap_entry[], reader: PageReader): Promise<XferStats> {
+    const stats: XferStats = { pages: 0, readUs: 0, writeUs: 0 };
+    for (const e of entries) {
+      const pages = entryPages(e);
+      this.#client.add(this.#dst, e.vaddr, pages, e.flags);
+      if (!(e.flags & PE_PRESENT)) continue;
+      const x = await reader.toSink(
+        [{ vaddr: e.vaddr, nrPages: pages }],
+        (b) => this.#client.data(b),
+      );
+      stats.pages += x.pages;
+      stats.readUs += x.readUs;
+      stats.writeUs += x.writeUs;
     }
-  } finally {
-    close(fd);
+    return stats;
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+
+  abort(): void {
+    this.#client.abort();
   }
 }

@@ -26,6 +26,14 @@ export const PM_HI = {
   PFN_MASK: 0x007fffff,
 } as const;
 
+/** An object whose pages images hold: a process (its id in the images) or a shmem object. */
+export type PageObject = { kind: "pid"; id: number } | { kind: "shmem"; id: bigint };
+
+/** The name of the pagemap image of `obj`. */
+export function pagemapName(obj: PageObject): string {
+  return obj.kind === "pid" ? `pagemap-${obj.id}.img` : `pagemap-shmem-${obj.id}.img`;
+}
+
 /** pagemap_entry flag PE_PRESENT: the entry's pages are in pages-N.img. */
 export const PE_PRESENT = 1 << 2;
 

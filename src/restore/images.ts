@@ -5,11 +5,12 @@
  *
  * @module
  */
+import { ImagesDir } from "../images/images_dir.ts";
 import { exists } from "../util/exists.ts";
 import type { IpcNamespace } from "../dump/ipc_ns.ts";
 import { NETNS_RAW_IMAGES, type NetnsState } from "../net/netns.ts";
 import { create, isFieldSet } from "@bufbuild/protobuf";
-import { entryFlags, entryPages, PE_PARENT, PE_PRESENT } from "../pagemap/pagemap.ts";
+import { entryFlags, entryPages, pagemapName, PE_PARENT, PE_PRESENT } from "../pagemap/pagemap.ts";
 import { dirname, join } from "node:path";
 import {
   type core_entry,
@@ -1022,7 +1023,7 @@ function readPages(
   const levels: (PagesLevel | undefined)[] = [];
   const level = (depth: number): PagesLevel | undefined => {
     if (depth in levels) return levels[depth];
-    const path = join(dir, ...Array(depth).fill("parent"), `pagemap-${pid}.img`);
+    const path = new ImagesDir(dir).ancestor(depth).file(pagemapName({ kind: "pid", id: pid }));
     if (depth > 0 && !exists(path)) return (levels[depth] = undefined);
     return (levels[depth] = readPagesLevel(path));
   };

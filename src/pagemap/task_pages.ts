@@ -1,0 +1,235 @@
+/**
+ * A task's pages, read for a dump (a PageReader of page_xfer.ts): by the dump_pages parasite
+ * (page_pipe.ts, zero copy) when the task may read them all itself and they are many, else as
+ * below.
+ *
+ * ```
+ * runs:  [vaddr, n] [vaddr, n] ...     (from the pagemap scan, in address order)
+ *          |  gathered by one process_vm_readv per 1024 runs
+ *          v
+ * pages-N.img, sized and mapped shared   (pages back to back, no header)
+ * ```
+ * A page server takes them through a batch buffer instead (8 MiB, reused), batch by batch.
+ * Pages of mappings the task itself cannot read (PROT_NONE) are read through /proc/PID/mem,
+ * which may look past protections.
+ *
+ * @module
+ */
+import {
+  close,
+  Errno,
+  fsync,
+  mapFileForWriting,
+  O,
+  open,
+  pread,
+  readRemoteVec,
+  unmapHere,
+  viewAt,
+} from "../syscalls/mod.ts";
+import { IMAGE_MODE } from "../images/image.ts";
+import type { RemoteSyscalls } from "../tree/infect.ts";
+import type { PageRun } from "./pagemap.ts";
+import { writePagesViaParasite } from "./page_pipe.ts";
+import type { PageReader, XferStats } from "./page_xfer.ts";
+
+const BATCH_BYTES = 8 << 20;
+const MAX_IOV = 1024;
+const PAGE = 4096;
+
+/** Fewer pages than this are read with process_vm_readv rather than by the parasite (16 MiB). */
+const FEW_PAGES = 4096;
+
+/**
+ * The pages of task `pid`: through the parasite `rs` when given and `viaParasite` (every page
+ * readable by the task, no other transfer asked for) and they are many; with `lenient` (the
+ * task runs meanwhile: a pre-dump's pages) a page it no longer has reads as zeros.
+ */
+export class TaskPages implements PageReader {
+  readonly #pid: number;
+  readonly #rs?: RemoteSyscalls;
+  readonly #viaParasite: boolean;
+  readonly #lenient: boolean;
+  readonly #signal?: AbortSignal;
+
+  constructor(
+    pid: number,
+    how: { rs?: RemoteSyscalls; viaParasite?: boolean; lenient?: boolean; signal?: AbortSignal },
+  ) {
+    this.#pid = pid;
+    this.#rs = how.rs;
+    this.#viaParasite = how.viaParasite ?? false;
+    this.#lenient = how.lenient ?? false;
+    this.#signal = how.signal;
+  }
+
+  async toFile(runs: PageRun[], path: string): Promise<XferStats> {
+    // A few pages (what a dump after pre-dumps writes) are read from here at once: the
+    // parasite's pipes cost more to set up than they save.
+    const few = runs.reduce((n, r) => n + r.nrPages, 0) < FEW_PAGES;
+    if (this.#rs && this.#viaParasite && !few) {
+      return await writePagesViaParasite(this.#rs, runs, path, this.#signal);
+    }
+    return writePages(this.#pid, runs, path, this.#lenient);
+  }
+
+  toSink(runs: PageRun[], sink: (bytes: Uint8Array) => void): Promise<XferStats> {
+    return Promise.resolve(readPages(this.#pid, runs, sink, this.#lenient));
+  }
+}
+
+/**
+ * Writes the pages of `runs` of task `pid` to a new image file at `path` and syncs it (with
+ * `lenient`, pages it no longer has as zeros: see {@link readPages}). The file is sized and
+ * mapped first, its pages made in one pass; the task's pages are read straight into it.
+ */
+function writePages(pid: number, runs: PageRun[], path: string, lenient = false): XferStats {
+  const stats: XferStats = { pages: 0, readUs: 0, writeUs: 0 };
+  const total = runs.reduce((n, r) => n + r.nrPages, 0) * PAGE;
+  const fd = open(path, O.RDWR | O.CREAT | O.TRUNC | O.CLOEXEC, IMAGE_MODE);
+  try {
+    Deno.chmodSync(path, IMAGE_MODE);
+    if (total > 0) {
+      let t = performance.now();
+      const addr = mapFileForWriting(fd, total, path);
+      stats.writeUs += (performance.now() - t) * 1000;
+      try {
+        t = performance.now();
+        const file = viewAt(addr, total);
+        const iov = new BigUint64Array(MAX_IOV * 2);
+        let nIov = 0, from = 0, to = 0;
+        const flush = () => {
+          readInto(pid, iov.subarray(0, nIov * 2), file.subarray(from, to), lenient);
+          nIov = 0;
+          from = to;
+        };
+        for (const r of runs) {
+          if (nIov === MAX_IOV) flush();
+          iov[nIov * 2] = r.vaddr;
+          iov[nIov * 2 + 1] = BigInt(r.nrPages * PAGE);
+          nIov++;
+          to += r.nrPages * PAGE;
+        }
+        if (nIov) flush();
+        stats.readUs += (performance.now() - t) * 1000;
+        stats.pages = total / PAGE;
+      } finally {
+        unmapHere(addr, BigInt(total));
+      }
+    }
+    const t = performance.now();
+    fsync(fd, path);
+    stats.writeUs += (performance.now() - t) * 1000;
+  } finally {
+    close(fd);
+  }
+  return stats;
+}
+
+/**
+ * Reads the pages of `runs` of task `pid` in batches (one process_vm_readv each), handing each
+ * batch to `sink` in order before the next is read. `sink`'s time counts as writing. With
+ * `lenient` (the task runs meanwhile), a page it no longer has reads as zeros.
+ */
+function readPages(
+  pid: number,
+  runs: PageRun[],
+  sink: (bytes: Uint8Array) => void,
+  lenient = false,
+): XferStats {
+  const stats: XferStats = { pages: 0, readUs: 0, writeUs: 0 };
+  const buf = new Uint8Array(BATCH_BYTES);
+  const iov = new BigUint64Array(MAX_IOV * 2);
+  let nIov = 0;
+  let filled = 0;
+
+  const flush = () => {
+    if (!filled) return;
+    let t = performance.now();
+    readInto(pid, iov.subarray(0, nIov * 2), buf.subarray(0, filled), lenient);
+    stats.readUs += (performance.now() - t) * 1000;
+    t = performance.now();
+    sink(buf.subarray(0, filled));
+    stats.writeUs += (performance.now() - t) * 1000;
+    stats.pages += filled / PAGE;
+    nIov = 0;
+    filled = 0;
+  };
+
+  for (const run of runs) {
+    let addr = run.vaddr;
+    let left = run.nrPages * PAGE;
+    while (left > 0) {
+      if (nIov === MAX_IOV || filled === BATCH_BYTES) flush();
+      const len = Math.min(left, BATCH_BYTES - filled);
+      iov[nIov * 2] = addr;
+      iov[nIov * 2 + 1] = BigInt(len);
+      nIov++;
+      filled += len;
+      addr += BigInt(len);
+      left -= len;
+    }
+  }
+  flush();
+  return stats;
+}
+
+/**
+ * Fills `dst` from `ranges` of task `pid`: process_vm_readv, and what it cannot read through
+ * /proc/PID/mem (see readViaProcMem).
+ */
+function readInto(pid: number, ranges: BigUint64Array, dst: Uint8Array, lenient: boolean): void {
+  let got: number;
+  try {
+    got = readRemoteVec(pid, ranges, dst);
+  } catch (e) {
+    if (!(e instanceof Errno)) throw e;
+    got = 0;
+  }
+  if (got !== dst.length) readViaProcMem(pid, ranges, dst, lenient);
+}
+
+/**
+ * Fills `buf` from `ranges` through /proc/PID/mem (reads past PROT_NONE); with `lenient`, what
+ * cannot be read (unmapped since) is zeros.
+ */
+function readViaProcMem(
+  pid: number,
+  ranges: BigUint64Array,
+  buf: Uint8Array,
+  lenient: boolean,
+): void {
+  const what = `/proc/${pid}/mem`;
+  const fd = open(what, O.RDONLY | O.CLOEXEC);
+  try {
+    let off = 0;
+    for (let i = 0; i < ranges.length; i += 2) {
+      const len = Number(ranges[i + 1]);
+      let n: number;
+      try {
+        n = pread(fd, buf.subarray(off, off + len), ranges[i], what);
+      } catch (e) {
+        if (!lenient) throw e;
+        n = 0;
+      }
+      if (n !== len && lenient) {
+        // Page by page: what is still there, and zeros for the rest.
+        for (let p = Math.floor(n / PAGE) * PAGE; p < len; p += PAGE) {
+          const page = buf.subarray(off + p, off + p + PAGE);
+          let got = 0;
+          try {
+            got = pread(fd, page, ranges[i] + BigInt(p), what);
+          } catch {
+            // unmapped since
+          }
+          if (got !== PAGE) page.fill(0);
+        }
+      } else if (n !== len) {
+        throw new Errno("read", 5, `${what} at 0x${ranges[i].toString(16)} (${n} of ${len} bytes)`);
+      }
+      off += len;
+    }
+  } finally {
+    close(fd);
+  }
+}
