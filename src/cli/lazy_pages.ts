@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { ImagesDir } from "../images/images_dir.ts";
 import { readLazyImages } from "../restore/images.ts";
 import { LAZY_HELLO_PARENTS, LAZY_PAGES_SOCKET, LazyDaemon, lazyHello } from "../lazy/daemon.ts";
 import { LocalPages, type PageSource, RemotePages } from "../lazy/source.ts";
@@ -62,7 +63,7 @@ export async function runLazyPages(o: CriuOpts, argv: readonly string[]): Promis
     writeAll(conn, lazyHello(parents ? LAZY_HELLO_PARENTS : 0), LAZY_PAGES_SOCKET);
     // The images are read once the restore comes: the daemon may wait for them (started
     // before the dump that writes them, as a migration does).
-    const images = readLazyImages(dirs.images);
+    const images = readLazyImages(new ImagesDir(dirs.images));
     source = o.pageServer
       ? new RemotePages(PageServerClient.connect(o.address, o.port), REMOTE_MAX_PAGES)
       : new LocalPages(images.flatMap((t) => (t.task ? [t.task] : [])));

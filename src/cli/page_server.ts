@@ -45,7 +45,7 @@ export async function runPageServer(o: CriuOpts, argv: readonly string[]): Promi
   if (o.lazyPages) {
     // Each answer goes out at once: the restored task waits for it.
     (conn as Deno.TcpConn).setNoDelay(true);
-    lazy = new LocalPages(readLazyImages(dirs.images).flatMap((t) => (t.task ? [t.task] : [])));
+    lazy = new LocalPages(readLazyImages(images).flatMap((t) => (t.task ? [t.task] : [])));
   }
   const written = await servePages(images, conn, log, lazy && pagesOf(lazy)).finally(() =>
     lazy?.close()

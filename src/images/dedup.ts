@@ -5,23 +5,23 @@
  *
  * @module
  */
-import { join } from "node:path";
 import { close, O, open, punchHole } from "../syscalls/mod.ts";
 import { PE_PARENT, PE_PRESENT } from "../pagemap/pagemap.ts";
 import { type PagesLevel, readPagesLevel } from "../restore/images.ts";
 import { exists } from "../util/exists.ts";
 import { ImagesDir } from "./images_dir.ts";
 
-/** Punches out of the parents of images `dir` the pages `dir` holds; returns how many. */
-export function dedup(dir: string): number {
+/** Punches out of the parents of the images at `path` the pages they hold; returns how many. */
+export function dedup(path: string): number {
+  const dir = new ImagesDir(path);
   const levels = new Map<string, PagesLevel | null>();
   let punched = 0;
-  for (const e of Deno.readDirSync(dir)) {
-    const m = /^pagemap-(\d+)\.img$/.exec(e.name);
+  for (const name of dir.names()) {
+    const m = /^pagemap-(\d+)\.img$/.exec(name);
     if (!m) continue;
-    for (const run of readPagesLevel(join(dir, e.name)).entries) {
+    for (const run of readPagesLevel(dir.file(name)).entries) {
       if (run.flags & PE_PRESENT) {
-        punched += punchParents(levels, dir, e.name, run.vaddr, run.nrPages, 1);
+        punched += punchParents(levels, dir, name, run.vaddr, run.nrPages, 1);
       }
     }
   }
@@ -44,13 +44,13 @@ function level(levels: Map<string, PagesLevel | null>, path: string): PagesLevel
  */
 function punchParents(
   levels: Map<string, PagesLevel | null>,
-  dir: string,
+  dir: ImagesDir,
   name: string,
   vaddr: bigint,
   n: number,
   depth: number,
 ): number {
-  const l = level(levels, new ImagesDir(dir).ancestor(depth).file(name));
+  const l = level(levels, dir.ancestor(depth).file(name));
   if (!l) return 0;
   const end = vaddr + BigInt(n) * 4096n;
   let punched = 0;

@@ -33,6 +33,11 @@ export class ImagesDir {
     return join(this.path, name);
   }
 
+  /** The names of the files in it. */
+  names(): string[] {
+    return [...Deno.readDirSync(this.path)].map((e) => e.name);
+  }
+
   /** Whether it holds file `name`. */
   has(name: string): boolean {
     return exists(this.file(name));

@@ -16,6 +16,7 @@
  *
  * @module
  */
+import type { ImagesDir } from "../images/images_dir.ts";
 import {
   type cgroup_dir_entry,
   cgroup_entrySchema,
@@ -70,9 +71,9 @@ export class CgroupMover {
    * `roots` (--cgroup-root [CONTROLLER:]/PATH) move each hierarchy's dumped cgroups, as
    * criu: each top cgroup becomes the root given, the sets' paths below it follow.
    */
-  constructor(dir: string, mode: CgroupMode = "soft", roots: readonly string[] = []) {
+  constructor(dir: ImagesDir, mode: CgroupMode = "soft", roots: readonly string[] = []) {
     this.#mode = mode;
-    const path = `${dir}/cgroup.img`;
+    const path = dir.file("cgroup.img");
     if (mode === "ignore" || !exists(path)) return;
     this.#active = true;
     for (const e of readImage(path, "CGROUP", cgroup_entrySchema)) {

@@ -74,7 +74,7 @@ import { NetnsError } from "../net/in_netns.ts";
 import type { RepairedConnections } from "../net/tcp_conns.ts";
 import { ImageError } from "../images/image.ts";
 import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import {
   type DumpImages,
   hostPath,
@@ -1190,7 +1190,7 @@ export class FileTable implements Disposable {
         );
       } else if (conn) {
         state.stream = readTcpStream(
-          join(this.#dump.dir, tcpStreamImageName(isk.ino)),
+          this.#dump.dir.file(tcpStreamImageName(isk.ino)),
           state.state,
         );
       }

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ImagesDir } from "../images/images_dir.ts";
+import type { ImagesDir } from "../images/images_dir.ts";
 import { exists } from "../util/exists.ts";
 import type { IpcNamespace } from "../dump/ipc_ns.ts";
 import { NETNS_RAW_IMAGES, type NetnsState } from "../net/netns.ts";
@@ -123,7 +123,7 @@ const VMA_AREA_GUARD = 1 << 16;
 
 /** A whole dump. */
 export interface DumpImages {
-  dir: string;
+  dir: ImagesDir;
   inventory: inventory_entry;
   tasks: TaskImages[];
   /** files.img, by id. */
@@ -303,9 +303,9 @@ function one<T>(path: string, entries: { message: T }[]): T {
 }
 
 /** Reads the images of `dir` for a restore. */
-export function readDump(dir: string, emptyNet = false): DumpImages {
-  if (!exists(dir)) throw new ImageError(`Images directory ${dir} does not exist`);
-  const p = (f: string) => join(dir, f);
+export function readDump(dir: ImagesDir, emptyNet = false): DumpImages {
+  if (!exists(dir.path)) throw new ImageError(`Images directory ${dir.path} does not exist`);
+  const p = (f: string) => dir.file(f);
   const inventory = one(
     p("inventory.img"),
     readImage(p("inventory.img"), "INVENTORY", inventory_entrySchema),
@@ -470,10 +470,10 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
     };
   });
   const shmem = new Map<bigint, ShmemPages>();
-  for (const e of Deno.readDirSync(dir)) {
-    const m = /^pagemap-shmem-(\d+)\.img$/.exec(e.name);
+  for (const name of dir.names()) {
+    const m = /^pagemap-shmem-(\d+)\.img$/.exec(name);
     if (!m) continue;
-    const { head, entries } = readPagemap(p(e.name));
+    const { head, entries } = readPagemap(p(name));
     const pagesPath = p(`pages-${head}.img`);
     let off = 0;
     const runs = entries.map((x) => {
@@ -481,7 +481,7 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
       off += r.bytes;
       return r;
     });
-    checkPagesSize(pagesPath, p(e.name), off);
+    checkPagesSize(pagesPath, p(name), off);
     shmem.set(BigInt(m[1]), { pagesPath, runs });
   }
   const skQueues = new Map<number, { data: Uint8Array; rights: number[] }[]>();
@@ -571,11 +571,11 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
     );
   }
   const sysvShm = new Map<number, { entry: ipc_shm_entry; data: Uint8Array }>();
-  for (const e of Deno.readDirSync(dir)) {
+  for (const name of dir.names()) {
     // Segments of the tree's own IPC namespace are made in it (ipcNs), not here.
-    if (!/^ipcns-shm-\d+\.img$/.test(e.name) || e.name === `ipcns-shm-${ownIpc}.img`) continue;
+    if (!/^ipcns-shm-\d+\.img$/.test(name) || name === `ipcns-shm-${ownIpc}.img`) continue;
     for (
-      const x of readImage(p(e.name), "IPCNS_SHM", ipc_shm_entrySchema, {
+      const x of readImage(p(name), "IPCNS_SHM", ipc_shm_entrySchema, {
         payloadSize: (m) => Math.ceil(Number(m.size) / 4) * 4,
       })
     ) {
@@ -636,12 +636,12 @@ export function readDump(dir: string, emptyNet = false): DumpImages {
 
 /** timens-ID.img of the root's own time namespace, else timens-0.img (either may be absent). */
 function readTimens(
-  dir: string,
+  dir: ImagesDir,
   inventory: inventory_entry,
   root: TaskImages,
 ): timens_entry | undefined {
   const own = ownNamespaceId(inventory, root, "time");
-  const path = join(dir, `timens-${own ?? 0}.img`);
+  const path = dir.file(`timens-${own ?? 0}.img`);
   if (own !== undefined) needNsImage(path, root, "a time");
   if (!exists(path)) return undefined;
   const [e] = readImage(path, "TIMENS", timens_entrySchema);
@@ -686,12 +686,12 @@ function padded(n: number, to: number): number {
  * and semaphore sets there are.
  */
 function readIpcNs(
-  dir: string,
+  dir: ImagesDir,
   id: number,
   shmem: DumpImages["shmem"],
   root: TaskImages,
 ): IpcNamespace {
-  const p = (name: string) => join(dir, name);
+  const p = (name: string) => dir.file(name);
   const varPath = p(`ipcns-var-${id}.img`);
   needNsImage(varPath, root, "an IPC");
   const vars = one(varPath, readImage(varPath, "IPC_VAR", ipc_var_entrySchema));
@@ -759,13 +759,13 @@ function readIpcNs(
 
 /** The images of the root's own network namespace `id`, if it had one. */
 function readNetnsImages(
-  dir: string,
+  dir: ImagesDir,
   id: number | undefined,
   root: TaskImages,
   empty: boolean,
 ): NetnsState | undefined {
   if (id === undefined) return undefined;
-  const p = (name: string) => join(dir, `${name}-${id}.img`);
+  const p = (name: string) => dir.file(`${name}-${id}.img`);
   // External (the dump named it so): joined again, nothing of it made (runc asks for an empty
   // one too: the one it gives is).
   const given = exists(p("netns"))
@@ -795,7 +795,7 @@ function readNetnsImages(
  * and criu's), by id.
  */
 function readNestedNets(
-  dir: string,
+  dir: ImagesDir,
   inventory: inventory_entry,
   tasks: TaskImages[],
 ): Map<number, NetnsState> {
@@ -814,12 +814,12 @@ function readNestedNets(
 
 /** mountpoints-ID.img of the root's own mount namespace `id`, if it had one. */
 function readMntNs(
-  dir: string,
+  dir: ImagesDir,
   id: number | undefined,
   root: TaskImages,
 ): DumpImages["mntNs"] {
   if (id === undefined) return undefined;
-  const path = join(dir, `mountpoints-${id}.img`);
+  const path = dir.file(`mountpoints-${id}.img`);
   needNsImage(path, root, "a mount");
   // Written children first (as criu writes them): mountinfo's order is the other way round.
   return {
@@ -833,7 +833,7 @@ function readMntNs(
  * the root's and criu's), by id.
  */
 function readNestedMnts(
-  dir: string,
+  dir: ImagesDir,
   inventory: inventory_entry,
   tasks: TaskImages[],
 ): Map<number, mnt_entry[]> {
@@ -845,7 +845,7 @@ function readNestedMnts(
     if (t.zombie || !isFieldSet(t.ids, field)) continue;
     const id = t.ids.mntNsId;
     if (id === root.ids.mntNsId || id === inventory.rootIds?.mntNsId || out.has(id)) continue;
-    const path = join(dir, `mountpoints-${id}.img`);
+    const path = dir.file(`mountpoints-${id}.img`);
     if (!exists(path)) continue; // refused by the restore's namespace check
     out.set(id, readImage(path, "MNTS", mnt_entrySchema).map((e) => e.message).reverse());
   }
@@ -854,26 +854,26 @@ function readNestedMnts(
 
 /** utsns-ID.img of the root's UTS namespace, when it is not the dumper's (else undefined). */
 function readUts(
-  dir: string,
+  dir: ImagesDir,
   inventory: inventory_entry,
   root: TaskImages,
 ): utsns_entry | undefined {
   const own = ownNamespaceId(inventory, root, "uts");
   if (own === undefined) return undefined;
-  const path = join(dir, `utsns-${own}.img`);
+  const path = dir.file(`utsns-${own}.img`);
   needNsImage(path, root, "a uts");
   return one(path, readImage(path, "UTSNS", utsns_entrySchema));
 }
 
 /** userns-ID.img of the root's own user namespace, when it had one. */
 function readUserns(
-  dir: string,
+  dir: ImagesDir,
   inventory: inventory_entry,
   root: TaskImages,
 ): UserNamespace | undefined {
   const own = ownNamespaceId(inventory, root, "user");
   if (own === undefined) return undefined;
-  const path = join(dir, `userns-${own}.img`);
+  const path = dir.file(`userns-${own}.img`);
   needNsImage(path, root, "a user");
   const e = one(path, readImage(path, "USERNS", userns_entrySchema));
   const map = (extents: typeof e.uidMap, kind: string) => {
@@ -1014,7 +1014,7 @@ export function readPagesLevel(path: string): PagesLevel {
 
 /** The pages of process `pid` in images `dir`, through the chain of parents. */
 function readPages(
-  dir: string,
+  dir: ImagesDir,
   pid: number,
 ): Pick<
   TaskImages,
@@ -1023,7 +1023,7 @@ function readPages(
   const levels: (PagesLevel | undefined)[] = [];
   const level = (depth: number): PagesLevel | undefined => {
     if (depth in levels) return levels[depth];
-    const path = new ImagesDir(dir).ancestor(depth).file(pagemapName({ kind: "pid", id: pid }));
+    const path = dir.ancestor(depth).file(pagemapName({ kind: "pid", id: pid }));
     if (depth > 0 && !exists(path)) return (levels[depth] = undefined);
     return (levels[depth] = readPagesLevel(path));
   };
@@ -1090,9 +1090,9 @@ export type LazyTaskImages =
  * The tasks of the images in `dir` as `criu lazy-pages` needs them: every pstree entry (the
  * restore reports each), with the mappings and pages of those alive (undefined for a zombie).
  */
-export function readLazyImages(dir: string): { pid: number; task?: LazyTaskImages }[] {
-  if (!exists(dir)) throw new ImageError(`Images directory ${dir} does not exist`);
-  const p = (f: string) => join(dir, f);
+export function readLazyImages(dir: ImagesDir): { pid: number; task?: LazyTaskImages }[] {
+  if (!exists(dir.path)) throw new ImageError(`Images directory ${dir.path} does not exist`);
+  const p = (f: string) => dir.file(f);
   one(p("inventory.img"), readImage(p("inventory.img"), "INVENTORY", inventory_entrySchema));
   const pstree = readImage(p("pstree.img"), "PSTREE", pstree_entrySchema).map((e) => e.message);
   if (!pstree.length) throw new ImageError(`Image ${p("pstree.img")} lists no task`);

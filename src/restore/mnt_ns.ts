@@ -19,6 +19,7 @@
  *
  * @module
  */
+import type { ImagesDir } from "../images/images_dir.ts";
 import { asRootOf, type UserNamespace } from "../tree/userns.ts";
 import {
   AT_EMPTY_PATH,
@@ -38,7 +39,6 @@ import {
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { exists } from "../util/exists.ts";
 import { helperExecutable } from "../util/helper_exe.ts";
-import { join } from "node:path";
 import { RemoteArena } from "./arena.ts";
 import { RestoreError } from "./files.ts";
 import {
@@ -76,7 +76,7 @@ export interface MountSources {
   /** The roots of the tree's own cgroup namespace: its cgroup mounts are made inside it. */
   cgroupNsRoots?: CgroupNsRoots;
   /** The images: the tmpfs tars. */
-  imagesDir: string;
+  images: ImagesDir;
   /** The tree's own user namespace: the owners in the tars are as it sees them. */
   userns?: UserNamespace;
 }
@@ -141,7 +141,7 @@ export function checkMountNamespace(
       const abs = path.startsWith("/") ? path : `/${path}`;
       external.set(s.entry, directoryOrFile(abs, `--external mnt[${s.key}]`));
     } else if (s.how === "new" && hasTar(s.entry)) {
-      tars.set(s.entry, tmpfsTar(src.imagesDir, s.entry));
+      tars.set(s.entry, tmpfsTar(src.images, s.entry));
     }
   }
   return { steps, propagation, root, external, tars, userns: src.userns };
@@ -635,9 +635,9 @@ function tarFor(tar: string, dir: string, userns?: number): Disposable & { comma
 }
 
 /** The tar of tmpfs mount `e` among the images in `dir` (by its device, else its id). */
-function tmpfsTar(dir: string, e: mnt_entry): string {
+function tmpfsTar(dir: ImagesDir, e: mnt_entry): string {
   const names = [`tmpfs-dev-${e.rootDev}.tar.gz.img`, `tmpfs-${e.mntId}.tar.gz.img`];
-  const tar = names.map((n) => join(dir, n)).find(exists);
+  const tar = names.map((n) => dir.file(n)).find(exists);
   if (!tar) throw new RestoreError(`Cannot restore ${mountName(e)}: image ${names[0]} is missing`);
   return tar;
 }

@@ -23,6 +23,7 @@
  *
  * @module
  */
+import { ImagesDir } from "../images/images_dir.ts";
 import { create, isFieldSet } from "@bufbuild/protobuf";
 import { dirname, join } from "node:path";
 import type { ActionHook, ScriptAction } from "../action_scripts.ts";
@@ -472,7 +473,7 @@ export async function restore(
 ): Promise<RestoreResult> {
   const t0 = performance.now();
   // 1. READ
-  const dump = readDump(opts.imagesDir, opts.emptyNet ?? false);
+  const dump = readDump(new ImagesDir(opts.imagesDir), opts.emptyNet ?? false);
   checkPidNamespaces(dump.tasks);
   await opts.actions?.("pre-restore");
   const lockMethod = opts.networkLock ??
@@ -507,13 +508,13 @@ async function restoreTree(
   const pid = rootTask.pstree.pid;
   if (rootTask.zombie) throw new RestoreError(`Cannot restore: the root task ${pid} is a zombie`);
   // The cgroups the tasks go back into.
-  using cgroups = new CgroupMover(opts.imagesDir, opts.manageCgroups ?? "soft", opts.cgroupRoots);
+  using cgroups = new CgroupMover(dump.dir, opts.manageCgroups ?? "soft", opts.cgroupRoots);
   // The tree's own mount namespace: its plan, and everything it is made from, checked.
   const mounts = dump.mntNs && checkMountNamespace(dump.mntNs.entries, {
     root: opts.root,
     external: opts.externalMounts,
     extMountAuto: opts.extMountAuto,
-    imagesDir: opts.imagesDir,
+    images: dump.dir,
     userns: dump.userns,
     cgroupNsRoots: dump.cgroupNs ? cgroups.dumpedNamespaceRoots(cgSetOf(rootTask.core)) : undefined,
   });
