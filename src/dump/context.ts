@@ -516,7 +516,8 @@ export class DumpContext {
    * `step` (tests prove the dump unwinds).
    */
   async checkpoint(step: string): Promise<void> {
-    await checkInterrupt(this.opts.signal);
+    // The last before the tree may go sees every signal sent so far.
+    await checkInterrupt(this.opts.signal, step === "sync");
     if (this.opts.faultInject === step) throw new Error(`Fault injected at ${step}`);
   }
 }

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { checkInterrupt } from "../util/interrupt.ts";
 import { VERSION } from "../version.ts";
 import { parseCgroups } from "../util/cgroup_fs.ts";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
@@ -295,6 +296,9 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   const pid = opts.pid;
   await startDump(ctx);
   using _scans = await startScanAhead(ctx);
+  // The checks between steps cost nothing once their timers are loaded: loaded before the freeze.
+  await checkInterrupt(opts.signal);
+  await checkInterrupt(opts.signal, true);
   const tFreeze = performance.now();
   const timeoutMs = (opts.timeoutSeconds ?? 10) * 1000;
   // With --freeze-cgroup, the cgroup's freezer stops every task at once; they are seized
@@ -638,7 +642,6 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
 
   if (ctx.mntNs) await writeMountNamespace(ctx, ctx.mntNs);
   for (const ns of ctx.nestedMnts.values()) await writeMountNamespace(ctx, ns, ctx.mntNs);
-
   ctx.flush();
   if (ctx.userns) shareImages(ctx.opts.imagesDir, ctx.userns);
   ctx.dir.sync();

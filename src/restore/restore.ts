@@ -476,6 +476,9 @@ export async function restore(
   const dump = readDump(new ImagesDir(opts.imagesDir), opts.emptyNet ?? false);
   checkPidNamespaces(dump.tasks);
   await opts.actions?.("pre-restore");
+  // The checks between stages cost nothing once their timers are loaded: loaded now.
+  await checkInterrupt(opts.signal);
+  await checkInterrupt(opts.signal, true);
   const lockMethod = opts.networkLock ??
     LOCK_METHODS[dump.inventory.networkLockMethod ?? -1] ?? DEFAULT_LOCK_METHOD;
   const tcp = {
@@ -610,7 +613,8 @@ async function restoreTree(
   const sessions: Sessions = { plan: sessionPlan, helpers: [], groups: new Set() };
   let pidfileWritten = false;
   const checkpoint = async (stage: string) => {
-    await checkInterrupt(opts.signal);
+    // The last before the tree is let go sees every signal sent so far.
+    await checkInterrupt(opts.signal, stage === "resume");
     if (opts.faultInject === stage) throw new RestoreError(`Fault injected at ${stage}`);
   };
   try {
