@@ -26,8 +26,8 @@ const args = [
     "src/cli/page_server.ts",
     "src/images/dedup.ts",
     "src/syscalls/uffd.ts",
-    // A dump's worker thread (src/dump/scan_ahead.ts).
-    "src/pagemap/scan_worker.ts",
+    // A dump's worker thread (src/dump/dump_worker.ts).
+    "src/pagemap/worker_entry.ts",
   ]
     .flatMap((m) => ["--include", m]),
   "--output",

@@ -7,10 +7,12 @@
  */
 import { join } from "node:path";
 import { collectVmas, scanRanges } from "../src/dump/mm.ts";
-import { ScanAhead } from "../src/dump/scan_ahead.ts";
+import { DumpWorker } from "../src/dump/dump_worker.ts";
 import { scanTask } from "../src/pagemap/pagemap.ts";
+import { writePages } from "../src/pagemap/task_pages.ts";
+import { exists } from "../src/util/exists.ts";
 import { zeroPagePfn } from "../src/syscalls/mod.ts";
-import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { assert, assertEquals, assertMatch, assertRejects } from "./assert.ts";
 import {
   buildVictim,
   critDecodeAll,
@@ -30,7 +32,7 @@ import {
   waitReport,
 } from "./helpers.ts";
 
-Deno.test("the dump's worker walks a stopped task's pages as the dump would itself; a walk of other mappings, or compared otherwise, is not taken", async () => {
+Deno.test("the dump's worker walks a stopped task's pages as the dump would itself (a walk of other mappings, or compared otherwise, is not taken) and writes its pages files as the dump would, the first into the spare file made before", async () => {
   const v = startVictim(["setsid", await buildVictim("dirty"), "{out}", "8", "1000"]);
   try {
     await waitReport(v);
@@ -39,7 +41,7 @@ Deno.test("the dump's worker walks a stopped task's pages as the dump would itse
     const ranges = scanRanges(collectVmas(v.pid).vmas);
     const here = scanTask(v.pid, ranges, zeroPfn, undefined, true);
     assert(here.runs.reduce((n, r) => n + r.nrPages, 0) >= 8 * 256, "the 8 MiB written");
-    using ahead = await ScanAhead.start();
+    using ahead = await DumpWorker.start();
     ahead.post(v.pid, v.pid, false, true, zeroPfn);
     const there = await ahead.take(v.pid, ranges, false, true);
     assert(there, "the worker's walk is taken");
@@ -54,6 +56,28 @@ Deno.test("the dump's worker walks a stopped task's pages as the dump would itse
     assertEquals(await ahead.take(v.pid, ranges, true, true), undefined);
     ahead.post(v.pid, v.pid, false, true, zeroPfn);
     assertEquals(await ahead.take(v.pid, ranges, false, false), undefined);
+
+    // Pages files: the worker's (the first in the spare, larger than needed) are the dump's.
+    const dir = tmpDir();
+    const spare = join(dir, "spare");
+    using writer = await DumpWorker.start(undefined, { path: spare, bytes: 64 << 20 });
+    assertEquals(Deno.statSync(spare).size, 64 << 20);
+    const runs = here.runs.slice(0, 3);
+    const bytes = runs.reduce((n, r) => n + r.nrPages * 4096, 0);
+    writePages(v.pid, runs, join(dir, "here.img"));
+    const first = await writer.writePages(v.pid, runs, join(dir, "first.img"), false);
+    const second = await writer.writePages(v.pid, runs, join(dir, "second.img"), false);
+    assertEquals([first.pages, second.pages], [bytes / 4096, bytes / 4096]);
+    assert(!exists(spare), "the spare taken");
+    const want = Deno.readFileSync(join(dir, "here.img"));
+    assertEquals(want.length, bytes);
+    assertEquals(Deno.readFileSync(join(dir, "first.img")), want);
+    assertEquals(Deno.readFileSync(join(dir, "second.img")), want);
+    await assertRejects(
+      () => writer.writePages(v.pid, runs, join(dir, "no/such.img"), false),
+      Error,
+      /^Cannot open .*no\/such\.img: no such file/,
+    );
   } finally {
     await stopVictim(v);
   }

@@ -11,7 +11,7 @@ import type { ActionHook } from "../action_scripts.ts";
 import type { Tracker } from "./track.ts";
 import { ImagesXfer, type PageXfer } from "../pagemap/page_xfer.ts";
 import { ImagesDir } from "../images/images_dir.ts";
-import type { ScanAhead } from "./scan_ahead.ts";
+import type { DumpWorker } from "./dump_worker.ts";
 import type { LazyServe, TreePages } from "./lazy_serve.ts";
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
@@ -370,8 +370,22 @@ export class DumpContext {
   pageXfer: PageXfer;
   /** Each process's smaps, being read ahead (dump.ts readAhead), by PID. */
   smapsAhead = new Map<number, Promise<string>>();
+  /** Pages files being written beside the dump (on the worker). */
+  readonly #writes: Promise<void>[] = [];
+
+  /** Lets pages file `write` go on beside the dump; {@link pagesFilesDone} waits for it. */
+  deferWrite(write: Promise<void>): void {
+    write.catch(() => {}); // its failure is the dump's, once waited for
+    this.#writes.push(write);
+  }
+
+  /** Waits for the pages files written beside the dump; throws the first failure. */
+  async pagesFilesDone(): Promise<void> {
+    await Promise.all(this.#writes.splice(0));
+  }
+
   /** With --track-mem: the worker that walks the processes' pages beside the dump. */
-  scanAhead?: ScanAhead;
+  worker?: DumpWorker;
   /** The lazy pages left in the tree (`lazyServe`). */
   treePages?: TreePages;
 

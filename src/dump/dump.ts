@@ -97,7 +97,7 @@ import {
 } from "./track.ts";
 import { PageServerClient } from "../pagemap/page_server.ts";
 import { ServerXfer } from "../pagemap/page_xfer.ts";
-import { collectVmas, dumpMm, dumpPages, ringMappings, socketMappings } from "./mm.ts";
+import { collectVmas, dumpMm, dumpPages, earlyVmas, ringMappings, socketMappings } from "./mm.ts";
 import { settleRings } from "./io_uring.ts";
 import { ghostOf, writeDeadProcRemap, writeGhost } from "./ghost.ts";
 import { dumpShmem, writeShmem } from "./shmem.ts";
@@ -123,7 +123,7 @@ import {
 import { nsenterArgv } from "../net/netlock.ts";
 import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { writeNetns } from "./netns.ts";
-import { ScanAhead } from "./scan_ahead.ts";
+import { DumpWorker } from "./dump_worker.ts";
 import { readNestedNetns } from "./nested_netns.ts";
 import { markNestedProcs, readNestedPids } from "./nested_pidns.ts";
 import { tunHolders } from "./tun_files.ts";
@@ -169,10 +169,36 @@ export async function startDump(ctx: DumpContext): Promise<void> {
 }
 
 /** With --track-mem: the worker that walks the pages beside the dump, started now. */
-export async function startScanAhead(ctx: DumpContext): Promise<ScanAhead | undefined> {
+export async function startDumpWorker(
+  ctx: DumpContext,
+  final = true,
+): Promise<DumpWorker | undefined> {
   if (!ctx.opts.trackMem) return undefined;
+  zeroPagePfn(); // found now, before the freeze
   const parent = ctx.opts.prevImagesDir ? ctx.dir.parent : undefined;
-  return ctx.scanAhead = await ScanAhead.start(parent);
+  return ctx.worker = await DumpWorker.start(parent, final ? spareFor(ctx, parent) : undefined);
+}
+
+/** The most a spare pages file takes (see spareFor). */
+const SPARE_MAX = 64 << 20;
+
+/**
+ * A pages file allocated before the freeze for a dump after pre-dumps, written into its images
+ * directory: about what its parent wrote, when that was itself what a tree wrote between two
+ * dumps (at most SPARE_MAX). Making a file's blocks costs more than filling them (on tmpfs in a
+ * virtual machine, twice as much), and this file's are filled inside the frozen time.
+ */
+function spareFor(
+  ctx: DumpContext,
+  parent: ImagesDir | undefined,
+): { path: string; bytes: number } | undefined {
+  if (!parent?.parent || !ctx.pageXfer.toFiles) return undefined;
+  let bytes = 0;
+  for (const name of parent.names()) {
+    if (/^pages-\d+\.img$/.test(name)) bytes += Deno.statSync(parent.file(name)).size;
+  }
+  if (!bytes) return undefined;
+  return { path: ctx.dir.file(".deno-criu-spare-pages"), bytes: Math.min(bytes, SPARE_MAX) };
 }
 
 function checkImagesDir(dir: string): void {
@@ -295,7 +321,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   const ctx = new DumpContext(opts, log);
   const pid = opts.pid;
   await startDump(ctx);
-  using _scans = await startScanAhead(ctx);
+  using _scans = await startDumpWorker(ctx);
   // The checks between steps cost nothing once their timers are loaded: loaded before the freeze.
   await checkInterrupt(opts.signal);
   await checkInterrupt(opts.signal, true);
@@ -642,6 +668,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
 
   if (ctx.mntNs) await writeMountNamespace(ctx, ctx.mntNs);
   for (const ns of ctx.nestedMnts.values()) await writeMountNamespace(ctx, ns, ctx.mntNs);
+  await ctx.pagesFilesDone();
   ctx.flush();
   if (ctx.userns) shareImages(ctx.opts.imagesDir, ctx.userns);
   ctx.dir.sync();
@@ -760,18 +787,18 @@ function parentTracking(
 /**
  * Once the tree is frozen: every process's smaps (a walk of all its pages in the kernel) read
  * on a thread of the runtime's, in the order the processes are dumped; with --track-mem the
- * walk of their pagemaps posted to the dump's worker (dump/scan_ahead.ts). Both run while the
+ * walk of their pagemaps posted to the dump's worker (dump/dump_worker.ts). Both run while the
  * dump collects the rest.
  */
 export function readAhead(ctx: DumpContext, processes: TreeProcess[], keep: boolean): void {
   const live = processes.filter((p) => p.zombieExit === undefined).map((p) => p.pid);
   ctx.smapsAhead = readProcTextsAhead(live, "smaps");
-  if (!ctx.scanAhead) return;
+  if (!ctx.worker) return;
   const zeroPfn = Number(zeroPagePfn());
   for (const p of processes) {
     if (p.zombieExit !== undefined) continue;
     const parent = parentTracking(ctx, p.pid) !== undefined;
-    ctx.scanAhead.post(p.pid, ctx.pids.virt(p.pid), parent, keep, zeroPfn);
+    ctx.worker.post(p.pid, ctx.pids.virt(p.pid), parent, keep, zeroPfn);
   }
 }
 
@@ -791,11 +818,16 @@ async function dumpProcess(
 ): Promise<task_kobj_ids_entry> {
   const pid = proc.pid;
   const leader = tree.task(pid);
-  const { maps, vmas, guards } = collectVmas(pid, await ctx.smapsAhead.get(pid));
+  // Its smaps (a walk of all its pages) is being read on another thread (readAhead); until it
+  // is in, the mappings as /proc/PID/maps shows them do for what needs only their places and
+  // kinds. Nothing maps or unmaps in the task before (a parasite waits for it).
+  const smaps = ctx.smapsAhead.get(pid) ?? Promise.resolve(readProcText(pid, "smaps"));
+  const early = earlyVmas(pid);
   // io_uring requests in flight that complete by themselves complete first (their submitters
   // run once, inside, to post them), before its files and memory are read.
-  await settleRings(ctx, pid, () => {
-    using parasite = Parasite.infect(leader, maps);
+  await settleRings(ctx, pid, async () => {
+    await smaps;
+    using parasite = Parasite.infect(leader, early.maps);
     parasite.leader.call(NR.getpid);
     for (const tid of proc.threads.slice(1)) {
       using trs = parasite.thread(tree.task(tid));
@@ -804,8 +836,9 @@ async function dumpProcess(
   });
   // AIO contexts proven idle (their requests that complete by themselves given a moment to)
   // before the files their completions may signal are read.
-  const aios = await aioRings(ctx, pid, vmas);
+  const aios = await aioRings(ctx, pid, early.vmas);
   const taskFiles = collectFiles(ctx, pid);
+  const { maps, vmas, guards } = collectVmas(pid, await smaps);
   // The tree's own UTS namespace, asked inside the root (uname answers for the caller's).
   const ownUts = pid === tree.root && ownNamespace(pid, "uts");
   // The tree's own IPC namespace, read inside the root (System V calls answer for the caller's).

@@ -274,7 +274,7 @@ const SETTLE_MS = 3000;
 export async function settleRings(
   ctx: DumpContext,
   pid: number,
-  kick: () => void,
+  kick: () => void | Promise<void>,
 ): Promise<void> {
   const fds = listFds(pid).filter((fd) => {
     try {
@@ -301,7 +301,7 @@ export async function settleRings(
     if (round === 0) {
       ctx.log.info(`Task ${pid}: io_uring requests in flight; letting them complete`);
     }
-    kick();
+    await kick();
     await new Promise((r) => setTimeout(r, round < 10 ? 1 : 10));
   }
 }

@@ -18,6 +18,7 @@ import {
   scanTask,
 } from "../pagemap/pagemap.ts";
 import { TaskPages } from "../pagemap/task_pages.ts";
+import { presentRuns } from "../pagemap/page_xfer.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import {
   classifyVma,
@@ -76,6 +77,15 @@ function guardRegions(pid: number, vmas: Vma[]): { start: bigint; end: bigint }[
   } finally {
     close(fd);
   }
+}
+
+/**
+ * The mappings of task `pid` (stopped) as /proc/PID/maps shows them, classified without their
+ * VmFlags (smaps' walk of every page not waited for): their places, protections and kinds.
+ */
+export function earlyVmas(pid: number): { maps: ProcMap[]; vmas: Vma[] } {
+  const maps = parseMaps(readProcText(pid, "maps"));
+  return { maps, vmas: mergeVvar(maps.map(classifyVma)) };
 }
 
 /**
@@ -350,7 +360,7 @@ export function scanRanges(vmas: readonly Vma[]): ScanRange[] {
 
 /**
  * Finds the private pages of task `pid` (stopped), which pages of them the parent holds: the
- * walk the dump's worker made ahead (dump/scan_ahead.ts) when it walked the same, else here.
+ * walk the dump's worker made ahead (dump/dump_worker.ts) when it walked the same, else here.
  */
 export async function scanPages(
   ctx: DumpContext,
@@ -362,7 +372,7 @@ export async function scanPages(
   const ranges = scanRanges(vmas);
   const parentDir = track?.parentDir;
   const record = track?.record ?? false;
-  let scan = await ctx.scanAhead?.take(pid, ranges, parentDir !== undefined, record);
+  let scan = await ctx.worker?.take(pid, ranges, parentDir !== undefined, record);
   if (scan) {
     ctx.log.info(`Task ${pid}: pages found by the worker in ${(scan.us / 1000).toFixed(1)} ms`);
   } else {
@@ -410,22 +420,35 @@ export async function writePagePlan(
     }
     return pagemapEntry(e.vaddr, e.pages, e.lazy);
   });
+  const worker = ctx.worker;
   const reader = new TaskPages(pid, {
     rs,
     viaParasite: plan.allReadable && ctx.opts.pageTransfer !== "readv",
     lenient: running,
     signal: ctx.opts.signal,
+    writer: worker && ((...args) => worker.writePages(...args)),
   });
-  const xferred = await xfer.write(entries, reader);
-  ctx.stats.memdumpUs += plan.scanUs + xferred.readUs;
-  ctx.stats.memwriteUs += xferred.writeUs;
-  ctx.stats.pagesWritten += xferred.pages;
   if (track) {
     const inParent = runs.reduce((n, r) => n + (r.inParent ? r.nrPages : 0), 0);
     ctx.stats.pagesSkippedParent += inParent;
     ctx.log.info(`task ${pid}: ${inParent} pages left to the parent images`);
   }
-  ctx.log.info(`task ${pid}: ${xferred.pages} pages in ${runs.length} runs`);
+  const written = xfer.write(entries, reader).then((xferred) => {
+    ctx.stats.memdumpUs += plan.scanUs + xferred.readUs;
+    ctx.stats.memwriteUs += xferred.writeUs;
+    ctx.stats.pagesWritten += xferred.pages;
+    const ms = (us: number) => (us / 1000).toFixed(1);
+    ctx.log.info(
+      `task ${pid}: ${xferred.pages} pages in ${runs.length} runs (read in ${
+        ms(xferred.readUs)
+      } ms, ` +
+        `written in ${ms(xferred.writeUs)} ms)`,
+    );
+  });
+  // Written on the worker: the dump goes on meanwhile, and waits for it before its images
+  // are complete (DumpContext.pagesFilesDone).
+  if (xfer.toFiles && reader.detached(presentRuns(entries))) ctx.deferWrite(written);
+  else await written;
 }
 
 /**

@@ -21,7 +21,7 @@ import {
   type DumpResult,
   readAhead,
   startDump,
-  startScanAhead,
+  startDumpWorker,
   tracked,
   trackPages,
   writeInventory,
@@ -36,7 +36,7 @@ export async function preDump(
   const ctx = new DumpContext({ ...opts, trackMem: true, leaveRunning: true }, log);
   const pid = opts.pid;
   await startDump(ctx);
-  using _scans = await startScanAhead(ctx);
+  using _scans = await startDumpWorker(ctx, false);
   const tFreeze = performance.now();
   using tree = collectTree(pid, (opts.timeoutSeconds ?? 10) * 1000);
   const tFrozen = performance.now();
@@ -59,6 +59,7 @@ export async function preDump(
   // by the next dump (its protection is gone), whatever this copy holds of it.
   try {
     for (const plan of plans) await writePagePlan(ctx, plan, undefined, true);
+    await ctx.pagesFilesDone();
     ctx.pageXfer.close();
   } catch (e) {
     ctx.pageXfer.abort();

@@ -45,6 +45,8 @@ export interface PageReader {
 
 /** Where a dump's pages go. */
 export interface PageXfer {
+  /** Whether pages go into files (PageReader.toFile), else to a stream (toSink). */
+  readonly toFiles: boolean;
   /** Opens `obj`; whether the parent images hold it (entries may then say PE_PARENT). */
   open(obj: PageObject): boolean;
   /** The open object's pagemap `entries`, the pages of present ones read from `reader`. */
@@ -68,7 +70,7 @@ export interface ImagesTarget {
 }
 
 /** The pages of present `entries`, as runs. */
-function presentRuns(entries: pagemap_entry[]): PageRun[] {
+export function presentRuns(entries: pagemap_entry[]): PageRun[] {
   return entries.filter((e) => e.flags & PE_PRESENT).map((e) => ({
     vaddr: e.vaddr,
     nrPages: entryPages(e),
@@ -77,6 +79,7 @@ function presentRuns(entries: pagemap_entry[]): PageRun[] {
 
 /** Pages into the images directory: per object a pagemap image and a pages file of its own. */
 export class ImagesXfer implements PageXfer {
+  readonly toFiles = true;
   readonly #target: ImagesTarget;
   #name = "";
 
@@ -90,11 +93,12 @@ export class ImagesXfer implements PageXfer {
   }
 
   async write(entries: pagemap_entry[], reader: PageReader): Promise<XferStats> {
-    const pagesId = this.#target.pagesId();
+    // Taken now: the next object may be opened before the pages of this one are in.
+    const name = this.#name, pagesId = this.#target.pagesId();
     const pagesFile = `pages-${pagesId}.img`;
     const stats = await reader.toFile(presentRuns(entries), this.#target.dir.file(pagesFile));
     this.#target.written.push(pagesFile);
-    const img = this.#target.image(this.#name, "PAGEMAP");
+    const img = this.#target.image(name, "PAGEMAP");
     img.entry(pagemap_headSchema, create(pagemap_headSchema, { pagesId }));
     for (const e of entries) img.entry(pagemap_entrySchema, e);
     return stats;
@@ -107,6 +111,7 @@ export class ImagesXfer implements PageXfer {
 
 /** Pages to a page server: each entry, the pages of a present one after it. */
 export class ServerXfer implements PageXfer {
+  readonly toFiles = false;
   readonly #client: PageServerClient;
   #dst = 0n;
 

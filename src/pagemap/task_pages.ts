@@ -40,10 +40,19 @@ const PAGE = 4096;
 /** Fewer pages than this are read with process_vm_readv rather than by the parasite (16 MiB). */
 const FEW_PAGES = 4096;
 
+/** Writes the pages of `runs` of task `pid` into a new file at `path` elsewhere (a worker). */
+export type PagesWriter = (
+  pid: number,
+  runs: PageRun[],
+  path: string,
+  lenient: boolean,
+) => Promise<XferStats>;
+
 /**
  * The pages of task `pid`: through the parasite `rs` when given and `viaParasite` (every page
- * readable by the task, no other transfer asked for) and they are many; with `lenient` (the
- * task runs meanwhile: a pre-dump's pages) a page it no longer has reads as zeros.
+ * readable by the task, no other transfer asked for) and they are many, else read with
+ * process_vm_readv (by `writer` when given); with `lenient` (the task runs meanwhile: a
+ * pre-dump's pages) a page it no longer has reads as zeros.
  */
 export class TaskPages implements PageReader {
   readonly #pid: number;
@@ -51,25 +60,47 @@ export class TaskPages implements PageReader {
   readonly #viaParasite: boolean;
   readonly #lenient: boolean;
   readonly #signal?: AbortSignal;
+  readonly #writer?: PagesWriter;
 
   constructor(
     pid: number,
-    how: { rs?: RemoteSyscalls; viaParasite?: boolean; lenient?: boolean; signal?: AbortSignal },
+    how: {
+      rs?: RemoteSyscalls;
+      viaParasite?: boolean;
+      lenient?: boolean;
+      signal?: AbortSignal;
+      writer?: PagesWriter;
+    },
   ) {
     this.#pid = pid;
     this.#rs = how.rs;
     this.#viaParasite = how.viaParasite ?? false;
     this.#lenient = how.lenient ?? false;
     this.#signal = how.signal;
+    this.#writer = how.writer;
   }
 
-  async toFile(runs: PageRun[], path: string): Promise<XferStats> {
+  /** Whether the parasite copies the pages of `runs` (then it must stay until they are in). */
+  #byParasite(runs: PageRun[]): boolean {
     // A few pages (what a dump after pre-dumps writes) are read from here at once: the
     // parasite's pipes cost more to set up than they save.
     const few = runs.reduce((n, r) => n + r.nrPages, 0) < FEW_PAGES;
-    if (this.#rs && this.#viaParasite && !few) {
-      return await writePagesViaParasite(this.#rs, runs, path, this.#signal);
+    return this.#rs !== undefined && this.#viaParasite && !few;
+  }
+
+  /**
+   * Whether a file of the pages of `runs` is written elsewhere, needing nothing of the caller
+   * meanwhile (it may go on, the task stopped, and wait for the file later).
+   */
+  detached(runs: PageRun[]): boolean {
+    return this.#writer !== undefined && !this.#byParasite(runs);
+  }
+
+  async toFile(runs: PageRun[], path: string): Promise<XferStats> {
+    if (this.#byParasite(runs)) {
+      return await writePagesViaParasite(this.#rs!, runs, path, this.#signal);
     }
+    if (this.#writer) return await this.#writer(this.#pid, runs, path, this.#lenient);
     return writePages(this.#pid, runs, path, this.#lenient);
   }
 
@@ -79,14 +110,45 @@ export class TaskPages implements PageReader {
 }
 
 /**
+ * A spare pages file at `path` of `len` bytes, its pages made and touched now (mapped with
+ * MAP_POPULATE), for {@link writePages} to take: filling pages already there costs a fraction of
+ * making them (on tmpfs in a virtual machine, where a page first touched is a fault of the host's
+ * too, about a third).
+ */
+export function makeSpare(path: string, len: number): void {
+  const fd = open(path, O.RDWR | O.CREAT | O.TRUNC | O.CLOEXEC, IMAGE_MODE);
+  try {
+    unmapHere(mapFileForWriting(fd, len, path), BigInt(len));
+  } finally {
+    close(fd);
+  }
+}
+
+/**
  * Writes the pages of `runs` of task `pid` to a new image file at `path` and syncs it (with
  * `lenient`, pages it no longer has as zeros: see {@link readPages}). The file is sized and
- * mapped first, its pages made in one pass; the task's pages are read straight into it.
+ * mapped first, its pages made in one pass; the task's pages are read straight into it. With
+ * `spare`, a file made beforehand (makeSpare) becomes it, its pages used.
  */
-function writePages(pid: number, runs: PageRun[], path: string, lenient = false): XferStats {
+export function writePages(
+  pid: number,
+  runs: PageRun[],
+  path: string,
+  lenient = false,
+  spare?: string,
+): XferStats {
   const stats: XferStats = { pages: 0, readUs: 0, writeUs: 0 };
   const total = runs.reduce((n, r) => n + r.nrPages, 0) * PAGE;
-  const fd = open(path, O.RDWR | O.CREAT | O.TRUNC | O.CLOEXEC, IMAGE_MODE);
+  let taken = false;
+  if (spare && total > 0) {
+    try {
+      Deno.renameSync(spare, path);
+      taken = true;
+    } catch {
+      // made afresh
+    }
+  }
+  const fd = open(path, O.RDWR | O.CLOEXEC | (taken ? 0 : O.CREAT | O.TRUNC), IMAGE_MODE);
   try {
     Deno.chmodSync(path, IMAGE_MODE);
     if (total > 0) {

@@ -394,11 +394,14 @@ export function fsync(fd: number, what: string): void {
  * and every present page must be dumped).
  */
 export function zeroPagePfn(): bigint {
-  return withScratchPage((address) => {
+  // The kernel's, found once.
+  zeroPfn ??= withScratchPage((address) => {
     const [pfn] = pageFrames("self", address, 1);
     return pfn > 0n ? pfn : -1n;
   }, false) ?? -1n;
+  return zeroPfn;
 }
+let zeroPfn: bigint | undefined;
 
 /**
  * Runs `fn` with a private anonymous page here, faulted in (written where `write`, else read,
