@@ -5,18 +5,9 @@
  *
  * @module
  */
-import { IMAGE_MODE } from "../images/image.ts";
-import {
-  close,
-  fsync,
-  mapFileForWriting,
-  O,
-  open,
-  pread,
-  unmapHere,
-  viewAt,
-} from "../syscalls/mod.ts";
+import { pread } from "../syscalls/mod.ts";
 import type { PageRun } from "./pagemap.ts";
+import { fillPagesFile } from "./pages_file.ts";
 import type { PageReader, XferStats } from "./page_xfer.ts";
 
 const PAGE = 4096;
@@ -33,34 +24,12 @@ export class FilePages implements PageReader {
   }
 
   toFile(runs: PageRun[], path: string): Promise<XferStats> {
-    const stats: XferStats = { pages: 0, readUs: 0, writeUs: 0 };
     const total = runs.reduce((n, r) => n + r.nrPages, 0) * PAGE;
-    const out = open(path, O.RDWR | O.CREAT | O.TRUNC | O.CLOEXEC, IMAGE_MODE);
-    try {
-      Deno.chmodSync(path, IMAGE_MODE);
-      if (total > 0) {
-        let t = performance.now();
-        const addr = mapFileForWriting(out, total, path);
-        stats.writeUs += (performance.now() - t) * 1000;
-        try {
-          t = performance.now();
-          const file = viewAt(addr, total);
-          let at = 0;
-          // Read straight into the file; what lies past the object's end stays zero.
-          this.#copy(runs, (len, read) => read(file.subarray(at, at += len)));
-          stats.readUs += (performance.now() - t) * 1000;
-          stats.pages = total / PAGE;
-        } finally {
-          unmapHere(addr, BigInt(total));
-        }
-      }
-      const t = performance.now();
-      fsync(out, path);
-      stats.writeUs += (performance.now() - t) * 1000;
-    } finally {
-      close(out);
-    }
-    return Promise.resolve(stats);
+    return Promise.resolve(fillPagesFile(path, total, (file) => {
+      let at = 0;
+      // Read straight into the file; what lies past the object's end stays zero.
+      this.#copy(runs, (len, read) => read(file.subarray(at, at += len)));
+    }));
   }
 
   toSink(runs: PageRun[], sink: (bytes: Uint8Array) => void): Promise<XferStats> {

@@ -15,19 +15,8 @@
  *
  * @module
  */
-import {
-  close,
-  Errno,
-  fsync,
-  mapFileForWriting,
-  O,
-  open,
-  pread,
-  readRemoteVec,
-  unmapHere,
-  viewAt,
-} from "../syscalls/mod.ts";
-import { IMAGE_MODE } from "../images/image.ts";
+import { close, Errno, O, open, pread, readRemoteVec } from "../syscalls/mod.ts";
+import { fillPagesFile } from "./pages_file.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { PageRun } from "./pagemap.ts";
 import { writePagesViaParasite } from "./page_pipe.ts";
@@ -110,25 +99,9 @@ export class TaskPages implements PageReader {
 }
 
 /**
- * A spare pages file at `path` of `len` bytes, its pages made and touched now (mapped with
- * MAP_POPULATE), for {@link writePages} to take: filling pages already there costs a fraction of
- * making them (on tmpfs in a virtual machine, where a page first touched is a fault of the host's
- * too, about a third).
- */
-export function makeSpare(path: string, len: number): void {
-  const fd = open(path, O.RDWR | O.CREAT | O.TRUNC | O.CLOEXEC, IMAGE_MODE);
-  try {
-    unmapHere(mapFileForWriting(fd, len, path), BigInt(len));
-  } finally {
-    close(fd);
-  }
-}
-
-/**
  * Writes the pages of `runs` of task `pid` to a new image file at `path` and syncs it (with
- * `lenient`, pages it no longer has as zeros: see {@link readPages}). The file is sized and
- * mapped first, its pages made in one pass; the task's pages are read straight into it. With
- * `spare`, a file made beforehand (makeSpare) becomes it, its pages used.
+ * `lenient`, pages it no longer has as zeros: see {@link readPages}), read straight into the
+ * file's mapping (fillPagesFile; with `spare`, into that file made beforehand).
  */
 export function writePages(
   pid: number,
@@ -137,55 +110,24 @@ export function writePages(
   lenient = false,
   spare?: string,
 ): XferStats {
-  const stats: XferStats = { pages: 0, readUs: 0, writeUs: 0 };
   const total = runs.reduce((n, r) => n + r.nrPages, 0) * PAGE;
-  let taken = false;
-  if (spare && total > 0) {
-    try {
-      Deno.renameSync(spare, path);
-      taken = true;
-    } catch {
-      // made afresh
+  return fillPagesFile(path, total, (file) => {
+    const iov = new BigUint64Array(MAX_IOV * 2);
+    let nIov = 0, from = 0, to = 0;
+    const flush = () => {
+      readInto(pid, iov.subarray(0, nIov * 2), file.subarray(from, to), lenient);
+      nIov = 0;
+      from = to;
+    };
+    for (const r of runs) {
+      if (nIov === MAX_IOV) flush();
+      iov[nIov * 2] = r.vaddr;
+      iov[nIov * 2 + 1] = BigInt(r.nrPages * PAGE);
+      nIov++;
+      to += r.nrPages * PAGE;
     }
-  }
-  const fd = open(path, O.RDWR | O.CLOEXEC | (taken ? 0 : O.CREAT | O.TRUNC), IMAGE_MODE);
-  try {
-    Deno.chmodSync(path, IMAGE_MODE);
-    if (total > 0) {
-      let t = performance.now();
-      const addr = mapFileForWriting(fd, total, path);
-      stats.writeUs += (performance.now() - t) * 1000;
-      try {
-        t = performance.now();
-        const file = viewAt(addr, total);
-        const iov = new BigUint64Array(MAX_IOV * 2);
-        let nIov = 0, from = 0, to = 0;
-        const flush = () => {
-          readInto(pid, iov.subarray(0, nIov * 2), file.subarray(from, to), lenient);
-          nIov = 0;
-          from = to;
-        };
-        for (const r of runs) {
-          if (nIov === MAX_IOV) flush();
-          iov[nIov * 2] = r.vaddr;
-          iov[nIov * 2 + 1] = BigInt(r.nrPages * PAGE);
-          nIov++;
-          to += r.nrPages * PAGE;
-        }
-        if (nIov) flush();
-        stats.readUs += (performance.now() - t) * 1000;
-        stats.pages = total / PAGE;
-      } finally {
-        unmapHere(addr, BigInt(total));
-      }
-    }
-    const t = performance.now();
-    fsync(fd, path);
-    stats.writeUs += (performance.now() - t) * 1000;
-  } finally {
-    close(fd);
-  }
-  return stats;
+    if (nIov) flush();
+  }, spare);
 }
 
 /**

@@ -12,7 +12,8 @@
  */
 /// <reference lib="deno.worker" />
 import { FrameTable, type PageRun, type ScanRange, scanTask } from "./pagemap.ts";
-import { makeSpare, writePages } from "./task_pages.ts";
+import { writePages } from "./task_pages.ts";
+import { makeSpare } from "./pages_file.ts";
 
 /** A walk asked of the worker. */
 export interface ScanRequest {
