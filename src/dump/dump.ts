@@ -11,6 +11,7 @@
  * @module
  */
 import { checkInterrupt } from "../util/interrupt.ts";
+import { warmDumpEncoders } from "../images/warm.ts";
 import { VERSION } from "../version.ts";
 import { parseCgroups } from "../util/cgroup_fs.ts";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
@@ -176,7 +177,10 @@ export async function startDumpWorker(
   if (!ctx.opts.trackMem) return undefined;
   zeroPagePfn(); // found now, before the freeze
   const parent = ctx.opts.prevImagesDir ? ctx.dir.parent : undefined;
-  return ctx.worker = await DumpWorker.start(parent, final ? spareFor(ctx, parent) : undefined);
+  const starting = DumpWorker.start(parent, final ? spareFor(ctx, parent) : undefined);
+  // While the worker starts: a dump writes every image inside its frozen time.
+  if (final) warmDumpEncoders();
+  return ctx.worker = await starting;
 }
 
 /** The most a spare pages file takes (see spareFor). */

@@ -224,6 +224,11 @@ export function scanTask(
   };
 }
 
+/** The high-word bits a page left to the parent has, of those the fast test looks at. */
+const FAST_WANT = (PM_HI.PRESENT | PM_HI_UFFD_WP) >>> 0;
+/** The high-word bits that must equal the parent's for the same frame. */
+const SAME_FRAME = PM_HI.PRESENT | PM_HI.SWAP | PM_HI.PFN_MASK;
+
 /** Ranges larger than this are walked by the kernel first (PAGEMAP_SCAN). */
 const SCAN_FIRST = 64n << 20n;
 
@@ -274,6 +279,10 @@ export class Pagemap implements Disposable {
     let runLen = 0;
     let runParent = false;
     const { parent, frames } = policy;
+    // What a page left to the parent shows: present and protected, neither swapped nor a guard
+    // (nor page cache, where those are not the task's).
+    const fastMask = PM_HI.PRESENT | PM_HI.SWAP | PM_HI.GUARD | PM_HI_UFFD_WP |
+      (policy.skipFilePages ? PM_HI.FILE : 0);
     // The parent's segment in use, and where it starts.
     let seg = -1, segFirst = 0, segEnd = 0;
     let segWords: Uint32Array = new Uint32Array(0);
@@ -290,6 +299,24 @@ export class Pagemap implements Disposable {
       const firstPage = Number(page / 4096n);
       frames?.add(firstPage, e.subarray(0, 2 * got));
       for (let i = 0; i < got; i++) {
+        if (runParent && runLen && seg >= 0) {
+          // Within a run left to the parent, the common case: the pages that follow are still
+          // present, protected and on the frames the parent recorded (the full test below,
+          // for those alone, in a loop the compiler keeps tight).
+          let k = 2 * (firstPage + i - segFirst);
+          while (i < got && k < segWords.length) {
+            const lo = e[2 * i], hi = e[2 * i + 1];
+            if (
+              ((hi & fastMask) >>> 0) !== FAST_WANT || lo !== segWords[k] ||
+              ((segWords[k + 1] ^ hi) & SAME_FRAME) !== 0 || (lo | (hi & PM_HI.PFN_MASK)) === 0 ||
+              (lo === zeroLo && (hi & PM_HI.PFN_MASK) === zeroHi)
+            ) break;
+            runLen++;
+            i++;
+            k += 2;
+          }
+          if (i >= got) break;
+        }
         const lo = e[2 * i] >>> 0, hi = e[2 * i + 1] >>> 0;
         let take = false;
         if (hi & PM_HI.GUARD) take = false;
