@@ -54,6 +54,27 @@ function spawn(who: Who, args: string[], env: Record<string, string> = {}): Deno
   return child;
 }
 
+/**
+ * Our lazy dump of task `pid` into `dir` (`--lazy-pages --port`, its log dump.log there),
+ * once it serves its lazy pages.
+ */
+async function startLazyDump(pid: number, dir: string, port: string): Promise<Deno.ChildProcess> {
+  const d = spawn("ours", [
+    "dump",
+    "-t",
+    `${pid}`,
+    "-D",
+    dir,
+    "--lazy-pages",
+    "--port",
+    port,
+    "-o",
+    "dump.log",
+  ]);
+  await waitLine(join(dir, "dump.log"), /Serving \d+ lazy pages on port/, 30_000);
+  return d;
+}
+
 /** Kills what {@link spawn} started and is still there, and the victim. */
 async function cleanUp(v: Victim, ...pids: number[]): Promise<void> {
   for (const c of spawned.splice(0)) {
@@ -242,19 +263,7 @@ for (const [daemon, restorer] of [["ours", "ours"], ["CRIU 4.2", "CRIU 4.2"]] as
       let restored: number | undefined;
       let rst: Deno.ChildProcess | undefined;
       try {
-        const d = spawn("ours", [
-          "dump",
-          "-t",
-          `${v.pid}`,
-          "-D",
-          dir,
-          "--lazy-pages",
-          "--port",
-          port,
-          "-o",
-          "dump.log",
-        ]);
-        await waitLine(join(dir, "dump.log"), /Serving \d+ lazy pages on port/, 30_000);
+        const d = await startLazyDump(v.pid, dir, port);
         // Frozen, not gone: its lazy pages are still in it.
         Deno.kill(v.pid, "SIGCONT");
         assert(!(await waitGone(v.pid, 300)), "the tree went before its pages were fetched");
@@ -362,19 +371,7 @@ for (const how of ["leaves without closing the session", "is killed (SIGKILL)"] 
     try {
       await waitReport(v);
       const dir = tmpDir(), port = freePort();
-      const d = spawn("ours", [
-        "dump",
-        "-t",
-        `${v.pid}`,
-        "-D",
-        dir,
-        "--lazy-pages",
-        "--port",
-        `${port}`,
-        "-o",
-        "dump.log",
-      ]);
-      await waitLine(join(dir, "dump.log"), /Serving \d+ lazy pages on port/, 30_000);
+      const d = await startLazyDump(v.pid, dir, `${port}`);
       if (how === "is killed (SIGKILL)") {
         d.kill("SIGKILL");
         await d.status;

@@ -41,21 +41,21 @@ Deno.test("the dump's worker walks a stopped task's pages as the dump would itse
     const ranges = scanRanges(collectVmas(v.pid).vmas);
     const here = scanTask(v.pid, ranges, zeroPfn, undefined, true);
     assert(here.runs.reduce((n, r) => n + r.nrPages, 0) >= 8 * 256, "the 8 MiB written");
-    using ahead = await DumpWorker.start();
-    ahead.post(v.pid, v.pid, false, true, zeroPfn);
-    const there = await ahead.take(v.pid, ranges, false, true);
+    using worker = await DumpWorker.start();
+    worker.post(v.pid, v.pid, ranges, false, true, zeroPfn);
+    const there = await worker.take(v.pid, ranges, false, true);
     assert(there, "the worker's walk is taken");
     assertEquals(there.runs, here.runs);
     assertEquals(there.scanned, here.scanned);
     assertEquals(there.frames, here.frames);
     // Taken once only; other ranges, another parent or recording: the dump walks itself.
-    assertEquals(await ahead.take(v.pid, ranges, false, true), undefined);
-    ahead.post(v.pid, v.pid, false, true, zeroPfn);
-    assertEquals(await ahead.take(v.pid, ranges.slice(1), false, true), undefined);
-    ahead.post(v.pid, v.pid, false, true, zeroPfn);
-    assertEquals(await ahead.take(v.pid, ranges, true, true), undefined);
-    ahead.post(v.pid, v.pid, false, true, zeroPfn);
-    assertEquals(await ahead.take(v.pid, ranges, false, false), undefined);
+    assertEquals(await worker.take(v.pid, ranges, false, true), undefined);
+    worker.post(v.pid, v.pid, ranges, false, true, zeroPfn);
+    assertEquals(await worker.take(v.pid, ranges.slice(1), false, true), undefined);
+    worker.post(v.pid, v.pid, ranges, false, true, zeroPfn);
+    assertEquals(await worker.take(v.pid, ranges, true, true), undefined);
+    worker.post(v.pid, v.pid, ranges, false, true, zeroPfn);
+    assertEquals(await worker.take(v.pid, ranges, false, false), undefined);
 
     // Pages files: the worker's (the first in the spare, larger than needed) are the dump's.
     const dir = tmpDir();

@@ -34,7 +34,8 @@ import { DEFAULT_LOCK_METHOD, type LockMethod } from "../net/netlock.ts";
 import { RepairedConnections } from "../net/tcp_conns.ts";
 import type { DumpGuard } from "./guard.ts";
 import { VirtualPids } from "../tree/pid_ns.ts";
-import { nsLink } from "../tree/proc.ts";
+import { nsLink, type ProcMap } from "../tree/proc.ts";
+import type { Vma } from "../pagemap/vma.ts";
 import { type IdMap, overflowId, throughMap, type UserNamespace } from "../tree/userns.ts";
 import { UnsupportedError } from "./file_types.ts";
 
@@ -187,6 +188,16 @@ export interface NestedNet {
   id: number;
   pid: number;
   sockets: NamespaceSockets;
+}
+
+/** What a dump reads of a live process as soon as the tree is frozen (dump.ts readAhead). */
+export interface ProcessAhead {
+  /** Its smaps (a walk of all its pages in the kernel), being read on a runtime thread. */
+  smaps: Promise<string>;
+  /** Its mappings as /proc/PID/maps shows them (mm.ts earlyVmas). */
+  early: { maps: ProcMap[]; vmas: Vma[] };
+  /** With --track-mem: its parent images and their tracker, if that is still its own. */
+  parent?: { dir: ImagesDir; tracker: Tracker };
 }
 
 /** The context one dump runs in. */
@@ -366,10 +377,15 @@ export class DumpContext {
   readonly frames = new Map<number, Uint8Array>();
   /** The images directory. */
   readonly dir: ImagesDir;
+
+  /** The parent images (`--prev-images-dir`, linked from the images directory), if any. */
+  get parentImages(): ImagesDir | undefined {
+    return this.opts.prevImagesDir ? this.dir.parent : undefined;
+  }
   /** Where the pages go: the images directory, or a page server (`--page-server`). */
   pageXfer: PageXfer;
-  /** Each process's smaps, being read ahead (dump.ts readAhead), by PID. */
-  smapsAhead = new Map<number, Promise<string>>();
+  /** What the dump read of each live process once the tree was frozen (dump.ts readAhead). */
+  readonly ahead = new Map<number, ProcessAhead>();
   /** Pages files being written beside the dump (on the worker). */
   readonly #writes: Promise<void>[] = [];
 

@@ -92,13 +92,21 @@ import type { PageTracking } from "./mm.ts";
 import {
   parentTracker,
   protectAgain,
+  readTrackers,
   startTracking,
-  type Tracker,
   writeTracking,
 } from "./track.ts";
 import { PageServerClient } from "../pagemap/page_server.ts";
 import { ServerXfer } from "../pagemap/page_xfer.ts";
-import { collectVmas, dumpMm, dumpPages, earlyVmas, ringMappings, socketMappings } from "./mm.ts";
+import {
+  collectVmas,
+  dumpMm,
+  dumpPages,
+  earlyVmas,
+  ringMappings,
+  scanRanges,
+  socketMappings,
+} from "./mm.ts";
 import { settleRings } from "./io_uring.ts";
 import { ghostOf, writeDeadProcRemap, writeGhost } from "./ghost.ts";
 import { dumpShmem, writeShmem } from "./shmem.ts";
@@ -176,7 +184,7 @@ export async function startDumpWorker(
 ): Promise<DumpWorker | undefined> {
   if (!ctx.opts.trackMem) return undefined;
   zeroPagePfn(); // found now, before the freeze
-  const parent = ctx.opts.prevImagesDir ? ctx.dir.parent : undefined;
+  const parent = ctx.parentImages;
   const starting = DumpWorker.start(parent, final ? spareFor(ctx, parent) : undefined);
   // While the worker starts: a dump writes every image inside its frozen time.
   if (final) warmDumpEncoders();
@@ -325,7 +333,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   const ctx = new DumpContext(opts, log);
   const pid = opts.pid;
   await startDump(ctx);
-  using _scans = await startDumpWorker(ctx);
+  using _worker = await startDumpWorker(ctx);
   // The checks between steps cost nothing once their timers are loaded: loaded before the freeze.
   await checkInterrupt(opts.signal);
   await checkInterrupt(opts.signal, true);
@@ -766,7 +774,7 @@ export function trackPages(
 ): PageTracking | undefined {
   if (!ctx.opts.trackMem) return undefined;
   const pid = rs.task.pid;
-  const parent = parentTracking(ctx, pid);
+  const parent = ctx.ahead.get(pid)?.parent;
   const has = parent ? "the parent images hold its pages" : "no parent";
   if (!keep) {
     ctx.log.info(`Task ${pid}: ${has}; the tracking ends with it`);
@@ -777,32 +785,30 @@ export function trackPages(
   return { parentDir: parent?.dir, record: true };
 }
 
-/** The parent images of a --track-mem dump and their tracker, if it is process `pid`'s own. */
-function parentTracking(
-  ctx: DumpContext,
-  pid: number,
-): { dir: ImagesDir; tracker: Tracker } | undefined {
-  const dir = ctx.opts.prevImagesDir ? ctx.dir.parent : undefined;
-  if (!dir) return undefined;
-  const tracker = parentTracker(dir, pid, ctx.pids.virt(pid));
-  return tracker && { dir, tracker };
-}
-
 /**
- * Once the tree is frozen: every process's smaps (a walk of all its pages in the kernel) read
- * on a thread of the runtime's, in the order the processes are dumped; with --track-mem the
- * walk of their pagemaps posted to the dump's worker (dump/dump_worker.ts). Both run while the
- * dump collects the rest.
+ * Once the tree is frozen, for each live process (ctx.ahead): its smaps (a walk of all its pages
+ * in the kernel) read on a thread of the runtime's, in the order the processes are dumped; its
+ * mappings as /proc/PID/maps shows them; with --track-mem its parent's tracker, and the walk of
+ * its pagemap posted to the dump's worker (dump/dump_worker.ts). The reads and the walk run while
+ * the dump collects the rest.
  */
 export function readAhead(ctx: DumpContext, processes: TreeProcess[], keep: boolean): void {
   const live = processes.filter((p) => p.zombieExit === undefined).map((p) => p.pid);
-  ctx.smapsAhead = readProcTextsAhead(live, "smaps");
-  if (!ctx.worker) return;
-  const zeroPfn = Number(zeroPagePfn());
-  for (const p of processes) {
-    if (p.zombieExit !== undefined) continue;
-    const parent = parentTracking(ctx, p.pid) !== undefined;
-    ctx.worker.post(p.pid, ctx.pids.virt(p.pid), parent, keep, zeroPfn);
+  const smaps = readProcTextsAhead(live, "smaps");
+  const dir = ctx.opts.trackMem ? ctx.parentImages : undefined;
+  const trackers = dir && readTrackers(dir);
+  for (const pid of live) {
+    const vpid = ctx.pids.virt(pid);
+    const tracker = trackers && parentTracker(trackers, pid, vpid);
+    const early = earlyVmas(pid);
+    ctx.ahead.set(pid, {
+      smaps: smaps.get(pid)!,
+      early,
+      parent: tracker && { dir: dir!, tracker },
+    });
+    // Its walk, on the worker (the arguments are worked out only when there is one).
+    const parent = tracker !== undefined;
+    ctx.worker?.post(pid, vpid, scanRanges(early.vmas), parent, keep, Number(zeroPagePfn()));
   }
 }
 
@@ -825,8 +831,7 @@ async function dumpProcess(
   // Its smaps (a walk of all its pages) is being read on another thread (readAhead); until it
   // is in, the mappings as /proc/PID/maps shows them do for what needs only their places and
   // kinds. Nothing maps or unmaps in the task before (a parasite waits for it).
-  const smaps = ctx.smapsAhead.get(pid) ?? Promise.resolve(readProcText(pid, "smaps"));
-  const early = earlyVmas(pid);
+  const { smaps, early } = ctx.ahead.get(pid)!;
   // io_uring requests in flight that complete by themselves complete first (their submitters
   // run once, inside, to post them), before its files and memory are read.
   await settleRings(ctx, pid, async () => {

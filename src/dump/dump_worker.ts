@@ -9,7 +9,7 @@
  *
  * ```
  *  before the freeze     worker started, the parents' frames read into it
- *  frozen                each process posted: the ranges its /proc/PID/maps shows
+ *  frozen                each process posted: the ranges its /proc/PID/maps shows (readAhead)
  *  this thread           smaps, files, parasite, state ... take(pid) -> runs ... core, mm ... flush
  *  worker                   pagemap walk of pid ... ^                 pages-N.img ^
  * ```
@@ -23,7 +23,6 @@
 import type { PageRun, ScanRange, TaskScan } from "../pagemap/pagemap.ts";
 import type { XferStats } from "../pagemap/page_xfer.ts";
 import type { ScanRequest, WriteRequest } from "../pagemap/worker_entry.ts";
-import { earlyVmas, scanRanges } from "./mm.ts";
 import { framesFile, readTrackers } from "./track.ts";
 import type { ImagesDir } from "../images/images_dir.ts";
 
@@ -70,8 +69,8 @@ export class DumpWorker implements Disposable {
     const worker = new Worker(new URL("../pagemap/worker_entry.ts", import.meta.url), {
       type: "module",
     });
-    const ahead = new DumpWorker(worker);
-    ahead.#spare = spare?.path;
+    const dw = new DumpWorker(worker);
+    dw.#spare = spare?.path;
     const frames = parentDir
       ? Object.keys(readTrackers(parentDir)).map((k) => {
         const vpid = Number(k);
@@ -80,12 +79,12 @@ export class DumpWorker implements Disposable {
       : [];
     let timer: ReturnType<typeof setTimeout> | undefined;
     await new Promise<void>((resolve) => {
-      ahead.#ready = resolve;
+      dw.#ready = resolve;
       timer = setTimeout(resolve, waitMs);
       worker.postMessage({ frames, spare });
     });
     clearTimeout(timer);
-    return ahead;
+    return dw;
   }
 
   #ask(message: { scan?: ScanRequest; write?: WriteRequest }): Promise<Answer> {
@@ -101,17 +100,18 @@ export class DumpWorker implements Disposable {
   }
 
   /**
-   * Posts the walk of the memory of the stopped task `pid` (`vpid` in the images) as its maps
-   * show it now, compared with its parent's frames or not, its frames recorded or not.
+   * Posts the walk of `ranges` of the stopped task `pid` (`vpid` in the images), compared with
+   * its parent's frames or not, its frames recorded or not.
    */
-  post(pid: number, vpid: number, parent: boolean, record: boolean, zeroPfn: number): void {
+  post(
+    pid: number,
+    vpid: number,
+    ranges: ScanRange[],
+    parent: boolean,
+    record: boolean,
+    zeroPfn: number,
+  ): void {
     if (this.#broken) return;
-    let ranges: ScanRange[];
-    try {
-      ranges = scanRanges(earlyVmas(pid).vmas);
-    } catch {
-      return; // the dump reads it again, and says what is wrong
-    }
     const request: ScanRequest = { pid, vpid, ranges, zeroPfn, parent, record };
     this.#posted.set(pid, { request, result: this.#ask({ scan: request }) });
   }

@@ -437,13 +437,9 @@ export async function writePagePlan(
     ctx.stats.memdumpUs += plan.scanUs + xferred.readUs;
     ctx.stats.memwriteUs += xferred.writeUs;
     ctx.stats.pagesWritten += xferred.pages;
-    const ms = (us: number) => (us / 1000).toFixed(1);
-    ctx.log.info(
-      `task ${pid}: ${xferred.pages} pages in ${runs.length} runs (read in ${
-        ms(xferred.readUs)
-      } ms, ` +
-        `written in ${ms(xferred.writeUs)} ms)`,
-    );
+    const ms = (us: number) => `${(us / 1000).toFixed(1)} ms`;
+    const took = `read in ${ms(xferred.readUs)}, written in ${ms(xferred.writeUs)}`;
+    ctx.log.info(`task ${pid}: ${xferred.pages} pages in ${runs.length} runs (${took})`);
   });
   // Written on the worker: the dump goes on meanwhile, and waits for it before its images
   // are complete (DumpContext.pagesFilesDone).

@@ -36,7 +36,7 @@ export async function preDump(
   const ctx = new DumpContext({ ...opts, trackMem: true, leaveRunning: true }, log);
   const pid = opts.pid;
   await startDump(ctx);
-  using _scans = await startDumpWorker(ctx, false);
+  using _worker = await startDumpWorker(ctx, false);
   const tFreeze = performance.now();
   using tree = collectTree(pid, (opts.timeoutSeconds ?? 10) * 1000);
   const tFrozen = performance.now();
@@ -46,7 +46,7 @@ export async function preDump(
   // Frozen: each process's pages found and write-protected again (from here a write shows).
   const plans: PagePlan[] = [];
   for (const proc of tree.processes) {
-    const { maps, vmas } = collectVmas(proc.pid, await ctx.smapsAhead.get(proc.pid));
+    const { maps, vmas } = collectVmas(proc.pid, await ctx.ahead.get(proc.pid)?.smaps);
     using parasite = Parasite.infect(tree.task(proc.pid), maps);
     const track = trackPages(ctx, parasite.leader, vmas)!;
     plans.push(await scanPages(ctx, proc.pid, vmas, undefined, track));

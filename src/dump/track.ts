@@ -66,11 +66,16 @@ export function readTrackers(dir: ImagesDir): Record<string, Tracker> {
 }
 
 /**
- * The tracker the parent images `parent` left for process `pid` (named `vpid` in the images),
- * if it is still the same (same process, its descriptor still there).
+ * The tracker the parent images left for process `pid` (named `vpid` in the images), among
+ * their `trackers` (readTrackers), if it is still the same (same process, its descriptor still
+ * there).
  */
-export function parentTracker(parent: ImagesDir, pid: number, vpid: number): Tracker | undefined {
-  const t = readTrackers(parent)[`${vpid}`];
+export function parentTracker(
+  trackers: Record<string, Tracker>,
+  pid: number,
+  vpid: number,
+): Tracker | undefined {
+  const t = trackers[`${vpid}`];
   if (!t || t.pid !== pid || t.start !== startTime(pid) || !trackerAlive(t)) return undefined;
   return t;
 }

@@ -306,6 +306,7 @@ function one<T>(path: string, entries: { message: T }[]): T {
 export function readDump(dir: ImagesDir, emptyNet = false): DumpImages {
   if (!exists(dir.path)) throw new ImageError(`Images directory ${dir.path} does not exist`);
   const p = (f: string) => dir.file(f);
+  const names = dir.names();
   const inventory = one(
     p("inventory.img"),
     readImage(p("inventory.img"), "INVENTORY", inventory_entrySchema),
@@ -470,7 +471,7 @@ export function readDump(dir: ImagesDir, emptyNet = false): DumpImages {
     };
   });
   const shmem = new Map<bigint, ShmemPages>();
-  for (const name of dir.names()) {
+  for (const name of names) {
     const m = /^pagemap-shmem-(\d+)\.img$/.exec(name);
     if (!m) continue;
     const { head, entries } = readPagemap(p(name));
@@ -571,7 +572,7 @@ export function readDump(dir: ImagesDir, emptyNet = false): DumpImages {
     );
   }
   const sysvShm = new Map<number, { entry: ipc_shm_entry; data: Uint8Array }>();
-  for (const name of dir.names()) {
+  for (const name of names) {
     // Segments of the tree's own IPC namespace are made in it (ipcNs), not here.
     if (!/^ipcns-shm-\d+\.img$/.test(name) || name === `ipcns-shm-${ownIpc}.img`) continue;
     for (
