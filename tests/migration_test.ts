@@ -11,6 +11,8 @@ import { DumpWorker } from "../src/dump/dump_worker.ts";
 import { scanTask } from "../src/pagemap/pagemap.ts";
 import { writePages } from "../src/pagemap/task_pages.ts";
 import { exists } from "../src/util/exists.ts";
+import { withFlagsOf } from "../src/dump/smaps_ahead.ts";
+import { parseMaps, readProcText } from "../src/tree/proc.ts";
 import { zeroPagePfn } from "../src/syscalls/mod.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "./assert.ts";
 import {
@@ -200,6 +202,78 @@ for (const restorer of ["ours", "CRIU 4.2"] as const) {
     },
   );
 }
+
+Deno.test("smaps read before the freeze is taken only while the task's mappings stay as they were (the mmap lock's count): a flag turned meanwhile that /proc/PID/maps does not show makes it read again, and a dump after pre-dumps carries the flag either way", async () => {
+  const v = startVictim(["setsid", await buildVictim("vmflags"), "{out}"]);
+  let restored = 0;
+  try {
+    const mem = BigInt("0x" + (await waitReport(v)).mem);
+    const region = () =>
+      parseMaps(readProcText(v.pid, "smaps")).find((m) => m.start <= mem && mem < m.end)!;
+    // Unchanged: the text read ahead, with the names /proc/PID/maps shows now, is smaps now.
+    {
+      using worker = await DumpWorker.start(undefined, undefined, [v.pid]);
+      Deno.kill(v.pid, "SIGSTOP");
+      const text = await worker.smapsAhead(v.pid);
+      assert(text !== undefined, "taken");
+      const maps = withFlagsOf(parseMaps(readProcText(v.pid, "maps")), parseMaps(text));
+      const now = parseMaps(readProcText(v.pid, "smaps"));
+      assertEquals(
+        maps?.map((m) => [m.start, m.end, m.path, [...m.vmFlags]]),
+        now.map((m) => [m.start, m.end, m.path, [...m.vmFlags]]),
+      );
+      assert(!region().vmFlags.has("dc"));
+      Deno.kill(v.pid, "SIGCONT");
+    }
+    // MADV_DONTFORK turned on between the read and the stop: not taken.
+    {
+      using worker = await DumpWorker.start(undefined, undefined, [v.pid]);
+      Deno.kill(v.pid, "SIGUSR1");
+      await waitLine(v.out, /^toggled 1 on=1/);
+      Deno.kill(v.pid, "SIGSTOP");
+      assert(region().vmFlags.has("dc"));
+      assertEquals(await worker.smapsAhead(v.pid), undefined);
+      // Asked once: a second ask has nothing.
+      assertEquals(await worker.smapsAhead(v.pid), undefined);
+      Deno.kill(v.pid, "SIGCONT");
+    }
+    // Mappings listed otherwise, or a ring mapping among them: not grafted.
+    const now = parseMaps(readProcText(v.pid, "smaps"));
+    assertEquals(withFlagsOf(now.slice(1), now), undefined);
+    const ring = { ...now[0], path: `socket:[${now[0].inode}]`, perms: "r--s" };
+    assertEquals(withFlagsOf([ring, ...now.slice(1)], [ring, ...now.slice(1)]), undefined);
+
+    // Through the command line: a pre-dump, then the last dump takes what it read ahead.
+    const base = tmpDir();
+    for (const d of ["p", "d"]) Deno.mkdirSync(join(base, d));
+    await ok(["pre-dump", "-t", `${v.pid}`, "-D", join(base, "p"), "--track-mem"]);
+    const log = join(base, "dump.log");
+    await ok([
+      "dump",
+      "-t",
+      `${v.pid}`,
+      "-D",
+      join(base, "d"),
+      "--track-mem",
+      "--prev-images-dir",
+      "../p",
+      "-v4",
+      "--log-file",
+      log,
+    ]);
+    assertMatch(
+      Deno.readTextFileSync(log),
+      new RegExp(`Task ${v.pid}: mappings as read before the freeze \\(unchanged\\)`),
+    );
+    assert(await waitGone(v.pid), "gone after the dump");
+    assertEquals((await criu(["restore", "-d", "-D", join(base, "d")])).code, 0);
+    restored = v.pid;
+    assertMatch(await verdict(v, v.pid, "SIGTERM", 10000), /^PASS vmflags \(dc on\)/m);
+  } finally {
+    if (restored) killAll(restored);
+    await stopVictim(v);
+  }
+});
 
 Deno.test("a dump with --track-mem and no parent tracks from then on; without --track-mem, a pre-dumped task's tracking is left out of its images", async () => {
   const bin = await buildVictim("dirty");

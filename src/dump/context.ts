@@ -192,8 +192,8 @@ export interface NestedNet {
 
 /** What a dump reads of a live process as soon as the tree is frozen (dump.ts readAhead). */
 export interface ProcessAhead {
-  /** Its smaps (a walk of all its pages in the kernel), being read on a runtime thread. */
-  smaps: Promise<string>;
+  /** Its mappings with their VmFlags (smaps: a walk of all its pages), on their way. */
+  mappings: Promise<ProcMap[]>;
   /** Its mappings as /proc/PID/maps shows them (mm.ts earlyVmas). */
   early: { maps: ProcMap[]; vmas: Vma[] };
   /** With --track-mem: its parent images and their tracker, if that is still its own. */

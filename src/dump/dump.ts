@@ -62,6 +62,7 @@ import {
   NoSuchTaskError,
   nsLink,
   ownNamespace,
+  parseMaps,
   parseStatus,
   readProcText,
   readProcTextsAhead,
@@ -136,6 +137,7 @@ import { DumpWorker } from "./dump_worker.ts";
 import { readNestedNetns } from "./nested_netns.ts";
 import { markNestedProcs, readNestedPids } from "./nested_pidns.ts";
 import { tunHolders } from "./tun_files.ts";
+import { processesBelow, withFlagsOf } from "./smaps_ahead.ts";
 
 export type { DumpOptions, DumpStats };
 
@@ -185,7 +187,11 @@ export async function startDumpWorker(
   if (!ctx.opts.trackMem) return undefined;
   zeroPagePfn(); // found now, before the freeze
   const parent = ctx.parentImages;
-  const starting = DumpWorker.start(parent, final ? spareFor(ctx, parent) : undefined);
+  const starting = DumpWorker.start(
+    parent,
+    final ? spareFor(ctx, parent) : undefined,
+    processesBelow(ctx.opts.pid),
+  );
   // While the worker starts: a dump writes every image inside its frozen time.
   if (final) warmDumpEncoders();
   return ctx.worker = await starting;
@@ -786,23 +792,37 @@ export function trackPages(
 }
 
 /**
- * Once the tree is frozen, for each live process (ctx.ahead): its smaps (a walk of all its pages
- * in the kernel) read on a thread of the runtime's, in the order the processes are dumped; its
- * mappings as /proc/PID/maps shows them; with --track-mem its parent's tracker, and the walk of
- * its pagemap posted to the dump's worker (dump/dump_worker.ts). The reads and the walk run while
- * the dump collects the rest.
+ * Once the tree is frozen, for each live process (ctx.ahead): its mappings with their VmFlags,
+ * from the smaps the dump's worker read before the freeze if they did not change since
+ * (dump/smaps_ahead.ts), else from its smaps (a walk of all its pages in the kernel) read on a
+ * thread of the runtime's, in the order the processes are dumped; its mappings as
+ * /proc/PID/maps shows them; with --track-mem its parent's tracker, and the walk of its pagemap
+ * posted to the dump's worker (dump/dump_worker.ts). The reads and the walk run while the dump
+ * collects the rest.
  */
 export function readAhead(ctx: DumpContext, processes: TreeProcess[], keep: boolean): void {
   const live = processes.filter((p) => p.zombieExit === undefined).map((p) => p.pid);
-  const smaps = readProcTextsAhead(live, "smaps");
+  // Asked of the worker before its walks.
+  const before = new Map(live.map((pid) => [pid, ctx.worker?.smapsAhead(pid)]));
+  const smaps = readProcTextsAhead(live.filter((pid) => !before.get(pid)), "smaps");
   const dir = ctx.opts.trackMem ? ctx.parentImages : undefined;
   const trackers = dir && readTrackers(dir);
   for (const pid of live) {
     const vpid = ctx.pids.virt(pid);
     const tracker = trackers && parentTracker(trackers, pid, vpid);
     const early = earlyVmas(pid);
+    const ahead = before.get(pid);
+    const mappings = ahead
+      ? ahead.then((text) => {
+        const maps = text === undefined ? undefined : withFlagsOf(early.maps, parseMaps(text));
+        if (maps) ctx.log.info(`Task ${pid}: mappings as read before the freeze (unchanged)`);
+        return maps ?? readProcTextsAhead([pid], "smaps").get(pid)!.then(parseMaps);
+      })
+      : smaps.get(pid)!.then(parseMaps);
+    // Awaited when its process is dumped, or never when the dump fails first.
+    mappings.catch(() => {});
     ctx.ahead.set(pid, {
-      smaps: smaps.get(pid)!,
+      mappings,
       early,
       parent: tracker && { dir: dir!, tracker },
     });
@@ -828,14 +848,15 @@ async function dumpProcess(
 ): Promise<task_kobj_ids_entry> {
   const pid = proc.pid;
   const leader = tree.task(pid);
-  // Its smaps (a walk of all its pages) is being read on another thread (readAhead); until it
-  // is in, the mappings as /proc/PID/maps shows them do for what needs only their places and
-  // kinds. Nothing maps or unmaps in the task before (a parasite waits for it).
-  const { smaps, early } = ctx.ahead.get(pid)!;
+  // Its mappings with their VmFlags are on their way (readAhead: smaps, a walk of all its pages,
+  // read before the freeze or on another thread); until they are in, the mappings as
+  // /proc/PID/maps shows them do for what needs only their places and kinds. Nothing maps or
+  // unmaps in the task before (a parasite waits for them).
+  const { mappings, early } = ctx.ahead.get(pid)!;
   // io_uring requests in flight that complete by themselves complete first (their submitters
   // run once, inside, to post them), before its files and memory are read.
   await settleRings(ctx, pid, async () => {
-    await smaps;
+    await mappings;
     using parasite = Parasite.infect(leader, early.maps);
     parasite.leader.call(NR.getpid);
     for (const tid of proc.threads.slice(1)) {
@@ -847,7 +868,7 @@ async function dumpProcess(
   // before the files their completions may signal are read.
   const aios = await aioRings(ctx, pid, early.vmas);
   const taskFiles = collectFiles(ctx, pid);
-  const { maps, vmas, guards } = collectVmas(pid, await smaps);
+  const { maps, vmas, guards } = collectVmas(pid, await mappings);
   // The tree's own UTS namespace, asked inside the root (uname answers for the caller's).
   const ownUts = pid === tree.root && ownNamespace(pid, "uts");
   // The tree's own IPC namespace, read inside the root (System V calls answer for the caller's).

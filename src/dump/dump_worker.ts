@@ -1,6 +1,8 @@
 /**
  * The dump's worker thread (pagemap/worker_entry.ts), on the other core. After pre-dumps, most of
- * a dump's frozen time went to two things it takes off the dumper's hands:
+ * a dump's frozen time went to three things it takes off the dumper's hands:
+ * - each process's smaps (a kernel walk of every page), read before the freeze and taken if its
+ *   mappings did not change since (dump/smaps_ahead.ts);
  * - the walk of each process's pagemap (every page compared with the frame its parent images
  *   recorded), posted as soon as the tree is frozen from the mappings /proc/PID/maps shows, and
  *   run while this thread reads the process's smaps, files and state;
@@ -8,10 +10,11 @@
  *   while this thread goes on with the process's other images.
  *
  * ```
- *  before the freeze     worker started, the parents' frames read into it
- *  frozen                each process posted: the ranges its /proc/PID/maps shows (readAhead)
- *  this thread           smaps, files, parasite, state ... take(pid) -> runs ... core, mm ... flush
- *  worker                   pagemap walk of pid ... ^                 pages-N.img ^
+ *  before the freeze     worker started, the parents' frames and the processes' smaps read
+ *  frozen                each process posted: its smaps checked, and the ranges its
+ *                        /proc/PID/maps shows walked (readAhead)
+ *  this thread           files, parasite, state ... take(pid) -> runs ... core, mm ... flush
+ *  worker                smaps still? pagemap walk of pid ... ^           pages-N.img ^
  * ```
  * A walk is taken only if the mappings smaps gives walk the same ranges the same way (they are
  * the same mappings of a stopped task, but VmFlags may classify one otherwise), with the same
@@ -26,8 +29,8 @@ import type { ScanRequest, WriteRequest } from "../pagemap/worker_entry.ts";
 import { framesFile, readTrackers } from "./track.ts";
 import type { ImagesDir } from "../images/images_dir.ts";
 
-/** An answer of the worker: a walk, a pages file's figures, or why it failed. */
-type Answer = { scan?: TaskScan; stats?: XferStats; error?: string };
+/** An answer of the worker: a walk, a pages file's figures, smaps read ahead, or why it failed. */
+type Answer = { scan?: TaskScan; stats?: XferStats; smaps?: string; error?: string };
 
 /** The dump's worker thread. */
 export class DumpWorker implements Disposable {
@@ -58,12 +61,14 @@ export class DumpWorker implements Disposable {
 
   /**
    * A worker started now, ready once it has read the frames the parent images at `parentDir`
-   * recorded and allocated a `spare` pages file, if asked (or after `waitMs`: what it is not
-   * ready for then waits for it).
+   * recorded, allocated a `spare` pages file, if asked, and read the smaps of the processes
+   * `smaps` ahead (dump/smaps_ahead.ts), or after `waitMs`: what it is not ready for then waits
+   * for it.
    */
   static async start(
     parentDir?: ImagesDir,
     spare?: { path: string; bytes: number },
+    smaps: number[] = [],
     waitMs = 3000,
   ): Promise<DumpWorker> {
     const worker = new Worker(new URL("../pagemap/worker_entry.ts", import.meta.url), {
@@ -81,13 +86,13 @@ export class DumpWorker implements Disposable {
     await new Promise<void>((resolve) => {
       dw.#ready = resolve;
       timer = setTimeout(resolve, waitMs);
-      worker.postMessage({ frames, spare });
+      worker.postMessage({ frames, spare, smaps });
     });
     clearTimeout(timer);
     return dw;
   }
 
-  #ask(message: { scan?: ScanRequest; write?: WriteRequest }): Promise<Answer> {
+  #ask(message: { scan?: ScanRequest; write?: WriteRequest; verify?: number }): Promise<Answer> {
     const id = this.#nextId++;
     const answer = new Promise<Answer>((resolve) => this.#answers.set(id, resolve));
     this.#worker.postMessage({ id, ...message });
@@ -97,6 +102,15 @@ export class DumpWorker implements Disposable {
   #failAll(error: string): void {
     for (const answer of this.#answers.values()) answer({ error });
     this.#answers.clear();
+  }
+
+  /**
+   * The smaps of process `pid` (stopped) read before the freeze, if its mappings have not
+   * changed since (dump/smaps_ahead.ts); undefined when they may have, or it was not read.
+   */
+  async smapsAhead(pid: number): Promise<string | undefined> {
+    if (this.#broken) return undefined;
+    return (await this.#ask({ verify: pid })).smaps;
   }
 
   /**

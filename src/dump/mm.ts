@@ -44,14 +44,14 @@ import { ringUntouched } from "../net/packet.ts";
 import { IORING_OFF } from "../syscalls/io_uring.ts";
 
 /**
- * The mappings of task `pid` from smaps, and their classification; and its guard regions
- * (madvise(MADV_GUARD_INSTALL): pages that fault on any access, inside mappings).
+ * The mappings of task `pid` with their VmFlags (`maps`, else read from its smaps now), and
+ * their classification; and its guard regions (madvise(MADV_GUARD_INSTALL): pages that fault on
+ * any access, inside mappings).
  */
 export function collectVmas(
   pid: number,
-  smaps = readProcText(pid, "smaps"),
+  maps = parseMaps(readProcText(pid, "smaps")),
 ): { maps: ProcMap[]; vmas: Vma[]; guards: { start: bigint; end: bigint }[] } {
-  const maps = parseMaps(smaps);
   const vmas = mergeVvar(maps.map(classifyVma));
   for (const v of vmas) {
     if (v.unsupported) {

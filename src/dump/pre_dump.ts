@@ -46,7 +46,7 @@ export async function preDump(
   // Frozen: each process's pages found and write-protected again (from here a write shows).
   const plans: PagePlan[] = [];
   for (const proc of tree.processes) {
-    const { maps, vmas } = collectVmas(proc.pid, await ctx.ahead.get(proc.pid)?.smaps);
+    const { maps, vmas } = collectVmas(proc.pid, await ctx.ahead.get(proc.pid)?.mappings);
     using parasite = Parasite.infect(tree.task(proc.pid), maps);
     const track = trackPages(ctx, parasite.leader, vmas)!;
     plans.push(await scanPages(ctx, proc.pid, vmas, undefined, track));

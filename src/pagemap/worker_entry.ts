@@ -1,10 +1,12 @@
 /**
- * The worker thread of dump/dump_worker.ts: reads the parents' frames it is given ahead of the
- * freeze, then walks each task's pagemap it is asked to (scanTask) and writes the pages files it
+ * The worker thread of dump/dump_worker.ts: reads the parents' frames it is given and the
+ * processes' smaps ahead of the freeze, then walks each task's pagemap it is asked to (scanTask) and writes the pages files it
  * is asked to (process_vm_readv into the file), beside the dumper's own work.
  *
- * Messages in: `{ frames: [vpid, path][], spare?: { path, bytes } }` (answered `{ ready: true }`
- * once read, and the spare pages file made: the first pages file written takes it), then
+ * Messages in: `{ frames: [vpid, path][], spare?: { path, bytes }, smaps?: pid[] }` (answered
+ * `{ ready: true }` once read, the spare pages file made: the first pages file written takes it,
+ * and the processes' smaps read ahead: dump/smaps_ahead.ts), then `{ id, verify: pid }` (answered
+ * `{ id, smaps? }`: the text read ahead, if the process's mappings are still those), then
  * `{ id, scan: ScanRequest }` (answered `{ id, scan: TaskScan }`) and `{ id, write: WriteRequest }`
  * (answered `{ id, stats: XferStats }`); a failure is answered `{ id, error }`.
  *
@@ -14,6 +16,8 @@
 import { FrameTable, type PageRun, type ScanRange, scanTask } from "./pagemap.ts";
 import { writePages } from "./task_pages.ts";
 import { makeSpare } from "./pages_file.ts";
+import { KernelBtf } from "../syscalls/btf.ts";
+import { readSmapsAhead, type SmapsAhead, smapsStill } from "../dump/smaps_ahead.ts";
 
 /** A walk asked of the worker. */
 export interface ScanRequest {
@@ -35,6 +39,10 @@ export interface WriteRequest {
 }
 
 const tables = new Map<number, FrameTable>();
+/** The kernel's BTF, when smaps is read ahead. */
+let btf: KernelBtf | undefined;
+/** Each process's smaps read ahead of the freeze (dump/smaps_ahead.ts). */
+const smaps = new Map<number, SmapsAhead>();
 /** A pages file allocated ahead, for the first pages file written. */
 let spare: string | undefined;
 
@@ -56,10 +64,17 @@ self.onmessage = (e: MessageEvent) => {
         // Each pages file made as it is written.
       }
     }
+    readAhead(m.smaps ?? []);
     self.postMessage({ ready: true });
     return;
   }
   try {
+    if (m.verify !== undefined) {
+      const ahead = smaps.get(m.verify);
+      smaps.delete(m.verify);
+      self.postMessage({ id: m.id, smaps: ahead && btf && smapsStill(btf, m.verify, ahead) });
+      return;
+    }
     if (m.write) {
       const w = m.write as WriteRequest;
       const take = spare;
@@ -79,3 +94,17 @@ self.onmessage = (e: MessageEvent) => {
     self.postMessage({ id: m.id, error: (err as Error).message });
   }
 };
+
+/** The smaps of `pids`, read now (before the freeze) where their memory maps can be versioned. */
+function readAhead(pids: number[]): void {
+  if (!pids.length) return;
+  try {
+    btf = KernelBtf.load();
+  } catch {
+    return; // no BTF: smaps is read once frozen
+  }
+  for (const pid of pids) {
+    const ahead = readSmapsAhead(btf, pid);
+    if (ahead) smaps.set(pid, ahead);
+  }
+}

@@ -252,6 +252,47 @@ export function mainThreadKey(btf: KernelBtf, pid: number): number {
   throw new Error(`${what}: no main thread found`);
 }
 
+/** A process's memory map (`struct mm_struct`) and its count of changes (see mapsVersion). */
+export interface MapsVersion {
+  /** The address of its mm_struct. */
+  mm: bigint;
+  /** Its `mm_lock_seq`: odd while a writer holds the mmap lock, two more after each. */
+  seq: number;
+}
+
+/**
+ * Process `pid`'s memory map and the sequence count of its mmap lock, read together: the count
+ * goes up by two for each writer of the lock, and no mapping is made, moved, removed or has its
+ * flags or protections changed but under it. Undefined if it has no memory map (it is exiting).
+ */
+export function mapsVersion(btf: KernelBtf, pid: number): MapsVersion | undefined {
+  const task = btf.member("bpf_iter__task", "task").offset;
+  const prog: Insn[] = [
+    asm.movReg(R6, R1),
+    asm.ldxDw(R7, R6, task),
+    asm.jeqImm(R7, 0, 0), // patched: to the exit
+    asm.ldxDw(R8, R7, btf.member("task_struct", "mm").offset),
+    asm.jeqImm(R8, 0, 0), // patched
+    asm.ldxW(R2, R8, btf.member("mm_struct", "mm_lock_seq").offset),
+    asm.stDw(R10, -8, 0),
+    asm.stxW(R10, -8, R2),
+    asm.stxDw(R10, -16, R8),
+    ...writeRecord(btf, R6, "bpf_iter__task", 16),
+  ];
+  for (const i of [2, 4]) prog[i][3] = prog.length - i - 1;
+  prog.push(asm.movImm(R0, 0), asm.exit());
+  const out = runIterator(
+    btf,
+    { func: "bpf_iter_task", pid },
+    prog,
+    `reading the memory map of task ${pid} (BPF)`,
+  );
+  // A record per thread, all of one memory map: the first.
+  if (out.length < 16) return undefined;
+  const v = new DataView(out.buffer, out.byteOffset);
+  return { mm: v.getBigUint64(0, true), seq: v.getUint32(8, true) };
+}
+
 function gettid(): number {
   return Number(rawSyscall(NR.gettid));
 }
