@@ -161,6 +161,29 @@ function writeRecord(btf: KernelBtf, ctx: number, ctxMeta: string, size: number)
   ];
 }
 
+/** A jump offset that {@link taskProgram} points at its exit. */
+const TO_EXIT = -0x8000;
+
+/**
+ * A program on bpf_iter_task: R6 the context, R7 the task visited (none: nothing written), then
+ * `body`, then the record it left at fp-`size` written out. A jump in `body` with offset
+ * TO_EXIT goes to the exit, writing nothing.
+ */
+function taskProgram(btf: KernelBtf, body: Insn[], size: number): Insn[] {
+  const prog: Insn[] = [
+    asm.movReg(R6, R1),
+    asm.ldxDw(R7, R6, btf.member("bpf_iter__task", "task").offset),
+    asm.jeqImm(R7, 0, TO_EXIT),
+    ...body.map((insn): Insn => [...insn]),
+    ...writeRecord(btf, R6, "bpf_iter__task", size),
+  ];
+  prog.forEach((insn, i) => {
+    if (insn[3] === TO_EXIT) insn[3] = prog.length - i - 1;
+  });
+  prog.push(asm.movImm(R0, 0), asm.exit());
+  return prog;
+}
+
 /**
  * One record per visit of iterator `func` over process `pid`: a u32 key and a u64 value, both
  * read from the object the iterator's context points to (at `object` in the context), the key
@@ -266,21 +289,14 @@ export interface MapsVersion {
  * flags or protections changed but under it. Undefined if it has no memory map (it is exiting).
  */
 export function mapsVersion(btf: KernelBtf, pid: number): MapsVersion | undefined {
-  const task = btf.member("bpf_iter__task", "task").offset;
-  const prog: Insn[] = [
-    asm.movReg(R6, R1),
-    asm.ldxDw(R7, R6, task),
-    asm.jeqImm(R7, 0, 0), // patched: to the exit
+  const prog = taskProgram(btf, [
     asm.ldxDw(R8, R7, btf.member("task_struct", "mm").offset),
-    asm.jeqImm(R8, 0, 0), // patched
+    asm.jeqImm(R8, 0, TO_EXIT),
     asm.ldxW(R2, R8, btf.member("mm_struct", "mm_lock_seq").offset),
     asm.stDw(R10, -8, 0),
     asm.stxW(R10, -8, R2),
     asm.stxDw(R10, -16, R8),
-    ...writeRecord(btf, R6, "bpf_iter__task", 16),
-  ];
-  for (const i of [2, 4]) prog[i][3] = prog.length - i - 1;
-  prog.push(asm.movImm(R0, 0), asm.exit());
+  ], 16);
   const out = runIterator(
     btf,
     { func: "bpf_iter_task", pid },
@@ -309,20 +325,13 @@ function gettid(): number {
  * must give one same address (`runqueues` itself): checked.
  */
 export function perCpuOffsets(btf: KernelBtf): Map<number, bigint> {
-  const task = btf.member("bpf_iter__task", "task").offset;
-  const prog: Insn[] = [
-    asm.movReg(R6, R1),
-    asm.ldxDw(R7, R6, task),
-    asm.jeqImm(R7, 0, 0), // patched: to the exit
+  const prog = taskProgram(btf, [
     asm.ldxDw(R7, R7, btf.member("task_struct", "se.cfs_rq").offset),
-    asm.jeqImm(R7, 0, 0), // patched
+    asm.jeqImm(R7, 0, TO_EXIT),
     asm.ldxDw(R7, R7, btf.member("cfs_rq", "rq").offset),
-    asm.jeqImm(R7, 0, 0), // patched
+    asm.jeqImm(R7, 0, TO_EXIT),
     asm.stxDw(R10, -8, R7),
-    ...writeRecord(btf, R6, "bpf_iter__task", 8),
-  ];
-  for (const i of [2, 4, 6]) prog[i][3] = prog.length - i - 1;
-  prog.push(asm.movImm(R0, 0), asm.exit());
+  ], 8);
   const what = "reading the per-CPU offsets (BPF)";
   const out = runIterator(btf, { func: "bpf_iter_task" }, prog, what);
   const v = new DataView(out.buffer);
