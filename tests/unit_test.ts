@@ -51,6 +51,7 @@ import {
   USER_REGS_SIZE,
   UTSNAME,
   XSAVE,
+  xstateLayout,
   zeroPagePfn,
 } from "../src/syscalls/mod.ts";
 import {
@@ -155,6 +156,34 @@ Deno.test("a home frame restarts an interrupted syscall and carries the FPU stat
     () => buildSigframe({ at: remotePtr(0x7008n), regs, sigmask: 0n, xsave }),
     /aligned/,
   );
+});
+
+Deno.test("a home frame from ptrace's XSAVE area carries it up to the last component it holds, not the largest area the CPU has (rt_sigreturn refuses one larger than the task's own and zeroes the AVX state)", () => {
+  const regs = new BigUint64Array(27);
+  // What PTRACE_GETREGSET(NT_X86_XSTATE) gives: no fx_sw_bytes magic, room for every component.
+  const xsave = new Uint8Array(11008);
+  const v = new DataView(xsave.buffer);
+  const frameOf = (bv: bigint) => {
+    v.setBigUint64(XSAVE.xstateBv, bv, true);
+    const f = buildSigframe({ at: remotePtr(0x7000n), regs, sigmask: 0n, xsave });
+    const fv = new DataView(f.buffer);
+    const fp = Number(
+      fv.getBigUint64(8 + SIGFRAME.ucMcontext + SIGFRAME.sc.fpstate, true) - 0x7000n,
+    );
+    assertEquals(sigframeSize(xsave), f.length);
+    return {
+      size: fv.getUint32(fp + SIGFRAME.swBytes + 16, true),
+      xfeatures: fv.getBigUint64(fp + SIGFRAME.swBytes + 8, true),
+      magic2: fv.getUint32(fp + fv.getUint32(fp + SIGFRAME.swBytes + 16, true), true),
+    };
+  };
+  // x87 and SSE only: the legacy area and the header.
+  assertEquals(frameOf(0b11n), { size: XSAVE.ymmh, xfeatures: 0b11n, magic2: SIGFRAME.magic2 });
+  // With AVX: its upper halves too (AVX is at 576 on every x86-64 CPU, 256 bytes).
+  assertEquals(frameOf(0b111n).size, XSAVE.ymmh + 256);
+  // The last component this CPU has: up to its end.
+  const [bit, last] = [...xstateLayout()].sort((a, b) => a[1].offset - b[1].offset).at(-1)!;
+  assertEquals(frameOf(0b111n | (1n << BigInt(bit))).size, last.offset + last.size);
 });
 
 Deno.test("/proc/PID/timers: a glibc SIGEV_THREAD timer signals its helper thread", () => {

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { REG, type RegName, SIGFRAME, XSAVE } from "../syscalls/mod.ts";
+import { REG, type RegName, SIGFRAME, XSAVE, xstateLayout } from "../syscalls/mod.ts";
 import type { RemotePtr } from "../syscalls/mod.ts";
 
 const ERESTARTSYS = -512n;
@@ -53,12 +53,25 @@ export function sigframeSize(xsave?: Uint8Array): number {
   return xsave ? FP_OFFSET + xstateSize(xsave) + 4 : FP_OFFSET;
 }
 
+/**
+ * Bytes of `xsave` a frame carries: what its fx_sw_bytes say when it has them (a signal frame's
+ * area), else (ptrace's) up to the end of the last state component its xstate_bv holds. ptrace
+ * hands out the largest area the CPU has, dynamically enabled components included (AMX's tiles,
+ * 8 KiB), but rt_sigreturn takes no area larger than the task's own and restores only the
+ * legacy SSE state from one that is, the rest (the upper halves of the AVX registers, AVX-512)
+ * set to zero. Components not in xstate_bv are in their initial state and need no room.
+ */
 function xstateSize(xsave: Uint8Array): number {
   const v = new DataView(xsave.buffer, xsave.byteOffset, xsave.byteLength);
   if (v.getUint32(SIGFRAME.swBytes, true) === SIGFRAME.magic1) {
     return Math.min(v.getUint32(SIGFRAME.swBytes + 16, true), xsave.length);
   }
-  return xsave.length;
+  const held = v.getBigUint64(XSAVE.xstateBv, true);
+  let end: number = XSAVE.ymmh; // the legacy area and the header
+  for (const [bit, c] of xstateLayout()) {
+    if (held & (1n << BigInt(bit))) end = Math.max(end, c.offset + c.size);
+  }
+  return Math.min(end, xsave.length);
 }
 
 /** What a home frame holds. */
