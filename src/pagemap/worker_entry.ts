@@ -1,7 +1,8 @@
 /**
  * The worker thread of dump/dump_worker.ts: reads the parents' frames it is given and the
- * processes' smaps ahead of the freeze, then walks each task's pagemap it is asked to (scanTask) and writes the pages files it
- * is asked to (process_vm_readv into the file), beside the dumper's own work.
+ * processes' smaps ahead of the freeze, then walks each task's pagemap it is asked to (scanTask)
+ * and writes the pages files it is asked to (process_vm_readv into the file), beside the
+ * dumper's own work.
  *
  * Messages in: `{ frames: [vpid, path][], spare?: { path, bytes }, smaps?: pid[] }` (answered
  * `{ ready: true }` once read, the spare pages file made: the first pages file written takes it,
