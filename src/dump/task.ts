@@ -19,7 +19,7 @@ import {
   STACK_T,
   syscall,
 } from "../syscalls/mod.ts";
-import type { RemoteSyscalls } from "../tree/infect.ts";
+import type { RemoteCall, RemoteSyscalls } from "../tree/infect.ts";
 import {
   parseAuxv,
   parseLimits,
@@ -123,35 +123,42 @@ export function collectTask(task: SeizedTask, rs: RemoteSyscalls): TaskState {
   const scratch = rs.scratch(4096);
   const at = (off: number) => remoteAdd(scratch, off);
 
-  // Signal dispositions: one rt_sigaction(sig, NULL, &old) per signal into the scratch page,
-  // then one read for all of them.
+  // Asked inside the task, all in one batch, answers into the scratch page: each signal's
+  // disposition (rt_sigaction(sig, NULL, &old)), the alternate stack, the interval timers,
+  // prctl settings, the break, the membarrier registrations (6.3+), each POSIX timer's time.
   const SA_BASE = 0, ALT = 2048, TIMERS = 2080, TID = 2176, PDEATH = 2184, SUBREAPER = 2188;
+  const POSIX = 2400;
+  const timers = parseTimers(readProcText(pid, "timers"));
+  if (POSIX + timers.length * 32 > 4096) throw new Error(`Task ${pid} has too many POSIX timers`);
+  const calls: RemoteCall[] = [];
+  const ask = (nr: number, name: string | undefined, ...args: (bigint | number)[]) =>
+    calls.push({ nr, name, args }) - 1;
   for (let sig = 1; sig <= SIGMAX; sig++) {
     if (sig === 9 || sig === 19) continue;
-    rs.check(NR.rt_sigaction, "rt_sigaction", sig, 0, at(SA_BASE + (sig - 1) * KSIGACTION_SIZE), 8);
+    ask(NR.rt_sigaction, "rt_sigaction", sig, 0, at(SA_BASE + (sig - 1) * KSIGACTION_SIZE), 8);
   }
-  rs.check(NR.sigaltstack, "sigaltstack", 0, at(ALT));
+  ask(NR.sigaltstack, "sigaltstack", 0, at(ALT));
   for (let which = 0; which < 3; which++) {
-    rs.check(NR.getitimer, "getitimer", which, at(TIMERS + which * ITIMERVAL_SIZE));
+    ask(NR.getitimer, "getitimer", which, at(TIMERS + which * ITIMERVAL_SIZE));
   }
-  rs.check(NR.prctl, "prctl(PR_GET_TID_ADDRESS)", PR.GET_TID_ADDRESS, at(TID));
-  rs.check(NR.prctl, "prctl(PR_GET_PDEATHSIG)", PR.GET_PDEATHSIG, at(PDEATH));
-  rs.check(NR.prctl, "prctl(PR_GET_CHILD_SUBREAPER)", PR.GET_CHILD_SUBREAPER, at(SUBREAPER));
-  const secureBits = Number(rs.check(NR.prctl, "prctl(PR_GET_SECUREBITS)", PR.GET_SECUREBITS));
-  const dumpable = Number(rs.check(NR.prctl, "prctl(PR_GET_DUMPABLE)", PR.GET_DUMPABLE));
-  const thp = Number(rs.check(NR.prctl, "prctl(PR_GET_THP_DISABLE)", PR.GET_THP_DISABLE));
-  const brk = rs.check(NR.brk, "brk", 0);
-  // membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS): what the process registered for (6.3+).
-  const membarrier = Number(rs.call(NR.membarrier, 1 << 9, 0, 0));
-
-  // POSIX timers: remaining time and interval, read by the task itself.
-  const timers = parseTimers(readProcText(pid, "timers"));
-  const POSIX = 2400;
-  timers.forEach((t, i) => {
-    rs.check(NR.timer_gettime, "timer_gettime", t.id, at(POSIX + i * 32));
-  });
-  const overruns = timers.map((t) => Math.max(0, Number(rs.call(NR.timer_getoverrun, t.id))));
-  if (POSIX + timers.length * 32 > 4096) throw new Error(`Task ${pid} has too many POSIX timers`);
+  ask(NR.prctl, "prctl(PR_GET_TID_ADDRESS)", PR.GET_TID_ADDRESS, at(TID));
+  ask(NR.prctl, "prctl(PR_GET_PDEATHSIG)", PR.GET_PDEATHSIG, at(PDEATH));
+  ask(NR.prctl, "prctl(PR_GET_CHILD_SUBREAPER)", PR.GET_CHILD_SUBREAPER, at(SUBREAPER));
+  const SECUREBITS = ask(NR.prctl, "prctl(PR_GET_SECUREBITS)", PR.GET_SECUREBITS);
+  const DUMPABLE = ask(NR.prctl, "prctl(PR_GET_DUMPABLE)", PR.GET_DUMPABLE);
+  const THP = ask(NR.prctl, "prctl(PR_GET_THP_DISABLE)", PR.GET_THP_DISABLE);
+  const BRK = ask(NR.brk, "brk", 0);
+  const MEMBARRIER = ask(NR.membarrier, undefined, 1 << 9, 0, 0);
+  timers.forEach((t, i) => ask(NR.timer_gettime, "timer_gettime", t.id, at(POSIX + i * 32)));
+  const OVERRUNS = calls.length;
+  for (const t of timers) ask(NR.timer_getoverrun, undefined, t.id);
+  const ret = rs.batch(calls);
+  const secureBits = Number(ret[SECUREBITS]);
+  const dumpable = Number(ret[DUMPABLE]);
+  const thp = Number(ret[THP]);
+  const brk = ret[BRK];
+  const membarrier = Number(ret[MEMBARRIER]);
+  const overruns = timers.map((_, i) => Math.max(0, Number(ret[OVERRUNS + i])));
 
   const page = new Uint8Array(4096);
   readRemote(pid, scratch, page);

@@ -20,8 +20,8 @@
  * ```
  * The pipes are made inside the task (injected pipe2, recorded in its heal table); their read
  * ends come to us with pidfd_getfd and the task's copies are closed, so the task only ever
- * holds the write ends. A third pipe, the lifeline, goes the other way: the task holds its read
- * end, we hold its only write end. The blob blocks when a pipe is full; the two copiers drain
+ * holds the write ends. A third pipe, the scope's lifeline (RemoteSyscalls.lifeline), goes the
+ * other way: the task holds its read end, we hold its only write end. The blob blocks when a pipe is full; the two copiers drain
  * them as they fill. When the blob is done it sets `done` and waits on the lifeline; we
  * interrupt it, and the remote-syscall scope removes the mapping. A watchdog on the tracer
  * thread notices a blob that faults or fails, and closes the write ends in the task so that the
@@ -117,13 +117,12 @@ async function transfer(
   const area = rs.scratch(size, true);
   const argsAt = remoteAdd(area, ARGS);
 
-  // Two pipes made in the task, their read ends taken over by us; and the lifeline.
+  // Two pipes made in the task, their read ends taken over by us; and the scope's lifeline.
   const taskW: number[] = [];
   const ours: number[] = [];
-  let lifeline = -1;
-  let taskLife = -1;
   let running = false;
   try {
+    const taskLife = rs.lifeline();
     const pidfd = pidfdOpen(pid);
     try {
       for (let i = 0; i < 2; i++) {
@@ -132,10 +131,6 @@ async function transfer(
         ours.push(pidfdGetfd(pidfd, r, pid));
         rs.closeFd(r);
       }
-      const [r, w] = rs.pipe();
-      taskLife = r;
-      lifeline = pidfdGetfd(pidfd, w, pid);
-      rs.closeFd(w);
     } finally {
       close(pidfd);
     }
@@ -222,9 +217,7 @@ async function transfer(
       }
     }
     for (const fd of ours) close(fd);
-    if (lifeline >= 0) close(lifeline);
     for (const w of taskW) rs.closeFd(w);
-    if (taskLife >= 0) rs.closeFd(taskLife);
   }
 }
 

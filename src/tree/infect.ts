@@ -12,6 +12,10 @@
  *                                              doorway's enter (when the scope has one), then
  *                                              every signal blocked; PTRACE_SYSCALL to the entry
  *                                              stop, PTRACE_SYSCALL to the exit stop; read ax
+ * rs.batch(calls)                              many calls that need no undoing: in a parasite
+ *                                              area the batch blob runs them all (run, wait
+ *                                              for its flag, PTRACE_INTERRUPT), its lifeline
+ *                                              leading it home should criu die meanwhile
  * rs.scratch(size)                             memory for arguments: carved from an arena in
  *                                              the area, or an injected mmap, unmapped on close
  * rs.pipe() / rs.closeFd(fd)                   descriptors made in the task, recorded in its
@@ -33,10 +37,14 @@
  *
  * @module
  */
+import { BLOBS } from "../../parasite/blobs_gen.ts";
 import {
+  close,
   cString,
   NR,
   O,
+  pidfdGetfd,
+  pidfdOpen,
   PTRACE_EVENT_STOP,
   ptraceCont,
   ptraceGetEventMsg,
@@ -62,6 +70,7 @@ import type { SeizedTask } from "./seize.ts";
 import { waitForInterruptStop } from "./seize.ts";
 import { findGadgets } from "./gadgets.ts";
 import type { HealTable } from "./heal_table.ts";
+import { decodeBase64 } from "../util/base64.ts";
 
 const SIGTRAP = 5;
 /** PTRACE_EVENT_FORK, _VFORK, _CLONE. */
@@ -77,6 +86,23 @@ const MAP = { PRIVATE: 2, ANONYMOUS: 0x20, FIXED_NOREPLACE: 0x100000 } as const;
  */
 const dieAt = Number(Deno.env.get("CRIU_TEST_DIE_AT") ?? 0);
 let stops = 0;
+
+/** Test hook: `CRIU_TEST_DIE_AT=batch` kills criu while the batch blob runs in a task. */
+const dieInBatch = Deno.env.get("CRIU_TEST_DIE_AT") === "batch";
+
+/** One syscall of a {@link RemoteSyscalls.batch}: with a name, a failure throws. */
+export interface RemoteCall {
+  nr: number;
+  args: (bigint | number)[];
+  /** What a failure is reported as; without it the raw result is returned whatever it is. */
+  name?: string;
+}
+
+/** The batch blob's layout (parasite/batch.c): its arguments, each call, its stack. */
+const BATCH = { ARGS: 48, DONE: 16, CALL: 64, STACK: 512 } as const;
+/** Fewer calls than this are injected one by one (the blob's set-up costs about as much). */
+const BATCH_MIN = 4;
+let batchCode: Uint8Array | undefined;
 
 /** Where injected syscalls run, and the registers that differ from the task's own there. */
 export interface Anchor {
@@ -133,6 +159,8 @@ export class RemoteSyscalls implements Disposable {
   #scratch: { addr: RemotePtr; size: number }[] = [];
   #touched = false;
   #open = true;
+  /** The lifeline of blobs run in this scope: its read end in the task, its write end ours. */
+  #lifeline?: { theirs: number; ours: number };
 
   /** A scope running syscalls at `anchor` in `task`. Nothing happens until the first call. */
   constructor(task: SeizedTask, anchor: Anchor, options: RemoteSyscallsOptions = {}) {
@@ -195,6 +223,107 @@ export class RemoteSyscalls implements Disposable {
     this.#step(nr); // to the syscall-entry stop
     this.#step(nr); // to the syscall-exit stop
     return BigInt.asIntN(64, ptraceGetRegs(pid)[REG.ax]);
+  }
+
+  /**
+   * Runs `calls` in the task one after another; returns their raw results, in order. In a
+   * parasite area (a scope that heals) the batch blob runs them in one go (parasite/batch.c);
+   * elsewhere, or for a few, each is injected in turn. Only calls that change nothing criu
+   * must undo belong here: should criu die midway, the blob runs the rest before it heals. A
+   * failed call with a name throws, once all have run.
+   */
+  batch(calls: readonly RemoteCall[]): bigint[] {
+    const heal = this.heal;
+    const results = heal && this.#table && calls.length >= BATCH_MIN
+      ? this.#runBatch(calls, heal)
+      : calls.map((c) => this.call(c.nr, ...c.args));
+    calls.forEach((c, i) => {
+      const ret = results[i];
+      if (c.name !== undefined && ret < 0n && ret > -4096n) {
+        throw new InfectError(
+          `Remote ${c.name} in task ${this.task.pid} failed with errno ${-ret}`,
+        );
+      }
+    });
+    return results;
+  }
+
+  #runBatch(calls: readonly RemoteCall[], heal: HealEntry): bigint[] {
+    const pid = this.task.pid;
+    batchCode ??= decodeBase64(BLOBS.batch);
+    const argsOff = Math.ceil(batchCode.length / 16) * 16;
+    const callsOff = argsOff + BATCH.ARGS;
+    const stackOff = callsOff + calls.length * BATCH.CALL;
+    const size = stackOff + BATCH.STACK;
+    const lifeline = this.lifeline();
+    // Carved from the area's arena (executable) when it has room, else a mapping of its own.
+    const arena = this.#arena;
+    const mark = arena?.used ?? 0;
+    const carved = arena !== undefined && mark + size <= arena.size;
+    const at = carved ? remoteAdd(arena.at, mark) : this.#map(size, true);
+    if (carved) arena.used = mark + Math.ceil(size / 16) * 16;
+    let running = false;
+    try {
+      const image = new Uint8Array(stackOff);
+      image.set(batchCode, 0);
+      const words = new BigInt64Array(image.buffer);
+      const w = (
+        off: number,
+        i: number,
+        v: bigint | number,
+      ) => (words[off / 8 + i] = BigInt.asIntN(64, BigInt(v)));
+      w(argsOff, 0, remoteAdd(at, callsOff));
+      w(argsOff, 1, calls.length);
+      w(argsOff, 3, lifeline);
+      w(argsOff, 4, heal.entry);
+      w(argsOff, 5, heal.block);
+      calls.forEach((c, i) => {
+        const off = callsOff + i * BATCH.CALL;
+        w(off, 0, c.nr);
+        c.args.forEach((a, j) => w(off, 1 + j, a));
+      });
+      writeRemote(pid, at, image);
+      const argsAt = remoteAdd(at, argsOff);
+      this.run(at, argsAt, remoteAdd(at, size));
+      running = true;
+      if (dieInBatch) Deno.kill(Deno.pid, "SIGKILL");
+      this.waitFlag(remoteAdd(argsAt, BATCH.DONE), 10_000);
+      running = false;
+      this.interrupt();
+      const table = new BigInt64Array(calls.length * BATCH.CALL / 8);
+      readRemote(pid, remoteAdd(at, callsOff), new Uint8Array(table.buffer));
+      return calls.map((_, i) => table[(i * BATCH.CALL) / 8 + 7]);
+    } finally {
+      if (running) {
+        try {
+          this.interrupt();
+        } catch {
+          // It stopped on its own (a fault) or is gone.
+        }
+      }
+      if (carved) arena.used = mark;
+      else this.unmapScratch(at);
+    }
+  }
+
+  /**
+   * The read end in the task of this scope's lifeline, a pipe whose only write end criu holds
+   * (made on first use, closed with the scope's scratch): a blob waiting on it after its work
+   * reads end-of-file should criu die, and goes home (parasite/batch.c, dump_pages.c).
+   */
+  lifeline(): number {
+    if (this.#lifeline) return this.#lifeline.theirs;
+    const [r, w] = this.pipe();
+    const pidfd = pidfdOpen(this.task.pid);
+    let ours: number;
+    try {
+      ours = pidfdGetfd(pidfd, w, this.task.pid);
+    } finally {
+      close(pidfd);
+    }
+    this.#lifeline = { theirs: r, ours };
+    this.closeFd(w);
+    return r;
   }
 
   /** Like {@link call}, throwing when the result is an error. */
@@ -509,11 +638,21 @@ export class RemoteSyscalls implements Disposable {
   }
 
   /**
-   * Closes what criu made in the task through this scope (scratch mappings), forgetting each
-   * in the heal table first.
+   * Closes what criu made in the task through this scope (its lifeline, scratch mappings),
+   * forgetting each in the heal table first.
    */
   releaseScratch(): void {
     const errors: unknown[] = [];
+    const lifeline = this.#lifeline;
+    this.#lifeline = undefined;
+    if (lifeline) {
+      try {
+        this.closeFd(lifeline.theirs);
+      } catch (e) {
+        errors.push(e);
+      }
+      close(lifeline.ours);
+    }
     for (const s of this.#scratch.reverse()) {
       try {
         this.#table?.forgetMap(s.addr);

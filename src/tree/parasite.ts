@@ -13,7 +13,7 @@
  *        0x0f00  top of the thread's heal stack (1 KiB)
  *        0x1000  leader's frame            (rt_sigframe + XSAVE, page-rounded)
  *        ...     thread's frame
- *        ...     leader's arena (8 KiB)    thread's arena (4 KiB)
+ *        ...     leader's arena (16 KiB)   thread's arena (4 KiB)
  * ```
  *
  * Infection (the first syscall, before the area exists) and cure (the last, removing it) run
@@ -73,7 +73,7 @@ const THREAD_BLOCK = 0x680;
 const LEADER_STACK = 0xb00;
 const THREAD_STACK = 0xf00;
 const FRAMES = 0x1000;
-const LEADER_ARENA = 8192;
+const LEADER_ARENA = 16384;
 const THREAD_ARENA = 4096;
 /** The x86-64 red zone below the stack pointer, which a leaf function may use. */
 const RED_ZONE = 128n;
