@@ -343,6 +343,8 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   // The checks between steps cost nothing once their timers are loaded: loaded before the freeze.
   await checkInterrupt(opts.signal);
   await checkInterrupt(opts.signal, true);
+  // What infecting each process needs, found while the tree still runs.
+  Parasite.prepare(processesBelow(pid));
   const tFreeze = performance.now();
   const timeoutMs = (opts.timeoutSeconds ?? 10) * 1000;
   // With --freeze-cgroup, the cgroup's freezer stops every task at once; they are seized

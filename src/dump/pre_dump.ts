@@ -16,6 +16,7 @@ import { VirtualPids } from "../tree/pid_ns.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { DumpContext, type DumpOptions } from "./context.ts";
 import { collectVmas, type PagePlan, scanPages, writePagePlan } from "./mm.ts";
+import { processesBelow } from "./smaps_ahead.ts";
 import { writeTracking } from "./track.ts";
 import {
   type DumpResult,
@@ -37,6 +38,8 @@ export async function preDump(
   const pid = opts.pid;
   await startDump(ctx);
   using _worker = await startDumpWorker(ctx, false);
+  // What infecting each process needs, found while the tree still runs.
+  Parasite.prepare(processesBelow(pid));
   const tFreeze = performance.now();
   using tree = collectTree(pid, (opts.timeoutSeconds ?? 10) * 1000);
   const tFrozen = performance.now();

@@ -5,12 +5,13 @@
  * signal frame on its own if criu dies meanwhile (see parasite/heal.c).
  *
  * Found by scanning the executable mappings (the vDSO first, then libc and the rest); the
- * offsets found in a file mapping are remembered for the next task mapping the same file.
+ * offsets found in a file mapping are remembered for the next task mapping the same file, and
+ * a dump scans its tree's files before the freeze ({@link scanGadgetsAhead}).
  *
  * @module
  */
 import { readRemote, type RemotePtr, remotePtr } from "../syscalls/mod.ts";
-import type { ProcMap } from "./proc.ts";
+import { parseMaps, type ProcMap, readProcText } from "./proc.ts";
 
 /** Addresses of borrowed instructions in one task. */
 export interface Gadgets {
@@ -106,4 +107,20 @@ export function findGadgets(pid: number, maps: ProcMap[]): Gadgets {
     throw new Error(`Cannot find a syscall instruction in task ${pid}`);
   }
   return { syscall: out.syscall, syscallRet: out.syscallRet, sigreturn: out.sigreturn };
+}
+
+/**
+ * Scans the code files (and the vDSO) of processes `pids`, which a dump is about to freeze,
+ * while they still run: once frozen, finding their gadgets is a look-up. Anonymous code is
+ * left for then (reading it could fault in a page a lazy restore has yet to bring). Processes
+ * that are gone, or whose files lack the instructions, are passed over.
+ */
+export function scanGadgetsAhead(pids: readonly number[]): void {
+  for (const pid of pids) {
+    try {
+      findGadgets(pid, parseMaps(readProcText(pid, "maps")).filter((m) => cacheKey(m)));
+    } catch {
+      // Gone, or its gadgets are elsewhere: found once frozen.
+    }
+  }
 }

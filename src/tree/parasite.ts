@@ -57,9 +57,10 @@ import {
   type RemotePtr,
   remotePtr,
   writeRemote,
+  xstateLayout,
 } from "../syscalls/mod.ts";
 import { decodeBase64 } from "../util/base64.ts";
-import { findGadgets, type Gadgets } from "./gadgets.ts";
+import { findGadgets, type Gadgets, scanGadgetsAhead } from "./gadgets.ts";
 import { HealTable } from "./heal_table.ts";
 import { type Anchor, InfectError, RemoteSyscalls } from "./infect.ts";
 import type { ProcMap } from "./proc.ts";
@@ -189,6 +190,16 @@ export class Parasite implements Disposable {
     this.#gadgets = init.gadgets;
     this.#chain = init.chain;
     this.table = init.table;
+  }
+
+  /**
+   * What infecting processes `pids` needs that stays the same while they run, found before a
+   * freeze: the instructions borrowed from their code files (gadgets.ts) and this CPU's XSAVE
+   * layout (CPUID, each a trap to the hypervisor in a virtual machine).
+   */
+  static prepare(pids: readonly number[]): void {
+    scanGadgetsAhead(pids);
+    xstateLayout();
   }
 
   /** Infects the process of `leader` (seized, in its interrupt stop), whose maps are `maps`. */
