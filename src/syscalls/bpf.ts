@@ -78,15 +78,44 @@ interface IterTarget {
   tid?: number;
 }
 
-/** Loads `prog` on iterator `target`, runs it once through, and returns what it wrote. */
-function runIterator(btf: KernelBtf, target: IterTarget, prog: Insn[], what: string): Uint8Array {
+/**
+ * Programs kept loaded for the life of the process, by iterator and code: those run again and
+ * again (mapsVersion, several times per process dumped), whose load (the verifier) costs
+ * milliseconds where a run costs microseconds. Only programs whose code does not vary.
+ */
+const kept = new Map<string, number>();
+
+/**
+ * Loads `prog` on iterator `target` (or takes it loaded, with `keep`), runs it once through,
+ * and returns what it wrote.
+ */
+function runIterator(
+  btf: KernelBtf,
+  target: IterTarget,
+  prog: Insn[],
+  what: string,
+  keep = false,
+): Uint8Array {
   const code = encode(prog);
+  const key = keep ? `${target.func}:${code.join(",")}` : undefined;
+  const loaded = key === undefined ? undefined : kept.get(key);
+  const progFd = loaded ?? loadIterator(btf, target, code, what);
+  if (key !== undefined) kept.set(key, progFd);
+  try {
+    return iterate(target, progFd, what);
+  } finally {
+    if (key === undefined) close(progFd);
+  }
+}
+
+/** Loads program `code` for iterator `target`; returns its descriptor. */
+function loadIterator(btf: KernelBtf, target: IterTarget, code: Uint8Array, what: string): number {
   const license = cString("GPL");
   const logBuf = new Uint8Array(16384);
   const load = new Uint8Array(128);
   const lv = new DataView(load.buffer);
   lv.setUint32(0, PROG_TYPE_TRACING, true);
-  lv.setUint32(4, prog.length, true);
+  lv.setUint32(4, code.length / 8, true);
   lv.setBigUint64(8, BigInt(addressOf(code)), true);
   lv.setBigUint64(16, BigInt(addressOf(license)), true);
   lv.setUint32(24, 1, true); // log_level: the verifier says why, if it refuses
@@ -95,13 +124,11 @@ function runIterator(btf: KernelBtf, target: IterTarget, prog: Insn[], what: str
   load.set(cString("criu_reader").subarray(0, 15), 48);
   lv.setUint32(68, TRACE_ITER, true);
   lv.setUint32(108, btf.funcId(target.func), true);
-  let progFd: number;
   try {
     // The verifier gives up with EAGAIN when a signal comes (criu's SIGCHLD, say): again.
     for (let attempt = 1;; attempt++) {
       try {
-        progFd = bpf(CMD.PROG_LOAD, load, what);
-        break;
+        return bpf(CMD.PROG_LOAD, load, what);
       } catch (e) {
         if (!(e instanceof Errno && e.errno === EAGAIN) || attempt === 5) throw e;
       }
@@ -112,7 +139,11 @@ function runIterator(btf: KernelBtf, target: IterTarget, prog: Insn[], what: str
       cause: e,
     });
   }
-  const fds = [progFd];
+}
+
+/** Runs loaded iterator program `progFd` on `target` once through; returns what it wrote. */
+function iterate(target: IterTarget, progFd: number, what: string): Uint8Array {
+  const fds: number[] = [];
   try {
     // union bpf_iter_link_info: task { tid, pid, pid_fd }.
     const info = new Uint8Array(16);
@@ -127,12 +158,12 @@ function runIterator(btf: KernelBtf, target: IterTarget, prog: Insn[], what: str
     kv.setUint32(24, info.byteLength, true);
     fds.push(bpf(CMD.LINK_CREATE, link, what));
     const iter = new Uint8Array(8);
-    new DataView(iter.buffer).setUint32(0, fds[1], true);
+    new DataView(iter.buffer).setUint32(0, fds[0], true);
     fds.push(bpf(CMD.ITER_CREATE, iter, what));
     const parts: Uint8Array[] = [];
     const chunk = new Uint8Array(8192);
     for (;;) {
-      const n = tryRead(fds[2], chunk);
+      const n = tryRead(fds[1], chunk);
       if (n < 0) throw new Error(`${what}: reading the iterator failed (errno ${-n})`);
       if (n === 0) break;
       parts.push(chunk.slice(0, n));
@@ -302,6 +333,7 @@ export function mapsVersion(btf: KernelBtf, pid: number): MapsVersion | undefine
     { func: "bpf_iter_task", pid },
     prog,
     `reading the memory map of task ${pid} (BPF)`,
+    true,
   );
   // A record per thread, all of one memory map: the first.
   if (out.length < 16) return undefined;
