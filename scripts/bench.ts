@@ -21,6 +21,7 @@ import {
   waitGone,
   waitReport,
 } from "../tests/helpers.ts";
+import { type CliRun, frozenFullAndLast, sideBySide, startOrphan, tools } from "./bench_cli.ts";
 
 const { values } = parseArgs({
   options: { mib: { type: "string", default: "1024" }, runs: { type: "string", default: "3" } },
@@ -29,6 +30,8 @@ const MIB = Number(values.mib);
 const RUNS = Number(values.runs);
 const TMPFS = "/dev/shm";
 const TREE_MIB = 64;
+/** A page rewritten every 381 us: 1% of a GiB each second. */
+const DIRTY_US = Math.round(1e6 / ((MIB << 20) / 4096 / 100));
 
 /**
  * On this VM a page that has been free for a few seconds is handed back to the hypervisor
@@ -41,20 +44,6 @@ function warm(dir: string): void {
   const path = join(dir, "warm.bin");
   plainWrite(Math.round(MIB * 1.25) << 20, path);
   Deno.removeSync(path);
-}
-
-/** Starts a victim that is not our child (Deno's reaper would steal its ptrace stops). */
-async function startOrphan(bin: string, args: string[], dir: string) {
-  const out = join(dir, "out.log");
-  Deno.writeTextFileSync(out, "");
-  const sh = await new Deno.Command("sh", {
-    args: ["-c", `"$0" "$@" </dev/null >/dev/null 2>&1 & echo $!`, bin, out, ...args],
-    stdout: "piped",
-  }).output();
-  const pid = Number(new TextDecoder().decode(sh.stdout).trim());
-  // deno-lint-ignore no-explicit-any
-  await waitReport({ pid, out, dir, child: null as any }, "ready", 60000);
-  return { pid, out };
 }
 
 function plainWrite(bytes: number, path: string): number {
@@ -91,12 +80,12 @@ for (let run = 0; run < RUNS; run++) {
   const dir = Deno.makeTempDirSync({ dir: TMPFS, prefix: "criu-bench-" });
   try {
     const timeDump = async (pageTransfer: "parasite" | "readv") => {
-      const v = await startOrphan(heap, [`${MIB}`], dir);
+      const pid = await startOrphan(heap, [`${MIB}`], dir);
       const imgs = join(dir, "imgs");
       Deno.mkdirSync(imgs);
       warm(dir);
       const t = performance.now();
-      const r = await dump({ pid: v.pid, imagesDir: imgs, pageTransfer });
+      const r = await dump({ pid, imagesDir: imgs, pageTransfer });
       const ms = performance.now() - t;
       Deno.removeSync(imgs, { recursive: true });
       return { ms, r };
@@ -141,11 +130,11 @@ const tinyDir = Deno.makeTempDirSync({ dir: TMPFS, prefix: "criu-bench-" });
 const tiny: number[] = [];
 try {
   for (let run = 0; run < RUNS; run++) {
-    const v = await startOrphan(heap, ["1"], tinyDir);
+    const pid = await startOrphan(heap, ["1"], tinyDir);
     const imgs = join(tinyDir, `imgs${run}`);
     Deno.mkdirSync(imgs);
     const t = performance.now();
-    await dump({ pid: v.pid, imagesDir: imgs });
+    await dump({ pid, imagesDir: imgs });
     tiny.push(performance.now() - t);
   }
 } finally {
@@ -267,6 +256,26 @@ const treeRows: { dumpMs: number; frozenMs: number; restoreMs: number }[] = [];
   }
 }
 
+// The command line, ours and CRIU 4.2's (where the oracle is here) taking turns: the heap, and
+// a tiny process (start-up and fixed costs).
+const cliDir = Deno.makeTempDirSync({ dir: TMPFS, prefix: "criu-bench-" });
+let cliHeap, cliTiny, frozen;
+try {
+  cliHeap = await sideBySide(heap, MIB, RUNS, cliDir, () => warm(cliDir));
+  cliTiny = await sideBySide(heap, 1, RUNS, cliDir, () => {});
+  // Pre-dumps: the last dump's frozen time against a full dump's, of a process rewriting 1% of
+  // its memory each second (a page every DIRTY_US).
+  frozen = await frozenFullAndLast(
+    await buildVictim("dirty"),
+    MIB,
+    DIRTY_US,
+    cliDir,
+    () => warm(cliDir),
+  );
+} finally {
+  Deno.removeSync(cliDir, { recursive: true });
+}
+
 const d = median(rows.map((r) => r.dumpMs));
 const w = median(rows.map((r) => r.writeMs));
 const bytes = rows[0].bytes;
@@ -322,3 +331,42 @@ console.log(
   `  restore        ${median(treeRows.map((r) => r.restoreMs)).toFixed(0).padStart(6)} ms`,
 );
 console.log(`  tiny dump      ${median(tiny).toFixed(1).padStart(6)} ms  (1 MiB process)`);
+
+const cliRow = (runs: CliRun[]) => {
+  const ms = median(runs.map((r) => r.ms));
+  const peak = Math.max(...runs.map((r) => r.peakKiB)) / 1024;
+  return { ms, text: `${ms.toFixed(0).padStart(6)} ms ${peak.toFixed(0).padStart(4)} MB` };
+};
+console.log(
+  `command line (a fresh process each; median of ${RUNS}; peak resident memory), ` +
+    tools().map((t) => t.name).join(" and ") + " taking turns",
+);
+console.log(`                          dump                restore`);
+for (const [label, table] of [[`${MIB} MiB`, cliHeap], ["1 MiB", cliTiny]] as const) {
+  const rows = [...table.entries()].map(([name, trips]) => ({
+    name,
+    dump: cliRow(trips.map((t) => t.dump)),
+    restore: cliRow(trips.map((t) => t.restore)),
+  }));
+  rows.forEach((r, i) =>
+    console.log(
+      `  ${(i ? "" : label).padEnd(10)} ${r.name.padEnd(9)} ${r.dump.text}   ${r.restore.text}`,
+    )
+  );
+  if (rows.length === 2) {
+    const [a, b] = rows;
+    console.log(
+      `  ${"".padEnd(10)} ${"ratio".padEnd(9)} ${(a.dump.ms / b.dump.ms).toFixed(2).padStart(6)}x` +
+        `${"".padEnd(11)} ${(a.restore.ms / b.restore.ms).toFixed(2).padStart(6)}x`,
+    );
+  }
+}
+console.log(
+  `pre-dumps: ${MIB} MiB, a page rewritten every ${DIRTY_US} us (1% a second), our command line`,
+);
+console.log(
+  `  frozen         full dump ${frozen.full.toFixed(0)} ms; pre-dumps ` +
+    `${frozen.preDumps.map((x) => x.toFixed(0)).join(", ")} ms; last dump ` +
+    `${frozen.last.toFixed(1)} ms (${(frozen.last / frozen.full).toFixed(3)}x the full, ` +
+    `target <= 0.1x)`,
+);
