@@ -1,14 +1,19 @@
 /**
  * The `criu` command line: `deno run -A main.ts <args>` behaves like `criu <args>`.
  *
+ * It runs the bundled build (`deno task bundle`, made by scripts/setup.sh) when that is current
+ * for the sources, else the sources themselves (src/cli/commands.ts): the same program, loaded
+ * from one file instead of some two hundred.
+ *
  * @module
  */
-// Deno sets up its npm resolution when the entry's graph has an npm package: loaded up front,
-// the protobuf library makes the commands' modules (loaded when needed, src/util/load.ts) load
-// as fast as a static import would (set up later, it costs each command ~0.1 s).
-import "@bufbuild/protobuf";
-import { main } from "./src/cli/commands.ts";
+import { freshBundle } from "./src/cli/bundle_fresh.ts";
 
 if (import.meta.main) {
+  const bundle = freshBundle(new URL("./", import.meta.url));
+  // Not literal specifiers: Deno would load both graphs before running anything.
+  const { main }: typeof import("./src/cli/commands.ts") = await import(
+    bundle ?? ["./src/cli/sources.ts"][0]
+  );
   Deno.exit(await main(Deno.args));
 }

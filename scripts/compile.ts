@@ -18,6 +18,8 @@ const args = [
   "parasite/blobs_gen.ts",
   // Loaded by the commands that need them (src/util/load.ts), not found by deno's graph.
   ...[
+    // main.ts's command line from the sources (a compiled binary has no bundled build).
+    "src/cli/sources.ts",
     "src/cli/run.ts",
     "src/check.ts",
     "src/images/show.ts",

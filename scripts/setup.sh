@@ -49,3 +49,5 @@ if ! command -v deno >/dev/null || [[ "$(deno --version | head -1)" != "deno ${D
 fi
 deno --version | head -1 >&2
 deno install --quiet >/dev/null
+# The command line's bundled build (main.ts runs it while it is current, else the sources).
+deno task --quiet bundle >&2 || echo "setup: no bundled build (the command line runs from the sources)" >&2

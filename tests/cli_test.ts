@@ -5,6 +5,7 @@
 import { assert, assertEquals, assertMatch, assertThrows } from "./assert.ts";
 import { parseOptions } from "../src/cli/options.ts";
 import { configWords } from "../src/cli/config_file.ts";
+import { BUNDLE, freshBundle } from "../src/cli/bundle_fresh.ts";
 import {
   buildVictim,
   criu,
@@ -324,5 +325,49 @@ Deno.test("restore --inherit-fd fd[N]:pipe:[INO] gives the task the caller's pip
     reader.cancel();
   } finally {
     killAll(pid);
+  }
+});
+
+Deno.test("the bundled build runs only while every source it was built from is as it was", () => {
+  const root = tmpDir("criu-bundle-");
+  const rootUrl = new URL(`file://${root}/`);
+  Deno.mkdirSync(`${root}/src/.bundle`, { recursive: true });
+  Deno.writeTextFileSync(`${root}/${BUNDLE.code}`, "export const main = () => 0;\n");
+  Deno.writeTextFileSync(`${root}/a.ts`, "export const a = 1;\n");
+  const manifest = (deno = Deno.version.deno) => {
+    const st = Deno.statSync(`${root}/a.ts`);
+    Deno.writeTextFileSync(
+      `${root}/${BUNDLE.manifest}`,
+      JSON.stringify({ deno, files: [["a.ts", st.mtime!.getTime(), st.size]] }),
+    );
+  };
+  manifest();
+  assertEquals(freshBundle(rootUrl), new URL(BUNDLE.code, rootUrl).href);
+  // Edited since (another size, then only another time), built by another Deno, gone.
+  Deno.writeTextFileSync(`${root}/a.ts`, "export const a = 22;\n");
+  assertEquals(freshBundle(rootUrl), undefined, "a source of another size");
+  manifest();
+  const later = new Date(Deno.statSync(`${root}/a.ts`).mtime!.getTime() + 5000);
+  Deno.utimeSync(`${root}/a.ts`, later, later);
+  assertEquals(freshBundle(rootUrl), undefined, "a source touched since");
+  manifest("0.0.1");
+  assertEquals(freshBundle(rootUrl), undefined, "built by another Deno");
+  manifest();
+  assert(freshBundle(rootUrl) !== undefined);
+  Deno.removeSync(`${root}/a.ts`);
+  assertEquals(freshBundle(rootUrl), undefined, "a source gone");
+  Deno.removeSync(root, { recursive: true });
+});
+
+Deno.test("the command line runs the same from the bundled build and from the sources", async () => {
+  // With the bundle current (scripts/setup.sh makes it) main.ts runs it; DENO_CRIU_SOURCES
+  // makes it run the sources.
+  for (const env of [{}, { DENO_CRIU_SOURCES: "1" }] as Record<string, string>[]) {
+    const v = await criu(["--version"], env);
+    assertEquals(v.code, 0, v.stderr);
+    assertMatch(v.stdout, /^Version: 4\.2\nGitID: deno-criu-/);
+    const bad = await criu(["dump", "-t", "999999999", "-D", tmpDir()], env);
+    assertEquals(bad.code, 1);
+    assertEquals(bad.stderr.trim().split("\n").length, 1, bad.stderr);
   }
 });

@@ -51,7 +51,7 @@ export function formatRestoreStats(s: RestoreStats): string {
 
 async function runCheck(o: CriuOpts): Promise<number> {
   const { checkFeatures, featureNamed, FEATURES } = await load<typeof import("../check.ts")>(
-    new URL("../check.ts", import.meta.url),
+    "check.ts",
   );
   if (Deno.uid() !== 0) {
     throw new Error(
@@ -102,7 +102,7 @@ async function runCheck(o: CriuOpts): Promise<number> {
 
 async function runShow(o: CriuOpts): Promise<number> {
   const { showDir, showImage } = await load<typeof import("../images/show.ts")>(
-    new URL("../images/show.ts", import.meta.url),
+    "images/show.ts",
   );
   const target = o.args[0] ?? o.imagesDir;
   const st = Deno.statSync(target);
@@ -156,7 +156,7 @@ export async function main(argv: string[]): Promise<number> {
       case "dump":
       case "pre-dump": {
         const { runDump } = await load<typeof import("./run.ts")>(
-          new URL("./run.ts", import.meta.url),
+          "cli/run.ts",
         );
         return await runDump(o, {}, (r) => {
           if (o!.displayStats) out(formatDumpStats(r.stats));
@@ -169,7 +169,7 @@ export async function main(argv: string[]): Promise<number> {
         return await runShow(o);
       case "restore": {
         const { runRestore } = await load<typeof import("./run.ts")>(
-          new URL("./run.ts", import.meta.url),
+          "cli/run.ts",
         );
         return await runRestore(o, {}, async (r) => {
           if (o!.displayStats) out(formatRestoreStats(r.stats));
@@ -178,26 +178,26 @@ export async function main(argv: string[]): Promise<number> {
       }
       case "dedup": {
         const { dedup } = await load<typeof import("../images/dedup.ts")>(
-          new URL("../images/dedup.ts", import.meta.url),
+          "images/dedup.ts",
         );
         dedup(o.imagesDir);
         return 0;
       }
       case "page-server":
         return await (await load<typeof import("./page_server.ts")>(
-          new URL("./page_server.ts", import.meta.url),
+          "cli/page_server.ts",
         )).runPageServer(o, argv);
       case "lazy-pages":
         return await (await load<typeof import("./lazy_pages.ts")>(
-          new URL("./lazy_pages.ts", import.meta.url),
+          "cli/lazy_pages.ts",
         )).runLazyPages(o, argv);
       case "swrk":
         return await (await load<typeof import("../rpc/swrk.ts")>(
-          new URL("../rpc/swrk.ts", import.meta.url),
+          "rpc/swrk.ts",
         )).serveSwrk(o);
       case "service":
         return await (await load<typeof import("../rpc/service.ts")>(
-          new URL("../rpc/service.ts", import.meta.url),
+          "rpc/service.ts",
         ))
           .serveService(o, argv);
       default:

@@ -111,7 +111,7 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
       // has them.
       const { uffdWpAsync, uffdFeatures, UFFD_FEATURES_NONCOOP } = await load<
         typeof import("../syscalls/uffd.ts")
-      >(new URL("../syscalls/uffd.ts", import.meta.url));
+      >("syscalls/uffd.ts");
       const noncoop = ((uffdFeatures() ?? 0) & UFFD_FEATURES_NONCOOP) === UFFD_FEATURES_NONCOOP;
       return {
         type,
@@ -121,7 +121,7 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
     }
     case criu_req_type.CHECK: {
       const { checkFeatures, FEATURES } = await load<typeof import("../check.ts")>(
-        new URL("../check.ts", import.meta.url),
+        "check.ts",
       );
       const required = FEATURES.filter((f) => f.category === "required");
       const missing = (await checkFeatures(required)).find((r) => !r.supported);
@@ -133,7 +133,7 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
     case criu_req_type.DUMP: {
       const o = optsFromRequest(base, req.opts, channel.peer.pid, "dump");
       const { runDump } = await load<typeof import("../cli/run.ts")>(
-        new URL("../cli/run.ts", import.meta.url),
+        "cli/run.ts",
       );
       await runDump(o, caller, () => {});
       return { type, success: true, dump: { restored: false } };
@@ -142,7 +142,7 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
       // A page server of its own, in the background, for the request's images directory.
       const o = optsFromRequest(base, req.opts, channel.peer.pid, "page-server");
       const { startPageServer } = await load<typeof import("../cli/page_server.ts")>(
-        new URL("../cli/page_server.ts", import.meta.url),
+        "cli/page_server.ts",
       );
       const { pid, port } = await startPageServer(o);
       return { type, success: true, ps: { pid, port } };
@@ -153,7 +153,7 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
         command: "pre-dump",
       };
       const { runDump } = await load<typeof import("../cli/run.ts")>(
-        new URL("../cli/run.ts", import.meta.url),
+        "cli/run.ts",
       );
       await runDump(o, caller, () => {});
       return { type, success: true };
@@ -170,7 +170,7 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
         }
       }
       const { runRestore } = await load<typeof import("../cli/run.ts")>(
-        new URL("../cli/run.ts", import.meta.url),
+        "cli/run.ts",
       );
       const pid = await runRestore(o, caller, (r) => r.pid);
       return { type, success: true, restore: { pid } };

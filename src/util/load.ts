@@ -1,12 +1,24 @@
 /**
- * Loading a module of this program only when it is needed: a specifier Deno does not load up
+ * Loading a module of this program only when it is needed, by its path under src/
+ * (`load<typeof import("../cli/run.ts")>("cli/run.ts")`): a specifier Deno does not load up
  * front (a literal `import("...")` it would, so every command would load dump, restore and
- * check first). Callers give the type: `load<typeof import("./x.ts")>(new URL(...))`.
+ * check first). In the bundled build (scripts/bundle.ts) every such module is in the bundle
+ * already, registered by src/cli/bundled.ts, and taken from there.
  *
  * @module
  */
 
-/** Imports the module at `url` (built from the caller's `import.meta.url`). */
-export function load<T>(url: URL): Promise<T> {
-  return import(url.href);
+/** src/, where the paths start (this module is src/util/load.ts; the bundle is one deeper). */
+const SRC = new URL("../", import.meta.url);
+const bundled = new Map<string, unknown>();
+
+/** Imports the module at `path` under src/ ("cli/run.ts"). */
+export function load<T>(path: string): Promise<T> {
+  const m = bundled.get(path);
+  return m !== undefined ? Promise.resolve(m as T) : import(new URL(path, SRC).href);
+}
+
+/** The bundle's modules, by path under src/: {@link load} takes them from here. */
+export function registerBundled(modules: Record<string, unknown>): void {
+  for (const [path, m] of Object.entries(modules)) bundled.set(path, m);
 }
