@@ -3,7 +3,9 @@
  * decoding, image framing, the command-line parser, errno naming.
  */
 import { create } from "@bufbuild/protobuf";
+import * as nodePath from "node:path";
 import { join } from "node:path";
+import * as ourPath from "../src/util/path.ts";
 import {
   fstype,
   mnt_entrySchema,
@@ -892,4 +894,44 @@ Deno.test("a lazy restore fills itself the lazy pages of a mapping it cannot fil
     1,
     1,
   ]]);
+});
+
+Deno.test("util/path: POSIX paths as node:path works them out", () => {
+  const cases = [
+    "",
+    ".",
+    "..",
+    "/",
+    "//",
+    "a",
+    "a/",
+    "a//",
+    "/a",
+    "/a/",
+    "//a",
+    "a/b",
+    "a//b",
+    "a/b/",
+    "/a/./b",
+    "/a/../b",
+    "a/../..",
+    "../a",
+    "./a",
+    "a/.",
+    "/..",
+    "/../a",
+    "x//y///z/",
+  ];
+  for (const c of cases) {
+    for (const f of ["normalize", "dirname", "basename", "isAbsolute"] as const) {
+      assertEquals(ourPath[f](c), nodePath[f](c), `${f}(${JSON.stringify(c)})`);
+    }
+    for (const d of cases) {
+      assertEquals(ourPath.join(c, d), nodePath.join(c, d), `join(${c}, ${d})`);
+      assertEquals(ourPath.resolve(c, d), nodePath.resolve(c, d), `resolve(${c}, ${d})`);
+    }
+  }
+  assertEquals(ourPath.join(), nodePath.join());
+  assertEquals(ourPath.resolve(), nodePath.resolve());
+  assertEquals(ourPath.fileURLToPath("file:///tmp/a%20b/c.ts"), "/tmp/a b/c.ts");
 });

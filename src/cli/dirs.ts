@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { isAbsolute, join, resolve } from "node:path";
+import { isAbsolute, join, resolve } from "../util/path.ts";
 import type { CriuOpts } from "./options.ts";
 
 /** Where a dump or restore reads and writes: images, and the work directory for the rest. */

@@ -11,7 +11,7 @@
 import { asRootOf, type UserNamespace } from "../tree/userns.ts";
 import { create } from "@bufbuild/protobuf";
 import { fstype } from "../../proto/gen/misc_pb.ts";
-import { dirname } from "node:path";
+import { dirname } from "../util/path.ts";
 import {
   fd_types,
   fdinfo_entrySchema,

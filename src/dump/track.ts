@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { basename } from "node:path";
+import { basename } from "../util/path.ts";
 import type { ImagesDir } from "../images/images_dir.ts";
 import { close, F, O, open, writeRemote } from "../syscalls/mod.ts";
 import { NR } from "../syscalls/syscall_numbers.ts";

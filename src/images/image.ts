@@ -19,7 +19,7 @@
  * @module
  */
 import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
-import { join } from "node:path";
+import { join } from "../util/path.ts";
 import { MAGIC } from "./magic_table.ts";
 
 export { MAGIC };

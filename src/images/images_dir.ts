@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { join } from "../util/path.ts";
 import { exists } from "../util/exists.ts";
 import { ImageWriter, type MagicName, syncDir } from "./image.ts";
 

@@ -30,7 +30,7 @@ import { close, withTaskFd } from "../syscalls/mod.ts";
 import type { UnixSocketInfo } from "./unix_diag.ts";
 import { TCP_STATE } from "./tcp_state.ts";
 import { applyCommonOptions, type CommonSocketOptions, readCommonOptions } from "./sk_opts.ts";
-import { dirname } from "node:path";
+import { dirname } from "../util/path.ts";
 import { exists } from "../util/exists.ts";
 
 export { MSG };

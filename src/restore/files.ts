@@ -74,7 +74,7 @@ import { NetnsError } from "../net/in_netns.ts";
 import type { RepairedConnections } from "../net/tcp_conns.ts";
 import { ImageError } from "../images/image.ts";
 import { readTcpStream, tcpStreamImageName } from "../images/tcp_stream.ts";
-import { dirname } from "node:path";
+import { dirname } from "../util/path.ts";
 import {
   type DumpImages,
   hostPath,

@@ -7,7 +7,7 @@
  * @module
  */
 import { exists } from "../util/exists.ts";
-import { dirname } from "node:path";
+import { dirname } from "../util/path.ts";
 import { addressOf, cString, NR, setFileTimes, syscall } from "../syscalls/mod.ts";
 import { RestoreError } from "./files.ts";
 import { type DumpImages, hostPath, outsideGid, outsideUid } from "./images.ts";

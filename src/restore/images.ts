@@ -11,7 +11,7 @@ import type { IpcNamespace } from "../dump/ipc_ns.ts";
 import { NETNS_RAW_IMAGES, type NetnsState } from "../net/netns.ts";
 import { create, isFieldSet } from "@bufbuild/protobuf";
 import { entryFlags, entryPages, pagemapName, PE_PARENT, PE_PRESENT } from "../pagemap/pagemap.ts";
-import { dirname, join } from "node:path";
+import { dirname, join } from "../util/path.ts";
 import {
   type core_entry,
   core_entrySchema,

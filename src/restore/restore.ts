@@ -25,7 +25,7 @@
  */
 import { ImagesDir } from "../images/images_dir.ts";
 import { create, isFieldSet } from "@bufbuild/protobuf";
-import { dirname, join } from "node:path";
+import { dirname, join } from "../util/path.ts";
 import type { ActionHook, ScriptAction } from "../action_scripts.ts";
 import { BLOBS } from "../../parasite/blobs_gen.ts";
 import { fstype, restore_stats_entrySchema, stats_entrySchema } from "../../proto/gen/misc_pb.ts";

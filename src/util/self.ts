@@ -4,8 +4,7 @@
  *
  * @module
  */
-import { basename } from "node:path";
-import { fileURLToPath } from "node:url";
+import { basename, fileURLToPath } from "./path.ts";
 
 /** The command that runs this criu. */
 export function selfCommand(): string[] {
