@@ -1,10 +1,11 @@
 /**
  * `deno task bundle`: the bundled build of the command line (src/cli/bundled.ts, everything in
- * one file, npm packages included) into src/.bundle/criu.js, with its manifest: the Deno that
- * built it and every local source it holds, by size and modification time. main.ts runs it
- * while those are unchanged (src/cli/bundle_fresh.ts), else the sources. It sits one directory
- * below src/, as the modules do, so that a URL a module makes from its own (a worker's entry)
- * names the same file from inside the bundle.
+ * one file, npm packages included) into src/.bundle/criu.js, and of the dump's worker
+ * (src/pagemap/worker_entry.ts) into src/.bundle/worker_entry.js, with their manifest: the Deno
+ * that built them and every local source they hold, by size and modification time. main.ts runs
+ * them while those are unchanged (src/cli/bundle_fresh.ts), else the sources. They sit one
+ * directory below src/, as the modules do, so that a URL a module makes from its own names the
+ * same file from inside a bundle.
  *
  * Usage: deno task bundle
  */
@@ -13,8 +14,11 @@ import { fileURLToPath } from "node:url";
 import { BUNDLE, type BundleManifest } from "../src/cli/bundle_fresh.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const ENTRY = join(ROOT, "src/cli/bundled.ts");
-const out = join(ROOT, BUNDLE.code);
+/** Entry → bundle (src/util/load.ts workerUrl names a worker's bundle by its entry's name). */
+const ENTRIES: [string, string][] = [
+  ["src/cli/bundled.ts", BUNDLE.code],
+  ["src/pagemap/worker_entry.ts", "src/.bundle/worker_entry.js"],
+];
 
 async function deno(args: string[]): Promise<string> {
   const o = await new Deno.Command(Deno.execPath(), {
@@ -31,11 +35,13 @@ async function deno(args: string[]): Promise<string> {
 }
 
 // The sources first (a source edited while bundling leaves the manifest stale, not wrong).
-const info = JSON.parse(await deno(["info", "--json", ENTRY]));
-const locals: string[] = info.modules
-  .map((m: { specifier: string }) => m.specifier)
-  .filter((s: string) => s.startsWith("file://"))
-  .map((s: string) => fileURLToPath(s));
+const locals = new Set<string>();
+for (const [entry] of ENTRIES) {
+  const info = JSON.parse(await deno(["info", "--json", join(ROOT, entry)]));
+  for (const m of info.modules as { specifier: string }[]) {
+    if (m.specifier.startsWith("file://")) locals.add(fileURLToPath(m.specifier));
+  }
+}
 const files = [...locals, join(ROOT, "deno.json"), join(ROOT, "deno.lock")].sort();
 const manifest: BundleManifest = {
   deno: Deno.version.deno,
@@ -44,9 +50,22 @@ const manifest: BundleManifest = {
     return [relative(ROOT, f), st.mtime!.getTime(), st.size];
   }),
 };
-Deno.mkdirSync(dirname(out), { recursive: true });
-const tmp = `${out}.tmp`;
-await deno(["bundle", "--quiet", "--platform", "deno", "--packages", "bundle", "-o", tmp, ENTRY]);
-Deno.renameSync(tmp, out);
+for (const [entry, bundle] of ENTRIES) {
+  const out = join(ROOT, bundle);
+  Deno.mkdirSync(dirname(out), { recursive: true });
+  const tmp = `${out}.tmp`;
+  await deno([
+    "bundle",
+    "--quiet",
+    "--platform",
+    "deno",
+    "--packages",
+    "bundle",
+    "-o",
+    tmp,
+    join(ROOT, entry),
+  ]);
+  Deno.renameSync(tmp, out);
+}
 Deno.writeTextFileSync(join(ROOT, BUNDLE.manifest), JSON.stringify(manifest) + "\n");
-console.log(`bundled ${locals.length} modules into ${relative(ROOT, out)}`);
+console.log(`bundled ${locals.size} modules into ${ENTRIES.map(([, b]) => b).join(" and ")}`);

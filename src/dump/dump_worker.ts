@@ -23,6 +23,7 @@
  *
  * @module
  */
+import { workerUrl } from "../util/load.ts";
 import type { PageRun, ScanRange, TaskScan } from "../pagemap/pagemap.ts";
 import type { XferStats } from "../pagemap/page_xfer.ts";
 import type { ScanRequest, WriteRequest } from "../pagemap/worker_entry.ts";
@@ -71,9 +72,7 @@ export class DumpWorker implements Disposable {
     smaps: number[] = [],
     waitMs = 3000,
   ): Promise<DumpWorker> {
-    const worker = new Worker(new URL("../pagemap/worker_entry.ts", import.meta.url), {
-      type: "module",
-    });
+    const worker = new Worker(workerUrl("pagemap/worker_entry.ts"), { type: "module" });
     const dw = new DumpWorker(worker);
     dw.#spare = spare?.path;
     const frames = parentDir

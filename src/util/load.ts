@@ -18,6 +18,15 @@ export function load<T>(path: string): Promise<T> {
   return m !== undefined ? Promise.resolve(m as T) : import(new URL(path, SRC).href);
 }
 
+/**
+ * The URL of a worker's entry, `path` under src/ ("pagemap/worker_entry.ts"); in the bundled
+ * build, its own bundle (src/.bundle/, named by the entry's file: "worker_entry.js").
+ */
+export function workerUrl(path: string): URL {
+  if (bundled.size === 0) return new URL(path, SRC);
+  return new URL(`.bundle/${path.slice(path.lastIndexOf("/") + 1).replace(/\.ts$/, ".js")}`, SRC);
+}
+
 /** The bundle's modules, by path under src/: {@link load} takes them from here. */
 export function registerBundled(modules: Record<string, unknown>): void {
   for (const [path, m] of Object.entries(modules)) bundled.set(path, m);
