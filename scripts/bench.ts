@@ -21,7 +21,14 @@ import {
   waitGone,
   waitReport,
 } from "../tests/helpers.ts";
-import { type CliRun, frozenFullAndLast, sideBySide, startOrphan, tools } from "./bench_cli.ts";
+import {
+  type CliRun,
+  frozenFullAndLast,
+  type FrozenPair,
+  sideBySide,
+  startOrphan,
+  tools,
+} from "./bench_cli.ts";
 
 const { values } = parseArgs({
   options: { mib: { type: "string", default: "1024" }, runs: { type: "string", default: "3" } },
@@ -259,19 +266,17 @@ const treeRows: { dumpMs: number; frozenMs: number; restoreMs: number }[] = [];
 // The command line, ours and CRIU 4.2's (where the oracle is here) taking turns: the heap, and
 // a tiny process (start-up and fixed costs).
 const cliDir = Deno.makeTempDirSync({ dir: TMPFS, prefix: "criu-bench-" });
-let cliHeap, cliTiny, frozen;
+let cliHeap, cliTiny, frozen: FrozenPair[];
+const dirty = await buildVictim("dirty");
 try {
   cliHeap = await sideBySide(heap, MIB, RUNS, cliDir, () => warm(cliDir));
   cliTiny = await sideBySide(heap, 1, RUNS, cliDir, () => {});
   // Pre-dumps: the last dump's frozen time against a full dump's, of a process rewriting 1% of
   // its memory each second (a page every DIRTY_US).
-  frozen = await frozenFullAndLast(
-    await buildVictim("dirty"),
-    MIB,
-    DIRTY_US,
-    cliDir,
-    () => warm(cliDir),
-  );
+  frozen = [];
+  for (let run = 0; run < RUNS; run++) {
+    frozen.push(await frozenFullAndLast(dirty, MIB, DIRTY_US, cliDir, () => warm(cliDir)));
+  }
 } finally {
   Deno.removeSync(cliDir, { recursive: true });
 }
@@ -362,11 +367,14 @@ for (const [label, table] of [[`${MIB} MiB`, cliHeap], ["1 MiB", cliTiny]] as co
   }
 }
 console.log(
-  `pre-dumps: ${MIB} MiB, a page rewritten every ${DIRTY_US} us (1% a second), our command line`,
+  `pre-dumps: ${MIB} MiB, a page rewritten every ${DIRTY_US} us (1% a second), our command line, ` +
+    `median of ${RUNS}`,
 );
+const full = median(frozen.map((f) => f.full)), last = median(frozen.map((f) => f.last));
 console.log(
-  `  frozen         full dump ${frozen.full.toFixed(0)} ms; pre-dumps ` +
-    `${frozen.preDumps.map((x) => x.toFixed(0)).join(", ")} ms; last dump ` +
-    `${frozen.last.toFixed(1)} ms (${(frozen.last / frozen.full).toFixed(3)}x the full, ` +
-    `target <= 0.1x)`,
+  `  frozen         full dump ${full.toFixed(0)} ms; pre-dumps ` +
+    `${median(frozen.map((f) => f.preDumps[0])).toFixed(0)}, ` +
+    `${median(frozen.map((f) => f.preDumps[1])).toFixed(0)} ms; last dump ${last.toFixed(1)} ms ` +
+    `(${(last / full).toFixed(3)}x the full, target <= 0.1x); per run: ` +
+    frozen.map((f) => `${f.last.toFixed(0)}/${f.full.toFixed(0)}`).join(" "),
 );
