@@ -21,7 +21,7 @@
  *
  * Freestanding: no libc, no globals, position independent; the entry point is the first byte.
  */
-#include "syscall.h"
+#include "lifeline.h"
 
 struct call {
 	s64 nr;
@@ -44,11 +44,5 @@ __attribute__((section(".text.entry"), used, noreturn)) void parasite_batch(stru
 		struct call *c = &a->calls[i];
 		c->ret = sys6(c->nr, c->arg[0], c->arg[1], c->arg[2], c->arg[3], c->arg[4], c->arg[5]);
 	}
-	a->done = 1;
-	char c;
-	while (sys3(NR_read, a->lifeline, (s64)&c, 1) == -EINTR)
-		;
-	register u64 hb asm("r12") = a->heal_block;
-	asm volatile("jmp *%0\n" ::"r"(a->heal), "r"(hb) : "memory");
-	__builtin_unreachable();
+	done_then_wait(&a->done, a->lifeline, a->heal, a->heal_block);
 }

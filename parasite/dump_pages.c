@@ -28,7 +28,7 @@
  *
  * Freestanding: no libc, no globals, position independent; the entry point is the first byte.
  */
-#include "syscall.h"
+#include "lifeline.h"
 
 struct iovec {
 	u64 base;
@@ -107,11 +107,5 @@ __attribute__((section(".text.entry"), used, noreturn)) void parasite_dump_pages
 		sys6(NR_rt_sigtimedwait, (s64)&set, 0, (s64)zero, 8, 0, 0);
 	}
 	a->result = ret;
-	a->done = 1;
-	char c;
-	while (sys3(NR_read, a->lifeline, (s64)&c, 1) == -EINTR)
-		;
-	register u64 hb asm("r12") = a->heal_block;
-	asm volatile("jmp *%0\n" ::"r"(a->heal), "r"(hb) : "memory");
-	__builtin_unreachable();
+	done_then_wait(&a->done, a->lifeline, a->heal, a->heal_block);
 }
