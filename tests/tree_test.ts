@@ -153,6 +153,53 @@ Deno.test("a failed dump of a tree leaves every task running untouched", async (
   }
 });
 
+Deno.test("a process's pages move while the next is collected; a dump failing meanwhile leaves every task as it was", async () => {
+  const bin = await buildVictim("tree");
+  const v = startVictim(["setsid", bin, "{out}", "2", "1", "256"]);
+  let pids: number[] = [];
+  try {
+    const r = await waitReport(v, "ready", 60000);
+    const before = shapeOf(v.pid);
+    pids = before.map((s) => s.pid);
+    const maps = pids.map(procMaps);
+    // Failing at a process's start and at the images' end, while the pages of the children
+    // dumped before are still on their way, their parasites in.
+    for (const step of ["process", "collect"]) {
+      const run = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()], { DENO_CRIU_FAULT: step });
+      assertEquals(run.code, 1);
+      assertEquals(pids.map(procMaps), maps, `no mapping left behind (${step})`);
+      for (const pid of pids) {
+        for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+          assertEquals(tracerPid(Number(t.name)), 0, `thread ${t.name} detached (${step})`);
+        }
+      }
+    }
+    const imgs = tmpDir();
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "-o", "dump.log", "-v4"]);
+    assertEquals(run.code, 0, run.stderr);
+    await v.child.status;
+    for (const pid of pids) assert(await waitGone(pid), `task ${pid} gone after dump`);
+    // Each child fills 256 MiB: the second is collected while the first one's pages move.
+    const log = Deno.readTextFileSync(`${imgs}/dump.log`);
+    const firstPages = log.search(new RegExp(`task ${r.child1}: \\d+ pages in`));
+    const secondCollected = log.search(
+      new RegExp(`Task ${r.child2}: collected mappings and files`),
+    );
+    assert(firstPages > 0 && secondCollected > 0, "both in the log");
+    assert(secondCollected < firstPages, "the second child collected before the first's pages");
+    const rest = await criu(["restore", "-D", imgs, "-d"]);
+    assertEquals(rest.code, 0, rest.stderr);
+    assertEquals(
+      shapeOf(v.pid).map(({ state: _, ...s }) => s),
+      before.map(({ state: _, ...s }) => s),
+    );
+    assertMatch(await verdict(v), /PASS tree/);
+  } finally {
+    await stopVictim(v);
+    killAll(...pids);
+  }
+});
+
 Deno.test("shared anonymous memory stays one object for parent and child", async () => {
   const bin = await buildVictim("shm");
   const v = startVictim(["setsid", bin, "{out}"]);
@@ -200,30 +247,46 @@ Deno.test("shared anonymous memory stays one object for parent and child", async
   }
 });
 
-Deno.test("a child sharing its parent's descriptor table and fs info (CLONE_FILES | CLONE_FS)", async () => {
-  const bin = await buildVictim("clonefiles");
-  const v = startVictim(["setsid", bin, "{out}", "{dir}"]);
-  let pids: number[] = [];
-  try {
-    const r = await waitReport(v);
-    pids = [v.pid, Number(r.child)];
-    const imgs = tmpDir();
-    const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
-    assertEquals(run.code, 0, run.stderr);
-    await v.child.status;
-    for (const pid of pids) assert(await waitGone(pid));
-    const img = await critDecodeAll(imgs);
-    const ids = pids.map((p) => img.get(`ids-${p}.img`)!.entries[0]);
-    assertEquals(ids[0].files_id, ids[1].files_id);
-    assertEquals(ids[0].fs_id, ids[1].fs_id);
-    const rest = await criu(["restore", "-D", imgs, "-d"]);
-    assertEquals(rest.code, 0, rest.stderr);
-    assertMatch(await verdict(v, v.pid, "SIGTERM", 3000), /PASS clonefiles/);
-  } finally {
-    await stopVictim(v);
-    killAll(...pids);
-  }
-});
+/** The descriptors of task `pid` with what they are (pipe and socket numbers left out). */
+function fdKinds(pid: number): string[] {
+  return [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => Number(e.name)).sort((a, b) => a - b)
+    .map((fd) => `${fd} ${Deno.readLinkSync(`/proc/${pid}/fd/${fd}`).replace(/:\[\d+\]$/, "")}`);
+}
+
+for (const mib of [0, 512]) {
+  // With a parent of 512 MiB, its pages are still on their way while the child is collected
+  // (the dump lets them go on, its parasite in): the child must not meet the parasite's pipes
+  // in the table they share.
+  const name = "a child sharing its parent's descriptor table and fs info (CLONE_FILES | " +
+    `CLONE_FS)${mib ? `, the parent's ${mib} MiB dumped first` : ""}`;
+  Deno.test(name, async () => {
+    const bin = await buildVictim("clonefiles");
+    const v = startVictim(["setsid", bin, "{out}", "{dir}", ...(mib ? [`${mib}`] : [])]);
+    let pids: number[] = [];
+    try {
+      const r = await waitReport(v, "ready", 60000);
+      pids = [v.pid, Number(r.child)];
+      const fds = fdKinds(v.pid);
+      const imgs = tmpDir();
+      const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs]);
+      assertEquals(run.code, 0, run.stderr);
+      await v.child.status;
+      for (const pid of pids) assert(await waitGone(pid));
+      const img = await critDecodeAll(imgs);
+      const ids = pids.map((p) => img.get(`ids-${p}.img`)!.entries[0]);
+      assertEquals(ids[0].files_id, ids[1].files_id);
+      assertEquals(ids[0].fs_id, ids[1].fs_id);
+      const rest = await criu(["restore", "-D", imgs, "-d"]);
+      assertEquals(rest.code, 0, rest.stderr);
+      assertEquals(fdKinds(v.pid), fds, "the shared table as it was");
+      assertEquals(fdKinds(pids[1]), fds, "the child's is the same table");
+      assertMatch(await verdict(v, v.pid, "SIGTERM", 10000), /PASS clonefiles/);
+    } finally {
+      await stopVictim(v);
+      killAll(...pids);
+    }
+  });
+}
 
 Deno.test("a System V attachment mapped in part (a page unmapped since) is refused by name, the task left running", async () => {
   const bin = await buildVictim("sysv");

@@ -400,6 +400,14 @@ export class DumpContext {
     await Promise.all(this.#writes.splice(0));
   }
 
+  /**
+   * Waits for the pages files written beside a failed dump to end, however they end: those
+   * read by a parasite take it out of their process first, before the tree is let go.
+   */
+  async writesSettled(): Promise<void> {
+    await Promise.allSettled(this.#writes.splice(0));
+  }
+
   /** With --track-mem: the worker that walks the processes' pages beside the dump. */
   worker?: DumpWorker;
   /** The lazy pages left in the tree (`lazyServe`). */

@@ -392,6 +392,7 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
       for (const fd of ctx.inFlightFds.splice(0)) close(fd);
     }
   } catch (e) {
+    await ctx.writesSettled();
     ctx.pageXfer.abort();
     await undoOutside(ctx);
     throw e;
@@ -891,7 +892,8 @@ async function dumpProcess(
   ctx.log.info(`Task ${pid}: collected mappings and files`);
   // Inside the task: signal state, timers, per-thread state, and the pages (parasite).
   const { state, threads } = await (async () => {
-    using parasite = Parasite.infect(leader, maps);
+    using scope = new DisposableStack();
+    const parasite = scope.use(Parasite.infect(leader, maps));
     const state: TaskState & { uts?: UtsNames; ipc?: IpcNamespace } = collectTask(
       leader,
       parasite.leader,
@@ -918,10 +920,31 @@ async function dumpProcess(
       return collectThread(pid, tree.task(tid), trs);
     });
     await ctx.checkpoint("parasite");
+    // seccomp: each thread's mode and filters (read with ptrace while every thread is in its
+    // stop: the leader runs the parasite's pages blob from here on).
+    const seccomp = ctx.seccomp.collect(
+      proc.threads,
+      [state.status.seccomp, ...threads.map((t) => t.status.seccomp)],
+    );
+    state.seccomp = seccomp[0];
+    threads.forEach((t, i) => (t.seccomp = seccomp[i + 1]));
     const sps = [state.regs[REG.sp], ...threads.map((t) => t.regs[REG.sp])];
     const keep = Boolean(ctx.opts.leaveRunning || ctx.opts.leaveStopped);
     const track = trackPages(ctx, parasite.leader, vmas, keep);
-    await dumpPages(ctx, parasite.leader, vmas, sps, track);
+    // Pages on their way into the process's own pages file go on while the next process is
+    // collected, the parasite kept in until they are all out (and taken out should they fail);
+    // the images are complete only once they are (DumpContext.pagesFilesDone). Not beside a
+    // dump of connections, whose locking stops the processes holding them, nor when another
+    // process shares the descriptor table, where it would meet the parasite's pipes.
+    const alone = !ctx.opts.tcpEstablished &&
+      !tree.processes.some((p) =>
+        p.pid !== pid && p.zombieExit === undefined && kcmp(p.pid, pid, KCMP.FILES) === 0
+      );
+    const overlap = !alone ? undefined : (written: Promise<void>) => {
+      const stays = scope.move();
+      ctx.deferWrite(written.finally(() => stays.dispose()));
+    };
+    await dumpPages(ctx, parasite.leader, vmas, sps, track, overlap);
     if (track) tracked(ctx, pid, vmas, track);
     await ctx.checkpoint("pages");
     return { state, threads };
@@ -932,13 +955,6 @@ async function dumpProcess(
       t.notifyTid = ctx.pids.virt(t.notifyTid, `the thread timer ${t.id} signals`);
     }
   }
-  // seccomp: each thread's mode and filters (read while the threads are seized).
-  const seccomp = ctx.seccomp.collect(
-    proc.threads,
-    [state.status.seccomp, ...threads.map((t) => t.status.seccomp)],
-  );
-  state.seccomp = seccomp[0];
-  threads.forEach((t, i) => (t.seccomp = seccomp[i + 1]));
   state.cgSet = ctx.cgroups.setOf(pid, pid);
   for (const t of threads) t.cgSet = ctx.cgroups.setOf(pid, t.tid);
 

@@ -315,7 +315,8 @@ export interface PageTracking {
 /**
  * Sends the task's private pages and their pagemap where the dump's pages go: through the
  * dump_pages parasite (zero copy) when every such page is readable by the task, else with
- * process_vm_readv and /proc/PID/mem.
+ * process_vm_readv and /proc/PID/mem. With `overlap`, pages going to files are handed to it on
+ * their way instead of waited for (see {@link writePagePlan}).
  */
 export async function dumpPages(
   ctx: DumpContext,
@@ -323,9 +324,10 @@ export async function dumpPages(
   vmas: Vma[],
   stackPointers?: bigint[],
   track?: PageTracking,
+  overlap?: (written: Promise<void>) => void,
 ): Promise<void> {
   const plan = await scanPages(ctx, rs.task.pid, vmas, stackPointers, track);
-  await writePagePlan(ctx, plan, rs);
+  await writePagePlan(ctx, plan, rs, false, overlap);
 }
 
 /** The pages of a task to dump, found: its runs (some perhaps in the parent images). */
@@ -403,6 +405,7 @@ export async function writePagePlan(
   plan: PagePlan,
   rs?: RemoteSyscalls,
   running = false,
+  overlap?: (written: Promise<void>) => void,
 ): Promise<void> {
   const { pid, runs, vmas, track } = plan;
   const xfer = ctx.pageXfer;
@@ -442,8 +445,11 @@ export async function writePagePlan(
     ctx.log.info(`task ${pid}: ${xferred.pages} pages in ${runs.length} runs (${took})`);
   });
   // Written on the worker: the dump goes on meanwhile, and waits for it before its images
-  // are complete (DumpContext.pagesFilesDone).
+  // are complete (DumpContext.pagesFilesDone). Into a file of its own by the task's parasite,
+  // the caller may let it go on too (`overlap`: it keeps the parasite in until then); a page
+  // server's stream or a lazy dump's pages take one task at a time.
   if (xfer.toFiles && reader.detached(presentRuns(entries))) ctx.deferWrite(written);
+  else if (overlap && xfer.toFiles && !treePages) overlap(written);
   else await written;
 }
 
