@@ -238,12 +238,7 @@ export class RemoteSyscalls implements Disposable {
       ? this.#runBatch(calls, heal)
       : calls.map((c) => this.call(c.nr, ...c.args));
     calls.forEach((c, i) => {
-      const ret = results[i];
-      if (c.name !== undefined && ret < 0n && ret > -4096n) {
-        throw new InfectError(
-          `Remote ${c.name} in task ${this.task.pid} failed with errno ${-ret}`,
-        );
-      }
+      if (c.name !== undefined) this.#checked(c.name, results[i]);
     });
     return results;
   }
@@ -257,11 +252,9 @@ export class RemoteSyscalls implements Disposable {
     const size = stackOff + BATCH.STACK;
     const lifeline = this.lifeline();
     // Carved from the area's arena (executable) when it has room, else a mapping of its own.
-    const arena = this.#arena;
-    const mark = arena?.used ?? 0;
-    const carved = arena !== undefined && mark + size <= arena.size;
-    const at = carved ? remoteAdd(arena.at, mark) : this.#map(size, true);
-    if (carved) arena.used = mark + Math.ceil(size / 16) * 16;
+    const mark = this.#arena?.used;
+    const carved = this.#carve(size);
+    const at = carved ?? this.#map(size, true);
     let running = false;
     try {
       const image = new Uint8Array(stackOff);
@@ -301,7 +294,7 @@ export class RemoteSyscalls implements Disposable {
           // It stopped on its own (a fault) or is gone.
         }
       }
-      if (carved) arena.used = mark;
+      if (carved !== undefined) this.#arena!.used = mark!;
       else this.unmapScratch(at);
     }
   }
@@ -328,7 +321,11 @@ export class RemoteSyscalls implements Disposable {
 
   /** Like {@link call}, throwing when the result is an error. */
   check(nr: number, name: string, ...args: (bigint | number)[]): bigint {
-    const ret = this.call(nr, ...args);
+    return this.#checked(name, this.call(nr, ...args));
+  }
+
+  /** `ret`, the result of remote syscall `name`; thrown as an error when it is one. */
+  #checked(name: string, ret: bigint): bigint {
     if (ret < 0n && ret > -4096n) {
       throw new InfectError(`Remote ${name} in task ${this.task.pid} failed with errno ${-ret}`);
     }
@@ -428,16 +425,18 @@ export class RemoteSyscalls implements Disposable {
    * given) that the scope unmaps on close.
    */
   scratch(size: number, exec = false, at?: RemotePtr): RemotePtr {
+    const carved = !exec && at === undefined ? this.#carve(size) : undefined;
+    return carved ?? this.#map(size, exec, at);
+  }
+
+  /** `size` bytes (16-byte aligned) from the scope's arena, if it has one with room. */
+  #carve(size: number): RemotePtr | undefined {
     const arena = this.#arena;
-    if (arena && !exec && at === undefined) {
-      const need = Math.ceil(size / 16) * 16;
-      if (arena.used + need <= arena.size) {
-        const p = remoteAdd(arena.at, arena.used);
-        arena.used += need;
-        return p;
-      }
-    }
-    return this.#map(size, exec, at);
+    const need = Math.ceil(size / 16) * 16;
+    if (!arena || arena.used + need > arena.size) return undefined;
+    const p = remoteAdd(arena.at, arena.used);
+    arena.used += need;
+    return p;
   }
 
   /**
