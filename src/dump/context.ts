@@ -496,6 +496,8 @@ export class DumpContext {
 
   /** Every task (thread) of the dumped tree: what a pidfd may refer to. */
   readonly treeTids = new Set<number>();
+  /** The live processes of the tree whose descriptor table another of them shares. */
+  readonly sharingFiles = new Set<number>();
 
   /**
    * Link remaps made for this dump, by inode ("DEV:INO", with "@MNT" for the mount it is held

@@ -179,9 +179,13 @@ export async function startDump(ctx: DumpContext): Promise<void> {
   await opts.actions?.("pre-dump", pid);
 }
 
-/** With --track-mem: the worker that walks the pages beside the dump, started now. */
+/**
+ * With --track-mem: the worker that walks the pages beside the dump, started now; it reads the
+ * smaps of `processes` (the tree about to be frozen) ahead.
+ */
 export async function startDumpWorker(
   ctx: DumpContext,
+  processes: number[],
   final = true,
 ): Promise<DumpWorker | undefined> {
   if (!ctx.opts.trackMem) return undefined;
@@ -190,7 +194,7 @@ export async function startDumpWorker(
   const starting = DumpWorker.start(
     parent,
     final ? spareFor(ctx, parent) : undefined,
-    processesBelow(ctx.opts.pid),
+    processes,
   );
   // While the worker starts: a dump writes every image inside its frozen time.
   if (final) warmDumpEncoders();
@@ -236,8 +240,11 @@ function checkImagesDir(dir: string): void {
   }
 }
 
-/** Refuses what this version cannot dump yet, before anything is written. */
-function checkTree(tree: FrozenTree, pids: VirtualPids): void {
+/**
+ * Refuses what this version cannot dump yet, before anything is written; returns the live
+ * processes whose descriptor table another of them shares (found on the way).
+ */
+function checkTree(tree: FrozenTree, pids: VirtualPids): Set<number> {
   const root = tree.root;
   // As criu: a tree in a PID namespace of its own is that namespace whole, from its init.
   if (pids.own && pids.tryVirt(root) !== 1) {
@@ -307,6 +314,7 @@ function checkTree(tree: FrozenTree, pids: VirtualPids): void {
     const parent = parentOf(pid);
     return parent !== undefined && kcmp(parent, pid, type) === 0 ? sharedFrom(parent, type) : pid;
   };
+  const sharingFiles = new Set<number>();
   for (let i = 0; i < live.length; i++) {
     for (let j = 0; j < i; j++) {
       const [a, b] = [live[j].pid, live[i].pid];
@@ -319,6 +327,7 @@ function checkTree(tree: FrozenTree, pids: VirtualPids): void {
         ] as const
       ) {
         if (kcmp(a, b, type) !== 0) continue;
+        if (type === KCMP.FILES) sharingFiles.add(a).add(b);
         if (withParent && sharedFrom(a, type) === sharedFrom(b, type)) continue;
         throw new UnsupportedError(
           `Cannot dump tasks ${a} and ${b}: they share their ${what} (clone without threads); ` +
@@ -327,6 +336,7 @@ function checkTree(tree: FrozenTree, pids: VirtualPids): void {
       }
     }
   }
+  return sharingFiles;
 }
 
 /**
@@ -339,12 +349,14 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   const ctx = new DumpContext(opts, log);
   const pid = opts.pid;
   await startDump(ctx);
-  using _worker = await startDumpWorker(ctx);
+  // The tree about to be frozen, as it is now (whatever it forks meanwhile is read once frozen).
+  const below = processesBelow(pid);
+  using _worker = await startDumpWorker(ctx, below);
   // The checks between steps cost nothing once their timers are loaded: loaded before the freeze.
   await checkInterrupt(opts.signal);
   await checkInterrupt(opts.signal, true);
   // What infecting each process needs, found while the tree still runs.
-  Parasite.prepare(processesBelow(pid));
+  Parasite.prepare(below);
   const tFreeze = performance.now();
   const timeoutMs = (opts.timeoutSeconds ?? 10) * 1000;
   // With --freeze-cgroup, the cgroup's freezer stops every task at once; they are seized
@@ -567,7 +579,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   if (ctx.opts.tcpEstablished) {
     for (const n of ctx.nestedNets.values()) await lockNetns(ctx, n.pid);
   }
-  checkTree(tree, ctx.pids);
+  for (const pid of checkTree(tree, ctx.pids)) ctx.sharingFiles.add(pid);
   ctx.nestedPids = readNestedPids(tree, ctx.pids);
   // The tree's own mount namespace: each mount checked before anything is written.
   if (ownNamespace(tree.root, "mnt")) {
@@ -936,10 +948,7 @@ async function dumpProcess(
     // the images are complete only once they are (DumpContext.pagesFilesDone). Not beside a
     // dump of connections, whose locking stops the processes holding them, nor when another
     // process shares the descriptor table, where it would meet the parasite's pipes.
-    const alone = !ctx.opts.tcpEstablished &&
-      !tree.processes.some((p) =>
-        p.pid !== pid && p.zombieExit === undefined && kcmp(p.pid, pid, KCMP.FILES) === 0
-      );
+    const alone = !ctx.opts.tcpEstablished && !ctx.sharingFiles.has(pid);
     const overlap = !alone ? undefined : (written: Promise<void>) => {
       const stays = scope.move();
       ctx.deferWrite(written.finally(() => stays.dispose()));

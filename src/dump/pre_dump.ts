@@ -37,9 +37,10 @@ export async function preDump(
   const ctx = new DumpContext({ ...opts, trackMem: true, leaveRunning: true }, log);
   const pid = opts.pid;
   await startDump(ctx);
-  using _worker = await startDumpWorker(ctx, false);
+  const below = processesBelow(pid);
+  using _worker = await startDumpWorker(ctx, below, false);
   // What infecting each process needs, found while the tree still runs.
-  Parasite.prepare(processesBelow(pid));
+  Parasite.prepare(below);
   const tFreeze = performance.now();
   using tree = collectTree(pid, (opts.timeoutSeconds ?? 10) * 1000);
   const tFrozen = performance.now();
