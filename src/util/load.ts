@@ -8,7 +8,7 @@
  * @module
  */
 
-/** src/, where the paths start (this module is src/util/load.ts; the bundle is one deeper). */
+/** src/, where the paths start (this module is src/util/load.ts, the bundle src/.bundle/...). */
 const SRC = new URL("../", import.meta.url);
 const bundled = new Map<string, unknown>();
 
