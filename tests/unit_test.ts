@@ -2,7 +2,7 @@
  * Unit tests for the pure parts: struct layouts, /proc parsers on captured fixtures, pagemap
  * decoding, image framing, the command-line parser, errno naming.
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../src/images/protobuf.ts";
 import * as nodePath from "node:path";
 import { join } from "node:path";
 import * as ourPath from "../src/util/path.ts";

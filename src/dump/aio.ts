@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import { type aio_ring_entry, aio_ring_entrySchema } from "../../proto/gen/mm_pb.ts";
 import {
   AIO_RING_HEADER,

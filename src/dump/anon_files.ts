@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import {
   eventfd_file_entrySchema,
   eventpoll_file_entrySchema,

@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import {
   cg_controller_entrySchema,
   type cg_member_entry,

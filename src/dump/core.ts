@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import {
   type core_entry,
   core_entry_march,

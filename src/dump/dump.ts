@@ -11,10 +11,9 @@
  * @module
  */
 import { checkInterrupt } from "../util/interrupt.ts";
-import { warmDumpEncoders } from "../images/warm.ts";
 import { VERSION } from "../version.ts";
 import { parseCgroups } from "../util/cgroup_fs.ts";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "../images/protobuf.ts";
 import {
   core_entrySchema,
   type task_kobj_ids_entry,
@@ -196,8 +195,6 @@ export async function startDumpWorker(
     final ? spareFor(ctx, parent) : undefined,
     processes,
   );
-  // While the worker starts: a dump writes every image inside its frozen time.
-  if (final) warmDumpEncoders();
   return ctx.worker = await starting;
 }
 

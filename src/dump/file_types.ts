@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "../images/protobuf.ts";
 import {
   type fown_entry,
   fown_entrySchema,

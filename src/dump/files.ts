@@ -9,7 +9,7 @@
  * @module
  */
 import { asRootOf, type UserNamespace } from "../tree/userns.ts";
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import { fstype } from "../../proto/gen/misc_pb.ts";
 import { dirname } from "../util/path.ts";
 import {

@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import {
   ghost_chunk_entrySchema,
   ghost_file_entrySchema,

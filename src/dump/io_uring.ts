@@ -38,7 +38,7 @@ import { pageFrames, withTaskFd } from "../syscalls/mod.ts";
 import { listFds, parseFdinfo, parseMaps, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { type FileKind, type OpenFile, UnsupportedError } from "./file_types.ts";
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import {
   fd_types,
   type file_entry,

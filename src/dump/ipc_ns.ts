@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import {
   ipc_desc_entrySchema,
   type ipc_msg_entry,

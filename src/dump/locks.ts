@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import { file_lock_entrySchema } from "../../proto/gen/files_pb.ts";
 import { readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";

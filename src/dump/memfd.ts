@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import {
   fd_types,
   file_entrySchema,

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import { type aio_ring_entry, mm_entrySchema, vma_entrySchema } from "../../proto/gen/mm_pb.ts";
 import { close, O, open, PAGE_IS, pagemapScan, zeroPagePfn } from "../syscalls/mod.ts";
 import {

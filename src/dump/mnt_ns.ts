@@ -7,7 +7,7 @@
  * @module
  */
 import { walkFiles } from "../util/walk_files.ts";
-import { clearField, clone, create } from "@bufbuild/protobuf";
+import { clearField, clone, create } from "../images/protobuf.ts";
 import { fstype, type mnt_entry, mnt_entrySchema } from "../../proto/gen/misc_pb.ts";
 import { type MountInfo, MountinfoError, parseMountinfo } from "../util/mountinfo.ts";
 import {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { isFieldSet } from "@bufbuild/protobuf";
+import { isFieldSet } from "../images/protobuf.ts";
 import { nd_type, net_device_entrySchema } from "../../proto/gen/misc_pb.ts";
 import { NetnsError } from "../net/in_netns.ts";
 import { mapPingGroups, type NetnsState, readNetns } from "../net/netns.ts";

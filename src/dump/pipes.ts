@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import { pipe_data_entrySchema } from "../../proto/gen/files_pb.ts";
 import {
   close,

@@ -19,7 +19,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import { type seccomp_filter, seccomp_filterSchema } from "../../proto/gen/misc_pb.ts";
 import { ptraceSeccompFilter, ptraceSeccompFlags } from "../syscalls/ptrace.ts";
 import { UnsupportedError } from "./file_types.ts";

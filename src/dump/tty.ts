@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import {
   tty_data_entrySchema,
   tty_info_entrySchema,

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import { fd_types, file_entrySchema, tunfile_entrySchema } from "../../proto/gen/files_pb.ts";
 import { close, IFF_TUN, tunFileNetns, tunGetIff, withTaskFd } from "../syscalls/mod.ts";
 import type { TunHolder } from "../net/tun.ts";

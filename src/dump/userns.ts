@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import { uid_gid_extentSchema, userns_entrySchema } from "../../proto/gen/misc_pb.ts";
 import { relatedNamespace } from "../syscalls/mod.ts";
 import { ownNamespace } from "../tree/proc.ts";

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import { utsns_entrySchema } from "../../proto/gen/misc_pb.ts";
 import { NR, readRemote, UTSNAME } from "../syscalls/mod.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { type DescMessage, fromBinary, type MessageShape, toBinary } from "./protobuf.ts";
 import { join } from "../util/path.ts";
 import { MAGIC } from "./magic_table.ts";
 

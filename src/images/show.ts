@@ -5,7 +5,7 @@
  * @module
  */
 import { tcp_stream_entrySchema } from "../../proto/gen/tcp_stream_pb.ts";
-import { type DescMessage, toJson } from "@bufbuild/protobuf";
+import { type DescMessage, toJson } from "./protobuf.ts";
 import { basename, join } from "../util/path.ts";
 import { core_entrySchema, task_kobj_ids_entrySchema } from "../../proto/gen/core_pb.ts";
 import {

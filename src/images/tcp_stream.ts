@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "./protobuf.ts";
 import { type tcp_stream_entry, tcp_stream_entrySchema } from "../../proto/gen/tcp_stream_pb.ts";
 import type { TcpStream } from "../net/tcp_repair.ts";
 import { ImageError, type ImageWriter, readImage } from "./image.ts";

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "./protobuf.ts";
 import {
   type user_x86_fpregs_entry,
   user_x86_fpregs_entrySchema,

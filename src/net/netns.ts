@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { create, isFieldSet } from "@bufbuild/protobuf";
+import { create, isFieldSet } from "../images/protobuf.ts";
 import { inNetns, NetnsError, shellQuote } from "./in_netns.ts";
 import { checkLinks, type Link, macvlanArgs, macvlanOf, readLinks } from "./netdev_kinds.ts";
 import { makeTunDevice, readTunLinks, type TunHolder, type TunMaker } from "./tun.ts";

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { isFieldSet, type MessageInitShape } from "@bufbuild/protobuf";
+import { isFieldSet, type MessageInitShape } from "../images/protobuf.ts";
 import { type sk_opts_entry, sk_opts_entrySchema } from "../../proto/gen/files_pb.ts";
 import {
   AF_UNIX,

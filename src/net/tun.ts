@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import { type tun_link_entry, tun_link_entrySchema } from "../../proto/gen/misc_pb.ts";
 import { fd_types, type file_entry } from "../../proto/gen/files_pb.ts";
 import {

@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import { pagemap_entrySchema, pagemap_headSchema } from "../../proto/gen/mm_pb.ts";
 import { IMAGE_MODE, type ImageWriter } from "../images/image.ts";
 import { flaggedEntry, pagemapName, PE_PARENT, PE_PRESENT } from "./pagemap.ts";

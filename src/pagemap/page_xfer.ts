@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import {
   type pagemap_entry,
   pagemap_entrySchema,

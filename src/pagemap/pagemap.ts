@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { create, isFieldSet } from "@bufbuild/protobuf";
+import { create, isFieldSet } from "../images/protobuf.ts";
 import { type pagemap_entry, pagemap_entrySchema } from "../../proto/gen/mm_pb.ts";
 import { close, O, open, PAGE_IS, pagemapScan, pread } from "../syscalls/mod.ts";
 import { PM_HI_UFFD_WP } from "../syscalls/uffd.ts";

@@ -23,7 +23,7 @@ import {
   type cgroup_prop_entry,
 } from "../../proto/gen/misc_pb.ts";
 import { type core_entry, thread_core_entrySchema } from "../../proto/gen/core_pb.ts";
-import { isFieldSet } from "@bufbuild/protobuf";
+import { isFieldSet } from "../images/protobuf.ts";
 import { readImage } from "../images/image.ts";
 import { exists } from "../util/exists.ts";
 

@@ -20,7 +20,7 @@
  */
 import { asRootOf } from "../tree/userns.ts";
 import { exists } from "../util/exists.ts";
-import { isFieldSet } from "@bufbuild/protobuf";
+import { isFieldSet } from "../images/protobuf.ts";
 import {
   fd_types,
   fh_entrySchema,

@@ -9,7 +9,7 @@ import type { ImagesDir } from "../images/images_dir.ts";
 import { exists } from "../util/exists.ts";
 import type { IpcNamespace } from "../dump/ipc_ns.ts";
 import { NETNS_RAW_IMAGES, type NetnsState } from "../net/netns.ts";
-import { create, isFieldSet } from "@bufbuild/protobuf";
+import { create, isFieldSet } from "../images/protobuf.ts";
 import { entryFlags, entryPages, pagemapName, PE_PARENT, PE_PRESENT } from "../pagemap/pagemap.ts";
 import { dirname, join } from "../util/path.ts";
 import {

@@ -20,7 +20,7 @@ import {
   SOCK_DGRAM,
 } from "../syscalls/socket.ts";
 import { VMA } from "../pagemap/vma.ts";
-import { isFieldSet } from "@bufbuild/protobuf";
+import { isFieldSet } from "../images/protobuf.ts";
 import { vma_entrySchema } from "../../proto/gen/mm_pb.ts";
 import {
   type eventpoll_file_entry,

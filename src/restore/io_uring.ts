@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { isFieldSet } from "@bufbuild/protobuf";
+import { isFieldSet } from "../images/protobuf.ts";
 import {
   fd_types,
   type file_entry,

@@ -23,7 +23,7 @@ import {
   writeRemote,
 } from "../syscalls/mod.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
-import { isFieldSet } from "@bufbuild/protobuf";
+import { isFieldSet } from "../images/protobuf.ts";
 import { type ipc_desc_entry, ipc_var_entrySchema } from "../../proto/gen/misc_pb.ts";
 import { RestoreError } from "./files.ts";
 

@@ -20,7 +20,7 @@
  *
  * @module
  */
-import { isFieldSet } from "@bufbuild/protobuf";
+import { isFieldSet } from "../images/protobuf.ts";
 import { type mm_entry, type vma_entry, vma_entrySchema } from "../../proto/gen/mm_pb.ts";
 import { MAP, PROT, sysvAttachments, VMA } from "../pagemap/vma.ts";
 import { PE_PRESENT } from "../pagemap/pagemap.ts";

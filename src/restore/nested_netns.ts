@@ -16,7 +16,7 @@ import {
   tunfile_entrySchema,
   unix_sk_entrySchema,
 } from "../../proto/gen/files_pb.ts";
-import { type DescMessage, isFieldSet } from "@bufbuild/protobuf";
+import { type DescMessage, isFieldSet } from "../images/protobuf.ts";
 import { task_kobj_ids_entrySchema } from "../../proto/gen/core_pb.ts";
 import { NetnsError } from "../net/in_netns.ts";
 import {

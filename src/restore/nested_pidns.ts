@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { isFieldSet } from "@bufbuild/protobuf";
+import { isFieldSet } from "../images/protobuf.ts";
 import { task_kobj_ids_entrySchema } from "../../proto/gen/core_pb.ts";
 import { NR, O } from "../syscalls/mod.ts";
 import { close, open } from "../syscalls/process.ts";

@@ -24,7 +24,7 @@
  * @module
  */
 import { ImagesDir } from "../images/images_dir.ts";
-import { create, isFieldSet } from "@bufbuild/protobuf";
+import { create, isFieldSet } from "../images/protobuf.ts";
 import { dirname, join } from "../util/path.ts";
 import type { ActionHook, ScriptAction } from "../action_scripts.ts";
 import { BLOBS } from "../../parasite/blobs_gen.ts";

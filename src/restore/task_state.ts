@@ -19,7 +19,7 @@ import type { Logger } from "../log.ts";
 import { errnoName, NR, type RemotePtr, SIGINFO_SIZE } from "../syscalls/mod.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
-import { isFieldSet } from "@bufbuild/protobuf";
+import { isFieldSet } from "../images/protobuf.ts";
 import {
   type core_entry,
   seccomp_mode,

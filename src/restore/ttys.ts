@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { isFieldSet } from "@bufbuild/protobuf";
+import { isFieldSet } from "../images/protobuf.ts";
 import {
   fd_types,
   type file_entry,

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, type MessageInitShape, toBinary } from "../images/protobuf.ts";
 import {
   type criu_req,
   criu_req_type,

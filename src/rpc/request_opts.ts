@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { isFieldSet } from "@bufbuild/protobuf";
+import { isFieldSet } from "../images/protobuf.ts";
 import {
   criu_cg_mode,
   criu_network_lock_method,

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
+import { create } from "../images/protobuf.ts";
 import { type termios_entry, termios_entrySchema } from "../../proto/gen/files_pb.ts";
 import { BOTHER, CBAUD, NCCS, type Termios } from "../syscalls/mod.ts";
 
