@@ -22,7 +22,7 @@ import {
   aioRingHeader,
 } from "../syscalls/aio.ts";
 import { possibleCpus } from "../syscalls/io_uring.ts";
-import { readRemote, remotePtr } from "../syscalls/mod.ts";
+import { readRemote, remotePtr, sleep } from "../syscalls/mod.ts";
 import { PROT, VMA, type Vma } from "../pagemap/vma.ts";
 import type { DumpContext } from "./context.ts";
 import { UnsupportedError } from "./file_types.ts";
@@ -57,7 +57,7 @@ export async function aioRings(
     const busy = contexts.filter((c) => c.inFlight !== 0);
     // Requests on the cancel list wait for something outside (a poll): they may never end.
     if (!busy.length || busy.some((c) => c.cancelable) || performance.now() > end) break;
-    await new Promise((r) => setTimeout(r, round < 10 ? 1 : 10));
+    await sleep(round < 10 ? 1 : 10);
   }
   const hex = (a: bigint) => a.toString(16);
   for (const c of contexts) {

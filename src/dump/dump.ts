@@ -349,9 +349,8 @@ export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Pro
   // The tree about to be frozen, as it is now (whatever it forks meanwhile is read once frozen).
   const below = processesBelow(pid);
   using _worker = await startDumpWorker(ctx, below);
-  // The checks between steps cost nothing once their timers are loaded: loaded before the freeze.
+  // The checks between steps cost nothing once the first is made: made before the freeze.
   await checkInterrupt(opts.signal);
-  await checkInterrupt(opts.signal, true);
   // What infecting each process needs, found while the tree still runs.
   Parasite.prepare(below);
   const tFreeze = performance.now();

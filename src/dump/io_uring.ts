@@ -34,7 +34,7 @@ import {
   ringKernelState,
   type RingSlot,
 } from "../syscalls/io_uring.ts";
-import { pageFrames, withTaskFd } from "../syscalls/mod.ts";
+import { pageFrames, sleep, withTaskFd } from "../syscalls/mod.ts";
 import { listFds, parseFdinfo, parseMaps, readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { type FileKind, type OpenFile, UnsupportedError } from "./file_types.ts";
@@ -302,7 +302,7 @@ export async function settleRings(
       ctx.log.info(`Task ${pid}: io_uring requests in flight; letting them complete`);
     }
     await kick();
-    await new Promise((r) => setTimeout(r, round < 10 ? 1 : 10));
+    await sleep(round < 10 ? 1 : 10);
   }
 }
 

@@ -52,6 +52,7 @@ import {
   remoteAdd,
   type RemotePtr,
   remotePtr,
+  sleep,
   tryKill,
   tryOpen,
   waitPid,
@@ -476,9 +477,8 @@ export async function restore(
   const dump = readDump(new ImagesDir(opts.imagesDir), opts.emptyNet ?? false);
   checkPidNamespaces(dump.tasks);
   await opts.actions?.("pre-restore");
-  // The checks between stages cost nothing once their timers are loaded: loaded now.
+  // The checks between stages cost nothing once the first is made: made now.
   await checkInterrupt(opts.signal);
-  await checkInterrupt(opts.signal, true);
   const lockMethod = opts.networkLock ??
     LOCK_METHODS[dump.inventory.networkLockMethod ?? -1] ?? DEFAULT_LOCK_METHOD;
   const tcp = {
@@ -1379,7 +1379,7 @@ function giveTerminal(dump: DumpImages, pids: RealPids): void {
 async function waitStopped(pid: number): Promise<void> {
   for (let i = 0; i < 200; i++) {
     if (parseStat(readProcText(pid, "stat")).state === "T") return;
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
   }
   throw new RestoreError(`Task ${pid} did not stop again`);
 }

@@ -1,7 +1,8 @@
 /**
  * The one place that calls `Deno.dlopen`: the libc symbol table.
  *
- * Precondition for every symbol here but `splice_nb` and `poll_nb`: synchronous (never `nonblocking: true`).
+ * Precondition for every symbol here but `splice_nb`, `poll_nb` and `usleep_nb`: synchronous
+ * (never `nonblocking: true`).
  * ptrace requests must come from the tracer thread, and errno is thread-local, so every call
  * runs on the thread that reads its errno right after it.
  *
@@ -69,6 +70,10 @@ const SYMBOLS = {
   // Run on a worker thread, like splice_nb: waiting for a descriptor to become readable
   // without blocking the event loop. Its errno is lost; callers read the revents only.
   poll_nb: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  // int usleep(useconds_t usec);
+  // Run on a worker thread: a sleep that lets the event loop run meanwhile (a timer would do
+  // as well, but Deno loads its timers the first time one is set, about 4 ms).
+  usleep_nb: { name: "usleep", parameters: ["u32"], result: "i32", nonblocking: true },
   // int fcntl(int fd, int cmd, ... /* long arg */);
   fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
   // int ioctl(int fd, unsigned long request, ... /* void *argp */);

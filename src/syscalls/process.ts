@@ -319,6 +319,14 @@ export function pipe2(flags: number): [number, number] {
   return [fds[0], fds[1]];
 }
 
+/**
+ * Waits `ms` milliseconds, letting the event loop run (signals, messages) meanwhile: usleep on
+ * a worker thread. Unlike a timer it keeps a process alive until it ends.
+ */
+export async function sleep(ms: number): Promise<void> {
+  await libc.usleep_nb(Math.max(0, Math.round(ms * 1000)));
+}
+
 /** tee(2): duplicates up to `len` bytes from pipe `fdIn` to pipe `fdOut` without consuming them. */
 export function tee(fdIn: number, fdOut: number, len: number, flags: number): number {
   return orErrno(libc.tee(fdIn, fdOut, BigInt(len), flags));

@@ -12,7 +12,7 @@
  */
 import { Errno, unwrap } from "./errno.ts";
 import { addressOf, lastErrno, libc } from "./ffi.ts";
-import { rawSyscall } from "./process.ts";
+import { rawSyscall, sleep } from "./process.ts";
 import { NR } from "./syscall_numbers.ts";
 
 /** AF_UNIX. */
@@ -600,7 +600,7 @@ export async function readable(fd: number): Promise<boolean> {
     if (n > 0) return ((pfd[1] >>> 16) & POLLNVAL) === 0;
     if (n < 0) {
       // EINTR (criu's own SIGCHLD) is the usual cause; a bad descriptor reports POLLNVAL.
-      await new Promise((r) => setTimeout(r, 1));
+      await sleep(1);
     }
   }
 }

@@ -11,6 +11,7 @@
  * @module
  */
 import { type PendingSeize, SeizedTask, SeizeError } from "./seize.ts";
+import { sleep } from "../syscalls/mod.ts";
 
 /** A cgroup's freezer: its files and words. */
 interface Freezer {
@@ -107,7 +108,7 @@ export async function freezeCgroup(
       if (performance.now() - t0 > timeoutMs) {
         throw new SeizeError(`Cannot freeze cgroup ${dir}: not frozen after ${timeoutMs} ms`);
       }
-      await new Promise((r) => setTimeout(r, 1));
+      await sleep(1);
     }
     freezeMs = performance.now() - t0;
     // Test hook: criu dies with the cgroup frozen (tests/tree_test.ts): the guard thaws it.
