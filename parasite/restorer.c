@@ -25,19 +25,52 @@
  *                                       that differ from what is at addr: memory inherited
  *                                       from the parent stays shared (copy-on-write) where
  *                                       it is the same
+ *     SPAWN    n stack helper           the next n ops (PREAD, MADVISE) run on a thread of the
+ *                                       task's own, started on `stack` with its state at
+ *                                       `helper` (struct helper), beside the ops after them:
+ *                                       both cores fill the memory. Run here if no thread starts
+ *     JOIN     helper                   waits until that thread has run its ops and gone; fails
+ *                                       as it failed
+ *
+ *   struct helper
+ *     0  running  u32: non-zero until the thread has gone (the kernel clears it and wakes the
+ *                 futex: CLONE_CHILD_CLEARTID)
+ *     4  tid      u32: the thread's id, for criu to wait until it is free again
+ *                 (CLONE_PARENT_SETTID); 0 when none started
+ *     8  n, 16 ops, 24 failed (index among its ops, or -1), 32 result (-errno)   (u64 words)
+ *
+ * The thread is untraced (criu clears PTRACE_O_TRACECLONE while the blob runs), has every
+ * signal blocked, as the task does here, and exits on its own.
  *
  * When done it sleeps in pause() with every signal blocked until the restorer interrupts it.
  * Freestanding: no libc, no globals, position independent; the entry point is the first byte.
  */
 #include "syscall.h"
 
-enum { OP_MUNMAP = 1, OP_MREMAP, OP_MMAP, OP_PREAD, OP_MPROTECT, OP_MADVISE, OP_SHMAT, OP_PREAD_CMP };
+enum {
+	OP_MUNMAP = 1,
+	OP_MREMAP,
+	OP_MMAP,
+	OP_PREAD,
+	OP_MPROTECT,
+	OP_MADVISE,
+	OP_SHMAT,
+	OP_PREAD_CMP,
+	OP_SPAWN,
+	OP_JOIN,
+};
 
 #define PAGE_SIZE 4096
 
 #define MAP_FIXED 0x10
 #define MREMAP_MAYMOVE 1
 #define MREMAP_FIXED 2
+
+#define NR_futex 202
+#define FUTEX_WAIT 0
+/* CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM |
+ * CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID */
+#define HELPER_CLONE_FLAGS 0x350f00
 
 struct op {
 	u64 code, a, b, c, d, e, f;
@@ -105,6 +138,73 @@ static s64 pread_cmp(const struct op *o, struct args *a)
 	return 0;
 }
 
+struct helper {
+	volatile int running;
+	int tid;
+	u64 n;
+	const struct op *ops;
+	s64 failed;
+	s64 result;
+};
+
+static inline s64 run_op(const struct op *o, struct args *a);
+
+/* Runs the helper's ops; the index of the failing one, or -1. */
+static s64 run_ops(struct helper *h, struct args *a)
+{
+	for (u64 i = 0; i < h->n; i++) {
+		s64 ret = run_op(&h->ops[i], a);
+		if (ret < 0) {
+			h->result = ret;
+			return i;
+		}
+	}
+	return -1;
+}
+
+__attribute__((used, noreturn)) static void helper_main(struct helper *h)
+{
+	h->failed = run_ops(h, 0);
+	for (;;)
+		sys3(NR_exit, 0, 0, 0);
+}
+
+/* Starts the helper thread on `stack` (its top); -errno when it cannot. */
+static s64 spawn(struct helper *h, u64 stack)
+{
+	s64 ret;
+	register s64 r10 asm("r10") = (s64)&h->running;
+	register s64 r8 asm("r8") = 0;
+	h->running = 1;
+	h->tid = 0;
+	h->failed = -1;
+	h->result = 0;
+	/* The thread comes back from clone on its own stack: r12 (kept) holds its state. */
+	asm volatile("mov %[h], %%r12\n"
+		     "syscall\n"
+		     "test %%rax, %%rax\n"
+		     "jnz 1f\n"
+		     "mov %%r12, %%rdi\n"
+		     "and $-16, %%rsp\n"
+		     "call helper_main\n"
+		     "1:\n"
+		     : "=a"(ret)
+		     : "a"((s64)NR_clone), "D"((s64)HELPER_CLONE_FLAGS), "S"(stack), "d"(&h->tid),
+		       "r"(r10), "r"(r8), [h] "r"(h)
+		     : "rcx", "r11", "r12", "memory");
+	if (ret < 0)
+		h->running = 0;
+	return ret;
+}
+
+static s64 join(struct helper *h)
+{
+	int v;
+	while ((v = h->running) != 0)
+		sys6(NR_futex, (s64)&h->running, FUTEX_WAIT, v, 0, 0, 0);
+	return h->failed < 0 ? 0 : h->result;
+}
+
 static inline s64 run_op(const struct op *o, struct args *a)
 {
 	s64 ret = 0;
@@ -139,14 +239,39 @@ __attribute__((section(".text.entry"), used, noreturn)) void restorer_main(struc
 	a->result = 0;
 	a->compared = 0;
 	a->kept = 0;
+	struct helper *h = 0;
+	u64 first = 0; /* where the helper's ops start */
 	for (u64 i = 0; i < a->nops; i++) {
-		s64 ret = run_op(&a->ops[i], a);
+		const struct op *o = &a->ops[i];
+		s64 ret = 0;
+		if (o->code == OP_SPAWN) {
+			h = (struct helper *)o->c;
+			h->n = o->a;
+			h->ops = o + 1;
+			first = i + 1;
+			if (spawn(h, o->b) >= 0)
+				i += o->a; /* its ops are the thread's */
+			else
+				h->tid = 0; /* none: run them here, in turn */
+		} else if (o->code == OP_JOIN) {
+			ret = join(h);
+			if (ret < 0) {
+				a->failed = first + h->failed;
+				a->result = ret;
+				break;
+			}
+		} else {
+			ret = run_op(o, a);
+		}
 		if (ret < 0) {
 			a->failed = i;
 			a->result = ret;
 			break;
 		}
 	}
+	/* Failed with the thread still running: it must be gone before criu goes on. */
+	if (h && a->failed >= 0)
+		join(h);
 	a->done = 1;
 	for (;;)
 		sys3(NR_pause, 0, 0, 0);

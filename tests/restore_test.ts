@@ -95,6 +95,28 @@ Deno.test("restore gives a process back its memory, files, signals, timers and l
   }
 });
 
+Deno.test("a process's memory is filled by two threads, the second one of its own that is gone before the restore goes on: every page comes back where it was", async () => {
+  // 96 MiB: over the restorer's threshold (16 MiB), split unevenly among its mappings.
+  const bin = await buildVictim("heap");
+  const v = startVictim(["setsid", bin, "{out}", "96"]);
+  let pid = 0;
+  try {
+    await waitReport(v);
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    pid = await restoreDetached(imgs);
+    const log = Deno.readTextFileSync(`${imgs}/restore.log`);
+    assertMatch(log, /start a thread to fill 48 MiB/);
+    assertMatch(log, /wait for the thread filling memory/);
+    assertEquals([...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => e.name), [`${pid}`]);
+    // The victim reads every page: its number at its start, its pattern at its end.
+    assertMatch(await verdict(v, pid), /^PASS$/m);
+  } finally {
+    await stopVictim(v);
+    if (pid) killAll(pid);
+  }
+});
+
 Deno.test("registers and FPU/AVX state survive dump and restore", async () => {
   const bin = await buildVictim("regs");
   const v = startVictim(["setsid", bin, "{out}"]);

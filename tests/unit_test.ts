@@ -36,6 +36,7 @@ import { keepLazyFillable } from "../src/restore/lazy.ts";
 import { fakeSegment, onTheWire, TH } from "../src/net/tcp_segment.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
 import { IdMap } from "../src/tree/userns.ts";
+import { fillOps, OP } from "../src/restore/memory.ts";
 import { Pagemap } from "../src/pagemap/pagemap.ts";
 import { classifyVma, VMA } from "../src/pagemap/vma.ts";
 import {
@@ -934,4 +935,35 @@ Deno.test("util/path: POSIX paths as node:path works them out", () => {
   assertEquals(ourPath.join(), nodePath.join());
   assertEquals(ourPath.resolve(), nodePath.resolve());
   assertEquals(ourPath.fileURLToPath("file:///tmp/a%20b/c.ts"), "/tmp/a b/c.ts");
+});
+
+Deno.test("memory fills split in two halves at a page, the first the helper thread's; small ones, or with no room for the thread, filled in turn", () => {
+  const MiB = 1n << 20n;
+  const fills = [
+    { start: 0x10000000n, end: 0x10000000n + 10n * MiB, fd: 7, off: 0n },
+    { start: 0x40000000n, end: 0x40000000n + 31n * MiB, fd: 7, off: 10n * MiB },
+  ];
+  const helper = { stackTop: 0x1000n, state: 0x2000n };
+  const ops = fillOps(fills, helper);
+  // Each range: populate then read; the thread's ops counted in SPAWN.
+  const reads = (from: number, to: number) =>
+    ops.slice(from, to).filter((o) => o.code === OP.PREAD).map((o) => o.args.slice(1));
+  assertEquals(ops[0].code, OP.SPAWN);
+  assertEquals(ops[0].args, [4n, 0x1000n, 0x2000n]);
+  assertEquals(reads(1, 5), [
+    [0x10000000n, 10n * MiB, 0n],
+    [0x40000000n, 41n * MiB / 2n - 10n * MiB, 10n * MiB],
+  ]);
+  assertEquals(reads(5, ops.length), [
+    [
+      0x40000000n + 41n * MiB / 2n - 10n * MiB,
+      31n * MiB - (41n * MiB / 2n - 10n * MiB),
+      41n * MiB / 2n,
+    ],
+  ]);
+  assertEquals(ops.at(-1)!.code, OP.JOIN);
+  assertEquals(ops.at(-1)!.args, [0x2000n]);
+  // Below the threshold, and without the thread's room: no thread.
+  assert(!fillOps(fills.slice(0, 1), helper).some((o) => o.code === OP.SPAWN));
+  assert(!fillOps(fills).some((o) => o.code === OP.SPAWN));
 });

@@ -37,6 +37,7 @@ import {
   anonSharedMemory,
   CGROUP_MAGICS,
   close,
+  errno,
   errnoName,
   fileSystemOf,
   ioctl,
@@ -47,6 +48,7 @@ import {
   PTRACE_O,
   ptraceCont,
   ptraceGetXstate,
+  ptraceSetOptions,
   ptraceSetSigmask,
   readRemote,
   remoteAdd,
@@ -55,6 +57,7 @@ import {
   sleep,
   tryKill,
   tryOpen,
+  tryTgkill,
   waitPid,
   withSharedMapping,
   writeRemote,
@@ -142,7 +145,7 @@ import {
 import { hasTar, within } from "./mount_plan.ts";
 import { checkVdsoCode } from "./vdso_check.ts";
 import { GhostSpecials } from "./ghost_specials.ts";
-import { encodeOps, findGap, inheritedVmas, occupied, OP_SIZE, planMemory } from "./memory.ts";
+import { encodeOps, findGap, inheritedVmas, occupied, OP, OP_SIZE, planMemory } from "./memory.ts";
 import { keepLazyFillable, LazyPagesLink } from "./lazy.ts";
 import { gpregsWords, xsaveArea } from "../images/x86.ts";
 import {
@@ -247,6 +250,10 @@ const AREA_CODE = 0;
 const AREA_ARGS = 4096;
 const ARENA_SIZE = 64 << 10;
 const STACK_SIZE = 16 << 10;
+/** Size of the restorer's struct helper (parasite/restorer.c), at the end of the args page. */
+const HELPER_STATE = 40;
+/** The ptrace options cleared while the restorer may start a thread: it runs untraced. */
+const UNTRACED_HELPER = PTRACE_O.TRACEFORK | PTRACE_O.TRACEVFORK | PTRACE_O.TRACECLONE;
 const BLOB_TIMEOUT_MS = 600_000;
 
 /**
@@ -622,20 +629,7 @@ async function restoreTree(
     // moves into them.
     cgroups.make();
     // 3. SEIZE, and the tree below the root
-    // Until they are released, the tasks die with us (EXITKILL, inherited by every task made
-    // from the root): a killed restore leaves nothing half-made.
-    // Under seccomp, what we do in a task once its filters are back goes unfiltered.
-    const seccomp = dump.tasks.some((t) =>
-        [t.core, ...t.threadCores.values()].some((c) =>
-          c.threadCore?.seccompMode
-        )
-      )
-      ? PTRACE_O.SUSPEND_SECCOMP
-      : 0;
-    const rootSeized = SeizedTask.seize(
-      made.pid,
-      PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.EXITKILL | seccomp,
-    );
+    const rootSeized = SeizedTask.seize(made.pid, traceOptions(dump));
     procs.push({ task: rootTask, seized: rootSeized, threads: [] });
     // In its own user namespace, the root becomes that namespace's root (its ids were criu's,
     // which the namespace does not map): what it makes, and what criu makes there for it (a
@@ -703,8 +697,10 @@ async function restoreTree(
     // it mounts the namespace's cgroups and moves on into its cgroups and makes its children.
     if (dump.cgroupNs) {
       cgroups.enterNamespaceRoots(made.pid, cgSetOf(rootTask.core));
-      inTask(rootSeized, (rs) =>
-        rs.check(NR.unshare, "unshare(CLONE_NEWCGROUP)", NS_CLONE_FLAGS.cgroup));
+      inTask(
+        rootSeized,
+        (rs) => rs.check(NR.unshare, "unshare(CLONE_NEWCGROUP)", NS_CLONE_FLAGS.cgroup),
+      );
     }
     // Its own mount namespace: its mounts, made its root; criu reaches its files from now on
     // through the root task's root.
@@ -774,9 +770,7 @@ async function restoreTree(
           // from its parent's, which it was made in (the root: its own).
           const parent = p === procs[0]
             ? rootTask
-            : dump.tasks.find((t) =>
-              t.pstree.pid === p.task.pstree.ppid
-            )!;
+            : dump.tasks.find((t) => t.pstree.pid === p.task.pstree.ppid)!;
           if (mounts) {
             const now = parent.ids.mntNsId;
             p.readOnlyLater = enterMountNamespace(rs, dump, p.task, now, mountNs, made.pid, log);
@@ -1480,6 +1474,40 @@ function enterDeadProc(
   }
 }
 
+/**
+ * The ptrace options of the tasks a restore makes: the root's, which every task made from it
+ * inherits. Until they are released, the tasks die with us (EXITKILL): a killed restore leaves
+ * nothing half-made. Under seccomp, what we do in a task once its filters are back goes
+ * unfiltered.
+ */
+function traceOptions(dump: DumpImages): number {
+  const seccomp = dump.tasks.some((t) =>
+    [t.core, ...t.threadCores.values()].some((c) => c.threadCore?.seccompMode)
+  );
+  return PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.EXITKILL |
+    (seccomp ? PTRACE_O.SUSPEND_SECCOMP : 0);
+}
+
+/**
+ * Waits until the thread the restorer started to fill memory beside it (its state at `helper`
+ * in task `pid`: struct helper, parasite/restorer.c) is gone and its id free: the restorer saw
+ * it exit, which it does before the kernel lets its id go.
+ */
+function waitThreadGone(pid: number, helper: RemotePtr): void {
+  const word = new Int32Array(2);
+  readRemote(pid, helper, new Uint8Array(word.buffer));
+  const tid = word[1];
+  if (tid <= 0) return; // none started: the restorer filled it all
+  const end = performance.now() + 2000;
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  while (tryTgkill(pid, tid, 0) !== -errno.ESRCH) {
+    if (performance.now() > end) {
+      throw new RestoreError(`The thread ${tid} that filled task ${pid}'s memory did not go`);
+    }
+    Atomics.wait(nap, 0, 0, 0.05);
+  }
+}
+
 /** Stages 4 to 6, inside the seized process: files, memory, state, its threads. */
 function restoreInside(
   rs: RemoteSyscalls,
@@ -1508,8 +1536,10 @@ function restoreInside(
   // Ops are planned after the fds exist; size the area for the worst case first.
   const maxOps = (maps.length + task.mm.vmas.length) * 10 + task.pagemap.length * 4 + 16;
   const opsOff = AREA_ARGS + 64;
+  const helperOff = AREA_ARGS + 4096 - HELPER_STATE;
   const stackOff = Math.ceil((opsOff + maxOps * OP_SIZE) / 16) * 16;
-  const arenaOff = stackOff + STACK_SIZE;
+  const helperStackOff = stackOff + STACK_SIZE;
+  const arenaOff = helperStackOff + STACK_SIZE;
   const areaSize = BigInt(Math.ceil((arenaOff + ARENA_SIZE) / 4096) * 4096);
   const gap = findGap(occupied(task, maps), areaSize + parkSize + 0x10000n);
   const area = rs.scratch(Number(areaSize), true, remotePtr(gap));
@@ -1560,6 +1590,10 @@ function restoreInside(
     pagesFds: fds.pages,
     shmemFds: fds.shmem,
     lazy: lazy && { parents: lazy.parents },
+    helper: {
+      stackTop: BigInt(remoteAdd(area, helperStackOff + STACK_SIZE)),
+      state: BigInt(remoteAdd(area, helperOff)),
+    },
   });
   if (ops.length > maxOps) throw new RestoreError(`Too many restorer operations (${ops.length})`);
   writeRemote(pid, remoteAdd(area, AREA_CODE), code);
@@ -1576,12 +1610,18 @@ function restoreInside(
   ]);
   writeRemote(pid, remoteAdd(area, AREA_ARGS), new Uint8Array(args.buffer));
   const tMem = performance.now();
-  rs.run(area, remoteAdd(area, AREA_ARGS), remoteAdd(area, arenaOff));
+  // A thread the blob starts to fill memory beside it (OP.SPAWN) is not to be traced.
+  const split = ops.some((op) => op.code === OP.SPAWN);
+  if (split) ptraceSetOptions(pid, traceOptions(dump) & ~UNTRACED_HELPER);
+  rs.run(area, remoteAdd(area, AREA_ARGS), remoteAdd(area, stackOff + STACK_SIZE));
   try {
     rs.waitFlag(remoteAdd(area, AREA_ARGS + 16), BLOB_TIMEOUT_MS);
   } finally {
     rs.interrupt();
+    if (split) ptraceSetOptions(pid, traceOptions(dump));
   }
+  // Its id free again before any task is made (one may be given that id).
+  if (split) waitThreadGone(pid, remoteAdd(area, helperOff));
   const result = new BigInt64Array(4); // failed, result, compared, kept
   readRemote(pid, remoteAdd(area, AREA_ARGS + 24), new Uint8Array(result.buffer));
   if (result[0] >= 0n) {

@@ -319,6 +319,11 @@ export function pipe2(flags: number): [number, number] {
   return [fds[0], fds[1]];
 }
 
+/** tgkill(2): 0, or -errno (-ESRCH once thread `tid` of `tgid` is gone and its id free). */
+export function tryTgkill(tgid: number, tid: number, sig: number): number {
+  return orErrno(rawSyscall(NR.tgkill, tgid, tid, sig));
+}
+
 /**
  * Waits `ms` milliseconds, letting the event loop run (signals, messages) meanwhile: usleep on
  * a worker thread. Unlike a timer it keeps a process alive until it ends.

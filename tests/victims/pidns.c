@@ -7,11 +7,13 @@
  *     the init (blocked: pending, its si_pid the child's id 2);
  *   - a thread, which a POSIX timer (SIGEV_THREAD_ID) and a pipe's owner (F_SETOWN_EX,
  *     F_OWNER_TID) name by its id;
- *   - a pidfd of the child.
+ *   - a pidfd of the child;
+ *   - 32 MiB of memory written (enough for a restore to fill it with a thread of its own,
+ *     whose id, 2 there while it runs, the child is to have).
  * On SIGTERM it checks each, as seen from inside: its id is still 1, the child's is 2 and its
  * group 2 in session 1, the pending signal came from 2, the pipe's owner is the thread, the
- * timer fires into that thread, and the pidfd reaches the child (SIGTERM through it, then its
- * exit status). Prints PASS or FAIL.
+ * timer fires into that thread, the pidfd reaches the child (SIGTERM through it, then its
+ * exit status), and every page of the memory holds what was written. Prints PASS or FAIL.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -21,6 +23,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -54,6 +57,15 @@ static int child_main(int ready)
 }
 
 static int plain;
+
+/* Whether each page of `mem` starts and ends with the word written there. */
+static int memory_kept(const unsigned long *mem, size_t npages)
+{
+	for (size_t i = 0; i < npages; i++)
+		if (mem[i * 512] != i * 2654435761u || mem[i * 512 + 511] != i * 2654435761u)
+			return 0;
+	return 1;
+}
 
 static int init_main(int out, int ready)
 {
@@ -93,6 +105,13 @@ static int init_main(int out, int ready)
 	int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
 	if (pidfd < 0)
 		return 2;
+	const size_t npages = 32 << 8;
+	unsigned long *mem = mmap(NULL, npages * 4096, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED)
+		return 2;
+	for (size_t i = 0; i < npages; i++)
+		mem[i * 512] = mem[i * 512 + 511] = i * 2654435761u;
 	write(ready, "r", 1);
 
 	while (!term)
@@ -103,6 +122,8 @@ static int init_main(int out, int ready)
 	struct f_owner_ex now;
 	if (getpid() != 1)
 		why = "the init's id";
+	else if (!memory_kept(mem, npages))
+		why = "the memory";
 	else if (child != 2)
 		why = "the child's id at the start";
 	else if (getpgid(2) != 2 || getsid(2) != 1)
