@@ -250,8 +250,8 @@ const AREA_CODE = 0;
 const AREA_ARGS = 4096;
 const ARENA_SIZE = 64 << 10;
 const STACK_SIZE = 16 << 10;
-/** Size of the restorer's struct helper (parasite/restorer.c), at the end of the args page. */
-const HELPER_STATE = 40;
+/** Room for the restorer's struct helper (parasite/restorer.c, 40 bytes), after its args. */
+const HELPER_STATE_ROOM = 64;
 /** The ptrace options cleared while the restorer may start a thread: it runs untraced. */
 const UNTRACED_HELPER = PTRACE_O.TRACEFORK | PTRACE_O.TRACEVFORK | PTRACE_O.TRACECLONE;
 const BLOB_TIMEOUT_MS = 600_000;
@@ -1535,8 +1535,8 @@ function restoreInside(
     : 0n;
   // Ops are planned after the fds exist; size the area for the worst case first.
   const maxOps = (maps.length + task.mm.vmas.length) * 10 + task.pagemap.length * 4 + 16;
-  const opsOff = AREA_ARGS + 64;
-  const helperOff = AREA_ARGS + 4096 - HELPER_STATE;
+  const helperOff = AREA_ARGS + 64;
+  const opsOff = helperOff + HELPER_STATE_ROOM;
   const stackOff = Math.ceil((opsOff + maxOps * OP_SIZE) / 16) * 16;
   const helperStackOff = stackOff + STACK_SIZE;
   const arenaOff = helperStackOff + STACK_SIZE;
