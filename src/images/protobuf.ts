@@ -314,17 +314,22 @@ function isMessageOf(value: unknown, schema: DescMessage): boolean {
     (value as Message).$typeName === schema.typeName;
 }
 
-/** A message of type `schema` with the fields of `init` set (nested messages made likewise). */
+/**
+ * A message of type `schema` with the fields of `init` set (nested messages made likewise), or
+ * `init` itself when it is one. As protobuf-es did: a list of scalars given is taken as it is,
+ * not copied.
+ */
 export function create<D extends DescMessage>(
   schema: D,
   init?: MessageInitShape<D> | MessageShape<D>,
 ): MessageShape<D> {
+  if (isMessageOf(init, schema)) return init as MessageShape<D>;
   const m = impl(schema).empty() as unknown as Record<string, unknown>;
   if (init === undefined) return m as unknown as MessageShape<D>;
   const from = init as Record<string, unknown>;
   for (const f of schema.fields) {
     const v = from[f.localName];
-    if (v === undefined) continue;
+    if (v === undefined || v === null) continue;
     if (f.message !== undefined) {
       const sub = f.message;
       m[f.localName] = f.repeated
@@ -333,10 +338,9 @@ export function create<D extends DescMessage>(
         ? v
         : create(sub, v as never);
     } else {
-      m[f.localName] = f.repeated ? [...(v as unknown[])] : v;
+      m[f.localName] = v;
     }
   }
-  if (from.$unknown !== undefined) m.$unknown = from.$unknown;
   return m as unknown as MessageShape<D>;
 }
 
