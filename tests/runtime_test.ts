@@ -406,7 +406,7 @@ async function appsState(name: string, tag: string): Promise<string> {
     `python3 -c "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1/marker.html',timeout=5).read().decode().strip())"
 mariadb -uroot -N -B -e 'SELECT * FROM t.r ORDER BY id'
 echo "SELECT '${tag}', @v, CONNECTION_ID();" >> /tmp/cmds
-for i in $(seq 50); do grep -q '^${tag}' /tmp/out && break; sleep 0.1; done
+for i in $(seq 50); do grep -qs '^${tag}' /tmp/out && break; sleep 0.1; done
 grep '^${tag}' /tmp/out`,
   ]);
 }
