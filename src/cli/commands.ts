@@ -12,6 +12,7 @@ import { logOptionsError } from "./dirs.ts";
 import { load } from "../util/load.ts";
 import { USAGE } from "./usage.ts";
 import { close } from "../syscalls/mod.ts";
+import { reapInBackground } from "../tree/reaper.ts";
 
 /** Version printed by `criu --version`. */
 export { VERSION };
@@ -158,6 +159,9 @@ export async function main(argv: string[]): Promise<number> {
         const { runDump } = await load<typeof import("./run.ts")>(
           "cli/run.ts",
         );
+        // criu exits once the dump is done, but for a lazy one, which serves its pages first:
+        // the killed tree's ids must be free for their restore meanwhile.
+        if (!o.lazyPages) reapInBackground(false);
         return await runDump(o, {}, (r) => {
           if (o!.displayStats) out(formatDumpStats(r.stats));
           return 0;

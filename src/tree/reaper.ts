@@ -6,7 +6,8 @@
  * reported to its tracer first, and its real parent cannot reap it until the tracer has, so the
  * exits are collected here, from a timer on the tracer thread (waitpid with WNOHANG), until the
  * last one is in. The timer does not keep the process alive; a process that exits first hands
- * its tracees back to the kernel anyway.
+ * its tracees back to the kernel anyway. A process that is about to (the command line, once its
+ * dump is done) sets none: Deno loads its timers the first time one is set, about 5 ms.
  *
  * @module
  */
@@ -14,6 +15,15 @@ import { tryPtraceDetach, tryWaitPid } from "../syscalls/mod.ts";
 
 const pending: number[] = [];
 let timer: ReturnType<typeof setInterval> | undefined;
+let background = true;
+
+/**
+ * Whether exits not in yet are collected in the background (the default); off for a process
+ * that exits once its dump is done, the kernel handing its tracees back then.
+ */
+export function reapInBackground(on: boolean): void {
+  background = on;
+}
 
 function poll(): void {
   for (let i = 0; i < pending.length;) {
@@ -40,7 +50,7 @@ function poll(): void {
 export function reapLater(tids: number[]): void {
   pending.push(...tids);
   poll();
-  if (pending.length && timer === undefined) {
+  if (pending.length && timer === undefined && background) {
     timer = setInterval(poll, 10);
     Deno.unrefTimer(timer as unknown as number);
   }
