@@ -37,6 +37,7 @@ import { fakeSegment, onTheWire, TH } from "../src/net/tcp_segment.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
 import { IdMap } from "../src/tree/userns.ts";
 import { fillOps, OP } from "../src/restore/memory.ts";
+import { decodeBase64, encodeBase64 } from "../src/util/base64.ts";
 import { Pagemap } from "../src/pagemap/pagemap.ts";
 import { classifyVma, VMA } from "../src/pagemap/vma.ts";
 import {
@@ -966,4 +967,15 @@ Deno.test("memory fills split in two halves at a page, the first the helper thre
   // Below the threshold, and without the thread's room: no thread.
   assert(!fillOps(fills.slice(0, 1), helper).some((o) => o.code === OP.SPAWN));
   assert(!fillOps(fills).some((o) => o.code === OP.SPAWN));
+});
+
+Deno.test("base64 decodes as atob does, padded or not, every length and byte; a stray character is refused", () => {
+  for (let n = 0; n < 70; n++) {
+    const bytes = Uint8Array.from({ length: n }, (_, i) => (i * 89 + n * 7) & 0xff);
+    const text = encodeBase64(bytes);
+    assertEquals(decodeBase64(text), bytes);
+    assertEquals(decodeBase64(text.replace(/=+$/, "")), bytes);
+    assertEquals(decodeBase64(text), Uint8Array.from(atob(text), (c) => c.charCodeAt(0)));
+  }
+  assertThrows(() => decodeBase64("QUJD*"), /Invalid base64 character at 4/);
 });
