@@ -400,6 +400,14 @@ class Writer {
     this.view = new DataView(buf.buffer);
   }
 
+  /** Where `n` bytes for a fixed-size value go, past them. */
+  fixed(n: number): number {
+    this.ensure(n);
+    const at = this.pos;
+    this.pos += n;
+    return at;
+  }
+
   /** An unsigned 32-bit varint. */
   u32(v: number): void {
     this.ensure(5);
@@ -482,36 +490,30 @@ function writeValue(w: Writer, f: Field, v: unknown): void {
       return w.bytes(utf8.encode(v as string));
     case ScalarType.BYTES:
       return w.bytes(v as Uint8Array);
-    case ScalarType.FIXED32:
-      w.ensure(4);
-      w.view.setUint32(w.pos, v as number, true);
-      w.pos += 4;
-      return;
-    case ScalarType.SFIXED32:
-      w.ensure(4);
-      w.view.setInt32(w.pos, v as number, true);
-      w.pos += 4;
-      return;
-    case ScalarType.FLOAT:
-      w.ensure(4);
-      w.view.setFloat32(w.pos, v as number, true);
-      w.pos += 4;
-      return;
-    case ScalarType.FIXED64:
-      w.ensure(8);
-      w.view.setBigUint64(w.pos, BigInt.asUintN(64, bigOf(v)), true);
-      w.pos += 8;
-      return;
-    case ScalarType.SFIXED64:
-      w.ensure(8);
-      w.view.setBigInt64(w.pos, BigInt.asIntN(64, bigOf(v)), true);
-      w.pos += 8;
-      return;
-    case ScalarType.DOUBLE:
-      w.ensure(8);
-      w.view.setFloat64(w.pos, v as number, true);
-      w.pos += 8;
-      return;
+    case ScalarType.FIXED32: {
+      const at = w.fixed(4); // first: it may move w.view
+      return w.view.setUint32(at, v as number, true);
+    }
+    case ScalarType.SFIXED32: {
+      const at = w.fixed(4); // first: it may move w.view
+      return w.view.setInt32(at, v as number, true);
+    }
+    case ScalarType.FLOAT: {
+      const at = w.fixed(4); // first: it may move w.view
+      return w.view.setFloat32(at, v as number, true);
+    }
+    case ScalarType.FIXED64: {
+      const at = w.fixed(8); // first: it may move w.view
+      return w.view.setBigUint64(at, BigInt.asUintN(64, bigOf(v)), true);
+    }
+    case ScalarType.SFIXED64: {
+      const at = w.fixed(8); // first: it may move w.view
+      return w.view.setBigInt64(at, BigInt.asIntN(64, bigOf(v)), true);
+    }
+    case ScalarType.DOUBLE: {
+      const at = w.fixed(8); // first: it may move w.view
+      return w.view.setFloat64(at, v as number, true);
+    }
     case MESSAGE: {
       const start = w.pos;
       writeMessage(w, f.message as MessageType<Message>, v as Message);
@@ -617,6 +619,13 @@ class Reader {
     throw new Error("invalid varint in protobuf message");
   }
 
+  /** Where the `n` bytes of a fixed-size value start, past them. */
+  fixed(n: number): number {
+    const at = this.pos;
+    this.take(n);
+    return at;
+  }
+
   take(n: number): Uint8Array {
     if (n > this.end - this.pos) this.#short();
     const b = this.buf.subarray(this.pos, this.pos + n);
@@ -668,36 +677,18 @@ function readValue(r: Reader, f: Field): unknown {
       return utf8Decoder.decode(r.take(r.u32()));
     case ScalarType.BYTES:
       return r.take(r.u32()).slice();
-    case ScalarType.FIXED32: {
-      const at = r.pos;
-      r.take(4);
-      return r.view.getUint32(at, true);
-    }
-    case ScalarType.SFIXED32: {
-      const at = r.pos;
-      r.take(4);
-      return r.view.getInt32(at, true);
-    }
-    case ScalarType.FLOAT: {
-      const at = r.pos;
-      r.take(4);
-      return r.view.getFloat32(at, true);
-    }
-    case ScalarType.FIXED64: {
-      const at = r.pos;
-      r.take(8);
-      return r.view.getBigUint64(at, true);
-    }
-    case ScalarType.SFIXED64: {
-      const at = r.pos;
-      r.take(8);
-      return r.view.getBigInt64(at, true);
-    }
-    case ScalarType.DOUBLE: {
-      const at = r.pos;
-      r.take(8);
-      return r.view.getFloat64(at, true);
-    }
+    case ScalarType.FIXED32:
+      return r.view.getUint32(r.fixed(4), true);
+    case ScalarType.SFIXED32:
+      return r.view.getInt32(r.fixed(4), true);
+    case ScalarType.FLOAT:
+      return r.view.getFloat32(r.fixed(4), true);
+    case ScalarType.FIXED64:
+      return r.view.getBigUint64(r.fixed(8), true);
+    case ScalarType.SFIXED64:
+      return r.view.getBigInt64(r.fixed(8), true);
+    case ScalarType.DOUBLE:
+      return r.view.getFloat64(r.fixed(8), true);
   }
   throw new Error(`cannot decode ${f}: type ${f.type}`);
 }
