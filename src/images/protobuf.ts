@@ -159,43 +159,33 @@ function zeroOf(type: number): unknown {
   }
 }
 
-class Field implements DescField {
-  readonly number: number;
-  readonly name: string;
-  readonly localName: string;
-  readonly jsonName: string;
-  readonly type: number;
-  readonly repeated: boolean;
-  readonly packed: boolean;
-  readonly required: boolean;
-  readonly message: DescMessage | undefined;
-  readonly enum: DescEnum | undefined;
-  readonly defaultValue: unknown;
+/** A field as the codec uses it: with its wire type and tag worked out. */
+interface Field extends DescField {
   /** The wire type of one value. */
   readonly wire: number;
   /** The tag it is written with (number and wire type: 2 for a packed list). */
   readonly tag: number;
+}
 
-  constructor(def: FieldDef) {
-    const [no, name, localName, jsonName, type, label, ref, defaultValue] = def;
-    this.number = no;
-    this.name = name;
-    this.localName = localName;
-    this.jsonName = jsonName;
-    this.type = type;
-    this.repeated = label === Label.REPEATED || label === Label.PACKED;
-    this.packed = label === Label.PACKED;
-    this.required = label === Label.REQUIRED;
-    this.message = type === MESSAGE ? (ref as () => DescMessage)() : undefined;
-    this.enum = type === ENUM ? ref as DescEnum : undefined;
-    this.defaultValue = defaultValue !== undefined ? defaultValue : zeroOf(type);
-    this.wire = wireTypeOf(type);
-    this.tag = (no << 3 | (this.packed ? 2 : this.wire)) >>> 0;
-  }
-
-  toString(): string {
-    return `field ${this.name}`;
-  }
+function fieldOf(def: FieldDef): Field {
+  const [number, name, localName, jsonName, type, label, ref, defaultValue] = def;
+  const packed = label === Label.PACKED;
+  const wire = wireTypeOf(type);
+  return {
+    number,
+    name,
+    localName,
+    jsonName,
+    type,
+    repeated: label === Label.REPEATED || packed,
+    packed,
+    required: label === Label.REQUIRED,
+    message: type === MESSAGE ? (ref as () => DescMessage)() : undefined,
+    enum: type === ENUM ? ref as DescEnum : undefined,
+    defaultValue: defaultValue !== undefined ? defaultValue : zeroOf(type),
+    wire,
+    tag: (number << 3 | (packed ? 2 : wire)) >>> 0,
+  };
 }
 
 function wireTypeOf(type: number): number {
@@ -235,7 +225,7 @@ class MessageType<T extends Message> implements DescMessage<T> {
 
   get fields(): readonly Field[] {
     if (this.#fields === undefined) {
-      this.#fields = this.#defs!().map((d) => new Field(d));
+      this.#fields = this.#defs!().map(fieldOf);
       this.#defs = undefined;
       const proto: Record<string, unknown> = {};
       for (const f of this.#fields) {
@@ -520,7 +510,7 @@ function writeValue(w: Writer, f: Field, v: unknown): void {
       return w.prefixLength(start);
     }
   }
-  throw new Error(`cannot encode ${f}: type ${f.type}`);
+  throw new Error(`cannot encode field ${f.name}: type ${f.type}`);
 }
 
 function writeMessage(w: Writer, schema: MessageType<Message>, message: Message): void {
@@ -545,7 +535,9 @@ function writeMessage(w: Writer, schema: MessageType<Message>, message: Message)
       w.u32(f.tag);
       writeValue(w, f, v);
     } else if (f.required) {
-      throw new Error(`cannot encode ${f} of ${schema.typeName} to binary: required field not set`);
+      throw new Error(
+        `cannot encode field ${f.name} of ${schema.typeName} to binary: required field not set`,
+      );
     }
   }
   for (const u of message.$unknown ?? []) {
@@ -690,7 +682,7 @@ function readValue(r: Reader, f: Field): unknown {
     case ScalarType.DOUBLE:
       return r.view.getFloat64(r.fixed(8), true);
   }
-  throw new Error(`cannot decode ${f}: type ${f.type}`);
+  throw new Error(`cannot decode field ${f.name}: type ${f.type}`);
 }
 
 function readMessage(r: Reader, schema: MessageType<Message>, into: Message): void {
