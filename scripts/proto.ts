@@ -7,7 +7,8 @@
  * and enum values (the properties the code uses). The set is kept as
  * `proto/gen/descriptors.binpb`, for the unit test that checks our codec against protobuf-es.
  *
- * Usage: `deno task proto`
+ * Usage: `deno task proto [--check]` (`--check` compares instead of writing, and fails when the
+ * committed files do not match the .proto files)
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -26,6 +27,20 @@ const root = fileURLToPath(new URL("..", import.meta.url));
 const protoDir = join(root, "proto");
 const outDir = join(protoDir, "gen");
 
+const check = Deno.args.includes("--check");
+const stale: string[] = [];
+/** Writes `path`, or with --check notes it when what it holds differs. */
+function put(path: string, data: Uint8Array): void {
+  if (!check) return Deno.writeFileSync(path, data);
+  let now: Uint8Array | undefined;
+  try {
+    now = Deno.readFileSync(path);
+  } catch {
+    // missing: stale
+  }
+  if (!now || now.length !== data.length || now.some((b, i) => b !== data[i])) stale.push(path);
+}
+
 const sources = [...Deno.readDirSync(protoDir)]
   .filter((e) => e.isFile && e.name.endsWith(".proto"))
   .map((e) => e.name)
@@ -43,11 +58,17 @@ try {
   const set = fromBinary(FileDescriptorSetSchema, Deno.readFileSync(tmp));
   const registry = createFileRegistry(set);
   for (const f of set.file) {
-    Deno.writeTextFileSync(join(outDir, tsName(f.name)), emit(registry.getFile(f.name)!));
+    const text = emit(registry.getFile(f.name)!);
+    put(join(outDir, tsName(f.name)), new TextEncoder().encode(text));
   }
   for (const f of set.file) f.sourceCodeInfo = undefined;
-  Deno.writeFileSync(join(outDir, "descriptors.binpb"), toBinary(FileDescriptorSetSchema, set));
-  console.log(`generated ${sources.length} files in proto/gen/`);
+  // (Not compared: another protoc may encode the same descriptors otherwise.)
+  if (!check) put(join(outDir, "descriptors.binpb"), toBinary(FileDescriptorSetSchema, set));
+  if (check && stale.length) {
+    console.error(`proto/gen/ is not what deno task proto makes: ${stale.join(", ")}`);
+    Deno.exitCode = 1;
+  } else if (check) console.log("proto/gen/ matches the .proto files");
+  else console.log(`generated ${sources.length} files in proto/gen/`);
 } finally {
   Deno.removeSync(tmp);
 }
