@@ -3,6 +3,7 @@
  * and then checks itself from the inside; we check from the outside too.
  */
 import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { exists } from "../src/util/exists.ts";
 import {
   buildVictim,
   checkAcrossRoundTrip,
@@ -114,6 +115,42 @@ Deno.test("a process's memory is filled by two threads, the second one of its ow
   } finally {
     await stopVictim(v);
     if (pid) killAll(pid);
+  }
+});
+
+Deno.test("a process whose cgroup has no room for another task (pids.max 1) has its memory filled by the restorer alone, every page right", async () => {
+  const top = "/sys/fs/cgroup/pids";
+  if (!exists(`${top}/cgroup.procs`)) {
+    console.log("skipped: no pids cgroup v1 hierarchy");
+    return;
+  }
+  const cg = `${top}/deno-criu-fill-${Deno.pid}`;
+  Deno.mkdirSync(cg);
+  const v = startVictim(["setsid", await buildVictim("heap"), "{out}", "64"]);
+  let pid = 0;
+  try {
+    await waitReport(v);
+    Deno.writeTextFileSync(`${cg}/cgroup.procs`, `${v.pid}`);
+    Deno.writeTextFileSync(`${cg}/pids.max`, "1");
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    pid = await restoreDetached(imgs);
+    const log = Deno.readTextFileSync(`${imgs}/restore.log`);
+    assertMatch(log, /start a thread to fill 32 MiB/);
+    assertMatch(log, /no thread to fill memory beside the restorer, which filled it alone/);
+    assertMatch(Deno.readTextFileSync(`/proc/${pid}/cgroup`), /:pids:\/deno-criu-fill-/);
+    assertMatch(await verdict(v, pid), /^PASS$/m);
+  } finally {
+    await stopVictim(v);
+    if (pid) killAll(pid);
+    for (let i = 0; i < 100; i++) {
+      try {
+        Deno.removeSync(cg);
+        break;
+      } catch {
+        await sleep(50);
+      }
+    }
   }
 });
 

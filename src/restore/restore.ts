@@ -1491,13 +1491,14 @@ function traceOptions(dump: DumpImages): number {
 /**
  * Waits until the thread the restorer started to fill memory beside it (its state at `helper`
  * in task `pid`: struct helper, parasite/restorer.c) is gone and its id free: the restorer saw
- * it exit, which it does before the kernel lets its id go.
+ * it exit, which it does before the kernel lets its id go. False when none started (clone
+ * refused: the restorer filled it all).
  */
-function waitThreadGone(pid: number, helper: RemotePtr): void {
+function waitThreadGone(pid: number, helper: RemotePtr): boolean {
   const word = new Int32Array(2);
   readRemote(pid, helper, new Uint8Array(word.buffer));
   const tid = word[1];
-  if (tid <= 0) return; // none started: the restorer filled it all
+  if (tid <= 0) return false;
   const end = performance.now() + 2000;
   const nap = new Int32Array(new SharedArrayBuffer(4));
   while (tryTgkill(pid, tid, 0) !== -errno.ESRCH) {
@@ -1506,6 +1507,7 @@ function waitThreadGone(pid: number, helper: RemotePtr): void {
     }
     Atomics.wait(nap, 0, 0, 0.05);
   }
+  return true;
 }
 
 /** Stages 4 to 6, inside the seized process: files, memory, state, its threads. */
@@ -1621,7 +1623,9 @@ function restoreInside(
     if (split) ptraceSetOptions(pid, traceOptions(dump));
   }
   // Its id free again before any task is made (one may be given that id).
-  if (split) waitThreadGone(pid, remoteAdd(area, helperOff));
+  if (split && !waitThreadGone(pid, remoteAdd(area, helperOff))) {
+    log.debug(`Task ${pid}: no thread to fill memory beside the restorer, which filled it alone`);
+  }
   const result = new BigInt64Array(4); // failed, result, compared, kept
   readRemote(pid, remoteAdd(area, AREA_ARGS + 24), new Uint8Array(result.buffer));
   if (result[0] >= 0n) {
