@@ -58,7 +58,7 @@ export interface UnknownField {
   data: Uint8Array;
 }
 
-/** What every message has: its type's full name, and the fields it was read with but does not know. */
+/** What every message has: its type's full name, and the fields read that it does not know. */
 export interface Message<TypeName extends string = string> {
   readonly $typeName: TypeName;
   $unknown?: UnknownField[];
@@ -114,7 +114,7 @@ type InitValue<V> = V extends Message ? MessageInit<V> | V
   : V extends (infer E)[] ? (E extends Message ? (MessageInit<E> | E)[] : V)
   : V;
 
-/** What {@link create} takes for a message of shape `T`: any of its fields, nested ones likewise. */
+/** What {@link create} takes for a message of shape `T`: any of its fields (nested ones alike). */
 export type MessageInit<T extends Message> =
   & { [K in FieldNames<T>]?: InitValue<T[K]> }
   & { $typeName?: T["$typeName"] };

@@ -23,10 +23,10 @@
  * holds the write ends. A third pipe, the scope's lifeline (RemoteSyscalls.lifeline), goes the
  * other way: the task holds its read end, we hold its only write end. The blob blocks when a
  * pipe is full; the two copiers drain them as they fill. When the blob is done it sets `done`
- * and waits on the lifeline; we interrupt it, and the remote-syscall scope removes the mapping. A watchdog on the tracer
- * thread notices a blob that faults or fails, and closes the write ends in the task so that the
- * copiers see the end of their pipes and stop. If criu dies, the pipes close with it and the
- * blob goes to heal (parasite/heal.c) on its own.
+ * and waits on the lifeline; we interrupt it, and the remote-syscall scope removes the mapping.
+ * A watchdog on the tracer thread notices a blob that faults or fails, and closes the write ends
+ * in the task so that the copiers see the end of their pipes and stop. If criu dies, the pipes
+ * close with it and the blob goes to heal (parasite/heal.c) on its own.
  *
  * @module
  */

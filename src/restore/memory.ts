@@ -524,7 +524,7 @@ function fillPair(f: Fill): Op[] {
  * meet), the first run by the thread (OP.SPAWN) while the restorer runs the second, then
  * waited for (OP.JOIN).
  */
-export function fillOps(fills: Fill[], helper?: { stackTop: bigint; state: bigint }): Op[] {
+export function fillOps(fills: Fill[], helper?: MemoryPlanInput["helper"]): Op[] {
   const total = fills.reduce((n, f) => n + f.end - f.start, 0n);
   if (!helper || total < SPLIT_FILL_BYTES) return fills.flatMap(fillPair);
   let left = total / 2n / PAGE * PAGE;

@@ -1614,13 +1614,14 @@ function restoreInside(
   const tMem = performance.now();
   // A thread the blob starts to fill memory beside it (OP.SPAWN) is not to be traced.
   const split = ops.some((op) => op.code === OP.SPAWN);
-  if (split) ptraceSetOptions(pid, traceOptions(dump) & ~UNTRACED_HELPER);
+  const traced = split ? traceOptions(dump) : 0;
+  if (split) ptraceSetOptions(pid, traced & ~UNTRACED_HELPER);
   rs.run(area, remoteAdd(area, AREA_ARGS), remoteAdd(area, stackOff + STACK_SIZE));
   try {
     rs.waitFlag(remoteAdd(area, AREA_ARGS + 16), BLOB_TIMEOUT_MS);
   } finally {
     rs.interrupt();
-    if (split) ptraceSetOptions(pid, traceOptions(dump));
+    if (split) ptraceSetOptions(pid, traced);
   }
   // Its id free again before any task is made (one may be given that id).
   if (split && !waitThreadGone(pid, remoteAdd(area, helperOff))) {
