@@ -160,11 +160,11 @@ Deno.test("proto2 presence: defaults read through, set only when given, cleared 
 });
 
 Deno.test("a packed list is read as well as an unpacked one, and fields a type does not know are written back as read", () => {
-  // creds_entry.cap_inh = 9, repeated uint32: packed, tag (9 << 3 | 2), 3 bytes: 1, 300.
+  // creds_entry.cap_inh = 9, repeated uint32: packed, tag (9 << 3 | 2), 4 bytes: 1, 300, 5.
   const creds = random(rng(7), core.creds_entrySchema, 4) as core.creds_entry; // required only
   const base = toBinary(core.creds_entrySchema, creds);
-  const packed = new Uint8Array([...base, 9 << 3 | 2, 3, 1, 0xac, 0x02]);
-  assertEquals(fromBinary(core.creds_entrySchema, packed).capInh, [1, 300]);
+  const packed = new Uint8Array([...base, 9 << 3 | 2, 4, 1, 0xac, 0x02, 5]);
+  assertEquals(fromBinary(core.creds_entrySchema, packed).capInh, [1, 300, 5]);
   const blank = messageType<Message>("blank", () => []);
   const kept = fromBinary(blank, base);
   assertEquals(

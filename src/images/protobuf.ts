@@ -321,11 +321,10 @@ export function create<D extends DescMessage>(
     const v = from[f.localName];
     if (v === undefined || v === null) continue;
     if (f.message !== undefined) {
+      // create() takes a message of the type as it is.
       const sub = f.message;
       m[f.localName] = f.repeated
-        ? (v as unknown[]).map((x) => isMessageOf(x, sub) ? x : create(sub, x as never))
-        : isMessageOf(v, sub)
-        ? v
+        ? (v as unknown[]).map((x) => create(sub, x as never))
         : create(sub, v as never);
     } else {
       m[f.localName] = v;
@@ -611,6 +610,14 @@ class Reader {
     throw new Error("invalid varint in protobuf message");
   }
 
+  /** Reads a length; where the bytes it counts end (they must be there). */
+  lengthEnd(): number {
+    const len = this.u32(); // first: it moves pos
+    const end = this.pos + len;
+    if (end > this.end) this.#short();
+    return end;
+  }
+
   /** Where the `n` bytes of a fixed-size value start, past them. */
   fixed(n: number): number {
     const at = this.pos;
@@ -699,9 +706,7 @@ function readMessage(r: Reader, schema: MessageType<Message>, into: Message): vo
       continue;
     }
     if (f.message !== undefined) {
-      const len = r.u32();
-      const end = r.pos + len;
-      if (end > r.end) throw new Error("premature end of protobuf message");
+      const end = r.lengthEnd();
       const sub = f.message as MessageType<Message>;
       let target: Message;
       if (f.repeated) {
@@ -722,8 +727,7 @@ function readMessage(r: Reader, schema: MessageType<Message>, into: Message): vo
     if (f.repeated) {
       const list = m[f.localName] as unknown[];
       if (wireType === 2 && f.wire !== 2) {
-        const end = r.pos + r.u32();
-        if (end > r.end) throw new Error("premature end of protobuf message");
+        const end = r.lengthEnd();
         while (r.pos < end) list.push(readValue(r, f));
       } else list.push(readValue(r, f));
       continue;
