@@ -249,10 +249,9 @@ __attribute__((section(".text.entry"), used, noreturn)) void restorer_main(struc
 			h->n = o->a;
 			h->ops = o + 1;
 			first = i + 1;
+			/* Else (tid left 0) they are run here, in turn. */
 			if (spawn(h, o->b) >= 0)
 				i += o->a; /* its ops are the thread's */
-			else
-				h->tid = 0; /* none: run them here, in turn */
 		} else if (o->code == OP_JOIN) {
 			ret = join(h);
 			if (ret < 0) {
