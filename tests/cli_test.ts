@@ -329,7 +329,7 @@ Deno.test("restore --inherit-fd fd[N]:pipe:[INO] gives the task the caller's pip
 });
 
 Deno.test("the bundled build runs only while every source it was built from is as it was", () => {
-  const root = tmpDir("criu-bundle-");
+  const root = tmpDir("criu bundle-"); // a space, percent-encoded in its URL
   const rootUrl = new URL(`file://${root}/`);
   Deno.mkdirSync(`${root}/src/.bundle`, { recursive: true });
   Deno.writeTextFileSync(`${root}/${BUNDLE.code}`, "export const main = () => 0;\n");

@@ -29,7 +29,7 @@ import {
   fd_types,
 } from "../../proto/gen/files_pb.ts";
 import { mapKey } from "./memory.ts";
-import { taskSyscall } from "./task_syscall.ts";
+import { taskBatch, type TaskCall, taskSyscall } from "./task_syscall.ts";
 import { isRingFile, makeRing, ringMaker, ringsInMemory, takeRing } from "./io_uring.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import { RemoteArena } from "./arena.ts";
@@ -85,6 +85,7 @@ export function installFiles(
   const pid = rs.task.pid;
   const high = Math.max(64, ...task.fds.map((f) => f.fd + 1));
   const sys = taskSyscall(rs);
+  const batch = taskBatch(rs);
 
   // What to send: each file entry once, then the restorer's own files. A table shared with an
   // earlier process (CLONE_FILES) has its descriptors already: only the restorer's go in.
@@ -170,19 +171,25 @@ export function installFiles(
       criuPidfds.push(pidfdOpen(real));
       service.push({ key: `ring:${id}`, fd: criuPidfds.at(-1)! });
     }
-    received = transfer(rs, arena, [...ours, ...service.map((s) => s.fd)], high, sys);
+    received = transfer(rs, arena, [...ours, ...service.map((s) => s.fd)], high);
   } finally {
     for (const fd of criuPidfds) close(fd);
   }
 
-  ids.forEach((id, i) => {
-    for (const fdi of task.fds.filter((f) => f.id === id)) {
+  batch(ids.flatMap((id, i) => [
+    ...task.fds.filter((f) => f.id === id).flatMap((fdi): TaskCall[] => {
       const cloexec = (fdi.flags & 1) !== 0;
-      sys(NR.dup3, "dup3", received[i], fdi.fd, cloexec ? O.CLOEXEC : 0);
-      if (!cloexec) sys(NR.fcntl, "fcntl(F_SETFD)", fdi.fd, F_SETFD, 0);
-    }
-    sys(NR.close, "close", received[i]);
-  });
+      const dup: TaskCall = {
+        nr: NR.dup3,
+        name: "dup3",
+        args: [received[i], fdi.fd, cloexec ? O.CLOEXEC : 0],
+      };
+      return cloexec
+        ? [dup]
+        : [dup, { nr: NR.fcntl, name: "fcntl(F_SETFD)", args: [fdi.fd, F_SETFD, 0] }];
+    }),
+    { nr: NR.close, name: "close", args: [received[i]] },
+  ]));
   const ringFds = new Map<number, number>();
   const receivedAs = (key: string) =>
     received[ids.length + service.findIndex((s) => s.key === key)];
@@ -280,7 +287,7 @@ export function installFiles(
   // targets are this task's files (the dump found them here); added through a copy sent in.
   const inFlight = inFlightEpolls(dump, task).filter((id) => table.firstUse(id));
   if (inFlight.length) {
-    const copies = transfer(rs, arena, inFlight.map((id) => table.file(id, -1, pid)), high, sys);
+    const copies = transfer(rs, arena, inFlight.map((id) => table.file(id, -1, pid)), high);
     inFlight.forEach((id, i) => {
       addTargets(copies[i], dump.files.get(id)!.epfd!);
       sys(NR.close, "close", copies[i]);
@@ -342,9 +349,15 @@ function transfer(
   arena: RemoteArena,
   fds: number[],
   high: number,
-  sys: (nr: number, name: string, ...args: (bigint | number)[]) => number,
+  context = `in restored task ${rs.task.pid}`,
 ): number[] {
   const pid = rs.task.pid;
+  const fail = (name: string, ret: bigint) => {
+    if (ret < 0n) throw new Errno(name, Number(-ret), context);
+    return Number(ret);
+  };
+  const sys = (nr: number, name: string, ...args: (bigint | number)[]) =>
+    fail(name, rs.call(nr, ...args));
   // A socket pair made in the task, one end taken here: it needs no name, which a task in
   // another network namespace could not share with criu.
   arena.reset();
@@ -373,10 +386,13 @@ function transfer(
       if (got.length !== batch.length) {
         throw new RestoreError(`Task ${pid} received ${got.length} of ${batch.length} descriptors`);
       }
-      for (const fd of got) {
-        out.push(sys(NR.fcntl, "fcntl(F_DUPFD_CLOEXEC)", fd, F_DUPFD_CLOEXEC, high));
-        sys(NR.close, "close", fd);
-      }
+      // Each moved up (the numbers below are the task's), the received one closed.
+      const calls = got.flatMap((fd) => [
+        { nr: NR.fcntl, name: "fcntl(F_DUPFD_CLOEXEC)", args: [fd, F_DUPFD_CLOEXEC, high] },
+        { nr: NR.close, name: "close", args: [fd] },
+      ]);
+      const moved = rs.batch(calls).map((ret, k) => fail(calls[k].name, ret));
+      got.forEach((_, k) => out.push(moved[2 * k]));
     }
   } finally {
     if (sender >= 0) close(sender);
@@ -392,11 +408,7 @@ function transfer(
  */
 export function sendFd(rs: RemoteSyscalls, fd: number, what: string): number {
   const arena = new RemoteArena(rs.task.pid, rs.scratch(4096), 4096);
-  const [got] = transfer(rs, arena, [fd], 64, (nr, name, ...args) => {
-    const ret = rs.call(nr, ...args);
-    if (ret < 0n) throw new Errno(name, Number(-ret), `${what}, in task ${rs.task.pid}`);
-    return Number(ret);
-  });
+  const [got] = transfer(rs, arena, [fd], 64, `${what}, in task ${rs.task.pid}`);
   return got;
 }
 
@@ -438,13 +450,7 @@ export function restoreLateFiles(
       let tmp: number;
       if (f!.reg && onAnotherNestedNamespace(f!.reg, dump, task)) {
         const arena = new RemoteArena(pid, rs.scratch(4096), 4096);
-        [tmp] = transfer(
-          rs,
-          arena,
-          [table.file(fdi.id, fdi.fd, pid)],
-          64,
-          (nr, name, ...a) => Number(sys(nr, name, ...a)),
-        );
+        [tmp] = transfer(rs, arena, [table.file(fdi.id, fdi.fd, pid)], 64, target);
       } else if (f!.pidfd) {
         const e = f!.pidfd;
         const PIDFD_THREAD = O.EXCL;

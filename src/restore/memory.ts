@@ -40,6 +40,7 @@ export const OP = {
   PREAD_CMP: 8,
   SPAWN: 9,
   JOIN: 10,
+  CALLS: 11,
 } as const;
 
 /**

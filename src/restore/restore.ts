@@ -63,6 +63,7 @@ import {
   writeRemote,
 } from "../syscalls/mod.ts";
 import { RemoteSyscalls } from "../tree/infect.ts";
+import { restorerCalls } from "./restorer_calls.ts";
 import { parseMaps, parseStat, readProcText } from "../tree/proc.ts";
 import {
   type core_entry,
@@ -1547,6 +1548,17 @@ function restoreInside(
   const area = rs.scratch(Number(areaSize), true, remotePtr(gap));
   const arena = new RemoteArena(pid, remoteAdd(area, arenaOff), ARENA_SIZE);
   log.debug(`restorer area at 0x${gap.toString(16)} (${areaSize} bytes)`);
+  writeRemote(pid, remoteAdd(area, AREA_CODE), code);
+  // Batches of calls run in the restorer, in its ops' room (free between its runs).
+  const restorer = restorerCalls(rs, {
+    code: remoteAdd(area, AREA_CODE),
+    args: remoteAdd(area, AREA_ARGS),
+    ops: remoteAdd(area, opsOff),
+    opsBytes: maxOps * OP_SIZE,
+    stackTop: remoteAdd(area, stackOff + STACK_SIZE),
+    timeoutMs: BLOB_TIMEOUT_MS,
+  });
+  rs.batchWith(restorer);
 
   // 4. FILES
   // A descriptor table shared with an earlier process (CLONE_FILES) is filled already.
@@ -1598,7 +1610,6 @@ function restoreInside(
     },
   });
   if (ops.length > maxOps) throw new RestoreError(`Too many restorer operations (${ops.length})`);
-  writeRemote(pid, remoteAdd(area, AREA_CODE), code);
   if (log.level >= 4) { for (const op of ops) log.debug(`Task ${pid}: ${op.what}`); }
   writeRemote(pid, remoteAdd(area, opsOff), encodeOps(ops));
   const args = new BigUint64Array([

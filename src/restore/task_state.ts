@@ -16,7 +16,7 @@
  */
 import { selfId } from "./nested_pidns.ts";
 import type { Logger } from "../log.ts";
-import { errnoName, NR, type RemotePtr, SIGINFO_SIZE } from "../syscalls/mod.ts";
+import { errnoName, NR, remoteAdd, type RemotePtr, SIGINFO_SIZE } from "../syscalls/mod.ts";
 import type { RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
 import { isFieldSet } from "../images/protobuf.ts";
@@ -51,11 +51,17 @@ const SS_DISABLE = 2;
 type Sys = (nr: number, what: string, ...args: (bigint | number | RemotePtr)[]) => bigint;
 
 function sysIn(rs: RemoteSyscalls): Sys {
-  const pid = rs.task.pid;
-  return (nr, what, ...args) => {
-    const ret = rs.call(nr, ...args);
+  const check = checkIn(rs);
+  return (nr, what, ...args) => check(rs.call(nr, ...args), what);
+}
+
+/** `ret`, the result of a call restoring `what` in the task of `rs`; thrown when an error. */
+function checkIn(rs: RemoteSyscalls): (ret: bigint, what: string) => bigint {
+  return (ret, what) => {
     if (ret < 0n) {
-      throw new RestoreError(`Cannot restore ${what} of task ${pid}: ${errnoName(Number(-ret))}`);
+      throw new RestoreError(
+        `Cannot restore ${what} of task ${rs.task.pid}: ${errnoName(Number(-ret))}`,
+      );
     }
     return ret;
   };
@@ -117,6 +123,7 @@ export function restoreTaskState(
 ): void {
   const pid = rs.task.pid;
   const sys = sysIn(rs);
+  const check = checkIn(rs);
   const tc = task.core.tc!;
   const mm = task.mm;
   arena.reset();
@@ -151,12 +158,12 @@ export function restoreTaskState(
   // Signal dispositions: entries for signals 1..64 without SIGKILL and SIGSTOP. Defaults are
   // set too: the helper's own dispositions (ignored signals survive exec) must not leak in.
   const sigs = Array.from({ length: 64 }, (_, i) => i + 1).filter((s) => s !== 9 && s !== 19);
-  tc.sigactions.forEach((sa, i) => {
-    const sig = sigs[i];
-    if (!sig) return;
-    const act = arena.words([sa.sigaction, sa.flags, sa.restorer, sa.mask]);
-    sys(NR.rt_sigaction, `the action of signal ${sig}`, sig, act, 0, 8);
-  });
+  const actions = tc.sigactions.slice(0, sigs.length);
+  const acts = arena.words(actions.flatMap((sa) => [sa.sigaction, sa.flags, sa.restorer, sa.mask]));
+  rs.batch(actions.map((_, i) => ({
+    nr: NR.rt_sigaction,
+    args: [sigs[i], remoteAdd(acts, i * 32), 0, 8],
+  }))).forEach((ret, i) => check(ret, `the action of signal ${sigs[i]}`));
 
   const timers = tc.timers;
   if (timers) {
@@ -175,8 +182,12 @@ export function restoreTaskState(
     });
   }
 
-  (tc.rlimits?.rlimits ?? []).forEach((r, res) => {
-    const ret = rs.call(NR.prlimit64, 0, res, arena.words([r.cur, r.max]), 0);
+  const rlimits = tc.rlimits?.rlimits ?? [];
+  const limits = arena.words(rlimits.flatMap((r) => [r.cur, r.max]));
+  rs.batch(rlimits.map((_, res) => ({
+    nr: NR.prlimit64,
+    args: [0, res, remoteAdd(limits, res * 16), 0],
+  }))).forEach((ret, res) => {
     if (ret < 0n) {
       log.warn(`Cannot restore resource limit ${res} of task ${pid}: ${errnoName(Number(-ret))}`);
     }

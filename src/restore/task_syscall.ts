@@ -19,3 +19,26 @@ export function taskSyscall(rs: RemoteSyscalls): TaskSyscall {
     return Number(ret);
   };
 }
+
+/** One syscall of a {@link TaskBatch}: `name` is what an error calls it. */
+export interface TaskCall {
+  nr: number;
+  name: string;
+  args: (bigint | number)[];
+}
+
+/** Runs syscalls in the task in one go (RemoteSyscalls.batch); their results, in order. */
+export type TaskBatch = (calls: readonly TaskCall[]) => number[];
+
+/**
+ * Batches of restored task `rs`: once all have run, the first failure is thrown as
+ * {@link taskSyscall} throws it.
+ */
+export function taskBatch(rs: RemoteSyscalls): TaskBatch {
+  const pid = rs.task.pid;
+  return (calls) =>
+    rs.batch(calls).map((ret, i) => {
+      if (ret < 0n) throw new Errno(calls[i].name, Number(-ret), `in restored task ${pid}`);
+      return Number(ret);
+    });
+}

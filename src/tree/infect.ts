@@ -98,11 +98,36 @@ export interface RemoteCall {
   name?: string;
 }
 
+/**
+ * Runs a list of calls in a task in one go, as blob code of its own: each call's raw result
+ * (-errno on failure), in order. A scope given one ({@link RemoteSyscalls.batchWith}) runs its
+ * batches with it where it has no parasite area.
+ */
+export type BatchRunner = (calls: readonly RemoteCall[]) => bigint[];
+
 /** The batch blob's layout (parasite/batch.c): its arguments, each call, its stack. */
-const BATCH = { ARGS: 48, DONE: 16, CALL: 64, STACK: 512 } as const;
+const BATCH = { ARGS: 48, DONE: 16, STACK: 512 } as const;
+/** Bytes of one call in a blob's list: nr, six arguments, the result (u64 words). */
+export const CALL_SIZE = 64;
 /** Fewer calls than this are injected one by one (the blob's set-up costs about as much). */
 const BATCH_MIN = 4;
 let batchCode: Uint8Array | undefined;
+
+/** `calls` as a blob's list of them (struct call[], results zero) at `at` of `image`. */
+export function encodeCalls(calls: readonly RemoteCall[], image: Uint8Array, at = 0): void {
+  const words = new BigInt64Array(image.buffer, image.byteOffset + at, calls.length * 8);
+  calls.forEach((c, i) => {
+    words[i * 8] = BigInt(c.nr);
+    c.args.forEach((a, j) => (words[i * 8 + 1 + j] = BigInt.asIntN(64, BigInt(a))));
+  });
+}
+
+/** The results of `n` calls from a blob's list of them, read from task `pid` at `at`. */
+export function readCallResults(pid: number, at: RemotePtr, n: number): bigint[] {
+  const table = new BigInt64Array(n * 8);
+  readRemote(pid, at, new Uint8Array(table.buffer));
+  return Array.from({ length: n }, (_, i) => table[i * 8 + 7]);
+}
 
 /** Where injected syscalls run, and the registers that differ from the task's own there. */
 export interface Anchor {
@@ -162,6 +187,8 @@ export class RemoteSyscalls implements Disposable {
   /** The lifeline of blobs run in this scope: its read end in the task, its write end ours. */
   #lifeline?: { theirs: number; ours: number };
 
+  #runner?: BatchRunner;
+
   /** A scope running syscalls at `anchor` in `task`. Nothing happens until the first call. */
   constructor(task: SeizedTask, anchor: Anchor, options: RemoteSyscallsOptions = {}) {
     this.task = task;
@@ -179,6 +206,14 @@ export class RemoteSyscalls implements Disposable {
    */
   static open(task: SeizedTask, maps: ProcMap[]): RemoteSyscalls {
     return new RemoteSyscalls(task, { site: findGadgets(task.pid, maps).syscall });
+  }
+
+  /**
+   * Batches outside a parasite area run with `runner` from now on (blob code the task has),
+   * or one by one again without it.
+   */
+  batchWith(runner: BatchRunner | undefined): void {
+    this.#runner = runner;
   }
 
   /** Moves the anchor; the next call runs there. */
@@ -227,15 +262,20 @@ export class RemoteSyscalls implements Disposable {
 
   /**
    * Runs `calls` in the task one after another; returns their raw results, in order. In a
-   * parasite area (a scope that heals) the batch blob runs them in one go (parasite/batch.c);
-   * elsewhere, or for a few, each is injected in turn. Only calls that change nothing criu
-   * must undo belong here: should criu die midway, the blob runs the rest before it heals. A
-   * failed call with a name throws, once all have run.
+   * parasite area (a scope that heals) the batch blob runs them in one go (parasite/batch.c),
+   * and so does the scope's runner where it has one ({@link batchWith}); else, or for a few,
+   * each is injected in turn. In a parasite area only calls that change nothing criu must undo
+   * belong here: should criu die midway, the blob runs the rest before it heals. A failed call
+   * with a name throws, once all have run.
    */
   batch(calls: readonly RemoteCall[]): bigint[] {
     const heal = this.heal;
-    const results = heal && this.#table && calls.length >= BATCH_MIN
+    const results = calls.length < BATCH_MIN
+      ? calls.map((c) => this.call(c.nr, ...c.args))
+      : heal && this.#table
       ? this.#runBatch(calls, heal)
+      : this.#runner
+      ? this.#runner(calls)
       : calls.map((c) => this.call(c.nr, ...c.args));
     calls.forEach((c, i) => {
       if (c.name !== undefined) this.#checked(c.name, results[i]);
@@ -248,7 +288,7 @@ export class RemoteSyscalls implements Disposable {
     batchCode ??= decodeBase64(BLOBS.batch);
     const argsOff = Math.ceil(batchCode.length / 16) * 16;
     const callsOff = argsOff + BATCH.ARGS;
-    const stackOff = callsOff + calls.length * BATCH.CALL;
+    const stackOff = callsOff + calls.length * CALL_SIZE;
     const size = stackOff + BATCH.STACK;
     const lifeline = this.lifeline();
     // Carved from the area's arena (executable) when it has room, else a mapping of its own.
@@ -270,11 +310,7 @@ export class RemoteSyscalls implements Disposable {
       w(argsOff, 3, lifeline);
       w(argsOff, 4, heal.entry);
       w(argsOff, 5, heal.block);
-      calls.forEach((c, i) => {
-        const off = callsOff + i * BATCH.CALL;
-        w(off, 0, c.nr);
-        c.args.forEach((a, j) => w(off, 1 + j, a));
-      });
+      encodeCalls(calls, image, callsOff);
       writeRemote(pid, at, image);
       const argsAt = remoteAdd(at, argsOff);
       this.run(at, argsAt, remoteAdd(at, size));
@@ -283,9 +319,7 @@ export class RemoteSyscalls implements Disposable {
       this.waitFlag(remoteAdd(argsAt, BATCH.DONE), 10_000);
       running = false;
       this.interrupt();
-      const table = new BigInt64Array(calls.length * BATCH.CALL / 8);
-      readRemote(pid, remoteAdd(at, callsOff), new Uint8Array(table.buffer));
-      return calls.map((_, i) => table[(i * BATCH.CALL) / 8 + 7]);
+      return readCallResults(pid, remoteAdd(at, callsOff), calls.length);
     } finally {
       if (running) {
         try {
@@ -527,7 +561,11 @@ export class RemoteSyscalls implements Disposable {
       this.#touched = true;
     }
     ptraceCont(this.task.pid);
+    this.#inBlob = true;
   }
+
+  /** Whether blob code started by {@link run} runs (it has not stopped since). */
+  #inBlob = false;
 
   /**
    * Whether the running blob has stopped on its own, which only a fault does (every signal is
@@ -537,13 +575,20 @@ export class RemoteSyscalls implements Disposable {
   checkRunning(): void {
     const st = tryWaitPid(this.task.pid);
     if (!st) return;
+    this.#inBlob = false;
     if (st.exited || st.signaled) throw new NoSuchTaskError(this.task.pid);
     this.#suppressToInterruptStop(st.stopSig);
     throw new InfectError(`Blob code in task ${this.task.pid} stopped with signal ${st.stopSig}`);
   }
 
-  /** Stops the blob started by {@link run} (PTRACE_INTERRUPT) and waits for the stop. */
+  /**
+   * Stops the blob started by {@link run} (PTRACE_INTERRUPT) and waits for the stop; nothing
+   * when it stopped already (a fault {@link checkRunning} met, or an earlier interrupt), which
+   * no stop would ever follow.
+   */
   interrupt(): void {
+    if (!this.#inBlob) return;
+    this.#inBlob = false;
     const pid = this.task.pid;
     ptraceInterrupt(pid);
     const st = waitPid(pid);
@@ -641,6 +686,7 @@ export class RemoteSyscalls implements Disposable {
    * forgetting each in the heal table first.
    */
   releaseScratch(): void {
+    this.#runner = undefined; // its code may live in the scratch memory going now
     const errors: unknown[] = [];
     const lifeline = this.#lifeline;
     this.#lifeline = undefined;
