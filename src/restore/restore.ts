@@ -63,7 +63,7 @@ import {
   writeRemote,
 } from "../syscalls/mod.ts";
 import { RemoteSyscalls } from "../tree/infect.ts";
-import { restorerCalls } from "./restorer_calls.ts";
+import { restorerCalls, type RestorerRoom } from "./restorer_calls.ts";
 import { parseMaps, parseStat, readProcText } from "../tree/proc.ts";
 import {
   type core_entry,
@@ -1550,15 +1550,16 @@ function restoreInside(
   log.debug(`restorer area at 0x${gap.toString(16)} (${areaSize} bytes)`);
   writeRemote(pid, remoteAdd(area, AREA_CODE), code);
   // Batches of calls run in the restorer, in its ops' room (free between its runs).
-  const restorer = restorerCalls(rs, {
+  // The threads' too, one at a time, while the leader waits in its stop.
+  const room: RestorerRoom = {
     code: remoteAdd(area, AREA_CODE),
     args: remoteAdd(area, AREA_ARGS),
     ops: remoteAdd(area, opsOff),
     opsBytes: maxOps * OP_SIZE,
     stackTop: remoteAdd(area, stackOff + STACK_SIZE),
     timeoutMs: BLOB_TIMEOUT_MS,
-  });
-  rs.batchWith(restorer);
+  };
+  rs.batchWith(restorerCalls(rs, room));
 
   // 4. FILES
   // A descriptor table shared with an earlier process (CLONE_FILES) is filled already.
@@ -1701,6 +1702,7 @@ function restoreInside(
       proc.threads.push({ tid, seized, core });
       const trs = RemoteSyscalls.open(seized, restored);
       threads.push(trs);
+      trs.batchWith(restorerCalls(trs, room));
       restoreThreadState(trs, arena, selfId(task), selfId(task, tid), core);
     }
     restorePosixTimers(rs, arena, dump, task);

@@ -17,7 +17,7 @@
 import { selfId } from "./nested_pidns.ts";
 import type { Logger } from "../log.ts";
 import { errnoName, NR, remoteAdd, type RemotePtr, SIGINFO_SIZE } from "../syscalls/mod.ts";
-import type { RemoteSyscalls } from "../tree/infect.ts";
+import type { RemoteCall, RemoteSyscalls } from "../tree/infect.ts";
 import type { RemoteArena } from "./arena.ts";
 import { isFieldSet } from "../images/protobuf.ts";
 import {
@@ -283,7 +283,13 @@ export function restoreThreadState(
   tid: number,
   core: core_entry,
 ): void {
-  const sys = sysIn(rs);
+  // The calls run in one batch (their arguments stay in the arena until then), then checked.
+  const calls: RemoteCall[] = [], whats: string[] = [];
+  const sys: Sys = (nr, what, ...args) => {
+    calls.push({ nr, args });
+    whats.push(what);
+    return 0n;
+  };
   const th = core.threadCore;
   arena.reset();
   // Scheduling, before the credentials (raising a priority needs CAP_SYS_NICE).
@@ -305,9 +311,12 @@ export function restoreThreadState(
     const r = th.rseqEntry;
     sys(NR.rseq, "the rseq area", r.rseqAbiPointer, r.rseqAbiSize, 0, r.signature);
   }
-  queueSignals(sys, arena, tgid, tid, th?.signalsP?.signals, false);
   const comm = th?.comm || core.tc?.comm || "";
   sys(NR.prctl, "the task name", PR.SET_NAME, arena.cstr(comm.slice(0, 15)));
+  const check = checkIn(rs);
+  rs.batch(calls).forEach((ret, i) => check(ret, whats[i]));
+  // Each signal's room in the arena serves the next: one call at a time.
+  queueSignals(sysIn(rs), arena, tgid, tid, th?.signalsP?.signals, false);
 }
 
 const SECBIT_NO_SETUID_FIXUP = 1 << 2;
