@@ -55,6 +55,27 @@ function sysIn(rs: RemoteSyscalls): Sys {
   return (nr, what, ...args) => check(rs.call(nr, ...args), what);
 }
 
+/**
+ * Calls restoring state in the task of `rs`, gathered (`sys` returns 0) and run in one batch
+ * by `run`, which throws the first failure as {@link sysIn} would, once all have run. Their
+ * arguments must stay in the arena until then.
+ */
+function batchIn(rs: RemoteSyscalls): { sys: Sys; run: () => void } {
+  const calls: RemoteCall[] = [], whats: string[] = [];
+  return {
+    sys: (nr, what, ...args) => {
+      calls.push({ nr, args });
+      whats.push(what);
+      return 0n;
+    },
+    run: () => {
+      const check = checkIn(rs);
+      rs.batch(calls.splice(0)).forEach((ret, i) => check(ret, whats[i]));
+      whats.length = 0;
+    },
+  };
+}
+
 /** `ret`, the result of a call restoring `what` in the task of `rs`; thrown when an error. */
 function checkIn(rs: RemoteSyscalls): (ret: bigint, what: string) => bigint {
   return (ret, what) => {
@@ -153,7 +174,9 @@ export function restoreTaskState(
   const cwd = dump.files.get(task.fs.cwdId)?.reg?.name;
   if (fds.cwd !== undefined) sys(NR.fchdir, `the working directory ${cwd}`, fds.cwd);
   const kept = new Set([fds.cwd, fds.root]);
-  for (const fd of fds.all) if (!kept.has(fd)) sys(NR.close, "restorer descriptors", fd);
+  const closing = batchIn(rs);
+  for (const fd of fds.all) if (!kept.has(fd)) closing.sys(NR.close, "restorer descriptors", fd);
+  closing.run();
 
   // Signal dispositions: entries for signals 1..64 without SIGKILL and SIGSTOP. Defaults are
   // set too: the helper's own dispositions (ignored signals survive exec) must not leak in.
@@ -283,13 +306,7 @@ export function restoreThreadState(
   tid: number,
   core: core_entry,
 ): void {
-  // The calls run in one batch (their arguments stay in the arena until then), then checked.
-  const calls: RemoteCall[] = [], whats: string[] = [];
-  const sys: Sys = (nr, what, ...args) => {
-    calls.push({ nr, args });
-    whats.push(what);
-    return 0n;
-  };
+  const { sys, run } = batchIn(rs);
   const th = core.threadCore;
   arena.reset();
   // Scheduling, before the credentials (raising a priority needs CAP_SYS_NICE).
@@ -313,8 +330,7 @@ export function restoreThreadState(
   }
   const comm = th?.comm || core.tc?.comm || "";
   sys(NR.prctl, "the task name", PR.SET_NAME, arena.cstr(comm.slice(0, 15)));
-  const check = checkIn(rs);
-  rs.batch(calls).forEach((ret, i) => check(ret, whats[i]));
+  run();
   // Each signal's room in the arena serves the next: one call at a time.
   queueSignals(sysIn(rs), arena, tgid, tid, th?.signalsP?.signals, false);
 }
@@ -392,7 +408,7 @@ function capBits(words: number[]): bigint {
  * armed one while the task was unfinished).
  */
 export function restoreCreds(rs: RemoteSyscalls, arena: RemoteArena, core: core_entry): void {
-  const sys = sysIn(rs);
+  const { sys, run } = batchIn(rs);
   const c = core.threadCore?.creds;
   if (c) {
     const last = capLastCap();
@@ -405,6 +421,12 @@ export function restoreCreds(rs: RemoteSyscalls, arena: RemoteArena, core: core_
       c.fsgid || c.groups.length || c.secbits || c.noNewPrivs) &&
       eff === now.capEff && prm === now.capPrm && bnd === now.capBnd &&
       inh === now.capInh && amb === now.capAmb;
+    if (prm & ~now.capPrm) {
+      throw new RestoreError(
+        `Cannot restore the capabilities of task ${rs.task.pid}: it had ` +
+          `${capNames(prm & ~now.capPrm)}, which this criu does not have`,
+      );
+    }
     if (!same) {
       arena.reset();
       const groups = arena.put(new Uint8Array(new Uint32Array(c.groups).buffer));
@@ -456,18 +478,13 @@ export function restoreCreds(rs: RemoteSyscalls, arena: RemoteArena, core: core_
         }
       }
       sys(NR.prctl, "securebits", PR.SET_SECUREBITS, c.secbits);
-      if (prm & ~now.capPrm) {
-        throw new RestoreError(
-          `Cannot restore the capabilities of task ${rs.task.pid}: it had ` +
-            `${capNames(prm & ~now.capPrm)}, which this criu does not have`,
-        );
-      }
       capset(eff, prm, inh);
       if (c.noNewPrivs) sys(NR.prctl, "no_new_privs", PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     }
   }
   const pdeath = core.threadCore?.pdeathSig ?? 0;
   sys(NR.prctl, "the parent-death signal", PR.SET_PDEATHSIG, pdeath);
+  run();
 }
 
 /**
