@@ -4,6 +4,8 @@
  */
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { exists } from "../src/util/exists.ts";
+import { spawnProgram } from "../src/syscalls/posix_spawn.ts";
+import { close, O, open, pipe2, tryRead, waitPid } from "../src/syscalls/mod.ts";
 import {
   buildVictim,
   checkAcrossRoundTrip,
@@ -1008,4 +1010,31 @@ Deno.test("restore -d -S (--restore-sibling, as LXC restores): the tree is born 
   } finally {
     await stopVictim(v);
   }
+});
+
+Deno.test("criu's helpers start with every signal unblocked, SIGPIPE at its default", () => {
+  // Deno ignores SIGPIPE, and an ignored signal survives exec: the helpers (and the tasks the
+  // restore helper makes) must not inherit that, nor a blocked mask.
+  const [r, w] = pipe2(O.CLOEXEC);
+  const nul = open("/dev/null", O.RDONLY | O.CLOEXEC);
+  let pid: number;
+  try {
+    pid = spawnProgram("/bin/cat", ["cat", "/proc/self/status"], { LC_ALL: "C" }, {
+      stdin: nul,
+      stdout: w,
+    });
+  } finally {
+    close(w);
+    close(nul);
+  }
+  let text = "";
+  const buf = new Uint8Array(4096);
+  for (let n; (n = tryRead(r, buf)) > 0;) text += new TextDecoder().decode(buf.subarray(0, n));
+  close(r);
+  const st = waitPid(pid, 0);
+  assertEquals(st.exitCode, 0, "cat ran");
+  const field = (name: string) =>
+    BigInt("0x" + new RegExp(`^${name}:\\s*([0-9a-f]+)`, "m").exec(text)![1]);
+  assertEquals(field("SigBlk"), 0n, "no signal blocked");
+  assertEquals(field("SigIgn") & (1n << 12n), 0n, "SIGPIPE not ignored");
 });

@@ -19,17 +19,16 @@
  *
  * @module
  */
-import { readFirstLine } from "../util/first_line.ts";
 import { close, O, pipe2, writeAll } from "../syscalls/mod.ts";
-import { helperExecutable } from "../util/helper_exe.ts";
+import { type HelperProcess, startHelper } from "../util/helper_process.ts";
 import type { StopWatcher } from "../tree/stop_hold.ts";
 
 /** The guard of one dump. */
 export class DumpGuard implements StopWatcher {
   #fd: number;
-  #child: Deno.ChildProcess;
+  #child: HelperProcess;
 
-  private constructor(fd: number, child: Deno.ChildProcess) {
+  private constructor(fd: number, child: HelperProcess) {
     this.#fd = fd;
     this.#child = child;
   }
@@ -37,18 +36,12 @@ export class DumpGuard implements StopWatcher {
   /** Starts a guard; resolves once it listens. */
   static async start(): Promise<DumpGuard> {
     const [r, w] = pipe2(O.CLOEXEC);
-    let child: Deno.ChildProcess;
+    let child: HelperProcess;
     try {
-      child = new Deno.Command(helperExecutable("guard"), {
-        args: [`/proc/${Deno.pid}/fd/${r}`],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "inherit",
-      }).spawn();
-      const text = await readFirstLine(child.stdout);
-      if (!text.startsWith("ready")) {
+      child = startHelper("guard", [`/proc/${Deno.pid}/fd/${r}`], { input: false });
+      if (!child.firstLine.startsWith("ready")) {
         await child.status;
-        throw new Error(`The dump guard did not start: ${JSON.stringify(text)}`);
+        throw new Error(`The dump guard did not start: ${JSON.stringify(child.firstLine)}`);
       }
     } catch (e) {
       close(w);

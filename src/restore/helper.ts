@@ -6,9 +6,19 @@
  *
  * @module
  */
-import { readFirstLine } from "../util/first_line.ts";
 import { helperExecutable } from "../util/helper_exe.ts";
-import { CLOCK, clockGettime, close, lastErrno, NR, O, open, rawSyscall } from "../syscalls/mod.ts";
+import { startHelper } from "../util/helper_process.ts";
+import {
+  CLOCK,
+  clockGettime,
+  close,
+  lastErrno,
+  NR,
+  O,
+  open,
+  rawSyscall,
+  writeAll,
+} from "../syscalls/mod.ts";
 import { cloneSiblingTask } from "../syscalls/spawn.ts";
 import { readTimeOffsets } from "../tree/proc.ts";
 import { type UserNamespace, writeIdMaps } from "../tree/userns.ts";
@@ -73,42 +83,39 @@ export async function spawnTask(
     ? [clocks.monotonic, clocks.boottime].flatMap(([sec, nsec]) => [`${sec}`, `${nsec}`])
     : [];
   if (sibling) return spawnSiblingTask(pid, cloneFlags, clocks, joinNet, userns);
-  const helper = new Deno.Command(helperExecutable("restore_helper"), {
-    args: [
-      `${pid}`,
-      detach ? "detach" : "wait",
-      `${cloneFlags | (clocks ? CLONE_NEWTIME : 0)}`,
-      ...time,
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-    env: joinNet ? { DENO_CRIU_JOIN_NET: joinNet } : {},
-  }).spawn();
-  const text = await readFirstLine(helper.stdout);
-  const m = /^(child|error) (-?\d+)/.exec(text);
+  const helper = startHelper("restore_helper", [
+    `${pid}`,
+    detach ? "detach" : "wait",
+    `${cloneFlags | (clocks ? CLONE_NEWTIME : 0)}`,
+    ...time,
+  ], { input: true, env: joinNet ? { DENO_CRIU_JOIN_NET: joinNet } : undefined });
+  let told = false;
+  const tell = (word?: string) => {
+    if (told) return Promise.resolve();
+    told = true;
+    try {
+      if (word) writeAll(helper.input, new TextEncoder().encode(word), "the restore helper");
+    } catch {
+      // The helper is gone already.
+    } finally {
+      close(helper.input);
+    }
+    return Promise.resolve();
+  };
+  const m = /^(child|error) (-?\d+)/.exec(helper.firstLine);
   if (!m) {
+    await tell();
     await helper.status;
-    throw new Error(`The restore helper failed to start task ${pid}: ${JSON.stringify(text)}`);
+    throw new Error(
+      `The restore helper failed to start task ${pid}: ${JSON.stringify(helper.firstLine)}`,
+    );
   }
   if (m[1] === "error") {
-    await helper.stdin.close().catch(() => {});
+    await tell();
     await helper.status;
     if (Number(m[2]) === 17) throw new PidTakenError(pid);
     throw new Error(`Cannot create task ${pid}: clone3 failed with errno ${m[2]}`);
   }
-  const writer = helper.stdin.getWriter();
-  let told = false;
-  const tell = async (word?: string) => {
-    if (told) return;
-    told = true;
-    try {
-      if (word) await writer.write(new TextEncoder().encode(word));
-      await writer.close();
-    } catch {
-      // The helper is gone already.
-    }
-  };
   const made = { pid: Number(m[2]), helper, release: () => tell("g"), abandon: () => tell() };
   if (userns) {
     try {

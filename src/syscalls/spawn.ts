@@ -48,8 +48,16 @@ function withBlob<T>(name: keyof typeof BLOBS, fn: (text: bigint, stack: bigint)
   }
 }
 
+/** execve's arguments as C arrays: strings[0] is the path, argv and envp end in a null. */
+export interface ExecArgs {
+  strings: Uint8Array<ArrayBuffer>[];
+  path: bigint;
+  argv: BigUint64Array;
+  envp: BigUint64Array;
+}
+
 /** execve's arguments, as C arrays (kept alive by the caller until the child has exec'd). */
-function execArgs(path: string, argv: string[], env: Record<string, string>) {
+export function execArgs(path: string, argv: string[], env: Record<string, string>): ExecArgs {
   const strings = [path, ...argv, ...Object.entries(env).map(([k, v]) => `${k}=${v}`)]
     .map(cString);
   const ptrs = (list: Uint8Array[]) => new BigUint64Array([...list.map((b) => addressOf(b)), 0n]);
