@@ -99,7 +99,7 @@ Deno.test("restore gives a process back its memory, files, signals, timers and l
 });
 
 Deno.test("a process's memory is filled by two threads, the second one of its own that is gone before the restore goes on: every page comes back where it was", async () => {
-  // 96 MiB: over the restorer's threshold (16 MiB), split unevenly among its mappings.
+  // 96 MiB: over the restorer's threshold (2 MiB), split unevenly among its mappings.
   const bin = await buildVictim("heap");
   const v = startVictim(["setsid", bin, "{out}", "96"]);
   let pid = 0;

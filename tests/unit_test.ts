@@ -965,7 +965,9 @@ Deno.test("memory fills split in two halves at a page, the first the helper thre
   assertEquals(ops.at(-1)!.code, OP.JOIN);
   assertEquals(ops.at(-1)!.args, [0x2000n]);
   // Below the threshold, and without the thread's room: no thread.
-  assert(!fillOps(fills.slice(0, 1), helper).some((o) => o.code === OP.SPAWN));
+  const small = [{ start: 0x10000000n, end: 0x10000000n + MiB, fd: 7, off: 0n }];
+  assert(!fillOps(small, helper).some((o) => o.code === OP.SPAWN));
+  assert(fillOps([{ ...small[0], end: small[0].start + 2n * MiB }], helper)[0].code === OP.SPAWN);
   assert(!fillOps(fills).some((o) => o.code === OP.SPAWN));
 });
 
