@@ -41,7 +41,7 @@ import {
   TCP_REPAIR,
   tcpInfo,
 } from "../syscalls/socket.ts";
-import { Errno, F, fcntl, O } from "../syscalls/mod.ts";
+import { Errno, F, fcntl, nap, O } from "../syscalls/mod.ts";
 import { sendFakeSegment, TH } from "./tcp_segment.ts";
 import { TCP_STATE } from "./tcp_state.ts";
 import type { Connection } from "./addr.ts";
@@ -216,7 +216,7 @@ function sendQueue(fd: number, data: Uint8Array, what: string): void {
       if (e instanceof Errno && e.errno === 12 && chunk > 1024) {
         chunk >>= 1;
       } else if (e instanceof Errno && e.errno === 11 && Date.now() < until) {
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+        nap(1);
       } else {
         throw e;
       }

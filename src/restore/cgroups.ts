@@ -30,7 +30,7 @@ import { exists } from "../util/exists.ts";
 import { RestoreError } from "./files.ts";
 import type { TaskImages } from "./images.ts";
 import { readProcText } from "../tree/proc.ts";
-import { detachMount, mountFs } from "../syscalls/mod.ts";
+import { detachMount, mountFs, nap } from "../syscalls/mod.ts";
 import {
   cgroupDir,
   type CgroupMember,
@@ -252,7 +252,7 @@ export class CgroupMover {
           break;
         } catch {
           // tasks still leaving it: a moment
-          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+          nap(10);
         }
       }
     }

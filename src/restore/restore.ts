@@ -42,6 +42,7 @@ import {
   fileSystemOf,
   ioctl,
   kill,
+  nap,
   NR,
   O,
   open as openHere,
@@ -1501,12 +1502,11 @@ function waitThreadGone(pid: number, helper: RemotePtr): boolean {
   const tid = word[1];
   if (tid <= 0) return false;
   const end = performance.now() + 2000;
-  const nap = new Int32Array(new SharedArrayBuffer(4));
   while (tryTgkill(pid, tid, 0) !== -errno.ESRCH) {
     if (performance.now() > end) {
       throw new RestoreError(`The thread ${tid} that filled task ${pid}'s memory did not go`);
     }
-    Atomics.wait(nap, 0, 0, 0.05);
+    nap(0.05);
   }
   return true;
 }

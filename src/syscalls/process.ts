@@ -324,6 +324,16 @@ export function tryTgkill(tgid: number, tid: number, sig: number): number {
   return orErrno(rawSyscall(NR.tgkill, tgid, tid, sig));
 }
 
+const NAP = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Blocks this thread for `ms` milliseconds (fractions too), the event loop with it: the pause
+ * of a polling loop that must not yield (ptrace stops, a terminal's queues, a busy socket).
+ */
+export function nap(ms: number): void {
+  Atomics.wait(NAP, 0, 0, ms);
+}
+
 /**
  * Waits `ms` milliseconds, letting the event loop run (signals, messages) meanwhile: usleep on
  * a worker thread. Unlike a timer it keeps a process alive until it ends.

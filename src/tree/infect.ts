@@ -41,6 +41,7 @@ import { BLOBS } from "../../parasite/blobs_gen.ts";
 import {
   close,
   cString,
+  nap,
   NR,
   O,
   pidfdGetfd,
@@ -667,7 +668,6 @@ export class RemoteSyscalls implements Disposable {
     const word = new BigInt64Array(1);
     const bytes = new Uint8Array(word.buffer);
     const end = performance.now() + timeoutMs;
-    const nap = new Int32Array(new SharedArrayBuffer(4));
     for (let spins = 0;; spins++) {
       readRemote(this.task.pid, flag, bytes);
       if (word[0] !== 0n) return;
@@ -677,7 +677,7 @@ export class RemoteSyscalls implements Disposable {
           `Blob code in task ${this.task.pid} did not finish in ${timeoutMs} ms`,
         );
       }
-      if (spins > 100) Atomics.wait(nap, 0, 0, 1);
+      if (spins > 100) nap(1);
     }
   }
 

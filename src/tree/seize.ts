@@ -14,6 +14,7 @@ import {
   Errno,
   errno,
   kill,
+  nap,
   PTRACE_EVENT_STOP,
   PTRACE_O,
   ptraceCont,
@@ -48,15 +49,13 @@ const MAX_SIGNAL_STOPS = 64;
 /** How long a task may take to stop, as criu's default `--timeout` (10 s). */
 export const DEFAULT_FREEZE_TIMEOUT_MS = 10_000;
 
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
-
 /**
  * The next wait status of traced task `pid`, polling until `deadline` (performance.now()
  * time): a task that does not stop by then (an uninterruptible wait: vfork(), a hung file
  * system) fails the freeze by name instead of hanging it.
  */
 function waitUntil(pid: number, deadline: number): WaitStatus {
-  for (let nap = 0.02;; nap = Math.min(nap * 2, 5)) {
+  for (let pause = 0.02;; pause = Math.min(pause * 2, 5)) {
     const st = tryWaitPid(pid);
     if (st) return st;
     if (performance.now() >= deadline) {
@@ -73,7 +72,7 @@ function waitUntil(pid: number, deadline: number): WaitStatus {
       }
       throw new SeizeError(`Cannot freeze task ${pid}: it did not stop in time${why}`);
     }
-    Atomics.wait(sleeper, 0, 0, nap);
+    nap(pause);
   }
 }
 

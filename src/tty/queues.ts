@@ -14,6 +14,7 @@
 import {
   inputQueued,
   LFLAG,
+  nap,
   pollNow,
   setTermios,
   type Termios,
@@ -211,7 +212,7 @@ export function refillPty(
       writeAll(master, written, `the master of ${what}`);
       const echo = awaitQueued(master, queues.input.length, what);
       // Marks alone echo nothing: they are given a moment.
-      if (!queues.input.length) Atomics.wait(PAUSE, 0, 0, 20);
+      if (!queues.input.length) nap(20);
       if (echo.length !== queues.input.length) {
         throw new TtyQueueError(`Cannot put the input of ${what} back: its echo differs`);
       }
@@ -229,8 +230,6 @@ export function refillPty(
   }
 }
 
-const PAUSE = new Int32Array(new SharedArrayBuffer(4));
-
 /** Waits (a second at most) until `fd` has `n` bytes to read; reads them when `take`. */
 function awaitQueued(fd: number, n: number, what: string, take = true): Uint8Array {
   const deadline = Date.now() + 1000;
@@ -238,7 +237,7 @@ function awaitQueued(fd: number, n: number, what: string, take = true): Uint8Arr
     pollNow(fd);
     const have = inputQueued(fd, what);
     if (have >= n) break;
-    Atomics.wait(PAUSE, 0, 0, 1);
+    nap(1);
     if (Date.now() > deadline) {
       throw new TtyQueueError(`Cannot put the queues of ${what} back: ${have} of ${n} bytes came`);
     }
