@@ -148,22 +148,25 @@ Deno.test("criu killed at random moments of a dump: the tree goes on as it was",
       // The first kills land on the first injected syscalls (the area being made), by count,
       // one right after the tree was killed, two as a thread goes in and out of the area (the
       // leader must know whether to wait for it), one while the batch blob asks the leader
-      // about itself; the rest at random times after the seize.
+      // about itself, one while it asks a thread (inside the area); the rest at random times
+      // after the seize.
       const env: Record<string, string> = i < 3
         ? { CRIU_TEST_DIE_AT: `${i + 1}` }
         : i === 3
         ? { CRIU_TEST_DIE_AT: "killed" }
         : i === 4 || i === 5
         ? { CRIU_TEST_DIE_AT: i === 4 ? "thread-in" : "thread-out" }
-        : i === 6
-        ? { CRIU_TEST_DIE_AT: "batch" }
+        : i === 6 || i === 7
+        ? { CRIU_TEST_DIE_AT: i === 6 ? "batch" : "thread-batch" }
         : {};
       const run = spawnCriu(["dump", "-t", `${s.pid}`, "-D", imgs], env);
       const start = performance.now();
       while (tracerOf(s.pid) === 0 && performance.now() - start < 5000) await sleep(1);
-      const st = await killAfter(run, i > 6 ? Math.random() * span : undefined);
-      // The leader's questions go through the batch blob, where criu dies.
-      if (i === 6) assert(!st.success, "kill 6: criu must die while the batch blob runs");
+      const st = await killAfter(run, i > 7 ? Math.random() * span : undefined);
+      // The leader's and a thread's questions go through the batch blob, where criu dies.
+      if (i === 6 || i === 7) {
+        assert(!st.success, `kill ${i}: criu must die while the batch blob runs`);
+      }
       let traced = -1;
       if (!st.success) {
         for (let k = 0; k < 100 && (traced = tracerOf(s.pid)) > 0; k++) await sleep(10);

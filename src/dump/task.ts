@@ -264,11 +264,23 @@ export interface ThreadState {
 /** Collects the per-thread state of a seized non-leader thread of process `pid`. */
 export function collectThread(pid: number, task: SeizedTask, rs: RemoteSyscalls): ThreadState {
   const tid = task.pid;
-  const scratch = rs.scratch(4096);
-  rs.check(NR.sigaltstack, "sigaltstack", 0, scratch);
-  rs.check(NR.prctl, "prctl(PR_GET_TID_ADDRESS)", PR.GET_TID_ADDRESS, remoteAdd(scratch, 64));
-  rs.check(NR.prctl, "prctl(PR_GET_PDEATHSIG)", PR.GET_PDEATHSIG, remoteAdd(scratch, 72));
-  const secureBits = Number(rs.check(NR.prctl, "prctl(PR_GET_SECUREBITS)", PR.GET_SECUREBITS));
+  // Asked in one batch (the thread's arena holds the answers and the batch blob).
+  const scratch = rs.scratch(128);
+  const answers = rs.batch([
+    { nr: NR.sigaltstack, args: [0, scratch], name: "sigaltstack" },
+    {
+      nr: NR.prctl,
+      args: [PR.GET_TID_ADDRESS, remoteAdd(scratch, 64)],
+      name: "prctl(PR_GET_TID_ADDRESS)",
+    },
+    {
+      nr: NR.prctl,
+      args: [PR.GET_PDEATHSIG, remoteAdd(scratch, 72)],
+      name: "prctl(PR_GET_PDEATHSIG)",
+    },
+    { nr: NR.prctl, args: [PR.GET_SECUREBITS], name: "prctl(PR_GET_SECUREBITS)" },
+  ]);
+  const secureBits = Number(answers[3]);
   const page = new Uint8Array(128);
   readRemote(tid, scratch, page);
   const v = new DataView(page.buffer);

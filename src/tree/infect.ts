@@ -88,8 +88,12 @@ const MAP = { PRIVATE: 2, ANONYMOUS: 0x20, FIXED_NOREPLACE: 0x100000 } as const;
 const dieAt = Number(Deno.env.get("CRIU_TEST_DIE_AT") ?? 0);
 let stops = 0;
 
-/** Test hook: `CRIU_TEST_DIE_AT=batch` kills criu while the batch blob runs in a task. */
+/**
+ * Test hooks: `CRIU_TEST_DIE_AT=batch` kills criu while the batch blob runs in a task,
+ * `thread-batch` while it runs in a thread other than the leader (inside the parasite area).
+ */
 const dieInBatch = Deno.env.get("CRIU_TEST_DIE_AT") === "batch";
+const dieInThreadBatch = Deno.env.get("CRIU_TEST_DIE_AT") === "thread-batch";
 
 /** One syscall of a {@link RemoteSyscalls.batch}: with a name, a failure throws. */
 export interface RemoteCall {
@@ -163,6 +167,12 @@ export interface RemoteSyscallsOptions {
    * address so that they are recorded before they exist.
    */
   place?: (size: number) => bigint;
+  /**
+   * The read end in the task of a lifeline another scope of the same process owns (its threads
+   * share one descriptor table): this scope's blobs use it instead of one of their own, and
+   * leave it to its owner.
+   */
+  lifeline?: number;
 }
 
 /** An injected syscall could not be run. */
@@ -187,6 +197,7 @@ export class RemoteSyscalls implements Disposable {
   #open = true;
   /** The lifeline of blobs run in this scope: its read end in the task, its write end ours. */
   #lifeline?: { theirs: number; ours: number };
+  #borrowedLifeline?: number;
 
   #runner?: BatchRunner;
 
@@ -199,6 +210,7 @@ export class RemoteSyscalls implements Disposable {
     this.#onClose = options.onClose;
     this.#doorway = options.doorway;
     this.#place = options.place;
+    this.#borrowedLifeline = options.lifeline;
   }
 
   /**
@@ -316,7 +328,9 @@ export class RemoteSyscalls implements Disposable {
       const argsAt = remoteAdd(at, argsOff);
       this.run(at, argsAt, remoteAdd(at, size));
       running = true;
-      if (dieInBatch) Deno.kill(Deno.pid, "SIGKILL");
+      if (dieInBatch || (dieInThreadBatch && this.#borrowedLifeline !== undefined)) {
+        Deno.kill(Deno.pid, "SIGKILL");
+      }
       this.waitFlag(remoteAdd(argsAt, BATCH.DONE), 10_000);
       running = false;
       this.interrupt();
@@ -340,6 +354,7 @@ export class RemoteSyscalls implements Disposable {
    * reads end-of-file should criu die, and goes home (parasite/batch.c, dump_pages.c).
    */
   lifeline(): number {
+    if (this.#borrowedLifeline !== undefined) return this.#borrowedLifeline;
     if (this.#lifeline) return this.#lifeline.theirs;
     const [r, w] = this.pipe();
     const pidfd = pidfdOpen(this.task.pid);

@@ -344,6 +344,8 @@ export class Parasite implements Disposable {
    */
   thread(task: SeizedTask): RemoteSyscalls {
     if (this.#thread) throw new InfectError("One thread at a time in the parasite area");
+    // The leader's lifeline serves its threads' blobs too (one descriptor table).
+    const lifeline = this.leader.lifeline();
     const pid = task.pid;
     const xsave = ptraceGetXstate(pid);
     if (xsave.length !== this.#xsaveLen) {
@@ -413,6 +415,7 @@ export class Parasite implements Disposable {
         size: THREAD_ARENA,
       },
       doorway,
+      lifeline,
       onClose: () => {
         // The registers are the thread's own again: the leader's stack gets its bytes back.
         if (saved) writeRemote(pid, chain!.threadAt, saved);
