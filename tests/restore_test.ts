@@ -6,6 +6,9 @@ import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { exists } from "../src/util/exists.ts";
 import { spawnProgram } from "../src/syscalls/posix_spawn.ts";
 import { close, O, open, pipe2, tryRead, waitPid } from "../src/syscalls/mod.ts";
+import { readDump } from "../src/restore/images.ts";
+import { ImagesDir } from "../src/images/images_dir.ts";
+import { VMA } from "../src/pagemap/vma.ts";
 import {
   buildVictim,
   checkAcrossRoundTrip,
@@ -1037,4 +1040,36 @@ Deno.test("criu's helpers start with every signal unblocked, SIGPIPE at its defa
     BigInt("0x" + new RegExp(`^${name}:\\s*([0-9a-f]+)`, "m").exec(text)![1]);
   assertEquals(field("SigBlk"), 0n, "no signal blocked");
   assertEquals(field("SigIgn") & (1n << 12n), 0n, "SIGPIPE not ignored");
+});
+
+Deno.test("images whose vDSO code differs from this kernel's are refused before anything is made", async () => {
+  const bin = await buildVictim("counter");
+  const v = startVictim(["setsid", bin, "{out}"]);
+  try {
+    await waitLine(v.out, /^count 1 /);
+    const imgs = tmpDir();
+    await dumpAndKill(v, imgs);
+    const task = readDump(new ImagesDir(imgs)).tasks[0];
+    const vdso = task.mm.vmas.find((x) => x.status & VMA.AREA_VDSO)!;
+    const i = task.pagemap.findIndex((e) => e.vaddr === vdso.start);
+    assert(i >= 0, "the images carry the vDSO's pages");
+    // One byte of its code changed, as another kernel's build would differ.
+    using pages = Deno.openSync(task.pagesPaths[task.pageFile[i]] ?? task.pagesPath, {
+      read: true,
+      write: true,
+    });
+    const at = task.pageOffsets[i] + 0x100;
+    const b = new Uint8Array(1);
+    pages.seekSync(at, Deno.SeekMode.Start);
+    pages.readSync(b);
+    b[0] ^= 0xff;
+    pages.seekSync(at, Deno.SeekMode.Start);
+    pages.writeSync(b);
+    const res = await criu(["restore", "-d", "-D", imgs]);
+    assert(res.code !== 0, "refused");
+    assertMatch(res.stderr, /vDSO .*its code differs from this kernel's vDSO/);
+    assert(!exists(`/proc/${v.pid}`), "nothing made");
+  } finally {
+    await stopVictim(v);
+  }
 });

@@ -21,18 +21,29 @@ export function checkVdsoCode(task: TaskImages): void {
   if (i < 0) return; // images without its pages: the layout check alone
   const len = Number(v.end - v.start);
   if (task.pagemap[i].nrPages * 4096 < len) return;
-  const here = parseMaps(Deno.readTextFileSync("/proc/self/maps")).find((m) => m.path === "[vdso]");
-  if (!here || here.end - here.start !== v.end - v.start) return; // pairSpecials says why
-  const dumped = new Uint8Array(len), live = new Uint8Array(len);
+  const live = ourVdso();
+  if (!live || live.length !== len) return; // pairSpecials says why
+  const dumped = new Uint8Array(len);
   using pages = Deno.openSync(task.pagesPaths[task.pageFile[i]] ?? task.pagesPath);
   pages.seekSync(task.pageOffsets[i], Deno.SeekMode.Start);
   readFull(pages, dumped);
-  using mem = Deno.openSync("/proc/self/mem");
-  mem.seekSync(here.start, Deno.SeekMode.Start);
-  readFull(mem, live);
   if (!dumped.every((b, k) => b === live[k])) {
     throw new VdsoMismatchError("its code differs from this kernel's vDSO");
   }
+}
+
+let vdso: Uint8Array | null | undefined;
+
+/** criu's own vDSO (this kernel's), read once; null without one. */
+function ourVdso(): Uint8Array | null {
+  if (vdso !== undefined) return vdso;
+  const here = parseMaps(Deno.readTextFileSync("/proc/self/maps")).find((m) => m.path === "[vdso]");
+  if (!here) return vdso = null;
+  vdso = new Uint8Array(Number(here.end - here.start));
+  using mem = Deno.openSync("/proc/self/mem");
+  mem.seekSync(here.start, Deno.SeekMode.Start);
+  readFull(mem, vdso);
+  return vdso;
 }
 
 function readFull(f: Deno.FsFile, buf: Uint8Array): void {
