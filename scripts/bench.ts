@@ -2,6 +2,9 @@
  * `deno task bench`: dump throughput for a process with a large touched heap, images on tmpfs,
  * side by side with a plain write loop of the same number of bytes to tmpfs in the same run.
  *
+ * The command line part also takes a tree of 20 processes x 4 threads x 8 MiB (its label
+ * 20x4x8M): the cost of each process and thread.
+ *
  * Usage: deno task bench [--mib 1024] [--runs 3]
  */
 import { parseArgs } from "node:util";
@@ -37,6 +40,8 @@ const MIB = Number(values.mib);
 const RUNS = Number(values.runs);
 const TMPFS = "/dev/shm";
 const TREE_MIB = 64;
+/** The command line's tree: 20 processes x 4 threads of this many MiB each. */
+const CLI_TREE_MIB = 8;
 /** A page rewritten every 381 us: 1% of a GiB each second. */
 const DIRTY_US = Math.round(1e6 / ((MIB << 20) / 4096 / 100));
 
@@ -266,11 +271,19 @@ const treeRows: { dumpMs: number; frozenMs: number; restoreMs: number }[] = [];
 // The command line, ours and CRIU 4.2's (where the oracle is here) taking turns: the heap, and
 // a tiny process (start-up and fixed costs).
 const cliDir = Deno.makeTempDirSync({ dir: TMPFS, prefix: "criu-bench-" });
-let cliHeap, cliTiny, frozen: FrozenPair[];
+let cliHeap, cliTiny, cliTree, frozen: FrozenPair[];
 const dirty = await buildVictim("dirty");
+const cliTreeBin = await buildVictim("tree");
 try {
-  cliHeap = await sideBySide(heap, MIB, RUNS, cliDir, () => warm(cliDir));
-  cliTiny = await sideBySide(heap, 1, RUNS, cliDir, () => {});
+  cliHeap = await sideBySide({ bin: heap, args: [`${MIB}`] }, RUNS, cliDir, () => warm(cliDir));
+  cliTiny = await sideBySide({ bin: heap, args: ["1"] }, RUNS, cliDir, () => {});
+  // A tree of mid-sized processes: the cost of each process and thread, beside its pages.
+  cliTree = await sideBySide(
+    { bin: cliTreeBin, args: ["20", "4", `${CLI_TREE_MIB}`] },
+    RUNS,
+    cliDir,
+    () => {},
+  );
   // Pre-dumps: the last dump's frozen time against a full dump's, of a process rewriting 1% of
   // its memory each second (a page every DIRTY_US).
   frozen = [];
@@ -347,7 +360,13 @@ console.log(
     tools().map((t) => t.name).join(" and ") + " taking turns",
 );
 console.log(`                          dump                restore`);
-for (const [label, table] of [[`${MIB} MiB`, cliHeap], ["1 MiB", cliTiny]] as const) {
+for (
+  const [label, table] of [
+    [`${MIB} MiB`, cliHeap],
+    ["1 MiB", cliTiny],
+    [`20x4x${CLI_TREE_MIB}M`, cliTree],
+  ] as const
+) {
   const rows = [...table.entries()].map(([name, trips]) => ({
     name,
     dump: cliRow(trips.map((t) => t.dump)),

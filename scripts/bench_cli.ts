@@ -8,7 +8,15 @@
 import { join } from "node:path";
 import { readImage } from "../src/images/image.ts";
 import { stats_entrySchema } from "../proto/gen/misc_pb.ts";
-import { criuArgv, ORACLE, oracle, sleep, waitGone, waitReport } from "../tests/helpers.ts";
+import {
+  criuArgv,
+  ORACLE,
+  oracle,
+  sleep,
+  treePids,
+  waitGone,
+  waitReport,
+} from "../tests/helpers.ts";
 
 /** One command-line run. */
 export interface CliRun {
@@ -76,33 +84,44 @@ export interface RoundTrip {
   restore: CliRun;
 }
 
+/** A victim of the round trips: `bin OUT ARGS` (it writes "ready" into OUT). */
+export interface BenchVictim {
+  bin: string;
+  args: string[];
+}
+
 /**
- * `runs` round trips by each tool, taking turns (which goes first alternates): a heap victim of
- * `mib` MiB dumped into tmpfs under `dir`, then restored (-d) from those images and killed.
+ * `runs` round trips by each tool, taking turns (which goes first alternates): the tree of
+ * `victim` dumped into tmpfs under `dir`, then restored (-d) from those images and killed.
  * `warm` runs before each measured step.
  */
 export async function sideBySide(
-  heap: string,
-  mib: number,
+  victim: BenchVictim,
   runs: number,
   dir: string,
   warm: () => void,
 ): Promise<Map<string, RoundTrip[]>> {
   const all = tools();
   const out = new Map(all.map((t) => [t.name, [] as RoundTrip[]]));
+  const gone = async (pids: number[], what: string) => {
+    for (const pid of pids) {
+      if (!await waitGone(pid, 15000)) throw new Error(`${what}: ${pid} is still there`);
+    }
+  };
   for (let run = 0; run < runs; run++) {
     for (let i = 0; i < all.length; i++) {
       const tool = all[(i + run) % all.length];
       const imgs = Deno.makeTempDirSync({ dir, prefix: "imgs-" });
       try {
-        const pid = await startOrphan(heap, [`${mib}`], dir);
+        const pid = await startOrphan(victim.bin, victim.args, dir);
+        const pids = treePids(pid);
         warm();
         const dump = await timed(tool.argv(["dump", "-t", `${pid}`, "-D", imgs, "-o", "d.log"]));
-        if (!await waitGone(pid, 15000)) throw new Error(`${tool.name}: ${pid} outlived its dump`);
+        await gone(pids, `${tool.name} dumped the tree`);
         warm();
         const restore = await timed(tool.argv(["restore", "-d", "-D", imgs, "-o", "r.log"]));
-        Deno.kill(pid, "SIGKILL");
-        await waitGone(pid, 15000);
+        for (const p of treePids(pid).reverse()) Deno.kill(p, "SIGKILL");
+        await gone(pids, "the restored tree was killed");
         out.get(tool.name)!.push({ dump, restore });
       } finally {
         Deno.removeSync(imgs, { recursive: true });
