@@ -1073,3 +1073,39 @@ Deno.test("images whose vDSO code differs from this kernel's are refused before 
     await stopVictim(v);
   }
 });
+
+Deno.test("a helper gets its pipes as stdin and stdout even where they are criu's descriptors 0 and 1 (criu started with its standard ones closed)", async () => {
+  // With 0 and 1 closed, criu's pipes may take them: here the output's write end is 0 and the
+  // input's read end 1, which the child's dup2 onto 0 (its stdin first) would overwrite.
+  const script = `
+    import { libc } from "${ROOT}/src/syscalls/ffi.ts";
+    import { NR, O, pipe2, rawSyscall, tryRead, waitPid } from "${ROOT}/src/syscalls/mod.ts";
+    import { spawnProgram } from "${ROOT}/src/syscalls/posix_spawn.ts";
+    const [inR, inW] = pipe2(O.CLOEXEC);
+    const [outR, outW] = pipe2(O.CLOEXEC);
+    rawSyscall(NR.dup3, outW, 0, O.CLOEXEC);
+    rawSyscall(NR.dup3, inR, 1, O.CLOEXEC);
+    libc.close(outW);
+    libc.close(inR);
+    const pid = spawnProgram("/bin/sh", ["sh", "-c", "read x; echo got $x"], {}, {
+      stdin: 1,
+      stdout: 0,
+    });
+    libc.close(0);
+    libc.close(1);
+    libc.write(inW, new TextEncoder().encode("hello\\n"), 6n);
+    const buf = new Uint8Array(64);
+    const n = tryRead(outR, buf);
+    waitPid(pid, 0);
+    Deno.stderr.writeSync(new TextEncoder().encode(new TextDecoder().decode(buf.subarray(0, Math.max(n, 0)))));
+  `;
+  const file = `${tmpDir()}/low_fds.ts`;
+  Deno.writeTextFileSync(file, script);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-check", file],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stderr);
+  assertMatch(text, /^got hello/, text);
+});

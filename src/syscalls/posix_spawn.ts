@@ -6,7 +6,8 @@
  */
 import { Errno } from "./errno.ts";
 import { libc } from "./ffi.ts";
-import { execArgs } from "./spawn.ts";
+import { close, F, fcntl } from "./process.ts";
+import { type ExecArgs, execArgs } from "./spawn.ts";
 
 /** posix_spawn_file_actions_t and posix_spawnattr_t are 80 and 336 bytes in glibc. */
 const OPAQUE = 512;
@@ -26,6 +27,22 @@ export function spawnProgram(
   stdio: { stdin: number; stdout: number },
 ): number {
   const x = execArgs(path, argv, env);
+  // A descriptor among 0-2 (criu started with its standard ones closed) could be overwritten
+  // by the other's dup2 in the child: copied above them for the time of the spawn.
+  const lifted: number[] = [];
+  const above = (fd: number) => {
+    if (fd > 2) return fd;
+    lifted.push(fcntl(fd, F.DUPFD_CLOEXEC, 3));
+    return lifted.at(-1)!;
+  };
+  try {
+    return spawn(path, x, above(stdio.stdin), above(stdio.stdout));
+  } finally {
+    for (const fd of lifted) close(fd);
+  }
+}
+
+function spawn(path: string, x: ExecArgs, stdin: number, stdout: number): number {
   const actions = new Uint8Array(OPAQUE), attr = new Uint8Array(OPAQUE);
   const check = (ret: number, what: string) => {
     if (ret !== 0) throw new Errno(what, ret, path);
@@ -34,8 +51,8 @@ export function spawnProgram(
   try {
     check(libc.posix_spawnattr_init(attr), "posix_spawnattr_init");
     try {
-      check(libc.posix_spawn_file_actions_adddup2(actions, stdio.stdin, 0), "adddup2");
-      check(libc.posix_spawn_file_actions_adddup2(actions, stdio.stdout, 1), "adddup2");
+      check(libc.posix_spawn_file_actions_adddup2(actions, stdin, 0), "adddup2");
+      check(libc.posix_spawn_file_actions_adddup2(actions, stdout, 1), "adddup2");
       const none = new BigUint64Array(16), pipe = new BigUint64Array(16);
       pipe[0] = 1n << BigInt(SIGPIPE - 1);
       check(libc.posix_spawnattr_setsigmask(attr, u8(none)), "posix_spawnattr_setsigmask");

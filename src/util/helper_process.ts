@@ -40,7 +40,9 @@ export function startHelper(
   const ours: number[] = [], theirs: number[] = [];
   let pid: number;
   try {
-    const [inR, inW] = options.input ? pipe2(O.CLOEXEC) : [open("/dev/null", O.RDONLY), -1];
+    const [inR, inW] = options.input
+      ? pipe2(O.CLOEXEC)
+      : [open("/dev/null", O.RDONLY | O.CLOEXEC), -1];
     theirs.push(inR);
     if (inW >= 0) ours.push(inW);
     const [outR, outW] = pipe2(O.CLOEXEC);
