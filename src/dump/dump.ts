@@ -945,9 +945,13 @@ async function dumpProcess(
     // dump of connections, whose locking stops the processes holding them, nor when another
     // process shares the descriptor table, where it would meet the parasite's pipes.
     const alone = !ctx.opts.tcpEstablished && !ctx.sharingFiles.has(pid);
-    const overlap = !alone ? undefined : (written: Promise<void>) => {
-      const stays = scope.move();
-      ctx.deferWrite(written.finally(() => stays.dispose()));
+    const next = tree.processes.slice(tree.processes.indexOf(proc) + 1);
+    const overlap = !alone ? undefined : {
+      defer: (written: Promise<void>) => {
+        const stays = scope.move();
+        ctx.deferWrite(written.finally(() => stays.dispose()));
+      },
+      nextProcess: next.some((p) => p.zombieExit === undefined),
     };
     await dumpPages(ctx, parasite.leader, vmas, sps, track, overlap);
     if (track) tracked(ctx, pid, vmas, track);

@@ -324,10 +324,20 @@ export async function dumpPages(
   vmas: Vma[],
   stackPointers?: bigint[],
   track?: PageTracking,
-  overlap?: (written: Promise<void>) => void,
+  overlap?: PagesOverlap,
 ): Promise<void> {
   const plan = await scanPages(ctx, rs.task.pid, vmas, stackPointers, track);
   await writePagePlan(ctx, plan, rs, false, overlap);
+}
+
+/**
+ * How a process's pages, going into a file of its own by its parasite, may move while the dump
+ * goes on: `defer` takes the write to wait for later; `nextProcess` says whether another
+ * process is collected meanwhile (then the parasite is worth its pipes for fewer pages).
+ */
+export interface PagesOverlap {
+  defer: (written: Promise<void>) => void;
+  nextProcess: boolean;
 }
 
 /** The pages of a task to dump, found: its runs (some perhaps in the parent images). */
@@ -405,7 +415,7 @@ export async function writePagePlan(
   plan: PagePlan,
   rs?: RemoteSyscalls,
   running = false,
-  overlap?: (written: Promise<void>) => void,
+  overlap?: PagesOverlap,
 ): Promise<void> {
   const { pid, runs, vmas, track } = plan;
   const xfer = ctx.pageXfer;
@@ -427,6 +437,7 @@ export async function writePagePlan(
   const reader = new TaskPages(pid, {
     rs,
     viaParasite: plan.allReadable && ctx.opts.pageTransfer !== "readv",
+    overlapped: overlap?.nextProcess && xfer.toFiles && !treePages,
     lenient: running,
     signal: ctx.opts.signal,
     writer: worker && ((...args) => worker.writePages(...args)),
@@ -449,7 +460,7 @@ export async function writePagePlan(
   // the caller may let it go on too (`overlap`: it keeps the parasite in until then); a page
   // server's stream or a lazy dump's pages take one task at a time.
   if (xfer.toFiles && reader.detached(presentRuns(entries))) ctx.deferWrite(written);
-  else if (overlap && xfer.toFiles && !treePages) overlap(written);
+  else if (overlap && xfer.toFiles && !treePages) overlap.defer(written);
   else await written;
 }
 

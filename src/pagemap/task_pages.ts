@@ -27,12 +27,17 @@ const MAX_IOV = 1024;
 const PAGE = 4096;
 
 /**
- * Fewer pages than this (2 MiB) are read with process_vm_readv rather than by the parasite,
- * whose pipes cost more to set up than they save. From it on the parasite's pages go into
- * their file while the next process of a tree is collected: a tree of 20 processes of 8 MiB
- * each was dumped some 200 ms sooner than with 16 MiB here.
+ * Fewer pages than this (16 MiB) are read with process_vm_readv rather than by the parasite,
+ * whose pipes cost more to set up than they save: the last dump after pre-dumps (some 2600
+ * pages) was frozen 5 ms longer through them.
  */
-const FEW_PAGES = 512;
+const FEW_PAGES = 4096;
+/**
+ * The same where the parasite's pages go into their file while the next process of a tree is
+ * collected (2 MiB): a tree of 20 processes of 8 MiB each was dumped some 200 ms sooner than
+ * with 16 MiB here.
+ */
+const FEW_PAGES_OVERLAPPED = 512;
 
 /** Writes the pages of `runs` of task `pid` into a new file at `path` elsewhere (a worker). */
 export type PagesWriter = (
@@ -55,12 +60,15 @@ export class TaskPages implements PageReader {
   readonly #lenient: boolean;
   readonly #signal?: AbortSignal;
   readonly #writer?: PagesWriter;
+  readonly #overlapped: boolean;
 
   constructor(
     pid: number,
     how: {
       rs?: RemoteSyscalls;
       viaParasite?: boolean;
+      /** The parasite's pages would move while the next process of a tree is collected. */
+      overlapped?: boolean;
       lenient?: boolean;
       signal?: AbortSignal;
       writer?: PagesWriter;
@@ -69,6 +77,7 @@ export class TaskPages implements PageReader {
     this.#pid = pid;
     this.#rs = how.rs;
     this.#viaParasite = how.viaParasite ?? false;
+    this.#overlapped = how.overlapped ?? false;
     this.#lenient = how.lenient ?? false;
     this.#signal = how.signal;
     this.#writer = how.writer;
@@ -78,7 +87,8 @@ export class TaskPages implements PageReader {
   #byParasite(runs: PageRun[]): boolean {
     // A few pages (what a dump after pre-dumps writes) are read from here at once: the
     // parasite's pipes cost more to set up than they save.
-    const few = runs.reduce((n, r) => n + r.nrPages, 0) < FEW_PAGES;
+    const few = runs.reduce((n, r) => n + r.nrPages, 0) <
+      (this.#overlapped ? FEW_PAGES_OVERLAPPED : FEW_PAGES);
     return this.#rs !== undefined && this.#viaParasite && !few;
   }
 
