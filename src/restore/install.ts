@@ -352,12 +352,8 @@ function transfer(
   context = `in restored task ${rs.task.pid}`,
 ): number[] {
   const pid = rs.task.pid;
-  const fail = (name: string, ret: bigint) => {
-    if (ret < 0n) throw new Errno(name, Number(-ret), context);
-    return Number(ret);
-  };
-  const sys = (nr: number, name: string, ...args: (bigint | number)[]) =>
-    fail(name, rs.call(nr, ...args));
+  const sys = taskSyscall(rs, context);
+  const batch = taskBatch(rs, context);
   // A socket pair made in the task, one end taken here: it needs no name, which a task in
   // another network namespace could not share with criu.
   arena.reset();
@@ -374,24 +370,25 @@ function transfer(
     peer = -1;
     for (let i = 0; i < fds.length; i += SCM_MAX_FD) {
       arena.reset();
-      const batch = fds.slice(i, i + SCM_MAX_FD);
-      sendFds(sender, batch);
+      const sending = fds.slice(i, i + SCM_MAX_FD);
+      sendFds(sender, sending);
       const base = arena.reserve(0);
-      const block = recvMsgBlock(base, batch.length);
+      const block = recvMsgBlock(base, sending.length);
       const at = arena.put(block.bytes);
       sys(NR.recvmsg, "recvmsg(SCM_RIGHTS)", sock, at, MSG_CMSG_CLOEXEC);
       const control = new Uint8Array(block.bytes.length - block.controlOffset);
       readRemote(pid, remoteAdd(at, block.controlOffset), control);
       const got = parseRights(control);
-      if (got.length !== batch.length) {
-        throw new RestoreError(`Task ${pid} received ${got.length} of ${batch.length} descriptors`);
+      if (got.length !== sending.length) {
+        throw new RestoreError(
+          `Task ${pid} received ${got.length} of ${sending.length} descriptors`,
+        );
       }
       // Each moved up (the numbers below are the task's), the received one closed.
-      const calls = got.flatMap((fd) => [
+      const moved = batch(got.flatMap((fd) => [
         { nr: NR.fcntl, name: "fcntl(F_DUPFD_CLOEXEC)", args: [fd, F_DUPFD_CLOEXEC, high] },
         { nr: NR.close, name: "close", args: [fd] },
-      ]);
-      const moved = rs.batch(calls).map((ret, k) => fail(calls[k].name, ret));
+      ]));
       got.forEach((_, k) => out.push(moved[2 * k]));
     }
   } finally {

@@ -10,14 +10,15 @@ import type { RemoteSyscalls } from "../tree/infect.ts";
 /** Runs syscall `nr` (called `name` in errors) in the task; its result. */
 export type TaskSyscall = (nr: number, name: string, ...args: (bigint | number)[]) => number;
 
-/** The syscalls of restored task `rs` (an Errno "in restored task PID" on failure). */
-export function taskSyscall(rs: RemoteSyscalls): TaskSyscall {
-  const pid = rs.task.pid;
-  return (nr, name, ...args) => {
-    const ret = rs.call(nr, ...args);
-    if (ret < 0n) throw new Errno(name, Number(-ret), `in restored task ${pid}`);
-    return Number(ret);
-  };
+/**
+ * The syscalls of restored task `rs`: an Errno on failure, naming the call and `context` ("in
+ * restored task PID" unless given).
+ */
+export function taskSyscall(
+  rs: RemoteSyscalls,
+  context = `in restored task ${rs.task.pid}`,
+): TaskSyscall {
+  return (nr, name, ...args) => resultOf(rs.call(nr, ...args), name, context);
 }
 
 /** One syscall of a {@link TaskBatch}: `name` is what an error calls it. */
@@ -32,13 +33,19 @@ export type TaskBatch = (calls: readonly TaskCall[]) => number[];
 
 /**
  * Batches of restored task `rs`: once all have run, the first failure is thrown as
- * {@link taskSyscall} throws it.
+ * {@link taskSyscall} throws it. (The calls go to RemoteSyscalls.batch without their names,
+ * which would have it throw its own error first.)
  */
-export function taskBatch(rs: RemoteSyscalls): TaskBatch {
-  const pid = rs.task.pid;
+export function taskBatch(
+  rs: RemoteSyscalls,
+  context = `in restored task ${rs.task.pid}`,
+): TaskBatch {
   return (calls) =>
-    rs.batch(calls).map((ret, i) => {
-      if (ret < 0n) throw new Errno(calls[i].name, Number(-ret), `in restored task ${pid}`);
-      return Number(ret);
-    });
+    rs.batch(calls.map(({ nr, args }) => ({ nr, args })))
+      .map((ret, i) => resultOf(ret, calls[i].name, context));
+}
+
+function resultOf(ret: bigint, name: string, context: string): number {
+  if (ret < 0n) throw new Errno(name, Number(-ret), context);
+  return Number(ret);
 }
