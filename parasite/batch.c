@@ -17,17 +17,13 @@
  *    32  heal        address of heal (heal.c, offset 2)
  *    40  heal_block  this thread's heal block, for heal in r12
  *
- *   struct call (all u64): nr, arg[6], ret (the raw result: -errno on failure)
+ *   struct call (calls.h): nr, arg[6], ret (the raw result: -errno on failure)
  *
  * Freestanding: no libc, no globals, position independent; the entry point is the first byte.
  */
+#include "calls.h"
 #include "lifeline.h"
 
-struct call {
-	s64 nr;
-	s64 arg[6];
-	s64 ret;
-};
 
 struct args {
 	struct call *calls;
@@ -40,9 +36,6 @@ struct args {
 
 __attribute__((section(".text.entry"), used, noreturn)) void parasite_batch(struct args *a)
 {
-	for (s64 i = 0; i < a->n; i++) {
-		struct call *c = &a->calls[i];
-		c->ret = sys6(c->nr, c->arg[0], c->arg[1], c->arg[2], c->arg[3], c->arg[4], c->arg[5]);
-	}
+	run_calls(a->calls, a->n);
 	done_then_wait(&a->done, a->lifeline, a->heal, a->heal_block);
 }

@@ -31,9 +31,9 @@
  *                                       both cores fill the memory. Run here if no thread starts
  *     JOIN     helper                   waits until that thread has run its ops and gone; fails
  *                                       as it failed
- *     CALLS    calls n                  runs n syscalls (struct call: nr, arg[6], ret; u64
- *                                       words), each result, -errno on failure, into its ret;
- *                                       never fails (criu reads the results)
+ *     CALLS    calls n                  runs n syscalls (struct call, calls.h), each result,
+ *                                       -errno on failure, into its entry; never fails (criu
+ *                                       reads the results)
  *
  *   struct helper
  *     0  running  u32: non-zero until the thread has gone (the kernel clears it and wakes the
@@ -48,7 +48,7 @@
  * When done it sleeps in pause() with every signal blocked until the restorer interrupts it.
  * Freestanding: no libc, no globals, position independent; the entry point is the first byte.
  */
-#include "syscall.h"
+#include "calls.h"
 
 enum {
 	OP_MUNMAP = 1,
@@ -80,11 +80,6 @@ struct op {
 	u64 code, a, b, c, d, e, f;
 };
 
-struct call {
-	s64 nr;
-	s64 arg[6];
-	s64 ret;
-};
 
 struct args {
 	u64 nops;
@@ -240,11 +235,7 @@ static inline s64 run_op(const struct op *o, struct args *a)
 		ret = sys3(NR_shmat, o->a, o->b, o->c);
 		return ret < 0 && ret > -4096 ? ret : ((u64)ret == o->b ? 0 : -22);
 	case OP_CALLS:
-		for (u64 i = 0; i < o->b; i++) {
-			struct call *c = (struct call *)o->a + i;
-			c->ret = sys6(c->nr, c->arg[0], c->arg[1], c->arg[2], c->arg[3], c->arg[4],
-				      c->arg[5]);
-		}
+		run_calls((struct call *)o->a, o->b);
 		return 0;
 	}
 	return -22;

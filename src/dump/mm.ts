@@ -434,10 +434,11 @@ export async function writePagePlan(
     return pagemapEntry(e.vaddr, e.pages, e.lazy);
   });
   const worker = ctx.worker;
+  const deferrable = overlap !== undefined && xfer.toFiles && !treePages;
   const reader = new TaskPages(pid, {
     rs,
     viaParasite: plan.allReadable && ctx.opts.pageTransfer !== "readv",
-    overlapped: overlap?.nextProcess && xfer.toFiles && !treePages,
+    overlapped: deferrable && overlap.nextProcess,
     lenient: running,
     signal: ctx.opts.signal,
     writer: worker && ((...args) => worker.writePages(...args)),
@@ -460,7 +461,7 @@ export async function writePagePlan(
   // the caller may let it go on too (`overlap`: it keeps the parasite in until then); a page
   // server's stream or a lazy dump's pages take one task at a time.
   if (xfer.toFiles && reader.detached(presentRuns(entries))) ctx.deferWrite(written);
-  else if (overlap && xfer.toFiles && !treePages) overlap.defer(written);
+  else if (deferrable) overlap.defer(written);
   else await written;
 }
 

@@ -618,18 +618,17 @@ class Reader {
     return end;
   }
 
-  /** Where the `n` bytes of a fixed-size value start, past them. */
+  /** Where the next `n` bytes start (they must be there), past them. */
   fixed(n: number): number {
+    if (n > this.end - this.pos) this.#short();
     const at = this.pos;
-    this.take(n);
+    this.pos += n;
     return at;
   }
 
   take(n: number): Uint8Array {
-    if (n > this.end - this.pos) this.#short();
-    const b = this.buf.subarray(this.pos, this.pos + n);
-    this.pos += n;
-    return b;
+    const at = this.fixed(n);
+    return this.buf.subarray(at, at + n);
   }
 
   skip(wireType: number): void {

@@ -64,7 +64,7 @@ import {
   writeRemote,
 } from "../syscalls/mod.ts";
 import { RemoteSyscalls } from "../tree/infect.ts";
-import { restorerCalls, type RestorerRoom } from "./restorer_calls.ts";
+import { restorerCalls, type RestorerRoom, runRestorer } from "./restorer_blob.ts";
 import { parseMaps, parseStat, readProcText } from "../tree/proc.ts";
 import {
   type core_entry,
@@ -1612,43 +1612,29 @@ function restoreInside(
   });
   if (ops.length > maxOps) throw new RestoreError(`Too many restorer operations (${ops.length})`);
   if (log.level >= 4) { for (const op of ops) log.debug(`Task ${pid}: ${op.what}`); }
-  writeRemote(pid, remoteAdd(area, opsOff), encodeOps(ops));
-  const args = new BigUint64Array([
-    BigInt(ops.length),
-    remoteAdd(area, opsOff),
-    0n,
-    0n,
-    0n,
-    0n,
-    0n,
-  ]);
-  writeRemote(pid, remoteAdd(area, AREA_ARGS), new Uint8Array(args.buffer));
   const tMem = performance.now();
   // A thread the blob starts to fill memory beside it (OP.SPAWN) is not to be traced.
   const split = ops.some((op) => op.code === OP.SPAWN);
   const traced = split ? traceOptions(dump) : 0;
   if (split) ptraceSetOptions(pid, traced & ~UNTRACED_HELPER);
-  rs.run(area, remoteAdd(area, AREA_ARGS), remoteAdd(area, stackOff + STACK_SIZE));
+  let result;
   try {
-    rs.waitFlag(remoteAdd(area, AREA_ARGS + 16), BLOB_TIMEOUT_MS);
+    result = runRestorer(rs, room, encodeOps(ops), ops.length);
   } finally {
-    rs.interrupt();
     if (split) ptraceSetOptions(pid, traced);
   }
   // Its id free again before any task is made (one may be given that id).
   if (split && !waitThreadGone(pid, remoteAdd(area, helperOff))) {
     log.debug(`Task ${pid}: no thread to fill memory beside the restorer, which filled it alone`);
   }
-  const result = new BigInt64Array(4); // failed, result, compared, kept
-  readRemote(pid, remoteAdd(area, AREA_ARGS + 24), new Uint8Array(result.buffer));
-  if (result[0] >= 0n) {
-    const op = ops[Number(result[0])];
+  if (result.failed >= 0n) {
+    const op = ops[Number(result.failed)];
     throw new RestoreError(
-      `Cannot restore memory of task ${pid}: ${op.what} failed with errno ${-result[1]}`,
+      `Cannot restore memory of task ${pid}: ${op.what} failed with errno ${-result.result}`,
     );
   }
   const pages = task.pagemap.reduce((n, e) => n + e.nrPages, 0);
-  const [compared, kept] = [Number(result[2]), Number(result[3])];
+  const [compared, kept] = [Number(result.compared), Number(result.kept)];
   log.info(
     `Memory of task ${pid} restored: ${pages} pages (${kept} of ${compared} compared shared ` +
       `with the parent) in ${(performance.now() - tMem).toFixed(1)} ms`,

@@ -144,7 +144,6 @@ export function restoreTaskState(
 ): void {
   const pid = rs.task.pid;
   const sys = sysIn(rs);
-  const check = checkIn(rs);
   const tc = task.core.tc!;
   const mm = task.mm;
   arena.reset();
@@ -181,12 +180,14 @@ export function restoreTaskState(
   // Signal dispositions: entries for signals 1..64 without SIGKILL and SIGSTOP. Defaults are
   // set too: the helper's own dispositions (ignored signals survive exec) must not leak in.
   const sigs = Array.from({ length: 64 }, (_, i) => i + 1).filter((s) => s !== 9 && s !== 19);
-  const actions = tc.sigactions.slice(0, sigs.length);
-  const acts = arena.words(actions.flatMap((sa) => [sa.sigaction, sa.flags, sa.restorer, sa.mask]));
-  rs.batch(actions.map((_, i) => ({
-    nr: NR.rt_sigaction,
-    args: [sigs[i], remoteAdd(acts, i * 32), 0, 8],
-  }))).forEach((ret, i) => check(ret, `the action of signal ${sigs[i]}`));
+  const list = tc.sigactions.slice(0, sigs.length);
+  const acts = arena.words(list.flatMap((sa) => [sa.sigaction, sa.flags, sa.restorer, sa.mask]));
+  const actions = batchIn(rs);
+  list.forEach((_, i) => {
+    const act = remoteAdd(acts, i * 32);
+    actions.sys(NR.rt_sigaction, `the action of signal ${sigs[i]}`, sigs[i], act, 0, 8);
+  });
+  actions.run();
 
   const timers = tc.timers;
   if (timers) {

@@ -283,13 +283,12 @@ export class RemoteSyscalls implements Disposable {
    */
   batch(calls: readonly RemoteCall[]): bigint[] {
     const heal = this.heal;
-    const results = calls.length < BATCH_MIN
-      ? calls.map((c) => this.call(c.nr, ...c.args))
+    const runner: BatchRunner | undefined = calls.length < BATCH_MIN
+      ? undefined
       : heal && this.#table
-      ? this.#runBatch(calls, heal)
-      : this.#runner
-      ? this.#runner(calls)
-      : calls.map((c) => this.call(c.nr, ...c.args));
+      ? (list) => this.#runBatch(list, heal)
+      : this.#runner;
+    const results = runner ? runner(calls) : calls.map((c) => this.call(c.nr, ...c.args));
     calls.forEach((c, i) => {
       if (c.name !== undefined) this.#checked(c.name, results[i]);
     });

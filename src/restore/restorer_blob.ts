@@ -1,11 +1,11 @@
 /**
- * Batches of syscalls in a task being restored, run by its restorer blob (parasite/restorer.c,
- * op CALLS) in one go: an injected syscall costs two ptrace stops, some 0.15 ms, and a process
- * has dozens of alike ones (64 signal actions, 16 resource limits, a pair of calls per
- * descriptor received).
+ * Running the restorer blob (parasite/restorer.c) in a task being restored: a list of its ops
+ * (the memory plan), or a batch of syscalls (its op CALLS), which would cost two ptrace stops
+ * each injected one by one, some 0.15 ms, and of which a process has dozens alike (64 signal
+ * actions, 16 resource limits, a pair of calls per descriptor received).
  *
  * The blob runs in the restorer area, which lives as long as the task's scope of remote
- * syscalls: the scope forgets the runner when it releases its scratch memory.
+ * syscalls: the scope forgets the batch runner when it releases its scratch memory.
  *
  * @module
  */
@@ -48,16 +48,39 @@ export function restorerCalls(rs: RemoteSyscalls, room: RestorerRoom): BatchRunn
 }
 
 function runCalls(rs: RemoteSyscalls, room: RestorerRoom, calls: readonly RemoteCall[]): bigint[] {
-  const pid = rs.task.pid;
   const callsAt = remoteAdd(room.ops, OP_SIZE);
   const image = new Uint8Array(OP_SIZE + calls.length * CALL_SIZE);
   image.set(
     encodeOps([{ code: OP.CALLS, args: [BigInt(callsAt), BigInt(calls.length)], what: "calls" }]),
   );
   encodeCalls(calls, image, OP_SIZE);
-  writeRemote(pid, room.ops, image);
+  const { failed } = runRestorer(rs, room, image, 1);
+  if (failed !== -1n) throw new Error(`The restorer's calls in task ${rs.task.pid} did not run`);
+  return readCallResults(rs.task.pid, callsAt, calls.length);
+}
+
+/** What a run of the restorer left in its struct args. */
+export interface RestorerResult {
+  /** The index of the op that failed, or -1. */
+  failed: bigint;
+  /** Its -errno. */
+  result: bigint;
+  /** Pages PREAD_CMP compared with what the task inherited, and of those, kept. */
+  compared: bigint;
+  kept: bigint;
+}
+
+/** Runs the restorer on `nops` ops (`ops`, encoded), until it is done; what it left. */
+export function runRestorer(
+  rs: RemoteSyscalls,
+  room: RestorerRoom,
+  ops: Uint8Array,
+  nops: number,
+): RestorerResult {
+  const pid = rs.task.pid;
+  writeRemote(pid, room.ops, ops);
   // struct args: nops, ops, done, failed, result, compared, kept.
-  const args = new BigUint64Array([1n, BigInt(room.ops), 0n, 0n, 0n, 0n, 0n]);
+  const args = new BigUint64Array([BigInt(nops), BigInt(room.ops), 0n, 0n, 0n, 0n, 0n]);
   writeRemote(pid, room.args, new Uint8Array(args.buffer));
   rs.run(room.code, room.args, room.stackTop);
   try {
@@ -65,8 +88,7 @@ function runCalls(rs: RemoteSyscalls, room: RestorerRoom, calls: readonly Remote
   } finally {
     rs.interrupt();
   }
-  const failed = new BigInt64Array(1);
-  readRemote(pid, remoteAdd(room.args, 24), new Uint8Array(failed.buffer));
-  if (failed[0] !== -1n) throw new Error(`The restorer's calls in task ${pid} did not run`);
-  return readCallResults(pid, callsAt, calls.length);
+  const left = new BigInt64Array(4);
+  readRemote(pid, remoteAdd(room.args, 24), new Uint8Array(left.buffer));
+  return { failed: left[0], result: left[1], compared: left[2], kept: left[3] };
 }
