@@ -13,6 +13,7 @@ import {
   killAll,
   procState,
   safeRead,
+  settledState,
   startVictim,
   stopVictim,
   tmpDir,
@@ -222,7 +223,7 @@ Deno.test("config file, work dir and action scripts drive a dump and a restore -
     assertMatch(run.stderr, /post-dump action script failed: .* exited with 3/);
     const counted = Deno.readTextFileSync(v.out).trim().split("\n").length;
     await waitLine(v.out, new RegExp(`^count ${counted + 2} `));
-    assertEquals(procState(v.pid), "S", "still running after the failed post-dump");
+    assertEquals(await settledState(v.pid, "S"), "S", "still running after the failed post-dump");
 
     // The options from a configuration file; logs and pidfile in the work directory.
     Deno.writeTextFileSync(actions, "");

@@ -15,6 +15,7 @@ import {
   procState,
   ROOT,
   roundTrip,
+  settledState,
   startVictim,
   stopVictim,
   tmpDir,
@@ -161,7 +162,7 @@ Deno.test("a descriptor of a namespace other than criu's is refused by name", as
       d.stderr,
       /^Error: Cannot dump fd 3 of task \d+ \(\/run\/netns\/criu-test-\d+\): a namespace other than criu's/m,
     );
-    assertEquals(procState(v.pid), "S");
+    assertEquals(await settledState(v.pid, "S"), "S");
   } finally {
     await stopVictim(v);
     await ip("del", name);
@@ -195,7 +196,7 @@ Deno.test("--external: a unix socket whose peer is outside comes back disconnect
       run.stderr,
       new RegExp(`with --external unix\\[${ino}\\] to restore it disconnected`),
     );
-    assertEquals(procState(child), "S");
+    assertEquals(await settledState(child, "S"), "S");
     run = await criu([
       "dump",
       "-t",

@@ -290,6 +290,25 @@ export function procState(pid: number): string | undefined {
   }
 }
 
+/**
+ * A task's state once it has settled on `want`, or the last one seen after `ms`: a task just
+ * thawed may run for a moment (a syscall restarted) before it sleeps again, and a check of a
+ * single read would fail on that moment. A task left stopped or gone still fails.
+ */
+export async function settledState(
+  pid: number,
+  want: string,
+  ms = 2000,
+): Promise<string | undefined> {
+  const end = Date.now() + ms;
+  let state = procState(pid);
+  while (state !== want && state !== undefined && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 10));
+    state = procState(pid);
+  }
+  return state;
+}
+
 /** TracerPid of a task. */
 export function tracerPid(pid: number): number {
   const m = /TracerPid:\s+(\d+)/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));

@@ -12,7 +12,7 @@ import {
   dumpRefused,
   freePort,
   killAll,
-  procState,
+  settledState,
   startVictim,
   stopVictim,
   tmpDir,
@@ -172,7 +172,7 @@ Deno.test("an established TCP connection is refused by name and the server keeps
       ),
     );
     assertEquals(run.stderr.trim().split("\n").length, 1, run.stderr);
-    assertEquals(procState(Number(r.pid)), "S");
+    assertEquals(await settledState(Number(r.pid), "S"), "S");
     assertEquals(tracerPid(Number(r.pid)), 0);
     const again = await ask("127.0.0.1", port);
     assertEquals(field(again, "secret"), r.secret);

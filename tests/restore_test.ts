@@ -19,6 +19,7 @@ import {
   procState,
   ROOT,
   safeRead,
+  settledState,
   sleep,
   startVictim,
   stopVictim,
@@ -66,7 +67,7 @@ Deno.test("restore gives a process back its memory, files, signals, timers and l
     await dumpAndKill(v, imgs);
     pid = await restoreDetached(imgs);
     assertEquals(pid, v.pid, "same PID");
-    assertEquals(procState(pid), "S");
+    assertEquals(await settledState(pid, "S"), "S");
     const status = Deno.readTextFileSync(`/proc/${pid}/status`);
     // SIGHUP and SIGRTMIN+1 (35) blocked and pending (queued 300 times to the process and
     // 300 times to the thread).
@@ -344,7 +345,7 @@ Deno.test("restoring onto a PID in use is refused by name", async () => {
     const run = await criu(["restore", "-D", imgs, "-d"]);
     assertEquals(run.code, 1);
     assertMatch(run.stderr, new RegExp(`PID ${v.pid} is in use`));
-    assertEquals(procState(v.pid), "S", "the running process is untouched");
+    assertEquals(await settledState(v.pid, "S"), "S", "the running process is untouched");
   } finally {
     await stopVictim(v);
   }
@@ -636,7 +637,7 @@ Deno.test("a unix socket whose peer is outside the tree is refused by name", asy
         `fd ${r.fd} of task ${r.pid} \\(socket:\\[\\d+\\]\\): its peer socket:\\[\\d+\\] is outside the dumped tree`,
       ),
     );
-    assertEquals(procState(Number(r.pid)), "S");
+    assertEquals(await settledState(Number(r.pid), "S"), "S");
   } finally {
     killAll(Number((await waitReport(py)).pid));
     await stopVictim(py);

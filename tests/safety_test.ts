@@ -13,6 +13,7 @@ import {
   killAll,
   procMaps,
   procState,
+  settledState,
   sleep,
   startVictim,
   stopVictim,
@@ -80,7 +81,7 @@ Deno.test("an unsupported resource is refused by name and the task keeps running
       ),
     );
     assertEquals(tracerPid(v.pid), 0);
-    assert(procState(v.pid) === "S", "still running (sleeping in pause)");
+    assert((await settledState(v.pid, "S")) === "S", "still running (sleeping in pause)");
   } finally {
     await stopVictim(v);
   }
@@ -212,7 +213,7 @@ Deno.test("namespaces of its own: refused at dump by name, and at restore from c
       const run = await criu(["dump", "-t", `${v.pid}`, "-D", tmpDir()]);
       assertEquals(run.code, 1);
       assertMatch(run.stderr, why);
-      assertEquals(procState(v.pid), "S", "it goes on");
+      assertEquals(await settledState(v.pid, "S"), "S", "it goes on");
     } finally {
       await stopVictim(v);
     }
@@ -281,7 +282,7 @@ Deno.test("a file, or a unix socket's name, on a mount another mount hides is re
       assertEquals(refused.code, 1, refused.stderr);
       assertMatch(refused.stderr, c.refusal);
       assertEquals(tracerPid(v.pid), 0);
-      assert(procState(v.pid) === "S", "still running (sleeping in pause)");
+      assert((await settledState(v.pid, "S")) === "S", "still running (sleeping in pause)");
     } finally {
       await stopVictim(v);
       for (; mounted > 0; mounted--) run(["umount", dir]);
