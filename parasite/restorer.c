@@ -25,7 +25,7 @@
  *                                       that differ from what is at addr: memory inherited
  *                                       from the parent stays shared (copy-on-write) where
  *                                       it is the same
- *     SPAWN    n stack helper           the next n ops (PREAD, MADVISE) run on a thread of the
+ *     SPAWN    n stack helper           the next n ops (PREAD, COPY) run on a thread of the
  *                                       task's own, started on `stack` with its state at
  *                                       `helper` (struct helper), beside the ops after them:
  *                                       both cores fill the memory. Run here if no thread starts
@@ -34,6 +34,13 @@
  *     CALLS    calls n                  runs n syscalls (struct call, calls.h), each result,
  *                                       -errno on failure, into its entry; never fails (criu
  *                                       reads the results)
+ *     SOURCE_OPEN slot fd base len      maps pages file fd (read only) at base and makes a
+ *                                       userfaultfd, its number in the u64 at slot (-1 when
+ *                                       either cannot be had); never fails
+ *     COPY     fd addr len off src slot  fills a fresh anonymous range from src (in the
+ *                                       source's mapping) by UFFDIO_COPY, no zeroing first;
+ *                                       what that cannot fill is read like PREAD
+ *     SOURCE_CLOSE slot base len        closes the userfaultfd and unmaps the source
  *
  *   struct helper
  *     0  running  u32: non-zero until the thread has gone (the kernel clears it and wakes the
@@ -62,9 +69,27 @@ enum {
 	OP_SPAWN,
 	OP_JOIN,
 	OP_CALLS,
+	OP_SOURCE_OPEN,
+	OP_COPY,
+	OP_SOURCE_CLOSE,
 };
 
 #define PAGE_SIZE 4096
+
+#define NR_ioctl 16
+#define NR_userfaultfd 323
+#define PROT_READ 1
+#define MAP_PRIVATE 2
+#define MAP_FIXED_NOREPLACE 0x100000
+#define O_CLOEXEC 02000000
+#define UFFD_USER_MODE_ONLY 1
+#define UFFD_API 0xaa
+#define UFFDIO_API 0xc018aa3f
+#define UFFDIO_REGISTER 0xc020aa00
+#define UFFDIO_UNREGISTER 0x8010aa01
+#define UFFDIO_COPY 0xc028aa03
+#define UFFDIO_REGISTER_MODE_MISSING 1
+#define EAGAIN 11
 
 #define MAP_FIXED 0x10
 #define MREMAP_MAYMOVE 1
@@ -141,6 +166,73 @@ static s64 pread_cmp(const struct op *o, struct args *a)
 		left -= n;
 	}
 	return 0;
+}
+
+/*
+ * Filling fresh anonymous memory by UFFDIO_COPY from a mapping of the pages file: each page is
+ * made with its contents, where a read into the range first makes it zeroed, then copies.
+ * The source (`slot` holds its userfaultfd, or -1 when there is none) is opened once; a range
+ * it cannot fill (not anonymous, pages already there, no userfaultfd) is read as before.
+ */
+static void source_open(s64 *slot, u64 fd, u64 base, u64 len)
+{
+	*slot = -1;
+	s64 m = sys6(NR_mmap, base, len, PROT_READ, MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd, 0);
+	if (m < 0 && m > -4096)
+		return;
+	if ((u64)m != base) {
+		sys3(NR_munmap, m, len, 0);
+		return;
+	}
+	s64 u = sys3(NR_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY, 0, 0);
+	u64 api[3] = { UFFD_API, 0, 0 };
+	if (u >= 0 && sys3(NR_ioctl, u, UFFDIO_API, (s64)api) == 0) {
+		*slot = u;
+		return;
+	}
+	if (u >= 0)
+		sys3(NR_close, u, 0, 0);
+	sys3(NR_munmap, base, len, 0);
+}
+
+static void source_close(s64 *slot, u64 base, u64 len)
+{
+	if (*slot < 0)
+		return;
+	sys3(NR_close, *slot, 0, 0);
+	sys3(NR_munmap, base, len, 0);
+	*slot = -1;
+}
+
+/* Fills len bytes at dst from src through the source's userfaultfd; the bytes filled. */
+static u64 copy_in(s64 u, u64 dst, u64 src, u64 len)
+{
+	u64 reg[4] = { dst, len, UFFDIO_REGISTER_MODE_MISSING, 0 };
+	if (sys3(NR_ioctl, u, UFFDIO_REGISTER, (s64)reg) != 0)
+		return 0;
+	u64 done = 0;
+	for (int again = 0; done < len && again < 1000;) {
+		s64 c[5] = { (s64)(dst + done), (s64)(src + done), (s64)(len - done), 0, 0 };
+		s64 ret = sys3(NR_ioctl, u, UFFDIO_COPY, (s64)c);
+		if (c[4] > 0)
+			done += c[4];
+		if (ret == 0)
+			continue;
+		if (ret != -EAGAIN)
+			break;
+		again++;
+	}
+	u64 range[2] = { dst, len };
+	sys3(NR_ioctl, u, UFFDIO_UNREGISTER, (s64)range);
+	return done;
+}
+
+/* OP_COPY: fd, dst, len, offset in the file, source address, slot. */
+static s64 copy_or_read(const struct op *o)
+{
+	s64 u = *(volatile s64 *)o->f;
+	u64 done = u >= 0 ? copy_in(u, o->b, o->e, o->c) : 0;
+	return read_full(o->a, o->b + done, o->c - done, o->d + done);
 }
 
 struct helper {
@@ -236,6 +328,14 @@ static inline s64 run_op(const struct op *o, struct args *a)
 		return ret < 0 && ret > -4096 ? ret : ((u64)ret == o->b ? 0 : -22);
 	case OP_CALLS:
 		run_calls((struct call *)o->a, o->b);
+		return 0;
+	case OP_SOURCE_OPEN:
+		source_open((s64 *)o->a, o->b, o->c, o->d);
+		return 0;
+	case OP_COPY:
+		return copy_or_read(o);
+	case OP_SOURCE_CLOSE:
+		source_close((s64 *)o->a, o->b, o->c);
 		return 0;
 	}
 	return -22;

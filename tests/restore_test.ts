@@ -39,7 +39,11 @@ async function dumpAndKill(v: Victim, imgs: string): Promise<void> {
   assert(await waitGone(v.pid), `task ${v.pid} gone after dump`);
 }
 
-async function restoreDetached(imgs: string, extra: string[] = []): Promise<number> {
+async function restoreDetached(
+  imgs: string,
+  extra: string[] = [],
+  env: Record<string, string> = {},
+): Promise<number> {
   const pidfile = `${imgs}/restored.pid`;
   const run = await criu([
     "restore",
@@ -52,7 +56,7 @@ async function restoreDetached(imgs: string, extra: string[] = []): Promise<numb
     "--pidfile",
     pidfile,
     ...extra,
-  ]);
+  ], env);
   assertEquals(run.code, 0, run.stderr + safeRead(`${imgs}/restore.log`));
   return Number(Deno.readTextFileSync(pidfile));
 }
@@ -121,6 +125,32 @@ Deno.test("a process's memory is filled by two threads, the second one of its ow
   } finally {
     await stopVictim(v);
     if (pid) killAll(pid);
+  }
+});
+
+Deno.test("large private anonymous memory is copied in by a userfaultfd, the rest read: every page, every hole and every mapping as it was; with no userfaultfd to be had, all of it read", async () => {
+  const bin = await buildVictim("anonfill");
+  for (const taken of [false, true]) {
+    const v = startVictim(["setsid", bin, "{out}"]);
+    let pid = 0;
+    try {
+      await waitReport(v);
+      const imgs = tmpDir();
+      await dumpAndKill(v, imgs);
+      // The fault: the source's place is taken (the restorer area's), so none is opened.
+      pid = await restoreDetached(imgs, [], taken ? { DENO_CRIU_FAULT: "copy-source-taken" } : {});
+      const log = Deno.readTextFileSync(`${imgs}/restore.log`);
+      // whole (8 MiB), the written chunks of holes (512 KiB each), split (three ranges).
+      const copies = log.match(/copy \d+ pages to/g) ?? [];
+      assert(copies.length >= 3, `copies planned:\n${log}`);
+      assertMatch(log, /map pages to copy from at/);
+      assertMatch(log, /read 16 pages at/, `the small range is read:\n${log}`);
+      const said = await verdict(v, pid);
+      assertMatch(said, /^PASS$/m, `${taken ? "all read" : "copied"}: ${said}`);
+    } finally {
+      await stopVictim(v);
+      if (pid) killAll(pid);
+    }
   }
 });
 

@@ -36,7 +36,7 @@ import { keepLazyFillable } from "../src/restore/lazy.ts";
 import { fakeSegment, onTheWire, TH } from "../src/net/tcp_segment.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
 import { IdMap } from "../src/tree/userns.ts";
-import { fillOps, OP } from "../src/restore/memory.ts";
+import { fillOps, fillSource, OP } from "../src/restore/memory.ts";
 import { decodeBase64, encodeBase64 } from "../src/util/base64.ts";
 import { Pagemap } from "../src/pagemap/pagemap.ts";
 import { classifyVma, VMA } from "../src/pagemap/vma.ts";
@@ -946,16 +946,16 @@ Deno.test("memory fills split in two halves at a page, the first the helper thre
   ];
   const helper = { stackTop: 0x1000n, state: 0x2000n };
   const ops = fillOps(fills, helper);
-  // Each range: populate then read; the thread's ops counted in SPAWN.
+  // Each range read; the thread's ops counted in SPAWN.
   const reads = (from: number, to: number) =>
     ops.slice(from, to).filter((o) => o.code === OP.PREAD).map((o) => o.args.slice(1));
   assertEquals(ops[0].code, OP.SPAWN);
-  assertEquals(ops[0].args, [4n, 0x1000n, 0x2000n]);
-  assertEquals(reads(1, 5), [
+  assertEquals(ops[0].args, [2n, 0x1000n, 0x2000n]);
+  assertEquals(reads(1, 3), [
     [0x10000000n, 10n * MiB, 0n],
     [0x40000000n, 41n * MiB / 2n - 10n * MiB, 10n * MiB],
   ]);
-  assertEquals(reads(5, ops.length), [
+  assertEquals(reads(3, ops.length), [
     [
       0x40000000n + 41n * MiB / 2n - 10n * MiB,
       31n * MiB - (41n * MiB / 2n - 10n * MiB),
@@ -969,6 +969,63 @@ Deno.test("memory fills split in two halves at a page, the first the helper thre
   assert(!fillOps(small, helper).some((o) => o.code === OP.SPAWN));
   assert(fillOps([{ ...small[0], end: small[0].start + 2n * MiB }], helper)[0].code === OP.SPAWN);
   assert(!fillOps(fills).some((o) => o.code === OP.SPAWN));
+});
+
+Deno.test("memory fills of private anonymous mappings from 256 KiB are copied from a mapping of their pages file, opened once in a gap, each mapping given its anon_vma first; the rest read", () => {
+  const MiB = 1n << 20n;
+  const vma = { start: 0x10000000n, end: 0x10000000n + 16n * MiB };
+  const fills = [
+    { start: vma.start, end: vma.start + 4n * MiB, fd: 7, off: 0n, vma },
+    {
+      start: vma.start + 6n * MiB,
+      end: vma.start + 6n * MiB + 0x10000n,
+      fd: 7,
+      off: 4n * MiB,
+      vma,
+    },
+    { start: vma.start + 8n * MiB, end: vma.start + 9n * MiB, fd: 7, off: 5n * MiB, vma },
+    // A file's private pages (no vma), and another pages file's.
+    { start: 0x30000000n, end: 0x30000000n + MiB, fd: 7, off: 6n * MiB },
+    {
+      start: 0x40000000n,
+      end: 0x40000000n + MiB,
+      fd: 8,
+      off: 0n,
+      vma: { start: 0x40000000n, end: 0x40100000n },
+    },
+  ];
+  const taken = [{ start: 0x100000000n, end: 0x100000000n + 8n * MiB }];
+  const source = fillSource(fills, 0x3000n, taken)!;
+  assertEquals(source.fd, 7);
+  assertEquals(source.len, 7n * MiB, "up to the last of its pages");
+  assertEquals(source.base, 0x100000000n + 8n * MiB, "past what is taken");
+  const ops = fillOps(fills, undefined, source);
+  assertEquals(ops.map((o) => o.code), [
+    OP.SOURCE_OPEN,
+    OP.MADVISE,
+    OP.MADVISE,
+    OP.COPY,
+    OP.PREAD,
+    OP.COPY,
+    OP.PREAD,
+    OP.PREAD,
+    OP.SOURCE_CLOSE,
+  ]);
+  assertEquals(ops[0].args, [0x3000n, 7n, source.base, 7n * MiB]);
+  assertEquals(ops[1].args.slice(0, 3), [vma.start, 4096n, 23n]);
+  assertEquals(ops[2].args.slice(0, 3), [vma.start, 4096n, 4n]);
+  assertEquals(ops[5].args, [
+    7n,
+    vma.start + 8n * MiB,
+    MiB,
+    5n * MiB,
+    source.base + 5n * MiB,
+    0x3000n,
+  ]);
+  assertEquals(ops.at(-1)!.args, [0x3000n, source.base, 7n * MiB]);
+  // No source, or nothing to copy: reads only.
+  assert(!fillOps(fills).some((o) => o.code !== OP.PREAD));
+  assertEquals(fillSource(fills.slice(3, 4), 0x3000n, taken), undefined);
 });
 
 Deno.test("base64 decodes as atob does, padded or not, every length and byte; a stray character is refused", () => {

@@ -252,8 +252,12 @@ const AREA_CODE = 0;
 const AREA_ARGS = 4096;
 const ARENA_SIZE = 64 << 10;
 const STACK_SIZE = 16 << 10;
-/** Room for the restorer's struct helper (parasite/restorer.c, 40 bytes), after its args. */
+/**
+ * Room for the restorer's struct helper (parasite/restorer.c, 40 bytes), after its args, and
+ * at SOURCE_SLOT its slot for the userfaultfd it fills memory through (OP.SOURCE_OPEN).
+ */
 const HELPER_STATE_ROOM = 64;
+const SOURCE_SLOT = 48;
 /** The ptrace options cleared while the restorer may start a thread: it runs untraced. */
 const UNTRACED_HELPER = PTRACE_O.TRACEFORK | PTRACE_O.TRACEVFORK | PTRACE_O.TRACECLONE;
 const BLOB_TIMEOUT_MS = 600_000;
@@ -1544,7 +1548,8 @@ function restoreInside(
   const helperStackOff = stackOff + STACK_SIZE;
   const arenaOff = helperStackOff + STACK_SIZE;
   const areaSize = BigInt(Math.ceil((arenaOff + ARENA_SIZE) / 4096) * 4096);
-  const gap = findGap(occupied(task, maps), areaSize + parkSize + 0x10000n);
+  const reserved = areaSize + parkSize + 0x10000n;
+  const gap = findGap(occupied(task, maps), reserved);
   const area = rs.scratch(Number(areaSize), true, remotePtr(gap));
   const arena = new RemoteArena(pid, remoteAdd(area, arenaOff), ARENA_SIZE);
   log.debug(`restorer area at 0x${gap.toString(16)} (${areaSize} bytes)`);
@@ -1609,7 +1614,15 @@ function restoreInside(
       stackTop: BigInt(remoteAdd(area, helperStackOff + STACK_SIZE)),
       state: BigInt(remoteAdd(area, helperOff)),
     },
+    source: {
+      slot: BigInt(remoteAdd(area, helperOff + SOURCE_SLOT)),
+      reservedEnd: gap + reserved,
+    },
   });
+  if (opts.faultInject === "copy-source-taken") {
+    // The source's place taken (by the restorer area): no copy can be had, every fill is read.
+    for (const op of ops) if (op.code === OP.SOURCE_OPEN) op.args[2] = gap;
+  }
   if (ops.length > maxOps) throw new RestoreError(`Too many restorer operations (${ops.length})`);
   if (log.level >= 4) { for (const op of ops) log.debug(`Task ${pid}: ${op.what}`); }
   const tMem = performance.now();
