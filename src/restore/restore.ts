@@ -153,7 +153,6 @@ import { gpregsWords, xsaveArea } from "../images/x86.ts";
 import {
   makeSubreaper,
   requeueSignals,
-  restoreAfterCreds,
   restoreCreds,
   restoreSeccomp,
   restoreTaskState,
@@ -1713,8 +1712,7 @@ function restoreInside(
     restoreSeccomp(rs, arena, dump.seccompFilters, task.core);
     // Credentials last, in every thread.
     proc.threads.forEach((th, i) => restoreCreds(threads[i], arena, th.core));
-    restoreCreds(rs, arena, task.core);
-    restoreAfterCreds(rs, task);
+    restoreCreds(rs, arena, task.core, task);
   } finally {
     for (const trs of threads) trs.close({ restoreState: false });
   }

@@ -7,7 +7,8 @@
  * - `restoreThreadState`, in every thread: alternate stack, robust futex list,
  *   clear_child_tid, rseq, the thread's pending signals, its name.
  * - `restoreCreds`, in every thread, last of all: raw setresuid() changes only the calling
- *   thread, and everything before it (clone3 with set_tid above all) needs root.
+ *   thread, and everything before it (clone3 with set_tid above all) needs root. The leader's
+ *   comes last, with the dumpable flag a change of credentials resets.
  *
  * Sessions and process groups are set by the orchestrator (restore.ts): they depend on the
  * order in which tasks are made.
@@ -56,22 +57,33 @@ function sysIn(rs: RemoteSyscalls): Sys {
 }
 
 /**
- * Calls restoring state in the task of `rs`, gathered (`sys` returns 0) and run in one batch
- * by `run`, which throws the first failure as {@link sysIn} would, once all have run. Their
- * arguments must stay in the arena until then.
+ * Calls restoring state in the task of `rs`, gathered (`sys` returns 0; `raw`, whose failure
+ * is the caller's to judge, its index among the results) and run in one batch by `run`, which
+ * throws the first failure of a `sys` call as {@link sysIn} would, once all have run, and
+ * returns every result. Their arguments must stay in the arena until then.
  */
-function batchIn(rs: RemoteSyscalls): { sys: Sys; run: () => void } {
-  const calls: RemoteCall[] = [], whats: string[] = [];
+function batchIn(rs: RemoteSyscalls): {
+  sys: Sys;
+  raw: (nr: number, ...args: (bigint | number | RemotePtr)[]) => number;
+  run: () => bigint[];
+} {
+  const calls: RemoteCall[] = [], whats: (string | undefined)[] = [];
   return {
     sys: (nr, what, ...args) => {
       calls.push({ nr, args });
       whats.push(what);
       return 0n;
     },
+    raw: (nr, ...args) => {
+      whats.push(undefined);
+      return calls.push({ nr, args }) - 1;
+    },
     run: () => {
       const check = checkIn(rs);
-      rs.batch(calls.splice(0)).forEach((ret, i) => check(ret, whats[i]));
+      const results = rs.batch(calls.splice(0));
+      results.forEach((ret, i) => whats[i] !== undefined && check(ret, whats[i]!));
       whats.length = 0;
+      return results;
     },
   };
 }
@@ -143,7 +155,8 @@ export function restoreTaskState(
   subreaperLater = false,
 ): void {
   const pid = rs.task.pid;
-  const sys = sysIn(rs);
+  // One batch, but for the login uid (below); each call's arguments stay in the arena.
+  const { sys, raw, run } = batchIn(rs);
   const tc = task.core.tc!;
   const mm = task.mm;
   arena.reset();
@@ -173,21 +186,17 @@ export function restoreTaskState(
   const cwd = dump.files.get(task.fs.cwdId)?.reg?.name;
   if (fds.cwd !== undefined) sys(NR.fchdir, `the working directory ${cwd}`, fds.cwd);
   const kept = new Set([fds.cwd, fds.root]);
-  const closing = batchIn(rs);
-  for (const fd of fds.all) if (!kept.has(fd)) closing.sys(NR.close, "restorer descriptors", fd);
-  closing.run();
+  for (const fd of fds.all) if (!kept.has(fd)) sys(NR.close, "restorer descriptors", fd);
 
   // Signal dispositions: entries for signals 1..64 without SIGKILL and SIGSTOP. Defaults are
   // set too: the helper's own dispositions (ignored signals survive exec) must not leak in.
   const sigs = Array.from({ length: 64 }, (_, i) => i + 1).filter((s) => s !== 9 && s !== 19);
   const list = tc.sigactions.slice(0, sigs.length);
   const acts = arena.words(list.flatMap((sa) => [sa.sigaction, sa.flags, sa.restorer, sa.mask]));
-  const actions = batchIn(rs);
   list.forEach((_, i) => {
     const act = remoteAdd(acts, i * 32);
-    actions.sys(NR.rt_sigaction, `the action of signal ${sigs[i]}`, sigs[i], act, 0, 8);
+    sys(NR.rt_sigaction, `the action of signal ${sigs[i]}`, sigs[i], act, 0, 8);
   });
-  actions.run();
 
   const timers = tc.timers;
   if (timers) {
@@ -208,27 +217,35 @@ export function restoreTaskState(
 
   const rlimits = tc.rlimits?.rlimits ?? [];
   const limits = arena.words(rlimits.flatMap((r) => [r.cur, r.max]));
-  rs.batch(rlimits.map((_, res) => ({
-    nr: NR.prlimit64,
-    args: [0, res, remoteAdd(limits, res * 16), 0],
-  }))).forEach((ret, res) => {
-    if (ret < 0n) {
-      log.warn(`Cannot restore resource limit ${res} of task ${pid}: ${errnoName(Number(-ret))}`);
-    }
-  });
+  const limitAt = rlimits.map((_, res) =>
+    raw(NR.prlimit64, 0, res, remoteAdd(limits, res * 16), 0)
+  );
+  let limitsChecked = false;
+  const checkLimits = (results: bigint[]) => {
+    limitsChecked = true;
+    limitAt.forEach((at, res) => {
+      if (results[at] < 0n) {
+        log.warn(
+          `Cannot restore resource limit ${res} of task ${pid}: ${errnoName(Number(-results[at]))}`,
+        );
+      }
+    });
+  };
 
   if (tc.personality) sys(NR.personality, "the personality", tc.personality);
   sys(NR.umask, "the umask", task.fs.umask ?? 0o22);
   // The login uid (audit): a task may write only its own, with CAP_AUDIT_CONTROL; before its
-  // root moves.
+  // root moves. Its write needs the descriptor its open returns: the batch so far runs first.
   if (
     isFieldSet(tc, task_core_entrySchema.field.loginuid) &&
     tc.loginuid !== Number(readProcText(pid, "loginuid").trim())
   ) {
-    const fd = sys(NR.open, "the login uid", arena.cstr("/proc/self/loginuid"), 1 /* O_WRONLY */);
+    checkLimits(run());
+    const one = sysIn(rs);
+    const fd = one(NR.open, "the login uid", arena.cstr("/proc/self/loginuid"), 1 /* O_WRONLY */);
     const text = new TextEncoder().encode(`${tc.loginuid}`);
-    sys(NR.write, `the login uid ${tc.loginuid}`, fd, arena.put(text), text.length);
-    sys(NR.close, "the login uid", fd);
+    one(NR.write, `the login uid ${tc.loginuid}`, fd, arena.put(text), text.length);
+    one(NR.close, "the login uid", fd);
   }
   const root = dump.files.get(task.fs.rootId)?.reg?.name;
   // Both are paths from our root: the working directory first (it may lie outside the root
@@ -246,15 +263,19 @@ export function restoreTaskState(
   } else if (root && root !== "/") sys(NR.chroot, `the root ${root}`, arena.cstr(root));
   for (const fd of kept) if (fd !== undefined) sys(NR.close, "restorer descriptors", fd);
   // (Later, with `subreaperLater`: once the session helpers went, restore/sessions.ts.)
-  if (tc.childSubreaper && !subreaperLater) makeSubreaper(rs);
+  if (tc.childSubreaper && !subreaperLater) {
+    sys(NR.prctl, "the child-subreaper flag", PR.SET_CHILD_SUBREAPER, 1);
+  }
   if (mm.thpDisabled) sys(NR.prctl, "THP disabled", PR.SET_THP_DISABLE, 1, 0, 0, 0);
+  restoreMembarrier(sys, tc.membarrierRegistrationMask ?? 0);
+  const results = run();
+  if (!limitsChecked) checkLimits(results);
   if (isFieldSet(tc, task_core_entrySchema.field.oomScoreAdj)) {
     writeProcValue(pid, "oom_score_adj", tc.oomScoreAdj);
   }
-  restoreMembarrier(sys, tc.membarrierRegistrationMask ?? 0);
   drainSignals(rs, arena);
   const self = selfId(task);
-  queueSignals(sys, arena, self, self, tc.signalsS?.signals, true);
+  queueSignals(sysIn(rs), arena, self, self, tc.signalsS?.signals, true);
 }
 
 /**
@@ -263,6 +284,9 @@ export function restoreTaskState(
  * the process's).
  */
 function drainSignals(rs: RemoteSyscalls, arena: RemoteArena): void {
+  // Nothing pending, to the task or to the process: no call to make.
+  const st = parseStatus(readProcText(rs.task.pid, `task/${rs.task.pid}/status`));
+  if (!st.sigPnd && !st.shdPnd) return;
   const all = arena.words([~((1n << 8n) | (1n << 18n)) & 0xffffffffffffffffn]);
   const now = arena.words([0, 0]);
   for (let i = 0; i < 256 && rs.call(NR.rt_sigtimedwait, all, 0, now, 8) > 0n; i++);
@@ -405,10 +429,16 @@ function capBits(words: number[]): bigint {
  * user and group ids with SECBIT_NO_SETUID_FIXUP, so that no capability is lost on the way;
  * the inheritable set (before the bounding set shrinks); the bounding set; ambient
  * capabilities; securebits; the final capability sets; no_new_privs. Then what a change of
- * credentials resets in the kernel: the parent-death signal (always set: the restore helper
- * armed one while the task was unfinished).
+ * credentials resets in the kernel: the parent-death signal (a leader's always set: the
+ * restore helper armed one in the root while it was unfinished), and with `process` (its
+ * leader, last of its threads) the process's dumpable flag.
  */
-export function restoreCreds(rs: RemoteSyscalls, arena: RemoteArena, core: core_entry): void {
+export function restoreCreds(
+  rs: RemoteSyscalls,
+  arena: RemoteArena,
+  core: core_entry,
+  process?: TaskImages,
+): void {
   const { sys, run } = batchIn(rs);
   const c = core.threadCore?.creds;
   if (c) {
@@ -483,18 +513,22 @@ export function restoreCreds(rs: RemoteSyscalls, arena: RemoteArena, core: core_
       if (c.noNewPrivs) sys(NR.prctl, "no_new_privs", PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     }
   }
+  // After the credentials (a change of them clears it). A thread made by clone has none, so
+  // one without is left as it is; a leader may have the restore helper's (SIGKILL, the root).
   const pdeath = core.threadCore?.pdeathSig ?? 0;
-  sys(NR.prctl, "the parent-death signal", PR.SET_PDEATHSIG, pdeath);
+  if (pdeath || process) sys(NR.prctl, "the parent-death signal", PR.SET_PDEATHSIG, pdeath);
+  // The leader's, last of all threads: process-wide state a change of credentials resets.
+  const dumpable = process && dumpableAfterCreds(process);
+  if (dumpable !== undefined) sys(NR.prctl, "the dumpable flag", PR.SET_DUMPABLE, dumpable);
   run();
 }
 
 /**
- * Process-wide state that a change of credentials resets, once every thread has its own:
- * whether the process may be dumped (ptrace, core files, /proc ownership).
+ * Whether the process may be dumped (ptrace, core files, /proc ownership), to be set once
+ * every thread has its credentials (a change of them resets it); undefined when the images
+ * leave it as it is.
  */
-export function restoreAfterCreds(rs: RemoteSyscalls, task: TaskImages): void {
-  if (!isFieldSet(task.mm, mm_entrySchema.field.dumpable)) return;
-  const dumpable = task.mm.dumpable;
-  if (dumpable === 2) return;
-  sysIn(rs)(NR.prctl, "the dumpable flag", PR.SET_DUMPABLE, dumpable);
+function dumpableAfterCreds(task: TaskImages): number | undefined {
+  if (!isFieldSet(task.mm, mm_entrySchema.field.dumpable)) return undefined;
+  return task.mm.dumpable === 2 ? undefined : task.mm.dumpable;
 }
