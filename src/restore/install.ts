@@ -363,11 +363,9 @@ function transfer(
   readRemote(pid, pairAt, new Uint8Array(pair.buffer));
   const sock = pair[0];
   const out: number[] = [];
-  let sender = -1, peer = pair[1];
+  let sender = -1, peer = pair[1], open = true;
   try {
     sender = withTaskFd(pid, peer, (copy) => fcntl(copy, F.DUPFD_CLOEXEC, 3));
-    sys(NR.close, "close", peer);
-    peer = -1;
     for (let i = 0; i < fds.length; i += SCM_MAX_FD) {
       arena.reset();
       const sending = fds.slice(i, i + SCM_MAX_FD);
@@ -375,7 +373,14 @@ function transfer(
       const base = arena.reserve(0);
       const block = recvMsgBlock(base, sending.length);
       const at = arena.put(block.bytes);
-      sys(NR.recvmsg, "recvmsg(SCM_RIGHTS)", sock, at, MSG_CMSG_CLOEXEC);
+      // The task's copy of our end closed (once) with the first receipt, in one batch.
+      const closing = peer >= 0 ? [{ nr: NR.close, name: "close", args: [peer] }] : [];
+      peer = -1;
+      batch([...closing, {
+        nr: NR.recvmsg,
+        name: "recvmsg(SCM_RIGHTS)",
+        args: [sock, BigInt(at), MSG_CMSG_CLOEXEC],
+      }]);
       const control = new Uint8Array(block.bytes.length - block.controlOffset);
       readRemote(pid, remoteAdd(at, block.controlOffset), control);
       const got = parseRights(control);
@@ -384,16 +389,22 @@ function transfer(
           `Task ${pid} received ${got.length} of ${sending.length} descriptors`,
         );
       }
-      // Each moved up (the numbers below are the task's), the received one closed.
-      const moved = batch(got.flatMap((fd) => [
-        { nr: NR.fcntl, name: "fcntl(F_DUPFD_CLOEXEC)", args: [fd, F_DUPFD_CLOEXEC, high] },
-        { nr: NR.close, name: "close", args: [fd] },
-      ]));
+      // Each moved up (the numbers below are the task's), the received one closed; with the
+      // last, the task's end of the pair.
+      const last = i + SCM_MAX_FD >= fds.length;
+      if (last) open = false; // closed by the batch, whatever else in it fails
+      const moved = batch([
+        ...got.flatMap((fd) => [
+          { nr: NR.fcntl, name: "fcntl(F_DUPFD_CLOEXEC)", args: [fd, F_DUPFD_CLOEXEC, high] },
+          { nr: NR.close, name: "close", args: [fd] },
+        ]),
+        ...(last ? [{ nr: NR.close, name: "close", args: [sock] }] : []),
+      ]);
       got.forEach((_, k) => out.push(moved[2 * k]));
     }
   } finally {
     if (sender >= 0) close(sender);
-    rs.call(NR.close, sock);
+    if (open) rs.call(NR.close, sock);
     if (peer >= 0) rs.call(NR.close, peer);
   }
   return out;

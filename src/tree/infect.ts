@@ -116,6 +116,8 @@ const BATCH = { ARGS: 48, DONE: 16, STACK: 512 } as const;
 export const CALL_SIZE = 64;
 /** Fewer calls than this are injected one by one (the blob's set-up costs about as much). */
 const BATCH_MIN = 4;
+/** The same for a scope's runner (the restorer's, set up already: a run costs about a call). */
+const RUNNER_MIN = 2;
 let batchCode: Uint8Array | undefined;
 
 /** `calls` as a blob's list of them (struct call[], results zero) at `at` of `image`. */
@@ -283,10 +285,10 @@ export class RemoteSyscalls implements Disposable {
    */
   batch(calls: readonly RemoteCall[]): bigint[] {
     const heal = this.heal;
-    const runner: BatchRunner | undefined = calls.length < BATCH_MIN
+    const runner: BatchRunner | undefined = heal && this.#table
+      ? (calls.length < BATCH_MIN ? undefined : (list) => this.#runBatch(list, heal))
+      : calls.length < RUNNER_MIN
       ? undefined
-      : heal && this.#table
-      ? (list) => this.#runBatch(list, heal)
       : this.#runner;
     const results = runner ? runner(calls) : calls.map((c) => this.call(c.nr, ...c.args));
     calls.forEach((c, i) => {
@@ -681,17 +683,22 @@ export class RemoteSyscalls implements Disposable {
   waitFlag(flag: RemotePtr, timeoutMs: number): void {
     const word = new BigInt64Array(1);
     const bytes = new Uint8Array(word.buffer);
-    const end = performance.now() + timeoutMs;
+    const start = performance.now();
+    const end = start + timeoutMs;
     for (let spins = 0;; spins++) {
       readRemote(this.task.pid, flag, bytes);
       if (word[0] !== 0n) return;
       this.checkRunning();
-      if (performance.now() > end) {
+      const now = performance.now();
+      if (now > end) {
         throw new InfectError(
           `Blob code in task ${this.task.pid} did not finish in ${timeoutMs} ms`,
         );
       }
-      if (spins > 100) nap(1);
+      // Spun a little, then naps of a fiftieth of the time waited so far (0.05 to 1 ms): a few
+      // milliseconds' run (a small process's memory) is seen done soon after, a long one is
+      // not kept from both cores by the checks.
+      if (spins > 20) nap(Math.min(1, Math.max(0.05, (now - start) / 50)));
     }
   }
 
