@@ -34,6 +34,7 @@ import { LazyRanges } from "../src/lazy/ranges.ts";
 import { lazyRanges } from "../src/lazy/daemon.ts";
 import { keepLazyFillable } from "../src/restore/lazy.ts";
 import { fakeSegment, onTheWire, TH } from "../src/net/tcp_segment.ts";
+import { windowUpdateSeq } from "../src/net/tcp_repair.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
 import { IdMap } from "../src/tree/userns.ts";
 import { fillOps, fillSource, OP } from "../src/restore/memory.ts";
@@ -320,6 +321,18 @@ Deno.test("errno errors name the call, the target and the errno", () => {
   assertEquals(errnoName(3), "ESRCH");
   const e = new Errno("ptrace(PTRACE_SEIZE)", 3, "task 42");
   assertEquals(e.message, "Cannot ptrace(PTRACE_SEIZE) task 42: no such process (ESRCH)");
+});
+
+Deno.test("the segment that last updated the send window is put back no later than the receive window's end, which the kernel checks (zdtm's socket-tcpbuf-local dumped one beyond)", () => {
+  // As dumped: an out-of-order segment 196449 bytes ahead updated it, the window shrank since.
+  assertEquals(windowUpdateSeq(2397224901, 2397028452, 131072), 2397028452 + 131072);
+  // Within the window, or behind what was received: as it was.
+  assertEquals(windowUpdateSeq(2397028452, 2397028452, 131072), 2397028452);
+  assertEquals(windowUpdateSeq(2397000000, 2397028452, 131072), 2397000000);
+  assertEquals(windowUpdateSeq(2397159524, 2397028452, 131072), 2397159524);
+  // Across the wrap of the sequence space.
+  assertEquals(windowUpdateSeq(0x00000100, 0xfffff000, 0x1000), 0x00000000);
+  assertEquals(windowUpdateSeq(0xfffff800, 0xfffff000, 0x1000), 0xfffff800);
 });
 
 Deno.test("a forged TCP segment carries a checksum that verifies, in IPv4 and IPv6", () => {

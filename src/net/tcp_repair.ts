@@ -275,6 +275,19 @@ function room(bytes: number): number {
 }
 
 /**
+ * The sequence number of the segment that last updated the send window (snd_wl1), as the
+ * kernel takes it back: at most `rcvNxt` + `rcvWnd`. A segment received out of order, ahead of
+ * a gap, may have updated it last; the receive window may have shrunk since, under memory
+ * pressure, leaving it beyond, which TCP_REPAIR_WINDOW refuses (EINVAL). Such segments are not
+ * in the images (criu's neither: its sender sends them again, unacknowledged), so the latest
+ * point the kernel allows stands for it: segments before it still do not update the window.
+ */
+export function windowUpdateSeq(sndWl1: number, rcvNxt: number, rcvWnd: number): number {
+  const limit = (rcvNxt + rcvWnd) >>> 0;
+  return ((sndWl1 - limit) | 0) > 0 ? limit : sndWl1;
+}
+
+/**
  * Makes bound socket `fd` (in repair mode) the connection `t` was: sequence numbers, the
  * connect without handshake, options, queues, window, and the FINs of a half-closed one.
  * The socket stays in repair mode.
@@ -321,7 +334,8 @@ export function restoreTcpStream(fd: number, ends: Connection, t: TcpStream, wha
   }
   const w = t.window;
   const finIn = (mstate & (RCVQ_FIRST_FIN | RCVQ_SECOND_FIN)) !== 0;
-  const win = [w.sndWl1, w.sndWnd, w.maxWindow, finIn ? w.rcvWnd + 1 : w.rcvWnd];
+  const rcvWnd = finIn ? w.rcvWnd + 1 : w.rcvWnd;
+  const win = [windowUpdateSeq(w.sndWl1, inqSeq, rcvWnd), w.sndWnd, w.maxWindow, rcvWnd];
   win.push(finIn ? (w.rcvWup - 1) >>> 0 : w.rcvWup);
   setsockopt(fd, TCP_OPT.REPAIR_WINDOW, new Uint8Array(new Uint32Array(win).buffer), SOL.TCP);
   setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.NONE);
