@@ -554,13 +554,12 @@ function copyableVma(v: vma_entry | undefined): boolean {
 
 /**
  * The source for the large copyable fills of `fills` (from {@link COPY_FILL_BYTES} on): their
- * pages file with the most such bytes, mapped whole up to the last of them in a gap away from
- * `taken`; undefined when there are none.
+ * pages file with the most such bytes, mapped from its start to the end of the last page any
+ * fill takes from it, in a gap away from `taken`; undefined when there are none.
  */
 export function fillSource(fills: Fill[], slot: bigint, taken: Range[]): FillSource | undefined {
   const bytes = new Map<number, bigint>();
-  for (const f of fills) {
-    if (!f.vma || f.end - f.start < COPY_FILL_BYTES) continue;
+  for (const f of fills.filter(copyable)) {
     bytes.set(f.fd, (bytes.get(f.fd) ?? 0n) + f.end - f.start);
   }
   let fd = -1, most = 0n;
@@ -573,10 +572,14 @@ export function fillSource(fills: Fill[], slot: bigint, taken: Range[]): FillSou
   return { fd, base: findGap(taken, len), len, slot };
 }
 
+/** Whether fill `f` may be copied: in a mapping a userfaultfd fills, and large enough. */
+function copyable(f: Fill): boolean {
+  return f.vma !== undefined && f.end - f.start >= COPY_FILL_BYTES;
+}
+
 /** Whether fill `f` is copied from `source`. */
 function copied(f: Fill, source?: FillSource): source is FillSource {
-  return source !== undefined && f.vma !== undefined && f.fd === source.fd &&
-    f.end - f.start >= COPY_FILL_BYTES;
+  return source !== undefined && f.fd === source.fd && copyable(f);
 }
 
 /** Filling a range: copied from `source` where it may be, else read into. */

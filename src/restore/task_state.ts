@@ -57,33 +57,32 @@ function sysIn(rs: RemoteSyscalls): Sys {
 }
 
 /**
- * Calls restoring state in the task of `rs`, gathered (`sys` returns 0; `raw`, whose failure
- * is the caller's to judge, its index among the results) and run in one batch by `run`, which
- * throws the first failure of a `sys` call as {@link sysIn} would, once all have run, and
- * returns every result. Their arguments must stay in the arena until then.
+ * Calls restoring state in the task of `rs`, gathered (`sys` returns 0) and run in one batch
+ * by `run`, which throws the first failure of a `sys` call as {@link sysIn} would, once all
+ * have run; a `soft` call's result goes to its `judge` instead. Their arguments must stay in
+ * the arena until then.
  */
 function batchIn(rs: RemoteSyscalls): {
   sys: Sys;
-  raw: (nr: number, ...args: (bigint | number | RemotePtr)[]) => number;
-  run: () => bigint[];
+  soft: (nr: number, judge: (ret: bigint) => void, ...args: (bigint | number)[]) => void;
+  run: () => void;
 } {
-  const calls: RemoteCall[] = [], whats: (string | undefined)[] = [];
+  const check = checkIn(rs);
+  const calls: RemoteCall[] = [], judges: ((ret: bigint) => void)[] = [];
   return {
     sys: (nr, what, ...args) => {
       calls.push({ nr, args });
-      whats.push(what);
+      judges.push((ret) => check(ret, what));
       return 0n;
     },
-    raw: (nr, ...args) => {
-      whats.push(undefined);
-      return calls.push({ nr, args }) - 1;
+    soft: (nr, judge, ...args) => {
+      calls.push({ nr, args });
+      judges.push(judge);
     },
     run: () => {
-      const check = checkIn(rs);
       const results = rs.batch(calls.splice(0));
-      results.forEach((ret, i) => whats[i] !== undefined && check(ret, whats[i]!));
-      whats.length = 0;
-      return results;
+      const judging = judges.splice(0);
+      results.forEach((ret, i) => judging[i](ret));
     },
   };
 }
@@ -156,7 +155,7 @@ export function restoreTaskState(
 ): void {
   const pid = rs.task.pid;
   // One batch, but for the login uid (below); each call's arguments stay in the arena.
-  const { sys, raw, run } = batchIn(rs);
+  const { sys, soft, run } = batchIn(rs);
   const tc = task.core.tc!;
   const mm = task.mm;
   arena.reset();
@@ -217,20 +216,22 @@ export function restoreTaskState(
 
   const rlimits = tc.rlimits?.rlimits ?? [];
   const limits = arena.words(rlimits.flatMap((r) => [r.cur, r.max]));
-  const limitAt = rlimits.map((_, res) =>
-    raw(NR.prlimit64, 0, res, remoteAdd(limits, res * 16), 0)
+  rlimits.forEach((_, res) =>
+    soft(
+      NR.prlimit64,
+      (ret) => {
+        if (ret < 0n) {
+          log.warn(
+            `Cannot restore resource limit ${res} of task ${pid}: ${errnoName(Number(-ret))}`,
+          );
+        }
+      },
+      0,
+      res,
+      remoteAdd(limits, res * 16),
+      0,
+    )
   );
-  let limitsChecked = false;
-  const checkLimits = (results: bigint[]) => {
-    limitsChecked = true;
-    limitAt.forEach((at, res) => {
-      if (results[at] < 0n) {
-        log.warn(
-          `Cannot restore resource limit ${res} of task ${pid}: ${errnoName(Number(-results[at]))}`,
-        );
-      }
-    });
-  };
 
   if (tc.personality) sys(NR.personality, "the personality", tc.personality);
   sys(NR.umask, "the umask", task.fs.umask ?? 0o22);
@@ -240,7 +241,7 @@ export function restoreTaskState(
     isFieldSet(tc, task_core_entrySchema.field.loginuid) &&
     tc.loginuid !== Number(readProcText(pid, "loginuid").trim())
   ) {
-    checkLimits(run());
+    run();
     const one = sysIn(rs);
     const fd = one(NR.open, "the login uid", arena.cstr("/proc/self/loginuid"), 1 /* O_WRONLY */);
     const text = new TextEncoder().encode(`${tc.loginuid}`);
@@ -268,8 +269,7 @@ export function restoreTaskState(
   }
   if (mm.thpDisabled) sys(NR.prctl, "THP disabled", PR.SET_THP_DISABLE, 1, 0, 0, 0);
   restoreMembarrier(sys, tc.membarrierRegistrationMask ?? 0);
-  const results = run();
-  if (!limitsChecked) checkLimits(results);
+  run();
   if (isFieldSet(tc, task_core_entrySchema.field.oomScoreAdj)) {
     writeProcValue(pid, "oom_score_adj", tc.oomScoreAdj);
   }
