@@ -10,8 +10,8 @@
  * the code after offset 0 never runs. When criu dies, the kernel detaches its tracees; a task
  * sitting at an injected syscall finishes it and falls into heal, which undoes everything criu
  * made in the task and returns to the task's own registers, signal mask and FPU state through
- * rt_sigreturn of a frame criu prepared at infection time. The dump_pages blob jumps to heal as
- * well when it finds its pipes closed (criu gone).
+ * rt_sigreturn of a frame criu prepared at infection time. A blob waiting on its lifeline jumps to
+ * heal as well when the lifeline closes (criu gone: lifeline.h).
  *
  * r12 holds the thread's heal block throughout (syscalls preserve it).
  *

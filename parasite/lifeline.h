@@ -1,5 +1,5 @@
 /*
- * How a blob that criu runs in a task ends (batch.c, dump_pages.c): it says it is done, then
+ * How a blob that criu runs in a task ends (batch.c): it says it is done, then
  * waits in read() on its lifeline, a pipe whose only write end criu holds, until criu stops it
  * with PTRACE_INTERRUPT; should criu die instead, the read sees end-of-file and the blob goes
  * to heal (heal.c) with the thread's heal block in r12, which takes the task home.

@@ -81,9 +81,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const heap = await buildVictim("heap");
 const rows: {
   dumpMs: number;
-  readvMs: number;
-  readvReadMs: number;
-  readvWriteMs: number;
+  memwriteMs: number;
   writeMs: number;
   bytes: number;
   frozenMs: number;
@@ -91,26 +89,20 @@ const rows: {
 for (let run = 0; run < RUNS; run++) {
   const dir = Deno.makeTempDirSync({ dir: TMPFS, prefix: "criu-bench-" });
   try {
-    const timeDump = async (pageTransfer: "parasite" | "readv") => {
+    const timeDump = async () => {
       const pid = await startOrphan(heap, [`${MIB}`], dir);
       const imgs = join(dir, "imgs");
       Deno.mkdirSync(imgs);
       warm(dir);
       const t = performance.now();
-      const r = await dump({ pid, imagesDir: imgs, pageTransfer });
+      const r = await dump({ pid, imagesDir: imgs });
       const ms = performance.now() - t;
       Deno.removeSync(imgs, { recursive: true });
       return { ms, r };
     };
-    // The three measurements take turns at going first.
+    // The two measurements take turns at going first.
     const steps = [
-      async () => (dumpRun = await timeDump("parasite")),
-      async () => {
-        const x = await timeDump("readv");
-        readvMs = x.ms;
-        readvReadMs = x.r.stats.memdumpUs / 1000;
-        readvWriteMs = x.r.stats.memwriteUs / 1000;
-      },
+      async () => (dumpRun = await timeDump()),
       () => {
         warm(dir);
         writeMs = plainWrite(MIB << 20, join(dir, "plain.bin"));
@@ -118,15 +110,13 @@ for (let run = 0; run < RUNS; run++) {
       },
     ];
     let dumpRun = { ms: 0, r: null as unknown as Awaited<ReturnType<typeof dump>> };
-    let readvMs = 0, readvReadMs = 0, readvWriteMs = 0, writeMs = 0;
+    let writeMs = 0;
     for (let i = 0; i < steps.length; i++) await steps[(i + run) % steps.length]();
     const dumpMs = dumpRun.ms, r = dumpRun.r;
     const bytes = r.stats.pagesWritten * 4096;
     rows.push({
       dumpMs,
-      readvMs,
-      readvReadMs,
-      readvWriteMs,
+      memwriteMs: r.stats.memwriteUs / 1000,
       writeMs,
       bytes,
       frozenMs: r.stats.frozenUs / 1000,
@@ -302,14 +292,7 @@ console.log(`deno-criu bench: ${MIB} MiB touched heap, images on ${TMPFS}, ${RUN
 console.log(
   `  dump           ${d.toFixed(0).padStart(6)} ms  ${gbps(bytes, d)} GB/s  (frozen ${
     median(rows.map((r) => r.frozenMs)).toFixed(0)
-  } ms)`,
-);
-console.log(
-  `  dump (readv)   ${median(rows.map((r) => r.readvMs)).toFixed(0).padStart(6)} ms  ${
-    gbps(bytes, median(rows.map((r) => r.readvMs)))
-  } GB/s  (process_vm_readv + write, for comparison: ` +
-    `reading the idle heap ${median(rows.map((r) => r.readvReadMs)).toFixed(0)} ms, writing ` +
-    `${median(rows.map((r) => r.readvWriteMs)).toFixed(0)} ms)`,
+  } ms, pages written in ${median(rows.map((r) => r.memwriteMs)).toFixed(0)} ms)`,
 );
 console.log(`  plain write    ${w.toFixed(0).padStart(6)} ms  ${gbps(bytes, w)} GB/s`);
 console.log(

@@ -2,7 +2,8 @@
  * End-to-end dump tests on real processes: dump with criu's CLI, decode every image with
  * Debian's crit, and compare the decoded values with what the victim set up.
  */
-import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { assert, assertEquals, assertMatch, assertRejects } from "./assert.ts";
+import { PageCopiers } from "../src/pagemap/page_copiers.ts";
 import {
   buildVictim,
   critDecodeAll,
@@ -242,4 +243,55 @@ Deno.test("dump -R of a python3 process and a shell loop", async () => {
       await stopVictim(v);
     }
   }
+});
+
+Deno.test("page copiers: runs of all sizes land back to back, every byte in place, whoever takes each chunk; a page that cannot be read fails the file by name", async () => {
+  // Our own memory stands for a stopped task's (process_vm_readv and /proc/PID/mem of ourselves).
+  const PAGE = 4096;
+  const mem = new Uint8Array(24 << 20);
+  const base = Deno.UnsafePointer.value(Deno.UnsafePointer.of(mem)!);
+  const skip = Number((BigInt(PAGE) - base % BigInt(PAGE)) % BigInt(PAGE));
+  const at = (page: number) => skip + page * PAGE;
+  for (let p = 0; at(p + 1) <= mem.length; p++) {
+    const page = mem.subarray(at(p), at(p + 1));
+    page.fill(p % 251);
+    new DataView(page.buffer, page.byteOffset).setUint32(0, p, true);
+  }
+  // One run across many chunks, single pages with holes between, a run cut mid-chunk.
+  const spans: [number, number][] = [[0, 1500], [1600, 1]];
+  for (let p = 1700; p < 3700; p += 2) spans.push([p, 1]);
+  spans.push([4000, 130], [4200, 777]);
+  const runs = spans.map(([p, n]) => ({ vaddr: base + BigInt(at(p)), nrPages: n }));
+  const dir = tmpDir();
+  for (const count of [0, 1, 2]) {
+    using copiers = new PageCopiers(count);
+    const path = `${dir}/pages-${count}.img`;
+    const written = copiers.write(Deno.pid, runs, path, false);
+    // None: the dumper alone. One: the copier alone. Two: they and the dumper at once.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (count !== 1) copiers.help();
+    else {
+      const late = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error("the copier did not write the file")), 20_000);
+      });
+      await Promise.race([written, late]);
+    }
+    clearTimeout(timer);
+    const stats = await written;
+    const file = Deno.readFileSync(path);
+    const want: number[] = spans.flatMap(([p, n]) => Array.from({ length: n }, (_, i) => p + i));
+    assertEquals(stats.pages, want.length, `${count} copiers: pages`);
+    assertEquals(file.length, want.length * PAGE, `${count} copiers: file size`);
+    want.forEach((p, i) => {
+      const got = file.subarray(i * PAGE, (i + 1) * PAGE);
+      const same = got.every((b, j) => b === mem[at(p) + j]);
+      assert(same, `${count} copiers: page ${i} of the file is not page ${p}`);
+    });
+  }
+  // An address nothing is mapped at (the lowest a mapping may have, not ours).
+  using copiers = new PageCopiers(1);
+  const gone = [...runs, { vaddr: 0x10000n, nrPages: 1 }];
+  const failed = copiers.write(Deno.pid, gone, `${dir}/pages-gone.img`, false);
+  copiers.help();
+  await assertRejects(() => failed, Error, /\/proc\/\d+\/mem/);
 });

@@ -128,7 +128,7 @@ Deno.test("a process's memory is filled by two threads, the second one of its ow
   }
 });
 
-Deno.test("large private anonymous memory is copied in by a userfaultfd, the rest read: every page, every hole and every mapping as it was; with no userfaultfd to be had, all of it read", async () => {
+Deno.test("large private anonymous memory is copied in by a userfaultfd, the rest read: every page, every hole and every mapping as it was (one made inaccessible once written, dumped past its protection); with no userfaultfd to be had, all of it read", async () => {
   const bin = await buildVictim("anonfill");
   for (const taken of [false, true]) {
     const v = startVictim(["setsid", bin, "{out}"]);

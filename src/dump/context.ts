@@ -12,6 +12,7 @@ import type { Tracker } from "./track.ts";
 import { ImagesXfer, type PageXfer } from "../pagemap/page_xfer.ts";
 import { ImagesDir } from "../images/images_dir.ts";
 import type { DumpWorker } from "./dump_worker.ts";
+import { PageCopiers } from "../pagemap/page_copiers.ts";
 import type { LazyServe, TreePages } from "./lazy_serve.ts";
 import type { Logger } from "../log.ts";
 import type { OpenFile, PipeData, TtyInfo } from "./files.ts";
@@ -88,11 +89,6 @@ export interface DumpOptions {
   emptyNet?: boolean;
   /** Freeze the tree through this cgroup's freezer (`--freeze-cgroup`), then seize it. */
   freezeCgroup?: string;
-  /**
-   * How pages leave the task: "parasite" (vmsplice in the task, splice here: one copy) or
-   * "readv" (process_vm_readv into a buffer, then write: two copies). Default "parasite".
-   */
-  pageTransfer?: "parasite" | "readv";
   /** Dump file locks (`-l`); without it a locked file refuses the dump, as criu does. */
   fileLocks?: boolean;
   /**
@@ -386,8 +382,10 @@ export class DumpContext {
   pageXfer: PageXfer;
   /** What the dump read of each live process once the tree was frozen (dump.ts readAhead). */
   readonly ahead = new Map<number, ProcessAhead>();
-  /** Pages files being written beside the dump (on the worker). */
+  /** Pages files being written beside the dump (by the copiers or the worker). */
   readonly #writes: Promise<void>[] = [];
+  /** The threads that write the large pages files (disposed with the dump). */
+  readonly copiers = new PageCopiers();
 
   /** Lets pages file `write` go on beside the dump; {@link pagesFilesDone} waits for it. */
   deferWrite(write: Promise<void>): void {
@@ -397,14 +395,16 @@ export class DumpContext {
 
   /** Waits for the pages files written beside the dump; throws the first failure. */
   async pagesFilesDone(): Promise<void> {
+    this.copiers.help();
     await Promise.all(this.#writes.splice(0));
   }
 
   /**
-   * Waits for the pages files written beside a failed dump to end, however they end: those
-   * read by a parasite take it out of their process first, before the tree is let go.
+   * Waits for the pages files written beside a failed dump to end, however they end (the
+   * copiers told to stop first), before the tree is let go.
    */
   async writesSettled(): Promise<void> {
+    this.copiers.stop();
     await Promise.allSettled(this.#writes.splice(0));
   }
 

@@ -344,6 +344,7 @@ function checkTree(tree: FrozenTree, pids: VirtualPids): Set<number> {
  */
 export async function dump(opts: DumpOptions, log: Logger = silentLogger()): Promise<DumpResult> {
   const ctx = new DumpContext(opts, log);
+  using _copiers = ctx.copiers;
   const pid = opts.pid;
   await startDump(ctx);
   // The tree about to be frozen, as it is now (whatever it forks meanwhile is read once frozen).
@@ -898,7 +899,14 @@ async function dumpProcess(
     ctx.tcp.checkpointPending(ctx.guard);
   }
   ctx.log.info(`Task ${pid}: collected mappings and files`);
-  // Inside the task: signal state, timers, per-thread state, and the pages (parasite).
+  // Without memory tracking the pages need nothing of the parasite: found now, they go into
+  // their file while it collects the rest (the page copiers), as the process was frozen (what
+  // the parasite's own frames write below the stack's red zone, dead memory, is not asked for).
+  const pagesFirst = !ctx.opts.trackMem;
+  if (pagesFirst) {
+    await dumpPages(ctx, pid, vmas, proc.threads.map((tid) => tree.task(tid).regs[REG.sp]));
+  }
+  // Inside the task: signal state, timers, per-thread state, and, with tracking, the pages.
   const { state, threads } = await (async () => {
     using scope = new DisposableStack();
     const parasite = scope.use(Parasite.infect(leader, maps));
@@ -936,25 +944,14 @@ async function dumpProcess(
     );
     state.seccomp = seccomp[0];
     threads.forEach((t, i) => (t.seccomp = seccomp[i + 1]));
-    const sps = [state.regs[REG.sp], ...threads.map((t) => t.regs[REG.sp])];
-    const keep = Boolean(ctx.opts.leaveRunning || ctx.opts.leaveStopped);
-    const track = trackPages(ctx, parasite.leader, vmas, keep);
-    // Pages on their way into the process's own pages file go on while the next process is
-    // collected, the parasite kept in until they are all out (and taken out should they fail);
-    // the images are complete only once they are (DumpContext.pagesFilesDone). Not beside a
-    // dump of connections, whose locking stops the processes holding them, nor when another
-    // process shares the descriptor table, where it would meet the parasite's pipes.
-    const alone = !ctx.opts.tcpEstablished && !ctx.sharingFiles.has(pid);
-    const next = tree.processes.slice(tree.processes.indexOf(proc) + 1);
-    const overlap = !alone ? undefined : {
-      defer: (written: Promise<void>) => {
-        const stays = scope.move();
-        ctx.deferWrite(written.finally(() => stays.dispose()));
-      },
-      nextProcess: next.some((p) => p.zombieExit === undefined),
-    };
-    await dumpPages(ctx, parasite.leader, vmas, sps, track, overlap);
-    if (track) tracked(ctx, pid, vmas, track);
+    if (!pagesFirst) {
+      // Tracked: the pages are found once the parasite has protected them again.
+      const sps = [state.regs[REG.sp], ...threads.map((t) => t.regs[REG.sp])];
+      const keep = Boolean(ctx.opts.leaveRunning || ctx.opts.leaveStopped);
+      const track = trackPages(ctx, parasite.leader, vmas, keep);
+      await dumpPages(ctx, pid, vmas, sps, track);
+      if (track) tracked(ctx, pid, vmas, track);
+    }
     await ctx.checkpoint("pages");
     return { state, threads };
   })();

@@ -19,13 +19,11 @@ import {
 } from "../pagemap/pagemap.ts";
 import { TaskPages } from "../pagemap/task_pages.ts";
 import { presentRuns } from "../pagemap/page_xfer.ts";
-import type { RemoteSyscalls } from "../tree/infect.ts";
 import {
   classifyVma,
   isPrivateShmem,
   MAP,
   mergeVvar,
-  PROT,
   VMA,
   type Vma,
   vmaHasPrivatePages,
@@ -313,31 +311,18 @@ export interface PageTracking {
 }
 
 /**
- * Sends the task's private pages and their pagemap where the dump's pages go: through the
- * dump_pages parasite (zero copy) when every such page is readable by the task, else with
- * process_vm_readv and /proc/PID/mem. With `overlap`, pages going to files are handed to it on
- * their way instead of waited for (see {@link writePagePlan}).
+ * Sends the task's private pages and their pagemap where the dump's pages go (see
+ * {@link writePagePlan}); task `pid` is stopped.
  */
 export async function dumpPages(
   ctx: DumpContext,
-  rs: RemoteSyscalls,
+  pid: number,
   vmas: Vma[],
   stackPointers?: bigint[],
   track?: PageTracking,
-  overlap?: PagesOverlap,
 ): Promise<void> {
-  const plan = await scanPages(ctx, rs.task.pid, vmas, stackPointers, track);
-  await writePagePlan(ctx, plan, rs, false, overlap);
-}
-
-/**
- * How a process's pages, going into a file of its own by its parasite, may move while the dump
- * goes on: `defer` takes the write to wait for later; `nextProcess` says whether another
- * process is collected meanwhile (then the parasite is worth its pipes for fewer pages).
- */
-export interface PagesOverlap {
-  defer: (written: Promise<void>) => void;
-  nextProcess: boolean;
+  const plan = await scanPages(ctx, pid, vmas, stackPointers, track);
+  await writePagePlan(ctx, plan);
 }
 
 /** The pages of a task to dump, found: its runs (some perhaps in the parent images). */
@@ -346,8 +331,6 @@ export interface PagePlan {
   vmas: Vma[];
   runs: PageRun[];
   stackPointers?: bigint[];
-  /** Every page is readable by the task itself (the parasite may copy them). */
-  allReadable: boolean;
   scanUs: number;
   track?: PageTracking;
 }
@@ -393,29 +376,22 @@ export async function scanPages(
   }
   if (track) track.frames = scan.frames;
   ctx.stats.pagesScanned += scan.scanned;
-  // The parasite copies pages only if the task may read every one itself.
-  let allReadable = true;
-  let v = 0;
-  for (const r of scan.runs) {
-    while (v < vmas.length && vmas[v].end <= r.vaddr) v++;
-    if (v < vmas.length && !(vmas[v].prot & PROT.READ)) allReadable = false;
-  }
-  return { pid, vmas, runs: scan.runs, stackPointers, allReadable, scanUs: scan.us, track };
+  return { pid, vmas, runs: scan.runs, stackPointers, scanUs: scan.us, track };
 }
 
 /**
  * Sends the pages `plan` found, with their pagemap, where the dump's pages go (ctx.pageXfer:
- * the images directory or a page server): read by the parasite `rs` when given and every page
- * is readable, else with process_vm_readv and /proc/PID/mem. With `running` the task runs again
- * meanwhile (a pre-dump's pages, read once the tree goes on): a page it unmapped since is
+ * the images directory or a page server), read from here (process_vm_readv, /proc/PID/mem).
+ * Pages going into files are written beside the dump when they may be (by the page copiers, or
+ * the dump's worker): the dump waits for them before its images are complete
+ * (DumpContext.pagesFilesDone), the task stopped until then. With `running` the task runs
+ * again meanwhile (a pre-dump's pages, read once the tree goes on): a page it unmapped since is
  * written as zeros (tracking dumps it again, should it come back).
  */
 export async function writePagePlan(
   ctx: DumpContext,
   plan: PagePlan,
-  rs?: RemoteSyscalls,
   running = false,
-  overlap?: PagesOverlap,
 ): Promise<void> {
   const { pid, runs, vmas, track } = plan;
   const xfer = ctx.pageXfer;
@@ -434,13 +410,9 @@ export async function writePagePlan(
     return pagemapEntry(e.vaddr, e.pages, e.lazy);
   });
   const worker = ctx.worker;
-  const deferrable = overlap !== undefined && xfer.toFiles && !treePages;
   const reader = new TaskPages(pid, {
-    rs,
-    viaParasite: plan.allReadable && ctx.opts.pageTransfer !== "readv",
-    overlapped: deferrable && overlap.nextProcess,
+    copiers: ctx.copiers,
     lenient: running,
-    signal: ctx.opts.signal,
     writer: worker && ((...args) => worker.writePages(...args)),
   });
   if (track) {
@@ -456,12 +428,8 @@ export async function writePagePlan(
     const took = `read in ${ms(xferred.readUs)}, written in ${ms(xferred.writeUs)}`;
     ctx.log.info(`task ${pid}: ${xferred.pages} pages in ${runs.length} runs (${took})`);
   });
-  // Written on the worker: the dump goes on meanwhile, and waits for it before its images
-  // are complete (DumpContext.pagesFilesDone). Into a file of its own by the task's parasite,
-  // the caller may let it go on too (`overlap`: it keeps the parasite in until then); a page
-  // server's stream or a lazy dump's pages take one task at a time.
+  // A page server's stream or a lazy dump's pages take one task at a time.
   if (xfer.toFiles && reader.detached(presentRuns(entries))) ctx.deferWrite(written);
-  else if (deferrable) overlap.defer(written);
   else await written;
 }
 

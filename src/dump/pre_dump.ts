@@ -35,6 +35,7 @@ export async function preDump(
   log: Logger = silentLogger(),
 ): Promise<DumpResult> {
   const ctx = new DumpContext({ ...opts, trackMem: true, leaveRunning: true }, log);
+  using _copiers = ctx.copiers;
   const pid = opts.pid;
   await startDump(ctx);
   const below = processesBelow(pid);
@@ -62,7 +63,7 @@ export async function preDump(
   // Running again: the pages read and written out. A page written meanwhile is dumped again
   // by the next dump (its protection is gone), whatever this copy holds of it.
   try {
-    for (const plan of plans) await writePagePlan(ctx, plan, undefined, true);
+    for (const plan of plans) await writePagePlan(ctx, plan, true);
     await ctx.pagesFilesDone();
     ctx.pageXfer.close();
   } catch (e) {

@@ -1,7 +1,7 @@
 /**
  * The one place that calls `Deno.dlopen`: the libc symbol table.
  *
- * Precondition for every symbol here but `splice_nb`, `poll_nb` and `usleep_nb`: synchronous
+ * Precondition for every symbol here but `poll_nb` and `usleep_nb`: synchronous
  * (never `nonblocking: true`).
  * ptrace requests must come from the tracer thread, and errno is thread-local, so every call
  * runs on the thread that reads its errno right after it.
@@ -55,19 +55,8 @@ const SYMBOLS = {
   pipe2: { parameters: ["buffer", "i32"], result: "i32" },
   // ssize_t tee(int fd_in, int fd_out, size_t len, unsigned int flags);
   tee: { parameters: ["i32", "i32", "u64", "u32"], result: "i64" },
-  // ssize_t splice(int fd_in, off64_t *off_in, int fd_out, off64_t *off_out, size_t len,
-  //                unsigned int flags);
-  // Run on a worker thread: a pipe-to-file copy that may block without
-  // blocking the tracer thread. Its errno is on that thread and lost: callers only learn that
-  // it failed. Never use it for anything ptrace or wait related.
-  splice_nb: {
-    name: "splice",
-    parameters: ["i32", "u64", "i32", "buffer", "u64", "u32"],
-    result: "i64",
-    nonblocking: true,
-  },
   // int poll(struct pollfd *fds, nfds_t nfds, int timeout);
-  // Run on a worker thread, like splice_nb: waiting for a descriptor to become readable
+  // Run on a worker thread: waiting for a descriptor to become readable
   // without blocking the event loop. Its errno is lost; callers read the revents only.
   poll_nb: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
   // int usleep(useconds_t usec);

@@ -347,8 +347,6 @@ export function tee(fdIn: number, fdOut: number, len: number, flags: number): nu
   return orErrno(libc.tee(fdIn, fdOut, BigInt(len), flags));
 }
 
-/** SPLICE_F_MOVE. */
-export const SPLICE_F_MOVE = 1;
 /** SPLICE_F_NONBLOCK. */
 export const SPLICE_F_NONBLOCK = 2;
 

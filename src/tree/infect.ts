@@ -352,7 +352,7 @@ export class RemoteSyscalls implements Disposable {
   /**
    * The read end in the task of this scope's lifeline, a pipe whose only write end criu holds
    * (made on first use, closed with the scope's scratch): a blob waiting on it after its work
-   * reads end-of-file should criu die, and goes home (parasite/batch.c, dump_pages.c).
+   * reads end-of-file should criu die, and goes home (parasite/batch.c).
    */
   lifeline(): number {
     if (this.#borrowedLifeline !== undefined) return this.#borrowedLifeline;

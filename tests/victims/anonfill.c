@@ -2,11 +2,12 @@
  * Victim for the restorer's fills: large private anonymous ranges, which it copies in with a
  * userfaultfd, beside memory it reads in instead (a private file mapping's written pages, shared
  * anonymous memory, a locked range, small ranges), in shapes whose mappings must stay as they
- * were: a mapping with holes (pages never touched), one split three ways by mprotect.
+ * were: a mapping with holes (pages never touched), one split three ways by mprotect. One more
+ * is written, then made inaccessible (PROT_NONE): a dump reads it past its protection.
  *
- * On SIGTERM it checks every page's contents, which pages are resident (mincore: a hole must
- * stay one), and its mappings as /proc/self/maps lists them (range, permissions, offset, path),
- * then reports PASS, or FAIL with what differs.
+ * On SIGTERM it checks its mappings as /proc/self/maps lists them (range, permissions, offset,
+ * path), every page's contents (the inaccessible mapping made readable for that) and which pages
+ * are resident (mincore: a hole must stay one), then reports PASS, or FAIL with what differs.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -26,9 +27,11 @@ struct region {
 	size_t len;
 	/* Pages written: every one, or only those of even 512 KiB chunks (holes). */
 	int holes;
+	/* Made PROT_NONE once written. */
+	int hidden;
 };
 
-static struct region regions[8];
+static struct region regions[10];
 static int nregions;
 static int out;
 static char maps_before[16384];
@@ -60,7 +63,7 @@ static void add(const char *name, unsigned char *at, size_t len, int holes)
 		dprintf(out, "FAIL cannot map %s\n", name);
 		exit(1);
 	}
-	regions[nregions] = (struct region){ name, at, len, holes };
+	regions[nregions] = (struct region){ name, at, len, holes, 0 };
 	fill(nregions++);
 }
 
@@ -94,8 +97,18 @@ static void our_maps(char *buf, size_t size)
 static void on_term(int sig)
 {
 	(void)sig;
+	static char maps_after[16384];
+	our_maps(maps_after, sizeof(maps_after));
+	if (strcmp(maps_before, maps_after) != 0) {
+		dprintf(out, "FAIL maps\nbefore:\n%safter:\n%s", maps_before, maps_after);
+		_exit(1);
+	}
 	for (int r = 0; r < nregions; r++) {
 		struct region *g = &regions[r];
+		if (g->hidden && mprotect(g->at, g->len, PROT_READ) != 0) {
+			dprintf(out, "FAIL mprotect %s\n", g->name);
+			_exit(1);
+		}
 		size_t n = g->len / PAGE;
 		unsigned char *resident = malloc(n);
 		if (mincore(g->at, g->len, resident) != 0) {
@@ -116,12 +129,6 @@ static void on_term(int sig)
 				}
 			}
 		}
-	}
-	static char maps_after[16384];
-	our_maps(maps_after, sizeof(maps_after));
-	if (strcmp(maps_before, maps_after) != 0) {
-		dprintf(out, "FAIL maps\nbefore:\n%safter:\n%s", maps_before, maps_after);
-		_exit(1);
 	}
 	dprintf(out, "PASS\n");
 	_exit(0);
@@ -157,6 +164,9 @@ int main(int argc, char **argv)
 	close(fd);
 	add("shared", mmap(NULL, 2 * MIB, rw, MAP_SHARED | MAP_ANONYMOUS, -1, 0), 2 * MIB, 0);
 	add("locked", mmap(NULL, MIB, rw, anon | MAP_LOCKED, -1, 0), MIB, 0);
+	add("hidden", mmap(NULL, 2 * MIB, rw, anon, -1, 0), 2 * MIB, 0);
+	regions[nregions - 1].hidden = 1;
+	mprotect(regions[nregions - 1].at, 2 * MIB, PROT_NONE);
 
 	our_maps(maps_before, sizeof(maps_before));
 	signal(SIGTERM, on_term);
