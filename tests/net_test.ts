@@ -288,6 +288,26 @@ Deno.test("a mapped packet ring that was used is refused by name, and the task k
   }
 });
 
+Deno.test("a socket with IPv4 header options (IP_OPTIONS) is refused by name, and the task keeps running", async () => {
+  const v = startVictim([
+    "setsid",
+    "python3",
+    "-c",
+    `import socket,time
+s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, bytes([1, 1, 1, 0]))  # NOPs, end of list
+open('{out}','a').write('ready fd=%d\\n' % s.fileno())
+while True: time.sleep(1)
+`,
+  ]);
+  try {
+    const r = await waitReport(v);
+    await dumpRefused(v.pid, new RegExp(`fd ${r.fd} of task ${v.pid} .*IPv4 header options`));
+  } finally {
+    await stopVictim(v);
+  }
+});
+
 Deno.test("raw sockets keep their protocol, addresses, connection, header and fragment settings and ICMP filters", async () => {
   const bin = await buildVictim("rawsk");
   await checkAcrossRoundTrip(startVictim(["setsid", bin, "{out}"]), /PASS rawsk/);

@@ -79,11 +79,32 @@ function iptablesRules(): string {
 async function startPair(
   mode: string,
   p = freePort(),
-): Promise<{ v: Victim; root: number; child: number; ready: Record<string, string> }> {
+): Promise<
+  { v: Victim; root: number; child: number; ready: Record<string, string>; port: number }
+> {
   const bin = await buildVictim("tcp");
   const v = startVictim(["setsid", bin, "{out}", mode, `${p}`]);
   const ready = await waitReport(v);
-  return { v, root: Number(ready.pid), child: Number(ready.child), ready };
+  return { v, root: Number(ready.pid), child: Number(ready.child), ready, port: p };
+}
+
+/**
+ * The segment size (mss) of each end of the connections on local `port`, by "local peer" as ss
+ * prints them.
+ */
+async function segmentSizes(port: number): Promise<Map<string, number>> {
+  const out = await new Deno.Command("ss", {
+    args: ["-tinH", "state", "established", `( sport = :${port} or dport = :${port} )`],
+    stdout: "piped",
+  }).output();
+  const sizes = new Map<string, number>();
+  let ends = "";
+  for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
+    const mss = /\bmss:(\d+)/.exec(line);
+    if (mss) sizes.set(ends, Number(mss[1]));
+    else if (line.trim()) ends = line.trim().split(/\s+/).slice(2, 4).join(" ");
+  }
+  return sizes;
 }
 
 /** Dumps a pair with `opts` and waits until both its PIDs are free; returns the images. */
@@ -115,9 +136,14 @@ function inetSockets(files: any): any[] {
 
 for (const six of [false, true]) {
   Deno.test(`both ends in the tree (${six ? "IPv6" : "IPv4"}): a client and a server keep pumping after restore, queues and all`, async () => {
-    const { v, root, child } = await startPair(six ? "pair6" : "pair");
+    const { v, root, child, port } = await startPair(six ? "pair6" : "pair");
     try {
       await waitProgress(v, "server", 100000);
+      // The server stops reading: its window closes, and stays closed across the restore.
+      Deno.kill(child, "SIGUSR2");
+      await sleep(300);
+      const mss = await segmentSizes(port);
+      assertEquals(mss.size, 2, `both ends: ${[...mss]}`);
       const imgs = await dumpPair(v, root, child);
       assert(nftTable(`CRIU-${root}`), "the lock stays between dump and restore");
       const before = { client: lastTick(v, "client"), server: lastTick(v, "server") };
@@ -151,6 +177,18 @@ for (const six of [false, true]) {
 
       const rr = await criu(["restore", "-D", imgs, "-d", "--tcp-established"]);
       assertEquals(rr.code, 0, rr.stderr);
+      // Each end sends segments as large as before (the segment size only grows, with the
+      // largest window the peer offered), though the server offers no window yet. Over IPv6
+      // the kernel works it out again only from a larger window than any the peer offered
+      // (tcp_repair.ts): not checked there.
+      await sleep(200);
+      if (!six) {
+        const now = await segmentSizes(port);
+        for (const [ends, was] of mss) {
+          assert((now.get(ends) ?? 0) >= was, `${ends}: segment size ${now.get(ends)}, was ${was}`);
+        }
+      }
+      Deno.kill(child, "SIGUSR2");
       assert(!nftTable(`CRIU-${root}`), "the restore removed the lock");
       await waitProgress(v, "client", before.client.recv);
       await waitProgress(v, "server", before.server.recv);

@@ -199,6 +199,13 @@ export function collectInetSocket(
     ) {
       throw new InetSocketError(`Cannot dump ${what}: it is a corked UDP socket (UDP_CORK)`);
     }
+    // IPv4 header options are in no image (criu's neither); a connection is given none again
+    // when restored (tcp_repair.ts restoreTcpStream).
+    if (family === AF_INET && getsockopt(copy, IP_OPT.OPTIONS, new Uint8Array(40), SOL.IP) > 0) {
+      throw new InetSocketError(
+        `Cannot dump ${what}: it sets IPv4 header options (IP_OPTIONS), which no image holds`,
+      );
+    }
     const src = parseInetAddr(sockName(copy)!);
     let peerRaw = sockName(copy, true);
     let dst = peerRaw ? parseInetAddr(peerRaw) : { family, port: 0, addr: src.addr.map(() => 0) };
@@ -529,7 +536,7 @@ export function makeInetSocket(s: InetSocketState, what: string, sharedPort = fa
         throw e;
       }
     } else if (conn) {
-      restoreTcpStream(fd, s, s.stream!, what);
+      restoreTcpStream(fd, s, s.stream!, o.rcvbuf, what);
     } else if (isClosedConnection(s)) {
       closeAfterConnection(fd, s, what);
     } else if (

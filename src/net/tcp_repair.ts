@@ -25,9 +25,11 @@
  */
 import { ioctl } from "../syscalls/process.ts";
 import {
+  AF_INET,
   connectRaw,
   getsockopt,
   inetSockaddr,
+  IP_OPT,
   MSG,
   peekInto,
   sendSome,
@@ -289,10 +291,17 @@ export function windowUpdateSeq(sndWl1: number, rcvNxt: number, rcvWnd: number):
 
 /**
  * Makes bound socket `fd` (in repair mode) the connection `t` was: sequence numbers, the
- * connect without handshake, options, queues, window, and the FINs of a half-closed one.
- * The socket stays in repair mode.
+ * connect without handshake, options, queues, window, and the FINs of a half-closed one; its
+ * receive buffer `rcvbuf` bytes (the kernel's figure) once its queue is in. The socket stays in
+ * repair mode.
  */
-export function restoreTcpStream(fd: number, ends: Connection, t: TcpStream, what: string): void {
+export function restoreTcpStream(
+  fd: number,
+  ends: Connection,
+  t: TcpStream,
+  rcvbuf: number,
+  what: string,
+): void {
   if (t.state === S.SYN_SENT) return restoreSynSent(fd, ends, t, what);
   const mstate = 1 << t.state;
   let inqSeq = t.inqSeq, outqSeq = t.outqSeq;
@@ -316,6 +325,16 @@ export function restoreTcpStream(fd: number, ends: Connection, t: TcpStream, wha
   opts.push(TCPOPT.MAXSEG, t.mssClamp);
   setsockopt(fd, TCP_OPT.REPAIR_OPTIONS, new Uint8Array(new Uint32Array(opts).buffer), SOL.TCP);
   if (t.optMask & TCPI_OPT.TIMESTAMPS) setU32(fd, TCP_OPT.TIMESTAMP, t.timestamp);
+  // The connect without handshake worked the segment size out from the default clamp (536
+  // bytes, 524 with timestamps) and the options above do not work it out again: the
+  // connection would send small segments, each costing the peer's buffer twice its bytes, until
+  // its peer offers a window larger than any it offered before, maybe never (a peer with a
+  // full buffer then dropped data inside the window it had offered, and both ends stalled).
+  // Setting IPv4 options works it out from the clamp now: none, as the socket had (a dump
+  // refuses a socket with some: inet.ts). A connection over IPv6 keeps what its connect worked
+  // out (1208 bytes with timestamps), as criu's do, until its peer offers a larger window than
+  // any before: IPv6 has no such call for a connection of its own.
+  if (ends.family === AF_INET) setsockopt(fd, IP_OPT.OPTIONS, new Uint8Array(0), SOL.IP);
 
   // Room for the queues whatever their bytes cost in kernel buffers now (until the end).
   setBuf(fd, SO.SNDBUFFORCE, room(t.outqLen));
@@ -324,6 +343,10 @@ export function restoreTcpStream(fd: number, ends: Connection, t: TcpStream, wha
     setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.RECV);
     sendQueue(fd, t.inq, what);
   }
+  // The receive buffer back to its size before the connection can take anything (the network
+  // is locked until the restore ends): a window offered against the larger room would be taken
+  // back when it shrinks, with data in flight inside it.
+  if (rcvbuf) setBuf(fd, SO.RCVBUFFORCE, rcvbuf);
   // Sent but unacknowledged bytes go back as sent (the peer may acknowledge them); the unsent
   // rest is written normally once repair mode is off (`finishTcpRestore`), as the task would
   // have written it.

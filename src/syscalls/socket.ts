@@ -213,6 +213,8 @@ export const IP_OPT = {
   TOS: 1,
   TTL: 2,
   PKTINFO: 8,
+  /** IPv4 header options; setting them makes a connection work its segment size out again. */
+  OPTIONS: 4,
   FREEBIND: 15,
   IPV6_RECVPKTINFO: 49,
   IPV6_FREEBIND: 78,
@@ -374,8 +376,11 @@ export function shutdown(fd: number, how: number): void {
   unwrap(sys(NR.shutdown, BigInt(fd), BigInt(how)), "shutdown", `fd ${fd}`);
 }
 
-/** getsockopt(2) at `level` (SOL_SOCKET unless given) into `out` (its length is the option's size). */
-export function getsockopt(fd: number, name: number, out: Uint8Array, level = SOL_SOCKET): void {
+/**
+ * getsockopt(2) at `level` (SOL_SOCKET unless given) into `out` (its length is the option's
+ * size); returns the length the kernel gave.
+ */
+export function getsockopt(fd: number, name: number, out: Uint8Array, level = SOL_SOCKET): number {
   const len = new Uint32Array([out.length]);
   unwrap(
     sys(
@@ -389,6 +394,7 @@ export function getsockopt(fd: number, name: number, out: Uint8Array, level = SO
     `getsockopt(${name})`,
     `fd ${fd}`,
   );
+  return len[0];
 }
 
 /**

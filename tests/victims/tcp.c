@@ -13,11 +13,15 @@
  *                                  read yet (FIN_WAIT1); see stuckfin()
  *   tcp OUT lastack PORT           the same after the server half-closed first (LAST_ACK)
  *
+ * SIGUSR2 stops a process reading, and the next lets it read again.
+ *
  * Reports: "ready pid=P" once connected (P: the tree's root), "tick ROLE sent=N recv=M" every
  * 200 ms. SIGTERM: each process prints "PASS ROLE sent=N recv=M nodelay=0|1" (a client sets
- * TCP_NODELAY, a server does not) (or "FAIL ROLE ..." as soon
- * as something is wrong: a bad counter, a reset, an early EOF), keeps its socket open for two
- * seconds and exits; the root of a pair passes SIGTERM on to its child. The receiving side reads slowly, so queues are full in both directions.
+ * TCP_NODELAY, a server does not) (or "FAIL ROLE ..." as soon as something is wrong: a bad
+ * counter, a reset, an early EOF, over IPv4 a segment size (TCP_MAXSEG) smaller than the
+ * connection's at its start: it only grows, with the largest window the peer offered), keeps its socket open for two seconds and exits; the root of a
+ * pair passes SIGTERM on to its child. The receiving side reads slowly, so queues are full in
+ * both directions.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -38,6 +42,14 @@
 
 static int out;
 static volatile sig_atomic_t stop;
+/* SIGUSR2 toggles it: the process reads nothing meanwhile (its receive queue fills up). */
+static volatile sig_atomic_t paused;
+
+static void on_usr2(int sig)
+{
+	(void)sig;
+	paused = !paused;
+}
 static const char *role = "?";
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -71,9 +83,23 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* The connection's segment size (what it sends at most), or -1 if not over IPv4. */
+static int mss_v4(int fd)
+{
+	struct sockaddr_storage a;
+	socklen_t al = sizeof(a);
+	int mss = -1;
+	socklen_t l = sizeof(mss);
+	if (getsockname(fd, (struct sockaddr *)&a, &al) || a.ss_family != AF_INET)
+		return -1;
+	getsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, &l);
+	return mss;
+}
+
 /* Sends counters and checks the peer's until SIGTERM (or, half-closed, until EOF is due). */
 static void pump(int fd, int can_send, int can_recv)
 {
+	const int mss = mss_v4(fd);
 	uint32_t next_out = 0, next_in = 0;
 	unsigned char obuf[4096], ibuf[1536];
 	size_t opos = 0, olen = 0, ipos = 0;
@@ -82,7 +108,8 @@ static void pump(int fd, int can_send, int can_recv)
 	double last = 0;
 
 	while (!stop) {
-		struct pollfd p = { .fd = fd, .events = (can_send ? POLLOUT : 0) | POLLIN };
+		struct pollfd p = { .fd = fd,
+				    .events = (can_send ? POLLOUT : 0) | (paused ? 0 : POLLIN) };
 		if (poll(&p, 1, 2) < 0 && errno != EINTR)
 			die("poll");
 		if (p.revents & (POLLERR)) {
@@ -106,7 +133,7 @@ static void pump(int fd, int can_send, int can_recv)
 			if (n > 0)
 				opos += n;
 		}
-		if (p.revents & (POLLIN | POLLHUP)) {
+		if (!paused && (p.revents & (POLLIN | POLLHUP))) {
 			ssize_t n = recv(fd, ibuf, sizeof(ibuf), MSG_DONTWAIT);
 			if (n < 0 && errno != EAGAIN && errno != EINTR)
 				die("recv");
@@ -150,6 +177,10 @@ static void pump(int fd, int can_send, int can_recv)
 	}
 	if (!can_send && (send(fd, "x", 1, MSG_DONTWAIT | MSG_NOSIGNAL) != -1 || errno != EPIPE)) {
 		say("FAIL %s could write after shutdown\n", role);
+		exit(1);
+	}
+	if (mss_v4(fd) < mss) {
+		say("FAIL %s segment size %d, was %d\n", role, mss_v4(fd), mss);
 		exit(1);
 	}
 	int nodelay = 0;
@@ -307,6 +338,7 @@ int main(int argc, char **argv)
 	if (out < 0)
 		return 2;
 	signal(SIGTERM, on_term);
+	signal(SIGUSR2, on_usr2);
 	signal(SIGPIPE, SIG_IGN);
 	const char *mode = argv[2];
 
