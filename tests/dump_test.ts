@@ -4,6 +4,7 @@
  */
 import { assert, assertEquals, assertMatch, assertRejects } from "./assert.ts";
 import { PageCopiers } from "../src/pagemap/page_copiers.ts";
+import { exists } from "../src/util/exists.ts";
 import {
   buildVictim,
   critDecodeAll,
@@ -263,33 +264,49 @@ Deno.test("page copiers: runs of all sizes land back to back, every byte in plac
   spans.push([4000, 130], [4200, 777]);
   const runs = spans.map(([p, n]) => ({ vaddr: base + BigInt(at(p)), nrPages: n }));
   const dir = tmpDir();
-  for (const count of [0, 1, 2]) {
-    using copiers = new PageCopiers(count);
-    const path = `${dir}/pages-${count}.img`;
-    const written = copiers.write(Deno.pid, runs, path, false);
-    // None: the dumper alone. One: the copier alone. Two: they and the dumper at once.
+  const want: number[] = spans.flatMap(([p, n]) => Array.from({ length: n }, (_, i) => p + i));
+  const bytes = want.length * PAGE;
+  const cases = [
+    { what: "the dumper alone", count: 0, start: 0, jobs: 1, help: true },
+    { what: "one copier alone", count: 1, start: 0, jobs: 1, help: false },
+    { what: "two copiers and the dumper", count: 2, start: 0, jobs: 1, help: true },
+    // The first job waits; the second starts the copier, which takes both.
+    { what: "a copier started late", count: 1, start: bytes + 1, jobs: 2, help: false },
+    // A file made beforehand, larger and full of other bytes: written over and cut.
+    { what: "into a spare file", count: 1, start: 0, jobs: 1, help: true, spare: true },
+  ];
+  for (const c of cases) {
+    using copiers = new PageCopiers(c.count, c.start);
+    const spare = `${dir}/spare`;
+    if (c.spare) {
+      Deno.writeFileSync(spare, new Uint8Array(bytes + 3 * PAGE).fill(0xee));
+      copiers.spare = spare;
+    }
+    const paths = Array.from({ length: c.jobs }, (_, i) => `${dir}/pages-${c.count}-${i}.img`);
+    const written = Promise.all(paths.map((path) => copiers.write(Deno.pid, runs, path, false)));
     let timer: ReturnType<typeof setTimeout> | undefined;
-    if (count !== 1) copiers.help();
+    if (c.help) copiers.help();
     else {
       const late = new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error("the copier did not write the file")), 20_000);
+        timer = setTimeout(() => reject(new Error(`${c.what}: no file written`)), 20_000);
       });
       await Promise.race([written, late]);
     }
     clearTimeout(timer);
-    const stats = await written;
-    const file = Deno.readFileSync(path);
-    const want: number[] = spans.flatMap(([p, n]) => Array.from({ length: n }, (_, i) => p + i));
-    assertEquals(stats.pages, want.length, `${count} copiers: pages`);
-    assertEquals(file.length, want.length * PAGE, `${count} copiers: file size`);
-    want.forEach((p, i) => {
-      const got = file.subarray(i * PAGE, (i + 1) * PAGE);
-      const same = got.every((b, j) => b === mem[at(p) + j]);
-      assert(same, `${count} copiers: page ${i} of the file is not page ${p}`);
-    });
+    for (const stats of await written) assertEquals(stats.pages, want.length, c.what);
+    if (c.spare) assert(!exists(spare), "the spare was taken");
+    for (const path of paths) {
+      const file = Deno.readFileSync(path);
+      assertEquals(file.length, bytes, `${c.what}: file size`);
+      want.forEach((p, i) => {
+        const got = file.subarray(i * PAGE, (i + 1) * PAGE);
+        const same = got.every((b, j) => b === mem[at(p) + j]);
+        assert(same, `${c.what}: page ${i} of the file is not page ${p}`);
+      });
+    }
   }
   // An address nothing is mapped at (the lowest a mapping may have, not ours).
-  using copiers = new PageCopiers(1);
+  using copiers = new PageCopiers(1, 0);
   const gone = [...runs, { vaddr: 0x10000n, nrPages: 1 }];
   const failed = copiers.write(Deno.pid, gone, `${dir}/pages-gone.img`, false);
   copiers.help();

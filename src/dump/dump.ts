@@ -190,12 +190,11 @@ export async function startDumpWorker(
   if (!ctx.opts.trackMem) return undefined;
   zeroPagePfn(); // found now, before the freeze
   const parent = ctx.parentImages;
-  const starting = DumpWorker.start(
-    parent,
-    final ? spareFor(ctx, parent) : undefined,
-    processes,
-  );
-  return ctx.worker = await starting;
+  const spare = final ? spareFor(ctx, parent) : undefined;
+  ctx.worker = await DumpWorker.start(parent, spare, processes);
+  // Whoever writes the first pages file takes it: the worker (a few pages) or the copiers.
+  ctx.copiers.spare = ctx.worker.spare;
+  return ctx.worker;
 }
 
 /** The most a spare pages file takes (see spareFor). */

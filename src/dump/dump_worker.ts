@@ -42,11 +42,15 @@ export class DumpWorker implements Disposable {
   #broken = false;
   #ready: () => void = () => {};
   #spare?: string;
+  #readyNow = false;
 
   private constructor(worker: Worker) {
     this.#worker = worker;
     worker.onmessage = (e: MessageEvent) => {
-      if (e.data.ready) return this.#ready();
+      if (e.data.ready) {
+        this.#readyNow = true;
+        return this.#ready();
+      }
       const answer = this.#answers.get(e.data.id);
       this.#answers.delete(e.data.id);
       answer?.(e.data);
@@ -89,6 +93,11 @@ export class DumpWorker implements Disposable {
     });
     clearTimeout(timer);
     return dw;
+  }
+
+  /** The spare pages file, once made (not while the worker may still be making it). */
+  get spare(): string | undefined {
+    return this.#readyNow && !this.#broken ? this.#spare : undefined;
   }
 
   #ask(message: { scan?: ScanRequest; write?: WriteRequest; verify?: number }): Promise<Answer> {

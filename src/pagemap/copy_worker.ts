@@ -2,8 +2,7 @@
  * A page copier's thread (page_copiers.ts): takes chunks of each job it is posted until none
  * is left (copy_job.ts), and answers with the bytes it wrote.
  *
- * Messages in: `{ id, job: CopyJob }`; answered `{ id, bytes }`, or `{ id, error }`. Answered
- * `{ ready: true }` once loaded.
+ * Messages in: `{ id, job: CopyJob }`; answered `{ id, bytes }`, or `{ id, error }`.
  *
  * @module
  */
@@ -20,4 +19,3 @@ self.onmessage = (e: MessageEvent) => {
     self.postMessage({ id, error: (err as Error).message });
   }
 };
-self.postMessage({ ready: true });

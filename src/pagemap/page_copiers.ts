@@ -10,14 +10,16 @@
  * Each job (copy_job.ts) is posted to every copier; whoever comes takes the next chunk, so a
  * copier still starting, or busy with an earlier job, leaves its share to the others. A job is
  * done when every copier has answered and no chunk is left: then its file is synced and
- * closed. On a machine of one core there are no copiers, and {@link PageCopiers.help} does it
- * all. The tasks stay stopped until the dump has waited for every job (the dump's
+ * closed. The copiers start once the jobs posted hold 32 MiB (a thread costs the dumper some
+ * 9 ms to start, and is ready 15 ms later: more than a few MiB take to copy), and take the
+ * jobs still waiting too; until then, and on a machine of one core, {@link PageCopiers.help}
+ * does it all. The tasks stay stopped until the dump has waited for every job (the dump's
  * pagesFilesDone).
  *
  * @module
  */
 import { IMAGE_MODE } from "../images/image.ts";
-import { close, fsync, O, open } from "../syscalls/mod.ts";
+import { close, fsync, ftruncate, O, open } from "../syscalls/mod.ts";
 import { workerUrl } from "../util/load.ts";
 import {
   CHUNK,
@@ -46,6 +48,9 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
+/** Bytes posted before the copiers start. */
+export const START_BYTES = 32 << 20;
+
 /** Copiers for a machine of `cores` cores: one core is the dumper's; at most three. */
 export function copierCount(cores = navigator.hardwareConcurrency): number {
   return Math.max(0, Math.min(3, cores - 1));
@@ -54,17 +59,27 @@ export function copierCount(cores = navigator.hardwareConcurrency): number {
 /** The dump's page copiers; none started before the first job. */
 export class PageCopiers implements Disposable {
   readonly #count: number;
+  readonly #startBytes: number;
   #workers?: Worker[];
+  #posted = 0;
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #buf?: Uint8Array;
+  /**
+   * A pages file made before the freeze (the dump worker's spare: pagemap/pages_file.ts), for
+   * the first job to take if it still can: its pages are written over rather than made, which
+   * costs a fraction (a dump after pre-dumps writes a few thousand pages while frozen).
+   */
+  spare?: string;
 
-  constructor(count = copierCount()) {
+  /** `count` copiers, started once the jobs posted hold `startBytes`. */
+  constructor(count = copierCount(), startBytes = START_BYTES) {
     this.#count = count;
+    this.#startBytes = startBytes;
   }
 
-  #start(): Worker[] {
-    if (this.#workers) return this.#workers;
+  /** Starts the copiers, each given the jobs still waiting. */
+  #start(): void {
     this.#workers = [];
     for (let i = 0; i < this.#count; i++) {
       const w = new Worker(workerUrl("pagemap/copy_worker.ts"), { type: "module" });
@@ -79,8 +94,11 @@ export class PageCopiers implements Disposable {
         }
       };
       this.#workers.push(w);
+      for (const [id, p] of this.#pending) {
+        p.waiting.add(w);
+        w.postMessage({ id, job: p.job });
+      }
     }
-    return this.#workers;
   }
 
   /**
@@ -89,7 +107,7 @@ export class PageCopiers implements Disposable {
    * they and {@link help} have taken every chunk.
    */
   write(pid: number, runs: readonly PageRun[], path: string, lenient: boolean): Promise<XferStats> {
-    const fd = open(path, O.WRONLY | O.CREAT | O.TRUNC | O.CLOEXEC, IMAGE_MODE);
+    const fd = this.#open(path);
     let job: CopyJob;
     try {
       Deno.chmodSync(path, IMAGE_MODE);
@@ -99,11 +117,12 @@ export class PageCopiers implements Disposable {
       throw e;
     }
     const id = this.#nextId++;
-    const workers = this.#start();
+    const workers = this.#workers ?? [];
+    const total = jobBytes(job);
     return new Promise<XferStats>((resolve, reject) => {
       const p: Pending = {
         job,
-        total: jobBytes(job),
+        total,
         waiting: new Set(workers),
         bytes: 0,
         helping: false,
@@ -113,8 +132,25 @@ export class PageCopiers implements Disposable {
       };
       this.#pending.set(id, p);
       for (const w of workers) w.postMessage({ id, job });
+      this.#posted += total;
+      if (!this.#workers && this.#posted >= this.#startBytes) this.#start();
       this.#check(p);
     });
+  }
+
+  /** A new pages file at `path`: the spare when it can be taken, else made now. */
+  #open(path: string): number {
+    const spare = this.spare;
+    this.spare = undefined;
+    if (spare) {
+      try {
+        Deno.renameSync(spare, path);
+        return open(path, O.WRONLY | O.CLOEXEC, IMAGE_MODE);
+      } catch {
+        // taken by the dump worker, or never made
+      }
+    }
+    return open(path, O.WRONLY | O.CREAT | O.TRUNC | O.CLOEXEC, IMAGE_MODE);
   }
 
   /** Takes the chunks left of every job, on this thread, oldest job first. */
@@ -163,6 +199,7 @@ export class PageCopiers implements Disposable {
       if (p.bytes !== p.total) {
         throw new Error(`Pages of task ${p.job.pid}: ${p.bytes} of ${p.total} bytes written`);
       }
+      ftruncate(fd, p.total, path); // a spare may have been larger
       fsync(fd, path);
       p.resolve({
         pages: p.total / 4096,

@@ -15,7 +15,7 @@
  *
  * @module
  */
-import type { PageCopiers } from "./page_copiers.ts";
+import { type PageCopiers, START_BYTES } from "./page_copiers.ts";
 import { fillPagesFile } from "./pages_file.ts";
 import type { PageRun } from "./pagemap.ts";
 import type { PageReader, XferStats } from "./page_xfer.ts";
@@ -27,8 +27,7 @@ const PAGE = 4096;
 
 /**
  * From this many pages (2 MiB) the copiers write them: fewer are read into their file here at
- * once, cheaper than a message to a thread and back (the last dump after pre-dumps, some 2600
- * pages, is also where the dump's worker may have a spare file made for them).
+ * once, cheaper than a job the dumper takes up later.
  */
 const COPIED_PAGES = 512;
 
@@ -61,9 +60,14 @@ export class TaskPages implements PageReader {
     this.#writer = how.writer;
   }
 
+  /**
+   * Whether the copiers write the pages of `runs`: many of them, and when the dump's worker is
+   * at hand (--track-mem), more than the copiers start for (it runs already, beside the dump).
+   */
   #copied(runs: PageRun[]): boolean {
-    return this.#copiers !== undefined &&
-      runs.reduce((n, r) => n + r.nrPages, 0) >= COPIED_PAGES;
+    const pages = runs.reduce((n, r) => n + r.nrPages, 0);
+    const least = this.#writer ? START_BYTES / PAGE : COPIED_PAGES;
+    return this.#copiers !== undefined && pages >= least;
   }
 
   /**

@@ -774,11 +774,16 @@ export function mapFileReadOnly(path: string): { addr: bigint; len: bigint } {
  * made at once (MAP_POPULATE: one pass instead of a fault per page). Unmap with unmapHere.
  */
 export function mapFileForWriting(fd: number, len: number, what: string): bigint {
-  unwrap(rawSyscall(NR.ftruncate, fd, len), "ftruncate", what);
+  ftruncate(fd, len, what);
   const PROT_RW = 3, MAP_SHARED = 1, MAP_POPULATE = 0x8000;
   const addr = BigInt(libc.mmap(0n, BigInt(len), PROT_RW, MAP_SHARED | MAP_POPULATE, fd, 0n));
   if (addr === 0xffffffffffffffffn) throw new Errno("mmap", lastErrno(), what);
   return addr;
+}
+
+/** ftruncate(2): file `fd` made `len` bytes long. */
+export function ftruncate(fd: number, len: number, what: string): void {
+  unwrap(rawSyscall(NR.ftruncate, fd, len), "ftruncate", what);
 }
 
 /** A view (no copy) of `len` bytes of this process's own memory at `addr`. */
