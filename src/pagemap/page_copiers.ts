@@ -35,6 +35,7 @@ import type { XferStats } from "./page_xfer.ts";
 
 /** A job posted and not yet done. */
 interface Pending {
+  id: number;
   job: CopyJob;
   total: number;
   /** The copiers that have not answered yet. */
@@ -48,6 +49,7 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
+const PAGE = 4096;
 /** Bytes posted before the copiers start. */
 export const START_BYTES = 32 << 20;
 
@@ -56,7 +58,7 @@ export function copierCount(cores = navigator.hardwareConcurrency): number {
   return Math.max(0, Math.min(3, cores - 1));
 }
 
-/** The dump's page copiers; none started before the first job. */
+/** The dump's page copiers; none started before the jobs hold enough to pay for them. */
 export class PageCopiers implements Disposable {
   readonly #count: number;
   readonly #startBytes: number;
@@ -103,8 +105,8 @@ export class PageCopiers implements Disposable {
 
   /**
    * Writes the pages of `runs` of task `pid` (stopped, or with `lenient` running) back to back
-   * into a new file at `path`, then syncs it. The copiers start on it now; it is done once
-   * they and {@link help} have taken every chunk.
+   * into a new file at `path`, then syncs it. The copiers take it up (once started); it is
+   * done once they and {@link help} have taken every chunk.
    */
   write(pid: number, runs: readonly PageRun[], path: string, lenient: boolean): Promise<XferStats> {
     const fd = this.#open(path);
@@ -121,6 +123,7 @@ export class PageCopiers implements Disposable {
     const total = jobBytes(job);
     return new Promise<XferStats>((resolve, reject) => {
       const p: Pending = {
+        id,
         job,
         total,
         waiting: new Set(workers),
@@ -192,7 +195,7 @@ export class PageCopiers implements Disposable {
     if (p.waiting.size || p.helping) return;
     // The copiers are done (or gone) with chunks left: help() takes them.
     if (!p.error && p.bytes < p.total && chunksLeft(p.job)) return;
-    for (const [id, q] of this.#pending) if (q === p) this.#pending.delete(id);
+    this.#pending.delete(p.id);
     const { fd, path } = p.job;
     try {
       if (p.error) throw p.error;
@@ -202,7 +205,7 @@ export class PageCopiers implements Disposable {
       ftruncate(fd, p.total, path); // a spare may have been larger
       fsync(fd, path);
       p.resolve({
-        pages: p.total / 4096,
+        pages: p.total / PAGE,
         readUs: 0,
         writeUs: (performance.now() - p.started) * 1e3,
       });
