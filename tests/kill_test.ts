@@ -170,6 +170,9 @@ Deno.test("criu killed at random moments of a dump: the tree goes on as it was",
       let traced = -1;
       if (!st.success) {
         for (let k = 0; k < 100 && (traced = tracerOf(s.pid)) > 0; k++) await sleep(10);
+        // A tree criu had given up to die dies with criu (PTRACE_O_EXITKILL), a moment after
+        // its tracer is gone: given that moment to show.
+        for (let k = 0; k < 20 && !dead(s.pid); k++) await sleep(5);
       }
       // The dump finished, or the kill came after the images were complete and the tree was
       // killed, before criu exited: the tree is gone, and its images bring it back whole

@@ -271,6 +271,9 @@ export function finishTcpRestore(
   applyBufferLock(fd, bufs.bufLock);
 }
 
+/** The largest segment size a user may set (TCP_MAXSEG: the kernel's MAX_TCP_WINDOW). */
+const MAX_USER_MSS = 32767;
+
 /** Buffer room for a queue of `bytes`, whatever they cost in kernel buffers. */
 function room(bytes: number): number {
   return 2 * bytes + (1 << 20);
@@ -312,6 +315,9 @@ export function restoreTcpStream(
   setU32(fd, TCP_OPT.QUEUE_SEQ, inqSeq - t.inqLen);
   setI32(fd, TCP_OPT.REPAIR_QUEUE, TCP_QUEUE.SEND);
   setU32(fd, TCP_OPT.QUEUE_SEQ, outqSeq - t.outqLen);
+  // Over IPv6 the connect sizes segments from a user's clamp if there is one (see below).
+  const v6 = ends.family !== AF_INET;
+  if (v6) setI32(fd, TCP_OPT.MAXSEG, Math.min(t.mssClamp, MAX_USER_MSS));
   connectRaw(
     fd,
     inetSockaddr({ family: ends.family, port: ends.dstPort, addr: ends.dstAddr }),
@@ -331,10 +337,12 @@ export function restoreTcpStream(
   // its peer offers a window larger than any it offered before, maybe never (a peer with a
   // full buffer then dropped data inside the window it had offered, and both ends stalled).
   // Setting IPv4 options works it out from the clamp now: none, as the socket had (a dump
-  // refuses a socket with some: inet.ts). A connection over IPv6 keeps what its connect worked
-  // out (1208 bytes with timestamps), as criu's do, until its peer offers a larger window than
-  // any before: IPv6 has no such call for a connection of its own.
-  if (ends.family === AF_INET) setsockopt(fd, IP_OPT.OPTIONS, new Uint8Array(0), SOL.IP);
+  // refuses a socket with some: inet.ts). IPv6 has no such call for a connection of its own:
+  // its connect took the clamp as a user's (TCP_MAXSEG, at most 32767 bytes: loopback's 65476
+  // is cut to that; 1208 with timestamps otherwise, as criu's connections keep), which is
+  // dropped now that the options hold it.
+  if (!v6) setsockopt(fd, IP_OPT.OPTIONS, new Uint8Array(0), SOL.IP);
+  else setI32(fd, TCP_OPT.MAXSEG, 0);
 
   // Room for the queues whatever their bytes cost in kernel buffers now (until the end).
   setBuf(fd, SO.SNDBUFFORCE, room(t.outqLen));
