@@ -936,7 +936,7 @@ async function dumpProcess(
     });
     await ctx.checkpoint("parasite");
     // seccomp: each thread's mode and filters (read with ptrace while every thread is in its
-    // stop: the leader runs the parasite's pages blob from here on).
+    // stop).
     const seccomp = ctx.seccomp.collect(
       proc.threads,
       [state.status.seccomp, ...threads.map((t) => t.status.seccomp)],

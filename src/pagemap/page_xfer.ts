@@ -6,7 +6,7 @@
  *
  * ```
  *            PageReader                 PageXfer
- *  TaskPages  (parasite, readv)  --->  ImagesXfer   pagemap-ID.img + pages-N.img
+ *  TaskPages  (readv, copiers)   --->  ImagesXfer   pagemap-ID.img + pages-N.img
  *  FilePages  (shmem object)     --->  ServerXfer   a page server (criu's protocol)
  * ```
  * Images land in the images directory; the page server writes them into its own. Either end
