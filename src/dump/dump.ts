@@ -902,13 +902,12 @@ async function dumpProcess(
   // their file while it collects the rest (the page copiers), as the process was frozen (what
   // the parasite's own frames write below the stack's red zone, dead memory, is not asked for).
   const pagesFirst = !ctx.opts.trackMem;
-  if (pagesFirst) {
-    await dumpPages(ctx, pid, vmas, proc.threads.map((tid) => tree.task(tid).regs[REG.sp]));
-  }
+  // Each thread's stack pointer as the freeze found it (its page is never lazy).
+  const sps = proc.threads.map((tid) => tree.task(tid).regs[REG.sp]);
+  if (pagesFirst) await dumpPages(ctx, pid, vmas, sps);
   // Inside the task: signal state, timers, per-thread state, and, with tracking, the pages.
   const { state, threads } = await (async () => {
-    using scope = new DisposableStack();
-    const parasite = scope.use(Parasite.infect(leader, maps));
+    using parasite = Parasite.infect(leader, maps);
     const state: TaskState & { uts?: UtsNames; ipc?: IpcNamespace } = collectTask(
       leader,
       parasite.leader,
@@ -945,7 +944,6 @@ async function dumpProcess(
     threads.forEach((t, i) => (t.seccomp = seccomp[i + 1]));
     if (!pagesFirst) {
       // Tracked: the pages are found once the parasite has protected them again.
-      const sps = [state.regs[REG.sp], ...threads.map((t) => t.regs[REG.sp])];
       const keep = Boolean(ctx.opts.leaveRunning || ctx.opts.leaveStopped);
       const track = trackPages(ctx, parasite.leader, vmas, keep);
       await dumpPages(ctx, pid, vmas, sps, track);

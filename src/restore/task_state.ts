@@ -140,7 +140,12 @@ function writeProcValue(pid: number, name: string, value: number): void {
 
 /** Makes the task of `rs` a child subreaper (PR_SET_CHILD_SUBREAPER). */
 export function makeSubreaper(rs: RemoteSyscalls): void {
-  sysIn(rs)(NR.prctl, "the child-subreaper flag", PR.SET_CHILD_SUBREAPER, 1);
+  subreaper(sysIn(rs));
+}
+
+/** The call making a task a child subreaper, through `sys`. */
+function subreaper(sys: Sys): void {
+  sys(NR.prctl, "the child-subreaper flag", PR.SET_CHILD_SUBREAPER, 1);
 }
 
 /** The process-wide state, in the leader. */
@@ -264,9 +269,7 @@ export function restoreTaskState(
   } else if (root && root !== "/") sys(NR.chroot, `the root ${root}`, arena.cstr(root));
   for (const fd of kept) if (fd !== undefined) sys(NR.close, "restorer descriptors", fd);
   // (Later, with `subreaperLater`: once the session helpers went, restore/sessions.ts.)
-  if (tc.childSubreaper && !subreaperLater) {
-    sys(NR.prctl, "the child-subreaper flag", PR.SET_CHILD_SUBREAPER, 1);
-  }
+  if (tc.childSubreaper && !subreaperLater) subreaper(sys);
   if (mm.thpDisabled) sys(NR.prctl, "THP disabled", PR.SET_THP_DISABLE, 1, 0, 0, 0);
   restoreMembarrier(sys, tc.membarrierRegistrationMask ?? 0);
   run();
