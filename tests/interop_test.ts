@@ -361,7 +361,9 @@ Deno.test("network locks both ways (iptables): a restore takes away the lock the
       .length;
   for (const [dumper, restorer] of [["theirs", "ours"], ["ours", "theirs"]] as const) {
     const port = `${freePort()}`;
-    const v = startVictim(["setsid", bin, "{out}", "pair", port]);
+    // A connection restored by CRIU 4.2 sends 524-byte segments for a while: not checked then.
+    const env = restorer === "theirs" ? ["env", "TCP_ANY_MSS=1"] : [];
+    const v = startVictim([...env, "setsid", bin, "{out}", "pair", port]);
     let pids: number[] = [];
     try {
       const r = await waitReport(v);
