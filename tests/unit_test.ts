@@ -25,7 +25,8 @@ import {
   planNested,
   planPropagation,
 } from "../src/restore/mount_plan.ts";
-import { MS } from "../src/syscalls/mod.ts";
+import { addressOf, MS } from "../src/syscalls/mod.ts";
+import { findGadgets } from "../src/tree/gadgets.ts";
 import { sysctlWrites } from "../src/net/netns.ts";
 import { planSessions } from "../src/restore/sessions.ts";
 import { holdersOf } from "../src/tree/stop_hold.ts";
@@ -1050,4 +1051,65 @@ Deno.test("base64 decodes as atob does, padded or not, every length and byte; a 
     assertEquals(decodeBase64(text), Uint8Array.from(atob(text), (c) => c.charCodeAt(0)));
   }
   assertThrows(() => decodeBase64("QUJD*"), /Invalid base64 character at 4/);
+});
+
+Deno.test("borrowed instructions: the first syscall, syscall; ret and rt_sigreturn of a code mapping, wherever the reads cut it", () => {
+  const SEQS = {
+    syscall: [0x0f, 0x05],
+    syscallRet: [0x0f, 0x05, 0xc3],
+    sigreturn: [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
+    sigreturnEax: [0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
+  };
+  // The reference: a byte-by-byte search.
+  const first = (mem: Uint8Array, seq: number[]) => {
+    for (let i = 0; i + seq.length <= mem.length; i++) {
+      if (seq.every((b, j) => mem[i + j] === b)) return i;
+    }
+    return -1;
+  };
+  let seed = 7;
+  const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) >>> 16) % n;
+  const READ = 64 << 10; // gadgets.ts reads this much at once, and 9 bytes more
+  for (let trial = 0; trial < 300; trial++) {
+    const mem = new Uint8Array(3 * READ + rand(READ));
+    // Code without 0x05, then each sequence planted some times, some across a read's end.
+    for (let i = 0; i < mem.length; i++) mem[i] = [0x0f, 0x48, 0xc3, 0x00, 0xb8, 0x90][rand(6)];
+    const seqs = Object.values(SEQS);
+    for (let k = rand(6); k > 0; k--) {
+      const seq = seqs[rand(seqs.length)];
+      // A read ends LONGEST bytes (9) past each multiple of READ: across, or anywhere.
+      const near = rand(2) ? (1 + rand(3)) * READ + 9 - 1 - rand(9) : rand(mem.length);
+      const at = Math.min(Math.max(near, 0), mem.length - seq.length);
+      mem.set(seq, at);
+    }
+    const start = addressOf(mem);
+    const map = {
+      start,
+      end: start + BigInt(mem.length),
+      perms: "r-xp",
+      offset: 0n,
+      dev: "00:00",
+      inode: 0,
+      path: "",
+      vmFlags: new Set<string>(),
+      anonKb: 0,
+    };
+    const want = (i: number) => i < 0 ? undefined : start + BigInt(i);
+    const sig = [first(mem, SEQS.sigreturn), first(mem, SEQS.sigreturnEax)].filter((i) => i >= 0);
+    const syscall = first(mem, SEQS.syscall);
+    if (syscall < 0) {
+      assertThrows(() => findGadgets(Deno.pid, [map]), /Cannot find a syscall instruction/);
+      continue;
+    }
+    const g = findGadgets(Deno.pid, [map]);
+    assertEquals(
+      { syscall: g.syscall, syscallRet: g.syscallRet, sigreturn: g.sigreturn },
+      {
+        syscall: want(syscall),
+        syscallRet: want(first(mem, SEQS.syscallRet)),
+        sigreturn: want(sig.length ? Math.min(...sig) : -1),
+      },
+      `trial ${trial}`,
+    );
+  }
 });

@@ -23,16 +23,15 @@ export interface Gadgets {
   sigreturn?: RemotePtr;
 }
 
-const PATTERNS = {
-  syscall: [[0x0f, 0x05]],
-  syscallRet: [[0x0f, 0x05, 0xc3]],
-  sigreturn: [
-    [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
-    [0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
-  ],
-} as const;
-type Kind = keyof typeof PATTERNS;
-const KINDS = Object.keys(PATTERNS) as Kind[];
+/** The two ways an rt_sigreturn is written before its `syscall` (15 into rax or eax). */
+const SIGRETURN_MOVS = [
+  [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00],
+  [0xb8, 0x0f, 0x00, 0x00, 0x00],
+] as const;
+/** The longest instruction sequence looked for: a mov before the syscall. */
+const LONGEST = 7 + 2;
+type Kind = keyof Gadgets;
+const KINDS: readonly Kind[] = ["syscall", "syscallRet", "sigreturn"];
 
 /** Offsets (from a mapping's start) found in a file mapping, by file, offset and size. */
 const found = new Map<string, Partial<Record<Kind, bigint>>>();
@@ -43,11 +42,32 @@ function cacheKey(m: ProcMap): string | undefined {
   return `${m.dev}:${m.inode}:${m.offset}:${m.end - m.start}`;
 }
 
+/**
+ * The first of each kind not yet in `hits` in `buf[0, n)`, as offsets into it. Every kind
+ * holds a `syscall` (0f 05): the scan looks for its second byte, which is rarer in code than
+ * the first (about one byte in 200 against one in 30 in glibc), and looks around each one it
+ * finds. A sequence cut by the buffer's end is left to the next read, which starts
+ * {@link LONGEST} bytes back.
+ */
+function scanBuffer(buf: Uint8Array, n: number, hits: Partial<Record<Kind, number>>): void {
+  for (let i = buf.indexOf(0x05, 1); i >= 0 && i < n; i = buf.indexOf(0x05, i + 1)) {
+    if (buf[i - 1] !== 0x0f) continue;
+    const at = i - 1;
+    hits.syscall ??= at;
+    if (hits.syscallRet === undefined && i + 1 < n && buf[i + 1] === 0xc3) hits.syscallRet = at;
+    if (hits.sigreturn === undefined) {
+      for (const mov of SIGRETURN_MOVS) {
+        const from = at - mov.length;
+        if (from >= 0 && mov.every((b, j) => buf[from + j] === b)) hits.sigreturn = from;
+      }
+    }
+    if (hits.syscallRet !== undefined && hits.sigreturn !== undefined) return;
+  }
+}
+
 function scan(pid: number, m: ProcMap): Partial<Record<Kind, bigint>> {
   const hits: Partial<Record<Kind, bigint>> = {};
-  const chunk = 64 << 10;
-  const overlap = 16;
-  const buf = new Uint8Array(chunk + overlap);
+  const buf = new Uint8Array((64 << 10) + LONGEST);
   for (let base = m.start; base < m.end && KINDS.some((k) => hits[k] === undefined);) {
     const len = Number(m.end - base < BigInt(buf.length) ? m.end - base : BigInt(buf.length));
     let n: number;
@@ -56,31 +76,19 @@ function scan(pid: number, m: ProcMap): Partial<Record<Kind, bigint>> {
     } catch {
       break; // unreadable: nothing to borrow here
     }
+    // Kinds found in an earlier read are not looked for again (-1).
+    const inBuf: Partial<Record<Kind, number>> = {};
+    for (const k of KINDS) if (hits[k] !== undefined) inBuf[k] = -1;
+    scanBuffer(buf, n, inBuf);
     for (const k of KINDS) {
-      if (hits[k] !== undefined) continue;
-      for (const pat of PATTERNS[k]) {
-        const i = indexOf(buf, n, pat);
-        if (i >= 0 && (hits[k] === undefined || base - m.start + BigInt(i) < hits[k]!)) {
-          hits[k] = base - m.start + BigInt(i);
-        }
+      if (hits[k] === undefined && inBuf[k] !== undefined) {
+        hits[k] = base - m.start + BigInt(inBuf[k]);
       }
     }
     if (n < len || base + BigInt(n) >= m.end) break;
-    base += BigInt(n - overlap);
+    base += BigInt(n - LONGEST);
   }
   return hits;
-}
-
-function indexOf(buf: Uint8Array, n: number, pat: readonly number[]): number {
-  outer: for (
-    let i = buf.indexOf(pat[0]);
-    i >= 0 && i + pat.length <= n;
-    i = buf.indexOf(pat[0], i + 1)
-  ) {
-    for (let j = 1; j < pat.length; j++) if (buf[i + j] !== pat[j]) continue outer;
-    return i;
-  }
-  return -1;
 }
 
 /** Finds the borrowed instructions in task `pid`, whose mappings are `maps`. */
