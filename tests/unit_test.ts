@@ -25,7 +25,7 @@ import {
   planNested,
   planPropagation,
 } from "../src/restore/mount_plan.ts";
-import { addressOf, MS } from "../src/syscalls/mod.ts";
+import { addressOf, close, MS, NR, O, open } from "../src/syscalls/mod.ts";
 import { findGadgets } from "../src/tree/gadgets.ts";
 import { sysctlWrites } from "../src/net/netns.ts";
 import { planSessions } from "../src/restore/sessions.ts";
@@ -40,7 +40,7 @@ import { ImageWriter, readImage } from "../src/images/image.ts";
 import { IdMap } from "../src/tree/userns.ts";
 import { fillOps, fillSource, OP } from "../src/restore/memory.ts";
 import { decodeBase64, encodeBase64 } from "../src/util/base64.ts";
-import { Pagemap } from "../src/pagemap/pagemap.ts";
+import { FrameList, Pagemap, type PageRun } from "../src/pagemap/pagemap.ts";
 import { classifyVma, VMA } from "../src/pagemap/vma.ts";
 import {
   Errno,
@@ -269,6 +269,58 @@ Deno.test("pagemap scan finds written pages, skips untouched and zero-page ones"
     assertEquals(pm.scanned, 8);
   } finally {
     libc.munmap(addr, BigInt(len));
+  }
+});
+
+Deno.test("pagemap scan: the kernel's filter (PAGEMAP_SCAN) takes the pages the page-by-page walk takes", () => {
+  const PAGE = 4096, N = 64;
+  const anon = BigInt(libc.mmap(0n, BigInt(N * PAGE), 3, 0x22, -1, 0n));
+  const path = join(tmpDir(), "mapped");
+  Deno.writeFileSync(path, new Uint8Array(N * PAGE).fill(7));
+  const fd = open(path, O.RDWR);
+  const file = BigInt(libc.mmap(0n, BigInt(N * PAGE), 3, 0x02, /* MAP_PRIVATE */ fd, 0n));
+  try {
+    const view = (addr: bigint) =>
+      new Uint8Array(
+        Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(addr)!, N * PAGE),
+      );
+    const a = view(anon), f = view(file);
+    let sum = 0;
+    for (let p = 0; p < N; p++) {
+      const kind = (p * 7 + (p >> 3)) % 5;
+      // Written (anonymous, or copied on write), read (the zero page, or page cache), untouched.
+      if (kind === 0 || kind === 3) a[p * PAGE] = f[p * PAGE] = 1;
+      else if (kind === 1) sum += a[p * PAGE] + f[p * PAGE];
+    }
+    // Guard regions where the kernel has them (6.13): a run of pages, written ones among them.
+    const MADV_GUARD_INSTALL = 102;
+    libc.syscall(
+      BigInt(NR.madvise),
+      anon + 20n * 4096n,
+      6n * 4096n,
+      BigInt(MADV_GUARD_INSTALL),
+      0n,
+      0n,
+      0n,
+    );
+    assert(sum >= 0);
+    using pm = new Pagemap(Deno.pid);
+    // The file's pages all there (read ones, and their neighbours read around them), but only
+    // those copied on write are the task's own.
+    for (const [start, skipFilePages] of [[anon, false], [file, true], [file, false]] as const) {
+      const policy = { skipFilePages, zeroPfn: Number(zeroPagePfn()) };
+      const kernel: PageRun[] = [], walked: PageRun[] = [];
+      pm.scan(start, start + BigInt(N * PAGE), policy, kernel);
+      pm.scan(start, start + BigInt(N * PAGE), { ...policy, frames: new FrameList() }, walked);
+      assertEquals(kernel, walked, `${start === anon ? "anonymous" : "file"} ${skipFilePages}`);
+      // Not one run: the zero, untouched and guard pages (copied ones, for the file) are left.
+      if (start === anon || skipFilePages) assert(kernel.length > 8, `${kernel.length} runs`);
+    }
+    assertEquals(pm.scanned, 6 * N);
+  } finally {
+    libc.munmap(anon, BigInt(N * PAGE));
+    libc.munmap(file, BigInt(N * PAGE));
+    close(fd);
   }
 });
 

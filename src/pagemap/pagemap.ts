@@ -251,6 +251,7 @@ export class Pagemap implements Disposable {
    * (mariadb keeps 8 TiB of PROT_NONE) costs nothing where it holds no page.
    */
   scan(start: bigint, end: bigint, policy: ScanPolicy, out: PageRun[]): void {
+    if (!policy.parent && !policy.frames && this.#kernelScan(start, end, policy, out)) return;
     if (end - start > SCAN_FIRST) {
       const found = pagemapScan(this.#fd, start, end, PAGE_IS.PRESENT | PAGE_IS.SWAPPED, true);
       if (typeof found !== "number") {
@@ -269,6 +270,32 @@ export class Pagemap implements Disposable {
       }
     }
     this.#scan(start, end, policy, out);
+  }
+
+  /**
+   * The pages to take, found by the kernel (PAGEMAP_SCAN), when nothing is asked of each page's
+   * frame (no parent images, no frames kept): present or swapped, neither the zero page nor a
+   * guard, nor page cache with `skipFilePages`, as {@link #scan} takes them page by page. False
+   * when this kernel cannot say (before 6.7, or without guard regions), and nothing is found.
+   */
+  #kernelScan(start: bigint, end: bigint, policy: ScanPolicy, out: PageRun[]): boolean {
+    if (policy.zeroPfn < 0) return false;
+    const none = PAGE_IS.PFNZERO | PAGE_IS.GUARD | (policy.skipFilePages ? PAGE_IS.FILE : 0);
+    const found = pagemapScan(this.#fd, start, end, PAGE_IS.PRESENT | PAGE_IS.SWAPPED, true, none);
+    if (typeof found === "number") return false;
+    // Regions that touch are one run (present pages, then swapped ones, say).
+    let last: PageRun | undefined;
+    for (const r of found) {
+      const pages = Number((r.end - r.start) / 4096n);
+      if (last && last.vaddr + BigInt(last.nrPages) * 4096n === r.start) {
+        last.nrPages += pages;
+      } else {
+        last = { vaddr: r.start, nrPages: pages };
+        out.push(last);
+      }
+    }
+    this.scanned += Number((end - start) / 4096n);
+    return true;
   }
 
   #scan(start: bigint, end: bigint, policy: ScanPolicy, out: PageRun[]): void {

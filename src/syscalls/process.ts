@@ -664,15 +664,17 @@ export const CGROUP_MAGICS: readonly bigint[] = [0x27e0ebn, 0x63677270n];
 /** PAGEMAP_SCAN page categories (linux/fs.h). */
 export const PAGE_IS = {
   WRITTEN: 1 << 1,
+  FILE: 1 << 2,
   PRESENT: 1 << 3,
   SWAPPED: 1 << 4,
+  PFNZERO: 1 << 5,
   GUARD: 1 << 8,
 } as const;
 
 /**
  * PAGEMAP_SCAN on `/proc/PID/pagemap` descriptor `fd`: the regions between `start` and `end`
- * whose pages are all in `categories` (with `anyOf`, in any of them), or -errno (EINVAL: a
- * category this kernel lacks).
+ * whose pages are all in `categories` (with `anyOf`, in any of them) and in none of `none`,
+ * or -errno (EINVAL: a category this kernel lacks).
  */
 export function pagemapScan(
   fd: number,
@@ -680,6 +682,7 @@ export function pagemapScan(
   end: bigint,
   categories: number,
   anyOf = false,
+  none = 0,
 ): { start: bigint; end: bigint }[] | number {
   const VEC = 512;
   const regions = new BigUint64Array(VEC * 3); // struct page_region: start, end, categories
@@ -688,6 +691,9 @@ export function pagemapScan(
     arg[5] = addressOf(new Uint8Array(regions.buffer));
     arg[6] = BigInt(VEC);
     arg[anyOf ? 10 : 9] = BigInt(categories);
+    // category_inverted, category_mask: each of `none` must be clear.
+    arg[8] = BigInt(none);
+    arg[9] |= BigInt(none);
     arg[11] = BigInt(categories);
   }, (n) => {
     for (let i = 0; i < n; i++) out.push({ start: regions[3 * i], end: regions[3 * i + 1] });
