@@ -650,6 +650,23 @@ Deno.test("mount plan: a mount hidden by one made later above its place (overmou
   // after it: made before it all the same.
   const propagated = [top, e(32, 10, "/a", 12), e(33, 32, "/a/c", 13), e(34, 10, "/a/b/c", 13)];
   assertEquals(planMounts(propagated).map((s) => s.entry.mntId), [10, 34, 32, 33]);
+  // zdtm's mntns_remap: /t/1 a bind of tmpfs /t's /1, /t/1/a a bind of its /1/a on it (peer
+  // group 2) and tmpfs 41 on that; tmpfs 40 moved over /t/1, with /1/a bound on it too and 41
+  // propagated on that. 40 hides 68 and 70, not 71, which is reached through 40: 68 came out
+  // as hiding 71 by their places, and nothing could be made first.
+  const remap = [
+    top,
+    e(65, 10, "/t", 39),
+    e(66, 65, "/t/1", 39, "/1"),
+    e(67, 66, "/t/1", 40),
+    e(68, 66, "/t/1/a", 39, "/1/a"),
+    e(69, 67, "/t/1/a", 39, "/1/a"),
+    e(70, 68, "/t/1/a/c", 41),
+    e(71, 69, "/t/1/a/c", 41),
+  ];
+  assertEquals(hidersOf(remap, remap[7]).map((m) => m.mntId), []);
+  assertEquals(hidersOf(remap, remap[4]).map((m) => m.mntId), [67]);
+  assertEquals(planMounts(remap).map((s) => s.entry.mntId), [10, 65, 66, 68, 70, 67, 69, 71]);
   // /x/y, a bind of /t's file system listed before /t, is hidden by /x: made after /t, and
   // /x after it.
   const plan = planMounts([

@@ -124,16 +124,18 @@ export function mountName(e: mnt_entry): string {
 
 /**
  * The mounts that hide `m` (overmounted), of `entries`: each at a directory above its place
- * (by path), on which `m` does not lie. Made after it, whatever their ids or order say (a
- * mount propagated below one there is made later). One stacked at its very place lies on it
- * or on one of these.
+ * (by path), on which `m` does not lie, nor on a mount that hides it in turn (`m` is reached
+ * through that one, above it). Made after it, whatever their ids or order say (a mount
+ * propagated below one there is made later). One stacked at its very place lies on it or on
+ * one of these.
  */
 export function hidersOf(entries: readonly mnt_entry[], m: mnt_entry): mnt_entry[] {
   const byId = new Map(entries.map((e) => [e.mntId, e]));
-  return entries.filter((n) =>
-    n.mountpoint !== m.mountpoint && within(m.mountpoint, n.mountpoint) &&
-    !liesOn(byId, m, (p) => p === n)
-  );
+  // By places alone: `n` is above `e`'s place, and `e` does not lie on it.
+  const above = (n: mnt_entry, e: mnt_entry) =>
+    n.mountpoint !== e.mountpoint && within(e.mountpoint, n.mountpoint) &&
+    !liesOn(byId, e, (p) => p === n);
+  return entries.filter((n) => above(n, m) && !liesOn(byId, m, (p) => above(p, n)));
 }
 
 /** Whether `e` lies on a mount of its parent chain (in `byId`) that `on` picks. */
@@ -185,6 +187,9 @@ export function planMounts(
         e.fstype === fstype.UNSUPPORTED && e.rootDev === root.rootDev
           ? `Cannot make ${mountName(e)} again: it shows ${e.root}, outside the namespace's ` +
             `root (${root.root}); name it external with --external mnt[${e.mountpoint}]:KEY`
+          : MOUNTED_ANEW.has(e.fstype) && e.root === "/"
+          ? `Cannot make ${mountName(e)} again: no order of the namespace's mounts has it after ` +
+            `those it hides (overmounted) and on its parent; not supported yet`
           : MOUNTED_ANEW.has(e.fstype)
           ? `Cannot make ${mountName(e)} again: it shows only ${e.root} of a file system no ` +
             `other mount of the namespace shows whole`

@@ -37,8 +37,10 @@
  * With MNTNS_MORE set, it also has the children of pivot_main, gone_main and (with
  * MNTNS_PIDPROC too, which CRIU cannot dump) pidproc_main (below), and a
  * tmpfs at /hd/a/b with a file, hidden by a tmpfs mounted at /hd/a after and another stacked
- * on that: checked last by unmounting those two; and /console, a bind of its pty's slave: what
- * is written there comes out of the master.
+ * on that: checked last by unmounting those two; zdtm's mntns_remap at /rm (a moved tmpfs
+ * hiding a member of a peer group and what is on it; checked by mounting on the visible member,
+ * which the hidden one gets too); and /console, a bind of its pty's slave: what is written
+ * there comes out of the master.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -143,6 +145,21 @@ static int read_is(const char *path, const char *text)
 	ssize_t n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	return n == (ssize_t)strlen(text) && !memcmp(buf, text, n);
+}
+
+/* How many mounts are at `path` (mountinfo's fifth field), in any place of the tree. */
+static int mounts_at(const char *path)
+{
+	char line[1024], at[512];
+	int n = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%*s %*s %*s %*s %511s", at) == 1 && !strcmp(at, path))
+			n++;
+	fclose(f);
+	return n;
 }
 
 /*
@@ -647,6 +664,24 @@ static int inside_main(int ready)
 		if (mount("hc", "/hd/a", "tmpfs", 0, "size=1m"))
 			DIE("the tmpfs stacked on it");
 		write_file("/hd/a/top2", "top2", 0644);
+		/* zdtm's mntns_remap: /rm/1, a bind of tmpfs /rm's /1, with /1/a bound on it and
+		 * shared, and a tmpfs "rc" at /1/a/c on that; a tmpfs "r2" with /1/a bound on it too
+		 * (the group's second member, and "rc" propagated on it), then moved over /rm/1.
+		 * The first bind of /1/a and its "rc" are hidden there; the second's are not. */
+		if (mkdir("/rm", 0755) || mount("rm", "/rm", "tmpfs", 0, "size=1m") ||
+		    mkdir("/rm/1", 0755) || mkdir("/rm/2", 0755) ||
+		    mount("/rm/1", "/rm/1", NULL, MS_BIND, NULL) ||
+		    mount(NULL, "/rm/1", NULL, MS_PRIVATE, NULL) ||
+		    mount("r2", "/rm/2", "tmpfs", 0, "size=1m") || mkdir("/rm/1/a", 0755) ||
+		    mkdir("/rm/2/a", 0755) || mount("/rm/1/a", "/rm/1/a", NULL, MS_BIND, NULL) ||
+		    mount(NULL, "/rm/1/a", NULL, MS_SHARED, NULL) ||
+		    mount("/rm/1/a", "/rm/2/a", NULL, MS_BIND, NULL) || mkdir("/rm/1/a/c", 0755) ||
+		    mount("rc", "/rm/1/a/c", "tmpfs", 0, "size=1m"))
+			DIE("zdtm's mntns_remap");
+		write_file("/rm/1/a/c/f", "remap", 0644);
+		write_file("/rm/2/top", "r2", 0644);
+		if (mount("/rm/2", "/rm/1", NULL, MS_MOVE, NULL))
+			DIE("zdtm's mntns_remap (the move)");
 	}
 	/* The nested child's own tmpfs, which this namespace does not have, reached through the
 	 * child's /proc root: a file of it held open here and watched (zdtm's inotify01). */
@@ -850,6 +885,13 @@ static int inside_main(int ready)
 	    (!read_is("/hd/a/top2", "top2") || umount2("/hd/a", 0) || !read_is("/hd/a/top", "top") ||
 	     umount2("/hd/a", 0) || !read_is("/hd/a/b/f", "hidden")))
 		why = "the overmounted tmpfs (its file, or the two stacked that hide it)";
+	/* mntns_remap: "rc" read through the visible bind; a mount made on it shows on its hidden
+	 * peer too (two mounts at that place). */
+	if (!why && more &&
+	    (!read_is("/rm/1/top", "r2") || !read_is("/rm/1/a/c/f", "remap") ||
+	     mounts_at("/rm/1/a/c") != 2 || mkdir("/rm/1/a/d", 0755) ||
+	     mount("rd", "/rm/1/a/d", "tmpfs", 0, "size=1m") || mounts_at("/rm/1/a/d") != 2))
+		why = "zdtm's mntns_remap (what the moved tmpfs hides, or the sharing under it)";
 	printf(why ? "FAIL %s\n" : "PASS mntns\n", why);
 	return 0;
 }
