@@ -370,11 +370,23 @@ Deno.test({
   },
 });
 
-Deno.test("criu service -d --pidfile: in the background at once, it serves pycriu's client on its socket (CHECK, DUMP, RESTORE; rst_sibling refused, the caller not being its parent) and CriuClient's, one worker per connection, until SIGTERM", async () => {
+Deno.test("criu service -d --pidfile: in the background at once, it serves pycriu's client on its socket (CHECK, DUMP, RESTORE; rst_sibling refused, the caller not being its parent) and CriuClient's, one worker per connection, each started before its connection came, until SIGTERM", async () => {
   const dir = tmpDir("service-");
   const address = join(dir, "criu.sock"), pidfile = join(dir, "criu.pid");
+  const log = join(dir, "service.log");
   const run = await new Deno.Command(criuArgv([])[0], {
-    args: [...criuArgv([]).slice(1), "service", "--address", address, "-d", "--pidfile", pidfile],
+    args: [
+      ...criuArgv([]).slice(1),
+      "service",
+      "--address",
+      address,
+      "-d",
+      "--pidfile",
+      pidfile,
+      "-v4",
+      "-o",
+      log,
+    ],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -396,6 +408,9 @@ Deno.test("criu service -d --pidfile: in the background at once, it serves pycri
     await v.child.status;
     const criu = new CriuClient({ address });
     assertEquals((await criu.version()).minor, 2);
+    // Each connection went to a worker already running (pycriu's make several).
+    const handed = Deno.readTextFileSync(log).match(/\(started ahead\) took the connection/g);
+    assert((handed?.length ?? 0) >= 2, Deno.readTextFileSync(log));
   } finally {
     killAll(v.pid);
     await stopVictim(v);

@@ -1,9 +1,11 @@
 /**
  * `criu service`: criu's RPC as a daemon on a unix SOCK_SEQPACKET socket (`--address`,
  * default ./criu_service.socket, open to anyone as criu makes it). Each connection is served
- * by a `criu swrk` of its own, started with the accepted socket, as criu forks a worker per
- * connection (Deno must not fork). A worker of the service refuses what only `swrk` allows:
- * rst_sibling and inherit_fd (the caller is not its parent and shares no descriptors).
+ * by a `criu swrk` of its own, as criu forks a worker per connection (Deno must not fork). The
+ * next worker is started before the connection comes, and waits for it on a socket of its own
+ * (SCM_RIGHTS): a caller does not wait for a command line to start. A worker of the service
+ * refuses what only `swrk` allows: rst_sibling and inherit_fd (the caller is not its parent
+ * and shares no descriptors).
  *
  * `-d` runs it in the background, in a session of its own: the command returns once the socket
  * listens (or with the reason it could not). `--pidfile` takes the serving process's PID,
@@ -20,11 +22,13 @@ import {
   bindUnix,
   listen,
   readable,
+  sendWithFds,
   SOCK_CLOEXEC,
   SOCK_SEQPACKET,
   socket,
+  socketpair,
 } from "../syscalls/socket.ts";
-import { close, setCloseOnExec, writeAll } from "../syscalls/mod.ts";
+import { close, setCloseOnExec, setNice, writeAll } from "../syscalls/mod.ts";
 import { startInBackground } from "../cli/background.ts";
 import { selfCommand } from "../util/self.ts";
 
@@ -36,6 +40,18 @@ const DAEMON_ENV = "DENO_CRIU_SERVICE_DAEMON";
 
 /** Set in a worker's environment: it serves a connection of the service, not its parent. */
 export const SERVICE_WORKER_ENV = "DENO_CRIU_SERVICE_WORKER";
+
+/**
+ * Set in a worker started ahead: its `swrk FD` is a socket the connection comes on (a message
+ * holding its descriptor), or its end (the service gone).
+ */
+export const SERVICE_HANDOFF_ENV = "DENO_CRIU_SERVICE_HANDOFF";
+
+/** A worker started ahead of its connection, and the socket that hands it over. */
+interface Spare {
+  pid: number;
+  sock: number;
+}
 
 /** `criu service` with options `o` (and `argv`, the command line, for `-d`). */
 export async function serveService(o: CriuOpts, argv: readonly string[]): Promise<number> {
@@ -59,6 +75,7 @@ export async function serveService(o: CriuOpts, argv: readonly string[]): Promis
   }
   log.info(`The service socket is bound to ${address}`);
   statusReady(o.statusFd);
+  let spare = startSpare(o, log);
   for (;;) {
     if (!await readable(fd)) throw new Error("The service socket is gone");
     let conn: number;
@@ -70,22 +87,93 @@ export async function serveService(o: CriuOpts, argv: readonly string[]): Promis
     }
     log.info("Connected.");
     try {
-      // The worker inherits the connection (its close-on-exec cleared for it alone).
-      setCloseOnExec(conn, false);
-      const [cmd, ...args] = selfCommand();
-      const worker = new Deno.Command(cmd, {
-        args: [...args, ...workerArgs(o), "swrk", `${conn}`],
-        env: { [SERVICE_WORKER_ENV]: "1" },
-        stdin: "null",
-        stdout: "null",
-        stderr: "inherit",
-      }).spawn();
-      worker.status.then((s) => log.info(`Worker ${worker.pid} exited with ${s.code}`));
+      if (!handOver(spare, conn, log)) startWorker(o, log, conn, []);
     } catch (e) {
       log.error(`Cannot start a worker: ${(e as Error).message}`);
     } finally {
       close(conn);
+      if (spare) close(spare.sock);
+      spare = startSpare(o, log);
     }
+  }
+}
+
+/** Gives connection `conn` to the worker started ahead; false when there is none alive. */
+function handOver(spare: Spare | undefined, conn: number, log: Logger): boolean {
+  if (!spare) return false;
+  // Its threads run as the service's again (setpriority names one thread at a time).
+  const nice = ownNice();
+  try {
+    for (const t of Deno.readDirSync(`/proc/${spare.pid}/task`)) setNice(Number(t.name), nice);
+  } catch (e) {
+    log.warn(`Worker ${spare.pid} started ahead keeps its low priority: ${(e as Error).message}`);
+  }
+  try {
+    sendWithFds(spare.sock, new Uint8Array([1]), [conn], `a connection to worker ${spare.pid}`);
+  } catch (e) {
+    log.warn(`Worker ${spare.pid} started ahead is gone: ${(e as Error).message}`);
+    return false;
+  }
+  log.info(`Worker ${spare.pid} (started ahead) took the connection`);
+  return true;
+}
+
+/** The next connection's worker, started now; undefined when it cannot be. */
+function startSpare(o: CriuOpts, log: Logger): Spare | undefined {
+  let pair: [number, number];
+  try {
+    pair = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC);
+  } catch (e) {
+    log.warn(`Cannot start a worker ahead: ${(e as Error).message}`);
+    return undefined;
+  }
+  const [sock, theirs] = pair;
+  try {
+    const worker = startWorker(o, log, theirs, [[SERVICE_HANDOFF_ENV, "1"]]);
+    // It starts while a connection may be served: at the lowest priority, its threads made
+    // from its first (which inherit it) until it gets its connection.
+    try {
+      setNice(worker.pid, 19);
+    } catch {
+      // gone already: the connection goes to a worker started then
+    }
+    return { pid: worker.pid, sock };
+  } catch (e) {
+    log.warn(`Cannot start a worker ahead: ${(e as Error).message}`);
+    close(sock);
+    return undefined;
+  } finally {
+    close(theirs);
+  }
+}
+
+/** The service's own nice value (/proc/self/stat, field 19). */
+function ownNice(): number {
+  const stat = Deno.readTextFileSync("/proc/self/stat");
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+}
+
+/** A `criu swrk` on socket `fd`, which it inherits (its close-on-exec cleared for it alone). */
+function startWorker(
+  o: CriuOpts,
+  log: Logger,
+  fd: number,
+  env: [string, string][],
+): Deno.ChildProcess {
+  setCloseOnExec(fd, false);
+  try {
+    const [cmd, ...args] = selfCommand();
+    const worker = new Deno.Command(cmd, {
+      args: [...args, ...workerArgs(o), "swrk", `${fd}`],
+      env: Object.fromEntries([[SERVICE_WORKER_ENV, "1"], ...env]),
+      stdin: "null",
+      stdout: "null",
+      stderr: "inherit",
+    }).spawn();
+    worker.status.then((s) => log.info(`Worker ${worker.pid} exited with ${s.code}`));
+    return worker;
+  } finally {
+    setCloseOnExec(fd, true);
   }
 }
 

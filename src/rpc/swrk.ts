@@ -15,11 +15,12 @@ import { criu_req_type } from "../../proto/gen/rpc_pb.ts";
 import { checkExternal, type CriuOpts, UsageError } from "../cli/options.ts";
 import type { Caller } from "../cli/run.ts";
 import { CRIU_VERSION, VERSION } from "../version.ts";
-import { libc, setCloseOnExec } from "../syscalls/mod.ts";
+import { close, libc, setCloseOnExec } from "../syscalls/mod.ts";
+import { readable, receiveMessage } from "../syscalls/socket.ts";
 import { type criu_req, requestName, type Response, RpcChannel, RpcError } from "./channel.ts";
 import { optsFromRequest } from "./request_opts.ts";
 import { load } from "../util/load.ts";
-import { SERVICE_WORKER_ENV } from "./service.ts";
+import { SERVICE_HANDOFF_ENV, SERVICE_WORKER_ENV } from "./service.ts";
 
 const ESRCH = 3, EEXIST = 17, EBADRQC = 56, EOPNOTSUPP = 95;
 
@@ -44,8 +45,18 @@ const NOT_SERVED: Partial<Record<criu_req_type, string>> = {
 
 /** `criu swrk FD`, with `base` the options it was started with. Returns the exit code. */
 export async function serveSwrk(base: CriuOpts): Promise<number> {
-  const fd = Number(base.args[0]);
+  let fd = Number(base.args[0]);
   if (!/^\d+$/.test(base.args[0] ?? "")) throw new UsageError("swrk needs the socket: swrk FD");
+  // A service's worker started ahead: the connection comes on this socket (none: the service
+  // ended first).
+  if (Deno.env.get(SERVICE_HANDOFF_ENV)) {
+    setCloseOnExec(fd, true);
+    const handed = await readable(fd) ? receiveMessage(fd, 1) : null;
+    close(fd);
+    if (!handed?.fds.length) return 0;
+    for (const extra of handed.fds.slice(1)) close(extra);
+    fd = handed.fds[0];
+  }
   // No task or helper criu starts may inherit it.
   setCloseOnExec(fd, true);
   const channel = new RpcChannel(fd);

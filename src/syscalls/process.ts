@@ -94,6 +94,12 @@ export function kcmp(pid1: number, pid2: number, type: number, idx1 = 0, idx2 = 
   );
 }
 
+/** setpriority(PRIO_PROCESS): the nice value of process `pid`'s threads (those it has). */
+export function setNice(pid: number, nice: number): void {
+  const PRIO_PROCESS = 0;
+  unwrap(rawSyscall(NR.setpriority, PRIO_PROCESS, pid, nice), "setpriority", `task ${pid}`);
+}
+
 /**
  * kcmp(KCMP_EPOLL_TFD): whether descriptor `fd` of task `pid` is the file that the epoll set
  * `efd` of task `epPid` (the same task by default) watches as the `toff`-th target added under

@@ -531,7 +531,36 @@ export function peekMessage(
   }
   // The control messages: descriptors in flight (a peek installs copies of them here), and
   // whether anything else came (credentials).
-  const clen = Number(mv.getBigUint64(40, true));
+  return {
+    data: data.slice(0, Number(ret)),
+    ...controlOf(control, Number(mv.getBigUint64(40, true))),
+  };
+}
+
+/**
+ * One recvmsg, waiting: the next message and the descriptors that came with it (installed here
+ * close-on-exec); null at the end (the peer gone).
+ */
+export function receiveMessage(
+  fd: number,
+  max: number,
+): { data: Uint8Array; fds: number[] } | null {
+  const data = new Uint8Array(max);
+  const control = new Uint8Array(cmsgSpace(SCM_MAX_FD) + 256);
+  const { msg } = msgHeader(data, control);
+  const MSG_CMSG_CLOEXEC = 0x40000000;
+  let ret;
+  do ret = sys(NR.recvmsg, BigInt(fd), addressOf(msg), BigInt(MSG_CMSG_CLOEXEC)); while (
+    ret < 0n && lastErrno() === 4 /* EINTR */
+  );
+  if (ret < 0n) throw new Errno("recvmsg", lastErrno(), `fd ${fd}`);
+  const got = controlOf(control, Number(new DataView(msg.buffer).getBigUint64(40, true)));
+  if (ret === 0n && !got.fds.length) return null;
+  return { data: data.slice(0, Number(ret)), fds: got.fds };
+}
+
+/** The descriptors in a received control area of `clen` bytes, and whether other data came. */
+function controlOf(control: Uint8Array, clen: number): { fds: number[]; other: boolean } {
   const cv = new DataView(control.buffer);
   const fds: number[] = [];
   let other = false;
@@ -545,7 +574,7 @@ export function peekMessage(
     }
     off += (len + 7) & ~7;
   }
-  return { data: data.slice(0, Number(ret)), fds, other };
+  return { fds, other };
 }
 
 /**
@@ -569,7 +598,8 @@ function msgHeader(
 /** sendmsg(2) of `data` with descriptors `fds` in flight (SCM_RIGHTS). */
 export function sendWithFds(sock: number, data: Uint8Array, fds: number[], what: string): void {
   const h = msgHeader(data, rightsControl(fds));
-  const ret = sys(NR.sendmsg, BigInt(sock), addressOf(h.msg), 0n);
+  const MSG_NOSIGNAL = 0x4000;
+  const ret = sys(NR.sendmsg, BigInt(sock), addressOf(h.msg), BigInt(MSG_NOSIGNAL));
   if (ret < 0n) throw new Errno("sendmsg(SCM_RIGHTS)", lastErrno(), what);
   if (Number(ret) !== data.length) throw new Error(`Cannot send ${what}: a short write`);
 }
