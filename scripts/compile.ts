@@ -50,7 +50,7 @@ if (!out.success) {
     offline
       ? "compile: deno compile could not download its denort runtime (no network here). " +
         "Set DENORT_BIN=/path/to/denort (the denort binary of deno " + Deno.version.deno +
-        ") and run again, or use `deno run -A main.ts` instead of a binary."
+        ") and run again, or use bin/criu (deno run -A main.ts) instead of a binary."
       : "compile: deno compile failed (see above).",
   );
   Deno.exit(1);

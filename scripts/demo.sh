@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-criu() { deno run -A --quiet main.ts "$@"; }
+criu() { bin/criu "$@"; }
 
 work=$(mktemp -d /tmp/deno-criu-demo.XXXXXX)
 gcc -O1 -o "$work/counter" tests/victims/counter.c

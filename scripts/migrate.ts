@@ -30,6 +30,7 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { buildVictim, ROOT, safeRead, waitFile } from "../tests/helpers.ts";
+import { DENO_RUN } from "../src/util/self.ts";
 
 const { values } = parseArgs({
   options: {
@@ -38,7 +39,7 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "6" },
   },
 });
-const CRIU = [Deno.execPath(), "run", "-A", "--quiet", join(ROOT, "main.ts")];
+const CRIU = [Deno.execPath(), ...DENO_RUN, join(ROOT, "main.ts")];
 const tag = `${Deno.pid % 100000}`;
 const NS = { lan: `mig-lan-${tag}`, a: `mig-a-${tag}`, b: `mig-b-${tag}`, c: `mig-c-${tag}` };
 const SERVICE_IP = "10.77.0.100", PORT = 7000, PS_PORT = 27000;

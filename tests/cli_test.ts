@@ -6,12 +6,14 @@ import { assert, assertEquals, assertMatch, assertThrows } from "./assert.ts";
 import { parseOptions } from "../src/cli/options.ts";
 import { configWords } from "../src/cli/config_file.ts";
 import { BUNDLE, freshBundle } from "../src/cli/bundle_fresh.ts";
+import { join } from "node:path";
 import {
   buildVictim,
   criu,
   criuArgv,
   killAll,
   procState,
+  ROOT,
   safeRead,
   settledState,
   startVictim,
@@ -141,6 +143,22 @@ Deno.test("criu --version names CRIU's release first and deno-criu second", asyn
   const [first, second] = run.stdout.split("\n");
   assertEquals(first, "Version: 4.2");
   assertMatch(second, /^GitID: deno-criu-\d+\.\d+\.\d+$/);
+});
+
+Deno.test("bin/criu runs the command line, called by its path or as criu on PATH through links", async () => {
+  const dir = tmpDir("criu-path-");
+  Deno.symlinkSync(join(ROOT, "bin", "criu"), join(dir, "link"));
+  Deno.mkdirSync(join(dir, "bin"));
+  Deno.symlinkSync("../link", join(dir, "bin", "criu"));
+  for (
+    const [cmd, env] of [
+      [join(ROOT, "bin", "criu"), {}],
+      ["criu", { PATH: `${join(dir, "bin")}:${Deno.env.get("PATH")}` }],
+    ] as const
+  ) {
+    const out = await new Deno.Command(cmd, { args: ["--version"], env }).output();
+    assertEquals(new TextDecoder().decode(out.stdout).split("\n")[0], "Version: 4.2", cmd);
+  }
 });
 
 Deno.test("bad command lines get criu's one-line errors and exit 1", async () => {

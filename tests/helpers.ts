@@ -7,6 +7,7 @@
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { DENO_RUN } from "../src/util/self.ts";
 
 /** The repository root. */
 export const ROOT: string = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -260,7 +261,7 @@ export interface CriuRun {
 
 /** The command line that runs this repository's criu with `args` (for other launchers too). */
 export function criuArgv(args: string[]): string[] {
-  return [Deno.execPath(), "run", "-A", "--quiet", join(ROOT, "main.ts"), ...args];
+  return [Deno.execPath(), ...DENO_RUN, join(ROOT, "main.ts"), ...args];
 }
 
 /**
