@@ -229,6 +229,19 @@ const FAST_WANT = (PM_HI.PRESENT | PM_HI_UFFD_WP) >>> 0;
 /** The high-word bits that must equal the parent's for the same frame. */
 const SAME_FRAME = PM_HI.PRESENT | PM_HI.SWAP | PM_HI.PFN_MASK;
 
+/** `regions` (in address order) with those that touch made one. */
+function joined(
+  regions: readonly { start: bigint; end: bigint }[],
+): { start: bigint; end: bigint }[] {
+  const out: { start: bigint; end: bigint }[] = [];
+  for (const r of regions) {
+    const last = out.at(-1);
+    if (last && last.end === r.start) last.end = r.end;
+    else out.push({ ...r });
+  }
+  return out;
+}
+
 /** Ranges larger than this are walked by the kernel first (PAGEMAP_SCAN). */
 const SCAN_FIRST = 64n << 20n;
 
@@ -256,14 +269,8 @@ export class Pagemap implements Disposable {
       const found = pagemapScan(this.#fd, start, end, PAGE_IS.PRESENT | PAGE_IS.SWAPPED, true);
       if (typeof found !== "number") {
         // Adjacent regions are one (a run may go on across them).
-        const merged: { start: bigint; end: bigint }[] = [];
-        for (const r of found) {
-          const last = merged.at(-1);
-          if (last && last.end === r.start) last.end = r.end;
-          else merged.push({ ...r });
-        }
         const before = this.scanned;
-        for (const r of merged) this.#scan(r.start, r.end, policy, out);
+        for (const r of joined(found)) this.#scan(r.start, r.end, policy, out);
         // Scanned still means every page of the range (criu's pages_scanned).
         this.scanned = before + Number((end - start) / 4096n);
         return;
@@ -284,15 +291,8 @@ export class Pagemap implements Disposable {
     const found = pagemapScan(this.#fd, start, end, PAGE_IS.PRESENT | PAGE_IS.SWAPPED, true, none);
     if (typeof found === "number") return false;
     // Regions that touch are one run (present pages, then swapped ones, say).
-    let last: PageRun | undefined;
-    for (const r of found) {
-      const pages = Number((r.end - r.start) / 4096n);
-      if (last && last.vaddr + BigInt(last.nrPages) * 4096n === r.start) {
-        last.nrPages += pages;
-      } else {
-        last = { vaddr: r.start, nrPages: pages };
-        out.push(last);
-      }
+    for (const r of joined(found)) {
+      out.push({ vaddr: r.start, nrPages: Number((r.end - r.start) / 4096n) });
     }
     this.scanned += Number((end - start) / 4096n);
     return true;

@@ -50,7 +50,6 @@ export async function serveSwrk(base: CriuOpts): Promise<number> {
   // A service's worker started ahead: the connection comes on this socket (none: the service
   // ended first).
   if (Deno.env.get(SERVICE_HANDOFF_ENV)) {
-    setCloseOnExec(fd, true);
     const handed = await readable(fd) ? receiveMessage(fd, 1) : null;
     close(fd);
     if (!handed?.fds.length) return 0;

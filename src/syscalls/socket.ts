@@ -516,25 +516,10 @@ export function peekMessage(
   fd: number,
   max: number,
 ): { data: Uint8Array; fds: number[]; other: boolean } | null {
-  const data = new Uint8Array(max);
-  const control = new Uint8Array(cmsgSpace(SCM_MAX_FD) + 256);
-  const h = msgHeader(data, control);
-  const { msg } = h;
-  const mv = new DataView(msg.buffer);
-  const MSG_CMSG_CLOEXEC = 0x40000000;
-  const flags = MSG.PEEK | MSG.DONTWAIT | MSG_CMSG_CLOEXEC;
-  const ret = sys(NR.recvmsg, BigInt(fd), addressOf(msg), BigInt(flags));
-  if (ret < 0n) {
-    const e = lastErrno();
-    if (e === 11) return null; // EAGAIN: nothing queued
-    throw new Errno("recvmsg(MSG_PEEK)", e, `fd ${fd}`);
-  }
-  // The control messages: descriptors in flight (a peek installs copies of them here), and
-  // whether anything else came (credentials).
-  return {
-    data: data.slice(0, Number(ret)),
-    ...controlOf(control, Number(mv.getBigUint64(40, true))),
-  };
+  const got = recvMessage(fd, max, MSG.PEEK | MSG.DONTWAIT);
+  if (got === -11) return null; // EAGAIN: nothing queued
+  if (typeof got === "number") throw new Errno("recvmsg(MSG_PEEK)", -got, `fd ${fd}`);
+  return got;
 }
 
 /**
@@ -545,22 +530,29 @@ export function receiveMessage(
   fd: number,
   max: number,
 ): { data: Uint8Array; fds: number[] } | null {
-  const data = new Uint8Array(max);
-  const control = new Uint8Array(cmsgSpace(SCM_MAX_FD) + 256);
-  const { msg } = msgHeader(data, control);
-  const MSG_CMSG_CLOEXEC = 0x40000000;
-  let ret;
-  do ret = sys(NR.recvmsg, BigInt(fd), addressOf(msg), BigInt(MSG_CMSG_CLOEXEC)); while (
-    ret < 0n && lastErrno() === 4 /* EINTR */
-  );
-  if (ret < 0n) throw new Errno("recvmsg", lastErrno(), `fd ${fd}`);
-  const got = controlOf(control, Number(new DataView(msg.buffer).getBigUint64(40, true)));
-  if (ret === 0n && !got.fds.length) return null;
-  return { data: data.slice(0, Number(ret)), fds: got.fds };
+  let got;
+  do got = recvMessage(fd, max, 0); while (got === -4 /* EINTR */);
+  if (typeof got === "number") throw new Errno("recvmsg", -got, `fd ${fd}`);
+  return got.data.length || got.fds.length ? { data: got.data, fds: got.fds } : null;
 }
 
-/** The descriptors in a received control area of `clen` bytes, and whether other data came. */
-function controlOf(control: Uint8Array, clen: number): { fds: number[]; other: boolean } {
+/**
+ * recvmsg(2) of at most `max` bytes with `flags`: the message, the descriptors in flight with
+ * it (installed here close-on-exec), and whether other control data (credentials) came with
+ * it; or -errno.
+ */
+function recvMessage(
+  fd: number,
+  max: number,
+  flags: number,
+): { data: Uint8Array; fds: number[]; other: boolean } | number {
+  const data = new Uint8Array(max);
+  const control = new Uint8Array(cmsgSpace(SCM_MAX_FD) + 256);
+  const h = msgHeader(data, control);
+  const MSG_CMSG_CLOEXEC = 0x40000000;
+  const ret = sys(NR.recvmsg, BigInt(fd), addressOf(h.msg), BigInt(flags | MSG_CMSG_CLOEXEC));
+  if (ret < 0n) return -lastErrno();
+  const clen = Number(new DataView(h.msg.buffer).getBigUint64(40, true));
   const cv = new DataView(control.buffer);
   const fds: number[] = [];
   let other = false;
@@ -574,7 +566,7 @@ function controlOf(control: Uint8Array, clen: number): { fds: number[]; other: b
     }
     off += (len + 7) & ~7;
   }
-  return { fds, other };
+  return { data: data.slice(0, Number(ret)), fds, other };
 }
 
 /**
