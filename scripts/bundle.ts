@@ -1,7 +1,7 @@
 /**
  * `deno task bundle`: the bundled build of the command line (src/cli/bundled.ts, everything in
- * one file, npm packages included) into src/.bundle/criu.js, and of the dump's worker threads
- * (src/pagemap/worker_entry.ts, copy_worker.ts) into src/.bundle/ under their entries' names,
+ * one file, npm packages included) into src/.bundle/criu.js, and of the dump's worker thread
+ * (src/pagemap/worker_entry.ts) into src/.bundle/ under its entry's name,
  * with their manifest: the Deno that built them and every local source they hold, by size and
  * modification time. main.ts runs them while those are unchanged (src/cli/bundle_fresh.ts), else
  * the sources. They sit one directory below src/, as the modules do, so that a URL a module
@@ -18,7 +18,6 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const ENTRIES: [string, string][] = [
   ["src/cli/bundled.ts", BUNDLE.code],
   ["src/pagemap/worker_entry.ts", "src/.bundle/worker_entry.js"],
-  ["src/pagemap/copy_worker.ts", "src/.bundle/copy_worker.js"],
 ];
 
 async function deno(args: string[]): Promise<string> {

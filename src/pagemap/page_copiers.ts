@@ -1,71 +1,68 @@
 /**
- * The dump's page copiers: worker threads (copy_worker.ts) that fill pages files from stopped
- * tasks while the dumper goes on, and the dumper itself once it has nothing else to do.
+ * The dump's page copiers: threads that fill pages files from stopped tasks while the dumper
+ * goes on, and the dumper itself once it has nothing else to do.
  *
  * ```
  *  dumper        post job 1 (process A) -> collect B -> post job 2 -> ... help() -> sync
  *  copier(s)     | chunks of job 1 ......... | chunks of job 2 ... |
  *  dumper, help                                            | chunks left of job 2 |
  * ```
- * Each job (copy_job.ts) is posted to every copier; whoever comes takes the next chunk, so a
- * copier still starting, or busy with an earlier job, leaves its share to the others. A job is
- * done when every copier has answered and no chunk is left: then its file is synced and
- * closed. The copiers start once the jobs posted hold 32 MiB (a thread costs the dumper some
- * 9 ms to start, and is ready 15 ms later: more than a few MiB take to copy), and take the
- * jobs still waiting too; until then, and on a machine of one core, {@link PageCopiers.help}
- * does it all. The tasks stay stopped until the dump has waited for every job (the dump's
- * pagesFilesDone).
+ * The jobs (copy_job.ts) go into one queue; each copier takes them in order, and whoever comes
+ * takes the next chunk of a job, so a copier busy with an earlier job leaves its share to the
+ * others. A copier is the copier blob running on a thread of Deno's blocking pool
+ * (syscalls/page_copy.ts): no JavaScript runs there, so it copies from the moment it is
+ * started, which the first job posted does (or once the jobs hold `startBytes`). On a machine
+ * of one core {@link PageCopiers.help} does it all. A job is done when no chunk is left and
+ * none is being copied: then its file is synced and closed, in the order the jobs came. The
+ * tasks stay stopped until the dump has waited for every job (the dump's pagesFilesDone).
  *
  * @module
  */
 import { IMAGE_MODE } from "../images/image.ts";
 import { close, fsync, ftruncate, O, open } from "../syscalls/mod.ts";
-import { workerUrl } from "../util/load.ts";
-import {
-  CHUNK,
-  chunksLeft,
-  copyChunks,
-  type CopyJob,
-  copyJob,
-  jobBytes,
-  stopJob,
-} from "./copy_job.ts";
+import { copyError, type CopyJobMemory, CopyQueue } from "../syscalls/page_copy.ts";
+import { CHUNK, copyJob } from "./copy_job.ts";
 import type { PageRun } from "./pagemap.ts";
 import type { XferStats } from "./page_xfer.ts";
 
 /** A job posted and not yet done. */
 interface Pending {
-  id: number;
-  job: CopyJob;
+  job: CopyJobMemory;
+  pid: number;
+  fd: number;
+  path: string;
   total: number;
-  /** The copiers that have not answered yet. */
-  waiting: Set<Worker>;
-  bytes: number;
   error?: Error;
-  /** The dumper is taking its chunks (help). */
-  helping: boolean;
+  /** Rejected already (the copiers disposed of): only its file is left to close. */
+  settled: boolean;
   started: number;
   resolve: (stats: XferStats) => void;
   reject: (e: Error) => void;
 }
 
 const PAGE = 4096;
-/** Bytes posted before the copiers start. */
-export const START_BYTES = 32 << 20;
+/**
+ * The least a job holds for the copiers to take it rather than the dump's worker (--track-mem),
+ * which writes small files beside the dump already.
+ */
+export const LARGE_JOB_BYTES = 32 << 20;
 
 /** Copiers for a machine of `cores` cores: one core is the dumper's; at most three. */
 export function copierCount(cores = navigator.hardwareConcurrency): number {
   return Math.max(0, Math.min(3, cores - 1));
 }
 
-/** The dump's page copiers; none started before the jobs hold enough to pay for them. */
+/** The dump's page copiers; none started before a job is posted. */
 export class PageCopiers implements Disposable {
   readonly #count: number;
   readonly #startBytes: number;
-  #workers?: Worker[];
+  readonly #queue = new CopyQueue();
+  #started = false;
   #posted = 0;
-  readonly #pending = new Map<number, Pending>();
-  #nextId = 1;
+  /** Jobs not done yet, in the order they came. */
+  readonly #pending: Pending[] = [];
+  /** Finishes the jobs in order as they are done (one wait at a time). */
+  #watching = false;
   #buf?: Uint8Array;
   /**
    * A pages file made before the freeze (the dump worker's spare: pagemap/pages_file.ts), for
@@ -75,32 +72,9 @@ export class PageCopiers implements Disposable {
   spare?: string;
 
   /** `count` copiers, started once the jobs posted hold `startBytes`. */
-  constructor(count = copierCount(), startBytes = START_BYTES) {
+  constructor(count = copierCount(), startBytes = 0) {
     this.#count = count;
     this.#startBytes = startBytes;
-  }
-
-  /** Starts the copiers, each given the jobs still waiting. */
-  #start(): void {
-    this.#workers = [];
-    for (let i = 0; i < this.#count; i++) {
-      const w = new Worker(workerUrl("pagemap/copy_worker.ts"), { type: "module" });
-      w.onmessage = (e: MessageEvent) => this.#answer(w, e.data);
-      w.onerror = (e: ErrorEvent) => {
-        // A copier that cannot run leaves its share to the others and the dumper.
-        e.preventDefault();
-        this.#workers = this.#workers!.filter((x) => x !== w);
-        w.terminate();
-        for (const p of this.#pending.values()) {
-          if (p.waiting.delete(w)) this.#check(p);
-        }
-      };
-      this.#workers.push(w);
-      for (const [id, p] of this.#pending) {
-        p.waiting.add(w);
-        w.postMessage({ id, job: p.job });
-      }
-    }
   }
 
   /**
@@ -110,34 +84,34 @@ export class PageCopiers implements Disposable {
    */
   write(pid: number, runs: readonly PageRun[], path: string, lenient: boolean): Promise<XferStats> {
     const fd = this.#open(path);
-    let job: CopyJob;
+    let job: CopyJobMemory;
     try {
       Deno.chmodSync(path, IMAGE_MODE);
-      job = copyJob(pid, runs, fd, path, lenient);
+      job = copyJob(pid, runs, fd, lenient);
     } catch (e) {
       close(fd);
       throw e;
     }
-    const id = this.#nextId++;
-    const workers = this.#workers ?? [];
-    const total = jobBytes(job);
+    const total = runs.reduce((n, r) => n + r.nrPages * PAGE, 0);
     return new Promise<XferStats>((resolve, reject) => {
-      const p: Pending = {
-        id,
+      this.#pending.push({
         job,
+        pid,
+        fd,
+        path,
         total,
-        waiting: new Set(workers),
-        bytes: 0,
-        helping: false,
+        settled: false,
         started: performance.now(),
         resolve,
         reject,
-      };
-      this.#pending.set(id, p);
-      for (const w of workers) w.postMessage({ id, job });
+      });
+      this.#queue.post(job);
       this.#posted += total;
-      if (!this.#workers && this.#posted >= this.#startBytes) this.#start();
-      this.#check(p);
+      if (!this.#started && this.#posted >= this.#startBytes) {
+        this.#started = true;
+        for (let i = 0; i < this.#count; i++) this.#queue.startCopier(new Uint8Array(CHUNK));
+      }
+      this.#watch();
     });
   }
 
@@ -158,52 +132,50 @@ export class PageCopiers implements Disposable {
 
   /** Takes the chunks left of every job, on this thread, oldest job first. */
   help(): void {
-    for (const p of [...this.#pending.values()]) {
-      if (p.error) continue;
+    for (const p of this.#pending) {
+      if (!p.job.left) continue;
       this.#buf ??= new Uint8Array(CHUNK);
-      p.helping = true;
-      try {
-        p.bytes += copyChunks(p.job, this.#buf);
-      } catch (e) {
-        p.error ??= e as Error;
-      } finally {
-        p.helping = false;
-        this.#check(p);
-      }
+      p.job.help(this.#buf);
     }
   }
 
-  /** Stops every job; each fails once its copiers have let go of it. */
+  /** Stops every job; each fails once no one copies a chunk of it any more. */
   stop(): void {
-    for (const p of this.#pending.values()) {
-      p.error ??= new Error(`The dump ended before ${p.job.path} was written`);
-      stopJob(p.job);
-      this.#check(p);
+    for (const p of this.#pending) {
+      p.error ??= new Error(`The dump ended before ${p.path} was written`);
+      p.job.stop();
     }
   }
 
-  #answer(w: Worker, m: { id: number; bytes?: number; error?: string }): void {
-    const p = this.#pending.get(m.id);
-    if (!p || !p.waiting.delete(w)) return;
-    if (m.error !== undefined) p.error ??= new Error(m.error);
-    else p.bytes += m.bytes!;
-    this.#check(p);
+  /** Waits for the oldest job to be done, finishes it, and so on while jobs are left. */
+  async #watch(): Promise<void> {
+    if (this.#watching) return;
+    this.#watching = true;
+    try {
+      while (this.#pending.length) {
+        const p = this.#pending[0];
+        await p.job.done();
+        this.#pending.shift();
+        this.#finish(p);
+      }
+    } finally {
+      this.#watching = false;
+    }
   }
 
-  /** Ends job `p` if no copier holds it any more and its chunks are all written (or failed). */
-  #check(p: Pending): void {
-    if (p.waiting.size || p.helping) return;
-    // The copiers are done (or gone) with chunks left: help() takes them.
-    if (!p.error && p.bytes < p.total && chunksLeft(p.job)) return;
-    this.#pending.delete(p.id);
-    const { fd, path } = p.job;
+  /** Ends job `p`, done: its file cut to size and synced, or its error. Closes the file. */
+  #finish(p: Pending): void {
     try {
+      if (p.settled) return;
+      const failure = p.job.failure;
+      if (failure) throw copyError(failure, p.pid, p.path);
       if (p.error) throw p.error;
-      if (p.bytes !== p.total) {
-        throw new Error(`Pages of task ${p.job.pid}: ${p.bytes} of ${p.total} bytes written`);
+      const written = p.job.written;
+      if (written !== p.total) {
+        throw new Error(`Pages of task ${p.pid}: ${written} of ${p.total} bytes written`);
       }
-      ftruncate(fd, p.total, path); // a spare may have been larger
-      fsync(fd, path);
+      ftruncate(p.fd, p.total, p.path); // a spare may have been larger
+      fsync(p.fd, p.path);
       p.resolve({
         pages: p.total / PAGE,
         readUs: 0,
@@ -212,21 +184,22 @@ export class PageCopiers implements Disposable {
     } catch (e) {
       p.reject(e as Error);
     } finally {
-      close(fd);
+      close(p.fd);
     }
   }
 
   /**
-   * Stops the copiers; jobs not done fail. The file of a job a copier still held stays open:
-   * the copier may be between reading a chunk and writing it, and its descriptor's number,
-   * closed, could be another file's by then.
+   * Stops the copiers; jobs not done fail now. The file of a job still being copied stays open
+   * until its last chunk is written (its descriptor's number, closed, could be another file's
+   * by then).
    */
   [Symbol.dispose](): void {
     this.stop();
-    for (const w of this.#workers ?? []) w.terminate();
-    this.#workers = [];
-    const left = [...this.#pending.values()];
-    this.#pending.clear();
-    for (const p of left) p.reject(p.error!);
+    void this.#queue.close();
+    for (const p of this.#pending) {
+      if (p.settled) continue;
+      p.settled = true;
+      p.reject(p.error!);
+    }
   }
 }

@@ -1,7 +1,7 @@
 /**
  * Reading a stopped task's pages from here: process_vm_readv, and through /proc/PID/mem what
- * it cannot read (mappings the task itself may not read, PROT_NONE). Shared by the dumper and
- * its page copiers (page_copiers.ts, copy_worker.ts).
+ * it cannot read (mappings the task itself may not read, PROT_NONE). The page copiers' blob
+ * reads the same way (parasite/copier.c).
  *
  * @module
  */

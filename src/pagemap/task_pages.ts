@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { type PageCopiers, START_BYTES } from "./page_copiers.ts";
+import { LARGE_JOB_BYTES, type PageCopiers } from "./page_copiers.ts";
 import { fillPagesFile } from "./pages_file.ts";
 import type { PageRun } from "./pagemap.ts";
 import type { PageReader, XferStats } from "./page_xfer.ts";
@@ -66,7 +66,7 @@ export class TaskPages implements PageReader {
    */
   #copied(runs: PageRun[]): boolean {
     const pages = runs.reduce((n, r) => n + r.nrPages, 0);
-    const least = this.#writer ? START_BYTES / PAGE : COPIED_PAGES;
+    const least = this.#writer ? LARGE_JOB_BYTES / PAGE : COPIED_PAGES;
     return this.#copiers !== undefined && pages >= least;
   }
 

@@ -7,15 +7,15 @@
  *
  * @module
  */
-import { decodeBase64 } from "../util/base64.ts";
-import { BLOBS } from "../../parasite/blobs_gen.ts";
+import type { BLOBS } from "../../parasite/blobs_gen.ts";
+import { MAP_FAILED, mapBlobText } from "./blob_text.ts";
 import { Errno } from "./errno.ts";
 import { addressOf, cString, lastErrno, libc } from "./ffi.ts";
 import { rawSyscall } from "./process.ts";
 import { NR } from "./syscall_numbers.ts";
 
 const CLONE_VM = 0x100, CLONE_PARENT = 0x8000, CLONE_VFORK = 0x4000;
-const PROT_RW = 3, PROT_RX = 5, MAP_PRIVATE_ANON = 0x22, FAILED = 0xffffffffffffffffn;
+const PROT_RW = 3, MAP_PRIVATE_ANON = 0x22;
 const STACK = 64 * 1024;
 
 /**
@@ -23,18 +23,11 @@ const STACK = 64 * 1024;
  * signal blocked in this thread; unmaps both after.
  */
 function withBlob<T>(name: keyof typeof BLOBS, fn: (text: bigint, stack: bigint) => T): T {
-  const code = decodeBase64(BLOBS[name]);
-  const size = BigInt(Math.ceil(code.length / 4096) * 4096);
-  const text = libc.mmap(0n, size, PROT_RW, MAP_PRIVATE_ANON, -1, 0n);
+  const { text, size } = mapBlobText(name);
   const stack = libc.mmap(0n, BigInt(STACK), PROT_RW, MAP_PRIVATE_ANON, -1, 0n);
   try {
-    if (text === FAILED || stack === FAILED) throw new Errno("mmap", lastErrno(), `blob ${name}`);
-    const view = new Deno.UnsafePointerView(Deno.UnsafePointer.create(text)!);
-    new Uint8Array(view.getArrayBuffer(code.length)).set(code);
-    if (rawSyscall(NR.mprotect, text, size, PROT_RX) < 0n) {
-      throw new Errno("mprotect", lastErrno(), `blob ${name}`);
-    }
-    const all = new BigUint64Array([FAILED]);
+    if (stack === MAP_FAILED) throw new Errno("mmap", lastErrno(), `blob ${name}`);
+    const all = new BigUint64Array([0xffffffffffffffffn]); // every signal
     const old = new BigUint64Array(1);
     rawSyscall(NR.rt_sigprocmask, 2, /* SIG_SETMASK */ addressOf(all), addressOf(old), 8);
     try {
@@ -43,8 +36,8 @@ function withBlob<T>(name: keyof typeof BLOBS, fn: (text: bigint, stack: bigint)
       rawSyscall(NR.rt_sigprocmask, 2, addressOf(old), 0n, 8);
     }
   } finally {
-    if (text !== FAILED) libc.munmap(text, size);
-    if (stack !== FAILED) libc.munmap(stack, BigInt(STACK));
+    libc.munmap(text, size);
+    if (stack !== MAP_FAILED) libc.munmap(stack, BigInt(STACK));
   }
 }
 
