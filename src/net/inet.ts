@@ -296,7 +296,7 @@ export function collectInetSocket(
       type,
       proto,
       state,
-      queued: (udp || raw) && peekMessage(copy, 1) !== null,
+      queued: (udp || raw) && peekMessage(copy, 1, `the queue of ${what}`) !== null,
       srcPort: src.port,
       dstPort: peerRaw || connection ? dst.port : 0,
       srcAddr: src.addr,

@@ -79,7 +79,7 @@ export function collectNetlinkSocket(
       );
     }
     // A peek (netlink sockets answer no FIONREAD): anything waiting to be read?
-    if (peekMessage(copy, 1) !== null) {
+    if (peekMessage(copy, 1, `the queue of ${what}`) !== null) {
       throw new NetlinkSocketError(
         `Cannot dump ${what}: netlink messages are waiting in it, which cannot be queued again`,
       );

@@ -142,7 +142,11 @@ export function collectUnixSocket(
         // peer closed reads end-of-file for ever). Datagrams: until nothing is left.
         const bytes = info.type === SOCK_DGRAM ? Infinity : info.rqueue;
         for (let got = 0; got < bytes;) {
-          const m = peekMessage(copy, 1 << 20);
+          const m = peekMessage(
+            copy,
+            1 << 20,
+            `the queue of fd ${fd} of task ${pid} (socket:[${info.ino}])`,
+          );
           if (!m || (m.data.length === 0 && info.type === 1)) break;
           got += m.data.length;
           if (m.other) {

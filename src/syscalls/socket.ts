@@ -510,15 +510,17 @@ export function peekInto(fd: number, buf: Uint8Array, what: string): number {
 /**
  * One recvmsg(MSG_PEEK | MSG_DONTWAIT): the next message (or stream bytes) without taking it,
  * the descriptors in flight with it (copies, installed here close-on-exec), and whether other
- * control data (credentials) came with it. Returns null when the queue is empty.
+ * control data (credentials) came with it. Returns null when the queue is empty. A failure
+ * names `what` (the socket).
  */
 export function peekMessage(
   fd: number,
   max: number,
+  what = `fd ${fd}`,
 ): { data: Uint8Array; fds: number[]; other: boolean } | null {
   const got = recvMessage(fd, max, MSG.PEEK | MSG.DONTWAIT);
   if (got === -11) return null; // EAGAIN: nothing queued
-  if (typeof got === "number") throw new Errno("recvmsg(MSG_PEEK)", -got, `fd ${fd}`);
+  if (typeof got === "number") throw new Errno("recvmsg(MSG_PEEK)", -got, what);
   return got;
 }
 
