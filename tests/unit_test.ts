@@ -25,7 +25,8 @@ import {
   planNested,
   planPropagation,
 } from "../src/restore/mount_plan.ts";
-import { addressOf, close, MS, NR, O, open } from "../src/syscalls/mod.ts";
+import { addressOf, close, MS, NR, O, open, pathExists } from "../src/syscalls/mod.ts";
+import { exists } from "../src/util/exists.ts";
 import { findGadgets } from "../src/tree/gadgets.ts";
 import { sysctlWrites } from "../src/net/netns.ts";
 import { planSessions } from "../src/restore/sessions.ts";
@@ -1180,5 +1181,35 @@ Deno.test("borrowed instructions: the first syscall, syscall; ret and rt_sigretu
       },
       `trial ${trial}`,
     );
+  }
+});
+
+Deno.test("exists: a file, a directory, a dangling symlink and an id in use exist; a missing name, a name under a file and a free id do not, as lstat tells", () => {
+  const dir = tmpDir();
+  Deno.writeTextFileSync(`${dir}/f`, "x");
+  Deno.symlinkSync(`${dir}/nowhere`, `${dir}/dangling`);
+  const lstat = (p: string) => {
+    try {
+      Deno.lstatSync(p);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  let free = 4000000;
+  while (lstat(`/proc/${free}`)) free--;
+  const cases: [string, boolean][] = [
+    [`${dir}/f`, true],
+    [dir, true],
+    [`${dir}/dangling`, true],
+    [`/proc/${Deno.pid}`, true],
+    [`${dir}/missing`, false],
+    [`${dir}/f/under`, false],
+    [`/proc/${free}`, false],
+  ];
+  for (const [path, want] of cases) {
+    assertEquals(pathExists(path), want, path);
+    assertEquals(exists(path), want, path);
+    assertEquals(lstat(path), want, path);
   }
 });

@@ -117,13 +117,9 @@ import { useNamespaceOf } from "../net/ns_sockets.ts";
 import { type CgroupMode, CgroupMover, cgSetOf } from "./cgroups.ts";
 import { exists } from "../util/exists.ts";
 
+/** Whether id `pid` is taken here (a process or thread: /proc shows both). */
 function pidInUse(pid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
+  return exists(`/proc/${pid}`);
 }
 import {
   type DumpImages,

@@ -832,3 +832,18 @@ export function pollIn(fds: number[], timeoutMs: number): number[] {
   if (ret < 0n) return fds.map(() => 0);
   return fds.map((_, i) => v.getUint16(i * 8 + 6, true));
 }
+
+/**
+ * Whether `path` names a file of any kind, a dangling symlink too (faccessat2 F_OK, not
+ * following a last symlink); undefined when that cannot tell (the call failed otherwise than
+ * ENOENT or ENOTDIR: a kernel without it, a directory that may not be searched). No exception
+ * is made for a missing file, which costs a stat some 30 µs.
+ */
+export function pathExists(path: string): boolean | undefined {
+  const AT_FDCWD = -100, F_OK = 0, AT_SYMLINK_NOFOLLOW = 0x100, ENOENT = 2, ENOTDIR = 20;
+  const ret = orErrno(
+    rawSyscall(NR.faccessat2, AT_FDCWD, addressOf(cString(path)), F_OK, AT_SYMLINK_NOFOLLOW),
+  );
+  if (ret === 0) return true;
+  return ret === -ENOENT || ret === -ENOTDIR ? false : undefined;
+}
