@@ -64,7 +64,7 @@ import {
   writeRemote,
 } from "../syscalls/mod.ts";
 import { RemoteSyscalls } from "../tree/infect.ts";
-import { restorerCalls, type RestorerRoom, runRestorer } from "./restorer_blob.ts";
+import { endRestorer, restorerCalls, type RestorerRoom, startRestorer } from "./restorer_blob.ts";
 import { parseMaps, parseStat, readProcText } from "../tree/proc.ts";
 import {
   type core_entry,
@@ -95,7 +95,7 @@ import {
   writeShmemImage,
 } from "./files.ts";
 import { type PtyTable, setForegroundGroup } from "./ttys.ts";
-import { installFiles, restoreLateFiles } from "./install.ts";
+import { installFiles, restoreLateFiles, type ServiceFds } from "./install.ts";
 import { makeRingsInMemory, mapRings, registerRingBuffers } from "./io_uring.ts";
 import { restoreAioRings } from "./aio.ts";
 import { PidTakenError, spawnTask, type TimeNamespaceClocks, timeOffsets } from "./helper.ts";
@@ -143,7 +143,16 @@ import {
 import { hasTar, within } from "./mount_plan.ts";
 import { checkVdsoCode } from "./vdso_check.ts";
 import { GhostSpecials } from "./ghost_specials.ts";
-import { encodeOps, findGap, inheritedVmas, occupied, OP, OP_SIZE, planMemory } from "./memory.ts";
+import {
+  encodeOps,
+  findGap,
+  inheritedVmas,
+  occupied,
+  OP,
+  type Op,
+  OP_SIZE,
+  planMemory,
+} from "./memory.ts";
 import { keepLazyFillable, LazyPagesLink } from "./lazy.ts";
 import { gpregsWords, xsaveArea } from "../images/x86.ts";
 import {
@@ -754,13 +763,40 @@ async function restoreTree(
       const shmem = new Map<bigint, number>();
       try {
         // Each task is made by its parent once the parent's memory is back (procs grows).
-        for (let i = 0; i < procs.length; i++) {
-          const p = procs[i];
+        // While one process's restorer fills its memory, the next one's files are made and
+        // its restorer started, when the two share nothing that the order could change
+        // (sideBySide); the first is then finished.
+        let running: InsideRun | undefined;
+        const finishRunning = () => {
+          if (!running) return;
+          const run = running;
+          running = undefined;
+          const done = endInside(run);
+          run.rs.close({ restoreState: false });
+          const p = run.proc;
+          for (const [tid, core] of p.task.threadCores) {
+            cgroups.moveThread(p.seized.pid, pids.real(tid), cgSetOf(core));
+          }
+          pages += done.pages;
+          compared += done.compared;
+          kept += done.kept;
+          forkMs += done.forkMs;
+        };
+        for (let i = 0; i < procs.length || running;) {
+          // The last one made finishes (it may make more).
+          if (i === procs.length) {
+            finishRunning();
+            continue;
+          }
+          const p = procs[i++];
           if (p.task.zombie) {
             lazy?.skip(p.task.pstree.pid);
             continue;
           }
           await checkpoint("process");
+          if (running && !sideBySide(p.task, running.proc.task, Boolean(mounts || lazy))) {
+            finishRunning();
+          }
           pages += makeShmem(dump, p.task, shmem);
           // Into its cgroups before it makes its children (they start in them); its threads
           // once made.
@@ -778,7 +814,7 @@ async function restoreTree(
             mountLateProcs(rs, dump, p.task, log);
           }
           nets.enter(rs, p.task, parent.ids.netNsId);
-          const done = restoreInside(
+          const next = beginInside(
             rs,
             dump,
             table,
@@ -792,14 +828,8 @@ async function restoreTree(
             log,
             lazy,
           );
-          rs.close({ restoreState: false });
-          for (const [tid, core] of p.task.threadCores) {
-            cgroups.moveThread(p.seized.pid, pids.real(tid), cgSetOf(core));
-          }
-          pages += done.pages;
-          compared += done.compared;
-          kept += done.kept;
-          forkMs += done.forkMs;
+          finishRunning();
+          running = next;
         }
         // pidfds and /proc files of the tree's tasks, now that every task exists.
         for (const p of procs) {
@@ -1510,8 +1540,49 @@ function waitThreadGone(pid: number, helper: RemotePtr): boolean {
   return true;
 }
 
-/** Stages 4 to 6, inside the seized process: files, memory, state, its threads. */
-function restoreInside(
+/**
+ * Whether process `next` may be made ready while the restorer of `running` fills its memory:
+ * they share no memory, descriptor table, fs or signal handlers, and the tree has neither a
+ * mount namespace of its own nor lazy pages (`ordered`), whose steps keep the processes'
+ * order.
+ */
+function sideBySide(next: TaskImages, running: TaskImages, ordered: boolean): boolean {
+  if (ordered) return false;
+  const a = next.ids, b = running.ids;
+  return a.vmId !== b.vmId && a.filesId !== b.filesId && a.fsId !== b.fsId &&
+    a.sighandId !== b.sighandId;
+}
+
+/** A process whose restorer runs ({@link beginInside}), and what the rest needs. */
+interface InsideRun {
+  rs: RemoteSyscalls;
+  dump: DumpImages;
+  table: FileTable;
+  proc: Restoring;
+  procs: Restoring[];
+  pids: RealPids;
+  opts: RestoreOptions;
+  sessions: Sessions;
+  log: Logger;
+  lazy: LazyPagesLink | undefined;
+  area: RemotePtr;
+  arena: RemoteArena;
+  room: RestorerRoom;
+  gap: bigint;
+  ops: Op[];
+  fds: ServiceFds;
+  split: boolean;
+  traced: number;
+  tMem: number;
+  helperOff: number;
+}
+
+/**
+ * Stages 4 and 5 inside the seized process up to its memory: its files, and the restorer
+ * started on the plan of its memory, which it fills while criu goes on; {@link endInside}
+ * does the rest.
+ */
+function beginInside(
   rs: RemoteSyscalls,
   dump: DumpImages,
   table: FileTable,
@@ -1524,7 +1595,7 @@ function restoreInside(
   sessions: Sessions,
   log: Logger,
   lazy: LazyPagesLink | undefined,
-): { pages: number; compared: number; kept: number; forkMs: number } {
+): InsideRun {
   const pid = rs.task.pid;
   const task = proc.task;
   const code = decodeBase64(BLOBS.restorer);
@@ -1625,9 +1696,50 @@ function restoreInside(
   const split = ops.some((op) => op.code === OP.SPAWN);
   const traced = split ? traceOptions(dump) : 0;
   if (split) ptraceSetOptions(pid, traced & ~UNTRACED_HELPER);
+  try {
+    startRestorer(rs, room, encodeOps(ops), ops.length);
+  } catch (e) {
+    if (split) ptraceSetOptions(pid, traced);
+    throw e;
+  }
+  return {
+    rs,
+    dump,
+    table,
+    proc,
+    procs,
+    pids,
+    opts,
+    sessions,
+    log,
+    lazy,
+    area,
+    arena,
+    room,
+    gap,
+    ops,
+    fds,
+    split,
+    traced,
+    tMem,
+    helperOff,
+  };
+}
+
+/**
+ * The rest of stages 5 and 6 once the restorer {@link beginInside} started is done: its
+ * children, its state, its threads.
+ */
+function endInside(
+  run: InsideRun,
+): { pages: number; compared: number; kept: number; forkMs: number } {
+  const { rs, dump, table, proc, procs, pids, opts, sessions, log, lazy } = run;
+  const { area, arena, room, gap, ops, fds, split, traced, tMem, helperOff } = run;
+  const pid = rs.task.pid;
+  const task = proc.task;
   let result;
   try {
-    result = runRestorer(rs, room, encodeOps(ops), ops.length);
+    result = endRestorer(rs, room);
   } finally {
     if (split) ptraceSetOptions(pid, traced);
   }

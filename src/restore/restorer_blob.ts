@@ -77,18 +77,36 @@ export function runRestorer(
   ops: Uint8Array,
   nops: number,
 ): RestorerResult {
+  startRestorer(rs, room, ops, nops);
+  return endRestorer(rs, room);
+}
+
+/**
+ * Starts the restorer on `nops` ops (`ops`, encoded) and returns while it runs: the task is
+ * not to be asked anything before {@link endRestorer} has waited for it.
+ */
+export function startRestorer(
+  rs: RemoteSyscalls,
+  room: RestorerRoom,
+  ops: Uint8Array,
+  nops: number,
+): void {
   const pid = rs.task.pid;
   writeRemote(pid, room.ops, ops);
   // struct args: nops, ops, done, failed, result, compared, kept.
   const args = new BigUint64Array([BigInt(nops), BigInt(room.ops), 0n, 0n, 0n, 0n, 0n]);
   writeRemote(pid, room.args, new Uint8Array(args.buffer));
   rs.run(room.code, room.args, room.stackTop);
+}
+
+/** Waits until the restorer {@link startRestorer} started is done; what it left. */
+export function endRestorer(rs: RemoteSyscalls, room: RestorerRoom): RestorerResult {
   try {
     rs.waitFlag(remoteAdd(room.args, 16), room.timeoutMs);
   } finally {
     rs.interrupt();
   }
   const left = new BigInt64Array(4);
-  readRemote(pid, remoteAdd(room.args, 24), new Uint8Array(left.buffer));
+  readRemote(rs.task.pid, remoteAdd(room.args, 24), new Uint8Array(left.buffer));
   return { failed: left[0], result: left[1], compared: left[2], kept: left[3] };
 }
