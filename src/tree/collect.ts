@@ -136,6 +136,19 @@ function trySeize(tree: FrozenTree, tid: number): boolean {
   }
 }
 
+/**
+ * Seizes `tid` and asks it to stop without waiting (trySeize waits); a task that cannot be
+ * asked is left to trySeize, which tells why.
+ */
+function beginSeize(tree: FrozenTree, tid: number): void {
+  if (tree.tasks.has(tid) || tree.pending.has(tid)) return;
+  try {
+    tree.pending.set(tid, SeizedTask.begin(tid));
+  } catch {
+    // gone, a zombie, traced by another: trySeize says so
+  }
+}
+
 /** One pass: seizes what is new; returns whether anything was. */
 function pass(tree: FrozenTree): boolean {
   let changed = false;
@@ -170,12 +183,18 @@ function pass(tree: FrozenTree): boolean {
       changed = true;
       continue;
     }
-    for (const tid of listOwnThreads(pid)) {
+    // Every new thread asked to stop first: each stops while the next is asked, and is seen
+    // stopped at once (a wait that found one running would sleep some 0.1 ms).
+    // (A thread seized is one of its own: its stat is not read again.)
+    const own = listOwnThreads(pid, (tid) => tree.tasks.has(tid));
+    for (const tid of own) beginSeize(tree, tid);
+    for (const tid of own) {
       if (!tree.tasks.has(tid)) {
         if (trySeize(tree, tid)) changed = true;
       }
     }
-    const threads = listOwnThreads(pid).filter((t) => tree.tasks.has(t));
+    // Those that appeared meanwhile are for the next pass.
+    const threads = own.filter((t) => tree.tasks.has(t));
     const st = parseStat(readProcText(pid, "stat"));
     const children = [...new Set(threads.flatMap((t) => listChildren(pid, t)))];
     if (!proc) {
@@ -198,6 +217,8 @@ function pass(tree: FrozenTree): boolean {
     }
     proc.pgid = st.pgid;
     proc.sid = st.sid;
+    // The children asked to stop now, before each is taken in turn.
+    for (const child of children) beginSeize(tree, child);
     queue.push(...children);
   }
   return changed;

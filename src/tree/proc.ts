@@ -299,10 +299,12 @@ const PF_IO_WORKER = 0x10;
 
 /**
  * The thread ids of a process that are its own: without io_uring's workers, which no ptrace
- * stops and the kernel makes again as an instance needs them.
+ * stops and the kernel makes again as an instance needs them. Those `known` says are its own
+ * are not asked about again.
  */
-export function listOwnThreads(pid: number): number[] {
+export function listOwnThreads(pid: number, known?: (tid: number) => boolean): number[] {
   return listThreads(pid).filter((tid) => {
+    if (known?.(tid)) return true;
     try {
       return !(parseStat(readProcText(pid, `task/${tid}/stat`)).flags & PF_IO_WORKER);
     } catch {
