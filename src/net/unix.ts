@@ -141,12 +141,9 @@ export function collectUnixSocket(
         // Stream and seqpacket: sock_diag counts the queued bytes (past them, a socket whose
         // peer closed reads end-of-file for ever). Datagrams: until nothing is left.
         const bytes = info.type === SOCK_DGRAM ? Infinity : info.rqueue;
+        const queueName = `the queue of fd ${fd} of task ${pid} (socket:[${info.ino}])`;
         for (let got = 0; got < bytes;) {
-          const m = peekMessage(
-            copy,
-            1 << 20,
-            `the queue of fd ${fd} of task ${pid} (socket:[${info.ino}])`,
-          );
+          const m = peekMessage(copy, 1 << 20, queueName);
           if (!m || (m.data.length === 0 && info.type === 1)) break;
           got += m.data.length;
           if (m.other) {

@@ -516,7 +516,7 @@ export function peekInto(fd: number, buf: Uint8Array, what: string): number {
 export function peekMessage(
   fd: number,
   max: number,
-  what = `fd ${fd}`,
+  what: string,
 ): { data: Uint8Array; fds: number[]; other: boolean } | null {
   const got = recvMessage(fd, max, MSG.PEEK | MSG.DONTWAIT);
   if (got === -11) return null; // EAGAIN: nothing queued
