@@ -42,7 +42,8 @@ import { IdMap } from "../src/tree/userns.ts";
 import { fillOps, fillSource, OP } from "../src/restore/memory.ts";
 import { decodeBase64, encodeBase64 } from "../src/util/base64.ts";
 import { FrameList, Pagemap, type PageRun } from "../src/pagemap/pagemap.ts";
-import { classifyVma, VMA } from "../src/pagemap/vma.ts";
+import { classifyVma, VMA, type Vma, vmaAt } from "../src/pagemap/vma.ts";
+import { pagemapEntries } from "../src/dump/mm.ts";
 import {
   Errno,
   errnoName,
@@ -1212,4 +1213,74 @@ Deno.test("exists: a file, a directory, a dangling symlink and an id in use exis
     assertEquals(exists(path), want, path);
     assertEquals(lstat(path), want, path);
   }
+});
+
+Deno.test("pagemap entries of a dump: a run is cut at the stack pointers' pages, as a walk of every page cuts it; mappings found by address", () => {
+  const K = 0x1000n;
+  // Private anonymous (may be lazy), a private file mapping (never lazy), private anonymous.
+  const vma = (start: bigint, end: bigint, flags: number, status: number) =>
+    ({ start: start * K, end: end * K, flags, status }) as Vma;
+  const vmas = [vma(0n, 64n, 0x22, 0x201), vma(64n, 80n, 0x02, 0x41), vma(100n, 200n, 0x22, 0x201)];
+  // The walk of every page, as pagemapEntries did it before.
+  const reference = (runs: PageRun[], sps: bigint[]) => {
+    const stack = new Set(sps.map((sp) => sp & ~0xfffn));
+    const out: { vaddr: bigint; pages: number; lazy: boolean; parent?: boolean }[] = [];
+    const add = (vaddr: bigint, pages: number, lazy: boolean, parent?: boolean) => {
+      const last = out.at(-1);
+      if (
+        last && last.lazy === lazy && last.parent === parent &&
+        last.vaddr + BigInt(last.pages) * K === vaddr
+      ) {
+        last.pages += pages;
+      } else out.push({ vaddr, pages, lazy, parent });
+    };
+    for (const r of runs) {
+      if (r.inParent) {
+        add(r.vaddr, r.nrPages, false, true);
+        continue;
+      }
+      const v = vmas.find((x) => x.start <= r.vaddr && r.vaddr < x.end)!;
+      if (v.flags !== 0x22) {
+        add(r.vaddr, r.nrPages, false);
+        continue;
+      }
+      let start = r.vaddr;
+      const end = r.vaddr + BigInt(r.nrPages) * K;
+      for (let a = r.vaddr; a <= end; a += K) {
+        if (a !== end && !stack.has(a)) continue;
+        if (a > start) add(start, Number((a - start) / K), true);
+        if (a < end) add(a, 1, false);
+        start = a + K;
+      }
+    }
+    return out;
+  };
+  let seed = 7;
+  const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;
+  for (let round = 0; round < 300; round++) {
+    const runs: PageRun[] = [];
+    for (const v of vmas) {
+      let a = v.start / K;
+      while (true) {
+        a += BigInt(rand(6));
+        const len = BigInt(1 + rand(12));
+        if (a + len > v.end / K) break;
+        runs.push({
+          vaddr: a * K,
+          nrPages: Number(len),
+          ...(rand(9) === 0 ? { inParent: true } : {}),
+        });
+        a += len;
+      }
+    }
+    // Stack pointers anywhere, some in the same page, some at a page's first byte.
+    const sps = Array.from(
+      { length: rand(6) },
+      () => BigInt(rand(210)) * K + BigInt(rand(2) ? 0 : rand(4096)),
+    );
+    assertEquals(pagemapEntries(runs, vmas, sps), reference(runs, sps));
+  }
+  assertEquals(vmaAt(vmas, 70n * K), vmas[1]);
+  assertEquals(vmaAt(vmas, 80n * K), undefined);
+  assertEquals(vmaAt([vmas[2], vmas[0]], 3n * K), vmas[0]);
 });

@@ -26,6 +26,7 @@ import {
   mergeVvar,
   VMA,
   type Vma,
+  vmaAt,
   vmaHasPrivatePages,
 } from "../pagemap/vma.ts";
 import { nsLink, parseMaps, type ProcMap, readProcText } from "../tree/proc.ts";
@@ -465,7 +466,7 @@ function deletedMapping(
 }
 
 /** A pagemap entry to be: pages at an address, lazy or not, or in the parent images. */
-interface Entry {
+export interface Entry {
   vaddr: bigint;
   pages: number;
   lazy: boolean;
@@ -477,8 +478,14 @@ interface Entry {
  * but a page some thread's stack pointer is in, and the special mappings' and locked ones'.
  * Runs that touch (across mappings) with the same flags are one entry, as criu writes them.
  */
-function pagemapEntries(runs: PageRun[], vmas: Vma[], stackPointers?: bigint[]): Entry[] {
-  const stackPages = new Set((stackPointers ?? []).map((sp) => sp & ~0xfffn));
+export function pagemapEntries(
+  runs: PageRun[],
+  vmas: Vma[],
+  stackPointers?: bigint[],
+): Entry[] {
+  // The stack pointers' pages, in order: a run is cut at each of them, not walked page by page.
+  const stackPages = [...new Set((stackPointers ?? []).map((sp) => sp & ~0xfffn))]
+    .sort((a, b) => a < b ? -1 : a > b ? 1 : 0);
   const entries: Entry[] = [];
   const add = (vaddr: bigint, pages: number, lazy: boolean, parent?: boolean) => {
     const last = entries.at(-1);
@@ -496,19 +503,20 @@ function pagemapEntries(runs: PageRun[], vmas: Vma[], stackPointers?: bigint[]):
       add(r.vaddr, r.nrPages, false, true);
       continue;
     }
-    const v = vmas.find((x) => x.start <= r.vaddr && r.vaddr < x.end);
+    const v = vmaAt(vmas, r.vaddr);
     if (!v || !canBeLazy(v)) {
       add(r.vaddr, r.nrPages, false);
       continue;
     }
     let start = r.vaddr;
     const end = r.vaddr + BigInt(r.nrPages) * 4096n;
-    for (let a = r.vaddr; a <= end; a += 4096n) {
-      if (a !== end && !stackPages.has(a)) continue;
+    for (const a of stackPages) {
+      if (a < start || a >= end) continue;
       if (a > start) add(start, Number((a - start) / 4096n), true);
-      if (a < end) add(a, 1, false);
+      add(a, 1, false);
       start = a + 4096n;
     }
+    if (end > start) add(start, Number((end - start) / 4096n), true);
   }
   return entries;
 }

@@ -91,6 +91,25 @@ export function vmaPages(v: Vma): number {
 }
 
 /**
+ * The mapping of `vmas` that holds `addr`, or undefined. `vmas` in address order (as the kernel
+ * lists them, as images hold them) are searched by halves; others one by one.
+ */
+export function vmaAt<T extends { start: bigint; end: bigint }>(
+  vmas: readonly T[],
+  addr: bigint,
+): T | undefined {
+  let lo = 0, hi = vmas.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (vmas[mid].end <= addr) lo = mid + 1;
+    else hi = mid;
+  }
+  const v = vmas[lo];
+  if (v && v.start <= addr && addr < v.end) return v;
+  return vmas.find((x) => x.start <= addr && addr < x.end);
+}
+
+/**
  * Whether the VMA's private pages belong in the dump (anonymous or COW'd file pages; not those
  * of a droppable mapping).
  */

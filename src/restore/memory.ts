@@ -22,7 +22,7 @@
  */
 import { isFieldSet } from "../images/protobuf.ts";
 import { type mm_entry, type vma_entry, vma_entrySchema } from "../../proto/gen/mm_pb.ts";
-import { MAP, PROT, sysvAttachments, VMA } from "../pagemap/vma.ts";
+import { MAP, PROT, sysvAttachments, VMA, vmaAt } from "../pagemap/vma.ts";
 import { PE_PRESENT } from "../pagemap/pagemap.ts";
 import { leftLazy } from "./lazy.ts";
 import type { ProcMap } from "../tree/proc.ts";
@@ -347,10 +347,9 @@ export function planMemory(input: MemoryPlanInput): Op[] {
   }
   // 4. Every dumped mapping, writable while its pages come in.
   const filled = new Set<vma_entry>();
-  const vmaOf = (addr: bigint) => mm.vmas.find((v) => v.start <= addr && addr < v.end);
   task.pagemap.forEach((e) => {
     for (let a = e.vaddr; a < e.vaddr + BigInt(e.nrPages) * PAGE;) {
-      const v = vmaOf(a);
+      const v = vmaAt(mm.vmas, a);
       if (!v) throw new Error(`Pagemap entry at ${hex(e.vaddr)} lies outside every mapping`);
       filled.add(v);
       a = v.end;
@@ -457,13 +456,13 @@ export function planMemory(input: MemoryPlanInput): Op[] {
     // Left out (and dropped where inherited, below: they must fault).
     if (input.lazy && leftLazy(task, i, input.lazy.parents)) return;
     // The vDSO's pages (criu dumps them) are this kernel's, moved into place above.
-    if ((vmaOf(e.vaddr)?.status ?? 0) & (VMA.AREA_VDSO | VMA.AREA_VVAR)) return;
+    if ((vmaAt(mm.vmas, e.vaddr)?.status ?? 0) & (VMA.AREA_VDSO | VMA.AREA_VVAR)) return;
     const whole = { start: e.vaddr, end: e.vaddr + BigInt(e.nrPages) * PAGE };
     present.push(whole);
     const fileAt = (a: bigint) => BigInt(task.pageOffsets[i]) + (a - e.vaddr);
     const pagesFd = pagesFds[task.pageFile[i] ?? 0];
     const { inside, outside } = cut(whole, kept);
-    const v = vmaOf(e.vaddr);
+    const v = vmaAt(mm.vmas, e.vaddr);
     const vma = v && copyableVma(v) ? { start: v.start, end: v.end } : undefined;
     for (const r of outside) fills.push({ ...r, fd: pagesFd, off: fileAt(r.start), vma });
     for (const { start, end } of inside) {
