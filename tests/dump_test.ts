@@ -9,6 +9,7 @@ import {
   buildVictim,
   critDecodeAll,
   criu,
+  killAll,
   num,
   procState,
   sleep,
@@ -184,6 +185,45 @@ Deno.test("dump without -R kills the task after the images are complete", async 
     assertEquals(img.get("pstree.img")!.entries[0].pid, v.pid);
   } finally {
     await stopVictim(v);
+  }
+});
+
+Deno.test("a large process's pages go while its smaps is read, found from its maps; where the VmFlags walk otherwise (a MAP_DROPPABLE mapping, which criu leaves out) they are found again, the file given up removed; restored, every page right", async () => {
+  const bin = await buildVictim("heap");
+  for (const drop of [false, true]) {
+    // 16 MiB: more than the page copiers take.
+    const v = startVictim(["setsid", bin, "{out}", "16", ...(drop ? ["drop"] : [])]);
+    let pid = 0;
+    try {
+      const r = await waitReport(v);
+      const imgs = tmpDir();
+      const d = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "-o", "dump.log", "-v4"]);
+      const log = Deno.readTextFileSync(`${imgs}/dump.log`);
+      assertEquals(d.code, 0, d.stderr + log);
+      await v.child.status;
+      assertEquals(/its mappings with their VmFlags are walked otherwise/.test(log), drop, log);
+      // The pages files are the one the pagemap names, and no other.
+      const img = await critDecodeAll(imgs);
+      const pm = img.get(`pagemap-${v.pid}.img`)!.entries;
+      const pagesFiles = [...Deno.readDirSync(imgs)].map((e) => e.name)
+        .filter((n) => n.startsWith("pages-"));
+      assertEquals(pagesFiles, [`pages-${pm[0].pages_id}.img`]);
+      const taken = pm.slice(1).map((e: { vaddr: unknown; nr_pages: unknown }) => ({
+        start: num(e.vaddr),
+        end: num(e.vaddr) + num(e.nr_pages) * 4096n,
+      }));
+      const at = (addr: bigint) =>
+        taken.some((t: { start: bigint; end: bigint }) => t.start <= addr && addr < t.end);
+      assert(at(BigInt(`0x${r.mem}`)) && at(BigInt(`0x${r.mem}`) + (16n << 20n) - 4096n));
+      if (drop) assert(!at(BigInt(`0x${r.drop}`)), "the droppable page is left out");
+      const run = await criu(["restore", "-d", "-D", imgs]);
+      assertEquals(run.code, 0, run.stderr);
+      pid = v.pid;
+      assertMatch(await verdict(v), /^PASS$/m);
+    } finally {
+      await stopVictim(v);
+      if (pid) killAll(pid);
+    }
   }
 });
 

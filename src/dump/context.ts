@@ -387,10 +387,17 @@ export class DumpContext {
   /** The threads that write the large pages files (disposed with the dump). */
   readonly copiers = new PageCopiers();
 
-  /** Lets pages file `write` go on beside the dump; {@link pagesFilesDone} waits for it. */
-  deferWrite(write: Promise<void>): void {
+  /** Pages files written ahead of their pagemap entries (mm.ts pagesAhead), to give up. */
+  readonly #aheads: AbortController[] = [];
+
+  /**
+   * Lets pages file `write` go on beside the dump; {@link pagesFilesDone} waits for it. A
+   * failed dump gives it up through `abort`, when it waits for more than its pages.
+   */
+  deferWrite(write: Promise<void>, abort?: AbortController): void {
     write.catch(() => {}); // its failure is the dump's, once waited for
     this.#writes.push(write);
+    if (abort) this.#aheads.push(abort);
   }
 
   /** Waits for the pages files written beside the dump; throws the first failure. */
@@ -405,6 +412,7 @@ export class DumpContext {
    */
   async writesSettled(): Promise<void> {
     this.copiers.stop();
+    for (const a of this.#aheads.splice(0)) a.abort(new Error("The dump failed"));
     await Promise.allSettled(this.#writes.splice(0));
   }
 

@@ -103,6 +103,7 @@ import {
   dumpMm,
   dumpPages,
   earlyVmas,
+  pagesAhead,
   ringMappings,
   scanRanges,
   socketMappings,
@@ -878,6 +879,13 @@ async function dumpProcess(
   // AIO contexts proven idle (their requests that complete by themselves given a moment to)
   // before the files their completions may signal are read.
   const aios = await aioRings(ctx, pid, early.vmas);
+  // Without memory tracking the pages need nothing of the parasite: found now, they go into
+  // their file while it collects the rest (the page copiers), as the process was frozen (what
+  // the parasite's own frames write below the stack's red zone, dead memory, is not asked for).
+  // Found from the mappings as maps shows them, they move while smaps walks every page for the
+  // VmFlags (dumpPages takes them if those change nothing: mm.ts pagesAhead).
+  const pagesFirst = !ctx.opts.trackMem;
+  const ahead = pagesFirst ? pagesAhead(ctx, pid, early.vmas) : undefined;
   const taskFiles = collectFiles(ctx, pid);
   const { maps, vmas, guards } = collectVmas(pid, await mappings);
   // The tree's own UTS namespace, asked inside the root (uname answers for the caller's).
@@ -898,13 +906,9 @@ async function dumpProcess(
     ctx.tcp.checkpointPending(ctx.guard);
   }
   ctx.log.info(`Task ${pid}: collected mappings and files`);
-  // Without memory tracking the pages need nothing of the parasite: found now, they go into
-  // their file while it collects the rest (the page copiers), as the process was frozen (what
-  // the parasite's own frames write below the stack's red zone, dead memory, is not asked for).
-  const pagesFirst = !ctx.opts.trackMem;
   // Each thread's stack pointer as the freeze found it (its page is never lazy).
   const sps = proc.threads.map((tid) => tree.task(tid).regs[REG.sp]);
-  if (pagesFirst) await dumpPages(ctx, pid, vmas, sps);
+  if (pagesFirst) await dumpPages(ctx, pid, vmas, sps, undefined, ahead);
   // Inside the task: signal state, timers, per-thread state, and, with tracking, the pages.
   const { state, threads } = await (async () => {
     using parasite = Parasite.infect(leader, maps);

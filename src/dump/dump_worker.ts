@@ -24,7 +24,7 @@
  * @module
  */
 import { workerUrl } from "../util/load.ts";
-import type { PageRun, ScanRange, TaskScan } from "../pagemap/pagemap.ts";
+import { type PageRun, sameRanges, type ScanRange, type TaskScan } from "../pagemap/pagemap.ts";
 import type { XferStats } from "../pagemap/page_xfer.ts";
 import type { ScanRequest, WriteRequest } from "../pagemap/worker_entry.ts";
 import { framesFile, readTrackers } from "./track.ts";
@@ -187,12 +187,4 @@ export class DumpWorker implements Disposable {
       }
     }
   }
-}
-
-function sameRanges(a: readonly ScanRange[], b: readonly ScanRange[]): boolean {
-  return a.length === b.length &&
-    a.every((r, i) =>
-      r.start === b[i].start && r.end === b[i].end && r.whole === b[i].whole &&
-      r.skipFilePages === b[i].skipFilePages
-    );
 }

@@ -6,7 +6,12 @@
  * @module
  */
 import { create } from "../images/protobuf.ts";
-import { type aio_ring_entry, mm_entrySchema, vma_entrySchema } from "../../proto/gen/mm_pb.ts";
+import {
+  type aio_ring_entry,
+  mm_entrySchema,
+  type pagemap_entry,
+  vma_entrySchema,
+} from "../../proto/gen/mm_pb.ts";
 import { close, O, open, PAGE_IS, pagemapScan, zeroPagePfn } from "../syscalls/mod.ts";
 import {
   flaggedEntry,
@@ -14,11 +19,13 @@ import {
   type PageRun,
   parentEntry,
   PE_LAZY,
+  sameRanges,
   type ScanRange,
   scanTask,
+  type TaskScan,
 } from "../pagemap/pagemap.ts";
 import { TaskPages } from "../pagemap/task_pages.ts";
-import { presentRuns } from "../pagemap/page_xfer.ts";
+import { ImagesXfer, presentRuns, type XferStats } from "../pagemap/page_xfer.ts";
 import {
   classifyVma,
   isPrivateShmem,
@@ -313,7 +320,8 @@ export interface PageTracking {
 
 /**
  * Sends the task's private pages and their pagemap where the dump's pages go (see
- * {@link writePagePlan}); task `pid` is stopped.
+ * {@link writePagePlan}); task `pid` is stopped. With `ahead`, the pages found (and perhaps
+ * posted) before `vmas` came, taken when `vmas` are walked the same way, else given up.
  */
 export async function dumpPages(
   ctx: DumpContext,
@@ -321,9 +329,88 @@ export async function dumpPages(
   vmas: Vma[],
   stackPointers?: bigint[],
   track?: PageTracking,
+  ahead?: PagesAhead,
 ): Promise<void> {
+  if (ahead && sameRanges(ahead.ranges, scanRanges(vmas))) {
+    const { runs, scanned, us } = ahead.scan;
+    ctx.stats.pagesScanned += scanned;
+    const plan = { pid, vmas, runs, stackPointers, scanUs: us };
+    return await writePagePlan(ctx, plan, false, ahead.posted);
+  }
+  if (ahead) {
+    ctx.log.info(`Task ${pid}: its mappings with their VmFlags are walked otherwise`);
+    if (ahead.posted) {
+      ahead.posted.abort.abort(new Error(`The pages of task ${pid} found ahead were given up`));
+      await ahead.posted.written.catch(() => {});
+    }
+  }
   const plan = await scanPages(ctx, pid, vmas, stackPointers, track);
   await writePagePlan(ctx, plan);
+}
+
+/**
+ * A task's pages found before its mappings' VmFlags are in (smaps walks every page for them,
+ * some 10 ms a GiB), from its mappings as /proc/PID/maps shows them, and posted to the page
+ * copiers when they take them. {@link dumpPages} takes them when the mappings with their
+ * VmFlags are walked the same way: the same ranges of a stopped task, the same pages, the same
+ * file. VmFlags change the walk of few mappings (a MAP_DROPPABLE one is not dumped): then the
+ * file is removed, and the pages found again.
+ */
+export interface PagesAhead {
+  ranges: ScanRange[];
+  scan: TaskScan;
+  /** Their file being written, waiting for its pagemap entries. */
+  posted?: PostedPages;
+}
+
+/** A pages file being written ahead of its pagemap entries. */
+export interface PostedPages {
+  written: Promise<XferStats>;
+  /** Gives the pagemap entries, which must take exactly the pages posted. */
+  entries: (entries: pagemap_entry[]) => void;
+  /** Gives the file up (it is removed). */
+  abort: AbortController;
+}
+
+/** Whether a mapping of `path` (as maps names it) maps a device (not shared memory). */
+function mapsDevice(path: string): boolean {
+  return path.startsWith("/dev/") && !path.startsWith("/dev/shm/") &&
+    path !== "/dev/zero (deleted)";
+}
+
+/**
+ * The pages of task `pid` (stopped, its pages going into the images directory, no lazy pages),
+ * found from its mappings `vmas` as /proc/PID/maps shows them (earlyVmas); posted when the page
+ * copiers take them. None when it maps a device.
+ */
+export function pagesAhead(ctx: DumpContext, pid: number, vmas: Vma[]): PagesAhead | undefined {
+  // A device's mapping may be one the dump refuses (VM_IO, VM_PFNMAP: smaps says) and whose
+  // memory must not be read: none is read before its VmFlags are in.
+  if (vmas.some((v) => mapsDevice(v.map.path))) return undefined;
+  const ranges = scanRanges(vmas);
+  const scan = scanTask(pid, ranges, Number(zeroPagePfn()));
+  const xfer = ctx.pageXfer;
+  const reader = new TaskPages(pid, { copiers: ctx.copiers });
+  if (!(xfer instanceof ImagesXfer) || ctx.treePages || !reader.detached(scan.runs)) {
+    return { ranges, scan };
+  }
+  xfer.open({ kind: "pid", id: ctx.pids.virt(pid) });
+  const abort = new AbortController();
+  const entries = Promise.withResolvers<pagemap_entry[]>();
+  entries.promise.catch(() => {}); // refused when given up, perhaps before it is waited for
+  abort.signal.addEventListener("abort", () => entries.reject(abort.signal.reason), {
+    once: true,
+  });
+  const written = xfer.writeAhead(scan.runs, reader, entries.promise, abort.signal);
+  // Waited for by the dump once taken (writePagePlan), and a failed dump gives it up: only a
+  // failure of a file not given up is the dump's.
+  ctx.deferWrite(
+    written.then(() => {}, (e) => {
+      if (!abort.signal.aborted) throw e;
+    }),
+    abort,
+  );
+  return { ranges, scan, posted: { written, entries: entries.resolve, abort } };
 }
 
 /** The pages of a task to dump, found: its runs (some perhaps in the parent images). */
@@ -393,11 +480,15 @@ export async function writePagePlan(
   ctx: DumpContext,
   plan: PagePlan,
   running = false,
+  posted?: PostedPages,
 ): Promise<void> {
   const { pid, runs, vmas, track } = plan;
   const xfer = ctx.pageXfer;
   // Without parent images of the task, every page goes (a page server may have none).
-  if (!xfer.open({ kind: "pid", id: ctx.pids.virt(pid) }) && runs.some((r) => r.inParent)) {
+  if (
+    !posted && !xfer.open({ kind: "pid", id: ctx.pids.virt(pid) }) &&
+    runs.some((r) => r.inParent)
+  ) {
     for (const r of runs) delete r.inParent;
   }
   // A lazy dump leaves its lazy pages in the tree (PE_LAZY alone), to serve them from there.
@@ -421,7 +512,8 @@ export async function writePagePlan(
     ctx.stats.pagesSkippedParent += inParent;
     ctx.log.info(`task ${pid}: ${inParent} pages left to the parent images`);
   }
-  const written = xfer.write(entries, reader).then((xferred) => {
+  posted?.entries(entries);
+  const written = (posted?.written ?? xfer.write(entries, reader)).then((xferred) => {
     ctx.stats.memdumpUs += plan.scanUs + xferred.readUs;
     ctx.stats.memwriteUs += xferred.writeUs;
     ctx.stats.pagesWritten += xferred.pages;
@@ -430,7 +522,7 @@ export async function writePagePlan(
     ctx.log.info(`task ${pid}: ${xferred.pages} pages in ${runs.length} runs (${took})`);
   });
   // A page server's stream or a lazy dump's pages take one task at a time.
-  if (xfer.toFiles && reader.detached(presentRuns(entries))) ctx.deferWrite(written);
+  if (posted || xfer.toFiles && reader.detached(presentRuns(entries))) ctx.deferWrite(written);
   else await written;
 }
 

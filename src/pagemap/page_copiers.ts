@@ -80,9 +80,16 @@ export class PageCopiers implements Disposable {
   /**
    * Writes the pages of `runs` of task `pid` (stopped, or with `lenient` running) back to back
    * into a new file at `path`, then syncs it. The copiers take it up (once started); it is
-   * done once they and {@link help} have taken every chunk.
+   * done once they and {@link help} have taken every chunk. When `signal` aborts, no chunk of
+   * it is taken any more, and it fails once those being copied are in.
    */
-  write(pid: number, runs: readonly PageRun[], path: string, lenient: boolean): Promise<XferStats> {
+  write(
+    pid: number,
+    runs: readonly PageRun[],
+    path: string,
+    lenient: boolean,
+    signal?: AbortSignal,
+  ): Promise<XferStats> {
     const fd = this.#open(path);
     let job: CopyJobMemory;
     try {
@@ -94,7 +101,7 @@ export class PageCopiers implements Disposable {
     }
     const total = runs.reduce((n, r) => n + r.nrPages * PAGE, 0);
     return new Promise<XferStats>((resolve, reject) => {
-      this.#pending.push({
+      const p: Pending = {
         job,
         pid,
         fd,
@@ -104,7 +111,12 @@ export class PageCopiers implements Disposable {
         started: performance.now(),
         resolve,
         reject,
-      });
+      };
+      this.#pending.push(p);
+      signal?.addEventListener("abort", () => {
+        p.error ??= new Error(`The writing of ${path} was given up`);
+        job.stop();
+      }, { once: true });
       this.#queue.post(job);
       this.#posted += total;
       if (!this.#started && this.#posted >= this.#startBytes) {

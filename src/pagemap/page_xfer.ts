@@ -37,8 +37,11 @@ export interface XferStats {
 
 /** The pages of one object, read on demand, by address (or offset) runs. */
 export interface PageReader {
-  /** The pages of `runs`, in order, into a new file at `path` (back to back), synced. */
-  toFile(runs: PageRun[], path: string): Promise<XferStats>;
+  /**
+   * The pages of `runs`, in order, into a new file at `path` (back to back), synced; given up
+   * when `signal` aborts (by a reader that writes beside the caller: detached).
+   */
+  toFile(runs: PageRun[], path: string, signal?: AbortSignal): Promise<XferStats>;
   /** The pages of `runs`, in order, handed to `sink` batch by batch. */
   toSink(runs: PageRun[], sink: (bytes: Uint8Array) => void): Promise<XferStats>;
 }
@@ -77,6 +80,22 @@ export function presentRuns(entries: pagemap_entry[]): PageRun[] {
   }));
 }
 
+/** Whether `a` and `b` take the same pages in the same order (however they are cut in runs). */
+function samePages(a: PageRun[], b: PageRun[]): boolean {
+  const merged = (runs: PageRun[]) => {
+    const out: { start: bigint; pages: number }[] = [];
+    for (const r of runs) {
+      const last = out.at(-1);
+      if (last && last.start + BigInt(last.pages) * 4096n === r.vaddr) last.pages += r.nrPages;
+      else out.push({ start: r.vaddr, pages: r.nrPages });
+    }
+    return out;
+  };
+  const ma = merged(a), mb = merged(b);
+  return ma.length === mb.length &&
+    ma.every((r, i) => r.start === mb[i].start && r.pages === mb[i].pages);
+}
+
 /** Pages into the images directory: per object a pagemap image and a pages file of its own. */
 export class ImagesXfer implements PageXfer {
   readonly toFiles = true;
@@ -92,15 +111,40 @@ export class ImagesXfer implements PageXfer {
     return this.#target.dir.parent?.has(this.#name) ?? false;
   }
 
-  async write(entries: pagemap_entry[], reader: PageReader): Promise<XferStats> {
+  write(entries: pagemap_entry[], reader: PageReader): Promise<XferStats> {
+    return this.writeAhead(presentRuns(entries), reader, Promise.resolve(entries));
+  }
+
+  /**
+   * Writes the pages of `runs` of the open object into its pages file now; its pagemap
+   * `entries`, which must take exactly those pages, once they come. When `signal` aborts
+   * first, the pages file is removed and the write fails.
+   */
+  async writeAhead(
+    runs: PageRun[],
+    reader: PageReader,
+    entries: Promise<pagemap_entry[]>,
+    signal?: AbortSignal,
+  ): Promise<XferStats> {
     // Taken now: the next object may be opened before the pages of this one are in.
     const name = this.#name, pagesId = this.#target.pagesId();
     const pagesFile = `pages-${pagesId}.img`;
-    const stats = await reader.toFile(presentRuns(entries), this.#target.dir.file(pagesFile));
+    const path = this.#target.dir.file(pagesFile);
+    let stats: XferStats, all: pagemap_entry[];
+    try {
+      stats = await reader.toFile(runs, path, signal);
+      all = await entries;
+    } catch (e) {
+      if (signal?.aborted) Deno.removeSync(path);
+      throw e;
+    }
+    if (!samePages(presentRuns(all), runs)) {
+      throw new Error(`The pagemap entries of ${name} do not take the pages of ${pagesFile}`);
+    }
     this.#target.written.push(pagesFile);
     const img = this.#target.image(name, "PAGEMAP");
     img.entry(pagemap_headSchema, create(pagemap_headSchema, { pagesId }));
-    for (const e of entries) img.entry(pagemap_entrySchema, e);
+    for (const e of all) img.entry(pagemap_entrySchema, e);
     return stats;
   }
 

@@ -182,6 +182,15 @@ export interface ScanRange {
   skipFilePages: boolean;
 }
 
+/** Whether two walks take the same ranges the same way (so find the same pages of a stopped task). */
+export function sameRanges(a: readonly ScanRange[], b: readonly ScanRange[]): boolean {
+  return a.length === b.length &&
+    a.every((r, i) =>
+      r.start === b[i].start && r.end === b[i].end && r.whole === b[i].whole &&
+      r.skipFilePages === b[i].skipFilePages
+    );
+}
+
 /** What a scan of a task's memory found. */
 export interface TaskScan {
   runs: PageRun[];

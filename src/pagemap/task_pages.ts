@@ -79,8 +79,10 @@ export class TaskPages implements PageReader {
     return this.#copied(runs) || this.#writer !== undefined;
   }
 
-  async toFile(runs: PageRun[], path: string): Promise<XferStats> {
-    if (this.#copied(runs)) return await this.#copiers!.write(this.#pid, runs, path, this.#lenient);
+  async toFile(runs: PageRun[], path: string, signal?: AbortSignal): Promise<XferStats> {
+    if (this.#copied(runs)) {
+      return await this.#copiers!.write(this.#pid, runs, path, this.#lenient, signal);
+    }
     if (this.#writer) return await this.#writer(this.#pid, runs, path, this.#lenient);
     return writePages(this.#pid, runs, path, this.#lenient);
   }

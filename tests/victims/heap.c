@@ -1,7 +1,9 @@
 /*
  * Victim for benchmarks and memory tests: maps argv[2] MiB of anonymous memory, writes every
  * page (page i starts with i, the rest of the page a byte pattern), reports readiness, then
- * waits. On SIGTERM it verifies every page and reports PASS or FAIL.
+ * waits. On SIGTERM it verifies every page and reports PASS or FAIL. With argv[3] "drop" it also
+ * maps a MAP_DROPPABLE page (6.11) beside and writes it (its address reported as drop=), which
+ * a dump leaves out: restored, it is still droppable, and reads as zeros or as written.
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -11,9 +13,32 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static unsigned char *mem;
+static unsigned char *mem, *drop;
 static size_t pages;
 static int out;
+
+/* Whether the mapping at `at` shows "dp" in its VmFlags (read before any stdio use: none). */
+static int droppable(unsigned char *at)
+{
+	static char text[1 << 16];
+	int fd = open("/proc/self/smaps", O_RDONLY);
+	ssize_t n, len = 0;
+	while (fd >= 0 && len < (ssize_t)sizeof(text) - 1 && (n = read(fd, text + len, sizeof(text) - 1 - len)) > 0)
+		len += n;
+	if (fd >= 0)
+		close(fd);
+	text[len] = 0;
+	char head[32];
+	snprintf(head, sizeof(head), "%lx-", (unsigned long)at);
+	char *m = strstr(text, head);
+	if (!m)
+		return 0;
+	char *flags = strstr(m, "VmFlags:");
+	char *eol = flags ? strchr(flags, '\n') : NULL;
+	if (eol)
+		*eol = 0;
+	return flags && strstr(flags, " dp") != NULL;
+}
 
 static void on_term(int sig)
 {
@@ -24,6 +49,14 @@ static void on_term(int sig)
 			write(out, "FAIL memory\n", 12);
 			_exit(1);
 		}
+	}
+	if (drop && !droppable(drop)) {
+		write(out, "FAIL droppable lost\n", 20);
+		_exit(1);
+	}
+	if (drop && drop[0] != 0 && drop[0] != 0x5a) {
+		write(out, "FAIL droppable page\n", 20);
+		_exit(1);
 	}
 	write(out, "PASS\n", 5);
 	_exit(0);
@@ -43,8 +76,15 @@ int main(int argc, char **argv)
 		memset(p, (unsigned char)(i * 13), 4096);
 		*(size_t *)p = i;
 	}
+	if (argc > 3 && !strcmp(argv[3], "drop")) {
+		drop = mmap(NULL, 4096, PROT_READ | PROT_WRITE, 0x08 /* MAP_DROPPABLE */ | MAP_ANONYMOUS, -1, 0);
+		if (drop == MAP_FAILED)
+			return 1;
+		memset(drop, 0x5a, 4096);
+	}
 	signal(SIGTERM, on_term);
-	snprintf(buf, sizeof(buf), "ready pid=%d mem=%lx pages=%zu\n", getpid(), (unsigned long)mem, pages);
+	snprintf(buf, sizeof(buf), "ready pid=%d mem=%lx pages=%zu drop=%lx\n", getpid(), (unsigned long)mem,
+		 pages, (unsigned long)drop);
 	write(out, buf, strlen(buf));
 	for (;;)
 		pause();
