@@ -15,11 +15,22 @@
  * @module
  */
 import { CopyJobMemory } from "../syscalls/page_copy.ts";
+import { addressOf } from "../syscalls/mod.ts";
 import type { PageRun } from "./pagemap.ts";
 
 const PAGE = 4096;
 /** Bytes a chunk holds at most: small enough that its write reads it from the cache. */
 export const CHUNK = 512 << 10;
+
+/**
+ * A buffer of CHUNK bytes that starts at a page: the kernel then copies whole pages into it and
+ * out of it (a buffer of V8's starts 16 bytes into one: every page read or written spans two).
+ */
+export function chunkBuffer(): Uint8Array {
+  const raw = new Uint8Array(CHUNK + PAGE);
+  const skip = (PAGE - Number(addressOf(raw) % BigInt(PAGE))) % PAGE;
+  return raw.subarray(skip, skip + CHUNK);
+}
 
 /**
  * The job of writing the pages of `runs` of task `pid` (stopped, or with `lenient` running:

@@ -21,7 +21,7 @@
 import { IMAGE_MODE } from "../images/image.ts";
 import { close, fsync, ftruncate, O, open } from "../syscalls/mod.ts";
 import { copyError, type CopyJobMemory, CopyQueue } from "../syscalls/page_copy.ts";
-import { CHUNK, copyJob } from "./copy_job.ts";
+import { chunkBuffer, copyJob } from "./copy_job.ts";
 import type { PageRun } from "./pagemap.ts";
 import type { XferStats } from "./page_xfer.ts";
 
@@ -121,7 +121,7 @@ export class PageCopiers implements Disposable {
       this.#posted += total;
       if (!this.#started && this.#posted >= this.#startBytes) {
         this.#started = true;
-        for (let i = 0; i < this.#count; i++) this.#queue.startCopier(new Uint8Array(CHUNK));
+        for (let i = 0; i < this.#count; i++) this.#queue.startCopier(chunkBuffer());
       }
       this.#watch();
     });
@@ -146,7 +146,7 @@ export class PageCopiers implements Disposable {
   help(): void {
     for (const p of this.#pending) {
       if (!p.job.left) continue;
-      this.#buf ??= new Uint8Array(CHUNK);
+      this.#buf ??= chunkBuffer();
       p.job.help(this.#buf);
     }
   }
