@@ -32,8 +32,13 @@ export class Logger implements Disposable {
     const sec = String(Math.floor(us / 1e6)).padStart(2, "0");
     const frac = String(us % 1e6).padStart(6, "0");
     const line = this.#enc.encode(`(${sec}.${frac}) ${prefix}${msg}\n`);
-    if (this.#file) this.#file.writeSync(line);
-    else Deno.stderr.writeSync(line);
+    try {
+      if (this.#file) this.#file.writeSync(line);
+      else Deno.stderr.writeSync(line);
+    } catch {
+      // As criu: a log that cannot be written (its file system full, say) is left short; the
+      // work goes on, and its own failure, if any, is what criu says.
+    }
   }
 
   /** The header criu starts its log with: the version, and the kernel it runs on. */

@@ -65,6 +65,30 @@ Deno.test("a failed dump leaves memory, signals and pipe data intact", async () 
   }
 });
 
+Deno.test("a dump into a full file system fails naming the pages file that could not grow (its log, there too, left short), and the task goes on with every page", async () => {
+  const bin = await buildVictim("heap");
+  const mnt = tmpDir();
+  const m = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", "size=8m", "tmpfs", mnt],
+  })
+    .output();
+  assert(m.success, new TextDecoder().decode(m.stderr));
+  // 32 MiB: its pages go through the copiers, a chunk in three through the file's mapping.
+  const v = startVictim(["setsid", bin, "{out}", "32"]);
+  try {
+    await waitReport(v);
+    const run = await criu(["dump", "-t", `${v.pid}`, "-D", mnt, "-o", "dump.log"]);
+    assertEquals(run.code, 1, run.stderr);
+    assertEquals(run.stderr.trim().split("\n").length, 1, run.stderr);
+    assertMatch(run.stderr, /Cannot pwrite .*\/pages-1\.img .*\(ENOSPC\)/);
+    assertEquals(tracerPid(v.pid), 0);
+    assertMatch(await verdict(v), /^PASS$/m);
+  } finally {
+    await stopVictim(v);
+    await new Deno.Command("umount", { args: [mnt] }).output();
+  }
+});
+
 Deno.test("an unsupported resource is refused by name and the task keeps running", async () => {
   const bin = await buildVictim("sockets");
   const v = startVictim([bin, "{out}"]);
