@@ -17,7 +17,8 @@ static unsigned char *mem, *drop;
 static size_t pages;
 static int out;
 
-/* Whether the mapping at `at` shows "dp" in its VmFlags (read before any stdio use: none). */
+/* Whether the mapping at `at` shows "dp" in its VmFlags (called from the SIGTERM handler, while
+ * main only waits in pause(): no call it makes is interrupted). */
 static int droppable(unsigned char *at)
 {
 	static char text[1 << 16];
