@@ -3,17 +3,14 @@
  * dumper's own. It fills a pages file from a stopped task, chunk after chunk: each chunk read
  * from the task into the caller's buffer (process_vm_readv, or /proc/PID/mem past what that
  * cannot read) and written at its place in the file (pwrite). Whoever comes takes the next
- * chunk, so the reads run on every core at once. The writes take the file's lock in turn: with
- * the file mapped here (a tmpfs file), every map_every-th chunk is read straight into its pages
- * through the mapping instead, which takes no lock, so that those chunks go beside the writes.
- * No JavaScript runs on a copier's thread: one is ready the moment it is started.
+ * chunk, so the reads run on every core at once. No JavaScript runs on a copier's thread: one
+ * is ready the moment it is started.
  *
  *   entry(op, a, b)
  *     op 0  copier: takes the chunks of every job of queue a, in order, with buffer b, waiting
  *           for jobs to come until the queue is closed; returns 0
  *     op 1  help: takes the chunks left of job a with buffer b; returns the bytes it wrote
  *     op 2  wait: returns once job a is done (nothing left to take, no chunk being copied)
- *     op 3  unmap: munmap(a, b) (a file's mapping, beside the caller: unmapping takes a while)
  *
  *   struct queue  0 posted (s32, futex: moves at each job posted and at close)
  *                 4 closed (s32)   8 first job's address (u64)
@@ -24,8 +21,7 @@
  *     64 errno of the first failure   72 its kind (1 read, 2 write, 3 open)
  *     80 its address (in the task, or offset in the file)   88 bytes got   96 bytes wanted
  *    104 "/proc/PID/mem\0" (24 bytes)
- *    128 the file's mapping here, or 0   136 map_every (chunks through the mapping: every n-th)
- *    144 per chunk: offset in the file, first iovec, iovec count, bytes
+ *    128 per chunk: offset in the file, first iovec, iovec count, bytes
  *        then the iovecs: address in the task, length
  *
  * Freestanding: no libc, no globals, position independent; the entry point is the first byte.
@@ -64,8 +60,6 @@ struct job {
 	u64 err_got;
 	u64 err_len;
 	char mem_path[24];
-	u64 map;
-	u64 map_every;
 	u64 chunks[];
 };
 
@@ -152,15 +146,6 @@ static int copy_chunk(struct job *j, u64 c, char *buf)
 	u64 *chunk = &j->chunks[4 * c];
 	u64 off = chunk[0], bytes = chunk[3];
 	u64 *iov = &j->chunks[4 * j->nchunks] + 2 * chunk[1];
-	if (j->map && c % j->map_every == j->map_every - 1) {
-		u64 into[2] = { j->map + off, bytes };
-		if (sys6(NR_process_vm_readv, j->pid, (s64)into, 1, (s64)iov, chunk[2], 0) == (s64)bytes) {
-			__atomic_add_fetch(&j->written, bytes, __ATOMIC_RELEASE);
-			return 0;
-		}
-		/* Short (pages the task lacks, a file that cannot grow): the way below, which says
-		 * why, writes the chunk over. */
-	}
 	u64 local[2] = { (u64)buf, bytes };
 	s64 got = sys6(NR_process_vm_readv, j->pid, (s64)local, 1, (s64)iov, chunk[2], 0);
 	if ((u64)got != bytes && read_mem(j, iov, chunk[2], buf))
@@ -238,8 +223,6 @@ __attribute__((section(".text.entry"), used)) s64 copier_entry(s64 op, u64 a, u6
 	case 2:
 		wait_job((struct job *)a);
 		return 0;
-	case 3:
-		return sys3(NR_munmap, a, b, 0);
 	}
 	return -1;
 }

@@ -34,15 +34,13 @@ export function chunkBuffer(): Uint8Array {
 
 /**
  * The job of writing the pages of `runs` of task `pid` (stopped, or with `lenient` running:
- * pages it no longer has are written as zeros) back to back into `fd` from offset 0; with the
- * file mapped shared here at `map`, every `mapEvery`-th chunk through the mapping.
+ * pages it no longer has are written as zeros) back to back into `fd` from offset 0.
  */
 export function copyJob(
   pid: number,
   runs: readonly PageRun[],
   fd: number,
   lenient: boolean,
-  map?: { addr: bigint; every: number },
 ): CopyJobMemory {
   const chunks: number[] = [];
   const iovs: bigint[] = [];
@@ -67,5 +65,5 @@ export function copyJob(
     }
   }
   end();
-  return new CopyJobMemory(pid, fd, lenient, chunks, iovs, map?.addr, map?.every);
+  return new CopyJobMemory(pid, fd, lenient, chunks, iovs);
 }

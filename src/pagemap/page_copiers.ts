@@ -19,19 +19,9 @@
  * @module
  */
 import { IMAGE_MODE } from "../images/image.ts";
-import {
-  close,
-  fileSystemOf,
-  fsync,
-  ftruncate,
-  mapFileForWriting,
-  O,
-  open,
-  TMPFS_MAGIC,
-  unmapHere,
-} from "../syscalls/mod.ts";
-import { copyError, type CopyJobMemory, CopyQueue, unmapBeside } from "../syscalls/page_copy.ts";
-import { CHUNK, chunkBuffer, copyJob } from "./copy_job.ts";
+import { close, fsync, ftruncate, O, open } from "../syscalls/mod.ts";
+import { copyError, type CopyJobMemory, CopyQueue } from "../syscalls/page_copy.ts";
+import { chunkBuffer, copyJob } from "./copy_job.ts";
 import type { PageRun } from "./pagemap.ts";
 import type { XferStats } from "./page_xfer.ts";
 
@@ -40,8 +30,6 @@ interface Pending {
   job: CopyJobMemory;
   pid: number;
   fd: number;
-  /** The file mapped here, while chunks may go through it. */
-  map?: bigint;
   path: string;
   total: number;
   error?: Error;
@@ -58,13 +46,6 @@ const PAGE = 4096;
  * which writes small files beside the dump already.
  */
 export const LARGE_JOB_BYTES = 32 << 20;
-/**
- * Of a tmpfs file's chunks, every this many-th goes through its mapping (copier.c): one in
- * three kept the writes' lock and the mapping's page faults both busy, 1 GiB from a process
- * into /dev/shm on two threads in C here: 328-344 ms against 381-433 for writes alone, and
- * 372-433 for one in two.
- */
-const MAP_EVERY = 3;
 
 /** Copiers for a machine of `cores` cores: one core is the dumper's; at most three. */
 export function copierCount(cores = navigator.hardwareConcurrency): number {
@@ -110,24 +91,20 @@ export class PageCopiers implements Disposable {
     signal?: AbortSignal,
   ): Promise<XferStats> {
     const fd = this.#open(path);
-    const total = runs.reduce((n, r) => n + r.nrPages * PAGE, 0);
     let job: CopyJobMemory;
-    let map: bigint | undefined;
     try {
       Deno.chmodSync(path, IMAGE_MODE);
-      map = this.#mapped(fd, total, path);
-      job = copyJob(pid, runs, fd, lenient, map ? { addr: map, every: MAP_EVERY } : undefined);
+      job = copyJob(pid, runs, fd, lenient);
     } catch (e) {
-      if (map) unmapHere(map, BigInt(total));
       close(fd);
       throw e;
     }
+    const total = runs.reduce((n, r) => n + r.nrPages * PAGE, 0);
     return new Promise<XferStats>((resolve, reject) => {
       const p: Pending = {
         job,
         pid,
         fd,
-        map,
         path,
         total,
         settled: false,
@@ -150,16 +127,6 @@ export class PageCopiers implements Disposable {
     });
   }
 
-  /**
-   * The file `fd` at `path` sized to `total` bytes and mapped here shared, when it is on tmpfs
-   * and large enough for chunks to go through the mapping; else undefined. (On a disk's file
-   * system a write through a mapping costs more than the write call, measured on ext4.)
-   */
-  #mapped(fd: number, total: number, path: string): bigint | undefined {
-    if (total < MAP_EVERY * CHUNK || fileSystemOf(fd, path).type !== TMPFS_MAGIC) return undefined;
-    return mapFileForWriting(fd, total, path, false);
-  }
-
   /** A new pages file at `path`: the spare when it can be taken, else made now. */
   #open(path: string): number {
     const spare = this.spare;
@@ -167,12 +134,12 @@ export class PageCopiers implements Disposable {
     if (spare) {
       try {
         Deno.renameSync(spare, path);
-        return open(path, O.RDWR | O.CLOEXEC, IMAGE_MODE);
+        return open(path, O.WRONLY | O.CLOEXEC, IMAGE_MODE);
       } catch {
         // taken by the dump worker, or never made
       }
     }
-    return open(path, O.RDWR | O.CREAT | O.TRUNC | O.CLOEXEC, IMAGE_MODE);
+    return open(path, O.WRONLY | O.CREAT | O.TRUNC | O.CLOEXEC, IMAGE_MODE);
   }
 
   /** Takes the chunks left of every job, on this thread, oldest job first. */
@@ -229,8 +196,6 @@ export class PageCopiers implements Disposable {
     } catch (e) {
       p.reject(e as Error);
     } finally {
-      // Nothing writes through the mapping any more: its page tables go beside the dump.
-      if (p.map) void unmapBeside(p.map, p.total);
       close(p.fd);
     }
   }

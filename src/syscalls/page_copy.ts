@@ -13,7 +13,7 @@ import { mapBlobText } from "./blob_text.ts";
 import { rawSyscall } from "./process.ts";
 import { NR } from "./syscall_numbers.ts";
 
-// struct job (parasite/copier.c): s32 words, then u64 words, the path, the mapping, the chunks.
+// struct job (parasite/copier.c): s32 words, then u64 words, then the path, then the chunks.
 const NEXT = 0, STOP = 1, INFLIGHT = 2; // s32 indices
 const W = {
   nchunks: 2,
@@ -27,14 +27,12 @@ const W = {
   errAt: 10,
   errGot: 11,
   errLen: 12,
-  map: 16,
-  mapEvery: 17,
 } as const; // u64 indices
-const PATH_AT = 104, PATH_BYTES = 24, CHUNKS_AT = 144;
+const PATH_AT = 104, PATH_BYTES = 24, CHUNKS_AT = 128;
 // struct queue: s32 posted, s32 closed, u64 first job.
 const POSTED = 0, CLOSED = 1, FIRST = 1;
 const FUTEX_WAKE_PRIVATE = 129;
-const OP_COPIER = 0n, OP_HELP = 1n, OP_WAIT = 2n, OP_UNMAP = 3n;
+const OP_COPIER = 0n, OP_HELP = 1n, OP_WAIT = 2n;
 
 const NOW = { parameters: ["i64", "u64", "u64"], result: "i64" } as const;
 const OFF = { ...NOW, nonblocking: true } as const;
@@ -83,19 +81,7 @@ export class CopyJobMemory {
   readonly #u64: BigUint64Array;
   readonly #chunks: number;
 
-  /**
-   * With `map` (the file mapped shared here, 0 if not), every `mapEvery`-th chunk is read
-   * straight into the file's pages through it rather than written.
-   */
-  constructor(
-    pid: number,
-    fd: number,
-    lenient: boolean,
-    chunks: number[],
-    iovs: bigint[],
-    map = 0n,
-    mapEvery = 0,
-  ) {
+  constructor(pid: number, fd: number, lenient: boolean, chunks: number[], iovs: bigint[]) {
     this.#chunks = chunks.length / 4;
     this.shared = new SharedArrayBuffer(CHUNKS_AT + chunks.length * 8 + iovs.length * 8);
     this.#s32 = new Int32Array(this.shared, 0, 4);
@@ -105,8 +91,6 @@ export class CopyJobMemory {
     u[W.pid] = BigInt(pid);
     u[W.fd] = BigInt(fd);
     u[W.lenient] = lenient ? 1n : 0n;
-    u[W.map] = mapEvery > 0 ? map : 0n;
-    u[W.mapEvery] = BigInt(mapEvery);
     const path = new TextEncoder().encode(`/proc/${pid}/mem`);
     new Uint8Array(this.shared, PATH_AT, PATH_BYTES).set(path.subarray(0, PATH_BYTES - 1));
     u.set(chunks.map(BigInt), CHUNKS_AT / 8);
@@ -193,14 +177,6 @@ export class CopyQueue {
     wake(this.#s32, POSTED);
     return Promise.all(this.#copiers).then(() => {});
   }
-}
-
-/**
- * Unmaps `len` bytes at `addr` of this process on a thread of the blocking pool: the page
- * tables of a large mapping take milliseconds to tear down, which the caller need not wait for.
- */
-export function unmapBeside(addr: bigint, len: number): Promise<void> {
-  return blob().off.call(OP_UNMAP, addr, BigInt(len)).then(() => {});
 }
 
 /** The error of a failed job, naming the file or the task's memory. */

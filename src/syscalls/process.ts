@@ -661,9 +661,6 @@ export function fileSystemOf(fd: number, what: string): { type: bigint; blockSiz
   return { type: BigInt.asUintN(64, buf[0]), blockSize: buf[1] };
 }
 
-/** TMPFS_MAGIC: tmpfs (/dev/shm, /run, a tmpfs images directory). */
-export const TMPFS_MAGIC = 0x01021994n;
-
 /** HUGETLBFS_MAGIC: hugetlbfs (hugetlb memfds and anonymous hugetlb memory live there). */
 export const HUGETLBFS_MAGIC = 0x958458f6n;
 
@@ -786,14 +783,12 @@ export function mapFileReadOnly(path: string): { addr: bigint; len: bigint } {
 
 /**
  * The file `fd` (`what`) sized to `len` bytes and mapped here shared for writing, its pages
- * made at once with `populate` (MAP_POPULATE: one pass instead of a fault per page). Unmap with
- * unmapHere.
+ * made at once (MAP_POPULATE: one pass instead of a fault per page). Unmap with unmapHere.
  */
-export function mapFileForWriting(fd: number, len: number, what: string, populate = true): bigint {
+export function mapFileForWriting(fd: number, len: number, what: string): bigint {
   ftruncate(fd, len, what);
   const PROT_RW = 3, MAP_SHARED = 1, MAP_POPULATE = 0x8000;
-  const flags = MAP_SHARED | (populate ? MAP_POPULATE : 0);
-  const addr = BigInt(libc.mmap(0n, BigInt(len), PROT_RW, flags, fd, 0n));
+  const addr = BigInt(libc.mmap(0n, BigInt(len), PROT_RW, MAP_SHARED | MAP_POPULATE, fd, 0n));
   if (addr === 0xffffffffffffffffn) throw new Errno("mmap", lastErrno(), what);
   return addr;
 }
