@@ -5,6 +5,7 @@
 import { assert, assertEquals, assertMatch, assertRejects } from "./assert.ts";
 import { PageCopiers } from "../src/pagemap/page_copiers.ts";
 import { exists } from "../src/util/exists.ts";
+import { NO_ZERO_PAGE, zeroPagePfn } from "../src/syscalls/mod.ts";
 import {
   buildVictim,
   critDecodeAll,
@@ -100,6 +101,7 @@ Deno.test("dump -R records the state a C victim set up, crit decodes every image
     const mm = img.get(`mm-${v.pid}.img`)!.entries[0];
     const anon = BigInt("0x" + r.anon), fmap = BigInt("0x" + r.fmap);
     const npages = Number(r.npages);
+    const noZeroPage = zeroPagePfn() === NO_ZERO_PAGE;
     // The kernel may merge the mapping with an adjacent anonymous one.
     const covering = (addr: bigint) =>
       mm.vmas.find((x: { start: string; end: string }) =>
@@ -134,6 +136,13 @@ Deno.test("dump -R records the state a C victim set up, crit decodes every image
         assert(at !== undefined, `written page ${i} dumped`);
         assertEquals(pages[at * 4096], (i * 7 + 3) & 0xff);
         assertEquals(pages[at * 4096 + 4095], (i * 7 + 3) & 0xff);
+      } else if (i < npages - 1 && noZeroPage) {
+        // Only read, on a kernel without the zero page: a page of its own, of zeros.
+        assert(at !== undefined, `read-only page ${i} dumped`);
+        assert(
+          pages.subarray(at * 4096, (at + 1) * 4096).every((b) => b === 0),
+          `page ${i}: zeros`,
+        );
       } else {
         assertEquals(at, undefined, `read-only or untouched page ${i} not dumped`);
       }

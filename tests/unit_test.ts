@@ -49,6 +49,8 @@ import {
   errnoName,
   IOVEC_SIZE,
   libc,
+  NO_ZERO_PAGE,
+  pageFrames,
   PEEKSIGINFO_ARGS_SIZE,
   REG,
   remotePtr,
@@ -58,6 +60,7 @@ import {
   STACK_T,
   USER_REGS_SIZE,
   UTSNAME,
+  withScratchPage,
   XSAVE,
   xstateLayout,
   zeroPagePfn,
@@ -248,6 +251,17 @@ Deno.test("/proc parsers read captured fixtures", () => {
   assertThrows(() => parseLimits("Limit\nMax cpu time 1 2\n"), /Malformed/);
 });
 
+Deno.test("the zero page's frame is the one pages only read share, and none where each read gets a page of its own (pvm_no_zero_page): never a frame freed for anyone to take", () => {
+  const frames = withScratchPage((at) => pageFrames("self", at, 3), false, 3)!;
+  const zero = zeroPagePfn();
+  assert(frames.every((f) => f > 0n), "frames shown (root)");
+  if (frames[0] === frames[1] && frames[1] === frames[2]) assertEquals(zero, frames[0]);
+  else {
+    assertEquals(new Set(frames).size, 3, "a page each");
+    assertEquals(zero, NO_ZERO_PAGE);
+  }
+});
+
 Deno.test("pagemap scan finds written pages, skips untouched and zero-page ones", () => {
   const len = 8 * 4096;
   const addr = BigInt(libc.mmap(0n, BigInt(len), 3, 0x22, -1, 0n));
@@ -258,7 +272,7 @@ Deno.test("pagemap scan finds written pages, skips untouched and zero-page ones"
     view[0] = 1; // page 0 written
     view[2 * 4096] = 1; // pages 2 and 3 written
     view[3 * 4096] = 1;
-    void view[5 * 4096]; // page 5 only read: the shared zero page
+    void view[5 * 4096]; // page 5 only read: the shared zero page, or one of its own of zeros
     const runs: { vaddr: bigint; nrPages: number }[] = [];
     using pm = new Pagemap(Deno.pid);
     pm.scan(
@@ -267,7 +281,10 @@ Deno.test("pagemap scan finds written pages, skips untouched and zero-page ones"
       { skipFilePages: false, zeroPfn: Number(zeroPagePfn()) },
       runs,
     );
-    assertEquals(runs, [{ vaddr: addr, nrPages: 1 }, { vaddr: addr + 8192n, nrPages: 2 }]);
+    const want = [{ vaddr: addr, nrPages: 1 }, { vaddr: addr + 8192n, nrPages: 2 }];
+    // A kernel without the zero page (pvm_no_zero_page) gave page 5 a page: it is taken.
+    if (zeroPagePfn() === NO_ZERO_PAGE) want.push({ vaddr: addr + 5n * 4096n, nrPages: 1 });
+    assertEquals(runs, want);
     assertEquals(pm.scanned, 8);
   } finally {
     libc.munmap(addr, BigInt(len));

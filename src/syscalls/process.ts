@@ -416,37 +416,62 @@ export function fsync(fd: number, what: string): void {
 }
 
 /**
- * The page frame number of the kernel's shared zero page, or -1n when hidden: without
- * CAP_SYS_ADMIN pagemap shows 0 for every frame (then no page can be told to be the zero page,
- * and every present page must be dumped).
+ * What {@link zeroPagePfn} gives on a kernel that maps no shared zero page (a PVM guest booted
+ * with pvm_no_zero_page, say): a frame beyond any machine's memory, which no page has, so that
+ * every present page is dumped (a page only read is one of its own there, of zeros).
+ */
+export const NO_ZERO_PAGE = (1n << 53n) - 1n;
+
+/**
+ * The page frame number of the kernel's shared zero page; {@link NO_ZERO_PAGE} on a kernel that
+ * has none; -1n when hidden: without CAP_SYS_ADMIN pagemap shows 0 for every frame (then no
+ * page can be told to be the zero page, and every present page must be dumped).
+ *
+ * Two pages are read, not one: with the zero page both show its frame; without it each is a page
+ * of its own, whose frame, freed once unmapped, any task may be given next (its pages taken for
+ * the zero page's would be lost from the dump).
  */
 export function zeroPagePfn(): bigint {
   // The kernel's, found once.
-  zeroPfn ??= withScratchPage((address) => {
-    const [pfn] = pageFrames("self", address, 1);
-    return pfn > 0n ? pfn : -1n;
-  }, false) ?? -1n;
+  zeroPfn ??= withScratchPage(
+    (address) => {
+      const [a, b] = pageFrames("self", address, 2);
+      if (a <= 0n || b <= 0n) return -1n;
+      return a === b ? a : NO_ZERO_PAGE;
+    },
+    false,
+    2,
+  ) ?? -1n;
   return zeroPfn;
 }
 let zeroPfn: bigint | undefined;
 
 /**
- * Runs `fn` with a private anonymous page here, faulted in (written where `write`, else read,
- * which maps the shared zero page), unmapped after; undefined where no page could be mapped.
+ * Runs `fn` with `pages` private anonymous pages here, each faulted in (written where `write`,
+ * else read, which maps the shared zero page where the kernel has one), unmapped after;
+ * undefined where no page could be mapped.
  */
-export function withScratchPage<T>(fn: (address: bigint) => T, write = true): T | undefined {
+export function withScratchPage<T>(
+  fn: (address: bigint) => T,
+  write = true,
+  pages = 1,
+): T | undefined {
   const PROT_READ = 1, PROT_WRITE = 2, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20;
   const prot = PROT_READ | (write ? PROT_WRITE : 0);
-  const addr = BigInt(libc.mmap(0n, BigInt(PAGE_SIZE), prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0n));
+  const len = BigInt(pages * PAGE_SIZE);
+  const addr = BigInt(libc.mmap(0n, len, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0n));
   if (addr === 0xffffffffffffffffn) return undefined;
   try {
     const ptr = Deno.UnsafePointer.create(addr);
     if (ptr === null) return undefined;
-    if (write) new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, 1))[0] = 1;
-    else new Deno.UnsafePointerView(ptr).getUint8(0);
+    for (let i = 0; i < pages; i++) {
+      const at = i * PAGE_SIZE;
+      if (write) new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, 1, at))[0] = 1;
+      else new Deno.UnsafePointerView(ptr).getUint8(at);
+    }
     return fn(addr);
   } finally {
-    libc.munmap(addr, BigInt(PAGE_SIZE));
+    libc.munmap(addr, len);
   }
 }
 
