@@ -161,7 +161,10 @@ export class FrameTable {
 export interface ScanPolicy {
   /** Pages with the FILE bit are page cache, not private data (private file mappings). */
   skipFilePages: boolean;
-  /** PFN of the shared zero page (read but never written), or -1 when unknown. */
+  /**
+   * PFN of the shared zero page (read but never written), -1 when frames are hidden, or a frame
+   * no page has where the kernel has no zero page (syscalls/process.ts zeroPagePfn).
+   */
   zeroPfn: number;
   /**
    * Memory tracking (dump/track.ts): what the parent's dump recorded of each page; a page still
