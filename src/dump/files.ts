@@ -532,7 +532,8 @@ function collectOne(
   fd: number,
 ): { file: OpenFile; cloexec: boolean } {
   {
-    const info = parseFdinfo(readProcText(pid, `fdinfo/${fd}`));
+    const fdinfo = readProcText(pid, `fdinfo/${fd}`);
+    const info = parseFdinfo(fdinfo);
     const kind = describe(ctx, pid, fd, info.mntId);
     const cloexec = (info.flags & O.CLOEXEC) !== 0;
     const flags = info.flags & ~O.CLOEXEC;
@@ -555,7 +556,7 @@ function collectOne(
       };
       ctx.openFiles.push(file);
     }
-    collectLocks(ctx, pid, fd, file.id);
+    collectLocks(ctx, pid, fd, file.id, fdinfo);
     collectInFlight(ctx, pid, kind, `fd ${fd} of task ${pid}`);
     if (kind.type === "pipe" && !ctx.pipes.has(kind.ino)) {
       ctx.pipes.set(kind.ino, peekPipe(pid, fd, kind.ino));

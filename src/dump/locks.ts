@@ -5,7 +5,6 @@
  */
 import { create } from "../images/protobuf.ts";
 import { file_lock_entrySchema } from "../../proto/gen/files_pb.ts";
-import { readProcText } from "../tree/proc.ts";
 import type { DumpContext } from "./context.ts";
 import { UnsupportedError } from "./file_types.ts";
 
@@ -15,9 +14,17 @@ const LOCK_FLAG: Record<string, number> = { POSIX: 1, FLOCK: 2, OFDLCK: 4, LEASE
 export const LEASE_BREAKING = 4;
 const LEASE_TYPE: Record<string, number> = { READ: 0, WRITE: 1, UNLCK: 2 };
 
-/** Locks held through descriptor `fd` (fdinfo "lock:" lines), refused without `-l`. */
-export function collectLocks(ctx: DumpContext, pid: number, fd: number, fileId: number): void {
-  const text = readProcText(pid, `fdinfo/${fd}`);
+/**
+ * Locks held through descriptor `fd`, from the "lock:" lines of its fdinfo `text` (as the caller
+ * read it), refused without `-l`.
+ */
+export function collectLocks(
+  ctx: DumpContext,
+  pid: number,
+  fd: number,
+  fileId: number,
+  text: string,
+): void {
   for (
     const m of text.matchAll(
       /^lock:\s*\d+:\s*(\w+)\s+(\w+)\s+(\w+)\s+(-?\d+)\s+\S+\s+(\d+)\s+(\d+|EOF)/gm,

@@ -257,11 +257,17 @@ function joined(
 /** Ranges larger than this are walked by the kernel first (PAGEMAP_SCAN). */
 const SCAN_FIRST = 64n << 20n;
 
+/**
+ * The pagemap words of up to 65536 pages, read by {@link Pagemap}'s page walk: one for all
+ * (the walk never runs in two at once), made on the first walk, for most scans are the
+ * kernel's (PAGEMAP_SCAN) and need none; it was once 512 KiB made zeroed for every task.
+ */
+let walkBuf: Uint32Array | undefined;
+
 /** Open /proc/PID/pagemap for the life of a dump. */
 export class Pagemap implements Disposable {
   readonly pid: number;
   readonly #fd: number;
-  readonly #buf = new Uint32Array(2 * 65536);
   /** Pages examined so far. */
   scanned = 0;
 
@@ -311,7 +317,8 @@ export class Pagemap implements Disposable {
   }
 
   #scan(start: bigint, end: bigint, policy: ScanPolicy, out: PageRun[]): void {
-    const bytes = new Uint8Array(this.#buf.buffer);
+    const e = walkBuf ??= new Uint32Array(2 * 65536);
+    const bytes = new Uint8Array(e.buffer);
     const zeroLo = policy.zeroPfn >= 0 ? policy.zeroPfn % 0x100000000 : -1;
     const zeroHi = policy.zeroPfn >= 0 ? Math.floor(policy.zeroPfn / 0x100000000) : -1;
     let runStart = -1n;
@@ -326,7 +333,7 @@ export class Pagemap implements Disposable {
     let seg = -1, segFirst = 0, segEnd = 0;
     let segWords: Uint32Array = new Uint32Array(0);
     for (let page = start; page < end;) {
-      const count = Math.min(Number((end - page) / 4096n), this.#buf.length / 2);
+      const count = Math.min(Number((end - page) / 4096n), e.length / 2);
       const got = pread(
         this.#fd,
         bytes.subarray(0, count * 8),
@@ -334,7 +341,6 @@ export class Pagemap implements Disposable {
         `/proc/${this.pid}/pagemap`,
       ) / 8;
       if (got <= 0) break;
-      const e = this.#buf;
       const firstPage = Number(page / 4096n);
       frames?.add(firstPage, e.subarray(0, 2 * got));
       for (let i = 0; i < got; i++) {
