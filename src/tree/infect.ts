@@ -358,12 +358,19 @@ export class RemoteSyscalls implements Disposable {
     if (this.#borrowedLifeline !== undefined) return this.#borrowedLifeline;
     if (this.#lifeline) return this.#lifeline.theirs;
     const [r, w] = this.pipe();
-    const pidfd = pidfdOpen(this.task.pid);
     let ours: number;
     try {
-      ours = pidfdGetfd(pidfd, w, this.task.pid);
-    } finally {
-      close(pidfd);
+      const pidfd = pidfdOpen(this.task.pid);
+      try {
+        ours = pidfdGetfd(pidfd, w, this.task.pid);
+      } finally {
+        close(pidfd);
+      }
+    } catch (e) {
+      // Neither end stays behind in the task.
+      this.closeFd(w);
+      this.closeFd(r);
+      throw e;
     }
     this.#lifeline = { theirs: r, ours };
     this.closeFd(w);

@@ -310,8 +310,9 @@ export class Parasite implements Disposable {
         },
       );
       // One call through the area, so that the registers lead home through it, before the
-      // stack gets its bytes back.
-      rs.check(NR.getpid, "getpid");
+      // stack gets its bytes back: the pipe of the scope's lifeline, which every batch and
+      // blob run in the area needs (a call made anyway, where a getpid was once made for it).
+      rs.lifeline();
       if (saved) writeRemote(pid, saved.at, saved.bytes);
       saved = undefined;
       const p = new Parasite({
@@ -326,9 +327,17 @@ export class Parasite implements Disposable {
       });
       return p;
     } catch (e) {
-      // Back out: the area goes (from where the registers are now), the task returns home.
+      // Back out: the lifeline goes (through the area, while it is there), then the area
+      // (from where the registers are now), and the task returns home.
       try {
-        if (area !== undefined) rs.call(NR.munmap, area, size);
+        if (area !== undefined) {
+          try {
+            rs.releaseScratch();
+          } catch {
+            // What stays is closed by the area's heal table, or the task is gone.
+          }
+          rs.call(NR.munmap, area, size);
+        }
         rs.close();
         if (saved) writeRemote(pid, saved.at, saved.bytes);
       } catch {
