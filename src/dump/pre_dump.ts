@@ -52,7 +52,8 @@ export async function preDump(
   const plans: PagePlan[] = [];
   for (const proc of tree.processes) {
     const { maps, vmas } = collectVmas(proc.pid, await ctx.ahead.get(proc.pid)?.mappings);
-    using parasite = Parasite.infect(tree.task(proc.pid), maps);
+    // Tracking makes single calls only.
+    using parasite = Parasite.infect(tree.task(proc.pid), maps, { blobs: false });
     const track = trackPages(ctx, parasite.leader, vmas)!;
     plans.push(await scanPages(ctx, proc.pid, vmas, undefined, track));
     tracked(ctx, proc.pid, vmas, track);

@@ -202,8 +202,12 @@ export class Parasite implements Disposable {
     xstateLayout();
   }
 
-  /** Infects the process of `leader` (seized, in its interrupt stop), whose maps are `maps`. */
-  static infect(leader: SeizedTask, maps: ProcMap[]): Parasite {
+  /**
+   * Infects the process of `leader` (seized, in its interrupt stop), whose maps are `maps`.
+   * With `blobs: false` the caller runs no batch or blob in it, only single calls, and the
+   * lifeline they would need is not made.
+   */
+  static infect(leader: SeizedTask, maps: ProcMap[], options: { blobs?: boolean } = {}): Parasite {
     const pid = leader.pid;
     const gadgets = findGadgets(pid, maps);
     const xsave = ptraceGetXstate(pid);
@@ -311,8 +315,9 @@ export class Parasite implements Disposable {
       );
       // One call through the area, so that the registers lead home through it, before the
       // stack gets its bytes back: the pipe of the scope's lifeline, which every batch and
-      // blob run in the area needs (a call made anyway, where a getpid was once made for it).
-      rs.lifeline();
+      // blob run in the area needs (a call made anyway), else a getpid.
+      if (options.blobs ?? true) rs.lifeline();
+      else rs.check(NR.getpid, "getpid");
       if (saved) writeRemote(pid, saved.at, saved.bytes);
       saved = undefined;
       const p = new Parasite({
