@@ -12,9 +12,9 @@ import { basename, fileURLToPath } from "./path.ts";
  * none on its way (a tiny dump or restore about 12 ms sooner, some 7 MB more resident). The
  * young generation is V8's own: started at 16 MB, a tree's dump (20 x 4 threads) took ~100 ms
  * longer and 28 MB more (6,000 more page faults, each costly on a VM), for no tiny dump
- * measurably sooner. The same wherever it is started
- * (bin/criu, the tests, a service's workers): the cache keeps one compilation per file, made
- * again whenever the options differ from the last run's.
+ * measurably sooner. The same wherever it is started (bin/criu, the tests, a service's
+ * workers): the cache keeps one compilation per file, made again whenever the options differ
+ * from the last run's.
  */
 export const DENO_RUN: readonly string[] = [
   "run",
