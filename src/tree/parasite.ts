@@ -339,7 +339,8 @@ export class Parasite implements Disposable {
           try {
             rs.releaseScratch();
           } catch {
-            // What stays is closed by the area's heal table, or the task is gone.
+            // Only a task gone (or the tracer lost) fails it: its close is not checked, and
+            // unmapping a mapping of ours does not fail.
           }
           rs.call(NR.munmap, area, size);
         }
