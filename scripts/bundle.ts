@@ -1,6 +1,7 @@
 /**
  * `deno task bundle`: the bundled build of the command line (src/cli/bundled.ts, everything in
- * one file, npm packages included) into src/.bundle/criu.js, and of the dump's worker thread
+ * one file, npm packages included) into src/.bundle/criu.js, of the command line with one
+ * command's modules only (src/cli/bundled_dump.ts, bundled_restore.ts), and of the dump's worker thread
  * (src/pagemap/worker_entry.ts) into src/.bundle/ under its entry's name,
  * with their manifest: the Deno that built them and every local source they hold, by size and
  * modification time. main.ts runs them while those are unchanged (src/cli/bundle_fresh.ts), else
@@ -17,6 +18,8 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** Entry → bundle (src/util/load.ts workerUrl names a worker's bundle by its entry's name). */
 const ENTRIES: [string, string][] = [
   ["src/cli/bundled.ts", BUNDLE.code],
+  ["src/cli/bundled_dump.ts", BUNDLE.commands.dump],
+  ["src/cli/bundled_restore.ts", BUNDLE.commands.restore],
   ["src/pagemap/worker_entry.ts", "src/.bundle/worker_entry.js"],
 ];
 

@@ -20,7 +20,9 @@ const args = [
   ...[
     // main.ts's command line from the sources (a compiled binary has no bundled build).
     "src/cli/sources.ts",
-    "src/cli/run.ts",
+    "src/cli/run_dump.ts",
+    "src/cli/run_restore.ts",
+    "src/cli/lazy_pages.ts",
     "src/check.ts",
     "src/images/show.ts",
     "src/rpc/swrk.ts",

@@ -373,6 +373,13 @@ Deno.test("the bundled build runs only while every source it was built from is a
   assertEquals(freshBundle(rootUrl), undefined, "built by another Deno");
   manifest();
   assert(freshBundle(rootUrl) !== undefined);
+  // A command with a bundle of its own gets it when it comes first, only then.
+  assertEquals(freshBundle(rootUrl, "dump"), new URL(BUNDLE.commands.dump, rootUrl).href);
+  assertEquals(freshBundle(rootUrl, "pre-dump"), new URL(BUNDLE.commands.dump, rootUrl).href);
+  assertEquals(freshBundle(rootUrl, "restore"), new URL(BUNDLE.commands.restore, rootUrl).href);
+  for (const first of ["-v4", "check", "swrk", "toString", undefined]) {
+    assertEquals(freshBundle(rootUrl, first), new URL(BUNDLE.code, rootUrl).href, `${first}`);
+  }
   Deno.removeSync(`${root}/a.ts`);
   assertEquals(freshBundle(rootUrl), undefined, "a source gone");
   Deno.removeSync(root, { recursive: true });
@@ -381,12 +388,25 @@ Deno.test("the bundled build runs only while every source it was built from is a
 Deno.test("the command line runs the same from the bundled build and from the sources", async () => {
   // With the bundle current (scripts/setup.sh makes it) main.ts runs it; DENO_CRIU_SOURCES
   // makes it run the sources.
+  // Dump and restore have bundles of their own, used when the command comes first: each of
+  // them, as the first word and after an option, gets as far as its own check of the input.
   for (const env of [{}, { DENO_CRIU_SOURCES: "1" }] as Record<string, string>[]) {
     const v = await criu(["--version"], env);
     assertEquals(v.code, 0, v.stderr);
     assertMatch(v.stdout, /^Version: 4\.2\nGitID: deno-criu-/);
-    const bad = await criu(["dump", "-t", "999999999", "-D", tmpDir()], env);
-    assertEquals(bad.code, 1);
-    assertEquals(bad.stderr.trim().split("\n").length, 1, bad.stderr);
+    for (const cmd of ["dump", "pre-dump"]) {
+      for (const argv of [[cmd, "-v1"], ["-v1", cmd]]) {
+        const bad = await criu([...argv, "-t", "999999999", "-D", tmpDir()], env);
+        assertEquals(bad.code, 1);
+        assertMatch(bad.stderr, /^Error: .*999999999/, `${argv}`);
+        assertEquals(bad.stderr.trim().split("\n").length, 1, bad.stderr);
+      }
+    }
+    for (const argv of [["restore", "-v1"], ["-v1", "restore"]]) {
+      const bad = await criu([...argv, "-D", tmpDir()], env);
+      assertEquals(bad.code, 1);
+      assertMatch(bad.stderr, /^Error: .*(inventory|images)/i, `${argv}`);
+      assertEquals(bad.stderr.trim().split("\n").length, 1, bad.stderr);
+    }
   }
 });

@@ -10,7 +10,8 @@ import { registerBundled } from "../util/load.ts";
 import * as check from "../check.ts";
 import * as show from "../images/show.ts";
 import * as dedup from "../images/dedup.ts";
-import * as run from "./run.ts";
+import * as runDump from "./run_dump.ts";
+import * as runRestore from "./run_restore.ts";
 import * as pageServer from "./page_server.ts";
 import * as lazyPages from "./lazy_pages.ts";
 import * as swrk from "../rpc/swrk.ts";
@@ -21,7 +22,8 @@ registerBundled({
   "check.ts": check,
   "images/show.ts": show,
   "images/dedup.ts": dedup,
-  "cli/run.ts": run,
+  "cli/run_dump.ts": runDump,
+  "cli/run_restore.ts": runRestore,
   "cli/page_server.ts": pageServer,
   "cli/lazy_pages.ts": lazyPages,
   "rpc/swrk.ts": swrk,

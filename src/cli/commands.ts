@@ -156,8 +156,8 @@ export async function main(argv: string[]): Promise<number> {
     switch (o.command) {
       case "dump":
       case "pre-dump": {
-        const { runDump } = await load<typeof import("./run.ts")>(
-          "cli/run.ts",
+        const { runDump } = await load<typeof import("./run_dump.ts")>(
+          "cli/run_dump.ts",
         );
         // criu exits once the dump is done, but for a lazy one, which serves its pages first:
         // the killed tree's ids must be free for their restore meanwhile.
@@ -172,8 +172,8 @@ export async function main(argv: string[]): Promise<number> {
       case "show":
         return await runShow(o);
       case "restore": {
-        const { runRestore } = await load<typeof import("./run.ts")>(
-          "cli/run.ts",
+        const { runRestore } = await load<typeof import("./run_restore.ts")>(
+          "cli/run_restore.ts",
         );
         return await runRestore(o, {}, async (r) => {
           if (o!.displayStats) out(formatRestoreStats(r.stats));

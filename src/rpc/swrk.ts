@@ -142,8 +142,8 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
     }
     case criu_req_type.DUMP: {
       const o = optsFromRequest(base, req.opts, channel.peer.pid, "dump");
-      const { runDump } = await load<typeof import("../cli/run.ts")>(
-        "cli/run.ts",
+      const { runDump } = await load<typeof import("../cli/run_dump.ts")>(
+        "cli/run_dump.ts",
       );
       await runDump(o, caller, () => {});
       return { type, success: true, dump: { restored: false } };
@@ -162,8 +162,8 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
         ...optsFromRequest(base, req.opts, channel.peer.pid, "dump"),
         command: "pre-dump",
       };
-      const { runDump } = await load<typeof import("../cli/run.ts")>(
-        "cli/run.ts",
+      const { runDump } = await load<typeof import("../cli/run_dump.ts")>(
+        "cli/run_dump.ts",
       );
       await runDump(o, caller, () => {});
       return { type, success: true };
@@ -179,8 +179,8 @@ async function answer(channel: RpcChannel, base: CriuOpts, req: criu_req): Promi
           throw new UsageError("inherit_fd is not allowed in standalone service");
         }
       }
-      const { runRestore } = await load<typeof import("../cli/run.ts")>(
-        "cli/run.ts",
+      const { runRestore } = await load<typeof import("../cli/run_restore.ts")>(
+        "cli/run_restore.ts",
       );
       const pid = await runRestore(o, caller, (r) => r.pid);
       return { type, success: true, restore: { pid } };

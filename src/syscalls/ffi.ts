@@ -105,11 +105,38 @@ const SYMBOLS = {
   posix_spawnattr_destroy: { parameters: ["buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
-/** The libc symbols, loaded once. */
-export const libc: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] = Deno.dlopen(
+/** Symbols bound so far, kept alive with their libraries. */
+const bound: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
+
+/**
+ * The symbols of `path`, each bound the first time it is used: a binding costs some 0.2 ms on
+ * this machine (Deno compiles a trampoline for each), and a command uses only some of them.
+ */
+function bindOnUse<S extends Deno.ForeignLibraryInterface>(
+  path: string,
+  symbols: S,
+): Deno.DynamicLibrary<S>["symbols"] {
+  const out = {} as Deno.DynamicLibrary<S>["symbols"];
+  for (const name of Object.keys(symbols)) {
+    Object.defineProperty(out, name, {
+      configurable: true,
+      enumerable: true,
+      get() {
+        const lib = Deno.dlopen(path, { [name]: symbols[name] });
+        bound.push(lib);
+        Object.defineProperty(out, name, { value: lib.symbols[name], enumerable: true });
+        return lib.symbols[name];
+      },
+    });
+  }
+  return out;
+}
+
+/** The libc symbols, each bound on its first use. */
+export const libc: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] = bindOnUse(
   "libc.so.6",
   SYMBOLS,
-).symbols;
+);
 
 const errnoPtr = libc.__errno_location();
 

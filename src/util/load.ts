@@ -1,6 +1,6 @@
 /**
  * Loading a module of this program only when it is needed, by its path under src/
- * (`load<typeof import("../cli/run.ts")>("cli/run.ts")`): a specifier Deno does not load up
+ * (`load<typeof import("../cli/run_dump.ts")>("cli/run_dump.ts")`): a specifier Deno does not load up
  * front (a literal `import("...")` it would, so every command would load dump, restore and
  * check first). In the bundled build (scripts/bundle.ts) every such module is in the bundle
  * already, registered by src/cli/bundled.ts, and taken from there.
@@ -12,10 +12,17 @@
 const SRC = new URL("../", import.meta.url);
 const bundled = new Map<string, unknown>();
 
-/** Imports the module at `path` under src/ ("cli/run.ts"). */
+/**
+ * Imports the module at `path` under src/ ("cli/run_dump.ts"). In a bundled build, a module
+ * its bundle lacks is an error: imported from the sources, it would come with second copies
+ * of the modules the bundle holds already (the libc binding, the reaper, the log), each with
+ * its own state.
+ */
 export function load<T>(path: string): Promise<T> {
   const m = bundled.get(path);
-  return m !== undefined ? Promise.resolve(m as T) : import(new URL(path, SRC).href);
+  if (m !== undefined) return Promise.resolve(m as T);
+  if (bundled.size) return Promise.reject(new Error(`bug: the bundle in use lacks ${path}`));
+  return import(new URL(path, SRC).href);
 }
 
 /**
