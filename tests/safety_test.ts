@@ -6,6 +6,15 @@ import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { task_kobj_ids_entrySchema } from "../proto/gen/core_pb.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
 import {
+  addressOf,
+  close,
+  fileSystemOf,
+  MEMORY_FS_MAGICS,
+  O,
+  open,
+  rawSyscall,
+} from "../src/syscalls/mod.ts";
+import {
   buildVictim,
   criu,
   criuArgv,
@@ -19,6 +28,7 @@ import {
   stopVictim,
   tmpDir,
   tracerPid,
+  treePids,
   verdict,
   waitGone,
   waitLine,
@@ -312,4 +322,72 @@ Deno.test("a file, or a unix socket's name, on a mount another mount hides is re
       for (; mounted > 0; mounted--) run(["umount", dir]);
     }
   }
+});
+
+/** A directory for images beside the repository's checkout (on a disk, unlike /dev/shm). */
+const ON_DISK = new URL("./.build/", import.meta.url).pathname;
+/** Whether ON_DISK is on a file system in memory (the test below would prove nothing there). */
+const diskInMemory = (() => {
+  Deno.mkdirSync(ON_DISK, { recursive: true });
+  const fd = open(ON_DISK, O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0);
+  try {
+    return MEMORY_FS_MAGICS.includes(fileSystemOf(fd, ON_DISK).type);
+  } finally {
+    close(fd);
+  }
+})();
+
+/** Pages of file `path` in the page cache not yet on the disk: dirty or being written (cachestat). */
+function pagesNotOnDisk(path: string): number {
+  const NR_CACHESTAT = 451;
+  const fd = open(path, O.RDONLY | O.CLOEXEC, 0);
+  try {
+    const range = new BigUint64Array(2); // the whole file
+    // nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted
+    const cs = new BigUint64Array(5);
+    const r = rawSyscall(NR_CACHESTAT, fd, addressOf(range), addressOf(cs), 0);
+    if (r !== 0n) throw new Error(`cachestat ${path}: ${r}`);
+    return Number(cs[1] + cs[2]);
+  } finally {
+    close(fd);
+  }
+}
+
+Deno.test({
+  name:
+    "a dump onto a disk: when the tree dies every image is on the disk (synced together at the end, none left dirty or being written), and they restore it",
+  ignore: diskInMemory,
+  async fn() {
+    const bin = await buildVictim("tree");
+    // Children of 4 MiB (their pages written by the copiers), a parent of a few pages (by
+    // the dumper), 3 threads each, and the images of all: core, mm, pagemap, files ...
+    const v = startVictim(["setsid", bin, "{out}", "3", "3", "4"]);
+    const imgs = Deno.makeTempDirSync({ dir: ON_DISK, prefix: "durable-" });
+    try {
+      await waitReport(v, "ready", 60000);
+      const pids = treePids(v.pid);
+      // criu dies right after the tree (CRIU_TEST_DIE_AT=killed): what is on the disk then
+      // is what a crash of the machine would leave.
+      const run = await criu(["dump", "-t", `${v.pid}`, "-D", imgs, "-o", "dump.log"], {
+        CRIU_TEST_DIE_AT: "killed",
+      });
+      assertEquals(run.code, 137, run.stderr);
+      await v.child.status;
+      const images = [...Deno.readDirSync(imgs)].map((e) => e.name).filter((n) =>
+        n.endsWith(".img")
+      );
+      assert(images.filter((n) => /^pages-\d+\.img$/.test(n)).length >= 4, `${images}`);
+      for (const name of images) {
+        assertEquals(pagesNotOnDisk(`${imgs}/${name}`), 0, `${name}: pages not on the disk`);
+      }
+      for (const pid of pids) assert(await waitGone(pid, 15000), `${pid} is gone`);
+      const res = await criu(["restore", "-d", "-D", imgs]);
+      assertEquals(res.code, 0, res.stderr);
+      Deno.kill(v.pid, "SIGTERM");
+      await waitReport(v, "PASS", 30000);
+    } finally {
+      killAll(v.pid);
+      Deno.removeSync(imgs, { recursive: true });
+    }
+  },
 });

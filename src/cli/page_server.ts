@@ -50,7 +50,7 @@ export async function runPageServer(o: CriuOpts, argv: readonly string[]): Promi
   const written = await servePages(images, conn, log, lazy && pagesOf(lazy)).finally(() =>
     lazy?.close()
   );
-  images.sync();
+  await images.sync();
   log.info(`Page server: ${written.length} images written; session over`);
   return 0;
 }

@@ -553,9 +553,12 @@ export class DumpContext {
   }
   #pending: ImageWriter[] = [];
 
-  /** Writes and syncs every image opened with {@link DumpContext.image}. */
+  /**
+   * Writes every image opened with {@link DumpContext.image}, unsynced: the images directory's
+   * files are synced together once all are written (ImagesDir.sync).
+   */
   flush(): void {
-    for (const w of this.#pending) w.close();
+    for (const w of this.#pending) w.close(false);
     this.#pending = [];
   }
 

@@ -701,7 +701,7 @@ async function writeImages(ctx: DumpContext, tree: FrozenTree): Promise<void> {
   await ctx.pagesFilesDone();
   ctx.flush();
   if (ctx.userns) shareImages(ctx.opts.imagesDir, ctx.userns);
-  ctx.dir.sync();
+  await ctx.dir.sync();
   await ctx.checkpoint("sync");
   // The last word before the tree goes: a failing post-dump script leaves it running.
   await ctx.opts.actions?.("post-dump", tree.root);

@@ -74,7 +74,7 @@ export async function preDump(
   writeInventory(ctx);
   ctx.written.push(...writeTracking(ctx.dir, ctx.trackers, ctx.frames));
   ctx.flush();
-  ctx.dir.sync();
+  await ctx.dir.sync();
   log.info(`Pre-dump of ${tree.processes.length} processes done; the tree runs on`);
   writeStats(ctx);
   await opts.actions?.("post-dump", pid);

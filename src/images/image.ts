@@ -93,8 +93,11 @@ export class ImageWriter {
     return this;
   }
 
-  /** Writes the file (mode 0600) and syncs it. Idempotent. */
-  close(): void {
+  /**
+   * Writes the file (mode 0600) and, unless `sync` is false (its directory's files are to be
+   * synced together: images_dir.ts ImagesDir.sync), syncs it. Idempotent.
+   */
+  close(sync = true): void {
     if (this.#closed) return;
     this.#closed = true;
     const all = new Uint8Array(this.#size);
@@ -103,17 +106,21 @@ export class ImageWriter {
       all.set(c, off);
       off += c.length;
     }
-    writeFileSynced(this.path, all);
+    writeWholeFile(this.path, all, sync);
   }
 }
 
 /** Writes a whole file with mode 0600 and fsyncs it. */
 export function writeFileSynced(path: string, data: Uint8Array): void {
+  writeWholeFile(path, data, true);
+}
+
+function writeWholeFile(path: string, data: Uint8Array, sync: boolean): void {
   using f = Deno.openSync(path, { write: true, create: true, truncate: true, mode: IMAGE_MODE });
   Deno.chmodSync(path, IMAGE_MODE);
   let off = 0;
   while (off < data.length) off += f.writeSync(data.subarray(off));
-  f.syncSync();
+  if (sync) f.syncSync();
 }
 
 /** One entry read from an image, with the raw payload that followed it if any. */

@@ -14,7 +14,8 @@
  */
 import { join } from "../util/path.ts";
 import { exists } from "../util/exists.ts";
-import { ImageWriter, type MagicName, syncDir } from "./image.ts";
+import { ImageWriter, type MagicName } from "./image.ts";
+import { syncDirectoryFiles } from "./durable.ts";
 
 /** The name of the link to the parent images. */
 const PARENT = "parent";
@@ -76,8 +77,11 @@ export class ImagesDir {
     return new ImageWriter(this.path, name, type);
   }
 
-  /** Makes the names of the files written in it durable. */
-  sync(): void {
-    syncDir(this.path);
+  /**
+   * Makes every file in it durable, and then their names: the files together (durable.ts), so
+   * that whoever writes them may leave them unsynced until now.
+   */
+  sync(): Promise<void> {
+    return syncDirectoryFiles(this.path);
   }
 }

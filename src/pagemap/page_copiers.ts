@@ -3,7 +3,7 @@
  * goes on, and the dumper itself once it has nothing else to do.
  *
  * ```
- *  dumper        post job 1 (process A) -> collect B -> post job 2 -> ... help() -> sync
+ *  dumper        post job 1 (process A) -> collect B -> post job 2 -> ... help() -> done
  *  copier(s)     | chunks of job 1 ......... | chunks of job 2 ... |
  *  dumper, help                                            | chunks left of job 2 |
  * ```
@@ -13,13 +13,14 @@
  * (syscalls/page_copy.ts): no JavaScript runs there, so it copies from the moment it is
  * started, which the first job posted does (or once the jobs hold `startBytes`). On a machine
  * of one core {@link PageCopiers.help} does it all. A job is done when no chunk is left and
- * none is being copied: then its file is synced and closed, in the order the jobs came. The
- * tasks stay stopped until the dump has waited for every job (the dump's pagesFilesDone).
+ * none is being copied: then its file is cut to size and closed, in the order the jobs came,
+ * unsynced (the dump syncs its images directory's files together). The tasks stay stopped
+ * until the dump has waited for every job (the dump's pagesFilesDone).
  *
  * @module
  */
 import { IMAGE_MODE } from "../images/image.ts";
-import { close, fsync, ftruncate, O, open } from "../syscalls/mod.ts";
+import { close, ftruncate, O, open, startWriteback } from "../syscalls/mod.ts";
 import { copyError, type CopyJobMemory, CopyQueue } from "../syscalls/page_copy.ts";
 import { chunkBuffer, copyJob } from "./copy_job.ts";
 import type { PageRun } from "./pagemap.ts";
@@ -79,7 +80,7 @@ export class PageCopiers implements Disposable {
 
   /**
    * Writes the pages of `runs` of task `pid` (stopped, or with `lenient` running) back to back
-   * into a new file at `path`, then syncs it. The copiers take it up (once started); it is
+   * into a new file at `path` (left unsynced). The copiers take it up (once started); it is
    * done once they and {@link help} have taken every chunk. When `signal` aborts, no chunk of
    * it is taken any more, and it fails once those being copied are in.
    */
@@ -175,7 +176,7 @@ export class PageCopiers implements Disposable {
     }
   }
 
-  /** Ends job `p`, done: its file cut to size and synced, or its error. Closes the file. */
+  /** Ends job `p`, done: its file cut to size, or its error. Closes the file. */
   #finish(p: Pending): void {
     try {
       if (p.settled) return;
@@ -187,7 +188,9 @@ export class PageCopiers implements Disposable {
         throw new Error(`Pages of task ${p.pid}: ${written} of ${p.total} bytes written`);
       }
       ftruncate(p.fd, p.total, p.path); // a spare may have been larger
-      fsync(p.fd, p.path);
+      // Unsynced: the dump syncs its images directory's files together (ImagesDir.sync),
+      // when the disk has had this one since now.
+      startWriteback(p.fd);
       p.resolve({
         pages: p.total / PAGE,
         readUs: 0,

@@ -38,7 +38,8 @@ export interface XferStats {
 /** The pages of one object, read on demand, by address (or offset) runs. */
 export interface PageReader {
   /**
-   * The pages of `runs`, in order, into a new file at `path` (back to back), synced; given up
+   * The pages of `runs`, in order, into a new file at `path` (back to back), unsynced (the
+   * images directory's files are synced together once all are written); given up
    * when `signal` aborts (by a reader that writes beside the caller: detached).
    */
   toFile(runs: PageRun[], path: string, signal?: AbortSignal): Promise<XferStats>;

@@ -1,12 +1,20 @@
 /**
  * A pages-N.img being written: sized first and mapped shared, its pages made in one pass
  * (MAP_POPULATE), filled in place by a reader (a task's memory, a shmem object: one copy, no
- * write calls), then synced.
+ * write calls), synced later with the rest of the images.
  *
  * @module
  */
 import { IMAGE_MODE } from "../images/image.ts";
-import { close, fsync, mapFileForWriting, O, open, unmapHere, viewAt } from "../syscalls/mod.ts";
+import {
+  close,
+  mapFileForWriting,
+  O,
+  open,
+  startWriteback,
+  unmapHere,
+  viewAt,
+} from "../syscalls/mod.ts";
 import type { XferStats } from "./page_xfer.ts";
 
 /**
@@ -26,8 +34,9 @@ export function makeSpare(path: string, len: number): void {
 
 /**
  * A new pages file at `path` of `total` bytes (with `spare`, that file made beforehand,
- * renamed, its pages used), `fill`ed through its mapping and synced. Making and syncing the
- * file count as writing, `fill` as reading.
+ * renamed, its pages used), `fill`ed through its mapping, left unsynced (the dump syncs its
+ * images directory's files together: ImagesDir.sync). Making the file counts as writing,
+ * `fill` as reading.
  */
 export function fillPagesFile(
   path: string,
@@ -60,10 +69,8 @@ export function fillPagesFile(
       } finally {
         unmapHere(addr, BigInt(total));
       }
+      startWriteback(fd);
     }
-    const t = performance.now();
-    fsync(fd, path);
-    stats.writeUs += (performance.now() - t) * 1000;
   } finally {
     close(fd);
   }

@@ -93,7 +93,7 @@ export class TaskPages implements PageReader {
 }
 
 /**
- * Writes the pages of `runs` of task `pid` to a new image file at `path` and syncs it (with
+ * Writes the pages of `runs` of task `pid` to a new image file at `path`, unsynced (with
  * `lenient`, pages it no longer has as zeros: see {@link readPages}), read straight into the
  * file's mapping (fillPagesFile; with `spare`, into that file made beforehand).
  */

@@ -426,6 +426,16 @@ export function fsync(fd: number, what: string): void {
 }
 
 /**
+ * Starts the writeback of file `fd`'s dirty pages and returns (sync_file_range(2) with
+ * SYNC_FILE_RANGE_WRITE): they go to the disk while the caller goes on, and a later fsync finds
+ * less to wait for. Makes nothing durable; a failure is ignored (the fsync reports it).
+ */
+export function startWriteback(fd: number): void {
+  const SYNC_FILE_RANGE_WRITE = 2;
+  rawSyscall(NR.sync_file_range, fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
+/**
  * What {@link zeroPagePfn} gives on a kernel that maps no shared zero page (a PVM guest booted
  * with pvm_no_zero_page, say): a frame beyond any machine's memory, which no page has, so that
  * every present page is dumped (a page only read is one of its own there, of zeros).
@@ -695,6 +705,9 @@ export function fileSystemOf(fd: number, what: string): { type: bigint; blockSiz
   syscall(NR.fstatfs, "fstatfs", what, fd, addressOf(new Uint8Array(buf.buffer)));
   return { type: BigInt.asUintN(64, buf[0]), blockSize: buf[1] };
 }
+
+/** statfs f_type of the file systems in memory whose fsync does nothing: tmpfs, ramfs. */
+export const MEMORY_FS_MAGICS: readonly bigint[] = [0x01021994n, 0x858458f6n];
 
 /** HUGETLBFS_MAGIC: hugetlbfs (hugetlb memfds and anonymous hugetlb memory live there). */
 export const HUGETLBFS_MAGIC = 0x958458f6n;

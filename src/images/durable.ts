@@ -1,0 +1,43 @@
+/**
+ * A directory's files made durable together. An fsync on a journaling file system (ext4, xfs)
+ * commits the journal and waits for it; files synced one after another pay a commit each,
+ * files synced at once share them. A dump of a tree of 21 processes (238 images, 168 MiB of
+ * pages) into ext4 here spent some 300 ms in fsyncs made one by one as each image was written.
+ *
+ * @module
+ */
+import { close, fileSystemOf, MEMORY_FS_MAGICS, O, open } from "../syscalls/mod.ts";
+import { syncDir } from "./image.ts";
+
+/** How many files are synced at once (each on a thread of Deno's blocking pool). */
+const AT_ONCE = 128;
+
+/**
+ * Syncs the data and metadata of every regular file in directory `dir` (fsync), many at once,
+ * then the directory itself (the files' names); throws naming the first file that fails. On a
+ * file system in memory (tmpfs, ramfs), whose fsync does nothing, it does nothing.
+ */
+export async function syncDirectoryFiles(dir: string): Promise<void> {
+  const fd = open(dir, O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0);
+  let fsType: bigint;
+  try {
+    fsType = fileSystemOf(fd, dir).type;
+  } finally {
+    close(fd);
+  }
+  if (MEMORY_FS_MAGICS.includes(fsType)) return;
+  const paths = [...Deno.readDirSync(dir)].filter((e) => e.isFile).map((e) => `${dir}/${e.name}`);
+  for (let i = 0; i < paths.length; i += AT_ONCE) {
+    const batch = paths.slice(i, i + AT_ONCE);
+    const results = await Promise.allSettled(batch.map(async (path) => {
+      using f = await Deno.open(path, { read: true });
+      await f.sync();
+    }));
+    const failed = results.findIndex((r) => r.status === "rejected");
+    if (failed >= 0) {
+      const reason = (results[failed] as PromiseRejectedResult).reason as Error;
+      throw new Error(`Cannot sync ${batch[failed]}: ${reason.message}`);
+    }
+  }
+  syncDir(dir);
+}
