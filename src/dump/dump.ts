@@ -34,6 +34,7 @@ import {
 } from "../../proto/gen/misc_pb.ts";
 import { ImageWriter } from "../images/image.ts";
 import type { ImagesDir } from "../images/images_dir.ts";
+import { SCRATCH_PREFIX } from "../images/durable.ts";
 import { serveTreePages, TreePages } from "./lazy_serve.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
@@ -217,7 +218,7 @@ function spareFor(
     if (/^pages-\d+\.img$/.test(name)) bytes += Deno.statSync(parent.file(name)).size;
   }
   if (!bytes) return undefined;
-  return { path: ctx.dir.file(".deno-criu-spare-pages"), bytes: Math.min(bytes, SPARE_MAX) };
+  return { path: ctx.dir.file(`${SCRATCH_PREFIX}spare-pages`), bytes: Math.min(bytes, SPARE_MAX) };
 }
 
 function checkImagesDir(dir: string): void {
@@ -228,7 +229,7 @@ function checkImagesDir(dir: string): void {
     throw new Error(`Cannot use images directory ${dir}: it does not exist`);
   }
   if (!st.isDirectory) throw new Error(`Cannot use images directory ${dir}: not a directory`);
-  const probe = `${dir}/.deno-criu-probe-${Deno.pid}`;
+  const probe = `${dir}/${SCRATCH_PREFIX}probe-${Deno.pid}`;
   try {
     Deno.writeFileSync(probe, new Uint8Array(), { mode: 0o600 });
     Deno.removeSync(probe);

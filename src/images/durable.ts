@@ -13,9 +13,16 @@ import { syncDir } from "./image.ts";
 const AT_ONCE = 128;
 
 /**
+ * Files of criu's own that a directory of images may hold for a while, never images: a spare
+ * pages file not taken (up to 64 MiB a sync would write for nothing), a probe of the directory.
+ */
+export const SCRATCH_PREFIX = ".deno-criu-";
+
+/**
  * Syncs the data and metadata of every regular file in directory `dir` (fsync), many at once,
- * then the directory itself (the files' names); throws naming the first file that fails. On a
- * file system in memory (tmpfs, ramfs), whose fsync does nothing, it does nothing.
+ * but criu's scratch files ({@link SCRATCH_PREFIX}), then the directory itself (the files'
+ * names); throws naming the first file that fails. On a file system in memory (tmpfs, ramfs),
+ * whose fsync does nothing, it does nothing.
  */
 export async function syncDirectoryFiles(dir: string): Promise<void> {
   const fd = open(dir, O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0);
@@ -26,7 +33,9 @@ export async function syncDirectoryFiles(dir: string): Promise<void> {
     close(fd);
   }
   if (MEMORY_FS_MAGICS.includes(fsType)) return;
-  const paths = [...Deno.readDirSync(dir)].filter((e) => e.isFile).map((e) => `${dir}/${e.name}`);
+  const paths = [...Deno.readDirSync(dir)]
+    .filter((e) => e.isFile && !e.name.startsWith(SCRATCH_PREFIX))
+    .map((e) => `${dir}/${e.name}`);
   for (let i = 0; i < paths.length; i += AT_ONCE) {
     const batch = paths.slice(i, i + AT_ONCE);
     const results = await Promise.allSettled(batch.map(async (path) => {
