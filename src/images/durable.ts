@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { close, fileSystemOf, MEMORY_FS_MAGICS, O, open } from "../syscalls/mod.ts";
+import { close, inMemoryFs, O, open } from "../syscalls/mod.ts";
 import { syncDir } from "./image.ts";
 
 /** How many files are synced at once (each on a thread of Deno's blocking pool). */
@@ -26,13 +26,13 @@ export const SCRATCH_PREFIX = ".deno-criu-";
  */
 export async function syncDirectoryFiles(dir: string): Promise<void> {
   const fd = open(dir, O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0);
-  let fsType: bigint;
+  let inMemory: boolean;
   try {
-    fsType = fileSystemOf(fd, dir).type;
+    inMemory = inMemoryFs(fd, dir);
   } finally {
     close(fd);
   }
-  if (MEMORY_FS_MAGICS.includes(fsType)) return;
+  if (inMemory) return;
   const paths = [...Deno.readDirSync(dir)]
     .filter((e) => e.isFile && !e.name.startsWith(SCRATCH_PREFIX))
     .map((e) => `${dir}/${e.name}`);

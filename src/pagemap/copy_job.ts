@@ -34,13 +34,15 @@ export function chunkBuffer(): Uint8Array {
 
 /**
  * The job of writing the pages of `runs` of task `pid` (stopped, or with `lenient` running:
- * pages it no longer has are written as zeros) back to back into `fd` from offset 0.
+ * pages it no longer has are written as zeros) back to back into `fd` from offset 0; with
+ * `writeback` (`fd` on a disk), each chunk's writeback started once it is written.
  */
 export function copyJob(
   pid: number,
   runs: readonly PageRun[],
   fd: number,
   lenient: boolean,
+  writeback = false,
 ): CopyJobMemory {
   const chunks: number[] = [];
   const iovs: bigint[] = [];
@@ -65,5 +67,5 @@ export function copyJob(
     }
   }
   end();
-  return new CopyJobMemory(pid, fd, lenient, chunks, iovs);
+  return new CopyJobMemory(pid, fd, lenient, chunks, iovs, writeback);
 }

@@ -20,7 +20,7 @@
  * @module
  */
 import { IMAGE_MODE } from "../images/image.ts";
-import { close, ftruncate, O, open, startWriteback } from "../syscalls/mod.ts";
+import { close, ftruncate, inMemoryFs, O, open, startWriteback } from "../syscalls/mod.ts";
 import { copyError, type CopyJobMemory, CopyQueue } from "../syscalls/page_copy.ts";
 import { chunkBuffer, copyJob } from "./copy_job.ts";
 import type { PageRun } from "./pagemap.ts";
@@ -95,7 +95,8 @@ export class PageCopiers implements Disposable {
     let job: CopyJobMemory;
     try {
       Deno.chmodSync(path, IMAGE_MODE);
-      job = copyJob(pid, runs, fd, lenient);
+      // On a disk, the disk takes each chunk as it is written (copier.c writeback).
+      job = copyJob(pid, runs, fd, lenient, !inMemoryFs(fd, path));
     } catch (e) {
       close(fd);
       throw e;

@@ -14,7 +14,7 @@ import { rawSyscall } from "./process.ts";
 import { NR } from "./syscall_numbers.ts";
 
 // struct job (parasite/copier.c): s32 words, then u64 words, then the path, then the chunks.
-const NEXT = 0, STOP = 1, INFLIGHT = 2; // s32 indices
+const NEXT = 0, STOP = 1, INFLIGHT = 2, WRITEBACK = 3; // s32 indices
 const W = {
   nchunks: 2,
   pid: 3,
@@ -81,7 +81,18 @@ export class CopyJobMemory {
   readonly #u64: BigUint64Array;
   readonly #chunks: number;
 
-  constructor(pid: number, fd: number, lenient: boolean, chunks: number[], iovs: bigint[]) {
+  /**
+   * A job of `chunks` and `iovs` from task `pid` into file `fd`; with `writeback` (a file on a
+   * disk), each chunk's writeback is started as soon as it is written.
+   */
+  constructor(
+    pid: number,
+    fd: number,
+    lenient: boolean,
+    chunks: number[],
+    iovs: bigint[],
+    writeback = false,
+  ) {
     this.#chunks = chunks.length / 4;
     this.shared = new SharedArrayBuffer(CHUNKS_AT + chunks.length * 8 + iovs.length * 8);
     this.#s32 = new Int32Array(this.shared, 0, 4);
@@ -91,6 +102,7 @@ export class CopyJobMemory {
     u[W.pid] = BigInt(pid);
     u[W.fd] = BigInt(fd);
     u[W.lenient] = lenient ? 1n : 0n;
+    this.#s32[WRITEBACK] = writeback ? 1 : 0;
     const path = new TextEncoder().encode(`/proc/${pid}/mem`);
     new Uint8Array(this.shared, PATH_AT, PATH_BYTES).set(path.subarray(0, PATH_BYTES - 1));
     u.set(chunks.map(BigInt), CHUNKS_AT / 8);

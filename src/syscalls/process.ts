@@ -709,6 +709,11 @@ export function fileSystemOf(fd: number, what: string): { type: bigint; blockSiz
 /** statfs f_type of the file systems in memory whose fsync does nothing: tmpfs, ramfs. */
 export const MEMORY_FS_MAGICS: readonly bigint[] = [0x01021994n, 0x858458f6n];
 
+/** Whether `fd` is on a file system in memory (tmpfs, ramfs): its fsync does nothing. */
+export function inMemoryFs(fd: number, what: string): boolean {
+  return MEMORY_FS_MAGICS.includes(fileSystemOf(fd, what).type);
+}
+
 /** HUGETLBFS_MAGIC: hugetlbfs (hugetlb memfds and anonymous hugetlb memory live there). */
 export const HUGETLBFS_MAGIC = 0x958458f6n;
 
