@@ -5,15 +5,7 @@
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { task_kobj_ids_entrySchema } from "../proto/gen/core_pb.ts";
 import { ImageWriter, readImage } from "../src/images/image.ts";
-import {
-  addressOf,
-  close,
-  fileSystemOf,
-  MEMORY_FS_MAGICS,
-  O,
-  open,
-  rawSyscall,
-} from "../src/syscalls/mod.ts";
+import { addressOf, close, inMemoryFs, O, open, rawSyscall } from "../src/syscalls/mod.ts";
 import {
   buildVictim,
   criu,
@@ -331,7 +323,7 @@ const diskInMemory = (() => {
   Deno.mkdirSync(ON_DISK, { recursive: true });
   const fd = open(ON_DISK, O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0);
   try {
-    return MEMORY_FS_MAGICS.includes(fileSystemOf(fd, ON_DISK).type);
+    return inMemoryFs(fd, ON_DISK);
   } finally {
     close(fd);
   }

@@ -6,8 +6,7 @@
  *
  * @module
  */
-import { close, inMemoryFs, O, open } from "../syscalls/mod.ts";
-import { syncDir } from "./image.ts";
+import { close, fsync, inMemoryFs, O, open } from "../syscalls/mod.ts";
 
 /** How many files are synced at once (each on a thread of Deno's blocking pool). */
 const AT_ONCE = 128;
@@ -25,14 +24,19 @@ export const SCRATCH_PREFIX = ".deno-criu-";
  * whose fsync does nothing, it does nothing.
  */
 export async function syncDirectoryFiles(dir: string): Promise<void> {
+  // One descriptor of the directory: which file system it is on, and its own fsync at the end.
   const fd = open(dir, O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0);
-  let inMemory: boolean;
   try {
-    inMemory = inMemoryFs(fd, dir);
+    if (!inMemoryFs(fd, dir)) {
+      await syncFiles(dir);
+      fsync(fd, dir);
+    }
   } finally {
     close(fd);
   }
-  if (inMemory) return;
+}
+
+async function syncFiles(dir: string): Promise<void> {
   const paths = [...Deno.readDirSync(dir)]
     .filter((e) => e.isFile && !e.name.startsWith(SCRATCH_PREFIX))
     .map((e) => `${dir}/${e.name}`);
@@ -48,5 +52,4 @@ export async function syncDirectoryFiles(dir: string): Promise<void> {
       throw new Error(`Cannot sync ${batch[failed]}: ${reason.message}`);
     }
   }
-  syncDir(dir);
 }

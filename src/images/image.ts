@@ -259,9 +259,3 @@ export function readHeadEntry<D extends DescMessage>(
   if (!head) throw new ImageError(`Image ${path} is truncated: no ${schema.typeName} entry`);
   return { message: head.message, next: start + 4 + size };
 }
-
-/** Fsyncs a directory so that the names of the files just written are durable. */
-export function syncDir(dir: string): void {
-  using d = Deno.openSync(dir, { read: true });
-  d.syncSync();
-}

@@ -20,7 +20,7 @@
  * @module
  */
 import { IMAGE_MODE } from "../images/image.ts";
-import { close, ftruncate, inMemoryFs, O, open, startWriteback } from "../syscalls/mod.ts";
+import { close, ftruncate, inMemoryFs, O, open } from "../syscalls/mod.ts";
 import { copyError, type CopyJobMemory, CopyQueue } from "../syscalls/page_copy.ts";
 import { chunkBuffer, copyJob } from "./copy_job.ts";
 import type { PageRun } from "./pagemap.ts";
@@ -188,10 +188,9 @@ export class PageCopiers implements Disposable {
       if (written !== p.total) {
         throw new Error(`Pages of task ${p.pid}: ${written} of ${p.total} bytes written`);
       }
+      // Unsynced: the dump syncs its images directory's files together (ImagesDir.sync); on a
+      // disk, each chunk's writeback was started as it was written (copier.c).
       ftruncate(p.fd, p.total, p.path); // a spare may have been larger
-      // Unsynced: the dump syncs its images directory's files together (ImagesDir.sync),
-      // when the disk has had this one since now.
-      startWriteback(p.fd);
       p.resolve({
         pages: p.total / PAGE,
         readUs: 0,

@@ -2,8 +2,9 @@
  * Loading a module of this program only when it is needed, by its path under src/
  * (`load<typeof import("../cli/run_dump.ts")>("cli/run_dump.ts")`): a specifier Deno does not load up
  * front (a literal `import("...")` it would, so every command would load dump, restore and
- * check first). In the bundled build (scripts/bundle.ts) every such module is in the bundle
- * already, registered by src/cli/bundled.ts, and taken from there.
+ * check first). In the bundled build (scripts/bundle.ts) every such module a bundle's commands
+ * load is in it already, registered by its entry (src/cli/bundled.ts, bundled_dump.ts,
+ * bundled_restore.ts), and taken from there.
  *
  * @module
  */
